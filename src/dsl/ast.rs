@@ -1,0 +1,454 @@
+//! The syntax tree of a `.kefu` file: what the text says, with a span on everything.
+//!
+//! This is a stepping stone between the pest parse and the [`RuleSet`](crate::RuleSet):
+//! nothing here is resolved, compiled or checked beyond its shape. Lowering
+//! (`dsl::lower`) reads it and reports what is wrong with it.
+
+use super::diagnostic::Span;
+
+/// A name with its place: a rule name, a slot, a dotted intent path.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ident {
+    /// The name as written.
+    pub name: String,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// A decoded string literal.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Str {
+    /// The text after escapes are decoded (and, for `"""`, indentation removed).
+    pub value: String,
+    /// The whole literal, quotes included.
+    pub span: Span,
+    /// For each byte offset of `value` (and one past its end), the byte offset in the file
+    /// it came from, so that errors inside reply templates point at the right column.
+    pub offsets: Vec<usize>,
+}
+
+impl Str {
+    /// The file span of `value[start..end]`.
+    pub fn sub_span(&self, start: usize, end: usize) -> Span {
+        let at = |i: usize| self.offsets.get(i).copied().unwrap_or(self.span.end);
+        Span::new(self.span.file, at(start), at(end).max(at(start)))
+    }
+}
+
+/// A rhai expression between backticks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expr {
+    /// The rhai source between the backticks.
+    pub source: String,
+    /// The source's place in the file (inside the backticks).
+    pub span: Span,
+}
+
+/// A number with its place.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Number {
+    /// The value.
+    pub value: f64,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// A whole number with its place.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Integer {
+    /// The value.
+    pub value: i64,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// A duration such as `800ms`, in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DurationLit {
+    /// The length in milliseconds.
+    pub millis: u64,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// A date with an optional time of day, not yet placed in a time zone.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DateTimeLit {
+    /// Year, month, day as written.
+    pub date: (i32, u32, u32),
+    /// Hour, minute, second, when a time was written.
+    pub time: Option<(u32, u32, u32)>,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// One top-level declaration.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Item {
+    /// `shop "..." { ... }`
+    Shop(Shop),
+    /// `intent a.b { ... }`
+    Intent(Intent),
+    /// `entity x = ...`
+    Entity(Entity),
+    /// `source x = ...`
+    Source(Source),
+    /// `rule x { ... }`
+    Rule(Rule),
+    /// `promotion x { ... }`
+    Promotion(Promotion),
+    /// `policy x { ... }`
+    Policy(Policy),
+    /// `flow x { ... }`
+    Flow(Flow),
+    /// `style x { ... }`
+    Style(Style),
+    /// `fallback { ... }`
+    Fallback(Fallback),
+    /// `safety { ... }`
+    Safety(Safety),
+}
+
+/// `shop "name" { ... }`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shop {
+    /// The shop's name.
+    pub name: Str,
+    /// The `shop` keyword through the closing brace.
+    pub span: Span,
+    /// `persona "..."`
+    pub persona: Option<Str>,
+    /// `timezone "..."`
+    pub timezone: Option<Str>,
+    /// `threshold 0.6`
+    pub threshold: Option<Number>,
+    /// `handoff_message "..."`
+    pub handoff_message: Option<Str>,
+    /// `fallback_message "..."`
+    pub fallback_message: Option<Str>,
+    /// `context order, cart`
+    pub context: Vec<Ident>,
+}
+
+/// `intent 售后.退货 { examples ... keywords ... }`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Intent {
+    /// The dotted path.
+    pub name: Ident,
+    /// The whole item.
+    pub span: Span,
+    /// Training examples.
+    pub examples: Vec<Str>,
+    /// Keywords.
+    pub keywords: Vec<Str>,
+}
+
+/// `entity name = /regex/` or `entity name = [lexicon]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entity {
+    /// The entity's name.
+    pub name: Ident,
+    /// The whole item.
+    pub span: Span,
+    /// How it is recognised.
+    pub kind: EntityKind,
+}
+
+/// How an entity is recognised.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EntityKind {
+    /// `/pattern/flags`
+    Regex {
+        /// The pattern as written between the slashes.
+        pattern: String,
+        /// The pattern's place.
+        span: Span,
+        /// Flags after the closing slash.
+        flags: Ident,
+    },
+    /// `["红色", "红" => "红色"]`: surface form and optional canonical value.
+    Lexicon(Vec<(Str, Option<Str>)>),
+}
+
+/// `source name = file ... | http ...`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Source {
+    /// The source's name, also the script function that reads it.
+    pub name: Ident,
+    /// The whole item.
+    pub span: Span,
+    /// Where records come from.
+    pub kind: SourceKind,
+}
+
+/// Where a source's records come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceKind {
+    /// `file "path" key "field"`
+    File {
+        /// The file, relative to the rules directory.
+        path: Str,
+        /// The field records are indexed by.
+        key: Option<Str>,
+    },
+    /// `http "url with {key}" timeout 800ms`
+    Http {
+        /// The URL template.
+        url: Str,
+        /// The request timeout.
+        timeout: Option<DurationLit>,
+    },
+}
+
+/// What makes a rule, promotion or flow a candidate for a message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trigger {
+    /// `on` through the end of the trigger.
+    pub span: Span,
+    /// What it listens for.
+    pub kind: TriggerKind,
+}
+
+/// What a trigger listens for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TriggerKind {
+    /// `on keywords "a", "b"`
+    Keywords(Vec<Str>),
+    /// `on entity name`
+    Entity(Ident),
+    /// `on 售后.退货, 商品.*`
+    Intents(Vec<Ident>),
+}
+
+/// `handoff` or `handoff "reason"`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Handoff {
+    /// The reason given to the agent, if any.
+    pub reason: Option<Str>,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// `rule name { ... }`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    /// The rule's name.
+    pub name: Ident,
+    /// The whole item.
+    pub span: Span,
+    /// `on ...` lines.
+    pub triggers: Vec<Trigger>,
+    /// `when `...``
+    pub when: Option<Expr>,
+    /// `reply "..."`
+    pub reply: Option<Str>,
+    /// `handoff "..."`
+    pub handoff: Option<Handoff>,
+    /// `priority N`
+    pub priority: Option<Integer>,
+}
+
+/// `promotion name { ... }`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Promotion {
+    /// The promotion's name.
+    pub name: Ident,
+    /// The whole item.
+    pub span: Span,
+    /// `from ... to ...`
+    pub window: Option<(DateTimeLit, DateTimeLit)>,
+    /// `for `...``
+    pub audience: Option<Expr>,
+    /// `say "..."`
+    pub say: Option<Str>,
+    /// `on ...` lines.
+    pub triggers: Vec<Trigger>,
+    /// `priority N`
+    pub priority: Option<Integer>,
+}
+
+/// `policy name { applies ... text ... }`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// The policy's name.
+    pub name: Ident,
+    /// The whole item.
+    pub span: Span,
+    /// Intent patterns it applies to.
+    pub applies: Vec<Ident>,
+    /// The policy text.
+    pub text: Option<Str>,
+}
+
+/// `flow name { start ... steps }`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Flow {
+    /// The flow's name.
+    pub name: Ident,
+    /// The whole item.
+    pub span: Span,
+    /// `start on ...` lines.
+    pub starts: Vec<FlowStart>,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+}
+
+/// `start on TRIGGER when `...``
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowStart {
+    /// What starts the flow.
+    pub trigger: Trigger,
+    /// An extra condition.
+    pub when: Option<Expr>,
+    /// The whole line.
+    pub span: Span,
+}
+
+/// One step of a flow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    /// Where the step is written.
+    pub span: Span,
+    /// What it does.
+    pub kind: StepKind,
+}
+
+/// What a flow step does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepKind {
+    /// `ask slot [as entity] "question" [retry N [else STEP]]`
+    Ask {
+        /// The slot to fill.
+        slot: Ident,
+        /// The entity that fills it, when not the slot's own name.
+        entity: Option<Ident>,
+        /// The question.
+        prompt: Str,
+        /// How many times to ask again.
+        retry: Option<Integer>,
+        /// What to do when retries run out.
+        otherwise: Option<Box<Step>>,
+    },
+    /// `set name = `expr``
+    Set {
+        /// The variable.
+        name: Ident,
+        /// Its value.
+        value: Expr,
+    },
+    /// `if `cond` { ... } else { ... }`
+    If {
+        /// The condition.
+        cond: Expr,
+        /// Steps when it holds.
+        then: Vec<Step>,
+        /// Steps when it does not (an `else if` is one `If` step here).
+        otherwise: Vec<Step>,
+    },
+    /// `goto slot`
+    Goto(Ident),
+    /// `call `expr``
+    Call(Expr),
+    /// `reply "..."`
+    Reply(Str),
+    /// `handoff ["reason"]`
+    Handoff(Handoff),
+    /// `end`
+    End,
+}
+
+/// `style name { when ... tone ... temperature ... top_p ... }`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Style {
+    /// The style's name.
+    pub name: Ident,
+    /// The whole item.
+    pub span: Span,
+    /// Who it is for.
+    pub when: Option<Expr>,
+    /// `tone "..."`
+    pub tone: Option<Str>,
+    /// `temperature x`
+    pub temperature: Option<Number>,
+    /// `top_p x`
+    pub top_p: Option<Number>,
+}
+
+/// `fallback { arms }`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fallback {
+    /// The whole item.
+    pub span: Span,
+    /// The arms, in order.
+    pub arms: Vec<FallbackArm>,
+}
+
+/// `when `cond` ACTION` or `otherwise ACTION`
+#[derive(Clone, Debug, PartialEq)]
+pub struct FallbackArm {
+    /// The whole arm.
+    pub span: Span,
+    /// `None` for `otherwise`.
+    pub when: Option<Expr>,
+    /// What to do.
+    pub action: FallbackAction,
+}
+
+/// What a fallback arm does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FallbackAction {
+    /// `handoff "reason"`
+    Handoff(Handoff),
+    /// `reply "..."`
+    Reply(Str),
+    /// `llm [style name]`
+    Llm(Option<Ident>),
+}
+
+/// `safety { entries }`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Safety {
+    /// The whole item.
+    pub span: Span,
+    /// The entries, in order.
+    pub entries: Vec<SafetyEntry>,
+}
+
+/// Where a word list's words come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WordSource {
+    /// `from "file"`
+    File(Str),
+    /// `words "a", "b"`
+    Inline(Vec<Str>),
+}
+
+/// A `block` or `mask` list.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WordList {
+    /// The category name.
+    pub category: Ident,
+    /// The whole entry.
+    pub span: Span,
+    /// Its words.
+    pub words: WordSource,
+    /// `without fold, fold`
+    pub without: Vec<Ident>,
+    /// `reply "..."`
+    pub reply: Option<Str>,
+}
+
+/// One entry of a `safety` block.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SafetyEntry {
+    /// `block category ...`
+    Block(WordList),
+    /// `mask category ...`
+    Mask(WordList),
+    /// `allow ...`
+    Allow(WordSource),
+    /// `pii kind, kind`
+    Pii(Vec<Ident>),
+    /// `reply "..."`: the default reply of block lists.
+    Reply(Str),
+}

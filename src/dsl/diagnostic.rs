@@ -1,0 +1,379 @@
+//! Diagnostics that point into the rule files, rendered the way rustc does.
+//!
+//! Every problem found while loading a rule set (a pest syntax error, a rhai compile error
+//! inside a backtick expression, a YAML error in a data file, an unknown name) becomes one
+//! [`Diagnostic`] with a byte span into a file held by the [`SourceMap`]. Rendering is
+//! `path:line:col: error: message` on the first line, so editors and CI can jump to it,
+//! followed by the source line and a caret drawn by `annotate-snippets` (rustc's own
+//! renderer), plus any help.
+
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
+
+/// Index of a file in a [`SourceMap`].
+pub type FileId = usize;
+
+/// A byte range in one file of a [`SourceMap`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Span {
+    /// The file the range is in.
+    pub file: FileId,
+    /// First byte.
+    pub start: usize,
+    /// One past the last byte.
+    pub end: usize,
+}
+
+impl Span {
+    /// A span over `start..end` of `file`.
+    pub fn new(file: FileId, start: usize, end: usize) -> Self {
+        Span { file, start, end }
+    }
+
+    /// The smallest span that covers both.
+    pub fn to(self, other: Span) -> Span {
+        debug_assert_eq!(self.file, other.file);
+        Span::new(self.file, self.start.min(other.start), self.end.max(other.end))
+    }
+}
+
+/// One file whose text diagnostics may point into.
+#[derive(Clone, Debug)]
+pub struct SourceFile {
+    /// The path as shown to the user (relative to where `kefu` was pointed when possible).
+    pub path: PathBuf,
+    /// The whole text.
+    pub text: String,
+    line_starts: Vec<usize>,
+}
+
+impl SourceFile {
+    fn new(path: PathBuf, text: String) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        SourceFile { path, text, line_starts }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
+        let start = self.line_starts[line];
+        let col = self.text.get(start..offset).map_or(offset - start, |s| s.chars().count());
+        (line + 1, col + 1)
+    }
+
+    /// Byte offset of a 1-based line and character column; clamps to the file.
+    pub fn offset_of(&self, line: usize, col: usize) -> usize {
+        let Some(&start) = self.line_starts.get(line.saturating_sub(1)) else {
+            return self.text.len();
+        };
+        let rest = &self.text[start..];
+        let line_len = rest.find('\n').unwrap_or(rest.len());
+        rest[..line_len]
+            .char_indices()
+            .nth(col.saturating_sub(1))
+            .map_or(start + line_len, |(i, _)| start + i)
+    }
+}
+
+/// The files of one load, so that spans can be turned into paths, lines and snippets.
+#[derive(Clone, Debug, Default)]
+pub struct SourceMap {
+    files: Vec<SourceFile>,
+}
+
+impl SourceMap {
+    /// Adds a file and returns its id.
+    pub fn add(&mut self, path: impl Into<PathBuf>, text: String) -> FileId {
+        self.files.push(SourceFile::new(path.into(), text));
+        self.files.len() - 1
+    }
+
+    /// The file with this id.
+    pub fn file(&self, id: FileId) -> &SourceFile {
+        &self.files[id]
+    }
+
+    /// All files, in the order they were added.
+    pub fn files(&self) -> &[SourceFile] {
+        &self.files
+    }
+
+    /// The id of the file at `path`, if it was added.
+    pub fn find(&self, path: &Path) -> Option<FileId> {
+        self.files.iter().position(|f| f.path == path)
+    }
+
+    /// The text a span covers.
+    pub fn text(&self, span: Span) -> &str {
+        &self.files[span.file].text[span.start..span.end]
+    }
+}
+
+/// How bad a diagnostic is: errors stop a rule set from loading, warnings do not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// The rule set cannot be built.
+    Error,
+    /// The rule set works but probably not as intended.
+    Warning,
+}
+
+/// A place in a file with a short explanation drawn under it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Label {
+    /// Where.
+    pub span: Span,
+    /// What to say there; may be empty.
+    pub message: String,
+}
+
+/// One problem in the rule files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Error or warning.
+    pub severity: Severity,
+    /// One line, lowercase, no trailing period.
+    pub message: String,
+    /// The place the message is about; its start is the reported `line:col`.
+    pub primary: Label,
+    /// Related places, e.g. where a duplicate name was first defined.
+    pub secondary: Vec<Label>,
+    /// Advice shown after the snippet.
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    /// An error at `span`.
+    pub fn error(span: Span, message: impl Into<String>) -> Self {
+        Self::new(Severity::Error, span, message)
+    }
+
+    /// A warning at `span`.
+    pub fn warning(span: Span, message: impl Into<String>) -> Self {
+        Self::new(Severity::Warning, span, message)
+    }
+
+    fn new(severity: Severity, span: Span, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity,
+            message: message.into(),
+            primary: Label { span, message: String::new() },
+            secondary: Vec::new(),
+            help: None,
+        }
+    }
+
+    /// Sets the text drawn under the primary span.
+    pub fn with_label(mut self, message: impl Into<String>) -> Self {
+        self.primary.message = message.into();
+        self
+    }
+
+    /// Adds a related place.
+    pub fn with_secondary(mut self, span: Span, message: impl Into<String>) -> Self {
+        self.secondary.push(Label { span, message: message.into() });
+        self
+    }
+
+    /// Adds advice.
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Whether this is an error.
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+/// Everything one load reported, with the files needed to show it.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The files that were read.
+    pub sources: SourceMap,
+    /// Errors and warnings, sorted by file and position.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Report {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// How many errors and warnings there are.
+    pub fn counts(&self) -> (usize, usize) {
+        let errors = self.diagnostics.iter().filter(|d| d.is_error()).count();
+        (errors, self.diagnostics.len() - errors)
+    }
+
+    /// The errors only.
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.is_error())
+    }
+
+    /// `path:line:col` of a span.
+    pub fn location(&self, span: Span) -> String {
+        let file = self.sources.file(span.file);
+        let (line, col) = file.line_col(span.start);
+        format!("{}:{line}:{col}", file.path.display())
+    }
+
+    /// Renders one diagnostic; `color` adds ANSI styles for a terminal.
+    pub fn render(&self, diagnostic: &Diagnostic, color: bool) -> String {
+        let level = match diagnostic.severity {
+            Severity::Error => Level::ERROR,
+            Severity::Warning => Level::WARNING,
+        };
+        let mut out = format!(
+            "{}: {}: {}\n",
+            self.location(diagnostic.primary.span),
+            level_name(diagnostic.severity),
+            diagnostic.message
+        );
+
+        // One snippet per file, the primary file first, so that a secondary label in
+        // another file (a duplicate defined elsewhere) shows with its own path.
+        let primary_file = diagnostic.primary.span.file;
+        let mut files = vec![primary_file];
+        for label in &diagnostic.secondary {
+            if !files.contains(&label.span.file) {
+                files.push(label.span.file);
+            }
+        }
+        let mut group = Group::with_level(level.clone());
+        for &file_id in &files {
+            let file = self.sources.file(file_id);
+            let mut snippet = Snippet::source(file.text.as_str()).line_start(1).fold(true);
+            if file_id != primary_file {
+                snippet = snippet.path(file.path.to_string_lossy());
+            }
+            if file_id == primary_file {
+                snippet = snippet.annotation(
+                    AnnotationKind::Primary
+                        .span(clamp(&file.text, diagnostic.primary.span))
+                        .label(non_empty(&diagnostic.primary.message)),
+                );
+            }
+            for label in diagnostic.secondary.iter().filter(|l| l.span.file == file_id) {
+                snippet = snippet.annotation(
+                    AnnotationKind::Context
+                        .span(clamp(&file.text, label.span))
+                        .label(non_empty(&label.message)),
+                );
+            }
+            group = group.element(snippet);
+        }
+        if let Some(help) = &diagnostic.help {
+            group = group.element(Level::HELP.message(help.as_str()));
+        }
+        let renderer = if color { Renderer::styled() } else { Renderer::plain() };
+        let _ = writeln!(out, "{}", renderer.render(&[group]));
+        out
+    }
+
+    /// Renders every diagnostic followed by a summary line, or nothing when clean.
+    pub fn render_all(&self, color: bool) -> String {
+        let mut out = String::new();
+        for d in &self.diagnostics {
+            out.push_str(&self.render(d, color));
+            out.push('\n');
+        }
+        let (errors, warnings) = self.counts();
+        if errors + warnings > 0 {
+            let _ = writeln!(
+                out,
+                "{}, {}",
+                plural(errors, "error", "errors"),
+                plural(warnings, "warning", "warnings")
+            );
+        }
+        out
+    }
+
+    /// Sorts diagnostics by file, then position, errors before warnings at one place.
+    pub fn sort(&mut self) {
+        self.diagnostics.sort_by_key(|d| {
+            (d.primary.span.file, d.primary.span.start, d.severity, d.message.clone())
+        });
+        self.diagnostics.dedup();
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render_all(false))
+    }
+}
+
+fn level_name(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// A span annotate-snippets can draw: inside the text, on char boundaries, and at least
+/// one character wide so an error at the end of a line still gets a caret.
+fn clamp(text: &str, span: Span) -> std::ops::Range<usize> {
+    let floor = |mut i: usize| {
+        i = i.min(text.len());
+        while !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let start = floor(span.start);
+    let mut end = floor(span.end.max(start));
+    if end == start {
+        end = text[start..].chars().next().map_or(start, |c| {
+            if c == '\n' { start } else { start + c.len_utf8() }
+        });
+    }
+    start..end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_characters_not_bytes() {
+        let f = SourceFile::new("a.kefu".into(), "规则 一\n  规则 x\n".into());
+        let x = f.text.find('x').unwrap();
+        assert_eq!(f.line_col(x), (2, 6));
+        assert_eq!(f.offset_of(2, 6), x);
+        assert_eq!(f.line_col(0), (1, 1));
+    }
+
+    #[test]
+    fn renders_path_line_col_header_and_caret() {
+        let mut sources = SourceMap::default();
+        let id = sources.add("rules/a.kefu", "rule 甲 {\n  on 售后.退款\n}\n".into());
+        let start = sources.file(id).text.find("售后").unwrap();
+        let d = Diagnostic::error(Span::new(id, start, start + "售后.退款".len()), "unknown intent `售后.退款`")
+            .with_label("not declared")
+            .with_help("did you mean `售后.退货`?");
+        let report = Report { sources, diagnostics: vec![d] };
+        let text = report.render_all(false);
+        assert!(text.starts_with("rules/a.kefu:2:6: error: unknown intent `售后.退款`\n"), "{text}");
+        assert!(text.contains("2 |   on 售后.退款"), "{text}");
+        assert!(text.contains("^^^^^^^^^ not declared"), "{text}");
+        assert!(text.contains("help: did you mean"), "{text}");
+        assert!(text.ends_with("1 error, 0 warnings\n"), "{text}");
+    }
+}

@@ -1,0 +1,554 @@
+//! The compiled rule set: the immutable snapshot of everything under `rules/`.
+//!
+//! A [`RuleSet`] is built whole by [`dsl::load_dir`](crate::dsl::load_dir) or not at all;
+//! the runtime never sees the syntax tree. Names are resolved to indices, expressions and
+//! templates are compiled, regexes built, word lists read, data sources loaded, and the
+//! keywords of every rule, promotion, flow start and intent compiled into one Aho-Corasick
+//! automaton so that finding candidates never scans every rule.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aho_corasick::AhoCorasick;
+use chrono::DateTime;
+use chrono_tz::Tz;
+use regex::Regex;
+
+use crate::dsl::diagnostic::Span;
+use crate::safety::SafetyConfig;
+use crate::script::{Script, Template};
+
+/// Everything a turn needs to know about the shop's rules, compiled.
+pub struct RuleSet {
+    /// A short content hash of every file, shown in responses and logs.
+    pub version: String,
+    /// The rules directory.
+    pub root: PathBuf,
+    /// Every file read, relative to `root`.
+    pub files: Vec<PathBuf>,
+    /// The `shop` block.
+    pub shop: Shop,
+    /// Declared intents, in file order.
+    pub intents: Vec<Intent>,
+    /// Declared entities.
+    pub entities: Vec<Entity>,
+    /// Data sources.
+    pub sources: Vec<Source>,
+    /// Rules in answer order: higher priority first, then file order.
+    pub rules: Vec<Rule>,
+    /// Promotions in answer order.
+    pub promotions: Vec<Promotion>,
+    /// Policies, in file order.
+    pub policies: Vec<Policy>,
+    /// Flows, in file order.
+    pub flows: Vec<Flow>,
+    /// Styles, in file order; the first whose `when` holds applies.
+    pub styles: Vec<Style>,
+    /// Fallback arms in order; `otherwise llm` when the files have no `fallback`.
+    pub fallback: Vec<FallbackArm>,
+    /// Word lists, allow list and PII kinds.
+    pub safety: SafetyConfig,
+    /// Candidate lookup by keyword, intent and entity.
+    pub triggers: TriggerIndex,
+    /// The sandboxed script engine with the file sources registered as functions.
+    pub engine: rhai::Engine,
+}
+
+impl std::fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleSet")
+            .field("version", &self.version)
+            .field("shop", &self.shop.name)
+            .field("intents", &self.intents.len())
+            .field("rules", &self.rules.len())
+            .field("promotions", &self.promotions.len())
+            .field("flows", &self.flows.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RuleSet {
+    /// The rule with this name.
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+
+    /// The flow with this name.
+    pub fn flow(&self, name: &str) -> Option<&Flow> {
+        self.flows.iter().find(|f| f.name == name)
+    }
+
+    /// The intent with this name.
+    pub fn intent(&self, name: &str) -> Option<&Intent> {
+        self.intents.iter().find(|i| i.name == name)
+    }
+
+    /// Policies that apply to an intent (and its ancestors' patterns).
+    pub fn policies_for<'a>(&'a self, intent: &'a str) -> impl Iterator<Item = &'a Policy> + 'a {
+        self.policies.iter().filter(move |p| p.applies.iter().any(|pat| pat.matches(intent)))
+    }
+}
+
+/// The `shop` block, with defaults filled in.
+#[derive(Clone, Debug)]
+pub struct Shop {
+    /// The shop's name.
+    pub name: String,
+    /// Who the assistant is.
+    pub persona: String,
+    /// The zone dates are read in.
+    pub timezone: Tz,
+    /// The least intent confidence at which rules answer.
+    pub threshold: f64,
+    /// What the customer is told on handoff.
+    pub handoff_message: String,
+    /// The reply when nothing answers and no model is available.
+    pub fallback_message: String,
+    /// Request-context maps scripts may read.
+    pub context: Vec<String>,
+}
+
+/// A declared intent: a class for the classifier.
+#[derive(Clone, Debug)]
+pub struct Intent {
+    /// Dotted path, one to three levels.
+    pub name: String,
+    /// Training examples.
+    pub examples: Vec<String>,
+    /// Keywords that point to it.
+    pub keywords: Vec<String>,
+    /// Where it is declared.
+    pub span: Span,
+}
+
+/// `售后.退货` or `售后.*` or `*`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IntentPattern {
+    /// The path before `.*` (empty for `*`).
+    pub path: String,
+    /// Whether children match too.
+    pub wildcard: bool,
+}
+
+impl IntentPattern {
+    /// Reads `售后.*`, `*` or an exact path.
+    pub fn parse(text: &str) -> Self {
+        match text.strip_suffix(".*") {
+            Some(path) => IntentPattern { path: path.to_string(), wildcard: true },
+            None if text == "*" => IntentPattern { path: String::new(), wildcard: true },
+            None => IntentPattern { path: text.to_string(), wildcard: false },
+        }
+    }
+
+    /// Whether an intent (or intent prefix such as `售后`) matches.
+    pub fn matches(&self, intent: &str) -> bool {
+        if !self.wildcard {
+            return intent == self.path;
+        }
+        self.path.is_empty()
+            || intent == self.path
+            || intent.strip_prefix(self.path.as_str()).is_some_and(|rest| rest.starts_with('.'))
+    }
+}
+
+impl std::fmt::Display for IntentPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.path.is_empty(), self.wildcard) {
+            (true, true) => f.write_str("*"),
+            (false, true) => write!(f, "{}.*", self.path),
+            _ => f.write_str(&self.path),
+        }
+    }
+}
+
+/// A declared entity.
+#[derive(Clone, Debug)]
+pub struct Entity {
+    /// Its name.
+    pub name: String,
+    /// How it is recognised.
+    pub matcher: EntityMatcher,
+}
+
+/// How an entity is recognised in a message.
+#[derive(Clone, Debug)]
+pub enum EntityMatcher {
+    /// A compiled regular expression.
+    Regex(Regex),
+    /// Surface forms and the canonical value each stands for.
+    Lexicon(Vec<(String, String)>),
+}
+
+/// A data source scripts call as a function of a key.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The function name.
+    pub name: String,
+    /// Where records come from.
+    pub kind: SourceKind,
+}
+
+/// Where a source's records come from.
+#[derive(Clone, Debug)]
+pub enum SourceKind {
+    /// Records read from a YAML or JSON file when the rules were loaded, by key.
+    File {
+        /// The file, relative to the rules directory.
+        path: PathBuf,
+        /// The field records are indexed by.
+        key: String,
+        /// The records, shared with the script function that reads them.
+        records: std::sync::Arc<HashMap<String, rhai::Dynamic>>,
+    },
+    /// A GET per lookup, `{key}` replaced in the URL.
+    Http {
+        /// The URL template.
+        url: String,
+        /// How long a lookup may take before it counts as absent.
+        timeout: Duration,
+    },
+}
+
+/// What makes a rule, promotion or flow a candidate.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Trigger {
+    /// Any of these keywords occurs in the normalized message.
+    Keywords(Vec<String>),
+    /// The message contains this entity.
+    Entity(String),
+    /// The classifier is confident in a matching intent.
+    Intents(Vec<IntentPattern>),
+}
+
+/// A deterministic answer.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// Its name.
+    pub name: String,
+    /// Any of these makes it a candidate.
+    pub triggers: Vec<Trigger>,
+    /// It answers only when this holds.
+    pub when: Option<Script>,
+    /// The reply, if it replies.
+    pub reply: Option<Template>,
+    /// `Some(reason)` when it hands the conversation to a human.
+    pub handoff: Option<Option<String>>,
+    /// Higher answers first.
+    pub priority: i64,
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// A campaign answer, on inside a time window for some users.
+#[derive(Clone, Debug)]
+pub struct Promotion {
+    /// Its name.
+    pub name: String,
+    /// When it starts, in the shop's zone.
+    pub from: DateTime<Tz>,
+    /// When it ends (inclusive).
+    pub to: DateTime<Tz>,
+    /// Who it is for; everyone when absent.
+    pub audience: Option<Script>,
+    /// The reply.
+    pub say: Template,
+    /// What makes it answer; with none it is only mentioned in model prompts.
+    pub triggers: Vec<Trigger>,
+    /// Higher answers first.
+    pub priority: i64,
+    /// Where it is written.
+    pub span: Span,
+}
+
+impl Promotion {
+    /// Whether `at` falls inside the window.
+    pub fn is_on<T: chrono::TimeZone>(&self, at: &DateTime<T>) -> bool {
+        let at = at.with_timezone(&self.from.timezone());
+        self.from <= at && at <= self.to
+    }
+}
+
+/// Text injected into model prompts for matching intents.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Its name.
+    pub name: String,
+    /// The intents it is about.
+    pub applies: Vec<IntentPattern>,
+    /// The policy.
+    pub text: String,
+}
+
+/// A multi-turn conversation, compiled to a small program of [`Op`]s.
+#[derive(Clone, Debug)]
+pub struct Flow {
+    /// Its name.
+    pub name: String,
+    /// What starts it.
+    pub starts: Vec<FlowStart>,
+    /// The program; execution starts at 0 and the flow ends when it runs off the end.
+    pub ops: Vec<Op>,
+    /// Every slot an `ask` fills.
+    pub slots: BTreeSet<String>,
+    /// Where it is written.
+    pub span: Span,
+}
+
+impl Flow {
+    /// The index of the `ask` that fills `slot`.
+    pub fn ask_index(&self, slot: &str) -> Option<usize> {
+        self.ops.iter().position(|op| matches!(&op.kind, OpKind::Ask { slot: s, .. } if s == slot))
+    }
+}
+
+/// `start on TRIGGER when COND`.
+#[derive(Clone, Debug)]
+pub struct FlowStart {
+    /// What starts the flow.
+    pub trigger: Trigger,
+    /// An extra condition.
+    pub when: Option<Script>,
+}
+
+/// One instruction of a flow.
+#[derive(Clone, Debug)]
+pub struct Op {
+    /// The step it came from.
+    pub span: Span,
+    /// What it does.
+    pub kind: OpKind,
+}
+
+/// What a flow instruction does.
+#[derive(Clone, Debug)]
+pub enum OpKind {
+    /// Ask a question and wait for the slot.
+    Ask {
+        /// The slot to fill.
+        slot: String,
+        /// The entity that fills it; the whole message when `None`.
+        entity: Option<String>,
+        /// The question.
+        prompt: Template,
+        /// How many times to ask again after a reply that does not fill the slot.
+        retries: u32,
+        /// Where to go when retries run out; the flow ends there when `None`.
+        exhausted: Option<usize>,
+    },
+    /// Bind a variable.
+    Set {
+        /// The variable.
+        name: String,
+        /// Its value.
+        value: Script,
+    },
+    /// Go to `target` unless `cond` holds.
+    JumpUnless {
+        /// The condition.
+        cond: Script,
+        /// Where to go when it does not hold.
+        target: usize,
+    },
+    /// Go to `target`.
+    Jump(usize),
+    /// Run an action for its effect.
+    Call(Script),
+    /// Say something.
+    Reply(Template),
+    /// End the flow and hand over to a human.
+    Handoff(Option<String>),
+    /// End the flow.
+    End,
+}
+
+/// Tone and sampling for a group of users.
+#[derive(Clone, Debug)]
+pub struct Style {
+    /// Its name.
+    pub name: String,
+    /// Who it is for; everyone when absent.
+    pub when: Option<Script>,
+    /// How the model should sound.
+    pub tone: Option<String>,
+    /// Sampling temperature.
+    pub temperature: Option<f64>,
+    /// Nucleus sampling mass.
+    pub top_p: Option<f64>,
+}
+
+/// One arm of the fallback chain.
+#[derive(Clone, Debug)]
+pub struct FallbackArm {
+    /// `None` for `otherwise`.
+    pub when: Option<Script>,
+    /// What to do.
+    pub action: FallbackAction,
+}
+
+/// What a fallback arm does.
+#[derive(Clone, Debug)]
+pub enum FallbackAction {
+    /// Hand over to a human, with a reason.
+    Handoff(Option<String>),
+    /// Reply with a template.
+    Reply(Template),
+    /// Ask the model, in the style with this index if given.
+    Llm(Option<usize>),
+}
+
+/// Who a keyword, intent or entity makes a candidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Owner {
+    /// `rules[i]`.
+    Rule(usize),
+    /// `promotions[i]`.
+    Promotion(usize),
+    /// `flows[flow].starts[start]`.
+    FlowStart {
+        /// The flow.
+        flow: usize,
+        /// Which of its starts.
+        start: usize,
+    },
+    /// `intents[i]` (its keywords).
+    Intent(usize),
+}
+
+/// Candidate lookup: one automaton over every keyword, and maps from intents and
+/// entities to the items they trigger.
+#[derive(Clone, Debug, Default)]
+pub struct TriggerIndex {
+    automaton: Option<AhoCorasick>,
+    /// The owners of each automaton pattern.
+    owners: Vec<Vec<Owner>>,
+    /// Owners by intent path; wildcard patterns are expanded to every declared intent
+    /// and ancestor they match, so a lookup is one hash probe per intent level.
+    by_intent: HashMap<String, Vec<Owner>>,
+    /// Owners triggered by `*`.
+    any_intent: Vec<Owner>,
+    /// Owners by entity name.
+    by_entity: HashMap<String, Vec<Owner>>,
+}
+
+impl TriggerIndex {
+    /// Builds the index. `keywords` pairs each keyword with its owner; `intents` lists
+    /// every declared intent path.
+    pub(crate) fn build(
+        keywords: Vec<(String, Owner)>,
+        intent_triggers: Vec<(IntentPattern, Owner)>,
+        entity_triggers: Vec<(String, Owner)>,
+        intents: &[String],
+    ) -> Self {
+        let mut patterns: Vec<String> = Vec::new();
+        let mut owners: Vec<Vec<Owner>> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (keyword, owner) in keywords {
+            let folded = keyword.to_lowercase();
+            let id = *seen.entry(folded.clone()).or_insert_with(|| {
+                patterns.push(folded);
+                owners.push(Vec::new());
+                patterns.len() - 1
+            });
+            if !owners[id].contains(&owner) {
+                owners[id].push(owner);
+            }
+        }
+        let automaton = (!patterns.is_empty()).then(|| {
+            AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(&patterns)
+                .expect("keyword automaton within size limits")
+        });
+
+        let mut paths: BTreeSet<String> = BTreeSet::new();
+        for intent in intents {
+            let mut prefix = String::new();
+            for (i, level) in intent.split('.').enumerate() {
+                if i > 0 {
+                    prefix.push('.');
+                }
+                prefix.push_str(level);
+                paths.insert(prefix.clone());
+            }
+        }
+        let mut by_intent: HashMap<String, Vec<Owner>> = HashMap::new();
+        let mut any_intent = Vec::new();
+        for (pattern, owner) in intent_triggers {
+            if pattern.wildcard && pattern.path.is_empty() {
+                any_intent.push(owner);
+                continue;
+            }
+            if !pattern.wildcard {
+                by_intent.entry(pattern.path.clone()).or_default().push(owner);
+                continue;
+            }
+            for path in paths.iter().filter(|p| pattern.matches(p)) {
+                by_intent.entry(path.clone()).or_default().push(owner);
+            }
+        }
+        let mut by_entity: HashMap<String, Vec<Owner>> = HashMap::new();
+        for (entity, owner) in entity_triggers {
+            by_entity.entry(entity).or_default().push(owner);
+        }
+        TriggerIndex { automaton, owners, by_intent, any_intent, by_entity }
+    }
+
+    /// Owners with a keyword in `text` (already normalized), each once, in index order.
+    pub fn keyword_owners(&self, text: &str) -> BTreeSet<Owner> {
+        let mut found = BTreeSet::new();
+        if let Some(automaton) = &self.automaton {
+            for m in automaton.find_overlapping_iter(text) {
+                found.extend(self.owners[m.pattern().as_usize()].iter().copied());
+            }
+        }
+        found
+    }
+
+    /// Owners triggered by an intent path (a leaf such as `售后.退货` or a level such as
+    /// `售后`), including `*` triggers.
+    pub fn intent_owners(&self, intent: &str) -> impl Iterator<Item = Owner> + '_ {
+        self.by_intent.get(intent).into_iter().flatten().chain(&self.any_intent).copied()
+    }
+
+    /// Owners triggered by an entity.
+    pub fn entity_owners(&self, entity: &str) -> impl Iterator<Item = Owner> + '_ {
+        self.by_entity.get(entity).into_iter().flatten().copied()
+    }
+
+    /// How many distinct keywords the automaton holds.
+    pub fn keyword_count(&self) -> usize {
+        self.owners.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_patterns_match_the_prefix_and_children_only() {
+        let p = IntentPattern::parse("售后.*");
+        assert!(p.matches("售后"));
+        assert!(p.matches("售后.退货.七天无理由"));
+        assert!(!p.matches("售后服务"));
+        assert!(IntentPattern::parse("*").matches("商品.尺码"));
+        assert!(!IntentPattern::parse("售后.退货").matches("售后.退货.七天无理由"));
+    }
+
+    #[test]
+    fn index_finds_owners_by_keyword_intent_and_entity() {
+        let index = TriggerIndex::build(
+            vec![("缩水".into(), Owner::Rule(0)), ("双11".into(), Owner::Promotion(0)), ("Size".into(), Owner::Rule(1))],
+            vec![(IntentPattern::parse("售后.*"), Owner::Rule(2)), (IntentPattern::parse("商品.尺码"), Owner::Rule(3))],
+            vec![("order_id".into(), Owner::FlowStart { flow: 0, start: 0 })],
+            &["售后.退货".into(), "商品.尺码".into()],
+        );
+        let hits = index.keyword_owners("这件会缩水吗 双11 SIZE");
+        assert_eq!(hits.into_iter().collect::<Vec<_>>(), vec![Owner::Rule(0), Owner::Rule(1), Owner::Promotion(0)]);
+        assert_eq!(index.intent_owners("售后").collect::<Vec<_>>(), vec![Owner::Rule(2)]);
+        assert_eq!(index.intent_owners("售后.退货").collect::<Vec<_>>(), vec![Owner::Rule(2)]);
+        assert_eq!(index.intent_owners("商品").count(), 0);
+        assert_eq!(index.entity_owners("order_id").count(), 1);
+    }
+}

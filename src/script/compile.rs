@@ -1,0 +1,276 @@
+//! Compiling rule-file expressions and templates, with diagnostics that point into the file.
+//!
+//! Three checks run on every expression: rhai's own parse (syntax errors, at the column
+//! inside the backticks); rhai's strict-variables mode against the names the scope will
+//! hold (a misspelt `ordr` is a warning, since request-context maps are open-ended); and a
+//! walk of the compiled AST for calls to functions that do not exist (a misspelt source
+//! such as `ordrs(id)`) and `slots.x` where no `ask x` exists in the flow.
+
+use std::collections::BTreeSet;
+
+use rhai::{ASTNode, Engine, Expr as RhaiExpr, Position, Scope};
+
+use super::template::{self, RawPart, SplitError};
+use super::{HOST_FUNCTIONS, Limits, Part, Script, Template, sandboxed_engine};
+use crate::dsl::ast;
+use crate::dsl::diagnostic::{Diagnostic, Span};
+
+/// Rhai built-ins that the parser treats as keywords and the function list does not show.
+const RHAI_KEYWORD_FUNCTIONS: &[&str] =
+    &["type_of", "is_def_var", "is_def_fn", "is_shared", "Fn", "call", "curry", "print", "debug"];
+
+/// The names an expression may use at its place in the rules.
+#[derive(Clone, Debug, Default)]
+pub struct Names<'a> {
+    /// Variables besides the built-in ones: context maps, and flow `set`s made so far.
+    pub variables: Vec<String>,
+    /// The slots of the enclosing flow; `None` outside flows, where `slots` is not checked.
+    pub slots: Option<&'a BTreeSet<String>>,
+}
+
+/// Compiles expressions for one rule set, knowing its sources and context names.
+pub struct ScriptCompiler {
+    engine: Engine,
+    strict: Engine,
+    functions: BTreeSet<String>,
+    base_variables: Vec<String>,
+}
+
+impl ScriptCompiler {
+    /// A compiler for a rule set whose scripts may call `sources` and read the built-in
+    /// variables plus `context` maps.
+    pub fn new(sources: &[String], context: &[String]) -> Self {
+        let engine = sandboxed_engine(Limits::default());
+        let mut strict = sandboxed_engine(Limits::default());
+        strict.set_strict_variables(true);
+        let mut functions: BTreeSet<String> = engine
+            .gen_fn_signatures(true)
+            .iter()
+            .filter_map(|sig| sig.split('(').next())
+            .map(|name| name.trim_start_matches("fn ").trim().to_string())
+            .collect();
+        functions.extend(RHAI_KEYWORD_FUNCTIONS.iter().map(|s| s.to_string()));
+        functions.extend(HOST_FUNCTIONS.iter().map(|s| s.to_string()));
+        functions.extend(sources.iter().cloned());
+        let mut base_variables: Vec<String> = super::BUILTIN_VARIABLES.iter().map(|s| s.to_string()).collect();
+        base_variables.extend(context.iter().cloned());
+        ScriptCompiler { engine, strict, functions, base_variables }
+    }
+
+    /// Compiles a backtick expression; problems go to `diagnostics`.
+    pub fn expr(&self, expr: &ast::Expr, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Script> {
+        let at = |offset: usize| expr.span.start + offset;
+        if expr.source.trim().is_empty() {
+            diagnostics.push(Diagnostic::error(expr.span, "empty expression").with_label("write a condition or value between the backticks"));
+            return None;
+        }
+        self.compile(&expr.source, false, expr.span.file, &at, names, diagnostics).map(|ast| Script {
+            source: expr.source.clone(),
+            span: expr.span,
+            ast,
+        })
+    }
+
+    /// Compiles a reply template; problems go to `diagnostics`.
+    pub fn template(&self, text: &ast::Str, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Template> {
+        let raw = match template::split(&text.value) {
+            Ok(raw) => raw,
+            Err(error) => {
+                let (offset, message, help) = match error {
+                    SplitError::Unclosed(i) => (i, "unclosed `{` in template", "close the hole with `}`, or write `{{` for a literal brace"),
+                    SplitError::Unopened(i) => (i, "unmatched `}` in template", "write `}}` for a literal brace"),
+                    SplitError::Empty(i) => (i, "empty `{}` in template", "put an expression inside, or write `{{}}` for literal braces"),
+                };
+                diagnostics.push(Diagnostic::error(text.sub_span(offset, offset + 1), message).with_help(help));
+                return None;
+            }
+        };
+        let mut parts = Vec::with_capacity(raw.len());
+        let mut ok = true;
+        for part in raw {
+            match part {
+                RawPart::Text(t) => parts.push(Part::Text(t)),
+                RawPart::Hole { source, start, end } => {
+                    let at = |offset: usize| text.sub_span(start + offset, start + offset).start;
+                    match self.compile(&source, true, text.span.file, &at, names, diagnostics) {
+                        Some(ast) => parts.push(Part::Hole(Script { source, span: text.sub_span(start, end), ast })),
+                        None => ok = false,
+                    }
+                }
+            }
+        }
+        ok.then_some(Template { parts })
+    }
+
+    /// The sandboxed engine the compiled scripts are meant to run on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn compile(
+        &self,
+        source: &str,
+        expression_only: bool,
+        file: crate::dsl::diagnostic::FileId,
+        at: &dyn Fn(usize) -> usize,
+        names: &Names<'_>,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Option<rhai::AST> {
+        let span_at = |pos: Position| {
+            let offset = offset_of(source, pos);
+            let len = token_len(&source[offset..]);
+            Span::new(file, at(offset), at(offset + len).max(at(offset) + len.min(1)))
+        };
+        let compiled = if expression_only {
+            self.engine.compile_expression(source)
+        } else {
+            self.engine.compile(source)
+        };
+        let ast = match compiled {
+            Ok(ast) => ast,
+            Err(error) => {
+                let message = lowercase_first(&error.err_type().to_string());
+                diagnostics.push(
+                    Diagnostic::error(span_at(error.position()), format!("invalid expression: {message}")).with_label("here"),
+                );
+                return None;
+            }
+        };
+
+        let mut scope = Scope::new();
+        for name in self.base_variables.iter().chain(&names.variables) {
+            scope.push(name.as_str(), ());
+        }
+        let strict = if expression_only {
+            self.strict.compile_expression_with_scope(&scope, source)
+        } else {
+            self.strict.compile_with_scope(&scope, source)
+        };
+        if let Err(error) = strict
+            && let rhai::ParseErrorType::VariableUndefined(name) = error.err_type()
+        {
+            let known: Vec<&str> = self.base_variables.iter().chain(&names.variables).map(String::as_str).collect();
+            let mut d = Diagnostic::warning(span_at(error.position()), format!("unknown variable `{name}`"))
+                .with_label("nothing in the scope has this name");
+            d = match closest(name, known.iter().copied()) {
+                Some(near) => d.with_help(format!("did you mean `{near}`? a request-context map must be declared with `context {name}` in the shop block")),
+                None => d.with_help(format!("variables here: {}; declare request-context maps with `context {name}` in the shop block", known.join(", "))),
+            };
+            diagnostics.push(d);
+        }
+
+        let script_functions: BTreeSet<String> = ast.iter_functions().map(|f| f.name.to_string()).collect();
+        let mut found = Vec::new();
+        ast.walk(&mut |path: &[ASTNode]| {
+            match path.last() {
+                Some(ASTNode::Expr(RhaiExpr::FnCall(call, pos))) if !call.is_operator_call() => {
+                    let name = call.name.as_str();
+                    if !self.functions.contains(name) && !script_functions.contains(name) {
+                        found.push(Unknown::Function(name.to_string(), *pos));
+                    }
+                }
+                Some(ASTNode::Expr(RhaiExpr::Dot(dot, _, _))) => {
+                    if let (RhaiExpr::Variable(var, _, _), RhaiExpr::Property(prop, pos)) = (&dot.lhs, &dot.rhs)
+                        && var.1.as_str() == "slots"
+                        && let Some(slots) = names.slots
+                        && !slots.contains(prop.2.as_str())
+                    {
+                        found.push(Unknown::Slot(prop.2.to_string(), *pos));
+                    }
+                }
+                _ => {}
+            }
+            true
+        });
+        let mut ok = true;
+        for unknown in found {
+            ok = false;
+            match unknown {
+                Unknown::Function(name, pos) => {
+                    let candidates = self.functions.iter().map(String::as_str).filter(|f| !f.contains('$'));
+                    let mut d = Diagnostic::error(span_at(pos), format!("unknown function or source `{name}`"))
+                        .with_label("no source, host action or rhai function has this name");
+                    if let Some(near) = closest(&name, candidates) {
+                        d = d.with_help(format!("did you mean `{near}`?"));
+                    }
+                    diagnostics.push(d);
+                }
+                Unknown::Slot(name, pos) => {
+                    let slots = names.slots.map(|s| s.iter().map(String::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+                    let mut d = Diagnostic::error(span_at(pos), format!("unknown slot `{name}`")).with_label("no `ask` in this flow fills it");
+                    d = match names.slots.and_then(|s| closest(&name, s.iter().map(String::as_str))) {
+                        Some(near) => d.with_help(format!("did you mean `{near}`? this flow asks for: {slots}")),
+                        None if slots.is_empty() => d.with_help("this flow has no `ask` steps"),
+                        None => d.with_help(format!("this flow asks for: {slots}")),
+                    };
+                    diagnostics.push(d);
+                }
+            }
+        }
+        ok.then_some(ast)
+    }
+}
+
+enum Unknown {
+    Function(String, Position),
+    Slot(String, Position),
+}
+
+/// Byte offset in `source` of a rhai position (1-based line, 1-based character column).
+fn offset_of(source: &str, pos: Position) -> usize {
+    let (Some(line), Some(col)) = (pos.line(), pos.position()) else { return 0 };
+    let mut start = 0;
+    for _ in 1..line {
+        match source[start..].find('\n') {
+            Some(i) => start += i + 1,
+            None => return source.len(),
+        }
+    }
+    let rest = &source[start..];
+    let line_text = &rest[..rest.find('\n').unwrap_or(rest.len())];
+    start + line_text.char_indices().nth(col.saturating_sub(1)).map_or(line_text.len(), |(i, _)| i)
+}
+
+/// Length of the identifier-like token at the start of `s` (at least one character).
+fn token_len(s: &str) -> usize {
+    let word = s.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(s.len());
+    if word > 0 { word } else { s.chars().next().map_or(0, char::len_utf8) }
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// The candidate closest to `name` by edit distance, when it is close enough to be a typo.
+pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (name.chars().count() / 3).max(1);
+    candidates
+        .filter(|c| *c != name)
+        .map(|c| (strsim::levenshtein(name, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, c)| (*d, *c))
+        .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rhai_positions_are_characters_on_lines() {
+        let src = "a &&\n  订单 == 1";
+        let pos = Position::new(2, 3);
+        assert_eq!(&src[offset_of(src, pos)..], "订单 == 1");
+    }
+
+    #[test]
+    fn closest_suggests_only_near_names() {
+        let names = ["order_id", "color", "size"];
+        assert_eq!(closest("ordr_id", names.iter().copied()), Some("order_id"));
+        assert_eq!(closest("address", names.iter().copied()), None);
+    }
+}
