@@ -86,7 +86,9 @@ impl RuleSet {
 
     /// Policies that apply to an intent (and its ancestors' patterns).
     pub fn policies_for<'a>(&'a self, intent: &'a str) -> impl Iterator<Item = &'a Policy> + 'a {
-        self.policies.iter().filter(move |p| p.applies.iter().any(|pat| pat.matches(intent)))
+        self.policies
+            .iter()
+            .filter(move |p| p.applies.iter().any(|pat| pat.matches(intent)))
     }
 }
 
@@ -135,9 +137,18 @@ impl IntentPattern {
     /// Reads `售后.*`, `*` or an exact path.
     pub fn parse(text: &str) -> Self {
         match text.strip_suffix(".*") {
-            Some(path) => IntentPattern { path: path.to_string(), wildcard: true },
-            None if text == "*" => IntentPattern { path: String::new(), wildcard: true },
-            None => IntentPattern { path: text.to_string(), wildcard: false },
+            Some(path) => IntentPattern {
+                path: path.to_string(),
+                wildcard: true,
+            },
+            None if text == "*" => IntentPattern {
+                path: String::new(),
+                wildcard: true,
+            },
+            None => IntentPattern {
+                path: text.to_string(),
+                wildcard: false,
+            },
         }
     }
 
@@ -148,7 +159,9 @@ impl IntentPattern {
         }
         self.path.is_empty()
             || intent == self.path
-            || intent.strip_prefix(self.path.as_str()).is_some_and(|rest| rest.starts_with('.'))
+            || intent
+                .strip_prefix(self.path.as_str())
+                .is_some_and(|rest| rest.starts_with('.'))
     }
 }
 
@@ -296,9 +309,22 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// The program as text, one instruction a line: `3: ask order_id (retry 2, else 9)`.
+    /// Used by traces and by tests that pin down what a flow compiles to.
+    pub fn listing(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for (i, op) in self.ops.iter().enumerate() {
+            let _ = writeln!(out, "{i}: {}", op.kind);
+        }
+        out
+    }
+
     /// The index of the `ask` that fills `slot`.
     pub fn ask_index(&self, slot: &str) -> Option<usize> {
-        self.ops.iter().position(|op| matches!(&op.kind, OpKind::Ask { slot: s, .. } if s == slot))
+        self.ops
+            .iter()
+            .position(|op| matches!(&op.kind, OpKind::Ask { slot: s, .. } if s == slot))
     }
 }
 
@@ -360,6 +386,38 @@ pub enum OpKind {
     Handoff(Option<String>),
     /// End the flow.
     End,
+}
+
+impl std::fmt::Display for OpKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpKind::Ask {
+                slot,
+                entity,
+                retries,
+                exhausted,
+                ..
+            } => {
+                write!(f, "ask {slot}")?;
+                if let Some(e) = entity.as_ref().filter(|e| *e != slot) {
+                    write!(f, " as {e}")?;
+                }
+                write!(f, " (retry {retries}")?;
+                match exhausted {
+                    Some(at) => write!(f, ", else {at})"),
+                    None => write!(f, ", else end)"),
+                }
+            }
+            OpKind::Set { name, value } => write!(f, "set {name} = `{}`", value.source),
+            OpKind::JumpUnless { cond, target } => write!(f, "unless `{}` goto {target}", cond.source),
+            OpKind::Jump(target) => write!(f, "goto {target}"),
+            OpKind::Call(script) => write!(f, "call `{}`", script.source),
+            OpKind::Reply(_) => write!(f, "reply"),
+            OpKind::Handoff(Some(reason)) => write!(f, "handoff \"{reason}\""),
+            OpKind::Handoff(None) => write!(f, "handoff"),
+            OpKind::End => write!(f, "end"),
+        }
+    }
 }
 
 /// Tone and sampling for a group of users.
@@ -491,7 +549,13 @@ impl TriggerIndex {
         for (entity, owner) in entity_triggers {
             by_entity.entry(entity).or_default().push(owner);
         }
-        TriggerIndex { automaton, owners, by_intent, any_intent, by_entity }
+        TriggerIndex {
+            automaton,
+            owners,
+            by_intent,
+            any_intent,
+            by_entity,
+        }
     }
 
     /// Owners with a keyword in `text` (already normalized), each once, in index order.
@@ -508,7 +572,12 @@ impl TriggerIndex {
     /// Owners triggered by an intent path (a leaf such as `售后.退货` or a level such as
     /// `售后`), including `*` triggers.
     pub fn intent_owners(&self, intent: &str) -> impl Iterator<Item = Owner> + '_ {
-        self.by_intent.get(intent).into_iter().flatten().chain(&self.any_intent).copied()
+        self.by_intent
+            .get(intent)
+            .into_iter()
+            .flatten()
+            .chain(&self.any_intent)
+            .copied()
     }
 
     /// Owners triggered by an entity.
@@ -539,15 +608,28 @@ mod tests {
     #[test]
     fn index_finds_owners_by_keyword_intent_and_entity() {
         let index = TriggerIndex::build(
-            vec![("缩水".into(), Owner::Rule(0)), ("双11".into(), Owner::Promotion(0)), ("Size".into(), Owner::Rule(1))],
-            vec![(IntentPattern::parse("售后.*"), Owner::Rule(2)), (IntentPattern::parse("商品.尺码"), Owner::Rule(3))],
+            vec![
+                ("缩水".into(), Owner::Rule(0)),
+                ("双11".into(), Owner::Promotion(0)),
+                ("Size".into(), Owner::Rule(1)),
+            ],
+            vec![
+                (IntentPattern::parse("售后.*"), Owner::Rule(2)),
+                (IntentPattern::parse("商品.尺码"), Owner::Rule(3)),
+            ],
             vec![("order_id".into(), Owner::FlowStart { flow: 0, start: 0 })],
             &["售后.退货".into(), "商品.尺码".into()],
         );
         let hits = index.keyword_owners("这件会缩水吗 双11 SIZE");
-        assert_eq!(hits.into_iter().collect::<Vec<_>>(), vec![Owner::Rule(0), Owner::Rule(1), Owner::Promotion(0)]);
+        assert_eq!(
+            hits.into_iter().collect::<Vec<_>>(),
+            vec![Owner::Rule(0), Owner::Rule(1), Owner::Promotion(0)]
+        );
         assert_eq!(index.intent_owners("售后").collect::<Vec<_>>(), vec![Owner::Rule(2)]);
-        assert_eq!(index.intent_owners("售后.退货").collect::<Vec<_>>(), vec![Owner::Rule(2)]);
+        assert_eq!(
+            index.intent_owners("售后.退货").collect::<Vec<_>>(),
+            vec![Owner::Rule(2)]
+        );
         assert_eq!(index.intent_owners("商品").count(), 0);
         assert_eq!(index.entity_owners("order_id").count(), 1);
     }

@@ -54,7 +54,11 @@ impl SourceFile {
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
-        SourceFile { path, text, line_starts }
+        SourceFile {
+            path,
+            text,
+            line_starts,
+        }
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -62,7 +66,10 @@ impl SourceFile {
         let offset = offset.min(self.text.len());
         let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
         let start = self.line_starts[line];
-        let col = self.text.get(start..offset).map_or(offset - start, |s| s.chars().count());
+        let col = self
+            .text
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count());
         (line + 1, col + 1)
     }
 
@@ -162,7 +169,10 @@ impl Diagnostic {
         Diagnostic {
             severity,
             message: message.into(),
-            primary: Label { span, message: String::new() },
+            primary: Label {
+                span,
+                message: String::new(),
+            },
             secondary: Vec::new(),
             help: None,
         }
@@ -176,7 +186,10 @@ impl Diagnostic {
 
     /// Adds a related place.
     pub fn with_secondary(mut self, span: Span, message: impl Into<String>) -> Self {
-        self.secondary.push(Label { span, message: message.into() });
+        self.secondary.push(Label {
+            span,
+            message: message.into(),
+        });
         self
     }
 
@@ -299,9 +312,8 @@ impl Report {
 
     /// Sorts diagnostics by file, then position, errors before warnings at one place.
     pub fn sort(&mut self) {
-        self.diagnostics.sort_by_key(|d| {
-            (d.primary.span.file, d.primary.span.start, d.severity, d.message.clone())
-        });
+        self.diagnostics
+            .sort_by_key(|d| (d.primary.span.file, d.primary.span.start, d.severity, d.message.clone()));
         self.diagnostics.dedup();
     }
 }
@@ -340,9 +352,10 @@ fn clamp(text: &str, span: Span) -> std::ops::Range<usize> {
     let start = floor(span.start);
     let mut end = floor(span.end.max(start));
     if end == start {
-        end = text[start..].chars().next().map_or(start, |c| {
-            if c == '\n' { start } else { start + c.len_utf8() }
-        });
+        end = text[start..]
+            .chars()
+            .next()
+            .map_or(start, |c| if c == '\n' { start } else { start + c.len_utf8() });
     }
     start..end
 }
@@ -365,12 +378,21 @@ mod tests {
         let mut sources = SourceMap::default();
         let id = sources.add("rules/a.kefu", "rule 甲 {\n  on 售后.退款\n}\n".into());
         let start = sources.file(id).text.find("售后").unwrap();
-        let d = Diagnostic::error(Span::new(id, start, start + "售后.退款".len()), "unknown intent `售后.退款`")
-            .with_label("not declared")
-            .with_help("did you mean `售后.退货`?");
-        let report = Report { sources, diagnostics: vec![d] };
+        let d = Diagnostic::error(
+            Span::new(id, start, start + "售后.退款".len()),
+            "unknown intent `售后.退款`",
+        )
+        .with_label("not declared")
+        .with_help("did you mean `售后.退货`?");
+        let report = Report {
+            sources,
+            diagnostics: vec![d],
+        };
         let text = report.render_all(false);
-        assert!(text.starts_with("rules/a.kefu:2:6: error: unknown intent `售后.退款`\n"), "{text}");
+        assert!(
+            text.starts_with("rules/a.kefu:2:6: error: unknown intent `售后.退款`\n"),
+            "{text}"
+        );
         assert!(text.contains("2 |   on 售后.退款"), "{text}");
         assert!(text.contains("^^^^^^^^^ not declared"), "{text}");
         assert!(text.contains("help: did you mean"), "{text}");

@@ -20,7 +20,7 @@ use super::diagnostic::{Diagnostic, FileId, SourceMap, Span};
 use crate::ruleset::*;
 use crate::safety::{self, Fold, ListAction, PiiKind, SafetyConfig};
 use crate::script::compile::closest;
-use crate::script::{DEFAULT_CONTEXT, Names, ScriptCompiler, Template, sandboxed_engine, Limits};
+use crate::script::{DEFAULT_CONTEXT, Limits, Names, ScriptCompiler, Template, sandboxed_engine};
 
 const DEFAULT_TIMEZONE: &str = "Asia/Shanghai";
 const DEFAULT_THRESHOLD: f64 = 0.6;
@@ -74,7 +74,12 @@ pub fn lower(
             }
         }
     }
-    let mut lowerer = Lowerer { root, sources, diagnostics, inputs: Vec::new() };
+    let mut lowerer = Lowerer {
+        root,
+        sources,
+        diagnostics,
+        inputs: Vec::new(),
+    };
     lowerer.run(items, first_file)
 }
 
@@ -109,16 +114,16 @@ impl Lowerer<'_> {
 
         let shop = self.shop(&items.shops, first_file);
         let intents = self.intents(&items.intents);
-        let intent_paths: BTreeSet<String> = intents
-            .iter()
-            .flat_map(|i| ancestors_and_self(&i.name))
-            .collect();
+        let intent_paths: BTreeSet<String> = intents.iter().flat_map(|i| ancestors_and_self(&i.name)).collect();
         let entities = self.entities(&items.entities);
         let entity_names: BTreeSet<String> = entities.iter().map(|e| e.name.clone()).collect();
         let data_sources = self.data_sources(&items.sources);
         let source_names: Vec<String> = data_sources.iter().map(|s| s.name.clone()).collect();
         let compiler = ScriptCompiler::new(&source_names, &shop.context);
-        let refs = Refs { intents: &intent_paths, entities: &entity_names };
+        let refs = Refs {
+            intents: &intent_paths,
+            entities: &entity_names,
+        };
 
         let rules = self.rules(&items.rules, &compiler, &refs);
         let promotions = self.promotions(&items.promotions, &compiler, &refs, shop.timezone);
@@ -189,7 +194,9 @@ impl Lowerer<'_> {
                 let d = Diagnostic::error(name.span, format!("duplicate {kind} `{}`", name.name))
                     .with_label("defined again here")
                     .with_secondary(*first, "first defined here")
-                    .with_help(format!("{kind} names are global across all files of the rule set; rename one"));
+                    .with_help(format!(
+                        "{kind} names are global across all files of the rule set; rename one"
+                    ));
                 self.push(d);
             } else {
                 seen.insert(&name.name, name.span);
@@ -199,8 +206,10 @@ impl Lowerer<'_> {
 
     fn shop(&mut self, shops: &[ast::Shop], first_file: FileId) -> Shop {
         if shops.is_empty() {
-            self.push(Diagnostic::error(Span::new(first_file, 0, 0), "the rule set has no `shop` block")
-                    .with_help("add `shop \"店名\" { persona \"...\" timezone \"Asia/Shanghai\" }` to one file"));
+            self.push(
+                Diagnostic::error(Span::new(first_file, 0, 0), "the rule set has no `shop` block")
+                    .with_help("add `shop \"店名\" { persona \"...\" timezone \"Asia/Shanghai\" }` to one file"),
+            );
         }
         for extra in shops.iter().skip(1) {
             let first = shops[0].span;
@@ -239,7 +248,9 @@ impl Lowerer<'_> {
         };
         let threshold = match shop.threshold {
             Some(t) if !(0.0..=1.0).contains(&t.value) => {
-                self.push(Diagnostic::error(t.span, "threshold must be between 0 and 1").with_label("a confidence, e.g. 0.6"));
+                self.push(
+                    Diagnostic::error(t.span, "threshold must be between 0 and 1").with_label("a confidence, e.g. 0.6"),
+                );
                 DEFAULT_THRESHOLD
             }
             Some(t) => t.value,
@@ -248,21 +259,30 @@ impl Lowerer<'_> {
         let mut context: Vec<String> = DEFAULT_CONTEXT.iter().map(|s| s.to_string()).collect();
         for name in &shop.context {
             if crate::script::BUILTIN_VARIABLES.contains(&name.name.as_str()) {
-                self.push(Diagnostic::warning(name.span, format!("`{}` is always in scope; it need not be declared", name.name)));
+                self.push(Diagnostic::warning(
+                    name.span,
+                    format!("`{}` is always in scope; it need not be declared", name.name),
+                ));
             } else if !context.contains(&name.name) {
                 context.push(name.name.clone());
             }
         }
         Shop {
             name: shop.name.value.clone(),
-            persona: shop
-                .persona
-                .as_ref()
-                .map_or_else(|| format!("你是{}的客服，亲切、专业，只回答与本店相关的问题。", shop.name.value), |p| p.value.clone()),
+            persona: shop.persona.as_ref().map_or_else(
+                || format!("你是{}的客服，亲切、专业，只回答与本店相关的问题。", shop.name.value),
+                |p| p.value.clone(),
+            ),
             timezone,
             threshold,
-            handoff_message: shop.handoff_message.as_ref().map_or(DEFAULT_HANDOFF_MESSAGE.into(), |s| s.value.clone()),
-            fallback_message: shop.fallback_message.as_ref().map_or(DEFAULT_FALLBACK_MESSAGE.into(), |s| s.value.clone()),
+            handoff_message: shop
+                .handoff_message
+                .as_ref()
+                .map_or(DEFAULT_HANDOFF_MESSAGE.into(), |s| s.value.clone()),
+            fallback_message: shop
+                .fallback_message
+                .as_ref()
+                .map_or(DEFAULT_FALLBACK_MESSAGE.into(), |s| s.value.clone()),
             context,
         }
     }
@@ -273,14 +293,29 @@ impl Lowerer<'_> {
         for intent in intents {
             let levels = intent.name.name.split('.').count();
             if levels > 3 {
-                self.push(Diagnostic::error(intent.name.span, format!("intent `{}` has {levels} levels; intent names have at most three", intent.name.name))
-                    .with_help("use `一级.二级.三级`, e.g. `售后.退货.七天无理由`"));
+                self.push(
+                    Diagnostic::error(
+                        intent.name.span,
+                        format!(
+                            "intent `{}` has {levels} levels; intent names have at most three",
+                            intent.name.name
+                        ),
+                    )
+                    .with_help("use `一级.二级.三级`, e.g. `售后.退货.七天无理由`"),
+                );
             }
             if intent.examples.len() < 3 {
                 let n = intent.examples.len();
-                let d = Diagnostic::warning(intent.name.span, format!("intent `{}` has {n} example{}; the classifier needs at least 3", intent.name.name, if n == 1 { "" } else { "s" }))
-                    .with_label("too few examples to learn from")
-                    .with_help("add examples written the way customers type them");
+                let d = Diagnostic::warning(
+                    intent.name.span,
+                    format!(
+                        "intent `{}` has {n} example{}; the classifier needs at least 3",
+                        intent.name.name,
+                        if n == 1 { "" } else { "s" }
+                    ),
+                )
+                .with_label("too few examples to learn from")
+                .with_help("add examples written the way customers type them");
                 self.push(d);
             }
             for example in &intent.examples {
@@ -291,10 +326,16 @@ impl Lowerer<'_> {
                 }
                 match examples_seen.get(&key) {
                     Some((other, first)) if *other != intent.name.name => {
-                        let d = Diagnostic::warning(example.span, format!("example `{}` is given for intents `{other}` and `{}`", example.value, intent.name.name))
-                            .with_label("also an example of another intent")
-                            .with_secondary(*first, format!("example of `{other}` here"))
-                            .with_help("an example should teach one intent; remove it from one of them");
+                        let d = Diagnostic::warning(
+                            example.span,
+                            format!(
+                                "example `{}` is given for intents `{other}` and `{}`",
+                                example.value, intent.name.name
+                            ),
+                        )
+                        .with_label("also an example of another intent")
+                        .with_secondary(*first, format!("example of `{other}` here"))
+                        .with_help("an example should teach one intent; remove it from one of them");
                         self.push(d);
                     }
                     Some(_) => {}
@@ -317,7 +358,9 @@ impl Lowerer<'_> {
     fn check_keywords(&mut self, keywords: &[Str]) {
         for k in keywords {
             if k.value.trim().is_empty() {
-                self.push(Diagnostic::error(k.span, "empty keyword").with_label("an empty keyword would match every message"));
+                self.push(
+                    Diagnostic::error(k.span, "empty keyword").with_label("an empty keyword would match every message"),
+                );
             }
         }
     }
@@ -337,8 +380,13 @@ impl Lowerer<'_> {
                             'x' => builder.ignore_whitespace(true),
                             other => {
                                 let at = flags.span.start + i;
-                                self.push(Diagnostic::error(Span::new(flags.span.file, at, at + 1), format!("unknown regex flag `{other}`"))
-                    .with_help("the flags are `i` (ignore case), `m`, `s` and `x`"));
+                                self.push(
+                                    Diagnostic::error(
+                                        Span::new(flags.span.file, at, at + 1),
+                                        format!("unknown regex flag `{other}`"),
+                                    )
+                                    .with_help("the flags are `i` (ignore case), `m`, `s` and `x`"),
+                                );
                                 flags_ok = false;
                                 continue;
                             }
@@ -355,7 +403,10 @@ impl Lowerer<'_> {
                 }
                 ast::EntityKind::Lexicon(entries) => {
                     if entries.is_empty() {
-                        self.push(Diagnostic::error(entity.name.span, format!("entity `{}` has an empty word list", entity.name.name)));
+                        self.push(Diagnostic::error(
+                            entity.name.span,
+                            format!("entity `{}` has an empty word list", entity.name.name),
+                        ));
                         None
                     } else {
                         let mut pairs = Vec::new();
@@ -372,7 +423,10 @@ impl Lowerer<'_> {
                 }
             };
             if let Some(matcher) = matcher {
-                out.push(Entity { name: entity.name.name.clone(), matcher });
+                out.push(Entity {
+                    name: entity.name.name.clone(),
+                    matcher,
+                });
             }
         }
         out
@@ -387,11 +441,18 @@ impl Lowerer<'_> {
                 let s = e.span();
                 let start = span.start + s.start.offset;
                 let end = (span.start + s.end.offset).max(start + 1).min(span.end.max(start + 1));
-                Diagnostic::error(Span::new(span.file, start, end), format!("invalid regex: {}", e.kind())).with_label("here")
+                Diagnostic::error(Span::new(span.file, start, end), format!("invalid regex: {}", e.kind()))
+                    .with_label("here")
             }
             Ok(_) => {
                 let message = error.to_string();
-                let last = message.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(&message).trim().trim_start_matches("error: ");
+                let last = message
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or(&message)
+                    .trim()
+                    .trim_start_matches("error: ");
                 Diagnostic::error(span, format!("invalid regex: {last}"))
             }
         };
@@ -406,9 +467,14 @@ impl Lowerer<'_> {
                 Some((full, text))
             }
             Err(e) => {
-                self.push(Diagnostic::error(path.span, format!("cannot read `{}`: {}", full.display(), io_reason(&e)))
+                self.push(
+                    Diagnostic::error(
+                        path.span,
+                        format!("cannot read `{}`: {}", full.display(), io_reason(&e)),
+                    )
                     .with_label("file named here")
-                    .with_help("paths are relative to the rules directory"));
+                    .with_help("paths are relative to the rules directory"),
+                );
                 None
             }
         }
@@ -420,17 +486,29 @@ impl Lowerer<'_> {
             let kind = match &source.kind {
                 ast::SourceKind::File { path, key } => {
                     let key_name = key.as_ref().map_or("id".to_string(), |k| k.value.clone());
-                    let Some((full, text)) = self.read_aux(path) else { continue };
+                    let Some((full, text)) = self.read_aux(path) else {
+                        continue;
+                    };
                     match self.records(&full, text, &key_name, key.as_ref().map_or(path.span, |k| k.span)) {
-                        Some(records) => SourceKind::File { path: full, key: key_name, records: Arc::new(records) },
+                        Some(records) => SourceKind::File {
+                            path: full,
+                            key: key_name,
+                            records: Arc::new(records),
+                        },
                         None => continue,
                     }
                 }
                 ast::SourceKind::Http { url, timeout } => {
                     if !(url.value.starts_with("http://") || url.value.starts_with("https://")) {
-                        self.push(Diagnostic::error(url.span, "an http source needs an `http://` or `https://` URL"));
+                        self.push(Diagnostic::error(
+                            url.span,
+                            "an http source needs an `http://` or `https://` URL",
+                        ));
                     } else if !url.value.contains("{key}") {
-                        self.push(Diagnostic::warning(url.span, "the URL has no `{key}`; every lookup fetches the same resource"));
+                        self.push(Diagnostic::warning(
+                            url.span,
+                            "the URL has no `{key}`; every lookup fetches the same resource",
+                        ));
                     }
                     let timeout = match timeout {
                         Some(t) if t.millis == 0 => {
@@ -440,17 +518,29 @@ impl Lowerer<'_> {
                         Some(t) => Duration::from_millis(t.millis),
                         None => DEFAULT_HTTP_TIMEOUT,
                     };
-                    SourceKind::Http { url: url.value.clone(), timeout }
+                    SourceKind::Http {
+                        url: url.value.clone(),
+                        timeout,
+                    }
                 }
             };
-            out.push(Source { name: source.name.name.clone(), kind });
+            out.push(Source {
+                name: source.name.name.clone(),
+                kind,
+            });
         }
         out
     }
 
     /// Reads a data file's records, indexed by `key`. YAML and JSON errors are reported
     /// at their position in the data file.
-    fn records(&mut self, full: &Path, text: String, key: &str, key_span: Span) -> Option<HashMap<String, rhai::Dynamic>> {
+    fn records(
+        &mut self,
+        full: &Path,
+        text: String,
+        key: &str,
+        key_span: Span,
+    ) -> Option<HashMap<String, rhai::Dynamic>> {
         let is_json = full.extension().is_some_and(|e| e == "json");
         let parsed: Result<serde_json::Value, (usize, usize, String)> = if is_json {
             serde_json::from_str(&text).map_err(|e| (e.line(), e.column(), e.to_string()))
@@ -466,7 +556,10 @@ impl Lowerer<'_> {
             Err((line, col, message)) => {
                 let at = self.sources.file(file).offset_of(line, col);
                 let message = message.split(" at line ").next().unwrap_or(&message).to_string();
-                self.push(Diagnostic::error(Span::new(file, at, at + 1), format!("invalid {}: {message}", if is_json { "JSON" } else { "YAML" })));
+                self.push(Diagnostic::error(
+                    Span::new(file, at, at + 1),
+                    format!("invalid {}: {message}", if is_json { "JSON" } else { "YAML" }),
+                ));
                 return None;
             }
         };
@@ -482,7 +575,10 @@ impl Lowerer<'_> {
                 })
                 .collect(),
             _ => {
-                self.push(Diagnostic::error(Span::new(file, 0, 1), "a data file must hold a list of records (or a map of them)"));
+                self.push(Diagnostic::error(
+                    Span::new(file, 0, 1),
+                    "a data file must hold a list of records (or a map of them)",
+                ));
                 return None;
             }
         };
@@ -493,8 +589,13 @@ impl Lowerer<'_> {
                 serde_json::Value::Number(n) => Some(n.to_string()),
                 _ => None,
             }) else {
-                self.push(Diagnostic::error(key_span, format!("record {} in `{}` has no `{key}` field", n + 1, full.display()))
-                    .with_help(format!("every record needs a string or number `{key}` to be found by")));
+                self.push(
+                    Diagnostic::error(
+                        key_span,
+                        format!("record {} in `{}` has no `{key}` field", n + 1, full.display()),
+                    )
+                    .with_help(format!("every record needs a string or number `{key}` to be found by")),
+                );
                 continue;
             };
             match rhai::serde::to_dynamic(&record) {
@@ -502,7 +603,10 @@ impl Lowerer<'_> {
                     records.insert(id, value);
                 }
                 Err(e) => {
-                    self.push(Diagnostic::error(key_span, format!("record `{id}` cannot be used in scripts: {e}")));
+                    self.push(Diagnostic::error(
+                        key_span,
+                        format!("record `{id}` cannot be used in scripts: {e}"),
+                    ));
                 }
             }
         }
@@ -559,23 +663,39 @@ impl Lowerer<'_> {
         let mut out = Vec::new();
         for rule in rules {
             if rule.triggers.is_empty() {
-                self.push(Diagnostic::error(rule.name.span, format!("rule `{}` has no `on` trigger", rule.name.name))
-                    .with_label("nothing can make this rule answer")
-                    .with_help("add `on 意图` or `on keywords \"词\"`"));
+                self.push(
+                    Diagnostic::error(rule.name.span, format!("rule `{}` has no `on` trigger", rule.name.name))
+                        .with_label("nothing can make this rule answer")
+                        .with_help("add `on 意图` or `on keywords \"词\"`"),
+                );
             }
             if rule.reply.is_none() && rule.handoff.is_none() {
-                self.push(Diagnostic::error(rule.name.span, format!("rule `{}` has neither `reply` nor `handoff`", rule.name.name))
-                    .with_label("this rule would answer with nothing"));
+                self.push(
+                    Diagnostic::error(
+                        rule.name.span,
+                        format!("rule `{}` has neither `reply` nor `handoff`", rule.name.name),
+                    )
+                    .with_label("this rule would answer with nothing"),
+                );
             }
             let triggers: Vec<Trigger> = rule.triggers.iter().filter_map(|t| self.trigger(t, refs)).collect();
-            let when = rule.when.as_ref().and_then(|w| compiler.expr(w, &names, self.diagnostics));
-            let reply = rule.reply.as_ref().and_then(|r| compiler.template(r, &names, self.diagnostics));
+            let when = rule
+                .when
+                .as_ref()
+                .and_then(|w| compiler.expr(w, &names, self.diagnostics));
+            let reply = rule
+                .reply
+                .as_ref()
+                .and_then(|r| compiler.template(r, &names, self.diagnostics));
             out.push(Rule {
                 name: rule.name.name.clone(),
                 triggers,
                 when,
                 reply,
-                handoff: rule.handoff.as_ref().map(|h| h.reason.as_ref().map(|r| r.value.clone())),
+                handoff: rule
+                    .handoff
+                    .as_ref()
+                    .map(|h| h.reason.as_ref().map(|r| r.value.clone())),
                 priority: rule.priority.map_or(0, |p| p.value),
                 span: rule.name.span,
             });
@@ -593,12 +713,21 @@ impl Lowerer<'_> {
             if later.triggers.is_empty() {
                 continue;
             }
-            let Some(earlier) = rules[..i].iter().find(|e| e.when.is_none() && covers(&e.triggers, &later.triggers)) else {
+            let Some(earlier) = rules[..i]
+                .iter()
+                .find(|e| e.when.is_none() && covers(&e.triggers, &later.triggers))
+            else {
                 continue;
             };
             let d = Diagnostic::warning(later.span, format!("rule `{}` can never answer", later.name))
                 .with_label("shadowed")
-                .with_secondary(earlier.span, format!("`{}` has the same trigger and no `when`, and answers first", earlier.name))
+                .with_secondary(
+                    earlier.span,
+                    format!(
+                        "`{}` has the same trigger and no `when`, and answers first",
+                        earlier.name
+                    ),
+                )
                 .with_help("give this rule a higher `priority`, or give the other one a `when`");
             self.push(d);
         }
@@ -607,7 +736,10 @@ impl Lowerer<'_> {
     fn datetime(&mut self, lit: &ast::DateTimeLit, tz: Tz, end_of_day: bool) -> Option<DateTime<Tz>> {
         let (y, m, d) = lit.date;
         let Some(date) = chrono::NaiveDate::from_ymd_opt(y, m, d) else {
-            self.push(Diagnostic::error(lit.span, format!("invalid date {y:04}-{m:02}-{d:02}")));
+            self.push(Diagnostic::error(
+                lit.span,
+                format!("invalid date {y:04}-{m:02}-{d:02}"),
+            ));
             return None;
         };
         let (h, min, s) = lit.time.unwrap_or(if end_of_day { (23, 59, 59) } else { (0, 0, 0) });
@@ -618,21 +750,35 @@ impl Lowerer<'_> {
         match tz.from_local_datetime(&date.and_time(time)) {
             LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(t),
             LocalResult::None => {
-                self.push(Diagnostic::error(lit.span, format!("this time does not exist in {} (clocks skip it)", tz.name())));
+                self.push(Diagnostic::error(
+                    lit.span,
+                    format!("this time does not exist in {} (clocks skip it)", tz.name()),
+                ));
                 None
             }
         }
     }
 
-    fn promotions(&mut self, promotions: &[ast::Promotion], compiler: &ScriptCompiler, refs: &Refs<'_>, tz: Tz) -> Vec<Promotion> {
+    fn promotions(
+        &mut self,
+        promotions: &[ast::Promotion],
+        compiler: &ScriptCompiler,
+        refs: &Refs<'_>,
+        tz: Tz,
+    ) -> Vec<Promotion> {
         let names = Names::default();
         let mut out: Vec<Promotion> = Vec::new();
         let mut keywords: Vec<BTreeSet<String>> = Vec::new();
         for promo in promotions {
             let window = match &promo.window {
                 None => {
-                    self.push(Diagnostic::error(promo.name.span, format!("promotion `{}` has no `from ... to ...` window", promo.name.name))
-                    .with_help("add e.g. `from 2026-11-01 00:00 to 2026-11-11 23:59`"));
+                    self.push(
+                        Diagnostic::error(
+                            promo.name.span,
+                            format!("promotion `{}` has no `from ... to ...` window", promo.name.name),
+                        )
+                        .with_help("add e.g. `from 2026-11-01 00:00 to 2026-11-11 23:59`"),
+                    );
                     None
                 }
                 Some((from, to)) => {
@@ -640,8 +786,10 @@ impl Lowerer<'_> {
                     let t = self.datetime(to, tz, true);
                     match (f, t) {
                         (Some(f), Some(t)) if t < f => {
-                            self.push(Diagnostic::error(to.span, "the promotion ends before it starts")
-                                .with_secondary(from.span, "it starts here"));
+                            self.push(
+                                Diagnostic::error(to.span, "the promotion ends before it starts")
+                                    .with_secondary(from.span, "it starts here"),
+                            );
                             None
                         }
                         (Some(f), Some(t)) => Some((f, t)),
@@ -650,13 +798,23 @@ impl Lowerer<'_> {
                 }
             };
             if promo.say.is_none() {
-                self.push(Diagnostic::error(promo.name.span, format!("promotion `{}` has no `say`", promo.name.name))
-                    .with_label("nothing to tell the customer"));
+                self.push(
+                    Diagnostic::error(promo.name.span, format!("promotion `{}` has no `say`", promo.name.name))
+                        .with_label("nothing to tell the customer"),
+                );
             }
             let triggers: Vec<Trigger> = promo.triggers.iter().filter_map(|t| self.trigger(t, refs)).collect();
-            let audience = promo.audience.as_ref().and_then(|a| compiler.expr(a, &names, self.diagnostics));
-            let say = promo.say.as_ref().and_then(|s| compiler.template(s, &names, self.diagnostics));
-            let (Some((from, to)), Some(say)) = (window, say) else { continue };
+            let audience = promo
+                .audience
+                .as_ref()
+                .and_then(|a| compiler.expr(a, &names, self.diagnostics));
+            let say = promo
+                .say
+                .as_ref()
+                .and_then(|s| compiler.template(s, &names, self.diagnostics));
+            let (Some((from, to)), Some(say)) = (window, say) else {
+                continue;
+            };
             let words: BTreeSet<String> = triggers
                 .iter()
                 .filter_map(|t| if let Trigger::Keywords(k) = t { Some(k) } else { None })
@@ -667,10 +825,16 @@ impl Lowerer<'_> {
                 let shared: Vec<&String> = words.intersection(other_words).collect();
                 if !shared.is_empty() && from <= other.to && other.from <= to {
                     let list = shared.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(", ");
-                    let d = Diagnostic::warning(promo.name.span, format!("promotions `{}` and `{}` overlap in time and share keywords {list}", other.name, promo.name.name))
-                        .with_label("overlapping window")
-                        .with_secondary(other.span, "this promotion is on at the same time")
-                        .with_help("only the first by priority will answer; shorten a window or change the keywords");
+                    let d = Diagnostic::warning(
+                        promo.name.span,
+                        format!(
+                            "promotions `{}` and `{}` overlap in time and share keywords {list}",
+                            other.name, promo.name.name
+                        ),
+                    )
+                    .with_label("overlapping window")
+                    .with_secondary(other.span, "this promotion is on at the same time")
+                    .with_help("only the first by priority will answer; shorten a window or change the keywords");
                     self.push(d);
                 }
             }
@@ -694,15 +858,31 @@ impl Lowerer<'_> {
         let mut out = Vec::new();
         for policy in policies {
             if policy.applies.is_empty() {
-                self.push(Diagnostic::error(policy.name.span, format!("policy `{}` has no `applies`", policy.name.name))
-                    .with_help("say which intents it is about, e.g. `applies 售后.*`"));
+                self.push(
+                    Diagnostic::error(
+                        policy.name.span,
+                        format!("policy `{}` has no `applies`", policy.name.name),
+                    )
+                    .with_help("say which intents it is about, e.g. `applies 售后.*`"),
+                );
             }
             if policy.text.is_none() {
-                self.push(Diagnostic::error(policy.name.span, format!("policy `{}` has no `text`", policy.name.name)));
+                self.push(Diagnostic::error(
+                    policy.name.span,
+                    format!("policy `{}` has no `text`", policy.name.name),
+                ));
             }
-            let applies: Vec<IntentPattern> = policy.applies.iter().filter_map(|p| self.intent_pattern(p, refs)).collect();
+            let applies: Vec<IntentPattern> = policy
+                .applies
+                .iter()
+                .filter_map(|p| self.intent_pattern(p, refs))
+                .collect();
             if let Some(text) = &policy.text {
-                out.push(Policy { name: policy.name.name.clone(), applies, text: text.value.clone() });
+                out.push(Policy {
+                    name: policy.name.name.clone(),
+                    applies,
+                    text: text.value.clone(),
+                });
             }
         }
         out
@@ -712,33 +892,58 @@ impl Lowerer<'_> {
         let mut out = Vec::new();
         for flow in flows {
             if flow.steps.is_empty() {
-                self.push(Diagnostic::error(flow.name.span, format!("flow `{}` has no steps", flow.name.name)));
+                self.push(Diagnostic::error(
+                    flow.name.span,
+                    format!("flow `{}` has no steps", flow.name.name),
+                ));
                 continue;
             }
             if flow.starts.is_empty() {
-                self.push(Diagnostic::warning(flow.name.span, format!("flow `{}` has no `start on`, so nothing starts it", flow.name.name))
-                    .with_help("add e.g. `start on 售后.退货`"));
+                self.push(
+                    Diagnostic::warning(
+                        flow.name.span,
+                        format!("flow `{}` has no `start on`, so nothing starts it", flow.name.name),
+                    )
+                    .with_help("add e.g. `start on 售后.退货`"),
+                );
             }
             let mut asks: HashMap<String, Span> = HashMap::new();
             let mut sets: Vec<String> = Vec::new();
             collect_names(&flow.steps, &mut asks, &mut sets, self.diagnostics);
             let slots: BTreeSet<String> = asks.keys().cloned().collect();
-            let names = Names { variables: sets, slots: Some(&slots) };
+            let names = Names {
+                variables: sets,
+                slots: Some(&slots),
+            };
             let start_names = Names::default();
 
             let mut starts = Vec::new();
             for start in &flow.starts {
                 let trigger = self.trigger(&start.trigger, refs);
-                let when = start.when.as_ref().and_then(|w| compiler.expr(w, &start_names, self.diagnostics));
+                let when = start
+                    .when
+                    .as_ref()
+                    .and_then(|w| compiler.expr(w, &start_names, self.diagnostics));
                 if let Some(trigger) = trigger {
                     starts.push(FlowStart { trigger, when });
                 }
             }
 
-            let mut program = Program { ops: Vec::new(), gotos: Vec::new(), tails: Vec::new() };
+            let mut program = Program {
+                ops: Vec::new(),
+                gotos: Vec::new(),
+                tails: Vec::new(),
+            };
             self.emit(&flow.steps, &mut program, compiler, &names, refs);
             // Retry-exhausted steps go after the main program, each ending the flow
-            // unless it jumps elsewhere.
+            // unless it jumps elsewhere; the main program must not run into them.
+            if !program.tails.is_empty() {
+                let span = flow.steps.last().map_or(flow.span, |s| s.span);
+                program.ops.push(Op {
+                    span,
+                    kind: OpKind::End,
+                });
+            }
             for (ask_index, step) in std::mem::take(&mut program.tails) {
                 let at = program.ops.len();
                 if let OpKind::Ask { exhausted, .. } = &mut program.ops[ask_index].kind {
@@ -747,17 +952,30 @@ impl Lowerer<'_> {
                 let jumps = matches!(step.kind, StepKind::Goto(_) | StepKind::Handoff(_) | StepKind::End);
                 self.emit(std::slice::from_ref(&step), &mut program, compiler, &names, refs);
                 if !jumps {
-                    program.ops.push(Op { span: step.span, kind: OpKind::End });
+                    program.ops.push(Op {
+                        span: step.span,
+                        kind: OpKind::End,
+                    });
                 }
             }
             let mut resolved = true;
             for (op_index, target) in std::mem::take(&mut program.gotos) {
-                match program.ops.iter().position(|op| matches!(&op.kind, OpKind::Ask { slot, .. } if *slot == target.name)) {
+                match program
+                    .ops
+                    .iter()
+                    .position(|op| matches!(&op.kind, OpKind::Ask { slot, .. } if *slot == target.name))
+                {
                     Some(ask) => program.ops[op_index].kind = OpKind::Jump(ask),
                     None => {
                         resolved = false;
-                        let mut d = Diagnostic::error(target.span, format!("`goto {}`: no `ask {}` in flow `{}`", target.name, target.name, flow.name.name))
-                            .with_label("no such ask");
+                        let mut d = Diagnostic::error(
+                            target.span,
+                            format!(
+                                "`goto {}`: no `ask {}` in flow `{}`",
+                                target.name, target.name, flow.name.name
+                            ),
+                        )
+                        .with_label("no such ask");
                         if let Some(near) = closest(&target.name, slots.iter().map(String::as_str)) {
                             d = d.with_help(format!("did you mean `{near}`?"));
                         }
@@ -766,13 +984,26 @@ impl Lowerer<'_> {
                 }
             }
             if resolved {
-                out.push(Flow { name: flow.name.name.clone(), starts, ops: program.ops, slots, span: flow.name.span });
+                out.push(Flow {
+                    name: flow.name.name.clone(),
+                    starts,
+                    ops: program.ops,
+                    slots,
+                    span: flow.name.span,
+                });
             }
         }
         out
     }
 
-    fn emit(&mut self, steps: &[ast::Step], program: &mut Program, compiler: &ScriptCompiler, names: &Names<'_>, refs: &Refs<'_>) {
+    fn emit(
+        &mut self,
+        steps: &[ast::Step],
+        program: &mut Program,
+        compiler: &ScriptCompiler,
+        names: &Names<'_>,
+        refs: &Refs<'_>,
+    ) {
         let mut ended: Option<Span> = None;
         for step in steps {
             if let Some(end) = ended.take() {
@@ -783,7 +1014,13 @@ impl Lowerer<'_> {
             }
             let span = step.span;
             match &step.kind {
-                StepKind::Ask { slot, entity, prompt, retry, otherwise } => {
+                StepKind::Ask {
+                    slot,
+                    entity,
+                    prompt,
+                    retry,
+                    otherwise,
+                } => {
                     let entity = match entity {
                         Some(e) if !refs.entities.contains(&e.name) => {
                             self.unknown(e, "entity", refs.entities.iter().map(String::as_str));
@@ -800,25 +1037,48 @@ impl Lowerer<'_> {
                         Some(r) => u32::try_from(r.value).unwrap_or(u32::MAX),
                         None => DEFAULT_RETRIES,
                     };
-                    let prompt = compiler.template(prompt, names, self.diagnostics).unwrap_or_else(|| Template::literal(""));
+                    let prompt = compiler
+                        .template(prompt, names, self.diagnostics)
+                        .unwrap_or_else(|| Template::literal(""));
                     let index = program.ops.len();
-                    program.ops.push(Op { span, kind: OpKind::Ask { slot: slot.name.clone(), entity, prompt, retries, exhausted: None } });
+                    program.ops.push(Op {
+                        span,
+                        kind: OpKind::Ask {
+                            slot: slot.name.clone(),
+                            entity,
+                            prompt,
+                            retries,
+                            exhausted: None,
+                        },
+                    });
                     if let Some(step) = otherwise {
                         program.tails.push((index, (**step).clone()));
                     }
                 }
                 StepKind::Set { name, value } => {
                     if let Some(value) = compiler.expr(value, names, self.diagnostics) {
-                        program.ops.push(Op { span, kind: OpKind::Set { name: name.name.clone(), value } });
+                        program.ops.push(Op {
+                            span,
+                            kind: OpKind::Set {
+                                name: name.name.clone(),
+                                value,
+                            },
+                        });
                     }
                 }
                 StepKind::If { cond, then, otherwise } => {
                     let cond = compiler.expr(cond, names, self.diagnostics);
                     let branch = program.ops.len();
-                    program.ops.push(Op { span, kind: OpKind::End });
+                    program.ops.push(Op {
+                        span,
+                        kind: OpKind::End,
+                    });
                     self.emit(then, program, compiler, names, refs);
                     let skip_else = (!otherwise.is_empty()).then(|| {
-                        program.ops.push(Op { span, kind: OpKind::Jump(usize::MAX) });
+                        program.ops.push(Op {
+                            span,
+                            kind: OpKind::Jump(usize::MAX),
+                        });
                         program.ops.len() - 1
                     });
                     let else_at = program.ops.len();
@@ -832,25 +1092,40 @@ impl Lowerer<'_> {
                 }
                 StepKind::Goto(target) => {
                     program.gotos.push((program.ops.len(), target.clone()));
-                    program.ops.push(Op { span, kind: OpKind::End });
+                    program.ops.push(Op {
+                        span,
+                        kind: OpKind::End,
+                    });
                     ended = Some(span);
                 }
                 StepKind::Call(expr) => {
                     if let Some(script) = compiler.expr(expr, names, self.diagnostics) {
-                        program.ops.push(Op { span, kind: OpKind::Call(script) });
+                        program.ops.push(Op {
+                            span,
+                            kind: OpKind::Call(script),
+                        });
                     }
                 }
                 StepKind::Reply(text) => {
                     if let Some(t) = compiler.template(text, names, self.diagnostics) {
-                        program.ops.push(Op { span, kind: OpKind::Reply(t) });
+                        program.ops.push(Op {
+                            span,
+                            kind: OpKind::Reply(t),
+                        });
                     }
                 }
                 StepKind::Handoff(h) => {
-                    program.ops.push(Op { span, kind: OpKind::Handoff(h.reason.as_ref().map(|r| r.value.clone())) });
+                    program.ops.push(Op {
+                        span,
+                        kind: OpKind::Handoff(h.reason.as_ref().map(|r| r.value.clone())),
+                    });
                     ended = Some(span);
                 }
                 StepKind::End => {
-                    program.ops.push(Op { span, kind: OpKind::End });
+                    program.ops.push(Op {
+                        span,
+                        kind: OpKind::End,
+                    });
                     ended = Some(span);
                 }
             }
@@ -871,7 +1146,10 @@ impl Lowerer<'_> {
             {
                 self.push(Diagnostic::error(p.span, "top_p must be above 0 and at most 1"));
             }
-            let when = style.when.as_ref().and_then(|w| compiler.expr(w, &names, self.diagnostics));
+            let when = style
+                .when
+                .as_ref()
+                .and_then(|w| compiler.expr(w, &names, self.diagnostics));
             out.push(Style {
                 name: style.name.name.clone(),
                 when,
@@ -883,16 +1161,30 @@ impl Lowerer<'_> {
         out
     }
 
-    fn fallback(&mut self, fallbacks: &[ast::Fallback], styles: &[ast::Style], compiler: &ScriptCompiler) -> Vec<FallbackArm> {
+    fn fallback(
+        &mut self,
+        fallbacks: &[ast::Fallback],
+        styles: &[ast::Style],
+        compiler: &ScriptCompiler,
+    ) -> Vec<FallbackArm> {
         for extra in fallbacks.iter().skip(1) {
             let first = fallbacks[0].span;
-            let d = Diagnostic::error(Span::new(extra.span.file, extra.span.start, extra.span.start + "fallback".len()), "more than one `fallback` block")
-                .with_secondary(Span::new(first.file, first.start, first.start + "fallback".len()), "first one here")
-                .with_help("put every arm in one block; arms are tried in order");
+            let d = Diagnostic::error(
+                Span::new(extra.span.file, extra.span.start, extra.span.start + "fallback".len()),
+                "more than one `fallback` block",
+            )
+            .with_secondary(
+                Span::new(first.file, first.start, first.start + "fallback".len()),
+                "first one here",
+            )
+            .with_help("put every arm in one block; arms are tried in order");
             self.push(d);
         }
         let Some(fallback) = fallbacks.first() else {
-            return vec![FallbackArm { when: None, action: FallbackAction::Llm(None) }];
+            return vec![FallbackArm {
+                when: None,
+                action: FallbackAction::Llm(None),
+            }];
         };
         let names = Names::default();
         let mut out = Vec::new();
@@ -937,10 +1229,16 @@ impl Lowerer<'_> {
         match source {
             ast::WordSource::Inline(words) => {
                 self.check_keywords(words);
-                words.iter().map(|w| w.value.trim().to_string()).filter(|w| !w.is_empty()).collect()
+                words
+                    .iter()
+                    .map(|w| w.value.trim().to_string())
+                    .filter(|w| !w.is_empty())
+                    .collect()
             }
             ast::WordSource::File(path) => {
-                let Some((_, text)) = self.read_aux(path) else { return Vec::new() };
+                let Some((_, text)) = self.read_aux(path) else {
+                    return Vec::new();
+                };
                 text.lines()
                     .map(|l| l.split('#').next().unwrap_or("").trim())
                     .filter(|l| !l.is_empty())
@@ -981,7 +1279,10 @@ impl Lowerer<'_> {
                 ast::SafetyEntry::Reply(text) => match &default_reply {
                     Some((_, first)) => {
                         let first = *first;
-                        self.push(Diagnostic::error(text.span, "the safety `reply` is given more than once").with_secondary(first, "first one here"));
+                        self.push(
+                            Diagnostic::error(text.span, "the safety `reply` is given more than once")
+                                .with_secondary(first, "first one here"),
+                        );
                     }
                     None => default_reply = Some((text.value.clone(), text.span)),
                 },
@@ -991,8 +1292,13 @@ impl Lowerer<'_> {
         for (list, block) in lists {
             if let Some(first) = categories.get(&list.category.name) {
                 let first = *first;
-                self.push(Diagnostic::error(list.category.span, format!("duplicate safety category `{}`", list.category.name))
-                    .with_secondary(first, "first defined here"));
+                self.push(
+                    Diagnostic::error(
+                        list.category.span,
+                        format!("duplicate safety category `{}`", list.category.name),
+                    )
+                    .with_secondary(first, "first defined here"),
+                );
                 continue;
             }
             categories.insert(list.category.name.clone(), list.category.span);
@@ -1010,20 +1316,37 @@ impl Lowerer<'_> {
                 }
             }
             let action = if block {
-                ListAction::Block { reply: list.reply.as_ref().map_or_else(|| default_reply.clone(), |r| r.value.clone()) }
+                ListAction::Block {
+                    reply: list
+                        .reply
+                        .as_ref()
+                        .map_or_else(|| default_reply.clone(), |r| r.value.clone()),
+                }
             } else {
                 if let Some(reply) = &list.reply {
-                    self.push(Diagnostic::error(reply.span, "a `mask` list has no reply")
-                        .with_label("masked words are replaced and the message goes on")
-                    .with_help("use `block` to answer with a reply instead"));
+                    self.push(
+                        Diagnostic::error(reply.span, "a `mask` list has no reply")
+                            .with_label("masked words are replaced and the message goes on")
+                            .with_help("use `block` to answer with a reply instead"),
+                    );
                 }
                 ListAction::Mask
             };
             let words = self.words(&list.words);
-            if words.is_empty() && !matches!(&list.words, ast::WordSource::File(p) if !self.root.join(&p.value).exists()) {
-                self.push(Diagnostic::warning(list.category.span, format!("safety list `{}` has no words", list.category.name)));
+            if words.is_empty()
+                && !matches!(&list.words, ast::WordSource::File(p) if !self.root.join(&p.value).exists())
+            {
+                self.push(Diagnostic::warning(
+                    list.category.span,
+                    format!("safety list `{}` has no words", list.category.name),
+                ));
             }
-            config.lists.push(safety::WordList { category: list.category.name.clone(), action, words, without });
+            config.lists.push(safety::WordList {
+                category: list.category.name.clone(),
+                action,
+                words,
+                without,
+            });
         }
         config
     }
@@ -1045,7 +1368,12 @@ struct Program {
 }
 
 /// Collects every ask's slot (reporting duplicates) and every `set` name in a flow.
-fn collect_names(steps: &[ast::Step], asks: &mut HashMap<String, Span>, sets: &mut Vec<String>, diagnostics: &mut Vec<Diagnostic>) {
+fn collect_names(
+    steps: &[ast::Step],
+    asks: &mut HashMap<String, Span>,
+    sets: &mut Vec<String>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     for step in steps {
         match &step.kind {
             StepKind::Ask { slot, .. } => {
@@ -1059,11 +1387,7 @@ fn collect_names(steps: &[ast::Step], asks: &mut HashMap<String, Span>, sets: &m
                     asks.insert(slot.name.clone(), slot.span);
                 }
             }
-            StepKind::Set { name, .. } => {
-                if !sets.contains(&name.name) {
-                    sets.push(name.name.clone());
-                }
-            }
+            StepKind::Set { name, .. } if !sets.contains(&name.name) => sets.push(name.name.clone()),
             StepKind::If { then, otherwise, .. } => {
                 collect_names(then, asks, sets, diagnostics);
                 collect_names(otherwise, asks, sets, diagnostics);

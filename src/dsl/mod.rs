@@ -48,7 +48,10 @@ pub fn load_dir(dir: &Path) -> Compiled {
             }
             Err(e) => {
                 let id = report.sources.add(path, String::new());
-                report.diagnostics.push(Diagnostic::error(Span::new(id, 0, 0), format!("cannot read this file: {e}")));
+                report.diagnostics.push(Diagnostic::error(
+                    Span::new(id, 0, 0),
+                    format!("cannot read this file: {e}"),
+                ));
             }
         }
     }

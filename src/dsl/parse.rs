@@ -33,7 +33,64 @@ fn inner(pair: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
 fn is_token(r: Rule) -> bool {
     matches!(
         r,
-        Rule::lbrace | Rule::rbrace | Rule::kw_allow | Rule::kw_applies | Rule::kw_as | Rule::kw_ask | Rule::kw_block | Rule::kw_call | Rule::kw_context | Rule::kw_else | Rule::kw_end | Rule::kw_entity | Rule::kw_examples | Rule::kw_fallback | Rule::kw_fallback_message | Rule::kw_file | Rule::kw_flow | Rule::kw_for | Rule::kw_from | Rule::kw_goto | Rule::kw_handoff | Rule::kw_handoff_message | Rule::kw_http | Rule::kw_if | Rule::kw_intent | Rule::kw_key | Rule::kw_keywords | Rule::kw_llm | Rule::kw_mask | Rule::kw_on | Rule::kw_otherwise | Rule::kw_persona | Rule::kw_pii | Rule::kw_policy | Rule::kw_priority | Rule::kw_promotion | Rule::kw_reply | Rule::kw_retry | Rule::kw_rule | Rule::kw_safety | Rule::kw_say | Rule::kw_set | Rule::kw_shop | Rule::kw_source | Rule::kw_start | Rule::kw_style | Rule::kw_text | Rule::kw_threshold | Rule::kw_timeout | Rule::kw_timezone | Rule::kw_to | Rule::kw_tone | Rule::kw_temperature | Rule::kw_top_p | Rule::kw_when | Rule::kw_without | Rule::kw_default_reply | Rule::kw_words
+        Rule::lbrace
+            | Rule::rbrace
+            | Rule::kw_allow
+            | Rule::kw_applies
+            | Rule::kw_as
+            | Rule::kw_ask
+            | Rule::kw_block
+            | Rule::kw_call
+            | Rule::kw_context
+            | Rule::kw_else
+            | Rule::kw_end
+            | Rule::kw_entity
+            | Rule::kw_examples
+            | Rule::kw_fallback
+            | Rule::kw_fallback_message
+            | Rule::kw_file
+            | Rule::kw_flow
+            | Rule::kw_for
+            | Rule::kw_from
+            | Rule::kw_goto
+            | Rule::kw_handoff
+            | Rule::kw_handoff_message
+            | Rule::kw_http
+            | Rule::kw_if
+            | Rule::kw_intent
+            | Rule::kw_key
+            | Rule::kw_keywords
+            | Rule::kw_llm
+            | Rule::kw_mask
+            | Rule::kw_on
+            | Rule::kw_otherwise
+            | Rule::kw_persona
+            | Rule::kw_pii
+            | Rule::kw_policy
+            | Rule::kw_priority
+            | Rule::kw_promotion
+            | Rule::kw_reply
+            | Rule::kw_retry
+            | Rule::kw_rule
+            | Rule::kw_safety
+            | Rule::kw_say
+            | Rule::kw_set
+            | Rule::kw_shop
+            | Rule::kw_source
+            | Rule::kw_start
+            | Rule::kw_style
+            | Rule::kw_text
+            | Rule::kw_threshold
+            | Rule::kw_timeout
+            | Rule::kw_timezone
+            | Rule::kw_to
+            | Rule::kw_tone
+            | Rule::kw_temperature
+            | Rule::kw_top_p
+            | Rule::kw_when
+            | Rule::kw_without
+            | Rule::kw_default_reply
+            | Rule::kw_words
     )
 }
 
@@ -66,7 +123,11 @@ pub fn parse_file(file: FileId, text: &str) -> (Vec<Item>, Vec<Diagnostic>) {
             Ok(mut pairs) => {
                 let Some(pair) = pairs.next() else { break };
                 let end = pair.as_span().end();
-                let mut builder = Builder { file, base: pos, diagnostics: &mut diagnostics };
+                let mut builder = Builder {
+                    file,
+                    base: pos,
+                    diagnostics: &mut diagnostics,
+                };
                 if let Some(item) = builder.item(pair) {
                     items.push(item);
                 }
@@ -98,9 +159,8 @@ fn next_item_start(text: &str, from: usize) -> Option<usize> {
     while line_start < text.len() {
         let line = &text[line_start..];
         let starts_item = ITEM_KEYWORDS.iter().any(|kw| {
-            line.strip_prefix(kw).is_some_and(|after| {
-                after.starts_with(|c: char| c.is_whitespace() || c == '{' || c == '"')
-            })
+            line.strip_prefix(kw)
+                .is_some_and(|after| after.starts_with(|c: char| c.is_whitespace() || c == '{' || c == '"'))
         });
         if starts_item {
             return Some(line_start);
@@ -126,6 +186,18 @@ fn syntax_error(file: FileId, base: usize, rest: &str, error: &pest::error::Erro
     } else {
         format!("`{found}`")
     };
+    let rest_of_line = rest[at..].split('\n').next().unwrap_or("");
+    if rest_of_line.starts_with('"')
+        && !rest_of_line.starts_with("\"\"\"")
+        && rest_of_line[1..].matches('"').count() == 0
+    {
+        return Diagnostic::error(
+            Span::new(file, base + at, base + at + rest_of_line.trim_end().len()),
+            "string is not closed on this line",
+        )
+        .with_label("this string has no closing `\"`")
+        .with_help("a string must end with `\"` on the line it starts; use `\"\"\"` for text over several lines");
+    }
     let message = match &error.variant {
         ErrorVariant::ParsingError { positives, .. } if !positives.is_empty() => {
             format!("expected {}, found {found_text}", describe_expected(positives))
@@ -159,7 +231,9 @@ fn found_token(rest: &str) -> &str {
 fn hint_for(rest: &str, at: usize) -> Option<String> {
     let here = &rest[at..];
     if here.starts_with(['“', '”']) {
-        return Some("strings are written with ASCII double quotes `\"...\"`; Chinese quotes may appear inside them".into());
+        return Some(
+            "strings are written with ASCII double quotes `\"...\"`; Chinese quotes may appear inside them".into(),
+        );
     }
     if here.starts_with(['，', '；']) {
         return Some("lists are separated with an ASCII comma `,`".into());
@@ -167,7 +241,9 @@ fn hint_for(rest: &str, at: usize) -> Option<String> {
     let line_end = rest[..at].rfind('\n').map_or(0, |i| i + 1);
     let line = &rest[line_end..at];
     if line.matches('"').count() % 2 == 1 {
-        return Some("a string must end with `\"` on the line it starts; use `\"\"\"` for text over several lines".into());
+        return Some(
+            "a string must end with `\"` on the line it starts; use `\"\"\"` for text over several lines".into(),
+        );
     }
     None
 }
@@ -183,7 +259,7 @@ fn describe_expected(rules: &[Rule]) -> String {
             continue;
         }
         let word = describe(*r);
-        if !words.iter().any(|w| *w == word) {
+        if !words.contains(&word) {
             words.push(word);
         }
     }
@@ -303,7 +379,14 @@ struct Builder<'d> {
 }
 
 /// Stores a field once; a second occurrence is an error that points at both.
-fn set_once<T>(diagnostics: &mut Vec<Diagnostic>, slot: &mut Option<T>, value: T, span: Span, first: Option<Span>, what: &str) {
+fn set_once<T>(
+    diagnostics: &mut Vec<Diagnostic>,
+    slot: &mut Option<T>,
+    value: T,
+    span: Span,
+    first: Option<Span>,
+    what: &str,
+) {
     if slot.is_some() {
         let mut d = Diagnostic::error(span, format!("`{what}` is given more than once")).with_label("second one here");
         if let Some(first) = first {
@@ -316,13 +399,22 @@ fn set_once<T>(diagnostics: &mut Vec<Diagnostic>, slot: &mut Option<T>, value: T
 }
 
 impl Builder<'_> {
+    /// The pair's place in the file, without the blanks pest skips after a rule that
+    /// ends in a repetition, so that labels end where the text does.
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
         let s = pair.as_span();
-        Span::new(self.file, self.base + s.start(), self.base + s.end())
+        let trimmed = pair
+            .as_str()
+            .trim_end_matches([' ', '\t', '\r', '\n', '\u{3000}'])
+            .len();
+        Span::new(self.file, self.base + s.start(), self.base + s.start() + trimmed)
     }
 
     fn ident(&self, pair: Pair<'_, Rule>) -> Ident {
-        Ident { name: pair.as_str().to_string(), span: self.span(&pair) }
+        Ident {
+            name: pair.as_str().to_string(),
+            span: self.span(&pair),
+        }
     }
 
     fn item(&mut self, pair: Pair<'_, Rule>) -> Option<Item> {
@@ -372,8 +464,9 @@ impl Builder<'_> {
                     Some((j, other)) => {
                         let span = Span::new(self.file, start + i, start + j + other.len_utf8());
                         self.diagnostics.push(
-                            Diagnostic::error(span, format!("unknown escape `\\{other}`"))
-                                .with_help("the escapes are `\\\"`, `\\\\`, `\\n` and `\\t`; write `\\\\` for a backslash"),
+                            Diagnostic::error(span, format!("unknown escape `\\{other}`")).with_help(
+                                "the escapes are `\\\"`, `\\\\`, `\\n` and `\\t`; write `\\\\` for a backslash",
+                            ),
                         );
                         other
                     }
@@ -401,7 +494,10 @@ impl Builder<'_> {
 
     fn expr(&self, pair: Pair<'_, Rule>) -> Expr {
         let body = inner(pair).next().expect("expr has a body");
-        Expr { source: body.as_str().to_string(), span: self.span(&body) }
+        Expr {
+            source: body.as_str().to_string(),
+            span: self.span(&body),
+        }
     }
 
     fn number(&mut self, pair: Pair<'_, Rule>) -> Number {
@@ -458,12 +554,26 @@ impl Builder<'_> {
                 Rule::handoff_message => {
                     let v = self.string(Self::first_inner(field));
                     let first = shop.handoff_message.as_ref().map(|s| s.span);
-                    set_once(self.diagnostics, &mut shop.handoff_message, v, fspan, first, "handoff_message");
+                    set_once(
+                        self.diagnostics,
+                        &mut shop.handoff_message,
+                        v,
+                        fspan,
+                        first,
+                        "handoff_message",
+                    );
                 }
                 Rule::fallback_message => {
                     let v = self.string(Self::first_inner(field));
                     let first = shop.fallback_message.as_ref().map(|s| s.span);
-                    set_once(self.diagnostics, &mut shop.fallback_message, v, fspan, first, "fallback_message");
+                    set_once(
+                        self.diagnostics,
+                        &mut shop.fallback_message,
+                        v,
+                        fspan,
+                        first,
+                        "fallback_message",
+                    );
                 }
                 Rule::context => shop.context.extend(self.names(Self::first_inner(field))),
                 _ => {}
@@ -476,7 +586,12 @@ impl Builder<'_> {
         let span = self.span(&pair);
         let mut fields = inner(pair);
         let name = self.ident(fields.next().expect("intent name"));
-        let mut intent = Intent { name, span, examples: Vec::new(), keywords: Vec::new() };
+        let mut intent = Intent {
+            name,
+            span,
+            examples: Vec::new(),
+            keywords: Vec::new(),
+        };
         for field in fields {
             match field.as_rule() {
                 Rule::examples => intent.examples.extend(self.strings(Self::first_inner(field))),
@@ -526,7 +641,10 @@ impl Builder<'_> {
         let mut parts = inner(def);
         let first = self.string(parts.next().expect("source location"));
         let kind = if def_rule == Rule::file_source {
-            SourceKind::File { path: first, key: parts.next().map(|p| self.string(p)) }
+            SourceKind::File {
+                path: first,
+                key: parts.next().map(|p| self.string(p)),
+            }
         } else {
             let timeout = parts.next().map(|p| self.duration(p));
             SourceKind::Http { url: first, timeout }
@@ -545,7 +663,10 @@ impl Builder<'_> {
             "m" => 60_000,
             _ => 3_600_000,
         };
-        DurationLit { millis: n.saturating_mul(factor), span }
+        DurationLit {
+            millis: n.saturating_mul(factor),
+            span,
+        }
     }
 
     fn trigger(&mut self, pair: Pair<'_, Rule>) -> Trigger {
@@ -629,7 +750,15 @@ impl Builder<'_> {
         let span = self.span(&pair);
         let mut fields = inner(pair);
         let name = self.ident(fields.next().expect("promotion name"));
-        let mut promo = Promotion { name, span, window: None, audience: None, say: None, triggers: Vec::new(), priority: None };
+        let mut promo = Promotion {
+            name,
+            span,
+            window: None,
+            audience: None,
+            say: None,
+            triggers: Vec::new(),
+            priority: None,
+        };
         for field in fields {
             let fspan = self.span(&field);
             match field.as_rule() {
@@ -638,7 +767,14 @@ impl Builder<'_> {
                     let from = self.datetime(parts.next().expect("from"));
                     let to = self.datetime(parts.next().expect("to"));
                     let first = promo.window.as_ref().map(|(f, _)| f.span);
-                    set_once(self.diagnostics, &mut promo.window, (from, to), fspan, first, "from ... to");
+                    set_once(
+                        self.diagnostics,
+                        &mut promo.window,
+                        (from, to),
+                        fspan,
+                        first,
+                        "from ... to",
+                    );
                 }
                 Rule::audience => {
                     let v = self.expr(Self::first_inner(field));
@@ -666,7 +802,12 @@ impl Builder<'_> {
         let span = self.span(&pair);
         let mut fields = inner(pair);
         let name = self.ident(fields.next().expect("policy name"));
-        let mut policy = Policy { name, span, applies: Vec::new(), text: None };
+        let mut policy = Policy {
+            name,
+            span,
+            applies: Vec::new(),
+            text: None,
+        };
         for field in fields {
             let fspan = self.span(&field);
             match field.as_rule() {
@@ -686,7 +827,12 @@ impl Builder<'_> {
         let span = self.span(&pair);
         let mut fields = inner(pair);
         let name = self.ident(fields.next().expect("flow name"));
-        let mut flow = Flow { name, span, starts: Vec::new(), steps: Vec::new() };
+        let mut flow = Flow {
+            name,
+            span,
+            starts: Vec::new(),
+            steps: Vec::new(),
+        };
         for field in fields {
             match field.as_rule() {
                 Rule::flow_start => {
@@ -734,7 +880,13 @@ impl Builder<'_> {
                         otherwise = self.step(Self::first_inner(else_step)).map(Box::new);
                     }
                 }
-                StepKind::Ask { slot, entity, prompt, retry, otherwise }
+                StepKind::Ask {
+                    slot,
+                    entity,
+                    prompt,
+                    retry,
+                    otherwise,
+                }
             }
             Rule::set => {
                 let mut parts = inner(pair);
@@ -767,7 +919,14 @@ impl Builder<'_> {
         let span = self.span(&pair);
         let mut fields = inner(pair);
         let name = self.ident(fields.next().expect("style name"));
-        let mut style = Style { name, span, when: None, tone: None, temperature: None, top_p: None };
+        let mut style = Style {
+            name,
+            span,
+            when: None,
+            tone: None,
+            temperature: None,
+            top_p: None,
+        };
         for field in fields {
             let fspan = self.span(&field);
             match field.as_rule() {
@@ -811,7 +970,11 @@ impl Builder<'_> {
                 Rule::reply => FallbackAction::Reply(self.string(Self::first_inner(action))),
                 _ => FallbackAction::Llm(inner(action).next().map(|p| self.ident(p))),
             };
-            arms.push(FallbackArm { span: arm_span, when, action });
+            arms.push(FallbackArm {
+                span: arm_span,
+                when,
+                action,
+            });
         }
         Fallback { span, arms }
     }
@@ -829,7 +992,13 @@ impl Builder<'_> {
         let mut parts = inner(pair);
         let category = self.ident(parts.next().expect("category"));
         let words = self.word_source(parts.next().expect("words"));
-        let mut list = WordList { category, span, words, without: Vec::new(), reply: None };
+        let mut list = WordList {
+            category,
+            span,
+            words,
+            without: Vec::new(),
+            reply: None,
+        };
         for option in parts {
             let ospan = self.span(&option);
             match option.as_rule() {
@@ -891,7 +1060,11 @@ fn dedent(body: &str, start: usize) -> (String, Vec<usize>) {
             value.push('\n');
             offsets.push(start + line_at - 1);
         }
-        let cut = if line.trim().is_empty() { line.len() } else { floor_boundary(line, indent) };
+        let cut = if line.trim().is_empty() {
+            line.len()
+        } else {
+            floor_boundary(line, indent)
+        };
         for (i, c) in line[cut..].char_indices() {
             for _ in 0..c.len_utf8() {
                 offsets.push(start + line_at + cut + i);

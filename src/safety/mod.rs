@@ -29,8 +29,15 @@ pub enum Fold {
 
 impl Fold {
     /// Every fold, in the order they are applied.
-    pub const ALL: [Fold; 7] =
-        [Fold::Width, Fold::Case, Fold::Traditional, Fold::Numbers, Fold::Letters, Fold::Gaps, Fold::Repeats];
+    pub const ALL: [Fold; 7] = [
+        Fold::Width,
+        Fold::Case,
+        Fold::Traditional,
+        Fold::Numbers,
+        Fold::Letters,
+        Fold::Gaps,
+        Fold::Repeats,
+    ];
 
     /// The name used in rule files (`without gaps, repeats`).
     pub fn name(self) -> &'static str {
@@ -76,7 +83,13 @@ pub enum PiiKind {
 
 impl PiiKind {
     /// Every kind.
-    pub const ALL: [PiiKind; 5] = [PiiKind::Phone, PiiKind::IdCard, PiiKind::BankCard, PiiKind::Email, PiiKind::Address];
+    pub const ALL: [PiiKind; 5] = [
+        PiiKind::Phone,
+        PiiKind::IdCard,
+        PiiKind::BankCard,
+        PiiKind::Email,
+        PiiKind::Address,
+    ];
 
     /// The name used in rule files.
     pub fn name(self) -> &'static str {

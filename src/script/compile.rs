@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use rhai::{ASTNode, Engine, Expr as RhaiExpr, Position, Scope};
+use rhai::{ASTNode, Engine, Expr as RhaiExpr, Position, Scope, Stmt};
 
 use super::template::{self, RawPart, SplitError};
 use super::{HOST_FUNCTIONS, Limits, Part, Script, Template, sandboxed_engine};
@@ -16,8 +16,17 @@ use crate::dsl::ast;
 use crate::dsl::diagnostic::{Diagnostic, Span};
 
 /// Rhai built-ins that the parser treats as keywords and the function list does not show.
-const RHAI_KEYWORD_FUNCTIONS: &[&str] =
-    &["type_of", "is_def_var", "is_def_fn", "is_shared", "Fn", "call", "curry", "print", "debug"];
+const RHAI_KEYWORD_FUNCTIONS: &[&str] = &[
+    "type_of",
+    "is_def_var",
+    "is_def_fn",
+    "is_shared",
+    "Fn",
+    "call",
+    "curry",
+    "print",
+    "debug",
+];
 
 /// The names an expression may use at its place in the rules.
 #[derive(Clone, Debug, Default)]
@@ -54,21 +63,30 @@ impl ScriptCompiler {
         functions.extend(sources.iter().cloned());
         let mut base_variables: Vec<String> = super::BUILTIN_VARIABLES.iter().map(|s| s.to_string()).collect();
         base_variables.extend(context.iter().cloned());
-        ScriptCompiler { engine, strict, functions, base_variables }
+        ScriptCompiler {
+            engine,
+            strict,
+            functions,
+            base_variables,
+        }
     }
 
     /// Compiles a backtick expression; problems go to `diagnostics`.
     pub fn expr(&self, expr: &ast::Expr, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Script> {
         let at = |offset: usize| expr.span.start + offset;
         if expr.source.trim().is_empty() {
-            diagnostics.push(Diagnostic::error(expr.span, "empty expression").with_label("write a condition or value between the backticks"));
+            diagnostics.push(
+                Diagnostic::error(expr.span, "empty expression")
+                    .with_label("write a condition or value between the backticks"),
+            );
             return None;
         }
-        self.compile(&expr.source, false, expr.span.file, &at, names, diagnostics).map(|ast| Script {
-            source: expr.source.clone(),
-            span: expr.span,
-            ast,
-        })
+        self.compile(&expr.source, false, expr.span.file, &at, names, diagnostics)
+            .map(|ast| Script {
+                source: expr.source.clone(),
+                span: expr.span,
+                ast,
+            })
     }
 
     /// Compiles a reply template; problems go to `diagnostics`.
@@ -77,9 +95,17 @@ impl ScriptCompiler {
             Ok(raw) => raw,
             Err(error) => {
                 let (offset, message, help) = match error {
-                    SplitError::Unclosed(i) => (i, "unclosed `{` in template", "close the hole with `}`, or write `{{` for a literal brace"),
+                    SplitError::Unclosed(i) => (
+                        i,
+                        "unclosed `{` in template",
+                        "close the hole with `}`, or write `{{` for a literal brace",
+                    ),
                     SplitError::Unopened(i) => (i, "unmatched `}` in template", "write `}}` for a literal brace"),
-                    SplitError::Empty(i) => (i, "empty `{}` in template", "put an expression inside, or write `{{}}` for literal braces"),
+                    SplitError::Empty(i) => (
+                        i,
+                        "empty `{}` in template",
+                        "put an expression inside, or write `{{}}` for literal braces",
+                    ),
                 };
                 diagnostics.push(Diagnostic::error(text.sub_span(offset, offset + 1), message).with_help(help));
                 return None;
@@ -93,7 +119,11 @@ impl ScriptCompiler {
                 RawPart::Hole { source, start, end } => {
                     let at = |offset: usize| text.sub_span(start + offset, start + offset).start;
                     match self.compile(&source, true, text.span.file, &at, names, diagnostics) {
-                        Some(ast) => parts.push(Part::Hole(Script { source, span: text.sub_span(start, end), ast })),
+                        Some(ast) => parts.push(Part::Hole(Script {
+                            source,
+                            span: text.sub_span(start, end),
+                            ast,
+                        })),
                         None => ok = false,
                     }
                 }
@@ -131,7 +161,8 @@ impl ScriptCompiler {
             Err(error) => {
                 let message = lowercase_first(&error.err_type().to_string());
                 diagnostics.push(
-                    Diagnostic::error(span_at(error.position()), format!("invalid expression: {message}")).with_label("here"),
+                    Diagnostic::error(span_at(error.position()), format!("invalid expression: {message}"))
+                        .with_label("here"),
                 );
                 return None;
             }
@@ -149,7 +180,12 @@ impl ScriptCompiler {
         if let Err(error) = strict
             && let rhai::ParseErrorType::VariableUndefined(name) = error.err_type()
         {
-            let known: Vec<&str> = self.base_variables.iter().chain(&names.variables).map(String::as_str).collect();
+            let known: Vec<&str> = self
+                .base_variables
+                .iter()
+                .chain(&names.variables)
+                .map(String::as_str)
+                .collect();
             let mut d = Diagnostic::warning(span_at(error.position()), format!("unknown variable `{name}`"))
                 .with_label("nothing in the scope has this name");
             d = match closest(name, known.iter().copied()) {
@@ -163,11 +199,13 @@ impl ScriptCompiler {
         let mut found = Vec::new();
         ast.walk(&mut |path: &[ASTNode]| {
             match path.last() {
-                Some(ASTNode::Expr(RhaiExpr::FnCall(call, pos))) if !call.is_operator_call() => {
-                    let name = call.name.as_str();
-                    if !self.functions.contains(name) && !script_functions.contains(name) {
-                        found.push(Unknown::Function(name.to_string(), *pos));
-                    }
+                // A call is an expression inside another, or a statement on its own.
+                Some(ASTNode::Expr(RhaiExpr::FnCall(call, pos)) | ASTNode::Stmt(Stmt::FnCall(call, pos)))
+                    if !call.is_operator_call()
+                        && !self.functions.contains(call.name.as_str())
+                        && !script_functions.contains(call.name.as_str()) =>
+                {
+                    found.push(Unknown::Function(call.name.to_string(), *pos));
                 }
                 Some(ASTNode::Expr(RhaiExpr::Dot(dot, _, _))) => {
                     if let (RhaiExpr::Variable(var, _, _), RhaiExpr::Property(prop, pos)) = (&dot.lhs, &dot.rhs)
@@ -196,8 +234,12 @@ impl ScriptCompiler {
                     diagnostics.push(d);
                 }
                 Unknown::Slot(name, pos) => {
-                    let slots = names.slots.map(|s| s.iter().map(String::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default();
-                    let mut d = Diagnostic::error(span_at(pos), format!("unknown slot `{name}`")).with_label("no `ask` in this flow fills it");
+                    let slots = names
+                        .slots
+                        .map(|s| s.iter().map(String::as_str).collect::<Vec<_>>().join(", "))
+                        .unwrap_or_default();
+                    let mut d = Diagnostic::error(span_at(pos), format!("unknown slot `{name}`"))
+                        .with_label("no `ask` in this flow fills it");
                     d = match names.slots.and_then(|s| closest(&name, s.iter().map(String::as_str))) {
                         Some(near) => d.with_help(format!("did you mean `{near}`? this flow asks for: {slots}")),
                         None if slots.is_empty() => d.with_help("this flow has no `ask` steps"),
@@ -218,7 +260,9 @@ enum Unknown {
 
 /// Byte offset in `source` of a rhai position (1-based line, 1-based character column).
 fn offset_of(source: &str, pos: Position) -> usize {
-    let (Some(line), Some(col)) = (pos.line(), pos.position()) else { return 0 };
+    let (Some(line), Some(col)) = (pos.line(), pos.position()) else {
+        return 0;
+    };
     let mut start = 0;
     for _ in 1..line {
         match source[start..].find('\n') {
@@ -228,13 +272,21 @@ fn offset_of(source: &str, pos: Position) -> usize {
     }
     let rest = &source[start..];
     let line_text = &rest[..rest.find('\n').unwrap_or(rest.len())];
-    start + line_text.char_indices().nth(col.saturating_sub(1)).map_or(line_text.len(), |(i, _)| i)
+    start
+        + line_text
+            .char_indices()
+            .nth(col.saturating_sub(1))
+            .map_or(line_text.len(), |(i, _)| i)
 }
 
 /// Length of the identifier-like token at the start of `s` (at least one character).
 fn token_len(s: &str) -> usize {
     let word = s.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(s.len());
-    if word > 0 { word } else { s.chars().next().map_or(0, char::len_utf8) }
+    if word > 0 {
+        word
+    } else {
+        s.chars().next().map_or(0, char::len_utf8)
+    }
 }
 
 fn lowercase_first(s: &str) -> String {

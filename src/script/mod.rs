@@ -116,14 +116,20 @@ impl ScriptError {
                 | EvalAltResult::ErrorStackOverflow(..)
                 | EvalAltResult::ErrorDataTooLarge(..)
         );
-        ScriptError { span: script.span, message: error.to_string(), limit }
+        ScriptError {
+            span: script.span,
+            message: error.to_string(),
+            limit,
+        }
     }
 }
 
 impl Script {
     /// Evaluates the script in `scope`.
     pub fn eval(&self, engine: &Engine, scope: &mut Scope) -> Result<Dynamic, ScriptError> {
-        engine.eval_ast_with_scope::<Dynamic>(scope, &self.ast).map_err(|e| ScriptError::new(self, e))
+        engine
+            .eval_ast_with_scope::<Dynamic>(scope, &self.ast)
+            .map_err(|e| ScriptError::new(self, e))
     }
 
     /// Evaluates a condition: `true` only for the boolean `true`. A condition that yields
@@ -146,13 +152,19 @@ mod tests {
     use super::*;
 
     fn script(engine: &Engine, source: &str) -> Script {
-        Script { source: source.into(), span: Span::default(), ast: engine.compile(source).unwrap() }
+        Script {
+            source: source.into(),
+            span: Span::default(),
+            ast: engine.compile(source).unwrap(),
+        }
     }
 
     #[test]
     fn runaway_loop_is_stopped_by_the_operation_limit() {
         let engine = sandboxed_engine(Limits::default());
-        let err = script(&engine, "let x = 0; loop { x += 1; }").eval(&engine, &mut Scope::new()).unwrap_err();
+        let err = script(&engine, "let x = 0; loop { x += 1; }")
+            .eval(&engine, &mut Scope::new())
+            .unwrap_err();
         assert!(err.limit, "{err}");
         assert!(err.message.contains("Too many operations"), "{}", err.message);
     }
@@ -160,14 +172,18 @@ mod tests {
     #[test]
     fn deep_recursion_is_stopped() {
         let engine = sandboxed_engine(Limits::default());
-        let err = script(&engine, "fn f(n) { f(n + 1) } f(0)").eval(&engine, &mut Scope::new()).unwrap_err();
+        let err = script(&engine, "fn f(n) { f(n + 1) } f(0)")
+            .eval(&engine, &mut Scope::new())
+            .unwrap_err();
         assert!(err.limit, "{err}");
     }
 
     #[test]
     fn huge_strings_are_refused() {
         let engine = sandboxed_engine(Limits::default());
-        let err = script(&engine, r#"let s = "ab"; loop { s += s; }"#).eval(&engine, &mut Scope::new()).unwrap_err();
+        let err = script(&engine, r#"let s = "ab"; loop { s += s; }"#)
+            .eval(&engine, &mut Scope::new())
+            .unwrap_err();
         assert!(err.limit, "{err}");
     }
 

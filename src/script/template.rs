@@ -26,7 +26,9 @@ pub enum Part {
 impl Template {
     /// A template with no holes.
     pub fn literal(text: impl Into<String>) -> Self {
-        Template { parts: vec![Part::Text(text.into())] }
+        Template {
+            parts: vec![Part::Text(text.into())],
+        }
     }
 
     /// The text, when the template has no holes.
@@ -123,7 +125,11 @@ pub(crate) fn split(text: &str) -> Result<Vec<RawPart>, SplitError> {
                 if !literal.is_empty() {
                     parts.push(RawPart::Text(std::mem::take(&mut literal)));
                 }
-                parts.push(RawPart::Hole { source: source.to_string(), start: open + 1, end: j });
+                parts.push(RawPart::Hole {
+                    source: source.to_string(),
+                    start: open + 1,
+                    end: j,
+                });
                 i = j + 1;
             }
             _ => {
@@ -150,7 +156,11 @@ mod tests {
             parts,
             vec![
                 RawPart::Text("订单 ".into()),
-                RawPart::Hole { source: "order.id".into(), start: 8, end: 16 },
+                RawPart::Hole {
+                    source: "order.id".into(),
+                    start: 8,
+                    end: 16
+                },
                 RawPart::Text(" 已签收 {不是变量}".into()),
             ]
         );

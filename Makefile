@@ -1,0 +1,49 @@
+# kefu: the two commands a new user needs are `make run` and `make test`.
+# Both install what is missing on a Debian machine first.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+RULES ?= rules
+# apt-get needs root; use sudo when we are not root and it exists.
+SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
+# cmake and clang/libclang build llama.cpp (llama-cpp-sys-2 runs cmake and bindgen).
+APT_PACKAGES := cmake clang libclang-dev pkg-config
+
+.PHONY: help run test deps build check lint fmt clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+run: deps ## build in release mode and check the demo shop in rules/
+	$(CARGO) build --release --locked
+	./target/release/kefu check $(RULES)
+
+test: deps ## the full test suite: formatting, clippy, unit, integration and doc tests, rules check
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked --doc
+	$(CARGO) run --locked --quiet -- check $(RULES)
+
+deps: ## install missing system packages (Debian) and check the Rust toolchain
+	@missing=""; \
+	for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
+
+build: ## release build
+	$(CARGO) build --release --locked
+
+check: ## check the rules directory (RULES=dir)
+	$(CARGO) run --locked --quiet -- check $(RULES)
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+clean: ## remove build output
+	$(CARGO) clean

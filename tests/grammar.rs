@@ -1,0 +1,105 @@
+//! Grammar tests: what `grammar/kefu.pest` accepts and rejects, token by token.
+
+use kefu::dsl::parse::{KefuParser, Rule};
+use pest::{consumes_to, fails_with, parses_to};
+
+#[test]
+fn durations_dates_and_numbers() {
+    parses_to! { parser: KefuParser, input: "800ms", rule: Rule::duration, tokens: [duration(0, 5)] };
+    parses_to! { parser: KefuParser, input: "30m", rule: Rule::duration, tokens: [duration(0, 3)] };
+    parses_to! {
+        parser: KefuParser, input: "2026-11-11 23:59", rule: Rule::datetime,
+        tokens: [datetime(0, 16, [date(0, 10), time(11, 16)])]
+    };
+    parses_to! { parser: KefuParser, input: "2026-11-01", rule: Rule::datetime, tokens: [datetime(0, 10, [date(0, 10)])] };
+    parses_to! { parser: KefuParser, input: "-0.5", rule: Rule::number, tokens: [number(0, 4)] };
+}
+
+#[test]
+fn names_and_intent_patterns_take_cjk() {
+    parses_to! { parser: KefuParser, input: "七天无理由", rule: Rule::name, tokens: [name(0, 15)] };
+    parses_to! { parser: KefuParser, input: "售后.退货.七天", rule: Rule::intent_name, tokens: [intent_name(0, 20)] };
+    parses_to! { parser: KefuParser, input: "售后.*", rule: Rule::intent_pattern, tokens: [intent_pattern(0, 8)] };
+    parses_to! { parser: KefuParser, input: "*", rule: Rule::intent_pattern, tokens: [intent_pattern(0, 1)] };
+}
+
+#[test]
+fn strings_expressions_and_regexes() {
+    parses_to! {
+        parser: KefuParser, input: r#""点击“申请售后”\n""#, rule: Rule::string,
+        tokens: [string(0, 28, [short_string(0, 28, [short_string_body(1, 27)])])]
+    };
+    parses_to! {
+        parser: KefuParser, input: "\"\"\"\n  多行\n  文本\n\"\"\"", rule: Rule::string,
+        tokens: [string(0, 25, [long_string(0, 25, [long_string_body(3, 22)])])]
+    };
+    parses_to! {
+        parser: KefuParser, input: "`order != () &&\n order.signed_days <= 7`", rule: Rule::expr,
+        tokens: [expr(0, 40, [expr_body(1, 39)])]
+    };
+    parses_to! {
+        parser: KefuParser, input: r"/\d{12}\/x/i", rule: Rule::regex,
+        tokens: [regex(0, 12, [regex_body(1, 10), regex_flags(11, 12)])]
+    };
+}
+
+#[test]
+fn a_string_must_close_on_its_own_line() {
+    fails_with! {
+        parser: KefuParser, input: "\"未闭合\n\"", rule: Rule::short_string,
+        positives: vec![Rule::short_string], negatives: vec![], pos: 0
+    };
+}
+
+#[test]
+fn keywords_do_not_run_into_names() {
+    // `rules` is not the keyword `rule` followed by a name `s`.
+    fails_with! {
+        parser: KefuParser, input: "rules x { }", rule: Rule::rule,
+        positives: vec![Rule::kw_rule], negatives: vec![], pos: 0
+    };
+    parses_to! {
+        parser: KefuParser, input: "rule 缩水 { on keywords \"缩水\" reply \"不会\" }", rule: Rule::rule,
+        // pest skips the blank before an (empty) repetition inside the rule, so a list's
+        // span ends after the blank that follows it.
+        tokens: [rule(0, 51, [
+            kw_rule(0, 4), name(5, 11), lbrace(12, 13),
+            trigger(14, 35, [kw_on(14, 16), keyword_trigger(17, 35, [kw_keywords(17, 25),
+                string_list(26, 35, [string(26, 34, [short_string(26, 34, [short_string_body(27, 33)])])])])]),
+            reply(35, 49, [kw_reply(35, 40), string(41, 49, [short_string(41, 49, [short_string_body(42, 48)])])]),
+            rbrace(50, 51)
+        ])]
+    };
+}
+
+#[test]
+fn flow_steps_nest() {
+    let input = "flow f { start on 售后.退货 ask order_id \"单号？\" retry 2 else handoff \"x\" if `a` { goto order_id } else { end } }";
+    let pairs = <KefuParser as pest::Parser<Rule>>::parse(Rule::flow, input).expect("flow parses");
+    let rules: Vec<Rule> = pairs
+        .flatten()
+        .map(|p| p.as_rule())
+        .filter(|r| !format!("{r:?}").starts_with("kw_"))
+        .collect();
+    for expected in [
+        Rule::flow_start,
+        Rule::ask,
+        Rule::retry,
+        Rule::else_step,
+        Rule::handoff,
+        Rule::if_step,
+        Rule::block,
+        Rule::goto,
+        Rule::end,
+    ] {
+        assert!(rules.contains(&expected), "{expected:?} missing from {rules:?}");
+    }
+}
+
+#[test]
+fn the_dsl_contract_example_and_the_demo_shop_parse_without_syntax_errors() {
+    for dir in ["tests/data/dsl_example", "rules"] {
+        let compiled = kefu::dsl::load_dir(std::path::Path::new(dir));
+        assert!(!compiled.report.has_errors(), "{dir}:\n{}", compiled.report);
+    }
+}

@@ -1,0 +1,117 @@
+//! What lowering builds: the compiled rule set behaves as the rule files say.
+
+mod support;
+
+use std::path::Path;
+
+use kefu::RuleSet;
+use kefu::ruleset::{Owner, Trigger};
+use rhai::{Dynamic, Map, Scope};
+
+fn lowering() -> RuleSet {
+    let (compiled, rendered) = support::check(Path::new("tests/data/lowering"));
+    compiled
+        .rules
+        .unwrap_or_else(|| panic!("lowering fixture must compile:\n{rendered}"))
+}
+
+fn user(segment: &str) -> Map {
+    let mut user = Map::new();
+    user.insert("segment".into(), segment.into());
+    user.insert("name".into(), "小王".into());
+    user
+}
+
+#[test]
+fn rules_are_in_answer_order_and_keyword_lookup_finds_them() {
+    let rules = lowering();
+    let names: Vec<&str> = rules.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["优先", "普通", "死循环", "售后总"]);
+    let owners: Vec<Owner> = rules.triggers.keyword_owners("我要开发票").into_iter().collect();
+    assert_eq!(owners, [Owner::Rule(0), Owner::Rule(1)]);
+    assert!(rules.triggers.keyword_owners("我要退货").contains(&Owner::Intent(0)));
+    let by_intent: Vec<Owner> = rules.triggers.intent_owners("售后.换货").collect();
+    assert!(by_intent.contains(&Owner::Rule(3)) && by_intent.contains(&Owner::FlowStart { flow: 0, start: 0 }));
+}
+
+#[test]
+fn conditions_and_templates_evaluate_in_a_scope() {
+    let rules = lowering();
+    let vip = &rules.rules[0];
+    let mut scope = Scope::new();
+    scope.push("user", user("vip"));
+    assert!(vip.when.as_ref().unwrap().eval_bool(&rules.engine, &mut scope).unwrap());
+    let reply = vip.reply.as_ref().unwrap().render(&rules.engine, &mut scope).unwrap();
+    assert_eq!(reply, "VIP 专票 小王");
+    let mut scope = Scope::new();
+    scope.push("user", user("new"));
+    assert!(!vip.when.as_ref().unwrap().eval_bool(&rules.engine, &mut scope).unwrap());
+}
+
+#[test]
+fn a_runaway_loop_in_a_rule_is_stopped_by_the_sandbox() {
+    let rules = lowering();
+    let runaway = rules.rule("死循环").unwrap();
+    let error = runaway
+        .when
+        .as_ref()
+        .unwrap()
+        .eval_bool(&rules.engine, &mut Scope::new())
+        .unwrap_err();
+    assert!(error.limit, "{error}");
+    assert!(error.message.contains("Too many operations"), "{}", error.message);
+}
+
+#[test]
+fn file_sources_are_script_functions_keyed_by_string_or_number() {
+    let rules = lowering();
+    let order: Dynamic = rules.engine.eval(r#"orders("202611010001")"#).unwrap();
+    let order = order.cast::<Map>();
+    assert_eq!(order["signed_days"].as_int().unwrap(), 3);
+    let missing: Dynamic = rules.engine.eval(r#"orders("999")"#).unwrap();
+    assert!(missing.is_unit());
+    // A numeric id in YAML is found by its decimal text.
+    let numeric: Dynamic = rules.engine.eval(r#"orders("202611010002")"#).unwrap();
+    assert!(numeric.is_map());
+}
+
+#[test]
+fn promotion_windows_are_whole_days_in_the_shop_time_zone() {
+    let rules = lowering();
+    let promo = &rules.promotions[0];
+    assert_eq!(promo.from.to_rfc3339(), "2026-11-01T00:00:00+08:00");
+    assert_eq!(promo.to.to_rfc3339(), "2026-11-11T23:59:59+08:00");
+    let utc = chrono::DateTime::parse_from_rfc3339("2026-11-11T15:59:59Z").unwrap();
+    assert!(promo.is_on(&utc));
+    let utc = chrono::DateTime::parse_from_rfc3339("2026-11-11T16:00:00Z").unwrap();
+    assert!(!promo.is_on(&utc));
+    assert_eq!(promo.triggers, [Trigger::Keywords(vec!["双11".into()])]);
+}
+
+#[test]
+fn a_flow_compiles_to_a_program() {
+    let rules = lowering();
+    let flow = rules.flow("换货申请").unwrap();
+    assert_eq!(flow.slots.iter().collect::<Vec<_>>(), ["new_color", "order_id"]);
+    insta::assert_snapshot!(flow.listing());
+}
+
+#[test]
+fn the_version_is_a_hash_of_every_file_read() {
+    let dir = std::env::temp_dir().join(format!("kefu-version-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["shop.kefu", "orders.yaml"] {
+        std::fs::copy(Path::new("tests/data/lowering").join(f), dir.join(f)).unwrap();
+    }
+    let first = kefu::dsl::load_dir(&dir).rules.unwrap().version;
+    assert_eq!(
+        first,
+        kefu::dsl::load_dir(&dir).rules.unwrap().version,
+        "the hash is deterministic"
+    );
+    // A change to a data file alone is a new version: reloads pick up data edits.
+    std::fs::write(dir.join("orders.yaml"), "- id: \"1\"\n").unwrap();
+    let second = kefu::dsl::load_dir(&dir).rules.unwrap().version;
+    assert_ne!(first, second);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
