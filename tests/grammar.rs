@@ -44,6 +44,22 @@ fn strings_expressions_and_regexes() {
 }
 
 #[test]
+fn quotes_inside_a_template_hole_do_not_end_the_string() {
+    let input = r#""{if user.segment == "vip" {"尊敬的会员"} else {"亲"}}，您好""#;
+    parses_to! {
+        parser: KefuParser, input: input, rule: Rule::string,
+        tokens: [string(0, input.len(), [short_string(0, input.len(), [short_string_body(1, input.len() - 1)])])]
+    };
+    // An unclosed hole is plain text to the grammar (the template check reports it), so
+    // the quote after it still ends the string.
+    let input = r#""订单 {order.id 已签收" x"#;
+    parses_to! {
+        parser: KefuParser, input: input, rule: Rule::string,
+        tokens: [string(0, 28, [short_string(0, 28, [short_string_body(1, 27)])])]
+    };
+}
+
+#[test]
 fn a_string_must_close_on_its_own_line() {
     fails_with! {
         parser: KefuParser, input: "\"未闭合\n\"", rule: Rule::short_string,

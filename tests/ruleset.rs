@@ -26,7 +26,7 @@ fn user(segment: &str) -> Map {
 fn rules_are_in_answer_order_and_keyword_lookup_finds_them() {
     let rules = lowering();
     let names: Vec<&str> = rules.rules.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["优先", "普通", "死循环", "售后总"]);
+    assert_eq!(names, ["优先", "普通", "死循环", "售后总", "称呼"]);
     let owners: Vec<Owner> = rules.triggers.keyword_owners("我要开发票").into_iter().collect();
     assert_eq!(owners, [Owner::Rule(0), Owner::Rule(1)]);
     assert!(rules.triggers.keyword_owners("我要退货").contains(&Owner::Intent(0)));
@@ -46,6 +46,17 @@ fn conditions_and_templates_evaluate_in_a_scope() {
     let mut scope = Scope::new();
     scope.push("user", user("new"));
     assert!(!vip.when.as_ref().unwrap().eval_bool(&rules.engine, &mut scope).unwrap());
+}
+
+#[test]
+fn a_template_hole_may_hold_quoted_strings() {
+    let rules = lowering();
+    let greeting = rules.rule("称呼").unwrap().reply.as_ref().unwrap();
+    for (segment, expected) in [("vip", "尊敬的会员，您好"), ("new", "亲，您好")] {
+        let mut scope = Scope::new();
+        scope.push("user", user(segment));
+        assert_eq!(greeting.render(&rules.engine, &mut scope).unwrap(), expected);
+    }
 }
 
 #[test]

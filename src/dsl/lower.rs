@@ -237,7 +237,19 @@ impl Lowerer<'_> {
                     let names = chrono_tz::TZ_VARIANTS.iter().map(|t| t.name());
                     let mut d = Diagnostic::error(tz.span, format!("unknown time zone `{}`", tz.value))
                         .with_label("not an IANA time zone name");
+                    let china = [
+                        "Beijing",
+                        "北京",
+                        "China",
+                        "PRC",
+                        "CST",
+                        "Asia/Chongqing",
+                        "Asia/Harbin",
+                    ]
+                    .iter()
+                    .any(|c| tz.value.contains(c));
                     d = match closest(&tz.value, names) {
+                        _ if china => d.with_help("mainland China uses `Asia/Shanghai`"),
                         Some(near) => d.with_help(format!("did you mean `{near}`?")),
                         None => d.with_help("write an IANA name such as `Asia/Shanghai`"),
                     };
@@ -1280,7 +1292,7 @@ impl Lowerer<'_> {
                     Some((_, first)) => {
                         let first = *first;
                         self.push(
-                            Diagnostic::error(text.span, "the safety `reply` is given more than once")
+                            Diagnostic::error(text.span, "`default_reply` is given more than once")
                                 .with_secondary(first, "first one here"),
                         );
                     }
