@@ -15,6 +15,7 @@
 //! ARCHITECTURE.md has the code map and the invariants.
 
 pub mod dsl;
+pub mod nlu;
 pub mod ruleset;
 pub mod safety;
 pub mod script;
