@@ -14,10 +14,16 @@
 //!
 //! ARCHITECTURE.md has the code map and the invariants.
 
+pub mod conversation;
+pub mod dialogue;
 pub mod dsl;
+pub mod engine;
+pub mod llm;
 pub mod nlu;
 pub mod ruleset;
 pub mod safety;
 pub mod script;
+pub mod store;
 
+pub use engine::{Engine, TurnRequest, TurnResponse};
 pub use ruleset::RuleSet;

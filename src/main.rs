@@ -1,10 +1,13 @@
 //! The `kefu` command line: parses arguments and calls the library.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+use kefu::{Engine, RuleSet, TurnRequest, conversation};
 
 /// kefu: an e-commerce customer-service engine with hot-reloaded rules.
 #[derive(Parser)]
@@ -28,6 +31,32 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Color::Auto)]
         color: Color,
     },
+    /// Chat with the shop in a terminal: each reply shows what answered, the intent and
+    /// its confidence. Type `:help` for commands (trace, session, tickets, takeover...).
+    Chat {
+        /// The rules directory.
+        #[arg(long, default_value = "rules")]
+        rules: PathBuf,
+        /// The customer's profile as JSON, e.g. '{"segment":"vip","orders":12}'.
+        #[arg(long)]
+        user: Option<String>,
+        /// Request context as JSON, e.g. '{"order":{"id":"202611010001","signed_days":3}}'.
+        #[arg(long)]
+        context: Option<String>,
+        /// Show the decision trace after every reply.
+        #[arg(long)]
+        trace: bool,
+    },
+    /// Run the conversation tests in DIR/tests/*.yaml and print `N passed, N failed` and
+    /// what the tests never exercised. Exits 1 when any conversation fails.
+    Test {
+        /// The rules directory.
+        #[arg(default_value = "rules")]
+        dir: PathBuf,
+        /// Print every turn of every conversation, not only failures.
+        #[arg(long, short)]
+        verbose: bool,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -39,12 +68,23 @@ enum Color {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Check { dir, color } => check(&dir, color),
-    }
+    let result = match cli.command {
+        Command::Check { dir, color } => Ok(check(&dir, color)),
+        Command::Chat {
+            rules,
+            user,
+            context,
+            trace,
+        } => chat(&rules, user, context, trace).map(|()| ExitCode::SUCCESS),
+        Command::Test { dir, verbose } => test(&dir, verbose),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("kefu: {e:#}");
+        ExitCode::FAILURE
+    })
 }
 
-fn check(dir: &std::path::Path, color: Color) -> ExitCode {
+fn check(dir: &Path, color: Color) -> ExitCode {
     let compiled = kefu::dsl::load_dir(dir);
     let color = match color {
         Color::Auto => std::io::stderr().is_terminal(),
@@ -68,4 +108,173 @@ fn check(dir: &std::path::Path, color: Color) -> ExitCode {
         }
         None => ExitCode::FAILURE,
     }
+}
+
+/// Loads a rules directory, printing diagnostics; an error when it does not build.
+fn load(dir: &Path) -> Result<RuleSet> {
+    let compiled = kefu::dsl::load_dir(dir);
+    eprint!("{}", compiled.report.render_all(std::io::stderr().is_terminal()));
+    compiled
+        .rules
+        .with_context(|| format!("the rules in {} have errors", dir.display()))
+}
+
+fn json_map(text: Option<String>, what: &str) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
+    text.map(|t| serde_json::from_str(&t).with_context(|| format!("--{what} must be a JSON object")))
+        .transpose()
+}
+
+fn chat(dir: &Path, user: Option<String>, context: Option<String>, mut trace: bool) -> Result<()> {
+    let mut user = json_map(user, "user")?;
+    let mut context = json_map(context, "context")?;
+    let engine = Engine::new(load(dir)?);
+    let mut editor = rustyline::DefaultEditor::new()?;
+    let history = std::env::temp_dir().join("kefu-chat-history");
+    let _ = editor.load_history(&history);
+    let mut session = format!("chat-{}", std::process::id());
+    println!(
+        "kefu chat on {} (rules {}). `:help` lists commands, Ctrl-D quits.",
+        dir.display(),
+        engine.rules().version
+    );
+    loop {
+        let line = match editor.readline("你> ") {
+            Ok(line) => line,
+            Err(rustyline::error::ReadlineError::Interrupted | rustyline::error::ReadlineError::Eof) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let _ = editor.add_history_entry(line);
+        if let Some(command) = line.strip_prefix(':') {
+            let (name, arg) = command.split_once(' ').unwrap_or((command, ""));
+            match name {
+                "help" => println!(
+                    ":trace (toggle the decision trace)  :session  :tickets  :reset (new conversation)\n\
+                     :user JSON  :context JSON  :takeover  :reply TEXT (as the agent)  :release  :quit"
+                ),
+                "trace" => {
+                    trace = !trace;
+                    println!("trace {}", if trace { "on" } else { "off" });
+                }
+                "session" => println!("{}", serde_json::to_string_pretty(&engine.session(&session))?),
+                "tickets" => println!("{}", serde_json::to_string_pretty(&engine.tickets())?),
+                "reset" => {
+                    session = format!("chat-{}-{}", std::process::id(), chrono::Utc::now().timestamp_millis());
+                    println!("new conversation");
+                }
+                "user" => user = json_map(Some(arg.to_string()), "user")?,
+                "context" => context = json_map(Some(arg.to_string()), "context")?,
+                "takeover" => {
+                    engine.takeover(&session, Some("editor".into()));
+                    println!("taken over: the bot stays silent until :release");
+                }
+                "reply" => match engine.agent_reply(&session, arg) {
+                    Ok(_) => println!("客服> {arg}"),
+                    Err(e) => println!("{e}"),
+                },
+                "release" => match engine.release(&session) {
+                    Ok(_) => println!("released: the bot answers again"),
+                    Err(e) => println!("{e}"),
+                },
+                "quit" | "q" => break,
+                other => println!("unknown command :{other}; :help lists them"),
+            }
+            continue;
+        }
+        let request = TurnRequest {
+            session_id: session.clone(),
+            message: line.to_string(),
+            user: user.clone(),
+            context: context.clone(),
+            as_of: None,
+        };
+        let response = engine.turn(request);
+        if !response.reply.is_empty() {
+            println!("客服> {}", response.reply);
+        }
+        let source = serde_json::to_value(response.source)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let named: Vec<&str> = [&response.rule, &response.promotion, &response.flow, &response.step]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        let intent = response.intent.as_deref().unwrap_or("none");
+        let handoff = response
+            .handoff
+            .as_ref()
+            .map(|h| format!(" · handoff: {}", h.reason))
+            .unwrap_or_default();
+        println!(
+            "      [{source} {} · {intent} {:.2} · {}{handoff} · {:.2} ms]",
+            named.join(" "),
+            response.confidence,
+            response.emotion.as_str(),
+            response.latency_ms
+        );
+        if trace {
+            for step in &response.trace {
+                println!("        {}: {}", step.stage, step.detail);
+            }
+        }
+    }
+    let _ = editor.save_history(&history);
+    Ok(())
+}
+
+fn test(dir: &Path, verbose: bool) -> Result<ExitCode> {
+    let rules = Arc::new(load(dir)?);
+    let files = conversation::files(dir).with_context(|| format!("reading {}", dir.join("tests").display()))?;
+    if files.is_empty() {
+        bail!("no conversation tests in {}", dir.join("tests").display());
+    }
+    let (mut passed, mut failed) = (0, 0);
+    let mut covered = std::collections::BTreeSet::new();
+    for file in &files {
+        let outcome = conversation::run_file(&rules, file);
+        covered.extend(outcome.covered.iter().cloned());
+        let mark = if outcome.passed() { "ok  " } else { "FAIL" };
+        println!(
+            "{mark} {} ({}, {} turns)",
+            outcome.name,
+            file.display(),
+            outcome.turns.len()
+        );
+        if let Some(error) = &outcome.error {
+            println!("     {error}");
+        }
+        for (n, turn) in outcome.turns.iter().enumerate() {
+            if verbose || !turn.failures.is_empty() {
+                println!("     {}. 你: {}", n + 1, turn.say);
+                println!("        客服: {}  [{} · {}]", turn.reply, turn.by, turn.intent);
+                for failure in &turn.failures {
+                    println!("        ✗ {failure}");
+                }
+            }
+        }
+        if outcome.passed() {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    let c = conversation::coverage(&rules, &covered);
+    println!(
+        "coverage: rules {}/{}, promotions {}/{}, flow steps {}/{}",
+        c.rules.0, c.rules.1, c.promotions.0, c.promotions.1, c.flow_steps.0, c.flow_steps.1
+    );
+    for missing in &c.missing {
+        println!("  never exercised: {missing}");
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -251,6 +251,8 @@ pub struct Rule {
     pub priority: i64,
     /// Where it is written.
     pub span: Span,
+    /// `file:line` of its name, for traces.
+    pub location: String,
 }
 
 /// A campaign answer, on inside a time window for some users.
@@ -272,6 +274,8 @@ pub struct Promotion {
     pub priority: i64,
     /// Where it is written.
     pub span: Span,
+    /// `file:line` of its name, for traces.
+    pub location: String,
 }
 
 impl Promotion {
@@ -306,6 +310,8 @@ pub struct Flow {
     pub slots: BTreeSet<String>,
     /// Where it is written.
     pub span: Span,
+    /// `file:line` of its name, for traces.
+    pub location: String,
 }
 
 impl Flow {
@@ -342,6 +348,8 @@ pub struct FlowStart {
 pub struct Op {
     /// The step it came from.
     pub span: Span,
+    /// The line of that step in its file; flow coverage counts steps by line.
+    pub line: u32,
     /// What it does.
     pub kind: OpKind,
 }
@@ -480,9 +488,12 @@ pub struct TriggerIndex {
     automaton: Option<AhoCorasick>,
     /// The owners of each automaton pattern.
     owners: Vec<Vec<Owner>>,
-    /// Owners by intent path; wildcard patterns are expanded to every declared intent
-    /// and ancestor they match, so a lookup is one hash probe per intent level.
+    /// Owners of exact intent triggers (`on 售后.退货`), by path: they answer when the
+    /// best intent is exactly that path.
     by_intent: HashMap<String, Vec<Owner>>,
+    /// Owners of pattern triggers (`on 售后.*`), expanded at build time to every declared
+    /// intent and ancestor they match, so a lookup is one hash probe per intent level.
+    by_pattern: HashMap<String, Vec<Owner>>,
     /// Owners triggered by `*`.
     any_intent: Vec<Owner>,
     /// Owners by entity name.
@@ -531,18 +542,17 @@ impl TriggerIndex {
             }
         }
         let mut by_intent: HashMap<String, Vec<Owner>> = HashMap::new();
+        let mut by_pattern: HashMap<String, Vec<Owner>> = HashMap::new();
         let mut any_intent = Vec::new();
         for (pattern, owner) in intent_triggers {
             if pattern.wildcard && pattern.path.is_empty() {
                 any_intent.push(owner);
-                continue;
-            }
-            if !pattern.wildcard {
+            } else if !pattern.wildcard {
                 by_intent.entry(pattern.path.clone()).or_default().push(owner);
-                continue;
-            }
-            for path in paths.iter().filter(|p| pattern.matches(p)) {
-                by_intent.entry(path.clone()).or_default().push(owner);
+            } else {
+                for path in paths.iter().filter(|p| pattern.matches(p)) {
+                    by_pattern.entry(path.clone()).or_default().push(owner);
+                }
             }
         }
         let mut by_entity: HashMap<String, Vec<Owner>> = HashMap::new();
@@ -553,6 +563,7 @@ impl TriggerIndex {
             automaton,
             owners,
             by_intent,
+            by_pattern,
             any_intent,
             by_entity,
         }
@@ -569,8 +580,8 @@ impl TriggerIndex {
         found
     }
 
-    /// Owners triggered by an intent path (a leaf such as `售后.退货` or a level such as
-    /// `售后`), including `*` triggers.
+    /// Owners of exact triggers on this intent (`on 售后.退货` for `售后.退货`) and of `*`:
+    /// look up the best intent when it is confident.
     pub fn intent_owners(&self, intent: &str) -> impl Iterator<Item = Owner> + '_ {
         self.by_intent
             .get(intent)
@@ -578,6 +589,12 @@ impl TriggerIndex {
             .flatten()
             .chain(&self.any_intent)
             .copied()
+    }
+
+    /// Owners of pattern triggers that cover this intent level (`on 售后.*` for `售后` or
+    /// `售后.退货`): look up every level whose aggregated confidence is high enough.
+    pub fn pattern_owners(&self, level: &str) -> impl Iterator<Item = Owner> + '_ {
+        self.by_pattern.get(level).into_iter().flatten().copied()
     }
 
     /// Owners triggered by an entity.
@@ -625,12 +642,21 @@ mod tests {
             hits.into_iter().collect::<Vec<_>>(),
             vec![Owner::Rule(0), Owner::Rule(1), Owner::Promotion(0)]
         );
-        assert_eq!(index.intent_owners("售后").collect::<Vec<_>>(), vec![Owner::Rule(2)]);
+        assert_eq!(index.pattern_owners("售后").collect::<Vec<_>>(), vec![Owner::Rule(2)]);
         assert_eq!(
-            index.intent_owners("售后.退货").collect::<Vec<_>>(),
+            index.pattern_owners("售后.退货").collect::<Vec<_>>(),
             vec![Owner::Rule(2)]
         );
-        assert_eq!(index.intent_owners("商品").count(), 0);
+        assert_eq!(
+            index.intent_owners("售后.退货").count(),
+            0,
+            "a pattern is not an exact trigger"
+        );
+        assert_eq!(
+            index.intent_owners("商品.尺码").collect::<Vec<_>>(),
+            vec![Owner::Rule(3)]
+        );
+        assert_eq!(index.pattern_owners("商品").count(), 0);
         assert_eq!(index.entity_owners("order_id").count(), 1);
     }
 }

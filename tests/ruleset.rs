@@ -30,8 +30,10 @@ fn rules_are_in_answer_order_and_keyword_lookup_finds_them() {
     let owners: Vec<Owner> = rules.triggers.keyword_owners("我要开发票").into_iter().collect();
     assert_eq!(owners, [Owner::Rule(0), Owner::Rule(1)]);
     assert!(rules.triggers.keyword_owners("我要退货").contains(&Owner::Intent(0)));
-    let by_intent: Vec<Owner> = rules.triggers.intent_owners("售后.换货").collect();
-    assert!(by_intent.contains(&Owner::Rule(3)) && by_intent.contains(&Owner::FlowStart { flow: 0, start: 0 }));
+    let by_pattern: Vec<Owner> = rules.triggers.pattern_owners("售后").collect();
+    assert_eq!(by_pattern, [Owner::Rule(3)]);
+    let exact: Vec<Owner> = rules.triggers.intent_owners("售后.换货").collect();
+    assert_eq!(exact, [Owner::FlowStart { flow: 0, start: 0 }]);
 }
 
 #[test]

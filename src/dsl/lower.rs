@@ -20,7 +20,7 @@ use super::diagnostic::{Diagnostic, FileId, SourceMap, Span};
 use crate::ruleset::*;
 use crate::safety::{self, Fold, ListAction, PiiKind, SafetyConfig};
 use crate::script::compile::closest;
-use crate::script::{DEFAULT_CONTEXT, Limits, Names, ScriptCompiler, Template, sandboxed_engine};
+use crate::script::{DEFAULT_CONTEXT, Limits, Names, ScriptCompiler, Template, host, sandboxed_engine};
 
 const DEFAULT_TIMEZONE: &str = "Asia/Shanghai";
 const DEFAULT_THRESHOLD: f64 = 0.6;
@@ -92,6 +92,16 @@ struct Lowerer<'a> {
 }
 
 impl Lowerer<'_> {
+    /// 1-based line of a span's start.
+    fn line(&self, span: Span) -> u32 {
+        self.sources.file(span.file).line_col(span.start).0 as u32
+    }
+
+    /// `path:line` of a span's start.
+    fn location(&self, span: Span) -> String {
+        format!("{}:{}", self.sources.file(span.file).path.display(), self.line(span))
+    }
+
     fn push(&mut self, d: Diagnostic) {
         self.diagnostics.push(d);
     }
@@ -140,14 +150,16 @@ impl Lowerer<'_> {
 
         let triggers = build_index(&intents, &rules, &promotions, &flows);
         let mut engine = sandboxed_engine(Limits::default());
-        for source in &data_sources {
-            if let SourceKind::File { records, .. } = &source.kind {
-                let records = Arc::clone(records);
-                engine.register_fn(source.name.as_str(), move |key: rhai::Dynamic| -> rhai::Dynamic {
-                    records.get(&key_string(&key)).cloned().unwrap_or(rhai::Dynamic::UNIT)
-                });
-            }
-        }
+        register_sources(&mut engine, &data_sources);
+        engine.register_fn(
+            "create_ticket",
+            |kind: &str, reference: rhai::Dynamic| -> rhai::Dynamic {
+                match host::current() {
+                    Some(host) => host.create_ticket(kind, &key_string(&reference)),
+                    None => rhai::Dynamic::UNIT,
+                }
+            },
+        );
 
         let mut hasher = Sha256::new();
         let mut files: Vec<PathBuf> = Vec::new();
@@ -710,6 +722,7 @@ impl Lowerer<'_> {
                     .map(|h| h.reason.as_ref().map(|r| r.value.clone())),
                 priority: rule.priority.map_or(0, |p| p.value),
                 span: rule.name.span,
+                location: self.location(rule.name.span),
             });
         }
         // A stable sort keeps file order among equal priorities.
@@ -860,6 +873,7 @@ impl Lowerer<'_> {
                 triggers,
                 priority: promo.priority.map_or(0, |p| p.value),
                 span: promo.name.span,
+                location: self.location(promo.name.span),
             });
         }
         out.sort_by_key(|p| std::cmp::Reverse(p.priority));
@@ -953,6 +967,7 @@ impl Lowerer<'_> {
                 let span = flow.steps.last().map_or(flow.span, |s| s.span);
                 program.ops.push(Op {
                     span,
+                    line: self.line(span),
                     kind: OpKind::End,
                 });
             }
@@ -966,6 +981,7 @@ impl Lowerer<'_> {
                 if !jumps {
                     program.ops.push(Op {
                         span: step.span,
+                        line: self.line(step.span),
                         kind: OpKind::End,
                     });
                 }
@@ -1002,6 +1018,7 @@ impl Lowerer<'_> {
                     ops: program.ops,
                     slots,
                     span: flow.name.span,
+                    location: self.location(flow.name.span),
                 });
             }
         }
@@ -1055,6 +1072,7 @@ impl Lowerer<'_> {
                     let index = program.ops.len();
                     program.ops.push(Op {
                         span,
+                        line: self.line(span),
                         kind: OpKind::Ask {
                             slot: slot.name.clone(),
                             entity,
@@ -1071,6 +1089,7 @@ impl Lowerer<'_> {
                     if let Some(value) = compiler.expr(value, names, self.diagnostics) {
                         program.ops.push(Op {
                             span,
+                            line: self.line(span),
                             kind: OpKind::Set {
                                 name: name.name.clone(),
                                 value,
@@ -1083,12 +1102,14 @@ impl Lowerer<'_> {
                     let branch = program.ops.len();
                     program.ops.push(Op {
                         span,
+                        line: self.line(span),
                         kind: OpKind::End,
                     });
                     self.emit(then, program, compiler, names, refs);
                     let skip_else = (!otherwise.is_empty()).then(|| {
                         program.ops.push(Op {
                             span,
+                            line: self.line(span),
                             kind: OpKind::Jump(usize::MAX),
                         });
                         program.ops.len() - 1
@@ -1106,6 +1127,7 @@ impl Lowerer<'_> {
                     program.gotos.push((program.ops.len(), target.clone()));
                     program.ops.push(Op {
                         span,
+                        line: self.line(span),
                         kind: OpKind::End,
                     });
                     ended = Some(span);
@@ -1114,6 +1136,7 @@ impl Lowerer<'_> {
                     if let Some(script) = compiler.expr(expr, names, self.diagnostics) {
                         program.ops.push(Op {
                             span,
+                            line: self.line(span),
                             kind: OpKind::Call(script),
                         });
                     }
@@ -1122,6 +1145,7 @@ impl Lowerer<'_> {
                     if let Some(t) = compiler.template(text, names, self.diagnostics) {
                         program.ops.push(Op {
                             span,
+                            line: self.line(span),
                             kind: OpKind::Reply(t),
                         });
                     }
@@ -1129,6 +1153,7 @@ impl Lowerer<'_> {
                 StepKind::Handoff(h) => {
                     program.ops.push(Op {
                         span,
+                        line: self.line(span),
                         kind: OpKind::Handoff(h.reason.as_ref().map(|r| r.value.clone())),
                     });
                     ended = Some(span);
@@ -1136,6 +1161,7 @@ impl Lowerer<'_> {
                 StepKind::End => {
                     program.ops.push(Op {
                         span,
+                        line: self.line(span),
                         kind: OpKind::End,
                     });
                     ended = Some(span);
@@ -1468,6 +1494,57 @@ fn build_index(intents: &[Intent], rules: &[Rule], promotions: &[Promotion], flo
     }
     let names: Vec<String> = intents.iter().map(|i| i.name.clone()).collect();
     TriggerIndex::build(keywords, by_intent, by_entity, &names)
+}
+
+/// Registers every source as a script function of its key. File sources answer from the
+/// records read at load; HTTP sources make a GET with the source's timeout, and any
+/// failure (connection, status, timeout, body that is not JSON) reads as `()` with a note
+/// in the turn's trace, so a slow back office never hangs a turn.
+fn register_sources(engine: &mut rhai::Engine, sources: &[Source]) {
+    for source in sources {
+        match &source.kind {
+            SourceKind::File { records, .. } => {
+                let records = Arc::clone(records);
+                engine.register_fn(source.name.as_str(), move |key: rhai::Dynamic| -> rhai::Dynamic {
+                    records.get(&key_string(&key)).cloned().unwrap_or(rhai::Dynamic::UNIT)
+                });
+            }
+            SourceKind::Http { url, timeout } => {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .timeout_global(Some(*timeout))
+                    .build()
+                    .into();
+                let (name, url) = (source.name.clone(), url.clone());
+                engine.register_fn(source.name.as_str(), move |key: rhai::Dynamic| -> rhai::Dynamic {
+                    let key = key_string(&key);
+                    let target = url.replace("{key}", &encode_path(&key));
+                    let fetched = agent
+                        .get(&target)
+                        .call()
+                        .map_err(|e| e.to_string())
+                        .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().map_err(|e| e.to_string()))
+                        .and_then(|v| rhai::serde::to_dynamic(v).map_err(|e| e.to_string()));
+                    fetched.unwrap_or_else(|error| {
+                        host::note(|| format!("source {name}({key}) failed: {error}"));
+                        rhai::Dynamic::UNIT
+                    })
+                });
+            }
+        }
+    }
+}
+
+/// Percent-encodes a key for use in a URL path.
+fn encode_path(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The lookup key of a script value: strings as they are, numbers in decimal.

@@ -5,7 +5,7 @@
 //! from it alone. How the classifier, entity recognisers and emotion lexicon work is
 //! their own modules' business.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What kefu understood of one message.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -55,7 +55,7 @@ pub struct EntityMatch {
 }
 
 /// The customer's mood, as the rule language names it (`emotion == "angry"`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Emotion {
     /// Upset, complaining.

@@ -7,6 +7,7 @@
 //! world only through the functions the rule set registers (`source`s and host actions).
 
 pub mod compile;
+pub mod host;
 pub mod template;
 
 use rhai::{Dynamic, Engine, EvalAltResult, Scope};

@@ -40,7 +40,25 @@ impl Template {
         }
     }
 
-    /// Fills the holes from `scope`.
+    /// Fills the holes from `scope`; a hole that fails (reading a property of an absent
+    /// value, say) renders as nothing and is reported to `on_error`, so one missing value
+    /// does not lose the whole reply.
+    pub fn render_lenient(&self, engine: &Engine, scope: &mut Scope, on_error: &mut dyn FnMut(ScriptError)) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Hole(script) => match script.eval(engine, scope) {
+                    Ok(value) if !value.is_unit() => out.push_str(&value.to_string()),
+                    Ok(_) => {}
+                    Err(e) => on_error(e),
+                },
+            }
+        }
+        out
+    }
+
+    /// Fills the holes from `scope`, failing on the first hole that fails.
     pub fn render(&self, engine: &Engine, scope: &mut Scope) -> Result<String, ScriptError> {
         let mut out = String::new();
         for part in &self.parts {

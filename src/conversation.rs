@@ -1,0 +1,400 @@
+//! Conversation tests: whole conversations in YAML, replayed through the engine, with
+//! expectations on every turn.
+//!
+//! `kefu test` and the snapshot tests both run them, so a policy editor's regression test
+//! and the developers' are the same file. A conversation runs on a fresh engine (fresh
+//! sessions and tickets) with a deterministic mock model scripted by the file, at the time
+//! the file says, so its outcome depends on the rules alone.
+//!
+//! ```yaml
+//! name: 七天无理由退货
+//! user: { segment: vip, orders: 3 }
+//! context: { order: { id: "202611010001", signed_days: 3, custom: false } }
+//! as_of: 2026-11-05T10:00:00+08:00
+//! llm:
+//!   - { when: 机票, reply: 抱歉，本店不提供机票服务。, confidence: 0.3 }
+//! turns:
+//!   - say: 这个能退吗
+//!     expect: { source: rule, rule: 七天无理由, reply_contains: [申请售后] }
+//! ```
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::RuleSet;
+use crate::engine::{AnswerSource, Engine, TurnRequest, TurnResponse};
+use crate::llm::{MockLlm, MockRule};
+use crate::ruleset::OpKind;
+
+/// A conversation test file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conversation {
+    /// What it checks, in a few words.
+    pub name: String,
+    /// Why it matters, for the next editor.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The customer's profile for every turn.
+    #[serde(default)]
+    pub user: Option<Map<String, Value>>,
+    /// Request context for every turn.
+    #[serde(default)]
+    pub context: Option<Map<String, Value>>,
+    /// The time the conversation happens (promotions, `now`); defaults to 2026-11-05 10:00
+    /// in Shanghai so that tests do not change with the calendar.
+    #[serde(default)]
+    pub as_of: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// Scripted answers of the mock model.
+    #[serde(default)]
+    pub llm: Vec<MockRule>,
+    /// The customer's messages and what should happen.
+    pub turns: Vec<Turn>,
+}
+
+/// One message of a conversation test.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Turn {
+    /// What the customer writes.
+    pub say: String,
+    /// Context for this turn, merged over the conversation's.
+    #[serde(default)]
+    pub context: Option<Map<String, Value>>,
+    /// Profile for this turn, replacing the conversation's.
+    #[serde(default)]
+    pub user: Option<Map<String, Value>>,
+    /// A human agent acts before this message: `takeover`, `release`, or `reply: 文本`.
+    #[serde(default)]
+    pub agent: Option<AgentAction>,
+    /// What should happen.
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+/// What a human agent does before a turn.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentAction {
+    /// Take the conversation over.
+    Takeover,
+    /// Give it back.
+    Release,
+    /// Answer it.
+    Reply(String),
+}
+
+/// Expectations on one turn; every field is optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// `rule`, `flow`, `promotion`, `llm`, `handoff`, `human`, `fallback`, ...
+    pub source: Option<AnswerSource>,
+    /// The rule that answers.
+    pub rule: Option<String>,
+    /// The flow that answers.
+    pub flow: Option<String>,
+    /// The flow step that answers (`ask order_id@12`); a prefix is enough (`ask order_id`).
+    pub step: Option<String>,
+    /// The promotion that answers.
+    pub promotion: Option<String>,
+    /// The understood intent (`none` for no confident intent).
+    pub intent: Option<String>,
+    /// The exact reply.
+    pub reply: Option<String>,
+    /// Texts the reply must contain.
+    #[serde(default)]
+    pub reply_contains: Vec<String>,
+    /// Texts the reply must not contain.
+    #[serde(default)]
+    pub reply_excludes: Vec<String>,
+    /// Whether the conversation goes to a human, or the exact reason.
+    pub handoff: Option<HandoffExpect>,
+    /// The customer's mood.
+    pub emotion: Option<String>,
+}
+
+/// `handoff: true`, `handoff: false` or `handoff: 连续三次未能解决`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum HandoffExpect {
+    /// Whether there is a handoff at all.
+    Any(bool),
+    /// The reason.
+    Reason(String),
+}
+
+/// One turn as it happened: the transcript line that snapshots record.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TurnRecord {
+    /// The customer's message.
+    pub say: String,
+    /// The reply.
+    pub reply: String,
+    /// What answered, with its name (`rule 七天无理由`, `flow 退货申请 ask order_id@54`).
+    pub by: String,
+    /// Intent and confidence (`售后.退货 0.93`).
+    pub intent: String,
+    /// The customer's mood.
+    pub emotion: String,
+    /// The handoff reason, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<String>,
+    /// The decision trace.
+    pub trace: Vec<String>,
+    /// Expectations that did not hold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
+}
+
+/// A conversation as it happened.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Outcome {
+    /// The conversation's name.
+    pub name: String,
+    /// Its file.
+    #[serde(skip)]
+    pub file: PathBuf,
+    /// Every turn.
+    pub turns: Vec<TurnRecord>,
+    /// Ids of the rules, promotions and flow steps it ran.
+    #[serde(skip)]
+    pub covered: BTreeSet<String>,
+    /// A file that could not be read or parsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    /// Whether every expectation held.
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.turns.iter().all(|t| t.failures.is_empty())
+    }
+}
+
+/// The default time of a conversation test: a Thursday inside the demo's Double-11 window.
+fn default_as_of() -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339("2026-11-05T10:00:00+08:00").expect("valid literal")
+}
+
+/// Every `*.yaml` conversation under `dir/tests`, sorted.
+pub fn files(rules_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let dir = rules_dir.join("tests");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Replays one conversation file against `rules`.
+pub fn run_file(rules: &Arc<RuleSet>, path: &Path) -> Outcome {
+    let failed = |error: String| Outcome {
+        name: path.display().to_string(),
+        file: path.to_path_buf(),
+        turns: Vec::new(),
+        covered: BTreeSet::new(),
+        error: Some(error),
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return failed(format!("cannot read: {e}")),
+    };
+    match serde_yaml::from_str::<Conversation>(&text) {
+        Ok(conversation) => run(rules, &conversation, path),
+        Err(e) => failed(format!("not a conversation: {e}")),
+    }
+}
+
+/// Replays a conversation against `rules` on a fresh engine.
+pub fn run(rules: &Arc<RuleSet>, conversation: &Conversation, path: &Path) -> Outcome {
+    let engine = Engine::new(Arc::clone(rules)).with_llm(Arc::new(MockLlm::new(conversation.llm.clone())));
+    let session = path
+        .file_stem()
+        .map_or_else(|| "test".to_string(), |s| s.to_string_lossy().to_string());
+    let as_of = conversation.as_of.unwrap_or_else(default_as_of);
+    let mut records = Vec::new();
+    let mut covered = BTreeSet::new();
+    for (n, turn) in conversation.turns.iter().enumerate() {
+        match &turn.agent {
+            Some(AgentAction::Takeover) => {
+                engine.takeover(&session, Some("测试客服".into()));
+            }
+            Some(AgentAction::Release) => {
+                let _ = engine.release(&session);
+            }
+            Some(AgentAction::Reply(text)) => {
+                let _ = engine.agent_reply(&session, text);
+            }
+            None => {}
+        }
+        let mut context = conversation.context.clone().unwrap_or_default();
+        if let Some(extra) = &turn.context {
+            context.extend(extra.clone());
+        }
+        let request = TurnRequest {
+            session_id: session.clone(),
+            message: turn.say.clone(),
+            user: turn.user.clone().or_else(|| conversation.user.clone()),
+            context: (!context.is_empty()).then_some(context),
+            // Each turn a minute after the last, so flows never time out in a test.
+            as_of: Some(as_of + chrono::Duration::minutes(n as i64)),
+        };
+        let response = engine.turn(request);
+        covered.extend(response.covered.iter().cloned());
+        records.push(record(turn, &response));
+    }
+    Outcome {
+        name: conversation.name.clone(),
+        file: path.to_path_buf(),
+        turns: records,
+        covered,
+        error: None,
+    }
+}
+
+fn record(turn: &Turn, r: &TurnResponse) -> TurnRecord {
+    let source = serde_json::to_value(r.source)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let mut by = source.clone();
+    for name in [&r.rule, &r.promotion, &r.flow, &r.step].into_iter().flatten() {
+        by.push(' ');
+        by.push_str(name);
+    }
+    let intent = match &r.intent {
+        Some(i) => format!("{i} {:.2}", r.confidence),
+        None => "none".into(),
+    };
+    let mut failures = Vec::new();
+    let e = &turn.expect;
+    let mut check = |what: &str, expected: &str, actual: &str| {
+        if expected != actual {
+            failures.push(format!("{what}: expected `{expected}`, got `{actual}`"));
+        }
+    };
+    if let Some(s) = e.source {
+        let expected = serde_json::to_value(s)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        check("source", &expected, &source);
+    }
+    if let Some(x) = &e.rule {
+        check("rule", x, r.rule.as_deref().unwrap_or("-"));
+    }
+    if let Some(x) = &e.flow {
+        check("flow", x, r.flow.as_deref().unwrap_or("-"));
+    }
+    if let Some(x) = &e.promotion {
+        check("promotion", x, r.promotion.as_deref().unwrap_or("-"));
+    }
+    if let Some(x) = &e.intent {
+        check("intent", x, r.intent.as_deref().unwrap_or("none"));
+    }
+    if let Some(x) = &e.reply {
+        check("reply", x, &r.reply);
+    }
+    if let Some(x) = &e.emotion {
+        check("emotion", x, r.emotion.as_str());
+    }
+    if let Some(x) = &e.step {
+        let actual = r.step.as_deref().unwrap_or("-");
+        if !actual.starts_with(x.as_str()) {
+            failures.push(format!("step: expected `{x}`, got `{actual}`"));
+        }
+    }
+    for part in &e.reply_contains {
+        if !r.reply.contains(part.as_str()) {
+            failures.push(format!("reply should contain `{part}`: `{}`", r.reply));
+        }
+    }
+    for part in &e.reply_excludes {
+        if r.reply.contains(part.as_str()) {
+            failures.push(format!("reply should not contain `{part}`: `{}`", r.reply));
+        }
+    }
+    match (&e.handoff, &r.handoff) {
+        (Some(HandoffExpect::Any(true)), None) => failures.push("expected a handoff, got none".into()),
+        (Some(HandoffExpect::Any(false)), Some(h)) => failures.push(format!("expected no handoff, got `{}`", h.reason)),
+        (Some(HandoffExpect::Reason(x)), h) if h.as_ref().map(|h| &h.reason) != Some(x) => failures.push(format!(
+            "handoff: expected `{x}`, got `{}`",
+            h.as_ref().map_or("none", |h| h.reason.as_str())
+        )),
+        _ => {}
+    }
+    TurnRecord {
+        say: turn.say.clone(),
+        reply: r.reply.clone(),
+        by,
+        intent,
+        emotion: r.emotion.as_str().to_string(),
+        handoff: r.handoff.as_ref().map(|h| h.reason.clone()),
+        trace: r.trace.iter().map(|t| format!("{}: {}", t.stage, t.detail)).collect(),
+        failures,
+    }
+}
+
+/// What the conversations exercised of the rule set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Coverage {
+    /// Rules that answered at least once / all rules.
+    pub rules: (usize, usize),
+    /// Promotions that answered / all.
+    pub promotions: (usize, usize),
+    /// Flow steps (lines) that ran / all.
+    pub flow_steps: (usize, usize),
+    /// What never ran.
+    pub missing: Vec<String>,
+}
+
+/// Coverage of `rules` by the union of `covered` ids.
+pub fn coverage(rules: &RuleSet, covered: &BTreeSet<String>) -> Coverage {
+    let mut c = Coverage::default();
+    for rule in &rules.rules {
+        let id = format!("rule:{}", rule.name);
+        c.rules.1 += 1;
+        if covered.contains(&id) {
+            c.rules.0 += 1;
+        } else {
+            c.missing.push(format!("rule {} ({})", rule.name, rule.location));
+        }
+    }
+    for promo in &rules.promotions {
+        c.promotions.1 += 1;
+        if covered.contains(&format!("promotion:{}", promo.name)) {
+            c.promotions.0 += 1;
+        } else {
+            c.missing.push(format!("promotion {} ({})", promo.name, promo.location));
+        }
+    }
+    for flow in &rules.flows {
+        // Steps are counted by line: one source step may compile to several instructions
+        // (an `if` with its jumps), and the synthetic ones cannot all be reached.
+        let lines: BTreeSet<u32> = flow
+            .ops
+            .iter()
+            .filter(|op| !matches!(op.kind, OpKind::Jump(_)))
+            .map(|op| op.line)
+            .collect();
+        for line in lines {
+            c.flow_steps.1 += 1;
+            if covered.contains(&format!("flow:{}:{line}", flow.name)) {
+                c.flow_steps.0 += 1;
+            } else {
+                let file = flow
+                    .location
+                    .rsplit_once(':')
+                    .map_or(flow.location.as_str(), |(f, _)| f);
+                c.missing.push(format!("flow {} step at {file}:{line}", flow.name));
+            }
+        }
+    }
+    c
+}

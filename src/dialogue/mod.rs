@@ -1,0 +1,7 @@
+//! Dialogue state: sessions, the flow interpreter's state, and tickets raised by flows.
+
+pub mod session;
+pub mod tickets;
+
+pub use session::{FlowState, HistoryEntry, Role, Session, Takeover};
+pub use tickets::{Ticket, TicketStore};

@@ -1,0 +1,128 @@
+//! Conversation state that outlives a turn: what has been said, which flow is running,
+//! which slots are filled, and whether a human has the conversation.
+//!
+//! A `Session` is plain data (serde) so that any [`SessionStore`](crate::store::SessionStore)
+//! can keep it: in memory on one node, in Redis for several.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::nlu::Emotion;
+
+/// How many messages of history a session keeps (the model prompt uses the recent ones).
+pub const HISTORY_LIMIT: usize = 20;
+/// How many past emotions a session keeps for understanding the next message.
+pub const EMOTION_LIMIT: usize = 5;
+
+/// One customer's conversation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// The caller's conversation id.
+    pub id: String,
+    /// How many customer messages have been answered.
+    pub turns: u32,
+    /// Consecutive turns that ended without a confident answer.
+    pub failures: u32,
+    /// The last confident intent.
+    pub last_intent: Option<String>,
+    /// Slots filled by flows, kept after the flow ends so later rules can use them.
+    pub slots: BTreeMap<String, String>,
+    /// The flow in progress.
+    pub flow: Option<FlowState>,
+    /// Recent messages, oldest first.
+    pub history: VecDeque<HistoryEntry>,
+    /// The product talked about last (request context `product`), so that "这件" in a
+    /// later message still refers to it.
+    pub product: Option<serde_json::Value>,
+    /// Emotions of recent customer messages, oldest first.
+    pub emotions: Vec<Emotion>,
+    /// Set while a human has the conversation; the bot stays silent until released.
+    pub takeover: Option<Takeover>,
+    /// Unix milliseconds of the last turn.
+    pub updated_at: i64,
+}
+
+impl Session {
+    /// A new, empty session.
+    pub fn new(id: impl Into<String>) -> Self {
+        Session {
+            id: id.into(),
+            ..Session::default()
+        }
+    }
+
+    /// Appends a message to the history, dropping the oldest past the limit.
+    pub fn remember(&mut self, role: Role, text: impl Into<String>, at: i64) {
+        self.history.push_back(HistoryEntry {
+            role,
+            text: text.into(),
+            at,
+        });
+        while self.history.len() > HISTORY_LIMIT {
+            self.history.pop_front();
+        }
+    }
+
+    /// Records the emotion of a customer message.
+    pub fn feel(&mut self, emotion: Emotion) {
+        self.emotions.push(emotion);
+        if self.emotions.len() > EMOTION_LIMIT {
+            self.emotions.remove(0);
+        }
+    }
+}
+
+/// Who said something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The customer.
+    User,
+    /// kefu.
+    Bot,
+    /// A human agent.
+    Agent,
+}
+
+/// One message in a session's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Who said it.
+    pub role: Role,
+    /// What was said (PII masked).
+    pub text: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// A flow in progress.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FlowState {
+    /// The flow's name.
+    pub name: String,
+    /// The next instruction to run.
+    pub pc: usize,
+    /// The slot whose `ask` is waiting for the customer, if any. A reload that reorders the
+    /// flow finds the ask again by this name.
+    pub awaiting: Option<String>,
+    /// How many answers to the pending ask did not fill its slot.
+    pub misses: u32,
+    /// Values bound by `set`, as JSON so that any store can keep them.
+    pub vars: BTreeMap<String, serde_json::Value>,
+    /// Unix milliseconds when the flow started.
+    pub started_at: i64,
+}
+
+/// A human agent has the conversation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Takeover {
+    /// The agent, when one has picked it up.
+    pub agent: Option<String>,
+    /// Why the bot handed over (`None` when an agent took it over on their own).
+    pub reason: Option<String>,
+    /// Unix milliseconds.
+    pub since: i64,
+    /// Customer messages waiting for the agent, oldest first.
+    pub queued: Vec<String>,
+}

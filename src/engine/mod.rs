@@ -1,0 +1,300 @@
+//! One turn, end to end: the only way a message becomes an answer.
+//!
+//! [`Engine::turn`] is used by the CLI, the HTTP server and the tests alike. It loads one
+//! `Arc<RuleSet>` at the start of the turn and uses it to the end, so a reload in the
+//! middle of a turn changes nothing for that turn. The order of a turn (DSL.md): input
+//! safety, human takeover, understanding, active flow, rules by priority, promotions,
+//! flow starts, fallback; then the model if the fallback says so, judged before it is
+//! shown. Every response says what answered and carries a trace of the decision.
+
+mod flow;
+mod scope;
+mod turn;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, FixedOffset, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::RuleSet;
+use crate::dialogue::{Role, Session, Takeover, Ticket, TicketStore};
+use crate::llm::LlmBackend;
+use crate::nlu::{Emotion, EntityMatch};
+use crate::store::{MemoryStore, SessionStore};
+
+/// A customer's message.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnRequest {
+    /// The conversation it belongs to.
+    pub session_id: String,
+    /// What the customer wrote.
+    pub message: String,
+    /// The customer's profile (`segment`, `orders`, `churn_risk`, ...), `user` in scripts.
+    #[serde(default)]
+    pub user: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Request context maps (`order`, `cart`, `product`, ...), each a script variable.
+    #[serde(default)]
+    pub context: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The time to answer as of (replaying a conversation); now when absent.
+    #[serde(default)]
+    pub as_of: Option<DateTime<FixedOffset>>,
+}
+
+impl TurnRequest {
+    /// A request with just a session and a message.
+    pub fn new(session_id: impl Into<String>, message: impl Into<String>) -> Self {
+        TurnRequest {
+            session_id: session_id.into(),
+            message: message.into(),
+            ..TurnRequest::default()
+        }
+    }
+}
+
+/// What answered a turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerSource {
+    /// A `rule`.
+    Rule,
+    /// A step of a `flow`.
+    Flow,
+    /// A `promotion`.
+    Promotion,
+    /// A knowledge-base FAQ entry.
+    Faq,
+    /// A cached answer.
+    Cache,
+    /// The model.
+    Llm,
+    /// The safety filter blocked the message or the answer.
+    Safety,
+    /// The conversation was handed to a human.
+    Handoff,
+    /// A human has the conversation; the bot stayed silent.
+    Human,
+    /// Nothing answered: a fallback `reply` or the shop's `fallback_message`.
+    Fallback,
+}
+
+/// Why a conversation went to a human.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// The reason given by the rule, flow or fallback arm.
+    pub reason: String,
+}
+
+/// One step of a turn's decision, for people reading why kefu answered as it did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceStep {
+    /// The stage: `nlu`, `flow`, `rule`, `promotion`, `fallback`, `llm`, `prompt`, `error`...
+    pub stage: String,
+    /// What happened there.
+    pub detail: String,
+}
+
+/// kefu's answer to a message, with its provenance.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TurnResponse {
+    /// The conversation.
+    pub session_id: String,
+    /// What to show the customer (empty while a human has the conversation).
+    pub reply: String,
+    /// What answered.
+    pub source: AnswerSource,
+    /// The rule that answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The flow that answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    /// The flow step that answered (`ask order_id@12`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The promotion that answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<String>,
+    /// The understood intent, when there is one.
+    pub intent: Option<String>,
+    /// Its confidence.
+    pub confidence: f64,
+    /// The customer's mood.
+    pub emotion: Emotion,
+    /// Entities found in the message.
+    pub entities: Vec<EntityMatch>,
+    /// Set when the conversation is with a human.
+    pub handoff: Option<Handoff>,
+    /// The rule set that answered.
+    pub rules_version: String,
+    /// How the decision was made.
+    pub trace: Vec<TraceStep>,
+    /// Time spent on the turn.
+    pub latency_ms: f64,
+    /// Rules and flow steps this turn ran (`rule:七天无理由`, `flow:退货申请:12`), for
+    /// `kefu test`'s coverage line.
+    #[serde(skip)]
+    pub covered: Vec<String>,
+}
+
+/// Settings of an engine that are not part of the rules.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// A flow left waiting longer than this starts over instead of resuming.
+    pub flow_timeout: Duration,
+    /// The most tokens the model may generate for one answer.
+    pub max_tokens: u32,
+    /// How long the model may take for one answer.
+    pub llm_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            flow_timeout: Duration::from_secs(30 * 60),
+            max_tokens: 256,
+            llm_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Why a session operation failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EngineError {
+    /// No session with that id is kept.
+    #[error("no session `{0}`")]
+    NoSession(String),
+    /// The agent replied to a session no human has taken over.
+    #[error("session `{0}` is not taken over by a human")]
+    NotTakenOver(String),
+}
+
+/// The customer-service engine: rules, sessions, tickets and an optional model.
+pub struct Engine {
+    rules: ArcSwap<RuleSet>,
+    sessions: Arc<dyn SessionStore>,
+    tickets: Arc<TicketStore>,
+    llm: Option<Arc<dyn LlmBackend>>,
+    config: EngineConfig,
+}
+
+impl Engine {
+    /// An engine on `rules` with in-memory sessions and no model.
+    pub fn new(rules: impl Into<Arc<RuleSet>>) -> Self {
+        Engine {
+            rules: ArcSwap::new(rules.into()),
+            sessions: Arc::new(MemoryStore::default()),
+            tickets: Arc::new(TicketStore::default()),
+            llm: None,
+            config: EngineConfig::default(),
+        }
+    }
+
+    /// Uses `store` for sessions.
+    pub fn with_sessions(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.sessions = store;
+        self
+    }
+
+    /// Asks `llm` when the fallback says `llm`.
+    pub fn with_llm(mut self, llm: Arc<dyn LlmBackend>) -> Self {
+        self.llm = Some(llm);
+        self
+    }
+
+    /// Replaces the settings.
+    pub fn with_config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The rule set serving now.
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.rules.load_full()
+    }
+
+    /// Publishes a new rule set; turns already running finish on the one they loaded.
+    pub fn swap_rules(&self, rules: impl Into<Arc<RuleSet>>) -> Arc<RuleSet> {
+        self.rules.swap(rules.into())
+    }
+
+    /// Answers one message.
+    pub fn turn(&self, request: TurnRequest) -> TurnResponse {
+        self.turn_streaming(request, &mut |_| {})
+    }
+
+    /// Answers one message, passing pieces of a model answer to `on_delta` as they are
+    /// generated (rule answers arrive whole, in the response).
+    pub fn turn_streaming(&self, request: TurnRequest, on_delta: &mut dyn FnMut(&str)) -> TurnResponse {
+        let started = Instant::now();
+        let rules = self.rules.load_full();
+        let mut response = turn::run(self, &rules, request, on_delta);
+        response.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        response
+    }
+
+    /// The session with this id.
+    pub fn session(&self, id: &str) -> Option<Session> {
+        self.sessions.get(id)
+    }
+
+    /// A human takes the conversation over at once; the bot stays silent until released.
+    pub fn takeover(&self, id: &str, agent: Option<String>) -> Session {
+        let mut session = self.sessions.get(id).unwrap_or_else(|| Session::new(id));
+        let now = Utc::now().timestamp_millis();
+        match &mut session.takeover {
+            Some(t) => t.agent = agent.or(t.agent.take()),
+            None => {
+                session.takeover = Some(Takeover {
+                    agent,
+                    reason: None,
+                    since: now,
+                    queued: Vec::new(),
+                })
+            }
+        }
+        // A flow in progress cannot go on under a human.
+        session.flow = None;
+        session.updated_at = now;
+        self.sessions.put(session.clone());
+        session
+    }
+
+    /// An agent answers a conversation they have taken over; the customer's queued
+    /// messages count as seen.
+    pub fn agent_reply(&self, id: &str, text: &str) -> Result<Session, EngineError> {
+        let mut session = self
+            .sessions
+            .get(id)
+            .ok_or_else(|| EngineError::NoSession(id.to_string()))?;
+        let Some(takeover) = &mut session.takeover else {
+            return Err(EngineError::NotTakenOver(id.to_string()));
+        };
+        takeover.queued.clear();
+        let now = Utc::now().timestamp_millis();
+        session.remember(Role::Agent, text, now);
+        session.updated_at = now;
+        self.sessions.put(session.clone());
+        Ok(session)
+    }
+
+    /// Gives the conversation back to the bot.
+    pub fn release(&self, id: &str) -> Result<Session, EngineError> {
+        let mut session = self
+            .sessions
+            .get(id)
+            .ok_or_else(|| EngineError::NoSession(id.to_string()))?;
+        session.takeover = None;
+        session.failures = 0;
+        session.updated_at = Utc::now().timestamp_millis();
+        self.sessions.put(session.clone());
+        Ok(session)
+    }
+
+    /// Tickets raised by flows on this engine.
+    pub fn tickets(&self) -> Vec<Ticket> {
+        self.tickets.list()
+    }
+}

@@ -1,0 +1,111 @@
+//! The rhai scope of a turn: what `when`, `for` and templates can read (DSL.md, "Rhai
+//! scope"). Built once per turn; flows add their `set` variables.
+
+use chrono::{DateTime, Datelike, Timelike};
+use chrono_tz::Tz;
+use rhai::{Dynamic, Map, Scope};
+
+use crate::RuleSet;
+use crate::dialogue::Session;
+use crate::nlu::Understanding;
+
+/// JSON to a script value (`()` for null).
+pub(crate) fn json_to_dynamic(value: &serde_json::Value) -> Dynamic {
+    rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT)
+}
+
+/// A script value to JSON, for keeping flow variables in a session.
+pub(crate) fn dynamic_to_json(value: &Dynamic) -> serde_json::Value {
+    rhai::serde::from_dynamic(value).unwrap_or(serde_json::Value::Null)
+}
+
+/// The `session` map scripts see.
+pub(crate) fn session_map(session: &Session) -> Map {
+    let mut m = Map::new();
+    m.insert("turns".into(), (session.turns as i64).into());
+    m.insert("failures".into(), (session.failures as i64).into());
+    m.insert(
+        "last_intent".into(),
+        session.last_intent.clone().map_or(Dynamic::UNIT, Dynamic::from),
+    );
+    m.insert(
+        "flow".into(),
+        session.flow.as_ref().map_or(Dynamic::UNIT, |f| f.name.clone().into()),
+    );
+    m
+}
+
+/// The `slots` map scripts see.
+pub(crate) fn slots_map(session: &Session) -> Map {
+    session
+        .slots
+        .iter()
+        .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
+        .collect()
+}
+
+/// The `now` map: shop-local date and time.
+fn now_map(now: &DateTime<Tz>) -> Map {
+    let mut m = Map::new();
+    m.insert("date".into(), now.format("%Y-%m-%d").to_string().into());
+    m.insert("time".into(), now.format("%H:%M").to_string().into());
+    m.insert("hour".into(), (now.hour() as i64).into());
+    m.insert("weekday".into(), (now.weekday().number_from_monday() as i64).into());
+    m.insert("timestamp".into(), now.timestamp().into());
+    m
+}
+
+/// Everything a turn's scripts may read.
+pub(crate) struct ScopeInput<'a> {
+    pub rules: &'a RuleSet,
+    pub session: &'a Session,
+    pub understanding: &'a Understanding,
+    pub message: &'a str,
+    pub user: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    pub context: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    pub now: &'a DateTime<Tz>,
+}
+
+/// Builds the scope of a turn.
+pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
+    let u = input.understanding;
+    let mut scope = Scope::new();
+    scope.push("message", input.message.to_string());
+    scope.push_dynamic("intent", u.intent.clone().map_or(Dynamic::UNIT, Dynamic::from));
+    scope.push("confidence", u.confidence);
+    let mut entities = Map::new();
+    for e in &u.entities {
+        entities
+            .entry(e.name.as_str().into())
+            .or_insert_with(|| e.value.clone().into());
+    }
+    scope.push("entities", entities);
+    scope.push("emotion", u.emotion.as_str().to_string());
+    scope.push("slots", slots_map(input.session));
+    scope.push("session", session_map(input.session));
+    // An absent profile is an empty map, so `user.segment` reads `()` instead of failing.
+    let user = input.user.map_or_else(Map::new, |u| {
+        u.iter().map(|(k, v)| (k.as_str().into(), json_to_dynamic(v))).collect()
+    });
+    scope.push("user", user);
+    scope.push("now", now_map(input.now));
+    // Context maps: every declared name exists (as `()` when not sent); anything else the
+    // caller sent is readable too. `product` falls back to the one talked about last.
+    for name in &input.rules.shop.context {
+        let value = input.context.and_then(|c| c.get(name)).map(json_to_dynamic);
+        let value = match value {
+            Some(v) => v,
+            None if name == "product" => input.session.product.as_ref().map_or(Dynamic::UNIT, json_to_dynamic),
+            None => Dynamic::UNIT,
+        };
+        scope.push_dynamic(name.as_str(), value);
+    }
+    if let Some(context) = input.context {
+        for (name, value) in context {
+            if !input.rules.shop.context.contains(name) && !scope.contains(name) {
+                scope.push_dynamic(name.as_str(), json_to_dynamic(value));
+            }
+        }
+    }
+    scope
+}

@@ -1,0 +1,721 @@
+//! The decision of one turn, in the order DSL.md fixes: human takeover, active flow,
+//! rules by priority, promotions, flow starts, fallback (and the model it may call).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use rhai::{Dynamic, Map, Scope};
+
+use super::{AnswerSource, Engine, Handoff, TraceStep, TurnRequest, TurnResponse, scope};
+use crate::RuleSet;
+use crate::dialogue::{Role, Session, TicketStore};
+use crate::llm::{self, GenerateRequest, prompt};
+use crate::nlu::{self, Understanding};
+use crate::ruleset::{FallbackAction, Owner, Style, Trigger};
+use crate::script::host::{self, Host};
+use crate::script::{Script, ScriptError, Template};
+
+/// What a turn decided to say.
+#[derive(Debug, Clone)]
+pub(super) struct Answer {
+    pub reply: String,
+    pub source: AnswerSource,
+    pub rule: Option<String>,
+    pub flow: Option<String>,
+    pub step: Option<String>,
+    pub promotion: Option<String>,
+    /// `Some(reason)` when the conversation goes to a human.
+    pub handoff: Option<String>,
+    /// The turn ended without a real answer (counts towards `session.failures`).
+    pub failure: bool,
+}
+
+impl Answer {
+    pub(super) fn new(source: AnswerSource, reply: impl Into<String>) -> Self {
+        Answer {
+            reply: reply.into(),
+            source,
+            rule: None,
+            flow: None,
+            step: None,
+            promotion: None,
+            handoff: None,
+            failure: false,
+        }
+    }
+}
+
+/// What the decision needs next: nothing more, or the model.
+pub(super) enum Decision {
+    Answer(Answer),
+    /// Ask the model, in the style with this index if the fallback arm named one.
+    Llm(Option<usize>),
+}
+
+/// The host actions of one turn: tickets go to the engine's store, notes to the trace.
+struct TurnHost {
+    tickets: Arc<TicketStore>,
+    session_id: String,
+    date: String,
+    at: i64,
+    notes: Mutex<Vec<String>>,
+}
+
+impl Host for TurnHost {
+    fn create_ticket(&self, kind: &str, reference: &str) -> Dynamic {
+        let ticket = self
+            .tickets
+            .create(kind, reference, &self.session_id, &self.date, self.at);
+        self.note(format!("ticket {} created ({kind} {reference})", ticket.id));
+        let mut m = Map::new();
+        m.insert("id".into(), ticket.id.into());
+        m.insert("kind".into(), ticket.kind.into());
+        m.insert("ref".into(), ticket.reference.into());
+        m.insert("status".into(), ticket.status.into());
+        m.into()
+    }
+
+    fn note(&self, message: String) {
+        self.notes.lock().unwrap_or_else(|e| e.into_inner()).push(message);
+    }
+}
+
+/// The state of one turn while it is decided.
+pub(super) struct Turn<'a> {
+    pub engine: &'a Engine,
+    pub rules: &'a RuleSet,
+    pub session: Session,
+    pub understanding: Understanding,
+    pub message: String,
+    pub scope: Scope<'static>,
+    pub now: DateTime<Tz>,
+    pub trace: Vec<TraceStep>,
+    pub covered: Vec<String>,
+    candidates: BTreeSet<Owner>,
+    /// Whether this turn already added one to `session.failures`.
+    failure_counted: bool,
+}
+
+/// Runs one turn on `rules`.
+pub(super) fn run(
+    engine: &Engine,
+    rules: &RuleSet,
+    request: TurnRequest,
+    on_delta: &mut dyn FnMut(&str),
+) -> TurnResponse {
+    let tz = rules.shop.timezone;
+    let now = request
+        .as_of
+        .map_or_else(|| Utc::now().with_timezone(&tz), |t| t.with_timezone(&tz));
+    let now_ms = now.timestamp_millis();
+    let mut session = engine
+        .sessions
+        .get(&request.session_id)
+        .unwrap_or_else(|| crate::dialogue::Session::new(&request.session_id));
+    let message = request.message.trim().to_string();
+    let mut trace = Vec::new();
+
+    if let Some(takeover) = &mut session.takeover {
+        takeover.queued.push(message.clone());
+        let reason = takeover.reason.clone().unwrap_or_else(|| "人工接管".into());
+        session.remember(Role::User, &message, now_ms);
+        session.updated_at = now_ms;
+        engine.sessions.put(session.clone());
+        let mut response = response_for(
+            rules,
+            &session,
+            &Understanding::default(),
+            Answer::new(AnswerSource::Human, ""),
+        );
+        response.handoff = Some(Handoff { reason });
+        response.trace.push(step(
+            "takeover",
+            "a human has this conversation; the message is queued for the agent",
+        ));
+        return response;
+    }
+
+    if let Some(flow) = &session.flow {
+        let idle_ms = now_ms - session.updated_at;
+        if session.updated_at > 0 && idle_ms > engine.config.flow_timeout.as_millis() as i64 {
+            trace.push(step(
+                "flow",
+                format!(
+                    "flow {} was left waiting {} min; starting over",
+                    flow.name,
+                    idle_ms / 60_000
+                ),
+            ));
+            session.flow = None;
+        }
+    }
+
+    let context = nlu::Context {
+        recent_emotions: session.emotions.clone(),
+    };
+    let understanding = understand(rules, &message, &context);
+    trace.push(step("nlu", describe_understanding(&understanding)));
+    if let Some(product) = request.context.as_ref().and_then(|c| c.get("product")) {
+        session.product = Some(product.clone());
+    }
+
+    let scope = scope::build(scope::ScopeInput {
+        rules,
+        session: &session,
+        understanding: &understanding,
+        message: &message,
+        user: request.user.as_ref(),
+        context: request.context.as_ref(),
+        now: &now,
+    });
+    let host = Arc::new(TurnHost {
+        tickets: Arc::clone(&engine.tickets),
+        session_id: session.id.clone(),
+        date: now.format("%Y%m%d").to_string(),
+        at: now_ms,
+        notes: Mutex::new(Vec::new()),
+    });
+    let mut turn = Turn {
+        engine,
+        rules,
+        session,
+        understanding,
+        message,
+        scope,
+        now,
+        trace,
+        covered: Vec::new(),
+        candidates: BTreeSet::new(),
+        failure_counted: false,
+    };
+    turn.candidates = turn.find_candidates();
+    let answer = host::with_host(host.clone(), || match turn.decide() {
+        Decision::Answer(answer) => answer,
+        Decision::Llm(style) => turn.ask_model(style, on_delta),
+    });
+    for note in host.notes.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        turn.trace.push(step("host", note));
+    }
+    turn.finish(answer, now_ms)
+}
+
+pub(super) fn step(stage: &str, detail: impl Into<String>) -> TraceStep {
+    TraceStep {
+        stage: stage.to_string(),
+        detail: detail.into(),
+    }
+}
+
+fn describe_understanding(u: &Understanding) -> String {
+    let intent = u.intent.as_deref().unwrap_or("none");
+    let mut s = format!("intent {intent} ({:.2}), emotion {}", u.confidence, u.emotion.as_str());
+    for e in &u.entities {
+        s.push_str(&format!(", {}={}", e.name, e.value));
+    }
+    s
+}
+
+/// Understanding of a message. Until the trained classifier lands (the NLU issue), intents
+/// come from the intents' keywords alone: one intent's keywords found means that intent,
+/// fully confident; several or none means no confident intent.
+fn understand(rules: &RuleSet, text: &str, _context: &nlu::Context) -> Understanding {
+    let mut entities = Vec::new();
+    for entity in &rules.entities {
+        match &entity.matcher {
+            crate::ruleset::EntityMatcher::Regex(re) => {
+                for m in re.find_iter(text) {
+                    entities.push(nlu::EntityMatch {
+                        name: entity.name.clone(),
+                        value: m.as_str().to_string(),
+                        text: m.as_str().to_string(),
+                        start: m.start(),
+                        end: m.end(),
+                    });
+                }
+            }
+            crate::ruleset::EntityMatcher::Lexicon(words) => {
+                let mut best: Option<(usize, &str, &str)> = None;
+                for (surface, canonical) in words {
+                    if let Some(at) = text.find(surface.as_str())
+                        && best.is_none_or(|(b, s, _)| at < b || (at == b && surface.len() > s.len()))
+                    {
+                        best = Some((at, surface, canonical));
+                    }
+                }
+                if let Some((at, surface, canonical)) = best {
+                    entities.push(nlu::EntityMatch {
+                        name: entity.name.clone(),
+                        value: canonical.to_string(),
+                        text: surface.to_string(),
+                        start: at,
+                        end: at + surface.len(),
+                    });
+                }
+            }
+        }
+    }
+    entities.sort_by_key(|e| e.start);
+    let intents: BTreeSet<usize> = rules
+        .triggers
+        .keyword_owners(text)
+        .into_iter()
+        .filter_map(|o| if let Owner::Intent(i) = o { Some(i) } else { None })
+        .collect();
+    let mut understanding = Understanding {
+        entities,
+        ..Understanding::default()
+    };
+    if intents.len() == 1 {
+        let name = rules.intents[*intents.iter().next().expect("one")].name.clone();
+        let mut prefix = String::new();
+        for level in name.split('.') {
+            if !prefix.is_empty() {
+                prefix.push('.');
+            }
+            prefix.push_str(level);
+            understanding.levels.push((prefix.clone(), 1.0));
+        }
+        understanding.ranked = vec![(name.clone(), 1.0)];
+        understanding.intent = Some(name);
+        understanding.confidence = 1.0;
+    }
+    understanding
+}
+
+impl Turn<'_> {
+    fn find_candidates(&self) -> BTreeSet<Owner> {
+        let triggers = &self.rules.triggers;
+        let threshold = self.rules.shop.threshold;
+        let u = &self.understanding;
+        let mut set = triggers.keyword_owners(&self.message);
+        if let Some(intent) = &u.intent
+            && u.confidence >= threshold
+        {
+            set.extend(triggers.intent_owners(intent));
+        }
+        for (level, confidence) in &u.levels {
+            if *confidence >= threshold {
+                set.extend(triggers.pattern_owners(level));
+            }
+        }
+        for e in &u.entities {
+            set.extend(triggers.entity_owners(&e.name));
+        }
+        set
+    }
+
+    /// Evaluates a condition; an error counts as false and goes to the trace.
+    pub(super) fn holds(&mut self, script: &Script, what: &str) -> bool {
+        let mark = self.scope.len();
+        let result = script.eval_bool(&self.rules.engine, &mut self.scope);
+        self.scope.rewind(mark);
+        result.unwrap_or_else(|e| {
+            self.script_error(what, &e);
+            false
+        })
+    }
+
+    /// Evaluates a value; an error reads as `()` and goes to the trace.
+    pub(super) fn value(&mut self, script: &Script, what: &str) -> Dynamic {
+        let mark = self.scope.len();
+        let result = script.eval(&self.rules.engine, &mut self.scope);
+        self.scope.rewind(mark);
+        result.unwrap_or_else(|e| {
+            self.script_error(what, &e);
+            Dynamic::UNIT
+        })
+    }
+
+    /// Renders a template; a failing hole renders as nothing and goes to the trace.
+    pub(super) fn render(&mut self, template: &Template, what: &str) -> String {
+        let mut errors = Vec::new();
+        let text = template.render_lenient(&self.rules.engine, &mut self.scope, &mut |e| errors.push(e));
+        for e in errors {
+            self.script_error(what, &e);
+        }
+        text
+    }
+
+    fn script_error(&mut self, what: &str, error: &ScriptError) {
+        let kind = if error.limit {
+            "stopped by the sandbox"
+        } else {
+            "failed"
+        };
+        self.trace
+            .push(step("error", format!("{what}: script {kind}: {}", error.message)));
+    }
+
+    /// Refreshes the `session` and `slots` variables after the session changed.
+    pub(super) fn refresh_session_vars(&mut self) {
+        self.scope.set_value("session", scope::session_map(&self.session));
+        self.scope.set_value("slots", scope::slots_map(&self.session));
+    }
+
+    fn decide(&mut self) -> Decision {
+        if let Some(state) = self.session.flow.take()
+            && let Some(decision) = self.continue_flow(state)
+        {
+            return decision;
+        }
+        if let Some(answer) = self.answer_by_rules() {
+            return Decision::Answer(answer);
+        }
+        if let Some(answer) = self.answer_by_promotions() {
+            return Decision::Answer(answer);
+        }
+        if let Some(answer) = self.start_flow() {
+            return Decision::Answer(answer);
+        }
+        self.fallback(false)
+    }
+
+    /// The first candidate rule, in answer order, whose `when` holds.
+    pub(super) fn answer_by_rules(&mut self) -> Option<Answer> {
+        let rules = self.rules;
+        let candidates: Vec<usize> = self
+            .candidates
+            .iter()
+            .filter_map(|o| if let Owner::Rule(i) = o { Some(*i) } else { None })
+            .collect();
+        for i in candidates {
+            let rule = &rules.rules[i];
+            if let Some(when) = &rule.when
+                && !self.holds(when, &format!("rule {}", rule.name))
+            {
+                self.trace.push(step(
+                    "rule",
+                    format!("{} ({}): `when` does not hold", rule.name, rule.location),
+                ));
+                continue;
+            }
+            self.covered.push(format!("rule:{}", rule.name));
+            self.trace
+                .push(step("rule", format!("{} ({}) answers", rule.name, rule.location)));
+            let reply = rule
+                .reply
+                .as_ref()
+                .map(|t| self.render(t, &format!("rule {}", rule.name)));
+            let mut answer = match &rule.handoff {
+                Some(reason) => {
+                    let mut a = Answer::new(
+                        AnswerSource::Handoff,
+                        reply.unwrap_or_else(|| rules.shop.handoff_message.clone()),
+                    );
+                    a.handoff = Some(reason.clone().unwrap_or_else(|| format!("rule {}", rule.name)));
+                    a
+                }
+                None => Answer::new(AnswerSource::Rule, reply.unwrap_or_default()),
+            };
+            answer.rule = Some(rule.name.clone());
+            return Some(answer);
+        }
+        None
+    }
+
+    /// The first candidate promotion that is on now and whose audience includes the user.
+    pub(super) fn answer_by_promotions(&mut self) -> Option<Answer> {
+        let rules = self.rules;
+        let candidates: Vec<usize> = self
+            .candidates
+            .iter()
+            .filter_map(|o| if let Owner::Promotion(i) = o { Some(*i) } else { None })
+            .collect();
+        for i in candidates {
+            let promo = &rules.promotions[i];
+            if !promo.is_on(&self.now) {
+                self.trace.push(step(
+                    "promotion",
+                    format!("{}: not on at {}", promo.name, self.now.format("%Y-%m-%d %H:%M")),
+                ));
+                continue;
+            }
+            if let Some(audience) = &promo.audience
+                && !self.holds(audience, &format!("promotion {}", promo.name))
+            {
+                self.trace
+                    .push(step("promotion", format!("{}: not for this user", promo.name)));
+                continue;
+            }
+            self.covered.push(format!("promotion:{}", promo.name));
+            self.trace.push(step(
+                "promotion",
+                format!("{} ({}) answers", promo.name, promo.location),
+            ));
+            let reply = self.render(&promo.say, &format!("promotion {}", promo.name));
+            let mut answer = Answer::new(AnswerSource::Promotion, reply);
+            answer.promotion = Some(promo.name.clone());
+            return Some(answer);
+        }
+        None
+    }
+
+    /// Starts the first candidate flow whose start condition holds.
+    fn start_flow(&mut self) -> Option<Answer> {
+        let rules = self.rules;
+        let candidates: Vec<(usize, usize)> = self
+            .candidates
+            .iter()
+            .filter_map(|o| {
+                if let Owner::FlowStart { flow, start } = o {
+                    Some((*flow, *start))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (f, s) in candidates {
+            let flow = &rules.flows[f];
+            if let Some(when) = &flow.starts[s].when
+                && !self.holds(when, &format!("flow {} start", flow.name))
+            {
+                self.trace
+                    .push(step("flow", format!("{}: start condition does not hold", flow.name)));
+                continue;
+            }
+            self.trace
+                .push(step("flow", format!("{} ({}) starts", flow.name, flow.location)));
+            return Some(self.begin_flow(f));
+        }
+        None
+    }
+
+    /// Whether the best intent is one that starts `flow`.
+    pub(super) fn intent_starts(&self, flow: usize) -> bool {
+        let Some(intent) = &self.understanding.intent else {
+            return false;
+        };
+        self.rules.flows[flow].starts.iter().any(|s| match &s.trigger {
+            Trigger::Intents(patterns) => patterns.iter().any(|p| p.matches(intent)),
+            _ => false,
+        })
+    }
+
+    /// Whether the best intent is confident.
+    pub(super) fn confident(&self) -> bool {
+        self.understanding.intent.is_some() && self.understanding.confidence >= self.rules.shop.threshold
+    }
+
+    fn fallback(&mut self, skip_llm: bool) -> Decision {
+        let rules = self.rules;
+        for arm in &rules.fallback {
+            if let Some(when) = &arm.when
+                && !self.holds(when, "fallback")
+            {
+                continue;
+            }
+            match &arm.action {
+                FallbackAction::Handoff(reason) => {
+                    let reason = reason.clone().unwrap_or_else(|| "fallback".into());
+                    self.trace.push(step("fallback", format!("handoff: {reason}")));
+                    let mut answer = Answer::new(AnswerSource::Handoff, rules.shop.handoff_message.clone());
+                    answer.handoff = Some(reason);
+                    return Decision::Answer(answer);
+                }
+                FallbackAction::Reply(template) => {
+                    self.trace.push(step("fallback", "reply"));
+                    let mut answer = Answer::new(AnswerSource::Fallback, self.render(template, "fallback"));
+                    answer.failure = true;
+                    return Decision::Answer(answer);
+                }
+                FallbackAction::Llm(_) if skip_llm => continue,
+                FallbackAction::Llm(style) => {
+                    if self.engine.llm.is_some() {
+                        return Decision::Llm(*style);
+                    }
+                    self.trace.push(step("fallback", "llm: no model is configured"));
+                    return self.fail_and_fall_back();
+                }
+            }
+        }
+        self.trace
+            .push(step("fallback", "nothing applies; the shop's fallback message"));
+        let mut answer = Answer::new(AnswerSource::Fallback, rules.shop.fallback_message.clone());
+        answer.failure = true;
+        Decision::Answer(answer)
+    }
+
+    /// Counts a failure and runs the fallback chain again without its model arms, so that
+    /// `when session.failures >= 3 handoff` sees the failure that just happened.
+    fn fail_and_fall_back(&mut self) -> Decision {
+        self.session.failures += 1;
+        self.failure_counted = true;
+        self.refresh_session_vars();
+        self.fallback(true)
+    }
+
+    /// The first style whose `when` holds (a style without `when` always does).
+    fn style(&mut self, forced: Option<usize>) -> Option<&Style> {
+        let rules = self.rules;
+        if let Some(i) = forced {
+            return rules.styles.get(i);
+        }
+        for style in &rules.styles {
+            match &style.when {
+                Some(when) if !self.holds(when, &format!("style {}", style.name)) => {}
+                _ => return Some(style),
+            }
+        }
+        None
+    }
+
+    /// Asks the model, judges its answer, and falls back when it is not good enough.
+    fn ask_model(&mut self, style: Option<usize>, on_delta: &mut dyn FnMut(&str)) -> Answer {
+        let rules = self.rules;
+        let Some(llm) = self.engine.llm.clone() else {
+            return self.decision_answer(Decision::Answer(Answer::new(
+                AnswerSource::Fallback,
+                rules.shop.fallback_message.clone(),
+            )));
+        };
+        let style = self.style(style).cloned();
+        let mut promotions = Vec::new();
+        for promo in &rules.promotions {
+            if promo.is_on(&self.now)
+                && promo
+                    .audience
+                    .as_ref()
+                    .is_none_or(|a| self.holds(a, "promotion audience"))
+            {
+                promotions.push(self.render(&promo.say, &format!("promotion {}", promo.name)));
+            }
+        }
+        let mut policy_targets: Vec<&str> = self.understanding.levels.iter().map(|(l, _)| l.as_str()).collect();
+        if let Some(i) = &self.understanding.intent {
+            policy_targets.push(i);
+        }
+        let policies: Vec<(&str, &str)> = rules
+            .policies
+            .iter()
+            .filter(|p| {
+                p.applies
+                    .iter()
+                    .any(|pat| policy_targets.iter().any(|t| pat.matches(t)))
+            })
+            .map(|p| (p.name.as_str(), p.text.as_str()))
+            .collect();
+        let slots: Vec<(&str, &str)> = self
+            .session
+            .slots
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let input = prompt::PromptInput {
+            persona: &rules.shop.persona,
+            tone: style.as_ref().and_then(|s| s.tone.as_deref()),
+            promotions,
+            policies,
+            passages: Vec::new(),
+            slots,
+            history: self.session.history.iter().collect(),
+            message: &self.message,
+        };
+        let (messages, injected) = prompt::build(&input);
+        self.trace.push(step("prompt", injected.join(", ")));
+        let request = GenerateRequest {
+            messages,
+            max_tokens: self.engine.config.max_tokens,
+            temperature: style.as_ref().and_then(|s| s.temperature).unwrap_or(0.5) as f32,
+            top_p: style.as_ref().and_then(|s| s.top_p).unwrap_or(0.9) as f32,
+            deadline: Some(std::time::Instant::now() + self.engine.config.llm_timeout),
+        };
+        match llm.generate(&request, on_delta) {
+            Ok(generation) => {
+                let verdict = llm::judge(&generation, &self.message);
+                let threshold = rules.shop.threshold;
+                self.trace.push(step(
+                    "llm",
+                    format!(
+                        "{}: {} tokens, mean p {:.2}, min p {:.2}, confidence {:.2}{}",
+                        llm.name(),
+                        generation.tokens,
+                        generation.mean_prob,
+                        generation.min_prob,
+                        verdict.confidence,
+                        verdict.problem.as_ref().map(|p| format!(", {p}")).unwrap_or_default()
+                    ),
+                ));
+                if verdict.confidence >= threshold {
+                    return Answer::new(AnswerSource::Llm, generation.text.trim().to_string());
+                }
+                self.trace
+                    .push(step("llm", format!("answer withheld: confidence below {threshold}")));
+            }
+            Err(error) => self.trace.push(step("llm", format!("{}: {error}", llm.name()))),
+        }
+        let decision = self.fail_and_fall_back();
+        self.decision_answer(decision)
+    }
+
+    fn decision_answer(&mut self, decision: Decision) -> Answer {
+        match decision {
+            Decision::Answer(a) => a,
+            // The chain is re-run without model arms, so this cannot happen; answer
+            // safely all the same.
+            Decision::Llm(_) => {
+                let mut a = Answer::new(AnswerSource::Fallback, self.rules.shop.fallback_message.clone());
+                a.failure = true;
+                a
+            }
+        }
+    }
+
+    /// Updates the session with the answer, saves it and builds the response.
+    fn finish(mut self, answer: Answer, now_ms: i64) -> TurnResponse {
+        let session = &mut self.session;
+        session.turns += 1;
+        if answer.failure {
+            if !self.failure_counted {
+                session.failures += 1;
+            }
+        } else if answer.handoff.is_none() {
+            session.failures = 0;
+        }
+        if self.understanding.intent.is_some() && self.understanding.confidence >= self.rules.shop.threshold {
+            session.last_intent = self.understanding.intent.clone();
+        }
+        session.feel(self.understanding.emotion);
+        session.remember(Role::User, &self.message, now_ms);
+        if !answer.reply.is_empty() {
+            session.remember(Role::Bot, &answer.reply, now_ms);
+        }
+        if let Some(reason) = &answer.handoff {
+            session.flow = None;
+            session.takeover = Some(crate::dialogue::Takeover {
+                agent: None,
+                reason: Some(reason.clone()),
+                since: now_ms,
+                queued: Vec::new(),
+            });
+        }
+        session.updated_at = now_ms;
+        self.engine.sessions.put(session.clone());
+        let mut response = response_for(self.rules, &self.session, &self.understanding, answer);
+        response.trace = self.trace;
+        response.covered = self.covered;
+        response
+    }
+}
+
+fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: Answer) -> TurnResponse {
+    TurnResponse {
+        session_id: session.id.clone(),
+        reply: answer.reply,
+        source: answer.source,
+        rule: answer.rule,
+        flow: answer.flow,
+        step: answer.step,
+        promotion: answer.promotion,
+        intent: u.intent.clone(),
+        confidence: u.confidence,
+        emotion: u.emotion,
+        entities: u.entities.clone(),
+        handoff: answer.handoff.map(|reason| Handoff { reason }),
+        rules_version: rules.version.clone(),
+        trace: Vec::new(),
+        latency_ms: 0.0,
+        covered: Vec::new(),
+    }
+}
