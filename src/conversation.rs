@@ -76,9 +76,8 @@ pub struct Turn {
     pub expect: Expect,
 }
 
-/// What a human agent does before a turn.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// What a human agent does before a turn: `takeover`, `release`, or `{ reply: 文本 }`.
+#[derive(Clone, Debug)]
 pub enum AgentAction {
     /// Take the conversation over.
     Takeover,
@@ -86,6 +85,25 @@ pub enum AgentAction {
     Release,
     /// Answer it.
     Reply(String),
+}
+
+impl<'de> Deserialize<'de> for AgentAction {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            Reply { reply: String },
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Word(w) if w == "takeover" => Ok(AgentAction::Takeover),
+            Raw::Word(w) if w == "release" => Ok(AgentAction::Release),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "unknown agent action `{w}`: use takeover, release or {{reply: 文本}}"
+            ))),
+            Raw::Reply { reply } => Ok(AgentAction::Reply(reply)),
+        }
+    }
 }
 
 /// Expectations on one turn; every field is optional.
@@ -116,6 +134,9 @@ pub struct Expect {
     pub handoff: Option<HandoffExpect>,
     /// The customer's mood.
     pub emotion: Option<String>,
+    /// Texts some line of the decision trace must contain.
+    #[serde(default)]
+    pub trace_contains: Vec<String>,
 }
 
 /// `handoff: true`, `handoff: false` or `handoff: 连续三次未能解决`.
@@ -318,6 +339,15 @@ fn record(turn: &Turn, r: &TurnResponse) -> TurnRecord {
     for part in &e.reply_excludes {
         if r.reply.contains(part.as_str()) {
             failures.push(format!("reply should not contain `{part}`: `{}`", r.reply));
+        }
+    }
+    for part in &e.trace_contains {
+        if !r
+            .trace
+            .iter()
+            .any(|t| format!("{}: {}", t.stage, t.detail).contains(part.as_str()))
+        {
+            failures.push(format!("no trace line contains `{part}`"));
         }
     }
     match (&e.handoff, &r.handoff) {

@@ -98,6 +98,9 @@ fn promotion_windows_are_whole_days_in_the_shop_time_zone() {
     assert!(promo.is_on(&utc));
     let utc = chrono::DateTime::parse_from_rfc3339("2026-11-11T16:00:00Z").unwrap();
     assert!(!promo.is_on(&utc));
+    // The DSL example's `to 2026-11-11 23:59` includes the whole last minute.
+    let example = kefu::dsl::load_dir(Path::new("tests/data/dsl_example")).rules.unwrap();
+    assert_eq!(example.promotions[0].to.to_rfc3339(), "2026-11-11T23:59:59+08:00");
     assert_eq!(promo.triggers, [Trigger::Keywords(vec!["双11".into()])]);
 }
 

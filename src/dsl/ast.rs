@@ -76,8 +76,8 @@ pub struct DurationLit {
 pub struct DateTimeLit {
     /// Year, month, day as written.
     pub date: (i32, u32, u32),
-    /// Hour, minute, second, when a time was written.
-    pub time: Option<(u32, u32, u32)>,
+    /// Hour, minute and (when written) second, when a time was written.
+    pub time: Option<(u32, u32, Option<u32>)>,
     /// Where it is written.
     pub span: Span,
 }

@@ -767,7 +767,13 @@ impl Lowerer<'_> {
             ));
             return None;
         };
-        let (h, min, s) = lit.time.unwrap_or(if end_of_day { (23, 59, 59) } else { (0, 0, 0) });
+        // A bare date covers the whole day; a `to` time without seconds covers its whole
+        // minute, so `to 2026-11-11 23:59` still includes 23:59:30.
+        let (h, min, s) = match lit.time {
+            None if end_of_day => (23, 59, 59),
+            None => (0, 0, 0),
+            Some((h, m, s)) => (h, m, s.unwrap_or(if end_of_day { 59 } else { 0 })),
+        };
         let Some(time) = chrono::NaiveTime::from_hms_opt(h, min, s) else {
             self.push(Diagnostic::error(lit.span, format!("invalid time {h:02}:{min:02}")));
             return None;

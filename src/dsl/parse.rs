@@ -238,6 +238,9 @@ fn hint_for(rest: &str, at: usize) -> Option<String> {
     if here.starts_with(['，', '；']) {
         return Some("lists are separated with an ASCII comma `,`".into());
     }
+    if rest[..at].trim_end().ends_with(',') {
+        return Some("a list ends without a comma: remove the `,` after its last item".into());
+    }
     let line_end = rest[..at].rfind('\n').map_or(0, |i| i + 1);
     let line = &rest[line_end..at];
     if line.matches('"').count() % 2 == 1 {
@@ -741,7 +744,7 @@ impl Builder<'_> {
         let ymd = (date[0..4].parse().unwrap_or(0), num(&date[5..7]), num(&date[8..10]));
         let time = parts.next().map(|t| {
             let t = t.as_str();
-            (num(&t[0..2]), num(&t[3..5]), t.get(6..8).map_or(0, num))
+            (num(&t[0..2]), num(&t[3..5]), t.get(6..8).map(num))
         });
         DateTimeLit { date: ymd, time, span }
     }

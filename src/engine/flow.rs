@@ -91,15 +91,20 @@ impl Turn<'_> {
             return Some(Decision::Answer(answer));
         }
 
-        // A confident question about something else is answered, then the pending question
-        // is asked again (a digression). An answer that fills the slot is never one.
+        // A question about something else is answered, then the pending question is asked
+        // again (a digression): the answer does not fill the slot, is not about the flow's
+        // own intent, and a rule or promotion answers it. A slot filled from the whole
+        // message accepts anything, so there only a confident other intent digresses.
         if let Some(OpKind::Ask {
             entity, prompt, slot, ..
         }) = flow.ops.get(state.pc).map(|op| &op.kind)
             && state.awaiting.is_some()
         {
-            let fills = entity.as_ref().is_some_and(|e| self.understanding.entity(e).is_some());
-            if !fills && self.confident() && !self.intent_starts(index) {
+            let fills = match entity {
+                Some(e) => self.understanding.entity(e).is_some(),
+                None => !self.confident(),
+            };
+            if !fills && !self.intent_starts(index) {
                 self.session.flow = Some(state.clone());
                 if let Some(mut answer) = self.answer_by_rules().or_else(|| self.answer_by_promotions()) {
                     if answer.handoff.is_some() {
@@ -114,7 +119,6 @@ impl Turn<'_> {
                     }
                     return Some(Decision::Answer(answer));
                 }
-                self.session.flow = None;
             }
         }
         self.session.flow = Some(state.clone());
