@@ -177,8 +177,15 @@ impl Recognizer {
             let f = folded.text.as_str();
             match matcher {
                 Matcher::Regex(re) => {
-                    for m in re.find_iter(f).filter(|m| !m.is_empty()) {
-                        push(m.start(), m.end(), m.as_str().to_string());
+                    for m in re.find_iter(f) {
+                        // A pattern such as `1\d\d\s*(cm)?` may take the space after the
+                        // number; the entity is the number, not the space.
+                        let text = m.as_str();
+                        let start = m.start() + (text.len() - text.trim_start().len());
+                        let end = m.end() - (text.len() - text.trim_end().len());
+                        if start < end {
+                            push(start, end, f[start..end].to_string());
+                        }
                     }
                 }
                 Matcher::Lexicon(lex) => {
