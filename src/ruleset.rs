@@ -16,6 +16,7 @@ use chrono_tz::Tz;
 use regex::Regex;
 
 use crate::dsl::diagnostic::Span;
+use crate::nlu::Nlu;
 use crate::safety::SafetyConfig;
 use crate::script::{Script, Template};
 
@@ -51,6 +52,9 @@ pub struct RuleSet {
     pub safety: SafetyConfig,
     /// Candidate lookup by keyword, intent and entity.
     pub triggers: TriggerIndex,
+    /// Understanding: the intent classifier trained on `intents`, the entity recognisers
+    /// (`entities` and the built-ins) and the emotion lexicon.
+    pub nlu: Nlu,
     /// The sandboxed script engine with the file sources registered as functions.
     pub engine: rhai::Engine,
 }

@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 
 use super::ast::{self, Ident, Item, StepKind, Str, TriggerKind};
 use super::diagnostic::{Diagnostic, FileId, SourceMap, Span};
+use crate::nlu::entities::BUILTIN_ENTITIES;
+use crate::nlu::{Nlu, Options as NluOptions};
 use crate::ruleset::*;
 use crate::safety::{self, Fold, ListAction, PiiKind, SafetyConfig};
 use crate::script::compile::closest;
@@ -126,7 +128,12 @@ impl Lowerer<'_> {
         let intents = self.intents(&items.intents);
         let intent_paths: BTreeSet<String> = intents.iter().flat_map(|i| ancestors_and_self(&i.name)).collect();
         let entities = self.entities(&items.entities);
-        let entity_names: BTreeSet<String> = entities.iter().map(|e| e.name.clone()).collect();
+        // Built-in entities (order_no, money, date, ...) can be used without a declaration.
+        let entity_names: BTreeSet<String> = entities
+            .iter()
+            .map(|e| e.name.clone())
+            .chain(BUILTIN_ENTITIES.iter().map(|n| n.to_string()))
+            .collect();
         let data_sources = self.data_sources(&items.sources);
         let source_names: Vec<String> = data_sources.iter().map(|s| s.name.clone()).collect();
         let compiler = ScriptCompiler::new(&source_names, &shop.context);
@@ -149,6 +156,15 @@ impl Lowerer<'_> {
         }
 
         let triggers = build_index(&intents, &rules, &promotions, &flows);
+        let nlu = Nlu::train(
+            &intents,
+            &entities,
+            &NluOptions {
+                threshold: shop.threshold,
+                timezone: shop.timezone,
+                ..NluOptions::default()
+            },
+        );
         let mut engine = sandboxed_engine(Limits::default());
         register_sources(&mut engine, &data_sources);
         engine.register_fn(
@@ -195,6 +211,7 @@ impl Lowerer<'_> {
             fallback,
             safety,
             triggers,
+            nlu,
             engine,
         })
     }

@@ -155,7 +155,9 @@ pub(super) fn run(
     let context = nlu::Context {
         recent_emotions: session.emotions.clone(),
     };
-    let understanding = understand(rules, &message, &context);
+    // Relative dates ("昨天") resolve against the turn's shop-local day, so replays with
+    // `as_of` understand them as they were meant.
+    let understanding = rules.nlu.understand_on(&message, &context, now.date_naive());
     trace.push(step("nlu", describe_understanding(&understanding)));
     if let Some(product) = request.context.as_ref().and_then(|c| c.get("product")) {
         session.product = Some(product.clone());
@@ -215,73 +217,6 @@ fn describe_understanding(u: &Understanding) -> String {
         s.push_str(&format!(", {}={}", e.name, e.value));
     }
     s
-}
-
-/// Understanding of a message. Until the trained classifier lands (the NLU issue), intents
-/// come from the intents' keywords alone: one intent's keywords found means that intent,
-/// fully confident; several or none means no confident intent.
-fn understand(rules: &RuleSet, text: &str, _context: &nlu::Context) -> Understanding {
-    let mut entities = Vec::new();
-    for entity in &rules.entities {
-        match &entity.matcher {
-            crate::ruleset::EntityMatcher::Regex(re) => {
-                for m in re.find_iter(text) {
-                    entities.push(nlu::EntityMatch {
-                        name: entity.name.clone(),
-                        value: m.as_str().to_string(),
-                        text: m.as_str().to_string(),
-                        start: m.start(),
-                        end: m.end(),
-                    });
-                }
-            }
-            crate::ruleset::EntityMatcher::Lexicon(words) => {
-                let mut best: Option<(usize, &str, &str)> = None;
-                for (surface, canonical) in words {
-                    if let Some(at) = text.find(surface.as_str())
-                        && best.is_none_or(|(b, s, _)| at < b || (at == b && surface.len() > s.len()))
-                    {
-                        best = Some((at, surface, canonical));
-                    }
-                }
-                if let Some((at, surface, canonical)) = best {
-                    entities.push(nlu::EntityMatch {
-                        name: entity.name.clone(),
-                        value: canonical.to_string(),
-                        text: surface.to_string(),
-                        start: at,
-                        end: at + surface.len(),
-                    });
-                }
-            }
-        }
-    }
-    entities.sort_by_key(|e| e.start);
-    let intents: BTreeSet<usize> = rules
-        .triggers
-        .keyword_owners(text)
-        .into_iter()
-        .filter_map(|o| if let Owner::Intent(i) = o { Some(i) } else { None })
-        .collect();
-    let mut understanding = Understanding {
-        entities,
-        ..Understanding::default()
-    };
-    if intents.len() == 1 {
-        let name = rules.intents[*intents.iter().next().expect("one")].name.clone();
-        let mut prefix = String::new();
-        for level in name.split('.') {
-            if !prefix.is_empty() {
-                prefix.push('.');
-            }
-            prefix.push_str(level);
-            understanding.levels.push((prefix.clone(), 1.0));
-        }
-        understanding.ranked = vec![(name.clone(), 1.0)];
-        understanding.intent = Some(name);
-        understanding.confidence = 1.0;
-    }
-    understanding
 }
 
 impl Turn<'_> {

@@ -1,9 +1,69 @@
 //! Understanding a message: intent with a calibrated confidence, entities, emotion.
 //!
-//! These types are the contract between understanding and the turn engine: the engine
-//! asks for an [`Understanding`] of each (already safety-filtered) message and decides
-//! from it alone. How the classifier, entity recognisers and emotion lexicon work is
-//! their own modules' business.
+//! The types at the top of this file are the contract between understanding and the turn
+//! engine: the engine asks [`Nlu::understand`] for an [`Understanding`] of each (already
+//! safety-filtered) message and decides from it alone. [`Nlu`] is built once per rule set,
+//! at load time, from the `intent` and `entity` blocks, and stored in the `RuleSet`.
+//!
+//! # How it works
+//!
+//! **Features** ([`features`]): character 1-3-grams of the message with whitespace and
+//! punctuation removed (Chinese needs no segmenter), Latin word uni- and bigrams, and one
+//! feature per intent whose `keywords` occur; full-width ASCII folded, lowercased, digits
+//! folded to `0`. Hashed (FNV-1a) into 2^20 buckets, weighted tf-idf (sublinear tf, smoothed
+//! idf from the training examples) and scaled to unit length, where buckets never seen in
+//! training still count in the length.
+//!
+//! **Classifier** ([`classifier`]): multinomial logistic regression, the seed's softmax
+//! `P(y|x) = exp(W_y·x + b_y) / Σ_i exp(W_i·x + b_i)`, over one class per declared intent plus
+//! one out-of-scope class. Trained by L-BFGS on the weighted mean cross-entropy with an L2
+//! penalty, from zero, single-threaded in a fixed order: the same rule files always give
+//! the same weights. Each example weighs 1; each keyword is also an example (weight
+//! [`KEYWORD_WEIGHT`]) that is never held out.
+//!
+//! **Calibration**: temperature scaling. The examples are split into five stratified folds;
+//! five models, each trained without one fold, score the fold they did not see, and the
+//! temperature `T` that minimises the negative log-likelihood of those held-out scores is
+//! fitted. The final model, trained on every example, divides its logits by `T`. The
+//! resulting `confidence` is the probability that the answer is right as measured on
+//! messages the model had not seen, which is what a threshold should compare against.
+//!
+//! **Out of scope**: two signals, both learned rather than hand-set.
+//! 1. An out-of-scope class trained on a built-in, shop-independent corpus of messages no
+//!    shop handles (`oos.txt`: flights, weather, homework, other businesses, idle chat).
+//!    Lines containing one of the shop's intent keywords are dropped, so a shop whose
+//!    business overlaps the corpus keeps its own messages.
+//! 2. Novelty: n-grams never seen in training still count in the vector's length, so a
+//!    message made mostly of them has little weight on any learned feature, its logits stay
+//!    near the biases, and no intent gets much probability. Cross-validation sees the same
+//!    effect on held-out examples, so calibration accounts for it.
+//!
+//! A message is out of scope (`intent: None`) when the out-of-scope class has at least half
+//! the probability; otherwise `intent` is the most probable declared intent, whose
+//! `confidence` may still be below the shop's threshold.
+//!
+//! **Hierarchy**: an intent level's probability is the sum over every declared intent at or
+//! below it, so `levels` of "退货还是换货呢" can hold `("售后", 0.9)` while neither leaf is
+//! above the threshold, and a rule on `售后.*` can answer.
+//!
+//! **Entities** ([`entities`]) and **emotion** ([`emotion`]) are described in their modules.
+
+pub mod classifier;
+pub mod emotion;
+pub mod entities;
+pub mod eval;
+pub mod features;
+
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+
+use crate::ruleset::{Entity, Intent};
+use classifier::{Example, Model, Params, TrainingReport};
+use emotion::EmotionDetector;
+use entities::Recognizer;
+use features::{Featurizer, fold};
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +96,17 @@ impl Understanding {
     /// The first value of an entity, canonical form.
     pub fn entity(&self, name: &str) -> Option<&str> {
         self.entities.iter().find(|e| e.name == name).map(|e| e.value.as_str())
+    }
+
+    /// The entities as a script map, name → the first value (canonical form), which is how
+    /// rules and flows read them (`entities.height`).
+    pub fn entities_map(&self) -> rhai::Map {
+        let mut map = rhai::Map::new();
+        for e in &self.entities {
+            map.entry(e.name.as_str().into())
+                .or_insert_with(|| e.value.clone().into());
+        }
+        map
     }
 }
 
@@ -87,4 +158,315 @@ impl Emotion {
 pub struct Context {
     /// Emotions of the customer's previous messages, oldest first (bounded by the caller).
     pub recent_emotions: Vec<Emotion>,
+}
+
+/// Weight of a keyword when it is used as a training example of its intent: a keyword is
+/// evidence, but a bare word is not a message.
+pub const KEYWORD_WEIGHT: f64 = 0.5;
+
+/// The built-in out-of-scope corpus.
+const OOS_CORPUS: &str = include_str!("oos.txt");
+
+/// The name `kefu eval` and data files use for the out-of-scope label.
+pub const OUT_OF_SCOPE: &str = "oos";
+
+/// How many intents [`Understanding::ranked`] lists.
+const RANKED: usize = 5;
+
+/// Training settings for [`Nlu::train`].
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Classifier settings.
+    pub params: Params,
+    /// Confidence below which an intent does not count (the shop's `threshold`).
+    pub threshold: f64,
+    /// The zone "today" is taken in for relative dates.
+    pub timezone: Tz,
+    /// Whether to train the out-of-scope class on the built-in corpus.
+    pub builtin_oos: bool,
+    /// Total weight of the out-of-scope corpus, as a multiple of the average intent's
+    /// total weight (its examples). The corpus is larger than any intent's examples; left
+    /// at one weight per line, it would teach the model that most messages are off-topic.
+    pub oos_weight: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            params: Params::default(),
+            threshold: 0.6,
+            timezone: chrono_tz::Asia::Shanghai,
+            builtin_oos: true,
+            oos_weight: 0.25,
+        }
+    }
+}
+
+/// The class probabilities of one message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Classification {
+    /// Probability of each declared intent, in declaration order.
+    pub intents: Vec<f64>,
+    /// Probability that the message is about nothing the shop handles.
+    pub out_of_scope: f64,
+    /// Share of the message's feature mass seen in training (1 = every n-gram known).
+    pub coverage: f64,
+}
+
+/// Understanding, built from a rule set's intents and entities. Immutable and shared by
+/// every turn (`Send + Sync`).
+#[derive(Clone)]
+pub struct Nlu {
+    intents: Vec<String>,
+    featurizer: Featurizer,
+    model: Model,
+    /// Every intent level (declared intents and their ancestors) with the classes at or
+    /// below it.
+    levels: Vec<(String, Vec<usize>)>,
+    /// For each intent, indices into `levels` of its ancestors and itself, top first.
+    chains: Vec<Vec<usize>>,
+    recognizer: Recognizer,
+    emotion: EmotionDetector,
+    threshold: f64,
+    timezone: Tz,
+    training_time: Duration,
+}
+
+impl std::fmt::Debug for Nlu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nlu")
+            .field("intents", &self.intents.len())
+            .field("report", self.model.report())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Nlu {
+    /// Trains the classifier on the intents' examples and keywords and compiles the entity
+    /// recognisers. Deterministic: the same intents and options give the same model.
+    pub fn train(intents: &[Intent], entities: &[Entity], options: &Options) -> Nlu {
+        let started = Instant::now();
+        let names: Vec<String> = intents.iter().map(|i| i.name.clone()).collect();
+        let keywords: Vec<Vec<String>> = intents.iter().map(|i| i.keywords.clone()).collect();
+        let featurizer = Featurizer::new(&keywords);
+        let oos = intents.len();
+
+        let mut examples = Vec::new();
+        for (label, intent) in intents.iter().enumerate() {
+            let mut seen = std::collections::BTreeSet::new();
+            for text in &intent.examples {
+                if seen.insert(fold(text.trim())) {
+                    examples.push(Example {
+                        features: featurizer.features(text),
+                        label,
+                        weight: 1.0,
+                        holdout: true,
+                    });
+                }
+            }
+            for k in &intent.keywords {
+                examples.push(Example {
+                    features: featurizer.features(k),
+                    label,
+                    weight: KEYWORD_WEIGHT,
+                    holdout: false,
+                });
+            }
+        }
+        if options.builtin_oos && !intents.is_empty() {
+            let per_intent = examples.iter().filter(|e| e.holdout).count() as f64 / intents.len() as f64;
+            let first_oos = examples.len();
+            let shop_words: Vec<String> = keywords.iter().flatten().map(|k| fold(k.trim())).collect();
+            for line in OOS_CORPUS.lines().map(str::trim) {
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let folded = fold(line);
+                if shop_words.iter().any(|k| !k.is_empty() && folded.contains(k.as_str())) {
+                    continue;
+                }
+                examples.push(Example {
+                    features: featurizer.features(line),
+                    label: oos,
+                    weight: 1.0,
+                    holdout: true,
+                });
+            }
+            let lines = (examples.len() - first_oos) as f64;
+            for e in &mut examples[first_oos..] {
+                e.weight = options.oos_weight * per_intent.max(1.0) / lines;
+            }
+        }
+        let model = Model::train(&examples, intents.len() + 1, &options.params);
+
+        let mut levels: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut chains = Vec::new();
+        for name in &names {
+            let mut chain = Vec::new();
+            let mut prefix = String::new();
+            for part in name.split('.') {
+                if !prefix.is_empty() {
+                    prefix.push('.');
+                }
+                prefix.push_str(part);
+                let at = match levels.iter().position(|(p, _)| *p == prefix) {
+                    Some(at) => at,
+                    None => {
+                        let under = names
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, n)| {
+                                *n == &prefix || n.strip_prefix(prefix.as_str()).is_some_and(|r| r.starts_with('.'))
+                            })
+                            .map(|(i, _)| i)
+                            .collect();
+                        levels.push((prefix.clone(), under));
+                        levels.len() - 1
+                    }
+                };
+                chain.push(at);
+            }
+            chains.push(chain);
+        }
+
+        Nlu {
+            intents: names,
+            featurizer,
+            model,
+            levels,
+            chains,
+            recognizer: Recognizer::new(entities),
+            emotion: EmotionDetector::new(),
+            threshold: options.threshold,
+            timezone: options.timezone,
+            training_time: started.elapsed(),
+        }
+    }
+
+    /// An `Nlu` for a rule set without intents: everything is out of scope.
+    pub fn empty() -> Nlu {
+        Nlu::train(&[], &[], &Options::default())
+    }
+
+    /// Understands a message, resolving relative dates against today in the shop's zone.
+    pub fn understand(&self, text: &str, ctx: &Context) -> Understanding {
+        let today = chrono::Utc::now().with_timezone(&self.timezone).date_naive();
+        self.understand_on(text, ctx, today)
+    }
+
+    /// Understands a message as of `today` (for tests and replays).
+    pub fn understand_on(&self, text: &str, ctx: &Context, today: NaiveDate) -> Understanding {
+        let c = self.classify(text);
+        let mut u = self.interpret(&c);
+        u.entities = self.recognizer.find(text, today);
+        u.emotion = self.emotion.detect(text, &ctx.recent_emotions);
+        u
+    }
+
+    /// The class probabilities of a message (the classifier alone).
+    pub fn classify(&self, text: &str) -> Classification {
+        let (mut p, coverage) = self.model.predict(&self.featurizer.features(text));
+        let out_of_scope = p.pop().unwrap_or(1.0);
+        Classification {
+            intents: p,
+            out_of_scope,
+            coverage,
+        }
+    }
+
+    /// Intent, confidence, levels and ranking from class probabilities.
+    pub fn interpret(&self, c: &Classification) -> Understanding {
+        let mut order: Vec<usize> = (0..c.intents.len()).collect();
+        // Stable: equal probabilities keep declaration order.
+        order.sort_by(|&a, &b| c.intents[b].total_cmp(&c.intents[a]));
+        let ranked = order
+            .iter()
+            .take(RANKED)
+            .map(|&i| (self.intents[i].clone(), c.intents[i]))
+            .collect();
+        let best = order.first().copied().filter(|_| c.out_of_scope < 0.5);
+        let Some(best) = best else {
+            return Understanding {
+                ranked,
+                ..Understanding::default()
+            };
+        };
+        let levels = self.chains[best]
+            .iter()
+            .map(|&l| {
+                let (path, under) = &self.levels[l];
+                (path.clone(), under.iter().map(|&i| c.intents[i]).sum())
+            })
+            .collect();
+        Understanding {
+            intent: Some(self.intents[best].clone()),
+            confidence: c.intents[best],
+            levels,
+            ranked,
+            ..Understanding::default()
+        }
+    }
+
+    /// The label `kefu eval` scores: the intent when it is confident enough to act on
+    /// (confidence at least the threshold), otherwise [`OUT_OF_SCOPE`].
+    pub fn label(&self, text: &str) -> &str {
+        self.label_with(text, false)
+    }
+
+    /// Like [`label`](Self::label); with `closed_set`, the most probable declared intent
+    /// whatever its confidence and the out-of-scope class (for comparing the classifier
+    /// with others that have no out-of-scope notion).
+    pub fn label_with(&self, text: &str, closed_set: bool) -> &str {
+        let c = self.classify(text);
+        if closed_set {
+            let best = (0..c.intents.len()).fold(None, |best: Option<usize>, i| match best {
+                Some(b) if c.intents[b] >= c.intents[i] => Some(b),
+                _ => Some(i),
+            });
+            return best.map_or(OUT_OF_SCOPE, |i| self.intents[i].as_str());
+        }
+        let u = self.interpret(&c);
+        match u.intent {
+            Some(_) if u.confidence >= self.threshold => {
+                let best = self.intents.iter().position(|n| Some(n) == u.intent.as_ref());
+                best.map_or(OUT_OF_SCOPE, |i| self.intents[i].as_str())
+            }
+            _ => OUT_OF_SCOPE,
+        }
+    }
+
+    /// The declared intents, in declaration order.
+    pub fn intents(&self) -> &[String] {
+        &self.intents
+    }
+
+    /// The confidence threshold the shop acts on.
+    pub fn threshold(&self) -> f64 {
+        self.threshold
+    }
+
+    /// What training found (features, iterations, temperature, cross-validated accuracy).
+    pub fn report(&self) -> &TrainingReport {
+        self.model.report()
+    }
+
+    /// The trained classifier.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// How long training took (not part of the model: it differs run to run).
+    pub fn training_time(&self) -> Duration {
+        self.training_time
+    }
+
+    /// The entity recogniser (shop and built-in entities).
+    pub fn recognizer(&self) -> &Recognizer {
+        &self.recognizer
+    }
+
+    /// The emotion detector.
+    pub fn emotion(&self) -> &EmotionDetector {
+        &self.emotion
+    }
 }

@@ -1,0 +1,606 @@
+//! Multinomial logistic regression: the seed's softmax `P(y|x) = exp(W_y·x + b_y) / Σ_i
+//! exp(W_i·x + b_i)`, trained with L-BFGS and calibrated by temperature scaling.
+//!
+//! - **Objective**: the weighted mean cross-entropy plus `λ/2 ‖W‖²` (the biases are not
+//!   penalised). It is convex, so the optimum does not depend on where training starts.
+//! - **Optimizer**: L-BFGS (Nocedal & Wright, algorithm 7.4) with a backtracking line search
+//!   that enforces the Armijo condition, from all-zero weights. Everything runs on one
+//!   thread in a fixed order, so the same training set always gives bit-identical weights.
+//! - **Calibration**: the raw softmax of a regularised model trained on a dozen examples per
+//!   class is not a probability anyone should act on. The examples are split into stratified
+//!   folds; a model trained without each fold scores it, and one temperature `T` is fitted to
+//!   minimise the negative log-likelihood of those held-out scores (Guo et al., 2017). The
+//!   final model is trained on everything and its logits divided by `T`.
+
+use super::features::{Bucket, SparseVec, Vocab};
+
+/// Held-out scores of one fold: (logits, label, weight) per example.
+type Scored = Vec<(Vec<f64>, usize, f64)>;
+
+/// Training settings.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// L2 penalty on the weights (per unit of mean loss).
+    pub lambda: f64,
+    /// Most L-BFGS iterations.
+    pub max_iter: usize,
+    /// Stop when the largest gradient component has shrunk by this factor from its value
+    /// at the start (relative, because the loss is a mean and its gradient small).
+    pub tolerance: f64,
+    /// Cross-validation folds for calibration (0 or 1: no calibration, `T = 1`).
+    pub folds: usize,
+    /// L-BFGS memory (correction pairs kept).
+    pub memory: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            lambda: 1e-4,
+            max_iter: 300,
+            tolerance: 1e-3,
+            folds: 5,
+            memory: 5,
+        }
+    }
+}
+
+/// One training example: hashed features, class, weight, and whether it may be held out
+/// for calibration (keyword pseudo-examples are not messages, so they always train).
+#[derive(Clone, Debug)]
+pub struct Example {
+    /// Hashed features with counts.
+    pub features: Vec<(Bucket, u32)>,
+    /// Class index.
+    pub label: usize,
+    /// Weight in the loss.
+    pub weight: f64,
+    /// Whether the example takes part in cross-validation as a held-out message.
+    pub holdout: bool,
+}
+
+/// What training found out, for `kefu eval` and logs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrainingReport {
+    /// Distinct features seen in training (weight rows).
+    pub features: usize,
+    /// L-BFGS iterations of the final model.
+    pub iterations: usize,
+    /// The fitted temperature.
+    pub temperature: f64,
+    /// Accuracy of the cross-validated predictions on the held-out examples (0 when there
+    /// was no calibration).
+    pub cv_accuracy: f64,
+}
+
+/// A trained, calibrated classifier. Immutable; shared by every turn.
+#[derive(Clone, Debug)]
+pub struct Model {
+    vocab: Vocab,
+    classes: usize,
+    /// `weights[row * classes + class]`.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    inv_temperature: f64,
+    report: TrainingReport,
+}
+
+impl Model {
+    /// Trains and calibrates a model for `classes` classes.
+    pub fn train(examples: &[Example], classes: usize, params: &Params) -> Model {
+        let held = examples.iter().filter(|e| e.holdout).count();
+        let folds = if params.folds >= 2 && classes >= 2 && held >= params.folds {
+            params.folds
+        } else {
+            0
+        };
+        let assignment = assign_folds(examples, folds.max(1));
+        // The final model and the fold models are independent: train them on as many
+        // threads as the machine offers. Each result lands in its own slot, so the outcome
+        // does not depend on scheduling. Job `folds` is the final model.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(folds + 1);
+        let mut logits: Vec<Scored> = vec![Vec::new(); folds];
+        let mut final_model: Option<Model> = None;
+        std::thread::scope(|scope| {
+            let assignment = &assignment;
+            let mut groups: Vec<Vec<(usize, &mut Scored)>> = (0..threads).map(|_| Vec::new()).collect();
+            for (i, slot) in logits.iter_mut().enumerate() {
+                groups[(i + 1) % threads].push((i, slot));
+            }
+            let mut groups = groups.into_iter();
+            let first = groups.next().unwrap_or_default();
+            for group in groups {
+                scope.spawn(move || {
+                    for (fold, out) in group {
+                        *out = held_out_logits(examples, assignment, fold, classes, params);
+                    }
+                });
+            }
+            // This thread trains the final model, then its share of the folds.
+            let all: Vec<&Example> = examples.iter().collect();
+            final_model = Some(fit(&all, classes, params));
+            for (fold, out) in first {
+                *out = held_out_logits(examples, assignment, fold, classes, params);
+            }
+        });
+        let mut model = final_model.expect("trained above");
+        let logits: Scored = logits.into_iter().flatten().collect();
+        if folds > 0 {
+            let right: f64 = logits.iter().filter(|(z, y, _)| argmax(z) == *y).map(|x| x.2).sum();
+            let total: f64 = logits.iter().map(|x| x.2).sum();
+            model.report.cv_accuracy = if total > 0.0 { right / total } else { 0.0 };
+            model.report.temperature = fit_temperature(&logits);
+            model.inv_temperature = 1.0 / model.report.temperature;
+        }
+        model
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// What training found.
+    pub fn report(&self) -> &TrainingReport {
+        &self.report
+    }
+
+    /// The weights and biases, for tests that compare two trainings.
+    pub fn parameters(&self) -> (&[f32], &[f32]) {
+        (&self.weights, &self.bias)
+    }
+
+    /// Uncalibrated logits of a document and the coverage of its vector.
+    fn raw_logits(&self, doc: &[(Bucket, u32)]) -> (Vec<f64>, f64) {
+        let x = self.vocab.vectorize(doc);
+        (self.logits_of(&x), x.coverage)
+    }
+
+    fn logits_of(&self, x: &SparseVec) -> Vec<f64> {
+        let k = self.classes;
+        let mut z: Vec<f64> = self.bias.iter().map(|&b| f64::from(b)).collect();
+        for &(row, v) in &x.entries {
+            let w = &self.weights[row as usize * k..row as usize * k + k];
+            for (zc, &wc) in z.iter_mut().zip(w) {
+                *zc += v * f64::from(wc);
+            }
+        }
+        z
+    }
+
+    /// Calibrated class probabilities of a document (hashed features), and the share of the
+    /// document's feature mass the model has seen in training.
+    pub fn predict(&self, doc: &[(Bucket, u32)]) -> (Vec<f64>, f64) {
+        let x = self.vocab.vectorize(doc);
+        let mut z = self.logits_of(&x);
+        for v in &mut z {
+            *v *= self.inv_temperature;
+        }
+        softmax_in_place(&mut z);
+        (z, x.coverage)
+    }
+}
+
+/// Trains without `fold` and scores the examples of `fold`: (logits, label, weight).
+fn held_out_logits(
+    examples: &[Example],
+    folds: &[Option<usize>],
+    fold: usize,
+    classes: usize,
+    params: &Params,
+) -> Scored {
+    let train: Vec<&Example> = examples
+        .iter()
+        .zip(folds)
+        .filter(|(_, f)| **f != Some(fold))
+        .map(|(e, _)| e)
+        .collect();
+    let model = fit(&train, classes, params);
+    examples
+        .iter()
+        .zip(folds)
+        .filter(|(_, f)| **f == Some(fold))
+        .map(|(e, _)| (model.raw_logits(&e.features).0, e.label, e.weight))
+        .collect()
+}
+
+/// Stratified fold of each example (`None` = always trains): the i-th held-out example of
+/// a class goes to fold `i mod k`, so every class is spread over the folds.
+fn assign_folds(examples: &[Example], k: usize) -> Vec<Option<usize>> {
+    let mut seen_per_class: Vec<usize> = Vec::new();
+    examples
+        .iter()
+        .map(|e| {
+            if !e.holdout {
+                return None;
+            }
+            if seen_per_class.len() <= e.label {
+                seen_per_class.resize(e.label + 1, 0);
+            }
+            let i = seen_per_class[e.label];
+            seen_per_class[e.label] += 1;
+            // Offset by class so that small classes do not all start in fold 0.
+            Some((i + e.label) % k)
+        })
+        .collect()
+}
+
+fn argmax(z: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, v) in z.iter().enumerate() {
+        if *v > z[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Softmax, stable against overflow.
+pub fn softmax_in_place(z: &mut [f64]) {
+    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut sum = 0.0;
+    for v in z.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in z.iter_mut() {
+        *v /= sum;
+    }
+}
+
+/// The temperature minimising the weighted held-out negative log-likelihood, by golden-
+/// section search on `ln T` in `[ln 0.05, ln 20]` (the NLL is unimodal in `T`).
+fn fit_temperature(logits: &[(Vec<f64>, usize, f64)]) -> f64 {
+    let nll = |log_t: f64| -> f64 {
+        let inv = (-log_t).exp();
+        let mut total = 0.0;
+        for (z, y, w) in logits {
+            let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max) * inv;
+            let lse = z.iter().map(|v| (v * inv - max).exp()).sum::<f64>().ln() + max;
+            total += w * (lse - z[*y] * inv);
+        }
+        total
+    };
+    let (mut a, mut b) = (0.05f64.ln(), 20f64.ln());
+    let phi = (5f64.sqrt() - 1.0) / 2.0;
+    let mut c = b - phi * (b - a);
+    let mut d = a + phi * (b - a);
+    let (mut fc, mut fd) = (nll(c), nll(d));
+    for _ in 0..80 {
+        if fc < fd {
+            b = d;
+            d = c;
+            fd = fc;
+            c = b - phi * (b - a);
+            fc = nll(c);
+        } else {
+            a = c;
+            c = d;
+            fc = fd;
+            d = a + phi * (b - a);
+            fd = nll(d);
+        }
+    }
+    ((a + b) / 2.0).exp()
+}
+
+/// The training problem: examples vectorised against one vocabulary.
+struct Problem {
+    x: Vec<SparseVec>,
+    y: Vec<usize>,
+    /// Example weights divided by their sum (the loss is a weighted mean).
+    w: Vec<f64>,
+    rows: usize,
+    classes: usize,
+    lambda: f64,
+}
+
+impl Problem {
+    fn dim(&self) -> usize {
+        self.rows * self.classes + self.classes
+    }
+
+    /// The objective and its gradient at `theta` (weights row-major, then the biases).
+    fn eval(&self, theta: &[f64], grad: &mut [f64]) -> f64 {
+        let k = self.classes;
+        let nw = self.rows * k;
+        let (weights, bias) = theta.split_at(nw);
+        grad.fill(0.0);
+        let mut loss = 0.0;
+        let mut z = vec![0.0; k];
+        for ((x, &y), &w) in self.x.iter().zip(&self.y).zip(&self.w) {
+            z.copy_from_slice(bias);
+            for &(row, v) in &x.entries {
+                let wr = &weights[row as usize * k..row as usize * k + k];
+                for (zc, &wc) in z.iter_mut().zip(wr) {
+                    *zc += v * wc;
+                }
+            }
+            let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let mut sum = 0.0;
+            for v in z.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            // z now holds exp(z - max); p = z / sum.
+            loss += w * (sum.ln() + max - (z[y].ln() + max));
+            let inv = 1.0 / sum;
+            for (c, v) in z.iter_mut().enumerate() {
+                *v = w * (*v * inv - if c == y { 1.0 } else { 0.0 });
+            }
+            for &(row, v) in &x.entries {
+                let g = &mut grad[row as usize * k..row as usize * k + k];
+                for (gc, &dc) in g.iter_mut().zip(&z) {
+                    *gc += v * dc;
+                }
+            }
+            for (gb, &dc) in grad[nw..].iter_mut().zip(&z) {
+                *gb += dc;
+            }
+        }
+        let penalty = dot(weights, weights);
+        for (g, &t) in grad[..nw].iter_mut().zip(weights) {
+            *g += self.lambda * t;
+        }
+        loss + 0.5 * self.lambda * penalty
+    }
+}
+
+/// Dot product with eight independent partial sums: a single running sum is one long
+/// dependency chain the CPU cannot overlap, and it dominated L-BFGS's time. The order of
+/// additions is fixed, so results are still reproducible.
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// Trains one model on `examples` (no calibration).
+fn fit(examples: &[&Example], classes: usize, params: &Params) -> Model {
+    let vocab = Vocab::build(examples.iter().map(|e| e.features.as_slice()));
+    let total: f64 = examples.iter().map(|e| e.weight).sum::<f64>().max(f64::MIN_POSITIVE);
+    let problem = Problem {
+        x: examples.iter().map(|e| vocab.vectorize(&e.features)).collect(),
+        y: examples.iter().map(|e| e.label).collect(),
+        w: examples.iter().map(|e| e.weight / total).collect(),
+        rows: vocab.len(),
+        classes,
+        lambda: params.lambda,
+    };
+    let (theta, iterations) = if classes >= 2 && !examples.is_empty() {
+        lbfgs(&problem, params)
+    } else {
+        (vec![0.0; problem.dim()], 0)
+    };
+    let nw = problem.rows * classes;
+    Model {
+        report: TrainingReport {
+            features: vocab.len(),
+            iterations,
+            temperature: 1.0,
+            cv_accuracy: 0.0,
+        },
+        vocab,
+        classes,
+        weights: theta[..nw].iter().map(|&v| v as f32).collect(),
+        bias: theta[nw..].iter().map(|&v| v as f32).collect(),
+        inv_temperature: 1.0,
+    }
+}
+
+/// Minimises the problem's objective from zero; returns the parameters and the number of
+/// iterations taken.
+fn lbfgs(problem: &Problem, params: &Params) -> (Vec<f64>, usize) {
+    let n = problem.dim();
+    let mut x = vec![0.0; n];
+    let mut g = vec![0.0; n];
+    let mut f = problem.eval(&x, &mut g);
+    let mut s_hist: Vec<Vec<f64>> = Vec::new();
+    let mut y_hist: Vec<Vec<f64>> = Vec::new();
+    let mut rho_hist: Vec<f64> = Vec::new();
+    let mut d = vec![0.0; n];
+    let mut x_new = vec![0.0; n];
+    let mut g_new = vec![0.0; n];
+    let mut alpha = vec![0.0; params.memory];
+    let mut iterations = 0;
+    let g0 = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    while iterations < params.max_iter {
+        if g.iter().fold(0.0f64, |m, v| m.max(v.abs())) <= params.tolerance * g0 {
+            break;
+        }
+        iterations += 1;
+        // Two-loop recursion: d = -H g.
+        d.copy_from_slice(&g);
+        let m = s_hist.len();
+        for i in (0..m).rev() {
+            alpha[i] = rho_hist[i] * dot(&s_hist[i], &d);
+            for (dv, yv) in d.iter_mut().zip(&y_hist[i]) {
+                *dv -= alpha[i] * yv;
+            }
+        }
+        let gamma = if m > 0 {
+            dot(&s_hist[m - 1], &y_hist[m - 1]) / dot(&y_hist[m - 1], &y_hist[m - 1])
+        } else {
+            1.0 / dot(&g, &g).sqrt().max(1e-12)
+        };
+        for dv in d.iter_mut() {
+            *dv *= gamma;
+        }
+        for i in 0..m {
+            let beta = rho_hist[i] * dot(&y_hist[i], &d);
+            for (dv, sv) in d.iter_mut().zip(&s_hist[i]) {
+                *dv += sv * (alpha[i] - beta);
+            }
+        }
+        for dv in d.iter_mut() {
+            *dv = -*dv;
+        }
+        let mut slope = dot(&g, &d);
+        if slope >= 0.0 {
+            // Not a descent direction (numerical trouble): restart from steepest descent.
+            s_hist.clear();
+            y_hist.clear();
+            rho_hist.clear();
+            let scale = 1.0 / dot(&g, &g).sqrt().max(1e-12);
+            for (dv, gv) in d.iter_mut().zip(&g) {
+                *dv = -gv * scale;
+            }
+            slope = dot(&g, &d);
+        }
+        // Backtracking line search with the Armijo condition.
+        let mut step = 1.0;
+        let mut f_new;
+        let mut tries = 0;
+        loop {
+            for ((xn, xv), dv) in x_new.iter_mut().zip(&x).zip(&d) {
+                *xn = xv + step * dv;
+            }
+            f_new = problem.eval(&x_new, &mut g_new);
+            if f_new <= f + 1e-4 * step * slope || tries >= 30 {
+                break;
+            }
+            step *= 0.5;
+            tries += 1;
+        }
+        if f_new > f {
+            // No progress possible along any direction we can find: we are at the optimum
+            // within floating-point precision.
+            break;
+        }
+        let mut s: Vec<f64> = if s_hist.len() == params.memory {
+            s_hist.remove(0)
+        } else {
+            vec![0.0; n]
+        };
+        let mut yv: Vec<f64> = if y_hist.len() == params.memory {
+            rho_hist.remove(0);
+            y_hist.remove(0)
+        } else {
+            vec![0.0; n]
+        };
+        for (((sv, yy), (xn, xo)), (gn, go)) in s
+            .iter_mut()
+            .zip(yv.iter_mut())
+            .zip(x_new.iter().zip(&x))
+            .zip(g_new.iter().zip(&g))
+        {
+            *sv = xn - xo;
+            *yy = gn - go;
+        }
+        let sy = dot(&s, &yv);
+        if sy > 1e-12 {
+            rho_hist.push(1.0 / sy);
+            s_hist.push(s);
+            y_hist.push(yv);
+        }
+        let decrease = f - f_new;
+        std::mem::swap(&mut x, &mut x_new);
+        std::mem::swap(&mut g, &mut g_new);
+        f = f_new;
+        if decrease <= 1e-10 * f.abs().max(1.0) {
+            break;
+        }
+    }
+    (x, iterations)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nlu::features::Featurizer;
+
+    fn examples(data: &[(&str, usize)]) -> Vec<Example> {
+        let f = Featurizer::new(&[]);
+        data.iter()
+            .map(|(t, y)| Example {
+                features: f.features(t),
+                label: *y,
+                weight: 1.0,
+                holdout: true,
+            })
+            .collect()
+    }
+
+    const DATA: &[(&str, usize)] = &[
+        ("我想退货", 0),
+        ("怎么退货", 0),
+        ("这个能退吗", 0),
+        ("退掉吧", 0),
+        ("申请退货", 0),
+        ("什么时候发货", 1),
+        ("几天能发货", 1),
+        ("今天发吗", 1),
+        ("发货时间", 1),
+        ("多久发出", 1),
+        ("能开发票吗", 2),
+        ("我要开票", 2),
+        ("发票抬头", 2),
+        ("专票可以吗", 2),
+        ("电子发票", 2),
+    ];
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let ex = examples(DATA);
+        let refs: Vec<&Example> = ex.iter().collect();
+        let vocab = Vocab::build(refs.iter().map(|e| e.features.as_slice()));
+        let p = Problem {
+            x: refs.iter().map(|e| vocab.vectorize(&e.features)).collect(),
+            y: refs.iter().map(|e| e.label).collect(),
+            w: vec![1.0 / refs.len() as f64; refs.len()],
+            rows: vocab.len(),
+            classes: 3,
+            lambda: 0.01,
+        };
+        let theta: Vec<f64> = (0..p.dim()).map(|i| ((i * 7919) % 13) as f64 / 13.0 - 0.5).collect();
+        let mut g = vec![0.0; p.dim()];
+        p.eval(&theta, &mut g);
+        let mut scratch = vec![0.0; p.dim()];
+        for i in [0, 5, 17, p.dim() - 1, p.dim() - 3] {
+            let mut t = theta.clone();
+            t[i] += 1e-6;
+            let up = p.eval(&t, &mut scratch);
+            t[i] -= 2e-6;
+            let down = p.eval(&t, &mut scratch);
+            let numeric = (up - down) / 2e-6;
+            assert!((numeric - g[i]).abs() < 1e-6, "component {i}: {numeric} vs {}", g[i]);
+        }
+    }
+
+    #[test]
+    fn training_separates_the_classes_and_is_deterministic() {
+        let ex = examples(DATA);
+        let params = Params::default();
+        let a = Model::train(&ex, 3, &params);
+        let b = Model::train(&ex, 3, &params);
+        assert_eq!(a.parameters(), b.parameters());
+        assert_eq!(a.report(), b.report());
+        let f = Featurizer::new(&[]);
+        for (text, want) in [("我要退货", 0), ("啥时候发货", 1), ("开个发票", 2)] {
+            let (p, _) = a.predict(&f.features(text));
+            assert_eq!(argmax(&p), want, "{text}: {p:?}");
+            assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn temperature_flattens_overconfident_scores() {
+        // Held-out logits that are confidently wrong half the time need T > 1.
+        let logits: Scored = (0..20)
+            .map(|i| (vec![5.0, 0.0], if i % 2 == 0 { 0 } else { 1 }, 1.0))
+            .collect();
+        assert!(fit_temperature(&logits) > 5.0);
+        // Confidently right: T < 1 sharpens.
+        let right: Scored = (0..20).map(|_| (vec![1.0, 0.0], 0, 1.0)).collect();
+        assert!(fit_temperature(&right) < 1.0);
+    }
+}

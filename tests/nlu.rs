@@ -1,0 +1,237 @@
+//! Understanding, end to end on the demo shop: intents (with the hierarchy and out-of-scope
+//! messages), entities and emotion from cases in `tests/data/nlu/*.yaml`, and training that
+//! gives the same model every time.
+
+mod support;
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use chrono::NaiveDate;
+use kefu::RuleSet;
+use kefu::nlu::{Context, Emotion, Nlu, Options};
+use serde::Deserialize;
+
+fn demo() -> &'static RuleSet {
+    static RULES: OnceLock<RuleSet> = OnceLock::new();
+    RULES.get_or_init(|| {
+        let (compiled, rendered) = support::check(&support::root().join("rules"));
+        compiled
+            .rules
+            .unwrap_or_else(|| panic!("the demo shop compiles:\n{rendered}"))
+    })
+}
+
+fn today() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 5).unwrap()
+}
+
+fn cases<T: for<'de> Deserialize<'de>>(file: &str) -> Vec<T> {
+    let path = support::root().join("tests/data/nlu").join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[derive(Deserialize)]
+struct IntentCase {
+    text: String,
+    intent: Option<String>,
+    level: Option<String>,
+}
+
+#[test]
+fn intents_of_the_demo_shop() {
+    let rules = demo();
+    let threshold = rules.shop.threshold;
+    let mut failures = Vec::new();
+    for case in cases::<IntentCase>("intents.yaml") {
+        let u = rules.nlu.understand_on(&case.text, &Context::default(), today());
+        if let Some(want) = &case.intent {
+            let got = rules.nlu.label(&case.text);
+            if got != want {
+                failures.push(format!(
+                    "{}: want {want}, got {got} ({:?} {:.2})",
+                    case.text, u.intent, u.confidence
+                ));
+            }
+        }
+        if let Some(level) = &case.level
+            && u.confidence_in(level) < threshold
+        {
+            failures.push(format!("{}: level {level} below threshold: {:?}", case.text, u.levels));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn hierarchy_a_message_between_two_aftersale_leaves_is_still_aftersale() {
+    let u = demo()
+        .nlu
+        .understand_on("不合适 退或者换都行", &Context::default(), today());
+    let threshold = demo().shop.threshold;
+    let leaves: Vec<&(String, f64)> = u.ranked.iter().take(2).collect();
+    assert!(
+        leaves.iter().all(|(name, _)| name.starts_with("售后.")),
+        "the two best intents are both 售后 leaves: {:?}",
+        u.ranked
+    );
+    assert_eq!(u.levels.first().map(|l| l.0.as_str()), Some("售后"));
+    assert!(u.confidence_in("售后") >= threshold, "{:?}", u.levels);
+    // The level is the sum over its leaves, so it is at least the leaf's probability.
+    assert!(u.confidence_in("售后") >= u.confidence);
+}
+
+#[test]
+fn out_of_scope_stays_below_the_threshold() {
+    let rules = demo();
+    for text in [
+        "帮我订一张去武汉的机票",
+        "what's the weather like in wuhan",
+        "给我讲个笑话",
+    ] {
+        let u = rules.nlu.understand_on(text, &Context::default(), today());
+        assert!(
+            u.intent.is_none() || u.confidence < rules.shop.threshold,
+            "{text}: {:?} {:.2}",
+            u.intent,
+            u.confidence
+        );
+        for (level, p) in &u.levels {
+            assert!(*p < rules.shop.threshold, "{text}: level {level} at {p:.2}");
+        }
+    }
+}
+
+#[test]
+fn training_is_deterministic() {
+    let rules = demo();
+    let options = Options::default();
+    let a = Nlu::train(&rules.intents, &rules.entities, &options);
+    let b = Nlu::train(&rules.intents, &rules.entities, &options);
+    assert_eq!(a.model().parameters(), b.model().parameters());
+    assert_eq!(a.report(), b.report());
+    for text in ["我想退货", "帮我订一张去武汉的机票", "黑色XL还有吗"] {
+        assert_eq!(
+            a.understand_on(text, &Context::default(), today()),
+            b.understand_on(text, &Context::default(), today())
+        );
+    }
+}
+
+#[test]
+fn confidences_are_probabilities() {
+    let u = demo().nlu.understand_on("我想退货", &Context::default(), today());
+    let c = demo().nlu.classify("我想退货");
+    let total: f64 = c.intents.iter().sum::<f64>() + c.out_of_scope;
+    assert!((total - 1.0).abs() < 1e-9);
+    assert!(u.ranked.windows(2).all(|w| w[0].1 >= w[1].1));
+    assert_eq!(u.levels.last().map(|l| l.0.as_str()), u.intent.as_deref());
+}
+
+#[test]
+fn understanding_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Nlu>();
+    assert_send_sync::<RuleSet>();
+}
+
+#[derive(Deserialize)]
+struct EntityCase {
+    text: String,
+    entities: Vec<String>,
+}
+
+#[test]
+fn entities_of_the_demo_shop() {
+    let mut failures = Vec::new();
+    for case in cases::<EntityCase>("entities.yaml") {
+        let u = demo().nlu.understand_on(&case.text, &Context::default(), today());
+        for e in &u.entities {
+            assert_eq!(&case.text[e.start..e.end], e.text, "span of {e:?}");
+        }
+        let mut got: Vec<String> = u
+            .entities
+            .iter()
+            .map(|e| format!("{}={}@{}", e.name, e.value, e.text))
+            .collect();
+        let mut want = case.entities.clone();
+        got.sort();
+        want.sort();
+        if got != want {
+            failures.push(format!("{}:\n  want {want:?}\n  got  {got:?}", case.text));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn entities_fill_script_maps() {
+    let u = demo().nlu.understand_on("我175 70kg", &Context::default(), today());
+    let map = u.entities_map();
+    assert_eq!(map.get("height").map(|v| v.to_string()), Some("175".into()));
+    assert_eq!(map.get("weight").map(|v| v.to_string()), Some("70kg".into()));
+}
+
+#[derive(Deserialize)]
+struct EmotionCase {
+    text: String,
+    #[serde(default)]
+    recent: Vec<String>,
+    emotion: String,
+}
+
+fn emotion(name: &str) -> Emotion {
+    match name {
+        "angry" => Emotion::Angry,
+        "hesitant" => Emotion::Hesitant,
+        "satisfied" => Emotion::Satisfied,
+        "neutral" => Emotion::Neutral,
+        other => panic!("unknown emotion `{other}` in a test case"),
+    }
+}
+
+#[test]
+fn emotions() {
+    let mut failures = Vec::new();
+    for case in cases::<EmotionCase>("emotion.yaml") {
+        let ctx = Context {
+            recent_emotions: case.recent.iter().map(|e| emotion(e)).collect(),
+        };
+        let got = demo().nlu.understand_on(&case.text, &ctx, today()).emotion;
+        if got.as_str() != case.emotion {
+            failures.push(format!(
+                "{} (after {:?}): want {}, got {}",
+                case.text,
+                case.recent,
+                case.emotion,
+                got.as_str()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_held_out_set_has_no_example_of_the_rules() {
+    let data = kefu::nlu::eval::read(Path::new(&support::root().join("rules/tests/intents.jsonl"))).unwrap();
+    assert!(data.len() >= 300);
+    assert!(data.iter().filter(|d| d.intent == "oos").count() >= 40);
+    let rules = demo();
+    for d in &data {
+        let text = d.text.trim().to_lowercase();
+        for intent in &rules.intents {
+            assert!(
+                !intent.examples.iter().any(|e| e.trim().to_lowercase() == text),
+                "`{}` is also an example of {}",
+                d.text,
+                intent.name
+            );
+        }
+        assert!(
+            d.intent == "oos" || rules.intent(&d.intent).is_some(),
+            "unknown label {}",
+            d.intent
+        );
+    }
+}
