@@ -191,6 +191,7 @@ fn chat(dir: &Path, user: Option<String>, context: Option<String>, mut trace: bo
     let history = std::env::temp_dir().join("kefu-chat-history");
     let _ = editor.load_history(&history);
     let mut session = format!("chat-{}", std::process::id());
+    let mut conversations = 0u32;
     println!(
         "kefu chat on {} (rules {}). `:help` lists commands, Ctrl-D quits.",
         dir.display(),
@@ -221,7 +222,8 @@ fn chat(dir: &Path, user: Option<String>, context: Option<String>, mut trace: bo
                 "session" => println!("{}", serde_json::to_string_pretty(&engine.session(&session))?),
                 "tickets" => println!("{}", serde_json::to_string_pretty(&engine.tickets())?),
                 "reset" => {
-                    session = format!("chat-{}-{}", std::process::id(), chrono::Utc::now().timestamp_millis());
+                    conversations += 1;
+                    session = format!("chat-{}-{conversations}", std::process::id());
                     println!("new conversation");
                 }
                 "user" => user = json_map(Some(arg.to_string()), "user")?,

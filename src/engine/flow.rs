@@ -92,19 +92,22 @@ impl Turn<'_> {
         }
 
         // A question about something else is answered, then the pending question is asked
-        // again (a digression): the answer does not fill the slot, is not about the flow's
-        // own intent, and a rule or promotion answers it. A slot filled from the whole
-        // message accepts anything, so there only a confident other intent digresses.
+        // again (a digression). It is one when the answer does not fill the slot and either
+        // names a rule's keyword (even about the flow's own topic: "先发个尺码表我看看"), or is
+        // confidently about another intent. Rules and promotions answer it; failing those, a
+        // confident other intent goes to the fallback chain (the model). A slot filled from
+        // the whole message accepts anything, so there only a confident other intent counts.
         if let Some(OpKind::Ask {
             entity, prompt, slot, ..
         }) = flow.ops.get(state.pc).map(|op| &op.kind)
             && state.awaiting.is_some()
         {
+            let other_intent = self.confident() && !self.intent_starts(index);
             let fills = match entity {
                 Some(e) => self.understanding.entity(e).is_some(),
-                None => !self.confident(),
+                None => !other_intent,
             };
-            if !fills && !self.intent_starts(index) {
+            if !fills && (other_intent || self.keyword_rule_hit()) {
                 self.session.flow = Some(state.clone());
                 if let Some(mut answer) = self.answer_by_rules().or_else(|| self.answer_by_promotions()) {
                     if answer.handoff.is_some() {
@@ -118,6 +121,19 @@ impl Turn<'_> {
                             .push(step("flow", format!("digression answered; asking {slot} again")));
                     }
                     return Some(Decision::Answer(answer));
+                }
+                // Handing a flow to the model on a borderline intent would derail it, so a
+                // model-answered digression needs a clearly confident one: halfway between
+                // the shop's threshold and certainty.
+                let clear = (1.0 + self.rules.shop.threshold) / 2.0;
+                if other_intent && self.understanding.confidence >= clear {
+                    let question = self.render(prompt, &format!("flow {}", flow.name));
+                    self.pending_question = Some(question);
+                    self.trace.push(step(
+                        "flow",
+                        format!("digression to the fallback; asking {slot} again after"),
+                    ));
+                    return Some(self.fallback(false));
                 }
             }
         }

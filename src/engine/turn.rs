@@ -96,6 +96,8 @@ pub(super) struct Turn<'a> {
     candidates: BTreeSet<Owner>,
     /// Whether this turn already added one to `session.failures`.
     failure_counted: bool,
+    /// A flow question to ask again after a digression the model answers.
+    pub pending_question: Option<String>,
 }
 
 /// Runs one turn on `rules`.
@@ -191,12 +193,20 @@ pub(super) fn run(
         covered: Vec::new(),
         candidates: BTreeSet::new(),
         failure_counted: false,
+        pending_question: None,
     };
     turn.candidates = turn.find_candidates();
-    let answer = host::with_host(host.clone(), || match turn.decide() {
+    let mut answer = host::with_host(host.clone(), || match turn.decide() {
         Decision::Answer(answer) => answer,
         Decision::Llm(style) => turn.ask_model(style, on_delta),
     });
+    if let Some(question) = turn.pending_question.take() {
+        if answer.handoff.is_some() {
+            turn.session.flow = None;
+        } else {
+            answer.reply = format!("{}\n{question}", answer.reply);
+        }
+    }
     for note in host.notes.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
         turn.trace.push(step("host", note));
     }
@@ -335,10 +345,13 @@ impl Turn<'_> {
                 .map(|t| self.render(t, &format!("rule {}", rule.name)));
             let mut answer = match &rule.handoff {
                 Some(reason) => {
-                    let mut a = Answer::new(
-                        AnswerSource::Handoff,
-                        reply.unwrap_or_else(|| rules.shop.handoff_message.clone()),
-                    );
+                    // The customer always hears the shop's handoff message, after the
+                    // rule's own words if it has any.
+                    let text = match reply {
+                        Some(r) if !r.is_empty() => format!("{r}\n{}", rules.shop.handoff_message),
+                        _ => rules.shop.handoff_message.clone(),
+                    };
+                    let mut a = Answer::new(AnswerSource::Handoff, text);
                     a.handoff = Some(reason.clone().unwrap_or_else(|| format!("rule {}", rule.name)));
                     a
                 }
@@ -428,12 +441,21 @@ impl Turn<'_> {
         })
     }
 
+    /// Whether a keyword of some rule occurs in the message.
+    pub(super) fn keyword_rule_hit(&self) -> bool {
+        self.rules
+            .triggers
+            .keyword_owners(&self.message)
+            .iter()
+            .any(|o| matches!(o, Owner::Rule(_)))
+    }
+
     /// Whether the best intent is confident.
     pub(super) fn confident(&self) -> bool {
         self.understanding.intent.is_some() && self.understanding.confidence >= self.rules.shop.threshold
     }
 
-    fn fallback(&mut self, skip_llm: bool) -> Decision {
+    pub(super) fn fallback(&mut self, skip_llm: bool) -> Decision {
         let rules = self.rules;
         for arm in &rules.fallback {
             if let Some(when) = &arm.when
