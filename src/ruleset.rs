@@ -16,7 +16,7 @@ use chrono_tz::Tz;
 use regex::Regex;
 
 use crate::dsl::diagnostic::Span;
-use crate::safety::SafetyConfig;
+use crate::safety::Safety;
 use crate::script::{Script, Template};
 
 /// Everything a turn needs to know about the shop's rules, compiled.
@@ -47,8 +47,8 @@ pub struct RuleSet {
     pub styles: Vec<Style>,
     /// Fallback arms in order; `otherwise llm` when the files have no `fallback`.
     pub fallback: Vec<FallbackArm>,
-    /// Word lists, allow list and PII kinds.
-    pub safety: SafetyConfig,
+    /// Word lists, allow list and PII kinds, compiled into matchers.
+    pub safety: Safety,
     /// Candidate lookup by keyword, intent and entity.
     pub triggers: TriggerIndex,
     /// The sandboxed script engine with the file sources registered as functions.
