@@ -480,6 +480,19 @@ fn number(c: char) -> Option<Folded> {
         // Full-width digits belong to the width fold, so that each fold can be switched
         // off on its own.
         _ if c.is_ascii() || is_width_form(c) => return None,
+        // Dingbat and double-circled numbers have no compatibility decomposition.
+        '❶'..='❾' | '➀'..='➈' | '➊'..='➒' | '⓵'..='⓽' => {
+            let first = match c {
+                '❶'..='❾' => '❶',
+                '➀'..='➈' => '➀',
+                '➊'..='➒' => '➊',
+                _ => '⓵',
+            };
+            return char::from_u32(u32::from(b'1') + (c as u32 - first as u32)).map(Folded::Char);
+        }
+        '❿' | '➉' | '➓' | '⓾' => return Some(Folded::Number(10)),
+        '⓫'..='⓴' => return Some(Folded::Number(11 + (c as u32 - '⓫' as u32) as u8)),
+        '⓿' => '0',
         _ => {
             use GeneralCategory::*;
             if !matches!(
@@ -653,8 +666,9 @@ fn is_gap(c: char) -> bool {
 
 /// Traditional → simplified, one character to one character, from OpenCC's dictionaries
 /// as shipped by `ferrous-opencc` (both Apache-2.0). Phrases are not used: a phrase can
-/// change length, and the matching form keeps one position per character. Taiwan and
-/// Hong Kong variant tables fill in characters the generic table leaves alone.
+/// change length, and the matching form keeps one position per character. The Taiwan and
+/// Hong Kong variant tables are not used: they map some simplified characters onward
+/// (`么` → `幺`), which would merge words that differ.
 fn traditional() -> Result<&'static HashMap<char, char>, FoldError> {
     static T2S: OnceLock<Result<HashMap<char, char>, FoldError>> = OnceLock::new();
     T2S.get_or_init(|| {
@@ -668,20 +682,18 @@ fn traditional() -> Result<&'static HashMap<char, char>, FoldError> {
         // One conversion per dictionary over every candidate, one per line: the newline
         // keeps phrase entries from joining neighbours.
         let mut input = String::with_capacity(candidates.len() * 5);
+        let mut map = HashMap::new();
         for &c in &candidates {
             input.push(c);
             input.push('\n');
         }
-        let mut map = HashMap::new();
-        for config in [BuiltinConfig::T2s, BuiltinConfig::Tw2s, BuiltinConfig::Hk2s] {
-            let converter = OpenCC::from_config(config).map_err(|e| FoldError::Traditional(e.to_string()))?;
-            let output = converter.convert(&input);
-            for (&c, line) in candidates.iter().zip(output.split('\n')) {
-                if let Some(d) = single(line)
-                    && d != c
-                {
-                    map.entry(c).or_insert(d);
-                }
+        let converter = OpenCC::from_config(BuiltinConfig::T2s).map_err(|e| FoldError::Traditional(e.to_string()))?;
+        let output = converter.convert(&input);
+        for (&c, line) in candidates.iter().zip(output.split('\n')) {
+            if let Some(d) = single(line)
+                && d != c
+            {
+                map.insert(c, d);
             }
         }
         Ok(map)
