@@ -10,10 +10,12 @@
 //! almost every character of Chinese text starts some word and the automaton walks its
 //! whole (cache-missing) trie at every byte. Instead, the normalizing pass checks each pair
 //! of adjacent characters against a bitmap of the first two characters of every word
-//! (and each character against a bitmap of one-character words). Only positions that pass
-//! (a few percent) run an anchored leftmost-longest search. Because every word starts with
-//! one of those pairs, no match is missed, and scanning candidates left to right with
-//! anchored longest matches is exactly leftmost-longest.
+//! (and each character against a bitmap of one-character words). Positions that pass (a
+//! few percent) are checked once more against the first three characters of the longer
+//! words and the two-character words, and only what passes that (about one position in a
+//! hundred in the benchmark) runs an anchored leftmost-longest search. Every word starts
+//! with one of those pairs or triples, so no match is missed, and scanning candidates left
+//! to right with anchored longest matches is exactly leftmost-longest.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -41,9 +43,13 @@ struct Group {
     /// Owners beyond each entry's first, contiguous per entry.
     more_owners: Vec<Owner>,
     /// First two characters of every pattern of two or more characters.
-    pairs: Bits,
+    pairs: PairBits,
     /// Every one-character pattern; `None` when there is none, to save the probe.
     singles: Option<Bits>,
+    /// Every two-character pattern.
+    doubles: Bits,
+    /// First three characters of every pattern of three or more characters.
+    triples: Bits,
     /// The longest pattern, in units.
     max_units: usize,
 }
@@ -210,9 +216,7 @@ impl Group {
         // The pass that normalizes also picks the positions where a word may start; a
         // position is decided when the next character arrives.
         self.table.normalize_with(text, norm, |unit, ch| {
-            if prev != u32::MAX
-                && (pairs.contains(pair_key(prev, ch)) || singles.is_some_and(|s| s.contains(u64::from(prev))))
-            {
+            if prev != u32::MAX && (pairs.contains(prev, ch) || singles.is_some_and(|s| s.contains(u64::from(prev)))) {
                 candidates.push(prev_unit);
             }
             prev = ch;
@@ -227,7 +231,7 @@ impl Group {
         let mut allowed_until = 0;
         for &p in candidates.iter() {
             let p = p as usize;
-            if p < next_free {
+            if p < next_free || !self.may_start(norm, p) {
                 continue;
             }
             // Longest first; when the longest fails a check, look again for a shorter
@@ -283,6 +287,23 @@ impl Group {
         }
     }
 
+    /// The second filter, at a candidate: the first one, two or three characters from
+    /// `p` begin some pattern.
+    fn may_start(&self, norm: &Normalized, p: usize) -> bool {
+        let Some((a, next)) = norm.char_at(p) else { return false };
+        if self.singles.as_ref().is_some_and(|s| s.contains(u64::from(a))) {
+            return true;
+        }
+        let Some((b, next)) = norm.char_at(next) else {
+            return false;
+        };
+        if self.doubles.contains(pair_key(a, b)) {
+            return true;
+        }
+        norm.char_at(next)
+            .is_some_and(|(c, _)| self.triples.contains(triple_key(a, b, c)))
+    }
+
     /// Whether an ASCII end of a match stands at a word boundary: the neighbouring
     /// character is not an ASCII letter or digit, or a dropped gap separates them (`a v`
     /// is the evasion of `av`, `have` is not).
@@ -303,8 +324,11 @@ struct GroupBuilder<'t> {
     patterns: Vec<Vec<u8>>,
     /// Per pattern: (left boundary, right boundary, owners).
     entries: Vec<(bool, bool, Vec<Owner>)>,
-    firsts: Vec<u64>,
+    /// First two characters of every pattern of two or more characters.
+    firsts: Vec<(u32, u32)>,
     singles: Vec<u64>,
+    doubles: Vec<u64>,
+    triples: Vec<u64>,
     max_units: usize,
 }
 
@@ -317,6 +341,8 @@ impl<'t> GroupBuilder<'t> {
             entries: Vec::new(),
             firsts: Vec::new(),
             singles: Vec::new(),
+            doubles: Vec::new(),
+            triples: Vec::new(),
             max_units: 0,
         }
     }
@@ -351,7 +377,14 @@ impl<'t> GroupBuilder<'t> {
                 self.patterns.push(norm.bytes().to_vec());
                 match chars[..] {
                     [only] => self.singles.push(u64::from(only)),
-                    [a, b, ..] => self.firsts.push(pair_key(a, b)),
+                    [a, b] => {
+                        self.firsts.push((a, b));
+                        self.doubles.push(pair_key(a, b));
+                    }
+                    [a, b, c, ..] => {
+                        self.firsts.push((a, b));
+                        self.triples.push(triple_key(a, b, c));
+                    }
                     [] => unreachable!("a non-empty normal form has a character"),
                 }
                 self.max_units = self.max_units.max(units.len());
@@ -379,7 +412,7 @@ impl<'t> GroupBuilder<'t> {
             .match_kind(MatchKind::LeftmostLongest)
             .start_kind(StartKind::Anchored)
             .build(&self.patterns)?;
-        let singles = (!self.singles.is_empty()).then(|| Bits::from_keys(&self.singles));
+        let singles = (!self.singles.is_empty()).then(|| Bits::from_keys(&self.singles, 32));
         let mut entries = Vec::with_capacity(self.entries.len());
         let mut more_owners = Vec::new();
         for (left, right, owners) in self.entries {
@@ -399,8 +432,10 @@ impl<'t> GroupBuilder<'t> {
             automaton,
             entries,
             more_owners,
-            pairs: Bits::from_keys(&self.firsts),
+            pairs: PairBits::from_pairs(&self.firsts),
             singles,
+            doubles: Bits::from_keys(&self.doubles, 32),
+            triples: Bits::from_keys(&self.triples, 32),
             max_units: self.max_units,
         }))
     }
@@ -410,6 +445,66 @@ impl<'t> GroupBuilder<'t> {
 #[inline(always)]
 fn pair_key(a: u32, b: u32) -> u64 {
     (u64::from(a) << 21) | u64::from(b) | (1 << 63)
+}
+
+/// The filter probed at every character: "may a pattern start with these two
+/// characters?". A Bloom filter blocked by the first character: all pairs starting with
+/// one character set their two bits in the same 64-byte line. Text repeats its frequent
+/// characters, so the lines it probes stay in L1 instead of missing all over a large
+/// table; false positives (about 1% at 16 bits per pair) are cheap, since the triple
+/// filter behind it catches them before the automaton runs.
+#[derive(Debug)]
+struct PairBits {
+    /// 8 words (one cache line) per line.
+    words: Box<[u64]>,
+    /// Shift selecting a line from a hash of the first character.
+    shift: u32,
+}
+
+impl PairBits {
+    const BITS_PER_PAIR: usize = 16;
+
+    fn from_pairs(pairs: &[(u32, u32)]) -> PairBits {
+        let lines = (pairs.len() * Self::BITS_PER_PAIR / 512).next_power_of_two().max(8);
+        let mut set = PairBits {
+            words: vec![0; lines * 8].into_boxed_slice(),
+            shift: 64 - lines.trailing_zeros(),
+        };
+        for &(a, b) in pairs {
+            let (w1, m1, w2, m2) = set.probe(a, b);
+            set.words[w1] |= m1;
+            set.words[w2] |= m2;
+        }
+        set
+    }
+
+    /// Two (word, bit) places in the line of `a`, chosen by `b`.
+    #[inline(always)]
+    fn probe(&self, a: u32, b: u32) -> (usize, u64, usize, u64) {
+        let line = (mix(u64::from(a)) >> self.shift) as usize * 8;
+        let h = mix(u64::from(b) ^ (u64::from(a) << 21));
+        let (i, j) = ((h & 511) as usize, ((h >> 9) & 511) as usize);
+        (line + i / 64, 1 << (i % 64), line + j / 64, 1 << (j % 64))
+    }
+
+    #[inline(always)]
+    fn contains(&self, a: u32, b: u32) -> bool {
+        let (w1, m1, w2, m2) = self.probe(a, b);
+        self.words[w1] & m1 != 0 && self.words[w2] & m2 != 0
+    }
+}
+
+/// Mixes every bit of `key` into every bit of the result (a folded 128-bit product).
+#[inline(always)]
+fn mix(key: u64) -> u64 {
+    let product = u128::from(key) * 0x9E37_79B9_7F4A_7C15;
+    (product >> 64) as u64 ^ product as u64
+}
+
+/// The key of three adjacent characters.
+#[inline(always)]
+fn triple_key(a: u32, b: u32, c: u32) -> u64 {
+    (u64::from(a) << 42) | (u64::from(b) << 21) | u64::from(c)
 }
 
 /// A blocked Bloom filter with two bits per key in one 64-bit word (one memory access
@@ -423,8 +518,8 @@ struct Bits {
 
 impl Bits {
     /// 32 bits per key keeps the table in L2 for 60,000 words (256 KiB).
-    fn from_keys(keys: &[u64]) -> Bits {
-        let bits = (keys.len() * 32).next_power_of_two().max(1 << 12);
+    fn from_keys(keys: &[u64], bits_per_key: usize) -> Bits {
+        let bits = (keys.len() * bits_per_key).next_power_of_two().max(1 << 12);
         let mut set = Bits {
             words: vec![0; bits / 64].into_boxed_slice(),
             shift: 64 - (bits / 64).trailing_zeros(),
@@ -440,9 +535,7 @@ impl Bits {
     /// from its low ones.
     #[inline(always)]
     fn probe(&self, key: u64) -> (usize, u64) {
-        // A folded 128-bit product mixes every key bit into every hash bit.
-        let product = u128::from(key) * 0x9E37_79B9_7F4A_7C15;
-        let h = (product >> 64) as u64 ^ product as u64;
+        let h = mix(key);
         let word = (h >> self.shift) as usize;
         let mask = (1 << (h & 63)) | (1 << ((h >> 6) & 63));
         (word, mask)

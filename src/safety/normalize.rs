@@ -82,7 +82,8 @@ const NUMBER: u32 = 0xDC00;
 pub struct FoldTable {
     folds: Folds,
     /// One code per BMP character: the folded character, [`SKIP`], or a two-digit number.
-    bmp: Box<[u16]>,
+    /// A fixed-size array, so that indexing by a BMP code point needs no bounds check.
+    bmp: Box<[u16; 0x1_0000]>,
     /// Astral characters whose code is not themselves.
     astral: HashMap<u32, u16>,
 }
@@ -123,7 +124,7 @@ impl FoldTable {
             Folded::Char(d) => d as u32,
             Folded::Number(n) => NUMBER + u32::from(n),
         };
-        let bmp: Box<[u16]> = (0..=0xFFFFu32)
+        let bmp: Vec<u16> = (0..=0xFFFFu32)
             .map(|u| match char::from_u32(u) {
                 // Surrogates never occur in a `str`; the code is never read.
                 None => SKIP as u16,
@@ -134,6 +135,7 @@ impl FoldTable {
                 }
             })
             .collect();
+        let bmp: Box<[u16; 0x1_0000]> = bmp.into_boxed_slice().try_into().expect("one code per BMP character");
         let mut astral = HashMap::new();
         let planes = [0x1_0000..0x2_0000u32, 0x2_F800..0x2_FA20, 0xE_0000..0xE_1000];
         let extra = t2s.keys().map(|&c| c as u32).filter(|&u| u > 0xFFFF);
@@ -157,7 +159,7 @@ impl FoldTable {
     pub(crate) fn code(&self, c: char) -> u32 {
         let u = c as u32;
         if u <= 0xFFFF {
-            u32::from(self.bmp[u as usize])
+            u32::from(self.bmp[usize::from(u as u16)])
         } else if u >= 0xF_0000 {
             // Private-use planes: invisible to a reader of the matching form.
             if self.folds.contains(Fold::Gaps) { SKIP } else { u }
@@ -299,6 +301,20 @@ impl Normalized {
     #[inline]
     pub(crate) fn unit(&self, i: usize) -> u16 {
         u16::from_le_bytes([self.bytes[2 * i], self.bytes[2 * i + 1]])
+    }
+
+    /// The character starting at unit `i` and the unit after it, if `i` is in range.
+    #[inline]
+    pub(crate) fn char_at(&self, i: usize) -> Option<(u32, usize)> {
+        if i >= self.len {
+            return None;
+        }
+        let u = u32::from(self.unit(i));
+        if (0xD800..0xDC00).contains(&u) && i + 1 < self.len {
+            let low = u32::from(self.unit(i + 1));
+            return Some((0x1_0000 + ((u - 0xD800) << 10) + (low - 0xDC00), i + 2));
+        }
+        Some((u, i + 1))
     }
 
     /// The matching form as a string.

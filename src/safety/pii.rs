@@ -9,6 +9,9 @@
 //! one (`13812345678 2件`) is still found. Numbers are validated, not just counted: ID
 //! numbers by their GB 11643 check character and birth date, bank cards by Luhn, phones
 //! by the `1[3-9]` prefix. The validators are a few lines each; no crate does them better.
+//!
+//! Addresses: a clause with a district (区/县/旗, else a city 市) followed by a street part
+//! with a house number (`建国路88号`) has everything after the district masked.
 
 use std::ops::Range;
 
@@ -117,62 +120,72 @@ struct Group {
     x: Option<Range<usize>>,
 }
 
-fn numbers_in(text: &str, kinds: &[PiiKind], out: &mut Vec<PiiMatch>) {
-    // Collect tokens: groups joined by at most three separator characters.
-    let mut tokens: Vec<Vec<Group>> = Vec::new();
-    let mut chars = text.char_indices().peekable();
-    let mut prev: Option<char> = None;
-    let mut current: Vec<Group> = Vec::new();
+/// The byte offset of the next ASCII or full-width digit at or after `from`. A byte loop:
+/// most of a Chinese text has no digit, and this is the only pass over it.
+fn next_digit(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b.is_ascii_digit() {
+            return Some(i);
+        }
+        // Full-width digits are EF BC 90..=99.
+        if b == 0xEF && bytes.get(i + 1) == Some(&0xBC) && bytes.get(i + 2).is_some_and(|b| (0x90..=0x99).contains(b)) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Reads the digit groups of the token starting at the digit at `start`: groups joined
+/// by at most three separator characters. Returns the groups, the byte where reading
+/// stopped, and whether the token stands alone (no letter right after it).
+fn token(text: &str, start: usize) -> (Vec<Group>, usize, bool) {
+    let mut groups: Vec<Group> = Vec::new();
     let mut gap = 0;
-    while let Some((i, c)) = chars.next() {
+    for (offset, c) in text[start..].char_indices() {
+        let i = start + offset;
         if let Some(d) = digit(c) {
-            // A digit glued to a letter is part of a code (`SN13812345678`), not PII.
-            if current.is_empty() && prev.is_some_and(|p| p.is_ascii_alphabetic()) {
-                prev = Some(c);
-                while let Some(&(_, n)) = chars.peek() {
-                    if digit(n).is_some() || n.is_ascii_alphanumeric() {
-                        chars.next();
-                    } else {
-                        break;
-                    }
-                }
-                continue;
-            }
-            match current.last_mut() {
+            match groups.last_mut() {
                 Some(g) if gap == 0 && g.x.is_none() => {
                     g.digits.push((i, d));
                     g.end = i + c.len_utf8();
                 }
-                _ => current.push(Group {
+                _ => groups.push(Group {
                     digits: vec![(i, d)],
                     end: i + c.len_utf8(),
                     x: None,
                 }),
             }
             gap = 0;
-        } else if matches!(c, 'X' | 'x' | 'Ｘ' | 'ｘ') && gap == 0 && current.last().is_some_and(|g| g.x.is_none()) {
-            if let Some(g) = current.last_mut() {
+        } else if matches!(c, 'X' | 'x' | 'Ｘ' | 'ｘ') && gap == 0 && groups.last().is_some_and(|g| g.x.is_none()) {
+            if let Some(g) = groups.last_mut() {
                 g.x = Some(i..i + c.len_utf8());
             }
-        } else if is_separator(c) && !current.is_empty() && gap < 3 {
+        } else if is_separator(c) && gap < 3 {
             gap += 1;
         } else {
-            if !current.is_empty() {
-                // A letter right after the digits makes it a code too.
-                if !c.is_ascii_alphanumeric() {
-                    tokens.push(std::mem::take(&mut current));
-                } else {
-                    current.clear();
-                }
-            }
-            gap = 0;
+            // A letter right after the digits makes it a code (`13812345678abc`).
+            return (groups, i, !c.is_ascii_alphanumeric());
         }
-        prev = Some(c);
     }
-    if !current.is_empty() {
-        tokens.push(current);
-    }
-    for groups in tokens {
+    (groups, text.len(), true)
+}
+
+fn numbers_in(text: &str, kinds: &[PiiKind], out: &mut Vec<PiiMatch>) {
+    let mut from = 0;
+    while let Some(start) = next_digit(text.as_bytes(), from) {
+        // A digit glued to a letter before it is part of a code (`SN13812345678`).
+        let glued = text[..start]
+            .chars()
+            .next_back()
+            .is_some_and(|p| p.is_ascii_alphabetic());
+        let (groups, end, alone) = token(text, start);
+        from = end.max(start + 1);
+        if glued || !alone {
+            continue;
+        }
         let mut i = 0;
         while i < groups.len() {
             // Longest run of groups from `i` that is some kind of PII.
@@ -379,19 +392,30 @@ const STREET_MARKERS: [char; 18] = [
     '路', '街', '道', '巷', '弄', '号', '村', '镇', '乡', '栋', '幢', '楼', '室', '苑', '园', '厦', '座', '层',
 ];
 
+/// Addresses worth masking carry a house number, so only clauses with a digit are read
+/// (found by the same byte loop as numbers), each once.
 fn addresses_in(text: &str, out: &mut Vec<PiiMatch>) {
-    let mut clause_start = 0;
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
-    let mut i = 0;
-    while i <= chars.len() {
-        let at_end = i == chars.len() || !is_address_char(chars[i].1);
-        if at_end {
-            if let Some(m) = address_in_clause(text, &chars[clause_start..i]) {
-                out.push(m);
-            }
-            clause_start = i + 1;
+    let mut from = 0;
+    while let Some(digit_at) = next_digit(text.as_bytes(), from) {
+        let start = text[..digit_at]
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !is_address_char(c))
+            .map_or(0, |(i, c)| i + c.len_utf8());
+        let end = digit_at
+            + text[digit_at..]
+                .char_indices()
+                .find(|&(_, c)| !is_address_char(c))
+                .map_or(text.len() - digit_at, |(i, _)| i);
+        from = end.max(digit_at + 1);
+        let clause = &text[start..end];
+        if !clause.contains(['区', '县', '旗', '市']) {
+            continue;
         }
-        i += 1;
+        let chars: Vec<(usize, char)> = clause.char_indices().map(|(i, c)| (start + i, c)).collect();
+        if let Some(found) = address_in_clause(text, &chars) {
+            out.push(found);
+        }
     }
 }
 
@@ -409,7 +433,7 @@ fn address_in_clause(text: &str, clause: &[(usize, char)]) -> Option<PiiMatch> {
     };
     let k = anchor(&['区', '县', '旗']).or_else(|| anchor(&['市']))?;
     let tail = &clause[k + 1..];
-    if tail.len() < 2 {
+    if tail.len() < 2 || !tail.iter().any(|&(_, c)| digit(c).is_some()) {
         return None;
     }
     let start = tail[0].0;
