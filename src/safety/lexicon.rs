@@ -471,26 +471,27 @@ impl PairBits {
             shift: 64 - lines.trailing_zeros(),
         };
         for &(a, b) in pairs {
-            let (w1, m1, w2, m2) = set.probe(a, b);
-            set.words[w1] |= m1;
-            set.words[w2] |= m2;
+            let (word, mask) = set.probe(a, b);
+            set.words[word] |= mask;
         }
         set
     }
 
-    /// Two (word, bit) places in the line of `a`, chosen by `b`.
+    /// The word in the line of `a` and the two bits in it, chosen by `b`: one load.
     #[inline(always)]
-    fn probe(&self, a: u32, b: u32) -> (usize, u64, usize, u64) {
-        let line = (mix(u64::from(a)) >> self.shift) as usize * 8;
-        let h = mix(u64::from(b) ^ (u64::from(a) << 21));
-        let (i, j) = ((h & 511) as usize, ((h >> 9) & 511) as usize);
-        (line + i / 64, 1 << (i % 64), line + j / 64, 1 << (j % 64))
+    fn probe(&self, a: u32, b: u32) -> (usize, u64) {
+        // The top bits of a product by an odd constant are well mixed: one multiply each.
+        let line = (u64::from(a).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize * 8;
+        let h = (u64::from(b) ^ (u64::from(a) << 21)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        let word = line + (h >> 61) as usize;
+        let mask = (1 << ((h >> 55) & 63)) | (1 << ((h >> 49) & 63));
+        (word, mask)
     }
 
     #[inline(always)]
     fn contains(&self, a: u32, b: u32) -> bool {
-        let (w1, m1, w2, m2) = self.probe(a, b);
-        self.words[w1] & m1 != 0 && self.words[w2] & m2 != 0
+        let (word, mask) = self.probe(a, b);
+        self.words[word] & mask == mask
     }
 }
 
