@@ -1,6 +1,6 @@
 //! The `kefu` command line: parses arguments and calls the library.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -82,6 +82,19 @@ enum Command {
         #[arg(long)]
         closed_set: bool,
     },
+    /// Show what the safety filter makes of a text, as JSON: "why was this blocked?".
+    ///
+    /// Prints the normalized (matching) form, every finding with its category, action
+    /// (block, mask or pii), byte span in the original text, original text and the list
+    /// word it matched, the block reply if any, and the masked text. Exits 0 when the
+    /// text was checked (blocked or not), 1 when the rules do not load.
+    Safety {
+        /// The rules directory.
+        #[arg(long, default_value = "rules")]
+        rules: PathBuf,
+        /// The text to check; `-` or nothing reads standard input.
+        text: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -108,11 +121,66 @@ fn main() -> ExitCode {
             json,
             closed_set,
         } => eval(&data, &rules, json, closed_set),
+        Command::Safety { rules, text } => Ok(safety(&rules, text)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("kefu: {e:#}");
         ExitCode::FAILURE
     })
+}
+
+/// What `kefu safety` prints.
+#[derive(serde::Serialize)]
+struct SafetyReport<'a> {
+    rules_version: &'a str,
+    normalized: String,
+    blocked: Option<kefu::safety::Blocked>,
+    findings: Vec<kefu::safety::Finding>,
+    masked: String,
+}
+
+fn safety(dir: &Path, text: Option<String>) -> ExitCode {
+    let text = match text.as_deref() {
+        Some("-") | None => {
+            let mut input = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+                eprintln!("error: cannot read standard input: {e}");
+                return ExitCode::FAILURE;
+            }
+            // A trailing newline from `echo` or a file is not part of the message.
+            input.truncate(input.trim_end_matches(['\n', '\r']).len());
+            input
+        }
+        Some(text) => text.to_string(),
+    };
+    let compiled = kefu::dsl::load_dir(dir);
+    let Some(rules) = compiled.rules else {
+        eprint!("{}", compiled.report.render_all(std::io::stderr().is_terminal()));
+        return ExitCode::FAILURE;
+    };
+    let verdict = rules.safety.check_input(&text);
+    let report = SafetyReport {
+        rules_version: &rules.version,
+        normalized: rules.safety.normalize(&text),
+        blocked: verdict.blocked,
+        findings: verdict.findings,
+        masked: verdict.masked,
+    };
+    let json = match serde_json::to_string_pretty(&report) {
+        Ok(json) => json,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // A closed pipe (`| head`) is the reader's choice, not an error worth a panic.
+    match writeln!(std::io::stdout(), "{json}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("error: cannot write the report: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
+    }
 }
 
 fn eval(data: &std::path::Path, dir: &std::path::Path, json: bool, closed_set: bool) -> anyhow::Result<ExitCode> {

@@ -17,7 +17,7 @@ use regex::Regex;
 
 use crate::dsl::diagnostic::Span;
 use crate::nlu::Nlu;
-use crate::safety::SafetyConfig;
+use crate::safety::Safety;
 use crate::script::{Script, Template};
 
 /// Everything a turn needs to know about the shop's rules, compiled.
@@ -48,8 +48,8 @@ pub struct RuleSet {
     pub styles: Vec<Style>,
     /// Fallback arms in order; `otherwise llm` when the files have no `fallback`.
     pub fallback: Vec<FallbackArm>,
-    /// Word lists, allow list and PII kinds.
-    pub safety: SafetyConfig,
+    /// Word lists, allow list and PII kinds, compiled into matchers.
+    pub safety: Safety,
     /// Candidate lookup by keyword, intent and entity.
     pub triggers: TriggerIndex,
     /// Understanding: the intent classifier trained on `intents`, the entity recognisers

@@ -20,7 +20,7 @@ use super::diagnostic::{Diagnostic, FileId, SourceMap, Span};
 use crate::nlu::entities::BUILTIN_ENTITIES;
 use crate::nlu::{Nlu, Options as NluOptions};
 use crate::ruleset::*;
-use crate::safety::{self, Fold, ListAction, PiiKind, SafetyConfig};
+use crate::safety::{self, BuildError, Fold, ListAction, PiiKind, Safety, SafetyConfig};
 use crate::script::compile::closest;
 use crate::script::{DEFAULT_CONTEXT, Limits, Names, ScriptCompiler, Template, host, sandboxed_engine};
 
@@ -1309,8 +1309,14 @@ impl Lowerer<'_> {
         }
     }
 
-    fn safety(&mut self, blocks: &[ast::Safety]) -> SafetyConfig {
+    /// Merges the `safety` blocks into one configuration and compiles it. Problems that
+    /// only show once words are normalized (a word of nothing but symbols) point at the
+    /// word, in its list file when it comes from one.
+    fn safety(&mut self, blocks: &[ast::Safety]) -> Safety {
         let mut config = SafetyConfig::default();
+        // Where each list's words and each allowed phrase come from, for diagnostics.
+        let mut list_sources: Vec<(&ast::WordList, Span)> = Vec::new();
+        let mut allow_sources: Vec<(&ast::WordSource, Span)> = Vec::new();
         let mut default_reply: Option<(String, Span)> = None;
         let mut categories: HashMap<String, Span> = HashMap::new();
         let mut lists: Vec<(&ast::WordList, bool)> = Vec::new();
@@ -1320,6 +1326,11 @@ impl Lowerer<'_> {
                 ast::SafetyEntry::Mask(list) => lists.push((list, false)),
                 ast::SafetyEntry::Allow(source) => {
                     let words = self.words(source);
+                    let span = match source {
+                        ast::WordSource::File(path) => path.span,
+                        ast::WordSource::Inline(words) => words.first().map_or(Span::default(), |w| w.span),
+                    };
+                    allow_sources.extend(words.iter().map(|_| (source, span)));
                     config.allow.extend(words);
                 }
                 ast::SafetyEntry::Pii(kinds) => {
@@ -1402,6 +1413,7 @@ impl Lowerer<'_> {
                     format!("safety list `{}` has no words", list.category.name),
                 ));
             }
+            list_sources.push((list, list.category.span));
             config.lists.push(safety::WordList {
                 category: list.category.name.clone(),
                 action,
@@ -1409,7 +1421,63 @@ impl Lowerer<'_> {
                 without,
             });
         }
-        config
+        let whole = blocks.first().map_or(Span::default(), |b| b.span);
+        match Safety::build(config) {
+            Ok(compiled) => compiled,
+            Err(errors) => {
+                for error in errors {
+                    let d = match &error {
+                        BuildError::EmptyWord { list, text, .. } => {
+                            let (source, category) = list_sources[*list];
+                            let at = self.word_span(&source.words, text).unwrap_or(category);
+                            Diagnostic::error(at, error.to_string())
+                                .with_label("only symbols or blanks, which matching skips")
+                                .with_secondary(category, "in this list")
+                                .with_help("remove it, or add `without gaps` to the list to match symbols as written")
+                        }
+                        BuildError::EmptyAllow { index, text } => {
+                            let (source, span) = allow_sources[*index];
+                            let at = self.word_span(source, text).unwrap_or(span);
+                            Diagnostic::error(at, error.to_string())
+                                .with_label("only symbols or blanks, which matching skips")
+                                .with_help("remove it")
+                        }
+                        BuildError::Fold(_) | BuildError::Automaton(_) => Diagnostic::error(whole, error.to_string()),
+                    };
+                    self.push(d);
+                }
+                Safety::default()
+            }
+        }
+    }
+
+    /// Where a word of a list is written: its string, or its line in the list file (the
+    /// file is added to the source map so the diagnostic can show it).
+    fn word_span(&mut self, source: &ast::WordSource, word: &str) -> Option<Span> {
+        match source {
+            ast::WordSource::Inline(words) => words.iter().find(|w| w.value.trim() == word).map(|w| w.span),
+            ast::WordSource::File(path) => {
+                let full = self.root.join(&path.value);
+                let text = self.inputs.iter().find(|(p, _)| *p == full)?.1.clone();
+                let mut offset = 0;
+                let mut found = None;
+                for line in text.split_inclusive('\n') {
+                    let content = line.split('#').next().unwrap_or("");
+                    if content.trim() == word {
+                        let start = offset + (content.len() - content.trim_start().len());
+                        found = Some(start..start + word.len());
+                        break;
+                    }
+                    offset += line.len();
+                }
+                let range = found?;
+                let file = match self.sources.find(&full) {
+                    Some(id) => id,
+                    None => self.sources.add(full, text),
+                };
+                Some(Span::new(file, range.start, range.end))
+            }
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use crate::dialogue::{Role, Session, TicketStore};
 use crate::llm::{self, GenerateRequest, prompt};
 use crate::nlu::{self, Understanding};
 use crate::ruleset::{FallbackAction, Owner, Style, Trigger};
+use crate::safety::GuardStep;
 use crate::script::host::{self, Host};
 use crate::script::{Script, ScriptError, Template};
 
@@ -116,8 +117,31 @@ pub(super) fn run(
         .sessions
         .get(&request.session_id)
         .unwrap_or_else(|| crate::dialogue::Session::new(&request.session_id));
-    let message = request.message.trim().to_string();
     let mut trace = Vec::new();
+
+    // Input safety comes first: a blocked message goes no further, and from here on only
+    // the masked text (mask-list words and personal data replaced) is understood, stored
+    // in the session or put into a prompt.
+    let verdict = rules.safety.check_input(request.message.trim());
+    if !verdict.findings.is_empty() {
+        trace.push(step("safety", describe_findings(&verdict.findings)));
+    }
+    if let Some(blocked) = verdict.blocked {
+        session.remember(Role::User, format!("［已屏蔽：{}］", blocked.category), now_ms);
+        session.remember(Role::Bot, &blocked.reply, now_ms);
+        session.updated_at = now_ms;
+        engine.sessions.put(session.clone());
+        let mut response = response_for(
+            rules,
+            &session,
+            &Understanding::default(),
+            Answer::new(AnswerSource::Safety, blocked.reply),
+        );
+        trace.push(step("safety", format!("blocked: {}", blocked.category)));
+        response.trace = trace;
+        return response;
+    }
+    let message = verdict.masked;
 
     if let Some(takeover) = &mut session.takeover {
         takeover.queued.push(message.clone());
@@ -218,6 +242,21 @@ pub(super) fn step(stage: &str, detail: impl Into<String>) -> TraceStep {
         stage: stage.to_string(),
         detail: detail.into(),
     }
+}
+
+fn describe_findings(findings: &[crate::safety::Finding]) -> String {
+    findings
+        .iter()
+        .map(|f| {
+            let action = match f.action {
+                crate::safety::Action::Block => "block",
+                crate::safety::Action::Mask => "mask",
+                crate::safety::Action::Pii => "pii",
+            };
+            format!("{action} {}", f.category)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn describe_understanding(u: &Understanding) -> String {
@@ -578,7 +617,36 @@ impl Turn<'_> {
             top_p: style.as_ref().and_then(|s| s.top_p).unwrap_or(0.9) as f32,
             deadline: Some(std::time::Instant::now() + self.engine.config.llm_timeout),
         };
-        match llm.generate(&request, on_delta) {
+        // The answer streams through the output guard: text is released only once no
+        // blocked word can still complete across the next chunk.
+        let mut guard = rules.safety.output_guard();
+        let mut blocked: Option<crate::safety::Blocked> = None;
+        let generated = {
+            let mut sink = |chunk: &str| {
+                if blocked.is_some() {
+                    return;
+                }
+                match guard.push(chunk) {
+                    GuardStep::Emit(text) if !text.is_empty() => on_delta(&text),
+                    GuardStep::Emit(_) => {}
+                    GuardStep::Blocked(b) => blocked = Some(b),
+                }
+            };
+            llm.generate(&request, &mut sink)
+        };
+        if blocked.is_none() {
+            match guard.finish() {
+                GuardStep::Emit(text) if !text.is_empty() => on_delta(&text),
+                GuardStep::Emit(_) => {}
+                GuardStep::Blocked(b) => blocked = Some(b),
+            }
+        }
+        if let Some(b) = blocked {
+            self.trace
+                .push(step("safety", format!("model answer blocked: {}", b.category)));
+            return Answer::new(AnswerSource::Safety, b.reply);
+        }
+        match generated {
             Ok(generation) => {
                 let verdict = llm::judge(&generation, &self.message);
                 let threshold = rules.shop.threshold;
@@ -620,7 +688,23 @@ impl Turn<'_> {
     }
 
     /// Updates the session with the answer, saves it and builds the response.
-    fn finish(mut self, answer: Answer, now_ms: i64) -> TurnResponse {
+    fn finish(mut self, mut answer: Answer, now_ms: i64) -> TurnResponse {
+        // No text reaches a customer without passing safety: rule and flow replies too (an
+        // order record may hold a phone number), not only the model's.
+        if !answer.reply.is_empty() && answer.source != AnswerSource::Safety {
+            let verdict = self.rules.safety.check_output(&answer.reply);
+            if let Some(blocked) = verdict.blocked {
+                self.trace
+                    .push(step("safety", format!("reply blocked: {}", blocked.category)));
+                answer = Answer::new(AnswerSource::Safety, blocked.reply);
+            } else if !verdict.findings.is_empty() {
+                self.trace.push(step(
+                    "safety",
+                    format!("reply masked: {}", describe_findings(&verdict.findings)),
+                ));
+                answer.reply = verdict.masked;
+            }
+        }
         let session = &mut self.session;
         session.turns += 1;
         if answer.failure {

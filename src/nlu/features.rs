@@ -54,6 +54,37 @@ pub fn fold(text: &str) -> String {
 }
 
 /// Whether a folded character separates tokens (whitespace, ASCII or CJK punctuation).
+/// Digit runs at least this long are identifiers (order numbers, phone numbers), not
+/// quantities.
+const LONG_NUMBER: usize = 5;
+
+/// Folds digits to `0` so numbers of the same shape share features, and turns a run of
+/// `LONG_NUMBER` or more digits (or PII-mask `*`s) into one `#`: an order number is "a long
+/// number", and must not look like the heights and weights ("170 130斤") of size questions.
+fn compact_numbers(chars: impl Iterator<Item = char>) -> Vec<char> {
+    let mut out = Vec::new();
+    let mut run = 0usize;
+    let flush = |out: &mut Vec<char>, run: &mut usize| {
+        if *run >= LONG_NUMBER {
+            let keep = out.len() - *run;
+            out.truncate(keep);
+            out.push('#');
+        }
+        *run = 0;
+    };
+    for c in chars {
+        if c.is_ascii_digit() || c == '*' {
+            out.push(if c == '*' { '*' } else { '0' });
+            run += 1;
+        } else {
+            flush(&mut out, &mut run);
+            out.push(c);
+        }
+    }
+    flush(&mut out, &mut run);
+    out
+}
+
 fn is_separator(c: char) -> bool {
     c.is_whitespace()
         || c.is_ascii_punctuation()
@@ -163,12 +194,7 @@ impl Featurizer {
         // Character n-grams over the compact text, digits folded to 0.
         let mut chars: Vec<char> = Vec::with_capacity(folded.len() + 2);
         chars.push('^');
-        chars.extend(
-            folded
-                .chars()
-                .filter(|c| !is_separator(*c))
-                .map(|c| if c.is_ascii_digit() { '0' } else { c }),
-        );
+        chars.extend(compact_numbers(folded.chars().filter(|c| !is_separator(*c))));
         chars.push('$');
         let n = chars.len();
         for i in 0..n {
@@ -189,6 +215,10 @@ impl Featurizer {
         let flush = |word: &mut String, prev: &mut Option<Fnv>, out: &mut Vec<Bucket>| {
             if word.is_empty() {
                 return;
+            }
+            if word.len() >= LONG_NUMBER && word.chars().all(|c| c == '0') {
+                word.clear();
+                word.push('#');
             }
             let mut h = Fnv::new(KIND_WORD);
             for c in word.chars() {
@@ -359,6 +389,14 @@ mod tests {
         assert_eq!(f.features("什么时候发货？"), f.features("什么 时候发货"));
         assert_eq!(f.features("ＸＬ有货吗"), f.features("xl有货吗"));
         assert_ne!(f.features("什么时候发货"), f.features("什么时候退货"));
+    }
+
+    #[test]
+    fn long_numbers_become_one_token() {
+        let s: String = compact_numbers("订单202611020001 170cm 138****5678".chars())
+            .into_iter()
+            .collect();
+        assert_eq!(s, "订单# 000cm #");
     }
 
     #[test]

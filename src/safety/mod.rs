@@ -1,9 +1,38 @@
 //! Safety: what may not be said, and what personal data must not be kept.
 //!
-//! This module holds the safety configuration the rule language declares (`safety { ... }`):
-//! word lists per category with their action, the allow list, the PII kinds to mask, and
-//! which normalization folds a list opts out of. Matching itself (normalizer, automaton,
-//! PII detectors) lives beside it.
+//! The rule language declares word lists per category with their action, an allow list,
+//! the PII kinds to mask, and which normalization folds a list opts out of
+//! ([`SafetyConfig`]). [`Safety::build`] compiles that once per rule set into matchers;
+//! the result lives in the `RuleSet`, immutable and shared by every turn.
+//!
+//! | file | job |
+//! | --- | --- |
+//! | `normalize.rs` | fold tables and the one-pass normalizer with its offset map |
+//! | `lexicon.rs` | the word-list automaton, allow list, word boundaries |
+//! | `pii.rs` | phone, ID card, bank card, email and address detection and masks |
+//! | `stream.rs` | the guard that checks model output while it streams |
+//!
+//! Invariant: no text reaches a user without passing `Safety` (input through
+//! [`Safety::check_input`], model output through an [`OutputGuard`]), and personal data
+//! is masked ([`Safety::redact_pii`]) before text is logged, stored in a session or put
+//! into a prompt.
+
+pub mod normalize;
+pub mod pii;
+pub mod stream;
+
+mod lexicon;
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::ops::Range;
+
+use serde::Serialize;
+
+use lexicon::{Lexicon, Scratch};
+pub use lexicon::{WordHit, WordRef};
+use normalize::{FoldError, FoldTable, Folds};
+pub use stream::{GuardStep, OutputGuard};
 
 use std::fmt;
 use std::str::FromStr;
@@ -148,3 +177,288 @@ pub struct SafetyConfig {
 
 /// The reply of block lists that give none and of a safety block with no `reply`.
 pub const DEFAULT_BLOCK_REPLY: &str = "抱歉，这个问题我无法回答。请问还有其他可以帮您的吗？";
+
+/// Why a safety configuration could not be compiled. Apart from `Fold`, these are the
+/// editor's to fix and become diagnostics pointing at the list.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A list word that normalizes to nothing (only symbols or blanks) would match nothing.
+    #[error("word `{text}` of safety list `{category}` is empty once normalized")]
+    EmptyWord {
+        /// Index into [`SafetyConfig::lists`].
+        list: usize,
+        /// Index into that list's words.
+        word: usize,
+        /// The word as written.
+        text: String,
+        /// The list's category.
+        category: String,
+    },
+    /// An allowed phrase that normalizes to nothing.
+    #[error("allowed phrase `{text}` is empty once normalized")]
+    EmptyAllow {
+        /// Index into [`SafetyConfig::allow`].
+        index: usize,
+        /// The phrase as written.
+        text: String,
+    },
+    /// A fold table could not be built.
+    #[error(transparent)]
+    Fold(#[from] FoldError),
+    /// The automaton could not be built (too large).
+    #[error("the word-list automaton could not be built")]
+    Automaton(#[source] aho_corasick::BuildError),
+}
+
+/// What a finding does to the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// A `block` list word: the message is answered with the list's reply.
+    Block,
+    /// A `mask` list word: replaced by `*` and the message goes on.
+    Mask,
+    /// Personal data: replaced by its mask and the message goes on.
+    Pii,
+}
+
+/// One thing found in a text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The list's category, or the PII kind (`phone`, `id_card`, ...).
+    pub category: String,
+    /// What it does.
+    pub action: Action,
+    /// Where, in bytes of the original (not normalized) text.
+    pub span: Range<usize>,
+    /// The original text of the span.
+    pub text: String,
+    /// The list word as written in the rules (none for PII).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub word: Option<String>,
+    /// What replaces the span in the masked text (none for `block`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<String>,
+}
+
+/// The answer given instead of a blocked message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Blocked {
+    /// The category of the first blocked word.
+    pub category: String,
+    /// The category's reply.
+    pub reply: String,
+}
+
+/// The outcome of checking one text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// Set when a `block` word was found: the message goes no further.
+    pub blocked: Option<Blocked>,
+    /// Everything found, in order of position.
+    pub findings: Vec<Finding>,
+    /// The text with `mask` words and personal data replaced.
+    pub masked: String,
+}
+
+impl Verdict {
+    /// Whether the message must not go on.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.is_some()
+    }
+}
+
+/// The compiled safety configuration of a rule set: immutable, `Send + Sync`.
+#[derive(Debug, Default)]
+pub struct Safety {
+    config: SafetyConfig,
+    lexicon: Lexicon,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch buffers (fresh ones if they are in use).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => {
+            let r = f(&mut scratch);
+            scratch.shrink_if_large();
+            r
+        }
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
+impl Safety {
+    /// Compiles a configuration: fold tables, one automaton per fold set, filters.
+    /// Every problem is reported, not just the first.
+    pub fn build(config: SafetyConfig) -> Result<Safety, Vec<BuildError>> {
+        let lexicon = Lexicon::build(&config)?;
+        Ok(Safety { config, lexicon })
+    }
+
+    /// The configuration this was built from.
+    pub fn config(&self) -> &SafetyConfig {
+        &self.config
+    }
+
+    /// Checks a customer's message: block words, mask words and personal data.
+    pub fn check_input(&self, text: &str) -> Verdict {
+        self.check(text)
+    }
+
+    /// Checks a whole model answer; use [`Safety::output_guard`] while it streams.
+    pub fn check_output(&self, text: &str) -> Verdict {
+        self.check(text)
+    }
+
+    fn check(&self, text: &str) -> Verdict {
+        let findings = self.findings(text);
+        let blocked = findings
+            .iter()
+            .find(|f| f.action == Action::Block)
+            .map(|f| self.blocked(f));
+        let masked = mask_range(text, 0..text.len(), &findings);
+        Verdict {
+            blocked,
+            findings,
+            masked,
+        }
+    }
+
+    /// The reply for a block finding.
+    fn blocked(&self, finding: &Finding) -> Blocked {
+        let reply = self
+            .config
+            .lists
+            .iter()
+            .find_map(|l| match &l.action {
+                ListAction::Block { reply } if l.category == finding.category => Some(reply.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| DEFAULT_BLOCK_REPLY.to_string());
+        Blocked {
+            category: finding.category.clone(),
+            reply,
+        }
+    }
+
+    /// Every list word and piece of personal data in `text`, in order of position.
+    pub fn findings(&self, text: &str) -> Vec<Finding> {
+        self.scan(text).0
+    }
+
+    /// List words only (no PII), as findings.
+    pub fn words(&self, text: &str) -> Vec<Finding> {
+        let mut hits = Vec::new();
+        self.scan_words(text, &mut hits);
+        hits.into_iter().map(|h| self.word_finding(text, h)).collect()
+    }
+
+    /// List words only, appended to `hits` without allocating anything else: the whole
+    /// normalize, match, allow-list and word-boundary path, and what the benchmark times.
+    /// [`SafetyConfig::lists`] gives each hit's category, action and word.
+    pub fn scan_words(&self, text: &str, hits: &mut Vec<WordHit>) {
+        with_scratch(|scratch| self.lexicon.scan(text, scratch, hits));
+    }
+
+    /// Findings, and the byte offset before which list-word findings are final however
+    /// the text goes on (see [`OutputGuard`]).
+    pub(crate) fn scan(&self, text: &str) -> (Vec<Finding>, usize) {
+        let mut hits = Vec::new();
+        let stable = with_scratch(|scratch| self.lexicon.scan(text, scratch, &mut hits));
+        let mut findings: Vec<Finding> = hits.into_iter().map(|h| self.word_finding(text, h)).collect();
+        for m in pii::find(text, &self.config.pii) {
+            findings.push(Finding {
+                category: m.kind.name().to_string(),
+                action: Action::Pii,
+                text: text[m.span.clone()].to_string(),
+                span: m.span,
+                word: None,
+                replacement: Some(m.masked),
+            });
+        }
+        findings.sort_by_key(|f| (f.span.start, std::cmp::Reverse(f.span.end)));
+        (findings, stable)
+    }
+
+    fn word_finding(&self, text: &str, hit: WordHit) -> Finding {
+        let list = &self.config.lists[hit.word.list];
+        let original = &text[hit.span.clone()];
+        let (action, replacement) = match list.action {
+            ListAction::Block { .. } => (Action::Block, None),
+            ListAction::Mask => (Action::Mask, Some("*".repeat(original.chars().count()))),
+        };
+        Finding {
+            category: list.category.clone(),
+            action,
+            span: hit.span,
+            text: original.to_string(),
+            word: Some(list.words[hit.word.word].clone()),
+            replacement,
+        }
+    }
+
+    /// `text` with `mask` words and personal data replaced (block words stay: a blocked
+    /// message goes no further anyway).
+    pub fn mask(&self, text: &str) -> String {
+        mask_range(text, 0..text.len(), &self.findings(text))
+    }
+
+    /// `text` with personal data masked: what may be logged, kept in a session or put
+    /// into a prompt. Borrowed when there is nothing to mask.
+    pub fn redact_pii<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        let found = pii::find(text, &self.config.pii);
+        if found.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for m in found {
+            out.push_str(&text[at..m.span.start]);
+            out.push_str(&m.masked);
+            at = m.span.end;
+        }
+        out.push_str(&text[at..]);
+        Cow::Owned(out)
+    }
+
+    /// The matching form of `text` under the folds of the lists without `without` (all
+    /// folds when there are no lists): what `kefu safety` shows editors.
+    pub fn normalize(&self, text: &str) -> String {
+        match self.lexicon.first_table() {
+            Some(table) => table.normalize_str(text),
+            None => FoldTable::get(Folds::ALL).map_or_else(|_| text.to_string(), |t| t.normalize_str(text)),
+        }
+    }
+
+    /// A guard for one streamed model answer.
+    pub fn output_guard(&self) -> OutputGuard<'_> {
+        OutputGuard::new(self)
+    }
+
+    /// Whether there are any word lists.
+    pub fn has_lists(&self) -> bool {
+        !self.lexicon.is_empty()
+    }
+}
+
+/// `text[range]` with every `mask`/`pii` finding inside the range replaced. Findings are
+/// in order of position; one overlapping an earlier kept one is skipped.
+pub(crate) fn mask_range(text: &str, range: Range<usize>, findings: &[Finding]) -> String {
+    let mut out = String::with_capacity(range.len());
+    let mut at = range.start;
+    for f in findings {
+        let Some(replacement) = &f.replacement else { continue };
+        if f.span.start < at || f.span.end > range.end {
+            continue;
+        }
+        out.push_str(&text[at..f.span.start]);
+        out.push_str(replacement);
+        at = f.span.end;
+    }
+    out.push_str(&text[at..range.end]);
+    out
+}

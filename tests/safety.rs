@@ -1,0 +1,337 @@
+//! The safety filter, driven by cases in `tests/data/safety/*.yaml`: every fold, every
+//! PII kind with valid and invalid numbers, the allow list, word boundaries and
+//! streaming. Each file declares its lists; each case gives an input (or chunks for the
+//! output guard) and what must come out. All failing cases are reported together.
+//!
+//! Also: streaming gives exactly the whole-text answer for every way of splitting a text,
+//! and `kefu safety` prints its JSON report (snapshot).
+
+mod support;
+
+use std::path::Path;
+
+use kefu::safety::{
+    DEFAULT_BLOCK_REPLY, Fold, GuardStep, ListAction, PiiKind, Safety, SafetyConfig, Verdict, WordList,
+};
+use serde::Deserialize;
+
+/// One `tests/data/safety/*.yaml` file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseFile {
+    #[serde(default)]
+    lists: Vec<ListSpec>,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    pii: Vec<String>,
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListSpec {
+    category: String,
+    action: String,
+    #[serde(default)]
+    reply: Option<String>,
+    words: Vec<String>,
+    #[serde(default)]
+    without: Vec<String>,
+}
+
+/// A case; every expectation is optional, but a case must have one.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    /// A message checked whole.
+    #[serde(default)]
+    input: Option<String>,
+    /// Model output streamed through the guard, chunk by chunk.
+    #[serde(default)]
+    chunks: Option<Vec<String>>,
+    /// The matching form.
+    #[serde(default)]
+    normalized: Option<String>,
+    /// Every finding as "category action original-text", in order.
+    #[serde(default)]
+    found: Option<Vec<String>>,
+    /// The list words matched, as written in the list, in order.
+    #[serde(default)]
+    words: Option<Vec<String>>,
+    /// Finding spans as "start..end" in bytes.
+    #[serde(default)]
+    spans: Option<Vec<String>>,
+    /// The masked text.
+    #[serde(default)]
+    masked: Option<String>,
+    /// The blocking category, or `none`.
+    #[serde(default)]
+    blocked: Option<String>,
+    /// The reply of the blocking list.
+    #[serde(default)]
+    reply: Option<String>,
+    /// What a streamed answer finally shows.
+    #[serde(default)]
+    shown: Option<String>,
+}
+
+fn build(file: &CaseFile) -> Safety {
+    let lists = file
+        .lists
+        .iter()
+        .map(|l| WordList {
+            category: l.category.clone(),
+            action: match l.action.as_str() {
+                "block" => ListAction::Block {
+                    reply: l.reply.clone().unwrap_or_else(|| DEFAULT_BLOCK_REPLY.to_string()),
+                },
+                "mask" => ListAction::Mask,
+                other => panic!("unknown action {other}"),
+            },
+            words: l.words.clone(),
+            without: l
+                .without
+                .iter()
+                .map(|f| f.parse::<Fold>().unwrap_or_else(|()| panic!("unknown fold {f}")))
+                .collect(),
+        })
+        .collect();
+    let pii = file
+        .pii
+        .iter()
+        .map(|k| k.parse::<PiiKind>().unwrap_or_else(|()| panic!("unknown pii kind {k}")))
+        .collect();
+    Safety::build(SafetyConfig {
+        lists,
+        allow: file.allow.clone(),
+        pii,
+    })
+    .unwrap_or_else(|e| panic!("the case file's lists must compile: {e:?}"))
+}
+
+/// Checks one case; returns what differs.
+fn check(safety: &Safety, case: &Case) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut expect = |what: &str, want: &dyn std::fmt::Debug, got: &dyn std::fmt::Debug| {
+        let (want, got) = (format!("{want:?}"), format!("{got:?}"));
+        if want != got {
+            problems.push(format!("{what}: expected {want}, got {got}"));
+        }
+    };
+    let mut checked = 0;
+    if let Some(input) = &case.input {
+        let verdict: Verdict = safety.check_input(input);
+        if let Some(want) = &case.normalized {
+            expect("normalized", want, &safety.normalize(input));
+            checked += 1;
+        }
+        if let Some(want) = &case.found {
+            let got: Vec<String> = verdict
+                .findings
+                .iter()
+                .map(|f| {
+                    let action = serde_json::to_value(f.action).unwrap();
+                    format!("{} {} {}", f.category, action.as_str().unwrap(), f.text)
+                })
+                .collect();
+            expect("found", want, &got);
+            checked += 1;
+        }
+        if let Some(want) = &case.words {
+            let got: Vec<&str> = verdict.findings.iter().filter_map(|f| f.word.as_deref()).collect();
+            expect("words", want, &got);
+            checked += 1;
+        }
+        if let Some(want) = &case.spans {
+            let got: Vec<String> = verdict
+                .findings
+                .iter()
+                .map(|f| format!("{}..{}", f.span.start, f.span.end))
+                .collect();
+            expect("spans", want, &got);
+            checked += 1;
+        }
+        if let Some(want) = &case.masked {
+            expect("masked", want, &verdict.masked);
+            checked += 1;
+        }
+        if let Some(want) = &case.blocked {
+            let got = verdict.blocked.as_ref().map_or("none", |b| b.category.as_str());
+            expect("blocked", want, &got);
+            checked += 1;
+        }
+        if let Some(want) = &case.reply {
+            expect(
+                "reply",
+                want,
+                &verdict.blocked.as_ref().map(|b| b.reply.as_str()).unwrap_or(""),
+            );
+            checked += 1;
+        }
+    }
+    if let Some(chunks) = &case.chunks {
+        let (shown, blocked) = stream(safety, chunks);
+        if let Some(want) = &case.shown {
+            expect("shown", want, &shown);
+            checked += 1;
+        }
+        let want = case.blocked.as_deref().unwrap_or("none");
+        expect("blocked", &want, &blocked.as_deref().unwrap_or("none"));
+        checked += 1;
+    }
+    if checked == 0 {
+        problems.push("the case checks nothing".into());
+    }
+    problems
+}
+
+/// Streams `chunks` through a guard: what was shown, and the blocking category if any.
+fn stream<S: AsRef<str>>(safety: &Safety, chunks: &[S]) -> (String, Option<String>) {
+    let mut guard = safety.output_guard();
+    let mut shown = String::new();
+    for chunk in chunks {
+        match guard.push(chunk.as_ref()) {
+            GuardStep::Emit(text) => shown.push_str(&text),
+            GuardStep::Blocked(b) => return (shown, Some(b.category)),
+        }
+    }
+    match guard.finish() {
+        GuardStep::Emit(text) => shown.push_str(&text),
+        GuardStep::Blocked(b) => return (shown, Some(b.category)),
+    }
+    (shown, None)
+}
+
+fn case_files() -> Vec<(String, CaseFile)> {
+    let dir = Path::new("tests/data/safety");
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let file: CaseFile = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (p.file_name().unwrap().to_string_lossy().into_owned(), file)
+        })
+        .collect()
+}
+
+#[test]
+fn every_case_file_passes() {
+    let files = case_files();
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["folds.yaml", "lists.yaml", "pii.yaml", "stream.yaml"]);
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for (name, file) in &files {
+        let safety = build(file);
+        for case in &file.cases {
+            count += 1;
+            for problem in check(&safety, case) {
+                failures.push(format!("{name}: {}: {problem}", case.name));
+            }
+        }
+    }
+    assert!(count >= 100, "expected at least 100 cases, found {count}");
+    assert!(
+        failures.is_empty(),
+        "{} failing:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn streaming_gives_the_whole_text_answer_for_every_split() {
+    let (_, file) = case_files().into_iter().find(|(n, _)| n == "stream.yaml").unwrap();
+    let safety = build(&file);
+    let texts = [
+        "你这个傻逼东西，请拨打13812345678联系我们",
+        "关于法轮功的问题",
+        "I have a cat, mail zhangsan@example.com now",
+        "watch av now 傻 傻 逼",
+    ];
+    for text in texts {
+        let whole = safety.check_output(text);
+        let want = (
+            if whole.is_blocked() {
+                String::new()
+            } else {
+                whole.masked.clone()
+            },
+            whole.blocked.as_ref().map(|b| b.category.clone()),
+        );
+        let chars: Vec<String> = text.chars().map(String::from).collect();
+        let (shown, blocked) = stream(&safety, &chars);
+        assert_eq!(blocked, want.1, "{text:?} one character at a time");
+        if blocked.is_none() {
+            assert_eq!(shown, want.0, "{text:?} one character at a time");
+        }
+        for (at, _) in text.char_indices().skip(1) {
+            let (shown, blocked) = stream(&safety, &[&text[..at], &text[at..]]);
+            assert_eq!(blocked, want.1, "{text:?} split at {at}");
+            if blocked.is_none() {
+                assert_eq!(shown, want.0, "{text:?} split at {at}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_rules_directory_compiles_its_safety_block() {
+    let (compiled, rendered) = support::check(Path::new("tests/data/safety_rules"));
+    let rules = compiled.rules.unwrap_or_else(|| panic!("{rendered}"));
+    let verdict = rules.safety.check_input("法輪功");
+    assert_eq!(verdict.blocked.unwrap().reply, "抱歉，这个话题我无法回答。");
+    assert_eq!(rules.safety.redact_pii("电话13812345678"), "电话138****5678");
+    assert_eq!(rules.safety.redact_pii("没有个人信息"), "没有个人信息");
+}
+
+#[test]
+fn kefu_safety_prints_a_json_report() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(["safety", "--rules", "tests/data/safety_rules"])
+        .arg("你们和某 东比怎么样？我的电话 +86 138-1234-5678，ＦＵＣＫ，共产党员服务站在北京市朝阳区建国路88号")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    // The version is a hash of the fixture files; the rest is what editors read.
+    let report: String = stdout
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("\"rules_version\""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    insta::assert_snapshot!(report);
+}
+
+#[test]
+fn kefu_safety_reads_standard_input_and_fails_on_broken_rules() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(["safety", "--rules", "tests/data/safety_rules", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all("法*轮*功\n".as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["normalized"], "法轮功");
+    assert_eq!(report["blocked"]["category"], "政治");
+    assert_eq!(report["findings"][0]["span"]["end"], "法*轮*功".len());
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(["safety", "--rules", "tests/data/diagnostics/safety_empty_word", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is empty once normalized"));
+}
