@@ -45,7 +45,7 @@ struct Group {
     /// First two characters of every pattern of two or more characters.
     pairs: PairBits,
     /// Every one-character pattern; `None` when there is none, to save the probe.
-    singles: Option<Bits>,
+    singles: Option<CharSet>,
     /// Every two-character pattern.
     doubles: Bits,
     /// First three characters of every pattern of three or more characters.
@@ -107,6 +107,9 @@ pub struct WordHit {
 pub(crate) struct Scratch {
     norm: Normalized,
     candidates: Vec<u32>,
+    /// The units from a candidate on, as bytes for the automaton: at most the longest
+    /// pattern, so the hot loop only ever writes `u16` units.
+    window: Vec<u8>,
 }
 
 impl Scratch {
@@ -207,7 +210,11 @@ impl Lexicon {
 
 impl Group {
     fn scan(&self, text: &str, scratch: &mut Scratch, hits: &mut Vec<WordHit>) -> usize {
-        let Scratch { norm, candidates } = scratch;
+        let Scratch {
+            norm,
+            candidates,
+            window,
+        } = scratch;
         candidates.clear();
         let pairs = &self.pairs;
         let singles = self.singles.as_ref();
@@ -216,13 +223,13 @@ impl Group {
         // The pass that normalizes also picks the positions where a word may start; a
         // position is decided when the next character arrives.
         self.table.normalize_with(text, norm, |unit, ch| {
-            if prev != u32::MAX && (pairs.contains(prev, ch) || singles.is_some_and(|s| s.contains(u64::from(prev)))) {
+            if prev != u32::MAX && (pairs.contains(prev, ch) || singles.is_some_and(|s| s.contains(prev))) {
                 candidates.push(prev_unit);
             }
             prev = ch;
             prev_unit = unit;
         });
-        if prev != u32::MAX && singles.is_some_and(|s| s.contains(u64::from(prev))) {
+        if prev != u32::MAX && singles.is_some_and(|s| s.contains(prev)) {
             candidates.push(prev_unit);
         }
 
@@ -236,14 +243,17 @@ impl Group {
             }
             // Longest first; when the longest fails a check, look again for a shorter
             // match at the same place.
-            let mut limit = n;
+            let mut limit = n.min(p + self.max_units);
+            norm.bytes_into(p..limit, window);
             while limit > p {
-                let input = Input::new(norm.bytes()).span(2 * p..2 * limit).anchored(Anchored::Yes);
+                let input = Input::new(window.as_slice())
+                    .span(0..2 * (limit - p))
+                    .anchored(Anchored::Yes);
                 // Anchored searches are supported: the automaton is built for them.
                 let Some(m) = self.automaton.try_find(input).ok().flatten() else {
                     break;
                 };
-                let end = m.end() / 2;
+                let end = p + m.end() / 2;
                 let entry = &self.entries[m.pattern().as_usize()];
                 if !self.bounded(entry, norm, text, p, end) {
                     limit = end - 1;
@@ -291,7 +301,7 @@ impl Group {
     /// `p` begin some pattern.
     fn may_start(&self, norm: &Normalized, p: usize) -> bool {
         let Some((a, next)) = norm.char_at(p) else { return false };
-        if self.singles.as_ref().is_some_and(|s| s.contains(u64::from(a))) {
+        if self.singles.as_ref().is_some_and(|s| s.contains(a)) {
             return true;
         }
         let Some((b, next)) = norm.char_at(next) else {
@@ -326,7 +336,7 @@ struct GroupBuilder<'t> {
     entries: Vec<(bool, bool, Vec<Owner>)>,
     /// First two characters of every pattern of two or more characters.
     firsts: Vec<(u32, u32)>,
-    singles: Vec<u64>,
+    singles: Vec<u32>,
     doubles: Vec<u64>,
     triples: Vec<u64>,
     max_units: usize,
@@ -374,9 +384,11 @@ impl<'t> GroupBuilder<'t> {
                 let id = self.entries.len();
                 self.entries
                     .push((norm.is_ascii_alnum(0), norm.is_ascii_alnum(units.len() - 1), Vec::new()));
-                self.patterns.push(norm.bytes().to_vec());
+                let mut bytes = Vec::new();
+                norm.bytes_into(0..norm.len(), &mut bytes);
+                self.patterns.push(bytes);
                 match chars[..] {
-                    [only] => self.singles.push(u64::from(only)),
+                    [only] => self.singles.push(only),
                     [a, b] => {
                         self.firsts.push((a, b));
                         self.doubles.push(pair_key(a, b));
@@ -412,7 +424,7 @@ impl<'t> GroupBuilder<'t> {
             .match_kind(MatchKind::LeftmostLongest)
             .start_kind(StartKind::Anchored)
             .build(&self.patterns)?;
-        let singles = (!self.singles.is_empty()).then(|| Bits::from_keys(&self.singles, 32));
+        let singles = (!self.singles.is_empty()).then(|| CharSet::new(&self.singles));
         let mut entries = Vec::with_capacity(self.entries.len());
         let mut more_owners = Vec::new();
         for (left, right, owners) in self.entries {
@@ -445,6 +457,41 @@ impl<'t> GroupBuilder<'t> {
 #[inline(always)]
 fn pair_key(a: u32, b: u32) -> u64 {
     (u64::from(a) << 21) | u64::from(b) | (1 << 63)
+}
+
+/// An exact set of characters: a bit per BMP character (8 KiB, stays in L1) and a sorted
+/// list for the rest. Holds the one-character patterns, probed at every character.
+#[derive(Debug)]
+struct CharSet {
+    bmp: Box<[u64; 0x1_0000 / 64]>,
+    astral: Vec<u32>,
+}
+
+impl CharSet {
+    fn new(chars: &[u32]) -> CharSet {
+        let mut set = CharSet {
+            bmp: Box::new([0; 0x1_0000 / 64]),
+            astral: Vec::new(),
+        };
+        for &c in chars {
+            if c <= 0xFFFF {
+                set.bmp[c as usize / 64] |= 1 << (c % 64);
+            } else {
+                set.astral.push(c);
+            }
+        }
+        set.astral.sort_unstable();
+        set
+    }
+
+    #[inline(always)]
+    fn contains(&self, c: u32) -> bool {
+        if c <= 0xFFFF {
+            self.bmp[(c as u16 as usize) / 64] & (1 << (c % 64)) != 0
+        } else {
+            self.astral.binary_search(&c).is_ok()
+        }
+    }
 }
 
 /// The filter probed at every character: "may a pattern start with these two

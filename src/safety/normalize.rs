@@ -207,7 +207,7 @@ impl FoldTable {
         // three or four bytes, so `text.len()` units always fit.
         out.ensure(text.len());
         let repeats = self.folds.contains(Fold::Repeats);
-        let Normalized { bytes, starts, len } = out;
+        let Normalized { units, starts, len } = out;
         let mut n = 0usize;
         let mut prev = u32::MAX;
         let b = text.as_bytes();
@@ -239,8 +239,7 @@ impl FoldTable {
                     continue;
                 }
                 prev = code;
-                bytes[2 * n] = code as u8;
-                bytes[2 * n + 1] = (code >> 8) as u8;
+                units[n] = code as u16;
                 starts[n] = at;
                 on_char(n as u32, code);
                 n += 1;
@@ -254,15 +253,15 @@ impl FoldTable {
                     return;
                 }
                 prev = ch;
-                let units = if ch <= 0xFFFF {
+                let pair = if ch <= 0xFFFF {
                     [ch as u16, 0]
                 } else {
                     let c = ch - 0x1_0000;
                     [(0xD800 + (c >> 10)) as u16, (0xDC00 + (c & 0x3FF)) as u16]
                 };
                 let width = if ch <= 0xFFFF { 1 } else { 2 };
-                for &u in &units[..width] {
-                    bytes[2 * n..2 * n + 2].copy_from_slice(&u.to_le_bytes());
+                for &u in &pair[..width] {
+                    units[n] = u;
                     starts[n] = at;
                     n += 1;
                 }
@@ -297,8 +296,8 @@ impl FoldTable {
 /// only ever grow; `len` says how much of them is this text.
 #[derive(Clone, Debug, Default)]
 pub struct Normalized {
-    /// The units as little-endian bytes: what the automaton reads.
-    bytes: Vec<u8>,
+    /// The units.
+    units: Vec<u16>,
     /// Per unit, the original byte offset of its character (both units of a pair share it).
     starts: Vec<u32>,
     /// Units in use.
@@ -310,7 +309,7 @@ impl Normalized {
     fn ensure(&mut self, units: usize) {
         if self.starts.len() < units {
             self.starts.resize(units, 0);
-            self.bytes.resize(2 * units, 0);
+            self.units.resize(units, 0);
         }
         self.len = 0;
     }
@@ -325,9 +324,10 @@ impl Normalized {
         self.len == 0
     }
 
-    /// The units as little-endian bytes.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.bytes[..2 * self.len]
+    /// Units `range` as little-endian bytes (what the automaton reads) into `out`.
+    pub(crate) fn bytes_into(&self, range: Range<usize>, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend(self.units[range].iter().flat_map(|u| u.to_le_bytes()));
     }
 
     /// The original byte offset of unit `i`'s character.
@@ -338,13 +338,13 @@ impl Normalized {
 
     /// The buffers' capacity in bytes, to let a thread drop buffers a huge text grew.
     pub(crate) fn capacity(&self) -> usize {
-        self.bytes.capacity() + 4 * self.starts.capacity()
+        2 * self.units.capacity() + 4 * self.starts.capacity()
     }
 
     /// The unit at `i`.
     #[inline]
     pub(crate) fn unit(&self, i: usize) -> u16 {
-        u16::from_le_bytes([self.bytes[2 * i], self.bytes[2 * i + 1]])
+        self.units[i]
     }
 
     /// The character starting at unit `i` and the unit after it, if `i` is in range.
