@@ -120,5 +120,11 @@ fn training(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, classification, training);
+// The macro generates an undocumented `pub fn benches`.
+#[allow(missing_docs)]
+mod group {
+    use super::*;
+    criterion_group!(benches, classification, training);
+}
+use group::benches;
 criterion_main!(benches);
