@@ -20,8 +20,9 @@ type Scored = Vec<(Vec<f64>, usize, f64)>;
 /// Training settings.
 #[derive(Clone, Debug)]
 pub struct Params {
-    /// L2 penalty on the weights (per unit of mean loss).
-    pub lambda: f64,
+    /// L2 penalties on the weights (per unit of mean loss) to choose from by
+    /// cross-validation, strongest first. Without cross-validation the first is used.
+    pub lambdas: Vec<f64>,
     /// Most L-BFGS iterations.
     pub max_iter: usize,
     /// Stop when the largest gradient component has shrunk by this factor from its value
@@ -38,7 +39,7 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Params {
-            lambda: 1e-4,
+            lambdas: vec![1e-4, 1e-5],
             max_iter: 300,
             tolerance: 1e-3,
             folds: 5,
@@ -71,6 +72,8 @@ pub struct TrainingReport {
     pub iterations: usize,
     /// The fitted temperature.
     pub temperature: f64,
+    /// The L2 penalty chosen by cross-validation.
+    pub lambda: f64,
     /// Accuracy of the cross-validated predictions on the held-out examples (0 when there
     /// was no calibration).
     pub cv_accuracy: f64,
@@ -92,51 +95,64 @@ impl Model {
     /// Trains and calibrates a model for `classes` classes.
     pub fn train(examples: &[Example], classes: usize, params: &Params) -> Model {
         let held = examples.iter().filter(|e| e.holdout).count();
+        let lambdas: &[f64] = if params.lambdas.is_empty() {
+            &[1e-4]
+        } else {
+            &params.lambdas
+        };
         let folds = if params.folds >= 2 && classes >= 2 && held >= params.folds {
             params.folds
         } else {
             0
         };
-        let assignment = assign_folds(examples, folds.max(1));
-        // The final model and the fold models are independent: train them on as many
-        // threads as the machine offers. Each result lands in its own slot, so the outcome
-        // does not depend on scheduling. Job `folds` is the final model.
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(folds + 1);
-        let mut logits: Vec<Scored> = vec![Vec::new(); folds];
-        let mut final_model: Option<Model> = None;
+        let all: Vec<&Example> = examples.iter().collect();
+        if folds == 0 {
+            return fit_path(&all, classes, params, &lambdas[..1])
+                .pop()
+                .expect("one lambda");
+        }
+        let assignment = assign_folds(examples, folds);
+        // The fold models are independent: train them on as many threads as the machine
+        // offers. Each result lands in its own slot, so the outcome does not depend on
+        // scheduling. Each fold walks the penalties from strong to weak, starting each
+        // from the previous solution (a regularisation path: cheap, and no information
+        // crosses folds).
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(folds);
+        let mut per_fold: Vec<Vec<Scored>> = vec![Vec::new(); folds];
         std::thread::scope(|scope| {
             let assignment = &assignment;
-            let mut groups: Vec<Vec<(usize, &mut Scored)>> = (0..threads).map(|_| Vec::new()).collect();
-            for (i, slot) in logits.iter_mut().enumerate() {
-                groups[(i + 1) % threads].push((i, slot));
+            let mut groups: Vec<Vec<(usize, &mut Vec<Scored>)>> = (0..threads).map(|_| Vec::new()).collect();
+            for (i, slot) in per_fold.iter_mut().enumerate() {
+                groups[i % threads].push((i, slot));
             }
-            let mut groups = groups.into_iter();
-            let first = groups.next().unwrap_or_default();
             for group in groups {
                 scope.spawn(move || {
                     for (fold, out) in group {
-                        *out = held_out_logits(examples, assignment, fold, classes, params);
+                        *out = held_out_logits(examples, assignment, fold, classes, params, lambdas);
                     }
                 });
             }
-            // This thread trains the final model, then its share of the folds.
-            let all: Vec<&Example> = examples.iter().collect();
-            final_model = Some(fit(&all, classes, params));
-            for (fold, out) in first {
-                *out = held_out_logits(examples, assignment, fold, classes, params);
-            }
         });
-        let mut model = final_model.expect("trained above");
-        let logits: Scored = logits.into_iter().flatten().collect();
-        if folds > 0 {
-            let right: f64 = logits.iter().filter(|(z, y, _)| argmax(z) == *y).map(|x| x.2).sum();
-            let total: f64 = logits.iter().map(|x| x.2).sum();
-            model.report.cv_accuracy = if total > 0.0 { right / total } else { 0.0 };
-            model.report.temperature = fit_temperature(&logits);
-            model.inv_temperature = 1.0 / model.report.temperature;
+        // The penalty whose held-out scores, once calibrated, have the least negative
+        // log-likelihood; the first (strongest) on ties.
+        let mut best: Option<(f64, usize, f64, Scored)> = None;
+        for (i, _) in lambdas.iter().enumerate() {
+            let logits: Scored = per_fold.iter_mut().flat_map(|f| std::mem::take(&mut f[i])).collect();
+            let t = fit_temperature(&logits);
+            let loss = nll(&logits, 1.0 / t);
+            if best.as_ref().is_none_or(|b| loss < b.0) {
+                best = Some((loss, i, t, logits));
+            }
         }
+        let (_, chosen, temperature, logits) = best.expect("at least one penalty");
+        let mut model = fit_path(&all, classes, params, &lambdas[chosen..=chosen])
+            .pop()
+            .expect("one lambda");
+        let right: f64 = logits.iter().filter(|(z, y, _)| argmax(z) == *y).map(|x| x.2).sum();
+        let total: f64 = logits.iter().map(|x| x.2).sum();
+        model.report.cv_accuracy = if total > 0.0 { right / total } else { 0.0 };
+        model.report.temperature = temperature;
+        model.inv_temperature = 1.0 / temperature;
         model
     }
 
@@ -186,26 +202,32 @@ impl Model {
     }
 }
 
-/// Trains without `fold` and scores the examples of `fold`: (logits, label, weight).
+/// Trains without `fold` along the penalty path and scores the examples of `fold` with
+/// each model: one list of (logits, label, weight) per penalty.
 fn held_out_logits(
     examples: &[Example],
     folds: &[Option<usize>],
     fold: usize,
     classes: usize,
     params: &Params,
-) -> Scored {
+    lambdas: &[f64],
+) -> Vec<Scored> {
     let train: Vec<&Example> = examples
         .iter()
         .zip(folds)
         .filter(|(_, f)| **f != Some(fold))
         .map(|(e, _)| e)
         .collect();
-    let model = fit(&train, classes, params);
-    examples
-        .iter()
-        .zip(folds)
-        .filter(|(_, f)| **f == Some(fold))
-        .map(|(e, _)| (model.raw_logits(&e.features).0, e.label, e.weight))
+    fit_path(&train, classes, params, lambdas)
+        .into_iter()
+        .map(|model| {
+            examples
+                .iter()
+                .zip(folds)
+                .filter(|(_, f)| **f == Some(fold))
+                .map(|(e, _)| (model.raw_logits(&e.features).0, e.label, e.weight))
+                .collect()
+        })
         .collect()
 }
 
@@ -253,19 +275,21 @@ pub fn softmax_in_place(z: &mut [f64]) {
     }
 }
 
+/// Weighted negative log-likelihood of scores whose logits are multiplied by `inv`.
+fn nll(logits: &[(Vec<f64>, usize, f64)], inv: f64) -> f64 {
+    let mut total = 0.0;
+    for (z, y, w) in logits {
+        let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max) * inv;
+        let lse = z.iter().map(|v| (v * inv - max).exp()).sum::<f64>().ln() + max;
+        total += w * (lse - z[*y] * inv);
+    }
+    total
+}
+
 /// The temperature minimising the weighted held-out negative log-likelihood, by golden-
 /// section search on `ln T` in `[ln 0.05, ln 20]` (the NLL is unimodal in `T`).
 fn fit_temperature(logits: &[(Vec<f64>, usize, f64)]) -> f64 {
-    let nll = |log_t: f64| -> f64 {
-        let inv = (-log_t).exp();
-        let mut total = 0.0;
-        for (z, y, w) in logits {
-            let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max) * inv;
-            let lse = z.iter().map(|v| (v * inv - max).exp()).sum::<f64>().ln() + max;
-            total += w * (lse - z[*y] * inv);
-        }
-        total
-    };
+    let nll = |log_t: f64| nll(logits, (-log_t).exp());
     let (mut a, mut b) = (0.05f64.ln(), 20f64.ln());
     let phi = (5f64.sqrt() - 1.0) / 2.0;
     let mut c = b - phi * (b - a);
@@ -380,44 +404,57 @@ fn dot(a: &[f32], b: &[f32]) -> f64 {
     acc.iter().map(|&v| f64::from(v)).sum::<f64>() + tail
 }
 
-/// Trains one model on `examples` (no calibration).
-fn fit(examples: &[&Example], classes: usize, params: &Params) -> Model {
+/// Trains one model per penalty in `lambdas` on `examples` (no calibration), each
+/// optimisation starting from the previous one's solution.
+fn fit_path(examples: &[&Example], classes: usize, params: &Params, lambdas: &[f64]) -> Vec<Model> {
     let vocab = Vocab::build_pruned(examples.iter().map(|e| e.features.as_slice()), params.min_df);
     let total: f64 = examples.iter().map(|e| e.weight).sum::<f64>().max(f64::MIN_POSITIVE);
-    let problem = Problem {
+    let mut problem = Problem {
         x: examples.iter().map(|e| vocab.vectorize(&e.features)).collect(),
         y: examples.iter().map(|e| e.label).collect(),
         w: examples.iter().map(|e| e.weight / total).collect(),
         rows: vocab.len(),
         classes,
-        lambda: params.lambda,
-    };
-    let (theta, iterations) = if classes >= 2 && !examples.is_empty() {
-        lbfgs(&problem, params)
-    } else {
-        (vec![0.0; problem.dim()], 0)
+        lambda: lambdas[0],
     };
     let nw = problem.rows * classes;
-    Model {
-        report: TrainingReport {
-            features: vocab.len(),
-            iterations,
-            temperature: 1.0,
-            cv_accuracy: 0.0,
-        },
-        vocab,
-        classes,
-        weights: theta[..nw].to_vec(),
-        bias: theta[nw..].to_vec(),
-        inv_temperature: 1.0,
+    let mut theta = vec![0.0f32; problem.dim()];
+    let mut models = Vec::new();
+    let mut reference = None;
+    for &lambda in lambdas {
+        problem.lambda = lambda;
+        let mut iterations = 0;
+        if classes >= 2 && !examples.is_empty() {
+            let (t, i) = lbfgs(&problem, params, theta, &mut reference);
+            theta = t;
+            iterations = i;
+        }
+        models.push(Model {
+            report: TrainingReport {
+                features: vocab.len(),
+                iterations,
+                temperature: 1.0,
+                lambda,
+                cv_accuracy: 0.0,
+            },
+            vocab: vocab.clone(),
+            classes,
+            weights: theta[..nw].to_vec(),
+            bias: theta[nw..].to_vec(),
+            inv_temperature: 1.0,
+        });
     }
+    models
 }
 
-/// Minimises the problem's objective from zero; returns the parameters and the number of
+/// Minimises the problem's objective from `start`; returns the parameters and the number of
 /// iterations taken.
-fn lbfgs(problem: &Problem, params: &Params) -> (Vec<f32>, usize) {
+///
+/// Convergence is judged against `reference`, the largest gradient component at zero (the
+/// start of the path), so a warm start is not held to a tighter standard than a cold one.
+fn lbfgs(problem: &Problem, params: &Params, start: Vec<f32>, reference: &mut Option<f32>) -> (Vec<f32>, usize) {
     let n = problem.dim();
-    let mut x = vec![0.0f32; n];
+    let mut x = start;
     let mut g = vec![0.0f32; n];
     let mut f = problem.eval(&x, &mut g);
     let mut s_hist: Vec<Vec<f32>> = Vec::new();
@@ -428,7 +465,7 @@ fn lbfgs(problem: &Problem, params: &Params) -> (Vec<f32>, usize) {
     let mut g_new = vec![0.0f32; n];
     let mut alpha = vec![0.0f64; params.memory];
     let max_abs = |v: &[f32]| v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    let g0 = max_abs(&g);
+    let g0 = *reference.get_or_insert(max_abs(&g));
     let mut iterations = 0;
     while iterations < params.max_iter {
         if f64::from(max_abs(&g)) <= params.tolerance * f64::from(g0) {
