@@ -191,22 +191,29 @@ fn eval(data: &std::path::Path, dir: &std::path::Path, json: bool, closed_set: b
     };
     let utterances = kefu::nlu::eval::read(data)?;
     let report = kefu::nlu::eval::evaluate(&rules.nlu, &utterances, closed_set);
+    let mut text = String::new();
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        text = serde_json::to_string(&report)? + "\n";
     } else {
         let training = rules.nlu.report();
-        println!(
-            "{}: {} intents, trained in {:.0} ms ({} features, {} iterations, temperature {:.2}, \
-             cross-validated accuracy {:.3})\n",
+        text += &format!(
+            "{}: {} intents, trained in {:.0} ms ({} features, {} iterations, L2 {:e}, temperature {:.2}, \
+             cross-validated accuracy {:.3})\n\n",
             dir.display(),
             rules.intents.len(),
             rules.nlu.training_time().as_secs_f64() * 1000.0,
             training.features,
             training.iterations,
+            training.lambda,
             training.temperature,
             training.cv_accuracy
         );
-        print!("{report}");
+        text += &report.to_string();
+    }
+    // A closed pipe (`kefu eval ... | head`) is not an error worth a message.
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -20,8 +20,9 @@ type Scored = Vec<(Vec<f64>, usize, f64)>;
 /// Training settings.
 #[derive(Clone, Debug)]
 pub struct Params {
-    /// L2 penalty on the weights (per unit of mean loss).
-    pub lambda: f64,
+    /// L2 penalties on the weights (per unit of mean loss) to choose from by
+    /// cross-validation, strongest first. Without cross-validation the first is used.
+    pub lambdas: Vec<f64>,
     /// Most L-BFGS iterations.
     pub max_iter: usize,
     /// Stop when the largest gradient component has shrunk by this factor from its value
@@ -31,16 +32,25 @@ pub struct Params {
     pub folds: usize,
     /// L-BFGS memory (correction pairs kept).
     pub memory: usize,
+    /// Features found in fewer training examples than this get no weight.
+    pub min_df: u32,
+    /// From this many messages on, training economises: features seen only once get no
+    /// weight and cross-validation uses three folds. Training time grows with features ×
+    /// classes; with thousands of examples a feature seen once carries little, and two
+    /// thirds of the data is plenty to calibrate on.
+    pub large: usize,
 }
 
 impl Default for Params {
     fn default() -> Self {
         Params {
-            lambda: 1e-4,
+            lambdas: vec![1e-4, 1e-5],
             max_iter: 300,
             tolerance: 1e-3,
             folds: 5,
             memory: 5,
+            min_df: 1,
+            large: 2000,
         }
     }
 }
@@ -68,6 +78,8 @@ pub struct TrainingReport {
     pub iterations: usize,
     /// The fitted temperature.
     pub temperature: f64,
+    /// The L2 penalty chosen by cross-validation.
+    pub lambda: f64,
     /// Accuracy of the cross-validated predictions on the held-out examples (0 when there
     /// was no calibration).
     pub cv_accuracy: f64,
@@ -89,51 +101,84 @@ impl Model {
     /// Trains and calibrates a model for `classes` classes.
     pub fn train(examples: &[Example], classes: usize, params: &Params) -> Model {
         let held = examples.iter().filter(|e| e.holdout).count();
+        let economy;
+        let params = if held >= params.large {
+            economy = Params {
+                min_df: params.min_df.max(2),
+                folds: params.folds.min(3),
+                ..params.clone()
+            };
+            &economy
+        } else {
+            params
+        };
+        let lambdas: &[f64] = if params.lambdas.is_empty() {
+            &[1e-4]
+        } else {
+            &params.lambdas
+        };
         let folds = if params.folds >= 2 && classes >= 2 && held >= params.folds {
             params.folds
         } else {
             0
         };
-        let assignment = assign_folds(examples, folds.max(1));
-        // The final model and the fold models are independent: train them on as many
-        // threads as the machine offers. Each result lands in its own slot, so the outcome
-        // does not depend on scheduling. Job `folds` is the final model.
+        let all: Vec<&Example> = examples.iter().collect();
+        if folds == 0 {
+            return fit_path(&all, classes, params, &lambdas[..1])
+                .pop()
+                .expect("one lambda");
+        }
+        let assignment = assign_folds(examples, folds);
+        // The fold models are independent: train them on as many threads as the machine
+        // offers. Each result lands in its own slot, so the outcome does not depend on
+        // scheduling. Each fold walks the penalties from strong to weak, starting each
+        // from the previous solution (a regularisation path: cheap, and no information
+        // crosses folds).
+        // The final model's path (job 0) trains alongside the folds, so the machine's
+        // threads stay busy; the penalty is picked afterwards.
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(folds + 1);
-        let mut logits: Vec<Scored> = vec![Vec::new(); folds];
-        let mut final_model: Option<Model> = None;
+        let mut per_fold: Vec<Vec<Scored>> = vec![Vec::new(); folds];
+        let mut finals: Vec<Model> = Vec::new();
         std::thread::scope(|scope| {
             let assignment = &assignment;
-            let mut groups: Vec<Vec<(usize, &mut Scored)>> = (0..threads).map(|_| Vec::new()).collect();
-            for (i, slot) in logits.iter_mut().enumerate() {
+            let mut groups: Vec<Vec<(usize, &mut Vec<Scored>)>> = (0..threads).map(|_| Vec::new()).collect();
+            for (i, slot) in per_fold.iter_mut().enumerate() {
                 groups[(i + 1) % threads].push((i, slot));
             }
             let mut groups = groups.into_iter();
-            let first = groups.next().unwrap_or_default();
+            let mine = groups.next().unwrap_or_default();
             for group in groups {
                 scope.spawn(move || {
                     for (fold, out) in group {
-                        *out = held_out_logits(examples, assignment, fold, classes, params);
+                        *out = held_out_logits(examples, assignment, fold, classes, params, lambdas);
                     }
                 });
             }
-            // This thread trains the final model, then its share of the folds.
-            let all: Vec<&Example> = examples.iter().collect();
-            final_model = Some(fit(&all, classes, params));
-            for (fold, out) in first {
-                *out = held_out_logits(examples, assignment, fold, classes, params);
+            finals = fit_path(&all, classes, params, lambdas);
+            for (fold, out) in mine {
+                *out = held_out_logits(examples, assignment, fold, classes, params, lambdas);
             }
         });
-        let mut model = final_model.expect("trained above");
-        let logits: Scored = logits.into_iter().flatten().collect();
-        if folds > 0 {
-            let right: f64 = logits.iter().filter(|(z, y, _)| argmax(z) == *y).map(|x| x.2).sum();
-            let total: f64 = logits.iter().map(|x| x.2).sum();
-            model.report.cv_accuracy = if total > 0.0 { right / total } else { 0.0 };
-            model.report.temperature = fit_temperature(&logits);
-            model.inv_temperature = 1.0 / model.report.temperature;
+        // The penalty whose held-out scores, once calibrated, have the least negative
+        // log-likelihood; the first (strongest) on ties.
+        let mut best: Option<(f64, usize, f64, Scored)> = None;
+        for (i, _) in lambdas.iter().enumerate() {
+            let logits: Scored = per_fold.iter_mut().flat_map(|f| std::mem::take(&mut f[i])).collect();
+            let t = fit_temperature(&logits);
+            let loss = nll(&logits, 1.0 / t);
+            if best.as_ref().is_none_or(|b| loss < b.0) {
+                best = Some((loss, i, t, logits));
+            }
         }
+        let (_, chosen, temperature, logits) = best.expect("at least one penalty");
+        let mut model = finals.swap_remove(chosen);
+        let right: f64 = logits.iter().filter(|(z, y, _)| argmax(z) == *y).map(|x| x.2).sum();
+        let total: f64 = logits.iter().map(|x| x.2).sum();
+        model.report.cv_accuracy = if total > 0.0 { right / total } else { 0.0 };
+        model.report.temperature = temperature;
+        model.inv_temperature = 1.0 / temperature;
         model
     }
 
@@ -183,26 +228,32 @@ impl Model {
     }
 }
 
-/// Trains without `fold` and scores the examples of `fold`: (logits, label, weight).
+/// Trains without `fold` along the penalty path and scores the examples of `fold` with
+/// each model: one list of (logits, label, weight) per penalty.
 fn held_out_logits(
     examples: &[Example],
     folds: &[Option<usize>],
     fold: usize,
     classes: usize,
     params: &Params,
-) -> Scored {
+    lambdas: &[f64],
+) -> Vec<Scored> {
     let train: Vec<&Example> = examples
         .iter()
         .zip(folds)
         .filter(|(_, f)| **f != Some(fold))
         .map(|(e, _)| e)
         .collect();
-    let model = fit(&train, classes, params);
-    examples
-        .iter()
-        .zip(folds)
-        .filter(|(_, f)| **f == Some(fold))
-        .map(|(e, _)| (model.raw_logits(&e.features).0, e.label, e.weight))
+    fit_path(&train, classes, params, lambdas)
+        .into_iter()
+        .map(|model| {
+            examples
+                .iter()
+                .zip(folds)
+                .filter(|(_, f)| **f == Some(fold))
+                .map(|(e, _)| (model.raw_logits(&e.features).0, e.label, e.weight))
+                .collect()
+        })
         .collect()
 }
 
@@ -250,19 +301,21 @@ pub fn softmax_in_place(z: &mut [f64]) {
     }
 }
 
+/// Weighted negative log-likelihood of scores whose logits are multiplied by `inv`.
+fn nll(logits: &[(Vec<f64>, usize, f64)], inv: f64) -> f64 {
+    let mut total = 0.0;
+    for (z, y, w) in logits {
+        let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max) * inv;
+        let lse = z.iter().map(|v| (v * inv - max).exp()).sum::<f64>().ln() + max;
+        total += w * (lse - z[*y] * inv);
+    }
+    total
+}
+
 /// The temperature minimising the weighted held-out negative log-likelihood, by golden-
 /// section search on `ln T` in `[ln 0.05, ln 20]` (the NLL is unimodal in `T`).
 fn fit_temperature(logits: &[(Vec<f64>, usize, f64)]) -> f64 {
-    let nll = |log_t: f64| -> f64 {
-        let inv = (-log_t).exp();
-        let mut total = 0.0;
-        for (z, y, w) in logits {
-            let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max) * inv;
-            let lse = z.iter().map(|v| (v * inv - max).exp()).sum::<f64>().ln() + max;
-            total += w * (lse - z[*y] * inv);
-        }
-        total
-    };
+    let nll = |log_t: f64| nll(logits, (-log_t).exp());
     let (mut a, mut b) = (0.05f64.ln(), 20f64.ln());
     let phi = (5f64.sqrt() - 1.0) / 2.0;
     let mut c = b - phi * (b - a);
@@ -303,19 +356,25 @@ impl Problem {
     }
 
     /// The objective and its gradient at `theta` (weights row-major, then the biases).
-    fn eval(&self, theta: &[f64], grad: &mut [f64]) -> f64 {
+    /// Parameters and gradient are `f32`: the optimizer's time goes into streaming these
+    /// long vectors through memory, and half the bytes is nearly half the time. Sums that
+    /// need the precision (logits, loss, dot products) are taken in `f64`.
+    fn eval(&self, theta: &[f32], grad: &mut [f32]) -> f64 {
         let k = self.classes;
         let nw = self.rows * k;
         let (weights, bias) = theta.split_at(nw);
         grad.fill(0.0);
         let mut loss = 0.0;
-        let mut z = vec![0.0; k];
+        let mut z = vec![0.0f64; k];
+        let mut dz = vec![0.0f32; k];
         for ((x, &y), &w) in self.x.iter().zip(&self.y).zip(&self.w) {
-            z.copy_from_slice(bias);
+            for (zc, &b) in z.iter_mut().zip(bias) {
+                *zc = f64::from(b);
+            }
             for &(row, v) in &x.entries {
                 let wr = &weights[row as usize * k..row as usize * k + k];
                 for (zc, &wc) in z.iter_mut().zip(wr) {
-                    *zc += v * wc;
+                    *zc += v * f64::from(wc);
                 }
             }
             let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -330,19 +389,24 @@ impl Problem {
             for (c, v) in z.iter_mut().enumerate() {
                 *v = w * (*v * inv - if c == y { 1.0 } else { 0.0 });
             }
+            for (d32, &dc) in dz.iter_mut().zip(&z) {
+                *d32 = dc as f32;
+            }
             for &(row, v) in &x.entries {
+                let v = v as f32;
                 let g = &mut grad[row as usize * k..row as usize * k + k];
-                for (gc, &dc) in g.iter_mut().zip(&z) {
+                for (gc, &dc) in g.iter_mut().zip(&dz) {
                     *gc += v * dc;
                 }
             }
-            for (gb, &dc) in grad[nw..].iter_mut().zip(&z) {
+            for (gb, &dc) in grad[nw..].iter_mut().zip(&dz) {
                 *gb += dc;
             }
         }
         let penalty = dot(weights, weights);
+        let lambda = self.lambda as f32;
         for (g, &t) in grad[..nw].iter_mut().zip(weights) {
-            *g += self.lambda * t;
+            *g += lambda * t;
         }
         loss + 0.5 * self.lambda * penalty
     }
@@ -351,70 +415,86 @@ impl Problem {
 /// Dot product with eight independent partial sums: a single running sum is one long
 /// dependency chain the CPU cannot overlap, and it dominated L-BFGS's time. The order of
 /// additions is fixed, so results are still reproducible.
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    // Sixteen f32 lanes (one AVX-512 register, two AVX ones); each lane sums a sixteenth
+    // of the terms, so rounding stays small, and the lanes are added in f64.
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
+        for i in 0..16 {
             acc[i] += x[i] * y[i];
         }
     }
-    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    acc.iter().map(|&v| f64::from(v)).sum::<f64>() + tail
 }
 
-/// Trains one model on `examples` (no calibration).
-fn fit(examples: &[&Example], classes: usize, params: &Params) -> Model {
-    let vocab = Vocab::build(examples.iter().map(|e| e.features.as_slice()));
+/// Trains one model per penalty in `lambdas` on `examples` (no calibration), each
+/// optimisation starting from the previous one's solution.
+fn fit_path(examples: &[&Example], classes: usize, params: &Params, lambdas: &[f64]) -> Vec<Model> {
+    let vocab = Vocab::build_pruned(examples.iter().map(|e| e.features.as_slice()), params.min_df);
     let total: f64 = examples.iter().map(|e| e.weight).sum::<f64>().max(f64::MIN_POSITIVE);
-    let problem = Problem {
+    let mut problem = Problem {
         x: examples.iter().map(|e| vocab.vectorize(&e.features)).collect(),
         y: examples.iter().map(|e| e.label).collect(),
         w: examples.iter().map(|e| e.weight / total).collect(),
         rows: vocab.len(),
         classes,
-        lambda: params.lambda,
-    };
-    let (theta, iterations) = if classes >= 2 && !examples.is_empty() {
-        lbfgs(&problem, params)
-    } else {
-        (vec![0.0; problem.dim()], 0)
+        lambda: lambdas[0],
     };
     let nw = problem.rows * classes;
-    Model {
-        report: TrainingReport {
-            features: vocab.len(),
-            iterations,
-            temperature: 1.0,
-            cv_accuracy: 0.0,
-        },
-        vocab,
-        classes,
-        weights: theta[..nw].iter().map(|&v| v as f32).collect(),
-        bias: theta[nw..].iter().map(|&v| v as f32).collect(),
-        inv_temperature: 1.0,
+    let mut theta = vec![0.0f32; problem.dim()];
+    let mut models = Vec::new();
+    let mut reference = None;
+    for &lambda in lambdas {
+        problem.lambda = lambda;
+        let mut iterations = 0;
+        if classes >= 2 && !examples.is_empty() {
+            let (t, i) = lbfgs(&problem, params, theta, &mut reference);
+            theta = t;
+            iterations = i;
+        }
+        models.push(Model {
+            report: TrainingReport {
+                features: vocab.len(),
+                iterations,
+                temperature: 1.0,
+                lambda,
+                cv_accuracy: 0.0,
+            },
+            vocab: vocab.clone(),
+            classes,
+            weights: theta[..nw].to_vec(),
+            bias: theta[nw..].to_vec(),
+            inv_temperature: 1.0,
+        });
     }
+    models
 }
 
-/// Minimises the problem's objective from zero; returns the parameters and the number of
+/// Minimises the problem's objective from `start`; returns the parameters and the number of
 /// iterations taken.
-fn lbfgs(problem: &Problem, params: &Params) -> (Vec<f64>, usize) {
+///
+/// Convergence is judged against `reference`, the largest gradient component at zero (the
+/// start of the path), so a warm start is not held to a tighter standard than a cold one.
+fn lbfgs(problem: &Problem, params: &Params, start: Vec<f32>, reference: &mut Option<f32>) -> (Vec<f32>, usize) {
     let n = problem.dim();
-    let mut x = vec![0.0; n];
-    let mut g = vec![0.0; n];
+    let mut x = start;
+    let mut g = vec![0.0f32; n];
     let mut f = problem.eval(&x, &mut g);
-    let mut s_hist: Vec<Vec<f64>> = Vec::new();
-    let mut y_hist: Vec<Vec<f64>> = Vec::new();
+    let mut s_hist: Vec<Vec<f32>> = Vec::new();
+    let mut y_hist: Vec<Vec<f32>> = Vec::new();
     let mut rho_hist: Vec<f64> = Vec::new();
-    let mut d = vec![0.0; n];
-    let mut x_new = vec![0.0; n];
-    let mut g_new = vec![0.0; n];
-    let mut alpha = vec![0.0; params.memory];
+    let mut d = vec![0.0f32; n];
+    let mut x_new = vec![0.0f32; n];
+    let mut g_new = vec![0.0f32; n];
+    let mut alpha = vec![0.0f64; params.memory];
+    let max_abs = |v: &[f32]| v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let g0 = *reference.get_or_insert(max_abs(&g));
     let mut iterations = 0;
-    let g0 = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     while iterations < params.max_iter {
-        if g.iter().fold(0.0f64, |m, v| m.max(v.abs())) <= params.tolerance * g0 {
+        if f64::from(max_abs(&g)) <= params.tolerance * f64::from(g0) {
             break;
         }
         iterations += 1;
@@ -423,8 +503,9 @@ fn lbfgs(problem: &Problem, params: &Params) -> (Vec<f64>, usize) {
         let m = s_hist.len();
         for i in (0..m).rev() {
             alpha[i] = rho_hist[i] * dot(&s_hist[i], &d);
+            let a = alpha[i] as f32;
             for (dv, yv) in d.iter_mut().zip(&y_hist[i]) {
-                *dv -= alpha[i] * yv;
+                *dv -= a * yv;
             }
         }
         let gamma = if m > 0 {
@@ -432,13 +513,15 @@ fn lbfgs(problem: &Problem, params: &Params) -> (Vec<f64>, usize) {
         } else {
             1.0 / dot(&g, &g).sqrt().max(1e-12)
         };
+        let gamma = gamma as f32;
         for dv in d.iter_mut() {
             *dv *= gamma;
         }
         for i in 0..m {
             let beta = rho_hist[i] * dot(&y_hist[i], &d);
+            let c = (alpha[i] - beta) as f32;
             for (dv, sv) in d.iter_mut().zip(&s_hist[i]) {
-                *dv += sv * (alpha[i] - beta);
+                *dv += sv * c;
             }
         }
         for dv in d.iter_mut() {
@@ -450,19 +533,20 @@ fn lbfgs(problem: &Problem, params: &Params) -> (Vec<f64>, usize) {
             s_hist.clear();
             y_hist.clear();
             rho_hist.clear();
-            let scale = 1.0 / dot(&g, &g).sqrt().max(1e-12);
+            let scale = (1.0 / dot(&g, &g).sqrt().max(1e-12)) as f32;
             for (dv, gv) in d.iter_mut().zip(&g) {
                 *dv = -gv * scale;
             }
             slope = dot(&g, &d);
         }
         // Backtracking line search with the Armijo condition.
-        let mut step = 1.0;
+        let mut step = 1.0f64;
         let mut f_new;
         let mut tries = 0;
         loop {
+            let st = step as f32;
             for ((xn, xv), dv) in x_new.iter_mut().zip(&x).zip(&d) {
-                *xn = xv + step * dv;
+                *xn = xv + st * dv;
             }
             f_new = problem.eval(&x_new, &mut g_new);
             if f_new <= f + 1e-4 * step * slope || tries >= 30 {
@@ -476,12 +560,12 @@ fn lbfgs(problem: &Problem, params: &Params) -> (Vec<f64>, usize) {
             // within floating-point precision.
             break;
         }
-        let mut s: Vec<f64> = if s_hist.len() == params.memory {
+        let mut s: Vec<f32> = if s_hist.len() == params.memory {
             s_hist.remove(0)
         } else {
             vec![0.0; n]
         };
-        let mut yv: Vec<f64> = if y_hist.len() == params.memory {
+        let mut yv: Vec<f32> = if y_hist.len() == params.memory {
             rho_hist.remove(0);
             y_hist.remove(0)
         } else {
@@ -561,18 +645,23 @@ mod tests {
             classes: 3,
             lambda: 0.01,
         };
-        let theta: Vec<f64> = (0..p.dim()).map(|i| ((i * 7919) % 13) as f64 / 13.0 - 0.5).collect();
-        let mut g = vec![0.0; p.dim()];
+        let theta: Vec<f32> = (0..p.dim()).map(|i| ((i * 7919) % 13) as f32 / 13.0 - 0.5).collect();
+        let mut g = vec![0.0f32; p.dim()];
         p.eval(&theta, &mut g);
-        let mut scratch = vec![0.0; p.dim()];
+        let mut scratch = vec![0.0f32; p.dim()];
         for i in [0, 5, 17, p.dim() - 1, p.dim() - 3] {
             let mut t = theta.clone();
-            t[i] += 1e-6;
+            // f32 parameters: a step that is exact in f32 and large enough to be seen.
+            t[i] += 1.0 / 1024.0;
             let up = p.eval(&t, &mut scratch);
-            t[i] -= 2e-6;
+            t[i] -= 2.0 / 1024.0;
             let down = p.eval(&t, &mut scratch);
-            let numeric = (up - down) / 2e-6;
-            assert!((numeric - g[i]).abs() < 1e-6, "component {i}: {numeric} vs {}", g[i]);
+            let numeric = (up - down) * 512.0;
+            let analytic = f64::from(g[i]);
+            assert!(
+                (numeric - analytic).abs() < 1e-4,
+                "component {i}: {numeric} vs {analytic}"
+            );
         }
     }
 

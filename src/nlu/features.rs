@@ -302,8 +302,15 @@ impl Vocab {
     /// Rows for every bucket in `docs`, numbered in order of first appearance (so the same
     /// documents always give the same rows).
     pub fn build<'a>(docs: impl IntoIterator<Item = &'a [(Bucket, u32)]>) -> Self {
+        Self::build_pruned(docs, 1)
+    }
+
+    /// Like [`build`](Self::build), but buckets found in fewer than `min_df` documents get
+    /// no row and count as unseen.
+    pub fn build_pruned<'a>(docs: impl IntoIterator<Item = &'a [(Bucket, u32)]>, min_df: u32) -> Self {
         let mut table = vec![0u32; 1 << HASH_BITS];
         let mut df: Vec<u32> = Vec::new();
+        let mut buckets: Vec<Bucket> = Vec::new();
         let mut n_docs = 0usize;
         for doc in docs {
             n_docs += 1;
@@ -311,16 +318,22 @@ impl Vocab {
                 let slot = &mut table[bucket as usize];
                 if *slot == 0 {
                     df.push(0);
+                    buckets.push(bucket);
                     *slot = df.len() as u32;
                 }
                 df[*slot as usize - 1] += 1;
             }
         }
         let n = n_docs as f64;
-        let idf = df
-            .iter()
-            .map(|&d| ((1.0 + n) / (1.0 + f64::from(d))).ln() + 1.0)
-            .collect();
+        let mut idf = Vec::with_capacity(df.len());
+        for (&d, &bucket) in df.iter().zip(&buckets) {
+            if d >= min_df {
+                idf.push(((1.0 + n) / (1.0 + f64::from(d))).ln() + 1.0);
+                table[bucket as usize] = idf.len() as u32;
+            } else {
+                table[bucket as usize] = 0;
+            }
+        }
         Vocab {
             table,
             idf,
