@@ -115,6 +115,14 @@ impl Metrics {
         );
         let in_flight = Gauge::default();
         registry.register("turns_in_flight", "Turns being answered now", in_flight.clone());
+        // Series that exist from the start, at zero, so that dashboards and alerts on rates
+        // see them before the first event.
+        for kind in ["prompt", "completion"] {
+            let _ = llm_tokens.get_or_create(&KindLabels { kind });
+        }
+        for outcome in ["applied", "rejected"] {
+            let _ = reloads.get_or_create(&OutcomeLabels { outcome });
+        }
         Metrics {
             registry,
             requests,
