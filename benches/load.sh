@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Rule-answered turns over HTTP on loopback: QPS and latency percentiles with wrk.
+#
+#   benches/load.sh                       # idle: only rule-answered traffic
+#   MODEL_LOAD=1 benches/load.sh          # the same while a (mock) model is generating
+#
+# Starts a release `kefu serve` on the demo shop, checks that every question of
+# benches/chat.lua is answered by a rule, then runs wrk (2 threads, 64 connections,
+# 20 s by default: THREADS, CONNECTIONS, DURATION). wrk shares the machine with kefu, so
+# the figures are for both on the same cores.
+#
+# MODEL_LOAD=1 also keeps MODEL_STREAMS (8) conversations busy with a scripted model
+# that streams a token every 20 ms (benches/slow_model.yaml) through the fallback's
+# `otherwise llm`. It is a mock: it holds threads and connections as a slow model does
+# but uses no CPU, so it shows that model turns in flight do not starve rule-answered
+# turns of the runtime; it does not measure a real model competing for the cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source benches/common.sh
+
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-64}
+DURATION=${DURATION:-20s}
+LOG_LEVEL=${LOG_LEVEL:-info}
+MODEL_LOAD=${MODEL_LOAD:-0}
+MODEL_STREAMS=${MODEL_STREAMS:-8}
+
+prepare
+log=$(mktemp)
+args=(--rules rules --no-watch --log-level "$LOG_LEVEL")
+[ "$MODEL_LOAD" = 1 ] && args+=(--mock-llm benches/slow_model.yaml)
+start_kefu "$log" "${args[@]}"
+trap 'stop_kefu; rm -f "$log"' EXIT
+check_rule_answered
+
+model_pids=()
+if [ "$MODEL_LOAD" = 1 ]; then
+  # Each loop streams model answers back to back on its own conversation.
+  for s in $(seq "$MODEL_STREAMS"); do
+    (
+      end=$((SECONDS + ${DURATION%s} + 5))
+      while [ $SECONDS -lt $end ]; do
+        curl -s -N -X POST "http://$KEFU_ADDR/v1/chat" -H 'content-type: application/json' \
+          -d "{\"session_id\":\"model-$s\",\"message\":\"你们老板是谁呀\",\"stream\":true}" >/dev/null || true
+      done
+    ) &
+    model_pids+=($!)
+  done
+  sleep 1
+fi
+
+out=$(mktemp)
+echo "kefu on $KEFU_ADDR (log level $LOG_LEVEL, model load: $MODEL_LOAD); wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
+wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s benches/chat.lua "http://$KEFU_ADDR" | tee "$out"
+if [ "$MODEL_LOAD" = 1 ]; then
+  llm=$(curl -s "http://$KEFU_ADDR/metrics" | awk '/^kefu_answers_total\{source="llm"\}/ {print $2}')
+  echo "model answers completed during the run: ${llm:-0}"
+  kill "${model_pids[@]}" 2>/dev/null || true
+fi
+echo
+echo "rule-answered turns: $(wrk_summary "$out")"
+rm -f "$out"
