@@ -32,7 +32,7 @@ local n = 0
 local i = 0
 
 function init(args)
-  local sessions = 5000
+  local sessions = tonumber(args[1]) or 5000
   for s = 1, sessions do
     local q = questions[(s % #questions) + 1]
     bodies[s] = string.format('{"session_id":"load-%d-%d","message":"%s","user":{"segment":"vip","orders":3}}', tid, s, q)

@@ -10,6 +10,11 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use kefu::{Engine, RuleSet, TurnRequest, conversation};
 
+/// mimalloc instead of glibc malloc: a turn allocates many small strings on every worker
+/// thread, and glibc's arena locks cost a fifth of the CPU under load (benches/load.sh).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// kefu: an e-commerce customer-service engine with hot-reloaded rules.
 #[derive(Parser)]
 #[command(name = "kefu", version, about, long_about = None, propagate_version = true)]
