@@ -10,8 +10,9 @@
 # the figures are for both on the same cores.
 #
 # MODEL_LOAD=1 also keeps MODEL_STREAMS (8) conversations busy with a scripted model
-# that streams a token every 20 ms (benches/slow_model.yaml) through the fallback's
-# `otherwise llm`. It is a mock: it holds threads and connections as a slow model does
+# that produces a token every 20 ms (benches/slow_model.yaml) through the fallback's
+# `otherwise llm`: half of them streamed (turns on the blocking pool), half plain JSON
+# (the model call leaves its worker through block_in_place). It is a mock: it holds threads and connections as a slow model does
 # but uses no CPU, so it shows that model turns in flight do not starve rule-answered
 # turns of the runtime; it does not measure a real model competing for the cores.
 set -euo pipefail
@@ -35,13 +36,13 @@ check_rule_answered
 
 model_pids=()
 if [ "$MODEL_LOAD" = 1 ]; then
-  # Each loop streams model answers back to back on its own conversation.
+  # Each loop asks for model answers back to back on its own conversation.
   for s in $(seq "$MODEL_STREAMS"); do
     (
       end=$((SECONDS + ${DURATION%s} + 5))
       while [ $SECONDS -lt $end ]; do
         curl -s -N -X POST "http://$KEFU_ADDR/v1/chat" -H 'content-type: application/json' \
-          -d "{\"session_id\":\"model-$s\",\"message\":\"你们老板是谁呀\",\"stream\":true}" >/dev/null || true
+          -d "{\"session_id\":\"model-$s\",\"message\":\"你们老板是谁呀\",\"stream\":$([ $((s % 2)) = 0 ] && echo true || echo false)}" >/dev/null || true
       done
     ) &
     model_pids+=($!)
