@@ -71,3 +71,13 @@ wrk_summary() {
   sockerr=$(grep 'Socket errors' "$f" || true)
   echo "QPS ${rps}  p50 ${p50}  p90 ${p90}  p99 ${p99}  non-2xx ${non2xx:-0}  ${sockerr:-socket errors: none}"
 }
+
+# cpu_ticks PID: user + system CPU time of a process so far, in clock ticks.
+cpu_ticks() {
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+# cpu_per_request TICKS REQUESTS: microseconds of CPU per request.
+cpu_per_request() {
+  awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "n/a" }'
+}

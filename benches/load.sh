@@ -52,12 +52,21 @@ fi
 
 out=$(mktemp)
 echo "kefu on $KEFU_ADDR (log level $LOG_LEVEL, model load: $MODEL_LOAD); wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
-wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s benches/chat.lua "http://$KEFU_ADDR" | tee "$out"
+before=$(cpu_ticks "$KEFU_PID")
+TIMEFORMAT="%U %S"
+{ time wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s benches/chat.lua "http://$KEFU_ADDR" >"$out"; } 2>"$out.time"
+kefu_ticks=$(($(cpu_ticks "$KEFU_PID") - before))
+cat "$out"
 if [ "$MODEL_LOAD" = 1 ]; then
   llm=$(curl -s "http://$KEFU_ADDR/metrics" | awk '/^kefu_answers_total\{source="llm"\}/ {print $2}')
   echo "model answers completed during the run: ${llm:-0}"
   kill "${model_pids[@]}" 2>/dev/null || true
 fi
+requests=$(awk '/requests in/ {print $1}' "$out")
+wrk_us=$(awk -v n="$requests" '{ if (n > 0) printf "%.1f", ($1 + $2) * 1e6 / n }' "$out.time")
 echo
 echo "rule-answered turns: $(wrk_summary "$out")"
-rm -f "$out"
+# CPU per request does not depend on what else the machine is running, unlike QPS: on
+# an otherwise idle machine, QPS is about (cores * 1e6) / (kefu + wrk microseconds).
+echo "CPU per request: kefu $(cpu_per_request "$kefu_ticks" "$requests") us, wrk ${wrk_us} us; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+rm -f "$out" "$out.time"

@@ -177,9 +177,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
         .with_context(|| format!("--log-level {}", args.log_level))?;
-    // Logs go through a background writer so that a slow terminal or pipe never holds up a
-    // turn; the guard flushes what is left when serve returns.
-    let (writer, _guard) = tracing_appender::non_blocking(std::io::stderr());
+    // Lines are batched to stderr by a flusher thread (see kefu::server::logs): a write per
+    // line cost as much CPU as a turn. The guard flushes what is left when serve returns.
+    let (writer, _guard) = kefu::server::logs::batched_stderr(std::time::Duration::from_millis(100));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match args.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),

@@ -27,6 +27,7 @@
 pub mod admin;
 pub mod chat;
 pub mod errors;
+pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod openai;
