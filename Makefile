@@ -6,23 +6,26 @@ CARGO ?= cargo
 RULES ?= rules
 # apt-get needs root; use sudo when we are not root and it exists.
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
-# cmake and clang/libclang build llama.cpp (llama-cpp-sys-2 runs cmake and bindgen).
-APT_PACKAGES := cmake clang libclang-dev pkg-config
+# cmake and clang/libclang build llama.cpp (llama-cpp-sys-2 runs cmake and bindgen);
+# redis-server backs the shared-session tests; wrk drives the load scripts in benches/.
+APT_PACKAGES := cmake clang libclang-dev pkg-config redis-server wrk
 
-.PHONY: help run test deps build check lint fmt clean
+.PHONY: help run test deps build check lint fmt clean load
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-run: deps ## build in release mode and check the demo shop in rules/
+run: deps ## build in release mode, check the demo shop in rules/ and serve it on 127.0.0.1:8080
 	$(CARGO) build --release --locked
 	./target/release/kefu check $(RULES)
+	./target/release/kefu serve --rules $(RULES) --addr 127.0.0.1:8080
 
 test: deps ## the full test suite: formatting, clippy, unit, integration and doc tests, rules check
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
-	$(CARGO) test --locked --all-targets
+	tests/support/with-redis.sh $(CARGO) test --locked --all-targets
 	$(CARGO) test --locked --doc
+	tests/support/openai-sdk.sh target/debug/kefu
 	$(CARGO) run --locked --quiet -- check $(RULES)
 
 deps: ## install missing system packages (Debian) and check the Rust toolchain
@@ -41,6 +44,10 @@ build: ## release build
 
 check: ## check the rules directory (RULES=dir)
 	$(CARGO) run --locked --quiet -- check $(RULES)
+
+load: deps ## load scripts: rule-answered QPS and latency, then reload under load (benches/)
+	benches/load.sh
+	benches/reload_under_load.sh
 
 fmt: ## format the code
 	$(CARGO) fmt --all

@@ -18,11 +18,14 @@ pub mod conversation;
 pub mod dialogue;
 pub mod dsl;
 pub mod engine;
+pub mod jobs;
 pub mod llm;
 pub mod nlu;
+pub mod reload;
 pub mod ruleset;
 pub mod safety;
 pub mod script;
+pub mod server;
 pub mod store;
 
 pub use engine::{Engine, TurnRequest, TurnResponse};

@@ -1,6 +1,7 @@
 //! The `kefu` command line: parses arguments and calls the library.
 
 use std::io::{IsTerminal, Read, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,6 +9,11 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use kefu::{Engine, RuleSet, TurnRequest, conversation};
+
+/// mimalloc instead of glibc malloc: a turn allocates many small strings on every worker
+/// thread, and glibc's arena locks cost a fifth of the CPU under load (benches/load.sh).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// kefu: an e-commerce customer-service engine with hot-reloaded rules.
 #[derive(Parser)]
@@ -95,6 +101,79 @@ enum Command {
         /// The text to check; `-` or nothing reads standard input.
         text: Option<String>,
     },
+    /// Serve the HTTP API (docs/api.md): chat, OpenAI-compatible completions, sessions and
+    /// human takeover, metrics, admin. Reloads the rules when they change, on SIGHUP and on
+    /// `POST /admin/reload`; stops gracefully on SIGTERM.
+    ///
+    /// Admin and agent routes need `Authorization: Bearer $KEFU_ADMIN_TOKEN`; without the
+    /// variable they answer loopback clients only. Prints `listening on ADDR` once bound.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The rules directory.
+    #[arg(long, default_value = "rules")]
+    rules: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// The local model file, or `none`. The llama.cpp backend is not in this build yet,
+    /// so only `none` is accepted.
+    #[arg(long, default_value = "none")]
+    model: String,
+    /// An OpenAI-compatible model server. Not in this build yet.
+    #[arg(long)]
+    llm_url: Option<String>,
+    /// Keep sessions in Redis (`redis://127.0.0.1:6379/0`) so several nodes share them.
+    #[arg(long)]
+    redis: Option<String>,
+    /// How long Redis keeps an idle session, in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    session_ttl: u64,
+    /// A scripted model for tests and demos: YAML list of `{when, reply, confidence}`, or
+    /// `{token_delay_ms, answers: [...]}`.
+    #[arg(long, hide = true)]
+    mock_llm: Option<PathBuf>,
+    /// POST every new ticket to this back-office URL (background job with retries).
+    #[arg(long)]
+    tickets_url: Option<String>,
+    /// Runtime worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Do not watch the rules directory (SIGHUP and /admin/reload still reload).
+    #[arg(long)]
+    no_watch: bool,
+    /// Messages per second per session (burst twice that); 0 turns the limit off.
+    #[arg(long, default_value_t = 20)]
+    rate_limit: u32,
+    /// Longest customer or agent message, in characters.
+    #[arg(long, default_value_t = 2000)]
+    max_message_chars: usize,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_body_bytes: usize,
+    /// Turns answered at once; more get 503.
+    #[arg(long, default_value_t = 1024)]
+    max_in_flight: usize,
+    /// Seconds a request may take before it gets 504.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter (`info`, `warn`, `kefu=debug`...); RUST_LOG overrides it.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -122,6 +201,7 @@ fn main() -> ExitCode {
             closed_set,
         } => eval(&data, &rules, json, closed_set),
         Command::Safety { rules, text } => Ok(safety(&rules, text)),
+        Command::Serve(args) => serve(*args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("kefu: {e:#}");
@@ -216,6 +296,53 @@ fn eval(data: &std::path::Path, dir: &std::path::Path, json: bool, closed_set: b
         _ => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    if args.model != "none" {
+        bail!(
+            "--model {}: the llama.cpp backend is not available in this build yet; use --model none",
+            args.model
+        );
+    }
+    if let Some(url) = &args.llm_url {
+        bail!("--llm-url {url}: the OpenAI-compatible model client is not available in this build yet");
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
+        .with_context(|| format!("--log-level {}", args.log_level))?;
+    // Lines are batched to stderr by a flusher thread (see kefu::server::logs): a write per
+    // line cost as much CPU as a turn. The guard flushes what is left when serve returns.
+    let (writer, _guard) = kefu::server::logs::batched_stderr(std::time::Duration::from_millis(100));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    match args.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+    let mut config = kefu::server::ServeConfig::new(&args.rules);
+    config.watch = !args.no_watch;
+    config.admin_token = std::env::var("KEFU_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+    config.redis = args.redis;
+    config.redis_config.ttl = std::time::Duration::from_secs(args.session_ttl);
+    config.tickets_url = args.tickets_url;
+    if let Some(path) = &args.mock_llm {
+        config.llm = Some(kefu::server::model::load_mock(path)?);
+    }
+    config.limits = kefu::server::Limits {
+        max_body_bytes: args.max_body_bytes,
+        max_message_chars: args.max_message_chars,
+        rate_per_session: args.rate_limit,
+        request_timeout: std::time::Duration::from_secs(args.timeout),
+        max_in_flight: args.max_in_flight,
+        ..kefu::server::Limits::default()
+    };
+    let workers = if args.workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        args.workers
+    };
+    kefu::server::run(config, args.addr, workers)?;
+    Ok(())
 }
 
 fn check(dir: &Path, color: Color) -> ExitCode {

@@ -41,6 +41,9 @@ pub struct Session {
     pub takeover: Option<Takeover>,
     /// Unix milliseconds of the last turn.
     pub updated_at: i64,
+    /// The customer's satisfaction scores (满意度), oldest first.
+    #[serde(default)]
+    pub feedback: Vec<Feedback>,
 }
 
 impl Session {
@@ -92,6 +95,18 @@ pub struct HistoryEntry {
     pub role: Role,
     /// What was said (PII masked).
     pub text: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// A satisfaction score the customer gave the conversation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feedback {
+    /// 1 (very unhappy) to 5 (very happy).
+    pub score: u8,
+    /// What the customer added, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
     /// Unix milliseconds.
     pub at: i64,
 }

@@ -198,6 +198,12 @@ impl Engine {
         self
     }
 
+    /// Keeps tickets in `tickets` (one with a listener, say) instead of a private store.
+    pub fn with_tickets(mut self, tickets: Arc<TicketStore>) -> Self {
+        self.tickets = tickets;
+        self
+    }
+
     /// Asks `llm` when the fallback says `llm`.
     pub fn with_llm(mut self, llm: Arc<dyn LlmBackend>) -> Self {
         self.llm = Some(llm);

@@ -732,10 +732,12 @@ impl Turn<'_> {
             });
         }
         session.updated_at = now_ms;
-        self.engine.sessions.put(session.clone());
         let mut response = response_for(self.rules, &self.session, &self.understanding, answer);
         response.trace = self.trace;
         response.covered = self.covered;
+        // Moved, not cloned: a session with a full history is the largest thing a turn
+        // copies, and the HTTP service runs tens of thousands of turns a second.
+        self.engine.sessions.put(self.session);
         response
     }
 }

@@ -2,9 +2,13 @@
 //!
 //! [`SessionStore`] is the seam: the in-memory [`MemoryStore`] (bounded, with a time to
 //! idle) serves one node; a shared store lets several nodes behind a load balancer serve
-//! the same conversations.
+//! the same conversations; [`RedisStore`] is that shared store.
+
+pub mod redis;
 
 use std::time::Duration;
+
+pub use self::redis::{RedisConfig, RedisStore, RedisStoreError};
 
 use crate::dialogue::Session;
 

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod http;
+
 /// The crate root; integration tests run there, so paths in reports stay relative.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,82 @@
+//! Operations routes: liveness, metrics, the served rules and a manual reload.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
+use serde_json::json;
+
+use super::{ApiError, Body, State, json_response};
+use crate::reload::{ReloadOutcome, Trigger};
+
+/// `GET /healthz`: the service answers and which rules it serves.
+pub(super) fn healthz(state: &Arc<State>) -> Response<Body> {
+    let rules = state.engine.rules();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "status": "ok",
+            "rules_version": rules.version,
+            "uptime_s": state.started.elapsed().as_secs(),
+        }),
+    )
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics) text.
+pub(super) fn metrics(state: &Arc<State>) -> Response<Body> {
+    let mut response = Response::new(Either::Left(Full::new(Bytes::from(state.metrics.encode()))));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+/// `GET /admin/rules`: version, files, when and how they were loaded, reload counts, and
+/// the diagnostics of the last rejected reload while the files on disk do not build.
+pub(super) fn rules(state: &Arc<State>) -> Response<Body> {
+    json_response(StatusCode::OK, &state.reloader.status())
+}
+
+/// `POST /admin/reload`: builds the rules directory now. 200 with the new version, or
+/// 422 `rules_invalid` with every diagnostic; the previous rules keep serving.
+pub(super) async fn reload(state: &Arc<State>) -> Result<Response<Body>, ApiError> {
+    let reloader = Arc::clone(&state.reloader);
+    let outcome = tokio::task::spawn_blocking(move || reloader.reload(Trigger::Admin))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "reload panicked");
+            ApiError::internal()
+        })?;
+    match outcome {
+        ReloadOutcome::Applied {
+            version,
+            previous,
+            changed,
+            warnings,
+            duration,
+        } => Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "outcome": "applied",
+                "version": version,
+                "previous_version": previous,
+                "changed": changed,
+                "warnings": warnings,
+                "ms": duration.as_secs_f64() * 1000.0,
+            }),
+        )),
+        ReloadOutcome::Rejected(failure) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "rules_invalid",
+            format!(
+                "{}; the previous rules ({}) keep serving",
+                failure.summary(),
+                state.engine.rules().version
+            ),
+        )
+        .with_details(json!({ "diagnostics": failure.diagnostics, "report": failure.report }))),
+    }
+}

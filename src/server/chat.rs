@@ -1,0 +1,83 @@
+//! `POST /v1/chat`: one customer message in, kefu's answer out, as JSON or as
+//! server-sent events.
+//!
+//! With `"stream": true` the answer comes as `delta` events (`{"text": ...}`) while the
+//! model generates, then one `done` event whose data is the whole `TurnResponse`. A rule
+//! answer has no generation, so it arrives as a single `delta` followed by `done`. The
+//! `done` event's `reply` is authoritative: a model answer that is judged unfit after it
+//! was streamed is replaced there by the fallback.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::{DateTime, FixedOffset};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{
+    ApiError, Body, State, check_message, check_session_id, event_stream_response, json_response, read_json, sse_event,
+};
+use crate::TurnRequest;
+
+/// The body of `POST /v1/chat`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatBody {
+    /// The conversation.
+    pub session_id: String,
+    /// What the customer wrote.
+    pub message: String,
+    /// The customer's profile.
+    #[serde(default)]
+    pub user: Option<Map<String, Value>>,
+    /// Request context maps (`order`, `cart`, `product`, ...).
+    #[serde(default)]
+    pub context: Option<Map<String, Value>>,
+    /// Answer as of this time (replays).
+    #[serde(default)]
+    pub as_of: Option<DateTime<FixedOffset>>,
+    /// Answer with server-sent events.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+pub(super) async fn chat(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body: ChatBody = read_json(req, state.limits.max_body_bytes, false).await?;
+    check_session_id(&body.session_id, &state.limits)?;
+    check_message(&body.message, "message", &state.limits)?;
+    state.check_rate(&body.session_id)?;
+    let request = TurnRequest {
+        session_id: body.session_id,
+        message: body.message,
+        user: body.user,
+        context: body.context,
+        as_of: body.as_of,
+    };
+    if !body.stream {
+        let (response, _) = state.run_turn(request).await?;
+        return Ok(json_response(StatusCode::OK, &response));
+    }
+    let (tx, response) = event_stream_response();
+    let streamed = Arc::new(AtomicBool::new(false));
+    let (delta_tx, seen) = (tx.clone(), Arc::clone(&streamed));
+    state.spawn_streaming_turn(
+        request,
+        move |text| {
+            seen.store(true, Ordering::Relaxed);
+            let data = serde_json::json!({ "text": text }).to_string();
+            // A client that went away stops reading; the turn still finishes and is saved.
+            let _ = delta_tx.blocking_send(sse_event(Some("delta"), &data));
+        },
+        move |response, _usage| {
+            if !streamed.load(Ordering::Relaxed) && !response.reply.is_empty() {
+                let data = serde_json::json!({ "text": response.reply }).to_string();
+                let _ = tx.blocking_send(sse_event(Some("delta"), &data));
+            }
+            let done = serde_json::to_string(response).expect("a response always serializes");
+            let _ = tx.blocking_send(sse_event(Some("done"), &done));
+        },
+    )?;
+    Ok(response)
+}

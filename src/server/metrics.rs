@@ -1,0 +1,226 @@
+//! Prometheus metrics for `GET /metrics`, with prometheus-client.
+//!
+//! Requests by route and status, request latency by route, answers by source, handoffs to
+//! people, safety hits, rule reloads by outcome, model tokens, satisfaction scores and
+//! background jobs. Routes are labelled by their pattern (`/v1/sessions/{id}`), never by
+//! the raw path, so that session ids cannot blow up the number of series.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::engine::AnswerSource;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScoreLabels {
+    score: u8,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to about 30 s: rule answers sit at the bottom, model answers at the top.
+    Histogram::new(exponential_buckets(0.000_05, 2.5, 15))
+}
+
+/// Every metric kefu serves.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    answers: Family<SourceLabels, Counter>,
+    handoffs: Counter,
+    takeovers: Counter,
+    safety_hits: Counter,
+    reloads: Family<OutcomeLabels, Counter>,
+    llm_tokens: Family<KindLabels, Counter>,
+    feedback: Family<ScoreLabels, Counter>,
+    jobs: Family<OutcomeLabels, Counter>,
+    rate_limited: Counter,
+    in_flight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kefu");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request to response headers, by route",
+            latency.clone(),
+        );
+        let answers = Family::<SourceLabels, Counter>::default();
+        registry.register("answers", "Turns answered, by what answered them", answers.clone());
+        let handoffs = Counter::default();
+        registry.register("handoffs", "Conversations the bot handed to a human", handoffs.clone());
+        let takeovers = Counter::default();
+        registry.register("takeovers", "Conversations an agent took over", takeovers.clone());
+        let safety_hits = Counter::default();
+        registry.register(
+            "safety_hits",
+            "Turns answered by the safety filter",
+            safety_hits.clone(),
+        );
+        let reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register("rule_reloads", "Rule reloads, applied or rejected", reloads.clone());
+        let llm_tokens = Family::<KindLabels, Counter>::default();
+        registry.register("llm_tokens", "Model tokens, prompt and completion", llm_tokens.clone());
+        let feedback = Family::<ScoreLabels, Counter>::default();
+        registry.register("feedback", "Satisfaction scores given by customers", feedback.clone());
+        let jobs = Family::<OutcomeLabels, Counter>::default();
+        registry.register("jobs", "Background jobs by event", jobs.clone());
+        let rate_limited = Counter::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused by the per-session rate limit",
+            rate_limited.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register("turns_in_flight", "Turns being answered now", in_flight.clone());
+        // Series that exist from the start, at zero, so that dashboards and alerts on rates
+        // see them before the first event.
+        for kind in ["prompt", "completion"] {
+            let _ = llm_tokens.get_or_create(&KindLabels { kind });
+        }
+        for outcome in ["applied", "rejected"] {
+            let _ = reloads.get_or_create(&OutcomeLabels { outcome });
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            answers,
+            handoffs,
+            takeovers,
+            safety_hits,
+            reloads,
+            llm_tokens,
+            feedback,
+            jobs,
+            rate_limited,
+            in_flight,
+        }
+    }
+
+    /// Counts a request and its latency.
+    pub fn request(&self, route: &'static str, status: u16, elapsed: Duration) {
+        self.requests.get_or_create(&RequestLabels { route, status }).inc();
+        self.latency
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts an answered turn.
+    pub fn answer(&self, source: AnswerSource, handoff: bool) {
+        let source = source_name(source);
+        self.answers.get_or_create(&SourceLabels { source }).inc();
+        if handoff && source != "human" {
+            self.handoffs.inc();
+        }
+        if source == "safety" {
+            self.safety_hits.inc();
+        }
+    }
+
+    /// Counts an agent taking a conversation over.
+    pub fn takeover(&self) {
+        self.takeovers.inc();
+    }
+
+    /// Counts a reload.
+    pub fn reload(&self, applied: bool) {
+        let outcome = if applied { "applied" } else { "rejected" };
+        self.reloads.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts model tokens.
+    pub fn tokens(&self, prompt: u64, completion: u64) {
+        self.llm_tokens
+            .get_or_create(&KindLabels { kind: "prompt" })
+            .inc_by(prompt);
+        self.llm_tokens
+            .get_or_create(&KindLabels { kind: "completion" })
+            .inc_by(completion);
+    }
+
+    /// Counts a satisfaction score.
+    pub fn feedback(&self, score: u8) {
+        self.feedback.get_or_create(&ScoreLabels { score }).inc();
+    }
+
+    /// Counts a job event.
+    pub fn job(&self, outcome: &'static str) {
+        self.jobs.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts a rate-limited request.
+    pub fn rate_limited(&self) {
+        self.rate_limited.inc();
+    }
+
+    /// The in-flight gauge (incremented while a turn runs).
+    pub fn in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
+
+    /// The OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String never fails");
+        out
+    }
+}
+
+/// The name of an answer source, as in JSON.
+pub fn source_name(source: AnswerSource) -> &'static str {
+    match source {
+        AnswerSource::Rule => "rule",
+        AnswerSource::Flow => "flow",
+        AnswerSource::Promotion => "promotion",
+        AnswerSource::Faq => "faq",
+        AnswerSource::Cache => "cache",
+        AnswerSource::Llm => "llm",
+        AnswerSource::Safety => "safety",
+        AnswerSource::Handoff => "handoff",
+        AnswerSource::Human => "human",
+        AnswerSource::Fallback => "fallback",
+    }
+}

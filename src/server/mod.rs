@@ -1,0 +1,879 @@
+//! `kefu serve`: the HTTP service on hyper 1.x and tokio.
+//!
+//! | route | module |
+//! |---|---|
+//! | `POST /v1/chat` (JSON or SSE) | [`chat`] |
+//! | `POST /v1/chat/completions` (OpenAI-compatible) | [`openai`] |
+//! | `GET /v1/sessions/{id}`, `POST .../takeover`, `.../reply`, `.../release`, `.../feedback`, `GET /v1/tickets` | [`sessions`] |
+//! | `GET /healthz`, `GET /metrics`, `GET /admin/rules`, `POST /admin/reload` | [`admin`] |
+//!
+//! **How turns run.** The engine is synchronous; a rule-answered turn takes microseconds,
+//! so it runs directly on the runtime worker that read the request: a hop to another
+//! thread would cost more than the turn. What may block runs elsewhere: a model call goes
+//! through [`model::Metered`], which uses `block_in_place` so the worker's other
+//! connections move to another thread while it waits; streaming turns run on the blocking
+//! pool from the start (their deltas flow to the response body while the turn runs); and
+//! when the session store is Redis or the rules have an `http` source, every turn runs on
+//! the blocking pool, because then any turn may wait on the network.
+//!
+//! **Limits.** Body size (`Limited`), message length, session id length, a per-session
+//! rate limit (governor), a request timeout, a bound on turns in flight (a semaphore;
+//! overload answers 503 at once instead of queueing), and a header-read timeout against
+//! slow clients. Every refusal is a JSON `{error:{type,message}}` (see [`errors`]).
+//!
+//! **Shutdown.** On SIGTERM or Ctrl-C the listener closes, in-flight requests (streams
+//! included) finish within the grace period, and [`run`] returns.
+
+pub mod admin;
+pub mod chat;
+pub mod errors;
+pub mod logs;
+pub mod metrics;
+pub mod model;
+pub mod openai;
+pub mod sessions;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use http_body_util::{BodyExt as _, Either, Full, Limited};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::dialogue::TicketStore;
+use crate::jobs::{DeliverTicket, JobConfig, JobQueue};
+use crate::llm::LlmBackend;
+use crate::reload::{ReloadOutcome, Reloader, Trigger, WatchHandle};
+use crate::store::{MemoryStore, RedisConfig, RedisStore, SessionStore};
+use crate::{Engine, TurnRequest, TurnResponse};
+pub use errors::ApiError;
+use metrics::Metrics;
+
+/// A response body: whole, or a stream of server-sent events.
+pub type Body = Either<Full<Bytes>, EventStream>;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The rules directory does not build.
+    #[error("the rules in {dir} have errors:\n{report}")]
+    Rules {
+        /// The directory.
+        dir: PathBuf,
+        /// The rendered diagnostics.
+        report: String,
+    },
+    /// The Redis store could not be opened.
+    #[error(transparent)]
+    Redis(#[from] crate::store::RedisStoreError),
+    /// The rules watcher could not start.
+    #[error(transparent)]
+    Watch(#[from] crate::reload::ReloadError),
+    /// Binding, the runtime, or signals.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Limits on what one client may ask.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Request body bytes.
+    pub max_body_bytes: usize,
+    /// Characters in a customer's or agent's message.
+    pub max_message_chars: usize,
+    /// Characters in a session id.
+    pub max_session_id_chars: usize,
+    /// Turns per second per session (with a burst of twice that); 0 turns the limit off.
+    pub rate_per_session: u32,
+    /// The longest a request may take to get its response headers.
+    pub request_timeout: Duration,
+    /// Turns being answered at once; more are refused with 503.
+    pub max_in_flight: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    /// 64 KiB bodies, 2,000-character messages, 128-character ids, 20 turns/s per session,
+    /// 30 s timeout, 1,024 turns in flight, 30 s grace.
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 * 1024,
+            max_message_chars: 2000,
+            max_session_id_chars: 128,
+            rate_per_session: 20,
+            request_timeout: Duration::from_secs(30),
+            max_in_flight: 1024,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything `kefu serve` is started with. None of it changes on a reload.
+#[derive(Clone)]
+pub struct ServeConfig {
+    /// The rules directory.
+    pub rules: PathBuf,
+    /// Watch the rules directory and reload on change.
+    pub watch: bool,
+    /// Quiet time before a burst of file changes is reloaded.
+    pub debounce: Duration,
+    /// `Authorization: Bearer` token for admin and agent routes; without one they answer
+    /// loopback clients only.
+    pub admin_token: Option<String>,
+    /// Keep sessions in this Redis (`redis://127.0.0.1:6379/0`) instead of in memory.
+    pub redis: Option<String>,
+    /// Settings of the Redis store.
+    pub redis_config: RedisConfig,
+    /// The model, if any.
+    pub llm: Option<Arc<dyn LlmBackend>>,
+    /// Deliver new tickets to this back-office URL through the job queue.
+    pub tickets_url: Option<String>,
+    /// The job queue's settings.
+    pub jobs: JobConfig,
+    /// Client limits.
+    pub limits: Limits,
+}
+
+impl ServeConfig {
+    /// Defaults for serving `rules`: watched, in-memory sessions, no model.
+    pub fn new(rules: impl Into<PathBuf>) -> Self {
+        ServeConfig {
+            rules: rules.into(),
+            watch: true,
+            debounce: Duration::from_millis(100),
+            admin_token: None,
+            redis: None,
+            redis_config: RedisConfig::default(),
+            llm: None,
+            tickets_url: None,
+            jobs: JobConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What every request handler shares.
+pub struct State {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// Builds and swaps rule sets.
+    pub reloader: Arc<Reloader>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Tickets raised by flows.
+    pub tickets: Arc<TicketStore>,
+    /// Where sessions are kept (the engine's store).
+    pub sessions: Arc<dyn SessionStore>,
+    /// Client limits.
+    pub limits: Limits,
+    admin_token: Option<String>,
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    turns: Arc<Semaphore>,
+    /// Sessions are in a store that does network I/O.
+    remote_sessions: bool,
+    started: Instant,
+}
+
+/// A built service: rules loaded, engine, reloader, job queue. Serve it with
+/// [`Service::serve`].
+pub struct Service {
+    state: Arc<State>,
+    _watcher: Option<WatchHandle>,
+}
+
+impl Service {
+    /// Loads the rules and builds the service. Must be called inside a tokio runtime (the
+    /// job queue starts on it).
+    pub fn build(config: ServeConfig) -> Result<Self, ServeError> {
+        let compiled = crate::dsl::load_dir(&config.rules);
+        let Some(rules) = compiled.rules else {
+            return Err(ServeError::Rules {
+                dir: config.rules.clone(),
+                report: compiled.report.render_all(false),
+            });
+        };
+        let metrics = Arc::new(Metrics::new());
+        let (sessions, remote_sessions): (Arc<dyn SessionStore>, bool) = match &config.redis {
+            Some(url) => (Arc::new(RedisStore::connect(url, config.redis_config.clone())?), true),
+            None => (Arc::new(MemoryStore::default()), false),
+        };
+
+        let job_metrics = Arc::clone(&metrics);
+        let queue = JobQueue::start(
+            &tokio::runtime::Handle::current(),
+            config.jobs.clone(),
+            Arc::clone(&sessions),
+            move |e| job_metrics.job(e.as_str()),
+        );
+        let tickets = match &config.tickets_url {
+            Some(url) => {
+                let store: Arc<OnceLock<Weak<TicketStore>>> = Arc::new(OnceLock::new());
+                let (url, slot) = (url.clone(), Arc::clone(&store));
+                let tickets = Arc::new(TicketStore::with_listener(Arc::new(move |ticket| {
+                    let weak = slot.get().cloned().unwrap_or_default();
+                    let job = DeliverTicket::new(ticket.clone(), url.clone(), Duration::from_secs(5), weak);
+                    // A refused job leaves the ticket `open`: people still see it.
+                    let _ = queue.submit(Box::new(job));
+                })));
+                let _ = store.set(Arc::downgrade(&tickets));
+                tickets
+            }
+            None => Arc::new(TicketStore::default()),
+        };
+
+        let mut engine = Engine::new(rules)
+            .with_sessions(Arc::clone(&sessions))
+            .with_tickets(Arc::clone(&tickets));
+        if let Some(llm) = &config.llm {
+            engine = engine.with_llm(Arc::new(model::Metered::new(Arc::clone(llm), Arc::clone(&metrics))));
+        }
+        let engine = Arc::new(engine);
+        let reload_metrics = Arc::clone(&metrics);
+        let reloader = Arc::new(
+            Reloader::new(&config.rules, Arc::clone(&engine)).with_observer(move |_, outcome| {
+                reload_metrics.reload(matches!(outcome, ReloadOutcome::Applied { .. }))
+            }),
+        );
+        let watcher = if config.watch {
+            Some(reloader.watch(config.debounce)?)
+        } else {
+            None
+        };
+        let limiter = NonZeroU32::new(config.limits.rate_per_session).map(|rate| {
+            let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 is not zero"));
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        let state = Arc::new(State {
+            engine,
+            reloader,
+            metrics,
+            tickets,
+            sessions,
+            turns: Arc::new(Semaphore::new(config.limits.max_in_flight.max(1))),
+            limits: config.limits,
+            admin_token: config.admin_token.filter(|t| !t.is_empty()),
+            limiter,
+            remote_sessions,
+            started: Instant::now(),
+        });
+        Ok(Service {
+            state,
+            _watcher: watcher,
+        })
+    }
+
+    /// The shared state (for tests and embedding).
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Serves connections from `listener` until `shutdown` completes, then lets in-flight
+    /// requests finish for at most the grace period.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let state = Arc::clone(&self.state);
+        // The rate limiter remembers every key it has seen; forget idle ones now and then.
+        let cleaner = state.limiter.is_some().then(|| {
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    if let Some(limiter) = &state.limiter {
+                        limiter.retain_recent();
+                        limiter.shrink_to_fit();
+                    }
+                }
+            })
+        });
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10))
+            .keep_alive(true);
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(error) => {
+                        // Out of file descriptors, say: wait a little rather than spin.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let state = Arc::clone(&state);
+            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&state), req, peer));
+            let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(error) = conn.await {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        tracing::info!("shutting down: no new connections; finishing requests in flight");
+        let grace = self.state.limits.shutdown_grace;
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!(
+                grace_s = grace.as_secs(),
+                "requests still in flight after the grace period"
+            );
+        }
+        if let Some(cleaner) = cleaner {
+            cleaner.abort();
+        }
+    }
+}
+
+/// Runs `kefu serve`: binds `addr`, prints `listening on ADDR`, serves until SIGTERM or
+/// Ctrl-C, reloads the rules on SIGHUP.
+pub fn run(config: ServeConfig, addr: SocketAddr, workers: usize) -> Result<(), ServeError> {
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| ServeError::Io { what, source }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .max_blocking_threads(config.limits.max_in_flight + 64)
+        .thread_name("kefu-worker")
+        .enable_all()
+        .build()
+        .map_err(io("cannot start the runtime"))?;
+    runtime.block_on(async move {
+        let service = Service::build(config)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(io(&format!("cannot listen on {addr}")))?;
+        let local = listener.local_addr().map_err(io("cannot read the bound address"))?;
+        let state = Arc::clone(service.state());
+        let rules = state.reloader.status();
+        tracing::info!(addr = %local, rules = %rules.dir.display(), version = %rules.version, "serving");
+        // Scripts and tests read the port from this line (with --addr 127.0.0.1:0).
+        println!("listening on {local}");
+
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup()).map_err(io("cannot listen for SIGHUP"))?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(io("cannot listen for SIGTERM"))?;
+        let reloads = tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                let reloader = Arc::clone(&state.reloader);
+                let _ = tokio::task::spawn_blocking(move || reloader.reload(Trigger::Signal)).await;
+            }
+        });
+        let shutdown = async move {
+            tokio::select! {
+                _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
+                _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "stopping"),
+            }
+        };
+        service.serve(listener, shutdown).await;
+        reloads.abort();
+        Ok(())
+    })
+}
+
+/// One request, start to end: route, time limit, metrics, and errors turned into JSON.
+async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let route = route_name(req.method(), req.uri().path());
+    let response = match tokio::time::timeout(state.limits.request_timeout, dispatch(&state, req, peer)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => error.into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "no answer within {} s; try again",
+                state.limits.request_timeout.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    };
+    state
+        .metrics
+        .request(route, response.status().as_u16(), started.elapsed());
+    Ok(response)
+}
+
+/// The route pattern of a path, for metrics.
+fn route_name(method: &Method, path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let known = match segments.as_slice() {
+        ["v1", "chat"] => "/v1/chat",
+        ["v1", "chat", "completions"] => "/v1/chat/completions",
+        ["v1", "sessions", _] => "/v1/sessions/{id}",
+        ["v1", "sessions", _, "takeover"] => "/v1/sessions/{id}/takeover",
+        ["v1", "sessions", _, "reply"] => "/v1/sessions/{id}/reply",
+        ["v1", "sessions", _, "release"] => "/v1/sessions/{id}/release",
+        ["v1", "sessions", _, "feedback"] => "/v1/sessions/{id}/feedback",
+        ["v1", "tickets"] => "/v1/tickets",
+        ["healthz"] => "/healthz",
+        ["metrics"] => "/metrics",
+        ["admin", "rules"] => "/admin/rules",
+        ["admin", "reload"] => "/admin/reload",
+        _ => "other",
+    };
+    let _ = method;
+    known
+}
+
+async fn dispatch(state: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    let post = |allowed: bool| {
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::method_not_allowed("POST"))
+        }
+    };
+    let get = |allowed: bool| {
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::method_not_allowed("GET"))
+        }
+    };
+    let is_get = method == Method::GET || method == Method::HEAD;
+    match segments.as_slice() {
+        ["v1", "chat"] => {
+            post(method == Method::POST)?;
+            chat::chat(state, req).await
+        }
+        ["v1", "chat", "completions"] => {
+            post(method == Method::POST)?;
+            openai::completions(state, req).await
+        }
+        ["v1", "sessions", id] => {
+            get(is_get)?;
+            state.authorize(&req, peer)?;
+            sessions::get(state, &decode_segment(id)?).await
+        }
+        [
+            "v1",
+            "sessions",
+            id,
+            action @ ("takeover" | "reply" | "release" | "feedback"),
+        ] => {
+            post(method == Method::POST)?;
+            let id = decode_segment(id)?;
+            if *action != "feedback" {
+                state.authorize(&req, peer)?;
+            }
+            match *action {
+                "takeover" => sessions::takeover(state, &id, req).await,
+                "reply" => sessions::reply(state, &id, req).await,
+                "release" => sessions::release(state, &id).await,
+                _ => sessions::feedback(state, &id, req).await,
+            }
+        }
+        ["v1", "tickets"] => {
+            get(is_get)?;
+            state.authorize(&req, peer)?;
+            sessions::tickets(state, req.uri().query())
+        }
+        ["healthz"] => {
+            get(is_get)?;
+            Ok(admin::healthz(state))
+        }
+        ["metrics"] => {
+            get(is_get)?;
+            Ok(admin::metrics(state))
+        }
+        ["admin", "rules"] => {
+            get(is_get)?;
+            state.authorize(&req, peer)?;
+            Ok(admin::rules(state))
+        }
+        ["admin", "reload"] => {
+            post(method == Method::POST)?;
+            state.authorize(&req, peer)?;
+            admin::reload(state).await
+        }
+        _ => Err(ApiError::not_found(format!("no route {path}; see docs/api.md"))),
+    }
+}
+
+impl State {
+    /// Admin and agent routes: the bearer token when one is configured, else loopback only.
+    fn authorize(&self, req: &Request<Incoming>, peer: SocketAddr) -> Result<(), ApiError> {
+        match &self.admin_token {
+            Some(token) => {
+                let given = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::trim);
+                match given {
+                    Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
+                    Some(_) => Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "wrong bearer token",
+                    )),
+                    None => Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "this route needs `Authorization: Bearer <KEFU_ADMIN_TOKEN>`",
+                    )),
+                }
+            }
+            None if is_loopback(peer.ip()) => Ok(()),
+            None => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "admin and agent routes answer loopback clients only when KEFU_ADMIN_TOKEN is not set",
+            )),
+        }
+    }
+
+    /// The per-session rate limit.
+    fn check_rate(&self, key: &str) -> Result<(), ApiError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        match limiter.check_key(&key.to_string()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                self.metrics.rate_limited();
+                let wait =
+                    not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+                Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "too many messages for this session; at most {} a second",
+                        self.limits.rate_per_session
+                    ),
+                )
+                .with_retry_after(wait.as_secs_f64().ceil() as u64))
+            }
+        }
+    }
+
+    /// A permit for one turn, or 503 when too many are in flight.
+    fn turn_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        Arc::clone(&self.turns).try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many conversations in flight; try again shortly",
+            )
+            .with_retry_after(1)
+        })
+    }
+
+    /// Whether any turn may wait on the network now (see the module docs).
+    fn turns_may_block(&self) -> bool {
+        self.remote_sessions || self.reloader.has_http_sources()
+    }
+
+    /// Runs one non-streaming turn where it belongs (see the module docs) and records it.
+    async fn run_turn(&self, request: TurnRequest) -> Result<(TurnResponse, model::Usage), ApiError> {
+        let permit = self.turn_permit()?;
+        self.metrics.in_flight().inc();
+        let chars = request.message.chars().count();
+        let result = if self.turns_may_block() {
+            let engine = Arc::clone(&self.engine);
+            tokio::task::spawn_blocking(move || model::with_usage(|| engine.turn(request)))
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "turn panicked");
+                    ApiError::internal()
+                })
+        } else {
+            let engine = &self.engine;
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                model::with_usage(|| engine.turn(request))
+            }))
+            .map_err(|_| {
+                tracing::error!("turn panicked");
+                ApiError::internal()
+            })
+        };
+        self.metrics.in_flight().dec();
+        drop(permit);
+        let (response, usage) = result?;
+        self.record_turn(&response, chars);
+        Ok((response, usage))
+    }
+
+    /// Runs a turn on the blocking pool, passing model deltas to `on_delta` as they come;
+    /// `finish` gets the response and runs on the same thread.
+    fn spawn_streaming_turn(
+        self: &Arc<Self>,
+        request: TurnRequest,
+        mut on_delta: impl FnMut(&str) + Send + 'static,
+        finish: impl FnOnce(&TurnResponse, model::Usage) + Send + 'static,
+    ) -> Result<(), ApiError> {
+        let permit = self.turn_permit()?;
+        let state = Arc::clone(self);
+        state.metrics.in_flight().inc();
+        tokio::task::spawn_blocking(move || {
+            let chars = request.message.chars().count();
+            let (response, usage) = model::with_usage(|| state.engine.turn_streaming(request, &mut on_delta));
+            state.record_turn(&response, chars);
+            finish(&response, usage);
+            state.metrics.in_flight().dec();
+            drop(permit);
+        });
+        Ok(())
+    }
+
+    /// Metrics and the per-turn log line. Message text is never logged (it may hold
+    /// personal data): only its length.
+    fn record_turn(&self, response: &TurnResponse, chars: usize) {
+        self.metrics.answer(response.source, response.handoff.is_some());
+        tracing::info!(
+            session = %response.session_id,
+            source = metrics::source_name(response.source),
+            rule = response.rule.as_deref().or(response.promotion.as_deref()).or(response.flow.as_deref()),
+            intent = response.intent.as_deref(),
+            handoff = response.handoff.as_ref().map(|h| h.reason.as_str()),
+            chars,
+            rules = %response.rules_version,
+            latency_ms = response.latency_ms,
+            "turn"
+        );
+    }
+
+    /// Runs `f` (which touches the session store) off the runtime's workers when the store
+    /// does network I/O.
+    async fn with_store<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&State) -> R + Send + 'static,
+    ) -> Result<R, ApiError> {
+        if self.remote_sessions {
+            let state = Arc::clone(self);
+            tokio::task::spawn_blocking(move || f(&state)).await.map_err(|e| {
+                tracing::error!(error = %e, "session operation panicked");
+                ApiError::internal()
+            })
+        } else {
+            Ok(f(self))
+        }
+    }
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A path segment, percent-decoded (session ids may be Chinese).
+fn decode_segment(segment: &str) -> Result<String, ApiError> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| ApiError::invalid("bad percent-encoding in the path"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ApiError::invalid("the path is not UTF-8"))
+}
+
+/// Reads a request body of at most `limit` bytes.
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(error) => Err(ApiError::invalid(format!("the body could not be read: {error}"))),
+    }
+}
+
+/// Reads and parses a JSON body; an empty body reads as `{}` when `empty_ok`.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    limit: usize,
+    empty_ok: bool,
+) -> Result<T, ApiError> {
+    let body = read_body(req, limit).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        if empty_ok {
+            return serde_json::from_slice(b"{}").map_err(|e| ApiError::from_json(&e));
+        }
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body is empty; send a JSON object",
+        ));
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::from_json(&e))
+}
+
+/// Checks a session id: present, not too long, no control characters.
+fn check_session_id(id: &str, limits: &Limits) -> Result<(), ApiError> {
+    if id.trim().is_empty() {
+        return Err(ApiError::invalid("`session_id` is empty"));
+    }
+    if id.chars().count() > limits.max_session_id_chars {
+        return Err(ApiError::invalid(format!(
+            "`session_id` is longer than {} characters",
+            limits.max_session_id_chars
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(ApiError::invalid("`session_id` contains control characters"));
+    }
+    Ok(())
+}
+
+/// Checks a message: not empty, not too long.
+fn check_message(message: &str, field: &str, limits: &Limits) -> Result<(), ApiError> {
+    if message.trim().is_empty() {
+        return Err(ApiError::invalid(format!("`{field}` is empty")));
+    }
+    let chars = message.chars().count();
+    if chars > limits.max_message_chars {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "message_too_long",
+            format!(
+                "`{field}` has {chars} characters; at most {} are accepted",
+                limits.max_message_chars
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(value).expect("response types always serialize");
+    let mut response = Response::new(Either::Left(Full::new(Bytes::from(body))));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A streaming response of server-sent events fed by the returned sender.
+fn event_stream_response() -> (mpsc::Sender<Bytes>, Response<Body>) {
+    let (tx, rx) = mpsc::channel(64);
+    let mut response = Response::new(Either::Right(EventStream { rx }));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Proxies such as nginx buffer responses unless told not to.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    (tx, response)
+}
+
+/// One server-sent event: `event: NAME` (when named) and a `data:` line.
+fn sse_event(name: Option<&str>, data: &str) -> Bytes {
+    let mut out = String::with_capacity(data.len() + 32);
+    if let Some(name) = name {
+        out.push_str("event: ");
+        out.push_str(name);
+        out.push('\n');
+    }
+    // JSON has no raw newlines, but be safe: each line of data is its own `data:` line.
+    for line in data.split('\n') {
+        out.push_str("data: ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push('\n');
+    Bytes::from(out)
+}
+
+/// The body of an event-stream response: chunks from a channel until it closes.
+pub struct EventStream {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl hyper::body::Body for EventStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx.poll_recv(cx).map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(decode_segment("%E5%AE%A2%E6%88%B7-1").unwrap(), "客户-1");
+        assert!(decode_segment("%zz").is_err());
+        assert!(decode_segment("%ff").is_err());
+    }
+
+    #[test]
+    fn events_are_framed_one_data_line_per_line() {
+        assert_eq!(
+            sse_event(Some("delta"), "{\"text\":\"好\"}"),
+            "event: delta\ndata: {\"text\":\"好\"}\n\n"
+        );
+        assert_eq!(sse_event(None, "a\nb"), "data: a\ndata: b\n\n");
+    }
+
+    #[test]
+    fn routes_are_labelled_by_pattern() {
+        assert_eq!(route_name(&Method::GET, "/v1/sessions/abc"), "/v1/sessions/{id}");
+        assert_eq!(
+            route_name(&Method::POST, "/v1/sessions/abc/feedback"),
+            "/v1/sessions/{id}/feedback"
+        );
+        assert_eq!(route_name(&Method::GET, "/nope/x"), "other");
+    }
+}

@@ -1,0 +1,159 @@
+//! The model as the service sees it: a wrapper that keeps a model call from stalling the
+//! async runtime and counts tokens, and the scripted mock that `--mock-llm` loads.
+//!
+//! Rule-answered turns run directly on the runtime's worker threads (they take
+//! microseconds). A turn that reaches the model can take seconds, so [`Metered`] runs the
+//! generation inside `tokio::task::block_in_place`: the worker hands its other tasks to a
+//! fresh thread before blocking, and only turns that actually ask the model pay for that.
+//! The token counts of the last generation on this thread are kept for the response's
+//! `usage` (a turn runs on one thread from start to end).
+
+use std::cell::Cell;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::metrics::Metrics;
+use crate::llm::{GenerateRequest, Generation, LlmBackend, LlmError, MockLlm, MockRule};
+
+/// Token counts of one turn's model calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt: u32,
+    /// Generated tokens.
+    pub completion: u32,
+}
+
+thread_local! {
+    static USAGE: Cell<Usage> = const { Cell::new(Usage { prompt: 0, completion: 0 }) };
+}
+
+/// Runs `f` (one turn) and returns what it returned with the tokens its model calls used.
+pub fn with_usage<R>(f: impl FnOnce() -> R) -> (R, Usage) {
+    USAGE.with(|u| u.set(Usage::default()));
+    let result = f();
+    (result, USAGE.with(|u| u.replace(Usage::default())))
+}
+
+/// Runs `f`, which blocks, without stalling the runtime when called on one of its workers.
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// A model backend wrapped for the service: blocking calls moved off the runtime's
+/// workers, tokens counted.
+pub struct Metered {
+    inner: Arc<dyn LlmBackend>,
+    metrics: Arc<Metrics>,
+}
+
+impl Metered {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn LlmBackend>, metrics: Arc<Metrics>) -> Self {
+        Metered { inner, metrics }
+    }
+}
+
+impl LlmBackend for Metered {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn generate(&self, request: &GenerateRequest, on_text: &mut dyn FnMut(&str)) -> Result<Generation, LlmError> {
+        let result = blocking(|| self.inner.generate(request, on_text));
+        if let Ok(g) = &result {
+            self.metrics.tokens(u64::from(g.prompt_tokens), u64::from(g.tokens));
+            USAGE.with(|u| {
+                let mut usage = u.get();
+                usage.prompt += g.prompt_tokens;
+                usage.completion += g.tokens;
+                u.set(usage);
+            });
+        }
+        result
+    }
+}
+
+/// Why a mock model file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum MockError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a list of answers.
+    #[error("{path} is not a mock model file")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: serde_yaml::Error,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum MockFile {
+    Answers(Vec<MockRule>),
+    Settings {
+        /// Pause after every token, to stand in for a model that generates slowly.
+        #[serde(default)]
+        token_delay_ms: u64,
+        answers: Vec<MockRule>,
+    },
+}
+
+/// Loads a scripted model for tests and demos: a YAML list of `{when, reply, confidence}`,
+/// or `{token_delay_ms, answers: [...]}` for one that streams slowly.
+pub fn load_mock(path: &Path) -> Result<Arc<dyn LlmBackend>, MockError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| MockError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let file: MockFile = serde_yaml::from_str(&text).map_err(|source| MockError::Parse { path: shown, source })?;
+    Ok(match file {
+        MockFile::Answers(answers) => Arc::new(MockLlm::new(answers)),
+        MockFile::Settings {
+            token_delay_ms,
+            answers,
+        } => Arc::new(Slow {
+            inner: MockLlm::new(answers),
+            delay: Duration::from_millis(token_delay_ms),
+        }),
+    })
+}
+
+/// A mock that sleeps after every token, like a model that is busy generating.
+struct Slow {
+    inner: MockLlm,
+    delay: Duration,
+}
+
+impl LlmBackend for Slow {
+    fn name(&self) -> &str {
+        "mock-slow"
+    }
+
+    fn generate(&self, request: &GenerateRequest, on_text: &mut dyn FnMut(&str)) -> Result<Generation, LlmError> {
+        let delay = self.delay;
+        self.inner.generate(request, &mut |t| {
+            on_text(t);
+            std::thread::sleep(delay);
+        })
+    }
+}

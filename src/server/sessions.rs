@@ -1,0 +1,173 @@
+//! Conversations as people see them: the agent console's routes (read a session, take it
+//! over, answer as a human, give it back), the tickets flows raised, and the customer's
+//! satisfaction score.
+//!
+//! Taking over is the seed's emergency button: it applies at once, ends any flow in
+//! progress, and from then on the customer's messages are queued for the agent
+//! (`takeover.queued`) while the bot stays silent (`source: "human"`), until released.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, Body, State, check_message, json_response, read_json};
+use crate::dialogue::Feedback;
+use crate::engine::EngineError;
+
+fn engine_error(error: EngineError) -> ApiError {
+    match error {
+        EngineError::NoSession(id) => ApiError::not_found(format!("no session `{id}`")),
+        EngineError::NotTakenOver(id) => ApiError::new(
+            StatusCode::CONFLICT,
+            "not_taken_over",
+            format!("session `{id}` is not taken over by a human; take it over first"),
+        ),
+    }
+}
+
+/// `GET /v1/sessions/{id}`.
+pub(super) async fn get(state: &Arc<State>, id: &str) -> Result<Response<Body>, ApiError> {
+    let key = id.to_string();
+    let session = state.with_store(move |s| s.engine.session(&key)).await?;
+    match session {
+        Some(session) => Ok(json_response(StatusCode::OK, &session)),
+        None => Err(ApiError::not_found(format!("no session `{id}`"))),
+    }
+}
+
+/// The body of `POST /v1/sessions/{id}/takeover` (may be empty).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TakeoverBody {
+    /// Who takes it over.
+    #[serde(default)]
+    agent: Option<String>,
+}
+
+/// `POST /v1/sessions/{id}/takeover`.
+pub(super) async fn takeover(state: &Arc<State>, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body: TakeoverBody = read_json(req, state.limits.max_body_bytes, true).await?;
+    super::check_session_id(id, &state.limits)?;
+    let key = id.to_string();
+    let session = state.with_store(move |s| s.engine.takeover(&key, body.agent)).await?;
+    state.metrics.takeover();
+    tracing::info!(
+        session = id,
+        agent = session.takeover.as_ref().and_then(|t| t.agent.as_deref()),
+        "taken over"
+    );
+    Ok(json_response(StatusCode::OK, &session))
+}
+
+/// The body of `POST /v1/sessions/{id}/reply`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplyBody {
+    /// What the agent says.
+    message: String,
+}
+
+/// `POST /v1/sessions/{id}/reply`.
+pub(super) async fn reply(state: &Arc<State>, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body: ReplyBody = read_json(req, state.limits.max_body_bytes, false).await?;
+    check_message(&body.message, "message", &state.limits)?;
+    let key = id.to_string();
+    let session = state
+        .with_store(move |s| s.engine.agent_reply(&key, &body.message))
+        .await?
+        .map_err(engine_error)?;
+    tracing::info!(session = id, "agent replied");
+    Ok(json_response(StatusCode::OK, &session))
+}
+
+/// `POST /v1/sessions/{id}/release`.
+pub(super) async fn release(state: &Arc<State>, id: &str) -> Result<Response<Body>, ApiError> {
+    let key = id.to_string();
+    let session = state
+        .with_store(move |s| s.engine.release(&key))
+        .await?
+        .map_err(engine_error)?;
+    tracing::info!(session = id, "released to the bot");
+    Ok(json_response(StatusCode::OK, &session))
+}
+
+/// The body of `POST /v1/sessions/{id}/feedback`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackBody {
+    /// 1 to 5.
+    score: u8,
+    /// Optional words.
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+/// The longest feedback comment kept.
+const MAX_COMMENT_CHARS: usize = 500;
+
+/// `POST /v1/sessions/{id}/feedback`: the customer's 1-5 satisfaction score (满意度),
+/// kept with the conversation.
+pub(super) async fn feedback(state: &Arc<State>, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let body: FeedbackBody = read_json(req, state.limits.max_body_bytes, false).await?;
+    if !(1..=5).contains(&body.score) {
+        return Err(ApiError::invalid("`score` must be an integer from 1 to 5"));
+    }
+    if body
+        .comment
+        .as_ref()
+        .is_some_and(|c| c.chars().count() > MAX_COMMENT_CHARS)
+    {
+        return Err(ApiError::invalid(format!(
+            "`comment` is longer than {MAX_COMMENT_CHARS} characters"
+        )));
+    }
+    state.check_rate(id)?;
+    let key = id.to_string();
+    let score = body.score;
+    let stored = state
+        .with_store(move |s| {
+            let mut session = s.sessions.get(&key)?;
+            session.feedback.push(Feedback {
+                score: body.score,
+                comment: body.comment.filter(|c| !c.trim().is_empty()),
+                at: chrono::Utc::now().timestamp_millis(),
+            });
+            s.sessions.put(session.clone());
+            Some(session)
+        })
+        .await?;
+    let Some(session) = stored else {
+        return Err(ApiError::not_found(format!("no session `{id}`")));
+    };
+    state.metrics.feedback(score);
+    tracing::info!(session = id, score, "feedback");
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "session_id": session.id, "feedback": session.feedback }),
+    ))
+}
+
+/// `GET /v1/tickets[?session_id=ID]`: tickets raised by flows on this node, oldest first.
+pub(super) fn tickets(state: &Arc<State>, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let mut session = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("session_id", value)) => session = Some(super::decode_segment(value)?),
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "unknown query parameter `{pair}`; only `session_id` is taken"
+                )));
+            }
+        }
+    }
+    let tickets: Vec<_> = state
+        .tickets
+        .list()
+        .into_iter()
+        .filter(|t| session.as_ref().is_none_or(|s| &t.session_id == s))
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "tickets": tickets })))
+}

@@ -1,0 +1,188 @@
+//! Sessions in Redis, so that several kefu nodes behind a load balancer serve the same
+//! conversations: a flow started on one node goes on on the next.
+//!
+//! Each session is one JSON string under `kefu:session:{id}` with a time to live that
+//! every write renews, so abandoned conversations expire on their own, as they do in the
+//! in-memory store. Connections come from an r2d2 pool with short timeouts: a turn that
+//! cannot reach Redis treats the session as new (and the error is logged and counted)
+//! rather than hanging, because [`SessionStore`] has no way to report a failure.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::Commands as _;
+
+use super::SessionStore;
+use crate::dialogue::Session;
+
+/// Why the Redis store could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisStoreError {
+    /// The URL is not a Redis URL.
+    #[error("invalid redis url `{url}`")]
+    Url {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// No connection could be made.
+    #[error("cannot connect to redis at `{url}`")]
+    Connect {
+        /// The URL given.
+        url: String,
+        /// Why.
+        #[source]
+        source: r2d2::Error,
+    },
+    /// A command failed.
+    #[error("redis command failed")]
+    Command(#[from] redis::RedisError),
+}
+
+/// Settings of a [`RedisStore`].
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// How long a session is kept after its last write.
+    pub ttl: Duration,
+    /// Prefix of every key, so that several shops can share one Redis.
+    pub prefix: String,
+    /// Connections kept open.
+    pub pool_size: u32,
+    /// How long to wait for a connection or a reply.
+    pub timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    /// 24 hours, `kefu:session:`, 16 connections, 2 seconds.
+    fn default() -> Self {
+        RedisConfig {
+            ttl: Duration::from_secs(24 * 3600),
+            prefix: "kefu:session:".into(),
+            pool_size: 16,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Sets read and write timeouts on every new connection, so that a Redis that stops
+/// answering costs a turn at most the timeout.
+#[derive(Debug)]
+struct Timeouts(Duration);
+
+impl r2d2::CustomizeConnection<redis::Connection, redis::RedisError> for Timeouts {
+    fn on_acquire(&self, conn: &mut redis::Connection) -> Result<(), redis::RedisError> {
+        conn.set_read_timeout(Some(self.0))?;
+        conn.set_write_timeout(Some(self.0))
+    }
+}
+
+/// Sessions as JSON strings in Redis.
+pub struct RedisStore {
+    pool: r2d2::Pool<redis::Client>,
+    config: RedisConfig,
+    errors: AtomicU64,
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://127.0.0.1:6379/0`) and checks that Redis answers.
+    pub fn connect(url: &str, config: RedisConfig) -> Result<Self, RedisStoreError> {
+        let client = redis::Client::open(url).map_err(|source| RedisStoreError::Url {
+            url: url.to_string(),
+            source,
+        })?;
+        let pool = r2d2::Pool::builder()
+            .max_size(config.pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(config.timeout)
+            // A ping before every use would double the round trips; broken connections
+            // are noticed by `has_broken` and replaced.
+            .test_on_check_out(false)
+            .connection_customizer(Box::new(Timeouts(config.timeout)))
+            .build(client)
+            .map_err(|source| RedisStoreError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
+        let store = RedisStore {
+            pool,
+            config,
+            errors: AtomicU64::new(0),
+        };
+        store.ping()?;
+        Ok(store)
+    }
+
+    /// Checks that Redis answers.
+    pub fn ping(&self) -> Result<(), RedisStoreError> {
+        let mut conn = self.conn()?;
+        redis::cmd("PING").query::<String>(&mut *conn)?;
+        Ok(())
+    }
+
+    /// How many reads and writes have failed since the store was opened.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    fn key(&self, id: &str) -> String {
+        format!("{}{id}", self.config.prefix)
+    }
+
+    fn conn(&self) -> Result<r2d2::PooledConnection<redis::Client>, RedisStoreError> {
+        self.pool.get().map_err(|source| RedisStoreError::Connect {
+            url: "pool".into(),
+            source,
+        })
+    }
+
+    fn try_get(&self, id: &str) -> Result<Option<Session>, RedisStoreError> {
+        let text: Option<String> = self.conn()?.get(self.key(id))?;
+        Ok(text.and_then(|t| match serde_json::from_str(&t) {
+            Ok(session) => Some(session),
+            Err(error) => {
+                // A session written by an incompatible version: start over rather than fail
+                // every turn of this conversation.
+                tracing::warn!(session = id, %error, "stored session unreadable; starting a new one");
+                None
+            }
+        }))
+    }
+
+    fn try_put(&self, session: &Session) -> Result<(), RedisStoreError> {
+        let text = serde_json::to_string(session).expect("a session always serializes");
+        let ttl = self.config.ttl.as_secs().max(1);
+        self.conn()?.set_ex::<_, _, ()>(self.key(&session.id), text, ttl)?;
+        Ok(())
+    }
+
+    fn failed(&self, op: &str, id: &str, error: &RedisStoreError) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(op, session = id, error = %error, "redis session store");
+    }
+}
+
+impl SessionStore for RedisStore {
+    fn get(&self, id: &str) -> Option<Session> {
+        self.try_get(id).unwrap_or_else(|e| {
+            self.failed("get", id, &e);
+            None
+        })
+    }
+
+    fn put(&self, session: Session) {
+        if let Err(e) = self.try_put(&session) {
+            self.failed("put", &session.id, &e);
+        }
+    }
+
+    fn remove(&self, id: &str) {
+        let result = self
+            .conn()
+            .and_then(|mut c| c.del::<_, ()>(self.key(id)).map_err(RedisStoreError::from));
+        if let Err(e) = result {
+            self.failed("remove", id, &e);
+        }
+    }
+}

@@ -1,0 +1,788 @@
+//! The HTTP service over real loopback sockets: every route and every kind of refusal,
+//! the framing of server-sent events and OpenAI chunks, human takeover, feedback,
+//! tickets and their background delivery, hot reload (good and bad edits, editors that
+//! rename files into place, SIGHUP), graceful shutdown, and two nodes sharing Redis.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kefu::server::{Limits, ServeConfig};
+use serde_json::{Value, json};
+use support::http::{ServeProcess, TestServer, copy_rules, eventually, raw_request};
+
+/// The demo shop: no `http` sources, so rule turns run inline on the runtime's workers.
+const DEMO: &str = "rules";
+/// The engine's test shop: keyword rules, flows, a promotion, `otherwise llm`, and an
+/// `http` source (so every turn runs on the blocking pool).
+const ENGINE: &str = "tests/data/engine";
+
+fn config(rules: &str) -> ServeConfig {
+    let mut config = ServeConfig::new(rules);
+    config.watch = false;
+    config
+}
+
+fn with_mock(mut config: ServeConfig, file: &str) -> ServeConfig {
+    config.llm = Some(kefu::server::model::load_mock(Path::new(file)).unwrap());
+    config
+}
+
+#[test]
+fn chat_answers_by_rule_as_json() {
+    let server = TestServer::start(config(DEMO));
+    let reply = server.post(
+        "/v1/chat",
+        &json!({ "session_id": "c1", "message": "这件T恤洗了会缩水吗", "user": { "segment": "vip" } }),
+    );
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let body = reply.json();
+    assert_eq!(body["source"], "rule");
+    assert_eq!(body["rule"], "缩水");
+    assert_eq!(body["session_id"], "c1");
+    assert!(body["reply"].as_str().unwrap().contains("预缩"));
+    assert!(body["rules_version"].as_str().is_some_and(|v| !v.is_empty()));
+    assert!(body["trace"].as_array().is_some_and(|t| !t.is_empty()));
+}
+
+#[test]
+fn chat_streams_a_rule_answer_as_one_delta_then_done() {
+    let server = TestServer::start(config(DEMO));
+    let reply = server.post(
+        "/v1/chat",
+        &json!({ "session_id": "s1", "message": "这件T恤洗了会缩水吗", "stream": true }),
+    );
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("text/event-stream"));
+    assert_eq!(reply.header("cache-control"), Some("no-cache"));
+    let events = reply.events();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0].0.as_deref(), Some("delta"));
+    assert_eq!(events[1].0.as_deref(), Some("done"));
+    let done: Value = serde_json::from_str(&events[1].1).unwrap();
+    let delta: Value = serde_json::from_str(&events[0].1).unwrap();
+    assert_eq!(delta["text"], done["reply"]);
+    assert_eq!(done["source"], "rule");
+}
+
+#[test]
+fn chat_streams_a_model_answer_in_pieces() {
+    let server = TestServer::start(with_mock(config(ENGINE), "tests/data/server/mock.yaml"));
+    let reply = server.post(
+        "/v1/chat",
+        &json!({ "session_id": "s2", "message": "这款是什么面料", "stream": true }),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let events = reply.events();
+    let (done, deltas) = events.split_last().unwrap();
+    assert_eq!(done.0.as_deref(), Some("done"));
+    assert!(deltas.len() > 3, "the mock streams two characters a token: {events:?}");
+    assert!(deltas.iter().all(|(name, _)| name.as_deref() == Some("delta")));
+    let text: String = deltas
+        .iter()
+        .map(|(_, d)| {
+            serde_json::from_str::<Value>(d).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let done: Value = serde_json::from_str(&done.1).unwrap();
+    assert_eq!(done["source"], "llm");
+    assert_eq!(done["reply"], text.as_str());
+}
+
+#[test]
+fn openai_completion_has_the_sdk_shape_and_kefu_metadata() {
+    let server = TestServer::start(with_mock(config(ENGINE), "tests/data/server/mock.yaml"));
+    let reply = server.post(
+        "/v1/chat/completions",
+        &json!({
+            "model": "kefu-demo",
+            "user": "oa-1",
+            "temperature": 0.2,
+            "messages": [
+                { "role": "system", "content": "ignored: kefu has its own persona" },
+                { "role": "user", "content": [{ "type": "text", "text": "这款是什么面料" }] }
+            ]
+        }),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let body = reply.json();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "kefu-demo");
+    assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert!(body["created"].as_i64().unwrap() > 0);
+    let choice = &body["choices"][0];
+    assert_eq!(choice["index"], 0);
+    assert_eq!(choice["finish_reason"], "stop");
+    assert_eq!(choice["message"]["role"], "assistant");
+    assert_eq!(choice["message"]["content"], "这款是100%纯棉面料，透气舒适。");
+    assert_eq!(body["kefu"]["source"], "llm");
+    assert_eq!(body["kefu"]["session_id"], "oa-1");
+    let usage = &body["usage"];
+    assert!(usage["completion_tokens"].as_u64().unwrap() > 0, "{usage}");
+    assert_eq!(
+        usage["total_tokens"].as_u64(),
+        Some(usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap())
+    );
+
+    // A rule answer: no tokens.
+    let reply = server.post(
+        "/v1/chat/completions",
+        &json!({ "model": "m", "kefu_session": "oa-2", "messages": [{ "role": "user", "content": "能开发票吗" }] }),
+    );
+    let body = reply.json();
+    assert_eq!(body["kefu"]["source"], "rule");
+    assert_eq!(body["usage"]["total_tokens"], 0);
+}
+
+#[test]
+fn openai_stream_is_chunks_then_done() {
+    let server = TestServer::start(with_mock(config(ENGINE), "tests/data/server/mock.yaml"));
+    let reply = server.post(
+        "/v1/chat/completions",
+        &json!({
+            "model": "kefu-demo",
+            "stream": true,
+            "stream_options": { "include_usage": true },
+            "user": "oa-3",
+            "messages": [{ "role": "user", "content": "这款是什么面料" }]
+        }),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.header("content-type"), Some("text/event-stream"));
+    assert!(reply.body.ends_with("data: [DONE]\n\n"), "{}", reply.body);
+    let events = reply.events();
+    assert!(
+        events.iter().all(|(name, _)| name.is_none()),
+        "OpenAI streams have no event names"
+    );
+    let (last, chunks) = events.split_last().unwrap();
+    assert_eq!(last.1, "[DONE]");
+    let chunks: Vec<Value> = chunks.iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
+    let id = chunks[0]["id"].clone();
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["id"] == id && c["object"] == "chat.completion.chunk")
+    );
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let usage_chunk = chunks.last().unwrap();
+    assert_eq!(usage_chunk["choices"], json!([]));
+    assert!(usage_chunk["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    let finish = &chunks[chunks.len() - 2];
+    assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+    assert_eq!(finish["kefu"]["source"], "llm");
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "这款是100%纯棉面料，透气舒适。");
+}
+
+#[test]
+fn takeover_queues_messages_for_the_agent_and_release_gives_the_bot_back() {
+    let server = TestServer::start(config(ENGINE));
+    assert_eq!(server.chat("t1", "能开发票吗")["source"], "rule");
+
+    let taken = server.post("/v1/sessions/t1/takeover", &json!({ "agent": "小王" }));
+    assert_eq!(taken.status, 200, "{}", taken.body);
+    assert_eq!(taken.json()["takeover"]["agent"], "小王");
+
+    let quiet = server.chat("t1", "还在吗");
+    assert_eq!(quiet["source"], "human");
+    assert_eq!(quiet["reply"], "");
+    let session = server.get("/v1/sessions/t1").json();
+    assert_eq!(session["takeover"]["queued"], json!(["还在吗"]));
+
+    let answered = server.post("/v1/sessions/t1/reply", &json!({ "message": "您好，我是小王" }));
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    let session = answered.json();
+    assert_eq!(session["takeover"]["queued"], json!([]));
+    assert_eq!(session["history"].as_array().unwrap().last().unwrap()["role"], "agent");
+
+    let released = server.post("/v1/sessions/t1/release", &json!({}));
+    assert_eq!(released.status, 200);
+    assert_eq!(released.json()["takeover"], Value::Null);
+    assert_eq!(server.chat("t1", "能开发票吗")["source"], "rule");
+
+    // Errors of the agent routes.
+    let not_taken = server.post("/v1/sessions/t1/reply", &json!({ "message": "在吗" }));
+    assert_eq!(
+        (not_taken.status, not_taken.error_type().as_str()),
+        (409, "not_taken_over")
+    );
+    let missing = server.post("/v1/sessions/nobody/release", &json!({}));
+    assert_eq!((missing.status, missing.error_type().as_str()), (404, "not_found"));
+    assert_eq!(server.get("/v1/sessions/nobody").status, 404);
+    // Session ids in paths are percent-decoded.
+    server.chat("客户-1", "能开发票吗");
+    let chinese = server.get("/v1/sessions/%E5%AE%A2%E6%88%B7-1");
+    assert_eq!(chinese.status, 200);
+    assert_eq!(chinese.json()["id"], "客户-1");
+}
+
+#[test]
+fn feedback_is_kept_with_the_conversation() {
+    let server = TestServer::start(config(DEMO));
+    server.chat("f1", "这件T恤洗了会缩水吗");
+    let given = server.post("/v1/sessions/f1/feedback", &json!({ "score": 5, "comment": "很快" }));
+    assert_eq!(given.status, 200, "{}", given.body);
+    assert_eq!(given.json()["feedback"][0]["score"], 5);
+    let session = server.get("/v1/sessions/f1").json();
+    assert_eq!(session["feedback"][0]["comment"], "很快");
+
+    for (body, status, kind) in [
+        (json!({ "score": 0 }), 400, "invalid_request"),
+        (json!({ "score": 6 }), 400, "invalid_request"),
+        (json!({ "score": "5" }), 400, "invalid_request"),
+        (json!({ "comment": "没分数" }), 400, "invalid_request"),
+        (
+            json!({ "score": 4, "comment": "长".repeat(501) }),
+            400,
+            "invalid_request",
+        ),
+    ] {
+        let reply = server.post("/v1/sessions/f1/feedback", &body);
+        assert_eq!((reply.status, reply.error_type().as_str()), (status, kind), "{body}");
+    }
+    let unknown = server.post("/v1/sessions/nobody/feedback", &json!({ "score": 3 }));
+    assert_eq!((unknown.status, unknown.error_type().as_str()), (404, "not_found"));
+    assert!(
+        server
+            .get("/metrics")
+            .body
+            .contains("kefu_feedback_total{score=\"5\"} 1")
+    );
+}
+
+#[test]
+fn every_bad_request_gets_a_json_error() {
+    let mut config = config(DEMO);
+    config.limits = Limits {
+        max_body_bytes: 4096,
+        max_message_chars: 50,
+        rate_per_session: 2,
+        ..Limits::default()
+    };
+    let server = TestServer::start(config);
+    let json = [("content-type", "application/json")];
+    let cases: Vec<(&str, &str, String, u16, &str)> = vec![
+        (
+            "POST",
+            "/v1/chat",
+            "{\"session_id\": \"e\", ".into(),
+            400,
+            "invalid_json",
+        ),
+        ("POST", "/v1/chat", "not json".into(), 400, "invalid_json"),
+        ("POST", "/v1/chat", "".into(), 400, "invalid_json"),
+        (
+            "POST",
+            "/v1/chat",
+            json!({ "session_id": 7, "message": "hi" }).to_string(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/chat",
+            json!({ "session_id": "e" }).to_string(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/chat",
+            json!({ "session_id": "e", "message": "hi", "colour": 1 }).to_string(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/chat",
+            json!({ "session_id": "", "message": "hi" }).to_string(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/chat",
+            json!({ "session_id": "e", "message": "  " }).to_string(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/chat",
+            json!({ "session_id": "x".repeat(129), "message": "hi" }).to_string(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/chat",
+            json!({ "session_id": "e", "message": "长".repeat(51) }).to_string(),
+            400,
+            "message_too_long",
+        ),
+        (
+            "POST",
+            "/v1/chat",
+            json!({ "session_id": "e", "message": "x".repeat(5000) }).to_string(),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            json!({ "messages": [{ "role": "system", "content": "hi" }] }).to_string(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            json!({ "model": "m" }).to_string(),
+            400,
+            "invalid_request",
+        ),
+        ("GET", "/v1/chat", String::new(), 405, "method_not_allowed"),
+        ("DELETE", "/admin/reload", String::new(), 405, "method_not_allowed"),
+        ("POST", "/healthz", String::new(), 405, "method_not_allowed"),
+        ("GET", "/v2/anything", String::new(), 404, "not_found"),
+        ("GET", "/", String::new(), 404, "not_found"),
+        ("GET", "/v1/tickets?colour=red", String::new(), 400, "invalid_request"),
+        ("GET", "/v1/sessions/%zz", String::new(), 400, "invalid_request"),
+    ];
+    for (method, path, body, status, kind) in cases {
+        let reply = server.send(method, path, &json, &body);
+        assert_eq!(
+            (reply.status, reply.error_type().as_str()),
+            (status, kind),
+            "{method} {path} {body}"
+        );
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        if status == 405 {
+            assert!(reply.header("allow").is_some());
+        }
+    }
+
+    // A body larger than the limit without a content-length (chunked) is cut off too.
+    let chunk = "x".repeat(3000);
+    let raw = format!(
+        "POST /v1/chat HTTP/1.1\r\nhost: t\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len(),
+        chunk.len()
+    );
+    let reply = raw_request(server.addr, raw.as_bytes());
+    assert_eq!((reply.status, reply.error_type().as_str()), (413, "payload_too_large"));
+
+    // The per-session rate limit: 2/s with a burst of 4.
+    let statuses: Vec<u16> = (0..8)
+        .map(|_| {
+            server
+                .post("/v1/chat", &json!({ "session_id": "rl", "message": "能开发票吗" }))
+                .status
+        })
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let limited = server.post("/v1/chat", &json!({ "session_id": "rl", "message": "能开发票吗" }));
+    assert_eq!(limited.error_type(), "rate_limited");
+    assert!(limited.header("retry-after").is_some());
+    // Other sessions are not limited by it.
+    assert_eq!(server.chat("rl-other", "能开发票吗")["source"], "rule");
+}
+
+#[test]
+fn a_request_whose_body_never_arrives_times_out_with_504() {
+    let mut config = config(DEMO);
+    config.limits.request_timeout = Duration::from_millis(300);
+    let server = TestServer::start(config);
+    // Promise 100 bytes, send 10, and wait.
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"POST /v1/chat HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\n{\"session_")
+        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0; 4096];
+    let n = stream.read(&mut buf).unwrap();
+    let reply = support::http::parse_response(&buf[..n]);
+    assert_eq!((reply.status, reply.error_type().as_str()), (504, "timeout"));
+}
+
+#[test]
+fn too_many_turns_in_flight_get_503() {
+    let mut config = with_mock(config(ENGINE), "tests/data/server/slow_mock.yaml");
+    config.limits.max_in_flight = 1;
+    let server = TestServer::start(config);
+    let addr = server.addr;
+    let slow = std::thread::spawn(move || {
+        let body = json!({ "session_id": "busy", "message": "这款是什么面料", "stream": true }).to_string();
+        support::http::request(addr, "POST", "/v1/chat", &[], &body)
+    });
+    assert!(eventually(Duration::from_secs(5), || {
+        server.get("/metrics").body.contains("kefu_turns_in_flight 1")
+    }));
+    let refused = server.post("/v1/chat", &json!({ "session_id": "other", "message": "能开发票吗" }));
+    assert_eq!((refused.status, refused.error_type().as_str()), (503, "overloaded"));
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(slow.join().unwrap().status, 200);
+    assert_eq!(server.chat("other", "能开发票吗")["source"], "rule");
+}
+
+#[test]
+fn admin_and_agent_routes_need_the_token_when_one_is_set() {
+    let mut config = config(DEMO);
+    config.admin_token = Some("s3cret".into());
+    let server = TestServer::start(config);
+    server.chat("a1", "这件T恤洗了会缩水吗");
+    let protected = [
+        ("GET", "/admin/rules"),
+        ("POST", "/admin/reload"),
+        ("GET", "/v1/sessions/a1"),
+        ("POST", "/v1/sessions/a1/takeover"),
+        ("POST", "/v1/sessions/a1/release"),
+        ("GET", "/v1/tickets"),
+    ];
+    for (method, path) in protected {
+        let none = server.send(method, path, &[], "");
+        assert_eq!(
+            (none.status, none.error_type().as_str()),
+            (401, "unauthorized"),
+            "{path}"
+        );
+        let wrong = server.send(method, path, &[("authorization", "Bearer nope")], "");
+        assert_eq!(wrong.status, 401, "{path}");
+        let right = server.send(method, path, &[("authorization", "Bearer s3cret")], "");
+        assert_eq!(right.status, 200, "{path}: {}", right.body);
+    }
+    // Customer routes and probes need no token.
+    assert_eq!(server.get("/healthz").status, 200);
+    assert_eq!(server.get("/metrics").status, 200);
+    let feedback = server.post("/v1/sessions/a1/feedback", &json!({ "score": 4 }));
+    assert_eq!(feedback.status, 200);
+}
+
+#[test]
+fn health_metrics_and_rules_routes() {
+    let server = TestServer::start(config(DEMO));
+    let health = server.get("/healthz").json();
+    assert_eq!(health["status"], "ok");
+    server.chat("m1", "这件T恤洗了会缩水吗");
+    server.chat("m2", "我要投诉你们");
+    let rules = server.get("/admin/rules").json();
+    assert_eq!(rules["version"], health["rules_version"]);
+    assert!(rules["files"].as_array().unwrap().len() >= 8);
+    assert_eq!(rules["last_error"], Value::Null);
+    assert_eq!(rules["counts"]["rules"].as_u64().map(|n| n > 10), Some(true));
+
+    let reloaded = server.post("/admin/reload", &json!({}));
+    assert_eq!(reloaded.status, 200);
+    assert_eq!(reloaded.json()["outcome"], "applied");
+    assert_eq!(reloaded.json()["changed"], false);
+
+    let metrics = server.get("/metrics");
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    for needle in [
+        "kefu_http_requests_total{route=\"/v1/chat\",status=\"200\"} 2",
+        "kefu_http_request_duration_seconds_bucket{le=",
+        "kefu_answers_total{source=\"rule\"}",
+        "kefu_handoffs_total",
+        "kefu_safety_hits_total",
+        "kefu_rule_reloads_total{outcome=\"applied\"} 1",
+        "kefu_llm_tokens_total{kind=\"completion\"} 0",
+        "kefu_turns_in_flight 0",
+        "# EOF",
+    ] {
+        assert!(metrics.body.contains(needle), "{needle} missing from\n{}", metrics.body);
+    }
+}
+
+#[test]
+fn flows_raise_tickets_and_the_job_queue_delivers_them() {
+    // A back office that fails once, then accepts with a message for the customer.
+    let office = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let office_addr = office.local_addr().unwrap();
+    let received = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&received);
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for (n, stream) in office.incoming().enumerate().take(2) {
+            let mut stream = stream.unwrap();
+            let mut buf = vec![0; 8192];
+            let mut request = Vec::new();
+            // Read the head and the declared body.
+            loop {
+                let got = stream.read(&mut buf).unwrap();
+                request.extend_from_slice(&buf[..got]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        seen.lock().unwrap().push(text[end + 4..].to_string());
+                        break;
+                    }
+                }
+            }
+            let body = if n == 0 {
+                String::new()
+            } else {
+                json!({ "message": "退货已受理，快递员明天上门取件。" }).to_string()
+            };
+            let status = if n == 0 { "503 Service Unavailable" } else { "200 OK" };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+
+    let mut config = config(ENGINE);
+    config.tickets_url = Some(format!("http://{office_addr}/tickets"));
+    config.jobs.backoff = Duration::from_millis(50);
+    let server = TestServer::start(config);
+    server.chat("r1", "我要退货");
+    let done = server.chat("r1", "202611010001");
+    assert!(done["reply"].as_str().unwrap().contains("已为您提交退货申请"), "{done}");
+
+    let tickets = server.get("/v1/tickets?session_id=r1").json();
+    let ticket = &tickets["tickets"][0];
+    assert_eq!(ticket["kind"], "return");
+    assert_eq!(ticket["reference"], "202611010001");
+    assert_eq!(server.get("/v1/tickets?session_id=nobody").json()["tickets"], json!([]));
+
+    // The answer came at once; the delivery result reaches the session afterwards.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            server.get("/v1/sessions/r1").json()["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["text"] == "退货已受理，快递员明天上门取件。")
+        }),
+        "{}",
+        server.get("/v1/sessions/r1").body
+    );
+    assert_eq!(server.get("/v1/tickets").json()["tickets"][0]["status"], "submitted");
+    let bodies = received.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2, "one failed attempt, one retry");
+    let sent: Value = serde_json::from_str(&bodies[1]).unwrap();
+    assert_eq!(sent["reference"], "202611010001");
+    let metrics = server.get("/metrics").body;
+    assert!(metrics.contains("kefu_jobs_total{outcome=\"retried\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("kefu_jobs_total{outcome=\"succeeded\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn reload_applies_good_edits_and_rejects_bad_ones_while_serving() {
+    let dir = copy_rules(Path::new(ENGINE), "reload");
+    let mut config = ServeConfig::new(&dir);
+    config.debounce = Duration::from_millis(50);
+    let server = TestServer::start(config);
+    let file = dir.join("shop.kefu");
+    let original = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        server.chat("r", "能开发票吗")["reply"],
+        "下单后在订单详情里申请电子发票即可。"
+    );
+    let first_version = server.get("/admin/rules").json()["version"].clone();
+
+    // A good edit, written in place: visible on a following request.
+    std::fs::write(
+        &file,
+        original.replace("下单后在订单详情里申请电子发票即可。", "发票第二版。"),
+    )
+    .unwrap();
+    assert!(eventually(
+        Duration::from_secs(5),
+        || server.chat("r", "能开发票吗")["reply"] == "发票第二版。"
+    ));
+    let status = server.get("/admin/rules").json();
+    assert_ne!(status["version"], first_version);
+    assert_eq!(status["reloads"].as_u64().map(|n| n >= 1), Some(true));
+
+    // A bad edit: the old rules keep answering; /admin/rules shows file:line:col.
+    let broken = original.replace("reply \"下单后在订单详情里申请电子发票即可。\"", "reply \"发票第三版");
+    std::fs::write(&file, &broken).unwrap();
+    assert!(eventually(Duration::from_secs(5), || {
+        server.get("/admin/rules").json()["last_error"] != Value::Null
+    }));
+    let status = server.get("/admin/rules").json();
+    let location = status["last_error"]["diagnostics"][0]["location"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(location.ends_with("shop.kefu:19:9"), "{location}");
+    assert!(
+        status["last_error"]["report"]
+            .as_str()
+            .unwrap()
+            .contains("string is not closed")
+    );
+    assert_eq!(server.chat("r", "能开发票吗")["reply"], "发票第二版。");
+    let manual = server.post("/admin/reload", &json!({}));
+    assert_eq!((manual.status, manual.error_type().as_str()), (422, "rules_invalid"));
+    assert!(
+        manual.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shop.kefu:19:9")
+    );
+    assert!(
+        manual.json()["error"]["diagnostics"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
+    );
+
+    // An editor that writes a temporary file and renames it over the original.
+    let temp = dir.join(".shop.kefu.swp-new");
+    std::fs::write(
+        &temp,
+        original.replace("下单后在订单详情里申请电子发票即可。", "发票第四版。"),
+    )
+    .unwrap();
+    std::fs::rename(&temp, &file).unwrap();
+    assert!(eventually(
+        Duration::from_secs(5),
+        || server.chat("r", "能开发票吗")["reply"] == "发票第四版。"
+    ));
+    assert_eq!(server.get("/admin/rules").json()["last_error"], Value::Null);
+    // And the watcher still sees edits after the rename.
+    std::fs::write(
+        &file,
+        original.replace("下单后在订单详情里申请电子发票即可。", "发票第五版。"),
+    )
+    .unwrap();
+    assert!(eventually(
+        Duration::from_secs(5),
+        || server.chat("r", "能开发票吗")["reply"] == "发票第五版。"
+    ));
+    let metrics = server.get("/metrics").body;
+    assert!(
+        metrics.contains("kefu_rule_reloads_total{outcome=\"rejected\"}"),
+        "{metrics}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_binary_reloads_on_sighup_and_finishes_in_flight_turns_on_sigterm() {
+    let dir = copy_rules(Path::new(ENGINE), "signals");
+    let file = dir.join("shop.kefu");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let process = ServeProcess::start(
+        &[
+            "--rules",
+            dir.to_str().unwrap(),
+            "--no-watch",
+            "--mock-llm",
+            "tests/data/server/slow_mock.yaml",
+            "--log-format",
+            "json",
+        ],
+        &[],
+    );
+    std::fs::write(
+        &file,
+        original.replace("下单后在订单详情里申请电子发票即可。", "信号重载。"),
+    )
+    .unwrap();
+    // No watcher: the edit is not seen until SIGHUP.
+    assert_eq!(
+        process.chat("h", "能开发票吗")["reply"],
+        "下单后在订单详情里申请电子发票即可。"
+    );
+    process.signal("HUP");
+    assert!(eventually(
+        Duration::from_secs(5),
+        || process.chat("h", "能开发票吗")["reply"] == "信号重载。"
+    ));
+
+    // A slow streamed model answer is in flight when SIGTERM arrives: it completes.
+    let addr = process.addr;
+    let slow = std::thread::spawn(move || {
+        let body = json!({ "session_id": "slow", "message": "这款是什么面料", "stream": true }).to_string();
+        support::http::request(addr, "POST", "/v1/chat", &[], &body)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    process.signal("TERM");
+    let reply = slow.join().unwrap();
+    assert_eq!(reply.status, 200);
+    let events = reply.events();
+    assert_eq!(events.last().unwrap().0.as_deref(), Some("done"), "{}", reply.body);
+    let (status, log) = process.wait(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}\n{log}");
+    // JSON logs: one object a line, with the session and source of each turn, and never
+    // the text of a message.
+    let turns: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "turn")
+        .collect();
+    assert!(
+        turns.iter().any(|t| t["session"] == "slow" && t["source"] == "llm"),
+        "{log}"
+    );
+    assert!(!log.contains("这款是什么面料") && !log.contains("能开发票吗"), "{log}");
+    assert!(log.contains("\"trigger\":\"signal\""), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serve_refuses_models_it_does_not_have() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--model", "models/x.gguf"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not available in this build"));
+}
+
+#[test]
+fn two_nodes_share_one_conversation_through_redis() {
+    let Ok(url) = std::env::var("KEFU_TEST_REDIS") else {
+        println!("skipped: set KEFU_TEST_REDIS=redis://127.0.0.1:PORT to run the Redis test (make test does)");
+        return;
+    };
+    let session = format!("redis-{}", std::process::id());
+    let a = ServeProcess::start(&["--rules", ENGINE, "--redis", &url, "--no-watch"], &[]);
+    let b = ServeProcess::start(&["--rules", ENGINE, "--redis", &url, "--no-watch"], &[]);
+    assert_ne!(a.addr, b.addr);
+    // A flow started on node A goes on on node B, then on A again.
+    let first = a.chat(&session, "我想换个颜色");
+    assert_eq!(first["reply"], "您想换成什么颜色？");
+    let second = b.chat(&session, "黑色");
+    assert_eq!(second["source"], "flow");
+    assert_eq!(second["reply"], "还有什么要备注的吗？");
+    let third = a.chat(&session, "尽快发货");
+    assert_eq!(third["reply"], "好的，帮您换成黑色，备注：尽快发货。");
+    // A takeover on B silences A.
+    let taken = b.send("POST", &format!("/v1/sessions/{session}/takeover"), &[], "");
+    assert_eq!(taken.status, 200, "{}", taken.body);
+    assert_eq!(a.chat(&session, "在吗")["source"], "human");
+    let seen = b.send("GET", &format!("/v1/sessions/{session}"), &[], "").json();
+    assert_eq!(seen["takeover"]["queued"], json!(["在吗"]));
+    assert_eq!(seen["turns"], 3);
+}
