@@ -290,26 +290,31 @@ impl Turn<'_> {
         set
     }
 
-    /// Evaluates a condition; an error counts as false and goes to the trace.
-    pub(super) fn holds(&mut self, script: &Script, what: &str) -> bool {
+    /// Runs `eval` in the turn's scope, then drops any variables the script declared; an
+    /// error gives `fallback` and goes to the trace.
+    fn in_scope<T>(
+        &mut self,
+        what: &str,
+        fallback: T,
+        eval: impl FnOnce(&rhai::Engine, &mut Scope<'static>) -> Result<T, ScriptError>,
+    ) -> T {
         let mark = self.scope.len();
-        let result = script.eval_bool(&self.rules.engine, &mut self.scope);
+        let result = eval(&self.rules.engine, &mut self.scope);
         self.scope.rewind(mark);
         result.unwrap_or_else(|e| {
             self.script_error(what, &e);
-            false
+            fallback
         })
+    }
+
+    /// Evaluates a condition; an error counts as false and goes to the trace.
+    pub(super) fn holds(&mut self, script: &Script, what: &str) -> bool {
+        self.in_scope(what, false, |engine, scope| script.eval_bool(engine, scope))
     }
 
     /// Evaluates a value; an error reads as `()` and goes to the trace.
     pub(super) fn value(&mut self, script: &Script, what: &str) -> Dynamic {
-        let mark = self.scope.len();
-        let result = script.eval(&self.rules.engine, &mut self.scope);
-        self.scope.rewind(mark);
-        result.unwrap_or_else(|e| {
-            self.script_error(what, &e);
-            Dynamic::UNIT
-        })
+        self.in_scope(what, Dynamic::UNIT, |engine, scope| script.eval(engine, scope))
     }
 
     /// Renders a template; a failing hole renders as nothing and goes to the trace.
