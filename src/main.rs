@@ -52,6 +52,8 @@ enum Command {
         /// Show the decision trace after every reply.
         #[arg(long)]
         trace: bool,
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Run the conversation tests in DIR/tests/*.yaml and print `N passed, N failed` and
     /// what the tests never exercised. Exits 1 when any conversation fails.
@@ -108,6 +110,109 @@ enum Command {
     /// Admin and agent routes need `Authorization: Bearer $KEFU_ADMIN_TOKEN`; without the
     /// variable they answer loopback clients only. Prints `listening on ADDR` once bound.
     Serve(Box<ServeArgs>),
+    /// Run K concurrent generations through the model backend the server uses and print
+    /// one JSON line: prompt tokens, prompt ms, generated tokens, generation ms, tokens/s
+    /// (aggregate and per stream). The benchmarks in benches/model.sh use it.
+    Generate(Box<GenerateArgs>),
+}
+
+/// Which model answers when no rule is confident.
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// The GGUF model run in process by llama.cpp, or `none`. models/fetch.sh puts the
+    /// default one at models/default.gguf; when that default is missing kefu runs without
+    /// a model (and says so); a path given explicitly must exist.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: String,
+    /// An OpenAI-compatible server (llama-server, vLLM, a hosted API) instead of the
+    /// model in process. The key, if any, is read from KEFU_LLM_API_KEY.
+    #[arg(long)]
+    llm_url: Option<String>,
+    /// The model name sent to --llm-url.
+    #[arg(long, default_value = "default")]
+    llm_model: String,
+    /// llama.cpp decoding threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Conversations the model generates for at once (sequences batched together).
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Tokens of context per conversation (prompt and answer).
+    #[arg(long, default_value_t = 2048)]
+    ctx: u32,
+    /// A LoRA adapter (GGUF) and its scale, `PATH[:SCALE]`: a shop's fine-tune on its own
+    /// dialogues, applied over the base model. One adapter; merge several with
+    /// llama.cpp's llama-export-lora.
+    #[arg(long, value_parser = kefu::llm::parse_lora)]
+    lora: Option<(PathBuf, f32)>,
+    /// A llama.cpp built-in chat template (`chatml`, `gemma`, `llama3`...) instead of the
+    /// one in the GGUF.
+    #[arg(long)]
+    chat_template: Option<String>,
+}
+
+/// Where models/fetch.sh puts the default model.
+const DEFAULT_MODEL: &str = "models/default.gguf";
+
+impl ModelArgs {
+    /// The backend these flags describe, `None` for `--model none` or a missing default.
+    fn open(&self) -> Result<Option<Arc<dyn kefu::llm::LlmBackend>>> {
+        let mut options = kefu::llm::ModelOptions {
+            url: self.llm_url.clone(),
+            url_model: Some(self.llm_model.clone()),
+            api_key: std::env::var("KEFU_LLM_API_KEY").ok().filter(|k| !k.is_empty()),
+            threads: self.threads,
+            parallel: self.parallel,
+            ctx_per_seq: self.ctx,
+            lora: self.lora.clone(),
+            chat_template: self.chat_template.clone(),
+            ..Default::default()
+        };
+        if self.llm_url.is_none() && self.model != "none" {
+            let path = PathBuf::from(&self.model);
+            if !path.exists() && self.model == DEFAULT_MODEL {
+                eprintln!(
+                    "kefu: no model at {DEFAULT_MODEL} (run models/fetch.sh); answering without a model: \
+                     fallback arms that ask it are skipped"
+                );
+                return Ok(None);
+            }
+            options.model = Some(path);
+        }
+        Ok(kefu::llm::open(&options)?)
+    }
+
+    /// Whether these flags load llama.cpp in this process.
+    fn in_process(&self) -> bool {
+        cfg!(feature = "llama") && self.llm_url.is_none() && self.model != "none"
+    }
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The customer's message.
+    #[arg(long, default_value = "请问这件羽绒服冬天穿会冷吗？")]
+    prompt: String,
+    /// The system message (the prefix shared by every request).
+    #[arg(
+        long,
+        default_value = "你是「暖途」旗舰店的客服小暖，说话亲切、简洁，只依据店铺政策回答。"
+    )]
+    system: String,
+    /// Tokens to generate per stream.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: u32,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Generate exactly --max-tokens per stream, past end-of-sequence (throughput runs).
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Warm the shared prefix with one request first and report its (cold) prompt time.
+    #[arg(long)]
+    warm: bool,
 }
 
 #[derive(clap::Args)]
@@ -118,13 +223,8 @@ struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
-    /// The local model file, or `none`. The llama.cpp backend is not in this build yet,
-    /// so only `none` is accepted.
-    #[arg(long, default_value = "none")]
-    model: String,
-    /// An OpenAI-compatible model server. Not in this build yet.
-    #[arg(long)]
-    llm_url: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Keep sessions in Redis (`redis://127.0.0.1:6379/0`) so several nodes share them.
     #[arg(long)]
     redis: Option<String>,
@@ -162,8 +262,9 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Log filter (`info`, `warn`, `kefu=debug`...); RUST_LOG overrides it.
-    #[arg(long, default_value = "info")]
+    /// Log filter (`info`, `warn`, `kefu=debug`...); RUST_LOG overrides it. llama.cpp's
+    /// own messages (a line per tensor at load) are under `llama-cpp-2`.
+    #[arg(long, default_value = "info,llama-cpp-2=warn")]
     log_level: String,
 }
 
@@ -185,6 +286,16 @@ enum Color {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let in_process = match &cli.command {
+        Command::Serve(args) => args.model.in_process() && args.mock_llm.is_none(),
+        Command::Chat { model, .. } => model.in_process(),
+        Command::Generate(args) => args.model.in_process(),
+        _ => false,
+    };
+    if in_process && let Err(e) = passive_openmp() {
+        eprintln!("kefu: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Check { dir, color } => Ok(check(&dir, color)),
         Command::Chat {
@@ -192,7 +303,8 @@ fn main() -> ExitCode {
             user,
             context,
             trace,
-        } => chat(&rules, user, context, trace).map(|()| ExitCode::SUCCESS),
+            model,
+        } => chat(&rules, user, context, trace, &model).map(|()| ExitCode::SUCCESS),
         Command::Test { dir, verbose } => test(&dir, verbose),
         Command::Eval {
             data,
@@ -202,6 +314,7 @@ fn main() -> ExitCode {
         } => eval(&data, &rules, json, closed_set),
         Command::Safety { rules, text } => Ok(safety(&rules, text)),
         Command::Serve(args) => serve(*args).map(|()| ExitCode::SUCCESS),
+        Command::Generate(args) => generate(&args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("kefu: {e:#}");
@@ -298,16 +411,47 @@ fn eval(data: &std::path::Path, dir: &std::path::Path, json: bool, closed_set: b
     Ok(ExitCode::SUCCESS)
 }
 
+/// Makes sure llama.cpp's OpenMP threads sleep instead of spinning while they wait.
+///
+/// By default OpenMP worker threads spin for a while after each parallel region. Between
+/// two decodes that keeps every core busy doing nothing, and the rule-answered turns the
+/// server handles meanwhile wait for a core: their p99 went from ~0.1 ms to ~7 ms while
+/// the model generated. `OMP_WAIT_POLICY=passive` makes the workers sleep at once; it is
+/// read when the OpenMP runtime starts, before `main`, so kefu sets it by running itself
+/// again with the variable set. An explicit setting in the environment is respected.
+fn passive_openmp() -> Result<()> {
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return Ok(());
+    }
+    use std::os::unix::process::CommandExt as _;
+    let exe = std::env::current_exe().context("cannot find the kefu executable to set OMP_WAIT_POLICY")?;
+    let error = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("OMP_WAIT_POLICY", "passive")
+        .exec();
+    Err(error).context("cannot restart kefu with OMP_WAIT_POLICY=passive")
+}
+
+fn generate(args: &GenerateArgs) -> Result<()> {
+    let mut model = args.model.open()?;
+    let Some(backend) = model.take() else {
+        bail!("no model: give --model PATH or --llm-url URL");
+    };
+    let options = kefu::llm::generate::GenerateOptions {
+        system: args.system.clone(),
+        prompt: args.prompt.clone(),
+        max_tokens: args.max_tokens,
+        parallel: args.model.parallel,
+        temperature: args.temperature,
+        ignore_eos: args.ignore_eos,
+        warm: args.warm,
+    };
+    let report = kefu::llm::generate::run(backend, &options)?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
-    if args.model != "none" {
-        bail!(
-            "--model {}: the llama.cpp backend is not available in this build yet; use --model none",
-            args.model
-        );
-    }
-    if let Some(url) = &args.llm_url {
-        bail!("--llm-url {url}: the OpenAI-compatible model client is not available in this build yet");
-    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
         .with_context(|| format!("--log-level {}", args.log_level))?;
@@ -325,9 +469,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.redis = args.redis;
     config.redis_config.ttl = std::time::Duration::from_secs(args.session_ttl);
     config.tickets_url = args.tickets_url;
-    if let Some(path) = &args.mock_llm {
-        config.llm = Some(kefu::server::model::load_mock(path)?);
-    }
+    config.llm = match &args.mock_llm {
+        Some(path) => Some(kefu::server::model::load_mock(path)?),
+        None => args.model.open()?,
+    };
     config.limits = kefu::server::Limits {
         max_body_bytes: args.max_body_bytes,
         max_message_chars: args.max_message_chars,
@@ -385,10 +530,13 @@ fn json_map(text: Option<String>, what: &str) -> Result<Option<serde_json::Map<S
         .transpose()
 }
 
-fn chat(dir: &Path, user: Option<String>, context: Option<String>, mut trace: bool) -> Result<()> {
+fn chat(dir: &Path, user: Option<String>, context: Option<String>, mut trace: bool, model: &ModelArgs) -> Result<()> {
     let mut user = json_map(user, "user")?;
     let mut context = json_map(context, "context")?;
-    let engine = Engine::new(load(dir)?);
+    let mut engine = Engine::new(load(dir)?);
+    if let Some(llm) = model.open()? {
+        engine = engine.with_llm(llm);
+    }
     let mut editor = rustyline::DefaultEditor::new()?;
     let history = std::env::temp_dir().join("kefu-chat-history");
     let _ = editor.load_history(&history);

@@ -751,13 +751,42 @@ fn the_binary_reloads_on_sighup_and_finishes_in_flight_turns_on_sigterm() {
 }
 
 #[test]
-fn serve_refuses_models_it_does_not_have() {
+fn serve_refuses_a_model_file_that_is_not_there() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
         .args(["serve", "--addr", "127.0.0.1:0", "--model", "models/x.gguf"])
         .output()
         .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("not available in this build"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("models/x.gguf: no such model file"), "{stderr}");
+}
+
+#[test]
+fn a_node_can_use_another_openai_compatible_server_as_its_model() {
+    // Node A answers with the scripted model; node B has no model of its own and sends
+    // its prompts to A's /v1/chat/completions, as it would to llama-server or vLLM.
+    let model_server = ServeProcess::start(
+        &[
+            "--rules",
+            ENGINE,
+            "--no-watch",
+            "--mock-llm",
+            "tests/data/server/mock.yaml",
+        ],
+        &[],
+    );
+    let url = format!("http://{}", model_server.addr);
+    let front = ServeProcess::start(&["--rules", ENGINE, "--no-watch", "--llm-url", &url], &[]);
+    let reply = front.chat("remote", "这款是什么面料");
+    assert_eq!(reply["source"], "llm", "{reply}");
+    // A's answer, reached through A's own rules: no rule there knows fabrics, so its
+    // model (the mock) answered, and B judged that text like any model answer.
+    assert_eq!(reply["reply"], "这款是100%纯棉面料，透气舒适。", "{reply}");
+
+    // A model server that is down: the fallback chain answers instead, at once.
+    drop(model_server);
+    let reply = front.chat("remote-down", "这款是什么面料");
+    assert_ne!(reply["source"], "llm", "{reply}");
 }
 
 #[test]

@@ -144,7 +144,8 @@ pub struct TurnResponse {
 pub struct EngineConfig {
     /// A flow left waiting longer than this starts over instead of resuming.
     pub flow_timeout: Duration,
-    /// The most tokens the model may generate for one answer.
+    /// The most tokens the model may generate for one answer. A chat answer is a few
+    /// sentences; a model that has not stopped by then is usually rambling.
     pub max_tokens: u32,
     /// How long the model may take for one answer.
     pub llm_timeout: Duration,
@@ -154,7 +155,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             flow_timeout: Duration::from_secs(30 * 60),
-            max_tokens: 256,
+            max_tokens: 128,
             llm_timeout: Duration::from_secs(20),
         }
     }

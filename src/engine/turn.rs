@@ -621,6 +621,8 @@ impl Turn<'_> {
             temperature: style.as_ref().and_then(|s| s.temperature).unwrap_or(0.5) as f32,
             top_p: style.as_ref().and_then(|s| s.top_p).unwrap_or(0.9) as f32,
             deadline: Some(std::time::Instant::now() + self.engine.config.llm_timeout),
+            stop: prompt::stop_markers(),
+            ignore_eos: false,
         };
         // The answer streams through the output guard: text is released only once no
         // blocked word can still complete across the next chunk.
@@ -653,7 +655,7 @@ impl Turn<'_> {
         }
         match generated {
             Ok(generation) => {
-                let verdict = llm::judge(&generation, &self.message);
+                let verdict = llm::judge(&generation, &self.message, &request.messages[0].content);
                 let threshold = rules.shop.threshold;
                 self.trace.push(step(
                     "llm",

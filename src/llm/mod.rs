@@ -2,10 +2,19 @@
 //!
 //! [`LlmBackend`] is the seam: the engine hands it chat messages and sampling settings and
 //! gets text back, streamed, with token probabilities so the answer can be judged
-//! ([`judge`]) before it is shown. [`MockLlm`] is the deterministic backend the tests use.
+//! ([`judge`]) before it is shown. Three backends implement it: [`llama::LlamaCpp`]
+//! (llama.cpp in process, continuous batching and prefix caching; the `llama` feature),
+//! [`http::OpenAiHttp`] (an OpenAI-compatible server: llama-server, vLLM, hosted APIs)
+//! and [`MockLlm`], the deterministic backend the tests use.
 
+pub mod generate;
+pub mod http;
+#[cfg(feature = "llama")]
+pub mod llama;
 pub mod prompt;
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -54,6 +63,12 @@ pub struct GenerateRequest {
     pub top_p: f32,
     /// When to give up.
     pub deadline: Option<Instant>,
+    /// Texts that end the answer where they appear (not included): the prompt's own
+    /// markup, which a model that lost track of turns starts writing.
+    pub stop: Vec<String>,
+    /// Keep generating past end-of-sequence tokens (benchmarks that need exactly
+    /// `max_tokens`); backends that cannot honour it ignore it.
+    pub ignore_eos: bool,
 }
 
 /// What the model produced.
@@ -69,6 +84,14 @@ pub struct Generation {
     pub mean_prob: f64,
     /// Lowest probability of a generated token.
     pub min_prob: f64,
+    /// Prompt tokens found already evaluated (prefix cache) and not evaluated again.
+    pub cached_tokens: u32,
+    /// Time the request waited for a free sequence, in milliseconds.
+    pub queue_ms: f64,
+    /// Time from the start of prompt evaluation to the first token, in milliseconds.
+    pub prompt_ms: f64,
+    /// Time from the first token to the last, in milliseconds.
+    pub generation_ms: f64,
 }
 
 /// Why the model gave no answer.
@@ -91,6 +114,80 @@ pub trait LlmBackend: Send + Sync {
     fn name(&self) -> &str;
     /// Generates an answer, calling `on_text` with each piece as it is produced.
     fn generate(&self, request: &GenerateRequest, on_text: &mut dyn FnMut(&str)) -> Result<Generation, LlmError>;
+}
+
+/// Which model to use, as `kefu serve`, `kefu chat` and `kefu generate` are told.
+#[derive(Clone, Debug, Default)]
+pub struct ModelOptions {
+    /// A GGUF file for llama.cpp in process.
+    pub model: Option<PathBuf>,
+    /// An OpenAI-compatible server instead (takes precedence over `model`).
+    pub url: Option<String>,
+    /// The `model` name sent to that server.
+    pub url_model: Option<String>,
+    /// Its API key.
+    pub api_key: Option<String>,
+    /// llama.cpp decoding threads (0: one per core).
+    pub threads: usize,
+    /// Sequences decoded together.
+    pub parallel: usize,
+    /// Tokens of context per sequence.
+    pub ctx_per_seq: u32,
+    /// A LoRA adapter and its scale.
+    pub lora: Option<(PathBuf, f32)>,
+    /// A llama.cpp built-in chat template name overriding the GGUF's.
+    pub chat_template: Option<String>,
+}
+
+/// Parses a `--lora` value, `PATH[:SCALE]` (scale 1.0 when absent or not a number, so a
+/// path with a colon in it still works).
+pub fn parse_lora(spec: &str) -> Result<(PathBuf, f32), String> {
+    match spec.rsplit_once(':') {
+        _ if spec.is_empty() => Err("empty LoRA path".into()),
+        Some((path, scale)) if !path.is_empty() => match scale.parse::<f32>() {
+            Ok(scale) => Ok((PathBuf::from(path), scale)),
+            Err(_) => Ok((PathBuf::from(spec), 1.0)),
+        },
+        _ => Ok((PathBuf::from(spec), 1.0)),
+    }
+}
+
+/// Opens the backend `options` describe: the HTTP client when a URL is given, else
+/// llama.cpp on the model file, else none.
+pub fn open(options: &ModelOptions) -> Result<Option<Arc<dyn LlmBackend>>, LlmError> {
+    if let Some(url) = &options.url {
+        let mut config = http::HttpConfig::new(url.clone());
+        if let Some(m) = &options.url_model {
+            config.model = m.clone();
+        }
+        config.api_key = options.api_key.clone();
+        return Ok(Some(Arc::new(http::OpenAiHttp::new(config)?)));
+    }
+    let Some(path) = &options.model else { return Ok(None) };
+    open_llama(path, options)
+}
+
+#[cfg(feature = "llama")]
+fn open_llama(path: &std::path::Path, options: &ModelOptions) -> Result<Option<Arc<dyn LlmBackend>>, LlmError> {
+    let mut config = llama::LlamaConfig::new(path);
+    config.threads = options.threads;
+    if options.parallel > 0 {
+        config.parallel = options.parallel;
+    }
+    if options.ctx_per_seq > 0 {
+        config.ctx_per_seq = options.ctx_per_seq;
+    }
+    config.lora = options.lora.clone();
+    config.chat_template = options.chat_template.clone();
+    Ok(Some(Arc::new(llama::LlamaCpp::load(config)?)))
+}
+
+#[cfg(not(feature = "llama"))]
+fn open_llama(path: &std::path::Path, _: &ModelOptions) -> Result<Option<Arc<dyn LlmBackend>>, LlmError> {
+    Err(LlmError::Failed(format!(
+        "{}: this kefu was built without the llama feature; use --llm-url or rebuild with default features",
+        path.display()
+    )))
 }
 
 /// A deterministic model for tests: the first rule whose `contains` occurs in the customer's
@@ -155,7 +252,7 @@ impl LlmBackend for MockLlm {
             .find(|r| message.contains(&r.contains))
             .unwrap_or(&self.default);
         let mut text = String::new();
-        let mut tokens = 0;
+        let mut tokens: u32 = 0;
         // Two characters a token, near enough to exercise streaming.
         let chars: Vec<char> = rule.reply.chars().collect();
         for piece in chars.chunks(2) {
@@ -173,6 +270,7 @@ impl LlmBackend for MockLlm {
             tokens,
             mean_prob: rule.confidence,
             min_prob: rule.confidence,
+            ..Generation::default()
         })
     }
 }
@@ -188,8 +286,10 @@ pub struct Judgement {
 
 /// Judges a model answer to `message`: token probability, and validity checks that no
 /// probability catches (empty, replacement characters, repetition loops, an answer in
-/// another script than the question).
-pub fn judge(generation: &Generation, message: &str) -> Judgement {
+/// another script than the question, an answer that recites the prompt's instructions
+/// back or contains its markup). `instructions` is the system message the model was
+/// given (empty when unknown).
+pub fn judge(generation: &Generation, message: &str, instructions: &str) -> Judgement {
     let text = generation.text.trim();
     let problem = if text.is_empty() {
         Some("empty answer".to_string())
@@ -199,6 +299,10 @@ pub fn judge(generation: &Generation, message: &str) -> Judgement {
         Some("the answer repeats itself".into())
     } else if has_cjk(message) && !has_cjk(text) {
         Some("the question is in Chinese but the answer is not".into())
+    } else if prompt::has_markup(text) {
+        Some("the answer contains prompt markup".into())
+    } else if recites(text, instructions) {
+        Some("the answer recites the instructions".into())
     } else {
         None
     };
@@ -209,6 +313,21 @@ pub fn judge(generation: &Generation, message: &str) -> Judgement {
         0.8 * generation.mean_prob + 0.2 * generation.min_prob
     };
     Judgement { confidence, problem }
+}
+
+/// Whether most of `text` is copied from `instructions`: half or more of its 4-character
+/// windows occur there. Small models, lost, recite their system prompt ("你是…的客服，
+/// 只依据店铺政策回答"); a real answer may quote a policy sentence but says more.
+fn recites(text: &str, instructions: &str) -> bool {
+    let chars: Vec<char> = text.chars().filter(|c| !c.is_whitespace()).collect();
+    if chars.len() < 8 || instructions.is_empty() {
+        return false;
+    }
+    let windows = chars.len() - 3;
+    let copied = (0..windows)
+        .filter(|&i| instructions.contains(&chars[i..i + 4].iter().collect::<String>()))
+        .count();
+    copied * 2 >= windows
 }
 
 fn has_cjk(text: &str) -> bool {
@@ -246,22 +365,50 @@ mod tests {
     #[test]
     fn judge_rejects_empty_looping_and_wrong_language_answers() {
         assert_eq!(
-            judge(&generation("  ", 0.9), "你好").problem.as_deref(),
+            judge(&generation("  ", 0.9), "你好", "").problem.as_deref(),
             Some("empty answer")
         );
         assert!(
-            judge(&generation("好的好的好的好的好的好的好的好的好的好的", 0.9), "你好")
+            judge(&generation("好的好的好的好的好的好的好的好的好的好的", 0.9), "你好", "")
                 .problem
                 .is_some()
         );
         assert!(
-            judge(&generation("Sure, here you go.", 0.9), "尺码怎么选")
+            judge(&generation("Sure, here you go.", 0.9), "尺码怎么选", "")
                 .problem
                 .is_some()
         );
-        let ok = judge(&generation("建议选L码。", 0.9), "尺码怎么选");
+        let ok = judge(&generation("建议选L码。", 0.9), "尺码怎么选", "你是客服小暖。");
         assert_eq!(ok.problem, None);
         assert!((ok.confidence - 0.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn judge_rejects_answers_that_recite_the_prompt() {
+        let system = "你是「暖途」旗舰店的客服小暖，说话亲切、简洁，只依据店铺政策回答。";
+        let recited = judge(
+            &generation("你是「暖途」旗舰店的客服小暖，说话亲切、简洁", 0.9),
+            "在吗",
+            system,
+        );
+        assert_eq!(recited.problem.as_deref(), Some("the answer recites the instructions"));
+        let tagged = judge(&generation("<客户消息>\n在吗\n</客户消息>", 0.9), "在吗", system);
+        assert_eq!(tagged.problem.as_deref(), Some("the answer contains prompt markup"));
+        // Naming itself as the persona does is fine when the answer says something more.
+        let fine = judge(
+            &generation("您好，我是客服小暖，羽绒服支持七天无理由退货哦。", 0.9),
+            "在吗",
+            system,
+        );
+        assert_eq!(fine.problem, None);
+    }
+
+    #[test]
+    fn lora_specs_take_an_optional_scale() {
+        assert_eq!(parse_lora("a.gguf"), Ok((PathBuf::from("a.gguf"), 1.0)));
+        assert_eq!(parse_lora("dir/a.gguf:0.5"), Ok((PathBuf::from("dir/a.gguf"), 0.5)));
+        assert_eq!(parse_lora("c:/a.gguf"), Ok((PathBuf::from("c:/a.gguf"), 1.0)));
+        assert!(parse_lora("").is_err());
     }
 
     #[test]
@@ -280,6 +427,8 @@ mod tests {
             temperature: 0.5,
             top_p: 0.9,
             deadline: None,
+            stop: Vec::new(),
+            ignore_eos: false,
         };
         let mut streamed = String::new();
         let g = llm.generate(&request, &mut |t| streamed.push_str(t)).unwrap();

@@ -101,11 +101,18 @@ pub struct ServeProcess {
 
 impl ServeProcess {
     /// Runs the kefu binary with `serve --addr 127.0.0.1:0` and `args`, and waits for its
-    /// `listening on` line.
+    /// `listening on` line. Without a model flag in `args` it runs with `--model none`, so
+    /// that tests never load the default model.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let names_a_model = args.iter().any(|a| ["--model", "--llm-url", "--mock-llm"].contains(a));
         let mut child = Command::new(env!("CARGO_BIN_EXE_kefu"))
             .arg("serve")
             .args(["--addr", "127.0.0.1:0"])
+            .args(if names_a_model {
+                &[][..]
+            } else {
+                &["--model", "none"][..]
+            })
             .args(args)
             .envs(env.iter().copied())
             .env_remove("KEFU_ADMIN_TOKEN")

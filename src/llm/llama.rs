@@ -1,0 +1,936 @@
+//! llama.cpp in process: one inference thread, continuous batching, prefix caching.
+//!
+//! # Shape
+//! [`LlamaCpp::load`] starts one thread that owns the model and a context with `parallel`
+//! sequences (slots). Callers hand it a [`GenerateRequest`] over a bounded channel and
+//! wait for pieces of text on a channel of their own; when the queue is full the call
+//! answers [`LlmError::Busy`] at once, so the engine falls back instead of piling up.
+//!
+//! Each step of the thread builds **one** batch: the next token of every generating
+//! request, then as many pending prompt tokens as fit (a long prompt is fed in chunks so
+//! that it does not stall the others), and decodes it once. Requests join and leave
+//! between steps: continuous batching.
+//!
+//! # What is reused
+//! The KV cache is unified (all sequences share one pool of cells), so copying a prefix
+//! from one sequence to another is bookkeeping, not a copy of tensors.
+//! - **Each slot keeps its tokens** after its request ends. A new request goes to the
+//!   free slot whose resident tokens share the longest common prefix with its prompt,
+//!   keeps that prefix and evaluates only the rest. A conversation's next turn repeats
+//!   the previous prompt plus the answer and the new message, so it lands on its old
+//!   slot and pays for the new suffix only (llama.cpp's server does the same).
+//! - **The shared prefix** (the shop's persona and instructions, identical for every
+//!   conversation) lives in a sequence of its own, the root. The root is learnt, not
+//!   configured: it is the longest common prefix of the prompts seen, shrunk as new
+//!   prompts come (two turns of one conversation share more than two conversations do)
+//!   and relearnt when the prompts stop matching it (the persona changed on reload).
+//!   A request whose slot holds less of its prompt than the root copies the root in.
+//!
+//! When the pool of cells is full, idle slots give up their tokens, then the root.
+//!
+//! # Judging material
+//! Every generated token's probability under the model (temperature 1, before sampling
+//! filters) is recorded: the mean and the minimum feed [`super::judge`].
+//!
+//! # Chat template
+//! The prompt is rendered with the chat template stored in the GGUF
+//! (`tokenizer.chat_template`) through llama.cpp's built-in template engine. A model
+//! without one, or with one llama.cpp does not recognise, falls back to ChatML
+//! (`<|im_start|>role … <|im_end|>`), which most instruct models of the last years were
+//! trained on; `--chat-template NAME` picks another of llama.cpp's built-in names.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaLoraAdapter, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::{DecodeError, LogOptions};
+
+use super::{ChatMessage, ChatRole, GenerateRequest, Generation, LlmBackend, LlmError};
+
+/// How the model is loaded and run.
+#[derive(Clone, Debug)]
+pub struct LlamaConfig {
+    /// The GGUF file.
+    pub model: PathBuf,
+    /// CPU threads for decoding (0: one per core).
+    pub threads: usize,
+    /// Sequences decoded together: the most requests generating at once.
+    pub parallel: usize,
+    /// Tokens of context each sequence may use (prompt and answer).
+    pub ctx_per_seq: u32,
+    /// The most tokens in one decode call; a longer prompt is fed in chunks.
+    pub batch: u32,
+    /// Requests that may wait for a free sequence; one more is refused as busy.
+    pub queue: usize,
+    /// A LoRA adapter and its scale (`--lora PATH[:SCALE]`).
+    pub lora: Option<(PathBuf, f32)>,
+    /// A llama.cpp built-in template name to use instead of the GGUF's own.
+    pub chat_template: Option<String>,
+    /// Seed of the samplers (each request's sampler is seeded from it and a counter).
+    pub seed: u32,
+}
+
+impl LlamaConfig {
+    /// Defaults for `model`: one thread per core, 4 sequences of 2048 tokens.
+    pub fn new(model: impl Into<PathBuf>) -> Self {
+        LlamaConfig {
+            model: model.into(),
+            threads: 0,
+            parallel: 4,
+            ctx_per_seq: 2048,
+            batch: 512,
+            queue: 16,
+            lora: None,
+            chat_template: None,
+            seed: 0x6b65_6675,
+        }
+    }
+}
+
+/// What the loaded model is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// `llama.cpp:<file name>`.
+    pub name: String,
+    /// Where the chat template came from: `gguf`, `fallback chatml`, or the name given.
+    pub template: String,
+    /// Decoding threads.
+    pub threads: usize,
+    /// Sequences.
+    pub parallel: usize,
+    /// Tokens of context per sequence.
+    pub ctx_per_seq: u32,
+}
+
+/// The model in process. Cheap to share: calls go to the inference thread.
+pub struct LlamaCpp {
+    info: ModelInfo,
+    jobs: Option<SyncSender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// One request on its way to the inference thread.
+struct Job {
+    messages: Vec<ChatMessage>,
+    max_tokens: u32,
+    temperature: f32,
+    top_p: f32,
+    deadline: Option<Instant>,
+    stop: Vec<String>,
+    ignore_eos: bool,
+    submitted: Instant,
+    events: mpsc::Sender<Event>,
+}
+
+/// What the inference thread tells a waiting caller.
+enum Event {
+    Text(String),
+    Done(Generation),
+    Failed(LlmError),
+}
+
+/// llama.cpp's backend may be initialised once per process; every model shares it.
+fn backend() -> Result<&'static LlamaBackend, LlmError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    static LOGS: Mutex<bool> = Mutex::new(false);
+    {
+        // llama.cpp prints every tensor it loads; route it to tracing (debug level) once.
+        let mut routed = LOGS.lock().unwrap_or_else(|e| e.into_inner());
+        if !*routed {
+            llama_cpp_2::send_logs_to_tracing(LogOptions::default());
+            *routed = true;
+        }
+    }
+    BACKEND
+        .get_or_init(|| LlamaBackend::init().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| LlmError::Failed(format!("llama.cpp backend: {e}")))
+}
+
+impl LlamaCpp {
+    /// Loads the model and starts the inference thread; returns once the model is ready
+    /// (or failed to load).
+    pub fn load(config: LlamaConfig) -> Result<LlamaCpp, LlmError> {
+        if !config.model.is_file() {
+            return Err(LlmError::Failed(format!(
+                "{}: no such model file (models/fetch.sh fetches the default one)",
+                config.model.display()
+            )));
+        }
+        let backend = backend()?;
+        let threads = if config.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            config.threads
+        };
+        let parallel = config.parallel.max(1);
+        let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(config.queue.max(1));
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<ModelInfo, LlmError>>();
+        let thread = std::thread::Builder::new()
+            .name("kefu-llama".into())
+            .spawn(move || {
+                let config = LlamaConfig {
+                    threads,
+                    parallel,
+                    ..config
+                };
+                let mut model = match load_model(backend, &config) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                // The adapter is read from the base model's tensors, so it is made before
+                // the context borrows the model.
+                let mut lora = match &config.lora {
+                    Some((path, scale)) => match load_lora(&mut model, path) {
+                        Ok(adapter) => Some((adapter, *scale)),
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    },
+                    None => None,
+                };
+                let mut worker = match Worker::new(backend, &model, &config, lora.as_mut()) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(worker.info.clone()));
+                worker.run(&jobs_rx);
+            })
+            .map_err(|e| LlmError::Failed(format!("cannot start the model thread: {e}")))?;
+        let info = ready_rx
+            .recv()
+            .map_err(|_| LlmError::Failed("the model thread stopped while loading".into()))??;
+        Ok(LlamaCpp {
+            info,
+            jobs: Some(jobs_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// What was loaded.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+}
+
+impl Drop for LlamaCpp {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once its requests are done.
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl LlmBackend for LlamaCpp {
+    fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    fn generate(&self, request: &GenerateRequest, on_text: &mut dyn FnMut(&str)) -> Result<Generation, LlmError> {
+        let (events, rx) = mpsc::channel();
+        let job = Job {
+            messages: request.messages.clone(),
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            top_p: request.top_p,
+            deadline: request.deadline,
+            stop: request.stop.clone(),
+            ignore_eos: request.ignore_eos,
+            submitted: Instant::now(),
+            events,
+        };
+        let jobs = self.jobs.as_ref().ok_or(LlmError::Busy)?;
+        match jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(LlmError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(LlmError::Failed("the model thread has stopped".into())),
+        }
+        loop {
+            match rx.recv() {
+                Ok(Event::Text(t)) => on_text(&t),
+                Ok(Event::Done(g)) => return Ok(g),
+                Ok(Event::Failed(e)) => return Err(e),
+                Err(_) => return Err(LlmError::Failed("the model thread stopped mid-answer".into())),
+            }
+        }
+    }
+}
+
+fn load_model(backend: &LlamaBackend, config: &LlamaConfig) -> Result<LlamaModel, LlmError> {
+    LlamaModel::load_from_file(backend, &config.model, &LlamaModelParams::default())
+        .map_err(|e| LlmError::Failed(format!("{}: cannot load the model: {e}", config.model.display())))
+}
+
+fn load_lora(model: &mut LlamaModel, path: &Path) -> Result<LlamaLoraAdapter, LlmError> {
+    if !path.is_file() {
+        return Err(LlmError::Failed(format!("{}: no such LoRA adapter", path.display())));
+    }
+    model
+        .lora_adapter_init(path)
+        .map_err(|e| LlmError::Failed(format!("{}: cannot load the LoRA adapter: {e}", path.display())))
+}
+
+/// A shared prefix shorter than this is not worth a sequence.
+const MIN_ROOT_TOKENS: usize = 16;
+/// Prompts in a row that share less than [`MIN_ROOT_TOKENS`] with the root before it is
+/// relearnt.
+const ROOT_MISSES: u32 = 3;
+
+/// One sequence of the context.
+struct Slot {
+    seq: i32,
+    /// Tokens resident in the KV cache for this sequence, in order from position 0.
+    cached: Vec<LlamaToken>,
+    /// When it last served a request (for least-recently-used choice).
+    last_used: u64,
+    active: Option<Active>,
+}
+
+/// A request being served by a slot.
+struct Active {
+    job: Job,
+    prompt: Vec<LlamaToken>,
+    /// Index into `prompt` of the next prompt token to evaluate.
+    next_prompt: usize,
+    /// Prompt tokens that were already resident (reused, not evaluated).
+    reused: usize,
+    sampler: LlamaSampler,
+    /// The last sampled token, to be evaluated in the next batch.
+    pending: Option<LlamaToken>,
+    /// Where this slot's logits are in the current batch.
+    logits_at: Option<i32>,
+    generated: u32,
+    prob_sum: f64,
+    min_prob: f64,
+    /// Text generated so far (streamed or held back).
+    text: String,
+    /// How much of `text` has been sent to the caller: the rest could still turn out to
+    /// be the start of a stop string.
+    sent: usize,
+    /// Bytes of a character split across tokens.
+    partial: Vec<u8>,
+    started: Instant,
+    first_token: Option<Instant>,
+    last_token: Option<Instant>,
+}
+
+/// Everything the inference thread owns.
+struct Worker<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    template: LlamaChatTemplate,
+    info: ModelInfo,
+    slots: Vec<Slot>,
+    root_seq: i32,
+    /// Tokens resident in the root sequence.
+    root: Vec<LlamaToken>,
+    root_misses: u32,
+    /// The previous prompt, to learn the root from.
+    last_prompt: Vec<LlamaToken>,
+    /// A root to copy from a slot once that slot's prefill has evaluated these tokens.
+    pending_root: Option<(usize, Vec<LlamaToken>)>,
+    batch: LlamaBatch<'static>,
+    batch_size: usize,
+    clock: u64,
+    seed: u32,
+    n_vocab: usize,
+}
+
+impl<'m> Worker<'m> {
+    fn new(
+        backend: &LlamaBackend,
+        model: &'m LlamaModel,
+        config: &LlamaConfig,
+        lora: Option<&mut (LlamaLoraAdapter, f32)>,
+    ) -> Result<Self, LlmError> {
+        let parallel = config.parallel;
+        // One pool of cells for every sequence and the shared prefix. llama.cpp warns when
+        // the pool is larger than the context the model was trained with (positions never
+        // go past `ctx_per_seq` here, but the warning would worry operators), so the pool
+        // is capped there; idle sequences give cells back when it fills up.
+        let train = model.n_ctx_train().max(config.ctx_per_seq);
+        let n_ctx = config
+            .ctx_per_seq
+            .saturating_mul(parallel as u32 + 1)
+            .clamp(512, train.max(512));
+        let threads = i32::try_from(config.threads).unwrap_or(1);
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_batch(config.batch)
+            .with_n_ubatch(config.batch.min(512))
+            .with_n_seq_max(parallel as u32 + 1)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads)
+            // One pool of cells for all sequences: a prefix copied between sequences is
+            // shared, not duplicated.
+            .with_kv_unified(true)
+            // Models with sliding-window attention (Gemma 3) otherwise drop the cells a
+            // later turn would reuse.
+            .with_swa_full(true);
+        let mut ctx = model
+            .new_context(backend, params)
+            .map_err(|e| LlmError::Failed(format!("cannot create the llama.cpp context: {e}")))?;
+        if let Some((adapter, scale)) = lora {
+            ctx.lora_adapter_set(adapter, *scale)
+                .map_err(|e| LlmError::Failed(format!("cannot apply the LoRA adapter: {e}")))?;
+        }
+        let (template, template_source) = chat_template(model, config.chat_template.as_deref())?;
+        // models/default.gguf is a link: name the file it points to.
+        let name = std::fs::canonicalize(&config.model)
+            .unwrap_or_else(|_| config.model.clone())
+            .file_name()
+            .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
+        let info = ModelInfo {
+            name: format!("llama.cpp:{name}"),
+            template: template_source,
+            threads: config.threads,
+            parallel,
+            ctx_per_seq: config.ctx_per_seq,
+        };
+        let slots = (0..parallel)
+            .map(|i| Slot {
+                seq: i as i32,
+                cached: Vec::new(),
+                last_used: 0,
+                active: None,
+            })
+            .collect();
+        let batch_size = config.batch as usize;
+        Ok(Worker {
+            model,
+            ctx,
+            template,
+            info,
+            slots,
+            root_seq: parallel as i32,
+            root: Vec::new(),
+            root_misses: 0,
+            last_prompt: Vec::new(),
+            pending_root: None,
+            batch: LlamaBatch::new(batch_size, 1),
+            batch_size,
+            clock: 0,
+            seed: config.seed,
+            n_vocab: usize::try_from(model.n_vocab()).unwrap_or(0),
+        })
+    }
+
+    /// Serves requests until the channel closes and the last request is done.
+    fn run(&mut self, jobs: &Receiver<Job>) {
+        let mut closed = false;
+        loop {
+            // Take new requests while a slot is free; wait only when there is nothing to do.
+            while !closed && self.slots.iter().any(|s| s.active.is_none()) {
+                let busy = self.slots.iter().any(|s| s.active.is_some());
+                let next = if busy {
+                    match jobs.try_recv() {
+                        Ok(j) => Some(j),
+                        Err(mpsc::TryRecvError::Empty) => None,
+                        Err(mpsc::TryRecvError::Disconnected) => {
+                            closed = true;
+                            None
+                        }
+                    }
+                } else {
+                    match jobs.recv_timeout(Duration::from_secs(1)) {
+                        Ok(j) => Some(j),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            closed = true;
+                            None
+                        }
+                    }
+                };
+                match next {
+                    Some(job) => self.admit(job),
+                    None => break,
+                }
+            }
+            if self.slots.iter().all(|s| s.active.is_none()) {
+                if closed {
+                    return;
+                }
+                continue;
+            }
+            self.step();
+        }
+    }
+
+    /// Renders and tokenizes a request and places it in the best free slot.
+    fn admit(&mut self, job: Job) {
+        if job.deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = job.events.send(Event::Failed(LlmError::Timeout));
+            return;
+        }
+        let prompt = match self.render(&job.messages) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = job.events.send(Event::Failed(e));
+                return;
+            }
+        };
+        let limit = self.info.ctx_per_seq as usize;
+        if prompt.len() + 1 >= limit {
+            let _ = job.events.send(Event::Failed(LlmError::Failed(format!(
+                "the prompt has {} tokens; a sequence holds {limit}",
+                prompt.len()
+            ))));
+            return;
+        }
+        // The free slot holding most of this prompt; the least recently used among equals.
+        let index = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.active.is_none())
+            .max_by_key(|(_, s)| (common_prefix(&s.cached, &prompt), std::cmp::Reverse(s.last_used)))
+            .map(|(i, _)| i)
+            .expect("admit is only called with a free slot");
+        self.learn_root(&prompt, index);
+        let seq = self.slots[index].seq;
+        let mut keep = common_prefix(&self.slots[index].cached, &prompt);
+        let from_root = common_prefix(&self.root, &prompt);
+        if from_root > keep {
+            self.forget(seq, 0);
+            self.slots[index].cached.clear();
+            self.copy(self.root_seq, seq, from_root);
+            self.slots[index].cached.extend_from_slice(&prompt[..from_root]);
+            keep = from_root;
+        }
+        // At least the last prompt token is evaluated: its logits give the first token.
+        keep = keep.min(prompt.len() - 1);
+        self.forget(seq, keep);
+        self.slots[index].cached.truncate(keep);
+        self.clock += 1;
+        let seed = self.seed.wrapping_add(self.clock as u32);
+        let sampler = sampler(job.temperature, job.top_p, seed, self.n_vocab);
+        let slot = &mut self.slots[index];
+        slot.last_used = self.clock;
+        slot.active = Some(Active {
+            job,
+            next_prompt: keep,
+            reused: keep,
+            prompt,
+            sampler,
+            pending: None,
+            logits_at: None,
+            generated: 0,
+            prob_sum: 0.0,
+            min_prob: 1.0,
+            text: String::new(),
+            sent: 0,
+            partial: Vec::new(),
+            started: Instant::now(),
+            first_token: None,
+            last_token: None,
+        });
+        self.take_pending_root();
+    }
+
+    /// Updates the learnt shared prefix with a new prompt about to be served by slot
+    /// `index` (see the module docs).
+    fn learn_root(&mut self, prompt: &[LlamaToken], index: usize) {
+        let shared = common_prefix(&self.root, prompt);
+        if !self.root.is_empty() && shared >= MIN_ROOT_TOKENS {
+            if shared < self.root.len() {
+                // What all prompts have in common is shorter than it looked.
+                self.forget(self.root_seq, shared);
+                self.root.truncate(shared);
+            }
+            self.root_misses = 0;
+        } else {
+            self.root_misses += 1;
+            if self.root.is_empty() || self.root_misses >= ROOT_MISSES {
+                let candidate = common_prefix(&self.last_prompt, prompt);
+                if candidate >= MIN_ROOT_TOKENS {
+                    // Not evaluated twice: copied from this prompt's slot once its
+                    // prefill has got that far.
+                    self.forget(self.root_seq, 0);
+                    self.root.clear();
+                    self.root_misses = 0;
+                    self.pending_root = Some((index, prompt[..candidate].to_vec()));
+                }
+            }
+        }
+        self.last_prompt.clear();
+        self.last_prompt.extend_from_slice(prompt);
+    }
+
+    /// Makes the pending root real once its slot holds those tokens. A slot that was
+    /// given to another prompt meanwhile no longer starts with them: the root is dropped
+    /// and relearnt later.
+    fn take_pending_root(&mut self) {
+        let Some((index, tokens)) = self.pending_root.take() else {
+            return;
+        };
+        let slot = &self.slots[index];
+        if slot.cached.len() < tokens.len() && slot.active.is_some() && tokens.starts_with(&slot.cached) {
+            self.pending_root = Some((index, tokens));
+            return;
+        }
+        if !slot.cached.starts_with(&tokens) {
+            return;
+        }
+        let seq = slot.seq;
+        self.forget(self.root_seq, 0);
+        self.copy(seq, self.root_seq, tokens.len());
+        self.root = tokens;
+    }
+
+    /// Removes the cells of `seq` from position `from` on.
+    fn forget(&mut self, seq: i32, from: usize) {
+        let _ = self.ctx.kv_cache_seq_rm(seq, Some(from as u32), None);
+    }
+
+    /// Shares the first `len` cells of `from` with `to`.
+    fn copy(&mut self, from: i32, to: i32, len: usize) {
+        let _ = self.ctx.kv_cache_seq_cp(from, to, Some(0), Some(len as u32));
+    }
+
+    fn render(&self, messages: &[ChatMessage]) -> Result<Vec<LlamaToken>, LlmError> {
+        let chat = messages
+            .iter()
+            .map(|m| {
+                let role = match m.role {
+                    ChatRole::System => "system",
+                    ChatRole::User => "user",
+                    ChatRole::Assistant => "assistant",
+                };
+                LlamaChatMessage::new(role.into(), m.content.clone())
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| LlmError::Failed(format!("bad chat message: {e}")))?;
+        let text = self
+            .model
+            .apply_chat_template(&self.template, &chat, true)
+            .map_err(|e| LlmError::Failed(format!("cannot apply the chat template: {e}")))?;
+        Ok(self.model.vocab().tokenize(text.as_bytes(), true, true))
+    }
+
+    /// One batch: the next token of every generating request, then prompt chunks.
+    fn step(&mut self) {
+        self.batch.clear();
+        let now = Instant::now();
+        // Requests past their deadline or abandoned stop before costing a decode.
+        for i in 0..self.slots.len() {
+            let expired = self.slots[i]
+                .active
+                .as_ref()
+                .is_some_and(|a| a.job.deadline.is_some_and(|d| now >= d));
+            if expired {
+                self.finish(i, Some(LlmError::Timeout));
+            }
+        }
+        let mut room = self.batch_size;
+        for slot in &mut self.slots {
+            let Some(active) = slot.active.as_mut() else { continue };
+            active.logits_at = None;
+            if let Some(token) = active.pending.take() {
+                let pos = slot.cached.len() as i32;
+                if self.batch.add(token, pos, &[slot.seq], true).is_ok() {
+                    active.logits_at = Some(self.batch.n_tokens() - 1);
+                    slot.cached.push(token);
+                    room -= 1;
+                }
+            }
+        }
+        for slot in &mut self.slots {
+            let Some(active) = slot.active.as_mut() else { continue };
+            while room > 0 && active.next_prompt < active.prompt.len() {
+                let token = active.prompt[active.next_prompt];
+                let last = active.next_prompt + 1 == active.prompt.len();
+                let pos = slot.cached.len() as i32;
+                if self.batch.add(token, pos, &[slot.seq], last).is_err() {
+                    break;
+                }
+                slot.cached.push(token);
+                active.next_prompt += 1;
+                room -= 1;
+                if last {
+                    active.logits_at = Some(self.batch.n_tokens() - 1);
+                }
+            }
+        }
+        if self.batch.n_tokens() == 0 {
+            return;
+        }
+        if let Err(e) = self.decode() {
+            for i in 0..self.slots.len() {
+                if self.slots[i].active.is_some() {
+                    self.finish(i, Some(LlmError::Failed(format!("llama.cpp decode: {e}"))));
+                    let seq = self.slots[i].seq;
+                    self.forget(seq, 0);
+                    self.slots[i].cached.clear();
+                }
+            }
+            return;
+        }
+        self.take_pending_root();
+        for i in 0..self.slots.len() {
+            self.sample(i);
+        }
+    }
+
+    /// Decodes the batch; when the cells run out, idle slots and then the root give
+    /// theirs up and the decode is tried again.
+    fn decode(&mut self) -> Result<(), DecodeError> {
+        match self.ctx.decode(&mut self.batch) {
+            Err(DecodeError::NoKvCacheSlot) => {
+                for i in 0..self.slots.len() {
+                    if self.slots[i].active.is_none() && !self.slots[i].cached.is_empty() {
+                        let seq = self.slots[i].seq;
+                        self.forget(seq, 0);
+                        self.slots[i].cached.clear();
+                    }
+                }
+                if self.ctx.decode(&mut self.batch).is_ok() {
+                    return Ok(());
+                }
+                self.forget(self.root_seq, 0);
+                self.root.clear();
+                self.pending_root = None;
+                self.ctx.decode(&mut self.batch)
+            }
+            other => other,
+        }
+    }
+
+    /// Samples the next token of slot `i` if its logits are in this batch.
+    fn sample(&mut self, i: usize) {
+        let model: &'m LlamaModel = self.model;
+        let vocab = model.vocab();
+        let Some(active) = self.slots[i].active.as_mut() else {
+            return;
+        };
+        let Some(at) = active.logits_at.take() else { return };
+        let token = active.sampler.sample(&self.ctx, at);
+        let p = token_probability(self.ctx.get_logits_ith(at), token);
+        let now = Instant::now();
+        active.first_token.get_or_insert(now);
+        active.last_token = Some(now);
+        let limit = self.info.ctx_per_seq as usize;
+        if vocab.is_eog(token) && !active.job.ignore_eos {
+            self.finish(i, None);
+            return;
+        }
+        active.generated += 1;
+        active.prob_sum += f64::from(p);
+        active.min_prob = active.min_prob.min(f64::from(p));
+        active.partial.extend(vocab.token_to_piece(token, false, None));
+        let piece = take_complete_utf8(&mut active.partial);
+        active.text.push_str(&piece);
+        let (release, stopped) = match find_stop(&active.text, &active.job.stop) {
+            Some(at) => {
+                active.text.truncate(at);
+                (at, true)
+            }
+            None => (safe_to_send(&active.text, &active.job.stop), false),
+        };
+        let mut gone = false;
+        if release > active.sent {
+            let text = active.text[active.sent..release].to_string();
+            active.sent = release;
+            gone = active.job.events.send(Event::Text(text)).is_err();
+        }
+        let full = self.slots[i].cached.len() + 1 >= limit;
+        let Some(active) = self.slots[i].active.as_mut() else {
+            return;
+        };
+        if gone || stopped || active.generated >= active.job.max_tokens || full {
+            self.finish(i, None);
+        } else {
+            active.pending = Some(token);
+        }
+    }
+
+    /// Ends the request in slot `i`, successfully unless `error`.
+    fn finish(&mut self, i: usize, error: Option<LlmError>) {
+        let Some(active) = self.slots[i].active.take() else {
+            return;
+        };
+        let event = match error {
+            Some(e) => Event::Failed(e),
+            None => {
+                let end = active.last_token.unwrap_or_else(Instant::now);
+                let first = active.first_token.unwrap_or(end);
+                // Bytes left of a character cut off by the token limit are dropped; text
+                // held back as a possible stop string that never completed is sent now.
+                let text = active.text;
+                if text.len() > active.sent {
+                    let _ = active.job.events.send(Event::Text(text[active.sent..].to_string()));
+                }
+                let tokens = active.generated;
+                Event::Done(Generation {
+                    text,
+                    prompt_tokens: active.prompt.len() as u32,
+                    tokens,
+                    mean_prob: if tokens == 0 {
+                        0.0
+                    } else {
+                        active.prob_sum / f64::from(tokens)
+                    },
+                    min_prob: if tokens == 0 { 0.0 } else { active.min_prob },
+                    cached_tokens: active.reused as u32,
+                    queue_ms: ms(active.started - active.job.submitted),
+                    prompt_ms: ms(first - active.started),
+                    generation_ms: ms(end - first),
+                })
+            }
+        };
+        let _ = active.job.events.send(event);
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The template from the GGUF, or the named built-in, or ChatML.
+fn chat_template(model: &LlamaModel, name: Option<&str>) -> Result<(LlamaChatTemplate, String), LlmError> {
+    if let Some(name) = name {
+        let t = LlamaChatTemplate::new(name).map_err(|e| LlmError::Failed(format!("chat template {name}: {e}")))?;
+        return Ok((t, name.to_string()));
+    }
+    let probe = [LlamaChatMessage::new("user".into(), "hi".into()).expect("no NUL")];
+    if let Ok(t) = model.chat_template(None)
+        && model.apply_chat_template(&t, &probe, true).is_ok()
+    {
+        return Ok((t, "gguf".into()));
+    }
+    let t = LlamaChatTemplate::new("chatml").expect("no NUL");
+    Ok((t, "fallback chatml".into()))
+}
+
+/// The sampling chain of one request: repetition penalty (small models loop), top-k,
+/// top-p, temperature, then a seeded draw; greedy at temperature 0.
+fn sampler(temperature: f32, top_p: f32, seed: u32, n_vocab: usize) -> LlamaSampler {
+    let penalties = LlamaSampler::penalties(i32::try_from(n_vocab).unwrap_or(i32::MAX), 64, 1.1, 0.0, 0.0);
+    if temperature <= 0.0 {
+        return LlamaSampler::chain_simple([penalties, LlamaSampler::greedy()]);
+    }
+    LlamaSampler::chain_simple([
+        penalties,
+        LlamaSampler::top_k(40),
+        LlamaSampler::top_p(top_p.clamp(0.05, 1.0), 1),
+        LlamaSampler::temp(temperature),
+        LlamaSampler::dist(seed),
+    ])
+}
+
+/// The probability of `token` under the softmax of `logits` (temperature 1).
+///
+/// Logits more than [`NEGLIGIBLE_LOGIT`] below the largest are left out of the sum: with a
+/// vocabulary of 262k (Gemma 3) they change the result by less than 0.1 % at most, and
+/// skipping their `exp` keeps this well under the cost of sampling.
+fn token_probability(logits: &[f32], token: LlamaToken) -> f32 {
+    let Some(&chosen) = usize::try_from(token.0).ok().and_then(|i| logits.get(i)) else {
+        return 0.0;
+    };
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let floor = max - NEGLIGIBLE_LOGIT;
+    let sum: f32 = logits.iter().filter(|&&l| l > floor).map(|&l| (l - max).exp()).sum();
+    (chosen - max).exp() / sum
+}
+
+/// See [`token_probability`]: e^-20 × 262,144 ≈ 0.0005.
+const NEGLIGIBLE_LOGIT: f32 = 20.0;
+
+/// Where the first stop string in `text` starts.
+fn find_stop(text: &str, stops: &[String]) -> Option<usize> {
+    stops.iter().filter_map(|s| text.find(s.as_str())).min()
+}
+
+/// How much of `text` can be sent: all but a tail that is the beginning of a stop string.
+fn safe_to_send(text: &str, stops: &[String]) -> usize {
+    let mut end = text.len();
+    for stop in stops {
+        // The longest suffix of `text` that is a proper prefix of `stop`.
+        for (i, _) in text.char_indices().rev().take(stop.chars().count()) {
+            if stop.starts_with(&text[i..]) {
+                end = end.min(i);
+            }
+        }
+    }
+    end
+}
+
+/// Length of the common prefix of two token lists.
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Takes the complete UTF-8 characters off the front of `bytes`, leaving a character
+/// that a later token will finish. Invalid bytes become U+FFFD (the judge rejects them).
+fn take_complete_utf8(bytes: &mut Vec<u8>) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => {
+            let s = s.to_string();
+            bytes.clear();
+            s
+        }
+        Err(e) if e.error_len().is_none() => {
+            // An incomplete character at the end: keep it for the next token.
+            let valid = e.valid_up_to();
+            let s = String::from_utf8_lossy(&bytes[..valid]).into_owned();
+            bytes.drain(..valid);
+            s
+        }
+        Err(_) => {
+            let s = String::from_utf8_lossy(bytes).into_owned();
+            bytes.clear();
+            s
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_characters_wait_for_their_last_byte() {
+        let mut bytes = "好".as_bytes()[..2].to_vec();
+        assert_eq!(take_complete_utf8(&mut bytes), "");
+        bytes.extend_from_slice(&"好".as_bytes()[2..]);
+        bytes.extend_from_slice("的".as_bytes());
+        assert_eq!(take_complete_utf8(&mut bytes), "好的");
+        assert!(bytes.is_empty());
+        let mut bad = vec![0xff, b'a'];
+        assert_eq!(take_complete_utf8(&mut bad), "\u{FFFD}a");
+    }
+
+    #[test]
+    fn stop_strings_end_the_text_and_their_beginnings_wait() {
+        let stops = vec!["<客户消息>".to_string(), "<|im_end|>".to_string()];
+        assert_eq!(find_stop("好的<客户消息>在吗", &stops), Some("好的".len()));
+        assert_eq!(safe_to_send("好的<客", &stops), "好的".len());
+        assert_eq!(safe_to_send("好的<|im", &stops), "好的".len());
+        assert_eq!(safe_to_send("好的。", &stops), "好的。".len());
+    }
+
+    #[test]
+    fn probability_is_the_softmax_of_the_logits() {
+        let p = token_probability(&[0.0, 0.0, (2.0f32).ln()], LlamaToken(2));
+        assert!((p - 0.5).abs() < 1e-6, "{p}");
+    }
+}

@@ -1,0 +1,171 @@
+//! The few tests that run the real default model (models/default.gguf, fetched by
+//! models/fetch.sh) through llama.cpp in process: it loads, streams, stops at the token
+//! limit, serves concurrent requests, reuses the prefix cache, and on the demo shop a
+//! question no rule answers gets Chinese from the model or goes to a human.
+//!
+//! Everything else about the model is tested with the mock backend. Without the model
+//! file these tests say so and pass, unless `KEFU_REQUIRE_MODEL=1` (as `make test` sets):
+//! then a missing model is a failure.
+#![cfg(feature = "llama")]
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use kefu::engine::AnswerSource;
+use kefu::llm::llama::{LlamaConfig, LlamaCpp};
+use kefu::llm::prompt::wrap_customer_text;
+use kefu::llm::{ChatMessage, ChatRole, GenerateRequest, LlmBackend};
+use kefu::{Engine, TurnRequest};
+
+const MODEL: &str = "models/default.gguf";
+const SYSTEM: &str = "你是「暖途」旗舰店的客服小暖，说话亲切、简洁，只依据店铺政策回答。\
+                      要求：用简体中文简短回答；不要编造价格、库存、物流信息。";
+
+/// The model file, or `None` (with a note) when it is absent and not required.
+fn model_path() -> Option<&'static Path> {
+    let path = Path::new(MODEL);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("KEFU_REQUIRE_MODEL").is_none(),
+        "{MODEL} is missing: run models/fetch.sh"
+    );
+    println!("skipped: {MODEL} is missing (models/fetch.sh fetches it)");
+    None
+}
+
+/// One model shared by the tests of this file (loading takes a moment).
+fn shared() -> Option<Arc<LlamaCpp>> {
+    static MODEL: OnceLock<Arc<LlamaCpp>> = OnceLock::new();
+    let path = model_path()?;
+    Some(Arc::clone(MODEL.get_or_init(|| {
+        let mut config = LlamaConfig::new(path);
+        config.ctx_per_seq = 1024;
+        Arc::new(LlamaCpp::load(config).expect("the default model loads"))
+    })))
+}
+
+fn request(question: &str, max_tokens: u32) -> GenerateRequest {
+    GenerateRequest {
+        messages: vec![
+            ChatMessage::new(ChatRole::System, SYSTEM),
+            ChatMessage::new(ChatRole::User, wrap_customer_text(question)),
+        ],
+        max_tokens,
+        temperature: 0.0,
+        top_p: 0.9,
+        deadline: None,
+        stop: kefu::llm::prompt::stop_markers(),
+        ignore_eos: false,
+    }
+}
+
+#[test]
+fn the_default_model_loads_and_streams_an_answer() {
+    let Some(model) = shared() else { return };
+    assert!(model.name().starts_with("llama.cpp:"), "{}", model.name());
+    let mut pieces = Vec::new();
+    let generation = model
+        .generate(&request("羽绒服可以机洗吗？", 48), &mut |t| {
+            pieces.push(t.to_string())
+        })
+        .unwrap();
+    assert!(generation.tokens > 0 && generation.tokens <= 48, "{generation:?}");
+    assert!(pieces.len() > 1, "streamed in pieces: {pieces:?}");
+    assert_eq!(pieces.concat(), generation.text);
+    assert!(generation.prompt_tokens > 20, "{generation:?}");
+    assert!((0.0..=1.0).contains(&generation.min_prob) && generation.min_prob <= generation.mean_prob);
+}
+
+#[test]
+fn generation_stops_at_the_token_limit() {
+    let Some(model) = shared() else { return };
+    let mut req = request("请详细介绍一下你们店的所有商品", 5);
+    req.ignore_eos = true;
+    let generation = model.generate(&req, &mut |_| {}).unwrap();
+    assert_eq!(generation.tokens, 5, "{generation:?}");
+}
+
+#[test]
+fn two_concurrent_requests_both_complete() {
+    let Some(model) = shared() else { return };
+    let threads: Vec<_> = ["退货运费谁出？", "几天能到上海？"]
+        .into_iter()
+        .map(|q| {
+            let model = Arc::clone(&model);
+            std::thread::spawn(move || {
+                let mut req = request(q, 12);
+                req.ignore_eos = true;
+                model.generate(&req, &mut |_| {})
+            })
+        })
+        .collect();
+    for t in threads {
+        let generation = t.join().unwrap().unwrap();
+        assert_eq!(generation.tokens, 12, "{generation:?}");
+    }
+}
+
+#[test]
+fn the_shared_prefix_and_the_conversation_are_reused() {
+    let Some(path) = model_path() else { return };
+    // A model of its own, so that no other test's requests move the cache.
+    let mut config = LlamaConfig::new(path);
+    config.parallel = 2;
+    config.ctx_per_seq = 1024;
+    let model = LlamaCpp::load(config).unwrap();
+    let first = model.generate(&request("在吗", 4), &mut |_| {}).unwrap();
+    assert_eq!(first.cached_tokens, 0, "{first:?}");
+    // Another conversation: its system prefix is found, only its own message evaluated.
+    let other = model.generate(&request("发什么快递？", 4), &mut |_| {}).unwrap();
+    assert!(
+        other.cached_tokens >= 20 && other.cached_tokens < other.prompt_tokens,
+        "{other:?}"
+    );
+    // The first conversation's next turn: its previous prompt and answer are still
+    // resident, so only the new message is evaluated.
+    let mut next = request("在吗", 4);
+    next.messages
+        .push(ChatMessage::new(ChatRole::Assistant, first.text.clone()));
+    next.messages
+        .push(ChatMessage::new(ChatRole::User, wrap_customer_text("能便宜点吗")));
+    let again = model.generate(&next, &mut |_| {}).unwrap();
+    assert!(again.cached_tokens > other.cached_tokens, "{again:?} vs {other:?}");
+}
+
+#[test]
+fn on_the_demo_shop_the_model_answers_in_chinese_or_hands_off() {
+    let Some(model) = shared() else { return };
+    let compiled = kefu::dsl::load_dir(Path::new("rules"));
+    let rules = compiled.rules.expect("the demo shop compiles");
+    let engine = Engine::new(rules).with_llm(model);
+    // Questions no rule of the demo shop answers.
+    for (i, question) in [
+        "你们的衣服适合什么年龄的人穿？",
+        "下雨天穿这个会不会湿透",
+        "店里有没有情侣款",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let response = engine.turn(TurnRequest::new(format!("model-{i}"), question)).unwrap();
+        match response.source {
+            AnswerSource::Llm => {
+                let judged = kefu::llm::judge(
+                    &kefu::llm::Generation {
+                        text: response.reply.clone(),
+                        mean_prob: 1.0,
+                        min_prob: 1.0,
+                        ..Default::default()
+                    },
+                    question,
+                    "",
+                );
+                assert_eq!(judged.problem, None, "{question} -> {}", response.reply);
+            }
+            AnswerSource::Handoff | AnswerSource::Fallback => {}
+            other => panic!("{question}: unexpected source {other:?}: {}", response.reply),
+        }
+    }
+}
