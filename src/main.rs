@@ -53,8 +53,9 @@ enum Command {
         #[arg(long)]
         trace: bool,
     },
-    /// Run the conversation tests in DIR/tests/*.yaml and print `N passed, N failed` and
-    /// what the tests never exercised. Exits 1 when any conversation fails.
+    /// Run the conversation tests in DIR/tests/*.yaml and the knowledge-base checks in
+    /// DIR/tests/kb/*.yaml, print `N passed, N failed` and what the tests never exercised.
+    /// Exits 1 when any of them fails.
     Test {
         /// The rules directory.
         #[arg(default_value = "rules")]
@@ -462,7 +463,7 @@ fn chat(dir: &Path, user: Option<String>, context: Option<String>, mut trace: bo
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let named: Vec<&str> = [&response.rule, &response.promotion, &response.flow, &response.step]
+        let named: Vec<&str> = [&response.rule, &response.promotion, &response.faq, &response.flow, &response.step]
             .into_iter()
             .flatten()
             .map(String::as_str)
@@ -521,6 +522,29 @@ fn test(dir: &Path, verbose: bool) -> Result<ExitCode> {
             }
         }
         if outcome.passed() {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    // Knowledge-base checks (rules/tests/kb/*.yaml): customers' paraphrases must find
+    // their FAQ entry first, and off-topic messages must not be answered by one.
+    for file in kefu::kb::check::files(dir) {
+        let report = kefu::kb::check::run_file(&rules, &file);
+        let mark = if report.passed() { "ok  " } else { "FAIL" };
+        println!("{mark} knowledge base ({}): {}", file.display(), report.summary());
+        for error in &report.errors {
+            println!("     ✗ {error}");
+        }
+        for case in report.cases.iter().filter(|c| verbose || !c.passed()) {
+            let found = case.top.as_deref().unwrap_or("nothing");
+            let mark = if case.passed() { "✓" } else { "✗" };
+            println!("     {mark} {} → {found} ({:.2}), expected {}", case.say, case.confidence, case.expected);
+        }
+        for (say, faq) in &report.false_answers {
+            println!("     ✗ {say} → answered by {faq}, but it is listed under not_faq");
+        }
+        if report.passed() {
             passed += 1;
         } else {
             failed += 1;
