@@ -166,6 +166,12 @@ struct ServeArgs {
     /// Log filter (`info`, `warn`, `kefu=debug`...); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Most FAQ and model answers kept for reuse; 0 turns the answer cache off.
+    #[arg(long, default_value_t = 10_000)]
+    answer_cache: u64,
+    /// Seconds a cached answer is reused.
+    #[arg(long, default_value_t = 600)]
+    answer_cache_ttl: u64,
 }
 
 /// How logs are written.
@@ -337,6 +343,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         max_in_flight: args.max_in_flight,
         ..kefu::server::Limits::default()
     };
+    config.engine.answer_cache_capacity = args.answer_cache;
+    config.engine.answer_cache_ttl = std::time::Duration::from_secs(args.answer_cache_ttl);
     let workers = if args.workers == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
@@ -463,11 +471,17 @@ fn chat(dir: &Path, user: Option<String>, context: Option<String>, mut trace: bo
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let named: Vec<&str> = [&response.rule, &response.promotion, &response.faq, &response.flow, &response.step]
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-            .collect();
+        let named: Vec<&str> = [
+            &response.rule,
+            &response.promotion,
+            &response.faq,
+            &response.flow,
+            &response.step,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
         let intent = response.intent.as_deref().unwrap_or("none");
         let handoff = response
             .handoff
@@ -539,7 +553,10 @@ fn test(dir: &Path, verbose: bool) -> Result<ExitCode> {
         for case in report.cases.iter().filter(|c| verbose || !c.passed()) {
             let found = case.top.as_deref().unwrap_or("nothing");
             let mark = if case.passed() { "✓" } else { "✗" };
-            println!("     {mark} {} → {found} ({:.2}), expected {}", case.say, case.confidence, case.expected);
+            println!(
+                "     {mark} {} → {found} ({:.2}), expected {}",
+                case.say, case.confidence, case.expected
+            );
         }
         for (say, faq) in &report.false_answers {
             println!("     ✗ {say} → answered by {faq}, but it is listed under not_faq");

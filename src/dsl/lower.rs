@@ -1678,7 +1678,12 @@ fn register_kb(engine: &mut rhai::Engine, kb: &Arc<KnowledgeBase>, promotions: &
             );
             m.insert(
                 "names".into(),
-                products.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join("、").into(),
+                products
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join("、")
+                    .into(),
             );
             m.insert(
                 "text".into(),
@@ -1694,20 +1699,17 @@ fn register_kb(engine: &mut rhai::Engine, kb: &Arc<KnowledgeBase>, promotions: &
     };
     let two = Arc::clone(&recommend);
     engine.register_fn("recommend", move |strategy: &str, n: i64| two(strategy, n, &[]));
-    engine.register_fn(
-        "recommend",
-        move |strategy: &str, n: i64, categories: rhai::Dynamic| {
-            // A profile's `browsed` may be a list of categories, one category, or absent.
-            let categories: Vec<String> = if let Some(list) = categories.read_lock::<rhai::Array>() {
-                list.iter().map(|c| c.to_string()).collect()
-            } else if categories.is_unit() {
-                Vec::new()
-            } else {
-                vec![categories.to_string()]
-            };
-            recommend(strategy, n, &categories)
-        },
-    );
+    engine.register_fn("recommend", move |strategy: &str, n: i64, categories: rhai::Dynamic| {
+        // A profile's `browsed` may be a list of categories, one category, or absent.
+        let categories: Vec<String> = if let Some(list) = categories.read_lock::<rhai::Array>() {
+            list.iter().map(|c| c.to_string()).collect()
+        } else if categories.is_unit() {
+            Vec::new()
+        } else {
+            vec![categories.to_string()]
+        };
+        recommend(strategy, n, &categories)
+    });
 
     let offers: Arc<Vec<Promotion>> = Arc::new(promotions.to_vec());
     engine.register_fn(

@@ -62,7 +62,9 @@ pub(crate) struct Entry {
     pub origin: String,
 }
 
-/// Hits and misses since the engine started, and entries held now.
+/// Turns answered from the cache (hits) and turns that looked and found nothing (misses)
+/// since the engine started, and entries held now. A turn looks when it gets past rules,
+/// promotions and flow starts to the FAQ step.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheStats {
     /// Lookups that found an answer.
@@ -104,16 +106,23 @@ impl AnswerCache {
         self.observer.take()
     }
 
-    /// The entry for `key`, counting the lookup.
+    /// The entry for `key`. Lookups are counted per turn by [`AnswerCache::record`], not
+    /// here: a turn that reaches the model looks up twice (as an FAQ answer, then as a
+    /// model answer) and counts once.
     pub fn get(&self, key: &Key) -> Option<Entry> {
-        let cache = self.cache.as_ref()?;
-        let found = cache.get(key);
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        self.cache.as_ref()?.get(key)
+    }
+
+    /// Counts a turn that looked in the cache: `hit` when it was answered from it.
+    pub fn record(&self, hit: bool) {
+        if self.cache.is_none() {
+            return;
+        }
+        let counter = if hit { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(observer) = &self.observer {
-            observer(found.is_some());
+            observer(hit);
         }
-        found
     }
 
     pub fn insert(&self, key: Key, entry: Entry) {

@@ -115,6 +115,8 @@ pub(super) struct Turn<'a> {
     /// The message prepared for retrieval and the product in focus, made when the FAQ
     /// step or the prompt first needs them.
     retrieval: Option<(Query, Option<usize>)>,
+    /// Whether the turn looked in the answer cache (`Some`), and found its answer there.
+    cache_hit: Option<bool>,
 }
 
 /// Runs one turn on `rules`.
@@ -242,6 +244,7 @@ pub(super) fn run(
         pending_question: None,
         segment,
         retrieval: None,
+        cache_hit: None,
     };
     turn.candidates = turn.find_candidates();
     let mut answer = host::with_host(host.clone(), || match turn.decide() {
@@ -427,7 +430,9 @@ impl Turn<'_> {
         let key = self.cache_key(CacheScope::Faq {
             product: focus.map(|f| kb.products[f].id.clone()),
         });
-        if let Some(hit) = self.engine.cache.get(&key) {
+        let cached = self.engine.cache.get(&key);
+        self.cache_hit = Some(cached.is_some());
+        if let Some(hit) = cached {
             self.trace.push(step("cache", format!("hit: {}", hit.origin)));
             let mut answer = Answer::new(AnswerSource::Cache, hit.reply);
             answer.faq = hit.origin.strip_prefix("faq ").map(str::to_string);
@@ -703,11 +708,7 @@ impl Turn<'_> {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let history_start = self
-            .session
-            .history
-            .len()
-            .saturating_sub(prompt::HISTORY_IN_PROMPT);
+        let history_start = self.session.history.len().saturating_sub(prompt::HISTORY_IN_PROMPT);
         // Everything in the prompt but the message: a cached answer is reused only when
         // all of it is the same (see `cache`).
         let context = cache::fingerprint(
@@ -731,7 +732,9 @@ impl Turn<'_> {
         };
         let (messages, injected) = prompt::build(&input);
         let key = self.cache_key(CacheScope::Llm { context });
-        if let Some(hit) = self.engine.cache.get(&key) {
+        let cached = self.engine.cache.get(&key);
+        self.cache_hit = Some(cached.is_some());
+        if let Some(hit) = cached {
             self.trace.push(step("prompt", injected.join(", ")));
             self.trace.push(step("cache", format!("hit: {} answer", hit.origin)));
             return Answer::new(AnswerSource::Cache, hit.reply);
@@ -828,7 +831,8 @@ impl Turn<'_> {
                 PassageKind::Faq(f) => format!("faq {} {:.2}", kb.faqs[f].id, r.confidence),
             })
             .collect();
-        self.trace.push(step("kb", format!("passages: {}", described.join(", "))));
+        self.trace
+            .push(step("kb", format!("passages: {}", described.join(", "))));
         found.iter().map(|r| kb.passages[r.passage].text.clone()).collect()
     }
 
@@ -847,6 +851,9 @@ impl Turn<'_> {
 
     /// Updates the session with the answer, saves it and builds the response.
     fn finish(mut self, mut answer: Answer, now_ms: i64) -> TurnResponse {
+        if let Some(hit) = self.cache_hit {
+            self.engine.cache.record(hit);
+        }
         // No text reaches a customer without passing safety: rule and flow replies too (an
         // order record may hold a phone number), not only the model's.
         if !answer.reply.is_empty() && answer.source != AnswerSource::Safety {

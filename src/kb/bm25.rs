@@ -126,7 +126,9 @@ mod tests {
         let index = Bm25::build(&docs);
         let q = terms("能不能用洗衣机机洗");
         let scores = index.scores(&q);
-        let best = (0..scores.len()).max_by(|&a, &b| scores[a].total_cmp(&scores[b])).unwrap();
+        let best = (0..scores.len())
+            .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+            .unwrap();
         assert_eq!(best, 0, "{scores:?}");
         let c = index.confidence(scores[0], index.self_score(&q));
         assert!(c > 0.0 && c < 1.0, "{c}");

@@ -85,8 +85,11 @@ pub fn load(root: &Path, sources: &mut SourceMap, diagnostics: &mut Vec<Diagnost
                 let message = e.to_string();
                 let message = message.split(" at line ").next().unwrap_or(&message);
                 diagnostics.push(
-                    Diagnostic::error(Span::new(id, at, (at + 1).min(file.text.len()).max(at)), format!("invalid knowledge base: {message}"))
-                        .with_help("a kb file holds `products:` and `faq:` lists; see docs/knowledge-base.md"),
+                    Diagnostic::error(
+                        Span::new(id, at, (at + 1).min(file.text.len()).max(at)),
+                        format!("invalid knowledge base: {message}"),
+                    )
+                    .with_help("a kb file holds `products:` and `faq:` lists; see docs/knowledge-base.md"),
                 );
             }
         }
@@ -101,12 +104,24 @@ pub fn load(root: &Path, sources: &mut SourceMap, diagnostics: &mut Vec<Diagnost
 }
 
 /// Checks across entries; every finding points at the entry's `id:` line.
-fn check(products: &[(FileId, Product)], faqs: &[(FileId, Faq)], sources: &SourceMap, diagnostics: &mut Vec<Diagnostic>) {
-    let span_of = |file: FileId, key: &str, value: &str| locate(sources, file, key, value);
+fn check<'a>(
+    products: &'a [(FileId, Product)],
+    faqs: &'a [(FileId, Faq)],
+    sources: &SourceMap,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let span_of = |file: FileId, key: &str, value: &str| locate(sources, file, key, value, 0);
+    // The n-th `id: X` line of a file belongs to the n-th entry with that id in it.
+    let mut occurrences: HashMap<(FileId, &str), usize> = HashMap::new();
+    let mut id_span = |file: FileId, id: &'a str| {
+        let n = occurrences.entry((file, id)).or_default();
+        *n += 1;
+        locate(sources, file, "id", id, *n - 1)
+    };
 
     let mut seen: HashMap<&str, Span> = HashMap::new();
     for (file, p) in products {
-        let span = span_of(*file, "id", &p.id);
+        let span = id_span(*file, &p.id);
         if let Some(first) = seen.insert(&p.id, span) {
             diagnostics.push(
                 Diagnostic::error(span, format!("duplicate product `{}`", p.id))
@@ -118,13 +133,22 @@ fn check(products: &[(FileId, Product)], faqs: &[(FileId, Faq)], sources: &Sourc
             diagnostics.push(Diagnostic::error(span, format!("product `{}` has an empty name", p.id)));
         }
         if !(p.price >= 0.0 && p.price.is_finite()) {
-            diagnostics.push(Diagnostic::error(span, format!("product `{}` has a negative price", p.id)));
+            diagnostics.push(Diagnostic::error(
+                span,
+                format!("product `{}` has a negative price", p.id),
+            ));
         }
         for color in p.stock.keys() {
             if !p.colors.is_empty() && !p.colors.contains(color) {
                 diagnostics.push(
-                    Diagnostic::warning(or_entry(span_of(*file, color, ""), span), format!("stock for `{color}`, which is not among the colours of product `{}`", p.id))
-                        .with_help(format!("its colours: {}", p.colors.join(", "))),
+                    Diagnostic::warning(
+                        or_entry(span_of(*file, color, ""), span),
+                        format!(
+                            "stock for `{color}`, which is not among the colours of product `{}`",
+                            p.id
+                        ),
+                    )
+                    .with_help(format!("its colours: {}", p.colors.join(", "))),
                 );
             }
         }
@@ -134,7 +158,7 @@ fn check(products: &[(FileId, Product)], faqs: &[(FileId, Faq)], sources: &Sourc
     let mut seen: HashMap<&str, Span> = HashMap::new();
     let mut questions: HashMap<String, &str> = HashMap::new();
     for (file, f) in faqs {
-        let span = span_of(*file, "id", &f.id);
+        let span = id_span(*file, &f.id);
         if let Some(first) = seen.insert(&f.id, span) {
             diagnostics.push(
                 Diagnostic::error(span, format!("duplicate FAQ entry `{}`", f.id))
@@ -143,10 +167,16 @@ fn check(products: &[(FileId, Product)], faqs: &[(FileId, Faq)], sources: &Sourc
             );
         }
         if f.question.trim().is_empty() {
-            diagnostics.push(Diagnostic::error(span, format!("FAQ entry `{}` has an empty question", f.id)));
+            diagnostics.push(Diagnostic::error(
+                span,
+                format!("FAQ entry `{}` has an empty question", f.id),
+            ));
         }
         if f.answer.trim().is_empty() {
-            diagnostics.push(Diagnostic::error(span, format!("FAQ entry `{}` has an empty answer", f.id)));
+            diagnostics.push(Diagnostic::error(
+                span,
+                format!("FAQ entry `{}` has an empty answer", f.id),
+            ));
         }
         if f.variants.is_empty() {
             diagnostics.push(
@@ -181,10 +211,10 @@ fn check(products: &[(FileId, Product)], faqs: &[(FileId, Faq)], sources: &Sourc
     }
 }
 
-/// The span of `value` on the first line of `file` that reads `key: value` (a list item's
-/// `- key: value` too; quotes allowed). With an empty `value`, the first `key:` line. The
+/// The span of `value` on the `skip`+1-th line of `file` that reads `key: value` (a list
+/// item's `- key: value` too; quotes allowed). With an empty `value`, a `key:` line. The
 /// start of the file when nothing matches: serde does not keep positions of parsed values.
-fn locate(sources: &SourceMap, file: FileId, key: &str, value: &str) -> Span {
+fn locate(sources: &SourceMap, file: FileId, key: &str, value: &str, mut skip: usize) -> Span {
     let text = &sources.file(file).text;
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
@@ -194,7 +224,9 @@ fn locate(sources: &SourceMap, file: FileId, key: &str, value: &str) -> Span {
             let rest_trimmed = rest.trim();
             let unquoted = rest_trimmed.trim_matches(|c| c == '"' || c == '\'');
             let hit = value.is_empty() || unquoted == value || (key == "products" && rest.contains(value));
-            if hit {
+            if hit && skip > 0 {
+                skip -= 1;
+            } else if hit {
                 let start = offset + (line.len() - trimmed.len());
                 let (start, end) = match (value.is_empty(), line.find(value)) {
                     (false, Some(i)) => (offset + i, offset + i + value.len()),

@@ -565,7 +565,10 @@ mod tests {
         let ctx = serde_json::json!({ "name": "宽松落肩卫衣" });
         assert_eq!(kb.focus("这件会缩水吗", Some(&ctx)), Some(1));
         assert_eq!(kb.focus("纯棉运动短裤有黑色吗", Some(&ctx)), Some(3));
-        assert_eq!(kb.focus("这件会缩水吗", Some(&serde_json::json!({ "id": "P1" }))), Some(0));
+        assert_eq!(
+            kb.focus("这件会缩水吗", Some(&serde_json::json!({ "id": "P1" }))),
+            Some(0)
+        );
         assert_eq!(kb.focus("这件会缩水吗", None), None);
     }
 
@@ -593,7 +596,15 @@ mod tests {
     #[test]
     fn a_product_passage_names_sold_out_colours() {
         let kb = kb();
-        assert!(kb.passages[2].text.contains("（黑色、白色暂时售罄）"), "{}", kb.passages[2].text);
-        assert!(kb.passages[0].text.starts_with("重磅纯棉圆领短袖T恤（T恤，79元）：面料：100%棉"));
+        assert!(
+            kb.passages[2].text.contains("（黑色、白色暂时售罄）"),
+            "{}",
+            kb.passages[2].text
+        );
+        assert!(
+            kb.passages[0]
+                .text
+                .starts_with("重磅纯棉圆领短袖T恤（T恤，79元）：面料：100%棉")
+        );
     }
 }

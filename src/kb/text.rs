@@ -32,9 +32,9 @@ const PARTICLES: &[char] = &[
 /// matched "可以用花呗吗" on 可以/以用 better than "熨斗开几档" on 熨斗. Product focus
 /// ("这件") is detected separately, before these are dropped.
 const FILLER_BIGRAMS: &[&str] = &[
-    "请问", "问下", "问一", "一下", "你好", "您好", "谢谢", "麻烦", "这件", "这款", "这个", "那个", "这条",
-    "我想", "想问", "客服", "在吗", "亲亲", "知道", "可以", "能不", "不能", "什么", "怎么", "有没", "没有",
-    "是不", "不是", "会不", "不会", "多少", "哪里", "哪些", "时候", "能用", "一起",
+    "请问", "问下", "问一", "一下", "你好", "您好", "谢谢", "麻烦", "这件", "这款", "这个", "那个", "这条", "我想",
+    "想问", "客服", "在吗", "亲亲", "知道", "可以", "能不", "不能", "什么", "怎么", "有没", "没有", "是不", "不是",
+    "会不", "不会", "多少", "哪里", "哪些", "时候", "能用", "一起",
 ];
 
 /// One term of a text with its weight.
@@ -131,7 +131,10 @@ mod tests {
     #[test]
     fn filler_bigrams_are_dropped_but_their_characters_stay() {
         let t = texts("请问这件");
-        assert!(!t.contains(&"请问".to_string()) && !t.contains(&"这件".to_string()), "{t:?}");
+        assert!(
+            !t.contains(&"请问".to_string()) && !t.contains(&"这件".to_string()),
+            "{t:?}"
+        );
         assert!(t.contains(&"问这".to_string()));
     }
 
