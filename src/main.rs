@@ -365,14 +365,16 @@ fn check(dir: &Path, color: Color) -> ExitCode {
     match compiled.rules {
         Some(rules) => {
             eprintln!(
-                "{}: ok, version {} ({} intents, {} rules, {} promotions, {} flows, {} keywords)",
+                "{}: ok, version {} ({} intents, {} rules, {} promotions, {} flows, {} keywords, {} products, {} FAQ entries)",
                 dir.display(),
                 rules.version,
                 rules.intents.len(),
                 rules.rules.len(),
                 rules.promotions.len(),
                 rules.flows.len(),
-                rules.triggers.keyword_count()
+                rules.triggers.keyword_count(),
+                rules.kb.products.len(),
+                rules.kb.faqs.len()
             );
             ExitCode::SUCCESS
         }
