@@ -120,6 +120,8 @@ pub struct Expect {
     pub step: Option<String>,
     /// The promotion that answers.
     pub promotion: Option<String>,
+    /// The knowledge-base FAQ entry that answers (directly or from the answer cache).
+    pub faq: Option<String>,
     /// The understood intent (`none` for no confident intent).
     pub intent: Option<String>,
     /// The exact reply.
@@ -156,7 +158,7 @@ pub struct TurnRecord {
     pub say: String,
     /// The reply.
     pub reply: String,
-    /// What answered, with its name (`rule 七天无理由`, `flow 退货申请 ask order_id@54`).
+    /// What answered, with its name (`rule 七天无理由`, `faq 积分`, `flow 退货申请 ask order_id@54`).
     pub by: String,
     /// Intent and confidence (`售后.退货 0.93`).
     pub intent: String,
@@ -285,7 +287,7 @@ fn record(turn: &Turn, r: &TurnResponse) -> TurnRecord {
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
     let mut by = source.clone();
-    for name in [&r.rule, &r.promotion, &r.flow, &r.step].into_iter().flatten() {
+    for name in [&r.rule, &r.promotion, &r.faq, &r.flow, &r.step].into_iter().flatten() {
         by.push(' ');
         by.push_str(name);
     }
@@ -315,6 +317,9 @@ fn record(turn: &Turn, r: &TurnResponse) -> TurnRecord {
     }
     if let Some(x) = &e.promotion {
         check("promotion", x, r.promotion.as_deref().unwrap_or("-"));
+    }
+    if let Some(x) = &e.faq {
+        check("faq", x, r.faq.as_deref().unwrap_or("-"));
     }
     if let Some(x) = &e.intent {
         check("intent", x, r.intent.as_deref().unwrap_or("none"));

@@ -19,6 +19,7 @@ pub mod dialogue;
 pub mod dsl;
 pub mod engine;
 pub mod jobs;
+pub mod kb;
 pub mod llm;
 pub mod nlu;
 pub mod reload;

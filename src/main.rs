@@ -55,8 +55,9 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
-    /// Run the conversation tests in DIR/tests/*.yaml and print `N passed, N failed` and
-    /// what the tests never exercised. Exits 1 when any conversation fails.
+    /// Run the conversation tests in DIR/tests/*.yaml and the knowledge-base checks in
+    /// DIR/tests/kb/*.yaml, print `N passed, N failed` and what the tests never exercised.
+    /// Exits 1 when any of them fails.
     Test {
         /// The rules directory.
         #[arg(default_value = "rules")]
@@ -266,6 +267,12 @@ struct ServeArgs {
     /// own messages (a line per tensor at load) are under `llama-cpp-2`.
     #[arg(long, default_value = "info,llama-cpp-2=warn")]
     log_level: String,
+    /// Most FAQ and model answers kept for reuse; 0 turns the answer cache off.
+    #[arg(long, default_value_t = 10_000)]
+    answer_cache: u64,
+    /// Seconds a cached answer is reused.
+    #[arg(long, default_value_t = 600)]
+    answer_cache_ttl: u64,
 }
 
 /// How logs are written.
@@ -481,6 +488,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         max_in_flight: args.max_in_flight,
         ..kefu::server::Limits::default()
     };
+    config.engine.answer_cache_capacity = args.answer_cache;
+    config.engine.answer_cache_ttl = std::time::Duration::from_secs(args.answer_cache_ttl);
     let workers = if args.workers == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
@@ -501,14 +510,16 @@ fn check(dir: &Path, color: Color) -> ExitCode {
     match compiled.rules {
         Some(rules) => {
             eprintln!(
-                "{}: ok, version {} ({} intents, {} rules, {} promotions, {} flows, {} keywords)",
+                "{}: ok, version {} ({} intents, {} rules, {} promotions, {} flows, {} keywords, {} products, {} FAQ entries)",
                 dir.display(),
                 rules.version,
                 rules.intents.len(),
                 rules.rules.len(),
                 rules.promotions.len(),
                 rules.flows.len(),
-                rules.triggers.keyword_count()
+                rules.triggers.keyword_count(),
+                rules.kb.products.len(),
+                rules.kb.faqs.len()
             );
             ExitCode::SUCCESS
         }
@@ -610,11 +621,17 @@ fn chat(dir: &Path, user: Option<String>, context: Option<String>, mut trace: bo
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let named: Vec<&str> = [&response.rule, &response.promotion, &response.flow, &response.step]
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-            .collect();
+        let named: Vec<&str> = [
+            &response.rule,
+            &response.promotion,
+            &response.faq,
+            &response.flow,
+            &response.step,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
         let intent = response.intent.as_deref().unwrap_or("none");
         let handoff = response
             .handoff
@@ -669,6 +686,32 @@ fn test(dir: &Path, verbose: bool) -> Result<ExitCode> {
             }
         }
         if outcome.passed() {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    // Knowledge-base checks (rules/tests/kb/*.yaml): customers' paraphrases must find
+    // their FAQ entry first, and off-topic messages must not be answered by one.
+    for file in kefu::kb::check::files(dir) {
+        let report = kefu::kb::check::run_file(&rules, &file);
+        let mark = if report.passed() { "ok  " } else { "FAIL" };
+        println!("{mark} knowledge base ({}): {}", file.display(), report.summary());
+        for error in &report.errors {
+            println!("     ✗ {error}");
+        }
+        for case in report.cases.iter().filter(|c| verbose || !c.passed()) {
+            let found = case.top.as_deref().unwrap_or("nothing");
+            let mark = if case.passed() { "✓" } else { "✗" };
+            println!(
+                "     {mark} {} → {found} ({:.2}), expected {}",
+                case.say, case.confidence, case.expected
+            );
+        }
+        for (say, faq) in &report.false_answers {
+            println!("     ✗ {say} → answered by {faq}, but it is listed under not_faq");
+        }
+        if report.passed() {
             passed += 1;
         } else {
             failed += 1;

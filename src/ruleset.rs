@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aho_corasick::AhoCorasick;
@@ -16,6 +17,7 @@ use chrono_tz::Tz;
 use regex::Regex;
 
 use crate::dsl::diagnostic::Span;
+use crate::kb::KnowledgeBase;
 use crate::nlu::Nlu;
 use crate::safety::Safety;
 use crate::script::{Script, Template};
@@ -55,6 +57,9 @@ pub struct RuleSet {
     /// Understanding: the intent classifier trained on `intents`, the entity recognisers
     /// (`entities` and the built-ins) and the emotion lexicon.
     pub nlu: Nlu,
+    /// Products and FAQ from `kb/*.yaml`, indexed for FAQ answers, prompt passages and
+    /// recommendations.
+    pub kb: Arc<KnowledgeBase>,
     /// The sandboxed script engine with the file sources registered as functions.
     pub engine: rhai::Engine,
 }
@@ -68,6 +73,8 @@ impl std::fmt::Debug for RuleSet {
             .field("rules", &self.rules.len())
             .field("promotions", &self.promotions.len())
             .field("flows", &self.flows.len())
+            .field("products", &self.kb.products.len())
+            .field("faqs", &self.kb.faqs.len())
             .finish_non_exhaustive()
     }
 }
@@ -107,6 +114,8 @@ pub struct Shop {
     pub timezone: Tz,
     /// The least intent confidence at which rules answer.
     pub threshold: f64,
+    /// The least confidence at which a knowledge-base FAQ entry answers on its own.
+    pub faq_threshold: f64,
     /// What the customer is told on handoff.
     pub handoff_message: String,
     /// The reply when nothing answers and no model is available.

@@ -487,6 +487,10 @@ fn health_metrics_and_rules_routes() {
     assert_eq!(reloaded.json()["outcome"], "applied");
     assert_eq!(reloaded.json()["changed"], false);
 
+    // The same FAQ question twice: answered by the knowledge base, then by the cache.
+    assert_eq!(server.chat("m3", "积分有什么用")["source"], "faq");
+    assert_eq!(server.chat("m4", "积分有什么用？")["source"], "cache");
+
     let metrics = server.get("/metrics");
     assert!(
         metrics
@@ -495,7 +499,7 @@ fn health_metrics_and_rules_routes() {
             .starts_with("application/openmetrics-text")
     );
     for needle in [
-        "kefu_http_requests_total{route=\"/v1/chat\",status=\"200\"} 2",
+        "kefu_http_requests_total{route=\"/v1/chat\",status=\"200\"} 4",
         "kefu_http_request_duration_seconds_bucket{le=",
         "kefu_answers_total{source=\"rule\"}",
         "kefu_handoffs_total",
@@ -503,6 +507,9 @@ fn health_metrics_and_rules_routes() {
         "kefu_rule_reloads_total{outcome=\"applied\"} 1",
         "kefu_llm_tokens_total{kind=\"completion\"} 0",
         "kefu_turns_in_flight 0",
+        "kefu_answer_cache_lookups_total{outcome=\"hit\"} 1",
+        "kefu_answer_cache_lookups_total{outcome=\"miss\"} 1",
+        "kefu_answer_cache_hit_ratio 0.5",
         "# EOF",
     ] {
         assert!(metrics.body.contains(needle), "{needle} missing from\n{}", metrics.body);

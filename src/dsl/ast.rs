@@ -122,6 +122,8 @@ pub struct Shop {
     pub timezone: Option<Str>,
     /// `threshold 0.6`
     pub threshold: Option<Number>,
+    /// `faq_threshold 0.6`
+    pub faq_threshold: Option<Number>,
     /// `handoff_message "..."`
     pub handoff_message: Option<Str>,
     /// `fallback_message "..."`

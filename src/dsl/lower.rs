@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::ast::{self, Ident, Item, StepKind, Str, TriggerKind};
 use super::diagnostic::{Diagnostic, FileId, SourceMap, Span};
+use crate::kb::{self, KnowledgeBase};
 use crate::nlu::entities::BUILTIN_ENTITIES;
 use crate::nlu::{Nlu, Options as NluOptions};
 use crate::ruleset::*;
@@ -136,7 +137,8 @@ impl Lowerer<'_> {
             .collect();
         let data_sources = self.data_sources(&items.sources);
         let source_names: Vec<String> = data_sources.iter().map(|s| s.name.clone()).collect();
-        let compiler = ScriptCompiler::new(&source_names, &shop.context);
+        let promotion_names: Vec<String> = items.promotions.iter().map(|p| p.name.name.clone()).collect();
+        let compiler = ScriptCompiler::new(&source_names, &shop.context).with_promotions(&promotion_names);
         let refs = Refs {
             intents: &intent_paths,
             entities: &entity_names,
@@ -149,6 +151,7 @@ impl Lowerer<'_> {
         let styles = self.styles(&items.styles, &compiler);
         let fallback = self.fallback(&items.fallbacks, &items.styles, &compiler);
         let safety = self.safety(&items.safety);
+        let kb = Arc::new(kb::load(self.root, self.sources, self.diagnostics));
 
         let errors_after = self.diagnostics.iter().filter(|d| d.is_error()).count();
         if errors_after > errors_before {
@@ -176,6 +179,7 @@ impl Lowerer<'_> {
                 }
             },
         );
+        register_kb(&mut engine, &kb, &promotions);
 
         let mut hasher = Sha256::new();
         let mut files: Vec<PathBuf> = Vec::new();
@@ -212,6 +216,7 @@ impl Lowerer<'_> {
             safety,
             triggers,
             nlu,
+            kb,
             engine,
         })
     }
@@ -253,6 +258,7 @@ impl Lowerer<'_> {
                 persona: String::new(),
                 timezone: chrono_tz::Asia::Shanghai,
                 threshold: DEFAULT_THRESHOLD,
+                faq_threshold: kb::DEFAULT_FAQ_THRESHOLD,
                 handoff_message: DEFAULT_HANDOFF_MESSAGE.into(),
                 fallback_message: DEFAULT_FALLBACK_MESSAGE.into(),
                 context: DEFAULT_CONTEXT.iter().map(|s| s.to_string()).collect(),
@@ -297,6 +303,17 @@ impl Lowerer<'_> {
             Some(t) => t.value,
             None => DEFAULT_THRESHOLD,
         };
+        let faq_threshold = match shop.faq_threshold {
+            Some(t) if !(0.0..=1.0).contains(&t.value) => {
+                self.push(
+                    Diagnostic::error(t.span, "faq_threshold must be between 0 and 1")
+                        .with_label("a confidence, e.g. 0.6"),
+                );
+                kb::DEFAULT_FAQ_THRESHOLD
+            }
+            Some(t) => t.value,
+            None => kb::DEFAULT_FAQ_THRESHOLD,
+        };
         let mut context: Vec<String> = DEFAULT_CONTEXT.iter().map(|s| s.to_string()).collect();
         for name in &shop.context {
             if crate::script::BUILTIN_VARIABLES.contains(&name.name.as_str()) {
@@ -316,6 +333,7 @@ impl Lowerer<'_> {
             ),
             timezone,
             threshold,
+            faq_threshold,
             handoff_message: shop
                 .handoff_message
                 .as_ref()
@@ -1623,6 +1641,101 @@ fn register_sources(engine: &mut rhai::Engine, sources: &[Source]) {
             }
         }
     }
+}
+
+/// Registers the knowledge-base functions: `recommend(strategy, n)` and
+/// `recommend(strategy, n, categories)` give `#{items, names, text}` (products as maps,
+/// their names joined with 、, names with prices); `offer(promotion)` gives the
+/// promotion's `say` text while it is on, else `""`. Which customer gets which strategy or
+/// offer is the rules' business (a rule's `when`); these only compute.
+fn register_kb(engine: &mut rhai::Engine, kb: &Arc<KnowledgeBase>, promotions: &[Promotion]) {
+    let items: Arc<Vec<rhai::Dynamic>> = Arc::new(
+        kb.products
+            .iter()
+            .map(|p| rhai::serde::to_dynamic(p).unwrap_or(rhai::Dynamic::UNIT))
+            .collect(),
+    );
+    let recommend = {
+        let kb = Arc::clone(kb);
+        Arc::new(move |strategy: &str, n: i64, categories: &[String]| -> rhai::Dynamic {
+            let picked = match kb::Strategy::parse(strategy) {
+                Some(s) => kb.recommend(s, n.max(0) as usize, categories),
+                None => {
+                    host::note(|| format!("recommend: unknown strategy `{strategy}`"));
+                    Vec::new()
+                }
+            };
+            host::note(|| {
+                let names: Vec<&str> = picked.iter().map(|&i| kb.products[i].id.as_str()).collect();
+                format!("recommend {strategy}: {}", names.join(", "))
+            });
+            let products: Vec<&kb::Product> = picked.iter().map(|&i| &kb.products[i]).collect();
+            let mut m = rhai::Map::new();
+            m.insert("strategy".into(), strategy.to_string().into());
+            m.insert(
+                "items".into(),
+                picked.iter().map(|&i| items[i].clone()).collect::<rhai::Array>().into(),
+            );
+            m.insert(
+                "names".into(),
+                products
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join("、")
+                    .into(),
+            );
+            m.insert(
+                "text".into(),
+                products
+                    .iter()
+                    .map(|p| format!("{}（{}元）", p.name, kb::price(p.price)))
+                    .collect::<Vec<_>>()
+                    .join("、")
+                    .into(),
+            );
+            m.into()
+        })
+    };
+    let two = Arc::clone(&recommend);
+    engine.register_fn("recommend", move |strategy: &str, n: i64| two(strategy, n, &[]));
+    engine.register_fn("recommend", move |strategy: &str, n: i64, categories: rhai::Dynamic| {
+        // A profile's `browsed` may be a list of categories, one category, or absent.
+        let categories: Vec<String> = if let Some(list) = categories.read_lock::<rhai::Array>() {
+            list.iter().map(|c| c.to_string()).collect()
+        } else if categories.is_unit() {
+            Vec::new()
+        } else {
+            vec![categories.to_string()]
+        };
+        recommend(strategy, n, &categories)
+    });
+
+    let offers: Arc<Vec<Promotion>> = Arc::new(promotions.to_vec());
+    engine.register_fn(
+        "offer",
+        move |ctx: rhai::NativeCallContext, name: &str| -> rhai::Dynamic {
+            let Some(host) = host::current() else {
+                return rhai::Dynamic::UNIT;
+            };
+            let Some(promo) = offers.iter().find(|p| p.name == name) else {
+                host.note(format!("offer {name}: no such promotion"));
+                return String::new().into();
+            };
+            let now = chrono::DateTime::from_timestamp_millis(host.now_ms()).unwrap_or_default();
+            if !promo.is_on(&now) {
+                host.note(format!("offer {name}: not on"));
+                return String::new().into();
+            }
+            host.note(format!("offer {name}"));
+            // The `say` text is rendered on its own: turn variables are not visible from
+            // here, and a hole that needs one renders empty (docs/language.md says so).
+            promo
+                .say
+                .render_lenient(ctx.engine(), &mut rhai::Scope::new(), &mut |_| {})
+                .into()
+        },
+    );
 }
 
 /// Percent-encodes a key for use in a URL path.

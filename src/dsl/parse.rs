@@ -81,6 +81,7 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_style
             | Rule::kw_text
             | Rule::kw_threshold
+            | Rule::kw_faq_threshold
             | Rule::kw_timeout
             | Rule::kw_timezone
             | Rule::kw_to
@@ -326,6 +327,7 @@ fn describe(r: Rule) -> String {
         Rule::persona => "`persona`",
         Rule::timezone => "`timezone`",
         Rule::threshold => "`threshold`",
+        Rule::faq_threshold => "`faq_threshold`",
         Rule::handoff_message => "`handoff_message`",
         Rule::fallback_message => "`fallback_message`",
         Rule::context => "`context`",
@@ -532,6 +534,7 @@ impl Builder<'_> {
             persona: None,
             timezone: None,
             threshold: None,
+            faq_threshold: None,
             handoff_message: None,
             fallback_message: None,
             context: Vec::new(),
@@ -553,6 +556,18 @@ impl Builder<'_> {
                     let v = self.number(Self::first_inner(field));
                     let first = shop.threshold.as_ref().map(|s| s.span);
                     set_once(self.diagnostics, &mut shop.threshold, v, fspan, first, "threshold");
+                }
+                Rule::faq_threshold => {
+                    let v = self.number(Self::first_inner(field));
+                    let first = shop.faq_threshold.as_ref().map(|s| s.span);
+                    set_once(
+                        self.diagnostics,
+                        &mut shop.faq_threshold,
+                        v,
+                        fspan,
+                        first,
+                        "faq_threshold",
+                    );
                 }
                 Rule::handoff_message => {
                     let v = self.string(Self::first_inner(field));

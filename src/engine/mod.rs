@@ -4,9 +4,12 @@
 //! `Arc<RuleSet>` at the start of the turn and uses it to the end, so a reload in the
 //! middle of a turn changes nothing for that turn. The order of a turn (DSL.md): input
 //! safety, human takeover, understanding, active flow, rules by priority, promotions,
-//! flow starts, fallback; then the model if the fallback says so, judged before it is
-//! shown. Every response says what answered and carries a trace of the decision.
+//! flow starts, the knowledge base's FAQ, fallback; then the model if the fallback says
+//! so, judged before it is shown. FAQ and judged model answers are kept in an answer
+//! cache ([`cache`]). Every response says what answered and carries a trace of the
+//! decision.
 
+mod cache;
 mod flow;
 mod scope;
 mod turn;
@@ -23,6 +26,7 @@ use crate::dialogue::{Role, Session, Takeover, Ticket, TicketStore};
 use crate::llm::LlmBackend;
 use crate::nlu::{Emotion, EntityMatch};
 use crate::store::{MemoryStore, SessionStore};
+pub use cache::{CacheObserver, CacheStats};
 
 /// A customer's message.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -117,6 +121,9 @@ pub struct TurnResponse {
     /// The promotion that answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub promotion: Option<String>,
+    /// The knowledge-base FAQ entry that answered (also on a cache hit of one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub faq: Option<String>,
     /// The understood intent, when there is one.
     pub intent: Option<String>,
     /// Its confidence.
@@ -149,6 +156,10 @@ pub struct EngineConfig {
     pub max_tokens: u32,
     /// How long the model may take for one answer.
     pub llm_timeout: Duration,
+    /// The most answers the answer cache holds; 0 turns it off.
+    pub answer_cache_capacity: u64,
+    /// How long a cached answer is reused.
+    pub answer_cache_ttl: Duration,
 }
 
 impl Default for EngineConfig {
@@ -157,6 +168,10 @@ impl Default for EngineConfig {
             flow_timeout: Duration::from_secs(30 * 60),
             max_tokens: 128,
             llm_timeout: Duration::from_secs(20),
+            answer_cache_capacity: 10_000,
+            // Long enough to absorb a burst of the same question, short enough that an
+            // answer does not outlive the day's promotions for long.
+            answer_cache_ttl: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -179,6 +194,7 @@ pub struct Engine {
     tickets: Arc<TicketStore>,
     llm: Option<Arc<dyn LlmBackend>>,
     config: EngineConfig,
+    cache: cache::AnswerCache,
 }
 
 impl Engine {
@@ -189,6 +205,10 @@ impl Engine {
             sessions: Arc::new(MemoryStore::default()),
             tickets: Arc::new(TicketStore::default()),
             llm: None,
+            cache: cache::AnswerCache::new(
+                EngineConfig::default().answer_cache_capacity,
+                EngineConfig::default().answer_cache_ttl,
+            ),
             config: EngineConfig::default(),
         }
     }
@@ -211,10 +231,27 @@ impl Engine {
         self
     }
 
-    /// Replaces the settings.
+    /// Replaces the settings (and empties the answer cache, which is rebuilt to the new
+    /// size and TTL; call before serving).
     pub fn with_config(mut self, config: EngineConfig) -> Self {
+        let observer = self.cache.take_observer();
+        self.cache = cache::AnswerCache::new(config.answer_cache_capacity, config.answer_cache_ttl);
+        if let Some(observer) = observer {
+            self.cache.set_observer(observer);
+        }
         self.config = config;
         self
+    }
+
+    /// Calls `observer` on every answer-cache lookup (`true` for a hit).
+    pub fn with_cache_observer(mut self, observer: impl Fn(bool) + Send + Sync + 'static) -> Self {
+        self.cache.set_observer(Arc::new(observer));
+        self
+    }
+
+    /// Answer-cache hits and misses since start, and entries held now.
+    pub fn answer_cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 
     /// The rule set serving now.
@@ -223,8 +260,12 @@ impl Engine {
     }
 
     /// Publishes a new rule set; turns already running finish on the one they loaded.
+    /// The answer cache is emptied: its answers were made by the old rules (the version
+    /// in every key already keeps them from being served; this frees their memory).
     pub fn swap_rules(&self, rules: impl Into<Arc<RuleSet>>) -> Arc<RuleSet> {
-        self.rules.swap(rules.into())
+        let old = self.rules.swap(rules.into());
+        self.cache.clear();
+        old
     }
 
     /// Answers one message.

@@ -1,5 +1,7 @@
 //! The decision of one turn, in the order DSL.md fixes: human takeover, active flow,
-//! rules by priority, promotions, flow starts, fallback (and the model it may call).
+//! rules by priority, promotions, flow starts, fallback (and the model it may call), with
+//! the knowledge base's FAQ step between flow starts and the fallback (kefu's addition;
+//! docs/language.md section 1), and the answer cache in front of the FAQ and the model.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -8,9 +10,11 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use rhai::{Dynamic, Map, Scope};
 
+use super::cache::{self, Scope as CacheScope};
 use super::{AnswerSource, Engine, Handoff, TraceStep, TurnRequest, TurnResponse, scope};
 use crate::RuleSet;
 use crate::dialogue::{Role, Session, TicketStore};
+use crate::kb::{self, PassageKind, Query};
 use crate::llm::{self, GenerateRequest, prompt};
 use crate::nlu::{self, Understanding};
 use crate::ruleset::{FallbackAction, Owner, Style, Trigger};
@@ -27,6 +31,8 @@ pub(super) struct Answer {
     pub flow: Option<String>,
     pub step: Option<String>,
     pub promotion: Option<String>,
+    /// The FAQ entry that answered.
+    pub faq: Option<String>,
     /// `Some(reason)` when the conversation goes to a human.
     pub handoff: Option<String>,
     /// The turn ended without a real answer (counts towards `session.failures`).
@@ -42,6 +48,7 @@ impl Answer {
             flow: None,
             step: None,
             promotion: None,
+            faq: None,
             handoff: None,
             failure: false,
         }
@@ -81,6 +88,10 @@ impl Host for TurnHost {
     fn note(&self, message: String) {
         self.notes.lock().unwrap_or_else(|e| e.into_inner()).push(message);
     }
+
+    fn now_ms(&self) -> i64 {
+        self.at
+    }
 }
 
 /// The state of one turn while it is decided.
@@ -99,6 +110,13 @@ pub(super) struct Turn<'a> {
     failure_counted: bool,
     /// A flow question to ask again after a digression the model answers.
     pub pending_question: Option<String>,
+    /// The customer's `user.segment` (empty when absent), part of answer-cache keys.
+    segment: String,
+    /// The message prepared for retrieval and the product in focus, made when the FAQ
+    /// step or the prompt first needs them.
+    retrieval: Option<(Query, Option<usize>)>,
+    /// Whether the turn looked in the answer cache (`Some`), and found its answer there.
+    cache_hit: Option<bool>,
 }
 
 /// Runs one turn on `rules`.
@@ -189,6 +207,12 @@ pub(super) fn run(
         session.product = Some(product.clone());
     }
 
+    let segment = request
+        .user
+        .as_ref()
+        .and_then(|u| u.get("segment"))
+        .map(|s| s.as_str().map_or_else(|| s.to_string(), str::to_string))
+        .unwrap_or_default();
     let scope = scope::build(scope::ScopeInput {
         rules,
         session: &session,
@@ -218,6 +242,9 @@ pub(super) fn run(
         candidates: BTreeSet::new(),
         failure_counted: false,
         pending_question: None,
+        segment,
+        retrieval: None,
+        cache_hit: None,
     };
     turn.candidates = turn.find_candidates();
     let mut answer = host::with_host(host.clone(), || match turn.decide() {
@@ -358,7 +385,84 @@ impl Turn<'_> {
         if let Some(answer) = self.start_flow() {
             return Decision::Answer(answer);
         }
+        if let Some(answer) = self.answer_by_faq() {
+            return Decision::Answer(answer);
+        }
         self.fallback(false)
+    }
+
+    /// The message's retrieval terms and the product in focus (named in the message, or
+    /// the request's or session's `product`), computed once per turn.
+    fn retrieval(&mut self) -> (&Query, Option<usize>) {
+        if self.retrieval.is_none() {
+            let kb = &self.rules.kb;
+            let focus = kb.focus(&self.message, self.session.product.as_ref());
+            if let Some(f) = focus {
+                let p = &kb.products[f];
+                self.trace
+                    .push(step("kb", format!("product in focus: {} {}", p.id, p.name)));
+            }
+            self.retrieval = Some((kb.query(&self.message), focus));
+        }
+        let (query, focus) = self.retrieval.as_ref().expect("set above");
+        (query, *focus)
+    }
+
+    fn cache_key(&self, scope: CacheScope) -> cache::Key {
+        cache::Key {
+            version: self.rules.version.clone(),
+            segment: self.segment.clone(),
+            message: kb::text::cache_form(&self.message),
+            scope,
+        }
+    }
+
+    /// The knowledge base's FAQ step: a cached answer for this question, else the best
+    /// entry when it is confident and clearly ahead of the next (see `kb`).
+    fn answer_by_faq(&mut self) -> Option<Answer> {
+        let rules = self.rules;
+        let kb = &rules.kb;
+        if kb.faqs.is_empty() {
+            return None;
+        }
+        let (query, focus) = self.retrieval();
+        let best = kb.best_faq(query, focus);
+        let key = self.cache_key(CacheScope::Faq {
+            product: focus.map(|f| kb.products[f].id.clone()),
+        });
+        let cached = self.engine.cache.get(&key);
+        self.cache_hit = Some(cached.is_some());
+        if let Some(hit) = cached {
+            self.trace.push(step("cache", format!("hit: {}", hit.origin)));
+            let mut answer = Answer::new(AnswerSource::Cache, hit.reply);
+            answer.faq = hit.origin.strip_prefix("faq ").map(str::to_string);
+            return Some(answer);
+        }
+        let best = best?;
+        let threshold = rules.shop.faq_threshold;
+        let faq = &kb.faqs[best.faq];
+        let scores = format!("{:.2}, runner-up {:.2}", best.confidence, best.runner_up);
+        if !best.answers(threshold) {
+            let why = if best.confidence < threshold {
+                format!("below {threshold}")
+            } else {
+                format!("lead under {}", kb::FAQ_MARGIN)
+            };
+            self.trace
+                .push(step("faq", format!("best {} ({scores}): {why}", faq.id)));
+            return None;
+        }
+        self.trace.push(step("faq", format!("{} answers ({scores})", faq.id)));
+        self.engine.cache.insert(
+            key,
+            cache::Entry {
+                reply: faq.answer.trim().to_string(),
+                origin: format!("faq {}", faq.id),
+            },
+        );
+        let mut answer = Answer::new(AnswerSource::Faq, faq.answer.trim());
+        answer.faq = Some(faq.id.clone());
+        Some(answer)
     }
 
     /// The first candidate rule, in answer order, whose `when` holds.
@@ -583,6 +687,7 @@ impl Turn<'_> {
                 promotions.push(self.render(&promo.say, &format!("promotion {}", promo.name)));
             }
         }
+        let passages = self.passages();
         let mut policy_targets: Vec<&str> = self.understanding.levels.iter().map(|(l, _)| l.as_str()).collect();
         if let Some(i) = &self.understanding.intent {
             policy_targets.push(i);
@@ -603,17 +708,37 @@ impl Turn<'_> {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        let history_start = self.session.history.len().saturating_sub(prompt::HISTORY_IN_PROMPT);
+        // Everything in the prompt but the message: a cached answer is reused only when
+        // all of it is the same (see `cache`).
+        let context = cache::fingerprint(
+            [style.as_ref().map_or("", |s| s.name.as_str())]
+                .into_iter()
+                .chain(promotions.iter().map(String::as_str))
+                .chain(policies.iter().map(|p| p.0))
+                .chain(passages.iter().map(String::as_str))
+                .chain(slots.iter().flat_map(|(k, v)| [*k, *v]))
+                .chain(self.session.history.iter().skip(history_start).map(|h| h.text.as_str())),
+        );
         let input = prompt::PromptInput {
             persona: &rules.shop.persona,
             tone: style.as_ref().and_then(|s| s.tone.as_deref()),
             promotions,
             policies,
-            passages: Vec::new(),
+            passages,
             slots,
             history: self.session.history.iter().collect(),
             message: &self.message,
         };
         let (messages, injected) = prompt::build(&input);
+        let key = self.cache_key(CacheScope::Llm { context });
+        let cached = self.engine.cache.get(&key);
+        self.cache_hit = Some(cached.is_some());
+        if let Some(hit) = cached {
+            self.trace.push(step("prompt", injected.join(", ")));
+            self.trace.push(step("cache", format!("hit: {} answer", hit.origin)));
+            return Answer::new(AnswerSource::Cache, hit.reply);
+        }
         self.trace.push(step("prompt", injected.join(", ")));
         let request = GenerateRequest {
             messages,
@@ -670,7 +795,15 @@ impl Turn<'_> {
                     ),
                 ));
                 if verdict.confidence >= threshold {
-                    return Answer::new(AnswerSource::Llm, generation.text.trim().to_string());
+                    let reply = generation.text.trim().to_string();
+                    self.engine.cache.insert(
+                        key,
+                        cache::Entry {
+                            reply: reply.clone(),
+                            origin: llm.name().to_string(),
+                        },
+                    );
+                    return Answer::new(AnswerSource::Llm, reply);
                 }
                 self.trace
                     .push(step("llm", format!("answer withheld: confidence below {threshold}")));
@@ -679,6 +812,30 @@ impl Turn<'_> {
         }
         let decision = self.fail_and_fall_back();
         self.decision_answer(decision)
+    }
+
+    /// Knowledge-base passages for the prompt, noted in the trace.
+    fn passages(&mut self) -> Vec<String> {
+        let kb = &self.rules.kb;
+        if kb.is_empty() {
+            return Vec::new();
+        }
+        let (query, focus) = self.retrieval();
+        let found = kb.passages_for(query, focus, kb::PASSAGES_IN_PROMPT);
+        if found.is_empty() {
+            return Vec::new();
+        }
+        let described: Vec<String> = found
+            .iter()
+            .map(|r| match kb.passages[r.passage].kind {
+                PassageKind::Product(p) if Some(p) == focus => format!("product {} (focus)", kb.products[p].id),
+                PassageKind::Product(p) => format!("product {} {:.2}", kb.products[p].id, r.confidence),
+                PassageKind::Faq(f) => format!("faq {} {:.2}", kb.faqs[f].id, r.confidence),
+            })
+            .collect();
+        self.trace
+            .push(step("kb", format!("passages: {}", described.join(", "))));
+        found.iter().map(|r| kb.passages[r.passage].text.clone()).collect()
     }
 
     fn decision_answer(&mut self, decision: Decision) -> Answer {
@@ -696,6 +853,9 @@ impl Turn<'_> {
 
     /// Updates the session with the answer, saves it and builds the response.
     fn finish(mut self, mut answer: Answer, now_ms: i64) -> TurnResponse {
+        if let Some(hit) = self.cache_hit {
+            self.engine.cache.record(hit);
+        }
         // No text reaches a customer without passing safety: rule and flow replies too (an
         // order record may hold a phone number), not only the model's.
         if !answer.reply.is_empty() && answer.source != AnswerSource::Safety {
@@ -758,6 +918,7 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         flow: answer.flow,
         step: answer.step,
         promotion: answer.promotion,
+        faq: answer.faq,
         intent: u.intent.clone(),
         confidence: u.confidence,
         emotion: u.emotion,

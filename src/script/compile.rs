@@ -4,7 +4,9 @@
 //! inside the backticks); rhai's strict-variables mode against the names the scope will
 //! hold (a misspelt `ordr` is a warning, since request-context maps are open-ended); and a
 //! walk of the compiled AST for calls to functions that do not exist (a misspelt source
-//! such as `ordrs(id)`) and `slots.x` where no `ask x` exists in the flow.
+//! such as `ordrs(id)`), `slots.x` where no `ask x` exists in the flow, and literal names
+//! that must exist: the strategy of `recommend("new_arrivals", 3)` and the promotion of
+//! `offer("回归礼")`.
 
 use std::collections::BTreeSet;
 
@@ -43,6 +45,7 @@ pub struct ScriptCompiler {
     strict: Engine,
     functions: BTreeSet<String>,
     base_variables: Vec<String>,
+    promotions: Vec<String>,
 }
 
 impl ScriptCompiler {
@@ -68,7 +71,14 @@ impl ScriptCompiler {
             strict,
             functions,
             base_variables,
+            promotions: Vec::new(),
         }
+    }
+
+    /// Knows the rule set's promotions, so that `offer("名字")` is checked.
+    pub fn with_promotions(mut self, names: &[String]) -> Self {
+        self.promotions = names.to_vec();
+        self
     }
 
     /// Compiles a backtick expression; problems go to `diagnostics`.
@@ -207,6 +217,25 @@ impl ScriptCompiler {
                 {
                     found.push(Unknown::Function(call.name.to_string(), *pos));
                 }
+                Some(ASTNode::Expr(RhaiExpr::FnCall(call, _)) | ASTNode::Stmt(Stmt::FnCall(call, _)))
+                    if matches!(call.name.as_str(), "recommend" | "offer") =>
+                {
+                    if let Some(RhaiExpr::StringConstant(name, pos)) = call.args.first() {
+                        let known: Vec<String> = if call.name == "recommend" {
+                            crate::kb::STRATEGIES.iter().map(|s| s.to_string()).collect()
+                        } else {
+                            self.promotions.clone()
+                        };
+                        if !known.iter().any(|k| k == name.as_str()) {
+                            found.push(Unknown::Literal {
+                                function: call.name.to_string(),
+                                name: name.to_string(),
+                                known,
+                                pos: *pos,
+                            });
+                        }
+                    }
+                }
                 Some(ASTNode::Expr(RhaiExpr::Dot(dot, _, _))) => {
                     if let (RhaiExpr::Variable(var, _, _), RhaiExpr::Property(prop, pos)) = (&dot.lhs, &dot.rhs)
                         && var.1.as_str() == "slots"
@@ -247,6 +276,34 @@ impl ScriptCompiler {
                     };
                     diagnostics.push(d);
                 }
+                Unknown::Literal {
+                    function,
+                    name,
+                    known,
+                    pos,
+                } => {
+                    let what = if function == "recommend" {
+                        "recommendation strategy"
+                    } else {
+                        "promotion"
+                    };
+                    // The position is the opening quote; the span covers the quoted name.
+                    let offset = offset_of(source, pos);
+                    let len = source[offset..]
+                        .char_indices()
+                        .skip(1)
+                        .find(|(_, c)| *c == '"')
+                        .map_or(1, |(i, _)| i + 1);
+                    let span = Span::new(file, at(offset), at(offset + len).max(at(offset) + 1));
+                    let mut d = Diagnostic::error(span, format!("unknown {what} `{name}`"))
+                        .with_label(format!("`{function}` needs one of its names here"));
+                    d = match closest(&name, known.iter().map(String::as_str)) {
+                        Some(near) => d.with_help(format!("did you mean `{near}`?")),
+                        None if known.is_empty() => d.with_help(format!("the rule set has no {what}s")),
+                        None => d.with_help(format!("known: {}", known.join(", "))),
+                    };
+                    diagnostics.push(d);
+                }
             }
         }
         ok.then_some(ast)
@@ -256,6 +313,13 @@ impl ScriptCompiler {
 enum Unknown {
     Function(String, Position),
     Slot(String, Position),
+    /// A literal argument that names nothing the function knows.
+    Literal {
+        function: String,
+        name: String,
+        known: Vec<String>,
+        pos: Position,
+    },
 }
 
 /// Byte offset in `source` of a rhai position (1-based line, 1-based character column).

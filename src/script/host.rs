@@ -1,5 +1,5 @@
-//! Host actions: functions scripts call that act on the world (`create_ticket`), bound to
-//! the turn that runs the script.
+//! Host actions: functions scripts call that act on the world (`create_ticket`) or depend
+//! on the turn (`offer` reads its time), bound to the turn that runs the script.
 //!
 //! Compiled scripts live in the shared, immutable `RuleSet`, but a ticket belongs to one
 //! session on one engine. Rhai evaluation is synchronous on the calling thread, so the
@@ -16,6 +16,11 @@ pub trait Host: Send + Sync {
     fn create_ticket(&self, kind: &str, reference: &str) -> rhai::Dynamic;
     /// Notes something for the turn's trace (a failed source lookup, say).
     fn note(&self, message: String);
+    /// The turn's time in milliseconds since the epoch (a replayed conversation's `as_of`,
+    /// not the wall clock), for functions that depend on the date such as `offer`.
+    fn now_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
 }
 
 thread_local! {

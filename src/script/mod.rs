@@ -34,7 +34,8 @@ pub const BUILTIN_VARIABLES: &[&str] = &[
 pub const DEFAULT_CONTEXT: &[&str] = &["order", "cart", "product"];
 
 /// Functions the engine registers for scripts besides the `source`s: the host actions.
-pub const HOST_FUNCTIONS: &[&str] = &["create_ticket"];
+/// `recommend` and `offer` read the knowledge base and the promotions.
+pub const HOST_FUNCTIONS: &[&str] = &["create_ticket", "recommend", "offer"];
 
 /// The sandbox's limits. They bound what one expression may cost, so that a mistaken
 /// `loop {}` in a rule file costs a turn a few milliseconds instead of a worker thread.

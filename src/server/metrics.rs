@@ -1,8 +1,8 @@
 //! Prometheus metrics for `GET /metrics`, with prometheus-client.
 //!
 //! Requests by route and status, request latency by route, answers by source, handoffs to
-//! people, safety hits, rule reloads by outcome, model tokens, satisfaction scores and
-//! background jobs. Routes are labelled by their pattern (`/v1/sessions/{id}`), never by
+//! people, safety hits, rule reloads by outcome, model tokens, satisfaction scores,
+//! background jobs, and answer-cache lookups with their hit ratio. Routes are labelled by their pattern (`/v1/sessions/{id}`), never by
 //! the raw path, so that session ids cannot blow up the number of series.
 
 use std::time::Duration;
@@ -10,6 +10,8 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -67,6 +69,8 @@ pub struct Metrics {
     jobs: Family<OutcomeLabels, Counter>,
     rate_limited: Counter,
     in_flight: Gauge,
+    cache_lookups: Family<OutcomeLabels, Counter>,
+    cache_hit_ratio: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -115,6 +119,18 @@ impl Metrics {
         );
         let in_flight = Gauge::default();
         registry.register("turns_in_flight", "Turns being answered now", in_flight.clone());
+        let cache_lookups = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "answer_cache_lookups",
+            "Answer-cache lookups (FAQ and model answers), by hit or miss",
+            cache_lookups.clone(),
+        );
+        let cache_hit_ratio = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "answer_cache_hit_ratio",
+            "Answer-cache hits over lookups since start",
+            cache_hit_ratio.clone(),
+        );
         // Series that exist from the start, at zero, so that dashboards and alerts on rates
         // see them before the first event.
         for kind in ["prompt", "completion"] {
@@ -122,6 +138,9 @@ impl Metrics {
         }
         for outcome in ["applied", "rejected"] {
             let _ = reloads.get_or_create(&OutcomeLabels { outcome });
+        }
+        for outcome in ["hit", "miss"] {
+            let _ = cache_lookups.get_or_create(&OutcomeLabels { outcome });
         }
         Metrics {
             registry,
@@ -137,7 +156,26 @@ impl Metrics {
             jobs,
             rate_limited,
             in_flight,
+            cache_lookups,
+            cache_hit_ratio,
         }
+    }
+
+    /// Counts an answer-cache lookup and updates the hit ratio.
+    pub fn cache_lookup(&self, hit: bool) {
+        let outcome = if hit { "hit" } else { "miss" };
+        self.cache_lookups.get_or_create(&OutcomeLabels { outcome }).inc();
+        let hits = self
+            .cache_lookups
+            .get_or_create(&OutcomeLabels { outcome: "hit" })
+            .get();
+        let misses = self
+            .cache_lookups
+            .get_or_create(&OutcomeLabels { outcome: "miss" })
+            .get();
+        // Two reads race with other lookups; the ratio is approximate by a lookup or two,
+        // which a dashboard cannot tell apart. The counters are exact.
+        self.cache_hit_ratio.set(hits as f64 / (hits + misses).max(1) as f64);
     }
 
     /// Counts a request and its latency.

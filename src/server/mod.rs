@@ -54,6 +54,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::dialogue::TicketStore;
+use crate::engine::EngineConfig;
 use crate::jobs::{DeliverTicket, JobConfig, JobQueue};
 use crate::llm::LlmBackend;
 use crate::reload::{ReloadOutcome, Reloader, Trigger, WatchHandle};
@@ -152,6 +153,8 @@ pub struct ServeConfig {
     pub jobs: JobConfig,
     /// Client limits.
     pub limits: Limits,
+    /// Engine settings (answer-cache size and TTL, model limits).
+    pub engine: EngineConfig,
 }
 
 impl ServeConfig {
@@ -168,6 +171,7 @@ impl ServeConfig {
             tickets_url: None,
             jobs: JobConfig::default(),
             limits: Limits::default(),
+            engine: EngineConfig::default(),
         }
     }
 }
@@ -241,9 +245,12 @@ impl Service {
             None => Arc::new(TicketStore::default()),
         };
 
+        let cache_metrics = Arc::clone(&metrics);
         let mut engine = Engine::new(rules)
+            .with_config(config.engine.clone())
             .with_sessions(Arc::clone(&sessions))
-            .with_tickets(Arc::clone(&tickets));
+            .with_tickets(Arc::clone(&tickets))
+            .with_cache_observer(move |hit| cache_metrics.cache_lookup(hit));
         if let Some(llm) = &config.llm {
             engine = engine.with_llm(Arc::new(model::Metered::new(Arc::clone(llm), Arc::clone(&metrics))));
         }

@@ -1,0 +1,246 @@
+//! Reading `rules/kb/*.yaml` into a [`KnowledgeBase`], with diagnostics in the files.
+//!
+//! Each file may hold `products:` and `faq:` lists; the shop may keep everything in one
+//! file or split it (`products.yaml`, `faq_售后.yaml`). Files are read in name order. YAML
+//! syntax errors and unknown or mistyped fields (serde with `deny_unknown_fields`) are
+//! reported at their line and column in the kb file; checks across entries (duplicate ids,
+//! FAQ entries about unknown products, empty answers) point at the entry's `id:` line.
+//! Any error fails the whole load, so a broken kb edit leaves the old rules serving.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::{Faq, KnowledgeBase, Product};
+use crate::dsl::diagnostic::{Diagnostic, FileId, SourceMap, Span};
+use crate::script::compile::closest;
+
+/// The directory under the rules directory that holds the knowledge base.
+pub const KB_DIR: &str = "kb";
+
+/// One kb file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KbFile {
+    #[serde(default)]
+    products: Vec<Product>,
+    #[serde(default)]
+    faq: Vec<Faq>,
+}
+
+/// Reads every `*.yaml`/`*.yml` file in `root/kb` (not recursively) and builds the index.
+/// A missing `kb` directory is an empty knowledge base. Files are added to `sources`, so
+/// diagnostics can show them and the rule set's version covers them.
+pub fn load(root: &Path, sources: &mut SourceMap, diagnostics: &mut Vec<Diagnostic>) -> KnowledgeBase {
+    let dir = root.join(KB_DIR);
+    let mut paths: Vec<_> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return KnowledgeBase::default(),
+        Err(e) => {
+            let id = sources.add(dir.clone(), String::new());
+            diagnostics.push(Diagnostic::error(
+                Span::new(id, 0, 0),
+                format!("cannot read the knowledge-base directory: {e}"),
+            ));
+            return KnowledgeBase::default();
+        }
+    };
+    paths.sort();
+
+    let mut products: Vec<(FileId, Product)> = Vec::new();
+    let mut faqs: Vec<(FileId, Faq)> = Vec::new();
+    let mut files = Vec::new();
+    for path in paths {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                let id = sources.add(path.clone(), String::new());
+                diagnostics.push(Diagnostic::error(
+                    Span::new(id, 0, 0),
+                    format!("cannot read this file: {e}"),
+                ));
+                continue;
+            }
+        };
+        let parsed = if text.trim().is_empty() {
+            Ok(KbFile::default())
+        } else {
+            serde_yaml::from_str::<KbFile>(&text)
+        };
+        let id = sources.add(path.clone(), text);
+        files.push(path);
+        match parsed {
+            Ok(file) => {
+                products.extend(file.products.into_iter().map(|p| (id, p)));
+                faqs.extend(file.faq.into_iter().map(|f| (id, f)));
+            }
+            Err(e) => {
+                let file = sources.file(id);
+                let at = e.location().map_or(0, |l| file.offset_of(l.line(), l.column()));
+                let message = e.to_string();
+                let message = message.split(" at line ").next().unwrap_or(&message);
+                diagnostics.push(
+                    Diagnostic::error(
+                        Span::new(id, at, (at + 1).min(file.text.len()).max(at)),
+                        format!("invalid knowledge base: {message}"),
+                    )
+                    .with_help("a kb file holds `products:` and `faq:` lists; see docs/knowledge-base.md"),
+                );
+            }
+        }
+    }
+
+    check(&products, &faqs, sources, diagnostics);
+    KnowledgeBase::build(
+        products.into_iter().map(|(_, p)| p).collect(),
+        faqs.into_iter().map(|(_, f)| f).collect(),
+        files,
+    )
+}
+
+/// Checks across entries; every finding points at the entry's `id:` line.
+fn check<'a>(
+    products: &'a [(FileId, Product)],
+    faqs: &'a [(FileId, Faq)],
+    sources: &SourceMap,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let span_of = |file: FileId, key: &str, value: &str| locate(sources, file, key, value, 0);
+    // The n-th `id: X` line of a file belongs to the n-th entry with that id in it.
+    let mut occurrences: HashMap<(FileId, &str), usize> = HashMap::new();
+    let mut id_span = |file: FileId, id: &'a str| {
+        let n = occurrences.entry((file, id)).or_default();
+        *n += 1;
+        locate(sources, file, "id", id, *n - 1)
+    };
+
+    let mut seen: HashMap<&str, Span> = HashMap::new();
+    for (file, p) in products {
+        let span = id_span(*file, &p.id);
+        if let Some(first) = seen.insert(&p.id, span) {
+            diagnostics.push(
+                Diagnostic::error(span, format!("duplicate product `{}`", p.id))
+                    .with_label("defined again here")
+                    .with_secondary(first, "first defined here"),
+            );
+        }
+        if p.name.trim().is_empty() {
+            diagnostics.push(Diagnostic::error(span, format!("product `{}` has an empty name", p.id)));
+        }
+        if !(p.price >= 0.0 && p.price.is_finite()) {
+            diagnostics.push(Diagnostic::error(
+                span,
+                format!("product `{}` has a negative price", p.id),
+            ));
+        }
+        for color in p.stock.keys() {
+            if !p.colors.is_empty() && !p.colors.contains(color) {
+                diagnostics.push(
+                    Diagnostic::warning(
+                        or_entry(span_of(*file, color, ""), span),
+                        format!(
+                            "stock for `{color}`, which is not among the colours of product `{}`",
+                            p.id
+                        ),
+                    )
+                    .with_help(format!("its colours: {}", p.colors.join(", "))),
+                );
+            }
+        }
+    }
+
+    let product_ids: Vec<&str> = products.iter().map(|(_, p)| p.id.as_str()).collect();
+    let mut seen: HashMap<&str, Span> = HashMap::new();
+    let mut questions: HashMap<String, &str> = HashMap::new();
+    for (file, f) in faqs {
+        let span = id_span(*file, &f.id);
+        if let Some(first) = seen.insert(&f.id, span) {
+            diagnostics.push(
+                Diagnostic::error(span, format!("duplicate FAQ entry `{}`", f.id))
+                    .with_label("defined again here")
+                    .with_secondary(first, "first defined here"),
+            );
+        }
+        if f.question.trim().is_empty() {
+            diagnostics.push(Diagnostic::error(
+                span,
+                format!("FAQ entry `{}` has an empty question", f.id),
+            ));
+        }
+        if f.answer.trim().is_empty() {
+            diagnostics.push(Diagnostic::error(
+                span,
+                format!("FAQ entry `{}` has an empty answer", f.id),
+            ));
+        }
+        if f.variants.is_empty() {
+            diagnostics.push(
+                Diagnostic::warning(span, format!("FAQ entry `{}` has no variants", f.id))
+                    .with_help("customers seldom ask in the shop's words; add a few ways they ask it"),
+            );
+        }
+        for product in &f.products {
+            if !product_ids.contains(&product.as_str()) {
+                let mut d = Diagnostic::error(
+                    or_entry(span_of(*file, "products", product), span),
+                    format!("FAQ entry `{}` is about unknown product `{product}`", f.id),
+                );
+                if let Some(near) = closest(product, product_ids.iter().copied()) {
+                    d = d.with_help(format!("did you mean `{near}`?"));
+                }
+                diagnostics.push(d);
+            }
+        }
+        for q in std::iter::once(&f.question).chain(&f.variants) {
+            let key = super::text::cache_form(q);
+            match questions.get(&key) {
+                Some(other) if *other != f.id => diagnostics.push(Diagnostic::warning(
+                    span,
+                    format!("question `{q}` is given for FAQ entries `{other}` and `{}`", f.id),
+                )),
+                _ => {
+                    questions.insert(key, &f.id);
+                }
+            }
+        }
+    }
+}
+
+/// The span of `value` on the `skip`+1-th line of `file` that reads `key: value` (a list
+/// item's `- key: value` too; quotes allowed). With an empty `value`, a `key:` line. The
+/// start of the file when nothing matches: serde does not keep positions of parsed values.
+fn locate(sources: &SourceMap, file: FileId, key: &str, value: &str, mut skip: usize) -> Span {
+    let text = &sources.file(file).text;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let trimmed = trimmed.strip_prefix("- ").map_or(trimmed, str::trim_start);
+        if let Some(rest) = trimmed.strip_prefix(key).and_then(|r| r.trim_start().strip_prefix(':')) {
+            let rest_trimmed = rest.trim();
+            let unquoted = rest_trimmed.trim_matches(|c| c == '"' || c == '\'');
+            let hit = value.is_empty() || unquoted == value || (key == "products" && rest.contains(value));
+            if hit && skip > 0 {
+                skip -= 1;
+            } else if hit {
+                let start = offset + (line.len() - trimmed.len());
+                let (start, end) = match (value.is_empty(), line.find(value)) {
+                    (false, Some(i)) => (offset + i, offset + i + value.len()),
+                    _ => (start, start + key.len()),
+                };
+                return Span::new(file, start, end);
+            }
+        }
+        offset += line.len();
+    }
+    Span::new(file, 0, 0)
+}
+
+/// `span` unless [`locate`] found nothing (the empty span at the file start).
+fn or_entry(span: Span, entry: Span) -> Span {
+    if span.start == 0 && span.end == 0 { entry } else { span }
+}
