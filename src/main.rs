@@ -90,6 +90,11 @@ enum Command {
         /// with ones that have no notion of out-of-scope).
         #[arg(long)]
         closed_set: bool,
+        /// Also list every message predicted wrong, with the best intent's confidence and
+        /// the confidence in the right label (for improving examples on a development
+        /// set; do not tune on the held-out set).
+        #[arg(long)]
+        mistakes: bool,
     },
     /// Show what the safety filter makes of a text, as JSON: "why was this blocked?".
     ///
@@ -318,7 +323,8 @@ fn main() -> ExitCode {
             rules,
             json,
             closed_set,
-        } => eval(&data, &rules, json, closed_set),
+            mistakes,
+        } => eval(&data, &rules, json, closed_set, mistakes),
         Command::Safety { rules, text } => Ok(safety(&rules, text)),
         Command::Serve(args) => serve(*args).map(|()| ExitCode::SUCCESS),
         Command::Generate(args) => generate(&args).map(|()| ExitCode::SUCCESS),
@@ -383,7 +389,13 @@ fn safety(dir: &Path, text: Option<String>) -> ExitCode {
     }
 }
 
-fn eval(data: &std::path::Path, dir: &std::path::Path, json: bool, closed_set: bool) -> anyhow::Result<ExitCode> {
+fn eval(
+    data: &std::path::Path,
+    dir: &std::path::Path,
+    json: bool,
+    closed_set: bool,
+    mistakes: bool,
+) -> anyhow::Result<ExitCode> {
     let compiled = kefu::dsl::load_dir(dir);
     let Some(rules) = compiled.rules else {
         eprint!("{}", compiled.report.render_all(std::io::stderr().is_terminal()));
@@ -409,6 +421,10 @@ fn eval(data: &std::path::Path, dir: &std::path::Path, json: bool, closed_set: b
             training.cv_accuracy
         );
         text += &report.to_string();
+        if mistakes {
+            text += "\n";
+            text += &report.mistakes_table();
+        }
     }
     // A closed pipe (`kefu eval ... | head`) is not an error worth a message.
     match std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()) {

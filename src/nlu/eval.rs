@@ -134,6 +134,23 @@ pub struct Confusion {
     pub count: usize,
 }
 
+/// One message the classifier got wrong, with what it was thinking: whether the right
+/// intent was close (just under the threshold) or nowhere.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Mistake {
+    /// The message.
+    pub text: String,
+    /// The right label.
+    pub expected: String,
+    /// What was predicted (`oos` when no intent reached the threshold).
+    pub predicted: String,
+    /// The most probable declared intent and its confidence, whatever the threshold.
+    pub best: (String, f64),
+    /// The confidence the model had in the right label (the out-of-scope probability when
+    /// the right label is `oos`).
+    pub expected_confidence: f64,
+}
+
 /// The outcome of an evaluation.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -149,6 +166,8 @@ pub struct Report {
     pub per_intent: BTreeMap<String, LabelScores>,
     /// Mistakes, most frequent first.
     pub confusions: Vec<Confusion>,
+    /// Every message predicted wrong, in data order (`kefu eval --mistakes` prints them).
+    pub mistakes: Vec<Mistake>,
     /// Labels in the data that the rules do not declare (always wrong).
     pub unknown_labels: Vec<String>,
     /// Messages classified per second (one thread, features and classifier only).
@@ -229,6 +248,31 @@ pub fn evaluate(nlu: &Nlu, data: &[Labelled], closed_set: bool) -> Report {
         .collect();
     confusions.sort_by_key(|c| std::cmp::Reverse(c.count));
 
+    let mistakes = data
+        .iter()
+        .zip(&predicted)
+        .filter(|(d, p)| d.intent != p.as_str())
+        .map(|(d, p)| {
+            let c = nlu.classify(&d.text);
+            let best = (0..c.intents.len())
+                .max_by(|&a, &b| c.intents[a].total_cmp(&c.intents[b]).then(b.cmp(&a)))
+                .map_or((OUT_OF_SCOPE.to_string(), 0.0), |i| {
+                    (nlu.intents()[i].clone(), c.intents[i])
+                });
+            let expected_confidence = match nlu.intents().iter().position(|n| *n == d.intent) {
+                Some(i) => c.intents[i],
+                None => c.out_of_scope,
+            };
+            Mistake {
+                text: d.text.clone(),
+                expected: d.intent.clone(),
+                predicted: p.clone(),
+                best,
+                expected_confidence,
+            }
+        })
+        .collect();
+
     let declared: BTreeSet<&str> = nlu.intents().iter().map(String::as_str).collect();
     let unknown_labels = gold
         .iter()
@@ -245,6 +289,7 @@ pub fn evaluate(nlu: &Nlu, data: &[Labelled], closed_set: bool) -> Report {
         oos_recall,
         per_intent,
         confusions,
+        mistakes,
         unknown_labels,
         per_second: classified as f64 / elapsed.as_secs_f64().max(1e-9),
         threshold: (!closed_set).then(|| nlu.threshold()),
@@ -297,6 +342,21 @@ impl std::fmt::Display for Report {
             }
         }
         Ok(())
+    }
+}
+
+impl Report {
+    /// Every mistake on one line: expected, predicted, the best intent and its confidence,
+    /// the confidence in the right label, and the message.
+    pub fn mistakes_table(&self) -> String {
+        let mut out = String::from("expected → predicted (best intent p, p of expected): message\n");
+        for m in &self.mistakes {
+            out += &format!(
+                "{} → {} ({} {:.2}, {:.2}): {}\n",
+                m.expected, m.predicted, m.best.0, m.best.1, m.expected_confidence, m.text
+            );
+        }
+        out
     }
 }
 
