@@ -14,6 +14,7 @@
 //!
 //! ARCHITECTURE.md has the code map and the invariants.
 
+pub mod batch;
 pub mod conversation;
 pub mod dialogue;
 pub mod dsl;
