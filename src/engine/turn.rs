@@ -31,6 +31,8 @@ pub(super) struct Answer {
     pub handoff: Option<String>,
     /// The turn ended without a real answer (counts towards `session.failures`).
     pub failure: bool,
+    /// The answerer's own confidence, when it gives one (the model's).
+    pub confidence: Option<f64>,
 }
 
 impl Answer {
@@ -44,6 +46,7 @@ impl Answer {
             promotion: None,
             handoff: None,
             failure: false,
+            confidence: None,
         }
     }
 }
@@ -139,6 +142,7 @@ pub(super) fn run(
         );
         trace.push(step("safety", format!("blocked: {}", blocked.category)));
         response.trace = trace;
+        response.message = format!("［已屏蔽：{}］", blocked.category);
         return response;
     }
     let message = verdict.masked;
@@ -156,6 +160,7 @@ pub(super) fn run(
             Answer::new(AnswerSource::Human, ""),
         );
         response.handoff = Some(Handoff { reason });
+        response.message = message;
         response.trace.push(step(
             "takeover",
             "a human has this conversation; the message is queued for the agent",
@@ -668,7 +673,9 @@ impl Turn<'_> {
                     ),
                 ));
                 if verdict.confidence >= threshold {
-                    return Answer::new(AnswerSource::Llm, generation.text.trim().to_string());
+                    let mut answer = Answer::new(AnswerSource::Llm, generation.text.trim().to_string());
+                    answer.confidence = Some(verdict.confidence);
+                    return answer;
                 }
                 self.trace
                     .push(step("llm", format!("answer withheld: confidence below {threshold}")));
@@ -740,6 +747,7 @@ impl Turn<'_> {
         let mut response = response_for(self.rules, &self.session, &self.understanding, answer);
         response.trace = self.trace;
         response.covered = self.covered;
+        response.message = self.message;
         // Moved, not cloned: a session with a full history is the largest thing a turn
         // copies, and the HTTP service runs tens of thousands of turns a second.
         self.engine.sessions.put(self.session);
@@ -765,5 +773,8 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         trace: Vec::new(),
         latency_ms: 0.0,
         covered: Vec::new(),
+        message: String::new(),
+        answer_confidence: answer.confidence,
+        turn: session.turns,
     }
 }
