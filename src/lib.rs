@@ -16,6 +16,7 @@
 
 pub mod batch;
 pub mod conversation;
+pub mod data;
 pub mod dialogue;
 pub mod dsl;
 pub mod engine;
