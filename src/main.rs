@@ -482,7 +482,7 @@ fn data(command: DataCommand) -> Result<ExitCode> {
         DataCommand::Clean { logs, output, rules } => {
             let rules = load(&rules)?;
             let files = kefu::data::files(&logs)?;
-            let mut out = kefu::data::output(Some(&output))?;
+            let mut out = kefu::data::output(Some(&output), &files)?;
             kefu::data::clean::clean(&files, &rules, &mut out, &output)?.to_string()
         }
         DataCommand::Export {
@@ -505,7 +505,7 @@ fn data(command: DataCommand) -> Result<ExitCode> {
                 bot_answers: !agent_only,
             };
             let files = kefu::data::files(&logs)?;
-            let mut out = kefu::data::output(Some(&output))?;
+            let mut out = kefu::data::output(Some(&output), &files)?;
             kefu::data::export::export(&files, &options, &mut out, &output)?.to_string()
         }
     };

@@ -60,6 +60,9 @@ pub enum DataError {
     /// No log file was found.
     #[error("no conversation log files in {0}")]
     Empty(String),
+    /// The output is one of the inputs (it would be read while it is written).
+    #[error("{0} is both an input and the output")]
+    OutputIsInput(PathBuf),
 }
 
 /// A line that is not a record.
@@ -156,8 +159,14 @@ fn bad(stats: &mut ReadStats, path: &Path, line: u64, error: String) {
     }
 }
 
-/// Opens `path` for writing, or standard output for `None` or `-`.
-pub fn output(path: Option<&Path>) -> Result<Box<dyn std::io::Write>, DataError> {
+/// Opens `path` for writing, or standard output for `None` or `-`; refuses a path that
+/// is one of `inputs`.
+pub fn output(path: Option<&Path>, inputs: &[PathBuf]) -> Result<Box<dyn std::io::Write>, DataError> {
+    if let Some(out) = path.and_then(|p| std::fs::canonicalize(p).ok())
+        && inputs.iter().any(|i| std::fs::canonicalize(i).is_ok_and(|i| i == out))
+    {
+        return Err(DataError::OutputIsInput(out));
+    }
     match path {
         None => Ok(Box::new(std::io::BufWriter::new(std::io::stdout().lock()))),
         Some(p) if p.as_os_str() == "-" => Ok(Box::new(std::io::BufWriter::new(std::io::stdout().lock()))),
