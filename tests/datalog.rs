@@ -227,6 +227,38 @@ fn export_of_the_seeds_example_is_the_seeds_format() {
 }
 
 #[test]
+fn an_agent_answer_after_a_bot_handoff_is_exported() {
+    let dir = scratch("export-handoff");
+    let file = dir.join("log.jsonl");
+    let lines = [
+        json!({"kind": "turn", "ts": "2026-11-11T09:00:00+08:00", "session": "x", "turn": 1,
+               "message": "衣服破了个洞", "reply": "亲，正在为您转接人工客服，请稍候～", "source": "handoff",
+               "intent": "售后.质量问题", "confidence": 0.9, "handoff": "质量问题需人工核实",
+               "latency_ms": 0.05, "rules": "v1"}),
+        json!({"kind": "turn", "ts": "2026-11-11T09:00:20+08:00", "session": "x", "turn": 1,
+               "message": "在吗", "reply": "", "source": "human", "confidence": 0.0,
+               "handoff": "质量问题需人工核实", "latency_ms": 0.02, "rules": "v1"}),
+        json!({"kind": "agent", "ts": "2026-11-11T09:01:00+08:00", "session": "x", "text": "在的，给您补发一件。"}),
+        json!({"kind": "agent", "ts": "2026-11-11T09:01:10+08:00", "session": "x", "text": "运费我们出。"}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&file, text).unwrap();
+    let options = ExportOptions {
+        format: Format::Messages,
+        ..ExportOptions::default()
+    };
+    let mut out = Vec::new();
+    let summary = export::export(&[file], &options, &mut out, Path::new("-")).unwrap();
+    assert_eq!((summary.written, summary.agent), (1, 1), "{summary:?}");
+    // The handoff notice is not in the context; the second agent message answers nothing.
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"衣服破了个洞\\n在吗\"},\
+         {\"role\":\"assistant\",\"content\":\"在的，给您补发一件。\"}]}\n"
+    );
+}
+
+#[test]
 fn written_lines_have_phone_id_and_card_masked() {
     let dir = scratch("masking");
     let rules = safety_rules();

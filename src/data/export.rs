@@ -14,7 +14,7 @@
 //!
 //! Each example carries the conversation before the answer, at most `--context` earlier
 //! messages (6), so a flow's follow-up question makes sense; turns the safety filter
-//! answered are left out of it. Two formats:
+//! answered and the bot's handoff notices are left out of it. Two formats:
 //! - `sft`: the seeds' `{"input_text": "用户:…\n客服:…\n用户:…\n客服:", "target_text": "…"}`;
 //! - `messages`: chat JSONL, `{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}`,
 //!   starting with a user message, consecutive messages of one role joined by a newline.
@@ -180,7 +180,11 @@ pub fn export(
                         .or_default() += 1;
                 }
             }
-            if !turn.reply.is_empty() {
+            // A handoff notice ("正在为您转接人工客服") is not an answer: leaving it out of
+            // the context makes the agent's answer that follows the answer to the
+            // customer's question.
+            let handed_over = turn.handoff.is_some() && turn.source != AnswerSource::Human;
+            if !turn.reply.is_empty() && !handed_over {
                 push(context, Speaker::Assistant, &turn.reply, options.context);
             }
         }
