@@ -3,6 +3,7 @@
 #
 #   benches/load.sh                       # idle: only rule-answered traffic
 #   MODEL_LOAD=1 benches/load.sh          # the same while a (mock) model is generating
+#   CONVERSATION_LOG=/tmp/c benches/load.sh  # with the conversation log on (docs/data.md)
 #
 # Starts a release `kefu serve` on the demo shop, checks that every question of
 # benches/chat.lua is answered by a rule, then runs wrk (2 threads, 64 connections,
@@ -30,6 +31,7 @@ prepare
 log=$(mktemp)
 args=(--rules rules --no-watch --log-level "$LOG_LEVEL")
 [ "$MODEL_LOAD" = 1 ] && args+=(--mock-llm benches/slow_model.yaml)
+[ -n "${CONVERSATION_LOG:-}" ] && args+=(--conversation-log "$CONVERSATION_LOG")
 start_kefu "$log" "${args[@]}"
 trap 'stop_kefu; rm -f "$log"' EXIT
 check_rule_answered
@@ -70,3 +72,6 @@ echo "rule-answered turns: $(wrk_summary "$out")"
 # an otherwise idle machine, QPS is about (cores * 1e6) / (kefu + wrk microseconds).
 echo "CPU per request: kefu $(cpu_per_request "$kefu_ticks" "$requests") us, wrk ${wrk_us} us; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 rm -f "$out" "$out.time"
+if [ -n "${CONVERSATION_LOG:-}" ]; then
+  curl -s "http://$KEFU_ADDR/metrics" | grep '^kefu_conversation_log' || true
+fi

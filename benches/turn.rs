@@ -2,6 +2,10 @@
 //! and 10,000 rules so that the cost of more rules shows side by side (candidate lookup
 //! goes through the keyword automaton and the intent index, never a scan of every rule).
 //!
+//! `turn/demo/rule+log` is the demo turn with the conversation log on (the record built
+//! and handed to the batch; the flusher masks and writes on its own thread, as in
+//! `kefu serve`), so the difference from `turn/demo/rule` is what the log costs a turn.
+//!
 //! `cargo bench --bench turn`; criterion prints the median of each.
 
 use std::hint::black_box;
@@ -59,6 +63,27 @@ fn bench_turns(c: &mut Criterion) {
             black_box(demo.turn(request("这件T恤洗了会缩水吗", n)))
         })
     });
+
+    let logs = std::env::temp_dir().join(format!("kefu-bench-log-{}", std::process::id()));
+    let rules = demo.rules();
+    let (log, guard) =
+        kefu::data::ConversationLog::open(kefu::data::LogConfig::new(&logs), move || std::sync::Arc::clone(&rules))
+            .unwrap();
+    c.bench_function("turn/demo/rule+log", |b| {
+        b.iter(|| {
+            n += 1;
+            let response = demo.turn(request("这件T恤洗了会缩水吗", n));
+            log.turn(&response, Some("vip"), 0, 0);
+            black_box(response)
+        })
+    });
+    drop(guard);
+    let counts = log.counts();
+    println!(
+        "conversation log: {} lines written, {} dropped, {} failed",
+        counts.written, counts.dropped, counts.failed
+    );
+    std::fs::remove_dir_all(logs).unwrap();
 
     let mut group = c.benchmark_group("turn/generated");
     for size in [100usize, 10_000] {

@@ -14,7 +14,9 @@
 //!
 //! ARCHITECTURE.md has the code map and the invariants.
 
+pub mod batch;
 pub mod conversation;
+pub mod data;
 pub mod dialogue;
 pub mod dsl;
 pub mod engine;

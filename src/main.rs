@@ -54,6 +54,9 @@ enum Command {
         trace: bool,
         #[command(flatten)]
         model: ModelArgs,
+        /// Append the conversation to a conversation log in DIR (as `serve` does).
+        #[arg(long, value_name = "DIR")]
+        conversation_log: Option<PathBuf>,
     },
     /// Run the conversation tests in DIR/tests/*.yaml and the knowledge-base checks in
     /// DIR/tests/kb/*.yaml, print `N passed, N failed` and what the tests never exercised.
@@ -120,6 +123,14 @@ enum Command {
     /// one JSON line: prompt tokens, prompt ms, generated tokens, generation ms, tokens/s
     /// (aggregate and per stream). The benchmarks in benches/model.sh use it.
     Generate(Box<GenerateArgs>),
+    /// Clean a conversation log, or export fine-tuning data from one (docs/data.md).
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// The evaluation matrix of a conversation log (files or directories): answers by
+    /// source, intents, first-contact resolution, satisfaction, handoffs, safety hits,
+    /// latency percentiles, model tokens and cost per conversation, against the seeds'
+    /// targets. Bad lines are counted and listed, not fatal.
+    Report(ReportArgs),
 }
 
 /// Which model answers when no rule is confident.
@@ -221,6 +232,73 @@ struct GenerateArgs {
     warm: bool,
 }
 
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Drop test chatter ("测试", "test", empty messages) and sessions without a real
+    /// customer message, and mask personal data again. The summary goes to stderr.
+    Clean {
+        /// Log files or directories.
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+        /// Where the cleaned log goes (`-`: standard output).
+        #[arg(long, short, default_value = "-")]
+        output: PathBuf,
+        /// The rules whose PII settings mask the texts.
+        #[arg(long, default_value = "rules")]
+        rules: PathBuf,
+    },
+    /// Write fine-tuning examples from human agents' answers and confident bot answers.
+    /// The summary goes to stderr.
+    Export {
+        /// Log files or directories (cleaned first, preferably).
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+        /// `sft`: the seeds' {"input_text","target_text"}; `messages`: chat JSONL.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Sft)]
+        format: ExportFormat,
+        /// Where the examples go (`-`: standard output).
+        #[arg(long, short, default_value = "-")]
+        output: PathBuf,
+        /// Bot answers below this confidence are left out.
+        #[arg(long, default_value_t = 0.8)]
+        min_confidence: f64,
+        /// Conversations the customer scored below this give no examples.
+        #[arg(long, default_value_t = 3)]
+        min_feedback: u8,
+        /// Earlier messages kept as context in each example.
+        #[arg(long, default_value_t = 6)]
+        context: usize,
+        /// Only human agents' answers.
+        #[arg(long)]
+        agent_only: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Sft,
+    Messages,
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Log files or directories.
+    #[arg(required = true)]
+    logs: Vec<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Also write a self-contained HTML page with charts to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// 元 per 1,000 model tokens (prompt and generated).
+    #[arg(long, default_value_t = 0.002)]
+    price_per_1k: f64,
+    /// 元 per 1,000 generated tokens, when they cost more than prompt tokens.
+    #[arg(long)]
+    completion_price_per_1k: Option<f64>,
+}
+
 #[derive(clap::Args)]
 struct ServeArgs {
     /// The rules directory.
@@ -278,6 +356,13 @@ struct ServeArgs {
     /// Seconds a cached answer is reused.
     #[arg(long, default_value_t = 600)]
     answer_cache_ttl: u64,
+    /// Append every turn, agent answer, takeover, release and feedback, masked, to JSONL
+    /// files in DIR (docs/data.md). Off by default.
+    #[arg(long, value_name = "DIR")]
+    conversation_log: Option<PathBuf>,
+    /// Start a new conversation log file past this size (a new one also starts each day).
+    #[arg(long, default_value_t = 256)]
+    conversation_log_max_mb: u64,
 }
 
 /// How logs are written.
@@ -316,7 +401,8 @@ fn main() -> ExitCode {
             context,
             trace,
             model,
-        } => chat(&rules, user, context, trace, &model).map(|()| ExitCode::SUCCESS),
+            conversation_log,
+        } => chat(&rules, user, context, trace, &model, conversation_log).map(|()| ExitCode::SUCCESS),
         Command::Test { dir, verbose } => test(&dir, verbose),
         Command::Eval {
             data,
@@ -328,6 +414,8 @@ fn main() -> ExitCode {
         Command::Safety { rules, text } => Ok(safety(&rules, text)),
         Command::Serve(args) => serve(*args).map(|()| ExitCode::SUCCESS),
         Command::Generate(args) => generate(&args).map(|()| ExitCode::SUCCESS),
+        Command::Data(command) => data(command),
+        Command::Report(args) => report(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("kefu: {e:#}");
@@ -496,6 +584,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         Some(path) => Some(kefu::server::model::load_mock(path)?),
         None => args.model.open()?,
     };
+    config.conversation_log = args.conversation_log.map(|dir| kefu::data::LogConfig {
+        max_bytes: args.conversation_log_max_mb.saturating_mul(1024 * 1024),
+        ..kefu::data::LogConfig::new(dir)
+    });
+    if let Some(path) = &args.mock_llm {
+        config.llm = Some(kefu::server::model::load_mock(path)?);
+    }
     config.limits = kefu::server::Limits {
         max_body_bytes: args.max_body_bytes,
         max_message_chars: args.max_message_chars,
@@ -557,13 +652,96 @@ fn json_map(text: Option<String>, what: &str) -> Result<Option<serde_json::Map<S
         .transpose()
 }
 
-fn chat(dir: &Path, user: Option<String>, context: Option<String>, mut trace: bool, model: &ModelArgs) -> Result<()> {
+fn data(command: DataCommand) -> Result<ExitCode> {
+    let summary = match command {
+        DataCommand::Clean { logs, output, rules } => {
+            let rules = load(&rules)?;
+            let files = kefu::data::files(&logs)?;
+            let mut out = kefu::data::output(Some(&output), &files)?;
+            kefu::data::clean::clean(&files, &rules, &mut out, &output)?.to_string()
+        }
+        DataCommand::Export {
+            logs,
+            format,
+            output,
+            min_confidence,
+            min_feedback,
+            context,
+            agent_only,
+        } => {
+            let options = kefu::data::export::ExportOptions {
+                format: match format {
+                    ExportFormat::Sft => kefu::data::export::Format::Sft,
+                    ExportFormat::Messages => kefu::data::export::Format::Messages,
+                },
+                min_confidence,
+                min_feedback,
+                context,
+                bot_answers: !agent_only,
+            };
+            let files = kefu::data::files(&logs)?;
+            let mut out = kefu::data::output(Some(&output), &files)?;
+            kefu::data::export::export(&files, &options, &mut out, &output)?.to_string()
+        }
+    };
+    eprint!("{summary}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(args: ReportArgs) -> Result<ExitCode> {
+    let options = kefu::data::report::ReportOptions {
+        price_prompt_per_1k: args.price_per_1k,
+        price_completion_per_1k: args.completion_price_per_1k.unwrap_or(args.price_per_1k),
+    };
+    let files = kefu::data::files(&args.logs)?;
+    let report = kefu::data::report::report(&files, &options)?;
+    if let Some(path) = &args.html {
+        std::fs::write(path, kefu::data::html::render(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let text = if args.json {
+        serde_json::to_string(&report)? + "\n"
+    } else {
+        report.to_string()
+    };
+    // A closed pipe (`kefu report ... | head`) is not an error worth a message.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn chat(
+    dir: &Path,
+    user: Option<String>,
+    context: Option<String>,
+    mut trace: bool,
+    model: &ModelArgs,
+    conversation_log: Option<PathBuf>,
+) -> Result<()> {
     let mut user = json_map(user, "user")?;
     let mut context = json_map(context, "context")?;
     let mut engine = Engine::new(load(dir)?);
     if let Some(llm) = model.open()? {
         engine = engine.with_llm(llm);
     }
+    let engine = Arc::new(engine);
+    // The guard writes what is left when the chat ends.
+    let (log, _log_guard) = match conversation_log {
+        Some(dir) => {
+            let current = Arc::clone(&engine);
+            let (log, guard) =
+                kefu::data::ConversationLog::open(kefu::data::LogConfig::new(dir), move || current.rules())?;
+            (Some(log), Some(guard))
+        }
+        None => (None, None),
+    };
+    let segment = |user: &Option<serde_json::Map<String, serde_json::Value>>| {
+        user.as_ref()
+            .and_then(|u| u.get("segment"))
+            .and_then(|s| s.as_str())
+            .map(str::to_string)
+    };
     let mut editor = rustyline::DefaultEditor::new()?;
     let history = std::env::temp_dir().join("kefu-chat-history");
     let _ = editor.load_history(&history);
@@ -590,7 +768,8 @@ fn chat(dir: &Path, user: Option<String>, context: Option<String>, mut trace: bo
             match name {
                 "help" => println!(
                     ":trace (toggle the decision trace)  :session  :tickets  :reset (new conversation)\n\
-                     :user JSON  :context JSON  :takeover  :reply TEXT (as the agent)  :release  :quit"
+                     :user JSON  :context JSON  :takeover  :reply TEXT (as the agent)  :release\n\
+                     :feedback SCORE [COMMENT] (1-5, as the customer)  :quit"
                 ),
                 "trace" => {
                     trace = !trace;
@@ -607,16 +786,42 @@ fn chat(dir: &Path, user: Option<String>, context: Option<String>, mut trace: bo
                 "context" => context = json_map(Some(arg.to_string()), "context")?,
                 "takeover" => {
                     engine.takeover(&session, Some("editor".into()));
+                    if let Some(l) = &log {
+                        l.takeover(&session, Some("editor"));
+                    }
                     println!("taken over: the bot stays silent until :release");
                 }
                 "reply" => match engine.agent_reply(&session, arg) {
-                    Ok(_) => println!("客服> {arg}"),
+                    Ok(_) => {
+                        if let Some(l) = &log {
+                            l.agent_reply(&session, Some("editor"), arg);
+                        }
+                        println!("客服> {arg}")
+                    }
                     Err(e) => println!("{e}"),
                 },
                 "release" => match engine.release(&session) {
-                    Ok(_) => println!("released: the bot answers again"),
+                    Ok(_) => {
+                        if let Some(l) = &log {
+                            l.release(&session);
+                        }
+                        println!("released: the bot answers again")
+                    }
                     Err(e) => println!("{e}"),
                 },
+                "feedback" => {
+                    let (score, comment) = arg.split_once(' ').unwrap_or((arg, ""));
+                    match score.parse::<u8>() {
+                        Ok(score @ 1..=5) => {
+                            let comment = Some(comment.trim()).filter(|c| !c.is_empty());
+                            if let Some(l) = &log {
+                                l.feedback(&session, score, comment);
+                            }
+                            println!("feedback {score} noted");
+                        }
+                        _ => println!(":feedback takes a score from 1 to 5"),
+                    }
+                }
                 "quit" | "q" => break,
                 other => println!("unknown command :{other}; :help lists them"),
             }
@@ -630,6 +835,9 @@ fn chat(dir: &Path, user: Option<String>, context: Option<String>, mut trace: bo
             as_of: None,
         };
         let response = engine.turn(request);
+        if let Some(log) = &log {
+            log.turn(&response, segment(&user).as_deref(), 0, 0);
+        }
         if !response.reply.is_empty() {
             println!("客服> {}", response.reply);
         }

@@ -144,6 +144,19 @@ pub struct TurnResponse {
     /// `kefu test`'s coverage line.
     #[serde(skip)]
     pub covered: Vec<String>,
+    /// The customer's message as the turn kept it (personal data and `mask` words
+    /// replaced; a blocked message as `［已屏蔽：类别］`), for the conversation log. Not
+    /// sent: the caller already has the message.
+    #[serde(skip)]
+    pub message: String,
+    /// The answer's own confidence when its answerer gives one (the model's judged
+    /// confidence); `None` for rule, flow and promotion answers, whose fit is `confidence`.
+    #[serde(skip)]
+    pub answer_confidence: Option<f64>,
+    /// The session's count of answered turns after this one (`Session::turns`); a blocked
+    /// message or one queued for an agent repeats the previous count.
+    #[serde(skip)]
+    pub turn: u32,
 }
 
 /// Settings of an engine that are not part of the rules.

@@ -37,6 +37,8 @@ pub(super) struct Answer {
     pub handoff: Option<String>,
     /// The turn ended without a real answer (counts towards `session.failures`).
     pub failure: bool,
+    /// The answerer's own confidence, when it gives one (the model's).
+    pub confidence: Option<f64>,
 }
 
 impl Answer {
@@ -51,6 +53,7 @@ impl Answer {
             faq: None,
             handoff: None,
             failure: false,
+            confidence: None,
         }
     }
 }
@@ -157,6 +160,7 @@ pub(super) fn run(
         );
         trace.push(step("safety", format!("blocked: {}", blocked.category)));
         response.trace = trace;
+        response.message = format!("［已屏蔽：{}］", blocked.category);
         return response;
     }
     let message = verdict.masked;
@@ -174,6 +178,7 @@ pub(super) fn run(
             Answer::new(AnswerSource::Human, ""),
         );
         response.handoff = Some(Handoff { reason });
+        response.message = message;
         response.trace.push(step(
             "takeover",
             "a human has this conversation; the message is queued for the agent",
@@ -803,7 +808,9 @@ impl Turn<'_> {
                             origin: llm.name().to_string(),
                         },
                     );
-                    return Answer::new(AnswerSource::Llm, reply);
+                    let mut answer = Answer::new(AnswerSource::Llm, reply);
+                    answer.confidence = Some(verdict.confidence);
+                    return answer;
                 }
                 self.trace
                     .push(step("llm", format!("answer withheld: confidence below {threshold}")));
@@ -902,6 +909,7 @@ impl Turn<'_> {
         let mut response = response_for(self.rules, &self.session, &self.understanding, answer);
         response.trace = self.trace;
         response.covered = self.covered;
+        response.message = self.message;
         // Moved, not cloned: a session with a full history is the largest thing a turn
         // copies, and the HTTP service runs tens of thousands of turns a second.
         self.engine.sessions.put(self.session);
@@ -928,5 +936,8 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         trace: Vec::new(),
         latency_ms: 0.0,
         covered: Vec::new(),
+        message: String::new(),
+        answer_confidence: answer.confidence,
+        turn: session.turns,
     }
 }

@@ -2,12 +2,17 @@
 //!
 //! Requests by route and status, request latency by route, answers by source, handoffs to
 //! people, safety hits, rule reloads by outcome, model tokens, satisfaction scores,
-//! background jobs, and answer-cache lookups with their hit ratio. Routes are labelled by their pattern (`/v1/sessions/{id}`), never by
+//! background jobs, answer-cache lookups with their hit ratio, and the conversation log's
+//! written, dropped and failed lines (only when the log is on). Routes are labelled by
+//! their pattern (`/v1/sessions/{id}`), never by
 //! the raw path, so that session ids cannot blow up the number of series.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use std::sync::atomic::AtomicU64;
@@ -16,6 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::data::ConversationLog;
 use crate::engine::AnswerSource;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,6 +77,48 @@ pub struct Metrics {
     in_flight: Gauge,
     cache_lookups: Family<OutcomeLabels, Counter>,
     cache_hit_ratio: Gauge<f64, AtomicU64>,
+    conversation_log: Arc<OnceLock<ConversationLog>>,
+}
+
+/// Reads the conversation log's own counts at each scrape (the log counts on its flusher
+/// thread; copying them into counters would be a second set of atomics to keep in step).
+#[derive(Clone)]
+struct LogCollector(Arc<OnceLock<ConversationLog>>);
+
+impl std::fmt::Debug for LogCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogCollector")
+    }
+}
+
+impl Collector for LogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(log) = self.0.get() else {
+            return Ok(());
+        };
+        let counts = log.counts();
+        for (name, help, value) in [
+            (
+                "conversation_log_lines",
+                "Conversation log lines written",
+                counts.written,
+            ),
+            (
+                "conversation_log_dropped",
+                "Conversation log records dropped because too much was waiting to be written",
+                counts.dropped,
+            ),
+            (
+                "conversation_log_failed",
+                "Conversation log lines lost to write errors",
+                counts.failed,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for Metrics {
@@ -131,6 +179,8 @@ impl Metrics {
             "Answer-cache hits over lookups since start",
             cache_hit_ratio.clone(),
         );
+        let conversation_log = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(LogCollector(Arc::clone(&conversation_log))));
         // Series that exist from the start, at zero, so that dashboards and alerts on rates
         // see them before the first event.
         for kind in ["prompt", "completion"] {
@@ -158,6 +208,7 @@ impl Metrics {
             in_flight,
             cache_lookups,
             cache_hit_ratio,
+            conversation_log,
         }
     }
 
@@ -176,6 +227,11 @@ impl Metrics {
         // Two reads race with other lookups; the ratio is approximate by a lookup or two,
         // which a dashboard cannot tell apart. The counters are exact.
         self.cache_hit_ratio.set(hits as f64 / (hits + misses).max(1) as f64);
+    }
+
+    /// Serves the conversation log's counts from now on (once; later calls are ignored).
+    pub fn watch_conversation_log(&self, log: ConversationLog) {
+        let _ = self.conversation_log.set(log);
     }
 
     /// Counts a request and its latency.

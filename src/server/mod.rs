@@ -53,6 +53,8 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::batch::FlushGuard;
+use crate::data::ConversationLog;
 use crate::dialogue::TicketStore;
 use crate::engine::EngineConfig;
 use crate::jobs::{DeliverTicket, JobConfig, JobQueue};
@@ -83,6 +85,9 @@ pub enum ServeError {
     /// The rules watcher could not start.
     #[error(transparent)]
     Watch(#[from] crate::reload::ReloadError),
+    /// The conversation log could not be opened.
+    #[error(transparent)]
+    ConversationLog(#[from] crate::data::writer::LogError),
     /// Binding, the runtime, or signals.
     #[error("{what}")]
     Io {
@@ -155,6 +160,9 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Engine settings (answer-cache size and TTL, model limits).
     pub engine: EngineConfig,
+    /// Append every turn, agent answer, takeover, release and feedback to a conversation
+    /// log (`kefu serve --conversation-log DIR`); off when `None`.
+    pub conversation_log: Option<crate::data::LogConfig>,
 }
 
 impl ServeConfig {
@@ -172,6 +180,7 @@ impl ServeConfig {
             jobs: JobConfig::default(),
             limits: Limits::default(),
             engine: EngineConfig::default(),
+            conversation_log: None,
         }
     }
 }
@@ -190,6 +199,8 @@ pub struct State {
     pub sessions: Arc<dyn SessionStore>,
     /// Client limits.
     pub limits: Limits,
+    /// The conversation log, when it is on.
+    pub conversation_log: Option<ConversationLog>,
     admin_token: Option<String>,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
     turns: Arc<Semaphore>,
@@ -203,6 +214,8 @@ pub struct State {
 pub struct Service {
     state: Arc<State>,
     _watcher: Option<WatchHandle>,
+    /// Writes what the conversation log holds when the service ends.
+    _log: Option<FlushGuard>,
 }
 
 impl Service {
@@ -255,6 +268,15 @@ impl Service {
             engine = engine.with_llm(Arc::new(model::Metered::new(Arc::clone(llm), Arc::clone(&metrics))));
         }
         let engine = Arc::new(engine);
+        let (conversation_log, log_guard) = match config.conversation_log.clone() {
+            Some(log) => {
+                let current = Arc::clone(&engine);
+                let (log, guard) = ConversationLog::open(log, move || current.rules())?;
+                metrics.watch_conversation_log(log.clone());
+                (Some(log), Some(guard))
+            }
+            None => (None, None),
+        };
         let reload_metrics = Arc::clone(&metrics);
         let reloader = Arc::new(
             Reloader::new(&config.rules, Arc::clone(&engine)).with_observer(move |_, outcome| {
@@ -278,6 +300,7 @@ impl Service {
             sessions,
             turns: Arc::new(Semaphore::new(config.limits.max_in_flight.max(1))),
             limits: config.limits,
+            conversation_log,
             admin_token: config.admin_token.filter(|t| !t.is_empty()),
             limiter,
             remote_sessions,
@@ -286,6 +309,7 @@ impl Service {
         Ok(Service {
             state,
             _watcher: watcher,
+            _log: log_guard,
         })
     }
 
@@ -605,6 +629,7 @@ impl State {
         let permit = self.turn_permit()?;
         self.metrics.in_flight().inc();
         let chars = request.message.chars().count();
+        let segment = self.segment(&request);
         let result = if self.turns_may_block() {
             let engine = Arc::clone(&self.engine);
             tokio::task::spawn_blocking(move || model::with_usage(|| engine.turn(request)))
@@ -626,7 +651,7 @@ impl State {
         self.metrics.in_flight().dec();
         drop(permit);
         let (response, usage) = result?;
-        self.record_turn(&response, chars);
+        self.record_turn(&response, chars, usage, segment.as_deref());
         Ok((response, usage))
     }
 
@@ -643,8 +668,9 @@ impl State {
         state.metrics.in_flight().inc();
         tokio::task::spawn_blocking(move || {
             let chars = request.message.chars().count();
+            let segment = state.segment(&request);
             let (response, usage) = model::with_usage(|| state.engine.turn_streaming(request, &mut on_delta));
-            state.record_turn(&response, chars);
+            state.record_turn(&response, chars, usage, segment.as_deref());
             finish(&response, usage);
             state.metrics.in_flight().dec();
             drop(permit);
@@ -652,10 +678,21 @@ impl State {
         Ok(())
     }
 
-    /// Metrics and the per-turn log line. Message text is never logged (it may hold
-    /// personal data): only its length.
-    fn record_turn(&self, response: &TurnResponse, chars: usize) {
+    /// The customer's segment (`user.segment`), for the conversation log when it is on.
+    fn segment(&self, request: &TurnRequest) -> Option<String> {
+        self.conversation_log.as_ref()?;
+        let segment = request.user.as_ref()?.get("segment")?.as_str()?;
+        Some(segment.to_string())
+    }
+
+    /// Metrics, the per-turn log line and the conversation log. Message text is never in
+    /// the tracing log (it may hold personal data): only its length; the conversation log
+    /// has it masked.
+    fn record_turn(&self, response: &TurnResponse, chars: usize, usage: model::Usage, segment: Option<&str>) {
         self.metrics.answer(response.source, response.handoff.is_some());
+        if let Some(log) = &self.conversation_log {
+            log.turn(response, segment, usage.prompt, usage.completion);
+        }
         tracing::info!(
             session = %response.session_id,
             source = metrics::source_name(response.source),

@@ -54,6 +54,9 @@ pub(super) async fn takeover(state: &Arc<State>, id: &str, req: Request<Incoming
     let key = id.to_string();
     let session = state.with_store(move |s| s.engine.takeover(&key, body.agent)).await?;
     state.metrics.takeover();
+    if let Some(log) = &state.conversation_log {
+        log.takeover(id, session.takeover.as_ref().and_then(|t| t.agent.as_deref()));
+    }
     tracing::info!(
         session = id,
         agent = session.takeover.as_ref().and_then(|t| t.agent.as_deref()),
@@ -75,10 +78,14 @@ pub(super) async fn reply(state: &Arc<State>, id: &str, req: Request<Incoming>) 
     let body: ReplyBody = read_json(req, state.limits.max_body_bytes, false).await?;
     check_message(&body.message, "message", &state.limits)?;
     let key = id.to_string();
+    let text = state.conversation_log.as_ref().map(|_| body.message.clone());
     let session = state
         .with_store(move |s| s.engine.agent_reply(&key, &body.message))
         .await?
         .map_err(engine_error)?;
+    if let (Some(log), Some(text)) = (&state.conversation_log, text) {
+        log.agent_reply(id, session.takeover.as_ref().and_then(|t| t.agent.as_deref()), &text);
+    }
     tracing::info!(session = id, "agent replied");
     Ok(json_response(StatusCode::OK, &session))
 }
@@ -90,6 +97,9 @@ pub(super) async fn release(state: &Arc<State>, id: &str) -> Result<Response<Bod
         .with_store(move |s| s.engine.release(&key))
         .await?
         .map_err(engine_error)?;
+    if let Some(log) = &state.conversation_log {
+        log.release(id);
+    }
     tracing::info!(session = id, "released to the bot");
     Ok(json_response(StatusCode::OK, &session))
 }
@@ -143,6 +153,9 @@ pub(super) async fn feedback(state: &Arc<State>, id: &str, req: Request<Incoming
         return Err(ApiError::not_found(format!("no session `{id}`")));
     };
     state.metrics.feedback(score);
+    if let (Some(log), Some(given)) = (&state.conversation_log, session.feedback.last()) {
+        log.feedback(id, given.score, given.comment.as_deref());
+    }
     tracing::info!(session = id, score, "feedback");
     Ok(json_response(
         StatusCode::OK,

@@ -1,0 +1,214 @@
+//! One line of the conversation log: what happened in a conversation, when, and on which
+//! rules.
+//!
+//! Every line is one JSON object with a `kind`: `turn` (a customer message and kefu's
+//! answer, with its provenance and cost), `agent` (a human agent's answer), `takeover`
+//! and `release` (the agent console's emergency button and its undo), and `feedback` (the
+//! customer's 1-5 score). All carry `ts` (RFC 3339 in the shop's time zone) and `session`.
+//! Texts are masked before they are written (see [`writer`](super::writer)). Readers
+//! accept unknown fields, so lines written by a newer kefu still read.
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::AnswerSource;
+
+/// One line of the conversation log.
+// Nearly every record is a turn: boxing it would add an allocation to the common case to
+// save memory on the rare ones.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    /// A customer message and kefu's answer.
+    Turn(TurnRecord),
+    /// A human agent's answer to a conversation they took over.
+    Agent(AgentRecord),
+    /// An agent took the conversation over (the bot stays silent until released).
+    Takeover(TakeoverRecord),
+    /// The agent gave the conversation back to the bot.
+    Release(ReleaseRecord),
+    /// The customer's satisfaction score.
+    Feedback(FeedbackRecord),
+}
+
+impl Record {
+    /// When it happened.
+    pub fn ts(&self) -> DateTime<FixedOffset> {
+        match self {
+            Record::Turn(r) => r.ts,
+            Record::Agent(r) => r.ts,
+            Record::Takeover(r) => r.ts,
+            Record::Release(r) => r.ts,
+            Record::Feedback(r) => r.ts,
+        }
+    }
+
+    /// The conversation.
+    pub fn session(&self) -> &str {
+        match self {
+            Record::Turn(r) => &r.session,
+            Record::Agent(r) => &r.session,
+            Record::Takeover(r) => &r.session,
+            Record::Release(r) => &r.session,
+            Record::Feedback(r) => &r.session,
+        }
+    }
+
+    /// The texts people wrote or were shown, for masking in place.
+    pub fn texts_mut(&mut self) -> Vec<&mut String> {
+        match self {
+            Record::Turn(r) => vec![&mut r.message, &mut r.reply],
+            Record::Agent(r) => vec![&mut r.text],
+            Record::Feedback(r) => r.comment.iter_mut().collect(),
+            Record::Takeover(_) | Record::Release(_) => Vec::new(),
+        }
+    }
+
+    /// A rough size in bytes, for bounding what waits to be written.
+    pub fn weight(&self) -> usize {
+        let texts = match self {
+            Record::Turn(r) => r.message.len() + r.reply.len(),
+            Record::Agent(r) => r.text.len(),
+            Record::Feedback(r) => r.comment.as_ref().map_or(0, String::len),
+            Record::Takeover(_) | Record::Release(_) => 0,
+        };
+        256 + texts
+    }
+}
+
+/// A customer message and kefu's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TurnRecord {
+    /// When the answer was given.
+    pub ts: DateTime<FixedOffset>,
+    /// The conversation.
+    pub session: String,
+    /// The session's count of answered turns after this one; a blocked message or one
+    /// queued for an agent repeats the previous count.
+    pub turn: u32,
+    /// The customer's segment (`user.segment`: `vip`, `new`...), when the caller sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<String>,
+    /// The customer's message, masked.
+    pub message: String,
+    /// kefu's answer, masked (empty while an agent has the conversation).
+    pub reply: String,
+    /// What answered.
+    pub source: AnswerSource,
+    /// The rule that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The promotion that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<String>,
+    /// The flow that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    /// The flow step that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The understood intent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    /// The intent's confidence.
+    pub confidence: f64,
+    /// The answer's own confidence when its answerer gives one (the model's judged
+    /// confidence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_confidence: Option<f64>,
+    /// Why the conversation went to a human, when it did (also set on messages queued
+    /// for an agent who has the conversation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<String>,
+    /// What the safety filter did in this turn (`pii phone`, `mask 脏话`, `blocked: 政治`,
+    /// `reply masked: pii phone`...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub safety: Vec<String>,
+    /// Time the engine spent on the turn, in milliseconds.
+    pub latency_ms: f64,
+    /// Model prompt tokens.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prompt_tokens: u32,
+    /// Model generated tokens.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub completion_tokens: u32,
+    /// The rule set that answered.
+    pub rules: String,
+    /// The kefu node that answered.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A human agent's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// When it was sent.
+    pub ts: DateTime<FixedOffset>,
+    /// The conversation.
+    pub session: String,
+    /// The agent, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// What the agent wrote, masked.
+    pub text: String,
+}
+
+/// An agent took a conversation over.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TakeoverRecord {
+    /// When.
+    pub ts: DateTime<FixedOffset>,
+    /// The conversation.
+    pub session: String,
+    /// The agent, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+/// An agent gave a conversation back to the bot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseRecord {
+    /// When.
+    pub ts: DateTime<FixedOffset>,
+    /// The conversation.
+    pub session: String,
+}
+
+/// The customer's satisfaction score.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackRecord {
+    /// When it was given.
+    pub ts: DateTime<FixedOffset>,
+    /// The conversation.
+    pub session: String,
+    /// 1 (very unhappy) to 5 (very happy).
+    pub score: u8,
+    /// What the customer added, masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// What the safety filter did in a turn, from its trace: the input findings one by one
+/// (`pii phone`, `mask 脏话`, `block 竞品`) and the steps after understanding as written
+/// (`reply masked: pii phone`, `reply blocked: 竞品`, `model answer blocked: 政治`). The
+/// input's `blocked: X` step is left out: its `block X` finding and `source: safety`
+/// already say it.
+pub fn safety_hits(trace: &[crate::engine::TraceStep]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for step in trace.iter().filter(|s| s.stage == "safety") {
+        if step.detail.starts_with("blocked: ") {
+            continue;
+        }
+        if step.detail.contains(':') {
+            hits.push(step.detail.clone());
+        } else {
+            hits.extend(step.detail.split(", ").map(str::to_string));
+        }
+    }
+    hits
+}

@@ -1,0 +1,906 @@
+//! `kefu report`: the seeds' evaluation matrix (评估矩阵) from a conversation log.
+//!
+//! Definitions (the text and JSON say the same):
+//! - **sessions**: conversations with at least one customer turn.
+//! - **first-contact resolution**: sessions where the bot never handed over and no agent
+//!   took over, out of all sessions (seed target: above 85%).
+//! - **satisfaction**: every feedback score counts (a customer who scores twice counts
+//!   twice); the mean and the share of 4s and 5s (seed target: a mean of 4.5 or more).
+//! - **handoffs**: sessions handed to a person, by the bot (a turn with a `handoff`
+//!   reason) or by an agent's takeover; each session counts once, under its first reason.
+//!   Customer messages queued while an agent has the conversation (`source: human`) are
+//!   not new handoffs.
+//! - **safety**: turns where the filter found something (a finding in the message, a
+//!   masked or blocked reply); `blocked` are turns answered by the safety filter.
+//! - **latency**: the engine's time per turn, all turns and per source. Percentiles are
+//!   exact, by the nearest-rank method (the smallest value with at least p% of the turns
+//!   at or below it), over every turn, not sampled.
+//! - **cost**: model tokens times the price per 1,000 tokens (`--price-per-1k`, prompt and
+//!   generated may differ), divided by sessions (seed target: under 0.03 元).
+//! - **intent F1** cannot come from a log (it needs labels): `kefu eval` measures it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::{self, Write as _};
+use std::path::PathBuf;
+
+use chrono::{DateTime, FixedOffset, TimeZone};
+use serde::Serialize;
+
+use super::{DataError, ReadStats, Record};
+use crate::engine::AnswerSource;
+use crate::server::metrics::source_name;
+
+/// Every answer source, in the order reports list them when counts tie.
+const SOURCES: [AnswerSource; 10] = [
+    AnswerSource::Rule,
+    AnswerSource::Flow,
+    AnswerSource::Promotion,
+    AnswerSource::Faq,
+    AnswerSource::Cache,
+    AnswerSource::Llm,
+    AnswerSource::Fallback,
+    AnswerSource::Safety,
+    AnswerSource::Handoff,
+    AnswerSource::Human,
+];
+
+fn source_index(source: AnswerSource) -> usize {
+    SOURCES.iter().position(|&s| s == source).unwrap_or(0)
+}
+
+/// Prices and other settings of a report.
+#[derive(Clone, Debug)]
+pub struct ReportOptions {
+    /// 元 per 1,000 prompt tokens.
+    pub price_prompt_per_1k: f64,
+    /// 元 per 1,000 generated tokens.
+    pub price_completion_per_1k: f64,
+}
+
+impl Default for ReportOptions {
+    /// 0.002 元 per 1,000 tokens, prompt and generated: the order of a small hosted
+    /// model's price, a stand-in until the shop sets its own.
+    fn default() -> Self {
+        ReportOptions {
+            price_prompt_per_1k: 0.002,
+            price_completion_per_1k: 0.002,
+        }
+    }
+}
+
+/// A count and its share of a whole.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Count {
+    /// What is counted.
+    pub name: String,
+    /// How many.
+    pub count: u64,
+    /// `count` over the whole (0 when the whole is empty).
+    pub share: f64,
+}
+
+/// An intent's turns.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IntentCount {
+    /// The intent (`(none)` for turns without one).
+    pub name: String,
+    /// Turns.
+    pub count: u64,
+    /// Share of all turns.
+    pub share: f64,
+    /// Mean intent confidence.
+    pub mean_confidence: f64,
+}
+
+/// A part of a whole.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Rate {
+    /// The part.
+    pub count: u64,
+    /// The whole.
+    pub of: u64,
+    /// `count / of`, none when the whole is empty.
+    pub rate: Option<f64>,
+}
+
+impl Rate {
+    fn new(count: u64, of: u64) -> Self {
+        Rate {
+            count,
+            of,
+            rate: (of > 0).then(|| count as f64 / of as f64),
+        }
+    }
+}
+
+/// Feedback scores.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Satisfaction {
+    /// Scores given.
+    pub scores: u64,
+    /// Sessions with at least one score.
+    pub sessions: u64,
+    /// The mean score.
+    pub mean: Option<f64>,
+    /// The share of scores of 4 or 5.
+    pub share_4_or_5: Option<f64>,
+    /// How many 1s, 2s, 3s, 4s and 5s.
+    pub by_score: [u64; 5],
+}
+
+/// Conversations handed to people.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Handoffs {
+    /// Sessions handed over, and the share of all sessions.
+    pub sessions: Rate,
+    /// Of which handed over by the bot first.
+    pub by_bot: u64,
+    /// Of which taken over by an agent without a bot handoff first.
+    pub by_agent: u64,
+    /// Sessions by their first reason.
+    pub reasons: Vec<Count>,
+    /// Agents' answers.
+    pub agent_replies: u64,
+}
+
+/// What the safety filter did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SafetyFigures {
+    /// Turns where the filter found something, and their share of all turns.
+    pub turns: Rate,
+    /// Turns answered by the safety filter.
+    pub blocked: u64,
+    /// Findings by kind (`pii phone`, `block 竞品`, `reply masked: pii phone`...).
+    pub findings: Vec<Count>,
+}
+
+/// Latency of a set of turns, in milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Latency {
+    /// `all` or a source.
+    pub source: String,
+    /// Turns.
+    pub turns: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Median (nearest rank).
+    pub p50: f64,
+    /// 90th percentile (nearest rank).
+    pub p90: f64,
+    /// 99th percentile (nearest rank).
+    pub p99: f64,
+    /// Slowest.
+    pub max: f64,
+}
+
+/// One bar of the latency histogram: turns with `from_ms <= latency < to_ms`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Bin {
+    /// Lower bound.
+    pub from_ms: f64,
+    /// Upper bound.
+    pub to_ms: f64,
+    /// Turns.
+    pub count: u64,
+}
+
+/// Model tokens and what they cost.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ModelCost {
+    /// Turns that used the model.
+    pub turns: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Generated tokens.
+    pub completion_tokens: u64,
+    /// Tokens per session.
+    pub tokens_per_conversation: Option<f64>,
+    /// 元 per 1,000 prompt tokens.
+    pub price_prompt_per_1k: f64,
+    /// 元 per 1,000 generated tokens.
+    pub price_completion_per_1k: f64,
+    /// 元 in all.
+    pub cost: f64,
+    /// 元 per session.
+    pub cost_per_conversation: Option<f64>,
+}
+
+/// Answers by source over time.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Timeline {
+    /// The width of a bucket.
+    pub bucket_minutes: u32,
+    /// The sources counted, in the order of `counts`.
+    pub sources: Vec<String>,
+    /// The buckets, oldest first, empty ones included.
+    pub buckets: Vec<Bucket>,
+}
+
+/// Turns in one bucket of time.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Bucket {
+    /// Its start (`YYYY-MM-DD HH:MM`, in the log's time zone).
+    pub start: String,
+    /// Turns by source, in `Timeline::sources` order.
+    pub counts: Vec<u64>,
+}
+
+/// One line of the evaluation matrix.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Target {
+    /// The measure.
+    pub name: String,
+    /// Its value, when the log can give it.
+    pub value: Option<f64>,
+    /// The seeds' target.
+    pub target: String,
+    /// Whether the value meets it.
+    pub met: Option<bool>,
+}
+
+/// Everything `kefu report` shows.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    /// First record (RFC 3339).
+    pub from: Option<String>,
+    /// Last record.
+    pub to: Option<String>,
+    /// Sessions with at least one customer turn.
+    pub sessions: u64,
+    /// Customer turns.
+    pub turns: u64,
+    /// The seeds' evaluation matrix.
+    pub matrix: Vec<Target>,
+    /// Turns by what answered them.
+    pub sources: Vec<Count>,
+    /// Turns by intent, most frequent first.
+    pub intents: Vec<IntentCount>,
+    /// Turns by customer segment.
+    pub segments: Vec<Count>,
+    /// Sessions resolved without a handoff.
+    pub first_contact_resolution: Rate,
+    /// Feedback.
+    pub satisfaction: Satisfaction,
+    /// Handoffs to people.
+    pub handoffs: Handoffs,
+    /// Safety filter hits.
+    pub safety: SafetyFigures,
+    /// Latency of all turns, then per source.
+    pub latency_ms: Vec<Latency>,
+    /// Turns by latency, quarter-decade bins.
+    pub latency_histogram: Vec<Bin>,
+    /// Model tokens and cost.
+    pub model: ModelCost,
+    /// Answers by source over time.
+    pub timeline: Timeline,
+    /// Lines read and bad lines.
+    pub read: ReadStats,
+}
+
+#[derive(Default)]
+struct SessionFigures {
+    turns: u32,
+    /// The first reason it went to a person, and whether the bot gave it.
+    handed: Option<(String, bool)>,
+    scored: bool,
+}
+
+/// Running totals while the log streams by.
+#[derive(Default)]
+struct Tally {
+    from: Option<DateTime<FixedOffset>>,
+    to: Option<DateTime<FixedOffset>>,
+    sessions: HashMap<String, SessionFigures>,
+    turns: u64,
+    sources: [u64; SOURCES.len()],
+    intents: HashMap<String, (u64, f64)>,
+    segments: HashMap<String, u64>,
+    scores: [u64; 5],
+    agent_replies: u64,
+    safety_turns: u64,
+    findings: HashMap<String, u64>,
+    latencies: Vec<Vec<f64>>,
+    model_turns: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    /// Turns by source per minute since the epoch, in the log's offset.
+    minutes: BTreeMap<i64, [u64; SOURCES.len()]>,
+}
+
+impl Tally {
+    fn add(&mut self, record: Record) {
+        let ts = record.ts();
+        if self.from.is_none_or(|f| ts < f) {
+            self.from = Some(ts);
+        }
+        if self.to.is_none_or(|t| ts > t) {
+            self.to = Some(ts);
+        }
+        match record {
+            Record::Turn(turn) => {
+                let session = self.sessions.entry(turn.session).or_default();
+                session.turns += 1;
+                if let Some(reason) = turn.handoff
+                    && turn.source != AnswerSource::Human
+                    && session.handed.is_none()
+                {
+                    session.handed = Some((reason, true));
+                }
+                self.turns += 1;
+                let source = source_index(turn.source);
+                self.sources[source] += 1;
+                let intent = self
+                    .intents
+                    .entry(turn.intent.unwrap_or_else(|| "(none)".into()))
+                    .or_default();
+                intent.0 += 1;
+                intent.1 += turn.confidence;
+                if let Some(segment) = turn.segment {
+                    *self.segments.entry(segment).or_default() += 1;
+                }
+                if !turn.safety.is_empty() {
+                    self.safety_turns += 1;
+                    for hit in turn.safety {
+                        *self.findings.entry(hit).or_default() += 1;
+                    }
+                }
+                if self.latencies.is_empty() {
+                    self.latencies = vec![Vec::new(); SOURCES.len()];
+                }
+                self.latencies[source].push(turn.latency_ms);
+                if turn.prompt_tokens > 0 || turn.completion_tokens > 0 {
+                    self.model_turns += 1;
+                    self.prompt_tokens += u64::from(turn.prompt_tokens);
+                    self.completion_tokens += u64::from(turn.completion_tokens);
+                }
+                let minute = (ts.timestamp() + i64::from(ts.offset().local_minus_utc())).div_euclid(60);
+                self.minutes.entry(minute).or_default()[source] += 1;
+            }
+            Record::Agent(_) => self.agent_replies += 1,
+            Record::Takeover(t) => {
+                let session = self.sessions.entry(t.session).or_default();
+                if session.handed.is_none() {
+                    session.handed = Some(("agent takeover".into(), false));
+                }
+            }
+            Record::Release(_) => {}
+            Record::Feedback(f) => {
+                if (1..=5).contains(&f.score) {
+                    self.scores[usize::from(f.score) - 1] += 1;
+                    self.sessions.entry(f.session).or_default().scored = true;
+                }
+            }
+        }
+    }
+
+    fn finish(self, options: &ReportOptions, read: ReadStats) -> Report {
+        let with_turns = || self.sessions.values().filter(|s| s.turns > 0);
+        let sessions = with_turns().count() as u64;
+        let handed: Vec<&(String, bool)> = with_turns().filter_map(|s| s.handed.as_ref()).collect();
+        let turns = self.turns;
+
+        let mut sources: Vec<Count> = SOURCES
+            .iter()
+            .zip(self.sources)
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| count(source_name(*s), n, turns))
+            .collect();
+        sort_counts(&mut sources);
+        let mut intents: Vec<IntentCount> = self
+            .intents
+            .into_iter()
+            .map(|(name, (n, confidence))| IntentCount {
+                name,
+                count: n,
+                share: share(n, turns),
+                mean_confidence: confidence / n as f64,
+            })
+            .collect();
+        intents.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+        let segments = counts(self.segments, turns);
+
+        let fcr = Rate::new(sessions - handed.len() as u64, sessions);
+        let scores: u64 = self.scores.iter().sum();
+        let total: u64 = self.scores.iter().zip(1u64..).map(|(n, s)| n * s).sum();
+        let satisfaction = Satisfaction {
+            scores,
+            sessions: self.sessions.values().filter(|s| s.scored).count() as u64,
+            mean: (scores > 0).then(|| total as f64 / scores as f64),
+            share_4_or_5: (scores > 0).then(|| (self.scores[3] + self.scores[4]) as f64 / scores as f64),
+            by_score: self.scores,
+        };
+        let mut reasons: HashMap<String, u64> = HashMap::new();
+        for (reason, _) in &handed {
+            *reasons.entry(reason.clone()).or_default() += 1;
+        }
+        let handoffs = Handoffs {
+            sessions: Rate::new(handed.len() as u64, sessions),
+            by_bot: handed.iter().filter(|(_, bot)| *bot).count() as u64,
+            by_agent: handed.iter().filter(|(_, bot)| !*bot).count() as u64,
+            reasons: counts(reasons, handed.len() as u64),
+            agent_replies: self.agent_replies,
+        };
+        let safety = SafetyFigures {
+            turns: Rate::new(self.safety_turns, turns),
+            blocked: self.sources[source_index(AnswerSource::Safety)],
+            findings: counts(self.findings, turns),
+        };
+
+        let mut latencies = self.latencies;
+        let mut all: Vec<f64> = latencies.iter().flatten().copied().collect();
+        all.sort_by(f64::total_cmp);
+        let mut latency_ms = Vec::new();
+        if !all.is_empty() {
+            latency_ms.push(latency("all", &all));
+        }
+        let mut per_source: Vec<Latency> = SOURCES
+            .iter()
+            .zip(latencies.iter_mut())
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(s, l)| {
+                l.sort_by(f64::total_cmp);
+                latency(source_name(*s), l)
+            })
+            .collect();
+        per_source.sort_by(|a, b| b.turns.cmp(&a.turns).then_with(|| a.source.cmp(&b.source)));
+        latency_ms.extend(per_source);
+
+        let cost = self.prompt_tokens as f64 / 1000.0 * options.price_prompt_per_1k
+            + self.completion_tokens as f64 / 1000.0 * options.price_completion_per_1k;
+        let per_session = |x: f64| (sessions > 0).then(|| x / sessions as f64);
+        let model = ModelCost {
+            turns: self.model_turns,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            tokens_per_conversation: per_session((self.prompt_tokens + self.completion_tokens) as f64),
+            price_prompt_per_1k: options.price_prompt_per_1k,
+            price_completion_per_1k: options.price_completion_per_1k,
+            cost,
+            cost_per_conversation: per_session(cost),
+        };
+
+        let matrix = vec![
+            Target {
+                name: "first-contact resolution".into(),
+                value: fcr.rate,
+                target: "> 85%".into(),
+                met: fcr.rate.map(|r| r > 0.85),
+            },
+            Target {
+                name: "satisfaction (mean score)".into(),
+                value: satisfaction.mean,
+                target: ">= 4.5".into(),
+                met: satisfaction.mean.map(|m| m >= 4.5),
+            },
+            Target {
+                name: "cost per conversation (元)".into(),
+                value: model.cost_per_conversation,
+                target: "< 0.03".into(),
+                met: model.cost_per_conversation.map(|c| c < 0.03),
+            },
+            Target {
+                name: "intent F1 (kefu eval)".into(),
+                value: None,
+                target: "> 0.92".into(),
+                met: None,
+            },
+        ];
+        let timeline = timeline(&self.minutes, self.from.map(|f| *f.offset()));
+        Report {
+            from: self.from.map(|t| t.to_rfc3339()),
+            to: self.to.map(|t| t.to_rfc3339()),
+            sessions,
+            turns,
+            matrix,
+            sources,
+            intents,
+            segments,
+            first_contact_resolution: fcr,
+            satisfaction,
+            handoffs,
+            safety,
+            latency_histogram: histogram(&all),
+            latency_ms,
+            model,
+            timeline,
+            read,
+        }
+    }
+}
+
+fn share(n: u64, of: u64) -> f64 {
+    if of == 0 { 0.0 } else { n as f64 / of as f64 }
+}
+
+fn count(name: &str, n: u64, of: u64) -> Count {
+    Count {
+        name: name.to_string(),
+        count: n,
+        share: share(n, of),
+    }
+}
+
+/// Most frequent first, then by name, so equal counts always come out in one order.
+fn sort_counts(counts: &mut [Count]) {
+    counts.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+}
+
+fn counts(map: HashMap<String, u64>, of: u64) -> Vec<Count> {
+    let mut out: Vec<Count> = map.iter().map(|(name, &n)| count(name, n, of)).collect();
+    sort_counts(&mut out);
+    out
+}
+
+/// The nearest-rank percentile of sorted values: the smallest with at least `p`% of the
+/// values at or below it.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn latency(source: &str, sorted: &[f64]) -> Latency {
+    Latency {
+        source: source.to_string(),
+        turns: sorted.len() as u64,
+        mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
+        p50: percentile(sorted, 50.0),
+        p90: percentile(sorted, 90.0),
+        p99: percentile(sorted, 99.0),
+        max: sorted.last().copied().unwrap_or(0.0),
+    }
+}
+
+/// Quarter-decade bins (1, 1.78, 3.16, 5.62, 10...) from 1 µs up, empty ends trimmed.
+fn histogram(sorted: &[f64]) -> Vec<Bin> {
+    const LOWEST: i32 = -12; // 10^(-12/4) ms = 1 µs
+    const HIGHEST: i32 = 24; // 10^(24/4) ms: 1,000 s
+    let edge = |k: i32| 10f64.powf(f64::from(k) / 4.0);
+    let mut bins: Vec<Bin> = (LOWEST..HIGHEST)
+        .map(|k| Bin {
+            from_ms: edge(k),
+            to_ms: edge(k + 1),
+            count: 0,
+        })
+        .collect();
+    for &ms in sorted {
+        let k = ((ms.max(1e-9).log10() * 4.0).floor() as i32).clamp(LOWEST, HIGHEST - 1);
+        bins[(k - LOWEST) as usize].count += 1;
+    }
+    let first = bins.iter().position(|b| b.count > 0).unwrap_or(0);
+    let last = bins.iter().rposition(|b| b.count > 0).map_or(0, |i| i + 1);
+    bins.drain(first..last.max(first)).collect()
+}
+
+/// Buckets of 1, 5, 15, 30 minutes, 1, 3, 6, 12 hours or days: the narrowest that makes at
+/// most 48.
+fn timeline(minutes: &BTreeMap<i64, [u64; SOURCES.len()]>, offset: Option<FixedOffset>) -> Timeline {
+    let used: Vec<usize> = (0..SOURCES.len())
+        .filter(|&i| minutes.values().any(|c| c[i] > 0))
+        .collect();
+    let (Some((&first, _)), Some((&last, _)), Some(offset)) =
+        (minutes.first_key_value(), minutes.last_key_value(), offset)
+    else {
+        return Timeline {
+            bucket_minutes: 60,
+            sources: Vec::new(),
+            buckets: Vec::new(),
+        };
+    };
+    let width = [1, 5, 15, 30, 60, 180, 360, 720, 1440]
+        .into_iter()
+        .find(|w| (last.div_euclid(*w) - first.div_euclid(*w)) < 48)
+        .unwrap_or(1440 * ((last - first) / (1440 * 47) + 1));
+    let start = first.div_euclid(width);
+    let mut buckets: Vec<Bucket> = (start..=last.div_euclid(width))
+        .map(|b| {
+            // Minutes are counted in local time; label them as such.
+            let local = offset.timestamp_opt(b * width * 60 - i64::from(offset.local_minus_utc()), 0);
+            Bucket {
+                start: local
+                    .single()
+                    .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_default(),
+                counts: vec![0; used.len()],
+            }
+        })
+        .collect();
+    for (minute, counts) in minutes {
+        let bucket = &mut buckets[(minute.div_euclid(width) - start) as usize];
+        for (slot, &i) in used.iter().enumerate() {
+            bucket.counts[slot] += counts[i];
+        }
+    }
+    Timeline {
+        bucket_minutes: width as u32,
+        sources: used.iter().map(|&i| source_name(SOURCES[i]).to_string()).collect(),
+        buckets,
+    }
+}
+
+/// Reads the log `files` and computes the report.
+pub fn report(files: &[PathBuf], options: &ReportOptions) -> Result<Report, DataError> {
+    let mut tally = Tally::default();
+    let read = super::read(files, |record, _| tally.add(record))?;
+    Ok(tally.finish(options, read))
+}
+
+/// Computes the report of records already in memory (tests, tools).
+pub fn report_of(records: impl IntoIterator<Item = Record>, options: &ReportOptions) -> Report {
+    let mut tally = Tally::default();
+    for record in records {
+        tally.add(record);
+    }
+    tally.finish(options, ReadStats::default())
+}
+
+/// `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `text` padded with spaces to `width` terminal columns (a Chinese character takes two).
+fn pad(text: &str, width: usize) -> String {
+    let used = unicode_width::UnicodeWidthStr::width(text);
+    format!("{text}{}", " ".repeat(width.saturating_sub(used)))
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+fn opt_pct(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".into(), pct)
+}
+
+/// Milliseconds with the precision that matters at their size.
+pub fn ms(x: f64) -> String {
+    if x < 1.0 {
+        format!("{x:.3}")
+    } else if x < 100.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+/// Writes the bad-line summary of a read (nothing when there were none).
+pub fn write_bad_lines(f: &mut impl fmt::Write, read: &ReadStats) -> fmt::Result {
+    if read.bad_lines == 0 {
+        return Ok(());
+    }
+    writeln!(f, "{} bad lines (not records), skipped:", thousands(read.bad_lines))?;
+    for bad in &read.bad {
+        writeln!(f, "  {}:{}: {}", bad.file, bad.line, bad.error)?;
+    }
+    if read.bad_lines > read.bad.len() as u64 {
+        writeln!(f, "  ... and {} more", read.bad_lines - read.bad.len() as u64)?;
+    }
+    Ok(())
+}
+
+/// How many intents the text shows.
+const TOP_INTENTS: usize = 15;
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        let o = &mut out;
+        writeln!(
+            o,
+            "{} turns in {} sessions, {} to {}",
+            thousands(self.turns),
+            thousands(self.sessions),
+            self.from.as_deref().unwrap_or("-"),
+            self.to.as_deref().unwrap_or("-")
+        )?;
+        writeln!(
+            o,
+            "read {} lines from {} file{}",
+            thousands(self.read.lines),
+            self.read.files,
+            if self.read.files == 1 { "" } else { "s" }
+        )?;
+        write_bad_lines(o, &self.read)?;
+
+        writeln!(o, "\nevaluation matrix                    value   target")?;
+        for t in &self.matrix {
+            let value = match (t.value, t.name.starts_with("cost")) {
+                (None, _) => "-".to_string(),
+                (Some(v), true) => format!("{v:.4}"),
+                (Some(v), false) if t.name.starts_with("first") => pct(v),
+                (Some(v), false) => format!("{v:.2}"),
+            };
+            let met = match t.met {
+                Some(true) => "met",
+                Some(false) => "NOT MET",
+                None => "",
+            };
+            let line = format!("  {} {:>9}   {:<8} {met}", pad(&t.name, 30), value, t.target);
+            writeln!(o, "{}", line.trim_end())?;
+        }
+
+        writeln!(o, "\nanswers by source")?;
+        for c in &self.sources {
+            writeln!(
+                o,
+                "  {} {:>9} {:>7}",
+                pad(&c.name, 12),
+                thousands(c.count),
+                pct(c.share)
+            )?;
+        }
+
+        writeln!(
+            o,
+            "\nintents ({} of {}, mean confidence)",
+            self.intents.len().min(TOP_INTENTS),
+            self.intents.len()
+        )?;
+        for i in self.intents.iter().take(TOP_INTENTS) {
+            writeln!(
+                o,
+                "  {} {:>9} {:>7}  {:.2}",
+                pad(&i.name, 24),
+                thousands(i.count),
+                pct(i.share),
+                i.mean_confidence
+            )?;
+        }
+        if !self.segments.is_empty() {
+            let segments: Vec<String> = self
+                .segments
+                .iter()
+                .map(|c| format!("{} {}", c.name, pct(c.share)))
+                .collect();
+            writeln!(o, "  customer segments (share of turns): {}", segments.join(", "))?;
+        }
+
+        let fcr = &self.first_contact_resolution;
+        writeln!(
+            o,
+            "\nfirst-contact resolution: {} of {} sessions ({}) without a handoff",
+            thousands(fcr.count),
+            thousands(fcr.of),
+            opt_pct(fcr.rate)
+        )?;
+        let h = &self.handoffs;
+        writeln!(
+            o,
+            "handoffs: {} sessions ({}): {} by the bot, {} taken over by an agent; {} agent answers",
+            thousands(h.sessions.count),
+            opt_pct(h.sessions.rate),
+            thousands(h.by_bot),
+            thousands(h.by_agent),
+            thousands(h.agent_replies)
+        )?;
+        for c in &h.reasons {
+            writeln!(
+                o,
+                "  {} {:>7} {:>7}",
+                pad(&c.name, 30),
+                thousands(c.count),
+                pct(c.share)
+            )?;
+        }
+
+        let s = &self.satisfaction;
+        match s.mean {
+            Some(mean) => writeln!(
+                o,
+                "\nsatisfaction: {} scores from {} sessions, mean {mean:.2}, 4 or 5: {}",
+                thousands(s.scores),
+                thousands(s.sessions),
+                opt_pct(s.share_4_or_5)
+            )?,
+            None => writeln!(o, "\nsatisfaction: no scores")?,
+        }
+        if s.scores > 0 {
+            let counts: Vec<String> = s
+                .by_score
+                .iter()
+                .zip(1..)
+                .map(|(n, score)| format!("{score}: {}", thousands(*n)))
+                .collect();
+            writeln!(o, "  {}", counts.join("  "))?;
+        }
+
+        let safety = &self.safety;
+        writeln!(
+            o,
+            "\nsafety: {} turns with findings ({}), {} blocked",
+            thousands(safety.turns.count),
+            opt_pct(safety.turns.rate),
+            thousands(safety.blocked)
+        )?;
+        for c in &safety.findings {
+            writeln!(o, "  {} {:>7}", pad(&c.name, 30), thousands(c.count))?;
+        }
+
+        writeln!(
+            o,
+            "\nlatency (ms; exact nearest-rank percentiles)\n  {:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "", "turns", "mean", "p50", "p90", "p99", "max"
+        )?;
+        for l in &self.latency_ms {
+            writeln!(
+                o,
+                "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                l.source,
+                thousands(l.turns),
+                ms(l.mean),
+                ms(l.p50),
+                ms(l.p90),
+                ms(l.p99),
+                ms(l.max)
+            )?;
+        }
+
+        let m = &self.model;
+        writeln!(
+            o,
+            "\nmodel: {} turns, {} prompt + {} generated tokens, {} tokens per conversation",
+            thousands(m.turns),
+            thousands(m.prompt_tokens),
+            thousands(m.completion_tokens),
+            m.tokens_per_conversation
+                .map_or_else(|| "-".into(), |t| format!("{t:.1}"))
+        )?;
+        writeln!(
+            o,
+            "  estimated cost {:.4} 元, {} 元 per conversation (per 1k tokens: prompt {} 元, generated {} 元)",
+            m.cost,
+            m.cost_per_conversation
+                .map_or_else(|| "-".into(), |c| format!("{c:.4}")),
+            m.price_prompt_per_1k,
+            m.price_completion_per_1k
+        )?;
+        f.write_str(&out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&values, 50.0), 50.0);
+        assert_eq!(percentile(&values, 99.0), 99.0);
+        assert_eq!(percentile(&values, 99.5), 100.0);
+        assert_eq!(percentile(&[7.0], 1.0), 7.0);
+        assert_eq!(percentile(&[1.0, 2.0, 3.0], 50.0), 2.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+
+    #[test]
+    fn histogram_bins_are_quarter_decades_without_empty_ends() {
+        let bins = histogram(&[0.06, 0.07, 1.0, 1500.0]);
+        assert_eq!(bins.first().map(|b| b.count), Some(2));
+        assert!((bins[0].from_ms - 10f64.powf(-1.25)).abs() < 1e-12);
+        assert_eq!(bins.last().map(|b| b.count), Some(1));
+        assert_eq!(bins.iter().map(|b| b.count).sum::<u64>(), 4);
+        assert!(bins.windows(2).all(|w| (w[0].to_ms - w[1].from_ms).abs() < 1e-12));
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(ms(0.0421), "0.042");
+        assert_eq!(ms(12.34), "12.3");
+        assert_eq!(ms(1512.4), "1512");
+        assert_eq!(pad("退货", 6), "退货  ");
+    }
+}

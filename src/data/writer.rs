@@ -1,0 +1,410 @@
+//! The conversation log writer: every turn, agent answer, takeover, release and feedback
+//! appended as one JSON line, off the turn's path, in files rotated by day and size.
+//!
+//! **Never in a turn's way.** A producer builds a [`Record`] (a few string copies) and
+//! pushes it onto a [`Batcher`]; masking, serializing and writing happen on the flusher
+//! thread, once per batch (every 200 ms by default). When the disk falls behind and
+//! `max_pending` bytes are waiting, records are dropped and counted
+//! ([`LogCounts::dropped`], `kefu_conversation_log_dropped_total`) instead of holding up
+//! turns; a failed write is counted too (`failed`) and logged, and the next batch opens
+//! the file again.
+//!
+//! **Masked twice.** The engine keeps only the masked message, and output safety masks
+//! replies; the flusher still runs the current rule set's `redact_pii` over every text
+//! (message, reply, agent text, feedback comment) before it is written, because agent
+//! text and comments pass through no other filter, and a log is the worst place for a
+//! phone number to leak.
+//!
+//! **Rotation.** Files are `DIR/conversations-YYYY-MM-DD-NNN.jsonl`: a new file when a
+//! record's day (in the shop's time zone) differs from the open file's, or when the next
+//! line would take the file past `max_bytes`. Files are never renamed, so a reader tailing
+//! one never sees it move, a line never straddles two files, and the names sort in time
+//! order. On start the writer appends to the day's last file while it is under the limit.
+//! This is a dozen lines in the flusher; `file-rotate` renames files and rotates on one
+//! condition only (size *or* time), not both. One directory per process: two writers
+//! appending to one file could interleave lines. Nothing is deleted: retention is the
+//! operator's (`find DIR -mtime +90 -delete`).
+
+use std::borrow::Cow;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset, NaiveDate, Timelike, Utc};
+use chrono_tz::Tz;
+
+use super::record::{AgentRecord, FeedbackRecord, Record, ReleaseRecord, TakeoverRecord, TurnRecord, safety_hits};
+use crate::batch::{Batcher, FlushGuard};
+use crate::{RuleSet, TurnResponse};
+
+/// Settings of the conversation log.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// The directory the files go in (created if missing).
+    pub dir: PathBuf,
+    /// A file is closed and the next one started before it grows past this.
+    pub max_bytes: u64,
+    /// How often the flusher writes what has gathered.
+    pub interval: Duration,
+    /// Bytes (roughly) that may wait for the flusher; more records are dropped.
+    pub max_pending: usize,
+    /// The time zone of timestamps and of the day a file belongs to; `None`: the shop's
+    /// (`timezone` in the rules, read when the log opens).
+    pub timezone: Option<Tz>,
+    /// This node's name, in every turn record.
+    pub node: String,
+}
+
+impl LogConfig {
+    /// Defaults: 256 MiB files, a write every 200 ms, 16 MiB waiting at most, the shop's
+    /// time zone, the node named after the host.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LogConfig {
+            dir: dir.into(),
+            max_bytes: 256 * 1024 * 1024,
+            interval: Duration::from_millis(200),
+            max_pending: 16 * 1024 * 1024,
+            timezone: None,
+            node: hostname(),
+        }
+    }
+}
+
+/// The host's name (Linux), else `kefu`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "kefu".into())
+}
+
+/// How many records the log wrote, dropped (the batch was full) and lost to write errors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogCounts {
+    /// Lines written.
+    pub written: u64,
+    /// Records dropped because too much was waiting.
+    pub dropped: u64,
+    /// Lines lost because a write failed.
+    pub failed: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    written: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// The conversation log's producer side: cheap to clone, safe to share between threads.
+#[derive(Clone)]
+pub struct ConversationLog {
+    batch: Batcher<Vec<Record>>,
+    stats: Arc<Stats>,
+    timezone: Tz,
+    node: Arc<str>,
+}
+
+/// Why the log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The directory could not be created or read, or the flusher thread not started.
+    #[error("conversation log {dir}")]
+    Open {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ConversationLog {
+    /// Opens the log in `config.dir` and starts its flusher. `rules` gives the rule set
+    /// whose safety masks the texts (called once per batch, so a reload applies). Drop the
+    /// guard to write what is left and stop.
+    pub fn open(
+        config: LogConfig,
+        rules: impl Fn() -> Arc<RuleSet> + Send + 'static,
+    ) -> Result<(ConversationLog, FlushGuard), LogError> {
+        let error = |source| LogError::Open {
+            dir: config.dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&config.dir).map_err(error)?;
+        let timezone = config.timezone.unwrap_or_else(|| rules().shop.timezone);
+        let stats = Arc::new(Stats::default());
+        let mut files = RotatingFile::new(config.dir.clone(), config.max_bytes);
+        let counts = Arc::clone(&stats);
+        let mut line = Vec::with_capacity(1024);
+        let (batch, guard) = Batcher::start(
+            "kefu-conversation-log",
+            config.interval,
+            config.max_pending,
+            move |records: &mut Vec<Record>, _dropped| {
+                if records.is_empty() {
+                    return;
+                }
+                let rules = rules();
+                let (mut written, mut failed) = (0, 0);
+                let mut error = None;
+                for mut record in records.drain(..) {
+                    mask(&rules, &mut record);
+                    line.clear();
+                    // A record of strings and numbers always serializes.
+                    let _ = serde_json::to_writer(&mut line, &record);
+                    line.push(b'\n');
+                    match files.append(record.ts().date_naive(), &line) {
+                        Ok(()) => written += 1,
+                        Err(e) => {
+                            failed += 1;
+                            error.get_or_insert(e);
+                        }
+                    }
+                }
+                if let Err(e) = files.flush() {
+                    // What the buffer held is lost; count it once, as the whole batch.
+                    failed += written;
+                    written = 0;
+                    error.get_or_insert(e);
+                }
+                counts.written.fetch_add(written, Ordering::Relaxed);
+                counts.failed.fetch_add(failed, Ordering::Relaxed);
+                if let Some(error) = error {
+                    tracing::error!(%error, lost = failed, dir = %files.dir.display(), "conversation log write failed");
+                }
+            },
+        )
+        .map_err(error)?;
+        Ok((
+            ConversationLog {
+                batch,
+                stats,
+                timezone,
+                node: config.node.into(),
+            },
+            guard,
+        ))
+    }
+
+    /// Now, in the shop's time zone, to the millisecond.
+    pub fn now(&self) -> DateTime<FixedOffset> {
+        let now = Utc::now().with_timezone(&self.timezone).fixed_offset();
+        let millis = now.nanosecond() / 1_000_000 * 1_000_000;
+        now.with_nanosecond(millis).unwrap_or(now)
+    }
+
+    /// Queues a record; `false` when it was dropped because too much is waiting.
+    pub fn push(&self, record: Record) -> bool {
+        self.batch.push(record.weight(), |batch| batch.push(record))
+    }
+
+    /// Logs an answered turn: the response, the customer's segment and the model tokens
+    /// it used.
+    pub fn turn(
+        &self,
+        response: &TurnResponse,
+        segment: Option<&str>,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+    ) -> bool {
+        self.push(Record::Turn(TurnRecord {
+            ts: self.now(),
+            session: response.session_id.clone(),
+            turn: response.turn,
+            segment: segment.map(str::to_string),
+            message: response.message.clone(),
+            reply: response.reply.clone(),
+            source: response.source,
+            rule: response.rule.clone(),
+            promotion: response.promotion.clone(),
+            flow: response.flow.clone(),
+            step: response.step.clone(),
+            intent: response.intent.clone(),
+            confidence: response.confidence,
+            answer_confidence: response.answer_confidence,
+            handoff: response.handoff.as_ref().map(|h| h.reason.clone()),
+            safety: safety_hits(&response.trace),
+            latency_ms: response.latency_ms,
+            prompt_tokens,
+            completion_tokens,
+            rules: response.rules_version.clone(),
+            node: self.node.to_string(),
+        }))
+    }
+
+    /// Logs an agent's answer.
+    pub fn agent_reply(&self, session: &str, agent: Option<&str>, text: &str) -> bool {
+        self.push(Record::Agent(AgentRecord {
+            ts: self.now(),
+            session: session.to_string(),
+            agent: agent.map(str::to_string),
+            text: text.to_string(),
+        }))
+    }
+
+    /// Logs an agent taking a conversation over.
+    pub fn takeover(&self, session: &str, agent: Option<&str>) -> bool {
+        self.push(Record::Takeover(TakeoverRecord {
+            ts: self.now(),
+            session: session.to_string(),
+            agent: agent.map(str::to_string),
+        }))
+    }
+
+    /// Logs a conversation given back to the bot.
+    pub fn release(&self, session: &str) -> bool {
+        self.push(Record::Release(ReleaseRecord {
+            ts: self.now(),
+            session: session.to_string(),
+        }))
+    }
+
+    /// Logs a satisfaction score.
+    pub fn feedback(&self, session: &str, score: u8, comment: Option<&str>) -> bool {
+        self.push(Record::Feedback(FeedbackRecord {
+            ts: self.now(),
+            session: session.to_string(),
+            score,
+            comment: comment.map(str::to_string),
+        }))
+    }
+
+    /// What the log has done so far.
+    pub fn counts(&self) -> LogCounts {
+        LogCounts {
+            written: self.stats.written.load(Ordering::Relaxed),
+            dropped: self.batch.dropped(),
+            failed: self.stats.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Masks personal data in every text of `record` with the rule set's PII settings.
+pub fn mask(rules: &RuleSet, record: &mut Record) {
+    for text in record.texts_mut() {
+        if let Cow::Owned(masked) = rules.safety.redact_pii(text) {
+            *text = masked;
+        }
+    }
+}
+
+/// The name of the `seq`-th file of `day`.
+pub fn file_name(day: NaiveDate, seq: u32) -> String {
+    format!("conversations-{}-{seq:03}.jsonl", day.format("%Y-%m-%d"))
+}
+
+struct Open {
+    day: NaiveDate,
+    seq: u32,
+    size: u64,
+    out: BufWriter<File>,
+}
+
+/// Append-only files rotated by day and size (see the module docs).
+struct RotatingFile {
+    dir: PathBuf,
+    max_bytes: u64,
+    open: Option<Open>,
+}
+
+impl RotatingFile {
+    fn new(dir: PathBuf, max_bytes: u64) -> Self {
+        RotatingFile {
+            dir,
+            max_bytes,
+            open: None,
+        }
+    }
+
+    fn append(&mut self, day: NaiveDate, line: &[u8]) -> std::io::Result<()> {
+        let len = line.len() as u64;
+        let next = match &self.open {
+            None => Some(self.resume(day)?),
+            Some(open) if open.day != day => Some(self.resume(day)?),
+            // An empty file takes the line even when it alone is over the limit.
+            Some(open) if open.size > 0 && open.size + len > self.max_bytes => Some(open.seq + 1),
+            Some(_) => None,
+        };
+        if let Some(seq) = next {
+            self.switch(day, seq)?;
+        }
+        let open = self.open.as_mut().expect("a file was opened above");
+        if let Err(e) = open.out.write_all(line) {
+            // Start again from a fresh handle next time.
+            self.open = None;
+            return Err(e);
+        }
+        open.size += len;
+        Ok(())
+    }
+
+    /// The file of `day` to go on with: its last one while under the limit, else the next.
+    fn resume(&self, day: NaiveDate) -> std::io::Result<u32> {
+        let prefix = format!("conversations-{}-", day.format("%Y-%m-%d"));
+        let mut last: Option<(u32, u64)> = None;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(seq) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .and_then(|n| n.strip_suffix(".jsonl"))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if last.is_none_or(|(s, _)| seq > s) {
+                last = Some((seq, entry.metadata()?.len()));
+            }
+        }
+        Ok(match last {
+            Some((seq, size)) if size < self.max_bytes => seq,
+            Some((seq, _)) => seq + 1,
+            None => 0,
+        })
+    }
+
+    fn switch(&mut self, day: NaiveDate, seq: u32) -> std::io::Result<()> {
+        self.flush()?;
+        self.open = None;
+        let path = self.dir.join(file_name(day, seq));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        self.open = Some(Open {
+            day,
+            seq,
+            size,
+            out: BufWriter::with_capacity(256 * 1024, file),
+        });
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let result = match &mut self.open {
+            Some(open) => open.out.flush(),
+            None => Ok(()),
+        };
+        if result.is_err() {
+            self.open = None;
+        }
+        result
+    }
+}
+
+/// The log files under `path` (a file, or a directory's `*.jsonl` files) in name order,
+/// which is time order for the writer's names.
+pub fn log_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
