@@ -91,6 +91,7 @@ impl LlmBackend for StandIn {
             tokens,
             mean_prob: confidence,
             min_prob: confidence - 0.1,
+            ..Generation::default()
         })
     }
 }

@@ -785,7 +785,7 @@ impl Turn<'_> {
         }
         match generated {
             Ok(generation) => {
-                let verdict = llm::judge(&generation, &self.message, &request.messages[0].content);
+                let verdict = llm::judge(&generation, &self.message, &prompt::instructions(&rules.shop.persona));
                 let threshold = rules.shop.threshold;
                 self.trace.push(step(
                     "llm",

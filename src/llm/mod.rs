@@ -287,8 +287,9 @@ pub struct Judgement {
 /// Judges a model answer to `message`: token probability, and validity checks that no
 /// probability catches (empty, replacement characters, repetition loops, an answer in
 /// another script than the question, an answer that recites the prompt's instructions
-/// back or contains its markup). `instructions` is the system message the model was
-/// given (empty when unknown).
+/// back or contains its markup). `instructions` are the persona and fixed instructions
+/// of the prompt ([`prompt::instructions`]; empty when unknown): an answer may quote the
+/// injected policies and promotions, not recite these.
 pub fn judge(generation: &Generation, message: &str, instructions: &str) -> Judgement {
     let text = generation.text.trim();
     let problem = if text.is_empty() {
