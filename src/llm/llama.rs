@@ -497,13 +497,24 @@ impl<'m> Worker<'m> {
             ))));
             return;
         }
-        // The free slot holding most of this prompt; the least recently used among equals.
+        // The free slot whose resident tokens save the most beyond the prefix every prompt
+        // shares (which the root provides anyway); among equals the one whose cache is
+        // least worth keeping (fewest tokens thrown away, then least recently used), so a
+        // new conversation does not evict another's history for nothing.
+        let shared = common_prefix(&self.root, &prompt).max(common_prefix(&self.last_prompt, &prompt));
         let index = self
             .slots
             .iter()
             .enumerate()
             .filter(|(_, s)| s.active.is_none())
-            .max_by_key(|(_, s)| (common_prefix(&s.cached, &prompt), std::cmp::Reverse(s.last_used)))
+            .max_by_key(|(_, s)| {
+                let reuse = common_prefix(&s.cached, &prompt);
+                (
+                    reuse.saturating_sub(shared),
+                    std::cmp::Reverse(s.cached.len() - reuse),
+                    std::cmp::Reverse(s.last_used),
+                )
+            })
             .map(|(i, _)| i)
             .expect("admit is only called with a free slot");
         self.learn_root(&prompt, index);
@@ -563,12 +574,25 @@ impl<'m> Worker<'m> {
             if self.root.is_empty() || self.root_misses >= ROOT_MISSES {
                 let candidate = common_prefix(&self.last_prompt, prompt);
                 if candidate >= MIN_ROOT_TOKENS {
-                    // Not evaluated twice: copied from this prompt's slot once its
+                    // Never evaluated twice: copied from a slot that still holds it (the
+                    // previous prompt's, usually), else from this prompt's slot once its
                     // prefill has got that far.
                     self.forget(self.root_seq, 0);
                     self.root.clear();
                     self.root_misses = 0;
-                    self.pending_root = Some((index, prompt[..candidate].to_vec()));
+                    let holder = self
+                        .slots
+                        .iter()
+                        .find(|s| common_prefix(&s.cached, prompt) >= candidate)
+                        .map(|s| s.seq);
+                    match holder {
+                        Some(seq) => {
+                            self.copy(seq, self.root_seq, candidate);
+                            self.root = prompt[..candidate].to_vec();
+                            self.pending_root = None;
+                        }
+                        None => self.pending_root = Some((index, prompt[..candidate].to_vec())),
+                    }
                 }
             }
         }
