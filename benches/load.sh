@@ -3,6 +3,7 @@
 #
 #   benches/load.sh                       # idle: only rule-answered traffic
 #   MODEL_LOAD=1 benches/load.sh          # the same while a (mock) model is generating
+#   MODEL_LOAD=real benches/load.sh       # ... while the real default model generates
 #   CONVERSATION_LOG=/tmp/c benches/load.sh  # with the conversation log on (docs/data.md)
 #
 # Starts a release `kefu serve` on the demo shop, checks that every question of
@@ -16,6 +17,9 @@
 # (the model call leaves its worker through block_in_place). It is a mock: it holds threads and connections as a slow model does
 # but uses no CPU, so it shows that model turns in flight do not starve rule-answered
 # turns of the runtime; it does not measure a real model competing for the cores.
+# MODEL_LOAD=real does: the same conversations are answered by models/default.gguf in
+# process (llama.cpp on the same cores; its answers mostly end in the fallback, which
+# does not matter here: the model generates all the same).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/common.sh
@@ -30,14 +34,18 @@ MODEL_STREAMS=${MODEL_STREAMS:-8}
 prepare
 log=$(mktemp)
 args=(--rules rules --no-watch --log-level "$LOG_LEVEL")
-[ "$MODEL_LOAD" = 1 ] && args+=(--mock-llm benches/slow_model.yaml)
+case "$MODEL_LOAD" in
+  1) args+=(--mock-llm benches/slow_model.yaml) ;;
+  real) args+=(--model models/default.gguf) ;;
+  *) args+=(--model none) ;;
+esac
 [ -n "${CONVERSATION_LOG:-}" ] && args+=(--conversation-log "$CONVERSATION_LOG")
 start_kefu "$log" "${args[@]}"
 trap 'stop_kefu; rm -f "$log"' EXIT
 check_rule_answered
 
 model_pids=()
-if [ "$MODEL_LOAD" = 1 ]; then
+if [ "$MODEL_LOAD" != 0 ]; then
   # Each loop asks for model answers back to back on its own conversation.
   for s in $(seq "$MODEL_STREAMS"); do
     (
@@ -59,9 +67,10 @@ TIMEFORMAT="%U %S"
 { time wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s benches/chat.lua "http://$KEFU_ADDR" >"$out"; } 2>"$out.time"
 kefu_ticks=$(($(cpu_ticks "$KEFU_PID") - before))
 cat "$out"
-if [ "$MODEL_LOAD" = 1 ]; then
+if [ "$MODEL_LOAD" != 0 ]; then
   llm=$(curl -s "http://$KEFU_ADDR/metrics" | awk '/^kefu_answers_total\{source="llm"\}/ {print $2}')
-  echo "model answers completed during the run: ${llm:-0}"
+  echo "model answers shown during the run: ${llm:-0}"
+  curl -s "http://$KEFU_ADDR/metrics" | grep '^kefu_llm_tokens_total' || true
   kill "${model_pids[@]}" 2>/dev/null || true
 fi
 requests=$(awk '/requests in/ {print $1}' "$out")
