@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use chrono::{Duration, TimeZone};
-use kefu::data::record::{AgentRecord, FeedbackRecord, ReleaseRecord, TakeoverRecord, TurnRecord, safety_hits};
+use kefu::data::record::{AgentRecord, FeedbackRecord, ReleaseRecord, TakeoverRecord, TurnRecord};
 use kefu::data::{ConversationLog, LogConfig, Record};
 use kefu::llm::{GenerateRequest, Generation, LlmBackend, LlmError};
 use kefu::{Engine, TurnRequest};
@@ -230,29 +230,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 };
             asked_order = response.step.as_deref().is_some_and(|s| s.starts_with("ask order_id"));
             handed |= response.handoff.is_some();
-            records.push(Record::Turn(TurnRecord {
-                ts: at,
-                session: session.clone(),
-                turn: response.turn,
-                segment: Some(segment.into()),
-                message: response.message.clone(),
-                reply: response.reply.clone(),
-                source: response.source,
-                rule: response.rule.clone(),
-                promotion: response.promotion.clone(),
-                flow: response.flow.clone(),
-                step: response.step.clone(),
-                intent: response.intent.clone(),
-                confidence: response.confidence,
-                answer_confidence: response.answer_confidence,
-                handoff: response.handoff.as_ref().map(|h| h.reason.clone()),
-                safety: safety_hits(&response.trace),
-                latency_ms,
-                prompt_tokens,
-                completion_tokens,
-                rules: response.rules_version.clone(),
-                node: "gen-1".into(),
-            }));
+            // The simulated model time counts in the latency.
+            let mut record = TurnRecord::from_response(
+                &response,
+                at,
+                Some(segment),
+                (prompt_tokens, completion_tokens),
+                "gen-1",
+            );
+            record.latency_ms = latency_ms;
+            records.push(Record::Turn(record));
             done += 1;
             at += Duration::seconds(8 + rng.below(60) as i64) + Duration::milliseconds(latency_ms as i64);
             if handed {

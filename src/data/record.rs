@@ -140,6 +140,42 @@ pub struct TurnRecord {
     pub node: String,
 }
 
+impl TurnRecord {
+    /// The record of an answered turn: the response, when it was given, the customer's
+    /// segment, the model tokens it used and the node that answered.
+    pub fn from_response(
+        response: &crate::engine::TurnResponse,
+        ts: DateTime<FixedOffset>,
+        segment: Option<&str>,
+        tokens: (u32, u32),
+        node: &str,
+    ) -> Self {
+        TurnRecord {
+            ts,
+            session: response.session_id.clone(),
+            turn: response.turn,
+            segment: segment.map(str::to_string),
+            message: response.message.clone(),
+            reply: response.reply.clone(),
+            source: response.source,
+            rule: response.rule.clone(),
+            promotion: response.promotion.clone(),
+            flow: response.flow.clone(),
+            step: response.step.clone(),
+            intent: response.intent.clone(),
+            confidence: response.confidence,
+            answer_confidence: response.answer_confidence,
+            handoff: response.handoff.as_ref().map(|h| h.reason.clone()),
+            safety: safety_hits(&response.trace),
+            latency_ms: response.latency_ms,
+            prompt_tokens: tokens.0,
+            completion_tokens: tokens.1,
+            rules: response.rules_version.clone(),
+            node: node.to_string(),
+        }
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }

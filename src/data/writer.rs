@@ -36,7 +36,7 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset, NaiveDate, Timelike, Utc};
 use chrono_tz::Tz;
 
-use super::record::{AgentRecord, FeedbackRecord, Record, ReleaseRecord, TakeoverRecord, TurnRecord, safety_hits};
+use super::record::{AgentRecord, FeedbackRecord, Record, ReleaseRecord, TakeoverRecord, TurnRecord};
 use crate::batch::{Batcher, FlushGuard};
 use crate::{RuleSet, TurnResponse};
 
@@ -211,29 +211,13 @@ impl ConversationLog {
         prompt_tokens: u32,
         completion_tokens: u32,
     ) -> bool {
-        self.push(Record::Turn(TurnRecord {
-            ts: self.now(),
-            session: response.session_id.clone(),
-            turn: response.turn,
-            segment: segment.map(str::to_string),
-            message: response.message.clone(),
-            reply: response.reply.clone(),
-            source: response.source,
-            rule: response.rule.clone(),
-            promotion: response.promotion.clone(),
-            flow: response.flow.clone(),
-            step: response.step.clone(),
-            intent: response.intent.clone(),
-            confidence: response.confidence,
-            answer_confidence: response.answer_confidence,
-            handoff: response.handoff.as_ref().map(|h| h.reason.clone()),
-            safety: safety_hits(&response.trace),
-            latency_ms: response.latency_ms,
-            prompt_tokens,
-            completion_tokens,
-            rules: response.rules_version.clone(),
-            node: self.node.to_string(),
-        }))
+        self.push(Record::Turn(TurnRecord::from_response(
+            response,
+            self.now(),
+            segment,
+            (prompt_tokens, completion_tokens),
+            &self.node,
+        )))
     }
 
     /// Logs an agent's answer.
