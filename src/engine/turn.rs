@@ -148,7 +148,9 @@ pub(super) fn run(
         trace.push(step("safety", describe_findings(&verdict.findings)));
     }
     if let Some(blocked) = verdict.blocked {
-        session.remember(Role::User, format!("［已屏蔽：{}］", blocked.category), now_ms);
+        // Only the fact of the block is kept, never the blocked words.
+        let shown = format!("［已屏蔽：{}］", blocked.category);
+        session.remember(Role::User, &shown, now_ms);
         session.remember(Role::Bot, &blocked.reply, now_ms);
         session.updated_at = now_ms;
         engine.sessions.put(session.clone());
@@ -160,7 +162,7 @@ pub(super) fn run(
         );
         trace.push(step("safety", format!("blocked: {}", blocked.category)));
         response.trace = trace;
-        response.message = format!("［已屏蔽：{}］", blocked.category);
+        response.message = shown;
         return response;
     }
     let message = verdict.masked;

@@ -27,7 +27,6 @@
 //!   and relearnt when the prompts stop matching it (the persona changed on reload).
 //!   A request whose slot holds less of its prompt than the root copies the root in.
 //!
-//! When a decode finds no room, idle slots give up their tokens, then the root.
 //!
 //! # Judging material
 //! Every generated token's probability under the model (temperature 1, before sampling
@@ -43,10 +42,11 @@
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Once, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use llama_cpp_2::LogOptions;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -55,7 +55,6 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use llama_cpp_2::{DecodeError, LogOptions};
 
 use super::{ChatMessage, ChatRole, GenerateRequest, Generation, LlmBackend, LlmError};
 
@@ -144,15 +143,9 @@ enum Event {
 /// llama.cpp's backend may be initialised once per process; every model shares it.
 fn backend() -> Result<&'static LlamaBackend, LlmError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
-    static LOGS: Mutex<bool> = Mutex::new(false);
-    {
-        // llama.cpp prints every tensor it loads; route it to tracing (debug level) once.
-        let mut routed = LOGS.lock().unwrap_or_else(|e| e.into_inner());
-        if !*routed {
-            llama_cpp_2::send_logs_to_tracing(LogOptions::default());
-            *routed = true;
-        }
-    }
+    static LOGS: Once = Once::new();
+    // llama.cpp prints every tensor it loads; its lines go to tracing, once per process.
+    LOGS.call_once(|| llama_cpp_2::send_logs_to_tracing(LogOptions::default()));
     BACKEND
         .get_or_init(|| LlamaBackend::init().map_err(|e| e.to_string()))
         .as_ref()
@@ -701,7 +694,9 @@ impl<'m> Worker<'m> {
         if self.batch.n_tokens() == 0 {
             return;
         }
-        if let Err(e) = self.decode() {
+        // Every sequence has a stream of its own, `ctx_per_seq` cells long, and no request
+        // is let past that length, so a decode never waits for another sequence's cells.
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
             for i in 0..self.slots.len() {
                 if self.slots[i].active.is_some() {
                     self.finish(i, Some(LlmError::Failed(format!("llama.cpp decode: {e}"))));
@@ -715,30 +710,6 @@ impl<'m> Worker<'m> {
         self.take_pending_root();
         for i in 0..self.slots.len() {
             self.sample(i);
-        }
-    }
-
-    /// Decodes the batch; when the cells run out, idle slots and then the root give
-    /// theirs up and the decode is tried again.
-    fn decode(&mut self) -> Result<(), DecodeError> {
-        match self.ctx.decode(&mut self.batch) {
-            Err(DecodeError::NoKvCacheSlot) => {
-                for i in 0..self.slots.len() {
-                    if self.slots[i].active.is_none() && !self.slots[i].cached.is_empty() {
-                        let seq = self.slots[i].seq;
-                        self.forget(seq, 0);
-                        self.slots[i].cached.clear();
-                    }
-                }
-                if self.ctx.decode(&mut self.batch).is_ok() {
-                    return Ok(());
-                }
-                self.forget(self.root_seq, 0);
-                self.root.clear();
-                self.pending_root = None;
-                self.ctx.decode(&mut self.batch)
-            }
-            other => other,
         }
     }
 
