@@ -157,6 +157,12 @@ struct ModelArgs {
     /// Tokens of context per conversation (prompt and answer).
     #[arg(long, default_value_t = 2048)]
     ctx: u32,
+    /// The most tokens in one llama.cpp decode (its `-b`): prompt chunks and the next
+    /// token of every generating conversation share it. Larger evaluates long or many
+    /// prompts in fewer steps; smaller keeps the steps, and so the token gaps of the
+    /// conversations already answering, short.
+    #[arg(long, default_value_t = 512)]
+    batch: u32,
     /// A LoRA adapter (GGUF) and its scale, `PATH[:SCALE]`: a shop's fine-tune on its own
     /// dialogues, applied over the base model. One adapter; merge several with
     /// llama.cpp's llama-export-lora.
@@ -181,6 +187,7 @@ impl ModelArgs {
             threads: self.threads,
             parallel: self.parallel,
             ctx_per_seq: self.ctx,
+            batch: self.batch,
             lora: self.lora.clone(),
             chat_template: self.chat_template.clone(),
             ..Default::default()

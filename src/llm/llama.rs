@@ -27,10 +27,11 @@
 //!   and relearnt when the prompts stop matching it (the persona changed on reload).
 //!   A request whose slot holds less of its prompt than the root copies the root in.
 //!
-//!
 //! # Judging material
 //! Every generated token's probability under the model (temperature 1, before sampling
-//! filters) is recorded: the mean and the minimum feed [`super::judge`].
+//! filters and the repetition penalty) is recorded: the mean and the minimum feed
+//! [`super::judge`]. Tokens are chosen by [`super::sample::Sampler`], which finds both in
+//! two passes over the logits.
 //!
 //! # Chat template
 //! The prompt is rendered with the chat template stored in the GGUF
@@ -53,9 +54,9 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaLoraAdapter, LlamaModel};
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
+use super::sample::Sampler;
 use super::{ChatMessage, ChatRole, GenerateRequest, Generation, LlmBackend, LlmError};
 
 /// How the model is loaded and run.
@@ -308,7 +309,7 @@ struct Active {
     next_prompt: usize,
     /// Prompt tokens that were already resident (reused, not evaluated).
     reused: usize,
-    sampler: LlamaSampler,
+    sampler: Sampler,
     /// The last sampled token, to be evaluated in the next batch.
     pending: Option<LlamaToken>,
     /// Where this slot's logits are in the current batch.
@@ -347,7 +348,6 @@ struct Worker<'m> {
     batch_size: usize,
     clock: u64,
     seed: u32,
-    n_vocab: usize,
 }
 
 impl<'m> Worker<'m> {
@@ -420,7 +420,6 @@ impl<'m> Worker<'m> {
             batch_size,
             clock: 0,
             seed: config.seed,
-            n_vocab: usize::try_from(model.n_vocab()).unwrap_or(0),
         })
     }
 
@@ -523,7 +522,7 @@ impl<'m> Worker<'m> {
         self.slots[index].cached.truncate(keep);
         self.clock += 1;
         let seed = self.seed.wrapping_add(self.clock as u32);
-        let sampler = sampler(job.temperature, job.top_p, seed, self.n_vocab);
+        let sampler = Sampler::new(job.temperature, job.top_p, seed);
         let slot = &mut self.slots[index];
         slot.last_used = self.clock;
         slot.active = Some(Active {
@@ -721,8 +720,10 @@ impl<'m> Worker<'m> {
             return;
         };
         let Some(at) = active.logits_at.take() else { return };
-        let token = active.sampler.sample(&self.ctx, at);
-        let p = token_probability(self.ctx.get_logits_ith(at), token);
+        let Some((token, p)) = active.sampler.pick(self.ctx.get_logits_ith(at)) else {
+            self.finish(i, Some(LlmError::Failed("llama.cpp returned no logits".into())));
+            return;
+        };
         let now = Instant::now();
         active.first_token.get_or_insert(now);
         active.last_token = Some(now);
@@ -819,40 +820,6 @@ fn chat_template(model: &LlamaModel, name: Option<&str>) -> Result<(LlamaChatTem
     Ok((t, "fallback chatml".into()))
 }
 
-/// The sampling chain of one request: repetition penalty (small models loop), top-k,
-/// top-p, temperature, then a seeded draw; greedy at temperature 0.
-fn sampler(temperature: f32, top_p: f32, seed: u32, n_vocab: usize) -> LlamaSampler {
-    let penalties = LlamaSampler::penalties(i32::try_from(n_vocab).unwrap_or(i32::MAX), 64, 1.1, 0.0, 0.0);
-    if temperature <= 0.0 {
-        return LlamaSampler::chain_simple([penalties, LlamaSampler::greedy()]);
-    }
-    LlamaSampler::chain_simple([
-        penalties,
-        LlamaSampler::top_k(40),
-        LlamaSampler::top_p(top_p.clamp(0.05, 1.0), 1),
-        LlamaSampler::temp(temperature),
-        LlamaSampler::dist(seed),
-    ])
-}
-
-/// The probability of `token` under the softmax of `logits` (temperature 1).
-///
-/// Logits more than [`NEGLIGIBLE_LOGIT`] below the largest are left out of the sum: with a
-/// vocabulary of 262k (Gemma 3) they change the result by less than 0.1 % at most, and
-/// skipping their `exp` keeps this well under the cost of sampling.
-fn token_probability(logits: &[f32], token: LlamaToken) -> f32 {
-    let Some(&chosen) = usize::try_from(token.0).ok().and_then(|i| logits.get(i)) else {
-        return 0.0;
-    };
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let floor = max - NEGLIGIBLE_LOGIT;
-    let sum: f32 = logits.iter().filter(|&&l| l > floor).map(|&l| (l - max).exp()).sum();
-    (chosen - max).exp() / sum
-}
-
-/// See [`token_probability`]: e^-20 × 262,144 ≈ 0.0005.
-const NEGLIGIBLE_LOGIT: f32 = 20.0;
-
 /// Where the first stop string in `text` starts.
 fn find_stop(text: &str, stops: &[String]) -> Option<usize> {
     stops.iter().filter_map(|s| text.find(s.as_str())).min()
@@ -924,11 +891,5 @@ mod tests {
         assert_eq!(safe_to_send("好的<客", &stops), "好的".len());
         assert_eq!(safe_to_send("好的<|im", &stops), "好的".len());
         assert_eq!(safe_to_send("好的。", &stops), "好的。".len());
-    }
-
-    #[test]
-    fn probability_is_the_softmax_of_the_logits() {
-        let p = token_probability(&[0.0, 0.0, (2.0f32).ln()], LlamaToken(2));
-        assert!((p - 0.5).abs() < 1e-6, "{p}");
     }
 }

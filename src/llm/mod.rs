@@ -12,6 +12,8 @@ pub mod http;
 #[cfg(feature = "llama")]
 pub mod llama;
 pub mod prompt;
+#[cfg(feature = "llama")]
+pub mod sample;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -133,6 +135,8 @@ pub struct ModelOptions {
     pub parallel: usize,
     /// Tokens of context per sequence.
     pub ctx_per_seq: u32,
+    /// The most tokens in one llama.cpp decode call (0: the default, 512).
+    pub batch: u32,
     /// A LoRA adapter and its scale.
     pub lora: Option<(PathBuf, f32)>,
     /// A llama.cpp built-in chat template name overriding the GGUF's.
@@ -176,6 +180,9 @@ fn open_llama(path: &std::path::Path, options: &ModelOptions) -> Result<Option<A
     }
     if options.ctx_per_seq > 0 {
         config.ctx_per_seq = options.ctx_per_seq;
+    }
+    if options.batch > 0 {
+        config.batch = options.batch;
     }
     config.lora = options.lora.clone();
     config.chat_template = options.chat_template.clone();
