@@ -394,10 +394,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         let session = sessions.get("job-session").expect("the result reached the session");
-        assert_eq!(
-            session.history.back().map(|h| h.text.as_str()),
-            Some("查询结果：已发货")
-        );
+        assert_eq!(session.history.back().map(|h| &*h.text), Some("查询结果：已发货"));
         assert_eq!(tries.load(Ordering::SeqCst), 3);
         assert_eq!(
             *events.lock().unwrap(),

@@ -47,8 +47,11 @@ pub(crate) fn slots_map(session: &Session) -> Map {
 /// The `now` map: shop-local date and time.
 fn now_map(now: &DateTime<Tz>) -> Map {
     let mut m = Map::new();
-    m.insert("date".into(), now.format("%Y-%m-%d").to_string().into());
-    m.insert("time".into(), now.format("%H:%M").to_string().into());
+    // Formatted by hand: chrono's strftime parses its pattern on every call, which showed
+    // up in the profile of rule-answered turns.
+    let date = format!("{:04}-{:02}-{:02}", now.year(), now.month(), now.day());
+    m.insert("date".into(), date.into());
+    m.insert("time".into(), format!("{:02}:{:02}", now.hour(), now.minute()).into());
     m.insert("hour".into(), (now.hour() as i64).into());
     m.insert("weekday".into(), (now.weekday().number_from_monday() as i64).into());
     m.insert("timestamp".into(), now.timestamp().into());

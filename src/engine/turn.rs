@@ -725,7 +725,7 @@ impl Turn<'_> {
                 .chain(policies.iter().map(|p| p.0))
                 .chain(passages.iter().map(String::as_str))
                 .chain(slots.iter().flat_map(|(k, v)| [*k, *v]))
-                .chain(self.session.history.iter().skip(history_start).map(|h| h.text.as_str())),
+                .chain(self.session.history.iter().skip(history_start).map(|h| &*h.text)),
         );
         let input = prompt::PromptInput {
             persona: &rules.shop.persona,

@@ -91,7 +91,7 @@ pub fn build(input: &PromptInput<'_>) -> (Vec<ChatMessage>, Vec<String>) {
         let content = if role == ChatRole::User {
             wrap_customer_text(&entry.text)
         } else {
-            entry.text.clone()
+            entry.text.to_string()
         };
         messages.push(ChatMessage::new(role, content));
     }
