@@ -117,7 +117,7 @@ pub fn parse_file(file: FileId, text: &str) -> (Vec<Item>, Vec<Diagnostic>) {
     let mut pos = 0;
     while pos < text.len() {
         let rest = &text[pos..];
-        if KefuParser::parse(Rule::file_end, rest).is_ok() {
+        if only_blanks(rest) {
             break;
         }
         match KefuParser::parse(Rule::item_entry, rest) {
@@ -148,6 +148,26 @@ pub fn parse_file(file: FileId, text: &str) -> (Vec<Item>, Vec<Diagnostic>) {
         }
     }
     (items, diagnostics)
+}
+
+/// Whether `rest` holds nothing but blanks and comments (the grammar's `WHITESPACE` and
+/// `COMMENT`), checked by hand. Asking pest costs a failed parse per item, and building that failure's
+/// error made loading 10,000 rules take seconds.
+fn only_blanks(rest: &str) -> bool {
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\r' | '\n' | '\u{3000}' | '\u{FEFF}' => {}
+            '#' => {
+                // A comment runs to the end of the line.
+                if !chars.by_ref().any(|c| c == '\n' || c == '\r') {
+                    return true;
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// The first line at or after `from` that starts with an item keyword at column 1.
@@ -1105,6 +1125,17 @@ fn floor_boundary(s: &str, mut i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_blanks_and_comments_end_a_file() {
+        assert!(only_blanks(""));
+        assert!(only_blanks(" \t\r\n\u{3000}\u{FEFF}"));
+        assert!(only_blanks("# 结尾的注释\n\n# 没有换行"));
+        assert!(!only_blanks("# 注释\nrule 甲 {}"));
+        assert!(!only_blanks("  x"));
+        // A lone carriage return ends a comment too, as pest's NEWLINE does.
+        assert!(!only_blanks("# 注释\rrule"));
+    }
 
     #[test]
     fn dedent_drops_outer_blank_lines_and_common_indent() {
