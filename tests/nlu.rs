@@ -89,6 +89,10 @@ fn out_of_scope_stays_below_the_threshold() {
         "帮我订一张去武汉的机票",
         "what's the weather like in wuhan",
         "给我讲个笑话",
+        // No letter at all: nothing to classify.
+        "2026111912345678",
+        "？？？",
+        "👍👍",
     ] {
         let u = rules.nlu.understand_on(text, &Context::default(), today());
         assert!(

@@ -178,6 +178,12 @@ impl Recognizer {
             match matcher {
                 Matcher::Regex(re) => {
                     for m in re.find_iter(f) {
+                        // Digits glued to more digits are part of a longer number: a
+                        // 12-digit order pattern must not take the first 12 digits of a
+                        // 16-digit one, nor a height pattern "191" out of its middle.
+                        if glued_digits(f, m.start(), m.end()) {
+                            continue;
+                        }
                         // A pattern such as `1\d\d\s*(cm)?` may take the space after the
                         // number; the entity is the number, not the space.
                         let text = m.as_str();
@@ -212,6 +218,14 @@ impl Recognizer {
         out.sort_by(|a, b| (a.start, a.end, &a.name).cmp(&(b.start, b.end, &b.name)));
         out
     }
+}
+
+/// Whether the match `start..end` of `f` begins or ends with a digit that continues
+/// beyond it.
+fn glued_digits(f: &str, start: usize, end: usize) -> bool {
+    let digit = |c: Option<char>| c.is_some_and(|c| c.is_ascii_digit());
+    let (first, last) = (f[start..end].chars().next(), f[start..end].chars().next_back());
+    (digit(first) && digit(f[..start].chars().next_back())) || (digit(last) && digit(f[end..].chars().next()))
 }
 
 /// Full-width ASCII to half-width, nothing else (regexes may be case-sensitive).

@@ -386,6 +386,17 @@ impl Nlu {
 
     /// The class probabilities of a message (the classifier alone).
     pub fn classify(&self, text: &str) -> Classification {
+        // A message without a single letter (an order number alone, "？？？", emoji) holds
+        // nothing to weigh: its one or two features (a long number, a question mark) would
+        // be read as whichever intent's examples happen to contain them, and confidently:
+        // an order number alone came out as a complaint at 0.97 and was handed off.
+        if !text.chars().any(char::is_alphabetic) {
+            return Classification {
+                intents: vec![0.0; self.intents.len()],
+                out_of_scope: 1.0,
+                coverage: 0.0,
+            };
+        }
         let (mut p, coverage) = self.model.predict(&self.featurizer.features(text));
         let out_of_scope = p.pop().unwrap_or(1.0);
         Classification {
