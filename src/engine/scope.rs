@@ -10,8 +10,28 @@ use crate::dialogue::Session;
 use crate::nlu::Understanding;
 
 /// JSON to a script value (`()` for null).
+///
+/// Converted directly, not through `rhai::serde::to_dynamic`: every turn converts the
+/// caller's `user` profile and context, and the serde round trip was most of the cost of
+/// building the scope. The result is the same (see the test).
 pub(crate) fn json_to_dynamic(value: &serde_json::Value) -> Dynamic {
-    rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT)
+    use serde_json::Value;
+    match value {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => Dynamic::from_bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Dynamic::from_int(i),
+            None => n.as_f64().map_or(Dynamic::UNIT, Dynamic::from_float),
+        },
+        Value::String(s) => Dynamic::from(rhai::ImmutableString::from(s.as_str())),
+        Value::Array(items) => Dynamic::from_array(items.iter().map(json_to_dynamic).collect()),
+        Value::Object(fields) => Dynamic::from_map(
+            fields
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), json_to_dynamic(v)))
+                .collect(),
+        ),
+    }
 }
 
 /// A script value to JSON, for keeping flow variables in a session.
@@ -111,4 +131,22 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
         }
     }
     scope
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_converts_as_rhai_serde_does() {
+        let value = serde_json::json!({
+            "segment": "vip", "orders": 3, "aov": 268.5, "churn": null, "new": false,
+            "big": 18446744073709551615u64, "negative": -7,
+            "browsed": ["羽绒服", {"id": 1}], "nested": {"a": [1, 2.5, "x"]}
+        });
+        let ours = json_to_dynamic(&value);
+        let theirs = rhai::serde::to_dynamic(&value).unwrap();
+        assert_eq!(format!("{ours:?}"), format!("{theirs:?}"));
+        assert_eq!(dynamic_to_json(&ours), dynamic_to_json(&theirs));
+    }
 }

@@ -4,9 +4,10 @@
 //! docs/language.md section 1), and the answer cache in front of the FAQ and the model.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Tz;
 use rhai::{Dynamic, Map, Scope};
 
@@ -232,7 +233,7 @@ pub(super) fn run(
     let host = Arc::new(TurnHost {
         tickets: Arc::clone(&engine.tickets),
         session_id: session.id.clone(),
-        date: now.format("%Y%m%d").to_string(),
+        date: format!("{:04}{:02}{:02}", now.year(), now.month(), now.day()),
         at: now_ms,
         notes: Mutex::new(Vec::new()),
     });
@@ -297,7 +298,7 @@ fn describe_understanding(u: &Understanding) -> String {
     let intent = u.intent.as_deref().unwrap_or("none");
     let mut s = format!("intent {intent} ({:.2}), emotion {}", u.confidence, u.emotion.as_str());
     for e in &u.entities {
-        s.push_str(&format!(", {}={}", e.name, e.value));
+        let _ = write!(s, ", {}={}", e.name, e.value);
     }
     s
 }

@@ -163,6 +163,9 @@ impl Recognizer {
     pub fn find(&self, text: &str, today: NaiveDate) -> Vec<EntityMatch> {
         let folded = Folded::new(text);
         let mut out = Vec::new();
+        // Compound words that hide a single-character lexicon entry; found once, when the
+        // first lexicon needs them.
+        let mut compounds: Option<Vec<(usize, usize)>> = None;
         for (name, matcher) in &self.entities {
             let mut push = |start: usize, end: usize, value: String| {
                 let (s, e) = folded.original_span(start, end);
@@ -195,8 +198,8 @@ impl Recognizer {
                     }
                 }
                 Matcher::Lexicon(lex) => {
-                    let compounds: Vec<(usize, usize)> =
-                        self.compounds.find_iter(f).map(|m| (m.start(), m.end())).collect();
+                    let compounds = compounds
+                        .get_or_insert_with(|| self.compounds.find_iter(f).map(|m| (m.start(), m.end())).collect());
                     for m in lex.automaton.find_iter(f) {
                         let id = m.pattern().as_usize();
                         if lex.latin[id] && !latin_word_at(f, m.start(), m.end()) {
