@@ -164,10 +164,10 @@ struct ModelArgs {
     #[arg(long, default_value_t = 512)]
     batch: u32,
     /// A LoRA adapter (GGUF) and its scale, `PATH[:SCALE]`: a shop's fine-tune on its own
-    /// dialogues, applied over the base model. One adapter; merge several with
-    /// llama.cpp's llama-export-lora.
+    /// dialogues, applied over the base model. Repeatable: several adapters are merged
+    /// into one (exactly: their ranks side by side) before loading.
     #[arg(long, value_parser = kefu::llm::parse_lora)]
-    lora: Option<(PathBuf, f32)>,
+    lora: Vec<(PathBuf, f32)>,
     /// A llama.cpp built-in chat template (`chatml`, `gemma`, `llama3`...) instead of the
     /// one in the GGUF.
     #[arg(long)]

@@ -1,7 +1,8 @@
 //! The few tests that run the real default model (models/default.gguf, fetched by
 //! models/fetch.sh) through llama.cpp in process: it loads, streams, stops at the token
-//! limit, serves concurrent requests, reuses the prefix cache, and on the demo shop a
-//! question no rule answers gets Chinese from the model or goes to a human.
+//! limit, serves concurrent requests, reuses the prefix cache, applies LoRA adapters
+//! (several merged into one), and on the demo shop a question no rule answers gets
+//! Chinese from the model or goes to a human.
 //!
 //! Everything else about the model is tested with the mock backend. Without the model
 //! file these tests say so and pass, unless `KEFU_REQUIRE_MODEL=1` (as `make test` sets):
@@ -168,4 +169,68 @@ fn on_the_demo_shop_the_model_answers_in_chinese_or_hands_off() {
             other => panic!("{question}: unexpected source {other:?}: {}", response.reply),
         }
     }
+}
+
+/// Random factors for the query and output projections of every block listed: an adapter
+/// strong enough to change what the model says.
+fn synthetic_adapter(path: &Path, blocks: std::ops::Range<usize>, rank: usize, seed: u64) {
+    let model = model_path().expect("checked by the caller");
+    let mut state = seed;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.5
+    };
+    let mut factors = Vec::new();
+    for block in blocks {
+        for weight in ["attn_q", "attn_output"] {
+            let name = format!("blk.{block}.{weight}.weight");
+            let shape = kefu::llm::lora::tensor_shape(model, &name).unwrap();
+            let (n_in, n_out) = (shape[0] as usize, shape[1] as usize);
+            factors.push((
+                format!("{name}.lora_a"),
+                [n_in, rank],
+                (0..n_in * rank).map(|_| next()).collect(),
+            ));
+            factors.push((
+                format!("{name}.lora_b"),
+                [rank, n_out],
+                (0..rank * n_out).map(|_| next()).collect(),
+            ));
+        }
+    }
+    kefu::llm::lora::write_adapter(path, "llama", &factors).unwrap();
+}
+
+/// Greedy text of a fresh model with these adapters.
+fn answer_with(lora: Vec<(std::path::PathBuf, f32)>) -> String {
+    let mut config = LlamaConfig::new(model_path().unwrap());
+    config.ctx_per_seq = 512;
+    config.parallel = 1;
+    config.lora = lora;
+    let model = LlamaCpp::load(config).expect("loads with the adapters");
+    let mut req = request("羽绒服可以机洗吗？", 24);
+    req.ignore_eos = true;
+    // All 24 tokens, so that the answers have room to differ.
+    req.stop.clear();
+    model.generate(&req, &mut |_| {}).unwrap().text
+}
+
+#[test]
+fn lora_adapters_apply_and_several_are_merged_into_one() {
+    let Some(_) = model_path() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.gguf"), dir.path().join("b.gguf"));
+    synthetic_adapter(&a, 0..4, 8, 1);
+    synthetic_adapter(&b, 4..12, 8, 2);
+    let base = answer_with(Vec::new());
+    let with_a = answer_with(vec![(a.clone(), 1.0)]);
+    assert_ne!(with_a, base, "the adapter changed nothing");
+    // b at scale 0 adds nothing: the merged pair must say what a alone says.
+    let merged = answer_with(vec![(a.clone(), 1.0), (b.clone(), 0.0)]);
+    assert_eq!(merged, with_a);
+    // b alone at 3 turns the answer to noise; merged with a, it must still show.
+    let both = answer_with(vec![(a, 1.0), (b, 3.0)]);
+    assert_ne!(both, with_a, "the second adapter was dropped");
 }

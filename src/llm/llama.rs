@@ -74,8 +74,9 @@ pub struct LlamaConfig {
     pub batch: u32,
     /// Requests that may wait for a free sequence; one more is refused as busy.
     pub queue: usize,
-    /// A LoRA adapter and its scale (`--lora PATH[:SCALE]`).
-    pub lora: Option<(PathBuf, f32)>,
+    /// LoRA adapters and their scales (`--lora PATH[:SCALE]`, repeatable): one is
+    /// loaded as it is, several are merged into one first ([`super::lora`]).
+    pub lora: Vec<(PathBuf, f32)>,
     /// A llama.cpp built-in template name to use instead of the GGUF's own.
     pub chat_template: Option<String>,
     /// Seed of the samplers (each request's sampler is seeded from it and a counter).
@@ -92,7 +93,7 @@ impl LlamaConfig {
             ctx_per_seq: 2048,
             batch: 512,
             queue: 16,
-            lora: None,
+            lora: Vec::new(),
             chat_template: None,
             seed: 0x6b65_6675,
         }
@@ -189,15 +190,12 @@ impl LlamaCpp {
                 };
                 // The adapter is read from the base model's tensors, so it is made before
                 // the context borrows the model.
-                let mut lora = match &config.lora {
-                    Some((path, scale)) => match load_lora(&mut model, path) {
-                        Ok(adapter) => Some((adapter, *scale)),
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    },
-                    None => None,
+                let mut lora = match load_loras(&mut model, &config.lora) {
+                    Ok(lora) => lora,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
                 };
                 let mut worker = match Worker::new(backend, &model, &config, lora.as_mut()) {
                     Ok(w) => w,
@@ -274,6 +272,23 @@ impl LlmBackend for LlamaCpp {
 fn load_model(backend: &LlamaBackend, config: &LlamaConfig) -> Result<LlamaModel, LlmError> {
     LlamaModel::load_from_file(backend, &config.model, &LlamaModelParams::default())
         .map_err(|e| LlmError::Failed(format!("{}: cannot load the model: {e}", config.model.display())))
+}
+
+/// The adapter to apply and its scale: the one given, or the given ones merged into a
+/// temporary file (llama.cpp reads it while loading; it is removed right after).
+fn load_loras(model: &mut LlamaModel, specs: &[(PathBuf, f32)]) -> Result<Option<(LlamaLoraAdapter, f32)>, LlmError> {
+    match specs {
+        [] => Ok(None),
+        [(path, scale)] => Ok(Some((load_lora(model, path)?, *scale))),
+        several => {
+            let dir =
+                tempfile::tempdir().map_err(|e| LlmError::Failed(format!("cannot merge the LoRA adapters: {e}")))?;
+            let merged = dir.path().join("merged-lora.gguf");
+            super::lora::merge(several, &merged)
+                .map_err(|e| LlmError::Failed(format!("cannot merge the LoRA adapters: {e}")))?;
+            Ok(Some((load_lora(model, &merged)?, 1.0)))
+        }
+    }
 }
 
 fn load_lora(model: &mut LlamaModel, path: &Path) -> Result<LlamaLoraAdapter, LlmError> {

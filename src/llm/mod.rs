@@ -11,6 +11,7 @@ pub mod generate;
 pub mod http;
 #[cfg(feature = "llama")]
 pub mod llama;
+pub mod lora;
 pub mod prompt;
 #[cfg(feature = "llama")]
 pub mod sample;
@@ -137,8 +138,8 @@ pub struct ModelOptions {
     pub ctx_per_seq: u32,
     /// The most tokens in one llama.cpp decode call (0: the default, 512).
     pub batch: u32,
-    /// A LoRA adapter and its scale.
-    pub lora: Option<(PathBuf, f32)>,
+    /// LoRA adapters and their scales (several are merged into one, see [`lora`]).
+    pub lora: Vec<(PathBuf, f32)>,
     /// A llama.cpp built-in chat template name overriding the GGUF's.
     pub chat_template: Option<String>,
 }
