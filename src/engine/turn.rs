@@ -433,8 +433,7 @@ impl Turn<'_> {
         if kb.faqs.is_empty() {
             return None;
         }
-        let (query, focus) = self.retrieval();
-        let best = kb.best_faq(query, focus);
+        let focus = self.retrieval().1;
         let key = self.cache_key(CacheScope::Faq {
             product: focus.map(|f| kb.products[f].id.clone()),
         });
@@ -446,7 +445,8 @@ impl Turn<'_> {
             answer.faq = hit.origin.strip_prefix("faq ").map(str::to_string);
             return Some(answer);
         }
-        let best = best?;
+        // Scored only on a cache miss.
+        let best = kb.best_faq(self.retrieval().0, focus)?;
         let threshold = rules.shop.faq_threshold;
         let faq = &kb.faqs[best.faq];
         let scores = format!("{:.2}, runner-up {:.2}", best.confidence, best.runner_up);

@@ -111,9 +111,9 @@ pub fn merge(adapters: &[(PathBuf, f32)], out: &Path) -> Result<(), LoraError> {
 }
 
 /// The ggml shape (contiguous dimension first) of tensor `name` in a GGUF file, a model
-/// or an adapter: what an adapter's factors must fit.
+/// or an adapter: what an adapter's factors must fit. Only the file's header is read.
 pub fn tensor_shape(path: &Path, name: &str) -> Result<Vec<u64>, LoraError> {
-    let file = Gguf::read(path)?;
+    let file = Gguf::read_header(path)?;
     let info = file
         .tensors
         .get(name)
@@ -267,72 +267,60 @@ struct TensorInfo {
     offset: u64,
 }
 
-/// A GGUF file read into memory: its metadata in order, its tensors by name.
+/// A GGUF file: its metadata in order, its tensors by name, and the file's bytes (only
+/// as far as the tensor table when read with [`Gguf::read_header`]).
 struct Gguf {
     metadata: Vec<(String, Value)>,
     tensors: BTreeMap<String, TensorInfo>,
-    data: Vec<u8>,
+    bytes: Vec<u8>,
+    /// Where the tensor data starts in `bytes` (tensor offsets count from here).
+    data_start: usize,
 }
 
 impl Gguf {
+    /// The whole file.
     fn read(path: &Path) -> Result<Gguf, LoraError> {
         let bytes = std::fs::read(path).map_err(|source| LoraError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        Gguf::parse(&bytes).map_err(|e| invalid(path, format!("not a readable GGUF file: {e}")))
+        Gguf::parse(bytes).map_err(|e| invalid(path, format!("not a readable GGUF file: {e}")))
     }
 
-    fn parse(bytes: &[u8]) -> io::Result<Gguf> {
-        let mut r = bytes;
-        let mut magic = [0u8; 4];
-        r.read_exact(&mut magic)?;
-        if &magic != GGUF_MAGIC {
-            return Err(bad("no GGUF magic"));
-        }
-        let version = read_u32(&mut r)?;
-        if version < 2 {
-            return Err(bad(&format!("GGUF version {version} is too old")));
-        }
-        let n_tensors = read_u64(&mut r)?;
-        let n_kv = read_u64(&mut r)?;
-        let mut metadata = Vec::new();
-        for _ in 0..n_kv {
-            let key = read_string(&mut r)?;
-            let kind = read_u32(&mut r)?;
-            metadata.push((key, read_value(&mut r, kind)?));
-        }
-        let mut tensors = BTreeMap::new();
-        for _ in 0..n_tensors {
-            let name = read_string(&mut r)?;
-            let n_dims = read_u32(&mut r)?;
-            if n_dims > 4 {
-                return Err(bad("a tensor with more than 4 dimensions"));
+    /// The metadata and tensor table only: the file is read from the start until they are
+    /// complete, so a model's weights (gigabytes) stay on disk.
+    fn read_header(path: &Path) -> Result<Gguf, LoraError> {
+        let io_error = |source| LoraError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(io_error)?;
+        let mut bytes = Vec::new();
+        let mut want = 1u64 << 20;
+        loop {
+            let got = (&mut file)
+                .take(want - bytes.len() as u64)
+                .read_to_end(&mut bytes)
+                .map_err(io_error)?;
+            match parse_header(&bytes) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && got > 0 => want *= 2,
+                Err(e) => return Err(invalid(path, format!("not a readable GGUF file: {e}"))),
+                Ok(header) => return Ok(Gguf::with(header, bytes)),
             }
-            let dims = (0..n_dims).map(|_| read_u64(&mut r)).collect::<io::Result<Vec<_>>>()?;
-            let kind = read_u32(&mut r)?;
-            let offset = read_u64(&mut r)?;
-            tensors.insert(name, TensorInfo { dims, kind, offset });
         }
-        let alignment = metadata
-            .iter()
-            .find(|(k, _)| k == "general.alignment")
-            .and_then(|(_, v)| match v {
-                Value::U32(a) => Some(u64::from(*a)),
-                _ => None,
-            })
-            .unwrap_or(DEFAULT_ALIGNMENT);
-        let header = (bytes.len() - r.len()) as u64;
-        let start = usize::try_from(header.div_ceil(alignment) * alignment).map_err(|_| bad("too large"))?;
-        let data = bytes
-            .get(start..)
-            .ok_or_else(|| bad("truncated before the tensor data"))?
-            .to_vec();
-        Ok(Gguf {
+    }
+
+    fn parse(bytes: Vec<u8>) -> io::Result<Gguf> {
+        Ok(Gguf::with(parse_header(&bytes)?, bytes))
+    }
+
+    fn with((metadata, tensors, data_start): Header, bytes: Vec<u8>) -> Gguf {
+        Gguf {
             metadata,
             tensors,
-            data,
-        })
+            bytes,
+            data_start,
+        }
     }
 
     fn string(&self, key: &str) -> Option<&str> {
@@ -393,9 +381,9 @@ impl Gguf {
                 ));
             }
         };
-        let start = info.offset as usize;
+        let start = self.data_start + info.offset as usize;
         let raw = self
-            .data
+            .bytes
             .get(start..start + n * width)
             .ok_or_else(|| invalid(path, format!("{name}: data past the end of the file")))?;
         let data = match info.kind {
@@ -414,6 +402,55 @@ impl Gguf {
         };
         Ok(Factor { shape, data })
     }
+}
+
+/// A GGUF file's metadata, tensor table, and where its tensor data starts.
+type Header = (Vec<(String, Value)>, BTreeMap<String, TensorInfo>, usize);
+
+/// Reads the metadata and tensor table at the start of `bytes`: `UnexpectedEof` when
+/// `bytes` ends before they do.
+fn parse_header(bytes: &[u8]) -> io::Result<Header> {
+    let mut r = bytes;
+    let mut magic = [0u8; 4];
+    r.read_exact(&mut magic)?;
+    if &magic != GGUF_MAGIC {
+        return Err(bad("no GGUF magic"));
+    }
+    let version = read_u32(&mut r)?;
+    if version < 2 {
+        return Err(bad(&format!("GGUF version {version} is too old")));
+    }
+    let n_tensors = read_u64(&mut r)?;
+    let n_kv = read_u64(&mut r)?;
+    let mut metadata = Vec::new();
+    for _ in 0..n_kv {
+        let key = read_string(&mut r)?;
+        let kind = read_u32(&mut r)?;
+        metadata.push((key, read_value(&mut r, kind)?));
+    }
+    let mut tensors = BTreeMap::new();
+    for _ in 0..n_tensors {
+        let name = read_string(&mut r)?;
+        let n_dims = read_u32(&mut r)?;
+        if n_dims > 4 {
+            return Err(bad("a tensor with more than 4 dimensions"));
+        }
+        let dims = (0..n_dims).map(|_| read_u64(&mut r)).collect::<io::Result<Vec<_>>>()?;
+        let kind = read_u32(&mut r)?;
+        let offset = read_u64(&mut r)?;
+        tensors.insert(name, TensorInfo { dims, kind, offset });
+    }
+    let alignment = metadata
+        .iter()
+        .find(|(k, _)| k == "general.alignment")
+        .and_then(|(_, v)| match v {
+            Value::U32(a) if *a > 0 => Some(u64::from(*a)),
+            _ => None,
+        })
+        .unwrap_or(DEFAULT_ALIGNMENT);
+    let header = (bytes.len() - r.len()) as u64;
+    let start = usize::try_from(header.div_ceil(alignment) * alignment).map_err(|_| bad("too large"))?;
+    Ok((metadata, tensors, start))
 }
 
 /// IEEE half to single precision.
@@ -453,7 +490,7 @@ fn read_u64(r: &mut &[u8]) -> io::Result<u64> {
 fn read_string(r: &mut &[u8]) -> io::Result<String> {
     let len = usize::try_from(read_u64(r)?).map_err(|_| bad("string too long"))?;
     if len > r.len() {
-        return Err(bad("string past the end"));
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "string past the end"));
     }
     let (s, rest) = r.split_at(len);
     *r = rest;
@@ -489,7 +526,7 @@ fn read_value(r: &mut &[u8], kind: u32) -> io::Result<Value> {
             let item = read_u32(r)?;
             let n = read_u64(r)?;
             if n > r.len() as u64 {
-                return Err(bad("array past the end"));
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "array past the end"));
             }
             Value::Array(item, (0..n).map(|_| read_value(r, item)).collect::<io::Result<_>>()?)
         }

@@ -41,8 +41,8 @@ pub const NEGLIGIBLE_LOGIT: f32 = 20.0;
 
 /// One request's sampling state.
 pub struct Sampler {
-    /// Distinct tokens among the last [`PENALTY_LAST_N`] generated, oldest first, with
-    /// repeats (the window slides over generated tokens, not over distinct ones).
+    /// The last [`PENALTY_LAST_N`] generated tokens, oldest first, repeats included (the
+    /// window slides over generated tokens; the penalty applies once per distinct token).
     recent: VecDeque<LlamaToken>,
     /// top-p, temperature and the seeded draw; `None` is greedy.
     chain: Option<LlamaSampler>,

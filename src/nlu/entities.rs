@@ -477,9 +477,7 @@ static SIZE: LazyLock<Regex> = LazyLock::new(|| {
 
 fn order_numbers(f: &str, push: &mut impl FnMut(usize, usize, String)) {
     for m in ORDER_NO.find_iter(f) {
-        let glued = f[..m.start()].chars().next_back().is_some_and(|c| c.is_ascii_digit())
-            || f[m.end()..].chars().next().is_some_and(|c| c.is_ascii_digit());
-        if glued {
+        if glued_digits(f, m.start(), m.end()) {
             continue;
         }
         // An 11-digit number starting 13-19 is a mobile phone number unless the customer
