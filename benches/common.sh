@@ -18,7 +18,7 @@ start_kefu() {
   shift
   local out
   out=$(mktemp)
-  target/release/kefu serve --addr 127.0.0.1:0 "$@" >"$out" 2>"$log" &
+  "${KEFU_BIN:-target/release/kefu}" serve --addr 127.0.0.1:0 "$@" >"$out" 2>"$log" &
   KEFU_PID=$!
   for _ in $(seq 200); do
     grep -q '^listening on ' "$out" && break

@@ -223,6 +223,13 @@ impl Recognizer {
     }
 }
 
+/// The captures of every match of `re` in `f`. Most messages hold no date, money or
+/// quantity, and `captures_iter` allocates its capture slots before it searches; a plain
+/// `is_match` first (a DFA scan, no allocation) skips that for the common case.
+fn captures<'h>(re: &'h Regex, f: &'h str) -> impl Iterator<Item = regex::Captures<'h>> + 'h {
+    re.is_match(f).then(|| re.captures_iter(f)).into_iter().flatten()
+}
+
 /// Whether the match `start..end` of `f` begins or ends with a digit that continues
 /// beyond it.
 fn glued_digits(f: &str, start: usize, end: usize) -> bool {
@@ -500,7 +507,7 @@ fn order_numbers(f: &str, push: &mut impl FnMut(usize, usize, String)) {
 }
 
 fn money(f: &str, push: &mut impl FnMut(usize, usize, String)) {
-    for c in MONEY.captures_iter(f) {
+    for c in captures(&MONEY, f) {
         let whole = c.get(0).expect("match");
         let value = if let Some(n) = c.get(1).or(c.get(2)) {
             parse_number(n.as_str())
@@ -514,7 +521,7 @@ fn money(f: &str, push: &mut impl FnMut(usize, usize, String)) {
 }
 
 fn quantities(f: &str, push: &mut impl FnMut(usize, usize, String)) {
-    for c in QUANTITY.captures_iter(f) {
+    for c in captures(&QUANTITY, f) {
         if c.get(1).is_some() {
             continue; // 第二件: an ordinal, not a quantity
         }
@@ -547,7 +554,7 @@ fn dates(f: &str, today: NaiveDate, push: &mut impl FnMut(usize, usize, String))
             .filter(|v| v.fract() == 0.0 && *v >= 0.0)
             .map(|v| v as u32)
     };
-    for c in DATE_FULL.captures_iter(f) {
+    for c in captures(&DATE_FULL, f) {
         let (y, m, d) = (c[1].parse().ok(), c[2].parse().ok(), c[3].parse().ok());
         if let (Some(y), Some(m), Some(d)) = (y, m, d)
             && let Some(date) = NaiveDate::from_ymd_opt(y, m, d)
@@ -556,7 +563,7 @@ fn dates(f: &str, today: NaiveDate, push: &mut impl FnMut(usize, usize, String))
             add(w.start(), w.end(), date, &mut taken);
         }
     }
-    for c in DATE_MONTH_DAY.captures_iter(f) {
+    for c in captures(&DATE_MONTH_DAY, f) {
         let w = c.get(0).expect("match");
         let month = num(&c[1]);
         let day = c.get(2).map_or(Some(1), |d| num(d.as_str()));
@@ -566,7 +573,7 @@ fn dates(f: &str, today: NaiveDate, push: &mut impl FnMut(usize, usize, String))
             add(w.start(), w.end(), date, &mut taken);
         }
     }
-    for c in DATE_FESTIVAL.captures_iter(f) {
+    for c in captures(&DATE_FESTIVAL, f) {
         let w = c.get(0).expect("match");
         let m = if matches!(&c[1], "11" | "十一") { 11 } else { 12 };
         if let Some(date) = NaiveDate::from_ymd_opt(today.year(), m, m) {
@@ -592,7 +599,7 @@ fn dates(f: &str, today: NaiveDate, push: &mut impl FnMut(usize, usize, String))
             add(m.start(), m.end(), date, &mut taken);
         }
     }
-    for c in DATE_WEEKDAY.captures_iter(f) {
+    for c in captures(&DATE_WEEKDAY, f) {
         let w = c.get(0).expect("match");
         let weeks: i64 = match c.get(1).map(|m| m.as_str()) {
             Some("上上") => -2,
@@ -621,7 +628,7 @@ fn dates(f: &str, today: NaiveDate, push: &mut impl FnMut(usize, usize, String))
             add(w.start(), w.end(), date, &mut taken);
         }
     }
-    for c in DATE_DAY.captures_iter(f) {
+    for c in captures(&DATE_DAY, f) {
         let w = c.get(0).expect("match");
         // "3号" after a digit or "月" was part of a longer date; after a letter it is a size
         // ("L号").
@@ -638,7 +645,7 @@ fn dates(f: &str, today: NaiveDate, push: &mut impl FnMut(usize, usize, String))
 }
 
 fn sizes(f: &str, push: &mut impl FnMut(usize, usize, String)) {
-    for c in SIZE.captures_iter(f) {
+    for c in captures(&SIZE, f) {
         let w = c.get(0).expect("match");
         let core = c.get(1).or(c.get(2)).or(c.get(3)).expect("one group");
         // Letters glued to other letters ("size", "ms", "it's") are no size; the 码/号

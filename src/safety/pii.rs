@@ -173,6 +173,10 @@ fn token(text: &str, start: usize) -> (Vec<Group>, usize, bool) {
     (groups, text.len(), true)
 }
 
+/// The fewest digits a number recognised as PII has: a mobile number's 11 (identity
+/// cards have 17 and a check character, bank cards 16 to 19).
+const MIN_PII_DIGITS: usize = 11;
+
 fn numbers_in(text: &str, kinds: &[PiiKind], out: &mut Vec<PiiMatch>) {
     let mut from = 0;
     while let Some(start) = next_digit(text.as_bytes(), from) {
@@ -183,7 +187,10 @@ fn numbers_in(text: &str, kinds: &[PiiKind], out: &mut Vec<PiiMatch>) {
             .is_some_and(|p| p.is_ascii_alphabetic());
         let (groups, end, alone) = token(text, start);
         from = end.max(start + 1);
-        if glued || !alone {
+        // Prices, sizes and dates are the common numbers; none has the digits of a
+        // phone number, the shortest PII, so the search of sub-runs below (which
+        // allocates) is skipped for them.
+        if glued || !alone || groups.iter().map(|g| g.digits.len()).sum::<usize>() < MIN_PII_DIGITS {
             continue;
         }
         let mut i = 0;
@@ -207,6 +214,9 @@ fn numbers_in(text: &str, kinds: &[PiiKind], out: &mut Vec<PiiMatch>) {
 fn classify(text: &str, groups: &[Group], kinds: &[PiiKind]) -> Option<PiiMatch> {
     // A check character can only end the number.
     if groups[..groups.len() - 1].iter().any(|g| g.x.is_some()) {
+        return None;
+    }
+    if groups.iter().map(|g| g.digits.len()).sum::<usize>() < MIN_PII_DIGITS {
         return None;
     }
     let digits: Vec<(usize, u8)> = groups.iter().flat_map(|g| g.digits.iter().copied()).collect();
