@@ -115,7 +115,7 @@ impl Turn<'_> {
                         self.trace
                             .push(step("flow", format!("{} ends: the digression hands over", flow.name)));
                     } else {
-                        let question = self.render(prompt, &format!("flow {}", flow.name));
+                        let question = self.render(prompt, format_args!("flow {}", flow.name));
                         answer.reply = format!("{}\n{}", answer.reply, question);
                         self.trace
                             .push(step("flow", format!("digression answered; asking {slot} again")));
@@ -127,7 +127,7 @@ impl Turn<'_> {
                 // the shop's threshold and certainty.
                 let clear = (1.0 + self.rules.shop.threshold) / 2.0;
                 if other_intent && self.understanding.confidence >= clear {
-                    let question = self.render(prompt, &format!("flow {}", flow.name));
+                    let question = self.render(prompt, format_args!("flow {}", flow.name));
                     self.pending_question = Some(question);
                     self.trace.push(step(
                         "flow",
@@ -232,12 +232,12 @@ impl Turn<'_> {
                         state.awaiting = Some(slot.clone());
                         state.misses = 0;
                     }
-                    replies.push(self.render(prompt, &what));
+                    replies.push(self.render(prompt, format_args!("{what}")));
                     waiting = true;
                     break;
                 }
                 OpKind::Set { name, value } => {
-                    let v = self.value(value, &what);
+                    let v = self.value(value, format_args!("{what}"));
                     state.vars.insert(name.clone(), dynamic_to_json(&v));
                     if self.scope.contains(name) {
                         self.scope.set_value(name.as_str(), v);
@@ -247,7 +247,7 @@ impl Turn<'_> {
                     state.pc += 1;
                 }
                 OpKind::JumpUnless { cond, target } => {
-                    state.pc = if self.holds(cond, &what) { state.pc + 1 } else { *target };
+                    state.pc = if self.holds(cond, format_args!("{what}")) { state.pc + 1 } else { *target };
                 }
                 OpKind::Jump(target) => {
                     // Going back to an ask means asking it again.
@@ -258,12 +258,12 @@ impl Turn<'_> {
                     state.pc = *target;
                 }
                 OpKind::Call(script) => {
-                    let _ = self.value(script, &what);
+                    let _ = self.value(script, format_args!("{what}"));
                     state.pc += 1;
                 }
                 OpKind::Reply(template) => {
                     last_step = format!("reply@{}", op.line);
-                    replies.push(self.render(template, &what));
+                    replies.push(self.render(template, format_args!("{what}")));
                     state.pc += 1;
                 }
                 OpKind::Handoff(reason) => {

@@ -4,7 +4,7 @@
 //! docs/language.md section 1), and the answer cache in front of the FAQ and the model.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Datelike, Utc};
@@ -327,9 +327,12 @@ impl Turn<'_> {
 
     /// Runs `eval` in the turn's scope, then drops any variables the script declared; an
     /// error gives `fallback` and goes to the trace.
+    ///
+    /// `what` names the script for the trace; it is formatted only on an error, since
+    /// naming every evaluated condition cost an allocation each on the hot path.
     fn in_scope<T>(
         &mut self,
-        what: &str,
+        what: fmt::Arguments<'_>,
         fallback: T,
         eval: impl FnOnce(&rhai::Engine, &mut Scope<'static>) -> Result<T, ScriptError>,
     ) -> T {
@@ -343,17 +346,17 @@ impl Turn<'_> {
     }
 
     /// Evaluates a condition; an error counts as false and goes to the trace.
-    pub(super) fn holds(&mut self, script: &Script, what: &str) -> bool {
+    pub(super) fn holds(&mut self, script: &Script, what: fmt::Arguments<'_>) -> bool {
         self.in_scope(what, false, |engine, scope| script.eval_bool(engine, scope))
     }
 
     /// Evaluates a value; an error reads as `()` and goes to the trace.
-    pub(super) fn value(&mut self, script: &Script, what: &str) -> Dynamic {
+    pub(super) fn value(&mut self, script: &Script, what: fmt::Arguments<'_>) -> Dynamic {
         self.in_scope(what, Dynamic::UNIT, |engine, scope| script.eval(engine, scope))
     }
 
     /// Renders a template; a failing hole renders as nothing and goes to the trace.
-    pub(super) fn render(&mut self, template: &Template, what: &str) -> String {
+    pub(super) fn render(&mut self, template: &Template, what: fmt::Arguments<'_>) -> String {
         let mut errors = Vec::new();
         let text = template.render_lenient(&self.rules.engine, &mut self.scope, &mut |e| errors.push(e));
         for e in errors {
@@ -362,7 +365,7 @@ impl Turn<'_> {
         text
     }
 
-    fn script_error(&mut self, what: &str, error: &ScriptError) {
+    fn script_error(&mut self, what: fmt::Arguments<'_>, error: &ScriptError) {
         let kind = if error.limit {
             "stopped by the sandbox"
         } else {
@@ -484,7 +487,7 @@ impl Turn<'_> {
         for i in candidates {
             let rule = &rules.rules[i];
             if let Some(when) = &rule.when
-                && !self.holds(when, &format!("rule {}", rule.name))
+                && !self.holds(when, format_args!("rule {}", rule.name))
             {
                 self.trace.push(step(
                     "rule",
@@ -498,7 +501,7 @@ impl Turn<'_> {
             let reply = rule
                 .reply
                 .as_ref()
-                .map(|t| self.render(t, &format!("rule {}", rule.name)));
+                .map(|t| self.render(t, format_args!("rule {}", rule.name)));
             let mut answer = match &rule.handoff {
                 Some(reason) => {
                     // The customer always hears the shop's handoff message, after the
@@ -537,7 +540,7 @@ impl Turn<'_> {
                 continue;
             }
             if let Some(audience) = &promo.audience
-                && !self.holds(audience, &format!("promotion {}", promo.name))
+                && !self.holds(audience, format_args!("promotion {}", promo.name))
             {
                 self.trace
                     .push(step("promotion", format!("{}: not for this user", promo.name)));
@@ -548,7 +551,7 @@ impl Turn<'_> {
                 "promotion",
                 format!("{} ({}) answers", promo.name, promo.location),
             ));
-            let reply = self.render(&promo.say, &format!("promotion {}", promo.name));
+            let reply = self.render(&promo.say, format_args!("promotion {}", promo.name));
             let mut answer = Answer::new(AnswerSource::Promotion, reply);
             answer.promotion = Some(promo.name.clone());
             return Some(answer);
@@ -573,7 +576,7 @@ impl Turn<'_> {
         for (f, s) in candidates {
             let flow = &rules.flows[f];
             if let Some(when) = &flow.starts[s].when
-                && !self.holds(when, &format!("flow {} start", flow.name))
+                && !self.holds(when, format_args!("flow {} start", flow.name))
             {
                 self.trace
                     .push(step("flow", format!("{}: start condition does not hold", flow.name)));
@@ -615,7 +618,7 @@ impl Turn<'_> {
         let rules = self.rules;
         for arm in &rules.fallback {
             if let Some(when) = &arm.when
-                && !self.holds(when, "fallback")
+                && !self.holds(when, format_args!("fallback"))
             {
                 continue;
             }
@@ -629,7 +632,7 @@ impl Turn<'_> {
                 }
                 FallbackAction::Reply(template) => {
                     self.trace.push(step("fallback", "reply"));
-                    let mut answer = Answer::new(AnswerSource::Fallback, self.render(template, "fallback"));
+                    let mut answer = Answer::new(AnswerSource::Fallback, self.render(template, format_args!("fallback")));
                     answer.failure = true;
                     return Decision::Answer(answer);
                 }
@@ -667,7 +670,7 @@ impl Turn<'_> {
         }
         for style in &rules.styles {
             match &style.when {
-                Some(when) if !self.holds(when, &format!("style {}", style.name)) => {}
+                Some(when) if !self.holds(when, format_args!("style {}", style.name)) => {}
                 _ => return Some(style),
             }
         }
@@ -690,9 +693,9 @@ impl Turn<'_> {
                 && promo
                     .audience
                     .as_ref()
-                    .is_none_or(|a| self.holds(a, "promotion audience"))
+                    .is_none_or(|a| self.holds(a, format_args!("promotion audience")))
             {
-                promotions.push(self.render(&promo.say, &format!("promotion {}", promo.name)));
+                promotions.push(self.render(&promo.say, format_args!("promotion {}", promo.name)));
             }
         }
         let passages = self.passages();
