@@ -5,6 +5,8 @@
 #   MODEL_LOAD=1 benches/load.sh          # the same while a (mock) model is generating
 #   MODEL_LOAD=real benches/load.sh       # ... while the real default model generates
 #   CONVERSATION_LOG=/tmp/c benches/load.sh  # with the conversation log on (docs/data.md)
+#   KEFU_ARGS="--workers 1" benches/load.sh   # more `kefu serve` flags
+#   KEFU_BIN=/tmp/kefu-old benches/load.sh    # another build, for side-by-side runs
 #
 # Starts a release `kefu serve` on the demo shop, checks that every question of
 # benches/chat.lua is answered by a rule, then runs wrk (2 threads, 64 connections,

@@ -247,7 +247,11 @@ impl Turn<'_> {
                     state.pc += 1;
                 }
                 OpKind::JumpUnless { cond, target } => {
-                    state.pc = if self.holds(cond, format_args!("{what}")) { state.pc + 1 } else { *target };
+                    state.pc = if self.holds(cond, format_args!("{what}")) {
+                        state.pc + 1
+                    } else {
+                        *target
+                    };
                 }
                 OpKind::Jump(target) => {
                     // Going back to an ask means asking it again.

@@ -632,7 +632,8 @@ impl Turn<'_> {
                 }
                 FallbackAction::Reply(template) => {
                     self.trace.push(step("fallback", "reply"));
-                    let mut answer = Answer::new(AnswerSource::Fallback, self.render(template, format_args!("fallback")));
+                    let mut answer =
+                        Answer::new(AnswerSource::Fallback, self.render(template, format_args!("fallback")));
                     answer.failure = true;
                     return Decision::Answer(answer);
                 }
