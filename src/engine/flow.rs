@@ -150,7 +150,6 @@ impl Turn<'_> {
         for (name, value) in &state.vars {
             self.scope.push_dynamic(name.as_str(), json_to_dynamic(value));
         }
-        let what = format!("flow {}", flow.name);
         let mut replies: Vec<String> = Vec::new();
         let mut handoff: Option<String> = None;
         let mut waiting = false;
@@ -165,7 +164,10 @@ impl Turn<'_> {
             if budget == 0 {
                 self.trace.push(step(
                     "error",
-                    format!("{what}: ran {STEP_BUDGET} steps without asking anything; stopped"),
+                    format!(
+                        "flow {}: ran {STEP_BUDGET} steps without asking anything; stopped",
+                        flow.name
+                    ),
                 ));
                 break;
             }
@@ -232,12 +234,12 @@ impl Turn<'_> {
                         state.awaiting = Some(slot.clone());
                         state.misses = 0;
                     }
-                    replies.push(self.render(prompt, format_args!("{what}")));
+                    replies.push(self.render(prompt, format_args!("flow {}", flow.name)));
                     waiting = true;
                     break;
                 }
                 OpKind::Set { name, value } => {
-                    let v = self.value(value, format_args!("{what}"));
+                    let v = self.value(value, format_args!("flow {}", flow.name));
                     state.vars.insert(name.clone(), dynamic_to_json(&v));
                     if self.scope.contains(name) {
                         self.scope.set_value(name.as_str(), v);
@@ -247,7 +249,7 @@ impl Turn<'_> {
                     state.pc += 1;
                 }
                 OpKind::JumpUnless { cond, target } => {
-                    state.pc = if self.holds(cond, format_args!("{what}")) {
+                    state.pc = if self.holds(cond, format_args!("flow {}", flow.name)) {
                         state.pc + 1
                     } else {
                         *target
@@ -262,12 +264,12 @@ impl Turn<'_> {
                     state.pc = *target;
                 }
                 OpKind::Call(script) => {
-                    let _ = self.value(script, format_args!("{what}"));
+                    let _ = self.value(script, format_args!("flow {}", flow.name));
                     state.pc += 1;
                 }
                 OpKind::Reply(template) => {
                     last_step = format!("reply@{}", op.line);
-                    replies.push(self.render(template, format_args!("{what}")));
+                    replies.push(self.render(template, format_args!("flow {}", flow.name)));
                     state.pc += 1;
                 }
                 OpKind::Handoff(reason) => {

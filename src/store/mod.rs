@@ -28,9 +28,10 @@ pub trait SessionStore: Send + Sync {
 /// turn. moka (time-to-idle with a timer wheel, read and write logs drained by whichever
 /// thread comes next) took about 1.4 µs for the pair; quick_cache, a sharded map with
 /// CLOCK-style eviction, takes about 0.3 µs. Idleness is judged on read from the time of
-/// the last write instead of by a timer: an idle session is not served, is removed when
-/// next asked for, and until then only takes one of the `capacity` places, which the
-/// eviction reclaims first since nothing reads it.
+/// the last write instead of by a timer: an idle session is not served, and it keeps one
+/// of the `capacity` places until the next write of that id replaces it or the eviction,
+/// which takes unread entries first, reclaims it. It is not removed on read: a turn
+/// writing the same id at that moment would lose its fresh session to the removal.
 pub struct MemoryStore {
     cache: quick_cache::sync::Cache<String, Kept>,
     idle: Duration,
@@ -63,11 +64,7 @@ impl Default for MemoryStore {
 impl SessionStore for MemoryStore {
     fn get(&self, id: &str) -> Option<Session> {
         let kept = self.cache.get(id)?;
-        if kept.at.elapsed() > self.idle {
-            self.cache.remove(id);
-            return None;
-        }
-        Some(kept.session)
+        (kept.at.elapsed() <= self.idle).then_some(kept.session)
     }
 
     fn put(&self, session: Session) {
