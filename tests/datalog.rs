@@ -31,12 +31,12 @@ fn safety_rules() -> Arc<RuleSet> {
     Arc::new(compiled.rules.unwrap_or_else(|| panic!("{rendered}")))
 }
 
-/// An empty directory of its own for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kefu-test-datalog-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// An empty directory of its own for one test, removed when the test ends (pass or fail).
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("kefu-test-datalog-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// Every line of every file in `dir`, in file-name order, parsed.
@@ -87,7 +87,8 @@ fn report_of_the_fixed_log() {
 
 #[test]
 fn report_prices_are_flags_and_json_is_one_object() {
-    let out = scratch("report-cli");
+    let scratch_dir = scratch("report-cli");
+    let out = scratch_dir.path();
     let html = out.join("report.html");
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
         .args([
@@ -209,7 +210,8 @@ fn export_emits_the_expected_examples_in_both_formats() {
 
 #[test]
 fn export_of_the_seeds_example_is_the_seeds_format() {
-    let dir = scratch("export-seed");
+    let scratch_dir = scratch("export-seed");
+    let dir = scratch_dir.path();
     let file = dir.join("log.jsonl");
     let turn = json!({
         "kind": "turn", "ts": "2026-11-11T09:00:00+08:00", "session": "x", "turn": 1,
@@ -228,7 +230,8 @@ fn export_of_the_seeds_example_is_the_seeds_format() {
 
 #[test]
 fn an_agent_answer_after_a_bot_handoff_is_exported() {
-    let dir = scratch("export-handoff");
+    let scratch_dir = scratch("export-handoff");
+    let dir = scratch_dir.path();
     let file = dir.join("log.jsonl");
     let lines = [
         json!({"kind": "turn", "ts": "2026-11-11T09:00:00+08:00", "session": "x", "turn": 1,
@@ -260,11 +263,12 @@ fn an_agent_answer_after_a_bot_handoff_is_exported() {
 
 #[test]
 fn written_lines_have_phone_id_and_card_masked() {
-    let dir = scratch("masking");
+    let scratch_dir = scratch("masking");
+    let dir = scratch_dir.path();
     let rules = safety_rules();
     let engine = Arc::new(Engine::new(Arc::clone(&rules)));
     let current = Arc::clone(&engine);
-    let (log, guard) = ConversationLog::open(LogConfig::new(&dir), move || current.rules()).unwrap();
+    let (log, guard) = ConversationLog::open(LogConfig::new(dir), move || current.rules()).unwrap();
 
     // Through the engine, as the server logs a turn.
     let response = engine.turn(TurnRequest::new("m1", "电话13812345678，身份证110101199003074514"));
@@ -280,7 +284,7 @@ fn written_lines_have_phone_id_and_card_masked() {
     })));
     drop(guard);
 
-    let text = std::fs::read_to_string(std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path()).unwrap();
+    let text = std::fs::read_to_string(std::fs::read_dir(dir).unwrap().next().unwrap().unwrap().path()).unwrap();
     for raw in [
         "13812345678",
         "110101199003074514",
@@ -291,7 +295,7 @@ fn written_lines_have_phone_id_and_card_masked() {
     ] {
         assert!(!text.contains(raw), "{raw} leaked into the log:\n{text}");
     }
-    let records = read_dir_records(&dir);
+    let records = read_dir_records(dir);
     assert_eq!(records.len(), 4);
     let Record::Turn(turn) = &records[0] else {
         panic!("{records:?}")
@@ -335,11 +339,12 @@ fn turn_at(ts: DateTime<FixedOffset>, n: u32) -> Record {
 
 #[test]
 fn files_rotate_by_size_and_by_day_and_resume() {
-    let dir = scratch("rotation");
+    let scratch_dir = scratch("rotation");
+    let dir = scratch_dir.path();
     let rules = safety_rules();
     let config = LogConfig {
         max_bytes: 2_000,
-        ..LogConfig::new(&dir)
+        ..LogConfig::new(dir)
     };
     let current = Arc::clone(&rules);
     let (log, guard) = ConversationLog::open(config.clone(), move || Arc::clone(&current)).unwrap();
@@ -350,7 +355,7 @@ fn files_rotate_by_size_and_by_day_and_resume() {
     }
     drop(guard);
 
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
@@ -368,7 +373,7 @@ fn files_rotate_by_size_and_by_day_and_resume() {
         }
     }
     // Nothing lost, nothing split, in order.
-    assert_eq!(read_dir_records(&dir), records);
+    assert_eq!(read_dir_records(dir), records);
 
     // A restart goes on with the day's last file while it has room.
     let last = names.last().unwrap().clone();
@@ -380,7 +385,7 @@ fn files_rotate_by_size_and_by_day_and_resume() {
     let (log, guard) = ConversationLog::open(config, move || Arc::clone(&current)).unwrap();
     assert!(log.push(next));
     drop(guard);
-    let after: Vec<String> = std::fs::read_dir(&dir)
+    let after: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
@@ -391,10 +396,11 @@ fn files_rotate_by_size_and_by_day_and_resume() {
 #[test]
 fn serve_logs_turns_agent_answers_and_feedback() {
     use support::http::TestServer;
-    let dir = scratch("serve");
+    let scratch_dir = scratch("serve");
+    let dir = scratch_dir.path();
     let mut config = kefu::server::ServeConfig::new("rules");
     config.watch = false;
-    config.conversation_log = Some(LogConfig::new(&dir));
+    config.conversation_log = Some(LogConfig::new(dir));
     let server = TestServer::start(config);
     let reply = server.post(
         "/v1/chat",
@@ -426,7 +432,7 @@ fn serve_logs_turns_agent_answers_and_feedback() {
     // Stopping the server writes what is left.
     drop(server);
 
-    let records = read_dir_records(&dir);
+    let records = read_dir_records(dir);
     let kinds: Vec<&str> = records
         .iter()
         .map(|r| match r {
