@@ -429,8 +429,12 @@ pub fn run(config: ServeConfig, addr: SocketAddr, workers: usize) -> Result<(), 
 /// One request, start to end: route, time limit, metrics, and errors turned into JSON.
 async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    let route = route_name(req.method(), req.uri().path());
-    let response = match tokio::time::timeout(state.limits.request_timeout, dispatch(&state, req, peer)).await {
+    // A clone of the URI is a reference count, not a copy; the route borrows from it while
+    // the request moves on to its handler.
+    let uri = req.uri().clone();
+    let route = Route::of(uri.path());
+    let name = route.name();
+    let response = match tokio::time::timeout(state.limits.request_timeout, dispatch(&state, route, req, peer)).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => error.into_response(),
         Err(_) => ApiError::new(
@@ -445,107 +449,150 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> 
     };
     state
         .metrics
-        .request(route, response.status().as_u16(), started.elapsed());
+        .request(name, response.status().as_u16(), started.elapsed());
     Ok(response)
 }
 
-/// The route pattern of a path, for metrics.
-fn route_name(method: &Method, path: &str) -> &'static str {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let known = match segments.as_slice() {
-        ["v1", "chat"] => "/v1/chat",
-        ["v1", "chat", "completions"] => "/v1/chat/completions",
-        ["v1", "sessions", _] => "/v1/sessions/{id}",
-        ["v1", "sessions", _, "takeover"] => "/v1/sessions/{id}/takeover",
-        ["v1", "sessions", _, "reply"] => "/v1/sessions/{id}/reply",
-        ["v1", "sessions", _, "release"] => "/v1/sessions/{id}/release",
-        ["v1", "sessions", _, "feedback"] => "/v1/sessions/{id}/feedback",
-        ["v1", "tickets"] => "/v1/tickets",
-        ["healthz"] => "/healthz",
-        ["metrics"] => "/metrics",
-        ["admin", "rules"] => "/admin/rules",
-        ["admin", "reload"] => "/admin/reload",
-        _ => "other",
-    };
-    let _ = method;
-    known
+/// What a session route does to the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SessionAction {
+    Takeover,
+    Reply,
+    Release,
+    Feedback,
 }
 
-async fn dispatch(state: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, ApiError> {
-    let path = req.uri().path().to_string();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let method = req.method().clone();
-    let post = |allowed: bool| {
-        if allowed {
-            Ok(())
-        } else {
-            Err(ApiError::method_not_allowed("POST"))
+/// The route a path names, read once per request: for dispatch and for the metrics label.
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Chat,
+    Completions,
+    /// `/v1/sessions/{id}`, the id as it appears in the path (still percent-encoded).
+    Session(&'a str),
+    SessionAction(&'a str, SessionAction),
+    Tickets,
+    Healthz,
+    Metrics,
+    AdminRules,
+    AdminReload,
+    Unknown,
+}
+
+impl<'a> Route<'a> {
+    /// Splits the path without allocating: no route has more than four segments.
+    fn of(path: &'a str) -> Route<'a> {
+        let mut segments = [""; 4];
+        let mut n = 0;
+        for segment in path.trim_matches('/').split('/') {
+            if n == segments.len() {
+                return Route::Unknown;
+            }
+            segments[n] = segment;
+            n += 1;
         }
+        match &segments[..n] {
+            ["v1", "chat"] => Route::Chat,
+            ["v1", "chat", "completions"] => Route::Completions,
+            ["v1", "sessions", id] => Route::Session(id),
+            ["v1", "sessions", id, action] => match *action {
+                "takeover" => Route::SessionAction(id, SessionAction::Takeover),
+                "reply" => Route::SessionAction(id, SessionAction::Reply),
+                "release" => Route::SessionAction(id, SessionAction::Release),
+                "feedback" => Route::SessionAction(id, SessionAction::Feedback),
+                _ => Route::Unknown,
+            },
+            ["v1", "tickets"] => Route::Tickets,
+            ["healthz"] => Route::Healthz,
+            ["metrics"] => Route::Metrics,
+            ["admin", "rules"] => Route::AdminRules,
+            ["admin", "reload"] => Route::AdminReload,
+            _ => Route::Unknown,
+        }
+    }
+
+    /// The route's pattern, the `route` label of the request metrics.
+    fn name(&self) -> &'static str {
+        match self {
+            Route::Chat => "/v1/chat",
+            Route::Completions => "/v1/chat/completions",
+            Route::Session(_) => "/v1/sessions/{id}",
+            Route::SessionAction(_, SessionAction::Takeover) => "/v1/sessions/{id}/takeover",
+            Route::SessionAction(_, SessionAction::Reply) => "/v1/sessions/{id}/reply",
+            Route::SessionAction(_, SessionAction::Release) => "/v1/sessions/{id}/release",
+            Route::SessionAction(_, SessionAction::Feedback) => "/v1/sessions/{id}/feedback",
+            Route::Tickets => "/v1/tickets",
+            Route::Healthz => "/healthz",
+            Route::Metrics => "/metrics",
+            Route::AdminRules => "/admin/rules",
+            Route::AdminReload => "/admin/reload",
+            Route::Unknown => "other",
+        }
+    }
+
+    /// The methods the route answers, for the 405's `Allow` header.
+    fn allow(&self) -> &'static str {
+        match self {
+            Route::Session(_) | Route::Tickets | Route::Healthz | Route::Metrics | Route::AdminRules => "GET",
+            _ => "POST",
+        }
+    }
+}
+
+async fn dispatch(
+    state: &Arc<State>,
+    route: Route<'_>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, ApiError> {
+    if route == Route::Unknown {
+        return Err(ApiError::not_found(format!(
+            "no route {}; see docs/api.md",
+            req.uri().path()
+        )));
+    }
+    let method = req.method();
+    let allowed = match route.allow() {
+        "GET" => method == Method::GET || method == Method::HEAD,
+        _ => method == Method::POST,
     };
-    let get = |allowed: bool| {
-        if allowed {
-            Ok(())
-        } else {
-            Err(ApiError::method_not_allowed("GET"))
-        }
-    };
-    let is_get = method == Method::GET || method == Method::HEAD;
-    match segments.as_slice() {
-        ["v1", "chat"] => {
-            post(method == Method::POST)?;
-            chat::chat(state, req).await
-        }
-        ["v1", "chat", "completions"] => {
-            post(method == Method::POST)?;
-            openai::completions(state, req).await
-        }
-        ["v1", "sessions", id] => {
-            get(is_get)?;
+    if !allowed {
+        return Err(ApiError::method_not_allowed(route.allow()));
+    }
+    match route {
+        Route::Chat => chat::chat(state, req).await,
+        Route::Completions => openai::completions(state, req).await,
+        Route::Session(id) => {
             state.authorize(&req, peer)?;
             sessions::get(state, &decode_segment(id)?).await
         }
-        [
-            "v1",
-            "sessions",
-            id,
-            action @ ("takeover" | "reply" | "release" | "feedback"),
-        ] => {
-            post(method == Method::POST)?;
-            let id = decode_segment(id)?;
-            if *action != "feedback" {
+        Route::SessionAction(id, action) => {
+            // Feedback comes from the customer's side; the rest are agent actions.
+            if action != SessionAction::Feedback {
                 state.authorize(&req, peer)?;
             }
-            match *action {
-                "takeover" => sessions::takeover(state, &id, req).await,
-                "reply" => sessions::reply(state, &id, req).await,
-                "release" => sessions::release(state, &id).await,
-                _ => sessions::feedback(state, &id, req).await,
+            let id = decode_segment(id)?;
+            match action {
+                SessionAction::Takeover => sessions::takeover(state, &id, req).await,
+                SessionAction::Reply => sessions::reply(state, &id, req).await,
+                SessionAction::Release => sessions::release(state, &id).await,
+                SessionAction::Feedback => sessions::feedback(state, &id, req).await,
             }
         }
-        ["v1", "tickets"] => {
-            get(is_get)?;
+        Route::Tickets => {
             state.authorize(&req, peer)?;
             sessions::tickets(state, req.uri().query())
         }
-        ["healthz"] => {
-            get(is_get)?;
-            Ok(admin::healthz(state))
-        }
-        ["metrics"] => {
-            get(is_get)?;
-            Ok(admin::metrics(state))
-        }
-        ["admin", "rules"] => {
-            get(is_get)?;
+        Route::Healthz => Ok(admin::healthz(state)),
+        Route::Metrics => Ok(admin::metrics(state)),
+        Route::AdminRules => {
             state.authorize(&req, peer)?;
             Ok(admin::rules(state))
         }
-        ["admin", "reload"] => {
-            post(method == Method::POST)?;
+        Route::AdminReload => {
             state.authorize(&req, peer)?;
             admin::reload(state).await
         }
-        _ => Err(ApiError::not_found(format!("no route {path}; see docs/api.md"))),
+        Route::Unknown => unreachable!("answered 404 above"),
     }
 }
 
@@ -921,12 +968,22 @@ mod tests {
     }
 
     #[test]
-    fn routes_are_labelled_by_pattern() {
-        assert_eq!(route_name(&Method::GET, "/v1/sessions/abc"), "/v1/sessions/{id}");
+    fn routes_are_read_once_and_labelled_by_pattern() {
+        assert_eq!(Route::of("/v1/chat"), Route::Chat);
+        assert_eq!(Route::of("/v1/chat/"), Route::Chat);
+        assert_eq!(Route::of("/v1/sessions/abc"), Route::Session("abc"));
+        assert_eq!(Route::of("/v1/sessions/abc").name(), "/v1/sessions/{id}");
         assert_eq!(
-            route_name(&Method::POST, "/v1/sessions/abc/feedback"),
+            Route::of("/v1/sessions/abc/feedback"),
+            Route::SessionAction("abc", SessionAction::Feedback)
+        );
+        assert_eq!(
+            Route::of("/v1/sessions/abc/feedback").name(),
             "/v1/sessions/{id}/feedback"
         );
-        assert_eq!(route_name(&Method::GET, "/nope/x"), "other");
+        assert_eq!(Route::of("/v1/sessions/abc/feedback/x"), Route::Unknown);
+        assert_eq!(Route::of("/v1/sessions/abc/delete"), Route::Unknown);
+        assert_eq!(Route::of("/nope/x").name(), "other");
+        assert_eq!(Route::of("/").name(), "other");
     }
 }
