@@ -335,3 +335,42 @@ fn kefu_safety_reads_standard_input_and_fails_on_broken_rules() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("is empty once normalized"));
 }
+
+/// The shop's fixed replies are checked once when the rule set is built; a turn that sends
+/// one gets the same answer from the check as before, masked where the text needs it.
+#[test]
+fn fixed_replies_are_vetted_once_and_answer_as_a_full_check_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read_to_string("tests/data/safety_rules/shop.kefu").unwrap();
+    std::fs::create_dir(dir.path().join("safety")).unwrap();
+    for list in ["political.txt", "profanity.txt"] {
+        std::fs::copy(
+            Path::new("tests/data/safety_rules/safety").join(list),
+            dir.path().join("safety").join(list),
+        )
+        .unwrap();
+    }
+    let rules = r#"
+rule 干净 { on keywords "发货" reply "亲，下单后 48 小时内发出～" }
+rule 带电话 { on keywords "电话" reply "售后电话 13812345678，工作日 9-18 点。" }
+rule 带脏话 { on keywords "骂" reply "别说傻逼这种话哦" }
+rule 有空 { on keywords "名字" reply "您好，{user.name ?? "亲"}" }
+"#;
+    std::fs::write(dir.path().join("shop.kefu"), format!("{source}\n{rules}")).unwrap();
+    let (compiled, rendered) = support::check(dir.path());
+    let rules = compiled.rules.unwrap_or_else(|| panic!("{rendered}"));
+    // The clean rule reply and the shop's default handoff and fallback messages; not the
+    // replies with a phone number or a mask word, nor the one with a hole.
+    assert_eq!(rules.safety.vetted(), 3);
+
+    let engine = kefu::Engine::new(std::sync::Arc::new(rules));
+    let reply = |message: &str| engine.turn(kefu::TurnRequest::new("s", message)).reply;
+    assert_eq!(reply("什么时候发货"), "亲，下单后 48 小时内发出～");
+    assert_eq!(reply("售后电话多少"), "售后电话 138****5678，工作日 9-18 点。");
+    assert_eq!(reply("我要骂人"), "别说**这种话哦");
+    // A vetted text checks exactly as a full check does.
+    let safety = &engine.rules().safety;
+    for text in ["亲，下单后 48 小时内发出～", "售后电话 13812345678，工作日 9-18 点。"] {
+        assert_eq!(safety.check_output(text), safety.check_input(text), "{text}");
+    }
+}

@@ -150,7 +150,7 @@ impl Lowerer<'_> {
         let flows = self.flows(&items.flows, &compiler, &refs);
         let styles = self.styles(&items.styles, &compiler);
         let fallback = self.fallback(&items.fallbacks, &items.styles, &compiler);
-        let safety = self.safety(&items.safety);
+        let mut safety = self.safety(&items.safety);
         let kb = Arc::new(kb::load(self.root, self.sources, self.diagnostics));
 
         let errors_after = self.diagnostics.iter().filter(|d| d.is_error()).count();
@@ -158,6 +158,7 @@ impl Lowerer<'_> {
             return None;
         }
 
+        safety.vet(fixed_replies(&shop, &rules, &promotions, &flows, &fallback, &kb));
         let triggers = build_index(&intents, &rules, &promotions, &flows);
         let nlu = Nlu::train(
             &intents,
@@ -1766,4 +1767,34 @@ fn io_reason(e: &std::io::Error) -> String {
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
         _ => e.to_string(),
     }
+}
+
+/// Every reply the shop wrote out in full, without `{...}` holes: rule replies, promotion
+/// texts, flow questions and replies, fallback replies, the shop's handoff and fallback
+/// messages and the FAQ answers. [`Safety::vet`] checks them once.
+fn fixed_replies<'r>(
+    shop: &'r Shop,
+    rules: &'r [Rule],
+    promotions: &'r [Promotion],
+    flows: &'r [Flow],
+    fallback: &'r [FallbackArm],
+    kb: &'r kb::KnowledgeBase,
+) -> impl Iterator<Item = &'r str> {
+    let templates = rules
+        .iter()
+        .filter_map(|r| r.reply.as_ref())
+        .chain(promotions.iter().map(|p| &p.say))
+        .chain(flows.iter().flat_map(|f| &f.ops).filter_map(|op| match &op.kind {
+            OpKind::Ask { prompt, .. } => Some(prompt),
+            OpKind::Reply(reply) => Some(reply),
+            _ => None,
+        }))
+        .chain(fallback.iter().filter_map(|arm| match &arm.action {
+            FallbackAction::Reply(reply) => Some(reply),
+            _ => None,
+        }));
+    templates
+        .filter_map(Template::as_literal)
+        .chain([shop.handoff_message.as_str(), shop.fallback_message.as_str()])
+        .chain(kb.faqs.iter().map(|f| f.answer.as_str()))
 }
