@@ -579,7 +579,11 @@ fn serve(args: ServeArgs) -> Result<()> {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match args.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text if std::io::stderr().is_terminal() => builder.with_ansi(true).init(),
+        LogFormat::Text => builder
+            .with_ansi(false)
+            .fmt_fields(kefu::server::logs::plain_fields())
+            .init(),
     }
     let mut config = kefu::server::ServeConfig::new(&args.rules);
     config.watch = !args.no_watch;
