@@ -1695,7 +1695,8 @@ fn register_kb(engine: &mut rhai::Engine, kb: &Arc<KnowledgeBase>, promotions: &
                     .join("、")
                     .into(),
             );
-            m.into()
+            // Not `m.into()`: rhai's generic map conversion rebuilds the map.
+            rhai::Dynamic::from_map(m)
         })
     };
     let two = Arc::clone(&recommend);

@@ -90,6 +90,10 @@ pub(crate) struct ScopeInput<'a> {
 }
 
 /// Builds the scope of a turn.
+///
+/// Maps go in through [`Dynamic::from_map`]: `Scope::push` of a map takes rhai's generic
+/// `From<BTreeMap>` conversion, which rebuilds the map entry by entry (a collect and a
+/// sort per map, five maps a turn).
 pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
     let u = input.understanding;
     let mut scope = Scope::new();
@@ -102,16 +106,16 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
             .entry(e.name.as_str().into())
             .or_insert_with(|| e.value.clone().into());
     }
-    scope.push("entities", entities);
+    scope.push_dynamic("entities", Dynamic::from_map(entities));
     scope.push("emotion", u.emotion.as_str().to_string());
-    scope.push("slots", slots_map(input.session));
-    scope.push("session", session_map(input.session));
+    scope.push_dynamic("slots", Dynamic::from_map(slots_map(input.session)));
+    scope.push_dynamic("session", Dynamic::from_map(session_map(input.session)));
     // An absent profile is an empty map, so `user.segment` reads `()` instead of failing.
     let user = input.user.map_or_else(Map::new, |u| {
         u.iter().map(|(k, v)| (k.as_str().into(), json_to_dynamic(v))).collect()
     });
-    scope.push("user", user);
-    scope.push("now", now_map(input.now));
+    scope.push_dynamic("user", Dynamic::from_map(user));
+    scope.push_dynamic("now", Dynamic::from_map(now_map(input.now)));
     // Context maps: every declared name exists (as `()` when not sent); anything else the
     // caller sent is readable too. `product` falls back to the one talked about last.
     for name in &input.rules.shop.context {

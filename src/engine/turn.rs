@@ -86,7 +86,7 @@ impl Host for TurnHost {
         m.insert("kind".into(), ticket.kind.into());
         m.insert("ref".into(), ticket.reference.into());
         m.insert("status".into(), ticket.status.into());
-        m.into()
+        Dynamic::from_map(m)
     }
 
     fn note(&self, message: String) {
