@@ -276,7 +276,9 @@ pub struct Safety {
     lexicon: Lexicon,
     /// Replies the shop wrote out in full (no `{...}` holes) that passed
     /// [`Safety::check_output`] when the rule set was built; see [`Safety::vet`].
-    vetted: HashSet<Box<str>>,
+    /// Hashed with foldhash: each reply sent is looked up, a few hundred bytes, and
+    /// SipHash took longer over them than the rest of the lookup.
+    vetted: HashSet<Box<str>, foldhash::fast::RandomState>,
 }
 
 thread_local! {
@@ -303,7 +305,7 @@ impl Safety {
         Ok(Safety {
             config,
             lexicon,
-            vetted: HashSet::new(),
+            vetted: HashSet::default(),
         })
     }
 
