@@ -576,7 +576,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     // Lines are batched to stderr by a flusher thread (see kefu::server::logs): a write per
     // line cost as much CPU as a turn. The guard flushes what is left when serve returns.
     let (writer, _guard) = kefu::server::logs::batched_stderr(std::time::Duration::from_millis(100));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_timer(kefu::server::logs::Timestamps);
     match args.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text if std::io::stderr().is_terminal() => builder.with_ansi(true).init(),
