@@ -77,6 +77,12 @@ cpu_ticks() {
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
+# user_ticks PID: the user-space part of it (kefu's own code; the rest is the kernel's
+# loopback TCP and scheduling).
+user_ticks() {
+  awk '{print $14}' "/proc/$1/stat"
+}
+
 # cpu_per_request TICKS REQUESTS: microseconds of CPU per request.
 cpu_per_request() {
   awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "n/a" }'

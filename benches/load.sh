@@ -68,9 +68,11 @@ fi
 out=$(mktemp)
 echo "kefu on $KEFU_ADDR (log level $LOG_LEVEL, model load: $MODEL_LOAD); wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
 before=$(cpu_ticks "$KEFU_PID")
+user_before=$(user_ticks "$KEFU_PID")
 TIMEFORMAT="%U %S"
 { time wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s benches/chat.lua "http://$KEFU_ADDR" >"$out"; } 2>"$out.time"
 kefu_ticks=$(($(cpu_ticks "$KEFU_PID") - before))
+kefu_user_ticks=$(($(user_ticks "$KEFU_PID") - user_before))
 cat "$out"
 if [ "$MODEL_LOAD" != 0 ]; then
   llm=$(curl -s "http://$KEFU_ADDR/metrics" | awk '/^kefu_answers_total\{source="llm"\}/ {print $2}')
@@ -84,7 +86,7 @@ echo
 echo "rule-answered turns: $(wrk_summary "$out")"
 # CPU per request does not depend on what else the machine is running, unlike QPS: on
 # an otherwise idle machine, QPS is about (cores * 1e6) / (kefu + wrk microseconds).
-echo "CPU per request: kefu $(cpu_per_request "$kefu_ticks" "$requests") us, wrk ${wrk_us} us; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "CPU per request: kefu $(cpu_per_request "$kefu_ticks" "$requests") us (user $(cpu_per_request "$kefu_user_ticks" "$requests")), wrk ${wrk_us} us; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 rm -f "$out" "$out.time"
 if [ -n "${CONVERSATION_LOG:-}" ]; then
   curl -s "http://$KEFU_ADDR/metrics" | grep '^kefu_conversation_log' || true
