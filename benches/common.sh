@@ -12,16 +12,18 @@ prepare() {
 }
 
 # start_kefu LOGFILE ARGS...: starts `kefu serve --addr 127.0.0.1:0 ARGS` and sets
-# KEFU_PID and KEFU_ADDR.
+# KEFU_PID and KEFU_ADDR. KEFU_BIN picks another build; the array KEFU_UNDER, a command
+# to run it under (valgrind); START_WAIT, how many seconds it may take to listen (10).
 start_kefu() {
   local log=$1
   shift
   local out
   out=$(mktemp)
-  "${KEFU_BIN:-target/release/kefu}" serve --addr 127.0.0.1:0 "$@" >"$out" 2>"$log" &
+  ${KEFU_UNDER[@]+"${KEFU_UNDER[@]}"} "${KEFU_BIN:-target/release/kefu}" serve --addr 127.0.0.1:0 "$@" >"$out" 2>"$log" &
   KEFU_PID=$!
-  for _ in $(seq 200); do
+  for _ in $(seq $((${START_WAIT:-10} * 20))); do
     grep -q '^listening on ' "$out" && break
+    kill -0 "$KEFU_PID" 2>/dev/null || break
     sleep 0.05
   done
   KEFU_ADDR=$(sed -n 's/^listening on //p' "$out")

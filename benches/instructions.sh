@@ -19,6 +19,7 @@
 # up (training the intent classifier) takes a minute or two under callgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/common.sh
 
 COUNT=${COUNT:-3000}
 WARMUP=${WARMUP:-500}
@@ -40,18 +41,10 @@ if [ -z "$bin" ]; then
 fi
 
 work=$(mktemp -d)
-trap 'kill "$vg" 2>/dev/null || true; rm -rf "$work"' EXIT
-valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
-  "$bin" serve --addr 127.0.0.1:0 --rules rules --no-watch --log-level info --model none --workers 1 \
-  >"$work/stdout" 2>"$work/stderr" &
-vg=$!
-for _ in $(seq 6000); do
-  grep -q '^listening on ' "$work/stdout" && break
-  kill -0 "$vg" 2>/dev/null || { cat "$work/stderr" >&2; exit 1; }
-  sleep 0.1
-done
-addr=$(sed -n 's/^listening on //p' "$work/stdout")
-[ -n "$addr" ] || { echo "kefu did not start under callgrind" >&2; exit 1; }
+trap 'stop_kefu; rm -rf "$work"' EXIT
+KEFU_UNDER=(valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out")
+KEFU_BIN=$bin START_WAIT=600 start_kefu "$work/log" --rules rules --no-watch --log-level info --model none --workers 1
+addr=$KEFU_ADDR
 
 # send N FIRST: N requests on one connection, session ids from FIRST on, cycling over
 # 1,000 sessions and the questions of benches/chat.lua.
@@ -69,23 +62,21 @@ send() {
   curl -s -K "$config" | sort | uniq -c | awk '$2 != 200 { print "status " $2 ": " $1 " requests"; bad = 1 } END { exit bad }'
 }
 send "$WARMUP" 0
-callgrind_control -z "$vg" >/dev/null 2>&1
+callgrind_control -z "$KEFU_PID" >/dev/null 2>&1
 send "$COUNT" "$WARMUP"
-callgrind_control -d "$vg" >/dev/null 2>&1
-kill -TERM "$vg"
-wait "$vg" || true
+callgrind_control -d "$KEFU_PID" >/dev/null 2>&1
+stop_kefu
 
 dump=$(ls "$work"/callgrind.out.* | head -1)
-sent=$COUNT
 total=$(sed -n 's/^summary: //p' "$dump")
-echo "instructions per request: $((total / sent)) ($total over $sent requests, $(basename "$bin"))"
+echo "instructions per request: $((total / COUNT)) ($total over $COUNT requests, $(basename "$bin"))"
 echo
 echo "inclusive, per request, top $TOP:"
 # `head` closes the pipe early; that is not a failure.
 set +o pipefail
 callgrind_annotate --inclusive=yes "$dump" 2>/dev/null |
   sed -n '/^Ir/,$p' | grep -E '^ *[0-9,]+ \(' | grep -v 'PROGRAM TOTALS' |
-  awk -v n="$sent" '{ c = $1; gsub(",", "", c); $1 = sprintf("%8d", c / n); print }' |
+  awk -v n="$COUNT" '{ c = $1; gsub(",", "", c); $1 = sprintf("%8d", c / n); print }' |
   sed -E "s#$PWD/##; s#[^ ]*/\.cargo/registry/src/[^/]+/##; s#/rustc/[0-9a-f]+/##" |
   grep -v -E 'tokio-[0-9.]+/src/runtime|clone.S|pthread_create|thread_start|lifecycle.rs' |
   head -"$TOP" | cut -c1-160

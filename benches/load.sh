@@ -42,7 +42,6 @@ case "$MODEL_LOAD" in
   *) args+=(--model none) ;;
 esac
 [ -n "${CONVERSATION_LOG:-}" ] && args+=(--conversation-log "$CONVERSATION_LOG")
-# KEFU_ARGS: more `kefu serve` flags, e.g. KEFU_ARGS="--workers 1".
 read -r -a extra <<<"${KEFU_ARGS:-}"
 args+=("${extra[@]}")
 start_kefu "$log" "${args[@]}"

@@ -125,7 +125,7 @@ struct Census {
 impl Census {
     fn of(text: &str) -> Census {
         let bytes = text.as_bytes();
-        // ASCII first: a branch-free loop the compiler vectorizes.
+        // ASCII first: one pass without branches.
         let mut digits = bytes.iter().map(|b| usize::from(b.is_ascii_digit())).sum::<usize>();
         let mut at_sign = bytes.contains(&b'@');
         // Full-width digits are EF BC 90..=99 and `＠` is EF BC A0; 0xBC also occurs

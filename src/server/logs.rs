@@ -152,9 +152,9 @@ impl std::fmt::Debug for Escaped<'_> {
                 }
                 for c in s.chars() {
                     match c {
-                        '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' => write!(self.0, "\\x{:02x}", c as u32)?,
-                        c if is_terminal_control(c) => write!(self.0, "\\u{{{:x}}}", c as u32)?,
-                        c => self.0.write_char(c)?,
+                        c if !is_terminal_control(c) => self.0.write_char(c)?,
+                        c if c.is_ascii() => write!(self.0, "\\x{:02x}", c as u32)?,
+                        c => write!(self.0, "\\u{{{:x}}}", c as u32)?,
                     }
                 }
                 Ok(())

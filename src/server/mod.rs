@@ -433,7 +433,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> 
     // the request moves on to its handler.
     let uri = req.uri().clone();
     let route = Route::of(uri.path());
-    let name = route.name();
+    let name = route.as_ref().map_or("other", Route::name);
     let response = match tokio::time::timeout(state.limits.request_timeout, dispatch(&state, route, req, peer)).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => error.into_response(),
@@ -463,7 +463,7 @@ enum SessionAction {
 }
 
 /// The route a path names, read once per request: for dispatch and for the metrics label.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route<'a> {
     Chat,
     Completions,
@@ -475,39 +475,37 @@ enum Route<'a> {
     Metrics,
     AdminRules,
     AdminReload,
-    Unknown,
 }
 
 impl<'a> Route<'a> {
-    /// Splits the path without allocating: no route has more than four segments.
-    fn of(path: &'a str) -> Route<'a> {
+    /// The route of `path`, `None` for no route. Splits the path without allocating: no
+    /// route has more than four segments.
+    fn of(path: &'a str) -> Option<Route<'a>> {
         let mut segments = [""; 4];
         let mut n = 0;
         for segment in path.trim_matches('/').split('/') {
-            if n == segments.len() {
-                return Route::Unknown;
-            }
-            segments[n] = segment;
+            *segments.get_mut(n)? = segment;
             n += 1;
         }
-        match &segments[..n] {
+        let action = |action: &str| match action {
+            "takeover" => Some(SessionAction::Takeover),
+            "reply" => Some(SessionAction::Reply),
+            "release" => Some(SessionAction::Release),
+            "feedback" => Some(SessionAction::Feedback),
+            _ => None,
+        };
+        Some(match segments[..n] {
             ["v1", "chat"] => Route::Chat,
             ["v1", "chat", "completions"] => Route::Completions,
             ["v1", "sessions", id] => Route::Session(id),
-            ["v1", "sessions", id, action] => match *action {
-                "takeover" => Route::SessionAction(id, SessionAction::Takeover),
-                "reply" => Route::SessionAction(id, SessionAction::Reply),
-                "release" => Route::SessionAction(id, SessionAction::Release),
-                "feedback" => Route::SessionAction(id, SessionAction::Feedback),
-                _ => Route::Unknown,
-            },
+            ["v1", "sessions", id, a] => Route::SessionAction(id, action(a)?),
             ["v1", "tickets"] => Route::Tickets,
             ["healthz"] => Route::Healthz,
             ["metrics"] => Route::Metrics,
             ["admin", "rules"] => Route::AdminRules,
             ["admin", "reload"] => Route::AdminReload,
-            _ => Route::Unknown,
-        }
+            _ => return None,
+        })
     }
 
     /// The route's pattern, the `route` label of the request metrics.
@@ -525,38 +523,36 @@ impl<'a> Route<'a> {
             Route::Metrics => "/metrics",
             Route::AdminRules => "/admin/rules",
             Route::AdminReload => "/admin/reload",
-            Route::Unknown => "other",
         }
     }
 
-    /// The methods the route answers, for the 405's `Allow` header.
-    fn allow(&self) -> &'static str {
-        match self {
-            Route::Session(_) | Route::Tickets | Route::Healthz | Route::Metrics | Route::AdminRules => "GET",
-            _ => "POST",
-        }
+    /// Whether the route reads (GET, and HEAD) rather than acts (POST).
+    fn reads(&self) -> bool {
+        matches!(
+            self,
+            Route::Session(_) | Route::Tickets | Route::Healthz | Route::Metrics | Route::AdminRules
+        )
     }
 }
 
 async fn dispatch(
     state: &Arc<State>,
-    route: Route<'_>,
+    route: Option<Route<'_>>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, ApiError> {
-    if route == Route::Unknown {
+    let Some(route) = route else {
         return Err(ApiError::not_found(format!(
             "no route {}; see docs/api.md",
             req.uri().path()
         )));
-    }
-    let method = req.method();
-    let allowed = match route.allow() {
-        "GET" => method == Method::GET || method == Method::HEAD,
-        _ => method == Method::POST,
     };
-    if !allowed {
-        return Err(ApiError::method_not_allowed(route.allow()));
+    let method = req.method();
+    if route.reads() && !(method == Method::GET || method == Method::HEAD) {
+        return Err(ApiError::method_not_allowed("GET"));
+    }
+    if !route.reads() && method != Method::POST {
+        return Err(ApiError::method_not_allowed("POST"));
     }
     match route {
         Route::Chat => chat::chat(state, req).await,
@@ -592,7 +588,6 @@ async fn dispatch(
             state.authorize(&req, peer)?;
             admin::reload(state).await
         }
-        Route::Unknown => unreachable!("answered 404 above"),
     }
 }
 
@@ -969,21 +964,23 @@ mod tests {
 
     #[test]
     fn routes_are_read_once_and_labelled_by_pattern() {
-        assert_eq!(Route::of("/v1/chat"), Route::Chat);
-        assert_eq!(Route::of("/v1/chat/"), Route::Chat);
-        assert_eq!(Route::of("/v1/sessions/abc"), Route::Session("abc"));
-        assert_eq!(Route::of("/v1/sessions/abc").name(), "/v1/sessions/{id}");
+        assert_eq!(Route::of("/v1/chat"), Some(Route::Chat));
+        assert_eq!(Route::of("/v1/chat/"), Some(Route::Chat));
+        assert_eq!(Route::of("/v1/sessions/abc"), Some(Route::Session("abc")));
+        assert_eq!(Route::Session("abc").name(), "/v1/sessions/{id}");
         assert_eq!(
             Route::of("/v1/sessions/abc/feedback"),
-            Route::SessionAction("abc", SessionAction::Feedback)
+            Some(Route::SessionAction("abc", SessionAction::Feedback))
         );
         assert_eq!(
-            Route::of("/v1/sessions/abc/feedback").name(),
+            Route::SessionAction("abc", SessionAction::Feedback).name(),
             "/v1/sessions/{id}/feedback"
         );
-        assert_eq!(Route::of("/v1/sessions/abc/feedback/x"), Route::Unknown);
-        assert_eq!(Route::of("/v1/sessions/abc/delete"), Route::Unknown);
-        assert_eq!(Route::of("/nope/x").name(), "other");
-        assert_eq!(Route::of("/").name(), "other");
+        assert!(Route::Session("abc").reads());
+        assert!(!Route::SessionAction("abc", SessionAction::Takeover).reads());
+        assert_eq!(Route::of("/v1/sessions/abc/feedback/x"), None);
+        assert_eq!(Route::of("/v1/sessions/abc/delete"), None);
+        assert_eq!(Route::of("/nope/x"), None);
+        assert_eq!(Route::of("/"), None);
     }
 }

@@ -61,10 +61,17 @@ impl Default for MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// The session as it stands at `now`: none once `idle` has passed since its last write.
+    fn get_at(&self, id: &str, now: Instant) -> Option<Session> {
+        let kept = self.cache.get(id)?;
+        (now.saturating_duration_since(kept.at) <= self.idle).then_some(kept.session)
+    }
+}
+
 impl SessionStore for MemoryStore {
     fn get(&self, id: &str) -> Option<Session> {
-        let kept = self.cache.get(id)?;
-        (kept.at.elapsed() <= self.idle).then_some(kept.session)
+        self.get_at(id, Instant::now())
     }
 
     fn put(&self, session: Session) {
@@ -94,14 +101,24 @@ mod tests {
 
     #[test]
     fn memory_store_forgets_idle_sessions_and_keeps_its_bound() {
-        let store = MemoryStore::new(1000, Duration::from_millis(30));
+        let idle = Duration::from_secs(60);
+        let store = MemoryStore::new(1000, idle);
+        // The write's time lies between `before` and `written`.
+        let before = Instant::now();
         store.put(Session::new("idle"));
+        let written = Instant::now();
         assert!(store.get("idle").is_some());
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(store.get("idle"), None, "idle past the limit");
+        assert!(store.get_at("idle", before + idle - Duration::from_secs(1)).is_some());
+        let later = written + idle + Duration::from_secs(1);
+        assert_eq!(store.get_at("idle", later), None, "idle past the limit");
         // A write starts the idle time again.
+        std::thread::sleep(Duration::from_millis(5));
         store.put(Session::new("idle"));
-        assert!(store.get("idle").is_some());
+        assert!(
+            store
+                .get_at("idle", written + idle + Duration::from_millis(2))
+                .is_some()
+        );
 
         let store = MemoryStore::new(100, Duration::from_secs(60));
         for i in 0..1000 {
