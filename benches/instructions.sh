@@ -7,6 +7,7 @@
 #   benches/instructions.sh                  # build (see below), count, show the top
 #   COUNT=3000 TOP=40 benches/instructions.sh
 #   KEFU_BIN=/tmp/kefu-old benches/instructions.sh   # a build made the same way
+#   KEEP=/tmp/kefu.callgrind benches/instructions.sh  # keep the dump for callgrind_annotate
 #
 # valgrind cannot decode the AVX-512 that `target-cpu=native` (.cargo/config.toml) may
 # emit, so the build here is for x86-64-v3 (AVX2) in target/callgrind, without the
@@ -69,6 +70,7 @@ stop_kefu
 
 dump=$(ls "$work"/callgrind.out.* | head -1)
 total=$(sed -n 's/^summary: //p' "$dump")
+[ -n "${KEEP:-}" ] && cp "$dump" "$KEEP"
 echo "instructions per request: $((total / COUNT)) ($total over $COUNT requests, $(basename "$bin"))"
 echo
 echo "inclusive, per request, top $TOP:"

@@ -216,6 +216,91 @@ fn emotions() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Every message of the test data and the held-out set, with the recent emotions its
+/// case gives (none but for emotion cases).
+fn every_case_message() -> Vec<(String, Vec<Emotion>)> {
+    let held_out = kefu::nlu::eval::read(&support::root().join("rules/tests/intents.jsonl")).unwrap();
+    let held_out = held_out.into_iter().map(|d| (d.text, vec![]));
+    let intents = cases::<IntentCase>("intents.yaml")
+        .into_iter()
+        .map(|c| (c.text, vec![]));
+    let entities = cases::<EntityCase>("entities.yaml")
+        .into_iter()
+        .map(|c| (c.text, vec![]));
+    let emotions = cases::<EmotionCase>("emotion.yaml")
+        .into_iter()
+        .map(|c| (c.text, c.recent.iter().map(|e| emotion(e)).collect()));
+    held_out.chain(intents).chain(entities).chain(emotions).collect()
+}
+
+#[test]
+fn a_message_understood_again_is_understood_as_afresh() {
+    let rules = demo();
+    let options = |memo_capacity| Options {
+        threshold: rules.shop.threshold,
+        memo_capacity,
+        ..Options::default()
+    };
+    let memo = Nlu::train(&rules.intents, &rules.entities, &options(kefu::nlu::MEMO_CAPACITY));
+    let fresh = Nlu::train(&rules.intents, &rules.entities, &options(0));
+    let messages = every_case_message();
+    let distinct: std::collections::BTreeSet<&str> = messages.iter().map(|(t, _)| t.as_str()).collect();
+    assert!(distinct.len() > 300, "the test data has {} messages", distinct.len());
+
+    // First with the case's recent emotions (which fills the memo), then without: the
+    // memo keeps the message's own scores only, so what came before counts each time.
+    let mut failures = Vec::new();
+    for (text, recent) in &messages {
+        let ctx = Context {
+            recent_emotions: recent.clone(),
+        };
+        for (first, ctx) in [(true, &ctx), (false, &Context::default())] {
+            let (got, want) = (
+                memo.understand_on(text, ctx, today()),
+                fresh.understand_on(text, ctx, today()),
+            );
+            if got != want {
+                failures.push(format!(
+                    "{text} (first: {first}, after {recent:?}):\n  memo  {got:?}\n  fresh {want:?}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let stats = memo.memo_stats();
+    assert_eq!(stats.len, distinct.len(), "{stats:?}");
+    assert_eq!(stats.hits + stats.misses, 2 * messages.len() as u64, "{stats:?}");
+    assert_eq!(stats.misses, distinct.len() as u64, "{stats:?}");
+    assert_eq!(
+        fresh.memo_stats(),
+        kefu::nlu::MemoStats::default(),
+        "capacity 0 keeps nothing"
+    );
+
+    // Anger carries over from the conversation, not from the memo: the same message,
+    // first met after two angry ones, is neutral in a calm conversation.
+    let text = "那我的这单今天能发出去吗";
+    let upset = Context {
+        recent_emotions: vec![Emotion::Angry, Emotion::Angry],
+    };
+    assert!(!distinct.contains(text));
+    assert_eq!(memo.understand_on(text, &upset, today()).emotion, Emotion::Angry);
+    assert_eq!(
+        memo.understand_on(text, &Context::default(), today()).emotion,
+        Emotion::Neutral
+    );
+
+    // Relative dates move with the day: an entry made yesterday is understood again.
+    let tomorrow = today().succ_opt().unwrap();
+    let text = "昨天买了2件 一共三百块";
+    let (got, want) = (
+        memo.understand_on(text, &Context::default(), tomorrow),
+        fresh.understand_on(text, &Context::default(), tomorrow),
+    );
+    assert_eq!(got, want);
+    assert_eq!(got.entity("date"), Some("2026-11-05"));
+}
+
 #[test]
 fn the_held_out_set_has_no_example_of_the_rules() {
     no_example_of_the_rules_in("rules/tests/intents.jsonl");

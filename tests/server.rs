@@ -490,6 +490,9 @@ fn health_metrics_and_rules_routes() {
     // The same FAQ question twice: answered by the knowledge base, then by the cache.
     assert_eq!(server.chat("m3", "积分有什么用")["source"], "faq");
     assert_eq!(server.chat("m4", "积分有什么用？")["source"], "cache");
+    // The reload started a new understanding memo: understood afresh, then found there.
+    server.chat("m5", "这件T恤洗了会缩水吗");
+    server.chat("m6", "这件T恤洗了会缩水吗");
 
     let metrics = server.get("/metrics");
     assert!(
@@ -499,7 +502,7 @@ fn health_metrics_and_rules_routes() {
             .starts_with("application/openmetrics-text")
     );
     for needle in [
-        "kefu_http_requests_total{route=\"/v1/chat\",status=\"200\"} 4",
+        "kefu_http_requests_total{route=\"/v1/chat\",status=\"200\"} 6",
         "kefu_http_request_duration_seconds_bucket{le=",
         "kefu_answers_total{source=\"rule\"}",
         "kefu_handoffs_total",
@@ -510,6 +513,9 @@ fn health_metrics_and_rules_routes() {
         "kefu_answer_cache_lookups_total{outcome=\"hit\"} 1",
         "kefu_answer_cache_lookups_total{outcome=\"miss\"} 1",
         "kefu_answer_cache_hit_ratio 0.5",
+        "kefu_nlu_memo_hits_total 1",
+        "kefu_nlu_memo_misses_total 3",
+        "kefu_nlu_memo_entries 3",
         "# EOF",
     ] {
         assert!(metrics.body.contains(needle), "{needle} missing from\n{}", metrics.body);

@@ -6,7 +6,7 @@
 //! safety, human takeover, understanding, active flow, rules by priority, promotions,
 //! flow starts, the knowledge base's FAQ, fallback; then the model if the fallback says
 //! so, judged before it is shown. FAQ and judged model answers are kept in an answer
-//! cache ([`cache`]). Every response says what answered and carries a trace of the
+//! cache (`cache`). Every response says what answered and carries a trace of the
 //! decision.
 
 mod cache;

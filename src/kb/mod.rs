@@ -26,7 +26,7 @@
 //! product's passage always goes into the prompt.
 //!
 //! The index is built once per load and lives in the `RuleSet`, so a reload rebuilds it
-//! with everything else and a broken kb file keeps the old rules serving ([`load`]).
+//! with everything else and a broken kb file keeps the old rules serving ([`load()`]).
 
 pub mod bm25;
 pub mod check;
@@ -286,7 +286,7 @@ pub struct KnowledgeBase {
 }
 
 impl KnowledgeBase {
-    /// Indexes `products` and `faqs` (already checked by [`load`]: ids unique, FAQ product
+    /// Indexes `products` and `faqs` (already checked by [`load()`]: ids unique, FAQ product
     /// references resolved).
     pub fn build(products: Vec<Product>, faqs: Vec<Faq>, files: Vec<PathBuf>) -> Self {
         let faq_products: Vec<Vec<usize>> = faqs

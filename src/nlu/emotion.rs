@@ -281,7 +281,17 @@ impl EmotionDetector {
     /// The emotion of `text`, given the emotions of the customer's previous messages
     /// (oldest first).
     pub fn detect(&self, text: &str, recent: &[Emotion]) -> Emotion {
-        let s = self.scores(text, recent);
+        Self::decide(self.scores(text, recent))
+    }
+
+    /// [`detect`](Self::detect) from the message's own scores, as
+    /// [`text_scores`](Self::text_scores) gave them (a caller may keep those for a message
+    /// that comes again).
+    pub fn detect_with(&self, text_scores: Scores, recent: &[Emotion]) -> Emotion {
+        Self::decide(with_recent(text_scores, recent))
+    }
+
+    fn decide(s: Scores) -> Emotion {
         let best = [
             (Emotion::Angry, s.angry),
             (Emotion::Hesitant, s.hesitant),
@@ -294,6 +304,11 @@ impl EmotionDetector {
 
     /// The three scores behind [`detect`](Self::detect).
     pub fn scores(&self, text: &str, recent: &[Emotion]) -> Scores {
+        with_recent(self.text_scores(text), recent)
+    }
+
+    /// The scores of the message alone, before the customer's recent emotions count.
+    pub fn text_scores(&self, text: &str) -> Scores {
         let folded = fold(text);
         let chars: Vec<(usize, char)> = folded.char_indices().collect();
         let char_at = |byte: usize| chars.partition_point(|(b, _)| *b < byte);
@@ -369,17 +384,21 @@ impl EmotionDetector {
         } else {
             s.satisfied += agitation * 0.5;
         }
-
-        // Anger carries over: a complaint after complaints is angrier.
-        let recent_angry = recent.iter().rev().take(3).filter(|e| **e == Emotion::Angry).count();
-        if recent_angry > 0 && s.angry > 0.0 {
-            s.angry += RECENT_ANGER * recent_angry as f64;
-        } else if recent_angry >= 2 && s.satisfied == 0.0 && s.hesitant == 0.0 {
-            // Still upset unless the message says otherwise.
-            s.angry += RECENT_ANGER * recent_angry as f64;
-        }
         s
     }
+}
+
+/// A message's own scores with the customer's recent emotions (oldest first) added:
+/// anger carries over, so a complaint after complaints is angrier.
+fn with_recent(mut s: Scores, recent: &[Emotion]) -> Scores {
+    let recent_angry = recent.iter().rev().take(3).filter(|e| **e == Emotion::Angry).count();
+    if recent_angry > 0 && s.angry > 0.0 {
+        s.angry += RECENT_ANGER * recent_angry as f64;
+    } else if recent_angry >= 2 && s.satisfied == 0.0 && s.hesitant == 0.0 {
+        // Still upset unless the message says otherwise.
+        s.angry += RECENT_ANGER * recent_angry as f64;
+    }
+    s
 }
 
 /// Scores per emotion; the emotion is the largest one of at least 1.

@@ -53,6 +53,10 @@
 //! above the threshold, and a rule on `售后.*` can answer.
 //!
 //! **Entities** ([`entities`]) and **emotion** ([`emotion`]) are described in their modules.
+//!
+//! **Memo**: what the text alone decides (intent, levels, ranking, entities and the
+//! message's own emotion scores) is kept per message text for the rule set's lifetime and
+//! reused when the same text comes again on the same day ([`Nlu::memo_stats`] counts it).
 
 pub mod classifier;
 pub mod emotion;
@@ -60,6 +64,7 @@ pub mod entities;
 pub mod eval;
 pub mod features;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
@@ -204,6 +209,8 @@ pub struct Options {
     /// confident mistakes on off-topic messages cost what confident mistakes on any intent
     /// cost.
     pub oos_calibration_weight: f64,
+    /// How many messages [`Nlu::understand_on`] keeps understood (0: none), each at most 256 bytes long.
+    pub memo_capacity: usize,
 }
 
 impl Default for Options {
@@ -215,6 +222,7 @@ impl Default for Options {
             builtin_oos: true,
             oos_weight: 0.25,
             oos_calibration_weight: 1.0,
+            memo_capacity: MEMO_CAPACITY,
         }
     }
 }
@@ -228,6 +236,87 @@ pub struct Classification {
     pub out_of_scope: f64,
     /// Share of the message's feature mass seen in training (1 = every n-gram known).
     pub coverage: f64,
+}
+
+/// Default of [`Options::memo_capacity`]: the head of a shop's traffic ("包邮吗", "什么时候
+/// 发货" and their few hundred siblings) with room to spare, in a few megabytes.
+pub const MEMO_CAPACITY: usize = 4096;
+
+/// Messages longer than this (in bytes) are not kept: a long message is rarely sent twice
+/// word for word, and the limit bounds the memo's memory with its capacity.
+const MEMO_MAX_TEXT: usize = 256;
+
+/// What the memo keeps of a message: everything about it that does not depend on the
+/// conversation.
+#[derive(Debug)]
+struct Understood {
+    /// Intent, confidence, levels, ranking and entities; emotion left neutral.
+    understanding: Understanding,
+    /// The message's own emotion scores, before the customer's recent emotions count.
+    emotion: emotion::Scores,
+    /// The day relative dates ("明天") in `entities` were resolved against.
+    day: NaiveDate,
+}
+
+/// Messages understood lately, by their text: the seed's caching of high-frequency
+/// questions applied to understanding. The same few questions arrive all day, and
+/// classifying one, finding its entities and scoring its emotion is about a third of a
+/// rule-answered turn's work; a hit costs a hash lookup and a clone.
+///
+/// Correct because everything kept is a function of the text, the rule set and the day:
+/// the memo belongs to the [`Nlu`] of one rule set, so a reload starts an empty one, and
+/// an entry made on another day is understood again (relative dates moved). Emotion
+/// keeps only the message's own scores; the customer's recent emotions are added per turn.
+/// Bounded by entries (quick_cache, which keeps frequent entries over one-off ones, such
+/// as messages carrying an order number) and by [`MEMO_MAX_TEXT`].
+struct Memo {
+    /// `None` when the capacity is 0.
+    cache: Option<quick_cache::sync::Cache<Box<str>, Arc<Understood>>>,
+}
+
+/// Memo lookups since the rule set was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoStats {
+    /// Messages found understood.
+    pub hits: u64,
+    /// Messages understood afresh (including those too long to keep).
+    pub misses: u64,
+    /// Messages kept now.
+    pub len: usize,
+}
+
+impl Memo {
+    fn new(capacity: usize) -> Memo {
+        Memo {
+            cache: (capacity > 0).then(|| quick_cache::sync::Cache::new(capacity)),
+        }
+    }
+
+    fn get(&self, text: &str, day: NaiveDate) -> Option<Arc<Understood>> {
+        self.cache.as_ref()?.get(text).filter(|u| u.day == day)
+    }
+
+    fn put(&self, text: &str, understood: &Arc<Understood>) {
+        if let Some(cache) = &self.cache
+            && text.len() <= MEMO_MAX_TEXT
+        {
+            cache.insert(text.into(), Arc::clone(understood));
+        }
+    }
+
+    fn stats(&self) -> MemoStats {
+        self.cache.as_ref().map_or_else(MemoStats::default, |c| MemoStats {
+            hits: c.hits(),
+            misses: c.misses(),
+            len: c.len(),
+        })
+    }
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memo").field("stats", &self.stats()).finish()
+    }
 }
 
 /// Understanding, built from a rule set's intents and entities. Immutable and shared by
@@ -247,6 +336,9 @@ pub struct Nlu {
     threshold: f64,
     timezone: Tz,
     training_time: Duration,
+    /// Messages understood lately (shared by clones: the same model understands them
+    /// the same way).
+    memo: Arc<Memo>,
 }
 
 impl std::fmt::Debug for Nlu {
@@ -361,6 +453,7 @@ impl Nlu {
             threshold: options.threshold,
             timezone: options.timezone,
             training_time: started.elapsed(),
+            memo: Arc::new(Memo::new(options.memo_capacity)),
         }
     }
 
@@ -377,11 +470,26 @@ impl Nlu {
 
     /// Understands a message as of `today` (for tests and replays).
     pub fn understand_on(&self, text: &str, ctx: &Context, today: NaiveDate) -> Understanding {
-        let c = self.classify(text);
-        let mut u = self.interpret(&c);
-        u.entities = self.recognizer.find(text, today);
-        u.emotion = self.emotion.detect(text, &ctx.recent_emotions);
+        let memoized = self.memo.get(text, today).unwrap_or_else(|| {
+            let mut u = self.interpret(&self.classify(text));
+            u.entities = self.recognizer.find(text, today);
+            let understood = Arc::new(Understood {
+                understanding: u,
+                emotion: self.emotion.text_scores(text),
+                day: today,
+            });
+            self.memo.put(text, &understood);
+            understood
+        });
+        let mut u = memoized.understanding.clone();
+        u.emotion = self.emotion.detect_with(memoized.emotion, &ctx.recent_emotions);
         u
+    }
+
+    /// How often [`understand_on`](Self::understand_on) found its message already
+    /// understood, since this rule set was built.
+    pub fn memo_stats(&self) -> MemoStats {
+        self.memo.stats()
     }
 
     /// The class probabilities of a message (the classifier alone).

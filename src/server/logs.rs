@@ -5,7 +5,7 @@
 //! fed by a channel (tracing-appender) spent its time waking up and spinning for each
 //! line. Here a line is appended to a shared buffer (a copy of ~200 bytes) and a flusher
 //! thread writes whatever has gathered every `interval` with one call: a
-//! [`Batcher`](crate::batch::Batcher) of bytes. A slow stderr never holds up a turn: past
+//! [`Batcher`] of bytes. A slow stderr never holds up a turn: past
 //! `MAX_PENDING` bytes waiting, lines are dropped and counted, and the count is reported
 //! in the log itself.
 

@@ -2,10 +2,10 @@
 //!
 //! Requests by route and status, request latency by route, answers by source, handoffs to
 //! people, safety hits, rule reloads by outcome, model tokens, satisfaction scores,
-//! background jobs, answer-cache lookups with their hit ratio, and the conversation log's
-//! written, dropped and failed lines (only when the log is on). Routes are labelled by
-//! their pattern (`/v1/sessions/{id}`), never by
-//! the raw path, so that session ids cannot blow up the number of series.
+//! background jobs, answer-cache lookups with their hit ratio, the understanding memo's
+//! hits, misses and entries, and the conversation log's written, dropped and failed lines
+//! (only when the log is on). Routes are labelled by their pattern (`/v1/sessions/{id}`),
+//! never by the raw path, so that session ids cannot blow up the number of series.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -17,12 +17,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::data::ConversationLog;
 use crate::engine::AnswerSource;
+use crate::nlu::MemoStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -78,6 +79,53 @@ pub struct Metrics {
     cache_lookups: Family<OutcomeLabels, Counter>,
     cache_hit_ratio: Gauge<f64, AtomicU64>,
     conversation_log: Arc<OnceLock<ConversationLog>>,
+    nlu_memo: Arc<OnceLock<MemoSource>>,
+}
+
+/// Where the serving rule set's understanding-memo counts come from.
+type MemoSource = Box<dyn Fn() -> MemoStats + Send + Sync>;
+
+/// Reads the understanding memo's counts at each scrape. The memo belongs to the serving
+/// rule set and counts for itself, so a reload starts them over (a counter reset, which
+/// `rate()` reads as such).
+#[derive(Clone)]
+struct MemoCollector(Arc<OnceLock<MemoSource>>);
+
+impl std::fmt::Debug for MemoCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoCollector")
+    }
+}
+
+impl Collector for MemoCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(stats) = self.0.get() else {
+            return Ok(());
+        };
+        let stats = stats();
+        for (name, help, value) in [
+            (
+                "nlu_memo_hits",
+                "Messages found already understood, since the rules were loaded",
+                stats.hits,
+            ),
+            (
+                "nlu_memo_misses",
+                "Messages understood afresh, since the rules were loaded",
+                stats.misses,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        let entries = ConstGauge::new(i64::try_from(stats.len).unwrap_or(i64::MAX));
+        entries.encode(encoder.encode_descriptor(
+            "nlu_memo_entries",
+            "Messages the understanding memo holds",
+            None,
+            entries.metric_type(),
+        )?)
+    }
 }
 
 /// Reads the conversation log's own counts at each scrape (the log counts on its flusher
@@ -181,6 +229,8 @@ impl Metrics {
         );
         let conversation_log = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(LogCollector(Arc::clone(&conversation_log))));
+        let nlu_memo = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(MemoCollector(Arc::clone(&nlu_memo))));
         // Series that exist from the start, at zero, so that dashboards and alerts on rates
         // see them before the first event.
         for kind in ["prompt", "completion"] {
@@ -209,6 +259,7 @@ impl Metrics {
             cache_lookups,
             cache_hit_ratio,
             conversation_log,
+            nlu_memo,
         }
     }
 
@@ -232,6 +283,12 @@ impl Metrics {
     /// Serves the conversation log's counts from now on (once; later calls are ignored).
     pub fn watch_conversation_log(&self, log: ConversationLog) {
         let _ = self.conversation_log.set(log);
+    }
+
+    /// Serves the understanding memo's counts, read from `stats` at each scrape (once;
+    /// later calls are ignored).
+    pub fn watch_nlu_memo(&self, stats: impl Fn() -> MemoStats + Send + Sync + 'static) {
+        let _ = self.nlu_memo.set(Box::new(stats));
     }
 
     /// Counts a request and its latency.

@@ -268,6 +268,14 @@ impl Service {
             engine = engine.with_llm(Arc::new(model::Metered::new(Arc::clone(llm), Arc::clone(&metrics))));
         }
         let engine = Arc::new(engine);
+        // Weak: the engine holds the metrics (through its observers).
+        let serving = Arc::downgrade(&engine);
+        metrics.watch_nlu_memo(move || {
+            serving
+                .upgrade()
+                .map(|e| e.rules().nlu.memo_stats())
+                .unwrap_or_default()
+        });
         let (conversation_log, log_guard) = match config.conversation_log.clone() {
             Some(log) => {
                 let current = Arc::clone(&engine);
