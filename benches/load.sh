@@ -86,6 +86,9 @@ echo "rule-answered turns: $(wrk_summary "$out")"
 # CPU per request does not depend on what else the machine is running, unlike QPS: on
 # an otherwise idle machine, QPS is about (cores * 1e6) / (kefu + wrk microseconds).
 echo "CPU per request: kefu $(cpu_per_request "$kefu_ticks" "$requests") us (user $(cpu_per_request "$kefu_user_ticks" "$requests")), wrk ${wrk_us} us; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+# chat.lua repeats a few questions, as shoppers do: after the first turns each one is
+# found in the understanding memo. Shown so that a run on other traffic can be compared.
+curl -s "http://$KEFU_ADDR/metrics" | awk '/^kefu_nlu_memo_(hits|misses)_total/ { sub("kefu_nlu_memo_", ""); sub("_total", ""); m = m " " $1 " " $2 } END { print "understanding memo:" m }'
 rm -f "$out" "$out.time"
 if [ -n "${CONVERSATION_LOG:-}" ]; then
   curl -s "http://$KEFU_ADDR/metrics" | grep '^kefu_conversation_log' || true
