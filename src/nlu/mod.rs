@@ -209,7 +209,8 @@ pub struct Options {
     /// confident mistakes on off-topic messages cost what confident mistakes on any intent
     /// cost.
     pub oos_calibration_weight: f64,
-    /// How many messages [`Nlu::understand_on`] keeps understood (0: none), each at most 256 bytes long.
+    /// How many messages [`Nlu::understand_on`] keeps understood (0: none), each at most
+    /// 256 bytes long.
     pub memo_capacity: usize,
 }
 
@@ -277,9 +278,10 @@ struct Memo {
 /// Memo lookups since the rule set was built.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoStats {
-    /// Messages found understood.
+    /// Messages whose text was found (an entry from an earlier day counts here once, and
+    /// is understood again).
     pub hits: u64,
-    /// Messages understood afresh (including those too long to keep).
+    /// Messages not found, understood afresh (including those too long to keep).
     pub misses: u64,
     /// Messages kept now.
     pub len: usize,
