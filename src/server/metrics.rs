@@ -78,92 +78,48 @@ pub struct Metrics {
     in_flight: Gauge,
     cache_lookups: Family<OutcomeLabels, Counter>,
     cache_hit_ratio: Gauge<f64, AtomicU64>,
-    conversation_log: Arc<OnceLock<ConversationLog>>,
-    nlu_memo: Arc<OnceLock<MemoSource>>,
+    conversation_log: Arc<OnceLock<Readings>>,
+    nlu_memo: Arc<OnceLock<Readings>>,
 }
 
-/// Where the serving rule set's understanding-memo counts come from.
-type MemoSource = Box<dyn Fn() -> MemoStats + Send + Sync>;
+/// A value that lives elsewhere, read at each scrape: name, help and value.
+enum Reading {
+    Counter(&'static str, &'static str, u64),
+    Gauge(&'static str, &'static str, i64),
+}
 
-/// Reads the understanding memo's counts at each scrape. The memo belongs to the serving
-/// rule set and counts for itself, so a reload starts them over (a counter reset, which
-/// `rate()` reads as such).
+/// Where a [`ReadAtScrape`] collector reads its values.
+type Readings = Box<dyn Fn() -> Vec<Reading> + Send + Sync>;
+
+/// Serves values kept by another part of kefu (the conversation log's counts, the
+/// understanding memo's), read when `/metrics` is scraped rather than copied into
+/// counters on every event: a second set of atomics to keep in step. Nothing is served
+/// until the source is set (once).
 #[derive(Clone)]
-struct MemoCollector(Arc<OnceLock<MemoSource>>);
+struct ReadAtScrape(Arc<OnceLock<Readings>>);
 
-impl std::fmt::Debug for MemoCollector {
+impl std::fmt::Debug for ReadAtScrape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MemoCollector")
+        f.write_str("ReadAtScrape")
     }
 }
 
-impl Collector for MemoCollector {
+impl Collector for ReadAtScrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(stats) = self.0.get() else {
+        let Some(read) = self.0.get() else {
             return Ok(());
         };
-        let stats = stats();
-        for (name, help, value) in [
-            (
-                "nlu_memo_hits",
-                "Messages found already understood, since the rules were loaded",
-                stats.hits,
-            ),
-            (
-                "nlu_memo_misses",
-                "Messages understood afresh, since the rules were loaded",
-                stats.misses,
-            ),
-        ] {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
-        }
-        let entries = ConstGauge::new(i64::try_from(stats.len).unwrap_or(i64::MAX));
-        entries.encode(encoder.encode_descriptor(
-            "nlu_memo_entries",
-            "Messages the understanding memo holds",
-            None,
-            entries.metric_type(),
-        )?)
-    }
-}
-
-/// Reads the conversation log's own counts at each scrape (the log counts on its flusher
-/// thread; copying them into counters would be a second set of atomics to keep in step).
-#[derive(Clone)]
-struct LogCollector(Arc<OnceLock<ConversationLog>>);
-
-impl std::fmt::Debug for LogCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LogCollector")
-    }
-}
-
-impl Collector for LogCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(log) = self.0.get() else {
-            return Ok(());
-        };
-        let counts = log.counts();
-        for (name, help, value) in [
-            (
-                "conversation_log_lines",
-                "Conversation log lines written",
-                counts.written,
-            ),
-            (
-                "conversation_log_dropped",
-                "Conversation log records dropped because too much was waiting to be written",
-                counts.dropped,
-            ),
-            (
-                "conversation_log_failed",
-                "Conversation log lines lost to write errors",
-                counts.failed,
-            ),
-        ] {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        for reading in read() {
+            match reading {
+                Reading::Counter(name, help, value) => {
+                    let counter = ConstCounter::new(value);
+                    counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+                }
+                Reading::Gauge(name, help, value) => {
+                    let gauge = ConstGauge::new(value);
+                    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+                }
+            }
         }
         Ok(())
     }
@@ -228,9 +184,9 @@ impl Metrics {
             cache_hit_ratio.clone(),
         );
         let conversation_log = Arc::new(OnceLock::new());
-        registry.register_collector(Box::new(LogCollector(Arc::clone(&conversation_log))));
+        registry.register_collector(Box::new(ReadAtScrape(Arc::clone(&conversation_log))));
         let nlu_memo = Arc::new(OnceLock::new());
-        registry.register_collector(Box::new(MemoCollector(Arc::clone(&nlu_memo))));
+        registry.register_collector(Box::new(ReadAtScrape(Arc::clone(&nlu_memo))));
         // Series that exist from the start, at zero, so that dashboards and alerts on rates
         // see them before the first event.
         for kind in ["prompt", "completion"] {
@@ -281,14 +237,54 @@ impl Metrics {
     }
 
     /// Serves the conversation log's counts from now on (once; later calls are ignored).
+    /// The log counts on its flusher thread; they are read at each scrape.
     pub fn watch_conversation_log(&self, log: ConversationLog) {
-        let _ = self.conversation_log.set(log);
+        let _ = self.conversation_log.set(Box::new(move || {
+            let counts = log.counts();
+            vec![
+                Reading::Counter(
+                    "conversation_log_lines",
+                    "Conversation log lines written",
+                    counts.written,
+                ),
+                Reading::Counter(
+                    "conversation_log_dropped",
+                    "Conversation log records dropped because too much was waiting to be written",
+                    counts.dropped,
+                ),
+                Reading::Counter(
+                    "conversation_log_failed",
+                    "Conversation log lines lost to write errors",
+                    counts.failed,
+                ),
+            ]
+        }));
     }
 
     /// Serves the understanding memo's counts, read from `stats` at each scrape (once;
-    /// later calls are ignored).
+    /// later calls are ignored). The memo belongs to the serving rule set and counts for
+    /// itself, so a reload starts them over (a counter reset, which `rate()` reads as such).
     pub fn watch_nlu_memo(&self, stats: impl Fn() -> MemoStats + Send + Sync + 'static) {
-        let _ = self.nlu_memo.set(Box::new(stats));
+        let _ = self.nlu_memo.set(Box::new(move || {
+            let stats = stats();
+            vec![
+                Reading::Counter(
+                    "nlu_memo_hits",
+                    "Messages found already understood, since the rules were loaded",
+                    stats.hits,
+                ),
+                Reading::Counter(
+                    "nlu_memo_misses",
+                    "Messages understood afresh, since the rules were loaded",
+                    stats.misses,
+                ),
+                Reading::Gauge(
+                    "nlu_memo_entries",
+                    "Messages the understanding memo holds",
+                    i64::try_from(stats.len).unwrap_or(i64::MAX),
+                ),
+            ]
+        }));
     }
 
     /// Counts a request and its latency.
