@@ -43,6 +43,11 @@ stop_kefu() {
   fi
 }
 
+# chat_questions: the questions of benches/chat.lua, one per line.
+chat_questions() {
+  sed -n 's/^  "\(.*\)",$/\1/p' benches/chat.lua
+}
+
 # check_rule_answered: every question of benches/chat.lua is answered by a rule or a
 # promotion (so the load measures rule-answered turns, not the model or the fallback).
 check_rule_answered() {
@@ -58,7 +63,7 @@ check_rule_answered() {
         exit 1
         ;;
     esac
-  done < <(sed -n 's/^  "\(.*\)",$/\1/p' benches/chat.lua)
+  done < <(chat_questions)
 }
 
 # wrk_summary FILE: the figures a reader wants from wrk's output.

@@ -49,7 +49,7 @@ addr=$KEFU_ADDR
 
 # send N FIRST: N requests on one connection, session ids from FIRST on, cycling over
 # 1,000 sessions and the questions of benches/chat.lua.
-mapfile -t questions < <(sed -n 's/^  "\(.*\)",$/\1/p' benches/chat.lua)
+mapfile -t questions < <(chat_questions)
 send() {
   local config="$work/curl.config"
   : >"$config"
