@@ -12,11 +12,10 @@ if ! python3 -c 'import openai' 2>/dev/null; then
   export PYTHONPATH="$deps${PYTHONPATH:+:$PYTHONPATH}"
   if ! python3 -c 'import openai' 2>/dev/null; then
     echo "installing the openai SDK into $deps (once)"
-    # The resolver's complaints about unrelated packages already installed elsewhere
-    # are noise here: only what lands in $deps is imported.
+    # --no-warn-conflicts: packages installed elsewhere are not imported from here, so
+    # the resolver's complaints about them are noise.
     python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts \
-      --target "$deps" 'openai>=1' 2>&1 | grep -v -e 'dependency conflicts' -e 'requires .* but you have' -e "Running pip as the 'root' user" || true
-    python3 -c 'import openai' || {
+      --root-user-action=ignore --target "$deps" 'openai>=1' || {
       echo "cannot install the openai SDK (pip install --target $deps openai failed)" >&2
       exit 1
     }
