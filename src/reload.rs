@@ -17,6 +17,7 @@
 //! Settings that cannot change while serving (listen address, session store, model) are
 //! command-line options, not rules, so a reload never half-applies them.
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -118,6 +119,25 @@ impl ReloadFailure {
         }
     }
 
+    /// A failure that is not about a place in a file: one error at `path`.
+    fn single(path: &Path, message: String) -> Self {
+        ReloadFailure {
+            at: Utc::now(),
+            trigger: Trigger::Startup,
+            diagnostics: vec![DiagnosticView {
+                location: path.display().to_string(),
+                severity: "error".into(),
+                message: message.clone(),
+            }],
+            report: format!("error: {message}\n --> {}\n", path.display()),
+        }
+    }
+
+    fn with_trigger(mut self, trigger: Trigger) -> Self {
+        self.trigger = trigger;
+        self
+    }
+
     /// The first error as `path:line:col: message`.
     pub fn summary(&self) -> String {
         self.diagnostics
@@ -208,6 +228,9 @@ pub struct Reloader {
     building: Mutex<()>,
     status: RwLock<RulesStatus>,
     http_sources: AtomicBool,
+    /// The files the serving rules were built from, as they were when the build read
+    /// them: the watcher holds back a reload while a file that had content is empty.
+    built_from: Mutex<Snapshot>,
     observer: Option<ReloadObserver>,
 }
 
@@ -231,6 +254,7 @@ impl Reloader {
             engine,
             building: Mutex::new(()),
             http_sources: AtomicBool::new(has_http_sources(&rules)),
+            built_from: Mutex::new(Snapshot::of(&status.dir)),
             status: RwLock::new(status),
             observer: None,
         }
@@ -262,9 +286,21 @@ impl Reloader {
     pub fn reload(&self, trigger: Trigger) -> ReloadOutcome {
         let _building = self.building.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
-        let compiled = dsl::load_dir(&self.dir);
-        let outcome = match compiled.rules {
-            Some(rules) => {
+        let outcome = match self.build_stable() {
+            Err(failure) => {
+                let failure = failure.with_trigger(trigger);
+                self.reject(&failure, 1, 0);
+                ReloadOutcome::Rejected(failure)
+            }
+            Ok((compiled, _)) if compiled.rules.is_none() => {
+                let failure = ReloadFailure::from_report(&compiled.report, trigger);
+                let (errors, warnings) = compiled.report.counts();
+                self.reject(&failure, errors, warnings);
+                ReloadOutcome::Rejected(failure)
+            }
+            Ok((compiled, snapshot)) => {
+                let rules = compiled.rules.expect("checked above");
+                *self.built_from.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
                 let rules = Arc::new(rules);
                 let http = has_http_sources(&rules);
                 // Before the swap: a turn that sees the new rules must also see that they
@@ -301,28 +337,65 @@ impl Reloader {
                 );
                 outcome
             }
-            None => {
-                let failure = ReloadFailure::from_report(&compiled.report, trigger);
-                let (errors, warnings) = compiled.report.counts();
-                let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
-                status.rejected += 1;
-                status.last_error = Some(failure.clone());
-                tracing::error!(
-                    trigger = trigger.as_str(),
-                    errors,
-                    warnings,
-                    first = %failure.summary(),
-                    serving = %status.version,
-                    "rules rejected; the previous rules keep serving"
-                );
-                tracing::warn!(report = %failure.report, "rejected rules report");
-                ReloadOutcome::Rejected(failure)
-            }
         };
         if let Some(observer) = &self.observer {
             observer(trigger, &outcome);
         }
         outcome
+    }
+
+    /// Records a rejected build: kept for `GET /admin/rules` and logged (the first error
+    /// on the error line; the whole report, which quotes the files, at `warn`).
+    fn reject(&self, failure: &ReloadFailure, errors: usize, warnings: usize) {
+        let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
+        status.rejected += 1;
+        status.last_error = Some(failure.clone());
+        tracing::error!(
+            trigger = failure.trigger.as_str(),
+            errors,
+            warnings,
+            first = %failure.summary(),
+            serving = %status.version,
+            "rules rejected; the previous rules keep serving"
+        );
+        tracing::warn!(report = %failure.report, "rejected rules report");
+    }
+
+    /// Builds the directory once its files hold still: the files are listed (size and
+    /// modification time) before and after the build, and a build during which they
+    /// changed is thrown away and done again, so a save that lands while the rules are
+    /// read is never half applied.
+    fn build_stable(&self) -> Result<(dsl::Compiled, Snapshot), ReloadFailure> {
+        let mut last_change = None;
+        for _ in 0..BUILD_ATTEMPTS {
+            let before = Snapshot::of(&self.dir);
+            let compiled = build_isolated(&self.dir)?;
+            let after = Snapshot::of(&self.dir);
+            if before == after {
+                return Ok((compiled, after));
+            }
+            last_change = before.first_difference(&after);
+        }
+        Err(ReloadFailure::single(
+            last_change.as_deref().unwrap_or(&self.dir),
+            format!(
+                "the files kept changing while they were read ({BUILD_ATTEMPTS} builds); \
+                 the next change reloads them"
+            ),
+        ))
+    }
+
+    /// Whether a rules file that had content when the serving rules were built is empty
+    /// now: most likely an editor truncated it and has not written it yet.
+    fn emptied_file(&self) -> Option<PathBuf> {
+        let built = self.built_from.lock().unwrap_or_else(|e| e.into_inner());
+        built
+            .files
+            .iter()
+            .filter(|(_, (len, _))| *len > 0)
+            .map(|(path, _)| path)
+            .find(|path| std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0))
+            .cloned()
     }
 
     /// Watches the rules directory on its own thread and reloads after each burst of
@@ -352,6 +425,96 @@ impl Reloader {
             stop: tx,
             thread: Some(thread),
         })
+    }
+}
+
+/// Builds tried before a reload gives up on files that keep changing under it.
+const BUILD_ATTEMPTS: usize = 3;
+/// The stack of the thread a build runs on. Building recurses over what editors nest; the
+/// parser bounds the depth, and this leaves room far beyond that bound, so that a missed
+/// case costs a rejected reload, never the process (a stack overflow aborts it). Only the
+/// pages a build touches are ever committed.
+const BUILD_STACK: usize = 256 * 1024 * 1024;
+/// The longest part of a panic message kept in a diagnostic or a log line: the message of
+/// a bad slice quotes the text it was slicing, which may be a whole rule file.
+const PANIC_MESSAGE_CHARS: usize = 160;
+
+/// Builds `dir` on a thread of its own with a large stack, turning a panic in the build
+/// into a rejected reload with a short message instead of the end of the caller (the
+/// watcher thread, a request).
+fn build_isolated(dir: &Path) -> Result<dsl::Compiled, ReloadFailure> {
+    let joined = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("kefu-build".into())
+            .stack_size(BUILD_STACK)
+            .spawn_scoped(scope, || dsl::load_dir(dir))
+            .map(|thread| thread.join())
+    });
+    match joined {
+        Ok(Ok(compiled)) => Ok(compiled),
+        Ok(Err(panic)) => {
+            let message = panic_message(panic.as_ref());
+            tracing::error!(dir = %dir.display(), panic = %message, "building the rules panicked");
+            Err(ReloadFailure::single(
+                dir,
+                format!("kefu could not build these rules (an internal error, please report it): {message}"),
+            ))
+        }
+        Err(error) => Err(ReloadFailure::single(
+            dir,
+            format!("cannot start a build thread: {error}"),
+        )),
+    }
+}
+
+/// A panic's message, cut to [`PANIC_MESSAGE_CHARS`].
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    let mut cut: String = text.chars().take(PANIC_MESSAGE_CHARS).collect();
+    if cut.len() < text.len() {
+        cut.push('…');
+    }
+    cut
+}
+
+/// The files of a rules directory as the file system describes them (size, modification
+/// time), to tell whether they changed between two looks.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Snapshot {
+    files: BTreeMap<PathBuf, (u64, Option<std::time::SystemTime>)>,
+}
+
+impl Snapshot {
+    /// Every regular file under `dir` (hidden ones and editor scratch files too: cheap,
+    /// and a change there is harmless). Unreadable entries are left out.
+    fn of(dir: &Path) -> Self {
+        let mut snapshot = Snapshot::default();
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let Ok(kind) = entry.file_type() else { continue };
+                if kind.is_dir() {
+                    pending.push(entry.path());
+                } else if let Ok(meta) = entry.metadata() {
+                    snapshot.files.insert(entry.path(), (meta.len(), meta.modified().ok()));
+                }
+            }
+        }
+        snapshot
+    }
+
+    /// A file that differs between the two, for the message.
+    fn first_difference(&self, other: &Snapshot) -> Option<PathBuf> {
+        self.files
+            .iter()
+            .find(|(path, meta)| other.files.get(*path) != Some(meta))
+            .map(|(path, _)| path.clone())
+            .or_else(|| other.files.keys().find(|p| !self.files.contains_key(*p)).cloned())
     }
 }
 
@@ -393,10 +556,14 @@ fn watch_loop(
 ) {
     let dir = reloader.dir.clone();
     let mut identity = dir_identity(&dir);
+    let mut writing = HashSet::new();
     loop {
         let first = match rx.recv_timeout(RECHECK) {
             Ok(Message::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            Ok(Message::Event(event)) => relevant(&event),
+            Ok(Message::Event(event)) => {
+                track_writes(&mut writing, &event);
+                relevant(&event)
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => false,
         };
         // The directory was replaced (or removed and created again): watch the new one.
@@ -415,20 +582,82 @@ fn watch_loop(
         if !first && !replaced {
             continue;
         }
-        // Debounce: wait for `debounce` of quiet, at most MAX_DELAY in all.
-        let started = Instant::now();
-        loop {
-            let left = MAX_DELAY.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                break;
-            }
-            match rx.recv_timeout(debounce.min(left)) {
-                Ok(Message::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                Ok(Message::Event(_)) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => break,
-            }
+        if !settle(reloader, rx, debounce, &mut writing) {
+            return;
         }
         reloader.reload(Trigger::Watch);
+    }
+}
+
+/// How long the watcher waits for a file an editor is still writing (modified, not yet
+/// closed) before it builds anyway.
+const WRITE_WAIT: Duration = Duration::from_secs(5);
+/// How long a rules file that had content may stay empty before the reload applies it:
+/// an editor that saves in place truncates the file first and writes it a moment later.
+const EMPTY_GRACE: Duration = Duration::from_secs(2);
+
+/// Waits until the files hold still: `debounce` of quiet (at most [`MAX_DELAY`] after the
+/// first change), longer while a file is open for writing ([`WRITE_WAIT`] after the last
+/// change) or a rules file has just been emptied ([`EMPTY_GRACE`]). `false` when the
+/// watcher is told to stop.
+fn settle(
+    reloader: &Reloader,
+    rx: &mpsc::Receiver<Message>,
+    debounce: Duration,
+    writing: &mut HashSet<PathBuf>,
+) -> bool {
+    let started = Instant::now();
+    let mut last_change = started;
+    loop {
+        let quiet_until = if !writing.is_empty() {
+            last_change + WRITE_WAIT
+        } else if reloader.emptied_file().is_some() {
+            last_change + EMPTY_GRACE
+        } else {
+            (last_change + debounce).min(started + MAX_DELAY)
+        };
+        let left = quiet_until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            if !writing.is_empty() {
+                tracing::warn!(
+                    files = writing.len(),
+                    "rules files still open for writing; reloading anyway"
+                );
+                writing.clear();
+            }
+            return true;
+        }
+        match rx.recv_timeout(left) {
+            Ok(Message::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+            Ok(Message::Event(event)) => {
+                track_writes(writing, &event);
+                if relevant(&event) {
+                    last_change = Instant::now();
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+}
+
+/// Keeps the set of files being written: modified and not closed since. inotify reports
+/// the close of a file opened for writing; a file renamed into place is written whole.
+fn track_writes(writing: &mut HashSet<PathBuf>, event: &notify::Result<notify::Event>) {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    let Ok(event) = event else { return };
+    match event.kind {
+        EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
+            writing.extend(event.paths.iter().filter(|p| !scratch_file(p)).cloned());
+        }
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+        | EventKind::Remove(_)
+        | EventKind::Modify(ModifyKind::Name(_)) => {
+            for path in &event.paths {
+                writing.remove(path);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -458,4 +687,60 @@ fn scratch_file(path: &Path) -> bool {
 fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_message_quoting_a_whole_file_is_cut_short() {
+        let long = "客".repeat(10_000);
+        let payload: Box<dyn std::any::Any + Send> =
+            Box::new(format!("byte index 1 is not a char boundary of `{long}`"));
+        let message = panic_message(payload.as_ref());
+        assert_eq!(message.chars().count(), PANIC_MESSAGE_CHARS + 1, "{message}");
+        assert!(message.starts_with("byte index 1") && message.ends_with('…'));
+        let payload: Box<dyn std::any::Any + Send> = Box::new("short");
+        assert_eq!(panic_message(payload.as_ref()), "short");
+    }
+
+    #[test]
+    fn a_file_changed_while_building_shows_in_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.kefu");
+        std::fs::write(&file, "rule a {}\n").unwrap();
+        let before = Snapshot::of(dir.path());
+        assert_eq!(before, Snapshot::of(dir.path()));
+        std::fs::write(&file, "rule a { reply \"x\" }\n").unwrap();
+        let after = Snapshot::of(dir.path());
+        assert_ne!(before, after);
+        assert_eq!(before.first_difference(&after), Some(file));
+    }
+
+    #[test]
+    fn writes_are_tracked_until_the_file_is_closed() {
+        use notify::event::{AccessKind, AccessMode, DataChange, ModifyKind};
+        let path = PathBuf::from("/rules/a.kefu");
+        let event = |kind| Ok(notify::Event::new(kind).add_path(path.clone()));
+        let mut writing = HashSet::new();
+        track_writes(
+            &mut writing,
+            &event(notify::EventKind::Modify(ModifyKind::Data(DataChange::Any))),
+        );
+        assert!(writing.contains(&path));
+        track_writes(
+            &mut writing,
+            &event(notify::EventKind::Access(AccessKind::Open(AccessMode::Any))),
+        );
+        assert!(
+            writing.contains(&path),
+            "opening it again (a read) is not the end of the write"
+        );
+        track_writes(
+            &mut writing,
+            &event(notify::EventKind::Access(AccessKind::Close(AccessMode::Write))),
+        );
+        assert!(writing.is_empty());
+    }
 }

@@ -48,6 +48,27 @@ pub fn batched_stderr(interval: Duration) -> (BatchedStderr, Option<FlushGuard>)
     }
 }
 
+/// Replaces the standard panic message on stderr with one log event: the thread, the
+/// place in the code and the panic's message cut short. The standard message is printed
+/// whole, and the message of a bad slice quotes the text being sliced: a customer's
+/// message or a whole rule file would land in the log.
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = crate::reload::panic_message(info.payload());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            location = %location,
+            panic = %message,
+            "panic"
+        );
+    }));
+}
+
 /// One log event's writer.
 pub struct LineWriter<'a> {
     batch: Option<&'a Batcher<Vec<u8>>>,
