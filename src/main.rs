@@ -350,6 +350,17 @@ struct ServeArgs {
     /// Seconds a request may take before it gets 504.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// Client connections open at once (kept under the open-files limit, which is raised
+    /// to its hard limit at start); past it the oldest idle connection is closed.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Connections open at once from one client address (an IPv6 /64); 0: no limit. Behind
+    /// a proxy every connection comes from the proxy: set 0 there and limit at the proxy.
+    #[arg(long, default_value_t = 256)]
+    max_connections_per_client: usize,
+    /// Seconds a connection may stay idle between requests.
+    #[arg(long, default_value_t = 75)]
+    idle_timeout: u64,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -611,6 +622,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         rate_per_session: args.rate_limit,
         request_timeout: std::time::Duration::from_secs(args.timeout),
         max_in_flight: args.max_in_flight,
+        connections: kefu::server::conns::ConnLimits {
+            max: args.max_connections.max(1),
+            per_client: args.max_connections_per_client,
+            idle_timeout: std::time::Duration::from_secs(args.idle_timeout),
+        },
         ..kefu::server::Limits::default()
     };
     config.engine.answer_cache_capacity = args.answer_cache;

@@ -22,7 +22,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::RuleSet;
-use crate::dialogue::{Role, Session, Takeover, Ticket, TicketStore};
+use crate::dialogue::{Feedback, Role, Session, Takeover, Ticket, TicketStore};
 use crate::llm::LlmBackend;
 use crate::nlu::{Emotion, EntityMatch};
 use crate::store::{MemoryStore, SessionStore};
@@ -100,6 +100,46 @@ pub struct TraceStep {
     pub detail: String,
 }
 
+impl TraceStep {
+    /// The trace as a customer may see it: which kind of answer, without the rule files'
+    /// paths and positions, the scripts that failed, the prompt or the model's errors.
+    /// Agents and editors see the whole trace.
+    pub fn for_customer(trace: &[TraceStep]) -> Vec<TraceStep> {
+        trace
+            .iter()
+            .filter(|s| !matches!(s.stage.as_str(), "error" | "host" | "prompt" | "kb"))
+            .map(|s| {
+                let detail = match s.stage.as_str() {
+                    "llm" if s.detail.starts_with("answer withheld") => "answer withheld".to_string(),
+                    "llm" => "the model did not answer".to_string(),
+                    _ => without_locations(&s.detail),
+                };
+                TraceStep {
+                    stage: s.stage.clone(),
+                    detail,
+                }
+            })
+            .collect()
+    }
+}
+
+/// `detail` without the parenthesized places in rule files (`(rules/a.kefu:3:1)`).
+fn without_locations(detail: &str) -> String {
+    let mut out = String::with_capacity(detail.len());
+    let mut rest = detail;
+    while let Some(open) = rest.find(" (") {
+        let Some(close) = rest[open..].find(')') else { break };
+        let inside = &rest[open + 2..open + close];
+        out.push_str(&rest[..open]);
+        if !inside.contains(".kefu:") && !inside.contains(".yaml:") {
+            out.push_str(&rest[open..=open + close]);
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// kefu's answer to a message, with its provenance.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TurnResponse {
@@ -136,10 +176,17 @@ pub struct TurnResponse {
     pub handoff: Option<Handoff>,
     /// The rule set that answered.
     pub rules_version: String,
+    /// The conversation's secret for the customer's own later requests about it (the
+    /// satisfaction score): the same for every turn of a conversation.
+    pub session_token: String,
     /// How the decision was made.
     pub trace: Vec<TraceStep>,
     /// Time spent on the turn.
     pub latency_ms: f64,
+    /// CPU time the turn's scripts (conditions, template holes, `set`s) used together:
+    /// what the turn cost beyond its fixed work, model calls apart.
+    #[serde(skip)]
+    pub script_time: Duration,
     /// Rules and flow steps this turn ran (`rule:七天无理由`, `flow:退货申请:12`), for
     /// `kefu test`'s coverage line.
     #[serde(skip)]
@@ -198,6 +245,12 @@ pub enum EngineError {
     /// The agent replied to a session no human has taken over.
     #[error("session `{0}` is not taken over by a human")]
     NotTakenOver(String),
+    /// The customer's request did not carry the conversation's token.
+    #[error("the session token does not match session `{0}`")]
+    WrongToken(String),
+    /// The conversation already has its satisfaction score.
+    #[error("session `{0}` is already rated")]
+    AlreadyRated(String),
 }
 
 /// The customer-service engine: rules, sessions, tickets and an optional model.
@@ -291,7 +344,10 @@ impl Engine {
     pub fn turn_streaming(&self, request: TurnRequest, on_delta: &mut dyn FnMut(&str)) -> TurnResponse {
         let started = Instant::now();
         let rules = self.rules.load_full();
+        // The turn's scripts share one time budget, however many rules they are spread over.
+        let budget = crate::script::turn_budget(crate::script::Limits::default().max_turn_time);
         let mut response = turn::run(self, &rules, request, on_delta);
+        response.script_time = budget.spent();
         response.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         response
     }
@@ -313,6 +369,7 @@ impl Engine {
                     reason: None,
                     since: now,
                     queued: Vec::new(),
+                    dropped: 0,
                 })
             }
         }
@@ -334,8 +391,10 @@ impl Engine {
             return Err(EngineError::NotTakenOver(id.to_string()));
         };
         takeover.queued.clear();
+        takeover.dropped = 0;
         let now = Utc::now().timestamp_millis();
-        session.remember(Role::Agent, text, now);
+        // What an agent types is kept masked, as the customer's messages are.
+        session.remember(Role::Agent, &self.rules().safety.redact_pii(text), now);
         session.updated_at = now;
         self.sessions.put(session.clone());
         Ok(session)
@@ -354,8 +413,75 @@ impl Engine {
         Ok(session)
     }
 
+    /// The customer rates the conversation (1-5, with an optional comment, kept masked):
+    /// once per conversation, and only with the conversation's token, which the customer
+    /// got with kefu's answers. Returns the record kept.
+    pub fn feedback(&self, id: &str, token: &str, score: u8, comment: Option<&str>) -> Result<Feedback, EngineError> {
+        let mut session = self
+            .sessions
+            .get(id)
+            .ok_or_else(|| EngineError::NoSession(id.to_string()))?;
+        if session.token.is_empty() || !constant_time_eq(session.token.as_bytes(), token.as_bytes()) {
+            return Err(EngineError::WrongToken(id.to_string()));
+        }
+        if !session.feedback.is_empty() {
+            return Err(EngineError::AlreadyRated(id.to_string()));
+        }
+        let comment = comment
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| self.rules().safety.redact_pii(c).into_owned());
+        let given = Feedback {
+            score,
+            comment,
+            at: Utc::now().timestamp_millis(),
+        };
+        session.feedback.push(given.clone());
+        self.sessions.put(session);
+        Ok(given)
+    }
+
     /// Tickets raised by flows on this engine.
     pub fn tickets(&self) -> Vec<Ticket> {
         self.tickets.list()
+    }
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(stage: &str, detail: &str) -> TraceStep {
+        TraceStep {
+            stage: stage.into(),
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn a_customer_trace_names_the_answer_but_not_the_rules_internals() {
+        let full = [
+            step("nlu", "intent 商品.缩水 (1.00), emotion neutral"),
+            step("error", "rule 会员价 (/srv/shop/rules/a.kefu:12:3): script failed: x"),
+            step("rule", "缩水 (/srv/shop/rules/presale.kefu:97:1) answers"),
+            step("prompt", "persona, policies"),
+            step("llm", "http://10.0.0.3:8080: connection refused"),
+            step("llm", "answer withheld: confidence below 0.6"),
+        ];
+        let shown = TraceStep::for_customer(&full);
+        assert_eq!(
+            shown,
+            [
+                step("nlu", "intent 商品.缩水 (1.00), emotion neutral"),
+                step("rule", "缩水 answers"),
+                step("llm", "the model did not answer"),
+                step("llm", "answer withheld"),
+            ]
+        );
     }
 }

@@ -139,6 +139,9 @@ pub(super) fn run(
         .sessions
         .get(&request.session_id)
         .unwrap_or_else(|| crate::dialogue::Session::new(&request.session_id));
+    if session.token.is_empty() {
+        session.token = crate::dialogue::new_token();
+    }
     let mut trace = Vec::new();
 
     // Input safety comes first: a blocked message goes no further, and from here on only
@@ -169,7 +172,7 @@ pub(super) fn run(
     let message = verdict.masked;
 
     if let Some(takeover) = &mut session.takeover {
-        takeover.queued.push(message.clone());
+        takeover.queue(message.clone());
         let reason = takeover.reason.clone().unwrap_or_else(|| "人工接管".into());
         session.remember(Role::User, &message, now_ms);
         session.updated_at = now_ms;
@@ -212,7 +215,10 @@ pub(super) fn run(
     let understanding = rules.nlu.understand_on(&message, &context, now.date_naive());
     trace.push(step("nlu", describe_understanding(&understanding)));
     if let Some(product) = request.context.as_ref().and_then(|c| c.get("product")) {
-        session.product = Some(product.clone());
+        // Kept for later turns, so kept masked like everything a session holds.
+        let mut product = product.clone();
+        redact_json(&rules.safety, &mut product);
+        session.product = Some(product);
     }
 
     let segment = request
@@ -910,9 +916,17 @@ impl Turn<'_> {
                 reason: Some(reason.clone()),
                 since: now_ms,
                 queued: Vec::new(),
+                dropped: 0,
             });
         }
         session.updated_at = now_ms;
+        // Values a flow bound (an order record read from a source, say) are kept between
+        // turns: masked, as everything a session holds.
+        if let Some(flow) = &mut session.flow {
+            for value in flow.vars.values_mut() {
+                redact_json(&self.rules.safety, value);
+            }
+        }
         let mut response = response_for(self.rules, &self.session, &self.understanding, answer);
         response.trace = self.trace;
         response.covered = self.covered;
@@ -921,6 +935,21 @@ impl Turn<'_> {
         // copies, and the HTTP service runs tens of thousands of turns a second.
         self.engine.sessions.put(self.session);
         response
+    }
+}
+
+/// Masks personal data in every string of `value`, in place.
+pub(super) fn redact_json(safety: &crate::safety::Safety, value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => {
+            if let std::borrow::Cow::Owned(masked) = safety.redact_pii(text) {
+                *text = masked;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| redact_json(safety, v)),
+        Value::Object(map) => map.values_mut().for_each(|v| redact_json(safety, v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
 
@@ -940,8 +969,10 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         entities: u.entities.clone(),
         handoff: answer.handoff.map(|reason| Handoff { reason }),
         rules_version: rules.version.clone(),
+        session_token: session.token.clone(),
         trace: Vec::new(),
         latency_ms: 0.0,
+        script_time: std::time::Duration::ZERO,
         covered: Vec::new(),
         message: String::new(),
         answer_confidence: answer.confidence,

@@ -5,10 +5,24 @@
 //! operations, call depth, string, array and map sizes; no `import` (the crate is built
 //! with `no_module`), no `eval`, and `print`/`debug` go nowhere. Scripts reach the outside
 //! world only through the functions the rule set registers (`source`s and host actions).
+//!
+//! **Time.** Operations alone do not bound a script's cost: one operation may be a call
+//! that builds a 60,000-character string, and 50,000 of those took seconds. Every script
+//! also has a limit on the CPU time it may use ([`Limits::max_time`]), and all the
+//! scripts of one turn share a budget ([`Limits::max_turn_time`], installed by
+//! [`turn_budget`]); rhai's progress callback reads the clock every [`CLOCK_EVERY`]
+//! operations and stops the script when its time is up. The clock is the thread's CPU
+//! time, not the wall clock: a script preempted on a busy machine has not used its time,
+//! and is not stopped for it, so the same script on the same input always gets the same
+//! answer. Evaluation is synchronous on the calling thread, so the deadline lives in a
+//! thread-local, as the turn's host does ([`host`]).
 
 pub mod compile;
 pub mod host;
 pub mod template;
+
+use std::cell::Cell;
+use std::time::Duration;
 
 use rhai::{Dynamic, Engine, EvalAltResult, Scope};
 
@@ -53,6 +67,10 @@ pub struct Limits {
     pub max_map_size: usize,
     /// Nesting depth of expressions (at top level, in functions).
     pub max_expr_depths: (usize, usize),
+    /// CPU time one evaluation may take.
+    pub max_time: Duration,
+    /// CPU time all the evaluations of one turn may take together.
+    pub max_turn_time: Duration,
 }
 
 impl Default for Limits {
@@ -64,8 +82,80 @@ impl Default for Limits {
             max_array_size: 10_000,
             max_map_size: 10_000,
             max_expr_depths: (64, 32),
+            // A condition or template hole takes microseconds; a script over an order's
+            // items, a few hundred operations. These stop only runaway scripts.
+            max_time: Duration::from_millis(20),
+            max_turn_time: Duration::from_millis(100),
         }
     }
+}
+
+/// How many operations pass between two looks at the clock: reading a thread's CPU time
+/// is a system call, about as costly as a few dozen operations, and a script overruns its
+/// deadline by at most this many operations. A script shorter than this (most
+/// conditions) never reads the clock.
+pub const CLOCK_EVERY: u64 = 64;
+
+/// The CPU time this thread has used.
+fn cpu_now() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or_default(),
+        u32::try_from(t.tv_nsec).unwrap_or_default(),
+    )
+}
+
+thread_local! {
+    /// The thread CPU time at which the script running on this thread must stop.
+    static DEADLINE: Cell<Option<Duration>> = const { Cell::new(None) };
+    /// Script time the running turn has left, when a turn has installed a budget.
+    static TURN_LEFT: Cell<Option<Duration>> = const { Cell::new(None) };
+}
+
+/// Gives the scripts evaluated on this thread, until the guard is dropped, `budget` of
+/// time in all (a turn installs one for its scripts).
+pub fn turn_budget(budget: Duration) -> TurnBudget {
+    TurnBudget {
+        budget,
+        previous: TURN_LEFT.replace(Some(budget)),
+    }
+}
+
+/// Restores the thread's previous budget when dropped (see [`turn_budget`]).
+pub struct TurnBudget {
+    budget: Duration,
+    previous: Option<Duration>,
+}
+
+impl TurnBudget {
+    /// The script time charged to this budget so far.
+    pub fn spent(&self) -> Duration {
+        self.budget.saturating_sub(TURN_LEFT.get().unwrap_or_default())
+    }
+}
+
+impl Drop for TurnBudget {
+    fn drop(&mut self) {
+        TURN_LEFT.set(self.previous);
+    }
+}
+
+/// Runs one evaluation under its deadline: the sooner of `max_time` from now and the
+/// turn's budget left, which is charged with the time taken.
+fn timed<R>(max_time: Duration, eval: impl FnOnce() -> R) -> R {
+    let started = cpu_now();
+    let allowed = TURN_LEFT.get().map_or(max_time, |left| left.min(max_time));
+    // A nested evaluation (a template hole inside a function, say) keeps the outer,
+    // sooner deadline.
+    let outer = DEADLINE.get();
+    let deadline = started + allowed;
+    DEADLINE.set(Some(outer.map_or(deadline, |o| o.min(deadline))));
+    let result = eval();
+    DEADLINE.set(outer);
+    if let Some(left) = TURN_LEFT.get() {
+        TURN_LEFT.set(Some(left.saturating_sub(cpu_now().saturating_sub(started))));
+    }
+    result
 }
 
 /// A new engine with the standard library, the sandbox's limits, and nothing else.
@@ -80,6 +170,13 @@ pub fn sandboxed_engine(limits: Limits) -> Engine {
         .set_max_expr_depths(limits.max_expr_depths.0, limits.max_expr_depths.1)
         // A missing map property reads as `()`, as DSL.md promises for absent values.
         .set_fail_on_invalid_map_property(false);
+    engine.on_progress(|operations| {
+        if operations % CLOCK_EVERY != 0 {
+            return None;
+        }
+        let deadline = DEADLINE.get()?;
+        (cpu_now() >= deadline).then(|| Dynamic::from("the script's time limit"))
+    });
     // `eval` would compile text at run time, outside the checks `kefu check` runs.
     engine.disable_symbol("eval");
     engine.on_print(|_| {});
@@ -117,10 +214,15 @@ impl ScriptError {
             EvalAltResult::ErrorTooManyOperations(..)
                 | EvalAltResult::ErrorStackOverflow(..)
                 | EvalAltResult::ErrorDataTooLarge(..)
+                | EvalAltResult::ErrorTerminated(..)
         );
+        let message = match *error {
+            EvalAltResult::ErrorTerminated(..) => "stopped: it ran past its time limit".to_string(),
+            _ => error.to_string(),
+        };
         ScriptError {
             span: script.span,
-            message: error.to_string(),
+            message,
             limit,
         }
     }
@@ -129,9 +231,10 @@ impl ScriptError {
 impl Script {
     /// Evaluates the script in `scope`.
     pub fn eval(&self, engine: &Engine, scope: &mut Scope) -> Result<Dynamic, ScriptError> {
-        engine
-            .eval_ast_with_scope::<Dynamic>(scope, &self.ast)
-            .map_err(|e| ScriptError::new(self, e))
+        timed(Limits::default().max_time, || {
+            engine.eval_ast_with_scope::<Dynamic>(scope, &self.ast)
+        })
+        .map_err(|e| ScriptError::new(self, e))
     }
 
     /// Evaluates a condition: `true` only for the boolean `true`. A condition that yields
@@ -163,12 +266,52 @@ mod tests {
 
     #[test]
     fn runaway_loop_is_stopped_by_the_operation_limit() {
-        let engine = sandboxed_engine(Limits::default());
+        let engine = sandboxed_engine(Limits {
+            max_operations: 5_000,
+            ..Limits::default()
+        });
         let err = script(&engine, "let x = 0; loop { x += 1; }")
             .eval(&engine, &mut Scope::new())
             .unwrap_err();
         assert!(err.limit, "{err}");
         assert!(err.message.contains("Too many operations"), "{}", err.message);
+    }
+
+    /// One operation that builds a 60,000-character string: the operation limit alone let
+    /// a `when` over such calls cost seconds a turn.
+    const SLOW_SCRIPT: &str = r#"let n = 0; loop { let s = ""; s.pad(60000, "x"); n += s.len; }"#;
+
+    #[test]
+    fn slow_operations_are_stopped_by_the_time_limit() {
+        let engine = sandboxed_engine(Limits {
+            max_operations: 0,
+            ..Limits::default()
+        });
+        let err = script(&engine, SLOW_SCRIPT)
+            .eval(&engine, &mut Scope::new())
+            .unwrap_err();
+        assert!(err.limit, "{err}");
+        assert!(err.message.contains("time limit"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_turn_budget_is_shared_by_its_scripts_and_restored_after() {
+        let engine = sandboxed_engine(Limits {
+            max_operations: 0,
+            ..Limits::default()
+        });
+        let slow = script(&engine, SLOW_SCRIPT);
+        let quick = script(&engine, "1 + 1");
+        {
+            let _budget = turn_budget(Duration::ZERO);
+            // Nothing left: even a quick script that reaches the clock is stopped, and
+            // one that does not (under CLOCK_EVERY operations) still runs.
+            assert!(slow.eval(&engine, &mut Scope::new()).unwrap_err().limit);
+            assert_eq!(quick.eval(&engine, &mut Scope::new()).unwrap().as_int().unwrap(), 2);
+            assert_eq!(TURN_LEFT.get(), Some(Duration::ZERO));
+        }
+        assert_eq!(TURN_LEFT.get(), None);
+        assert_eq!(DEADLINE.get(), None);
     }
 
     #[test]

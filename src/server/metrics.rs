@@ -75,6 +75,9 @@ pub struct Metrics {
     feedback: Family<ScoreLabels, Counter>,
     jobs: Family<OutcomeLabels, Counter>,
     rate_limited: Counter,
+    slow_rules: Counter,
+    connections: Gauge,
+    connections_refused: Family<KindLabels, Counter>,
     in_flight: Gauge,
     cache_lookups: Family<OutcomeLabels, Counter>,
     cache_hit_ratio: Gauge<f64, AtomicU64>,
@@ -169,6 +172,20 @@ impl Metrics {
             "Requests refused by the per-session rate limit",
             rate_limited.clone(),
         );
+        let slow_rules = Counter::default();
+        registry.register(
+            "slow_rules",
+            "Rule sets whose turns moved to the blocking pool after their scripts held a runtime worker too long",
+            slow_rules.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register("connections", "Client connections open now", connections.clone());
+        let connections_refused = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "connections_shed",
+            "Connections closed or refused by the connection limits: `idle` (the oldest idle one, to make room), `client` (one client over its share), `full` (every connection busy)",
+            connections_refused.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register("turns_in_flight", "Turns being answered now", in_flight.clone());
         let cache_lookups = Family::<OutcomeLabels, Counter>::default();
@@ -198,6 +215,9 @@ impl Metrics {
         for outcome in ["hit", "miss"] {
             let _ = cache_lookups.get_or_create(&OutcomeLabels { outcome });
         }
+        for kind in ["idle", "client", "full"] {
+            let _ = connections_refused.get_or_create(&KindLabels { kind });
+        }
         Metrics {
             registry,
             requests,
@@ -211,12 +231,30 @@ impl Metrics {
             feedback,
             jobs,
             rate_limited,
+            slow_rules,
+            connections,
+            connections_refused,
             in_flight,
             cache_lookups,
             cache_hit_ratio,
             conversation_log,
             nlu_memo,
         }
+    }
+
+    /// Counts a rule set judged slow (its turns moved to the blocking pool).
+    pub fn slow_rules(&self) {
+        self.slow_rules.inc();
+    }
+
+    /// The open-connections gauge.
+    pub fn connections(&self) -> &Gauge {
+        &self.connections
+    }
+
+    /// Counts a connection the limits closed or refused: `idle`, `client` or `full`.
+    pub fn connection_shed(&self, kind: &'static str) {
+        self.connections_refused.get_or_create(&KindLabels { kind }).inc();
     }
 
     /// Counts an answer-cache lookup and updates the hit ratio.

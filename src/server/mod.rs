@@ -26,6 +26,7 @@
 
 pub mod admin;
 pub mod chat;
+pub mod conns;
 pub mod errors;
 pub mod logs;
 pub mod metrics;
@@ -56,10 +57,11 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::batch::FlushGuard;
 use crate::data::ConversationLog;
 use crate::dialogue::TicketStore;
-use crate::engine::EngineConfig;
+use crate::engine::{EngineConfig, constant_time_eq};
 use crate::jobs::{DeliverTicket, JobConfig, JobQueue};
 use crate::llm::LlmBackend;
 use crate::reload::{ReloadOutcome, Reloader, Trigger, WatchHandle};
+use crate::safety::logsafe::LogSafe;
 use crate::store::{MemoryStore, RedisConfig, RedisStore, SessionStore};
 use crate::{Engine, TurnRequest, TurnResponse};
 pub use errors::ApiError;
@@ -116,11 +118,14 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// Open connections, in all and per client, and the idle timeout.
+    pub connections: conns::ConnLimits,
 }
 
 impl Default for Limits {
     /// 64 KiB bodies, 2,000-character messages, 128-character ids, 20 turns/s per session,
-    /// 30 s timeout, 1,024 turns in flight, 30 s grace.
+    /// 30 s timeout, 1,024 turns in flight, 30 s grace, connections as
+    /// [`conns::ConnLimits::default`].
     fn default() -> Self {
         Limits {
             max_body_bytes: 64 * 1024,
@@ -130,6 +135,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             max_in_flight: 1024,
             shutdown_grace: Duration::from_secs(30),
+            connections: conns::ConnLimits::default(),
         }
     }
 }
@@ -206,8 +212,20 @@ pub struct State {
     turns: Arc<Semaphore>,
     /// Sessions are in a store that does network I/O.
     remote_sessions: bool,
+    /// A turn on the serving rules took longer than [`INLINE_TURN_BUDGET`] on a runtime
+    /// worker: until the next reload, turns run on the blocking pool.
+    slow_rules: Arc<std::sync::atomic::AtomicBool>,
     started: Instant,
 }
+
+/// How often connections idle past the idle timeout are looked for.
+const IDLE_SWEEP: Duration = Duration::from_secs(5);
+
+/// The longest a turn's scripts may hold a runtime worker before the rules they ran on
+/// are judged slow and their turns move to the blocking pool (a model call leaves the
+/// worker on its own, so only script time counts). A rule-answered turn's scripts take
+/// microseconds; only scripts that loop or call costly functions come near this.
+const INLINE_TURN_BUDGET: Duration = Duration::from_millis(5);
 
 /// A built service: rules loaded, engine, reloader, job queue. Serve it with
 /// [`Service::serve`].
@@ -286,9 +304,16 @@ impl Service {
             None => (None, None),
         };
         let reload_metrics = Arc::clone(&metrics);
+        let slow_rules = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let slow_reset = Arc::clone(&slow_rules);
         let reloader = Arc::new(
             Reloader::new(&config.rules, Arc::clone(&engine)).with_observer(move |_, outcome| {
-                reload_metrics.reload(matches!(outcome, ReloadOutcome::Applied { .. }))
+                let applied = matches!(outcome, ReloadOutcome::Applied { .. });
+                if applied {
+                    // New rules are judged afresh.
+                    slow_reset.store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+                reload_metrics.reload(applied)
             }),
         );
         let watcher = if config.watch {
@@ -312,6 +337,7 @@ impl Service {
             admin_token: config.admin_token.filter(|t| !t.is_empty()),
             limiter,
             remote_sessions,
+            slow_rules,
             started: Instant::now(),
         });
         Ok(Service {
@@ -343,7 +369,20 @@ impl Service {
                 }
             })
         });
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let limits = state.limits.connections;
+        let registry = conns::Registry::new(conns::ConnLimits {
+            max: conns::cap_for_fd_limit(limits.max, conns::fd_soft_limit()),
+            ..limits
+        });
+        let reaper = {
+            let registry = Arc::clone(&registry);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(IDLE_SWEEP).await;
+                    registry.close_idle();
+                }
+            })
+        };
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(10))
@@ -362,22 +401,61 @@ impl Service {
                 },
                 () = &mut shutdown => break,
             };
-            let _ = stream.set_nodelay(true);
-            let state = Arc::clone(&state);
-            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&state), req, peer));
-            let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-            tokio::spawn(async move {
-                if let Err(error) = conn.await {
-                    tracing::debug!(%error, "connection ended with an error");
+            let (conn, admission) = registry.admit(peer.ip());
+            match admission {
+                conns::Admission::Open => {}
+                conns::Admission::Shed(kind) => state.metrics.connection_shed(kind),
+                conns::Admission::Refused(kind) => {
+                    state.metrics.connection_shed(kind);
+                    tracing::debug!(peer = %peer, kind, "connection refused: every connection is busy");
                 }
+            }
+            // Turned away: the socket closes when it is dropped here.
+            let Some(conn) = conn else { continue };
+            let _ = stream.set_nodelay(true);
+            let service = {
+                let (state, conn) = (Arc::clone(&state), Arc::clone(&conn));
+                hyper::service::service_fn(move |req| handle(Arc::clone(&state), req, peer, conn.busy()))
+            };
+            let connection = http.serve_connection(TokioIo::new(stream), service);
+            let metrics = Arc::clone(&state.metrics);
+            metrics.connections().inc();
+            tokio::spawn(async move {
+                let mut connection = std::pin::pin!(connection);
+                let mut closing = false;
+                loop {
+                    tokio::select! {
+                        result = connection.as_mut() => {
+                            if let Err(error) = result {
+                                tracing::debug!(%error, "connection ended with an error");
+                            }
+                            break;
+                        }
+                        // Idle too long, shed to make room, or shutting down: an idle
+                        // connection closes now, a busy one after its response.
+                        () = conn.closing(), if !closing => {
+                            connection.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                }
+                metrics.connections().dec();
             });
         }
         drop(listener);
+        reaper.abort();
         tracing::info!("shutting down: no new connections; finishing requests in flight");
+        registry.close_all();
         let grace = self.state.limits.shutdown_grace;
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        let drained = tokio::time::timeout(grace, async {
+            while !registry.is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        if drained.await.is_err() {
             tracing::warn!(
                 grace_s = grace.as_secs(),
+                connections = registry.len(),
                 "requests still in flight after the grace period"
             );
         }
@@ -394,6 +472,10 @@ pub fn run(config: ServeConfig, addr: SocketAddr, workers: usize) -> Result<(), 
         let what = what.to_string();
         move |source| ServeError::Io { what, source }
     };
+    logs::log_panics();
+    if let Some(limit) = conns::raise_fd_limit() {
+        tracing::debug!(open_files = limit, "open-files limit");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.max(1))
         .max_blocking_threads(config.limits.max_in_flight + 64)
@@ -435,7 +517,12 @@ pub fn run(config: ServeConfig, addr: SocketAddr, workers: usize) -> Result<(), 
 }
 
 /// One request, start to end: route, time limit, metrics, and errors turned into JSON.
-async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    busy: conns::Busy,
+) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     // A clone of the URI is a reference count, not a copy; the route borrows from it while
     // the request moves on to its handler.
@@ -458,6 +545,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> 
     state
         .metrics
         .request(name, response.status().as_u16(), started.elapsed());
+    let mut response = response;
+    if let Either::Right(stream) = response.body_mut() {
+        // The connection stays busy while its event stream is open, so it is never shed
+        // as idle.
+        stream.busy = Some(busy);
+    }
     Ok(response)
 }
 
@@ -563,8 +656,16 @@ async fn dispatch(
         return Err(ApiError::method_not_allowed("POST"));
     }
     match route {
-        Route::Chat => chat::chat(state, req).await,
-        Route::Completions => openai::completions(state, req).await,
+        Route::Chat => {
+            // Customers see a trace without the rules' internals; agents and editors (who
+            // pass the admin check) see all of it.
+            let full_trace = state.authorize(&req, peer).is_ok();
+            chat::chat(state, req, full_trace).await
+        }
+        Route::Completions => {
+            let full_trace = state.authorize(&req, peer).is_ok();
+            openai::completions(state, req, full_trace).await
+        }
         Route::Session(id) => {
             state.authorize(&req, peer)?;
             sessions::get(state, &decode_segment(id)?).await
@@ -600,7 +701,9 @@ async fn dispatch(
 }
 
 impl State {
-    /// Admin and agent routes: the bearer token when one is configured, else loopback only.
+    /// Admin and agent routes: the bearer token when one is configured, else loopback
+    /// clients only, and only when they are not a proxy passing on someone else's request
+    /// (a proxy on the same host connects from loopback; it says so in its headers).
     fn authorize(&self, req: &Request<Incoming>, peer: SocketAddr) -> Result<(), ApiError> {
         match &self.admin_token {
             Some(token) => {
@@ -608,8 +711,7 @@ impl State {
                     .headers()
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .map(str::trim);
+                    .and_then(bearer);
                 match given {
                     Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
                     Some(_) => Err(ApiError::new(
@@ -624,11 +726,11 @@ impl State {
                     )),
                 }
             }
-            None if is_loopback(peer.ip()) => Ok(()),
+            None if is_loopback(peer.ip()) && !proxied(req) => Ok(()),
             None => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                "admin and agent routes answer loopback clients only when KEFU_ADMIN_TOKEN is not set",
+                "admin and agent routes answer only loopback clients, not through a proxy, when KEFU_ADMIN_TOKEN is not set",
             )),
         }
     }
@@ -669,9 +771,25 @@ impl State {
         })
     }
 
-    /// Whether any turn may wait on the network now (see the module docs).
+    /// Whether any turn may wait on the network or run long now (see the module docs).
     fn turns_may_block(&self) -> bool {
-        self.remote_sessions || self.reloader.has_http_sources()
+        self.remote_sessions
+            || self.reloader.has_http_sources()
+            || self.slow_rules.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Notes how long a turn's scripts held a runtime worker; past
+    /// [`INLINE_TURN_BUDGET`], the serving rules' turns move to the blocking pool until the
+    /// next reload.
+    fn judge_inline_turn(&self, took: Duration) {
+        if took > INLINE_TURN_BUDGET && !self.slow_rules.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.metrics.slow_rules();
+            tracing::warn!(
+                ms = took.as_secs_f64() * 1000.0,
+                rules = %self.engine.rules().version,
+                "a turn's scripts held a runtime worker too long; turns on these rules run on the blocking pool until the next reload"
+            );
+        }
     }
 
     /// Runs one non-streaming turn where it belongs (see the module docs) and records it.
@@ -690,13 +808,17 @@ impl State {
                 })
         } else {
             let engine = &self.engine;
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 model::with_usage(|| engine.turn(request))
             }))
             .map_err(|_| {
                 tracing::error!("turn panicked");
                 ApiError::internal()
-            })
+            });
+            if let Ok((response, _)) = &result {
+                self.judge_inline_turn(response.script_time);
+            }
+            result
         };
         self.metrics.in_flight().dec();
         drop(permit);
@@ -711,7 +833,7 @@ impl State {
         self: &Arc<Self>,
         request: TurnRequest,
         mut on_delta: impl FnMut(&str) + Send + 'static,
-        finish: impl FnOnce(&TurnResponse, model::Usage) + Send + 'static,
+        finish: impl FnOnce(Option<(&TurnResponse, model::Usage)>) + Send + 'static,
     ) -> Result<(), ApiError> {
         let permit = self.turn_permit()?;
         let state = Arc::clone(self);
@@ -719,9 +841,21 @@ impl State {
         tokio::task::spawn_blocking(move || {
             let chars = request.message.chars().count();
             let segment = state.segment(&request);
-            let (response, usage) = model::with_usage(|| state.engine.turn_streaming(request, &mut on_delta));
-            state.record_turn(&response, chars, usage, segment.as_deref());
-            finish(&response, usage);
+            let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                model::with_usage(|| state.engine.turn_streaming(request, &mut on_delta))
+            }));
+            match turn {
+                Ok((response, usage)) => {
+                    state.record_turn(&response, chars, usage, segment.as_deref());
+                    finish(Some((&response, usage)));
+                }
+                Err(_) => {
+                    // The stream has begun (status 200 is sent): it ends with an error
+                    // event instead of a status.
+                    tracing::error!("streaming turn panicked");
+                    finish(None);
+                }
+            }
             state.metrics.in_flight().dec();
             drop(permit);
         });
@@ -748,7 +882,7 @@ impl State {
         // and that was a third of the line's cost. None of these values holds a newline
         // or a quote (names, intents and reasons come from checked rule files).
         tracing::info!(
-            session = %response.session_id,
+            session = %LogSafe(&response.session_id),
             source = %metrics::source_name(response.source),
             rule = shown(response.rule.as_deref().or(response.promotion.as_deref()).or(response.flow.as_deref())),
             intent = shown(response.intent.as_deref()),
@@ -783,15 +917,26 @@ fn shown(text: Option<&str>) -> Option<tracing::field::DisplayValue<&str>> {
     text.map(tracing::field::display)
 }
 
+/// The credentials of an `Authorization: Bearer` header; the scheme is case-insensitive
+/// (RFC 9110), and some clients send `bearer`.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| credentials.trim())
+}
+
+/// Whether a proxy forwarded the request (it names the client it came from).
+fn proxied(req: &Request<Incoming>) -> bool {
+    let headers = req.headers();
+    ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|name| headers.contains_key(*name))
+}
+
 fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
         IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A path segment, percent-decoded (session ids may be Chinese).
@@ -895,6 +1040,15 @@ fn check_message(message: &str, field: &str, limits: &Limits) -> Result<(), ApiE
     Ok(())
 }
 
+/// A turn's response as its requester may see it: whole for agents and editors, with a
+/// customer's view of the trace otherwise.
+fn for_requester(mut response: TurnResponse, full_trace: bool) -> TurnResponse {
+    if !full_trace {
+        response.trace = crate::engine::TraceStep::for_customer(&response.trace);
+    }
+    response
+}
+
 /// A JSON response.
 pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     let body = serde_json::to_vec(value).expect("response types always serialize");
@@ -909,7 +1063,7 @@ pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Bod
 /// A streaming response of server-sent events fed by the returned sender.
 fn event_stream_response() -> (mpsc::Sender<Bytes>, Response<Body>) {
     let (tx, rx) = mpsc::channel(64);
-    let mut response = Response::new(Either::Right(EventStream { rx }));
+    let mut response = Response::new(Either::Right(EventStream { rx, busy: None }));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -939,6 +1093,8 @@ fn sse_event(name: Option<&str>, data: &str) -> Bytes {
 /// The body of an event-stream response: chunks from a channel until it closes.
 pub struct EventStream {
     rx: mpsc::Receiver<Bytes>,
+    /// Keeps the connection counted as busy while the stream is open.
+    busy: Option<conns::Busy>,
 }
 
 impl hyper::body::Body for EventStream {
@@ -953,6 +1109,15 @@ impl hyper::body::Body for EventStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearerabc"), None);
+    }
 
     #[test]
     fn path_segments_are_percent_decoded() {
