@@ -229,35 +229,241 @@ fn takeover_queues_messages_for_the_agent_and_release_gives_the_bot_back() {
 #[test]
 fn feedback_is_kept_with_the_conversation() {
     let server = TestServer::start(config(DEMO));
-    server.chat("f1", "这件T恤洗了会缩水吗");
-    let given = server.post("/v1/sessions/f1/feedback", &json!({ "score": 5, "comment": "很快" }));
-    assert_eq!(given.status, 200, "{}", given.body);
-    assert_eq!(given.json()["feedback"][0]["score"], 5);
-    let session = server.get("/v1/sessions/f1").json();
-    assert_eq!(session["feedback"][0]["comment"], "很快");
+    let answer = server.chat("f1", "这件T恤洗了会缩水吗");
+    let token = answer["session_token"].as_str().unwrap().to_string();
+    assert_eq!(token.len(), 32, "128 random bits as hex: {token}");
+    assert_eq!(server.chat("f1", "能开发票吗")["session_token"], token.as_str());
+    let rate = |body: Value| server.post("/v1/sessions/f1/feedback", &body);
 
     for (body, status, kind) in [
-        (json!({ "score": 0 }), 400, "invalid_request"),
-        (json!({ "score": 6 }), 400, "invalid_request"),
-        (json!({ "score": "5" }), 400, "invalid_request"),
-        (json!({ "comment": "没分数" }), 400, "invalid_request"),
+        (json!({ "score": 0, "session_token": token }), 400, "invalid_request"),
+        (json!({ "score": 6, "session_token": token }), 400, "invalid_request"),
+        (json!({ "score": "5", "session_token": token }), 400, "invalid_request"),
         (
-            json!({ "score": 4, "comment": "长".repeat(501) }),
+            json!({ "comment": "没分数", "session_token": token }),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({ "score": 4, "comment": "长".repeat(501), "session_token": token }),
             400,
             "invalid_request",
         ),
     ] {
-        let reply = server.post("/v1/sessions/f1/feedback", &body);
+        let reply = rate(body.clone());
         assert_eq!((reply.status, reply.error_type().as_str()), (status, kind), "{body}");
     }
-    let unknown = server.post("/v1/sessions/nobody/feedback", &json!({ "score": 3 }));
+    let unknown = server.post(
+        "/v1/sessions/nobody/feedback",
+        &json!({ "score": 3, "session_token": token }),
+    );
     assert_eq!((unknown.status, unknown.error_type().as_str()), (404, "not_found"));
+
+    let given = rate(json!({ "score": 5, "comment": "很快", "session_token": token }));
+    assert_eq!(given.status, 200, "{}", given.body);
+    assert_eq!(given.json()["feedback"]["score"], 5);
+    let session = server.get("/v1/sessions/f1").json();
+    assert_eq!(session["feedback"][0]["comment"], "很快");
     assert!(
         server
             .get("/metrics")
             .body
             .contains("kefu_feedback_total{score=\"5\"} 1")
     );
+}
+
+#[test]
+fn feedback_is_once_per_conversation_and_only_from_its_customer() {
+    let server = TestServer::start(config(DEMO));
+    let token = server.chat("f2", "这件T恤洗了会缩水吗")["session_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = server.chat("f3", "能开发票吗")["session_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Anyone who only knows the session id, or holds another conversation's token.
+    for body in [
+        json!({ "score": 1 }),
+        json!({ "score": 1, "session_token": "" }),
+        json!({ "score": 1, "session_token": other }),
+    ] {
+        let forged = server.post("/v1/sessions/f2/feedback", &body);
+        assert_eq!(
+            (forged.status, forged.error_type().as_str()),
+            (403, "forbidden"),
+            "{body}"
+        );
+    }
+    let given = server.post(
+        "/v1/sessions/f2/feedback",
+        &json!({ "score": 4, "comment": "邮箱 zhangsan@example.com", "session_token": token }),
+    );
+    assert_eq!(given.status, 200, "{}", given.body);
+    // The answer is the customer's own record, not the whole session.
+    let record = given.json();
+    assert_eq!(record["session_id"], "f2");
+    assert!(
+        record.get("history").is_none() && record["feedback"].is_object(),
+        "{record}"
+    );
+    // Kept masked.
+    let session = server.get("/v1/sessions/f2").json();
+    let comment = session["feedback"][0]["comment"].as_str().unwrap();
+    assert!(!comment.contains("zhangsan"), "{comment}");
+    // Posting again, as a flood would, is refused and grows nothing.
+    for _ in 0..20 {
+        let again = server.post(
+            "/v1/sessions/f2/feedback",
+            &json!({ "score": 5, "session_token": token }),
+        );
+        assert_eq!((again.status, again.error_type().as_str()), (409, "already_rated"));
+    }
+    let session = server.get("/v1/sessions/f2").json();
+    assert_eq!(session["feedback"].as_array().unwrap().len(), 1);
+    assert_eq!(session["feedback"][0]["score"], 4);
+}
+
+#[test]
+fn a_customer_writing_on_while_nobody_answers_cannot_grow_the_session() {
+    let mut config = config(DEMO);
+    config.limits.rate_per_session = 0;
+    let server = TestServer::start(config);
+    server.chat("q1", "能开发票吗");
+    assert_eq!(server.post("/v1/sessions/q1/takeover", &json!({})).status, 200);
+    for i in 0..120 {
+        assert_eq!(server.chat("q1", &format!("第{i}条"))["source"], "human");
+    }
+    let session = server.get("/v1/sessions/q1").json();
+    let queued = session["takeover"]["queued"].as_array().unwrap();
+    assert_eq!(queued.len(), 50);
+    assert_eq!(queued[0], "第70条", "the oldest are dropped");
+    assert_eq!(session["takeover"]["dropped"], 70);
+    assert!(session["history"].as_array().unwrap().len() <= 20);
+}
+
+#[test]
+fn what_agents_type_is_kept_masked() {
+    let server = TestServer::start(config(DEMO));
+    server.chat("m1", "能开发票吗");
+    assert_eq!(
+        server
+            .post("/v1/sessions/m1/takeover", &json!({ "agent": "13900001111" }))
+            .status,
+        200
+    );
+    let replied = server.post(
+        "/v1/sessions/m1/reply",
+        &json!({ "message": "已登记您的电话13812345678，稍后回电" }),
+    );
+    assert_eq!(replied.status, 200, "{}", replied.body);
+    let session = server.get("/v1/sessions/m1").json();
+    let last = session["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["role"], "agent");
+    let text = last["text"].as_str().unwrap();
+    assert!(!text.contains("12345678") && text.contains("稍后回电"), "{text}");
+}
+
+#[test]
+fn product_context_is_kept_masked_in_the_session() {
+    let server = TestServer::start(config(DEMO));
+    let reply = server.post(
+        "/v1/chat",
+        &json!({
+            "session_id": "p1",
+            "message": "这件有什么颜色",
+            "context": { "product": { "id": "T001", "seller_phone": "13812345678" } }
+        }),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let session = server.get("/v1/sessions/p1").json();
+    assert_eq!(session["product"]["id"], "T001");
+    let phone = session["product"]["seller_phone"].as_str().unwrap();
+    assert!(!phone.contains("12345678"), "{phone}");
+}
+
+#[test]
+fn customers_get_a_trace_without_the_rules_internals() {
+    let mut config = config(DEMO);
+    config.admin_token = Some("s3cret".into());
+    let server = TestServer::start(config);
+    let body = json!({ "session_id": "tr1", "message": "这件T恤洗了会缩水吗" }).to_string();
+    let customer = server
+        .send("POST", "/v1/chat", &[("content-type", "application/json")], &body)
+        .json();
+    let agent = server
+        .send(
+            "POST",
+            "/v1/chat",
+            &[("content-type", "application/json"), ("authorization", "Bearer s3cret")],
+            &body,
+        )
+        .json();
+    assert_eq!(customer["rule"], agent["rule"]);
+    let full = agent["trace"].to_string();
+    assert!(full.contains(".kefu:"), "agents see where the rule is: {full}");
+    let shown = customer["trace"].to_string();
+    assert!(!shown.contains(".kefu:") && !shown.contains('/'), "{shown}");
+    assert!(shown.contains("缩水"), "the customer still sees what answered: {shown}");
+}
+
+#[test]
+fn admin_routes_without_a_token_refuse_requests_through_a_proxy() {
+    let server = TestServer::start(config(DEMO));
+    assert_eq!(server.get("/admin/rules").status, 200);
+    for header in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+        let proxied = server.send("GET", "/admin/rules", &[(header, "203.0.113.7")], "");
+        assert_eq!(
+            (proxied.status, proxied.error_type().as_str()),
+            (403, "forbidden"),
+            "{header}"
+        );
+    }
+}
+
+#[test]
+fn slow_scripts_are_stopped_and_their_rules_leave_the_runtime_workers() {
+    let dir = copy_rules(Path::new(DEMO), "slow-script");
+    std::fs::write(
+        dir.join("zz_slow.kefu"),
+        "rule 慢规则 {\n  on keywords \"慢慢查\"\n  when `let n = 0; loop { let s = \"\"; s.pad(60000, \"x\"); n += s.len; }`\n  reply \"不会到这里\"\n}\n",
+    )
+    .unwrap();
+    let server = TestServer::start(config(dir.to_str().unwrap()));
+    let slow = server.chat("slow1", "慢慢查一下");
+    assert_ne!(slow["reply"], "不会到这里");
+    let trace = slow["trace"].to_string();
+    assert!(trace.contains("time limit"), "{trace}");
+    let metrics = server.get("/metrics").body;
+    assert!(metrics.contains("kefu_slow_rules_total 1"), "{metrics}");
+    // Every other customer is still answered, now from the blocking pool.
+    assert_eq!(server.chat("fast1", "这件T恤洗了会缩水吗")["rule"], "缩水");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_client_hoarding_idle_connections_loses_its_own_not_others_service() {
+    let mut config = config(DEMO);
+    config.limits.connections.per_client = 8;
+    let server = TestServer::start(config);
+    let hoard: Vec<_> = (0..40)
+        .map(|_| std::net::TcpStream::connect(server.addr).unwrap())
+        .collect();
+    // The hoarder's oldest idle sockets were closed to make room for its newest; a
+    // request (from the same address, on loopback) is still answered.
+    assert_eq!(server.get("/healthz").status, 200);
+    assert_eq!(server.chat("h1", "能开发票吗")["source"], "rule");
+    assert!(eventually(Duration::from_secs(5), || {
+        let metrics = server.get("/metrics").body;
+        metrics
+            .lines()
+            .find(|l| l.starts_with("kefu_connections_shed_total{kind=\"client\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n >= 32)
+    }));
+    drop(hoard);
 }
 
 #[test]
@@ -465,8 +671,15 @@ fn admin_and_agent_routes_need_the_token_when_one_is_set() {
     // Customer routes and probes need no token.
     assert_eq!(server.get("/healthz").status, 200);
     assert_eq!(server.get("/metrics").status, 200);
-    let feedback = server.post("/v1/sessions/a1/feedback", &json!({ "score": 4 }));
+    let token = server.chat("a1", "能开发票吗")["session_token"].clone();
+    let feedback = server.post(
+        "/v1/sessions/a1/feedback",
+        &json!({ "score": 4, "session_token": token }),
+    );
     assert_eq!(feedback.status, 200);
+    // The scheme is case-insensitive.
+    let lower = server.send("GET", "/admin/rules", &[("authorization", "bearer s3cret")], "");
+    assert_eq!(lower.status, 200, "{}", lower.body);
 }
 
 #[test]
@@ -697,6 +910,50 @@ fn reload_applies_good_edits_and_rejects_bad_ones_while_serving() {
         metrics.contains("kefu_rule_reloads_total{outcome=\"rejected\"}"),
         "{metrics}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_file_still_being_written_or_just_emptied_is_not_applied() {
+    use std::io::Write as _;
+    let dir = copy_rules(Path::new(ENGINE), "half-written");
+    let mut config = ServeConfig::new(&dir);
+    config.debounce = Duration::from_millis(50);
+    let server = TestServer::start(config);
+    let file = dir.join("shop.kefu");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let answer = || server.chat("hw", "能开发票吗")["reply"].clone();
+    assert_eq!(answer(), "下单后在订单详情里申请电子发票即可。");
+    let version = || server.get("/admin/rules").json()["version"].clone();
+    let first = version();
+
+    // An in-place save that stops halfway for longer than the debounce: the first half
+    // parses on its own (it ends before the invoice rule), but it is never served.
+    let edited = original.replace("下单后在订单详情里申请电子发票即可。", "发票新版。");
+    let cut = edited.find("rule").unwrap();
+    let mut writer = std::fs::File::create(&file).unwrap();
+    writer.write_all(&edited.as_bytes()[..cut]).unwrap();
+    writer.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(version(), first, "a half-written file was applied");
+    assert_eq!(answer(), "下单后在订单详情里申请电子发票即可。");
+    writer.write_all(&edited.as_bytes()[cut..]).unwrap();
+    drop(writer);
+    assert!(eventually(Duration::from_secs(5), || answer() == "发票新版。"));
+
+    // Truncated to nothing (an editor's first step of an in-place save): the rules it
+    // held keep answering until it is written again.
+    let second = version();
+    drop(std::fs::File::create(&file).unwrap());
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(version(), second, "an emptied file was applied at once");
+    assert_eq!(answer(), "发票新版。");
+    std::fs::write(
+        &file,
+        original.replace("下单后在订单详情里申请电子发票即可。", "发票三版。"),
+    )
+    .unwrap();
+    assert!(eventually(Duration::from_secs(5), || answer() == "发票三版。"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -65,6 +65,18 @@ impl Record {
         }
     }
 
+    /// The identifiers a client chose (the session id, the agent's name), for masking:
+    /// an OpenAI client's `user`, which becomes the session id, is often a phone number.
+    pub fn ids_mut(&mut self) -> Vec<&mut String> {
+        match self {
+            Record::Turn(r) => vec![&mut r.session],
+            Record::Agent(r) => std::iter::once(&mut r.session).chain(r.agent.as_mut()).collect(),
+            Record::Takeover(r) => std::iter::once(&mut r.session).chain(r.agent.as_mut()).collect(),
+            Record::Release(r) => vec![&mut r.session],
+            Record::Feedback(r) => vec![&mut r.session],
+        }
+    }
+
     /// A rough size in bytes, for bounding what waits to be written.
     pub fn weight(&self) -> usize {
         let texts = match self {

@@ -267,13 +267,16 @@ impl ConversationLog {
     }
 }
 
-/// Masks personal data in every text of `record` with the rule set's PII settings.
+/// Masks personal data in every text and client-chosen id of `record` with the rule
+/// set's PII settings.
 pub fn mask(rules: &RuleSet, record: &mut Record) {
-    for text in record.texts_mut() {
+    let masked = |text: &mut String| {
         if let Cow::Owned(masked) = rules.safety.redact_pii(text) {
             *text = masked;
         }
-    }
+    };
+    record.texts_mut().into_iter().for_each(masked);
+    record.ids_mut().into_iter().for_each(masked);
 }
 
 /// The name of the `seq`-th file of `day`.

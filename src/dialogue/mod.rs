@@ -3,5 +3,5 @@
 pub mod session;
 pub mod tickets;
 
-pub use session::{Feedback, FlowState, HistoryEntry, Role, Session, Takeover};
+pub use session::{Feedback, FlowState, HistoryEntry, Role, Session, Takeover, new_token};
 pub use tickets::{Ticket, TicketStore};

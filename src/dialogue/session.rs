@@ -15,6 +15,10 @@ use crate::nlu::Emotion;
 pub const HISTORY_LIMIT: usize = 20;
 /// How many past emotions a session keeps for understanding the next message.
 pub const EMOTION_LIMIT: usize = 5;
+/// How many customer messages wait for an agent at most; older ones are dropped (and
+/// counted in `Takeover::dropped`), so a customer who writes on and on while nobody
+/// answers cannot grow the session without bound. The conversation log keeps them all.
+pub const QUEUED_LIMIT: usize = 50;
 
 /// One customer's conversation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -42,9 +46,14 @@ pub struct Session {
     pub takeover: Option<Takeover>,
     /// Unix milliseconds of the last turn.
     pub updated_at: i64,
-    /// The customer's satisfaction scores (满意度), oldest first.
+    /// The customer's satisfaction score (满意度): at most one per conversation.
     #[serde(default)]
     pub feedback: Vec<Feedback>,
+    /// A random secret given to the customer with the first answer (`session_token`);
+    /// the customer's own requests about the conversation (feedback) must present it, so
+    /// that knowing a session id is not enough to act on someone's conversation.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token: String,
 }
 
 impl Session {
@@ -141,6 +150,49 @@ pub struct Takeover {
     pub reason: Option<String>,
     /// Unix milliseconds.
     pub since: i64,
-    /// Customer messages waiting for the agent, oldest first.
+    /// Customer messages waiting for the agent, oldest first (at most [`QUEUED_LIMIT`]).
     pub queued: Vec<String>,
+    /// Messages dropped from the front of `queued` because it was full.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u32,
+}
+
+impl Takeover {
+    /// Queues a customer message for the agent, dropping the oldest past the limit.
+    pub fn queue(&mut self, message: String) {
+        self.queued.push(message);
+        if self.queued.len() > QUEUED_LIMIT {
+            let excess = self.queued.len() - QUEUED_LIMIT;
+            self.queued.drain(..excess);
+            self.dropped = self.dropped.saturating_add(u32::try_from(excess).unwrap_or(u32::MAX));
+        }
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A new session token: 128 random bits as hex.
+pub fn new_token() -> String {
+    use std::fmt::Write as _;
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // The OS's generator does not fail on Linux once booted. Should it, std's hasher
+        // keys (random per process) over the clock still give an unguessable token.
+        use std::hash::{BuildHasher as _, Hasher as _};
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        for half in bytes.chunks_mut(8) {
+            let mut hasher = std::hash::RandomState::new().build_hasher();
+            hasher.write_u128(now);
+            half.copy_from_slice(&hasher.finish().to_le_bytes());
+        }
+    }
+    bytes.iter().fold(String::with_capacity(32), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }

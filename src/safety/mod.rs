@@ -17,6 +17,7 @@
 //! is masked ([`Safety::redact_pii`]) before text is logged, stored in a session or put
 //! into a prompt.
 
+pub mod logsafe;
 pub mod normalize;
 pub mod pii;
 pub mod stream;

@@ -17,7 +17,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{
-    ApiError, Body, State, check_message, check_session_id, event_stream_response, json_response, read_json, sse_event,
+    ApiError, Body, State, check_message, check_session_id, event_stream_response, for_requester, json_response,
+    read_json, sse_event,
 };
 use crate::TurnRequest;
 
@@ -43,7 +44,13 @@ pub struct ChatBody {
     pub stream: bool,
 }
 
-pub(super) async fn chat(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+/// Answers one message; `full_trace` for agents and editors, a customer's view of the
+/// trace otherwise ([`crate::engine::TraceStep::for_customer`]).
+pub(super) async fn chat(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    full_trace: bool,
+) -> Result<Response<Body>, ApiError> {
     let body: ChatBody = read_json(req, state.limits.max_body_bytes, false).await?;
     check_session_id(&body.session_id, &state.limits)?;
     check_message(&body.message, "message", &state.limits)?;
@@ -57,7 +64,7 @@ pub(super) async fn chat(state: &Arc<State>, req: Request<Incoming>) -> Result<R
     };
     if !body.stream {
         let (response, _) = state.run_turn(request).await?;
-        return Ok(json_response(StatusCode::OK, &response));
+        return Ok(json_response(StatusCode::OK, &for_requester(response, full_trace)));
     }
     let (tx, response) = event_stream_response();
     let streamed = Arc::new(AtomicBool::new(false));
@@ -70,12 +77,18 @@ pub(super) async fn chat(state: &Arc<State>, req: Request<Incoming>) -> Result<R
             // A client that went away stops reading; the turn still finishes and is saved.
             let _ = delta_tx.blocking_send(sse_event(Some("delta"), &data));
         },
-        move |response, _usage| {
+        move |finished| {
+            let Some((response, _usage)) = finished else {
+                let error = ApiError::internal().body().to_string();
+                let _ = tx.blocking_send(sse_event(Some("error"), &error));
+                return;
+            };
             if !streamed.load(Ordering::Relaxed) && !response.reply.is_empty() {
                 let data = serde_json::json!({ "text": response.reply }).to_string();
                 let _ = tx.blocking_send(sse_event(Some("delta"), &data));
             }
-            let done = serde_json::to_string(response).expect("a response always serializes");
+            let done = serde_json::to_string(&for_requester(response.clone(), full_trace))
+                .expect("a response always serializes");
             let _ = tx.blocking_send(sse_event(Some("done"), &done));
         },
     )?;

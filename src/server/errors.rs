@@ -6,7 +6,6 @@
 
 use hyper::StatusCode;
 use hyper::header::{self, HeaderValue};
-use serde::Serialize;
 
 use super::{Body, json_response};
 
@@ -96,28 +95,22 @@ impl ApiError {
         }
     }
 
+    /// The `{"error": {...}}` body, for a response or an event of a stream that fails
+    /// after it started.
+    pub fn body(&self) -> serde_json::Value {
+        let mut inner = serde_json::json!({ "type": self.kind, "message": self.message });
+        if let Some(serde_json::Value::Object(details)) = &self.details {
+            inner
+                .as_object_mut()
+                .expect("built as an object")
+                .extend(details.clone());
+        }
+        serde_json::json!({ "error": inner })
+    }
+
     /// The response.
     pub fn into_response(self) -> hyper::Response<Body> {
-        #[derive(Serialize)]
-        struct Inner<'a> {
-            #[serde(rename = "type")]
-            kind: &'a str,
-            message: &'a str,
-            #[serde(flatten, skip_serializing_if = "Option::is_none")]
-            details: Option<&'a serde_json::Value>,
-        }
-        #[derive(Serialize)]
-        struct Outer<'a> {
-            error: Inner<'a>,
-        }
-        let body = Outer {
-            error: Inner {
-                kind: self.kind,
-                message: &self.message,
-                details: self.details.as_ref(),
-            },
-        };
-        let mut response = json_response(self.status, &body);
+        let mut response = json_response(self.status, &self.body());
         let headers = response.headers_mut();
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));

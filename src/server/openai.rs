@@ -26,7 +26,8 @@ use serde_json::{Map, Value, json};
 
 use super::model::Usage;
 use super::{
-    ApiError, Body, State, check_message, check_session_id, event_stream_response, json_response, read_json, sse_event,
+    ApiError, Body, State, check_message, check_session_id, event_stream_response, for_requester, json_response,
+    read_json, sse_event,
 };
 use crate::TurnRequest;
 
@@ -139,7 +140,13 @@ fn completion_id() -> String {
     )
 }
 
-pub(super) async fn completions(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+/// Answers one completion request; `full_trace` for agents and editors, a customer's
+/// view of the trace in the `kefu` field otherwise.
+pub(super) async fn completions(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    full_trace: bool,
+) -> Result<Response<Body>, ApiError> {
     let body: CompletionRequest = read_json(req, state.limits.max_body_bytes, false).await?;
     let message = body
         .messages
@@ -184,7 +191,7 @@ pub(super) async fn completions(state: &Arc<State>, req: Request<Incoming>) -> R
                 "logprobs": null,
             }],
             "usage": UsageJson::from(usage),
-            "kefu": response,
+            "kefu": for_requester(response.clone(), full_trace),
         });
         return Ok(json_response(StatusCode::OK, &out));
     }
@@ -214,13 +221,21 @@ pub(super) async fn completions(state: &Arc<State>, req: Request<Incoming>) -> R
             let data = delta_chunk(json!({ "content": text }), None);
             let _ = delta_tx.blocking_send(sse_event(None, &data.to_string()));
         },
-        move |response, usage| {
+        move |finished| {
+            let Some((response, usage)) = finished else {
+                // OpenAI's own streams report a failure as a data line with `error`.
+                let error = ApiError::internal().body().to_string();
+                let _ = tx.blocking_send(sse_event(None, &error));
+                let _ = tx.blocking_send(sse_event(None, "[DONE]"));
+                return;
+            };
             if !streamed.load(Ordering::Relaxed) && !response.reply.is_empty() {
                 let data = chunk(json!({ "content": response.reply }), None);
                 let _ = tx.blocking_send(sse_event(None, &data.to_string()));
             }
             let mut last = chunk(json!({}), Some("stop"));
-            last["kefu"] = serde_json::to_value(response).expect("a response always serializes");
+            last["kefu"] = serde_json::to_value(for_requester(response.clone(), full_trace))
+                .expect("a response always serializes");
             let _ = tx.blocking_send(sse_event(None, &last.to_string()));
             if include_usage {
                 let mut usage_chunk = chunk(json!({}), None);

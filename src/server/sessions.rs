@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, Body, State, check_message, json_response, read_json};
-use crate::dialogue::Feedback;
 use crate::engine::EngineError;
+use crate::safety::logsafe::LogSafe;
 
 fn engine_error(error: EngineError) -> ApiError {
     match error {
@@ -24,6 +24,16 @@ fn engine_error(error: EngineError) -> ApiError {
             StatusCode::CONFLICT,
             "not_taken_over",
             format!("session `{id}` is not taken over by a human; take it over first"),
+        ),
+        EngineError::WrongToken(_) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "`session_token` is missing or is not this conversation's; send the one kefu's answers carry",
+        ),
+        EngineError::AlreadyRated(id) => ApiError::new(
+            StatusCode::CONFLICT,
+            "already_rated",
+            format!("session `{id}` already has its satisfaction score"),
         ),
     }
 }
@@ -58,8 +68,8 @@ pub(super) async fn takeover(state: &Arc<State>, id: &str, req: Request<Incoming
         log.takeover(id, session.takeover.as_ref().and_then(|t| t.agent.as_deref()));
     }
     tracing::info!(
-        session = id,
-        agent = session.takeover.as_ref().and_then(|t| t.agent.as_deref()),
+        session = %LogSafe(id),
+        agent = session.takeover.as_ref().and_then(|t| t.agent.as_deref()).map(|a| tracing::field::display(LogSafe(a))),
         "taken over"
     );
     Ok(json_response(StatusCode::OK, &session))
@@ -86,7 +96,7 @@ pub(super) async fn reply(state: &Arc<State>, id: &str, req: Request<Incoming>) 
     if let (Some(log), Some(text)) = (&state.conversation_log, text) {
         log.agent_reply(id, session.takeover.as_ref().and_then(|t| t.agent.as_deref()), &text);
     }
-    tracing::info!(session = id, "agent replied");
+    tracing::info!(session = %LogSafe(id), "agent replied");
     Ok(json_response(StatusCode::OK, &session))
 }
 
@@ -100,7 +110,7 @@ pub(super) async fn release(state: &Arc<State>, id: &str) -> Result<Response<Bod
     if let Some(log) = &state.conversation_log {
         log.release(id);
     }
-    tracing::info!(session = id, "released to the bot");
+    tracing::info!(session = %LogSafe(id), "released to the bot");
     Ok(json_response(StatusCode::OK, &session))
 }
 
@@ -113,13 +123,17 @@ struct FeedbackBody {
     /// Optional words.
     #[serde(default)]
     comment: Option<String>,
+    /// The conversation's `session_token`, from any of kefu's answers in it.
+    #[serde(default)]
+    session_token: String,
 }
 
 /// The longest feedback comment kept.
 const MAX_COMMENT_CHARS: usize = 500;
 
 /// `POST /v1/sessions/{id}/feedback`: the customer's 1-5 satisfaction score (满意度),
-/// kept with the conversation.
+/// once per conversation, kept with it. Only the customer, who holds the conversation's
+/// `session_token`, may give it.
 pub(super) async fn feedback(state: &Arc<State>, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body: FeedbackBody = read_json(req, state.limits.max_body_bytes, false).await?;
     if !(1..=5).contains(&body.score) {
@@ -137,29 +151,21 @@ pub(super) async fn feedback(state: &Arc<State>, id: &str, req: Request<Incoming
     state.check_rate(id)?;
     let key = id.to_string();
     let score = body.score;
-    let stored = state
+    let given = state
         .with_store(move |s| {
-            let mut session = s.sessions.get(&key)?;
-            session.feedback.push(Feedback {
-                score: body.score,
-                comment: body.comment.filter(|c| !c.trim().is_empty()),
-                at: chrono::Utc::now().timestamp_millis(),
-            });
-            s.sessions.put(session.clone());
-            Some(session)
+            s.engine
+                .feedback(&key, &body.session_token, body.score, body.comment.as_deref())
         })
-        .await?;
-    let Some(session) = stored else {
-        return Err(ApiError::not_found(format!("no session `{id}`")));
-    };
+        .await?
+        .map_err(engine_error)?;
     state.metrics.feedback(score);
-    if let (Some(log), Some(given)) = (&state.conversation_log, session.feedback.last()) {
+    if let Some(log) = &state.conversation_log {
         log.feedback(id, given.score, given.comment.as_deref());
     }
-    tracing::info!(session = id, score, "feedback");
+    tracing::info!(session = %LogSafe(id), score, "feedback");
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "session_id": session.id, "feedback": session.feedback }),
+        &json!({ "session_id": id, "feedback": given }),
     ))
 }
 
