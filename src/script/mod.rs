@@ -14,7 +14,10 @@
 //! operations and stops the script when its time is up. The clock is the thread's CPU
 //! time, not the wall clock: a script preempted on a busy machine has not used its time,
 //! and is not stopped for it, so the same script on the same input always gets the same
-//! answer. Evaluation is synchronous on the calling thread, so the deadline lives in a
+//! answer. Reading that clock is a system call, so a script starts its clock at its
+//! first look, after [`CLOCK_EVERY`] operations: the conditions and template holes of a
+//! turn, a few dozen operations each, never read it, and a turn of them costs no system
+//! call. Evaluation is synchronous on the calling thread, so the clock lives in a
 //! thread-local, as the turn's host does ([`host`]).
 
 pub mod compile;
@@ -105,9 +108,22 @@ fn cpu_now() -> Duration {
     )
 }
 
+/// The clock of the script running on a thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Clock {
+    /// No script is running.
+    Off,
+    /// A script runs and has not looked at the clock yet: it may use `allowed` from its
+    /// first look.
+    Pending { allowed: Duration },
+    /// A script runs; its clock started at `started` (thread CPU time) and it must stop
+    /// at `deadline`.
+    Running { started: Duration, deadline: Duration },
+}
+
 thread_local! {
-    /// The thread CPU time at which the script running on this thread must stop.
-    static DEADLINE: Cell<Option<Duration>> = const { Cell::new(None) };
+    /// The clock of the script running on this thread.
+    static CLOCK: Cell<Clock> = const { Cell::new(Clock::Off) };
     /// Script time the running turn has left, when a turn has installed a budget.
     static TURN_LEFT: Cell<Option<Duration>> = const { Cell::new(None) };
 }
@@ -140,22 +156,36 @@ impl Drop for TurnBudget {
     }
 }
 
-/// Runs one evaluation under its deadline: the sooner of `max_time` from now and the
-/// turn's budget left, which is charged with the time taken.
+/// Runs one evaluation under its time limit: `max_time`, or the turn's budget left when
+/// that is less, charged with the time taken.
 fn timed<R>(max_time: Duration, eval: impl FnOnce() -> R) -> R {
-    let started = cpu_now();
     let allowed = TURN_LEFT.get().map_or(max_time, |left| left.min(max_time));
-    // A nested evaluation (a template hole inside a function, say) keeps the outer,
-    // sooner deadline.
-    let outer = DEADLINE.get();
-    let deadline = started + allowed;
-    DEADLINE.set(Some(outer.map_or(deadline, |o| o.min(deadline))));
+    let outer = CLOCK.replace(Clock::Pending { allowed });
     let result = eval();
-    DEADLINE.set(outer);
-    if let Some(left) = TURN_LEFT.get() {
+    if let Clock::Running { started, .. } = CLOCK.get()
+        && let Some(left) = TURN_LEFT.get()
+    {
         TURN_LEFT.set(Some(left.saturating_sub(cpu_now().saturating_sub(started))));
     }
+    CLOCK.set(outer);
     result
+}
+
+/// The progress callback's look at the clock (every [`CLOCK_EVERY`] operations): starts
+/// the running script's clock, or says whether its time is up.
+fn time_is_up() -> bool {
+    match CLOCK.get() {
+        Clock::Off => false,
+        Clock::Pending { allowed } => {
+            let now = cpu_now();
+            CLOCK.set(Clock::Running {
+                started: now,
+                deadline: now + allowed,
+            });
+            false
+        }
+        Clock::Running { deadline, .. } => cpu_now() >= deadline,
+    }
 }
 
 /// A new engine with the standard library, the sandbox's limits, and nothing else.
@@ -171,11 +201,7 @@ pub fn sandboxed_engine(limits: Limits) -> Engine {
         // A missing map property reads as `()`, as DSL.md promises for absent values.
         .set_fail_on_invalid_map_property(false);
     engine.on_progress(|operations| {
-        if operations % CLOCK_EVERY != 0 {
-            return None;
-        }
-        let deadline = DEADLINE.get()?;
-        (cpu_now() >= deadline).then(|| Dynamic::from("the script's time limit"))
+        (operations % CLOCK_EVERY == 0 && time_is_up()).then(|| Dynamic::from("the script's time limit"))
     });
     // `eval` would compile text at run time, outside the checks `kefu check` runs.
     engine.disable_symbol("eval");
@@ -311,7 +337,7 @@ mod tests {
             assert_eq!(TURN_LEFT.get(), Some(Duration::ZERO));
         }
         assert_eq!(TURN_LEFT.get(), None);
-        assert_eq!(DEADLINE.get(), None);
+        assert_eq!(CLOCK.get(), Clock::Off);
     }
 
     #[test]
