@@ -38,7 +38,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -57,8 +57,9 @@ use crate::batch::FlushGuard;
 use crate::data::ConversationLog;
 use crate::dialogue::TicketStore;
 use crate::engine::EngineConfig;
-use crate::jobs::{DeliverTicket, JobConfig, JobQueue};
+use crate::jobs::{Deliveries, JobConfig, JobQueue, TicketConfig};
 use crate::llm::LlmBackend;
+use crate::outbox::{Journal, Outbox, OutboxError, RedisOutbox};
 use crate::reload::{ReloadOutcome, Reloader, Trigger, WatchHandle};
 use crate::store::{MemoryStore, RedisConfig, RedisStore, SessionStore};
 use crate::{Engine, TurnRequest, TurnResponse};
@@ -85,6 +86,9 @@ pub enum ServeError {
     /// The rules watcher could not start.
     #[error(transparent)]
     Watch(#[from] crate::reload::ReloadError),
+    /// The ticket outbox (journal or Redis stream) could not be opened.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
     /// The conversation log could not be opened.
     #[error(transparent)]
     ConversationLog(#[from] crate::data::writer::LogError),
@@ -156,6 +160,9 @@ pub struct ServeConfig {
     pub tickets_url: Option<String>,
     /// The job queue's settings.
     pub jobs: JobConfig,
+    /// Where tickets are recorded and how they are delivered (state directory, signing
+    /// secret, visibility timeout).
+    pub tickets: TicketConfig,
     /// Client limits.
     pub limits: Limits,
     /// Engine settings (answer-cache size and TTL, model limits).
@@ -178,6 +185,7 @@ impl ServeConfig {
             llm: None,
             tickets_url: None,
             jobs: JobConfig::default(),
+            tickets: TicketConfig::default(),
             limits: Limits::default(),
             engine: EngineConfig::default(),
             conversation_log: None,
@@ -213,6 +221,8 @@ pub struct State {
 /// [`Service::serve`].
 pub struct Service {
     state: Arc<State>,
+    /// The ticket delivery pump, drained on shutdown.
+    deliveries: Option<Deliveries>,
     _watcher: Option<WatchHandle>,
     /// Writes what the conversation log holds when the service ends.
     _log: Option<FlushGuard>,
@@ -242,21 +252,29 @@ impl Service {
             Arc::clone(&sessions),
             move |e| job_metrics.job(e.as_str()),
         );
-        let tickets = match &config.tickets_url {
-            Some(url) => {
-                let store: Arc<OnceLock<Weak<TicketStore>>> = Arc::new(OnceLock::new());
-                let (url, slot) = (url.clone(), Arc::clone(&store));
-                let tickets = Arc::new(TicketStore::with_listener(Arc::new(move |ticket| {
-                    let weak = slot.get().cloned().unwrap_or_default();
-                    let job = DeliverTicket::new(ticket.clone(), url.clone(), Duration::from_secs(5), weak);
-                    // A refused job leaves the ticket `open`: people still see it.
-                    let _ = queue.submit(Box::new(job));
-                })));
-                let _ = store.set(Arc::downgrade(&tickets));
-                tickets
-            }
-            None => Arc::new(TicketStore::default()),
-        };
+        // Tickets: numbered and recorded by the outbox (the Redis stream, or the journal in
+        // the state directory) before a customer is told; delivered by the pump.
+        let outbox = open_outbox(&config)?;
+        let tickets = Arc::new(TicketStore::durable(Arc::clone(&outbox), config.tickets_url.is_some()));
+        let deliveries = config.tickets_url.clone().map(|url| {
+            let delivery_metrics = Arc::clone(&metrics);
+            Deliveries::start(
+                &tokio::runtime::Handle::current(),
+                url,
+                &config.tickets,
+                Arc::clone(&outbox),
+                queue.clone(),
+                Arc::downgrade(&tickets),
+                move |e| delivery_metrics.ticket_delivery(e.as_str()),
+            )
+        });
+        let in_flight = deliveries.as_ref().map(Deliveries::counter);
+        metrics.watch_tickets(move || {
+            let flying = in_flight
+                .as_ref()
+                .map_or(0, |n| n.load(std::sync::atomic::Ordering::Relaxed));
+            (queue.depth() as u64, outbox.pending(), flying as u64)
+        });
 
         let cache_metrics = Arc::clone(&metrics);
         let mut engine = Engine::new(rules)
@@ -316,6 +334,7 @@ impl Service {
         });
         Ok(Service {
             state,
+            deliveries,
             _watcher: watcher,
             _log: log_guard,
         })
@@ -373,6 +392,7 @@ impl Service {
             });
         }
         drop(listener);
+        let stopping = Instant::now();
         tracing::info!("shutting down: no new connections; finishing requests in flight");
         let grace = self.state.limits.shutdown_grace;
         if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
@@ -384,7 +404,32 @@ impl Service {
         if let Some(cleaner) = cleaner {
             cleaner.abort();
         }
+        if let Some(deliveries) = self.deliveries {
+            deliveries.shutdown(grace.saturating_sub(stopping.elapsed())).await;
+        }
     }
+}
+
+/// The ticket outbox `config` asks for: the Redis stream with `--redis`, else the journal
+/// in the state directory, else (embedding, tests) a journal in memory.
+fn open_outbox(config: &ServeConfig) -> Result<Arc<dyn Outbox>, ServeError> {
+    let visibility = config.tickets.visibility;
+    if let Some(url) = &config.redis {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let consumer = format!("{}-{}", host.trim(), std::process::id());
+        let prefix = config.redis_config.prefix.trim_end_matches("session:");
+        let timeout = config.redis_config.timeout;
+        return Ok(Arc::new(RedisOutbox::connect(
+            url, prefix, consumer, visibility, timeout,
+        )?));
+    }
+    let Some(dir) = &config.tickets.state_dir else {
+        return Ok(Arc::new(Journal::in_memory(visibility)));
+    };
+    let journal = Journal::open(dir, visibility)?;
+    let stats = journal.stats();
+    tracing::info!(journal = %journal.path().display(), replayed = stats.replayed, skipped = stats.skipped, "ticket journal opened");
+    Ok(Arc::new(journal))
 }
 
 /// Runs `kefu serve`: binds `addr`, prints `listening on ADDR`, serves until SIGTERM or
