@@ -173,6 +173,11 @@ impl JobQueue {
         self.depth.load(Ordering::Relaxed)
     }
 
+    /// The count behind [`JobQueue::depth`], for reading without holding the queue.
+    pub fn depth_counter(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.depth)
+    }
+
     /// Queues a job; refused at once when the queue is full. Callable from any thread,
     /// inside a turn included.
     pub fn submit(&self, job: Box<dyn Job>) -> Result<(), SubmitError> {

@@ -268,12 +268,14 @@ impl Service {
                 move |e| delivery_metrics.ticket_delivery(e.as_str()),
             )
         });
-        let in_flight = deliveries.as_ref().map(Deliveries::counter);
+        // Counters and a weak outbox: the metrics must not keep the journal (and its lock)
+        // alive after the service ends.
+        let (depth, flying) = (queue.depth_counter(), deliveries.as_ref().map(Deliveries::counter));
+        let outbox = Arc::downgrade(&outbox);
         metrics.watch_tickets(move || {
-            let flying = in_flight
-                .as_ref()
-                .map_or(0, |n| n.load(std::sync::atomic::Ordering::Relaxed));
-            (queue.depth() as u64, outbox.pending(), flying as u64)
+            let load = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::Relaxed) as u64;
+            let pending = outbox.upgrade().map_or(0, |o| o.pending());
+            (load(&depth), pending, flying.as_deref().map_or(0, load))
         });
 
         let cache_metrics = Arc::clone(&metrics);
