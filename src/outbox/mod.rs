@@ -80,7 +80,7 @@ pub trait Outbox: Send + Sync {
     fn take(&self, max: usize, wait: Duration) -> Result<Vec<Taken>, OutboxError>;
     /// The back office has `taken` (or refused it for good): never hand it out again.
     fn done(&self, taken: &Taken) -> Result<(), OutboxError>;
-    /// Tickets recorded and not yet done, as last seen (a Redis outbox counts the fleet's).
+    /// Tickets recorded and not yet done (a Redis outbox counts the fleet's).
     fn pending(&self) -> u64;
 }
 

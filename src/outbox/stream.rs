@@ -329,7 +329,9 @@ impl Outbox for RedisOutbox {
         self.remove(&taken.key)
     }
 
+    /// Read afresh (`XLEN`): the pump stops reading while its node's deliveries are all in
+    /// flight, so the count it keeps may be old. The last count when Redis does not answer.
     fn pending(&self) -> u64 {
-        self.pending.load(Ordering::Relaxed)
+        self.count().unwrap_or_else(|_| self.pending.load(Ordering::Relaxed))
     }
 }
