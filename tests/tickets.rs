@@ -194,3 +194,72 @@ fn a_back_office_refusal_is_final_and_not_redelivered() {
     let status = office.status.load(Ordering::SeqCst);
     assert_eq!(status, 422);
 }
+
+/// An outbox that cannot record anything (a full disk, a Redis that is down).
+struct Broken;
+
+impl kefu::outbox::Outbox for Broken {
+    fn next_number(&self) -> Result<u64, kefu::outbox::OutboxError> {
+        Err(kefu::outbox::OutboxError::Reply("INCR"))
+    }
+    fn push(&self, _: &kefu::dialogue::Ticket) -> Result<(), kefu::outbox::OutboxError> {
+        Err(kefu::outbox::OutboxError::Reply("XADD"))
+    }
+    fn take(&self, _: usize, _: Duration) -> Result<Vec<kefu::outbox::Taken>, kefu::outbox::OutboxError> {
+        Ok(Vec::new())
+    }
+    fn done(&self, _: &kefu::outbox::Taken) -> Result<(), kefu::outbox::OutboxError> {
+        Ok(())
+    }
+    fn pending(&self) -> u64 {
+        0
+    }
+}
+
+#[test]
+fn a_ticket_that_cannot_be_recorded_is_not_announced_as_submitted() {
+    let (compiled, rendered) = support::check(std::path::Path::new(ENGINE));
+    let rules = Arc::new(compiled.rules.unwrap_or_else(|| panic!("{rendered}")));
+    let tickets = Arc::new(kefu::dialogue::TicketStore::durable(Arc::new(Broken), true));
+    let engine = kefu::Engine::new(rules).with_tickets(Arc::clone(&tickets));
+    let say = |message: &str| {
+        engine.turn(kefu::TurnRequest {
+            session_id: "broken".into(),
+            message: message.into(),
+            ..kefu::TurnRequest::default()
+        })
+    };
+    say("我要退货");
+    let answer = say("202611010001");
+    assert!(!answer.reply.contains("已为您提交"), "{}", answer.reply);
+    assert!(answer.reply.contains("没能提交"), "{}", answer.reply);
+    assert!(tickets.list().is_empty());
+}
+
+#[test]
+fn sigterm_with_the_back_office_down_logs_the_pending_tickets_and_keeps_them() {
+    let state = tempfile::tempdir().unwrap();
+    let down = BackOffice::start(503);
+    let dir = state.path().to_str().unwrap();
+    let args = ["--rules", ENGINE, "--no-watch", "--state-dir", dir, "--tickets-url"];
+    let node = support::http::ServeProcess::start(&[&args[..], &[down.url().as_str()]].concat(), &[]);
+    node.chat("t1", "我要退货");
+    let done = node.chat("t1", "202611010001");
+    assert!(done["reply"].as_str().unwrap().contains("已为您提交"), "{done}");
+    assert!(eventually(Duration::from_secs(10), || !down.received().is_empty()));
+    node.signal("TERM");
+    let (status, log) = node.wait(Duration::from_secs(60));
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("pending tickets persisted") && log.contains("pending=1"),
+        "{log}"
+    );
+
+    let up = BackOffice::start(200);
+    let node = support::http::ServeProcess::start(&[&args[..], &[up.url().as_str()]].concat(), &[]);
+    assert!(
+        eventually(Duration::from_secs(10), || !up.received().is_empty()),
+        "the persisted ticket was not delivered after the restart"
+    );
+    drop(node);
+}

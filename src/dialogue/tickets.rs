@@ -107,13 +107,21 @@ impl TicketStore {
             created_at: at,
             status: "open".into(),
         };
-        if let Some(outbox) = self.outbox.as_ref().filter(|_| self.deliver) {
-            outbox.push(&ticket)?;
+        // Listed before it is recorded: its delivery may finish (and set its status) before
+        // `push` returns.
+        {
+            let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            guard.1.push(ticket.clone());
+            if guard.1.len() > TICKET_LIMIT {
+                guard.1.remove(0);
+            }
         }
-        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        guard.1.push(ticket.clone());
-        if guard.1.len() > TICKET_LIMIT {
-            guard.1.remove(0);
+        if let Some(outbox) = self.outbox.as_ref().filter(|_| self.deliver)
+            && let Err(error) = outbox.push(&ticket)
+        {
+            let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            guard.1.retain(|t| t.id != ticket.id);
+            return Err(error.into());
         }
         Ok(ticket)
     }
