@@ -24,6 +24,18 @@ pub enum TicketError {
     Outbox(#[from] OutboxError),
 }
 
+/// Runs `f` (an fsync of the journal, 4 ms at the median on the development machine, or a
+/// Redis round trip) with `block_in_place` when called on a runtime worker, so that the
+/// worker's other connections move to another thread meanwhile, as model calls do.
+fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// A request raised by a conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
@@ -92,7 +104,7 @@ impl TicketStore {
         at: i64,
     ) -> Result<Ticket, TicketError> {
         let number = match &self.outbox {
-            Some(outbox) => outbox.next_number()?,
+            Some(outbox) => off_worker(|| outbox.next_number())?,
             None => {
                 let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
                 guard.0 += 1;
@@ -117,7 +129,7 @@ impl TicketStore {
             }
         }
         if let Some(outbox) = self.outbox.as_ref().filter(|_| self.deliver)
-            && let Err(error) = outbox.push(&ticket)
+            && let Err(error) = off_worker(|| outbox.push(&ticket))
         {
             let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             guard.1.retain(|t| t.id != ticket.id);
