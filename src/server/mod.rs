@@ -39,7 +39,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -58,8 +58,9 @@ use crate::batch::FlushGuard;
 use crate::data::ConversationLog;
 use crate::dialogue::TicketStore;
 use crate::engine::{EngineConfig, constant_time_eq};
-use crate::jobs::{DeliverTicket, JobConfig, JobQueue};
+use crate::jobs::{Deliveries, JobConfig, JobQueue, TicketConfig};
 use crate::llm::LlmBackend;
+use crate::outbox::{Journal, Outbox, OutboxError, RedisOutbox};
 use crate::reload::{ReloadOutcome, Reloader, Trigger, WatchHandle};
 use crate::safety::logsafe::LogSafe;
 use crate::store::{MemoryStore, RedisConfig, RedisStore, SessionStore};
@@ -87,6 +88,9 @@ pub enum ServeError {
     /// The rules watcher could not start.
     #[error(transparent)]
     Watch(#[from] crate::reload::ReloadError),
+    /// The ticket outbox (journal or Redis stream) could not be opened.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
     /// The conversation log could not be opened.
     #[error(transparent)]
     ConversationLog(#[from] crate::data::writer::LogError),
@@ -162,6 +166,9 @@ pub struct ServeConfig {
     pub tickets_url: Option<String>,
     /// The job queue's settings.
     pub jobs: JobConfig,
+    /// Where tickets are recorded and how they are delivered (state directory, signing
+    /// secret, visibility timeout).
+    pub tickets: TicketConfig,
     /// Client limits.
     pub limits: Limits,
     /// Engine settings (answer-cache size and TTL, model limits).
@@ -184,6 +191,7 @@ impl ServeConfig {
             llm: None,
             tickets_url: None,
             jobs: JobConfig::default(),
+            tickets: TicketConfig::default(),
             limits: Limits::default(),
             engine: EngineConfig::default(),
             conversation_log: None,
@@ -231,6 +239,8 @@ const INLINE_TURN_BUDGET: Duration = Duration::from_millis(5);
 /// [`Service::serve`].
 pub struct Service {
     state: Arc<State>,
+    /// The ticket delivery pump, drained on shutdown.
+    deliveries: Option<Deliveries>,
     _watcher: Option<WatchHandle>,
     /// Writes what the conversation log holds when the service ends.
     _log: Option<FlushGuard>,
@@ -260,21 +270,31 @@ impl Service {
             Arc::clone(&sessions),
             move |e| job_metrics.job(e.as_str()),
         );
-        let tickets = match &config.tickets_url {
-            Some(url) => {
-                let store: Arc<OnceLock<Weak<TicketStore>>> = Arc::new(OnceLock::new());
-                let (url, slot) = (url.clone(), Arc::clone(&store));
-                let tickets = Arc::new(TicketStore::with_listener(Arc::new(move |ticket| {
-                    let weak = slot.get().cloned().unwrap_or_default();
-                    let job = DeliverTicket::new(ticket.clone(), url.clone(), Duration::from_secs(5), weak);
-                    // A refused job leaves the ticket `open`: people still see it.
-                    let _ = queue.submit(Box::new(job));
-                })));
-                let _ = store.set(Arc::downgrade(&tickets));
-                tickets
-            }
-            None => Arc::new(TicketStore::default()),
-        };
+        // Tickets: numbered and recorded by the outbox (the Redis stream, or the journal in
+        // the state directory) before a customer is told; delivered by the pump.
+        let outbox = open_outbox(&config)?;
+        let tickets = Arc::new(TicketStore::durable(Arc::clone(&outbox), config.tickets_url.is_some()));
+        let deliveries = config.tickets_url.clone().map(|url| {
+            let delivery_metrics = Arc::clone(&metrics);
+            Deliveries::start(
+                &tokio::runtime::Handle::current(),
+                url,
+                &config.tickets,
+                Arc::clone(&outbox),
+                queue.clone(),
+                Arc::downgrade(&tickets),
+                move |e| delivery_metrics.ticket_delivery(e.as_str()),
+            )
+        });
+        // Counters and a weak outbox: the metrics must not keep the journal (and its lock)
+        // alive after the service ends.
+        let (depth, flying) = (queue.depth_counter(), deliveries.as_ref().map(Deliveries::counter));
+        let outbox = Arc::downgrade(&outbox);
+        metrics.watch_tickets(move || {
+            let load = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::Relaxed) as u64;
+            let pending = outbox.upgrade().map_or(0, |o| o.pending());
+            (load(&depth), pending, flying.as_deref().map_or(0, load))
+        });
 
         let cache_metrics = Arc::clone(&metrics);
         let mut engine = Engine::new(rules)
@@ -342,6 +362,7 @@ impl Service {
         });
         Ok(Service {
             state,
+            deliveries,
             _watcher: watcher,
             _log: log_guard,
         })
@@ -444,6 +465,7 @@ impl Service {
         }
         drop(listener);
         reaper.abort();
+        let stopping = Instant::now();
         tracing::info!("shutting down: no new connections; finishing requests in flight");
         registry.close_all();
         let grace = self.state.limits.shutdown_grace;
@@ -462,7 +484,32 @@ impl Service {
         if let Some(cleaner) = cleaner {
             cleaner.abort();
         }
+        if let Some(deliveries) = self.deliveries {
+            deliveries.shutdown(grace.saturating_sub(stopping.elapsed())).await;
+        }
     }
+}
+
+/// The ticket outbox `config` asks for: the Redis stream with `--redis`, else the journal
+/// in the state directory, else (embedding, tests) a journal in memory.
+fn open_outbox(config: &ServeConfig) -> Result<Arc<dyn Outbox>, ServeError> {
+    let visibility = config.tickets.visibility;
+    if let Some(url) = &config.redis {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let consumer = format!("{}-{}", host.trim(), std::process::id());
+        let prefix = config.redis_config.prefix.trim_end_matches("session:");
+        let timeout = config.redis_config.timeout;
+        return Ok(Arc::new(RedisOutbox::connect(
+            url, prefix, consumer, visibility, timeout,
+        )?));
+    }
+    let Some(dir) = &config.tickets.state_dir else {
+        return Ok(Arc::new(Journal::in_memory(visibility)));
+    };
+    let journal = Journal::open(dir, visibility)?;
+    let stats = journal.stats();
+    tracing::info!(journal = %journal.path().display(), replayed = stats.replayed, skipped = stats.skipped, "ticket journal opened");
+    Ok(Arc::new(journal))
 }
 
 /// Runs `kefu serve`: binds `addr`, prints `listening on ADDR`, serves until SIGTERM or

@@ -97,14 +97,18 @@ pub struct ServeProcess {
     /// Where it listens.
     pub addr: SocketAddr,
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// The ticket journal's directory when the test did not name one (removed on drop).
+    _state: Option<tempfile::TempDir>,
 }
 
 impl ServeProcess {
     /// Runs the kefu binary with `serve --addr 127.0.0.1:0` and `args`, and waits for its
     /// `listening on` line. Without a model flag in `args` it runs with `--model none`, so
-    /// that tests never load the default model.
+    /// that tests never load the default model; without `--state-dir` it gets a fresh one,
+    /// so that processes running side by side never share a ticket journal.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
         let names_a_model = args.iter().any(|a| ["--model", "--llm-url", "--mock-llm"].contains(a));
+        let state = (!args.contains(&"--state-dir")).then(|| tempfile::tempdir().expect("a temporary directory"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_kefu"))
             .arg("serve")
             .args(["--addr", "127.0.0.1:0"])
@@ -114,6 +118,7 @@ impl ServeProcess {
                 &["--model", "none"][..]
             })
             .args(args)
+            .args(state.iter().flat_map(|d| [Path::new("--state-dir"), d.path()]))
             .envs(env.iter().copied())
             .env_remove("KEFU_ADMIN_TOKEN")
             .stdout(Stdio::piped())
@@ -139,6 +144,7 @@ impl ServeProcess {
             child,
             addr,
             stderr: Some(stderr),
+            _state: state,
         }
     }
 
