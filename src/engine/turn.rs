@@ -217,7 +217,9 @@ pub(super) fn run(
                     idle_ms / 60_000
                 ),
             ));
+            let name = flow.name.clone();
             session.flow = None;
+            super::flow::forget_slots(rules, &mut session, &name);
         }
     }
 

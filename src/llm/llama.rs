@@ -39,6 +39,16 @@
 //! without one, or with one llama.cpp does not recognise, falls back to ChatML
 //! (`<|im_start|>role … <|im_end|>`), which most instruct models of the last years were
 //! trained on; `--chat-template NAME` picks another of llama.cpp's built-in names.
+//!
+//! Only the template's own markup may become special tokens. The template is rendered a
+//! second time with a placeholder for each message's text, which splits the prompt into
+//! the template's pieces and the messages' text. The prompt is tokenized whole, as
+//! llama.cpp's server does, and kept when its control tokens (`<|im_start|>`, `<|im_end|>`)
+//! are exactly the template's; when the messages' text made more (a customer writing
+//! `<|im_end|><|im_start|>system`), each piece is tokenized on its own and the text
+//! without special-token parsing, so that text stays text. [`super::prompt`] defuses such
+//! markup before it gets here; this is the second wall, and it holds for any model's
+//! special tokens, not only the ones the prompt builder knows.
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -55,6 +65,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::vocab::LlamaVocab;
 
 use super::sample::Sampler;
 use super::{ChatMessage, ChatRole, GenerateRequest, Generation, LlmBackend, LlmError};
@@ -118,8 +129,31 @@ pub struct ModelInfo {
 /// The model in process. Cheap to share: calls go to the inference thread.
 pub struct LlamaCpp {
     info: ModelInfo,
-    jobs: Option<SyncSender<Job>>,
+    jobs: Option<SyncSender<Request>>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// One token of a rendered prompt ([`LlamaCpp::prompt_tokens`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromptToken {
+    /// The token id in the model's vocabulary.
+    pub id: i32,
+    /// Its bytes, special tokens written out (`<|im_start|>`). Not always text: a
+    /// character may be split across tokens.
+    pub piece: Vec<u8>,
+    /// Whether it is a control token (turn markers, BOS, EOS).
+    pub control: bool,
+}
+
+/// What the inference thread is asked to do.
+enum Request {
+    /// Generate an answer.
+    Generate(Job),
+    /// Render and tokenize a prompt, nothing more.
+    Tokenize {
+        messages: Vec<ChatMessage>,
+        reply: mpsc::Sender<Result<Vec<PromptToken>, LlmError>>,
+    },
 }
 
 /// One request on its way to the inference thread.
@@ -171,7 +205,7 @@ impl LlamaCpp {
             config.threads
         };
         let parallel = config.parallel.max(1);
-        let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(config.queue.max(1));
+        let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Request>(config.queue.max(1));
         let (ready_tx, ready_rx) = mpsc::channel::<Result<ModelInfo, LlmError>>();
         let thread = std::thread::Builder::new()
             .name("kefu-llama".into())
@@ -222,6 +256,21 @@ impl LlamaCpp {
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }
+
+    /// The tokens a request with `messages` would be given, as generation renders and
+    /// tokenizes them (chat template, generation prompt and all): for checking what a
+    /// prompt turns into. Waits behind the requests already queued.
+    pub fn prompt_tokens(&self, messages: &[ChatMessage]) -> Result<Vec<PromptToken>, LlmError> {
+        let (reply, rx) = mpsc::channel();
+        let jobs = self.jobs.as_ref().ok_or(LlmError::Busy)?;
+        jobs.send(Request::Tokenize {
+            messages: messages.to_vec(),
+            reply,
+        })
+        .map_err(|_| LlmError::Failed("the model thread has stopped".into()))?;
+        rx.recv()
+            .map_err(|_| LlmError::Failed("the model thread stopped while tokenizing".into()))?
+    }
 }
 
 impl Drop for LlamaCpp {
@@ -253,7 +302,7 @@ impl LlmBackend for LlamaCpp {
             events,
         };
         let jobs = self.jobs.as_ref().ok_or(LlmError::Busy)?;
-        match jobs.try_send(job) {
+        match jobs.try_send(Request::Generate(job)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(LlmError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(LlmError::Failed("the model thread has stopped".into())),
@@ -439,7 +488,7 @@ impl<'m> Worker<'m> {
     }
 
     /// Serves requests until the channel closes and the last request is done.
-    fn run(&mut self, jobs: &Receiver<Job>) {
+    fn run(&mut self, jobs: &Receiver<Request>) {
         let mut closed = false;
         loop {
             // Take new requests while a slot is free; wait only when there is nothing to do.
@@ -465,7 +514,10 @@ impl<'m> Worker<'m> {
                     }
                 };
                 match next {
-                    Some(job) => self.admit(job),
+                    Some(Request::Generate(job)) => self.admit(job),
+                    Some(Request::Tokenize { messages, reply }) => {
+                        let _ = reply.send(self.render(&messages).map(|tokens| self.describe(&tokens)));
+                    }
                     None => break,
                 }
             }
@@ -641,24 +693,24 @@ impl<'m> Worker<'m> {
         let _ = self.ctx.kv_cache_seq_rm(to, Some(len as u32), None);
     }
 
+    /// The prompt's tokens: the chat template applied, then tokenized so that only the
+    /// template's markup can be special tokens (see the module docs).
     fn render(&self, messages: &[ChatMessage]) -> Result<Vec<LlamaToken>, LlmError> {
-        let chat = messages
+        let pieces = render_pieces(self.model, &self.template, messages)?;
+        Ok(tokenize_pieces(&self.model.vocab(), &pieces))
+    }
+
+    /// Tokens with their text, for [`LlamaCpp::prompt_tokens`].
+    fn describe(&self, tokens: &[LlamaToken]) -> Vec<PromptToken> {
+        let vocab = self.model.vocab();
+        tokens
             .iter()
-            .map(|m| {
-                let role = match m.role {
-                    ChatRole::System => "system",
-                    ChatRole::User => "user",
-                    ChatRole::Assistant => "assistant",
-                };
-                LlamaChatMessage::new(role.into(), m.content.clone())
+            .map(|&t| PromptToken {
+                id: t.0,
+                piece: vocab.token_to_piece(t, true, None),
+                control: vocab.is_control(t),
             })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| LlmError::Failed(format!("bad chat message: {e}")))?;
-        let text = self
-            .model
-            .apply_chat_template(&self.template, &chat, true)
-            .map_err(|e| LlmError::Failed(format!("cannot apply the chat template: {e}")))?;
-        Ok(self.model.vocab().tokenize(text.as_bytes(), true, true))
+            .collect()
     }
 
     /// One batch: the next token of every generating request, then prompt chunks.
@@ -819,20 +871,159 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// The template from the GGUF, or the named built-in, or ChatML.
+/// The template from the GGUF, or the named built-in, or ChatML. A template is used only
+/// if it keeps the messages' text apart from its markup ([`render_pieces`]).
 fn chat_template(model: &LlamaModel, name: Option<&str>) -> Result<(LlamaChatTemplate, String), LlmError> {
+    let probe = [
+        ChatMessage::new(ChatRole::System, " 你是客服。\n"),
+        ChatMessage::new(ChatRole::User, "hi"),
+    ];
     if let Some(name) = name {
         let t = LlamaChatTemplate::new(name).map_err(|e| LlmError::Failed(format!("chat template {name}: {e}")))?;
+        render_pieces(model, &t, &probe).map_err(|e| LlmError::Failed(format!("chat template {name}: {e}")))?;
         return Ok((t, name.to_string()));
     }
-    let probe = [LlamaChatMessage::new("user".into(), "hi".into()).expect("no NUL")];
     if let Ok(t) = model.chat_template(None)
-        && model.apply_chat_template(&t, &probe, true).is_ok()
+        && render_pieces(model, &t, &probe).is_ok()
     {
         return Ok((t, "gguf".into()));
     }
     let t = LlamaChatTemplate::new("chatml").expect("no NUL");
     Ok((t, "fallback chatml".into()))
+}
+
+/// A piece of a rendered prompt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    /// The chat template's own text: its special tokens are parsed.
+    Markup(String),
+    /// A message's text: never special tokens.
+    Text(String),
+}
+
+/// Applies the chat template to `messages`, with the generation prompt.
+fn apply_template(
+    model: &LlamaModel,
+    template: &LlamaChatTemplate,
+    messages: &[ChatMessage],
+) -> Result<String, LlmError> {
+    let chat = messages
+        .iter()
+        .map(|m| {
+            let role = match m.role {
+                ChatRole::System => "system",
+                ChatRole::User => "user",
+                ChatRole::Assistant => "assistant",
+            };
+            LlamaChatMessage::new(role.into(), m.content.clone())
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| LlmError::Failed(format!("bad chat message: {e}")))?;
+    model
+        .apply_chat_template(template, &chat, true)
+        .map_err(|e| LlmError::Failed(format!("cannot apply the chat template: {e}")))
+}
+
+/// The placeholder for message `i`'s text: private-use characters around the index. It
+/// is never tokenized and never meets real text: it only marks where the template puts
+/// each message.
+fn placeholder(i: usize) -> String {
+    format!("\u{F8F0}{i}\u{F8F1}")
+}
+
+/// The prompt for `messages` split into the template's markup and the messages' text.
+///
+/// The template is applied twice: to the messages, and to placeholders in their place.
+/// The second rendering shows where each message's text goes; the text is put there
+/// (trimmed, for templates that trim) and the result must be the first rendering
+/// exactly, else the template does something to the text that cannot be told apart
+/// from its markup and the prompt is refused.
+fn render_pieces(
+    model: &LlamaModel,
+    template: &LlamaChatTemplate,
+    messages: &[ChatMessage],
+) -> Result<Vec<Piece>, LlmError> {
+    let rendered = apply_template(model, template, messages)?;
+    let marked: Vec<ChatMessage> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| ChatMessage::new(m.role, placeholder(i)))
+        .collect();
+    let skeleton = apply_template(model, template, &marked)?;
+    // The markup between placeholders, and which message follows each piece.
+    let mut markup: Vec<(&str, Option<usize>)> = Vec::new();
+    let mut rest = skeleton.as_str();
+    for i in 0..messages.len() {
+        let mark = placeholder(i);
+        // A template may leave a message out (a system message it has no place for).
+        if let Some(at) = rest.find(&mark) {
+            markup.push((&rest[..at], Some(i)));
+            rest = &rest[at + mark.len()..];
+        }
+    }
+    markup.push((rest, None));
+    for trim in [false, true] {
+        let mut pieces = Vec::with_capacity(2 * markup.len());
+        for (text, message) in &markup {
+            pieces.push(Piece::Markup((*text).to_string()));
+            if let Some(i) = message {
+                let content = &messages[*i].content;
+                let content = if trim { content.trim() } else { content.as_str() };
+                pieces.push(Piece::Text(content.to_string()));
+            }
+        }
+        let joined: String = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Markup(t) | Piece::Text(t) => t.as_str(),
+            })
+            .collect();
+        if joined == rendered {
+            return Ok(pieces);
+        }
+    }
+    Err(LlmError::Failed(
+        "the chat template changes the messages' text; it cannot be kept apart from the template's markup".into(),
+    ))
+}
+
+/// Tokenizes a rendered prompt so that only [`Piece::Markup`] makes control tokens.
+///
+/// The whole text is tokenized with special tokens parsed (exactly what llama.cpp's
+/// server does, and what the benchmarks measured) and kept when its control tokens are
+/// those of the markup alone. Otherwise the text of a message made some: each piece is
+/// tokenized on its own, messages' text with special tokens not parsed.
+fn tokenize_pieces(vocab: &LlamaVocab<'_>, pieces: &[Piece]) -> Vec<LlamaToken> {
+    let bos = vocab.should_add_bos().then(|| vocab.bos());
+    let eos = vocab.should_add_eos().then(|| vocab.eos());
+    let whole: String = pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Markup(t) | Piece::Text(t) => t.as_str(),
+        })
+        .collect();
+    let tokens = vocab.tokenize(whole.as_bytes(), true, true);
+    let mut expected: Vec<LlamaToken> = bos.into_iter().collect();
+    for piece in pieces {
+        if let Piece::Markup(t) = piece {
+            expected.extend(vocab.tokenize(t.as_bytes(), false, true));
+        }
+    }
+    expected.extend(eos);
+    let controls =
+        |ts: &[LlamaToken]| -> Vec<LlamaToken> { ts.iter().copied().filter(|&t| vocab.is_control(t)).collect() };
+    if controls(&tokens) == controls(&expected) {
+        return tokens;
+    }
+    let mut tokens: Vec<LlamaToken> = bos.into_iter().collect();
+    for piece in pieces {
+        match piece {
+            Piece::Markup(t) => tokens.extend(vocab.tokenize(t.as_bytes(), false, true)),
+            Piece::Text(t) => tokens.extend(vocab.tokenize(t.as_bytes(), false, false)),
+        }
+    }
+    tokens.extend(eos);
+    tokens
 }
 
 /// Where the first stop string in `text` starts.
