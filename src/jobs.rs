@@ -399,7 +399,10 @@ impl Deliveries {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let in_flight = self.shared.in_flight.load(Ordering::Relaxed);
-        let pending = self.shared.outbox.pending();
+        let outbox = Arc::clone(&self.shared.outbox);
+        let pending = tokio::task::spawn_blocking(move || outbox.refresh_pending())
+            .await
+            .unwrap_or_default();
         // Nothing is lost either way: what is not done stays in the outbox and is handed
         // out again after a restart or by another node.
         tracing::info!(pending, unfinished = in_flight, "pending tickets persisted");
@@ -411,7 +414,10 @@ async fn pump(shared: Arc<Delivery>, queue: JobQueue, max_in_flight: usize, stop
     while !stop.load(Ordering::Relaxed) {
         let room = max_in_flight.saturating_sub(shared.in_flight.load(Ordering::Relaxed));
         if room == 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Not taking, so not counting either: keep the pending count fresh for metrics.
+            let outbox = Arc::clone(&shared.outbox);
+            let _ = tokio::task::spawn_blocking(move || outbox.refresh_pending()).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
             continue;
         }
         let outbox = Arc::clone(&shared.outbox);

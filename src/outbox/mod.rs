@@ -80,8 +80,13 @@ pub trait Outbox: Send + Sync {
     fn take(&self, max: usize, wait: Duration) -> Result<Vec<Taken>, OutboxError>;
     /// The back office has `taken` (or refused it for good): never hand it out again.
     fn done(&self, taken: &Taken) -> Result<(), OutboxError>;
-    /// Tickets recorded and not yet done (a Redis outbox counts the fleet's).
+    /// Tickets recorded and not yet done, as last counted (a Redis outbox counts the
+    /// fleet's); cheap enough for every metrics scrape.
     fn pending(&self) -> u64;
+    /// Counts the pending tickets afresh (a Redis round trip) and returns the count.
+    fn refresh_pending(&self) -> u64 {
+        self.pending()
+    }
 }
 
 /// `redis://:secret@host:6379/0` → `redis://***@host:6379/0`: an address for logs.

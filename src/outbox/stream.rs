@@ -329,9 +329,12 @@ impl Outbox for RedisOutbox {
         self.remove(&taken.key)
     }
 
-    /// Read afresh (`XLEN`): the pump stops reading while its node's deliveries are all in
-    /// flight, so the count it keeps may be old. The last count when Redis does not answer.
     fn pending(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// `XLEN`; the last count when Redis does not answer.
+    fn refresh_pending(&self) -> u64 {
         self.count().unwrap_or_else(|_| self.pending.load(Ordering::Relaxed))
     }
 }

@@ -2,10 +2,11 @@
 //!
 //! Requests by route and status, request latency by route, answers by source, handoffs to
 //! people, safety hits, rule reloads by outcome, model tokens, satisfaction scores,
-//! background jobs, ticket deliveries, the job queue's depth and pending tickets, answer-cache lookups with their hit ratio, the understanding memo's
-//! hits, misses and entries, and the conversation log's written, dropped and failed lines
-//! (only when the log is on). Routes are labelled by their pattern (`/v1/sessions/{id}`),
-//! never by the raw path, so that session ids cannot blow up the number of series.
+//! background jobs, ticket deliveries, the job queue's depth and pending tickets,
+//! answer-cache lookups with their hit ratio, the understanding memo's hits, misses and
+//! entries, and the conversation log's written, dropped and failed lines (only when the
+//! log is on). Routes are labelled by their pattern (`/v1/sessions/{id}`), never by the
+//! raw path, so that session ids cannot blow up the number of series.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

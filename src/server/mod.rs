@@ -22,7 +22,8 @@
 //! slow clients. Every refusal is a JSON `{error:{type,message}}` (see [`errors`]).
 //!
 //! **Shutdown.** On SIGTERM or Ctrl-C the listener closes, in-flight requests (streams
-//! included) finish within the grace period, and [`run`] returns.
+//! included) finish within the grace period, ticket deliveries in flight get what is left
+//! of it (what stays pending is logged, and kept in the outbox), and [`run`] returns.
 
 pub mod admin;
 pub mod chat;

@@ -25,6 +25,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -248,6 +249,7 @@ backend kefu
         for node in nodes:
             f.write(f"  server {node.name} 127.0.0.1:{node.port} check inter 300 fall 1 rise 2\n")
     haproxy = None
+    passed = False
     try:
         for node in nodes:
             node.start()
@@ -337,6 +339,7 @@ backend kefu
             fail(f"see the logs in {work}")
         if len(results) < WORKERS * SESSIONS_PER_WORKER:
             fail(f"only {len(results)} conversations finished in time")
+        passed = True
     finally:
         for node in nodes:
             if node.proc and node.proc.poll() is None:
@@ -346,6 +349,9 @@ backend kefu
             haproxy.kill()
             haproxy.wait()
         office.server.shutdown()
+        # The logs stay for a failed run (the failure message names the directory).
+        if passed:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
