@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::ast::{self, Ident, Item, StepKind, Str, TriggerKind};
 use super::diagnostic::{Diagnostic, FileId, SourceMap, Span};
+use super::files;
 use crate::kb::{self, KnowledgeBase};
 use crate::nlu::entities::BUILTIN_ENTITIES;
 use crate::nlu::{Nlu, Options as NluOptions};
@@ -519,10 +520,16 @@ impl Lowerer<'_> {
         self.push(d);
     }
 
+    /// Reads a file a rule file names (a data source or a word list): inside the rules
+    /// directory, a regular file, size-limited ([`files`]). A refusal is an error at the
+    /// path as written, and never shows the refused file.
     fn read_aux(&mut self, path: &Str) -> Option<(PathBuf, String)> {
-        let full = self.root.join(&path.value);
-        match std::fs::read_to_string(&full) {
-            Ok(text) => {
+        let read = files::resolve(self.root, &path.value).and_then(|full| {
+            let text = files::read(self.root, &full)?;
+            Ok((full, text))
+        });
+        match read {
+            Ok((full, text)) => {
                 self.inputs.push((full.clone(), text.clone()));
                 Some((full, text))
             }
@@ -530,10 +537,13 @@ impl Lowerer<'_> {
                 self.push(
                     Diagnostic::error(
                         path.span,
-                        format!("cannot read `{}`: {}", full.display(), io_reason(&e)),
+                        format!("cannot read `{}`: {e}", self.root.join(&path.value).display()),
                     )
-                    .with_label("file named here")
-                    .with_help("paths are relative to the rules directory"),
+                        .with_label("file named here")
+                        .with_help(format!(
+                            "paths are relative to the rules directory and name a regular file inside it of at most {} MiB",
+                            files::MAX_FILE_BYTES >> 20
+                        )),
                 );
                 None
             }
@@ -1305,25 +1315,28 @@ impl Lowerer<'_> {
         out
     }
 
-    fn words(&mut self, source: &ast::WordSource) -> Vec<String> {
+    /// A list's words; `None` when its file could not be read (already reported).
+    fn words(&mut self, source: &ast::WordSource) -> Option<Vec<String>> {
         match source {
             ast::WordSource::Inline(words) => {
                 self.check_keywords(words);
-                words
-                    .iter()
-                    .map(|w| w.value.trim().to_string())
-                    .filter(|w| !w.is_empty())
-                    .collect()
+                Some(
+                    words
+                        .iter()
+                        .map(|w| w.value.trim().to_string())
+                        .filter(|w| !w.is_empty())
+                        .collect(),
+                )
             }
             ast::WordSource::File(path) => {
-                let Some((_, text)) = self.read_aux(path) else {
-                    return Vec::new();
-                };
-                text.lines()
+                let (_, text) = self.read_aux(path)?;
+                Some(
+                    text.lines()
                     .map(|l| l.split('#').next().unwrap_or("").trim())
                     .filter(|l| !l.is_empty())
                     .map(str::to_string)
-                    .collect()
+                    .collect(),
+                )
             }
         }
     }
@@ -1344,7 +1357,7 @@ impl Lowerer<'_> {
                 ast::SafetyEntry::Block(list) => lists.push((list, true)),
                 ast::SafetyEntry::Mask(list) => lists.push((list, false)),
                 ast::SafetyEntry::Allow(source) => {
-                    let words = self.words(source);
+                    let words = self.words(source).unwrap_or_default();
                     let span = match source {
                         ast::WordSource::File(path) => path.span,
                         ast::WordSource::Inline(words) => words.first().map_or(Span::default(), |w| w.span),
@@ -1424,9 +1437,10 @@ impl Lowerer<'_> {
                 ListAction::Mask
             };
             let words = self.words(&list.words);
-            if words.is_empty()
-                && !matches!(&list.words, ast::WordSource::File(p) if !self.root.join(&p.value).exists())
-            {
+            // An unreadable file is already an error; an empty one is worth a warning.
+            let unreadable = words.is_none();
+            let words = words.unwrap_or_default();
+            if words.is_empty() && !unreadable {
                 self.push(Diagnostic::warning(
                     list.category.span,
                     format!("safety list `{}` has no words", list.category.name),
@@ -1759,15 +1773,6 @@ fn key_string(key: &rhai::Dynamic) -> String {
         return s.to_string();
     }
     key.to_string()
-}
-
-/// A short reason for an I/O error, without Rust's debug formatting.
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
-    }
 }
 
 /// Every reply the shop wrote out in full, without `{...}` holes: rule replies, promotion

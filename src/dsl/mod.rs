@@ -8,6 +8,7 @@
 
 pub mod ast;
 pub mod diagnostic;
+pub mod files;
 pub mod lower;
 pub mod parse;
 
@@ -39,7 +40,7 @@ pub fn load_dir(dir: &Path) -> Compiled {
 
     let mut parsed = Vec::new();
     for path in paths {
-        match std::fs::read_to_string(&path) {
+        match files::read(dir, &path) {
             Ok(text) => {
                 let id = report.sources.add(path, text);
                 let (items, diagnostics) = parse::parse_file(id, &report.sources.file(id).text);
