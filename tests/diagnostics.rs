@@ -18,6 +18,17 @@ fn every_broken_rule_set_renders_its_diagnostics() {
             !compiled.report.has_errors(),
             "{name}: a rule set must exist exactly when there are no errors"
         );
+        for d in &compiled.report.diagnostics {
+            for span in std::iter::once(d.primary.span).chain(d.secondary.iter().map(|l| l.span)) {
+                let text = &compiled.report.sources.file(span.file).text;
+                assert!(
+                    span.start <= span.end && text.get(span.start..span.end).is_some(),
+                    "{name}: span {span:?} is not on characters of its file ({} bytes): {}",
+                    text.len(),
+                    d.message
+                );
+            }
+        }
         insta::assert_snapshot!(name, rendered);
     }
 }

@@ -115,6 +115,18 @@ impl SourceMap {
         self.files.iter().position(|f| f.path == path)
     }
 
+    /// The span of the character at byte `offset` of a file: empty at the end of the file,
+    /// and never inside a character, whatever offset a parser reported.
+    pub fn char_span(&self, file: FileId, offset: usize) -> Span {
+        let text = &self.files[file].text;
+        let mut start = offset.min(text.len());
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let end = text[start..].chars().next().map_or(start, |c| start + c.len_utf8());
+        Span::new(file, start, end)
+    }
+
     /// The text a span covers.
     pub fn text(&self, span: Span) -> &str {
         &self.files[span.file].text[span.start..span.end]

@@ -627,7 +627,7 @@ impl Lowerer<'_> {
                 let at = self.sources.file(file).offset_of(line, col);
                 let message = message.split(" at line ").next().unwrap_or(&message).to_string();
                 self.push(Diagnostic::error(
-                    Span::new(file, at, at + 1),
+                    self.sources.char_span(file, at),
                     format!("invalid {}: {message}", if is_json { "JSON" } else { "YAML" }),
                 ));
                 return None;
@@ -646,7 +646,7 @@ impl Lowerer<'_> {
                 .collect(),
             _ => {
                 self.push(Diagnostic::error(
-                    Span::new(file, 0, 1),
+                    self.sources.char_span(file, 0),
                     "a data file must hold a list of records (or a map of them)",
                 ));
                 return None;

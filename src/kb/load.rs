@@ -91,7 +91,7 @@ pub fn load(root: &Path, sources: &mut SourceMap, diagnostics: &mut Vec<Diagnost
                 let message = message.split(" at line ").next().unwrap_or(&message);
                 diagnostics.push(
                     Diagnostic::error(
-                        Span::new(id, at, (at + 1).min(file.text.len()).max(at)),
+                        sources.char_span(id, at),
                         format!("invalid knowledge base: {message}"),
                     )
                     .with_help("a kb file holds `products:` and `faq:` lists; see docs/knowledge-base.md"),
