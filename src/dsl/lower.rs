@@ -57,6 +57,7 @@ pub fn lower(
     root: &Path,
     files: Vec<(FileId, Vec<Item>)>,
     first_file: FileId,
+    options: super::LoadOptions,
     sources: &mut SourceMap,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<RuleSet> {
@@ -80,6 +81,7 @@ pub fn lower(
     }
     let mut lowerer = Lowerer {
         root,
+        options,
         sources,
         diagnostics,
         inputs: Vec::new(),
@@ -89,6 +91,7 @@ pub fn lower(
 
 struct Lowerer<'a> {
     root: &'a Path,
+    options: super::LoadOptions,
     sources: &'a mut SourceMap,
     diagnostics: &'a mut Vec<Diagnostic>,
     /// Every auxiliary file read (data, word lists) with its text, for the version hash.
@@ -161,15 +164,21 @@ impl Lowerer<'_> {
 
         safety.vet(fixed_replies(&shop, &rules, &promotions, &flows, &fallback, &kb));
         let triggers = build_index(&intents, &rules, &promotions, &flows);
-        let nlu = Nlu::train(
-            &intents,
-            &entities,
-            &NluOptions {
-                threshold: shop.threshold,
-                timezone: shop.timezone,
-                ..NluOptions::default()
-            },
-        );
+        let mut nlu_options = NluOptions {
+            threshold: shop.threshold,
+            timezone: shop.timezone,
+            ..NluOptions::default()
+        };
+        if self.options.quick_training {
+            nlu_options.params = crate::nlu::classifier::Params {
+                lambdas: vec![1e-4],
+                max_iter: 5,
+                folds: 0,
+                ..nlu_options.params
+            };
+            nlu_options.builtin_oos = false;
+        }
+        let nlu = Nlu::train(&intents, &entities, &nlu_options);
         let mut engine = sandboxed_engine(Limits::default());
         register_sources(&mut engine, &data_sources);
         engine.register_fn(
