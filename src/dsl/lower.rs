@@ -34,6 +34,9 @@ const DEFAULT_FALLBACK_MESSAGE: &str = "抱歉，这个问题我暂时无法回�
 /// step says nothing.
 const DEFAULT_RETRIES: u32 = 2;
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest `timeout` an http source may have. A lookup runs inside a customer's turn;
+/// an hour-long (or `u64::MAX` ms) deadline would also overflow the clock arithmetic.
+const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The items of every file, grouped by kind, each with its file order.
 #[derive(Default)]
@@ -592,6 +595,13 @@ impl Lowerer<'_> {
                     let timeout = match timeout {
                         Some(t) if t.millis == 0 => {
                             self.push(Diagnostic::error(t.span, "timeout must be longer than zero"));
+                            DEFAULT_HTTP_TIMEOUT
+                        }
+                        Some(t) if Duration::from_millis(t.millis) > MAX_HTTP_TIMEOUT => {
+                            self.push(Diagnostic::error(
+                                t.span,
+                                format!("timeout must be at most {}s", MAX_HTTP_TIMEOUT.as_secs()),
+                            ));
                             DEFAULT_HTTP_TIMEOUT
                         }
                         Some(t) => Duration::from_millis(t.millis),
