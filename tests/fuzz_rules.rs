@@ -49,7 +49,9 @@ fn mutated_demo_rules_never_panic_hang_or_lose_their_location() {
 fn mutated_demo_rules_long_budget() {
     let cases = env_u64("KEFU_FUZZ_CASES").unwrap_or(20_000);
     let seed = env_u64("KEFU_FUZZ_SEED").unwrap_or_else(|| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
         now.as_nanos() as u64
     });
     eprintln!("fuzz_rules: {cases} cases from seed {seed}");
@@ -84,10 +86,60 @@ impl Rng {
 
 /// Characters and fragments that matter to the grammar, the templates and the scripts.
 const FRAGMENTS: &[&str] = &[
-    "{", "}", "\"", "\"\"\"", "`", "\\", "#", "/", "\n", "\r\n", ",", "=", "=>", "[", "]", "(", ")", ".", "*",
-    "{{", "}}", "规", "客", "𝐀", "\u{3000}", "\u{FEFF}", "“", "”", "，", "；", "é", "\u{200B}", "\t", "rule ",
-    "flow ", "entity ", "if ", "else ", "goto ", "ask ", "#{", "${", "-", "0", "99999999999999999999999",
-    "-9223372036854775809", "1e309", "NaN", "2026-13-45", "25:61", "0ms", "999999999999h", "/[/", "/(/i",
+    "{",
+    "}",
+    "\"",
+    "\"\"\"",
+    "`",
+    "\\",
+    "#",
+    "/",
+    "\n",
+    "\r\n",
+    ",",
+    "=",
+    "=>",
+    "[",
+    "]",
+    "(",
+    ")",
+    ".",
+    "*",
+    "{{",
+    "}}",
+    "规",
+    "客",
+    "𝐀",
+    "\u{3000}",
+    "\u{FEFF}",
+    "“",
+    "”",
+    "，",
+    "；",
+    "é",
+    "\u{200B}",
+    "\t",
+    "rule ",
+    "flow ",
+    "entity ",
+    "if ",
+    "else ",
+    "goto ",
+    "ask ",
+    "#{",
+    "${",
+    "-",
+    "0",
+    "99999999999999999999999",
+    "-9223372036854775809",
+    "1e309",
+    "NaN",
+    "2026-13-45",
+    "25:61",
+    "0ms",
+    "999999999999h",
+    "/[/",
+    "/(/i",
 ];
 
 /// Item keywords written at the start of a line, where recovery restarts.
@@ -128,7 +180,13 @@ impl Fuzzer {
                 seeds.push((path.strip_prefix(&root).unwrap().to_path_buf(), text));
             }
         }
-        assert!(seeds.iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "kefu")).count() >= 5);
+        assert!(
+            seeds
+                .iter()
+                .filter(|(p, _)| p.extension().is_some_and(|e| e == "kefu"))
+                .count()
+                >= 5
+        );
         let dir = tempfile::tempdir().unwrap();
         for (path, text) in &seeds {
             let full = dir.path().join(path);
@@ -174,8 +232,11 @@ impl Fuzzer {
     fn mutant(&self, seed: u64) -> (PathBuf, Vec<u8>) {
         let mut rng = Rng(seed);
         // Rule files are where the parser and lowering are; they get three picks in four.
-        let kefu: Vec<&(PathBuf, String)> =
-            self.seeds.iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "kefu")).collect();
+        let kefu: Vec<&(PathBuf, String)> = self
+            .seeds
+            .iter()
+            .filter(|(p, _)| p.extension().is_some_and(|e| e == "kefu"))
+            .collect();
         let (path, text) = if rng.below(4) < 3 {
             *rng.pick(&kefu)
         } else {
@@ -324,17 +385,26 @@ fn unlocated(compiled: &Compiled) -> Option<String> {
     if compiled.rules.is_some() == report.has_errors() {
         return Some("a rule set was built with errors, or not built without any".into());
     }
-    for d in &report.diagnostics {
+    for (n, d) in report.diagnostics.iter().enumerate() {
         let file = report.sources.file(d.primary.span.file);
         let span = d.primary.span;
         let inside = span.start <= span.end
             && span.end <= file.text.len()
             && file.text.is_char_boundary(span.start)
             && file.text.is_char_boundary(span.end);
+        if !inside {
+            return Some(format!("diagnostic {span:?} outside its file: {}", d.message));
+        }
+        // Only so many are ever rendered (`render_all`).
+        if n >= kefu::dsl::diagnostic::MAX_RENDERED {
+            continue;
+        }
         let rendered = report.render(d, false);
         let first = rendered.lines().next().unwrap_or("");
-        if !inside || !has_location(first, &file.path) {
-            return Some(format!("diagnostic without a good location (span {span:?}):\n{rendered}"));
+        if !has_location(first, &file.path) {
+            return Some(format!(
+                "diagnostic without a good location (span {span:?}):\n{rendered}"
+            ));
         }
     }
     None
