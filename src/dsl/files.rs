@@ -140,7 +140,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let big = dir.path().join("big.txt");
         // Sparse: the length is all that is needed.
-        std::fs::File::create(&big).unwrap().set_len(MAX_FILE_BYTES + 1).unwrap();
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_FILE_BYTES + 1)
+            .unwrap();
         assert!(matches!(read(dir.path(), &big), Err(FileError::TooLarge)));
         let exact = dir.path().join("exact.txt");
         std::fs::File::create(&exact).unwrap().set_len(MAX_FILE_BYTES).unwrap();

@@ -551,11 +551,11 @@ impl Lowerer<'_> {
                         path.span,
                         format!("cannot read `{}`: {e}", self.root.join(&path.value).display()),
                     )
-                        .with_label("file named here")
-                        .with_help(format!(
-                            "paths are relative to the rules directory and name a regular file inside it of at most {} MiB",
-                            files::MAX_FILE_BYTES >> 20
-                        )),
+                    .with_label("file named here")
+                    .with_help(format!(
+                        "paths are relative to the rules directory and name a regular file inside it of at most {} MiB",
+                        files::MAX_FILE_BYTES >> 20
+                    )),
                 );
                 None
             }
@@ -1351,10 +1351,10 @@ impl Lowerer<'_> {
                 let (_, text) = self.read_aux(path)?;
                 Some(
                     text.lines()
-                    .map(|l| l.split('#').next().unwrap_or("").trim())
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_string)
-                    .collect(),
+                        .map(|l| l.split('#').next().unwrap_or("").trim())
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_string)
+                        .collect(),
                 )
             }
         }

@@ -966,12 +966,9 @@ impl Builder<'_> {
                 if self.depth >= MAX_NESTING {
                     let keyword = Span::new(self.file, span.start, span.start + "if".len());
                     self.diagnostics.push(
-                        Diagnostic::error(
-                            keyword,
-                            format!("nested too deeply (more than {MAX_NESTING} levels)"),
-                        )
-                        .with_label(format!("this `if` is {} levels deep", self.depth + 1))
-                        .with_help(NESTING_HELP),
+                        Diagnostic::error(keyword, format!("nested too deeply (more than {MAX_NESTING} levels)"))
+                            .with_label(format!("this `if` is {} levels deep", self.depth + 1))
+                            .with_help(NESTING_HELP),
                     );
                     return None;
                 }

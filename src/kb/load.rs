@@ -90,11 +90,8 @@ pub fn load(root: &Path, sources: &mut SourceMap, diagnostics: &mut Vec<Diagnost
                 let message = e.to_string();
                 let message = message.split(" at line ").next().unwrap_or(&message);
                 diagnostics.push(
-                    Diagnostic::error(
-                        sources.char_span(id, at),
-                        format!("invalid knowledge base: {message}"),
-                    )
-                    .with_help("a kb file holds `products:` and `faq:` lists; see docs/knowledge-base.md"),
+                    Diagnostic::error(sources.char_span(id, at), format!("invalid knowledge base: {message}"))
+                        .with_help("a kb file holds `products:` and `faq:` lists; see docs/knowledge-base.md"),
                 );
             }
         }
