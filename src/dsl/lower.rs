@@ -37,6 +37,10 @@ const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest `timeout` an http source may have. A lookup runs inside a customer's turn;
 /// an hour-long (or `u64::MAX` ms) deadline would also overflow the clock arithmetic.
 const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest entity word, in characters. Building the recogniser grows much faster
+/// than the word: one of 15,000 characters (found by the rule-file fuzzer) kept a load
+/// busy for minutes. Real entity words are a few characters.
+const MAX_ENTITY_WORD_CHARS: usize = 100;
 
 /// The items of every file, grouped by kind, each with its file order.
 #[derive(Default)]
@@ -486,6 +490,16 @@ impl Lowerer<'_> {
                         for (surface, canonical) in entries {
                             if surface.value.trim().is_empty() {
                                 self.push(Diagnostic::error(surface.span, "empty entity word"));
+                                continue;
+                            }
+                            if surface.value.chars().count() > MAX_ENTITY_WORD_CHARS {
+                                self.push(
+                                    Diagnostic::error(
+                                        surface.span,
+                                        format!("entity word is longer than {MAX_ENTITY_WORD_CHARS} characters"),
+                                    )
+                                    .with_help("an entity word is a short name as customers write it: `\"藏青\" => \"藏青色\"`"),
+                                );
                                 continue;
                             }
                             let canonical = canonical.as_ref().unwrap_or(surface);
