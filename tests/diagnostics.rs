@@ -18,6 +18,17 @@ fn every_broken_rule_set_renders_its_diagnostics() {
             !compiled.report.has_errors(),
             "{name}: a rule set must exist exactly when there are no errors"
         );
+        for d in &compiled.report.diagnostics {
+            for span in std::iter::once(d.primary.span).chain(d.secondary.iter().map(|l| l.span)) {
+                let text = &compiled.report.sources.file(span.file).text;
+                assert!(
+                    span.start <= span.end && text.get(span.start..span.end).is_some(),
+                    "{name}: span {span:?} is not on characters of its file ({} bytes): {}",
+                    text.len(),
+                    d.message
+                );
+            }
+        }
         insta::assert_snapshot!(name, rendered);
     }
 }
@@ -52,5 +63,135 @@ fn a_missing_directory_is_an_error_not_a_panic() {
     assert!(
         rendered.starts_with("tests/data/no-such-dir:1:1: error: cannot read the rules directory"),
         "{rendered}"
+    );
+}
+
+/// Loads `dir` on a thread with the stack of a tokio blocking thread (what a reload runs
+/// on), so that a recursion that only fits in the main thread's 8 MiB would show here.
+fn check_on_small_stack(dir: &Path) -> (kefu::dsl::Compiled, String) {
+    let dir = dir.to_path_buf();
+    std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || support::check(&dir))
+        .unwrap()
+        .join()
+        .expect("loading must not panic")
+}
+
+/// A rules directory with a shop and one more file.
+fn shop_with(file: &str, text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("shop.kefu"),
+        "shop \"测试店\" { timezone \"Asia/Shanghai\" }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join(file), text).unwrap();
+    dir
+}
+
+#[test]
+fn five_thousand_nested_ifs_are_an_error_not_a_stack_overflow() {
+    for depth in [1_000, 5_000, 100_000] {
+        let flow = format!(
+            "flow 深 {{\n{}reply \"底\"\n{}}}\n",
+            "if `true` {\n".repeat(depth),
+            "}\n".repeat(depth)
+        );
+        let dir = shop_with("flow.kefu", &flow);
+        let (compiled, rendered) = check_on_small_stack(dir.path());
+        assert!(compiled.rules.is_none(), "{depth}: {rendered}");
+        let error = compiled.report.errors().next().expect("an error");
+        assert!(error.message.starts_with("nested too deeply"), "{depth}: {rendered}");
+        // Either the 65th `if` (when the parser got that far) or where the parser gave up.
+        let location = compiled.report.location(error.primary.span);
+        assert!(location.contains("flow.kefu:"), "{depth}: {location}");
+    }
+}
+
+#[test]
+fn deeply_nested_template_braces_and_expressions_are_errors_not_crashes() {
+    let rule = |reply: &str, when: &str| {
+        format!("rule 甲 {{\n  on keywords \"甲\"\n  when `{when}`\n  reply \"{reply}\"\n}}\n")
+    };
+    let cases = [
+        rule(
+            &format!("{{ {}{}}}", "{ ".repeat(100_000), "} ".repeat(100_000)),
+            "true",
+        ),
+        rule("好", &format!("{}1{}", "(".repeat(10_000), ")".repeat(10_000))),
+        rule("好", &format!("{} > 0", vec!["1"; 10_000].join(" + "))),
+        rule("好", &format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000))),
+    ];
+    for (n, text) in cases.iter().enumerate() {
+        let dir = shop_with("rule.kefu", text);
+        let (compiled, rendered) = check_on_small_stack(dir.path());
+        assert!(compiled.rules.is_none(), "case {n}: {rendered}");
+        assert!(
+            rendered.contains("rule.kefu:3:") || rendered.contains("rule.kefu:4:"),
+            "case {n}: {rendered}"
+        );
+    }
+}
+
+#[test]
+fn a_fifo_in_the_rules_directory_is_refused_not_waited_on() {
+    let dir = shop_with(
+        "safety.kefu",
+        "safety {\n  block 词 from \"words.txt\" reply \"不行\"\n}\n",
+    );
+    std::fs::create_dir(dir.path().join("kb")).unwrap();
+    for fifo in ["pipe.kefu", "kb/pipe.yaml", "words.txt"] {
+        let made = std::process::Command::new("mkfifo")
+            .arg(dir.path().join(fifo))
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+    }
+    let (compiled, rendered) = support::check(dir.path());
+    let refused: Vec<String> = compiled
+        .report
+        .errors()
+        .map(|d| format!("{} {}", compiled.report.location(d.primary.span), d.message))
+        .collect();
+    assert_eq!(refused.len(), 3, "{rendered}");
+    for expected in [
+        "/pipe.kefu:1:1 cannot read this file: not a regular file",
+        "/safety.kefu:2:16 cannot read",
+        "/kb/pipe.yaml:1:1 cannot read this file: not a regular file",
+    ] {
+        assert!(refused.iter().any(|r| r.contains(expected)), "{expected}: {refused:?}");
+    }
+}
+
+#[test]
+fn a_word_list_over_sixteen_mib_is_refused_without_being_read() {
+    let dir = shop_with(
+        "safety.kefu",
+        "safety {\n  block 词 from \"big.txt\" reply \"不行\"\n}\n",
+    );
+    let big = std::fs::File::create(dir.path().join("big.txt")).unwrap();
+    big.set_len(kefu::dsl::files::MAX_FILE_BYTES + 1).unwrap();
+    let (compiled, rendered) = support::check(dir.path());
+    let error = compiled.report.errors().next().expect("an error");
+    assert!(error.message.ends_with("the file is larger than 16 MiB"), "{rendered}");
+}
+
+#[test]
+fn a_line_of_thousands_of_holes_renders_the_first_hundred_diagnostics_only() {
+    // Found by the fuzzer (seed 1000540): a question with 18,000 `{x}` holes gave 18,000
+    // warnings, each rendering its 55 KB line; `kefu check` ran for minutes.
+    let holes = "{x}".repeat(5_000);
+    let dir = shop_with(
+        "rule.kefu",
+        &format!("rule 甲 {{\n  on keywords \"甲\"\n  reply \"{holes}\"\n}}\n"),
+    );
+    let (compiled, rendered) = support::check(dir.path());
+    assert_eq!(compiled.report.counts(), (0, 5_000), "{}", &rendered[..500]);
+    assert_eq!(rendered.matches("warning: unknown variable `x`").count(), 100);
+    assert!(
+        rendered.ends_with("4900 more not shown\n0 errors, 5000 warnings\n"),
+        "{}",
+        &rendered[rendered.len() - 200..]
     );
 }

@@ -73,6 +73,26 @@ impl SourceFile {
         (line + 1, col + 1)
     }
 
+    /// The 1-based number of the line `start` is on, and the byte range of the whole
+    /// lines from there to the one `end` is on (with its line break).
+    fn lines_around(&self, start: usize, end: usize) -> (usize, std::ops::Range<usize>) {
+        // The end of a file that ends with a line break is shown on its last line, as the
+        // renderer does when it is given the whole file.
+        let start = if start >= self.text.len() && self.text.ends_with('\n') {
+            self.text.len() - 1
+        } else {
+            start.min(self.text.len())
+        };
+        let line = self.line_starts.partition_point(|&s| s <= start) - 1;
+        let from = self.line_starts[line];
+        let mut end = end.clamp(from, self.text.len());
+        while !self.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let to = self.text[end..].find('\n').map_or(self.text.len(), |i| end + i + 1);
+        (line + 1, from..to)
+    }
+
     /// Byte offset of a 1-based line and character column; clamps to the file.
     pub fn offset_of(&self, line: usize, col: usize) -> usize {
         let Some(&start) = self.line_starts.get(line.saturating_sub(1)) else {
@@ -115,6 +135,18 @@ impl SourceMap {
         self.files.iter().position(|f| f.path == path)
     }
 
+    /// The span of the character at byte `offset` of a file: empty at the end of the file,
+    /// and never inside a character, whatever offset a parser reported.
+    pub fn char_span(&self, file: FileId, offset: usize) -> Span {
+        let text = &self.files[file].text;
+        let mut start = offset.min(text.len());
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let end = text[start..].chars().next().map_or(start, |c| start + c.len_utf8());
+        Span::new(file, start, end)
+    }
+
     /// The text a span covers.
     pub fn text(&self, span: Span) -> &str {
         &self.files[span.file].text[span.start..span.end]
@@ -138,6 +170,11 @@ pub struct Label {
     /// What to say there; may be empty.
     pub message: String,
 }
+
+/// The most diagnostics [`Report::render_all`] shows: one broken edit can produce
+/// thousands (a line of `{x}` holes, each an unknown variable), and nobody reads past the
+/// first screens.
+pub const MAX_RENDERED: usize = 100;
 
 /// One problem in the rule files.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -263,23 +300,29 @@ impl Report {
         let mut group = Group::with_level(level.clone());
         for &file_id in &files {
             let file = self.sources.file(file_id);
-            let mut snippet = Snippet::source(file.text.as_str()).line_start(1).fold(true);
+            let mut labels: Vec<(AnnotationKind, std::ops::Range<usize>, &str)> = Vec::new();
+            if file_id == primary_file {
+                let range = clamp(&file.text, diagnostic.primary.span);
+                labels.push((AnnotationKind::Primary, range, &diagnostic.primary.message));
+            }
+            for label in diagnostic.secondary.iter().filter(|l| l.span.file == file_id) {
+                labels.push((AnnotationKind::Context, clamp(&file.text, label.span), &label.message));
+            }
+            // Only the lines the labels are on go to the renderer, which otherwise works
+            // through the whole file for every diagnostic: thousands of diagnostics in a
+            // long file took minutes.
+            let (first, last) = labels
+                .iter()
+                .fold((usize::MAX, 0), |(lo, hi), (_, r, _)| (lo.min(r.start), hi.max(r.end)));
+            // The end is exclusive: a label over a line break ends on the line it breaks.
+            let (line, window) = file.lines_around(first.min(last), last.saturating_sub(1).max(first));
+            let mut snippet = Snippet::source(&file.text[window.clone()]).line_start(line).fold(true);
             if file_id != primary_file {
                 snippet = snippet.path(file.path.to_string_lossy());
             }
-            if file_id == primary_file {
-                snippet = snippet.annotation(
-                    AnnotationKind::Primary
-                        .span(clamp(&file.text, diagnostic.primary.span))
-                        .label(non_empty(&diagnostic.primary.message)),
-                );
-            }
-            for label in diagnostic.secondary.iter().filter(|l| l.span.file == file_id) {
-                snippet = snippet.annotation(
-                    AnnotationKind::Context
-                        .span(clamp(&file.text, label.span))
-                        .label(non_empty(&label.message)),
-                );
+            for (kind, range, message) in labels {
+                let range = range.start - window.start..range.end - window.start;
+                snippet = snippet.annotation(kind.span(range).label(non_empty(message)));
             }
             group = group.element(snippet);
         }
@@ -291,12 +334,30 @@ impl Report {
         out
     }
 
-    /// Renders every diagnostic followed by a summary line, or nothing when clean.
+    /// Renders the diagnostics followed by a summary line, or nothing when clean. At most
+    /// [`MAX_RENDERED`] are shown, errors before warnings, in file order; the summary
+    /// still counts them all.
     pub fn render_all(&self, color: bool) -> String {
         let mut out = String::new();
+        let mut errors_left = self.errors().count().min(MAX_RENDERED);
+        let mut warnings_left = MAX_RENDERED - errors_left;
+        let mut shown = 0;
         for d in &self.diagnostics {
+            let left = if d.is_error() {
+                &mut errors_left
+            } else {
+                &mut warnings_left
+            };
+            if *left == 0 {
+                continue;
+            }
+            *left -= 1;
+            shown += 1;
             out.push_str(&self.render(d, color));
             out.push('\n');
+        }
+        if shown < self.diagnostics.len() {
+            let _ = writeln!(out, "{} more not shown", self.diagnostics.len() - shown);
         }
         let (errors, warnings) = self.counts();
         if errors + warnings > 0 {
@@ -371,6 +432,20 @@ mod tests {
         assert_eq!(f.line_col(x), (2, 6));
         assert_eq!(f.offset_of(2, 6), x);
         assert_eq!(f.line_col(0), (1, 1));
+    }
+
+    #[test]
+    fn render_all_shows_errors_first_within_the_limit() {
+        let mut sources = SourceMap::default();
+        let id = sources.add("rules/a.kefu", "甲\n乙\n".into());
+        let mut diagnostics: Vec<Diagnostic> = (0..MAX_RENDERED + 50)
+            .map(|n| Diagnostic::warning(Span::new(id, 0, 3), format!("warning {n}")))
+            .collect();
+        diagnostics.push(Diagnostic::error(Span::new(id, 4, 7), "the error"));
+        let text = Report { sources, diagnostics }.render_all(false);
+        assert!(text.contains("rules/a.kefu:2:1: error: the error"), "{text}");
+        assert_eq!(text.matches(": warning: ").count(), MAX_RENDERED - 1);
+        assert!(text.ends_with("51 more not shown\n1 error, 150 warnings\n"), "{text}");
     }
 
     #[test]

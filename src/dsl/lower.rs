@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::ast::{self, Ident, Item, StepKind, Str, TriggerKind};
 use super::diagnostic::{Diagnostic, FileId, SourceMap, Span};
+use super::files;
 use crate::kb::{self, KnowledgeBase};
 use crate::nlu::entities::BUILTIN_ENTITIES;
 use crate::nlu::{Nlu, Options as NluOptions};
@@ -33,6 +34,13 @@ const DEFAULT_FALLBACK_MESSAGE: &str = "抱歉，这个问题我暂时无法回�
 /// step says nothing.
 const DEFAULT_RETRIES: u32 = 2;
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest `timeout` an http source may have. A lookup runs inside a customer's turn;
+/// an hour-long (or `u64::MAX` ms) deadline would also overflow the clock arithmetic.
+const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest entity word, in characters. Building the recogniser grows much faster
+/// than the word: one of 15,000 characters (found by the rule-file fuzzer) kept a load
+/// busy for minutes. Real entity words are a few characters.
+const MAX_ENTITY_WORD_CHARS: usize = 100;
 
 /// The items of every file, grouped by kind, each with its file order.
 #[derive(Default)]
@@ -56,6 +64,7 @@ pub fn lower(
     root: &Path,
     files: Vec<(FileId, Vec<Item>)>,
     first_file: FileId,
+    options: super::LoadOptions,
     sources: &mut SourceMap,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<RuleSet> {
@@ -79,6 +88,7 @@ pub fn lower(
     }
     let mut lowerer = Lowerer {
         root,
+        options,
         sources,
         diagnostics,
         inputs: Vec::new(),
@@ -88,6 +98,7 @@ pub fn lower(
 
 struct Lowerer<'a> {
     root: &'a Path,
+    options: super::LoadOptions,
     sources: &'a mut SourceMap,
     diagnostics: &'a mut Vec<Diagnostic>,
     /// Every auxiliary file read (data, word lists) with its text, for the version hash.
@@ -160,15 +171,21 @@ impl Lowerer<'_> {
 
         safety.vet(fixed_replies(&shop, &rules, &promotions, &flows, &fallback, &kb));
         let triggers = build_index(&intents, &rules, &promotions, &flows);
-        let nlu = Nlu::train(
-            &intents,
-            &entities,
-            &NluOptions {
-                threshold: shop.threshold,
-                timezone: shop.timezone,
-                ..NluOptions::default()
-            },
-        );
+        let mut nlu_options = NluOptions {
+            threshold: shop.threshold,
+            timezone: shop.timezone,
+            ..NluOptions::default()
+        };
+        if self.options.quick_training {
+            nlu_options.params = crate::nlu::classifier::Params {
+                lambdas: vec![1e-4],
+                max_iter: 5,
+                folds: 0,
+                ..nlu_options.params
+            };
+            nlu_options.builtin_oos = false;
+        }
+        let nlu = Nlu::train(&intents, &entities, &nlu_options);
         let mut engine = sandboxed_engine(Limits::default());
         register_sources(&mut engine, &data_sources);
         engine.register_fn(
@@ -475,6 +492,16 @@ impl Lowerer<'_> {
                                 self.push(Diagnostic::error(surface.span, "empty entity word"));
                                 continue;
                             }
+                            if surface.value.chars().count() > MAX_ENTITY_WORD_CHARS {
+                                self.push(
+                                    Diagnostic::error(
+                                        surface.span,
+                                        format!("entity word is longer than {MAX_ENTITY_WORD_CHARS} characters"),
+                                    )
+                                    .with_help("an entity word is a short name as customers write it: `\"藏青\" => \"藏青色\"`"),
+                                );
+                                continue;
+                            }
                             let canonical = canonical.as_ref().unwrap_or(surface);
                             pairs.push((surface.value.clone(), canonical.value.clone()));
                         }
@@ -519,10 +546,16 @@ impl Lowerer<'_> {
         self.push(d);
     }
 
+    /// Reads a file a rule file names (a data source or a word list): inside the rules
+    /// directory, a regular file, size-limited ([`files`]). A refusal is an error at the
+    /// path as written, and never shows the refused file.
     fn read_aux(&mut self, path: &Str) -> Option<(PathBuf, String)> {
-        let full = self.root.join(&path.value);
-        match std::fs::read_to_string(&full) {
-            Ok(text) => {
+        let read = files::resolve(self.root, &path.value).and_then(|full| {
+            let text = files::read(self.root, &full)?;
+            Ok((full, text))
+        });
+        match read {
+            Ok((full, text)) => {
                 self.inputs.push((full.clone(), text.clone()));
                 Some((full, text))
             }
@@ -530,10 +563,13 @@ impl Lowerer<'_> {
                 self.push(
                     Diagnostic::error(
                         path.span,
-                        format!("cannot read `{}`: {}", full.display(), io_reason(&e)),
+                        format!("cannot read `{}`: {e}", self.root.join(&path.value).display()),
                     )
                     .with_label("file named here")
-                    .with_help("paths are relative to the rules directory"),
+                    .with_help(format!(
+                        "paths are relative to the rules directory and name a regular file inside it of at most {} MiB",
+                        files::MAX_FILE_BYTES >> 20
+                    )),
                 );
                 None
             }
@@ -573,6 +609,13 @@ impl Lowerer<'_> {
                     let timeout = match timeout {
                         Some(t) if t.millis == 0 => {
                             self.push(Diagnostic::error(t.span, "timeout must be longer than zero"));
+                            DEFAULT_HTTP_TIMEOUT
+                        }
+                        Some(t) if Duration::from_millis(t.millis) > MAX_HTTP_TIMEOUT => {
+                            self.push(Diagnostic::error(
+                                t.span,
+                                format!("timeout must be at most {}s", MAX_HTTP_TIMEOUT.as_secs()),
+                            ));
                             DEFAULT_HTTP_TIMEOUT
                         }
                         Some(t) => Duration::from_millis(t.millis),
@@ -617,7 +660,7 @@ impl Lowerer<'_> {
                 let at = self.sources.file(file).offset_of(line, col);
                 let message = message.split(" at line ").next().unwrap_or(&message).to_string();
                 self.push(Diagnostic::error(
-                    Span::new(file, at, at + 1),
+                    self.sources.char_span(file, at),
                     format!("invalid {}: {message}", if is_json { "JSON" } else { "YAML" }),
                 ));
                 return None;
@@ -636,7 +679,7 @@ impl Lowerer<'_> {
                 .collect(),
             _ => {
                 self.push(Diagnostic::error(
-                    Span::new(file, 0, 1),
+                    self.sources.char_span(file, 0),
                     "a data file must hold a list of records (or a map of them)",
                 ));
                 return None;
@@ -1305,25 +1348,28 @@ impl Lowerer<'_> {
         out
     }
 
-    fn words(&mut self, source: &ast::WordSource) -> Vec<String> {
+    /// A list's words; `None` when its file could not be read (already reported).
+    fn words(&mut self, source: &ast::WordSource) -> Option<Vec<String>> {
         match source {
             ast::WordSource::Inline(words) => {
                 self.check_keywords(words);
-                words
-                    .iter()
-                    .map(|w| w.value.trim().to_string())
-                    .filter(|w| !w.is_empty())
-                    .collect()
+                Some(
+                    words
+                        .iter()
+                        .map(|w| w.value.trim().to_string())
+                        .filter(|w| !w.is_empty())
+                        .collect(),
+                )
             }
             ast::WordSource::File(path) => {
-                let Some((_, text)) = self.read_aux(path) else {
-                    return Vec::new();
-                };
-                text.lines()
-                    .map(|l| l.split('#').next().unwrap_or("").trim())
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_string)
-                    .collect()
+                let (_, text) = self.read_aux(path)?;
+                Some(
+                    text.lines()
+                        .map(|l| l.split('#').next().unwrap_or("").trim())
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                )
             }
         }
     }
@@ -1344,7 +1390,7 @@ impl Lowerer<'_> {
                 ast::SafetyEntry::Block(list) => lists.push((list, true)),
                 ast::SafetyEntry::Mask(list) => lists.push((list, false)),
                 ast::SafetyEntry::Allow(source) => {
-                    let words = self.words(source);
+                    let words = self.words(source).unwrap_or_default();
                     let span = match source {
                         ast::WordSource::File(path) => path.span,
                         ast::WordSource::Inline(words) => words.first().map_or(Span::default(), |w| w.span),
@@ -1424,9 +1470,10 @@ impl Lowerer<'_> {
                 ListAction::Mask
             };
             let words = self.words(&list.words);
-            if words.is_empty()
-                && !matches!(&list.words, ast::WordSource::File(p) if !self.root.join(&p.value).exists())
-            {
+            // An unreadable file is already an error; an empty one is worth a warning.
+            let unreadable = words.is_none();
+            let words = words.unwrap_or_default();
+            if words.is_empty() && !unreadable {
                 self.push(Diagnostic::warning(
                     list.category.span,
                     format!("safety list `{}` has no words", list.category.name),
@@ -1759,15 +1806,6 @@ fn key_string(key: &rhai::Dynamic) -> String {
         return s.to_string();
     }
     key.to_string()
-}
-
-/// A short reason for an I/O error, without Rust's debug formatting.
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
-    }
 }
 
 /// Every reply the shop wrote out in full, without `{...}` holes: rule replies, promotion

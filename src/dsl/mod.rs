@@ -8,6 +8,7 @@
 
 pub mod ast;
 pub mod diagnostic;
+pub mod files;
 pub mod lower;
 pub mod parse;
 
@@ -25,9 +26,24 @@ pub struct Compiled {
     pub report: Report,
 }
 
+/// How [`load_dir_with`] builds a rule set; the default is what [`load_dir`] does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// Train the intent classifier in a fraction of the time: one penalty, no
+    /// cross-validation or calibration, few iterations, no built-in out-of-scope corpus.
+    /// The rule set works but understands worse; for tests of loading itself (the rule-file
+    /// fuzzer), where the full training would be nearly all the time spent.
+    pub quick_training: bool,
+}
+
 /// Reads every `.kefu` file under `dir` (recursively, in path order) and builds the rule
 /// set. Warnings do not stop the build; any error does.
 pub fn load_dir(dir: &Path) -> Compiled {
+    load_dir_with(dir, LoadOptions::default())
+}
+
+/// [`load_dir`] with options.
+pub fn load_dir_with(dir: &Path, options: LoadOptions) -> Compiled {
     let mut report = Report::default();
     let paths = match kefu_files(dir) {
         Ok(paths) if paths.is_empty() => {
@@ -39,7 +55,7 @@ pub fn load_dir(dir: &Path) -> Compiled {
 
     let mut parsed = Vec::new();
     for path in paths {
-        match std::fs::read_to_string(&path) {
+        match files::read(dir, &path) {
             Ok(text) => {
                 let id = report.sources.add(path, text);
                 let (items, diagnostics) = parse::parse_file(id, &report.sources.file(id).text);
@@ -55,7 +71,7 @@ pub fn load_dir(dir: &Path) -> Compiled {
             }
         }
     }
-    let rules = lower::lower(dir, parsed, 0, &mut report.sources, &mut report.diagnostics);
+    let rules = lower::lower(dir, parsed, 0, options, &mut report.sources, &mut report.diagnostics);
     report.sort();
     let rules = if report.has_errors() { None } else { rules };
     Compiled { rules, report }

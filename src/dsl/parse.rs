@@ -3,6 +3,12 @@
 //! Parsing never fails: it returns the items it could read and a diagnostic for each
 //! syntax error. After an error it skips to the next line that starts, at column 1, with
 //! an item keyword (`rule`, `flow`, ...), so that one typo does not hide the next.
+//!
+//! Nesting is bounded: an `if` more than [`MAX_NESTING`] blocks deep is an error at that
+//! `if`, and the steps inside it are not built, so that everything after the parser
+//! (lowering, flow compilation, dropping the tree) recurses at most that deep. pest's own
+//! recursion is guarded by its stack probe, whose "stack limit reached" becomes the same
+//! error. A rule file can then never take a thread's stack down, whatever its size.
 
 use pest::Parser as _;
 use pest::error::{ErrorVariant, InputLocation};
@@ -110,6 +116,14 @@ const ITEM_KEYWORDS: [&str; 11] = [
     "safety",
 ];
 
+/// How many blocks deep steps may nest: `if` inside `if`, and each `else if` of a chain,
+/// is one level. Real flows use three or four; the bound keeps every recursion over the
+/// syntax tree short enough for a 2 MiB thread stack (docs/language.md, "Branches").
+pub const MAX_NESTING: usize = 64;
+
+/// pest's message when its stack probe stops a parse (pest 2.9's stack guard).
+const PEST_STACK_LIMIT: &str = "stack limit reached";
+
 /// Parses one file into items, with a diagnostic for every syntax error found.
 pub fn parse_file(file: FileId, text: &str) -> (Vec<Item>, Vec<Diagnostic>) {
     let mut items = Vec::new();
@@ -127,6 +141,7 @@ pub fn parse_file(file: FileId, text: &str) -> (Vec<Item>, Vec<Diagnostic>) {
                 let mut builder = Builder {
                     file,
                     base: pos,
+                    depth: 0,
                     diagnostics: &mut diagnostics,
                 };
                 if let Some(item) = builder.item(pair) {
@@ -140,7 +155,9 @@ pub fn parse_file(file: FileId, text: &str) -> (Vec<Item>, Vec<Diagnostic>) {
                 let error_at = diagnostic.primary.span.start;
                 diagnostics.push(diagnostic);
                 let line_start = text[..error_at].rfind('\n').map_or(0, |i| i + 1);
-                match next_item_start(text, (pos + 1).max(line_start)) {
+                // Past at least one character (not one byte: the file may start with 规).
+                let past = pos + text[pos..].chars().next().map_or(1, char::len_utf8);
+                match next_item_start(text, past.max(line_start)) {
                     Some(next) => pos = next,
                     None => break,
                 }
@@ -171,7 +188,9 @@ fn only_blanks(rest: &str) -> bool {
 }
 
 /// The first line at or after `from` that starts with an item keyword at column 1.
+/// `from` may fall inside a character; it is moved to the next character boundary.
 fn next_item_start(text: &str, from: usize) -> Option<usize> {
+    let from = ceil_boundary(text, from);
     let mut line_start = match text[..from].rfind('\n') {
         Some(i) if i + 1 == from => from,
         _ if from == 0 => 0,
@@ -220,6 +239,11 @@ fn syntax_error(file: FileId, base: usize, rest: &str, error: &pest::error::Erro
         .with_help("a string must end with `\"` on the line it starts; use `\"\"\"` for text over several lines");
     }
     let message = match &error.variant {
+        ErrorVariant::CustomError { message } if message == PEST_STACK_LIMIT => {
+            return Diagnostic::error(span, format!("nested too deeply (more than {MAX_NESTING} levels)"))
+                .with_label("the parser gave up here")
+                .with_help(NESTING_HELP);
+        }
         ErrorVariant::ParsingError { positives, .. } if !positives.is_empty() => {
             format!("expected {}, found {found_text}", describe_expected(positives))
         }
@@ -232,6 +256,10 @@ fn syntax_error(file: FileId, base: usize, rest: &str, error: &pest::error::Erro
     }
     diagnostic
 }
+
+/// Advice for a flow nested beyond [`MAX_NESTING`].
+const NESTING_HELP: &str =
+    "keep nesting shallow: test conditions one after another (with `goto` between them) rather than inside each other";
 
 /// The token an error stopped at: a word, a quoted string start, or one symbol.
 fn found_token(rest: &str) -> &str {
@@ -400,6 +428,8 @@ struct Builder<'d> {
     file: FileId,
     /// Byte offset of the parsed slice in the file.
     base: usize,
+    /// How many `if` blocks enclose the step being built.
+    depth: usize,
     diagnostics: &'d mut Vec<Diagnostic>,
 }
 
@@ -933,6 +963,16 @@ impl Builder<'_> {
                 StepKind::Set { name, value }
             }
             Rule::if_step => {
+                if self.depth >= MAX_NESTING {
+                    let keyword = Span::new(self.file, span.start, span.start + "if".len());
+                    self.diagnostics.push(
+                        Diagnostic::error(keyword, format!("nested too deeply (more than {MAX_NESTING} levels)"))
+                            .with_label(format!("this `if` is {} levels deep", self.depth + 1))
+                            .with_help(NESTING_HELP),
+                    );
+                    return None;
+                }
+                self.depth += 1;
                 let mut parts = inner(pair);
                 let cond = self.expr(parts.next().expect("if condition"));
                 let then = self.steps(parts.next().expect("if body"));
@@ -941,6 +981,7 @@ impl Builder<'_> {
                     Some(p) => self.step(p).into_iter().collect(),
                     None => Vec::new(),
                 };
+                self.depth -= 1;
                 StepKind::If { cond, then, otherwise }
             }
             Rule::goto => StepKind::Goto(self.ident(Self::first_inner(pair))),
@@ -1114,6 +1155,15 @@ fn dedent(body: &str, start: usize) -> (String, Vec<usize>) {
     (value, offsets)
 }
 
+/// The first character boundary at or after `i` (the end of `s` at most).
+fn ceil_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
 fn floor_boundary(s: &str, mut i: usize) -> usize {
     i = i.min(s.len());
     while !s.is_char_boundary(i) {
@@ -1152,6 +1202,17 @@ mod tests {
         let (items, diagnostics) = parse_file(0, text);
         assert_eq!(diagnostics.len(), 2, "{diagnostics:#?}");
         assert_eq!(items.len(), 1);
+    }
+
+    #[test]
+    fn a_file_starting_with_a_multibyte_character_is_an_error_not_a_panic() {
+        for text in ["规则 七天无理由 {\n}\n", "客", "\u{3000}规", "𝐀\n"] {
+            let (items, diagnostics) = parse_file(0, text);
+            assert!(items.is_empty() && diagnostics.len() == 1, "{text:?}: {diagnostics:#?}");
+        }
+        let (items, diagnostics) = parse_file(0, "客\nrule 甲 {\n}\n");
+        assert_eq!((items.len(), diagnostics.len()), (1, 1));
+        assert_eq!(next_item_start("客\nrule 甲 {}", 1), Some("客\n".len()));
     }
 
     #[test]

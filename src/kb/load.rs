@@ -6,6 +6,8 @@
 //! reported at their line and column in the kb file; checks across entries (duplicate ids,
 //! FAQ entries about unknown products, empty answers) point at the entry's `id:` line.
 //! Any error fails the whole load, so a broken kb edit leaves the old rules serving.
+//! Files are read through [`files::read`]: regular files inside the rules directory, at
+//! most 16 MiB each.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,6 +16,7 @@ use serde::Deserialize;
 
 use super::{Faq, KnowledgeBase, Product};
 use crate::dsl::diagnostic::{Diagnostic, FileId, SourceMap, Span};
+use crate::dsl::files;
 use crate::script::compile::closest;
 
 /// The directory under the rules directory that holds the knowledge base.
@@ -37,7 +40,9 @@ pub fn load(root: &Path, sources: &mut SourceMap, diagnostics: &mut Vec<Diagnost
     let mut paths: Vec<_> = match std::fs::read_dir(&dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            // Not `is_file`: a FIFO or device named `*.yaml` is refused with a diagnostic
+            // by `files::read` rather than skipped without a word.
+            .filter(|p| !p.is_dir() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
             .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return KnowledgeBase::default(),
@@ -56,7 +61,7 @@ pub fn load(root: &Path, sources: &mut SourceMap, diagnostics: &mut Vec<Diagnost
     let mut faqs: Vec<(FileId, Faq)> = Vec::new();
     let mut files = Vec::new();
     for path in paths {
-        let text = match std::fs::read_to_string(&path) {
+        let text = match files::read(root, &path) {
             Ok(t) => t,
             Err(e) => {
                 let id = sources.add(path.clone(), String::new());
@@ -85,11 +90,8 @@ pub fn load(root: &Path, sources: &mut SourceMap, diagnostics: &mut Vec<Diagnost
                 let message = e.to_string();
                 let message = message.split(" at line ").next().unwrap_or(&message);
                 diagnostics.push(
-                    Diagnostic::error(
-                        Span::new(id, at, (at + 1).min(file.text.len()).max(at)),
-                        format!("invalid knowledge base: {message}"),
-                    )
-                    .with_help("a kb file holds `products:` and `faq:` lists; see docs/knowledge-base.md"),
+                    Diagnostic::error(sources.char_span(id, at), format!("invalid knowledge base: {message}"))
+                        .with_help("a kb file holds `products:` and `faq:` lists; see docs/knowledge-base.md"),
                 );
             }
         }

@@ -1,0 +1,152 @@
+//! Reading the files of a rules directory, which an editor (or an attacker with an editor's
+//! access) controls.
+//!
+//! Every file a load reads goes through [`read`]: the `.kefu` files found by walking the
+//! directory, the knowledge base, and the data and word-list files a rule file names
+//! (whose names are checked by [`resolve`] first). A file must be inside the rules
+//! directory once symbolic links are followed, must be a regular file (a FIFO would block
+//! the loader, `/dev/zero` would never end), and may hold at most [`MAX_FILE_BYTES`]. The
+//! limit is enforced while reading, so a file that grows while it is read stops there.
+//! A refused file is never read, so no diagnostic can quote it.
+
+use std::io::Read as _;
+use std::path::{Component, Path, PathBuf};
+
+/// The most bytes one rule, data, word-list or knowledge-base file may hold (16 MiB).
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Why a file of the rules directory was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The rule file names an absolute path.
+    #[error("an absolute path is not allowed: paths are relative to the rules directory")]
+    Absolute,
+    /// The rule file names a path with a `..` component.
+    #[error("`..` is not allowed in a path: files must be inside the rules directory")]
+    ParentDir,
+    /// The path is empty.
+    #[error("the path is empty")]
+    Empty,
+    /// Following symbolic links leads out of the rules directory.
+    #[error("the path leads outside the rules directory through a symbolic link")]
+    Outside,
+    /// A directory, FIFO, socket or device.
+    #[error("not a regular file")]
+    NotRegular,
+    /// Larger than [`MAX_FILE_BYTES`].
+    #[error("the file is larger than {} MiB", MAX_FILE_BYTES >> 20)]
+    TooLarge,
+    /// The text is not UTF-8.
+    #[error("the file is not UTF-8 text")]
+    NotUtf8,
+    /// The operating system refused.
+    #[error("{}", io_reason(.0))]
+    Io(#[source] std::io::Error),
+}
+
+/// The path of `name`, as written in a rule file, under `root`: relative, without `..`.
+/// Whether it stays inside once symbolic links are followed is checked by [`read`].
+pub fn resolve(root: &Path, name: &str) -> Result<PathBuf, FileError> {
+    let path = Path::new(name);
+    if name.trim().is_empty() {
+        return Err(FileError::Empty);
+    }
+    for component in path.components() {
+        match component {
+            Component::Prefix(_) | Component::RootDir => return Err(FileError::Absolute),
+            Component::ParentDir => return Err(FileError::ParentDir),
+            Component::CurDir | Component::Normal(_) => {}
+        }
+    }
+    Ok(root.join(path))
+}
+
+/// Reads the file at `path`, which must be a regular file inside `root` (after symbolic
+/// links) of at most [`MAX_FILE_BYTES`].
+pub fn read(root: &Path, path: &Path) -> Result<String, FileError> {
+    // Checked before opening: opening a FIFO for reading blocks until a writer comes.
+    let meta = std::fs::metadata(path).map_err(FileError::Io)?;
+    if !meta.is_file() {
+        return Err(FileError::NotRegular);
+    }
+    let real_root = std::fs::canonicalize(root).map_err(FileError::Io)?;
+    let real = std::fs::canonicalize(path).map_err(FileError::Io)?;
+    if !real.starts_with(&real_root) {
+        return Err(FileError::Outside);
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(FileError::TooLarge);
+    }
+    let file = std::fs::File::open(&real).map_err(FileError::Io)?;
+    // The file may have been swapped between the check and the open; what counts is what
+    // was opened.
+    if !file.metadata().map_err(FileError::Io)?.is_file() {
+        return Err(FileError::NotRegular);
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(FileError::Io)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(FileError::TooLarge);
+    }
+    String::from_utf8(bytes).map_err(|_| FileError::NotUtf8)
+}
+
+/// A short reason for an I/O error, without Rust's debug formatting.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_refuses_absolute_parent_and_empty_paths() {
+        let root = Path::new("rules");
+        assert!(matches!(resolve(root, "/etc/passwd"), Err(FileError::Absolute)));
+        assert!(matches!(resolve(root, "../../etc/passwd"), Err(FileError::ParentDir)));
+        assert!(matches!(resolve(root, "data/../../x"), Err(FileError::ParentDir)));
+        assert!(matches!(resolve(root, " "), Err(FileError::Empty)));
+        assert_eq!(
+            resolve(root, "./data/orders.yaml").unwrap(),
+            Path::new("rules/./data/orders.yaml")
+        );
+    }
+
+    #[test]
+    fn read_refuses_devices_directories_and_links_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("ok.txt"), "词\n").unwrap();
+        assert_eq!(read(root, &root.join("ok.txt")).unwrap(), "词\n");
+        assert!(matches!(read(root, Path::new("/dev/zero")), Err(FileError::NotRegular)));
+        assert!(matches!(read(root, root), Err(FileError::NotRegular)));
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join("secret.txt"), "secret\n").unwrap();
+        std::os::unix::fs::symlink(elsewhere.path().join("secret.txt"), root.join("out.txt")).unwrap();
+        assert!(matches!(read(root, &root.join("out.txt")), Err(FileError::Outside)));
+        std::os::unix::fs::symlink("ok.txt", root.join("in.txt")).unwrap();
+        assert_eq!(read(root, &root.join("in.txt")).unwrap(), "词\n");
+    }
+
+    #[test]
+    fn read_refuses_files_over_the_limit_without_reading_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.txt");
+        // Sparse: the length is all that is needed.
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_FILE_BYTES + 1)
+            .unwrap();
+        assert!(matches!(read(dir.path(), &big), Err(FileError::TooLarge)));
+        let exact = dir.path().join("exact.txt");
+        std::fs::File::create(&exact).unwrap().set_len(MAX_FILE_BYTES).unwrap();
+        assert_eq!(read(dir.path(), &exact).unwrap().len() as u64, MAX_FILE_BYTES);
+    }
+}
