@@ -127,6 +127,10 @@ fn is_token_char(c: char) -> bool {
                 | '（'
                 | '【'
                 | '】'
+                | '［'
+                | '］'
+                | '｛'
+                | '｝'
                 | '０'..='９'
                 | 'Ａ'..='Ｚ'
                 | 'ａ'..='ｚ'
@@ -929,6 +933,11 @@ mod tests {
         assert_eq!(stable_until(text), 0);
         let text = "好的，谢谢。";
         assert_eq!(stable_until(text), text.len());
+        // A spelled-out address or Chinese numerals may still grow.
+        let text = "邮箱 zhangsan(at)example(dot)";
+        assert_eq!(&text[stable_until(text)..], " zhangsan(at)example(dot)");
+        let text = "电话一三八一二";
+        assert_eq!(&text[stable_until(text)..], "一三八一二");
     }
 
     fn all(text: &str) -> Vec<(PiiKind, String)> {
