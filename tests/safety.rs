@@ -382,9 +382,16 @@ rule 有空 { on keywords "名字" reply "您好，{user.name ?? "亲"}" }
 fn a_list_file_of_symbol_only_lines_loads_with_a_few_warnings() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("safety")).unwrap();
-    let symbols = ['!', '@', '$', '%', '^', '&', '*', '(', ')', '-', '+', '=', '~', '|', '/', '?'];
+    let symbols = [
+        '!', '@', '$', '%', '^', '&', '*', '(', ')', '-', '+', '=', '~', '|', '/', '?',
+    ];
     let lines: String = (0..32_000usize)
-        .map(|i| (0..4).map(|k| symbols[(i >> (4 * k)) % 16]).chain(['\n']).collect::<String>())
+        .map(|i| {
+            (0..4)
+                .map(|k| symbols[(i >> (4 * k)) % 16])
+                .chain(['\n'])
+                .collect::<String>()
+        })
         .collect();
     std::fs::write(dir.path().join("safety/symbols.txt"), format!("违禁词\n{lines}")).unwrap();
     std::fs::write(
@@ -395,7 +402,13 @@ fn a_list_file_of_symbol_only_lines_loads_with_a_few_warnings() {
     let (compiled, rendered) = support::check(dir.path());
     let rules = compiled.rules.unwrap_or_else(|| panic!("{rendered}"));
     assert_eq!(compiled.report.counts(), (0, 11), "{rendered}");
-    assert!(rendered.contains("symbols.txt:2:1: warning: word `!!!!` of safety list `符号` is empty once normalized"), "{rendered}");
-    assert!(rendered.contains("31990 more words of safety list `符号` are empty once normalized"), "{rendered}");
+    assert!(
+        rendered.contains("symbols.txt:2:1: warning: word `!!!!` of safety list `符号` is empty once normalized"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("31990 more words of safety list `符号` are empty once normalized"),
+        "{rendered}"
+    );
     assert!(rules.safety.check_input("这是违禁词").is_blocked());
 }

@@ -1489,7 +1489,8 @@ impl Lowerer<'_> {
                         Diagnostic::warning(at, entry.to_string())
                             .with_label("only symbols or blanks, which matching skips: left out")
                     } else {
-                        Diagnostic::error(at, entry.to_string()).with_label("only symbols or blanks, which matching skips")
+                        Diagnostic::error(at, entry.to_string())
+                            .with_label("only symbols or blanks, which matching skips")
                     };
                     d.with_secondary(category, "in this list")
                         .with_help("remove it, or add `without gaps` to the list to match symbols as written")

@@ -692,7 +692,9 @@ mod tests {
     fn a_list_of_symbol_only_lines_builds() {
         // 32,000 such lines were 32,000 errors, each located by reading the list file from
         // its start: the build took tens of seconds. They are skipped now.
-        let symbols = ['!', '@', '$', '%', '^', '&', '*', '(', ')', '-', '+', '=', '~', '|', '/', '?'];
+        let symbols = [
+            '!', '@', '$', '%', '^', '&', '*', '(', ')', '-', '+', '=', '~', '|', '/', '?',
+        ];
         let words: Vec<String> = (0..32_000usize)
             .map(|i| (0..4).map(|k| symbols[(i >> (4 * k)) % 16]).collect())
             .collect();
