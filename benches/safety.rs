@@ -5,13 +5,18 @@
 //! Run with `cargo bench --bench safety`. Before criterion's own report, a short summary
 //! prints the medians in MB/s and the ratio, so the figures can be quoted as they are.
 //! The data is generated from a fixed seed: every run measures the same thing.
+//!
+//! `pii_adversarial` times the personal-data search alone on messages written to make it
+//! slow (digits between separators, long digit runs, `@` runs, repeated districts), at
+//! two sizes each: the time should grow with the length, not faster
+//! (`cargo bench --bench safety -- pii_adversarial`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use criterion::{Criterion, Throughput};
-use kefu::safety::{ListAction, PiiKind, Safety, SafetyConfig, WordList};
+use kefu::safety::{ListAction, PiiKind, Safety, SafetyConfig, WordList, pii};
 
 /// A small deterministic generator (SplitMix64).
 struct Rng(u64);
@@ -258,5 +263,43 @@ fn main() {
     });
     group.finish();
 
+    pii_adversarial(&mut c);
     c.final_summary();
+}
+
+/// Hostile messages for the personal-data search, each at a size and at four times it.
+fn adversarial() -> Vec<(&'static str, usize, String)> {
+    let mut cases = Vec::new();
+    for n in [1000, 4000] {
+        cases.push(("digit_dash", n, "1-".repeat(n / 2)));
+        cases.push(("digit_space", n, "1 ".repeat(n / 2)));
+        cases.push(("digit_dot", n, "1.".repeat(n / 2)));
+        cases.push(("mixed_separators", n, "1 -.2\u{200B}".repeat(n / 5)));
+        cases.push(("digit_run", n, "1".repeat(n)));
+        cases.push(("phones_spaced", n, "138 1234 5678 ".repeat(n / 14)));
+        cases.push(("at_signs", n, "@".repeat(n)));
+        cases.push((
+            "email_labels",
+            n,
+            "a.".repeat(n / 2) + "@" + "b.".repeat(n / 2).as_str(),
+        ));
+        cases.push(("spelled_at", n, "a at b dot ".repeat(n / 11)));
+        cases.push(("districts", n, "区".repeat(n / 3) + "1"));
+        cases.push(("chinese_numerals", n, "一 ".repeat(n / 4)));
+    }
+    cases
+}
+
+fn pii_adversarial(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pii_adversarial");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(2));
+    group.warm_up_time(Duration::from_millis(500));
+    for (name, n, text) in adversarial() {
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_function(format!("{name}/{n}"), |b| {
+            b.iter(|| pii::find(black_box(&text), &PiiKind::ALL).len())
+        });
+    }
+    group.finish();
 }

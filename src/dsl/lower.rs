@@ -22,7 +22,7 @@ use crate::kb::{self, KnowledgeBase};
 use crate::nlu::entities::BUILTIN_ENTITIES;
 use crate::nlu::{Nlu, Options as NluOptions};
 use crate::ruleset::*;
-use crate::safety::{self, BuildError, Fold, ListAction, PiiKind, Safety, SafetyConfig};
+use crate::safety::{self, Fold, ListAction, PiiKind, Safety, SafetyConfig, Skipped};
 use crate::script::compile::closest;
 use crate::script::{DEFAULT_CONTEXT, Limits, Names, ScriptCompiler, Template, host, sandboxed_engine};
 
@@ -1489,31 +1489,81 @@ impl Lowerer<'_> {
         }
         let whole = blocks.first().map_or(Span::default(), |b| b.span);
         match Safety::build(config) {
-            Ok(compiled) => compiled,
+            Ok(compiled) => {
+                self.skipped_words(compiled.skipped(), &list_sources, &allow_sources);
+                compiled
+            }
             Err(errors) => {
                 for error in errors {
-                    let d = match &error {
-                        BuildError::EmptyWord { list, text, .. } => {
-                            let (source, category) = list_sources[*list];
-                            let at = self.word_span(&source.words, text).unwrap_or(category);
-                            Diagnostic::error(at, error.to_string())
-                                .with_label("only symbols or blanks, which matching skips")
-                                .with_secondary(category, "in this list")
-                                .with_help("remove it, or add `without gaps` to the list to match symbols as written")
-                        }
-                        BuildError::EmptyAllow { index, text } => {
-                            let (source, span) = allow_sources[*index];
-                            let at = self.word_span(source, text).unwrap_or(span);
-                            Diagnostic::error(at, error.to_string())
-                                .with_label("only symbols or blanks, which matching skips")
-                                .with_help("remove it")
-                        }
-                        BuildError::Fold(_) | BuildError::Automaton(_) => Diagnostic::error(whole, error.to_string()),
-                    };
-                    self.push(d);
+                    self.push(Diagnostic::error(whole, error.to_string()));
                 }
                 Safety::default()
             }
+        }
+    }
+
+    /// Diagnostics for list words and allowed phrases that normalize to nothing. Written
+    /// in a rule file, such a word is an error; a line of a list file is a warning and is
+    /// left out: an imported list may hold thousands of them, so only the first few of
+    /// each file are shown one by one, then their number.
+    fn skipped_words(
+        &mut self,
+        skipped: &[Skipped],
+        list_sources: &[(&ast::WordList, Span)],
+        allow_sources: &[(&ast::WordSource, Span)],
+    ) {
+        const SHOWN_PER_FILE: usize = 10;
+        let mut shown: HashMap<usize, usize> = HashMap::new();
+        let mut hidden: Vec<(usize, usize)> = Vec::new();
+        for entry in skipped {
+            let d = match entry {
+                Skipped::Word { list, text, .. } => {
+                    let (source, category) = list_sources[*list];
+                    let from_file = matches!(source.words, ast::WordSource::File(_));
+                    if from_file {
+                        let count = shown.entry(*list).or_default();
+                        if *count == SHOWN_PER_FILE {
+                            match hidden.iter_mut().find(|(l, _)| l == list) {
+                                Some((_, n)) => *n += 1,
+                                None => hidden.push((*list, 1)),
+                            }
+                            continue;
+                        }
+                        *count += 1;
+                    }
+                    let at = self.word_span(&source.words, text).unwrap_or(category);
+                    let d = if from_file {
+                        Diagnostic::warning(at, entry.to_string())
+                            .with_label("only symbols or blanks, which matching skips: left out")
+                    } else {
+                        Diagnostic::error(at, entry.to_string())
+                            .with_label("only symbols or blanks, which matching skips")
+                    };
+                    d.with_secondary(category, "in this list")
+                        .with_help("remove it, or add `without gaps` to the list to match symbols as written")
+                }
+                Skipped::Allow { index, text } => {
+                    let (source, span) = allow_sources[*index];
+                    let at = self.word_span(source, text).unwrap_or(span);
+                    Diagnostic::error(at, entry.to_string())
+                        .with_label("only symbols or blanks, which matching skips")
+                        .with_help("remove it")
+                }
+            };
+            self.push(d);
+        }
+        for (list, n) in hidden {
+            let (source, category) = list_sources[list];
+            self.push(
+                Diagnostic::warning(
+                    category,
+                    format!(
+                        "{n} more words of safety list `{}` are empty once normalized",
+                        source.category.name
+                    ),
+                )
+                .with_label("left out, like the ones shown above"),
+            );
         }
     }
 

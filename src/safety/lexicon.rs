@@ -24,7 +24,7 @@ use std::sync::Arc;
 use aho_corasick::{AhoCorasick, Anchored, Input, MatchKind, StartKind};
 
 use super::normalize::{FoldTable, Folds, Normalized};
-use super::{BuildError, SafetyConfig};
+use super::{BuildError, SafetyConfig, Skipped};
 
 /// The compiled word lists.
 #[derive(Debug, Default)]
@@ -123,9 +123,11 @@ impl Scratch {
 }
 
 impl Lexicon {
-    /// Compiles the lists and allow list of `config`, collecting every problem.
-    pub(crate) fn build(config: &SafetyConfig) -> Result<Lexicon, Vec<BuildError>> {
+    /// Compiles the lists and allow list of `config`, collecting every problem. Words and
+    /// phrases that normalize to nothing are left out and returned, in list order.
+    pub(crate) fn build(config: &SafetyConfig) -> Result<(Lexicon, Vec<Skipped>), Vec<BuildError>> {
         let mut errors = Vec::new();
+        let mut skipped = Vec::new();
         let mut by_folds: Vec<(Folds, Vec<usize>)> = Vec::new();
         for (i, list) in config.lists.iter().enumerate() {
             let folds = Folds::without(&list.without);
@@ -149,7 +151,7 @@ impl Lexicon {
                 for (w, word) in config.lists[list].words.iter().enumerate() {
                     let word_ref = WordRef { list, word: w };
                     if !builder.add(word, Some(word_ref)) {
-                        errors.push(BuildError::EmptyWord {
+                        skipped.push(Skipped::Word {
                             list,
                             word: w,
                             text: word.clone(),
@@ -170,13 +172,13 @@ impl Lexicon {
             }
         }
         for (index, _) in empty_allows.iter().enumerate().filter(|(_, e)| **e) {
-            errors.push(BuildError::EmptyAllow {
+            skipped.push(Skipped::Allow {
                 index,
                 text: config.allow[index].clone(),
             });
         }
         if errors.is_empty() {
-            Ok(Lexicon { groups })
+            Ok((Lexicon { groups }, skipped))
         } else {
             Err(errors)
         }
@@ -612,7 +614,7 @@ mod tests {
             allow: allow.iter().map(|w| w.to_string()).collect(),
             pii: vec![],
         };
-        Lexicon::build(&config).unwrap()
+        Lexicon::build(&config).unwrap().0
     }
 
     fn found<'a>(lexicon: &Lexicon, text: &'a str) -> Vec<&'a str> {
@@ -668,7 +670,7 @@ mod tests {
     }
 
     #[test]
-    fn a_word_empty_once_normalized_is_an_error() {
+    fn a_word_empty_once_normalized_is_skipped() {
         let config = SafetyConfig {
             lists: vec![WordList {
                 category: "符号".into(),
@@ -679,9 +681,35 @@ mod tests {
             allow: vec!["...".into()],
             pii: vec![],
         };
-        let errors = Lexicon::build(&config).unwrap_err();
-        assert_eq!(errors.len(), 2, "{errors:?}");
-        assert!(matches!(errors[0], BuildError::EmptyWord { list: 0, word: 1, .. }));
-        assert!(matches!(errors[1], BuildError::EmptyAllow { index: 0, .. }));
+        let (lx, skipped) = Lexicon::build(&config).unwrap();
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(matches!(skipped[0], Skipped::Word { list: 0, word: 1, .. }));
+        assert!(matches!(skipped[1], Skipped::Allow { index: 0, .. }));
+        assert_eq!(found(&lx, "好***"), ["好"]);
+    }
+
+    #[test]
+    fn a_list_of_symbol_only_lines_builds() {
+        // 32,000 such lines were 32,000 errors, each located by reading the list file from
+        // its start: the build took tens of seconds. They are skipped now.
+        let symbols = [
+            '!', '@', '$', '%', '^', '&', '*', '(', ')', '-', '+', '=', '~', '|', '/', '?',
+        ];
+        let words: Vec<String> = (0..32_000usize)
+            .map(|i| (0..4).map(|k| symbols[(i >> (4 * k)) % 16]).collect())
+            .collect();
+        let config = SafetyConfig {
+            lists: vec![WordList {
+                category: "符号".into(),
+                action: ListAction::Block { reply: "no".into() },
+                words,
+                without: vec![],
+            }],
+            allow: vec![],
+            pii: vec![],
+        };
+        let (lx, skipped) = Lexicon::build(&config).unwrap();
+        assert_eq!(skipped.len(), 32_000);
+        assert!(lx.is_empty());
     }
 }

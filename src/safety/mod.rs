@@ -180,13 +180,25 @@ pub struct SafetyConfig {
 /// The reply of block lists that give none and of a safety block with no `reply`.
 pub const DEFAULT_BLOCK_REPLY: &str = "抱歉，这个问题我无法回答。请问还有其他可以帮您的吗？";
 
-/// Why a safety configuration could not be compiled. Apart from `Fold`, these are the
-/// editor's to fix and become diagnostics pointing at the list.
+/// Why a safety configuration could not be compiled.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// A list word that normalizes to nothing (only symbols or blanks) would match nothing.
+    /// A fold table could not be built.
+    #[error(transparent)]
+    Fold(#[from] FoldError),
+    /// The automaton could not be built (too large).
+    #[error("the word-list automaton could not be built")]
+    Automaton(#[source] aho_corasick::BuildError),
+}
+
+/// A list word or allowed phrase that normalizes to nothing (only symbols or blanks): it
+/// would match nothing, so it is left out of matching. The editor is told (see
+/// [`Safety::skipped`]); lowering decides how loudly.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Skipped {
+    /// A word of a list.
     #[error("word `{text}` of safety list `{category}` is empty once normalized")]
-    EmptyWord {
+    Word {
         /// Index into [`SafetyConfig::lists`].
         list: usize,
         /// Index into that list's words.
@@ -196,20 +208,14 @@ pub enum BuildError {
         /// The list's category.
         category: String,
     },
-    /// An allowed phrase that normalizes to nothing.
+    /// An allowed phrase.
     #[error("allowed phrase `{text}` is empty once normalized")]
-    EmptyAllow {
+    Allow {
         /// Index into [`SafetyConfig::allow`].
         index: usize,
         /// The phrase as written.
         text: String,
     },
-    /// A fold table could not be built.
-    #[error(transparent)]
-    Fold(#[from] FoldError),
-    /// The automaton could not be built (too large).
-    #[error("the word-list automaton could not be built")]
-    Automaton(#[source] aho_corasick::BuildError),
 }
 
 /// What a finding does to the message.
@@ -280,6 +286,8 @@ pub struct Safety {
     /// Hashed with foldhash: each reply sent is looked up, a few hundred bytes, and
     /// SipHash took longer over them than the rest of the lookup.
     vetted: HashSet<Box<str>, foldhash::fast::RandomState>,
+    /// Words and phrases left out because they normalize to nothing.
+    skipped: Vec<Skipped>,
 }
 
 thread_local! {
@@ -302,12 +310,19 @@ impl Safety {
     /// Compiles a configuration: fold tables, one automaton per fold set, filters.
     /// Every problem is reported, not just the first.
     pub fn build(config: SafetyConfig) -> Result<Safety, Vec<BuildError>> {
-        let lexicon = Lexicon::build(&config)?;
+        let (lexicon, skipped) = Lexicon::build(&config)?;
         Ok(Safety {
             config,
             lexicon,
             vetted: HashSet::default(),
+            skipped,
         })
+    }
+
+    /// The words and allowed phrases left out because they normalize to nothing, in list
+    /// order.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
     }
 
     /// Checks the shop's fixed replies once, when the rule set is built, and remembers
