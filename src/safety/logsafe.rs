@@ -17,24 +17,9 @@ pub struct LogSafe<'a>(pub &'a str);
 
 impl fmt::Display for LogSafe<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let found = pii::find(self.0, &PiiKind::ALL);
-        let masked;
-        let text = if found.is_empty() {
-            self.0
-        } else {
-            let mut out = String::with_capacity(self.0.len());
-            let mut at = 0;
-            for m in found {
-                out.push_str(&self.0[at..m.span.start]);
-                out.push_str(&m.masked);
-                at = m.span.end;
-            }
-            out.push_str(&self.0[at..]);
-            masked = out;
-            &masked
-        };
+        let text = pii::redact(self.0, &PiiKind::ALL);
         if text.chars().all(plain) && !text.is_empty() {
-            f.write_str(text)
+            f.write_str(&text)
         } else {
             write!(f, "{:?}", text)
         }

@@ -463,19 +463,7 @@ impl Safety {
     /// `text` with personal data masked: what may be logged, kept in a session or put
     /// into a prompt. Borrowed when there is nothing to mask.
     pub fn redact_pii<'t>(&self, text: &'t str) -> Cow<'t, str> {
-        let found = pii::find(text, &self.config.pii);
-        if found.is_empty() {
-            return Cow::Borrowed(text);
-        }
-        let mut out = String::with_capacity(text.len());
-        let mut at = 0;
-        for m in found {
-            out.push_str(&text[at..m.span.start]);
-            out.push_str(&m.masked);
-            at = m.span.end;
-        }
-        out.push_str(&text[at..]);
-        Cow::Owned(out)
+        pii::redact(text, &self.config.pii)
     }
 
     /// The matching form of `text` under the folds of the lists without `without` (all

@@ -41,6 +41,24 @@ pub struct PiiMatch {
     pub masked: String,
 }
 
+/// `text` with the personal data of `kinds` replaced by its masks; borrowed when there
+/// is nothing to mask.
+pub fn redact<'t>(text: &'t str, kinds: &[PiiKind]) -> std::borrow::Cow<'t, str> {
+    let found = find(text, kinds);
+    if found.is_empty() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for m in found {
+        out.push_str(&text[at..m.span.start]);
+        out.push_str(&m.masked);
+        at = m.span.end;
+    }
+    out.push_str(&text[at..]);
+    std::borrow::Cow::Owned(out)
+}
+
 /// Finds the personal data of `kinds` in `text`, in order, without overlaps.
 pub fn find(text: &str, kinds: &[PiiKind]) -> Vec<PiiMatch> {
     let mut found = Vec::new();
