@@ -890,11 +890,17 @@ fn chat(
                     let (score, comment) = arg.split_once(' ').unwrap_or((arg, ""));
                     match score.parse::<u8>() {
                         Ok(score @ 1..=5) => {
-                            let comment = Some(comment.trim()).filter(|c| !c.is_empty());
-                            if let Some(l) = &log {
-                                l.feedback(&session, score, comment);
+                            // The REPL is the customer, who holds the conversation's token.
+                            let token = engine.session(&session).map(|s| s.token).unwrap_or_default();
+                            match engine.feedback(&session, &token, score, Some(comment)) {
+                                Ok(given) => {
+                                    if let Some(l) = &log {
+                                        l.feedback(&session, given.score, given.comment.as_deref());
+                                    }
+                                    println!("feedback {score} noted");
+                                }
+                                Err(e) => println!("{e}"),
                             }
-                            println!("feedback {score} noted");
                         }
                         _ => println!(":feedback takes a score from 1 to 5"),
                     }
