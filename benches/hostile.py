@@ -46,7 +46,7 @@ SLOW_RULE = """rule 慢规则 {
 def start(binary, rules, extra=()):
     """Starts kefu on a free port under a soft limit of 1,024 open files."""
     cmd = ["bash", "-c", 'ulimit -Sn 1024; exec "$0" "$@"', binary, "serve", "--rules", rules,
-           "--addr", "127.0.0.1:0", "--no-watch", "--rate-limit", "0", "--log-level", "warn", *extra]
+           "--addr", "127.0.0.1:0", "--no-watch", "--rate-limit", "0", "--log-level", "warn", "--model", "none", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:
