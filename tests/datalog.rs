@@ -407,6 +407,7 @@ fn serve_logs_turns_agent_answers_and_feedback() {
         &json!({ "session_id": "c1", "message": "这件T恤洗了会缩水吗", "user": { "segment": "vip" } }),
     );
     assert_eq!(reply.status, 200, "{}", reply.body);
+    let token = reply.json()["session_token"].clone();
     assert_eq!(
         server
             .post("/v1/sessions/c1/takeover", &json!({ "agent": "小王" }))
@@ -423,7 +424,10 @@ fn serve_logs_turns_agent_answers_and_feedback() {
     assert_eq!(server.post("/v1/sessions/c1/release", &json!({})).status, 200);
     assert_eq!(
         server
-            .post("/v1/sessions/c1/feedback", &json!({ "score": 4, "comment": "不错" }))
+            .post(
+                "/v1/sessions/c1/feedback",
+                &json!({ "score": 4, "comment": "不错", "session_token": token })
+            )
             .status,
         200
     );
