@@ -131,3 +131,20 @@ fn the_version_is_a_hash_of_every_file_read() {
     assert_ne!(first, second);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn identical_rules_in_two_directories_are_one_version() {
+    let base = std::env::temp_dir().join(format!("kefu-version-copies-{}", std::process::id()));
+    let version = |name: &str, file: &str| {
+        let dir = base.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy("tests/data/lowering/shop.kefu", dir.join(file)).unwrap();
+        std::fs::copy("tests/data/lowering/orders.yaml", dir.join("orders.yaml")).unwrap();
+        kefu::dsl::load_dir(&dir).rules.unwrap().version
+    };
+    let on_node_a = version("node-a", "shop.kefu");
+    assert_eq!(on_node_a, version("elsewhere/node-b", "shop.kefu"));
+    // A file's name inside the directory is part of what was published.
+    assert_ne!(on_node_a, version("node-c", "main.kefu"));
+    std::fs::remove_dir_all(&base).unwrap();
+}

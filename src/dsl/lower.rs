@@ -199,16 +199,25 @@ impl Lowerer<'_> {
         );
         register_kb(&mut engine, &kb, &promotions);
 
+        // The version is the files' content and their paths inside the rules directory,
+        // not where the directory is: identical rules on two nodes (or in a copy) are one
+        // version.
         let mut hasher = Sha256::new();
+        let relative = |path: &Path| {
+            path.strip_prefix(self.root)
+                .unwrap_or(path)
+                .to_string_lossy()
+                .into_owned()
+        };
         let mut files: Vec<PathBuf> = Vec::new();
         for file in self.sources.files() {
-            hasher.update(file.path.to_string_lossy().as_bytes());
+            hasher.update(relative(&file.path).as_bytes());
             hasher.update([0]);
             hasher.update(file.text.as_bytes());
             files.push(file.path.clone());
         }
         for (path, text) in &self.inputs {
-            hasher.update(path.to_string_lossy().as_bytes());
+            hasher.update(relative(path).as_bytes());
             hasher.update([0]);
             hasher.update(text.as_bytes());
             if !files.contains(path) {
