@@ -29,7 +29,7 @@ test: deps model ## the full test suite: formatting, clippy, unit, integration a
 	$(CARGO) test --locked --doc
 	tests/support/openai-sdk.sh target/debug/kefu
 	tests/support/with-redis.sh tests/support/fleet.py target/debug/kefu
-	$(CARGO) run --locked --quiet -- check $(RULES)
+	target/debug/kefu check $(RULES)
 
 deps: ## install missing system packages (Debian) and check the Rust toolchain
 	@missing=""; \

@@ -276,6 +276,16 @@ impl Reloader {
         self.status.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The number of errors in the files on disk while they do not build (the last
+    /// rejected reload), `None` while the serving rules are the files' latest build.
+    pub fn stale_errors(&self) -> Option<usize> {
+        let status = self.status.read().unwrap_or_else(|e| e.into_inner());
+        status
+            .last_error
+            .as_ref()
+            .map(|failure| failure.diagnostics.iter().filter(|d| d.severity == "error").count())
+    }
+
     /// Whether the serving rules have a source that makes network calls (so a turn may
     /// block for the source's timeout).
     pub fn has_http_sources(&self) -> bool {

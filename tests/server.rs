@@ -868,6 +868,11 @@ fn reload_applies_good_edits_and_rejects_bad_ones_while_serving() {
             .contains("string is not closed")
     );
     assert_eq!(server.chat("r", "能开发票吗")["reply"], "发票第二版。");
+    // Health says the files on disk are rejected, and stays 200.
+    let health = server.get("/healthz");
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["rules_stale"], true);
+    assert_eq!(health.json()["rules_errors"], 1);
     let manual = server.post("/admin/reload", &json!({}));
     assert_eq!((manual.status, manual.error_type().as_str()), (422, "rules_invalid"));
     assert!(
@@ -895,6 +900,7 @@ fn reload_applies_good_edits_and_rejects_bad_ones_while_serving() {
         || server.chat("r", "能开发票吗")["reply"] == "发票第四版。"
     ));
     assert_eq!(server.get("/admin/rules").json()["last_error"], Value::Null);
+    assert_eq!(server.get("/healthz").json()["rules_stale"], false);
     // And the watcher still sees edits after the rename.
     std::fs::write(
         &file,

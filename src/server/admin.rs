@@ -11,17 +11,22 @@ use serde_json::json;
 use super::{ApiError, Body, State, json_response};
 use crate::reload::{ReloadOutcome, Trigger};
 
-/// `GET /healthz`: the service answers and which rules it serves.
+/// `GET /healthz`: the service answers and which rules it serves; `rules_stale` (with the
+/// error count) while the files on disk do not build. Still 200 then: the service answers
+/// from the previous rules, and a balancer must not take it out for an editor's typo.
 pub(super) fn healthz(state: &Arc<State>) -> Response<Body> {
     let rules = state.engine.rules();
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "status": "ok",
-            "rules_version": rules.version,
-            "uptime_s": state.started.elapsed().as_secs(),
-        }),
-    )
+    let stale = state.reloader.stale_errors();
+    let mut body = json!({
+        "status": "ok",
+        "rules_version": rules.version,
+        "uptime_s": state.started.elapsed().as_secs(),
+        "rules_stale": stale.is_some(),
+    });
+    if let Some(errors) = stale {
+        body["rules_errors"] = json!(errors);
+    }
+    json_response(StatusCode::OK, &body)
 }
 
 /// `GET /metrics`: Prometheus (OpenMetrics) text.
