@@ -255,7 +255,11 @@ impl Turn<'_> {
                 }
                 OpKind::Set { name, value } => {
                     let v = self.value(value, format_args!("flow {}", flow.name));
-                    state.vars.insert(name.clone(), dynamic_to_json(&v));
+                    // Kept between turns (an order record read from a source, say): masked,
+                    // as everything a session holds.
+                    let mut kept = dynamic_to_json(&v);
+                    super::turn::redact_json(&self.rules.safety, &mut kept);
+                    state.vars.insert(name.clone(), kept);
                     if self.scope.contains(name) {
                         self.scope.set_value(name.as_str(), v);
                     } else {

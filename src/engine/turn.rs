@@ -941,13 +941,6 @@ impl Turn<'_> {
             });
         }
         session.updated_at = now_ms;
-        // Values a flow bound (an order record read from a source, say) are kept between
-        // turns: masked, as everything a session holds.
-        if let Some(flow) = &mut session.flow {
-            for value in flow.vars.values_mut() {
-                redact_json(&self.rules.safety, value);
-            }
-        }
         let mut response = response_for(self.rules, &self.session, &self.understanding, answer);
         response.trace = self.trace;
         response.covered = self.covered;

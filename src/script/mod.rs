@@ -113,9 +113,8 @@ fn cpu_now() -> Duration {
 enum Clock {
     /// No script is running.
     Off,
-    /// A script runs and has not looked at the clock yet: it may use `allowed` from its
-    /// first look.
-    Pending { allowed: Duration },
+    /// A script runs and has not looked at the clock yet.
+    Pending,
     /// A script runs; its clock started at `started` (thread CPU time) and it must stop
     /// at `deadline`.
     Running { started: Duration, deadline: Duration },
@@ -156,11 +155,10 @@ impl Drop for TurnBudget {
     }
 }
 
-/// Runs one evaluation under its time limit: `max_time`, or the turn's budget left when
-/// that is less, charged with the time taken.
-fn timed<R>(max_time: Duration, eval: impl FnOnce() -> R) -> R {
-    let allowed = TURN_LEFT.get().map_or(max_time, |left| left.min(max_time));
-    let outer = CLOCK.replace(Clock::Pending { allowed });
+/// Runs one evaluation under its time limit (set by the engine's progress callback,
+/// [`time_is_up`]), and charges the turn's budget with the time it took.
+fn timed<R>(eval: impl FnOnce() -> R) -> R {
+    let outer = CLOCK.replace(Clock::Pending);
     let result = eval();
     if let Clock::Running { started, .. } = CLOCK.get()
         && let Some(left) = TURN_LEFT.get()
@@ -172,12 +170,14 @@ fn timed<R>(max_time: Duration, eval: impl FnOnce() -> R) -> R {
 }
 
 /// The progress callback's look at the clock (every [`CLOCK_EVERY`] operations): starts
-/// the running script's clock, or says whether its time is up.
-fn time_is_up() -> bool {
+/// the running script's clock, allowing it `max_time` or the turn's budget left when that
+/// is less, or says whether its time is up.
+fn time_is_up(max_time: Duration) -> bool {
     match CLOCK.get() {
         Clock::Off => false,
-        Clock::Pending { allowed } => {
+        Clock::Pending => {
             let now = cpu_now();
+            let allowed = TURN_LEFT.get().map_or(max_time, |left| left.min(max_time));
             CLOCK.set(Clock::Running {
                 started: now,
                 deadline: now + allowed,
@@ -200,8 +200,9 @@ pub fn sandboxed_engine(limits: Limits) -> Engine {
         .set_max_expr_depths(limits.max_expr_depths.0, limits.max_expr_depths.1)
         // A missing map property reads as `()`, as DSL.md promises for absent values.
         .set_fail_on_invalid_map_property(false);
-    engine.on_progress(|operations| {
-        (operations % CLOCK_EVERY == 0 && time_is_up()).then(|| Dynamic::from("the script's time limit"))
+    let max_time = limits.max_time;
+    engine.on_progress(move |operations| {
+        (operations % CLOCK_EVERY == 0 && time_is_up(max_time)).then(|| Dynamic::from("the script's time limit"))
     });
     // `eval` would compile text at run time, outside the checks `kefu check` runs.
     engine.disable_symbol("eval");
@@ -257,10 +258,7 @@ impl ScriptError {
 impl Script {
     /// Evaluates the script in `scope`.
     pub fn eval(&self, engine: &Engine, scope: &mut Scope) -> Result<Dynamic, ScriptError> {
-        timed(Limits::default().max_time, || {
-            engine.eval_ast_with_scope::<Dynamic>(scope, &self.ast)
-        })
-        .map_err(|e| ScriptError::new(self, e))
+        timed(|| engine.eval_ast_with_scope::<Dynamic>(scope, &self.ast)).map_err(|e| ScriptError::new(self, e))
     }
 
     /// Evaluates a condition: `true` only for the boolean `true`. A condition that yields

@@ -207,11 +207,6 @@ impl Registry {
         })
     }
 
-    /// The limits in force.
-    pub fn limits(&self) -> ConnLimits {
-        self.limits
-    }
-
     /// Connections open now.
     pub fn len(&self) -> usize {
         self.lock().conns.len()
