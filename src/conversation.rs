@@ -246,7 +246,7 @@ pub fn run(rules: &Arc<RuleSet>, conversation: &Conversation, path: &Path) -> Ou
     for (n, turn) in conversation.turns.iter().enumerate() {
         match &turn.agent {
             Some(AgentAction::Takeover) => {
-                engine.takeover(&session, Some("测试客服".into()));
+                let _ = engine.takeover(&session, Some("测试客服".into()));
             }
             Some(AgentAction::Release) => {
                 let _ = engine.release(&session);

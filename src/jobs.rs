@@ -26,10 +26,9 @@ use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::dialogue::{Role, Session, TicketStore};
+use crate::dialogue::TicketStore;
 use crate::outbox::{Outbox, Taken};
 use crate::safety::logsafe::LogSafe;
-use crate::store::SessionStore;
 
 /// Why an attempt failed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -124,6 +123,11 @@ impl JobEvent {
 
 type Observer = Arc<dyn Fn(JobEvent) + Send + Sync>;
 
+/// Tells a conversation a job's outcome (session id, text). The engine is the only
+/// writer of sessions, so the queue hands outcomes to it (`Engine::tell`) rather than
+/// writing the session store itself.
+pub type Teller = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 /// A bounded queue of jobs and the workers that run them.
 #[derive(Clone)]
 pub struct JobQueue {
@@ -134,11 +138,11 @@ pub struct JobQueue {
 }
 
 impl JobQueue {
-    /// Starts the queue's dispatcher on `runtime`; outcomes go to `sessions`.
+    /// Starts the queue's dispatcher on `runtime`; outcomes go to `tell`.
     pub fn start(
         runtime: &tokio::runtime::Handle,
         config: JobConfig,
-        sessions: Arc<dyn SessionStore>,
+        tell: Teller,
         observer: impl Fn(JobEvent) + Send + Sync + 'static,
     ) -> Self {
         let (tx, mut rx) = mpsc::channel::<Box<dyn Job>>(config.capacity.max(1));
@@ -153,14 +157,14 @@ impl JobQueue {
                 let Ok(permit) = Arc::clone(&workers).acquire_owned().await else {
                     return;
                 };
-                let (config, sessions, observer, finished) = (
+                let (config, tell, observer, finished) = (
                     Arc::clone(&config),
-                    Arc::clone(&sessions),
+                    Arc::clone(&tell),
                     Arc::clone(&dispatch_observer),
                     Arc::clone(&finished),
                 );
                 tokio::spawn(async move {
-                    run(job, &config, sessions, &observer).await;
+                    run(job, &config, tell, &observer).await;
                     finished.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
                 });
@@ -223,7 +227,7 @@ fn jitter_seed() -> u64 {
     n.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 16
 }
 
-async fn run(mut job: Box<dyn Job>, config: &JobConfig, sessions: Arc<dyn SessionStore>, observer: &Observer) {
+async fn run(mut job: Box<dyn Job>, config: &JobConfig, tell: Teller, observer: &Observer) {
     let what = job.describe();
     let mut attempt = 0;
     let notice = loop {
@@ -264,17 +268,9 @@ async fn run(mut job: Box<dyn Job>, config: &JobConfig, sessions: Arc<dyn Sessio
     };
     if let Some(text) = notice {
         let id = job.session_id().to_string();
-        let _ = tokio::task::spawn_blocking(move || tell_session(sessions.as_ref(), &id, &text)).await;
+        // Off the runtime's workers: telling may wait for a shared store.
+        let _ = tokio::task::spawn_blocking(move || tell(&id, &text)).await;
     }
-}
-
-/// Appends a bot message to a session's history.
-pub fn tell_session(sessions: &dyn SessionStore, id: &str, text: &str) {
-    let mut session = sessions.get(id).unwrap_or_else(|| Session::new(id));
-    let now = chrono::Utc::now().timestamp_millis();
-    session.remember(Role::Bot, text, now);
-    session.updated_at = session.updated_at.max(now);
-    sessions.put(session);
 }
 
 /// How tickets reach the back office.
@@ -628,7 +624,9 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let sessions: Arc<dyn SessionStore> = Arc::new(crate::store::MemoryStore::default());
+        let told = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+        let teller = Arc::clone(&told);
+        let tell: Teller = Arc::new(move |id, text| teller.lock().unwrap().push((id.into(), text.into())));
         let events = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = Arc::clone(&events);
         let config = JobConfig {
@@ -636,9 +634,7 @@ mod tests {
             max_attempts: 4,
             ..JobConfig::default()
         };
-        let queue = JobQueue::start(rt.handle(), config, Arc::clone(&sessions), move |e| {
-            seen.lock().unwrap().push(e)
-        });
+        let queue = JobQueue::start(rt.handle(), config, tell, move |e| seen.lock().unwrap().push(e));
         let tries = Arc::new(AtomicU64::new(0));
         queue
             .submit(Box::new(Flaky {
@@ -647,11 +643,14 @@ mod tests {
             }))
             .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while sessions.get("job-session").is_none() && std::time::Instant::now() < deadline {
+        while told.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let session = sessions.get("job-session").expect("the result reached the session");
-        assert_eq!(session.history.back().map(|h| &*h.text), Some("查询结果：已发货"));
+        assert_eq!(
+            *told.lock().unwrap(),
+            [("job-session".to_string(), "查询结果：已发货".to_string())],
+            "the result reached the conversation"
+        );
         assert_eq!(tries.load(Ordering::SeqCst), 3);
         assert_eq!(
             *events.lock().unwrap(),

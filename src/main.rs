@@ -861,13 +861,15 @@ fn chat(
                 }
                 "user" => user = json_map(Some(arg.to_string()), "user")?,
                 "context" => context = json_map(Some(arg.to_string()), "context")?,
-                "takeover" => {
-                    engine.takeover(&session, Some("editor".into()));
-                    if let Some(l) = &log {
-                        l.takeover(&session, Some("editor"));
+                "takeover" => match engine.takeover(&session, Some("editor".into())) {
+                    Ok(_) => {
+                        if let Some(l) = &log {
+                            l.takeover(&session, Some("editor"));
+                        }
+                        println!("taken over: the bot stays silent until :release");
                     }
-                    println!("taken over: the bot stays silent until :release");
-                }
+                    Err(e) => println!("{e}"),
+                },
                 "reply" => match engine.agent_reply(&session, arg) {
                     Ok(_) => {
                         if let Some(l) = &log {

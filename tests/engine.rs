@@ -141,7 +141,7 @@ fn a_flow_left_waiting_too_long_starts_over() {
 fn a_takeover_queues_messages_until_released() {
     let engine = Engine::new(rules());
     say(&engine, 0, "我要退货");
-    engine.takeover("s", Some("小王".into()));
+    engine.takeover("s", Some("小王".into())).unwrap();
     let r = say(&engine, 1, "人呢");
     assert_eq!((r.source, r.reply.as_str()), (AnswerSource::Human, ""));
     let session = engine.session("s").unwrap();

@@ -54,6 +54,16 @@ pub struct Session {
     /// that knowing a session id is not enough to act on someone's conversation.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub token: String,
+    /// How many times the session has been stored: the store bumps it on every update,
+    /// so a turn that finds it changed since it read the session knows another writer
+    /// came in between.
+    #[serde(default)]
+    pub rev: u64,
+    /// How many times a person acted on the conversation (took it over, replied, gave it
+    /// back). A turn that finds this changed since it began drops its answer: what the
+    /// agent did wins over what the bot was about to say.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub human_acts: u64,
 }
 
 impl Session {
@@ -170,6 +180,10 @@ impl Takeover {
 }
 
 fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 

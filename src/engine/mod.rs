@@ -10,7 +10,9 @@
 //! decision.
 
 mod cache;
+pub mod events;
 mod flow;
+mod save;
 mod scope;
 mod turn;
 
@@ -25,8 +27,9 @@ use crate::RuleSet;
 use crate::dialogue::{Feedback, Role, Session, Takeover, Ticket, TicketStore};
 use crate::llm::LlmBackend;
 use crate::nlu::{Emotion, EntityMatch};
-use crate::store::{MemoryStore, SessionStore};
+use crate::store::{MemoryStore, SessionStore, Write};
 pub use cache::{CacheObserver, CacheStats};
+pub use events::{Event, Observer};
 
 /// A customer's message.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -204,6 +207,12 @@ pub struct TurnResponse {
     /// message or one queued for an agent repeats the previous count.
     #[serde(skip)]
     pub turn: u32,
+    /// A person took the conversation over (or replied) while this turn ran, so its
+    /// answer was dropped: `reply` is empty and the message waits for the agent. A
+    /// streamed turn may already have sent pieces of the dropped model answer; this tells
+    /// the client to withdraw them.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dropped: bool,
 }
 
 /// Settings of an engine that are not part of the rules.
@@ -251,6 +260,9 @@ pub enum EngineError {
     /// The conversation already has its satisfaction score.
     #[error("session `{0}` is already rated")]
     AlreadyRated(String),
+    /// The session store could not be read or written (Redis down); nothing was changed.
+    #[error("{0}")]
+    Store(String),
 }
 
 /// The customer-service engine: rules, sessions, tickets and an optional model.
@@ -261,6 +273,7 @@ pub struct Engine {
     llm: Option<Arc<dyn LlmBackend>>,
     config: EngineConfig,
     cache: cache::AnswerCache,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl Engine {
@@ -276,6 +289,20 @@ impl Engine {
                 EngineConfig::default().answer_cache_ttl,
             ),
             config: EngineConfig::default(),
+            observer: None,
+        }
+    }
+
+    /// Reports every change to a conversation to `observer` (the conversation log, the
+    /// metrics); see [`events`].
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn report(&self, event: Event<'_>) {
+        if let Some(observer) = &self.observer {
+            observer.observe(&event);
         }
     }
 
@@ -346,9 +373,13 @@ impl Engine {
         let rules = self.rules.load_full();
         // The turn's scripts share one time budget, however many rules they are spread over.
         let budget = crate::script::turn_budget(crate::script::Limits::default().max_turn_time);
-        let mut response = turn::run(self, &rules, request, on_delta);
+        let mut response = turn::run(self, &rules, &request, on_delta);
         response.script_time = budget.spent();
         response.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.report(Event::Turn {
+            request: &request,
+            response: &response,
+        });
         response
     }
 
@@ -358,75 +389,82 @@ impl Engine {
     }
 
     /// A human takes the conversation over at once; the bot stays silent until released.
-    pub fn takeover(&self, id: &str, agent: Option<String>) -> Session {
-        let mut session = self.sessions.get(id).unwrap_or_else(|| Session::new(id));
+    /// A turn running at this moment drops its answer when it ends (see `human_acts`).
+    pub fn takeover(&self, id: &str, agent: Option<String>) -> Result<Session, EngineError> {
         let now = Utc::now().timestamp_millis();
-        match &mut session.takeover {
-            Some(t) => t.agent = agent.or(t.agent.take()),
-            None => {
-                session.takeover = Some(Takeover {
-                    agent,
-                    reason: None,
-                    since: now,
-                    queued: Vec::new(),
-                    dropped: 0,
-                })
+        self.change(id, |stored| {
+            let session = stored.get_or_insert_with(|| Session::new(id));
+            match &mut session.takeover {
+                Some(t) => t.agent = agent.clone().or(t.agent.take()),
+                None => {
+                    session.takeover = Some(Takeover {
+                        agent: agent.clone(),
+                        reason: None,
+                        since: now,
+                        queued: Vec::new(),
+                        dropped: 0,
+                    })
+                }
             }
-        }
-        // A flow in progress cannot go on under a human.
-        session.flow = None;
-        session.updated_at = now;
-        self.sessions.put(session.clone());
-        session
+            // A flow in progress cannot go on under a human.
+            session.flow = None;
+            session.human_acts += 1;
+            session.updated_at = now;
+            Ok(())
+        })
+        .inspect(|session| {
+            self.report(Event::Takeover {
+                session: id,
+                agent: session.takeover.as_ref().and_then(|t| t.agent.as_deref()),
+            })
+        })
     }
 
     /// An agent answers a conversation they have taken over; the customer's queued
     /// messages count as seen.
     pub fn agent_reply(&self, id: &str, text: &str) -> Result<Session, EngineError> {
-        let mut session = self
-            .sessions
-            .get(id)
-            .ok_or_else(|| EngineError::NoSession(id.to_string()))?;
-        let Some(takeover) = &mut session.takeover else {
-            return Err(EngineError::NotTakenOver(id.to_string()));
-        };
-        takeover.queued.clear();
-        takeover.dropped = 0;
-        let now = Utc::now().timestamp_millis();
         // What an agent types is kept masked, as the customer's messages are.
-        session.remember(Role::Agent, &self.rules().safety.redact_pii(text), now);
-        session.updated_at = now;
-        self.sessions.put(session.clone());
-        Ok(session)
+        let masked = self.rules().safety.redact_pii(text).into_owned();
+        let now = Utc::now().timestamp_millis();
+        self.change(id, |stored| {
+            let session = stored.as_mut().ok_or_else(|| EngineError::NoSession(id.to_string()))?;
+            let Some(takeover) = &mut session.takeover else {
+                return Err(EngineError::NotTakenOver(id.to_string()));
+            };
+            takeover.queued.clear();
+            takeover.dropped = 0;
+            session.remember(Role::Agent, &masked, now);
+            session.human_acts += 1;
+            session.updated_at = now;
+            Ok(())
+        })
+        .inspect(|session| {
+            self.report(Event::AgentReply {
+                session: id,
+                agent: session.takeover.as_ref().and_then(|t| t.agent.as_deref()),
+                text: &masked,
+            })
+        })
     }
 
     /// Gives the conversation back to the bot.
     pub fn release(&self, id: &str) -> Result<Session, EngineError> {
-        let mut session = self
-            .sessions
-            .get(id)
-            .ok_or_else(|| EngineError::NoSession(id.to_string()))?;
-        session.takeover = None;
-        session.failures = 0;
-        session.updated_at = Utc::now().timestamp_millis();
-        self.sessions.put(session.clone());
-        Ok(session)
+        let now = Utc::now().timestamp_millis();
+        self.change(id, |stored| {
+            let session = stored.as_mut().ok_or_else(|| EngineError::NoSession(id.to_string()))?;
+            session.takeover = None;
+            session.failures = 0;
+            session.human_acts += 1;
+            session.updated_at = now;
+            Ok(())
+        })
+        .inspect(|_| self.report(Event::Release { session: id }))
     }
 
     /// The customer rates the conversation (1-5, with an optional comment, kept masked):
     /// once per conversation, and only with the conversation's token, which the customer
     /// got with kefu's answers. Returns the record kept.
     pub fn feedback(&self, id: &str, token: &str, score: u8, comment: Option<&str>) -> Result<Feedback, EngineError> {
-        let mut session = self
-            .sessions
-            .get(id)
-            .ok_or_else(|| EngineError::NoSession(id.to_string()))?;
-        if session.token.is_empty() || !constant_time_eq(session.token.as_bytes(), token.as_bytes()) {
-            return Err(EngineError::WrongToken(id.to_string()));
-        }
-        if !session.feedback.is_empty() {
-            return Err(EngineError::AlreadyRated(id.to_string()));
-        }
         let comment = comment
             .map(str::trim)
             .filter(|c| !c.is_empty())
@@ -436,9 +474,64 @@ impl Engine {
             comment,
             at: Utc::now().timestamp_millis(),
         };
-        session.feedback.push(given.clone());
-        self.sessions.put(session);
+        self.change(id, |stored| {
+            let session = stored.as_mut().ok_or_else(|| EngineError::NoSession(id.to_string()))?;
+            if session.token.is_empty() || !constant_time_eq(session.token.as_bytes(), token.as_bytes()) {
+                return Err(EngineError::WrongToken(id.to_string()));
+            }
+            if !session.feedback.is_empty() {
+                return Err(EngineError::AlreadyRated(id.to_string()));
+            }
+            session.feedback.push(given.clone());
+            Ok(())
+        })?;
+        self.report(Event::Feedback {
+            session: id,
+            feedback: &given,
+        });
         Ok(given)
+    }
+
+    /// Adds a message from kefu to a conversation outside a turn (the outcome of a job
+    /// that finished later: a ticket delivered or given up). A conversation that is no
+    /// longer kept is started with it, so the customer sees it when they come back.
+    pub fn tell(&self, id: &str, text: &str) -> Result<Session, EngineError> {
+        let now = Utc::now().timestamp_millis();
+        self.change(id, |stored| {
+            let session = stored.get_or_insert_with(|| Session::new(id));
+            session.remember(Role::Bot, text, now);
+            session.updated_at = session.updated_at.max(now);
+            Ok(())
+        })
+        .inspect(|_| self.report(Event::Told { session: id, text }))
+    }
+
+    /// Applies `change` to the stored session as one atomic update; the session is stored
+    /// when it returns `Ok`, left as it was on `Err`. `change` may run more than once (a
+    /// shared store retries when another node wrote in between).
+    fn change(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&mut Option<Session>) -> Result<(), EngineError>,
+    ) -> Result<Session, EngineError> {
+        let mut refused = None;
+        let stored = self
+            .sessions
+            .update(id, &mut |stored| match change(stored) {
+                Ok(()) => {
+                    refused = None;
+                    Write::Store
+                }
+                Err(e) => {
+                    refused = Some(e);
+                    Write::Leave
+                }
+            })
+            .map_err(|e| EngineError::Store(e.to_string()))?;
+        if let Some(e) = refused {
+            return Err(e);
+        }
+        stored.ok_or_else(|| EngineError::NoSession(id.to_string()))
     }
 
     /// Tickets raised by flows on this engine.

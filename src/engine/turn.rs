@@ -12,7 +12,7 @@ use chrono_tz::Tz;
 use rhai::{Dynamic, Map, Scope};
 
 use super::cache::{self, Scope as CacheScope};
-use super::{AnswerSource, Engine, Handoff, TraceStep, TurnRequest, TurnResponse, scope};
+use super::{AnswerSource, Engine, Handoff, TraceStep, TurnRequest, TurnResponse, save, scope};
 use crate::RuleSet;
 use crate::dialogue::{Role, Session, TicketStore};
 use crate::kb::{self, PassageKind, Query};
@@ -72,6 +72,8 @@ const TICKET_NOT_RECORDED: &str = "抱歉，系统繁忙，您的申请暂时没
 /// The host actions of one turn: tickets go to the engine's store, notes to the trace.
 struct TurnHost {
     tickets: Arc<TicketStore>,
+    /// Told of each ticket raised.
+    observer: Option<Arc<dyn super::Observer>>,
     session_id: String,
     date: String,
     at: i64,
@@ -95,6 +97,9 @@ impl Host for TurnHost {
             }
         };
         self.note(format!("ticket {} created ({kind} {reference})", ticket.id));
+        if let Some(observer) = &self.observer {
+            observer.observe(&super::Event::Ticket { ticket: &ticket });
+        }
         let mut m = Map::new();
         m.insert("id".into(), ticket.id.into());
         m.insert("kind".into(), ticket.kind.into());
@@ -116,6 +121,8 @@ impl Host for TurnHost {
 pub(super) struct Turn<'a> {
     pub engine: &'a Engine,
     pub rules: &'a RuleSet,
+    /// Where the session stood when the turn read it, for saving it (`save`).
+    read: save::Read,
     pub session: Session,
     pub understanding: Understanding,
     pub message: String,
@@ -141,7 +148,7 @@ pub(super) struct Turn<'a> {
 pub(super) fn run(
     engine: &Engine,
     rules: &RuleSet,
-    request: TurnRequest,
+    request: &TurnRequest,
     on_delta: &mut dyn FnMut(&str),
 ) -> TurnResponse {
     let tz = rules.shop.timezone;
@@ -153,6 +160,7 @@ pub(super) fn run(
         .sessions
         .get(&request.session_id)
         .unwrap_or_else(|| crate::dialogue::Session::new(&request.session_id));
+    let read = save::Read::of(&session);
     if session.token.is_empty() {
         session.token = crate::dialogue::new_token();
     }
@@ -171,7 +179,6 @@ pub(super) fn run(
         session.remember(Role::User, &shown, now_ms);
         session.remember(Role::Bot, &blocked.reply, now_ms);
         session.updated_at = now_ms;
-        engine.sessions.put(session.clone());
         let mut response = response_for(
             rules,
             &session,
@@ -180,8 +187,15 @@ pub(super) fn run(
         );
         trace.push(step("safety", format!("blocked: {}", blocked.category)));
         response.trace = trace;
+        let added = save::Added {
+            message: &shown,
+            history: 2,
+            answered: false,
+            queued: false,
+        };
+        let saved = save::save(engine, read, session, added);
         response.message = shown;
-        return response;
+        return saved_response(response, saved);
     }
     let message = verdict.masked;
 
@@ -190,7 +204,6 @@ pub(super) fn run(
         let reason = takeover.reason.clone().unwrap_or_else(|| "人工接管".into());
         session.remember(Role::User, &message, now_ms);
         session.updated_at = now_ms;
-        engine.sessions.put(session.clone());
         let mut response = response_for(
             rules,
             &session,
@@ -198,12 +211,19 @@ pub(super) fn run(
             Answer::new(AnswerSource::Human, ""),
         );
         response.handoff = Some(Handoff { reason });
-        response.message = message;
         response.trace.push(step(
             "takeover",
             "a human has this conversation; the message is queued for the agent",
         ));
-        return response;
+        let added = save::Added {
+            message: &message,
+            history: 1,
+            answered: false,
+            queued: true,
+        };
+        let saved = save::save(engine, read, session, added);
+        response.message = message;
+        return saved_response(response, saved);
     }
 
     if let Some(flow) = &session.flow {
@@ -254,6 +274,7 @@ pub(super) fn run(
     });
     let host = Arc::new(TurnHost {
         tickets: Arc::clone(&engine.tickets),
+        observer: engine.observer.clone(),
         session_id: session.id.clone(),
         date: format!("{:04}{:02}{:02}", now.year(), now.month(), now.day()),
         at: now_ms,
@@ -263,6 +284,7 @@ pub(super) fn run(
     let mut turn = Turn {
         engine,
         rules,
+        read,
         session,
         understanding,
         message,
@@ -941,15 +963,56 @@ impl Turn<'_> {
             });
         }
         session.updated_at = now_ms;
+        let history = if answer.reply.is_empty() { 1 } else { 2 };
         let mut response = response_for(self.rules, &self.session, &self.understanding, answer);
         response.trace = self.trace;
         response.covered = self.covered;
+        let added = save::Added {
+            message: &self.message,
+            history,
+            answered: true,
+            queued: false,
+        };
+        let saved = save::save(self.engine, self.read, self.session, added);
         response.message = self.message;
-        // Moved, not cloned: a session with a full history is the largest thing a turn
-        // copies, and the HTTP service runs tens of thousands of turns a second.
-        self.engine.sessions.put(self.session);
-        response
+        saved_response(response, saved)
     }
+}
+
+/// The response as the save left it: the conversation's count and token as stored, or,
+/// when a person acted during the turn, the answer withdrawn (not shown: the agent has
+/// the conversation now).
+fn saved_response(mut response: TurnResponse, saved: save::Saved) -> TurnResponse {
+    match saved {
+        save::Saved::Kept { turns, token } => {
+            response.turn = turns;
+            response.session_token = token;
+        }
+        save::Saved::Dropped { reason } => {
+            let what = match (&response.rule, &response.flow, &response.promotion, &response.faq) {
+                (Some(rule), ..) => format!("rule {rule}"),
+                (_, Some(flow), ..) => format!("flow {flow}"),
+                (_, _, Some(promotion), _) => format!("promotion {promotion}"),
+                (.., Some(faq)) => format!("faq {faq}"),
+                _ => format!("{:?} answer", response.source).to_lowercase(),
+            };
+            response.trace.push(step(
+                "takeover",
+                format!("a person took the conversation over during the turn; the {what} was dropped"),
+            ));
+            response.reply.clear();
+            response.source = AnswerSource::Human;
+            response.rule = None;
+            response.flow = None;
+            response.step = None;
+            response.promotion = None;
+            response.faq = None;
+            response.answer_confidence = None;
+            response.handoff = Some(Handoff { reason });
+            response.dropped = true;
+        }
+    }
+    response
 }
 
 /// Masks personal data in every string of `value`, in place.
@@ -991,5 +1054,6 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         message: String::new(),
         answer_confidence: answer.confidence,
         turn: session.turns,
+        dropped: false,
     }
 }

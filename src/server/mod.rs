@@ -210,8 +210,6 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// Tickets raised by flows.
     pub tickets: Arc<TicketStore>,
-    /// Where sessions are kept (the engine's store).
-    pub sessions: Arc<dyn SessionStore>,
     /// Client limits.
     pub limits: Limits,
     /// The conversation log, when it is on.
@@ -265,10 +263,21 @@ impl Service {
         };
 
         let job_metrics = Arc::clone(&metrics);
+        // Jobs tell conversations their outcomes through the engine, the only writer of
+        // sessions; the engine is made below (it needs the tickets, which need the queue),
+        // so the queue gets it once it exists, and weakly, so as not to keep it alive.
+        let teller: Arc<std::sync::OnceLock<std::sync::Weak<Engine>>> = Arc::default();
+        let tell_engine = Arc::clone(&teller);
         let queue = JobQueue::start(
             &tokio::runtime::Handle::current(),
             config.jobs.clone(),
-            Arc::clone(&sessions),
+            Arc::new(move |id: &str, text: &str| {
+                if let Some(engine) = tell_engine.get().and_then(std::sync::Weak::upgrade)
+                    && let Err(error) = engine.tell(id, text)
+                {
+                    tracing::error!(session = %LogSafe(id), %error, "job outcome not told");
+                }
+            }),
             move |e| job_metrics.job(e.as_str()),
         );
         // Tickets: numbered and recorded by the outbox (the Redis stream, or the journal in
@@ -307,6 +316,7 @@ impl Service {
             engine = engine.with_llm(Arc::new(model::Metered::new(Arc::clone(llm), Arc::clone(&metrics))));
         }
         let engine = Arc::new(engine);
+        let _ = teller.set(Arc::downgrade(&engine));
         // Weak: the engine holds the metrics (through its observers).
         let serving = Arc::downgrade(&engine);
         metrics.watch_nlu_memo(move || {
@@ -351,7 +361,6 @@ impl Service {
             reloader,
             metrics,
             tickets,
-            sessions,
             turns: Arc::new(Semaphore::new(config.limits.max_in_flight.max(1))),
             limits: config.limits,
             conversation_log,

@@ -35,6 +35,14 @@ fn engine_error(error: EngineError) -> ApiError {
             "already_rated",
             format!("session `{id}` already has its satisfaction score"),
         ),
+        EngineError::Store(error) => {
+            tracing::error!(%error, "session store unavailable");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the session store cannot be reached; nothing was changed, try again",
+            )
+        }
     }
 }
 
@@ -62,7 +70,10 @@ pub(super) async fn takeover(state: &Arc<State>, id: &str, req: Request<Incoming
     let body: TakeoverBody = read_json(req, state.limits.max_body_bytes, true).await?;
     super::check_session_id(id, &state.limits)?;
     let key = id.to_string();
-    let session = state.with_store(move |s| s.engine.takeover(&key, body.agent)).await?;
+    let session = state
+        .with_store(move |s| s.engine.takeover(&key, body.agent))
+        .await?
+        .map_err(engine_error)?;
     state.metrics.takeover();
     if let Some(log) = &state.conversation_log {
         log.takeover(id, session.takeover.as_ref().and_then(|t| t.agent.as_deref()));

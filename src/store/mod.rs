@@ -3,28 +3,63 @@
 //! [`SessionStore`] is the seam: the in-memory [`MemoryStore`] (bounded, with a time to
 //! idle) serves one node; a shared store lets several nodes behind a load balancer serve
 //! the same conversations; [`RedisStore`] is that shared store.
+//!
+//! Invariant: a stored session changes only through [`SessionStore::update`], one atomic
+//! read-change-write per call, and only the engine calls it. Two writers of one
+//! conversation (a slow model turn and an agent's takeover, or two nodes) therefore
+//! never overwrite each other's change: the second sees the first's result, and every
+//! update bumps `Session::rev` so a turn can tell that something landed while it ran.
 
 pub mod redis;
 
+use std::hash::BuildHasher as _;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use self::redis::{RedisConfig, RedisStore, RedisStoreError};
 
 use crate::dialogue::Session;
 
+/// What an update's change asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Store the session as the change left it (its `rev` is bumped).
+    Store,
+    /// Leave the stored session as it was (the change found nothing to do, or refused).
+    Leave,
+}
+
+/// A store could not read or write a session.
+#[derive(Debug, thiserror::Error)]
+#[error("session store: {0}")]
+pub struct StoreError(pub String);
+
 /// Keeps sessions by id.
 pub trait SessionStore: Send + Sync {
     /// The session with this id, if it is still kept.
     fn get(&self, id: &str) -> Option<Session>;
-    /// Stores a session under its id, replacing what was there.
-    fn put(&self, session: Session);
+    /// Changes the session with this id in one atomic step: `change` is given the session
+    /// as it is stored now (`None` when none is kept, and it may put one there) and edits
+    /// it; with [`Write::Store`] the result is stored with `rev` one higher. A concurrent
+    /// update of the same id waits (in memory) or makes this one start over (in Redis), so
+    /// `change` may run more than once and must work only from what it is given. Returns
+    /// the session as the (last) change left it: what was stored, with `Write::Store`.
+    fn update(
+        &self,
+        id: &str,
+        change: &mut dyn FnMut(&mut Option<Session>) -> Write,
+    ) -> Result<Option<Session>, StoreError>;
     /// Forgets a session.
     fn remove(&self, id: &str);
 }
 
+/// How many locks the in-memory store's updates are spread over: enough that unrelated
+/// conversations rarely wait for each other on a many-core host, few enough to be free.
+const LOCK_STRIPES: usize = 256;
+
 /// Sessions in this process: bounded in number, each forgotten after `idle` without a turn.
 ///
-/// Every turn reads its session and writes it back, so the store's cost is paid twice per
+/// Every turn reads its session and updates it, so the store's cost is paid twice per
 /// turn. moka (time-to-idle with a timer wheel, read and write logs drained by whichever
 /// thread comes next) took about 1.4 µs for the pair; quick_cache, a sharded map with
 /// CLOCK-style eviction, takes about 0.3 µs. Idleness is judged on read from the time of
@@ -32,9 +67,14 @@ pub trait SessionStore: Send + Sync {
 /// of the `capacity` places until the next write of that id replaces it or the eviction,
 /// which takes unread entries first, reclaims it. It is not removed on read: a turn
 /// writing the same id at that moment would lose its fresh session to the removal.
+///
+/// Updates of one id are serialized by one of [`LOCK_STRIPES`] mutexes chosen by the id's
+/// hash; reads take no lock.
 pub struct MemoryStore {
     cache: quick_cache::sync::Cache<String, Kept>,
     idle: Duration,
+    locks: Box<[Mutex<()>]>,
+    hasher: std::hash::RandomState,
 }
 
 /// A session and when it was last written.
@@ -50,6 +90,8 @@ impl MemoryStore {
         MemoryStore {
             cache: quick_cache::sync::Cache::new(usize::try_from(capacity).unwrap_or(usize::MAX).max(1)),
             idle,
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            hasher: std::hash::RandomState::new(),
         }
     }
 }
@@ -67,6 +109,10 @@ impl MemoryStore {
         let kept = self.cache.get(id)?;
         (now.saturating_duration_since(kept.at) <= self.idle).then_some(kept.session)
     }
+
+    fn lock_for(&self, id: &str) -> &Mutex<()> {
+        &self.locks[(self.hasher.hash_one(id) as usize) % self.locks.len()]
+    }
 }
 
 impl SessionStore for MemoryStore {
@@ -74,14 +120,46 @@ impl SessionStore for MemoryStore {
         self.get_at(id, Instant::now())
     }
 
-    fn put(&self, session: Session) {
-        let at = Instant::now();
-        self.cache.insert(session.id.clone(), Kept { session, at });
+    fn update(
+        &self,
+        id: &str,
+        change: &mut dyn FnMut(&mut Option<Session>) -> Write,
+    ) -> Result<Option<Session>, StoreError> {
+        // A change that panicked left nothing half-written (the map is only written
+        // below), so a poisoned stripe is safe to go on with.
+        let _guard = self.lock_for(id).lock().unwrap_or_else(|e| e.into_inner());
+        let mut session = self.get_at(id, Instant::now());
+        if change(&mut session) == Write::Store
+            && let Some(s) = &mut session
+        {
+            s.rev = s.rev.wrapping_add(1);
+            self.cache.insert(
+                id.to_string(),
+                Kept {
+                    session: s.clone(),
+                    at: Instant::now(),
+                },
+            );
+        }
+        Ok(session)
     }
 
     fn remove(&self, id: &str) {
+        let _guard = self.lock_for(id).lock().unwrap_or_else(|e| e.into_inner());
         self.cache.remove(id);
     }
+}
+
+/// Stores `session` under its id, replacing what was there (for tests and tools that
+/// prepare a store; the engine changes sessions only by [`SessionStore::update`]).
+pub fn replace(store: &dyn SessionStore, session: Session) -> Result<Option<Session>, StoreError> {
+    let id = session.id.clone();
+    store.update(&id, &mut |stored| {
+        let mut next = session.clone();
+        next.rev = stored.as_ref().map_or(0, |s| s.rev);
+        *stored = Some(next);
+        Write::Store
+    })
 }
 
 #[cfg(test)]
@@ -93,10 +171,58 @@ mod tests {
         let store = MemoryStore::new(10, Duration::from_secs(60));
         let mut s = Session::new("a");
         s.turns = 3;
-        store.put(s.clone());
+        replace(&store, s.clone()).unwrap();
+        s.rev = 1;
         assert_eq!(store.get("a"), Some(s));
         store.remove("a");
         assert_eq!(store.get("a"), None);
+    }
+
+    #[test]
+    fn concurrent_updates_of_one_session_lose_nothing() {
+        let store = std::sync::Arc::new(MemoryStore::default());
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let store = std::sync::Arc::clone(&store);
+                std::thread::spawn(move || {
+                    for _ in 0..500 {
+                        store
+                            .update("shared", &mut |s| {
+                                let session = s.get_or_insert_with(|| Session::new("shared"));
+                                // Read, wait, write: without the lock most increments
+                                // would be lost.
+                                let seen = session.turns;
+                                std::hint::black_box(&seen);
+                                std::thread::yield_now();
+                                session.turns = seen + 1;
+                                Write::Store
+                            })
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let session = store.get("shared").unwrap();
+        assert_eq!(session.turns, 4000);
+        assert_eq!(session.rev, 4000);
+    }
+
+    #[test]
+    fn an_update_may_leave_the_session_as_it_was() {
+        let store = MemoryStore::default();
+        let got = store.update("none", &mut |_| Write::Leave).unwrap();
+        assert_eq!(got, None);
+        assert_eq!(store.get("none"), None);
+        replace(&store, Session::new("a")).unwrap();
+        let got = store
+            .update("a", &mut |s| {
+                s.as_mut().unwrap().turns = 9;
+                Write::Leave
+            })
+            .unwrap();
+        assert_eq!(got.unwrap().turns, 9, "the caller sees what its change made");
+        assert_eq!(store.get("a").unwrap().turns, 0, "but nothing was stored");
     }
 
     #[test]
@@ -105,7 +231,7 @@ mod tests {
         let store = MemoryStore::new(1000, idle);
         // The write's time lies between `before` and `written`.
         let before = Instant::now();
-        store.put(Session::new("idle"));
+        replace(&store, Session::new("idle")).unwrap();
         let written = Instant::now();
         assert!(store.get("idle").is_some());
         assert!(store.get_at("idle", before + idle - Duration::from_secs(1)).is_some());
@@ -113,7 +239,7 @@ mod tests {
         assert_eq!(store.get_at("idle", later), None, "idle past the limit");
         // A write starts the idle time again.
         std::thread::sleep(Duration::from_millis(5));
-        store.put(Session::new("idle"));
+        replace(&store, Session::new("idle")).unwrap();
         assert!(
             store
                 .get_at("idle", written + idle + Duration::from_millis(2))
@@ -122,7 +248,7 @@ mod tests {
 
         let store = MemoryStore::new(100, Duration::from_secs(60));
         for i in 0..1000 {
-            store.put(Session::new(format!("s{i}")));
+            replace(&store, Session::new(format!("s{i}"))).unwrap();
         }
         let kept = (0..1000).filter(|i| store.get(&format!("s{i}")).is_some()).count();
         assert!(kept <= 100, "{kept} sessions kept with room for 100");

@@ -3,7 +3,10 @@
 //!
 //! Each session is one JSON string under `kefu:session:{id}` with a time to live that
 //! every write renews, so abandoned conversations expire on their own, as they do in the
-//! in-memory store. Connections come from an r2d2 pool with short timeouts: a turn that
+//! in-memory store. An update is optimistic: `WATCH` the key, read it, change it, and
+//! write it in a `MULTI`/`EXEC` that Redis refuses if another client wrote the key in
+//! between; then the update starts over from the new value, up to [`UPDATE_ATTEMPTS`]
+//! times. Nodes never overwrite each other's changes to a conversation. Connections come from an r2d2 pool with short timeouts: a turn that
 //! cannot reach Redis treats the session as new (and the error is logged and counted)
 //! rather than hanging, because [`SessionStore`] has no way to report a failure.
 
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use redis::Commands as _;
 
-use super::SessionStore;
+use super::{SessionStore, StoreError, Write};
 use crate::dialogue::Session;
 
 /// Why the Redis store could not be opened or used.
@@ -37,9 +40,17 @@ pub enum RedisStoreError {
         source: r2d2::Error,
     },
     /// A command failed.
-    #[error("redis command failed")]
+    #[error("redis command failed: {0}")]
     Command(#[from] redis::RedisError),
+    /// Other clients kept writing the session while an update tried to change it.
+    #[error("the session changed under {0} attempts to update it")]
+    Contended(u32),
 }
+
+/// How many times an update starts over when other clients keep writing its session.
+/// Writers of one conversation are few (its turns, an agent, a job), so running out
+/// means something is wrong; the update then fails instead of spinning.
+pub const UPDATE_ATTEMPTS: u32 = 16;
 
 /// Settings of a [`RedisStore`].
 #[derive(Clone, Debug)]
@@ -139,27 +150,60 @@ impl RedisStore {
 
     fn try_get(&self, id: &str) -> Result<Option<Session>, RedisStoreError> {
         let text: Option<String> = self.conn()?.get(self.key(id))?;
-        Ok(text.and_then(|t| match serde_json::from_str(&t) {
+        Ok(Self::parse(id, text))
+    }
+
+    fn parse(id: &str, text: Option<String>) -> Option<Session> {
+        text.and_then(|t| match serde_json::from_str(&t) {
             Ok(session) => Some(session),
             Err(error) => {
                 // A session written by an incompatible version: start over rather than fail
                 // every turn of this conversation.
-                tracing::warn!(session = id, %error, "stored session unreadable; starting a new one");
+                tracing::warn!(session = %crate::safety::logsafe::LogSafe(id), %error, "stored session unreadable; starting a new one");
                 None
             }
-        }))
+        })
     }
 
-    fn try_put(&self, session: &Session) -> Result<(), RedisStoreError> {
-        let text = serde_json::to_string(session).expect("a session always serializes");
+    fn try_update(
+        &self,
+        id: &str,
+        change: &mut dyn FnMut(&mut Option<Session>) -> Write,
+    ) -> Result<Option<Session>, RedisStoreError> {
+        let key = self.key(id);
         let ttl = self.config.ttl.as_secs().max(1);
-        self.conn()?.set_ex::<_, _, ()>(self.key(&session.id), text, ttl)?;
-        Ok(())
+        let mut conn = self.conn()?;
+        for _ in 0..UPDATE_ATTEMPTS {
+            redis::cmd("WATCH").arg(&key).query::<()>(&mut *conn)?;
+            let text: Option<String> = conn.get(&key)?;
+            let mut session = Self::parse(id, text);
+            let stored = match (change(&mut session), &mut session) {
+                (Write::Store, Some(s)) => {
+                    s.rev = s.rev.wrapping_add(1);
+                    let text = serde_json::to_string(s).expect("a session always serializes");
+                    // EXEC answers nil when the watched key was written since WATCH.
+                    let done: Option<()> = redis::pipe()
+                        .atomic()
+                        .set_ex(&key, text, ttl)
+                        .ignore()
+                        .query(&mut *conn)?;
+                    done.is_some()
+                }
+                _ => {
+                    redis::cmd("UNWATCH").query::<()>(&mut *conn)?;
+                    true
+                }
+            };
+            if stored {
+                return Ok(session);
+            }
+        }
+        Err(RedisStoreError::Contended(UPDATE_ATTEMPTS))
     }
 
     fn failed(&self, op: &str, id: &str, error: &RedisStoreError) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(op, session = id, error = %error, "redis session store");
+        tracing::error!(op, session = %crate::safety::logsafe::LogSafe(id), error = %error, "redis session store");
     }
 }
 
@@ -171,10 +215,15 @@ impl SessionStore for RedisStore {
         })
     }
 
-    fn put(&self, session: Session) {
-        if let Err(e) = self.try_put(&session) {
-            self.failed("put", &session.id, &e);
-        }
+    fn update(
+        &self,
+        id: &str,
+        change: &mut dyn FnMut(&mut Option<Session>) -> Write,
+    ) -> Result<Option<Session>, StoreError> {
+        self.try_update(id, change).map_err(|e| {
+            self.failed("update", id, &e);
+            StoreError(e.to_string())
+        })
     }
 
     fn remove(&self, id: &str) {

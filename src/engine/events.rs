@@ -1,0 +1,77 @@
+//! What the engine reports: every change it makes to a conversation, as an [`Event`], to
+//! one [`Observer`].
+//!
+//! The engine is the only writer of sessions, so it is the one place that knows each
+//! change happened and how it ended. The service's observer writes the conversation log
+//! and the metrics from these events; `kefu chat`'s writes the conversation log. Neither
+//! writes a record of its own beside the engine, so a log made by `kefu chat` and one made
+//! by `kefu serve` hold the same records for the same conversation.
+
+use super::{TurnRequest, TurnResponse};
+use crate::dialogue::{Feedback, Ticket};
+
+/// Something that happened to a conversation.
+#[derive(Clone, Copy, Debug)]
+pub enum Event<'a> {
+    /// A customer message was handled: answered, blocked, queued for an agent or, when a
+    /// person acted during the turn, dropped (`response.dropped`).
+    Turn {
+        /// What the customer sent.
+        request: &'a TurnRequest,
+        /// What kefu answered (`response.message` is the message as kept: masked).
+        response: &'a TurnResponse,
+    },
+    /// A person took the conversation over.
+    Takeover {
+        /// The conversation.
+        session: &'a str,
+        /// Who, when named.
+        agent: Option<&'a str>,
+    },
+    /// An agent answered the customer.
+    AgentReply {
+        /// The conversation.
+        session: &'a str,
+        /// The agent holding the conversation, when named.
+        agent: Option<&'a str>,
+        /// What the agent wrote, with personal data masked.
+        text: &'a str,
+    },
+    /// The conversation went back to the bot.
+    Release {
+        /// The conversation.
+        session: &'a str,
+    },
+    /// The customer rated the conversation.
+    Feedback {
+        /// The conversation.
+        session: &'a str,
+        /// The score and comment kept.
+        feedback: &'a Feedback,
+    },
+    /// A flow raised a ticket (recorded before the customer is told).
+    Ticket {
+        /// The ticket.
+        ticket: &'a Ticket,
+    },
+    /// A message from kefu reached a conversation outside a turn (a job's outcome).
+    Told {
+        /// The conversation.
+        session: &'a str,
+        /// The message.
+        text: &'a str,
+    },
+}
+
+/// Receives the engine's events. Called on the thread that made the change, after the
+/// session was stored; it must not block (queue slow work, as the conversation log does).
+pub trait Observer: Send + Sync {
+    /// One event.
+    fn observe(&self, event: &Event<'_>);
+}
+
+impl<F: Fn(&Event<'_>) + Send + Sync> Observer for F {
+    fn observe(&self, event: &Event<'_>) {
+        self(event)
+    }
+}
