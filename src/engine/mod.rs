@@ -56,6 +56,13 @@ impl TurnRequest {
             ..TurnRequest::default()
         }
     }
+
+    /// The customer's segment, `user.segment` (`vip`, `new`...), as the caller sent it: the
+    /// one place it is read. The answer cache keys on it; the conversation log keeps it
+    /// when it is text.
+    pub fn segment(&self) -> Option<&serde_json::Value> {
+        self.user.as_ref()?.get("segment")
+    }
 }
 
 /// What answered a turn.

@@ -237,10 +237,9 @@ pub(super) fn run(
         session.product = Some(product);
     }
 
+    // A segment that is not text keys the answer cache by its JSON text.
     let segment = request
-        .user
-        .as_ref()
-        .and_then(|u| u.get("segment"))
+        .segment()
         .map(|s| s.as_str().map_or_else(|| s.to_string(), str::to_string))
         .unwrap_or_default();
     let scope = scope::build(scope::ScopeInput {
