@@ -10,6 +10,7 @@
 //! decision.
 
 mod cache;
+mod candidates;
 mod flow;
 mod scope;
 mod turn;

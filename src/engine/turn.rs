@@ -3,7 +3,6 @@
 //! the knowledge base's FAQ step between flow starts and the fallback (kefu's addition;
 //! docs/language.md section 1), and the answer cache in front of the FAQ and the model.
 
-use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex};
 
@@ -12,13 +11,14 @@ use chrono_tz::Tz;
 use rhai::{Dynamic, Map, Scope};
 
 use super::cache::{self, Scope as CacheScope};
+use super::candidates::Candidates;
 use super::{AnswerSource, Engine, Handoff, TraceStep, TurnRequest, TurnResponse, scope};
 use crate::RuleSet;
 use crate::dialogue::{Role, Session, TicketStore};
 use crate::kb::{self, PassageKind, Query};
 use crate::llm::{self, GenerateRequest, prompt};
 use crate::nlu::{self, Understanding};
-use crate::ruleset::{FallbackAction, Owner, Style, Trigger};
+use crate::ruleset::{FallbackAction, Style, Trigger};
 use crate::safety::GuardStep;
 use crate::script::host::{self, Host};
 use crate::script::{Script, ScriptError, Template};
@@ -123,7 +123,8 @@ pub(super) struct Turn<'a> {
     pub now: DateTime<Tz>,
     pub trace: Vec<TraceStep>,
     pub covered: Vec<String>,
-    candidates: BTreeSet<Owner>,
+    /// What this message triggers, found once before the decision.
+    candidates: &'a Candidates,
     /// Whether this turn already added one to `session.failures`.
     failure_counted: bool,
     /// A flow question to ask again after a digression the model answers.
@@ -259,6 +260,7 @@ pub(super) fn run(
         notes: Mutex::new(Vec::new()),
         ticket_failed: std::sync::atomic::AtomicBool::new(false),
     });
+    let candidates = Candidates::find(rules, &message, &understanding);
     let mut turn = Turn {
         engine,
         rules,
@@ -269,14 +271,13 @@ pub(super) fn run(
         now,
         trace,
         covered: Vec::new(),
-        candidates: BTreeSet::new(),
+        candidates: &candidates,
         failure_counted: false,
         pending_question: None,
         segment,
         retrieval: None,
         cache_hit: None,
     };
-    turn.candidates = turn.find_candidates();
     let mut answer = host::with_host(host.clone(), || match turn.decide() {
         Decision::Answer(answer) => answer,
         Decision::Llm(style) => turn.ask_model(style, on_delta),
@@ -330,27 +331,6 @@ fn describe_understanding(u: &Understanding) -> String {
 }
 
 impl Turn<'_> {
-    fn find_candidates(&self) -> BTreeSet<Owner> {
-        let triggers = &self.rules.triggers;
-        let threshold = self.rules.shop.threshold;
-        let u = &self.understanding;
-        let mut set = triggers.keyword_owners(&self.message);
-        if let Some(intent) = &u.intent
-            && u.confidence >= threshold
-        {
-            set.extend(triggers.intent_owners(intent));
-        }
-        for (level, confidence) in &u.levels {
-            if *confidence >= threshold {
-                set.extend(triggers.pattern_owners(level));
-            }
-        }
-        for e in &u.entities {
-            set.extend(triggers.entity_owners(&e.name));
-        }
-        set
-    }
-
     /// Runs `eval` in the turn's scope, then drops any variables the script declared; an
     /// error gives `fallback` and goes to the trace.
     ///
@@ -505,12 +485,8 @@ impl Turn<'_> {
     /// The first candidate rule, in answer order, whose `when` holds.
     pub(super) fn answer_by_rules(&mut self) -> Option<Answer> {
         let rules = self.rules;
-        let candidates: Vec<usize> = self
-            .candidates
-            .iter()
-            .filter_map(|o| if let Owner::Rule(i) = o { Some(*i) } else { None })
-            .collect();
-        for i in candidates {
+        let candidates = self.candidates;
+        for &i in &candidates.rules {
             let rule = &rules.rules[i];
             if let Some(when) = &rule.when
                 && !self.holds(when, format_args!("rule {}", rule.name))
@@ -551,12 +527,8 @@ impl Turn<'_> {
     /// The first candidate promotion that is on now and whose audience includes the user.
     pub(super) fn answer_by_promotions(&mut self) -> Option<Answer> {
         let rules = self.rules;
-        let candidates: Vec<usize> = self
-            .candidates
-            .iter()
-            .filter_map(|o| if let Owner::Promotion(i) = o { Some(*i) } else { None })
-            .collect();
-        for i in candidates {
+        let candidates = self.candidates;
+        for &i in &candidates.promotions {
             let promo = &rules.promotions[i];
             if !promo.is_on(&self.now) {
                 self.trace.push(step(
@@ -588,18 +560,8 @@ impl Turn<'_> {
     /// Starts the first candidate flow whose start condition holds.
     fn start_flow(&mut self) -> Option<Answer> {
         let rules = self.rules;
-        let candidates: Vec<(usize, usize)> = self
-            .candidates
-            .iter()
-            .filter_map(|o| {
-                if let Owner::FlowStart { flow, start } = o {
-                    Some((*flow, *start))
-                } else {
-                    None
-                }
-            })
-            .collect();
-        for (f, s) in candidates {
+        let candidates = self.candidates;
+        for &(f, s) in &candidates.flow_starts {
             let flow = &rules.flows[f];
             if let Some(when) = &flow.starts[s].when
                 && !self.holds(when, format_args!("flow {} start", flow.name))
@@ -628,11 +590,7 @@ impl Turn<'_> {
 
     /// Whether a keyword of some rule occurs in the message.
     pub(super) fn keyword_rule_hit(&self) -> bool {
-        self.rules
-            .triggers
-            .keyword_owners(&self.message)
-            .iter()
-            .any(|o| matches!(o, Owner::Rule(_)))
+        self.candidates.keyword_rule
     }
 
     /// Whether the best intent is confident.
