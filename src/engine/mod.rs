@@ -12,6 +12,7 @@
 mod cache;
 mod candidates;
 mod flow;
+mod model;
 mod scope;
 mod turn;
 
