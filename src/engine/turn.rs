@@ -1,8 +1,9 @@
-//! The decision of one turn, in the order DSL.md fixes: human takeover, active flow,
-//! rules by priority, promotions, flow starts, fallback (and the model it may call, in
-//! `model`), with the knowledge base's FAQ step between flow starts and the fallback
-//! (kefu's addition; docs/language.md section 1), and the answer cache in front of the
-//! FAQ and the model.
+//! The decision of one turn, in the order docs/language.md section 1 fixes: input safety,
+//! human takeover, active flow, rules by priority, promotions, flow starts, the knowledge
+//! base's FAQ (kefu's addition to the language; section 12, item 22), fallback (and the
+//! model it may call, in `model`), with the answer cache in front of the FAQ and the
+//! model; then output safety and the session saved. What the message triggers is found
+//! once, in `candidates`; a waiting flow runs in `flow`.
 
 use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex};
