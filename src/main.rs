@@ -813,12 +813,6 @@ fn chat(
         }
         None => (None, None),
     };
-    let segment = |user: &Option<serde_json::Map<String, serde_json::Value>>| {
-        user.as_ref()
-            .and_then(|u| u.get("segment"))
-            .and_then(|s| s.as_str())
-            .map(str::to_string)
-    };
     let mut editor = rustyline::DefaultEditor::new()?;
     let history = std::env::temp_dir().join("kefu-chat-history");
     let _ = editor.load_history(&history);
@@ -919,9 +913,10 @@ fn chat(
             context: context.clone(),
             as_of: None,
         };
+        let segment = request.segment().and_then(|s| s.as_str()).map(str::to_string);
         let response = engine.turn(request);
         if let Some(log) = &log {
-            log.turn(&response, segment(&user).as_deref(), 0, 0);
+            log.turn(&response, segment.as_deref(), 0, 0);
         }
         if !response.reply.is_empty() {
             println!("客服> {}", response.reply);

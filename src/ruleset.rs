@@ -95,11 +95,13 @@ impl RuleSet {
         self.intents.iter().find(|i| i.name == name)
     }
 
-    /// Policies that apply to an intent (and its ancestors' patterns).
-    pub fn policies_for<'a>(&'a self, intent: &'a str) -> impl Iterator<Item = &'a Policy> + 'a {
+    /// Policies whose `applies` matches any of `targets`, in the order they are written.
+    /// The model step passes the understood intent and its levels (`售后.退货` and `售后`,
+    /// say), so a policy that applies to a level reaches the intents under it.
+    pub fn policies_for<'a>(&'a self, targets: &[&str]) -> impl Iterator<Item = &'a Policy> {
         self.policies
             .iter()
-            .filter(move |p| p.applies.iter().any(|pat| pat.matches(intent)))
+            .filter(move |p| p.applies.iter().any(|pat| targets.iter().any(|t| pat.matches(t))))
     }
 }
 

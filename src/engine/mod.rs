@@ -2,16 +2,18 @@
 //!
 //! [`Engine::turn`] is used by the CLI, the HTTP server and the tests alike. It loads one
 //! `Arc<RuleSet>` at the start of the turn and uses it to the end, so a reload in the
-//! middle of a turn changes nothing for that turn. The order of a turn (DSL.md): input
-//! safety, human takeover, understanding, active flow, rules by priority, promotions,
-//! flow starts, the knowledge base's FAQ, fallback; then the model if the fallback says
-//! so, judged before it is shown. FAQ and judged model answers are kept in an answer
-//! cache (`cache`). Every response says what answered and carries a trace of the
-//! decision.
+//! middle of a turn changes nothing for that turn. The order of a turn (docs/language.md
+//! section 1): input safety, human takeover, understanding, active flow, rules by
+//! priority, promotions, flow starts, the knowledge base's FAQ, fallback; then the model
+//! if the fallback says so, judged before it is shown. FAQ and judged model answers are
+//! kept in an answer cache (`cache`). Every response says what answered and carries a
+//! trace of the decision.
 
 mod cache;
+mod candidates;
 pub mod events;
 mod flow;
+mod model;
 mod save;
 mod scope;
 mod turn;
@@ -58,6 +60,13 @@ impl TurnRequest {
             message: message.into(),
             ..TurnRequest::default()
         }
+    }
+
+    /// The customer's segment, `user.segment` (`vip`, `new`...), as the caller sent it: the
+    /// one place it is read. The answer cache keys on it; the conversation log keeps it
+    /// when it is text.
+    pub fn segment(&self) -> Option<&serde_json::Value> {
+        self.user.as_ref()?.get("segment")
     }
 }
 

@@ -1,5 +1,6 @@
-//! The rhai scope of a turn: what `when`, `for` and templates can read (DSL.md, "Rhai
-//! scope"). Built once per turn; flows add their `set` variables.
+//! The rhai scope of a turn: what `when`, `for` and templates can read (docs/language.md
+//! section 6, "What scripts can read"). Built once per turn; flows add their `set`
+//! variables.
 
 use chrono::{DateTime, Datelike, Timelike};
 use chrono_tz::Tz;

@@ -1,9 +1,10 @@
-//! The decision of one turn, in the order DSL.md fixes: human takeover, active flow,
-//! rules by priority, promotions, flow starts, fallback (and the model it may call), with
-//! the knowledge base's FAQ step between flow starts and the fallback (kefu's addition;
-//! docs/language.md section 1), and the answer cache in front of the FAQ and the model.
+//! The decision of one turn, in the order docs/language.md section 1 fixes: input safety,
+//! human takeover, active flow, rules by priority, promotions, flow starts, the knowledge
+//! base's FAQ (kefu's addition to the language; section 12, item 22), fallback (and the
+//! model it may call, in `model`), with the answer cache in front of the FAQ and the
+//! model; then output safety and the session saved. What the message triggers is found
+//! once, in `candidates`; a waiting flow runs in `flow`.
 
-use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex};
 
@@ -12,14 +13,13 @@ use chrono_tz::Tz;
 use rhai::{Dynamic, Map, Scope};
 
 use super::cache::{self, Scope as CacheScope};
+use super::candidates::Candidates;
 use super::{AnswerSource, Engine, Handoff, TraceStep, TurnRequest, TurnResponse, save, scope};
 use crate::RuleSet;
 use crate::dialogue::{Role, Session, TicketStore};
-use crate::kb::{self, PassageKind, Query};
-use crate::llm::{self, GenerateRequest, prompt};
+use crate::kb::{self, Query};
 use crate::nlu::{self, Understanding};
-use crate::ruleset::{FallbackAction, Owner, Style, Trigger};
-use crate::safety::GuardStep;
+use crate::ruleset::{FallbackAction, Trigger};
 use crate::script::host::{self, Host};
 use crate::script::{Script, ScriptError, Template};
 
@@ -130,7 +130,8 @@ pub(super) struct Turn<'a> {
     pub now: DateTime<Tz>,
     pub trace: Vec<TraceStep>,
     pub covered: Vec<String>,
-    candidates: BTreeSet<Owner>,
+    /// What this message triggers, found once before the decision.
+    candidates: &'a Candidates,
     /// Whether this turn already added one to `session.failures`.
     failure_counted: bool,
     /// A flow question to ask again after a digression the model answers.
@@ -257,10 +258,9 @@ pub(super) fn run(
         session.product = Some(product);
     }
 
+    // A segment that is not text keys the answer cache by its JSON text.
     let segment = request
-        .user
-        .as_ref()
-        .and_then(|u| u.get("segment"))
+        .segment()
         .map(|s| s.as_str().map_or_else(|| s.to_string(), str::to_string))
         .unwrap_or_default();
     let scope = scope::build(scope::ScopeInput {
@@ -281,6 +281,7 @@ pub(super) fn run(
         notes: Mutex::new(Vec::new()),
         ticket_failed: std::sync::atomic::AtomicBool::new(false),
     });
+    let candidates = Candidates::find(rules, &message, &understanding);
     let mut turn = Turn {
         engine,
         rules,
@@ -292,14 +293,13 @@ pub(super) fn run(
         now,
         trace,
         covered: Vec::new(),
-        candidates: BTreeSet::new(),
+        candidates: &candidates,
         failure_counted: false,
         pending_question: None,
         segment,
         retrieval: None,
         cache_hit: None,
     };
-    turn.candidates = turn.find_candidates();
     let mut answer = host::with_host(host.clone(), || match turn.decide() {
         Decision::Answer(answer) => answer,
         Decision::Llm(style) => turn.ask_model(style, on_delta),
@@ -353,27 +353,6 @@ fn describe_understanding(u: &Understanding) -> String {
 }
 
 impl Turn<'_> {
-    fn find_candidates(&self) -> BTreeSet<Owner> {
-        let triggers = &self.rules.triggers;
-        let threshold = self.rules.shop.threshold;
-        let u = &self.understanding;
-        let mut set = triggers.keyword_owners(&self.message);
-        if let Some(intent) = &u.intent
-            && u.confidence >= threshold
-        {
-            set.extend(triggers.intent_owners(intent));
-        }
-        for (level, confidence) in &u.levels {
-            if *confidence >= threshold {
-                set.extend(triggers.pattern_owners(level));
-            }
-        }
-        for e in &u.entities {
-            set.extend(triggers.entity_owners(&e.name));
-        }
-        set
-    }
-
     /// Runs `eval` in the turn's scope, then drops any variables the script declared; an
     /// error gives `fallback` and goes to the trace.
     ///
@@ -453,7 +432,7 @@ impl Turn<'_> {
 
     /// The message's retrieval terms and the product in focus (named in the message, or
     /// the request's or session's `product`), computed once per turn.
-    fn retrieval(&mut self) -> (&Query, Option<usize>) {
+    pub(super) fn retrieval(&mut self) -> (&Query, Option<usize>) {
         if self.retrieval.is_none() {
             let kb = &self.rules.kb;
             let focus = kb.focus(&self.message, self.session.product.as_ref());
@@ -468,13 +447,22 @@ impl Turn<'_> {
         (query, *focus)
     }
 
-    fn cache_key(&self, scope: CacheScope) -> cache::Key {
+    /// The answer-cache key of this turn's message, for an answer made as `scope` says.
+    pub(super) fn cache_key(&self, scope: CacheScope) -> cache::Key {
         cache::Key {
             version: self.rules.version.clone(),
             segment: self.segment.clone(),
             message: kb::text::cache_form(&self.message),
             scope,
         }
+    }
+
+    /// The answer cache's entry for `key`, noting that the turn looked (`finish` counts
+    /// the lookup, once per turn).
+    pub(super) fn cached(&mut self, key: &cache::Key) -> Option<cache::Entry> {
+        let cached = self.engine.cache.get(key);
+        self.cache_hit = Some(cached.is_some());
+        cached
     }
 
     /// The knowledge base's FAQ step: a cached answer for this question, else the best
@@ -489,9 +477,7 @@ impl Turn<'_> {
         let key = self.cache_key(CacheScope::Faq {
             product: focus.map(|f| kb.products[f].id.clone()),
         });
-        let cached = self.engine.cache.get(&key);
-        self.cache_hit = Some(cached.is_some());
-        if let Some(hit) = cached {
+        if let Some(hit) = self.cached(&key) {
             self.trace.push(step("cache", format!("hit: {}", hit.origin)));
             let mut answer = Answer::new(AnswerSource::Cache, hit.reply);
             answer.faq = hit.origin.strip_prefix("faq ").map(str::to_string);
@@ -528,12 +514,8 @@ impl Turn<'_> {
     /// The first candidate rule, in answer order, whose `when` holds.
     pub(super) fn answer_by_rules(&mut self) -> Option<Answer> {
         let rules = self.rules;
-        let candidates: Vec<usize> = self
-            .candidates
-            .iter()
-            .filter_map(|o| if let Owner::Rule(i) = o { Some(*i) } else { None })
-            .collect();
-        for i in candidates {
+        let candidates = self.candidates;
+        for &i in &candidates.rules {
             let rule = &rules.rules[i];
             if let Some(when) = &rule.when
                 && !self.holds(when, format_args!("rule {}", rule.name))
@@ -574,12 +556,8 @@ impl Turn<'_> {
     /// The first candidate promotion that is on now and whose audience includes the user.
     pub(super) fn answer_by_promotions(&mut self) -> Option<Answer> {
         let rules = self.rules;
-        let candidates: Vec<usize> = self
-            .candidates
-            .iter()
-            .filter_map(|o| if let Owner::Promotion(i) = o { Some(*i) } else { None })
-            .collect();
-        for i in candidates {
+        let candidates = self.candidates;
+        for &i in &candidates.promotions {
             let promo = &rules.promotions[i];
             if !promo.is_on(&self.now) {
                 self.trace.push(step(
@@ -611,18 +589,8 @@ impl Turn<'_> {
     /// Starts the first candidate flow whose start condition holds.
     fn start_flow(&mut self) -> Option<Answer> {
         let rules = self.rules;
-        let candidates: Vec<(usize, usize)> = self
-            .candidates
-            .iter()
-            .filter_map(|o| {
-                if let Owner::FlowStart { flow, start } = o {
-                    Some((*flow, *start))
-                } else {
-                    None
-                }
-            })
-            .collect();
-        for (f, s) in candidates {
+        let candidates = self.candidates;
+        for &(f, s) in &candidates.flow_starts {
             let flow = &rules.flows[f];
             if let Some(when) = &flow.starts[s].when
                 && !self.holds(when, format_args!("flow {} start", flow.name))
@@ -651,11 +619,7 @@ impl Turn<'_> {
 
     /// Whether a keyword of some rule occurs in the message.
     pub(super) fn keyword_rule_hit(&self) -> bool {
-        self.rules
-            .triggers
-            .keyword_owners(&self.message)
-            .iter()
-            .any(|o| matches!(o, Owner::Rule(_)))
+        self.candidates.keyword_rule
     }
 
     /// Whether the best intent is confident.
@@ -705,213 +669,11 @@ impl Turn<'_> {
 
     /// Counts a failure and runs the fallback chain again without its model arms, so that
     /// `when session.failures >= 3 handoff` sees the failure that just happened.
-    fn fail_and_fall_back(&mut self) -> Decision {
+    pub(super) fn fail_and_fall_back(&mut self) -> Decision {
         self.session.failures += 1;
         self.failure_counted = true;
         self.refresh_session_vars();
         self.fallback(true)
-    }
-
-    /// The first style whose `when` holds (a style without `when` always does).
-    fn style(&mut self, forced: Option<usize>) -> Option<&Style> {
-        let rules = self.rules;
-        if let Some(i) = forced {
-            return rules.styles.get(i);
-        }
-        for style in &rules.styles {
-            match &style.when {
-                Some(when) if !self.holds(when, format_args!("style {}", style.name)) => {}
-                _ => return Some(style),
-            }
-        }
-        None
-    }
-
-    /// Asks the model, judges its answer, and falls back when it is not good enough.
-    fn ask_model(&mut self, style: Option<usize>, on_delta: &mut dyn FnMut(&str)) -> Answer {
-        let rules = self.rules;
-        let Some(llm) = self.engine.llm.clone() else {
-            return self.decision_answer(Decision::Answer(Answer::new(
-                AnswerSource::Fallback,
-                rules.shop.fallback_message.clone(),
-            )));
-        };
-        let style = self.style(style).cloned();
-        let mut promotions = Vec::new();
-        for promo in &rules.promotions {
-            if promo.is_on(&self.now)
-                && promo
-                    .audience
-                    .as_ref()
-                    .is_none_or(|a| self.holds(a, format_args!("promotion audience")))
-            {
-                promotions.push(self.render(&promo.say, format_args!("promotion {}", promo.name)));
-            }
-        }
-        let passages = self.passages();
-        let mut policy_targets: Vec<&str> = self.understanding.levels.iter().map(|(l, _)| l.as_str()).collect();
-        if let Some(i) = &self.understanding.intent {
-            policy_targets.push(i);
-        }
-        let policies: Vec<(&str, &str)> = rules
-            .policies
-            .iter()
-            .filter(|p| {
-                p.applies
-                    .iter()
-                    .any(|pat| policy_targets.iter().any(|t| pat.matches(t)))
-            })
-            .map(|p| (p.name.as_str(), p.text.as_str()))
-            .collect();
-        let slots: Vec<(&str, &str)> = self
-            .session
-            .slots
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let history_start = self.session.history.len().saturating_sub(prompt::HISTORY_IN_PROMPT);
-        // Everything in the prompt but the message: a cached answer is reused only when
-        // all of it is the same (see `cache`).
-        let context = cache::fingerprint(
-            [style.as_ref().map_or("", |s| s.name.as_str())]
-                .into_iter()
-                .chain(promotions.iter().map(String::as_str))
-                .chain(policies.iter().map(|p| p.0))
-                .chain(passages.iter().map(String::as_str))
-                .chain(slots.iter().flat_map(|(k, v)| [*k, *v]))
-                .chain(self.session.history.iter().skip(history_start).map(|h| &*h.text)),
-        );
-        let input = prompt::PromptInput {
-            persona: &rules.shop.persona,
-            tone: style.as_ref().and_then(|s| s.tone.as_deref()),
-            promotions,
-            policies,
-            passages,
-            slots,
-            history: self.session.history.iter().collect(),
-            message: &self.message,
-        };
-        let (messages, injected) = prompt::build(&input);
-        let key = self.cache_key(CacheScope::Llm { context });
-        let cached = self.engine.cache.get(&key);
-        self.cache_hit = Some(cached.is_some());
-        if let Some(hit) = cached {
-            self.trace.push(step("prompt", injected.join(", ")));
-            self.trace.push(step("cache", format!("hit: {} answer", hit.origin)));
-            return Answer::new(AnswerSource::Cache, hit.reply);
-        }
-        self.trace.push(step("prompt", injected.join(", ")));
-        let request = GenerateRequest {
-            messages,
-            max_tokens: self.engine.config.max_tokens,
-            temperature: style.as_ref().and_then(|s| s.temperature).unwrap_or(0.5) as f32,
-            top_p: style.as_ref().and_then(|s| s.top_p).unwrap_or(0.9) as f32,
-            deadline: Some(std::time::Instant::now() + self.engine.config.llm_timeout),
-            stop: prompt::stop_markers(),
-            ignore_eos: false,
-        };
-        // The answer streams through the output guard: text is released only once no
-        // blocked word can still complete across the next chunk.
-        let mut guard = rules.safety.output_guard();
-        let mut blocked: Option<crate::safety::Blocked> = None;
-        let generated = {
-            let mut sink = |chunk: &str| {
-                if blocked.is_some() {
-                    return;
-                }
-                match guard.push(chunk) {
-                    GuardStep::Emit(text) if !text.is_empty() => on_delta(&text),
-                    GuardStep::Emit(_) => {}
-                    GuardStep::Blocked(b) => blocked = Some(b),
-                }
-            };
-            llm.generate(&request, &mut sink)
-        };
-        if blocked.is_none() {
-            match guard.finish() {
-                GuardStep::Emit(text) if !text.is_empty() => on_delta(&text),
-                GuardStep::Emit(_) => {}
-                GuardStep::Blocked(b) => blocked = Some(b),
-            }
-        }
-        if let Some(b) = blocked {
-            self.trace
-                .push(step("safety", format!("model answer blocked: {}", b.category)));
-            return Answer::new(AnswerSource::Safety, b.reply);
-        }
-        match generated {
-            Ok(generation) => {
-                let verdict = llm::judge(&generation, &self.message, &prompt::instructions(&rules.shop.persona));
-                let threshold = rules.shop.threshold;
-                self.trace.push(step(
-                    "llm",
-                    format!(
-                        "{}: {} tokens, mean p {:.2}, min p {:.2}, confidence {:.2}{}",
-                        llm.name(),
-                        generation.tokens,
-                        generation.mean_prob,
-                        generation.min_prob,
-                        verdict.confidence,
-                        verdict.problem.as_ref().map(|p| format!(", {p}")).unwrap_or_default()
-                    ),
-                ));
-                if verdict.confidence >= threshold {
-                    let reply = generation.text.trim().to_string();
-                    self.engine.cache.insert(
-                        key,
-                        cache::Entry {
-                            reply: reply.clone(),
-                            origin: llm.name().to_string(),
-                        },
-                    );
-                    let mut answer = Answer::new(AnswerSource::Llm, reply);
-                    answer.confidence = Some(verdict.confidence);
-                    return answer;
-                }
-                self.trace
-                    .push(step("llm", format!("answer withheld: confidence below {threshold}")));
-            }
-            Err(error) => self.trace.push(step("llm", format!("{}: {error}", llm.name()))),
-        }
-        let decision = self.fail_and_fall_back();
-        self.decision_answer(decision)
-    }
-
-    /// Knowledge-base passages for the prompt, noted in the trace.
-    fn passages(&mut self) -> Vec<String> {
-        let kb = &self.rules.kb;
-        if kb.is_empty() {
-            return Vec::new();
-        }
-        let (query, focus) = self.retrieval();
-        let found = kb.passages_for(query, focus, kb::PASSAGES_IN_PROMPT);
-        if found.is_empty() {
-            return Vec::new();
-        }
-        let described: Vec<String> = found
-            .iter()
-            .map(|r| match kb.passages[r.passage].kind {
-                PassageKind::Product(p) if Some(p) == focus => format!("product {} (focus)", kb.products[p].id),
-                PassageKind::Product(p) => format!("product {} {:.2}", kb.products[p].id, r.confidence),
-                PassageKind::Faq(f) => format!("faq {} {:.2}", kb.faqs[f].id, r.confidence),
-            })
-            .collect();
-        self.trace
-            .push(step("kb", format!("passages: {}", described.join(", "))));
-        found.iter().map(|r| kb.passages[r.passage].text.clone()).collect()
-    }
-
-    fn decision_answer(&mut self, decision: Decision) -> Answer {
-        match decision {
-            Decision::Answer(a) => a,
-            // The chain is re-run without model arms, so this cannot happen; answer
-            // safely all the same.
-            Decision::Llm(_) => {
-                let mut a = Answer::new(AnswerSource::Fallback, self.rules.shop.fallback_message.clone());
-                a.failure = true;
-                a
-            }
-        }
     }
 
     /// Updates the session with the answer, saves it and builds the response.

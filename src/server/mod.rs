@@ -922,7 +922,7 @@ impl State {
     /// The customer's segment (`user.segment`), for the conversation log when it is on.
     fn segment(&self, request: &TurnRequest) -> Option<String> {
         self.conversation_log.as_ref()?;
-        let segment = request.user.as_ref()?.get("segment")?.as_str()?;
+        let segment = request.segment()?.as_str()?;
         Some(segment.to_string())
     }
 

@@ -1,0 +1,68 @@
+//! The candidates of a turn: the rules, promotions and flow starts whose `on` trigger fired
+//! for this message (docs/language.md section 4), found once per turn and kept by kind, so
+//! each step of the turn reads its own list instead of filtering one mixed set again.
+
+use std::collections::BTreeSet;
+
+use crate::RuleSet;
+use crate::nlu::Understanding;
+use crate::ruleset::Owner;
+
+/// What this message triggers, each list in answer order: by index, and the rule set keeps
+/// rules and promotions sorted by priority, then as written.
+#[derive(Debug, Default)]
+pub(super) struct Candidates {
+    /// Indices into `rules.rules`.
+    pub rules: Vec<usize>,
+    /// Indices into `rules.promotions`.
+    pub promotions: Vec<usize>,
+    /// `(flow, start)`: `rules.flows[flow].starts[start]`.
+    pub flow_starts: Vec<(usize, usize)>,
+    /// Whether a keyword of some rule occurs in the message (a flow takes that as a
+    /// digression even when the intent is the flow's own).
+    pub keyword_rule: bool,
+}
+
+impl Candidates {
+    /// The candidates of `message` as understood in `u`: every keyword in the message,
+    /// the best intent and each intent level when confident enough (the shop's
+    /// `threshold`), and every entity found.
+    pub(super) fn find(rules: &RuleSet, message: &str, u: &Understanding) -> Self {
+        let triggers = &rules.triggers;
+        let threshold = rules.shop.threshold;
+        let mut set = triggers.keyword_owners(message);
+        let keyword_rule = set.iter().any(|o| matches!(o, Owner::Rule(_)));
+        if let Some(intent) = &u.intent
+            && u.confidence >= threshold
+        {
+            set.extend(triggers.intent_owners(intent));
+        }
+        for (level, confidence) in &u.levels {
+            if *confidence >= threshold {
+                set.extend(triggers.pattern_owners(level));
+            }
+        }
+        for e in &u.entities {
+            set.extend(triggers.entity_owners(&e.name));
+        }
+        Candidates {
+            keyword_rule,
+            ..Candidates::by_kind(&set)
+        }
+    }
+
+    /// The owners sorted into their lists, keeping the set's order (by index). An intent's
+    /// keywords make no candidate: an intent is not an answer.
+    fn by_kind(set: &BTreeSet<Owner>) -> Self {
+        let mut candidates = Candidates::default();
+        for owner in set {
+            match *owner {
+                Owner::Rule(i) => candidates.rules.push(i),
+                Owner::Promotion(i) => candidates.promotions.push(i),
+                Owner::FlowStart { flow, start } => candidates.flow_starts.push((flow, start)),
+                Owner::Intent(_) => {}
+            }
+        }
+        candidates
+    }
+}

@@ -1,0 +1,271 @@
+//! The model step of a turn, reached when a fallback arm says `llm`: the prompt's input,
+//! the answer-cache key made from it, generation streamed through the output guard, and the
+//! judge that decides whether the answer is shown (docs/language.md section 1, "Notes on
+//! the order"). An answer that is not good enough counts as a failure and the fallback
+//! chain runs again without its model arms.
+
+use super::AnswerSource;
+use super::cache::{self, Scope as CacheScope};
+use super::turn::{Answer, Decision, Turn, step};
+use crate::kb::{self, PassageKind};
+use crate::llm::{self, GenerateRequest, Generation, LlmBackend, prompt};
+use crate::ruleset::Style;
+use crate::safety::GuardStep;
+
+/// How a guarded generation ended.
+enum Generated {
+    /// The model's answer; the output guard let all of it through (and streamed it).
+    Text(Generation),
+    /// The model gave no answer (noted in the trace).
+    Failed,
+    /// The output guard stopped a blocked word: the customer gets this answer instead.
+    Blocked(Answer),
+}
+
+impl Turn<'_> {
+    /// Asks the model, judges its answer, and falls back when it is not good enough.
+    pub(super) fn ask_model(&mut self, style: Option<usize>, on_delta: &mut dyn FnMut(&str)) -> Answer {
+        let Some(llm) = self.engine.llm.clone() else {
+            // The fallback chain only asks for the model when there is one.
+            return Answer::new(AnswerSource::Fallback, self.rules.shop.fallback_message.clone());
+        };
+        let style = self.style(style).cloned();
+        // Scripts and retrieval run first (they write to the trace); the rest of the input
+        // only reads the turn.
+        let promotions = self.promotions_for_prompt();
+        let passages = self.passages();
+        let input = self.prompt_input(style.as_ref(), promotions, passages);
+        let key = self.model_cache_key(style.as_ref(), &input);
+        let (messages, injected) = prompt::build(&input);
+        self.trace.push(step("prompt", injected.join(", ")));
+        if let Some(hit) = self.cached(&key) {
+            self.trace.push(step("cache", format!("hit: {} answer", hit.origin)));
+            return Answer::new(AnswerSource::Cache, hit.reply);
+        }
+        match self.generate_guarded(&*llm, style.as_ref(), messages, on_delta) {
+            Generated::Blocked(answer) => return answer,
+            Generated::Text(generation) => {
+                if let Some(answer) = self.judge(&*llm, &generation, key) {
+                    return answer;
+                }
+            }
+            Generated::Failed => {}
+        }
+        let decision = self.fail_and_fall_back();
+        self.decision_answer(decision)
+    }
+
+    /// The first style whose `when` holds (a style without `when` always does).
+    fn style(&mut self, forced: Option<usize>) -> Option<&Style> {
+        let rules = self.rules;
+        if let Some(i) = forced {
+            return rules.styles.get(i);
+        }
+        for style in &rules.styles {
+            match &style.when {
+                Some(when) if !self.holds(when, format_args!("style {}", style.name)) => {}
+                _ => return Some(style),
+            }
+        }
+        None
+    }
+
+    /// The `say` texts of the promotions that are on now and meant for this customer.
+    fn promotions_for_prompt(&mut self) -> Vec<String> {
+        let rules = self.rules;
+        let mut promotions = Vec::new();
+        for promo in &rules.promotions {
+            if promo.is_on(&self.now)
+                && promo
+                    .audience
+                    .as_ref()
+                    .is_none_or(|a| self.holds(a, format_args!("promotion audience")))
+            {
+                promotions.push(self.render(&promo.say, format_args!("promotion {}", promo.name)));
+            }
+        }
+        promotions
+    }
+
+    /// Knowledge-base passages for the prompt, noted in the trace.
+    fn passages(&mut self) -> Vec<String> {
+        let kb = &self.rules.kb;
+        if kb.is_empty() {
+            return Vec::new();
+        }
+        let (query, focus) = self.retrieval();
+        let found = kb.passages_for(query, focus, kb::PASSAGES_IN_PROMPT);
+        if found.is_empty() {
+            return Vec::new();
+        }
+        let described: Vec<String> = found
+            .iter()
+            .map(|r| match kb.passages[r.passage].kind {
+                PassageKind::Product(p) if Some(p) == focus => format!("product {} (focus)", kb.products[p].id),
+                PassageKind::Product(p) => format!("product {} {:.2}", kb.products[p].id, r.confidence),
+                PassageKind::Faq(f) => format!("faq {} {:.2}", kb.faqs[f].id, r.confidence),
+            })
+            .collect();
+        self.trace
+            .push(step("kb", format!("passages: {}", described.join(", "))));
+        found.iter().map(|r| kb.passages[r.passage].text.clone()).collect()
+    }
+
+    /// What the prompt is made of: the persona, the style's tone, `promotions` and
+    /// `passages`, the policies that apply to the understood intent and its levels, the
+    /// session's slots and history, and the message.
+    fn prompt_input<'s>(
+        &'s self,
+        style: Option<&'s Style>,
+        promotions: Vec<String>,
+        passages: Vec<String>,
+    ) -> prompt::PromptInput<'s> {
+        let rules = self.rules;
+        let mut policy_targets: Vec<&str> = self.understanding.levels.iter().map(|(l, _)| l.as_str()).collect();
+        if let Some(i) = &self.understanding.intent {
+            policy_targets.push(i);
+        }
+        let policies = rules
+            .policies_for(&policy_targets)
+            .map(|p| (p.name.as_str(), p.text.as_str()))
+            .collect();
+        let slots = self
+            .session
+            .slots
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        prompt::PromptInput {
+            persona: &rules.shop.persona,
+            tone: style.and_then(|s| s.tone.as_deref()),
+            promotions,
+            policies,
+            passages,
+            slots,
+            history: self.session.history.iter().collect(),
+            message: &self.message,
+        }
+    }
+
+    /// The answer-cache key of a model answer to `input`.
+    fn model_cache_key(&self, style: Option<&Style>, input: &prompt::PromptInput<'_>) -> cache::Key {
+        let history_start = input.history.len().saturating_sub(prompt::HISTORY_IN_PROMPT);
+        // Everything in the prompt but the message: a cached answer is reused only when
+        // all of it is the same (see `cache`).
+        let context = cache::fingerprint(
+            [style.map_or("", |s| s.name.as_str())]
+                .into_iter()
+                .chain(input.promotions.iter().map(String::as_str))
+                .chain(input.policies.iter().map(|p| p.0))
+                .chain(input.passages.iter().map(String::as_str))
+                .chain(input.slots.iter().flat_map(|(k, v)| [*k, *v]))
+                .chain(input.history.iter().skip(history_start).map(|h| &*h.text)),
+        );
+        self.cache_key(CacheScope::Llm { context })
+    }
+
+    /// Generates the answer to `messages`, streaming it to `on_delta` through the output
+    /// guard: text is released only once no blocked word can still complete across the
+    /// next chunk.
+    fn generate_guarded(
+        &mut self,
+        llm: &dyn LlmBackend,
+        style: Option<&Style>,
+        messages: Vec<llm::ChatMessage>,
+        on_delta: &mut dyn FnMut(&str),
+    ) -> Generated {
+        let request = GenerateRequest {
+            messages,
+            max_tokens: self.engine.config.max_tokens,
+            temperature: style.and_then(|s| s.temperature).unwrap_or(0.5) as f32,
+            top_p: style.and_then(|s| s.top_p).unwrap_or(0.9) as f32,
+            deadline: Some(std::time::Instant::now() + self.engine.config.llm_timeout),
+            stop: prompt::stop_markers(),
+            ignore_eos: false,
+        };
+        let mut guard = self.rules.safety.output_guard();
+        let mut blocked: Option<crate::safety::Blocked> = None;
+        let generated = {
+            let mut sink = |chunk: &str| {
+                if blocked.is_some() {
+                    return;
+                }
+                match guard.push(chunk) {
+                    GuardStep::Emit(text) if !text.is_empty() => on_delta(&text),
+                    GuardStep::Emit(_) => {}
+                    GuardStep::Blocked(b) => blocked = Some(b),
+                }
+            };
+            llm.generate(&request, &mut sink)
+        };
+        if blocked.is_none() {
+            match guard.finish() {
+                GuardStep::Emit(text) if !text.is_empty() => on_delta(&text),
+                GuardStep::Emit(_) => {}
+                GuardStep::Blocked(b) => blocked = Some(b),
+            }
+        }
+        if let Some(b) = blocked {
+            self.trace
+                .push(step("safety", format!("model answer blocked: {}", b.category)));
+            return Generated::Blocked(Answer::new(AnswerSource::Safety, b.reply));
+        }
+        match generated {
+            Ok(generation) => Generated::Text(generation),
+            Err(error) => {
+                self.trace.push(step("llm", format!("{}: {error}", llm.name())));
+                Generated::Failed
+            }
+        }
+    }
+
+    /// Judges the model's answer: shown, and kept in the answer cache under `key`, when its
+    /// confidence reaches the shop's threshold; `None` (withheld) otherwise.
+    fn judge(&mut self, llm: &dyn LlmBackend, generation: &Generation, key: cache::Key) -> Option<Answer> {
+        let rules = self.rules;
+        let verdict = llm::judge(generation, &self.message, &prompt::instructions(&rules.shop.persona));
+        let threshold = rules.shop.threshold;
+        self.trace.push(step(
+            "llm",
+            format!(
+                "{}: {} tokens, mean p {:.2}, min p {:.2}, confidence {:.2}{}",
+                llm.name(),
+                generation.tokens,
+                generation.mean_prob,
+                generation.min_prob,
+                verdict.confidence,
+                verdict.problem.as_ref().map(|p| format!(", {p}")).unwrap_or_default()
+            ),
+        ));
+        if verdict.confidence >= threshold {
+            let reply = generation.text.trim().to_string();
+            self.engine.cache.insert(
+                key,
+                cache::Entry {
+                    reply: reply.clone(),
+                    origin: llm.name().to_string(),
+                },
+            );
+            let mut answer = Answer::new(AnswerSource::Llm, reply);
+            answer.confidence = Some(verdict.confidence);
+            return Some(answer);
+        }
+        self.trace
+            .push(step("llm", format!("answer withheld: confidence below {threshold}")));
+        None
+    }
+
+    /// The answer of the fallback chain run again after the model failed.
+    fn decision_answer(&mut self, decision: Decision) -> Answer {
+        match decision {
+            Decision::Answer(a) => a,
+            // The chain is re-run without model arms, so this cannot happen; answer
+            // safely all the same.
+            Decision::Llm(_) => {
+                let mut a = Answer::new(AnswerSource::Fallback, self.rules.shop.fallback_message.clone());
+                a.failure = true;
+                a
+            }
+        }
+    }
+}
