@@ -119,6 +119,9 @@ fn without_interference_the_model_answers() {
     assert_eq!(r.source, AnswerSource::Llm, "{:#?}", r.trace);
     assert!(!r.dropped);
     assert_eq!(texts(&engine, "calm").len(), 2);
+    // The model's token counts travel in the response (the mock counts one a piece).
+    assert!(r.usage.completion > 0, "{:?}", r.usage);
+    assert_eq!(ask(&engine, "calm", "怎么开发票").usage, kefu::engine::Usage::default());
 }
 
 #[test]

@@ -222,6 +222,19 @@ pub struct TurnResponse {
     /// the client to withdraw them.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dropped: bool,
+    /// The tokens this turn's model calls used (zeros when no model was asked), for the
+    /// conversation log's cost and the OpenAI-compatible endpoint's `usage`.
+    #[serde(skip)]
+    pub usage: Usage,
+}
+
+/// Token counts of one turn's model calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt: u32,
+    /// Generated tokens.
+    pub completion: u32,
 }
 
 /// Settings of an engine that are not part of the rules.

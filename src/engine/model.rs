@@ -198,6 +198,11 @@ impl Turn<'_> {
             };
             llm.generate(&request, &mut sink)
         };
+        if let Ok(g) = &generated {
+            // Spent whether or not the answer is shown.
+            self.usage.prompt += g.prompt_tokens;
+            self.usage.completion += g.tokens;
+        }
         if blocked.is_none() {
             match guard.finish() {
                 GuardStep::Emit(text) if !text.is_empty() => on_delta(&text),

@@ -143,6 +143,8 @@ pub(super) struct Turn<'a> {
     retrieval: Option<(Query, Option<usize>)>,
     /// Whether the turn looked in the answer cache (`Some`), and found its answer there.
     cache_hit: Option<bool>,
+    /// Tokens the turn's model calls used.
+    pub usage: super::Usage,
 }
 
 /// Runs one turn on `rules`.
@@ -299,6 +301,7 @@ pub(super) fn run(
         segment,
         retrieval: None,
         cache_hit: None,
+        usage: super::Usage::default(),
     };
     let mut answer = host::with_host(host.clone(), || match turn.decide() {
         Decision::Answer(answer) => answer,
@@ -729,6 +732,7 @@ impl Turn<'_> {
         let mut response = response_for(self.rules, &self.session, &self.understanding, answer);
         response.trace = self.trace;
         response.covered = self.covered;
+        response.usage = self.usage;
         let added = save::Added {
             message: &self.message,
             history,
@@ -817,5 +821,6 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         answer_confidence: answer.confidence,
         turn: session.turns,
         dropped: false,
+        usage: super::Usage::default(),
     }
 }
