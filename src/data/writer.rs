@@ -267,6 +267,34 @@ impl ConversationLog {
     }
 }
 
+/// The conversation log writes what the engine reports: one record per turn, agent
+/// answer, takeover, release and rating. Tickets are in the turn's record (its trace);
+/// a job's message to a conversation is in the session, not the log.
+impl crate::engine::Observer for ConversationLog {
+    fn observe(&self, event: &crate::engine::Event<'_>) {
+        use crate::engine::Event;
+        match *event {
+            Event::Turn { request, response } => {
+                let segment = request.segment().and_then(|s| s.as_str());
+                self.turn(response, segment, response.usage.prompt, response.usage.completion);
+            }
+            Event::Takeover { session, agent } => {
+                self.takeover(session, agent);
+            }
+            Event::AgentReply { session, agent, text } => {
+                self.agent_reply(session, agent, text);
+            }
+            Event::Release { session } => {
+                self.release(session);
+            }
+            Event::Feedback { session, feedback } => {
+                self.feedback(session, feedback.score, feedback.comment.as_deref());
+            }
+            Event::Ticket { .. } | Event::Told { .. } => {}
+        }
+    }
+}
+
 /// Masks personal data in every text and client-chosen id of `record` with the rule
 /// set's PII settings.
 pub fn mask(rules: &RuleSet, record: &mut Record) {

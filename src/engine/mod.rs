@@ -295,7 +295,9 @@ pub struct Engine {
     llm: Option<Arc<dyn LlmBackend>>,
     config: EngineConfig,
     cache: cache::AnswerCache,
-    observer: Option<Arc<dyn Observer>>,
+    /// Set once, after the engine is made: the conversation log that observes it needs
+    /// the engine's rules to mask with, so it can only be opened once the engine exists.
+    observer: std::sync::OnceLock<Arc<dyn Observer>>,
 }
 
 impl Engine {
@@ -311,19 +313,19 @@ impl Engine {
                 EngineConfig::default().answer_cache_ttl,
             ),
             config: EngineConfig::default(),
-            observer: None,
+            observer: std::sync::OnceLock::new(),
         }
     }
 
-    /// Reports every change to a conversation to `observer` (the conversation log, the
-    /// metrics); see [`events`].
-    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
-        self.observer = Some(observer);
-        self
+    /// Reports every change to a conversation from now on to `observer` (the conversation
+    /// log, the metrics); see [`events`]. An engine has one observer: a second call is
+    /// refused and returns `false`.
+    pub fn set_observer(&self, observer: Arc<dyn Observer>) -> bool {
+        self.observer.set(observer).is_ok()
     }
 
     fn report(&self, event: Event<'_>) {
-        if let Some(observer) = &self.observer {
+        if let Some(observer) = self.observer.get() {
             observer.observe(&event);
         }
     }

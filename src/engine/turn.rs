@@ -276,7 +276,7 @@ pub(super) fn run(
     });
     let host = Arc::new(TurnHost {
         tickets: Arc::clone(&engine.tickets),
-        observer: engine.observer.clone(),
+        observer: engine.observer.get().cloned(),
         session_id: session.id.clone(),
         date: format!("{:04}{:02}{:02}", now.year(), now.month(), now.day()),
         at: now_ms,

@@ -1,0 +1,108 @@
+//! Which model answers: the flags `chat`, `serve` and `generate` share (`--model`,
+//! `--llm-url`...), opening the backend they name, and making llama.cpp's threads sleep
+//! when it runs in this process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+
+/// Which model answers when no rule is confident.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// The GGUF model run in process by llama.cpp, or `none`. models/fetch.sh puts the
+    /// default one at models/default.gguf; when that default is missing kefu runs without
+    /// a model (and says so); a path given explicitly must exist.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: String,
+    /// An OpenAI-compatible server (llama-server, vLLM, a hosted API) instead of the
+    /// model in process. The key, if any, is read from KEFU_LLM_API_KEY.
+    #[arg(long)]
+    llm_url: Option<String>,
+    /// The model name sent to --llm-url.
+    #[arg(long, default_value = "default")]
+    llm_model: String,
+    /// llama.cpp decoding threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Conversations the model generates for at once (sequences batched together).
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// Tokens of context per conversation (prompt and answer).
+    #[arg(long, default_value_t = 2048)]
+    ctx: u32,
+    /// The most tokens in one llama.cpp decode (its `-b`): prompt chunks and the next
+    /// token of every generating conversation share it. Larger evaluates long or many
+    /// prompts in fewer steps; smaller keeps the steps, and so the token gaps of the
+    /// conversations already answering, short.
+    #[arg(long, default_value_t = 512)]
+    batch: u32,
+    /// A LoRA adapter (GGUF) and its scale, `PATH[:SCALE]`: a shop's fine-tune on its own
+    /// dialogues, applied over the base model. Repeatable: several adapters are merged
+    /// into one (exactly: their ranks side by side) before loading.
+    #[arg(long, value_parser = kefu::llm::parse_lora)]
+    lora: Vec<(PathBuf, f32)>,
+    /// A llama.cpp built-in chat template (`chatml`, `gemma`, `llama3`...) instead of the
+    /// one in the GGUF.
+    #[arg(long)]
+    chat_template: Option<String>,
+}
+
+/// Where models/fetch.sh puts the default model.
+const DEFAULT_MODEL: &str = "models/default.gguf";
+
+impl ModelArgs {
+    /// The backend these flags describe, `None` for `--model none` or a missing default.
+    pub fn open(&self) -> Result<Option<Arc<dyn kefu::llm::LlmBackend>>> {
+        let mut options = kefu::llm::ModelOptions {
+            url: self.llm_url.clone(),
+            url_model: Some(self.llm_model.clone()),
+            api_key: std::env::var("KEFU_LLM_API_KEY").ok().filter(|k| !k.is_empty()),
+            threads: self.threads,
+            parallel: self.parallel,
+            ctx_per_seq: self.ctx,
+            batch: self.batch,
+            lora: self.lora.clone(),
+            chat_template: self.chat_template.clone(),
+            ..Default::default()
+        };
+        if self.llm_url.is_none() && self.model != "none" {
+            let path = PathBuf::from(&self.model);
+            if !path.exists() && self.model == DEFAULT_MODEL {
+                eprintln!(
+                    "kefu: no model at {DEFAULT_MODEL} (run models/fetch.sh); answering without a model: \
+                     fallback arms that ask it are skipped"
+                );
+                return Ok(None);
+            }
+            options.model = Some(path);
+        }
+        Ok(kefu::llm::open(&options)?)
+    }
+
+    /// Whether these flags load llama.cpp in this process.
+    pub fn in_process(&self) -> bool {
+        cfg!(feature = "llama") && self.llm_url.is_none() && self.model != "none"
+    }
+}
+
+/// Makes sure llama.cpp's OpenMP threads sleep instead of spinning while they wait.
+///
+/// By default OpenMP worker threads spin for a while after each parallel region. Between
+/// two decodes that keeps every core busy doing nothing, and the rule-answered turns the
+/// server handles meanwhile wait for a core: their p99 went from ~0.1 ms to ~7 ms while
+/// the model generated. `OMP_WAIT_POLICY=passive` makes the workers sleep at once; it is
+/// read when the OpenMP runtime starts, before `main`, so kefu sets it by running itself
+/// again with the variable set. An explicit setting in the environment is respected.
+pub fn passive_openmp() -> Result<()> {
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return Ok(());
+    }
+    use std::os::unix::process::CommandExt as _;
+    let exe = std::env::current_exe().context("cannot find the kefu executable to set OMP_WAIT_POLICY")?;
+    let error = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("OMP_WAIT_POLICY", "passive")
+        .exec();
+    Err(error).context("cannot restart kefu with OMP_WAIT_POLICY=passive")
+}

@@ -1,0 +1,90 @@
+//! `kefu test`: runs a rules directory's conversation tests and knowledge-base checks and
+//! prints each result, what failed, and the coverage.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use kefu::conversation;
+
+use super::load;
+
+/// Runs every test of the rules in `dir`; fails when any of them fails.
+pub fn run(dir: &Path, verbose: bool) -> Result<ExitCode> {
+    let rules = Arc::new(load(dir)?);
+    let files = conversation::files(dir).with_context(|| format!("reading {}", dir.join("tests").display()))?;
+    if files.is_empty() {
+        bail!("no conversation tests in {}", dir.join("tests").display());
+    }
+    let (mut passed, mut failed) = (0, 0);
+    let mut covered = std::collections::BTreeSet::new();
+    for file in &files {
+        let outcome = conversation::run_file(&rules, file);
+        covered.extend(outcome.covered.iter().cloned());
+        let mark = if outcome.passed() { "ok  " } else { "FAIL" };
+        println!(
+            "{mark} {} ({}, {} turns)",
+            outcome.name,
+            file.display(),
+            outcome.turns.len()
+        );
+        if let Some(error) = &outcome.error {
+            println!("     {error}");
+        }
+        for (n, turn) in outcome.turns.iter().enumerate() {
+            if verbose || !turn.failures.is_empty() {
+                println!("     {}. 你: {}", n + 1, turn.say);
+                println!("        客服: {}  [{} · {}]", turn.reply, turn.by, turn.intent);
+                for failure in &turn.failures {
+                    println!("        ✗ {failure}");
+                }
+            }
+        }
+        if outcome.passed() {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    // Knowledge-base checks (rules/tests/kb/*.yaml): customers' paraphrases must find
+    // their FAQ entry first, and off-topic messages must not be answered by one.
+    for file in kefu::kb::check::files(dir) {
+        let report = kefu::kb::check::run_file(&rules, &file);
+        let mark = if report.passed() { "ok  " } else { "FAIL" };
+        println!("{mark} knowledge base ({}): {}", file.display(), report.summary());
+        for error in &report.errors {
+            println!("     ✗ {error}");
+        }
+        for case in report.cases.iter().filter(|c| verbose || !c.passed()) {
+            let found = case.top.as_deref().unwrap_or("nothing");
+            let mark = if case.passed() { "✓" } else { "✗" };
+            println!(
+                "     {mark} {} → {found} ({:.2}), expected {}",
+                case.say, case.confidence, case.expected
+            );
+        }
+        for (say, faq) in &report.false_answers {
+            println!("     ✗ {say} → answered by {faq}, but it is listed under not_faq");
+        }
+        if report.passed() {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    let c = conversation::coverage(&rules, &covered);
+    println!(
+        "coverage: rules {}/{}, promotions {}/{}, flow steps {}/{}",
+        c.rules.0, c.rules.1, c.promotions.0, c.promotions.1, c.flow_steps.0, c.flow_steps.1
+    );
+    for missing in &c.missing {
+        println!("  never exercised: {missing}");
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
