@@ -24,11 +24,12 @@ use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::http::{Body, json_response, read_json};
+use super::limits::{check_message, check_session_id};
 use super::model::Usage;
-use super::{
-    ApiError, Body, State, check_message, check_session_id, event_stream_response, for_requester, json_response,
-    read_json, sse_event,
-};
+use super::sse::{event_stream_response, sse_event};
+use super::turns::for_requester;
+use super::{ApiError, State};
 use crate::TurnRequest;
 
 /// The body of `POST /v1/chat/completions` (the fields kefu reads).

@@ -13,7 +13,9 @@ use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, Body, State, check_message, json_response, read_json};
+use super::http::{Body, json_response, read_json};
+use super::limits::check_message;
+use super::{ApiError, State};
 use crate::engine::EngineError;
 use crate::safety::logsafe::LogSafe;
 
@@ -60,7 +62,7 @@ struct TakeoverBody {
 /// `POST /v1/sessions/{id}/takeover`.
 pub(super) async fn takeover(state: &Arc<State>, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body: TakeoverBody = read_json(req, state.limits.max_body_bytes, true).await?;
-    super::check_session_id(id, &state.limits)?;
+    super::limits::check_session_id(id, &state.limits)?;
     let key = id.to_string();
     let session = state.with_store(move |s| s.engine.takeover(&key, body.agent)).await?;
     state.metrics.takeover();
@@ -174,7 +176,7 @@ pub(super) fn tickets(state: &Arc<State>, query: Option<&str>) -> Result<Respons
     let mut session = None;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
-            Some(("session_id", value)) => session = Some(super::decode_segment(value)?),
+            Some(("session_id", value)) => session = Some(super::http::decode_segment(value)?),
             _ => {
                 return Err(ApiError::invalid(format!(
                     "unknown query parameter `{pair}`; only `session_id` is taken"
