@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 
-use super::{ApiError, State, metrics, model};
+use super::{ApiError, State, model};
 use crate::safety::logsafe::LogSafe;
 use crate::{TurnRequest, TurnResponse};
 
@@ -149,7 +149,7 @@ impl State {
         // or a quote (names, intents and reasons come from checked rule files).
         tracing::info!(
             session = %LogSafe(&response.session_id),
-            source = %metrics::source_name(response.source),
+            source = %response.source.name(),
             rule = shown(response.rule.as_deref().or(response.promotion.as_deref()).or(response.flow.as_deref())),
             intent = shown(response.intent.as_deref()),
             handoff = shown(response.handoff.as_ref().map(|h| h.reason.as_str())),
