@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::StatusCode;
+use tokio::sync::OwnedSemaphorePermit;
 
+use super::metrics::Metrics;
 use super::{ApiError, State, model};
 use crate::safety::logsafe::LogSafe;
 use crate::{TurnRequest, TurnResponse};
@@ -25,15 +27,21 @@ use crate::{TurnRequest, TurnResponse};
 pub(super) const INLINE_TURN_BUDGET: Duration = Duration::from_millis(5);
 
 impl State {
-    /// A permit for one turn, or 503 when too many are in flight.
-    fn turn_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        Arc::clone(&self.turns).try_acquire_owned().map_err(|_| {
+    /// A permit for one turn, counted in flight until it is dropped, or 503 when too many
+    /// are in flight.
+    fn turn_permit(&self) -> Result<InFlight, ApiError> {
+        let permit = Arc::clone(&self.turns).try_acquire_owned().map_err(|_| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
                 "too many conversations in flight; try again shortly",
             )
             .with_retry_after(1)
+        })?;
+        self.metrics.in_flight().inc();
+        Ok(InFlight {
+            metrics: Arc::clone(&self.metrics),
+            _permit: permit,
         })
     }
 
@@ -60,8 +68,7 @@ impl State {
 
     /// Runs one non-streaming turn where it belongs (see the module docs) and records it.
     pub(super) async fn run_turn(&self, request: TurnRequest) -> Result<(TurnResponse, model::Usage), ApiError> {
-        let permit = self.turn_permit()?;
-        self.metrics.in_flight().inc();
+        let in_flight = self.turn_permit()?;
         let chars = request.message.chars().count();
         let segment = self.segment(&request);
         let result = if self.turns_may_block() {
@@ -86,8 +93,7 @@ impl State {
             }
             result
         };
-        self.metrics.in_flight().dec();
-        drop(permit);
+        drop(in_flight);
         let (response, usage) = result?;
         self.record_turn(&response, chars, usage, segment.as_deref());
         Ok((response, usage))
@@ -101,9 +107,8 @@ impl State {
         mut on_delta: impl FnMut(&str) + Send + 'static,
         finish: impl FnOnce(Option<(&TurnResponse, model::Usage)>) + Send + 'static,
     ) -> Result<(), ApiError> {
-        let permit = self.turn_permit()?;
+        let in_flight = self.turn_permit()?;
         let state = Arc::clone(self);
-        state.metrics.in_flight().inc();
         tokio::task::spawn_blocking(move || {
             let chars = request.message.chars().count();
             let segment = state.segment(&request);
@@ -122,8 +127,8 @@ impl State {
                     finish(None);
                 }
             }
-            state.metrics.in_flight().dec();
-            drop(permit);
+            // Also dropped if recording or `finish` panics: the turn leaves the count.
+            drop(in_flight);
         });
         Ok(())
     }
@@ -175,6 +180,19 @@ impl State {
         } else {
             Ok(f(self))
         }
+    }
+}
+
+/// A turn in flight: holds its permit and counts in the in-flight gauge until dropped,
+/// so the turn leaves the count however it ends, a panic included.
+struct InFlight {
+    metrics: Arc<Metrics>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.metrics.in_flight().dec();
     }
 }
 
