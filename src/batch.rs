@@ -1,8 +1,8 @@
 //! Work gathered by many threads and handed, in batches, to one flusher thread.
 //!
 //! Both of kefu's append-only outputs use it: the tracing log lines on stderr
-//! ([`server::logs`](crate::server::logs)) and the conversation log
-//! ([`data::writer`](crate::data::writer)). A turn must never wait on a disk or a pipe,
+//! (`server::logs`) and the conversation log (`data::writer`). It knows neither: both
+//! depend on it, never the reverse. A turn must never wait on a disk or a pipe,
 //! and a system call per line cost about as much CPU as the turn itself; a channel-fed
 //! writer (tracing-appender) spent its time waking up for every line. So a producer only
 //! adds to a shared batch under a mutex (a copy or a move), and a flusher thread takes the

@@ -185,6 +185,147 @@ fn openai_stream_is_chunks_then_done() {
     assert_eq!(content, "这款是100%纯棉面料，透气舒适。");
 }
 
+/// A model that says a little and then panics, as a bug in a backend would.
+struct PanickingModel;
+
+impl kefu::llm::LlmBackend for PanickingModel {
+    fn name(&self) -> &str {
+        "panics"
+    }
+
+    fn generate(
+        &self,
+        _: &kefu::llm::GenerateRequest,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<kefu::llm::Generation, kefu::llm::LlmError> {
+        on_text("这款是");
+        panic!("the model broke");
+    }
+}
+
+/// The error log of every server in this test binary from the first call on (a process
+/// has one global subscriber; the servers log from their own threads).
+fn error_log() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    static LOG: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    Arc::clone(LOG.get_or_init(|| {
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::ERROR)
+            .with_ansi(false)
+            .with_writer(move || Sink(Arc::clone(&sink)))
+            .try_init();
+        log
+    }))
+}
+
+#[test]
+fn a_turn_that_panics_is_an_error_logged_and_no_longer_in_flight_streamed_or_not() {
+    let log = error_log();
+    let mut config = config(ENGINE);
+    config.llm = Some(Arc::new(PanickingModel));
+    // One connection per client: a new one is served only if the old one is idle.
+    config.limits.connections.per_client = 1;
+    let server = TestServer::start(config);
+    let ask = json!({ "session_id": "p1", "message": "这款是什么面料" });
+    let logged = |what: &str| {
+        let text = String::from_utf8_lossy(&log.lock().unwrap()).to_string();
+        text.lines().filter(|l| l.contains(what)).count()
+    };
+    let in_flight_zero = || {
+        server
+            .get("/metrics")
+            .body
+            .lines()
+            .any(|l| l == "kefu_turns_in_flight 0")
+    };
+
+    // Not streamed: a 500 with the JSON error body.
+    let plain = server.post("/v1/chat", &ask);
+    assert_eq!((plain.status, plain.error_type().as_str()), (500, "internal"));
+    assert!(eventually(Duration::from_secs(5), || logged("turn panicked") >= 1));
+    assert!(in_flight_zero());
+
+    // Streamed: the status was sent, so the stream ends with an `error` event, no `done`.
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let reply = server.post("/v1/chat", &streamed);
+    assert_eq!(reply.status, 200);
+    let events = reply.events();
+    let (last, rest) = events.split_last().unwrap();
+    assert_eq!(last.0.as_deref(), Some("error"), "{events:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&last.1).unwrap()["error"]["type"],
+        "internal"
+    );
+    assert!(
+        rest.iter().all(|(name, _)| name.as_deref() == Some("delta")),
+        "{events:?}"
+    );
+    assert!(eventually(Duration::from_secs(5), || logged("streaming turn panicked") >= 1));
+    assert!(in_flight_zero());
+
+    // OpenAI's framing: an `error` data line, then `[DONE]`.
+    let openai = server.post(
+        "/v1/chat/completions",
+        &json!({ "stream": true, "user": "p2", "messages": [{ "role": "user", "content": "这款是什么面料" }] }),
+    );
+    assert_eq!(openai.status, 200);
+    let events = openai.events();
+    assert_eq!(events.last().unwrap().1, "[DONE]", "{events:?}");
+    let error: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
+    assert_eq!(error["error"]["type"], "internal");
+    assert!(eventually(Duration::from_secs(5), || logged("streaming turn panicked") >= 2));
+    assert!(in_flight_zero());
+
+    // A stream that ended in a panic leaves its connection idle, not busy: on a kept-alive
+    // connection, once the stream is read, a new connection from the same client (over
+    // its limit of one) sheds it instead of being refused.
+    let mut kept = std::net::TcpStream::connect(server.addr).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = streamed.to_string();
+    let head = format!(
+        "POST /v1/chat HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n\r\n",
+        server.addr,
+        body.len()
+    );
+    std::io::Write::write_all(&mut kept, format!("{head}{body}").as_bytes()).unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !received.ends_with(b"0\r\n\r\n") {
+        let n = std::io::Read::read(&mut kept, &mut buf).unwrap();
+        assert!(n > 0, "the stream ended before its last chunk");
+        received.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&received).contains("event: error"));
+    assert!(eventually(Duration::from_secs(5), || {
+        let mut other = std::net::TcpStream::connect(server.addr).unwrap();
+        other.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let request = format!(
+            "GET /healthz HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n",
+            server.addr
+        );
+        let mut answer = Vec::new();
+        let _ = std::io::Write::write_all(&mut other, request.as_bytes());
+        let _ = std::io::Read::read_to_end(&mut other, &mut answer);
+        answer.starts_with(b"HTTP/1.1 200")
+    }));
+    assert!(in_flight_zero());
+
+    // The service goes on answering.
+    assert_eq!(server.chat("p3", "能开发票吗")["source"], "rule");
+}
+
 #[test]
 fn takeover_queues_messages_for_the_agent_and_release_gives_the_bot_back() {
     let server = TestServer::start(config(ENGINE));

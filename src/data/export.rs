@@ -175,9 +175,7 @@ pub fn export(
                 } else if unhappy(&turn.session) {
                     summary.low_feedback += 1;
                 } else if emit(context, &turn.reply, &mut summary) {
-                    *by_source
-                        .entry(crate::server::metrics::source_name(turn.source))
-                        .or_default() += 1;
+                    *by_source.entry(turn.source.name()).or_default() += 1;
                 }
             }
             // A handoff notice ("正在为您转接人工客服") is not an answer: leaving it out of

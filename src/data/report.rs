@@ -28,7 +28,6 @@ use serde::Serialize;
 
 use super::{DataError, ReadStats, Record};
 use crate::engine::AnswerSource;
-use crate::server::metrics::source_name;
 
 /// Every answer source, in the order reports list them when counts tie.
 const SOURCES: [AnswerSource; 10] = [
@@ -383,7 +382,7 @@ impl Tally {
             .iter()
             .zip(self.sources)
             .filter(|(_, n)| *n > 0)
-            .map(|(s, n)| count(source_name(*s), n, turns))
+            .map(|(s, n)| count(s.name(), n, turns))
             .collect();
         sort_counts(&mut sources);
         let mut intents: Vec<IntentCount> = self
@@ -439,7 +438,7 @@ impl Tally {
             .filter(|(_, l)| !l.is_empty())
             .map(|(s, l)| {
                 l.sort_by(f64::total_cmp);
-                latency(source_name(*s), l)
+                latency(s.name(), l)
             })
             .collect();
         per_source.sort_by(|a, b| b.turns.cmp(&a.turns).then_with(|| a.source.cmp(&b.source)));
@@ -615,7 +614,7 @@ fn timeline(minutes: &BTreeMap<i64, [u64; SOURCES.len()]>, offset: Option<FixedO
     }
     Timeline {
         bucket_minutes: width as u32,
-        sources: used.iter().map(|&i| source_name(SOURCES[i]).to_string()).collect(),
+        sources: used.iter().map(|&i| SOURCES[i].name().to_string()).collect(),
         buckets,
     }
 }

@@ -96,6 +96,25 @@ pub enum AnswerSource {
     Fallback,
 }
 
+impl AnswerSource {
+    /// The source's name: its JSON form, the `source` label of the metrics and the turn log
+    /// line, and the name reports and exports give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AnswerSource::Rule => "rule",
+            AnswerSource::Flow => "flow",
+            AnswerSource::Promotion => "promotion",
+            AnswerSource::Faq => "faq",
+            AnswerSource::Cache => "cache",
+            AnswerSource::Llm => "llm",
+            AnswerSource::Safety => "safety",
+            AnswerSource::Handoff => "handoff",
+            AnswerSource::Human => "human",
+            AnswerSource::Fallback => "fallback",
+        }
+    }
+}
+
 /// Why a conversation went to a human.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handoff {
@@ -572,6 +591,16 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_source_is_named_as_it_is_serialized() {
+        use AnswerSource::*;
+        for source in [Rule, Flow, Promotion, Faq, Cache, Llm, Safety, Handoff, Human, Fallback] {
+            assert_eq!(serde_json::to_value(source).unwrap(), source.name());
+            let back: AnswerSource = serde_json::from_value(source.name().into()).unwrap();
+            assert_eq!(back, source);
+        }
+    }
 
     fn step(stage: &str, detail: &str) -> TraceStep {
         TraceStep {

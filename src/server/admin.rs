@@ -8,7 +8,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
-use super::{ApiError, Body, State, json_response};
+use super::http::{Body, json_response};
+use super::{ApiError, State};
 use crate::reload::{ReloadOutcome, Trigger};
 
 /// `GET /healthz`: the service answers and which rules it serves; `rules_stale` (with the

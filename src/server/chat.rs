@@ -16,10 +16,11 @@ use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{
-    ApiError, Body, State, check_message, check_session_id, event_stream_response, for_requester, json_response,
-    read_json, sse_event,
-};
+use super::http::{Body, json_response, read_json};
+use super::limits::{check_message, check_session_id};
+use super::sse::{event_stream_response, sse_event};
+use super::turns::for_requester;
+use super::{ApiError, State};
 use crate::TurnRequest;
 
 /// The body of `POST /v1/chat`.
@@ -63,7 +64,7 @@ pub(super) async fn chat(
         as_of: body.as_of,
     };
     if !body.stream {
-        let (response, _) = state.run_turn(request).await?;
+        let response = state.run_turn(request).await?;
         return Ok(json_response(StatusCode::OK, &for_requester(response, full_trace)));
     }
     let (tx, response) = event_stream_response();
@@ -78,7 +79,7 @@ pub(super) async fn chat(
             let _ = delta_tx.blocking_send(sse_event(Some("delta"), &data));
         },
         move |finished| {
-            let Some((response, _usage)) = finished else {
+            let Some(response) = finished else {
                 let error = ApiError::internal().body().to_string();
                 let _ = tx.blocking_send(sse_event(Some("error"), &error));
                 return;

@@ -386,7 +386,7 @@ impl Metrics {
 
     /// Counts an answered turn.
     pub fn answer(&self, source: AnswerSource, handoff: bool) {
-        let source = source_name(source);
+        let source = source.name();
         self.answers.get_or_create(&SourceLabels { source }).inc();
         if handoff && source != "human" {
             self.handoffs.inc();
@@ -442,21 +442,5 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String never fails");
         out
-    }
-}
-
-/// The name of an answer source, as in JSON.
-pub fn source_name(source: AnswerSource) -> &'static str {
-    match source {
-        AnswerSource::Rule => "rule",
-        AnswerSource::Flow => "flow",
-        AnswerSource::Promotion => "promotion",
-        AnswerSource::Faq => "faq",
-        AnswerSource::Cache => "cache",
-        AnswerSource::Llm => "llm",
-        AnswerSource::Safety => "safety",
-        AnswerSource::Handoff => "handoff",
-        AnswerSource::Human => "human",
-        AnswerSource::Fallback => "fallback",
     }
 }

@@ -5,10 +5,8 @@
 //! microseconds). A turn that reaches the model can take seconds, so [`Metered`] runs the
 //! generation inside `tokio::task::block_in_place`: the worker hands its other tasks to a
 //! fresh thread before blocking, and only turns that actually ask the model pay for that.
-//! The token counts of the last generation on this thread are kept for the response's
-//! `usage` (a turn runs on one thread from start to end).
+//! A turn's own token counts travel in its response (`TurnResponse::usage`).
 
-use std::cell::Cell;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,26 +15,6 @@ use serde::Deserialize;
 
 use super::metrics::Metrics;
 use crate::llm::{GenerateRequest, Generation, LlmBackend, LlmError, MockLlm, MockRule};
-
-/// Token counts of one turn's model calls.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Prompt tokens.
-    pub prompt: u32,
-    /// Generated tokens.
-    pub completion: u32,
-}
-
-thread_local! {
-    static USAGE: Cell<Usage> = const { Cell::new(Usage { prompt: 0, completion: 0 }) };
-}
-
-/// Runs `f` (one turn) and returns what it returned with the tokens its model calls used.
-pub fn with_usage<R>(f: impl FnOnce() -> R) -> (R, Usage) {
-    USAGE.with(|u| u.set(Usage::default()));
-    let result = f();
-    (result, USAGE.with(|u| u.replace(Usage::default())))
-}
 
 /// Runs `f`, which blocks, without stalling the runtime when called on one of its workers.
 pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
@@ -71,12 +49,6 @@ impl LlmBackend for Metered {
         let result = blocking(|| self.inner.generate(request, on_text));
         if let Ok(g) = &result {
             self.metrics.tokens(u64::from(g.prompt_tokens), u64::from(g.tokens));
-            USAGE.with(|u| {
-                let mut usage = u.get();
-                usage.prompt += g.prompt_tokens;
-                usage.completion += g.tokens;
-                u.set(usage);
-            });
         }
         result
     }

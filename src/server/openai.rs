@@ -24,12 +24,13 @@ use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::model::Usage;
-use super::{
-    ApiError, Body, State, check_message, check_session_id, event_stream_response, for_requester, json_response,
-    read_json, sse_event,
-};
+use super::http::{Body, json_response, read_json};
+use super::limits::{check_message, check_session_id};
+use super::sse::{event_stream_response, sse_event};
+use super::turns::for_requester;
+use super::{ApiError, State};
 use crate::TurnRequest;
+use crate::engine::Usage;
 
 /// The body of `POST /v1/chat/completions` (the fields kefu reads).
 #[derive(Debug, Deserialize)]
@@ -178,7 +179,8 @@ pub(super) async fn completions(
     let id = completion_id();
     let created = chrono::Utc::now().timestamp();
     if !body.stream.unwrap_or(false) {
-        let (response, usage) = state.run_turn(request).await?;
+        let response = state.run_turn(request).await?;
+        let usage = response.usage;
         let out = json!({
             "id": id,
             "object": "chat.completion",
@@ -222,7 +224,7 @@ pub(super) async fn completions(
             let _ = delta_tx.blocking_send(sse_event(None, &data.to_string()));
         },
         move |finished| {
-            let Some((response, usage)) = finished else {
+            let Some(response) = finished else {
                 // OpenAI's own streams report a failure as a data line with `error`.
                 let error = ApiError::internal().body().to_string();
                 let _ = tx.blocking_send(sse_event(None, &error));
@@ -240,7 +242,7 @@ pub(super) async fn completions(
             if include_usage {
                 let mut usage_chunk = chunk(json!({}), None);
                 usage_chunk["choices"] = json!([]);
-                usage_chunk["usage"] = serde_json::to_value(UsageJson::from(usage)).expect("usage serializes");
+                usage_chunk["usage"] = serde_json::to_value(UsageJson::from(response.usage)).expect("usage serializes");
                 let _ = tx.blocking_send(sse_event(None, &usage_chunk.to_string()));
             }
             let _ = tx.blocking_send(sse_event(None, "[DONE]"));

@@ -13,9 +13,10 @@ use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, Body, State, check_message, json_response, read_json};
+use super::http::{Body, json_response, read_json};
+use super::limits::check_message;
+use super::{ApiError, State};
 use crate::engine::EngineError;
-use crate::safety::logsafe::LogSafe;
 
 fn engine_error(error: EngineError) -> ApiError {
     match error {
@@ -68,21 +69,12 @@ struct TakeoverBody {
 /// `POST /v1/sessions/{id}/takeover`.
 pub(super) async fn takeover(state: &Arc<State>, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body: TakeoverBody = read_json(req, state.limits.max_body_bytes, true).await?;
-    super::check_session_id(id, &state.limits)?;
+    super::limits::check_session_id(id, &state.limits)?;
     let key = id.to_string();
     let session = state
         .with_store(move |s| s.engine.takeover(&key, body.agent))
         .await?
         .map_err(engine_error)?;
-    state.metrics.takeover();
-    if let Some(log) = &state.conversation_log {
-        log.takeover(id, session.takeover.as_ref().and_then(|t| t.agent.as_deref()));
-    }
-    tracing::info!(
-        session = %LogSafe(id),
-        agent = session.takeover.as_ref().and_then(|t| t.agent.as_deref()).map(|a| tracing::field::display(LogSafe(a))),
-        "taken over"
-    );
     Ok(json_response(StatusCode::OK, &session))
 }
 
@@ -99,15 +91,10 @@ pub(super) async fn reply(state: &Arc<State>, id: &str, req: Request<Incoming>) 
     let body: ReplyBody = read_json(req, state.limits.max_body_bytes, false).await?;
     check_message(&body.message, "message", &state.limits)?;
     let key = id.to_string();
-    let text = state.conversation_log.as_ref().map(|_| body.message.clone());
     let session = state
         .with_store(move |s| s.engine.agent_reply(&key, &body.message))
         .await?
         .map_err(engine_error)?;
-    if let (Some(log), Some(text)) = (&state.conversation_log, text) {
-        log.agent_reply(id, session.takeover.as_ref().and_then(|t| t.agent.as_deref()), &text);
-    }
-    tracing::info!(session = %LogSafe(id), "agent replied");
     Ok(json_response(StatusCode::OK, &session))
 }
 
@@ -118,10 +105,6 @@ pub(super) async fn release(state: &Arc<State>, id: &str) -> Result<Response<Bod
         .with_store(move |s| s.engine.release(&key))
         .await?
         .map_err(engine_error)?;
-    if let Some(log) = &state.conversation_log {
-        log.release(id);
-    }
-    tracing::info!(session = %LogSafe(id), "released to the bot");
     Ok(json_response(StatusCode::OK, &session))
 }
 
@@ -161,7 +144,6 @@ pub(super) async fn feedback(state: &Arc<State>, id: &str, req: Request<Incoming
     }
     state.check_rate(id)?;
     let key = id.to_string();
-    let score = body.score;
     let given = state
         .with_store(move |s| {
             s.engine
@@ -169,11 +151,6 @@ pub(super) async fn feedback(state: &Arc<State>, id: &str, req: Request<Incoming
         })
         .await?
         .map_err(engine_error)?;
-    state.metrics.feedback(score);
-    if let Some(log) = &state.conversation_log {
-        log.feedback(id, given.score, given.comment.as_deref());
-    }
-    tracing::info!(session = %LogSafe(id), score, "feedback");
     Ok(json_response(
         StatusCode::OK,
         &json!({ "session_id": id, "feedback": given }),
@@ -185,7 +162,7 @@ pub(super) fn tickets(state: &Arc<State>, query: Option<&str>) -> Result<Respons
     let mut session = None;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
-            Some(("session_id", value)) => session = Some(super::decode_segment(value)?),
+            Some(("session_id", value)) => session = Some(super::http::decode_segment(value)?),
             _ => {
                 return Err(ApiError::invalid(format!(
                     "unknown query parameter `{pair}`; only `session_id` is taken"
@@ -194,8 +171,8 @@ pub(super) fn tickets(state: &Arc<State>, query: Option<&str>) -> Result<Respons
         }
     }
     let tickets: Vec<_> = state
-        .tickets
-        .list()
+        .engine
+        .tickets()
         .into_iter()
         .filter(|t| session.as_ref().is_none_or(|s| &t.session_id == s))
         .collect();

@@ -1,0 +1,83 @@
+//! Who may call the admin and agent routes: the bearer token when one is configured, else
+//! loopback clients only, and never a proxy passing on someone else's request.
+
+use std::net::{IpAddr, SocketAddr};
+
+use hyper::body::Incoming;
+use hyper::header;
+use hyper::{Request, StatusCode};
+
+use super::{ApiError, State};
+use crate::engine::constant_time_eq;
+
+impl State {
+    /// Admin and agent routes: the bearer token when one is configured, else loopback
+    /// clients only, and only when they are not a proxy passing on someone else's request
+    /// (a proxy on the same host connects from loopback; it says so in its headers).
+    pub(super) fn authorize(&self, req: &Request<Incoming>, peer: SocketAddr) -> Result<(), ApiError> {
+        match &self.admin_token {
+            Some(token) => {
+                let given = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(bearer);
+                match given {
+                    Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
+                    Some(_) => Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "wrong bearer token",
+                    )),
+                    None => Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "this route needs `Authorization: Bearer <KEFU_ADMIN_TOKEN>`",
+                    )),
+                }
+            }
+            None if is_loopback(peer.ip()) && !proxied(req) => Ok(()),
+            None => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "admin and agent routes answer only loopback clients, not through a proxy, when KEFU_ADMIN_TOKEN is not set",
+            )),
+        }
+    }
+}
+
+/// The credentials of an `Authorization: Bearer` header; the scheme is case-insensitive
+/// (RFC 9110), and some clients send `bearer`.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| credentials.trim())
+}
+
+/// Whether a proxy forwarded the request (it names the client it came from).
+fn proxied(req: &Request<Incoming>) -> bool {
+    let headers = req.headers();
+    ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|name| headers.contains_key(*name))
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearerabc"), None);
+    }
+}

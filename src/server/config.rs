@@ -1,0 +1,106 @@
+//! What `kefu serve` is started with: [`ServeConfig`] and the client [`Limits`], with
+//! their defaults. None of it changes on a reload.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::conns;
+use crate::engine::EngineConfig;
+use crate::jobs::{JobConfig, TicketConfig};
+use crate::llm::LlmBackend;
+use crate::store::RedisConfig;
+
+/// Limits on what one client may ask.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Request body bytes.
+    pub max_body_bytes: usize,
+    /// Characters in a customer's or agent's message.
+    pub max_message_chars: usize,
+    /// Characters in a session id.
+    pub max_session_id_chars: usize,
+    /// Turns per second per session (with a burst of twice that); 0 turns the limit off.
+    pub rate_per_session: u32,
+    /// The longest a request may take to get its response headers.
+    pub request_timeout: Duration,
+    /// Turns being answered at once; more are refused with 503.
+    pub max_in_flight: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    /// Open connections, in all and per client, and the idle timeout.
+    pub connections: conns::ConnLimits,
+}
+
+impl Default for Limits {
+    /// 64 KiB bodies, 2,000-character messages, 128-character ids, 20 turns/s per session,
+    /// 30 s timeout, 1,024 turns in flight, 30 s grace, connections as
+    /// [`conns::ConnLimits::default`].
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 * 1024,
+            max_message_chars: 2000,
+            max_session_id_chars: 128,
+            rate_per_session: 20,
+            request_timeout: Duration::from_secs(30),
+            max_in_flight: 1024,
+            shutdown_grace: Duration::from_secs(30),
+            connections: conns::ConnLimits::default(),
+        }
+    }
+}
+
+/// Everything `kefu serve` is started with. None of it changes on a reload.
+#[derive(Clone)]
+pub struct ServeConfig {
+    /// The rules directory.
+    pub rules: PathBuf,
+    /// Watch the rules directory and reload on change.
+    pub watch: bool,
+    /// Quiet time before a burst of file changes is reloaded.
+    pub debounce: Duration,
+    /// `Authorization: Bearer` token for admin and agent routes; without one they answer
+    /// loopback clients only.
+    pub admin_token: Option<String>,
+    /// Keep sessions in this Redis (`redis://127.0.0.1:6379/0`) instead of in memory.
+    pub redis: Option<String>,
+    /// Settings of the Redis store.
+    pub redis_config: RedisConfig,
+    /// The model, if any.
+    pub llm: Option<Arc<dyn LlmBackend>>,
+    /// Deliver new tickets to this back-office URL through the job queue.
+    pub tickets_url: Option<String>,
+    /// The job queue's settings.
+    pub jobs: JobConfig,
+    /// Where tickets are recorded and how they are delivered (state directory, signing
+    /// secret, visibility timeout).
+    pub tickets: TicketConfig,
+    /// Client limits.
+    pub limits: Limits,
+    /// Engine settings (answer-cache size and TTL, model limits).
+    pub engine: EngineConfig,
+    /// Append every turn, agent answer, takeover, release and feedback to a conversation
+    /// log (`kefu serve --conversation-log DIR`); off when `None`.
+    pub conversation_log: Option<crate::data::LogConfig>,
+}
+
+impl ServeConfig {
+    /// Defaults for serving `rules`: watched, in-memory sessions, no model.
+    pub fn new(rules: impl Into<PathBuf>) -> Self {
+        ServeConfig {
+            rules: rules.into(),
+            watch: true,
+            debounce: Duration::from_millis(100),
+            admin_token: None,
+            redis: None,
+            redis_config: RedisConfig::default(),
+            llm: None,
+            tickets_url: None,
+            jobs: JobConfig::default(),
+            tickets: TicketConfig::default(),
+            limits: Limits::default(),
+            engine: EngineConfig::default(),
+            conversation_log: None,
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! What the service writes about conversations, from the engine's events: the metrics,
+//! the per-event log line and the conversation log.
+//!
+//! The engine is the only writer of sessions and reports every change it makes (see
+//! `engine::events`); the [`Recorder`] is the service's one observer of it. Handlers and
+//! the turn runner write no records of their own, so a takeover made through any route (or
+//! by a later agent console) is counted and logged the same way. Message text is never in
+//! the tracing log (it may hold personal data): only its length; the conversation log has
+//! it masked.
+
+use std::sync::Arc;
+
+use super::metrics::Metrics;
+use crate::data::ConversationLog;
+use crate::engine::{Event, Observer};
+use crate::safety::logsafe::LogSafe;
+
+/// The service's observer of the engine.
+pub struct Recorder {
+    /// Where answers, takeovers and ratings are counted.
+    pub metrics: Arc<Metrics>,
+    /// The conversation log, when it is on.
+    pub log: Option<ConversationLog>,
+}
+
+impl Observer for Recorder {
+    fn observe(&self, event: &Event<'_>) {
+        if let Some(log) = &self.log {
+            log.observe(event);
+        }
+        match *event {
+            Event::Turn { request, response } => {
+                self.metrics.answer(response.source, response.handoff.is_some());
+                // Text fields go in as Display (`%`): a `&str` field is written with Debug,
+                // which checks every Chinese character against Unicode's printable tables
+                // for escaping, and that was a third of the line's cost. None of these
+                // values holds a newline or a quote (names, intents and reasons come from
+                // checked rule files).
+                tracing::info!(
+                    session = %LogSafe(&response.session_id),
+                    source = %response.source.name(),
+                    rule = shown(response.rule.as_deref().or(response.promotion.as_deref()).or(response.flow.as_deref())),
+                    intent = shown(response.intent.as_deref()),
+                    handoff = shown(response.handoff.as_ref().map(|h| h.reason.as_str())),
+                    chars = request.message.chars().count(),
+                    rules = %response.rules_version,
+                    latency_ms = response.latency_ms,
+                    "turn"
+                );
+            }
+            Event::Takeover { session, agent } => {
+                self.metrics.takeover();
+                tracing::info!(
+                    session = %LogSafe(session),
+                    agent = agent.map(|a| tracing::field::display(LogSafe(a))),
+                    "taken over"
+                );
+            }
+            Event::AgentReply { session, .. } => tracing::info!(session = %LogSafe(session), "agent replied"),
+            Event::Release { session } => tracing::info!(session = %LogSafe(session), "released to the bot"),
+            Event::Feedback { session, feedback } => {
+                self.metrics.feedback(feedback.score);
+                tracing::info!(session = %LogSafe(session), score = feedback.score, "feedback");
+            }
+            Event::Ticket { .. } | Event::Told { .. } => {}
+        }
+    }
+}
+
+/// A text log field written as Display.
+fn shown(text: Option<&str>) -> Option<tracing::field::DisplayValue<&str>> {
+    text.map(tracing::field::display)
+}

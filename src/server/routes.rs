@@ -1,0 +1,226 @@
+//! The router: one request from start to end. Its method and path name a route
+//! (`Route`), the route names a handler, the whole runs under the request time limit, and
+//! the request is counted in the metrics under its route's pattern.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::http::{Body, decode_segment};
+use super::{ApiError, State, admin, chat, conns, openai, sessions};
+
+/// One request, start to end: route, time limit, metrics, and errors turned into JSON.
+pub(super) async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    busy: conns::Busy,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    // A clone of the URI is a reference count, not a copy; the route borrows from it while
+    // the request moves on to its handler.
+    let uri = req.uri().clone();
+    let route = Route::of(uri.path());
+    let name = route.as_ref().map_or("other", Route::name);
+    let response = match tokio::time::timeout(state.limits.request_timeout, dispatch(&state, route, req, peer)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => error.into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "no answer within {} s; try again",
+                state.limits.request_timeout.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    };
+    state
+        .metrics
+        .request(name, response.status().as_u16(), started.elapsed());
+    let mut response = response;
+    if let Either::Right(stream) = response.body_mut() {
+        // The connection stays busy while its event stream is open, so it is never shed
+        // as idle.
+        stream.busy = Some(busy);
+    }
+    Ok(response)
+}
+
+/// What a session route does to the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SessionAction {
+    Takeover,
+    Reply,
+    Release,
+    Feedback,
+}
+
+/// The route a path names, read once per request: for dispatch and for the metrics label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Chat,
+    Completions,
+    /// `/v1/sessions/{id}`, the id as it appears in the path (still percent-encoded).
+    Session(&'a str),
+    SessionAction(&'a str, SessionAction),
+    Tickets,
+    Healthz,
+    Metrics,
+    AdminRules,
+    AdminReload,
+}
+
+impl<'a> Route<'a> {
+    /// The route of `path`, `None` for no route. Splits the path without allocating: no
+    /// route has more than four segments.
+    fn of(path: &'a str) -> Option<Route<'a>> {
+        let mut segments = [""; 4];
+        let mut n = 0;
+        for segment in path.trim_matches('/').split('/') {
+            *segments.get_mut(n)? = segment;
+            n += 1;
+        }
+        let action = |action: &str| match action {
+            "takeover" => Some(SessionAction::Takeover),
+            "reply" => Some(SessionAction::Reply),
+            "release" => Some(SessionAction::Release),
+            "feedback" => Some(SessionAction::Feedback),
+            _ => None,
+        };
+        Some(match segments[..n] {
+            ["v1", "chat"] => Route::Chat,
+            ["v1", "chat", "completions"] => Route::Completions,
+            ["v1", "sessions", id] => Route::Session(id),
+            ["v1", "sessions", id, a] => Route::SessionAction(id, action(a)?),
+            ["v1", "tickets"] => Route::Tickets,
+            ["healthz"] => Route::Healthz,
+            ["metrics"] => Route::Metrics,
+            ["admin", "rules"] => Route::AdminRules,
+            ["admin", "reload"] => Route::AdminReload,
+            _ => return None,
+        })
+    }
+
+    /// The route's pattern, the `route` label of the request metrics.
+    fn name(&self) -> &'static str {
+        match self {
+            Route::Chat => "/v1/chat",
+            Route::Completions => "/v1/chat/completions",
+            Route::Session(_) => "/v1/sessions/{id}",
+            Route::SessionAction(_, SessionAction::Takeover) => "/v1/sessions/{id}/takeover",
+            Route::SessionAction(_, SessionAction::Reply) => "/v1/sessions/{id}/reply",
+            Route::SessionAction(_, SessionAction::Release) => "/v1/sessions/{id}/release",
+            Route::SessionAction(_, SessionAction::Feedback) => "/v1/sessions/{id}/feedback",
+            Route::Tickets => "/v1/tickets",
+            Route::Healthz => "/healthz",
+            Route::Metrics => "/metrics",
+            Route::AdminRules => "/admin/rules",
+            Route::AdminReload => "/admin/reload",
+        }
+    }
+
+    /// Whether the route reads (GET, and HEAD) rather than acts (POST).
+    fn reads(&self) -> bool {
+        matches!(
+            self,
+            Route::Session(_) | Route::Tickets | Route::Healthz | Route::Metrics | Route::AdminRules
+        )
+    }
+}
+
+async fn dispatch(
+    state: &Arc<State>,
+    route: Option<Route<'_>>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, ApiError> {
+    let Some(route) = route else {
+        return Err(ApiError::not_found(format!(
+            "no route {}; see docs/api.md",
+            req.uri().path()
+        )));
+    };
+    let method = req.method();
+    if route.reads() && !(method == Method::GET || method == Method::HEAD) {
+        return Err(ApiError::method_not_allowed("GET"));
+    }
+    if !route.reads() && method != Method::POST {
+        return Err(ApiError::method_not_allowed("POST"));
+    }
+    match route {
+        Route::Chat => {
+            // Customers see a trace without the rules' internals; agents and editors (who
+            // pass the admin check) see all of it.
+            let full_trace = state.authorize(&req, peer).is_ok();
+            chat::chat(state, req, full_trace).await
+        }
+        Route::Completions => {
+            let full_trace = state.authorize(&req, peer).is_ok();
+            openai::completions(state, req, full_trace).await
+        }
+        Route::Session(id) => {
+            state.authorize(&req, peer)?;
+            sessions::get(state, &decode_segment(id)?).await
+        }
+        Route::SessionAction(id, action) => {
+            // Feedback comes from the customer's side; the rest are agent actions.
+            if action != SessionAction::Feedback {
+                state.authorize(&req, peer)?;
+            }
+            let id = decode_segment(id)?;
+            match action {
+                SessionAction::Takeover => sessions::takeover(state, &id, req).await,
+                SessionAction::Reply => sessions::reply(state, &id, req).await,
+                SessionAction::Release => sessions::release(state, &id).await,
+                SessionAction::Feedback => sessions::feedback(state, &id, req).await,
+            }
+        }
+        Route::Tickets => {
+            state.authorize(&req, peer)?;
+            sessions::tickets(state, req.uri().query())
+        }
+        Route::Healthz => Ok(admin::healthz(state)),
+        Route::Metrics => Ok(admin::metrics(state)),
+        Route::AdminRules => {
+            state.authorize(&req, peer)?;
+            Ok(admin::rules(state))
+        }
+        Route::AdminReload => {
+            state.authorize(&req, peer)?;
+            admin::reload(state).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_read_once_and_labelled_by_pattern() {
+        assert_eq!(Route::of("/v1/chat"), Some(Route::Chat));
+        assert_eq!(Route::of("/v1/chat/"), Some(Route::Chat));
+        assert_eq!(Route::of("/v1/sessions/abc"), Some(Route::Session("abc")));
+        assert_eq!(Route::Session("abc").name(), "/v1/sessions/{id}");
+        assert_eq!(
+            Route::of("/v1/sessions/abc/feedback"),
+            Some(Route::SessionAction("abc", SessionAction::Feedback))
+        );
+        assert_eq!(
+            Route::SessionAction("abc", SessionAction::Feedback).name(),
+            "/v1/sessions/{id}/feedback"
+        );
+        assert!(Route::Session("abc").reads());
+        assert!(!Route::SessionAction("abc", SessionAction::Takeover).reads());
+        assert_eq!(Route::of("/v1/sessions/abc/feedback/x"), None);
+        assert_eq!(Route::of("/v1/sessions/abc/delete"), None);
+        assert_eq!(Route::of("/nope/x"), None);
+        assert_eq!(Route::of("/"), None);
+    }
+}

@@ -1,0 +1,172 @@
+//! Running the service: [`run`] (the runtime, the listener, signals) and
+//! [`Service::serve`] (the accept loop, one task per connection, graceful shutdown).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use super::{ServeConfig, ServeError, Service, conns, limits, logs, routes};
+use crate::reload::Trigger;
+
+/// How often connections idle past the idle timeout are looked for.
+const IDLE_SWEEP: Duration = Duration::from_secs(5);
+
+impl Service {
+    /// Serves connections from `listener` until `shutdown` completes, then lets in-flight
+    /// requests finish for at most the grace period.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let state = Arc::clone(&self.state);
+        let cleaner = limits::forget_idle_sessions(&state);
+        let limits = state.limits.connections;
+        let registry = conns::Registry::new(conns::ConnLimits {
+            max: conns::cap_for_fd_limit(limits.max, conns::fd_soft_limit()),
+            ..limits
+        });
+        let reaper = {
+            let registry = Arc::clone(&registry);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(IDLE_SWEEP).await;
+                    registry.close_idle();
+                }
+            })
+        };
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10))
+            .keep_alive(true);
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(error) => {
+                        // Out of file descriptors, say: wait a little rather than spin.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let (conn, admission) = registry.admit(peer.ip());
+            match admission {
+                conns::Admission::Open => {}
+                conns::Admission::Shed(kind) => state.metrics.connection_shed(kind),
+                conns::Admission::Refused(kind) => {
+                    state.metrics.connection_shed(kind);
+                    tracing::debug!(peer = %peer, kind, "connection refused: every connection is busy");
+                }
+            }
+            // Turned away: the socket closes when it is dropped here.
+            let Some(conn) = conn else { continue };
+            let _ = stream.set_nodelay(true);
+            let service = {
+                let (state, conn) = (Arc::clone(&state), Arc::clone(&conn));
+                hyper::service::service_fn(move |req| routes::handle(Arc::clone(&state), req, peer, conn.busy()))
+            };
+            let connection = http.serve_connection(TokioIo::new(stream), service);
+            let metrics = Arc::clone(&state.metrics);
+            metrics.connections().inc();
+            tokio::spawn(async move {
+                let mut connection = std::pin::pin!(connection);
+                let mut closing = false;
+                loop {
+                    tokio::select! {
+                        result = connection.as_mut() => {
+                            if let Err(error) = result {
+                                tracing::debug!(%error, "connection ended with an error");
+                            }
+                            break;
+                        }
+                        // Idle too long, shed to make room, or shutting down: an idle
+                        // connection closes now, a busy one after its response.
+                        () = conn.closing(), if !closing => {
+                            connection.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                }
+                metrics.connections().dec();
+            });
+        }
+        drop(listener);
+        reaper.abort();
+        let stopping = Instant::now();
+        tracing::info!("shutting down: no new connections; finishing requests in flight");
+        registry.close_all();
+        let grace = self.state.limits.shutdown_grace;
+        let drained = tokio::time::timeout(grace, async {
+            while !registry.is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        if drained.await.is_err() {
+            tracing::warn!(
+                grace_s = grace.as_secs(),
+                connections = registry.len(),
+                "requests still in flight after the grace period"
+            );
+        }
+        if let Some(cleaner) = cleaner {
+            cleaner.abort();
+        }
+        if let Some(deliveries) = self.deliveries {
+            deliveries.shutdown(grace.saturating_sub(stopping.elapsed())).await;
+        }
+    }
+}
+
+/// Runs `kefu serve`: binds `addr`, prints `listening on ADDR`, serves until SIGTERM or
+/// Ctrl-C, reloads the rules on SIGHUP.
+pub fn run(config: ServeConfig, addr: SocketAddr, workers: usize) -> Result<(), ServeError> {
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| ServeError::Io { what, source }
+    };
+    logs::log_panics();
+    if let Some(limit) = conns::raise_fd_limit() {
+        tracing::debug!(open_files = limit, "open-files limit");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .max_blocking_threads(config.limits.max_in_flight + 64)
+        .thread_name("kefu-worker")
+        .enable_all()
+        .build()
+        .map_err(io("cannot start the runtime"))?;
+    runtime.block_on(async move {
+        let service = Service::build(config)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(io(&format!("cannot listen on {addr}")))?;
+        let local = listener.local_addr().map_err(io("cannot read the bound address"))?;
+        let state = Arc::clone(service.state());
+        let rules = state.reloader.status();
+        tracing::info!(addr = %local, rules = %rules.dir.display(), version = %rules.version, "serving");
+        // Scripts and tests read the port from this line (with --addr 127.0.0.1:0).
+        println!("listening on {local}");
+
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup()).map_err(io("cannot listen for SIGHUP"))?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(io("cannot listen for SIGTERM"))?;
+        let reloads = tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                let reloader = Arc::clone(&state.reloader);
+                let _ = tokio::task::spawn_blocking(move || reloader.reload(Trigger::Signal)).await;
+            }
+        });
+        let shutdown = async move {
+            tokio::select! {
+                _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
+                _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "stopping"),
+            }
+        };
+        service.serve(listener, shutdown).await;
+        reloads.abort();
+        Ok(())
+    })
+}

@@ -1,0 +1,223 @@
+//! The [`State`] every request handler shares, and [`Service::build`], which wires it from
+//! a [`ServeConfig`]: rules, sessions, the ticket outbox and its delivery pump, the job
+//! queue, the engine and its model, the conversation log, the reloader and its watcher,
+//! and the metrics that watch them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use governor::DefaultKeyedRateLimiter;
+use tokio::sync::Semaphore;
+
+use super::metrics::Metrics;
+use super::recorder::Recorder;
+use super::{Limits, ServeConfig, ServeError, limits, model};
+use crate::Engine;
+use crate::batch::FlushGuard;
+use crate::data::ConversationLog;
+use crate::dialogue::TicketStore;
+use crate::jobs::{Deliveries, JobQueue};
+use crate::outbox::{Journal, Outbox, RedisOutbox};
+use crate::reload::{ReloadOutcome, Reloader, WatchHandle};
+use crate::safety::logsafe::LogSafe;
+use crate::store::{MemoryStore, RedisStore, SessionStore};
+
+/// What every request handler shares.
+pub struct State {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// Builds and swaps rule sets.
+    pub reloader: Arc<Reloader>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Client limits.
+    pub limits: Limits,
+    /// The bearer token of admin and agent routes (see [`super::auth`]).
+    pub(super) admin_token: Option<String>,
+    /// The per-session rate limiter, `None` when the limit is off (see [`super::limits`]).
+    pub(super) limiter: Option<DefaultKeyedRateLimiter<String>>,
+    /// Permits for turns in flight (see [`super::turns`]).
+    pub(super) turns: Arc<Semaphore>,
+    /// Sessions are in a store that does network I/O.
+    pub(super) remote_sessions: bool,
+    /// A turn on the serving rules took longer than [`INLINE_TURN_BUDGET`] on a runtime
+    /// worker: until the next reload, turns run on the blocking pool.
+    ///
+    /// [`INLINE_TURN_BUDGET`]: super::turns::INLINE_TURN_BUDGET
+    pub(super) slow_rules: Arc<std::sync::atomic::AtomicBool>,
+    /// When the service was built (`uptime_s` of `/healthz`).
+    pub(super) started: Instant,
+}
+
+/// A built service: rules loaded, engine, reloader, job queue. Serve it with
+/// [`Service::serve`] (in [`super::serve`]).
+pub struct Service {
+    pub(super) state: Arc<State>,
+    /// The ticket delivery pump, drained on shutdown.
+    pub(super) deliveries: Option<Deliveries>,
+    _watcher: Option<WatchHandle>,
+    /// Writes what the conversation log holds when the service ends.
+    _log: Option<FlushGuard>,
+}
+
+impl Service {
+    /// Loads the rules and builds the service. Must be called inside a tokio runtime (the
+    /// job queue starts on it).
+    pub fn build(config: ServeConfig) -> Result<Self, ServeError> {
+        let compiled = crate::dsl::load_dir(&config.rules);
+        let Some(rules) = compiled.rules else {
+            return Err(ServeError::Rules {
+                dir: config.rules.clone(),
+                report: compiled.report.render_all(false),
+            });
+        };
+        let metrics = Arc::new(Metrics::new());
+        let (sessions, remote_sessions): (Arc<dyn SessionStore>, bool) = match &config.redis {
+            Some(url) => (Arc::new(RedisStore::connect(url, config.redis_config.clone())?), true),
+            None => (Arc::new(MemoryStore::default()), false),
+        };
+
+        let job_metrics = Arc::clone(&metrics);
+        // Jobs tell conversations their outcomes through the engine, the only writer of
+        // sessions. The engine is made below (it needs the tickets, which need the queue),
+        // so the queue gets it once it exists, and weakly, so as not to keep it alive.
+        let teller: Arc<std::sync::OnceLock<std::sync::Weak<Engine>>> = Arc::default();
+        let tell_engine = Arc::clone(&teller);
+        let queue = JobQueue::start(
+            &tokio::runtime::Handle::current(),
+            config.jobs.clone(),
+            Arc::new(move |id: &str, text: &str| {
+                if let Some(engine) = tell_engine.get().and_then(std::sync::Weak::upgrade)
+                    && let Err(error) = engine.tell(id, text)
+                {
+                    tracing::error!(session = %LogSafe(id), %error, "job outcome not told");
+                }
+            }),
+            move |e| job_metrics.job(e.as_str()),
+        );
+        // Tickets: numbered and recorded by the outbox (the Redis stream, or the journal in
+        // the state directory) before a customer is told; delivered by the pump.
+        let outbox = open_outbox(&config)?;
+        let tickets = Arc::new(TicketStore::durable(Arc::clone(&outbox), config.tickets_url.is_some()));
+        let deliveries = config.tickets_url.clone().map(|url| {
+            let delivery_metrics = Arc::clone(&metrics);
+            Deliveries::start(
+                &tokio::runtime::Handle::current(),
+                url,
+                &config.tickets,
+                Arc::clone(&outbox),
+                queue.clone(),
+                Arc::downgrade(&tickets),
+                move |e| delivery_metrics.ticket_delivery(e.as_str()),
+            )
+        });
+        // Counters and a weak outbox: the metrics must not keep the journal (and its lock)
+        // alive after the service ends.
+        let (depth, flying) = (queue.depth_counter(), deliveries.as_ref().map(Deliveries::counter));
+        let outbox = Arc::downgrade(&outbox);
+        metrics.watch_tickets(move || {
+            let load = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::Relaxed) as u64;
+            let pending = outbox.upgrade().map_or(0, |o| o.pending());
+            (load(&depth), pending, flying.as_deref().map_or(0, load))
+        });
+
+        let cache_metrics = Arc::clone(&metrics);
+        let mut engine = Engine::new(rules)
+            .with_config(config.engine.clone())
+            .with_sessions(sessions)
+            .with_tickets(tickets)
+            .with_cache_observer(move |hit| cache_metrics.cache_lookup(hit));
+        if let Some(llm) = &config.llm {
+            engine = engine.with_llm(Arc::new(model::Metered::new(Arc::clone(llm), Arc::clone(&metrics))));
+        }
+        let engine = Arc::new(engine);
+        let _ = teller.set(Arc::downgrade(&engine));
+        // Weak: the engine holds the metrics (through its observers).
+        let serving = Arc::downgrade(&engine);
+        metrics.watch_nlu_memo(move || {
+            serving
+                .upgrade()
+                .map(|e| e.rules().nlu.memo_stats())
+                .unwrap_or_default()
+        });
+        let (conversation_log, log_guard) = match config.conversation_log.clone() {
+            Some(log) => {
+                let current = Arc::clone(&engine);
+                let (log, guard) = ConversationLog::open(log, move || current.rules())?;
+                metrics.watch_conversation_log(log.clone());
+                (Some(log), Some(guard))
+            }
+            None => (None, None),
+        };
+        // The engine reports every change to a conversation; the recorder counts and logs
+        // it (the handlers write no records of their own).
+        engine.set_observer(Arc::new(Recorder {
+            metrics: Arc::clone(&metrics),
+            log: conversation_log,
+        }));
+        let reload_metrics = Arc::clone(&metrics);
+        let slow_rules = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let slow_reset = Arc::clone(&slow_rules);
+        let reloader = Arc::new(
+            Reloader::new(&config.rules, Arc::clone(&engine)).with_observer(move |_, outcome| {
+                let applied = matches!(outcome, ReloadOutcome::Applied { .. });
+                if applied {
+                    // New rules are judged afresh.
+                    slow_reset.store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+                reload_metrics.reload(applied)
+            }),
+        );
+        let watcher = if config.watch {
+            Some(reloader.watch(config.debounce)?)
+        } else {
+            None
+        };
+        let limiter = limits::rate_limiter(config.limits.rate_per_session);
+        let state = Arc::new(State {
+            engine,
+            reloader,
+            metrics,
+            turns: Arc::new(Semaphore::new(config.limits.max_in_flight.max(1))),
+            limits: config.limits,
+            admin_token: config.admin_token.filter(|t| !t.is_empty()),
+            limiter,
+            remote_sessions,
+            slow_rules,
+            started: Instant::now(),
+        });
+        Ok(Service {
+            state,
+            deliveries,
+            _watcher: watcher,
+            _log: log_guard,
+        })
+    }
+
+    /// The shared state (for tests and embedding).
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+}
+
+/// The ticket outbox `config` asks for: the Redis stream with `--redis`, else the journal
+/// in the state directory, else (embedding, tests) a journal in memory.
+fn open_outbox(config: &ServeConfig) -> Result<Arc<dyn Outbox>, ServeError> {
+    let visibility = config.tickets.visibility;
+    if let Some(url) = &config.redis {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let consumer = format!("{}-{}", host.trim(), std::process::id());
+        let prefix = config.redis_config.prefix.trim_end_matches("session:");
+        let timeout = config.redis_config.timeout;
+        return Ok(Arc::new(RedisOutbox::connect(
+            url, prefix, consumer, visibility, timeout,
+        )?));
+    }
+    let Some(dir) = &config.tickets.state_dir else {
+        return Ok(Arc::new(Journal::in_memory(visibility)));
+    };
+    let journal = Journal::open(dir, visibility)?;
+    let stats = journal.stats();
+    tracing::info!(journal = %journal.path().display(), replayed = stats.replayed, skipped = stats.skipped, "ticket journal opened");
+    Ok(Arc::new(journal))
+}
