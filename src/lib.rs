@@ -24,13 +24,13 @@ pub mod jobs;
 pub mod kb;
 pub mod llm;
 pub mod nlu;
-pub mod outbox;
 pub mod reload;
 pub mod ruleset;
 pub mod safety;
 pub mod script;
 pub mod server;
 pub mod store;
+pub mod tickets;
 
 pub use engine::{Engine, TurnRequest, TurnResponse};
 pub use ruleset::RuleSet;

@@ -156,7 +156,7 @@ fn a_ticket_pending_when_the_service_stops_is_delivered_by_the_next_one_once() {
     let timestamp: u64 = delivered.header("x-kefu-timestamp").unwrap().parse().unwrap();
     assert_eq!(
         delivered.header("x-kefu-signature"),
-        Some(kefu::jobs::signature(SECRET, timestamp, delivered.body.as_bytes()).as_str())
+        Some(kefu::tickets::signature(SECRET, timestamp, delivered.body.as_bytes()).as_str())
     );
     let metrics = second.get("/metrics").body;
     assert!(
@@ -198,17 +198,17 @@ fn a_back_office_refusal_is_final_and_not_redelivered() {
 /// An outbox that cannot record anything (a full disk, a Redis that is down).
 struct Broken;
 
-impl kefu::outbox::Outbox for Broken {
-    fn next_number(&self) -> Result<u64, kefu::outbox::OutboxError> {
-        Err(kefu::outbox::OutboxError::Reply("INCR"))
+impl kefu::tickets::Outbox for Broken {
+    fn next_number(&self) -> Result<u64, kefu::tickets::OutboxError> {
+        Err(kefu::tickets::OutboxError::Reply("INCR"))
     }
-    fn push(&self, _: &kefu::dialogue::Ticket) -> Result<(), kefu::outbox::OutboxError> {
-        Err(kefu::outbox::OutboxError::Reply("XADD"))
+    fn push(&self, _: &kefu::tickets::Ticket) -> Result<(), kefu::tickets::OutboxError> {
+        Err(kefu::tickets::OutboxError::Reply("XADD"))
     }
-    fn take(&self, _: usize, _: Duration) -> Result<Vec<kefu::outbox::Taken>, kefu::outbox::OutboxError> {
+    fn take(&self, _: usize, _: Duration) -> Result<Vec<kefu::tickets::Taken>, kefu::tickets::OutboxError> {
         Ok(Vec::new())
     }
-    fn done(&self, _: &kefu::outbox::Taken) -> Result<(), kefu::outbox::OutboxError> {
+    fn done(&self, _: &kefu::tickets::Taken) -> Result<(), kefu::tickets::OutboxError> {
         Ok(())
     }
     fn pending(&self) -> u64 {
@@ -220,7 +220,7 @@ impl kefu::outbox::Outbox for Broken {
 fn a_ticket_that_cannot_be_recorded_is_not_announced_as_submitted() {
     let (compiled, rendered) = support::check(std::path::Path::new(ENGINE));
     let rules = Arc::new(compiled.rules.unwrap_or_else(|| panic!("{rendered}")));
-    let tickets = Arc::new(kefu::dialogue::TicketStore::durable(Arc::new(Broken), true));
+    let tickets = Arc::new(kefu::tickets::TicketStore::durable(Arc::new(Broken), true));
     let engine = kefu::Engine::new(rules).with_tickets(Arc::clone(&tickets));
     let say = |message: &str| {
         engine.turn(kefu::TurnRequest {

@@ -108,7 +108,7 @@ struct TicketArgs {
 
 impl TicketArgs {
     /// The delivery settings these flags ask for.
-    fn config(self) -> Result<kefu::jobs::TicketConfig> {
+    fn config(self) -> Result<kefu::tickets::TicketConfig> {
         let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
         let state_dir = self
             .state_dir
@@ -123,11 +123,11 @@ impl TicketArgs {
             }
             None => std::env::var("KEFU_TICKETS_SECRET").ok().map(String::into_bytes),
         };
-        Ok(kefu::jobs::TicketConfig {
+        Ok(kefu::tickets::TicketConfig {
             state_dir: Some(state_dir),
             secret: secret.filter(|s| !s.is_empty()),
             visibility: std::time::Duration::from_secs(self.ticket_visibility_timeout.max(1)),
-            ..kefu::jobs::TicketConfig::default()
+            ..kefu::tickets::TicketConfig::default()
         })
     }
 }

@@ -1,7 +1,6 @@
-//! Dialogue state: sessions, the flow interpreter's state, and tickets raised by flows.
+//! Dialogue state: a conversation's session, the state of the flow it is in, and whether a
+//! person holds it.
 
 pub mod session;
-pub mod tickets;
 
 pub use session::{Feedback, FlowState, HistoryEntry, Role, Session, Takeover, new_token};
-pub use tickets::{Ticket, TicketError, TicketStore};

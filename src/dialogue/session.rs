@@ -1,7 +1,7 @@
 //! Conversation state that outlives a turn: what has been said, which flow is running,
 //! which slots are filled, and whether a human has the conversation.
 //!
-//! A `Session` is plain data (serde) so that any [`SessionStore`](crate::store::SessionStore)
+//! A `Session` is plain data (serde) so that any session store
 //! can keep it: in memory on one node, in Redis for several.
 
 use std::collections::{BTreeMap, VecDeque};

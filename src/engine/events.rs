@@ -8,7 +8,8 @@
 //! by `kefu serve` hold the same records for the same conversation.
 
 use super::{TurnRequest, TurnResponse};
-use crate::dialogue::{Feedback, Ticket};
+use crate::dialogue::Feedback;
+use crate::tickets::Ticket;
 
 /// Something that happened to a conversation.
 #[derive(Clone, Copy, Debug)]

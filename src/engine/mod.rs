@@ -26,10 +26,11 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::RuleSet;
-use crate::dialogue::{Feedback, Role, Session, Takeover, Ticket, TicketStore};
+use crate::dialogue::{Feedback, Role, Session, Takeover};
 use crate::llm::LlmBackend;
 use crate::nlu::{Emotion, EntityMatch};
 use crate::store::{MemoryStore, SessionStore, Write};
+use crate::tickets::{Ticket, TicketStore};
 pub use cache::{CacheObserver, CacheStats};
 pub use events::{Event, Observer};
 

@@ -16,12 +16,13 @@ use super::cache::{self, Scope as CacheScope};
 use super::candidates::Candidates;
 use super::{AnswerSource, Engine, Handoff, TraceStep, TurnRequest, TurnResponse, save, scope};
 use crate::RuleSet;
-use crate::dialogue::{Role, Session, TicketStore};
+use crate::dialogue::{Role, Session};
 use crate::kb::{self, Query};
 use crate::nlu::{self, Understanding};
 use crate::ruleset::{FallbackAction, Trigger};
 use crate::script::host::{self, Host};
 use crate::script::{Script, ScriptError, Template};
+use crate::tickets::TicketStore;
 
 /// What a turn decided to say.
 #[derive(Debug, Clone)]

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use super::conns;
 use crate::engine::EngineConfig;
-use crate::jobs::{JobConfig, TicketConfig};
+use crate::jobs::JobConfig;
 use crate::llm::LlmBackend;
 use crate::store::RedisConfig;
+use crate::tickets::TicketConfig;
 
 /// Limits on what one client may ask.
 #[derive(Clone, Debug)]

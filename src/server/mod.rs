@@ -58,7 +58,7 @@ pub mod turns;
 
 use std::path::PathBuf;
 
-use crate::outbox::OutboxError;
+use crate::tickets::OutboxError;
 
 pub use config::{Limits, ServeConfig};
 pub use errors::ApiError;

@@ -15,12 +15,11 @@ use super::{Limits, ServeConfig, ServeError, limits, model};
 use crate::Engine;
 use crate::batch::FlushGuard;
 use crate::data::ConversationLog;
-use crate::dialogue::TicketStore;
-use crate::jobs::{Deliveries, JobQueue};
-use crate::outbox::{Journal, Outbox, RedisOutbox};
+use crate::jobs::JobQueue;
 use crate::reload::{ReloadOutcome, Reloader, WatchHandle};
 use crate::safety::logsafe::LogSafe;
 use crate::store::{MemoryStore, RedisStore, SessionStore};
+use crate::tickets::{Deliveries, Journal, Outbox, RedisOutbox, TicketStore};
 
 /// What every request handler shares.
 pub struct State {

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Outbox, OutboxError, Taken};
-use crate::dialogue::Ticket;
+use super::Ticket;
+use super::outbox::{Outbox, OutboxError, Taken};
 
 /// Numbers reserved by one `seq` line.
 const RESERVE: u64 = 64;

@@ -11,7 +11,15 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::outbox::{Outbox, OutboxError};
+pub mod delivery;
+pub mod journal;
+pub mod outbox;
+pub mod stream;
+
+pub use delivery::{DeliverTicket, Deliveries, DeliveryEvent, TicketConfig, signature};
+pub use journal::{Journal, JournalStats};
+pub use outbox::{Outbox, OutboxError, Taken};
+pub use stream::RedisOutbox;
 
 /// How many tickets the in-memory store keeps; the oldest are dropped past this.
 const TICKET_LIMIT: usize = 10_000;

@@ -2,7 +2,7 @@
 //! "已为您提交", and handed out for delivery until the back office has them.
 //!
 //! An [`Outbox`] does three things for the ticket store and the delivery pump
-//! ([`crate::jobs::Deliveries`]):
+//! ([`Deliveries`](super::Deliveries)):
 //!
 //! - **numbers** that are unique across restarts and, with Redis, across a fleet
 //!   ([`Outbox::next_number`]);
@@ -13,18 +13,12 @@
 //!   node died, or its attempts ran out) is handed out again, so delivery is at least once;
 //!   the back office de-duplicates by the ticket id, sent as `Idempotency-Key`.
 //!
-//! Two backends: a local append-only [`Journal`] in the state directory (one node), and a
-//! Redis stream with a consumer group ([`RedisOutbox`]) that every node of a fleet shares.
-
-pub mod journal;
-pub mod stream;
+//! Two backends: a local append-only [`Journal`](super::Journal) in the state directory (one node), and a
+//! Redis stream with a consumer group ([`RedisOutbox`](super::RedisOutbox)) that every node of a fleet shares.
 
 use std::time::Duration;
 
-pub use journal::{Journal, JournalStats};
-pub use stream::RedisOutbox;
-
-use crate::dialogue::Ticket;
+use super::Ticket;
 
 /// Why the outbox could not record or hand out tickets.
 #[derive(Debug, thiserror::Error)]

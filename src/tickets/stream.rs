@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::{Outbox, OutboxError, Taken, redacted_url};
-use crate::dialogue::Ticket;
+use super::Ticket;
+use super::outbox::{Outbox, OutboxError, Taken, redacted_url};
 
 /// The consumer group every node joins.
 const GROUP: &str = "delivery";
