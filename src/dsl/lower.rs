@@ -16,15 +16,13 @@ use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 
 use super::ast::{self, Ident, Item, StepKind, Str, TriggerKind};
-use super::diagnostic::{Diagnostic, FileId, SourceMap, Span};
-use super::files;
-use crate::kb::{self, KnowledgeBase};
+use crate::diag::{Diagnostic, FileId, SourceMap, Span, closest, files};
+use crate::kb;
 use crate::nlu::entities::BUILTIN_ENTITIES;
 use crate::nlu::{Nlu, Options as NluOptions};
 use crate::ruleset::*;
 use crate::safety::{self, Fold, ListAction, PiiKind, Safety, SafetyConfig, Skipped};
-use crate::script::compile::closest;
-use crate::script::{DEFAULT_CONTEXT, Limits, Names, ScriptCompiler, Template, host, sandboxed_engine};
+use crate::script::{self, DEFAULT_CONTEXT, Limits, Names, Offer, Script, ScriptCompiler, Template};
 
 const DEFAULT_TIMEZONE: &str = "Asia/Shanghai";
 const DEFAULT_THRESHOLD: f64 = 0.6;
@@ -149,7 +147,7 @@ impl Lowerer<'_> {
         let data_sources = self.data_sources(&items.sources);
         let source_names: Vec<String> = data_sources.iter().map(|s| s.name.clone()).collect();
         let promotion_names: Vec<String> = items.promotions.iter().map(|p| p.name.name.clone()).collect();
-        let compiler = ScriptCompiler::new(&source_names, &shop.context).with_promotions(&promotion_names);
+        let compiler = Scripts(ScriptCompiler::new(&source_names, &shop.context).with_promotions(&promotion_names));
         let refs = Refs {
             intents: &intent_paths,
             entities: &entity_names,
@@ -186,18 +184,16 @@ impl Lowerer<'_> {
             nlu_options.builtin_oos = false;
         }
         let nlu = Nlu::train(&intents, &entities, &nlu_options);
-        let mut engine = sandboxed_engine(Limits::default());
-        register_sources(&mut engine, &data_sources);
-        engine.register_fn(
-            "create_ticket",
-            |kind: &str, reference: rhai::Dynamic| -> rhai::Dynamic {
-                match host::current() {
-                    Some(host) => host.create_ticket(kind, &key_string(&reference)),
-                    None => rhai::Dynamic::UNIT,
-                }
-            },
-        );
-        register_kb(&mut engine, &kb, &promotions);
+        let offers = promotions
+            .iter()
+            .map(|p| Offer {
+                name: p.name.clone(),
+                from: p.from,
+                to: p.to,
+                say: p.say.clone(),
+            })
+            .collect();
+        let engine = script::rule_set_engine(Limits::default(), &data_sources, &kb, offers);
 
         // The version is the files' content and their paths inside the rules directory,
         // not where the directory is: identical rules on two nodes (or in a copy) are one
@@ -770,7 +766,7 @@ impl Lowerer<'_> {
         self.push(d);
     }
 
-    fn rules(&mut self, rules: &[ast::Rule], compiler: &ScriptCompiler, refs: &Refs<'_>) -> Vec<Rule> {
+    fn rules(&mut self, rules: &[ast::Rule], compiler: &Scripts, refs: &Refs<'_>) -> Vec<Rule> {
         let names = Names::default();
         let mut out = Vec::new();
         for rule in rules {
@@ -881,7 +877,7 @@ impl Lowerer<'_> {
     fn promotions(
         &mut self,
         promotions: &[ast::Promotion],
-        compiler: &ScriptCompiler,
+        compiler: &Scripts,
         refs: &Refs<'_>,
         tz: Tz,
     ) -> Vec<Promotion> {
@@ -1008,7 +1004,7 @@ impl Lowerer<'_> {
         out
     }
 
-    fn flows(&mut self, flows: &[ast::Flow], compiler: &ScriptCompiler, refs: &Refs<'_>) -> Vec<Flow> {
+    fn flows(&mut self, flows: &[ast::Flow], compiler: &Scripts, refs: &Refs<'_>) -> Vec<Flow> {
         let mut out = Vec::new();
         for flow in flows {
             if flow.steps.is_empty() {
@@ -1123,7 +1119,7 @@ impl Lowerer<'_> {
         &mut self,
         steps: &[ast::Step],
         program: &mut Program,
-        compiler: &ScriptCompiler,
+        compiler: &Scripts,
         names: &Names<'_>,
         refs: &Refs<'_>,
     ) {
@@ -1264,7 +1260,7 @@ impl Lowerer<'_> {
         }
     }
 
-    fn styles(&mut self, styles: &[ast::Style], compiler: &ScriptCompiler) -> Vec<Style> {
+    fn styles(&mut self, styles: &[ast::Style], compiler: &Scripts) -> Vec<Style> {
         let names = Names::default();
         let mut out = Vec::new();
         for style in styles {
@@ -1293,12 +1289,7 @@ impl Lowerer<'_> {
         out
     }
 
-    fn fallback(
-        &mut self,
-        fallbacks: &[ast::Fallback],
-        styles: &[ast::Style],
-        compiler: &ScriptCompiler,
-    ) -> Vec<FallbackArm> {
+    fn fallback(&mut self, fallbacks: &[ast::Fallback], styles: &[ast::Style], compiler: &Scripts) -> Vec<FallbackArm> {
         for extra in fallbacks.iter().skip(1) {
             let first = fallbacks[0].span;
             let d = Diagnostic::error(
@@ -1606,6 +1597,23 @@ impl Lowerer<'_> {
     }
 }
 
+/// The script compiler fed from the syntax tree: it hands `script` each expression's and
+/// template's text with its place in the file, so that `script` needs no syntax tree.
+struct Scripts(ScriptCompiler);
+
+impl Scripts {
+    /// Compiles a backtick expression.
+    fn expr(&self, expr: &ast::Expr, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Script> {
+        self.0.expr(&expr.source, expr.span, names, diagnostics)
+    }
+
+    /// Compiles a reply template; problems inside it point at their place in the literal.
+    fn template(&self, text: &Str, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Template> {
+        self.0
+            .template(&text.value, &|start, end| text.sub_span(start, end), names, diagnostics)
+    }
+}
+
 /// Names that references are checked against.
 struct Refs<'a> {
     intents: &'a BTreeSet<String>,
@@ -1710,161 +1718,6 @@ fn build_index(intents: &[Intent], rules: &[Rule], promotions: &[Promotion], flo
     }
     let names: Vec<String> = intents.iter().map(|i| i.name.clone()).collect();
     TriggerIndex::build(keywords, by_intent, by_entity, &names)
-}
-
-/// Registers every source as a script function of its key. File sources answer from the
-/// records read at load; HTTP sources make a GET with the source's timeout, and any
-/// failure (connection, status, timeout, body that is not JSON) reads as `()` with a note
-/// in the turn's trace, so a slow back office never hangs a turn.
-fn register_sources(engine: &mut rhai::Engine, sources: &[Source]) {
-    for source in sources {
-        match &source.kind {
-            SourceKind::File { records, .. } => {
-                let records = Arc::clone(records);
-                engine.register_fn(source.name.as_str(), move |key: rhai::Dynamic| -> rhai::Dynamic {
-                    records.get(&key_string(&key)).cloned().unwrap_or(rhai::Dynamic::UNIT)
-                });
-            }
-            SourceKind::Http { url, timeout } => {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .timeout_global(Some(*timeout))
-                    .build()
-                    .into();
-                let (name, url) = (source.name.clone(), url.clone());
-                engine.register_fn(source.name.as_str(), move |key: rhai::Dynamic| -> rhai::Dynamic {
-                    let key = key_string(&key);
-                    let target = url.replace("{key}", &encode_path(&key));
-                    let fetched = agent
-                        .get(&target)
-                        .call()
-                        .map_err(|e| e.to_string())
-                        .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().map_err(|e| e.to_string()))
-                        .and_then(|v| rhai::serde::to_dynamic(v).map_err(|e| e.to_string()));
-                    fetched.unwrap_or_else(|error| {
-                        host::note(|| format!("source {name}({key}) failed: {error}"));
-                        rhai::Dynamic::UNIT
-                    })
-                });
-            }
-        }
-    }
-}
-
-/// Registers the knowledge-base functions: `recommend(strategy, n)` and
-/// `recommend(strategy, n, categories)` give `#{items, names, text}` (products as maps,
-/// their names joined with 、, names with prices); `offer(promotion)` gives the
-/// promotion's `say` text while it is on, else `""`. Which customer gets which strategy or
-/// offer is the rules' business (a rule's `when`); these only compute.
-fn register_kb(engine: &mut rhai::Engine, kb: &Arc<KnowledgeBase>, promotions: &[Promotion]) {
-    let items: Arc<Vec<rhai::Dynamic>> = Arc::new(
-        kb.products
-            .iter()
-            .map(|p| rhai::serde::to_dynamic(p).unwrap_or(rhai::Dynamic::UNIT))
-            .collect(),
-    );
-    let recommend = {
-        let kb = Arc::clone(kb);
-        Arc::new(move |strategy: &str, n: i64, categories: &[String]| -> rhai::Dynamic {
-            let picked = match kb::Strategy::parse(strategy) {
-                Some(s) => kb.recommend(s, n.max(0) as usize, categories),
-                None => {
-                    host::note(|| format!("recommend: unknown strategy `{strategy}`"));
-                    Vec::new()
-                }
-            };
-            host::note(|| {
-                let names: Vec<&str> = picked.iter().map(|&i| kb.products[i].id.as_str()).collect();
-                format!("recommend {strategy}: {}", names.join(", "))
-            });
-            let products: Vec<&kb::Product> = picked.iter().map(|&i| &kb.products[i]).collect();
-            let mut m = rhai::Map::new();
-            m.insert("strategy".into(), strategy.to_string().into());
-            m.insert(
-                "items".into(),
-                picked.iter().map(|&i| items[i].clone()).collect::<rhai::Array>().into(),
-            );
-            m.insert(
-                "names".into(),
-                products
-                    .iter()
-                    .map(|p| p.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join("、")
-                    .into(),
-            );
-            m.insert(
-                "text".into(),
-                products
-                    .iter()
-                    .map(|p| format!("{}（{}元）", p.name, kb::price(p.price)))
-                    .collect::<Vec<_>>()
-                    .join("、")
-                    .into(),
-            );
-            // Not `m.into()`: rhai's generic map conversion rebuilds the map.
-            rhai::Dynamic::from_map(m)
-        })
-    };
-    let two = Arc::clone(&recommend);
-    engine.register_fn("recommend", move |strategy: &str, n: i64| two(strategy, n, &[]));
-    engine.register_fn("recommend", move |strategy: &str, n: i64, categories: rhai::Dynamic| {
-        // A profile's `browsed` may be a list of categories, one category, or absent.
-        let categories: Vec<String> = if let Some(list) = categories.read_lock::<rhai::Array>() {
-            list.iter().map(|c| c.to_string()).collect()
-        } else if categories.is_unit() {
-            Vec::new()
-        } else {
-            vec![categories.to_string()]
-        };
-        recommend(strategy, n, &categories)
-    });
-
-    let offers: Arc<Vec<Promotion>> = Arc::new(promotions.to_vec());
-    engine.register_fn(
-        "offer",
-        move |ctx: rhai::NativeCallContext, name: &str| -> rhai::Dynamic {
-            let Some(host) = host::current() else {
-                return rhai::Dynamic::UNIT;
-            };
-            let Some(promo) = offers.iter().find(|p| p.name == name) else {
-                host.note(format!("offer {name}: no such promotion"));
-                return String::new().into();
-            };
-            let now = chrono::DateTime::from_timestamp_millis(host.now_ms()).unwrap_or_default();
-            if !promo.is_on(&now) {
-                host.note(format!("offer {name}: not on"));
-                return String::new().into();
-            }
-            host.note(format!("offer {name}"));
-            // The `say` text is rendered on its own: turn variables are not visible from
-            // here, and a hole that needs one renders empty (docs/language.md says so).
-            promo
-                .say
-                .render_lenient(ctx.engine(), &mut rhai::Scope::new(), &mut |_| {})
-                .into()
-        },
-    );
-}
-
-/// Percent-encodes a key for use in a URL path.
-fn encode_path(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The lookup key of a script value: strings as they are, numbers in decimal.
-fn key_string(key: &rhai::Dynamic) -> String {
-    if let Some(s) = key.read_lock::<rhai::ImmutableString>() {
-        return s.to_string();
-    }
-    key.to_string()
 }
 
 /// Every reply the shop wrote out in full, without `{...}` holes: rule replies, promotion

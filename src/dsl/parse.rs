@@ -15,7 +15,7 @@ use pest::error::{ErrorVariant, InputLocation};
 use pest::iterators::Pair;
 
 use super::ast::*;
-use super::diagnostic::{Diagnostic, FileId, Span};
+use crate::diag::{Diagnostic, FileId, Span};
 
 pub use grammar::{KefuParser, Rule};
 

@@ -22,17 +22,22 @@
 
 pub mod compile;
 pub mod host;
+pub mod sources;
 pub mod template;
 
 use std::cell::Cell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rhai::{Dynamic, Engine, EvalAltResult, Scope};
 
 pub use compile::{Names, ScriptCompiler};
+pub use host::Offer;
+pub use sources::{Source, SourceKind};
 pub use template::{Part, Template};
 
-use crate::dsl::diagnostic::Span;
+use crate::diag::Span;
+use crate::kb::KnowledgeBase;
 
 /// Variables every script can read, set by the engine for each turn (DSL.md, "Rhai scope").
 pub const BUILTIN_VARIABLES: &[&str] = &[
@@ -208,6 +213,15 @@ pub fn sandboxed_engine(limits: Limits) -> Engine {
     engine.disable_symbol("eval");
     engine.on_print(|_| {});
     engine.on_debug(|_, _, _| {});
+    engine
+}
+
+/// The engine a rule set's scripts run on: the sandbox with the rule set's `sources`
+/// ([`sources::register`]) and the host functions ([`host::register`]) registered.
+pub fn rule_set_engine(limits: Limits, sources: &[Source], kb: &Arc<KnowledgeBase>, offers: Vec<Offer>) -> Engine {
+    let mut engine = sandboxed_engine(limits);
+    sources::register(&mut engine, sources);
+    host::register(&mut engine, kb, offers);
     engine
 }
 
