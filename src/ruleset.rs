@@ -63,7 +63,8 @@ pub struct RuleSet {
     /// Products and FAQ from `kb/*.yaml`, indexed for FAQ answers, prompt passages and
     /// recommendations.
     pub kb: Arc<KnowledgeBase>,
-    /// The sandboxed script engine with the file sources registered as functions.
+    /// The sandboxed script engine with the sources and host functions registered
+    /// ([`script::rule_set_engine`](crate::script::rule_set_engine)).
     pub engine: rhai::Engine,
 }
 

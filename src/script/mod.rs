@@ -4,7 +4,12 @@
 //! with a fresh [`rhai::Scope`] per turn. The engine is a sandbox: a bounded number of
 //! operations, call depth, string, array and map sizes; no `import` (the crate is built
 //! with `no_module`), no `eval`, and `print`/`debug` go nowhere. Scripts reach the outside
-//! world only through the functions the rule set registers (`source`s and host actions).
+//! world only through the functions [`rule_set_engine`] registers, all defined in this
+//! module: the rule set's data [`sources`] and the [`host`] functions.
+//!
+//! This module knows neither the syntax tree nor the rule set: the compiler takes an
+//! expression's text and place, and `offer` takes [`Offer`]s, so `dsl` and `ruleset` sit
+//! above it.
 //!
 //! **Time.** Operations alone do not bound a script's cost: one operation may be a call
 //! that builds a 60,000-character string, and 50,000 of those took seconds. Every script
@@ -55,7 +60,7 @@ pub const BUILTIN_VARIABLES: &[&str] = &[
 /// Request-context maps a shop may read without declaring them with `context`.
 pub const DEFAULT_CONTEXT: &[&str] = &["order", "cart", "product"];
 
-/// Functions the engine registers for scripts besides the `source`s: the host actions.
+/// The functions [`host::register`] gives scripts besides the `source`s.
 /// `recommend` and `offer` read the knowledge base and the promotions.
 pub const HOST_FUNCTIONS: &[&str] = &["create_ticket", "recommend", "offer"];
 
