@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kefu::dsl::Span;
+use kefu::diag::Span;
 use kefu::nlu::{Context, Nlu, Options};
 use kefu::ruleset::Intent;
 

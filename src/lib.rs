@@ -17,6 +17,7 @@
 pub mod batch;
 pub mod conversation;
 pub mod data;
+pub mod diag;
 pub mod dialogue;
 pub mod dsl;
 pub mod engine;

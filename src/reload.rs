@@ -29,7 +29,8 @@ use chrono::{DateTime, Utc};
 use notify::Watcher as _;
 use serde::Serialize;
 
-use crate::dsl::{self, Report};
+use crate::diag::Report;
+use crate::dsl;
 use crate::ruleset::SourceKind;
 use crate::{Engine, RuleSet};
 

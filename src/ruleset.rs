@@ -9,18 +9,21 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use aho_corasick::AhoCorasick;
 use chrono::DateTime;
 use chrono_tz::Tz;
-use regex::Regex;
 
-use crate::dsl::diagnostic::Span;
+use crate::diag::Span;
 use crate::kb::KnowledgeBase;
 use crate::nlu::Nlu;
 use crate::safety::Safety;
 use crate::script::{Script, Template};
+
+// Defined where they are used at run time, understanding and scripts, which know nothing
+// of the rule set; named here too because a rule set is made of them.
+pub use crate::nlu::{Entity, EntityMatcher, Intent};
+pub use crate::script::sources::{Source, SourceKind};
 
 /// Everything a turn needs to know about the shop's rules, compiled.
 pub struct RuleSet {
@@ -60,7 +63,8 @@ pub struct RuleSet {
     /// Products and FAQ from `kb/*.yaml`, indexed for FAQ answers, prompt passages and
     /// recommendations.
     pub kb: Arc<KnowledgeBase>,
-    /// The sandboxed script engine with the file sources registered as functions.
+    /// The sandboxed script engine with the sources and host functions registered
+    /// ([`script::rule_set_engine`](crate::script::rule_set_engine)).
     pub engine: rhai::Engine,
 }
 
@@ -126,19 +130,6 @@ pub struct Shop {
     pub context: Vec<String>,
 }
 
-/// A declared intent: a class for the classifier.
-#[derive(Clone, Debug)]
-pub struct Intent {
-    /// Dotted path, one to three levels.
-    pub name: String,
-    /// Training examples.
-    pub examples: Vec<String>,
-    /// Keywords that point to it.
-    pub keywords: Vec<String>,
-    /// Where it is declared.
-    pub span: Span,
-}
-
 /// `售后.退货` or `售后.*` or `*`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IntentPattern {
@@ -188,54 +179,6 @@ impl std::fmt::Display for IntentPattern {
             _ => f.write_str(&self.path),
         }
     }
-}
-
-/// A declared entity.
-#[derive(Clone, Debug)]
-pub struct Entity {
-    /// Its name.
-    pub name: String,
-    /// How it is recognised.
-    pub matcher: EntityMatcher,
-}
-
-/// How an entity is recognised in a message.
-#[derive(Clone, Debug)]
-pub enum EntityMatcher {
-    /// A compiled regular expression.
-    Regex(Regex),
-    /// Surface forms and the canonical value each stands for.
-    Lexicon(Vec<(String, String)>),
-}
-
-/// A data source scripts call as a function of a key.
-#[derive(Clone, Debug)]
-pub struct Source {
-    /// The function name.
-    pub name: String,
-    /// Where records come from.
-    pub kind: SourceKind,
-}
-
-/// Where a source's records come from.
-#[derive(Clone, Debug)]
-pub enum SourceKind {
-    /// Records read from a YAML or JSON file when the rules were loaded, by key.
-    File {
-        /// The file, relative to the rules directory.
-        path: PathBuf,
-        /// The field records are indexed by.
-        key: String,
-        /// The records, shared with the script function that reads them.
-        records: std::sync::Arc<HashMap<String, rhai::Dynamic>>,
-    },
-    /// A GET per lookup, `{key}` replaced in the URL.
-    Http {
-        /// The URL template.
-        url: String,
-        /// How long a lookup may take before it counts as absent.
-        timeout: Duration,
-    },
 }
 
 /// What makes a rule, promotion or flow a candidate.

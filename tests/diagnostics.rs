@@ -171,7 +171,7 @@ fn a_word_list_over_sixteen_mib_is_refused_without_being_read() {
         "safety {\n  block 词 from \"big.txt\" reply \"不行\"\n}\n",
     );
     let big = std::fs::File::create(dir.path().join("big.txt")).unwrap();
-    big.set_len(kefu::dsl::files::MAX_FILE_BYTES + 1).unwrap();
+    big.set_len(kefu::diag::files::MAX_FILE_BYTES + 1).unwrap();
     let (compiled, rendered) = support::check(dir.path());
     let error = compiled.report.errors().next().expect("an error");
     assert!(error.message.ends_with("the file is larger than 16 MiB"), "{rendered}");

@@ -396,7 +396,7 @@ fn unlocated(compiled: &Compiled) -> Option<String> {
             return Some(format!("diagnostic {span:?} outside its file: {}", d.message));
         }
         // Only so many are ever rendered (`render_all`).
-        if n >= kefu::dsl::diagnostic::MAX_RENDERED {
+        if n >= kefu::diag::MAX_RENDERED {
             continue;
         }
         let rendered = report.render(d, false);

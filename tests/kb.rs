@@ -27,7 +27,7 @@ fn every_faq_entry_is_found_top1_from_its_paraphrases() {
     let files = check::files(Path::new("rules"));
     assert!(!files.is_empty(), "no kb check files in rules/tests/kb");
     for file in files {
-        let report = check::run_file(&rules, &file);
+        let report = check::run_file(&rules.kb, rules.shop.faq_threshold, &file);
         eprintln!("{}: {}", file.display(), report.summary());
         for case in &report.cases {
             eprintln!(
@@ -54,7 +54,11 @@ fn every_faq_entry_is_found_top1_from_its_paraphrases() {
 #[test]
 fn held_out_paraphrases_mostly_find_their_entry() {
     let rules = demo();
-    let report = check::run_file(&rules, Path::new("tests/data/kb/heldout_paraphrases.yaml"));
+    let report = check::run_file(
+        &rules.kb,
+        rules.shop.faq_threshold,
+        Path::new("tests/data/kb/heldout_paraphrases.yaml"),
+    );
     eprintln!("held out: {}", report.summary());
     for case in report.cases.iter().filter(|c| !c.passed()) {
         eprintln!("  missed: {} → {:?}", case.say, case.top);
@@ -73,7 +77,7 @@ fn a_paraphrase_check_fails_when_the_entry_is_not_first() {
     let file: check::CheckFile =
         serde_yaml::from_str("paraphrases:\n  积分: [运费险怎么赔, 积分有什么用]\nnot_faq: [运费险怎么理赔]\n")
             .unwrap();
-    let report = check::run(&rules, &file);
+    let report = check::run(&rules.kb, rules.shop.faq_threshold, &file);
     assert!(!report.passed());
     // 运费险怎么赔 finds 运费险理赔, not 积分; the FAQ's own question is found but is
     // not a paraphrase.

@@ -50,7 +50,7 @@ pub fn run(dir: &Path, verbose: bool) -> Result<ExitCode> {
     // Knowledge-base checks (rules/tests/kb/*.yaml): customers' paraphrases must find
     // their FAQ entry first, and off-topic messages must not be answered by one.
     for file in kefu::kb::check::files(dir) {
-        let report = kefu::kb::check::run_file(&rules, &file);
+        let report = kefu::kb::check::run_file(&rules.kb, rules.shop.faq_threshold, &file);
         let mark = if report.passed() { "ok  " } else { "FAIL" };
         println!("{mark} knowledge base ({}): {}", file.display(), report.summary());
         for error in &report.errors {

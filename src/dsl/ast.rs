@@ -4,7 +4,7 @@
 //! nothing here is resolved, compiled or checked beyond its shape. Lowering
 //! (`dsl::lower`) reads it and reports what is wrong with it.
 
-use super::diagnostic::Span;
+use crate::diag::Span;
 
 /// A name with its place: a rule name, a slot, a dotted intent path.
 #[derive(Clone, Debug, PartialEq)]

@@ -7,15 +7,13 @@
 //! tests all see the same diagnostics.
 
 pub mod ast;
-pub mod diagnostic;
-pub mod files;
 pub mod lower;
 pub mod parse;
 
 use std::path::{Path, PathBuf};
 
 use crate::RuleSet;
-pub use diagnostic::{Diagnostic, Report, Severity, SourceMap, Span};
+use crate::diag::{Diagnostic, Report, Span, files};
 
 /// The outcome of loading a rules directory.
 #[derive(Debug)]

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::KnowledgeBase;
 use super::text::cache_form;
-use crate::RuleSet;
 
 /// The least number of paraphrases per FAQ entry.
 pub const MIN_PARAPHRASES: usize = 2;
@@ -121,13 +121,13 @@ pub fn files(rules_dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Reads and runs one check file.
-pub fn run_file(rules: &RuleSet, path: &Path) -> Report {
+/// Reads and runs one check file (see [`run`]).
+pub fn run_file(kb: &KnowledgeBase, faq_threshold: f64, path: &Path) -> Report {
     let parsed = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read: {e}"))
         .and_then(|t| serde_yaml::from_str::<CheckFile>(&t).map_err(|e| format!("not a kb check: {e}")));
     let mut report = match parsed {
-        Ok(file) => run(rules, &file),
+        Ok(file) => run(kb, faq_threshold, &file),
         Err(e) => Report {
             errors: vec![e],
             ..Report::default()
@@ -137,10 +137,10 @@ pub fn run_file(rules: &RuleSet, path: &Path) -> Report {
     report
 }
 
-/// Runs a check against `rules`' knowledge base, with no product in focus.
-pub fn run(rules: &RuleSet, file: &CheckFile) -> Report {
-    let kb = &rules.kb;
-    let threshold = rules.shop.faq_threshold;
+/// Runs a check against a rule set's knowledge base, with no product in focus; an entry
+/// answers directly from `faq_threshold` (the shop's), as in a turn.
+pub fn run(kb: &KnowledgeBase, faq_threshold: f64, file: &CheckFile) -> Report {
+    let threshold = faq_threshold;
     let mut report = Report::default();
     for faq in &kb.faqs {
         let given = file.paraphrases.get(&faq.id).map_or(0, Vec::len);

@@ -15,9 +15,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::{Faq, KnowledgeBase, Product};
-use crate::dsl::diagnostic::{Diagnostic, FileId, SourceMap, Span};
-use crate::dsl::files;
-use crate::script::compile::closest;
+use crate::diag::{Diagnostic, FileId, SourceMap, Span, closest, files};
 
 /// The directory under the rules directory that holds the knowledge base.
 pub const KB_DIR: &str = "kb";

@@ -4,8 +4,10 @@
 //! - **Objective**: the weighted mean cross-entropy plus `λ/2 ‖W‖²` (the biases are not
 //!   penalised). It is convex, so the optimum does not depend on where training starts.
 //! - **Optimizer**: L-BFGS (Nocedal & Wright, algorithm 7.4) with a backtracking line search
-//!   that enforces the Armijo condition, from all-zero weights. Everything runs on one
-//!   thread in a fixed order, so the same training set always gives bit-identical weights.
+//!   that enforces the Armijo condition, from all-zero weights. Each model trains on one
+//!   thread in a fixed order; the cross-validation folds train on threads of their own,
+//!   each result landing in its own slot, so the same training set always gives
+//!   bit-identical weights.
 //! - **Calibration**: the raw softmax of a regularised model trained on a dozen examples per
 //!   class is not a probability anyone should act on. The examples are split into stratified
 //!   folds; a model trained without each fold scores it, and one temperature `T` is fitted to

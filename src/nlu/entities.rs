@@ -18,7 +18,6 @@ use chrono::{Datelike, Days, NaiveDate, Weekday};
 use regex::Regex;
 
 use super::EntityMatch;
-use crate::ruleset::{Entity, EntityMatcher};
 
 /// Names of the built-in entities, available to every shop.
 pub const BUILTIN_ENTITIES: &[&str] = &["order_no", "money", "quantity", "date", "size", "color"];
@@ -72,6 +71,25 @@ const NOT_A_COLOUR: &[&str] = &[
     "发黄",
     "黄金周",
 ];
+
+/// A declared entity (an `entity` block): what [`Recognizer`] looks for besides the
+/// built-ins. Defined here, kept in the rule set.
+#[derive(Clone, Debug)]
+pub struct Entity {
+    /// Its name.
+    pub name: String,
+    /// How it is recognised.
+    pub matcher: EntityMatcher,
+}
+
+/// How an entity is recognised in a message.
+#[derive(Clone, Debug)]
+pub enum EntityMatcher {
+    /// A compiled regular expression.
+    Regex(Regex),
+    /// Surface forms and the canonical value each stands for.
+    Lexicon(Vec<(String, String)>),
+}
 
 /// Recognises every entity of a rule set in a message.
 #[derive(Clone, Debug)]

@@ -3,7 +3,9 @@
 //! The types at the top of this file are the contract between understanding and the turn
 //! engine: the engine asks [`Nlu::understand`] for an [`Understanding`] of each (already
 //! safety-filtered) message and decides from it alone. [`Nlu`] is built once per rule set,
-//! at load time, from the `intent` and `entity` blocks, and stored in the `RuleSet`.
+//! at load time, from the `intent` and `entity` blocks, and stored in the `RuleSet`. Those
+//! blocks, compiled, are types of this module ([`Intent`], [`Entity`]): understanding
+//! owns what it learns from, and the rule set keeps them without nlu knowing the rule set.
 //!
 //! # How it works
 //!
@@ -17,8 +19,9 @@
 //! **Classifier** ([`classifier`]): multinomial logistic regression, the seed's softmax
 //! `P(y|x) = exp(W_y·x + b_y) / Σ_i exp(W_i·x + b_i)`, over one class per declared intent plus
 //! one out-of-scope class. Trained by L-BFGS on the weighted mean cross-entropy with an L2
-//! penalty, from zero, single-threaded in a fixed order: the same rule files always give
-//! the same weights. Each example weighs 1; each keyword is also an example (weight
+//! penalty, from zero, each model on one thread in a fixed order (the cross-validation
+//! folds train on threads of their own, each result in its own slot): the same rule files
+//! always give the same weights. Each example weighs 1; each keyword is also an example (weight
 //! [`KEYWORD_WEIGHT`]) that is never held out.
 //!
 //! **Calibration**: temperature scaling. The examples are split into five stratified folds;
@@ -70,11 +73,13 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 
-use crate::ruleset::{Entity, Intent};
+use crate::diag::Span;
 use classifier::{Example, Model, Params, TrainingReport};
 use emotion::EmotionDetector;
 use entities::Recognizer;
 use features::{Featurizer, fold};
+
+pub use entities::{Entity, EntityMatcher};
 
 use serde::{Deserialize, Serialize};
 
@@ -169,6 +174,20 @@ impl Emotion {
 pub struct Context {
     /// Emotions of the customer's previous messages, oldest first (bounded by the caller).
     pub recent_emotions: Vec<Emotion>,
+}
+
+/// A declared intent (an `intent` block): a class for the classifier. Defined here, where
+/// it is learned; the rule set keeps the list.
+#[derive(Clone, Debug)]
+pub struct Intent {
+    /// Dotted path, one to three levels.
+    pub name: String,
+    /// Training examples.
+    pub examples: Vec<String>,
+    /// Keywords that point to it.
+    pub keywords: Vec<String>,
+    /// Where it is declared.
+    pub span: Span,
 }
 
 /// Weight of a keyword when it is used as a training example of its intent: a keyword is

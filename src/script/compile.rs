@@ -14,8 +14,7 @@ use rhai::{ASTNode, Engine, Expr as RhaiExpr, Position, Scope, Stmt};
 
 use super::template::{self, RawPart, SplitError};
 use super::{HOST_FUNCTIONS, Limits, Part, Script, Template, sandboxed_engine};
-use crate::dsl::ast;
-use crate::dsl::diagnostic::{Diagnostic, Span};
+use crate::diag::{Diagnostic, FileId, Span, closest};
 
 /// Rhai built-ins that the parser treats as keywords and the function list does not show.
 const RHAI_KEYWORD_FUNCTIONS: &[&str] = &[
@@ -81,27 +80,44 @@ impl ScriptCompiler {
         self
     }
 
-    /// Compiles a backtick expression; problems go to `diagnostics`.
-    pub fn expr(&self, expr: &ast::Expr, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Script> {
-        let at = |offset: usize| expr.span.start + offset;
-        if expr.source.trim().is_empty() {
+    /// Compiles a backtick expression: `source` is the text between the backticks, written
+    /// at `span` of its file byte for byte. Problems go to `diagnostics`.
+    pub fn expr(
+        &self,
+        source: &str,
+        span: Span,
+        names: &Names<'_>,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Option<Script> {
+        let at = |offset: usize| span.start + offset;
+        if source.trim().is_empty() {
             diagnostics.push(
-                Diagnostic::error(expr.span, "empty expression")
+                Diagnostic::error(span, "empty expression")
                     .with_label("write a condition or value between the backticks"),
             );
             return None;
         }
-        self.compile(&expr.source, false, expr.span.file, &at, names, diagnostics)
+        self.compile(source, false, span.file, &at, names, diagnostics)
             .map(|ast| Script {
-                source: expr.source.clone(),
-                span: expr.span,
+                source: source.to_string(),
+                span,
                 ast,
             })
     }
 
-    /// Compiles a reply template; problems go to `diagnostics`.
-    pub fn template(&self, text: &ast::Str, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Template> {
-        let raw = match template::split(&text.value) {
+    /// Compiles a reply template: `text` is the decoded string literal, and
+    /// `span_of(start, end)` the file span of `text[start..end]` (escapes and `"""`
+    /// indentation make the literal's bytes differ from the file's). Problems go to
+    /// `diagnostics`.
+    pub fn template(
+        &self,
+        text: &str,
+        span_of: &dyn Fn(usize, usize) -> Span,
+        names: &Names<'_>,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Option<Template> {
+        let file = span_of(0, 0).file;
+        let raw = match template::split(text) {
             Ok(raw) => raw,
             Err(error) => {
                 let (offset, message, help) = match error {
@@ -117,7 +133,7 @@ impl ScriptCompiler {
                         "put an expression inside, or write `{{}}` for literal braces",
                     ),
                 };
-                diagnostics.push(Diagnostic::error(text.sub_span(offset, offset + 1), message).with_help(help));
+                diagnostics.push(Diagnostic::error(span_of(offset, offset + 1), message).with_help(help));
                 return None;
             }
         };
@@ -127,11 +143,11 @@ impl ScriptCompiler {
             match part {
                 RawPart::Text(t) => parts.push(Part::Text(t)),
                 RawPart::Hole { source, start, end } => {
-                    let at = |offset: usize| text.sub_span(start + offset, start + offset).start;
-                    match self.compile(&source, true, text.span.file, &at, names, diagnostics) {
+                    let at = |offset: usize| span_of(start + offset, start + offset).start;
+                    match self.compile(&source, true, file, &at, names, diagnostics) {
                         Some(ast) => parts.push(Part::Hole(Script {
                             source,
-                            span: text.sub_span(start, end),
+                            span: span_of(start, end),
                             ast,
                         })),
                         None => ok = false,
@@ -151,7 +167,7 @@ impl ScriptCompiler {
         &self,
         source: &str,
         expression_only: bool,
-        file: crate::dsl::diagnostic::FileId,
+        file: FileId,
         at: &dyn Fn(usize) -> usize,
         names: &Names<'_>,
         diagnostics: &mut Vec<Diagnostic>,
@@ -361,17 +377,6 @@ fn lowercase_first(s: &str) -> String {
     }
 }
 
-/// The candidate closest to `name` by edit distance, when it is close enough to be a typo.
-pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (name.chars().count() / 3).max(1);
-    candidates
-        .filter(|c| *c != name)
-        .map(|c| (strsim::levenshtein(name, c), c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, c)| (*d, *c))
-        .map(|(_, c)| c)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,12 +386,5 @@ mod tests {
         let src = "a &&\n  订单 == 1";
         let pos = Position::new(2, 3);
         assert_eq!(&src[offset_of(src, pos)..], "订单 == 1");
-    }
-
-    #[test]
-    fn closest_suggests_only_near_names() {
-        let names = ["order_id", "color", "size"];
-        assert_eq!(closest("ordr_id", names.iter().copied()), Some("order_id"));
-        assert_eq!(closest("address", names.iter().copied()), None);
     }
 }

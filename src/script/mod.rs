@@ -4,7 +4,12 @@
 //! with a fresh [`rhai::Scope`] per turn. The engine is a sandbox: a bounded number of
 //! operations, call depth, string, array and map sizes; no `import` (the crate is built
 //! with `no_module`), no `eval`, and `print`/`debug` go nowhere. Scripts reach the outside
-//! world only through the functions the rule set registers (`source`s and host actions).
+//! world only through the functions [`rule_set_engine`] registers, all defined in this
+//! module: the rule set's data [`sources`] and the [`host`] functions.
+//!
+//! This module knows neither the syntax tree nor the rule set: the compiler takes an
+//! expression's text and place, and `offer` takes [`Offer`]s, so `dsl` and `ruleset` sit
+//! above it.
 //!
 //! **Time.** Operations alone do not bound a script's cost: one operation may be a call
 //! that builds a 60,000-character string, and 50,000 of those took seconds. Every script
@@ -22,17 +27,22 @@
 
 pub mod compile;
 pub mod host;
+pub mod sources;
 pub mod template;
 
 use std::cell::Cell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rhai::{Dynamic, Engine, EvalAltResult, Scope};
 
 pub use compile::{Names, ScriptCompiler};
+pub use host::Offer;
+pub use sources::{Source, SourceKind};
 pub use template::{Part, Template};
 
-use crate::dsl::diagnostic::Span;
+use crate::diag::Span;
+use crate::kb::KnowledgeBase;
 
 /// Variables every script can read, set by the engine for each turn (DSL.md, "Rhai scope").
 pub const BUILTIN_VARIABLES: &[&str] = &[
@@ -50,7 +60,7 @@ pub const BUILTIN_VARIABLES: &[&str] = &[
 /// Request-context maps a shop may read without declaring them with `context`.
 pub const DEFAULT_CONTEXT: &[&str] = &["order", "cart", "product"];
 
-/// Functions the engine registers for scripts besides the `source`s: the host actions.
+/// The functions [`host::register`] gives scripts besides the `source`s.
 /// `recommend` and `offer` read the knowledge base and the promotions.
 pub const HOST_FUNCTIONS: &[&str] = &["create_ticket", "recommend", "offer"];
 
@@ -208,6 +218,15 @@ pub fn sandboxed_engine(limits: Limits) -> Engine {
     engine.disable_symbol("eval");
     engine.on_print(|_| {});
     engine.on_debug(|_, _, _| {});
+    engine
+}
+
+/// The engine a rule set's scripts run on: the sandbox with the rule set's `sources`
+/// ([`sources::register`]) and the host functions ([`host::register`]) registered.
+pub fn rule_set_engine(limits: Limits, sources: &[Source], kb: &Arc<KnowledgeBase>, offers: Vec<Offer>) -> Engine {
+    let mut engine = sandboxed_engine(limits);
+    sources::register(&mut engine, sources);
+    host::register(&mut engine, kb, offers);
     engine
 }
 

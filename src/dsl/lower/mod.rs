@@ -1,0 +1,345 @@
+//! Lowering: from the syntax trees of every file to one validated [`RuleSet`].
+//!
+//! Lowering collects every error and warning instead of stopping at the first, and
+//! builds the rule set only when there are no errors. It resolves names (intents,
+//! entities, sources, slots, styles), compiles every expression and template once, builds
+//! regexes, reads word lists and data files, places dates in the shop's time zone,
+//! compiles flows into small programs, and builds the trigger index.
+//!
+//! This file groups the items by kind, runs each kind's lowering in order and assembles
+//! the rule set (the script engine, the trigger index, the trained understanding, the
+//! version hash). Each kind is lowered in a file of its own: `shop` (the shop block,
+//! styles and the fallback chain), `intents` (intents and entities), `data` (data
+//! sources and the files rule files name), `rules` (rules, promotions and policies with
+//! their triggers, and the trigger index), `flows` (flows compiled to programs) and
+//! `safety` (the word lists, allow list and PII kinds).
+
+mod data;
+mod flows;
+mod intents;
+mod rules;
+mod safety;
+mod shop;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::LoadOptions;
+use super::ast::{self, Ident, Item, Str};
+use crate::diag::{Diagnostic, FileId, SourceMap, Span, closest};
+use crate::kb;
+use crate::nlu::entities::BUILTIN_ENTITIES;
+use crate::nlu::{Nlu, Options as NluOptions};
+use crate::ruleset::{FallbackAction, FallbackArm, Flow, OpKind, Promotion, Rule, RuleSet, Shop};
+use crate::script::{self, Limits, Names, Offer, Script, ScriptCompiler, Template};
+use intents::ancestors_and_self;
+use rules::build_index;
+
+/// The items of every file, grouped by kind, each with its file order.
+#[derive(Default)]
+struct Items {
+    shops: Vec<ast::Shop>,
+    intents: Vec<ast::Intent>,
+    entities: Vec<ast::Entity>,
+    sources: Vec<ast::Source>,
+    rules: Vec<ast::Rule>,
+    promotions: Vec<ast::Promotion>,
+    policies: Vec<ast::Policy>,
+    flows: Vec<ast::Flow>,
+    styles: Vec<ast::Style>,
+    fallbacks: Vec<ast::Fallback>,
+    safety: Vec<ast::Safety>,
+}
+
+/// Lowers the parsed files of a rules directory. `first_file` is where diagnostics about
+/// the rule set as a whole (no `shop` block) are placed.
+pub fn lower(
+    root: &Path,
+    files: Vec<(FileId, Vec<Item>)>,
+    first_file: FileId,
+    options: LoadOptions,
+    sources: &mut SourceMap,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<RuleSet> {
+    let mut items = Items::default();
+    for (_, file_items) in files {
+        for item in file_items {
+            match item {
+                Item::Shop(x) => items.shops.push(x),
+                Item::Intent(x) => items.intents.push(x),
+                Item::Entity(x) => items.entities.push(x),
+                Item::Source(x) => items.sources.push(x),
+                Item::Rule(x) => items.rules.push(x),
+                Item::Promotion(x) => items.promotions.push(x),
+                Item::Policy(x) => items.policies.push(x),
+                Item::Flow(x) => items.flows.push(x),
+                Item::Style(x) => items.styles.push(x),
+                Item::Fallback(x) => items.fallbacks.push(x),
+                Item::Safety(x) => items.safety.push(x),
+            }
+        }
+    }
+    let mut lowerer = Lowerer {
+        root,
+        options,
+        sources,
+        diagnostics,
+        inputs: Vec::new(),
+    };
+    lowerer.run(items, first_file)
+}
+
+/// One lowering under way: where the rules are, where problems go, and what was read.
+/// Each kind's file adds its methods.
+struct Lowerer<'a> {
+    root: &'a Path,
+    options: LoadOptions,
+    sources: &'a mut SourceMap,
+    diagnostics: &'a mut Vec<Diagnostic>,
+    /// Every auxiliary file read (data, word lists) with its text, for the version hash.
+    inputs: Vec<(PathBuf, String)>,
+}
+
+impl Lowerer<'_> {
+    /// 1-based line of a span's start.
+    fn line(&self, span: Span) -> u32 {
+        self.sources.file(span.file).line_col(span.start).0 as u32
+    }
+
+    /// `path:line` of a span's start.
+    fn location(&self, span: Span) -> String {
+        format!("{}:{}", self.sources.file(span.file).path.display(), self.line(span))
+    }
+
+    fn push(&mut self, d: Diagnostic) {
+        self.diagnostics.push(d);
+    }
+
+    /// Lowers every kind in order and assembles the rule set, unless this lowering
+    /// reported an error.
+    fn run(&mut self, items: Items, first_file: FileId) -> Option<RuleSet> {
+        let errors_before = self.diagnostics.iter().filter(|d| d.is_error()).count();
+
+        for (kind, names) in [
+            ("intent", items.intents.iter().map(|x| &x.name).collect::<Vec<_>>()),
+            ("entity", items.entities.iter().map(|x| &x.name).collect()),
+            ("source", items.sources.iter().map(|x| &x.name).collect()),
+            ("rule", items.rules.iter().map(|x| &x.name).collect()),
+            ("promotion", items.promotions.iter().map(|x| &x.name).collect()),
+            ("policy", items.policies.iter().map(|x| &x.name).collect()),
+            ("flow", items.flows.iter().map(|x| &x.name).collect()),
+            ("style", items.styles.iter().map(|x| &x.name).collect()),
+        ] {
+            self.check_unique(kind, names);
+        }
+
+        let shop = self.shop(&items.shops, first_file);
+        let intents = self.intents(&items.intents);
+        let intent_paths: BTreeSet<String> = intents.iter().flat_map(|i| ancestors_and_self(&i.name)).collect();
+        let entities = self.entities(&items.entities);
+        // Built-in entities (order_no, money, date, ...) can be used without a declaration.
+        let entity_names: BTreeSet<String> = entities
+            .iter()
+            .map(|e| e.name.clone())
+            .chain(BUILTIN_ENTITIES.iter().map(|n| n.to_string()))
+            .collect();
+        let data_sources = self.data_sources(&items.sources);
+        let source_names: Vec<String> = data_sources.iter().map(|s| s.name.clone()).collect();
+        let promotion_names: Vec<String> = items.promotions.iter().map(|p| p.name.name.clone()).collect();
+        let compiler = Scripts(ScriptCompiler::new(&source_names, &shop.context).with_promotions(&promotion_names));
+        let refs = Refs {
+            intents: &intent_paths,
+            entities: &entity_names,
+        };
+
+        let rules = self.rules(&items.rules, &compiler, &refs);
+        let promotions = self.promotions(&items.promotions, &compiler, &refs, shop.timezone);
+        let policies = self.policies(&items.policies, &refs);
+        let flows = self.flows(&items.flows, &compiler, &refs);
+        let styles = self.styles(&items.styles, &compiler);
+        let fallback = self.fallback(&items.fallbacks, &items.styles, &compiler);
+        let mut safety = self.safety(&items.safety);
+        let kb = Arc::new(kb::load(self.root, self.sources, self.diagnostics));
+
+        let errors_after = self.diagnostics.iter().filter(|d| d.is_error()).count();
+        if errors_after > errors_before {
+            return None;
+        }
+
+        safety.vet(fixed_replies(&shop, &rules, &promotions, &flows, &fallback, &kb));
+        let triggers = build_index(&intents, &rules, &promotions, &flows);
+        let mut nlu_options = NluOptions {
+            threshold: shop.threshold,
+            timezone: shop.timezone,
+            ..NluOptions::default()
+        };
+        if self.options.quick_training {
+            nlu_options.params = crate::nlu::classifier::Params {
+                lambdas: vec![1e-4],
+                max_iter: 5,
+                folds: 0,
+                ..nlu_options.params
+            };
+            nlu_options.builtin_oos = false;
+        }
+        let nlu = Nlu::train(&intents, &entities, &nlu_options);
+        let offers = promotions
+            .iter()
+            .map(|p| Offer {
+                name: p.name.clone(),
+                from: p.from,
+                to: p.to,
+                say: p.say.clone(),
+            })
+            .collect();
+        let engine = script::rule_set_engine(Limits::default(), &data_sources, &kb, offers);
+
+        // The version is the files' content and their paths inside the rules directory,
+        // not where the directory is: identical rules on two nodes (or in a copy) are one
+        // version.
+        let mut hasher = Sha256::new();
+        let relative = |path: &Path| {
+            path.strip_prefix(self.root)
+                .unwrap_or(path)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let mut files: Vec<PathBuf> = Vec::new();
+        for file in self.sources.files() {
+            hasher.update(relative(&file.path).as_bytes());
+            hasher.update([0]);
+            hasher.update(file.text.as_bytes());
+            files.push(file.path.clone());
+        }
+        for (path, text) in &self.inputs {
+            hasher.update(relative(path).as_bytes());
+            hasher.update([0]);
+            hasher.update(text.as_bytes());
+            if !files.contains(path) {
+                files.push(path.clone());
+            }
+        }
+        let version: String = hasher.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect();
+
+        Some(RuleSet {
+            version,
+            root: self.root.to_path_buf(),
+            files,
+            shop,
+            intents,
+            entities,
+            sources: data_sources,
+            rules,
+            promotions,
+            policies,
+            flows,
+            styles,
+            fallback,
+            safety,
+            triggers,
+            nlu,
+            kb,
+            engine,
+        })
+    }
+
+    /// Reports every name of one kind declared more than once, pointing at the first.
+    fn check_unique(&mut self, kind: &str, names: Vec<&Ident>) {
+        let mut seen: HashMap<&str, Span> = HashMap::new();
+        for name in names {
+            if let Some(first) = seen.get(name.name.as_str()) {
+                let d = Diagnostic::error(name.span, format!("duplicate {kind} `{}`", name.name))
+                    .with_label("defined again here")
+                    .with_secondary(*first, "first defined here")
+                    .with_help(format!(
+                        "{kind} names are global across all files of the rule set; rename one"
+                    ));
+                self.push(d);
+            } else {
+                seen.insert(&name.name, name.span);
+            }
+        }
+    }
+
+    /// Reports empty keywords (of intents, triggers and inline word lists), which would
+    /// match every message.
+    fn check_keywords(&mut self, keywords: &[Str]) {
+        for k in keywords {
+            if k.value.trim().is_empty() {
+                self.push(
+                    Diagnostic::error(k.span, "empty keyword").with_label("an empty keyword would match every message"),
+                );
+            }
+        }
+    }
+
+    /// Reports a reference to an undeclared name, suggesting the closest of `candidates`.
+    fn unknown<'c>(&mut self, name: &Ident, kind: &str, candidates: impl Iterator<Item = &'c str>) {
+        let lookup = name.name.strip_suffix(".*").unwrap_or(&name.name);
+        let candidates: Vec<&str> = candidates.collect();
+        let mut d = Diagnostic::error(name.span, format!("unknown {kind} `{}`", name.name))
+            .with_label(format!("no {kind} is declared with this name"));
+        if let Some(near) = closest(lookup, candidates.iter().copied()) {
+            d = d.with_help(format!("did you mean `{near}`?"));
+        } else if candidates.is_empty() {
+            d = d.with_help(format!("declare it with `{kind} {} ...`", name.name));
+        }
+        self.push(d);
+    }
+}
+
+/// The script compiler fed from the syntax tree: it hands `script` each expression's and
+/// template's text with its place in the file, so that `script` needs no syntax tree.
+struct Scripts(ScriptCompiler);
+
+impl Scripts {
+    /// Compiles a backtick expression.
+    fn expr(&self, expr: &ast::Expr, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Script> {
+        self.0.expr(&expr.source, expr.span, names, diagnostics)
+    }
+
+    /// Compiles a reply template; problems inside it point at their place in the literal.
+    fn template(&self, text: &Str, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Template> {
+        self.0
+            .template(&text.value, &|start, end| text.sub_span(start, end), names, diagnostics)
+    }
+}
+
+/// Names that references are checked against.
+struct Refs<'a> {
+    intents: &'a BTreeSet<String>,
+    entities: &'a BTreeSet<String>,
+}
+
+/// Every reply the shop wrote out in full, without `{...}` holes: rule replies, promotion
+/// texts, flow questions and replies, fallback replies, the shop's handoff and fallback
+/// messages and the FAQ answers. [`Safety::vet`](crate::safety::Safety::vet) checks them once.
+fn fixed_replies<'r>(
+    shop: &'r Shop,
+    rules: &'r [Rule],
+    promotions: &'r [Promotion],
+    flows: &'r [Flow],
+    fallback: &'r [FallbackArm],
+    kb: &'r kb::KnowledgeBase,
+) -> impl Iterator<Item = &'r str> {
+    let templates = rules
+        .iter()
+        .filter_map(|r| r.reply.as_ref())
+        .chain(promotions.iter().map(|p| &p.say))
+        .chain(flows.iter().flat_map(|f| &f.ops).filter_map(|op| match &op.kind {
+            OpKind::Ask { prompt, .. } => Some(prompt),
+            OpKind::Reply(reply) => Some(reply),
+            _ => None,
+        }))
+        .chain(fallback.iter().filter_map(|arm| match &arm.action {
+            FallbackAction::Reply(reply) => Some(reply),
+            _ => None,
+        }));
+    templates
+        .filter_map(Template::as_literal)
+        .chain([shop.handoff_message.as_str(), shop.fallback_message.as_str()])
+        .chain(kb.faqs.iter().map(|f| f.answer.as_str()))
+}

@@ -1,0 +1,535 @@
+//! Each item kind's pairs into its syntax-tree node: the shop block, intents, entities,
+//! sources, rules, promotions, policies, flows and their steps (nesting bounded by
+//! [`MAX_NESTING`]), styles, the fallback chain and safety blocks.
+
+use pest::iterators::Pair;
+
+use super::build::{Builder, set_once};
+use super::{MAX_NESTING, NESTING_HELP, Rule, inner};
+use crate::diag::{Diagnostic, Span};
+use crate::dsl::ast::*;
+
+impl Builder<'_> {
+    pub(super) fn item(&mut self, pair: Pair<'_, Rule>) -> Option<Item> {
+        Some(match pair.as_rule() {
+            Rule::shop => Item::Shop(self.shop(pair)),
+            Rule::intent => Item::Intent(self.intent(pair)),
+            Rule::entity => Item::Entity(self.entity(pair)),
+            Rule::source => Item::Source(self.source(pair)),
+            Rule::rule => Item::Rule(self.rule(pair)),
+            Rule::promotion => Item::Promotion(self.promotion(pair)),
+            Rule::policy => Item::Policy(self.policy(pair)),
+            Rule::flow => Item::Flow(self.flow(pair)),
+            Rule::style => Item::Style(self.style(pair)),
+            Rule::fallback => Item::Fallback(self.fallback(pair)),
+            Rule::safety => Item::Safety(self.safety(pair)),
+            _ => return None,
+        })
+    }
+
+    fn shop(&mut self, pair: Pair<'_, Rule>) -> Shop {
+        let span = self.span(&pair);
+        let mut fields = inner(pair);
+        let name = self.string(fields.next().expect("shop name"));
+        let mut shop = Shop {
+            name,
+            span,
+            persona: None,
+            timezone: None,
+            threshold: None,
+            faq_threshold: None,
+            handoff_message: None,
+            fallback_message: None,
+            context: Vec::new(),
+        };
+        for field in fields {
+            let fspan = self.span(&field);
+            match field.as_rule() {
+                Rule::persona => {
+                    let v = self.string(Self::first_inner(field));
+                    let first = shop.persona.as_ref().map(|s| s.span);
+                    set_once(self.diagnostics, &mut shop.persona, v, fspan, first, "persona");
+                }
+                Rule::timezone => {
+                    let v = self.string(Self::first_inner(field));
+                    let first = shop.timezone.as_ref().map(|s| s.span);
+                    set_once(self.diagnostics, &mut shop.timezone, v, fspan, first, "timezone");
+                }
+                Rule::threshold => {
+                    let v = self.number(Self::first_inner(field));
+                    let first = shop.threshold.as_ref().map(|s| s.span);
+                    set_once(self.diagnostics, &mut shop.threshold, v, fspan, first, "threshold");
+                }
+                Rule::faq_threshold => {
+                    let v = self.number(Self::first_inner(field));
+                    let first = shop.faq_threshold.as_ref().map(|s| s.span);
+                    set_once(
+                        self.diagnostics,
+                        &mut shop.faq_threshold,
+                        v,
+                        fspan,
+                        first,
+                        "faq_threshold",
+                    );
+                }
+                Rule::handoff_message => {
+                    let v = self.string(Self::first_inner(field));
+                    let first = shop.handoff_message.as_ref().map(|s| s.span);
+                    set_once(
+                        self.diagnostics,
+                        &mut shop.handoff_message,
+                        v,
+                        fspan,
+                        first,
+                        "handoff_message",
+                    );
+                }
+                Rule::fallback_message => {
+                    let v = self.string(Self::first_inner(field));
+                    let first = shop.fallback_message.as_ref().map(|s| s.span);
+                    set_once(
+                        self.diagnostics,
+                        &mut shop.fallback_message,
+                        v,
+                        fspan,
+                        first,
+                        "fallback_message",
+                    );
+                }
+                Rule::context => shop.context.extend(self.names(Self::first_inner(field))),
+                _ => {}
+            }
+        }
+        shop
+    }
+
+    fn intent(&mut self, pair: Pair<'_, Rule>) -> Intent {
+        let span = self.span(&pair);
+        let mut fields = inner(pair);
+        let name = self.ident(fields.next().expect("intent name"));
+        let mut intent = Intent {
+            name,
+            span,
+            examples: Vec::new(),
+            keywords: Vec::new(),
+        };
+        for field in fields {
+            match field.as_rule() {
+                Rule::examples => intent.examples.extend(self.strings(Self::first_inner(field))),
+                Rule::keywords => intent.keywords.extend(self.strings(Self::first_inner(field))),
+                _ => {}
+            }
+        }
+        intent
+    }
+
+    fn entity(&mut self, pair: Pair<'_, Rule>) -> Entity {
+        let span = self.span(&pair);
+        let mut fields = inner(pair);
+        let name = self.ident(fields.next().expect("entity name"));
+        let def = fields.next().expect("entity definition");
+        let kind = match def.as_rule() {
+            Rule::regex => {
+                let mut parts = inner(def);
+                let body = parts.next().expect("regex body");
+                let flags = parts.next().expect("regex flags");
+                EntityKind::Regex {
+                    pattern: body.as_str().to_string(),
+                    span: self.span(&body),
+                    flags: self.ident(flags),
+                }
+            }
+            _ => {
+                let mut entries = Vec::new();
+                for entry in inner(def) {
+                    let mut parts = inner(entry);
+                    let surface = self.string(parts.next().expect("lexicon surface"));
+                    let canonical = parts.next().map(|p| self.string(p));
+                    entries.push((surface, canonical));
+                }
+                EntityKind::Lexicon(entries)
+            }
+        };
+        Entity { name, span, kind }
+    }
+
+    fn source(&mut self, pair: Pair<'_, Rule>) -> Source {
+        let span = self.span(&pair);
+        let mut fields = inner(pair);
+        let name = self.ident(fields.next().expect("source name"));
+        let def = fields.next().expect("source definition");
+        let def_rule = def.as_rule();
+        let mut parts = inner(def);
+        let first = self.string(parts.next().expect("source location"));
+        let kind = if def_rule == Rule::file_source {
+            SourceKind::File {
+                path: first,
+                key: parts.next().map(|p| self.string(p)),
+            }
+        } else {
+            let timeout = parts.next().map(|p| self.duration(p));
+            SourceKind::Http { url: first, timeout }
+        };
+        Source { name, span, kind }
+    }
+
+    fn trigger(&mut self, pair: Pair<'_, Rule>) -> Trigger {
+        let span = self.span(&pair);
+        let target = Self::first_inner(pair);
+        self.trigger_target(target, span)
+    }
+
+    fn trigger_target(&mut self, target: Pair<'_, Rule>, span: Span) -> Trigger {
+        let kind = match target.as_rule() {
+            Rule::keyword_trigger => TriggerKind::Keywords(self.strings(Self::first_inner(target))),
+            Rule::entity_trigger => TriggerKind::Entity(self.ident(Self::first_inner(target))),
+            _ => TriggerKind::Intents(inner(target).map(|p| self.ident(p)).collect()),
+        };
+        Trigger { span, kind }
+    }
+
+    fn handoff(&mut self, pair: Pair<'_, Rule>) -> Handoff {
+        let span = self.span(&pair);
+        let reason = inner(pair).next().map(|p| self.string(p));
+        Handoff { reason, span }
+    }
+
+    fn rule(&mut self, pair: Pair<'_, Rule>) -> crate::dsl::ast::Rule {
+        let span = self.span(&pair);
+        let mut fields = inner(pair);
+        let name = self.ident(fields.next().expect("rule name"));
+        let mut rule = crate::dsl::ast::Rule {
+            name,
+            span,
+            triggers: Vec::new(),
+            when: None,
+            reply: None,
+            handoff: None,
+            priority: None,
+        };
+        for field in fields {
+            let fspan = self.span(&field);
+            match field.as_rule() {
+                Rule::trigger => rule.triggers.push(self.trigger(field)),
+                Rule::when => {
+                    let v = self.expr(Self::first_inner(field));
+                    let first = rule.when.as_ref().map(|e| e.span);
+                    set_once(self.diagnostics, &mut rule.when, v, fspan, first, "when");
+                }
+                Rule::reply => {
+                    let v = self.string(Self::first_inner(field));
+                    let first = rule.reply.as_ref().map(|s| s.span);
+                    set_once(self.diagnostics, &mut rule.reply, v, fspan, first, "reply");
+                }
+                Rule::handoff => {
+                    let v = self.handoff(field);
+                    let first = rule.handoff.as_ref().map(|h| h.span);
+                    set_once(self.diagnostics, &mut rule.handoff, v, fspan, first, "handoff");
+                }
+                Rule::priority => {
+                    let v = self.integer(Self::first_inner(field));
+                    let first = rule.priority.as_ref().map(|p| p.span);
+                    set_once(self.diagnostics, &mut rule.priority, v, fspan, first, "priority");
+                }
+                _ => {}
+            }
+        }
+        rule
+    }
+
+    fn promotion(&mut self, pair: Pair<'_, Rule>) -> Promotion {
+        let span = self.span(&pair);
+        let mut fields = inner(pair);
+        let name = self.ident(fields.next().expect("promotion name"));
+        let mut promo = Promotion {
+            name,
+            span,
+            window: None,
+            audience: None,
+            say: None,
+            triggers: Vec::new(),
+            priority: None,
+        };
+        for field in fields {
+            let fspan = self.span(&field);
+            match field.as_rule() {
+                Rule::window => {
+                    let mut parts = inner(field);
+                    let from = self.datetime(parts.next().expect("from"));
+                    let to = self.datetime(parts.next().expect("to"));
+                    let first = promo.window.as_ref().map(|(f, _)| f.span);
+                    set_once(
+                        self.diagnostics,
+                        &mut promo.window,
+                        (from, to),
+                        fspan,
+                        first,
+                        "from ... to",
+                    );
+                }
+                Rule::audience => {
+                    let v = self.expr(Self::first_inner(field));
+                    let first = promo.audience.as_ref().map(|e| e.span);
+                    set_once(self.diagnostics, &mut promo.audience, v, fspan, first, "for");
+                }
+                Rule::say => {
+                    let v = self.string(Self::first_inner(field));
+                    let first = promo.say.as_ref().map(|s| s.span);
+                    set_once(self.diagnostics, &mut promo.say, v, fspan, first, "say");
+                }
+                Rule::trigger => promo.triggers.push(self.trigger(field)),
+                Rule::priority => {
+                    let v = self.integer(Self::first_inner(field));
+                    let first = promo.priority.as_ref().map(|p| p.span);
+                    set_once(self.diagnostics, &mut promo.priority, v, fspan, first, "priority");
+                }
+                _ => {}
+            }
+        }
+        promo
+    }
+
+    fn policy(&mut self, pair: Pair<'_, Rule>) -> Policy {
+        let span = self.span(&pair);
+        let mut fields = inner(pair);
+        let name = self.ident(fields.next().expect("policy name"));
+        let mut policy = Policy {
+            name,
+            span,
+            applies: Vec::new(),
+            text: None,
+        };
+        for field in fields {
+            let fspan = self.span(&field);
+            match field.as_rule() {
+                Rule::applies => policy.applies.extend(inner(field).map(|p| self.ident(p))),
+                Rule::text => {
+                    let v = self.string(Self::first_inner(field));
+                    let first = policy.text.as_ref().map(|s| s.span);
+                    set_once(self.diagnostics, &mut policy.text, v, fspan, first, "text");
+                }
+                _ => {}
+            }
+        }
+        policy
+    }
+
+    fn flow(&mut self, pair: Pair<'_, Rule>) -> Flow {
+        let span = self.span(&pair);
+        let mut fields = inner(pair);
+        let name = self.ident(fields.next().expect("flow name"));
+        let mut flow = Flow {
+            name,
+            span,
+            starts: Vec::new(),
+            steps: Vec::new(),
+        };
+        for field in fields {
+            match field.as_rule() {
+                Rule::flow_start => {
+                    let span = self.span(&field);
+                    let mut parts = inner(field);
+                    let target = parts.next().expect("start trigger");
+                    let tspan = self.span(&target);
+                    let trigger = self.trigger_target(target, tspan);
+                    let when = parts.next().map(|w| self.expr(Self::first_inner(w)));
+                    flow.starts.push(FlowStart { trigger, when, span });
+                }
+                Rule::lbrace | Rule::rbrace => {}
+                _ => {
+                    if let Some(step) = self.step(field) {
+                        flow.steps.push(step);
+                    }
+                }
+            }
+        }
+        flow
+    }
+
+    fn steps(&mut self, block: Pair<'_, Rule>) -> Vec<Step> {
+        inner(block).filter_map(|p| self.step(p)).collect()
+    }
+
+    fn step(&mut self, pair: Pair<'_, Rule>) -> Option<Step> {
+        let span = self.span(&pair);
+        let kind = match pair.as_rule() {
+            Rule::ask => {
+                let mut parts = inner(pair);
+                let slot = self.ident(parts.next().expect("slot"));
+                let mut entity = None;
+                let mut next = parts.next().expect("question");
+                if next.as_rule() == Rule::name {
+                    entity = Some(self.ident(next));
+                    next = parts.next().expect("question");
+                }
+                let prompt = self.string(next);
+                let (mut retry, mut otherwise) = (None, None);
+                if let Some(r) = parts.next() {
+                    let mut rp = inner(r);
+                    retry = Some(self.integer(rp.next().expect("retry count")));
+                    if let Some(else_step) = rp.next() {
+                        otherwise = self.step(Self::first_inner(else_step)).map(Box::new);
+                    }
+                }
+                StepKind::Ask {
+                    slot,
+                    entity,
+                    prompt,
+                    retry,
+                    otherwise,
+                }
+            }
+            Rule::set => {
+                let mut parts = inner(pair);
+                let name = self.ident(parts.next().expect("set name"));
+                let value = self.expr(parts.next().expect("set value"));
+                StepKind::Set { name, value }
+            }
+            Rule::if_step => {
+                if self.depth >= MAX_NESTING {
+                    let keyword = Span::new(self.file, span.start, span.start + "if".len());
+                    self.diagnostics.push(
+                        Diagnostic::error(keyword, format!("nested too deeply (more than {MAX_NESTING} levels)"))
+                            .with_label(format!("this `if` is {} levels deep", self.depth + 1))
+                            .with_help(NESTING_HELP),
+                    );
+                    return None;
+                }
+                self.depth += 1;
+                let mut parts = inner(pair);
+                let cond = self.expr(parts.next().expect("if condition"));
+                let then = self.steps(parts.next().expect("if body"));
+                let otherwise = match parts.next() {
+                    Some(p) if p.as_rule() == Rule::block => self.steps(p),
+                    Some(p) => self.step(p).into_iter().collect(),
+                    None => Vec::new(),
+                };
+                self.depth -= 1;
+                StepKind::If { cond, then, otherwise }
+            }
+            Rule::goto => StepKind::Goto(self.ident(Self::first_inner(pair))),
+            Rule::call => StepKind::Call(self.expr(Self::first_inner(pair))),
+            Rule::reply => StepKind::Reply(self.string(Self::first_inner(pair))),
+            Rule::handoff => StepKind::Handoff(self.handoff(pair)),
+            Rule::end => StepKind::End,
+            _ => return None,
+        };
+        Some(Step { span, kind })
+    }
+
+    fn style(&mut self, pair: Pair<'_, Rule>) -> Style {
+        let span = self.span(&pair);
+        let mut fields = inner(pair);
+        let name = self.ident(fields.next().expect("style name"));
+        let mut style = Style {
+            name,
+            span,
+            when: None,
+            tone: None,
+            temperature: None,
+            top_p: None,
+        };
+        for field in fields {
+            let fspan = self.span(&field);
+            match field.as_rule() {
+                Rule::when => {
+                    let v = self.expr(Self::first_inner(field));
+                    let first = style.when.as_ref().map(|e| e.span);
+                    set_once(self.diagnostics, &mut style.when, v, fspan, first, "when");
+                }
+                Rule::tone => {
+                    let v = self.string(Self::first_inner(field));
+                    let first = style.tone.as_ref().map(|s| s.span);
+                    set_once(self.diagnostics, &mut style.tone, v, fspan, first, "tone");
+                }
+                Rule::temperature => {
+                    let v = self.number(Self::first_inner(field));
+                    let first = style.temperature.as_ref().map(|n| n.span);
+                    set_once(self.diagnostics, &mut style.temperature, v, fspan, first, "temperature");
+                }
+                Rule::top_p => {
+                    let v = self.number(Self::first_inner(field));
+                    let first = style.top_p.as_ref().map(|n| n.span);
+                    set_once(self.diagnostics, &mut style.top_p, v, fspan, first, "top_p");
+                }
+                _ => {}
+            }
+        }
+        style
+    }
+
+    fn fallback(&mut self, pair: Pair<'_, Rule>) -> Fallback {
+        let span = self.span(&pair);
+        let mut arms = Vec::new();
+        for arm in inner(pair).filter(|p| p.as_rule() == Rule::fallback_arm) {
+            let arm_span = self.span(&arm);
+            let mut parts = inner(arm);
+            let head = parts.next().expect("arm head");
+            let when = (head.as_rule() == Rule::when).then(|| self.expr(Self::first_inner(head)));
+            let action = parts.next().expect("arm action");
+            let action = match action.as_rule() {
+                Rule::handoff => FallbackAction::Handoff(self.handoff(action)),
+                Rule::reply => FallbackAction::Reply(self.string(Self::first_inner(action))),
+                _ => FallbackAction::Llm(inner(action).next().map(|p| self.ident(p))),
+            };
+            arms.push(FallbackArm {
+                span: arm_span,
+                when,
+                action,
+            });
+        }
+        Fallback { span, arms }
+    }
+
+    fn word_source(&mut self, pair: Pair<'_, Rule>) -> WordSource {
+        match pair.as_rule() {
+            Rule::words_file => WordSource::File(self.string(Self::first_inner(pair))),
+            Rule::words_inline => WordSource::Inline(self.strings(Self::first_inner(pair))),
+            _ => WordSource::Inline(self.strings(pair)),
+        }
+    }
+
+    fn word_list(&mut self, pair: Pair<'_, Rule>) -> WordList {
+        let span = self.span(&pair);
+        let mut parts = inner(pair);
+        let category = self.ident(parts.next().expect("category"));
+        let words = self.word_source(parts.next().expect("words"));
+        let mut list = WordList {
+            category,
+            span,
+            words,
+            without: Vec::new(),
+            reply: None,
+        };
+        for option in parts {
+            let ospan = self.span(&option);
+            match option.as_rule() {
+                Rule::without => list.without.extend(self.names(Self::first_inner(option))),
+                Rule::reply => {
+                    let v = self.string(Self::first_inner(option));
+                    let first = list.reply.as_ref().map(|s| s.span);
+                    set_once(self.diagnostics, &mut list.reply, v, ospan, first, "reply");
+                }
+                _ => {}
+            }
+        }
+        list
+    }
+
+    fn safety(&mut self, pair: Pair<'_, Rule>) -> Safety {
+        let span = self.span(&pair);
+        let mut entries = Vec::new();
+        for entry in inner(pair) {
+            let entry = match entry.as_rule() {
+                Rule::block_list => SafetyEntry::Block(self.word_list(entry)),
+                Rule::mask_list => SafetyEntry::Mask(self.word_list(entry)),
+                Rule::allow => SafetyEntry::Allow(self.word_source(Self::first_inner(entry))),
+                Rule::pii => SafetyEntry::Pii(self.names(Self::first_inner(entry))),
+                Rule::default_reply => SafetyEntry::Reply(self.string(Self::first_inner(entry))),
+                _ => continue,
+            };
+            entries.push(entry);
+        }
+        Safety { span, entries }
+    }
+}
