@@ -1,6 +1,6 @@
 //! The compiled rule set: the immutable snapshot of everything under `rules/`.
 //!
-//! A [`RuleSet`] is built whole by [`dsl::load_dir`](crate::dsl::load_dir) or not at all;
+//! A [`RuleSet`] is built whole by `dsl::load_dir` (the compiler above it) or not at all;
 //! the runtime never sees the syntax tree. Names are resolved to indices, expressions and
 //! templates are compiled, regexes built, word lists read, data sources loaded, and the
 //! keywords of every rule, promotion, flow start and intent compiled into one Aho-Corasick
