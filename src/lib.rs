@@ -14,24 +14,34 @@
 //!
 //! ARCHITECTURE.md has the code map and the invariants.
 
-pub mod batch;
-pub mod conversation;
-pub mod data;
+// In the order of the spine (ARCHITECTURE.md): the rules, the rule set built from them,
+// the turn that reads it, the service around the turn.
+
+// The rules: diagnostics, and the compiler that lowers rule files into a rule set.
 pub mod diag;
-pub mod dialogue;
 pub mod dsl;
-pub mod engine;
-pub mod jobs;
+
+// The rule set and its parts.
 pub mod kb;
-pub mod llm;
 pub mod nlu;
-pub mod reload;
 pub mod ruleset;
 pub mod safety;
 pub mod script;
-pub mod server;
+
+// The turn: the engine, the conversation state it alone writes, the model, tickets.
+pub mod conversation;
+pub mod dialogue;
+pub mod engine;
+pub mod jobs;
+pub mod llm;
 pub mod store;
 pub mod tickets;
+
+// The service: HTTP, hot reload, and the data loop over what it logs.
+pub mod batch;
+pub mod data;
+pub mod reload;
+pub mod server;
 
 pub use engine::{Engine, TurnRequest, TurnResponse};
 pub use ruleset::RuleSet;
