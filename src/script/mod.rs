@@ -44,7 +44,8 @@ pub use template::{Part, Template};
 use crate::diag::Span;
 use crate::kb::KnowledgeBase;
 
-/// Variables every script can read, set by the engine for each turn (DSL.md, "Rhai scope").
+/// Variables every script can read, set by the engine for each turn (docs/language.md
+/// section 6, "What scripts can read").
 pub const BUILTIN_VARIABLES: &[&str] = &[
     "message",
     "intent",
@@ -208,7 +209,8 @@ pub fn sandboxed_engine(limits: Limits) -> Engine {
         .set_max_array_size(limits.max_array_size)
         .set_max_map_size(limits.max_map_size)
         .set_max_expr_depths(limits.max_expr_depths.0, limits.max_expr_depths.1)
-        // A missing map property reads as `()`, as DSL.md promises for absent values.
+        // A missing map property reads as `()`, as docs/language.md section 6 ("Absent
+        // values") promises.
         .set_fail_on_invalid_map_property(false);
     let max_time = limits.max_time;
     engine.on_progress(move |operations| {
