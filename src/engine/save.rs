@@ -11,12 +11,14 @@
 //!   messages are appended after what is there, its counts added, and the conversation
 //!   state it decided (flow, slots, product, last intent) replaces the older state.
 //!
-//! When nothing landed, which is nearly always, the turn's session is stored as it is.
+//! When nothing landed, which is nearly always, the turn's session is stored as it is,
+//! moved into the store without a copy (`store_if_unchanged`); only when something did is
+//! the stored session read again and merged in an `update`.
 
 use super::Engine;
 use crate::dialogue::{Role, Session};
 use crate::safety::logsafe::LogSafe;
-use crate::store::Write;
+use crate::store::{Unchanged, Write};
 
 /// Where the session stood when the turn read it.
 #[derive(Clone, Copy, Debug)]
@@ -53,8 +55,10 @@ pub(super) struct Added<'a> {
 /// How the save went.
 #[derive(Debug)]
 pub(super) enum Saved {
-    /// The turn's changes are stored: the conversation's answered-turn count and token
-    /// as they now stand.
+    /// The turn's session was stored as it was: the response made from it is right.
+    AsIs,
+    /// The turn's changes were merged with what landed meanwhile: the conversation's
+    /// answered-turn count and token as they now stand.
     Kept { turns: u32, token: String },
     /// A person acted on the conversation while the turn ran: its answer must not be
     /// shown. `reason` is the takeover's, for the response's handoff.
@@ -65,6 +69,10 @@ pub(super) enum Saved {
 /// the meantime. A store that cannot be reached is logged by the store; the turn's answer
 /// still goes out, as it did before the store was shared.
 pub(super) fn save(engine: &Engine, read: Read, next: Session, added: Added<'_>) -> Saved {
+    let next = match engine.sessions.store_if_unchanged(next) {
+        Ok(Unchanged::Stored) | Err(_) => return Saved::AsIs,
+        Ok(Unchanged::Changed(next)) => next,
+    };
     let id = next.id.clone();
     let mut outcome = None;
     let result = engine.sessions.update(&id, &mut |stored| {
@@ -79,10 +87,9 @@ pub(super) fn save(engine: &Engine, read: Read, next: Session, added: Added<'_>)
             }
             saved
         }
-        _ => Saved::Kept {
-            turns: next.turns,
-            token: next.token,
-        },
+        // The store could not be reached (it logged why): the response made from the
+        // turn's own session stands.
+        _ => Saved::AsIs,
     }
 }
 

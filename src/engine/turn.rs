@@ -751,6 +751,7 @@ impl Turn<'_> {
 /// the conversation now).
 fn saved_response(mut response: TurnResponse, saved: save::Saved) -> TurnResponse {
     match saved {
+        save::Saved::AsIs => {}
         save::Saved::Kept { turns, token } => {
             response.turn = turns;
             response.session_token = token;

@@ -13,7 +13,7 @@
 pub mod redis;
 
 use std::hash::BuildHasher as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use self::redis::{RedisConfig, RedisStore, RedisStoreError};
@@ -49,8 +49,25 @@ pub trait SessionStore: Send + Sync {
         id: &str,
         change: &mut dyn FnMut(&mut Option<Session>) -> Write,
     ) -> Result<Option<Session>, StoreError>;
+    /// Stores `session` (its `rev` one higher) if the stored session is still at
+    /// `session.rev` (or none is stored); otherwise gives it back untouched. This is the
+    /// common case of a turn's save, nothing having landed since the turn read its
+    /// session, without the copies a general [`update`](Self::update) makes; when it gives
+    /// the session back, the caller merges with an `update`.
+    fn store_if_unchanged(&self, session: Session) -> Result<Unchanged, StoreError>;
     /// Forgets a session.
     fn remove(&self, id: &str);
+}
+
+/// What [`SessionStore::store_if_unchanged`] did.
+// Returned once and matched at once, never stored: a box would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Unchanged {
+    /// The session was stored.
+    Stored,
+    /// Another writer came in between: the session is given back, not stored.
+    Changed(Session),
 }
 
 /// How many locks the in-memory store's updates are spread over: enough that unrelated
@@ -71,14 +88,14 @@ const LOCK_STRIPES: usize = 256;
 /// Updates of one id are serialized by one of [`LOCK_STRIPES`] mutexes chosen by the id's
 /// hash; reads take no lock.
 pub struct MemoryStore {
-    cache: quick_cache::sync::Cache<String, Kept>,
+    cache: quick_cache::sync::Cache<String, Arc<Kept>>,
     idle: Duration,
     locks: Box<[Mutex<()>]>,
     hasher: std::hash::RandomState,
 }
 
-/// A session and when it was last written.
-#[derive(Clone)]
+/// A session and when it was last written; shared, so that looking at the stored
+/// session (its `rev`, before a write) copies nothing.
 struct Kept {
     session: Session,
     at: Instant,
@@ -106,8 +123,22 @@ impl Default for MemoryStore {
 impl MemoryStore {
     /// The session as it stands at `now`: none once `idle` has passed since its last write.
     fn get_at(&self, id: &str, now: Instant) -> Option<Session> {
+        self.kept_at(id, now).map(|kept| kept.session.clone())
+    }
+
+    fn kept_at(&self, id: &str, now: Instant) -> Option<Arc<Kept>> {
         let kept = self.cache.get(id)?;
-        (now.saturating_duration_since(kept.at) <= self.idle).then_some(kept.session)
+        (now.saturating_duration_since(kept.at) <= self.idle).then_some(kept)
+    }
+
+    fn insert(&self, id: String, session: Session) {
+        self.cache.insert(
+            id,
+            Arc::new(Kept {
+                session,
+                at: Instant::now(),
+            }),
+        );
     }
 
     fn lock_for(&self, id: &str) -> &Mutex<()> {
@@ -133,15 +164,21 @@ impl SessionStore for MemoryStore {
             && let Some(s) = &mut session
         {
             s.rev = s.rev.wrapping_add(1);
-            self.cache.insert(
-                id.to_string(),
-                Kept {
-                    session: s.clone(),
-                    at: Instant::now(),
-                },
-            );
+            self.insert(id.to_string(), s.clone());
         }
         Ok(session)
+    }
+
+    fn store_if_unchanged(&self, mut session: Session) -> Result<Unchanged, StoreError> {
+        let _guard = self.lock_for(&session.id).lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(kept) = self.kept_at(&session.id, Instant::now())
+            && kept.session.rev != session.rev
+        {
+            return Ok(Unchanged::Changed(session));
+        }
+        session.rev = session.rev.wrapping_add(1);
+        self.insert(session.id.clone(), session);
+        Ok(Unchanged::Stored)
     }
 
     fn remove(&self, id: &str) {
@@ -223,6 +260,25 @@ mod tests {
             .unwrap();
         assert_eq!(got.unwrap().turns, 9, "the caller sees what its change made");
         assert_eq!(store.get("a").unwrap().turns, 0, "but nothing was stored");
+    }
+
+    #[test]
+    fn a_session_is_stored_if_unchanged_and_given_back_otherwise() {
+        let store = MemoryStore::default();
+        let read = Session::new("a");
+        assert!(matches!(
+            store.store_if_unchanged(read.clone()).unwrap(),
+            Unchanged::Stored
+        ));
+        assert_eq!(store.get("a").unwrap().rev, 1);
+        // A second writer that read the same rev 0 comes too late.
+        let mut late = read;
+        late.turns = 7;
+        match store.store_if_unchanged(late).unwrap() {
+            Unchanged::Changed(back) => assert_eq!(back.turns, 7, "given back untouched"),
+            Unchanged::Stored => panic!("stored over a newer session"),
+        }
+        assert_eq!(store.get("a").unwrap().turns, 0);
     }
 
     #[test]

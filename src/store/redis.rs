@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use redis::Commands as _;
 
-use super::{SessionStore, StoreError, Write};
+use super::{SessionStore, StoreError, Unchanged, Write};
 use crate::dialogue::Session;
 
 /// Why the Redis store could not be opened or used.
@@ -201,6 +201,33 @@ impl RedisStore {
         Err(RedisStoreError::Contended(UPDATE_ATTEMPTS))
     }
 
+    fn try_store_if_unchanged(&self, mut session: Session) -> Result<Unchanged, RedisStoreError> {
+        let key = self.key(&session.id);
+        let ttl = self.config.ttl.as_secs().max(1);
+        let mut conn = self.conn()?;
+        redis::cmd("WATCH").arg(&key).query::<()>(&mut *conn)?;
+        let text: Option<String> = conn.get(&key)?;
+        if let Some(stored) = Self::parse(&session.id, text)
+            && stored.rev != session.rev
+        {
+            redis::cmd("UNWATCH").query::<()>(&mut *conn)?;
+            return Ok(Unchanged::Changed(session));
+        }
+        session.rev = session.rev.wrapping_add(1);
+        let text = serde_json::to_string(&session).expect("a session always serializes");
+        let done: Option<()> = redis::pipe()
+            .atomic()
+            .set_ex(&key, text, ttl)
+            .ignore()
+            .query(&mut *conn)?;
+        if done.is_some() {
+            Ok(Unchanged::Stored)
+        } else {
+            session.rev = session.rev.wrapping_sub(1);
+            Ok(Unchanged::Changed(session))
+        }
+    }
+
     fn failed(&self, op: &str, id: &str, error: &RedisStoreError) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         tracing::error!(op, session = %crate::safety::logsafe::LogSafe(id), error = %error, "redis session store");
@@ -222,6 +249,14 @@ impl SessionStore for RedisStore {
     ) -> Result<Option<Session>, StoreError> {
         self.try_update(id, change).map_err(|e| {
             self.failed("update", id, &e);
+            StoreError(e.to_string())
+        })
+    }
+
+    fn store_if_unchanged(&self, session: Session) -> Result<Unchanged, StoreError> {
+        let id = session.id.clone();
+        self.try_store_if_unchanged(session).map_err(|e| {
+            self.failed("store", &id, &e);
             StoreError(e.to_string())
         })
     }
