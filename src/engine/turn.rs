@@ -191,15 +191,7 @@ pub(super) fn run(
         );
         trace.push(step("safety", format!("blocked: {}", blocked.category)));
         response.trace = trace;
-        let added = save::Added {
-            message: &shown,
-            history: 2,
-            answered: false,
-            queued: false,
-        };
-        let saved = save::save(engine, read, session, added);
-        response.message = shown;
-        return saved_response(response, saved);
+        return end_early(engine, read, session, response, shown, false);
     }
     let message = verdict.masked;
 
@@ -219,15 +211,7 @@ pub(super) fn run(
             "takeover",
             "a human has this conversation; the message is queued for the agent",
         ));
-        let added = save::Added {
-            message: &message,
-            history: 1,
-            answered: false,
-            queued: true,
-        };
-        let saved = save::save(engine, read, session, added);
-        response.message = message;
-        return saved_response(response, saved);
+        return end_early(engine, read, session, response, message, true);
     }
 
     if let Some(flow) = &session.flow {
@@ -744,6 +728,28 @@ impl Turn<'_> {
         response.message = self.message;
         saved_response(response, saved)
     }
+}
+
+/// Saves the session of a turn that ended before it was understood (its message blocked,
+/// or `queued` for the agent who holds the conversation) and finishes its response. The
+/// turn added the message to the history, and kefu's reply unless it was queued.
+fn end_early(
+    engine: &Engine,
+    read: save::Read,
+    session: Session,
+    mut response: TurnResponse,
+    message: String,
+    queued: bool,
+) -> TurnResponse {
+    let added = save::Added {
+        message: &message,
+        history: if queued { 1 } else { 2 },
+        answered: false,
+        queued,
+    };
+    let saved = save::save(engine, read, session, added);
+    response.message = message;
+    saved_response(response, saved)
 }
 
 /// The response as the save left it: the conversation's count and token as stored, or,
