@@ -334,6 +334,7 @@ fn turn_at(ts: DateTime<FixedOffset>, n: u32) -> Record {
         completion_tokens: 0,
         rules: "v1".into(),
         node: "n1".into(),
+        dropped: false,
     })
 }
 

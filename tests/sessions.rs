@@ -156,6 +156,43 @@ fn a_takeover_during_a_model_turn_wins_and_the_answer_is_dropped() {
 }
 
 #[test]
+fn the_conversation_log_has_what_the_engine_reports_a_dropped_answer_included() {
+    let dir = std::env::temp_dir().join(format!("kefu-sessions-log-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (model, gate) = gated();
+    let engine = Arc::new(Engine::new(rules()).with_llm(model));
+    let current = Arc::clone(&engine);
+    let (log, guard) =
+        kefu::data::ConversationLog::open(kefu::data::LogConfig::new(&dir), move || current.rules()).unwrap();
+    assert!(engine.set_observer(Arc::new(log)));
+    during_a_model_turn(&engine, &gate, "logged", || {
+        engine.takeover("logged", Some("小王".into())).unwrap();
+    });
+    engine.agent_reply("logged", "您好").unwrap();
+    engine.release("logged").unwrap();
+    drop(guard);
+    let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = records.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["takeover", "turn", "agent", "release"], "{records:#?}");
+    let turn = &records[1];
+    assert_eq!(
+        (turn["source"].as_str(), turn["dropped"].as_bool()),
+        (Some("human"), Some(true))
+    );
+    assert_eq!(turn["reply"], "");
+    assert!(
+        turn["completion_tokens"].as_u64().unwrap() > 0,
+        "the model's tokens were spent: {turn}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn an_agent_reply_during_a_model_turn_wins_too() {
     let (model, gate) = gated();
     let engine = Arc::new(Engine::new(rules()).with_llm(model));

@@ -150,6 +150,10 @@ pub struct TurnRecord {
     /// The kefu node that answered.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub node: String,
+    /// A person took the conversation over while the turn ran: its answer was dropped
+    /// (`source` is `human`, `reply` empty) and the message queued for the agent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dropped: bool,
 }
 
 impl TurnRecord {
@@ -184,6 +188,7 @@ impl TurnRecord {
             completion_tokens: tokens.1,
             rules: response.rules_version.clone(),
             node: node.to_string(),
+            dropped: response.dropped,
         }
     }
 }
