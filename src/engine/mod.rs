@@ -8,6 +8,11 @@
 //! if the fallback says so, judged before it is shown. FAQ and judged model answers are
 //! kept in an answer cache (`cache`). Every response says what answered and carries a
 //! trace of the decision.
+//!
+//! The engine is the only writer of sessions: a turn's save (`save`), a takeover, an
+//! agent's reply, a release, a rating and a job's message are each one atomic
+//! `SessionStore::update`, and each is reported to the engine's one observer (`events`),
+//! which writes the conversation log and the metrics.
 
 mod cache;
 mod candidates;
