@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs a command with a throwaway redis-server on a free loopback port and
-# KEFU_TEST_REDIS pointing at it; stops the server afterwards. `make test` wraps
-# `cargo test` in it so the Redis test (two kefu nodes sharing one Redis) always runs.
+# KEFU_TEST_REDIS pointing at it; stops the server afterwards. `make test` runs the
+# #[ignore]d Redis tests by name in it (two kefu nodes sharing one Redis, the session
+# races of tests/sessions.rs) and the fleet test.
 set -euo pipefail
 command -v redis-server >/dev/null || { echo "redis-server not found: make deps installs it" >&2; exit 1; }
 port=""
