@@ -293,3 +293,49 @@ fn redis_two_nodes_answering_one_conversation_at_once_lose_no_turn() {
     assert_eq!(session.turns, 2 * per_node, "every turn of both nodes is counted");
     assert!(session.rev >= u64::from(2 * per_node));
 }
+
+#[test]
+fn the_engine_reports_every_change_to_its_one_observer() {
+    let (compiled, rendered) = support::check(Path::new("tests/data/engine"));
+    let rules = compiled.rules.unwrap_or_else(|| panic!("{rendered}"));
+    let engine = Engine::new(rules);
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = Arc::clone(&seen);
+    let observer = move |event: &kefu::engine::Event<'_>| {
+        use kefu::engine::Event;
+        let what = match event {
+            Event::Turn { response, .. } => format!("turn {}", response.source.name()),
+            Event::Takeover { agent, .. } => format!("takeover {}", agent.unwrap_or("-")),
+            Event::AgentReply { text, .. } => format!("reply {text}"),
+            Event::Release { .. } => "release".to_string(),
+            Event::Feedback { feedback, .. } => format!("feedback {}", feedback.score),
+            Event::Ticket { ticket } => format!("ticket {}", ticket.kind),
+        };
+        log.lock().unwrap().push(what);
+    };
+    assert!(engine.set_observer(Arc::new(observer)));
+    assert!(
+        !engine.set_observer(Arc::new(|_: &kefu::engine::Event<'_>| {})),
+        "one observer"
+    );
+    ask(&engine, "o", "我要退货");
+    let r = ask(&engine, "o", "202611010001");
+    assert!(r.reply.contains("已为您提交退货申请"), "{}", r.reply);
+    engine.takeover("o", Some("小王".into())).unwrap();
+    engine.agent_reply("o", "您好，我来处理").unwrap();
+    engine.release("o").unwrap();
+    engine.feedback("o", &r.session_token, 4, None).unwrap();
+    engine.tell("o", "工单已送达").unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "turn flow",
+            "ticket return",
+            "turn flow",
+            "takeover 小王",
+            "reply 您好，我来处理",
+            "release",
+            "feedback 4"
+        ]
+    );
+}

@@ -290,7 +290,7 @@ impl crate::engine::Observer for ConversationLog {
             Event::Feedback { session, feedback } => {
                 self.feedback(session, feedback.score, feedback.comment.as_deref());
             }
-            Event::Ticket { .. } | Event::Told { .. } => {}
+            Event::Ticket { .. } => {}
         }
     }
 }

@@ -2,7 +2,8 @@
 //! one [`Observer`].
 //!
 //! The engine is the only writer of sessions, so it is the one place that knows each
-//! change happened and how it ended. The service's observer writes the conversation log
+//! change happened and how it ended. (A job's message to a conversation, `Engine::tell`,
+//! is kept in the session only; the job queue logs its outcome.) The service's observer writes the conversation log
 //! and the metrics from these events; `kefu chat`'s writes the conversation log. Neither
 //! writes a record of its own beside the engine, so a log made by `kefu chat` and one made
 //! by `kefu serve` hold the same records for the same conversation.
@@ -54,13 +55,6 @@ pub enum Event<'a> {
     Ticket {
         /// The ticket.
         ticket: &'a Ticket,
-    },
-    /// A message from kefu reached a conversation outside a turn (a job's outcome).
-    Told {
-        /// The conversation.
-        session: &'a str,
-        /// The message.
-        text: &'a str,
     },
 }
 

@@ -11,8 +11,9 @@
 //!
 //! The engine is the only writer of sessions: a turn's save (`save`), a takeover, an
 //! agent's reply, a release, a rating and a job's message are each one atomic
-//! `SessionStore::update`, and each is reported to the engine's one observer (`events`),
-//! which writes the conversation log and the metrics.
+//! `SessionStore::update`. Each but the job's message (which the job queue logs) is
+//! reported to the engine's one observer (`events`), which writes the conversation log and
+//! the metrics; so is every ticket a turn raises.
 
 mod cache;
 mod candidates;
@@ -552,7 +553,6 @@ impl Engine {
             session.updated_at = session.updated_at.max(now);
             Ok(())
         })
-        .inspect(|_| self.report(Event::Told { session: id, text }))
     }
 
     /// Applies `change` to the stored session as one atomic update; the session is stored

@@ -62,7 +62,12 @@ impl Observer for Recorder {
                 self.metrics.feedback(feedback.score);
                 tracing::info!(session = %LogSafe(session), score = feedback.score, "feedback");
             }
-            Event::Ticket { .. } | Event::Told { .. } => {}
+            Event::Ticket { ticket } => tracing::info!(
+                session = %LogSafe(&ticket.session_id),
+                ticket = %ticket.id,
+                kind = %ticket.kind,
+                "ticket raised"
+            ),
         }
     }
 }

@@ -187,21 +187,20 @@ impl SessionStore for MemoryStore {
     }
 }
 
-/// Stores `session` under its id, replacing what was there (for tests and tools that
-/// prepare a store; the engine changes sessions only by [`SessionStore::update`]).
-pub fn replace(store: &dyn SessionStore, session: Session) -> Result<Option<Session>, StoreError> {
-    let id = session.id.clone();
-    store.update(&id, &mut |stored| {
-        let mut next = session.clone();
-        next.rev = stored.as_ref().map_or(0, |s| s.rev);
-        *stored = Some(next);
-        Write::Store
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stores `session` under its id, replacing what was there.
+    fn replace(store: &dyn SessionStore, session: Session) -> Result<Option<Session>, StoreError> {
+        let id = session.id.clone();
+        store.update(&id, &mut |stored| {
+            let mut next = session.clone();
+            next.rev = stored.as_ref().map_or(0, |s| s.rev);
+            *stored = Some(next);
+            Write::Store
+        })
+    }
 
     #[test]
     fn memory_store_round_trips_and_forgets() {
