@@ -6,7 +6,9 @@
 //! in-memory store. An update is optimistic: `WATCH` the key, read it, change it, and
 //! write it in a `MULTI`/`EXEC` that Redis refuses if another client wrote the key in
 //! between; then the update starts over from the new value, up to [`UPDATE_ATTEMPTS`]
-//! times. Nodes never overwrite each other's changes to a conversation. Connections come from an r2d2 pool with short timeouts: a turn that
+//! times. A turn's save, the common case, is one script that writes only if the stored
+//! session's `rev` is still the one the turn read: one round trip, as a plain `SET` was.
+//! Nodes never overwrite each other's changes to a conversation. Connections come from an r2d2 pool with short timeouts: a turn that
 //! cannot reach Redis treats the session as new (and the error is logged and counted)
 //! rather than hanging, because [`SessionStore`] has no way to report a failure.
 
@@ -89,11 +91,26 @@ impl r2d2::CustomizeConnection<redis::Connection, redis::RedisError> for Timeout
     }
 }
 
+/// Writes a session (`ARGV[2]`, with its TTL `ARGV[3]`) only if the stored one is still
+/// at rev `ARGV[1]`, or none (or an unreadable one) is stored; 1 when it wrote.
+const STORE_IF_UNCHANGED: &str = r"
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  local ok, session = pcall(cjson.decode, stored)
+  if ok and type(session) == 'table' and (tonumber(session['rev']) or 0) ~= tonumber(ARGV[1]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+";
+
 /// Sessions as JSON strings in Redis.
 pub struct RedisStore {
     pool: r2d2::Pool<redis::Client>,
     config: RedisConfig,
     errors: AtomicU64,
+    store_if_unchanged: redis::Script,
 }
 
 impl RedisStore {
@@ -120,6 +137,7 @@ impl RedisStore {
             pool,
             config,
             errors: AtomicU64::new(0),
+            store_if_unchanged: redis::Script::new(STORE_IF_UNCHANGED),
         };
         store.ping()?;
         Ok(store)
@@ -204,26 +222,22 @@ impl RedisStore {
     fn try_store_if_unchanged(&self, mut session: Session) -> Result<Unchanged, RedisStoreError> {
         let key = self.key(&session.id);
         let ttl = self.config.ttl.as_secs().max(1);
-        let mut conn = self.conn()?;
-        redis::cmd("WATCH").arg(&key).query::<()>(&mut *conn)?;
-        let text: Option<String> = conn.get(&key)?;
-        if let Some(stored) = Self::parse(&session.id, text)
-            && stored.rev != session.rev
-        {
-            redis::cmd("UNWATCH").query::<()>(&mut *conn)?;
-            return Ok(Unchanged::Changed(session));
-        }
-        session.rev = session.rev.wrapping_add(1);
+        let read = session.rev;
+        session.rev = read.wrapping_add(1);
         let text = serde_json::to_string(&session).expect("a session always serializes");
-        let done: Option<()> = redis::pipe()
-            .atomic()
-            .set_ex(&key, text, ttl)
-            .ignore()
-            .query(&mut *conn)?;
-        if done.is_some() {
+        // One round trip, as the plain write it replaces was: the script compares and
+        // writes inside Redis, where nothing else runs in between.
+        let stored: i32 = self
+            .store_if_unchanged
+            .key(&key)
+            .arg(read)
+            .arg(text)
+            .arg(ttl)
+            .invoke(&mut *self.conn()?)?;
+        if stored == 1 {
             Ok(Unchanged::Stored)
         } else {
-            session.rev = session.rev.wrapping_sub(1);
+            session.rev = read;
             Ok(Unchanged::Changed(session))
         }
     }
