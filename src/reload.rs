@@ -478,7 +478,7 @@ fn build_isolated(dir: &Path) -> Result<dsl::Compiled, ReloadFailure> {
     }
 }
 
-/// A panic's message, cut to [`PANIC_MESSAGE_CHARS`].
+/// A panic's message, cut to `PANIC_MESSAGE_CHARS` characters.
 pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     let text = panic
         .downcast_ref::<&str>()
