@@ -120,6 +120,8 @@ pub struct Shop {
     pub timezone: Tz,
     /// The least intent confidence at which rules answer.
     pub threshold: f64,
+    /// The least confidence at which a model answer is shown.
+    pub model_threshold: f64,
     /// The least confidence at which a knowledge-base FAQ entry answers on its own.
     pub faq_threshold: f64,
     /// What the customer is told on handoff.
@@ -417,8 +419,18 @@ pub enum FallbackAction {
     Handoff(Option<String>),
     /// Reply with a template.
     Reply(Template),
-    /// Ask the model, in the style with this index if given.
-    Llm(Option<usize>),
+    /// Ask the model.
+    Llm(ModelCall),
+}
+
+/// How a fallback arm asks the model (`llm style 安抚 within 4s`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModelCall {
+    /// The style with this index, or the first whose condition holds.
+    pub style: Option<usize>,
+    /// How long the answer may take before the next arm runs; the engine's model timeout
+    /// when not given.
+    pub within: Option<std::time::Duration>,
 }
 
 /// Who a keyword, intent or entity makes a candidate.

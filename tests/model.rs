@@ -211,8 +211,10 @@ fn on_the_demo_shop_the_model_answers_in_chinese_or_hands_off() {
                         min_prob: 1.0,
                         ..Default::default()
                     },
-                    question,
-                    "",
+                    &kefu::llm::judge::Context {
+                        message: question,
+                        ..Default::default()
+                    },
                 );
                 assert_eq!(judged.problem, None, "{question} -> {}", response.reply);
             }

@@ -196,9 +196,9 @@ impl kefu::llm::LlmBackend for PanickingModel {
     fn generate(
         &self,
         _: &kefu::llm::GenerateRequest,
-        on_text: &mut dyn FnMut(&str),
+        on_text: &mut dyn FnMut(&str) -> std::ops::ControlFlow<()>,
     ) -> Result<kefu::llm::Generation, kefu::llm::LlmError> {
-        on_text("这款是");
+        let _ = on_text("这款是");
         panic!("the model broke");
     }
 }

@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
@@ -75,7 +76,11 @@ impl LlmBackend for Gated {
         "gated"
     }
 
-    fn generate(&self, request: &GenerateRequest, on_text: &mut dyn FnMut(&str)) -> Result<Generation, LlmError> {
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Generation, LlmError> {
         self.entered.lock().unwrap().send(()).unwrap();
         self.go
             .lock()

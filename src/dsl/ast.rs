@@ -122,6 +122,8 @@ pub struct Shop {
     pub timezone: Option<Str>,
     /// `threshold 0.6`
     pub threshold: Option<Number>,
+    /// `model_threshold 0.7`
+    pub model_threshold: Option<Number>,
     /// `faq_threshold 0.6`
     pub faq_threshold: Option<Number>,
     /// `handoff_message "..."`
@@ -403,8 +405,13 @@ pub enum FallbackAction {
     Handoff(Handoff),
     /// `reply "..."`
     Reply(Str),
-    /// `llm [style name]`
-    Llm(Option<Ident>),
+    /// `llm [style name] [within duration]`
+    Llm {
+        /// The style to answer in.
+        style: Option<Ident>,
+        /// How long the answer may take.
+        within: Option<DurationLit>,
+    },
 }
 
 /// `safety { entries }`

@@ -345,7 +345,11 @@ mod tests {
             "recorder"
         }
 
-        fn generate(&self, request: &GenerateRequest, _: &mut dyn FnMut(&str)) -> Result<Generation, LlmError> {
+        fn generate(
+            &self,
+            request: &GenerateRequest,
+            _: &mut dyn FnMut(&str) -> std::ops::ControlFlow<()>,
+        ) -> Result<Generation, LlmError> {
             self.0.lock().unwrap().push(request.messages.clone());
             Ok(Generation {
                 text: "您好，这个问题小美帮您查一下哦。".into(),

@@ -4,12 +4,15 @@
 //! the order"). An answer that is not good enough counts as a failure and the fallback
 //! chain runs again without its model arms.
 
+use std::ops::ControlFlow;
+
 use super::AnswerSource;
 use super::cache::{self, Scope as CacheScope};
 use super::turn::{Answer, Decision, Turn, step};
 use crate::kb::{self, PassageKind};
-use crate::llm::{self, GenerateRequest, Generation, LlmBackend, prompt};
-use crate::ruleset::Style;
+use crate::llm::judge::{self, Watch};
+use crate::llm::{ChatRole, GenerateRequest, Generation, LlmBackend, prompt};
+use crate::ruleset::{ModelCall, Style};
 use crate::safety::GuardStep;
 
 /// How a guarded generation ended.
@@ -23,13 +26,14 @@ enum Generated {
 }
 
 impl Turn<'_> {
-    /// Asks the model, judges its answer, and falls back when it is not good enough.
-    pub(super) fn ask_model(&mut self, style: Option<usize>, on_delta: &mut dyn FnMut(&str)) -> Answer {
+    /// Asks the model as the fallback arm says, judges its answer, and falls back when it
+    /// is not good enough.
+    pub(super) fn ask_model(&mut self, call: ModelCall, on_delta: &mut dyn FnMut(&str)) -> Answer {
         let Some(llm) = self.engine.llm.clone() else {
             // The fallback chain only asks for the model when there is one.
             return Answer::new(AnswerSource::Fallback, self.rules.shop.fallback_message.clone());
         };
-        let style = self.style(style).cloned();
+        let style = self.style(call.style).cloned();
         // Scripts and retrieval run first (they write to the trace); the rest of the input
         // only reads the turn.
         let promotions = self.promotions_for_prompt();
@@ -42,10 +46,21 @@ impl Turn<'_> {
             self.trace.push(step("cache", format!("hit: {} answer", hit.origin)));
             return Answer::new(AnswerSource::Cache, hit.reply);
         }
-        match self.generate_guarded(&*llm, style.as_ref(), messages, on_delta) {
+        // The judge checks numbers against what the shop told the model.
+        let facts = match messages.first() {
+            Some(m) if m.role == ChatRole::System => m.content.clone(),
+            _ => String::new(),
+        };
+        let instructions = prompt::instructions(&self.rules.shop.persona);
+        let context = judge::Context {
+            message: &self.message.clone(),
+            instructions: &instructions,
+            facts: &facts,
+        };
+        match self.generate_guarded(&*llm, style.as_ref(), call, messages, &context, on_delta) {
             Generated::Blocked(answer) => return answer,
             Generated::Text(generation) => {
-                if let Some(answer) = self.judge(&*llm, &generation, key) {
+                if let Some(answer) = self.judge(&*llm, &generation, &context, key) {
                     return answer;
                 }
             }
@@ -164,46 +179,64 @@ impl Turn<'_> {
         self.cache_key(CacheScope::Llm { context })
     }
 
-    /// Generates the answer to `messages`, streaming it to `on_delta` through the output
-    /// guard: text is released only once no blocked word can still complete across the
-    /// next chunk.
+    /// Generates the answer to `messages` within the arm's time budget, streaming it to
+    /// `on_delta` through the output guard (text is released only once no blocked word can
+    /// still complete across the next chunk) and the judge's [`Watch`], which stops the
+    /// generation as soon as the answer is sure to be withheld.
     fn generate_guarded(
         &mut self,
         llm: &dyn LlmBackend,
         style: Option<&Style>,
-        messages: Vec<llm::ChatMessage>,
+        call: ModelCall,
+        messages: Vec<crate::llm::ChatMessage>,
+        context: &judge::Context<'_>,
         on_delta: &mut dyn FnMut(&str),
     ) -> Generated {
+        // The arm's budget, within the operator's limit.
+        let budget = call.within.map_or(self.engine.config.llm_timeout, |w| {
+            w.min(self.engine.config.llm_timeout)
+        });
         let request = GenerateRequest {
             messages,
             max_tokens: self.engine.config.max_tokens,
             temperature: style.and_then(|s| s.temperature).unwrap_or(0.5) as f32,
             top_p: style.and_then(|s| s.top_p).unwrap_or(0.9) as f32,
-            deadline: Some(std::time::Instant::now() + self.engine.config.llm_timeout),
+            deadline: Some(std::time::Instant::now() + budget),
             stop: prompt::stop_markers(),
             ignore_eos: false,
         };
         let mut guard = self.rules.safety.output_guard();
+        let mut watch = Watch::new(*context);
         let mut blocked: Option<crate::safety::Blocked> = None;
+        let mut stopped: Option<String> = None;
         let generated = {
             let mut sink = |chunk: &str| {
-                if blocked.is_some() {
-                    return;
+                if let Some(problem) = watch.push(chunk) {
+                    stopped = Some(problem);
+                    return ControlFlow::Break(());
                 }
                 match guard.push(chunk) {
                     GuardStep::Emit(text) if !text.is_empty() => on_delta(&text),
                     GuardStep::Emit(_) => {}
-                    GuardStep::Blocked(b) => blocked = Some(b),
+                    GuardStep::Blocked(b) => {
+                        blocked = Some(b);
+                        return ControlFlow::Break(());
+                    }
                 }
+                ControlFlow::Continue(())
             };
             llm.generate(&request, &mut sink)
         };
+        if let (Some(problem), Ok(g)) = (&stopped, &generated) {
+            self.trace
+                .push(step("llm", format!("stopped after {} tokens: {problem}", g.tokens)));
+        }
         if let Ok(g) = &generated {
             // Spent whether or not the answer is shown.
             self.usage.prompt += g.prompt_tokens;
             self.usage.completion += g.tokens;
         }
-        if blocked.is_none() {
+        if blocked.is_none() && stopped.is_none() {
             match guard.finish() {
                 GuardStep::Emit(text) if !text.is_empty() => on_delta(&text),
                 GuardStep::Emit(_) => {}
@@ -217,6 +250,13 @@ impl Turn<'_> {
         }
         match generated {
             Ok(generation) => Generated::Text(generation),
+            Err(crate::llm::LlmError::Timeout) => {
+                self.trace.push(step(
+                    "llm",
+                    format!("{}: no answer within {} ms", llm.name(), budget.as_millis()),
+                ));
+                Generated::Failed
+            }
             Err(error) => {
                 self.trace.push(step("llm", format!("{}: {error}", llm.name())));
                 Generated::Failed
@@ -225,21 +265,26 @@ impl Turn<'_> {
     }
 
     /// Judges the model's answer: shown, and kept in the answer cache under `key`, when its
-    /// confidence reaches the shop's threshold; `None` (withheld) otherwise.
-    fn judge(&mut self, llm: &dyn LlmBackend, generation: &Generation, key: cache::Key) -> Option<Answer> {
+    /// confidence reaches the shop's `model_threshold`; `None` (withheld) otherwise.
+    fn judge(
+        &mut self,
+        llm: &dyn LlmBackend,
+        generation: &Generation,
+        context: &judge::Context<'_>,
+        key: cache::Key,
+    ) -> Option<Answer> {
         let rules = self.rules;
-        let verdict = llm::judge(generation, &self.message, &prompt::instructions(&rules.shop.persona));
-        let threshold = rules.shop.threshold;
+        let verdict = judge::judge(generation, context);
+        let threshold = rules.shop.model_threshold;
         self.trace.push(step(
             "llm",
             format!(
-                "{}: {} tokens, mean p {:.2}, min p {:.2}, confidence {:.2}{}",
+                "{}: {} tokens, mean p {:.2}, min p {:.2}, confidence {:.2}",
                 llm.name(),
                 generation.tokens,
                 generation.mean_prob,
                 generation.min_prob,
                 verdict.confidence,
-                verdict.problem.as_ref().map(|p| format!(", {p}")).unwrap_or_default()
             ),
         ));
         if verdict.confidence >= threshold {
@@ -255,8 +300,10 @@ impl Turn<'_> {
             answer.confidence = Some(verdict.confidence);
             return Some(answer);
         }
-        self.trace
-            .push(step("llm", format!("answer withheld: confidence below {threshold}")));
+        let why = verdict
+            .problem
+            .unwrap_or_else(|| format!("confidence below {threshold}"));
+        self.trace.push(step("llm", format!("answer withheld: {why}")));
         None
     }
 

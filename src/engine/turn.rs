@@ -19,7 +19,7 @@ use crate::RuleSet;
 use crate::dialogue::{Role, Session};
 use crate::kb::{self, Query};
 use crate::nlu::{self, Understanding};
-use crate::ruleset::{FallbackAction, Trigger};
+use crate::ruleset::{FallbackAction, ModelCall, Trigger};
 use crate::script::host::{self, Host};
 use crate::script::{Script, ScriptError, Template};
 use crate::tickets::TicketStore;
@@ -63,8 +63,8 @@ impl Answer {
 /// What the decision needs next: nothing more, or the model.
 pub(super) enum Decision {
     Answer(Answer),
-    /// Ask the model, in the style with this index if the fallback arm named one.
-    Llm(Option<usize>),
+    /// Ask the model as the fallback arm says (its style and time budget).
+    Llm(ModelCall),
 }
 
 /// The answer when a flow's ticket could not be recorded (disk or Redis failing).
@@ -290,7 +290,7 @@ pub(super) fn run(
     };
     let mut answer = host::with_host(host.clone(), || match turn.decide() {
         Decision::Answer(answer) => answer,
-        Decision::Llm(style) => turn.ask_model(style, on_delta),
+        Decision::Llm(call) => turn.ask_model(call, on_delta),
     });
     if let Some(question) = turn.pending_question.take() {
         if answer.handoff.is_some() {
@@ -639,9 +639,9 @@ impl Turn<'_> {
                     return Decision::Answer(answer);
                 }
                 FallbackAction::Llm(_) if skip_llm => continue,
-                FallbackAction::Llm(style) => {
+                FallbackAction::Llm(call) => {
                     if self.engine.llm.is_some() {
-                        return Decision::Llm(*style);
+                        return Decision::Llm(*call);
                     }
                     self.trace.push(step("fallback", "llm: no model is configured"));
                     return self.fail_and_fall_back();

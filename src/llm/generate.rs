@@ -89,7 +89,7 @@ pub fn run(backend: Arc<dyn LlmBackend>, options: &GenerateOptions) -> Result<Ge
         ignore_eos: options.ignore_eos,
     };
     let cold_prompt_ms = if options.warm {
-        let warm = backend.generate(&request("你好", 1), &mut |_| {})?;
+        let warm = backend.generate(&request("你好", 1), &mut |_| std::ops::ControlFlow::Continue(()))?;
         Some(warm.queue_ms + warm.prompt_ms)
     } else {
         None
@@ -104,7 +104,7 @@ pub fn run(backend: Arc<dyn LlmBackend>, options: &GenerateOptions) -> Result<Ge
             std::thread::spawn(move || {
                 barrier.wait();
                 let start = Instant::now();
-                let result = backend.generate(&request, &mut |_| {});
+                let result = backend.generate(&request, &mut |_| std::ops::ControlFlow::Continue(()));
                 (start, result)
             })
         })

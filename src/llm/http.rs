@@ -20,12 +20,13 @@
 //! defused before it is sent.
 
 use std::io::{BufRead, BufReader};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{GenerateRequest, Generation, LlmBackend, LlmError};
+use super::{Finish, GenerateRequest, Generation, LlmBackend, LlmError};
 
 /// Where the server is and how to talk to it.
 #[derive(Clone, Debug)]
@@ -114,7 +115,7 @@ impl OpenAiHttp {
         request: &GenerateRequest,
         timeout: Duration,
         streamed: &mut bool,
-        on_text: &mut dyn FnMut(&str),
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Option<Generation>, LlmError> {
         let body = self.body(request);
         let mut call = self
@@ -175,15 +176,29 @@ impl OpenAiHttp {
                 if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
                     first.get_or_insert_with(Instant::now);
                     *streamed = true;
-                    on_text(&text);
                     generation.text.push_str(&text);
                     if choice.logprobs.is_none() {
                         probs.tokens_without += 1;
                     }
+                    if on_text(&text).is_break() {
+                        // Closing the connection is how a streaming client says stop;
+                        // the server's usage report never comes, so tokens are counted
+                        // from the chunks.
+                        generation.finish = Finish::Cancelled;
+                    }
+                }
+                match choice.finish_reason.as_deref() {
+                    _ if generation.finish == Finish::Cancelled => {}
+                    Some("length") => generation.finish = Finish::Length,
+                    Some(_) => generation.finish = Finish::Stop,
+                    None => {}
                 }
                 for lp in choice.logprobs.map(|l| l.content).unwrap_or_default() {
                     probs.add(lp.logprob.exp());
                 }
+            }
+            if generation.finish == Finish::Cancelled {
+                break;
             }
         }
         if generation.tokens == 0 {
@@ -205,7 +220,11 @@ impl LlmBackend for OpenAiHttp {
         &self.name
     }
 
-    fn generate(&self, request: &GenerateRequest, on_text: &mut dyn FnMut(&str)) -> Result<Generation, LlmError> {
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Generation, LlmError> {
         let mut streamed = false;
         let mut backoff = Duration::from_millis(100);
         for attempt in 0..=self.config.retries {
@@ -275,6 +294,9 @@ struct Choice {
     delta: Delta,
     #[serde(default)]
     logprobs: Option<Logprobs>,
+    /// `stop` or `length` on the last chunk of a choice.
+    #[serde(default)]
+    finish_reason: Option<String>,
 }
 
 #[derive(Default, Deserialize)]

@@ -51,9 +51,11 @@
 //! special tokens, not only the ones the prompt builder knows.
 
 use std::num::NonZeroU32;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Once, OnceLock};
+use std::sync::{Arc, Once, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -68,7 +70,7 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
 
 use super::sample::Sampler;
-use super::{ChatMessage, ChatRole, GenerateRequest, Generation, LlmBackend, LlmError};
+use super::{ChatMessage, ChatRole, Finish, GenerateRequest, Generation, LlmBackend, LlmError};
 
 /// How the model is loaded and run.
 #[derive(Clone, Debug)]
@@ -167,6 +169,9 @@ struct Job {
     ignore_eos: bool,
     submitted: Instant,
     events: mpsc::Sender<Event>,
+    /// Set by the caller when it wants no more text (the judge saw enough): the request
+    /// ends before its next decode, as a [`Finish::Cancelled`] generation.
+    cancel: Arc<AtomicBool>,
 }
 
 /// What the inference thread tells a waiting caller.
@@ -288,8 +293,13 @@ impl LlmBackend for LlamaCpp {
         &self.info.name
     }
 
-    fn generate(&self, request: &GenerateRequest, on_text: &mut dyn FnMut(&str)) -> Result<Generation, LlmError> {
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Generation, LlmError> {
         let (events, rx) = mpsc::channel();
+        let cancel = Arc::new(AtomicBool::new(false));
         let job = Job {
             messages: request.messages.clone(),
             max_tokens: request.max_tokens,
@@ -300,6 +310,7 @@ impl LlmBackend for LlamaCpp {
             ignore_eos: request.ignore_eos,
             submitted: Instant::now(),
             events,
+            cancel: Arc::clone(&cancel),
         };
         let jobs = self.jobs.as_ref().ok_or(LlmError::Busy)?;
         match jobs.try_send(Request::Generate(job)) {
@@ -309,7 +320,14 @@ impl LlmBackend for LlamaCpp {
         }
         loop {
             match rx.recv() {
-                Ok(Event::Text(t)) => on_text(&t),
+                // After a stop, text already on its way is dropped; the generation that
+                // follows still reports what was spent.
+                Ok(Event::Text(t)) if !cancel.load(Ordering::Relaxed) => {
+                    if on_text(&t).is_break() {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+                Ok(Event::Text(_)) => {}
                 Ok(Event::Done(g)) => return Ok(g),
                 Ok(Event::Failed(e)) => return Err(e),
                 Err(_) => return Err(LlmError::Failed("the model thread stopped mid-answer".into())),
@@ -717,14 +735,15 @@ impl<'m> Worker<'m> {
     fn step(&mut self) {
         self.batch.clear();
         let now = Instant::now();
-        // Requests past their deadline or abandoned stop before costing a decode.
+        // Requests past their deadline, abandoned or cancelled stop before costing a decode.
         for i in 0..self.slots.len() {
-            let expired = self.slots[i]
-                .active
-                .as_ref()
-                .is_some_and(|a| a.job.deadline.is_some_and(|d| now >= d));
-            if expired {
-                self.finish(i, Some(LlmError::Timeout));
+            let Some(active) = self.slots[i].active.as_ref() else {
+                continue;
+            };
+            if active.job.deadline.is_some_and(|d| now >= d) {
+                self.finish(i, Err(LlmError::Timeout));
+            } else if active.job.cancel.load(Ordering::Relaxed) {
+                self.finish(i, Ok(Finish::Cancelled));
             }
         }
         let mut room = self.batch_size;
@@ -765,7 +784,7 @@ impl<'m> Worker<'m> {
         if let Err(e) = self.ctx.decode(&mut self.batch) {
             for i in 0..self.slots.len() {
                 if self.slots[i].active.is_some() {
-                    self.finish(i, Some(LlmError::Failed(format!("llama.cpp decode: {e}"))));
+                    self.finish(i, Err(LlmError::Failed(format!("llama.cpp decode: {e}"))));
                     let seq = self.slots[i].seq;
                     self.forget(seq, 0);
                     self.slots[i].cached.clear();
@@ -788,7 +807,7 @@ impl<'m> Worker<'m> {
         };
         let Some(at) = active.logits_at.take() else { return };
         let Some((token, p)) = active.sampler.pick(self.ctx.get_logits_ith(at)) else {
-            self.finish(i, Some(LlmError::Failed("llama.cpp returned no logits".into())));
+            self.finish(i, Err(LlmError::Failed("llama.cpp returned no logits".into())));
             return;
         };
         let now = Instant::now();
@@ -796,7 +815,7 @@ impl<'m> Worker<'m> {
         active.last_token = Some(now);
         let limit = self.info.ctx_per_seq as usize;
         if vocab.is_eog(token) && !active.job.ignore_eos {
-            self.finish(i, None);
+            self.finish(i, Ok(Finish::Stop));
             return;
         }
         active.generated += 1;
@@ -822,21 +841,24 @@ impl<'m> Worker<'m> {
         let Some(active) = self.slots[i].active.as_mut() else {
             return;
         };
-        if gone || stopped || active.generated >= active.job.max_tokens || full {
-            self.finish(i, None);
+        if gone || stopped {
+            self.finish(i, Ok(Finish::Stop));
+        } else if active.generated >= active.job.max_tokens || full {
+            self.finish(i, Ok(Finish::Length));
         } else {
             active.pending = Some(token);
         }
     }
 
-    /// Ends the request in slot `i`, successfully unless `error`.
-    fn finish(&mut self, i: usize, error: Option<LlmError>) {
+    /// Ends the request in slot `i`: a generation that ended for `outcome`'s reason, or
+    /// its error.
+    fn finish(&mut self, i: usize, outcome: Result<Finish, LlmError>) {
         let Some(active) = self.slots[i].active.take() else {
             return;
         };
-        let event = match error {
-            Some(e) => Event::Failed(e),
-            None => {
+        let event = match outcome {
+            Err(e) => Event::Failed(e),
+            Ok(finish) => {
                 let end = active.last_token.unwrap_or_else(Instant::now);
                 let first = active.first_token.unwrap_or(end);
                 // Bytes left of a character cut off by the token limit are dropped; text
@@ -860,6 +882,7 @@ impl<'m> Worker<'m> {
                     queue_ms: ms(active.started - active.job.submitted),
                     prompt_ms: ms(first - active.started),
                     generation_ms: ms(end - first),
+                    finish,
                 })
             }
         };

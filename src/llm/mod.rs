@@ -9,6 +9,7 @@
 
 pub mod generate;
 pub mod http;
+pub mod judge;
 #[cfg(feature = "llama")]
 pub mod llama;
 pub mod lora;
@@ -16,11 +17,14 @@ pub mod prompt;
 #[cfg(feature = "llama")]
 pub mod sample;
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+
+pub use judge::{Judgement, judge};
 
 /// Who a chat message is from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +99,21 @@ pub struct Generation {
     pub prompt_ms: f64,
     /// Time from the first token to the last, in milliseconds.
     pub generation_ms: f64,
+    /// Why the generation ended.
+    pub finish: Finish,
+}
+
+/// Why a generation ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Finish {
+    /// The model ended its answer (end of sequence, or a stop marker).
+    #[default]
+    Stop,
+    /// The token limit or the context ran out: the answer may be cut mid-sentence.
+    Length,
+    /// The caller asked for no more text ([`LlmBackend::generate`]'s callback broke).
+    Cancelled,
 }
 
 /// Why the model gave no answer.
@@ -115,8 +134,15 @@ pub enum LlmError {
 pub trait LlmBackend: Send + Sync {
     /// A short name for traces and metrics (`llama.cpp:SmolLM2…`, `mock`).
     fn name(&self) -> &str;
-    /// Generates an answer, calling `on_text` with each piece as it is produced.
-    fn generate(&self, request: &GenerateRequest, on_text: &mut dyn FnMut(&str)) -> Result<Generation, LlmError>;
+    /// Generates an answer, calling `on_text` with each piece as it is produced. When
+    /// `on_text` breaks, the backend stops generating as soon as it can (text already
+    /// produced is not passed on) and returns what was generated, marked
+    /// [`Finish::Cancelled`], so the tokens spent are still counted.
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Generation, LlmError>;
 }
 
 /// Which model to use, as `kefu serve`, `kefu chat` and `kefu generate` are told.
@@ -246,7 +272,11 @@ impl LlmBackend for MockLlm {
         "mock"
     }
 
-    fn generate(&self, request: &GenerateRequest, on_text: &mut dyn FnMut(&str)) -> Result<Generation, LlmError> {
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Generation, LlmError> {
         let message = request
             .messages
             .iter()
@@ -261,16 +291,21 @@ impl LlmBackend for MockLlm {
             .unwrap_or(&self.default);
         let mut text = String::new();
         let mut tokens: u32 = 0;
+        let mut finish = Finish::Stop;
         // Two characters a token, near enough to exercise streaming.
         let chars: Vec<char> = rule.reply.chars().collect();
         for piece in chars.chunks(2) {
             if tokens >= request.max_tokens {
+                finish = Finish::Length;
                 break;
             }
             let piece: String = piece.iter().collect();
-            on_text(&piece);
             text.push_str(&piece);
             tokens += 1;
+            if on_text(&piece).is_break() {
+                finish = Finish::Cancelled;
+                break;
+            }
         }
         Ok(Generation {
             text,
@@ -278,139 +313,15 @@ impl LlmBackend for MockLlm {
             tokens,
             mean_prob: rule.confidence,
             min_prob: rule.confidence,
+            finish,
             ..Generation::default()
         })
     }
 }
 
-/// The verdict on a model answer.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Judgement {
-    /// The answer's confidence, 0 when it is invalid.
-    pub confidence: f64,
-    /// Why it is invalid, if it is.
-    pub problem: Option<String>,
-}
-
-/// Judges a model answer to `message`: token probability, and validity checks that no
-/// probability catches (empty, replacement characters, repetition loops, an answer in
-/// another script than the question, an answer that recites the prompt's instructions
-/// back or contains its markup). `instructions` are the persona and fixed instructions
-/// of the prompt ([`prompt::instructions`]; empty when unknown): an answer may quote the
-/// injected policies and promotions, not recite these.
-pub fn judge(generation: &Generation, message: &str, instructions: &str) -> Judgement {
-    let text = generation.text.trim();
-    let problem = if text.is_empty() {
-        Some("empty answer".to_string())
-    } else if text.contains('\u{FFFD}') {
-        Some("replacement characters in the answer".into())
-    } else if repeats(text) {
-        Some("the answer repeats itself".into())
-    } else if has_cjk(message) && !has_cjk(text) {
-        Some("the question is in Chinese but the answer is not".into())
-    } else if prompt::has_markup(text) {
-        Some("the answer contains prompt markup".into())
-    } else if recites(text, instructions) {
-        Some("the answer recites the instructions".into())
-    } else {
-        None
-    };
-    // The weakest token pulls the confidence down: one wild token is often a made-up fact.
-    let confidence = if problem.is_some() {
-        0.0
-    } else {
-        0.8 * generation.mean_prob + 0.2 * generation.min_prob
-    };
-    Judgement { confidence, problem }
-}
-
-/// Whether most of `text` is copied from `instructions`: half or more of its 4-character
-/// windows occur there. Small models, lost, recite their system prompt ("你是…的客服，
-/// 只依据店铺政策回答"); a real answer may quote a policy sentence but says more.
-fn recites(text: &str, instructions: &str) -> bool {
-    let chars: Vec<char> = text.chars().filter(|c| !c.is_whitespace()).collect();
-    if chars.len() < 8 || instructions.is_empty() {
-        return false;
-    }
-    let windows = chars.len() - 3;
-    let copied = (0..windows)
-        .filter(|&i| instructions.contains(&chars[i..i + 4].iter().collect::<String>()))
-        .count();
-    copied * 2 >= windows
-}
-
-fn has_cjk(text: &str) -> bool {
-    text.chars().any(|c| ('\u{4E00}'..='\u{9FFF}').contains(&c))
-}
-
-/// Whether some run of 4+ characters occurs 4 or more times back to back: the signature
-/// of a decoding loop.
-fn repeats(text: &str) -> bool {
-    let chars: Vec<char> = text.chars().collect();
-    for len in 4..=chars.len() / 4 {
-        for start in 0..chars.len().saturating_sub(4 * len - 1) {
-            let unit = &chars[start..start + len];
-            if (1..4).all(|k| &chars[start + k * len..start + (k + 1) * len] == unit) {
-                return true;
-            }
-        }
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn generation(text: &str, p: f64) -> Generation {
-        Generation {
-            text: text.into(),
-            mean_prob: p,
-            min_prob: p,
-            ..Generation::default()
-        }
-    }
-
-    #[test]
-    fn judge_rejects_empty_looping_and_wrong_language_answers() {
-        assert_eq!(
-            judge(&generation("  ", 0.9), "你好", "").problem.as_deref(),
-            Some("empty answer")
-        );
-        assert!(
-            judge(&generation("好的好的好的好的好的好的好的好的好的好的", 0.9), "你好", "")
-                .problem
-                .is_some()
-        );
-        assert!(
-            judge(&generation("Sure, here you go.", 0.9), "尺码怎么选", "")
-                .problem
-                .is_some()
-        );
-        let ok = judge(&generation("建议选L码。", 0.9), "尺码怎么选", "你是客服小暖。");
-        assert_eq!(ok.problem, None);
-        assert!((ok.confidence - 0.9).abs() < 1e-9);
-    }
-
-    #[test]
-    fn judge_rejects_answers_that_recite_the_prompt() {
-        let system = "你是「暖途」旗舰店的客服小暖，说话亲切、简洁，只依据店铺政策回答。";
-        let recited = judge(
-            &generation("你是「暖途」旗舰店的客服小暖，说话亲切、简洁", 0.9),
-            "在吗",
-            system,
-        );
-        assert_eq!(recited.problem.as_deref(), Some("the answer recites the instructions"));
-        let tagged = judge(&generation("<客户消息>\n在吗\n</客户消息>", 0.9), "在吗", system);
-        assert_eq!(tagged.problem.as_deref(), Some("the answer contains prompt markup"));
-        // Naming itself as the persona does is fine when the answer says something more.
-        let fine = judge(
-            &generation("您好，我是客服小暖，羽绒服支持七天无理由退货哦。", 0.9),
-            "在吗",
-            system,
-        );
-        assert_eq!(fine.problem, None);
-    }
 
     #[test]
     fn lora_specs_take_an_optional_scale() {
@@ -440,7 +351,12 @@ mod tests {
             ignore_eos: false,
         };
         let mut streamed = String::new();
-        let g = llm.generate(&request, &mut |t| streamed.push_str(t)).unwrap();
+        let g = llm
+            .generate(&request, &mut |t| {
+                streamed.push_str(t);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
         assert_eq!(
             (g.text.as_str(), streamed.as_str(), g.mean_prob),
             ("建议选L码", "建议选L码", 0.4)

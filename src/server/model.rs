@@ -7,6 +7,7 @@
 //! fresh thread before blocking, and only turns that actually ask the model pay for that.
 //! A turn's own token counts travel in its response (`TurnResponse::usage`).
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +46,11 @@ impl LlmBackend for Metered {
         self.inner.name()
     }
 
-    fn generate(&self, request: &GenerateRequest, on_text: &mut dyn FnMut(&str)) -> Result<Generation, LlmError> {
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Generation, LlmError> {
         let result = blocking(|| self.inner.generate(request, on_text));
         if let Ok(g) = &result {
             self.metrics.tokens(u64::from(g.prompt_tokens), u64::from(g.tokens));
@@ -121,11 +126,16 @@ impl LlmBackend for Slow {
         "mock-slow"
     }
 
-    fn generate(&self, request: &GenerateRequest, on_text: &mut dyn FnMut(&str)) -> Result<Generation, LlmError> {
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Generation, LlmError> {
         let delay = self.delay;
         self.inner.generate(request, &mut |t| {
-            on_text(t);
+            let flow = on_text(t);
             std::thread::sleep(delay);
+            flow
         })
     }
 }

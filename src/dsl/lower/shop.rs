@@ -6,7 +6,7 @@ use super::{Lowerer, Scripts};
 use crate::diag::{Diagnostic, FileId, Span, closest};
 use crate::dsl::ast;
 use crate::kb;
-use crate::ruleset::{FallbackAction, FallbackArm, Shop, Style};
+use crate::ruleset::{FallbackAction, FallbackArm, ModelCall, Shop, Style};
 use crate::script::{DEFAULT_CONTEXT, Names};
 
 const DEFAULT_TIMEZONE: &str = "Asia/Shanghai";
@@ -16,6 +16,9 @@ const DEFAULT_THRESHOLD: f64 = 0.6;
 const DEFAULT_HANDOFF_MESSAGE: &str = "正在为您转接人工客服，请稍候。";
 
 const DEFAULT_FALLBACK_MESSAGE: &str = "抱歉，这个问题我暂时无法回答。您可以换个说法，或输入“人工”联系人工客服。";
+
+/// Beyond this a `within` is probably a mistake (minutes for seconds).
+const MAX_MODEL_BUDGET_MS: u64 = 60_000;
 
 impl Lowerer<'_> {
     pub(super) fn shop(&mut self, shops: &[ast::Shop], first_file: FileId) -> Shop {
@@ -38,6 +41,7 @@ impl Lowerer<'_> {
                 persona: String::new(),
                 timezone: chrono_tz::Asia::Shanghai,
                 threshold: DEFAULT_THRESHOLD,
+                model_threshold: DEFAULT_THRESHOLD,
                 faq_threshold: kb::DEFAULT_FAQ_THRESHOLD,
                 handoff_message: DEFAULT_HANDOFF_MESSAGE.into(),
                 fallback_message: DEFAULT_FALLBACK_MESSAGE.into(),
@@ -83,6 +87,17 @@ impl Lowerer<'_> {
             Some(t) => t.value,
             None => DEFAULT_THRESHOLD,
         };
+        let model_threshold = match shop.model_threshold {
+            Some(t) if !(0.0..=1.0).contains(&t.value) => {
+                self.push(
+                    Diagnostic::error(t.span, "model_threshold must be between 0 and 1")
+                        .with_label("a confidence, e.g. 0.7"),
+                );
+                threshold
+            }
+            Some(t) => t.value,
+            None => threshold,
+        };
         let faq_threshold = match shop.faq_threshold {
             Some(t) if !(0.0..=1.0).contains(&t.value) => {
                 self.push(
@@ -113,6 +128,7 @@ impl Lowerer<'_> {
             ),
             timezone,
             threshold,
+            model_threshold,
             faq_threshold,
             handoff_message: shop
                 .handoff_message
@@ -177,7 +193,7 @@ impl Lowerer<'_> {
         let Some(fallback) = fallbacks.first() else {
             return vec![FallbackArm {
                 when: None,
-                action: FallbackAction::Llm(None),
+                action: FallbackAction::Llm(ModelCall::default()),
             }];
         };
         let names = Names::default();
@@ -205,17 +221,44 @@ impl Lowerer<'_> {
                     Some(t) => FallbackAction::Reply(t),
                     None => continue,
                 },
-                ast::FallbackAction::Llm(None) => FallbackAction::Llm(None),
-                ast::FallbackAction::Llm(Some(style)) => match styles.iter().position(|s| s.name.name == style.name) {
-                    Some(i) => FallbackAction::Llm(Some(i)),
-                    None => {
-                        self.unknown(style, "style", styles.iter().map(|s| s.name.name.as_str()));
-                        continue;
-                    }
-                },
+                ast::FallbackAction::Llm { style, within } => {
+                    let style = match style {
+                        None => None,
+                        Some(style) => match styles.iter().position(|s| s.name.name == style.name) {
+                            Some(i) => Some(i),
+                            None => {
+                                self.unknown(style, "style", styles.iter().map(|s| s.name.name.as_str()));
+                                continue;
+                            }
+                        },
+                    };
+                    FallbackAction::Llm(ModelCall {
+                        style,
+                        within: within.as_ref().and_then(|w| self.model_budget(w)),
+                    })
+                }
             };
             out.push(FallbackArm { when, action });
         }
         out
+    }
+
+    /// A fallback arm's `within`: checked, as the engine's deadline for the answer. `None`
+    /// (the engine's model timeout) when it makes no sense.
+    fn model_budget(&mut self, within: &ast::DurationLit) -> Option<std::time::Duration> {
+        if within.millis == 0 {
+            self.push(
+                Diagnostic::error(within.span, "a model answer cannot take no time")
+                    .with_help("give the model a few seconds, e.g. `within 4s`, or drop the `llm` arm"),
+            );
+            return None;
+        }
+        if within.millis > MAX_MODEL_BUDGET_MS {
+            self.push(
+                Diagnostic::warning(within.span, "customers rarely wait this long for an answer")
+                    .with_help("the engine's own model timeout (20s by default) ends the answer first"),
+            );
+        }
+        Some(std::time::Duration::from_millis(within.millis))
     }
 }

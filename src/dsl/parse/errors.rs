@@ -170,6 +170,7 @@ fn describe(r: Rule) -> String {
         Rule::timezone => "`timezone`",
         Rule::threshold => "`threshold`",
         Rule::faq_threshold => "`faq_threshold`",
+        Rule::model_threshold => "`model_threshold`",
         Rule::handoff_message => "`handoff_message`",
         Rule::fallback_message => "`fallback_message`",
         Rule::context => "`context`",

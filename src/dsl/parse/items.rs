@@ -37,6 +37,7 @@ impl Builder<'_> {
             persona: None,
             timezone: None,
             threshold: None,
+            model_threshold: None,
             faq_threshold: None,
             handoff_message: None,
             fallback_message: None,
@@ -59,6 +60,18 @@ impl Builder<'_> {
                     let v = self.number(Self::first_inner(field));
                     let first = shop.threshold.as_ref().map(|s| s.span);
                     set_once(self.diagnostics, &mut shop.threshold, v, fspan, first, "threshold");
+                }
+                Rule::model_threshold => {
+                    let v = self.number(Self::first_inner(field));
+                    let first = shop.model_threshold.as_ref().map(|s| s.span);
+                    set_once(
+                        self.diagnostics,
+                        &mut shop.model_threshold,
+                        v,
+                        fspan,
+                        first,
+                        "model_threshold",
+                    );
                 }
                 Rule::faq_threshold => {
                     let v = self.number(Self::first_inner(field));
@@ -470,7 +483,17 @@ impl Builder<'_> {
             let action = match action.as_rule() {
                 Rule::handoff => FallbackAction::Handoff(self.handoff(action)),
                 Rule::reply => FallbackAction::Reply(self.string(Self::first_inner(action))),
-                _ => FallbackAction::Llm(inner(action).next().map(|p| self.ident(p))),
+                _ => {
+                    let mut style = None;
+                    let mut within = None;
+                    for part in inner(action) {
+                        match part.as_rule() {
+                            Rule::duration => within = Some(self.duration(part)),
+                            _ => style = Some(self.ident(part)),
+                        }
+                    }
+                    FallbackAction::Llm { style, within }
+                }
             };
             arms.push(FallbackArm {
                 span: arm_span,

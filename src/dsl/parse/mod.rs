@@ -96,6 +96,8 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_style
             | Rule::kw_text
             | Rule::kw_threshold
+            | Rule::kw_model_threshold
+            | Rule::kw_within
             | Rule::kw_faq_threshold
             | Rule::kw_timeout
             | Rule::kw_timezone
