@@ -74,14 +74,19 @@ impl LlmBackend for StandIn {
         "stand-in"
     }
 
-    fn generate(&self, request: &GenerateRequest, on_text: &mut dyn FnMut(&str)) -> Result<Generation, LlmError> {
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        on_text: &mut dyn FnMut(&str) -> std::ops::ControlFlow<()>,
+    ) -> Result<Generation, LlmError> {
         let prompt_chars: usize = request.messages.iter().map(|m| m.content.chars().count()).sum();
         let key: usize = request
             .messages
             .last()
             .map_or(0, |m| m.content.bytes().map(usize::from).sum());
         let (answer, confidence) = MODEL_ANSWERS[key % MODEL_ANSWERS.len()];
-        on_text(answer);
+        // One piece: nothing to stop early.
+        let _ = on_text(answer);
         let prompt = (prompt_chars as f64 / 1.4) as u32;
         let tokens = (answer.chars().count() as f64 / 1.3) as u32 + 8;
         *self.last.lock().unwrap() = (prompt, tokens);

@@ -192,6 +192,19 @@ pub struct RulesStatus {
     /// Set while the files on disk do not build: the last rejected reload. Cleared by the
     /// next reload that applies.
     pub last_error: Option<ReloadFailure>,
+    /// When the files on disk were first rejected since the serving rules were loaded:
+    /// how long the service has answered from rules older than the files. `None` while
+    /// the serving rules are the files' latest build.
+    pub stale_since: Option<DateTime<Utc>>,
+}
+
+/// The files on disk do not build, and the service answers from older rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stale {
+    /// Errors in the last rejected build.
+    pub errors: usize,
+    /// The first rejection since the serving rules were loaded.
+    pub since: DateTime<Utc>,
 }
 
 /// Sizes of a rule set.
@@ -249,6 +262,7 @@ impl Reloader {
             reloads: 0,
             rejected: 0,
             last_error: None,
+            stale_since: None,
         };
         Reloader {
             dir: status.dir.clone(),
@@ -277,14 +291,16 @@ impl Reloader {
         self.status.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The number of errors in the files on disk while they do not build (the last
-    /// rejected reload), `None` while the serving rules are the files' latest build.
-    pub fn stale_errors(&self) -> Option<usize> {
+    /// While the files on disk do not build: the errors of the last rejected reload and
+    /// when the files were first rejected. `None` while the serving rules are the files'
+    /// latest build.
+    pub fn stale(&self) -> Option<Stale> {
         let status = self.status.read().unwrap_or_else(|e| e.into_inner());
-        status
-            .last_error
-            .as_ref()
-            .map(|failure| failure.diagnostics.iter().filter(|d| d.severity == "error").count())
+        let failure = status.last_error.as_ref()?;
+        Some(Stale {
+            errors: failure.diagnostics.iter().filter(|d| d.severity == "error").count(),
+            since: status.stale_since.unwrap_or(failure.at),
+        })
     }
 
     /// Whether the serving rules have a source that makes network calls (so a turn may
@@ -330,6 +346,7 @@ impl Reloader {
                 status.counts = RuleCounts::of(&rules);
                 status.reloads += 1;
                 status.last_error = None;
+                status.stale_since = None;
                 let outcome = ReloadOutcome::Applied {
                     version: rules.version.clone(),
                     previous: previous.version.clone(),
@@ -361,6 +378,7 @@ impl Reloader {
         let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
         status.rejected += 1;
         status.last_error = Some(failure.clone());
+        status.stale_since.get_or_insert(failure.at);
         tracing::error!(
             trigger = failure.trigger.as_str(),
             errors,

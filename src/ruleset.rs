@@ -66,6 +66,10 @@ pub struct RuleSet {
     /// The sandboxed script engine with the sources and host functions registered
     /// ([`script::rule_set_engine`](crate::script::rule_set_engine)).
     pub engine: rhai::Engine,
+    /// Where the scripts that read the `promotions` variable are: a turn works it out
+    /// (each promotion's audience and text) only when the first of them is about to run,
+    /// so turns that run none of them do not pay for it.
+    pub promotion_readers: Vec<Span>,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -130,6 +134,12 @@ pub struct Shop {
     pub fallback_message: String,
     /// Request-context maps scripts may read.
     pub context: Vec<String>,
+    /// Said before a flow's question when a reload removed the question the conversation
+    /// was waiting on and the flow asks the first unanswered one instead.
+    pub flow_updated_message: String,
+    /// Promotions that start within this many days are upcoming: scripts see them in
+    /// `promotions.upcoming`, and model prompts mention them with their start.
+    pub upcoming_days: u32,
 }
 
 /// `售后.退货` or `售后.*` or `*`.
@@ -325,6 +335,9 @@ pub enum OpKind {
         entity: Option<String>,
         /// The question.
         prompt: Template,
+        /// What to say when asking again, one per re-ask in turn, the last one repeated;
+        /// empty: the question again.
+        reasks: Vec<Template>,
         /// How many times to ask again after a reply that does not fill the slot.
         retries: u32,
         /// Where to go when retries run out; the flow ends there when `None`.
@@ -364,6 +377,7 @@ impl std::fmt::Display for OpKind {
                 entity,
                 retries,
                 exhausted,
+                reasks,
                 ..
             } => {
                 write!(f, "ask {slot}")?;
@@ -371,6 +385,9 @@ impl std::fmt::Display for OpKind {
                     write!(f, " as {e}")?;
                 }
                 write!(f, " (retry {retries}")?;
+                if !reasks.is_empty() {
+                    write!(f, ", reask {}", reasks.len())?;
+                }
                 match exhausted {
                     Some(at) => write!(f, ", else {at})"),
                     None => write!(f, ", else end)"),
@@ -415,8 +432,13 @@ pub struct FallbackArm {
 /// What a fallback arm does.
 #[derive(Clone, Debug)]
 pub enum FallbackAction {
-    /// Hand over to a human, with a reason.
-    Handoff(Option<String>),
+    /// Hand over to a human.
+    Handoff {
+        /// Why, for the agent.
+        reason: Option<String>,
+        /// What the customer is told instead of the shop's `handoff_message`.
+        reply: Option<Template>,
+    },
     /// Reply with a template.
     Reply(Template),
     /// Ask the model.

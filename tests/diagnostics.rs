@@ -50,6 +50,23 @@ fn three_different_mistakes_in_one_file_are_all_reported_where_they_are() {
 }
 
 #[test]
+fn promotions_whose_audiences_cannot_meet_do_not_warn_about_overlap() {
+    let (compiled, rendered) = support::check(Path::new("tests/data/diagnostics/promotion_audiences"));
+    assert!(compiled.rules.is_some(), "{rendered}");
+    let warnings: Vec<&str> = compiled.report.diagnostics.iter().map(|d| d.message.as_str()).collect();
+    // 新客礼/会员礼 (new vs VIP) and 首单券/老客券 (is_new vs !is_new) are apart; a big cart
+    // can be a new customer's or a VIP's.
+    assert_eq!(
+        warnings,
+        [
+            "promotions `会员礼` and `满额礼` overlap in time and share keywords \"优惠\"",
+            "promotions `新客礼` and `满额礼` overlap in time and share keywords \"优惠\"",
+        ],
+        "{rendered}"
+    );
+}
+
+#[test]
 fn warnings_alone_still_build_the_rule_set() {
     let (compiled, rendered) = support::check(Path::new("tests/data/diagnostics/shadowed_rule"));
     assert!(compiled.rules.is_some(), "{rendered}");

@@ -95,6 +95,124 @@ fn a_flow_resumes_by_slot_name_after_a_reload_that_reorders_it() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Publishes `shop.kefu` of the fixture with `edit` applied, as a reload would.
+fn reload_edited(engine: &Engine, dir: &Path, edit: impl Fn(String) -> String) {
+    let text = std::fs::read_to_string(Path::new(DIR).join("shop.kefu")).unwrap();
+    let edited = edit(text.clone());
+    assert_ne!(edited, text, "the edit must change the fixture");
+    std::fs::write(dir.join("shop.kefu"), edited).unwrap();
+    engine.swap_rules(kefu::dsl::load_dir(dir).rules.expect("edited rules load"));
+}
+
+#[test]
+fn a_slot_renamed_in_a_reload_keeps_the_other_slots_and_says_why_it_asks_again() {
+    let dir = tempdir("renamed");
+    let engine = Engine::new(rules());
+    say(&engine, 0, "我想换个颜色");
+    let r = say(&engine, 1, "换成黑的吧");
+    assert!(r.step.as_deref().is_some_and(|s| s.starts_with("ask note")), "{r:?}");
+    // While the customer is asked for a note, the editor renames `note` to `remark`.
+    reload_edited(&engine, &dir, |text| {
+        text.replace("ask note ", "ask remark ")
+            .replace("slots.note", "slots.remark")
+    });
+    let r = say(&engine, 2, "尽快发货");
+    assert_eq!(r.source, AnswerSource::Flow, "{r:?}");
+    assert_eq!(r.reply, "抱歉，流程有更新，需要再确认一下：还有什么要备注的吗？");
+    assert!(r.step.as_deref().is_some_and(|s| s.starts_with("ask remark")), "{r:?}");
+    assert!(
+        r.trace
+            .iter()
+            .any(|t| t.detail.contains("no longer asks for note") && t.detail.contains("going on at remark")),
+        "{:?}",
+        r.trace
+    );
+    // The colour the customer gave before the reload is kept.
+    let session = engine.session("s").unwrap();
+    assert_eq!(session.slots.get("new_color").map(String::as_str), Some("黑色"));
+    assert_eq!(
+        session.flow.as_ref().and_then(|f| f.awaiting.as_deref()),
+        Some("remark")
+    );
+    let r = say(&engine, 3, "尽快发货");
+    assert_eq!(r.reply, "好的，帮您换成黑色，备注：尽快发货。");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_renamed_slot_the_message_already_answers_is_filled_without_asking() {
+    let dir = tempdir("renamed-answered");
+    let engine = Engine::new(rules());
+    say(&engine, 0, "我想换个颜色");
+    // The customer is asked for `new_color`; the editor renames it to `color`.
+    reload_edited(&engine, &dir, |text| {
+        text.replace("ask new_color as color", "ask color")
+            .replace("slots.new_color", "slots.color")
+    });
+    let r = say(&engine, 1, "换成黑的吧");
+    // The answer names a colour, so `color` is filled from it and the flow goes on, with
+    // no apology: nothing is asked twice.
+    assert_eq!(r.reply, "还有什么要备注的吗？", "{r:?}");
+    assert_eq!(
+        engine.session("s").unwrap().slots.get("color").map(String::as_str),
+        Some("黑色")
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_reload_that_leaves_nothing_to_ask_ends_the_flow() {
+    let dir = tempdir("nothing-left");
+    let engine = Engine::new(rules());
+    say(&engine, 0, "我想换个颜色");
+    say(&engine, 1, "换成黑的吧");
+    // The note is dropped from the flow; the colour is already known.
+    reload_edited(&engine, &dir, |text| {
+        text.replace("  ask note \"还有什么要备注的吗？\"\n", "")
+            .replace("，备注：{slots.note}", "")
+    });
+    let r = say(&engine, 2, "怎么开发票");
+    assert_eq!((r.source, r.rule.as_deref()), (AnswerSource::Rule, Some("发票")));
+    assert!(
+        r.trace.iter().any(|t| t.detail.contains("has nothing left to ask")),
+        "{:?}",
+        r.trace
+    );
+    assert!(engine.session("s").unwrap().flow.is_none());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn promotions_are_worked_out_only_for_turns_whose_scripts_read_them() {
+    let dir = tempdir("lazy-promotions");
+    let engine = Engine::new(rules());
+    // A promotion whose audience fails for customers without `orders`: the trace shows
+    // each time it is evaluated.
+    reload_edited(&engine, &dir, |text| {
+        format!(
+            "{text}\npromotion 老客礼 {{\n  from 2026-11-01 to 2026-11-30\n  for `user.orders + 1 > 1`\n  say \"老客礼\"\n}}\n"
+        )
+    });
+    let audience_failed = |r: &kefu::TurnResponse| {
+        r.trace
+            .iter()
+            .any(|t| t.stage == "error" && t.detail.contains("老客礼"))
+    };
+    // No script of this turn reads `promotions`: no audience is evaluated for it.
+    let r = say(&engine, 0, "怎么开发票");
+    assert_eq!(r.rule.as_deref(), Some("发票"));
+    assert!(!audience_failed(&r), "{:?}", r.trace);
+    // 活动预告 reads `promotions.upcoming`: now the promotions are worked out, once.
+    let r = say(&engine, 1, "有活动预告吗");
+    let failures = r
+        .trace
+        .iter()
+        .filter(|t| t.stage == "error" && t.detail.contains("老客礼"))
+        .count();
+    assert_eq!(failures, 1, "{:?}", r.trace);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn a_flow_that_disappears_in_a_reload_gives_way_to_a_fresh_decision() {
     let dir = tempdir("removed");

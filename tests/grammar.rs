@@ -119,3 +119,38 @@ fn the_dsl_contract_example_and_the_demo_shop_parse_without_syntax_errors() {
         assert!(!compiled.report.has_errors(), "{dir}:\n{}", compiled.report);
     }
 }
+
+#[test]
+fn a_fallback_arm_replies_and_hands_off_in_either_order() {
+    let input = "fallback { when `a` reply \"转人工\" handoff \"原因\" otherwise handoff reply \"好的\" }";
+    let pairs = <KefuParser as pest::Parser<Rule>>::parse(Rule::fallback, input).expect("fallback parses");
+    let arms: Vec<Vec<Rule>> = pairs
+        .flatten()
+        .filter(|p| p.as_rule() == Rule::fallback_arm)
+        .map(|arm| arm.into_inner().map(|p| p.as_rule()).collect())
+        .collect();
+    assert_eq!(
+        arms,
+        [
+            vec![Rule::when, Rule::reply, Rule::handoff],
+            vec![Rule::otherwise, Rule::handoff, Rule::reply],
+        ]
+    );
+}
+
+#[test]
+fn an_ask_may_list_re_ask_texts_before_its_retry() {
+    let input = "ask order_id \"单号？\" reask \"没看到单号\", \"请发12位单号\" retry 3 else handoff";
+    let pairs = <KefuParser as pest::Parser<Rule>>::parse(Rule::ask, input).expect("ask parses");
+    let rules: Vec<Rule> = pairs.flatten().map(|p| p.as_rule()).collect();
+    assert!(
+        rules.contains(&Rule::reask) && rules.contains(&Rule::retry),
+        "{rules:?}"
+    );
+    let texts = rules.iter().filter(|r| **r == Rule::short_string).count();
+    assert_eq!(texts, 3, "the question and two re-ask texts");
+    // After `retry`, `reask` is not read as part of the ask.
+    assert!(
+        <KefuParser as pest::Parser<Rule>>::parse(Rule::file, "flow f { ask x \"q\" retry 2 reask \"a\" }").is_err()
+    );
+}

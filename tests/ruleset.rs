@@ -113,6 +113,48 @@ fn a_flow_compiles_to_a_program() {
 }
 
 #[test]
+fn a_fallback_arm_may_reply_and_hand_off_in_either_order() {
+    use kefu::ruleset::FallbackAction;
+    let rules = lowering();
+    let arms: Vec<(Option<&str>, Option<&str>)> = rules
+        .fallback
+        .iter()
+        .filter_map(|arm| match &arm.action {
+            FallbackAction::Handoff { reason, reply } => {
+                Some((reason.as_deref(), reply.as_ref().and_then(|t| t.as_literal())))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        arms,
+        [
+            (Some("连续两次未能解决"), Some("这就为您转人工")),
+            (Some("客户情绪激动"), Some("非常抱歉，马上请同事来处理")),
+            (None, None),
+        ]
+    );
+}
+
+#[test]
+fn re_ask_texts_are_kept_in_order() {
+    use kefu::ruleset::OpKind;
+    let rules = lowering();
+    let flow = rules.flow("换货申请").unwrap();
+    let reasks: Vec<&str> = flow
+        .ops
+        .iter()
+        .find_map(|op| match &op.kind {
+            OpKind::Ask { slot, reasks, .. } if slot == "new_color" => {
+                Some(reasks.iter().filter_map(|t| t.as_literal()).collect())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(reasks, ["没听清，换成什么颜色？", "目前有红色和黑色，换哪个？"]);
+}
+
+#[test]
 fn the_version_is_a_hash_of_every_file_read() {
     let dir = std::env::temp_dir().join(format!("kefu-version-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -964,6 +964,72 @@ fn flows_raise_tickets_and_the_job_queue_delivers_them() {
 }
 
 #[test]
+fn healthz_says_when_the_files_on_disk_are_rejected_and_stays_200() {
+    let dir = copy_rules(Path::new(ENGINE), "healthz-stale");
+    let mut config = ServeConfig::new(&dir);
+    config.watch = false;
+    let server = TestServer::start(config);
+    let file = dir.join("shop.kefu");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let health = server.get("/healthz");
+    assert_eq!(health.status, 200);
+    let serving = health.json()["rules_version"].clone();
+    assert_eq!(health.json()["rules_stale"], false);
+    assert_eq!(health.json().get("rules_errors"), None);
+
+    // Two mistakes in the files: the reload is rejected, the old rules keep serving.
+    let broken = original
+        .replace("reply \"下单后在订单详情里申请电子发票即可。\"", "reply \"发票第三版")
+        .replace("handoff \"客户要求投诉\"", "handoff \"客户要求投诉\" priority x");
+    std::fs::write(&file, &broken).unwrap();
+    assert_eq!(server.post("/admin/reload", &json!({})).status, 422);
+    let health = server.get("/healthz");
+    assert_eq!(health.status, 200, "a typo in the rules must not take the node out");
+    let body = health.json();
+    assert_eq!(body["rules_stale"], true);
+    assert_eq!(body["rules_errors"], 2, "{body}");
+    assert_eq!(body["rules_version"], serving, "the version still served");
+    let since = body["rules_stale_since"].as_str().expect("stale since").to_string();
+    assert!(chrono::DateTime::parse_from_rfc3339(&since).is_ok(), "{since}");
+    assert_eq!(
+        server.chat("h", "能开发票吗")["reply"],
+        "下单后在订单详情里申请电子发票即可。"
+    );
+
+    // Another broken save: still stale, the count is the latest build's, and it has been
+    // stale since the first rejection.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(
+        &file,
+        original.replace("reply \"下单后在订单详情里申请电子发票即可。\"", "reply \"发票"),
+    )
+    .unwrap();
+    assert_eq!(server.post("/admin/reload", &json!({})).status, 422);
+    let body = server.get("/healthz").json();
+    assert_eq!(
+        (body["rules_stale"].clone(), body["rules_errors"].clone()),
+        (json!(true), json!(1))
+    );
+    assert_eq!(body["rules_stale_since"], since);
+    assert_eq!(server.get("/admin/rules").json()["stale_since"], since);
+
+    // A good save: fresh again, serving the new version.
+    std::fs::write(
+        &file,
+        original.replace("下单后在订单详情里申请电子发票即可。", "发票第二版。"),
+    )
+    .unwrap();
+    assert_eq!(server.post("/admin/reload", &json!({})).status, 200);
+    let body = server.get("/healthz").json();
+    assert_eq!(body["rules_stale"], false);
+    assert_eq!(body.get("rules_errors"), None);
+    assert_eq!(body.get("rules_stale_since"), None);
+    assert_ne!(body["rules_version"], serving);
+    assert_eq!(server.get("/admin/rules").json()["stale_since"], Value::Null);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn reload_applies_good_edits_and_rejects_bad_ones_while_serving() {
     let dir = copy_rules(Path::new(ENGINE), "reload");
     let mut config = ServeConfig::new(&dir);

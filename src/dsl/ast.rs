@@ -85,8 +85,8 @@ pub struct DateTimeLit {
 /// One top-level declaration.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Item {
-    /// `shop "..." { ... }`
-    Shop(Shop),
+    /// `shop "..." { ... }` (boxed: its many settings make it the largest item by far)
+    Shop(Box<Shop>),
     /// `intent a.b { ... }`
     Intent(Intent),
     /// `entity x = ...`
@@ -132,6 +132,10 @@ pub struct Shop {
     pub fallback_message: Option<Str>,
     /// `context order, cart`
     pub context: Vec<Ident>,
+    /// `flow_updated_message "..."`
+    pub flow_updated_message: Option<Str>,
+    /// `upcoming_days 14`
+    pub upcoming_days: Option<Integer>,
 }
 
 /// `intent 售后.退货 { examples ... keywords ... }`
@@ -328,6 +332,8 @@ pub enum StepKind {
         entity: Option<Ident>,
         /// The question.
         prompt: Str,
+        /// `reask "..", ".."`: what to say when asking again, in turn (empty: the question).
+        reasks: Vec<Str>,
         /// How many times to ask again.
         retry: Option<Integer>,
         /// What to do when retries run out.
@@ -401,8 +407,14 @@ pub struct FallbackArm {
 /// What a fallback arm does.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FallbackAction {
-    /// `handoff "reason"`
-    Handoff(Handoff),
+    /// `handoff "reason"`, or with `reply "..."` (before or after it): the reply is what the
+    /// customer is told instead of the shop's handoff message.
+    Handoff {
+        /// The handoff and its reason.
+        handoff: Handoff,
+        /// The arm's own words to the customer.
+        reply: Option<Str>,
+    },
     /// `reply "..."`
     Reply(Str),
     /// `llm [style name] [within duration]`

@@ -4,8 +4,11 @@
 //! off the end). The state between turns is a [`FlowState`] in the session: the next
 //! instruction, the slot being asked for, misses, and `set` variables. After a reload the
 //! pending ask is found again by its slot name, so an edited flow continues where the
-//! customer is; a flow that no longer exists is dropped and the message is handled as if
-//! no flow were running.
+//! customer is. When the edit removed or renamed that ask, the flow keeps the slots it
+//! has and goes to the first ask (in program order) whose slot is unfilled, telling the
+//! customer why it asks (the shop's `flow_updated_message`); a flow that no longer exists,
+//! or has nothing left to ask, is dropped and the message is handled as if no flow were
+//! running.
 //!
 //! Slots outlive a flow that ends (a later rule or the model may still need the order
 //! number), but not one the customer cancels or leaves waiting until it times out: what
@@ -58,7 +61,7 @@ impl Turn<'_> {
         };
         self.session.flow = Some(state.clone());
         self.refresh_session_vars();
-        self.run_flow(index, state, false)
+        self.run_flow(index, state, false, None)
     }
 
     /// Handles a message while a flow is waiting; `None` when the flow is gone and the
@@ -74,19 +77,42 @@ impl Turn<'_> {
             return None;
         };
         let flow = &rules.flows[index];
-        if let Some(slot) = &state.awaiting {
-            match flow.ask_index(slot) {
+        // Said before the question when a reload took away the one the customer was
+        // answering.
+        let mut notice = None;
+        if let Some(slot) = state.awaiting.clone() {
+            match flow.ask_index(&slot) {
                 Some(pc) => state.pc = pc,
                 None => {
+                    // The slots the customer gave stay; the flow asks the first question
+                    // still unanswered (a `set` before it ran in the old version, and its
+                    // value is kept in `state.vars`).
+                    let unanswered = flow.ops.iter().enumerate().find_map(|(pc, op)| match &op.kind {
+                        OpKind::Ask { slot, .. } if !self.session.slots.contains_key(slot) => Some((pc, slot)),
+                        _ => None,
+                    });
+                    let Some((pc, next)) = unanswered else {
+                        self.trace.push(step(
+                            "flow",
+                            format!(
+                                "flow {} no longer asks for {slot} and has nothing left to ask (rules reloaded); starting over",
+                                flow.name
+                            ),
+                        ));
+                        self.refresh_session_vars();
+                        return None;
+                    };
                     self.trace.push(step(
                         "flow",
                         format!(
-                            "flow {} no longer asks for {slot} (rules reloaded); starting over",
+                            "flow {} no longer asks for {slot} (rules reloaded); going on at {next}, the first unanswered ask",
                             flow.name
                         ),
                     ));
-                    self.refresh_session_vars();
-                    return None;
+                    state.pc = pc;
+                    state.awaiting = None;
+                    state.misses = 0;
+                    notice = Some(rules.shop.flow_updated_message.clone());
                 }
             }
         }
@@ -153,12 +179,13 @@ impl Turn<'_> {
             }
         }
         self.session.flow = Some(state.clone());
-        Some(Decision::Answer(self.run_flow(index, state, true)))
+        Some(Decision::Answer(self.run_flow(index, state, true, notice)))
     }
 
     /// Runs flow `index` from `state` until it waits or ends. `input` says whether this
-    /// turn's message answers the pending `ask`.
-    fn run_flow(&mut self, index: usize, mut state: FlowState, mut input: bool) -> Answer {
+    /// turn's message answers the pending `ask`. `notice` goes before the question of the
+    /// first `ask` when it asks (not when the message already fills it).
+    fn run_flow(&mut self, index: usize, mut state: FlowState, mut input: bool, mut notice: Option<String>) -> Answer {
         let rules = self.rules;
         let flow = &rules.flows[index];
         let mark = self.scope.len();
@@ -193,6 +220,7 @@ impl Turn<'_> {
                     slot,
                     entity,
                     prompt,
+                    reasks,
                     retries,
                     exhausted,
                 } => {
@@ -243,13 +271,24 @@ impl Turn<'_> {
                             prefilled.insert(slot.clone());
                             self.session.slots.insert(slot.clone(), value);
                             self.refresh_session_vars();
+                            notice = None;
                             state.pc += 1;
                             continue;
                         }
                         state.awaiting = Some(slot.clone());
                         state.misses = 0;
                     }
-                    replies.push(self.render(prompt, format_args!("flow {}", flow.name)));
+                    // A re-ask says the step's re-ask texts in turn, the last one repeated;
+                    // without any, the question again.
+                    let text = match state.misses.checked_sub(1) {
+                        Some(again) if awaited && !reasks.is_empty() => &reasks[(again as usize).min(reasks.len() - 1)],
+                        _ => prompt,
+                    };
+                    let question = self.render(text, format_args!("flow {}", flow.name));
+                    replies.push(match notice.take() {
+                        Some(notice) => format!("{notice}{question}"),
+                        None => question,
+                    });
                     waiting = true;
                     break;
                 }

@@ -8,6 +8,7 @@ use std::ops::ControlFlow;
 
 use super::AnswerSource;
 use super::cache::{self, Scope as CacheScope};
+use super::scope::{PromotionTime, minute};
 use super::turn::{Answer, Decision, Turn, step};
 use crate::kb::{self, PassageKind};
 use crate::llm::judge::{self, Watch};
@@ -85,21 +86,22 @@ impl Turn<'_> {
         None
     }
 
-    /// The `say` texts of the promotions that are on now and meant for this customer.
-    fn promotions_for_prompt(&mut self) -> Vec<String> {
+    /// The `say` texts of the promotions meant for this customer: those on now, and those
+    /// that start within the shop's `upcoming_days`, each with its start (`2026-12-01
+    /// 00:00开始：…`), so the model can answer "双12有活动吗" before it starts without
+    /// offering it as if it were on.
+    fn promotions_for_prompt(&mut self) -> (Vec<String>, Vec<String>) {
         let rules = self.rules;
-        let mut promotions = Vec::new();
-        for promo in &rules.promotions {
-            if promo.is_on(&self.now)
-                && promo
-                    .audience
-                    .as_ref()
-                    .is_none_or(|a| self.holds(a, format_args!("promotion audience")))
-            {
-                promotions.push(self.render(&promo.say, format_args!("promotion {}", promo.name)));
+        let (mut on, mut upcoming) = (Vec::new(), Vec::new());
+        for (i, time) in self.promotions_for_customer() {
+            let promo = &rules.promotions[i];
+            let say = self.render(&promo.say, format_args!("promotion {}", promo.name));
+            match time {
+                PromotionTime::On => on.push(say),
+                PromotionTime::Upcoming => upcoming.push(format!("{}开始：{say}", minute(&promo.from))),
             }
         }
-        promotions
+        (on, upcoming)
     }
 
     /// Knowledge-base passages for the prompt, noted in the trace.
@@ -132,7 +134,7 @@ impl Turn<'_> {
     fn prompt_input<'s>(
         &'s self,
         style: Option<&'s Style>,
-        promotions: Vec<String>,
+        (promotions, upcoming): (Vec<String>, Vec<String>),
         passages: Vec<String>,
     ) -> prompt::PromptInput<'s> {
         let rules = self.rules;
@@ -154,6 +156,7 @@ impl Turn<'_> {
             persona: &rules.shop.persona,
             tone: style.and_then(|s| s.tone.as_deref()),
             promotions,
+            upcoming,
             policies,
             passages,
             slots,
@@ -171,6 +174,7 @@ impl Turn<'_> {
             [style.map_or("", |s| s.name.as_str())]
                 .into_iter()
                 .chain(input.promotions.iter().map(String::as_str))
+                .chain(input.upcoming.iter().map(String::as_str))
                 .chain(input.policies.iter().map(|p| p.0))
                 .chain(input.passages.iter().map(String::as_str))
                 .chain(input.slots.iter().flat_map(|(k, v)| [*k, *v]))

@@ -1,14 +1,18 @@
 //! The rhai scope of a turn: what `when`, `for` and templates can read (docs/language.md
 //! section 6, "What scripts can read"). Built once per turn; flows add their `set`
-//! variables.
+//! variables. `promotions` (the promotions on now and upcoming, for this customer) is
+//! filled in only when a script that reads it is about to run, since it evaluates the
+//! audience and text of every promotion on or upcoming.
 
 use chrono::{DateTime, Datelike, Timelike};
 use chrono_tz::Tz;
 use rhai::{Dynamic, Map, Scope};
 
+use super::turn::Turn;
 use crate::RuleSet;
 use crate::dialogue::Session;
 use crate::nlu::Understanding;
+use crate::ruleset::Promotion;
 
 /// JSON to a script value (`()` for null).
 ///
@@ -79,6 +83,113 @@ fn now_map(now: &DateTime<Tz>) -> Map {
     m
 }
 
+/// Whether a promotion is on now or starts within the shop's `upcoming_days`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum PromotionTime {
+    /// Inside its window now.
+    On,
+    /// Starts later, within the horizon.
+    Upcoming,
+}
+
+/// `2026-12-01 00:00`, in the promotion's (the shop's) zone.
+pub(super) fn minute(at: &DateTime<Tz>) -> String {
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}",
+        at.year(),
+        at.month(),
+        at.day(),
+        at.hour(),
+        at.minute()
+    )
+}
+
+/// One promotion as scripts see it in `promotions.on` or `promotions.upcoming`.
+fn promotion_map(promo: &Promotion, now: &DateTime<Tz>, time: PromotionTime, say: String) -> Map {
+    let day = |at: &DateTime<Tz>| format!("{}月{}日", at.month(), at.day());
+    // Calendar days in the shop's zone: a promotion starting tomorrow at 00:00 is 1 day
+    // away all of today.
+    let days_to = |at: &DateTime<Tz>| (at.date_naive() - now.date_naive()).num_days();
+    let mut m = Map::new();
+    m.insert("name".into(), promo.name.clone().into());
+    m.insert("start".into(), minute(&promo.from).into());
+    m.insert("end".into(), minute(&promo.to).into());
+    m.insert("start_day".into(), day(&promo.from).into());
+    m.insert("end_day".into(), day(&promo.to).into());
+    let days = match time {
+        PromotionTime::On => days_to(&promo.to),
+        PromotionTime::Upcoming => days_to(&promo.from),
+    };
+    m.insert("days".into(), days.into());
+    m.insert("say".into(), say.into());
+    m
+}
+
+/// `promotions` before the turn has worked it out: nothing on, nothing upcoming.
+fn empty_promotions() -> Map {
+    let mut m = Map::new();
+    m.insert("on".into(), Dynamic::from_map(Map::new()));
+    m.insert("upcoming".into(), Dynamic::from_map(Map::new()));
+    m
+}
+
+impl Turn<'_> {
+    /// The promotions meant for this customer (`for` holds) that are on now or start
+    /// within the shop's `upcoming_days`, in answer order.
+    pub(super) fn promotions_for_customer(&mut self) -> Vec<(usize, PromotionTime)> {
+        let rules = self.rules;
+        let horizon = self.now + chrono::Duration::days(i64::from(rules.shop.upcoming_days));
+        let mut found = Vec::new();
+        for (i, promo) in rules.promotions.iter().enumerate() {
+            let time = if promo.is_on(&self.now) {
+                PromotionTime::On
+            } else if promo.from > self.now && promo.from <= horizon {
+                PromotionTime::Upcoming
+            } else {
+                continue;
+            };
+            if let Some(audience) = &promo.audience
+                && !self.holds(audience, format_args!("promotion {} audience", promo.name))
+            {
+                continue;
+            }
+            found.push((i, time));
+        }
+        found
+    }
+
+    /// Fills the `promotions` variable before `script` runs, if it reads it and the turn
+    /// has not filled it yet.
+    pub(super) fn promotions_for(&mut self, script: &crate::script::Script) {
+        if !self.promotions_filled && self.rules.promotion_readers.contains(&script.span) {
+            // Set first: the audiences and texts evaluated below go through here too.
+            self.promotions_filled = true;
+            self.fill_promotions();
+        }
+    }
+
+    /// Fills the `promotions` variable: `promotions.on` and `promotions.upcoming`, maps
+    /// from a promotion's name to its `name`, `start`, `end`, `start_day`, `end_day`,
+    /// `days` (to its end when on, to its start when upcoming) and `say` (rendered).
+    fn fill_promotions(&mut self) {
+        let rules = self.rules;
+        let (mut on, mut upcoming) = (Map::new(), Map::new());
+        for (i, time) in self.promotions_for_customer() {
+            let promo = &rules.promotions[i];
+            let say = self.render(&promo.say, format_args!("promotion {}", promo.name));
+            let entry = Dynamic::from_map(promotion_map(promo, &self.now, time, say));
+            match time {
+                PromotionTime::On => on.insert(promo.name.as_str().into(), entry),
+                PromotionTime::Upcoming => upcoming.insert(promo.name.as_str().into(), entry),
+            };
+        }
+        let mut m = Map::new();
+        m.insert("on".into(), Dynamic::from_map(on));
+        m.insert("upcoming".into(), Dynamic::from_map(upcoming));
+        self.scope.set_value("promotions", Dynamic::from_map(m));
+    }
+}
+
 /// Everything a turn's scripts may read.
 pub(crate) struct ScopeInput<'a> {
     pub rules: &'a RuleSet,
@@ -117,6 +228,11 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
     });
     scope.push_dynamic("user", Dynamic::from_map(user));
     scope.push_dynamic("now", Dynamic::from_map(now_map(input.now)));
+    if !input.rules.promotion_readers.is_empty() {
+        // Filled in by the turn (`Turn::fill_promotions`), which can evaluate audiences;
+        // an audience that reads `promotions` itself sees it empty.
+        scope.push_dynamic("promotions", Dynamic::from_map(empty_promotions()));
+    }
     // Context maps: every declared name exists (as `()` when not sent); anything else the
     // caller sent is readable too. `product` falls back to the one talked about last.
     for name in &input.rules.shop.context {

@@ -146,6 +146,8 @@ pub(super) struct Turn<'a> {
     cache_hit: Option<bool>,
     /// Tokens the turn's model calls used.
     pub usage: super::Usage,
+    /// Whether the `promotions` variable has been worked out (`Turn::promotions_for`).
+    pub promotions_filled: bool,
 }
 
 /// Runs one turn on `rules`.
@@ -287,6 +289,7 @@ pub(super) fn run(
         retrieval: None,
         cache_hit: None,
         usage: super::Usage::default(),
+        promotions_filled: false,
     };
     let mut answer = host::with_host(host.clone(), || match turn.decide() {
         Decision::Answer(answer) => answer,
@@ -363,16 +366,25 @@ impl Turn<'_> {
 
     /// Evaluates a condition; an error counts as false and goes to the trace.
     pub(super) fn holds(&mut self, script: &Script, what: fmt::Arguments<'_>) -> bool {
+        self.promotions_for(script);
         self.in_scope(what, false, |engine, scope| script.eval_bool(engine, scope))
     }
 
     /// Evaluates a value; an error reads as `()` and goes to the trace.
     pub(super) fn value(&mut self, script: &Script, what: fmt::Arguments<'_>) -> Dynamic {
+        self.promotions_for(script);
         self.in_scope(what, Dynamic::UNIT, |engine, scope| script.eval(engine, scope))
     }
 
     /// Renders a template; a failing hole renders as nothing and goes to the trace.
     pub(super) fn render(&mut self, template: &Template, what: fmt::Arguments<'_>) -> String {
+        if !self.rules.promotion_readers.is_empty() {
+            for part in &template.parts {
+                if let crate::script::Part::Hole(hole) = part {
+                    self.promotions_for(hole);
+                }
+            }
+        }
         let mut errors = Vec::new();
         let text = template.render_lenient(&self.rules.engine, &mut self.scope, &mut |e| errors.push(e));
         for e in errors {
@@ -624,10 +636,19 @@ impl Turn<'_> {
                 continue;
             }
             match &arm.action {
-                FallbackAction::Handoff(reason) => {
+                FallbackAction::Handoff { reason, reply } => {
                     let reason = reason.clone().unwrap_or_else(|| "fallback".into());
                     self.trace.push(step("fallback", format!("handoff: {reason}")));
-                    let mut answer = Answer::new(AnswerSource::Handoff, rules.shop.handoff_message.clone());
+                    // The arm's own words replace the shop's handoff message (unlike a
+                    // rule's reply, which comes before it): the editor wrote what the
+                    // customer is told on this way to a person. Should every hole of it
+                    // fail, the customer still hears the shop's message.
+                    let text = reply
+                        .as_ref()
+                        .map(|t| self.render(t, format_args!("fallback")))
+                        .filter(|r| !r.trim().is_empty())
+                        .unwrap_or_else(|| rules.shop.handoff_message.clone());
+                    let mut answer = Answer::new(AnswerSource::Handoff, text);
                     answer.handoff = Some(reason);
                     return Decision::Answer(answer);
                 }

@@ -3,9 +3,10 @@
 //!
 //! The system message carries the persona and the fixed instructions first (identical
 //! for every conversation of a rule set, so the model backend can keep that prefix
-//! evaluated), then the matching style's tone, the promotions on for this user, the
-//! policies that apply to the intent (the seeds' 规则注入) and knowledge passages: shop
-//! text only. Every piece of the prompt is listed for the turn's trace.
+//! evaluated), then the matching style's tone, the promotions on for this user (and
+//! those starting soon, marked as not yet on, with their start), the policies that apply
+//! to the intent (the seeds' 规则注入) and knowledge passages: shop text only. Every piece
+//! of the prompt is listed for the turn's trace.
 //!
 //! # What came from the customer
 //! Text that came from a customer is never free text in the system message. It goes in
@@ -68,6 +69,8 @@ pub struct PromptInput<'a> {
     pub tone: Option<&'a str>,
     /// Promotion texts on for this user.
     pub promotions: Vec<String>,
+    /// Promotions for this user that start soon, each with its start.
+    pub upcoming: Vec<String>,
     /// `(name, text)` of policies that apply to the intent.
     pub policies: Vec<(&'a str, &'a str)>,
     /// Knowledge-base passages.
@@ -97,6 +100,14 @@ pub fn build(input: &PromptInput<'_>) -> (Vec<ChatMessage>, Vec<String>) {
             let _ = writeln!(system, "- {}", defuse(p));
         }
         injected.push(format!("promotions: {}", input.promotions.len()));
+    }
+    if !input.upcoming.is_empty() {
+        // Not on yet: the model may say when they start, not offer them now.
+        system.push_str("\n即将开始的活动（尚未开始，现在下单不享受）：\n");
+        for p in &input.upcoming {
+            let _ = writeln!(system, "- {}", defuse(p));
+        }
+        injected.push(format!("upcoming promotions: {}", input.upcoming.len()));
     }
     if !input.policies.is_empty() {
         system.push_str("\n必须遵守的店铺政策：\n");
@@ -593,6 +604,33 @@ mod tests {
         for text in UNTOUCHED {
             assert_eq!(&defuse(text), text);
         }
+    }
+
+    #[test]
+    fn upcoming_promotions_are_marked_as_not_yet_on_with_their_start() {
+        let input = PromptInput {
+            persona: "你是小美。",
+            promotions: vec!["新客首单立减10元。".into()],
+            upcoming: vec!["2026-12-01 00:00开始：双12返场：全场满199减20。".into()],
+            message: "双12有活动吗",
+            ..PromptInput::default()
+        };
+        let (messages, injected) = build(&input);
+        let system = &messages[0].content;
+        assert!(
+            system.contains(
+                "\n当前对该顾客有效的活动：\n- 新客首单立减10元。\n\n即将开始的活动（尚未开始，现在下单不享受）：\n- 2026-12-01 00:00开始：双12返场：全场满199减20。\n"
+            ),
+            "{system}"
+        );
+        assert_eq!(injected, ["persona", "promotions: 1", "upcoming promotions: 1"]);
+        // Only upcoming ones: the heading of those on now is left out.
+        let (messages, _) = build(&PromptInput {
+            promotions: Vec::new(),
+            ..input
+        });
+        assert!(!messages[0].content.contains("当前对该顾客有效的活动"));
+        assert!(messages[0].content.contains("即将开始的活动"));
     }
 
     #[test]

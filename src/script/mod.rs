@@ -56,6 +56,7 @@ pub const BUILTIN_VARIABLES: &[&str] = &[
     "session",
     "user",
     "now",
+    "promotions",
 ];
 
 /// Request-context maps a shop may read without declaring them with `context`.

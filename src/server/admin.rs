@@ -13,19 +13,21 @@ use super::{ApiError, State};
 use crate::reload::{ReloadOutcome, Trigger};
 
 /// `GET /healthz`: the service answers and which rules it serves; `rules_stale` (with the
-/// error count) while the files on disk do not build. Still 200 then: the service answers
-/// from the previous rules, and a balancer must not take it out for an editor's typo.
+/// error count and since when) while the files on disk do not build. Still 200 then: the
+/// service answers from the previous rules, and a balancer must not take it out for an
+/// editor's typo; a monitor alerts on `rules_stale` instead.
 pub(super) fn healthz(state: &Arc<State>) -> Response<Body> {
     let rules = state.engine.rules();
-    let stale = state.reloader.stale_errors();
+    let stale = state.reloader.stale();
     let mut body = json!({
         "status": "ok",
         "rules_version": rules.version,
         "uptime_s": state.started.elapsed().as_secs(),
         "rules_stale": stale.is_some(),
     });
-    if let Some(errors) = stale {
-        body["rules_errors"] = json!(errors);
+    if let Some(stale) = stale {
+        body["rules_errors"] = json!(stale.errors);
+        body["rules_stale_since"] = json!(stale.since);
     }
     json_response(StatusCode::OK, &body)
 }

@@ -148,6 +148,7 @@ impl Lowerer<'_> {
                     slot,
                     entity,
                     prompt,
+                    reasks,
                     retry,
                     otherwise,
                 } => {
@@ -170,6 +171,36 @@ impl Lowerer<'_> {
                     let prompt = compiler
                         .template(prompt, names, self.diagnostics)
                         .unwrap_or_else(|| Template::literal(""));
+                    // Texts past the number of re-asks are never said; nor is any, when the
+                    // whole message fills the slot (every answer does).
+                    if entity.is_none()
+                        && let Some(first) = reasks.first()
+                    {
+                        let d = Diagnostic::warning(first.span, "this ask never asks again")
+                            .with_label("re-ask texts are never used")
+                            .with_help(format!(
+                                "no entity fills `{}`, so any answer fills it; use `ask {} as ENTITY` to accept only some answers",
+                                slot.name, slot.name
+                            ));
+                        self.push(d);
+                    } else {
+                        for unused in reasks.iter().skip(retries as usize) {
+                            let d = Diagnostic::warning(unused.span, "this re-ask text is never used")
+                                .with_label(format!("the question is asked again at most {retries} times"))
+                                .with_help(
+                                    "raise `retry`, or remove the text; the last text is repeated for later re-asks",
+                                );
+                            self.push(d);
+                        }
+                    }
+                    let reasks = reasks
+                        .iter()
+                        .map(|text| {
+                            compiler
+                                .template(text, names, self.diagnostics)
+                                .unwrap_or_else(|| Template::literal(""))
+                        })
+                        .collect();
                     let index = program.ops.len();
                     program.ops.push(Op {
                         span,
@@ -178,6 +209,7 @@ impl Lowerer<'_> {
                             slot: slot.name.clone(),
                             entity,
                             prompt,
+                            reasks,
                             retries,
                             exhausted: None,
                         },

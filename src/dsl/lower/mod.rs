@@ -68,7 +68,7 @@ pub fn lower(
     for (_, file_items) in files {
         for item in file_items {
             match item {
-                Item::Shop(x) => items.shops.push(x),
+                Item::Shop(x) => items.shops.push(*x),
                 Item::Intent(x) => items.intents.push(x),
                 Item::Entity(x) => items.entities.push(x),
                 Item::Source(x) => items.sources.push(x),
@@ -149,7 +149,10 @@ impl Lowerer<'_> {
         let data_sources = self.data_sources(&items.sources);
         let source_names: Vec<String> = data_sources.iter().map(|s| s.name.clone()).collect();
         let promotion_names: Vec<String> = items.promotions.iter().map(|p| p.name.name.clone()).collect();
-        let compiler = Scripts(ScriptCompiler::new(&source_names, &shop.context).with_promotions(&promotion_names));
+        let compiler = Scripts(
+            ScriptCompiler::new(&source_names, &shop.context).with_promotions(&promotion_names),
+            std::cell::RefCell::new(Vec::new()),
+        );
         let refs = Refs {
             intents: &intent_paths,
             entities: &entity_names,
@@ -243,6 +246,7 @@ impl Lowerer<'_> {
             nlu,
             kb,
             engine,
+            promotion_readers: compiler.1.take(),
         })
     }
 
@@ -293,18 +297,43 @@ impl Lowerer<'_> {
 
 /// The script compiler fed from the syntax tree: it hands `script` each expression's and
 /// template's text with its place in the file, so that `script` needs no syntax tree.
-struct Scripts(ScriptCompiler);
+/// It also notes the scripts that read `promotions`, which a turn builds only before one
+/// of them runs (`RuleSet::promotion_readers`).
+struct Scripts(ScriptCompiler, std::cell::RefCell<Vec<Span>>);
 
 impl Scripts {
     /// Compiles a backtick expression.
     fn expr(&self, expr: &ast::Expr, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Script> {
-        self.0.expr(&expr.source, expr.span, names, diagnostics)
+        let script = self.0.expr(&expr.source, expr.span, names, diagnostics)?;
+        self.note(&script);
+        Some(script)
     }
 
     /// Compiles a reply template; problems inside it point at their place in the literal.
     fn template(&self, text: &Str, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Template> {
-        self.0
-            .template(&text.value, &|start, end| text.sub_span(start, end), names, diagnostics)
+        let template = self
+            .0
+            .template(&text.value, &|start, end| text.sub_span(start, end), names, diagnostics)?;
+        for part in &template.parts {
+            if let script::Part::Hole(hole) = part {
+                self.note(hole);
+            }
+        }
+        Some(template)
+    }
+
+    /// Notes a script that reads the `promotions` variable.
+    fn note(&self, script: &Script) {
+        let mut reads = false;
+        script.ast.walk(&mut |path: &[rhai::ASTNode]| {
+            if let Some(rhai::ASTNode::Expr(rhai::Expr::Variable(var, _, _))) = path.last() {
+                reads |= var.1.as_str() == "promotions";
+            }
+            !reads
+        });
+        if reads {
+            self.1.borrow_mut().push(script.span);
+        }
     }
 }
 
@@ -329,17 +358,21 @@ fn fixed_replies<'r>(
         .iter()
         .filter_map(|r| r.reply.as_ref())
         .chain(promotions.iter().map(|p| &p.say))
-        .chain(flows.iter().flat_map(|f| &f.ops).filter_map(|op| match &op.kind {
-            OpKind::Ask { prompt, .. } => Some(prompt),
-            OpKind::Reply(reply) => Some(reply),
-            _ => None,
+        .chain(flows.iter().flat_map(|f| &f.ops).flat_map(|op| match &op.kind {
+            OpKind::Ask { prompt, reasks, .. } => std::iter::once(prompt).chain(reasks).collect(),
+            OpKind::Reply(reply) => vec![reply],
+            _ => Vec::new(),
         }))
         .chain(fallback.iter().filter_map(|arm| match &arm.action {
-            FallbackAction::Reply(reply) => Some(reply),
+            FallbackAction::Reply(reply) | FallbackAction::Handoff { reply: Some(reply), .. } => Some(reply),
             _ => None,
         }));
     templates
         .filter_map(Template::as_literal)
-        .chain([shop.handoff_message.as_str(), shop.fallback_message.as_str()])
+        .chain([
+            shop.handoff_message.as_str(),
+            shop.fallback_message.as_str(),
+            shop.flow_updated_message.as_str(),
+        ])
         .chain(kb.faqs.iter().map(|f| f.answer.as_str()))
 }

@@ -1,6 +1,7 @@
 //! Lowering rules, promotions and policies: their triggers resolved against the declared
-//! intents and entities, shadowed rules and overlapping promotions warned about, dates
-//! placed in the shop's zone, and the trigger index built over every owner.
+//! intents and entities, shadowed rules and overlapping promotions warned about (unless
+//! their audiences are provably apart, `audience`), dates placed in the shop's zone, and
+//! the trigger index built over every owner.
 
 use std::collections::BTreeSet;
 
@@ -8,6 +9,8 @@ use chrono::{DateTime, LocalResult, TimeZone};
 use chrono_tz::Tz;
 
 use super::{Lowerer, Refs, Scripts};
+
+mod audience;
 use crate::diag::Diagnostic;
 use crate::dsl::ast::{self, Ident, TriggerKind};
 use crate::nlu::Intent;
@@ -200,7 +203,7 @@ impl Lowerer<'_> {
                 );
             }
             let triggers: Vec<Trigger> = promo.triggers.iter().filter_map(|t| self.trigger(t, refs)).collect();
-            let audience = promo
+            let audience_script = promo
                 .audience
                 .as_ref()
                 .and_then(|a| compiler.expr(a, &names, self.diagnostics));
@@ -219,7 +222,13 @@ impl Lowerer<'_> {
                 .collect();
             for (other, other_words) in out.iter().zip(&keywords) {
                 let shared: Vec<&String> = words.intersection(other_words).collect();
-                if !shared.is_empty() && from <= other.to && other.from <= to {
+                // Promotions for customers who can never be the same one (new and VIP,
+                // say) each answer their own; only audiences that can meet compete.
+                let apart = audience::disjoint(
+                    audience_script.as_ref().map(|s| &s.ast),
+                    other.audience.as_ref().map(|s| &s.ast),
+                );
+                if !shared.is_empty() && from <= other.to && other.from <= to && !apart {
                     let list = shared.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(", ");
                     let d = Diagnostic::warning(
                         promo.name.span,
@@ -239,7 +248,7 @@ impl Lowerer<'_> {
                 name: promo.name.name.clone(),
                 from,
                 to,
-                audience,
+                audience: audience_script,
                 say,
                 triggers,
                 priority: promo.priority.map_or(0, |p| p.value),

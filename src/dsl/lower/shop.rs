@@ -20,6 +20,16 @@ const DEFAULT_FALLBACK_MESSAGE: &str = "抱歉，这个问题我暂时无法回�
 /// Beyond this a `within` is probably a mistake (minutes for seconds).
 const MAX_MODEL_BUDGET_MS: u64 = 60_000;
 
+/// Said before the question a flow asks again after the rules changed under it.
+const DEFAULT_FLOW_UPDATED_MESSAGE: &str = "抱歉，流程有更新，需要再确认一下：";
+
+/// How many days ahead a promotion counts as upcoming: two weeks covers the run-up to a
+/// campaign, when customers start asking about it.
+const DEFAULT_UPCOMING_DAYS: u32 = 14;
+
+/// The longest `upcoming_days`: a year.
+const MAX_UPCOMING_DAYS: i64 = 366;
+
 impl Lowerer<'_> {
     pub(super) fn shop(&mut self, shops: &[ast::Shop], first_file: FileId) -> Shop {
         if shops.is_empty() {
@@ -46,6 +56,8 @@ impl Lowerer<'_> {
                 handoff_message: DEFAULT_HANDOFF_MESSAGE.into(),
                 fallback_message: DEFAULT_FALLBACK_MESSAGE.into(),
                 context: DEFAULT_CONTEXT.iter().map(|s| s.to_string()).collect(),
+                flow_updated_message: DEFAULT_FLOW_UPDATED_MESSAGE.into(),
+                upcoming_days: DEFAULT_UPCOMING_DAYS,
             };
         };
         let timezone = match &shop.timezone {
@@ -109,6 +121,20 @@ impl Lowerer<'_> {
             Some(t) => t.value,
             None => kb::DEFAULT_FAQ_THRESHOLD,
         };
+        let upcoming_days = match shop.upcoming_days {
+            Some(n) if !(0..=MAX_UPCOMING_DAYS).contains(&n.value) => {
+                self.push(
+                    Diagnostic::error(
+                        n.span,
+                        format!("upcoming_days must be between 0 and {MAX_UPCOMING_DAYS}"),
+                    )
+                    .with_label("a number of days, e.g. 14; 0 lists no upcoming promotions"),
+                );
+                DEFAULT_UPCOMING_DAYS
+            }
+            Some(n) => u32::try_from(n.value).unwrap_or(DEFAULT_UPCOMING_DAYS),
+            None => DEFAULT_UPCOMING_DAYS,
+        };
         let mut context: Vec<String> = DEFAULT_CONTEXT.iter().map(|s| s.to_string()).collect();
         for name in &shop.context {
             if crate::script::BUILTIN_VARIABLES.contains(&name.name.as_str()) {
@@ -139,6 +165,11 @@ impl Lowerer<'_> {
                 .as_ref()
                 .map_or(DEFAULT_FALLBACK_MESSAGE.into(), |s| s.value.clone()),
             context,
+            flow_updated_message: shop
+                .flow_updated_message
+                .as_ref()
+                .map_or(DEFAULT_FLOW_UPDATED_MESSAGE.into(), |s| s.value.clone()),
+            upcoming_days,
         }
     }
 
@@ -216,7 +247,16 @@ impl Lowerer<'_> {
                 },
             };
             let action = match &arm.action {
-                ast::FallbackAction::Handoff(h) => FallbackAction::Handoff(h.reason.as_ref().map(|r| r.value.clone())),
+                ast::FallbackAction::Handoff { handoff, reply } => FallbackAction::Handoff {
+                    reason: handoff.reason.as_ref().map(|r| r.value.clone()),
+                    reply: match reply {
+                        Some(text) => match compiler.template(text, &names, self.diagnostics) {
+                            Some(t) => Some(t),
+                            None => continue,
+                        },
+                        None => None,
+                    },
+                },
                 ast::FallbackAction::Reply(text) => match compiler.template(text, &names, self.diagnostics) {
                     Some(t) => FallbackAction::Reply(t),
                     None => continue,

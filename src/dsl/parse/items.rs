@@ -12,7 +12,7 @@ use crate::dsl::ast::*;
 impl Builder<'_> {
     pub(super) fn item(&mut self, pair: Pair<'_, Rule>) -> Option<Item> {
         Some(match pair.as_rule() {
-            Rule::shop => Item::Shop(self.shop(pair)),
+            Rule::shop => Item::Shop(Box::new(self.shop(pair))),
             Rule::intent => Item::Intent(self.intent(pair)),
             Rule::entity => Item::Entity(self.entity(pair)),
             Rule::source => Item::Source(self.source(pair)),
@@ -42,6 +42,8 @@ impl Builder<'_> {
             handoff_message: None,
             fallback_message: None,
             context: Vec::new(),
+            flow_updated_message: None,
+            upcoming_days: None,
         };
         for field in fields {
             let fspan = self.span(&field);
@@ -110,6 +112,30 @@ impl Builder<'_> {
                     );
                 }
                 Rule::context => shop.context.extend(self.names(Self::first_inner(field))),
+                Rule::flow_updated_message => {
+                    let v = self.string(Self::first_inner(field));
+                    let first = shop.flow_updated_message.as_ref().map(|s| s.span);
+                    set_once(
+                        self.diagnostics,
+                        &mut shop.flow_updated_message,
+                        v,
+                        fspan,
+                        first,
+                        "flow_updated_message",
+                    );
+                }
+                Rule::upcoming_days => {
+                    let v = self.integer(Self::first_inner(field));
+                    let first = shop.upcoming_days.as_ref().map(|n| n.span);
+                    set_once(
+                        self.diagnostics,
+                        &mut shop.upcoming_days,
+                        v,
+                        fspan,
+                        first,
+                        "upcoming_days",
+                    );
+                }
                 _ => {}
             }
         }
@@ -376,8 +402,13 @@ impl Builder<'_> {
                     next = parts.next().expect("question");
                 }
                 let prompt = self.string(next);
-                let (mut retry, mut otherwise) = (None, None);
-                if let Some(r) = parts.next() {
+                let (mut retry, mut otherwise, mut reasks) = (None, None, Vec::new());
+                let mut rest = parts.next();
+                if let Some(r) = rest.take_if(|r| r.as_rule() == Rule::reask) {
+                    reasks = self.strings(Self::first_inner(r));
+                    rest = parts.next();
+                }
+                if let Some(r) = rest {
                     let mut rp = inner(r);
                     retry = Some(self.integer(rp.next().expect("retry count")));
                     if let Some(else_step) = rp.next() {
@@ -388,6 +419,7 @@ impl Builder<'_> {
                     slot,
                     entity,
                     prompt,
+                    reasks,
                     retry,
                     otherwise,
                 }
@@ -480,9 +512,19 @@ impl Builder<'_> {
             let head = parts.next().expect("arm head");
             let when = (head.as_rule() == Rule::when).then(|| self.expr(Self::first_inner(head)));
             let action = parts.next().expect("arm action");
-            let action = match action.as_rule() {
-                Rule::handoff => FallbackAction::Handoff(self.handoff(action)),
-                Rule::reply => FallbackAction::Reply(self.string(Self::first_inner(action))),
+            // `reply "..." handoff` and `handoff reply "..."` are one action: a handoff
+            // with the arm's own words.
+            let second = parts.next();
+            let action = match (action.as_rule(), second) {
+                (Rule::handoff, reply) => FallbackAction::Handoff {
+                    handoff: self.handoff(action),
+                    reply: reply.map(|r| self.string(Self::first_inner(r))),
+                },
+                (Rule::reply, Some(handoff)) => FallbackAction::Handoff {
+                    reply: Some(self.string(Self::first_inner(action))),
+                    handoff: self.handoff(handoff),
+                },
+                (Rule::reply, None) => FallbackAction::Reply(self.string(Self::first_inner(action))),
                 _ => {
                     let mut style = None;
                     let mut within = None;

@@ -86,6 +86,9 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_promotion
             | Rule::kw_reply
             | Rule::kw_retry
+            | Rule::kw_reask
+            | Rule::kw_flow_updated_message
+            | Rule::kw_upcoming_days
             | Rule::kw_rule
             | Rule::kw_safety
             | Rule::kw_say
