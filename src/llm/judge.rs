@@ -61,10 +61,13 @@ pub fn problem(answer: &str, finish: Finish, context: &Context<'_>) -> Option<St
     if core(text).len() < core(context.message).len().min(SHORTEST_ANSWER) {
         return Some("the answer is too short to answer anything".into());
     }
+    if restates(text, context.message) {
+        return Some("the answer restates the customer's message".into());
+    }
     if finish == Finish::Length && !ends_a_sentence(text) {
         return Some("the answer is cut off mid-sentence".into());
     }
-    if dangles(text) {
+    if !ends_a_sentence(text) {
         return Some("the answer stops mid-sentence".into());
     }
     if let Some(number) = unfounded_number(text, context) {
@@ -92,6 +95,9 @@ fn early_problem(text: &str, context: &Context<'_>) -> Option<String> {
     }
     if recites(text, context.instructions) {
         return Some("the answer recites the instructions".into());
+    }
+    if prompt::HEADINGS.iter().any(|h| text.contains(h)) {
+        return Some("the answer recites the prompt".into());
     }
     if echoes(text, context.message) {
         return Some("the answer echoes the customer's message".into());
@@ -156,7 +162,9 @@ fn core(text: &str) -> Vec<char> {
 /// and what follows is rarely better.
 fn echoes(text: &str, message: &str) -> bool {
     let asked = core(message);
-    if asked.len() < 2 {
+    // `好的` → `好的亲，…`: a short message is echoed only when nothing else is said,
+    // which `restates` sees.
+    if asked.len() < 4 {
         return false;
     }
     let answer = core(text);
@@ -216,71 +224,103 @@ fn has_tag(text: &str) -> bool {
     })
 }
 
-/// Whether the last character of `text` can end a sentence: punctuation that ends one, a
-/// closing quote or bracket, an emoji or a tilde.
+/// Whether `text` ends as a finished sentence does: with punctuation that ends one, a
+/// closing quote or bracket, a sentence-final particle (`哦`, `呢`, `啦`...), `亲`, a tilde
+/// or an emoji. A capable model ends its answers so; one that stops on `在`, `点击` or a
+/// comma stopped in the middle (`你可以在`).
 fn ends_a_sentence(text: &str) -> bool {
     text.chars().last().is_some_and(|c| {
         matches!(
             c,
             '。' | '！' | '？' | '!' | '?' | '.' | '~' | '～' | '…' | '」' | '』' | '”' | '）' | ')' | '"' | '♪'
-        ) || (c as u32) >= 0x1F300
+        ) || "哦呢啦呀吧哈嘛的了啊噢哟喔亲".contains(c)
+            || (c as u32) >= 0x1F300
     })
 }
 
-/// Whether `text` ends on a word that cannot end a Chinese sentence (`你可以在`, `请您`,
-/// a comma): the model stopped in the middle of one.
-fn dangles(text: &str) -> bool {
-    let Some(last) = text.chars().last() else { return false };
-    if matches!(
-        last,
-        '，' | ',' | '、' | '：' | ':' | '；' | '（' | '(' | '“' | '《' | '「'
-    ) {
-        return true;
+/// Whether the answer only says the customer's message again: its longest common
+/// subsequence with the message covers 70% of the message, and it adds fewer than
+/// [`SHORTEST_ANSWER`] characters of its own (`可以视频看看实物吗` → `你可以视频看实物吗？`).
+fn restates(text: &str, message: &str) -> bool {
+    let asked = core(message);
+    let answer = core(text);
+    if asked.len() < 2 || answer.len() > asked.len() + SHORTEST_ANSWER {
+        return false;
     }
-    const OPEN_ENDED: [&str; 20] = [
-        "在",
-        "和",
-        "与",
-        "及",
-        "或",
-        "把",
-        "被",
-        "给",
-        "从",
-        "对",
-        "向",
-        "将",
-        "让",
-        "但",
-        "而",
-        "如果",
-        "因为",
-        "所以",
-        "请您",
-        "您可以",
-    ];
-    OPEN_ENDED.iter().any(|w| text.ends_with(w))
+    let common = lcs(&answer, &asked);
+    common * 10 >= asked.len() * 7 && answer.len() - common < SHORTEST_ANSWER
 }
 
-/// A number with a unit in the answer (`30天`, `20元`) where the shop's facts give numbers
-/// with that unit but never this one: the answer contradicts a policy or makes a figure
-/// up. Units the facts never mention cannot be checked and pass.
+/// The length of the longest common subsequence of `a` and `b`.
+fn lcs(a: &[char], b: &[char]) -> usize {
+    let mut row = vec![0usize; b.len() + 1];
+    for &x in a {
+        let mut diagonal = 0;
+        for (j, &y) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if x == y { diagonal + 1 } else { above.max(row[j]) };
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// A number with a unit in the answer (`30天`, `20元`) that the shop's facts contradict or
+/// do not give: the facts give numbers of that unit but not this one, or the fact sentence
+/// the answer's sentence is about gives another one (`签收7天内的质量问题可以换新` when the
+/// policy says `质量问题签收15天内可换新`). Prices and discounts (`元`, `折`, `%`) must come
+/// from the facts or the message; other units the facts never mention cannot be checked.
 fn unfounded_number(text: &str, context: &Context<'_>) -> Option<String> {
     if context.facts.is_empty() {
         return None;
     }
     let known = quantities(context.facts);
     let asked = quantities(context.message);
-    quantities(text)
-        .into_iter()
-        .find(|q| {
-            known.iter().any(|k| k.unit == q.unit)
-                && !known
-                    .iter()
-                    .chain(&asked)
-                    .any(|k| k.unit == q.unit && k.value == q.value)
-        })
-        .map(|q| q.written)
+    let fact_clauses: Vec<(&str, Vec<Quantity>)> = clauses(context.facts).map(|c| (c, quantities(c))).collect();
+    for clause in clauses(text) {
+        for q in quantities(clause) {
+            let said = |k: &Quantity| k.unit == q.unit && k.value == q.value;
+            if asked.iter().any(said) {
+                continue;
+            }
+            let strict = matches!(q.unit, "元" | "折" | "%");
+            if (strict || known.iter().any(|k| k.unit == q.unit)) && !known.iter().any(said) {
+                return Some(q.written);
+            }
+            // The fact sentence most like this one, when it is clearly the same topic.
+            let best = fact_clauses
+                .iter()
+                .filter(|(_, qs)| qs.iter().any(|k| k.unit == q.unit))
+                .map(|(c, qs)| (shared_bigrams(clause, c), qs))
+                .max_by_key(|(shared, _)| *shared);
+            if let Some((shared, qs)) = best
+                && shared >= 3
+                && !qs.iter().any(said)
+            {
+                return Some(q.written);
+            }
+        }
+    }
+    None
+}
+
+/// The clauses of `text`: what lies between commas, stops and line breaks.
+fn clauses(text: &str) -> impl Iterator<Item = &str> {
+    text.split(['，', ',', '。', '；', ';', '！', '？', '\n'])
+        .filter(|c| !c.trim().is_empty())
+}
+
+/// How many distinct pairs of adjacent Han characters `a` and `b` share.
+fn shared_bigrams(a: &str, b: &str) -> usize {
+    let pairs = |t: &str| {
+        let chars: Vec<char> = t.chars().filter(|c| is_cjk(*c)).collect();
+        let mut out: Vec<(char, char)> = chars.windows(2).map(|w| (w[0], w[1])).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    };
+    let b = pairs(b);
+    pairs(a).iter().filter(|p| b.binary_search(p).is_ok()).count()
 }
 
 /// A number and the unit written after it.
@@ -324,7 +364,9 @@ fn quantities(text: &str) -> Vec<Quantity> {
             continue;
         }
         let number: String = chars[start..i].iter().collect();
-        let rest: String = chars[i..chars.len().min(i + 4)].iter().collect();
+        // `满 49 元`: a blank may stand between the number and its unit.
+        let unit_at = i + chars[i..].iter().take_while(|c| **c == ' ').count();
+        let rest: String = chars[unit_at..chars.len().min(unit_at + 4)].iter().collect();
         let Some(value) = parse_number(&number) else { continue };
         if let Some((written, unit)) = UNITS.iter().find(|(w, _)| rest.starts_with(w)) {
             out.push(Quantity {
@@ -389,19 +431,25 @@ fn parse_number(text: &str) -> Option<u64> {
     Some(total + digit.unwrap_or(0))
 }
 
-/// Whether most of `text` is copied from `instructions`: half or more of its 4-character
-/// windows occur there. Small models, lost, recite their system prompt ("你是…的客服，
-/// 只依据店铺政策回答"); a real answer may quote a policy sentence but says more.
+/// Whether `text` recites the prompt's instructions rather than answering: half or more
+/// of its 4-character windows are copied from the fixed instructions (`只依据下面的政策…`),
+/// or it addresses itself as the prompt does (`你是…的客服…`) and is mostly copied from the
+/// persona. Small models, lost, recite their system prompt; saying who it is in its own
+/// words (`我是…的客服小极`) is an answer to `你叫什么名字`.
 fn recites(text: &str, instructions: &str) -> bool {
     let chars: Vec<char> = text.chars().filter(|c| !c.is_whitespace()).collect();
     if chars.len() < 8 || instructions.is_empty() {
         return false;
     }
-    let windows = chars.len() - 3;
-    let copied = (0..windows)
-        .filter(|&i| instructions.contains(&chars[i..i + 4].iter().collect::<String>()))
-        .count();
-    copied * 2 >= windows
+    let copied_from = |source: &str| {
+        let windows = chars.len() - 3;
+        let copied = (0..windows)
+            .filter(|&i| source.contains(&chars[i..i + 4].iter().collect::<String>()))
+            .count();
+        copied * 2 >= windows
+    };
+    let addressed = text.trim_start_matches(['亲', '，', ',', ' ']).starts_with("你是");
+    copied_from(&prompt::instructions("")) || (addressed && copied_from(instructions))
 }
 
 /// Whether some run of 4+ characters occurs 4 or more times back to back: the signature
@@ -436,7 +484,7 @@ mod tests {
         let context = Context {
             message,
             instructions: "你是客服小暖。",
-            facts: "签收7天内可无理由退货；质量问题15天内换新；满49元包邮；退款1-3个工作日到账。",
+            facts: "签收7天内可无理由退货；质量问题签收15天内可换新；满49元包邮；退款1-3个工作日到账；双12满99减10。",
         };
         judge(&generation(answer, 0.9), &context).problem
     }
@@ -468,9 +516,16 @@ mod tests {
         assert!(verdict("有的什么！", "有什么优惠吗").is_some());
         assert!(verdict("充电宝能带上飞机吗？\n</客户活动>", "你们家充电宝能带上飞机吗").is_some());
         assert!(verdict("亲，您可以在订单详情里，", "怎么退货").is_some());
+        assert!(verdict("亲，您可以在订单详情页点击", "怎么退货").is_some());
+        assert!(verdict("你可以视频看实物吗？", "可以视频看看实物吗").is_some());
+        // Opening with the question is an echo even when an answer follows: it is what
+        // small models do when lost, and what lets the stream be stopped early.
+        assert!(verdict("能开发票吗？可以的亲，下单后在订单详情里申请就可以～", "能开发票吗").is_some());
         // A short answer to a short question is fine.
         assert_eq!(verdict("在的亲～", "在吗"), None);
         assert_eq!(verdict("不客气～", "谢谢"), None);
+        assert_eq!(verdict("好的亲，还有其他问题随时找我～", "好的"), None);
+        assert!(verdict("在吗？", "在吗").is_some());
         // Cut off by the token limit without ending the sentence.
         let cut = Generation {
             finish: Finish::Length,
@@ -495,6 +550,11 @@ mod tests {
         assert!(verdict("满99元包邮哦亲～", "包邮吗").is_some());
         // A unit the facts never mention cannot be checked.
         assert_eq!(verdict("耳机续航大约6小时哦～", "续航多久"), None);
+        // Both numbers are in the policy, but the sentence about quality problems says 15.
+        assert!(verdict("亲，签收7天内的质量问题可以换新哦。", "质量问题怎么办").is_some());
+        assert_eq!(verdict("亲，签收15天内的质量问题可以换新哦。", "质量问题怎么办"), None);
+        // A discount the shop never offered.
+        assert!(verdict("亲，双12全场五折！", "双12有活动吗").is_some());
         // The customer's own number may be repeated.
         assert_eq!(
             verdict("亲，买了10天了的话已经过了无理由退货期哦。", "买了10天能退吗"),
@@ -517,6 +577,8 @@ mod tests {
         assert_eq!(recited.problem.as_deref(), Some("the answer recites the instructions"));
         let tagged = judge(&generation("<客户消息>\n在吗\n</客户消息>", 0.9), &context);
         assert_eq!(tagged.problem.as_deref(), Some("the answer contains prompt markup"));
+        let named = judge(&generation("亲，我是「暖途」旗舰店的客服小暖～", 0.9), &context);
+        assert_eq!(named.problem, None, "saying who it is in its own words");
         let fine = judge(
             &generation("您好，我是客服小暖，羽绒服支持七天无理由退货哦。", 0.9),
             &context,
@@ -564,7 +626,7 @@ mod tests {
 
     #[test]
     fn quantities_are_read_in_both_numeral_systems() {
-        let q = quantities("签收七天内，满49元包邮，退款1-3个工作日，十五天换新，两年保修");
+        let q = quantities("签收七天内，满 49 元包邮，退款1-3个工作日，十五天换新，两年保修");
         let pairs: Vec<(u64, &str)> = q.iter().map(|q| (q.value, q.unit)).collect();
         assert_eq!(
             pairs,

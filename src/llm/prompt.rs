@@ -83,6 +83,17 @@ pub struct PromptInput<'a> {
     pub message: &'a str,
 }
 
+/// The headings of the system message's sections, and the names of the fences: a model
+/// answer that contains one is reciting its prompt ([`super::judge`]).
+pub const HEADINGS: [&str; 6] = [
+    "当前对该顾客有效的活动",
+    "即将开始的活动（尚未开始，现在下单不享受）",
+    "必须遵守的店铺政策",
+    "参考资料",
+    "客户消息",
+    "已知信息",
+];
+
 /// The chat messages and a list of what was injected (for the trace).
 pub fn build(input: &PromptInput<'_>) -> (Vec<ChatMessage>, Vec<String>) {
     let mut system = String::new();
@@ -95,7 +106,7 @@ pub fn build(input: &PromptInput<'_>) -> (Vec<ChatMessage>, Vec<String>) {
         injected.push(format!("tone: {tone}"));
     }
     if !input.promotions.is_empty() {
-        system.push_str("\n当前对该顾客有效的活动：\n");
+        let _ = writeln!(system, "\n{}：", HEADINGS[0]);
         for p in &input.promotions {
             let _ = writeln!(system, "- {}", defuse(p));
         }
@@ -103,21 +114,21 @@ pub fn build(input: &PromptInput<'_>) -> (Vec<ChatMessage>, Vec<String>) {
     }
     if !input.upcoming.is_empty() {
         // Not on yet: the model may say when they start, not offer them now.
-        system.push_str("\n即将开始的活动（尚未开始，现在下单不享受）：\n");
+        let _ = writeln!(system, "\n{}：", HEADINGS[1]);
         for p in &input.upcoming {
             let _ = writeln!(system, "- {}", defuse(p));
         }
         injected.push(format!("upcoming promotions: {}", input.upcoming.len()));
     }
     if !input.policies.is_empty() {
-        system.push_str("\n必须遵守的店铺政策：\n");
+        let _ = writeln!(system, "\n{}：", HEADINGS[2]);
         for (name, text) in &input.policies {
             let _ = writeln!(system, "- {name}：{}", text.trim());
             injected.push(format!("policy: {name}"));
         }
     }
     if !input.passages.is_empty() {
-        system.push_str("\n参考资料：\n");
+        let _ = writeln!(system, "\n{}：", HEADINGS[3]);
         for p in &input.passages {
             let _ = writeln!(system, "- {p}");
         }

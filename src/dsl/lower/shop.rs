@@ -17,6 +17,12 @@ const DEFAULT_HANDOFF_MESSAGE: &str = "正在为您转接人工客服，请稍�
 
 const DEFAULT_FALLBACK_MESSAGE: &str = "抱歉，这个问题我暂时无法回答。您可以换个说法，或输入“人工”联系人工客服。";
 
+/// The least judged confidence at which a model answer is shown when the shop sets none.
+/// On the labelled answers of tests/data/judge, the default model's answers that pass the
+/// judge's checks but do not answer the question score 0.62-0.65; answers a shop would
+/// send come from models sure of their words.
+pub const DEFAULT_MODEL_THRESHOLD: f64 = 0.7;
+
 /// Beyond this a `within` is probably a mistake (minutes for seconds).
 const MAX_MODEL_BUDGET_MS: u64 = 60_000;
 
@@ -51,7 +57,7 @@ impl Lowerer<'_> {
                 persona: String::new(),
                 timezone: chrono_tz::Asia::Shanghai,
                 threshold: DEFAULT_THRESHOLD,
-                model_threshold: DEFAULT_THRESHOLD,
+                model_threshold: DEFAULT_MODEL_THRESHOLD,
                 faq_threshold: kb::DEFAULT_FAQ_THRESHOLD,
                 handoff_message: DEFAULT_HANDOFF_MESSAGE.into(),
                 fallback_message: DEFAULT_FALLBACK_MESSAGE.into(),
@@ -105,10 +111,10 @@ impl Lowerer<'_> {
                     Diagnostic::error(t.span, "model_threshold must be between 0 and 1")
                         .with_label("a confidence, e.g. 0.7"),
                 );
-                threshold
+                DEFAULT_MODEL_THRESHOLD
             }
             Some(t) => t.value,
-            None => threshold,
+            None => DEFAULT_MODEL_THRESHOLD,
         };
         let faq_threshold = match shop.faq_threshold {
             Some(t) if !(0.0..=1.0).contains(&t.value) => {
