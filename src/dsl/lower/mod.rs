@@ -149,7 +149,11 @@ impl Lowerer<'_> {
         let data_sources = self.data_sources(&items.sources);
         let source_names: Vec<String> = data_sources.iter().map(|s| s.name.clone()).collect();
         let promotion_names: Vec<String> = items.promotions.iter().map(|p| p.name.name.clone()).collect();
-        let compiler = Scripts(ScriptCompiler::new(&source_names, &shop.context).with_promotions(&promotion_names));
+        let compiler = Scripts(
+            ScriptCompiler::new(&source_names, &shop.context)
+                .with_promotions(&promotion_names)
+                .with_files(self.sources),
+        );
         let refs = Refs {
             intents: &intent_paths,
             entities: &entity_names,
@@ -296,9 +300,14 @@ impl Lowerer<'_> {
 struct Scripts(ScriptCompiler);
 
 impl Scripts {
-    /// Compiles a backtick expression.
+    /// Compiles a backtick expression whose value is used as it is (`set`, `call`).
     fn expr(&self, expr: &ast::Expr, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Script> {
         self.0.expr(&expr.source, expr.span, names, diagnostics)
+    }
+
+    /// Compiles a backtick condition (`when`, `for`, `if`): it must be true or false.
+    fn condition(&self, expr: &ast::Expr, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Script> {
+        self.0.condition(&expr.source, expr.span, names, diagnostics)
     }
 
     /// Compiles a reply template; problems inside it point at their place in the literal.
