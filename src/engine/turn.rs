@@ -146,6 +146,8 @@ pub(super) struct Turn<'a> {
     cache_hit: Option<bool>,
     /// Tokens the turn's model calls used.
     pub usage: super::Usage,
+    /// Scripts that failed (also in the trace).
+    script_errors: Vec<super::ScriptFailure>,
 }
 
 /// Runs one turn on `rules`.
@@ -287,6 +289,7 @@ pub(super) fn run(
         retrieval: None,
         cache_hit: None,
         usage: super::Usage::default(),
+        script_errors: Vec::new(),
     };
     let mut answer = host::with_host(host.clone(), || match turn.decide() {
         Decision::Answer(answer) => answer,
@@ -389,6 +392,12 @@ impl Turn<'_> {
         };
         self.trace
             .push(step("error", format!("{what}: script {kind}: {}", error.message)));
+        self.script_errors.push(super::ScriptFailure {
+            item: what.to_string(),
+            location: error.location.to_string(),
+            message: error.message.clone(),
+            limit: error.limit,
+        });
     }
 
     /// Refreshes the `session` and `slots` variables after the session changed.
@@ -718,6 +727,7 @@ impl Turn<'_> {
         response.trace = self.trace;
         response.covered = self.covered;
         response.usage = self.usage;
+        response.script_errors = self.script_errors;
         let added = save::Added {
             message: &self.message,
             history,
@@ -830,5 +840,6 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         turn: session.turns,
         dropped: false,
         usage: super::Usage::default(),
+        script_errors: Vec::new(),
     }
 }
