@@ -208,13 +208,14 @@ pub(super) fn explain_parse_error(engine: &Engine, cx: &Context<'_>, error: &Par
         return Some(d);
     }
 
-    // `=>` for `>=`, `=<` for `<=`.
+    // `=>` for `>=`, `=<` for `<=`. A `switch` has `=>` of its own.
+    let switch = tokens.iter().any(|(t, _)| matches!(t, Token::Switch));
     for (i, (token, at)) in tokens.iter().enumerate() {
         if *at > error_at {
             break;
         }
         let (wrong, right, meaning) = match token {
-            Token::DoubleArrow => ("=>", ">=", "at least"),
+            Token::DoubleArrow if !switch => ("=>", ">=", "at least"),
             Token::Equals if matches!(tokens.get(i + 1), Some((Token::LessThan, next)) if *next == at + 1) => {
                 ("=<", "<=", "at most")
             }
@@ -248,8 +249,12 @@ pub(super) fn explain_parse_error(engine: &Engine, cx: &Context<'_>, error: &Par
 /// Runs the AST checks on a compiled script.
 pub(super) fn check_ast(ast: &rhai::AST, cx: &Context<'_>, diagnostics: &mut Vec<Diagnostic>) {
     let script_functions: BTreeSet<String> = ast.iter_functions().map(|f| f.name.to_string()).collect();
-    // `let` names shadow the built-ins, as flow `set`s do.
-    let mut lets: Vec<String> = Vec::new();
+    // `let` names and the parameters of functions the script defines shadow the built-ins,
+    // as flow `set`s do.
+    let mut lets: Vec<String> = ast
+        .iter_functions()
+        .flat_map(|f| f.params.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+        .collect();
     ast.walk(&mut |path: &[ASTNode]| {
         if let Some(ASTNode::Stmt(Stmt::Var(var, ..))) = path.last() {
             lets.push(var.0.name.to_string());
@@ -809,6 +814,55 @@ mod tests {
         assert!(!methods.has_method(Family::Map, "weekday"));
         assert!(methods.has_getter(Family::Str, "len"));
         assert!(!methods.has_getter(Family::Int, "len"));
+    }
+
+    /// The explanation a script's parse error gets, if any: (message, column of its span).
+    fn explained(source: &str) -> Option<(String, usize)> {
+        let engine = super::super::sandboxed_engine(super::super::Limits::default());
+        let error = engine.compile(source).expect_err(source);
+        let span = |start: usize, end: usize| Span::new(0, start, end);
+        let functions = BTreeSet::new();
+        let methods = Methods::default();
+        let cx = Context {
+            role: Role::Condition,
+            source,
+            span: &span,
+            functions: &functions,
+            methods: &methods,
+            context: &[],
+            locals: &[],
+            slots: None,
+            promotions: &[],
+        };
+        explain_parse_error(&engine, &cx, &error).map(|d| (d.message, d.primary.span.start))
+    }
+
+    #[test]
+    fn parse_errors_are_explained_only_where_the_tokens_show_the_mistake() {
+        let arrow = Some(("`=>` is not an operator".to_string(), 8));
+        assert_eq!(explained("order.n => 7"), arrow);
+        let after_text = "\"订单\" == x && n => 7";
+        assert_eq!(
+            explained(after_text),
+            arrow.map(|(m, _)| (m, after_text.find("=>").unwrap()))
+        );
+        assert_eq!(
+            explained("n =< 7").map(|(m, _)| m).as_deref(),
+            Some("`=<` is not an operator")
+        );
+        assert_eq!(
+            explained("a && b = 1").map(|(m, _)| m).as_deref(),
+            Some("assignment in a condition")
+        );
+        assert_eq!(
+            explained("order.case").map(|(m, _)| m).as_deref(),
+            Some("`case` is a reserved word in scripts")
+        );
+        // A `let` assigns, a `switch` has arms, a string may hold anything: rhai's own
+        // message stays.
+        assert_eq!(explained("let x = 1; x >"), None);
+        assert_eq!(explained("switch x { 1 => true, _ => false"), None);
+        assert_eq!(explained("\"=> =\" +"), None);
     }
 
     #[test]
