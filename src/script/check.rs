@@ -233,7 +233,11 @@ pub(super) fn explain_parse_error(engine: &Engine, cx: &Context<'_>, error: &Par
         );
     }
 
-    // `=` for `==`: an assignment rhai cannot place (`a && b = 1`, any `=` in a hole).
+    // `=` for `==`: an assignment rhai cannot place (`a && b = 1`, any `=` in a hole). In
+    // a `set` or `call` an assignment is allowed, so the mistake is elsewhere.
+    if cx.role == Role::Value {
+        return None;
+    }
     for (i, (token, at)) in tokens.iter().enumerate() {
         if *at > error_at {
             break;
@@ -470,7 +474,10 @@ impl Walker<'_> {
     fn method(&self, receiver: &str, ty: Ty, name: &str, pos: Position, found: &mut Vec<Diagnostic>) {
         let cx = self.cx;
         let Some(family) = Family::of(ty) else { return };
-        // A source, host function or script function takes its first argument this way.
+        // Judged only against rhai's functions typed for the kinds of value the scope
+        // holds: a source, a host function, a function the script defines, or one of
+        // rhai's for other values (arrays, blobs) may take the receiver as its first
+        // argument, and is left alone.
         if cx.methods.has_method(family, name)
             || self.script_functions.contains(name)
             || (cx.functions.contains(name)
