@@ -2,7 +2,10 @@
 //! expectations on every turn.
 //!
 //! `kefu test` and the snapshot tests both run them, so a policy editor's regression test
-//! and the developers' are the same file. A conversation runs on a fresh engine (fresh
+//! and the developers' are the same file. A script that fails during a turn (a condition
+//! or template hole reading a field the data lacks, say) fails the turn, unless the turn
+//! lists it under `expect.script_errors`: at run time such a failure is silent (the
+//! condition counts as false), so a test is where it must show. A conversation runs on a fresh engine (fresh
 //! sessions and tickets) with a deterministic mock model scripted by the file, at the time
 //! the file says, so its outcome depends on the rules alone.
 //!
@@ -139,6 +142,10 @@ pub struct Expect {
     /// Texts some line of the decision trace must contain.
     #[serde(default)]
     pub trace_contains: Vec<String>,
+    /// Scripts this turn is meant to see fail: a text each failure must contain (`rule
+    /// 坏脚本`). A script that fails without being listed fails the turn.
+    #[serde(default)]
+    pub script_errors: Vec<String>,
 }
 
 /// `handoff: true`, `handoff: false` or `handoff: 连续三次未能解决`.
@@ -169,6 +176,9 @@ pub struct TurnRecord {
     pub handoff: Option<String>,
     /// The decision trace.
     pub trace: Vec<String>,
+    /// Scripts that failed during the turn (`rule 坏脚本 at rules/shop.kefu:36:9: ...`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub script_errors: Vec<String>,
     /// Expectations that did not hold.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<String>,
@@ -193,9 +203,17 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Whether every expectation held.
+    /// Whether every expectation held (and no script failed that the test did not expect).
     pub fn passed(&self) -> bool {
         self.error.is_none() && self.turns.iter().all(|t| t.failures.is_empty())
+    }
+
+    /// Every script that failed, with the number of its turn (from 1).
+    pub fn script_errors(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.turns
+            .iter()
+            .enumerate()
+            .flat_map(|(n, t)| t.script_errors.iter().map(move |e| (n + 1, e.as_str())))
     }
 }
 
@@ -355,6 +373,19 @@ fn record(turn: &Turn, r: &TurnResponse) -> TurnRecord {
             failures.push(format!("no trace line contains `{part}`"));
         }
     }
+    // A script that fails at run time is a mistake in the rules the test caught, unless
+    // the test is about exactly that failure.
+    let script_errors: Vec<String> = r.script_errors.iter().map(ToString::to_string).collect();
+    for error in &script_errors {
+        if !e.script_errors.iter().any(|x| error.contains(x.as_str())) {
+            failures.push(format!("a script failed: {error}"));
+        }
+    }
+    for x in &e.script_errors {
+        if !script_errors.iter().any(|error| error.contains(x.as_str())) {
+            failures.push(format!("expected a script to fail in `{x}`; none did"));
+        }
+    }
     match (&e.handoff, &r.handoff) {
         (Some(HandoffExpect::Any(true)), None) => failures.push("expected a handoff, got none".into()),
         (Some(HandoffExpect::Any(false)), Some(h)) => failures.push(format!("expected no handoff, got `{}`", h.reason)),
@@ -372,6 +403,7 @@ fn record(turn: &Turn, r: &TurnResponse) -> TurnRecord {
         emotion: r.emotion.as_str().to_string(),
         handoff: r.handoff.as_ref().map(|h| h.reason.clone()),
         trace: r.trace.iter().map(|t| format!("{}: {}", t.stage, t.detail)).collect(),
+        script_errors,
         failures,
     }
 }

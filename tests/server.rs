@@ -825,6 +825,28 @@ fn admin_and_agent_routes_need_the_token_when_one_is_set() {
 }
 
 #[test]
+fn scripts_that_fail_at_run_time_are_counted_by_rule() {
+    let server = TestServer::start(config(ENGINE));
+    let none = server.get("/metrics").body;
+    assert!(!none.contains("kefu_script_errors_total{"), "{none}");
+    // 坏脚本's condition reads `order.signed_days` and these requests carry no order.
+    for session in ["e1", "e2"] {
+        let answer = server.chat(session, "东西坏了");
+        assert!(
+            answer["trace"].to_string().contains("rule 坏脚本: script failed"),
+            "{answer}"
+        );
+    }
+    assert_eq!(server.chat("e3", "怎么开发票")["rule"], "发票");
+    let metrics = server.get("/metrics").body;
+    assert!(
+        metrics.contains("kefu_script_errors_total{rule=\"rule 坏脚本\"} 2"),
+        "{metrics}"
+    );
+    assert_eq!(metrics.matches("kefu_script_errors_total{").count(), 1, "{metrics}");
+}
+
+#[test]
 fn health_metrics_and_rules_routes() {
     let server = TestServer::start(config(DEMO));
     let health = server.get("/healthz").json();

@@ -1,5 +1,6 @@
 //! `kefu test`: runs a rules directory's conversation tests and knowledge-base checks and
-//! prints each result, what failed, and the coverage.
+//! prints each result, what failed, the coverage, and every script that failed at run
+//! time.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -19,9 +20,16 @@ pub fn run(dir: &Path, verbose: bool) -> Result<ExitCode> {
     }
     let (mut passed, mut failed) = (0, 0);
     let mut covered = std::collections::BTreeSet::new();
+    // Every script that failed at run time: (the failure, the test file, its turn).
+    let mut script_errors: Vec<(String, String, usize)> = Vec::new();
     for file in &files {
         let outcome = conversation::run_file(&rules, file);
         covered.extend(outcome.covered.iter().cloned());
+        script_errors.extend(
+            outcome
+                .script_errors()
+                .map(|(turn, error)| (error.to_string(), file.display().to_string(), turn)),
+        );
         let mark = if outcome.passed() { "ok  " } else { "FAIL" };
         println!(
             "{mark} {} ({}, {} turns)",
@@ -80,6 +88,14 @@ pub fn run(dir: &Path, verbose: bool) -> Result<ExitCode> {
     );
     for missing in &c.missing {
         println!("  never exercised: {missing}");
+    }
+    // Listed even when the tests expected them: each is a script that fails in production
+    // whenever a customer gets there.
+    if !script_errors.is_empty() {
+        println!("scripts that failed: {}", script_errors.len());
+        for (error, file, turn) in &script_errors {
+            println!("  {error} ({file}, turn {turn})");
+        }
     }
     println!("{passed} passed, {failed} failed");
     Ok(if failed == 0 {

@@ -252,6 +252,33 @@ pub struct TurnResponse {
     /// conversation log's cost and the OpenAI-compatible endpoint's `usage`.
     #[serde(skip)]
     pub usage: Usage,
+    /// Scripts (conditions, template holes, `set`s, `call`s) that failed during the turn,
+    /// each also a trace line: counted in `/metrics` and failing conversation tests.
+    #[serde(skip)]
+    pub script_errors: Vec<ScriptFailure>,
+}
+
+/// A script that failed at run time: what `kefu check` cannot see (a field the data did
+/// not carry, a limit reached). The turn went on: a failed condition counts as false, a
+/// value as `()`, a template hole as nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScriptFailure {
+    /// The item it is in, as the trace names it: `rule 七天无理由`, `flow 退货申请`,
+    /// `promotion 双11`, `style 安抚`, `fallback`.
+    pub item: String,
+    /// Where the script is written: `path:line:col`.
+    pub location: String,
+    /// Rhai's message.
+    pub message: String,
+    /// Whether a sandbox limit (operations, time, size) stopped it.
+    pub limit: bool,
+}
+
+impl std::fmt::Display for ScriptFailure {
+    /// `rule 坏脚本 at rules/shop.kefu:36:9: <rhai's message>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at {}: {}", self.item, self.location, self.message)
+    }
 }
 
 /// Token counts of one turn's model calls.

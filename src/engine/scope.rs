@@ -257,6 +257,80 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::script::shape::{self, Ty};
+
+    /// Whether a built value is of the type `script::shape` declares for it.
+    fn fits(value: &Dynamic, ty: Ty) -> bool {
+        match ty {
+            Ty::Bool => value.is_bool(),
+            Ty::Int => value.is_int(),
+            Ty::Float => value.is_float(),
+            Ty::Str => value.is_string(),
+            Ty::MaybeStr => value.is_string() || value.is_unit(),
+            Ty::Fields(fields) => value.read_lock::<Map>().is_some_and(|m| {
+                m.len() == fields.len()
+                    && fields.iter().all(|f| {
+                        m.get(f.name)
+                            .is_some_and(|v| fits(v, f.ty) || (f.ty == Ty::MaybeStr && v.is_unit()))
+                    })
+            }),
+            Ty::TextMap => value
+                .read_lock::<Map>()
+                .is_some_and(|m| m.values().all(|v| v.is_string())),
+            Ty::Open => value.is_map() || value.is_unit(),
+        }
+    }
+
+    /// The scope a turn builds is the shape `kefu check` checks scripts against: every
+    /// declared variable, of its type, and the maps with exactly their declared fields.
+    #[test]
+    fn the_scope_has_the_declared_shape() {
+        let compiled = crate::dsl::load_dir_with(
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/engine")),
+            crate::dsl::LoadOptions { quick_training: true },
+        );
+        let rules = compiled.rules.expect("the engine's test shop loads");
+        let mut session = Session::new("s");
+        session.slots.insert("order_id".into(), "202611010001".into());
+        session.last_intent = Some("售后.退货".into());
+        let understanding = rules
+            .nlu
+            .understand("我要退货 202611010001", &crate::nlu::Context::default());
+        let user = serde_json::json!({ "segment": "vip" });
+        let now = chrono::Utc::now().with_timezone(&rules.shop.timezone);
+        for flow in [None, Some("退货申请")] {
+            session.flow = flow.map(|name| crate::dialogue::FlowState {
+                name: name.into(),
+                ..Default::default()
+            });
+            let scope = build(ScopeInput {
+                rules: &rules,
+                session: &session,
+                understanding: &understanding,
+                message: "我要退货",
+                user: user.as_object(),
+                context: None,
+                now: &now,
+            });
+            for variable in shape::VARIABLES {
+                let value = scope
+                    .get(variable.name)
+                    .unwrap_or_else(|| panic!("`{}` is not in the scope", variable.name));
+                assert!(
+                    fits(value, variable.ty),
+                    "`{}` = {value:?} is not {:?}",
+                    variable.name,
+                    variable.ty
+                );
+            }
+            let declared = shape::VARIABLES.len() + rules.shop.context.len();
+            assert_eq!(
+                scope.len(),
+                declared,
+                "a variable is in the scope but not in script::shape"
+            );
+        }
+    }
 
     #[test]
     fn json_converts_as_rhai_serde_does() {

@@ -148,6 +148,8 @@ pub(super) struct Turn<'a> {
     pub usage: super::Usage,
     /// Whether the `promotions` variable has been worked out (`Turn::promotions_for`).
     pub promotions_filled: bool,
+    /// Scripts that failed (also in the trace).
+    script_errors: Vec<super::ScriptFailure>,
 }
 
 /// Runs one turn on `rules`.
@@ -290,6 +292,7 @@ pub(super) fn run(
         cache_hit: None,
         usage: super::Usage::default(),
         promotions_filled: false,
+        script_errors: Vec::new(),
     };
     let mut answer = host::with_host(host.clone(), || match turn.decide() {
         Decision::Answer(answer) => answer,
@@ -401,6 +404,12 @@ impl Turn<'_> {
         };
         self.trace
             .push(step("error", format!("{what}: script {kind}: {}", error.message)));
+        self.script_errors.push(super::ScriptFailure {
+            item: what.to_string(),
+            location: error.location.to_string(),
+            message: error.message.clone(),
+            limit: error.limit,
+        });
     }
 
     /// Refreshes the `session` and `slots` variables after the session changed.
@@ -739,6 +748,7 @@ impl Turn<'_> {
         response.trace = self.trace;
         response.covered = self.covered;
         response.usage = self.usage;
+        response.script_errors = self.script_errors;
         let added = save::Added {
             message: &self.message,
             history,
@@ -851,5 +861,6 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         turn: session.turns,
         dropped: false,
         usage: super::Usage::default(),
+        script_errors: Vec::new(),
     }
 }

@@ -1,20 +1,22 @@
 //! Compiling rule-file expressions and templates, with diagnostics that point into the file.
 //!
 //! Three checks run on every expression: rhai's own parse (syntax errors, at the column
-//! inside the backticks); rhai's strict-variables mode against the names the scope will
-//! hold (a misspelt `ordr` is a warning, since request-context maps are open-ended); and a
-//! walk of the compiled AST for calls to functions that do not exist (a misspelt source
-//! such as `ordrs(id)`), `slots.x` where no `ask x` exists in the flow, and literal names
-//! that must exist: the strategy of `recommend("new_arrivals", 3)` and the promotion of
-//! `offer("回归礼")`.
+//! inside the backticks, explained in an editor's words where the tokens show the mistake:
+//! `=>` for `>=`, `=` for `==`, `order.case`); rhai's strict-variables mode against the
+//! names the scope will hold (a misspelt `ordr` is a warning, since request-context maps
+//! are open-ended); and the walk of the compiled AST in [`check`](super::check): unknown
+//! functions, slots, fields and methods, literal names that must exist, and, for
+//! conditions, assignments and values that can never be true or false.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use rhai::{ASTNode, Engine, Expr as RhaiExpr, Position, Scope, Stmt};
+use rhai::{Engine, Position, Scope};
 
+use super::check::{self, Context, Methods, Role, offset_of, token_len};
 use super::template::{self, RawPart, SplitError};
 use super::{HOST_FUNCTIONS, Limits, Part, Script, Template, sandboxed_engine};
-use crate::diag::{Diagnostic, FileId, Span, closest};
+use crate::diag::{Diagnostic, FileId, SourceMap, Span, closest};
 
 /// Rhai built-ins that the parser treats as keywords and the function list does not show.
 const RHAI_KEYWORD_FUNCTIONS: &[&str] = &[
@@ -43,8 +45,12 @@ pub struct ScriptCompiler {
     engine: Engine,
     strict: Engine,
     functions: BTreeSet<String>,
+    methods: Methods,
     base_variables: Vec<String>,
+    context: Vec<String>,
     promotions: Vec<String>,
+    /// The rule files, for each script's `path:line:col` (see [`Script::location`]).
+    files: Option<SourceMap>,
 }
 
 impl ScriptCompiler {
@@ -54,8 +60,9 @@ impl ScriptCompiler {
         let engine = sandboxed_engine(Limits::default());
         let mut strict = sandboxed_engine(Limits::default());
         strict.set_strict_variables(true);
-        let mut functions: BTreeSet<String> = engine
-            .gen_fn_signatures(true)
+        let signatures = engine.gen_fn_signatures(true);
+        let methods = Methods::from_signatures(&signatures);
+        let mut functions: BTreeSet<String> = signatures
             .iter()
             .filter_map(|sig| sig.split('(').next())
             .map(|name| name.trim_start_matches("fn ").trim().to_string())
@@ -69,8 +76,30 @@ impl ScriptCompiler {
             engine,
             strict,
             functions,
+            methods,
             base_variables,
+            context: context.to_vec(),
             promotions: Vec::new(),
+            files: None,
+        }
+    }
+
+    /// Knows the rule files, so that each compiled script carries its `path:line:col` for
+    /// errors at run time.
+    pub fn with_files(mut self, files: &SourceMap) -> Self {
+        self.files = Some(files.clone());
+        self
+    }
+
+    /// `path:line:col` of a span, when the compiler knows the files.
+    fn location(&self, span: Span) -> Arc<str> {
+        match &self.files {
+            Some(files) if span.file < files.files().len() => {
+                let file = files.file(span.file);
+                let (line, col) = file.line_col(span.start);
+                Arc::from(format!("{}:{line}:{col}", file.path.display()))
+            }
+            _ => Arc::from(""),
         }
     }
 
@@ -80,12 +109,37 @@ impl ScriptCompiler {
         self
     }
 
-    /// Compiles a backtick expression: `source` is the text between the backticks, written
-    /// at `span` of its file byte for byte. Problems go to `diagnostics`.
+    /// Compiles a backtick expression whose value is used as it is (`set`, `call`):
+    /// `source` is the text between the backticks, written at `span` of its file byte for
+    /// byte. Problems go to `diagnostics`.
     pub fn expr(
         &self,
         source: &str,
         span: Span,
+        names: &Names<'_>,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Option<Script> {
+        self.backticks(source, span, Role::Value, names, diagnostics)
+    }
+
+    /// Compiles a backtick condition (`when`, `for`, `if`), which must be true or false:
+    /// beyond [`expr`](Self::expr)'s checks, an assignment (`user.segment = "vip"`) and a
+    /// value that can never be a boolean (`intent`, `"vip"`) are errors.
+    pub fn condition(
+        &self,
+        source: &str,
+        span: Span,
+        names: &Names<'_>,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> Option<Script> {
+        self.backticks(source, span, Role::Condition, names, diagnostics)
+    }
+
+    fn backticks(
+        &self,
+        source: &str,
+        span: Span,
+        role: Role,
         names: &Names<'_>,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Option<Script> {
@@ -97,10 +151,11 @@ impl ScriptCompiler {
             );
             return None;
         }
-        self.compile(source, false, span.file, &at, names, diagnostics)
+        self.compile(source, role, span.file, &at, names, diagnostics)
             .map(|ast| Script {
                 source: source.to_string(),
                 span,
+                location: self.location(span),
                 ast,
             })
     }
@@ -144,10 +199,11 @@ impl ScriptCompiler {
                 RawPart::Text(t) => parts.push(Part::Text(t)),
                 RawPart::Hole { source, start, end } => {
                     let at = |offset: usize| span_of(start + offset, start + offset).start;
-                    match self.compile(&source, true, file, &at, names, diagnostics) {
+                    match self.compile(&source, Role::Hole, file, &at, names, diagnostics) {
                         Some(ast) => parts.push(Part::Hole(Script {
                             source,
                             span: span_of(start, end),
+                            location: self.location(span_of(start, end)),
                             ast,
                         })),
                         None => ok = false,
@@ -166,16 +222,29 @@ impl ScriptCompiler {
     fn compile(
         &self,
         source: &str,
-        expression_only: bool,
+        role: Role,
         file: FileId,
         at: &dyn Fn(usize) -> usize,
         names: &Names<'_>,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Option<rhai::AST> {
+        let expression_only = role == Role::Hole;
         let span_at = |pos: Position| {
             let offset = offset_of(source, pos);
             let len = token_len(&source[offset..]);
             Span::new(file, at(offset), at(offset + len).max(at(offset) + len.min(1)))
+        };
+        let span_of = |start: usize, end: usize| Span::new(file, at(start), at(end).max(at(start)));
+        let cx = Context {
+            role,
+            source,
+            span: &span_of,
+            functions: &self.functions,
+            methods: &self.methods,
+            context: &self.context,
+            locals: &names.variables,
+            slots: names.slots,
+            promotions: &self.promotions,
         };
         let compiled = if expression_only {
             self.engine.compile_expression(source)
@@ -185,11 +254,12 @@ impl ScriptCompiler {
         let ast = match compiled {
             Ok(ast) => ast,
             Err(error) => {
-                let message = lowercase_first(&error.err_type().to_string());
-                diagnostics.push(
+                let d = check::explain_parse_error(&self.engine, &cx, &error).unwrap_or_else(|| {
+                    let message = lowercase_first(&error.err_type().to_string());
                     Diagnostic::error(span_at(error.position()), format!("invalid expression: {message}"))
-                        .with_label("here"),
-                );
+                        .with_label("here")
+                });
+                diagnostics.push(d);
                 return None;
             }
         };
@@ -221,151 +291,10 @@ impl ScriptCompiler {
             diagnostics.push(d);
         }
 
-        let script_functions: BTreeSet<String> = ast.iter_functions().map(|f| f.name.to_string()).collect();
-        let mut found = Vec::new();
-        ast.walk(&mut |path: &[ASTNode]| {
-            match path.last() {
-                // A call is an expression inside another, or a statement on its own.
-                Some(ASTNode::Expr(RhaiExpr::FnCall(call, pos)) | ASTNode::Stmt(Stmt::FnCall(call, pos)))
-                    if !call.is_operator_call()
-                        && !self.functions.contains(call.name.as_str())
-                        && !script_functions.contains(call.name.as_str()) =>
-                {
-                    found.push(Unknown::Function(call.name.to_string(), *pos));
-                }
-                Some(ASTNode::Expr(RhaiExpr::FnCall(call, _)) | ASTNode::Stmt(Stmt::FnCall(call, _)))
-                    if matches!(call.name.as_str(), "recommend" | "offer") =>
-                {
-                    if let Some(RhaiExpr::StringConstant(name, pos)) = call.args.first() {
-                        let known: Vec<String> = if call.name == "recommend" {
-                            crate::kb::STRATEGIES.iter().map(|s| s.to_string()).collect()
-                        } else {
-                            self.promotions.clone()
-                        };
-                        if !known.iter().any(|k| k == name.as_str()) {
-                            found.push(Unknown::Literal {
-                                function: call.name.to_string(),
-                                name: name.to_string(),
-                                known,
-                                pos: *pos,
-                            });
-                        }
-                    }
-                }
-                Some(ASTNode::Expr(RhaiExpr::Dot(dot, _, _))) => {
-                    if let (RhaiExpr::Variable(var, _, _), RhaiExpr::Property(prop, pos)) = (&dot.lhs, &dot.rhs)
-                        && var.1.as_str() == "slots"
-                        && let Some(slots) = names.slots
-                        && !slots.contains(prop.2.as_str())
-                    {
-                        found.push(Unknown::Slot(prop.2.to_string(), *pos));
-                    }
-                }
-                _ => {}
-            }
-            true
-        });
-        let mut ok = true;
-        for unknown in found {
-            ok = false;
-            match unknown {
-                Unknown::Function(name, pos) => {
-                    let candidates = self.functions.iter().map(String::as_str).filter(|f| !f.contains('$'));
-                    let mut d = Diagnostic::error(span_at(pos), format!("unknown function or source `{name}`"))
-                        .with_label("no source, host action or rhai function has this name");
-                    if let Some(near) = closest(&name, candidates) {
-                        d = d.with_help(format!("did you mean `{near}`?"));
-                    }
-                    diagnostics.push(d);
-                }
-                Unknown::Slot(name, pos) => {
-                    let slots = names
-                        .slots
-                        .map(|s| s.iter().map(String::as_str).collect::<Vec<_>>().join(", "))
-                        .unwrap_or_default();
-                    let mut d = Diagnostic::error(span_at(pos), format!("unknown slot `{name}`"))
-                        .with_label("no `ask` in this flow fills it");
-                    d = match names.slots.and_then(|s| closest(&name, s.iter().map(String::as_str))) {
-                        Some(near) => d.with_help(format!("did you mean `{near}`? this flow asks for: {slots}")),
-                        None if slots.is_empty() => d.with_help("this flow has no `ask` steps"),
-                        None => d.with_help(format!("this flow asks for: {slots}")),
-                    };
-                    diagnostics.push(d);
-                }
-                Unknown::Literal {
-                    function,
-                    name,
-                    known,
-                    pos,
-                } => {
-                    let what = if function == "recommend" {
-                        "recommendation strategy"
-                    } else {
-                        "promotion"
-                    };
-                    // The position is the opening quote; the span covers the quoted name.
-                    let offset = offset_of(source, pos);
-                    let len = source[offset..]
-                        .char_indices()
-                        .skip(1)
-                        .find(|(_, c)| *c == '"')
-                        .map_or(1, |(i, _)| i + 1);
-                    let span = Span::new(file, at(offset), at(offset + len).max(at(offset) + 1));
-                    let mut d = Diagnostic::error(span, format!("unknown {what} `{name}`"))
-                        .with_label(format!("`{function}` needs one of its names here"));
-                    d = match closest(&name, known.iter().map(String::as_str)) {
-                        Some(near) => d.with_help(format!("did you mean `{near}`?")),
-                        None if known.is_empty() => d.with_help(format!("the rule set has no {what}s")),
-                        None => d.with_help(format!("known: {}", known.join(", "))),
-                    };
-                    diagnostics.push(d);
-                }
-            }
-        }
+        let before = diagnostics.iter().filter(|d| d.is_error()).count();
+        check::check_ast(&ast, &cx, diagnostics);
+        let ok = diagnostics.iter().filter(|d| d.is_error()).count() == before;
         ok.then_some(ast)
-    }
-}
-
-enum Unknown {
-    Function(String, Position),
-    Slot(String, Position),
-    /// A literal argument that names nothing the function knows.
-    Literal {
-        function: String,
-        name: String,
-        known: Vec<String>,
-        pos: Position,
-    },
-}
-
-/// Byte offset in `source` of a rhai position (1-based line, 1-based character column).
-fn offset_of(source: &str, pos: Position) -> usize {
-    let (Some(line), Some(col)) = (pos.line(), pos.position()) else {
-        return 0;
-    };
-    let mut start = 0;
-    for _ in 1..line {
-        match source[start..].find('\n') {
-            Some(i) => start += i + 1,
-            None => return source.len(),
-        }
-    }
-    let rest = &source[start..];
-    let line_text = &rest[..rest.find('\n').unwrap_or(rest.len())];
-    start
-        + line_text
-            .char_indices()
-            .nth(col.saturating_sub(1))
-            .map_or(line_text.len(), |(i, _)| i)
-}
-
-/// Length of the identifier-like token at the start of `s` (at least one character).
-fn token_len(s: &str) -> usize {
-    let word = s.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(s.len());
-    if word > 0 {
-        word
-    } else {
-        s.chars().next().map_or(0, char::len_utf8)
     }
 }
 
@@ -374,17 +303,5 @@ fn lowercase_first(s: &str) -> String {
     match chars.next() {
         Some(c) => c.to_lowercase().chain(chars).collect(),
         None => String::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rhai_positions_are_characters_on_lines() {
-        let src = "a &&\n  订单 == 1";
-        let pos = Position::new(2, 3);
-        assert_eq!(&src[offset_of(src, pos)..], "订单 == 1");
     }
 }

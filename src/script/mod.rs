@@ -25,8 +25,10 @@
 //! call. Evaluation is synchronous on the calling thread, so the clock lives in a
 //! thread-local, as the turn's host does ([`host`]).
 
+mod check;
 pub mod compile;
 pub mod host;
+pub mod shape;
 pub mod sources;
 pub mod template;
 
@@ -45,19 +47,8 @@ use crate::diag::Span;
 use crate::kb::KnowledgeBase;
 
 /// Variables every script can read, set by the engine for each turn (docs/language.md
-/// section 6, "What scripts can read").
-pub const BUILTIN_VARIABLES: &[&str] = &[
-    "message",
-    "intent",
-    "confidence",
-    "entities",
-    "emotion",
-    "slots",
-    "session",
-    "user",
-    "now",
-    "promotions",
-];
+/// section 6, "What scripts can read"); their types and fields are in [`shape`].
+pub const BUILTIN_VARIABLES: &[&str] = &shape::NAMES;
 
 /// Request-context maps a shop may read without declaring them with `context`.
 pub const DEFAULT_CONTEXT: &[&str] = &["order", "cart", "product"];
@@ -240,16 +231,21 @@ pub struct Script {
     pub source: String,
     /// Where it is written.
     pub span: Span,
+    /// Where it is written as `path:line:col`, for errors at run time (which have no
+    /// source map); empty when the compiler was given no files.
+    pub location: Arc<str>,
     /// The compiled form.
     pub ast: rhai::AST,
 }
 
 /// Why a script could not be evaluated at run time.
 #[derive(Debug, thiserror::Error)]
-#[error("script at {span:?} failed: {message}")]
+#[error("script at {location} failed: {message}")]
 pub struct ScriptError {
     /// The script's place in the rule files.
     pub span: Span,
+    /// The same place as `path:line:col` (see [`Script::location`]).
+    pub location: Arc<str>,
     /// Rhai's message.
     pub message: String,
     /// Whether a sandbox limit stopped it.
@@ -271,6 +267,7 @@ impl ScriptError {
         };
         ScriptError {
             span: script.span,
+            location: Arc::clone(&script.location),
             message,
             limit,
         }
@@ -292,6 +289,7 @@ impl Script {
         }
         value.as_bool().map_err(|ty| ScriptError {
             span: self.span,
+            location: Arc::clone(&self.location),
             message: format!("condition gave a {ty}, not a bool"),
             limit: false,
         })
@@ -306,6 +304,7 @@ mod tests {
         Script {
             source: source.into(),
             span: Span::default(),
+            location: Arc::from(""),
             ast: engine.compile(source).unwrap(),
         }
     }

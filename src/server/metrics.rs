@@ -1,7 +1,8 @@
 //! Prometheus metrics for `GET /metrics`, with prometheus-client.
 //!
 //! Requests by route and status, request latency by route, answers by source, handoffs to
-//! people, safety hits, rule reloads by outcome, model tokens, satisfaction scores,
+//! people, safety hits, rule reloads by outcome, scripts failed at run time by the item
+//! they are in, model tokens, satisfaction scores,
 //! background jobs, ticket deliveries, the job queue's depth and pending tickets,
 //! answer-cache lookups with their hit ratio, the understanding memo's hits, misses and
 //! entries, and the conversation log's written, dropped and failed lines (only when the
@@ -52,6 +53,14 @@ struct KindLabels {
     kind: &'static str,
 }
 
+/// The rule-file item a script is in, as the trace names it (`rule 七天无理由`, `flow
+/// 退货申请`, `fallback`): names from checked rule files, so the series are bounded by the
+/// rule set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    rule: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ScoreLabels {
     score: u8,
@@ -72,6 +81,7 @@ pub struct Metrics {
     takeovers: Counter,
     safety_hits: Counter,
     reloads: Family<OutcomeLabels, Counter>,
+    script_errors: Family<RuleLabels, Counter>,
     llm_tokens: Family<KindLabels, Counter>,
     feedback: Family<ScoreLabels, Counter>,
     jobs: Family<OutcomeLabels, Counter>,
@@ -163,6 +173,12 @@ impl Metrics {
         );
         let reloads = Family::<OutcomeLabels, Counter>::default();
         registry.register("rule_reloads", "Rule reloads, applied or rejected", reloads.clone());
+        let script_errors = Family::<RuleLabels, Counter>::default();
+        registry.register(
+            "script_errors",
+            "Scripts (conditions, template holes, set and call) that failed at run time, by the rule, promotion, flow, style or fallback they are in",
+            script_errors.clone(),
+        );
         let llm_tokens = Family::<KindLabels, Counter>::default();
         registry.register("llm_tokens", "Model tokens, prompt and completion", llm_tokens.clone());
         let feedback = Family::<ScoreLabels, Counter>::default();
@@ -244,6 +260,7 @@ impl Metrics {
             takeovers,
             safety_hits,
             reloads,
+            script_errors,
             llm_tokens,
             feedback,
             jobs,
@@ -259,6 +276,13 @@ impl Metrics {
             nlu_memo,
             tickets,
         }
+    }
+
+    /// Counts a script that failed at run time in `rule` (the item, as the trace names it).
+    pub fn script_error(&self, rule: &str) {
+        self.script_errors
+            .get_or_create(&RuleLabels { rule: rule.to_string() })
+            .inc();
     }
 
     /// Counts a rule set judged slow (its turns moved to the blocking pool).

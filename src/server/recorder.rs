@@ -1,5 +1,6 @@
 //! What the service writes about conversations, from the engine's events: the metrics,
-//! the per-event log line and the conversation log.
+//! the per-event log line (and one per script that failed during a turn) and the
+//! conversation log.
 //!
 //! The engine is the only writer of sessions and reports every change it makes (see
 //! `engine::events`); the [`Recorder`] is the service's one observer of it. Handlers and
@@ -31,6 +32,17 @@ impl Observer for Recorder {
         match *event {
             Event::Turn { request, response } => {
                 self.metrics.answer(response.source, response.handoff.is_some());
+                for failure in &response.script_errors {
+                    self.metrics.script_error(&failure.item);
+                    // Not rhai's message: it may quote the customer's data.
+                    tracing::warn!(
+                        session = %LogSafe(&response.session_id),
+                        rule = %failure.item,
+                        at = %failure.location,
+                        limit = failure.limit,
+                        "script failed"
+                    );
+                }
                 // Text fields go in as Display (`%`): a `&str` field is written with Debug,
                 // which checks every Chinese character against Unicode's printable tables
                 // for escaping, and that was a third of the line's cost. None of these

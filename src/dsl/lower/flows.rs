@@ -50,7 +50,7 @@ impl Lowerer<'_> {
                 let when = start
                     .when
                     .as_ref()
-                    .and_then(|w| compiler.expr(w, &start_names, self.diagnostics));
+                    .and_then(|w| compiler.condition(w, &start_names, self.diagnostics));
                 if let Some(trigger) = trigger {
                     starts.push(FlowStart { trigger, when });
                 }
@@ -105,9 +105,24 @@ impl Lowerer<'_> {
                             ),
                         )
                         .with_label("no such ask");
-                        if let Some(near) = closest(&target.name, slots.iter().map(String::as_str)) {
-                            d = d.with_help(format!("did you mean `{near}`?"));
-                        }
+                        let asks = slots.iter().map(String::as_str).collect::<Vec<_>>().join(", ");
+                        let near = closest(&target.name, slots.iter().map(String::as_str)).or_else(|| {
+                            // `goto order` for `order_id`: too far apart for a typo.
+                            slots
+                                .iter()
+                                .map(String::as_str)
+                                .find(|s| s.starts_with(target.name.as_str()) || target.name.starts_with(*s))
+                        });
+                        d = match near {
+                            Some(near) => d.with_help(format!("did you mean `{near}`? this flow asks for: {asks}")),
+                            None if flows.iter().any(|f| f.name.name == target.name) => d.with_help(format!(
+                                "`{}` is a flow; `goto` jumps to an `ask` of this flow ({})",
+                                target.name,
+                                if asks.is_empty() { "it has none" } else { &asks }
+                            )),
+                            None if asks.is_empty() => d.with_help("this flow has no `ask` steps to go to"),
+                            None => d.with_help(format!("this flow asks for: {asks}")),
+                        };
                         self.push(d);
                     }
                 }
@@ -231,7 +246,7 @@ impl Lowerer<'_> {
                     }
                 }
                 StepKind::If { cond, then, otherwise } => {
-                    let cond = compiler.expr(cond, names, self.diagnostics);
+                    let cond = compiler.condition(cond, names, self.diagnostics);
                     let branch = program.ops.len();
                     program.ops.push(Op {
                         span,

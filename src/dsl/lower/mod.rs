@@ -150,7 +150,9 @@ impl Lowerer<'_> {
         let source_names: Vec<String> = data_sources.iter().map(|s| s.name.clone()).collect();
         let promotion_names: Vec<String> = items.promotions.iter().map(|p| p.name.name.clone()).collect();
         let compiler = Scripts(
-            ScriptCompiler::new(&source_names, &shop.context).with_promotions(&promotion_names),
+            ScriptCompiler::new(&source_names, &shop.context)
+                .with_promotions(&promotion_names)
+                .with_files(self.sources),
             std::cell::RefCell::new(Vec::new()),
         );
         let refs = Refs {
@@ -302,9 +304,16 @@ impl Lowerer<'_> {
 struct Scripts(ScriptCompiler, std::cell::RefCell<Vec<Span>>);
 
 impl Scripts {
-    /// Compiles a backtick expression.
+    /// Compiles a backtick expression whose value is used as it is (`set`, `call`).
     fn expr(&self, expr: &ast::Expr, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Script> {
         let script = self.0.expr(&expr.source, expr.span, names, diagnostics)?;
+        self.note(&script);
+        Some(script)
+    }
+
+    /// Compiles a backtick condition (`when`, `for`, `if`): it must be true or false.
+    fn condition(&self, expr: &ast::Expr, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Script> {
+        let script = self.0.condition(&expr.source, expr.span, names, diagnostics)?;
         self.note(&script);
         Some(script)
     }

@@ -74,7 +74,7 @@ impl Lowerer<'_> {
             let when = rule
                 .when
                 .as_ref()
-                .and_then(|w| compiler.expr(w, &names, self.diagnostics));
+                .and_then(|w| compiler.condition(w, &names, self.diagnostics));
             let reply = rule
                 .reply
                 .as_ref()
@@ -206,7 +206,7 @@ impl Lowerer<'_> {
             let audience_script = promo
                 .audience
                 .as_ref()
-                .and_then(|a| compiler.expr(a, &names, self.diagnostics));
+                .and_then(|a| compiler.condition(a, &names, self.diagnostics));
             let say = promo
                 .say
                 .as_ref()

@@ -196,7 +196,7 @@ impl Lowerer<'_> {
             let when = style
                 .when
                 .as_ref()
-                .and_then(|w| compiler.expr(w, &names, self.diagnostics));
+                .and_then(|w| compiler.condition(w, &names, self.diagnostics));
             out.push(Style {
                 name: style.name.name.clone(),
                 when,
@@ -247,7 +247,7 @@ impl Lowerer<'_> {
                     otherwise.get_or_insert(arm.span);
                     None
                 }
-                Some(w) => match compiler.expr(w, &names, self.diagnostics) {
+                Some(w) => match compiler.condition(w, &names, self.diagnostics) {
                     Some(s) => Some(s),
                     None => continue,
                 },

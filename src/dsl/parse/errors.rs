@@ -1,11 +1,12 @@
 //! Syntax errors in an editor's words: pest's error at a place becomes a diagnostic that
 //! names what was expected (`expected a string in double quotes, found ...`), with advice
 //! for the common mistakes (Chinese quotes and commas, a trailing comma, an unclosed
-//! string) and for nesting too deep.
+//! string), for nesting too deep, and for a missing `}`: pest notices it only at the next
+//! item or the end of the file, so the diagnostic points at the `{` left open instead.
 
 use pest::error::{ErrorVariant, InputLocation};
 
-use super::{MAX_NESTING, NESTING_HELP, PEST_STACK_LIMIT, Rule, is_token};
+use super::{ITEM_KEYWORDS, MAX_NESTING, NESTING_HELP, PEST_STACK_LIMIT, Rule, is_token};
 use crate::diag::{Diagnostic, FileId, Span};
 
 /// Turns a pest error on `rest` (which starts at byte `base` of the file) into a
@@ -24,6 +25,9 @@ pub(super) fn syntax_error(file: FileId, base: usize, rest: &str, error: &pest::
     } else {
         format!("`{found}`")
     };
+    if let Some(diagnostic) = unclosed_brace(file, base, rest, at, found) {
+        return diagnostic;
+    }
     let rest_of_line = rest[at..].split('\n').next().unwrap_or("");
     if rest_of_line.starts_with('"')
         && !rest_of_line.starts_with("\"\"\"")
@@ -53,6 +57,162 @@ pub(super) fn syntax_error(file: FileId, base: usize, rest: &str, error: &pest::
         diagnostic = diagnostic.with_help(help);
     }
     diagnostic
+}
+
+/// A missing `}`: the parse of an item stopped at the next item (an item keyword at
+/// column 1) or at the end of the file with a `{` still open. The diagnostic points at
+/// that `{`, with the place the parser gave up as the second one.
+fn unclosed_brace(file: FileId, base: usize, rest: &str, at: usize, found: &str) -> Option<Diagnostic> {
+    let at_line_start = at == 0 || rest[..at].ends_with('\n');
+    let next_item = at_line_start && ITEM_KEYWORDS.contains(&found);
+    let at_end = rest[at..].trim().is_empty();
+    if !next_item && !at_end {
+        return None;
+    }
+    let open = open_brace(&rest[..at])?;
+    let line_start = rest[..open].rfind('\n').map_or(0, |i| i + 1);
+    let header = rest[line_start..open].trim();
+    let header = header.strip_prefix('}').unwrap_or(header).trim();
+    let what = if header.starts_with("if ") || header.starts_with("if`") {
+        "the `if` block".to_string()
+    } else if header == "else" {
+        "the `else` block".to_string()
+    } else if header.is_empty() {
+        "this block".to_string()
+    } else if header.chars().count() > 40 {
+        format!("`{}…`", header.chars().take(40).collect::<String>())
+    } else {
+        format!("`{header}`")
+    };
+    let (stop, stop_label) = if at_end {
+        // The end of the file, after any trailing blanks and comments.
+        (
+            Span::new(file, base + rest.len(), base + rest.len()),
+            "the file ends here".to_string(),
+        )
+    } else {
+        (
+            Span::new(file, base + at, base + at + found.len()),
+            format!("the next item starts here, while {what} is still open"),
+        )
+    };
+    Some(
+        Diagnostic::error(
+            Span::new(file, base + open, base + open + 1),
+            format!("{what} is missing its closing `}}`"),
+        )
+        .with_label("this `{` is never closed")
+        .with_secondary(stop, stop_label)
+        .with_help(format!("add `}}` where {what} ends")),
+    )
+}
+
+/// The `{` left open in `text` (the start of an item up to where its parse stopped), if
+/// any. Strings, template holes, backtick scripts, regexes and comments are skipped. A `}`
+/// that starts its line closes the innermost `{` whose line is indented as much, so in
+///
+/// ```text
+/// flow 甲 {
+///   if `x` {
+///     reply "a"
+///   reply "b"
+/// }
+/// ```
+///
+/// the `}` closes the flow and the `if` is the block left open; otherwise (no such
+/// indentation) the innermost `{` is taken.
+fn open_brace(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let indent_at = |i: usize| {
+        let start = text[..i].rfind('\n').map_or(0, |n| n + 1);
+        let line = &text[start..];
+        (start, line.len() - line.trim_start_matches([' ', '\t']).len())
+    };
+    // Open braces: (offset, indentation of their line).
+    let mut open: Vec<(usize, usize)> = Vec::new();
+    let mut skipped: Option<usize> = None;
+    let mut i = 0;
+    let mut previous = b' ';
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'#' => i = text[i..].find('\n').map_or(bytes.len(), |n| i + n),
+            b'"' if text[i..].starts_with("\"\"\"") => {
+                i = text[i + 3..].find("\"\"\"").map_or(bytes.len(), |n| i + 3 + n + 3) - 1;
+            }
+            b'"' => i = skip_short_string(bytes, i),
+            b'`' => i = text[i + 1..].find('`').map_or(bytes.len(), |n| i + 1 + n),
+            b'/' if previous == b'=' => {
+                i += 1;
+                while i < bytes.len() && !matches!(bytes[i], b'/' | b'\n') {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' => open.push((i, indent_at(i).1)),
+            b'}' => {
+                let (line_start, indent) = indent_at(i);
+                let first_on_line = line_start + indent == i;
+                let matching = open.iter().rposition(|&(_, k)| k == indent);
+                match matching {
+                    Some(m) if first_on_line => {
+                        if m + 1 < open.len() && skipped.is_none() {
+                            skipped = Some(open[open.len() - 1].0);
+                        }
+                        open.truncate(m);
+                    }
+                    _ => {
+                        open.pop();
+                    }
+                }
+            }
+            _ => {}
+        }
+        if !b.is_ascii_whitespace() {
+            previous = b;
+        }
+        i += 1;
+    }
+    skipped.or_else(|| open.last().map(|&(offset, _)| offset))
+}
+
+/// The index of the closing quote of the short string opening at `i` (or of the end of its
+/// line): escapes and template holes, which may hold quotes of their own, are skipped.
+fn skip_short_string(bytes: &[u8], mut i: usize) -> usize {
+    i += 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' | b'\n' => return i,
+            b'\\' => i += 2,
+            b'{' if bytes.get(i + 1) == Some(&b'{') => i += 2,
+            b'}' if bytes.get(i + 1) == Some(&b'}') => i += 2,
+            b'{' => {
+                // A hole: braces nest, quoted strings inside are skipped, all on this line.
+                let mut depth = 0;
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    match bytes[i] {
+                        b'{' => depth += 1,
+                        b'}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        b'"' => {
+                            i += 1;
+                            while i < bytes.len() && !matches!(bytes[i], b'"' | b'\n') {
+                                i += if bytes[i] == b'\\' { 2 } else { 1 };
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    bytes.len()
 }
 
 /// The token an error stopped at: a word, a quoted string start, or one symbol.
@@ -219,4 +379,28 @@ fn describe(r: Rule) -> String {
         _ => "something else",
     };
     text.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_brace_left_open_is_found_past_strings_holes_scripts_and_regexes() {
+        let text = "rule 甲 {\n  when `x == \"}\"`\n  reply \"{if a {\"}\"} else {\"{\"}}\" # }\n";
+        assert_eq!(open_brace(text), Some(text.find('{').unwrap()));
+        let entity = "entity order_id = /\\d{12}/\n";
+        assert_eq!(open_brace(entity), None);
+        let closed = "shop \"店\" { timezone \"Asia/Shanghai\" }\n";
+        assert_eq!(open_brace(closed), None);
+    }
+
+    #[test]
+    fn a_closing_brace_closes_the_block_indented_as_much() {
+        let text = "flow 甲 {\n  if `x` {\n    reply \"a\"\n  reply \"b\"\n}\n";
+        assert_eq!(open_brace(text), Some(text.find("{\n    reply").unwrap()));
+        // Braces on one line pair up as written.
+        let text = "flow 甲 {\n  if `x` { end }\n";
+        assert_eq!(open_brace(text), Some(text.find('{').unwrap()));
+    }
 }
