@@ -239,16 +239,17 @@ fn ends_a_sentence(text: &str) -> bool {
 }
 
 /// Whether the answer only says the customer's message again: its longest common
-/// subsequence with the message covers 70% of the message, and it adds fewer than
-/// [`SHORTEST_ANSWER`] characters of its own (`可以视频看看实物吗` → `你可以视频看实物吗？`).
+/// subsequence with the message covers 70% of the message, and it adds at most two
+/// characters of its own (`可以视频看看实物吗` → `你可以视频看实物吗？`). `我可以帮您订机票`
+/// to `帮我订机票` says something of its own.
 fn restates(text: &str, message: &str) -> bool {
     let asked = core(message);
     let answer = core(text);
-    if asked.len() < 2 || answer.len() > asked.len() + SHORTEST_ANSWER {
+    if asked.len() < 2 || answer.len() > asked.len() + 2 {
         return false;
     }
     let common = lcs(&answer, &asked);
-    common * 10 >= asked.len() * 7 && answer.len() - common < SHORTEST_ANSWER
+    common * 10 >= asked.len() * 7 && answer.len() - common <= 2
 }
 
 /// The length of the longest common subsequence of `a` and `b`.
@@ -268,8 +269,9 @@ fn lcs(a: &[char], b: &[char]) -> usize {
 /// A number with a unit in the answer (`30天`, `20元`) that the shop's facts contradict or
 /// do not give: the facts give numbers of that unit but not this one, or the fact sentence
 /// the answer's sentence is about gives another one (`签收7天内的质量问题可以换新` when the
-/// policy says `质量问题签收15天内可换新`). Prices and discounts (`元`, `折`, `%`) must come
-/// from the facts or the message; other units the facts never mention cannot be checked.
+/// policy says `质量问题签收15天内可换新`). Prices and discounts (`元`, `折`) must come from
+/// the facts or the message; other units the facts never mention cannot be checked
+/// (`100%纯棉` is a product's make-up, not a discount).
 fn unfounded_number(text: &str, context: &Context<'_>) -> Option<String> {
     if context.facts.is_empty() {
         return None;
@@ -283,7 +285,7 @@ fn unfounded_number(text: &str, context: &Context<'_>) -> Option<String> {
             if asked.iter().any(said) {
                 continue;
             }
-            let strict = matches!(q.unit, "元" | "折" | "%");
+            let strict = matches!(q.unit, "元" | "折");
             if (strict || known.iter().any(|k| k.unit == q.unit)) && !known.iter().any(said) {
                 return Some(q.written);
             }
@@ -518,6 +520,7 @@ mod tests {
         assert!(verdict("亲，您可以在订单详情里，", "怎么退货").is_some());
         assert!(verdict("亲，您可以在订单详情页点击", "怎么退货").is_some());
         assert!(verdict("你可以视频看实物吗？", "可以视频看看实物吗").is_some());
+        assert_eq!(verdict("我可以帮您订机票。", "帮我订机票"), None);
         // Opening with the question is an echo even when an answer follows: it is what
         // small models do when lost, and what lets the stream be stopped early.
         assert!(verdict("能开发票吗？可以的亲，下单后在订单详情里申请就可以～", "能开发票吗").is_some());
