@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use criterion::{Criterion, Throughput};
-use kefu::safety::{ListAction, PiiKind, Safety, SafetyConfig, WordList, pii};
+use kefu::safety::{Applies, ListAction, PiiKind, Safety, SafetyConfig, WordList, pii};
 
 /// A small deterministic generator (SplitMix64).
 struct Rng(u64);
@@ -107,9 +107,12 @@ fn config(words: &[String]) -> SafetyConfig {
             action: ListAction::Block { reply: "no".into() },
             words: words.to_vec(),
             without: vec![],
+            on: Applies::Both,
+            segmented: false,
         }],
         allow: vec![],
         pii: PiiKind::ALL.to_vec(),
+        order_number: None,
     }
 }
 

@@ -255,6 +255,7 @@ pub(super) fn run(
         session: &session,
         understanding: &understanding,
         message: &message,
+        findings: &verdict.findings,
         user: request.user.as_ref(),
         context: request.context.as_ref(),
         now: &now,
@@ -324,6 +325,7 @@ fn describe_findings(findings: &[crate::safety::Finding]) -> String {
                 crate::safety::Action::Block => "block",
                 crate::safety::Action::Mask => "mask",
                 crate::safety::Action::Pii => "pii",
+                crate::safety::Action::Flag => "flag",
             };
             format!("{action} {}", f.category)
         })

@@ -56,6 +56,7 @@ pub const BUILTIN_VARIABLES: &[&str] = &[
     "session",
     "user",
     "now",
+    "safety",
 ];
 
 /// Request-context maps a shop may read without declaring them with `context`.
