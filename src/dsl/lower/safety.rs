@@ -231,14 +231,18 @@ impl Lowerer<'_> {
         let applies = match on.name.parse::<Applies>() {
             Ok(applies) => applies,
             Err(()) => {
-                let names = Applies::ALL.map(Applies::name);
-                self.unknown(on, "side", names.iter().copied());
-                if let Some(last) = self.diagnostics.last_mut() {
-                    last.help = Some(
-                        "a list applies `on messages` (the customer's), `on replies` (kefu's) or `on both`, the default"
-                            .into(),
-                    );
-                }
+                let near = crate::diag::closest(&on.name, Applies::ALL.map(Applies::name).into_iter());
+                let help = match near {
+                    Some(near) => format!("did you mean `{near}`? "),
+                    None => String::new(),
+                };
+                self.push(
+                    Diagnostic::error(on.span, format!("unknown side `{}`", on.name))
+                        .with_label("where the list applies")
+                        .with_help(format!(
+                            "{help}a list applies `on messages` (the customer's), `on replies` (kefu's) or `on both`, the default"
+                        )),
+                );
                 return Applies::Both;
             }
         };
@@ -278,14 +282,21 @@ impl Lowerer<'_> {
         };
         match OrderNumber::new(&pattern) {
             Ok(orders) => {
-                for (sample, what) in SAMPLES {
-                    if orders.matches(sample) {
-                        self.push(
-                            Diagnostic::warning(span, format!("this order-number pattern also matches {what}"))
-                                .with_label(format!("`{sample}` matches, so such numbers would not be masked"))
-                                .with_help("make the pattern as narrow as your order numbers, e.g. `2026\\d{8}`"),
-                        );
-                    }
+                let hits: Vec<(&str, &str)> = SAMPLES
+                    .into_iter()
+                    .filter(|(sample, _)| orders.matches(sample))
+                    .collect();
+                if !hits.is_empty() {
+                    let what: Vec<&str> = hits.iter().map(|(_, what)| *what).collect();
+                    let samples: Vec<String> = hits.iter().map(|(sample, _)| format!("`{sample}`")).collect();
+                    self.push(
+                        Diagnostic::warning(
+                            span,
+                            format!("this order-number pattern also matches {}", what.join(", ")),
+                        )
+                        .with_label(format!("{} would not be masked", samples.join(", ")))
+                        .with_help("make the pattern as narrow as your order numbers, e.g. `2026\\d{8}`"),
+                    );
                 }
                 Some(orders)
             }
