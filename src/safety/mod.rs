@@ -58,7 +58,9 @@ pub enum Fold {
     Case,
     /// Traditional Chinese characters read as simplified.
     Traditional,
-    /// Circled, parenthesized, superscript, Chinese and 壹-style numerals read as digits.
+    /// Circled, parenthesized, superscript, Chinese and 壹-style numerals read as digits;
+    /// with `Gaps`, a number form (`①`, `⑴`, `⒈`, `❶`, `㈠`) alone between two characters
+    /// that are not digits is noise and skipped (`唯①品②会` reads `唯品会`).
     Numbers,
     /// Decorated and enclosed Latin letters read as plain letters.
     Letters,
@@ -379,18 +381,6 @@ impl Verdict {
     /// Whether the message must not go on.
     pub fn is_blocked(&self) -> bool {
         self.blocked.is_some()
-    }
-
-    /// The categories of the list words found that did not block the text (flagged or
-    /// masked), each once, in order of first position: what rules read as `safety.flags`.
-    pub fn flags(&self) -> Vec<&str> {
-        let mut flags: Vec<&str> = Vec::new();
-        for f in &self.findings {
-            if matches!(f.action, Action::Flag | Action::Mask) && !flags.contains(&f.category.as_str()) {
-                flags.push(&f.category);
-            }
-        }
-        flags
     }
 }
 

@@ -13,10 +13,12 @@
 //! 一台 from the segmenter. The hidden Markov model for unknown words is off: it would join
 //! unknown characters into words and hide boundaries, and it costs time.
 //!
-//! The dictionary takes a while to load (about 0.2 s in a release build), so it is loaded
-//! once per process, lazily, and only when a rule set has a segmented list ([`warm`] when
-//! such a rule set is built, so no customer waits for it). A text is segmented only when a
-//! segmented list's word was found in it, at most once per check.
+//! The dictionary takes a while to load (about 0.1 s and 30 MiB in a release build,
+//! `cargo bench --bench safety`), so it is loaded once per process, lazily, and only when
+//! a rule set has a segmented list ([`warm`] when such a rule set is built, so no customer
+//! waits for it). A text is segmented only when a segmented list's word was found in it,
+//! at most once per check: over the 1,244 messages of the false-refusal set, the demo
+//! shop's lists cost 0.27 µs a message unsegmented and 0.29 µs segmented.
 
 use std::sync::OnceLock;
 
