@@ -6,6 +6,12 @@
 //! prints the medians in MB/s and the ratio, so the figures can be quoted as they are.
 //! The data is generated from a fixed seed: every run measures the same thing.
 //!
+//! `safety_demo` checks the 1,244 customer messages of the false-refusal set
+//! (`tests/data/safety/false_refusals_*.txt`) with the demo shop's lists (political
+//! `segmented`, competitors `on replies`, profanity masked), and with the same lists
+//! unsegmented: what segmentation costs a message. The summary also prints how long the
+//! segmenter's dictionary takes to load (once per process).
+//!
 //! `pii_adversarial` times the personal-data search alone on messages written to make it
 //! slow (digits between separators, long digit runs, `@` runs, repeated districts), at
 //! two sizes each: the time should grow with the length, not faster
@@ -16,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use criterion::{Criterion, Throughput};
-use kefu::safety::{ListAction, PiiKind, Safety, SafetyConfig, WordList, pii};
+use kefu::safety::{Applies, ListAction, PiiKind, Safety, SafetyConfig, WordList, pii};
 
 /// A small deterministic generator (SplitMix64).
 struct Rng(u64);
@@ -107,9 +113,12 @@ fn config(words: &[String]) -> SafetyConfig {
             action: ListAction::Block { reply: "no".into() },
             words: words.to_vec(),
             without: vec![],
+            on: Applies::Both,
+            segmented: false,
         }],
         allow: vec![],
         pii: PiiKind::ALL.to_vec(),
+        order_number: None,
     }
 }
 
@@ -137,6 +146,120 @@ fn median(mut f: impl FnMut(), runs: usize) -> (Duration, Duration) {
         .zip(cpu_start)
         .map_or(median, |(end, start)| (end - start) / runs as u32);
     (median, cpu)
+}
+
+/// Non-empty lines of a file, `#` comments and lines starting with `# ` left out.
+fn lines(path: &str, comments: bool) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .lines()
+        .map(|l| if comments { l.split('#').next().unwrap_or("") } else { l })
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("# "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The demo shop's lists (rules/safety.kefu), with or without segmentation.
+fn demo_config(segmented: bool) -> SafetyConfig {
+    let list = |category: &str, action: ListAction, file: &str, on: Applies, segmented: bool| WordList {
+        category: category.into(),
+        action,
+        words: lines(&format!("rules/safety/{file}"), true),
+        without: vec![],
+        on,
+        segmented,
+    };
+    SafetyConfig {
+        lists: vec![
+            list(
+                "政治",
+                ListAction::Block { reply: "no".into() },
+                "political.txt",
+                Applies::Both,
+                segmented,
+            ),
+            list(
+                "竞品",
+                ListAction::Block { reply: "no".into() },
+                "competitors.txt",
+                Applies::Replies,
+                false,
+            ),
+            list("脏话", ListAction::Mask, "profanity.txt", Applies::Both, false),
+        ],
+        allow: [
+            "共产党员服务站",
+            "北京东",
+            "南京东",
+            "京东方",
+            "京东快递",
+            "京东物流",
+            "京东e卡",
+        ]
+        .map(String::from)
+        .to_vec(),
+        pii: PiiKind::ALL.to_vec(),
+        order_number: None,
+    }
+}
+
+/// The false-refusal set: realistic customer messages.
+fn demo_messages() -> Vec<String> {
+    let mut messages = lines("tests/data/safety/false_refusals_hand.txt", false);
+    messages.extend(lines("tests/data/safety/false_refusals_generated.txt", false));
+    messages
+}
+
+/// What the segmenter costs: loading its dictionary, and a message checked by the demo
+/// shop's lists with and without segmentation.
+fn segment_summary() {
+    // Fold tables first, so that the second build times only the dictionary.
+    black_box(Safety::build(demo_config(false)).unwrap());
+    let rss = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    let before = rss();
+    let load = Instant::now();
+    black_box(Safety::build(demo_config(true)).unwrap());
+    let load = load.elapsed();
+    let grown = rss() - before;
+    let messages = demo_messages();
+    let per_message = |safety: &Safety| {
+        let (wall, cpu) = median(
+            || {
+                for m in &messages {
+                    black_box(safety.check_input(black_box(m)));
+                }
+            },
+            31,
+        );
+        (wall / messages.len() as u32, cpu / messages.len() as u32)
+    };
+    let plain = per_message(&Safety::build(demo_config(false)).unwrap());
+    let segmented = per_message(&Safety::build(demo_config(true)).unwrap());
+    let safety = Safety::build(demo_config(true)).unwrap();
+    let with_hit = messages.iter().filter(|m| !safety.findings(m).is_empty()).count();
+    println!("segmenter (demo shop lists, {} customer messages)", messages.len());
+    println!(
+        "  dictionary load (once)     {:>7.1} ms, resident memory +{grown:.0} MiB",
+        load.as_secs_f64() * 1e3
+    );
+    println!(
+        "  check_input, unsegmented   {:>7.2} µs / {:>7.2} µs per message",
+        plain.0.as_secs_f64() * 1e6,
+        plain.1.as_secs_f64() * 1e6
+    );
+    println!(
+        "  check_input, segmented     {:>7.2} µs / {:>7.2} µs per message ({with_hit} with a finding)",
+        segmented.0.as_secs_f64() * 1e6,
+        segmented.1.as_secs_f64() * 1e6
+    );
 }
 
 fn summary(data: &Data) {
@@ -211,6 +334,7 @@ fn main() {
     let data = data();
     if benching {
         summary(&data);
+        segment_summary();
     }
 
     let mut c = Criterion::default().configure_from_args().sample_size(20);
@@ -254,6 +378,21 @@ fn main() {
                 .sum::<usize>()
         })
     });
+    group.finish();
+
+    let demo = demo_messages();
+    let mut group = c.benchmark_group("safety_demo");
+    group.throughput(Throughput::Elements(demo.len() as u64));
+    for (name, segmented) in [("check_input_unsegmented", false), ("check_input_segmented", true)] {
+        let safety = Safety::build(demo_config(segmented)).unwrap();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                demo.iter()
+                    .map(|m| safety.check_input(black_box(m)).findings.len())
+                    .sum::<usize>()
+            })
+        });
+    }
     group.finish();
 
     let mut group = c.benchmark_group("safety_build");

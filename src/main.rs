@@ -44,7 +44,7 @@ fn main() -> ExitCode {
             closed_set,
             mistakes,
         } => cli::eval::run(&data, &rules, json, closed_set, mistakes),
-        Command::Safety { rules, text } => Ok(cli::safety::run(&rules, text)),
+        Command::Safety { rules, reply, text } => Ok(cli::safety::run(&rules, reply, text)),
         Command::Serve(args) => cli::serve::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Generate(args) => cli::generate::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Data(command) => cli::data::run(command),

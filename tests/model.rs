@@ -301,7 +301,10 @@ fn the_default_model_shows_no_echo_or_fragment_on_the_digital_shop() {
         .rules
         .expect("the judge's test shop compiles");
     let engine = Engine::new(rules).with_llm(model);
-    for (i, question) in ["你是机器人吗", "有什么优惠吗", "这个蓝牙耳机降噪效果咋样"].into_iter().enumerate() {
+    for (i, question) in ["你是机器人吗", "有什么优惠吗", "这个蓝牙耳机降噪效果咋样"]
+        .into_iter()
+        .enumerate()
+    {
         let response = engine.turn(TurnRequest::new(format!("digital-{i}"), question));
         match response.source {
             AnswerSource::Llm => {

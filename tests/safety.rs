@@ -11,7 +11,8 @@ mod support;
 use std::path::Path;
 
 use kefu::safety::{
-    DEFAULT_BLOCK_REPLY, Fold, GuardStep, ListAction, PiiKind, Safety, SafetyConfig, Verdict, WordList,
+    Applies, DEFAULT_BLOCK_REPLY, Fold, GuardStep, ListAction, OrderNumber, PiiKind, Safety, SafetyConfig, Verdict,
+    WordList,
 };
 use serde::Deserialize;
 
@@ -25,6 +26,9 @@ struct CaseFile {
     allow: Vec<String>,
     #[serde(default)]
     pii: Vec<String>,
+    /// The shop's order-number pattern, if it declares one.
+    #[serde(default)]
+    order_number: Option<String>,
     cases: Vec<Case>,
 }
 
@@ -38,6 +42,11 @@ struct ListSpec {
     words: Vec<String>,
     #[serde(default)]
     without: Vec<String>,
+    /// `messages`, `replies` or `both` (the default).
+    #[serde(default)]
+    on: Option<String>,
+    #[serde(default)]
+    segmented: bool,
 }
 
 /// A case; every expectation is optional, but a case must have one.
@@ -48,6 +57,9 @@ struct Case {
     /// A message checked whole.
     #[serde(default)]
     input: Option<String>,
+    /// A reply checked whole (kefu's side), instead of a message.
+    #[serde(default)]
+    output: Option<String>,
     /// Model output streamed through the guard, chunk by chunk.
     #[serde(default)]
     chunks: Option<Vec<String>>,
@@ -88,8 +100,13 @@ fn build(file: &CaseFile) -> Safety {
                     reply: l.reply.clone().unwrap_or_else(|| DEFAULT_BLOCK_REPLY.to_string()),
                 },
                 "mask" => ListAction::Mask,
+                "flag" => ListAction::Flag,
                 other => panic!("unknown action {other}"),
             },
+            on: l.on.as_deref().map_or(Applies::Both, |a| {
+                a.parse().unwrap_or_else(|()| panic!("unknown side {a}"))
+            }),
+            segmented: l.segmented,
             words: l.words.clone(),
             without: l
                 .without
@@ -107,6 +124,10 @@ fn build(file: &CaseFile) -> Safety {
         lists,
         allow: file.allow.clone(),
         pii,
+        order_number: file
+            .order_number
+            .as_deref()
+            .map(|p| OrderNumber::new(p).unwrap_or_else(|e| panic!("order number {p}: {e}"))),
     })
     .unwrap_or_else(|e| panic!("the case file's lists must compile: {e:?}"))
 }
@@ -121,8 +142,17 @@ fn check(safety: &Safety, case: &Case) -> Vec<String> {
         }
     };
     let mut checked = 0;
-    if let Some(input) = &case.input {
-        let verdict: Verdict = safety.check_input(input);
+    let text = case
+        .input
+        .as_ref()
+        .map(|t| (t, false))
+        .or(case.output.as_ref().map(|t| (t, true)));
+    if let Some((input, reply)) = text {
+        let verdict: Verdict = if reply {
+            safety.check_output(input)
+        } else {
+            safety.check_input(input)
+        };
         if let Some(want) = &case.normalized {
             expect("normalized", want, &safety.normalize(input));
             checked += 1;
@@ -226,7 +256,10 @@ fn case_files() -> Vec<(String, CaseFile)> {
 fn every_case_file_passes() {
     let files = case_files();
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["folds.yaml", "lists.yaml", "pii.yaml", "stream.yaml"]);
+    assert_eq!(
+        names,
+        ["folds.yaml", "lists.yaml", "pii.yaml", "sides.yaml", "stream.yaml"]
+    );
     let mut failures = Vec::new();
     let mut count = 0;
     for (name, file) in &files {
@@ -411,4 +444,109 @@ fn a_list_file_of_symbol_only_lines_loads_with_a_few_warnings() {
         "{rendered}"
     );
     assert!(rules.safety.check_input("这是违禁词").is_blocked());
+}
+
+/// The lines of a message file: `# ` comments and blank lines skipped.
+fn message_lines(path: &str) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("# ") && *l != "#")
+        .map(str::to_string)
+        .collect()
+}
+
+/// What the demo shop's safety makes of a text, in the words of `must_refuse.txt`: the
+/// blocking category, else every category masked or flagged.
+fn outcome(verdict: &Verdict) -> Vec<String> {
+    if let Some(b) = &verdict.blocked {
+        return vec![format!("block {}", b.category)];
+    }
+    verdict
+        .findings
+        .iter()
+        .filter_map(|f| {
+            let action = serde_json::to_value(f.action).unwrap();
+            let action = action.as_str().unwrap();
+            (action != "pii").then(|| format!("{action} {}", f.category))
+        })
+        .collect()
+}
+
+/// The demo shop refuses only what it must. Over 1,200 realistic customer messages that
+/// name couriers, platforms, ways to pay, brands, places and hardware, or hold a listed
+/// word across two real words (一台独显, 其中共有, 觉得物流), none is refused, neither by
+/// the safety check nor in a whole turn (with the mock model); and every line of
+/// `must_refuse.txt` (political words with noise, profanity, competitors named in a reply)
+/// is still refused, masked or flagged as it says. Prints the figures and every failure.
+#[test]
+fn the_demo_shop_refuses_only_what_it_must() {
+    let (compiled, rendered) = support::check(Path::new("rules"));
+    let rules = std::sync::Arc::new(compiled.rules.unwrap_or_else(|| panic!("{rendered}")));
+    let hand = message_lines("tests/data/safety/false_refusals_hand.txt");
+    let generated = message_lines("tests/data/safety/false_refusals_generated.txt");
+    assert!(hand.len() >= 200, "{} hand-written messages", hand.len());
+    assert!(generated.len() >= 1000, "{} generated messages", generated.len());
+    let messages: Vec<&String> = hand.iter().chain(&generated).collect();
+
+    let mut failures = Vec::new();
+    let mut refused = 0;
+    for m in &messages {
+        let verdict = rules.safety.check_input(m);
+        if let Some(b) = &verdict.blocked {
+            refused += 1;
+            let words: Vec<&str> = verdict.findings.iter().filter_map(|f| f.word.as_deref()).collect();
+            failures.push(format!("refused ({}: {}): {m}", b.category, words.join(", ")));
+        }
+    }
+    println!(
+        "false refusals: {refused} of {} messages ({:.2}%)",
+        messages.len(),
+        100.0 * refused as f64 / messages.len() as f64
+    );
+
+    // Whole turns: nothing a rule, the FAQ or the model answers may come back refused.
+    let model = std::sync::Arc::new(kefu::llm::MockLlm::new(Vec::new()));
+    let engine = kefu::Engine::new(std::sync::Arc::clone(&rules)).with_llm(model);
+    for (i, m) in messages.iter().enumerate() {
+        let response = engine.turn(kefu::TurnRequest::new(format!("fr-{i}"), m.as_str()));
+        if response.source == kefu::engine::AnswerSource::Safety {
+            failures.push(format!("turn answered by safety ({:?}): {m}", response.reply));
+        }
+    }
+
+    let mut checked = 0;
+    for line in message_lines("tests/data/safety/must_refuse.txt") {
+        let parts: Vec<&str> = line.splitn(3, " | ").collect();
+        let [place, want, text] = parts[..] else {
+            panic!("must_refuse.txt: `WHERE | WHAT CATEGORY | TEXT` expected: {line}");
+        };
+        checked += 1;
+        let got = match place {
+            "message" => outcome(&rules.safety.check_input(text)),
+            "reply" => {
+                let whole = outcome(&rules.safety.check_output(text));
+                // Streamed a character at a time, a model answer comes out the same.
+                let chars: Vec<String> = text.chars().map(String::from).collect();
+                let (_, streamed) = stream(&rules.safety, &chars);
+                let streamed = streamed.map(|c| format!("block {c}"));
+                if want.starts_with("block ") && streamed.as_deref() != Some(want) {
+                    failures.push(format!("not blocked while streaming ({want}): {text}"));
+                }
+                whole
+            }
+            other => panic!("must_refuse.txt: unknown place {other}: {line}"),
+        };
+        if !got.iter().any(|g| g == want) {
+            failures.push(format!("{place} {text:?}: expected {want}, got {got:?}"));
+        }
+    }
+    assert!(checked >= 50, "{checked} must-refuse lines");
+    assert!(
+        failures.is_empty(),
+        "{} failures ({refused} false refusals of {} messages):\n{}",
+        failures.len(),
+        messages.len(),
+        failures.join("\n")
+    );
 }

@@ -118,13 +118,18 @@ pub enum Command {
     /// Show what the safety filter makes of a text, as JSON: "why was this blocked?".
     ///
     /// Prints the normalized (matching) form, every finding with its category, action
-    /// (block, mask or pii), byte span in the original text, original text and the list
-    /// word it matched, the block reply if any, and the masked text. Exits 0 when the
-    /// text was checked (blocked or not), 1 when the rules do not load.
+    /// (block, mask, flag or pii), byte span in the original text, original text and the
+    /// list word it matched, the block reply if any, and the masked text. The text is
+    /// checked as a customer's message, or with `--reply` as kefu's reply (the lists that
+    /// apply there). Exits 0 when the text was checked (blocked or not), 1 when the rules
+    /// do not load.
     Safety {
         /// The rules directory.
         #[arg(long, default_value = "rules")]
         rules: PathBuf,
+        /// Check the text as kefu's reply instead of a customer's message.
+        #[arg(long)]
+        reply: bool,
         /// The text to check; `-` or nothing reads standard input.
         text: Option<String>,
     },

@@ -14,8 +14,9 @@ struct SafetyReport<'a> {
     masked: String,
 }
 
-/// Checks `text` (standard input for `-` or nothing) with the rules in `dir` and prints the report.
-pub fn run(dir: &Path, text: Option<String>) -> ExitCode {
+/// Checks `text` (standard input for `-` or nothing) with the rules in `dir`, as a
+/// customer's message or as kefu's `reply`, and prints the report.
+pub fn run(dir: &Path, reply: bool, text: Option<String>) -> ExitCode {
     let text = match text.as_deref() {
         Some("-") | None => {
             let mut input = String::new();
@@ -34,7 +35,11 @@ pub fn run(dir: &Path, text: Option<String>) -> ExitCode {
         eprint!("{}", compiled.report.render_all(std::io::stderr().is_terminal()));
         return ExitCode::FAILURE;
     };
-    let verdict = rules.safety.check_input(&text);
+    let verdict = if reply {
+        rules.safety.check_output(&text)
+    } else {
+        rules.safety.check_input(&text)
+    };
     let report = SafetyReport {
         rules_version: &rules.version,
         normalized: rules.safety.normalize(&text),

@@ -444,7 +444,7 @@ pub enum WordSource {
     Inline(Vec<Str>),
 }
 
-/// A `block` or `mask` list.
+/// A `block`, `mask` or `flag` list.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WordList {
     /// The category name.
@@ -457,6 +457,24 @@ pub struct WordList {
     pub without: Vec<Ident>,
     /// `reply "..."`
     pub reply: Option<Str>,
+    /// `on messages|replies|both`
+    pub on: Option<Ident>,
+    /// `segmented`, where written.
+    pub segmented: Option<Span>,
+}
+
+/// `order_number /regex/` or `order_number entity`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OrderNumber {
+    /// A pattern written in place, with its place.
+    Regex {
+        /// The pattern between the slashes.
+        pattern: String,
+        /// Where the pattern is.
+        span: Span,
+    },
+    /// A regex entity whose pattern it is.
+    Entity(Ident),
 }
 
 /// One entry of a `safety` block.
@@ -466,6 +484,10 @@ pub enum SafetyEntry {
     Block(WordList),
     /// `mask category ...`
     Mask(WordList),
+    /// `flag category ...`
+    Flag(WordList),
+    /// `order_number ...`
+    OrderNumber(OrderNumber),
     /// `allow ...`
     Allow(WordSource),
     /// `pii kind, kind`

@@ -13,6 +13,7 @@ use crate::RuleSet;
 use crate::dialogue::Session;
 use crate::nlu::Understanding;
 use crate::ruleset::Promotion;
+use crate::safety::{Action, Finding};
 
 /// JSON to a script value (`()` for null).
 ///
@@ -190,12 +191,45 @@ impl Turn<'_> {
     }
 }
 
+/// The `safety` map: what input safety found in the message without refusing it.
+/// `flags` are the categories of list words found (flag lists, lists that act only on
+/// replies, mask lists), `words` those words as the lists write them, `pii` the kinds of
+/// personal data masked; each once, in order of position.
+pub(crate) fn safety_map(findings: &[Finding]) -> Map {
+    let (mut flags, mut words, mut pii) = (Vec::new(), Vec::new(), Vec::new());
+    fn push<'f>(list: &mut Vec<&'f str>, value: &'f str) {
+        if !list.contains(&value) {
+            list.push(value);
+        }
+    }
+    for f in findings {
+        match f.action {
+            Action::Flag | Action::Mask => {
+                push(&mut flags, f.category.as_str());
+                if let Some(word) = &f.word {
+                    push(&mut words, word.as_str());
+                }
+            }
+            Action::Pii => push(&mut pii, f.category.as_str()),
+            Action::Block => {}
+        }
+    }
+    let array = |list: Vec<&str>| Dynamic::from_array(list.into_iter().map(|s| Dynamic::from(s.to_string())).collect());
+    let mut m = Map::new();
+    m.insert("flags".into(), array(flags));
+    m.insert("words".into(), array(words));
+    m.insert("pii".into(), array(pii));
+    m
+}
+
 /// Everything a turn's scripts may read.
 pub(crate) struct ScopeInput<'a> {
     pub rules: &'a RuleSet,
     pub session: &'a Session,
     pub understanding: &'a Understanding,
     pub message: &'a str,
+    /// What input safety found in the message (it was not refused).
+    pub findings: &'a [Finding],
     pub user: Option<&'a serde_json::Map<String, serde_json::Value>>,
     pub context: Option<&'a serde_json::Map<String, serde_json::Value>>,
     pub now: &'a DateTime<Tz>,
@@ -233,6 +267,7 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
         // an audience that reads `promotions` itself sees it empty.
         scope.push_dynamic("promotions", Dynamic::from_map(empty_promotions()));
     }
+    scope.push_dynamic("safety", Dynamic::from_map(safety_map(input.findings)));
     // Context maps: every declared name exists (as `()` when not sent); anything else the
     // caller sent is readable too. `product` falls back to the one talked about last.
     for name in &input.rules.shop.context {
@@ -308,6 +343,7 @@ mod tests {
                 session: &session,
                 understanding: &understanding,
                 message: "我要退货",
+                findings: &[],
                 user: user.as_object(),
                 context: None,
                 now: &now,

@@ -259,6 +259,7 @@ pub(super) fn run(
         session: &session,
         understanding: &understanding,
         message: &message,
+        findings: &verdict.findings,
         user: request.user.as_ref(),
         context: request.context.as_ref(),
         now: &now,
@@ -330,6 +331,7 @@ fn describe_findings(findings: &[crate::safety::Finding]) -> String {
                 crate::safety::Action::Block => "block",
                 crate::safety::Action::Mask => "mask",
                 crate::safety::Action::Pii => "pii",
+                crate::safety::Action::Flag => "flag",
             };
             format!("{action} {}", f.category)
         })

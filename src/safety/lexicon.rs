@@ -6,6 +6,13 @@
 //! text once. Words and allowed phrases are normalized with the same table as the text,
 //! so both sides agree on every fold.
 //!
+//! A scan runs one or more passes over the normalized text, each for the words of the lists
+//! it asks for (by where they apply: [`ACTS_ON_MESSAGES`], [`ACTS_ON_REPLIES`],
+//! [`FLAGS_ON_MESSAGES`]). Words of other lists are not there for a pass, so a flag word
+//! never hides a block word that overlaps it. A word of a `segmented` list counts only on
+//! word boundaries ([`super::segment`]); the text is segmented when such a word is first
+//! found in it, at most once per scan.
+//!
 //! Speed: a plain unanchored scan with 60,000 Chinese words runs below 100 MB/s, because
 //! almost every character of Chinese text starts some word and the automaton walks its
 //! whole (cache-missing) trie at every byte. Instead, the normalizing pass checks each pair
@@ -24,12 +31,43 @@ use std::sync::Arc;
 use aho_corasick::{AhoCorasick, Anchored, Input, MatchKind, StartKind};
 
 use super::normalize::{FoldTable, Folds, Normalized};
-use super::{BuildError, SafetyConfig, Skipped};
+use super::{BuildError, ListAction, SafetyConfig, Skipped, segment};
+
+/// A pass for the words of lists that act (block or mask) on customers' messages.
+pub(crate) const ACTS_ON_MESSAGES: u8 = 1;
+/// A pass for the words of lists that act on kefu's replies.
+pub(crate) const ACTS_ON_REPLIES: u8 = 2;
+/// A pass for the words noted in customers' messages: `flag` lists and lists that do not
+/// act on messages.
+pub(crate) const FLAGS_ON_MESSAGES: u8 = 4;
+/// Allowed phrases count in every pass.
+const EVERY_PASS: u8 = ACTS_ON_MESSAGES | ACTS_ON_REPLIES | FLAGS_ON_MESSAGES;
+
+/// Characters of context held back after the longest word of a group with a segmented
+/// list, for the streaming guard: how a word ends can depend on the characters after it
+/// (东突 then 然 is 东|突然).
+const SEGMENT_CONTEXT: usize = 4;
 
 /// The compiled word lists.
 #[derive(Debug, Default)]
 pub(crate) struct Lexicon {
     groups: Vec<Group>,
+}
+
+/// The passes a list's words count in.
+fn passes(list: &super::WordList) -> u8 {
+    match list.action {
+        ListAction::Flag => FLAGS_ON_MESSAGES,
+        _ => {
+            let messages = if list.on.messages() {
+                ACTS_ON_MESSAGES
+            } else {
+                FLAGS_ON_MESSAGES
+            };
+            let replies = if list.on.replies() { ACTS_ON_REPLIES } else { 0 };
+            messages | replies
+        }
+    }
 }
 
 /// Lists sharing one fold set, compiled together.
@@ -52,6 +90,10 @@ struct Group {
     triples: Bits,
     /// The longest pattern, in units.
     max_units: usize,
+    /// The passes any word counts in: a pass for none of them skips the group.
+    passes: u8,
+    /// Whether any word is of a segmented list.
+    segmented: bool,
 }
 
 /// One distinct normalized pattern and everything that normalizes to it.
@@ -79,6 +121,10 @@ impl Entry {
 struct Owner {
     /// `None` for an allowed phrase.
     word: Option<WordRef>,
+    /// The passes it counts in.
+    passes: u8,
+    /// Its list is segmented: it counts only on word boundaries.
+    segmented: bool,
     /// Characters the repeat fold merged in the word itself (`爸爸` → `爸` with 2): the
     /// text must repeat them as often, or a single `爸` would match. (unit offset, count).
     runs: Box<[(u16, u8)]>,
@@ -110,13 +156,17 @@ pub(crate) struct Scratch {
     /// The units from a candidate on, as bytes for the automaton: at most the longest
     /// pattern, so the hot loop only ever writes `u16` units.
     window: Vec<u8>,
+    /// Word boundaries of the text being scanned, once a segmented word needs them.
+    bounds: Vec<u32>,
+    /// Whether `bounds` is for the text being scanned.
+    segmented: bool,
 }
 
 impl Scratch {
     /// Drops buffers grown by one huge text, so that a thread does not keep them.
     pub(crate) fn shrink_if_large(&mut self) {
         const MAX_BYTES: usize = 16 << 20;
-        if self.norm.capacity() + 4 * self.candidates.capacity() > MAX_BYTES {
+        if self.norm.capacity() + 4 * (self.candidates.capacity() + self.bounds.capacity()) > MAX_BYTES {
             *self = Scratch::default();
         }
     }
@@ -148,9 +198,11 @@ impl Lexicon {
             };
             let mut builder = GroupBuilder::new(&table);
             for &list in &lists {
+                let passes = passes(&config.lists[list]);
+                let segmented = config.lists[list].segmented;
                 for (w, word) in config.lists[list].words.iter().enumerate() {
                     let word_ref = WordRef { list, word: w };
-                    if !builder.add(word, Some(word_ref)) {
+                    if !builder.add(word, Some(word_ref), passes, segmented) {
                         skipped.push(Skipped::Word {
                             list,
                             word: w,
@@ -161,7 +213,7 @@ impl Lexicon {
                 }
             }
             for (i, phrase) in config.allow.iter().enumerate() {
-                if !builder.add(phrase, None) {
+                if !builder.add(phrase, None, EVERY_PASS, false) {
                     empty_allows[i] = true;
                 }
             }
@@ -194,28 +246,42 @@ impl Lexicon {
         self.groups.first().map(|g| &g.table)
     }
 
-    /// Finds every list word in `text`, in order of position, into `hits`. Returns the
-    /// byte offset before which the result is final however the text goes on (for the
-    /// streaming guard): a match starting later may still grow, shrink, or appear.
-    pub(crate) fn scan(&self, text: &str, scratch: &mut Scratch, hits: &mut Vec<WordHit>) -> usize {
-        let before = hits.len();
+    /// Finds the words of each pass in `text`, in order of position, into that pass's
+    /// hits: `passes` pairs a pass ([`ACTS_ON_MESSAGES`], ...) with where its hits go.
+    /// Returns the byte offset before which the result is final however the text goes
+    /// on (for the streaming guard): a match starting later may still grow, shrink, or
+    /// appear.
+    pub(crate) fn scan(&self, text: &str, scratch: &mut Scratch, passes: &mut [(u8, &mut Vec<WordHit>)]) -> usize {
+        debug_assert!(passes.len() <= 4, "at most one pass of each kind");
+        let mut before = [0usize; 4];
+        for (b, (_, hits)) in before.iter_mut().zip(passes.iter()) {
+            *b = hits.len();
+        }
         let mut stable = text.len();
+        scratch.segmented = false;
         for group in &self.groups {
-            stable = stable.min(group.scan(text, scratch, hits));
+            stable = stable.min(group.scan(text, scratch, passes));
         }
         if self.groups.len() > 1 {
-            hits[before..].sort_by_key(|h| (h.span.start, std::cmp::Reverse(h.span.end)));
+            for ((_, hits), before) in passes.iter_mut().zip(before) {
+                hits[before..].sort_by_key(|h| (h.span.start, std::cmp::Reverse(h.span.end)));
+            }
         }
         stable
     }
 }
 
 impl Group {
-    fn scan(&self, text: &str, scratch: &mut Scratch, hits: &mut Vec<WordHit>) -> usize {
+    fn scan(&self, text: &str, scratch: &mut Scratch, passes: &mut [(u8, &mut Vec<WordHit>)]) -> usize {
+        if passes.iter().all(|(pass, _)| self.passes & pass == 0) {
+            return text.len();
+        }
         let Scratch {
             norm,
             candidates,
             window,
+            bounds,
+            segmented,
         } = scratch;
         candidates.clear();
         let pairs = &self.pairs;
@@ -235,6 +301,33 @@ impl Group {
             candidates.push(prev_unit);
         }
 
+        let n = norm.len();
+        for (pass, hits) in passes.iter_mut() {
+            if self.passes & *pass != 0 {
+                let mut segments = Segments {
+                    text,
+                    bounds: &mut *bounds,
+                    ready: &mut *segmented,
+                };
+                self.matches(text, norm, candidates, window, *pass, &mut segments, hits);
+            }
+        }
+        let hold = self.max_units + if self.segmented { SEGMENT_CONTEXT } else { 0 };
+        if n > hold { norm.start(n - hold) } else { 0 }
+    }
+
+    /// One pass over the candidates: the words counting in `pass`, leftmost-longest.
+    #[allow(clippy::too_many_arguments)]
+    fn matches(
+        &self,
+        text: &str,
+        norm: &Normalized,
+        candidates: &[u32],
+        window: &mut Vec<u8>,
+        pass: u8,
+        segments: &mut Segments<'_>,
+        hits: &mut Vec<WordHit>,
+    ) {
         let n = norm.len();
         let mut next_free = 0;
         let mut allowed_until = 0;
@@ -278,7 +371,10 @@ impl Group {
                 let before = hits.len();
                 let span = norm.original_span(&self.table, text, p..end);
                 for owner in entry.owners(self).filter(repeated) {
-                    if let Some(word) = owner.word {
+                    if let Some(word) = owner.word
+                        && owner.passes & pass != 0
+                        && (!owner.segmented || segments.on_boundaries(&span))
+                    {
                         hits.push(WordHit {
                             word,
                             span: span.clone(),
@@ -291,11 +387,6 @@ impl Group {
                 }
                 limit = end - 1;
             }
-        }
-        if n > self.max_units {
-            norm.start(n - self.max_units)
-        } else {
-            0
         }
     }
 
@@ -329,6 +420,24 @@ impl Group {
     }
 }
 
+/// The word boundaries of the text being scanned, found when first asked for.
+struct Segments<'s> {
+    text: &'s str,
+    bounds: &'s mut Vec<u32>,
+    /// Whether `bounds` holds this text's boundaries (shared by every group and pass).
+    ready: &'s mut bool,
+}
+
+impl Segments<'_> {
+    fn on_boundaries(&mut self, span: &Range<usize>) -> bool {
+        if !*self.ready {
+            segment::boundaries(self.text, self.bounds);
+            *self.ready = true;
+        }
+        segment::on_boundaries(self.bounds, span)
+    }
+}
+
 /// Collects the patterns of one group.
 struct GroupBuilder<'t> {
     table: &'t FoldTable,
@@ -359,9 +468,9 @@ impl<'t> GroupBuilder<'t> {
         }
     }
 
-    /// Adds a word (or an allowed phrase when `word` is `None`); false when it is empty
-    /// once normalized.
-    fn add(&mut self, text: &str, word: Option<WordRef>) -> bool {
+    /// Adds a word (or an allowed phrase when `word` is `None`) counting in `passes`;
+    /// false when it is empty once normalized.
+    fn add(&mut self, text: &str, word: Option<WordRef>, passes: u8, segmented: bool) -> bool {
         let mut chars: Vec<u32> = Vec::new();
         let mut norm = Normalized::default();
         self.table.normalize_with(text, &mut norm, |_, ch| chars.push(ch));
@@ -408,6 +517,8 @@ impl<'t> GroupBuilder<'t> {
         };
         self.entries[id].2.push(Owner {
             word,
+            passes,
+            segmented,
             runs: runs.into_boxed_slice(),
         });
         true
@@ -427,6 +538,9 @@ impl<'t> GroupBuilder<'t> {
             .start_kind(StartKind::Anchored)
             .build(&self.patterns)?;
         let singles = (!self.singles.is_empty()).then(|| CharSet::new(&self.singles));
+        let words = || self.entries.iter().flat_map(|(_, _, o)| o).filter(|o| o.word.is_some());
+        let passes = words().fold(0, |p, o| p | o.passes);
+        let segmented = words().any(|o| o.segmented);
         let mut entries = Vec::with_capacity(self.entries.len());
         let mut more_owners = Vec::new();
         for (left, right, owners) in self.entries {
@@ -451,6 +565,8 @@ impl<'t> GroupBuilder<'t> {
             doubles: Bits::from_keys(&self.doubles, 32),
             triples: Bits::from_keys(&self.triples, 32),
             max_units: self.max_units,
+            passes,
+            segmented,
         }))
     }
 }
@@ -601,26 +717,81 @@ impl Bits {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::safety::{Fold, ListAction, WordList};
+    use crate::safety::{Applies, Fold, ListAction, WordList};
+
+    fn list(words: &[&str], without: &[Fold]) -> WordList {
+        WordList {
+            category: "测试".into(),
+            action: ListAction::Mask,
+            words: words.iter().map(|w| w.to_string()).collect(),
+            without: without.to_vec(),
+            on: Applies::Both,
+            segmented: false,
+        }
+    }
 
     fn lexicon(words: &[&str], allow: &[&str], without: &[Fold]) -> Lexicon {
         let config = SafetyConfig {
-            lists: vec![WordList {
-                category: "测试".into(),
-                action: ListAction::Mask,
-                words: words.iter().map(|w| w.to_string()).collect(),
-                without: without.to_vec(),
-            }],
+            lists: vec![list(words, without)],
             allow: allow.iter().map(|w| w.to_string()).collect(),
-            pii: vec![],
+            ..SafetyConfig::default()
         };
         Lexicon::build(&config).unwrap().0
     }
 
-    fn found<'a>(lexicon: &Lexicon, text: &'a str) -> Vec<&'a str> {
+    fn found_in<'a>(lexicon: &Lexicon, text: &'a str, pass: u8) -> Vec<&'a str> {
         let mut hits = Vec::new();
-        lexicon.scan(text, &mut Scratch::default(), &mut hits);
+        lexicon.scan(text, &mut Scratch::default(), &mut [(pass, &mut hits)]);
         hits.iter().map(|h| &text[h.span.clone()]).collect()
+    }
+
+    fn found<'a>(lexicon: &Lexicon, text: &'a str) -> Vec<&'a str> {
+        found_in(lexicon, text, ACTS_ON_MESSAGES)
+    }
+
+    #[test]
+    fn a_segmented_list_counts_only_matches_on_word_boundaries() {
+        let mut political = list(&["台独", "港独", "东突", "中共", "全能神"], &[]);
+        political.segmented = true;
+        let config = SafetyConfig {
+            lists: vec![political],
+            ..SafetyConfig::default()
+        };
+        let lx = Lexicon::build(&config).unwrap().0;
+        for text in [
+            "两台电脑，一台核显，一台独显",
+            "香港独家代理",
+            "广东突然降温",
+            "其中共有三件",
+            "厨房全能神器",
+        ] {
+            assert_eq!(found(&lx, text), Vec::<&str>::new(), "{text}");
+        }
+        assert_eq!(found(&lx, "支持台独"), ["台独"]);
+        assert_eq!(found(&lx, "台*独"), ["台*独"]);
+        // A word the segmenter knows as the head of a longer one still counts.
+        assert_eq!(found(&lx, "中共中央"), ["中共"]);
+        assert_eq!(found(&lx, "一台独显，支持港独"), ["港独"]);
+    }
+
+    #[test]
+    fn each_pass_sees_only_its_lists() {
+        let mut replies = list(&["京东"], &[]);
+        replies.on = Applies::Replies;
+        let mut political = list(&["东突"], &[]);
+        political.action = ListAction::Block { reply: "no".into() };
+        let mut flag = list(&["比价"], &[]);
+        flag.action = ListAction::Flag;
+        let config = SafetyConfig {
+            lists: vec![replies, political, flag],
+            ..SafetyConfig::default()
+        };
+        let lx = Lexicon::build(&config).unwrap().0;
+        // On messages, the reply list's 京东 does not hide the 东突 overlapping it.
+        assert_eq!(found_in(&lx, "京东突厥", ACTS_ON_MESSAGES), ["东突"]);
+        assert_eq!(found_in(&lx, "京东突厥", FLAGS_ON_MESSAGES), ["京东"]);
+        assert_eq!(found_in(&lx, "京东比价", ACTS_ON_REPLIES), ["京东"]);
+        assert_eq!(found_in(&lx, "京东比价", FLAGS_ON_MESSAGES), ["京东", "比价"]);
     }
 
     #[test]
@@ -673,13 +844,11 @@ mod tests {
     fn a_word_empty_once_normalized_is_skipped() {
         let config = SafetyConfig {
             lists: vec![WordList {
-                category: "符号".into(),
-                action: ListAction::Mask,
                 words: vec!["好".into(), "***".into()],
-                without: vec![],
+                ..list(&[], &[])
             }],
             allow: vec!["...".into()],
-            pii: vec![],
+            ..SafetyConfig::default()
         };
         let (lx, skipped) = Lexicon::build(&config).unwrap();
         assert_eq!(skipped.len(), 2, "{skipped:?}");
@@ -700,13 +869,11 @@ mod tests {
             .collect();
         let config = SafetyConfig {
             lists: vec![WordList {
-                category: "符号".into(),
                 action: ListAction::Block { reply: "no".into() },
                 words,
-                without: vec![],
+                ..list(&[], &[])
             }],
-            allow: vec![],
-            pii: vec![],
+            ..SafetyConfig::default()
         };
         let (lx, skipped) = Lexicon::build(&config).unwrap();
         assert_eq!(skipped.len(), 32_000);

@@ -1,8 +1,10 @@
 //! Safety: what may not be said, and what personal data must not be kept.
 //!
-//! The rule language declares word lists per category with their action, an allow list,
-//! the PII kinds to mask, and which normalization folds a list opts out of
-//! ([`SafetyConfig`]). [`Safety::build`] compiles that once per rule set into matchers;
+//! The rule language declares word lists per category with their action (block, mask or
+//! flag), where each applies (customers' messages, kefu's replies, or both), an allow list,
+//! the PII kinds to mask, the shop's order numbers (never taken for personal data), which
+//! normalization folds a list opts out of, and whether its matches must fall on word
+//! boundaries ([`SafetyConfig`]). [`Safety::build`] compiles that once per rule set into matchers;
 //! the result lives in the `RuleSet`, immutable and shared by every turn.
 //!
 //! | file | job |
@@ -10,7 +12,14 @@
 //! | `normalize.rs` | fold tables and the one-pass normalizer with its offset map |
 //! | `lexicon.rs` | the word-list automaton, allow list, word boundaries |
 //! | `pii.rs` | phone, ID card, bank card, email and address detection and masks |
+//! | `segment.rs` | Chinese word boundaries (jieba) for `segmented` lists, loaded lazily |
 //! | `stream.rs` | the guard that checks model output while it streams |
+//!
+//! A list applies to customers' messages, kefu's replies or both ([`Applies`]). Competitor
+//! names, for one, are kefu's to avoid, not the customer's: a customer who names another
+//! platform (京东快递, 京东e卡) must not be refused. A list that does not act on messages
+//! (a `flag` list, or one `on replies`) still notes its words in a message as
+//! [`Action::Flag`] findings, which the turn gives rules as `safety.flags`.
 //!
 //! Invariant: no text reaches a user without passing `Safety` (input through
 //! [`Safety::check_input`], model output through an [`OutputGuard`]), and personal data
@@ -23,6 +32,7 @@ pub mod pii;
 pub mod stream;
 
 mod lexicon;
+mod segment;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -48,7 +58,9 @@ pub enum Fold {
     Case,
     /// Traditional Chinese characters read as simplified.
     Traditional,
-    /// Circled, parenthesized, superscript, Chinese and 壹-style numerals read as digits.
+    /// Circled, parenthesized, superscript, Chinese and 壹-style numerals read as digits;
+    /// with `Gaps`, a number form (`①`, `⑴`, `⒈`, `❶`, `㈠`) alone between two characters
+    /// that are not digits is noise and skipped (`唯①品②会` reads `唯品会`).
     Numbers,
     /// Decorated and enclosed Latin letters read as plain letters.
     Letters,
@@ -151,6 +163,53 @@ pub enum ListAction {
     },
     /// The word is replaced by `*` and the message goes on.
     Mask,
+    /// Nothing is refused or replaced: the category is noted in the verdict
+    /// ([`Action::Flag`]) for rules to read. Flag lists read customers' messages only.
+    Flag,
+}
+
+/// Where a word list applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Applies {
+    /// Customers' messages only.
+    Messages,
+    /// kefu's replies only: rule, flow and model answers (a customer's message with the
+    /// word goes on, the word noted as a flag).
+    Replies,
+    /// Both (the default).
+    #[default]
+    Both,
+}
+
+impl Applies {
+    /// Every value.
+    pub const ALL: [Applies; 3] = [Applies::Messages, Applies::Replies, Applies::Both];
+
+    /// The name used in rule files (`on replies`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Applies::Messages => "messages",
+            Applies::Replies => "replies",
+            Applies::Both => "both",
+        }
+    }
+
+    /// Whether the list acts on customers' messages.
+    pub fn messages(self) -> bool {
+        self != Applies::Replies
+    }
+
+    /// Whether the list acts on kefu's replies.
+    pub fn replies(self) -> bool {
+        self != Applies::Messages
+    }
+}
+
+impl FromStr for Applies {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Applies::ALL.into_iter().find(|a| a.name() == s).ok_or(())
+    }
 }
 
 /// One category's word list.
@@ -164,7 +223,50 @@ pub struct WordList {
     pub words: Vec<String>,
     /// Folds this list opts out of.
     pub without: Vec<Fold>,
+    /// Where it applies (a [`ListAction::Flag`] list reads messages whatever this says).
+    pub on: Applies,
+    /// A match counts only on Chinese word boundaries (`segmented`): it starts where a
+    /// word starts, and ends where a word ends or inside a word that starts with it.
+    pub segmented: bool,
 }
+
+/// The shop's order numbers, as a regular expression over digits: a number that PII
+/// detection would take for a phone, ID card or bank card is left alone when all its
+/// digits match (the pattern is anchored at both ends).
+#[derive(Clone, Debug)]
+pub struct OrderNumber {
+    pattern: String,
+    regex: regex::Regex,
+}
+
+impl OrderNumber {
+    /// Compiles `pattern` (as written, without anchors) to match a whole number.
+    pub fn new(pattern: &str) -> Result<OrderNumber, regex::Error> {
+        let regex = regex::Regex::new(&format!("^(?:{pattern})$"))?;
+        Ok(OrderNumber {
+            pattern: pattern.to_string(),
+            regex,
+        })
+    }
+
+    /// The pattern as written.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Whether `digits` (ASCII) is an order number.
+    pub fn matches(&self, digits: &str) -> bool {
+        self.regex.is_match(digits)
+    }
+}
+
+impl PartialEq for OrderNumber {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
+}
+
+impl Eq for OrderNumber {}
 
 /// The `safety` blocks of a rule set, merged.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -175,6 +277,8 @@ pub struct SafetyConfig {
     pub allow: Vec<String>,
     /// Personal data to mask.
     pub pii: Vec<PiiKind>,
+    /// The shop's order numbers, which are never personal data.
+    pub order_number: Option<OrderNumber>,
 }
 
 /// The reply of block lists that give none and of a safety block with no `reply`.
@@ -228,6 +332,10 @@ pub enum Action {
     Mask,
     /// Personal data: replaced by its mask and the message goes on.
     Pii,
+    /// A word of a `flag` list, or of a list that does not act on messages, in a
+    /// customer's message: nothing is refused or replaced; rules see the category in
+    /// `safety.flags`.
+    Flag,
 }
 
 /// One thing found in a text.
@@ -276,6 +384,15 @@ impl Verdict {
     }
 }
 
+/// Which side a text comes from: what a list applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// A customer's message.
+    Message,
+    /// A reply of kefu's.
+    Reply,
+}
+
 /// The compiled safety configuration of a rule set: immutable, `Send + Sync`.
 #[derive(Debug, Default)]
 pub struct Safety {
@@ -311,6 +428,10 @@ impl Safety {
     /// Every problem is reported, not just the first.
     pub fn build(config: SafetyConfig) -> Result<Safety, Vec<BuildError>> {
         let (lexicon, skipped) = Lexicon::build(&config)?;
+        if config.lists.iter().any(|l| l.segmented) {
+            // Loaded now, when the rule set is built, so that no customer waits for it.
+            segment::warm();
+        }
         Ok(Safety {
             config,
             lexicon,
@@ -333,7 +454,7 @@ impl Safety {
     /// this configuration, and both are fixed for the life of the rule set.
     pub fn vet<'t>(&mut self, replies: impl IntoIterator<Item = &'t str>) {
         for reply in replies {
-            if !reply.is_empty() && !self.vetted.contains(reply) && self.check(reply).findings.is_empty() {
+            if !reply.is_empty() && !self.vetted.contains(reply) && self.check(reply, Side::Reply).findings.is_empty() {
                 self.vetted.insert(reply.into());
             }
         }
@@ -349,9 +470,10 @@ impl Safety {
         &self.config
     }
 
-    /// Checks a customer's message: block words, mask words and personal data.
+    /// Checks a customer's message: block words, mask words, flag words and personal
+    /// data, by the lists that apply to messages (and flags for those that do not).
     pub fn check_input(&self, text: &str) -> Verdict {
-        self.check(text)
+        self.check(text, Side::Message)
     }
 
     /// Checks a reply before it is sent: a model answer (use [`Safety::output_guard`] while
@@ -364,11 +486,11 @@ impl Safety {
                 masked: text.to_string(),
             };
         }
-        self.check(text)
+        self.check(text, Side::Reply)
     }
 
-    fn check(&self, text: &str) -> Verdict {
-        let findings = self.findings(text);
+    fn check(&self, text: &str, side: Side) -> Verdict {
+        let findings = self.scan(text, side).0;
         let blocked = findings
             .iter()
             .find(|f| f.action == Action::Block)
@@ -398,32 +520,55 @@ impl Safety {
         }
     }
 
-    /// Every list word and piece of personal data in `text`, in order of position.
+    /// Every list word and piece of personal data in a customer's message `text`, in
+    /// order of position.
     pub fn findings(&self, text: &str) -> Vec<Finding> {
-        self.scan(text).0
+        self.scan(text, Side::Message).0
     }
 
-    /// List words only (no PII), as findings.
+    /// List words only (no PII) of the lists acting on messages, as findings.
     pub fn words(&self, text: &str) -> Vec<Finding> {
         let mut hits = Vec::new();
         self.scan_words(text, &mut hits);
-        hits.into_iter().map(|h| self.word_finding(text, h)).collect()
+        hits.into_iter().map(|h| self.word_finding(text, h, false)).collect()
     }
 
-    /// List words only, appended to `hits` without allocating anything else: the whole
-    /// normalize, match, allow-list and word-boundary path, and what the benchmark times.
-    /// [`SafetyConfig::lists`] gives each hit's category, action and word.
+    /// Words of the lists acting on messages, appended to `hits` without allocating
+    /// anything else: the whole normalize, match, allow-list and word-boundary path, and
+    /// what the benchmark times. [`SafetyConfig::lists`] gives each hit's category,
+    /// action and word.
     pub fn scan_words(&self, text: &str, hits: &mut Vec<WordHit>) {
-        with_scratch(|scratch| self.lexicon.scan(text, scratch, hits));
+        with_scratch(|scratch| {
+            self.lexicon
+                .scan(text, scratch, &mut [(lexicon::ACTS_ON_MESSAGES, hits)])
+        });
     }
 
-    /// Findings, and the byte offset before which list-word findings are final however
-    /// the text goes on (see [`OutputGuard`]).
-    pub(crate) fn scan(&self, text: &str) -> (Vec<Finding>, usize) {
+    /// Findings of one side, and the byte offset before which list-word findings are
+    /// final however the text goes on (see [`OutputGuard`]).
+    pub(crate) fn scan(&self, text: &str, side: Side) -> (Vec<Finding>, usize) {
         let mut hits = Vec::new();
-        let stable = with_scratch(|scratch| self.lexicon.scan(text, scratch, &mut hits));
-        let mut findings: Vec<Finding> = hits.into_iter().map(|h| self.word_finding(text, h)).collect();
-        for m in pii::find(text, &self.config.pii) {
+        let mut flags = Vec::new();
+        let stable = with_scratch(|scratch| match side {
+            Side::Message => self.lexicon.scan(
+                text,
+                scratch,
+                &mut [
+                    (lexicon::ACTS_ON_MESSAGES, &mut hits),
+                    (lexicon::FLAGS_ON_MESSAGES, &mut flags),
+                ],
+            ),
+            Side::Reply => self
+                .lexicon
+                .scan(text, scratch, &mut [(lexicon::ACTS_ON_REPLIES, &mut hits)]),
+        });
+        let mut findings: Vec<Finding> = hits
+            .into_iter()
+            .map(|h| self.word_finding(text, h, false))
+            .chain(flags.into_iter().map(|h| self.word_finding(text, h, true)))
+            .collect();
+        let order_number = self.config.order_number.as_ref();
+        for m in pii::find_with(text, &self.config.pii, order_number) {
             findings.push(Finding {
                 category: m.kind.name().to_string(),
                 action: Action::Pii,
@@ -437,10 +582,14 @@ impl Safety {
         (findings, stable)
     }
 
-    fn word_finding(&self, text: &str, hit: WordHit) -> Finding {
+    /// The finding of a hit; `flag` for a hit of the flag pass (the list does not act on
+    /// this side).
+    fn word_finding(&self, text: &str, hit: WordHit, flag: bool) -> Finding {
         let list = &self.config.lists[hit.word.list];
         let original = &text[hit.span.clone()];
         let (action, replacement) = match list.action {
+            _ if flag => (Action::Flag, None),
+            ListAction::Flag => (Action::Flag, None),
             ListAction::Block { .. } => (Action::Block, None),
             ListAction::Mask => (Action::Mask, Some("*".repeat(original.chars().count()))),
         };
@@ -463,7 +612,7 @@ impl Safety {
     /// `text` with personal data masked: what may be logged, kept in a session or put
     /// into a prompt. Borrowed when there is nothing to mask.
     pub fn redact_pii<'t>(&self, text: &'t str) -> Cow<'t, str> {
-        pii::redact(text, &self.config.pii)
+        pii::redact_with(text, &self.config.pii, self.config.order_number.as_ref())
     }
 
     /// The matching form of `text` under the folds of the lists without `without` (all

@@ -76,6 +76,12 @@ pub enum FoldError {
 pub(crate) const SKIP: u32 = 0xD800;
 /// Table codes `NUMBER..NUMBER + 100` stand for a two-digit number (`⑩` → `10`).
 const NUMBER: u32 = 0xDC00;
+/// Table codes `FORM..FORM + 100` stand for a number form (`①`, `⑴`, `⒈`, `❶`, `㈠`, `¹`)
+/// whose value is the code less `FORM`, in a table with both the numbers and the gaps
+/// fold. Such a character alone between two other characters that are not digits is noise
+/// put into a word (`唯①品②会`) and is skipped like a symbol; anywhere else it reads as its
+/// digits (`①②③` → `123`, `第⑩` → `第10`).
+const FORM: u32 = 0xDE00;
 
 /// The folded form of every character for one set of folds. Built once per set per process
 /// (see [`FoldTable::get`]) and shared.
@@ -123,8 +129,11 @@ impl FoldTable {
         } else {
             &HashMap::new()
         };
+        let forms = folds.contains(Fold::Numbers) && folds.contains(Fold::Gaps);
         let code = |c: char| match fold_char(c, folds, t2s) {
             Folded::Skip => SKIP,
+            Folded::Char(d) if forms && d.is_ascii_digit() && is_number_form(c) => FORM + (d as u32 - '0' as u32),
+            Folded::Number(n) if forms && is_number_form(c) => FORM + u32::from(n),
             Folded::Char(d) => d as u32,
             Folded::Number(n) => NUMBER + u32::from(n),
         };
@@ -193,9 +202,11 @@ impl FoldTable {
         }
     }
 
-    /// Whether a character is dropped from the matching form.
+    /// Whether a character is, or may be, dropped from the matching form: a gap, or a
+    /// number form (dropped where it stands alone between two characters).
     pub(crate) fn skips(&self, c: char) -> bool {
-        self.code(c) == SKIP
+        let code = self.code(c);
+        code == SKIP || (FORM..FORM + 100).contains(&code)
     }
 
     /// Normalizes `text` into `out` (cleared first), calling `on_char(unit, char)` for
@@ -213,22 +224,7 @@ impl FoldTable {
         let b = text.as_bytes();
         let mut i = 0;
         while i < b.len() {
-            // Decoding by hand: `text` is valid UTF-8, so the lead byte gives the length,
-            // and this is a third cheaper than `char_indices` in this loop.
-            let lead = u32::from(b[i]);
-            let (u, width) = if lead < 0x80 {
-                (lead, 1)
-            } else if lead < 0xE0 {
-                (((lead & 0x1F) << 6) | (u32::from(b[i + 1]) & 0x3F), 2)
-            } else if lead < 0xF0 {
-                let rest = ((u32::from(b[i + 1]) & 0x3F) << 6) | (u32::from(b[i + 2]) & 0x3F);
-                (((lead & 0x0F) << 12) | rest, 3)
-            } else {
-                let rest = ((u32::from(b[i + 1]) & 0x3F) << 12)
-                    | ((u32::from(b[i + 2]) & 0x3F) << 6)
-                    | (u32::from(b[i + 3]) & 0x3F);
-                (((lead & 0x07) << 18) | rest, 4)
-            };
+            let (u, width) = decode(b, i);
             // Offsets are `u32`: messages are far below 4 GiB.
             let at = i as u32;
             i += width;
@@ -248,6 +244,16 @@ impl FoldTable {
             if code == SKIP {
                 continue;
             }
+            let number = if (FORM..FORM + 100).contains(&code) {
+                if self.is_noise(b, i, prev) {
+                    continue;
+                }
+                Some(code - FORM)
+            } else if (NUMBER..NUMBER + 100).contains(&code) {
+                Some(code - NUMBER)
+            } else {
+                None
+            };
             let mut emit = |ch: u32| {
                 if repeats && ch == prev {
                     return;
@@ -267,8 +273,11 @@ impl FoldTable {
                 }
                 on_char((n - width) as u32, ch);
             };
-            if (NUMBER..NUMBER + 100).contains(&code) {
-                let number = code - NUMBER;
+            if let Some(number) = number
+                && number < 10
+            {
+                emit(u32::from(b'0') + number);
+            } else if let Some(number) = number {
                 emit(u32::from(b'0') + number / 10);
                 emit(u32::from(b'0') + number % 10);
             } else {
@@ -276,6 +285,31 @@ impl FoldTable {
             }
         }
         *len = n;
+    }
+
+    /// Whether the number form ending at byte `next` of `b` is noise: the character kept
+    /// before it (`prev`, `u32::MAX` for none) and the next one not dropped are both there
+    /// and neither is a digit or a number form. Only number forms take this path, and they
+    /// are rare, so the look ahead costs ordinary text nothing.
+    #[cold]
+    fn is_noise(&self, b: &[u8], mut next: usize, prev: u32) -> bool {
+        let digit = |code: u32| {
+            (u32::from(b'0')..=u32::from(b'9')).contains(&code)
+                || (NUMBER..NUMBER + 100).contains(&code)
+                || (FORM..FORM + 100).contains(&code)
+        };
+        if prev == u32::MAX || digit(prev) {
+            return false;
+        }
+        while next < b.len() {
+            let (u, width) = decode(b, next);
+            next += width;
+            match self.code_of(u) {
+                SKIP => continue,
+                code => return !digit(code),
+            }
+        }
+        false
     }
 
     /// The matching form of `text` with its offsets.
@@ -288,6 +322,26 @@ impl FoldTable {
     /// The matching form of `text` as a string.
     pub fn normalize_str(&self, text: &str) -> String {
         self.normalize(text).text()
+    }
+}
+
+/// The character whose UTF-8 starts at byte `i` of `b` (valid UTF-8) and its length.
+/// Decoding by hand: the lead byte gives the length, and this is a third cheaper than
+/// `char_indices` in the normalizer's loop.
+#[inline(always)]
+fn decode(b: &[u8], i: usize) -> (u32, usize) {
+    let lead = u32::from(b[i]);
+    if lead < 0x80 {
+        (lead, 1)
+    } else if lead < 0xE0 {
+        (((lead & 0x1F) << 6) | (u32::from(b[i + 1]) & 0x3F), 2)
+    } else if lead < 0xF0 {
+        let rest = ((u32::from(b[i + 1]) & 0x3F) << 6) | (u32::from(b[i + 2]) & 0x3F);
+        (((lead & 0x0F) << 12) | rest, 3)
+    } else {
+        let rest =
+            ((u32::from(b[i + 1]) & 0x3F) << 12) | ((u32::from(b[i + 2]) & 0x3F) << 6) | (u32::from(b[i + 3]) & 0x3F);
+        (((lead & 0x07) << 18) | rest, 4)
     }
 }
 
@@ -419,6 +473,7 @@ impl Normalized {
             .map(|c| match table.code(c) {
                 SKIP => 0,
                 code if (NUMBER..NUMBER + 100).contains(&code) => 2,
+                code if (FORM + 10..FORM + 100).contains(&code) => 2,
                 _ => 1,
             })
             .sum()
@@ -501,6 +556,43 @@ fn compat_core(c: char) -> String {
         .chars()
         .filter(|d| !matches!(d, '(' | ')' | '.' | ',' | ' '))
         .collect()
+}
+
+/// A number form: a character the numbers fold reads as digits that is not a digit or a
+/// Chinese numeral itself (`①`, `⑴`, `⒈`, `❶`, `㈠`, `㊀`, `¹`, `₂`, `𝟏`). Chinese numerals
+/// (`一`, `壹`) are words (`一台`, `唯一`), never noise.
+fn is_number_form(c: char) -> bool {
+    !c.is_ascii()
+        && !is_width_form(c)
+        && !matches!(
+            c,
+            '〇' | '零'
+                | '一'
+                | '壹'
+                | '弌'
+                | '二'
+                | '贰'
+                | '貳'
+                | '弍'
+                | '三'
+                | '叁'
+                | '參'
+                | '叄'
+                | '弎'
+                | '四'
+                | '肆'
+                | '五'
+                | '伍'
+                | '六'
+                | '陆'
+                | '陸'
+                | '七'
+                | '柒'
+                | '八'
+                | '捌'
+                | '九'
+                | '玖'
+        )
 }
 
 /// Full-width and half-width forms.

@@ -14,7 +14,8 @@
 //! 19) is tried, longest first, so a number next to another one (`13812345678 2件`) is
 //! still found, and the work per group is bounded: the search is linear in the text.
 //! Numbers are validated, not just counted: ID numbers by their GB 11643 check character
-//! and birth date, bank cards by Luhn, mobiles by the `1[3-9]` prefix, landlines by their
+//! and birth date, bank cards by their scheme's issuer prefix and length ([`card_scheme`])
+//! and Luhn, mobiles by the `1[3-9]` prefix, landlines by their
 //! area code (`010`, `02x`, `0[3-9]xx`) and a local number of 7 or 8 digits that does not
 //! start with 0, with an optional extension group (`010-12345678-123`). The
 //! validators are a few lines each; no crate does them better.
@@ -23,12 +24,17 @@
 //! `zhangsan at example dot com`, `zhangsan(at)example(dot)com`, `[at]`), the dots of
 //! the domain too (`．`, `。`, `dot`), and full-width letters read as ASCII.
 //!
+//! A shop's order numbers are not personal data: when the shop declares them
+//! ([`OrderNumber`]), a run of digits they match is left alone before any kind is tried,
+//! so an 18-digit order number that happens to pass Luhn (one in ten does) stays readable
+//! for the order flow.
+//!
 //! Addresses: a clause with a district (区/县/旗, else a city 市) followed by a street part
 //! with a house number (`建国路88号`) has everything after the district masked.
 
 use std::ops::Range;
 
-use super::PiiKind;
+use super::{OrderNumber, PiiKind};
 
 /// One piece of personal data.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +50,12 @@ pub struct PiiMatch {
 /// `text` with the personal data of `kinds` replaced by its masks; borrowed when there
 /// is nothing to mask.
 pub fn redact<'t>(text: &'t str, kinds: &[PiiKind]) -> std::borrow::Cow<'t, str> {
-    let found = find(text, kinds);
+    redact_with(text, kinds, None)
+}
+
+/// [`redact`], leaving the shop's order numbers alone.
+pub fn redact_with<'t>(text: &'t str, kinds: &[PiiKind], orders: Option<&OrderNumber>) -> std::borrow::Cow<'t, str> {
+    let found = find_with(text, kinds, orders);
     if found.is_empty() {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -61,6 +72,12 @@ pub fn redact<'t>(text: &'t str, kinds: &[PiiKind]) -> std::borrow::Cow<'t, str>
 
 /// Finds the personal data of `kinds` in `text`, in order, without overlaps.
 pub fn find(text: &str, kinds: &[PiiKind]) -> Vec<PiiMatch> {
+    find_with(text, kinds, None)
+}
+
+/// [`find`], leaving the shop's order numbers alone: a run of digits that `orders`
+/// matches whole is no personal data, whatever else it could be.
+pub fn find_with(text: &str, kinds: &[PiiKind], orders: Option<&OrderNumber>) -> Vec<PiiMatch> {
     let mut found = Vec::new();
     if kinds.is_empty() {
         return found;
@@ -70,7 +87,7 @@ pub fn find(text: &str, kinds: &[PiiKind]) -> Vec<PiiMatch> {
     let census = Census::of(text);
     let numbers = [PiiKind::Phone, PiiKind::IdCard, PiiKind::BankCard];
     if census.numerals >= MIN_PII_DIGITS && numbers.iter().any(|k| kinds.contains(k)) {
-        numbers_in(text, kinds, &mut found);
+        numbers_in(text, kinds, orders, &mut found);
     }
     if census.at_sign && kinds.contains(&PiiKind::Email) {
         emails_in(text, &mut found);
@@ -422,7 +439,7 @@ thread_local! {
     static CLASSIFIED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-fn numbers_in(text: &str, kinds: &[PiiKind], out: &mut Vec<PiiMatch>) {
+fn numbers_in(text: &str, kinds: &[PiiKind], orders: Option<&OrderNumber>, out: &mut Vec<PiiMatch>) {
     let mut token = Token::default();
     let mut from = 0;
     while let Some(start) = next_numeral(text.as_bytes(), from) {
@@ -444,7 +461,7 @@ fn numbers_in(text: &str, kinds: &[PiiKind], out: &mut Vec<PiiMatch>) {
         for k in 1..=token.groups.len() {
             let g = token.groups.get(k);
             if g.is_none_or(|g| g.dotted && g.digits.len() < 3) {
-                runs_in(text, &token, first..k, kinds, out);
+                runs_in(text, &token, first..k, kinds, orders, out);
                 first = k;
             }
         }
@@ -454,8 +471,16 @@ fn numbers_in(text: &str, kinds: &[PiiKind], out: &mut Vec<PiiMatch>) {
 /// Tries the runs of consecutive groups `segment` of `token`, longest first from each
 /// group, keeping the first PII found and going on after it. Only runs with 11 to 19
 /// digits can be PII, and every group has a digit, so at most nine runs are tried from
-/// each group.
-fn runs_in(text: &str, token: &Token, segment: Range<usize>, kinds: &[PiiKind], out: &mut Vec<PiiMatch>) {
+/// each group. A run that is one of the shop's order numbers is passed over whole, before
+/// any kind is tried.
+fn runs_in(
+    text: &str,
+    token: &Token,
+    segment: Range<usize>,
+    kinds: &[PiiKind],
+    orders: Option<&OrderNumber>,
+    out: &mut Vec<PiiMatch>,
+) {
     let groups = &token.groups[segment];
     let mut i = 0;
     // The last group a run from `i` can reach without too many digits; it never moves
@@ -474,20 +499,41 @@ fn runs_in(text: &str, token: &Token, segment: Range<usize>, kinds: &[PiiKind], 
                 if count(j) < MIN_PII_DIGITS {
                     break;
                 }
+                if let Some(orders) = orders
+                    && is_order_number(token, &groups[i..=j], orders)
+                {
+                    found = Some((j, None));
+                    break;
+                }
                 if let Some(m) = classify(text, token, &groups[i..=j], kinds) {
-                    found = Some((j, m));
+                    found = Some((j, Some(m)));
                     break;
                 }
             }
         }
         match found {
             Some((j, m)) => {
-                out.push(m);
+                out.extend(m);
                 i = j + 1;
             }
             None => i += 1,
         }
     }
+}
+
+/// Whether the digits of `groups` (with no check character), read as one number, are one
+/// of the shop's order numbers.
+fn is_order_number(token: &Token, groups: &[Group], orders: &OrderNumber) -> bool {
+    let last = &groups[groups.len() - 1];
+    if last.x.is_some() {
+        return false;
+    }
+    let mut digits = [0u8; MAX_PII_DIGITS];
+    let run = &token.digits[groups[0].digits.start..last.digits.end];
+    for (d, digit) in digits.iter_mut().zip(run) {
+        *d = b'0' + digit.value;
+    }
+    std::str::from_utf8(&digits[..run.len().min(MAX_PII_DIGITS)]).is_ok_and(|s| orders.matches(s))
 }
 
 /// Whether these digit groups, read as one number, are PII of one of `kinds`.
@@ -577,20 +623,49 @@ fn classify(text: &str, token: &Token, groups: &[Group], kinds: &[PiiKind]) -> O
             });
         }
     }
-    if kinds.contains(&PiiKind::BankCard) && (16..=19).contains(&values.len()) && luhn_valid(values) {
-        // Card numbers start with 3-6 (international schemes, UnionPay `62`) or 9
-        // (older domestic cards); anything else is more likely an order number.
-        if matches!(values[0], 3..=6 | 9) {
-            let start = digits[0].at;
-            let n = digits.len();
-            return Some(PiiMatch {
-                kind: PiiKind::BankCard,
-                span: start..end,
-                masked: mask_digits(&text[start..end], |k| k < 4 || k >= n - 4),
-            });
-        }
+    // A card is a card: an issuer prefix its length fits, and the Luhn check; anything
+    // else is more likely an order or tracking number.
+    if kinds.contains(&PiiKind::BankCard) && card_scheme(values).is_some() && luhn_valid(values) {
+        let start = digits[0].at;
+        let n = digits.len();
+        return Some(PiiMatch {
+            kind: PiiKind::BankCard,
+            span: start..end,
+            masked: mask_digits(&text[start..end], |k| k < 4 || k >= n - 4),
+        });
     }
     None
+}
+
+/// The card scheme whose issuer prefix (IIN) and length the digits `digits` have, if
+/// any. Luhn alone lets one number in ten through, order numbers included; a card also
+/// starts with its scheme's prefix and has one of its lengths. The schemes of cards used
+/// in China:
+///
+/// | scheme | prefix | digits |
+/// | --- | --- | --- |
+/// | UnionPay (银联) | `62`, `81` | 16-19 |
+/// | Visa | `4` | 16, 19 |
+/// | Mastercard | `51`-`55`, `2221`-`2720` | 16 |
+/// | American Express | `34`, `37` | 15 |
+/// | JCB | `3528`-`3589` | 16-19 |
+/// | Discover | `6011`, `644`-`649`, `65` | 16-19 |
+/// | domestic cards from before UnionPay (`9558` ICBC, `9559` ABC, `601382` BOC) | `9`, `60` | 16-19 |
+pub fn card_scheme(digits: &[u8]) -> Option<&'static str> {
+    let n = digits.len();
+    let prefix = |k: usize| digits.iter().take(k).fold(0u32, |p, &d| p * 10 + u32::from(d));
+    let long = (16..=19).contains(&n);
+    let scheme = match (prefix(1), prefix(2), prefix(3), prefix(4)) {
+        (_, 62 | 81, _, _) if long => "unionpay",
+        (4, _, _, _) if n == 16 || n == 19 => "visa",
+        (_, 51..=55, _, _) | (_, _, _, 2221..=2720) if n == 16 => "mastercard",
+        (_, 34 | 37, _, _) if n == 15 => "amex",
+        (_, _, _, 3528..=3589) if long => "jcb",
+        (_, 65, _, _) | (_, _, 644..=649, _) | (_, _, _, 6011) if long => "discover",
+        (9, _, _, _) | (_, 60, _, _) if long => "domestic",
+        _ => return None,
+    };
+    Some(scheme)
 }
 
 /// A mainland landline, as the lengths of its area code and local number: area code `010`
@@ -938,6 +1013,52 @@ mod tests {
         assert!(luhn_valid(&d));
         let d: Vec<u8> = "79927398710".bytes().map(|b| b - b'0').collect();
         assert!(!luhn_valid(&d));
+    }
+
+    fn digits(s: &str) -> Vec<u8> {
+        s.bytes().map(|b| b - b'0').collect()
+    }
+
+    #[test]
+    fn card_schemes_need_their_prefix_and_length() {
+        assert_eq!(card_scheme(&digits("6222021234563257")), Some("unionpay"));
+        assert_eq!(card_scheme(&digits("6217001234567890122")), Some("unionpay"));
+        assert_eq!(card_scheme(&digits("4111111111111111")), Some("visa"));
+        assert_eq!(card_scheme(&digits("411111111111111118")), None);
+        assert_eq!(card_scheme(&digits("5412345678901232")), Some("mastercard"));
+        assert_eq!(card_scheme(&digits("2720000000000005")), Some("mastercard"));
+        assert_eq!(card_scheme(&digits("2721000000000004")), None);
+        assert_eq!(card_scheme(&digits("378282246310005")), Some("amex"));
+        assert_eq!(card_scheme(&digits("3530111333300000")), Some("jcb"));
+        assert_eq!(card_scheme(&digits("202611021234567898")), None);
+        assert_eq!(card_scheme(&digits("888888888888888883")), None);
+    }
+
+    #[test]
+    fn a_declared_order_number_wins_over_personal_data() {
+        let all = &crate::safety::PiiKind::ALL;
+        let orders = OrderNumber::new(r"\d{18}").unwrap();
+        // 18 digits with UnionPay's prefix that pass Luhn: a card, unless the shop says
+        // its order numbers look so.
+        let order = "622202123456789012";
+        assert!(luhn_valid(&digits(order)));
+        let text = format!("订单{order}到哪了");
+        assert_eq!(find(&text, all)[0].kind, PiiKind::BankCard);
+        assert!(find_with(&text, all, Some(&orders)).is_empty());
+        assert_eq!(redact_with(&text, all, Some(&orders)), text);
+        // In groups too: the digits are what the pattern reads.
+        assert!(find_with("订单 622202 123456 789012", all, Some(&orders)).is_empty());
+        // A real 16-digit UnionPay card is still masked, and so is a phone number.
+        assert_eq!(
+            redact_with("卡号6222021234563257，电话13812345678", all, Some(&orders)),
+            "卡号6222********3257，电话138****5678"
+        );
+        // The pattern matches whole numbers only.
+        let twelve = OrderNumber::new(r"\d{12}").unwrap();
+        assert_eq!(
+            redact_with("卡号6222021234563257", all, Some(&twelve)),
+            "卡号6222********3257"
+        );
     }
 
     #[test]

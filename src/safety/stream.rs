@@ -14,7 +14,7 @@
 //! before the held tail is final: a match starting there is fully visible, and
 //! leftmost-longest decisions only depend on what lies within one word's length.
 
-use super::{Action, Blocked, Safety, mask_range, pii};
+use super::{Action, Blocked, Safety, Side, mask_range, pii};
 
 /// What to do after a chunk.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,7 +71,8 @@ impl<'s> OutputGuard<'s> {
         if let Some(blocked) = &self.blocked {
             return GuardStep::Blocked(blocked.clone());
         }
-        let (findings, words_stable) = self.safety.scan(&self.text);
+        // A model answer is a reply: the lists that apply to replies.
+        let (findings, words_stable) = self.safety.scan(&self.text, Side::Reply);
         let decided = if end { self.text.len() } else { words_stable };
         if let Some(f) = findings
             .iter()
@@ -102,7 +103,7 @@ impl<'s> OutputGuard<'s> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::safety::{ListAction, PiiKind, SafetyConfig, WordList};
+    use crate::safety::{Applies, ListAction, PiiKind, SafetyConfig, WordList};
 
     fn safety() -> Safety {
         Safety::build(SafetyConfig {
@@ -114,16 +115,21 @@ mod tests {
                     },
                     words: vec!["法轮功".into()],
                     without: vec![],
+                    on: Applies::Both,
+                    segmented: false,
                 },
                 WordList {
                     category: "脏话".into(),
                     action: ListAction::Mask,
                     words: vec!["傻逼".into()],
                     without: vec![],
+                    on: Applies::Both,
+                    segmented: false,
                 },
             ],
             allow: vec![],
             pii: vec![PiiKind::Phone],
+            order_number: None,
         })
         .unwrap()
     }
@@ -150,6 +156,30 @@ mod tests {
         let blocked = stream(&s, &["你好，关于法", "轮", "功的问题"]).unwrap_err();
         assert_eq!(blocked.reply, "换个话题吧");
         assert_eq!(stream(&s, &["你这个傻", "逼东西"]).unwrap(), "你这个**东西");
+    }
+
+    #[test]
+    fn a_segmented_reply_list_waits_for_the_words_around_a_match() {
+        let s = Safety::build(SafetyConfig {
+            lists: vec![WordList {
+                category: "竞品".into(),
+                action: ListAction::Block {
+                    reply: "不评价".into()
+                },
+                words: vec!["京东".into()],
+                without: vec![],
+                on: Applies::Replies,
+                segmented: true,
+            }],
+            ..SafetyConfig::default()
+        })
+        .unwrap();
+        assert_eq!(stream(&s, &["您可以去京", "东看看"]).unwrap_err().reply, "不评价");
+        // 京东 across 南京|东路 is no match, however the answer is cut into chunks.
+        let text = "我们在南京东路有门店";
+        let chars: Vec<String> = text.chars().map(String::from).collect();
+        let chunks: Vec<&str> = chars.iter().map(String::as_str).collect();
+        assert_eq!(stream(&s, &chunks).unwrap(), text);
     }
 
     #[test]

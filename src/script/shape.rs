@@ -85,6 +85,14 @@ pub const SESSION: &[Field] = &[
 /// `upcoming_days` that are meant for the customer, each a map by promotion name.
 pub const PROMOTIONS: &[Field] = &[field("on", Ty::Open), field("upcoming", Ty::Open)];
 
+/// The fields of `safety`: what input safety found in the message without refusing it
+/// (lists of text).
+pub const SAFETY: &[Field] = &[
+    field("flags", Ty::Open),
+    field("words", Ty::Open),
+    field("pii", Ty::Open),
+];
+
 /// The variables every script can read, besides request-context maps and flow `set`s
 /// (docs/language.md section 6, "What scripts can read").
 pub const VARIABLES: &[Variable] = &[
@@ -127,6 +135,10 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "promotions",
         ty: Ty::Fields(PROMOTIONS),
+    },
+    Variable {
+        name: "safety",
+        ty: Ty::Fields(SAFETY),
     },
 ];
 

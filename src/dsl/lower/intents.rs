@@ -162,7 +162,7 @@ impl Lowerer<'_> {
 
     /// Reports a regex error at its position inside the pattern when the parser can say
     /// where, else at the whole pattern.
-    fn regex_error(&mut self, pattern: &str, span: Span, error: &regex::Error) {
+    pub(super) fn regex_error(&mut self, pattern: &str, span: Span, error: &regex::Error) {
         let parsed = regex_syntax::ast::parse::Parser::new().parse(pattern);
         let d = match parsed {
             Err(e) => {

@@ -166,7 +166,7 @@ impl Lowerer<'_> {
         let flows = self.flows(&items.flows, &compiler, &refs);
         let styles = self.styles(&items.styles, &compiler);
         let fallback = self.fallback(&items.fallbacks, &items.styles, &compiler);
-        let mut safety = self.safety(&items.safety);
+        let mut safety = self.safety(&items.safety, &items.entities);
         let kb = Arc::new(kb::load(self.root, self.sources, self.diagnostics));
 
         let errors_after = self.diagnostics.iter().filter(|d| d.is_error()).count();

@@ -1,5 +1,6 @@
 //! Lowering the `safety` blocks into one compiled [`Safety`]: word lists from the rule
-//! files or list files, the allow list and PII kinds, with words that normalize to nothing
+//! files or list files (with where each applies and whether it is segmented), the allow
+//! list, PII kinds and the shop's order numbers, with words that normalize to nothing
 //! reported where they are written.
 
 use std::collections::HashMap;
@@ -7,7 +8,23 @@ use std::collections::HashMap;
 use super::Lowerer;
 use crate::diag::{Diagnostic, Span};
 use crate::dsl::ast;
-use crate::safety::{self, Fold, ListAction, PiiKind, Safety, SafetyConfig, Skipped};
+use crate::safety::{self, Applies, Fold, ListAction, OrderNumber, PiiKind, Safety, SafetyConfig, Skipped};
+
+/// Personal data an order-number pattern should not match, or such numbers go unmasked:
+/// a mobile number, a resident ID number (valid check digit) and a UnionPay card.
+const SAMPLES: [(&str, &str); 3] = [
+    ("13812345678", "mobile numbers"),
+    ("440308199001011239", "resident ID numbers"),
+    ("6222021234563257", "bank cards"),
+];
+
+/// The kind of a list as written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Block,
+    Mask,
+    Flag,
+}
 
 impl Lowerer<'_> {
     /// A list's words; `None` when its file could not be read (already reported).
@@ -38,19 +55,37 @@ impl Lowerer<'_> {
 
     /// Merges the `safety` blocks into one configuration and compiles it. Problems that
     /// only show once words are normalized (a word of nothing but symbols) point at the
-    /// word, in its list file when it comes from one.
-    pub(super) fn safety(&mut self, blocks: &[ast::Safety]) -> Safety {
+    /// word, in its list file when it comes from one. `entities` are the declared ones,
+    /// for `order_number` naming an entity.
+    pub(super) fn safety(&mut self, blocks: &[ast::Safety], entities: &[ast::Entity]) -> Safety {
         let mut config = SafetyConfig::default();
         // Where each list's words and each allowed phrase come from, for diagnostics.
         let mut list_sources: Vec<(&ast::WordList, Span)> = Vec::new();
         let mut allow_sources: Vec<(&ast::WordSource, Span)> = Vec::new();
         let mut default_reply: Option<(String, Span)> = None;
         let mut categories: HashMap<String, Span> = HashMap::new();
-        let mut lists: Vec<(&ast::WordList, bool)> = Vec::new();
+        let mut lists: Vec<(&ast::WordList, Kind)> = Vec::new();
+        let mut order_number: Option<Span> = None;
         for entry in blocks.iter().flat_map(|b| &b.entries) {
             match entry {
-                ast::SafetyEntry::Block(list) => lists.push((list, true)),
-                ast::SafetyEntry::Mask(list) => lists.push((list, false)),
+                ast::SafetyEntry::Block(list) => lists.push((list, Kind::Block)),
+                ast::SafetyEntry::Mask(list) => lists.push((list, Kind::Mask)),
+                ast::SafetyEntry::Flag(list) => lists.push((list, Kind::Flag)),
+                ast::SafetyEntry::OrderNumber(target) => {
+                    let at = match target {
+                        ast::OrderNumber::Regex { span, .. } => *span,
+                        ast::OrderNumber::Entity(name) => name.span,
+                    };
+                    if let Some(first) = order_number {
+                        self.push(
+                            Diagnostic::error(at, "`order_number` is given more than once")
+                                .with_secondary(first, "first one here"),
+                        );
+                        continue;
+                    }
+                    order_number = Some(at);
+                    config.order_number = self.order_number(target, entities);
+                }
                 ast::SafetyEntry::Allow(source) => {
                     let words = self.words(source).unwrap_or_default();
                     let span = match source {
@@ -88,7 +123,7 @@ impl Lowerer<'_> {
             }
         }
         let default_reply = default_reply.map_or_else(|| safety::DEFAULT_BLOCK_REPLY.to_string(), |(r, _)| r);
-        for (list, block) in lists {
+        for (list, kind) in lists {
             if let Some(first) = categories.get(&list.category.name) {
                 let first = *first;
                 self.push(
@@ -114,23 +149,40 @@ impl Lowerer<'_> {
                     }
                 }
             }
-            let action = if block {
-                ListAction::Block {
+            let action = match kind {
+                Kind::Block => ListAction::Block {
                     reply: list
                         .reply
                         .as_ref()
                         .map_or_else(|| default_reply.clone(), |r| r.value.clone()),
+                },
+                Kind::Mask | Kind::Flag => {
+                    if let Some(reply) = &list.reply {
+                        let (what, label) = if kind == Kind::Mask {
+                            (
+                                "a `mask` list has no reply",
+                                "masked words are replaced and the message goes on",
+                            )
+                        } else {
+                            (
+                                "a `flag` list has no reply",
+                                "flagged words only tell rules, in `safety.flags`",
+                            )
+                        };
+                        self.push(
+                            Diagnostic::error(reply.span, what)
+                                .with_label(label)
+                                .with_help("use `block` to answer with a reply instead"),
+                        );
+                    }
+                    if kind == Kind::Mask {
+                        ListAction::Mask
+                    } else {
+                        ListAction::Flag
+                    }
                 }
-            } else {
-                if let Some(reply) = &list.reply {
-                    self.push(
-                        Diagnostic::error(reply.span, "a `mask` list has no reply")
-                            .with_label("masked words are replaced and the message goes on")
-                            .with_help("use `block` to answer with a reply instead"),
-                    );
-                }
-                ListAction::Mask
             };
+            let on = self.applies(list, kind);
             let words = self.words(&list.words);
             // An unreadable file is already an error; an empty one is worth a warning.
             let unreadable = words.is_none();
@@ -147,6 +199,8 @@ impl Lowerer<'_> {
                 action,
                 words,
                 without,
+                on,
+                segmented: list.segmented.is_some(),
             });
         }
         let whole = blocks.first().map_or(Span::default(), |b| b.span);
@@ -160,6 +214,98 @@ impl Lowerer<'_> {
                     self.push(Diagnostic::error(whole, error.to_string()));
                 }
                 Safety::default()
+            }
+        }
+    }
+
+    /// Where a list applies: its `on`, else both sides (a `flag` list: messages, the only
+    /// side it can read).
+    fn applies(&mut self, list: &ast::WordList, kind: Kind) -> Applies {
+        let Some(on) = &list.on else {
+            return if kind == Kind::Flag {
+                Applies::Messages
+            } else {
+                Applies::Both
+            };
+        };
+        let applies = match on.name.parse::<Applies>() {
+            Ok(applies) => applies,
+            Err(()) => {
+                let near = crate::diag::closest(&on.name, Applies::ALL.map(Applies::name).into_iter());
+                let help = match near {
+                    Some(near) => format!("did you mean `{near}`? "),
+                    None => String::new(),
+                };
+                self.push(
+                    Diagnostic::error(on.span, format!("unknown side `{}`", on.name))
+                        .with_label("where the list applies")
+                        .with_help(format!(
+                            "{help}a list applies `on messages` (the customer's), `on replies` (kefu's) or `on both`, the default"
+                        )),
+                );
+                return Applies::Both;
+            }
+        };
+        if kind == Kind::Flag && applies != Applies::Messages {
+            self.push(
+                Diagnostic::error(on.span, format!("a `flag` list cannot be `on {}`", on.name))
+                    .with_label("flags are noted in customers' messages only")
+                    .with_help("leave out `on`, or use `block` or `mask` to act on replies"),
+            );
+            return Applies::Messages;
+        }
+        applies
+    }
+
+    /// The shop's order numbers: the pattern written, or a regex entity's.
+    fn order_number(&mut self, target: &ast::OrderNumber, entities: &[ast::Entity]) -> Option<OrderNumber> {
+        let (pattern, span) = match target {
+            ast::OrderNumber::Regex { pattern, span } => (pattern.clone(), *span),
+            ast::OrderNumber::Entity(name) => {
+                let found = entities.iter().find(|e| e.name.name == name.name);
+                match found.map(|e| &e.kind) {
+                    Some(ast::EntityKind::Regex { pattern, span, .. }) => (pattern.clone(), *span),
+                    Some(ast::EntityKind::Lexicon(_)) => {
+                        self.push(
+                            Diagnostic::error(name.span, format!("entity `{}` is a word list, not a pattern", name.name))
+                                .with_help("name an entity written as `/pattern/`, or write the pattern here: `order_number /\\d{12}/`"),
+                        );
+                        return None;
+                    }
+                    None => {
+                        let names: Vec<&str> = entities.iter().map(|e| e.name.name.as_str()).collect();
+                        self.unknown(name, "entity", names.iter().copied());
+                        return None;
+                    }
+                }
+            }
+        };
+        match OrderNumber::new(&pattern) {
+            Ok(orders) => {
+                let hits: Vec<(&str, &str)> = SAMPLES
+                    .into_iter()
+                    .filter(|(sample, _)| orders.matches(sample))
+                    .collect();
+                if !hits.is_empty() {
+                    let what: Vec<&str> = hits.iter().map(|(_, what)| *what).collect();
+                    let samples: Vec<String> = hits.iter().map(|(sample, _)| format!("`{sample}`")).collect();
+                    self.push(
+                        Diagnostic::warning(
+                            span,
+                            format!("this order-number pattern also matches {}", what.join(", ")),
+                        )
+                        .with_label(format!("{} would not be masked", samples.join(", ")))
+                        .with_help("make the pattern as narrow as your order numbers, e.g. `2026\\d{8}`"),
+                    );
+                }
+                Some(orders)
+            }
+            Err(e) => {
+                // An entity's pattern is reported where the entity is lowered.
+                if matches!(target, ast::OrderNumber::Regex { .. }) {
+                    self.regex_error(&pattern, span, &e);
+                }
+                None
             }
         }
     }

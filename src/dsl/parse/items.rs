@@ -565,11 +565,19 @@ impl Builder<'_> {
             words,
             without: Vec::new(),
             reply: None,
+            on: None,
+            segmented: None,
         };
         for option in parts {
             let ospan = self.span(&option);
             match option.as_rule() {
                 Rule::without => list.without.extend(self.names(Self::first_inner(option))),
+                Rule::list_on => {
+                    let v = self.ident(Self::first_inner(option));
+                    let first = list.on.as_ref().map(|s| s.span);
+                    set_once(self.diagnostics, &mut list.on, v, ospan, first, "on");
+                }
+                Rule::segmented => list.segmented = Some(ospan),
                 Rule::reply => {
                     let v = self.string(Self::first_inner(option));
                     let first = list.reply.as_ref().map(|s| s.span);
@@ -588,6 +596,20 @@ impl Builder<'_> {
             let entry = match entry.as_rule() {
                 Rule::block_list => SafetyEntry::Block(self.word_list(entry)),
                 Rule::mask_list => SafetyEntry::Mask(self.word_list(entry)),
+                Rule::flag_list => SafetyEntry::Flag(self.word_list(entry)),
+                Rule::order_number => {
+                    let target = Self::first_inner(entry);
+                    SafetyEntry::OrderNumber(match target.as_rule() {
+                        Rule::regex => {
+                            let body = inner(target).next().expect("regex body");
+                            OrderNumber::Regex {
+                                pattern: body.as_str().to_string(),
+                                span: self.span(&body),
+                            }
+                        }
+                        _ => OrderNumber::Entity(self.ident(target)),
+                    })
+                }
                 Rule::allow => SafetyEntry::Allow(self.word_source(Self::first_inner(entry))),
                 Rule::pii => SafetyEntry::Pii(self.names(Self::first_inner(entry))),
                 Rule::default_reply => SafetyEntry::Reply(self.string(Self::first_inner(entry))),

@@ -64,6 +64,7 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_fallback
             | Rule::kw_fallback_message
             | Rule::kw_file
+            | Rule::kw_flag
             | Rule::kw_flow
             | Rule::kw_for
             | Rule::kw_from
@@ -80,6 +81,7 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_on
             | Rule::kw_otherwise
             | Rule::kw_persona
+            | Rule::kw_order_number
             | Rule::kw_pii
             | Rule::kw_policy
             | Rule::kw_priority
@@ -92,6 +94,7 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_rule
             | Rule::kw_safety
             | Rule::kw_say
+            | Rule::kw_segmented
             | Rule::kw_set
             | Rule::kw_shop
             | Rule::kw_source
