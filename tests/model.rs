@@ -11,6 +11,7 @@
 //! is a failure, never a silent pass.
 #![cfg(feature = "llama")]
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
@@ -68,7 +69,8 @@ fn the_default_model_loads_and_streams_an_answer() {
     let mut pieces = Vec::new();
     let generation = model
         .generate(&request("羽绒服可以机洗吗？", 48), &mut |t| {
-            pieces.push(t.to_string())
+            pieces.push(t.to_string());
+            ControlFlow::Continue(())
         })
         .unwrap();
     assert!(generation.tokens > 0 && generation.tokens <= 48, "{generation:?}");
@@ -132,7 +134,7 @@ fn generation_stops_at_the_token_limit() {
     let model = shared();
     let mut req = request("请详细介绍一下你们店的所有商品", 5);
     req.ignore_eos = true;
-    let generation = model.generate(&req, &mut |_| {}).unwrap();
+    let generation = model.generate(&req, &mut |_| ControlFlow::Continue(())).unwrap();
     assert_eq!(generation.tokens, 5, "{generation:?}");
 }
 
@@ -147,7 +149,7 @@ fn two_concurrent_requests_both_complete() {
             std::thread::spawn(move || {
                 let mut req = request(q, 12);
                 req.ignore_eos = true;
-                model.generate(&req, &mut |_| {})
+                model.generate(&req, &mut |_| ControlFlow::Continue(()))
             })
         })
         .collect();
@@ -166,10 +168,14 @@ fn the_shared_prefix_and_the_conversation_are_reused() {
     config.parallel = 2;
     config.ctx_per_seq = 1024;
     let model = LlamaCpp::load(config).unwrap();
-    let first = model.generate(&request("在吗", 4), &mut |_| {}).unwrap();
+    let first = model
+        .generate(&request("在吗", 4), &mut |_| ControlFlow::Continue(()))
+        .unwrap();
     assert_eq!(first.cached_tokens, 0, "{first:?}");
     // Another conversation: its system prefix is found, only its own message evaluated.
-    let other = model.generate(&request("发什么快递？", 4), &mut |_| {}).unwrap();
+    let other = model
+        .generate(&request("发什么快递？", 4), &mut |_| ControlFlow::Continue(()))
+        .unwrap();
     assert!(
         other.cached_tokens >= 20 && other.cached_tokens < other.prompt_tokens,
         "{other:?}"
@@ -181,7 +187,7 @@ fn the_shared_prefix_and_the_conversation_are_reused() {
         .push(ChatMessage::new(ChatRole::Assistant, first.text.clone()));
     next.messages
         .push(ChatMessage::new(ChatRole::User, wrap_customer_text("能便宜点吗")));
-    let again = model.generate(&next, &mut |_| {}).unwrap();
+    let again = model.generate(&next, &mut |_| ControlFlow::Continue(())).unwrap();
     assert!(again.cached_tokens > other.cached_tokens, "{again:?} vs {other:?}");
 }
 
@@ -267,7 +273,7 @@ fn answer_with(lora: Vec<(std::path::PathBuf, f32)>) -> String {
     req.ignore_eos = true;
     // All 24 tokens, so that the answers have room to differ.
     req.stop.clear();
-    model.generate(&req, &mut |_| {}).unwrap().text
+    model.generate(&req, &mut |_| ControlFlow::Continue(())).unwrap().text
 }
 
 #[test]
