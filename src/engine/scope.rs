@@ -312,6 +312,9 @@ mod tests {
             Ty::TextMap => value
                 .read_lock::<Map>()
                 .is_some_and(|m| m.values().all(|v| v.is_string())),
+            Ty::TextList => value
+                .read_lock::<rhai::Array>()
+                .is_some_and(|a| a.iter().all(|v| v.is_string())),
             Ty::Open => value.is_map() || value.is_unit(),
         }
     }

@@ -58,7 +58,7 @@ impl Family {
             Ty::Float => Some(Family::Float),
             Ty::Bool => Some(Family::Bool),
             Ty::Fields(_) | Ty::TextMap => Some(Family::Map),
-            Ty::Open => None,
+            Ty::TextList | Ty::Open => None,
         }
     }
 
@@ -437,7 +437,7 @@ impl Walker<'_> {
                 }
                 Some(Ty::MaybeStr)
             }
-            Ty::Open => None,
+            Ty::TextList | Ty::Open => None,
             Ty::Str | Ty::MaybeStr | Ty::Int | Ty::Float | Ty::Bool => {
                 let family = Family::of(ty)?;
                 if !cx.methods.has_getter(family, name) {
@@ -619,6 +619,7 @@ impl Walker<'_> {
                     Ty::Str | Ty::MaybeStr => "text",
                     Ty::Int | Ty::Float => "a number",
                     Ty::Fields(_) | Ty::TextMap => "a map",
+                    Ty::TextList => "a list",
                     Ty::Bool | Ty::Open => return None,
                 };
                 Some(NotBool::Value { what, named: true })

@@ -25,6 +25,8 @@ pub enum Ty {
     Fields(&'static [Field]),
     /// A map of text values under names the rules choose (`entities`, `slots`).
     TextMap,
+    /// A list of text (`safety.flags`): `"竞品" in safety.flags`.
+    TextList,
     /// Whatever the caller sends (the `user` profile): its fields are not known.
     Open,
 }
@@ -38,6 +40,7 @@ impl Ty {
             Ty::Float => "a decimal number",
             Ty::Str | Ty::MaybeStr => "text",
             Ty::Fields(_) | Ty::TextMap | Ty::Open => "a map",
+            Ty::TextList => "a list",
         }
     }
 }
@@ -88,9 +91,9 @@ pub const PROMOTIONS: &[Field] = &[field("on", Ty::Open), field("upcoming", Ty::
 /// The fields of `safety`: what input safety found in the message without refusing it
 /// (lists of text).
 pub const SAFETY: &[Field] = &[
-    field("flags", Ty::Open),
-    field("words", Ty::Open),
-    field("pii", Ty::Open),
+    field("flags", Ty::TextList),
+    field("words", Ty::TextList),
+    field("pii", Ty::TextList),
 ];
 
 /// The variables every script can read, besides request-context maps and flow `set`s
