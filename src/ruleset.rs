@@ -70,6 +70,9 @@ pub struct RuleSet {
     /// (each promotion's audience and text) only when the first of them is about to run,
     /// so turns that run none of them do not pay for it.
     pub promotion_readers: Vec<Span>,
+    /// Whether any script reads the `safety` variable: a turn builds it only then, as
+    /// most rule sets never read it and every turn would pay for the map.
+    pub reads_safety: bool,
 }
 
 impl std::fmt::Debug for RuleSet {

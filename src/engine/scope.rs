@@ -267,7 +267,9 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
         // an audience that reads `promotions` itself sees it empty.
         scope.push_dynamic("promotions", Dynamic::from_map(empty_promotions()));
     }
-    scope.push_dynamic("safety", Dynamic::from_map(safety_map(input.findings)));
+    if input.rules.reads_safety {
+        scope.push_dynamic("safety", Dynamic::from_map(safety_map(input.findings)));
+    }
     // Context maps: every declared name exists (as `()` when not sent); anything else the
     // caller sent is readable too. `product` falls back to the one talked about last.
     for name in &input.rules.shop.context {
@@ -327,7 +329,9 @@ mod tests {
             std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/engine")),
             crate::dsl::LoadOptions { quick_training: true },
         );
-        let rules = compiled.rules.expect("the engine's test shop loads");
+        let mut rules = compiled.rules.expect("the engine's test shop loads");
+        // As a rule set whose scripts read `safety` has it built.
+        rules.reads_safety = true;
         let mut session = Session::new("s");
         session.slots.insert("order_id".into(), "202611010001".into());
         session.last_intent = Some("售后.退货".into());

@@ -154,6 +154,7 @@ impl Lowerer<'_> {
                 .with_promotions(&promotion_names)
                 .with_files(self.sources),
             std::cell::RefCell::new(Vec::new()),
+            std::cell::Cell::new(false),
         );
         let refs = Refs {
             intents: &intent_paths,
@@ -249,6 +250,7 @@ impl Lowerer<'_> {
             kb,
             engine,
             promotion_readers: compiler.1.take(),
+            reads_safety: compiler.2.get(),
         })
     }
 
@@ -300,8 +302,9 @@ impl Lowerer<'_> {
 /// The script compiler fed from the syntax tree: it hands `script` each expression's and
 /// template's text with its place in the file, so that `script` needs no syntax tree.
 /// It also notes the scripts that read `promotions`, which a turn builds only before one
-/// of them runs (`RuleSet::promotion_readers`).
-struct Scripts(ScriptCompiler, std::cell::RefCell<Vec<Span>>);
+/// of them runs (`RuleSet::promotion_readers`), and whether any reads `safety`, which a
+/// turn then builds (`RuleSet::reads_safety`).
+struct Scripts(ScriptCompiler, std::cell::RefCell<Vec<Span>>, std::cell::Cell<bool>);
 
 impl Scripts {
     /// Compiles a backtick expression whose value is used as it is (`set`, `call`).
@@ -331,17 +334,21 @@ impl Scripts {
         Some(template)
     }
 
-    /// Notes a script that reads the `promotions` variable.
+    /// Notes a script that reads the `promotions` or the `safety` variable.
     fn note(&self, script: &Script) {
-        let mut reads = false;
+        let (mut promotions, mut safety) = (false, false);
         script.ast.walk(&mut |path: &[rhai::ASTNode]| {
             if let Some(rhai::ASTNode::Expr(rhai::Expr::Variable(var, _, _))) = path.last() {
-                reads |= var.1.as_str() == "promotions";
+                promotions |= var.1.as_str() == "promotions";
+                safety |= var.1.as_str() == "safety";
             }
-            !reads
+            true
         });
-        if reads {
+        if promotions {
             self.1.borrow_mut().push(script.span);
+        }
+        if safety {
+            self.2.set(true);
         }
     }
 }
