@@ -451,7 +451,9 @@ fn recites(text: &str, instructions: &str) -> bool {
         copied * 2 >= windows
     };
     let addressed = text.trim_start_matches(['亲', '，', ',', ' ']).starts_with("你是");
-    copied_from(&prompt::instructions("")) || (addressed && copied_from(instructions))
+    // The fixed part is the same for every shop: made once, not on every check of a stream.
+    static FIXED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    copied_from(FIXED.get_or_init(|| prompt::instructions(""))) || (addressed && copied_from(instructions))
 }
 
 /// Whether some run of 4+ characters occurs 4 or more times back to back: the signature

@@ -95,38 +95,13 @@ impl Lowerer<'_> {
                 }
             },
         };
-        let threshold = match shop.threshold {
-            Some(t) if !(0.0..=1.0).contains(&t.value) => {
-                self.push(
-                    Diagnostic::error(t.span, "threshold must be between 0 and 1").with_label("a confidence, e.g. 0.6"),
-                );
-                DEFAULT_THRESHOLD
-            }
-            Some(t) => t.value,
-            None => DEFAULT_THRESHOLD,
-        };
-        let model_threshold = match shop.model_threshold {
-            Some(t) if !(0.0..=1.0).contains(&t.value) => {
-                self.push(
-                    Diagnostic::error(t.span, "model_threshold must be between 0 and 1")
-                        .with_label("a confidence, e.g. 0.7"),
-                );
-                DEFAULT_MODEL_THRESHOLD
-            }
-            Some(t) => t.value,
-            None => DEFAULT_MODEL_THRESHOLD,
-        };
-        let faq_threshold = match shop.faq_threshold {
-            Some(t) if !(0.0..=1.0).contains(&t.value) => {
-                self.push(
-                    Diagnostic::error(t.span, "faq_threshold must be between 0 and 1")
-                        .with_label("a confidence, e.g. 0.6"),
-                );
-                kb::DEFAULT_FAQ_THRESHOLD
-            }
-            Some(t) => t.value,
-            None => kb::DEFAULT_FAQ_THRESHOLD,
-        };
+        let threshold = self.confidence(shop.threshold.as_ref(), "threshold", DEFAULT_THRESHOLD);
+        let model_threshold = self.confidence(
+            shop.model_threshold.as_ref(),
+            "model_threshold",
+            DEFAULT_MODEL_THRESHOLD,
+        );
+        let faq_threshold = self.confidence(shop.faq_threshold.as_ref(), "faq_threshold", kb::DEFAULT_FAQ_THRESHOLD);
         let upcoming_days = match shop.upcoming_days {
             Some(n) if !(0..=MAX_UPCOMING_DAYS).contains(&n.value) => {
                 self.push(
@@ -287,6 +262,22 @@ impl Lowerer<'_> {
             out.push(FallbackArm { when, action });
         }
         out
+    }
+
+    /// A confidence setting of the shop (`threshold`, `model_threshold`, `faq_threshold`):
+    /// its value, or `default` when it is not given or not between 0 and 1 (an error).
+    fn confidence(&mut self, value: Option<&ast::Number>, name: &str, default: f64) -> f64 {
+        match value {
+            Some(t) if !(0.0..=1.0).contains(&t.value) => {
+                self.push(
+                    Diagnostic::error(t.span, format!("{name} must be between 0 and 1"))
+                        .with_label("a confidence, e.g. 0.6"),
+                );
+                default
+            }
+            Some(t) => t.value,
+            None => default,
+        }
     }
 
     /// A fallback arm's `within`: checked, as the engine's deadline for the answer. `None`
