@@ -66,6 +66,7 @@ pub mod emotion;
 pub mod entities;
 pub mod eval;
 pub mod features;
+pub mod reading;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
