@@ -221,8 +221,8 @@ pub fn words(message: &str) -> Option<Vec<(String, Word)>> {
 // Normalisation
 // ---------------------------------------------------------------------------------------
 
-/// A message folded for reading: CJK characters, Latin words (one space between two),
-/// digits and `*` (a safety mask) kept; everything else dropped.
+/// A message folded for reading: CJK characters, Latin words, digits and `*` (a safety
+/// mask) kept; every run of anything else (punctuation, whitespace, emoji) one space.
 struct Normal {
     chars: Vec<char>,
     /// A `？`/`?` was seen.
@@ -251,7 +251,9 @@ impl Normal {
                 gap = true;
                 continue;
             }
-            if gap && c.is_ascii_alphanumeric() && chars.last().is_some_and(|p: &char| p.is_ascii_alphanumeric()) {
+            // A gap (punctuation, space, emoji) between two kept characters stays as one
+            // space: it ends a clause ("不换了，退货吧") and separates Latin words.
+            if gap && chars.last().is_some_and(|p: &char| *p != ' ') {
                 chars.push(' ');
             }
             gap = false;
@@ -298,6 +300,8 @@ const ASSERT: &[&str] = &[
     "要",
     "要的",
     "需要",
+    "会",
+    "能",
     "确认",
     "确定",
     "当然",
@@ -312,7 +316,6 @@ const ASSERT: &[&str] = &[
     "就是的",
     "对对",
     "是是",
-    "本人",
     "yes",
     "yeah",
     "yep",
@@ -407,6 +410,8 @@ const REFUSE: &[&str] = &[
     "不必",
     "不行",
     "不可以",
+    "不会",
+    "不能",
     "不好",
     "不了",
     "不想",
@@ -511,6 +516,8 @@ const DONE: &[&str] = &[
     "没什么事了",
     "没啥事了",
     "没有问题了",
+    "没什么",
+    "没啥",
     "其他没有了",
     "别的没有了",
     "暂时就这些",
@@ -626,6 +633,7 @@ const ACK: &[&str] = &[
 ];
 
 const PARTICLE: &[&str] = &[
+    "本人",
     "啊",
     "呀",
     "哈",
@@ -673,7 +681,8 @@ const PARTICLE: &[&str] = &[
 ];
 
 const VERB: &[&str] = &[
-    "换", "退", "买", "查", "转", "改", "寄", "等", "申请", "提交", "帮", "麻烦", "处理", "弄", "办", "催",
+    "换", "退", "退款", "退货", "换货", "发货", "买", "查", "转", "改", "寄", "等", "申请", "提交", "帮", "麻烦",
+    "处理", "弄", "办", "催",
 ];
 
 const PICK: &[&str] = &[
@@ -705,7 +714,11 @@ const PICK: &[&str] = &[
     "想",
     "选择",
     "吧",
+    "码",
+    "号",
+    "色",
     "换一下",
+    "一下",
     "改一下",
     "i'll take",
     "i want",
@@ -760,6 +773,45 @@ const QUESTION: &[&str] = &[
     "who",
     "is it",
     "really",
+];
+
+/// Words that start like a yes or a no and mean something else: "不错" (good), "不客气"
+/// (you're welcome), "不要紧" (never mind), "没关系". Read as unknown words, so a message
+/// holding one is `Other`.
+const OPAQUE: &[&str] = &[
+    "不错",
+    "不客气",
+    "不要紧",
+    "不好意思",
+    "不一定",
+    "不知道",
+    "不清楚",
+    "不确定",
+    "不好说",
+    "没关系",
+    "没想好",
+    "不急",
+    "不方便",
+    "可以了",
+    "好了",
+    "行了",
+    "好了好了",
+    "行了行了",
+    "不会吧",
+    "不能吧",
+    "不至于",
+    "好像",
+    "好多",
+    "好看",
+    "好贵",
+    "好急",
+    "可能",
+    "可惜",
+    "对了",
+    "对于",
+    "有点",
+    "有些",
+    "要求",
 ];
 
 /// Ordinals and positional words (1-based, or [`LAST`], [`MIDDLE`]).
@@ -869,8 +921,9 @@ static LEXICON: LazyLock<(HashMap<String, Word>, usize)> = LazyLock::new(|| {
     // Later tables do not override earlier ones: the order says which reading a word that
     // appears twice keeps ("换" is a picking word in a choice, a verb after a refusal: the
     // two are told apart in `Seen`/`pick`, so the table keeps the verb).
-    let tables: [(&[&str], Word); 12] = [
+    let tables: [(&[&str], Word); 13] = [
         (QUESTION, Word::Question),
+        (OPAQUE, Word::Unknown),
         (DONE, Word::Done),
         (WRONG, Word::Wrong),
         (REFUSE, Word::Refuse),
@@ -941,11 +994,15 @@ struct Seen {
     done: bool,
     bye: bool,
     thanks: bool,
+    /// Thanks of the "please do" kind (麻烦了, 麻烦你了, please): accepting an offer.
+    please: bool,
     ack: bool,
     /// A question, a condition, an unknown word: the message is `Other` whatever else it holds.
     other: bool,
     /// At least one meaningful word (not only particles).
     any: bool,
+    /// A word for cancelling (取消, cancel): a no, unless the question was whether to cancel.
+    cancel: bool,
 }
 
 impl Seen {
@@ -973,11 +1030,17 @@ impl Seen {
                 Word::Assert => seen.assert = true,
                 Word::Agree => seen.agree = true,
                 Word::Hum => seen.hum = true,
-                Word::Refuse => seen.refuse = true,
+                Word::Refuse => {
+                    seen.refuse = true;
+                    seen.cancel |= piece.windows(2).any(|w| w == ['取', '消']) || piece.starts_with(&['c', 'a', 'n']);
+                }
                 Word::Wrong => seen.wrong = true,
                 Word::Done => seen.done = true,
                 Word::Bye => seen.bye = true,
-                Word::Thanks => seen.thanks = true,
+                Word::Thanks => {
+                    seen.thanks = true;
+                    seen.please |= matches!(piece, ['麻', '烦', ..]);
+                }
                 Word::Ack => seen.ack = true,
                 Word::Particle | Word::Verb => {}
                 Word::Pick | Word::Ordinal(_) | Word::Question | Word::Unknown => seen.other = true,
@@ -985,6 +1048,9 @@ impl Seen {
             if word != Word::Particle {
                 seen.any = true;
                 prev = word;
+            } else if matches!(piece, [' '] | ['了'] | ['啦'] | ['吧']) {
+                // The clause ends: a verb after it is not under the refusal before it.
+                prev = Word::Particle;
             }
             at += len;
         }
@@ -997,7 +1063,15 @@ impl Seen {
         }
         let positive = self.assert || self.agree;
         let negative = self.refuse || self.wrong || self.done;
-        if (positive && negative) || (self.ack && negative) {
+        // "好的，没有了" after "anything else?" is an acknowledgement and a goodbye; to a
+        // yes/no question, a yes and a no.
+        let agree_is_ack = !matches!(pending, Pending::YesNo);
+        if (negative && (self.assert || self.ack || (self.agree && !agree_is_ack))) {
+            return Reading::Other;
+        }
+        if self.cancel && matches!(pending, Pending::YesNo) {
+            // "取消" answers "确认提交吗？" with a no and "确认要取消订单吗？" with a yes:
+            // which one, only the question knows.
             return Reading::Other;
         }
         match pending {
@@ -1010,6 +1084,9 @@ impl Seen {
                     Reading::Bye
                 } else if self.ack {
                     Reading::Ack
+                } else if self.please {
+                    // "麻烦你了" to "需要帮您查一下物流吗？": please do.
+                    Reading::Yes
                 } else if self.thanks {
                     Reading::Thanks
                 } else {
@@ -1054,9 +1131,14 @@ impl Seen {
 /// An A-not-A question anywhere: 是不是, 好不好, 可不可以, 有没有, 需不需要 (X不X / X没X,
 /// X not 不 itself: "不不不" is a no).
 fn a_not_a(chars: &[char]) -> bool {
-    chars
-        .windows(3)
-        .any(|w| matches!(w[1], '不' | '没') && w[0] == w[2] && w[0] != '不' && w[0] != '没' && is_cjk(w[0]))
+    chars.windows(3).enumerate().any(|(i, w)| {
+        matches!(w[1], '不' | '没')
+            && w[0] == w[2]
+            && is_cjk(w[0])
+            && !matches!(w[0], '不' | '没' | '了' | '的' | '啦' | '呢' | '吧' | '啊')
+            // "不是不是", "没了没了": a no said twice.
+            && !(i > 0 && matches!(chars[i - 1], '不' | '没'))
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1065,7 +1147,7 @@ fn a_not_a(chars: &[char]) -> bool {
 
 /// Characters too common in options to name one on their own.
 const NOT_DISTINCTIVE: &[char] = &[
-    '的', '个', '一', '换', '要', '款', '种', '号', '色', '码', '浅', '深', '大', '小', '是',
+    '的', '个', '一', '换', '要', '款', '种', '号', '浅', '深', '大', '小', '是',
 ];
 
 /// The option the message picks, if it clearly picks exactly one.
@@ -1095,11 +1177,20 @@ fn pick(text: &Normal, options: &[String]) -> Option<usize> {
             let c = chars[at];
             let owner = distinctive_owner(c, &cores);
             if let Some(i) = owner {
+                // The run of this option's characters around it: "灰色" for "浅灰色", "换码"
+                // for "换尺码".
+                let mut start = at;
+                while start > 0 && folded[i].contains(&chars[start - 1]) {
+                    start -= 1;
+                }
                 let mut end = at + 1;
-                while end < chars.len() && (distinctive_owner(chars[end], &cores) == Some(i)) {
+                while end < chars.len()
+                    && folded[i].contains(&chars[end])
+                    && distinctive_owner(chars[end], &cores).is_none_or(|o| o == i)
+                {
                     end += 1;
                 }
-                found.push((at, end, i, 0));
+                found.push((start, end, i, 0));
                 at = end;
             } else {
                 at += 1;
@@ -1770,7 +1861,7 @@ mod tests {
             ("不要", No),
             ("算了", No),
             ("不用了", No),
-            ("取消", No),
+            ("取消", Other),
             ("no", No),
             ("nope", No),
             ("不换了", No),
