@@ -2,8 +2,9 @@
 //!
 //! Built-ins ([`BUILTIN_ENTITIES`]): `order_no` (long digit strings), `money` (300元,
 //! ¥99.5, 三百块), `quantity` (2件, 两条), `date` (昨天, 11月3号, 2026-11-03 → ISO date),
-//! `size` (S…XXXL, 均码, 165/88A), `color` (红/红色/黑…). A shop entity with the same name
-//! replaces the built-in one entirely: the shop knows its own order numbers and colours.
+//! `size` (S…XXXL, 均码, 165/88A), `color` (红/红色/黑…), `yes_no` (a whole message that is a
+//! clear yes or no: `yes`/`no`, read by [`super::reading::yes_no`]). A shop entity with the same
+//! name replaces the built-in one entirely: the shop knows its own order numbers and colours.
 //!
 //! Matching runs on the message with full-width ASCII folded to half-width (so "ＸＬ" is a
 //! size and "２０２６…" an order number); spans are byte ranges of the original message.
@@ -20,7 +21,7 @@ use regex::Regex;
 use super::EntityMatch;
 
 /// Names of the built-in entities, available to every shop.
-pub const BUILTIN_ENTITIES: &[&str] = &["order_no", "money", "quantity", "date", "size", "color"];
+pub const BUILTIN_ENTITIES: &[&str] = &["order_no", "money", "quantity", "date", "size", "color", "yes_no"];
 
 /// Common words that contain a colour character without naming a colour: a one-character
 /// lexicon surface inside one of them is not a match.
@@ -108,6 +109,8 @@ enum Matcher {
     Quantity,
     Date,
     Size,
+    /// The whole message as a clear yes or no ([`super::reading::yes_no`]).
+    YesNo,
 }
 
 #[derive(Clone, Debug)]
@@ -177,6 +180,7 @@ impl Recognizer {
                 "quantity" => Matcher::Quantity,
                 "date" => Matcher::Date,
                 "size" => Matcher::Size,
+                "yes_no" => Matcher::YesNo,
                 _ => Matcher::Lexicon(Lexicon::new(&builtin_colours())),
             };
             entities.push((name.to_string(), m));
@@ -245,6 +249,14 @@ impl Recognizer {
                 Matcher::Quantity => quantities(f, &mut push),
                 Matcher::Date => dates(f, today, &mut push),
                 Matcher::Size => sizes(f, &mut push),
+                Matcher::YesNo => {
+                    if let Some(yes) = super::reading::yes_no(text) {
+                        // The whole message, as written but for surrounding whitespace.
+                        let start = f.len() - f.trim_start().len();
+                        let end = f.trim_end().len();
+                        push(start, end, if yes { "yes" } else { "no" }.to_string());
+                    }
+                }
             }
         }
         out.sort_by(|a, b| (a.start, a.end, &a.name).cmp(&(b.start, b.end, &b.name)));
@@ -773,6 +785,17 @@ mod tests {
         assert_eq!(values("有红色吗 黑的也行", "color"), ["红色", "黑色"]);
         assert!(values("明白了 发个红包", "color").is_empty());
         assert_eq!(values("navy好看吗", "color"), ["藏青色"]);
+    }
+
+    #[test]
+    fn yes_no_spans_the_whole_message() {
+        assert_eq!(
+            find("是的，谢谢"),
+            [("yes_no".into(), "yes".into(), "是的，谢谢".into())]
+        );
+        assert_eq!(values(" 不用了 ", "yes_no"), ["no"]);
+        assert!(values("是不是要我自己寄回去？", "yes_no").is_empty());
+        assert!(values("可以，那运费谁出？", "yes_no").is_empty());
     }
 
     #[test]

@@ -1066,7 +1066,7 @@ impl Seen {
         // "好的，没有了" after "anything else?" is an acknowledgement and a goodbye; to a
         // yes/no question, a yes and a no.
         let agree_is_ack = !matches!(pending, Pending::YesNo);
-        if (negative && (self.assert || self.ack || (self.agree && !agree_is_ack))) {
+        if negative && (self.assert || self.ack || (self.agree && !agree_is_ack)) {
             return Reading::Other;
         }
         if self.cancel && matches!(pending, Pending::YesNo) {
