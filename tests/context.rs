@@ -158,3 +158,18 @@ fn labels_name_readings() {
     }
     assert_eq!(Reading::Choice(2).label(), "choice:2");
 }
+
+#[test]
+fn reading_is_quick() {
+    // Not a benchmark: a figure to read with --nocapture (tests build kefu at opt-level 2).
+    let rows: Vec<(usize, Confirmation)> = lines("confirmations.jsonl");
+    let start = std::time::Instant::now();
+    let rounds = 20;
+    for _ in 0..rounds {
+        for (_, row) in &rows {
+            std::hint::black_box(yes_no(std::hint::black_box(&row.customer)));
+        }
+    }
+    let each = start.elapsed() / (rounds * rows.len()) as u32;
+    println!("yes_no: {each:?} a message on average over {} messages", rows.len());
+}

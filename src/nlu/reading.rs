@@ -915,8 +915,19 @@ fn ordinals() -> Vec<(String, i8)> {
     out
 }
 
-/// The lexicon: every reply word, folded, with its kind; and the longest word in chars.
-static LEXICON: LazyLock<(HashMap<String, Word>, usize)> = LazyLock::new(|| {
+/// The lexicon: every reply word, folded, with its kind.
+struct Lexicon {
+    words: HashMap<String, Word>,
+    /// For each first character, the longest word (in chars) starting with it: most
+    /// positions of a message try one or two lengths, not the longest word's.
+    longest: HashMap<char, usize>,
+}
+
+/// The longest lexicon word in bytes (checked when the table is built): keys are built on
+/// the stack.
+const KEY_BYTES: usize = 64;
+
+static LEXICON: LazyLock<Lexicon> = LazyLock::new(|| {
     let mut map = HashMap::new();
     // Later tables do not override earlier ones: the order says which reading a word that
     // appears twice keeps ("换" is a picking word in a choice, a verb after a refusal: the
@@ -947,28 +958,41 @@ static LEXICON: LazyLock<(HashMap<String, Word>, usize)> = LazyLock::new(|| {
     for (w, n) in ordinals() {
         map.entry(w).or_insert(Word::Ordinal(n));
     }
-    let longest = map.keys().map(|k| k.chars().count()).max().unwrap_or(1);
-    (map, longest)
+    let mut longest: HashMap<char, usize> = HashMap::new();
+    for k in map.keys() {
+        assert!(k.len() <= KEY_BYTES, "reply word {k:?} longer than {KEY_BYTES} bytes");
+        let first = k.chars().next().expect("no empty reply word");
+        let n = longest.entry(first).or_default();
+        *n = (*n).max(k.chars().count());
+    }
+    Lexicon { words: map, longest }
 });
 
 /// The longest lexicon word at `chars[at..]` (a Latin word only when whole), or one unknown
 /// character (a whole Latin word when it starts one). Returns its length in chars.
 fn next_word(chars: &[char], at: usize) -> (usize, Word) {
-    let (map, longest) = &*LEXICON;
+    let lexicon = &*LEXICON;
     if chars[at] == ' ' {
         return (1, Word::Particle);
     }
-    let mut key = String::with_capacity(longest * 3);
-    let max = (*longest).min(chars.len() - at);
-    for len in (1..=max).rev() {
+    let longest = lexicon.longest.get(&chars[at]).copied().unwrap_or(0);
+    let mut key = [0u8; KEY_BYTES];
+    for len in (1..=longest.min(chars.len() - at)).rev() {
         let end = at + len;
         // A Latin word is matched whole: "no" is not the start of "nothing".
         if latin(chars[end - 1]) && end < chars.len() && latin(chars[end]) {
             continue;
         }
-        key.clear();
-        key.extend(&chars[at..end]);
-        if let Some(&w) = map.get(key.as_str()) {
+        let mut n = 0;
+        for c in &chars[at..end] {
+            if n + c.len_utf8() > KEY_BYTES {
+                break;
+            }
+            n += c.encode_utf8(&mut key[n..]).len();
+        }
+        if let Ok(k) = std::str::from_utf8(&key[..n])
+            && let Some(&w) = lexicon.words.get(k)
+        {
             return (len, w);
         }
     }
