@@ -31,6 +31,11 @@
 //! 其他可以帮您的吗？", where "是的/有" mean there is something else; ordinals and option
 //! words pick an option only when options were offered.
 //!
+//! **取消 is no yes/no answer.** To "确认提交保修申请吗？" it means no, to "确认要取消订单吗？"
+//! yes, and [`Pending::YesNo`] does not carry the question's words; so a message holding
+//! 取消/cancel reads as `Other` after a yes/no question (the turn asks again), and as a no
+//! or a goodbye after a choice or "anything else?".
+//!
 //! # Options
 //!
 //! For `Pending::Choice`, each option is folded and compared with the message: the whole
