@@ -140,6 +140,14 @@ pub struct Shop {
     /// Said before a flow's question when a reload removed the question the conversation
     /// was waiting on and the flow asks the first unanswered one instead.
     pub flow_updated_message: String,
+    /// Said when the customer is done: a goodbye ("没有了", "拜拜"), or a no to "还有其他可以帮您的吗？".
+    pub goodbye_message: String,
+    /// Said to an acknowledgement ("嗯", "好的", "哦") when kefu had asked nothing; it is not a failure.
+    pub ack_message: String,
+    /// Said when the customer answers yes to "还有其他可以帮您的吗？" without saying what.
+    pub more_message: String,
+    /// A `confirm` step's question in other words, asked after a reply that was neither yes nor no (when the step has no `reask`).
+    pub confirm_again_message: String,
     /// Promotions that start within this many days are upcoming: scripts see them in
     /// `promotions.upcoming`, and model prompts mention them with their start.
     pub upcoming_days: u32,
@@ -345,6 +353,9 @@ pub enum OpKind {
         retries: u32,
         /// Where to go when retries run out; the flow ends there when `None`.
         exhausted: Option<usize>,
+        /// A `confirm` step: only a clear yes fills the slot (with "yes"), a clear no
+        /// cancels the flow, and a question is answered by the rules before asking again.
+        confirm: bool,
     },
     /// Bind a variable.
     Set {
@@ -381,9 +392,10 @@ impl std::fmt::Display for OpKind {
                 retries,
                 exhausted,
                 reasks,
+                confirm,
                 ..
             } => {
-                write!(f, "ask {slot}")?;
+                write!(f, "{} {slot}", if *confirm { "confirm" } else { "ask" })?;
                 if let Some(e) = entity.as_ref().filter(|e| *e != slot) {
                     write!(f, " as {e}")?;
                 }

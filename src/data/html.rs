@@ -17,6 +17,7 @@ fn colour(source: &str) -> &'static str {
         "cache" => "#b07aa1",
         "llm" => "#f28e2b",
         "fallback" => "#9c755f",
+        "context" => "#8cd17d",
         "safety" => "#e15759",
         "handoff" => "#ff9da7",
         "human" => "#bab0ac",

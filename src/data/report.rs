@@ -30,7 +30,7 @@ use super::{DataError, ReadStats, Record};
 use crate::engine::AnswerSource;
 
 /// Every answer source, in the order reports list them when counts tie.
-const SOURCES: [AnswerSource; 10] = [
+const SOURCES: [AnswerSource; 11] = [
     AnswerSource::Rule,
     AnswerSource::Flow,
     AnswerSource::Promotion,
@@ -38,6 +38,7 @@ const SOURCES: [AnswerSource; 10] = [
     AnswerSource::Cache,
     AnswerSource::Llm,
     AnswerSource::Fallback,
+    AnswerSource::Context,
     AnswerSource::Safety,
     AnswerSource::Handoff,
     AnswerSource::Human,

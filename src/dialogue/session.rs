@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::nlu::Emotion;
+use crate::nlu::reading::PendingKind;
 
 /// How many messages of history a session keeps (the model prompt uses the recent ones).
 pub const HISTORY_LIMIT: usize = 20;
@@ -42,6 +43,10 @@ pub struct Session {
     pub product: Option<serde_json::Value>,
     /// Emotions of recent customer messages, oldest first.
     pub emotions: Vec<Emotion>,
+    /// What kefu asked in its last reply, so that a short reply ("可以", "第二个",
+    /// "没有了") is read as an answer to it rather than classified on its own.
+    #[serde(default, skip_serializing_if = "Asked::is_nothing")]
+    pub asked: Asked,
     /// Set while a human has the conversation; the bot stays silent until released.
     pub takeover: Option<Takeover>,
     /// Unix milliseconds of the last turn.
@@ -131,6 +136,25 @@ pub struct Feedback {
     pub comment: Option<String>,
     /// Unix milliseconds.
     pub at: i64,
+}
+
+/// What kefu asked at the end of its last reply, and who asked it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Asked {
+    /// The kind of question (yes or no, anything else, a choice, open), read from the
+    /// reply's text or known from the flow step that asked.
+    pub kind: PendingKind,
+    /// The rule whose reply asked (scripts see it as `session.asked_rule`), so a rule can
+    /// answer the customer's yes to that rule's offer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+}
+
+impl Asked {
+    /// Whether kefu asked nothing.
+    pub fn is_nothing(&self) -> bool {
+        self.kind == PendingKind::Nothing
+    }
 }
 
 /// A flow in progress.

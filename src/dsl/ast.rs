@@ -134,6 +134,14 @@ pub struct Shop {
     pub context: Vec<Ident>,
     /// `flow_updated_message "..."`
     pub flow_updated_message: Option<Str>,
+    /// `goodbye_message "..."`
+    pub goodbye_message: Option<Str>,
+    /// `ack_message "..."`
+    pub ack_message: Option<Str>,
+    /// `more_message "..."`
+    pub more_message: Option<Str>,
+    /// `confirm_again_message "..."`
+    pub confirm_again_message: Option<Str>,
     /// `upcoming_days 14`
     pub upcoming_days: Option<Integer>,
 }
@@ -312,6 +320,9 @@ pub struct FlowStart {
     pub span: Span,
 }
 
+/// The slot of a `confirm` step written without a name.
+pub const CONFIRM_SLOT: &str = "confirm";
+
 /// One step of a flow.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Step {
@@ -338,6 +349,9 @@ pub enum StepKind {
         retry: Option<Integer>,
         /// What to do when retries run out.
         otherwise: Option<Box<Step>>,
+        /// Written as `confirm`: a yes-or-no question, filled by a clear yes; a clear no
+        /// cancels the flow.
+        confirm: bool,
     },
     /// `set name = `expr``
     Set {

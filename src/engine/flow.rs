@@ -20,7 +20,9 @@ use std::collections::BTreeSet;
 use super::AnswerSource;
 use super::scope::{dynamic_to_json, json_to_dynamic};
 use super::turn::{Answer, Decision, Turn, step};
+use crate::dialogue::Asked;
 use crate::dialogue::{FlowState, Session};
+use crate::nlu::reading::{PendingKind, Reading};
 use crate::ruleset::{OpKind, RuleSet};
 
 /// Words that cancel a flow when they make up (nearly) the whole message.
@@ -35,6 +37,15 @@ const STEP_BUDGET: usize = 256;
 fn is_cancel(message: &str) -> bool {
     let bare: String = message.chars().filter(|c| c.is_alphanumeric()).collect();
     bare.chars().count() <= CANCEL_MAX_CHARS && CANCEL_WORDS.iter().any(|w| bare.contains(w))
+}
+
+/// Words with which a customer takes back what they were doing: "算了", "不退了",
+/// "还是换…吧", "改成".
+const CHANGE_OF_MIND: [&str; 6] = ["算了", "不退了", "不换了", "还是", "改成", "改为"];
+
+/// Whether the message takes back the flow in progress (it may ask for another one).
+fn changes_mind(message: &str) -> bool {
+    CHANGE_OF_MIND.iter().any(|w| message.contains(w))
 }
 
 /// Forgets the slots of flow `name` (abandoned: cancelled or timed out).
@@ -62,6 +73,69 @@ impl Turn<'_> {
         self.session.flow = Some(state.clone());
         self.refresh_session_vars();
         self.run_flow(index, state, false, None)
+    }
+
+    /// Starts flow `index` keeping the slots it shares with the flow the customer just
+    /// left (`carried`): its asks for them go on without asking.
+    fn begin_flow_keeping(&mut self, index: usize) -> Answer {
+        let flow = &self.rules.flows[index];
+        for slot in flow.slots.iter().filter(|s| !self.carried.contains(*s)) {
+            self.session.slots.remove(slot);
+        }
+        let state = FlowState {
+            name: flow.name.clone(),
+            started_at: self.now.timestamp_millis(),
+            ..FlowState::default()
+        };
+        self.session.flow = Some(state.clone());
+        self.refresh_session_vars();
+        let answer = self.run_flow(index, state, false, None);
+        self.carried.clear();
+        answer
+    }
+
+    /// Another flow this message starts (its intent or keywords, and its `when`), for a
+    /// customer who changes their mind in the middle of flow `current`.
+    fn other_flow(&mut self, current: usize) -> Option<usize> {
+        let rules = self.rules;
+        let candidates = self.candidates;
+        for &(f, s) in &candidates.flow_starts {
+            if f == current {
+                continue;
+            }
+            let flow = &rules.flows[f];
+            if let Some(when) = &flow.starts[s].when
+                && !self.holds(when, format_args!("flow {} start", flow.name))
+            {
+                continue;
+            }
+            return Some(f);
+        }
+        None
+    }
+
+    /// The value this message gives an `ask` filled by `entity` (the whole message when
+    /// `None`): the entity in the message, or, for a reply picking one of the options the
+    /// question offered ("第二个"), the entity in that option's text (or the option itself).
+    fn answer_to_ask(&self, entity: Option<&str>) -> Option<String> {
+        let option = match (self.reading, &self.session.asked) {
+            (
+                Reading::Choice(i),
+                Asked {
+                    kind: PendingKind::Choice(options),
+                    ..
+                },
+            ) => options.get(i),
+            _ => None,
+        };
+        match entity {
+            Some(e) => self.understanding.entity(e).map(str::to_string).or_else(|| {
+                let option = option?;
+                let found = self.rules.nlu.recognizer().find(option, self.now.date_naive());
+                found.into_iter().find(|m| m.name == e).map(|m| m.value)
+            }),
+            None => Some(option.cloned().unwrap_or_else(|| self.message.clone())),
+        }
     }
 
     /// Handles a message while a flow is waiting; `None` when the flow is gone and the
@@ -117,7 +191,41 @@ impl Turn<'_> {
             }
         }
 
-        if is_cancel(&self.message) {
+        let waiting = flow
+            .ops
+            .get(state.pc)
+            .map(|op| &op.kind)
+            .filter(|_| state.awaiting.is_some());
+        let confirming = matches!(waiting, Some(OpKind::Ask { confirm: true, .. }));
+
+        // A customer who changes their mind ("算了，我不退了，换个大一码的吧") is taken to the
+        // flow they ask for now, which keeps what they told this one.
+        if changes_mind(&self.message)
+            && let Some(other) = self.other_flow(index)
+        {
+            let other_flow = &rules.flows[other];
+            self.trace.push(step(
+                "flow",
+                format!(
+                    "{}: the customer changed their mind; {} starts",
+                    flow.name, other_flow.name
+                ),
+            ));
+            self.covered.push(format!("flow:{}:cancel", flow.name));
+            let kept: BTreeSet<String> = other_flow
+                .slots
+                .iter()
+                .filter(|slot| self.session.slots.contains_key(*slot))
+                .cloned()
+                .collect();
+            for slot in flow.slots.iter().filter(|slot| !kept.contains(*slot)) {
+                self.session.slots.remove(slot);
+            }
+            self.carried = kept;
+            return Some(Decision::Answer(self.begin_flow_keeping(other)));
+        }
+
+        if is_cancel(&self.message) || (confirming && self.reading == Reading::No) {
             self.trace
                 .push(step("flow", format!("{} cancelled by the customer", flow.name)));
             self.covered.push(format!("flow:{}:cancel", flow.name));
@@ -138,25 +246,42 @@ impl Turn<'_> {
         // confidently about another intent. Rules and promotions answer it; failing those, a
         // confident other intent goes to the fallback chain (the model). A slot filled from
         // the whole message accepts anything, so there only a confident other intent counts.
+        // A confirmation is acted on only by a clear yes: anything else ("是不是要我自己寄回去？
+        // 运费谁出", "对不对啊") is answered if the rules or the FAQ can, and the question asked
+        // again in other words.
         if let Some(OpKind::Ask {
-            entity, prompt, slot, ..
-        }) = flow.ops.get(state.pc).map(|op| &op.kind)
-            && state.awaiting.is_some()
+            entity,
+            prompt,
+            reasks,
+            slot,
+            confirm,
+            ..
+        }) = waiting
         {
             let other_intent = self.confident() && !self.intent_starts(index);
             let fills = match entity {
-                Some(e) => self.understanding.entity(e).is_some(),
+                _ if *confirm => self.reading == Reading::Yes,
+                Some(e) => self.answer_to_ask(Some(e)).is_some(),
                 None => !other_intent,
             };
-            if !fills && (other_intent || self.keyword_rule_hit()) {
+            if !fills && (*confirm || other_intent || self.keyword_rule_hit()) {
                 self.session.flow = Some(state.clone());
-                if let Some(mut answer) = self.answer_by_rules().or_else(|| self.answer_by_promotions()) {
+                let answered = self
+                    .answer_by_rules()
+                    .or_else(|| self.answer_by_promotions())
+                    .or_else(|| if *confirm { self.answer_by_faq() } else { None });
+                let again = |turn: &mut Self| match (confirm, reasks.first()) {
+                    (true, Some(text)) => turn.render(text, format_args!("flow {}", flow.name)),
+                    (true, None) => rules.shop.confirm_again_message.clone(),
+                    (false, _) => turn.render(prompt, format_args!("flow {}", flow.name)),
+                };
+                if let Some(mut answer) = answered {
                     if answer.handoff.is_some() {
                         self.session.flow = None;
                         self.trace
                             .push(step("flow", format!("{} ends: the digression hands over", flow.name)));
                     } else {
-                        let question = self.render(prompt, format_args!("flow {}", flow.name));
+                        let question = again(self);
                         answer.reply = format!("{}\n{}", answer.reply, question);
                         self.trace
                             .push(step("flow", format!("digression answered; asking {slot} again")));
@@ -168,7 +293,7 @@ impl Turn<'_> {
                 // the shop's threshold and certainty.
                 let clear = (1.0 + self.rules.shop.threshold) / 2.0;
                 if other_intent && self.understanding.confidence >= clear {
-                    let question = self.render(prompt, format_args!("flow {}", flow.name));
+                    let question = again(self);
                     self.pending_question = Some(question);
                     self.trace.push(step(
                         "flow",
@@ -223,14 +348,17 @@ impl Turn<'_> {
                     reasks,
                     retries,
                     exhausted,
+                    confirm,
                 } => {
-                    last_step = format!("ask {slot}@{}", op.line);
+                    last_step = format!("{} {slot}@{}", if *confirm { "confirm" } else { "ask" }, op.line);
                     let awaited = state.awaiting.as_deref() == Some(slot.as_str());
                     if awaited && input {
                         input = false;
-                        let value = match entity {
-                            Some(e) => self.understanding.entity(e).map(str::to_string),
-                            None => Some(self.message.clone()),
+                        let value = if *confirm {
+                            // Only a clear yes goes on; a no was handled before the flow ran.
+                            (self.reading == Reading::Yes).then(|| "yes".to_string())
+                        } else {
+                            self.answer_to_ask(entity.as_deref())
                         };
                         if let Some(value) = value {
                             self.trace.push(step("flow", format!("{slot} = {value}")));
@@ -263,8 +391,23 @@ impl Turn<'_> {
                     } else if !awaited {
                         let known = entity
                             .as_ref()
+                            .filter(|_| !*confirm)
                             .and_then(|e| self.understanding.entity(e))
                             .map(str::to_string);
+                        // What the flow the customer left had already been told.
+                        let carried = self
+                            .carried
+                            .remove(slot)
+                            .then(|| self.session.slots.get(slot).cloned())
+                            .flatten();
+                        if let Some(value) = carried {
+                            self.trace
+                                .push(step("flow", format!("{slot} = {value} (kept from the flow before)")));
+                            prefilled.insert(slot.clone());
+                            notice = None;
+                            state.pc += 1;
+                            continue;
+                        }
                         if let Some(value) = known.filter(|_| !prefilled.contains(slot)) {
                             self.trace
                                 .push(step("flow", format!("{slot} = {value} (from the same message)")));
@@ -280,11 +423,16 @@ impl Turn<'_> {
                     }
                     // A re-ask says the step's re-ask texts in turn, the last one repeated;
                     // without any, the question again.
-                    let text = match state.misses.checked_sub(1) {
-                        Some(again) if awaited && !reasks.is_empty() => &reasks[(again as usize).min(reasks.len() - 1)],
-                        _ => prompt,
+                    // A confirmation asked again says it in other words: its own re-ask
+                    // texts, else the shop's `confirm_again_message`.
+                    let question = match state.misses.checked_sub(1) {
+                        Some(again) if awaited && !reasks.is_empty() => {
+                            let text = &reasks[(again as usize).min(reasks.len() - 1)];
+                            self.render(text, format_args!("flow {}", flow.name))
+                        }
+                        Some(_) if awaited && *confirm => rules.shop.confirm_again_message.clone(),
+                        _ => self.render(prompt, format_args!("flow {}", flow.name)),
                     };
-                    let question = self.render(text, format_args!("flow {}", flow.name));
                     replies.push(match notice.take() {
                         Some(notice) => format!("{notice}{question}"),
                         None => question,

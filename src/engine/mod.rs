@@ -101,6 +101,9 @@ pub enum AnswerSource {
     Human,
     /// Nothing answered: a fallback `reply` or the shop's `fallback_message`.
     Fallback,
+    /// A short reply read against what kefu last asked, answered by the shop's own words
+    /// for it: a goodbye, an acknowledgement, "what else can I do".
+    Context,
 }
 
 impl AnswerSource {
@@ -118,6 +121,7 @@ impl AnswerSource {
             AnswerSource::Handoff => "handoff",
             AnswerSource::Human => "human",
             AnswerSource::Fallback => "fallback",
+            AnswerSource::Context => "context",
         }
     }
 }

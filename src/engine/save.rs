@@ -153,6 +153,7 @@ fn lay_over(stored: &mut Option<Session>, read: Read, next: &Session, added: Add
         current.flow.clone_from(&next.flow);
         current.slots.clone_from(&next.slots);
         current.product.clone_from(&next.product);
+        current.asked.clone_from(&next.asked);
         if current.takeover.is_none() {
             current.takeover.clone_from(&next.takeover);
         }

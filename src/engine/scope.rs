@@ -58,6 +58,11 @@ pub(crate) fn session_map(session: &Session) -> Map {
         "flow".into(),
         session.flow.as_ref().map_or(Dynamic::UNIT, |f| f.name.clone().into()),
     );
+    m.insert("asked".into(), super::turn::asked_name(&session.asked.kind).into());
+    m.insert(
+        "asked_rule".into(),
+        session.asked.rule.clone().map_or(Dynamic::UNIT, Dynamic::from),
+    );
     m
 }
 
@@ -227,6 +232,8 @@ pub(crate) struct ScopeInput<'a> {
     pub rules: &'a RuleSet,
     pub session: &'a Session,
     pub understanding: &'a Understanding,
+    /// The message read as a reply to what kefu asked last.
+    pub reading: crate::nlu::reading::Reading,
     pub message: &'a str,
     /// What input safety found in the message (it was not refused).
     pub findings: &'a [Finding],
@@ -254,6 +261,7 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
     }
     scope.push_dynamic("entities", Dynamic::from_map(entities));
     scope.push("emotion", u.emotion.as_str().to_string());
+    scope.push("reading", super::turn::reading_name(input.reading).to_string());
     scope.push_dynamic("slots", Dynamic::from_map(slots_map(input.session)));
     scope.push_dynamic("session", Dynamic::from_map(session_map(input.session)));
     // An absent profile is an empty map, so `user.segment` reads `()` instead of failing.
@@ -349,6 +357,7 @@ mod tests {
                 rules: &rules,
                 session: &session,
                 understanding: &understanding,
+                reading: crate::nlu::reading::Reading::Other,
                 message: "我要退货",
                 findings: &[],
                 user: user.as_object(),

@@ -5,6 +5,7 @@
 //! model; then output safety and the session saved. What the message triggers is found
 //! once, in `candidates`; a waiting flow runs in `flow`.
 
+use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +19,7 @@ use super::{AnswerSource, Engine, Handoff, TraceStep, TurnRequest, TurnResponse,
 use crate::RuleSet;
 use crate::dialogue::{Role, Session};
 use crate::kb::{self, Query};
+use crate::nlu::reading::{self, PendingKind, Reading};
 use crate::nlu::{self, Understanding};
 use crate::ruleset::{FallbackAction, ModelCall, Trigger};
 use crate::script::host::{self, Host};
@@ -132,7 +134,7 @@ pub(super) struct Turn<'a> {
     pub trace: Vec<TraceStep>,
     pub covered: Vec<String>,
     /// What this message triggers, found once before the decision.
-    candidates: &'a Candidates,
+    pub(super) candidates: &'a Candidates,
     /// Whether this turn already added one to `session.failures`.
     failure_counted: bool,
     /// A flow question to ask again after a digression the model answers.
@@ -150,6 +152,11 @@ pub(super) struct Turn<'a> {
     pub promotions_filled: bool,
     /// Scripts that failed (also in the trace).
     script_errors: Vec<super::ScriptFailure>,
+    /// The message read as a reply to what kefu asked last.
+    pub reading: Reading,
+    /// Slots a flow the customer left by changing their mind had filled, which the flow
+    /// they changed to takes over instead of asking again.
+    pub carried: BTreeSet<String>,
 }
 
 /// Runs one turn on `rules`.
@@ -240,8 +247,34 @@ pub(super) fn run(
     };
     // Relative dates ("昨天") resolve against the turn's shop-local day, so replays with
     // `as_of` understand them as they were meant.
-    let understanding = rules.nlu.understand_on(&message, &context, now.date_naive());
+    let mut understanding = rules.nlu.understand_on(&message, &context, now.date_naive());
     trace.push(step("nlu", describe_understanding(&understanding)));
+    // A short reply is read against what kefu asked last ("可以" to an offer, "没有了" to
+    // "还有其他可以帮您的吗？", "嗯" to nothing). Such a reply carries no intent of its own,
+    // so whatever the classifier guessed from its one or two characters is set aside: it
+    // would fire a rule, or a handoff, meant for something else.
+    let reading = reading::read(&message, session.asked.kind.as_pending());
+    if is_short_reply(reading) {
+        let asked = asked_name(&session.asked.kind);
+        let guess = match &understanding.intent {
+            Some(intent) => format!(
+                "; the guessed intent {intent} ({:.2}) is set aside",
+                understanding.confidence
+            ),
+            None => String::new(),
+        };
+        trace.push(step(
+            "context",
+            format!(
+                "read as {} to {}{guess}",
+                reading_name(reading),
+                if asked.is_empty() { "nothing asked" } else { asked }
+            ),
+        ));
+        understanding.intent = None;
+        understanding.confidence = 0.0;
+        understanding.levels.clear();
+    }
     if let Some(product) = request.context.as_ref().and_then(|c| c.get("product")) {
         // Kept for later turns, so kept masked like everything a session holds.
         let mut product = product.clone();
@@ -258,6 +291,7 @@ pub(super) fn run(
         rules,
         session: &session,
         understanding: &understanding,
+        reading,
         message: &message,
         findings: &verdict.findings,
         user: request.user.as_ref(),
@@ -294,6 +328,8 @@ pub(super) fn run(
         usage: super::Usage::default(),
         promotions_filled: false,
         script_errors: Vec::new(),
+        reading,
+        carried: BTreeSet::new(),
     };
     let mut answer = host::with_host(host.clone(), || match turn.decide() {
         Decision::Answer(answer) => answer,
@@ -346,6 +382,39 @@ fn describe_understanding(u: &Understanding) -> String {
         let _ = write!(s, ", {}={}", e.name, e.value);
     }
     s
+}
+
+/// Whether a reading is a short reply that answers kefu's question (or acknowledges) and
+/// carries no intent of its own. Thanks are not: the shop's thank-you rule answers them.
+pub(super) fn is_short_reply(reading: Reading) -> bool {
+    matches!(
+        reading,
+        Reading::Yes | Reading::No | Reading::Choice(_) | Reading::Bye | Reading::Ack
+    )
+}
+
+/// A reading's name, as scripts see it in `reading` and traces show it.
+pub(super) fn reading_name(reading: Reading) -> &'static str {
+    match reading {
+        Reading::Yes => "yes",
+        Reading::No => "no",
+        Reading::Choice(_) => "choice",
+        Reading::Bye => "bye",
+        Reading::Ack => "ack",
+        Reading::Thanks => "thanks",
+        Reading::Other => "",
+    }
+}
+
+/// The kind of question kefu asked, as scripts see it in `session.asked`.
+pub(super) fn asked_name(kind: &PendingKind) -> &'static str {
+    match kind {
+        PendingKind::Nothing => "",
+        PendingKind::YesNo => "yes_no",
+        PendingKind::AnythingElse => "anything_else",
+        PendingKind::Choice(_) => "choice",
+        PendingKind::Open => "open",
+    }
 }
 
 impl Turn<'_> {
@@ -429,16 +498,47 @@ impl Turn<'_> {
         if let Some(answer) = self.answer_by_rules() {
             return Decision::Answer(answer);
         }
+        if let Some(answer) = self.answer_in_context() {
+            return Decision::Answer(answer);
+        }
         if let Some(answer) = self.answer_by_promotions() {
             return Decision::Answer(answer);
         }
         if let Some(answer) = self.start_flow() {
             return Decision::Answer(answer);
         }
-        if let Some(answer) = self.answer_by_faq() {
+        // "可以", "第二个": words the knowledge base would match on nothing but chance.
+        if !is_short_reply(self.reading)
+            && let Some(answer) = self.answer_by_faq()
+        {
             return Decision::Answer(answer);
         }
         self.fallback(false)
+    }
+
+    /// A short reply no rule took up, answered by the shop's words for it: a goodbye to
+    /// "没有了" (or a no to "还有其他可以帮您的吗？"), "what else" to a bare yes to that
+    /// question, and an acknowledgement to "嗯" or "好的". A yes, no or choice answering a
+    /// question of a rule's or the model's goes on to the fallback chain, whose model
+    /// reads the question in the history.
+    fn answer_in_context(&mut self) -> Option<Answer> {
+        let shop = &self.rules.shop;
+        let anything_else = self.session.asked.kind == PendingKind::AnythingElse;
+        let (reply, what) = match self.reading {
+            Reading::Bye => (&shop.goodbye_message, "goodbye"),
+            Reading::No if anything_else => (&shop.goodbye_message, "goodbye"),
+            Reading::Yes if anything_else => (&shop.more_message, "what else"),
+            // A no to an offer no rule takes up is taken note of, like an acknowledgement.
+            Reading::No if matches!(self.session.asked.kind, PendingKind::YesNo | PendingKind::Choice(_)) => {
+                (&shop.ack_message, "acknowledgement")
+            }
+            Reading::Ack => (&shop.ack_message, "acknowledgement"),
+            _ => return None,
+        };
+        self.trace
+            .push(step("context", format!("answered with the shop's {what}")));
+        self.covered.push(format!("context:{what}"));
+        Some(Answer::new(AnswerSource::Context, reply.clone()))
     }
 
     /// The message's retrieval terms and the product in focus (named in the message, or
@@ -478,7 +578,7 @@ impl Turn<'_> {
 
     /// The knowledge base's FAQ step: a cached answer for this question, else the best
     /// entry when it is confident and clearly ahead of the next (see `kb`).
-    fn answer_by_faq(&mut self) -> Option<Answer> {
+    pub(super) fn answer_by_faq(&mut self) -> Option<Answer> {
         let rules = self.rules;
         let kb = &rules.kb;
         if kb.faqs.is_empty() {
@@ -723,7 +823,9 @@ impl Turn<'_> {
             if !self.failure_counted {
                 session.failures += 1;
             }
-        } else if answer.handoff.is_none() {
+        } else if answer.handoff.is_none() && answer.source != AnswerSource::Context {
+            // An acknowledgement or a goodbye neither fails nor resolves anything: the
+            // count of failed turns in a row stands.
             session.failures = 0;
         }
         if self.understanding.intent.is_some() && self.understanding.confidence >= self.rules.shop.threshold {
@@ -734,6 +836,7 @@ impl Turn<'_> {
         if !answer.reply.is_empty() {
             session.remember(Role::Bot, &answer.reply, now_ms);
         }
+        session.asked = asked_by(self.rules, session, &answer);
         if let Some(reason) = &answer.handoff {
             session.flow = None;
             session.takeover = Some(crate::dialogue::Takeover {
@@ -760,6 +863,36 @@ impl Turn<'_> {
         let saved = save::save(self.engine, self.read, self.session, added);
         response.message = self.message;
         saved_response(response, saved)
+    }
+}
+
+/// What the answer asks the customer, for reading their next message: the flow's
+/// question when a flow waits (a `confirm` step asks yes or no; any other question is at
+/// least open), else what the reply's last question asks. Nothing after a handoff.
+fn asked_by(rules: &RuleSet, session: &Session, answer: &Answer) -> crate::dialogue::Asked {
+    use crate::ruleset::OpKind;
+    if answer.handoff.is_some() {
+        return crate::dialogue::Asked::default();
+    }
+    let waiting = session
+        .flow
+        .as_ref()
+        .filter(|f| f.awaiting.is_some())
+        .and_then(|state| {
+            let flow = rules.flows.iter().find(|f| f.name == state.name)?;
+            flow.ops.get(state.pc)
+        });
+    let kind = match waiting.map(|op| &op.kind) {
+        Some(OpKind::Ask { confirm: true, .. }) => PendingKind::YesNo,
+        Some(_) => match reading::pending_of(&answer.reply) {
+            PendingKind::Nothing => PendingKind::Open,
+            kind => kind,
+        },
+        None => reading::pending_of(&answer.reply),
+    };
+    crate::dialogue::Asked {
+        rule: (kind != PendingKind::Nothing).then(|| answer.rule.clone()).flatten(),
+        kind,
     }
 }
 

@@ -82,6 +82,8 @@ pub const SESSION: &[Field] = &[
     field("failures", Ty::Int),
     field("last_intent", Ty::MaybeStr),
     field("flow", Ty::MaybeStr),
+    field("asked", Ty::Str),
+    field("asked_rule", Ty::MaybeStr),
 ];
 
 /// The fields of `promotions`: the promotions on now and starting within the shop's
@@ -117,6 +119,10 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         name: "emotion",
+        ty: Ty::Str,
+    },
+    Variable {
+        name: "reading",
         ty: Ty::Str,
     },
     Variable {

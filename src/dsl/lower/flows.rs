@@ -166,8 +166,11 @@ impl Lowerer<'_> {
                     reasks,
                     retry,
                     otherwise,
+                    confirm,
                 } => {
                     let entity = match entity {
+                        // A confirmation is filled by the built-in reading of yes and no.
+                        _ if *confirm => Some("yes_no".to_string()),
                         Some(e) if !refs.entities.contains(&e.name) => {
                             self.unknown(e, "entity", refs.entities.iter().map(String::as_str));
                             None
@@ -227,6 +230,7 @@ impl Lowerer<'_> {
                             reasks,
                             retries,
                             exhausted: None,
+                            confirm: *confirm,
                         },
                     });
                     if let Some(step) = otherwise {

@@ -389,6 +389,10 @@ fn fixed_replies<'r>(
             shop.handoff_message.as_str(),
             shop.fallback_message.as_str(),
             shop.flow_updated_message.as_str(),
+            shop.goodbye_message.as_str(),
+            shop.ack_message.as_str(),
+            shop.more_message.as_str(),
+            shop.confirm_again_message.as_str(),
         ])
         .chain(kb.faqs.iter().map(|f| f.answer.as_str()))
 }

@@ -28,6 +28,10 @@ const MAX_MODEL_BUDGET_MS: u64 = 60_000;
 
 /// Said before the question a flow asks again after the rules changed under it.
 const DEFAULT_FLOW_UPDATED_MESSAGE: &str = "抱歉，流程有更新，需要再确认一下：";
+const DEFAULT_GOODBYE_MESSAGE: &str = "好的，感谢您的咨询，祝您购物愉快～有需要随时找我们哦！";
+const DEFAULT_ACK_MESSAGE: &str = "好的～还有其他可以帮您的吗？";
+const DEFAULT_MORE_MESSAGE: &str = "好的，请问还有什么可以帮您？";
+const DEFAULT_CONFIRM_AGAIN_MESSAGE: &str = "需要继续办理的话请回复“是”，不需要了请回复“不用了”。";
 
 /// How many days ahead a promotion counts as upcoming: two weeks covers the run-up to a
 /// campaign, when customers start asking about it.
@@ -63,6 +67,10 @@ impl Lowerer<'_> {
                 fallback_message: DEFAULT_FALLBACK_MESSAGE.into(),
                 context: DEFAULT_CONTEXT.iter().map(|s| s.to_string()).collect(),
                 flow_updated_message: DEFAULT_FLOW_UPDATED_MESSAGE.into(),
+                goodbye_message: DEFAULT_GOODBYE_MESSAGE.into(),
+                ack_message: DEFAULT_ACK_MESSAGE.into(),
+                more_message: DEFAULT_MORE_MESSAGE.into(),
+                confirm_again_message: DEFAULT_CONFIRM_AGAIN_MESSAGE.into(),
                 upcoming_days: DEFAULT_UPCOMING_DAYS,
             };
         };
@@ -150,6 +158,22 @@ impl Lowerer<'_> {
                 .flow_updated_message
                 .as_ref()
                 .map_or(DEFAULT_FLOW_UPDATED_MESSAGE.into(), |s| s.value.clone()),
+            goodbye_message: shop
+                .goodbye_message
+                .as_ref()
+                .map_or(DEFAULT_GOODBYE_MESSAGE.into(), |s| s.value.clone()),
+            ack_message: shop
+                .ack_message
+                .as_ref()
+                .map_or(DEFAULT_ACK_MESSAGE.into(), |s| s.value.clone()),
+            more_message: shop
+                .more_message
+                .as_ref()
+                .map_or(DEFAULT_MORE_MESSAGE.into(), |s| s.value.clone()),
+            confirm_again_message: shop
+                .confirm_again_message
+                .as_ref()
+                .map_or(DEFAULT_CONFIRM_AGAIN_MESSAGE.into(), |s| s.value.clone()),
             upcoming_days,
         }
     }

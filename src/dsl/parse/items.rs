@@ -43,6 +43,10 @@ impl Builder<'_> {
             fallback_message: None,
             context: Vec::new(),
             flow_updated_message: None,
+            goodbye_message: None,
+            ack_message: None,
+            more_message: None,
+            confirm_again_message: None,
             upcoming_days: None,
         };
         for field in fields {
@@ -122,6 +126,47 @@ impl Builder<'_> {
                         fspan,
                         first,
                         "flow_updated_message",
+                    );
+                }
+                Rule::goodbye_message => {
+                    let v = self.string(Self::first_inner(field));
+                    let first = shop.goodbye_message.as_ref().map(|s| s.span);
+                    set_once(
+                        self.diagnostics,
+                        &mut shop.goodbye_message,
+                        v,
+                        fspan,
+                        first,
+                        "goodbye_message",
+                    );
+                }
+                Rule::ack_message => {
+                    let v = self.string(Self::first_inner(field));
+                    let first = shop.ack_message.as_ref().map(|s| s.span);
+                    set_once(self.diagnostics, &mut shop.ack_message, v, fspan, first, "ack_message");
+                }
+                Rule::more_message => {
+                    let v = self.string(Self::first_inner(field));
+                    let first = shop.more_message.as_ref().map(|s| s.span);
+                    set_once(
+                        self.diagnostics,
+                        &mut shop.more_message,
+                        v,
+                        fspan,
+                        first,
+                        "more_message",
+                    );
+                }
+                Rule::confirm_again_message => {
+                    let v = self.string(Self::first_inner(field));
+                    let first = shop.confirm_again_message.as_ref().map(|s| s.span);
+                    set_once(
+                        self.diagnostics,
+                        &mut shop.confirm_again_message,
+                        v,
+                        fspan,
+                        first,
+                        "confirm_again_message",
                     );
                 }
                 Rule::upcoming_days => {
@@ -392,10 +437,22 @@ impl Builder<'_> {
     fn step(&mut self, pair: Pair<'_, Rule>) -> Option<Step> {
         let span = self.span(&pair);
         let kind = match pair.as_rule() {
-            Rule::ask => {
-                let mut parts = inner(pair);
-                let slot = self.ident(parts.next().expect("slot"));
+            Rule::ask | Rule::confirm => {
+                let confirm = pair.as_rule() == Rule::confirm;
+                let mut parts = inner(pair).peekable();
                 let mut entity = None;
+                let slot = if confirm {
+                    // `confirm "…"` names its slot `confirm`, at the keyword.
+                    match parts.next_if(|p| p.as_rule() == Rule::name) {
+                        Some(name) => self.ident(name),
+                        None => Ident {
+                            name: CONFIRM_SLOT.into(),
+                            span: Span::new(self.file, span.start, span.start + "confirm".len()),
+                        },
+                    }
+                } else {
+                    self.ident(parts.next().expect("slot"))
+                };
                 let mut next = parts.next().expect("question");
                 if next.as_rule() == Rule::name {
                     entity = Some(self.ident(next));
@@ -422,6 +479,7 @@ impl Builder<'_> {
                     reasks,
                     retry,
                     otherwise,
+                    confirm,
                 }
             }
             Rule::set => {

@@ -89,7 +89,12 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_reply
             | Rule::kw_retry
             | Rule::kw_reask
+            | Rule::kw_confirm
             | Rule::kw_flow_updated_message
+            | Rule::kw_goodbye_message
+            | Rule::kw_ack_message
+            | Rule::kw_more_message
+            | Rule::kw_confirm_again_message
             | Rule::kw_upcoming_days
             | Rule::kw_rule
             | Rule::kw_safety
