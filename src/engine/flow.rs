@@ -112,7 +112,7 @@ impl Turn<'_> {
                     state.pc = pc;
                     state.awaiting = None;
                     state.misses = 0;
-                    notice = Some(rules.shop.flow_updated_message.clone());
+                    notice = Some(self.pick(&rules.shop.flow_updated_message).clone());
                 }
             }
         }
@@ -356,7 +356,7 @@ impl Turn<'_> {
             AnswerSource::Flow
         };
         if handoff.is_some() {
-            replies.push(rules.shop.handoff_message.clone());
+            replies.push(self.pick(&rules.shop.handoff_message).clone());
         }
         let mut answer = Answer::new(source, replies.join("\n"));
         answer.flow = Some(flow.name.clone());

@@ -18,10 +18,10 @@ use super::{AnswerSource, Engine, Handoff, TraceStep, TurnRequest, TurnResponse,
 use crate::RuleSet;
 use crate::dialogue::{Role, Session};
 use crate::kb::{self, Query};
-use crate::nlu::{self, Understanding};
+use crate::nlu::{self, Lang, Understanding};
 use crate::ruleset::{FallbackAction, ModelCall, Trigger};
 use crate::script::host::{self, Host};
-use crate::script::{Script, ScriptError, Template};
+use crate::script::{Localized, Script, ScriptError, Texts};
 use crate::tickets::TicketStore;
 
 /// What a turn decided to say.
@@ -150,6 +150,11 @@ pub(super) struct Turn<'a> {
     pub promotions_filled: bool,
     /// Scripts that failed (also in the trace).
     script_errors: Vec<super::ScriptFailure>,
+    /// The language the turn answers in (one of the shop's `languages`).
+    pub language: Lang,
+    /// Whether a text said this turn had no variant in `language` and was said in the
+    /// shop's language instead (a model may translate the answer: `translate llm`).
+    pub untranslated: bool,
 }
 
 /// Runs one turn on `rules`.
@@ -198,6 +203,16 @@ pub(super) fn run(
         return end_early(engine, read, session, response, shown, false);
     }
     let message = verdict.masked;
+    // Detected on the customer's own words: masks (`［手机号］`) are kefu's, not theirs.
+    let language = if rules.shop.languages.len() > 1 {
+        let previous = session.language.unwrap_or_else(|| rules.shop.language());
+        let language = nlu::language::detect(request.message.trim(), &rules.shop.languages, previous);
+        session.language = Some(language);
+        language
+    } else {
+        session.language = None;
+        rules.shop.language()
+    };
 
     if let Some(takeover) = &mut session.takeover {
         takeover.queue(message.clone());
@@ -241,7 +256,11 @@ pub(super) fn run(
     // Relative dates ("昨天") resolve against the turn's shop-local day, so replays with
     // `as_of` understand them as they were meant.
     let understanding = rules.nlu.understand_on(&message, &context, now.date_naive());
-    trace.push(step("nlu", describe_understanding(&understanding)));
+    let mut described = describe_understanding(&understanding);
+    if language != rules.shop.language() {
+        let _ = write!(described, ", language {language}");
+    }
+    trace.push(step("nlu", described));
     if let Some(product) = request.context.as_ref().and_then(|c| c.get("product")) {
         // Kept for later turns, so kept masked like everything a session holds.
         let mut product = product.clone();
@@ -294,6 +313,8 @@ pub(super) fn run(
         usage: super::Usage::default(),
         promotions_filled: false,
         script_errors: Vec::new(),
+        language,
+        untranslated: false,
     };
     let mut answer = host::with_host(host.clone(), || match turn.decide() {
         Decision::Answer(answer) => answer,
@@ -305,6 +326,19 @@ pub(super) fn run(
         } else {
             answer.reply = format!("{}\n{question}", answer.reply);
         }
+    }
+    if matches!(
+        answer.source,
+        AnswerSource::Rule
+            | AnswerSource::Flow
+            | AnswerSource::Promotion
+            | AnswerSource::Faq
+            | AnswerSource::Cache
+            | AnswerSource::Handoff
+            | AnswerSource::Fallback
+    ) && let Some(text) = turn.translated(&answer.reply)
+    {
+        answer.reply = text;
     }
     if host.ticket_failed.load(std::sync::atomic::Ordering::Relaxed) {
         // Never tell the customer a ticket was submitted when it was not recorded.
@@ -381,8 +415,22 @@ impl Turn<'_> {
         self.in_scope(what, Dynamic::UNIT, |engine, scope| script.eval(engine, scope))
     }
 
-    /// Renders a template; a failing hole renders as nothing and goes to the trace.
-    pub(super) fn render(&mut self, template: &Template, what: fmt::Arguments<'_>) -> String {
+    /// The variant of a text in the turn's language, or the shop language's (noted in
+    /// `untranslated`) when it has none.
+    pub(super) fn pick<'t, T>(&mut self, texts: &'t Localized<T>) -> &'t T {
+        if self.language == self.rules.shop.language() {
+            return &texts.default;
+        }
+        texts.variant(self.language).unwrap_or_else(|| {
+            self.untranslated = true;
+            &texts.default
+        })
+    }
+
+    /// Renders a text in the turn's language; a failing hole renders as nothing and goes
+    /// to the trace.
+    pub(super) fn render(&mut self, texts: &Texts, what: fmt::Arguments<'_>) -> String {
+        let template = self.pick(texts);
         if !self.rules.promotion_readers.is_empty() {
             for part in &template.parts {
                 if let crate::script::Part::Hole(hole) = part {
@@ -463,6 +511,7 @@ impl Turn<'_> {
         cache::Key {
             version: self.rules.version.clone(),
             segment: self.segment.clone(),
+            language: self.language,
             message: kb::text::cache_form(&self.message),
             scope,
         }
@@ -488,8 +537,11 @@ impl Turn<'_> {
         let key = self.cache_key(CacheScope::Faq {
             product: focus.map(|f| kb.products[f].id.clone()),
         });
+        // The knowledge base is written in the shop's language.
+        let other_language = self.language != rules.shop.language();
         if let Some(hit) = self.cached(&key) {
             self.trace.push(step("cache", format!("hit: {}", hit.origin)));
+            self.untranslated |= other_language;
             let mut answer = Answer::new(AnswerSource::Cache, hit.reply);
             answer.faq = hit.origin.strip_prefix("faq ").map(str::to_string);
             return Some(answer);
@@ -517,6 +569,7 @@ impl Turn<'_> {
                 origin: format!("faq {}", faq.id),
             },
         );
+        self.untranslated |= other_language;
         let mut answer = Answer::new(AnswerSource::Faq, faq.answer.trim());
         answer.faq = Some(faq.id.clone());
         Some(answer)
@@ -549,8 +602,8 @@ impl Turn<'_> {
                     // The customer always hears the shop's handoff message, after the
                     // rule's own words if it has any.
                     let text = match reply {
-                        Some(r) if !r.is_empty() => format!("{r}\n{}", rules.shop.handoff_message),
-                        _ => rules.shop.handoff_message.clone(),
+                        Some(r) if !r.is_empty() => format!("{r}\n{}", self.pick(&rules.shop.handoff_message)),
+                        _ => self.pick(&rules.shop.handoff_message).clone(),
                     };
                     let mut a = Answer::new(AnswerSource::Handoff, text);
                     a.handoff = Some(reason.clone().unwrap_or_else(|| format!("rule {}", rule.name)));
@@ -658,7 +711,7 @@ impl Turn<'_> {
                         .as_ref()
                         .map(|t| self.render(t, format_args!("fallback")))
                         .filter(|r| !r.trim().is_empty())
-                        .unwrap_or_else(|| rules.shop.handoff_message.clone());
+                        .unwrap_or_else(|| self.pick(&rules.shop.handoff_message).clone());
                     let mut answer = Answer::new(AnswerSource::Handoff, text);
                     answer.handoff = Some(reason);
                     return Decision::Answer(answer);
@@ -682,7 +735,7 @@ impl Turn<'_> {
         }
         self.trace
             .push(step("fallback", "nothing applies; the shop's fallback message"));
-        let mut answer = Answer::new(AnswerSource::Fallback, rules.shop.fallback_message.clone());
+        let mut answer = Answer::new(AnswerSource::Fallback, self.pick(&rules.shop.fallback_message).clone());
         answer.failure = true;
         Decision::Answer(answer)
     }
@@ -850,6 +903,7 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         intent: u.intent.clone(),
         confidence: u.confidence,
         emotion: u.emotion,
+        language: session.language.unwrap_or_else(|| rules.shop.language()),
         entities: u.entities.clone(),
         handoff: answer.handoff.map(|reason| Handoff { reason }),
         rules_version: rules.version.clone(),

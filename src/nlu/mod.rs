@@ -66,6 +66,7 @@ pub mod emotion;
 pub mod entities;
 pub mod eval;
 pub mod features;
+pub mod language;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,6 +81,7 @@ use entities::Recognizer;
 use features::{Featurizer, fold};
 
 pub use entities::{Entity, EntityMatcher};
+pub use language::Lang;
 
 use serde::{Deserialize, Serialize};
 

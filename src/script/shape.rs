@@ -120,6 +120,10 @@ pub const VARIABLES: &[Variable] = &[
         ty: Ty::Str,
     },
     Variable {
+        name: "language",
+        ty: Ty::Str,
+    },
+    Variable {
         name: "slots",
         ty: Ty::TextMap,
     },

@@ -6,8 +6,9 @@ use super::{Lowerer, Scripts};
 use crate::diag::{Diagnostic, FileId, Span, closest};
 use crate::dsl::ast;
 use crate::kb;
+use crate::nlu::Lang;
 use crate::ruleset::{FallbackAction, FallbackArm, ModelCall, Shop, Style};
-use crate::script::{DEFAULT_CONTEXT, Names};
+use crate::script::{DEFAULT_CONTEXT, Localized, Names};
 
 const DEFAULT_TIMEZONE: &str = "Asia/Shanghai";
 
@@ -36,6 +37,22 @@ const DEFAULT_UPCOMING_DAYS: u32 = 14;
 /// The longest `upcoming_days`: a year.
 const MAX_UPCOMING_DAYS: i64 = 366;
 
+/// A shop message with its variants in the shop's other languages, or the default.
+fn localized(text: Option<&ast::Str>, default: &str, languages: &[Lang]) -> Localized<String> {
+    let Some(text) = text else {
+        return Localized::new(default.to_string());
+    };
+    let mut out = Localized::new(text.value.clone());
+    for (code, variant) in &text.variants {
+        if let Some(lang) = Lang::parse(&code.name).filter(|l| languages.iter().skip(1).any(|d| d == l))
+            && out.variant(lang).is_none()
+        {
+            out.by_language.push((lang, variant.value.clone()));
+        }
+    }
+    out
+}
+
 impl Lowerer<'_> {
     pub(super) fn shop(&mut self, shops: &[ast::Shop], first_file: FileId) -> Shop {
         if shops.is_empty() {
@@ -59,10 +76,12 @@ impl Lowerer<'_> {
                 threshold: DEFAULT_THRESHOLD,
                 model_threshold: DEFAULT_MODEL_THRESHOLD,
                 faq_threshold: kb::DEFAULT_FAQ_THRESHOLD,
-                handoff_message: DEFAULT_HANDOFF_MESSAGE.into(),
-                fallback_message: DEFAULT_FALLBACK_MESSAGE.into(),
+                languages: vec![Lang::ZH],
+                translate: false,
+                handoff_message: Localized::new(DEFAULT_HANDOFF_MESSAGE.into()),
+                fallback_message: Localized::new(DEFAULT_FALLBACK_MESSAGE.into()),
                 context: DEFAULT_CONTEXT.iter().map(|s| s.to_string()).collect(),
-                flow_updated_message: DEFAULT_FLOW_UPDATED_MESSAGE.into(),
+                flow_updated_message: Localized::new(DEFAULT_FLOW_UPDATED_MESSAGE.into()),
                 upcoming_days: DEFAULT_UPCOMING_DAYS,
             };
         };
@@ -116,6 +135,7 @@ impl Lowerer<'_> {
             Some(n) => u32::try_from(n.value).unwrap_or(DEFAULT_UPCOMING_DAYS),
             None => DEFAULT_UPCOMING_DAYS,
         };
+        let languages = self.shop_languages(shop);
         let mut context: Vec<String> = DEFAULT_CONTEXT.iter().map(|s| s.to_string()).collect();
         for name in &shop.context {
             if crate::script::BUILTIN_VARIABLES.contains(&name.name.as_str()) {
@@ -137,19 +157,16 @@ impl Lowerer<'_> {
             threshold,
             model_threshold,
             faq_threshold,
-            handoff_message: shop
-                .handoff_message
-                .as_ref()
-                .map_or(DEFAULT_HANDOFF_MESSAGE.into(), |s| s.value.clone()),
-            fallback_message: shop
-                .fallback_message
-                .as_ref()
-                .map_or(DEFAULT_FALLBACK_MESSAGE.into(), |s| s.value.clone()),
+            handoff_message: localized(shop.handoff_message.as_ref(), DEFAULT_HANDOFF_MESSAGE, &languages),
+            fallback_message: localized(shop.fallback_message.as_ref(), DEFAULT_FALLBACK_MESSAGE, &languages),
             context,
-            flow_updated_message: shop
-                .flow_updated_message
-                .as_ref()
-                .map_or(DEFAULT_FLOW_UPDATED_MESSAGE.into(), |s| s.value.clone()),
+            flow_updated_message: localized(
+                shop.flow_updated_message.as_ref(),
+                DEFAULT_FLOW_UPDATED_MESSAGE,
+                &languages,
+            ),
+            languages,
+            translate: shop.translate.is_some(),
             upcoming_days,
         }
     }
