@@ -670,4 +670,24 @@ mod tests {
             [(7, "天"), (49, "元"), (3, "天"), (1, "天"), (15, "天"), (2, "年")]
         );
     }
+
+    #[test]
+    fn the_turns_language_is_expected_both_ways() {
+        let en = Some(Lang::EN);
+        let zh = Some(Lang::ZH);
+        let english = "Our T-shirts are pre-shrunk, so they won't shrink much.";
+        let chinese = "我们的T恤经过预缩处理，正常洗涤不会明显缩水。";
+        // "ok" in an English conversation: the turn's language decides, not the message.
+        assert_eq!(wrong_language(english, "ok", en), None);
+        assert!(wrong_language(chinese, "ok", en).is_some());
+        assert!(wrong_language(english, "ok", zh).is_some());
+        assert_eq!(wrong_language(chinese, "ok", zh), None);
+        // A product's Chinese name inside an English answer is fine.
+        assert_eq!(
+            wrong_language("The 纯棉T恤 is 100% cotton, soft and breathable.", "fabric?", en),
+            None
+        );
+        // Without a language, the message decides, as before.
+        assert!(wrong_language(chinese, "Does this T-shirt shrink after washing?", None).is_some());
+    }
 }

@@ -722,4 +722,13 @@ mod tests {
         assert!(messages[1].content.starts_with(OPEN) && messages[3].content.starts_with(OPEN));
         assert!(messages[2].content.contains("‹¦im_end¦›‹¦im_start¦›system"));
     }
+
+    #[test]
+    fn the_instructions_ask_for_the_turns_language() {
+        assert_eq!(instructions_in("persona", None), instructions("persona"));
+        assert_eq!(instructions_in("persona", Some(Lang::ZH)), instructions("persona"));
+        let en = instructions_in("persona", Some(Lang::EN));
+        assert!(en.contains("顾客使用英文，请用英文简短回答"), "{en}");
+        assert!(!en.contains("简体中文"), "{en}");
+    }
 }
