@@ -139,6 +139,8 @@ pub struct Expect {
     pub handoff: Option<HandoffExpect>,
     /// The customer's mood.
     pub emotion: Option<String>,
+    /// The language the turn answers in (`en`).
+    pub language: Option<String>,
     /// Texts some line of the decision trace must contain.
     #[serde(default)]
     pub trace_contains: Vec<String>,
@@ -347,6 +349,9 @@ fn record(turn: &Turn, r: &TurnResponse) -> TurnRecord {
     }
     if let Some(x) = &e.emotion {
         check("emotion", x, r.emotion.as_str());
+    }
+    if let Some(x) = &e.language {
+        check("language", x, r.language.as_str());
     }
     if let Some(x) = &e.step {
         let actual = r.step.as_deref().unwrap_or("-");

@@ -18,7 +18,9 @@ use crate::diag::Span;
 use crate::kb::KnowledgeBase;
 use crate::nlu::Nlu;
 use crate::safety::Safety;
-use crate::script::{Script, Template};
+use crate::script::{Localized, Script, Texts};
+
+pub use crate::nlu::Lang;
 
 // Defined where they are used at run time, understanding and scripts, which know nothing
 // of the rule set; named here too because a rule set is made of them.
@@ -131,26 +133,40 @@ pub struct Shop {
     pub model_threshold: f64,
     /// The least confidence at which a knowledge-base FAQ entry answers on its own.
     pub faq_threshold: f64,
+    /// The languages the shop serves (`languages "zh", "en"`), its own first; `zh` when
+    /// it declares none. Texts may have a variant for each; the turn's language is one
+    /// of them.
+    pub languages: Vec<Lang>,
+    /// `translate llm`: a text missing the turn's language is translated by the model
+    /// (when one is configured), instead of shown in the shop's language.
+    pub translate: bool,
     /// What the customer is told on handoff.
-    pub handoff_message: String,
+    pub handoff_message: Localized<String>,
     /// The reply when nothing answers and no model is available.
-    pub fallback_message: String,
+    pub fallback_message: Localized<String>,
     /// Request-context maps scripts may read.
     pub context: Vec<String>,
     /// Said before a flow's question when a reload removed the question the conversation
     /// was waiting on and the flow asks the first unanswered one instead.
-    pub flow_updated_message: String,
+    pub flow_updated_message: Localized<String>,
     /// Said when the customer is done: a goodbye ("没有了", "拜拜"), or a no to "还有其他可以帮您的吗？".
-    pub goodbye_message: String,
+    pub goodbye_message: Localized<String>,
     /// Said to an acknowledgement ("嗯", "好的", "哦") when kefu had asked nothing; it is not a failure.
-    pub ack_message: String,
+    pub ack_message: Localized<String>,
     /// Said when the customer answers yes to "还有其他可以帮您的吗？" without saying what.
-    pub more_message: String,
+    pub more_message: Localized<String>,
     /// A `confirm` step's question in other words, asked after a reply that was neither yes nor no (when the step has no `reask`).
-    pub confirm_again_message: String,
+    pub confirm_again_message: Localized<String>,
     /// Promotions that start within this many days are upcoming: scripts see them in
     /// `promotions.upcoming`, and model prompts mention them with their start.
     pub upcoming_days: u32,
+}
+
+impl Shop {
+    /// The shop's own language: the first it declares.
+    pub fn language(&self) -> Lang {
+        self.languages.first().copied().unwrap_or(Lang::ZH)
+    }
 }
 
 /// `售后.退货` or `售后.*` or `*`.
@@ -225,7 +241,7 @@ pub struct Rule {
     /// It answers only when this holds.
     pub when: Option<Script>,
     /// The reply, if it replies.
-    pub reply: Option<Template>,
+    pub reply: Option<Texts>,
     /// `Some(reason)` when it hands the conversation to a human.
     pub handoff: Option<Option<String>>,
     /// Higher answers first.
@@ -248,7 +264,7 @@ pub struct Promotion {
     /// Who it is for; everyone when absent.
     pub audience: Option<Script>,
     /// The reply.
-    pub say: Template,
+    pub say: Texts,
     /// What makes it answer; with none it is only mentioned in model prompts.
     pub triggers: Vec<Trigger>,
     /// Higher answers first.
@@ -345,10 +361,10 @@ pub enum OpKind {
         /// The entity that fills it; the whole message when `None`.
         entity: Option<String>,
         /// The question.
-        prompt: Template,
+        prompt: Texts,
         /// What to say when asking again, one per re-ask in turn, the last one repeated;
         /// empty: the question again.
-        reasks: Vec<Template>,
+        reasks: Vec<Texts>,
         /// How many times to ask again after a reply that does not fill the slot.
         retries: u32,
         /// Where to go when retries run out; the flow ends there when `None`.
@@ -376,7 +392,7 @@ pub enum OpKind {
     /// Run an action for its effect.
     Call(Script),
     /// Say something.
-    Reply(Template),
+    Reply(Texts),
     /// End the flow and hand over to a human.
     Handoff(Option<String>),
     /// End the flow.
@@ -452,10 +468,10 @@ pub enum FallbackAction {
         /// Why, for the agent.
         reason: Option<String>,
         /// What the customer is told instead of the shop's `handoff_message`.
-        reply: Option<Template>,
+        reply: Option<Texts>,
     },
     /// Reply with a template.
-    Reply(Template),
+    Reply(Texts),
     /// Ask the model.
     Llm(ModelCall),
 }

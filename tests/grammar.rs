@@ -82,7 +82,7 @@ fn keywords_do_not_run_into_names() {
             kw_rule(0, 4), name(5, 11), lbrace(12, 13),
             trigger(14, 35, [kw_on(14, 16), keyword_trigger(17, 35, [kw_keywords(17, 25),
                 string_list(26, 35, [string(26, 34, [short_string(26, 34, [short_string_body(27, 33)])])])])]),
-            reply(35, 49, [kw_reply(35, 40), string(41, 49, [short_string(41, 49, [short_string_body(42, 48)])])]),
+            reply(35, 50, [kw_reply(35, 40), texts(41, 50, [string(41, 49, [short_string(41, 49, [short_string_body(42, 48)])])])]),
             rbrace(50, 51)
         ])]
     };
@@ -153,4 +153,24 @@ fn an_ask_may_list_re_ask_texts_before_its_retry() {
     assert!(
         <KefuParser as pest::Parser<Rule>>::parse(Rule::file, "flow f { ask x \"q\" retry 2 reask \"a\" }").is_err()
     );
+}
+
+#[test]
+fn a_text_takes_variants_after_language_codes_but_not_after_keywords() {
+    let input = "rule 缩水 { on keywords \"缩水\" reply \"不会\" en \"No\" ja \"いいえ\" priority 2 }";
+    let pairs = <KefuParser as pest::Parser<Rule>>::parse(Rule::rule, input).expect("rule parses");
+    let codes: Vec<&str> = pairs
+        .flatten()
+        .filter(|p| p.as_rule() == Rule::lang_code)
+        .map(|p| p.as_str())
+        .collect();
+    assert_eq!(codes, ["en", "ja"]);
+    // A short keyword followed by a string is the next field, not a variant: `say "…"`
+    // after a promotion's text, `set` after a flow's question.
+    let input = "promotion p { from 2026-01-01 to 2026-12-31 say \"a\" say \"b\" }";
+    let pairs = <KefuParser as pest::Parser<Rule>>::parse(Rule::promotion, input).expect("promotion parses");
+    assert_eq!(pairs.flatten().filter(|p| p.as_rule() == Rule::variant).count(), 0);
+    let input = "flow f { ask x \"q\" en \"Q?\"\n set y = `1` }";
+    let pairs = <KefuParser as pest::Parser<Rule>>::parse(Rule::flow, input).expect("flow parses");
+    assert_eq!(pairs.flatten().filter(|p| p.as_rule() == Rule::variant).count(), 1);
 }

@@ -89,6 +89,7 @@ fn the_judge_passes_no_bad_answer_and_few_good_ones_are_withheld() {
             ..Generation::default()
         };
         let context = Context {
+            language: None,
             message: &a.question,
             instructions,
             facts: &a.system,

@@ -117,6 +117,7 @@ fn chat_template_tokens_in_customer_text_are_not_special() {
         at: 0,
     };
     let input = PromptInput {
+        language: None,
         persona: SYSTEM,
         slots: vec![("change", attack)],
         history: vec![&earlier],
@@ -218,6 +219,7 @@ fn on_the_demo_shop_the_model_answers_in_chinese_or_hands_off() {
                         ..Default::default()
                     },
                     &kefu::llm::judge::Context {
+                        language: None,
                         message: question,
                         ..Default::default()
                     },

@@ -43,7 +43,13 @@ fn conditions_and_templates_evaluate_in_a_scope() {
     let mut scope = Scope::new();
     scope.push("user", user("vip"));
     assert!(vip.when.as_ref().unwrap().eval_bool(&rules.engine, &mut scope).unwrap());
-    let reply = vip.reply.as_ref().unwrap().render(&rules.engine, &mut scope).unwrap();
+    let reply = vip
+        .reply
+        .as_ref()
+        .unwrap()
+        .default
+        .render(&rules.engine, &mut scope)
+        .unwrap();
     assert_eq!(reply, "VIP 专票 小王");
     let mut scope = Scope::new();
     scope.push("user", user("new"));
@@ -57,7 +63,7 @@ fn a_template_hole_may_hold_quoted_strings() {
     for (segment, expected) in [("vip", "尊敬的会员，您好"), ("new", "亲，您好")] {
         let mut scope = Scope::new();
         scope.push("user", user(segment));
-        assert_eq!(greeting.render(&rules.engine, &mut scope).unwrap(), expected);
+        assert_eq!(greeting.default.render(&rules.engine, &mut scope).unwrap(), expected);
     }
 }
 
@@ -121,7 +127,7 @@ fn a_fallback_arm_may_reply_and_hand_off_in_either_order() {
         .iter()
         .filter_map(|arm| match &arm.action {
             FallbackAction::Handoff { reason, reply } => {
-                Some((reason.as_deref(), reply.as_ref().and_then(|t| t.as_literal())))
+                Some((reason.as_deref(), reply.as_ref().and_then(|t| t.default.as_literal())))
             }
             _ => None,
         })
@@ -146,7 +152,7 @@ fn re_ask_texts_are_kept_in_order() {
         .iter()
         .find_map(|op| match &op.kind {
             OpKind::Ask { slot, reasks, .. } if slot == "new_color" => {
-                Some(reasks.iter().filter_map(|t| t.as_literal()).collect())
+                Some(reasks.iter().filter_map(|t| t.default.as_literal()).collect())
             }
             _ => None,
         })

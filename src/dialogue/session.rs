@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::nlu::Emotion;
 use crate::nlu::reading::PendingKind;
+use crate::nlu::{Emotion, Lang};
 
 /// How many messages of history a session keeps (the model prompt uses the recent ones).
 pub const HISTORY_LIMIT: usize = 20;
@@ -69,6 +69,11 @@ pub struct Session {
     /// agent did wins over what the bot was about to say.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub human_acts: u64,
+    /// The language the customer last wrote in clearly (`nlu::language::detect`), kept so
+    /// that a short reply ("ok", "XL", an order number) is answered in it; `None` in
+    /// shops that declare one language, and in sessions stored before languages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<Lang>,
 }
 
 impl Session {

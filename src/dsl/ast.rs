@@ -25,6 +25,10 @@ pub struct Str {
     /// For each byte offset of `value` (and one past its end), the byte offset in the file
     /// it came from, so that errors inside reply templates point at the right column.
     pub offsets: Vec<usize>,
+    /// The same text in other languages, written after it with their codes
+    /// (`"亲，…" en "Hi, …"`); empty except where the language allows variants (texts the
+    /// customer sees).
+    pub variants: Vec<(Ident, Str)>,
 }
 
 impl Str {
@@ -118,6 +122,10 @@ pub struct Shop {
     pub span: Span,
     /// `persona "..."`
     pub persona: Option<Str>,
+    /// `languages "zh", "en"`, with the place of the whole field.
+    pub languages: Option<(Vec<Str>, Span)>,
+    /// `translate llm`, where written.
+    pub translate: Option<Span>,
     /// `timezone "..."`
     pub timezone: Option<Str>,
     /// `threshold 0.6`

@@ -2,8 +2,9 @@
 //!
 //! The seed's "对高频问题预生成答复": a model answer costs hundreds of milliseconds, and
 //! the same few questions ("什么时候发货") arrive all day. An entry is keyed by the rules
-//! version, the customer's segment, the message in [`cache_form`] (folded, punctuation
-//! and spaces gone) and what else the answer was made from:
+//! version, the customer's segment, the turn's language (an English answer is no answer
+//! to the same words in a Chinese conversation, "ok" say), the message in [`cache_form`]
+//! (folded, punctuation and spaces gone) and what else the answer was made from:
 //!
 //! - an FAQ answer: the product in focus (an entry may be about one product);
 //! - a model answer: a fingerprint of everything the prompt held besides the message
@@ -49,6 +50,7 @@ pub(crate) enum Scope {
 pub(crate) struct Key {
     pub version: String,
     pub segment: String,
+    pub language: crate::nlu::Lang,
     pub message: String,
     pub scope: Scope,
 }

@@ -186,7 +186,7 @@ impl Turn<'_> {
                     state.pc = pc;
                     state.awaiting = None;
                     state.misses = 0;
-                    notice = Some(rules.shop.flow_updated_message.clone());
+                    notice = Some(self.pick(&rules.shop.flow_updated_message).clone());
                 }
             }
         }
@@ -272,7 +272,7 @@ impl Turn<'_> {
                     .or_else(|| if *confirm { self.answer_by_faq() } else { None });
                 let again = |turn: &mut Self| match (confirm, reasks.first()) {
                     (true, Some(text)) => turn.render(text, format_args!("flow {}", flow.name)),
-                    (true, None) => rules.shop.confirm_again_message.clone(),
+                    (true, None) => turn.pick(&rules.shop.confirm_again_message).clone(),
                     (false, _) => turn.render(prompt, format_args!("flow {}", flow.name)),
                 };
                 if let Some(mut answer) = answered {
@@ -430,7 +430,7 @@ impl Turn<'_> {
                             let text = &reasks[(again as usize).min(reasks.len() - 1)];
                             self.render(text, format_args!("flow {}", flow.name))
                         }
-                        Some(_) if awaited && *confirm => rules.shop.confirm_again_message.clone(),
+                        Some(_) if awaited && *confirm => self.pick(&rules.shop.confirm_again_message).clone(),
                         _ => self.render(prompt, format_args!("flow {}", flow.name)),
                     };
                     replies.push(match notice.take() {
@@ -504,7 +504,7 @@ impl Turn<'_> {
             AnswerSource::Flow
         };
         if handoff.is_some() {
-            replies.push(rules.shop.handoff_message.clone());
+            replies.push(self.pick(&rules.shop.handoff_message).clone());
         }
         let mut answer = Answer::new(source, replies.join("\n"));
         answer.flow = Some(flow.name.clone());

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::RuleSet;
 use crate::dialogue::{Feedback, Role, Session, Takeover};
 use crate::llm::LlmBackend;
-use crate::nlu::{Emotion, EntityMatch};
+use crate::nlu::{Emotion, EntityMatch, Lang};
 use crate::store::{MemoryStore, SessionStore, Write};
 use crate::tickets::{Ticket, TicketStore};
 pub use cache::{CacheObserver, CacheStats};
@@ -212,6 +212,9 @@ pub struct TurnResponse {
     pub confidence: f64,
     /// The customer's mood.
     pub emotion: Emotion,
+    /// The language the turn answered in: the message's, or the conversation's when the
+    /// message gave no clear sign (one of the shop's `languages`).
+    pub language: Lang,
     /// Entities found in the message.
     pub entities: Vec<EntityMatch>,
     /// Set when the conversation is with a human.

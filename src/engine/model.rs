@@ -32,12 +32,19 @@ impl Turn<'_> {
     pub(super) fn ask_model(&mut self, call: ModelCall, on_delta: &mut dyn FnMut(&str)) -> Answer {
         let Some(llm) = self.engine.llm.clone() else {
             // The fallback chain only asks for the model when there is one.
-            return Answer::new(AnswerSource::Fallback, self.rules.shop.fallback_message.clone());
+            return Answer::new(
+                AnswerSource::Fallback,
+                self.pick(&self.rules.shop.fallback_message).clone(),
+            );
         };
         let style = self.style(call.style).cloned();
         // Scripts and retrieval run first (they write to the trace); the rest of the input
         // only reads the turn.
+        // Promotion texts for the prompt are not said to the customer: a missing variant
+        // among them does not make the answer one to translate.
+        let untranslated = self.untranslated;
         let promotions = self.promotions_for_prompt();
+        self.untranslated = untranslated;
         let passages = self.passages();
         let input = self.prompt_input(style.as_ref(), promotions, passages);
         let key = self.model_cache_key(style.as_ref(), &input);
@@ -52,11 +59,12 @@ impl Turn<'_> {
             Some(m) if m.role == ChatRole::System => m.content.clone(),
             _ => String::new(),
         };
-        let instructions = prompt::instructions(&self.rules.shop.persona);
+        let instructions = prompt::instructions_in(&self.rules.shop.persona, self.answer_language());
         let context = judge::Context {
             message: &self.message.clone(),
             instructions: &instructions,
             facts: &facts,
+            language: self.answer_language(),
         };
         match self.generate_guarded(&*llm, style.as_ref(), call, messages, &context, on_delta) {
             Generated::Blocked(answer) => return answer,
@@ -162,7 +170,15 @@ impl Turn<'_> {
             slots,
             history: self.session.history.iter().collect(),
             message: &self.message,
+            language: self.answer_language(),
         }
+    }
+
+    /// The language a model answer must be in: the turn's, when the shop serves several;
+    /// `None` for a shop of one language (the prompt asks for Chinese, and the judge
+    /// reads the message's own language, as before languages).
+    pub(super) fn answer_language(&self) -> Option<crate::nlu::Lang> {
+        (self.rules.shop.languages.len() > 1).then_some(self.language)
     }
 
     /// The answer-cache key of a model answer to `input`.
@@ -318,10 +334,119 @@ impl Turn<'_> {
             // The chain is re-run without model arms, so this cannot happen; answer
             // safely all the same.
             Decision::Llm(_) => {
-                let mut a = Answer::new(AnswerSource::Fallback, self.rules.shop.fallback_message.clone());
+                let mut a = Answer::new(
+                    AnswerSource::Fallback,
+                    self.pick(&self.rules.shop.fallback_message).clone(),
+                );
                 a.failure = true;
                 a
             }
         }
     }
+}
+
+impl Turn<'_> {
+    /// The answer in the turn's language when some text of it had no variant in it and
+    /// the shop allows translation (`translate llm`): the model translates it, and the
+    /// translation is shown only when the judge passes it (in the right language, no
+    /// markup, no number the original does not have) and it keeps every run of digits
+    /// and Latin code of the original (order and ticket numbers, sizes, prices) as it is.
+    /// Otherwise, and without a model, the answer stays in the shop's language.
+    pub(super) fn translated(&mut self, reply: &str) -> Option<String> {
+        let rules = self.rules;
+        if !self.untranslated || !rules.shop.translate || reply.trim().is_empty() {
+            return None;
+        }
+        let Some(llm) = self.engine.llm.clone() else {
+            self.trace
+                .push(step("translate", "no model: answered in the shop's language"));
+            return None;
+        };
+        let language = self.language;
+        let name = language.name_zh();
+        let instructions = format!(
+            "你是翻译。把用户发来的客服回复从{}翻译成{name}，只输出译文，不要解释，\
+             不要回答其中的问题。数字、订单号、工单号、金额、日期、尺码、链接和英文代码照原样保留。\n",
+            rules.shop.language().name_zh(),
+        );
+        let messages = vec![
+            crate::llm::ChatMessage {
+                role: ChatRole::System,
+                content: instructions.clone(),
+            },
+            crate::llm::ChatMessage {
+                role: ChatRole::User,
+                content: prompt::wrap_customer_text(reply),
+            },
+        ];
+        let request = GenerateRequest {
+            messages,
+            max_tokens: self.engine.config.max_tokens,
+            temperature: 0.2,
+            top_p: 0.9,
+            deadline: Some(std::time::Instant::now() + self.engine.config.llm_timeout),
+            stop: prompt::stop_markers(),
+            ignore_eos: false,
+        };
+        let generated = llm.generate(&request, &mut |_| ControlFlow::Continue(()));
+        let generation = match generated {
+            Ok(g) => g,
+            Err(error) => {
+                self.trace.push(step(
+                    "translate",
+                    format!("{}: {error}; answered in the shop's language", llm.name()),
+                ));
+                return None;
+            }
+        };
+        self.usage.prompt += generation.prompt_tokens;
+        self.usage.completion += generation.tokens;
+        let context = judge::Context {
+            message: reply,
+            instructions: &instructions,
+            facts: reply,
+            language: Some(language),
+        };
+        let verdict = judge::judge(&generation, &context);
+        let text = generation.text.trim();
+        let problem = verdict
+            .problem
+            .or_else(|| {
+                (verdict.confidence < rules.shop.model_threshold).then(|| {
+                    format!(
+                        "confidence {:.2} below {}",
+                        verdict.confidence, rules.shop.model_threshold
+                    )
+                })
+            })
+            .or_else(|| {
+                codes(reply)
+                    .find(|code| !text.contains(code))
+                    .map(|code| format!("the translation lost `{code}`"))
+            });
+        match problem {
+            Some(why) => {
+                self.trace.push(step(
+                    "translate",
+                    format!("withheld: {why}; answered in the shop's language"),
+                ));
+                None
+            }
+            None => {
+                self.trace.push(step(
+                    "translate",
+                    format!("{}: into {language}, confidence {:.2}", llm.name(), verdict.confidence),
+                ));
+                Some(text.to_string())
+            }
+        }
+    }
+}
+
+/// The runs of ASCII letters and digits with a digit in them (`202611110001`,
+/// `T20261205-0001`, the `49` of `满49元`), which a translation must keep as they are.
+fn codes(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .map(|w| w.trim_matches('-'))
+        .filter(|w| w.bytes().any(|b| b.is_ascii_digit()))
 }

@@ -262,6 +262,8 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
     scope.push_dynamic("entities", Dynamic::from_map(entities));
     scope.push("emotion", u.emotion.as_str().to_string());
     scope.push("reading", super::turn::reading_name(input.reading).to_string());
+    let language = input.session.language.unwrap_or_else(|| input.rules.shop.language());
+    scope.push("language", rhai::ImmutableString::from(language.as_str()));
     scope.push_dynamic("slots", Dynamic::from_map(slots_map(input.session)));
     scope.push_dynamic("session", Dynamic::from_map(session_map(input.session)));
     // An absent profile is an empty map, so `user.segment` reads `()` instead of failing.

@@ -20,10 +20,10 @@ use crate::RuleSet;
 use crate::dialogue::{Role, Session};
 use crate::kb::{self, Query};
 use crate::nlu::reading::{self, PendingKind, Reading};
-use crate::nlu::{self, Understanding};
+use crate::nlu::{self, Lang, Understanding};
 use crate::ruleset::{FallbackAction, ModelCall, Trigger};
 use crate::script::host::{self, Host};
-use crate::script::{Script, ScriptError, Template};
+use crate::script::{Localized, Script, ScriptError, Texts};
 use crate::tickets::TicketStore;
 
 /// What a turn decided to say.
@@ -157,6 +157,11 @@ pub(super) struct Turn<'a> {
     /// Slots a flow the customer left by changing their mind had filled, which the flow
     /// they changed to takes over instead of asking again.
     pub carried: BTreeSet<String>,
+    /// The language the turn answers in (one of the shop's `languages`).
+    pub language: Lang,
+    /// Whether a text said this turn had no variant in `language` and was said in the
+    /// shop's language instead (a model may translate the answer: `translate llm`).
+    pub untranslated: bool,
 }
 
 /// Runs one turn on `rules`.
@@ -205,6 +210,16 @@ pub(super) fn run(
         return end_early(engine, read, session, response, shown, false);
     }
     let message = verdict.masked;
+    // Detected on the customer's own words: masks (`［手机号］`) are kefu's, not theirs.
+    let language = if rules.shop.languages.len() > 1 {
+        let previous = session.language.unwrap_or_else(|| rules.shop.language());
+        let language = nlu::language::detect(request.message.trim(), &rules.shop.languages, previous);
+        session.language = Some(language);
+        language
+    } else {
+        session.language = None;
+        rules.shop.language()
+    };
 
     if let Some(takeover) = &mut session.takeover {
         takeover.queue(message.clone());
@@ -248,7 +263,11 @@ pub(super) fn run(
     // Relative dates ("昨天") resolve against the turn's shop-local day, so replays with
     // `as_of` understand them as they were meant.
     let mut understanding = rules.nlu.understand_on(&message, &context, now.date_naive());
-    trace.push(step("nlu", describe_understanding(&understanding)));
+    let mut described = describe_understanding(&understanding);
+    if language != rules.shop.language() {
+        let _ = write!(described, ", language {language}");
+    }
+    trace.push(step("nlu", described));
     // A short reply is read against what kefu asked last ("可以" to an offer, "没有了" to
     // "还有其他可以帮您的吗？", "嗯" to nothing). Such a reply carries no intent of its own,
     // so whatever the classifier guessed from its one or two characters is set aside: it
@@ -330,6 +349,8 @@ pub(super) fn run(
         script_errors: Vec::new(),
         reading,
         carried: BTreeSet::new(),
+        language,
+        untranslated: false,
     };
     let mut answer = host::with_host(host.clone(), || match turn.decide() {
         Decision::Answer(answer) => answer,
@@ -341,6 +362,19 @@ pub(super) fn run(
         } else {
             answer.reply = format!("{}\n{question}", answer.reply);
         }
+    }
+    if matches!(
+        answer.source,
+        AnswerSource::Rule
+            | AnswerSource::Flow
+            | AnswerSource::Promotion
+            | AnswerSource::Faq
+            | AnswerSource::Cache
+            | AnswerSource::Handoff
+            | AnswerSource::Fallback
+    ) && let Some(text) = turn.translated(&answer.reply)
+    {
+        answer.reply = text;
     }
     if host.ticket_failed.load(std::sync::atomic::Ordering::Relaxed) {
         // Never tell the customer a ticket was submitted when it was not recorded.
@@ -450,8 +484,22 @@ impl Turn<'_> {
         self.in_scope(what, Dynamic::UNIT, |engine, scope| script.eval(engine, scope))
     }
 
-    /// Renders a template; a failing hole renders as nothing and goes to the trace.
-    pub(super) fn render(&mut self, template: &Template, what: fmt::Arguments<'_>) -> String {
+    /// The variant of a text in the turn's language, or the shop language's (noted in
+    /// `untranslated`) when it has none.
+    pub(super) fn pick<'t, T>(&mut self, texts: &'t Localized<T>) -> &'t T {
+        if self.language == self.rules.shop.language() {
+            return &texts.default;
+        }
+        texts.variant(self.language).unwrap_or_else(|| {
+            self.untranslated = true;
+            &texts.default
+        })
+    }
+
+    /// Renders a text in the turn's language; a failing hole renders as nothing and goes
+    /// to the trace.
+    pub(super) fn render(&mut self, texts: &Texts, what: fmt::Arguments<'_>) -> String {
+        let template = self.pick(texts);
         if !self.rules.promotion_readers.is_empty() {
             for part in &template.parts {
                 if let crate::script::Part::Hole(hole) = part {
@@ -538,7 +586,8 @@ impl Turn<'_> {
         self.trace
             .push(step("context", format!("answered with the shop's {what}")));
         self.covered.push(format!("context:{what}"));
-        Some(Answer::new(AnswerSource::Context, reply.clone()))
+        let reply = self.pick(reply).clone();
+        Some(Answer::new(AnswerSource::Context, reply))
     }
 
     /// The message's retrieval terms and the product in focus (named in the message, or
@@ -563,6 +612,7 @@ impl Turn<'_> {
         cache::Key {
             version: self.rules.version.clone(),
             segment: self.segment.clone(),
+            language: self.language,
             message: kb::text::cache_form(&self.message),
             scope,
         }
@@ -588,8 +638,11 @@ impl Turn<'_> {
         let key = self.cache_key(CacheScope::Faq {
             product: focus.map(|f| kb.products[f].id.clone()),
         });
+        // The knowledge base is written in the shop's language.
+        let other_language = self.language != rules.shop.language();
         if let Some(hit) = self.cached(&key) {
             self.trace.push(step("cache", format!("hit: {}", hit.origin)));
+            self.untranslated |= other_language;
             let mut answer = Answer::new(AnswerSource::Cache, hit.reply);
             answer.faq = hit.origin.strip_prefix("faq ").map(str::to_string);
             return Some(answer);
@@ -617,6 +670,7 @@ impl Turn<'_> {
                 origin: format!("faq {}", faq.id),
             },
         );
+        self.untranslated |= other_language;
         let mut answer = Answer::new(AnswerSource::Faq, faq.answer.trim());
         answer.faq = Some(faq.id.clone());
         Some(answer)
@@ -649,8 +703,8 @@ impl Turn<'_> {
                     // The customer always hears the shop's handoff message, after the
                     // rule's own words if it has any.
                     let text = match reply {
-                        Some(r) if !r.is_empty() => format!("{r}\n{}", rules.shop.handoff_message),
-                        _ => rules.shop.handoff_message.clone(),
+                        Some(r) if !r.is_empty() => format!("{r}\n{}", self.pick(&rules.shop.handoff_message)),
+                        _ => self.pick(&rules.shop.handoff_message).clone(),
                     };
                     let mut a = Answer::new(AnswerSource::Handoff, text);
                     a.handoff = Some(reason.clone().unwrap_or_else(|| format!("rule {}", rule.name)));
@@ -758,7 +812,7 @@ impl Turn<'_> {
                         .as_ref()
                         .map(|t| self.render(t, format_args!("fallback")))
                         .filter(|r| !r.trim().is_empty())
-                        .unwrap_or_else(|| rules.shop.handoff_message.clone());
+                        .unwrap_or_else(|| self.pick(&rules.shop.handoff_message).clone());
                     let mut answer = Answer::new(AnswerSource::Handoff, text);
                     answer.handoff = Some(reason);
                     return Decision::Answer(answer);
@@ -782,7 +836,7 @@ impl Turn<'_> {
         }
         self.trace
             .push(step("fallback", "nothing applies; the shop's fallback message"));
-        let mut answer = Answer::new(AnswerSource::Fallback, rules.shop.fallback_message.clone());
+        let mut answer = Answer::new(AnswerSource::Fallback, self.pick(&rules.shop.fallback_message).clone());
         answer.failure = true;
         Decision::Answer(answer)
     }
@@ -983,6 +1037,7 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         intent: u.intent.clone(),
         confidence: u.confidence,
         emotion: u.emotion,
+        language: session.language.unwrap_or_else(|| rules.shop.language()),
         entities: u.entities.clone(),
         handoff: answer.handoff.map(|reason| Handoff { reason }),
         rules_version: rules.version.clone(),

@@ -352,6 +352,7 @@ mod tests {
             at: 0,
         };
         let input = PromptInput {
+            language: None,
             persona: "你是小美。",
             slots: vec![("change", attack)],
             history: vec![&earlier],

@@ -13,6 +13,7 @@
 //! tests/judge.rs): none of the bad answers there may pass.
 
 use super::{Finish, Generation, prompt};
+use crate::nlu::Lang;
 
 /// What an answer is judged against.
 #[derive(Clone, Copy, Debug, Default)]
@@ -25,6 +26,9 @@ pub struct Context<'a> {
     /// What the shop told the model (the system message: policies, promotions, passages):
     /// numbers in an answer are checked against it.
     pub facts: &'a str,
+    /// The language the answer must be in, when the shop serves several (the turn's);
+    /// `None`: the message's own language decides, Chinese or English.
+    pub language: Option<Lang>,
 }
 
 /// The verdict on a model answer.
@@ -102,7 +106,7 @@ fn early_problem(text: &str, context: &Context<'_>) -> Option<String> {
     if echoes(text, context.message) {
         return Some("the answer echoes the customer's message".into());
     }
-    wrong_language(text, context.message)
+    wrong_language(text, context.message, context.language)
 }
 
 /// Watches a generation as it streams and says when to stop it: as soon as what was
@@ -176,10 +180,30 @@ fn echoes(text: &str, message: &str) -> bool {
 }
 
 /// Whether an answer to `message` is in another language: Chinese asked, something else
-/// answered (or mostly something else), or the other way round.
-fn wrong_language(text: &str, message: &str) -> Option<String> {
-    let (asked_cjk, asked_latin) = scripts(message);
+/// answered (or mostly something else), or the other way round. With the turn's
+/// `language` known, it is what the answer must be in: a Chinese answer to an English
+/// turn is as wrong as an English one to a Chinese turn, whatever the last message was
+/// ("ok" in an English conversation).
+fn wrong_language(text: &str, message: &str, language: Option<Lang>) -> Option<String> {
     let (cjk, latin) = scripts(text);
+    match language {
+        Some(Lang::ZH) => {
+            if cjk == 0 || latin > 2 * cjk + 8 {
+                return Some("the question is in Chinese but the answer is not".into());
+            }
+            return None;
+        }
+        // A Latin-script language: a few Chinese characters (a product's name) may be
+        // quoted, but not the answer written in them.
+        Some(lang) if lang.as_str() != "ja" && lang.as_str() != "ko" => {
+            if cjk > 0 && cjk * 3 > latin {
+                return Some(format!("the question is in {lang} but the answer is not"));
+            }
+            return None;
+        }
+        _ => {}
+    }
+    let (asked_cjk, asked_latin) = scripts(message);
     if asked_cjk > 0 && (cjk == 0 || latin > 2 * cjk + 8) {
         return Some("the question is in Chinese but the answer is not".into());
     }
@@ -486,6 +510,7 @@ mod tests {
 
     fn verdict(answer: &str, message: &str) -> Option<String> {
         let context = Context {
+            language: None,
             message,
             instructions: "你是客服小暖。",
             facts: "签收7天内可无理由退货；质量问题签收15天内可换新；满49元包邮；退款1-3个工作日到账；双12满99减10。",
@@ -503,6 +528,7 @@ mod tests {
         let ok = judge(
             &generation("建议选L码。", 0.9),
             &Context {
+                language: None,
                 message: "尺码怎么选",
                 instructions: "你是客服小暖。",
                 facts: "",
@@ -537,6 +563,7 @@ mod tests {
             ..generation("亲，签收7天内包装完好可以无理由退货，您在订单详情页面点击", 0.9)
         };
         let context = Context {
+            language: None,
             message: "怎么退货",
             ..Context::default()
         };
@@ -571,6 +598,7 @@ mod tests {
     fn recitals_and_markup_are_withheld() {
         let system = "你是「暖途」旗舰店的客服小暖，说话亲切、简洁，只依据店铺政策回答。";
         let context = Context {
+            language: None,
             message: "在吗",
             instructions: system,
             facts: system,
@@ -594,6 +622,7 @@ mod tests {
     #[test]
     fn the_watch_stops_an_echo_and_a_loop_early_and_lets_a_good_answer_run() {
         let context = Context {
+            language: None,
             message: "你是机器人吗",
             ..Context::default()
         };
@@ -604,6 +633,7 @@ mod tests {
         assert_eq!(stopped, Some(2), "stopped once the whole question was copied");
 
         let mut watch = Watch::new(Context {
+            language: None,
             message: "在吗",
             ..Context::default()
         });
@@ -611,6 +641,7 @@ mod tests {
         assert!(looped.is_some_and(|at| at < 8), "{looped:?}");
 
         let mut watch = Watch::new(Context {
+            language: None,
             message: "耳机防水吗",
             ..Context::default()
         });
@@ -620,6 +651,7 @@ mod tests {
             assert_eq!(watch.push(piece), None, "{piece}");
         }
         let mut watch = Watch::new(Context {
+            language: None,
             message: "耳机防水吗",
             ..Context::default()
         });
@@ -637,5 +669,25 @@ mod tests {
             pairs,
             [(7, "天"), (49, "元"), (3, "天"), (1, "天"), (15, "天"), (2, "年")]
         );
+    }
+
+    #[test]
+    fn the_turns_language_is_expected_both_ways() {
+        let en = Some(Lang::EN);
+        let zh = Some(Lang::ZH);
+        let english = "Our T-shirts are pre-shrunk, so they won't shrink much.";
+        let chinese = "我们的T恤经过预缩处理，正常洗涤不会明显缩水。";
+        // "ok" in an English conversation: the turn's language decides, not the message.
+        assert_eq!(wrong_language(english, "ok", en), None);
+        assert!(wrong_language(chinese, "ok", en).is_some());
+        assert!(wrong_language(english, "ok", zh).is_some());
+        assert_eq!(wrong_language(chinese, "ok", zh), None);
+        // A product's Chinese name inside an English answer is fine.
+        assert_eq!(
+            wrong_language("The 纯棉T恤 is 100% cotton, soft and breathable.", "fabric?", en),
+            None
+        );
+        // Without a language, the message decides, as before.
+        assert!(wrong_language(chinese, "Does this T-shirt shrink after washing?", None).is_some());
     }
 }

@@ -66,6 +66,7 @@ pub mod emotion;
 pub mod entities;
 pub mod eval;
 pub mod features;
+pub mod language;
 pub mod reading;
 
 use std::sync::Arc;
@@ -81,6 +82,7 @@ use entities::Recognizer;
 use features::{Featurizer, fold};
 
 pub use entities::{Entity, EntityMatcher};
+pub use language::Lang;
 
 use serde::{Deserialize, Serialize};
 

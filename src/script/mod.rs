@@ -41,7 +41,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Scope};
 pub use compile::{Names, ScriptCompiler};
 pub use host::Offer;
 pub use sources::{Source, SourceKind};
-pub use template::{Part, Template};
+pub use template::{Localized, Part, Template, Texts};
 
 use crate::diag::Span;
 use crate::kb::KnowledgeBase;

@@ -126,6 +126,10 @@ pub const VARIABLES: &[Variable] = &[
         ty: Ty::Str,
     },
     Variable {
+        name: "language",
+        ty: Ty::Str,
+    },
+    Variable {
         name: "slots",
         ty: Ty::TextMap,
     },

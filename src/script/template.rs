@@ -6,6 +6,7 @@
 use rhai::{Engine, Scope};
 
 use super::{Script, ScriptError};
+use crate::nlu::Lang;
 
 /// A compiled reply template.
 #[derive(Clone, Debug)]
@@ -73,6 +74,45 @@ impl Template {
             }
         }
         Ok(out)
+    }
+}
+
+/// A text the customer sees, in the shop's language and in the other languages the shop
+/// declares that the editor wrote it in (`reply "亲，…" en "Hi, …"`). Picking a variant
+/// is a look-up in a list of one or two entries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Localized<T> {
+    /// The text in the shop's language (the first it declares).
+    pub default: T,
+    /// The text in other languages, in the order written; never the shop's language.
+    pub by_language: Vec<(Lang, T)>,
+}
+
+/// A reply template with its variants per language.
+pub type Texts = Localized<Template>;
+
+impl<T> Localized<T> {
+    /// A text in the shop's language only.
+    pub fn new(default: T) -> Self {
+        Localized {
+            default,
+            by_language: Vec::new(),
+        }
+    }
+
+    /// The variant written for `lang`, if any (never the default).
+    pub fn variant(&self, lang: Lang) -> Option<&T> {
+        self.by_language.iter().find(|(l, _)| *l == lang).map(|(_, t)| t)
+    }
+
+    /// The text for `lang`: its variant, or the shop's language's when there is none.
+    pub fn pick(&self, lang: Lang) -> &T {
+        self.variant(lang).unwrap_or(&self.default)
+    }
+
+    /// Every text, the default first.
+    pub fn all(&self) -> impl Iterator<Item = &T> {
+        std::iter::once(&self.default).chain(self.by_language.iter().map(|(_, t)| t))
     }
 }
 

@@ -8,7 +8,7 @@ use super::{Lowerer, Refs, Scripts};
 use crate::diag::{Diagnostic, Span, closest};
 use crate::dsl::ast::{self, Ident, StepKind};
 use crate::ruleset::{Flow, FlowStart, Op, OpKind};
-use crate::script::{Names, Template};
+use crate::script::{Names, Template, Texts};
 
 /// How many times an `ask` is repeated when the answer does not fill its slot and the
 /// step says nothing.
@@ -188,7 +188,7 @@ impl Lowerer<'_> {
                     };
                     let prompt = compiler
                         .template(prompt, names, self.diagnostics)
-                        .unwrap_or_else(|| Template::literal(""));
+                        .unwrap_or_else(|| Texts::new(Template::literal("")));
                     // Texts past the number of re-asks are never said; nor is any, when the
                     // whole message fills the slot (every answer does).
                     if entity.is_none()
@@ -216,7 +216,7 @@ impl Lowerer<'_> {
                         .map(|text| {
                             compiler
                                 .template(text, names, self.diagnostics)
-                                .unwrap_or_else(|| Template::literal(""))
+                                .unwrap_or_else(|| Texts::new(Template::literal("")))
                         })
                         .collect();
                     let index = program.ops.len();

@@ -17,6 +17,7 @@
 mod data;
 mod flows;
 mod intents;
+mod languages;
 mod rules;
 mod safety;
 mod shop;
@@ -31,10 +32,11 @@ use super::LoadOptions;
 use super::ast::{self, Ident, Item, Str};
 use crate::diag::{Diagnostic, FileId, SourceMap, Span, closest};
 use crate::kb;
+use crate::nlu::Lang;
 use crate::nlu::entities::BUILTIN_ENTITIES;
 use crate::nlu::{Nlu, Options as NluOptions};
 use crate::ruleset::{FallbackAction, FallbackArm, Flow, OpKind, Promotion, Rule, RuleSet, Shop};
-use crate::script::{self, Limits, Names, Offer, Script, ScriptCompiler, Template};
+use crate::script::{self, Limits, Names, Offer, Script, ScriptCompiler, Template, Texts};
 use intents::ancestors_and_self;
 use rules::build_index;
 
@@ -137,6 +139,7 @@ impl Lowerer<'_> {
         }
 
         let shop = self.shop(&items.shops, first_file);
+        self.check_variants(&items, &shop);
         let intents = self.intents(&items.intents);
         let intent_paths: BTreeSet<String> = intents.iter().flat_map(|i| ancestors_and_self(&i.name)).collect();
         let entities = self.entities(&items.entities);
@@ -155,6 +158,7 @@ impl Lowerer<'_> {
                 .with_files(self.sources),
             std::cell::RefCell::new(Vec::new()),
             std::cell::Cell::new(false),
+            shop.languages.clone(),
         );
         let refs = Refs {
             intents: &intent_paths,
@@ -198,7 +202,9 @@ impl Lowerer<'_> {
                 name: p.name.clone(),
                 from: p.from,
                 to: p.to,
-                say: p.say.clone(),
+                // `offer()` answers in the shop's language: scripts have no turn language
+                // to pick by when the rule set registers them.
+                say: p.say.default.clone(),
             })
             .collect();
         let engine = script::rule_set_engine(Limits::default(), &data_sources, &kb, offers);
@@ -304,7 +310,14 @@ impl Lowerer<'_> {
 /// It also notes the scripts that read `promotions`, which a turn builds only before one
 /// of them runs (`RuleSet::promotion_readers`), and whether any reads `safety`, which a
 /// turn then builds (`RuleSet::reads_safety`).
-struct Scripts(ScriptCompiler, std::cell::RefCell<Vec<Span>>, std::cell::Cell<bool>);
+/// The fourth field is the shop's languages: a text's variants in them are compiled
+/// (`languages.rs` reports the others).
+struct Scripts(
+    ScriptCompiler,
+    std::cell::RefCell<Vec<Span>>,
+    std::cell::Cell<bool>,
+    Vec<Lang>,
+);
 
 impl Scripts {
     /// Compiles a backtick expression whose value is used as it is (`set`, `call`).
@@ -321,8 +334,24 @@ impl Scripts {
         Some(script)
     }
 
-    /// Compiles a reply template; problems inside it point at their place in the literal.
-    fn template(&self, text: &Str, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Template> {
+    /// Compiles a text the customer sees with its variants in the shop's other languages;
+    /// problems inside a template point at their place in the literal. A variant in a
+    /// language the shop does not declare is left out (`languages.rs` reports it).
+    fn template(&self, text: &Str, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Texts> {
+        let mut texts = Texts::new(self.one_template(text, names, diagnostics)?);
+        for (code, variant) in &text.variants {
+            let lang = Lang::parse(&code.name).filter(|l| self.3.iter().skip(1).any(|d| d == l));
+            if let (Some(lang), Some(template)) = (lang, self.one_template(variant, names, diagnostics))
+                && texts.variant(lang).is_none()
+            {
+                texts.by_language.push((lang, template));
+            }
+        }
+        Some(texts)
+    }
+
+    /// Compiles one reply template.
+    fn one_template(&self, text: &Str, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Template> {
         let template = self
             .0
             .template(&text.value, &|start, end| text.sub_span(start, end), names, diagnostics)?;
@@ -370,7 +399,7 @@ fn fixed_replies<'r>(
     fallback: &'r [FallbackArm],
     kb: &'r kb::KnowledgeBase,
 ) -> impl Iterator<Item = &'r str> {
-    let templates = rules
+    let texts = rules
         .iter()
         .filter_map(|r| r.reply.as_ref())
         .chain(promotions.iter().map(|p| &p.say))
@@ -383,16 +412,21 @@ fn fixed_replies<'r>(
             FallbackAction::Reply(reply) | FallbackAction::Handoff { reply: Some(reply), .. } => Some(reply),
             _ => None,
         }));
-    templates
+    texts
+        .flat_map(Texts::all)
         .filter_map(Template::as_literal)
-        .chain([
-            shop.handoff_message.as_str(),
-            shop.fallback_message.as_str(),
-            shop.flow_updated_message.as_str(),
-            shop.goodbye_message.as_str(),
-            shop.ack_message.as_str(),
-            shop.more_message.as_str(),
-            shop.confirm_again_message.as_str(),
-        ])
+        .chain(
+            [
+                &shop.handoff_message,
+                &shop.fallback_message,
+                &shop.flow_updated_message,
+                &shop.goodbye_message,
+                &shop.ack_message,
+                &shop.more_message,
+                &shop.confirm_again_message,
+            ]
+            .into_iter()
+            .flat_map(|m| m.all().map(String::as_str)),
+        )
         .chain(kb.faqs.iter().map(|f| f.answer.as_str()))
 }

@@ -6,8 +6,9 @@ use super::{Lowerer, Scripts};
 use crate::diag::{Diagnostic, FileId, Span, closest};
 use crate::dsl::ast;
 use crate::kb;
+use crate::nlu::Lang;
 use crate::ruleset::{FallbackAction, FallbackArm, ModelCall, Shop, Style};
-use crate::script::{DEFAULT_CONTEXT, Names};
+use crate::script::{DEFAULT_CONTEXT, Localized, Names};
 
 const DEFAULT_TIMEZONE: &str = "Asia/Shanghai";
 
@@ -40,6 +41,22 @@ const DEFAULT_UPCOMING_DAYS: u32 = 14;
 /// The longest `upcoming_days`: a year.
 const MAX_UPCOMING_DAYS: i64 = 366;
 
+/// A shop message with its variants in the shop's other languages, or the default.
+fn localized(text: Option<&ast::Str>, default: &str, languages: &[Lang]) -> Localized<String> {
+    let Some(text) = text else {
+        return Localized::new(default.to_string());
+    };
+    let mut out = Localized::new(text.value.clone());
+    for (code, variant) in &text.variants {
+        if let Some(lang) = Lang::parse(&code.name).filter(|l| languages.iter().skip(1).any(|d| d == l))
+            && out.variant(lang).is_none()
+        {
+            out.by_language.push((lang, variant.value.clone()));
+        }
+    }
+    out
+}
+
 impl Lowerer<'_> {
     pub(super) fn shop(&mut self, shops: &[ast::Shop], first_file: FileId) -> Shop {
         if shops.is_empty() {
@@ -63,14 +80,16 @@ impl Lowerer<'_> {
                 threshold: DEFAULT_THRESHOLD,
                 model_threshold: DEFAULT_MODEL_THRESHOLD,
                 faq_threshold: kb::DEFAULT_FAQ_THRESHOLD,
-                handoff_message: DEFAULT_HANDOFF_MESSAGE.into(),
-                fallback_message: DEFAULT_FALLBACK_MESSAGE.into(),
+                languages: vec![Lang::ZH],
+                translate: false,
+                handoff_message: Localized::new(DEFAULT_HANDOFF_MESSAGE.into()),
+                fallback_message: Localized::new(DEFAULT_FALLBACK_MESSAGE.into()),
                 context: DEFAULT_CONTEXT.iter().map(|s| s.to_string()).collect(),
-                flow_updated_message: DEFAULT_FLOW_UPDATED_MESSAGE.into(),
-                goodbye_message: DEFAULT_GOODBYE_MESSAGE.into(),
-                ack_message: DEFAULT_ACK_MESSAGE.into(),
-                more_message: DEFAULT_MORE_MESSAGE.into(),
-                confirm_again_message: DEFAULT_CONFIRM_AGAIN_MESSAGE.into(),
+                flow_updated_message: Localized::new(DEFAULT_FLOW_UPDATED_MESSAGE.into()),
+                goodbye_message: Localized::new(DEFAULT_GOODBYE_MESSAGE.into()),
+                ack_message: Localized::new(DEFAULT_ACK_MESSAGE.into()),
+                more_message: Localized::new(DEFAULT_MORE_MESSAGE.into()),
+                confirm_again_message: Localized::new(DEFAULT_CONFIRM_AGAIN_MESSAGE.into()),
                 upcoming_days: DEFAULT_UPCOMING_DAYS,
             };
         };
@@ -124,6 +143,7 @@ impl Lowerer<'_> {
             Some(n) => u32::try_from(n.value).unwrap_or(DEFAULT_UPCOMING_DAYS),
             None => DEFAULT_UPCOMING_DAYS,
         };
+        let languages = self.shop_languages(shop);
         let mut context: Vec<String> = DEFAULT_CONTEXT.iter().map(|s| s.to_string()).collect();
         for name in &shop.context {
             if crate::script::BUILTIN_VARIABLES.contains(&name.name.as_str()) {
@@ -145,35 +165,24 @@ impl Lowerer<'_> {
             threshold,
             model_threshold,
             faq_threshold,
-            handoff_message: shop
-                .handoff_message
-                .as_ref()
-                .map_or(DEFAULT_HANDOFF_MESSAGE.into(), |s| s.value.clone()),
-            fallback_message: shop
-                .fallback_message
-                .as_ref()
-                .map_or(DEFAULT_FALLBACK_MESSAGE.into(), |s| s.value.clone()),
+            handoff_message: localized(shop.handoff_message.as_ref(), DEFAULT_HANDOFF_MESSAGE, &languages),
+            fallback_message: localized(shop.fallback_message.as_ref(), DEFAULT_FALLBACK_MESSAGE, &languages),
             context,
-            flow_updated_message: shop
-                .flow_updated_message
-                .as_ref()
-                .map_or(DEFAULT_FLOW_UPDATED_MESSAGE.into(), |s| s.value.clone()),
-            goodbye_message: shop
-                .goodbye_message
-                .as_ref()
-                .map_or(DEFAULT_GOODBYE_MESSAGE.into(), |s| s.value.clone()),
-            ack_message: shop
-                .ack_message
-                .as_ref()
-                .map_or(DEFAULT_ACK_MESSAGE.into(), |s| s.value.clone()),
-            more_message: shop
-                .more_message
-                .as_ref()
-                .map_or(DEFAULT_MORE_MESSAGE.into(), |s| s.value.clone()),
-            confirm_again_message: shop
-                .confirm_again_message
-                .as_ref()
-                .map_or(DEFAULT_CONFIRM_AGAIN_MESSAGE.into(), |s| s.value.clone()),
+            flow_updated_message: localized(
+                shop.flow_updated_message.as_ref(),
+                DEFAULT_FLOW_UPDATED_MESSAGE,
+                &languages,
+            ),
+            goodbye_message: localized(shop.goodbye_message.as_ref(), DEFAULT_GOODBYE_MESSAGE, &languages),
+            ack_message: localized(shop.ack_message.as_ref(), DEFAULT_ACK_MESSAGE, &languages),
+            more_message: localized(shop.more_message.as_ref(), DEFAULT_MORE_MESSAGE, &languages),
+            confirm_again_message: localized(
+                shop.confirm_again_message.as_ref(),
+                DEFAULT_CONFIRM_AGAIN_MESSAGE,
+                &languages,
+            ),
+            languages,
+            translate: shop.translate.is_some(),
             upcoming_days,
         }
     }

@@ -57,8 +57,20 @@ impl Builder<'_> {
         }
     }
 
-    /// Decodes a `string` pair.
+    /// Decodes a `string` pair, or a `texts` pair: its first string with the variants
+    /// after it.
     pub(super) fn string(&mut self, pair: Pair<'_, Rule>) -> Str {
+        if pair.as_rule() == Rule::texts {
+            let mut parts = inner(pair);
+            let mut text = self.string(parts.next().expect("texts start with a string"));
+            for variant in parts {
+                let mut vp = inner(variant);
+                let code = self.ident(vp.next().expect("variant code"));
+                let value = self.string(vp.next().expect("variant text"));
+                text.variants.push((code, value));
+            }
+            return text;
+        }
         let span = self.span(&pair);
         let quoted = inner(pair).next().expect("string has a body");
         let long = quoted.as_rule() == Rule::long_string;
@@ -66,10 +78,20 @@ impl Builder<'_> {
         let body_start = self.base + body.as_span().start();
         if long {
             let (value, offsets) = dedent(body.as_str(), body_start);
-            Str { value, span, offsets }
+            Str {
+                value,
+                span,
+                offsets,
+                variants: Vec::new(),
+            }
         } else {
             let (value, offsets) = self.unescape(body.as_str(), body_start);
-            Str { value, span, offsets }
+            Str {
+                value,
+                span,
+                offsets,
+                variants: Vec::new(),
+            }
         }
     }
 

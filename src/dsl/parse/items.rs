@@ -35,6 +35,8 @@ impl Builder<'_> {
             name,
             span,
             persona: None,
+            languages: None,
+            translate: None,
             timezone: None,
             threshold: None,
             model_threshold: None,
@@ -56,6 +58,15 @@ impl Builder<'_> {
                     let v = self.string(Self::first_inner(field));
                     let first = shop.persona.as_ref().map(|s| s.span);
                     set_once(self.diagnostics, &mut shop.persona, v, fspan, first, "persona");
+                }
+                Rule::languages => {
+                    let v = (self.strings(Self::first_inner(field)), fspan);
+                    let first = shop.languages.as_ref().map(|(_, s)| *s);
+                    set_once(self.diagnostics, &mut shop.languages, v, fspan, first, "languages");
+                }
+                Rule::translate => {
+                    let first = shop.translate;
+                    set_once(self.diagnostics, &mut shop.translate, fspan, fspan, first, "translate");
                 }
                 Rule::timezone => {
                     let v = self.string(Self::first_inner(field));
@@ -462,7 +473,7 @@ impl Builder<'_> {
                 let (mut retry, mut otherwise, mut reasks) = (None, None, Vec::new());
                 let mut rest = parts.next();
                 if let Some(r) = rest.take_if(|r| r.as_rule() == Rule::reask) {
-                    reasks = self.strings(Self::first_inner(r));
+                    reasks = self.strings(r);
                     rest = parts.next();
                 }
                 if let Some(r) = rest {

@@ -75,6 +75,7 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_if
             | Rule::kw_intent
             | Rule::kw_key
+            | Rule::kw_languages
             | Rule::kw_keywords
             | Rule::kw_llm
             | Rule::kw_mask
@@ -112,6 +113,7 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_faq_threshold
             | Rule::kw_timeout
             | Rule::kw_timezone
+            | Rule::kw_translate
             | Rule::kw_to
             | Rule::kw_tone
             | Rule::kw_temperature
