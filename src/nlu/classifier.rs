@@ -12,7 +12,10 @@
 //!   class is not a probability anyone should act on. The examples are split into stratified
 //!   folds; a model trained without each fold scores it, and one temperature `T` is fitted to
 //!   minimise the negative log-likelihood of those held-out scores (Guo et al., 2017). The
-//!   final model is trained on everything and its logits divided by `T`.
+//!   final model is trained on everything and its logits divided by `T`. With
+//!   [`Params::unseen_weight`], the same held-out scores, each without its own class,
+//!   stand for questions of an intent nobody wrote, and a shift of the out-of-scope logit
+//!   is fitted with `T` (`fit_calibration`).
 
 use super::features::{Bucket, SparseVec, Vocab};
 
@@ -45,7 +48,7 @@ pub struct Params {
     /// examples' weight (0: none). When positive, the last class is the out-of-scope
     /// class: each held-out example, its own class's score removed, is also scored as a
     /// message of a class nobody wrote, labelled out-of-scope, and calibration fits a
-    /// shift of the out-of-scope logit with the temperature (see [`fit_calibration`]).
+    /// shift of the out-of-scope logit with the temperature (see `fit_calibration`).
     pub unseen_weight: f64,
 }
 
@@ -813,6 +816,36 @@ mod tests {
             assert_eq!(argmax(&p), want, "{text}: {p:?}");
             assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         }
+    }
+
+    #[test]
+    fn unseen_class_examples_shift_the_out_of_scope_class_up_where_no_intent_stands_out() {
+        // Three intents and an out-of-scope class (3). Held-out messages are right and
+        // clear (their own logit 4, the others 0): without their own class the rest is
+        // flat, which is how a question of an unwritten intent looks.
+        let scored: Scored = (0..30)
+            .map(|i| {
+                let y = i % 3;
+                let mut z = vec![0.0, 0.0, 0.0, -1.0];
+                z[y] = 4.0;
+                (z, y, 1.0)
+            })
+            .chain((0..10).map(|_| (vec![0.0, 0.0, 0.0, 2.0], 3, 1.0)))
+            .collect();
+        let (inv, shift) = fit_calibration(&scored, 3, 0.5, 1.0);
+        assert!(shift > 0.5, "shift {shift}");
+        let p = |z: &[f64]| {
+            let mut z: Vec<f64> = z.iter().map(|v| v * inv).collect();
+            z[3] += shift;
+            softmax_in_place(&mut z);
+            z
+        };
+        // A flat message is out of scope; a clear one keeps its intent.
+        assert!(p(&[0.5, 0.5, 0.5, -1.0])[3] > 0.5);
+        assert!(p(&[4.0, 0.0, 0.0, -1.0])[0] > 0.8);
+        // Without unseen-class examples nothing moves: the temperature fit alone.
+        let plain = Params::default();
+        assert_eq!(plain.unseen_weight, 0.0);
     }
 
     #[test]
