@@ -26,7 +26,7 @@ pub fn run(
         let training = rules.nlu.report();
         text += &format!(
             "{}: {} intents, trained in {:.0} ms ({} features, {} iterations, L2 {:e}, temperature {:.2}, \
-             cross-validated accuracy {:.3})\n\n",
+             out-of-scope shift {:.2}, cross-validated accuracy {:.3})\n\n",
             dir.display(),
             rules.intents.len(),
             rules.nlu.training_time().as_secs_f64() * 1000.0,
@@ -34,6 +34,7 @@ pub fn run(
             training.iterations,
             training.lambda,
             training.temperature,
+            training.oos_shift,
             training.cv_accuracy
         );
         text += &report.to_string();

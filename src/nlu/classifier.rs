@@ -12,7 +12,10 @@
 //!   class is not a probability anyone should act on. The examples are split into stratified
 //!   folds; a model trained without each fold scores it, and one temperature `T` is fitted to
 //!   minimise the negative log-likelihood of those held-out scores (Guo et al., 2017). The
-//!   final model is trained on everything and its logits divided by `T`.
+//!   final model is trained on everything and its logits divided by `T`. With
+//!   [`Params::unseen_weight`], the same held-out scores, each without its own class,
+//!   stand for questions of an intent nobody wrote, and a shift of the out-of-scope logit
+//!   is fitted with `T` (`fit_calibration`).
 
 use super::features::{Bucket, SparseVec, Vocab};
 
@@ -41,6 +44,12 @@ pub struct Params {
     /// classes; with thousands of examples a feature seen once carries little, and two
     /// thirds of the data is plenty to calibrate on.
     pub large: usize,
+    /// Weight of unseen-class examples in calibration, as a share of the held-out
+    /// examples' weight (0: none). When positive, the last class is the out-of-scope
+    /// class: each held-out example, its own class's score removed, is also scored as a
+    /// message of a class nobody wrote, labelled out-of-scope, and calibration fits a
+    /// shift of the out-of-scope logit with the temperature (see `fit_calibration`).
+    pub unseen_weight: f64,
 }
 
 impl Default for Params {
@@ -57,6 +66,7 @@ impl Default for Params {
             memory: 5,
             min_df: 1,
             large: 2000,
+            unseen_weight: 0.0,
         }
     }
 }
@@ -93,6 +103,8 @@ pub struct TrainingReport {
     /// Accuracy of the cross-validated predictions on the held-out examples (0 when there
     /// was no calibration).
     pub cv_accuracy: f64,
+    /// The fitted shift of the out-of-scope logit (0 when not fitted).
+    pub oos_shift: f64,
 }
 
 /// A trained, calibrated classifier. Immutable; shared by every turn.
@@ -104,6 +116,9 @@ pub struct Model {
     weights: Vec<f32>,
     bias: Vec<f32>,
     inv_temperature: f64,
+    /// Added to the last (out-of-scope) class's calibrated logit (0 without
+    /// [`Params::unseen_weight`]).
+    oos_shift: f64,
     report: TrainingReport,
 }
 
@@ -187,8 +202,15 @@ impl Model {
         let right: f64 = logits.iter().filter(|(z, y, _)| argmax(z) == *y).map(|x| x.2).sum();
         let total: f64 = logits.iter().map(|x| x.2).sum();
         model.report.cv_accuracy = if total > 0.0 { right / total } else { 0.0 };
-        model.report.temperature = temperature;
-        model.inv_temperature = 1.0 / temperature;
+        let (inv, shift) = if params.unseen_weight > 0.0 && classes >= 3 {
+            fit_calibration(&logits, classes - 1, params.unseen_weight, 1.0 / temperature)
+        } else {
+            (1.0 / temperature, 0.0)
+        };
+        model.report.temperature = 1.0 / inv;
+        model.report.oos_shift = shift;
+        model.inv_temperature = inv;
+        model.oos_shift = shift;
         model
     }
 
@@ -232,6 +254,9 @@ impl Model {
         let mut z = self.logits_of(&x);
         for v in &mut z {
             *v *= self.inv_temperature;
+        }
+        if let Some(last) = z.last_mut() {
+            *last += self.oos_shift;
         }
         softmax_in_place(&mut z);
         (z, x.coverage)
@@ -347,6 +372,105 @@ fn fit_temperature(logits: &[(Vec<f64>, usize, f64)]) -> f64 {
         }
     }
     ((a + b) / 2.0).exp()
+}
+
+/// Temperature and out-of-scope shift fitted together on held-out scores and unseen-class
+/// examples made from them; returns `(1/T, shift)`.
+///
+/// A held-out message of class `y`, scored without `y`'s logit, is what the model would see
+/// if nobody had written intent `y`: a question in the shop's own words about a topic
+/// with no intent. Labelled out-of-scope (class `oos`), these examples teach calibration
+/// how flat the scores of such a question are, at no extra training: the fold models are
+/// the ones that chose the penalty. Calibrated probabilities are
+/// `softmax(z/T + shift·e_oos)`; the shift raises the out-of-scope class against every
+/// intent by the same amount, so it wins exactly where no intent's logit stands out
+/// (the intents' log-sum-exp, an energy score, is below the out-of-scope logit plus the
+/// shift) and leaves a clear winner alone. The logits are linear in `(1/T, shift)`, so
+/// the weighted negative log-likelihood is convex in them and Newton's method finds the
+/// optimum in a few steps. The unseen-class examples weigh `unseen_weight` times the
+/// held-out intent examples in total.
+fn fit_calibration(scored: &[(Vec<f64>, usize, f64)], oos: usize, unseen_weight: f64, inv0: f64) -> (f64, f64) {
+    // (logits, label, weight, class whose logit is removed)
+    let mut data: Vec<(&[f64], usize, f64, Option<usize>)> =
+        scored.iter().map(|(z, y, w)| (z.as_slice(), *y, *w, None)).collect();
+    let in_scope: f64 = scored.iter().filter(|(_, y, _)| *y != oos).map(|x| x.2).sum();
+    if in_scope <= 0.0 {
+        return (inv0, 0.0);
+    }
+    let share = unseen_weight;
+    for (z, y, w) in scored.iter().filter(|(_, y, _)| *y != oos) {
+        data.push((z.as_slice(), oos, w * share, Some(*y)));
+    }
+    // Objective, gradient and Hessian in (s, d) = (1/T, shift).
+    let eval = |s: f64, d: f64| -> (f64, [f64; 2], [f64; 3]) {
+        let (mut f, mut g, mut h) = (0.0, [0.0; 2], [0.0; 3]);
+        let mut p: Vec<f64> = Vec::new();
+        for &(z, y, w, removed) in &data {
+            p.clear();
+            p.extend(z.iter().enumerate().map(|(i, v)| {
+                if Some(i) == removed {
+                    f64::NEG_INFINITY
+                } else {
+                    v * s + if i == oos { d } else { 0.0 }
+                }
+            }));
+            let max = p.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let mut sum = 0.0;
+            for v in p.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            let zy = z[y] * s + if y == oos { d } else { 0.0 };
+            f += w * (sum.ln() + max - zy);
+            let (mut ez, mut ez2) = (0.0, 0.0);
+            for (i, v) in p.iter_mut().enumerate() {
+                *v /= sum;
+                if Some(i) != removed {
+                    ez += *v * z[i];
+                    ez2 += *v * z[i] * z[i];
+                }
+            }
+            let po = p[oos];
+            g[0] += w * (ez - z[y]);
+            g[1] += w * (po - if y == oos { 1.0 } else { 0.0 });
+            h[0] += w * (ez2 - ez * ez);
+            h[1] += w * po * (z[oos] - ez);
+            h[2] += w * po * (1.0 - po);
+        }
+        (f, g, h)
+    };
+    let (mut s, mut d) = (inv0, 0.0);
+    let (mut f, mut g, mut h) = eval(s, d);
+    for _ in 0..50 {
+        // Newton step on the 2x2 system, with a small ridge in case it is near singular.
+        let ridge = 1e-9 * (h[0] + h[2]).max(1e-12);
+        let (a, b, c) = (h[0] + ridge, h[1], h[2] + ridge);
+        let det = a * c - b * b;
+        if det <= 0.0 {
+            break;
+        }
+        let ds = -(c * g[0] - b * g[1]) / det;
+        let dd = -(a * g[1] - b * g[0]) / det;
+        let mut step = 1.0;
+        let mut improved = false;
+        for _ in 0..30 {
+            let (ns, nd) = (s + step * ds, d + step * dd);
+            if ns > 0.0 {
+                let (nf, ng, nh) = eval(ns, nd);
+                if nf <= f {
+                    let done = f - nf <= 1e-12 * f.abs().max(1.0);
+                    (s, d, f, g, h) = (ns, nd, nf, ng, nh);
+                    improved = !done;
+                    break;
+                }
+            }
+            step *= 0.5;
+        }
+        if !improved {
+            break;
+        }
+    }
+    (s.clamp(1.0 / 20.0, 1.0 / 0.05), d)
 }
 
 /// The training problem: examples vectorised against one vocabulary.
@@ -472,12 +596,14 @@ fn fit_path(examples: &[&Example], classes: usize, params: &Params, lambdas: &[f
                 temperature: 1.0,
                 lambda,
                 cv_accuracy: 0.0,
+                oos_shift: 0.0,
             },
             vocab: vocab.clone(),
             classes,
             weights: theta[..nw].to_vec(),
             bias: theta[nw..].to_vec(),
             inv_temperature: 1.0,
+            oos_shift: 0.0,
         });
     }
     models
@@ -690,6 +816,36 @@ mod tests {
             assert_eq!(argmax(&p), want, "{text}: {p:?}");
             assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         }
+    }
+
+    #[test]
+    fn unseen_class_examples_shift_the_out_of_scope_class_up_where_no_intent_stands_out() {
+        // Three intents and an out-of-scope class (3). Held-out messages are right and
+        // clear (their own logit 4, the others 0): without their own class the rest is
+        // flat, which is how a question of an unwritten intent looks.
+        let scored: Scored = (0..30)
+            .map(|i| {
+                let y = i % 3;
+                let mut z = vec![0.0, 0.0, 0.0, -1.0];
+                z[y] = 4.0;
+                (z, y, 1.0)
+            })
+            .chain((0..10).map(|_| (vec![0.0, 0.0, 0.0, 2.0], 3, 1.0)))
+            .collect();
+        let (inv, shift) = fit_calibration(&scored, 3, 0.5, 1.0);
+        assert!(shift > 0.5, "shift {shift}");
+        let p = |z: &[f64]| {
+            let mut z: Vec<f64> = z.iter().map(|v| v * inv).collect();
+            z[3] += shift;
+            softmax_in_place(&mut z);
+            z
+        };
+        // A flat message is out of scope; a clear one keeps its intent.
+        assert!(p(&[0.5, 0.5, 0.5, -1.0])[3] > 0.5);
+        assert!(p(&[4.0, 0.0, 0.0, -1.0])[0] > 0.8);
+        // Without unseen-class examples nothing moves: the temperature fit alone.
+        let plain = Params::default();
+        assert_eq!(plain.unseen_weight, 0.0);
     }
 
     #[test]

@@ -1,11 +1,16 @@
 //! `kefu eval`: score the classifier on labelled utterances.
 //!
 //! Data is JSONL (`{"text": "...", "intent": "..."}` per line) or CSV (`text,intent`, with
-//! or without that header); the label `oos` marks an out-of-scope message. A prediction is
+//! or without that header); the label `oos` (also `none` or an empty label) marks an
+//! out-of-scope message, one no intent was written for. A prediction is
 //! what the engine would act on: the intent when its confidence reaches the shop's
 //! threshold, `oos` otherwise ([`Nlu::label`]). Macro-F1 averages over every label that
 //! occurs in the data or the predictions, as scikit-learn's `f1_score(average="macro")`
 //! does, so the two can be compared.
+//!
+//! Out-of-scope messages get a section of their own ([`OutOfScopeScores`]): the share
+//! not acted on (recall) and the share given a confident intent, the one mistake that
+//! fires a rule or a handoff meant for something else.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -102,6 +107,12 @@ pub fn read(path: &Path) -> Result<Vec<Labelled>, EvalError> {
             }
         }
     }
+    for item in &mut out {
+        let label = item.intent.trim();
+        if label.is_empty() || label.eq_ignore_ascii_case("none") || label.eq_ignore_ascii_case(OUT_OF_SCOPE) {
+            item.intent = OUT_OF_SCOPE.to_string();
+        }
+    }
     if out.is_empty() {
         return Err(EvalError::Empty {
             path: path.to_path_buf(),
@@ -151,6 +162,24 @@ pub struct Mistake {
     pub expected_confidence: f64,
 }
 
+/// How the out-of-scope messages (label `oos`, `none` or empty) fared in the engine's
+/// decision.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct OutOfScopeScores {
+    /// How many there were.
+    pub messages: usize,
+    /// Share not acted on: no intent, or one below the threshold (the knowledge base or
+    /// the model answers them).
+    pub recall: f64,
+    /// Share given an intent with confidence at or above the threshold: a rule or a
+    /// handoff meant for something else fires. `1 - recall`.
+    pub confident_wrong: f64,
+    /// Share the out-of-scope decision itself caught (`intent: None`).
+    pub no_intent: f64,
+    /// Share given an intent below the threshold.
+    pub below_threshold: f64,
+}
+
 /// The outcome of an evaluation.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -160,8 +189,14 @@ pub struct Report {
     pub accuracy: f64,
     /// Mean F1 over every label in the data or the predictions.
     pub macro_f1: f64,
+    /// Mean F1 over the declared intents only (the real questions), leaving out the `oos`
+    /// row.
+    pub in_scope_macro_f1: f64,
     /// Recall of `oos` (`null` when the data has no out-of-scope message).
     pub oos_recall: Option<f64>,
+    /// Out-of-scope messages in the engine's decision (`null` in closed-set mode or when
+    /// the data has none).
+    pub out_of_scope: Option<OutOfScopeScores>,
     /// Scores per label, by name.
     pub per_intent: BTreeMap<String, LabelScores>,
     /// Mistakes, most frequent first.
@@ -231,6 +266,32 @@ pub fn evaluate(nlu: &Nlu, data: &[Labelled], closed_set: bool) -> Report {
     let right = gold.iter().zip(&predicted).filter(|(g, p)| **g == p.as_str()).count();
     let macro_f1 = per_intent.values().map(|s| s.f1).sum::<f64>() / per_intent.len().max(1) as f64;
     let oos_recall = per_intent.get(OUT_OF_SCOPE).filter(|s| s.support > 0).map(|s| s.recall);
+    let real: Vec<f64> = per_intent
+        .iter()
+        .filter(|(label, _)| label.as_str() != OUT_OF_SCOPE)
+        .map(|(_, s)| s.f1)
+        .collect();
+    let in_scope_macro_f1 = real.iter().sum::<f64>() / real.len().max(1) as f64;
+    let oos_messages: Vec<&Labelled> = data.iter().filter(|d| d.intent == OUT_OF_SCOPE).collect();
+    let out_of_scope = (!closed_set && !oos_messages.is_empty()).then(|| {
+        let (mut none, mut below, mut confident) = (0, 0, 0);
+        for d in &oos_messages {
+            let u = nlu.interpret(&nlu.classify(&d.text));
+            match u.intent {
+                None => none += 1,
+                Some(_) if u.confidence >= nlu.threshold() => confident += 1,
+                Some(_) => below += 1,
+            }
+        }
+        let n = oos_messages.len();
+        OutOfScopeScores {
+            messages: n,
+            recall: ratio(none + below, n),
+            confident_wrong: ratio(confident, n),
+            no_intent: ratio(none, n),
+            below_threshold: ratio(below, n),
+        }
+    });
 
     let mut pairs: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for (g, p) in gold.iter().zip(&predicted) {
@@ -286,7 +347,9 @@ pub fn evaluate(nlu: &Nlu, data: &[Labelled], closed_set: bool) -> Report {
         total: data.len(),
         accuracy: ratio(right, data.len()),
         macro_f1,
+        in_scope_macro_f1,
         oos_recall,
+        out_of_scope,
         per_intent,
         confusions,
         mistakes,
@@ -322,9 +385,26 @@ impl std::fmt::Display for Report {
         writeln!(f, "utterances      {}", self.total)?;
         writeln!(f, "accuracy        {:.3}", self.accuracy)?;
         writeln!(f, "macro-F1        {:.3}", self.macro_f1)?;
-        match self.oos_recall {
-            Some(r) => writeln!(f, "oos recall      {r:.3}")?,
-            None => writeln!(f, "oos recall      - (no `oos` utterances)")?,
+        writeln!(
+            f,
+            "in-scope F1     {:.3} (macro-F1 over the declared intents)",
+            self.in_scope_macro_f1
+        )?;
+        match (self.out_of_scope, self.oos_recall) {
+            (Some(o), _) => {
+                writeln!(
+                    f,
+                    "oos recall      {:.3} of {} out-of-scope messages (no intent {:.3}, below threshold {:.3})",
+                    o.recall, o.messages, o.no_intent, o.below_threshold
+                )?;
+                writeln!(
+                    f,
+                    "confident wrong {:.3} (out-of-scope messages given an intent at or above the threshold)",
+                    o.confident_wrong
+                )?;
+            }
+            (None, Some(r)) => writeln!(f, "oos recall      {r:.3}")?,
+            (None, None) => writeln!(f, "oos recall      - (no `oos` utterances)")?,
         }
         match self.threshold {
             Some(t) => writeln!(f, "threshold       {t}")?,
@@ -381,9 +461,9 @@ mod tests {
     fn reads_jsonl_and_csv() {
         let j = write(
             "a.jsonl",
-            "{\"text\":\"在吗\",\"intent\":\"其他.问候\"}\n\n{\"text\":\"a,b\",\"intent\":\"oos\"}\n",
+            "{\"text\":\"在吗\",\"intent\":\"其他.问候\"}\n\n{\"text\":\"a,b\",\"intent\":\"\"}\n",
         );
-        let c = write("a.csv", "text,intent\n在吗,其他.问候\n\"a,b\",oos\n");
+        let c = write("a.csv", "text,intent\n在吗,其他.问候\n\"a,b\",none\n");
         let want = vec![
             Labelled {
                 text: "在吗".into(),
