@@ -1546,12 +1546,20 @@ const LEADS: &[&str] = &[
 /// A reply with no question mark that asks for information ("麻烦发一下订单号（12位数字）～")
 /// is an open question; one without either asks nothing.
 pub fn pending_of(reply: &str) -> PendingKind {
-    // Width folded only: options keep the case kefu wrote them in ("XL").
+    // Most replies ask nothing; this runs after every answer, so they are told apart
+    // without the folding and sentence splitting below: with no question mark, no 吗 and
+    // no request for information anywhere, the reply asks nothing.
+    if !may_ask(reply) {
+        return PendingKind::Nothing;
+    }
+    // Width folded only: options keep the case kefu wrote them in ("XL"). The phrases
+    // looked for are Chinese or ASCII, so comparisons lowercase ASCII only: a full Unicode
+    // `to_lowercase` of every sentence was a third of a rule-answered turn.
     let folded: String = reply.chars().map(fold_width).collect();
     let last_line = folded.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
     let last_sentences = sentences(last_line);
     if last_sentences.iter().any(|(s, q)| {
-        let s = s.to_lowercase();
+        let s = s.to_ascii_lowercase();
         (*q || s.trim_end().ends_with('吗')) && ANYTHING_ELSE.iter().any(|p| s.contains(p))
     }) {
         return PendingKind::AnythingElse;
@@ -1559,7 +1567,7 @@ pub fn pending_of(reply: &str) -> PendingKind {
     let all = sentences(&folded);
     let Some(at) = all.iter().rposition(|(_, q)| *q) else {
         let last = all.last().map_or("", |(s, _)| s.as_str());
-        return if INFO_REQUEST.iter().any(|p| last.to_lowercase().contains(p)) {
+        return if INFO_REQUEST.iter().any(|p| last.to_ascii_lowercase().contains(p)) {
             PendingKind::Open
         } else {
             PendingKind::Nothing
@@ -1569,6 +1577,22 @@ pub fn pending_of(reply: &str) -> PendingKind {
     // Options listed after the question stand in the sentence right after it.
     let tail = all.get(at + 1).map_or("", |(s, _)| s.as_str());
     classify(question, tail)
+}
+
+/// Whether `reply` may ask something: a question mark, a 吗, a full-width letter (folded
+/// below, it may spell a request), or a request for information (ASCII case ignored). One
+/// pass of an automaton built once.
+fn may_ask(reply: &str) -> bool {
+    static ASKING: std::sync::LazyLock<aho_corasick::AhoCorasick> = std::sync::LazyLock::new(|| {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(INFO_REQUEST.iter().copied().chain(["?", "？", "吗"]))
+            .expect("a small automaton of fixed words")
+    });
+    ASKING.is_match(reply)
+        || reply
+            .chars()
+            .any(|c| matches!(c, '\u{FF21}'..='\u{FF3A}' | '\u{FF41}'..='\u{FF5A}'))
 }
 
 /// Splits at sentence ends, keeping whether each sentence ended in a question mark.
@@ -1605,7 +1629,7 @@ fn fold_width(c: char) -> char {
 }
 
 fn classify(question: &str, tail: &str) -> PendingKind {
-    let lower = question.trim().to_lowercase();
+    let lower = question.trim().to_ascii_lowercase();
     let q = lower.as_str();
     let core = strip_trailing(q);
     let ends_ma = core.ends_with('吗') || core.ends_with('么') || core.ends_with('咩') || core.ends_with('嘛');
