@@ -188,7 +188,8 @@ def converse(lb, worker, run, results, deadline):
     for i in range(SESSIONS_PER_WORKER):
         session = f"fleet-{run}-{worker}-{i}"
         said, promised = [], None
-        for message in ["包邮吗", "我要退货", RETURNABLE[i % len(RETURNABLE)]]:
+        # The demo's return flow asks the customer to confirm before it files the ticket.
+        for message in ["包邮吗", "我要退货", RETURNABLE[i % len(RETURNABLE)], "是的"]:
             reply = turn(lb, session, message, deadline)
             said.append(message)
             if reply is None:
@@ -296,7 +297,7 @@ backend kefu
         term_promised = []
         for i in range(3):
             session = f"fleet-{run}-term-{i}"
-            for message in ["我要退货", RETURNABLE[0]]:
+            for message in ["我要退货", RETURNABLE[0], "是的"]:
                 reply = turn(nodes[1].port, session, message, time.monotonic() + 10)
             found = TICKET.search((reply or {}).get("reply", ""))
             if found:
