@@ -58,26 +58,10 @@ pub(super) fn forget_slots(rules: &RuleSet, session: &mut Session, name: &str) {
 }
 
 impl Turn<'_> {
-    /// Starts flow `index` from its first step.
+    /// Starts flow `index` from its first step. A new run asks its questions afresh,
+    /// except for the slots `carried` from a flow the customer just left by changing their
+    /// mind: its asks for those go on without asking.
     pub(super) fn begin_flow(&mut self, index: usize) -> Answer {
-        let flow = &self.rules.flows[index];
-        // A new run asks its questions afresh.
-        for slot in &flow.slots {
-            self.session.slots.remove(slot);
-        }
-        let state = FlowState {
-            name: flow.name.clone(),
-            started_at: self.now.timestamp_millis(),
-            ..FlowState::default()
-        };
-        self.session.flow = Some(state.clone());
-        self.refresh_session_vars();
-        self.run_flow(index, state, false, None)
-    }
-
-    /// Starts flow `index` keeping the slots it shares with the flow the customer just
-    /// left (`carried`): its asks for them go on without asking.
-    fn begin_flow_keeping(&mut self, index: usize) -> Answer {
         let flow = &self.rules.flows[index];
         for slot in flow.slots.iter().filter(|s| !self.carried.contains(*s)) {
             self.session.slots.remove(slot);
@@ -222,7 +206,7 @@ impl Turn<'_> {
                 self.session.slots.remove(slot);
             }
             self.carried = kept;
-            return Some(Decision::Answer(self.begin_flow_keeping(other)));
+            return Some(Decision::Answer(self.begin_flow(other)));
         }
 
         if is_cancel(&self.message) || (confirming && self.reading == Reading::No) {

@@ -58,7 +58,7 @@ pub(crate) fn session_map(session: &Session) -> Map {
         "flow".into(),
         session.flow.as_ref().map_or(Dynamic::UNIT, |f| f.name.clone().into()),
     );
-    m.insert("asked".into(), super::turn::asked_name(&session.asked.kind).into());
+    m.insert("asked".into(), session.asked.kind.name().into());
     m.insert(
         "asked_rule".into(),
         session.asked.rule.clone().map_or(Dynamic::UNIT, Dynamic::from),
@@ -261,7 +261,7 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
     }
     scope.push_dynamic("entities", Dynamic::from_map(entities));
     scope.push("emotion", u.emotion.as_str().to_string());
-    scope.push("reading", super::turn::reading_name(input.reading).to_string());
+    scope.push("reading", rhai::ImmutableString::from(input.reading.name()));
     let language = input.session.language.unwrap_or_else(|| input.rules.shop.language());
     scope.push("language", rhai::ImmutableString::from(language.as_str()));
     scope.push_dynamic("slots", Dynamic::from_map(slots_map(input.session)));

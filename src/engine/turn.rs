@@ -273,8 +273,8 @@ pub(super) fn run(
     // so whatever the classifier guessed from its one or two characters is set aside: it
     // would fire a rule, or a handoff, meant for something else.
     let reading = reading::read(&message, session.asked.kind.as_pending());
-    if is_short_reply(reading) {
-        let asked = asked_name(&session.asked.kind);
+    if reading.is_short_reply() {
+        let asked = session.asked.kind.name();
         let guess = match &understanding.intent {
             Some(intent) => format!(
                 "; the guessed intent {intent} ({:.2}) is set aside",
@@ -286,7 +286,7 @@ pub(super) fn run(
             "context",
             format!(
                 "read as {} to {}{guess}",
-                reading_name(reading),
+                reading.name(),
                 if asked.is_empty() { "nothing asked" } else { asked }
             ),
         ));
@@ -418,39 +418,6 @@ fn describe_understanding(u: &Understanding) -> String {
     s
 }
 
-/// Whether a reading is a short reply that answers kefu's question (or acknowledges) and
-/// carries no intent of its own. Thanks are not: the shop's thank-you rule answers them.
-pub(super) fn is_short_reply(reading: Reading) -> bool {
-    matches!(
-        reading,
-        Reading::Yes | Reading::No | Reading::Choice(_) | Reading::Bye | Reading::Ack
-    )
-}
-
-/// A reading's name, as scripts see it in `reading` and traces show it.
-pub(super) fn reading_name(reading: Reading) -> &'static str {
-    match reading {
-        Reading::Yes => "yes",
-        Reading::No => "no",
-        Reading::Choice(_) => "choice",
-        Reading::Bye => "bye",
-        Reading::Ack => "ack",
-        Reading::Thanks => "thanks",
-        Reading::Other => "",
-    }
-}
-
-/// The kind of question kefu asked, as scripts see it in `session.asked`.
-pub(super) fn asked_name(kind: &PendingKind) -> &'static str {
-    match kind {
-        PendingKind::Nothing => "",
-        PendingKind::YesNo => "yes_no",
-        PendingKind::AnythingElse => "anything_else",
-        PendingKind::Choice(_) => "choice",
-        PendingKind::Open => "open",
-    }
-}
-
 impl Turn<'_> {
     /// Runs `eval` in the turn's scope, then drops any variables the script declared; an
     /// error gives `fallback` and goes to the trace.
@@ -556,7 +523,7 @@ impl Turn<'_> {
             return Decision::Answer(answer);
         }
         // "可以", "第二个": words the knowledge base would match on nothing but chance.
-        if !is_short_reply(self.reading)
+        if !self.reading.is_short_reply()
             && let Some(answer) = self.answer_by_faq()
         {
             return Decision::Answer(answer);

@@ -100,6 +100,17 @@ impl PendingKind {
             PendingKind::Open => Pending::Open,
         }
     }
+
+    /// The kind's name as scripts see it in `session.asked`: `""` when nothing was asked.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PendingKind::Nothing => "",
+            PendingKind::YesNo => "yes_no",
+            PendingKind::AnythingElse => "anything_else",
+            PendingKind::Choice(_) => "choice",
+            PendingKind::Open => "open",
+        }
+    }
 }
 
 /// How a message reads as a reply.
@@ -123,6 +134,29 @@ pub enum Reading {
 }
 
 impl Reading {
+    /// The reading's name as scripts see it in `reading`: `""` for [`Reading::Other`],
+    /// and no option index.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reading::Yes => "yes",
+            Reading::No => "no",
+            Reading::Choice(_) => "choice",
+            Reading::Bye => "bye",
+            Reading::Ack => "ack",
+            Reading::Thanks => "thanks",
+            Reading::Other => "",
+        }
+    }
+
+    /// Whether this is a short reply that answers kefu's question (or acknowledges) and
+    /// carries no intent of its own. Thanks are not: a thank-you rule answers them.
+    pub fn is_short_reply(self) -> bool {
+        matches!(
+            self,
+            Reading::Yes | Reading::No | Reading::Choice(_) | Reading::Bye | Reading::Ack
+        )
+    }
+
     /// The reading as the labelled data writes it: `yes`, `no`, `choice:N`, `bye`, `ack`,
     /// `thanks`, `other`.
     pub fn label(self) -> String {
