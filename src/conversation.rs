@@ -74,9 +74,34 @@ pub struct Turn {
     /// A human agent acts before this message: `takeover`, `release`, or `reply: 文本`.
     #[serde(default)]
     pub agent: Option<AgentAction>,
+    /// How long after the previous message this one comes (`40m`, `2h`, `90s`, `1d`); a
+    /// minute when not given. A flow left waiting longer than its timeout has expired.
+    #[serde(default, deserialize_with = "pause")]
+    pub after: Option<chrono::Duration>,
     /// What should happen.
     #[serde(default)]
     pub expect: Expect,
+}
+
+/// Reads a pause between messages: a whole number with `s`, `m`, `h` or `d`.
+fn pause<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<chrono::Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let seconds = match &text[digits.len()..] {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => 0,
+    };
+    match digits.parse::<i64>() {
+        Ok(n) if seconds > 0 && (0..=366 * 86_400).contains(&n.saturating_mul(seconds)) => {
+            Ok(Some(chrono::Duration::seconds(n * seconds)))
+        }
+        _ => Err(serde::de::Error::custom(format!(
+            "`after: {text}` is not a pause: write a whole number with s, m, h or d, e.g. `40m`"
+        ))),
+    }
 }
 
 /// What a human agent does before a turn: `takeover`, `release`, or `{ reply: 文本 }`.
@@ -260,10 +285,15 @@ pub fn run(rules: &Arc<RuleSet>, conversation: &Conversation, path: &Path) -> Ou
     let session = path
         .file_stem()
         .map_or_else(|| "test".to_string(), |s| s.to_string_lossy().to_string());
-    let as_of = conversation.as_of.unwrap_or_else(default_as_of);
+    let mut at = conversation.as_of.unwrap_or_else(default_as_of);
     let mut records = Vec::new();
     let mut covered = BTreeSet::new();
     for (n, turn) in conversation.turns.iter().enumerate() {
+        // Each message a minute after the last unless the test says otherwise, so flows
+        // time out in a test only when it waits on purpose (`after: 40m`).
+        if n > 0 {
+            at += turn.after.unwrap_or_else(|| chrono::Duration::minutes(1));
+        }
         match &turn.agent {
             Some(AgentAction::Takeover) => {
                 let _ = engine.takeover(&session, Some("测试客服".into()));
@@ -285,8 +315,7 @@ pub fn run(rules: &Arc<RuleSet>, conversation: &Conversation, path: &Path) -> Ou
             message: turn.say.clone(),
             user: turn.user.clone().or_else(|| conversation.user.clone()),
             context: (!context.is_empty()).then_some(context),
-            // Each turn a minute after the last, so flows never time out in a test.
-            as_of: Some(as_of + chrono::Duration::minutes(n as i64)),
+            as_of: Some(at),
         };
         let response = engine.turn(request);
         covered.extend(response.covered.iter().cloned());

@@ -160,6 +160,9 @@ pub struct Shop {
     /// Promotions that start within this many days are upcoming: scripts see them in
     /// `promotions.upcoming`, and model prompts mention them with their start.
     pub upcoming_days: u32,
+    /// How long a flow waits for the customer (`flow_timeout`; a flow's own `timeout`
+    /// comes first): a flow left waiting longer is dropped at the next message.
+    pub flow_timeout: std::time::Duration,
 }
 
 impl Shop {
@@ -246,10 +249,21 @@ pub struct Rule {
     pub handoff: Option<Option<String>>,
     /// Higher answers first.
     pub priority: i64,
+    /// What it does to a flow waiting when it answers (`end flow`, `cancel flow`).
+    pub flow_action: Option<FlowAction>,
     /// Where it is written.
     pub span: Span,
     /// `file:line` of its name, for traces.
     pub location: String,
+}
+
+/// What a rule does to the flow waiting for the customer when it answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowAction {
+    /// `end flow`: the flow ends; the slots it filled stay for later rules.
+    End,
+    /// `cancel flow`: the flow is cancelled; what the customer told it is forgotten.
+    Cancel,
 }
 
 /// A campaign answer, on inside a time window for some users.
@@ -305,6 +319,14 @@ pub struct Flow {
     pub ops: Vec<Op>,
     /// Every slot an `ask` fills.
     pub slots: BTreeSet<String>,
+    /// `cancel on keywords`: the short messages that cancel it, in place of the built-in
+    /// words (算了, 不用了, 取消, …).
+    pub cancel_words: Option<Vec<String>>,
+    /// `cancel reply`: what the customer is told when it is cancelled.
+    pub cancel_reply: Option<Texts>,
+    /// `timeout`: how long it waits for the customer, in place of the shop's
+    /// `flow_timeout`.
+    pub timeout: Option<std::time::Duration>,
     /// Where it is written.
     pub span: Span,
     /// `file:line` of its name, for traces.

@@ -152,6 +152,8 @@ pub struct Shop {
     pub confirm_again_message: Option<Str>,
     /// `upcoming_days 14`
     pub upcoming_days: Option<Integer>,
+    /// `flow_timeout 30m`
+    pub flow_timeout: Option<DurationLit>,
 }
 
 /// `intent 售后.退货 { examples ... keywords ... }`
@@ -270,6 +272,17 @@ pub struct Rule {
     pub handoff: Option<Handoff>,
     /// `priority N`
     pub priority: Option<Integer>,
+    /// `end flow` or `cancel flow`
+    pub flow_action: Option<FlowActionLit>,
+}
+
+/// What a rule does to the flow waiting when it answers: `end flow` or `cancel flow`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FlowActionLit {
+    /// `cancel flow` (the slots are forgotten) rather than `end flow` (they stay).
+    pub cancel: bool,
+    /// Where it is written.
+    pub span: Span,
 }
 
 /// `promotion name { ... }`
@@ -313,6 +326,12 @@ pub struct Flow {
     pub span: Span,
     /// `start on ...` lines.
     pub starts: Vec<FlowStart>,
+    /// `cancel on keywords "…"`: the words that cancel it, in place of the built-in ones.
+    pub cancel_words: Option<(Vec<Str>, Span)>,
+    /// `cancel reply "…"`: what the customer is told when it is cancelled.
+    pub cancel_reply: Option<Str>,
+    /// `timeout 10m`: how long it waits for the customer.
+    pub timeout: Option<DurationLit>,
     /// The steps, in order.
     pub steps: Vec<Step>,
 }

@@ -33,10 +33,36 @@ const CANCEL_MAX_CHARS: usize = 8;
 /// asks the customer anything would otherwise spin.
 const STEP_BUDGET: usize = 256;
 
-/// Whether a message cancels the flow in progress.
-fn is_cancel(message: &str) -> bool {
-    let bare: String = message.chars().filter(|c| c.is_alphanumeric()).collect();
-    bare.chars().count() <= CANCEL_MAX_CHARS && CANCEL_WORDS.iter().any(|w| bare.contains(w))
+/// Whether a message cancels the flow in progress: a short message (nearly nothing but a
+/// cancel word) with one of the flow's `cancel on keywords`, else one of the built-in words.
+/// Custom words may be longer than the built-in ones ("这个发票不用开了"), so the message
+/// may be as long as the longest of them and a few characters more.
+fn is_cancel(message: &str, words: Option<&[String]>) -> bool {
+    let bare: String = message
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
+    let length = bare.chars().count();
+    match words {
+        Some(words) => {
+            let longest = words.iter().map(|w| w.chars().count()).max().unwrap_or(0);
+            length <= CANCEL_MAX_CHARS.max(longest + 4) && words.iter().any(|w| bare.contains(w.as_str()))
+        }
+        None => length <= CANCEL_MAX_CHARS && CANCEL_WORDS.iter().any(|w| bare.contains(w)),
+    }
+}
+
+/// Whether the text before a value negates it: a negation in the two characters before it
+/// (punctuation and spaces aside), as in "不要红色", "没有XL", "别发顺丰", "不要 XL".
+fn negated(before: &str) -> bool {
+    const NEGATIONS: [char; 5] = ['不', '没', '别', '非', '无'];
+    before
+        .chars()
+        .rev()
+        .filter(|c| c.is_alphanumeric())
+        .take(2)
+        .any(|c| NEGATIONS.contains(&c))
 }
 
 /// Words with which a customer takes back what they were doing: "算了", "不退了",
@@ -120,6 +146,32 @@ impl Turn<'_> {
             }),
             None => Some(option.cloned().unwrap_or_else(|| self.message.clone())),
         }
+    }
+
+    /// The value an `ask` filled by `entity` takes from a message that was not its answer
+    /// (the message that started the flow, or that answered an earlier `ask`): only a value
+    /// clearly there. Exactly one value of the entity (in "红色换蓝色" which colour is
+    /// wanted, only the question can tell), not negated ("不要红色的"), and never a yes or
+    /// a no: a question not asked yet has not been answered ("我地址没有错，我意思是…"
+    /// is no answer to "地址确认无误吗？" before it is asked).
+    fn volunteered(&mut self, slot: &str, entity: &str) -> Option<String> {
+        if entity == "yes_no" {
+            return None;
+        }
+        let mut found = self.understanding.entities.iter().filter(|e| e.name == entity);
+        let first = found.next()?;
+        let why = if let Some(other) = found.find(|e| e.value != first.value) {
+            format!("two values ({}, {})", first.value, other.value)
+        } else if negated(&self.message[..first.start.min(self.message.len())]) {
+            format!("{} is negated", first.text)
+        } else {
+            return Some(first.value.clone());
+        };
+        self.trace.push(step(
+            "flow",
+            format!("{slot} not taken from the message: {why}; asking"),
+        ));
+        None
     }
 
     /// Handles a message while a flow is waiting; `None` when the flow is gone and the
@@ -209,18 +261,39 @@ impl Turn<'_> {
             return Some(Decision::Answer(self.begin_flow(other)));
         }
 
-        if is_cancel(&self.message) || (confirming && self.reading == Reading::No) {
+        // A rule written to end or cancel a flow (`end flow`, `cancel flow`: "地址没错",
+        // "发票不开了") is the editor's word on this message, before the flow takes it.
+        self.session.flow = Some(state.clone());
+        if let Some(answer) = self.first_rule(true) {
+            return Some(Decision::Answer(answer));
+        }
+        self.session.flow = None;
+
+        if is_cancel(&self.message, flow.cancel_words.as_deref()) || (confirming && self.reading == Reading::No) {
             self.trace
                 .push(step("flow", format!("{} cancelled by the customer", flow.name)));
             self.covered.push(format!("flow:{}:cancel", flow.name));
-            let mut answer = Answer::new(
-                AnswerSource::Flow,
-                format!("好的，已为您取消{}。还有其他可以帮您的吗？", flow.name),
-            );
+            let reply = self.cancel_reply(index);
+            let mut answer = Answer::new(AnswerSource::Flow, reply);
             answer.flow = Some(flow.name.clone());
             answer.step = Some("cancel".into());
             forget_slots(rules, &mut self.session, &flow.name);
             self.refresh_session_vars();
+            return Some(Decision::Answer(answer));
+        }
+
+        // A customer who says goodbye ("好的 拜拜", "没有了") leaves the flow: its question
+        // is not asked again after the goodbye. A rule may answer the goodbye in its own
+        // words; else the shop's `goodbye_message`. What they told the flow stays.
+        if self.reading == Reading::Bye {
+            self.trace
+                .push(step("flow", format!("{} left: the customer said goodbye", flow.name)));
+            self.session.flow = None;
+            self.refresh_session_vars();
+            let answer = self.answer_by_rules().unwrap_or_else(|| {
+                self.covered.push("context:goodbye".into());
+                Answer::new(AnswerSource::Context, self.pick(&rules.shop.goodbye_message).clone())
+            });
             return Some(Decision::Answer(answer));
         }
 
@@ -264,6 +337,9 @@ impl Turn<'_> {
                         self.session.flow = None;
                         self.trace
                             .push(step("flow", format!("{} ends: the digression hands over", flow.name)));
+                    } else if self.session.flow.is_none() {
+                        // The rule ended or cancelled the flow (`end flow`, `cancel flow`):
+                        // its question is not asked again.
                     } else {
                         let question = again(self);
                         answer.reply = format!("{}\n{}", answer.reply, question);
@@ -289,6 +365,19 @@ impl Turn<'_> {
         }
         self.session.flow = Some(state.clone());
         Some(Decision::Answer(self.run_flow(index, state, true, notice)))
+    }
+
+    /// What the customer is told when flow `index` is cancelled: its `cancel reply`, else
+    /// kefu's own words in the turn's language.
+    fn cancel_reply(&mut self, index: usize) -> String {
+        let flow = &self.rules.flows[index];
+        match &flow.cancel_reply {
+            Some(texts) => self.render(texts, format_args!("flow {} cancel", flow.name)),
+            None if self.language == crate::nlu::Lang::EN => {
+                "OK, I've cancelled that. Is there anything else I can help you with?".to_string()
+            }
+            None => format!("好的，已为您取消{}。还有其他可以帮您的吗？", flow.name),
+        }
     }
 
     /// Runs flow `index` from `state` until it waits or ends. `input` says whether this
@@ -376,8 +465,7 @@ impl Turn<'_> {
                         let known = entity
                             .as_ref()
                             .filter(|_| !*confirm)
-                            .and_then(|e| self.understanding.entity(e))
-                            .map(str::to_string);
+                            .and_then(|e| self.volunteered(slot, e));
                         // What the flow the customer left had already been told.
                         let carried = self
                             .carried
@@ -503,7 +591,7 @@ mod tests {
     use std::path::Path;
     use std::sync::{Arc, Mutex};
 
-    use super::is_cancel;
+    use super::{is_cancel, negated};
     use crate::engine::{AnswerSource, Engine, TurnRequest};
     use crate::llm::{ChatMessage, ChatRole, GenerateRequest, Generation, LlmBackend, LlmError};
 
@@ -611,11 +699,57 @@ mod tests {
     }
 
     #[test]
+    fn a_starting_message_fills_a_slot_only_when_its_value_is_clear() {
+        let (engine, _) = engine();
+        let start = |session: &str, message: &str| engine.turn(TurnRequest::new(session, message));
+        // One colour, not negated: taken, and the flow goes on to the note.
+        let r = start("one", "换个颜色，要黑色");
+        assert!(r.reply.contains("备注"), "{r:?}");
+        // Two colours: which one is wanted, only the question can tell.
+        let r = start("two", "换个颜色 红色换白色");
+        assert!(r.reply.contains("什么颜色"), "{r:?}");
+        assert!(
+            r.trace.iter().any(|s| s.detail.contains("two values (红色, 白色)")),
+            "{:?}",
+            r.trace
+        );
+        // A colour the customer does not want.
+        let r = start("negated", "换个颜色 不要红色");
+        assert!(r.reply.contains("什么颜色"), "{r:?}");
+        // Asked, the answer fills the slot as before, two colours or not.
+        let r = start("negated", "黑色吧");
+        assert!(r.reply.contains("备注"), "{r:?}");
+    }
+
+    #[test]
     fn only_short_messages_cancel() {
-        assert!(is_cancel("算了"));
-        assert!(is_cancel("算了，不用了！"));
-        assert!(is_cancel("取消"));
-        assert!(!is_cancel("我想取消订单然后重新下单可以吗"));
-        assert!(!is_cancel("202611010001"));
+        assert!(is_cancel("算了", None));
+        assert!(is_cancel("算了，不用了！", None));
+        assert!(is_cancel("取消", None));
+        assert!(!is_cancel("我想取消订单然后重新下单可以吗", None));
+        assert!(!is_cancel("202611010001", None));
+    }
+
+    #[test]
+    fn a_value_right_after_a_negation_is_negated() {
+        assert!(negated("不要"));
+        assert!(negated("我不要 "));
+        assert!(negated("这个没有"));
+        assert!(negated("别发"));
+        assert!(!negated("我要换成"));
+        assert!(!negated("七天无理由退货，订单号"));
+        assert!(!negated(""));
+    }
+
+    #[test]
+    fn a_flow_s_own_cancel_words_replace_the_built_in_ones() {
+        let words = vec!["不开了".to_string(), "发票不要了".to_string(), "stop".to_string()];
+        assert!(is_cancel("不开了", Some(&words)));
+        assert!(is_cancel("那个发票不要了哈", Some(&words)));
+        assert!(is_cancel("STOP!", Some(&words)));
+        // The built-in words no longer cancel this flow.
+        assert!(!is_cancel("算了", Some(&words)));
+        // A long message that mentions the word is not a cancellation.
+        assert!(!is_cancel("不开了的话以后还能补开发票吗我想先问一下", Some(&words)));
     }
 }

@@ -300,8 +300,6 @@ pub struct Usage {
 /// Settings of an engine that are not part of the rules.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// A flow left waiting longer than this starts over instead of resuming.
-    pub flow_timeout: Duration,
     /// The most tokens the model may generate for one answer. A chat answer is a few
     /// sentences; a model that has not stopped by then is usually rambling.
     pub max_tokens: u32,
@@ -316,7 +314,6 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            flow_timeout: Duration::from_secs(30 * 60),
             max_tokens: 128,
             llm_timeout: Duration::from_secs(20),
             answer_cache_capacity: 10_000,

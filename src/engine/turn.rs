@@ -21,7 +21,7 @@ use crate::dialogue::{Role, Session};
 use crate::kb::{self, Query};
 use crate::nlu::reading::{self, PendingKind, Reading};
 use crate::nlu::{self, Lang, Understanding};
-use crate::ruleset::{FallbackAction, ModelCall, Trigger};
+use crate::ruleset::{FallbackAction, FlowAction, ModelCall, Trigger};
 use crate::script::host::{self, Host};
 use crate::script::{Localized, Script, ScriptError, Texts};
 use crate::tickets::TicketStore;
@@ -242,13 +242,22 @@ pub(super) fn run(
 
     if let Some(flow) = &session.flow {
         let idle_ms = now_ms - session.updated_at;
-        if session.updated_at > 0 && idle_ms > engine.config.flow_timeout.as_millis() as i64 {
+        // The flow's own `timeout`, else the shop's `flow_timeout`; a flow gone in a
+        // reload is dealt with when it continues.
+        let timeout = rules
+            .flows
+            .iter()
+            .find(|f| f.name == flow.name)
+            .and_then(|f| f.timeout)
+            .unwrap_or(rules.shop.flow_timeout);
+        if session.updated_at > 0 && idle_ms > timeout.as_millis() as i64 {
             trace.push(step(
                 "flow",
                 format!(
-                    "flow {} was left waiting {} min; starting over",
+                    "flow {} expired: left waiting {} min (timeout {} min); answered as if no flow were running",
                     flow.name,
-                    idle_ms / 60_000
+                    idle_ms / 60_000,
+                    timeout.as_secs() / 60
                 ),
             ));
             let name = flow.name.clone();
@@ -645,10 +654,19 @@ impl Turn<'_> {
 
     /// The first candidate rule, in answer order, whose `when` holds.
     pub(super) fn answer_by_rules(&mut self) -> Option<Answer> {
+        self.first_rule(false)
+    }
+
+    /// The first candidate rule that answers, among those that end or cancel a flow only
+    /// when `flow_rules_only` (asked before a waiting flow takes the message).
+    pub(super) fn first_rule(&mut self, flow_rules_only: bool) -> Option<Answer> {
         let rules = self.rules;
         let candidates = self.candidates;
         for &i in &candidates.rules {
             let rule = &rules.rules[i];
+            if flow_rules_only && rule.flow_action.is_none() {
+                continue;
+            }
             if let Some(when) = &rule.when
                 && !self.holds(when, format_args!("rule {}", rule.name))
             {
@@ -680,6 +698,21 @@ impl Turn<'_> {
                 None => Answer::new(AnswerSource::Rule, reply.unwrap_or_default()),
             };
             answer.rule = Some(rule.name.clone());
+            if let Some(action) = rule.flow_action
+                && let Some(flow) = self.session.flow.take()
+            {
+                let verb = match action {
+                    FlowAction::End => "ends",
+                    FlowAction::Cancel => {
+                        super::flow::forget_slots(rules, &mut self.session, &flow.name);
+                        self.covered.push(format!("flow:{}:cancel", flow.name));
+                        "cancels"
+                    }
+                };
+                self.trace
+                    .push(step("flow", format!("rule {} {verb} flow {}", rule.name, flow.name)));
+                self.refresh_session_vars();
+            }
             return Some(answer);
         }
         None

@@ -127,12 +127,35 @@ impl Lowerer<'_> {
                     }
                 }
             }
+            let cancel_words = flow.cancel_words.as_ref().map(|(words, _)| {
+                let mut kept = Vec::new();
+                for word in words {
+                    let bare: String = word.value.chars().filter(|c| c.is_alphanumeric()).collect();
+                    if bare.is_empty() {
+                        self.push(
+                            Diagnostic::error(word.span, "a cancel word must have letters or digits")
+                                .with_label("this would cancel the flow at every message"),
+                        );
+                    } else {
+                        kept.push(bare.to_lowercase());
+                    }
+                }
+                kept
+            });
+            let cancel_reply = flow
+                .cancel_reply
+                .as_ref()
+                .and_then(|r| compiler.template(r, &names, self.diagnostics));
+            let timeout = self.flow_timeout(flow.timeout.as_ref());
             if resolved {
                 out.push(Flow {
                     name: flow.name.name.clone(),
                     starts,
                     ops: program.ops,
                     slots,
+                    cancel_words,
+                    cancel_reply,
+                    timeout,
                     span: flow.name.span,
                     location: self.location(flow.name.span),
                 });

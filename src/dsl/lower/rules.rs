@@ -14,7 +14,7 @@ mod audience;
 use crate::diag::Diagnostic;
 use crate::dsl::ast::{self, Ident, TriggerKind};
 use crate::nlu::Intent;
-use crate::ruleset::{Flow, IntentPattern, Owner, Policy, Promotion, Rule, Trigger, TriggerIndex};
+use crate::ruleset::{Flow, FlowAction, IntentPattern, Owner, Policy, Promotion, Rule, Trigger, TriggerIndex};
 use crate::script::Names;
 
 impl Lowerer<'_> {
@@ -89,6 +89,9 @@ impl Lowerer<'_> {
                     .as_ref()
                     .map(|h| h.reason.as_ref().map(|r| r.value.clone())),
                 priority: rule.priority.map_or(0, |p| p.value),
+                flow_action: rule
+                    .flow_action
+                    .map(|a| if a.cancel { FlowAction::Cancel } else { FlowAction::End }),
                 span: rule.name.span,
                 location: self.location(rule.name.span),
             });

@@ -41,6 +41,18 @@ const DEFAULT_UPCOMING_DAYS: u32 = 14;
 /// The longest `upcoming_days`: a year.
 const MAX_UPCOMING_DAYS: i64 = 366;
 
+/// How long a flow waits for the customer when neither the shop nor the flow says: long
+/// enough to go and find an order number, short enough that a customer who comes back
+/// the next day with something else is not held to a half-done flow.
+pub const DEFAULT_FLOW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// The shortest flow timeout: under a minute a customer looking up what the flow asks for
+/// would lose it, so a shorter one is a mistake (seconds for minutes).
+const MIN_FLOW_TIMEOUT_MS: u64 = 60_000;
+
+/// The longest flow timeout: a week; a conversation older than that is a new one.
+const MAX_FLOW_TIMEOUT_MS: u64 = 7 * 24 * 3_600_000;
+
 /// A shop message with its variants in the shop's other languages, or the default.
 fn localized(text: Option<&ast::Str>, default: &str, languages: &[Lang]) -> Localized<String> {
     let Some(text) = text else {
@@ -91,6 +103,7 @@ impl Lowerer<'_> {
                 more_message: Localized::new(DEFAULT_MORE_MESSAGE.into()),
                 confirm_again_message: Localized::new(DEFAULT_CONFIRM_AGAIN_MESSAGE.into()),
                 upcoming_days: DEFAULT_UPCOMING_DAYS,
+                flow_timeout: DEFAULT_FLOW_TIMEOUT,
             };
         };
         let timezone = match &shop.timezone {
@@ -143,6 +156,9 @@ impl Lowerer<'_> {
             Some(n) => u32::try_from(n.value).unwrap_or(DEFAULT_UPCOMING_DAYS),
             None => DEFAULT_UPCOMING_DAYS,
         };
+        let flow_timeout = self
+            .flow_timeout(shop.flow_timeout.as_ref())
+            .unwrap_or(DEFAULT_FLOW_TIMEOUT);
         let languages = self.shop_languages(shop);
         let mut context: Vec<String> = DEFAULT_CONTEXT.iter().map(|s| s.to_string()).collect();
         for name in &shop.context {
@@ -184,7 +200,22 @@ impl Lowerer<'_> {
             languages,
             translate: shop.translate.is_some(),
             upcoming_days,
+            flow_timeout,
         }
+    }
+
+    /// A flow timeout (`flow_timeout` in the shop, `timeout` in a flow) checked against
+    /// its bounds; `None` when it is not given or out of them (reported).
+    pub(super) fn flow_timeout(&mut self, lit: Option<&ast::DurationLit>) -> Option<std::time::Duration> {
+        let lit = lit?;
+        if !(MIN_FLOW_TIMEOUT_MS..=MAX_FLOW_TIMEOUT_MS).contains(&lit.millis) {
+            self.push(
+                Diagnostic::error(lit.span, "a flow timeout must be between 1 minute and 7 days")
+                    .with_label("how long a flow waits for the customer's answer, e.g. `30m` or `2h`"),
+            );
+            return None;
+        }
+        Some(std::time::Duration::from_millis(lit.millis))
     }
 
     pub(super) fn styles(&mut self, styles: &[ast::Style], compiler: &Scripts) -> Vec<Style> {

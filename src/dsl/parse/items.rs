@@ -50,6 +50,7 @@ impl Builder<'_> {
             more_message: None,
             confirm_again_message: None,
             upcoming_days: None,
+            flow_timeout: None,
         };
         for field in fields {
             let fspan = self.span(&field);
@@ -192,6 +193,18 @@ impl Builder<'_> {
                         "upcoming_days",
                     );
                 }
+                Rule::flow_timeout => {
+                    let v = self.duration(Self::first_inner(field));
+                    let first = shop.flow_timeout.as_ref().map(|d| d.span);
+                    set_once(
+                        self.diagnostics,
+                        &mut shop.flow_timeout,
+                        v,
+                        fspan,
+                        first,
+                        "flow_timeout",
+                    );
+                }
                 _ => {}
             }
         }
@@ -301,11 +314,27 @@ impl Builder<'_> {
             reply: None,
             handoff: None,
             priority: None,
+            flow_action: None,
         };
         for field in fields {
             let fspan = self.span(&field);
             match field.as_rule() {
                 Rule::trigger => rule.triggers.push(self.trigger(field)),
+                Rule::end_flow | Rule::cancel_flow => {
+                    let v = crate::dsl::ast::FlowActionLit {
+                        cancel: field.as_rule() == Rule::cancel_flow,
+                        span: fspan,
+                    };
+                    let first = rule.flow_action.as_ref().map(|a| a.span);
+                    set_once(
+                        self.diagnostics,
+                        &mut rule.flow_action,
+                        v,
+                        fspan,
+                        first,
+                        "end flow` or `cancel flow",
+                    );
+                }
                 Rule::when => {
                     let v = self.expr(Self::first_inner(field));
                     let first = rule.when.as_ref().map(|e| e.span);
@@ -417,10 +446,46 @@ impl Builder<'_> {
             name,
             span,
             starts: Vec::new(),
+            cancel_words: None,
+            cancel_reply: None,
+            timeout: None,
             steps: Vec::new(),
         };
         for field in fields {
             match field.as_rule() {
+                Rule::flow_cancel => {
+                    let fspan = self.span(&field);
+                    let what = Self::first_inner(field);
+                    if what.as_rule() == Rule::cancel_words {
+                        let words = self.strings(Self::first_inner(what));
+                        let first = flow.cancel_words.as_ref().map(|(_, span)| *span);
+                        set_once(
+                            self.diagnostics,
+                            &mut flow.cancel_words,
+                            (words, fspan),
+                            fspan,
+                            first,
+                            "cancel on keywords",
+                        );
+                    } else {
+                        let v = self.string(Self::first_inner(what));
+                        let first = flow.cancel_reply.as_ref().map(|s| s.span);
+                        set_once(
+                            self.diagnostics,
+                            &mut flow.cancel_reply,
+                            v,
+                            fspan,
+                            first,
+                            "cancel reply",
+                        );
+                    }
+                }
+                Rule::flow_idle => {
+                    let fspan = self.span(&field);
+                    let v = self.duration(Self::first_inner(field));
+                    let first = flow.timeout.as_ref().map(|d| d.span);
+                    set_once(self.diagnostics, &mut flow.timeout, v, fspan, first, "timeout");
+                }
                 Rule::flow_start => {
                     let span = self.span(&field);
                     let mut parts = inner(field);

@@ -56,6 +56,7 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_ask
             | Rule::kw_block
             | Rule::kw_call
+            | Rule::kw_cancel
             | Rule::kw_context
             | Rule::kw_else
             | Rule::kw_end
@@ -66,6 +67,7 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_file
             | Rule::kw_flag
             | Rule::kw_flow
+            | Rule::kw_flow_timeout
             | Rule::kw_for
             | Rule::kw_from
             | Rule::kw_goto
