@@ -160,6 +160,10 @@ pub struct Shop {
     /// Promotions that start within this many days are upcoming: scripts see them in
     /// `promotions.upcoming`, and model prompts mention them with their start.
     pub upcoming_days: u32,
+    /// How many questions of one message are answered (`max_answers`): a message asking
+    /// several is split into its questions (`nlu::split`) and up to this many are
+    /// answered, in one reply; 1 answers every message as one question.
+    pub max_answers: usize,
 }
 
 impl Shop {

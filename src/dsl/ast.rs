@@ -152,6 +152,8 @@ pub struct Shop {
     pub confirm_again_message: Option<Str>,
     /// `upcoming_days 14`
     pub upcoming_days: Option<Integer>,
+    /// `max_answers 2`
+    pub max_answers: Option<Integer>,
 }
 
 /// `intent 售后.退货 { examples ... keywords ... }`

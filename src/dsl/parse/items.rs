@@ -50,6 +50,7 @@ impl Builder<'_> {
             more_message: None,
             confirm_again_message: None,
             upcoming_days: None,
+            max_answers: None,
         };
         for field in fields {
             let fspan = self.span(&field);
@@ -191,6 +192,11 @@ impl Builder<'_> {
                         first,
                         "upcoming_days",
                     );
+                }
+                Rule::max_answers => {
+                    let v = self.integer(Self::first_inner(field));
+                    let first = shop.max_answers.as_ref().map(|n| n.span);
+                    set_once(self.diagnostics, &mut shop.max_answers, v, fspan, first, "max_answers");
                 }
                 _ => {}
             }
