@@ -163,6 +163,10 @@ pub struct Shop {
     /// How long a flow waits for the customer (`flow_timeout`; a flow's own `timeout`
     /// comes first): a flow left waiting longer is dropped at the next message.
     pub flow_timeout: std::time::Duration,
+    /// How many questions of one message are answered (`max_answers`): a message asking
+    /// several is split into its questions (`nlu::split`) and up to this many are
+    /// answered, in one reply; 1 answers every message as one question.
+    pub max_answers: usize,
 }
 
 impl Shop {

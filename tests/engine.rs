@@ -278,3 +278,166 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::copy(Path::new(DIR).join("orders.yaml"), dir.join("orders.yaml")).unwrap();
     dir
 }
+
+// ---------------------------------------------------------------------------------------
+// Several questions in one message (`tests/data/multi`, docs/language.md section 1)
+// ---------------------------------------------------------------------------------------
+
+const MULTI: &str = "tests/data/multi";
+
+fn multi_engine(max_answers: Option<usize>) -> Engine {
+    let dir = match max_answers {
+        None => Path::new(MULTI).to_path_buf(),
+        Some(n) => {
+            let dir = std::env::temp_dir().join(format!("kefu-multi-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let shop = std::fs::read_to_string(Path::new(MULTI).join("shop.kefu")).unwrap();
+            let shop = shop.replace("max_answers 2", &format!("max_answers {n}"));
+            std::fs::write(dir.join("shop.kefu"), shop).unwrap();
+            dir
+        }
+    };
+    let (compiled, rendered) = support::check(&dir);
+    Engine::new(compiled.rules.unwrap_or_else(|| panic!("{rendered}")))
+}
+
+fn parts_of(response: &kefu::TurnResponse) -> Vec<(String, Option<String>)> {
+    response
+        .parts
+        .iter()
+        .map(|p| (p.text.clone(), p.rule.clone().or_else(|| p.flow.clone())))
+        .collect()
+}
+
+#[test]
+fn two_questions_get_two_answers_in_the_message_order() {
+    let engine = multi_engine(None);
+    let response = say(&engine, 0, "在吗 包邮吗 什么时候发货");
+    assert_eq!(
+        response.reply, "满69元包邮。\n16点前付款当天发。",
+        "{:#?}",
+        response.trace
+    );
+    // The provenance is the last answer's, whose question ends the reply.
+    assert_eq!(response.source, AnswerSource::Rule);
+    assert_eq!(response.rule.as_deref(), Some("发货"));
+    assert_eq!(response.intent.as_deref(), Some("物流.发货时间"));
+    assert_eq!(
+        parts_of(&response),
+        [
+            ("包邮吗".to_string(), Some("运费".to_string())),
+            ("什么时候发货".to_string(), Some("发货".to_string()))
+        ]
+    );
+    assert!(
+        response
+            .trace
+            .iter()
+            .any(|s| s.stage == "split" && s.detail.starts_with("2 questions"))
+    );
+    // A single question is answered as before, with no parts.
+    let single = say(&engine, 1, "什么时候发货");
+    assert_eq!(single.reply, "16点前付款当天发。");
+    assert!(single.parts.is_empty());
+    assert!(!single.trace.iter().any(|s| s.stage == "split"));
+}
+
+#[test]
+fn a_rule_on_both_intents_answers_the_combination_once() {
+    let engine = multi_engine(None);
+    let response = say(&engine, 0, "发票怎么开 另外什么时候发货");
+    assert_eq!(
+        response.reply, "发货后即可申请发票，16点前付款当天发。",
+        "{:#?}",
+        response.trace
+    );
+    assert_eq!(response.rule.as_deref(), Some("发票和发货"));
+    assert!(
+        response.trace.iter().any(|s| s.detail.contains("said once")),
+        "{:#?}",
+        response.trace
+    );
+    // Asked alone, each question has its own rule: `intents` holds only its intent.
+    assert_eq!(say(&engine, 1, "发票怎么开").rule.as_deref(), Some("发票"));
+}
+
+#[test]
+fn max_answers_limits_the_answers_and_one_turns_splitting_off() {
+    let engine = multi_engine(None);
+    let response = say(&engine, 0, "包邮吗 什么时候发货 有赠品吗");
+    assert_eq!(
+        response.reply, "满69元包邮。\n16点前付款当天发。",
+        "{:#?}",
+        response.trace
+    );
+    assert_eq!(response.parts.len(), 3);
+    assert_eq!(response.parts[2].source, None);
+    assert!(
+        response.trace.iter().any(
+            |s| s.detail == "part 3: not answered: the shop answers at most 2 questions of a message (max_answers)"
+        ),
+        "{:#?}",
+        response.trace
+    );
+    let three = multi_engine(Some(3));
+    let response = say(&three, 0, "包邮吗 什么时候发货 有赠品吗");
+    assert_eq!(response.parts.len(), 3);
+    assert_eq!(response.reply.lines().count(), 3, "{}", response.reply);
+    let off = multi_engine(Some(1));
+    let response = say(&off, 0, "包邮吗 什么时候发货");
+    assert!(response.parts.is_empty());
+    assert_eq!(response.reply.lines().count(), 1, "{}", response.reply);
+}
+
+#[test]
+fn a_part_that_hands_off_hands_the_turn_off_after_the_answers_before_it() {
+    let engine = multi_engine(None);
+    let response = say(&engine, 0, "包邮吗？怎么投诉");
+    assert_eq!(response.source, AnswerSource::Handoff, "{:#?}", response.trace);
+    assert_eq!(
+        response.handoff.as_ref().map(|h| h.reason.as_str()),
+        Some("客户要求投诉")
+    );
+    assert!(response.reply.starts_with("满69元包邮。\n"), "{}", response.reply);
+}
+
+#[test]
+fn a_flow_asked_for_before_another_question_asks_last_and_then_reads_the_whole_reply() {
+    let engine = multi_engine(None);
+    let response = say(&engine, 0, "怎么退货 运费多少");
+    assert_eq!(
+        response.reply, "满69元包邮。\n请问您的订单号是多少？",
+        "{:#?}",
+        response.trace
+    );
+    assert_eq!(response.flow.as_deref(), Some("退货申请"));
+    assert_eq!(
+        parts_of(&response),
+        [
+            ("怎么退货".to_string(), Some("退货申请".to_string())),
+            ("运费多少".to_string(), Some("运费".to_string()))
+        ]
+    );
+    // The flow waits: the message goes to it whole (here a digression it answers before
+    // asking again), never split.
+    let next = say(&engine, 1, "包邮吗 什么时候发货");
+    assert!(next.parts.is_empty(), "{:#?}", next.trace);
+    assert!(!next.trace.iter().any(|s| s.stage == "split"), "{:#?}", next.trace);
+    assert!(next.reply.ends_with("请问您的订单号是多少？"), "{:#?}", next.trace);
+}
+
+#[test]
+fn a_message_whose_parts_no_rule_answers_goes_the_usual_way_as_one() {
+    let engine = multi_engine(None);
+    let response = say(&engine, 0, "你们老板是谁 天气怎么样");
+    assert_eq!(response.source, AnswerSource::Fallback, "{:#?}", response.trace);
+    assert!(response.parts.is_empty());
+    assert!(
+        response
+            .trace
+            .iter()
+            .any(|s| s.detail == "no question was answered on its own; the whole message is answered as one"),
+        "{:#?}",
+        response.trace
+    );
+}

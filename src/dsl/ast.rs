@@ -154,6 +154,8 @@ pub struct Shop {
     pub upcoming_days: Option<Integer>,
     /// `flow_timeout 30m`
     pub flow_timeout: Option<DurationLit>,
+    /// `max_answers 2`
+    pub max_answers: Option<Integer>,
 }
 
 /// `intent 售后.退货 { examples ... keywords ... }`

@@ -263,6 +263,39 @@ pub struct TurnResponse {
     /// each also a trace line: counted in `/metrics` and failing conversation tests.
     #[serde(skip)]
     pub script_errors: Vec<ScriptFailure>,
+    /// The questions of a message that asked several, in order, each with what answered
+    /// it (nothing, when it was left unanswered); empty when the message was answered as
+    /// one question. `reply` joins their answers; `source`, `rule` and the other names
+    /// above are those of the answer that ends it (the last part answered), and `intent`
+    /// is that part's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartAnswer>,
+}
+
+/// One question of a message that asked several, and what answered it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PartAnswer {
+    /// The question, as a piece of the (masked) message.
+    pub text: String,
+    /// Its intent, understood on its own.
+    pub intent: Option<String>,
+    /// That intent's confidence.
+    pub confidence: f64,
+    /// What answered it; `None` when nothing did (the trace says why: no rule took it, the
+    /// shop's `max_answers` was reached, a flow only the last question may start).
+    pub source: Option<AnswerSource>,
+    /// The rule that answered it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The flow it started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    /// The promotion that answered it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<String>,
+    /// The FAQ entry that answered it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub faq: Option<String>,
 }
 
 /// A script that failed at run time: what `kefu check` cannot see (a field the data did

@@ -227,6 +227,42 @@ pub(crate) fn safety_map(findings: &[Finding]) -> Map {
     m
 }
 
+/// The `entities` map: each entity's first value.
+pub(crate) fn entities_map(u: &Understanding) -> Map {
+    let mut entities = Map::new();
+    for e in &u.entities {
+        entities
+            .entry(e.name.as_str().into())
+            .or_insert_with(|| e.value.clone().into());
+    }
+    entities
+}
+
+/// The `intents` list: every confident intent of the message, in order, each once: the
+/// parts' when the message was split into several questions, else `[intent]` (or `[]`
+/// when the intent is not confident).
+fn intents(rules: &RuleSet, u: &Understanding, parts: &[super::turn::Part]) -> rhai::Array {
+    let threshold = rules.shop.threshold;
+    fn confident(u: &Understanding, threshold: f64) -> Option<&str> {
+        u.intent.as_deref().filter(|_| u.confidence >= threshold)
+    }
+    if parts.is_empty() {
+        return confident(u, threshold)
+            .map(|i| Dynamic::from(i.to_string()))
+            .into_iter()
+            .collect();
+    }
+    let mut list: Vec<&str> = Vec::new();
+    for part in parts {
+        if let Some(i) = confident(&part.understanding, threshold)
+            && !list.contains(&i)
+        {
+            list.push(i);
+        }
+    }
+    list.into_iter().map(|i| Dynamic::from(i.to_string())).collect()
+}
+
 /// Everything a turn's scripts may read.
 pub(crate) struct ScopeInput<'a> {
     pub rules: &'a RuleSet,
@@ -235,6 +271,8 @@ pub(crate) struct ScopeInput<'a> {
     /// The message read as a reply to what kefu asked last.
     pub reading: crate::nlu::reading::Reading,
     pub message: &'a str,
+    /// The message's questions when it asks several (`nlu::split`), else empty.
+    pub parts: &'a [super::turn::Part],
     /// What input safety found in the message (it was not refused).
     pub findings: &'a [Finding],
     pub user: Option<&'a serde_json::Map<String, serde_json::Value>>,
@@ -253,13 +291,8 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
     scope.push("message", input.message.to_string());
     scope.push_dynamic("intent", u.intent.clone().map_or(Dynamic::UNIT, Dynamic::from));
     scope.push("confidence", u.confidence);
-    let mut entities = Map::new();
-    for e in &u.entities {
-        entities
-            .entry(e.name.as_str().into())
-            .or_insert_with(|| e.value.clone().into());
-    }
-    scope.push_dynamic("entities", Dynamic::from_map(entities));
+    scope.push_dynamic("entities", Dynamic::from_map(entities_map(u)));
+    scope.push_dynamic("intents", Dynamic::from_array(intents(input.rules, u, input.parts)));
     scope.push("emotion", u.emotion.as_str().to_string());
     scope.push("reading", rhai::ImmutableString::from(input.reading.name()));
     let language = input.session.language.unwrap_or_else(|| input.rules.shop.language());
@@ -361,6 +394,7 @@ mod tests {
                 understanding: &understanding,
                 reading: crate::nlu::reading::Reading::Other,
                 message: "我要退货",
+                parts: &[],
                 findings: &[],
                 user: user.as_object(),
                 context: None,

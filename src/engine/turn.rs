@@ -62,6 +62,17 @@ impl Answer {
     }
 }
 
+/// One question of a message that asks several (`nlu::split`), understood on its own.
+pub(crate) struct Part {
+    /// Its text, a piece of the (masked) message.
+    pub(super) text: String,
+    /// What it says on its own, with the entities of the rest of the message it does not
+    /// name itself (the order number typed before "另外发票怎么开").
+    pub(super) understanding: Understanding,
+    /// What it triggers (from its own words and entities only).
+    pub(super) candidates: Candidates,
+}
+
 /// What the decision needs next: nothing more, or the model.
 pub(super) enum Decision {
     Answer(Answer),
@@ -162,6 +173,10 @@ pub(super) struct Turn<'a> {
     /// Whether a text said this turn had no variant in `language` and was said in the
     /// shop's language instead (a model may translate the answer: `translate llm`).
     pub untranslated: bool,
+    /// The message's questions when it asks several, else empty.
+    parts: &'a [Part],
+    /// What became of each of `parts`, for the response.
+    part_answers: Vec<super::PartAnswer>,
 }
 
 /// Runs one turn on `rules`.
@@ -310,6 +325,33 @@ pub(super) fn run(
         session.product = Some(product);
     }
 
+    // A message asking several questions ("包邮吗 几天到") is split into them, each
+    // understood on its own; not a short reply, nor an answer to a flow's question (the
+    // flow reads the whole message), nor when the shop answers one question a message.
+    // A message without separators is decided in one pass and pays for nothing else.
+    let parts: Vec<Part> = if rules.shop.max_answers > 1 && session.flow.is_none() && !reading.is_short_reply() {
+        nlu::split::split(&message)
+            .into_iter()
+            .map(|range| {
+                let text = message[range].to_string();
+                let mut understanding_of_part = rules.nlu.understand_on(&text, &context, now.date_naive());
+                let candidates = Candidates::find(rules, &text, &understanding_of_part);
+                for e in &understanding.entities {
+                    if !understanding_of_part.entities.iter().any(|own| own.name == e.name) {
+                        understanding_of_part.entities.push(e.clone());
+                    }
+                }
+                Part {
+                    text,
+                    understanding: understanding_of_part,
+                    candidates,
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+
     // A segment that is not text keys the answer cache by its JSON text.
     let segment = request
         .segment()
@@ -321,6 +363,7 @@ pub(super) fn run(
         understanding: &understanding,
         reading,
         message: &message,
+        parts: &parts,
         findings: &verdict.findings,
         user: request.user.as_ref(),
         context: request.context.as_ref(),
@@ -360,6 +403,8 @@ pub(super) fn run(
         carried: BTreeSet::new(),
         language,
         untranslated: false,
+        parts: &parts,
+        part_answers: Vec::new(),
     };
     let mut answer = host::with_host(host.clone(), || match turn.decide() {
         Decision::Answer(answer) => answer,
@@ -518,6 +563,11 @@ impl Turn<'_> {
             && let Some(decision) = self.continue_flow(state)
         {
             return decision;
+        }
+        if !self.parts.is_empty()
+            && let Some(answer) = self.answer_parts()
+        {
+            return Decision::Answer(answer);
         }
         if let Some(answer) = self.answer_by_rules() {
             return Decision::Answer(answer);
@@ -908,6 +958,7 @@ impl Turn<'_> {
         response.covered = self.covered;
         response.usage = self.usage;
         response.script_errors = self.script_errors;
+        response.parts = self.part_answers;
         let added = save::Added {
             message: &self.message,
             history,
@@ -917,6 +968,203 @@ impl Turn<'_> {
         let saved = save::save(self.engine, self.read, self.session, added);
         response.message = self.message;
         saved_response(response, saved)
+    }
+}
+
+/// Which answer an answer is, to say each once when two questions get the same one.
+fn answer_identity(a: &Answer) -> (Option<&str>, Option<&str>, Option<&str>, Option<&str>) {
+    (
+        a.rule.as_deref(),
+        a.promotion.as_deref(),
+        a.faq.as_deref(),
+        a.flow.as_deref(),
+    )
+}
+
+impl<'a> Turn<'a> {
+    /// Makes `text` (as `u` understood it, triggering `candidates`) the message the
+    /// answering steps and scripts see (`message`, `intent`, `confidence`, `entities`);
+    /// returns the one it replaces.
+    fn enter_message(
+        &mut self,
+        text: String,
+        u: Understanding,
+        candidates: &'a Candidates,
+    ) -> (String, Understanding, &'a Candidates) {
+        self.scope.set_value("message", text.clone());
+        self.scope
+            .set_value("intent", u.intent.clone().map_or(Dynamic::UNIT, Dynamic::from));
+        self.scope.set_value("confidence", u.confidence);
+        self.scope
+            .set_value("entities", Dynamic::from_map(scope::entities_map(&u)));
+        self.retrieval = None;
+        (
+            std::mem::replace(&mut self.message, text),
+            std::mem::replace(&mut self.understanding, u),
+            std::mem::replace(&mut self.candidates, candidates),
+        )
+    }
+
+    /// Answers a message that asks several questions, one part at a time in the
+    /// message's order, by the steps that need only the part: rules, promotions, a flow
+    /// start and the FAQ. Up to the shop's `max_answers` answers are joined into one
+    /// reply; a part answered the same way as an earlier one is not said twice. A flow's
+    /// question must end the reply, so a part that would start a flow before the last
+    /// answer is taken up after the others (one flow a message). A part that hands off
+    /// hands the whole turn off, after the answers before it. A part nothing answers is
+    /// named in the trace (and in the response's `parts`) and left; when no part is
+    /// answered, `None`: the whole message goes the usual way (its fallback, its model).
+    fn answer_parts(&mut self) -> Option<Answer> {
+        let parts: &'a [Part] = self.parts;
+        let limit = self.rules.shop.max_answers;
+        let quoted: Vec<String> = parts.iter().map(|p| format!("«{}»", p.text)).collect();
+        self.trace.push(step(
+            "split",
+            format!("{} questions: {}", parts.len(), quoted.join(" ")),
+        ));
+        let whole = self.enter_message(String::new(), Understanding::default(), self.candidates);
+        self.part_answers = parts
+            .iter()
+            .map(|part| super::PartAnswer {
+                text: part.text.clone(),
+                intent: part.understanding.intent.clone(),
+                confidence: part.understanding.confidence,
+                source: None,
+                rule: None,
+                flow: None,
+                promotion: None,
+                faq: None,
+            })
+            .collect();
+        let mut answers: Vec<Answer> = Vec::new();
+        let mut last_answered: Option<usize> = None;
+        // A part that would start a flow before the last answer: taken up at the end.
+        let mut deferred: Option<usize> = None;
+        let mut stopped = false;
+        for (i, part) in parts.iter().enumerate() {
+            let n = i + 1;
+            if stopped {
+                self.trace
+                    .push(step("split", format!("part {n}: not looked at after the handoff")));
+                continue;
+            }
+            let taken = answers.len() + usize::from(deferred.is_some());
+            if taken >= limit {
+                self.trace.push(step(
+                    "split",
+                    format!(
+                        "part {n}: not answered: the shop answers at most {limit} questions of a message (max_answers)"
+                    ),
+                ));
+                continue;
+            }
+            self.enter_message(part.text.clone(), part.understanding.clone(), &part.candidates);
+            self.trace.push(step(
+                "nlu",
+                format!("part {n}: {}", describe_understanding(&part.understanding)),
+            ));
+            let last = n == parts.len() || taken + 1 == limit;
+            let mut answer = self.answer_by_rules().or_else(|| self.answer_by_promotions());
+            if answer.is_none() && !part.candidates.flow_starts.is_empty() && deferred.is_none() {
+                if !last {
+                    self.trace.push(step(
+                        "split",
+                        format!("part {n}: would start a flow; taken up after the other answers, so that its question ends the reply"),
+                    ));
+                    deferred = Some(i);
+                    continue;
+                }
+                answer = self.start_flow();
+            }
+            let answer = answer.or_else(|| self.answer_by_faq());
+            stopped = self.take_part_answer(i, answer, &mut answers);
+            if self.part_answers[i].source.is_some() {
+                last_answered = Some(i);
+            }
+        }
+        if let Some(i) = deferred {
+            let n = i + 1;
+            if stopped {
+                self.trace
+                    .push(step("split", format!("part {n}: not looked at after the handoff")));
+            } else {
+                let part = &parts[i];
+                self.enter_message(part.text.clone(), part.understanding.clone(), &part.candidates);
+                let answer = self.start_flow().or_else(|| self.answer_by_faq());
+                self.take_part_answer(i, answer, &mut answers);
+                if self.part_answers[i].source.is_some() {
+                    last_answered = Some(i);
+                }
+            }
+        }
+        // Back to the whole message; the intent the session remembers is the last
+        // answered question's, what a follow-up ("那红色的呢") is about.
+        let (message, mut understanding, candidates) = whole;
+        if let Some(i) = last_answered {
+            let part = &parts[i].understanding;
+            understanding.intent.clone_from(&part.intent);
+            understanding.confidence = part.confidence;
+            understanding.levels.clone_from(&part.levels);
+        }
+        self.enter_message(message, understanding, candidates);
+        let Some(mut answer) = answers.pop() else {
+            self.trace.push(step(
+                "split",
+                "no question was answered on its own; the whole message is answered as one",
+            ));
+            self.part_answers.clear();
+            return None;
+        };
+        if !answers.is_empty() {
+            let mut reply: Vec<&str> = answers.iter().map(|a| a.reply.as_str()).collect();
+            reply.push(&answer.reply);
+            answer.reply = reply.join("\n");
+        }
+        Some(answer)
+    }
+
+    /// Records what answered part `i` (nothing, when `answer` is `None`) and adds the
+    /// answer to `answers` unless an earlier part got the same one; whether the answer
+    /// ends the turn (a handoff, or a flow that now waits for the customer).
+    fn take_part_answer(&mut self, i: usize, answer: Option<Answer>, answers: &mut Vec<Answer>) -> bool {
+        let n = i + 1;
+        let Some(answer) = answer else {
+            self.trace.push(step(
+                "split",
+                format!("part {n}: not answered: no rule, promotion, flow or FAQ entry takes it alone"),
+            ));
+            return false;
+        };
+        let record = &mut self.part_answers[i];
+        record.source = Some(answer.source);
+        record.rule.clone_from(&answer.rule);
+        record.flow.clone_from(&answer.flow);
+        record.promotion.clone_from(&answer.promotion);
+        record.faq.clone_from(&answer.faq);
+        if answer.handoff.is_none()
+            && let Some(same) = answers
+                .iter()
+                .position(|a| answer_identity(a) == answer_identity(&answer))
+        {
+            self.trace.push(step(
+                "split",
+                format!("part {n}: the same answer as the {} one; said once", ordinal(same + 1)),
+            ));
+            return false;
+        }
+        let stops = answer.handoff.is_some() || answer.flow.is_some();
+        answers.push(answer);
+        stops
+    }
+}
+
+/// "first", "second" … for the trace.
+fn ordinal(n: usize) -> String {
+    match n {
+        1 => "first".into(),
+        2 => "second".into(),
+        3 => "third".into(),
+        n => format!("{n}th"),
     }
 }
 
@@ -1052,5 +1300,6 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         dropped: false,
         usage: super::Usage::default(),
         script_errors: Vec::new(),
+        parts: Vec::new(),
     }
 }

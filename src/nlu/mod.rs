@@ -83,6 +83,7 @@ pub mod eval;
 pub mod features;
 pub mod language;
 pub mod reading;
+pub mod split;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -110,6 +110,10 @@ pub const VARIABLES: &[Variable] = &[
         ty: Ty::MaybeStr,
     },
     Variable {
+        name: "intents",
+        ty: Ty::TextList,
+    },
+    Variable {
         name: "confidence",
         ty: Ty::Float,
     },

@@ -38,6 +38,15 @@ const DEFAULT_CONFIRM_AGAIN_MESSAGE: &str = "需要继续办理的话请回复�
 /// campaign, when customers start asking about it.
 const DEFAULT_UPCOMING_DAYS: u32 = 14;
 
+/// How many questions of one message are answered when `max_answers` is not set. Two: the
+/// trial's customers asked two things at once far more often than three ("包邮吗 几天到"),
+/// and a third answer makes a reply long enough to be skimmed on a phone; a shop whose
+/// customers list more can raise it.
+pub(crate) const DEFAULT_MAX_ANSWERS: usize = 2;
+
+/// The most `max_answers` may be: the splitter's own bound (`nlu::split::MAX_PARTS`).
+const MAX_MAX_ANSWERS: i64 = crate::nlu::split::MAX_PARTS as i64;
+
 /// The longest `upcoming_days`: a year.
 const MAX_UPCOMING_DAYS: i64 = 366;
 
@@ -104,6 +113,7 @@ impl Lowerer<'_> {
                 confirm_again_message: Localized::new(DEFAULT_CONFIRM_AGAIN_MESSAGE.into()),
                 upcoming_days: DEFAULT_UPCOMING_DAYS,
                 flow_timeout: DEFAULT_FLOW_TIMEOUT,
+                max_answers: DEFAULT_MAX_ANSWERS,
             };
         };
         let timezone = match &shop.timezone {
@@ -142,6 +152,17 @@ impl Lowerer<'_> {
             DEFAULT_MODEL_THRESHOLD,
         );
         let faq_threshold = self.confidence(shop.faq_threshold.as_ref(), "faq_threshold", kb::DEFAULT_FAQ_THRESHOLD);
+        let max_answers = match shop.max_answers {
+            Some(n) if !(1..=MAX_MAX_ANSWERS).contains(&n.value) => {
+                self.push(
+                    Diagnostic::error(n.span, format!("max_answers must be between 1 and {MAX_MAX_ANSWERS}"))
+                        .with_label("how many questions of one message are answered, e.g. 2; 1 answers every message as one question"),
+                );
+                DEFAULT_MAX_ANSWERS
+            }
+            Some(n) => usize::try_from(n.value).unwrap_or(DEFAULT_MAX_ANSWERS),
+            None => DEFAULT_MAX_ANSWERS,
+        };
         let upcoming_days = match shop.upcoming_days {
             Some(n) if !(0..=MAX_UPCOMING_DAYS).contains(&n.value) => {
                 self.push(
@@ -201,6 +222,7 @@ impl Lowerer<'_> {
             translate: shop.translate.is_some(),
             upcoming_days,
             flow_timeout,
+            max_answers,
         }
     }
 

@@ -246,12 +246,35 @@ fn hint_for(rest: &str, at: usize) -> Option<String> {
     }
     let line_end = rest[..at].rfind('\n').map_or(0, |i| i + 1);
     let line = &rest[line_end..at];
+    if let Some(help) = and_in_trigger(line, here) {
+        return Some(help);
+    }
     if line.matches('"').count() % 2 == 1 {
         return Some(
             "a string must end with `\"` on the line it starts; use `\"\"\"` for text over several lines".into(),
         );
     }
     None
+}
+
+/// `on 售后.发票 && 物流.发货`: an `on` line lists triggers, any of which makes a candidate;
+/// an editor who wants two questions asked in one message is pointed at `intents`.
+fn and_in_trigger(line: &str, here: &str) -> Option<String> {
+    let trigger = line.trim_start().strip_prefix("on")?;
+    if !trigger.starts_with([' ', '\t']) || !(here.starts_with('&') || here.starts_with("and ")) {
+        return None;
+    }
+    let first = trigger.trim().trim_end_matches(',').trim();
+    let second = here
+        .trim_start_matches(['&', ' '])
+        .trim_start_matches("and ")
+        .split(|c: char| c.is_whitespace() || c == '`')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("物流.发货时间");
+    Some(format!(
+        "`on` lists triggers, any one of which makes the item a candidate; to answer only when one message asks both, write `on {first}, {second}` and the line when `\"{first}\" in intents && \"{second}\" in intents` (`intents` holds every intent of the message)"
+    ))
 }
 
 fn describe_expected(rules: &[Rule]) -> String {
@@ -346,6 +369,7 @@ fn describe(r: Rule) -> String {
         Rule::flow_cancel => "`cancel on keywords` or `cancel reply`",
         Rule::cancel_words => "`on keywords`",
         Rule::flow_idle => "`timeout`",
+        Rule::max_answers => "`max_answers`",
         Rule::examples => "`examples`",
         Rule::keywords | Rule::keyword_trigger => "`keywords`",
         Rule::entity_trigger => "`entity`",

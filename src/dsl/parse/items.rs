@@ -51,6 +51,7 @@ impl Builder<'_> {
             confirm_again_message: None,
             upcoming_days: None,
             flow_timeout: None,
+            max_answers: None,
         };
         for field in fields {
             let fspan = self.span(&field);
@@ -204,6 +205,11 @@ impl Builder<'_> {
                         first,
                         "flow_timeout",
                     );
+                }
+                Rule::max_answers => {
+                    let v = self.integer(Self::first_inner(field));
+                    let first = shop.max_answers.as_ref().map(|n| n.span);
+                    set_once(self.diagnostics, &mut shop.max_answers, v, fspan, first, "max_answers");
                 }
                 _ => {}
             }

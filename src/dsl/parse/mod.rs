@@ -99,6 +99,7 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_more_message
             | Rule::kw_confirm_again_message
             | Rule::kw_upcoming_days
+            | Rule::kw_max_answers
             | Rule::kw_rule
             | Rule::kw_safety
             | Rule::kw_say
