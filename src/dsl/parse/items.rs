@@ -278,9 +278,29 @@ impl Builder<'_> {
         let kind = match target.as_rule() {
             Rule::keyword_trigger => TriggerKind::Keywords(self.strings(Self::first_inner(target))),
             Rule::entity_trigger => TriggerKind::Entity(self.ident(Self::first_inner(target))),
+            Rule::answer_trigger => {
+                let mut parts = inner(target);
+                let yes = parts.next().expect("yes or no").as_str() == "yes";
+                let rule = self.ident(parts.next().expect("rule name"));
+                TriggerKind::Answer { yes, rule }
+            }
             _ => TriggerKind::Intents(inner(target).map(|p| self.ident(p)).collect()),
         };
         Trigger { span, kind }
+    }
+
+    /// `` remember NAME = `expr` `` or `forget NAME`.
+    fn memo(&mut self, pair: Pair<'_, Rule>) -> Memo {
+        let remember = pair.as_rule() == Rule::remember;
+        let mut parts = inner(pair);
+        let name = self.ident(parts.next().expect("memory name"));
+        match parts.next() {
+            Some(value) if remember => Memo::Remember {
+                name,
+                value: self.expr(value),
+            },
+            _ => Memo::Forget(name),
+        }
     }
 
     fn handoff(&mut self, pair: Pair<'_, Rule>) -> Handoff {
@@ -301,11 +321,13 @@ impl Builder<'_> {
             reply: None,
             handoff: None,
             priority: None,
+            memos: Vec::new(),
         };
         for field in fields {
             let fspan = self.span(&field);
             match field.as_rule() {
                 Rule::trigger => rule.triggers.push(self.trigger(field)),
+                Rule::remember | Rule::forget => rule.memos.push(self.memo(field)),
                 Rule::when => {
                     let v = self.expr(Self::first_inner(field));
                     let first = rule.when.as_ref().map(|e| e.span);
@@ -523,6 +545,7 @@ impl Builder<'_> {
             }
             Rule::goto => StepKind::Goto(self.ident(Self::first_inner(pair))),
             Rule::call => StepKind::Call(self.expr(Self::first_inner(pair))),
+            Rule::remember | Rule::forget => StepKind::Memo(self.memo(pair)),
             Rule::reply => StepKind::Reply(self.string(Self::first_inner(pair))),
             Rule::handoff => StepKind::Handoff(self.handoff(pair)),
             Rule::end => StepKind::End,
