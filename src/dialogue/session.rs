@@ -291,3 +291,44 @@ pub fn new_token() -> String {
         out
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn memory_keeps_values_within_its_bounds_and_null_forgets() {
+        let mut s = Session::new("c");
+        s.keep("order", Some(json!({"id": "202611100005"}))).unwrap();
+        assert_eq!(s.memory["order"]["id"], "202611100005");
+        s.keep("order", Some(serde_json::Value::Null)).unwrap();
+        assert!(s.memory.is_empty(), "null forgets");
+        // One byte over the limit is not kept, and what was there stays.
+        s.keep("note", Some(json!("短"))).unwrap();
+        let big = "x".repeat(MEMORY_VALUE_BYTES - 1); // with its quotes: one byte over
+        assert_eq!(
+            s.keep("note", Some(json!(big))),
+            Err(NotKept::TooLarge(MEMORY_VALUE_BYTES + 1))
+        );
+        assert_eq!(s.memory["note"], "短");
+        assert!(s.keep("note", Some(json!("x".repeat(MEMORY_VALUE_BYTES - 2)))).is_ok());
+        for i in 1..MEMORY_NAMES {
+            s.keep(&format!("n{i}"), Some(json!(i))).unwrap();
+        }
+        assert_eq!(s.memory.len(), MEMORY_NAMES);
+        assert_eq!(s.keep("one_more", Some(json!(1))), Err(NotKept::TooMany));
+        // A name already kept may change when the memory is full.
+        assert!(s.keep("n1", Some(json!("again"))).is_ok());
+        assert!(s.keep("n1", None).is_ok() && s.keep("one_more", Some(json!(1))).is_ok());
+    }
+
+    #[test]
+    fn a_session_stored_before_memory_loads_and_an_empty_memory_is_not_written() {
+        let old = r#"{"id":"c","turns":1,"failures":0,"last_intent":null,"slots":{},"flow":null,
+            "history":[],"product":null,"emotions":[],"takeover":null,"updated_at":1}"#;
+        let s: Session = serde_json::from_str(old).unwrap();
+        assert!(s.memory.is_empty());
+        assert!(!serde_json::to_string(&s).unwrap().contains("memory"));
+    }
+}

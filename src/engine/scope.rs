@@ -2,7 +2,10 @@
 //! section 6, "What scripts can read"). Built once per turn; flows add their `set`
 //! variables. `promotions` (the promotions on now and upcoming, for this customer) is
 //! filled in only when a script that reads it is about to run, since it evaluates the
-//! audience and text of every promotion on or upcoming.
+//! audience and text of every promotion on or upcoming. `session.history` (twenty maps)
+//! and `memory` are built only in rule sets whose scripts read them
+//! (`RuleSet::reads_history`, `RuleSet::reads_memory`); a `remember` updates `memory` in
+//! place during the turn.
 
 use chrono::{DateTime, Datelike, Timelike};
 use chrono_tz::Tz;
