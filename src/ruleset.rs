@@ -78,9 +78,10 @@ pub struct RuleSet {
     /// Whether any script reads the `memory` variable: a turn builds it from the
     /// session's remembered values only then.
     pub reads_memory: bool,
-    /// Whether any script may read `session.history`: the list is built only then, so a
-    /// rule set that never reads it does not pay for 20 maps a turn.
-    pub reads_history: bool,
+    /// Whether any script may read `session.history`, `session.last_message` or
+    /// `session.last_reply`: they are built only then, so a rule set that never reads
+    /// them does not pay for 20 maps and two texts a turn.
+    pub reads_past: bool,
 }
 
 impl std::fmt::Debug for RuleSet {

@@ -16,7 +16,7 @@ fn every_memory_conversation_passes_and_matches_its_snapshot() {
     let (compiled, rendered) = support::check(Path::new(DIR));
     assert!(!compiled.report.has_errors(), "{rendered}");
     let rules = std::sync::Arc::new(compiled.rules.expect("the memory fixture compiles"));
-    assert!(rules.reads_memory && rules.reads_history);
+    assert!(rules.reads_memory && rules.reads_past);
     let files = conversation::files(Path::new(DIR)).unwrap();
     assert_eq!(files.len(), 4);
     for file in files {
@@ -31,11 +31,12 @@ fn every_memory_conversation_passes_and_matches_its_snapshot() {
     }
 }
 
-/// The demo shop reads `memory` but never `session.history`: its turns do not build it.
+/// The demo shop reads `memory` but never the session's history, last message or last
+/// reply: its turns do not build them.
 #[test]
 fn a_rule_set_that_never_reads_the_history_does_not_build_it() {
     let (compiled, rendered) = support::check(Path::new("rules"));
     let rules = compiled.rules.unwrap_or_else(|| panic!("{rendered}"));
     assert!(rules.reads_memory);
-    assert!(!rules.reads_history);
+    assert!(!rules.reads_past);
 }

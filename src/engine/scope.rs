@@ -2,10 +2,10 @@
 //! section 6, "What scripts can read"). Built once per turn; flows add their `set`
 //! variables. `promotions` (the promotions on now and upcoming, for this customer) is
 //! filled in only when a script that reads it is about to run, since it evaluates the
-//! audience and text of every promotion on or upcoming. `session.history` (twenty maps)
-//! and `memory` are built only in rule sets whose scripts read them
-//! (`RuleSet::reads_history`, `RuleSet::reads_memory`); a `remember` updates `memory` in
-//! place during the turn.
+//! audience and text of every promotion on or upcoming. `session.history` (twenty maps),
+//! `session.last_message`, `session.last_reply` and `memory` are built only in rule sets
+//! whose scripts read them (`RuleSet::reads_past`, `RuleSet::reads_memory`); a
+//! `remember` updates `memory` in place during the turn.
 
 use chrono::{DateTime, Datelike, Timelike};
 use chrono_tz::Tz;
@@ -48,10 +48,11 @@ pub(crate) fn dynamic_to_json(value: &Dynamic) -> serde_json::Value {
     rhai::serde::from_dynamic(value).unwrap_or(serde_json::Value::Null)
 }
 
-/// The `session` map scripts see. `history` is the list of recent messages when some
-/// script of the rule set reads it (`RuleSet::reads_history`), else empty: twenty maps a
-/// turn would be paid by every rule-answered turn for nothing.
-pub(crate) fn session_map(session: &Session, history: bool) -> Map {
+/// The `session` map scripts see. `history`, `last_message` and `last_reply` are filled
+/// in when some script of the rule set may read them (`past`: `RuleSet::reads_past`),
+/// else an empty list and `()`: twenty maps and two texts a turn would be paid by every
+/// rule-answered turn for nothing.
+pub(crate) fn session_map(session: &Session, past: bool) -> Map {
     let mut m = Map::new();
     m.insert("turns".into(), (session.turns as i64).into());
     m.insert("failures".into(), (session.failures as i64).into());
@@ -70,17 +71,18 @@ pub(crate) fn session_map(session: &Session, history: bool) -> Map {
     );
     // The turn's own message is not in the history yet: the last entries are the
     // previous exchange.
-    let last = |role: Role| {
-        session
+    let last = |role: Role| match past {
+        false => Dynamic::UNIT,
+        true => session
             .history
             .iter()
             .rev()
             .find(|e| e.role == role)
-            .map_or(Dynamic::UNIT, |e| rhai::ImmutableString::from(&*e.text).into())
+            .map_or(Dynamic::UNIT, |e| rhai::ImmutableString::from(&*e.text).into()),
     };
     m.insert("last_message".into(), last(Role::User));
     m.insert("last_reply".into(), last(Role::Bot));
-    let history = if history {
+    let history = if past {
         history_list(session)
     } else {
         rhai::Array::new()
@@ -319,7 +321,7 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
     scope.push_dynamic("slots", Dynamic::from_map(slots_map(input.session)));
     scope.push_dynamic(
         "session",
-        Dynamic::from_map(session_map(input.session, input.rules.reads_history)),
+        Dynamic::from_map(session_map(input.session, input.rules.reads_past)),
     );
     // An absent profile is an empty map, so `user.segment` reads `()` instead of failing.
     let user = input.user.map_or_else(Map::new, |u| {
@@ -405,7 +407,7 @@ mod tests {
         // As a rule set whose scripts read `safety`, `memory` and the history has them built.
         rules.reads_safety = true;
         rules.reads_memory = true;
-        rules.reads_history = true;
+        rules.reads_past = true;
         let mut session = Session::new("s");
         session.slots.insert("order_id".into(), "202611010001".into());
         session.last_intent = Some("售后.退货".into());

@@ -539,7 +539,7 @@ impl<'a> Turn<'a> {
     /// Refreshes the `session` and `slots` variables after the session changed.
     pub(super) fn refresh_session_vars(&mut self) {
         self.scope
-            .set_value("session", scope::session_map(&self.session, self.rules.reads_history));
+            .set_value("session", scope::session_map(&self.session, self.rules.reads_past));
         self.scope.set_value("slots", scope::slots_map(&self.session));
     }
 

@@ -264,7 +264,7 @@ impl Lowerer<'_> {
             promotion_readers: compiler.1.take(),
             reads_safety: compiler.2.get(),
             reads_memory: compiler.4.memory.get(),
-            reads_history: compiler.4.history.get(),
+            reads_past: compiler.4.past.get(),
         })
     }
 
@@ -320,7 +320,7 @@ impl Lowerer<'_> {
 /// turn then builds (`RuleSet::reads_safety`).
 /// The fourth field is the shop's languages: a text's variants in them are compiled
 /// (`languages.rs` reports the others). The fifth notes whether any script reads
-/// `memory` or `session.history` (`RuleSet::reads_memory`, `RuleSet::reads_history`).
+/// `memory` or the conversation's past (`RuleSet::reads_memory`, `RuleSet::reads_past`).
 struct Scripts(
     ScriptCompiler,
     std::cell::RefCell<Vec<Span>>,
@@ -334,9 +334,10 @@ struct Scripts(
 struct Reads {
     /// The `memory` variable.
     memory: std::cell::Cell<bool>,
-    /// `session.history` (any script reading `session` whose text says `history`: a
-    /// superset, never a miss).
-    history: std::cell::Cell<bool>,
+    /// `session.history`, `session.last_message` or `session.last_reply`: any script
+    /// reading `session` whose text names one of them or indexes it (`session[…]`), a
+    /// superset, never a miss.
+    past: std::cell::Cell<bool>,
 }
 
 impl Scripts {
@@ -406,8 +407,12 @@ impl Scripts {
         if memory {
             self.4.memory.set(true);
         }
-        if session && script.source.contains("history") {
-            self.4.history.set(true);
+        if session
+            && ["history", "last_message", "last_reply", "session["]
+                .iter()
+                .any(|word| script.source.contains(word))
+        {
+            self.4.past.set(true);
         }
         if promotions {
             self.1.borrow_mut().push(script.span);
