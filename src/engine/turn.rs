@@ -520,11 +520,19 @@ impl<'a> Turn<'a> {
             }
             Memo::Forget(name) => (name, None),
         };
+        self.keep(name, value, what);
+    }
+
+    /// Remembers `value` (already masked) under `name` for the conversation, or forgets
+    /// the name (`None`): in the session, in the `memory` variable at once, and in the
+    /// turn's changes, which the save lays over what landed meanwhile. The one way a turn
+    /// changes the memory; a value over the bounds is not kept and the trace says why.
+    pub(super) fn keep(&mut self, name: &str, value: Option<serde_json::Value>, what: fmt::Arguments<'_>) {
         match self.session.keep(name, value.clone()) {
             Ok(()) => {
                 let did = if value.is_some() { "remembered" } else { "forgot" };
                 self.trace.push(step("memory", format!("{did} {name}")));
-                self.memory_changes.push((name.clone(), value));
+                self.memory_changes.push((name.to_string(), value));
                 if self.rules.reads_memory {
                     self.scope.set_value("memory", scope::memory_map(&self.session));
                 }
