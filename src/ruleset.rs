@@ -75,6 +75,13 @@ pub struct RuleSet {
     /// Whether any script reads the `safety` variable: a turn builds it only then, as
     /// most rule sets never read it and every turn would pay for the map.
     pub reads_safety: bool,
+    /// Whether any script reads the `memory` variable: a turn builds it from the
+    /// session's remembered values only then.
+    pub reads_memory: bool,
+    /// Whether any script may read `session.history`, `session.last_message` or
+    /// `session.last_reply`: they are built only then, so a rule set that never reads
+    /// them does not pay for 20 maps and two texts a turn.
+    pub reads_past: bool,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -236,6 +243,29 @@ pub enum Trigger {
     Entity(String),
     /// The classifier is confident in a matching intent.
     Intents(Vec<IntentPattern>),
+    /// The message is a clear yes (`yes`) or no to the offer the rule `rule` made in
+    /// kefu's last reply (`session.asked_rule`): `on yes to RULE`, `on no to RULE`.
+    Answer {
+        /// The rule whose reply asked.
+        rule: String,
+        /// A yes (true) or a no (false).
+        yes: bool,
+    },
+}
+
+/// A change to the conversation's memory (`Session::memory`), run by a rule after its
+/// `when` holds and before its reply, or as a flow step.
+#[derive(Clone, Debug)]
+pub enum Memo {
+    /// `` remember NAME = `expr` ``: keep the value (`()` forgets).
+    Remember {
+        /// The name scripts read as `memory.NAME`.
+        name: String,
+        /// The value.
+        value: Script,
+    },
+    /// `forget NAME`
+    Forget(String),
 }
 
 /// A deterministic answer.
@@ -259,6 +289,8 @@ pub struct Rule {
     pub span: Span,
     /// `file:line` of its name, for traces.
     pub location: String,
+    /// `remember` and `forget` lines, in order.
+    pub memos: Vec<Memo>,
 }
 
 /// What a rule does to the flow waiting for the customer when it answers.
@@ -417,6 +449,8 @@ pub enum OpKind {
     Jump(usize),
     /// Run an action for its effect.
     Call(Script),
+    /// Remember or forget a value for the conversation.
+    Memo(Memo),
     /// Say something.
     Reply(Texts),
     /// End the flow and hand over to a human.
@@ -454,6 +488,8 @@ impl std::fmt::Display for OpKind {
             OpKind::JumpUnless { cond, target } => write!(f, "unless `{}` goto {target}", cond.source),
             OpKind::Jump(target) => write!(f, "goto {target}"),
             OpKind::Call(script) => write!(f, "call `{}`", script.source),
+            OpKind::Memo(Memo::Remember { name, value }) => write!(f, "remember {name} = `{}`", value.source),
+            OpKind::Memo(Memo::Forget(name)) => write!(f, "forget {name}"),
             OpKind::Reply(_) => write!(f, "reply"),
             OpKind::Handoff(Some(reason)) => write!(f, "handoff \"{reason}\""),
             OpKind::Handoff(None) => write!(f, "handoff"),
@@ -547,6 +583,8 @@ pub struct TriggerIndex {
     any_intent: Vec<Owner>,
     /// Owners by entity name.
     by_entity: HashMap<String, Vec<Owner>>,
+    /// Owners of `on yes to RULE` / `on no to RULE`, by the rule and yes (true) or no.
+    by_answer: HashMap<(String, bool), Vec<Owner>>,
 }
 
 impl TriggerIndex {
@@ -615,6 +653,7 @@ impl TriggerIndex {
             by_pattern,
             any_intent,
             by_entity,
+            by_answer: HashMap::new(),
         }
     }
 
@@ -649,6 +688,26 @@ impl TriggerIndex {
     /// Owners triggered by an entity.
     pub fn entity_owners(&self, entity: &str) -> impl Iterator<Item = Owner> + '_ {
         self.by_entity.get(entity).into_iter().flatten().copied()
+    }
+
+    /// The index with the owners of answer triggers (`on yes to RULE`): each pairs the
+    /// rule and yes (true) or no with its owner.
+    pub(crate) fn with_answers(mut self, answers: Vec<((String, bool), Owner)>) -> Self {
+        for (key, owner) in answers {
+            self.by_answer.entry(key).or_default().push(owner);
+        }
+        self
+    }
+
+    /// Owners of `on yes to RULE` (`yes`) or `on no to RULE`.
+    pub fn answer_owners(&self, rule: &str, yes: bool) -> impl Iterator<Item = Owner> + '_ {
+        // Looked up only on a clear yes or no to a rule's question, so the key's copy
+        // is not on the path of other turns.
+        self.by_answer
+            .get(&(rule.to_string(), yes))
+            .into_iter()
+            .flatten()
+            .copied()
     }
 
     /// How many distinct keywords the automaton holds.

@@ -212,3 +212,43 @@ fn a_line_of_thousands_of_holes_renders_the_first_hundred_diagnostics_only() {
         &rendered[rendered.len() - 200..]
     );
 }
+
+/// Conversation memory and offers: every mistake is found where it is written, however a
+/// session field is read (a field, brackets, beside a closure, a language variant).
+#[test]
+fn memory_offers_and_session_fields_are_checked_where_they_are_written() {
+    let dir = Path::new("tests/data/diagnostics/memory_and_offers");
+    let (compiled, rendered) = support::check(dir);
+    let file = "tests/data/diagnostics/memory_and_offers/shop.kefu";
+    let found: Vec<(String, String, bool)> = compiled
+        .report
+        .diagnostics
+        .iter()
+        .map(|d| {
+            let at = compiled.report.location(d.primary.span);
+            (at.trim_start_matches(file).to_string(), d.message.clone(), d.is_error())
+        })
+        .collect();
+    let expected = [
+        (":9:12", "`订单` cannot be a memory name", true),
+        (":15:12", "unknown rule `取消题议`", true),
+        (":16:22", "`memory.ordr` is never remembered", false),
+        (":17:10", "`ordr` is never remembered", false),
+        (":22:13", "a yes to rule `取消` can never be read as yes", false),
+        (":29:17", "unknown field `last_msg` of `session`", true),
+        (":29:100", "unknown field `histroy` of `session`", true),
+        (":30:19", "unknown field `last_mesage` of `session`", true),
+        (":30:46", "unknown field `lastreply` of `session`", true),
+        (":37:10", "`订单` cannot be a memory name", true),
+    ];
+    for (at, message, error) in expected {
+        assert!(
+            found.iter().any(|(a, m, e)| a == at && m == message && *e == error),
+            "expected {} `{message}` at {at}:\n{rendered}",
+            if error { "an error" } else { "a warning" }
+        );
+    }
+    // Nothing else: `session.last_reply`, `session.last_message`, `session.history.len()`
+    // and `memory.order` (remembered by a rule and by a flow) are right.
+    assert_eq!(found.len(), expected.len(), "{rendered}");
+}

@@ -21,6 +21,13 @@ pub const EMOTION_LIMIT: usize = 5;
 /// answers cannot grow the session without bound. The conversation log keeps them all.
 pub const QUEUED_LIMIT: usize = 50;
 
+/// How many names a conversation's memory (`Session::memory`) keeps at most: a
+/// `remember` of a new name past it is not kept (the turn's trace says so).
+pub const MEMORY_NAMES: usize = 32;
+/// How long one remembered value's JSON may be, in bytes: a longer one is not kept (the
+/// turn's trace says so), so what a rule remembers cannot grow a session without bound.
+pub const MEMORY_VALUE_BYTES: usize = 4096;
+
 /// One customer's conversation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Session {
@@ -74,6 +81,11 @@ pub struct Session {
     /// shops that declare one language, and in sessions stored before languages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<Lang>,
+    /// What rules and flows remembered for the conversation (`` remember order = `…` ``),
+    /// by name, as JSON so that any store can keep it; scripts read it as `memory`. At
+    /// most [`MEMORY_NAMES`] names, each value at most [`MEMORY_VALUE_BYTES`] of JSON.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub memory: BTreeMap<String, serde_json::Value>,
 }
 
 impl Session {
@@ -97,11 +109,51 @@ impl Session {
         }
     }
 
+    /// Remembers `value` under `name` for the conversation, or forgets the name when
+    /// `value` is `None` (or JSON null). A value over [`MEMORY_VALUE_BYTES`], or a new name
+    /// past [`MEMORY_NAMES`], is not kept: the error says which.
+    pub fn keep(&mut self, name: &str, value: Option<serde_json::Value>) -> Result<(), NotKept> {
+        let Some(value) = value.filter(|v| !v.is_null()) else {
+            self.memory.remove(name);
+            return Ok(());
+        };
+        let bytes = serde_json::to_string(&value).map_or(usize::MAX, |json| json.len());
+        if bytes > MEMORY_VALUE_BYTES {
+            return Err(NotKept::TooLarge(bytes));
+        }
+        if !self.memory.contains_key(name) && self.memory.len() >= MEMORY_NAMES {
+            return Err(NotKept::TooMany);
+        }
+        self.memory.insert(name.to_string(), value);
+        Ok(())
+    }
+
     /// Records the emotion of a customer message.
     pub fn feel(&mut self, emotion: Emotion) {
         self.emotions.push(emotion);
         if self.emotions.len() > EMOTION_LIMIT {
             self.emotions.remove(0);
+        }
+    }
+}
+
+/// Why a value was not remembered ([`Session::keep`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotKept {
+    /// Its JSON has this many bytes, more than [`MEMORY_VALUE_BYTES`].
+    TooLarge(usize),
+    /// The memory already holds [`MEMORY_NAMES`] other names.
+    TooMany,
+}
+
+impl std::fmt::Display for NotKept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotKept::TooLarge(bytes) => write!(
+                f,
+                "the value's JSON has {bytes} bytes, over the limit of {MEMORY_VALUE_BYTES}"
+            ),
+            NotKept::TooMany => write!(f, "the conversation already remembers {MEMORY_NAMES} names"),
         }
     }
 }
@@ -238,4 +290,45 @@ pub fn new_token() -> String {
         let _ = write!(out, "{b:02x}");
         out
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn memory_keeps_values_within_its_bounds_and_null_forgets() {
+        let mut s = Session::new("c");
+        s.keep("order", Some(json!({"id": "202611100005"}))).unwrap();
+        assert_eq!(s.memory["order"]["id"], "202611100005");
+        s.keep("order", Some(serde_json::Value::Null)).unwrap();
+        assert!(s.memory.is_empty(), "null forgets");
+        // One byte over the limit is not kept, and what was there stays.
+        s.keep("note", Some(json!("短"))).unwrap();
+        let big = "x".repeat(MEMORY_VALUE_BYTES - 1); // with its quotes: one byte over
+        assert_eq!(
+            s.keep("note", Some(json!(big))),
+            Err(NotKept::TooLarge(MEMORY_VALUE_BYTES + 1))
+        );
+        assert_eq!(s.memory["note"], "短");
+        assert!(s.keep("note", Some(json!("x".repeat(MEMORY_VALUE_BYTES - 2)))).is_ok());
+        for i in 1..MEMORY_NAMES {
+            s.keep(&format!("n{i}"), Some(json!(i))).unwrap();
+        }
+        assert_eq!(s.memory.len(), MEMORY_NAMES);
+        assert_eq!(s.keep("one_more", Some(json!(1))), Err(NotKept::TooMany));
+        // A name already kept may change when the memory is full.
+        assert!(s.keep("n1", Some(json!("again"))).is_ok());
+        assert!(s.keep("n1", None).is_ok() && s.keep("one_more", Some(json!(1))).is_ok());
+    }
+
+    #[test]
+    fn a_session_stored_before_memory_loads_and_an_empty_memory_is_not_written() {
+        let old = r#"{"id":"c","turns":1,"failures":0,"last_intent":null,"slots":{},"flow":null,
+            "history":[],"product":null,"emotions":[],"takeover":null,"updated_at":1}"#;
+        let s: Session = serde_json::from_str(old).unwrap();
+        assert!(s.memory.is_empty());
+        assert!(!serde_json::to_string(&s).unwrap().contains("memory"));
+    }
 }

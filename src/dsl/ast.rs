@@ -246,6 +246,38 @@ pub enum TriggerKind {
     Entity(Ident),
     /// `on 售后.退货, 商品.*`
     Intents(Vec<Ident>),
+    /// `on yes to RULE` (`yes` true) or `on no to RULE`: a clear yes or no to the offer
+    /// rule `RULE` made in kefu's last reply.
+    Answer {
+        /// Yes (true) or no (false).
+        yes: bool,
+        /// The rule whose offer is answered.
+        rule: Ident,
+    },
+}
+
+/// `` remember NAME = `expr` `` or `forget NAME`: a change to the conversation's memory,
+/// in a rule or as a flow step.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Memo {
+    /// `` remember NAME = `expr` ``
+    Remember {
+        /// The name scripts read as `memory.NAME`.
+        name: Ident,
+        /// The value kept.
+        value: Expr,
+    },
+    /// `forget NAME`
+    Forget(Ident),
+}
+
+impl Memo {
+    /// The name it remembers or forgets.
+    pub fn name(&self) -> &Ident {
+        match self {
+            Memo::Remember { name, .. } | Memo::Forget(name) => name,
+        }
+    }
 }
 
 /// `handoff` or `handoff "reason"`
@@ -274,6 +306,8 @@ pub struct Rule {
     pub handoff: Option<Handoff>,
     /// `priority N`
     pub priority: Option<Integer>,
+    /// `remember` and `forget` lines, in order: run after `when` holds, before the reply.
+    pub memos: Vec<Memo>,
     /// `end flow` or `cancel flow`
     pub flow_action: Option<FlowActionLit>,
 }
@@ -402,6 +436,8 @@ pub enum StepKind {
     Goto(Ident),
     /// `call `expr``
     Call(Expr),
+    /// `remember NAME = `expr`` or `forget NAME`
+    Memo(Memo),
     /// `reply "..."`
     Reply(Str),
     /// `handoff ["reason"]`

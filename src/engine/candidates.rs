@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use crate::RuleSet;
 use crate::nlu::Understanding;
+use crate::nlu::reading::Reading;
 use crate::ruleset::Owner;
 
 /// What this message triggers, each list in answer order: by index, and the rule set keeps
@@ -21,6 +22,10 @@ pub(super) struct Candidates {
     /// Whether a keyword of some rule occurs in the message (a flow takes that as a
     /// digression even when the intent is the flow's own).
     pub keyword_rule: bool,
+    /// The flow starts among `flow_starts` that the message's yes or no to a rule's
+    /// offer triggered (`start on yes to RULE`): tried before the shop's short-reply
+    /// answers, which would otherwise take the yes or no.
+    pub answer_starts: Vec<(usize, usize)>,
 }
 
 impl Candidates {
@@ -48,6 +53,34 @@ impl Candidates {
         Candidates {
             keyword_rule,
             ..Candidates::by_kind(&set)
+        }
+    }
+
+    /// Adds the owners of `on yes to RULE` (or `on no to RULE`) when the message reads as
+    /// a clear yes (or no) and kefu's last reply was rule `asked`'s, each in its list's
+    /// answer order.
+    pub(super) fn add_answers(&mut self, rules: &RuleSet, asked: Option<&str>, reading: Reading) {
+        let yes = match reading {
+            Reading::Yes => true,
+            Reading::No => false,
+            _ => return,
+        };
+        let Some(asked) = asked else { return };
+        fn insert<T: Ord>(list: &mut Vec<T>, item: T) {
+            if let Err(at) = list.binary_search(&item) {
+                list.insert(at, item);
+            }
+        }
+        for owner in rules.triggers.answer_owners(asked, yes) {
+            match owner {
+                Owner::Rule(i) => insert(&mut self.rules, i),
+                Owner::Promotion(i) => insert(&mut self.promotions, i),
+                Owner::FlowStart { flow, start } => {
+                    insert(&mut self.flow_starts, (flow, start));
+                    insert(&mut self.answer_starts, (flow, start));
+                }
+                Owner::Intent(_) => {}
+            }
         }
     }
 

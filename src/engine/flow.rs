@@ -545,6 +545,10 @@ impl Turn<'_> {
                     let _ = self.value(script, format_args!("flow {}", flow.name));
                     state.pc += 1;
                 }
+                OpKind::Memo(memo) => {
+                    self.memo(memo, format_args!("flow {}", flow.name));
+                    state.pc += 1;
+                }
                 OpKind::Reply(template) => {
                     last_step = format!("reply@{}", op.line);
                     replies.push(self.render(template, format_args!("flow {}", flow.name)));

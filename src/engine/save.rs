@@ -50,6 +50,9 @@ pub(super) struct Added<'a> {
     pub answered: bool,
     /// The message was queued for the agent who holds the conversation.
     pub queued: bool,
+    /// What the turn remembered (`Some`) or forgot (`None`), in order: laid over the
+    /// memory as stored, so that another writer's remembered values stay beside them.
+    pub memory: &'a [(String, Option<serde_json::Value>)],
 }
 
 /// How the save went.
@@ -154,6 +157,11 @@ fn lay_over(stored: &mut Option<Session>, read: Read, next: &Session, added: Add
         current.slots.clone_from(&next.slots);
         current.product.clone_from(&next.product);
         current.asked.clone_from(&next.asked);
+        for (name, value) in added.memory {
+            // Checked against the turn's own session when remembered; here only a full
+            // memory (names another writer added meanwhile) can refuse it.
+            let _ = current.keep(name, value.clone());
+        }
         if current.takeover.is_none() {
             current.takeover.clone_from(&next.takeover);
         }
@@ -179,6 +187,7 @@ mod tests {
             history: 2,
             answered: true,
             queued: false,
+            memory: &[],
         }
     }
 
@@ -272,5 +281,32 @@ mod tests {
         let mut stored = Some(current);
         lay_over(&mut stored, read, &succeeded, answered("?"));
         assert_eq!(stored.unwrap().failures, 0);
+    }
+
+    #[test]
+    fn what_a_turn_remembers_survives_a_write_in_between() {
+        let mut first = base();
+        first.keep("offer", Some(serde_json::json!("取消"))).unwrap();
+        let (read, mut next) = turn_on(&first, "好的");
+        next.keep("order", Some(serde_json::json!({"id": "202611010001"})))
+            .unwrap();
+        next.keep("offer", None).unwrap();
+        let changes = [
+            ("order".to_string(), Some(serde_json::json!({"id": "202611010001"}))),
+            ("offer".to_string(), None),
+        ];
+        // Meanwhile another writer remembered something of its own.
+        let mut current = first.clone();
+        current.rev = 4;
+        current.keep("card", Some(serde_json::json!("订单卡片"))).unwrap();
+        let mut stored = Some(current);
+        let added = Added {
+            memory: &changes,
+            ..answered("好的")
+        };
+        lay_over(&mut stored, read, &next, added);
+        let memory = stored.unwrap().memory;
+        assert_eq!(memory.keys().collect::<Vec<_>>(), ["card", "order"]);
+        assert_eq!(memory["order"]["id"], "202611010001");
     }
 }

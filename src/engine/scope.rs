@@ -2,7 +2,10 @@
 //! section 6, "What scripts can read"). Built once per turn; flows add their `set`
 //! variables. `promotions` (the promotions on now and upcoming, for this customer) is
 //! filled in only when a script that reads it is about to run, since it evaluates the
-//! audience and text of every promotion on or upcoming.
+//! audience and text of every promotion on or upcoming. `session.history` (twenty maps),
+//! `session.last_message`, `session.last_reply` and `memory` are built only in rule sets
+//! whose scripts read them (`RuleSet::reads_past`, `RuleSet::reads_memory`); a
+//! `remember` updates `memory` in place during the turn.
 
 use chrono::{DateTime, Datelike, Timelike};
 use chrono_tz::Tz;
@@ -10,7 +13,7 @@ use rhai::{Dynamic, Map, Scope};
 
 use super::turn::Turn;
 use crate::RuleSet;
-use crate::dialogue::Session;
+use crate::dialogue::{Role, Session};
 use crate::nlu::Understanding;
 use crate::ruleset::Promotion;
 use crate::safety::{Action, Finding};
@@ -45,8 +48,11 @@ pub(crate) fn dynamic_to_json(value: &Dynamic) -> serde_json::Value {
     rhai::serde::from_dynamic(value).unwrap_or(serde_json::Value::Null)
 }
 
-/// The `session` map scripts see.
-pub(crate) fn session_map(session: &Session) -> Map {
+/// The `session` map scripts see. `history`, `last_message` and `last_reply` are filled
+/// in when some script of the rule set may read them (`past`: `RuleSet::reads_past`),
+/// else an empty list and `()`: twenty maps and two texts a turn would be paid by every
+/// rule-answered turn for nothing.
+pub(crate) fn session_map(session: &Session, past: bool) -> Map {
     let mut m = Map::new();
     m.insert("turns".into(), (session.turns as i64).into());
     m.insert("failures".into(), (session.failures as i64).into());
@@ -63,7 +69,55 @@ pub(crate) fn session_map(session: &Session) -> Map {
         "asked_rule".into(),
         session.asked.rule.clone().map_or(Dynamic::UNIT, Dynamic::from),
     );
+    // The turn's own message is not in the history yet: the last entries are the
+    // previous exchange.
+    let last = |role: Role| match past {
+        false => Dynamic::UNIT,
+        true => session
+            .history
+            .iter()
+            .rev()
+            .find(|e| e.role == role)
+            .map_or(Dynamic::UNIT, |e| rhai::ImmutableString::from(&*e.text).into()),
+    };
+    m.insert("last_message".into(), last(Role::User));
+    m.insert("last_reply".into(), last(Role::Bot));
+    let history = if past {
+        history_list(session)
+    } else {
+        rhai::Array::new()
+    };
+    m.insert("history".into(), Dynamic::from_array(history));
     m
+}
+
+/// `session.history`: the recent messages, oldest first, each `#{role, text}` with the
+/// role `"customer"`, `"kefu"` or `"agent"` (texts masked, as the session keeps them).
+fn history_list(session: &Session) -> rhai::Array {
+    session
+        .history
+        .iter()
+        .map(|e| {
+            let role = match e.role {
+                Role::User => "customer",
+                Role::Bot => "kefu",
+                Role::Agent => "agent",
+            };
+            let mut m = Map::new();
+            m.insert("role".into(), role.into());
+            m.insert("text".into(), rhai::ImmutableString::from(&*e.text).into());
+            Dynamic::from_map(m)
+        })
+        .collect()
+}
+
+/// The `memory` map scripts see: what the conversation remembered, by name.
+pub(crate) fn memory_map(session: &Session) -> Map {
+    session
+        .memory
+        .iter()
+        .map(|(k, v)| (k.as_str().into(), json_to_dynamic(v)))
+        .collect()
 }
 
 /// The `slots` map scripts see.
@@ -298,7 +352,10 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
     let language = input.session.language.unwrap_or_else(|| input.rules.shop.language());
     scope.push("language", rhai::ImmutableString::from(language.as_str()));
     scope.push_dynamic("slots", Dynamic::from_map(slots_map(input.session)));
-    scope.push_dynamic("session", Dynamic::from_map(session_map(input.session)));
+    scope.push_dynamic(
+        "session",
+        Dynamic::from_map(session_map(input.session, input.rules.reads_past)),
+    );
     // An absent profile is an empty map, so `user.segment` reads `()` instead of failing.
     let user = input.user.map_or_else(Map::new, |u| {
         u.iter().map(|(k, v)| (k.as_str().into(), json_to_dynamic(v))).collect()
@@ -312,6 +369,9 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
     }
     if input.rules.reads_safety {
         scope.push_dynamic("safety", Dynamic::from_map(safety_map(input.findings)));
+    }
+    if input.rules.reads_memory {
+        scope.push_dynamic("memory", Dynamic::from_map(memory_map(input.session)));
     }
     // Context maps: every declared name exists (as `()` when not sent); anything else the
     // caller sent is readable too. `product` falls back to the one talked about last.
@@ -360,6 +420,10 @@ mod tests {
             Ty::TextList => value
                 .read_lock::<rhai::Array>()
                 .is_some_and(|a| a.iter().all(|v| v.is_string())),
+            Ty::List => value
+                .read_lock::<rhai::Array>()
+                .is_some_and(|a| a.iter().all(|v| v.is_map())),
+            Ty::Memory => value.is_map(),
             Ty::Open => value.is_map() || value.is_unit(),
         }
     }
@@ -373,11 +437,18 @@ mod tests {
             crate::dsl::LoadOptions { quick_training: true },
         );
         let mut rules = compiled.rules.expect("the engine's test shop loads");
-        // As a rule set whose scripts read `safety` has it built.
+        // As a rule set whose scripts read `safety`, `memory` and the history has them built.
         rules.reads_safety = true;
+        rules.reads_memory = true;
+        rules.reads_past = true;
         let mut session = Session::new("s");
         session.slots.insert("order_id".into(), "202611010001".into());
         session.last_intent = Some("售后.退货".into());
+        session.remember(crate::dialogue::Role::User, "在吗", 1);
+        session.remember(crate::dialogue::Role::Bot, "在的亲", 1);
+        session
+            .keep("order", Some(serde_json::json!({"id": "202611010001"})))
+            .unwrap();
         let understanding = rules
             .nlu
             .understand("我要退货 202611010001", &crate::nlu::Context::default());

@@ -21,7 +21,7 @@ use crate::dialogue::{Role, Session};
 use crate::kb::{self, Query};
 use crate::nlu::reading::{self, PendingKind, Reading};
 use crate::nlu::{self, Lang, Understanding};
-use crate::ruleset::{FallbackAction, FlowAction, ModelCall, Trigger};
+use crate::ruleset::{FallbackAction, FlowAction, Memo, ModelCall, Trigger};
 use crate::script::host::{self, Host};
 use crate::script::{Localized, Script, ScriptError, Texts};
 use crate::tickets::TicketStore;
@@ -177,6 +177,8 @@ pub(super) struct Turn<'a> {
     parts: &'a [Part],
     /// What became of each of `parts`, for the response.
     part_answers: Vec<super::PartAnswer>,
+    /// What the turn remembered (`Some`) or forgot (`None`), in order, for the save.
+    memory_changes: Vec<(String, Option<serde_json::Value>)>,
 }
 
 /// Runs one turn on `rules`.
@@ -378,7 +380,8 @@ pub(super) fn run(
         notes: Mutex::new(Vec::new()),
         ticket_failed: std::sync::atomic::AtomicBool::new(false),
     });
-    let candidates = Candidates::find(rules, &message, &understanding);
+    let mut candidates = Candidates::find(rules, &message, &understanding);
+    candidates.add_answers(rules, session.asked.rule.as_deref(), reading);
     let mut turn = Turn {
         engine,
         rules,
@@ -405,6 +408,7 @@ pub(super) fn run(
         untranslated: false,
         parts: &parts,
         part_answers: Vec::new(),
+        memory_changes: Vec::new(),
     };
     let mut answer = host::with_host(host.clone(), || match turn.decide() {
         Decision::Answer(answer) => answer,
@@ -472,7 +476,7 @@ fn describe_understanding(u: &Understanding) -> String {
     s
 }
 
-impl Turn<'_> {
+impl<'a> Turn<'a> {
     /// Runs `eval` in the turn's scope, then drops any variables the script declared; an
     /// error gives `fallback` and goes to the trace.
     ///
@@ -552,9 +556,52 @@ impl Turn<'_> {
         });
     }
 
+    /// Runs a `remember` or `forget` (of rule `what` or a flow step): the value, masked
+    /// as everything a session keeps, goes into the session's memory and the `memory`
+    /// variable at once, so the reply after it can read it. A script that fails changes
+    /// nothing (and is a script error); a value over the bounds is not kept (the trace
+    /// says why).
+    pub(super) fn memo(&mut self, memo: &Memo, what: fmt::Arguments<'_>) {
+        let (name, value) = match memo {
+            Memo::Remember { name, value } => {
+                self.promotions_for(value);
+                let Some(v) = self.in_scope(what, None, |engine, scope| value.eval(engine, scope).map(Some)) else {
+                    return;
+                };
+                let mut kept = scope::dynamic_to_json(&v);
+                redact_json(&self.rules.safety, &mut kept);
+                (name, Some(kept).filter(|k| !k.is_null()))
+            }
+            Memo::Forget(name) => (name, None),
+        };
+        self.keep(name, value, what);
+    }
+
+    /// Remembers `value` (already masked) under `name` for the conversation, or forgets
+    /// the name (`None`): in the session, in the `memory` variable at once, and in the
+    /// turn's changes, which the save lays over what landed meanwhile. The one way a turn
+    /// changes the memory; a value over the bounds is not kept and the trace says why.
+    pub(super) fn keep(&mut self, name: &str, value: Option<serde_json::Value>, what: fmt::Arguments<'_>) {
+        match self.session.keep(name, value.clone()) {
+            Ok(()) => {
+                let did = if value.is_some() { "remembered" } else { "forgot" };
+                self.trace.push(step("memory", format!("{did} {name}")));
+                self.memory_changes.push((name.to_string(), value));
+                if self.rules.reads_memory {
+                    self.scope.set_value("memory", scope::memory_map(&self.session));
+                }
+            }
+            Err(why) => {
+                self.trace
+                    .push(step("memory", format!("{what}: {name} not remembered: {why}")));
+            }
+        }
+    }
+
     /// Refreshes the `session` and `slots` variables after the session changed.
     pub(super) fn refresh_session_vars(&mut self) {
-        self.scope.set_value("session", scope::session_map(&self.session));
+        self.scope
+            .set_value("session", scope::session_map(&self.session, self.rules.reads_past));
         self.scope.set_value("slots", scope::slots_map(&self.session));
     }
 
@@ -570,6 +617,14 @@ impl Turn<'_> {
             return Decision::Answer(answer);
         }
         if let Some(answer) = self.answer_by_rules() {
+            return Decision::Answer(answer);
+        }
+        // A flow the editor starts on a yes or no to a rule's offer takes it before the
+        // shop's short-reply answers (an acknowledgement, "what else").
+        let candidates = self.candidates;
+        if !candidates.answer_starts.is_empty()
+            && let Some(answer) = self.start_flow_among(&candidates.answer_starts)
+        {
             return Decision::Answer(answer);
         }
         if let Some(answer) = self.answer_in_context() {
@@ -729,6 +784,9 @@ impl Turn<'_> {
             self.covered.push(format!("rule:{}", rule.name));
             self.trace
                 .push(step("rule", format!("{} ({}) answers", rule.name, rule.location)));
+            for memo in &rule.memos {
+                self.memo(memo, format_args!("rule {}", rule.name));
+            }
             let reply = rule
                 .reply
                 .as_ref()
@@ -803,9 +861,15 @@ impl Turn<'_> {
 
     /// Starts the first candidate flow whose start condition holds.
     fn start_flow(&mut self) -> Option<Answer> {
-        let rules = self.rules;
         let candidates = self.candidates;
-        for &(f, s) in &candidates.flow_starts {
+        self.start_flow_among(&candidates.flow_starts)
+    }
+
+    /// Starts the first flow of `starts` (candidates, in answer order) whose start
+    /// condition holds.
+    fn start_flow_among(&mut self, starts: &'a [(usize, usize)]) -> Option<Answer> {
+        let rules = self.rules;
+        for &(f, s) in starts {
             let flow = &rules.flows[f];
             if let Some(when) = &flow.starts[s].when
                 && !self.holds(when, format_args!("flow {} start", flow.name))
@@ -964,6 +1028,7 @@ impl Turn<'_> {
             history,
             answered: true,
             queued: false,
+            memory: &self.memory_changes,
         };
         let saved = save::save(self.engine, self.read, self.session, added);
         response.message = self.message;
@@ -1214,6 +1279,7 @@ fn end_early(
         history: if queued { 1 } else { 2 },
         answered: false,
         queued,
+        memory: &[],
     };
     let saved = save::save(engine, read, session, added);
     response.message = message;

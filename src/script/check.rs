@@ -57,8 +57,8 @@ impl Family {
             Ty::Int => Some(Family::Int),
             Ty::Float => Some(Family::Float),
             Ty::Bool => Some(Family::Bool),
-            Ty::Fields(_) | Ty::TextMap => Some(Family::Map),
-            Ty::TextList | Ty::Open => None,
+            Ty::Fields(_) | Ty::TextMap | Ty::Memory => Some(Family::Map),
+            Ty::TextList | Ty::List | Ty::Open => None,
         }
     }
 
@@ -157,6 +157,8 @@ pub(super) struct Context<'a> {
     pub slots: Option<&'a BTreeSet<String>>,
     /// The rule set's promotions, for `offer("…")`.
     pub promotions: &'a [String],
+    /// The names `remember` keeps somewhere in the rule set, for `memory.x`.
+    pub memory: &'a [String],
 }
 
 impl Context<'_> {
@@ -253,11 +255,28 @@ pub(super) fn explain_parse_error(engine: &Engine, cx: &Context<'_>, error: &Par
 /// Runs the AST checks on a compiled script.
 pub(super) fn check_ast(ast: &rhai::AST, cx: &Context<'_>, diagnostics: &mut Vec<Diagnostic>) {
     let script_functions: BTreeSet<String> = ast.iter_functions().map(|f| f.name.to_string()).collect();
+    // A closure (`|x| x == session.last_intent`) is compiled into a function whose first
+    // parameters are the variables it captures, shared by a `Share` statement where it is
+    // written: those are the scope's own variables, not names that shadow them.
+    let mut captured: BTreeSet<String> = BTreeSet::new();
+    ast.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Stmt(Stmt::Share(vars))) = path.last() {
+            captured.extend(vars.iter().map(|(var, _)| var.name.to_string()));
+        }
+        true
+    });
     // `let` names and the parameters of functions the script defines shadow the built-ins,
     // as flow `set`s do.
     let mut lets: Vec<String> = ast
         .iter_functions()
-        .flat_map(|f| f.params.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+        .flat_map(|f| {
+            let closure = f.name.starts_with("anon$");
+            f.params
+                .iter()
+                .map(|p| p.to_string())
+                .filter(|p| !(closure && captured.contains(p)))
+                .collect::<Vec<_>>()
+        })
         .collect();
     ast.walk(&mut |path: &[ASTNode]| {
         if let Some(ASTNode::Stmt(Stmt::Var(var, ..))) = path.last() {
@@ -317,6 +336,26 @@ impl Walker<'_> {
                     && let Some(Expr::StringConstant(name, pos)) = call.args.first()
                 {
                     self.literal_name(&call.name, name, *pos, found);
+                }
+            }
+            // `session["last_message"]`: a field read by its name in brackets is checked
+            // as `session.last_message` is.
+            Some(node @ ASTNode::Expr(Expr::Index(index, ..))) => {
+                let inner = path.len() >= 2
+                    && matches!(&path[path.len() - 2], ASTNode::Expr(Expr::Dot(outer, ..) | Expr::Index(outer, ..))
+                        if matches!(node, ASTNode::Expr(e) if std::ptr::eq(*e, &outer.rhs)));
+                if let (false, Expr::Variable(var, _, _), Expr::StringConstant(name, pos)) =
+                    (inner, &index.lhs, &index.rhs)
+                    && let Some(ty @ (Ty::Fields(_) | Ty::Memory)) = self.variable(var.1.as_str())
+                {
+                    // The position is the opening quote; the span covers the quoted name.
+                    let offset = offset_of(self.cx.source, *pos);
+                    let len = self.cx.source[offset..]
+                        .char_indices()
+                        .skip(1)
+                        .find(|(_, c)| *c == '"')
+                        .map_or(1, |(i, _)| i + 1);
+                    self.field_at(var.1.as_str(), ty, name.as_str(), self.cx.span_of(offset, len), found);
                 }
             }
             Some(node @ ASTNode::Expr(Expr::Dot(dot, ..))) => {
@@ -401,6 +440,11 @@ impl Walker<'_> {
 
     /// Checks `receiver.name` and gives its type when known.
     fn field(&self, receiver: &str, ty: Ty, name: &str, pos: Position, found: &mut Vec<Diagnostic>) -> Option<Ty> {
+        self.field_at(receiver, ty, name, self.cx.span_at(pos), found)
+    }
+
+    /// [`field`](Self::field) with the span to point at.
+    fn field_at(&self, receiver: &str, ty: Ty, name: &str, at: Span, found: &mut Vec<Diagnostic>) -> Option<Ty> {
         let cx = self.cx;
         match ty {
             Ty::Fields(fields) => {
@@ -408,7 +452,7 @@ impl Walker<'_> {
                     return Some(f.ty);
                 }
                 let names: Vec<&str> = fields.iter().map(|f| f.name).collect();
-                let mut d = Diagnostic::error(cx.span_at(pos), format!("unknown field `{name}` of `{receiver}`"))
+                let mut d = Diagnostic::error(at, format!("unknown field `{name}` of `{receiver}`"))
                     .with_label(format!("`{receiver}` has no such field"));
                 d = match closest(name, names.iter().copied()) {
                     Some(near) => d.with_help(format!(
@@ -426,7 +470,7 @@ impl Walker<'_> {
                     && !slots.contains(name)
                 {
                     let list = slots.iter().map(String::as_str).collect::<Vec<_>>().join(", ");
-                    let mut d = Diagnostic::error(cx.span_at(pos), format!("unknown slot `{name}`"))
+                    let mut d = Diagnostic::error(at, format!("unknown slot `{name}`"))
                         .with_label("no `ask` in this flow fills it");
                     d = match closest(name, slots.iter().map(String::as_str)) {
                         Some(near) => d.with_help(format!("did you mean `{near}`? this flow asks for: {list}")),
@@ -437,12 +481,27 @@ impl Walker<'_> {
                 }
                 Some(Ty::MaybeStr)
             }
-            Ty::TextList | Ty::Open => None,
+            Ty::Memory => {
+                if !cx.memory.iter().any(|m| m == name) {
+                    let mut d = Diagnostic::warning(at, format!("`memory.{name}` is never remembered"))
+                        .with_label("no `remember` line or step keeps this name, so it always reads `()`");
+                    d = match closest(name, cx.memory.iter().map(String::as_str)) {
+                        Some(near) => d.with_help(format!("did you mean `memory.{near}`?")),
+                        None if cx.memory.is_empty() => {
+                            d.with_help(format!("keep it in a rule or flow first: `remember {name} = `…``"))
+                        }
+                        None => d.with_help(format!("remembered: {}", cx.memory.join(", "))),
+                    };
+                    found.push(d);
+                }
+                None
+            }
+            Ty::TextList | Ty::List | Ty::Open => None,
             Ty::Str | Ty::MaybeStr | Ty::Int | Ty::Float | Ty::Bool => {
                 let family = Family::of(ty)?;
                 if !cx.methods.has_getter(family, name) {
                     let mut d = Diagnostic::error(
-                        cx.span_at(pos),
+                        at,
                         format!("`{receiver}` is {} and has no field `{name}`", ty.describe()),
                     )
                     .with_label("no such property");
@@ -503,7 +562,7 @@ impl Walker<'_> {
                 };
                 d
             }
-            Ty::TextMap => Diagnostic::error(span, format!("`{receiver}` has no method `{name}`"))
+            Ty::TextMap | Ty::Memory => Diagnostic::error(span, format!("`{receiver}` has no method `{name}`"))
                 .with_label(format!("`{receiver}` is a map: its values are fields"))
                 .with_help(format!("write `{receiver}.{name}` to read the value named `{name}`")),
             _ => {
@@ -618,8 +677,8 @@ impl Walker<'_> {
                 let what = match ty {
                     Ty::Str | Ty::MaybeStr => "text",
                     Ty::Int | Ty::Float => "a number",
-                    Ty::Fields(_) | Ty::TextMap => "a map",
-                    Ty::TextList => "a list",
+                    Ty::Fields(_) | Ty::TextMap | Ty::Memory => "a map",
+                    Ty::TextList | Ty::List => "a list",
                     Ty::Bool | Ty::Open => return None,
                 };
                 Some(NotBool::Value { what, named: true })
@@ -841,6 +900,7 @@ mod tests {
             locals: &[],
             slots: None,
             promotions: &[],
+            memory: &[],
         };
         explain_parse_error(&engine, &cx, &error).map(|d| (d.message, d.primary.span.start))
     }

@@ -49,6 +49,8 @@ pub struct ScriptCompiler {
     base_variables: Vec<String>,
     context: Vec<String>,
     promotions: Vec<String>,
+    /// The names `remember` keeps somewhere in the rule set.
+    memory: Vec<String>,
     /// The rule files, for each script's `path:line:col` (see [`Script::location`]).
     files: Option<SourceMap>,
 }
@@ -80,6 +82,7 @@ impl ScriptCompiler {
             base_variables,
             context: context.to_vec(),
             promotions: Vec::new(),
+            memory: Vec::new(),
             files: None,
         }
     }
@@ -106,6 +109,13 @@ impl ScriptCompiler {
     /// Knows the rule set's promotions, so that `offer("名字")` is checked.
     pub fn with_promotions(mut self, names: &[String]) -> Self {
         self.promotions = names.to_vec();
+        self
+    }
+
+    /// Knows the names `remember` keeps somewhere in the rule set, so that reading
+    /// `memory.x` that nothing remembers is warned about.
+    pub fn with_memory(mut self, names: &[String]) -> Self {
+        self.memory = names.to_vec();
         self
     }
 
@@ -245,6 +255,7 @@ impl ScriptCompiler {
             locals: &names.variables,
             slots: names.slots,
             promotions: &self.promotions,
+            memory: &self.memory,
         };
         let compiled = if expression_only {
             self.engine.compile_expression(source)

@@ -27,6 +27,11 @@ pub enum Ty {
     TextMap,
     /// A list of text (`safety.flags`): `"竞品" in safety.flags`.
     TextList,
+    /// A list of maps (`session.history`: `#{role, text}` each).
+    List,
+    /// The conversation's memory: values of any kind under the names `remember` keeps
+    /// (`memory.order`), `()` for a name not remembered.
+    Memory,
     /// Whatever the caller sends (the `user` profile): its fields are not known.
     Open,
 }
@@ -39,8 +44,8 @@ impl Ty {
             Ty::Int => "a whole number",
             Ty::Float => "a decimal number",
             Ty::Str | Ty::MaybeStr => "text",
-            Ty::Fields(_) | Ty::TextMap | Ty::Open => "a map",
-            Ty::TextList => "a list",
+            Ty::Fields(_) | Ty::TextMap | Ty::Open | Ty::Memory => "a map",
+            Ty::TextList | Ty::List => "a list",
         }
     }
 }
@@ -84,6 +89,9 @@ pub const SESSION: &[Field] = &[
     field("flow", Ty::MaybeStr),
     field("asked", Ty::Str),
     field("asked_rule", Ty::MaybeStr),
+    field("last_message", Ty::MaybeStr),
+    field("last_reply", Ty::MaybeStr),
+    field("history", Ty::List),
 ];
 
 /// The fields of `promotions`: the promotions on now and starting within the shop's
@@ -156,6 +164,10 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "safety",
         ty: Ty::Fields(SAFETY),
+    },
+    Variable {
+        name: "memory",
+        ty: Ty::Memory,
     },
 ];
 

@@ -307,6 +307,15 @@ impl Lowerer<'_> {
                     });
                     ended = Some(span);
                 }
+                StepKind::Memo(memo) => {
+                    if let Some(memo) = self.memo(memo, compiler, names, refs.remembered) {
+                        program.ops.push(Op {
+                            span,
+                            line: self.line(span),
+                            kind: OpKind::Memo(memo),
+                        });
+                    }
+                }
                 StepKind::Call(expr) => {
                     if let Some(script) = compiler.expr(expr, names, self.diagnostics) {
                         program.ops.push(Op {

@@ -18,6 +18,7 @@ mod data;
 mod flows;
 mod intents;
 mod languages;
+mod memory;
 mod rules;
 mod safety;
 mod shop;
@@ -152,17 +153,22 @@ impl Lowerer<'_> {
         let data_sources = self.data_sources(&items.sources);
         let source_names: Vec<String> = data_sources.iter().map(|s| s.name.clone()).collect();
         let promotion_names: Vec<String> = items.promotions.iter().map(|p| p.name.name.clone()).collect();
+        let remembered = memory::remembered(&items.rules, &items.flows);
         let compiler = Scripts(
             ScriptCompiler::new(&source_names, &shop.context)
                 .with_promotions(&promotion_names)
+                .with_memory(&remembered)
                 .with_files(self.sources),
             std::cell::RefCell::new(Vec::new()),
             std::cell::Cell::new(false),
             shop.languages.clone(),
+            Reads::default(),
         );
         let refs = Refs {
             intents: &intent_paths,
             entities: &entity_names,
+            rules: &items.rules,
+            remembered: &remembered,
         };
 
         let rules = self.rules(&items.rules, &compiler, &refs);
@@ -257,6 +263,8 @@ impl Lowerer<'_> {
             engine,
             promotion_readers: compiler.1.take(),
             reads_safety: compiler.2.get(),
+            reads_memory: compiler.4.memory.get(),
+            reads_past: compiler.4.past.get(),
         })
     }
 
@@ -311,13 +319,26 @@ impl Lowerer<'_> {
 /// of them runs (`RuleSet::promotion_readers`), and whether any reads `safety`, which a
 /// turn then builds (`RuleSet::reads_safety`).
 /// The fourth field is the shop's languages: a text's variants in them are compiled
-/// (`languages.rs` reports the others).
+/// (`languages.rs` reports the others). The fifth notes whether any script reads
+/// `memory` or the conversation's past (`RuleSet::reads_memory`, `RuleSet::reads_past`).
 struct Scripts(
     ScriptCompiler,
     std::cell::RefCell<Vec<Span>>,
     std::cell::Cell<bool>,
     Vec<Lang>,
+    Reads,
 );
+
+/// What the rule set's scripts read that a turn builds only when some script does.
+#[derive(Default)]
+struct Reads {
+    /// The `memory` variable.
+    memory: std::cell::Cell<bool>,
+    /// `session.history`, `session.last_message` or `session.last_reply`: any script
+    /// reading `session` whose text names one of them or indexes it (`session[…]`), a
+    /// superset, never a miss.
+    past: std::cell::Cell<bool>,
+}
 
 impl Scripts {
     /// Compiles a backtick expression whose value is used as it is (`set`, `call`).
@@ -338,12 +359,19 @@ impl Scripts {
     /// problems inside a template point at their place in the literal. A variant in a
     /// language the shop does not declare is left out (`languages.rs` reports it).
     fn template(&self, text: &Str, names: &Names<'_>, diagnostics: &mut Vec<Diagnostic>) -> Option<Texts> {
-        let mut texts = Texts::new(self.one_template(text, names, diagnostics)?);
+        // The variants are compiled even when the shop language's text fails, so that a
+        // mistake in one of them is reported in the same run.
+        let default = self.one_template(text, names, diagnostics);
+        let mut variants = Vec::new();
         for (code, variant) in &text.variants {
             let lang = Lang::parse(&code.name).filter(|l| self.3.iter().skip(1).any(|d| d == l));
-            if let (Some(lang), Some(template)) = (lang, self.one_template(variant, names, diagnostics))
-                && texts.variant(lang).is_none()
-            {
+            if let (Some(lang), Some(template)) = (lang, self.one_template(variant, names, diagnostics)) {
+                variants.push((lang, template));
+            }
+        }
+        let mut texts = Texts::new(default?);
+        for (lang, template) in variants {
+            if texts.variant(lang).is_none() {
                 texts.by_language.push((lang, template));
             }
         }
@@ -366,13 +394,26 @@ impl Scripts {
     /// Notes a script that reads the `promotions` or the `safety` variable.
     fn note(&self, script: &Script) {
         let (mut promotions, mut safety) = (false, false);
+        let (mut memory, mut session) = (false, false);
         script.ast.walk(&mut |path: &[rhai::ASTNode]| {
             if let Some(rhai::ASTNode::Expr(rhai::Expr::Variable(var, _, _))) = path.last() {
                 promotions |= var.1.as_str() == "promotions";
                 safety |= var.1.as_str() == "safety";
+                memory |= var.1.as_str() == "memory";
+                session |= var.1.as_str() == "session";
             }
             true
         });
+        if memory {
+            self.4.memory.set(true);
+        }
+        if session
+            && ["history", "last_message", "last_reply", "session["]
+                .iter()
+                .any(|word| script.source.contains(word))
+        {
+            self.4.past.set(true);
+        }
         if promotions {
             self.1.borrow_mut().push(script.span);
         }
@@ -386,6 +427,10 @@ impl Scripts {
 struct Refs<'a> {
     intents: &'a BTreeSet<String>,
     entities: &'a BTreeSet<String>,
+    /// The rules, for `on yes to RULE`.
+    rules: &'a [ast::Rule],
+    /// Every name remembered somewhere (`memory::remembered`), for `forget`.
+    remembered: &'a [String],
 }
 
 /// Every reply the shop wrote out in full, without `{...}` holes: rule replies, promotion

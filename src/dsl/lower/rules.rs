@@ -38,6 +38,7 @@ impl Lowerer<'_> {
                 }
                 Some(Trigger::Intents(out))
             }
+            TriggerKind::Answer { yes, rule } => self.answer_trigger(*yes, rule, refs.rules),
         }
     }
 
@@ -75,11 +76,17 @@ impl Lowerer<'_> {
                 .when
                 .as_ref()
                 .and_then(|w| compiler.condition(w, &names, self.diagnostics));
+            let memos = rule
+                .memos
+                .iter()
+                .filter_map(|m| self.memo(m, compiler, &names, refs.remembered))
+                .collect();
             let reply = rule
                 .reply
                 .as_ref()
                 .and_then(|r| compiler.template(r, &names, self.diagnostics));
             out.push(Rule {
+                memos,
                 name: rule.name.name.clone(),
                 triggers,
                 when,
@@ -314,7 +321,7 @@ fn covers(earlier: &[Trigger], later: &[Trigger]) -> bool {
     later.iter().all(|t| match t {
         Trigger::Keywords(k) => k.iter().all(|w| keywords.contains(&w.to_lowercase())),
         Trigger::Intents(p) => p.iter().all(|x| patterns.contains(x)),
-        Trigger::Entity(_) => earlier.contains(t),
+        Trigger::Entity(_) | Trigger::Answer { .. } => earlier.contains(t),
     })
 }
 
@@ -327,10 +334,12 @@ pub(super) fn build_index(
     let mut keywords = Vec::new();
     let mut by_intent = Vec::new();
     let mut by_entity = Vec::new();
+    let mut by_answer = Vec::new();
     let mut add = |trigger: &Trigger, owner: Owner| match trigger {
         Trigger::Keywords(words) => keywords.extend(words.iter().map(|w| (w.clone(), owner))),
         Trigger::Intents(patterns) => by_intent.extend(patterns.iter().map(|p| (p.clone(), owner))),
         Trigger::Entity(e) => by_entity.push((e.clone(), owner)),
+        Trigger::Answer { rule, yes } => by_answer.push(((rule.clone(), *yes), owner)),
     };
     for (i, rule) in rules.iter().enumerate() {
         rule.triggers.iter().for_each(|t| add(t, Owner::Rule(i)));
@@ -347,5 +356,5 @@ pub(super) fn build_index(
         keywords.extend(intent.keywords.iter().map(|k| (k.clone(), Owner::Intent(i))));
     }
     let names: Vec<String> = intents.iter().map(|i| i.name.clone()).collect();
-    TriggerIndex::build(keywords, by_intent, by_entity, &names)
+    TriggerIndex::build(keywords, by_intent, by_entity, &names).with_answers(by_answer)
 }

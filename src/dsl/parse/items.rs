@@ -297,9 +297,29 @@ impl Builder<'_> {
         let kind = match target.as_rule() {
             Rule::keyword_trigger => TriggerKind::Keywords(self.strings(Self::first_inner(target))),
             Rule::entity_trigger => TriggerKind::Entity(self.ident(Self::first_inner(target))),
+            Rule::answer_trigger => {
+                let mut parts = inner(target);
+                let yes = parts.next().expect("yes or no").as_str() == "yes";
+                let rule = self.ident(parts.next().expect("rule name"));
+                TriggerKind::Answer { yes, rule }
+            }
             _ => TriggerKind::Intents(inner(target).map(|p| self.ident(p)).collect()),
         };
         Trigger { span, kind }
+    }
+
+    /// `` remember NAME = `expr` `` or `forget NAME`.
+    fn memo(&mut self, pair: Pair<'_, Rule>) -> Memo {
+        let remember = pair.as_rule() == Rule::remember;
+        let mut parts = inner(pair);
+        let name = self.ident(parts.next().expect("memory name"));
+        match parts.next() {
+            Some(value) if remember => Memo::Remember {
+                name,
+                value: self.expr(value),
+            },
+            _ => Memo::Forget(name),
+        }
     }
 
     fn handoff(&mut self, pair: Pair<'_, Rule>) -> Handoff {
@@ -321,6 +341,7 @@ impl Builder<'_> {
             handoff: None,
             priority: None,
             flow_action: None,
+            memos: Vec::new(),
         };
         for field in fields {
             let fspan = self.span(&field);
@@ -341,6 +362,7 @@ impl Builder<'_> {
                         "end flow` or `cancel flow",
                     );
                 }
+                Rule::remember | Rule::forget => rule.memos.push(self.memo(field)),
                 Rule::when => {
                     let v = self.expr(Self::first_inner(field));
                     let first = rule.when.as_ref().map(|e| e.span);
@@ -594,6 +616,7 @@ impl Builder<'_> {
             }
             Rule::goto => StepKind::Goto(self.ident(Self::first_inner(pair))),
             Rule::call => StepKind::Call(self.expr(Self::first_inner(pair))),
+            Rule::remember | Rule::forget => StepKind::Memo(self.memo(pair)),
             Rule::reply => StepKind::Reply(self.string(Self::first_inner(pair))),
             Rule::handoff => StepKind::Handoff(self.handoff(pair)),
             Rule::end => StepKind::End,

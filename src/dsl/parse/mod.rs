@@ -66,6 +66,7 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_fallback_message
             | Rule::kw_file
             | Rule::kw_flag
+            | Rule::kw_forget
             | Rule::kw_flow
             | Rule::kw_flow_timeout
             | Rule::kw_for
@@ -88,6 +89,7 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_pii
             | Rule::kw_policy
             | Rule::kw_priority
+            | Rule::kw_remember
             | Rule::kw_promotion
             | Rule::kw_reply
             | Rule::kw_retry
