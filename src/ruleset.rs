@@ -75,6 +75,9 @@ pub struct RuleSet {
     /// Whether any script reads the `safety` variable: a turn builds it only then, as
     /// most rule sets never read it and every turn would pay for the map.
     pub reads_safety: bool,
+    /// Whether any script reads the `all_entities` variable: a turn builds its lists only
+    /// then.
+    pub reads_all_entities: bool,
 }
 
 impl std::fmt::Debug for RuleSet {

@@ -253,13 +253,15 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
     scope.push("message", input.message.to_string());
     scope.push_dynamic("intent", u.intent.clone().map_or(Dynamic::UNIT, Dynamic::from));
     scope.push("confidence", u.confidence);
-    let mut entities = Map::new();
-    for e in &u.entities {
-        entities
-            .entry(e.name.as_str().into())
-            .or_insert_with(|| e.value.clone().into());
-    }
-    scope.push_dynamic("entities", Dynamic::from_map(entities));
+    scope.push_dynamic("entities", Dynamic::from_map(u.entities_map()));
+    // Every match in order, built only for a rule set whose scripts read it (most never
+    // do, and a turn with entities would pay for the lists).
+    let all_entities = if input.rules.reads_all_entities && !u.entities.is_empty() {
+        u.all_entities_map()
+    } else {
+        Map::new()
+    };
+    scope.push_dynamic("all_entities", Dynamic::from_map(all_entities));
     scope.push("emotion", u.emotion.as_str().to_string());
     scope.push("reading", rhai::ImmutableString::from(input.reading.name()));
     let language = input.session.language.unwrap_or_else(|| input.rules.shop.language());
@@ -327,6 +329,9 @@ mod tests {
             Ty::TextList => value
                 .read_lock::<rhai::Array>()
                 .is_some_and(|a| a.iter().all(|v| v.is_string())),
+            Ty::ListMap => value
+                .read_lock::<Map>()
+                .is_some_and(|m| !m.is_empty() && m.values().all(|v| v.is_array())),
             Ty::Open => value.is_map() || value.is_unit(),
         }
     }
@@ -340,8 +345,9 @@ mod tests {
             crate::dsl::LoadOptions { quick_training: true },
         );
         let mut rules = compiled.rules.expect("the engine's test shop loads");
-        // As a rule set whose scripts read `safety` has it built.
+        // As a rule set whose scripts read `safety` and `all_entities` has them built.
         rules.reads_safety = true;
+        rules.reads_all_entities = true;
         let mut session = Session::new("s");
         session.slots.insert("order_id".into(), "202611010001".into());
         session.last_intent = Some("售后.退货".into());

@@ -83,6 +83,13 @@ pub struct Entity {
     pub matcher: EntityMatcher,
 }
 
+impl Entity {
+    /// Whether its value is a map of fields: a regex with named groups (`(?<amount>…)`).
+    pub fn has_fields(&self) -> bool {
+        matches!(&self.matcher, EntityMatcher::Regex(re) if re.capture_names().any(|n| n.is_some()))
+    }
+}
+
 /// How an entity is recognised in a message.
 #[derive(Clone, Debug)]
 pub enum EntityMatcher {
@@ -200,7 +207,7 @@ impl Recognizer {
         // first lexicon needs them.
         let mut compounds: Option<Vec<(usize, usize)>> = None;
         for (name, matcher) in &self.entities {
-            let mut push = |start: usize, end: usize, value: String| {
+            let mut push_fields = |start: usize, end: usize, value: String, fields: Vec<(String, String)>| {
                 let (s, e) = folded.original_span(start, end);
                 out.push(EntityMatch {
                     name: name.clone(),
@@ -208,12 +215,16 @@ impl Recognizer {
                     text: text[s..e].to_string(),
                     start: s,
                     end: e,
+                    fields,
                 });
             };
+            let mut push = |start: usize, end: usize, value: String| push_fields(start, end, value, Vec::new());
             let f = folded.text.as_str();
             match matcher {
                 Matcher::Regex(re) => {
-                    for m in re.find_iter(f) {
+                    let named = re.capture_names().any(|n| n.is_some());
+                    for c in captures_if(re, f, named) {
+                        let m = c.get(0).expect("match");
                         // Digits glued to more digits are part of a longer number: a
                         // 12-digit order pattern must not take the first 12 digits of a
                         // 16-digit one, nor a height pattern "191" out of its middle.
@@ -226,7 +237,8 @@ impl Recognizer {
                         let start = m.start() + (text.len() - text.trim_start().len());
                         let end = m.end() - (text.len() - text.trim_end().len());
                         if start < end {
-                            push(start, end, f[start..end].to_string());
+                            let fields = if named { named_fields(re, &c) } else { Vec::new() };
+                            push_fields(start, end, f[start..end].to_string(), fields);
                         }
                     }
                 }
@@ -269,6 +281,43 @@ impl Recognizer {
 /// `is_match` first (a DFA scan, no allocation) skips that for the common case.
 fn captures<'h>(re: &'h Regex, f: &'h str) -> impl Iterator<Item = regex::Captures<'h>> + 'h {
     re.is_match(f).then(|| re.captures_iter(f)).into_iter().flatten()
+}
+
+/// Every match of `re` in `f`: with its groups' captures when `groups` (a regex with
+/// named groups), else the whole match only (the faster search).
+fn captures_if<'h>(re: &'h Regex, f: &'h str, groups: bool) -> Box<dyn Iterator<Item = Match<'h>> + 'h> {
+    if groups {
+        Box::new(re.captures_iter(f).map(Match::Groups))
+    } else {
+        Box::new(re.find_iter(f).map(Match::Whole))
+    }
+}
+
+/// One match of a regex entity: the whole match, or the captures of its groups.
+enum Match<'h> {
+    Whole(regex::Match<'h>),
+    Groups(regex::Captures<'h>),
+}
+
+impl<'h> Match<'h> {
+    /// The whole match (`0`) or nothing else: groups are read by [`named_fields`].
+    fn get(&self, i: usize) -> Option<regex::Match<'h>> {
+        match self {
+            Match::Whole(m) if i == 0 => Some(*m),
+            Match::Whole(_) => None,
+            Match::Groups(c) => c.get(i),
+        }
+    }
+}
+
+/// The named groups of a match, in pattern order, with the text each took (trimmed); a
+/// group that took no part is left out.
+fn named_fields(re: &Regex, m: &Match<'_>) -> Vec<(String, String)> {
+    let Match::Groups(c) = m else { return Vec::new() };
+    re.capture_names()
+        .flatten()
+        .filter_map(|name| c.name(name).map(|g| (name.to_string(), g.as_str().trim().to_string())))
+        .collect()
 }
 
 /// Whether the match `start..end` of `f` begins or ends with a digit that continues

@@ -49,6 +49,8 @@ pub struct ScriptCompiler {
     base_variables: Vec<String>,
     context: Vec<String>,
     promotions: Vec<String>,
+    /// Entities whose value is a map of fields (see [`Self::with_grouped_entities`]).
+    grouped: Vec<String>,
     /// The rule files, for each script's `path:line:col` (see [`Script::location`]).
     files: Option<SourceMap>,
 }
@@ -69,6 +71,7 @@ impl ScriptCompiler {
             .collect();
         functions.extend(RHAI_KEYWORD_FUNCTIONS.iter().map(|s| s.to_string()));
         functions.extend(HOST_FUNCTIONS.iter().map(|s| s.to_string()));
+        functions.extend(super::matching::REGEX_FUNCTIONS.iter().map(|s| s.to_string()));
         functions.extend(sources.iter().cloned());
         let mut base_variables: Vec<String> = super::BUILTIN_VARIABLES.iter().map(|s| s.to_string()).collect();
         base_variables.extend(context.iter().cloned());
@@ -80,6 +83,7 @@ impl ScriptCompiler {
             base_variables,
             context: context.to_vec(),
             promotions: Vec::new(),
+            grouped: Vec::new(),
             files: None,
         }
     }
@@ -101,6 +105,13 @@ impl ScriptCompiler {
             }
             _ => Arc::from(""),
         }
+    }
+
+    /// Knows the entities whose value is a map of fields (regexes with named groups), so
+    /// that `entities.order_card.amount` is not read as a field of text.
+    pub fn with_grouped_entities(mut self, names: &[String]) -> Self {
+        self.grouped = names.to_vec();
+        self
     }
 
     /// Knows the rule set's promotions, so that `offer("名字")` is checked.
@@ -245,6 +256,7 @@ impl ScriptCompiler {
             locals: &names.variables,
             slots: names.slots,
             promotions: &self.promotions,
+            grouped: &self.grouped,
         };
         let compiled = if expression_only {
             self.engine.compile_expression(source)

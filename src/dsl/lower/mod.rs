@@ -152,13 +152,20 @@ impl Lowerer<'_> {
         let data_sources = self.data_sources(&items.sources);
         let source_names: Vec<String> = data_sources.iter().map(|s| s.name.clone()).collect();
         let promotion_names: Vec<String> = items.promotions.iter().map(|p| p.name.name.clone()).collect();
+        let grouped: Vec<String> = entities
+            .iter()
+            .filter(|e| e.has_fields())
+            .map(|e| e.name.clone())
+            .collect();
         let compiler = Scripts(
             ScriptCompiler::new(&source_names, &shop.context)
                 .with_promotions(&promotion_names)
+                .with_grouped_entities(&grouped)
                 .with_files(self.sources),
             std::cell::RefCell::new(Vec::new()),
             std::cell::Cell::new(false),
             shop.languages.clone(),
+            std::cell::Cell::new(false),
         );
         let refs = Refs {
             intents: &intent_paths,
@@ -257,6 +264,7 @@ impl Lowerer<'_> {
             engine,
             promotion_readers: compiler.1.take(),
             reads_safety: compiler.2.get(),
+            reads_all_entities: compiler.4.get(),
         })
     }
 
@@ -311,12 +319,14 @@ impl Lowerer<'_> {
 /// of them runs (`RuleSet::promotion_readers`), and whether any reads `safety`, which a
 /// turn then builds (`RuleSet::reads_safety`).
 /// The fourth field is the shop's languages: a text's variants in them are compiled
-/// (`languages.rs` reports the others).
+/// (`languages.rs` reports the others); the fifth, whether any script reads
+/// `all_entities` (`RuleSet::reads_all_entities`).
 struct Scripts(
     ScriptCompiler,
     std::cell::RefCell<Vec<Span>>,
     std::cell::Cell<bool>,
     Vec<Lang>,
+    std::cell::Cell<bool>,
 );
 
 impl Scripts {
@@ -365,14 +375,18 @@ impl Scripts {
 
     /// Notes a script that reads the `promotions` or the `safety` variable.
     fn note(&self, script: &Script) {
-        let (mut promotions, mut safety) = (false, false);
+        let (mut promotions, mut safety, mut all_entities) = (false, false, false);
         script.ast.walk(&mut |path: &[rhai::ASTNode]| {
             if let Some(rhai::ASTNode::Expr(rhai::Expr::Variable(var, _, _))) = path.last() {
                 promotions |= var.1.as_str() == "promotions";
                 safety |= var.1.as_str() == "safety";
+                all_entities |= var.1.as_str() == "all_entities";
             }
             true
         });
+        if all_entities {
+            self.4.set(true);
+        }
         if promotions {
             self.1.borrow_mut().push(script.span);
         }
