@@ -41,6 +41,11 @@ pub struct Session {
     /// The product talked about last (request context `product`), so that "这件" in a
     /// later message still refers to it.
     pub product: Option<serde_json::Value>,
+    /// Request-context maps set by cards the customer sent (`card … as order`), by map
+    /// name: the newest card's fields. A later turn whose request lacks the map reads this
+    /// one, so "这个怎么还没发货" after an order card is about that order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub card_context: BTreeMap<String, serde_json::Value>,
     /// Emotions of recent customer messages, oldest first.
     pub emotions: Vec<Emotion>,
     /// What kefu asked in its last reply, so that a short reply ("可以", "第二个",

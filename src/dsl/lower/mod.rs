@@ -14,6 +14,7 @@
 //! their triggers, and the trigger index), `flows` (flows compiled to programs) and
 //! `safety` (the word lists, allow list and PII kinds).
 
+mod cards;
 mod data;
 mod flows;
 mod intents;
@@ -46,6 +47,7 @@ struct Items {
     shops: Vec<ast::Shop>,
     intents: Vec<ast::Intent>,
     entities: Vec<ast::Entity>,
+    cards: Vec<ast::Card>,
     sources: Vec<ast::Source>,
     rules: Vec<ast::Rule>,
     promotions: Vec<ast::Promotion>,
@@ -73,6 +75,7 @@ pub fn lower(
                 Item::Shop(x) => items.shops.push(*x),
                 Item::Intent(x) => items.intents.push(x),
                 Item::Entity(x) => items.entities.push(x),
+                Item::Card(x) => items.cards.push(x),
                 Item::Source(x) => items.sources.push(x),
                 Item::Rule(x) => items.rules.push(x),
                 Item::Promotion(x) => items.promotions.push(x),
@@ -128,6 +131,7 @@ impl Lowerer<'_> {
         for (kind, names) in [
             ("intent", items.intents.iter().map(|x| &x.name).collect::<Vec<_>>()),
             ("entity", items.entities.iter().map(|x| &x.name).collect()),
+            ("card", items.cards.iter().map(|x| &x.name).collect()),
             ("source", items.sources.iter().map(|x| &x.name).collect()),
             ("rule", items.rules.iter().map(|x| &x.name).collect()),
             ("promotion", items.promotions.iter().map(|x| &x.name).collect()),
@@ -156,6 +160,7 @@ impl Lowerer<'_> {
             .iter()
             .filter(|e| e.has_fields())
             .map(|e| e.name.clone())
+            .chain(items.cards.iter().map(|c| c.name.name.clone()))
             .collect();
         let compiler = Scripts(
             ScriptCompiler::new(&source_names, &shop.context)
@@ -167,9 +172,12 @@ impl Lowerer<'_> {
             shop.languages.clone(),
             std::cell::Cell::new(false),
         );
+        let cards = self.cards(&items.cards, &shop, &entity_names, &compiler);
+        let card_names: BTreeSet<String> = items.cards.iter().map(|c| c.name.name.clone()).collect();
         let refs = Refs {
             intents: &intent_paths,
             entities: &entity_names,
+            cards: &card_names,
         };
 
         let rules = self.rules(&items.rules, &compiler, &refs);
@@ -265,6 +273,7 @@ impl Lowerer<'_> {
             promotion_readers: compiler.1.take(),
             reads_safety: compiler.2.get(),
             reads_all_entities: compiler.4.get(),
+            cards,
         })
     }
 
@@ -400,6 +409,8 @@ impl Scripts {
 struct Refs<'a> {
     intents: &'a BTreeSet<String>,
     entities: &'a BTreeSet<String>,
+    /// The declared cards (`on card NAME`).
+    cards: &'a BTreeSet<String>,
 }
 
 /// Every reply the shop wrote out in full, without `{...}` holes: rule replies, promotion
