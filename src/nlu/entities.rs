@@ -882,6 +882,73 @@ mod tests {
     }
 
     #[test]
+    fn named_groups_are_fields_and_every_match_is_kept_in_order() {
+        let card = Entity {
+            name: "card".into(),
+            matcher: EntityMatcher::Regex(
+                Regex::new(r"\[订单编号[:：](?<id>\d+)[，,]订单金额[:：](?P<amount>[\d.]+)(?:[，,]备注[:：](?<note>[^\]]+))?\]")
+                    .unwrap(),
+            ),
+        };
+        assert!(card.has_fields());
+        let text = "[订单编号:202611020001，订单金额:59.00][订单编号：202611080004,订单金额：99.00，备注:加急] 这两个";
+        let found: Vec<EntityMatch> = Recognizer::new(std::slice::from_ref(&card))
+            .find(text, today())
+            .into_iter()
+            .filter(|e| e.name == "card")
+            .collect();
+        assert_eq!(found.len(), 2);
+        assert_eq!(
+            found[0].fields,
+            [("id".into(), "202611020001".into()), ("amount".into(), "59.00".into())]
+        );
+        // A group that took no part is left out; the value stays the whole match.
+        assert_eq!(found[1].fields.len(), 3);
+        assert_eq!(found[1].fields[2], ("note".into(), "加急".into()));
+        // Values and fields are read on the message with full-width ASCII folded ("，" → ",").
+        assert_eq!(found[1].text, &text[found[1].start..found[1].end]);
+        assert_eq!(found[1].value, found[1].text.replace('：', ":").replace('，', ","));
+
+        let u = crate::nlu::Understanding {
+            entities: found,
+            ..Default::default()
+        };
+        let first = u.entities_map()["card"].clone().cast::<rhai::Map>();
+        assert_eq!(first["amount"].to_string(), "59.00");
+        assert_eq!(first["text"].to_string(), "[订单编号:202611020001,订单金额:59.00]");
+        let all = u.all_entities_map()["card"].clone().cast::<rhai::Array>();
+        let amounts: Vec<String> = all
+            .into_iter()
+            .map(|m| m.cast::<rhai::Map>()["amount"].to_string())
+            .collect();
+        assert_eq!(amounts, ["59.00", "99.00"]);
+    }
+
+    #[test]
+    fn a_regex_without_named_groups_stays_text() {
+        let plain = Entity {
+            name: "order_id".into(),
+            matcher: EntityMatcher::Regex(Regex::new(r"(\d{12})").unwrap()),
+        };
+        assert!(!plain.has_fields());
+        let found = Recognizer::new(&[plain]).find("订单 202611020001 和 202611080004", today());
+        let ids: Vec<&EntityMatch> = found.iter().filter(|e| e.name == "order_id").collect();
+        assert!(ids.iter().all(|e| e.fields.is_empty()));
+        let u = crate::nlu::Understanding {
+            entities: found.clone(),
+            ..Default::default()
+        };
+        assert_eq!(u.entities_map()["order_id"].to_string(), "202611020001");
+        let all: Vec<String> = u.all_entities_map()["order_id"]
+            .clone()
+            .cast::<rhai::Array>()
+            .into_iter()
+            .map(|v| v.to_string())
+            .collect();
+        assert_eq!(all, ["202611020001", "202611080004"]);
+    }
+
+    #[test]
     fn a_long_repetitive_synonym_builds_as_an_nfa() {
         // An 8,000-character synonym made the default DFA build for 22 s; the lexicon is
         // built as a contiguous NFA past `DFA_MAX_SURFACE` and still finds it.
