@@ -244,3 +244,27 @@ pub fn new_token() -> String {
         out
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session stored before cards has no `card_context` and still loads; one with a
+    /// card's context keeps it through a store and load.
+    #[test]
+    fn card_context_is_optional_in_stored_sessions() {
+        let mut session = Session::new("s");
+        let before = serde_json::to_value(&session).unwrap();
+        assert!(before.get("card_context").is_none(), "an empty map is not written");
+        let loaded: Session = serde_json::from_value(before).unwrap();
+        assert!(loaded.card_context.is_empty());
+
+        session.card_context.insert(
+            "order".into(),
+            serde_json::json!({ "id": "202611100005", "amount": "89.00" }),
+        );
+        let text = serde_json::to_string(&session).unwrap();
+        let loaded: Session = serde_json::from_str(&text).unwrap();
+        assert_eq!(loaded.card_context["order"]["id"], "202611100005");
+    }
+}

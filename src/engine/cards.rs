@@ -6,16 +6,16 @@
 //! cards' text is cut out, so the question that came with them is understood on its own;
 //! and a message that is nothing but cards (and punctuation or particles) is "alone".
 
-use crate::RuleSet;
 use crate::nlu::EntityMatch;
+use crate::ruleset::Card;
 
 /// The cards of one message.
 pub(super) struct Found {
     /// Every card, in order of position, as an entity named after its card, with spans in
     /// the message as the customer sent it (after masking).
     pub matches: Vec<EntityMatch>,
-    /// The card of the last match (an index into `RuleSet::cards`): its fields are the
-    /// context.
+    /// The card of the last match (an index into the cards searched, `RuleSet::cards`):
+    /// its fields are the context.
     pub last: usize,
     /// The message with the cards cut out, the pieces around them joined by a space.
     pub rest: String,
@@ -60,14 +60,14 @@ fn filler(c: char) -> bool {
         || "嗯啊哦噢呢吧呀哈的了么嘛哇喔～".contains(c)
 }
 
-/// The cards of `message`, or `None` when it has none (one search per card kind; a
-/// rule set without cards pays nothing).
-pub(super) fn find(rules: &RuleSet, message: &str) -> Option<Found> {
-    if rules.cards.is_empty() {
+/// The `cards` (a rule set's) in `message`, or `None` when it has none (one search per
+/// card kind; a rule set without cards pays nothing).
+pub(super) fn find(cards: &[Card], message: &str) -> Option<Found> {
+    if cards.is_empty() {
         return None;
     }
     let mut found: Vec<(usize, EntityMatch)> = Vec::new();
-    for (i, card) in rules.cards.iter().enumerate() {
+    for (i, card) in cards.iter().enumerate() {
         if !card.regex.is_match(message) {
             continue;
         }
@@ -124,4 +124,71 @@ pub(super) fn find(rules: &RuleSet, message: &str) -> Option<Found> {
         last,
         rest,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cards() -> Vec<Card> {
+        let card = |name: &str, pattern: &str| Card {
+            name: name.into(),
+            regex: regex::Regex::new(pattern).unwrap(),
+            context: "order".into(),
+            alone: None,
+            location: String::new(),
+        };
+        vec![
+            card(
+                "订单卡片",
+                r"\[订单编号[:：](?<id>\d+)[，,]\s*订单金额[:：](?<amount>[\d.]+)[^\]]*\]",
+            ),
+            card("商品", r"\[商品编号[:：](?<sku>\d+)\]"),
+        ]
+    }
+
+    #[test]
+    fn a_card_with_a_question_is_cut_out_and_its_fields_are_the_context() {
+        let found = find(
+            &cards(),
+            "[订单编号:202611100005，订单金额:89.00，下单时间:2026-11-10 10:21:05] 这个怎么还没发货",
+        )
+        .unwrap();
+        assert_eq!(found.rest, "这个怎么还没发货");
+        assert!(!found.alone());
+        assert_eq!(found.last, 0);
+        assert_eq!(
+            found.context(),
+            serde_json::json!({ "id": "202611100005", "amount": "89.00" })
+        );
+        assert_eq!(found.matches[0].name, "订单卡片");
+    }
+
+    #[test]
+    fn a_card_alone_may_have_punctuation_and_particles_around_it() {
+        for message in [
+            "[订单编号:1，订单金额:2]",
+            " [订单编号:1，订单金额:2] ？",
+            "[订单编号:1,订单金额:2]呢~",
+        ] {
+            assert!(find(&cards(), message).unwrap().alone(), "{message}");
+        }
+        assert!(!find(&cards(), "[订单编号:1，订单金额:2] 退").unwrap().alone());
+        assert!(find(&cards(), "没有卡片的消息").is_none());
+        assert!(find(&[], "[订单编号:1，订单金额:2]").is_none());
+    }
+
+    #[test]
+    fn several_cards_keep_their_order_and_the_last_is_the_context() {
+        let found = find(
+            &cards(),
+            "[订单编号:1，订单金额:2] 和 [商品编号:77] 哪个先到 [订单编号:3，订单金额:4]",
+        )
+        .unwrap();
+        let names: Vec<&str> = found.matches.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["订单卡片", "商品", "订单卡片"]);
+        assert_eq!(found.rest, "和 哪个先到");
+        assert_eq!(found.last, 0);
+        assert_eq!(found.context()["id"], "3");
+    }
 }

@@ -265,7 +265,7 @@ pub(super) fn run(
 
     // Cards the platform put in the message: their fields are this turn's context (and
     // the conversation's), and the question that came with them is understood alone.
-    let cards = super::cards::find(rules, &message);
+    let cards = super::cards::find(&rules.cards, &message);
     let (mut said, mut card_alone) = (None, None);
     let message = match &cards {
         None => message,
@@ -294,8 +294,21 @@ pub(super) fn run(
     // `as_of` understand them as they were meant.
     let mut understanding = rules.nlu.understand_on(&message, &context, now.date_naive());
     if let Some(found) = &cards {
-        // The cards are entities of the message too, before those of the rest.
-        understanding.entities.splice(0..0, found.matches.iter().cloned());
+        // The cards are entities of the message too, before those of the rest; so are the
+        // entities written inside a card that was cut out (its order number fills an
+        // `ask order_id`, `entities.order_id` reads it).
+        let mut carried = Vec::new();
+        for card in &found.matches {
+            carried.push(card.clone());
+            if said.is_some() {
+                for mut e in rules.nlu.recognizer().find(&card.text, now.date_naive()) {
+                    e.start += card.start;
+                    e.end += card.start;
+                    carried.push(e);
+                }
+            }
+        }
+        understanding.entities.splice(0..0, carried);
     }
     let mut described = describe_understanding(&understanding);
     if language != rules.shop.language() {

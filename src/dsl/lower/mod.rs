@@ -195,6 +195,14 @@ impl Lowerer<'_> {
         }
 
         safety.vet(fixed_replies(&shop, &rules, &promotions, &flows, &fallback, &kb));
+        // A card's `alone` reply is a fixed reply too, when it has no holes.
+        safety.vet(
+            cards
+                .iter()
+                .filter_map(|c| c.alone.as_ref())
+                .flat_map(Texts::all)
+                .filter_map(Template::as_literal),
+        );
         let triggers = build_index(&intents, &rules, &promotions, &flows);
         let mut nlu_options = NluOptions {
             threshold: shop.threshold,
