@@ -82,6 +82,11 @@ pub struct RuleSet {
     /// `session.last_reply`: they are built only then, so a rule set that never reads
     /// them does not pay for 20 maps and two texts a turn.
     pub reads_past: bool,
+    /// Whether any script reads the `all_entities` variable: a turn builds its lists only
+    /// then.
+    pub reads_all_entities: bool,
+    /// The message kinds (`card` items), in file order.
+    pub cards: Vec<Card>,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -266,6 +271,25 @@ pub enum Memo {
     },
     /// `forget NAME`
     Forget(String),
+}
+
+/// A message kind the platform inserts into a customer's message (a `card` item): an
+/// order card `[订单编号:…，订单金额:…]`. A turn finds it in the message, makes its named
+/// groups the request-context map `context` (and remembers them for the conversation),
+/// cuts its text out of the message before understanding, and answers a card sent alone
+/// with `alone` (docs/language.md, "Cards").
+#[derive(Clone, Debug)]
+pub struct Card {
+    /// Its name (`on card NAME`; also the entity its matches are in `entities`).
+    pub name: String,
+    /// How it is found; it has named groups, its fields.
+    pub regex: regex::Regex,
+    /// The request-context map its fields become (`order`).
+    pub context: String,
+    /// The answer to a card sent with nothing else, if the card has one.
+    pub alone: Option<Texts>,
+    /// `file:line` of its name, for traces.
+    pub location: String,
 }
 
 /// A deterministic answer.

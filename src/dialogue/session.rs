@@ -48,6 +48,11 @@ pub struct Session {
     /// The product talked about last (request context `product`), so that "这件" in a
     /// later message still refers to it.
     pub product: Option<serde_json::Value>,
+    /// Request-context maps set by cards the customer sent (`card … as order`), by map
+    /// name: the newest card's fields. A later turn whose request lacks the map reads this
+    /// one, so "这个怎么还没发货" after an order card is about that order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub card_context: BTreeMap<String, serde_json::Value>,
     /// Emotions of recent customer messages, oldest first.
     pub emotions: Vec<Emotion>,
     /// What kefu asked in its last reply, so that a short reply ("可以", "第二个",
@@ -330,5 +335,24 @@ mod tests {
         let s: Session = serde_json::from_str(old).unwrap();
         assert!(s.memory.is_empty());
         assert!(!serde_json::to_string(&s).unwrap().contains("memory"));
+    }
+
+    /// A session stored before cards has no `card_context` and still loads; one with a
+    /// card's context keeps it through a store and load.
+    #[test]
+    fn card_context_is_optional_in_stored_sessions() {
+        let mut session = Session::new("s");
+        let before = serde_json::to_value(&session).unwrap();
+        assert!(before.get("card_context").is_none(), "an empty map is not written");
+        let loaded: Session = serde_json::from_value(before).unwrap();
+        assert!(loaded.card_context.is_empty());
+
+        session.card_context.insert(
+            "order".into(),
+            serde_json::json!({ "id": "202611100005", "amount": "89.00" }),
+        );
+        let text = serde_json::to_string(&session).unwrap();
+        let loaded: Session = serde_json::from_str(&text).unwrap();
+        assert_eq!(loaded.card_context["order"]["id"], "202611100005");
     }
 }

@@ -95,6 +95,8 @@ pub enum Item {
     Intent(Intent),
     /// `entity x = ...`
     Entity(Entity),
+    /// `card x { ... }`
+    Card(Card),
     /// `source x = ...`
     Source(Source),
     /// `rule x { ... }`
@@ -182,6 +184,34 @@ pub struct Entity {
     pub kind: EntityKind,
 }
 
+/// `card name { pattern /…/ as order alone reply "…" }`: a message kind.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Card {
+    /// The card's name.
+    pub name: Ident,
+    /// The whole item.
+    pub span: Span,
+    /// `pattern /…/flags`.
+    pub pattern: Option<CardPattern>,
+    /// `as order`: the request-context map its fields become.
+    pub context: Option<Ident>,
+    /// `alone reply "…"`.
+    pub alone: Option<Str>,
+}
+
+/// A card's `pattern /…/flags`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CardPattern {
+    /// The pattern as written between the slashes.
+    pub pattern: String,
+    /// Where the pattern is written (between the slashes).
+    pub span: Span,
+    /// The flags after the closing slash.
+    pub flags: Ident,
+    /// The whole `pattern` line.
+    pub line: Span,
+}
+
 /// How an entity is recognised.
 #[derive(Clone, Debug, PartialEq)]
 pub enum EntityKind {
@@ -244,6 +274,8 @@ pub enum TriggerKind {
     Keywords(Vec<Str>),
     /// `on entity name`
     Entity(Ident),
+    /// `on card name`
+    Card(Ident),
     /// `on 售后.退货, 商品.*`
     Intents(Vec<Ident>),
     /// `on yes to RULE` (`yes` true) or `on no to RULE`: a clear yes or no to the offer

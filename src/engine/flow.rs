@@ -53,6 +53,16 @@ fn is_cancel(message: &str, words: Option<&[String]>) -> bool {
     }
 }
 
+/// The message's text before an entity. Found where the entity says it is, else where its
+/// text first occurs (an entity written inside a card that was cut out of the message has
+/// its place in the message as sent), else nothing.
+fn text_before<'m>(message: &'m str, e: &crate::nlu::EntityMatch) -> &'m str {
+    if message.get(e.start..e.end) == Some(e.text.as_str()) {
+        return &message[..e.start];
+    }
+    message.find(e.text.as_str()).map_or("", |at| &message[..at])
+}
+
 /// Whether the text before a value negates it: a negation in the two characters before it
 /// (punctuation and spaces aside), as in "不要红色", "没有XL", "别发顺丰", "不要 XL".
 fn negated(before: &str) -> bool {
@@ -162,7 +172,7 @@ impl Turn<'_> {
         let first = found.next()?;
         let why = if let Some(other) = found.find(|e| e.value != first.value) {
             format!("two values ({}, {})", first.value, other.value)
-        } else if negated(&self.message[..first.start.min(self.message.len())]) {
+        } else if negated(text_before(&self.message, first)) {
             format!("{} is negated", first.text)
         } else {
             return Some(first.value.clone());

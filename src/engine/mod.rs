@@ -17,6 +17,7 @@
 
 mod cache;
 mod candidates;
+mod cards;
 pub mod events;
 mod flow;
 mod model;

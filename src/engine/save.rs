@@ -9,7 +9,7 @@
 //! - another writer on the bot's side (a second message of the same customer answered on
 //!   another node, a job's notice, the customer's rating): both are kept. The turn's
 //!   messages are appended after what is there, its counts added, and the conversation
-//!   state it decided (flow, slots, product, last intent) replaces the older state.
+//!   state it decided (flow, slots, product, card context, last intent) replaces the older state.
 //!
 //! When nothing landed, which is nearly always, the turn's session is stored as it is,
 //! moved into the store without a copy (`store_if_unchanged`); only when something did is
@@ -156,6 +156,7 @@ fn lay_over(stored: &mut Option<Session>, read: Read, next: &Session, added: Add
         current.flow.clone_from(&next.flow);
         current.slots.clone_from(&next.slots);
         current.product.clone_from(&next.product);
+        current.card_context.clone_from(&next.card_context);
         current.asked.clone_from(&next.asked);
         for (name, value) in added.memory {
             // Checked against the turn's own session when remembered; here only a full

@@ -281,17 +281,6 @@ pub(crate) fn safety_map(findings: &[Finding]) -> Map {
     m
 }
 
-/// The `entities` map: each entity's first value.
-pub(crate) fn entities_map(u: &Understanding) -> Map {
-    let mut entities = Map::new();
-    for e in &u.entities {
-        entities
-            .entry(e.name.as_str().into())
-            .or_insert_with(|| e.value.clone().into());
-    }
-    entities
-}
-
 /// The `intents` list: every confident intent of the message, in order, each once: the
 /// parts' when the message was split into several questions, else `[intent]` (or `[]`
 /// when the intent is not confident).
@@ -345,8 +334,16 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
     scope.push("message", input.message.to_string());
     scope.push_dynamic("intent", u.intent.clone().map_or(Dynamic::UNIT, Dynamic::from));
     scope.push("confidence", u.confidence);
-    scope.push_dynamic("entities", Dynamic::from_map(entities_map(u)));
+    scope.push_dynamic("entities", Dynamic::from_map(u.entities_map()));
     scope.push_dynamic("intents", Dynamic::from_array(intents(input.rules, u, input.parts)));
+    // Every match in order, built only for a rule set whose scripts read it (most never
+    // do, and a turn with entities would pay for the lists).
+    let all_entities = if input.rules.reads_all_entities && !u.entities.is_empty() {
+        u.all_entities_map()
+    } else {
+        Map::new()
+    };
+    scope.push_dynamic("all_entities", Dynamic::from_map(all_entities));
     scope.push("emotion", u.emotion.as_str().to_string());
     scope.push("reading", rhai::ImmutableString::from(input.reading.name()));
     let language = input.session.language.unwrap_or_else(|| input.rules.shop.language());
@@ -424,6 +421,9 @@ mod tests {
                 .read_lock::<rhai::Array>()
                 .is_some_and(|a| a.iter().all(|v| v.is_map())),
             Ty::Memory => value.is_map(),
+            Ty::ListMap => value
+                .read_lock::<Map>()
+                .is_some_and(|m| !m.is_empty() && m.values().all(|v| v.is_array())),
             Ty::Open => value.is_map() || value.is_unit(),
         }
     }
@@ -441,6 +441,7 @@ mod tests {
         rules.reads_safety = true;
         rules.reads_memory = true;
         rules.reads_past = true;
+        rules.reads_all_entities = true;
         let mut session = Session::new("s");
         session.slots.insert("order_id".into(), "202611010001".into());
         session.last_intent = Some("售后.退货".into());

@@ -179,6 +179,12 @@ pub(super) struct Turn<'a> {
     part_answers: Vec<super::PartAnswer>,
     /// What the turn remembered (`Some`) or forgot (`None`), in order, for the save.
     memory_changes: Vec<(String, Option<serde_json::Value>)>,
+    /// The message as the customer sent it (masked), when cards were cut out of
+    /// `message`: the history and the response keep it whole.
+    pub said: Option<String>,
+    /// The card (an index into `RuleSet::cards`) the message is alone, when it has an
+    /// `alone` reply.
+    pub card_alone: Option<usize>,
 }
 
 /// Runs one turn on `rules`.
@@ -283,12 +289,53 @@ pub(super) fn run(
         }
     }
 
+    // Cards the platform put in the message: their fields are this turn's context (and
+    // the conversation's), and the question that came with them is understood alone.
+    let cards = super::cards::find(&rules.cards, &message);
+    let (mut said, mut card_alone) = (None, None);
+    let message = match &cards {
+        None => message,
+        Some(found) => {
+            let card = &rules.cards[found.last];
+            trace.push(step("card", format!("{} ({})", found.describe(), card.location)));
+            session.card_context.insert(card.context.clone(), found.context());
+            let alone = found.alone();
+            if alone && session.flow.is_none() && card.alone.is_some() {
+                card_alone = Some(found.last);
+            }
+            // A card alone while a flow waits is the flow's answer as sent (an `ask`
+            // finds its order number in it).
+            if alone && session.flow.is_some() {
+                message
+            } else {
+                said = Some(message);
+                found.rest.clone()
+            }
+        }
+    };
     let context = nlu::Context {
         recent_emotions: session.emotions.clone(),
     };
     // Relative dates ("昨天") resolve against the turn's shop-local day, so replays with
     // `as_of` understand them as they were meant.
     let mut understanding = rules.nlu.understand_on(&message, &context, now.date_naive());
+    if let Some(found) = &cards {
+        // The cards are entities of the message too, before those of the rest; so are the
+        // entities written inside a card that was cut out (its order number fills an
+        // `ask order_id`, `entities.order_id` reads it).
+        let mut carried = Vec::new();
+        for card in &found.matches {
+            carried.push(card.clone());
+            if said.is_some() {
+                for mut e in rules.nlu.recognizer().find(&card.text, now.date_naive()) {
+                    e.start += card.start;
+                    e.end += card.start;
+                    carried.push(e);
+                }
+            }
+        }
+        understanding.entities.splice(0..0, carried);
+    }
     let mut described = describe_understanding(&understanding);
     if language != rules.shop.language() {
         let _ = write!(described, ", language {language}");
@@ -359,6 +406,18 @@ pub(super) fn run(
         .segment()
         .map(|s| s.as_str().map_or_else(|| s.to_string(), str::to_string))
         .unwrap_or_default();
+    // Context maps cards set: this turn's card overrides the request's map, a remembered
+    // one fills in for a map the request lacks. Merged only when there are any.
+    let merged = (!session.card_context.is_empty()).then(|| {
+        let mut context = request.context.clone().unwrap_or_default();
+        let fresh = cards.as_ref().map(|f| rules.cards[f.last].context.as_str());
+        for (name, value) in &session.card_context {
+            if fresh == Some(name.as_str()) || !context.contains_key(name) {
+                context.insert(name.clone(), value.clone());
+            }
+        }
+        context
+    });
     let scope = scope::build(scope::ScopeInput {
         rules,
         session: &session,
@@ -368,7 +427,7 @@ pub(super) fn run(
         parts: &parts,
         findings: &verdict.findings,
         user: request.user.as_ref(),
-        context: request.context.as_ref(),
+        context: merged.as_ref().or(request.context.as_ref()),
         now: &now,
     });
     let host = Arc::new(TurnHost {
@@ -409,6 +468,8 @@ pub(super) fn run(
         parts: &parts,
         part_answers: Vec::new(),
         memory_changes: Vec::new(),
+        said,
+        card_alone,
     };
     let mut answer = host::with_host(host.clone(), || match turn.decide() {
         Decision::Answer(answer) => answer,
@@ -611,6 +672,9 @@ impl<'a> Turn<'a> {
         {
             return decision;
         }
+        if let Some(answer) = self.answer_card_alone() {
+            return Decision::Answer(answer);
+        }
         if !self.parts.is_empty()
             && let Some(answer) = self.answer_parts()
         {
@@ -755,6 +819,20 @@ impl<'a> Turn<'a> {
         let mut answer = Answer::new(AnswerSource::Faq, faq.answer.trim());
         answer.faq = Some(faq.id.clone());
         Some(answer)
+    }
+
+    /// A message that is a card and nothing else, answered by the card's `alone` reply.
+    fn answer_card_alone(&mut self) -> Option<Answer> {
+        let rules = self.rules;
+        let card = &rules.cards[self.card_alone?];
+        let alone = card.alone.as_ref()?;
+        self.covered.push(format!("card:{}", card.name));
+        self.trace.push(step(
+            "card",
+            format!("{} ({}) alone: its `alone` reply answers", card.name, card.location),
+        ));
+        let reply = self.render(alone, format_args!("card {}", card.name));
+        Some(Answer::new(AnswerSource::Rule, reply))
     }
 
     /// The first candidate rule, in answer order, whose `when` holds.
@@ -1000,7 +1078,8 @@ impl<'a> Turn<'a> {
             session.last_intent = self.understanding.intent.clone();
         }
         session.feel(self.understanding.emotion);
-        session.remember(Role::User, &self.message, now_ms);
+        let said = self.said.take().unwrap_or(self.message);
+        session.remember(Role::User, &said, now_ms);
         if !answer.reply.is_empty() {
             session.remember(Role::Bot, &answer.reply, now_ms);
         }
@@ -1024,14 +1103,14 @@ impl<'a> Turn<'a> {
         response.script_errors = self.script_errors;
         response.parts = self.part_answers;
         let added = save::Added {
-            message: &self.message,
+            message: &said,
             history,
             answered: true,
             queued: false,
             memory: &self.memory_changes,
         };
         let saved = save::save(self.engine, self.read, self.session, added);
-        response.message = self.message;
+        response.message = said;
         saved_response(response, saved)
     }
 }
@@ -1060,8 +1139,11 @@ impl<'a> Turn<'a> {
         self.scope
             .set_value("intent", u.intent.clone().map_or(Dynamic::UNIT, Dynamic::from));
         self.scope.set_value("confidence", u.confidence);
-        self.scope
-            .set_value("entities", Dynamic::from_map(scope::entities_map(&u)));
+        self.scope.set_value("entities", Dynamic::from_map(u.entities_map()));
+        if self.rules.reads_all_entities {
+            self.scope
+                .set_value("all_entities", Dynamic::from_map(u.all_entities_map()));
+        }
         self.retrieval = None;
         (
             std::mem::replace(&mut self.message, text),

@@ -83,6 +83,13 @@ pub struct Entity {
     pub matcher: EntityMatcher,
 }
 
+impl Entity {
+    /// Whether its value is a map of fields: a regex with named groups (`(?<amount>…)`).
+    pub fn has_fields(&self) -> bool {
+        matches!(&self.matcher, EntityMatcher::Regex(re) if re.capture_names().any(|n| n.is_some()))
+    }
+}
+
 /// How an entity is recognised in a message.
 #[derive(Clone, Debug)]
 pub enum EntityMatcher {
@@ -200,7 +207,7 @@ impl Recognizer {
         // first lexicon needs them.
         let mut compounds: Option<Vec<(usize, usize)>> = None;
         for (name, matcher) in &self.entities {
-            let mut push = |start: usize, end: usize, value: String| {
+            let mut push_fields = |start: usize, end: usize, value: String, fields: Vec<(String, String)>| {
                 let (s, e) = folded.original_span(start, end);
                 out.push(EntityMatch {
                     name: name.clone(),
@@ -208,12 +215,16 @@ impl Recognizer {
                     text: text[s..e].to_string(),
                     start: s,
                     end: e,
+                    fields,
                 });
             };
+            let mut push = |start: usize, end: usize, value: String| push_fields(start, end, value, Vec::new());
             let f = folded.text.as_str();
             match matcher {
                 Matcher::Regex(re) => {
-                    for m in re.find_iter(f) {
+                    let named = re.capture_names().any(|n| n.is_some());
+                    for c in captures_if(re, f, named) {
+                        let m = c.get(0).expect("match");
                         // Digits glued to more digits are part of a longer number: a
                         // 12-digit order pattern must not take the first 12 digits of a
                         // 16-digit one, nor a height pattern "191" out of its middle.
@@ -226,7 +237,8 @@ impl Recognizer {
                         let start = m.start() + (text.len() - text.trim_start().len());
                         let end = m.end() - (text.len() - text.trim_end().len());
                         if start < end {
-                            push(start, end, f[start..end].to_string());
+                            let fields = if named { named_fields(re, &c) } else { Vec::new() };
+                            push_fields(start, end, f[start..end].to_string(), fields);
                         }
                     }
                 }
@@ -269,6 +281,43 @@ impl Recognizer {
 /// `is_match` first (a DFA scan, no allocation) skips that for the common case.
 fn captures<'h>(re: &'h Regex, f: &'h str) -> impl Iterator<Item = regex::Captures<'h>> + 'h {
     re.is_match(f).then(|| re.captures_iter(f)).into_iter().flatten()
+}
+
+/// Every match of `re` in `f`: with its groups' captures when `groups` (a regex with
+/// named groups), else the whole match only (the faster search).
+fn captures_if<'h>(re: &'h Regex, f: &'h str, groups: bool) -> Box<dyn Iterator<Item = Match<'h>> + 'h> {
+    if groups {
+        Box::new(re.captures_iter(f).map(Match::Groups))
+    } else {
+        Box::new(re.find_iter(f).map(Match::Whole))
+    }
+}
+
+/// One match of a regex entity: the whole match, or the captures of its groups.
+enum Match<'h> {
+    Whole(regex::Match<'h>),
+    Groups(regex::Captures<'h>),
+}
+
+impl<'h> Match<'h> {
+    /// The whole match (`0`) or nothing else: groups are read by [`named_fields`].
+    fn get(&self, i: usize) -> Option<regex::Match<'h>> {
+        match self {
+            Match::Whole(m) if i == 0 => Some(*m),
+            Match::Whole(_) => None,
+            Match::Groups(c) => c.get(i),
+        }
+    }
+}
+
+/// The named groups of a match, in pattern order, with the text each took (trimmed); a
+/// group that took no part is left out.
+fn named_fields(re: &Regex, m: &Match<'_>) -> Vec<(String, String)> {
+    let Match::Groups(c) = m else { return Vec::new() };
+    re.capture_names()
+        .flatten()
+        .filter_map(|name| c.name(name).map(|g| (name.to_string(), g.as_str().trim().to_string())))
+        .collect()
 }
 
 /// Whether the match `start..end` of `f` begins or ends with a digit that continues
@@ -830,6 +879,73 @@ mod tests {
             .map(|e| e.value)
             .collect();
         assert_eq!(found, ["雾霾蓝"]);
+    }
+
+    #[test]
+    fn named_groups_are_fields_and_every_match_is_kept_in_order() {
+        let card = Entity {
+            name: "card".into(),
+            matcher: EntityMatcher::Regex(
+                Regex::new(r"\[订单编号[:：](?<id>\d+)[，,]订单金额[:：](?P<amount>[\d.]+)(?:[，,]备注[:：](?<note>[^\]]+))?\]")
+                    .unwrap(),
+            ),
+        };
+        assert!(card.has_fields());
+        let text = "[订单编号:202611020001，订单金额:59.00][订单编号：202611080004,订单金额：99.00，备注:加急] 这两个";
+        let found: Vec<EntityMatch> = Recognizer::new(std::slice::from_ref(&card))
+            .find(text, today())
+            .into_iter()
+            .filter(|e| e.name == "card")
+            .collect();
+        assert_eq!(found.len(), 2);
+        assert_eq!(
+            found[0].fields,
+            [("id".into(), "202611020001".into()), ("amount".into(), "59.00".into())]
+        );
+        // A group that took no part is left out; the value stays the whole match.
+        assert_eq!(found[1].fields.len(), 3);
+        assert_eq!(found[1].fields[2], ("note".into(), "加急".into()));
+        // Values and fields are read on the message with full-width ASCII folded ("，" → ",").
+        assert_eq!(found[1].text, &text[found[1].start..found[1].end]);
+        assert_eq!(found[1].value, found[1].text.replace('：', ":").replace('，', ","));
+
+        let u = crate::nlu::Understanding {
+            entities: found,
+            ..Default::default()
+        };
+        let first = u.entities_map()["card"].clone().cast::<rhai::Map>();
+        assert_eq!(first["amount"].to_string(), "59.00");
+        assert_eq!(first["text"].to_string(), "[订单编号:202611020001,订单金额:59.00]");
+        let all = u.all_entities_map()["card"].clone().cast::<rhai::Array>();
+        let amounts: Vec<String> = all
+            .into_iter()
+            .map(|m| m.cast::<rhai::Map>()["amount"].to_string())
+            .collect();
+        assert_eq!(amounts, ["59.00", "99.00"]);
+    }
+
+    #[test]
+    fn a_regex_without_named_groups_stays_text() {
+        let plain = Entity {
+            name: "order_id".into(),
+            matcher: EntityMatcher::Regex(Regex::new(r"(\d{12})").unwrap()),
+        };
+        assert!(!plain.has_fields());
+        let found = Recognizer::new(&[plain]).find("订单 202611020001 和 202611080004", today());
+        let ids: Vec<&EntityMatch> = found.iter().filter(|e| e.name == "order_id").collect();
+        assert!(ids.iter().all(|e| e.fields.is_empty()));
+        let u = crate::nlu::Understanding {
+            entities: found.clone(),
+            ..Default::default()
+        };
+        assert_eq!(u.entities_map()["order_id"].to_string(), "202611020001");
+        let all: Vec<String> = u.all_entities_map()["order_id"]
+            .clone()
+            .cast::<rhai::Array>()
+            .into_iter()
+            .map(|v| v.to_string())
+            .collect();
+        assert_eq!(all, ["202611020001", "202611080004"]);
     }
 
     #[test]

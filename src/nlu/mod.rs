@@ -133,13 +133,28 @@ impl Understanding {
         self.entities.iter().find(|e| e.name == name).map(|e| e.value.as_str())
     }
 
-    /// The entities as a script map, name → the first value (canonical form), which is how
-    /// rules and flows read them (`entities.height`).
+    /// The entities as a script map, name → the first value (canonical form, or the map
+    /// of fields of a regex with named groups), which is how rules and flows read them
+    /// (`entities.height`, `entities.order_card.amount`).
     pub fn entities_map(&self) -> rhai::Map {
         let mut map = rhai::Map::new();
         for e in &self.entities {
-            map.entry(e.name.as_str().into())
-                .or_insert_with(|| e.value.clone().into());
+            map.entry(e.name.as_str().into()).or_insert_with(|| e.script_value());
+        }
+        map
+    }
+
+    /// Every entity's values in the order found, name → list (`all_entities.money`):
+    /// a second order card's amount is `all_entities.order_card[1].amount`.
+    pub fn all_entities_map(&self) -> rhai::Map {
+        let mut map = rhai::Map::new();
+        for e in &self.entities {
+            let list = map
+                .entry(e.name.as_str().into())
+                .or_insert_with(|| rhai::Dynamic::from_array(rhai::Array::new()));
+            if let Some(mut list) = list.write_lock::<rhai::Array>() {
+                list.push(e.script_value());
+            }
         }
         map
     }
@@ -158,6 +173,27 @@ pub struct EntityMatch {
     pub start: usize,
     /// End of that range.
     pub end: usize,
+    /// The named groups of a regex entity that has them (`(?<amount>…)`), in pattern
+    /// order, each with the text it matched (a group that took no part is left out).
+    /// Empty for every other entity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<(String, String)>,
+}
+
+impl EntityMatch {
+    /// The value scripts read: the canonical text, or, for a regex with named groups, a
+    /// map of its fields and `text` (the whole match).
+    pub fn script_value(&self) -> rhai::Dynamic {
+        if self.fields.is_empty() {
+            return self.value.clone().into();
+        }
+        let mut map = rhai::Map::new();
+        map.insert("text".into(), self.value.clone().into());
+        for (name, value) in &self.fields {
+            map.insert(name.as_str().into(), value.clone().into());
+        }
+        rhai::Dynamic::from_map(map)
+    }
 }
 
 /// The customer's mood, as the rule language names it (`emotion == "angry"`).

@@ -57,7 +57,7 @@ impl Family {
             Ty::Int => Some(Family::Int),
             Ty::Float => Some(Family::Float),
             Ty::Bool => Some(Family::Bool),
-            Ty::Fields(_) | Ty::TextMap | Ty::Memory => Some(Family::Map),
+            Ty::Fields(_) | Ty::TextMap | Ty::Memory | Ty::ListMap => Some(Family::Map),
             Ty::TextList | Ty::List | Ty::Open => None,
         }
     }
@@ -159,6 +159,9 @@ pub(super) struct Context<'a> {
     pub promotions: &'a [String],
     /// The names `remember` keeps somewhere in the rule set, for `memory.x`.
     pub memory: &'a [String],
+    /// Entities whose value is a map of fields (regexes with named groups, cards):
+    /// `entities.order_card.amount` reads a field of them.
+    pub grouped: &'a [String],
 }
 
 impl Context<'_> {
@@ -290,15 +293,27 @@ pub(super) fn check_ast(ast: &rhai::AST, cx: &Context<'_>, diagnostics: &mut Vec
         lets: &lets,
     };
     let mut found = Vec::new();
+    let mut unknown_methods = Vec::new();
     ast.walk(&mut |path: &[ASTNode]| {
         walker.visit(path, &mut found);
+        walker.unknown_method(path, &mut unknown_methods);
         true
     });
     if cx.role == Role::Condition {
         walker.condition(ast, &mut found);
     }
+    // A method the chain of a known variable already reported (with its type's own
+    // advice) is not reported again.
+    unknown_methods.retain(|d: &Diagnostic| !found.iter().any(|f| f.primary.span == d.primary.span));
+    found.extend(unknown_methods);
     diagnostics.extend(found);
 }
+
+/// Method names editors reach for from other languages to match a pattern; none of them
+/// exists in scripts, and each is a failure at run time.
+const PATTERN_METHODS: &[&str] = &[
+    "matches", "match", "is_match", "test", "search", "find", "regex", "re_match",
+];
 
 struct Walker<'a> {
     cx: &'a Context<'a>,
@@ -336,6 +351,10 @@ impl Walker<'_> {
                     && let Some(Expr::StringConstant(name, pos)) = call.args.first()
                 {
                     self.literal_name(&call.name, name, *pos, found);
+                } else if super::matching::REGEX_FUNCTIONS.contains(&call.name.as_str())
+                    && let Some(Expr::StringConstant(pattern, pos)) = call.args.get(1)
+                {
+                    self.literal_pattern(pattern, *pos, found);
                 }
             }
             // `session["last_message"]`: a field read by its name in brackets is checked
@@ -374,6 +393,34 @@ impl Walker<'_> {
         }
     }
 
+    /// A method call on any value (`order.note.matches(…)`, `message.trim().matches(…)`)
+    /// whose name no function has: rhai finds methods among functions, so it fails at run
+    /// time whatever the value is. Calls on variables of known type are judged by
+    /// [`Self::chain`] too, with their type's advice.
+    fn unknown_method(&self, path: &[ASTNode], found: &mut Vec<Diagnostic>) {
+        let cx = self.cx;
+        let Some(ASTNode::Expr(Expr::MethodCall(call, pos))) = path.last() else {
+            return;
+        };
+        let name = call.name.as_str();
+        if cx.functions.contains(name) || self.script_functions.contains(name) {
+            return;
+        }
+        let mut d = Diagnostic::error(cx.span_at(*pos), format!("unknown method `{name}`"))
+            .with_label("no function has this name, so this call fails when it runs");
+        d = if PATTERN_METHODS.contains(&name) {
+            d.with_help("match a pattern with `regex_match(text, pattern)` (true or false), `regex_find(text, pattern)` or `regex_find_all(text, pattern)`, e.g. `regex_match(message, #\"\\d{12}\"#)`")
+        } else if let Some(near) = closest(
+            name,
+            cx.functions.iter().map(String::as_str).filter(|f| !f.contains('$')),
+        ) {
+            d.with_help(format!("did you mean `{near}`?"))
+        } else {
+            d
+        };
+        found.push(d);
+    }
+
     /// `recommend("…")` and `offer("…")` name a strategy and a promotion that must exist.
     fn literal_name(&self, function: &str, name: &str, pos: Position, found: &mut Vec<Diagnostic>) {
         let cx = self.cx;
@@ -401,6 +448,43 @@ impl Walker<'_> {
             Some(near) => d.with_help(format!("did you mean `{near}`?")),
             None if known.is_empty() => d.with_help(format!("the rule set has no {what}s")),
             None => d.with_help(format!("known: {}", known.join(", "))),
+        };
+        found.push(d);
+    }
+
+    /// A literal pattern of `regex_match`, `regex_find` or `regex_find_all` must compile
+    /// (under the limits it runs with); its error points inside the literal.
+    fn literal_pattern(&self, pattern: &str, pos: Position, found: &mut Vec<Diagnostic>) {
+        let cx = self.cx;
+        let Err(error) = super::matching::compile(pattern) else {
+            return;
+        };
+        let at = offset_of(cx.source, pos);
+        let literal = string_literal(cx.source, at);
+        let whole = cx.span_of(at, literal.as_ref().map_or(1, |l| l.len));
+        let d = match regex_syntax::ast::parse::Parser::new().parse(pattern) {
+            Err(e) => {
+                let (start, end) = (
+                    e.span().start.offset,
+                    e.span().end.offset.max(e.span().start.offset + 1),
+                );
+                let span = match literal.as_ref().filter(|l| l.decoded == pattern) {
+                    Some(l) => {
+                        let from = l.source_offset(start);
+                        let to = l.source_offset(end.min(pattern.len())).max(from + 1);
+                        cx.span_of(from, to - from)
+                    }
+                    None => whole,
+                };
+                Diagnostic::error(span, format!("invalid regex: {}", e.kind())).with_label("here")
+            }
+            Ok(_) => Diagnostic::error(whole, format!("invalid regex: {}", super::matching::one_line(&error)))
+                .with_label("this pattern"),
+        };
+        let d = if literal.as_ref().is_some_and(|l| !l.raw) && pattern.contains('\\') {
+            d.with_help("a raw string keeps backslashes as written: `#\"\\d+\"#`")
+        } else {
+            d
         };
         found.push(d);
     }
@@ -479,6 +563,9 @@ impl Walker<'_> {
                     };
                     found.push(d);
                 }
+                if receiver == "entities" && cx.grouped.iter().any(|g| g == name) {
+                    return Some(Ty::Open);
+                }
                 Some(Ty::MaybeStr)
             }
             Ty::Memory => {
@@ -496,7 +583,8 @@ impl Walker<'_> {
                 }
                 None
             }
-            Ty::TextList | Ty::List | Ty::Open => None,
+            // An entity's lists, indexed: `all_entities.money[1]`.
+            Ty::TextList | Ty::List | Ty::ListMap | Ty::Open => None,
             Ty::Str | Ty::MaybeStr | Ty::Int | Ty::Float | Ty::Bool => {
                 let family = Family::of(ty)?;
                 if !cx.methods.has_getter(family, name) {
@@ -562,9 +650,11 @@ impl Walker<'_> {
                 };
                 d
             }
-            Ty::TextMap | Ty::Memory => Diagnostic::error(span, format!("`{receiver}` has no method `{name}`"))
-                .with_label(format!("`{receiver}` is a map: its values are fields"))
-                .with_help(format!("write `{receiver}.{name}` to read the value named `{name}`")),
+            Ty::TextMap | Ty::Memory | Ty::ListMap => {
+                Diagnostic::error(span, format!("`{receiver}` has no method `{name}`"))
+                    .with_label(format!("`{receiver}` is a map: its values are fields"))
+                    .with_help(format!("write `{receiver}.{name}` to read the value named `{name}`"))
+            }
             _ => {
                 let d = Diagnostic::error(
                     span,
@@ -572,7 +662,11 @@ impl Walker<'_> {
                 )
                 .with_label("no such method");
                 let methods: Vec<&str> = cx.methods.methods_of(family).collect();
-                if let Some(near) = closest(
+                if PATTERN_METHODS.contains(&name) {
+                    d.with_help(format!(
+                        "match a pattern with `regex_match({receiver}, pattern)`, e.g. `regex_match({receiver}, #\"\\d{{12}}\"#)`; `regex_find` and `regex_find_all` give the match's fields"
+                    ))
+                } else if let Some(near) = closest(
                     name,
                     methods.iter().copied().chain(cx.methods.any.iter().map(String::as_str)),
                 ) {
@@ -677,7 +771,7 @@ impl Walker<'_> {
                 let what = match ty {
                     Ty::Str | Ty::MaybeStr => "text",
                     Ty::Int | Ty::Float => "a number",
-                    Ty::Fields(_) | Ty::TextMap | Ty::Memory => "a map",
+                    Ty::Fields(_) | Ty::TextMap | Ty::Memory | Ty::ListMap => "a map",
                     Ty::TextList | Ty::List => "a list",
                     Ty::Bool | Ty::Open => return None,
                 };
@@ -702,6 +796,7 @@ impl Walker<'_> {
                     let Expr::Property(prop, _) = element else { return None };
                     ty = match ty {
                         Ty::Fields(fields) => fields.iter().find(|f| f.name == prop.2.as_str())?.ty,
+                        Ty::TextMap if self.cx.grouped.iter().any(|g| g == prop.2.as_str()) => Ty::Open,
                         Ty::TextMap => Ty::MaybeStr,
                         _ => return None,
                     };
@@ -714,6 +809,83 @@ impl Walker<'_> {
             _ => None,
         }
     }
+}
+
+/// A rhai string literal as written in a script: its length in the source, the text it
+/// stands for, and where each byte of that text is written.
+struct Literal {
+    /// Bytes of source from the opening `"` or `#` through the closing one.
+    len: usize,
+    /// The string's value, escapes decoded.
+    decoded: String,
+    /// For each byte of `decoded`, its offset in the source (one more entry for the end).
+    origin: Vec<usize>,
+    /// A raw string (`#"…"#`), whose backslashes are itself.
+    raw: bool,
+}
+
+impl Literal {
+    fn source_offset(&self, decoded: usize) -> usize {
+        self.origin[decoded.min(self.origin.len() - 1)]
+    }
+}
+
+/// Reads the string literal starting at `at` (`"…"` with rhai's escapes, or `#"…"#`).
+fn string_literal(source: &str, at: usize) -> Option<Literal> {
+    let rest = source.get(at..)?;
+    let hashes = rest.bytes().take_while(|b| *b == b'#').count();
+    let body_start = at + hashes + 1;
+    if rest.as_bytes().get(hashes) != Some(&b'"') {
+        return None;
+    }
+    let (mut decoded, mut origin) = (String::new(), Vec::new());
+    let mut chars = source[body_start..].char_indices().peekable();
+    let closing = format!("\"{}", "#".repeat(hashes));
+    while let Some((i, c)) = chars.next() {
+        let here = body_start + i;
+        if hashes > 0 {
+            if source[here..].starts_with(&closing) {
+                origin.push(here);
+                return Some(Literal {
+                    len: here + closing.len() - at,
+                    decoded,
+                    origin,
+                    raw: true,
+                });
+            }
+        } else if c == '"' {
+            origin.push(here);
+            return Some(Literal {
+                len: here + 1 - at,
+                decoded,
+                origin,
+                raw: false,
+            });
+        } else if c == '\\' {
+            let (_, e) = chars.next()?;
+            let value = match e {
+                'n' => '\n',
+                't' => '\t',
+                'r' => '\r',
+                'x' | 'u' | 'U' => {
+                    let digits = match e {
+                        'x' => 2,
+                        'u' => 4,
+                        _ => 8,
+                    };
+                    let hex: String = (0..digits).filter_map(|_| chars.next().map(|(_, h)| h)).collect();
+                    char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?
+                }
+                other => other,
+            };
+            origin.extend(std::iter::repeat_n(here, value.len_utf8()));
+            decoded.push(value);
+            continue;
+        }
+        origin.extend(std::iter::repeat_n(here, c.len_utf8()));
+        decoded.push(c);
+    }
+    None
 }
 
 /// An arithmetic operator's call, whose value is a number (or text), never a boolean.
@@ -901,6 +1073,7 @@ mod tests {
             slots: None,
             promotions: &[],
             memory: &[],
+            grouped: &[],
         };
         explain_parse_error(&engine, &cx, &error).map(|d| (d.message, d.primary.span.start))
     }

@@ -51,6 +51,8 @@ pub struct ScriptCompiler {
     promotions: Vec<String>,
     /// The names `remember` keeps somewhere in the rule set.
     memory: Vec<String>,
+    /// Entities whose value is a map of fields (see [`Self::with_grouped_entities`]).
+    grouped: Vec<String>,
     /// The rule files, for each script's `path:line:col` (see [`Script::location`]).
     files: Option<SourceMap>,
 }
@@ -71,6 +73,7 @@ impl ScriptCompiler {
             .collect();
         functions.extend(RHAI_KEYWORD_FUNCTIONS.iter().map(|s| s.to_string()));
         functions.extend(HOST_FUNCTIONS.iter().map(|s| s.to_string()));
+        functions.extend(super::matching::REGEX_FUNCTIONS.iter().map(|s| s.to_string()));
         functions.extend(sources.iter().cloned());
         let mut base_variables: Vec<String> = super::BUILTIN_VARIABLES.iter().map(|s| s.to_string()).collect();
         base_variables.extend(context.iter().cloned());
@@ -83,6 +86,7 @@ impl ScriptCompiler {
             context: context.to_vec(),
             promotions: Vec::new(),
             memory: Vec::new(),
+            grouped: Vec::new(),
             files: None,
         }
     }
@@ -104,6 +108,13 @@ impl ScriptCompiler {
             }
             _ => Arc::from(""),
         }
+    }
+
+    /// Knows the entities whose value is a map of fields (regexes with named groups), so
+    /// that `entities.order_card.amount` is not read as a field of text.
+    pub fn with_grouped_entities(mut self, names: &[String]) -> Self {
+        self.grouped = names.to_vec();
+        self
     }
 
     /// Knows the rule set's promotions, so that `offer("名字")` is checked.
@@ -256,6 +267,7 @@ impl ScriptCompiler {
             slots: names.slots,
             promotions: &self.promotions,
             memory: &self.memory,
+            grouped: &self.grouped,
         };
         let compiled = if expression_only {
             self.engine.compile_expression(source)

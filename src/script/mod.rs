@@ -5,7 +5,8 @@
 //! operations, call depth, string, array and map sizes; no `import` (the crate is built
 //! with `no_module`), no `eval`, and `print`/`debug` go nowhere. Scripts reach the outside
 //! world only through the functions [`rule_set_engine`] registers, all defined in this
-//! module: the rule set's data [`sources`] and the [`host`] functions.
+//! module: the rule set's data [`sources`], the [`host`] functions and the regex
+//! functions of [`matching`].
 //!
 //! This module knows neither the syntax tree nor the rule set: the compiler takes an
 //! expression's text and place, and `offer` takes [`Offer`]s, so `dsl` and `ruleset` sit
@@ -28,6 +29,7 @@
 mod check;
 pub mod compile;
 pub mod host;
+pub mod matching;
 pub mod shape;
 pub mod sources;
 pub mod template;
@@ -221,6 +223,7 @@ pub fn rule_set_engine(limits: Limits, sources: &[Source], kb: &Arc<KnowledgeBas
     let mut engine = sandboxed_engine(limits);
     sources::register(&mut engine, sources);
     host::register(&mut engine, kb, offers);
+    matching::register(&mut engine);
     engine
 }
 

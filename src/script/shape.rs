@@ -23,8 +23,12 @@ pub enum Ty {
     MaybeStr,
     /// A map with exactly these fields, all set by kefu.
     Fields(&'static [Field]),
-    /// A map of text values under names the rules choose (`entities`, `slots`).
+    /// A map of text values under names the rules choose (`entities`, `slots`); an
+    /// entity with named groups is a map of its fields instead (`entities.card.amount`).
     TextMap,
+    /// A map of lists under names the rules choose (`all_entities`: every value of each
+    /// entity, in order).
+    ListMap,
     /// A list of text (`safety.flags`): `"竞品" in safety.flags`.
     TextList,
     /// A list of maps (`session.history`: `#{role, text}` each).
@@ -44,7 +48,7 @@ impl Ty {
             Ty::Int => "a whole number",
             Ty::Float => "a decimal number",
             Ty::Str | Ty::MaybeStr => "text",
-            Ty::Fields(_) | Ty::TextMap | Ty::Open | Ty::Memory => "a map",
+            Ty::Fields(_) | Ty::TextMap | Ty::ListMap | Ty::Open | Ty::Memory => "a map",
             Ty::TextList | Ty::List => "a list",
         }
     }
@@ -128,6 +132,10 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "entities",
         ty: Ty::TextMap,
+    },
+    Variable {
+        name: "all_entities",
+        ty: Ty::ListMap,
     },
     Variable {
         name: "emotion",

@@ -14,6 +14,7 @@
 //! their triggers, and the trigger index), `flows` (flows compiled to programs) and
 //! `safety` (the word lists, allow list and PII kinds).
 
+mod cards;
 mod data;
 mod flows;
 mod intents;
@@ -47,6 +48,7 @@ struct Items {
     shops: Vec<ast::Shop>,
     intents: Vec<ast::Intent>,
     entities: Vec<ast::Entity>,
+    cards: Vec<ast::Card>,
     sources: Vec<ast::Source>,
     rules: Vec<ast::Rule>,
     promotions: Vec<ast::Promotion>,
@@ -74,6 +76,7 @@ pub fn lower(
                 Item::Shop(x) => items.shops.push(*x),
                 Item::Intent(x) => items.intents.push(x),
                 Item::Entity(x) => items.entities.push(x),
+                Item::Card(x) => items.cards.push(x),
                 Item::Source(x) => items.sources.push(x),
                 Item::Rule(x) => items.rules.push(x),
                 Item::Promotion(x) => items.promotions.push(x),
@@ -129,6 +132,7 @@ impl Lowerer<'_> {
         for (kind, names) in [
             ("intent", items.intents.iter().map(|x| &x.name).collect::<Vec<_>>()),
             ("entity", items.entities.iter().map(|x| &x.name).collect()),
+            ("card", items.cards.iter().map(|x| &x.name).collect()),
             ("source", items.sources.iter().map(|x| &x.name).collect()),
             ("rule", items.rules.iter().map(|x| &x.name).collect()),
             ("promotion", items.promotions.iter().map(|x| &x.name).collect()),
@@ -154,21 +158,31 @@ impl Lowerer<'_> {
         let source_names: Vec<String> = data_sources.iter().map(|s| s.name.clone()).collect();
         let promotion_names: Vec<String> = items.promotions.iter().map(|p| p.name.name.clone()).collect();
         let remembered = memory::remembered(&items.rules, &items.flows);
+        let grouped: Vec<String> = entities
+            .iter()
+            .filter(|e| e.has_fields())
+            .map(|e| e.name.clone())
+            .chain(items.cards.iter().map(|c| c.name.name.clone()))
+            .collect();
         let compiler = Scripts(
             ScriptCompiler::new(&source_names, &shop.context)
                 .with_promotions(&promotion_names)
                 .with_memory(&remembered)
+                .with_grouped_entities(&grouped)
                 .with_files(self.sources),
             std::cell::RefCell::new(Vec::new()),
             std::cell::Cell::new(false),
             shop.languages.clone(),
             Reads::default(),
         );
+        let cards = self.cards(&items.cards, &shop, &entity_names, &compiler);
+        let card_names: BTreeSet<String> = items.cards.iter().map(|c| c.name.name.clone()).collect();
         let refs = Refs {
             intents: &intent_paths,
             entities: &entity_names,
             rules: &items.rules,
             remembered: &remembered,
+            cards: &card_names,
         };
 
         let rules = self.rules(&items.rules, &compiler, &refs);
@@ -186,6 +200,14 @@ impl Lowerer<'_> {
         }
 
         safety.vet(fixed_replies(&shop, &rules, &promotions, &flows, &fallback, &kb));
+        // A card's `alone` reply is a fixed reply too, when it has no holes.
+        safety.vet(
+            cards
+                .iter()
+                .filter_map(|c| c.alone.as_ref())
+                .flat_map(Texts::all)
+                .filter_map(Template::as_literal),
+        );
         let triggers = build_index(&intents, &rules, &promotions, &flows);
         let mut nlu_options = NluOptions {
             threshold: shop.threshold,
@@ -265,6 +287,8 @@ impl Lowerer<'_> {
             reads_safety: compiler.2.get(),
             reads_memory: compiler.4.memory.get(),
             reads_past: compiler.4.past.get(),
+            reads_all_entities: compiler.4.all_entities.get(),
+            cards,
         })
     }
 
@@ -320,7 +344,8 @@ impl Lowerer<'_> {
 /// turn then builds (`RuleSet::reads_safety`).
 /// The fourth field is the shop's languages: a text's variants in them are compiled
 /// (`languages.rs` reports the others). The fifth notes whether any script reads
-/// `memory` or the conversation's past (`RuleSet::reads_memory`, `RuleSet::reads_past`).
+/// `memory`, the conversation's past or `all_entities` (`RuleSet::reads_memory`,
+/// `RuleSet::reads_past`, `RuleSet::reads_all_entities`).
 struct Scripts(
     ScriptCompiler,
     std::cell::RefCell<Vec<Span>>,
@@ -338,6 +363,8 @@ struct Reads {
     /// reading `session` whose text names one of them or indexes it (`session[…]`), a
     /// superset, never a miss.
     past: std::cell::Cell<bool>,
+    /// The `all_entities` variable.
+    all_entities: std::cell::Cell<bool>,
 }
 
 impl Scripts {
@@ -393,7 +420,7 @@ impl Scripts {
 
     /// Notes a script that reads the `promotions` or the `safety` variable.
     fn note(&self, script: &Script) {
-        let (mut promotions, mut safety) = (false, false);
+        let (mut promotions, mut safety, mut all_entities) = (false, false, false);
         let (mut memory, mut session) = (false, false);
         script.ast.walk(&mut |path: &[rhai::ASTNode]| {
             if let Some(rhai::ASTNode::Expr(rhai::Expr::Variable(var, _, _))) = path.last() {
@@ -401,11 +428,15 @@ impl Scripts {
                 safety |= var.1.as_str() == "safety";
                 memory |= var.1.as_str() == "memory";
                 session |= var.1.as_str() == "session";
+                all_entities |= var.1.as_str() == "all_entities";
             }
             true
         });
         if memory {
             self.4.memory.set(true);
+        }
+        if all_entities {
+            self.4.all_entities.set(true);
         }
         if session
             && ["history", "last_message", "last_reply", "session["]
@@ -431,6 +462,8 @@ struct Refs<'a> {
     rules: &'a [ast::Rule],
     /// Every name remembered somewhere (`memory::remembered`), for `forget`.
     remembered: &'a [String],
+    /// The declared cards (`on card NAME`).
+    cards: &'a BTreeSet<String>,
 }
 
 /// Every reply the shop wrote out in full, without `{...}` holes: rule replies, promotion

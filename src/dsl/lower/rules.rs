@@ -31,6 +31,14 @@ impl Lowerer<'_> {
                 }
                 Some(Trigger::Entity(name.name.clone()))
             }
+            // A card found in a message is among its entities, under the card's name.
+            TriggerKind::Card(name) => {
+                if !refs.cards.contains(&name.name) {
+                    self.unknown(name, "card", refs.cards.iter().map(String::as_str));
+                    return None;
+                }
+                Some(Trigger::Entity(name.name.clone()))
+            }
             TriggerKind::Intents(patterns) => {
                 let mut out = Vec::new();
                 for pattern in patterns {

@@ -15,6 +15,7 @@ impl Builder<'_> {
             Rule::shop => Item::Shop(Box::new(self.shop(pair))),
             Rule::intent => Item::Intent(self.intent(pair)),
             Rule::entity => Item::Entity(self.entity(pair)),
+            Rule::card => Item::Card(self.card(pair)),
             Rule::source => Item::Source(self.source(pair)),
             Rule::rule => Item::Rule(self.rule(pair)),
             Rule::promotion => Item::Promotion(self.promotion(pair)),
@@ -267,6 +268,49 @@ impl Builder<'_> {
         Entity { name, span, kind }
     }
 
+    fn card(&mut self, pair: Pair<'_, Rule>) -> Card {
+        let span = self.span(&pair);
+        let mut fields = inner(pair);
+        let name = self.ident(fields.next().expect("card name"));
+        let mut card = Card {
+            name,
+            span,
+            pattern: None,
+            context: None,
+            alone: None,
+        };
+        for field in fields {
+            let fspan = self.span(&field);
+            match field.as_rule() {
+                Rule::card_pattern => {
+                    let mut parts = inner(Self::first_inner(field));
+                    let body = parts.next().expect("regex body");
+                    let flags = parts.next().expect("regex flags");
+                    let v = CardPattern {
+                        pattern: body.as_str().to_string(),
+                        span: self.span(&body),
+                        flags: self.ident(flags),
+                        line: fspan,
+                    };
+                    let first = card.pattern.as_ref().map(|p| p.line);
+                    set_once(self.diagnostics, &mut card.pattern, v, fspan, first, "pattern");
+                }
+                Rule::card_as => {
+                    let v = self.ident(Self::first_inner(field));
+                    let first = card.context.as_ref().map(|i| i.span);
+                    set_once(self.diagnostics, &mut card.context, v, fspan, first, "as");
+                }
+                Rule::card_alone => {
+                    let v = self.string(Self::first_inner(Self::first_inner(field)));
+                    let first = card.alone.as_ref().map(|s| s.span);
+                    set_once(self.diagnostics, &mut card.alone, v, fspan, first, "alone");
+                }
+                _ => {}
+            }
+        }
+        card
+    }
+
     fn source(&mut self, pair: Pair<'_, Rule>) -> Source {
         let span = self.span(&pair);
         let mut fields = inner(pair);
@@ -303,6 +347,7 @@ impl Builder<'_> {
                 let rule = self.ident(parts.next().expect("rule name"));
                 TriggerKind::Answer { yes, rule }
             }
+            Rule::card_trigger => TriggerKind::Card(self.ident(Self::first_inner(target))),
             _ => TriggerKind::Intents(inner(target).map(|p| self.ident(p)).collect()),
         };
         Trigger { span, kind }

@@ -54,6 +54,9 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_applies
             | Rule::kw_as
             | Rule::kw_ask
+            | Rule::kw_alone
+            | Rule::kw_card
+            | Rule::kw_pattern
             | Rule::kw_block
             | Rule::kw_call
             | Rule::kw_cancel
@@ -131,10 +134,11 @@ fn is_token(r: Rule) -> bool {
 }
 
 /// Keywords that start a top-level item; used to find where to go on after an error.
-const ITEM_KEYWORDS: [&str; 11] = [
+const ITEM_KEYWORDS: [&str; 12] = [
     "shop",
     "intent",
     "entity",
+    "card",
     "source",
     "rule",
     "promotion",
