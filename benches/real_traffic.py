@@ -251,6 +251,58 @@ def score(args):
             print(f"    {s:9s} " + ", ".join(f"{v} {c[v]}" for v in ("right", "partly", "wrong")))
 
 
+CASE = re.compile(r"^\s+([✓✗]) (.*) → (\S+) \((\d\.\d\d)(, answers)?\), expected (\S+)$")
+FALSE = re.compile(r"^\s+✗ (.*) → answered by (\S+), but it is listed under not_faq$")
+
+
+def faq(args):
+    """The FAQ step on hand-labelled real messages: recall and precision at the shop's threshold.
+
+    The labels are a knowledge-base check file (docs/knowledge-base.md): `paraphrases`, FAQ
+    id → real messages that ask it; `not_faq`, the messages that ask none. They run as
+    `kefu test -v` on a copy of the rules with only that file under tests/kb/.
+    """
+    import shutil
+    work = tempfile.mkdtemp(prefix="kefu-faq-labels-")
+    rules = os.path.join(work, "rules")
+    shutil.copytree(args.rules, rules)
+    # `kefu test` wants conversation tests; the shop's own run too, its kb checks do not.
+    shutil.rmtree(os.path.join(rules, "tests", "kb"), ignore_errors=True)
+    os.makedirs(os.path.join(rules, "tests", "kb"))
+    shutil.copy(args.labels, os.path.join(rules, "tests", "kb", "labels.yaml"))
+    out = subprocess.run([args.kefu, "test", "-v", rules], capture_output=True, text=True).stdout
+    shutil.rmtree(work)
+    asked = found = right = wrong_entry = 0
+    misses, mistakes = [], []
+    for line in out.splitlines():
+        if m := CASE.match(line):
+            mark, say, top, conf, answers, expected = m.groups()
+            asked += 1
+            found += mark == "✓"
+            if answers and mark == "✓":
+                right += 1
+            elif answers:
+                wrong_entry += 1
+                mistakes.append(f"{say} → {top} ({conf}), asks {expected}")
+            else:
+                misses.append(f"{say} → {top} ({conf}), asks {expected}")
+        elif m := FALSE.match(line):
+            mistakes.append(f"{m.group(1)} → {m.group(2)}, asks no entry")
+    summary = next((line for line in out.splitlines() if "knowledge base (" in line), "")
+    negatives = int(re.search(r"(\d+)/(\d+) off-topic", summary).group(2)) if summary else 0
+    answered = right + len(mistakes)
+    print(f"{asked} messages ask an FAQ entry, {negatives} ask none")
+    print(f"  entry ranked first  {found}/{asked}")
+    print(f"  recall              {right}/{asked} = {right / max(asked, 1):.1%} (answered directly by the right entry)")
+    print(f"  precision           {right}/{answered} = {right / max(answered, 1):.1%}"
+          f" ({wrong_entry} by another entry, {len(mistakes) - wrong_entry} messages that ask none)")
+    if args.verbose:
+        for x in misses:
+            print("  not answered:", x)
+        for x in mistakes:
+            print("  wrong answer:", x)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -275,6 +327,12 @@ def main():
     p.add_argument("--replay", required=True)
     p.add_argument("--judged", required=True)
     p.set_defaults(run=score)
+    p = sub.add_parser("faq", help="FAQ recall and precision on hand-labelled real messages")
+    p.add_argument("--labels", required=True, help="a kb check file (paraphrases, not_faq) of real messages")
+    p.add_argument("--rules", default="examples/taobao-shop")
+    p.add_argument("--kefu", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "debug", "kefu"))
+    p.add_argument("--verbose", "-v", action="store_true", help="list the misses and the wrong answers")
+    p.set_defaults(run=faq)
     args = parser.parse_args()
     args.run(args)
 
