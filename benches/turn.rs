@@ -6,6 +6,9 @@
 //! and handed to the batch; the flusher masks and writes on its own thread, as in
 //! `kefu serve`), so the difference from `turn/demo/rule` is what the log costs a turn.
 //!
+//! `turn/demo/faq` is a turn no rule takes and an FAQ entry answers, with the answer cache
+//! off: the knowledge base's retrieval on the turn's path.
+//!
 //! `cargo bench --bench turn`; criterion prints the median of each.
 
 use std::hint::black_box;
@@ -61,6 +64,26 @@ fn bench_turns(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             black_box(demo.turn(request("这件T恤洗了会缩水吗", n)))
+        })
+    });
+
+    // An FAQ-answered turn with the answer cache off, so that every turn pays what a new
+    // question costs: no rule takes it, then the knowledge base's retrieval (terms, BM25,
+    // confidence and margin) answers.
+    let faq = engine(Path::new("rules")).with_config(kefu::engine::EngineConfig {
+        answer_cache_capacity: 0,
+        ..kefu::engine::EngineConfig::default()
+    });
+    let check = faq.turn(request("亲 积分有什么用呀", 0));
+    assert_eq!(
+        check.faq.as_deref(),
+        Some("积分"),
+        "the demo question must be FAQ-answered: {check:?}"
+    );
+    c.bench_function("turn/demo/faq", |b| {
+        b.iter(|| {
+            n += 1;
+            black_box(faq.turn(request("亲 积分有什么用呀", n)))
         })
     });
 

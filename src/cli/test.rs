@@ -67,8 +67,11 @@ pub fn run(dir: &Path, verbose: bool) -> Result<ExitCode> {
         for case in report.cases.iter().filter(|c| verbose || !c.passed()) {
             let found = case.top.as_deref().unwrap_or("nothing");
             let mark = if case.passed() { "✓" } else { "✗" };
+            // Whether the entry would answer by itself (threshold and margin): a wrong
+            // entry that answers is the mistake a customer sees.
+            let answers = if case.answers { ", answers" } else { "" };
             println!(
-                "     {mark} {} → {found} ({:.2}), expected {}",
+                "     {mark} {} → {found} ({:.2}{answers}), expected {}",
                 case.say, case.confidence, case.expected
             );
         }

@@ -227,12 +227,17 @@ pub struct FaqMatch {
     pub confidence: f64,
     /// The confidence of the second-best entry (0 when there is none).
     pub runner_up: f64,
+    /// Whether the entry shares a bigram or a word with the message, not only single
+    /// characters: "好的", "是了", "拍了" are all one character once particles go, and that
+    /// character alone (好 of 好评) made an entry fully confident.
+    pub anchored: bool,
 }
 
 impl FaqMatch {
-    /// Whether the entry may answer on its own: confident, and clearly ahead of the next.
+    /// Whether the entry may answer on its own: confident, clearly ahead of the next, and
+    /// matched on more than single characters.
     pub fn answers(&self, threshold: f64) -> bool {
-        self.confidence >= threshold && self.confidence - self.runner_up >= FAQ_MARGIN
+        self.anchored && self.confidence >= threshold && self.confidence - self.runner_up >= FAQ_MARGIN
     }
 }
 
@@ -422,6 +427,7 @@ impl KnowledgeBase {
             faq,
             confidence,
             runner_up: ranked.get(1).map_or(0.0, |r| r.1),
+            anchored: self.questions.shares(faq, &query.terms, 1.0),
         })
     }
 
@@ -549,6 +555,28 @@ mod tests {
         let m = kb.best_faq(&kb.query("这件能不能放洗衣机里洗"), None).unwrap();
         assert_eq!(kb.faqs[m.faq].id, "洗涤");
         assert!(m.confidence > m.runner_up);
+    }
+
+    #[test]
+    fn single_characters_alone_never_answer() {
+        let kb = kb();
+        // "退" and "款" of 退货运费谁出, one character each once particles go: ranked, but
+        // not an answer; a bigram of the entry anchors it.
+        let lone = kb.best_faq(&kb.query("退了"), None).unwrap();
+        assert_eq!(kb.faqs[lone.faq].id, "运费险");
+        assert!(!lone.anchored && !lone.answers(0.0), "{lone:?}");
+        let anchored = kb.best_faq(&kb.query("运费险呢"), None).unwrap();
+        assert!(anchored.anchored && anchored.answers(0.5), "{anchored:?}");
+    }
+
+    #[test]
+    fn chat_noise_and_product_ids_do_not_lower_the_confidence() {
+        let kb = kb();
+        let plain = kb.best_faq(&kb.query("运费险怎么理赔"), None).unwrap();
+        let noisy = kb
+            .best_faq(&kb.query("亲亲 548812345678 运费险怎么理赔呀亲😊"), None)
+            .unwrap();
+        assert_eq!((noisy.faq, noisy.confidence), (plain.faq, plain.confidence));
     }
 
     #[test]
