@@ -75,6 +75,8 @@ pub struct RuleSet {
     /// Whether any script reads the `safety` variable: a turn builds it only then, as
     /// most rule sets never read it and every turn would pay for the map.
     pub reads_safety: bool,
+    /// Whether any script reads the `intents` variable: a turn builds the list only then.
+    pub reads_intents: bool,
 }
 
 impl std::fmt::Debug for RuleSet {

@@ -292,7 +292,9 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
     scope.push_dynamic("intent", u.intent.clone().map_or(Dynamic::UNIT, Dynamic::from));
     scope.push("confidence", u.confidence);
     scope.push_dynamic("entities", Dynamic::from_map(entities_map(u)));
-    scope.push_dynamic("intents", Dynamic::from_array(intents(input.rules, u, input.parts)));
+    if input.rules.reads_intents {
+        scope.push_dynamic("intents", Dynamic::from_array(intents(input.rules, u, input.parts)));
+    }
     scope.push("emotion", u.emotion.as_str().to_string());
     scope.push("reading", rhai::ImmutableString::from(input.reading.name()));
     let language = input.session.language.unwrap_or_else(|| input.rules.shop.language());
@@ -375,6 +377,8 @@ mod tests {
         let mut rules = compiled.rules.expect("the engine's test shop loads");
         // As a rule set whose scripts read `safety` has it built.
         rules.reads_safety = true;
+        // And `intents`, for one whose scripts read it.
+        rules.reads_intents = true;
         let mut session = Session::new("s");
         session.slots.insert("order_id".into(), "202611010001".into());
         session.last_intent = Some("售后.退货".into());

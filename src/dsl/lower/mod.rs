@@ -159,6 +159,7 @@ impl Lowerer<'_> {
             std::cell::RefCell::new(Vec::new()),
             std::cell::Cell::new(false),
             shop.languages.clone(),
+            std::cell::Cell::new(false),
         );
         let refs = Refs {
             intents: &intent_paths,
@@ -257,6 +258,7 @@ impl Lowerer<'_> {
             engine,
             promotion_readers: compiler.1.take(),
             reads_safety: compiler.2.get(),
+            reads_intents: compiler.4.get(),
         })
     }
 
@@ -311,12 +313,14 @@ impl Lowerer<'_> {
 /// of them runs (`RuleSet::promotion_readers`), and whether any reads `safety`, which a
 /// turn then builds (`RuleSet::reads_safety`).
 /// The fourth field is the shop's languages: a text's variants in them are compiled
-/// (`languages.rs` reports the others).
+/// (`languages.rs` reports the others). The fifth notes whether any script reads
+/// `intents` (`RuleSet::reads_intents`).
 struct Scripts(
     ScriptCompiler,
     std::cell::RefCell<Vec<Span>>,
     std::cell::Cell<bool>,
     Vec<Lang>,
+    std::cell::Cell<bool>,
 );
 
 impl Scripts {
@@ -365,14 +369,18 @@ impl Scripts {
 
     /// Notes a script that reads the `promotions` or the `safety` variable.
     fn note(&self, script: &Script) {
-        let (mut promotions, mut safety) = (false, false);
+        let (mut promotions, mut safety, mut intents) = (false, false, false);
         script.ast.walk(&mut |path: &[rhai::ASTNode]| {
             if let Some(rhai::ASTNode::Expr(rhai::Expr::Variable(var, _, _))) = path.last() {
                 promotions |= var.1.as_str() == "promotions";
                 safety |= var.1.as_str() == "safety";
+                intents |= var.1.as_str() == "intents";
             }
             true
         });
+        if intents {
+            self.4.set(true);
+        }
         if promotions {
             self.1.borrow_mut().push(script.span);
         }
