@@ -1,6 +1,6 @@
 //! Understanding benchmarks: classifications per second on one thread with the demo shop,
 //! and how long training takes for the demo shop and for a generated shop of 100 intents
-//! with 50 examples each.
+//! with 50 examples each; and splitting messages into their questions.
 //!
 //! Run with `cargo bench --bench nlu`. Throughput is reported per message ("elem/s").
 
@@ -105,6 +105,34 @@ fn classification(c: &mut Criterion) {
     group.finish();
 }
 
+/// Splitting messages into their questions (`nlu::split`), which every turn outside a flow
+/// pays: on the held-out intent messages (single questions, most without separators) and
+/// on the labelled split messages (with separators, half of them several questions).
+fn splitting(c: &mut Criterion) {
+    let texts = held_out();
+    let labelled: Vec<String> = std::fs::read_to_string("tests/data/split/split.jsonl")
+        .expect("labelled split messages")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["message"].as_str().map(str::to_string))
+        .collect();
+    let mut group = c.benchmark_group("split");
+    for (name, texts) in [
+        ("held-out intent messages", &texts),
+        ("labelled split messages", &labelled),
+    ] {
+        group.throughput(Throughput::Elements(texts.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for t in texts {
+                    std::hint::black_box(kefu::nlu::split::split(t));
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
 fn training(c: &mut Criterion) {
     let rules = demo();
     let options = Options::default();
@@ -124,7 +152,7 @@ fn training(c: &mut Criterion) {
 #[allow(missing_docs)]
 mod group {
     use super::*;
-    criterion_group!(benches, classification, training);
+    criterion_group!(benches, classification, splitting, training);
 }
 use group::benches;
 criterion_main!(benches);

@@ -87,6 +87,8 @@ pub struct RuleSet {
     pub reads_all_entities: bool,
     /// The message kinds (`card` items), in file order.
     pub cards: Vec<Card>,
+    /// Whether any script reads the `intents` variable: a turn builds the list only then.
+    pub reads_intents: bool,
 }
 
 impl std::fmt::Debug for RuleSet {

@@ -335,7 +335,9 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
     scope.push_dynamic("intent", u.intent.clone().map_or(Dynamic::UNIT, Dynamic::from));
     scope.push("confidence", u.confidence);
     scope.push_dynamic("entities", Dynamic::from_map(u.entities_map()));
-    scope.push_dynamic("intents", Dynamic::from_array(intents(input.rules, u, input.parts)));
+    if input.rules.reads_intents {
+        scope.push_dynamic("intents", Dynamic::from_array(intents(input.rules, u, input.parts)));
+    }
     // Every match in order, built only for a rule set whose scripts read it (most never
     // do, and a turn with entities would pay for the lists).
     let all_entities = if input.rules.reads_all_entities && !u.entities.is_empty() {
@@ -442,6 +444,7 @@ mod tests {
         rules.reads_memory = true;
         rules.reads_past = true;
         rules.reads_all_entities = true;
+        rules.reads_intents = true;
         let mut session = Session::new("s");
         session.slots.insert("order_id".into(), "202611010001".into());
         session.last_intent = Some("售后.退货".into());

@@ -289,6 +289,7 @@ impl Lowerer<'_> {
             reads_past: compiler.4.past.get(),
             reads_all_entities: compiler.4.all_entities.get(),
             cards,
+            reads_intents: compiler.4.intents.get(),
         })
     }
 
@@ -344,8 +345,8 @@ impl Lowerer<'_> {
 /// turn then builds (`RuleSet::reads_safety`).
 /// The fourth field is the shop's languages: a text's variants in them are compiled
 /// (`languages.rs` reports the others). The fifth notes whether any script reads
-/// `memory`, the conversation's past or `all_entities` (`RuleSet::reads_memory`,
-/// `RuleSet::reads_past`, `RuleSet::reads_all_entities`).
+/// `memory`, the conversation's past, `all_entities` or `intents` (`RuleSet::reads_memory`,
+/// `RuleSet::reads_past`, `RuleSet::reads_all_entities`, `RuleSet::reads_intents`).
 struct Scripts(
     ScriptCompiler,
     std::cell::RefCell<Vec<Span>>,
@@ -365,6 +366,8 @@ struct Reads {
     past: std::cell::Cell<bool>,
     /// The `all_entities` variable.
     all_entities: std::cell::Cell<bool>,
+    /// The `intents` variable.
+    intents: std::cell::Cell<bool>,
 }
 
 impl Scripts {
@@ -420,7 +423,7 @@ impl Scripts {
 
     /// Notes a script that reads the `promotions` or the `safety` variable.
     fn note(&self, script: &Script) {
-        let (mut promotions, mut safety, mut all_entities) = (false, false, false);
+        let (mut promotions, mut safety, mut all_entities, mut intents) = (false, false, false, false);
         let (mut memory, mut session) = (false, false);
         script.ast.walk(&mut |path: &[rhai::ASTNode]| {
             if let Some(rhai::ASTNode::Expr(rhai::Expr::Variable(var, _, _))) = path.last() {
@@ -429,6 +432,7 @@ impl Scripts {
                 memory |= var.1.as_str() == "memory";
                 session |= var.1.as_str() == "session";
                 all_entities |= var.1.as_str() == "all_entities";
+                intents |= var.1.as_str() == "intents";
             }
             true
         });
@@ -437,6 +441,9 @@ impl Scripts {
         }
         if all_entities {
             self.4.all_entities.set(true);
+        }
+        if intents {
+            self.4.intents.set(true);
         }
         if session
             && ["history", "last_message", "last_reply", "session["]
