@@ -403,7 +403,13 @@ fn cue_at(message: &str, chars: &[(usize, char)], i: usize) -> Option<(usize, Cu
             let next = rest[cue.len()..].chars().next().map(fold_char);
             let pause = next.is_none_or(|n| is_break(n) || n == ' ');
             let ok = match cue {
-                "另外" => next.is_none_or(|n| !NOT_AFTER_LINGWAI.contains(&n)),
+                // 还另外送湿巾吗, 要另外付运费吗: "in addition", inside one question; a
+                // cue only where a clause can end before it.
+                "另外" => {
+                    let before = i.checked_sub(1).map(|j| fold_char(chars[j].1));
+                    next.is_none_or(|n| !NOT_AFTER_LINGWAI.contains(&n))
+                        && before.is_none_or(|b| is_break(b) || b == ' ' || "吗呢吧啊呀哦嘛了的哈".contains(b))
+                }
                 // 还有货吗, 还有吗: "still have", unless a pause follows.
                 "还有" => pause,
                 // 地址对了吗: "right", unless a pause follows.
@@ -620,6 +626,9 @@ mod tests {
     #[test]
     fn two_questions_split_and_single_ones_do_not() {
         assert_eq!(parts("发票怎么开 另外什么时候发货"), ["发票怎么开", "什么时候发货"]);
+        // "In addition", inside one question: no cut.
+        assert!(parts("还另外送湿巾吗").len() <= 1, "{:?}", parts("还另外送湿巾吗"));
+        assert!(parts("要另外付运费吗").len() <= 1);
         assert_eq!(
             parts("在吗 这个能便宜点吗 什么时候发货"),
             ["这个能便宜点吗", "什么时候发货"]
