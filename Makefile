@@ -24,7 +24,8 @@ run: deps model ## build in release mode, check the demo shop in rules/ and serv
 
 # The tests that need the model or a redis-server are #[ignore]d (a bare `cargo test` passes
 # without them) and run here by name, so a green run means they ran. The other ignored test,
-# the fuzzer's long budget in tests/fuzz_rules.rs, stays out: it takes minutes.
+# the fuzzer's long budget in tests/fuzz_rules.rs, stays out: it takes minutes. The
+# real-traffic pack (examples/taobao-shop, docs/testing.md) keeps its own tests green.
 test: deps model ## the full test suite: formatting, clippy, unit, integration and doc tests, rules check
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
@@ -35,6 +36,8 @@ test: deps model ## the full test suite: formatting, clippy, unit, integration a
 	tests/support/openai-sdk.sh target/debug/kefu
 	tests/support/with-redis.sh tests/support/fleet.py target/debug/kefu
 	target/debug/kefu check $(RULES)
+	target/debug/kefu check examples/taobao-shop
+	target/debug/kefu test examples/taobao-shop
 
 deps: ## install missing system packages (Debian) and check the Rust toolchain
 	@missing=""; \
