@@ -91,35 +91,7 @@ impl Lowerer<'_> {
 
     /// Builds a card's pattern: its flags, errors inside it, and at least one named group.
     fn card_pattern(&mut self, p: &ast::CardPattern) -> Option<regex::Regex> {
-        let mut builder = regex::RegexBuilder::new(&p.pattern);
-        let mut ok = true;
-        for (i, flag) in p.flags.name.char_indices() {
-            match flag {
-                'i' => builder.case_insensitive(true),
-                'm' => builder.multi_line(true),
-                's' => builder.dot_matches_new_line(true),
-                'x' => builder.ignore_whitespace(true),
-                other => {
-                    let at = p.flags.span.start + i;
-                    self.push(
-                        Diagnostic::error(
-                            crate::diag::Span::new(p.flags.span.file, at, at + 1),
-                            format!("unknown regex flag `{other}`"),
-                        )
-                        .with_help("the flags are `i` (ignore case), `m`, `s` and `x`"),
-                    );
-                    ok = false;
-                    continue;
-                }
-            };
-        }
-        let regex = match builder.build() {
-            Ok(re) => re,
-            Err(e) => {
-                self.regex_error(&p.pattern, p.span, &e);
-                return None;
-            }
-        };
+        let regex = self.pattern(&p.pattern, p.span, &p.flags)?;
         if regex.capture_names().all(|n| n.is_none()) {
             self.push(
                 Diagnostic::error(p.span, "a card's pattern has no named groups")
@@ -135,6 +107,6 @@ impl Lowerer<'_> {
             );
             return None;
         }
-        ok.then_some(regex)
+        Some(regex)
     }
 }

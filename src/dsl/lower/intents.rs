@@ -88,36 +88,7 @@ impl Lowerer<'_> {
         for entity in entities {
             let matcher = match &entity.kind {
                 ast::EntityKind::Regex { pattern, span, flags } => {
-                    let mut builder = regex::RegexBuilder::new(pattern);
-                    let mut flags_ok = true;
-                    for (i, flag) in flags.name.char_indices() {
-                        match flag {
-                            'i' => builder.case_insensitive(true),
-                            'm' => builder.multi_line(true),
-                            's' => builder.dot_matches_new_line(true),
-                            'x' => builder.ignore_whitespace(true),
-                            other => {
-                                let at = flags.span.start + i;
-                                self.push(
-                                    Diagnostic::error(
-                                        Span::new(flags.span.file, at, at + 1),
-                                        format!("unknown regex flag `{other}`"),
-                                    )
-                                    .with_help("the flags are `i` (ignore case), `m`, `s` and `x`"),
-                                );
-                                flags_ok = false;
-                                continue;
-                            }
-                        };
-                    }
-                    match builder.build() {
-                        Ok(re) if flags_ok => Some(EntityMatcher::Regex(re)),
-                        Ok(_) => None,
-                        Err(e) => {
-                            self.regex_error(pattern, *span, &e);
-                            None
-                        }
-                    }
+                    self.pattern(pattern, *span, flags).map(EntityMatcher::Regex)
                 }
                 ast::EntityKind::Lexicon(entries) => {
                     if entries.is_empty() {
@@ -162,6 +133,41 @@ impl Lowerer<'_> {
 
     /// Reports a regex error at its position inside the pattern when the parser can say
     /// where, else at the whole pattern.
+    /// Builds a pattern written between slashes with its flags (`i`, `m`, `s`, `x`), for
+    /// entities and cards alike; an unknown flag or an error inside the pattern is reported
+    /// where it is written.
+    pub(super) fn pattern(&mut self, pattern: &str, span: Span, flags: &ast::Ident) -> Option<regex::Regex> {
+        let mut builder = regex::RegexBuilder::new(pattern);
+        let mut flags_ok = true;
+        for (i, flag) in flags.name.char_indices() {
+            match flag {
+                'i' => builder.case_insensitive(true),
+                'm' => builder.multi_line(true),
+                's' => builder.dot_matches_new_line(true),
+                'x' => builder.ignore_whitespace(true),
+                other => {
+                    let at = flags.span.start + i;
+                    self.push(
+                        Diagnostic::error(
+                            Span::new(flags.span.file, at, at + 1),
+                            format!("unknown regex flag `{other}`"),
+                        )
+                        .with_help("the flags are `i` (ignore case), `m`, `s` and `x`"),
+                    );
+                    flags_ok = false;
+                    continue;
+                }
+            };
+        }
+        match builder.build() {
+            Ok(re) => flags_ok.then_some(re),
+            Err(e) => {
+                self.regex_error(pattern, span, &e);
+                None
+            }
+        }
+    }
+
     pub(super) fn regex_error(&mut self, pattern: &str, span: Span, error: &regex::Error) {
         let parsed = regex_syntax::ast::parse::Parser::new().parse(pattern);
         let d = match parsed {
