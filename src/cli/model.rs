@@ -1,11 +1,10 @@
 //! Which model answers: the flags `chat`, `serve` and `generate` share (`--model`,
-//! `--llm-url`...), opening the backend they name, and making llama.cpp's threads sleep
-//! when it runs in this process.
+//! `--llm-url`...), opening the backend they name.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
 /// Which model answers when no rule is confident.
 #[derive(clap::Args)]
@@ -22,9 +21,15 @@ pub struct ModelArgs {
     /// The model name sent to --llm-url.
     #[arg(long, default_value = "default")]
     llm_model: String,
-    /// llama.cpp decoding threads (0: one per core).
+    /// llama.cpp decoding threads (0: one per core): the most a decode uses. Each decode
+    /// takes the cores nobody else is using at that moment (rule-answered turns, other
+    /// programs), down to one; see docs/model.md.
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Decode with all --threads always, even while other work wants the cores
+    /// (benchmarks that compare like with like).
+    #[arg(long)]
+    fixed_threads: bool,
     /// Conversations the model generates for at once (sequences batched together).
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
@@ -59,6 +64,7 @@ impl ModelArgs {
             url_model: Some(self.llm_model.clone()),
             api_key: std::env::var("KEFU_LLM_API_KEY").ok().filter(|k| !k.is_empty()),
             threads: self.threads,
+            fixed_threads: self.fixed_threads,
             parallel: self.parallel,
             ctx_per_seq: self.ctx,
             batch: self.batch,
@@ -79,30 +85,4 @@ impl ModelArgs {
         }
         Ok(kefu::llm::open(&options)?)
     }
-
-    /// Whether these flags load llama.cpp in this process.
-    pub fn in_process(&self) -> bool {
-        cfg!(feature = "llama") && self.llm_url.is_none() && self.model != "none"
-    }
-}
-
-/// Makes sure llama.cpp's OpenMP threads sleep instead of spinning while they wait.
-///
-/// By default OpenMP worker threads spin for a while after each parallel region. Between
-/// two decodes that keeps every core busy doing nothing, and the rule-answered turns the
-/// server handles meanwhile wait for a core: their p99 went from ~0.1 ms to ~7 ms while
-/// the model generated. `OMP_WAIT_POLICY=passive` makes the workers sleep at once; it is
-/// read when the OpenMP runtime starts, before `main`, so kefu sets it by running itself
-/// again with the variable set. An explicit setting in the environment is respected.
-pub fn passive_openmp() -> Result<()> {
-    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
-        return Ok(());
-    }
-    use std::os::unix::process::CommandExt as _;
-    let exe = std::env::current_exe().context("cannot find the kefu executable to set OMP_WAIT_POLICY")?;
-    let error = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env("OMP_WAIT_POLICY", "passive")
-        .exec();
-    Err(error).context("cannot restart kefu with OMP_WAIT_POLICY=passive")
 }

@@ -69,6 +69,7 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaLoraAdapter, 
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
 
+use super::cores::CoreBudget;
 use super::sample::Sampler;
 use super::{ChatMessage, ChatRole, Finish, GenerateRequest, Generation, LlmBackend, LlmError};
 
@@ -94,6 +95,9 @@ pub struct LlamaConfig {
     pub chat_template: Option<String>,
     /// Seed of the samplers (each request's sampler is seeded from it and a counter).
     pub seed: u32,
+    /// Give the machine's other work the cores it is using, decode by decode
+    /// ([`super::cores`]); `false` (`--fixed-threads`): always `threads`.
+    pub adaptive_threads: bool,
 }
 
 impl LlamaConfig {
@@ -109,6 +113,7 @@ impl LlamaConfig {
             lora: Vec::new(),
             chat_template: None,
             seed: 0x6b65_6675,
+            adaptive_threads: true,
         }
     }
 }
@@ -430,6 +435,45 @@ struct Worker<'m> {
     batch_size: usize,
     clock: u64,
     seed: u32,
+    /// The threads of each decode ([`super::cores`]).
+    budget: CoreBudget,
+    /// The thread count the context is set to now.
+    threads_now: usize,
+    /// `ctx` as llama.cpp's pointer, for the one call llama-cpp-2 does not wrap
+    /// (`llama_set_n_threads`); `None`: the threads stay as created.
+    raw: Option<RawContext>,
+}
+
+/// A `llama_context` pointer, used on the inference thread only, while the
+/// [`LlamaContext`] it was read from is alive (both belong to the same [`Worker`]).
+struct RawContext(std::ptr::NonNull<llama_cpp_sys_2::llama_context>);
+
+#[allow(unsafe_code)]
+impl RawContext {
+    /// The pointer inside `ctx`. llama-cpp-2 (pinned exactly in Cargo.toml) keeps it
+    /// private but prints it as the one field of its `Debug` output
+    /// (`LlamaContext { context: 0x… }`); it is read back from there and checked against
+    /// the context's own answer for its size, so a crate whose output changed gives
+    /// `None` (fixed threads), not a wrong pointer.
+    fn of(ctx: &LlamaContext<'_>) -> Option<RawContext> {
+        let debug = format!("{ctx:?}");
+        let hex = debug.split("context: 0x").nth(1)?;
+        let end = hex.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(hex.len());
+        let address = usize::from_str_radix(&hex[..end], 16).ok()?;
+        let ptr = std::ptr::NonNull::new(address as *mut llama_cpp_sys_2::llama_context)?;
+        // SAFETY: the address is the one `ctx` holds (its Debug output prints nothing
+        // else after `context: `); `llama_n_ctx` only reads the context.
+        let n_ctx = unsafe { llama_cpp_sys_2::llama_n_ctx(ptr.as_ptr()) };
+        (n_ctx == ctx.n_ctx()).then_some(RawContext(ptr))
+    }
+
+    /// Sets the threads of the next decodes (prompt batches and single tokens alike).
+    fn set_threads(&self, threads: usize) {
+        let n = i32::try_from(threads).unwrap_or(1);
+        // SAFETY: called on the inference thread between decodes, while the context
+        // lives; llama.cpp reads the count when it plans the next graph.
+        unsafe { llama_cpp_sys_2::llama_set_n_threads(self.0.as_ptr(), n, n) }
+    }
 }
 
 impl<'m> Worker<'m> {
@@ -487,6 +531,15 @@ impl<'m> Worker<'m> {
             })
             .collect();
         let batch_size = config.batch as usize;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let raw = RawContext::of(&ctx);
+        let budget = CoreBudget::new(config.threads, cores, config.adaptive_threads && raw.is_some());
+        if config.adaptive_threads && raw.is_none() {
+            tracing::warn!(
+                "cannot reach llama.cpp's context to adapt its threads; using {} always",
+                config.threads
+            );
+        }
         Ok(Worker {
             model,
             ctx,
@@ -502,6 +555,9 @@ impl<'m> Worker<'m> {
             batch_size,
             clock: 0,
             seed: config.seed,
+            budget,
+            threads_now: config.threads,
+            raw,
         })
     }
 
@@ -778,6 +834,13 @@ impl<'m> Worker<'m> {
         }
         if self.batch.n_tokens() == 0 {
             return;
+        }
+        let threads = self.budget.next();
+        if threads != self.threads_now
+            && let Some(raw) = &self.raw
+        {
+            raw.set_threads(threads);
+            self.threads_now = threads;
         }
         // Every sequence has a stream of its own, `ctx_per_seq` cells long, and no request
         // is let past that length, so a decode never waits for another sequence's cells.

@@ -7,6 +7,8 @@
 //! [`http::OpenAiHttp`] (an OpenAI-compatible server: llama-server, vLLM, hosted APIs)
 //! and [`MockLlm`], the deterministic backend the tests use.
 
+#[cfg(feature = "llama")]
+pub mod cores;
 pub mod generate;
 pub mod http;
 pub mod judge;
@@ -158,6 +160,8 @@ pub struct ModelOptions {
     pub api_key: Option<String>,
     /// llama.cpp decoding threads (0: one per core).
     pub threads: usize,
+    /// Always decode with `threads`, even when other work wants the cores ([`cores`]).
+    pub fixed_threads: bool,
     /// Sequences decoded together.
     pub parallel: usize,
     /// Tokens of context per sequence.
@@ -202,6 +206,7 @@ pub fn open(options: &ModelOptions) -> Result<Option<Arc<dyn LlmBackend>>, LlmEr
 fn open_llama(path: &std::path::Path, options: &ModelOptions) -> Result<Option<Arc<dyn LlmBackend>>, LlmError> {
     let mut config = llama::LlamaConfig::new(path);
     config.threads = options.threads;
+    config.adaptive_threads = !options.fixed_threads;
     if options.parallel > 0 {
         config.parallel = options.parallel;
     }
