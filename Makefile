@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 # test's two nodes.
 APT_PACKAGES := cmake clang libclang-dev pkg-config redis-server wrk python3-pip curl haproxy
 
-.PHONY: help run test deps model build check lint fmt clean load bench-model
+.PHONY: help run test deps model build check lint fmt clean load bench-model bench-chat
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -61,6 +61,11 @@ check: ## check the rules directory (RULES=dir)
 
 bench-model: deps model ## the model against llama.cpp's own llama-bench and llama-batched-bench (benches/model.sh)
 	benches/model.sh
+
+bench-chat: deps model ## many chats at once, kefu against llama-server on the same model (benches/chat_load.py)
+	benches/llama_tools.sh >/dev/null
+	$(CARGO) build --release --locked --quiet
+	benches/chat_load.py
 
 load: deps ## load scripts: rule-answered QPS and latency, then reload under load (benches/)
 	benches/load.sh
