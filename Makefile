@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 # llama.cpp's CPU backend uses for its threads; haproxy balances the fleet test's two nodes.
 APT_PACKAGES := cmake clang libclang-dev pkg-config redis-server wrk python3-pip libgomp1 curl haproxy
 
-.PHONY: help run test deps model build check lint fmt clean load bench-model
+.PHONY: help run test deps model build check lint fmt clean load soak bench-model
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -65,6 +65,11 @@ bench-model: deps model ## the model against llama.cpp's own llama-bench and lla
 load: deps ## load scripts: rule-answered QPS and latency, then reload under load (benches/)
 	benches/load.sh
 	benches/reload_under_load.sh
+
+# SOAK_ARGS passes options on: `make soak SOAK_ARGS="--duration 180 --mock-llm"` for a quick run.
+soak: deps model ## an hour of mixed traffic: RSS, fds, p99 and errors every minute (benches/soak.py)
+	$(CARGO) build --release --locked
+	benches/soak.py $(SOAK_ARGS)
 
 fmt: ## format the code
 	$(CARGO) fmt --all
