@@ -35,7 +35,15 @@ p50/p99 of the rule turns of that interval, kefu's RSS (VmRSS), open file descri
 least-squares slope of RSS against cumulative requests, the first --warmup seconds (300)
 left out), the errors, kefu's log checked for panics and errors, and a verdict against
 the goals (drift under 1 MB per 1,000 requests, 0 errors). Writes --csv, --json and an
-SVG chart (--chart, docs/img/soak.svg). Exit status 1 when a goal is missed.
+SVG chart (--chart, docs/img/soak.svg), and prints the figures as a Markdown table for
+docs/operations.md. Exit status 1 when a goal is missed.
+
+--session-pool N draws the rule turns' session ids from N per thread instead of new ones
+(a run beside a default one tells the session store filling from memory not given back);
+--admin-reconnect opens a new connection for each reload round instead of keeping one
+alive across the 20 s gap (kefu closes idle keep-alive connections after 10 s: see the
+Soak section of docs/operations.md); --rules DIR serves another rules directory (an
+older build needs the rules of its day); --replot JSON redraws the chart of a run.
 
 Environment: KEFU_BIN (target/release/kefu). Stdlib Python 3.11 only; run from anywhere.
 """
@@ -540,6 +548,36 @@ def svg_chart(rows, path, title, subtitle, warmup_min):
         f.write("\n".join(out) + "\n")
 
 
+def markdown(summary):
+    """The run's figures as a Markdown table, for docs/operations.md."""
+    rows = summary["rows"]
+    p99s = [r["p99_ms"] for r in rows if r["p99_ms"] is not None]
+    p50s = [r["p50_ms"] for r in rows if r["p50_ms"] is not None]
+    errs = ", ".join(f"{k}: {v}" for k, v in summary["errors_by_kind"].items()) or "none"
+    drift = summary["drift_mb_per_1000_requests"]
+    half = summary["drift_second_half_mb_per_1000_requests"]
+    lines = [
+        ("run", f"{summary['started']}, {summary['duration_s'] / 60:.0f} min, {summary['mode']}"),
+        ("requests", f"{summary['requests']:,} ({summary['requests'] / summary['duration_s']:.0f}/s); "
+                     f"{summary['by_kind'].get('model', 0):,} model turns, {summary['by_kind'].get('cut', 0):,} cut streams, "
+                     f"{summary['reloads']['edits']} edits + {summary['reloads']['admin']} admin reloads, "
+                     f"{summary['sessions']:,} sessions opened"),
+        ("errors", f"{summary['errors']} ({errs}); {summary['expected_4xx']:,} refusals provoked and expected"),
+        ("rule turns p50 / p99 (median of the intervals; worst p99)",
+         f"{statistics.median(p50s) if p50s else 0:.2f} / {statistics.median(p99s) if p99s else 0:.2f} ms; "
+         f"{max(p99s, default=0):.1f} ms"),
+        ("RSS start / end / max", f"{summary['rss_mb']['start']:.0f} / {summary['rss_mb']['end'] or 0:.0f} / "
+                                  f"{summary['rss_mb']['max']:.0f} MB"),
+        ("RSS drift per 1,000 requests", f"{drift:+.3f} MB ({summary['drift_window']}); second half {half:+.3f} MB"
+         if drift is not None and half is not None else "n/a"),
+        ("open fds start / end / max", f"{summary['fds']['start']} / {summary['fds']['end']} / {summary['fds']['max']}"),
+        ("kefu CPU", f"{summary['cpu_s']} s ({summary['cpu_s'] / summary['duration_s'] * 100:.0f}% of a core)"
+         if summary["cpu_s"] is not None else "n/a"),
+        ("kefu log", f"{summary['log_lines_flagged']} lines with panic/error/warn"),
+    ]
+    return "\n".join(["| figure | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in lines])
+
+
 def chart(summary, path):
     """The chart of a run, from its summary."""
     drift = summary["drift_mb_per_1000_requests"]
@@ -600,6 +638,7 @@ def main():
         with open(args.replot, encoding="utf-8") as f:
             summary = json.load(f)
         chart(summary, args.chart)
+        print(markdown(summary))
         print(f"wrote {args.chart}")
         return
 
@@ -640,7 +679,8 @@ def main():
         if a is None or a.get("source") not in ("rule", "promotion"):
             proc.kill()
             sys.exit(f"not rule-answered: {q}: {a and a.get('source')}")
-    mode = "mock model (benches/slow_model.yaml)" if args.mock_llm else f"model {args.model}, {args.threads} threads"
+    mode = ("mock model (benches/slow_model.yaml)" if args.mock_llm
+            else f"model {os.path.basename(args.model)}, {args.threads} threads")
     print(f"kefu {binary} pid {proc.pid} on {addr}; {mode}; {args.duration:.0f} s, sample every {args.interval:.0f} s")
 
     threads = [threading.Thread(target=soak.rule_worker, args=(i,)) for i in range(args.workers)]
@@ -758,6 +798,7 @@ def main():
     ok_errors = errors == 0 and not crashed
     print(f"verdict: drift {'OK' if ok_drift else 'MISSED'} (goal < 1 MB / 1,000 requests), "
           f"errors {'OK' if ok_errors else 'MISSED'} (goal 0{', kefu exited' if crashed else ''})")
+    print("\n" + markdown(summary) + "\n")
     print(f"wrote {args.csv}, {args.json}, {args.chart}")
     shutil.rmtree(tmp, ignore_errors=True)
     sys.exit(0 if ok_drift and ok_errors else 1)
