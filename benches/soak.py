@@ -669,7 +669,10 @@ def main():
     if addr is None:
         proc.kill()
         log.close()
-        sys.exit("kefu did not start:\n" + open(log_path).read()[-3000:])
+        with open(log_path, encoding="utf-8", errors="replace") as f:
+            tail = f.read()[-3000:]
+        shutil.rmtree(tmp, ignore_errors=True)
+        sys.exit("kefu did not start:\n" + tail)
     # stdout is drained so kefu never blocks on a full pipe.
     threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
 
@@ -678,6 +681,7 @@ def main():
         a = turn(Client(addr, 10), soak.stats, "check", "/v1/chat", "soak-check", q, False)
         if a is None or a.get("source") not in ("rule", "promotion"):
             proc.kill()
+            shutil.rmtree(tmp, ignore_errors=True)
             sys.exit(f"not rule-answered: {q}: {a and a.get('source')}")
     mode = ("mock model (benches/slow_model.yaml)" if args.mock_llm
             else f"model {os.path.basename(args.model)}, {args.threads} threads")
