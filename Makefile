@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 # test's two nodes.
 APT_PACKAGES := cmake clang libclang-dev pkg-config redis-server wrk python3-pip curl haproxy
 
-.PHONY: help run test deps model build check lint fmt clean load bench-model bench-chat
+.PHONY: help run test deps model build check lint fmt clean load soak bench-model bench-chat bench-rules
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ check: ## check the rules directory (RULES=dir)
 bench-model: deps model ## the model against llama.cpp's own llama-bench and llama-batched-bench (benches/model.sh)
 	benches/model.sh
 
+bench-rules: deps model ## rule-answered p99 idle and while the model generates, in pairs (benches/rules_beside_model.sh)
+	benches/rules_beside_model.sh
+
 bench-chat: deps model ## many chats at once, kefu against llama-server on the same model (benches/chat_load.py)
 	benches/llama_tools.sh >/dev/null
 	$(CARGO) build --release --locked --quiet
@@ -70,6 +73,11 @@ bench-chat: deps model ## many chats at once, kefu against llama-server on the s
 load: deps ## load scripts: rule-answered QPS and latency, then reload under load (benches/)
 	benches/load.sh
 	benches/reload_under_load.sh
+
+# SOAK_ARGS passes options on: `make soak SOAK_ARGS="--duration 180 --mock-llm"` for a quick run.
+soak: deps model ## an hour of mixed traffic: RSS, fds, p99 and errors every minute (benches/soak.py)
+	$(CARGO) build --release --locked
+	benches/soak.py $(SOAK_ARGS)
 
 fmt: ## format the code
 	$(CARGO) fmt --all
