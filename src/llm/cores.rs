@@ -75,8 +75,9 @@ impl CoreBudget {
     }
 
     /// The threads for the next decode, from the machine's load now. Called by the
-    /// inference thread only, between decodes (its pool's workers have exited then, so
-    /// the running count is this thread plus everything else).
+    /// inference thread only, right after a decode (its pool's workers have exited then,
+    /// so the running count is this thread plus everything else) and before the decoded
+    /// tokens go out (the callers they wake would count as others).
     pub fn next(&mut self) -> usize {
         let Some(file) = &self.loadavg else { return self.max };
         match running_of(file) {

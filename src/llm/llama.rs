@@ -835,13 +835,6 @@ impl<'m> Worker<'m> {
         if self.batch.n_tokens() == 0 {
             return;
         }
-        let threads = self.budget.next();
-        if threads != self.threads_now
-            && let Some(raw) = &self.raw
-        {
-            raw.set_threads(threads);
-            self.threads_now = threads;
-        }
         // Every sequence has a stream of its own, `ctx_per_seq` cells long, and no request
         // is let past that length, so a decode never waits for another sequence's cells.
         if let Err(e) = self.ctx.decode(&mut self.batch) {
@@ -854,6 +847,15 @@ impl<'m> Worker<'m> {
                 }
             }
             return;
+        }
+        // The next decode's threads, read now: once the tokens below are sampled, the
+        // callers waiting for them wake up and would count as other work.
+        let threads = self.budget.next();
+        if threads != self.threads_now
+            && let Some(raw) = &self.raw
+        {
+            raw.set_threads(threads);
+            self.threads_now = threads;
         }
         self.take_pending_root();
         for i in 0..self.slots.len() {
