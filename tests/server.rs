@@ -608,6 +608,108 @@ fn a_client_hoarding_idle_connections_loses_its_own_not_others_service() {
     drop(hoard);
 }
 
+/// A server with short connection timeouts: `header` for a request's headers from its
+/// first byte, `idle` between requests.
+fn with_timeouts(header: Duration, idle: Duration) -> TestServer {
+    let mut config = config(DEMO);
+    config.limits.connections.header_timeout = header;
+    config.limits.connections.idle_timeout = idle;
+    TestServer::start(config)
+}
+
+/// `GET /healthz` on a kept-alive connection: the response's status, or why there was none.
+fn healthz_kept_alive(stream: &mut std::net::TcpStream) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            let reply = support::http::parse_response(&received[..end + 4]);
+            let length: usize = reply
+                .header("content-length")
+                .ok_or("no content-length")?
+                .parse()
+                .unwrap();
+            if received.len() >= end + 4 + length {
+                return Ok(reply.status);
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return Err("the connection was closed".into()),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+}
+
+/// How long after `since` the server closed `stream`, waiting at most `wait`; `None` if
+/// it stayed open.
+fn closed_after(stream: &mut std::net::TcpStream, since: std::time::Instant, wait: Duration) -> Option<Duration> {
+    use std::io::{ErrorKind, Read};
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 1024];
+    match stream.read(&mut buf) {
+        Ok(0) => Some(since.elapsed()),
+        Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => {
+            Some(since.elapsed())
+        }
+        Ok(n) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn a_keep_alive_connection_idle_past_the_header_timeout_is_still_served() {
+    // hyper's own header timeout also ran between requests: idle 10 s, a kept-alive
+    // connection was dropped, under proxies that keep theirs for 60 s.
+    let server = with_timeouts(Duration::from_secs(1), Duration::from_secs(5));
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    assert_eq!(healthz_kept_alive(&mut stream), Ok(200));
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(healthz_kept_alive(&mut stream), Ok(200), "served on the same socket");
+}
+
+#[test]
+fn a_request_whose_headers_stall_is_dropped_after_the_header_timeout() {
+    let server = with_timeouts(Duration::from_secs(1), Duration::from_secs(30));
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    use std::io::Write;
+    let first_byte = std::time::Instant::now();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\nx-slow: ")
+        .unwrap();
+    // A byte now and then does not restart the clock: it runs from the first byte.
+    std::thread::sleep(Duration::from_millis(500));
+    stream.write_all(b"a").unwrap();
+    let closed = closed_after(&mut stream, first_byte, Duration::from_secs(5)).expect("closed");
+    assert!(
+        closed >= Duration::from_millis(900) && closed < Duration::from_secs(3),
+        "closed after {closed:?}"
+    );
+    let metrics = server.get("/metrics").body;
+    assert!(
+        metrics.contains("kefu_connections_shed_total{kind=\"slow_headers\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let server = with_timeouts(Duration::from_secs(10), Duration::from_secs(1));
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    assert_eq!(healthz_kept_alive(&mut stream), Ok(200));
+    let answered = std::time::Instant::now();
+    let closed = closed_after(&mut stream, answered, Duration::from_secs(5)).expect("closed");
+    assert!(
+        closed >= Duration::from_millis(900) && closed < Duration::from_secs(3),
+        "closed after {closed:?}"
+    );
+}
+
 #[test]
 fn every_bad_request_gets_a_json_error() {
     let mut config = config(DEMO);

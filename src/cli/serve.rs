@@ -189,6 +189,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             max: args.max_connections.max(1),
             per_client: args.max_connections_per_client,
             idle_timeout: std::time::Duration::from_secs(args.idle_timeout),
+            ..kefu::server::conns::ConnLimits::default()
         },
         ..kefu::server::Limits::default()
     };

@@ -29,7 +29,7 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
-    /// Open connections, in all and per client, and the idle timeout.
+    /// Open connections, in all and per client, and the idle and header timeouts.
     pub connections: conns::ConnLimits,
 }
 

@@ -14,17 +14,32 @@
 //!   running, no event stream open) in that scope is closed to make room; when every
 //!   connection in the scope is busy, the new one is turned away. A client that hoards
 //!   idle sockets loses its own, never someone else's request in progress;
-//! - connections idle for longer than the idle timeout are closed.
+//! - connections idle for longer than the idle timeout are closed;
+//! - a request whose headers are not all in within the header timeout of its first byte
+//!   has its connection closed (slow-header, "slowloris", protection).
+//!
+//! The last two are separate clocks on purpose. hyper's own `header_read_timeout` starts
+//! as soon as a connection waits for its next request, so it also bounds the idle time
+//! between requests: with it at 10 s, a proxy pool keeping connections for 60 s lost
+//! requests on sockets kefu had dropped. Instead the socket is wrapped ([`Watched`]): the
+//! first bytes read while no request is in the service start the header clock, the
+//! request entering the service ([`Conn::busy`]) stops it, and [`Registry::sweep`] closes
+//! the connections whose clock ran out, along with the idle ones.
 //!
 //! A connection is closed through hyper's graceful shutdown: one with a request in flight
-//! finishes it first.
+//! finishes it first. One whose headers are overdue is dropped outright: it has no
+//! request in the service to finish, and hyper would wait for the rest of the head.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
 /// File descriptors kept back from the connection cap, for everything else the process
@@ -68,15 +83,27 @@ pub struct ConnLimits {
     pub per_client: usize,
     /// An idle connection (no request for this long) is closed.
     pub idle_timeout: Duration,
+    /// A request's headers must all arrive within this long of its first byte, or the
+    /// connection is closed.
+    pub header_timeout: Duration,
+}
+
+impl ConnLimits {
+    /// How often [`Registry::sweep`] should run: a quarter of the shorter timeout, so a
+    /// connection is closed at most a quarter late, between 50 ms and 5 s.
+    pub fn sweep_every(&self) -> Duration {
+        (self.idle_timeout.min(self.header_timeout) / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
+    }
 }
 
 impl Default for ConnLimits {
-    /// 10,000 in all, 256 per client, 75 s idle.
+    /// 10,000 in all, 256 per client, 75 s idle, 10 s for a request's headers.
     fn default() -> Self {
         ConnLimits {
             max: 10_000,
             per_client: 256,
             idle_timeout: Duration::from_secs(75),
+            header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -110,10 +137,18 @@ struct Shared {
     busy: AtomicUsize,
     /// Milliseconds after `epoch` when it was last busy.
     last_active_ms: AtomicU64,
+    /// Milliseconds after `epoch` when the first bytes of a request not yet in the service
+    /// arrived; [`NOT_RECEIVING`] when none are waiting.
+    receiving_since_ms: AtomicU64,
+    /// Set by the sweep when that request's headers are overdue.
+    overdue: AtomicBool,
     epoch: Instant,
-    /// Asks the connection's task to close it gracefully.
+    /// Asks the connection's task to close it (gracefully, or at once when `overdue`).
     close: Notify,
 }
+
+/// `receiving_since_ms` when no request is arriving.
+const NOT_RECEIVING: u64 = u64::MAX;
 
 impl Shared {
     fn touch(&self) {
@@ -122,6 +157,26 @@ impl Shared {
 
     fn idle_since_ms(&self) -> Option<u64> {
         (self.busy.load(Ordering::Acquire) == 0).then(|| self.last_active_ms.load(Ordering::Relaxed))
+    }
+
+    /// Bytes were read from the socket: with no request in the service they are a new
+    /// request's, and start its header clock (unless it already runs).
+    ///
+    /// Body bytes of a request in the service do not count (it is busy), nor do the
+    /// later reads of a head already started (the clock is not moved).
+    fn bytes_arrived(&self) {
+        if self.busy.load(Ordering::Acquire) == 0 && self.receiving_since_ms.load(Ordering::Relaxed) == NOT_RECEIVING {
+            self.receiving_since_ms.store(ms_since(self.epoch), Ordering::Relaxed);
+        }
+    }
+
+    /// Since when a request has been arriving without reaching the service.
+    fn receiving_since(&self) -> Option<u64> {
+        if self.busy.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        let since = self.receiving_since_ms.load(Ordering::Relaxed);
+        (since != NOT_RECEIVING).then_some(since)
     }
 }
 
@@ -136,15 +191,82 @@ pub struct Conn {
 impl Conn {
     /// Marks the connection busy until the guard is dropped (a request, or an event
     /// stream that outlives its request's handler).
+    ///
+    /// A request entering the service stops its header clock.
     pub fn busy(&self) -> Busy {
         self.shared.busy.fetch_add(1, Ordering::AcqRel);
+        self.shared.receiving_since_ms.store(NOT_RECEIVING, Ordering::Relaxed);
         self.shared.touch();
         Busy(Arc::clone(&self.shared))
+    }
+
+    /// Wraps the connection's socket so that a request's first bytes start its header
+    /// clock.
+    pub fn watch<T>(&self, io: T) -> Watched<T> {
+        Watched {
+            io,
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Resolves when the registry asks this connection to close.
     pub async fn closing(&self) {
         self.shared.close.notified().await;
+    }
+
+    /// Whether the registry found this connection's request headers overdue and they
+    /// still are: the connection is to be dropped, not closed gracefully.
+    ///
+    /// Checked again here because the head may have completed between the sweep and
+    /// this call; then the connection closes gracefully after its response instead.
+    pub fn headers_overdue(&self) -> bool {
+        self.shared.overdue.load(Ordering::Acquire) && self.shared.receiving_since().is_some()
+    }
+}
+
+/// A connection's socket that tells its registry entry when a request starts to arrive
+/// (see [`Conn::watch`]); reads and writes are passed through unchanged.
+#[derive(Debug)]
+pub struct Watched<T> {
+    io: T,
+    shared: Arc<Shared>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.shared.bytes_arrived();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
@@ -179,6 +301,15 @@ pub enum Admission {
     Shed(&'static str),
     /// Every connection in its scope is busy: turned away (`client` or `full`).
     Refused(&'static str),
+}
+
+/// What a [`Registry::sweep`] asked to close.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Connections idle past the idle timeout (asked again on every sweep until gone).
+    pub idle: usize,
+    /// Connections newly found with request headers overdue.
+    pub slow_headers: usize,
 }
 
 /// Every open connection.
@@ -248,6 +379,8 @@ impl Registry {
             client,
             busy: AtomicUsize::new(0),
             last_active_ms: AtomicU64::new(ms_since(self.started)),
+            receiving_since_ms: AtomicU64::new(NOT_RECEIVING),
+            overdue: AtomicBool::new(false),
             epoch: self.started,
             close: Notify::new(),
         });
@@ -260,23 +393,35 @@ impl Registry {
         (Some(conn), admission)
     }
 
-    /// Asks every connection idle for longer than the idle timeout to close; returns how
-    /// many.
-    pub fn close_idle(&self) -> usize {
+    /// Asks every connection idle for longer than the idle timeout to close, and every
+    /// one whose request headers took longer than the header timeout to be dropped.
+    ///
+    /// A connection receiving a request is not idle: the idle clock would otherwise close
+    /// it under a request that has begun to arrive.
+    pub fn sweep(&self) -> Swept {
         let now = ms_since(self.started);
-        let timeout = u64::try_from(self.limits.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (idle_timeout, header_timeout) = (ms(self.limits.idle_timeout), ms(self.limits.header_timeout));
         let open = self.lock();
-        let mut closed = 0;
+        let mut swept = Swept::default();
         for conn in open.conns.values() {
-            if conn
+            if let Some(since) = conn.receiving_since() {
+                if now.saturating_sub(since) >= header_timeout {
+                    // Counted once; a later sweep before the task drops it only wakes it.
+                    if !conn.overdue.swap(true, Ordering::AcqRel) {
+                        swept.slow_headers += 1;
+                    }
+                    conn.close.notify_one();
+                }
+            } else if conn
                 .idle_since_ms()
-                .is_some_and(|since| now.saturating_sub(since) >= timeout)
+                .is_some_and(|since| now.saturating_sub(since) >= idle_timeout)
             {
                 conn.close.notify_one();
-                closed += 1;
+                swept.idle += 1;
             }
         }
-        closed
+        swept
     }
 
     /// Asks every connection to close (shutdown): idle ones close at once, busy ones
@@ -330,6 +475,7 @@ mod tests {
             max,
             per_client,
             idle_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
         }
     }
 
@@ -398,8 +544,82 @@ mod tests {
         let (idle, _) = registry.admit(ip("10.0.0.1"));
         let (busy, _) = registry.admit(ip("10.0.0.2"));
         let _guard = busy.as_ref().unwrap().busy();
-        assert_eq!(registry.close_idle(), 1);
+        assert_eq!(
+            registry.sweep(),
+            Swept {
+                idle: 1,
+                slow_headers: 0
+            }
+        );
         assert!(futures_ready(idle.unwrap().closing()));
+    }
+
+    #[test]
+    fn a_request_whose_headers_are_overdue_is_dropped_and_an_idle_one_is_not() {
+        let registry = Registry::new(ConnLimits {
+            header_timeout: Duration::ZERO,
+            ..limits(10, 0)
+        });
+        let (idle, _) = registry.admit(ip("10.0.0.1"));
+        let (arriving, _) = registry.admit(ip("10.0.0.2"));
+        let (served, _) = registry.admit(ip("10.0.0.3"));
+        let (idle, arriving, served) = (idle.unwrap(), arriving.unwrap(), served.unwrap());
+        arriving.shared.bytes_arrived();
+        served.shared.bytes_arrived();
+        // The head is complete: the request enters the service, which stops its clock.
+        let guard = served.busy();
+        assert_eq!(
+            registry.sweep(),
+            Swept {
+                idle: 0,
+                slow_headers: 1
+            }
+        );
+        assert!(futures_ready(arriving.closing()));
+        assert!(arriving.headers_overdue());
+        assert!(!futures_ready(idle.closing()), "idle, within the idle timeout");
+        assert!(!futures_ready(served.closing()));
+        // Counted once, however many sweeps see it before it is gone.
+        assert_eq!(registry.sweep(), Swept::default());
+        // Body bytes of a request in the service do not start the clock.
+        served.shared.bytes_arrived();
+        assert_eq!(served.shared.receiving_since(), None);
+        drop(guard);
+        assert_eq!(
+            served.shared.receiving_since(),
+            None,
+            "the clock starts only with new bytes"
+        );
+    }
+
+    #[test]
+    fn the_header_clock_starts_at_the_first_byte_not_the_last() {
+        let registry = Registry::new(limits(10, 0));
+        let (conn, _) = registry.admit(ip("10.0.0.1"));
+        let conn = conn.unwrap();
+        conn.shared.bytes_arrived();
+        let first = conn.shared.receiving_since().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        conn.shared.bytes_arrived();
+        assert_eq!(conn.shared.receiving_since(), Some(first));
+        // Arriving, but not for the header timeout yet: neither dropped nor idle.
+        assert_eq!(registry.sweep(), Swept::default());
+        assert!(!conn.headers_overdue());
+    }
+
+    #[test]
+    fn the_sweep_runs_often_enough_for_the_shorter_timeout() {
+        assert_eq!(ConnLimits::default().sweep_every(), Duration::from_millis(2500));
+        let short = ConnLimits {
+            header_timeout: Duration::from_secs(1),
+            ..ConnLimits::default()
+        };
+        assert_eq!(short.sweep_every(), Duration::from_millis(250));
+        let zero = ConnLimits {
+            idle_timeout: Duration::ZERO,
+            ..ConnLimits::default()
+        };
+        assert_eq!(zero.sweep_every(), Duration::from_millis(50));
     }
 
     #[test]

@@ -208,7 +208,7 @@ impl Metrics {
         let connections_refused = Family::<KindLabels, Counter>::default();
         registry.register(
             "connections_shed",
-            "Connections closed or refused by the connection limits: `idle` (the oldest idle one, to make room), `client` (one client over its share), `full` (every connection busy)",
+            "Connections closed or refused by the connection limits: `idle` (the oldest idle one, to make room), `client` (one client over its share), `full` (every connection busy), `slow_headers` (a request's headers not in within the header timeout, 10 s, of its first byte)",
             connections_refused.clone(),
         );
         let in_flight = Gauge::default();
@@ -295,7 +295,8 @@ impl Metrics {
         &self.connections
     }
 
-    /// Counts a connection the limits closed or refused: `idle`, `client` or `full`.
+    /// Counts a connection the limits closed or refused: `idle`, `client`, `full` or
+    /// `slow_headers`.
     pub fn connection_shed(&self, kind: &'static str) {
         self.connections_refused.get_or_create(&KindLabels { kind }).inc();
     }

@@ -14,7 +14,7 @@
 //! | [`config`] | What the service is started with ([`ServeConfig`], [`Limits`]) and the defaults. |
 //! | [`state`] | The [`State`] every handler shares, wired from a config by [`Service::build`]. |
 //! | [`serve`] | [`run`] and [`Service::serve`]: the runtime, the listener, the accept loop, shutdown. |
-//! | [`conns`] | Client connections: caps in all and per client, shedding, the idle timeout. |
+//! | [`conns`] | Client connections: caps in all and per client, shedding, the idle and header timeouts. |
 //! | [`routes`] | One request start to end: method and path to a handler, the time limit, request metrics. |
 //! | [`auth`] | Who may call the admin and agent routes. |
 //! | [`limits`] | The per-request checks: session ids, message length, the per-session rate. |

@@ -5,14 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::{ServeConfig, ServeError, Service, conns, limits, logs, routes};
 use crate::reload::Trigger;
-
-/// How often connections idle past the idle timeout are looked for.
-const IDLE_SWEEP: Duration = Duration::from_secs(5);
 
 impl Service {
     /// Serves connections from `listener` until `shutdown` completes, then lets in-flight
@@ -25,19 +22,26 @@ impl Service {
             max: conns::cap_for_fd_limit(limits.max, conns::fd_soft_limit()),
             ..limits
         });
+        // Closes idle connections and those whose request headers are overdue; it runs
+        // through shutdown too, so a half-sent request cannot hold the drain.
         let reaper = {
             let registry = Arc::clone(&registry);
+            let metrics = Arc::clone(&state.metrics);
+            let every = limits.sweep_every();
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(IDLE_SWEEP).await;
-                    registry.close_idle();
+                    tokio::time::sleep(every).await;
+                    for _ in 0..registry.sweep().slow_headers {
+                        metrics.connection_shed("slow_headers");
+                    }
                 }
             })
         };
+        // No `header_read_timeout`: hyper starts it when a connection waits for its next
+        // request, so it would also cut idle keep-alive connections; the registry keeps
+        // that limit from a request's first byte instead (see `conns`).
         let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10))
-            .keep_alive(true);
+        http.header_read_timeout(None).keep_alive(true);
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -68,7 +72,7 @@ impl Service {
                 let (state, conn) = (Arc::clone(&state), Arc::clone(&conn));
                 hyper::service::service_fn(move |req| routes::handle(Arc::clone(&state), req, peer, conn.busy()))
             };
-            let connection = http.serve_connection(TokioIo::new(stream), service);
+            let connection = http.serve_connection(TokioIo::new(conn.watch(stream)), service);
             let metrics = Arc::clone(&state.metrics);
             metrics.connections().inc();
             tokio::spawn(async move {
@@ -82,11 +86,20 @@ impl Service {
                             }
                             break;
                         }
-                        // Idle too long, shed to make room, or shutting down: an idle
-                        // connection closes now, a busy one after its response.
-                        () = conn.closing(), if !closing => {
-                            connection.as_mut().graceful_shutdown();
-                            closing = true;
+                        // Request headers overdue: dropped outright (hyper would wait
+                        // for the rest of the head). Idle too long, shed to make room, or
+                        // shutting down: an idle connection closes now, a busy one after
+                        // its response. Still listened to once closing, as a shed
+                        // connection's headers may come to be overdue.
+                        () = conn.closing() => {
+                            if conn.headers_overdue() {
+                                tracing::debug!(peer = %peer, "connection closed: request headers not in within the header timeout");
+                                break;
+                            }
+                            if !closing {
+                                connection.as_mut().graceful_shutdown();
+                                closing = true;
+                            }
                         }
                     }
                 }
@@ -94,7 +107,6 @@ impl Service {
             });
         }
         drop(listener);
-        reaper.abort();
         let stopping = Instant::now();
         tracing::info!("shutting down: no new connections; finishing requests in flight");
         registry.close_all();
@@ -111,6 +123,7 @@ impl Service {
                 "requests still in flight after the grace period"
             );
         }
+        reaper.abort();
         if let Some(cleaner) = cleaner {
             cleaner.abort();
         }
