@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds llama.cpp's own benchmark tools (llama-bench, llama-batched-bench) and its
 # OpenAI-compatible server (llama-server) from the llama.cpp source vendored in the
-# llama-cpp-sys-2 crate kefu links, with the flags that crate's build script uses for kefu
-# (Release, GGML_NATIVE because .cargo/config.toml sets target-cpu=native, OpenMP on,
-# static libraries), so benches/model.sh and benches/chat_load.py compare like with like.
+# llama-cpp-sys-2 crate kefu links, built as llama.cpp's own CMake builds them by default
+# (Release, GGML_NATIVE as kefu's .cargo/config.toml sets target-cpu=native, OpenMP on,
+# static libraries), so benches/model.sh and benches/chat_load.py compare kefu with what a
+# llama.cpp user gets. kefu itself builds the same source without OpenMP (its threads are
+# sized to the free cores: docs/model.md, "Threads").
 # Output: target/llama-tools/bin/{llama-bench,llama-batched-bench,llama-server}.
 # Run: benches/llama_tools.sh (a no-op when the three binaries exist for the same crate);
 # the first build takes several minutes on 2 cores. Env: LLAMA_TOOLS_JOBS (make -j, default

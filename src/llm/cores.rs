@@ -9,8 +9,8 @@
 //! operation. Spinning is what makes llama.cpp fast on free cores, and what makes it
 //! collapse on busy ones: when another thread takes the core of one of the model's
 //! threads, its partners spin at the next barrier until it comes back, a whole
-//! scheduler slice of nothing (2 threads on 2 cores beside two compilers: under
-//! 1 token/s, against 60 single-threaded). The OpenMP build kefu used before avoided the
+//! scheduler slice of nothing (2 threads on 2 cores beside two compilers: 1-8
+//! tokens/s; sized by this module, 62-128). The OpenMP build kefu used before avoided the
 //! collapse by making every thread sleep at every barrier (`OMP_WAIT_POLICY=passive`),
 //! which cost half the speed on free cores.
 //!
@@ -19,8 +19,8 @@
 //! `/proc/loadavg`: rule-answered turns on kefu's HTTP workers, other processes), and
 //! gives the model the cores nobody else is using: on a 2-core machine, two threads when
 //! the machine is quiet, one (which never waits at a barrier) as soon as anything else
-//! runs. A burst of rule traffic takes the model down to fewer threads at its next
-//! decode; the model takes the cores back only after [`CALM_DECODES`] decodes in a row
+//! runs. A burst of rule traffic takes the model down to fewer threads within two
+//! decodes; the model takes the cores back only after [`CALM_DECODES`] decodes in a row
 //! found them free, so that a stream of short requests does not make it flap.
 //!
 //! Where `/proc/loadavg` cannot be read (not Linux), or with `--fixed-threads`, the
@@ -78,7 +78,7 @@ impl CoreBudget {
     /// inference thread only, right after a decode (its pool's workers have exited then,
     /// so the running count is this thread plus everything else) and before the decoded
     /// tokens go out (the callers they wake would count as others).
-    pub fn next(&mut self) -> usize {
+    pub fn for_next_decode(&mut self) -> usize {
         let Some(file) = &self.loadavg else { return self.max };
         match running_of(file) {
             Some(running) => self.decide(running.saturating_sub(1)),
@@ -197,9 +197,9 @@ mod tests {
     fn one_thread_or_no_load_reading_is_fixed() {
         let mut b = CoreBudget::new(1, 2, true);
         assert!(!b.adaptive());
-        assert_eq!(b.next(), 1);
+        assert_eq!(b.for_next_decode(), 1);
         let mut b = CoreBudget::new(2, 2, false);
         assert!(!b.adaptive());
-        assert_eq!(b.next(), 2);
+        assert_eq!(b.for_next_decode(), 2);
     }
 }

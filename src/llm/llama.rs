@@ -850,7 +850,7 @@ impl<'m> Worker<'m> {
         }
         // The next decode's threads, read now: once the tokens below are sampled, the
         // callers waiting for them wake up and would count as other work.
-        let threads = self.budget.next();
+        let threads = self.budget.for_next_decode();
         if threads != self.threads_now
             && let Some(raw) = &self.raw
         {
