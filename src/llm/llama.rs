@@ -129,6 +129,9 @@ pub struct ModelInfo {
     pub threads: usize,
     /// Sequences.
     pub parallel: usize,
+    /// Whether each decode's threads follow the machine's load ([`super::cores`]): false
+    /// with `--fixed-threads`, one thread, or no `/proc/loadavg`.
+    pub adaptive_threads: bool,
     /// Tokens of context per sequence.
     pub ctx_per_seq: u32,
 }
@@ -520,6 +523,7 @@ impl<'m> Worker<'m> {
             template: template_source,
             threads: config.threads,
             parallel,
+            adaptive_threads: false,
             ctx_per_seq: config.ctx_per_seq,
         };
         let slots = (0..parallel)
@@ -540,6 +544,10 @@ impl<'m> Worker<'m> {
                 config.threads
             );
         }
+        let info = ModelInfo {
+            adaptive_threads: budget.adaptive(),
+            ..info
+        };
         Ok(Worker {
             model,
             ctx,
