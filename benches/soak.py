@@ -41,8 +41,8 @@ docs/operations.md. Exit status 1 when a goal is missed.
 --session-pool N draws the rule turns' session ids from N per thread instead of new ones
 (a run beside a default one tells the session store filling from memory not given back);
 --admin-reconnect opens a new connection for each reload round instead of keeping one
-alive across the 20 s gap (kefu closes idle keep-alive connections after 10 s: see the
-Soak section of docs/operations.md); --rules DIR serves another rules directory (an
+alive across the 20 s gap (builds before 2026-12-05 closed idle keep-alive connections
+after 10 s, not after --idle-timeout); --rules DIR serves another rules directory (an
 older build needs the rules of its day); --replot JSON redraws the chart of a run.
 
 Environment: KEFU_BIN (target/release/kefu). Stdlib Python 3.11 only; run from anywhere.
