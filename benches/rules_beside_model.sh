@@ -6,18 +6,19 @@
 # most 2. Pairs alternate which run goes first, so that a neighbour's burst does not
 # always land on the same side; the median ratio and every pair are printed.
 #
-#   benches/rules_beside_model.sh                      # target/release/kefu, 6 pairs
+#   benches/rules_beside_model.sh                      # target/release/kefu, 4 pairs
 #   BINS="old=/tmp/kefu-old new=target/release/kefu" benches/rules_beside_model.sh
 #
-# Environment: BINS (label=path ..., default "kefu=target/release/kefu"), PAIRS (6),
-# DURATION (10s per run), KEFU_ARGS (more `kefu serve` flags for every run), and
-# load.sh's own (CONNECTIONS, MODEL_STREAMS...). With several binaries, each pair runs
+# Environment: BINS (label=path ..., default "kefu=target/release/kefu"), PAIRS (4),
+# DURATION (30s per run: in shorter runs no model answer finishes, so the tokens column,
+# the model answers' completion tokens, cannot show the model's progress), KEFU_ARGS
+# (more `kefu serve` flags for every run), and load.sh's own (CONNECTIONS, MODEL_STREAMS...). With several binaries, each pair runs
 # every binary's two runs back to back, binaries in turn.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BINS=${BINS:-kefu=target/release/kefu}
-PAIRS=${PAIRS:-6}
-export DURATION=${DURATION:-10s}
+PAIRS=${PAIRS:-4}
+export DURATION=${DURATION:-30s}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
