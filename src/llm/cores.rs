@@ -74,16 +74,16 @@ impl CoreBudget {
         self.loadavg.is_some()
     }
 
-    /// The threads for the next decode, from the machine's load now. Called by the
-    /// inference thread only, right after a decode (its pool's workers have exited then,
-    /// so the running count is this thread plus everything else) and before the decoded
-    /// tokens go out (the callers they wake would count as others).
-    pub fn for_next_decode(&mut self) -> usize {
-        let Some(file) = &self.loadavg else { return self.max };
-        match running_of(file) {
-            Some(running) => self.decide(running.saturating_sub(1)),
-            None => self.max,
-        }
+    /// The threads for the next decode when they differ from the last decode's, from
+    /// the machine's load now; `None`: keep them. Called by the inference thread only,
+    /// right after a decode (its pool's workers have exited then, so the running count
+    /// is this thread plus everything else) and before the decoded tokens go out (the
+    /// callers they wake would count as others).
+    pub fn for_next_decode(&mut self) -> Option<usize> {
+        let running = running_of(self.loadavg.as_ref()?)?;
+        let before = self.current;
+        let now = self.decide(running.saturating_sub(1));
+        (now != before).then_some(now)
     }
 
     /// The threads for the next decode when `others` threads besides the inference
@@ -197,9 +197,9 @@ mod tests {
     fn one_thread_or_no_load_reading_is_fixed() {
         let mut b = CoreBudget::new(1, 2, true);
         assert!(!b.adaptive());
-        assert_eq!(b.for_next_decode(), 1);
+        assert_eq!(b.for_next_decode(), None);
         let mut b = CoreBudget::new(2, 2, false);
         assert!(!b.adaptive());
-        assert_eq!(b.for_next_decode(), 2);
+        assert_eq!(b.for_next_decode(), None);
     }
 }

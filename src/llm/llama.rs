@@ -440,8 +440,6 @@ struct Worker<'m> {
     seed: u32,
     /// The threads of each decode ([`super::cores`]).
     budget: CoreBudget,
-    /// The thread count the context is set to now.
-    threads_now: usize,
     /// `ctx` as llama.cpp's pointer, for the one call llama-cpp-2 does not wrap
     /// (`llama_set_n_threads`); `None`: the threads stay as created.
     raw: Option<RawContext>,
@@ -518,14 +516,6 @@ impl<'m> Worker<'m> {
             .unwrap_or_else(|_| config.model.clone())
             .file_name()
             .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
-        let info = ModelInfo {
-            name: format!("llama.cpp:{name}"),
-            template: template_source,
-            threads: config.threads,
-            parallel,
-            adaptive_threads: false,
-            ctx_per_seq: config.ctx_per_seq,
-        };
         let slots = (0..parallel)
             .map(|i| Slot {
                 seq: i as i32,
@@ -545,8 +535,12 @@ impl<'m> Worker<'m> {
             );
         }
         let info = ModelInfo {
+            name: format!("llama.cpp:{name}"),
+            template: template_source,
+            threads: config.threads,
+            parallel,
             adaptive_threads: budget.adaptive(),
-            ..info
+            ctx_per_seq: config.ctx_per_seq,
         };
         Ok(Worker {
             model,
@@ -564,7 +558,6 @@ impl<'m> Worker<'m> {
             clock: 0,
             seed: config.seed,
             budget,
-            threads_now: config.threads,
             raw,
         })
     }
@@ -858,12 +851,8 @@ impl<'m> Worker<'m> {
         }
         // The next decode's threads, read now: once the tokens below are sampled, the
         // callers waiting for them wake up and would count as other work.
-        let threads = self.budget.for_next_decode();
-        if threads != self.threads_now
-            && let Some(raw) = &self.raw
-        {
+        if let (Some(threads), Some(raw)) = (self.budget.for_next_decode(), &self.raw) {
             raw.set_threads(threads);
-            self.threads_now = threads;
         }
         self.take_pending_root();
         for i in 0..self.slots.len() {
