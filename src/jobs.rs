@@ -175,23 +175,21 @@ impl JobQueue {
     /// Queues a job; refused at once when the queue is full. Callable from any thread,
     /// inside a turn included.
     pub fn submit(&self, job: Box<dyn Job>) -> Result<(), SubmitError> {
-        // Counted before the send: the job may finish before `try_send` returns.
-        self.depth.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(job) {
-            Ok(()) => {
+        // Counted and reported before the send: once sent, a worker may attempt the job
+        // (and report its retries) before this thread runs another line.
+        match self.tx.try_reserve() {
+            Ok(slot) => {
+                self.depth.fetch_add(1, Ordering::Relaxed);
                 (self.observer)(JobEvent::Queued);
+                slot.send(job);
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Full(job)) => {
-                self.depth.fetch_sub(1, Ordering::Relaxed);
+            Err(mpsc::error::TrySendError::Full(())) => {
                 (self.observer)(JobEvent::Refused);
                 tracing::warn!(job = %job.describe(), session = %LogSafe(job.session_id()), "job queue full; job refused");
                 Err(SubmitError::Full)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.depth.fetch_sub(1, Ordering::Relaxed);
-                Err(SubmitError::Closed)
-            }
+            Err(mpsc::error::TrySendError::Closed(())) => Err(SubmitError::Closed),
         }
     }
 }
