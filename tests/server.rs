@@ -1424,3 +1424,113 @@ fn two_nodes_share_one_conversation_through_redis() {
     assert_eq!(seen["takeover"]["queued"], json!(["在吗"]));
     assert_eq!(seen["turns"], 3);
 }
+
+/// A token as a shop's backend signs one (HS256) for `claims`.
+fn signed_identity(claims: Value, key: &[u8]) -> String {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(key)).unwrap()
+}
+
+#[test]
+fn a_forged_identity_is_refused_and_a_signed_one_reaches_the_rules() {
+    const KEY: &[u8] = b"shop-backend-key";
+    let mut config = config(DEMO);
+    config.admin_token = Some("s3cret".into());
+    config.identity = Some(kefu::server::identity::IdentityConfig::new(KEY.to_vec()));
+    let server = TestServer::start(config);
+    let json = ("content-type", "application/json");
+    let exp = chrono::Utc::now().timestamp() + 600;
+
+    // The operator's forgery: a made-up order in clear.
+    let forged = json!({ "session_id": "id1", "message": "我要退货",
+                         "context": { "order": { "id": "999999999999", "signed_days": 3 } } });
+    let refused = server.send("POST", "/v1/chat", &[json], &forged.to_string());
+    assert_eq!(
+        (refused.status, refused.error_type().as_str()),
+        (403, "identity_unsigned"),
+        "{}",
+        refused.body
+    );
+    let vip = json!({ "session_id": "id1", "message": "我要退货", "user": { "segment": "vip" } });
+    let refused = server.send("POST", "/v1/chat", &[json], &vip.to_string());
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let completion = json!({ "messages": [{ "role": "user", "content": "我要退货" }],
+                             "kefu_context": { "order": { "id": "999999999999" } } });
+    let refused = server.send("POST", "/v1/chat/completions", &[json], &completion.to_string());
+    assert_eq!(
+        (refused.status, refused.error_type().as_str()),
+        (403, "identity_unsigned"),
+        "{}",
+        refused.body
+    );
+    // A token signed with another key, or expired.
+    for token in [
+        signed_identity(json!({ "sub": "u1", "exp": exp }), b"guessed key"),
+        signed_identity(json!({ "sub": "u1", "exp": 1_000_000_000 }), KEY),
+    ] {
+        let bad = server.send(
+            "POST",
+            "/v1/chat",
+            &[json, ("x-kefu-identity", &token)],
+            &json!({ "session_id": "id1", "message": "我要退货" }).to_string(),
+        );
+        assert_eq!(
+            (bad.status, bad.error_type().as_str()),
+            (401, "identity_invalid"),
+            "{}",
+            bad.body
+        );
+    }
+    // A customer may not pick the clock promotions are judged by.
+    let replay = json!({ "session_id": "id1", "message": "有什么活动", "as_of": "2026-11-11T10:00:00+08:00" });
+    assert_eq!(
+        server.send("POST", "/v1/chat", &[json], &replay.to_string()).status,
+        403
+    );
+
+    // The order the shop's backend signed reaches the rules, in the header or the body.
+    let token = signed_identity(
+        json!({ "sub": "u1", "exp": exp, "user": { "segment": "vip" },
+                "context": { "order": { "id": "202611020001", "signed_days": 3 } } }),
+        KEY,
+    );
+    let ok = server.send(
+        "POST",
+        "/v1/chat",
+        &[json, ("x-kefu-identity", &token)],
+        &json!({ "session_id": "id2", "message": "我要退货" }).to_string(),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.json()["rule"], "七天无理由", "{}", ok.body);
+    assert!(
+        ok.json()["reply"].as_str().unwrap().contains("202611020001"),
+        "{}",
+        ok.body
+    );
+    let ok = server.post(
+        "/v1/chat",
+        &json!({ "session_id": "id3", "message": "我要退货", "identity": token }),
+    );
+    assert!(
+        ok.json()["reply"].as_str().unwrap().contains("202611020001"),
+        "{}",
+        ok.body
+    );
+    // A guest without a token is answered, as a guest: the flow asks for the order.
+    let guest = server.send(
+        "POST",
+        "/v1/chat",
+        &[json],
+        &json!({ "session_id": "id4", "message": "我要退货" }).to_string(),
+    );
+    assert_eq!(guest.status, 200, "{}", guest.body);
+    assert_ne!(guest.json()["rule"], "七天无理由", "{}", guest.body);
+    // The shop's backend, holding the admin token, still passes the order in clear.
+    let backend = server.send(
+        "POST",
+        "/v1/chat",
+        &[json, ("authorization", "Bearer s3cret")],
+        &forged.to_string(),
+    );
+    assert_eq!(backend.status, 200, "{}", backend.body);
+}

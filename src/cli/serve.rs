@@ -86,6 +86,53 @@ pub struct ServeArgs {
     conversation_log_max_mb: u64,
     #[command(flatten)]
     tickets: TicketArgs,
+    #[command(flatten)]
+    identity: IdentityArgs,
+}
+
+/// Customer identities the shop's backend signs (docs/api.md, "Signed identities").
+#[derive(clap::Args)]
+struct IdentityArgs {
+    /// A file holding the HS256 key the shop's backend signs customer identity tokens with;
+    /// KEFU_IDENTITY_KEY (environment) is read when this is not given. With a key, `user`
+    /// and `context.order` come only from a valid token (or a caller with the admin token).
+    #[arg(long, value_name = "FILE")]
+    identity_key_file: Option<PathBuf>,
+    /// Refuse customers without an identity token (a shop where every customer signs in).
+    #[arg(long)]
+    identity_required: bool,
+    /// The context maps only a token may set (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "order")]
+    signed_context: Vec<String>,
+}
+
+impl IdentityArgs {
+    /// The identity checks these flags ask for; none without a key.
+    fn config(self) -> Result<Option<kefu::server::identity::IdentityConfig>> {
+        let key = match &self.identity_key_file {
+            Some(path) => {
+                let text = std::fs::read(path).with_context(|| format!("--identity-key-file {}", path.display()))?;
+                Some(text.trim_ascii().to_vec())
+            }
+            None => std::env::var("KEFU_IDENTITY_KEY").ok().map(String::into_bytes),
+        };
+        let Some(key) = key.filter(|k| !k.is_empty()) else {
+            anyhow::ensure!(
+                !self.identity_required,
+                "--identity-required needs a key: --identity-key-file FILE or KEFU_IDENTITY_KEY"
+            );
+            return Ok(None);
+        };
+        Ok(Some(kefu::server::identity::IdentityConfig {
+            required: self.identity_required,
+            signed_context: self
+                .signed_context
+                .into_iter()
+                .filter(|c| !c.trim().is_empty())
+                .collect(),
+            ..kefu::server::identity::IdentityConfig::new(key)
+        }))
+    }
 }
 
 /// Where tickets are kept until the back office has them (docs/operations.md, "Tickets and
@@ -168,6 +215,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     config.redis_config.ttl = std::time::Duration::from_secs(args.session_ttl);
     config.tickets_url = args.tickets_url;
     config.tickets = args.tickets.config()?;
+    config.identity = args.identity.config()?;
     config.llm = match &args.mock_llm {
         Some(path) => Some(kefu::server::model::load_mock(path)?),
         None => args.model.open()?,

@@ -46,6 +46,67 @@ impl State {
     }
 }
 
+impl State {
+    /// Whether the request carries the admin bearer token: the shop's own backend, which
+    /// may pass a customer's profile in clear even when identities are signed. Loopback
+    /// alone does not count here: a proxy on the same host without forwarding headers
+    /// looks like loopback.
+    pub(super) fn has_admin_token(&self, req: &Request<Incoming>) -> bool {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer);
+        matches!((&self.admin_token, given), (Some(token), Some(given)) if constant_time_eq(given.as_bytes(), token.as_bytes()))
+    }
+
+    /// Who is calling a chat route, read from the request's head before its body is.
+    pub(super) fn caller(&self, req: &Request<Incoming>, peer: SocketAddr) -> Caller {
+        Caller {
+            admin: self.authorize(req, peer).is_ok(),
+            admin_token: self.has_admin_token(req),
+            identity: req
+                .headers()
+                .get(super::identity::HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        }
+    }
+
+    /// Who the customer is: what a signed identity token vouches for laid over `request`,
+    /// what a customer may not set by themselves refused (see [`super::identity`]), and
+    /// `as_of` (the clock a turn answers by, which decides promotions) only from callers of
+    /// the admin routes. `token`: the body's, else the caller's `X-Kefu-Identity` header.
+    pub(super) fn vouch(
+        &self,
+        caller: &Caller,
+        token: Option<&str>,
+        request: &mut crate::TurnRequest,
+    ) -> Result<(), ApiError> {
+        if request.as_of.is_some() && !caller.admin {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "`as_of` (answering as of another time) is for replays by the admin routes' callers",
+            ));
+        }
+        match &self.identity {
+            Some(verifier) => verifier.apply(token.or(caller.identity.as_deref()), request, caller.admin_token),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Who called a chat route.
+pub(super) struct Caller {
+    /// Passes the admin check (token, or loopback without a proxy): sees the full trace.
+    pub admin: bool,
+    /// Holds the admin bearer token: may pass a profile in clear under signed identities.
+    pub admin_token: bool,
+    /// The `X-Kefu-Identity` header.
+    pub identity: Option<String>,
+}
+
 /// The credentials of an `Authorization: Bearer` header; the scheme is case-insensitive
 /// (RFC 9110), and some clients send `bearer`.
 fn bearer(value: &str) -> Option<&str> {

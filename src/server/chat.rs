@@ -16,6 +16,7 @@ use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::auth::Caller;
 use super::http::{Body, json_response, read_json};
 use super::limits::{check_message, check_session_id};
 use super::sse::{event_stream_response, sse_event};
@@ -43,26 +44,32 @@ pub struct ChatBody {
     /// Answer with server-sent events.
     #[serde(default)]
     pub stream: bool,
+    /// The customer's identity token, signed by the shop's backend (else the
+    /// `X-Kefu-Identity` header; see [`super::identity`]).
+    #[serde(default)]
+    pub identity: Option<String>,
 }
 
-/// Answers one message; `full_trace` for agents and editors, a customer's view of the
-/// trace otherwise ([`crate::engine::TraceStep::for_customer`]).
+/// Answers one message; the full trace for agents and editors (`caller.admin`), a
+/// customer's view of it otherwise ([`crate::engine::TraceStep::for_customer`]).
 pub(super) async fn chat(
     state: &Arc<State>,
     req: Request<Incoming>,
-    full_trace: bool,
+    caller: Caller,
 ) -> Result<Response<Body>, ApiError> {
+    let full_trace = caller.admin;
     let body: ChatBody = read_json(req, state.limits.max_body_bytes, false).await?;
     check_session_id(&body.session_id, &state.limits)?;
     check_message(&body.message, "message", &state.limits)?;
     state.check_rate(&body.session_id)?;
-    let request = TurnRequest {
+    let mut request = TurnRequest {
         session_id: body.session_id,
         message: body.message,
         user: body.user,
         context: body.context,
         as_of: body.as_of,
     };
+    state.vouch(&caller, body.identity.as_deref(), &mut request)?;
     if !body.stream {
         let response = state.run_turn(request).await?;
         return Ok(json_response(StatusCode::OK, &for_requester(response, full_trace)));

@@ -83,6 +83,9 @@ pub struct ServeConfig {
     /// Append every turn, agent answer, takeover, release and feedback to a conversation
     /// log (`kefu serve --conversation-log DIR`); off when `None`.
     pub conversation_log: Option<crate::data::LogConfig>,
+    /// Customer identities signed by the shop's backend (`--identity-key-file`); without
+    /// one, `user` and `context` are taken as the client sends them.
+    pub identity: Option<super::identity::IdentityConfig>,
 }
 
 impl ServeConfig {
@@ -102,6 +105,7 @@ impl ServeConfig {
             limits: Limits::default(),
             engine: EngineConfig::default(),
             conversation_log: None,
+            identity: None,
         }
     }
 }

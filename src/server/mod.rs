@@ -17,6 +17,7 @@
 //! | [`conns`] | Client connections: caps in all and per client, shedding, the idle and header timeouts. |
 //! | [`routes`] | One request start to end: method and path to a handler, the time limit, request metrics. |
 //! | [`auth`] | Who may call the admin and agent routes. |
+//! | [`identity`] | Who the customer is: the profile and order the shop's backend signed. |
 //! | [`limits`] | The per-request checks: session ids, message length, the per-session rate. |
 //! | [`turns`] | Where a turn runs (inline or on the blocking pool), the in-flight bound. |
 //! | [`recorder`] | The engine's events counted and logged: metrics, the log line, the conversation log. |
@@ -43,6 +44,7 @@ pub mod config;
 pub mod conns;
 pub mod errors;
 pub mod http;
+pub mod identity;
 pub mod limits;
 pub mod logs;
 pub mod metrics;
@@ -90,6 +92,9 @@ pub enum ServeError {
     /// The conversation log could not be opened.
     #[error(transparent)]
     ConversationLog(#[from] crate::data::writer::LogError),
+    /// The identity key is empty.
+    #[error("the identity key is empty: give the key the shop's backend signs customer tokens with")]
+    IdentityKey,
     /// Binding, the runtime, or signals.
     #[error("{what}")]
     Io {

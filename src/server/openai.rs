@@ -24,6 +24,7 @@ use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::auth::Caller;
 use super::http::{Body, json_response, read_json};
 use super::limits::{check_message, check_session_id};
 use super::sse::{event_stream_response, sse_event};
@@ -58,6 +59,10 @@ pub struct CompletionRequest {
     /// kefu extension: request context maps.
     #[serde(default)]
     pub kefu_context: Option<Map<String, Value>>,
+    /// The customer's identity token, signed by the shop's backend (else the
+    /// `X-Kefu-Identity` header; see [`super::identity`]).
+    #[serde(default)]
+    pub kefu_identity: Option<String>,
 }
 
 /// Streaming options.
@@ -141,13 +146,14 @@ fn completion_id() -> String {
     )
 }
 
-/// Answers one completion request; `full_trace` for agents and editors, a customer's
+/// Answers one completion request; the full trace for agents and editors (`caller.admin`), a customer's
 /// view of the trace in the `kefu` field otherwise.
 pub(super) async fn completions(
     state: &Arc<State>,
     req: Request<Incoming>,
-    full_trace: bool,
+    caller: Caller,
 ) -> Result<Response<Body>, ApiError> {
+    let full_trace = caller.admin;
     let body: CompletionRequest = read_json(req, state.limits.max_body_bytes, false).await?;
     let message = body
         .messages
@@ -169,13 +175,14 @@ pub(super) async fn completions(
         state.check_rate(&session_id)?;
     }
     let model = body.model.clone().unwrap_or_else(|| "kefu".into());
-    let request = TurnRequest {
+    let mut request = TurnRequest {
         session_id,
         message,
         user: body.kefu_user,
         context: body.kefu_context,
         as_of: None,
     };
+    state.vouch(&caller, body.kefu_identity.as_deref(), &mut request)?;
     let id = completion_id();
     let created = chrono::Utc::now().timestamp();
     if !body.stream.unwrap_or(false) {

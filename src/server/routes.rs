@@ -157,12 +157,12 @@ async fn dispatch(
         Route::Chat => {
             // Customers see a trace without the rules' internals; agents and editors (who
             // pass the admin check) see all of it.
-            let full_trace = state.authorize(&req, peer).is_ok();
-            chat::chat(state, req, full_trace).await
+            let caller = state.caller(&req, peer);
+            chat::chat(state, req, caller).await
         }
         Route::Completions => {
-            let full_trace = state.authorize(&req, peer).is_ok();
-            openai::completions(state, req, full_trace).await
+            let caller = state.caller(&req, peer);
+            openai::completions(state, req, caller).await
         }
         Route::Session(id) => {
             state.authorize(&req, peer)?;

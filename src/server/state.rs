@@ -46,6 +46,8 @@ pub struct State {
     pub(super) slow_rules: Arc<std::sync::atomic::AtomicBool>,
     /// When the service was built (`uptime_s` of `/healthz`).
     pub(super) started: Instant,
+    /// Checks signed customer identities, when the shop has an identity key.
+    pub(super) identity: Option<super::identity::Verifier>,
 }
 
 /// A built service: rules loaded, engine, reloader, job queue. Serve it with
@@ -173,6 +175,10 @@ impl Service {
             None
         };
         let limiter = limits::rate_limiter(config.limits.rate_per_session);
+        let identity = match &config.identity {
+            Some(identity) => Some(super::identity::Verifier::new(identity).ok_or(ServeError::IdentityKey)?),
+            None => None,
+        };
         let state = Arc::new(State {
             engine,
             reloader,
@@ -184,6 +190,7 @@ impl Service {
             remote_sessions,
             slow_rules,
             started: Instant::now(),
+            identity,
         });
         Ok(Service {
             state,
