@@ -145,6 +145,12 @@ pub trait LlmBackend: Send + Sync {
         request: &GenerateRequest,
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Generation, LlmError>;
+
+    /// Requests sent again after a failure since the backend was opened
+    /// (`kefu_model_retries_total`); 0 for backends that never retry.
+    fn retries(&self) -> u64 {
+        0
+    }
 }
 
 /// Which model to use, as `kefu serve`, `kefu chat` and `kefu generate` are told.

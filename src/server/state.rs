@@ -127,9 +127,12 @@ impl Service {
             .with_tickets(tickets)
             .with_cache_observer(move |hit| cache_metrics.cache_lookup(hit));
         if let Some(llm) = &config.llm {
+            metrics.watch_model(llm);
             engine = engine.with_llm(Arc::new(model::Metered::new(Arc::clone(llm), Arc::clone(&metrics))));
         }
         let engine = Arc::new(engine);
+        let serving = Arc::downgrade(&engine);
+        metrics.watch_rules(move || serving.upgrade().map(|e| e.rules().version.clone()).unwrap_or_default());
         let _ = teller.set(Arc::downgrade(&engine));
         // Weak: the engine holds the metrics (through its observers).
         let serving = Arc::downgrade(&engine);
