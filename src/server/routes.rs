@@ -244,7 +244,8 @@ mod tests {
     fn every_route_pattern_names_its_route() {
         // A route added to `Route` without its pattern here would have no series at start.
         for pattern in ROUTE_PATTERNS {
-            let route = Route::of(&pattern.replace("{id}", "abc")).expect(pattern);
+            let path = pattern.replace("{id}", "abc");
+            let route = Route::of(&path).expect(pattern);
             assert_eq!(route.name(), pattern);
         }
     }
