@@ -57,6 +57,8 @@ pub struct Service {
     _watcher: Option<WatchHandle>,
     /// Writes what the conversation log holds when the service ends.
     _log: Option<FlushGuard>,
+    /// The conversation log, opened again on SIGHUP.
+    log: Option<ConversationLog>,
 }
 
 impl Service {
@@ -155,7 +157,7 @@ impl Service {
         // it (the handlers write no records of their own).
         engine.set_observer(Arc::new(Recorder {
             metrics: Arc::clone(&metrics),
-            log: conversation_log,
+            log: conversation_log.clone(),
         }));
         let reload_metrics = Arc::clone(&metrics);
         let slow_rules = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -193,7 +195,13 @@ impl Service {
             deliveries,
             _watcher: watcher,
             _log: log_guard,
+            log: conversation_log,
         })
+    }
+
+    /// The conversation log, when it is on (to open its file again after logrotate).
+    pub fn conversation_log(&self) -> Option<&ConversationLog> {
+        self.log.as_ref()
     }
 
     /// The shared state (for tests and embedding).
