@@ -126,7 +126,8 @@ impl OpenAiHttp {
         let base = config.url.trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(LlmError::Failed(format!(
-                "--llm-url {base}: expected an http:// or https:// URL"
+                "--llm-url {}: expected an http:// or https:// URL",
+                redact_url(base)
             )));
         }
         let endpoint = if base.ends_with("/chat/completions") {
