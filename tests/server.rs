@@ -1254,6 +1254,11 @@ fn reload_applies_good_edits_and_rejects_bad_ones_while_serving() {
     let status = server.get("/admin/rules").json();
     assert_ne!(status["version"], first_version);
     assert_eq!(status["reloads"].as_u64().map(|n| n >= 1), Some(true));
+    // The swap shows in the metrics at once: one rules_info series, the new version.
+    let metrics = server.get("/metrics").body;
+    let info = format!("kefu_rules_info{{version={}}} 1", status["version"]);
+    assert!(metrics.contains(&info), "{info} missing from\n{metrics}");
+    assert_eq!(metrics.matches("kefu_rules_info{").count(), 1, "{metrics}");
 
     // A bad edit: the old rules keep answering; /admin/rules shows file:line:col.
     let broken = original.replace("reply \"下单后在订单详情里申请电子发票即可。\"", "reply \"发票第三版");
