@@ -394,6 +394,77 @@ fn files_rotate_by_size_and_by_day_and_resume() {
     assert!(std::fs::metadata(dir.join(&last)).unwrap().len() > before);
 }
 
+/// The records in the one file `path`.
+fn file_records(path: &Path) -> Vec<Record> {
+    let mut records = Vec::new();
+    kefu::data::read(&[path.to_path_buf()], |r, _| records.push(r)).unwrap();
+    records
+}
+
+/// Pushes `record` and waits until the flusher has written it (`written` reaches `n`).
+fn written(log: &ConversationLog, record: Record, n: u64) {
+    assert!(log.push(record));
+    assert!(
+        support::http::eventually(std::time::Duration::from_secs(10), || log.counts().written >= n),
+        "{:?}",
+        log.counts()
+    );
+}
+
+#[test]
+fn a_moved_or_deleted_log_file_is_followed_by_a_new_one_at_its_path() {
+    let scratch_dir = scratch("moved");
+    let dir = scratch_dir.path();
+    let rules = safety_rules();
+    let config = LogConfig {
+        interval: std::time::Duration::from_millis(10),
+        check_interval: std::time::Duration::ZERO,
+        ..LogConfig::new(dir)
+    };
+    let (log, guard) = ConversationLog::open(config, move || Arc::clone(&rules)).unwrap();
+    let records: Vec<Record> = (0..4).map(|n| turn_at(at(0), n)).collect();
+    written(&log, records[0].clone(), 1);
+    let path = kefu::data::files(&[dir.to_path_buf()]).unwrap().pop().unwrap();
+    // logrotate's default: rename, then the writer is to start a new file at the name.
+    let moved = dir.join("rotated.jsonl.1");
+    std::fs::rename(&path, &moved).unwrap();
+    written(&log, records[1].clone(), 2);
+    written(&log, records[2].clone(), 3);
+    // Deleted outright: the same.
+    let deleted = file_records(&path);
+    std::fs::remove_file(&path).unwrap();
+    written(&log, records[3].clone(), 4);
+    drop(guard);
+    assert_eq!(file_records(&moved), records[..1]);
+    assert_eq!(deleted, records[1..3]);
+    assert_eq!(file_records(&path), records[3..]);
+    assert_eq!(log.counts().failed, 0);
+}
+
+#[test]
+fn reopen_opens_the_log_file_again_at_once() {
+    let scratch_dir = scratch("reopen");
+    let dir = scratch_dir.path();
+    let rules = safety_rules();
+    let config = LogConfig {
+        interval: std::time::Duration::from_millis(10),
+        // The check alone would not see the move within the test.
+        check_interval: std::time::Duration::from_secs(3600),
+        ..LogConfig::new(dir)
+    };
+    let (log, guard) = ConversationLog::open(config, move || Arc::clone(&rules)).unwrap();
+    let records: Vec<Record> = (0..2).map(|n| turn_at(at(0), n)).collect();
+    written(&log, records[0].clone(), 1);
+    let path = kefu::data::files(&[dir.to_path_buf()]).unwrap().pop().unwrap();
+    let moved = dir.join("rotated.jsonl.1");
+    std::fs::rename(&path, &moved).unwrap();
+    log.reopen();
+    written(&log, records[1].clone(), 2);
+    drop(guard);
+    assert_eq!(file_records(&moved), records[..1]);
+    assert_eq!(file_records(&path), records[1..]);
+}
+
 #[test]
 fn serve_logs_turns_agent_answers_and_feedback() {
     use support::http::TestServer;

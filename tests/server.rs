@@ -1002,6 +1002,80 @@ fn health_metrics_and_rules_routes() {
 }
 
 #[test]
+fn a_fresh_server_lists_every_family_before_any_traffic() {
+    let server = TestServer::start(with_mock(config(ENGINE), "tests/data/server/mock.yaml"));
+    // The first request of all: dashboards and alerts must find every series at once.
+    let fresh = server.get("/metrics").body;
+    for needle in [
+        "kefu_http_requests_total{route=\"/v1/chat\",status=\"200\"} 0",
+        "kefu_http_requests_total{route=\"/admin/reload\",status=\"200\"} 0",
+        "kefu_http_request_duration_seconds_count{route=\"/v1/sessions/{id}/feedback\"} 0",
+        "kefu_answers_total{source=\"llm\"} 0",
+        "kefu_answers_total{source=\"context\"} 0",
+        "kefu_handoffs_total 0",
+        "kefu_takeovers_total 0",
+        "kefu_safety_hits_total 0",
+        "kefu_rule_reloads_total{outcome=\"rejected\"} 0",
+        "kefu_llm_tokens_total{kind=\"prompt\"} 0",
+        "kefu_feedback_total{score=\"1\"} 0",
+        "kefu_feedback_total{score=\"5\"} 0",
+        "kefu_jobs_total{outcome=\"refused\"} 0",
+        "kefu_ticket_deliveries_total{outcome=\"deferred\"} 0",
+        "kefu_rate_limited_total 0",
+        "kefu_slow_rules_total 0",
+        "kefu_connections 1",
+        "kefu_connections_shed_total{kind=\"slow_headers\"} 0",
+        "kefu_turns_in_flight 0",
+        "kefu_answer_cache_lookups_total{outcome=\"miss\"} 0",
+        "kefu_answer_cache_hit_ratio 0",
+        "kefu_nlu_memo_hits_total 0",
+        "kefu_job_queue_depth 0",
+        "kefu_tickets_pending 0",
+        "kefu_ticket_deliveries_in_flight 0",
+        "kefu_model_requests_total{outcome=\"ok\"} 0",
+        "kefu_model_requests_total{outcome=\"cancelled\"} 0",
+        "kefu_model_requests_total{outcome=\"busy\"} 0",
+        "kefu_model_requests_total{outcome=\"timeout\"} 0",
+        "kefu_model_requests_total{outcome=\"error\"} 0",
+        "kefu_model_retries_total 0",
+        "kefu_model_seconds_count 0",
+        "kefu_model_first_token_seconds_count 0",
+        "kefu_log_lines_dropped_total 0",
+        "kefu_build_info{version=\"",
+        "kefu_rules_info{version=\"",
+        "process_start_time_seconds ",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_virtual_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_threads ",
+        "# EOF",
+    ] {
+        assert!(fresh.contains(needle), "{needle} missing from\n{fresh}");
+    }
+    let version = server.get("/healthz").json()["rules_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        fresh.contains(&format!("kefu_rules_info{{version=\"{version}\"}} 1")),
+        "{fresh}"
+    );
+    // A model answer is counted with its latency and its first text.
+    assert_eq!(server.chat("fm1", "这款是什么面料")["source"], "llm");
+    let after = server.get("/metrics").body;
+    for needle in [
+        "kefu_model_requests_total{outcome=\"ok\"} 1",
+        "kefu_model_seconds_count 1",
+        "kefu_model_first_token_seconds_count 1",
+        "kefu_answers_total{source=\"llm\"} 1",
+    ] {
+        assert!(after.contains(needle), "{needle} missing from\n{after}");
+    }
+}
+
+#[test]
 fn flows_raise_tickets_and_the_job_queue_delivers_them() {
     // A back office that fails once, then accepts with a message for the customer.
     let office = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1180,6 +1254,11 @@ fn reload_applies_good_edits_and_rejects_bad_ones_while_serving() {
     let status = server.get("/admin/rules").json();
     assert_ne!(status["version"], first_version);
     assert_eq!(status["reloads"].as_u64().map(|n| n >= 1), Some(true));
+    // The swap shows in the metrics at once: one rules_info series, the new version.
+    let metrics = server.get("/metrics").body;
+    let info = format!("kefu_rules_info{{version={}}} 1", status["version"]);
+    assert!(metrics.contains(&info), "{info} missing from\n{metrics}");
+    assert_eq!(metrics.matches("kefu_rules_info{").count(), 1, "{metrics}");
 
     // A bad edit: the old rules keep answering; /admin/rules shows file:line:col.
     let broken = original.replace("reply \"下单后在订单详情里申请电子发票即可。\"", "reply \"发票第三版");

@@ -21,7 +21,10 @@ pub fn run(
 ) -> Result<()> {
     let mut user = json_map(user, "user")?;
     let mut context = json_map(context, "context")?;
-    let mut engine = Engine::new(load(dir)?);
+    let mut engine = Engine::new(load(dir)?).with_config(kefu::engine::EngineConfig {
+        llm_timeout: model.llm_timeout,
+        ..kefu::engine::EngineConfig::default()
+    });
     if let Some(llm) = model.open()? {
         engine = engine.with_llm(llm);
     }

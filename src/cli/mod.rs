@@ -69,7 +69,7 @@ pub enum Command {
         #[arg(long)]
         trace: bool,
         #[command(flatten)]
-        model: ModelArgs,
+        model: Box<ModelArgs>,
         /// Append the conversation to a conversation log in DIR (as `serve` does).
         #[arg(long, value_name = "DIR")]
         conversation_log: Option<PathBuf>,

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 
@@ -51,6 +52,31 @@ pub struct ModelArgs {
     /// one in the GGUF.
     #[arg(long)]
     chat_template: Option<String>,
+    /// How long the model may take for one answer, retries and waits included, in
+    /// seconds (`20`, `2.5`) or milliseconds (`1500ms`); past it the engine falls back.
+    #[arg(long, default_value = "20", value_parser = parse_duration)]
+    pub llm_timeout: Duration,
+    /// How long one attempt may take to connect to --llm-url (TCP and TLS), in seconds or
+    /// milliseconds; the attempt fails and the next one starts (within --llm-timeout).
+    #[arg(long, default_value = "5", value_parser = parse_duration)]
+    llm_connect_timeout: Duration,
+}
+
+/// Parses a duration: seconds (`20`, `2.5`, `20s`) or milliseconds (`1500ms`).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = match text.strip_suffix("ms") {
+        Some(ms) => (ms, 0.001),
+        None => (text.strip_suffix('s').unwrap_or(text), 1.0),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}`: expected seconds (20, 2.5) or milliseconds (1500ms)"))?;
+    Duration::try_from_secs_f64(value * scale)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{text}`: expected a positive duration"))
 }
 
 /// Where models/fetch.sh puts the default model.
@@ -70,6 +96,8 @@ impl ModelArgs {
             batch: self.batch,
             lora: self.lora.clone(),
             chat_template: self.chat_template.clone(),
+            timeout: Some(self.llm_timeout),
+            connect_timeout: Some(self.llm_connect_timeout),
             ..Default::default()
         };
         if self.llm_url.is_none() && self.model != "none" {
@@ -84,5 +112,20 @@ impl ModelArgs {
             options.model = Some(path);
         }
         Ok(kefu::llm::open(&options)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_seconds_or_milliseconds() {
+        assert_eq!(parse_duration("20"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("2.5s"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        for bad in ["", "0", "-1", "soon", "1e400", "NaN"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

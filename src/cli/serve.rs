@@ -241,6 +241,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         },
         ..kefu::server::Limits::default()
     };
+    config.engine.llm_timeout = args.model.llm_timeout;
     config.engine.answer_cache_capacity = args.answer_cache;
     config.engine.answer_cache_ttl = std::time::Duration::from_secs(args.answer_cache_ttl);
     let workers = if args.workers == 0 {

@@ -24,14 +24,25 @@
 //! condition only (size *or* time), not both. One directory per process: two writers
 //! appending to one file could interleave lines. Nothing is deleted: retention is the
 //! operator's (`find DIR -mtime +90 -delete`).
+//!
+//! **Moved or deleted under it.** logrotate (and an operator's `mv` or `rm`) takes the
+//! open file away from its name; a writer that kept its handle would append to the
+//! vanished file until the next rotation. So the flusher compares the open file's device
+//! and inode with its path's at most once every [`LogConfig::check_interval`] (a `stat`
+//! a second) and, when they differ or the path is gone, opens the path again (creating it),
+//! before writing the next batch: every record after the check lands in the new file, none
+//! in the old one. [`ConversationLog::reopen`] (SIGHUP in `kefu serve`) asks for the same
+//! at the next batch without waiting for the check. The previous batch was flushed whole
+//! to the old file before it moved, so nothing is lost either way.
 
 use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Timelike, Utc};
 use chrono_tz::Tz;
@@ -56,11 +67,14 @@ pub struct LogConfig {
     pub timezone: Option<Tz>,
     /// This node's name, in every turn record.
     pub node: String,
+    /// How often the flusher checks that the open file is still at its path (moved or
+    /// deleted by logrotate or an operator); `Duration::ZERO` checks before every batch.
+    pub check_interval: Duration,
 }
 
 impl LogConfig {
     /// Defaults: 256 MiB files, a write every 200 ms, 16 MiB waiting at most, the shop's
-    /// time zone, the node named after the host.
+    /// time zone, the node named after the host, the file's path checked every second.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         LogConfig {
             dir: dir.into(),
@@ -69,6 +83,7 @@ impl LogConfig {
             max_pending: 16 * 1024 * 1024,
             timezone: None,
             node: hostname(),
+            check_interval: Duration::from_secs(1),
         }
     }
 }
@@ -97,6 +112,8 @@ pub struct LogCounts {
 struct Stats {
     written: AtomicU64,
     failed: AtomicU64,
+    /// Set by [`ConversationLog::reopen`], taken by the flusher.
+    reopen: AtomicBool,
 }
 
 /// The conversation log's producer side: cheap to clone, safe to share between threads.
@@ -137,7 +154,7 @@ impl ConversationLog {
         std::fs::create_dir_all(&config.dir).map_err(error)?;
         let timezone = config.timezone.unwrap_or_else(|| rules().shop.timezone);
         let stats = Arc::new(Stats::default());
-        let mut files = RotatingFile::new(config.dir.clone(), config.max_bytes);
+        let mut files = RotatingFile::new(config.dir.clone(), config.max_bytes, config.check_interval);
         let counts = Arc::clone(&stats);
         let mut line = Vec::with_capacity(1024);
         let (batch, guard) = Batcher::start(
@@ -145,6 +162,11 @@ impl ConversationLog {
             config.interval,
             config.max_pending,
             move |records: &mut Vec<Record>, _dropped| {
+                // Before the batch: its records go to the file now at the path.
+                let asked = counts.reopen.swap(false, Ordering::Relaxed);
+                if let Err(error) = files.follow_path(asked) {
+                    tracing::error!(%error, dir = %files.dir.display(), "conversation log cannot be opened again");
+                }
                 if records.is_empty() {
                     return;
                 }
@@ -257,6 +279,13 @@ impl ConversationLog {
         }))
     }
 
+    /// Opens the current file again at the next batch, from its path (creating it when it
+    /// was moved or deleted): after logrotate, on SIGHUP. The flusher also notices a moved
+    /// or deleted file by itself within [`LogConfig::check_interval`].
+    pub fn reopen(&self) {
+        self.stats.reopen.store(true, Ordering::Relaxed);
+    }
+
     /// What the log has done so far.
     pub fn counts(&self) -> LogCounts {
         LogCounts {
@@ -317,6 +346,8 @@ struct Open {
     seq: u32,
     size: u64,
     out: BufWriter<File>,
+    /// The open file's device and inode, to tell whether its path still names it.
+    id: (u64, u64),
 }
 
 /// Append-only files rotated by day and size (see the module docs).
@@ -324,15 +355,43 @@ struct RotatingFile {
     dir: PathBuf,
     max_bytes: u64,
     open: Option<Open>,
+    check_interval: Duration,
+    checked: Instant,
 }
 
 impl RotatingFile {
-    fn new(dir: PathBuf, max_bytes: u64) -> Self {
+    fn new(dir: PathBuf, max_bytes: u64, check_interval: Duration) -> Self {
         RotatingFile {
             dir,
             max_bytes,
             open: None,
+            check_interval,
+            checked: Instant::now(),
         }
+    }
+
+    /// Opens the current file again from its path when `now` is asked, or when the check
+    /// is due and the path no longer names the open file (moved, deleted, replaced). The
+    /// buffer is empty here (every batch ends with a flush), so nothing goes to the old
+    /// file after this.
+    fn follow_path(&mut self, now: bool) -> std::io::Result<()> {
+        let Some(open) = &self.open else { return Ok(()) };
+        if !now && self.checked.elapsed() < self.check_interval {
+            return Ok(());
+        }
+        self.checked = Instant::now();
+        let (day, seq) = (open.day, open.seq);
+        let path = self.dir.join(file_name(day, seq));
+        let moved = match std::fs::metadata(&path) {
+            Ok(meta) => (meta.dev(), meta.ino()) != open.id,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(e),
+        };
+        if now || moved {
+            tracing::info!(file = %path.display(), moved, "conversation log opened again");
+            self.switch(day, seq)?;
+        }
+        Ok(())
     }
 
     fn append(&mut self, day: NaiveDate, line: &[u8]) -> std::io::Result<()> {
@@ -388,12 +447,13 @@ impl RotatingFile {
         self.open = None;
         let path = self.dir.join(file_name(day, seq));
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let size = file.metadata()?.len();
+        let meta = file.metadata()?;
         self.open = Some(Open {
             day,
             seq,
-            size,
+            size: meta.len(),
             out: BufWriter::with_capacity(256 * 1024, file),
+            id: (meta.dev(), meta.ino()),
         });
         Ok(())
     }

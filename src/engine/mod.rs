@@ -108,6 +108,21 @@ pub enum AnswerSource {
 }
 
 impl AnswerSource {
+    /// Every source, for series that must exist before the first answer (`/metrics`).
+    pub const ALL: [AnswerSource; 11] = [
+        AnswerSource::Rule,
+        AnswerSource::Flow,
+        AnswerSource::Promotion,
+        AnswerSource::Faq,
+        AnswerSource::Cache,
+        AnswerSource::Llm,
+        AnswerSource::Safety,
+        AnswerSource::Handoff,
+        AnswerSource::Human,
+        AnswerSource::Fallback,
+        AnswerSource::Context,
+    ];
+
     /// The source's name: its JSON form, the `source` label of the metrics and the turn log
     /// line, and the name reports and exports give it.
     pub fn name(self) -> &'static str {

@@ -10,7 +10,21 @@
 //! Connection failures, 429 and 5xx answers are retried with backoff while nothing has
 //! been streamed yet and the deadline allows; once text has reached the customer a
 //! failure is final. A full server answers 429 or 503: after the retries that is
-//! [`LlmError::Busy`], and the engine falls back.
+//! [`LlmError::Busy`], and the engine falls back. When a 429 or 503 carries
+//! `Retry-After` (seconds or an HTTP date), the next attempt waits that long instead of
+//! the backoff (at most [`HttpConfig::max_retry_wait`]); when that wait would pass the
+//! deadline the request gives up at once, busy, rather than wait for an answer that
+//! could not arrive in time.
+//!
+//! **The deadline** is the request's ([`GenerateRequest::deadline`]: `kefu serve
+//! --llm-timeout`, 20 s by default), or [`HttpConfig::timeout`] when it has none; it covers
+//! every attempt and wait together. Connecting has its own, shorter limit
+//! ([`HttpConfig::connect_timeout`], `--llm-connect-timeout`), so an unreachable server
+//! costs an attempt, not the whole deadline.
+//!
+//! **A failed request is logged once**, at warn, when it is given up: the endpoint (user,
+//! password and query string left out), the last status, the attempts and why. Retries
+//! are counted ([`LlmBackend::retries`], `kefu_model_retries_total`).
 //!
 //! The messages go as they are, with their roles: the system message holds the shop's
 //! text only, and everything from the customer is in user-role messages, fenced and
@@ -21,7 +35,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::ops::ControlFlow;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 use serde_json::json;
@@ -38,34 +54,70 @@ pub struct HttpConfig {
     pub model: String,
     /// `Authorization: Bearer` value, if the server wants one.
     pub api_key: Option<String>,
-    /// Timeout of one attempt when the request has no deadline.
+    /// The deadline of a request that has none of its own: all attempts and waits.
     pub timeout: Duration,
+    /// The most one attempt may take to connect (TCP and TLS).
+    pub connect_timeout: Duration,
     /// Attempts after the first, while nothing has been streamed.
     pub retries: u32,
+    /// The longest wait a `Retry-After` gets before the next attempt: a server asking
+    /// for more is tried again after this.
+    pub max_retry_wait: Duration,
     /// The token probability assumed when the server sends no logprobs.
     pub assumed_prob: f64,
 }
 
 impl HttpConfig {
-    /// Defaults for `url`: 30 s, 2 retries, assumed probability 0.8.
+    /// Defaults for `url`: 30 s, 5 s to connect, 2 retries, `Retry-After` honoured up to
+    /// 10 s, assumed probability 0.8.
     pub fn new(url: impl Into<String>) -> Self {
         HttpConfig {
             url: url.into(),
             model: "default".into(),
             api_key: None,
             timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
             retries: 2,
+            max_retry_wait: Duration::from_secs(10),
             assumed_prob: 0.8,
         }
     }
 }
 
+/// Waits between attempts (a seam: the tests record the waits instead of sleeping).
+type Sleeper = Arc<dyn Fn(Duration) + Send + Sync>;
+
 /// The client.
 pub struct OpenAiHttp {
     config: HttpConfig,
     endpoint: String,
+    /// The endpoint as logs and errors show it (see [`redact_url`]).
+    shown: String,
     name: String,
     agent: ureq::Agent,
+    retries: AtomicU64,
+    sleep: Sleeper,
+}
+
+/// Why an attempt did not produce an answer, and whether another may.
+#[derive(Debug)]
+struct Failure {
+    /// The server's status, when it answered.
+    status: Option<u16>,
+    /// What went wrong, for the log.
+    reason: String,
+    /// The wait the server asked for (`Retry-After` on 429 or 503).
+    retry_after: Option<Duration>,
+}
+
+/// What one attempt came to.
+enum Attempt {
+    /// An answer (possibly cut short by the caller).
+    Done(Generation),
+    /// Nothing streamed yet: another attempt may follow.
+    Retry(Failure),
+    /// A failure no retry can mend.
+    Fatal(LlmError, Failure),
 }
 
 impl OpenAiHttp {
@@ -74,7 +126,8 @@ impl OpenAiHttp {
         let base = config.url.trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(LlmError::Failed(format!(
-                "--llm-url {base}: expected an http:// or https:// URL"
+                "--llm-url {}: expected an http:// or https:// URL",
+                redact_url(base)
             )));
         }
         let endpoint = if base.ends_with("/chat/completions") {
@@ -84,12 +137,19 @@ impl OpenAiHttp {
         } else {
             format!("{base}/v1/chat/completions")
         };
-        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(config.connect_timeout))
+            .build()
+            .into();
         Ok(OpenAiHttp {
             name: format!("http:{}", config.model),
+            shown: redact_url(&endpoint),
             endpoint,
             config,
             agent,
+            retries: AtomicU64::new(0),
+            sleep: Arc::new(std::thread::sleep),
         })
     }
 
@@ -109,14 +169,19 @@ impl OpenAiHttp {
         })
     }
 
-    /// One attempt. `Ok(None)` asks for a retry (nothing was streamed).
+    /// One attempt, given `timeout` in all.
     fn attempt(
         &self,
         request: &GenerateRequest,
         timeout: Duration,
         streamed: &mut bool,
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
-    ) -> Result<Option<Generation>, LlmError> {
+    ) -> Attempt {
+        let failure = |status: Option<u16>, reason: String| Failure {
+            status,
+            reason,
+            retry_after: None,
+        };
         let body = self.body(request);
         let mut call = self
             .agent
@@ -130,20 +195,39 @@ impl OpenAiHttp {
         }
         let response = match call.send_json(&body) {
             Ok(r) => r,
-            Err(ureq::Error::Timeout(_)) => return Err(LlmError::Timeout),
-            Err(_) => return Ok(None),
+            // Not reached in time: another attempt may connect (the deadline decides).
+            Err(ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve)) => {
+                return Attempt::Retry(failure(None, "connecting timed out".into()));
+            }
+            Err(ureq::Error::Timeout(_)) => {
+                return Attempt::Fatal(LlmError::Timeout, failure(None, "timed out".into()));
+            }
+            Err(e) => return Attempt::Retry(failure(None, e.to_string())),
         };
         let status = response.status().as_u16();
-        if status == 429 || status == 503 || status >= 500 {
-            return Ok(None);
+        if status == 429 || status >= 500 {
+            let retry_after = if status == 429 || status == 503 {
+                response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| retry_after(v, SystemTime::now()))
+            } else {
+                None
+            };
+            return Attempt::Retry(Failure {
+                status: Some(status),
+                reason: "the server is unavailable or overloaded".into(),
+                retry_after,
+            });
         }
         if status != 200 {
             let text = response.into_body().read_to_string().unwrap_or_default();
-            return Err(LlmError::Failed(format!(
-                "{} answered {status}: {}",
-                self.endpoint,
-                text.chars().take(200).collect::<String>()
-            )));
+            let text: String = text.chars().take(200).collect();
+            return Attempt::Fatal(
+                LlmError::Failed(format!("{} answered {status}: {text}", self.shown)),
+                failure(Some(status), format!("answered {status}: {text}")),
+            );
         }
         let mut generation = Generation::default();
         let mut probs = Probs::default();
@@ -153,12 +237,16 @@ impl OpenAiHttp {
         for line in reader.lines() {
             let line = match line {
                 Ok(l) => l,
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(LlmError::Timeout),
-                Err(e) if !*streamed => {
-                    tracing::debug!(error = %e, "model stream broke before any text; retrying");
-                    return Ok(None);
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Attempt::Fatal(LlmError::Timeout, failure(Some(200), "the stream timed out".into()));
                 }
-                Err(e) => return Err(LlmError::Failed(format!("the model stream broke: {e}"))),
+                Err(e) if !*streamed => {
+                    return Attempt::Retry(failure(Some(200), format!("the stream broke before any text: {e}")));
+                }
+                Err(e) => {
+                    let reason = format!("the model stream broke: {e}");
+                    return Attempt::Fatal(LlmError::Failed(reason.clone()), failure(Some(200), reason));
+                }
             };
             let Some(data) = line.strip_prefix("data:").map(str::trim) else {
                 continue;
@@ -166,8 +254,13 @@ impl OpenAiHttp {
             if data == "[DONE]" {
                 break;
             }
-            let chunk: Chunk = serde_json::from_str(data)
-                .map_err(|e| LlmError::Failed(format!("bad chunk from the model server: {e}")))?;
+            let chunk: Chunk = match serde_json::from_str(data) {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    let reason = format!("bad chunk from the model server: {e}");
+                    return Attempt::Fatal(LlmError::Failed(reason.clone()), failure(Some(200), reason));
+                }
+            };
             if let Some(usage) = chunk.usage {
                 generation.prompt_tokens = usage.prompt_tokens;
                 generation.tokens = usage.completion_tokens;
@@ -211,7 +304,20 @@ impl OpenAiHttp {
         let first = first.unwrap_or(end);
         generation.prompt_ms = (first - started).as_secs_f64() * 1000.0;
         generation.generation_ms = (end - first).as_secs_f64() * 1000.0;
-        Ok(Some(generation))
+        Attempt::Done(generation)
+    }
+
+    /// Logs a request given up, once, and passes its error on.
+    fn give_up(&self, error: LlmError, failure: &Failure, attempts: u32) -> LlmError {
+        tracing::warn!(
+            url = %self.shown,
+            status = failure.status,
+            attempts,
+            reason = %failure.reason,
+            %error,
+            "model request failed"
+        );
+        error
     }
 }
 
@@ -225,32 +331,91 @@ impl LlmBackend for OpenAiHttp {
         request: &GenerateRequest,
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Generation, LlmError> {
+        let deadline = request.deadline.unwrap_or_else(|| Instant::now() + self.config.timeout);
         let mut streamed = false;
         let mut backoff = Duration::from_millis(100);
-        for attempt in 0..=self.config.retries {
-            let timeout = match request.deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => self.config.timeout,
-            };
+        let mut attempts = 0;
+        loop {
+            let timeout = deadline.saturating_duration_since(Instant::now());
             if timeout.is_zero() {
-                return Err(LlmError::Timeout);
+                let failure = Failure {
+                    status: None,
+                    reason: "the deadline passed before the next attempt".into(),
+                    retry_after: None,
+                };
+                return Err(self.give_up(LlmError::Timeout, &failure, attempts));
             }
-            if let Some(generation) = self.attempt(request, timeout, &mut streamed, on_text)? {
-                return Ok(generation);
+            attempts += 1;
+            let failure = match self.attempt(request, timeout, &mut streamed, on_text) {
+                Attempt::Done(generation) => return Ok(generation),
+                Attempt::Fatal(error, failure) => return Err(self.give_up(error, &failure, attempts)),
+                Attempt::Retry(failure) => failure,
+            };
+            if streamed || attempts > self.config.retries {
+                // Busy only when the server said it was full; a server out of reach or
+                // failing is an error (`kefu_model_requests_total{outcome="error"}`).
+                let error = match failure.status {
+                    Some(429 | 503) => LlmError::Busy,
+                    _ => LlmError::Failed(format!("{}: {}", self.shown, failure.reason)),
+                };
+                return Err(self.give_up(error, &failure, attempts));
             }
-            if streamed {
-                break;
-            }
-            if attempt < self.config.retries {
-                let left = request
-                    .deadline
-                    .map_or(backoff, |d| d.saturating_duration_since(Instant::now()));
-                std::thread::sleep(backoff.min(left));
-                backoff *= 2;
-            }
+            let wait = match failure.retry_after {
+                Some(asked) => {
+                    let wait = asked.min(self.config.max_retry_wait);
+                    if Instant::now() + wait >= deadline {
+                        // No answer could come in time: give up now, busy, and let the
+                        // engine fall back at once.
+                        let failure = Failure {
+                            reason: format!("{}; Retry-After {asked:?} passes the deadline", failure.reason),
+                            ..failure
+                        };
+                        return Err(self.give_up(LlmError::Busy, &failure, attempts));
+                    }
+                    wait
+                }
+                None => backoff.min(deadline.saturating_duration_since(Instant::now())),
+            };
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            (self.sleep)(wait);
+            backoff *= 2;
         }
-        Err(LlmError::Busy)
     }
+
+    fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+}
+
+/// The wait a `Retry-After` value asks for at `now`: delay-seconds, or an HTTP date (a
+/// date already past asks for none). `None` for anything else.
+fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Absurdly many digits mean "a long time", not an error.
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// `url` fit for logs: without the user and password of its authority, and with its query
+/// string (where some hosted APIs take their key) replaced by `?…`.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let (path, hidden) = match path.find(['?', '#']) {
+        Some(i) => (&path[..i], "?…"),
+        None => (path, ""),
+    };
+    let scheme = if scheme.is_empty() {
+        String::new()
+    } else {
+        format!("{scheme}://")
+    };
+    format!("{scheme}{host}{path}{hidden}")
 }
 
 #[derive(Default)]
@@ -327,6 +492,209 @@ struct Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A model server on loopback answering each request with the next of `answers`
+    /// (raw HTTP); it counts the requests it read.
+    fn fake_server(answers: Vec<String>) -> (String, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for answer in answers {
+                let Ok((mut stream, _)) = listener.accept() else { return };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Headers, then as many body bytes as they announce.
+                let body_start = loop {
+                    let n = stream.read(&mut buf).unwrap_or(0);
+                    if n == 0 {
+                        break None;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break Some(i + 4);
+                    }
+                };
+                let Some(body_start) = body_start else { continue };
+                let head = String::from_utf8_lossy(&request[..body_start]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while request.len() < body_start + length {
+                    let n = stream.read(&mut buf).unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        (url, seen)
+    }
+
+    fn refused(status: &str, retry_after: Option<&str>) -> String {
+        let header = retry_after.map(|v| format!("Retry-After: {v}\r\n")).unwrap_or_default();
+        format!("HTTP/1.1 {status}\r\n{header}Content-Length: 0\r\nConnection: close\r\n\r\n")
+    }
+
+    fn answered(text: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n\
+             data: {{\"choices\":[{{\"delta\":{{\"content\":\"{text}\"}},\"finish_reason\":\"stop\"}}]}}\n\n\
+             data: [DONE]\n\n"
+        )
+    }
+
+    /// A client for `config` whose waits are recorded, not slept.
+    fn recording(config: HttpConfig) -> (OpenAiHttp, Arc<Mutex<Vec<Duration>>>) {
+        let waits = Arc::new(Mutex::new(Vec::new()));
+        let mut client = OpenAiHttp::new(config).unwrap();
+        let record = Arc::clone(&waits);
+        client.sleep = Arc::new(move |d| record.lock().unwrap().push(d));
+        (client, waits)
+    }
+
+    fn ask(client: &OpenAiHttp, within: Duration) -> Result<Generation, LlmError> {
+        let request = GenerateRequest {
+            messages: vec![super::super::ChatMessage::new(super::super::ChatRole::User, "你好")],
+            max_tokens: 16,
+            temperature: 0.5,
+            top_p: 0.9,
+            deadline: Some(Instant::now() + within),
+            stop: Vec::new(),
+            ignore_eos: false,
+        };
+        client.generate(&request, &mut |_| ControlFlow::Continue(()))
+    }
+
+    #[test]
+    fn retry_after_is_waited_instead_of_the_backoff() {
+        let (url, seen) = fake_server(vec![refused("429 Too Many Requests", Some("3")), answered("好的")]);
+        let (client, waits) = recording(HttpConfig::new(url));
+        let answer = ask(&client, Duration::from_secs(60)).unwrap();
+        assert_eq!(answer.text, "好的");
+        assert_eq!(*waits.lock().unwrap(), [Duration::from_secs(3)]);
+        assert_eq!((seen.load(Ordering::SeqCst), client.retries()), (2, 1));
+    }
+
+    #[test]
+    fn a_long_retry_after_is_capped() {
+        let (url, seen) = fake_server(vec![refused("503 Service Unavailable", Some("120")), answered("好的")]);
+        let (client, waits) = recording(HttpConfig::new(url));
+        assert_eq!(ask(&client, Duration::from_secs(60)).unwrap().text, "好的");
+        assert_eq!(*waits.lock().unwrap(), [client.config.max_retry_wait]);
+        assert_eq!(seen.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_retry_after_past_the_deadline_gives_up_busy_at_once() {
+        let (url, seen) = fake_server(vec![refused("503 Service Unavailable", Some("30")), answered("好的")]);
+        let (client, waits) = recording(HttpConfig {
+            max_retry_wait: Duration::from_secs(300),
+            ..HttpConfig::new(url)
+        });
+        assert_eq!(ask(&client, Duration::from_secs(20)), Err(LlmError::Busy));
+        assert!(waits.lock().unwrap().is_empty());
+        assert_eq!((seen.load(Ordering::SeqCst), client.retries()), (1, 0));
+    }
+
+    #[test]
+    fn backoff_waits_stop_at_the_deadline_and_a_failing_server_is_an_error() {
+        let answers = vec![refused("500 Internal Server Error", None); 4];
+        let (url, seen) = fake_server(answers);
+        let (client, waits) = recording(HttpConfig {
+            retries: 3,
+            ..HttpConfig::new(url)
+        });
+        let within = Duration::from_millis(250);
+        let (error, log) = logged(|| ask(&client, within).unwrap_err());
+        assert!(
+            matches!(&error, LlmError::Failed(m) if m.contains("unavailable")),
+            "{error:?}"
+        );
+        let waits = waits.lock().unwrap().clone();
+        // 100 ms, 200 ms, then what is left of the 250 ms rather than 400 ms.
+        assert_eq!(waits.len(), 3, "{waits:?}");
+        assert_eq!(&waits[..2], [Duration::from_millis(100), Duration::from_millis(200)]);
+        assert!(waits[2] <= within, "{waits:?}");
+        assert_eq!((seen.load(Ordering::SeqCst), client.retries()), (4, 3));
+        // Logged once, when given up, with what an operator needs.
+        assert_eq!(log.matches("model request failed").count(), 1, "{log}");
+        assert!(log.contains(" WARN "), "{log}");
+        let url = format!("url={}/v1/chat/completions", client.config.url);
+        for needle in [url.as_str(), "status=500", "attempts=4"] {
+            assert!(log.contains(needle), "{needle} missing from {log}");
+        }
+    }
+
+    /// What `f` logs at warn and above, and what it returns.
+    fn logged<R>(f: impl FnOnce() -> R) -> (R, String) {
+        #[derive(Clone)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl Write for Sink {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink(Arc::default());
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let result = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned();
+        (result, text)
+    }
+
+    #[test]
+    fn a_deadline_already_passed_sends_nothing() {
+        let (url, seen) = fake_server(vec![answered("好的")]);
+        let (client, _) = recording(HttpConfig::new(url));
+        assert_eq!(ask(&client, Duration::ZERO), Err(LlmError::Timeout));
+        assert_eq!(seen.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(retry_after(&later, now), Some(Duration::from_secs(90)));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(90));
+        assert_eq!(retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-3", now), None);
+        assert_eq!(retry_after("", now), None);
+    }
+
+    #[test]
+    fn urls_are_logged_without_credentials() {
+        assert_eq!(
+            redact_url("https://user:pw@api.example.com:8443/v1/chat/completions?key=s3cret"),
+            "https://api.example.com:8443/v1/chat/completions?…"
+        );
+        assert_eq!(
+            redact_url("http://10.0.0.5:8080/v1/chat/completions"),
+            "http://10.0.0.5:8080/v1/chat/completions"
+        );
+        assert_eq!(redact_url("http://a@b@host/x"), "http://host/x");
+        let client = OpenAiHttp::new(HttpConfig::new("http://me:pw@h:8080")).unwrap();
+        assert_eq!(client.shown, "http://h:8080/v1/chat/completions");
+    }
 
     #[test]
     fn endpoints_accept_a_base_or_a_full_path() {

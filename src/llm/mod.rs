@@ -145,6 +145,12 @@ pub trait LlmBackend: Send + Sync {
         request: &GenerateRequest,
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Generation, LlmError>;
+
+    /// Requests sent again after a failure since the backend was opened
+    /// (`kefu_model_retries_total`); 0 for backends that never retry.
+    fn retries(&self) -> u64 {
+        0
+    }
 }
 
 /// Which model to use, as `kefu serve`, `kefu chat` and `kefu generate` are told.
@@ -172,6 +178,12 @@ pub struct ModelOptions {
     pub lora: Vec<(PathBuf, f32)>,
     /// A llama.cpp built-in chat template name overriding the GGUF's.
     pub chat_template: Option<String>,
+    /// The HTTP backend's deadline for requests that have none of their own
+    /// ([`http::HttpConfig::timeout`]); `None`: its default.
+    pub timeout: Option<std::time::Duration>,
+    /// The HTTP backend's connect timeout ([`http::HttpConfig::connect_timeout`]);
+    /// `None`: its default.
+    pub connect_timeout: Option<std::time::Duration>,
 }
 
 /// Parses a `--lora` value, `PATH[:SCALE]` (scale 1.0 when absent or not a number, so a
@@ -196,6 +208,8 @@ pub fn open(options: &ModelOptions) -> Result<Option<Arc<dyn LlmBackend>>, LlmEr
             config.model = m.clone();
         }
         config.api_key = options.api_key.clone();
+        config.timeout = options.timeout.unwrap_or(config.timeout);
+        config.connect_timeout = options.connect_timeout.unwrap_or(config.connect_timeout);
         return Ok(Some(Arc::new(http::OpenAiHttp::new(config)?)));
     }
     let Some(path) = &options.model else { return Ok(None) };

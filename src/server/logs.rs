@@ -7,7 +7,7 @@
 //! thread writes whatever has gathered every `interval` with one call: a
 //! [`Batcher`] of bytes. A slow stderr never holds up a turn: past
 //! `MAX_PENDING` bytes waiting, lines are dropped and counted, and the count is reported
-//! in the log itself.
+//! in the log itself and in `/metrics` (`kefu_log_lines_dropped_total`, [`dropped_lines`]).
 
 use std::io::Write;
 use std::time::Duration;
@@ -17,6 +17,16 @@ pub use crate::batch::FlushGuard;
 
 /// The most bytes that may wait for the flusher; more lines are dropped.
 const MAX_PENDING: usize = 8 * 1024 * 1024;
+
+/// The process's stderr batch, for its count of dropped lines: the log is set up (in the
+/// CLI) before the service and its metrics exist, and there is one stderr per process.
+static STDERR_BATCH: std::sync::OnceLock<Batcher<Vec<u8>>> = std::sync::OnceLock::new();
+
+/// Log lines dropped so far because stderr was not keeping up (0 before
+/// [`batched_stderr`] is called, and in embeddings that log elsewhere).
+pub fn dropped_lines() -> u64 {
+    STDERR_BATCH.get().map_or(0, Batcher::dropped)
+}
 
 /// A `MakeWriter` for tracing-subscriber that batches lines to stderr.
 #[derive(Clone)]
@@ -42,7 +52,10 @@ pub fn batched_stderr(interval: Duration) -> (BatchedStderr, Option<FlushGuard>)
         out.clear();
     });
     match started {
-        Ok((batch, guard)) => (BatchedStderr { batch: Some(batch) }, Some(guard)),
+        Ok((batch, guard)) => {
+            let _ = STDERR_BATCH.set(batch.clone());
+            (BatchedStderr { batch: Some(batch) }, Some(guard))
+        }
         // No thread for the flusher: write each line directly rather than lose them.
         Err(_) => (BatchedStderr { batch: None }, None),
     }

@@ -8,6 +8,17 @@
 //! entries, and the conversation log's written, dropped and failed lines (only when the
 //! log is on). Routes are labelled by their pattern (`/v1/sessions/{id}`), never by the
 //! raw path, so that session ids cannot blow up the number of series.
+//!
+//! Also: the model backend's calls by outcome, its latency and time to first token, and
+//! its retries; the build and the serving rules' version as `_info` series; log lines
+//! dropped on the way to stderr; and the process's memory, descriptors, CPU time and start
+//! ([`super::process`], under the standard unprefixed `process_*` names).
+//!
+//! **Every series a dashboard or an alert needs exists from start**, at zero: each label
+//! value known in advance (every route pattern, answer source, job event, model outcome,
+//! score) is created in [`Metrics::new`], so `rate()` and `absent()` see them before the
+//! first event. Only labels that come from the rules (`script_errors{rule}`) and response
+//! statuses other than 200 appear on first use. docs/operations.md lists every series.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -25,6 +36,7 @@ use prometheus_client::registry::Registry;
 
 use crate::data::ConversationLog;
 use crate::engine::AnswerSource;
+use crate::llm::{LlmBackend, LlmError};
 use crate::nlu::MemoStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,6 +83,61 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.5, 15))
 }
 
+fn model_histogram() -> Histogram {
+    // 10 ms to about 40 s: a model call is never faster than a few tokens, and the
+    // deadline (`--llm-timeout`, 20 s by default) caps it.
+    Histogram::new(exponential_buckets(0.01, 2.0, 13))
+}
+
+/// How a model call ended, the `outcome` label of `kefu_model_requests_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelOutcome {
+    /// An answer (whole, or cut by the token limit).
+    Ok,
+    /// An answer stopped early by kefu (the judge or the output guard gave up on it).
+    Cancelled,
+    /// The backend was full (every slot taken, or the server answered 429/503 until the
+    /// retries or the deadline ran out).
+    Busy,
+    /// The deadline passed.
+    Timeout,
+    /// Anything else: refused requests, broken streams, bad answers.
+    Error,
+}
+
+impl ModelOutcome {
+    /// Every outcome, in label order.
+    pub const ALL: [ModelOutcome; 5] = [
+        ModelOutcome::Ok,
+        ModelOutcome::Cancelled,
+        ModelOutcome::Busy,
+        ModelOutcome::Timeout,
+        ModelOutcome::Error,
+    ];
+
+    /// The outcome of a model call's result.
+    pub fn of(result: &Result<crate::llm::Generation, LlmError>) -> ModelOutcome {
+        match result {
+            Ok(g) if g.finish == crate::llm::Finish::Cancelled => ModelOutcome::Cancelled,
+            Ok(_) => ModelOutcome::Ok,
+            Err(LlmError::Busy) => ModelOutcome::Busy,
+            Err(LlmError::Timeout) => ModelOutcome::Timeout,
+            Err(LlmError::Failed(_)) => ModelOutcome::Error,
+        }
+    }
+
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelOutcome::Ok => "ok",
+            ModelOutcome::Cancelled => "cancelled",
+            ModelOutcome::Busy => "busy",
+            ModelOutcome::Timeout => "timeout",
+            ModelOutcome::Error => "error",
+        }
+    }
+}
+
 /// Every metric kefu serves.
 pub struct Metrics {
     registry: Registry,
@@ -96,12 +163,27 @@ pub struct Metrics {
     conversation_log: Arc<OnceLock<Readings>>,
     nlu_memo: Arc<OnceLock<Readings>>,
     tickets: Arc<OnceLock<Readings>>,
+    /// One counter per [`ModelOutcome`], in [`ModelOutcome::ALL`]'s order: taken out of
+    /// their family at start, so a model call counts with one atomic add and no lookup.
+    model_requests: [Counter; 5],
+    model_seconds: Histogram,
+    model_first_token: Histogram,
+    /// The backend whose retries are served (set once, when the service has a model).
+    model: Arc<OnceLock<std::sync::Weak<dyn LlmBackend>>>,
+    /// Reads the serving rules' version (set once, by the service).
+    rules_version: Arc<OnceLock<Box<dyn Fn() -> String + Send + Sync>>>,
 }
 
 /// A value that lives elsewhere, read at each scrape: name, help and value.
 enum Reading {
     Counter(&'static str, &'static str, u64),
     Gauge(&'static str, &'static str, i64),
+    /// A counter of seconds (CPU time).
+    Seconds(&'static str, &'static str, f64),
+    /// A gauge with a fractional value (a time since the epoch).
+    GaugeF64(&'static str, &'static str, f64),
+    /// A gauge at 1 whose labels carry the information (`kefu_build_info{version=..}`).
+    Info(&'static str, &'static str, Vec<(&'static str, String)>),
 }
 
 /// Where a [`ReadAtScrape`] collector reads its values.
@@ -135,10 +217,67 @@ impl Collector for ReadAtScrape {
                     let gauge = ConstGauge::new(value);
                     gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
                 }
+                Reading::Seconds(name, help, value) => {
+                    let counter = ConstCounter::new(value);
+                    counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+                }
+                Reading::GaugeF64(name, help, value) => {
+                    let gauge = ConstGauge::new(value);
+                    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+                }
+                Reading::Info(name, help, labels) => {
+                    let gauge = ConstGauge::new(1_i64);
+                    let mut family = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+                    gauge.encode(family.encode_family(&labels)?)?;
+                }
             }
         }
         Ok(())
     }
+}
+
+/// The process's figures ([`super::process`]) as readings; `started` is read once.
+fn process_readings(started: f64) -> Vec<Reading> {
+    let mut readings = vec![Reading::GaugeF64(
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch, in seconds",
+        started,
+    )];
+    let Some(now) = super::process::read() else {
+        return readings;
+    };
+    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    readings.extend([
+        Reading::Seconds(
+            "process_cpu_seconds",
+            "User and system CPU time spent, in seconds",
+            now.cpu_seconds,
+        ),
+        Reading::Gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size, in bytes",
+            gauge(now.resident_bytes),
+        ),
+        Reading::Gauge(
+            "process_virtual_memory_bytes",
+            "Virtual memory size, in bytes",
+            gauge(now.virtual_bytes),
+        ),
+        Reading::Gauge(
+            "process_open_fds",
+            "Open file descriptors (client connections included)",
+            gauge(now.open_fds),
+        ),
+        Reading::Gauge("process_threads", "Threads of the process", gauge(now.threads)),
+    ]);
+    if let Some(max) = now.max_fds {
+        readings.push(Reading::Gauge(
+            "process_max_fds",
+            "The limit on open file descriptors (the soft limit, raised at start)",
+            gauge(max),
+        ));
+    }
+    readings
 }
 
 impl Default for Metrics {
@@ -150,7 +289,14 @@ impl Default for Metrics {
 impl Metrics {
     /// A registry with every metric at zero.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("kefu");
+        // The process's figures keep the names every client library gives them; the rest
+        // is kefu's own.
+        let mut root = Registry::default();
+        let started = super::process::start_time().unwrap_or_else(super::process::now_seconds);
+        root.register_collector(Box::new(ReadAtScrape(Arc::new(OnceLock::from(Box::new(move || {
+            process_readings(started)
+        }) as Readings)))));
+        let registry = root.sub_registry_with_prefix("kefu");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests by route and status", requests.clone());
         let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
@@ -231,6 +377,66 @@ impl Metrics {
         registry.register_collector(Box::new(ReadAtScrape(Arc::clone(&nlu_memo))));
         let tickets = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(ReadAtScrape(Arc::clone(&tickets))));
+
+        // The model backend, whichever it is (llama.cpp, an HTTP server, the mock).
+        let model_family = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "model_requests",
+            "Model calls by outcome: ok, cancelled (stopped early by kefu), busy (full; the engine fell back), timeout (the deadline passed), error",
+            model_family.clone(),
+        );
+        let model_requests =
+            ModelOutcome::ALL.map(|o| model_family.get_or_create(&OutcomeLabels { outcome: o.name() }).clone());
+        let model_seconds = model_histogram();
+        registry.register(
+            "model_seconds",
+            "Time of a model call, start to last token (or to the failure), retries and waits included",
+            model_seconds.clone(),
+        );
+        let model_first_token = model_histogram();
+        registry.register(
+            "model_first_token_seconds",
+            "Time from the start of a model call to its first text",
+            model_first_token.clone(),
+        );
+        let model: Arc<OnceLock<std::sync::Weak<dyn LlmBackend>>> = Arc::new(OnceLock::new());
+        let rules_version: Arc<OnceLock<Box<dyn Fn() -> String + Send + Sync>>> = Arc::new(OnceLock::new());
+        let (retries_of, version_of) = (Arc::clone(&model), Arc::clone(&rules_version));
+        registry.register_collector(Box::new(ReadAtScrape(Arc::new(OnceLock::from(Box::new(move || {
+            let retries = retries_of
+                .get()
+                .and_then(std::sync::Weak::upgrade)
+                .map_or(0, |m| m.retries());
+            let mut readings = vec![
+                Reading::Counter(
+                    "model_retries",
+                    "Model requests sent again after a failure (a refused connection, 429, 5xx), by the HTTP backend",
+                    retries,
+                ),
+                Reading::Counter(
+                    "log_lines_dropped",
+                    "Log lines dropped because stderr was not keeping up",
+                    super::logs::dropped_lines(),
+                ),
+                Reading::Info(
+                    "build_info",
+                    "The running kefu: its version and the commit it was built from",
+                    vec![
+                        ("version", env!("CARGO_PKG_VERSION").to_string()),
+                        ("commit", env!("KEFU_COMMIT").to_string()),
+                    ],
+                ),
+            ];
+            if let Some(version) = version_of.get() {
+                readings.push(Reading::Info(
+                    "rules_info",
+                    "The rules being served: their version (as /healthz and /admin/rules give it)",
+                    vec![("version", version())],
+                ));
+            }
+            readings
+        }) as Readings)))));
+        // The session store's series (`kefu_redis_*`) are registered here, by the store.
         // Series that exist from the start, at zero, so that dashboards and alerts on rates
         // see them before the first event.
         for kind in ["prompt", "completion"] {
@@ -242,8 +448,18 @@ impl Metrics {
         for outcome in ["hit", "miss"] {
             let _ = cache_lookups.get_or_create(&OutcomeLabels { outcome });
         }
-        for kind in ["idle", "client", "full"] {
+        for kind in ["idle", "client", "full", "slow_headers"] {
             let _ = connections_refused.get_or_create(&KindLabels { kind });
+        }
+        for route in super::routes::ROUTE_PATTERNS {
+            let _ = requests.get_or_create(&RequestLabels { route, status: 200 });
+            let _ = latency.get_or_create(&RouteLabels { route });
+        }
+        for source in AnswerSource::ALL {
+            let _ = answers.get_or_create(&SourceLabels { source: source.name() });
+        }
+        for score in 1..=5 {
+            let _ = feedback.get_or_create(&ScoreLabels { score });
         }
         for outcome in ["queued", "refused", "retried", "succeeded", "failed"] {
             let _ = jobs.get_or_create(&OutcomeLabels { outcome });
@@ -252,7 +468,7 @@ impl Metrics {
             let _ = ticket_deliveries.get_or_create(&OutcomeLabels { outcome });
         }
         Metrics {
-            registry,
+            registry: root,
             requests,
             latency,
             answers,
@@ -275,7 +491,35 @@ impl Metrics {
             conversation_log,
             nlu_memo,
             tickets,
+            model_requests,
+            model_seconds,
+            model_first_token,
+            model,
+            rules_version,
         }
+    }
+
+    /// Counts a model call: its outcome, how long it took and, when it produced text, how
+    /// long the first text took.
+    pub fn model_call(&self, outcome: ModelOutcome, elapsed: Duration, first_text: Option<Duration>) {
+        let index = ModelOutcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        self.model_requests[index].inc();
+        self.model_seconds.observe(elapsed.as_secs_f64());
+        if let Some(first) = first_text {
+            self.model_first_token.observe(first.as_secs_f64());
+        }
+    }
+
+    /// Serves `backend`'s retries ([`LlmBackend::retries`]) from now on (once; later calls
+    /// are ignored). Weak: the metrics must not keep a model loaded.
+    pub fn watch_model(&self, backend: &Arc<dyn LlmBackend>) {
+        let _ = self.model.set(Arc::downgrade(backend));
+    }
+
+    /// Serves the version `read` gives as `kefu_rules_info{version}`, read at each scrape,
+    /// so a reload shows at once (once; later calls are ignored).
+    pub fn watch_rules(&self, read: impl Fn() -> String + Send + Sync + 'static) {
+        let _ = self.rules_version.set(Box::new(read));
     }
 
     /// Counts a script that failed at run time in `rule` (the item, as the trace names it).

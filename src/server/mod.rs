@@ -25,6 +25,7 @@
 //! | [`http`] | The response body, JSON responses, reading bodies and path segments. |
 //! | [`errors`] | [`ApiError`], the body of every refusal. |
 //! | [`model`], [`metrics`], [`logs`] | The model as the service sees it, the Prometheus registry, log lines. |
+//! | [`process`] | The process's memory, descriptors and CPU time, read from `/proc` at each scrape. |
 //!
 //! **How turns run**: see [`turns`].
 //!
@@ -50,6 +51,7 @@ pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod openai;
+pub mod process;
 pub mod recorder;
 pub mod routes;
 pub mod serve;

@@ -1,5 +1,6 @@
 //! The model as the service sees it: a wrapper that keeps a model call from stalling the
-//! async runtime and counts tokens, and the scripted mock that `--mock-llm` loads.
+//! async runtime and counts tokens, outcomes and latency, and the scripted mock that
+//! `--mock-llm` loads.
 //!
 //! Rule-answered turns run directly on the runtime's worker threads (they take
 //! microseconds). A turn that reaches the model can take seconds, so [`Metered`] runs the
@@ -10,11 +11,11 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::metrics::Metrics;
+use super::metrics::{Metrics, ModelOutcome};
 use crate::llm::{GenerateRequest, Generation, LlmBackend, LlmError, MockLlm, MockRule};
 
 /// Runs `f`, which blocks, without stalling the runtime when called on one of its workers.
@@ -28,7 +29,8 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// A model backend wrapped for the service: blocking calls moved off the runtime's
-/// workers, tokens counted.
+/// workers, tokens, outcomes, latency and time to first text counted (one clock read per
+/// piece of text until the first; the counters are atomics taken out at start).
 pub struct Metered {
     inner: Arc<dyn LlmBackend>,
     metrics: Arc<Metrics>,
@@ -51,11 +53,24 @@ impl LlmBackend for Metered {
         request: &GenerateRequest,
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Generation, LlmError> {
-        let result = blocking(|| self.inner.generate(request, on_text));
+        let started = Instant::now();
+        let mut first_text: Option<Duration> = None;
+        let result = blocking(|| {
+            self.inner.generate(request, &mut |text| {
+                first_text.get_or_insert_with(|| started.elapsed());
+                on_text(text)
+            })
+        });
+        self.metrics
+            .model_call(ModelOutcome::of(&result), started.elapsed(), first_text);
         if let Ok(g) = &result {
             self.metrics.tokens(u64::from(g.prompt_tokens), u64::from(g.tokens));
         }
         result
+    }
+
+    fn retries(&self) -> u64 {
+        self.inner.retries()
     }
 }
 

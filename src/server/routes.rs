@@ -61,6 +61,22 @@ enum SessionAction {
     Feedback,
 }
 
+/// Every route's pattern ([`Route::name`]), for the request series that exist from start.
+pub(super) const ROUTE_PATTERNS: [&str; 12] = [
+    "/v1/chat",
+    "/v1/chat/completions",
+    "/v1/sessions/{id}",
+    "/v1/sessions/{id}/takeover",
+    "/v1/sessions/{id}/reply",
+    "/v1/sessions/{id}/release",
+    "/v1/sessions/{id}/feedback",
+    "/v1/tickets",
+    "/healthz",
+    "/metrics",
+    "/admin/rules",
+    "/admin/reload",
+];
+
 /// The route a path names, read once per request: for dispatch and for the metrics label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route<'a> {
@@ -222,5 +238,15 @@ mod tests {
         assert_eq!(Route::of("/v1/sessions/abc/delete"), None);
         assert_eq!(Route::of("/nope/x"), None);
         assert_eq!(Route::of("/"), None);
+    }
+
+    #[test]
+    fn every_route_pattern_names_its_route() {
+        // A route added to `Route` without its pattern here would have no series at start.
+        for pattern in ROUTE_PATTERNS {
+            let path = pattern.replace("{id}", "abc");
+            let route = Route::of(&path).expect(pattern);
+            assert_eq!(route.name(), pattern);
+        }
     }
 }

@@ -134,7 +134,7 @@ impl Service {
 }
 
 /// Runs `kefu serve`: binds `addr`, prints `listening on ADDR`, serves until SIGTERM or
-/// Ctrl-C, reloads the rules on SIGHUP.
+/// Ctrl-C, reloads the rules and opens the conversation log's file again on SIGHUP.
 pub fn run(config: ServeConfig, addr: SocketAddr, workers: usize) -> Result<(), ServeError> {
     let io = |what: &str| {
         let what = what.to_string();
@@ -166,8 +166,13 @@ pub fn run(config: ServeConfig, addr: SocketAddr, workers: usize) -> Result<(), 
         use tokio::signal::unix::{SignalKind, signal};
         let mut hangup = signal(SignalKind::hangup()).map_err(io("cannot listen for SIGHUP"))?;
         let mut terminate = signal(SignalKind::terminate()).map_err(io("cannot listen for SIGTERM"))?;
+        let log = service.conversation_log().cloned();
         let reloads = tokio::spawn(async move {
             while hangup.recv().await.is_some() {
+                // logrotate's postrotate sends SIGHUP: the log's file is opened again.
+                if let Some(log) = &log {
+                    log.reopen();
+                }
                 let reloader = Arc::clone(&state.reloader);
                 let _ = tokio::task::spawn_blocking(move || reloader.reload(Trigger::Signal)).await;
             }

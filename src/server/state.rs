@@ -59,6 +59,8 @@ pub struct Service {
     _watcher: Option<WatchHandle>,
     /// Writes what the conversation log holds when the service ends.
     _log: Option<FlushGuard>,
+    /// The conversation log, opened again on SIGHUP.
+    log: Option<ConversationLog>,
 }
 
 impl Service {
@@ -129,9 +131,12 @@ impl Service {
             .with_tickets(tickets)
             .with_cache_observer(move |hit| cache_metrics.cache_lookup(hit));
         if let Some(llm) = &config.llm {
+            metrics.watch_model(llm);
             engine = engine.with_llm(Arc::new(model::Metered::new(Arc::clone(llm), Arc::clone(&metrics))));
         }
         let engine = Arc::new(engine);
+        let serving = Arc::downgrade(&engine);
+        metrics.watch_rules(move || serving.upgrade().map(|e| e.rules().version.clone()).unwrap_or_default());
         let _ = teller.set(Arc::downgrade(&engine));
         // Weak: the engine holds the metrics (through its observers).
         let serving = Arc::downgrade(&engine);
@@ -154,7 +159,7 @@ impl Service {
         // it (the handlers write no records of their own).
         engine.set_observer(Arc::new(Recorder {
             metrics: Arc::clone(&metrics),
-            log: conversation_log,
+            log: conversation_log.clone(),
         }));
         let reload_metrics = Arc::clone(&metrics);
         let slow_rules = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -197,7 +202,13 @@ impl Service {
             deliveries,
             _watcher: watcher,
             _log: log_guard,
+            log: conversation_log,
         })
+    }
+
+    /// The conversation log, when it is on (to open its file again after logrotate).
+    pub fn conversation_log(&self) -> Option<&ConversationLog> {
+        self.log.as_ref()
     }
 
     /// The shared state (for tests and embedding).
