@@ -13,6 +13,7 @@ use kefu::RuleSet;
 
 pub mod chat;
 pub mod check;
+pub mod config;
 pub mod data;
 pub mod eval;
 pub mod generate;
