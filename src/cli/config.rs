@@ -479,7 +479,7 @@ fn print(cmd: &Command, matches: &ArgMatches, file: Option<&Path>, from_file: &H
     );
     for name in SECRET_VARIABLES {
         let set = std::env::var_os(name).is_some_and(|v| !v.is_empty());
-        let _ = writeln!(out, "#   {name}: {}", if set { "\"***\" (set)" } else { "not set" });
+        let _ = writeln!(out, "#   {name}{}", if set { " = \"***\"" } else { " (not set)" });
     }
     out
 }
@@ -495,37 +495,16 @@ fn toml_value(raw: &str, kind: Kind) -> String {
     number.unwrap_or_else(|| toml::Value::String(raw.to_string()).to_string())
 }
 
-/// `value` with any password inside a URL (`redis://:pw@host`, `?pass=pw`) replaced by `***`.
+/// `value` with any password inside a URL (`redis://:pw@host`, `?pass=pw`) replaced by
+/// `***` (the user name too), as error messages show addresses.
 pub fn redact(value: &str) -> String {
-    let Ok(mut url) = url::Url::parse(value) else {
-        return value.to_string();
-    };
-    let mut changed = false;
-    if url.password().is_some() {
-        changed |= url.set_password(Some("***")).is_ok();
-    }
-    let secret_query = |k: &str| matches!(k, "pass" | "password");
-    if url.query_pairs().any(|(k, _)| secret_query(&k)) {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if secret_query(&k) {
-                    "***".to_string()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        url.query_pairs_mut().clear().extend_pairs(pairs);
-        changed = true;
-    }
-    if changed { url.to_string() } else { value.to_string() }
+    kefu::tickets::outbox::redacted_url(value)
 }
 
-/// Whether `value` is a URL carrying a password (see [`redact`]).
+/// Whether `value` is a URL carrying a password (`redis://:pw@host`, `?pass=pw`).
 pub fn has_inline_password(value: &str) -> bool {
-    redact(value) != value
+    url::Url::parse(value)
+        .is_ok_and(|url| url.password().is_some() || url.query_pairs().any(|(k, _)| k == "pass" || k == "password"))
 }
 
 /// `text` in lines of at most `width` characters, broken at spaces.
@@ -558,26 +537,18 @@ mod tests {
     }
 
     #[test]
-    fn passwords_in_urls_are_redacted() {
-        assert_eq!(
-            redact("redis://:s3cret@127.0.0.1:6379/0"),
-            "redis://:***@127.0.0.1:6379/0"
-        );
-        assert_eq!(redact("redis://user:s3cret@h/0"), "redis://user:***@h/0");
-        assert_eq!(
-            redact("redis+unix:///run/redis.sock?db=1&pass=s3cret"),
-            "redis+unix:///run/redis.sock?db=1&pass=***"
-        );
+    fn passwords_in_urls_are_noticed() {
+        assert!(has_inline_password("redis://:pw@h"));
+        assert!(has_inline_password("redis://user:pw@h/0"));
+        assert!(has_inline_password("redis+unix:///run/redis.sock?pass=pw"));
         for plain in [
             "redis://127.0.0.1:6379/0",
             "redis://user@h/0",
             "rules",
             "127.0.0.1:8080",
         ] {
-            assert_eq!(redact(plain), plain);
-            assert!(!has_inline_password(plain));
+            assert!(!has_inline_password(plain), "{plain}");
         }
-        assert!(has_inline_password("redis://:pw@h"));
     }
 
     #[test]

@@ -216,9 +216,12 @@ fn redis_url(url: Option<String>, password: Option<String>) -> Result<Option<Str
     }
     let mut parsed =
         url::Url::parse(&url).with_context(|| format!("--redis {}: not a URL", super::config::redact(&url)))?;
-    // A socket URL (`redis+unix:///path`) has no host to put a password before: redis-rs
-    // reads it from the query there. `set_password` percent-encodes; redis-rs decodes.
-    if parsed.set_password(Some(&password)).is_err() {
+    // Every byte but letters and digits is escaped (redis-rs decodes it): `set_password`
+    // leaves a `%` as it is, so a password with `%41` in it would arrive as `A`. A socket
+    // URL (`redis+unix:///path`) has no host to put a password before: redis-rs reads it
+    // from the query there.
+    let encoded = percent_encoding::utf8_percent_encode(&password, percent_encoding::NON_ALPHANUMERIC).to_string();
+    if parsed.set_password(Some(&encoded)).is_err() {
         parsed.query_pairs_mut().append_pair("pass", &password);
     }
     Ok(Some(parsed.to_string()))
