@@ -149,7 +149,7 @@ fn with_env(cmd: Command) -> Command {
         let name = env_name(long);
         // Values are hidden in --help: `--redis` may hold a password.
         let arg = arg.env(name).hide_env_values(true);
-        if matches!(arg.get_action(), ArgAction::SetTrue) {
+        if matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse) {
             // `KEFU_NO_WATCH=1` as well as `=true`: clap's default takes only true/false.
             arg.value_parser(BoolishValueParser::new())
         } else {
@@ -220,10 +220,10 @@ enum Kind {
 impl Kind {
     fn of(arg: &Arg) -> Kind {
         use std::any::TypeId;
-        if matches!(arg.get_action(), ArgAction::SetTrue) {
+        let id = arg.get_value_parser().type_id();
+        if matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse) || id == TypeId::of::<bool>() {
             return Kind::Bool;
         }
-        let id = arg.get_value_parser().type_id();
         let integers = [
             TypeId::of::<u8>(),
             TypeId::of::<u16>(),
