@@ -153,7 +153,7 @@ fn wrong_types_and_bad_values_are_errors_at_their_line_and_column() {
         format!("{path}:3:12: error: `no-watch` takes true or false"),
         format!("{path}:4:14: error: invalid value '-1' for '--rate-limit <RATE_LIMIT>'"),
         format!("{path}:5:14: error: invalid value 'xml' for '--log-format <LOG_FORMAT>'"),
-        format!("{path}:6:9: error: `rules` takes a string"),
+        format!("{path}:6:9: error: `rules` takes a string (or a number)"),
         format!("{path}:7:2: error: unknown key `limits`"),
     ] {
         assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
@@ -232,7 +232,7 @@ fn the_admin_token_can_come_from_a_file() {
 fn printed_configuration_reads_back_as_the_same_configuration() {
     let (_dir, config) = file(
         "kefu.toml",
-        "lora = [\"a.gguf:0.5\", \"b.gguf\"]\nanswer-cache = 0\nlog-format = \"json\"\n",
+        "lora = [\"a.gguf:0.5\", \"b.gguf\"]\nanswer-cache = 0\nlog-format = \"json\"\nllm-model = 7\n",
     );
     let printed = print_config(
         &[
@@ -259,6 +259,8 @@ fn printed_configuration_reads_back_as_the_same_configuration() {
     );
     assert_eq!(values(&reread)["rules"], "\"/srv/kefu/规则\"");
     assert_eq!(values(&reread)["lora"], "[\"a.gguf:0.5\", \"b.gguf\"]");
+    // A flag parsed from text takes a number in the file, and prints it as text.
+    assert_eq!(values(&reread)["llm-model"], "\"7\"");
 }
 
 #[test]
@@ -283,10 +285,35 @@ fn the_example_config_file_is_valid_and_names_every_setting() {
         keys
     };
     let written = std::fs::read_to_string(example).unwrap();
-    assert_eq!(
-        keys(&written),
-        keys(&fresh),
-        "{example} lacks or has extra settings: regenerate it (docs/operations.md, \"Starting\")"
+    let (have, want) = (keys(&written), keys(&fresh));
+    let missing: Vec<&String> = want.iter().filter(|k| !have.contains(k)).collect();
+    let extra: Vec<&String> = have.iter().filter(|k| !want.contains(k)).collect();
+    // What to paste for a missing setting: its block of `--print-config`, the default
+    // commented out.
+    let blocks: Vec<String> = fresh
+        .split("\n\n")
+        .filter(|block| {
+            missing.iter().any(|k| {
+                block
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{k} = ")) || l == format!("# {k}: not set"))
+            })
+        })
+        .map(|block| {
+            block
+                .lines()
+                .map(|l| match l.split_once("  # default") {
+                    Some((setting, _)) if !l.starts_with('#') => format!("# {setting}"),
+                    _ => l.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{example} lacks {missing:?} and has unknown {extra:?}; add in the flags' order:\n\n{}",
+        blocks.join("\n\n")
     );
     assert_eq!(
         settings(&from_example)["log-format"],

@@ -251,7 +251,7 @@ impl Kind {
             Kind::Bool => "true or false",
             Kind::Integer => "an integer",
             Kind::Float => "a number",
-            Kind::Text => "a string",
+            Kind::Text => "a string (or a number)",
         }
     }
 }
@@ -377,6 +377,10 @@ fn scalar(value: &DeValue, kind: Kind) -> Result<String, &'static str> {
             .map_err(|_| "an integer out of range"),
         (DeValue::Float(f), Kind::Float) => Ok(f.as_str().to_string()),
         (DeValue::String(s), Kind::Text) => Ok(s.to_string()),
+        // A flag parsed from text may take a number (`llm-timeout = 2.5`, a duration):
+        // its parser judges it as it would on the command line.
+        (DeValue::Integer(i), Kind::Text) => Ok(i.to_string()),
+        (DeValue::Float(f), Kind::Text) => Ok(f.as_str().to_string()),
         (DeValue::String(_), _) => Err("a string"),
         (DeValue::Integer(_), _) => Err("an integer"),
         (DeValue::Float(_), _) => Err("a float"),
