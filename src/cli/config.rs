@@ -52,6 +52,8 @@ pub const SECRET_VARIABLES: &[&str] = &[
     "KEFU_REDIS_PASSWORD",
     "KEFU_TICKETS_SECRET",
     "KEFU_LLM_API_KEY",
+    // The key customer identity tokens are signed with (cli/serve.rs, IdentityArgs).
+    "KEFU_IDENTITY_KEY",
 ];
 
 /// The environment variable of the long flag `long`: `max-in-flight` → `KEFU_MAX_IN_FLIGHT`.
