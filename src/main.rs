@@ -3,8 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 mod cli;
 
 use cli::{Cli, Command};
@@ -15,7 +13,8 @@ use cli::{Cli, Command};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Flags, then KEFU_* variables, then `--config FILE`, then defaults (cli/config.rs).
+    let cli = cli::config::parse::<Cli>();
     let result = match cli.command {
         Command::Check { dir, color } => Ok(cli::check::run(&dir, color)),
         Command::Chat {

@@ -3,6 +3,8 @@
 //!
 //! The flags of a command with many (serve, generate, report, data) live in that command's
 //! module; `--model` and its company, shared by chat, serve and generate, in `model`.
+//! `config` adds what every flag gets without code of its own: its `KEFU_*` variable, a
+//! config-file key and a line in `--print-config`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ use kefu::RuleSet;
 
 pub mod chat;
 pub mod check;
+pub mod config;
 pub mod data;
 pub mod eval;
 pub mod generate;
@@ -137,8 +140,10 @@ pub enum Command {
     /// human takeover, metrics, admin. Reloads the rules when they change, on SIGHUP and on
     /// `POST /admin/reload`; stops gracefully on SIGTERM.
     ///
-    /// Admin and agent routes need `Authorization: Bearer $KEFU_ADMIN_TOKEN`; without the
-    /// variable they answer loopback clients only. Prints `listening on ADDR` once bound.
+    /// Admin and agent routes need `Authorization: Bearer TOKEN` (KEFU_ADMIN_TOKEN or
+    /// --admin-token-file); without a token they answer loopback clients only. Every flag
+    /// is also read from KEFU_<FLAG> and from --config FILE (flags win, then variables,
+    /// then the file). Prints `listening on ADDR` once bound.
     Serve(Box<ServeArgs>),
     /// Run K concurrent generations through the model backend the server uses and print
     /// one JSON line: prompt tokens, prompt ms, generated tokens, generation ms, tokens/s

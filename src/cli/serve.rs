@@ -1,16 +1,28 @@
 //! `kefu serve`: its flags, the logging it sets up, and the server configuration they make.
+//!
+//! Every flag can also come from its `KEFU_*` variable or from `--config FILE` (see
+//! cli/config.rs, which needs nothing from here). Secrets are never flags: they come from
+//! the environment or from the file a `--…-file` flag names ([`secret_file`]).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 
 use super::model::ModelArgs;
 
 /// The flags of `kefu serve`.
 #[derive(clap::Args)]
 pub struct ServeArgs {
+    /// A TOML file of settings: the long flag names as keys (`max-in-flight = 512`);
+    /// flags and KEFU_* variables override it (examples/kefu.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML (each value with where it came from,
+    /// secrets as ***) and exit without serving.
+    #[arg(long)]
+    print_config: bool,
     /// The rules directory.
     #[arg(long, default_value = "rules")]
     rules: PathBuf,
@@ -20,8 +32,18 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Keep sessions in Redis (`redis://127.0.0.1:6379/0`) so several nodes share them.
+    /// Its password goes in --redis-password-file or KEFU_REDIS_PASSWORD, not here (a
+    /// command line is visible in `ps`).
     #[arg(long)]
     redis: Option<String>,
+    /// A file holding the Redis password, added to --redis at start; KEFU_REDIS_PASSWORD
+    /// (environment) is read when this is not given.
+    #[arg(long, value_name = "FILE")]
+    redis_password_file: Option<PathBuf>,
+    /// A file holding the admin token (admin and agent routes need `Authorization: Bearer
+    /// TOKEN`); KEFU_ADMIN_TOKEN (environment) is read when this is not given.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
     /// How long Redis keeps an idle session, in seconds.
     #[arg(long, default_value_t = 86_400)]
     session_ttl: u64,
@@ -179,6 +201,79 @@ impl TicketArgs {
     }
 }
 
+/// A secret read from `file` (given as `flag`), else from the environment variable
+/// `variable`; `None` when neither is set. A file's surrounding blank space is trimmed;
+/// an empty file is an error (a secret was meant and is missing). Never a flag's value:
+/// a command line is visible to every user in `ps`.
+fn secret_file(file: Option<&Path>, flag: &str, variable: &str) -> Result<Option<Vec<u8>>> {
+    match file {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("{flag} {}", path.display()))?;
+            let secret = bytes.trim_ascii();
+            if secret.is_empty() {
+                bail!("{flag} {}: the file is empty", path.display());
+            }
+            Ok(Some(secret.to_vec()))
+        }
+        None => Ok(std::env::var_os(variable)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.into_encoded_bytes())),
+    }
+}
+
+/// [`secret_file`] for a secret that must be text (a token, a password).
+fn secret_text(file: Option<&Path>, flag: &str, variable: &str) -> Result<Option<String>> {
+    secret_file(file, flag, variable)?
+        .map(|bytes| {
+            String::from_utf8(bytes).map_err(|_| match file {
+                Some(path) => anyhow::anyhow!("{flag} {}: not UTF-8 text", path.display()),
+                None => anyhow::anyhow!("{variable}: not UTF-8 text"),
+            })
+        })
+        .transpose()
+}
+
+/// The Redis URL to connect to: `url` with `password` added. A password written inside
+/// the URL still works, with a warning (a command line is visible in `ps`).
+fn redis_url(url: Option<String>, password: Option<String>) -> Result<Option<String>> {
+    let Some(url) = url else {
+        if password.is_some() {
+            tracing::warn!(
+                "a Redis password is set (--redis-password-file or KEFU_REDIS_PASSWORD) but not --redis: unused"
+            );
+        }
+        return Ok(None);
+    };
+    let inline = super::config::has_inline_password(&url);
+    let Some(password) = password else {
+        if inline {
+            tracing::warn!(
+                redis = %super::config::redact(&url),
+                "the --redis URL holds a password, which `ps` shows to every user when it is on the \
+                 command line: put it in --redis-password-file or KEFU_REDIS_PASSWORD"
+            );
+        }
+        return Ok(Some(url));
+    };
+    if inline {
+        bail!(
+            "--redis {} holds a password and --redis-password-file or KEFU_REDIS_PASSWORD gives one too: keep one",
+            super::config::redact(&url)
+        );
+    }
+    let mut parsed =
+        url::Url::parse(&url).with_context(|| format!("--redis {}: not a URL", super::config::redact(&url)))?;
+    // Every byte but letters and digits is escaped (redis-rs decodes it): `set_password`
+    // leaves a `%` as it is, so a password with `%41` in it would arrive as `A`. A socket
+    // URL (`redis+unix:///path`) has no host to put a password before: redis-rs reads it
+    // from the query there.
+    let encoded = percent_encoding::utf8_percent_encode(&password, percent_encoding::NON_ALPHANUMERIC).to_string();
+    if parsed.set_password(Some(&encoded)).is_err() {
+        parsed.query_pairs_mut().append_pair("pass", &password);
+    }
+    Ok(Some(parsed.to_string()))
+}
+
 /// How logs are written.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
@@ -208,10 +303,22 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .fmt_fields(kefu::server::logs::plain_fields())
             .init(),
     }
+    if let Some(file) = &args.config {
+        tracing::info!(file = %file.display(), "settings from the config file");
+    }
     let mut config = kefu::server::ServeConfig::new(&args.rules);
     config.watch = !args.no_watch;
-    config.admin_token = std::env::var("KEFU_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
-    config.redis = args.redis;
+    config.admin_token = secret_text(
+        args.admin_token_file.as_deref(),
+        "--admin-token-file",
+        "KEFU_ADMIN_TOKEN",
+    )?;
+    let redis_password = secret_text(
+        args.redis_password_file.as_deref(),
+        "--redis-password-file",
+        "KEFU_REDIS_PASSWORD",
+    )?;
+    config.redis = redis_url(args.redis, redis_password)?;
     config.redis_config.ttl = std::time::Duration::from_secs(args.session_ttl);
     config.tickets_url = args.tickets_url;
     config.tickets = args.tickets.config()?;

@@ -127,8 +127,9 @@ pub struct RedisStore {
 impl RedisStore {
     /// Connects to `url` (`redis://127.0.0.1:6379/0`) and checks that Redis answers.
     pub fn connect(url: &str, config: RedisConfig) -> Result<Self, RedisStoreError> {
+        // The address is shown without its password (errors are printed and logged).
         let client = redis::Client::open(url).map_err(|source| RedisStoreError::Url {
-            url: url.to_string(),
+            url: crate::tickets::outbox::redacted_url(url),
             source,
         })?;
         let pool = r2d2::Pool::builder()
@@ -141,7 +142,7 @@ impl RedisStore {
             .connection_customizer(Box::new(Timeouts(config.timeout)))
             .build(client)
             .map_err(|source| RedisStoreError::Connect {
-                url: url.to_string(),
+                url: crate::tickets::outbox::redacted_url(url),
                 source,
             })?;
         let store = RedisStore {

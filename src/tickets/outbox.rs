@@ -83,12 +83,24 @@ pub trait Outbox: Send + Sync {
     }
 }
 
-/// `redis://:secret@host:6379/0` → `redis://***@host:6379/0`: an address for logs.
+/// `redis://:secret@host:6379/0` → `redis://***@host:6379/0`, and a socket's
+/// `redis+unix:///run/redis.sock?pass=secret` → `…?pass=***`: an address for logs.
 pub fn redacted_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let mut out = match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
         _ => url.to_string(),
+    };
+    if let Some(q) = out.find('?') {
+        let query: Vec<String> = out[q + 1..]
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if matches!(key, "pass" | "password") => format!("{key}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out = format!("{}?{}", &out[..q], query.join("&"));
     }
+    out
 }
 
 #[cfg(test)]
@@ -102,5 +114,9 @@ mod tests {
             "redis://***@127.0.0.1:6379/0"
         );
         assert_eq!(redacted_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+        assert_eq!(
+            redacted_url("redis+unix:///run/redis.sock?db=1&pass=pw"),
+            "redis+unix:///run/redis.sock?db=1&pass=***"
+        );
     }
 }
