@@ -111,12 +111,17 @@ impl Health {
                 detail: "shutting down: finishing requests, taking no new traffic".into(),
             };
         }
+        // Why the store failed goes to the log (`record`), not to whoever asks: the
+        // error may name the store's address.
         if let Some(store) = &self.store
-            && let Err(detail) = store.check().await
+            && store.check().await.is_err()
         {
             return Readiness::NotReady {
                 reason: "store_unavailable",
-                detail: format!("the session store does not answer: {detail}"),
+                detail: format!(
+                    "the session store did not answer a PING within {} ms",
+                    STORE_CHECK_DEADLINE.as_millis()
+                ),
             };
         }
         Readiness::Ready
@@ -163,23 +168,34 @@ impl StoreProbe {
         );
         let task = tokio::task::spawn_blocking(move || {
             let result = probe();
-            *last.lock().unwrap_or_else(|e| e.into_inner()) = (Instant::now(), result.clone());
+            record(&last, result.clone());
             running.store(false, Ordering::Release);
             result
         });
+        let failed = |why: String| {
+            record(&self.last, Err(why.clone()));
+            Err(why)
+        };
         match tokio::time::timeout(STORE_CHECK_DEADLINE, task).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => {
                 self.running.store(false, Ordering::Release);
-                Err("the check failed".into())
+                failed("the check panicked".into())
             }
-            Err(_) => {
-                let late = Err(format!("no answer within {} ms", STORE_CHECK_DEADLINE.as_millis()));
-                *self.last.lock().unwrap_or_else(|e| e.into_inner()) = (Instant::now(), late.clone());
-                late
-            }
+            Err(_) => failed(format!("no answer within {} ms", STORE_CHECK_DEADLINE.as_millis())),
         }
     }
+}
+
+/// Keeps a store check's result, and logs when the store stops or starts answering.
+fn record(last: &Mutex<(Instant, Result<(), String>)>, result: Result<(), String>) {
+    let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+    match (&last.1, &result) {
+        (Ok(()), Err(error)) => tracing::warn!(%error, "not ready: the session store does not answer"),
+        (Err(_), Ok(())) => tracing::info!("ready: the session store answers again"),
+        _ => {}
+    }
+    *last = (Instant::now(), result);
 }
 
 /// `GET /livez`: 200 while the process runs and its runtime answers.
@@ -308,10 +324,18 @@ mod tests {
             match health.readiness().await {
                 Readiness::NotReady { reason, detail } => {
                     assert_eq!(reason, "store_unavailable");
-                    assert!(detail.contains("connection refused"), "{detail}");
+                    assert!(
+                        !detail.contains("connection refused"),
+                        "the error is logged, not told: {detail}"
+                    );
                 }
                 ready => panic!("{ready:?}"),
             }
+            assert_eq!(
+                store.last().1,
+                Err("connection refused".to_string()),
+                "kept for the log"
+            );
             assert_eq!(calls.load(Ordering::SeqCst), 2);
         });
     }
