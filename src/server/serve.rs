@@ -186,6 +186,11 @@ pub fn run(config: ServeConfig, addr: SocketAddr, workers: usize) -> Result<(), 
             .map_err(io(&format!("cannot listen on {addr}")))?;
         let local = listener.local_addr().map_err(io("cannot read the bound address"))?;
         tracing::info!(addr = %local, "starting: /readyz answers 503 until the rules are loaded and the store is open");
+        use tokio::signal::unix::{SignalKind, signal};
+        // SIGHUP is caught from now on: its default would end a process still starting
+        // (a reload then comes once it serves). SIGTERM keeps its default until then:
+        // a node that never served has nothing to drain.
+        let mut hangup = signal(SignalKind::hangup()).map_err(io("cannot listen for SIGHUP"))?;
         // Built on the blocking pool (training, file reads, Redis) while the listener
         // answers health checks: a balancer or an orchestrator sees `starting`.
         let building = tokio::task::spawn_blocking(move || Service::build(config));
@@ -200,8 +205,6 @@ pub fn run(config: ServeConfig, addr: SocketAddr, workers: usize) -> Result<(), 
         println!("listening on {local}");
         notify_systemd(sd_notify::NotifyState::Ready);
 
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = signal(SignalKind::hangup()).map_err(io("cannot listen for SIGHUP"))?;
         let mut terminate = signal(SignalKind::terminate()).map_err(io("cannot listen for SIGTERM"))?;
         let reloading = Arc::clone(&state);
         let reloads = tokio::spawn(async move {
