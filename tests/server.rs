@@ -625,9 +625,25 @@ fn healthz_kept_alive(stream: &mut std::net::TcpStream) -> Result<u16, String> {
 
 /// `GET path` on a kept-alive connection: the response, or why there was none.
 fn get_kept_alive(stream: &mut std::net::TcpStream, path: &str) -> Result<support::http::Reply, String> {
+    send_kept_alive(stream, "GET", path, "")
+}
+
+/// A request on a kept-alive connection (the client does not ask to close): the
+/// response, or why there was none.
+fn send_kept_alive(
+    stream: &mut std::net::TcpStream,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<support::http::Reply, String> {
     use std::io::{Read, Write};
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!("content-length: {}\r\n", body.len())
+    };
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes())
+        .write_all(format!("{method} {path} HTTP/1.1\r\nhost: t\r\n{length}\r\n{body}").as_bytes())
         .map_err(|e| format!("write: {e}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut received = Vec::new();
@@ -1394,12 +1410,24 @@ fn livez_and_readyz_answer_balancers_without_a_token() {
     );
 }
 
+/// Cuts a server's drain when dropped: a failed assertion must not leave the test waiting
+/// out a long drain in the server's drop.
+struct CutDrain(Arc<kefu::server::State>);
+
+impl Drop for CutDrain {
+    fn drop(&mut self) {
+        self.0.health.cut_drain();
+    }
+}
+
 #[test]
 fn a_shutdown_drains_first_not_ready_still_answering_and_closing_connections() {
     let mut config = config(DEMO);
     // Longer than any test: the drain ends when the test cuts it.
     config.limits.drain = Duration::from_secs(3600);
     let mut server = TestServer::start(config);
+    // Dropped before the server (declared after it).
+    let _cut = CutDrain(Arc::clone(&server.state));
     let mut kept = std::net::TcpStream::connect(server.addr).unwrap();
     let before = get_kept_alive(&mut kept, "/readyz").unwrap();
     assert_eq!(before.status, 200);
@@ -1414,10 +1442,16 @@ fn a_shutdown_drains_first_not_ready_still_answering_and_closing_connections() {
     assert_eq!(ready.json()["reason"], "draining", "{}", ready.body);
     assert_eq!(ready.header("retry-after"), Some("1"));
     // Still answering new connections and turns, each response closing its connection.
-    let turn = server.post("/v1/chat", &json!({ "session_id": "drain", "message": "能开发票吗" }));
+    let mut fresh = std::net::TcpStream::connect(server.addr).unwrap();
+    let body = json!({ "session_id": "drain", "message": "能开发票吗" }).to_string();
+    let turn = send_kept_alive(&mut fresh, "POST", "/v1/chat", &body).unwrap();
     assert_eq!(turn.status, 200, "{}", turn.body);
     assert_eq!(turn.json()["source"], "rule");
-    assert_eq!(turn.header("connection"), Some("close"));
+    assert_eq!(
+        turn.header("connection"),
+        Some("close"),
+        "the client did not ask to close"
+    );
     assert_eq!(server.get("/livez").status, 200);
     // A connection kept alive from before: answered, told to close, then closed.
     let last = get_kept_alive(&mut kept, "/healthz").unwrap();
