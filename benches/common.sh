@@ -11,15 +11,16 @@ prepare() {
   cargo build --release --locked -q
 }
 
-# start_kefu LOGFILE ARGS...: starts `kefu serve --addr 127.0.0.1:0 ARGS` and sets
-# KEFU_PID and KEFU_ADDR. KEFU_BIN picks another build; the array KEFU_UNDER, a command
+# start_kefu LOGFILE ARGS...: starts `kefu serve --addr 127.0.0.1:0 --drain-seconds 0 ARGS`
+# (no balancer to drain for: stop_kefu's SIGTERM stops it at once) and sets KEFU_PID and
+# KEFU_ADDR. KEFU_BIN picks another build; the array KEFU_UNDER, a command
 # to run it under (valgrind); START_WAIT, how many seconds it may take to listen (10).
 start_kefu() {
   local log=$1
   shift
   local out
   out=$(mktemp)
-  ${KEFU_UNDER[@]+"${KEFU_UNDER[@]}"} "${KEFU_BIN:-target/release/kefu}" serve --addr 127.0.0.1:0 "$@" >"$out" 2>"$log" &
+  ${KEFU_UNDER[@]+"${KEFU_UNDER[@]}"} "${KEFU_BIN:-target/release/kefu}" serve --addr 127.0.0.1:0 --drain-seconds 0 "$@" >"$out" 2>"$log" &
   KEFU_PID=$!
   for _ in $(seq $((${START_WAIT:-10} * 20))); do
     grep -q '^listening on ' "$out" && break

@@ -1,8 +1,9 @@
 //! The HTTP service over real loopback sockets: every route and every kind of refusal,
 //! the framing of server-sent events and OpenAI chunks, human takeover, feedback,
 //! tickets and their background delivery, hot reload (good and bad edits, editors that
-//! rename files into place, SIGHUP), graceful shutdown, and two nodes sharing Redis (an
-//! ignored test: `make test` runs it under tests/support/with-redis.sh).
+//! rename files into place, SIGHUP), readiness and the drain of a shutdown, graceful
+//! shutdown, and Redis (two nodes sharing it, readiness following it: ignored tests that
+//! `make test` runs under tests/support/with-redis.sh).
 
 mod support;
 
@@ -619,9 +620,30 @@ fn with_timeouts(header: Duration, idle: Duration) -> TestServer {
 
 /// `GET /healthz` on a kept-alive connection: the response's status, or why there was none.
 fn healthz_kept_alive(stream: &mut std::net::TcpStream) -> Result<u16, String> {
+    get_kept_alive(stream, "/healthz").map(|reply| reply.status)
+}
+
+/// `GET path` on a kept-alive connection: the response, or why there was none.
+fn get_kept_alive(stream: &mut std::net::TcpStream, path: &str) -> Result<support::http::Reply, String> {
+    send_kept_alive(stream, "GET", path, "")
+}
+
+/// A request on a kept-alive connection (the client does not ask to close): the
+/// response, or why there was none.
+fn send_kept_alive(
+    stream: &mut std::net::TcpStream,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<support::http::Reply, String> {
     use std::io::{Read, Write};
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!("content-length: {}\r\n", body.len())
+    };
     stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n")
+        .write_all(format!("{method} {path} HTTP/1.1\r\nhost: t\r\n{length}\r\n{body}").as_bytes())
         .map_err(|e| format!("write: {e}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut received = Vec::new();
@@ -635,7 +657,7 @@ fn healthz_kept_alive(stream: &mut std::net::TcpStream) -> Result<u16, String> {
                 .parse()
                 .unwrap();
             if received.len() >= end + 4 + length {
-                return Ok(reply.status);
+                return Ok(support::http::parse_response(&received[..end + 4 + length]));
             }
         }
         match stream.read(&mut buf) {
@@ -1435,6 +1457,233 @@ fn the_binary_reloads_on_sighup_and_finishes_in_flight_turns_on_sigterm() {
     assert!(!log.contains("这款是什么面料") && !log.contains("能开发票吗"), "{log}");
     assert!(log.contains("\"trigger\":\"signal\""), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn livez_and_readyz_answer_balancers_without_a_token() {
+    let mut config = config(DEMO);
+    config.admin_token = Some("s3cret".into());
+    let server = TestServer::start(config);
+    // A balancer calls them through a proxy header or none, and has no token.
+    for headers in [&[][..], &[("x-forwarded-for", "203.0.113.7")][..]] {
+        let live = server.send("GET", "/livez", headers, "");
+        assert_eq!((live.status, live.json()["status"].clone()), (200, json!("live")));
+        let ready = server.send("GET", "/readyz", headers, "");
+        assert_eq!(ready.status, 200, "{}", ready.body);
+        assert_eq!(ready.json()["status"], "ready");
+        assert_eq!(
+            ready.json()["rules_version"],
+            server.get("/healthz").json()["rules_version"]
+        );
+        assert_eq!(ready.header("connection"), Some("close"), "asked by the client");
+    }
+    let posted = server.post("/readyz", &json!({}));
+    assert_eq!(
+        (posted.status, posted.error_type().as_str()),
+        (405, "method_not_allowed")
+    );
+    let metrics = server.get("/metrics").body;
+    assert!(
+        metrics.contains("kefu_http_requests_total{route=\"/readyz\",status=\"200\"} 2"),
+        "{metrics}"
+    );
+}
+
+/// Cuts a server's drain when dropped: a failed assertion must not leave the test waiting
+/// out a long drain in the server's drop.
+struct CutDrain(Arc<kefu::server::State>);
+
+impl Drop for CutDrain {
+    fn drop(&mut self) {
+        self.0.health.cut_drain();
+    }
+}
+
+#[test]
+fn a_shutdown_drains_first_not_ready_still_answering_and_closing_connections() {
+    let mut config = config(DEMO);
+    // Longer than any test: the drain ends when the test cuts it.
+    config.limits.drain = Duration::from_secs(3600);
+    let mut server = TestServer::start(config);
+    // Dropped before the server (declared after it).
+    let _cut = CutDrain(Arc::clone(&server.state));
+    let mut kept = std::net::TcpStream::connect(server.addr).unwrap();
+    let before = get_kept_alive(&mut kept, "/readyz").unwrap();
+    assert_eq!(before.status, 200);
+    assert_eq!(before.header("connection"), None, "kept alive while serving");
+
+    server.begin_shutdown();
+    assert!(
+        eventually(Duration::from_secs(10), || server.get("/readyz").status == 503),
+        "/readyz did not turn 503 once the shutdown began"
+    );
+    let ready = server.get("/readyz");
+    assert_eq!(ready.json()["reason"], "draining", "{}", ready.body);
+    assert_eq!(ready.header("retry-after"), Some("1"));
+    // Still answering new connections and turns, each response closing its connection.
+    let mut fresh = std::net::TcpStream::connect(server.addr).unwrap();
+    let body = json!({ "session_id": "drain", "message": "能开发票吗" }).to_string();
+    let turn = send_kept_alive(&mut fresh, "POST", "/v1/chat", &body).unwrap();
+    assert_eq!(turn.status, 200, "{}", turn.body);
+    assert_eq!(turn.json()["source"], "rule");
+    assert_eq!(
+        turn.header("connection"),
+        Some("close"),
+        "the client did not ask to close"
+    );
+    assert_eq!(server.get("/livez").status, 200);
+    // A connection kept alive from before: answered, told to close, then closed.
+    let last = get_kept_alive(&mut kept, "/healthz").unwrap();
+    assert_eq!((last.status, last.header("connection")), (200, Some("close")));
+    assert!(
+        closed_after(&mut kept, std::time::Instant::now(), Duration::from_secs(10)).is_some(),
+        "the kept-alive connection stayed open after its response said close"
+    );
+
+    // Cut short: the listener closes and the server stops.
+    server.state.health.cut_drain();
+    let addr = server.addr;
+    assert!(
+        eventually(Duration::from_secs(10), || std::net::TcpStream::connect(addr).is_err()),
+        "still accepting after the drain was cut"
+    );
+    drop(server);
+}
+
+#[test]
+fn the_binary_drains_on_sigterm_and_a_second_sigterm_cuts_the_drain_short() {
+    let process = ServeProcess::start(&["--rules", DEMO, "--no-watch", "--drain-seconds", "3600"], &[]);
+    assert_eq!(process.send("GET", "/readyz", &[], "").status, 200);
+    process.signal("TERM");
+    assert!(eventually(Duration::from_secs(10), || {
+        process.send("GET", "/readyz", &[], "").status == 503
+    }));
+    // Draining: still answering turns.
+    assert_eq!(process.chat("drain-bin", "能开发票吗")["source"], "rule");
+    process.signal("TERM");
+    let (status, log) = process.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}\n{log}");
+    let order = [
+        "stopping",
+        "draining",
+        "second signal",
+        "drain cut short",
+        "shutting down",
+        "stopped",
+    ];
+    let at: Vec<_> = order.iter().map(|phase| log.find(phase)).collect();
+    assert!(at.iter().all(Option::is_some), "a phase is not logged: {at:?}\n{log}");
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "phases out of order: {at:?}\n{log}");
+}
+
+#[test]
+fn while_starting_readyz_is_503_starting_and_livez_200() {
+    use std::io::{BufRead, BufReader};
+    // A "Redis" that accepts and never answers: the start waits on it (up to the store's
+    // 2 s timeout) after loading the rules, then fails.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let redis = format!("redis://{}/0", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || silent.incoming().take(4).filter_map(Result::ok).collect::<Vec<_>>());
+    let state = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--model",
+            "none",
+            "--no-watch",
+            "--rules",
+            DEMO,
+        ])
+        .args(["--log-format", "json", "--redis", &redis, "--state-dir"])
+        .arg(state.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: std::net::SocketAddr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+        .find(|l| l["message"].as_str().is_some_and(|m| m.starts_with("starting")))
+        .expect("a `starting` line")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ready = support::http::request(addr, "GET", "/readyz", &[], "");
+    assert_eq!(
+        (ready.status, ready.json()["reason"].clone()),
+        (503, json!("starting")),
+        "{}",
+        ready.body
+    );
+    assert_eq!(support::http::request(addr, "GET", "/livez", &[], "").status, 200);
+    let turn = support::http::request(addr, "POST", "/v1/chat", &[], "{}");
+    assert_eq!((turn.status, turn.error_type().as_str()), (503, "starting"));
+    assert_eq!(turn.header("retry-after"), Some("1"));
+    // The store never answered: the start fails, saying so.
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(!status.success());
+    assert!(rest.join("\n").to_lowercase().contains("redis"), "{rest:?}");
+    drop(held);
+}
+
+#[test]
+#[ignore = "needs redis-server (make test runs it)"]
+fn readyz_follows_a_redis_that_goes_away_and_comes_back() {
+    // Its own redis-server, which the test stops and starts again.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let start_redis = || {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        assert!(eventually(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }));
+        child
+    };
+    let mut redis = start_redis();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let node = ServeProcess::start(&["--rules", DEMO, "--no-watch", "--redis", &url], &[]);
+    let readyz = || node.send("GET", "/readyz", &[], "");
+    assert_eq!(readyz().status, 200);
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || readyz().status == 503),
+        "still ready with Redis gone"
+    );
+    assert_eq!(readyz().json()["reason"], "store_unavailable");
+    assert_eq!(node.send("GET", "/livez", &[], "").status, 200, "alive all the same");
+    let mut redis = start_redis();
+    assert!(
+        eventually(Duration::from_secs(15), || readyz().status == 200),
+        "not ready again once Redis is back"
+    );
+    redis.kill().unwrap();
+    redis.wait().unwrap();
 }
 
 #[test]

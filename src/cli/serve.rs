@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// a proxy every connection comes from the proxy: set 0 there and limit at the proxy.
     #[arg(long, default_value_t = 256)]
     max_connections_per_client: usize,
+    /// Seconds kefu keeps answering after SIGTERM with /readyz at 503, so that a load
+    /// balancer's health check moves traffic away first; 0 stops at once (tests, dev).
+    #[arg(long, default_value_t = 5)]
+    drain_seconds: u64,
     /// Seconds a connection may stay idle between requests.
     #[arg(long, default_value_t = 75)]
     idle_timeout: u64,
@@ -340,6 +344,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         rate_per_session: args.rate_limit,
         request_timeout: std::time::Duration::from_secs(args.timeout),
         max_in_flight: args.max_in_flight,
+        drain: std::time::Duration::from_secs(args.drain_seconds),
         connections: kefu::server::conns::ConnLimits {
             max: args.max_connections.max(1),
             per_client: args.max_connections_per_client,

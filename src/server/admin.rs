@@ -1,4 +1,5 @@
-//! Operations routes: liveness, metrics, the served rules and a manual reload.
+//! Operations routes: health, metrics, the served rules and a manual reload (`/livez` and
+//! `/readyz`, for balancers, are in [`super::health`]).
 
 use std::sync::Arc;
 
@@ -15,7 +16,8 @@ use crate::reload::{ReloadOutcome, Trigger};
 /// `GET /healthz`: the service answers and which rules it serves; `rules_stale` (with the
 /// error count and since when) while the files on disk do not build. Still 200 then: the
 /// service answers from the previous rules, and a balancer must not take it out for an
-/// editor's typo; a monitor alerts on `rules_stale` instead.
+/// editor's typo; a monitor alerts on `rules_stale` instead. For people and monitors; a
+/// balancer asks `/readyz` (which turns 503 while draining or without the store).
 pub(super) fn healthz(state: &Arc<State>) -> Response<Body> {
     let rules = state.engine.rules();
     let stale = state.reloader.stale();

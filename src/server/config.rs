@@ -29,14 +29,17 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// How long a shutdown keeps accepting and answering requests after `/readyz` turned
+    /// 503, so that a balancer's health check sees it first (see [`super::health`]).
+    pub drain: Duration,
     /// Open connections, in all and per client, and the idle and header timeouts.
     pub connections: conns::ConnLimits,
 }
 
 impl Default for Limits {
     /// 64 KiB bodies, 2,000-character messages, 128-character ids, 20 turns/s per session,
-    /// 30 s timeout, 1,024 turns in flight, 30 s grace, connections as
-    /// [`conns::ConnLimits::default`].
+    /// 30 s timeout, 1,024 turns in flight, no drain (embedding and tests; `kefu serve`
+    /// drains 5 s by default), 30 s grace, connections as [`conns::ConnLimits::default`].
     fn default() -> Self {
         Limits {
             max_body_bytes: 64 * 1024,
@@ -46,6 +49,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             max_in_flight: 1024,
             shutdown_grace: Duration::from_secs(30),
+            drain: Duration::ZERO,
             connections: conns::ConnLimits::default(),
         }
     }

@@ -6,6 +6,7 @@
 //! | `POST /v1/chat/completions` (OpenAI-compatible) | [`openai`] |
 //! | `GET /v1/sessions/{id}`, `POST .../takeover`, `.../reply`, `.../release`, `.../feedback`, `GET /v1/tickets` | [`sessions`] |
 //! | `GET /healthz`, `GET /metrics`, `GET /admin/rules`, `POST /admin/reload` | [`admin`] |
+//! | `GET /livez`, `GET /readyz` | [`health`] |
 //!
 //! The machinery around the handlers, one job a file:
 //!
@@ -14,6 +15,7 @@
 //! | [`config`] | What the service is started with ([`ServeConfig`], [`Limits`]) and the defaults. |
 //! | [`state`] | The [`State`] every handler shares, wired from a config by [`Service::build`]. |
 //! | [`serve`] | [`run`] and [`Service::serve`]: the runtime, the listener, the accept loop, shutdown. |
+//! | [`health`] | Liveness and readiness, the drain that begins a shutdown, the answers while starting. |
 //! | [`conns`] | Client connections: caps in all and per client, shedding, the idle and header timeouts. |
 //! | [`routes`] | One request start to end: method and path to a handler, the time limit, request metrics. |
 //! | [`auth`] | Who may call the admin and agent routes. |
@@ -34,8 +36,11 @@
 //! overload answers 503 at once instead of queueing), and a header-read timeout against
 //! slow clients. Every refusal is a JSON `{error:{type,message}}` (see [`errors`]).
 //!
-//! **Shutdown.** On SIGTERM or Ctrl-C the listener closes, in-flight requests (streams
-//! included) finish within the grace period, ticket deliveries in flight get what is left
+//! **Shutdown.** On SIGTERM or Ctrl-C the service drains first (`--drain-seconds`):
+//! `/readyz` answers 503 and every response says `Connection: close`, while requests are
+//! still answered, so that a balancer moves traffic away; a second signal cuts the drain
+//! short. Then the listener closes, in-flight requests (streams included) finish within
+//! the grace period, ticket deliveries in flight get what is left
 //! of it (what stays pending is logged, and kept in the outbox), and [`run`] returns.
 
 pub mod admin;
@@ -44,6 +49,7 @@ pub mod chat;
 pub mod config;
 pub mod conns;
 pub mod errors;
+pub mod health;
 pub mod http;
 pub mod identity;
 pub mod limits;

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::http::{Body, decode_segment};
-use super::{ApiError, State, admin, chat, conns, openai, sessions};
+use super::{ApiError, State, admin, chat, conns, health, openai, sessions};
 
 /// One request, start to end: route, time limit, metrics, and errors turned into JSON.
 pub(super) async fn handle(
@@ -44,6 +44,13 @@ pub(super) async fn handle(
         .metrics
         .request(name, response.status().as_u16(), started.elapsed());
     let mut response = response;
+    if state.health.draining() {
+        // Draining: clients and proxies reconnect, and the balancer sends them elsewhere.
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
     if let Either::Right(stream) = response.body_mut() {
         // The connection stays busy while its event stream is open, so it is never shed
         // as idle.
@@ -62,7 +69,7 @@ enum SessionAction {
 }
 
 /// Every route's pattern ([`Route::name`]), for the request series that exist from start.
-pub(super) const ROUTE_PATTERNS: [&str; 12] = [
+pub(super) const ROUTE_PATTERNS: [&str; 14] = [
     "/v1/chat",
     "/v1/chat/completions",
     "/v1/sessions/{id}",
@@ -72,6 +79,8 @@ pub(super) const ROUTE_PATTERNS: [&str; 12] = [
     "/v1/sessions/{id}/feedback",
     "/v1/tickets",
     "/healthz",
+    "/livez",
+    "/readyz",
     "/metrics",
     "/admin/rules",
     "/admin/reload",
@@ -87,6 +96,8 @@ enum Route<'a> {
     SessionAction(&'a str, SessionAction),
     Tickets,
     Healthz,
+    Livez,
+    Readyz,
     Metrics,
     AdminRules,
     AdminReload,
@@ -116,6 +127,8 @@ impl<'a> Route<'a> {
             ["v1", "sessions", id, a] => Route::SessionAction(id, action(a)?),
             ["v1", "tickets"] => Route::Tickets,
             ["healthz"] => Route::Healthz,
+            ["livez"] => Route::Livez,
+            ["readyz"] => Route::Readyz,
             ["metrics"] => Route::Metrics,
             ["admin", "rules"] => Route::AdminRules,
             ["admin", "reload"] => Route::AdminReload,
@@ -135,6 +148,8 @@ impl<'a> Route<'a> {
             Route::SessionAction(_, SessionAction::Feedback) => "/v1/sessions/{id}/feedback",
             Route::Tickets => "/v1/tickets",
             Route::Healthz => "/healthz",
+            Route::Livez => "/livez",
+            Route::Readyz => "/readyz",
             Route::Metrics => "/metrics",
             Route::AdminRules => "/admin/rules",
             Route::AdminReload => "/admin/reload",
@@ -145,7 +160,13 @@ impl<'a> Route<'a> {
     fn reads(&self) -> bool {
         matches!(
             self,
-            Route::Session(_) | Route::Tickets | Route::Healthz | Route::Metrics | Route::AdminRules
+            Route::Session(_)
+                | Route::Tickets
+                | Route::Healthz
+                | Route::Livez
+                | Route::Readyz
+                | Route::Metrics
+                | Route::AdminRules
         )
     }
 }
@@ -202,6 +223,8 @@ async fn dispatch(
             sessions::tickets(state, req.uri().query())
         }
         Route::Healthz => Ok(admin::healthz(state)),
+        Route::Livez => Ok(health::livez()),
+        Route::Readyz => Ok(health::readyz(state).await),
         Route::Metrics => Ok(admin::metrics(state)),
         Route::AdminRules => {
             state.authorize(&req, peer)?;

@@ -1,5 +1,13 @@
-//! Running the service: [`run`] (the runtime, the listener, signals) and
-//! [`Service::serve`] (the accept loop, one task per connection, graceful shutdown).
+//! Running the service: [`run`] (the runtime, the listener, the start, signals) and
+//! [`Service::serve`] (the accept loop, one task per connection, the drain, graceful
+//! shutdown).
+//!
+//! A shutdown goes in phases, each logged: the first SIGTERM (or Ctrl-C) begins the
+//! drain, in which `/readyz` answers 503 and every response says `Connection: close`
+//! while requests are still accepted and answered, for `--drain-seconds` (a second
+//! signal cuts it short); then the listener closes, idle connections close, requests in
+//! flight finish within the grace period, ticket deliveries in flight get what is left
+//! of it, and the process exits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,14 +16,33 @@ use std::time::{Duration, Instant};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use super::{ServeConfig, ServeError, Service, conns, limits, logs, routes};
+use super::{ServeConfig, ServeError, Service, conns, health, limits, logs, routes};
 use crate::reload::Trigger;
 
 impl Service {
-    /// Serves connections from `listener` until `shutdown` completes, then lets in-flight
-    /// requests finish for at most the grace period.
+    /// Serves connections from `listener` until `shutdown` completes; then drains (still
+    /// serving, not ready, for `limits.drain` or until [`Health::cut_drain`]), stops
+    /// accepting and lets in-flight requests finish for at most the grace period.
+    ///
+    /// [`Health::cut_drain`]: super::health::Health::cut_drain
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let state = Arc::clone(&self.state);
+        let drain = state.limits.drain;
+        let stop = async {
+            shutdown.await;
+            state.health.begin_drain();
+            if drain.is_zero() {
+                return;
+            }
+            tracing::info!(
+                drain_s = drain.as_secs_f64(),
+                "draining: /readyz answers 503 and responses say Connection: close; still serving"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(drain) => tracing::info!("drain over"),
+                () = state.health.drain_cut() => tracing::info!("drain cut short"),
+            }
+        };
         let cleaner = limits::forget_idle_sessions(&state);
         let limits = state.limits.connections;
         let registry = conns::Registry::new(conns::ConnLimits {
@@ -42,7 +69,7 @@ impl Service {
         // that limit from a request's first byte instead (see `conns`).
         let mut http = hyper::server::conn::http1::Builder::new();
         http.header_read_timeout(None).keep_alive(true);
-        tokio::pin!(shutdown);
+        tokio::pin!(stop);
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -54,7 +81,7 @@ impl Service {
                         continue;
                     }
                 },
-                () = &mut shutdown => break,
+                () = &mut stop => break,
             };
             let (conn, admission) = registry.admit(peer.ip());
             match admission {
@@ -133,8 +160,11 @@ impl Service {
     }
 }
 
-/// Runs `kefu serve`: binds `addr`, prints `listening on ADDR`, serves until SIGTERM or
-/// Ctrl-C, reloads the rules and opens the conversation log's file again on SIGHUP.
+/// Runs `kefu serve`: binds `addr` (answering `/livez`, and `/readyz` with 503
+/// `starting`, while the service is built), prints `listening on ADDR` once it is ready,
+/// serves until SIGTERM or Ctrl-C (a second one cuts the drain short), reloads the rules
+/// and opens the conversation log's file again on SIGHUP. Tells systemd (`Type=notify`)
+/// when it is ready and when it stops.
 pub fn run(config: ServeConfig, addr: SocketAddr, workers: usize) -> Result<(), ServeError> {
     let io = |what: &str| {
         let what = what.to_string();
@@ -152,20 +182,32 @@ pub fn run(config: ServeConfig, addr: SocketAddr, workers: usize) -> Result<(), 
         .build()
         .map_err(io("cannot start the runtime"))?;
     runtime.block_on(async move {
-        let service = Service::build(config)?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(io(&format!("cannot listen on {addr}")))?;
         let local = listener.local_addr().map_err(io("cannot read the bound address"))?;
+        tracing::info!(addr = %local, "starting: /readyz answers 503 until the rules are loaded and the store is open");
+        use tokio::signal::unix::{SignalKind, signal};
+        // SIGHUP is caught from now on: its default would end a process still starting
+        // (a reload then comes once it serves). SIGTERM keeps its default until then:
+        // a node that never served has nothing to drain.
+        let mut hangup = signal(SignalKind::hangup()).map_err(io("cannot listen for SIGHUP"))?;
+        // Built on the blocking pool (training, file reads, Redis) while the listener
+        // answers health checks: a balancer or an orchestrator sees `starting`.
+        let building = tokio::task::spawn_blocking(move || Service::build(config));
+        let service = match health::answer_while_starting(&listener, building).await {
+            Ok(built) => built?,
+            Err(panicked) => std::panic::resume_unwind(panicked.into_panic()),
+        };
         let state = Arc::clone(service.state());
         let rules = state.reloader.status();
         tracing::info!(addr = %local, rules = %rules.dir.display(), version = %rules.version, "serving");
         // Scripts and tests read the port from this line (with --addr 127.0.0.1:0).
         println!("listening on {local}");
+        notify_systemd(sd_notify::NotifyState::Ready);
 
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = signal(SignalKind::hangup()).map_err(io("cannot listen for SIGHUP"))?;
         let mut terminate = signal(SignalKind::terminate()).map_err(io("cannot listen for SIGTERM"))?;
+        let reloading = Arc::clone(&state);
         let log = service.conversation_log().cloned();
         let reloads = tokio::spawn(async move {
             while hangup.recv().await.is_some() {
@@ -173,18 +215,47 @@ pub fn run(config: ServeConfig, addr: SocketAddr, workers: usize) -> Result<(), 
                 if let Some(log) = &log {
                     log.reopen();
                 }
-                let reloader = Arc::clone(&state.reloader);
+                let reloader = Arc::clone(&reloading.reloader);
                 let _ = tokio::task::spawn_blocking(move || reloader.reload(Trigger::Signal)).await;
             }
         });
-        let shutdown = async move {
-            tokio::select! {
-                _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
-                _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "stopping"),
-            }
-        };
-        service.serve(listener, shutdown).await;
+        // The first SIGTERM or Ctrl-C stops the service (after the drain); the second cuts
+        // the drain short.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let drain_s = state.limits.drain.as_secs_f64();
+        let signals = tokio::spawn(async move {
+            let first = next_stop_signal(&mut terminate).await;
+            tracing::info!(signal = first, drain_s, "stopping");
+            notify_systemd(sd_notify::NotifyState::Stopping);
+            let _ = stop.send(());
+            let second = next_stop_signal(&mut terminate).await;
+            tracing::info!(signal = second, "second signal: cutting the drain short");
+            state.health.cut_drain();
+        });
+        service
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await;
+        signals.abort();
         reloads.abort();
+        tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// The next SIGTERM or Ctrl-C (SIGINT), by name.
+async fn next_stop_signal(terminate: &mut tokio::signal::unix::Signal) -> &'static str {
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+/// Tells systemd (a `Type=notify` unit) what the service is doing; nothing without
+/// `$NOTIFY_SOCKET`.
+fn notify_systemd(state: sd_notify::NotifyState<'_>) {
+    if let Err(error) = sd_notify::notify(&[state]) {
+        tracing::warn!(%error, "cannot notify systemd");
+    }
 }

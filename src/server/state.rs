@@ -9,6 +9,7 @@ use std::time::Instant;
 use governor::DefaultKeyedRateLimiter;
 use tokio::sync::Semaphore;
 
+use super::health::{Health, Probe};
 use super::metrics::Metrics;
 use super::recorder::Recorder;
 use super::{Limits, ServeConfig, ServeError, limits, model};
@@ -29,6 +30,8 @@ pub struct State {
     pub reloader: Arc<Reloader>,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
+    /// Readiness (`/readyz`) and the drain of a shutdown.
+    pub health: Health,
     /// Client limits.
     pub limits: Limits,
     /// The bearer token of admin and agent routes (see [`super::auth`]).
@@ -75,8 +78,15 @@ impl Service {
             });
         };
         let metrics = Arc::new(Metrics::new());
+        // With Redis, readiness asks it too (a PING, see `health`); memory is always there.
+        let mut store_probe: Option<Probe> = None;
         let (sessions, remote_sessions): (Arc<dyn SessionStore>, bool) = match &config.redis {
-            Some(url) => (Arc::new(RedisStore::connect(url, config.redis_config.clone())?), true),
+            Some(url) => {
+                let redis = Arc::new(RedisStore::connect(url, config.redis_config.clone())?);
+                let pinged = Arc::clone(&redis);
+                store_probe = Some(Arc::new(move || pinged.ping().map_err(|e| e.to_string())));
+                (redis, true)
+            }
             None => (Arc::new(MemoryStore::default()), false),
         };
 
@@ -188,6 +198,7 @@ impl Service {
             engine,
             reloader,
             metrics,
+            health: Health::new(store_probe),
             turns: Arc::new(Semaphore::new(config.limits.max_in_flight.max(1))),
             limits: config.limits,
             admin_token: config.admin_token.filter(|t| !t.is_empty()),

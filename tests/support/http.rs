@@ -58,6 +58,14 @@ impl TestServer {
         request(self.addr, method, path, headers, body)
     }
 
+    /// Begins the shutdown, as SIGTERM does in `kefu serve`: the drain (`limits.drain`),
+    /// then the stop. Dropping the server waits for the end.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     /// POSTs JSON.
     pub fn post(&self, path: &str, body: &serde_json::Value) -> Reply {
         self.send("POST", path, &[("content-type", "application/json")], &body.to_string())
@@ -105,9 +113,11 @@ impl ServeProcess {
     /// Runs the kefu binary with `serve --addr 127.0.0.1:0` and `args`, and waits for its
     /// `listening on` line. Without a model flag in `args` it runs with `--model none`, so
     /// that tests never load the default model; without `--state-dir` it gets a fresh one,
-    /// so that processes running side by side never share a ticket journal.
+    /// so that processes running side by side never share a ticket journal; without
+    /// `--drain-seconds` it stops at once on SIGTERM (`--drain-seconds 0`).
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
         let names_a_model = args.iter().any(|a| ["--model", "--llm-url", "--mock-llm"].contains(a));
+        let drains = args.contains(&"--drain-seconds");
         let state = (!args.contains(&"--state-dir")).then(|| tempfile::tempdir().expect("a temporary directory"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_kefu"))
             .arg("serve")
@@ -117,6 +127,7 @@ impl ServeProcess {
             } else {
                 &["--model", "none"][..]
             })
+            .args(if drains { &[][..] } else { &["--drain-seconds", "0"][..] })
             .args(args)
             .args(state.iter().flat_map(|d| [Path::new("--state-dir"), d.path()]))
             .envs(env.iter().copied())

@@ -22,7 +22,7 @@ if ! python3 -c 'import openai' 2>/dev/null; then
   fi
 fi
 out=$(mktemp)
-"$kefu" serve --rules rules --addr 127.0.0.1:0 --no-watch --log-level warn >"$out" &
+"$kefu" serve --rules rules --addr 127.0.0.1:0 --no-watch --drain-seconds 0 --log-level warn >"$out" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -f "$out"' EXIT
 for _ in $(seq 200); do
