@@ -92,11 +92,13 @@ impl LlmBackend for Gated {
 }
 
 fn ask(engine: &Engine, session: &str, message: &str) -> TurnResponse {
-    engine.turn(TurnRequest {
-        session_id: session.into(),
-        message: message.into(),
-        ..TurnRequest::default()
-    })
+    engine
+        .turn(TurnRequest {
+            session_id: session.into(),
+            message: message.into(),
+            ..TurnRequest::default()
+        })
+        .unwrap()
 }
 
 /// Runs a model turn on `engine` and, while it waits inside the model, `meanwhile`.
@@ -112,7 +114,7 @@ fn during_a_model_turn(engine: &Arc<Engine>, gate: &Gate, session: &str, meanwhi
 }
 
 fn texts(engine: &Engine, session: &str) -> Vec<String> {
-    let session = engine.session(session).expect("the session is kept");
+    let session = engine.session(session).unwrap().expect("the session is kept");
     session.history.iter().map(|h| h.text.to_string()).collect()
 }
 
@@ -146,7 +148,7 @@ fn a_takeover_during_a_model_turn_wins_and_the_answer_is_dropped() {
         "{:#?}",
         r.trace
     );
-    let session = engine.session("race").unwrap();
+    let session = engine.session("race").unwrap().unwrap();
     let takeover = session.takeover.expect("the takeover is not undone by the turn's save");
     assert_eq!(takeover.agent.as_deref(), Some("小王"));
     assert_eq!(takeover.queued, [FOR_THE_MODEL], "the message waits for the agent");
@@ -225,7 +227,7 @@ fn a_rating_and_a_job_outcome_during_a_turn_are_kept_beside_its_answer() {
     assert!(!r.dropped);
     assert_eq!(r.source, AnswerSource::Llm);
     assert_eq!(r.session_token, first.session_token);
-    let session = engine.session("kept").unwrap();
+    let session = engine.session("kept").unwrap().unwrap();
     assert_eq!(session.feedback.len(), 1, "the rating is not overwritten");
     assert_eq!(session.turns, 2);
     let history = texts(&engine, "kept");
@@ -270,7 +272,7 @@ fn redis_a_takeover_on_one_node_during_a_turn_on_the_other_is_never_lost() {
         let r = during_a_model_turn(&a, &gate, &id, || {
             b.takeover(&id, Some("小王".into())).unwrap();
         });
-        let held = a.session(&id).and_then(|s| s.takeover).is_some();
+        let held = a.session(&id).unwrap().and_then(|s| s.takeover).is_some();
         if !held || !r.dropped || !r.reply.is_empty() {
             lost += 1;
         }
@@ -294,7 +296,7 @@ fn redis_two_nodes_answering_one_conversation_at_once_lose_no_turn() {
     let (ta, tb) = (run(Arc::clone(&a)), run(Arc::clone(&b)));
     ta.join().unwrap();
     tb.join().unwrap();
-    let session = b.session("shared").unwrap();
+    let session = b.session("shared").unwrap().unwrap();
     assert_eq!(session.turns, 2 * per_node, "every turn of both nodes is counted");
     assert!(session.rev >= u64::from(2 * per_node));
 }

@@ -15,7 +15,7 @@ use rhai::{Dynamic, Map, Scope};
 
 use super::cache::{self, Scope as CacheScope};
 use super::candidates::Candidates;
-use super::{AnswerSource, Engine, Handoff, TraceStep, TurnRequest, TurnResponse, save, scope};
+use super::{AnswerSource, Engine, EngineError, Handoff, TraceStep, TurnRequest, TurnResponse, save, scope};
 use crate::RuleSet;
 use crate::dialogue::{Role, Session};
 use crate::kb::{self, Query};
@@ -187,21 +187,26 @@ pub(super) struct Turn<'a> {
     pub card_alone: Option<usize>,
 }
 
-/// Runs one turn on `rules`.
+/// Runs one turn on `rules`. Fails, having changed nothing, when the session store could
+/// not read the session; fails when it could not save the turn's session (the answer is
+/// then not given: a customer told an answer their conversation does not remember would
+/// have their next message read against the wrong step).
 pub(super) fn run(
     engine: &Engine,
     rules: &RuleSet,
     request: &TurnRequest,
     on_delta: &mut dyn FnMut(&str),
-) -> TurnResponse {
+) -> Result<TurnResponse, EngineError> {
     let tz = rules.shop.timezone;
     let now = request
         .as_of
         .map_or_else(|| Utc::now().with_timezone(&tz), |t| t.with_timezone(&tz));
     let now_ms = now.timestamp_millis();
+    // A session that could not be read is an error, never a new conversation.
     let mut session = engine
         .sessions
         .get(&request.session_id)
+        .map_err(|e| EngineError::Store(e.to_string()))?
         .unwrap_or_else(|| crate::dialogue::Session::new(&request.session_id));
     let read = save::Read::of(&session);
     if session.token.is_empty() {
@@ -1043,7 +1048,7 @@ impl<'a> Turn<'a> {
     }
 
     /// Updates the session with the answer, saves it and builds the response.
-    fn finish(mut self, mut answer: Answer, now_ms: i64) -> TurnResponse {
+    fn finish(mut self, mut answer: Answer, now_ms: i64) -> Result<TurnResponse, EngineError> {
         if let Some(hit) = self.cache_hit {
             self.engine.cache.record(hit);
         }
@@ -1109,9 +1114,9 @@ impl<'a> Turn<'a> {
             queued: false,
             memory: &self.memory_changes,
         };
-        let saved = save::save(self.engine, self.read, self.session, added);
+        let saved = save::save(self.engine, self.read, self.session, added)?;
         response.message = said;
-        saved_response(response, saved)
+        Ok(saved_response(response, saved))
     }
 }
 
@@ -1355,7 +1360,7 @@ fn end_early(
     mut response: TurnResponse,
     message: String,
     queued: bool,
-) -> TurnResponse {
+) -> Result<TurnResponse, EngineError> {
     let added = save::Added {
         message: &message,
         history: if queued { 1 } else { 2 },
@@ -1363,9 +1368,9 @@ fn end_early(
         queued,
         memory: &[],
     };
-    let saved = save::save(engine, read, session, added);
+    let saved = save::save(engine, read, session, added)?;
     response.message = message;
-    saved_response(response, saved)
+    Ok(saved_response(response, saved))
 }
 
 /// The response as the save left it: the conversation's count and token as stored, or,

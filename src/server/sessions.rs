@@ -19,38 +19,16 @@ use super::{ApiError, State};
 use crate::engine::EngineError;
 
 fn engine_error(error: EngineError) -> ApiError {
-    match error {
-        EngineError::NoSession(id) => ApiError::not_found(format!("no session `{id}`")),
-        EngineError::NotTakenOver(id) => ApiError::new(
-            StatusCode::CONFLICT,
-            "not_taken_over",
-            format!("session `{id}` is not taken over by a human; take it over first"),
-        ),
-        EngineError::WrongToken(_) => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "`session_token` is missing or is not this conversation's; send the one kefu's answers carry",
-        ),
-        EngineError::AlreadyRated(id) => ApiError::new(
-            StatusCode::CONFLICT,
-            "already_rated",
-            format!("session `{id}` already has its satisfaction score"),
-        ),
-        EngineError::Store(error) => {
-            tracing::error!(%error, "session store unavailable");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the session store cannot be reached; nothing was changed, try again",
-            )
-        }
-    }
+    ApiError::from_engine(error)
 }
 
 /// `GET /v1/sessions/{id}`.
 pub(super) async fn get(state: &Arc<State>, id: &str) -> Result<Response<Body>, ApiError> {
     let key = id.to_string();
-    let session = state.with_store(move |s| s.engine.session(&key)).await?;
+    let session = state
+        .with_store(move |s| s.engine.session(&key))
+        .await?
+        .map_err(engine_error)?;
     match session {
         Some(session) => Ok(json_response(StatusCode::OK, &session)),
         None => Err(ApiError::not_found(format!("no session `{id}`"))),

@@ -72,7 +72,13 @@ impl Service {
         };
         let metrics = Arc::new(Metrics::new());
         let (sessions, remote_sessions): (Arc<dyn SessionStore>, bool) = match &config.redis {
-            Some(url) => (Arc::new(RedisStore::connect(url, config.redis_config.clone())?), true),
+            Some(url) => {
+                metrics.watch_redis();
+                let observed = Arc::clone(&metrics);
+                let store = RedisStore::connect(url, config.redis_config.clone())?
+                    .with_observer(Arc::new(move |op, took, failed| observed.redis(op, took, failed)));
+                (Arc::new(store), true)
+            }
             None => (Arc::new(MemoryStore::default()), false),
         };
 
