@@ -346,3 +346,58 @@ fn the_engine_reports_every_change_to_its_one_observer() {
         ]
     );
 }
+
+/// A store that cannot be read (Redis stopped) fails the turn and every other operation
+/// with `EngineError::Store` and changes nothing; one that can read but not write fails
+/// the turn too, without giving its answer. Once the store is back, the conversation goes
+/// on at the flow step it was at: no message was read against the wrong step.
+#[test]
+fn a_store_that_fails_fails_the_turn_and_leaves_the_session_as_it_was() {
+    use kefu::engine::EngineError;
+    use kefu::store::SessionStore as _;
+    let (compiled, rendered) = support::check(Path::new("tests/data/engine"));
+    let store = Arc::new(support::FlakyStore::default());
+    let engine = Engine::new(compiled.rules.unwrap_or_else(|| panic!("{rendered}")))
+        .with_sessions(Arc::clone(&store) as Arc<dyn SessionStore>);
+    let first = ask(&engine, "down", "我想换个颜色");
+    assert_eq!(first.reply, "您想换成什么颜色？");
+    let before = store.inner.get("down").unwrap().expect("the flow's session is kept");
+    let failed = |what: &str, result: Result<(), EngineError>| match result {
+        Err(EngineError::Store(_)) => {}
+        other => panic!("{what}: {other:?} instead of EngineError::Store"),
+    };
+
+    store.fail_reads(true);
+    let turn = || engine.turn(TurnRequest::new("down", "黑色")).map(drop);
+    failed("a turn", turn());
+    failed("reading the session", engine.session("down").map(drop));
+    failed("a takeover", engine.takeover("down", Some("小王".into())).map(drop));
+    failed("an agent's reply", engine.agent_reply("down", "您好").map(drop));
+    failed("a release", engine.release("down").map(drop));
+    failed(
+        "a rating",
+        engine.feedback("down", &first.session_token, 5, None).map(drop),
+    );
+    failed("a job's message", engine.tell("down", "工单已送达").map(drop));
+    assert_eq!(
+        store.inner.get("down").unwrap().as_ref(),
+        Some(&before),
+        "nothing changed"
+    );
+
+    store.fail_reads(false);
+    store.fail_writes(true);
+    failed("a turn that cannot be saved", turn());
+    assert_eq!(
+        store.inner.get("down").unwrap().as_ref(),
+        Some(&before),
+        "nothing changed"
+    );
+
+    store.fail_writes(false);
+    let next = ask(&engine, "down", "黑色");
+    assert_eq!(next.reply, "还有什么要备注的吗？", "the flow goes on where it was");
+    let done = ask(&engine, "down", "尽快发货");
+    assert_eq!(done.reply, "好的，帮您换成黑色，备注：尽快发货。");
+    assert_eq!(store.inner.get("down").unwrap().unwrap().turns, 3);
+}

@@ -71,15 +71,16 @@ impl Service {
             });
         };
         let metrics = Arc::new(Metrics::new());
-        let (sessions, remote_sessions): (Arc<dyn SessionStore>, bool) = match &config.redis {
-            Some(url) => {
+        let (sessions, remote_sessions): (Arc<dyn SessionStore>, bool) = match (&config.sessions, &config.redis) {
+            (Some(store), _) => (Arc::clone(store), true),
+            (None, Some(url)) => {
                 metrics.watch_redis();
                 let observed = Arc::clone(&metrics);
                 let store = RedisStore::connect(url, config.redis_config.clone())?
                     .with_observer(Arc::new(move |op, took, failed| observed.redis(op, took, failed)));
                 (Arc::new(store), true)
             }
-            None => (Arc::new(MemoryStore::default()), false),
+            (None, None) => (Arc::new(MemoryStore::default()), false),
         };
 
         let job_metrics = Arc::clone(&metrics);
