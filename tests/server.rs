@@ -1423,6 +1423,15 @@ fn two_nodes_share_one_conversation_through_redis() {
     let seen = b.send("GET", &format!("/v1/sessions/{session}"), &[], "").json();
     assert_eq!(seen["takeover"]["queued"], json!(["在吗"]));
     assert_eq!(seen["turns"], 3);
+    // The Redis series exist for every operation from the start; no try failed.
+    let metrics = a.send("GET", "/metrics", &[], "").body;
+    for op in ["get", "update", "store", "remove"] {
+        assert!(
+            metrics.contains(&format!("kefu_redis_errors_total{{op=\"{op}\"}} 0")),
+            "{metrics}"
+        );
+    }
+    assert!(metrics.contains("kefu_redis_seconds_count{op=\"store\"}"), "{metrics}");
 }
 
 /// A session store that cannot be reached (Redis stopped) gets API clients a 503

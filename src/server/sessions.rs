@@ -16,11 +16,6 @@ use serde_json::json;
 use super::http::{Body, json_response, read_json};
 use super::limits::check_message;
 use super::{ApiError, State};
-use crate::engine::EngineError;
-
-fn engine_error(error: EngineError) -> ApiError {
-    ApiError::from_engine(error)
-}
 
 /// `GET /v1/sessions/{id}`.
 pub(super) async fn get(state: &Arc<State>, id: &str) -> Result<Response<Body>, ApiError> {
@@ -28,7 +23,7 @@ pub(super) async fn get(state: &Arc<State>, id: &str) -> Result<Response<Body>, 
     let session = state
         .with_store(move |s| s.engine.session(&key))
         .await?
-        .map_err(engine_error)?;
+        .map_err(ApiError::from_engine)?;
     match session {
         Some(session) => Ok(json_response(StatusCode::OK, &session)),
         None => Err(ApiError::not_found(format!("no session `{id}`"))),
@@ -52,7 +47,7 @@ pub(super) async fn takeover(state: &Arc<State>, id: &str, req: Request<Incoming
     let session = state
         .with_store(move |s| s.engine.takeover(&key, body.agent))
         .await?
-        .map_err(engine_error)?;
+        .map_err(ApiError::from_engine)?;
     Ok(json_response(StatusCode::OK, &session))
 }
 
@@ -72,7 +67,7 @@ pub(super) async fn reply(state: &Arc<State>, id: &str, req: Request<Incoming>) 
     let session = state
         .with_store(move |s| s.engine.agent_reply(&key, &body.message))
         .await?
-        .map_err(engine_error)?;
+        .map_err(ApiError::from_engine)?;
     Ok(json_response(StatusCode::OK, &session))
 }
 
@@ -82,7 +77,7 @@ pub(super) async fn release(state: &Arc<State>, id: &str) -> Result<Response<Bod
     let session = state
         .with_store(move |s| s.engine.release(&key))
         .await?
-        .map_err(engine_error)?;
+        .map_err(ApiError::from_engine)?;
     Ok(json_response(StatusCode::OK, &session))
 }
 
@@ -128,7 +123,7 @@ pub(super) async fn feedback(state: &Arc<State>, id: &str, req: Request<Incoming
                 .feedback(&key, &body.session_token, body.score, body.comment.as_deref())
         })
         .await?
-        .map_err(engine_error)?;
+        .map_err(ApiError::from_engine)?;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "session_id": id, "feedback": given }),
