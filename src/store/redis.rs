@@ -212,6 +212,18 @@ impl r2d2::ManageConnection for Connector {
     }
 }
 
+/// Logs the pool's own connection failures (made in its background threads) with the
+/// address, at debug level: the try that waited for the connection logs the failure that
+/// matters, with its session. (r2d2 alone logs them as errors without an address.)
+#[derive(Debug)]
+struct PoolErrors(String);
+
+impl r2d2::HandleError<redis::RedisError> for PoolErrors {
+    fn handle_error(&self, error: redis::RedisError) {
+        tracing::debug!(redis = %self.0, %error, "redis connection failed");
+    }
+}
+
 /// Writes a session (`ARGV[2]`, with its TTL `ARGV[3]` in seconds) only if the stored one
 /// is still at rev `ARGV[1]` (0: none was stored), or none (or an unreadable one) is
 /// stored; and only before the deadline `ARGV[4]` (Unix milliseconds). Answers 1 when the
@@ -265,6 +277,7 @@ impl RedisStore {
             // A ping before every use would double the round trips; a connection that
             // failed is discarded, and one the server dropped marks the older ones stale.
             .test_on_check_out(false)
+            .error_handler(Box::new(PoolErrors(address.clone())))
             .build(Connector {
                 client,
                 timeout: config.timeout,
