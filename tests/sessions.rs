@@ -397,9 +397,29 @@ fn a_store_that_fails_fails_the_turn_and_leaves_the_session_as_it_was() {
     store.fail_writes(false);
     let next = ask(&engine, "down", "黑色");
     assert_eq!(next.reply, "还有什么要备注的吗？", "the flow goes on where it was");
-    let done = ask(&engine, "down", "尽快发货");
-    assert_eq!(done.reply, "好的，帮您换成黑色，备注：尽快发货。");
-    assert_eq!(store.inner.get("down").unwrap().unwrap().turns, 3);
+
+    // A write carried out whose reply was lost: the customer, told the turn failed, sends
+    // the same message again and gets the answer the store recorded, not the next step's.
+    store.lose_replies(true);
+    failed(
+        "a turn whose save's reply was lost",
+        engine.turn(TurnRequest::new("down", "尽快发货")).map(drop),
+    );
+    store.lose_replies(false);
+    let again = ask(&engine, "down", "尽快发货");
+    assert_eq!(
+        again.reply, "好的，帮您换成黑色，备注：尽快发货。",
+        "{:#?}",
+        again.trace
+    );
+    assert_eq!(
+        store.inner.get("down").unwrap().unwrap().turns,
+        3,
+        "one turn, given twice"
+    );
+    // A new message is a new turn.
+    assert_eq!(ask(&engine, "down", "我想换个颜色").reply, "您想换成什么颜色？");
+    assert_eq!(store.inner.get("down").unwrap().unwrap().turns, 4);
 }
 
 /// A redis-server of this test's own on a free loopback port, its data kept in an

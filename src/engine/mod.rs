@@ -396,6 +396,10 @@ pub struct Engine {
     llm: Option<Arc<dyn LlmBackend>>,
     config: EngineConfig,
     cache: cache::AnswerCache,
+    /// Answers whose save failed after it may have reached the store (see `turn::Unsure`),
+    /// by session: given again when the customer sends the same message and the store
+    /// shows the save did land. Bounded; this node's only.
+    unsure: quick_cache::sync::Cache<String, Arc<turn::Unsure>>,
     /// Set once, after the engine is made: the conversation log that observes it needs
     /// the engine's rules to mask with, so it can only be opened once the engine exists.
     observer: std::sync::OnceLock<Arc<dyn Observer>>,
@@ -415,6 +419,7 @@ impl Engine {
             ),
             config: EngineConfig::default(),
             observer: std::sync::OnceLock::new(),
+            unsure: quick_cache::sync::Cache::new(10_000),
         }
     }
 

@@ -29,6 +29,11 @@ pub(super) struct Read {
 }
 
 impl Read {
+    /// The session's `rev` when the turn read it.
+    pub(super) fn rev(&self) -> u64 {
+        self.rev
+    }
+
     pub(super) fn of(session: &Session) -> Self {
         Read {
             rev: session.rev,

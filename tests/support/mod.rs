@@ -38,6 +38,7 @@ pub struct FlakyStore {
     pub inner: kefu::store::MemoryStore,
     reads_fail: std::sync::atomic::AtomicBool,
     writes_fail: std::sync::atomic::AtomicBool,
+    replies_lost: std::sync::atomic::AtomicBool,
 }
 
 impl FlakyStore {
@@ -49,6 +50,12 @@ impl FlakyStore {
     /// Writes fail from now on, or no longer.
     pub fn fail_writes(&self, fail: bool) {
         self.writes_fail.store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Writes are carried out but reported as failed from now on, or no longer: a Redis
+    /// that wrote and went away before its reply came.
+    pub fn lose_replies(&self, lose: bool) {
+        self.replies_lost.store(lose, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn down(&self, flag: &std::sync::atomic::AtomicBool) -> Result<(), kefu::store::StoreError> {
@@ -82,7 +89,9 @@ impl kefu::store::SessionStore for FlakyStore {
         session: kefu::dialogue::Session,
     ) -> Result<kefu::store::Unchanged, kefu::store::StoreError> {
         self.down(&self.writes_fail)?;
-        self.inner.store_if_unchanged(session)
+        let stored = self.inner.store_if_unchanged(session)?;
+        self.down(&self.replies_lost)?;
+        Ok(stored)
     }
 
     fn remove(&self, id: &str) {

@@ -14,7 +14,9 @@ SIGSTOP, then SIGCONT). A turn answered 503 is sent again 0.2 s later, as a cust
 It counts and prints as one summary line: turns answered 200, 503s (`store_unavailable`),
 other failures, wrong flow steps (a 200 whose flow step is not the one the conversation
 is at: the session read as new), the longest turn while Redis was down and overall, the
-first turn started after Redis answered again (must be a 200), 503s after that, and the
+first turn started after Redis answered again (must be a 200), 503s after that, answers
+given again (a turn whose save landed though Redis went away before confirming it, sent
+again by the customer: kefu gives the recorded answer), and the
 node's `kefu_redis_errors_total`. It also checks that the node's log never shows the
 Redis password. Exit status 1 on a wrong flow step, a failed first turn after the outage,
 a 503 after it, or the password in the log; the summary line is printed either way.
@@ -148,6 +150,7 @@ class Tally:
         self.turns = []  # (started, seconds, status, error type)
         self.wrong = []  # (session, message, expected step, got)
         self.conversations = 0
+        self.given_again = 0  # answers of a turn saved although its save was not confirmed
 
     def add(self, started, took, status, kind):
         with self.lock:
@@ -172,6 +175,9 @@ def worker(port, n, tally, end):
                 if time.monotonic() > end + 15:
                     return
                 time.sleep(0.2)
+            if any(s.get("stage") == "store" for s in body.get("trace", [])):
+                with tally.lock:
+                    tally.given_again += 1
             got = (body.get("step") or "").split("@")[0]
             if body.get("flow") is None or got != step:
                 with tally.lock:
@@ -260,7 +266,8 @@ def main():
     print(
         f"redis_outage: {OUTAGE} {OUTAGE_S:g} s in {RUN_S:g} s, {WORKERS} workers: "
         f"turns 200: {ok}, 503 store_unavailable: {unavailable}, other failures: {other}, "
-        f"wrong flow steps: {len(tally.wrong)}, conversations finished: {tally.conversations}, "
+        f"wrong flow steps: {len(tally.wrong)}, answers given again: {tally.given_again}, "
+        f"conversations finished: {tally.conversations}, "
         f"max turn latency during the outage: {max(during, default=0) * 1000:.0f} ms "
         f"(over {len(during)} turns), overall: {max((t[1] for t in turns), default=0) * 1000:.0f} ms, "
         f"first turn after redis answered again: "
