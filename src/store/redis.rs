@@ -23,14 +23,16 @@
 //!   write that reaches Redis later (it sat in the socket of a stopped Redis) is refused
 //!   there, so a write the engine reported as failed never lands behind its back; and a
 //!   retried write that had in fact landed (its reply was lost) is recognized, being the
-//!   stored text itself. Redis's clock and the nodes' must agree to well under the
-//!   timeout (NTP), and Redis must be 5 or newer (`TIME` before a write in a script).
+//!   stored text itself. The deadline is given in Redis's clock: the store measures how
+//!   far Redis's clock is from this node's (`TIME`) when it connects and again whenever
+//!   Redis refuses a write as late. Redis must be 5 or newer (`TIME` before a write in a
+//!   script).
 //!
 //! Each try is reported to an optional observer (the metrics: errors and latency by
 //! operation); failures are logged with the Redis address, its password masked.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::ConnectionLike as _;
@@ -65,8 +67,9 @@ pub enum RedisStoreError {
     /// Other clients kept writing the session while an update tried to change it.
     #[error("the session changed under {0} attempts to update it")]
     Contended(u32),
-    /// Redis refused a write that reached it after its deadline: clocks out of step.
-    #[error("redis refused a write that arrived after its deadline (are the clocks of redis and this node in step?)")]
+    /// Redis refused a write as reaching it after its deadline although its reply came in
+    /// time: the clocks drifted apart since they were measured (they are measured again).
+    #[error("redis refused a write as arriving after its deadline (clock drift; measured again)")]
     Late,
 }
 
@@ -260,6 +263,14 @@ pub struct RedisStore {
     epoch: Instant,
     compare_and_set: redis::Script,
     observer: Option<RedisObserver>,
+    /// Redis's clock minus this node's, in milliseconds, as last measured.
+    clock_offset_ms: AtomicI64,
+}
+
+/// This node's clock, in Unix milliseconds.
+fn unix_ms() -> i64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl RedisStore {
@@ -294,8 +305,14 @@ impl RedisStore {
             epoch: Instant::now(),
             compare_and_set: redis::Script::new(COMPARE_AND_SET),
             observer: None,
+            clock_offset_ms: AtomicI64::new(0),
         };
         store.ping()?;
+        let mut conn = store.conn()?;
+        store
+            .measure_clock(&mut conn.inner)
+            .inspect_err(|_| conn.broken = true)?;
+        drop(conn);
         Ok(store)
     }
 
@@ -316,6 +333,19 @@ impl RedisStore {
         redis::cmd("PING")
             .query::<String>(&mut conn.inner)
             .inspect_err(|_| conn.broken = true)?;
+        Ok(())
+    }
+
+    /// Measures Redis's clock against this node's (`TIME`, taken as read halfway through
+    /// the round trip), for the deadlines of writes.
+    fn measure_clock(&self, conn: &mut redis::Connection) -> Result<(), RedisStoreError> {
+        let before = unix_ms();
+        let (seconds, micros): (i64, i64) = redis::cmd("TIME").query(conn)?;
+        let after = unix_ms();
+        let offset = seconds * 1000 + micros / 1000 - (before + after) / 2;
+        if self.clock_offset_ms.swap(offset, Ordering::Relaxed).abs_diff(offset) > 50 {
+            tracing::info!(redis = %self.address, offset_ms = offset, "redis clock measured against this node's");
+        }
         Ok(())
     }
 
@@ -418,11 +448,11 @@ impl RedisStore {
             getrandom::u64().unwrap_or_else(|_| self.micros(Instant::now())),
             json.strip_prefix('{').expect("a session serializes as an object")
         );
-        let timeout = u64::try_from(self.config.timeout.as_millis()).unwrap_or(u64::MAX);
+        let timeout = i64::try_from(self.config.timeout.as_millis()).unwrap_or(i64::MAX);
         self.tried(op, &session.id, |conn| {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-            let deadline = u64::try_from(now.as_millis())
-                .unwrap_or(u64::MAX)
+            // When this try gives up waiting, in Redis's clock.
+            let deadline = unix_ms()
+                .saturating_add(self.clock_offset_ms.load(Ordering::Relaxed))
                 .saturating_add(timeout);
             let stored: i32 = self
                 .compare_and_set
@@ -433,7 +463,11 @@ impl RedisStore {
                 .arg(deadline)
                 .invoke(conn)?;
             match stored {
-                -1 => Err(RedisStoreError::Late),
+                -1 => {
+                    // The clocks drifted apart (the write took less than its timeout).
+                    self.measure_clock(conn)?;
+                    Err(RedisStoreError::Late)
+                }
                 n => Ok(n == 1),
             }
         })
