@@ -53,7 +53,7 @@ fn request(message: &str, n: u64) -> TurnRequest {
 
 fn bench_turns(c: &mut Criterion) {
     let demo = engine(Path::new("rules"));
-    let check = demo.turn(request("这件T恤洗了会缩水吗", 0));
+    let check = demo.turn(request("这件T恤洗了会缩水吗", 0)).unwrap();
     assert_eq!(
         check.rule.as_deref(),
         Some("缩水"),
@@ -63,7 +63,7 @@ fn bench_turns(c: &mut Criterion) {
     c.bench_function("turn/demo/rule", |b| {
         b.iter(|| {
             n += 1;
-            black_box(demo.turn(request("这件T恤洗了会缩水吗", n)))
+            black_box(demo.turn(request("这件T恤洗了会缩水吗", n)).unwrap())
         })
     });
 
@@ -74,7 +74,7 @@ fn bench_turns(c: &mut Criterion) {
         answer_cache_capacity: 0,
         ..kefu::engine::EngineConfig::default()
     });
-    let check = faq.turn(request("亲 积分有什么用呀", 0));
+    let check = faq.turn(request("亲 积分有什么用呀", 0)).unwrap();
     assert_eq!(
         check.faq.as_deref(),
         Some("积分"),
@@ -83,7 +83,7 @@ fn bench_turns(c: &mut Criterion) {
     c.bench_function("turn/demo/faq", |b| {
         b.iter(|| {
             n += 1;
-            black_box(faq.turn(request("亲 积分有什么用呀", n)))
+            black_box(faq.turn(request("亲 积分有什么用呀", n)).unwrap())
         })
     });
 
@@ -95,7 +95,7 @@ fn bench_turns(c: &mut Criterion) {
     c.bench_function("turn/demo/rule+log", |b| {
         b.iter(|| {
             n += 1;
-            let response = demo.turn(request("这件T恤洗了会缩水吗", n));
+            let response = demo.turn(request("这件T恤洗了会缩水吗", n)).unwrap();
             log.turn(&response, Some("vip"), 0, 0);
             black_box(response)
         })
@@ -113,12 +113,12 @@ fn bench_turns(c: &mut Criterion) {
         let dir = generated_pack(size);
         let engine = engine(&dir);
         let message = format!("请问商品编号{}号还有货吗", size / 2);
-        let check = engine.turn(request(&message, 0));
+        let check = engine.turn(request(&message, 0)).unwrap();
         assert_eq!(check.rule, Some(format!("规则{}", size / 2)), "{check:?}");
         group.bench_function(format!("{size}_rules"), |b| {
             b.iter(|| {
                 n += 1;
-                black_box(engine.turn(request(&message, n)))
+                black_box(engine.turn(request(&message, n)).unwrap())
             })
         });
         std::fs::remove_dir_all(dir).unwrap();

@@ -85,7 +85,7 @@ fn main() -> anyhow::Result<()> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .enumerate()
     {
-        let response = engine.turn(TurnRequest::new(format!("collect-{i}"), question));
+        let response = engine.turn(TurnRequest::new(format!("collect-{i}"), question)).unwrap();
         for (system, generation) in recording.seen.lock().unwrap().drain(..) {
             let line = serde_json::json!({
                 "model": model_name,

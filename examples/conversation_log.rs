@@ -223,7 +223,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 as_of: Some(at),
             };
             *model.last.lock().unwrap() = (0, 0);
-            let response = engine.turn(request);
+            let response = engine.turn(request).unwrap();
             let (prompt_tokens, completion_tokens) = *model.last.lock().unwrap();
             // The stand-in answers at once; a local model generates about 40 tokens a
             // second after reading the prompt at about 400.

@@ -317,7 +317,8 @@ pub fn run(rules: &Arc<RuleSet>, conversation: &Conversation, path: &Path) -> Ou
             context: (!context.is_empty()).then_some(context),
             as_of: Some(at),
         };
-        let response = engine.turn(request);
+        // The engine's sessions are in memory, which cannot fail.
+        let response = engine.turn(request).expect("in-memory sessions never fail");
         covered.extend(response.covered.iter().cloned());
         records.push(record(turn, &response));
     }

@@ -271,7 +271,9 @@ fn written_lines_have_phone_id_and_card_masked() {
     let (log, guard) = ConversationLog::open(LogConfig::new(dir), move || current.rules()).unwrap();
 
     // Through the engine, as the server logs a turn.
-    let response = engine.turn(TurnRequest::new("m1", "电话13812345678，身份证110101199003074514"));
+    let response = engine
+        .turn(TurnRequest::new("m1", "电话13812345678，身份证110101199003074514"))
+        .unwrap();
     assert!(log.turn(&response, Some("vip"), 0, 0));
     // Texts no filter saw: an agent's answer, a comment, and a record pushed as is.
     assert!(log.agent_reply("m1", Some("小王"), "退到卡6222020200112233446，有事打13912345678"));

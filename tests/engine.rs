@@ -32,10 +32,12 @@ fn at(minutes: i64) -> TurnRequest {
 }
 
 fn say(engine: &Engine, minutes: i64, message: &str) -> kefu::TurnResponse {
-    engine.turn(TurnRequest {
-        message: message.into(),
-        ..at(minutes)
-    })
+    engine
+        .turn(TurnRequest {
+            message: message.into(),
+            ..at(minutes)
+        })
+        .unwrap()
 }
 
 #[test]
@@ -89,7 +91,13 @@ fn a_flow_resumes_by_slot_name_after_a_reload_that_reorders_it() {
     let r = say(&engine, 1, "黑色");
     assert_eq!(r.source, AnswerSource::Flow);
     assert_eq!(
-        engine.session("s").unwrap().slots.get("new_color").map(String::as_str),
+        engine
+            .session("s")
+            .unwrap()
+            .unwrap()
+            .slots
+            .get("new_color")
+            .map(String::as_str),
         Some("黑色")
     );
     std::fs::remove_dir_all(dir).unwrap();
@@ -128,7 +136,7 @@ fn a_slot_renamed_in_a_reload_keeps_the_other_slots_and_says_why_it_asks_again()
         r.trace
     );
     // The colour the customer gave before the reload is kept.
-    let session = engine.session("s").unwrap();
+    let session = engine.session("s").unwrap().unwrap();
     assert_eq!(session.slots.get("new_color").map(String::as_str), Some("黑色"));
     assert_eq!(
         session.flow.as_ref().and_then(|f| f.awaiting.as_deref()),
@@ -154,7 +162,13 @@ fn a_renamed_slot_the_message_already_answers_is_filled_without_asking() {
     // no apology: nothing is asked twice.
     assert_eq!(r.reply, "还有什么要备注的吗？", "{r:?}");
     assert_eq!(
-        engine.session("s").unwrap().slots.get("color").map(String::as_str),
+        engine
+            .session("s")
+            .unwrap()
+            .unwrap()
+            .slots
+            .get("color")
+            .map(String::as_str),
         Some("黑色")
     );
     std::fs::remove_dir_all(dir).unwrap();
@@ -178,7 +192,7 @@ fn a_reload_that_leaves_nothing_to_ask_ends_the_flow() {
         "{:?}",
         r.trace
     );
-    assert!(engine.session("s").unwrap().flow.is_none());
+    assert!(engine.session("s").unwrap().unwrap().flow.is_none());
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -218,7 +232,7 @@ fn a_flow_that_disappears_in_a_reload_gives_way_to_a_fresh_decision() {
     let dir = tempdir("removed");
     let engine = Engine::new(rules());
     say(&engine, 0, "我要退货");
-    assert!(engine.session("s").unwrap().flow.is_some());
+    assert!(engine.session("s").unwrap().unwrap().flow.is_some());
     let text = std::fs::read_to_string(Path::new(DIR).join("shop.kefu")).unwrap();
     let start = text.find("flow 退货申请").unwrap();
     let end = text[start..].find("\n}\n").unwrap() + start + 3;
@@ -231,7 +245,7 @@ fn a_flow_that_disappears_in_a_reload_gives_way_to_a_fresh_decision() {
         "{:?}",
         r.trace
     );
-    assert!(engine.session("s").unwrap().flow.is_none());
+    assert!(engine.session("s").unwrap().unwrap().flow.is_none());
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -262,11 +276,20 @@ fn a_takeover_queues_messages_until_released() {
     engine.takeover("s", Some("小王".into())).unwrap();
     let r = say(&engine, 1, "人呢");
     assert_eq!((r.source, r.reply.as_str()), (AnswerSource::Human, ""));
-    let session = engine.session("s").unwrap();
+    let session = engine.session("s").unwrap().unwrap();
     assert!(session.flow.is_none(), "a takeover ends the flow");
     assert_eq!(session.takeover.as_ref().unwrap().queued, ["人呢"]);
     engine.agent_reply("s", "您好，我来帮您").unwrap();
-    assert!(engine.session("s").unwrap().takeover.unwrap().queued.is_empty());
+    assert!(
+        engine
+            .session("s")
+            .unwrap()
+            .unwrap()
+            .takeover
+            .unwrap()
+            .queued
+            .is_empty()
+    );
     engine.release("s").unwrap();
     assert_eq!(say(&engine, 2, "怎么开发票").source, AnswerSource::Rule);
     assert!(engine.release("nobody").is_err());

@@ -121,13 +121,15 @@ fn ask(engine: &Engine, session: &str, message: &str) -> TurnResponse {
 }
 
 fn ask_as(engine: &Engine, session: &str, message: &str, user: Value, at: &str) -> TurnResponse {
-    engine.turn(TurnRequest {
-        session_id: session.into(),
-        message: message.into(),
-        user: user.as_object().cloned(),
-        as_of: Some(chrono::DateTime::parse_from_rfc3339(at).unwrap()),
-        ..TurnRequest::default()
-    })
+    engine
+        .turn(TurnRequest {
+            session_id: session.into(),
+            message: message.into(),
+            user: user.as_object().cloned(),
+            as_of: Some(chrono::DateTime::parse_from_rfc3339(at).unwrap()),
+            ..TurnRequest::default()
+        })
+        .unwrap()
 }
 
 fn mock(rules: &[(&str, &str, f64)]) -> Arc<MockLlm> {
@@ -293,19 +295,21 @@ fn recommendations_and_offers_follow_the_rules_and_the_data() {
 #[test]
 fn a_product_in_focus_narrows_the_passages_of_the_prompt() {
     let engine = Engine::new(load(Path::new(SHOP))).with_llm(mock(&[]));
-    let r = engine.turn(TurnRequest {
-        session_id: "p".into(),
-        message: "这件厚不厚".into(),
-        context: json!({ "product": { "id": "W01", "name": "落肩卫衣" } })
-            .as_object()
-            .cloned(),
-        ..TurnRequest::default()
-    });
+    let r = engine
+        .turn(TurnRequest {
+            session_id: "p".into(),
+            message: "这件厚不厚".into(),
+            context: json!({ "product": { "id": "W01", "name": "落肩卫衣" } })
+                .as_object()
+                .cloned(),
+            ..TurnRequest::default()
+        })
+        .unwrap();
     assert!(traced(&r, "kb: product in focus: W01 落肩卫衣"), "{:#?}", r.trace);
     assert!(traced(&r, "kb: passages: product W01 (focus)"), "{:#?}", r.trace);
     assert!(!traced(&r, "product T01"), "{:#?}", r.trace);
     // The session remembers the product for the next message.
-    let r = engine.turn(TurnRequest::new("p", "那会起球吗"));
+    let r = engine.turn(TurnRequest::new("p", "那会起球吗")).unwrap();
     assert!(traced(&r, "kb: product in focus: W01"), "{:#?}", r.trace);
 }
 

@@ -52,7 +52,7 @@ fn engine_with(translation: &str, answer: &str) -> (Engine, Arc<Scripted>) {
 }
 
 fn say(engine: &Engine, session: &str, message: &str) -> kefu::TurnResponse {
-    engine.turn(TurnRequest::new(session, message))
+    engine.turn(TurnRequest::new(session, message)).unwrap()
 }
 
 #[test]

@@ -212,7 +212,7 @@ fn on_the_demo_shop_the_model_answers_in_chinese_or_hands_off() {
     .into_iter()
     .enumerate()
     {
-        let response = engine.turn(TurnRequest::new(format!("model-{i}"), question));
+        let response = engine.turn(TurnRequest::new(format!("model-{i}"), question)).unwrap();
         match response.source {
             AnswerSource::Llm => {
                 let judged = kefu::llm::judge(
@@ -317,7 +317,7 @@ fn the_default_model_shows_no_echo_or_fragment_on_the_digital_shop() {
         .into_iter()
         .enumerate()
     {
-        let response = engine.turn(TurnRequest::new(format!("digital-{i}"), question));
+        let response = engine.turn(TurnRequest::new(format!("digital-{i}"), question)).unwrap();
         match response.source {
             AnswerSource::Llm => {
                 let reply = response.reply.trim();

@@ -398,7 +398,7 @@ rule 有空 { on keywords "名字" reply "您好，{user.name ?? "亲"}" }
     assert_eq!(rules.safety.vetted(), 8);
 
     let engine = kefu::Engine::new(std::sync::Arc::new(rules));
-    let reply = |message: &str| engine.turn(kefu::TurnRequest::new("s", message)).reply;
+    let reply = |message: &str| engine.turn(kefu::TurnRequest::new("s", message)).unwrap().reply;
     assert_eq!(reply("什么时候发货"), "亲，下单后 48 小时内发出～");
     assert_eq!(reply("售后电话多少"), "售后电话 138****5678，工作日 9-18 点。");
     assert_eq!(reply("我要骂人"), "别说**这种话哦");
@@ -510,7 +510,9 @@ fn the_demo_shop_refuses_only_what_it_must() {
     let model = std::sync::Arc::new(kefu::llm::MockLlm::new(Vec::new()));
     let engine = kefu::Engine::new(std::sync::Arc::clone(&rules)).with_llm(model);
     for (i, m) in messages.iter().enumerate() {
-        let response = engine.turn(kefu::TurnRequest::new(format!("fr-{i}"), m.as_str()));
+        let response = engine
+            .turn(kefu::TurnRequest::new(format!("fr-{i}"), m.as_str()))
+            .unwrap();
         if response.source == kefu::engine::AnswerSource::Safety {
             failures.push(format!("turn answered by safety ({:?}): {m}", response.reply));
         }

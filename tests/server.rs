@@ -1751,6 +1751,81 @@ fn two_nodes_share_one_conversation_through_redis() {
     let seen = b.send("GET", &format!("/v1/sessions/{session}"), &[], "").json();
     assert_eq!(seen["takeover"]["queued"], json!(["在吗"]));
     assert_eq!(seen["turns"], 3);
+    // The Redis series exist for every operation from the start; no try failed.
+    let metrics = a.send("GET", "/metrics", &[], "").body;
+    for op in ["get", "update", "store", "remove"] {
+        assert!(
+            metrics.contains(&format!("kefu_redis_errors_total{{op=\"{op}\"}} 0")),
+            "{metrics}"
+        );
+    }
+    assert!(metrics.contains("kefu_redis_seconds_count{op=\"store\"}"), "{metrics}");
+}
+
+/// A session store that cannot be reached (Redis stopped) gets API clients a 503
+/// `store_unavailable` with `Retry-After` and the customer's text in `error.reply`, on
+/// every route that touches a session, streamed or not; nothing changes, and once the
+/// store is back the conversation goes on at its flow step.
+#[test]
+fn a_session_store_that_fails_gets_503_store_unavailable_and_changes_nothing() {
+    let store = Arc::new(support::FlakyStore::default());
+    let mut config = config(ENGINE);
+    config.sessions = Some(Arc::clone(&store) as Arc<dyn kefu::store::SessionStore>);
+    let server = TestServer::start(config);
+    assert_eq!(server.chat("down", "我想换个颜色")["reply"], "您想换成什么颜色？");
+    let unavailable = |what: &str, reply: &support::http::Reply| {
+        assert_eq!(reply.status, 503, "{what}: {}", reply.body);
+        assert_eq!(reply.error_type(), "store_unavailable", "{what}");
+        assert_eq!(reply.header("retry-after"), Some("1"), "{what}");
+        assert_eq!(reply.json()["error"]["reply"], "系统繁忙，请稍后再试", "{what}");
+    };
+    let turn = json!({ "session_id": "down", "message": "黑色" });
+
+    store.fail_reads(true);
+    unavailable("a turn", &server.post("/v1/chat", &turn));
+    unavailable("the session", &server.get("/v1/sessions/down"));
+    unavailable("a takeover", &server.post("/v1/sessions/down/takeover", &json!({})));
+    unavailable(
+        "a rating",
+        &server.post(
+            "/v1/sessions/down/feedback",
+            &json!({ "score": 5, "session_token": "x" }),
+        ),
+    );
+    unavailable(
+        "an OpenAI-style turn",
+        &server.post(
+            "/v1/chat/completions",
+            &json!({ "user": "down", "messages": [{ "role": "user", "content": "黑色" }] }),
+        ),
+    );
+    let streamed = server.post(
+        "/v1/chat",
+        &json!({ "session_id": "down", "message": "黑色", "stream": true }),
+    );
+    assert_eq!(streamed.status, 200, "a stream has begun before the turn runs");
+    let events = streamed.events();
+    let (name, data) = events.last().expect("an event");
+    assert_eq!(name.as_deref(), Some("error"), "{events:?}");
+    let error: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(error["error"]["type"], "store_unavailable");
+    assert_eq!(error["error"]["reply"], "系统繁忙，请稍后再试");
+
+    store.fail_reads(false);
+    store.fail_writes(true);
+    unavailable("a turn that cannot be saved", &server.post("/v1/chat", &turn));
+
+    store.fail_writes(false);
+    let next = server.chat("down", "黑色");
+    assert_eq!(
+        next["reply"], "还有什么要备注的吗？",
+        "the flow goes on where it was: {next}"
+    );
+    let metrics = server.get("/metrics").body;
+    assert!(
+        metrics.contains("kefu_http_requests_total{route=\"/v1/chat\",status=\"503\"} 2"),
+        "{metrics}"
+    );
 }
 
 /// A token as a shop's backend signs one (HS256) for `claims`.

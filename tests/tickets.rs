@@ -223,11 +223,13 @@ fn a_ticket_that_cannot_be_recorded_is_not_announced_as_submitted() {
     let tickets = Arc::new(kefu::tickets::TicketStore::durable(Arc::new(Broken), true));
     let engine = kefu::Engine::new(rules).with_tickets(Arc::clone(&tickets));
     let say = |message: &str| {
-        engine.turn(kefu::TurnRequest {
-            session_id: "broken".into(),
-            message: message.into(),
-            ..kefu::TurnRequest::default()
-        })
+        engine
+            .turn(kefu::TurnRequest {
+                session_id: "broken".into(),
+                message: message.into(),
+                ..kefu::TurnRequest::default()
+            })
+            .unwrap()
     };
     say("我要退货");
     let answer = say("202611010001");

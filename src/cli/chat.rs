@@ -74,7 +74,7 @@ pub fn run(
                     trace = !trace;
                     println!("trace {}", if trace { "on" } else { "off" });
                 }
-                "session" => println!("{}", serde_json::to_string_pretty(&engine.session(&session))?),
+                "session" => println!("{}", serde_json::to_string_pretty(&engine.session(&session)?)?),
                 "tickets" => println!("{}", serde_json::to_string_pretty(&engine.tickets())?),
                 "reset" => {
                     conversations += 1;
@@ -100,7 +100,7 @@ pub fn run(
                     match score.parse::<u8>() {
                         Ok(score @ 1..=5) => {
                             // The REPL is the customer, who holds the conversation's token.
-                            let token = engine.session(&session).map(|s| s.token).unwrap_or_default();
+                            let token = engine.session(&session)?.map(|s| s.token).unwrap_or_default();
                             match engine.feedback(&session, &token, score, Some(comment)) {
                                 Ok(_) => println!("feedback {score} noted"),
                                 Err(e) => println!("{e}"),
@@ -121,7 +121,7 @@ pub fn run(
             context: context.clone(),
             as_of: None,
         };
-        let response = engine.turn(request);
+        let response = engine.turn(request)?;
         if !response.reply.is_empty() {
             println!("客服> {}", response.reply);
         }

@@ -47,6 +47,14 @@ pub struct ServeArgs {
     /// How long Redis keeps an idle session, in seconds.
     #[arg(long, default_value_t = 86_400)]
     session_ttl: u64,
+    /// Milliseconds one try of a Redis command may take: to connect, to write, for the
+    /// reply, and for a pooled connection (the ticket outbox's commands too).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    redis_timeout_ms: u64,
+    /// Tries of a session read or write before the turn fails with 503
+    /// `store_unavailable` (pauses of 10 ms, 20 ms, … between them).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    redis_attempts: u32,
     /// A scripted model for tests and demos: YAML list of `{when, reply, confidence}`, or
     /// `{token_delay_ms, answers: [...]}`.
     #[arg(long, hide = true)]
@@ -324,6 +332,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
     )?;
     config.redis = redis_url(args.redis, redis_password)?;
     config.redis_config.ttl = std::time::Duration::from_secs(args.session_ttl);
+    config.redis_config.timeout = std::time::Duration::from_millis(args.redis_timeout_ms);
+    config.redis_config.attempts = args.redis_attempts;
     config.tickets_url = args.tickets_url;
     config.tickets = args.tickets.config()?;
     config.identity = args.identity.config()?;

@@ -644,7 +644,7 @@ mod tests {
     }
 
     fn say(engine: &Engine, message: &str) -> crate::engine::TurnResponse {
-        engine.turn(TurnRequest::new("s", message))
+        engine.turn(TurnRequest::new("s", message)).unwrap()
     }
 
     /// The prompt of the last model call, after asking something no rule answers.
@@ -680,7 +680,7 @@ mod tests {
         say(&engine, "黑色");
         let r = say(&engine, "算了");
         assert_eq!(r.step.as_deref(), Some("cancel"), "{r:?}");
-        assert!(engine.session("s").unwrap().slots.is_empty());
+        assert!(engine.session("s").unwrap().unwrap().slots.is_empty());
         let prompt = prompt_of_a_model_turn(&engine, &recorder);
         // The system message names the fence; no message holds one.
         assert!(
@@ -697,14 +697,14 @@ mod tests {
                 + chrono::Duration::minutes(minutes);
             let mut request = TurnRequest::new("s", message);
             request.as_of = Some(t);
-            engine.turn(request)
+            engine.turn(request).unwrap()
         };
         at(0, "我想换颜色");
         at(1, "黑色");
         // Left waiting past the flow timeout, the customer asks something else.
         let r = at(40, "你们的衣服适合什么年龄的人穿");
         assert_eq!(r.source, AnswerSource::Llm, "{r:?}");
-        assert!(engine.session("s").unwrap().slots.is_empty());
+        assert!(engine.session("s").unwrap().unwrap().slots.is_empty());
         let prompt = recorder.0.lock().unwrap().last().cloned().unwrap();
         assert!(
             prompt[1..].iter().all(|m| !m.content.contains("已知信息>")),
@@ -715,7 +715,7 @@ mod tests {
     #[test]
     fn a_starting_message_fills_a_slot_only_when_its_value_is_clear() {
         let (engine, _) = engine();
-        let start = |session: &str, message: &str| engine.turn(TurnRequest::new(session, message));
+        let start = |session: &str, message: &str| engine.turn(TurnRequest::new(session, message)).unwrap();
         // One colour, not negated: taken, and the flow goes on to the note.
         let r = start("one", "换个颜色，要黑色");
         assert!(r.reply.contains("备注"), "{r:?}");

@@ -14,6 +14,12 @@
 //! `SessionStore::update`. Each but the job's message (which the job queue logs) is
 //! reported to the engine's one observer (`events`), which writes the conversation log and
 //! the metrics; so is every ticket a turn raises.
+//!
+//! A session store that cannot be reached (Redis down, after the store's own short
+//! retries) fails the turn or the operation with [`EngineError::Store`] and changes
+//! nothing: a turn never reads a session it could not read as a new conversation, and
+//! never gives an answer its session could not record. Callers answer the customer with
+//! [`BUSY_REPLY`] (the server: 503 `store_unavailable`).
 
 mod cache;
 mod candidates;
@@ -373,7 +379,11 @@ impl Default for EngineConfig {
     }
 }
 
-/// Why a session operation failed.
+/// What a customer is told when their turn failed because the session store could not
+/// be reached: nothing was changed, and sending the message again will work once it can.
+pub const BUSY_REPLY: &str = "系统繁忙，请稍后再试";
+
+/// Why a turn or a session operation failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EngineError {
     /// No session with that id is kept.
@@ -401,6 +411,10 @@ pub struct Engine {
     llm: Option<Arc<dyn LlmBackend>>,
     config: EngineConfig,
     cache: cache::AnswerCache,
+    /// Answers whose save failed after it may have reached the store (see `turn::Unsure`),
+    /// by session: given again when the customer sends the same message and the store
+    /// shows the save did land. Bounded; this node's only.
+    unsure: quick_cache::sync::Cache<String, Arc<turn::Unsure>>,
     /// Set once, after the engine is made: the conversation log that observes it needs
     /// the engine's rules to mask with, so it can only be opened once the engine exists.
     observer: std::sync::OnceLock<Arc<dyn Observer>>,
@@ -420,6 +434,7 @@ impl Engine {
             ),
             config: EngineConfig::default(),
             observer: std::sync::OnceLock::new(),
+            unsure: quick_cache::sync::Cache::new(10_000),
         }
     }
 
@@ -491,31 +506,38 @@ impl Engine {
         old
     }
 
-    /// Answers one message.
-    pub fn turn(&self, request: TurnRequest) -> TurnResponse {
+    /// Answers one message. Fails only with [`EngineError::Store`], when the session
+    /// store could not be read or written: then nothing was changed and nothing reported
+    /// (the in-memory store never fails).
+    pub fn turn(&self, request: TurnRequest) -> Result<TurnResponse, EngineError> {
         self.turn_streaming(request, &mut |_| {})
     }
 
     /// Answers one message, passing pieces of a model answer to `on_delta` as they are
-    /// generated (rule answers arrive whole, in the response).
-    pub fn turn_streaming(&self, request: TurnRequest, on_delta: &mut dyn FnMut(&str)) -> TurnResponse {
+    /// generated (rule answers arrive whole, in the response). Fails as [`turn`](Self::turn)
+    /// does; pieces already passed are then withdrawn with the turn.
+    pub fn turn_streaming(
+        &self,
+        request: TurnRequest,
+        on_delta: &mut dyn FnMut(&str),
+    ) -> Result<TurnResponse, EngineError> {
         let started = Instant::now();
         let rules = self.rules.load_full();
         // The turn's scripts share one time budget, however many rules they are spread over.
         let budget = crate::script::turn_budget(crate::script::Limits::default().max_turn_time);
-        let mut response = turn::run(self, &rules, &request, on_delta);
+        let mut response = turn::run(self, &rules, &request, on_delta)?;
         response.script_time = budget.spent();
         response.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.report(Event::Turn {
             request: &request,
             response: &response,
         });
-        response
+        Ok(response)
     }
 
-    /// The session with this id.
-    pub fn session(&self, id: &str) -> Option<Session> {
-        self.sessions.get(id)
+    /// The session with this id, if it is kept; an error when the store could not be read.
+    pub fn session(&self, id: &str) -> Result<Option<Session>, EngineError> {
+        self.sessions.get(id).map_err(|e| EngineError::Store(e.to_string()))
     }
 
     /// A human takes the conversation over at once; the bot stays silent until released.

@@ -15,7 +15,7 @@
 //! moved into the store without a copy (`store_if_unchanged`); only when something did is
 //! the stored session read again and merged in an `update`.
 
-use super::Engine;
+use super::{Engine, EngineError};
 use crate::dialogue::{Role, Session};
 use crate::safety::logsafe::LogSafe;
 use crate::store::{Unchanged, Write};
@@ -29,6 +29,11 @@ pub(super) struct Read {
 }
 
 impl Read {
+    /// The session's `rev` when the turn read it.
+    pub(super) fn rev(&self) -> u64 {
+        self.rev
+    }
+
     pub(super) fn of(session: &Session) -> Self {
         Read {
             rev: session.rev,
@@ -69,31 +74,30 @@ pub(super) enum Saved {
 }
 
 /// Stores the turn's session `next` (read as `read`), merged with whatever was stored in
-/// the meantime. A store that cannot be reached is logged by the store; the turn's answer
-/// still goes out, as it did before the store was shared.
-pub(super) fn save(engine: &Engine, read: Read, next: Session, added: Added<'_>) -> Saved {
-    let next = match engine.sessions.store_if_unchanged(next) {
-        Ok(Unchanged::Stored) | Err(_) => return Saved::AsIs,
-        Ok(Unchanged::Changed(next)) => next,
+/// the meantime. A store that cannot be reached (it logged why, after its retries) fails
+/// the save, and the turn with it: an answer given while its session stays behind would
+/// have the customer's next message read against the step before.
+pub(super) fn save(engine: &Engine, read: Read, next: Session, added: Added<'_>) -> Result<Saved, EngineError> {
+    let unavailable = |e: crate::store::StoreError| EngineError::Store(e.to_string());
+    let next = match engine.sessions.store_if_unchanged(next).map_err(unavailable)? {
+        Unchanged::Stored => return Ok(Saved::AsIs),
+        Unchanged::Changed(next) => next,
     };
     let id = next.id.clone();
     let mut outcome = None;
-    let result = engine.sessions.update(&id, &mut |stored| {
-        let (w, o) = lay_over(stored, read, &next, added);
-        outcome = Some(o);
-        w
-    });
-    match (result, outcome) {
-        (Ok(_), Some(saved)) => {
-            if let Saved::Dropped { .. } = &saved {
-                tracing::info!(session = %LogSafe(&id), "answer dropped: a person acted on the conversation during the turn");
-            }
-            saved
-        }
-        // The store could not be reached (it logged why): the response made from the
-        // turn's own session stands.
-        _ => Saved::AsIs,
+    engine
+        .sessions
+        .update(&id, &mut |stored| {
+            let (w, o) = lay_over(stored, read, &next, added);
+            outcome = Some(o);
+            w
+        })
+        .map_err(unavailable)?;
+    let saved = outcome.expect("an update that succeeded ran its change");
+    if let Saved::Dropped { .. } = &saved {
+        tracing::info!(session = %LogSafe(&id), "answer dropped: a person acted on the conversation during the turn");
     }
+    Ok(saved)
 }
 
 /// The change of one update attempt: `stored` is what the store holds now.

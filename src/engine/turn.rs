@@ -15,7 +15,7 @@ use rhai::{Dynamic, Map, Scope};
 
 use super::cache::{self, Scope as CacheScope};
 use super::candidates::Candidates;
-use super::{AnswerSource, Engine, Handoff, TraceStep, TurnRequest, TurnResponse, save, scope};
+use super::{AnswerSource, Engine, EngineError, Handoff, TraceStep, TurnRequest, TurnResponse, save, scope};
 use crate::RuleSet;
 use crate::dialogue::{Role, Session};
 use crate::kb::{self, Query};
@@ -185,24 +185,67 @@ pub(super) struct Turn<'a> {
     /// The card (an index into `RuleSet::cards`) the message is alone, when it has an
     /// `alone` reply.
     pub card_alone: Option<usize>,
+    /// The message exactly as the customer sent it, to recognize it sent again
+    /// ([`Unsure`]).
+    sent: &'a str,
 }
 
-/// Runs one turn on `rules`.
+/// A turn whose save failed in a way that leaves its outcome unknown: the write may have
+/// been carried out by a Redis that then went away (shut down, or stopped) before its
+/// reply came. The customer was told 系统繁忙 and will send the same message again; if
+/// the store then holds exactly what this turn wrote, the turn did happen, and its answer
+/// is the one to give (answering the message again would read it against the next step).
+pub(super) struct Unsure {
+    message: String,
+    rev: u64,
+    updated_at: i64,
+    turns: u32,
+    history: usize,
+    response: TurnResponse,
+}
+
+impl Unsure {
+    /// Whether `session` is this turn's own write and `message` the same message.
+    fn landed(&self, session: &Session, message: &str) -> bool {
+        self.message == message
+            && session.rev == self.rev
+            && session.updated_at == self.updated_at
+            && session.turns == self.turns
+            && session.history.len() == self.history
+    }
+}
+
+/// Runs one turn on `rules`. Fails, having changed nothing, when the session store could
+/// not read the session; fails when it could not save the turn's session (the answer is
+/// then not given: a customer told an answer their conversation does not remember would
+/// have their next message read against the wrong step).
 pub(super) fn run(
     engine: &Engine,
     rules: &RuleSet,
     request: &TurnRequest,
     on_delta: &mut dyn FnMut(&str),
-) -> TurnResponse {
+) -> Result<TurnResponse, EngineError> {
     let tz = rules.shop.timezone;
     let now = request
         .as_of
         .map_or_else(|| Utc::now().with_timezone(&tz), |t| t.with_timezone(&tz));
     let now_ms = now.timestamp_millis();
+    // A session that could not be read is an error, never a new conversation.
     let mut session = engine
         .sessions
         .get(&request.session_id)
+        .map_err(|e| EngineError::Store(e.to_string()))?
         .unwrap_or_else(|| crate::dialogue::Session::new(&request.session_id));
+    if let Some((_, unsure)) = engine.unsure.remove(&request.session_id)
+        && unsure.landed(&session, &request.message)
+    {
+        let mut response = unsure.response.clone();
+        response.trace.push(step(
+            "store",
+            "this message's earlier turn was saved although the store failed to confirm it; its answer is given again",
+        ));
+        return Ok(response);
+    }
     let read = save::Read::of(&session);
     if session.token.is_empty() {
         session.token = crate::dialogue::new_token();
@@ -230,7 +273,7 @@ pub(super) fn run(
         );
         trace.push(step("safety", format!("blocked: {}", blocked.category)));
         response.trace = trace;
-        return end_early(engine, read, session, response, shown, false);
+        return end_early(engine, read, session, response, (shown, &request.message), false);
     }
     let message = verdict.masked;
     // Detected on the customer's own words: masks (`［手机号］`) are kefu's, not theirs.
@@ -260,7 +303,7 @@ pub(super) fn run(
             "takeover",
             "a human has this conversation; the message is queued for the agent",
         ));
-        return end_early(engine, read, session, response, message, true);
+        return end_early(engine, read, session, response, (message, &request.message), true);
     }
 
     if let Some(flow) = &session.flow {
@@ -470,6 +513,7 @@ pub(super) fn run(
         memory_changes: Vec::new(),
         said,
         card_alone,
+        sent: &request.message,
     };
     let mut answer = host::with_host(host.clone(), || match turn.decide() {
         Decision::Answer(answer) => answer,
@@ -1043,7 +1087,7 @@ impl<'a> Turn<'a> {
     }
 
     /// Updates the session with the answer, saves it and builds the response.
-    fn finish(mut self, mut answer: Answer, now_ms: i64) -> TurnResponse {
+    fn finish(mut self, mut answer: Answer, now_ms: i64) -> Result<TurnResponse, EngineError> {
         if let Some(hit) = self.cache_hit {
             self.engine.cache.record(hit);
         }
@@ -1109,9 +1153,9 @@ impl<'a> Turn<'a> {
             queued: false,
             memory: &self.memory_changes,
         };
-        let saved = save::save(self.engine, self.read, self.session, added);
-        response.message = said;
-        saved_response(response, saved)
+        response.message.clone_from(&said);
+        let saved = save_turn(self.engine, self.read, self.session, added, &response, self.sent)?;
+        Ok(saved_response(response, saved))
     }
 }
 
@@ -1353,9 +1397,9 @@ fn end_early(
     read: save::Read,
     session: Session,
     mut response: TurnResponse,
-    message: String,
+    (message, sent): (String, &str),
     queued: bool,
-) -> TurnResponse {
+) -> Result<TurnResponse, EngineError> {
     let added = save::Added {
         message: &message,
         history: if queued { 1 } else { 2 },
@@ -1363,9 +1407,36 @@ fn end_early(
         queued,
         memory: &[],
     };
-    let saved = save::save(engine, read, session, added);
-    response.message = message;
-    saved_response(response, saved)
+    response.message.clone_from(&message);
+    let saved = save_turn(engine, read, session, added, &response, sent)?;
+    Ok(saved_response(response, saved))
+}
+
+/// Saves the turn's session (`save::save`); when that fails, keeps the turn's answer
+/// (`response`, to the message as `sent`) as [`Unsure`], in case the write did land.
+fn save_turn(
+    engine: &Engine,
+    read: save::Read,
+    session: Session,
+    added: save::Added<'_>,
+    response: &TurnResponse,
+    sent: &str,
+) -> Result<save::Saved, EngineError> {
+    let id = session.id.clone();
+    let (updated_at, turns, history) = (session.updated_at, session.turns, session.history.len());
+    save::save(engine, read, session, added).inspect_err(|_| {
+        let unsure = Unsure {
+            message: sent.to_string(),
+            // What an unopposed save stores; a merged one has a higher rev, and is not
+            // mistaken for this turn's.
+            rev: read.rev().wrapping_add(1),
+            updated_at,
+            turns,
+            history,
+            response: response.clone(),
+        };
+        engine.unsure.insert(id, Arc::new(unsure));
+    })
 }
 
 /// The response as the save left it: the conversation's count and token as stored, or,

@@ -5,7 +5,9 @@
 //! model generates, then one `done` event whose data is the whole `TurnResponse`. A rule
 //! answer has no generation, so it arrives as a single `delta` followed by `done`. The
 //! `done` event's `reply` is authoritative: a model answer that is judged unfit after it
-//! was streamed is replaced there by the fallback.
+//! was streamed is replaced there by the fallback. A turn that fails after the stream
+//! began (the session store unreachable) ends with an `error` event, the body a
+//! non-streamed request would get (`store_unavailable`, see [`ApiError::store_unavailable`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,10 +88,14 @@ pub(super) async fn chat(
             let _ = delta_tx.blocking_send(sse_event(Some("delta"), &data));
         },
         move |finished| {
-            let Some(response) = finished else {
-                let error = ApiError::internal().body().to_string();
-                let _ = tx.blocking_send(sse_event(Some("error"), &error));
-                return;
+            let response = match finished {
+                Ok(response) => response,
+                Err(error) => {
+                    // `store_unavailable` (with the customer's text in `reply`) or
+                    // `internal`: any deltas sent are withdrawn with the turn.
+                    let _ = tx.blocking_send(sse_event(Some("error"), &error.body().to_string()));
+                    return;
+                }
             };
             if !streamed.load(Ordering::Relaxed) && !response.reply.is_empty() {
                 let data = serde_json::json!({ "text": response.reply }).to_string();

@@ -9,7 +9,7 @@ use super::conns;
 use crate::engine::EngineConfig;
 use crate::jobs::JobConfig;
 use crate::llm::LlmBackend;
-use crate::store::RedisConfig;
+use crate::store::{RedisConfig, SessionStore};
 use crate::tickets::TicketConfig;
 
 /// Limits on what one client may ask.
@@ -71,6 +71,9 @@ pub struct ServeConfig {
     pub redis: Option<String>,
     /// Settings of the Redis store.
     pub redis_config: RedisConfig,
+    /// A session store to use instead of memory or `redis` (embedding, tests: a store
+    /// that fails on demand); its operations run off the runtime's workers.
+    pub sessions: Option<Arc<dyn SessionStore>>,
     /// The model, if any.
     pub llm: Option<Arc<dyn LlmBackend>>,
     /// Deliver new tickets to this back-office URL through the job queue.
@@ -102,6 +105,7 @@ impl ServeConfig {
             admin_token: None,
             redis: None,
             redis_config: RedisConfig::default(),
+            sessions: None,
             llm: None,
             tickets_url: None,
             jobs: JobConfig::default(),

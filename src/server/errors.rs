@@ -70,6 +70,44 @@ impl ApiError {
         )
     }
 
+    /// 503 `store_unavailable` with `Retry-After: 1`: the session store (Redis) could not
+    /// be reached after the store's retries; nothing was changed. `error.reply` carries
+    /// what a channel shows the customer ([`crate::engine::BUSY_REPLY`]).
+    pub fn store_unavailable() -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the session store cannot be reached; nothing was changed, try again",
+        )
+        .with_details(serde_json::json!({ "reply": crate::engine::BUSY_REPLY }))
+        .with_retry_after(1)
+    }
+
+    /// The error for a failed turn or session operation, as the engine gives it.
+    pub fn from_engine(error: crate::engine::EngineError) -> Self {
+        use crate::engine::EngineError;
+        match error {
+            EngineError::NoSession(id) => ApiError::not_found(format!("no session `{id}`")),
+            EngineError::NotTakenOver(id) => ApiError::new(
+                StatusCode::CONFLICT,
+                "not_taken_over",
+                format!("session `{id}` is not taken over by a human; take it over first"),
+            ),
+            EngineError::WrongToken(_) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "`session_token` is missing or is not this conversation's; send the one kefu's answers carry",
+            ),
+            EngineError::AlreadyRated(id) => ApiError::new(
+                StatusCode::CONFLICT,
+                "already_rated",
+                format!("session `{id}` already has its satisfaction score"),
+            ),
+            // The store logged the error with the Redis address.
+            EngineError::Store(_) => ApiError::store_unavailable(),
+        }
+    }
+
     /// Adds fields inside `error`.
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = Some(details);

@@ -6,7 +6,8 @@
 //! background jobs, ticket deliveries, the job queue's depth and pending tickets,
 //! answer-cache lookups with their hit ratio, the understanding memo's hits, misses and
 //! entries, and the conversation log's written, dropped and failed lines (only when the
-//! log is on). Routes are labelled by their pattern (`/v1/sessions/{id}`), never by the
+//! log is on), and with Redis its errors and latency by operation (`redis_errors`,
+//! `redis_seconds`, every series from the start). Routes are labelled by their pattern (`/v1/sessions/{id}`), never by the
 //! raw path, so that session ids cannot blow up the number of series.
 //!
 //! Also: the model backend's calls by outcome, its latency and time to first token, and
@@ -61,6 +62,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -81,6 +87,12 @@ struct ScoreLabels {
 fn latency_histogram() -> Histogram {
     // 50 µs to about 30 s: rule answers sit at the bottom, model answers at the top.
     Histogram::new(exponential_buckets(0.000_05, 2.5, 15))
+}
+
+fn redis_histogram() -> Histogram {
+    // 50 µs to about 0.5 s: a healthy Redis answers at the bottom, a try that timed out
+    // (100 ms by default) near the top.
+    Histogram::new(exponential_buckets(0.000_05, 2.5, 11))
 }
 
 fn model_histogram() -> Histogram {
@@ -160,6 +172,8 @@ pub struct Metrics {
     in_flight: Gauge,
     cache_lookups: Family<OutcomeLabels, Counter>,
     cache_hit_ratio: Gauge<f64, AtomicU64>,
+    redis_errors: Family<OpLabels, Counter>,
+    redis_seconds: Family<OpLabels, Histogram, fn() -> Histogram>,
     conversation_log: Arc<OnceLock<Readings>>,
     nlu_memo: Arc<OnceLock<Readings>>,
     tickets: Arc<OnceLock<Readings>>,
@@ -371,6 +385,18 @@ impl Metrics {
             "Answer-cache hits over lookups since start",
             cache_hit_ratio.clone(),
         );
+        let redis_errors = Family::<OpLabels, Counter>::default();
+        registry.register(
+            "redis_errors",
+            "Tries of a Redis session-store operation that failed (a timeout, a refused or dropped connection), by operation: get, update, store, remove; retried ones too",
+            redis_errors.clone(),
+        );
+        let redis_seconds = Family::<OpLabels, Histogram, fn() -> Histogram>::new_with_constructor(redis_histogram);
+        registry.register(
+            "redis_seconds",
+            "Time of each try of a Redis session-store operation, failed ones too, by operation",
+            redis_seconds.clone(),
+        );
         let conversation_log = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(ReadAtScrape(Arc::clone(&conversation_log))));
         let nlu_memo = Arc::new(OnceLock::new());
@@ -488,6 +514,8 @@ impl Metrics {
             in_flight,
             cache_lookups,
             cache_hit_ratio,
+            redis_errors,
+            redis_seconds,
             conversation_log,
             nlu_memo,
             tickets,
@@ -638,6 +666,25 @@ impl Metrics {
                 ),
             ]
         }));
+    }
+
+    /// Makes the Redis series (zero) for every operation: called when sessions are in
+    /// Redis, so that they exist before the first error.
+    pub fn watch_redis(&self) {
+        for op in crate::store::REDIS_OPS {
+            let _ = self.redis_errors.get_or_create(&OpLabels { op });
+            let _ = self.redis_seconds.get_or_create(&OpLabels { op });
+        }
+    }
+
+    /// Counts a try of a Redis operation (the store's [`crate::store::RedisObserver`]).
+    pub fn redis(&self, op: &'static str, took: Duration, failed: bool) {
+        self.redis_seconds
+            .get_or_create(&OpLabels { op })
+            .observe(took.as_secs_f64());
+        if failed {
+            self.redis_errors.get_or_create(&OpLabels { op }).inc();
+        }
     }
 
     /// Counts a ticket delivery event (`delivered`, `rejected`, `deferred`, `redelivered`).

@@ -231,12 +231,14 @@ pub(super) async fn completions(
             let _ = delta_tx.blocking_send(sse_event(None, &data.to_string()));
         },
         move |finished| {
-            let Some(response) = finished else {
-                // OpenAI's own streams report a failure as a data line with `error`.
-                let error = ApiError::internal().body().to_string();
-                let _ = tx.blocking_send(sse_event(None, &error));
-                let _ = tx.blocking_send(sse_event(None, "[DONE]"));
-                return;
+            let response = match finished {
+                Ok(response) => response,
+                Err(error) => {
+                    // OpenAI's own streams report a failure as a data line with `error`.
+                    let _ = tx.blocking_send(sse_event(None, &error.body().to_string()));
+                    let _ = tx.blocking_send(sse_event(None, "[DONE]"));
+                    return;
+                }
             };
             if !streamed.load(Ordering::Relaxed) && !response.reply.is_empty() {
                 let data = chunk(json!({ "content": response.reply }), None);

@@ -16,41 +16,14 @@ use serde_json::json;
 use super::http::{Body, json_response, read_json};
 use super::limits::check_message;
 use super::{ApiError, State};
-use crate::engine::EngineError;
-
-fn engine_error(error: EngineError) -> ApiError {
-    match error {
-        EngineError::NoSession(id) => ApiError::not_found(format!("no session `{id}`")),
-        EngineError::NotTakenOver(id) => ApiError::new(
-            StatusCode::CONFLICT,
-            "not_taken_over",
-            format!("session `{id}` is not taken over by a human; take it over first"),
-        ),
-        EngineError::WrongToken(_) => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "`session_token` is missing or is not this conversation's; send the one kefu's answers carry",
-        ),
-        EngineError::AlreadyRated(id) => ApiError::new(
-            StatusCode::CONFLICT,
-            "already_rated",
-            format!("session `{id}` already has its satisfaction score"),
-        ),
-        EngineError::Store(error) => {
-            tracing::error!(%error, "session store unavailable");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the session store cannot be reached; nothing was changed, try again",
-            )
-        }
-    }
-}
 
 /// `GET /v1/sessions/{id}`.
 pub(super) async fn get(state: &Arc<State>, id: &str) -> Result<Response<Body>, ApiError> {
     let key = id.to_string();
-    let session = state.with_store(move |s| s.engine.session(&key)).await?;
+    let session = state
+        .with_store(move |s| s.engine.session(&key))
+        .await?
+        .map_err(ApiError::from_engine)?;
     match session {
         Some(session) => Ok(json_response(StatusCode::OK, &session)),
         None => Err(ApiError::not_found(format!("no session `{id}`"))),
@@ -74,7 +47,7 @@ pub(super) async fn takeover(state: &Arc<State>, id: &str, req: Request<Incoming
     let session = state
         .with_store(move |s| s.engine.takeover(&key, body.agent))
         .await?
-        .map_err(engine_error)?;
+        .map_err(ApiError::from_engine)?;
     Ok(json_response(StatusCode::OK, &session))
 }
 
@@ -94,7 +67,7 @@ pub(super) async fn reply(state: &Arc<State>, id: &str, req: Request<Incoming>) 
     let session = state
         .with_store(move |s| s.engine.agent_reply(&key, &body.message))
         .await?
-        .map_err(engine_error)?;
+        .map_err(ApiError::from_engine)?;
     Ok(json_response(StatusCode::OK, &session))
 }
 
@@ -104,7 +77,7 @@ pub(super) async fn release(state: &Arc<State>, id: &str) -> Result<Response<Bod
     let session = state
         .with_store(move |s| s.engine.release(&key))
         .await?
-        .map_err(engine_error)?;
+        .map_err(ApiError::from_engine)?;
     Ok(json_response(StatusCode::OK, &session))
 }
 
@@ -150,7 +123,7 @@ pub(super) async fn feedback(state: &Arc<State>, id: &str, req: Request<Incoming
                 .feedback(&key, &body.session_token, body.score, body.comment.as_deref())
         })
         .await?
-        .map_err(engine_error)?;
+        .map_err(ApiError::from_engine)?;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "session_id": id, "feedback": given }),

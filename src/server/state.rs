@@ -80,14 +80,20 @@ impl Service {
         let metrics = Arc::new(Metrics::new());
         // With Redis, readiness asks it too (a PING, see `health`); memory is always there.
         let mut store_probe: Option<Probe> = None;
-        let (sessions, remote_sessions): (Arc<dyn SessionStore>, bool) = match &config.redis {
-            Some(url) => {
-                let redis = Arc::new(RedisStore::connect(url, config.redis_config.clone())?);
+        let (sessions, remote_sessions): (Arc<dyn SessionStore>, bool) = match (&config.sessions, &config.redis) {
+            (Some(store), _) => (Arc::clone(store), true),
+            (None, Some(url)) => {
+                metrics.watch_redis();
+                let observed = Arc::clone(&metrics);
+                let redis = Arc::new(
+                    RedisStore::connect(url, config.redis_config.clone())?
+                        .with_observer(Arc::new(move |op, took, failed| observed.redis(op, took, failed))),
+                );
                 let pinged = Arc::clone(&redis);
                 store_probe = Some(Arc::new(move || pinged.ping().map_err(|e| e.to_string())));
                 (redis, true)
             }
-            None => (Arc::new(MemoryStore::default()), false),
+            (None, None) => (Arc::new(MemoryStore::default()), false),
         };
 
         let job_metrics = Arc::clone(&metrics);

@@ -9,6 +9,11 @@
 //! pool from the start (their deltas flow to the response body while the turn runs); and
 //! when the session store is Redis or the rules have an `http` source, every turn runs on
 //! the blocking pool, because then any turn may wait on the network.
+//!
+//! **When the session store fails.** A turn whose session could not be read or saved
+//! (Redis down, after the store's retries) answers 503 `store_unavailable` with
+//! `Retry-After` and the customer's text in `error.reply` ([`ApiError::store_unavailable`]);
+//! a streamed one ends with that error as its last event.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,13 +82,15 @@ impl State {
                     tracing::error!(error = %e, "turn panicked");
                     ApiError::internal()
                 })
+                .and_then(|turn| turn.map_err(ApiError::from_engine))
         } else {
             let engine = &self.engine;
-            let result =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.turn(request))).map_err(|_| {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.turn(request)))
+                .map_err(|_| {
                     tracing::error!("turn panicked");
                     ApiError::internal()
-                });
+                })
+                .and_then(|turn| turn.map_err(ApiError::from_engine));
             if let Ok(response) = &result {
                 self.judge_inline_turn(response.script_time);
             }
@@ -94,12 +101,13 @@ impl State {
     }
 
     /// Runs a turn on the blocking pool, passing model deltas to `on_delta` as they come;
-    /// `finish` gets the response and runs on the same thread.
+    /// `finish` gets the response, or the error to end the stream with (the status, 200,
+    /// is sent by then), and runs on the same thread.
     pub(super) fn spawn_streaming_turn(
         self: &Arc<Self>,
         request: TurnRequest,
         mut on_delta: impl FnMut(&str) + Send + 'static,
-        finish: impl FnOnce(Option<&TurnResponse>) + Send + 'static,
+        finish: impl FnOnce(Result<&TurnResponse, ApiError>) + Send + 'static,
     ) -> Result<(), ApiError> {
         let in_flight = self.turn_permit()?;
         let state = Arc::clone(self);
@@ -108,12 +116,13 @@ impl State {
                 state.engine.turn_streaming(request, &mut on_delta)
             }));
             match turn {
-                Ok(response) => finish(Some(&response)),
+                Ok(Ok(response)) => finish(Ok(&response)),
+                Ok(Err(error)) => finish(Err(ApiError::from_engine(error))),
                 Err(_) => {
                     // The stream has begun (status 200 is sent): it ends with an error
                     // event instead of a status.
                     tracing::error!("streaming turn panicked");
-                    finish(None);
+                    finish(Err(ApiError::internal()));
                 }
             }
             // Also dropped if `finish` panics: the turn leaves the count.

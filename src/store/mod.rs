@@ -9,6 +9,10 @@
 //! conversation (a slow model turn and an agent's takeover, or two nodes) therefore
 //! never overwrite each other's change: the second sees the first's result, and every
 //! update bumps `Session::rev` so a turn can tell that something landed while it ran.
+//!
+//! Invariant: a store that cannot read a session says so ([`StoreError`]); it never
+//! answers "no session" for "could not look". A conversation read as new in the middle
+//! of a flow would answer the customer's next message as the start of another one.
 
 pub mod redis;
 
@@ -16,7 +20,7 @@ use std::hash::BuildHasher as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use self::redis::{RedisConfig, RedisStore, RedisStoreError};
+pub use self::redis::{REDIS_OPS, RedisConfig, RedisObserver, RedisStore, RedisStoreError, redacted};
 
 use crate::dialogue::Session;
 
@@ -29,15 +33,17 @@ pub enum Write {
     Leave,
 }
 
-/// A store could not read or write a session.
+/// A store could not read or write a session (it tried as often as it is set to); the
+/// stored session is as it was.
 #[derive(Debug, thiserror::Error)]
 #[error("session store: {0}")]
 pub struct StoreError(pub String);
 
 /// Keeps sessions by id.
 pub trait SessionStore: Send + Sync {
-    /// The session with this id, if it is still kept.
-    fn get(&self, id: &str) -> Option<Session>;
+    /// The session with this id, if it is still kept; an error when the store could not
+    /// be read (never `Ok(None)` for that).
+    fn get(&self, id: &str) -> Result<Option<Session>, StoreError>;
     /// Changes the session with this id in one atomic step: `change` is given the session
     /// as it is stored now (`None` when none is kept, and it may put one there) and edits
     /// it; with [`Write::Store`] the result is stored with `rev` one higher. A concurrent
@@ -147,8 +153,9 @@ impl MemoryStore {
 }
 
 impl SessionStore for MemoryStore {
-    fn get(&self, id: &str) -> Option<Session> {
-        self.get_at(id, Instant::now())
+    /// Never fails: the sessions are in this process.
+    fn get(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        Ok(self.get_at(id, Instant::now()))
     }
 
     fn update(
@@ -209,9 +216,9 @@ mod tests {
         s.turns = 3;
         replace(&store, s.clone()).unwrap();
         s.rev = 1;
-        assert_eq!(store.get("a"), Some(s));
+        assert_eq!(store.get("a").unwrap(), Some(s));
         store.remove("a");
-        assert_eq!(store.get("a"), None);
+        assert_eq!(store.get("a").unwrap(), None);
     }
 
     #[test]
@@ -239,7 +246,7 @@ mod tests {
             })
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
-        let session = store.get("shared").unwrap();
+        let session = store.get("shared").unwrap().unwrap();
         assert_eq!(session.turns, 4000);
         assert_eq!(session.rev, 4000);
     }
@@ -249,7 +256,7 @@ mod tests {
         let store = MemoryStore::default();
         let got = store.update("none", &mut |_| Write::Leave).unwrap();
         assert_eq!(got, None);
-        assert_eq!(store.get("none"), None);
+        assert_eq!(store.get("none").unwrap(), None);
         replace(&store, Session::new("a")).unwrap();
         let got = store
             .update("a", &mut |s| {
@@ -258,7 +265,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(got.unwrap().turns, 9, "the caller sees what its change made");
-        assert_eq!(store.get("a").unwrap().turns, 0, "but nothing was stored");
+        assert_eq!(store.get("a").unwrap().unwrap().turns, 0, "but nothing was stored");
     }
 
     #[test]
@@ -269,7 +276,7 @@ mod tests {
             store.store_if_unchanged(read.clone()).unwrap(),
             Unchanged::Stored
         ));
-        assert_eq!(store.get("a").unwrap().rev, 1);
+        assert_eq!(store.get("a").unwrap().unwrap().rev, 1);
         // A second writer that read the same rev 0 comes too late.
         let mut late = read;
         late.turns = 7;
@@ -277,7 +284,7 @@ mod tests {
             Unchanged::Changed(back) => assert_eq!(back.turns, 7, "given back untouched"),
             Unchanged::Stored => panic!("stored over a newer session"),
         }
-        assert_eq!(store.get("a").unwrap().turns, 0);
+        assert_eq!(store.get("a").unwrap().unwrap().turns, 0);
     }
 
     #[test]
@@ -288,7 +295,7 @@ mod tests {
         let before = Instant::now();
         replace(&store, Session::new("idle")).unwrap();
         let written = Instant::now();
-        assert!(store.get("idle").is_some());
+        assert!(store.get("idle").unwrap().is_some());
         assert!(store.get_at("idle", before + idle - Duration::from_secs(1)).is_some());
         let later = written + idle + Duration::from_secs(1);
         assert_eq!(store.get_at("idle", later), None, "idle past the limit");
@@ -305,9 +312,11 @@ mod tests {
         for i in 0..1000 {
             replace(&store, Session::new(format!("s{i}"))).unwrap();
         }
-        let kept = (0..1000).filter(|i| store.get(&format!("s{i}")).is_some()).count();
+        let kept = (0..1000)
+            .filter(|i| store.get(&format!("s{i}")).unwrap().is_some())
+            .count();
         assert!(kept <= 100, "{kept} sessions kept with room for 100");
         assert!(kept > 0);
-        assert!(store.get("s999").is_some(), "the newest session is kept");
+        assert!(store.get("s999").unwrap().is_some(), "the newest session is kept");
     }
 }

@@ -28,3 +28,73 @@ pub fn check(dir: &Path) -> (kefu::dsl::Compiled, String) {
     let rendered = compiled.report.render_all(false);
     (compiled, rendered)
 }
+
+/// Sessions in memory whose reads or writes fail while told to, as Redis's do while it is
+/// stopped (after the Redis store's retries): for tests of what a failing store does to a
+/// turn without a redis-server.
+#[derive(Default)]
+pub struct FlakyStore {
+    /// The sessions, as they stand.
+    pub inner: kefu::store::MemoryStore,
+    reads_fail: std::sync::atomic::AtomicBool,
+    writes_fail: std::sync::atomic::AtomicBool,
+    replies_lost: std::sync::atomic::AtomicBool,
+}
+
+impl FlakyStore {
+    /// Reads (and updates, which read) fail from now on, or no longer.
+    pub fn fail_reads(&self, fail: bool) {
+        self.reads_fail.store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Writes fail from now on, or no longer.
+    pub fn fail_writes(&self, fail: bool) {
+        self.writes_fail.store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Writes are carried out but reported as failed from now on, or no longer: a Redis
+    /// that wrote and went away before its reply came.
+    pub fn lose_replies(&self, lose: bool) {
+        self.replies_lost.store(lose, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn down(&self, flag: &std::sync::atomic::AtomicBool) -> Result<(), kefu::store::StoreError> {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(kefu::store::StoreError(
+                "redis at redis://:***@127.0.0.1:1/0: timed out".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl kefu::store::SessionStore for FlakyStore {
+    fn get(&self, id: &str) -> Result<Option<kefu::dialogue::Session>, kefu::store::StoreError> {
+        self.down(&self.reads_fail)?;
+        self.inner.get(id)
+    }
+
+    fn update(
+        &self,
+        id: &str,
+        change: &mut dyn FnMut(&mut Option<kefu::dialogue::Session>) -> kefu::store::Write,
+    ) -> Result<Option<kefu::dialogue::Session>, kefu::store::StoreError> {
+        self.down(&self.reads_fail)?;
+        self.down(&self.writes_fail)?;
+        self.inner.update(id, change)
+    }
+
+    fn store_if_unchanged(
+        &self,
+        session: kefu::dialogue::Session,
+    ) -> Result<kefu::store::Unchanged, kefu::store::StoreError> {
+        self.down(&self.writes_fail)?;
+        let stored = self.inner.store_if_unchanged(session)?;
+        self.down(&self.replies_lost)?;
+        Ok(stored)
+    }
+
+    fn remove(&self, id: &str) {
+        self.inner.remove(id);
+    }
+}
