@@ -35,6 +35,8 @@ test: deps model ## the full test suite: formatting, clippy, unit, integration a
 	$(CARGO) test --locked --doc
 	tests/support/openai-sdk.sh target/debug/kefu
 	tests/support/with-redis.sh tests/support/fleet.py target/debug/kefu
+	tests/support/redis_outage.py target/debug/kefu
+	tests/support/with-redis.sh tests/support/rolling_restart.py target/debug/kefu
 	target/debug/kefu check $(RULES)
 	target/debug/kefu check examples/taobao-shop
 	target/debug/kefu test examples/taobao-shop
