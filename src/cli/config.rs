@@ -504,7 +504,7 @@ fn toml_value(raw: &str, kind: Kind) -> String {
 /// `value` with any password inside a URL (`redis://:pw@host`, `?pass=pw`) replaced by
 /// `***` (the user name too), as error messages show addresses.
 pub fn redact(value: &str) -> String {
-    kefu::tickets::outbox::redacted_url(value)
+    kefu::safety::logsafe::redacted_url(value)
 }
 
 /// Whether `value` is a URL carrying a password (`redis://:pw@host`, `?pass=pw`).

@@ -91,7 +91,7 @@ type Sleeper = Arc<dyn Fn(Duration) + Send + Sync>;
 pub struct OpenAiHttp {
     config: HttpConfig,
     endpoint: String,
-    /// The endpoint as logs and errors show it (see [`redact_url`]).
+    /// The endpoint as logs and errors show it (see [`crate::safety::logsafe::redacted_url`]).
     shown: String,
     name: String,
     agent: ureq::Agent,
@@ -127,7 +127,7 @@ impl OpenAiHttp {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(LlmError::Failed(format!(
                 "--llm-url {}: expected an http:// or https:// URL",
-                redact_url(base)
+                crate::safety::logsafe::redacted_url(base)
             )));
         }
         let endpoint = if base.ends_with("/chat/completions") {
@@ -144,7 +144,7 @@ impl OpenAiHttp {
             .into();
         Ok(OpenAiHttp {
             name: format!("http:{}", config.model),
-            shown: redact_url(&endpoint),
+            shown: crate::safety::logsafe::redacted_url(&endpoint),
             endpoint,
             config,
             agent,
@@ -397,25 +397,6 @@ fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// `url` fit for logs: without the user and password of its authority, and with its query
-/// string (where some hosted APIs take their key) replaced by `?…`.
-pub fn redact_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
-    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    let (path, hidden) = match path.find(['?', '#']) {
-        Some(i) => (&path[..i], "?…"),
-        None => (path, ""),
-    };
-    let scheme = if scheme.is_empty() {
-        String::new()
-    } else {
-        format!("{scheme}://")
-    };
-    format!("{scheme}{host}{path}{hidden}")
 }
 
 #[derive(Default)]
@@ -682,18 +663,9 @@ mod tests {
     }
 
     #[test]
-    fn urls_are_logged_without_credentials() {
-        assert_eq!(
-            redact_url("https://user:pw@api.example.com:8443/v1/chat/completions?key=s3cret"),
-            "https://api.example.com:8443/v1/chat/completions?…"
-        );
-        assert_eq!(
-            redact_url("http://10.0.0.5:8080/v1/chat/completions"),
-            "http://10.0.0.5:8080/v1/chat/completions"
-        );
-        assert_eq!(redact_url("http://a@b@host/x"), "http://host/x");
+    fn the_shown_address_has_no_credentials() {
         let client = OpenAiHttp::new(HttpConfig::new("http://me:pw@h:8080")).unwrap();
-        assert_eq!(client.shown, "http://h:8080/v1/chat/completions");
+        assert_eq!(client.shown, "http://***@h:8080/v1/chat/completions");
     }
 
     #[test]

@@ -32,9 +32,72 @@ fn plain(c: char) -> bool {
     c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/' | '@' | '#' | '+' | '*')
 }
 
+/// A URL as a log line (or `--print-config`) may show it: credentials before the host
+/// (`user:secret@`, or Redis's lone `secret@`) as `***@`, every query value as `***`
+/// (model servers take API keys there, Redis sockets their `pass`), the fragment dropped.
+/// Redis, model-server and back-office addresses all go through this one function.
+pub fn redacted_url(url: &str) -> String {
+    let url = url.split_once('#').map_or(url, |(before, _)| before);
+    let (address, query) = match url.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match address.find("://") {
+        Some(scheme) => {
+            let rest = &address[scheme + 3..];
+            let host_start = rest.find('/').map_or(rest.len(), |end| end);
+            match rest[..host_start].rfind('@') {
+                Some(at) => format!("{}***{}", &address[..scheme + 3], &rest[at..]),
+                None => address.to_string(),
+            }
+        }
+        None => address.to_string(),
+    };
+    if let Some(query) = query {
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((key, _)) => {
+                    out.push_str(key);
+                    out.push_str("=***");
+                }
+                None => out.push_str(pair),
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_secrets() {
+        let cases = [
+            ("redis://:pw@127.0.0.1:6379/0", "redis://***@127.0.0.1:6379/0"),
+            ("redis://kefu:p@ss@10.0.0.5:6379/2", "redis://***@10.0.0.5:6379/2"),
+            ("rediss://secret@host", "rediss://***@host"),
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            ("redis://host/0?x=a@b", "redis://host/0?x=***"),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=pw",
+                "redis+unix:///run/redis.sock?db=***&pass=***",
+            ),
+            (
+                "https://user:pw@api.example.com:8443/v1/chat/completions?key=s3cret#frag",
+                "https://***@api.example.com:8443/v1/chat/completions?key=***",
+            ),
+            ("http://a@b@host/x", "http://***@host/x"),
+            ("not a url", "not a url"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redacted_url(url), shown, "{url}");
+        }
+    }
 
     fn shown(id: &str) -> String {
         LogSafe(id).to_string()

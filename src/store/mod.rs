@@ -20,7 +20,7 @@ use std::hash::BuildHasher as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use self::redis::{REDIS_OPS, RedisConfig, RedisObserver, RedisStore, RedisStoreError, redacted};
+pub use self::redis::{REDIS_OPS, RedisConfig, RedisObserver, RedisStore, RedisStoreError};
 
 use crate::dialogue::Session;
 

@@ -21,7 +21,8 @@ use std::time::Duration;
 use redis::Value;
 
 use super::Ticket;
-use super::outbox::{Outbox, OutboxError, Taken, redacted_url};
+use super::outbox::{Outbox, OutboxError, Taken};
+use crate::safety::logsafe::redacted_url;
 
 /// The consumer group every node joins.
 const GROUP: &str = "delivery";
