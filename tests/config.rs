@@ -321,53 +321,12 @@ fn the_example_config_file_is_valid_and_names_every_setting() {
     );
 }
 
-/// A redis-server with a password on a free port, stopped on drop.
-struct PasswordRedis {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl PasswordRedis {
-    fn start(password: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "no", "--requirepass", password])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let redis = PasswordRedis { child, port, _dir: dir };
-        assert!(
-            support::http::eventually(std::time::Duration::from_secs(10), || {
-                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            }),
-            "redis-server did not start"
-        );
-        redis
-    }
-}
-
-impl Drop for PasswordRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 #[ignore = "needs redis-server"]
 fn the_redis_password_comes_from_a_file_or_the_environment_redis() {
     // Characters a URL would have to escape, and a `%41` that must not turn into `A`.
     let secret = "p%41ss @:/?#+x";
-    let redis = PasswordRedis::start(secret);
+    let redis = support::redis::OwnRedis::start_with(&["--requirepass", secret]);
     let url = format!("redis://127.0.0.1:{}/0", redis.port);
     let (_dir, password) = file("redis-password", &format!("{secret}\n"));
 

@@ -1636,54 +1636,23 @@ fn while_starting_readyz_is_503_starting_and_livez_200() {
 #[ignore = "needs redis-server (make test runs it)"]
 fn readyz_follows_a_redis_that_goes_away_and_comes_back() {
     // Its own redis-server, which the test stops and starts again.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = tempfile::tempdir().unwrap();
-    let start_redis = || {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server runs");
-        assert!(eventually(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        }));
-        child
-    };
-    let mut redis = start_redis();
-    let url = format!("redis://127.0.0.1:{port}/0");
+    let mut redis = support::redis::OwnRedis::start();
+    let url = redis.url();
     let node = ServeProcess::start(&["--rules", DEMO, "--no-watch", "--redis", &url], &[]);
     let readyz = || node.send("GET", "/readyz", &[], "");
     assert_eq!(readyz().status, 200);
-    redis.kill().unwrap();
-    redis.wait().unwrap();
+    redis.kill();
     assert!(
         eventually(Duration::from_secs(15), || readyz().status == 503),
         "still ready with Redis gone"
     );
     assert_eq!(readyz().json()["reason"], "store_unavailable");
     assert_eq!(node.send("GET", "/livez", &[], "").status, 200, "alive all the same");
-    let mut redis = start_redis();
+    redis.start_again();
     assert!(
         eventually(Duration::from_secs(15), || readyz().status == 200),
         "not ready again once Redis is back"
     );
-    redis.kill().unwrap();
-    redis.wait().unwrap();
 }
 
 #[test]

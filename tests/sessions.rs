@@ -422,74 +422,6 @@ fn a_store_that_fails_fails_the_turn_and_leaves_the_session_as_it_was() {
     assert_eq!(store.inner.get("down").unwrap().unwrap().turns, 4);
 }
 
-/// A redis-server of this test's own on a free loopback port, its data kept in an
-/// append-only file so that a restart keeps the sessions (a Redis restarted without its
-/// data loses conversations, which no client can help).
-struct OwnRedis {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: std::process::Child,
-}
-
-impl OwnRedis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Self::spawn(port, dir.path());
-        OwnRedis { port, dir, child }
-    }
-
-    fn spawn(port: u16, dir: &Path) -> std::process::Child {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server runs (it is installed for these tests)");
-        let answers = support::http::eventually(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
-                use std::io::{Read, Write};
-                let mut buf = [0u8; 7];
-                s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-            })
-        });
-        assert!(answers, "redis-server on port {port} answers");
-        child
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn signal(&self, name: &str) {
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{name}");
-    }
-
-    /// Stops the server (it writes its data) and starts it again on the same port.
-    fn restart(&mut self) {
-        self.signal("TERM");
-        self.child.wait().unwrap();
-        self.child = Self::spawn(self.port, self.dir.path());
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Redis stopped (SIGSTOP) in the middle of a flow: the turn fails with
 /// `EngineError::Store` instead of starting the conversation over, and a write that sat
 /// in the stopped server's socket is refused when the server goes on (its deadline has
@@ -499,7 +431,7 @@ impl Drop for OwnRedis {
 #[test]
 #[ignore = "needs redis-server (installed with make deps); the test starts its own"]
 fn redis_stopped_and_restarted_mid_conversation_sends_no_turn_to_a_wrong_step() {
-    let mut redis = OwnRedis::start();
+    let mut redis = support::redis::OwnRedis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counted = Arc::clone(&errors);
     let store = Arc::new(

@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from harness import failer, free_port, wait_for, wait_port
 
 KEFU = sys.argv[1] if len(sys.argv) > 1 else "target/debug/kefu"
 REDIS = os.environ.get("KEFU_TEST_REDIS")
@@ -43,28 +43,7 @@ WORKERS = 8
 SESSIONS_PER_WORKER = 12
 RETURNABLE = ["202611020001", "202611030009"]
 TICKET = re.compile(r"工单号 (T\d{8}-\d{6})")
-
-
-def fail(message):
-    print(f"fleet: FAILED: {message}", flush=True)
-    sys.exit(1)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, deadline_s):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
+fail = failer("fleet")
 
 
 class BackOffice:
@@ -204,15 +183,6 @@ def undelivered(office, promised):
     """The promised (ticket, session) pairs the back office does not have as promised."""
     with office.lock:
         return [(t, s) for t, s in promised if office.tickets.get(t, {}).get("session_id") != s]
-
-
-def wait_for(predicate, deadline_s):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def main():

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod http;
+pub mod redis;
 
 /// The crate root; integration tests run there, so paths in reports stay relative.
 pub fn root() -> PathBuf {

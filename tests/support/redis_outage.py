@@ -38,6 +38,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from harness import failer, free_port
 
 KEFU = sys.argv[1] if len(sys.argv) > 1 else "target/debug/kefu"
 WORKERS = int(os.environ.get("WORKERS", "8"))
@@ -57,15 +58,7 @@ CONVERSATIONS = [
 ]
 
 
-def fail_now(message):
-    print(f"redis_outage: FAILED: {message}", flush=True)
-    sys.exit(1)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+fail_now = failer("redis_outage")
 
 
 def redis_answers(port):

@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from harness import failer, free_port, wait_for
 
 KEFU = sys.argv[1] if len(sys.argv) > 1 else "target/debug/kefu"
 REDIS = os.environ.get("KEFU_TEST_REDIS")
@@ -58,24 +59,7 @@ CONVERSATION = [
 ]
 
 
-def fail(message):
-    print(f"rolling restart: FAILED: {message}", flush=True)
-    sys.exit(1)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, deadline_s, step=0.05):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
+fail = failer("rolling restart")
 
 
 class Node:

@@ -1,0 +1,51 @@
+"""What the fleet scripts share (fleet.py, rolling_restart.py, redis_outage.py): failing
+with one clear line, free loopback ports, and waiting with a deadline.
+
+Not run by itself; the scripts import it from their own directory (Python puts a
+script's directory first on its module path).
+"""
+
+import socket
+import sys
+import time
+
+
+def failer(name):
+    """A `fail(message)` that prints `NAME: FAILED: message` and exits with status 1."""
+
+    def fail(message):
+        print(f"{name}: FAILED: {message}", flush=True)
+        sys.exit(1)
+
+    return fail
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 now (the OS's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, deadline_s, step=0.05):
+    """Whether `predicate()` became true within `deadline_s` seconds, asked every `step`."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def listening(port):
+    """Whether something accepts connections on 127.0.0.1:`port`."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(port, deadline_s):
+    """Whether 127.0.0.1:`port` accepted a connection within `deadline_s` seconds."""
+    return wait_for(lambda: listening(port), deadline_s)
