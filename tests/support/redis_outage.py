@@ -250,6 +250,11 @@ def main():
     ok = sum(1 for t in turns if t[2] == 200)
     unavailable = sum(1 for t in turns if t[2] == 503 and t[3] == "store_unavailable")
     other = len(turns) - ok - unavailable
+    other_kinds = {}
+    for t in turns:
+        if t[2] != 200 and not (t[2] == 503 and t[3] == "store_unavailable"):
+            key = f"{t[2]} {t[3] or ''}".strip()
+            other_kinds[key] = other_kinds.get(key, 0) + 1
     during = [t[1] for t in turns if down_at <= t[0] < back_at]
     after = sorted((t for t in turns if t[0] >= back_at), key=lambda t: t[0])
     first = after[0] if after else None
@@ -258,7 +263,8 @@ def main():
     logged = [line for line in log.splitlines() if "redis" in line and ("ERROR" in line or "WARN" in line)]
     print(
         f"redis_outage: {OUTAGE} {OUTAGE_S:g} s in {RUN_S:g} s, {WORKERS} workers: "
-        f"turns 200: {ok}, 503 store_unavailable: {unavailable}, other failures: {other}, "
+        f"turns 200: {ok}, 503 store_unavailable: {unavailable}, other failures: {other} "
+        f"({', '.join(f'{k}: {n}' for k, n in sorted(other_kinds.items())) or 'none'}), "
         f"wrong flow steps: {len(tally.wrong)}, answers given again: {tally.given_again}, "
         f"conversations finished: {tally.conversations}, "
         f"max turn latency during the outage: {max(during, default=0) * 1000:.0f} ms "
