@@ -34,7 +34,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from harness import failer, free_port, wait_for, wait_port
+from harness import failer, free_port, wait_for, wait_port, wait_ready
 
 KEFU = sys.argv[1] if len(sys.argv) > 1 else "target/debug/kefu"
 REDIS = os.environ.get("KEFU_TEST_REDIS")
@@ -120,8 +120,8 @@ class Node:
         env.pop("KEFU_ADMIN_TOKEN", None)
         with open(self.log, "w") as err:
             self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=err, env=env)
-        if not wait_port(self.port, 60):
-            fail(f"node {self.name} did not listen within 60 s; see {self.log}")
+        if not wait_ready(self.port, 60):
+            fail(f"node {self.name} was not ready within 60 s; see {self.log}")
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)

@@ -1,5 +1,6 @@
 """What the fleet scripts share (fleet.py, rolling_restart.py, redis_outage.py): failing
-with one clear line, free loopback ports, and waiting with a deadline.
+with one clear line, free loopback ports, and waiting with a deadline (for a port, for a
+kefu node to be ready).
 
 Not run by itself; the scripts import it from their own directory (Python puts a
 script's directory first on its module path).
@@ -8,6 +9,7 @@ script's directory first on its module path).
 import socket
 import sys
 import time
+import urllib.request
 
 
 def failer(name):
@@ -49,3 +51,18 @@ def listening(port):
 def wait_port(port, deadline_s):
     """Whether 127.0.0.1:`port` accepted a connection within `deadline_s` seconds."""
     return wait_for(lambda: listening(port), deadline_s)
+
+
+def ready(port):
+    """Whether the kefu node on 127.0.0.1:`port` answers `/readyz` with 200 (it binds its
+    port before it has loaded its rules, and answers 503 `starting` until then)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def wait_ready(port, deadline_s):
+    """Whether the kefu node on 127.0.0.1:`port` became ready within `deadline_s` seconds."""
+    return wait_for(lambda: ready(port), deadline_s)

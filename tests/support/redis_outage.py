@@ -38,7 +38,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from harness import failer, free_port
+from harness import failer, free_port, wait_ready
 
 KEFU = sys.argv[1] if len(sys.argv) > 1 else "target/debug/kefu"
 WORKERS = int(os.environ.get("WORKERS", "8"))
@@ -212,15 +212,8 @@ def main():
         node_log = os.path.join(work, "kefu.log")
         with open(node_log, "w") as err:
             node = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            fail_now(f"kefu did not listen within 60 s; see {node_log}")
+        if not wait_ready(port, 60):
+            fail_now(f"kefu was not ready within 60 s; see {node_log}")
 
         tally = Tally()
         start = time.monotonic()
