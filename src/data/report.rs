@@ -30,19 +30,7 @@ use super::{DataError, ReadStats, Record};
 use crate::engine::AnswerSource;
 
 /// Every answer source, in the order reports list them when counts tie.
-const SOURCES: [AnswerSource; 11] = [
-    AnswerSource::Rule,
-    AnswerSource::Flow,
-    AnswerSource::Promotion,
-    AnswerSource::Faq,
-    AnswerSource::Cache,
-    AnswerSource::Llm,
-    AnswerSource::Fallback,
-    AnswerSource::Context,
-    AnswerSource::Safety,
-    AnswerSource::Handoff,
-    AnswerSource::Human,
-];
+const SOURCES: [AnswerSource; 11] = AnswerSource::ALL;
 
 fn source_index(source: AnswerSource) -> usize {
     SOURCES.iter().position(|&s| s == source).unwrap_or(0)

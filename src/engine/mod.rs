@@ -114,7 +114,8 @@ pub enum AnswerSource {
 }
 
 impl AnswerSource {
-    /// Every source, for series that must exist before the first answer (`/metrics`).
+    /// Every source: for series that must exist before the first answer (`/metrics`), and
+    /// in the order `kefu report` lists them when their counts tie.
     pub const ALL: [AnswerSource; 11] = [
         AnswerSource::Rule,
         AnswerSource::Flow,
@@ -122,11 +123,11 @@ impl AnswerSource {
         AnswerSource::Faq,
         AnswerSource::Cache,
         AnswerSource::Llm,
+        AnswerSource::Fallback,
+        AnswerSource::Context,
         AnswerSource::Safety,
         AnswerSource::Handoff,
         AnswerSource::Human,
-        AnswerSource::Fallback,
-        AnswerSource::Context,
     ];
 
     /// The source's name: its JSON form, the `source` label of the metrics and the turn log
