@@ -416,6 +416,10 @@ pub struct Engine {
     /// by session: given again when the customer sends the same message and the store
     /// shows the save did land. Bounded; this node's only.
     unsure: quick_cache::sync::Cache<String, Arc<turn::Unsure>>,
+    /// Answers put in `unsure` and not taken out yet (evictions leave it high, which
+    /// costs only lookups): while it is 0, as it is unless the store failed, a turn
+    /// does not look there.
+    unsure_kept: std::sync::atomic::AtomicUsize,
     /// Set once, after the engine is made: the conversation log that observes it needs
     /// the engine's rules to mask with, so it can only be opened once the engine exists.
     observer: std::sync::OnceLock<Arc<dyn Observer>>,
@@ -436,6 +440,7 @@ impl Engine {
             config: EngineConfig::default(),
             observer: std::sync::OnceLock::new(),
             unsure: quick_cache::sync::Cache::new(10_000),
+            unsure_kept: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 

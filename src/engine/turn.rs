@@ -236,8 +236,13 @@ pub(super) fn run(
         .get(&request.session_id)
         .map_err(|e| EngineError::Store(e.to_string()))?
         .unwrap_or_else(|| crate::dialogue::Session::new(&request.session_id));
-    if let Some((_, unsure)) = engine.unsure.remove(&request.session_id)
-        && unsure.landed(&session, &request.message)
+    let kept = || engine.unsure_kept.load(std::sync::atomic::Ordering::Relaxed) > 0;
+    if kept()
+        && let Some((_, unsure)) = engine.unsure.remove(&request.session_id)
+        && {
+            engine.unsure_kept.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            unsure.landed(&session, &request.message)
+        }
     {
         let mut response = unsure.response.clone();
         response.trace.push(step(
@@ -1146,14 +1151,14 @@ impl<'a> Turn<'a> {
         response.usage = self.usage;
         response.script_errors = self.script_errors;
         response.parts = self.part_answers;
+        response.message = said;
         let added = save::Added {
-            message: &said,
+            message: &response.message,
             history,
             answered: true,
             queued: false,
             memory: &self.memory_changes,
         };
-        response.message.clone_from(&said);
         let saved = save_turn(self.engine, self.read, self.session, added, &response, self.sent)?;
         Ok(saved_response(response, saved))
     }
@@ -1400,14 +1405,14 @@ fn end_early(
     (message, sent): (String, &str),
     queued: bool,
 ) -> Result<TurnResponse, EngineError> {
+    response.message = message;
     let added = save::Added {
-        message: &message,
+        message: &response.message,
         history: if queued { 1 } else { 2 },
         answered: false,
         queued,
         memory: &[],
     };
-    response.message.clone_from(&message);
     let saved = save_turn(engine, read, session, added, &response, sent)?;
     Ok(saved_response(response, saved))
 }
@@ -1422,7 +1427,6 @@ fn save_turn(
     response: &TurnResponse,
     sent: &str,
 ) -> Result<save::Saved, EngineError> {
-    let id = session.id.clone();
     let (updated_at, turns, history) = (session.updated_at, session.turns, session.history.len());
     save::save(engine, read, session, added).inspect_err(|_| {
         let unsure = Unsure {
@@ -1435,7 +1439,8 @@ fn save_turn(
             history,
             response: response.clone(),
         };
-        engine.unsure.insert(id, Arc::new(unsure));
+        engine.unsure.insert(response.session_id.clone(), Arc::new(unsure));
+        engine.unsure_kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     })
 }
 

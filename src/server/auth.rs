@@ -62,14 +62,18 @@ impl State {
 
     /// Who is calling a chat route, read from the request's head before its body is.
     pub(super) fn caller(&self, req: &Request<Incoming>, peer: SocketAddr) -> Caller {
+        // Headers are looked up only when their answer can matter: this is on every turn.
         Caller {
             admin: self.authorize(req, peer).is_ok(),
-            admin_token: self.has_admin_token(req),
-            identity: req
-                .headers()
-                .get(super::identity::HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            admin_token: self.identity.is_some() && self.has_admin_token(req),
+            identity: match self.identity {
+                Some(_) => req
+                    .headers()
+                    .get(super::identity::HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                None => None,
+            },
         }
     }
 
@@ -101,7 +105,8 @@ impl State {
 pub(super) struct Caller {
     /// Passes the admin check (token, or loopback without a proxy): sees the full trace.
     pub admin: bool,
-    /// Holds the admin bearer token: may pass a profile in clear under signed identities.
+    /// Holds the admin bearer token: may pass a profile in clear under signed identities
+    /// (looked up only when identities are signed).
     pub admin_token: bool,
     /// The `X-Kefu-Identity` header.
     pub identity: Option<String>,
