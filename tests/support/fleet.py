@@ -34,7 +34,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from harness import failer, free_port, wait_for, wait_port, wait_ready
+from harness import failer, free_port, start_kefu, stop_within, wait_for, wait_port, wait_ready
 
 KEFU = sys.argv[1] if len(sys.argv) > 1 else "target/debug/kefu"
 REDIS = os.environ.get("KEFU_TEST_REDIS")
@@ -116,10 +116,7 @@ class Node:
     def start(self):
         self.runs += 1
         self.log = os.path.join(self.log_dir, f"{self.name}-{self.runs}.log")
-        env = dict(os.environ, KEFU_TICKETS_SECRET=SECRET)
-        env.pop("KEFU_ADMIN_TOKEN", None)
-        with open(self.log, "w") as err:
-            self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        self.proc = start_kefu(self.args, self.log, KEFU_TICKETS_SECRET=SECRET)
         if not wait_ready(self.port, 60):
             fail(f"node {self.name} was not ready within 60 s; see {self.log}")
 
@@ -128,11 +125,7 @@ class Node:
         self.proc.wait(timeout=10)
 
     def term(self, timeout_s):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        if not stop_within(self.proc, timeout_s):
             fail(f"node {self.name} did not stop within {timeout_s} s of SIGTERM")
         with open(self.log) as f:
             return f.read()

@@ -1,12 +1,15 @@
 """What the fleet scripts share (fleet.py, rolling_restart.py, redis_outage.py): failing
-with one clear line, free loopback ports, and waiting with a deadline (for a port, for a
-kefu node to be ready).
+with one clear line, free loopback ports, waiting with a deadline (for a port, for a
+kefu node to be ready), starting a kefu node and stopping it with SIGTERM.
 
 Not run by itself; the scripts import it from their own directory (Python puts a
 script's directory first on its module path).
 """
 
+import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.request
@@ -66,3 +69,24 @@ def ready(port):
 def wait_ready(port, deadline_s):
     """Whether the kefu node on 127.0.0.1:`port` became ready within `deadline_s` seconds."""
     return wait_for(lambda: ready(port), deadline_s)
+
+
+def start_kefu(args, log_path, **env):
+    """Starts `args` (a `kefu serve` command line) with its stderr in `log_path` and `env`
+    added to the environment; an admin token inherited from the caller's environment is
+    dropped, so the node's admin routes answer the script from loopback."""
+    environment = dict(os.environ, **env)
+    environment.pop("KEFU_ADMIN_TOKEN", None)
+    with open(log_path, "w") as err:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=environment)
+
+
+def stop_within(proc, deadline_s):
+    """SIGTERM, then whether `proc` ended within `deadline_s` seconds (killed if not)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=deadline_s)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return False

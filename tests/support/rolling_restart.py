@@ -40,7 +40,7 @@ import sys
 import tempfile
 import threading
 import time
-from harness import failer, free_port, wait_for
+from harness import failer, free_port, start_kefu, stop_within, wait_for
 
 KEFU = sys.argv[1] if len(sys.argv) > 1 else "target/debug/kefu"
 REDIS = os.environ.get("KEFU_TEST_REDIS")
@@ -78,17 +78,10 @@ class Node:
             "--max-connections-per-client", "0", "--drain-seconds", str(drain_s),
             "--state-dir", os.path.join(self.work, f"state-{self.name}"),
         ]
-        env = dict(os.environ)
-        env.pop("KEFU_ADMIN_TOKEN", None)
-        with open(self.log, "w") as err:
-            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        self.proc = start_kefu(args, self.log)
 
     def stop(self, deadline_s):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=deadline_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        if not stop_within(self.proc, deadline_s):
             fail(f"node {self.name} did not stop within {deadline_s} s of SIGTERM; see {self.log}")
 
 
