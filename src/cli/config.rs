@@ -468,7 +468,10 @@ fn print(cmd: &Command, matches: &ArgMatches, file: Option<&Path>, from_file: &H
             }
             Some(values) => {
                 let kind = Kind::of(arg);
-                let values: Vec<String> = values.iter().map(|v| toml_value(&redact(v), kind)).collect();
+                let values: Vec<String> = values
+                    .iter()
+                    .map(|v| toml_value(&kefu::safety::logsafe::redacted_url(v), kind))
+                    .collect();
                 let value = if is_list(arg) {
                     format!("[{}]", values.join(", "))
                 } else {
@@ -499,12 +502,6 @@ fn toml_value(raw: &str, kind: Kind) -> String {
         Kind::Text => None,
     };
     number.unwrap_or_else(|| toml::Value::String(raw.to_string()).to_string())
-}
-
-/// `value` with any password inside a URL (`redis://:pw@host`, `?pass=pw`) replaced by
-/// `***` (the user name too), as error messages show addresses.
-pub fn redact(value: &str) -> String {
-    kefu::safety::logsafe::redacted_url(value)
 }
 
 /// Whether `value` is a URL carrying a password (`redis://:pw@host`, `?pass=pw`).

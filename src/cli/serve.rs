@@ -260,7 +260,7 @@ fn redis_url(url: Option<String>, password: Option<String>) -> Result<Option<Str
     let Some(password) = password else {
         if inline {
             tracing::warn!(
-                redis = %super::config::redact(&url),
+                redis = %kefu::safety::logsafe::redacted_url(&url),
                 "the --redis URL holds a password, which `ps` shows to every user when it is on the \
                  command line: put it in --redis-password-file or KEFU_REDIS_PASSWORD"
             );
@@ -270,11 +270,11 @@ fn redis_url(url: Option<String>, password: Option<String>) -> Result<Option<Str
     if inline {
         bail!(
             "--redis {} holds a password and --redis-password-file or KEFU_REDIS_PASSWORD gives one too: keep one",
-            super::config::redact(&url)
+            kefu::safety::logsafe::redacted_url(&url)
         );
     }
-    let mut parsed =
-        url::Url::parse(&url).with_context(|| format!("--redis {}: not a URL", super::config::redact(&url)))?;
+    let mut parsed = url::Url::parse(&url)
+        .with_context(|| format!("--redis {}: not a URL", kefu::safety::logsafe::redacted_url(&url)))?;
     // Every byte but letters and digits is escaped (redis-rs decodes it): `set_password`
     // leaves a `%` as it is, so a password with `%41` in it would arrive as `A`. A socket
     // URL (`redis+unix:///path`) has no host to put a password before: redis-rs reads it

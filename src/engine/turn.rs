@@ -236,8 +236,7 @@ pub(super) fn run(
         .get(&request.session_id)
         .map_err(|e| EngineError::Store(e.to_string()))?
         .unwrap_or_else(|| crate::dialogue::Session::new(&request.session_id));
-    let kept = || engine.unsure_kept.load(std::sync::atomic::Ordering::Relaxed) > 0;
-    if kept()
+    if engine.unsure_kept.load(std::sync::atomic::Ordering::Relaxed) > 0
         && let Some((_, unsure)) = engine.unsure.remove(&request.session_id)
         && {
             engine.unsure_kept.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

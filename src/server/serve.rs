@@ -162,7 +162,7 @@ impl Service {
 
 /// Runs `kefu serve`: binds `addr` (answering `/livez`, and `/readyz` with 503
 /// `starting`, while the service is built), prints `listening on ADDR` once it is ready,
-/// serves until SIGTERM or Ctrl-C (a second one cuts the drain short), reloads the rules
+/// serves until SIGTERM (after the drain; a second signal cuts it short) or Ctrl-C (no drain), reloads the rules
 /// and opens the conversation log's file again on SIGHUP. Tells systemd (`Type=notify`)
 /// when it is ready and when it stops.
 pub fn run(config: ServeConfig, addr: SocketAddr, workers: usize) -> Result<(), ServeError> {
@@ -228,6 +228,11 @@ pub fn run(config: ServeConfig, addr: SocketAddr, workers: usize) -> Result<(), 
             tracing::info!(signal = first, drain_s, "stopping");
             notify_systemd(sd_notify::NotifyState::Stopping);
             let _ = stop.send(());
+            if first == "SIGINT" {
+                // Ctrl-C is a person at a terminal (`make run`), not a balancer's node:
+                // no drain to wait for.
+                state.health.cut_drain();
+            }
             let second = next_stop_signal(&mut terminate).await;
             tracing::info!(signal = second, "second signal: cutting the drain short");
             state.health.cut_drain();
