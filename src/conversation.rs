@@ -260,6 +260,65 @@ pub fn files(rules_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Every test of a rules directory, run: its conversations (`DIR/tests/*.yaml`) and its
+/// knowledge-base checks (`DIR/tests/kb/*.yaml`). What `kefu test` prints and what
+/// `kefu publish` requires to pass.
+#[derive(Debug, Default)]
+pub struct Suite {
+    /// Each conversation file's outcome, in file order.
+    pub conversations: Vec<Outcome>,
+    /// Each knowledge-base check file's report, in file order.
+    pub kb: Vec<crate::kb::check::Report>,
+}
+
+impl Suite {
+    /// Runs every test under `rules_dir/tests` against `rules` (none when there is no
+    /// `tests` directory).
+    pub fn run(rules: &Arc<RuleSet>, rules_dir: &Path) -> std::io::Result<Suite> {
+        let files = match files(rules_dir) {
+            Ok(files) => files,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(Suite {
+            conversations: files.iter().map(|file| run_file(rules, file)).collect(),
+            kb: crate::kb::check::files(rules_dir)
+                .iter()
+                .map(|file| crate::kb::check::run_file(&rules.kb, rules.shop.faq_threshold, file))
+                .collect(),
+        })
+    }
+
+    /// Test files (conversations and check files) that passed.
+    pub fn passed(&self) -> usize {
+        self.conversations.iter().filter(|o| o.passed()).count() + self.kb.iter().filter(|r| r.passed()).count()
+    }
+
+    /// Test files that failed.
+    pub fn failed(&self) -> usize {
+        self.conversations.len() + self.kb.len() - self.passed()
+    }
+
+    /// One line per failed file, with its first failure: `FILE: turn N: ...`.
+    pub fn failures(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for outcome in self.conversations.iter().filter(|o| !o.passed()) {
+            let first = outcome.error.clone().or_else(|| {
+                outcome
+                    .turns
+                    .iter()
+                    .enumerate()
+                    .find_map(|(n, t)| t.failures.first().map(|f| format!("turn {} ({}): {f}", n + 1, t.say)))
+            });
+            lines.push(format!("{}: {}", outcome.file.display(), first.unwrap_or_default()));
+        }
+        for report in self.kb.iter().filter(|r| !r.passed()) {
+            lines.push(format!("{}: {}", report.file.display(), report.summary()));
+        }
+        lines
+    }
+}
+
 /// Replays one conversation file against `rules`.
 pub fn run_file(rules: &Arc<RuleSet>, path: &Path) -> Outcome {
     let failed = |error: String| Outcome {

@@ -37,11 +37,13 @@ pub mod llm;
 pub mod store;
 pub mod tickets;
 
-// The service: HTTP, hot reload, and the data loop over what it logs.
+// The service: HTTP, hot reload, the data loop over what it logs, and the version store
+// of published rule sets.
 pub mod batch;
 pub mod data;
 pub mod reload;
 pub mod server;
+pub mod versions;
 
 pub use engine::{Engine, TurnRequest, TurnResponse};
 pub use ruleset::RuleSet;

@@ -18,12 +18,14 @@ pub fn run(dir: &Path, verbose: bool) -> Result<ExitCode> {
     if files.is_empty() {
         bail!("no conversation tests in {}", dir.join("tests").display());
     }
-    let (mut passed, mut failed) = (0, 0);
+    // The same run `kefu publish` requires to pass (conversation::Suite).
+    let suite =
+        conversation::Suite::run(&rules, dir).with_context(|| format!("reading {}", dir.join("tests").display()))?;
     let mut covered = std::collections::BTreeSet::new();
     // Every script that failed at run time: (the failure, the test file, its turn).
     let mut script_errors: Vec<(String, String, usize)> = Vec::new();
-    for file in &files {
-        let outcome = conversation::run_file(&rules, file);
+    for outcome in &suite.conversations {
+        let file = &outcome.file;
         covered.extend(outcome.covered.iter().cloned());
         script_errors.extend(
             outcome
@@ -49,16 +51,11 @@ pub fn run(dir: &Path, verbose: bool) -> Result<ExitCode> {
                 }
             }
         }
-        if outcome.passed() {
-            passed += 1;
-        } else {
-            failed += 1;
-        }
     }
     // Knowledge-base checks (rules/tests/kb/*.yaml): customers' paraphrases must find
     // their FAQ entry first, and off-topic messages must not be answered by one.
-    for file in kefu::kb::check::files(dir) {
-        let report = kefu::kb::check::run_file(&rules.kb, rules.shop.faq_threshold, &file);
+    for report in &suite.kb {
+        let file = &report.file;
         let mark = if report.passed() { "ok  " } else { "FAIL" };
         println!("{mark} knowledge base ({}): {}", file.display(), report.summary());
         for error in &report.errors {
@@ -78,12 +75,8 @@ pub fn run(dir: &Path, verbose: bool) -> Result<ExitCode> {
         for (say, faq) in &report.false_answers {
             println!("     ✗ {say} → answered by {faq}, but it is listed under not_faq");
         }
-        if report.passed() {
-            passed += 1;
-        } else {
-            failed += 1;
-        }
     }
+    let (passed, failed) = (suite.passed(), suite.failed());
     let c = conversation::coverage(&rules, &covered);
     println!(
         "coverage: rules {}/{}, promotions {}/{}, flow steps {}/{}",
