@@ -66,8 +66,14 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0)]
     workers: usize,
     /// Do not watch the rules directory (SIGHUP and /admin/reload still reload).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     no_watch: bool,
+    /// Development mode: serve the rules directory and reload it on every save, even when
+    /// the version store has a live version. Without it, kefu serves the store's live
+    /// version (and its canary), and watches the directory only while nothing has been
+    /// published yet (`make run` on a fresh checkout).
+    #[arg(long)]
+    watch: bool,
     /// Messages per second per session (burst twice that); 0 turns the limit off.
     #[arg(long, default_value_t = 20)]
     rate_limit: u32,
@@ -336,6 +342,24 @@ pub fn run(args: ServeArgs) -> Result<()> {
     config.redis_config.attempts = args.redis_attempts;
     config.tickets_url = args.tickets_url;
     config.tickets = args.tickets.config()?;
+    // The version store: in Redis with --redis (a fleet shares it), else in the state
+    // directory.
+    if let Some(url) = &config.redis {
+        let redis = std::sync::Arc::new(
+            kefu::versions::RedisVersionStore::connect_with(
+                url,
+                kefu::versions::RedisVersionStore::PREFIX,
+                std::time::Duration::from_millis(args.redis_timeout_ms.max(1000)),
+            )
+            .with_context(|| format!("the version store in {}", kefu::safety::logsafe::redacted_url(url)))?,
+        );
+        config.versions = Some(redis.clone());
+        config.versions_subscribe = Some(redis);
+    } else if let Some(dir) = &config.tickets.state_dir {
+        let local = kefu::versions::LocalStore::open(dir).with_context(|| format!("the version store in {}", dir.display()))?;
+        config.versions = Some(std::sync::Arc::new(local));
+    }
+    config.serve_dir = args.watch;
     config.identity = args.identity.config()?;
     config.llm = match &args.mock_llm {
         Some(path) => Some(kefu::server::model::load_mock(path)?),

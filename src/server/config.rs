@@ -60,8 +60,18 @@ impl Default for Limits {
 pub struct ServeConfig {
     /// The rules directory.
     pub rules: PathBuf,
-    /// Watch the rules directory and reload on change.
+    /// Watch the rules directory and reload on change, while the directory is what
+    /// serves (no version store, or one with nothing live yet, or `serve_dir`).
     pub watch: bool,
+    /// The version store to serve: its live version for everyone, its canary for its
+    /// share, published versions a request pins; and the store the admin API publishes
+    /// to. `None`: the rules directory serves and the admin version routes answer 404.
+    pub versions: Option<Arc<dyn crate::versions::VersionStore>>,
+    /// Serve the rules directory even when the store has a live version (`--watch`:
+    /// development mode). The admin API still publishes to the store.
+    pub serve_dir: bool,
+    /// The store is Redis: follow its change messages (pub/sub) besides the periodic look.
+    pub versions_subscribe: Option<Arc<crate::versions::RedisVersionStore>>,
     /// Quiet time before a burst of file changes is reloaded.
     pub debounce: Duration,
     /// `Authorization: Bearer` token for admin and agent routes; without one they answer
@@ -101,6 +111,9 @@ impl ServeConfig {
         ServeConfig {
             rules: rules.into(),
             watch: true,
+            versions: None,
+            serve_dir: false,
+            versions_subscribe: None,
             debounce: Duration::from_millis(100),
             admin_token: None,
             redis: None,

@@ -7,6 +7,7 @@
 //! | `GET /v1/sessions/{id}`, `POST .../takeover`, `.../reply`, `.../release`, `.../feedback`, `GET /v1/tickets` | [`sessions`] |
 //! | `GET /healthz`, `GET /metrics`, `GET /admin/rules`, `POST /admin/reload` | [`admin`] |
 //! | `GET /livez`, `GET /readyz` | [`health`] |
+//! | `GET /admin/versions`, `GET /admin/versions/{id}`, `GET /admin/diff`, `POST /admin/publish`, `.../canary`, `.../promote`, `.../rollback`, `.../replay` | [`versions`] |
 //!
 //! The machinery around the handlers, one job a file:
 //!
@@ -65,6 +66,7 @@ pub mod sessions;
 pub mod sse;
 pub mod state;
 pub mod turns;
+pub mod versions;
 
 use std::path::PathBuf;
 
@@ -100,6 +102,9 @@ pub enum ServeError {
     /// The conversation log could not be opened.
     #[error(transparent)]
     ConversationLog(#[from] crate::data::writer::LogError),
+    /// The version store could not be read, or its live version could not be served.
+    #[error("the version store: {0}")]
+    Versions(String),
     /// The identity key is empty.
     #[error("the identity key is empty: give the key the shop's backend signs customer tokens with")]
     IdentityKey,

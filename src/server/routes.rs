@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::http::{Body, decode_segment};
-use super::{ApiError, State, admin, chat, conns, health, openai, sessions};
+use super::{ApiError, State, admin, chat, conns, health, openai, sessions, versions};
 
 /// One request, start to end: route, time limit, metrics, and errors turned into JSON.
 pub(super) async fn handle(
@@ -69,7 +69,7 @@ enum SessionAction {
 }
 
 /// Every route's pattern ([`Route::name`]), for the request series that exist from start.
-pub(super) const ROUTE_PATTERNS: [&str; 14] = [
+pub(super) const ROUTE_PATTERNS: [&str; 21] = [
     "/v1/chat",
     "/v1/chat/completions",
     "/v1/sessions/{id}",
@@ -84,6 +84,13 @@ pub(super) const ROUTE_PATTERNS: [&str; 14] = [
     "/metrics",
     "/admin/rules",
     "/admin/reload",
+    "/admin/versions",
+    "/admin/versions/{id}",
+    "/admin/publish",
+    "/admin/diff",
+    "/admin/canary",
+    "/admin/promote",
+    "/admin/rollback",
 ];
 
 /// The route a path names, read once per request: for dispatch and for the metrics label.
@@ -101,6 +108,14 @@ enum Route<'a> {
     Metrics,
     AdminRules,
     AdminReload,
+    AdminVersions,
+    /// `/admin/versions/{id}`: a number, `live` or `canary`.
+    AdminVersion(&'a str),
+    AdminPublish,
+    AdminDiff,
+    AdminCanary,
+    AdminPromote,
+    AdminRollback,
 }
 
 impl<'a> Route<'a> {
@@ -132,6 +147,13 @@ impl<'a> Route<'a> {
             ["metrics"] => Route::Metrics,
             ["admin", "rules"] => Route::AdminRules,
             ["admin", "reload"] => Route::AdminReload,
+            ["admin", "versions"] => Route::AdminVersions,
+            ["admin", "versions", id] => Route::AdminVersion(id),
+            ["admin", "publish"] => Route::AdminPublish,
+            ["admin", "diff"] => Route::AdminDiff,
+            ["admin", "canary"] => Route::AdminCanary,
+            ["admin", "promote"] => Route::AdminPromote,
+            ["admin", "rollback"] => Route::AdminRollback,
             _ => return None,
         })
     }
@@ -153,6 +175,13 @@ impl<'a> Route<'a> {
             Route::Metrics => "/metrics",
             Route::AdminRules => "/admin/rules",
             Route::AdminReload => "/admin/reload",
+            Route::AdminVersions => "/admin/versions",
+            Route::AdminVersion(_) => "/admin/versions/{id}",
+            Route::AdminPublish => "/admin/publish",
+            Route::AdminDiff => "/admin/diff",
+            Route::AdminCanary => "/admin/canary",
+            Route::AdminPromote => "/admin/promote",
+            Route::AdminRollback => "/admin/rollback",
         }
     }
 
@@ -167,6 +196,9 @@ impl<'a> Route<'a> {
                 | Route::Readyz
                 | Route::Metrics
                 | Route::AdminRules
+                | Route::AdminVersions
+                | Route::AdminVersion(_)
+                | Route::AdminDiff
         )
     }
 }
@@ -233,6 +265,34 @@ async fn dispatch(
         Route::AdminReload => {
             state.authorize(&req, peer)?;
             admin::reload(state).await
+        }
+        Route::AdminVersions => {
+            state.authorize(&req, peer)?;
+            versions::list(state).await
+        }
+        Route::AdminVersion(id) => {
+            state.authorize(&req, peer)?;
+            versions::show(state, &decode_segment(id)?, req.uri().query()).await
+        }
+        Route::AdminDiff => {
+            state.authorize(&req, peer)?;
+            versions::diff(state, req.uri().query()).await
+        }
+        Route::AdminPublish => {
+            state.authorize(&req, peer)?;
+            versions::publish(state, req).await
+        }
+        Route::AdminCanary => {
+            state.authorize(&req, peer)?;
+            versions::canary(state, req).await
+        }
+        Route::AdminPromote => {
+            state.authorize(&req, peer)?;
+            versions::promote(state, req).await
+        }
+        Route::AdminRollback => {
+            state.authorize(&req, peer)?;
+            versions::rollback(state, req).await
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::Engine;
 use crate::batch::FlushGuard;
 use crate::data::ConversationLog;
 use crate::jobs::JobQueue;
-use crate::reload::{ReloadOutcome, Reloader, WatchHandle};
+use crate::reload::{FollowHandle, ReloadOutcome, Reloader, WatchHandle};
 use crate::safety::logsafe::LogSafe;
 use crate::store::{MemoryStore, RedisStore, SessionStore};
 use crate::tickets::{Deliveries, Journal, Outbox, RedisOutbox, TicketStore};
@@ -51,6 +51,9 @@ pub struct State {
     pub(super) started: Instant,
     /// Checks signed customer identities, when the shop has an identity key.
     pub(super) identity: Option<super::identity::Verifier>,
+    /// The version store the admin API publishes to (and the node follows, unless it
+    /// serves its rules directory in development mode).
+    pub(super) versions: Option<Arc<dyn crate::versions::VersionStore>>,
 }
 
 /// A built service: rules loaded, engine, reloader, job queue. Serve it with
@@ -60,6 +63,8 @@ pub struct Service {
     /// The ticket delivery pump, drained on shutdown.
     pub(super) deliveries: Option<Deliveries>,
     _watcher: Option<WatchHandle>,
+    /// Follows the version store (and its Redis subscription), when there is one.
+    _follow: Option<(FollowHandle, Option<crate::versions::redis::Subscription>)>,
     /// Writes what the conversation log holds when the service ends.
     _log: Option<FlushGuard>,
     /// The conversation log, opened again on SIGHUP.
@@ -70,12 +75,40 @@ impl Service {
     /// Loads the rules and builds the service. Must be called inside a tokio runtime (the
     /// job queue starts on it).
     pub fn build(config: ServeConfig) -> Result<Self, ServeError> {
-        let compiled = crate::dsl::load_dir(&config.rules);
-        let Some(rules) = compiled.rules else {
-            return Err(ServeError::Rules {
-                dir: config.rules.clone(),
-                report: compiled.report.render_all(false),
-            });
+        // Published versions are checked out (and served) from the state directory.
+        let state_dir = config
+            .tickets
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("kefu-state-{}", std::process::id())));
+        // The store's live version serves, unless there is none yet or the directory is
+        // asked for (development mode).
+        let live = match &config.versions {
+            Some(store) if !config.serve_dir => {
+                crate::reload::Follower::load_live(store.as_ref(), &state_dir).map_err(|e| ServeError::Versions(e.to_string()))?
+            }
+            _ => None,
+        };
+        let (rules, live) = match live {
+            Some((id, rules)) => {
+                tracing::info!(
+                    version = id,
+                    rules = %rules.version,
+                    dir = %config.rules.display(),
+                    "serving the version store's live version; the rules directory is not served (publish it with `kefu publish`, or serve it with --watch)"
+                );
+                (rules, Some(id))
+            }
+            None => {
+                let compiled = crate::dsl::load_dir(&config.rules);
+                let Some(rules) = compiled.rules else {
+                    return Err(ServeError::Rules {
+                        dir: config.rules.clone(),
+                        report: compiled.report.render_all(false),
+                    });
+                };
+                (rules, None)
+            }
         };
         let metrics = Arc::new(Metrics::new());
         // With Redis, readiness asks it too (a PING, see `health`); memory is always there.
@@ -190,10 +223,38 @@ impl Service {
                 reload_metrics.reload(applied)
             }),
         );
-        let watcher = if config.watch {
+        let reloader = match &config.versions {
+            Some(store) if !config.serve_dir => {
+                let follower = Arc::new(crate::reload::Follower::new(
+                    Arc::clone(store),
+                    Arc::clone(&engine),
+                    &state_dir,
+                ));
+                if let Some(id) = live {
+                    follower.started_on(id, engine.rules());
+                }
+                let reloader = Arc::into_inner(reloader)
+                    .expect("the reloader is not shared yet")
+                    .with_follower(follower);
+                Arc::new(reloader)
+            }
+            _ => reloader,
+        };
+        // The directory is watched only while it is what serves.
+        let watcher = if config.watch && live.is_none() {
             Some(reloader.watch(config.debounce)?)
         } else {
             None
+        };
+        let follow = match reloader.follower() {
+            Some(_) => {
+                // At once: a canary running at start is applied before the first request.
+                reloader.reload(crate::reload::Trigger::Store);
+                let handle = reloader.follow().map_err(|e| ServeError::Versions(e.to_string()))?;
+                let subscription = config.versions_subscribe.as_ref().map(|redis| redis.subscribe(handle.waker()));
+                Some((handle, subscription))
+            }
+            None => None,
         };
         let limiter = limits::rate_limiter(config.limits.rate_per_session);
         let identity = match &config.identity {
@@ -213,10 +274,12 @@ impl Service {
             slow_rules,
             started: Instant::now(),
             identity,
+            versions: config.versions.clone(),
         });
         Ok(Service {
             state,
             deliveries,
+            _follow: follow,
             _watcher: watcher,
             _log: log_guard,
             log: conversation_log,

@@ -29,6 +29,10 @@ use chrono::{DateTime, Utc};
 use notify::Watcher as _;
 use serde::Serialize;
 
+pub mod follow;
+
+pub use follow::{FollowError, FollowHandle, FollowStatus, Follower, Synced};
+
 use crate::diag::Report;
 use crate::dsl;
 use crate::ruleset::SourceKind;
@@ -63,6 +67,8 @@ pub enum Trigger {
     Signal,
     /// `POST /admin/reload`.
     Admin,
+    /// The version store's pointers changed (a publish, canary, promote or rollback).
+    Store,
 }
 
 impl Trigger {
@@ -73,6 +79,7 @@ impl Trigger {
             Trigger::Watch => "watch",
             Trigger::Signal => "signal",
             Trigger::Admin => "admin",
+            Trigger::Store => "store",
         }
     }
 }
@@ -196,6 +203,9 @@ pub struct RulesStatus {
     /// how long the service has answered from rules older than the files. `None` while
     /// the serving rules are the files' latest build.
     pub stale_since: Option<DateTime<Utc>>,
+    /// With a version store: which versions serve (`None` without a store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<FollowStatus>,
 }
 
 /// The files on disk do not build, and the service answers from older rules.
@@ -246,6 +256,9 @@ pub struct Reloader {
     /// them: the watcher holds back a reload while a file that had content is empty.
     built_from: Mutex<Snapshot>,
     observer: Option<ReloadObserver>,
+    /// The version store followed, when there is one: once it has a live version, every
+    /// reload means "look at the store" and the directory is not served.
+    follower: Option<Arc<Follower>>,
 }
 
 impl Reloader {
@@ -263,6 +276,7 @@ impl Reloader {
             rejected: 0,
             last_error: None,
             stale_since: None,
+            store: None,
         };
         Reloader {
             dir: status.dir.clone(),
@@ -272,7 +286,26 @@ impl Reloader {
             built_from: Mutex::new(Snapshot::of(&status.dir)),
             status: RwLock::new(status),
             observer: None,
+            follower: None,
         }
+    }
+
+    /// Follows a version store: from the moment it has a live version, SIGHUP, `POST
+    /// /admin/reload` and the store's own changes apply its pointers, and the rules
+    /// directory is no longer served (development mode ends with the first publish).
+    pub fn with_follower(mut self, follower: Arc<Follower>) -> Self {
+        self.follower = Some(follower);
+        self
+    }
+
+    /// The version store followed, if any.
+    pub fn follower(&self) -> Option<&Arc<Follower>> {
+        self.follower.as_ref()
+    }
+
+    /// Whether the rules come from a version store (not from the rules directory).
+    pub fn serves_store(&self) -> bool {
+        self.follower.as_ref().is_some_and(|f| f.active())
     }
 
     /// Calls `observer` after every reload (metrics).
@@ -288,7 +321,9 @@ impl Reloader {
 
     /// The served rules and the last rejected reload.
     pub fn status(&self) -> RulesStatus {
-        self.status.read().unwrap_or_else(|e| e.into_inner()).clone()
+        let mut status = self.status.read().unwrap_or_else(|e| e.into_inner()).clone();
+        status.store = self.follower.as_ref().map(|f| f.status());
+        status
     }
 
     /// While the files on disk do not build: the errors of the last rejected reload and
@@ -313,6 +348,33 @@ impl Reloader {
     pub fn reload(&self, trigger: Trigger) -> ReloadOutcome {
         let _building = self.building.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
+        if let Some(follower) = &self.follower
+            && (follower.active() || trigger == Trigger::Store)
+        {
+            match self.apply_store(follower, trigger, started) {
+                Some(outcome) => {
+                    // The once-a-second look that found nothing new is not a reload.
+                    let idle = trigger == Trigger::Store && matches!(outcome, ReloadOutcome::Applied { changed: false, .. });
+                    if let Some(observer) = &self.observer
+                        && !idle
+                    {
+                        observer(trigger, &outcome);
+                    }
+                    return outcome;
+                }
+                // The store has nothing live: the directory serves (development mode).
+                None if trigger == Trigger::Store => {
+                    return ReloadOutcome::Applied {
+                        version: self.engine.rules().version.clone(),
+                        previous: self.engine.rules().version.clone(),
+                        changed: false,
+                        warnings: 0,
+                        duration: started.elapsed(),
+                    };
+                }
+                None => {}
+            }
+        }
         let outcome = match self.build_stable() {
             Err(failure) => {
                 let failure = failure.with_trigger(trigger);
@@ -372,6 +434,56 @@ impl Reloader {
         outcome
     }
 
+    /// Applies the store's pointers; `None` when the store has no live version.
+    fn apply_store(&self, follower: &Follower, trigger: Trigger, started: Instant) -> Option<ReloadOutcome> {
+        match follower.sync() {
+            Ok(Synced::Empty) => None,
+            Ok(Synced::Unchanged) => {
+                let version = self.engine.rules().version.clone();
+                Some(ReloadOutcome::Applied {
+                    previous: version.clone(),
+                    version,
+                    changed: false,
+                    warnings: 0,
+                    duration: started.elapsed(),
+                })
+            }
+            Ok(Synced::Applied { previous, version, .. }) => {
+                let rules = self.engine.rules();
+                self.http_sources.store(has_http_sources(&rules), Ordering::Relaxed);
+                let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
+                status.version = rules.version.clone();
+                status.files = rules.files.clone();
+                status.dir = rules.root.clone();
+                status.loaded_at = Utc::now();
+                status.loaded_by = trigger;
+                status.counts = RuleCounts::of(&rules);
+                status.reloads += 1;
+                status.last_error = None;
+                status.stale_since = None;
+                Some(ReloadOutcome::Applied {
+                    changed: previous != version,
+                    previous,
+                    version,
+                    warnings: 0,
+                    duration: started.elapsed(),
+                })
+            }
+            Err(error) => {
+                let failure = match error {
+                    FollowError::Build { failure, .. } => *failure,
+                    FollowError::Store(e) => ReloadFailure::single(&self.dir, e.to_string()),
+                }
+                .with_trigger(trigger);
+                let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
+                status.rejected += 1;
+                status.last_error = Some(failure.clone());
+                status.stale_since.get_or_insert(failure.at);
+                Some(ReloadOutcome::Rejected(failure))
+            }
+        }
+    }
+
     /// Records a rejected build: kept for `GET /admin/rules` and logged (the first error
     /// on the error line; the whole report, which quotes the files, at `warn`).
     fn reject(&self, failure: &ReloadFailure, errors: usize, warnings: usize) {
@@ -425,6 +537,37 @@ impl Reloader {
             .map(|(path, _)| path)
             .find(|path| std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0))
             .cloned()
+    }
+
+    /// Looks at the version store's pointers every [`follow::FOLLOW_INTERVAL`], and at
+    /// once whenever the handle's waker is called (Redis pub/sub, a change this node
+    /// made), on a thread of its own; each look is a [`reload`](Self::reload) with
+    /// [`Trigger::Store`]. Stops when the handle is dropped. Nothing to do without a
+    /// follower: the thread then only waits.
+    pub fn follow(self: &Arc<Self>) -> std::io::Result<FollowHandle> {
+        let (tx, rx) = mpsc::channel::<bool>();
+        let reloader = Arc::clone(self);
+        let thread = std::thread::Builder::new().name("kefu-follow".into()).spawn(move || {
+            loop {
+                match rx.recv_timeout(follow::FOLLOW_INTERVAL) {
+                    Ok(false) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    Ok(true) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                }
+                // A burst of wake-ups is one look.
+                while let Ok(more) = rx.try_recv() {
+                    if !more {
+                        return;
+                    }
+                }
+                if reloader.follower.is_some() {
+                    reloader.reload(Trigger::Store);
+                }
+            }
+        })?;
+        Ok(FollowHandle {
+            wake: tx,
+            thread: Some(thread),
+        })
     }
 
     /// Watches the rules directory on its own thread and reloads after each burst of

@@ -1,0 +1,339 @@
+//! The publishing admin API over the version store (docs/api.md, "Publishing"): the
+//! versions and pointers, one version or one of its files, publish, diff, what-if replay,
+//! canary, promote and rollback. `kefu publish --server URL` and its sibling commands
+//! speak it, and the console builds on it.
+//!
+//! Every route is an admin route (the bearer token, or loopback without a proxy) and every
+//! refusal is JSON: 404 `no_version_store` when the service has no store, 422
+//! `rules_invalid` (with the diagnostics) or `tests_failed`, 409 `conflict` (a publish
+//! from a parent that is no longer live, with how to rebase) or `canary_running`, 404
+//! `no_such_version`, 500 `version_damaged` for a version whose files do not match what
+//! was published. The work runs on the blocking pool (a publish builds and tests the rules);
+//! after a change this node applies the pointers before it answers, so the response
+//! describes what the node serves, and other nodes follow within a second.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::http::{Body, json_response, read_json};
+use super::{ApiError, State};
+use crate::reload::Trigger;
+use crate::versions::draft::{self, PublishError, PublishOptions};
+use crate::versions::{VersionError, VersionId, VersionStore, diff};
+
+/// The largest publish body: a whole rules directory, knowledge base and data included.
+pub(super) const MAX_PUBLISH_BYTES: usize = 64 * 1024 * 1024;
+
+/// The store, or 404 `no_version_store`.
+fn store(state: &State) -> Result<Arc<dyn VersionStore>, ApiError> {
+    state.versions.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_version_store",
+            "this node has no version store (it serves its rules directory only)",
+        )
+    })
+}
+
+/// A version store error as the API says it.
+fn store_error(error: VersionError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        VersionError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "no_such_version", message),
+        VersionError::Conflict { parent, live } => ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            .with_details(json!({ "parent": parent, "live": live })),
+        VersionError::Moved { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+        VersionError::CanaryRunning(canary) => ApiError::new(StatusCode::CONFLICT, "canary_running", message)
+            .with_details(json!({ "canary": canary })),
+        VersionError::Invalid(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message),
+        VersionError::Corrupt { .. } => {
+            tracing::error!(%message, "a damaged version was asked for");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "version_damaged", message)
+        }
+        VersionError::Io { .. } | VersionError::Redis(_) => {
+            tracing::error!(%message, "the version store failed");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message)
+        }
+    }
+}
+
+/// Runs `work` on the blocking pool; a panic is a 500.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        tracing::error!(error = %e, "a version store task panicked");
+        ApiError::internal()
+    })
+}
+
+/// `live`, `canary` or a number: the version it names now.
+pub fn resolve(store: &dyn VersionStore, name: &str) -> Result<VersionId, ApiError> {
+    let pointers = store.pointers().map_err(store_error)?;
+    let missing = |what: &str| ApiError::new(StatusCode::NOT_FOUND, "no_such_version", format!("no {what} version"));
+    match name {
+        "live" => pointers.live.ok_or_else(|| missing("live")),
+        "canary" => pointers.canary.map(|c| c.version).ok_or_else(|| missing("canary")),
+        n => n.parse().map_err(|_| {
+            ApiError::invalid(format!("`{n}` is not a version: give its number, `live` or `canary`"))
+        }),
+    }
+}
+
+/// The pointers applied on this node now, after a change it made (other nodes look
+/// within a second).
+fn apply_here(state: &State) {
+    state.reloader.reload(Trigger::Store);
+}
+
+/// `GET /admin/versions`: the pointers and every version, newest first.
+pub(super) async fn list(state: &Arc<State>) -> Result<Response<Body>, ApiError> {
+    let store = store(state)?;
+    let (pointers, mut versions) = blocking(move || Ok::<_, VersionError>((store.pointers()?, store.list()?)))
+        .await?
+        .map_err(store_error)?;
+    versions.reverse();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "live": pointers.live, "canary": pointers.canary, "serial": pointers.serial, "versions": versions }),
+    ))
+}
+
+/// `GET /admin/versions/{id}`: one version's record (`id`: a number, `live`, `canary`);
+/// with `?file=PATH`, that file's text.
+pub(super) async fn show(state: &Arc<State>, id: &str, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let store = store(state)?;
+    let file = query_value(query, "file")?;
+    let id = id.to_string();
+    blocking(move || {
+        let id = resolve(store.as_ref(), &id)?;
+        let version = store.version(id).map_err(store_error)?;
+        let Some(path) = file else {
+            return Ok(json_response(StatusCode::OK, &version));
+        };
+        if !version.files.contains_key(&path) {
+            return Err(ApiError::not_found(format!("version {id} has no file `{path}`")));
+        }
+        let files = store.files(id).map_err(store_error)?;
+        let bytes = files.get(&path).cloned().unwrap_or_default();
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ApiError::invalid(format!("`{path}` is not UTF-8 text")))?;
+        Ok(json_response(StatusCode::OK, &json!({ "version": id, "path": path, "text": text })))
+    })
+    .await?
+}
+
+/// `GET /admin/diff?from=A&to=B`: per-file changes between two versions (`live` and
+/// `canary` allowed; `to` defaults to `live`), each with its unified diff.
+pub(super) async fn diff(state: &Arc<State>, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let store = store(state)?;
+    let from = query_value(query, "from")?.ok_or_else(|| ApiError::invalid("give ?from=VERSION (and &to=VERSION)"))?;
+    let to = query_value(query, "to")?.unwrap_or_else(|| "live".into());
+    blocking(move || {
+        let (a, b) = (resolve(store.as_ref(), &from)?, resolve(store.as_ref(), &to)?);
+        let old = store.files(a).map_err(store_error)?;
+        let new = store.files(b).map_err(store_error)?;
+        let files: Vec<_> = diff::changes(&old, &new)
+            .into_iter()
+            .map(|change| {
+                let path = change.path().to_string();
+                let one = |m: &BTreeMap<String, Vec<u8>>| m.get(&path).map(|b| (path.clone(), b.clone())).into_iter().collect();
+                let (kind, text) = match &change {
+                    diff::FileChange::Added(_) => ("added", diff::render(&a.to_string(), &BTreeMap::new(), &b.to_string(), &one(&new), false)),
+                    diff::FileChange::Removed(_) => ("removed", diff::render(&a.to_string(), &one(&old), &b.to_string(), &BTreeMap::new(), false)),
+                    diff::FileChange::Changed(_) => ("changed", diff::render(&a.to_string(), &one(&old), &b.to_string(), &one(&new), false)),
+                };
+                json!({ "path": path, "change": kind, "diff": text })
+            })
+            .collect();
+        Ok(json_response(StatusCode::OK, &json!({ "from": a, "to": b, "files": files })))
+    })
+    .await?
+}
+
+/// The body of `POST /admin/publish`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    /// Every file of the draft, by path relative to the rules directory, as text.
+    files: BTreeMap<String, String>,
+    /// Why.
+    message: String,
+    /// Who (default: `admin`).
+    #[serde(default)]
+    author: Option<String>,
+    /// The version the draft was edited from (default: the live one).
+    #[serde(default)]
+    parent: Option<VersionId>,
+    /// Publish over failing tests (recorded on the version).
+    #[serde(default)]
+    force: bool,
+    /// Start as a canary on this percent of sessions.
+    #[serde(default)]
+    canary: Option<u8>,
+}
+
+/// `POST /admin/publish`: builds, tests and publishes a draft sent as files. 201 with the
+/// version; 422 `rules_invalid` with the rendered diagnostics, 422 `tests_failed` with
+/// the failures, 409 `conflict` or `canary_running`; nothing changes on a refusal.
+pub(super) async fn publish(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let store = store(state)?;
+    let body: PublishBody = read_json(req, MAX_PUBLISH_BYTES, false).await?;
+    if body.message.trim().is_empty() {
+        return Err(ApiError::invalid("`message` says why: it goes on the version"));
+    }
+    if let Some(bad) = body.files.keys().find(|p| !crate::versions::valid_path(p)) {
+        return Err(ApiError::invalid(format!("`{bad}` is not a relative path with `/` inside the rules directory")));
+    }
+    if body.files.len() > draft::MAX_DRAFT_FILES {
+        return Err(ApiError::invalid(format!("a draft holds at most {} files", draft::MAX_DRAFT_FILES)));
+    }
+    let state_ = Arc::clone(state);
+    blocking(move || {
+        // The draft is built from a directory like any other: written to a fresh one.
+        let dir = tempfile::Builder::new()
+            .prefix("kefu-draft-")
+            .tempdir()
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("cannot write the draft: {e}")))?;
+        let files = body.files.into_iter().map(|(p, t)| (p, t.into_bytes())).collect();
+        let draft_dir = dir.path().join("rules");
+        crate::versions::write_tree(&files, &draft_dir).map_err(store_error)?;
+        let options = PublishOptions {
+            message: body.message,
+            author: body.author.unwrap_or_else(|| "admin".into()),
+            force: body.force,
+            canary: body.canary,
+            parent: body.parent,
+            color: false,
+        };
+        // Without a parent the draft is edited from whatever is live.
+        let options = PublishOptions {
+            parent: match options.parent {
+                Some(p) => Some(p),
+                None => store.pointers().map_err(store_error)?.live,
+            },
+            ..options
+        };
+        let published = draft::publish(store.as_ref(), &draft_dir, &options).map_err(|e| publish_error(e, &draft_dir))?;
+        apply_here(&state_);
+        tracing::info!(
+            version = published.version.id,
+            rules = %published.version.rules,
+            author = %crate::safety::logsafe::LogSafe(&published.version.author),
+            canary = ?options.canary,
+            forced = published.version.forced,
+            "a version was published"
+        );
+        Ok(json_response(
+            StatusCode::CREATED,
+            &json!({ "version": published.version, "warnings": published.warnings, "failures": published.failures }),
+        ))
+    })
+    .await?
+}
+
+/// A refused publish as the API says it; paths in diagnostics are shown relative to the
+/// draft (the temporary directory means nothing to the client).
+fn publish_error(error: PublishError, dir: &std::path::Path) -> ApiError {
+    let local = |text: String| text.replace(&format!("{}/", dir.display()), "");
+    let message = local(error.to_string());
+    match error {
+        PublishError::Build { diagnostics } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "rules_invalid",
+            "the rules have errors: nothing was published",
+        )
+        .with_details(json!({ "report": local(diagnostics) })),
+        PublishError::Tests { summary, failures } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "tests_failed", message)
+            .with_details(json!({
+                "passed": summary.passed,
+                "failed": summary.failed,
+                "failures": failures.into_iter().map(local).collect::<Vec<_>>(),
+            })),
+        PublishError::Store(e) => store_error(e),
+        _ => ApiError::invalid(message),
+    }
+}
+
+/// The body of `POST /admin/rollback`, `/admin/promote` and `/admin/canary`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PointerBody {
+    /// The version (rollback: the one whose content to publish again; canary: the
+    /// candidate).
+    #[serde(default)]
+    version: Option<VersionId>,
+    /// Canary: percent of sessions.
+    #[serde(default)]
+    percent: Option<u8>,
+    /// Who.
+    #[serde(default)]
+    author: Option<String>,
+}
+
+/// `POST /admin/rollback`: stops a running canary, or publishes the content of `version`
+/// (default: the live version's parent) again as a new live version.
+pub(super) async fn rollback(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let store = store(state)?;
+    let body: PointerBody = read_json(req, state.limits.max_body_bytes, true).await?;
+    let state_ = Arc::clone(state);
+    blocking(move || {
+        let author = body.author.unwrap_or_else(|| "admin".into());
+        let done = draft::rollback(store.as_ref(), body.version, &author).map_err(store_error)?;
+        apply_here(&state_);
+        let body = match done {
+            draft::Rollback::CanaryStopped(id) => json!({ "canary_stopped": id }),
+            draft::Rollback::Republished(version) => json!({ "version": version }),
+        };
+        tracing::info!(%body, "rolled back");
+        Ok(json_response(StatusCode::OK, &body))
+    })
+    .await?
+}
+
+/// `POST /admin/promote`: the canary becomes the live version.
+pub(super) async fn promote(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let store = store(state)?;
+    let body: PointerBody = read_json(req, state.limits.max_body_bytes, true).await?;
+    let state_ = Arc::clone(state);
+    blocking(move || {
+        let author = body.author.unwrap_or_else(|| "admin".into());
+        let live = draft::promote(store.as_ref(), &author).map_err(store_error)?;
+        apply_here(&state_);
+        tracing::info!(live, "the canary was promoted");
+        Ok(json_response(StatusCode::OK, &json!({ "live": live })))
+    })
+    .await?
+}
+
+/// `POST /admin/canary`: starts a published version as a canary on `percent` of sessions.
+pub(super) async fn canary(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let store = store(state)?;
+    let body: PointerBody = read_json(req, state.limits.max_body_bytes, false).await?;
+    let (Some(version), Some(percent)) = (body.version, body.percent) else {
+        return Err(ApiError::invalid("give `version` and `percent` (1-100)"));
+    };
+    let state_ = Arc::clone(state);
+    blocking(move || {
+        let author = body.author.unwrap_or_else(|| "admin".into());
+        draft::start_canary(store.as_ref(), version, percent, &author).map_err(store_error)?;
+        apply_here(&state_);
+        tracing::info!(version, percent, "a canary was started");
+        Ok(json_response(StatusCode::OK, &json!({ "canary": version, "percent": percent })))
+    })
+    .await?
+}
+
+/// One value of a query string (percent-decoded), `None` when absent.
+fn query_value(query: Option<&str>, name: &str) -> Result<Option<String>, ApiError> {
+    for pair in query.unwrap_or("").split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == name {
+            return super::http::decode_segment(&value.replace('+', " ")).map(Some);
+        }
+    }
+    Ok(None)
+}
