@@ -38,6 +38,12 @@ fn main() -> ExitCode {
         Command::Generate(args) => cli::generate::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Data(command) => cli::data::run(command),
         Command::Report(args) => cli::report::run(args),
+        Command::Publish(args) => cli::versions::publish(args),
+        Command::Versions(args) => cli::versions::list(args),
+        Command::Show(args) => cli::versions::show(args),
+        Command::Diff(args) => cli::versions::diff(args),
+        Command::Rollback(args) => cli::versions::rollback(args),
+        Command::Promote(args) => cli::versions::promote(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("kefu: {e:#}");

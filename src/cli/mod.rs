@@ -24,6 +24,7 @@ pub mod report;
 pub mod safety;
 pub mod serve;
 pub mod test;
+pub mod versions;
 
 use check::Color;
 use data::DataCommand;
@@ -31,6 +32,7 @@ use generate::GenerateArgs;
 use model::ModelArgs;
 use report::ReportArgs;
 use serve::ServeArgs;
+use versions::{DiffArgs, PromoteArgs, PublishArgs, RollbackArgs, ShowArgs, VersionsArgs};
 
 /// kefu: an e-commerce customer-service engine with hot-reloaded rules.
 #[derive(Parser)]
@@ -157,6 +159,24 @@ pub enum Command {
     /// latency percentiles, model tokens and cost per conversation, against the seeds'
     /// targets. Bad lines are counted and listed, not fatal.
     Report(ReportArgs),
+    /// Build and test a rules directory and publish it as a new version (docs/operations.md,
+    /// "Publishing"): refused with the diagnostics when it does not build, when a
+    /// conversation test or knowledge-base check fails (unless --force, recorded on the
+    /// version), and when the version it was edited from is no longer live (a conflict).
+    Publish(PublishArgs),
+    /// The published versions, newest first, with the live one and the canary marked.
+    Versions(VersionsArgs),
+    /// A version's record (author, message, parent, tests, files, notes), or one of its
+    /// files.
+    Show(ShowArgs),
+    /// What changed between two versions (ids, `live`, `canary`) or a version and a rules
+    /// directory: files added, removed and changed, unified diffs.
+    Diff(DiffArgs),
+    /// Serve an older version's content again, published as a new version (history only
+    /// grows); default: the live version's parent. While a canary runs, stops it.
+    Rollback(RollbackArgs),
+    /// Make the running canary the live version.
+    Promote(PromoteArgs),
 }
 
 /// Loads a rules directory, printing diagnostics; an error when it does not build.

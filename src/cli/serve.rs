@@ -196,13 +196,7 @@ struct TicketArgs {
 impl TicketArgs {
     /// The delivery settings these flags ask for.
     fn config(self) -> Result<kefu::tickets::TicketConfig> {
-        let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let state_dir = self
-            .state_dir
-            .or_else(|| env("STATE_DIRECTORY"))
-            .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("kefu")))
-            .or_else(|| env("HOME").map(|d| d.join(".local/state/kefu")))
-            .unwrap_or_else(|| PathBuf::from("kefu-state"));
+        let state_dir = self.state_dir.unwrap_or_else(default_state_dir);
         let secret = match &self.tickets_secret_file {
             Some(path) => {
                 let text = std::fs::read(path).with_context(|| format!("--tickets-secret-file {}", path.display()))?;
@@ -217,6 +211,16 @@ impl TicketArgs {
             ..kefu::tickets::TicketConfig::default()
         })
     }
+}
+
+/// The state directory when `--state-dir` is not given: $STATE_DIRECTORY (systemd), else
+/// $XDG_STATE_HOME/kefu, else ~/.local/state/kefu (`kefu serve` and the version commands).
+pub(super) fn default_state_dir() -> PathBuf {
+    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("STATE_DIRECTORY")
+        .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("kefu")))
+        .or_else(|| env("HOME").map(|d| d.join(".local/state/kefu")))
+        .unwrap_or_else(|| PathBuf::from("kefu-state"))
 }
 
 /// A secret read from `file` (given as `flag`), else from the environment variable
@@ -240,7 +244,7 @@ fn secret_file(file: Option<&Path>, flag: &str, variable: &str) -> Result<Option
 }
 
 /// [`secret_file`] for a secret that must be text (a token, a password).
-fn secret_text(file: Option<&Path>, flag: &str, variable: &str) -> Result<Option<String>> {
+pub(super) fn secret_text(file: Option<&Path>, flag: &str, variable: &str) -> Result<Option<String>> {
     secret_file(file, flag, variable)?
         .map(|bytes| {
             String::from_utf8(bytes).map_err(|_| match file {
@@ -253,7 +257,7 @@ fn secret_text(file: Option<&Path>, flag: &str, variable: &str) -> Result<Option
 
 /// The Redis URL to connect to: `url` with `password` added. A password written inside
 /// the URL still works, with a warning (a command line is visible in `ps`).
-fn redis_url(url: Option<String>, password: Option<String>) -> Result<Option<String>> {
+pub(super) fn redis_url(url: Option<String>, password: Option<String>) -> Result<Option<String>> {
     let Some(url) = url else {
         if password.is_some() {
             tracing::warn!(
