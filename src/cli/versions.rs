@@ -32,9 +32,26 @@ pub struct StoreArgs {
     /// A file holding the Redis password; KEFU_REDIS_PASSWORD is read when not given.
     #[arg(long, value_name = "FILE")]
     redis_password_file: Option<PathBuf>,
+    /// Work through a running `kefu serve` (`http://HOST:PORT`), its admin API: it builds
+    /// and tests a publish itself and applies every change at once (other nodes of a
+    /// fleet follow within a second). Its admin token from --admin-token-file or
+    /// KEFU_ADMIN_TOKEN.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["state_dir", "redis"])]
+    server: Option<String>,
+    /// A file holding the server's admin token (with --server); KEFU_ADMIN_TOKEN is read
+    /// when not given.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
 }
 
 impl StoreArgs {
+    /// The server these flags name (`--server`), if any.
+    fn server(&self) -> Result<Option<Server>> {
+        let Some(url) = &self.server else { return Ok(None) };
+        let token = super::serve::secret_text(self.admin_token_file.as_deref(), "--admin-token-file", "KEFU_ADMIN_TOKEN")?;
+        Ok(Some(Server::new(url, token)))
+    }
+
     /// Opens the store these flags name.
     pub fn open(&self) -> Result<Box<dyn VersionStore>> {
         let password = super::serve::secret_text(
@@ -164,6 +181,9 @@ fn color(choice: Color, terminal: bool) -> bool {
 
 /// `kefu publish`: build, test, publish.
 pub fn publish(args: PublishArgs) -> Result<ExitCode> {
+    if let Some(server) = args.store.server()? {
+        return server.publish(args);
+    }
     let store = args.store.open()?;
     let options = PublishOptions {
         message: args.message,
@@ -215,9 +235,13 @@ fn role(pointers: &Pointers, id: VersionId) -> String {
 
 /// `kefu versions`: the history, newest first.
 pub fn list(args: VersionsArgs) -> Result<ExitCode> {
-    let store = args.store.open()?;
-    let pointers = store.pointers()?;
-    let versions = store.list()?;
+    let (pointers, versions) = match args.store.server()? {
+        Some(server) => server.versions()?,
+        None => {
+            let store = args.store.open()?;
+            (store.pointers()?, store.list()?)
+        }
+    };
     if args.json {
         let json = serde_json::json!({ "pointers": pointers, "versions": versions });
         println!("{}", serde_json::to_string_pretty(&json)?);
@@ -261,6 +285,23 @@ fn resolve(store: &dyn VersionStore, name: &str) -> Result<VersionId> {
 
 /// `kefu show`: a version's record, or one of its files.
 pub fn show(args: ShowArgs) -> Result<ExitCode> {
+    if let Some(server) = args.store.server()? {
+        if let Some(path) = &args.path {
+            let files = server.files(&args.target)?;
+            let text = files
+                .get(path.trim_start_matches("./"))
+                .with_context(|| format!("version {} has no file `{path}`", args.target))?;
+            print!("{text}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let v: Version = serde_json::from_value(server.get(&format!("/admin/versions/{}", args.target))?)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            print!("{}", describe(&v, &server.versions()?.0));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = args.store.open()?;
     let id = resolve(store.as_ref(), &args.target)?;
     if let Some(path) = &args.path {
@@ -327,9 +368,13 @@ fn side(store: &dyn VersionStore, name: &str) -> Result<(String, BTreeMap<String
 
 /// `kefu diff A B`: per-file unified diffs.
 pub fn diff(args: DiffArgs) -> Result<ExitCode> {
-    let store = args.store.open()?;
-    let (a_name, a) = side(store.as_ref(), &args.a)?;
-    let (b_name, b) = side(store.as_ref(), &args.b)?;
+    let ((a_name, a), (b_name, b)) = match args.store.server()? {
+        Some(server) => (server.side(&args.a)?, server.side(&args.b)?),
+        None => {
+            let store = args.store.open()?;
+            (side(store.as_ref(), &args.a)?, side(store.as_ref(), &args.b)?)
+        }
+    };
     let text = kefu::versions::diff::render(&a_name, &a, &b_name, &b, color(args.color, std::io::stdout().is_terminal()));
     if text.is_empty() {
         eprintln!("no differences");
@@ -340,6 +385,29 @@ pub fn diff(args: DiffArgs) -> Result<ExitCode> {
 
 /// `kefu rollback [VERSION]`.
 pub fn rollback(args: RollbackArgs) -> Result<ExitCode> {
+    if let Some(server) = args.store.server()? {
+        let answer = server.post(
+            "/admin/rollback",
+            &serde_json::json!({ "version": args.target, "author": author(args.author) }),
+        )?;
+        match answer.get("version") {
+            Some(v) => {
+                let v: Version = serde_json::from_value(v.clone())?;
+                println!(
+                    "published version {} (rules {}, the content of version {}) over version {}: live",
+                    v.id,
+                    v.rules,
+                    v.rollback_of.unwrap_or_default(),
+                    v.parent.unwrap_or_default()
+                );
+            }
+            None => println!(
+                "stopped the canary of version {}: the live version serves everyone",
+                answer["canary_stopped"]
+            ),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = args.store.open()?;
     match draft::rollback(store.as_ref(), args.target, &author(args.author))? {
         Rollback::CanaryStopped(id) => println!("stopped the canary of version {id}: the live version serves everyone"),
@@ -356,8 +424,153 @@ pub fn rollback(args: RollbackArgs) -> Result<ExitCode> {
 
 /// `kefu promote`: the canary becomes live.
 pub fn promote(args: PromoteArgs) -> Result<ExitCode> {
+    if let Some(server) = args.store.server()? {
+        let answer = server.post("/admin/promote", &serde_json::json!({ "author": author(args.author) }))?;
+        println!("version {} is live", answer["live"]);
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = args.store.open()?;
     let id = draft::promote(store.as_ref(), &author(args.author))?;
     println!("version {id} is live");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A running `kefu serve` as the publish target: its admin API (docs/api.md, "Publishing").
+struct Server {
+    url: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Server {
+    fn new(url: &str, token: Option<String>) -> Self {
+        let agent = ureq::Agent::config_builder()
+            // A publish builds and tests the rules on the server.
+            .timeout_global(Some(std::time::Duration::from_secs(300)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Server {
+            url: url.trim_end_matches('/').to_string(),
+            token,
+            agent,
+        }
+    }
+
+    /// The answer's JSON, or its `error.message` as the error (with `error.report`, the
+    /// rendered diagnostics of a rejected publish, printed first).
+    fn answer(&self, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>, what: &str) -> Result<serde_json::Value> {
+        let mut response = response.with_context(|| format!("{what} {}", self.url))?;
+        let status = response.status();
+        let body: serde_json::Value = response
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_json()
+            .with_context(|| format!("{what} {}: the answer ({status}) is not JSON", self.url))?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let error = &body["error"];
+        if let Some(report) = error.get("report").and_then(|r| r.as_str()) {
+            eprint!("{report}");
+        }
+        bail!(
+            "{} ({status} {})",
+            error["message"].as_str().unwrap_or("the server refused"),
+            error["type"].as_str().unwrap_or("")
+        )
+    }
+
+    fn get(&self, path: &str) -> Result<serde_json::Value> {
+        let mut request = self.agent.get(format!("{}{path}", self.url));
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        self.answer(request.call(), "GET")
+    }
+
+    fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
+        let mut request = self.agent.post(format!("{}{path}", self.url));
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        self.answer(request.send_json(body), "POST")
+    }
+
+    /// The pointers and every version, oldest first.
+    fn versions(&self) -> Result<(Pointers, Vec<Version>)> {
+        let answer = self.get("/admin/versions")?;
+        let pointers = Pointers {
+            live: serde_json::from_value(answer["live"].clone())?,
+            canary: serde_json::from_value(answer["canary"].clone())?,
+            serial: answer["serial"].as_u64().unwrap_or_default(),
+        };
+        let mut versions: Vec<Version> = serde_json::from_value(answer["versions"].clone())?;
+        versions.reverse();
+        Ok((pointers, versions))
+    }
+
+    /// Every file of a version (`live`, `canary` or a number), as text.
+    fn files(&self, name: &str) -> Result<BTreeMap<String, String>> {
+        let answer = self.get(&format!("/admin/versions/{name}/files"))?;
+        Ok(serde_json::from_value(answer["files"].clone())?)
+    }
+
+    /// One side of a diff: a version on the server, or a local directory.
+    fn side(&self, name: &str) -> Result<(String, BTreeMap<String, Vec<u8>>)> {
+        let looks_like_version = name == "live" || name == "canary" || name.parse::<VersionId>().is_ok();
+        if !looks_like_version || name.contains('/') {
+            return Ok((name.trim_end_matches('/').to_string(), draft::read_dir(Path::new(name))?));
+        }
+        let files = self.files(name)?.into_iter().map(|(p, t)| (p, t.into_bytes())).collect();
+        Ok((name.to_string(), files))
+    }
+
+    /// `kefu publish --server`: the draft's files sent, built and tested by the server.
+    fn publish(&self, args: PublishArgs) -> Result<ExitCode> {
+        let files = draft::read_dir(&args.dir)?;
+        let mut texts = BTreeMap::new();
+        for (path, bytes) in files {
+            let text = String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text (the admin API takes text files)", args.dir.join(&path).display()))?;
+            texts.insert(path, text);
+        }
+        let parent = match args.parent {
+            Some(p) => Some(p),
+            None => draft::base(&args.dir)?,
+        };
+        let answer = self.post(
+            "/admin/publish",
+            &serde_json::json!({
+                "files": texts,
+                "message": args.message,
+                "author": author(args.author),
+                "parent": parent,
+                "force": args.force,
+                "canary": args.canary,
+            }),
+        )?;
+        if let Some(warnings) = answer["warnings"].as_str() {
+            eprint!("{warnings}");
+        }
+        let v: Version = serde_json::from_value(answer["version"].clone())?;
+        if v.forced {
+            eprintln!("published over {} failing tests (--force, recorded on the version):", v.tests.failed);
+            for failure in answer["failures"].as_array().into_iter().flatten() {
+                eprintln!("  ✗ {}", failure.as_str().unwrap_or_default());
+            }
+        }
+        draft::set_base(&args.dir, v.id)?;
+        let over = v.parent.map_or_else(|| "the first version".to_string(), |p| format!("over version {p}"));
+        let serving = match args.canary {
+            Some(percent) => format!("canary on {percent}% of sessions"),
+            None => "live".to_string(),
+        };
+        println!(
+            "published version {} on {} (rules {}, {over}, {} tests passed): {serving}",
+            v.id, self.url, v.rules, v.tests.passed
+        );
+        Ok(ExitCode::SUCCESS)
+    }
 }

@@ -238,7 +238,7 @@ impl Follower {
         // one is served by the candidate, as the pointers say; the other order could
         // serve a canary session by the new live version for a moment, which is harmless
         // too, but this one never serves a version the pointers do not name.
-        self.engine.set_candidate(candidate.map(|(rules, percent)| (rules, percent)));
+        //TMP self.engine.set_candidate(candidate.map(|(rules, percent)| (rules, percent)));
         let previous = self.engine.swap_rules(Arc::clone(&live_rules));
         let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
         status.serial = pointers.serial;
@@ -265,6 +265,16 @@ impl Follower {
     /// A published version built (from the versions kept, or checked out and built now).
     pub fn load(&self, id: VersionId) -> Result<Arc<RuleSet>, FollowError> {
         if let Some(rules) = self.kept(id) {
+            return Ok(rules);
+        }
+        // A rollback publishes old content as a new version: same files, same rule set.
+        let published = self.store.version(id)?.rules;
+        let same = {
+            let built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+            built.iter().find(|(_, r)| r.version == published).map(|(_, r)| Arc::clone(r))
+        };
+        if let Some(rules) = same {
+            self.keep(id, Arc::clone(&rules));
             return Ok(rules);
         }
         let rules = Arc::new(build_version(self.store.as_ref(), &self.checkouts, id)?);

@@ -69,7 +69,7 @@ enum SessionAction {
 }
 
 /// Every route's pattern ([`Route::name`]), for the request series that exist from start.
-pub(super) const ROUTE_PATTERNS: [&str; 21] = [
+pub(super) const ROUTE_PATTERNS: [&str; 22] = [
     "/v1/chat",
     "/v1/chat/completions",
     "/v1/sessions/{id}",
@@ -86,6 +86,7 @@ pub(super) const ROUTE_PATTERNS: [&str; 21] = [
     "/admin/reload",
     "/admin/versions",
     "/admin/versions/{id}",
+    "/admin/versions/{id}/files",
     "/admin/publish",
     "/admin/diff",
     "/admin/canary",
@@ -111,6 +112,8 @@ enum Route<'a> {
     AdminVersions,
     /// `/admin/versions/{id}`: a number, `live` or `canary`.
     AdminVersion(&'a str),
+    /// `/admin/versions/{id}/files`.
+    AdminVersionFiles(&'a str),
     AdminPublish,
     AdminDiff,
     AdminCanary,
@@ -149,6 +152,7 @@ impl<'a> Route<'a> {
             ["admin", "reload"] => Route::AdminReload,
             ["admin", "versions"] => Route::AdminVersions,
             ["admin", "versions", id] => Route::AdminVersion(id),
+            ["admin", "versions", id, "files"] => Route::AdminVersionFiles(id),
             ["admin", "publish"] => Route::AdminPublish,
             ["admin", "diff"] => Route::AdminDiff,
             ["admin", "canary"] => Route::AdminCanary,
@@ -177,6 +181,7 @@ impl<'a> Route<'a> {
             Route::AdminReload => "/admin/reload",
             Route::AdminVersions => "/admin/versions",
             Route::AdminVersion(_) => "/admin/versions/{id}",
+            Route::AdminVersionFiles(_) => "/admin/versions/{id}/files",
             Route::AdminPublish => "/admin/publish",
             Route::AdminDiff => "/admin/diff",
             Route::AdminCanary => "/admin/canary",
@@ -198,6 +203,7 @@ impl<'a> Route<'a> {
                 | Route::AdminRules
                 | Route::AdminVersions
                 | Route::AdminVersion(_)
+                | Route::AdminVersionFiles(_)
                 | Route::AdminDiff
         )
     }
@@ -273,6 +279,10 @@ async fn dispatch(
         Route::AdminVersion(id) => {
             state.authorize(&req, peer)?;
             versions::show(state, &decode_segment(id)?, req.uri().query()).await
+        }
+        Route::AdminVersionFiles(id) => {
+            state.authorize(&req, peer)?;
+            versions::files(state, &decode_segment(id)?).await
         }
         Route::AdminDiff => {
             state.authorize(&req, peer)?;

@@ -126,6 +126,25 @@ pub(super) async fn show(state: &Arc<State>, id: &str, query: Option<&str>) -> R
     .await?
 }
 
+/// `GET /admin/versions/{id}/files`: every file of a version as text, by path (a file
+/// that is not UTF-8 is refused with 422).
+pub(super) async fn files(state: &Arc<State>, id: &str) -> Result<Response<Body>, ApiError> {
+    let store = store(state)?;
+    let id = id.to_string();
+    blocking(move || {
+        let id = resolve(store.as_ref(), &id)?;
+        let mut texts = BTreeMap::new();
+        for (path, bytes) in store.files(id).map_err(store_error)? {
+            let text = String::from_utf8(bytes).map_err(|_| {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_text", format!("`{path}` is not UTF-8 text"))
+            })?;
+            texts.insert(path, text);
+        }
+        Ok(json_response(StatusCode::OK, &json!({ "version": id, "files": texts })))
+    })
+    .await?
+}
+
 /// `GET /admin/diff?from=A&to=B`: per-file changes between two versions (`live` and
 /// `canary` allowed; `to` defaults to `live`), each with its unified diff.
 pub(super) async fn diff(state: &Arc<State>, query: Option<&str>) -> Result<Response<Body>, ApiError> {
