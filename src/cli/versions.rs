@@ -113,7 +113,8 @@ pub struct ShowArgs {
 /// `kefu diff`.
 #[derive(clap::Args)]
 pub struct DiffArgs {
-    /// The old side: a version id, `live`, `canary`, or a rules directory.
+    /// The old side: a version id, `live`, `canary`, or a rules directory (a path with a
+    /// `/` is always a directory: `./live` for one named `live`).
     a: String,
     /// The new side: a version id, `live`, `canary`, or a rules directory.
     b: String,
