@@ -498,3 +498,27 @@ fn redis_concurrent_publishes_from_one_parent_exactly_one_wins() {
     }
     assert_eq!(store.list().unwrap().len(), 21);
 }
+
+/// The commands with `--redis`: publish, versions, rollback through the binary.
+#[test]
+#[ignore = "needs redis-server (tests/support/redis.rs starts one of its own)"]
+fn redis_commands_publish_list_and_roll_back() {
+    let redis = support::redis::OwnRedis::start();
+    let ws = Workspace::new();
+    let url = redis.url();
+    let (ok, out, err) = ws.kefu(&["publish", "draft", "-m", "开店", "--redis", &url]);
+    assert!(ok && out.starts_with("published version 1 "), "{out}{err}");
+    ws.edit("shop.kefu", "小美", "小丽");
+    let (ok, _, err) = ws.kefu(&["publish", "draft", "-m", "改名", "--redis", &url]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = ws.kefu(&["rollback", "--redis", &url]);
+    assert!(ok && out.contains("the content of version 1"), "{out}{err}");
+    let (ok, list, _) = ws.kefu(&["versions", "--redis", &url]);
+    assert!(ok);
+    let ids: Vec<&str> = list.lines().map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(ids, ["3", "2", "1"], "{list}");
+    let (ok, diff, _) = ws.kefu(&["diff", "2", "3", "--redis", &url, "--color", "never"]);
+    assert!(ok && diff.contains("+  reply \"您好，我是小美～\""), "{diff}");
+    // Nothing was written to the local store.
+    assert!(!ws.state().join("versions").exists());
+}
