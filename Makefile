@@ -31,7 +31,7 @@ test: deps model ## the full test suite: formatting, clippy, unit, integration a
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked --all-targets
 	$(CARGO) test --locked --test model -- --ignored
-	tests/support/with-redis.sh $(CARGO) test --locked --test server --test sessions --test config -- --ignored redis
+	tests/support/with-redis.sh $(CARGO) test --locked --test server --test sessions --test config --test versions -- --ignored redis
 	$(CARGO) test --locked --doc
 	tests/support/openai-sdk.sh target/debug/kefu
 	tests/support/with-redis.sh tests/support/fleet.py target/debug/kefu

@@ -64,7 +64,8 @@ impl StoreArgs {
             return Ok(Box::new(store));
         }
         let dir = self.state_dir.clone().unwrap_or_else(super::serve::default_state_dir);
-        let store = LocalStore::open(&dir).with_context(|| format!("opening the version store in {}", dir.display()))?;
+        let store =
+            LocalStore::open(&dir).with_context(|| format!("opening the version store in {}", dir.display()))?;
         Ok(Box::new(store))
     }
 }
@@ -129,7 +130,8 @@ pub struct ShowArgs {
 /// `kefu diff`.
 #[derive(clap::Args)]
 pub struct DiffArgs {
-    /// The old side: a version id, `live`, `canary`, or a rules directory.
+    /// The old side: a version id, `live`, `canary`, or a rules directory (a path with a
+    /// `/` is always a directory: `./live` for one named `live`).
     a: String,
     /// The new side: a version id, `live`, `canary`, or a rules directory.
     b: String,
@@ -198,12 +200,17 @@ pub fn publish(args: PublishArgs) -> Result<ExitCode> {
             eprint!("{}", published.warnings);
             let v = &published.version;
             if v.forced {
-                eprintln!("published over {} failing tests (--force, recorded on the version):", v.tests.failed);
+                eprintln!(
+                    "published over {} failing tests (--force, recorded on the version):",
+                    v.tests.failed
+                );
                 for failure in &published.failures {
                     eprintln!("  ✗ {failure}");
                 }
             }
-            let over = v.parent.map_or_else(|| "the first version".to_string(), |p| format!("over version {p}"));
+            let over = v
+                .parent
+                .map_or_else(|| "the first version".to_string(), |p| format!("over version {p}"));
             let serving = match args.canary {
                 Some(percent) => format!("canary on {percent}% of sessions"),
                 None => "live".to_string(),
@@ -258,7 +265,11 @@ pub fn list(args: VersionsArgs) -> Result<ExitCode> {
         if let Some(r) = v.rollback_of {
             flags.push(format!("rollback of {r}"));
         }
-        let flags = if flags.is_empty() { String::new() } else { format!(" ({})", flags.join(", ")) };
+        let flags = if flags.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", flags.join(", "))
+        };
         println!(
             "{:>4} {:<11} {} {} {:<12} {}{flags}",
             v.id,
@@ -327,25 +338,53 @@ fn describe(v: &Version, pointers: &Pointers) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let role = role(pointers, v.id);
-    let _ = writeln!(out, "version  {}{}", v.id, if role.is_empty() { String::new() } else { format!(" ({role})") });
+    let _ = writeln!(
+        out,
+        "version  {}{}",
+        v.id,
+        if role.is_empty() {
+            String::new()
+        } else {
+            format!(" ({role})")
+        }
+    );
     let _ = writeln!(out, "rules    {}", v.rules);
-    let _ = writeln!(out, "parent   {}", v.parent.map_or_else(|| "none".to_string(), |p| p.to_string()));
+    let _ = writeln!(
+        out,
+        "parent   {}",
+        v.parent.map_or_else(|| "none".to_string(), |p| p.to_string())
+    );
     let _ = writeln!(out, "author   {}", v.author);
     let _ = writeln!(out, "time     {}", v.time.to_rfc3339());
     let _ = writeln!(out, "message  {}", v.message);
     let forced = if v.forced { " (published with --force)" } else { "" };
-    let _ = writeln!(out, "tests    {} passed, {} failed{forced}", v.tests.passed, v.tests.failed);
+    let _ = writeln!(
+        out,
+        "tests    {} passed, {} failed{forced}",
+        v.tests.passed, v.tests.failed
+    );
     if let Some(r) = v.rollback_of {
         let _ = writeln!(out, "rollback of version {r}");
     }
     let _ = writeln!(out, "files    {}", v.files.len());
     for (path, file) in &v.files {
-        let _ = writeln!(out, "  {} {:>9}  {path}", &file.sha256[..12.min(file.sha256.len())], file.size);
+        let _ = writeln!(
+            out,
+            "  {} {:>9}  {path}",
+            &file.sha256[..12.min(file.sha256.len())],
+            file.size
+        );
     }
     if !v.notes.is_empty() {
         let _ = writeln!(out, "notes");
         for note in &v.notes {
-            let _ = writeln!(out, "  {} {}: {}", note.time.format("%Y-%m-%d %H:%M:%S"), note.kind, note.text);
+            let _ = writeln!(
+                out,
+                "  {} {}: {}",
+                note.time.format("%Y-%m-%d %H:%M:%S"),
+                note.kind,
+                note.text
+            );
             for (name, value) in &note.figures {
                 let _ = writeln!(out, "      {name} = {value}");
             }

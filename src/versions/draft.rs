@@ -412,3 +412,28 @@ pub fn start_canary(store: &dyn VersionStore, id: VersionId, percent: u8, author
         Note::new("canary started", format!("on {percent}% of sessions by {author}")),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_base_file_holds_a_version_number_or_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(base(dir.path()).unwrap(), None);
+        set_base(dir.path(), 7).unwrap();
+        assert_eq!(base(dir.path()).unwrap(), Some(7));
+        std::fs::write(dir.path().join(BASE_FILE), "seven").unwrap();
+        let e = base(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(".kefu-base") && e.contains("`seven`"), "{e}");
+    }
+
+    #[test]
+    fn a_draft_file_over_the_bound_is_refused_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = std::fs::File::create(dir.path().join("big.yaml")).unwrap();
+        big.set_len(MAX_FILE_BYTES + 1).unwrap();
+        let e = read_dir(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("big.yaml") && e.contains("16 MiB"), "{e}");
+    }
+}

@@ -292,7 +292,10 @@ pub trait VersionStore: Send + Sync {
 
     /// A cached artifact (e.g. a trained classifier keyed by the hash of its inputs), if
     /// present. Artifacts are a cache: one may be missing at any time, and one whose
-    /// bytes do not match what was stored is reported as missing.
+    /// bytes do not match what was stored is reported as missing. Keys are any text
+    /// (stored under their sha256); name them with their kind and the hash of what made
+    /// them, e.g. `nlu:v1:SHA256-OF-INTENTS-AND-EXAMPLES`, so a change of format is a new
+    /// key rather than a bad read. Not versioned, not listed, never removed by kefu.
     fn artifact_get(&self, key: &str) -> Result<Option<Vec<u8>>>;
 
     /// Stores an artifact under `key`, replacing any before.
@@ -300,7 +303,9 @@ pub trait VersionStore: Send + Sync {
 
     /// Writes a version's files into `dir`, never half: into a new directory beside it
     /// first (every blob verified), then renamed into place (the directory before, if any,
-    /// is moved aside and removed). A reader of `dir` sees the old files or the new ones.
+    /// is moved aside and removed). A reader of `dir` sees the old files or the new ones
+    /// (or, between the two renames, no directory), never a mix or a half-written file;
+    /// a damaged blob fails the checkout and leaves `dir` as it was.
     fn checkout(&self, id: VersionId, dir: &Path) -> Result<()> {
         let files = self.files(id)?;
         write_tree(&files, dir)
