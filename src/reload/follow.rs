@@ -238,7 +238,7 @@ impl Follower {
         // one is served by the candidate, as the pointers say; the other order could
         // serve a canary session by the new live version for a moment, which is harmless
         // too, but this one never serves a version the pointers do not name.
-        //TMP self.engine.set_candidate(candidate.map(|(rules, percent)| (rules, percent)));
+        self.engine.set_candidate(candidate.map(|(rules, percent)| (rules, percent)));
         let previous = self.engine.swap_rules(Arc::clone(&live_rules));
         let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
         status.serial = pointers.serial;
