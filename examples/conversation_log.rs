@@ -221,6 +221,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 user: user.as_object().cloned(),
                 context: None,
                 as_of: Some(at),
+                rules_version: None,
             };
             *model.last.lock().unwrap() = (0, 0);
             let response = engine.turn(request).unwrap();

@@ -375,6 +375,7 @@ pub fn run(rules: &Arc<RuleSet>, conversation: &Conversation, path: &Path) -> Ou
             user: turn.user.clone().or_else(|| conversation.user.clone()),
             context: (!context.is_empty()).then_some(context),
             as_of: Some(at),
+            rules_version: None,
         };
         // The engine's sessions are in memory, which cannot fail.
         let response = engine.turn(request).expect("in-memory sessions never fail");

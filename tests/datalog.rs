@@ -85,6 +85,43 @@ fn report_of_the_fixed_log() {
     insta::assert_yaml_snapshot!("report", report);
 }
 
+/// The fixed log as if a canary had run: the sessions whose id sorts after `f` answered
+/// by a candidate version, one of its turns with a failed script.
+#[test]
+fn report_of_a_canary_has_a_row_per_version() {
+    let files = log();
+    let mut records = Vec::new();
+    kefu::data::read(&files, |r, _| records.push(r)).unwrap();
+    let mut errors = 1;
+    for record in &mut records {
+        if let Record::Turn(turn) = record
+            && turn.session.as_str() > "f"
+        {
+            turn.rules = "c4a9d1e07f3b".into();
+            if errors > 0 {
+                turn.script_errors = 2;
+                errors -= 1;
+            }
+        }
+    }
+    let report = report::report_of(records, &ReportOptions::default());
+    let versions: Vec<(&str, u64)> = report.versions.iter().map(|v| (v.version.as_str(), v.turns)).collect();
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    assert_eq!(versions.iter().map(|v| v.1).sum::<u64>(), report.turns);
+    let candidate = &report.versions[1];
+    assert_eq!(candidate.version, "c4a9d1e07f3b");
+    assert_eq!(candidate.errors.count, 1);
+    assert_eq!(
+        report.versions.iter().map(|v| v.feedback).sum::<u64>(),
+        report.satisfaction.scores,
+        "every score counts for one version"
+    );
+    insta::assert_snapshot!("report_versions_text", report.to_string());
+    let html = kefu::data::html::render(&report);
+    assert!(html.contains("<h2>Rules versions</h2>"));
+    assert!(html.contains("<td>c4a9d1e07f3b</td>"));
+}
+
 #[test]
 fn report_prices_are_flags_and_json_is_one_object() {
     let scratch_dir = scratch("report-cli");

@@ -1906,3 +1906,130 @@ fn a_forged_identity_is_refused_and_a_signed_one_reaches_the_rules() {
     );
     assert_eq!(backend.status, 200, "{}", backend.body);
 }
+
+/// The demo rules and a candidate version of them (a comment added: only the hash differs).
+fn demo_candidate() -> Arc<kefu::RuleSet> {
+    let copy = copy_rules(Path::new(DEMO), "candidate");
+    let shop = copy.join("shop.kefu");
+    let text = std::fs::read_to_string(&shop).unwrap();
+    std::fs::write(&shop, format!("{text}\n# the candidate\n")).unwrap();
+    let candidate = kefu::dsl::load_dir(&copy).rules.expect("the copy compiles");
+    std::fs::remove_dir_all(&copy).unwrap();
+    Arc::new(candidate)
+}
+
+#[test]
+fn a_request_may_pin_a_rules_version_it_names_well() {
+    let server = TestServer::start(config(DEMO));
+    let live = server.chat("p1", "这件T恤洗了会缩水吗");
+    assert_eq!(live["rules_role"], "live", "{live}");
+    let version = live["rules_version"].as_str().unwrap().to_string();
+    let pinned = server.post(
+        "/v1/chat",
+        &json!({ "session_id": "p1", "message": "能开发票吗", "rules_version": version }),
+    );
+    assert_eq!(pinned.status, 200, "{}", pinned.body);
+    assert_eq!(
+        (
+            pinned.json()["rules_version"].as_str(),
+            pinned.json()["rules_role"].as_str()
+        ),
+        (Some(version.as_str()), Some("pinned"))
+    );
+    for (asked, status, kind) in [
+        (json!("0123456789ab"), 404, "unknown_rules_version"),
+        (json!(""), 400, "invalid_request"),
+        (json!("../../etc/passwd"), 400, "invalid_request"),
+        (json!("a".repeat(65)), 400, "invalid_request"),
+        (json!(12), 400, "invalid_request"),
+    ] {
+        let reply = server.post(
+            "/v1/chat",
+            &json!({ "session_id": "p2", "message": "能开发票吗", "rules_version": asked }),
+        );
+        assert_eq!(
+            (reply.status, reply.error_type().as_str()),
+            (status, kind),
+            "{}",
+            reply.body
+        );
+    }
+    // The refused turns changed nothing.
+    assert_eq!(server.get("/v1/sessions/p2").status, 404);
+
+    // With an admin token, only its bearer may pin a version.
+    let mut guarded = config(DEMO);
+    guarded.admin_token = Some("s3cret".into());
+    let server = TestServer::start(guarded);
+    let body = json!({ "session_id": "p3", "message": "能开发票吗", "rules_version": version }).to_string();
+    let json = ("content-type", "application/json");
+    let refused = server.send("POST", "/v1/chat", &[json], &body);
+    assert_eq!(
+        (refused.status, refused.error_type().as_str()),
+        (403, "forbidden"),
+        "{}",
+        refused.body
+    );
+    let admin = server.send("POST", "/v1/chat", &[json, ("authorization", "Bearer s3cret")], &body);
+    assert_eq!(admin.status, 200, "{}", admin.body);
+    assert_eq!(admin.json()["rules_role"], "pinned");
+}
+
+#[test]
+fn metrics_count_each_serving_version_and_forget_one_that_stops() {
+    let server = TestServer::start(config(DEMO));
+    let candidate = demo_candidate();
+    let live = server.state.engine.rules().version.clone();
+    let series =
+        |name: &str, version: &str, role: &str| format!("kefu_{name}_total{{version=\"{version}\",role=\"{role}\"}}");
+    // The live version's series exist before its first turn.
+    let fresh = server.get("/metrics").body;
+    assert!(
+        fresh.contains(&format!("{} 0", series("version_turns", &live, "live"))),
+        "{fresh}"
+    );
+
+    server.state.engine.set_candidate(Some((Arc::clone(&candidate), 100)));
+    let answer = server.chat("m1", "这件T恤洗了会缩水吗");
+    assert_eq!(
+        (answer["rules_version"].as_str(), answer["rules_role"].as_str()),
+        (Some(candidate.version.as_str()), Some("canary"))
+    );
+    let second = server.chat("m1", "能开发票吗");
+    let by_rule = [&answer, &second].iter().filter(|a| a["source"] == "rule").count();
+    // Rated after the canary ended: the rating still counts for the version that answered.
+    server.state.engine.set_candidate(Some((Arc::clone(&candidate), 0)));
+    server.chat("m2", "这件T恤洗了会缩水吗");
+    let rated = server.post(
+        "/v1/sessions/m1/feedback",
+        &json!({ "score": 4, "session_token": answer["session_token"] }),
+    );
+    assert_eq!(rated.status, 200, "{}", rated.body);
+    let metrics = server.get("/metrics").body;
+    let canary = &candidate.version;
+    for (line, value) in [
+        (series("version_turns", canary, "canary"), 2),
+        (series("version_turns", &live, "live"), 1),
+        (series("version_feedback", canary, "canary"), 1),
+        (series("version_feedback_score", canary, "canary"), 4),
+        (series("version_feedback", &live, "live"), 0),
+        (series("version_failed_turns", canary, "canary"), 0),
+    ] {
+        assert!(
+            metrics.contains(&format!("{line} {value}\n")),
+            "{line} {value}:\n{metrics}"
+        );
+    }
+    let by_rule =
+        format!("kefu_version_answers_total{{version=\"{canary}\",role=\"canary\",source=\"rule\"}} {by_rule}\n");
+    assert!(metrics.contains(&by_rule), "{metrics}");
+
+    // The canary ends: its series leave at the next scrape.
+    server.state.engine.set_candidate(None);
+    let after = server.get("/metrics").body;
+    assert!(!after.contains(canary.as_str()), "{after}");
+    assert!(
+        after.contains(&format!("{} 1", series("version_turns", &live, "live"))),
+        "{after}"
+    );
+}

@@ -317,6 +317,7 @@ fn the_engine_reports_every_change_to_its_one_observer() {
             Event::Release { .. } => "release".to_string(),
             Event::Feedback { feedback, .. } => format!("feedback {}", feedback.score),
             Event::Ticket { ticket } => format!("ticket {}", ticket.kind),
+            Event::TurnFailed { served_by, .. } => format!("failed turn on {}", served_by.role.name()),
         };
         log.lock().unwrap().push(what);
     };

@@ -120,6 +120,7 @@ pub fn run(
             user: user.clone(),
             context: context.clone(),
             as_of: None,
+            rules_version: None,
         };
         let response = engine.turn(request)?;
         if !response.reply.is_empty() {

@@ -128,6 +128,37 @@ pub struct ServeArgs {
     tickets: TicketArgs,
     #[command(flatten)]
     identity: IdentityArgs,
+    #[command(flatten)]
+    canary: CanaryArgs,
+}
+
+/// When a canary candidate is rolled back by itself (docs/operations.md, "Canary").
+#[derive(clap::Args)]
+struct CanaryArgs {
+    /// End a canary by itself when the candidate's handoff or error rate exceeds the live
+    /// version's by more than its margin (the decision logged and recorded on the version).
+    #[arg(long)]
+    canary_auto_rollback: bool,
+    /// How far the candidate's handoff rate may exceed live's, in percentage points.
+    #[arg(long, default_value_t = 5.0, value_parser = margin)]
+    canary_max_handoff_margin: f64,
+    /// How far the candidate's error rate (turns with a script error, or failed) may
+    /// exceed live's, in percentage points.
+    #[arg(long, default_value_t = 2.0, value_parser = margin)]
+    canary_max_error_margin: f64,
+    /// Turns the candidate serves before it is judged.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    canary_min_turns: u64,
+}
+
+/// A margin in percentage points: 0 to 100.
+fn margin(text: &str) -> Result<f64, String> {
+    let points: f64 = text.parse().map_err(|_| format!("`{text}` is not a number"))?;
+    if (0.0..=100.0).contains(&points) {
+        Ok(points)
+    } else {
+        Err(format!("{points} is not between 0 and 100 percentage points"))
+    }
 }
 
 /// Customer identities the shop's backend signs (docs/api.md, "Signed identities").
@@ -365,6 +396,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
     }
     config.serve_dir = args.watch;
     config.identity = args.identity.config()?;
+    config.canary = kefu::server::canary::GuardConfig {
+        auto_rollback: args.canary.canary_auto_rollback,
+        max_handoff_margin: args.canary.canary_max_handoff_margin,
+        max_error_margin: args.canary.canary_max_error_margin,
+        min_turns: args.canary.canary_min_turns,
+    };
     config.llm = match &args.mock_llm {
         Some(path) => Some(kefu::server::model::load_mock(path)?),
         None => args.model.open()?,

@@ -221,6 +221,36 @@ fn write_page(h: &mut String, r: &Report) -> std::fmt::Result {
     }
     writeln!(h, "</table>")?;
 
+    if r.versions.len() > 1 {
+        let rate = |x: Option<f64>| x.map_or_else(|| "-".into(), |x| format!("{:.1}%", x * 100.0));
+        writeln!(
+            h,
+            "<h2>Rules versions</h2><p>share of turns answered by the rules, the FAQ and the model; \
+             rates per turn; feedback counted for the version that answered the session's last turn</p>\
+             <table><tr><th>version</th><th>from</th><th>turns</th><th>rules</th><th>faq</th><th>model</th>\
+             <th>handoffs</th><th>fallbacks</th><th>feedback</th><th>errors</th></tr>"
+        )?;
+        for v in &r.versions {
+            writeln!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{:.1}%</td><td class=n>{:.1}%</td>\
+                 <td class=n>{:.1}%</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
+                esc(&v.version),
+                esc(&v.from),
+                thousands(v.turns),
+                v.rules * 100.0,
+                v.faq * 100.0,
+                v.model * 100.0,
+                rate(v.handoffs.rate),
+                rate(v.fallbacks.rate),
+                v.feedback_mean
+                    .map_or_else(|| "-".into(), |m| format!("{m:.2} ({})", v.feedback)),
+                rate(v.errors.rate)
+            )?;
+        }
+        writeln!(h, "</table>")?;
+    }
+
     let m = &r.model;
     writeln!(
         h,

@@ -147,6 +147,9 @@ pub struct TurnRecord {
     pub completion_tokens: u32,
     /// The rule set that answered.
     pub rules: String,
+    /// Scripts that failed during the turn (the trace names them), when any.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub script_errors: u32,
     /// The kefu node that answered.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub node: String,
@@ -187,6 +190,7 @@ impl TurnRecord {
             prompt_tokens: tokens.0,
             completion_tokens: tokens.1,
             rules: response.rules_version.clone(),
+            script_errors: u32::try_from(response.script_errors.len()).unwrap_or(u32::MAX),
             node: node.to_string(),
             dropped: response.dropped,
         }

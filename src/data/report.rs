@@ -17,6 +17,13 @@
 //!   at or below it), over every turn, not sampled.
 //! - **cost**: model tokens times the price per 1,000 tokens (`--price-per-1k`, prompt and
 //!   generated may differ), divided by sessions (seed target: under 0.03 元).
+//! - **versions**: per rules version (the turn records' `rules`), in order of first turn:
+//!   turns; the share answered by the rules (rule, flow, promotion, short replies), by
+//!   the FAQ and by the model (cache hits, FAQ or model answers given again, count in
+//!   none); the handoff rate (turns handed to a person) and fallback rate (turns nothing
+//!   answered) per turn; feedback, each score counted for the version that answered the
+//!   session's last turn before it; errors, turns during which a script failed. A canary
+//!   shows as two versions over the same time.
 //! - **intent F1** cannot come from a log (it needs labels): `kefu eval` measures it.
 
 use std::collections::{BTreeMap, HashMap};
@@ -261,12 +268,58 @@ pub struct Report {
     pub model: ModelCost,
     /// Answers by source over time.
     pub timeline: Timeline,
+    /// Per rules version, in order of first turn.
+    pub versions: Vec<VersionFigures>,
     /// Lines read and bad lines.
     pub read: ReadStats,
 }
 
+/// One rules version's figures (`kefu report`'s per-version table).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VersionFigures {
+    /// The rules hash.
+    pub version: String,
+    /// Its first turn.
+    pub from: String,
+    /// Its last turn.
+    pub to: String,
+    /// Turns it answered.
+    pub turns: u64,
+    /// Share answered by the rules: rule, flow, promotion, short replies (`context`).
+    pub rules: f64,
+    /// Share answered by the knowledge base's FAQ.
+    pub faq: f64,
+    /// Share answered by the model.
+    pub model: f64,
+    /// Turns handed to a person, per turn.
+    pub handoffs: Rate,
+    /// Turns nothing answered, per turn.
+    pub fallbacks: Rate,
+    /// Scores given after it answered the session's last turn.
+    pub feedback: u64,
+    /// Their mean.
+    pub feedback_mean: Option<f64>,
+    /// Turns during which a script failed.
+    pub errors: Rate,
+}
+
+/// Running totals of one version.
+#[derive(Default)]
+struct VersionTally {
+    version: String,
+    from: Option<DateTime<FixedOffset>>,
+    to: Option<DateTime<FixedOffset>>,
+    sources: [u64; SOURCES.len()],
+    handoffs: u64,
+    errors: u64,
+    scores: u64,
+    score_sum: u64,
+}
+
 #[derive(Default)]
 struct SessionFigures {
+    /// The version (index into `Tally::versions`) of its last turn.
+    version: Option<usize>,
     turns: u32,
     /// The first reason it went to a person, and whether the bot gave it.
     handed: Option<(String, bool)>,
@@ -293,6 +346,8 @@ struct Tally {
     completion_tokens: u64,
     /// Turns by source per minute since the epoch, in the log's offset.
     minutes: BTreeMap<i64, [u64; SOURCES.len()]>,
+    /// Per rules version, in order of first turn.
+    versions: Vec<VersionTally>,
 }
 
 impl Tally {
@@ -306,7 +361,24 @@ impl Tally {
         }
         match record {
             Record::Turn(turn) => {
+                let index = match self.versions.iter().position(|v| v.version == turn.rules) {
+                    Some(i) => i,
+                    None => {
+                        self.versions.push(VersionTally {
+                            version: turn.rules.clone(),
+                            ..VersionTally::default()
+                        });
+                        self.versions.len() - 1
+                    }
+                };
+                let version = &mut self.versions[index];
+                version.from = Some(version.from.map_or(ts, |f| f.min(ts)));
+                version.to = Some(version.to.map_or(ts, |t| t.max(ts)));
+                version.sources[source_index(turn.source)] += 1;
+                version.handoffs += u64::from(turn.handoff.is_some() && turn.source != AnswerSource::Human);
+                version.errors += u64::from(turn.script_errors > 0);
                 let session = self.sessions.entry(turn.session).or_default();
+                session.version = Some(index);
                 session.turns += 1;
                 if let Some(reason) = turn.handoff
                     && turn.source != AnswerSource::Human
@@ -355,7 +427,12 @@ impl Tally {
             Record::Feedback(f) => {
                 if (1..=5).contains(&f.score) {
                     self.scores[usize::from(f.score) - 1] += 1;
-                    self.sessions.entry(f.session).or_default().scored = true;
+                    let session = self.sessions.entry(f.session).or_default();
+                    session.scored = true;
+                    if let Some(version) = session.version.and_then(|i| self.versions.get_mut(i)) {
+                        version.scores += 1;
+                        version.score_sum += u64::from(f.score);
+                    }
                 }
             }
         }
@@ -474,6 +551,7 @@ impl Tally {
             },
         ];
         let timeline = timeline(&self.minutes, self.from.map(|f| *f.offset()));
+        let versions = self.versions.iter().map(version_figures).collect();
         Report {
             from: self.from.map(|t| t.to_rfc3339()),
             to: self.to.map(|t| t.to_rfc3339()),
@@ -491,8 +569,30 @@ impl Tally {
             latency_ms,
             model,
             timeline,
+            versions,
             read,
         }
+    }
+}
+
+fn version_figures(v: &VersionTally) -> VersionFigures {
+    let turns: u64 = v.sources.iter().sum();
+    let of = |sources: &[AnswerSource]| sources.iter().map(|s| v.sources[source_index(*s)]).sum::<u64>();
+    use AnswerSource::*;
+    let time = |t: Option<DateTime<FixedOffset>>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
+    VersionFigures {
+        version: v.version.clone(),
+        from: time(v.from),
+        to: time(v.to),
+        turns,
+        rules: share(of(&[Rule, Flow, Promotion, Context]), turns),
+        faq: share(of(&[Faq]), turns),
+        model: share(of(&[Llm]), turns),
+        handoffs: Rate::new(v.handoffs, turns),
+        fallbacks: Rate::new(of(&[Fallback]), turns),
+        feedback: v.scores,
+        feedback_mean: (v.scores > 0).then(|| v.score_sum as f64 / v.scores as f64),
+        errors: Rate::new(v.errors, turns),
     }
 }
 
@@ -832,6 +932,32 @@ impl fmt::Display for Report {
                 ms(l.p99),
                 ms(l.max)
             )?;
+        }
+
+        if self.versions.len() > 1 {
+            writeln!(
+                o,
+                "\nrules versions (share of turns answered by rules, FAQ, model; rates per turn)\n  {:<14} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>7}",
+                "version", "turns", "rules", "faq", "model", "handoffs", "fallbacks", "feedback", "errors"
+            )?;
+            for v in &self.versions {
+                let feedback = v
+                    .feedback_mean
+                    .map_or_else(|| "-".into(), |m| format!("{m:.2} ({})", v.feedback));
+                writeln!(
+                    o,
+                    "  {:<14} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>7}",
+                    v.version,
+                    thousands(v.turns),
+                    pct(v.rules),
+                    pct(v.faq),
+                    pct(v.model),
+                    opt_pct(v.handoffs.rate),
+                    opt_pct(v.fallbacks.rate),
+                    feedback,
+                    opt_pct(v.errors.rate)
+                )?;
+            }
         }
 
         let m = &self.model;

@@ -316,10 +316,10 @@ impl crate::engine::Observer for ConversationLog {
             Event::Release { session } => {
                 self.release(session);
             }
-            Event::Feedback { session, feedback } => {
+            Event::Feedback { session, feedback, .. } => {
                 self.feedback(session, feedback.score, feedback.comment.as_deref());
             }
-            Event::Ticket { .. } => {}
+            Event::Ticket { .. } | Event::TurnFailed { .. } => {}
         }
     }
 }

@@ -3,4 +3,4 @@
 
 pub mod session;
 
-pub use session::{Asked, Feedback, FlowState, HistoryEntry, Role, Session, Takeover, new_token};
+pub use session::{Asked, Feedback, FlowState, HistoryEntry, Role, RulesRole, ServedBy, Session, Takeover, new_token};

@@ -91,6 +91,56 @@ pub struct Session {
     /// most [`MEMORY_NAMES`] names, each value at most [`MEMORY_VALUE_BYTES`] of JSON.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub memory: BTreeMap<String, serde_json::Value>,
+    /// The rule set that answered the conversation's last turn, and in which role: a
+    /// rating or a takeover after it counts for that version (`/metrics`), even when a
+    /// canary started or ended since. Empty in sessions stored before versions.
+    #[serde(default, skip_serializing_if = "ServedBy::is_unknown")]
+    pub served_by: ServedBy,
+}
+
+/// Why a rule set served a turn: the live version, the canary candidate (the session's
+/// hash fell under its share), or the version the request pinned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RulesRole {
+    /// The live version, serving everyone else.
+    #[default]
+    Live,
+    /// The canary candidate, serving its share of sessions.
+    Canary,
+    /// The version the request asked for (`rules_version`), for testing.
+    Pinned,
+}
+
+impl RulesRole {
+    /// Every role, in label order.
+    pub const ALL: [RulesRole; 3] = [RulesRole::Live, RulesRole::Canary, RulesRole::Pinned];
+
+    /// The role's name: its JSON form and the `role` label of the per-version metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            RulesRole::Live => "live",
+            RulesRole::Canary => "canary",
+            RulesRole::Pinned => "pinned",
+        }
+    }
+}
+
+/// The version (rules hash) and role of the rule set that answered a turn.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedBy {
+    /// The rules hash (`RuleSet::version`).
+    pub version: String,
+    /// Why it served.
+    #[serde(default)]
+    pub role: RulesRole,
+}
+
+impl ServedBy {
+    /// Not recorded (a session stored before versions, or not answered yet).
+    pub fn is_unknown(&self) -> bool {
+        self.version.is_empty()
+    }
 }
 
 impl Session {

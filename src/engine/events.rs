@@ -9,7 +9,7 @@
 //! by `kefu serve` hold the same records for the same conversation.
 
 use super::{TurnRequest, TurnResponse};
-use crate::dialogue::Feedback;
+use crate::dialogue::{Feedback, ServedBy};
 use crate::tickets::Ticket;
 
 /// Something that happened to a conversation.
@@ -50,6 +50,18 @@ pub enum Event<'a> {
         session: &'a str,
         /// The score and comment kept.
         feedback: &'a Feedback,
+        /// The rule set that answered the conversation's last turn, which the rating
+        /// counts for (unknown in a session stored before versions).
+        served_by: &'a ServedBy,
+    },
+    /// A turn failed on the rule set it picked: its session could not be read or saved,
+    /// or it panicked. Nothing was changed; reported only so that the per-version figures
+    /// count it (the conversation log has no record of it).
+    TurnFailed {
+        /// The conversation.
+        session: &'a str,
+        /// The rule set the turn ran on.
+        served_by: &'a ServedBy,
     },
     /// A flow raised a ticket (recorded before the customer is told).
     Ticket {

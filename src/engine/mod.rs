@@ -34,11 +34,12 @@ mod turn;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::RuleSet;
+pub use crate::dialogue::RulesRole;
 use crate::dialogue::{Feedback, Role, Session, Takeover};
 use crate::llm::LlmBackend;
 use crate::nlu::{Emotion, EntityMatch, Lang};
@@ -64,6 +65,13 @@ pub struct TurnRequest {
     /// The time to answer as of (replaying a conversation); now when absent.
     #[serde(default)]
     pub as_of: Option<DateTime<FixedOffset>>,
+    /// The version (rules hash) to answer with, for testing a published version before
+    /// or after it serves: the live one, the canary candidate, or one offered for pinning
+    /// ([`Engine::offer_pinned`]); any other fails the turn with
+    /// [`EngineError::UnknownRulesVersion`]. Absent: the live version, or the candidate
+    /// for its share of sessions.
+    #[serde(default)]
+    pub rules_version: Option<String>,
 }
 
 impl TurnRequest {
@@ -244,6 +252,9 @@ pub struct TurnResponse {
     pub handoff: Option<Handoff>,
     /// The rule set that answered.
     pub rules_version: String,
+    /// Why that rule set answered: `live`, `canary` (the session is in the candidate's
+    /// share) or `pinned` (the request asked for it).
+    pub rules_role: RulesRole,
     /// The conversation's secret for the customer's own later requests about it (the
     /// satisfaction score): the same for every turn of a conversation.
     pub session_token: String,
@@ -402,11 +413,57 @@ pub enum EngineError {
     /// The session store could not be read or written (Redis down); nothing was changed.
     #[error("{0}")]
     Store(String),
+    /// The request pinned a rules version this engine does not hold (neither live, nor
+    /// the candidate, nor offered for pinning); nothing was changed. Carries the version
+    /// asked for, cut to 80 characters.
+    #[error("no rules version `{0}` here")]
+    UnknownRulesVersion(String),
+}
+
+/// How many rule sets offered for pinning ([`Engine::offer_pinned`]) an engine keeps
+/// besides the live one and the candidate: the oldest offered goes first. Each is a whole
+/// rule set in memory, so this is small.
+pub const PINNED_LIMIT: usize = 8;
+
+/// A rule set serving a share of sessions beside the live one (a canary).
+#[derive(Clone)]
+pub struct Candidate {
+    /// The candidate rule set.
+    pub rules: Arc<RuleSet>,
+    /// Its share of sessions, 0 to 100 (per cent).
+    pub percent: u8,
+}
+
+/// The canary bucket of a session, 0 to 99: the candidate serves the session when its
+/// bucket is under the candidate's percent.
+///
+/// The bucket must be the same on every node, in every process and in every kefu
+/// version, or a conversation would flip between versions as its requests land on other
+/// nodes or across an upgrade. So it is a fixed, published hash, 64-bit FNV-1a of the id's
+/// UTF-8 bytes, not the standard library's (`DefaultHasher`'s algorithm and keys may
+/// change between Rust releases, and `RandomState` differs per process). Its high bits are
+/// taken (`hash * 100 >> 64`), the well-mixed ones (FNV's low bits follow the last bytes
+/// closely). Raising the percent only adds sessions to the canary: a session under 5
+/// stays under 10. A client that chooses its session id can choose its version; this is
+/// a rollout tool, not an access control.
+pub fn canary_bucket(session_id: &str) -> u8 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = session_id
+        .bytes()
+        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+    ((u128::from(hash) * 100) >> 64) as u8
 }
 
 /// The customer-service engine: rules, sessions, tickets and an optional model.
 pub struct Engine {
     rules: ArcSwap<RuleSet>,
+    /// The canary: a rule set serving a share of sessions (`pick_rules`). Read with one
+    /// atomic load per turn; `None` almost always.
+    candidate: ArcSwapOption<Candidate>,
+    /// Rule sets a request may pin by version besides the live one and the candidate,
+    /// oldest first, at most [`PINNED_LIMIT`]. Locked only by pinned requests and offers.
+    pinned: std::sync::Mutex<std::collections::VecDeque<Arc<RuleSet>>>,
     sessions: Arc<dyn SessionStore>,
     tickets: Arc<TicketStore>,
     llm: Option<Arc<dyn LlmBackend>>,
@@ -430,6 +487,8 @@ impl Engine {
     pub fn new(rules: impl Into<Arc<RuleSet>>) -> Self {
         Engine {
             rules: ArcSwap::new(rules.into()),
+            candidate: ArcSwapOption::empty(),
+            pinned: std::sync::Mutex::new(std::collections::VecDeque::new()),
             sessions: Arc::new(MemoryStore::default()),
             tickets: Arc::new(TicketStore::default()),
             llm: None,
@@ -512,9 +571,89 @@ impl Engine {
         old
     }
 
-    /// Answers one message. Fails only with [`EngineError::Store`], when the session
-    /// store could not be read or written: then nothing was changed and nothing reported
-    /// (the in-memory store never fails).
+    /// Lets `candidate` serve `percent` per cent of sessions (by [`canary_bucket`]; over
+    /// 100 counts as 100) beside the live rule set, or, with `None`, ends the canary: every
+    /// session is served by the live one again. Turns already running finish on the rule
+    /// set they picked. Returns the candidate replaced.
+    pub fn set_candidate(&self, candidate: Option<(Arc<RuleSet>, u8)>) -> Option<Candidate> {
+        let next = candidate.map(|(rules, percent)| {
+            Arc::new(Candidate {
+                rules,
+                percent: percent.min(100),
+            })
+        });
+        self.candidate.swap(next).map(|old| Candidate::clone(&old))
+    }
+
+    /// The canary candidate and its percent, when there is one.
+    pub fn candidate(&self) -> Option<Candidate> {
+        self.candidate.load_full().map(|c| Candidate::clone(&c))
+    }
+
+    /// Keeps `rules` so that a request may pin its version (`TurnRequest::rules_version`)
+    /// while it is neither live nor the candidate (a published version being tested, an
+    /// old one being compared). Offering a version already kept makes it the newest; past
+    /// [`PINNED_LIMIT`] the oldest offered is let go.
+    pub fn offer_pinned(&self, rules: Arc<RuleSet>) {
+        let mut pinned = self.pinned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pinned.retain(|kept| kept.version != rules.version);
+        pinned.push_back(rules);
+        while pinned.len() > PINNED_LIMIT {
+            pinned.pop_front();
+        }
+    }
+
+    /// Lets go of the rule set offered for pinning with this version; `true` when one was kept.
+    pub fn withdraw_pinned(&self, version: &str) -> bool {
+        let mut pinned = self.pinned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = pinned.len();
+        pinned.retain(|kept| kept.version != version);
+        pinned.len() != before
+    }
+
+    /// The versions offered for pinning and still kept, oldest first.
+    pub fn pinned_versions(&self) -> Vec<String> {
+        let pinned = self.pinned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pinned.iter().map(|r| r.version.clone()).collect()
+    }
+
+    /// The one rule set a turn of `request` reads, and why: the pinned version when the
+    /// request names one (live, candidate or offered), else the candidate when the
+    /// session's bucket is under its percent, else the live one.
+    pub fn pick_rules(&self, request: &TurnRequest) -> Result<(Arc<RuleSet>, RulesRole), EngineError> {
+        if let Some(wanted) = &request.rules_version {
+            return self
+                .find_version(wanted)
+                .map(|rules| (rules, RulesRole::Pinned))
+                .ok_or_else(|| EngineError::UnknownRulesVersion(wanted.chars().take(80).collect()));
+        }
+        if let Some(candidate) = self.candidate.load().as_deref()
+            && canary_bucket(&request.session_id) < candidate.percent
+        {
+            return Ok((Arc::clone(&candidate.rules), RulesRole::Canary));
+        }
+        Ok((self.rules.load_full(), RulesRole::Live))
+    }
+
+    /// The rule set with this version among the live one, the candidate and those offered.
+    fn find_version(&self, version: &str) -> Option<Arc<RuleSet>> {
+        let live = self.rules.load_full();
+        if live.version == version {
+            return Some(live);
+        }
+        if let Some(candidate) = self.candidate.load().as_deref()
+            && candidate.rules.version == version
+        {
+            return Some(Arc::clone(&candidate.rules));
+        }
+        let pinned = self.pinned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pinned.iter().find(|r| r.version == version).cloned()
+    }
+
+    /// Answers one message. Fails with [`EngineError::Store`] when the session store
+    /// could not be read or written, and with [`EngineError::UnknownRulesVersion`] when
+    /// the request pins a version this engine does not hold: then nothing was changed and
+    /// nothing reported (the in-memory store never fails).
     pub fn turn(&self, request: TurnRequest) -> Result<TurnResponse, EngineError> {
         self.turn_streaming(request, &mut |_| {})
     }
@@ -528,10 +667,19 @@ impl Engine {
         on_delta: &mut dyn FnMut(&str),
     ) -> Result<TurnResponse, EngineError> {
         let started = Instant::now();
-        let rules = self.rules.load_full();
+        // The one rule set of this turn, from here to the end.
+        let (rules, role) = self.pick_rules(&request)?;
         // The turn's scripts share one time budget, however many rules they are spread over.
         let budget = crate::script::turn_budget(crate::script::Limits::default().max_turn_time);
-        let mut response = turn::run(self, &rules, &request, on_delta)?;
+        let failing = Failing {
+            engine: self,
+            session: &request.session_id,
+            version: &rules.version,
+            role,
+        };
+        let mut response = turn::run(self, &rules, role, &request, on_delta)?;
+        std::mem::forget(failing);
+        response.rules_role = role;
         response.script_time = budget.spent();
         response.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.report(Event::Turn {
@@ -632,7 +780,7 @@ impl Engine {
             comment,
             at: Utc::now().timestamp_millis(),
         };
-        self.change(id, |stored| {
+        let rated = self.change(id, |stored| {
             let session = stored.as_mut().ok_or_else(|| EngineError::NoSession(id.to_string()))?;
             if session.token.is_empty() || !constant_time_eq(session.token.as_bytes(), token.as_bytes()) {
                 return Err(EngineError::WrongToken(id.to_string()));
@@ -646,6 +794,7 @@ impl Engine {
         self.report(Event::Feedback {
             session: id,
             feedback: &given,
+            served_by: &rated.served_by,
         });
         Ok(given)
     }
@@ -697,6 +846,30 @@ impl Engine {
     }
 }
 
+/// Reports a turn that did not finish (an error returned, or a panic unwinding through
+/// it) as [`Event::TurnFailed`] when dropped; forgotten when the turn answers. A guard
+/// rather than a match on the result so that a panic, the failure most likely to come
+/// from a bad new rule set, is counted for its version too.
+struct Failing<'a> {
+    engine: &'a Engine,
+    session: &'a str,
+    version: &'a str,
+    role: RulesRole,
+}
+
+impl Drop for Failing<'_> {
+    fn drop(&mut self) {
+        let served_by = crate::dialogue::ServedBy {
+            version: self.version.to_string(),
+            role: self.role,
+        };
+        self.engine.report(Event::TurnFailed {
+            session: self.session,
+            served_by: &served_by,
+        });
+    }
+}
+
 /// Compares two secrets in time that does not depend on where they differ.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -714,6 +887,193 @@ mod tests {
             let back: AnswerSource = serde_json::from_value(source.name().into()).unwrap();
             assert_eq!(back, source);
         }
+    }
+
+    /// The engine fixture's rule set, and a second version of it (a comment added, so
+    /// only its hash differs): loaded once for all the canary tests.
+    fn two_versions() -> (Arc<RuleSet>, Arc<RuleSet>) {
+        static VERSIONS: std::sync::OnceLock<(Arc<RuleSet>, Arc<RuleSet>)> = std::sync::OnceLock::new();
+        VERSIONS
+            .get_or_init(|| {
+                let dir = std::path::Path::new("tests/data/engine");
+                let live = crate::dsl::load_dir(dir).rules.expect("the engine fixture compiles");
+                let copy = tempfile::tempdir().unwrap();
+                for entry in std::fs::read_dir(dir).unwrap() {
+                    let entry = entry.unwrap();
+                    if entry.file_type().unwrap().is_file() {
+                        std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+                    }
+                }
+                let shop = copy.path().join("shop.kefu");
+                let text = std::fs::read_to_string(&shop).unwrap();
+                std::fs::write(&shop, format!("{text}\n# the candidate\n")).unwrap();
+                let candidate = crate::dsl::load_dir(copy.path()).rules.expect("the copy compiles");
+                assert_ne!(live.version, candidate.version);
+                (Arc::new(live), Arc::new(candidate))
+            })
+            .clone()
+    }
+
+    fn version_of(engine: &Engine, session: &str) -> (String, RulesRole) {
+        let r = engine.turn(TurnRequest::new(session, "发票")).unwrap();
+        (r.rules_version, r.rules_role)
+    }
+
+    #[test]
+    fn the_canary_bucket_is_fnv_1a_and_spreads_ids_evenly() {
+        // Fixed forever: a change would move live conversations between versions.
+        assert_eq!(canary_bucket(""), ((0xcbf2_9ce4_8422_2325_u128 * 100) >> 64) as u8);
+        assert_eq!(canary_bucket("a"), ((0xaf63_dc4c_8601_ec8c_u128 * 100) >> 64) as u8);
+        assert_eq!(
+            canary_bucket("foobar"),
+            ((0x8594_4171_f739_67e8_u128 * 100) >> 64) as u8
+        );
+        let mut buckets = [0u32; 100];
+        for i in 0..10_000 {
+            buckets[usize::from(canary_bucket(&format!("session-{i}")))] += 1;
+        }
+        // 100 ids a bucket expected; the spread of a fair draw stays well inside this.
+        assert!(buckets.iter().all(|&n| (50..=160).contains(&n)), "{buckets:?}");
+    }
+
+    #[test]
+    fn a_candidate_serves_close_to_its_share_of_sessions() {
+        let (live, candidate) = two_versions();
+        let engine = Engine::new(Arc::clone(&live));
+        engine.set_candidate(Some((Arc::clone(&candidate), 10)));
+        let served = (0..10_000)
+            .filter(|i| {
+                let request = TurnRequest::new(format!("user-{i}"), "发票");
+                let (rules, role) = engine.pick_rules(&request).unwrap();
+                assert_eq!(role == RulesRole::Canary, rules.version == candidate.version);
+                role == RulesRole::Canary
+            })
+            .count();
+        assert!(
+            (850..=1150).contains(&served),
+            "{served} of 10000 on the candidate at 10%"
+        );
+    }
+
+    #[test]
+    fn a_session_stays_with_its_version_for_the_whole_conversation() {
+        let (live, candidate) = two_versions();
+        let engine = Engine::new(Arc::clone(&live));
+        engine.set_candidate(Some((Arc::clone(&candidate), 50)));
+        for i in 0..20 {
+            let session = format!("s{i}");
+            let first = version_of(&engine, &session);
+            for _ in 0..3 {
+                assert_eq!(version_of(&engine, &session), first);
+            }
+            // Raising the share keeps every canary session on the candidate.
+            let bucket = canary_bucket(&session);
+            assert_eq!(first.1 == RulesRole::Canary, bucket < 50);
+        }
+        engine.set_candidate(Some((Arc::clone(&candidate), 80)));
+        for i in 0..20 {
+            let session = format!("s{i}");
+            if canary_bucket(&session) < 50 {
+                assert_eq!(version_of(&engine, &session).1, RulesRole::Canary);
+            }
+        }
+    }
+
+    #[test]
+    fn zero_percent_serves_nobody_and_a_hundred_everybody() {
+        let (live, candidate) = two_versions();
+        let engine = Engine::new(Arc::clone(&live));
+        engine.set_candidate(Some((Arc::clone(&candidate), 0)));
+        assert!((0..500).all(|i| version_of(&engine, &format!("z{i}")) == (live.version.clone(), RulesRole::Live)));
+        engine.set_candidate(Some((Arc::clone(&candidate), 100)));
+        assert!(
+            (0..500).all(|i| version_of(&engine, &format!("z{i}")) == (candidate.version.clone(), RulesRole::Canary))
+        );
+        // Over 100 is 100.
+        engine.set_candidate(Some((Arc::clone(&candidate), 250)));
+        assert_eq!(engine.candidate().unwrap().percent, 100);
+    }
+
+    #[test]
+    fn a_removed_candidate_leaves_every_session_to_live() {
+        let (live, candidate) = two_versions();
+        let engine = Engine::new(Arc::clone(&live));
+        engine.set_candidate(Some((Arc::clone(&candidate), 100)));
+        assert_eq!(version_of(&engine, "c1").1, RulesRole::Canary);
+        let removed = engine.set_candidate(None).expect("there was a candidate");
+        assert_eq!(removed.rules.version, candidate.version);
+        assert!(engine.candidate().is_none());
+        assert_eq!(version_of(&engine, "c1"), (live.version.clone(), RulesRole::Live));
+    }
+
+    #[test]
+    fn a_pinned_version_is_served_when_known_and_refused_when_not() {
+        let (live, candidate) = two_versions();
+        let engine = Engine::new(Arc::clone(&live));
+        let pinned = |session: &str, version: &str| {
+            let mut request = TurnRequest::new(session, "发票");
+            request.rules_version = Some(version.to_string());
+            engine.turn(request)
+        };
+        // Unknown until offered; the refused turn changed nothing.
+        assert_eq!(
+            pinned("p1", &candidate.version),
+            Err(EngineError::UnknownRulesVersion(candidate.version.clone()))
+        );
+        assert!(engine.session("p1").unwrap().is_none());
+        let r = pinned("p1", &live.version).unwrap();
+        assert_eq!(
+            (r.rules_version, r.rules_role),
+            (live.version.clone(), RulesRole::Pinned)
+        );
+        engine.offer_pinned(Arc::clone(&candidate));
+        assert_eq!(engine.pinned_versions(), [candidate.version.clone()]);
+        let r = pinned("p1", &candidate.version).unwrap();
+        assert_eq!(
+            (r.rules_version, r.rules_role),
+            (candidate.version.clone(), RulesRole::Pinned)
+        );
+        // The session records what served it, for a rating after.
+        let served = engine.session("p1").unwrap().unwrap().served_by;
+        assert_eq!(
+            (served.version, served.role),
+            (candidate.version.clone(), RulesRole::Pinned)
+        );
+        assert!(engine.withdraw_pinned(&candidate.version));
+        assert!(pinned("p1", &candidate.version).is_err());
+        // The candidate can be pinned while it is the candidate, by anyone's session.
+        engine.set_candidate(Some((Arc::clone(&candidate), 0)));
+        assert_eq!(pinned("p2", &candidate.version).unwrap().rules_role, RulesRole::Pinned);
+        let long = "x".repeat(500);
+        assert_eq!(
+            pinned("p3", &long),
+            Err(EngineError::UnknownRulesVersion("x".repeat(80)))
+        );
+    }
+
+    #[test]
+    fn offered_versions_are_bounded_oldest_first() {
+        let (live, _) = two_versions();
+        let engine = Engine::new(Arc::clone(&live));
+        let dir = tempfile::tempdir().unwrap();
+        let offered: Vec<String> = (0..PINNED_LIMIT + 3)
+            .map(|i| {
+                let text = format!(
+                    "# version {i}\nshop \"小店\" {{\n}}\nrule 发票 {{\n  on keywords \"发票\"\n  reply \"好的\"\n}}\n"
+                );
+                std::fs::write(dir.path().join("shop.kefu"), text).unwrap();
+                let options = crate::dsl::LoadOptions { quick_training: true };
+                let rules = crate::dsl::load_dir_with(dir.path(), options).rules.expect("compiles");
+                let version = rules.version.clone();
+                engine.offer_pinned(Arc::new(rules));
+                version
+            })
+            .collect();
+        // Offering one again makes it the newest rather than keeping it twice.
+        let again = crate::dsl::load_dir_with(dir.path(), crate::dsl::LoadOptions { quick_training: true });
+        engine.offer_pinned(Arc::new(again.rules.unwrap()));
+        let kept = engine.pinned_versions();
+        assert_eq!(kept, offered[3..]);
     }
 
     fn step(stage: &str, detail: &str) -> TraceStep {

@@ -139,6 +139,9 @@ fn lay_over(stored: &mut Option<Session>, read: Read, next: &Session, added: Add
     for entry in added_entries {
         current.remember(entry.role, &entry.text, entry.at);
     }
+    if current.served_by != next.served_by {
+        current.served_by.clone_from(&next.served_by);
+    }
     if current.token.is_empty() {
         current.token.clone_from(&next.token);
     }

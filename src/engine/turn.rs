@@ -222,6 +222,7 @@ impl Unsure {
 pub(super) fn run(
     engine: &Engine,
     rules: &RuleSet,
+    role: crate::dialogue::RulesRole,
     request: &TurnRequest,
     on_delta: &mut dyn FnMut(&str),
 ) -> Result<TurnResponse, EngineError> {
@@ -253,6 +254,14 @@ pub(super) fn run(
     let read = save::Read::of(&session);
     if session.token.is_empty() {
         session.token = crate::dialogue::new_token();
+    }
+    // What a rating or takeover after this turn counts for; compared first so that a
+    // conversation on one version copies nothing.
+    if session.served_by.version != rules.version || session.served_by.role != role {
+        session.served_by = crate::dialogue::ServedBy {
+            version: rules.version.clone(),
+            role,
+        };
     }
     let mut trace = Vec::new();
 
@@ -1512,6 +1521,7 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         entities: u.entities.clone(),
         handoff: answer.handoff.map(|reason| Handoff { reason }),
         rules_version: rules.version.clone(),
+        rules_role: crate::dialogue::RulesRole::Live,
         session_token: session.token.clone(),
         trace: Vec::new(),
         latency_ms: 0.0,

@@ -79,8 +79,8 @@ impl State {
 
     /// Who the customer is: what a signed identity token vouches for laid over `request`,
     /// what a customer may not set by themselves refused (see [`super::identity`]), and
-    /// `as_of` (the clock a turn answers by, which decides promotions) only from callers of
-    /// the admin routes. `token`: the body's, else the caller's `X-Kefu-Identity` header.
+    /// `as_of` (the clock a turn answers by, which decides promotions) and `rules_version`
+    /// (a pinned version) only from callers of the admin routes. `token`: the body's, else the caller's `X-Kefu-Identity` header.
     pub(super) fn vouch(
         &self,
         caller: &Caller,
@@ -92,6 +92,13 @@ impl State {
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "`as_of` (answering as of another time) is for replays by the admin routes' callers",
+            ));
+        }
+        if request.rules_version.is_some() && !caller.admin {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "`rules_version` (answering with a version other than the one serving) is for testing by the admin routes' callers",
             ));
         }
         match &self.identity {

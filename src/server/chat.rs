@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use super::auth::Caller;
 use super::http::{Body, json_response, read_json};
-use super::limits::{check_message, check_session_id};
+use super::limits::{check_message, check_rules_version, check_session_id};
 use super::sse::{event_stream_response, sse_event};
 use super::turns::for_requester;
 use super::{ApiError, State};
@@ -43,6 +43,9 @@ pub struct ChatBody {
     /// Answer as of this time (replays).
     #[serde(default)]
     pub as_of: Option<DateTime<FixedOffset>>,
+    /// Answer with this rules version (a hash), for testing it: admin callers only.
+    #[serde(default)]
+    pub rules_version: Option<String>,
     /// Answer with server-sent events.
     #[serde(default)]
     pub stream: bool,
@@ -63,6 +66,7 @@ pub(super) async fn chat(
     let body: ChatBody = read_json(req, state.limits.max_body_bytes, false).await?;
     check_session_id(&body.session_id, &state.limits)?;
     check_message(&body.message, "message", &state.limits)?;
+    check_rules_version(body.rules_version.as_deref())?;
     state.check_rate(&body.session_id)?;
     let mut request = TurnRequest {
         session_id: body.session_id,
@@ -70,6 +74,7 @@ pub(super) async fn chat(
         user: body.user,
         context: body.context,
         as_of: body.as_of,
+        rules_version: body.rules_version,
     };
     state.vouch(&caller, body.identity.as_deref(), &mut request)?;
     if !body.stream {

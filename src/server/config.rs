@@ -103,6 +103,8 @@ pub struct ServeConfig {
     /// Customer identities signed by the shop's backend (`--identity-key-file`); without
     /// one, `user` and `context` are taken as the client sends them.
     pub identity: Option<super::identity::IdentityConfig>,
+    /// When a canary candidate is rolled back by itself (`--canary-*`).
+    pub canary: super::canary::GuardConfig,
 }
 
 impl ServeConfig {
@@ -127,6 +129,7 @@ impl ServeConfig {
             engine: EngineConfig::default(),
             conversation_log: None,
             identity: None,
+            canary: super::canary::GuardConfig::default(),
         }
     }
 }

@@ -105,6 +105,13 @@ impl ApiError {
             ),
             // The store logged the error with the Redis address.
             EngineError::Store(_) => ApiError::store_unavailable(),
+            EngineError::UnknownRulesVersion(version) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_rules_version",
+                format!(
+                    "`rules_version` `{version}` is not served here: pin the live version, the canary candidate or a published version (see /admin/versions), or leave it out"
+                ),
+            ),
         }
     }
 

@@ -79,6 +79,23 @@ pub(super) fn check_session_id(id: &str, limits: &Limits) -> Result<(), ApiError
     Ok(())
 }
 
+/// Checks a pinned `rules_version`: a rules hash (1-64 ASCII letters, digits, `-` or
+/// `_`), so that whatever a client sends there is never echoed back or looked up as is.
+pub(super) fn check_rules_version(version: Option<&str>) -> Result<(), ApiError> {
+    match version {
+        Some(v)
+            if v.is_empty()
+                || v.len() > 64
+                || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Err(ApiError::invalid(
+                "`rules_version` is not a rules version: 1-64 letters, digits, `-` or `_` (the `rules_version` of a response, or a published version's hash)",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Checks a message: not empty, not too long.
 pub(super) fn check_message(message: &str, field: &str, limits: &Limits) -> Result<(), ApiError> {
     if message.trim().is_empty() {

@@ -10,6 +10,12 @@
 //! `redis_seconds`, every series from the start). Routes are labelled by their pattern (`/v1/sessions/{id}`), never by the
 //! raw path, so that session ids cannot blow up the number of series.
 //!
+//! Per rules version and role (`kefu_version_*{version, role}`): turns, answers by
+//! source, handoffs, fallbacks, script errors, failed turns and satisfaction scores, from
+//! the counters the canary guard reads ([`super::canary`]). Only versions serving now
+//! (live, canary, offered for pinning) have series: a version's leave `/metrics` when it
+//! stops serving, so the number of series stays bounded however often rules change.
+//!
 //! Also: the model backend's calls by outcome, its latency and time to first token, and
 //! its retries; the build and the serving rules' version as `_info` series; log lines
 //! dropped on the way to stderr; and the process's memory, descriptors, CPU time and start
@@ -35,7 +41,9 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::canary::{Figures, Serving, VersionBook, VersionEntry};
 use crate::data::ConversationLog;
+use crate::dialogue::ServedBy;
 use crate::engine::AnswerSource;
 use crate::llm::{LlmBackend, LlmError};
 use crate::nlu::MemoStats;
@@ -186,6 +194,79 @@ pub struct Metrics {
     model: Arc<OnceLock<std::sync::Weak<dyn LlmBackend>>>,
     /// Reads the serving rules' version (set once, by the service).
     rules_version: Arc<OnceLock<Box<dyn Fn() -> String + Send + Sync>>>,
+    /// Per-version counters (`kefu_version_*`), also read by the canary guard.
+    versions: Arc<VersionBook>,
+}
+
+/// Serves the per-version counters ([`VersionBook`]) at each scrape, after dropping those
+/// of versions that serve no more.
+#[derive(Debug)]
+struct VersionSeries(Arc<VersionBook>);
+
+impl Collector for VersionSeries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let entries = self.0.prune();
+        let figures: Vec<_> = entries.iter().map(|e| (e, e.counters.figures())).collect();
+        let labels = |e: &VersionEntry| [("version", e.version.clone()), ("role", e.role.name().to_string())];
+        let plain: [(&str, &str, fn(&Figures) -> u64); 7] = [
+            (
+                "version_turns",
+                "Turns answered, by rules version and role (live, canary, pinned)",
+                |f| f.turns,
+            ),
+            (
+                "version_handoffs",
+                "Turns handed to a person, by rules version and role",
+                |f| f.handoffs,
+            ),
+            (
+                "version_fallbacks",
+                "Turns nothing answered (source fallback), by rules version and role",
+                |f| f.fallbacks,
+            ),
+            (
+                "version_script_errors",
+                "Turns during which a script failed, by rules version and role",
+                |f| f.script_errors,
+            ),
+            (
+                "version_failed_turns",
+                "Turns that failed (store unreachable, panic), by rules version and role",
+                |f| f.failed,
+            ),
+            (
+                "version_feedback",
+                "Satisfaction scores given to conversations the version answered last, by rules version and role",
+                |f| f.feedback,
+            ),
+            (
+                "version_feedback_score",
+                "The sum of those scores (divide by kefu_version_feedback_total for the mean)",
+                |f| f.feedback_sum,
+            ),
+        ];
+        for (name, help, value) in plain {
+            let mut family =
+                encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
+            for (entry, f) in &figures {
+                ConstCounter::new(value(f)).encode(family.encode_family(&labels(entry))?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "version_answers",
+            "Turns by what answered them, by rules version and role",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (entry, f) in &figures {
+            for source in AnswerSource::ALL {
+                let [version, role] = labels(entry);
+                let labels = [version, role, ("source", source.name().to_string())];
+                ConstCounter::new(f.answered_by(source)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A value that lives elsewhere, read at each scrape: name, help and value.
@@ -397,6 +478,8 @@ impl Metrics {
             "Time of each try of a Redis session-store operation, failed ones too, by operation",
             redis_seconds.clone(),
         );
+        let versions = Arc::new(VersionBook::default());
+        registry.register_collector(Box::new(VersionSeries(Arc::clone(&versions))));
         let conversation_log = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(ReadAtScrape(Arc::clone(&conversation_log))));
         let nlu_memo = Arc::new(OnceLock::new());
@@ -524,6 +607,46 @@ impl Metrics {
             model_first_token,
             model,
             rules_version,
+            versions,
+        }
+    }
+
+    /// The per-version counters, for the canary guard.
+    pub fn versions(&self) -> &VersionBook {
+        &self.versions
+    }
+
+    /// Reads what serves (the live version, the candidate, the pinnable ones) from `read`
+    /// at each scrape, so that only serving versions keep their series (once; later calls
+    /// are ignored).
+    pub fn watch_versions(&self, read: impl Fn() -> Serving + Send + Sync + 'static) {
+        self.versions.watch(read);
+    }
+
+    /// Counts a turn for the version and role that answered it.
+    pub fn version_turn(&self, response: &crate::TurnResponse) {
+        self.versions
+            .counters(&response.rules_version, response.rules_role)
+            .counters
+            .turn(response);
+    }
+
+    /// Counts a failed turn for the version it ran on.
+    pub fn version_failed(&self, served_by: &ServedBy) {
+        self.versions
+            .counters(&served_by.version, served_by.role)
+            .counters
+            .failed();
+    }
+
+    /// Counts a rating for the version that answered the conversation last (none for a
+    /// session stored before versions).
+    pub fn version_feedback(&self, served_by: &ServedBy, score: u8) {
+        if !served_by.is_unknown() {
+            self.versions
+                .counters(&served_by.version, served_by.role)
+                .counters
+                .feedback(score);
         }
     }
 

@@ -46,6 +46,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod canary;
 pub mod chat;
 pub mod config;
 pub mod conns;

@@ -181,6 +181,7 @@ pub(super) async fn completions(
         user: body.kefu_user,
         context: body.kefu_context,
         as_of: None,
+        rules_version: None,
     };
     state.vouch(&caller, body.kefu_identity.as_deref(), &mut request)?;
     let id = completion_id();

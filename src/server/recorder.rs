@@ -32,6 +32,7 @@ impl Observer for Recorder {
         match *event {
             Event::Turn { request, response } => {
                 self.metrics.answer(response.source, response.handoff.is_some());
+                self.metrics.version_turn(response);
                 for failure in &response.script_errors {
                     self.metrics.script_error(&failure.item);
                     // Not rhai's message: it may quote the customer's data.
@@ -70,10 +71,16 @@ impl Observer for Recorder {
             }
             Event::AgentReply { session, .. } => tracing::info!(session = %LogSafe(session), "agent replied"),
             Event::Release { session } => tracing::info!(session = %LogSafe(session), "released to the bot"),
-            Event::Feedback { session, feedback } => {
+            Event::Feedback {
+                session,
+                feedback,
+                served_by,
+            } => {
                 self.metrics.feedback(feedback.score);
+                self.metrics.version_feedback(served_by, feedback.score);
                 tracing::info!(session = %LogSafe(session), score = feedback.score, "feedback");
             }
+            Event::TurnFailed { served_by, .. } => self.metrics.version_failed(served_by),
             Event::Ticket { ticket } => tracing::info!(
                 session = %LogSafe(&ticket.session_id),
                 ticket = %ticket.id,

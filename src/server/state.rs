@@ -186,6 +186,17 @@ impl Service {
         let engine = Arc::new(engine);
         let serving = Arc::downgrade(&engine);
         metrics.watch_rules(move || serving.upgrade().map(|e| e.rules().version.clone()).unwrap_or_default());
+        let serving = Arc::downgrade(&engine);
+        metrics.watch_versions(move || {
+            serving
+                .upgrade()
+                .map(|e| super::canary::Serving {
+                    live: e.rules().version.clone(),
+                    candidate: e.candidate().map(|c| c.rules.version.clone()),
+                    pinned: e.pinned_versions(),
+                })
+                .unwrap_or_default()
+        });
         let _ = teller.set(Arc::downgrade(&engine));
         // Weak: the engine holds the metrics (through its observers).
         let serving = Arc::downgrade(&engine);
