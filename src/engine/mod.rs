@@ -441,17 +441,23 @@ pub struct Candidate {
 /// version, or a conversation would flip between versions as its requests land on other
 /// nodes or across an upgrade. So it is a fixed, published hash, 64-bit FNV-1a of the id's
 /// UTF-8 bytes, not the standard library's (`DefaultHasher`'s algorithm and keys may
-/// change between Rust releases, and `RandomState` differs per process). Its high bits are
-/// taken (`hash * 100 >> 64`), the well-mixed ones (FNV's low bits follow the last bytes
-/// closely). Raising the percent only adds sessions to the canary: a session under 5
-/// stays under 10. A client that chooses its session id can choose its version; this is
-/// a rollout tool, not an access control.
+/// change between Rust releases, and `RandomState` differs per process), then
+/// MurmurHash3's 64-bit finalizer: FNV-1a alone leaves its high bits nearly blind to the
+/// last byte, so ids that differ only at the end (`c1`, `c2`, ...) would crowd into a few
+/// buckets. The bucket is `hash * 100 >> 64`. Raising the percent only adds sessions to
+/// the canary: a session under 5 stays under 10. A client that chooses its session id can
+/// choose its version; this is a rollout tool, not an access control.
 pub fn canary_bucket(session_id: &str) -> u8 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let hash = session_id
+    let mut hash = session_id
         .bytes()
         .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^= hash >> 33;
     ((u128::from(hash) * 100) >> 64) as u8
 }
 
@@ -920,20 +926,22 @@ mod tests {
     }
 
     #[test]
-    fn the_canary_bucket_is_fnv_1a_and_spreads_ids_evenly() {
-        // Fixed forever: a change would move live conversations between versions.
-        assert_eq!(canary_bucket(""), ((0xcbf2_9ce4_8422_2325_u128 * 100) >> 64) as u8);
-        assert_eq!(canary_bucket("a"), ((0xaf63_dc4c_8601_ec8c_u128 * 100) >> 64) as u8);
-        assert_eq!(
-            canary_bucket("foobar"),
-            ((0x8594_4171_f739_67e8_u128 * 100) >> 64) as u8
-        );
+    fn the_canary_bucket_is_a_fixed_hash_and_spreads_ids_evenly() {
+        // Fixed forever: a change would move live conversations between versions. The
+        // values are FNV-1a then MurmurHash3's fmix64, worked out independently.
+        assert_eq!(canary_bucket(""), ((0xefd0_1f60_ba99_2926_u128 * 100) >> 64) as u8);
+        assert_eq!(canary_bucket("a"), ((0x82a2_a958_a9be_ce5b_u128 * 100) >> 64) as u8);
+        assert_eq!(canary_bucket("foobar"), ((0x2c22_1949_22d1_672b_u128 * 100) >> 64) as u8);
         let mut buckets = [0u32; 100];
         for i in 0..10_000 {
             buckets[usize::from(canary_bucket(&format!("session-{i}")))] += 1;
         }
         // 100 ids a bucket expected; the spread of a fair draw stays well inside this.
         assert!(buckets.iter().all(|&n| (50..=160).contains(&n)), "{buckets:?}");
+        // Short ids that differ only in their last bytes (FNV-1a alone put 210 of these
+        // 400 under 30).
+        let under_30 = (0..400).filter(|i| canary_bucket(&format!("c{i}")) < 30).count();
+        assert!((90..=150).contains(&under_30), "{under_30} of 400 under 30");
     }
 
     #[test]

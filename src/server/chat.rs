@@ -77,6 +77,9 @@ pub(super) async fn chat(
         rules_version: body.rules_version,
     };
     state.vouch(&caller, body.identity.as_deref(), &mut request)?;
+    if let Some(version) = &request.rules_version {
+        super::versions::offer_pinned(state, version).await?;
+    }
     if !body.stream {
         let response = state.run_turn(request).await?;
         return Ok(json_response(StatusCode::OK, &for_requester(response, full_trace)));

@@ -287,6 +287,7 @@ impl Service {
             identity,
             versions: config.versions.clone(),
         });
+        super::versions::guard_canaries(Arc::downgrade(&state), config.canary);
         Ok(Service {
             state,
             deliveries,

@@ -89,6 +89,32 @@ fn apply_here(state: &State) {
     state.reloader.reload(Trigger::Store);
 }
 
+/// Makes a published version a request pins (`rules_version`, a rules hash; admin callers
+/// only) known to the engine: built from the store when no version serving has it (kept
+/// among the node's built versions). Nothing to do when the engine knows it; an unknown
+/// hash is left for the turn to refuse (404 `unknown_rules_version`).
+pub(super) async fn offer_pinned(state: &Arc<State>, version: &str) -> Result<(), ApiError> {
+    let engine = &state.engine;
+    if engine.rules().version == version
+        || engine.candidate().is_some_and(|c| c.rules.version == version)
+        || engine.pinned_versions().iter().any(|v| v == version)
+    {
+        return Ok(());
+    }
+    let Some(follower) = state.reloader.follower().cloned() else { return Ok(()) };
+    let wanted = version.to_string();
+    let loaded = blocking(move || follower.load_by_rules(&wanted)).await?;
+    match loaded {
+        Ok(Some(rules)) => engine.offer_pinned(rules),
+        Ok(None) => {}
+        Err(crate::reload::FollowError::Store(e)) => return Err(store_error(e)),
+        Err(e) => {
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rules_invalid", e.to_string()));
+        }
+    }
+    Ok(())
+}
+
 /// `GET /admin/versions`: the pointers and every version, newest first.
 pub(super) async fn list(state: &Arc<State>) -> Result<Response<Body>, ApiError> {
     let store = store(state)?;
@@ -355,4 +381,68 @@ fn query_value(query: Option<&str>, name: &str) -> Result<Option<String>, ApiErr
         }
     }
     Ok(None)
+}
+
+/// Watches a running canary once a second and ends it when [`CanaryGuard`] says so
+/// (`--canary-auto-rollback`): the canary is stopped in the store (every node follows),
+/// the decision with its figures appended to the candidate's record as a note
+/// (`automatic rollback`) and logged. Runs while the state lives; each node judges its own
+/// counters, and the store's compare-and-set lets only one of several deciding nodes act.
+///
+/// [`CanaryGuard`]: super::canary::CanaryGuard
+pub(super) fn guard_canaries(state: std::sync::Weak<State>, config: super::canary::GuardConfig) {
+    if !config.auto_rollback {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut guard = super::canary::CanaryGuard::new(config);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let Some(state) = state.upgrade() else { return };
+            let Some(candidate) = state.engine.candidate() else { continue };
+            let live = state.engine.rules().version.clone();
+            let book = state.metrics.versions();
+            let candidate_figures = book
+                .figures(&candidate.rules.version, crate::dialogue::RulesRole::Canary)
+                .unwrap_or_default();
+            let live_figures = book.figures(&live, crate::dialogue::RulesRole::Live).unwrap_or_default();
+            let Some(decision) = guard.check(&candidate.rules.version, &candidate_figures, &live_figures) else {
+                continue;
+            };
+            let Some(store) = state.versions.clone() else { continue };
+            let Some((id, _)) = state.reloader.follower().and_then(|f| f.status().canary) else { continue };
+            tracing::warn!(
+                version = id,
+                rules = %candidate.rules.version,
+                reason = %decision.reason,
+                "the canary is rolled back automatically"
+            );
+            let acting = Arc::clone(&state);
+            let _ = tokio::task::spawn_blocking(move || {
+                let pointers = match store.pointers() {
+                    Ok(p) => p,
+                    Err(error) => return tracing::error!(%error, "the automatic rollback could not read the store"),
+                };
+                // Another node (or a person) may have ended it already.
+                if pointers.canary.as_ref().map(|c| c.version) != Some(id) {
+                    return;
+                }
+                if let Err(error) = draft::rollback(store.as_ref(), None, "kefu (automatic rollback)") {
+                    return tracing::error!(%error, "the automatic rollback failed");
+                }
+                let mut note = crate::versions::Note::new("automatic rollback", decision.reason.clone());
+                for (side, figures) in [("candidate", &decision.candidate), ("live", &decision.live)] {
+                    note.figures.insert(format!("{side}_turns"), figures.turns as f64);
+                    note.figures.insert(format!("{side}_handoff_rate"), figures.handoff_rate().unwrap_or(0.0));
+                    note.figures.insert(format!("{side}_error_rate"), figures.error_rate().unwrap_or(0.0));
+                }
+                if let Err(error) = store.annotate(id, note) {
+                    tracing::error!(%error, "the automatic rollback's decision could not be recorded");
+                }
+                apply_here(&acting);
+            })
+            .await;
+        }
+    });
 }
