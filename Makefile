@@ -31,12 +31,13 @@ test: deps model ## the full test suite: formatting, clippy, unit, integration a
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked --all-targets
 	$(CARGO) test --locked --test model -- --ignored
-	tests/support/with-redis.sh $(CARGO) test --locked --test server --test sessions --test config --test versions -- --ignored redis
+	tests/support/with-redis.sh $(CARGO) test --locked --test server --test sessions --test config --test versions --test publishing -- --ignored redis
 	$(CARGO) test --locked --doc
 	tests/support/openai-sdk.sh target/debug/kefu
 	tests/support/with-redis.sh tests/support/fleet.py target/debug/kefu
 	tests/support/redis_outage.py target/debug/kefu
 	tests/support/with-redis.sh tests/support/rolling_restart.py target/debug/kefu
+	SWITCH_S=10 tests/support/with-redis.sh tests/support/publish_fleet.py target/debug/kefu
 	target/debug/kefu check $(RULES)
 	target/debug/kefu check examples/taobao-shop
 	target/debug/kefu test examples/taobao-shop
