@@ -188,8 +188,11 @@ def main():
         kefu("rollback", "--server", b.url(), "--author", "fleet-test")
         after_rollback = watch.after(record_time(versions()["versions"][-1]["time"]))
 
+        # The draft was published as version 2 and rolled back since: a publish from it
+        # names the live version as its parent (else it is refused as a conflict).
+        live = versions()["pointers"]["live"]
         kefu("publish", draft, "--server", a.url(), "-m", "再来一次，灰度", "--canary", str(CANARY),
-             "--author", "fleet-test")
+             "--parent", str(live), "--author", "fleet-test")
         # Both nodes must have picked the canary up before the split is judged.
         if not wait_for(lambda: canary_on(a) and canary_on(b), 10):
             fail("the nodes did not both serve the canary within 10 s")
