@@ -1040,7 +1040,7 @@ mod tests {
             (live.version.clone(), RulesRole::Pinned)
         );
         engine.offer_pinned(Arc::clone(&candidate));
-        assert_eq!(engine.pinned_versions(), [candidate.version.clone()]);
+        assert_eq!(engine.pinned_versions(), std::slice::from_ref(&candidate.version));
         let r = pinned("p1", &candidate.version).unwrap();
         assert_eq!(
             (r.rules_version, r.rules_role),
