@@ -372,6 +372,7 @@ fn turn_at(ts: DateTime<FixedOffset>, n: u32) -> Record {
         prompt_tokens: 0,
         completion_tokens: 0,
         rules: "v1".into(),
+        script_errors: 0,
         node: "n1".into(),
         dropped: false,
     })

@@ -439,26 +439,31 @@ pub struct Candidate {
 ///
 /// The bucket must be the same on every node, in every process and in every kefu
 /// version, or a conversation would flip between versions as its requests land on other
-/// nodes or across an upgrade. So it is a fixed, published hash, 64-bit FNV-1a of the id's
-/// UTF-8 bytes, not the standard library's (`DefaultHasher`'s algorithm and keys may
-/// change between Rust releases, and `RandomState` differs per process), then
-/// MurmurHash3's 64-bit finalizer: FNV-1a alone leaves its high bits nearly blind to the
-/// last byte, so ids that differ only at the end (`c1`, `c2`, ...) would crowd into a few
-/// buckets. The bucket is `hash * 100 >> 64`. Raising the percent only adds sessions to
-/// the canary: a session under 5 stays under 10. A client that chooses its session id can
-/// choose its version; this is a rollout tool, not an access control.
+/// nodes or across an upgrade. So it is fixed, published arithmetic, not the standard
+/// library's hasher (`DefaultHasher`'s algorithm may change between Rust releases, and
+/// `RandomState` differs per process): 64-bit FNV-1a of the id's UTF-8 bytes, then
+/// MurmurHash3's 64-bit finalizer (FNV-1a alone leaves ids that differ in their last
+/// characters, `user-1`, `user-2`, in a few clumps of buckets), mapped to 0-99 by its high
+/// bits (`hash * 100 >> 64`). Raising the percent only adds sessions to the canary: a
+/// session under 5 stays under 10. A client that chooses its session id can choose its
+/// version; this is a rollout tool, not an access control.
 pub fn canary_bucket(session_id: &str) -> u8 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = session_id
-        .bytes()
-        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+    let mut hash = fnv1a64(session_id.as_bytes());
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     hash ^= hash >> 33;
     ((u128::from(hash) * 100) >> 64) as u8
+}
+
+/// 64-bit FNV-1a.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes
+        .iter()
+        .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
 }
 
 /// The customer-service engine: rules, sessions, tickets and an optional model.
@@ -925,13 +930,17 @@ mod tests {
         (r.rules_version, r.rules_role)
     }
 
+    const PINNED_BUCKETS: [u8; 4] = [93, 51, 54, 55];
+
     #[test]
-    fn the_canary_bucket_is_a_fixed_hash_and_spreads_ids_evenly() {
-        // Fixed forever: a change would move live conversations between versions. The
-        // values are FNV-1a then MurmurHash3's fmix64, worked out independently.
-        assert_eq!(canary_bucket(""), ((0xefd0_1f60_ba99_2926_u128 * 100) >> 64) as u8);
-        assert_eq!(canary_bucket("a"), ((0x82a2_a958_a9be_ce5b_u128 * 100) >> 64) as u8);
-        assert_eq!(canary_bucket("foobar"), ((0x2c22_1949_22d1_672b_u128 * 100) >> 64) as u8);
+    fn the_canary_bucket_is_fnv_1a_and_spreads_ids_evenly() {
+        // FNV-1a's published test vectors.
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+        // Fixed forever: a change would move live conversations between versions.
+        let fixed: Vec<u8> = ["", "a", "u-1001", "会话"].iter().map(|id| canary_bucket(id)).collect();
+        assert_eq!(fixed, PINNED_BUCKETS);
         let mut buckets = [0u32; 100];
         for i in 0..10_000 {
             buckets[usize::from(canary_bucket(&format!("session-{i}")))] += 1;
@@ -1035,7 +1044,7 @@ mod tests {
             (live.version.clone(), RulesRole::Pinned)
         );
         engine.offer_pinned(Arc::clone(&candidate));
-        assert_eq!(engine.pinned_versions(), [candidate.version.clone()]);
+        assert_eq!(engine.pinned_versions(), std::slice::from_ref(&candidate.version));
         let r = pinned("p1", &candidate.version).unwrap();
         assert_eq!(
             (r.rules_version, r.rules_role),

@@ -198,6 +198,9 @@ pub struct Metrics {
     versions: Arc<VersionBook>,
 }
 
+/// Reads one count of a version's [`Figures`].
+type FigureOf = fn(&Figures) -> u64;
+
 /// Serves the per-version counters ([`VersionBook`]) at each scrape, after dropping those
 /// of versions that serve no more.
 #[derive(Debug)]
@@ -208,7 +211,7 @@ impl Collector for VersionSeries {
         let entries = self.0.prune();
         let figures: Vec<_> = entries.iter().map(|e| (e, e.counters.figures())).collect();
         let labels = |e: &VersionEntry| [("version", e.version.clone()), ("role", e.role.name().to_string())];
-        let plain: [(&str, &str, fn(&Figures) -> u64); 7] = [
+        let plain: [(&str, &str, FigureOf); 7] = [
             (
                 "version_turns",
                 "Turns answered, by rules version and role (live, canary, pinned)",
