@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => cli::generate::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Data(command) => cli::data::run(command),
         Command::Report(args) => cli::report::run(args),
+        Command::Replay(args) => cli::replay::run(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("kefu: {e:#}");
