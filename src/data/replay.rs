@@ -125,7 +125,7 @@ impl Outcome {
             return Outcome::not_generated();
         }
         Outcome {
-            source: source_name(r.source, r.faq.is_some()).into(),
+            source: source_name(r.source, r.faq.is_some(), r.rule.is_some(), r.flow.is_some()).into(),
             not_generated: false,
             rule: r.rule.clone(),
             promotion: r.promotion.clone(),
@@ -169,7 +169,7 @@ impl Outcome {
             .generated();
         }
         Outcome {
-            source: source_name(r.source, r.faq.is_some()).into(),
+            source: source_name(r.source, r.faq.is_some(), r.rule.is_some(), r.flow.is_some()).into(),
             not_generated: false,
             rule: r.rule.clone(),
             promotion: r.promotion.clone(),
@@ -249,9 +249,13 @@ fn same_reply(a: &str, b: &str) -> bool {
     a == b || TICKET.replace_all(a, "T…") == TICKET.replace_all(b, "T…")
 }
 
-/// A source's name as replay compares it: cached answers are what they cached.
-fn source_name(source: AnswerSource, faq: bool) -> &'static str {
+/// A source's name as replay compares it: cached answers are what they cached, and a
+/// rule or flow step that hands the conversation over is still that rule or flow (the
+/// handoff is compared on its own).
+fn source_name(source: AnswerSource, faq: bool, rule: bool, flow: bool) -> &'static str {
     match source {
+        AnswerSource::Handoff if rule => "rule",
+        AnswerSource::Handoff if flow => "flow",
         AnswerSource::Cache if faq => "faq",
         AnswerSource::Cache | AnswerSource::Llm => "model",
         other => other.name(),
@@ -329,9 +333,11 @@ pub struct ReplayReport {
     pub model_turns: u64,
     /// Whether model turns were generated (a model was given) or only reported.
     pub generated: bool,
-    /// Turns where the draft hands the conversation to a person and the base did not.
+    /// Turns where the draft hands the conversation to a person and the base did not
+    /// (messages queued for the agent afterwards not counted).
     pub handoffs_added: u64,
-    /// Turns where the base handed the conversation over and the draft does not.
+    /// Turns where the base handed the conversation over and the draft does not (nor
+    /// counted: the base's messages queued for the agent).
     pub handoffs_removed: u64,
     /// Turns whose profile or context the log had cut for size (replayed without it).
     pub profile_cut: u64,
@@ -569,7 +575,8 @@ pub fn replay(
                     found
                 }
             };
-            let request = request_of(record, session, *ts);
+            let at = record.as_of.unwrap_or(*ts);
+            let request = request_of(record, session, at);
             let against_log = base_rules.is_none();
             let before = match base_rules {
                 Some(rules) => {
@@ -598,9 +605,10 @@ pub fn replay(
             if before.source == "model" || after.source == "model" {
                 report.model_turns += 1;
             }
+            // The turn that hands over, not the messages queued for the agent after it.
             match (&before.handoff, &after.handoff) {
-                (None, Some(_)) => report.handoffs_added += 1,
-                (Some(_), None) => report.handoffs_removed += 1,
+                (None, Some(_)) if after.source != "human" => report.handoffs_added += 1,
+                (Some(_), None) if before.source != "human" => report.handoffs_removed += 1,
                 _ => {}
             }
             let Some((kind, change)) = change_of(&before, &after) else {
@@ -618,7 +626,7 @@ pub fn replay(
                 group.examples.push(Example {
                     session: session.to_string(),
                     turn: index,
-                    time: ts.to_rfc3339(),
+                    time: at.to_rfc3339(),
                     message: record.message.clone(),
                     before,
                     after,
@@ -644,7 +652,7 @@ pub fn replay(
 
 /// The request that replays a logged turn: its message, profile (or, from older logs,
 /// just its segment), context and time.
-fn request_of(record: &TurnRecord, session: &str, ts: DateTime<FixedOffset>) -> TurnRequest {
+fn request_of(record: &TurnRecord, session: &str, at: DateTime<FixedOffset>) -> TurnRequest {
     let user = record.user.clone().or_else(|| {
         record.segment.as_ref().map(|segment| {
             let mut user = serde_json::Map::new();
@@ -657,7 +665,7 @@ fn request_of(record: &TurnRecord, session: &str, ts: DateTime<FixedOffset>) -> 
         message: record.message.clone(),
         user,
         context: record.context.clone(),
-        as_of: Some(record.as_of.unwrap_or(ts)),
+        as_of: Some(at),
     }
 }
 
@@ -796,7 +804,9 @@ fn shown(o: &Outcome) -> String {
     if let Some(reason) = &o.handoff {
         let _ = write!(head, " · handoff {reason}");
     }
-    format!("[{head}] {}", o.reply)
+    // One line per outcome: a reply of several lines (a rule's words, then the handoff
+    // message) keeps its breaks visible.
+    format!("[{head}] {}", o.reply.replace('\n', " ↵ "))
 }
 
 impl fmt::Display for ReplayReport {
