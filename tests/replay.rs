@@ -190,6 +190,19 @@ fn a_promotion_is_judged_as_of_the_turn_not_now() {
     assert_eq!(example.session, "on-the-day");
     assert_eq!(example.before.promotion.as_deref(), Some("双11满减"));
     assert_eq!(example.time, "2026-11-11T20:00:00+08:00");
+    // The time window is the turns' own time too (`--since`).
+    let december = ReplayOptions {
+        since: Some(DateTime::parse_from_rfc3339("2026-12-01T00:00:00+08:00").unwrap()),
+        ..ReplayOptions::default()
+    };
+    let report = replay_files(
+        &files(&[dir.path().to_str().unwrap()]),
+        draft(),
+        &|_| Some(Arc::clone(&base)),
+        &december,
+    )
+    .unwrap();
+    assert_eq!((report.sessions, report.turns, report.changed), (1, 1, 0));
 }
 
 #[test]

@@ -417,7 +417,8 @@ impl Conversation {
     }
 }
 
-/// Reads the conversations of `files` within the options' time window: grouped by
+/// Reads the conversations of `files` within the options' time window (a turn's `as_of`
+/// when it has one, else its time): grouped by
 /// session, each in time order (turns at the same millisecond by their turn count), the
 /// sessions by their first record. Bad lines are counted in the stats.
 pub fn read_conversations(
@@ -428,7 +429,13 @@ pub fn read_conversations(
     let mut index: HashMap<String, usize> = HashMap::new();
     let stats = super::read(files, |record, _| {
         let ts = record.ts();
-        if options.since.is_some_and(|s| ts < s) || options.until.is_some_and(|u| ts >= u) {
+        // A turn answered as of another time (a replay through the API) is in the window
+        // of that time.
+        let at = match &record {
+            Record::Turn(t) => t.as_of.unwrap_or(ts),
+            _ => ts,
+        };
+        if options.since.is_some_and(|s| at < s) || options.until.is_some_and(|u| at >= u) {
             return;
         }
         let (session, order, step) = match record {
