@@ -15,7 +15,8 @@
 //! release some of the handed-over conversations, and about a quarter of the customers
 //! leave a score. Records go through [`ConversationLog`] (masking, rotation by day), in
 //! time order. `TURNS` (default 10,000) counts customer turns; the same seed gives the
-//! same conversations (the engine's measured latencies vary).
+//! same conversations (the engine's measured latencies vary). Turn records carry the
+//! customer's profile, so `kefu replay` can answer them again (`benches/replay.rs`).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -224,7 +225,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 rules_version: None,
             };
             *model.last.lock().unwrap() = (0, 0);
-            let response = engine.turn(request).unwrap();
+            let response = engine.turn(request.clone()).unwrap();
             let (prompt_tokens, completion_tokens) = *model.last.lock().unwrap();
             // The stand-in answers at once; a local model generates about 40 tokens a
             // second after reading the prompt at about 400.
@@ -243,7 +244,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Some(segment),
                 (prompt_tokens, completion_tokens),
                 "gen-1",
-            );
+            )
+            .with_request(&request);
             record.latency_ms = latency_ms;
             records.push(Record::Turn(record));
             done += 1;

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         Command::Diff(args) => cli::versions::diff(args),
         Command::Rollback(args) => cli::versions::rollback(args),
         Command::Promote(args) => cli::versions::promote(args),
+        Command::Replay(args) => cli::replay::run(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("kefu: {e:#}");

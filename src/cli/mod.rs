@@ -20,6 +20,7 @@ pub mod data;
 pub mod eval;
 pub mod generate;
 pub mod model;
+pub mod replay;
 pub mod report;
 pub mod safety;
 pub mod serve;
@@ -30,6 +31,7 @@ use check::Color;
 use data::DataCommand;
 use generate::GenerateArgs;
 use model::ModelArgs;
+use replay::ReplayArgs;
 use report::ReportArgs;
 use serve::ServeArgs;
 use versions::{DiffArgs, PromoteArgs, PublishArgs, RollbackArgs, ShowArgs, VersionsArgs};
@@ -177,6 +179,13 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Make the running canary the live version.
     Promote(PromoteArgs),
+    /// What-if replay: the customer turns of a conversation log answered again by a draft
+    /// of the rules (--rules) and by the base (--base, else the logged answers), each
+    /// conversation in order with its profile, context and original time; prints what
+    /// changed, grouped, with examples. Model turns are reported, not generated, unless a
+    /// model is named. Bad log lines are counted and listed, not fatal; exits 0 whatever
+    /// changed, 1 when the rules do not build or the log cannot be read.
+    Replay(ReplayArgs),
 }
 
 /// Loads a rules directory, printing diagnostics; an error when it does not build.

@@ -83,6 +83,12 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 const DEFAULT_MODEL: &str = "models/default.gguf";
 
 impl ModelArgs {
+    /// Whether a model was named (`--llm-url`, or `--model` other than the default):
+    /// `kefu replay` generates model answers only then.
+    pub fn named(&self) -> bool {
+        self.llm_url.is_some() || self.model != DEFAULT_MODEL
+    }
+
     /// The backend these flags describe, `None` for `--model none` or a missing default.
     pub fn open(&self) -> Result<Option<Arc<dyn kefu::llm::LlmBackend>>> {
         let mut options = kefu::llm::ModelOptions {

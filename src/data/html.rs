@@ -8,14 +8,14 @@ use std::fmt::Write as _;
 use super::report::{Report, ms, thousands};
 
 /// Colours of the sources, fixed so charts of different days compare.
-fn colour(source: &str) -> &'static str {
+pub(super) fn colour(source: &str) -> &'static str {
     match source {
         "rule" => "#4e79a7",
         "flow" => "#59a14f",
         "promotion" => "#edc948",
         "faq" => "#76b7b2",
         "cache" => "#b07aa1",
-        "llm" => "#f28e2b",
+        "llm" | "model" => "#f28e2b",
         "fallback" => "#9c755f",
         "context" => "#8cd17d",
         "safety" => "#e15759",
@@ -26,7 +26,7 @@ fn colour(source: &str) -> &'static str {
 }
 
 /// Escapes text for HTML and SVG.
-fn esc(text: &str) -> String {
+pub(super) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -48,19 +48,26 @@ pub fn render(report: &Report) -> String {
     h
 }
 
-fn write_page(h: &mut String, r: &Report) -> std::fmt::Result {
+/// The start of a page: the document head with the house style, titled `title` (what
+/// `kefu replay --html` shares with this page).
+pub(super) fn page_head(h: &mut String, title: &str) -> std::fmt::Result {
     writeln!(
         h,
         "<!doctype html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>kefu report</title>\n<style>\
+         <title>{}</title>\n<style>\
          body{{font:14px/1.5 system-ui,sans-serif;margin:2em auto;max-width:960px;padding:0 1em;color:#222}}\
          h1{{font-size:1.4em}} h2{{font-size:1.1em;margin-top:2em;border-bottom:1px solid #ddd}}\
          table{{border-collapse:collapse}} td,th{{padding:2px 10px;text-align:left}}\
          td.n{{text-align:right;font-variant-numeric:tabular-nums}} .met{{color:#2a7d2a}} .miss{{color:#c0392b;font-weight:bold}}\
          .key span{{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}} svg text{{font-size:11px;fill:#444}}\
-         </style></head><body>"
-    )?;
+         </style></head><body>",
+        esc(title)
+    )
+}
+
+fn write_page(h: &mut String, r: &Report) -> std::fmt::Result {
+    page_head(h, "kefu report")?;
     writeln!(
         h,
         "<h1>kefu report</h1><p>{} turns in {} sessions, {} to {}; {} lines read from {} files, {} bad.</p>",

@@ -80,7 +80,10 @@ impl Record {
     /// A rough size in bytes, for bounding what waits to be written.
     pub fn weight(&self) -> usize {
         let texts = match self {
-            Record::Turn(r) => r.message.len() + r.reply.len(),
+            Record::Turn(r) => {
+                let maps = [&r.user, &r.context].into_iter().flatten();
+                r.message.len() + r.reply.len() + maps.map(map_size).sum::<usize>()
+            }
             Record::Agent(r) => r.text.len(),
             Record::Feedback(r) => r.comment.as_ref().map_or(0, String::len),
             Record::Takeover(_) | Record::Release(_) => 0,
@@ -102,6 +105,22 @@ pub struct TurnRecord {
     /// The customer's segment (`user.segment`: `vip`, `new`...), when the caller sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<String>,
+    /// The customer's profile as the caller sent it (`user` in scripts), for replaying the
+    /// turn: string values (and keys) masked, at most [`PROFILE_BYTES`] of it (entries
+    /// past that are left out and `profile_cut` set). Absent in logs of older kefus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The request's context maps (`order`, `cart`...), kept and bounded as `user` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Some entries of `user` or `context` were left out: they did not fit in
+    /// [`PROFILE_BYTES`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub profile_cut: bool,
+    /// The time the turn was answered as of, when the request gave one (`as_of`, a
+    /// replayed conversation) rather than the time it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<DateTime<FixedOffset>>,
     /// The customer's message, masked.
     pub message: String,
     /// kefu's answer, masked (empty while an agent has the conversation).
@@ -120,6 +139,9 @@ pub struct TurnRecord {
     /// The flow step that answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
+    /// The knowledge-base FAQ entry that answered (also on a cache hit of one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faq: Option<String>,
     /// The understood intent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<String>,
@@ -174,6 +196,10 @@ impl TurnRecord {
             session: response.session_id.clone(),
             turn: response.turn,
             segment: segment.map(str::to_string),
+            user: None,
+            context: None,
+            profile_cut: false,
+            as_of: None,
             message: response.message.clone(),
             reply: response.reply.clone(),
             source: response.source,
@@ -181,6 +207,7 @@ impl TurnRecord {
             promotion: response.promotion.clone(),
             flow: response.flow.clone(),
             step: response.step.clone(),
+            faq: response.faq.clone(),
             intent: response.intent.clone(),
             confidence: response.confidence,
             answer_confidence: response.answer_confidence,
@@ -195,6 +222,61 @@ impl TurnRecord {
             dropped: response.dropped,
         }
     }
+
+    /// The record with what the request said beyond its message, for replaying the turn:
+    /// the customer's profile and context maps (bounded by [`PROFILE_BYTES`] each; the
+    /// flusher masks them) and the time it was answered as of, when given.
+    pub fn with_request(mut self, request: &crate::engine::TurnRequest) -> Self {
+        let mut cut = false;
+        self.user = request.user.as_ref().map(|m| bounded(m, &mut cut));
+        self.context = request.context.as_ref().map(|m| bounded(m, &mut cut));
+        self.profile_cut = cut;
+        self.as_of = request.as_of;
+        self
+    }
+}
+
+/// The most bytes (roughly, as JSON) of a turn record's `user` and of its `context`: a
+/// profile is a few fields, an order card a few dozen; a request stuffed with more should
+/// not make every line of the log that big.
+pub const PROFILE_BYTES: usize = 4096;
+
+/// The entries of `map` that fit in [`PROFILE_BYTES`] together, in order; `cut` set when
+/// one did not.
+fn bounded(
+    map: &serde_json::Map<String, serde_json::Value>,
+    cut: &mut bool,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut left = PROFILE_BYTES;
+    let mut kept = serde_json::Map::new();
+    for (key, value) in map {
+        let size = key.len() + 4 + json_size(value);
+        if size > left {
+            *cut = true;
+            continue;
+        }
+        left -= size;
+        kept.insert(key.clone(), value.clone());
+    }
+    kept
+}
+
+/// About how many bytes `value` takes as JSON (escapes aside). Recursion is bounded by
+/// serde_json's own nesting limit on the request that carried it.
+pub fn json_size(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(|v| json_size(v) + 1).sum::<usize>(),
+        Value::Object(map) => map_size(map),
+    }
+}
+
+/// About how many bytes `map` takes as JSON.
+fn map_size(map: &serde_json::Map<String, serde_json::Value>) -> usize {
+    2 + map.iter().map(|(k, v)| k.len() + 4 + json_size(v)).sum::<usize>()
 }
 
 fn is_zero(n: &u32) -> bool {

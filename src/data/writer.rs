@@ -305,7 +305,10 @@ impl crate::engine::Observer for ConversationLog {
         match *event {
             Event::Turn { request, response } => {
                 let segment = request.segment().and_then(|s| s.as_str());
-                self.turn(response, segment, response.usage.prompt, response.usage.completion);
+                let usage = (response.usage.prompt, response.usage.completion);
+                let record = TurnRecord::from_response(response, self.now(), segment, usage, &self.node);
+                // The profile and context too, so `kefu replay` can answer the turn again.
+                self.push(Record::Turn(record.with_request(request)));
             }
             Event::Takeover { session, agent } => {
                 self.takeover(session, agent);
@@ -334,6 +337,40 @@ pub fn mask(rules: &RuleSet, record: &mut Record) {
     };
     record.texts_mut().into_iter().for_each(masked);
     record.ids_mut().into_iter().for_each(masked);
+    if let Record::Turn(turn) = record {
+        for map in [&mut turn.user, &mut turn.context].into_iter().flatten() {
+            mask_map(rules, map);
+        }
+    }
+}
+
+/// Masks personal data in the keys and string values of a request's map, at any depth
+/// (the depth serde_json allowed when the request was read).
+fn mask_map(rules: &RuleSet, map: &mut serde_json::Map<String, serde_json::Value>) {
+    let keys_clean = map
+        .keys()
+        .all(|k| matches!(rules.safety.redact_pii(k), Cow::Borrowed(_)));
+    if !keys_clean {
+        *map = std::mem::take(map)
+            .into_iter()
+            .map(|(k, v)| (rules.safety.redact_pii(&k).into_owned(), v))
+            .collect();
+    }
+    map.values_mut().for_each(|v| mask_value(rules, v));
+}
+
+fn mask_value(rules: &RuleSet, value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => {
+            if let Cow::Owned(masked) = rules.safety.redact_pii(text) {
+                *text = masked;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| mask_value(rules, v)),
+        Value::Object(map) => mask_map(rules, map),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
 }
 
 /// The name of the `seq`-th file of `day`.
