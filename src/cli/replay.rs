@@ -2,7 +2,7 @@
 //! the rules and by a base, and what changed (text, `--json`, `--html`).
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -23,10 +23,15 @@ pub struct ReplayArgs {
     /// The draft rules directory.
     #[arg(long, value_name = "DRAFT")]
     rules: PathBuf,
-    /// The base rules directory, for every turn; without it each turn is compared with
-    /// the answer the log recorded.
-    #[arg(long, value_name = "DIR")]
-    base: Option<PathBuf>,
+    /// The base for every turn: a rules directory, or a published version (its number,
+    /// `live` or `canary`). Without it each turn's base is the published version that
+    /// answered it (its recorded `rules` hash, looked up in the version store: --state-dir
+    /// or --redis); a turn whose version is not in the store (or with no store at all) is
+    /// compared with the answer the log recorded.
+    #[arg(long, value_name = "VERSION|DIR")]
+    base: Option<String>,
+    #[command(flatten)]
+    store: super::versions::StoreArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -59,7 +64,22 @@ pub struct ReplayArgs {
 /// unless the rules do not build or the log cannot be read.
 pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let draft = Arc::new(load(&args.rules)?);
-    let base = args.base.as_deref().map(load).transpose()?.map(Arc::new);
+    // The base: a directory, a published version for every turn, or (by default, when
+    // there is a version store) the version that answered each turn.
+    let store = args.store.open_existing()?;
+    let checkouts = tempfile::Builder::new().prefix("kefu-replay-").tempdir()?;
+    let builds = store.as_deref().map(|s| kefu::versions::Builds::new(s, checkouts.path()));
+    let fixed: Option<Arc<kefu::RuleSet>> = match args.base.as_deref() {
+        Some(base) if Path::new(base).is_dir() => Some(Arc::new(load(Path::new(base))?)),
+        Some(base) => {
+            let (Some(store), Some(builds)) = (store.as_deref(), &builds) else {
+                bail!("--base {base}: not a directory, and there is no version store to find a version in");
+            };
+            let id = super::versions::resolve(store, base)?;
+            Some(builds.by_id(id).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
     let zone = draft.shop.timezone;
     let model = match &args.mock_llm {
         Some(path) => Some(kefu::server::model::load_mock(path)?),
@@ -74,7 +94,12 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     };
     let files = kefu::data::files(&args.log)?;
     let started = std::time::Instant::now();
-    let report = replay_files(&files, draft, &|_| base.clone(), &options)?;
+    let resolve = |rules: &str| match (&fixed, &builds) {
+        (Some(base), _) => Some(Arc::clone(base)),
+        (None, Some(builds)) => builds.by_rules(rules),
+        (None, None) => None,
+    };
+    let report = replay_files(&files, draft, &resolve, &options)?;
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "kefu: replayed {} turns in {seconds:.2} s ({:.0} turns/s)",

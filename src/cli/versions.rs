@@ -52,6 +52,22 @@ impl StoreArgs {
         Ok(Some(Server::new(url, token)))
     }
 
+    /// The store these flags name when there is one to read: `--redis`, `--state-dir`, or
+    /// the default state directory when it holds versions; never created (a replay
+    /// without a store compares with the log). `--server` is refused here.
+    pub fn open_existing(&self) -> Result<Option<Box<dyn VersionStore>>> {
+        if self.server.is_some() {
+            bail!("--server: this command reads the version store itself (--state-dir or --redis); the server's admin API has it as POST /admin/replay");
+        }
+        if self.redis.is_some() || self.state_dir.is_some() {
+            return self.open().map(Some);
+        }
+        if super::serve::default_state_dir().join("versions").is_dir() {
+            return self.open().map(Some);
+        }
+        Ok(None)
+    }
+
     /// Opens the store these flags name.
     pub fn open(&self) -> Result<Box<dyn VersionStore>> {
         let password = super::serve::secret_text(
@@ -284,7 +300,7 @@ pub fn list(args: VersionsArgs) -> Result<ExitCode> {
 }
 
 /// A version named on the command line: an id, `live` or `canary`.
-fn resolve(store: &dyn VersionStore, name: &str) -> Result<VersionId> {
+pub fn resolve(store: &dyn VersionStore, name: &str) -> Result<VersionId> {
     match name {
         "live" => store.pointers()?.live.context("nothing is live yet"),
         "canary" => Ok(store.pointers()?.canary.context("no canary is running")?.version),

@@ -673,6 +673,8 @@ fn request_of(record: &TurnRecord, session: &str, at: DateTime<FixedOffset>) -> 
         user,
         context: record.context.clone(),
         as_of: Some(at),
+        // Each side's engine serves its own rule set (the draft, or the base of the turn).
+        rules_version: None,
     }
 }
 

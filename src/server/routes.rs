@@ -69,7 +69,7 @@ enum SessionAction {
 }
 
 /// Every route's pattern ([`Route::name`]), for the request series that exist from start.
-pub(super) const ROUTE_PATTERNS: [&str; 22] = [
+pub(super) const ROUTE_PATTERNS: [&str; 23] = [
     "/v1/chat",
     "/v1/chat/completions",
     "/v1/sessions/{id}",
@@ -89,6 +89,7 @@ pub(super) const ROUTE_PATTERNS: [&str; 22] = [
     "/admin/versions/{id}/files",
     "/admin/publish",
     "/admin/diff",
+    "/admin/replay",
     "/admin/canary",
     "/admin/promote",
     "/admin/rollback",
@@ -116,6 +117,7 @@ enum Route<'a> {
     AdminVersionFiles(&'a str),
     AdminPublish,
     AdminDiff,
+    AdminReplay,
     AdminCanary,
     AdminPromote,
     AdminRollback,
@@ -155,6 +157,7 @@ impl<'a> Route<'a> {
             ["admin", "versions", id, "files"] => Route::AdminVersionFiles(id),
             ["admin", "publish"] => Route::AdminPublish,
             ["admin", "diff"] => Route::AdminDiff,
+            ["admin", "replay"] => Route::AdminReplay,
             ["admin", "canary"] => Route::AdminCanary,
             ["admin", "promote"] => Route::AdminPromote,
             ["admin", "rollback"] => Route::AdminRollback,
@@ -184,6 +187,7 @@ impl<'a> Route<'a> {
             Route::AdminVersionFiles(_) => "/admin/versions/{id}/files",
             Route::AdminPublish => "/admin/publish",
             Route::AdminDiff => "/admin/diff",
+            Route::AdminReplay => "/admin/replay",
             Route::AdminCanary => "/admin/canary",
             Route::AdminPromote => "/admin/promote",
             Route::AdminRollback => "/admin/rollback",
@@ -287,6 +291,10 @@ async fn dispatch(
         Route::AdminDiff => {
             state.authorize(&req, peer)?;
             versions::diff(state, req.uri().query()).await
+        }
+        Route::AdminReplay => {
+            state.authorize(&req, peer)?;
+            versions::replay(state, req).await
         }
         Route::AdminPublish => {
             state.authorize(&req, peer)?;

@@ -54,6 +54,9 @@ pub struct State {
     /// The version store the admin API publishes to (and the node follows, unless it
     /// serves its rules directory in development mode).
     pub(super) versions: Option<Arc<dyn crate::versions::VersionStore>>,
+    /// The conversation log's directory, when the log is on (what `POST /admin/replay`
+    /// replays).
+    pub(super) log_dir: Option<std::path::PathBuf>,
 }
 
 /// A built service: rules loaded, engine, reloader, job queue. Serve it with
@@ -286,6 +289,7 @@ impl Service {
             started: Instant::now(),
             identity,
             versions: config.versions.clone(),
+            log_dir: config.conversation_log.as_ref().map(|log| log.dir.clone()),
         });
         super::versions::guard_canaries(Arc::downgrade(&state), config.canary);
         Ok(Service {

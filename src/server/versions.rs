@@ -303,6 +303,104 @@ fn publish_error(error: PublishError, dir: &std::path::Path) -> ApiError {
     }
 }
 
+/// The body of `POST /admin/replay`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    /// The draft as files (as `POST /admin/publish` takes them)...
+    #[serde(default)]
+    files: Option<BTreeMap<String, String>>,
+    /// ...or a published version (a number, `live`, `canary`).
+    #[serde(default)]
+    version: Option<String>,
+    /// The base for every turn (a version); default: the version that answered each turn.
+    #[serde(default)]
+    base: Option<String>,
+    /// Examples per group of changes (default 5, at most 100).
+    #[serde(default)]
+    limit: Option<usize>,
+    /// Only turns at or after this time; default: the last 7 days.
+    #[serde(default)]
+    since: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// Only turns before this time.
+    #[serde(default)]
+    until: Option<chrono::DateTime<chrono::FixedOffset>>,
+}
+
+/// `POST /admin/replay`: the what-if replay of this node's conversation log (by default
+/// its last 7 days) through a draft (`files`) or a published `version`, against the
+/// version that answered each turn (or `base`); the report as JSON (`kefu replay
+/// --json`'s). Model turns are reported, not generated. 409 `no_conversation_log` when
+/// the log is off.
+pub(super) async fn replay(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let store = store(state)?;
+    let body: ReplayBody = read_json(req, MAX_PUBLISH_BYTES, false).await?;
+    let Some(log_dir) = state.log_dir.clone() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_conversation_log",
+            "this node keeps no conversation log (--conversation-log DIR): there is nothing to replay",
+        ));
+    };
+    if body.files.is_some() == body.version.is_some() {
+        return Err(ApiError::invalid("give the draft as `files`, or a published `version`, not both"));
+    }
+    if let Some(bad) = body.files.iter().flat_map(|f| f.keys()).find(|p| !crate::versions::valid_path(p)) {
+        return Err(ApiError::invalid(format!("`{bad}` is not a relative path with `/` inside the rules directory")));
+    }
+    blocking(move || {
+        let work = tempfile::Builder::new()
+            .prefix("kefu-replay-")
+            .tempdir()
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("cannot write the draft: {e}")))?;
+        let builds = crate::versions::Builds::new(store.as_ref(), work.path());
+        let draft = match (&body.files, &body.version) {
+            (Some(files), _) => {
+                let files = files.iter().map(|(p, t)| (p.clone(), t.clone().into_bytes())).collect();
+                let dir = work.path().join("draft");
+                crate::versions::write_tree(&files, &dir).map_err(store_error)?;
+                let compiled = crate::dsl::load_dir(&dir);
+                let report = compiled.report.render_all(false).replace(&format!("{}/", dir.display()), "");
+                Arc::new(compiled.rules.ok_or_else(|| {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rules_invalid", "the draft has errors: nothing was replayed")
+                        .with_details(json!({ "report": report }))
+                })?)
+            }
+            (None, Some(version)) => {
+                let id = resolve(store.as_ref(), version)?;
+                builds.by_id(id).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rules_invalid", e))?
+            }
+            (None, None) => unreachable!("checked above"),
+        };
+        let fixed = match &body.base {
+            Some(base) => {
+                let id = resolve(store.as_ref(), base)?;
+                Some(builds.by_id(id).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rules_invalid", e))?)
+            }
+            None => None,
+        };
+        let since = body
+            .since
+            .unwrap_or_else(|| (chrono::Utc::now() - chrono::Duration::days(7)).fixed_offset());
+        let options = crate::data::replay::ReplayOptions {
+            examples: body.limit.unwrap_or(5).min(100),
+            since: Some(since),
+            until: body.until,
+            model: None,
+        };
+        let files = crate::data::files(&[log_dir])
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        let resolve_base = |rules: &str| match &fixed {
+            Some(base) => Some(Arc::clone(base)),
+            None => builds.by_rules(rules),
+        };
+        let report = crate::data::replay::replay_files(&files, draft, &resolve_base, &options)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        Ok(json_response(StatusCode::OK, &report))
+    })
+    .await?
+}
+
 /// The body of `POST /admin/rollback`, `/admin/promote` and `/admin/canary`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]

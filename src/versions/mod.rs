@@ -312,6 +312,66 @@ pub trait VersionStore: Send + Sync {
     }
 }
 
+/// Published versions built on demand, by id or by rules hash (a replay's base: the
+/// version that answered each logged turn), each checked out under a directory of its own
+/// and built with [`dsl::load_dir`](crate::dsl::load_dir) once. A version that cannot be
+/// read or built is reported once (`warn`) and resolves to nothing.
+pub struct Builds<'a> {
+    store: &'a dyn VersionStore,
+    dir: PathBuf,
+    built: std::sync::Mutex<std::collections::HashMap<String, Option<std::sync::Arc<crate::RuleSet>>>>,
+}
+
+impl<'a> Builds<'a> {
+    /// Builds of `store`'s versions, checked out under `dir`.
+    pub fn new(store: &'a dyn VersionStore, dir: &Path) -> Self {
+        Builds {
+            store,
+            dir: dir.to_path_buf(),
+            built: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Version `id` built, or why not.
+    pub fn by_id(&self, id: VersionId) -> std::result::Result<std::sync::Arc<crate::RuleSet>, String> {
+        let version = self.store.version(id).map_err(|e| e.to_string())?;
+        self.by_rules(&version.rules)
+            .ok_or_else(|| format!("version {id} (rules {}) could not be built", version.rules))
+    }
+
+    /// The latest version whose rules hash is `rules`, built; `None` when there is none or
+    /// it does not build.
+    pub fn by_rules(&self, rules: &str) -> Option<std::sync::Arc<crate::RuleSet>> {
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = built.get(rules) {
+            return known.clone();
+        }
+        let result = (|| -> std::result::Result<Option<crate::RuleSet>, String> {
+            let Some(id) = self.store.by_rules(rules).map_err(|e| e.to_string())? else {
+                return Ok(None);
+            };
+            let dir = self.dir.join(format!("v{id}-{rules}"));
+            if !dir.is_dir() {
+                self.store.checkout(id, &dir).map_err(|e| e.to_string())?;
+            }
+            let compiled = crate::dsl::load_dir(&dir);
+            match compiled.rules {
+                Some(rules) => Ok(Some(rules)),
+                None => Err(format!("version {id} does not build:\n{}", compiled.report.render_all(false))),
+            }
+        })();
+        let rules_set = match result {
+            Ok(found) => found.map(std::sync::Arc::new),
+            Err(why) => {
+                tracing::warn!(rules, %why, "a published version could not be built");
+                None
+            }
+        };
+        built.insert(rules.to_string(), rules_set.clone());
+        rules_set
+    }
+}
+
 /// Lower-case hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
