@@ -1,0 +1,2 @@
+//! Rebuilding the demo rule pack (placeholder while the cache lands).
+fn main() {}
