@@ -264,7 +264,7 @@ impl ScriptCompiler {
 
     /// The sandboxed engine the compiled scripts are meant to run on.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        self.engine
     }
 
     fn compile(
@@ -288,7 +288,7 @@ impl ScriptCompiler {
             source,
             span: &span_of,
             functions: &self.functions,
-            methods: &self.methods,
+            methods: self.methods,
             context: &self.context,
             locals: &names.variables,
             slots: names.slots,
@@ -304,7 +304,7 @@ impl ScriptCompiler {
         let ast = match compiled {
             Ok(ast) => ast,
             Err(error) => {
-                let d = check::explain_parse_error(&self.engine, &cx, &error).unwrap_or_else(|| {
+                let d = check::explain_parse_error(self.engine, &cx, &error).unwrap_or_else(|| {
                     let message = lowercase_first(&error.err_type().to_string());
                     Diagnostic::error(span_at(error.position()), format!("invalid expression: {message}"))
                         .with_label("here")
