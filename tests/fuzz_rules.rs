@@ -359,7 +359,13 @@ fn load_within(dir: &Path, limit: Duration) -> Outcome {
         .spawn(move || {
             let started = Instant::now();
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                kefu::dsl::load_dir_with(&dir, LoadOptions { quick_training: true })
+                kefu::dsl::load_dir_with(
+                    &dir,
+                    LoadOptions {
+                        quick_training: true,
+                        ..Default::default()
+                    },
+                )
             }));
             let outcome = match result {
                 Ok(compiled) => Outcome::Done(Box::new(compiled), started.elapsed()),

@@ -1,4 +1,6 @@
-//! `kefu check`: compiles a rules directory and prints its errors and warnings, rustc-style.
+//! `kefu check`: checks a rules directory and prints its errors and warnings, rustc-style.
+//! It does not train the classifier (`dsl::check_dir`): the diagnostics are the ones a
+//! build gives.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -14,27 +16,16 @@ pub enum Color {
 
 /// Prints the diagnostics of `dir` and, when it compiles, a one-line summary; fails on errors.
 pub fn run(dir: &Path, color: Color) -> ExitCode {
-    let compiled = kefu::dsl::load_dir(dir);
+    let checked = kefu::dsl::check_dir(dir);
     let color = match color {
         Color::Auto => std::io::stderr().is_terminal(),
         Color::Always => true,
         Color::Never => false,
     };
-    eprint!("{}", compiled.report.render_all(color));
-    match compiled.rules {
-        Some(rules) => {
-            eprintln!(
-                "{}: ok, version {} ({} intents, {} rules, {} promotions, {} flows, {} keywords, {} products, {} FAQ entries)",
-                dir.display(),
-                rules.version,
-                rules.intents.len(),
-                rules.rules.len(),
-                rules.promotions.len(),
-                rules.flows.len(),
-                rules.triggers.keyword_count(),
-                rules.kb.products.len(),
-                rules.kb.faqs.len()
-            );
+    eprint!("{}", checked.report.render_all(color));
+    match checked.summary {
+        Some(summary) => {
+            eprintln!("{}: ok, {summary}", dir.display());
             ExitCode::SUCCESS
         }
         None => ExitCode::FAILURE,

@@ -4,16 +4,26 @@
 //! compiles and checks it, collecting every problem as a [`Diagnostic`]; [`load_dir`]
 //! runs both over a whole directory and returns the rule set only when there are no
 //! errors. This is the one way a `RuleSet` is made, so `kefu check`, hot reload and the
-//! tests all see the same diagnostics.
+//! tests all see the same diagnostics. [`check_dir`] runs the same steps up to the
+//! diagnostics and stops before training, for `kefu check` and as-you-type checks: its
+//! report is the one `load_dir` would give.
+//!
+//! The intent classifier is trained only when what it learns from changed: a build
+//! reuses the model trained from the same inputs before, from the process's memory or a
+//! persistent [`TrainedCache`] given in [`LoadOptions`] (`nlu::cache`).
 
 pub mod ast;
 pub mod lower;
 pub mod parse;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::RuleSet;
 use crate::diag::{Diagnostic, Report, Span, files};
+use lower::{Goal, Lowered};
+
+pub use crate::nlu::cache::TrainedCache;
 
 /// The outcome of loading a rules directory.
 #[derive(Debug)]
@@ -24,14 +34,89 @@ pub struct Compiled {
     pub report: Report,
 }
 
+/// What [`check_dir`] finds: the diagnostics, and what the rules hold when they build.
+#[derive(Debug)]
+pub struct Checked {
+    /// Every error and warning, exactly as [`load_dir`] reports them.
+    pub report: Report,
+    /// The rules' version and counts, when there were no errors.
+    pub summary: Option<Summary>,
+}
+
+/// A rules directory in one line: its version and how much it holds (`kefu check`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// The content hash ([`RuleSet::version`]).
+    pub version: String,
+    /// Declared intents.
+    pub intents: usize,
+    /// Rules.
+    pub rules: usize,
+    /// Promotions.
+    pub promotions: usize,
+    /// Flows.
+    pub flows: usize,
+    /// Keywords in the trigger index.
+    pub keywords: usize,
+    /// Knowledge-base products.
+    pub products: usize,
+    /// Knowledge-base FAQ entries.
+    pub faqs: usize,
+}
+
+impl Summary {
+    /// The summary of a built rule set.
+    pub fn of(rules: &RuleSet) -> Summary {
+        Summary {
+            version: rules.version.clone(),
+            intents: rules.intents.len(),
+            rules: rules.rules.len(),
+            promotions: rules.promotions.len(),
+            flows: rules.flows.len(),
+            keywords: rules.triggers.keyword_count(),
+            products: rules.kb.products.len(),
+            faqs: rules.kb.faqs.len(),
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "version {} ({} intents, {} rules, {} promotions, {} flows, {} keywords, {} products, {} FAQ entries)",
+            self.version,
+            self.intents,
+            self.rules,
+            self.promotions,
+            self.flows,
+            self.keywords,
+            self.products,
+            self.faqs
+        )
+    }
+}
+
 /// How [`load_dir_with`] builds a rule set; the default is what [`load_dir`] does.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct LoadOptions {
     /// Train the intent classifier in a fraction of the time: one penalty, no
     /// cross-validation or calibration, few iterations, no built-in out-of-scope corpus.
     /// The rule set works but understands worse; for tests of loading itself (the rule-file
     /// fuzzer), where the full training would be nearly all the time spent.
     pub quick_training: bool,
+    /// A persistent second level for trained classifiers, behind the process's memory:
+    /// looked in before training, given what was trained (`nlu::cache`).
+    pub trained_cache: Option<Arc<dyn TrainedCache>>,
+}
+
+impl std::fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("quick_training", &self.quick_training)
+            .field("trained_cache", &self.trained_cache.is_some())
+            .finish()
+    }
 }
 
 /// Reads every `.kefu` file under `dir` (recursively, in path order) and builds the rule
@@ -42,13 +127,38 @@ pub fn load_dir(dir: &Path) -> Compiled {
 
 /// [`load_dir`] with options.
 pub fn load_dir_with(dir: &Path, options: LoadOptions) -> Compiled {
+    let (report, lowered) = run(dir, options, Goal::Build);
+    let rules = match lowered {
+        Some(Lowered::Rules(rules)) => Some(*rules),
+        _ => None,
+    };
+    Compiled { rules, report }
+}
+
+/// Reads and checks a rules directory as [`load_dir`] does, without building the rule
+/// set (no classifier, no script engine): the same report, rendered the same, in a
+/// fraction of the time.
+pub fn check_dir(dir: &Path) -> Checked {
+    let (report, lowered) = run(dir, LoadOptions::default(), Goal::Check);
+    let summary = match lowered {
+        Some(Lowered::Checked(summary)) => Some(summary),
+        _ => None,
+    };
+    Checked { report, summary }
+}
+
+/// Reads, parses and lowers every `.kefu` file under `dir` towards `goal`.
+fn run(dir: &Path, options: LoadOptions, goal: Goal) -> (Report, Option<Lowered>) {
     let mut report = Report::default();
     let paths = match kefu_files(dir) {
         Ok(paths) if paths.is_empty() => {
-            return fail(report, dir, "no `.kefu` files in the rules directory".into());
+            return (
+                fail(report, dir, "no `.kefu` files in the rules directory".into()),
+                None,
+            );
         }
         Ok(paths) => paths,
-        Err(e) => return fail(report, dir, format!("cannot read the rules directory: {e}")),
+        Err(e) => return (fail(report, dir, format!("cannot read the rules directory: {e}")), None),
     };
 
     let mut parsed = Vec::new();
@@ -69,17 +179,25 @@ pub fn load_dir_with(dir: &Path, options: LoadOptions) -> Compiled {
             }
         }
     }
-    let rules = lower::lower(dir, parsed, 0, options, &mut report.sources, &mut report.diagnostics);
+    let lowered = lower::lower(
+        dir,
+        parsed,
+        0,
+        options,
+        goal,
+        &mut report.sources,
+        &mut report.diagnostics,
+    );
     report.sort();
-    let rules = if report.has_errors() { None } else { rules };
-    Compiled { rules, report }
+    let lowered = if report.has_errors() { None } else { lowered };
+    (report, lowered)
 }
 
 /// A report with one error about the directory itself.
-fn fail(mut report: Report, dir: &Path, message: String) -> Compiled {
+fn fail(mut report: Report, dir: &Path, message: String) -> Report {
     let id = report.sources.add(dir.to_path_buf(), String::new());
     report.diagnostics.push(Diagnostic::error(Span::new(id, 0, 0), message));
-    Compiled { rules: None, report }
+    report
 }
 
 /// Every `.kefu` file under `dir`, sorted, skipping hidden directories.

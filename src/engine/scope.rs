@@ -436,7 +436,10 @@ mod tests {
     fn the_scope_has_the_declared_shape() {
         let compiled = crate::dsl::load_dir_with(
             std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/engine")),
-            crate::dsl::LoadOptions { quick_training: true },
+            crate::dsl::LoadOptions {
+                quick_training: true,
+                ..Default::default()
+            },
         );
         let mut rules = compiled.rules.expect("the engine's test shop loads");
         // As a rule set whose scripts read `safety`, `memory` and the history has them built.

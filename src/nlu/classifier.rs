@@ -17,13 +17,16 @@
 //!   stand for questions of an intent nobody wrote, and a shift of the out-of-scope logit
 //!   is fitted with `T` (`fit_calibration`).
 
+use serde::{Deserialize, Serialize};
+
 use super::features::{Bucket, SparseVec, Vocab};
 
 /// Held-out scores of one fold: (logits, label, weight) per example.
 type Scored = Vec<(Vec<f64>, usize, f64)>;
 
-/// Training settings.
-#[derive(Clone, Debug)]
+/// Training settings. Serialized only into the key of a trained model (`nlu::cache`):
+/// every field is an input of training.
+#[derive(Clone, Debug, Serialize)]
 pub struct Params {
     /// L2 penalties on the weights (per unit of mean loss) to choose from by
     /// cross-validation, strongest first. Without cross-validation the first is used.
@@ -90,7 +93,7 @@ pub struct Example {
 }
 
 /// What training found out, for `kefu eval` and logs.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainingReport {
     /// Distinct features seen in training (weight rows).
     pub features: usize,
@@ -120,6 +123,29 @@ pub struct Model {
     /// [`Params::unseen_weight`]).
     oos_shift: f64,
     report: TrainingReport,
+}
+
+/// A [`Model`] taken apart ([`Model::to_raw`]), as `nlu::cache` stores it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct RawModel {
+    /// The bucket of each vocabulary row, in row order.
+    pub buckets: Vec<Bucket>,
+    /// The idf of each row.
+    pub idf: Vec<f64>,
+    /// The idf of a bucket never seen in training.
+    pub unseen_idf: f64,
+    /// Number of classes.
+    pub classes: usize,
+    /// `weights[row * classes + class]`.
+    pub weights: Vec<f32>,
+    /// One bias per class.
+    pub bias: Vec<f32>,
+    /// `1/T`.
+    pub inv_temperature: f64,
+    /// The out-of-scope shift.
+    pub oos_shift: f64,
+    /// What training found.
+    pub report: TrainingReport,
 }
 
 impl Model {
@@ -227,6 +253,59 @@ impl Model {
     /// The weights and biases, for tests that compare two trainings.
     pub fn parameters(&self) -> (&[f32], &[f32]) {
         (&self.weights, &self.bias)
+    }
+
+    /// Everything the model is made of, for storing it (`nlu::cache`): the vocabulary's
+    /// buckets in row order, their idf and the unseen idf, the class count, the weights
+    /// (`row * classes + class`), the biases, `1/T`, the out-of-scope shift, the report.
+    pub(crate) fn to_raw(&self) -> RawModel {
+        let (buckets, idf, unseen_idf) = self.vocab.to_raw();
+        RawModel {
+            buckets,
+            idf,
+            unseen_idf,
+            classes: self.classes,
+            weights: self.weights.clone(),
+            bias: self.bias.clone(),
+            inv_temperature: self.inv_temperature,
+            oos_shift: self.oos_shift,
+            report: self.report.clone(),
+        }
+    }
+
+    /// The model [`to_raw`](Self::to_raw) took apart, or why these parts cannot be one:
+    /// every length agrees, every bucket is in range and given once, every number is
+    /// finite. A stored model is read from outside the process, so nothing about it is
+    /// trusted; a model built here can never index out of bounds at prediction.
+    pub(crate) fn from_raw(raw: RawModel) -> Result<Model, String> {
+        let rows = raw.buckets.len();
+        if raw.classes == 0 || raw.bias.len() != raw.classes {
+            return Err(format!("{} biases for {} classes", raw.bias.len(), raw.classes));
+        }
+        if rows.checked_mul(raw.classes) != Some(raw.weights.len()) {
+            return Err(format!(
+                "{} weights for {rows} rows of {} classes",
+                raw.weights.len(),
+                raw.classes
+            ));
+        }
+        let finite32 = |v: &[f32]| v.iter().all(|x| x.is_finite());
+        if !finite32(&raw.weights) || !finite32(&raw.bias) {
+            return Err("a weight is not a finite number".into());
+        }
+        if !(raw.inv_temperature.is_finite() && raw.inv_temperature > 0.0 && raw.oos_shift.is_finite()) {
+            return Err("the calibration is not a finite number".into());
+        }
+        let vocab = Vocab::from_raw(raw.buckets, raw.idf, raw.unseen_idf)?;
+        Ok(Model {
+            vocab,
+            classes: raw.classes,
+            weights: raw.weights,
+            bias: raw.bias,
+            inv_temperature: raw.inv_temperature,
+            oos_shift: raw.oos_shift,
+            report: raw.report,
+        })
     }
 
     /// Uncalibrated logits of a document and the coverage of its vector.

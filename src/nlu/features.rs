@@ -341,6 +341,41 @@ impl Vocab {
         }
     }
 
+    /// The bucket of each row in row order, the idf of each row, and the unseen idf: the
+    /// vocabulary without its lookup table, for storing a trained model.
+    pub(crate) fn to_raw(&self) -> (Vec<Bucket>, Vec<f64>, f64) {
+        let mut buckets = vec![0; self.idf.len()];
+        for (bucket, &row) in self.table.iter().enumerate() {
+            if row != 0 {
+                buckets[row as usize - 1] = bucket as Bucket;
+            }
+        }
+        (buckets, self.idf.clone(), self.unseen_idf)
+    }
+
+    /// The vocabulary [`to_raw`](Self::to_raw) took apart, or why these parts cannot be
+    /// one (a bucket out of range or given twice, lengths that differ, an idf that is not
+    /// a finite number).
+    pub(crate) fn from_raw(buckets: Vec<Bucket>, idf: Vec<f64>, unseen_idf: f64) -> Result<Vocab, String> {
+        if buckets.len() != idf.len() {
+            return Err(format!("{} buckets with {} idf values", buckets.len(), idf.len()));
+        }
+        if !unseen_idf.is_finite() || idf.iter().any(|v| !v.is_finite()) {
+            return Err("an idf is not a finite number".into());
+        }
+        let mut table = vec![0u32; 1 << HASH_BITS];
+        for (row, &bucket) in buckets.iter().enumerate() {
+            let slot = table
+                .get_mut(bucket as usize)
+                .ok_or_else(|| format!("bucket {bucket} out of range"))?;
+            if *slot != 0 {
+                return Err(format!("bucket {bucket} given twice"));
+            }
+            *slot = row as u32 + 1;
+        }
+        Ok(Vocab { table, idf, unseen_idf })
+    }
+
     /// How many rows (distinct training features) there are.
     pub fn len(&self) -> usize {
         self.idf.len()

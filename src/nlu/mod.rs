@@ -72,10 +72,16 @@
 //!
 //! **Entities** ([`entities`]) and **emotion** ([`emotion`]) are described in their modules.
 //!
+//! **Reuse** ([`cache`]): a rule set's build reuses the classifier trained before from the
+//! same inputs (intents' names, examples and keywords, the settings, the built-in corpus),
+//! kept in memory and optionally in a persistent [`cache::TrainedCache`]; an edit of
+//! replies, rules or promotions does not train again.
+//!
 //! **Memo**: what the text alone decides (intent, levels, ranking, entities and the
 //! message's own emotion scores) is kept per message text for the rule set's lifetime and
 //! reused when the same text comes again on the same day ([`Nlu::memo_stats`] counts it).
 
+pub mod cache;
 pub mod classifier;
 pub mod emotion;
 pub mod entities;
@@ -92,10 +98,9 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 
 use crate::diag::Span;
-use classifier::{Example, Model, Params, TrainingReport};
+use classifier::{Model, Params, TrainingReport};
 use emotion::EmotionDetector;
 use entities::Recognizer;
-use features::{Featurizer, fold};
 
 pub use entities::{Entity, EntityMatcher};
 pub use language::Lang;
@@ -411,8 +416,11 @@ impl std::fmt::Debug for Memo {
 #[derive(Clone)]
 pub struct Nlu {
     intents: Vec<String>,
-    featurizer: Featurizer,
-    model: Model,
+    /// The featurizer and the classifier, shared with every rule set trained from the
+    /// same inputs ([`cache`]).
+    trained: Arc<cache::Trained>,
+    /// Where `trained` came from.
+    origin: cache::Origin,
     /// Every intent level (declared intents and their ancestors) with the classes at or
     /// below it.
     levels: Vec<(String, Vec<usize>)>,
@@ -432,7 +440,8 @@ impl std::fmt::Debug for Nlu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Nlu")
             .field("intents", &self.intents.len())
-            .field("report", self.model.report())
+            .field("report", self.trained.model.report())
+            .field("origin", &self.origin)
             .finish_non_exhaustive()
     }
 }
@@ -440,65 +449,45 @@ impl std::fmt::Debug for Nlu {
 impl Nlu {
     /// Trains the classifier on the intents' examples and keywords and compiles the entity
     /// recognisers. Deterministic: the same intents and options give the same model.
+    /// Always trains; [`Nlu::reuse_or_train`] reuses a model trained before.
     pub fn train(intents: &[Intent], entities: &[Entity], options: &Options) -> Nlu {
         let started = Instant::now();
+        let trained = cache::Trained::train(&cache::Input::new(intents, options));
+        Nlu::assemble(
+            Arc::new(trained),
+            cache::Origin::Trained,
+            started,
+            intents,
+            entities,
+            options,
+        )
+    }
+
+    /// [`Nlu::train`], reusing the model trained from the same inputs before: from this
+    /// process's memory, else from `store`, else trained and given to `store`
+    /// ([`cache`]). The result understands exactly as a fresh training would.
+    pub fn reuse_or_train(
+        intents: &[Intent],
+        entities: &[Entity],
+        options: &Options,
+        store: Option<&dyn cache::TrainedCache>,
+    ) -> Nlu {
+        let started = Instant::now();
+        let (trained, origin) = cache::obtain(&cache::Input::new(intents, options), store);
+        Nlu::assemble(trained, origin, started, intents, entities, options)
+    }
+
+    /// The understanding around a trained classifier: what is not trained (intent levels,
+    /// entity recognisers, emotion, threshold, zone, an empty memo) is built every time.
+    fn assemble(
+        trained: Arc<cache::Trained>,
+        origin: cache::Origin,
+        started: Instant,
+        intents: &[Intent],
+        entities: &[Entity],
+        options: &Options,
+    ) -> Nlu {
         let names: Vec<String> = intents.iter().map(|i| i.name.clone()).collect();
-        let keywords: Vec<Vec<String>> = intents.iter().map(|i| i.keywords.clone()).collect();
-        let featurizer = Featurizer::new(&keywords);
-        let oos = intents.len();
-
-        let mut examples = Vec::new();
-        for (label, intent) in intents.iter().enumerate() {
-            let mut seen = std::collections::BTreeSet::new();
-            for text in &intent.examples {
-                if seen.insert(fold(text.trim())) {
-                    examples.push(Example {
-                        features: featurizer.features(text),
-                        label,
-                        weight: 1.0,
-                        calibration_weight: 1.0,
-                        holdout: true,
-                    });
-                }
-            }
-            for k in &intent.keywords {
-                examples.push(Example {
-                    features: featurizer.features(k),
-                    label,
-                    weight: KEYWORD_WEIGHT,
-                    calibration_weight: KEYWORD_WEIGHT,
-                    holdout: false,
-                });
-            }
-        }
-        if options.builtin_oos && !intents.is_empty() {
-            let per_intent = examples.iter().filter(|e| e.holdout).count() as f64 / intents.len() as f64;
-            let first_oos = examples.len();
-            let shop_words: Vec<String> = keywords.iter().flatten().map(|k| fold(k.trim())).collect();
-            for line in OOS_CORPUS.lines().map(str::trim) {
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                let folded = fold(line);
-                if shop_words.iter().any(|k| !k.is_empty() && folded.contains(k.as_str())) {
-                    continue;
-                }
-                examples.push(Example {
-                    features: featurizer.features(line),
-                    label: oos,
-                    weight: 1.0,
-                    calibration_weight: 1.0,
-                    holdout: true,
-                });
-            }
-            let lines = (examples.len() - first_oos) as f64;
-            for e in &mut examples[first_oos..] {
-                e.weight = options.oos_weight * per_intent.max(1.0) / lines;
-                e.calibration_weight = options.oos_calibration_weight * per_intent.max(1.0) / lines;
-            }
-        }
-        let model = Model::train(&examples, intents.len() + 1, &options.params);
-
         let mut levels: Vec<(String, Vec<usize>)> = Vec::new();
         let mut chains = Vec::new();
         for name in &names {
@@ -531,8 +520,8 @@ impl Nlu {
 
         Nlu {
             intents: names,
-            featurizer,
-            model,
+            trained,
+            origin,
             levels,
             chains,
             recognizer: Recognizer::new(entities),
@@ -592,7 +581,7 @@ impl Nlu {
                 coverage: 0.0,
             };
         }
-        let (mut p, coverage) = self.model.predict(&self.featurizer.features(text));
+        let (mut p, coverage) = self.trained.model.predict(&self.trained.featurizer.features(text));
         let out_of_scope = p.pop().unwrap_or(1.0);
         Classification {
             intents: p,
@@ -674,15 +663,21 @@ impl Nlu {
 
     /// What training found (features, iterations, temperature, cross-validated accuracy).
     pub fn report(&self) -> &TrainingReport {
-        self.model.report()
+        self.trained.model.report()
     }
 
     /// The trained classifier.
     pub fn model(&self) -> &Model {
-        &self.model
+        &self.trained.model
     }
 
-    /// How long training took (not part of the model: it differs run to run).
+    /// Whether this build trained the classifier or reused one ([`cache`]).
+    pub fn origin(&self) -> cache::Origin {
+        self.origin
+    }
+
+    /// How long training (or finding the trained model) took in this build (not part of
+    /// the model: it differs run to run).
     pub fn training_time(&self) -> Duration {
         self.training_time
     }

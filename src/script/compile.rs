@@ -40,12 +40,50 @@ pub struct Names<'a> {
     pub slots: Option<&'a BTreeSet<String>>,
 }
 
-/// Compiles expressions for one rule set, knowing its sources and context names.
-pub struct ScriptCompiler {
+/// What every rule set's compiler shares, made once per process: the sandboxed engines
+/// (plain and with strict variables) and the functions and methods they know. Building
+/// them (two engines, every function's signature written out) was a sixth of a check.
+struct Base {
     engine: Engine,
     strict: Engine,
+    /// rhai's functions, its keyword functions, the host and regex functions.
     functions: BTreeSet<String>,
     methods: Methods,
+}
+
+impl Base {
+    fn get() -> &'static Base {
+        static BASE: std::sync::OnceLock<Base> = std::sync::OnceLock::new();
+        BASE.get_or_init(|| {
+            let engine = sandboxed_engine(Limits::default());
+            let mut strict = sandboxed_engine(Limits::default());
+            strict.set_strict_variables(true);
+            let signatures = engine.gen_fn_signatures(true);
+            let methods = Methods::from_signatures(&signatures);
+            let mut functions: BTreeSet<String> = signatures
+                .iter()
+                .filter_map(|sig| sig.split('(').next())
+                .map(|name| name.trim_start_matches("fn ").trim().to_string())
+                .collect();
+            functions.extend(RHAI_KEYWORD_FUNCTIONS.iter().map(|s| s.to_string()));
+            functions.extend(HOST_FUNCTIONS.iter().map(|s| s.to_string()));
+            functions.extend(super::matching::REGEX_FUNCTIONS.iter().map(|s| s.to_string()));
+            Base {
+                engine,
+                strict,
+                functions,
+                methods,
+            }
+        })
+    }
+}
+
+/// Compiles expressions for one rule set, knowing its sources and context names.
+pub struct ScriptCompiler {
+    engine: &'static Engine,
+    strict: &'static Engine,
+    functions: BTreeSet<String>,
+    methods: &'static Methods,
     base_variables: Vec<String>,
     context: Vec<String>,
     promotions: Vec<String>,
@@ -61,27 +99,16 @@ impl ScriptCompiler {
     /// A compiler for a rule set whose scripts may call `sources` and read the built-in
     /// variables plus `context` maps.
     pub fn new(sources: &[String], context: &[String]) -> Self {
-        let engine = sandboxed_engine(Limits::default());
-        let mut strict = sandboxed_engine(Limits::default());
-        strict.set_strict_variables(true);
-        let signatures = engine.gen_fn_signatures(true);
-        let methods = Methods::from_signatures(&signatures);
-        let mut functions: BTreeSet<String> = signatures
-            .iter()
-            .filter_map(|sig| sig.split('(').next())
-            .map(|name| name.trim_start_matches("fn ").trim().to_string())
-            .collect();
-        functions.extend(RHAI_KEYWORD_FUNCTIONS.iter().map(|s| s.to_string()));
-        functions.extend(HOST_FUNCTIONS.iter().map(|s| s.to_string()));
-        functions.extend(super::matching::REGEX_FUNCTIONS.iter().map(|s| s.to_string()));
+        let base = Base::get();
+        let mut functions = base.functions.clone();
         functions.extend(sources.iter().cloned());
         let mut base_variables: Vec<String> = super::BUILTIN_VARIABLES.iter().map(|s| s.to_string()).collect();
         base_variables.extend(context.iter().cloned());
         ScriptCompiler {
-            engine,
-            strict,
+            engine: &base.engine,
+            strict: &base.strict,
             functions,
-            methods,
+            methods: &base.methods,
             base_variables,
             context: context.to_vec(),
             promotions: Vec::new(),
@@ -237,7 +264,7 @@ impl ScriptCompiler {
 
     /// The sandboxed engine the compiled scripts are meant to run on.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        self.engine
     }
 
     fn compile(
@@ -261,7 +288,7 @@ impl ScriptCompiler {
             source,
             span: &span_of,
             functions: &self.functions,
-            methods: &self.methods,
+            methods: self.methods,
             context: &self.context,
             locals: &names.variables,
             slots: names.slots,
@@ -277,7 +304,7 @@ impl ScriptCompiler {
         let ast = match compiled {
             Ok(ast) => ast,
             Err(error) => {
-                let d = check::explain_parse_error(&self.engine, &cx, &error).unwrap_or_else(|| {
+                let d = check::explain_parse_error(self.engine, &cx, &error).unwrap_or_else(|| {
                     let message = lowercase_first(&error.err_type().to_string());
                     Diagnostic::error(span_at(error.position()), format!("invalid expression: {message}"))
                         .with_label("here")

@@ -30,8 +30,8 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::LoadOptions;
 use super::ast::{self, Ident, Item, Str};
+use super::{LoadOptions, Summary};
 use crate::diag::{Diagnostic, FileId, SourceMap, Span, closest};
 use crate::kb;
 use crate::nlu::Lang;
@@ -59,6 +59,24 @@ struct Items {
     safety: Vec<ast::Safety>,
 }
 
+/// How far a lowering goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Goal {
+    /// The whole rule set, the classifier trained (or reused).
+    Build,
+    /// Every check and its diagnostics, then the summary; nothing that only serves turns
+    /// (the classifier, the script engine, vetting fixed replies).
+    Check,
+}
+
+/// What a lowering without errors gives, by [`Goal`].
+pub enum Lowered {
+    /// [`Goal::Build`]: the rule set.
+    Rules(Box<RuleSet>),
+    /// [`Goal::Check`]: what the rule set would hold.
+    Checked(Summary),
+}
+
 /// Lowers the parsed files of a rules directory. `first_file` is where diagnostics about
 /// the rule set as a whole (no `shop` block) are placed.
 pub fn lower(
@@ -66,9 +84,10 @@ pub fn lower(
     files: Vec<(FileId, Vec<Item>)>,
     first_file: FileId,
     options: LoadOptions,
+    goal: Goal,
     sources: &mut SourceMap,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Option<RuleSet> {
+) -> Option<Lowered> {
     let mut items = Items::default();
     for (_, file_items) in files {
         for item in file_items {
@@ -91,6 +110,7 @@ pub fn lower(
     let mut lowerer = Lowerer {
         root,
         options,
+        goal,
         sources,
         diagnostics,
         inputs: Vec::new(),
@@ -103,6 +123,7 @@ pub fn lower(
 struct Lowerer<'a> {
     root: &'a Path,
     options: LoadOptions,
+    goal: Goal,
     sources: &'a mut SourceMap,
     diagnostics: &'a mut Vec<Diagnostic>,
     /// Every auxiliary file read (data, word lists) with its text, for the version hash.
@@ -124,9 +145,10 @@ impl Lowerer<'_> {
         self.diagnostics.push(d);
     }
 
-    /// Lowers every kind in order and assembles the rule set, unless this lowering
-    /// reported an error.
-    fn run(&mut self, items: Items, first_file: FileId) -> Option<RuleSet> {
+    /// Lowers every kind in order and assembles the rule set (or, to check, its summary),
+    /// unless this lowering reported an error. Nothing after the error count below reports
+    /// a diagnostic, so a check's report is a build's.
+    fn run(&mut self, items: Items, first_file: FileId) -> Option<Lowered> {
         let errors_before = self.diagnostics.iter().filter(|d| d.is_error()).count();
 
         for (kind, names) in [
@@ -199,6 +221,21 @@ impl Lowerer<'_> {
             return None;
         }
 
+        let triggers = build_index(&intents, &rules, &promotions, &flows);
+        let (version, files) = self.version();
+        if self.goal == Goal::Check {
+            return Some(Lowered::Checked(Summary {
+                version,
+                intents: intents.len(),
+                rules: rules.len(),
+                promotions: promotions.len(),
+                flows: flows.len(),
+                keywords: triggers.keyword_count(),
+                products: kb.products.len(),
+                faqs: kb.faqs.len(),
+            }));
+        }
+
         safety.vet(fixed_replies(&shop, &rules, &promotions, &flows, &fallback, &kb));
         // A card's `alone` reply is a fixed reply too, when it has no holes.
         safety.vet(
@@ -208,7 +245,6 @@ impl Lowerer<'_> {
                 .flat_map(Texts::all)
                 .filter_map(Template::as_literal),
         );
-        let triggers = build_index(&intents, &rules, &promotions, &flows);
         let mut nlu_options = NluOptions {
             threshold: shop.threshold,
             timezone: shop.timezone,
@@ -223,7 +259,7 @@ impl Lowerer<'_> {
             };
             nlu_options.builtin_oos = false;
         }
-        let nlu = Nlu::train(&intents, &entities, &nlu_options);
+        let nlu = Nlu::reuse_or_train(&intents, &entities, &nlu_options, self.options.trained_cache.as_deref());
         let offers = promotions
             .iter()
             .map(|p| Offer {
@@ -237,34 +273,7 @@ impl Lowerer<'_> {
             .collect();
         let engine = script::rule_set_engine(Limits::default(), &data_sources, &kb, offers);
 
-        // The version is the files' content and their paths inside the rules directory,
-        // not where the directory is: identical rules on two nodes (or in a copy) are one
-        // version.
-        let mut hasher = Sha256::new();
-        let relative = |path: &Path| {
-            path.strip_prefix(self.root)
-                .unwrap_or(path)
-                .to_string_lossy()
-                .into_owned()
-        };
-        let mut files: Vec<PathBuf> = Vec::new();
-        for file in self.sources.files() {
-            hasher.update(relative(&file.path).as_bytes());
-            hasher.update([0]);
-            hasher.update(file.text.as_bytes());
-            files.push(file.path.clone());
-        }
-        for (path, text) in &self.inputs {
-            hasher.update(relative(path).as_bytes());
-            hasher.update([0]);
-            hasher.update(text.as_bytes());
-            if !files.contains(path) {
-                files.push(path.clone());
-            }
-        }
-        let version: String = hasher.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect();
-
-        Some(RuleSet {
+        Some(Lowered::Rules(Box::new(RuleSet {
             version,
             root: self.root.to_path_buf(),
             files,
@@ -290,7 +299,37 @@ impl Lowerer<'_> {
             reads_all_entities: compiler.4.all_entities.get(),
             cards,
             reads_intents: compiler.4.intents.get(),
-        })
+        })))
+    }
+
+    /// The version (a hash of the files' content and their paths inside the rules
+    /// directory, not where the directory is: identical rules on two nodes, or in a
+    /// copy, are one version) and every file read.
+    fn version(&self) -> (String, Vec<PathBuf>) {
+        let mut hasher = Sha256::new();
+        let relative = |path: &Path| {
+            path.strip_prefix(self.root)
+                .unwrap_or(path)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let mut files: Vec<PathBuf> = Vec::new();
+        for file in self.sources.files() {
+            hasher.update(relative(&file.path).as_bytes());
+            hasher.update([0]);
+            hasher.update(file.text.as_bytes());
+            files.push(file.path.clone());
+        }
+        for (path, text) in &self.inputs {
+            hasher.update(relative(path).as_bytes());
+            hasher.update([0]);
+            hasher.update(text.as_bytes());
+            if !files.contains(path) {
+                files.push(path.clone());
+            }
+        }
+        let version = hasher.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect();
+        (version, files)
     }
 
     /// Reports every name of one kind declared more than once, pointing at the first.
