@@ -55,6 +55,7 @@ fn rule_log(rules: &Arc<RuleSet>, dir: &Path) {
             user: user.as_object().cloned(),
             context: None,
             as_of: Some(start + Duration::seconds(tried as i64 * 20)),
+            rules_version: None,
         };
         tried += 1;
         let response = engine.turn(request.clone()).unwrap();

@@ -375,6 +375,7 @@ fn write_the_replay_log() {
                     user: user.as_object().cloned(),
                     context: context.as_object().cloned(),
                     as_of: Some(at),
+                    rules_version: None,
                 })
                 .unwrap();
             at += Duration::seconds(40);

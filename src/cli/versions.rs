@@ -55,7 +55,7 @@ impl StoreArgs {
     /// The store these flags name when there is one to read: `--redis`, `--state-dir`, or
     /// the default state directory when it holds versions; never created (a replay
     /// without a store compares with the log). `--server` is refused here.
-    pub fn open_existing(&self) -> Result<Option<Box<dyn VersionStore>>> {
+    pub fn open_existing(&self) -> Result<Option<std::sync::Arc<dyn VersionStore>>> {
         if self.server.is_some() {
             bail!("--server: this command reads the version store itself (--state-dir or --redis); the server's admin API has it as POST /admin/replay");
         }
@@ -69,7 +69,7 @@ impl StoreArgs {
     }
 
     /// Opens the store these flags name.
-    pub fn open(&self) -> Result<Box<dyn VersionStore>> {
+    pub fn open(&self) -> Result<std::sync::Arc<dyn VersionStore>> {
         let password = super::serve::secret_text(
             self.redis_password_file.as_deref(),
             "--redis-password-file",
@@ -77,12 +77,12 @@ impl StoreArgs {
         )?;
         if let Some(url) = super::serve::redis_url(self.redis.clone(), password)? {
             let store = RedisVersionStore::connect(&url)?;
-            return Ok(Box::new(store));
+            return Ok(std::sync::Arc::new(store));
         }
         let dir = self.state_dir.clone().unwrap_or_else(super::serve::default_state_dir);
         let store =
             LocalStore::open(&dir).with_context(|| format!("opening the version store in {}", dir.display()))?;
-        Ok(Box::new(store))
+        Ok(std::sync::Arc::new(store))
     }
 }
 
@@ -210,6 +210,7 @@ pub fn publish(args: PublishArgs) -> Result<ExitCode> {
         canary: args.canary,
         parent: args.parent,
         color: color(args.color, std::io::stderr().is_terminal()),
+        load: kefu::versions::load_options(&store),
     };
     match draft::publish(store.as_ref(), &args.dir, &options) {
         Ok(published) => {

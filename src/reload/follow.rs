@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{ReloadFailure, build_isolated};
+use super::{ReloadFailure, build_isolated_with};
 use crate::versions::{VersionId, VersionStore};
 use crate::{Engine, RuleSet};
 
@@ -149,7 +149,7 @@ impl Follower {
 
     /// The live version of `store` built, for a node starting: `None` when nothing is
     /// live yet. Checked out under `state_dir/checkouts` like every other.
-    pub fn load_live(store: &dyn VersionStore, state_dir: &Path) -> Result<Option<(VersionId, RuleSet)>, FollowError> {
+    pub fn load_live(store: &Arc<dyn VersionStore>, state_dir: &Path) -> Result<Option<(VersionId, RuleSet)>, FollowError> {
         let Some(live) = store.pointers()?.live else {
             return Ok(None);
         };
@@ -277,7 +277,7 @@ impl Follower {
             self.keep(id, Arc::clone(&rules));
             return Ok(rules);
         }
-        let rules = Arc::new(build_version(self.store.as_ref(), &self.checkouts, id)?);
+        let rules = Arc::new(build_version(&self.store, &self.checkouts, id)?);
         self.keep(id, Arc::clone(&rules));
         self.prune_checkouts();
         Ok(rules)
@@ -330,7 +330,7 @@ impl Follower {
 }
 
 /// Checks version `id` out under `checkouts` (unless it is there already) and builds it.
-fn build_version(store: &dyn VersionStore, checkouts: &Path, id: VersionId) -> Result<RuleSet, FollowError> {
+fn build_version(store: &Arc<dyn VersionStore>, checkouts: &Path, id: VersionId) -> Result<RuleSet, FollowError> {
     let version = store.version(id)?;
     let dir = checkouts.join(format!("v{id}-{}", version.rules));
     // A checkout is renamed into place whole, so one that exists is complete; its files
@@ -342,7 +342,7 @@ fn build_version(store: &dyn VersionStore, checkouts: &Path, id: VersionId) -> R
         // Touched: the pruning keeps the most recently used.
         let _ = std::fs::File::open(&dir).and_then(|f| f.set_modified(std::time::SystemTime::now()));
     }
-    let compiled = build_isolated(&dir).map_err(|failure| FollowError::Build {
+    let compiled = build_isolated_with(&dir, crate::versions::load_options(store)).map_err(|failure| FollowError::Build {
         id,
         summary: failure.summary(),
         failure: Box::new(failure),

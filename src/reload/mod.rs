@@ -615,11 +615,17 @@ const PANIC_MESSAGE_CHARS: usize = 160;
 /// into a rejected reload with a short message instead of the end of the caller (the
 /// watcher thread, a request).
 fn build_isolated(dir: &Path) -> Result<dsl::Compiled, ReloadFailure> {
+    build_isolated_with(dir, dsl::LoadOptions::default())
+}
+
+/// [`build_isolated`] with load options (a published version: the store's trained
+/// classifiers).
+fn build_isolated_with(dir: &Path, options: dsl::LoadOptions) -> Result<dsl::Compiled, ReloadFailure> {
     let joined = std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("kefu-build".into())
             .stack_size(BUILD_STACK)
-            .spawn_scoped(scope, || dsl::load_dir(dir))
+            .spawn_scoped(scope, || dsl::load_dir_with(dir, options))
             .map(|thread| thread.join())
     });
     match joined {

@@ -88,7 +88,7 @@ impl Service {
         // asked for (development mode).
         let live = match &config.versions {
             Some(store) if !config.serve_dir => {
-                crate::reload::Follower::load_live(store.as_ref(), &state_dir).map_err(|e| ServeError::Versions(e.to_string()))?
+                crate::reload::Follower::load_live(store, &state_dir).map_err(|e| ServeError::Versions(e.to_string()))?
             }
             _ => None,
         };

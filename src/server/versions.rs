@@ -253,6 +253,7 @@ pub(super) async fn publish(state: &Arc<State>, req: Request<Incoming>) -> Resul
             canary: body.canary,
             parent: body.parent,
             color: false,
+            load: crate::versions::load_options(&store),
         };
         // Without a parent the draft is edited from whatever is live.
         let options = PublishOptions {
@@ -353,7 +354,8 @@ pub(super) async fn replay(state: &Arc<State>, req: Request<Incoming>) -> Result
             .prefix("kefu-replay-")
             .tempdir()
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("cannot write the draft: {e}")))?;
-        let builds = crate::versions::Builds::new(store.as_ref(), work.path());
+        let builds =
+            crate::versions::Builds::new(store.as_ref(), work.path()).with_options(crate::versions::load_options(&store));
         let draft = match (&body.files, &body.version) {
             (Some(files), _) => {
                 let files = files.iter().map(|(p, t)| (p.clone(), t.clone().into_bytes())).collect();

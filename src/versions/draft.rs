@@ -160,6 +160,9 @@ pub struct PublishOptions {
     pub parent: Option<VersionId>,
     /// Colour the diagnostics (rendered for a terminal).
     pub color: bool,
+    /// How the draft is built: with the store's trained classifiers
+    /// ([`super::load_options`]), so the nodes that serve it need not train it again.
+    pub load: dsl::LoadOptions,
 }
 
 /// Why a publish was refused.
@@ -225,7 +228,7 @@ pub fn publish(store: &dyn VersionStore, dir: &Path, options: &PublishOptions) -
         },
         &store.pointers()?,
     )?;
-    let (rules, summary, failures, warnings) = build_and_test(dir, options.color)?;
+    let (rules, summary, failures, warnings) = build_and_test(dir, options.color, options.load.clone())?;
     if summary.failed > 0 && !options.force {
         return Err(PublishError::Tests { summary, failures });
     }
@@ -262,8 +265,12 @@ pub fn publish(store: &dyn VersionStore, dir: &Path, options: &PublishOptions) -
 
 /// Builds `dir` and runs its tests: the rules hash, the counts, one line per failure and
 /// the rendered warnings.
-fn build_and_test(dir: &Path, color: bool) -> Result<(String, TestSummary, Vec<String>, String), PublishError> {
-    let compiled = dsl::load_dir(dir);
+fn build_and_test(
+    dir: &Path,
+    color: bool,
+    load: dsl::LoadOptions,
+) -> Result<(String, TestSummary, Vec<String>, String), PublishError> {
+    let compiled = dsl::load_dir_with(dir, load);
     let rendered = compiled.report.render_all(color);
     let Some(rules) = compiled.rules else {
         return Err(PublishError::Build { diagnostics: rendered });

@@ -312,6 +312,37 @@ pub trait VersionStore: Send + Sync {
     }
 }
 
+/// A store's artifacts as the trained-classifier cache ([`dsl::TrainedCache`]): the
+/// classifier a publish trained is kept with the versions, so a node (or a replay) that
+/// builds a version someone else published does not train it again. A store that cannot
+/// be read is a miss (then it trains), one that cannot be written is logged.
+///
+/// [`dsl::TrainedCache`]: crate::dsl::TrainedCache
+pub struct TrainedArtifacts(pub std::sync::Arc<dyn VersionStore>);
+
+impl crate::dsl::TrainedCache for TrainedArtifacts {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.0.artifact_get(key).unwrap_or_else(|error| {
+            tracing::warn!(%error, "a trained classifier could not be read from the version store; training");
+            None
+        })
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) {
+        if let Err(error) = self.0.artifact_put(key, bytes) {
+            tracing::warn!(%error, "a trained classifier could not be kept in the version store");
+        }
+    }
+}
+
+/// How a version is built from its checkout: with the store's trained classifiers.
+pub fn load_options(store: &std::sync::Arc<dyn VersionStore>) -> crate::dsl::LoadOptions {
+    crate::dsl::LoadOptions {
+        trained_cache: Some(std::sync::Arc::new(TrainedArtifacts(std::sync::Arc::clone(store)))),
+        ..crate::dsl::LoadOptions::default()
+    }
+}
+
 /// Published versions built on demand, by id or by rules hash (a replay's base: the
 /// version that answered each logged turn), each checked out under a directory of its own
 /// and built with [`dsl::load_dir`](crate::dsl::load_dir) once. A version that cannot be
@@ -319,6 +350,7 @@ pub trait VersionStore: Send + Sync {
 pub struct Builds<'a> {
     store: &'a dyn VersionStore,
     dir: PathBuf,
+    options: crate::dsl::LoadOptions,
     built: std::sync::Mutex<std::collections::HashMap<String, Option<std::sync::Arc<crate::RuleSet>>>>,
 }
 
@@ -328,8 +360,15 @@ impl<'a> Builds<'a> {
         Builds {
             store,
             dir: dir.to_path_buf(),
+            options: crate::dsl::LoadOptions::default(),
             built: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// Builds with these options (the store's trained classifiers: [`load_options`]).
+    pub fn with_options(mut self, options: crate::dsl::LoadOptions) -> Self {
+        self.options = options;
+        self
     }
 
     /// Version `id` built, or why not.
@@ -354,7 +393,7 @@ impl<'a> Builds<'a> {
             if !dir.is_dir() {
                 self.store.checkout(id, &dir).map_err(|e| e.to_string())?;
             }
-            let compiled = crate::dsl::load_dir(&dir);
+            let compiled = crate::dsl::load_dir_with(&dir, self.options.clone());
             match compiled.rules {
                 Some(rules) => Ok(Some(rules)),
                 None => Err(format!("version {id} does not build:\n{}", compiled.report.render_all(false))),
