@@ -31,7 +31,10 @@ struct Workspace {
 impl Workspace {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        copy_dir(&support::root().join("tests/data/versions/shop"), &tmp.path().join("draft"));
+        copy_dir(
+            &support::root().join("tests/data/versions/shop"),
+            &tmp.path().join("draft"),
+        );
         Workspace { tmp }
     }
 
@@ -93,7 +96,9 @@ fn publish_draft(store: &dyn VersionStore, dir: &Path, message: &str) -> kefu::v
         author: "test".into(),
         ..PublishOptions::default()
     };
-    draft::publish(store, dir, &options).unwrap_or_else(|e| panic!("{e}")).version
+    draft::publish(store, dir, &options)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .version
 }
 
 /// The reply to 什么时候发货 in a new conversation, and the rules version that gave it.
@@ -145,7 +150,11 @@ fn serve_answers_from_the_live_version_and_applies_publish_and_rollback_at_once(
     assert_eq!(diff["files"][0]["path"], "shop.kefu");
     assert_eq!(diff["files"][0]["change"], "changed");
     let text = diff["files"][0]["diff"].as_str().unwrap();
-    assert!(text.contains("-  reply \"亲，付款后 48 小时内发货哦～") && text.contains("+  reply \"亲，付款后 48 小时内发货哦，周末也发～"), "{text}");
+    assert!(
+        text.contains("-  reply \"亲，付款后 48 小时内发货哦～")
+            && text.contains("+  reply \"亲，付款后 48 小时内发货哦，周末也发～"),
+        "{text}"
+    );
 
     let file = server.get("/admin/versions/1?file=shop.kefu").json();
     assert!(file["text"].as_str().unwrap().contains("48 小时内发货"));
@@ -191,11 +200,24 @@ fn refused_publishes_are_json_and_change_nothing() {
     );
     assert_eq!(stale.status, 409, "{}", stale.body);
     assert_eq!(stale.error_type(), "conflict");
-    assert!(stale.json()["error"]["message"].as_str().unwrap().contains("kefu diff 7 1"));
+    assert!(
+        stale.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("kefu diff 7 1")
+    );
 
     for (path, body, kind) in [
-        ("/admin/publish", json!({ "files": {"../x.kefu": ""}, "message": "x" }), "invalid_request"),
-        ("/admin/publish", json!({ "files": {}, "message": " " }), "invalid_request"),
+        (
+            "/admin/publish",
+            json!({ "files": {"../x.kefu": ""}, "message": "x" }),
+            "invalid_request",
+        ),
+        (
+            "/admin/publish",
+            json!({ "files": {}, "message": " " }),
+            "invalid_request",
+        ),
         ("/admin/canary", json!({ "version": 1 }), "invalid_request"),
         ("/admin/canary", json!({ "version": 1, "percent": 10 }), "invalid"),
         ("/admin/promote", json!({}), "invalid"),
@@ -220,7 +242,11 @@ fn without_a_store_the_version_routes_say_so() {
     let server = TestServer::start(config);
     for path in ["/admin/versions", "/admin/versions/live", "/admin/diff?from=1"] {
         let reply = server.get(path);
-        assert_eq!((reply.status, reply.error_type()), (404, "no_version_store".to_string()), "{path}");
+        assert_eq!(
+            (reply.status, reply.error_type()),
+            (404, "no_version_store".to_string()),
+            "{path}"
+        );
     }
 }
 
@@ -257,7 +283,11 @@ fn a_damaged_version_is_reported_and_never_served() {
     // Version 2 published beside the server, then one of its blobs damaged before the
     // server looks.
     let text = std::fs::read_to_string(ws.draft().join("shop.kefu")).unwrap();
-    std::fs::write(ws.draft().join("shop.kefu"), text.replace("发货哦～", "发货哦，周末也发～")).unwrap();
+    std::fs::write(
+        ws.draft().join("shop.kefu"),
+        text.replace("发货哦～", "发货哦，周末也发～"),
+    )
+    .unwrap();
     let second = publish_draft(store.as_ref(), &ws.draft(), "second");
     let sha = &second.files["shop.kefu"].sha256;
     std::fs::write(blobs.join(&sha[..2]).join(sha), "shop \"假的\" {}").unwrap();
@@ -278,7 +308,11 @@ fn the_follower_notices_a_publish_made_beside_it_within_its_interval() {
     publish_draft(store.as_ref(), &ws.draft(), "first");
     let server = ws.node("a", Arc::clone(&store));
     let text = std::fs::read_to_string(ws.draft().join("shop.kefu")).unwrap();
-    std::fs::write(ws.draft().join("shop.kefu"), text.replace("发货哦～", "发货哦，周末也发～")).unwrap();
+    std::fs::write(
+        ws.draft().join("shop.kefu"),
+        text.replace("发货哦～", "发货哦，周末也发～"),
+    )
+    .unwrap();
     // `kefu publish --state-dir` on the same host: no message reaches the server, its
     // once-a-second look finds it.
     let second = publish_draft(store.as_ref(), &ws.draft(), "second");
@@ -291,7 +325,10 @@ fn the_follower_notices_a_publish_made_beside_it_within_its_interval() {
         }),
         "the server never served version 2"
     );
-    eprintln!("switched {:.2} s after a publish beside it", started.elapsed().as_secs_f64());
+    eprintln!(
+        "switched {:.2} s after a publish beside it",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 #[test]
@@ -335,7 +372,10 @@ fn a_canary_serves_its_share_of_conversations_each_for_the_whole_conversation_th
 
     // Both versions have their own figures.
     let metrics = server.get("/metrics").body;
-    assert!(metrics.contains(&format!("version=\"{candidate}\"")), "no series for the candidate");
+    assert!(
+        metrics.contains(&format!("version=\"{candidate}\"")),
+        "no series for the candidate"
+    );
 
     assert_eq!(server.post("/admin/promote", &json!({})).status, 200);
     for i in 0..20 {
@@ -344,7 +384,11 @@ fn a_canary_serves_its_share_of_conversations_each_for_the_whole_conversation_th
         assert!(body["reply"].as_str().unwrap().contains("周末也发"));
     }
     let promoted = store.version(2).unwrap();
-    assert!(promoted.notes.iter().any(|n| n.kind == "promoted"), "{:?}", promoted.notes);
+    assert!(
+        promoted.notes.iter().any(|n| n.kind == "promoted"),
+        "{:?}",
+        promoted.notes
+    );
 }
 
 #[test]
@@ -366,13 +410,21 @@ fn a_request_may_pin_a_published_version_and_only_a_published_one() {
     );
     assert_eq!(pinned.status, 200, "{}", pinned.body);
     let body = pinned.json();
-    assert_eq!((body["rules_role"].as_str(), body["reply"].as_str()), (Some("pinned"), Some(SHIPPING)));
+    assert_eq!(
+        (body["rules_role"].as_str(), body["reply"].as_str()),
+        (Some("pinned"), Some(SHIPPING))
+    );
 
     let unknown = server.post(
         "/v1/chat",
         &json!({ "session_id": "t2", "message": "什么时候发货", "rules_version": "0123456789ab" }),
     );
-    assert_eq!((unknown.status, unknown.error_type()), (404, "unknown_rules_version".to_string()), "{}", unknown.body);
+    assert_eq!(
+        (unknown.status, unknown.error_type()),
+        (404, "unknown_rules_version".to_string()),
+        "{}",
+        unknown.body
+    );
 }
 
 #[test]
@@ -407,12 +459,20 @@ fn the_guard_rolls_a_canary_back_when_it_hands_off_far_more_than_live() {
         store.pointers().unwrap().canary.is_none()
     });
     assert!(ended, "the guard never rolled the canary back");
-    let note = store.version(2).unwrap().notes.into_iter().find(|n| n.kind == "automatic rollback");
+    let note = store
+        .version(2)
+        .unwrap()
+        .notes
+        .into_iter()
+        .find(|n| n.kind == "automatic rollback");
     let note = note.expect("the decision is recorded on the candidate");
     assert!(note.text.contains("handoff"), "{}", note.text);
     assert!(note.figures["candidate_handoff_rate"] > note.figures["live_handoff_rate"]);
     // Everyone is on live again.
-    assert!(eventually(Duration::from_secs(5), || server.chat("after", "你好")["rules_role"] == "live"));
+    assert!(eventually(
+        Duration::from_secs(5),
+        || server.chat("after", "你好")["rules_role"] == "live"
+    ));
 }
 
 /// Two nodes on one redis-server, each with its own state directory.
@@ -449,15 +509,25 @@ fn redis_two_nodes_follow_a_publish_a_canary_and_a_rollback_made_on_one() {
         n += 1;
         shipping(&b, &format!("b{n}")).0.contains("周末也发")
     }));
-    eprintln!("node b served the publish made on node a after {:.3} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "node b served the publish made on node a after {:.3} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // A canary: one conversation gets the same version on both nodes.
     let rolled = a.post("/admin/rollback", &json!({}));
     assert_eq!(rolled.status, 200, "{}", rolled.body);
-    assert!(eventually(Duration::from_secs(10), || shipping(&b, &format!("r{}", Instant::now().elapsed().as_nanos())).0 == SHIPPING));
+    assert!(eventually(Duration::from_secs(10), || shipping(
+        &b,
+        &format!("r{}", Instant::now().elapsed().as_nanos())
+    )
+    .0 == SHIPPING));
     let canary = a.post("/admin/canary", &json!({ "version": 2, "percent": 40 }));
     assert_eq!(canary.status, 200, "{}", canary.body);
-    assert!(eventually(Duration::from_secs(10), || b.get("/admin/rules").json()["store"]["canary"][0] == 2));
+    assert!(eventually(
+        Duration::from_secs(10),
+        || b.get("/admin/rules").json()["store"]["canary"][0] == 2
+    ));
     let mut split = 0;
     for i in 0..200 {
         let session = format!("k{i}");
@@ -472,13 +542,17 @@ fn redis_two_nodes_follow_a_publish_a_canary_and_a_rollback_made_on_one() {
 
     // Rolled back on b: a stops serving the canary.
     assert_eq!(b.post("/admin/rollback", &json!({})).status, 200);
-    assert!(eventually(Duration::from_secs(10), || a.get("/admin/rules").json()["store"]["canary"].is_null()));
+    assert!(eventually(Duration::from_secs(10), || {
+        a.get("/admin/rules").json()["store"]["canary"].is_null()
+    }));
     assert!(a.chat("after", "什么时候发货")["rules_role"] == "live");
 
     // A node started now serves the live version.
     let late = {
         let mut config = ws.config("c", store.clone());
-        config.versions_subscribe = Some(Arc::new(kefu::versions::RedisVersionStore::connect(&redis.url()).unwrap()));
+        config.versions_subscribe = Some(Arc::new(
+            kefu::versions::RedisVersionStore::connect(&redis.url()).unwrap(),
+        ));
         TestServer::start(config)
     };
     assert_eq!(shipping(&late, "late").0, SHIPPING);

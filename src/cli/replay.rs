@@ -68,9 +68,9 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     // there is a version store) the version that answered each turn.
     let store = args.store.open_existing()?;
     let checkouts = tempfile::Builder::new().prefix("kefu-replay-").tempdir()?;
-    let builds = store
-        .as_ref()
-        .map(|s| kefu::versions::Builds::new(s.as_ref(), checkouts.path()).with_options(kefu::versions::load_options(s)));
+    let builds = store.as_ref().map(|s| {
+        kefu::versions::Builds::new(s.as_ref(), checkouts.path()).with_options(kefu::versions::load_options(s))
+    });
     let fixed: Option<Arc<kefu::RuleSet>> = match args.base.as_deref() {
         Some(base) if Path::new(base).is_dir() => Some(Arc::new(load(Path::new(base))?)),
         Some(base) => {

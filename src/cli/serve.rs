@@ -391,7 +391,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         config.versions = Some(redis.clone());
         config.versions_subscribe = Some(redis);
     } else if let Some(dir) = &config.tickets.state_dir {
-        let local = kefu::versions::LocalStore::open(dir).with_context(|| format!("the version store in {}", dir.display()))?;
+        let local =
+            kefu::versions::LocalStore::open(dir).with_context(|| format!("the version store in {}", dir.display()))?;
         config.versions = Some(std::sync::Arc::new(local));
     }
     config.serve_dir = args.watch;

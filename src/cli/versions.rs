@@ -48,7 +48,11 @@ impl StoreArgs {
     /// The server these flags name (`--server`), if any.
     fn server(&self) -> Result<Option<Server>> {
         let Some(url) = &self.server else { return Ok(None) };
-        let token = super::serve::secret_text(self.admin_token_file.as_deref(), "--admin-token-file", "KEFU_ADMIN_TOKEN")?;
+        let token = super::serve::secret_text(
+            self.admin_token_file.as_deref(),
+            "--admin-token-file",
+            "KEFU_ADMIN_TOKEN",
+        )?;
         Ok(Some(Server::new(url, token)))
     }
 
@@ -57,7 +61,9 @@ impl StoreArgs {
     /// without a store compares with the log). `--server` is refused here.
     pub fn open_existing(&self) -> Result<Option<std::sync::Arc<dyn VersionStore>>> {
         if self.server.is_some() {
-            bail!("--server: this command reads the version store itself (--state-dir or --redis); the server's admin API has it as POST /admin/replay");
+            bail!(
+                "--server: this command reads the version store itself (--state-dir or --redis); the server's admin API has it as POST /admin/replay"
+            );
         }
         if self.redis.is_some() || self.state_dir.is_some() {
             return self.open().map(Some);
@@ -431,7 +437,13 @@ pub fn diff(args: DiffArgs) -> Result<ExitCode> {
             (side(store.as_ref(), &args.a)?, side(store.as_ref(), &args.b)?)
         }
     };
-    let text = kefu::versions::diff::render(&a_name, &a, &b_name, &b, color(args.color, std::io::stdout().is_terminal()));
+    let text = kefu::versions::diff::render(
+        &a_name,
+        &a,
+        &b_name,
+        &b,
+        color(args.color, std::io::stdout().is_terminal()),
+    );
     if text.is_empty() {
         eprintln!("no differences");
     }
@@ -515,7 +527,11 @@ impl Server {
 
     /// The answer's JSON, or its `error.message` as the error (with `error.report`, the
     /// rendered diagnostics of a rejected publish, printed first).
-    fn answer(&self, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>, what: &str) -> Result<serde_json::Value> {
+    fn answer(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        what: &str,
+    ) -> Result<serde_json::Value> {
         let mut response = response.with_context(|| format!("{what} {}", self.url))?;
         let status = response.status();
         let body: serde_json::Value = response
@@ -577,9 +593,16 @@ impl Server {
     fn side(&self, name: &str) -> Result<(String, BTreeMap<String, Vec<u8>>)> {
         let looks_like_version = name == "live" || name == "canary" || name.parse::<VersionId>().is_ok();
         if !looks_like_version || name.contains('/') {
-            return Ok((name.trim_end_matches('/').to_string(), draft::read_dir(Path::new(name))?));
+            return Ok((
+                name.trim_end_matches('/').to_string(),
+                draft::read_dir(Path::new(name))?,
+            ));
         }
-        let files = self.files(name)?.into_iter().map(|(p, t)| (p, t.into_bytes())).collect();
+        let files = self
+            .files(name)?
+            .into_iter()
+            .map(|(p, t)| (p, t.into_bytes()))
+            .collect();
         Ok((name.to_string(), files))
     }
 
@@ -588,8 +611,12 @@ impl Server {
         let files = draft::read_dir(&args.dir)?;
         let mut texts = BTreeMap::new();
         for (path, bytes) in files {
-            let text = String::from_utf8(bytes)
-                .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text (the admin API takes text files)", args.dir.join(&path).display()))?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                anyhow::anyhow!(
+                    "{}: not UTF-8 text (the admin API takes text files)",
+                    args.dir.join(&path).display()
+                )
+            })?;
             texts.insert(path, text);
         }
         let parent = match args.parent {
@@ -612,13 +639,18 @@ impl Server {
         }
         let v: Version = serde_json::from_value(answer["version"].clone())?;
         if v.forced {
-            eprintln!("published over {} failing tests (--force, recorded on the version):", v.tests.failed);
+            eprintln!(
+                "published over {} failing tests (--force, recorded on the version):",
+                v.tests.failed
+            );
             for failure in answer["failures"].as_array().into_iter().flatten() {
                 eprintln!("  ✗ {}", failure.as_str().unwrap_or_default());
             }
         }
         draft::set_base(&args.dir, v.id)?;
-        let over = v.parent.map_or_else(|| "the first version".to_string(), |p| format!("over version {p}"));
+        let over = v
+            .parent
+            .map_or_else(|| "the first version".to_string(), |p| format!("over version {p}"));
         let serving = match args.canary {
             Some(percent) => format!("canary on {percent}% of sessions"),
             None => "live".to_string(),

@@ -1079,7 +1079,10 @@ mod tests {
                     "# version {i}\nshop \"小店\" {{\n}}\nrule 发票 {{\n  on keywords \"发票\"\n  reply \"好的\"\n}}\n"
                 );
                 std::fs::write(dir.path().join("shop.kefu"), text).unwrap();
-                let options = crate::dsl::LoadOptions { quick_training: true, ..Default::default() };
+                let options = crate::dsl::LoadOptions {
+                    quick_training: true,
+                    ..Default::default()
+                };
                 let rules = crate::dsl::load_dir_with(dir.path(), options).rules.expect("compiles");
                 let version = rules.version.clone();
                 engine.offer_pinned(Arc::new(rules));
@@ -1087,7 +1090,13 @@ mod tests {
             })
             .collect();
         // Offering one again makes it the newest rather than keeping it twice.
-        let again = crate::dsl::load_dir_with(dir.path(), crate::dsl::LoadOptions { quick_training: true, ..Default::default() });
+        let again = crate::dsl::load_dir_with(
+            dir.path(),
+            crate::dsl::LoadOptions {
+                quick_training: true,
+                ..Default::default()
+            },
+        );
         engine.offer_pinned(Arc::new(again.rules.unwrap()));
         let kept = engine.pinned_versions();
         assert_eq!(kept, offered[3..]);

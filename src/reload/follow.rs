@@ -149,7 +149,10 @@ impl Follower {
 
     /// The live version of `store` built, for a node starting: `None` when nothing is
     /// live yet. Checked out under `state_dir/checkouts` like every other.
-    pub fn load_live(store: &Arc<dyn VersionStore>, state_dir: &Path) -> Result<Option<(VersionId, RuleSet)>, FollowError> {
+    pub fn load_live(
+        store: &Arc<dyn VersionStore>,
+        state_dir: &Path,
+    ) -> Result<Option<(VersionId, RuleSet)>, FollowError> {
         let Some(live) = store.pointers()?.live else {
             return Ok(None);
         };
@@ -238,7 +241,8 @@ impl Follower {
         // one is served by the candidate, as the pointers say; the other order could
         // serve a canary session by the new live version for a moment, which is harmless
         // too, but this one never serves a version the pointers do not name.
-        self.engine.set_candidate(candidate.map(|(rules, percent)| (rules, percent)));
+        self.engine
+            .set_candidate(candidate.map(|(rules, percent)| (rules, percent)));
         let previous = self.engine.swap_rules(Arc::clone(&live_rules));
         let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
         status.serial = pointers.serial;
@@ -271,7 +275,10 @@ impl Follower {
         let published = self.store.version(id)?.rules;
         let same = {
             let built = self.built.lock().unwrap_or_else(|e| e.into_inner());
-            built.iter().find(|(_, r)| r.version == published).map(|(_, r)| Arc::clone(r))
+            built
+                .iter()
+                .find(|(_, r)| r.version == published)
+                .map(|(_, r)| Arc::clone(r))
         };
         if let Some(rules) = same {
             self.keep(id, Arc::clone(&rules));
@@ -313,7 +320,9 @@ impl Follower {
     /// Removes the oldest checkouts beyond [`KEPT_CHECKOUTS`]: a version checked out again
     /// later is simply written again.
     fn prune_checkouts(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.checkouts) else { return };
+        let Ok(entries) = std::fs::read_dir(&self.checkouts) else {
+            return;
+        };
         let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().starts_with('v'))
@@ -342,11 +351,12 @@ fn build_version(store: &Arc<dyn VersionStore>, checkouts: &Path, id: VersionId)
         // Touched: the pruning keeps the most recently used.
         let _ = std::fs::File::open(&dir).and_then(|f| f.set_modified(std::time::SystemTime::now()));
     }
-    let compiled = build_isolated_with(&dir, crate::versions::load_options(store)).map_err(|failure| FollowError::Build {
-        id,
-        summary: failure.summary(),
-        failure: Box::new(failure),
-    })?;
+    let compiled =
+        build_isolated_with(&dir, crate::versions::load_options(store)).map_err(|failure| FollowError::Build {
+            id,
+            summary: failure.summary(),
+            failure: Box::new(failure),
+        })?;
     let Some(rules) = compiled.rules else {
         let failure = ReloadFailure::from_report(&compiled.report, super::Trigger::Store);
         return Err(FollowError::Build {

@@ -354,7 +354,8 @@ impl Reloader {
             match self.apply_store(follower, trigger, started) {
                 Some(outcome) => {
                     // The once-a-second look that found nothing new is not a reload.
-                    let idle = trigger == Trigger::Store && matches!(outcome, ReloadOutcome::Applied { changed: false, .. });
+                    let idle =
+                        trigger == Trigger::Store && matches!(outcome, ReloadOutcome::Applied { changed: false, .. });
                     if let Some(observer) = &self.observer
                         && !idle
                     {

@@ -553,7 +553,10 @@ mod tests {
         let mut response = crate::engine::Engine::new(
             crate::dsl::load_dir_with(
                 std::path::Path::new("tests/data/engine"),
-                crate::dsl::LoadOptions { quick_training: true, ..Default::default() },
+                crate::dsl::LoadOptions {
+                    quick_training: true,
+                    ..Default::default()
+                },
             )
             .rules
             .unwrap(),

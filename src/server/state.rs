@@ -87,9 +87,8 @@ impl Service {
         // The store's live version serves, unless there is none yet or the directory is
         // asked for (development mode).
         let live = match &config.versions {
-            Some(store) if !config.serve_dir => {
-                crate::reload::Follower::load_live(store, &state_dir).map_err(|e| ServeError::Versions(e.to_string()))?
-            }
+            Some(store) if !config.serve_dir => crate::reload::Follower::load_live(store, &state_dir)
+                .map_err(|e| ServeError::Versions(e.to_string()))?,
             _ => None,
         };
         let (rules, live) = match live {
@@ -265,7 +264,10 @@ impl Service {
                 // At once: a canary running at start is applied before the first request.
                 reloader.reload(crate::reload::Trigger::Store);
                 let handle = reloader.follow().map_err(|e| ServeError::Versions(e.to_string()))?;
-                let subscription = config.versions_subscribe.as_ref().map(|redis| redis.subscribe(handle.waker()));
+                let subscription = config
+                    .versions_subscribe
+                    .as_ref()
+                    .map(|redis| redis.subscribe(handle.waker()));
                 Some((handle, subscription))
             }
             None => None,

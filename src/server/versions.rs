@@ -48,8 +48,9 @@ fn store_error(error: VersionError) -> ApiError {
         VersionError::Conflict { parent, live } => ApiError::new(StatusCode::CONFLICT, "conflict", message)
             .with_details(json!({ "parent": parent, "live": live })),
         VersionError::Moved { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
-        VersionError::CanaryRunning(canary) => ApiError::new(StatusCode::CONFLICT, "canary_running", message)
-            .with_details(json!({ "canary": canary })),
+        VersionError::CanaryRunning(canary) => {
+            ApiError::new(StatusCode::CONFLICT, "canary_running", message).with_details(json!({ "canary": canary }))
+        }
         VersionError::Invalid(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message),
         VersionError::Corrupt { .. } => {
             tracing::error!(%message, "a damaged version was asked for");
@@ -77,9 +78,9 @@ pub fn resolve(store: &dyn VersionStore, name: &str) -> Result<VersionId, ApiErr
     match name {
         "live" => pointers.live.ok_or_else(|| missing("live")),
         "canary" => pointers.canary.map(|c| c.version).ok_or_else(|| missing("canary")),
-        n => n.parse().map_err(|_| {
-            ApiError::invalid(format!("`{n}` is not a version: give its number, `live` or `canary`"))
-        }),
+        n => n
+            .parse()
+            .map_err(|_| ApiError::invalid(format!("`{n}` is not a version: give its number, `live` or `canary`"))),
     }
 }
 
@@ -101,7 +102,9 @@ pub(super) async fn offer_pinned(state: &Arc<State>, version: &str) -> Result<()
     {
         return Ok(());
     }
-    let Some(follower) = state.reloader.follower().cloned() else { return Ok(()) };
+    let Some(follower) = state.reloader.follower().cloned() else {
+        return Ok(());
+    };
     let wanted = version.to_string();
     let loaded = blocking(move || follower.load_by_rules(&wanted)).await?;
     match loaded {
@@ -109,7 +112,11 @@ pub(super) async fn offer_pinned(state: &Arc<State>, version: &str) -> Result<()
         Ok(None) => {}
         Err(crate::reload::FollowError::Store(e)) => return Err(store_error(e)),
         Err(e) => {
-            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rules_invalid", e.to_string()));
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "rules_invalid",
+                e.to_string(),
+            ));
         }
     }
     Ok(())
@@ -145,9 +152,11 @@ pub(super) async fn show(state: &Arc<State>, id: &str, query: Option<&str>) -> R
         }
         let files = store.files(id).map_err(store_error)?;
         let bytes = files.get(&path).cloned().unwrap_or_default();
-        let text = String::from_utf8(bytes)
-            .map_err(|_| ApiError::invalid(format!("`{path}` is not UTF-8 text")))?;
-        Ok(json_response(StatusCode::OK, &json!({ "version": id, "path": path, "text": text })))
+        let text = String::from_utf8(bytes).map_err(|_| ApiError::invalid(format!("`{path}` is not UTF-8 text")))?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "version": id, "path": path, "text": text }),
+        ))
     })
     .await?
 }
@@ -162,7 +171,11 @@ pub(super) async fn files(state: &Arc<State>, id: &str) -> Result<Response<Body>
         let mut texts = BTreeMap::new();
         for (path, bytes) in store.files(id).map_err(store_error)? {
             let text = String::from_utf8(bytes).map_err(|_| {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_text", format!("`{path}` is not UTF-8 text"))
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "not_text",
+                    format!("`{path}` is not UTF-8 text"),
+                )
             })?;
             texts.insert(path, text);
         }
@@ -185,16 +198,30 @@ pub(super) async fn diff(state: &Arc<State>, query: Option<&str>) -> Result<Resp
             .into_iter()
             .map(|change| {
                 let path = change.path().to_string();
-                let one = |m: &BTreeMap<String, Vec<u8>>| m.get(&path).map(|b| (path.clone(), b.clone())).into_iter().collect();
+                let one = |m: &BTreeMap<String, Vec<u8>>| {
+                    m.get(&path).map(|b| (path.clone(), b.clone())).into_iter().collect()
+                };
                 let (kind, text) = match &change {
-                    diff::FileChange::Added(_) => ("added", diff::render(&a.to_string(), &BTreeMap::new(), &b.to_string(), &one(&new), false)),
-                    diff::FileChange::Removed(_) => ("removed", diff::render(&a.to_string(), &one(&old), &b.to_string(), &BTreeMap::new(), false)),
-                    diff::FileChange::Changed(_) => ("changed", diff::render(&a.to_string(), &one(&old), &b.to_string(), &one(&new), false)),
+                    diff::FileChange::Added(_) => (
+                        "added",
+                        diff::render(&a.to_string(), &BTreeMap::new(), &b.to_string(), &one(&new), false),
+                    ),
+                    diff::FileChange::Removed(_) => (
+                        "removed",
+                        diff::render(&a.to_string(), &one(&old), &b.to_string(), &BTreeMap::new(), false),
+                    ),
+                    diff::FileChange::Changed(_) => (
+                        "changed",
+                        diff::render(&a.to_string(), &one(&old), &b.to_string(), &one(&new), false),
+                    ),
                 };
                 json!({ "path": path, "change": kind, "diff": text })
             })
             .collect();
-        Ok(json_response(StatusCode::OK, &json!({ "from": a, "to": b, "files": files })))
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "from": a, "to": b, "files": files }),
+        ))
     })
     .await?
 }
@@ -231,18 +258,26 @@ pub(super) async fn publish(state: &Arc<State>, req: Request<Incoming>) -> Resul
         return Err(ApiError::invalid("`message` says why: it goes on the version"));
     }
     if let Some(bad) = body.files.keys().find(|p| !crate::versions::valid_path(p)) {
-        return Err(ApiError::invalid(format!("`{bad}` is not a relative path with `/` inside the rules directory")));
+        return Err(ApiError::invalid(format!(
+            "`{bad}` is not a relative path with `/` inside the rules directory"
+        )));
     }
     if body.files.len() > draft::MAX_DRAFT_FILES {
-        return Err(ApiError::invalid(format!("a draft holds at most {} files", draft::MAX_DRAFT_FILES)));
+        return Err(ApiError::invalid(format!(
+            "a draft holds at most {} files",
+            draft::MAX_DRAFT_FILES
+        )));
     }
     let state_ = Arc::clone(state);
     blocking(move || {
         // The draft is built from a directory like any other: written to a fresh one.
-        let dir = tempfile::Builder::new()
-            .prefix("kefu-draft-")
-            .tempdir()
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("cannot write the draft: {e}")))?;
+        let dir = tempfile::Builder::new().prefix("kefu-draft-").tempdir().map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("cannot write the draft: {e}"),
+            )
+        })?;
         let files = body.files.into_iter().map(|(p, t)| (p, t.into_bytes())).collect();
         let draft_dir = dir.path().join("rules");
         crate::versions::write_tree(&files, &draft_dir).map_err(store_error)?;
@@ -263,7 +298,8 @@ pub(super) async fn publish(state: &Arc<State>, req: Request<Incoming>) -> Resul
             },
             ..options
         };
-        let published = draft::publish(store.as_ref(), &draft_dir, &options).map_err(|e| publish_error(e, &draft_dir))?;
+        let published =
+            draft::publish(store.as_ref(), &draft_dir, &options).map_err(|e| publish_error(e, &draft_dir))?;
         apply_here(&state_);
         tracing::info!(
             version = published.version.id,
@@ -293,12 +329,13 @@ fn publish_error(error: PublishError, dir: &std::path::Path) -> ApiError {
             "the rules have errors: nothing was published",
         )
         .with_details(json!({ "report": local(diagnostics) })),
-        PublishError::Tests { summary, failures } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "tests_failed", message)
-            .with_details(json!({
+        PublishError::Tests { summary, failures } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "tests_failed", message).with_details(json!({
                 "passed": summary.passed,
                 "failed": summary.failed,
                 "failures": failures.into_iter().map(local).collect::<Vec<_>>(),
-            })),
+            }))
+        }
         PublishError::Store(e) => store_error(e),
         _ => ApiError::invalid(message),
     }
@@ -344,40 +381,65 @@ pub(super) async fn replay(state: &Arc<State>, req: Request<Incoming>) -> Result
         ));
     };
     if body.files.is_some() == body.version.is_some() {
-        return Err(ApiError::invalid("give the draft as `files`, or a published `version`, not both"));
+        return Err(ApiError::invalid(
+            "give the draft as `files`, or a published `version`, not both",
+        ));
     }
-    if let Some(bad) = body.files.iter().flat_map(|f| f.keys()).find(|p| !crate::versions::valid_path(p)) {
-        return Err(ApiError::invalid(format!("`{bad}` is not a relative path with `/` inside the rules directory")));
+    if let Some(bad) = body
+        .files
+        .iter()
+        .flat_map(|f| f.keys())
+        .find(|p| !crate::versions::valid_path(p))
+    {
+        return Err(ApiError::invalid(format!(
+            "`{bad}` is not a relative path with `/` inside the rules directory"
+        )));
     }
     blocking(move || {
-        let work = tempfile::Builder::new()
-            .prefix("kefu-replay-")
-            .tempdir()
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("cannot write the draft: {e}")))?;
-        let builds =
-            crate::versions::Builds::new(store.as_ref(), work.path()).with_options(crate::versions::load_options(&store));
+        let work = tempfile::Builder::new().prefix("kefu-replay-").tempdir().map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("cannot write the draft: {e}"),
+            )
+        })?;
+        let builds = crate::versions::Builds::new(store.as_ref(), work.path())
+            .with_options(crate::versions::load_options(&store));
         let draft = match (&body.files, &body.version) {
             (Some(files), _) => {
                 let files = files.iter().map(|(p, t)| (p.clone(), t.clone().into_bytes())).collect();
                 let dir = work.path().join("draft");
                 crate::versions::write_tree(&files, &dir).map_err(store_error)?;
                 let compiled = crate::dsl::load_dir(&dir);
-                let report = compiled.report.render_all(false).replace(&format!("{}/", dir.display()), "");
+                let report = compiled
+                    .report
+                    .render_all(false)
+                    .replace(&format!("{}/", dir.display()), "");
                 Arc::new(compiled.rules.ok_or_else(|| {
-                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rules_invalid", "the draft has errors: nothing was replayed")
-                        .with_details(json!({ "report": report }))
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "rules_invalid",
+                        "the draft has errors: nothing was replayed",
+                    )
+                    .with_details(json!({ "report": report }))
                 })?)
             }
             (None, Some(version)) => {
                 let id = resolve(store.as_ref(), version)?;
-                builds.by_id(id).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rules_invalid", e))?
+                builds
+                    .by_id(id)
+                    .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rules_invalid", e))?
             }
             (None, None) => unreachable!("checked above"),
         };
         let fixed = match &body.base {
             Some(base) => {
                 let id = resolve(store.as_ref(), base)?;
-                Some(builds.by_id(id).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rules_invalid", e))?)
+                Some(
+                    builds
+                        .by_id(id)
+                        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rules_invalid", e))?,
+                )
             }
             None => None,
         };
@@ -467,7 +529,10 @@ pub(super) async fn canary(state: &Arc<State>, req: Request<Incoming>) -> Result
         draft::start_canary(store.as_ref(), version, percent, &author).map_err(store_error)?;
         apply_here(&state_);
         tracing::info!(version, percent, "a canary was started");
-        Ok(json_response(StatusCode::OK, &json!({ "canary": version, "percent": percent })))
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "canary": version, "percent": percent }),
+        ))
     })
     .await?
 }
@@ -500,18 +565,24 @@ pub(super) fn guard_canaries(state: std::sync::Weak<State>, config: super::canar
         loop {
             tick.tick().await;
             let Some(state) = state.upgrade() else { return };
-            let Some(candidate) = state.engine.candidate() else { continue };
+            let Some(candidate) = state.engine.candidate() else {
+                continue;
+            };
             let live = state.engine.rules().version.clone();
             let book = state.metrics.versions();
             let candidate_figures = book
                 .figures(&candidate.rules.version, crate::dialogue::RulesRole::Canary)
                 .unwrap_or_default();
-            let live_figures = book.figures(&live, crate::dialogue::RulesRole::Live).unwrap_or_default();
+            let live_figures = book
+                .figures(&live, crate::dialogue::RulesRole::Live)
+                .unwrap_or_default();
             let Some(decision) = guard.check(&candidate.rules.version, &candidate_figures, &live_figures) else {
                 continue;
             };
             let Some(store) = state.versions.clone() else { continue };
-            let Some((id, _)) = state.reloader.follower().and_then(|f| f.status().canary) else { continue };
+            let Some((id, _)) = state.reloader.follower().and_then(|f| f.status().canary) else {
+                continue;
+            };
             tracing::warn!(
                 version = id,
                 rules = %candidate.rules.version,
@@ -534,8 +605,10 @@ pub(super) fn guard_canaries(state: std::sync::Weak<State>, config: super::canar
                 let mut note = crate::versions::Note::new("automatic rollback", decision.reason.clone());
                 for (side, figures) in [("candidate", &decision.candidate), ("live", &decision.live)] {
                     note.figures.insert(format!("{side}_turns"), figures.turns as f64);
-                    note.figures.insert(format!("{side}_handoff_rate"), figures.handoff_rate().unwrap_or(0.0));
-                    note.figures.insert(format!("{side}_error_rate"), figures.error_rate().unwrap_or(0.0));
+                    note.figures
+                        .insert(format!("{side}_handoff_rate"), figures.handoff_rate().unwrap_or(0.0));
+                    note.figures
+                        .insert(format!("{side}_error_rate"), figures.error_rate().unwrap_or(0.0));
                 }
                 if let Err(error) = store.annotate(id, note) {
                     tracing::error!(%error, "the automatic rollback's decision could not be recorded");

@@ -396,7 +396,10 @@ impl<'a> Builds<'a> {
             let compiled = crate::dsl::load_dir_with(&dir, self.options.clone());
             match compiled.rules {
                 Some(rules) => Ok(Some(rules)),
-                None => Err(format!("version {id} does not build:\n{}", compiled.report.render_all(false))),
+                None => Err(format!(
+                    "version {id} does not build:\n{}",
+                    compiled.report.render_all(false)
+                )),
             }
         })();
         let rules_set = match result {
