@@ -237,12 +237,11 @@ impl Follower {
                 return Err(error);
             }
         };
-        // The candidate first: a turn that picks it while the live one is still the old
-        // one is served by the candidate, as the pointers say; the other order could
-        // serve a canary session by the new live version for a moment, which is harmless
-        // too, but this one never serves a version the pointers do not name.
-        self.engine
-            .set_candidate(candidate.map(|(rules, percent)| (rules, percent)));
+        // Two atomic stores, so a turn between them may pair the new candidate with the
+        // old live version (or, in a promote, answer a canary session by the old live
+        // version) for that moment; each turn still reads exactly one rule set, and
+        // both were built before either store.
+        self.engine.set_candidate(candidate);
         let previous = self.engine.swap_rules(Arc::clone(&live_rules));
         let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
         status.serial = pointers.serial;
