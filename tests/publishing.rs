@@ -31,7 +31,7 @@ struct Workspace {
 impl Workspace {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        copy_dir(
+        support::copy_dir(
             &support::root().join("tests/data/versions/shop"),
             &tmp.path().join("draft"),
         );
@@ -77,17 +77,13 @@ impl Workspace {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
+/// A workspace, its local store with the shop published as version 1, and a node on it.
+fn started() -> (Workspace, Arc<dyn VersionStore>, kefu::versions::Version, TestServer) {
+    let ws = Workspace::new();
+    let store: Arc<dyn VersionStore> = Arc::new(LocalStore::open(&ws.state("store")).unwrap());
+    let first = publish_draft(store.as_ref(), &ws.draft(), "first");
+    let server = ws.node("a", Arc::clone(&store));
+    (ws, store, first, server)
 }
 
 fn publish_draft(store: &dyn VersionStore, dir: &Path, message: &str) -> kefu::versions::Version {
@@ -112,10 +108,7 @@ fn shipping(server: &TestServer, session: &str) -> (String, String) {
 
 #[test]
 fn serve_answers_from_the_live_version_and_applies_publish_and_rollback_at_once() {
-    let ws = Workspace::new();
-    let store: Arc<dyn VersionStore> = Arc::new(LocalStore::open(&ws.state("store")).unwrap());
-    let first = publish_draft(store.as_ref(), &ws.draft(), "first");
-    let server = ws.node("a", Arc::clone(&store));
+    let (ws, store, first, server) = started();
 
     // The live version serves, not the demo shop in --rules.
     assert_eq!(shipping(&server, "s1"), (SHIPPING.to_string(), first.rules.clone()));
@@ -170,10 +163,7 @@ fn serve_answers_from_the_live_version_and_applies_publish_and_rollback_at_once(
 
 #[test]
 fn refused_publishes_are_json_and_change_nothing() {
-    let ws = Workspace::new();
-    let store: Arc<dyn VersionStore> = Arc::new(LocalStore::open(&ws.state("store")).unwrap());
-    let first = publish_draft(store.as_ref(), &ws.draft(), "first");
-    let server = ws.node("a", Arc::clone(&store));
+    let (ws, store, first, server) = started();
 
     let broken = server.post(
         "/admin/publish",
@@ -333,10 +323,7 @@ fn the_follower_notices_a_publish_made_beside_it_within_its_interval() {
 
 #[test]
 fn a_canary_serves_its_share_of_conversations_each_for_the_whole_conversation_then_promote() {
-    let ws = Workspace::new();
-    let store: Arc<dyn VersionStore> = Arc::new(LocalStore::open(&ws.state("store")).unwrap());
-    let first = publish_draft(store.as_ref(), &ws.draft(), "first");
-    let server = ws.node("a", Arc::clone(&store));
+    let (ws, store, first, server) = started();
     let published = server.post(
         "/admin/publish",
         &json!({ "files": ws.files_with("发货哦～", "发货哦，周末也发～"), "message": "灰度", "canary": 30 }),
@@ -393,10 +380,7 @@ fn a_canary_serves_its_share_of_conversations_each_for_the_whole_conversation_th
 
 #[test]
 fn a_request_may_pin_a_published_version_and_only_a_published_one() {
-    let ws = Workspace::new();
-    let store: Arc<dyn VersionStore> = Arc::new(LocalStore::open(&ws.state("store")).unwrap());
-    let first = publish_draft(store.as_ref(), &ws.draft(), "first");
-    let server = ws.node("a", Arc::clone(&store));
+    let (ws, _store, first, server) = started();
     let published = server.post(
         "/admin/publish",
         &json!({ "files": ws.files_with("发货哦～", "发货哦，周末也发～"), "message": "second" }),

@@ -70,7 +70,7 @@ fn unique(tag: &str) -> String {
 /// an intent so that its classifier is trained by this test alone.
 fn demo_copy(tag: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&support::root().join("rules"), dir.path());
+    support::copy_dir(&support::root().join("rules"), dir.path());
     edit(
         dir.path(),
         "intents.kefu",
@@ -78,19 +78,6 @@ fn demo_copy(tag: &str) -> tempfile::TempDir {
         &format!("\"what size should I get\", \"{}\",", unique(tag)),
     );
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// Replaces the one occurrence of `old` in `dir/file`.

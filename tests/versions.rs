@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Barrier};
 
@@ -24,7 +24,7 @@ struct Workspace {
 impl Workspace {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        copy_dir(
+        support::copy_dir(
             &support::root().join("tests/data/versions/shop"),
             &tmp.path().join("draft"),
         );
@@ -64,19 +64,6 @@ impl Workspace {
             .unwrap();
         let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(&self.tmp.path().display().to_string(), "TMP");
         (out.status.success(), clean(&out.stdout), clean(&out.stderr))
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
     }
 }
 
@@ -204,7 +191,7 @@ fn two_publishes_from_one_parent_the_second_is_a_conflict() {
     draft::publish(&ws.store(), &ws.draft(), &options("开店")).unwrap();
     // A second editor's copy of the same version.
     let other = ws.tmp.path().join("other");
-    copy_dir(&ws.draft(), &other);
+    support::copy_dir(&ws.draft(), &other);
 
     ws.edit("shop.kefu", "小美", "小丽");
     let first = draft::publish(&ws.store(), &ws.draft(), &options("改名")).unwrap();
@@ -352,6 +339,13 @@ fn a_draft_leaves_hidden_files_out_and_refuses_links_outside() {
 fn concurrent_publishes_from_one_parent_exactly_one_wins() {
     let ws = Workspace::new();
     let state = ws.state();
+    race_publishes(move || Box::new(LocalStore::open(&state).unwrap()));
+}
+
+/// Twenty rounds of two threads, each with a store of its own from `open`, publishing
+/// from the same parent at once: exactly one wins each round, the other is a conflict,
+/// and every version's parent is the one before.
+fn race_publishes(open: impl Fn() -> Box<dyn VersionStore> + Send + Sync + Clone + 'static) {
     let new = |parent: Option<u64>, text: String| NewVersion {
         rules: text.clone(),
         files: [("shop.kefu".to_string(), text.into_bytes())].into(),
@@ -360,16 +354,17 @@ fn concurrent_publishes_from_one_parent_exactly_one_wins() {
         parent,
         ..NewVersion::default()
     };
-    ws.store().publish(new(None, "base".into())).unwrap();
+    let store = open();
+    store.publish(new(None, "base".into())).unwrap();
     for round in 0..20u64 {
-        let live = ws.store().pointers().unwrap().live;
+        let live = store.pointers().unwrap().live;
         let barrier = Arc::new(Barrier::new(2));
         let handles: Vec<_> = (0..2)
             .map(|t| {
-                let (barrier, state) = (Arc::clone(&barrier), state.clone());
+                let (barrier, open) = (Arc::clone(&barrier), open.clone());
                 let version = new(live, format!("round {round} thread {t}"));
                 std::thread::spawn(move || {
-                    let store = LocalStore::open(&state).unwrap();
+                    let store = open();
                     barrier.wait();
                     store.publish(version)
                 })
@@ -383,7 +378,6 @@ fn concurrent_publishes_from_one_parent_exactly_one_wins() {
             "{results:?}"
         );
     }
-    let store = ws.store();
     assert_eq!(store.list().unwrap().len(), 21);
     assert_eq!(store.pointers().unwrap().live, Some(21));
     for v in store.list().unwrap().iter().skip(1) {
@@ -414,7 +408,7 @@ fn redis_store_publishes_notifies_and_refuses_like_the_local_one() {
     let v1 = draft::publish(&store, &ws.draft(), &options("开店")).unwrap().version;
     wait();
     let other = ws.tmp.path().join("other");
-    copy_dir(&ws.draft(), &other);
+    support::copy_dir(&ws.draft(), &other);
     ws.edit("shop.kefu", "小美", "小丽");
     let v2 = draft::publish(&store, &ws.draft(), &options("改名")).unwrap().version;
     wait();
@@ -465,38 +459,7 @@ fn redis_concurrent_publishes_from_one_parent_exactly_one_wins() {
     use kefu::versions::RedisVersionStore;
     let redis = support::redis::OwnRedis::start();
     let url = redis.url();
-    let new = |parent: Option<u64>, text: String| NewVersion {
-        rules: text.clone(),
-        files: [("shop.kefu".to_string(), text.into_bytes())].into(),
-        author: "t".into(),
-        message: "m".into(),
-        parent,
-        ..NewVersion::default()
-    };
-    let store = RedisVersionStore::connect(&url).unwrap();
-    store.publish(new(None, "base".into())).unwrap();
-    for round in 0..20u64 {
-        let live = store.pointers().unwrap().live;
-        let barrier = Arc::new(Barrier::new(2));
-        let handles: Vec<_> = (0..2)
-            .map(|t| {
-                let (barrier, url) = (Arc::clone(&barrier), url.clone());
-                let version = new(live, format!("round {round} thread {t}"));
-                std::thread::spawn(move || {
-                    let store = RedisVersionStore::connect(&url).unwrap();
-                    barrier.wait();
-                    store.publish(version)
-                })
-            })
-            .collect();
-        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        assert_eq!(
-            results.iter().filter(|r| r.is_ok()).count(),
-            1,
-            "round {round}: {results:?}"
-        );
-    }
-    assert_eq!(store.list().unwrap().len(), 21);
+    race_publishes(move || Box::new(RedisVersionStore::connect(&url).unwrap()));
 }
 
 /// The commands with `--redis`: publish, versions, rollback through the binary.

@@ -379,17 +379,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     config.tickets = args.tickets.config()?;
     // The version store: in Redis with --redis (a fleet shares it), else in the state
     // directory.
-    if let Some(url) = &config.redis {
-        let redis = std::sync::Arc::new(
-            kefu::versions::RedisVersionStore::connect_with(
-                url,
-                kefu::versions::RedisVersionStore::PREFIX,
-                std::time::Duration::from_millis(args.redis_timeout_ms.max(1000)),
-            )
-            .with_context(|| format!("the version store in {}", kefu::safety::logsafe::redacted_url(url)))?,
-        );
-        config.versions = Some(redis.clone());
-        config.versions_subscribe = Some(redis);
+    // Redis is connected when the service is built, after the listener is bound (health
+    // checks are answered meanwhile).
+    if config.redis.is_some() {
+        config.versions_in_redis = true;
     } else if let Some(dir) = &config.tickets.state_dir {
         let local =
             kefu::versions::LocalStore::open(dir).with_context(|| format!("the version store in {}", dir.display()))?;

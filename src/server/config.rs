@@ -72,6 +72,10 @@ pub struct ServeConfig {
     pub serve_dir: bool,
     /// The store is Redis: follow its change messages (pub/sub) besides the periodic look.
     pub versions_subscribe: Option<Arc<crate::versions::RedisVersionStore>>,
+    /// Keep versions in the `redis` given above (a fleet): the store is connected when the
+    /// service is built (after the listener is bound, like the session store), and sets
+    /// `versions` and `versions_subscribe`.
+    pub versions_in_redis: bool,
     /// Quiet time before a burst of file changes is reloaded.
     pub debounce: Duration,
     /// `Authorization: Bearer` token for admin and agent routes; without one they answer
@@ -116,6 +120,7 @@ impl ServeConfig {
             versions: None,
             serve_dir: false,
             versions_subscribe: None,
+            versions_in_redis: false,
             debounce: Duration::from_millis(100),
             admin_token: None,
             redis: None,

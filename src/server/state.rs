@@ -77,7 +77,21 @@ pub struct Service {
 impl Service {
     /// Loads the rules and builds the service. Must be called inside a tokio runtime (the
     /// job queue starts on it).
-    pub fn build(config: ServeConfig) -> Result<Self, ServeError> {
+    pub fn build(mut config: ServeConfig) -> Result<Self, ServeError> {
+        if config.versions_in_redis
+            && let Some(url) = &config.redis
+        {
+            let redis = Arc::new(
+                crate::versions::RedisVersionStore::connect_with(
+                    url,
+                    crate::versions::RedisVersionStore::PREFIX,
+                    config.redis_config.timeout.max(std::time::Duration::from_secs(1)),
+                )
+                .map_err(|e| ServeError::Versions(e.to_string()))?,
+            );
+            config.versions = Some(redis.clone());
+            config.versions_subscribe = Some(redis);
+        }
         // Published versions are checked out (and served) from the state directory.
         let state_dir = config
             .tickets

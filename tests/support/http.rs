@@ -327,21 +327,8 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 pub fn copy_rules(from: &Path, name: &str) -> PathBuf {
     let to = std::env::temp_dir().join(format!("kefu-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&to);
-    copy_dir(from, &to);
+    super::copy_dir(from, &to);
     to
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// Polls `check` every 20 ms until it holds or `timeout` passes.
