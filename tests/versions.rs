@@ -383,7 +383,11 @@ fn race_publishes(open: impl Fn() -> Box<dyn VersionStore> + Send + Sync + Clone
     assert_eq!(list.len(), 21);
     assert_eq!(store.pointers().unwrap().live, list.last().map(|v| v.id));
     for pair in list.windows(2) {
-        assert_eq!(pair[1].parent, Some(pair[0].id), "every version's parent is the one before");
+        assert_eq!(
+            pair[1].parent,
+            Some(pair[0].id),
+            "every version's parent is the one before"
+        );
     }
 }
 
