@@ -222,26 +222,7 @@ pub fn publish(args: PublishArgs) -> Result<ExitCode> {
         Ok(published) => {
             eprint!("{}", published.warnings);
             let v = &published.version;
-            if v.forced {
-                eprintln!(
-                    "published over {} failing tests (--force, recorded on the version):",
-                    v.tests.failed
-                );
-                for failure in &published.failures {
-                    eprintln!("  ✗ {failure}");
-                }
-            }
-            let over = v
-                .parent
-                .map_or_else(|| "the first version".to_string(), |p| format!("over version {p}"));
-            let serving = match args.canary {
-                Some(percent) => format!("canary on {percent}% of sessions"),
-                None => "live".to_string(),
-            };
-            println!(
-                "published version {} (rules {}, {over}, {} tests passed): {serving}",
-                v.id, v.rules, v.tests.passed
-            );
+            report_published(v, &published.failures, args.canary, "");
             Ok(ExitCode::SUCCESS)
         }
         Err(PublishError::Build { diagnostics }) => {
@@ -250,6 +231,31 @@ pub fn publish(args: PublishArgs) -> Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// What a publish did, for people: the failing tests a `--force` published over (stderr),
+/// then the new version and what it serves as. `place`: ` on URL` through a server.
+fn report_published(v: &Version, failures: &[String], canary: Option<u8>, place: &str) {
+    if v.forced {
+        eprintln!(
+            "published over {} failing tests (--force, recorded on the version):",
+            v.tests.failed
+        );
+        for failure in failures {
+            eprintln!("  ✗ {failure}");
+        }
+    }
+    let over = v
+        .parent
+        .map_or_else(|| "the first version".to_string(), |p| format!("over version {p}"));
+    let serving = match canary {
+        Some(percent) => format!("canary on {percent}% of sessions"),
+        None => "live".to_string(),
+    };
+    println!(
+        "published version {}{place} (rules {}, {over}, {} tests passed): {serving}",
+        v.id, v.rules, v.tests.passed
+    );
 }
 
 /// The marker of a version in the list: `live`, `canary 10%` or nothing.
@@ -638,27 +644,14 @@ impl Server {
             eprint!("{warnings}");
         }
         let v: Version = serde_json::from_value(answer["version"].clone())?;
-        if v.forced {
-            eprintln!(
-                "published over {} failing tests (--force, recorded on the version):",
-                v.tests.failed
-            );
-            for failure in answer["failures"].as_array().into_iter().flatten() {
-                eprintln!("  ✗ {}", failure.as_str().unwrap_or_default());
-            }
-        }
         draft::set_base(&args.dir, v.id)?;
-        let over = v
-            .parent
-            .map_or_else(|| "the first version".to_string(), |p| format!("over version {p}"));
-        let serving = match args.canary {
-            Some(percent) => format!("canary on {percent}% of sessions"),
-            None => "live".to_string(),
-        };
-        println!(
-            "published version {} on {} (rules {}, {over}, {} tests passed): {serving}",
-            v.id, self.url, v.rules, v.tests.passed
-        );
+        let failures: Vec<String> = answer["failures"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| f.as_str().unwrap_or_default().to_string())
+            .collect();
+        report_published(&v, &failures, args.canary, &format!(" on {}", self.url));
         Ok(ExitCode::SUCCESS)
     }
 }

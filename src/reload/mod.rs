@@ -401,15 +401,7 @@ impl Reloader {
                 let previous = self.engine.swap_rules(Arc::clone(&rules));
                 self.http_sources.store(http, Ordering::Relaxed);
                 let (_, warnings) = compiled.report.counts();
-                let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
-                status.version = rules.version.clone();
-                status.files = rules.files.clone();
-                status.loaded_at = Utc::now();
-                status.loaded_by = trigger;
-                status.counts = RuleCounts::of(&rules);
-                status.reloads += 1;
-                status.last_error = None;
-                status.stale_since = None;
+                self.record_applied(&rules, trigger);
                 let outcome = ReloadOutcome::Applied {
                     version: rules.version.clone(),
                     previous: previous.version.clone(),
@@ -435,6 +427,21 @@ impl Reloader {
         outcome
     }
 
+    /// Records in the status that `rules` serve now (from the directory they were built
+    /// from: the rules directory, or a version's checkout).
+    fn record_applied(&self, rules: &RuleSet, trigger: Trigger) {
+        let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
+        status.version = rules.version.clone();
+        status.files = rules.files.clone();
+        status.dir = rules.root.clone();
+        status.loaded_at = Utc::now();
+        status.loaded_by = trigger;
+        status.counts = RuleCounts::of(rules);
+        status.reloads += 1;
+        status.last_error = None;
+        status.stale_since = None;
+    }
+
     /// Applies the store's pointers; `None` when the store has no live version.
     fn apply_store(&self, follower: &Follower, trigger: Trigger, started: Instant) -> Option<ReloadOutcome> {
         match follower.sync() {
@@ -452,16 +459,7 @@ impl Reloader {
             Ok(Synced::Applied { previous, version, .. }) => {
                 let rules = self.engine.rules();
                 self.http_sources.store(has_http_sources(&rules), Ordering::Relaxed);
-                let mut status = self.status.write().unwrap_or_else(|e| e.into_inner());
-                status.version = rules.version.clone();
-                status.files = rules.files.clone();
-                status.dir = rules.root.clone();
-                status.loaded_at = Utc::now();
-                status.loaded_by = trigger;
-                status.counts = RuleCounts::of(&rules);
-                status.reloads += 1;
-                status.last_error = None;
-                status.stale_since = None;
+                self.record_applied(&rules, trigger);
                 Some(ReloadOutcome::Applied {
                     changed: previous != version,
                     previous,
