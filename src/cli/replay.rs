@@ -77,7 +77,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             let (Some(store), Some(builds)) = (store.as_deref(), &builds) else {
                 bail!("--base {base}: not a directory, and there is no version store to find a version in");
             };
-            let id = super::versions::resolve(store, base)?;
+            let id = kefu::versions::resolve(store, base)?;
             Some(builds.by_id(id).map_err(anyhow::Error::msg)?)
         }
         None => None,

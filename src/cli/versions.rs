@@ -312,17 +312,6 @@ pub fn list(args: VersionsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A version named on the command line: an id, `live` or `canary`.
-pub fn resolve(store: &dyn VersionStore, name: &str) -> Result<VersionId> {
-    match name {
-        "live" => store.pointers()?.live.context("nothing is live yet"),
-        "canary" => Ok(store.pointers()?.canary.context("no canary is running")?.version),
-        _ => name
-            .parse()
-            .with_context(|| format!("`{name}`: expected a version number, `live` or `canary`")),
-    }
-}
-
 /// `kefu show`: a version's record, or one of its files.
 pub fn show(args: ShowArgs) -> Result<ExitCode> {
     if let Some(server) = args.store.server()? {
@@ -343,7 +332,7 @@ pub fn show(args: ShowArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let store = args.store.open()?;
-    let id = resolve(store.as_ref(), &args.target)?;
+    let id = kefu::versions::resolve(store.as_ref(), &args.target)?;
     if let Some(path) = &args.path {
         let files = store.files(id)?;
         let bytes = files
@@ -430,7 +419,7 @@ fn side(store: &dyn VersionStore, name: &str) -> Result<(String, BTreeMap<String
         let files = draft::read_dir(Path::new(name))?;
         return Ok((name.trim_end_matches('/').to_string(), files));
     }
-    let id = resolve(store, name)?;
+    let id = kefu::versions::resolve(store, name)?;
     Ok((id.to_string(), store.files(id)?))
 }
 

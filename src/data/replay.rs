@@ -48,7 +48,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 
 use super::record::{Record, TurnRecord};
-use super::report::{thousands, write_bad_lines};
+use super::report::{thousands, write_read};
 use super::{DataError, ReadStats};
 use crate::engine::{AnswerSource, EngineConfig, TurnResponse};
 use crate::llm::{GenerateRequest, Generation, LlmBackend, LlmError};
@@ -771,14 +771,7 @@ impl ReplayReport {
         for (reason, count) in &self.skipped {
             writeln!(o, "skipped {}: {reason}", thousands(*count))?;
         }
-        writeln!(
-            o,
-            "read {} lines from {} file{}",
-            thousands(self.read.lines),
-            self.read.files,
-            if self.read.files == 1 { "" } else { "s" }
-        )?;
-        write_bad_lines(o, &self.read)?;
+        write_read(o, &self.read)?;
         for group in &self.groups {
             writeln!(o)?;
             writeln!(

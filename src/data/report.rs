@@ -762,6 +762,18 @@ pub fn ms(x: f64) -> String {
     }
 }
 
+/// Writes what a read went through (`read N lines from N files`) and its bad lines.
+pub fn write_read(f: &mut impl fmt::Write, read: &ReadStats) -> fmt::Result {
+    writeln!(
+        f,
+        "read {} lines from {} file{}",
+        thousands(read.lines),
+        read.files,
+        if read.files == 1 { "" } else { "s" }
+    )?;
+    write_bad_lines(f, read)
+}
+
 /// Writes the bad-line summary of a read (nothing when there were none).
 pub fn write_bad_lines(f: &mut impl fmt::Write, read: &ReadStats) -> fmt::Result {
     if read.bad_lines == 0 {
@@ -792,14 +804,7 @@ impl fmt::Display for Report {
             self.from.as_deref().unwrap_or("-"),
             self.to.as_deref().unwrap_or("-")
         )?;
-        writeln!(
-            o,
-            "read {} lines from {} file{}",
-            thousands(self.read.lines),
-            self.read.files,
-            if self.read.files == 1 { "" } else { "s" }
-        )?;
-        write_bad_lines(o, &self.read)?;
+        write_read(o, &self.read)?;
 
         writeln!(o, "\nevaluation matrix                    value   target")?;
         for t in &self.matrix {

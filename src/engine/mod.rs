@@ -614,14 +614,6 @@ impl Engine {
         }
     }
 
-    /// Lets go of the rule set offered for pinning with this version; `true` when one was kept.
-    pub fn withdraw_pinned(&self, version: &str) -> bool {
-        let mut pinned = self.pinned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let before = pinned.len();
-        pinned.retain(|kept| kept.version != version);
-        pinned.len() != before
-    }
-
     /// The versions offered for pinning and still kept, oldest first.
     pub fn pinned_versions(&self) -> Vec<String> {
         let pinned = self.pinned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -1056,8 +1048,6 @@ mod tests {
             (served.version, served.role),
             (candidate.version.clone(), RulesRole::Pinned)
         );
-        assert!(engine.withdraw_pinned(&candidate.version));
-        assert!(pinned("p1", &candidate.version).is_err());
         // The candidate can be pinned while it is the candidate, by anyone's session.
         engine.set_candidate(Some((Arc::clone(&candidate), 0)));
         assert_eq!(pinned("p2", &candidate.version).unwrap().rules_role, RulesRole::Pinned);

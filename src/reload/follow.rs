@@ -86,11 +86,7 @@ pub enum Synced {
     Empty,
     /// The node serves what the pointers say now.
     Applied {
-        /// The live version.
-        live: VersionId,
-        /// The canary, if any, and its percent.
-        canary: Option<(VersionId, u8)>,
-        /// The rules hash serving before, and now.
+        /// The live rules hash serving before.
         previous: String,
         /// The live rules hash now.
         version: String,
@@ -129,11 +125,6 @@ impl Follower {
             status: RwLock::new(FollowStatus::default()),
             failed: Mutex::new(None),
         }
-    }
-
-    /// The store followed.
-    pub fn store(&self) -> &Arc<dyn VersionStore> {
-        &self.store
     }
 
     /// What the node serves from the store.
@@ -258,8 +249,6 @@ impl Follower {
             "serving the version store's pointers"
         );
         Ok(Synced::Applied {
-            live,
-            canary,
             previous: previous.version.clone(),
             version: live_rules.version.clone(),
         })

@@ -303,11 +303,6 @@ impl Reloader {
         self.follower.as_ref()
     }
 
-    /// Whether the rules come from a version store (not from the rules directory).
-    pub fn serves_store(&self) -> bool {
-        self.follower.as_ref().is_some_and(|f| f.active())
-    }
-
     /// Calls `observer` after every reload (metrics).
     pub fn with_observer(mut self, observer: impl Fn(Trigger, &ReloadOutcome) + Send + Sync + 'static) -> Self {
         self.observer = Some(Box::new(observer));
@@ -456,7 +451,7 @@ impl Reloader {
                     duration: started.elapsed(),
                 })
             }
-            Ok(Synced::Applied { previous, version, .. }) => {
+            Ok(Synced::Applied { previous, version }) => {
                 let rules = self.engine.rules();
                 self.http_sources.store(has_http_sources(&rules), Ordering::Relaxed);
                 self.record_applied(&rules, trigger);

@@ -44,7 +44,9 @@ fn store(state: &State) -> Result<Arc<dyn VersionStore>, ApiError> {
 fn store_error(error: VersionError) -> ApiError {
     let message = error.to_string();
     match error {
-        VersionError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "no_such_version", message),
+        VersionError::NotFound(_) | VersionError::NoPointer(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "no_such_version", message)
+        }
         VersionError::Conflict { parent, live } => ApiError::new(StatusCode::CONFLICT, "conflict", message)
             .with_details(json!({ "parent": parent, "live": live })),
         VersionError::Moved { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
@@ -71,17 +73,12 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
     })
 }
 
-/// `live`, `canary` or a number: the version it names now.
-pub fn resolve(store: &dyn VersionStore, name: &str) -> Result<VersionId, ApiError> {
-    let pointers = store.pointers().map_err(store_error)?;
-    let missing = |what: &str| ApiError::new(StatusCode::NOT_FOUND, "no_such_version", format!("no {what} version"));
-    match name {
-        "live" => pointers.live.ok_or_else(|| missing("live")),
-        "canary" => pointers.canary.map(|c| c.version).ok_or_else(|| missing("canary")),
-        n => n
-            .parse()
-            .map_err(|_| ApiError::invalid(format!("`{n}` is not a version: give its number, `live` or `canary`"))),
-    }
+/// `live`, `canary` or a number: the version it names now (a name that is neither: 400).
+fn resolve(store: &dyn VersionStore, name: &str) -> Result<VersionId, ApiError> {
+    crate::versions::resolve(store, name).map_err(|e| match e {
+        VersionError::Invalid(message) => ApiError::invalid(message),
+        other => store_error(other),
+    })
 }
 
 /// The pointers applied on this node now, after a change it made (other nodes look
@@ -286,17 +283,11 @@ pub(super) async fn publish(state: &Arc<State>, req: Request<Incoming>) -> Resul
             author: body.author.unwrap_or_else(|| "admin".into()),
             force: body.force,
             canary: body.canary,
+            // Without one, the draft (a fresh directory, no `.kefu-base`) is edited from
+            // whatever is live.
             parent: body.parent,
             color: false,
             load: crate::versions::load_options(&store),
-        };
-        // Without a parent the draft is edited from whatever is live.
-        let options = PublishOptions {
-            parent: match options.parent {
-                Some(p) => Some(p),
-                None => store.pointers().map_err(store_error)?.live,
-            },
-            ..options
         };
         let published =
             draft::publish(store.as_ref(), &draft_dir, &options).map_err(|e| publish_error(e, &draft_dir))?;

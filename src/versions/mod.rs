@@ -222,6 +222,9 @@ pub enum VersionError {
     /// A canary runs, and publishing waits for it to end.
     #[error("version {0} is running as a canary: `kefu promote` or `kefu rollback` it before publishing again")]
     CanaryRunning(VersionId),
+    /// A pointer named (`live`, `canary`) points nowhere now.
+    #[error("no {0} version")]
+    NoPointer(&'static str),
     /// The request makes no sense (a percent outside 1-100, nothing to roll back to...).
     #[error("{0}")]
     Invalid(String),
@@ -309,6 +312,24 @@ pub trait VersionStore: Send + Sync {
     fn checkout(&self, id: VersionId, dir: &Path) -> Result<()> {
         let files = self.files(id)?;
         write_tree(&files, dir)
+    }
+}
+
+/// The version `name` names now: its number, `live` or `canary` (the command line's and
+/// the admin API's way of naming one). A name that is neither is [`VersionError::Invalid`].
+pub fn resolve(store: &dyn VersionStore, name: &str) -> Result<VersionId> {
+    match name {
+        "live" => store.pointers()?.live.ok_or(VersionError::NoPointer("live")),
+        "canary" => Ok(store
+            .pointers()?
+            .canary
+            .ok_or(VersionError::NoPointer("canary"))?
+            .version),
+        _ => name.parse().map_err(|_| {
+            VersionError::Invalid(format!(
+                "`{name}` is not a version: give its number, `live` or `canary`"
+            ))
+        }),
     }
 }
 
