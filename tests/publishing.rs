@@ -268,19 +268,29 @@ fn a_damaged_version_is_reported_and_never_served() {
     let blobs = local.root().join("blobs");
     let store: Arc<dyn VersionStore> = Arc::new(local);
     let first = publish_draft(store.as_ref(), &ws.draft(), "first");
-    let server = ws.node("a", Arc::clone(&store));
-
-    // Version 2 published beside the server, then one of its blobs damaged before the
-    // server looks.
     let text = std::fs::read_to_string(ws.draft().join("shop.kefu")).unwrap();
     std::fs::write(
         ws.draft().join("shop.kefu"),
         text.replace("发货哦～", "发货哦，周末也发～"),
     )
     .unwrap();
+    // Version 2 published and one of its blobs damaged before any node sees it: the live
+    // pointer is put back on version 1 while the node starts, then moved to 2.
     let second = publish_draft(store.as_ref(), &ws.draft(), "second");
     let sha = &second.files["shop.kefu"].sha256;
     std::fs::write(blobs.join(&sha[..2]).join(sha), "shop \"假的\" {}").unwrap();
+    let move_live = |to: u64| {
+        let pointers = store.pointers().unwrap();
+        let moved = kefu::versions::Pointers {
+            live: Some(to),
+            ..pointers.clone()
+        };
+        store.set_pointers(pointers.serial, moved).unwrap();
+    };
+    move_live(1);
+    let server = ws.node("a", Arc::clone(&store));
+    assert_eq!(shipping(&server, "s0").1, first.rules);
+    move_live(2);
 
     let reload = server.post("/admin/reload", &json!({}));
     assert_eq!(reload.status, 422, "{}", reload.body);
