@@ -42,7 +42,10 @@ export async function api<T = any>(method: string, path: string, body?: unknown,
   const type = res.headers.get("content-type") ?? "";
   const data = type.includes("json") ? await res.json() : await res.text();
   if (!res.ok) {
-    const e = (data && typeof data === "object" && (data as any).error) || {};
+    const e = { ...((data && typeof data === "object" && (data as any).error) || {}) };
+    // A 429 says when to try again in a header; keep it with the error's details.
+    const retry = res.headers.get("retry-after");
+    if (retry && e.retry_after === undefined) e.retry_after = Number(retry);
     if (res.status === 401 && !path.endsWith("/login")) onUnauthenticated();
     throw new ApiError(res.status, e.type ?? "http_" + res.status, e.message ?? String(data), e);
   }
