@@ -1,0 +1,162 @@
+// The overview: today's figures from GET /admin/report (the same data as `kefu report`):
+// cards for turns, answers by source, handoff rate, satisfaction and latency, and two
+// charts from `hourly` (answers by source per hour, latency per hour).
+import { useEffect, useState } from "preact/hooks";
+import { api, ApiError } from "../api";
+import { Legend, Lines, StackedBars } from "../charts";
+import { addStrings, t } from "../i18n";
+import { ErrorBox, Loading, pct, when } from "../ui";
+
+addStrings({
+  "ov.title": { zh: "今日概览", en: "Today" },
+  "ov.turns": { zh: "对话轮次", en: "Turns" },
+  "ov.sessions": { zh: "{n} 个会话", en: "{n} sessions" },
+  "ov.rule": { zh: "规则回答", en: "Answered by rules" },
+  "ov.faq": { zh: "FAQ 回答", en: "Answered by FAQ" },
+  "ov.model": { zh: "模型回答", en: "Answered by the model" },
+  "ov.handoff": { zh: "转人工", en: "Handoffs" },
+  "ov.other": { zh: "其他", en: "Other" },
+  "ov.handoff_rate": { zh: "转人工率", en: "Handoff rate" },
+  "ov.handoff_of": { zh: "{n} / {of} 个会话", en: "{n} of {of} sessions" },
+  "ov.satisfaction": { zh: "满意度", en: "Satisfaction" },
+  "ov.sat_detail": { zh: "{n} 个评分，4-5 分占 {share}", en: "{n} scores, {share} gave 4–5" },
+  "ov.no_scores": { zh: "还没有评分", en: "No scores yet" },
+  "ov.latency": { zh: "响应时间", en: "Latency" },
+  "ov.latency_detail": { zh: "中位数 / {p}", en: "median / {p}" },
+  "ov.share": { zh: "占 {share}", en: "{share} of turns" },
+  "ov.by_hour": { zh: "每小时回答来源", en: "Answers by source per hour" },
+  "ov.latency_hour": { zh: "每小时响应时间（毫秒）", en: "Latency per hour (ms)" },
+  "ov.no_log": { zh: "这台服务器不保存对话日志，没有可统计的数据。用 kefu serve --conversation-log DIR 启动即可。", en: "This server keeps no conversation log, so there is nothing to count. Start it with kefu serve --conversation-log DIR." },
+  "ov.empty": { zh: "今天还没有对话。", en: "No conversations today yet." },
+  "ov.range": { zh: "{from} 至 {to}", en: "{from} to {to}" },
+  "ov.refresh": { zh: "刷新", en: "Refresh" },
+});
+
+interface Hour {
+  hour: string;
+  turns: number;
+  rule: number;
+  faq: number;
+  model: number;
+  handoff: number;
+  other: number;
+  p50_ms: number | null;
+  p95_ms: number | null;
+}
+
+interface ReportResponse {
+  report: any;
+  hourly?: Hour[];
+  satisfaction?: any;
+}
+
+const RULEISH = ["rule", "flow", "promotion", "context"];
+
+function Card(props: { label: string; value: string; detail?: string; cls?: string }) {
+  return (
+    <div class={"card stat " + (props.cls ?? "")}>
+      <div class="stat-label">{props.label}</div>
+      <div class="stat-value">{props.value}</div>
+      {props.detail ? <div class="stat-detail">{props.detail}</div> : null}
+    </div>
+  );
+}
+
+export function Overview() {
+  const [data, setData] = useState<ReportResponse | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const load = () => {
+    setError(null);
+    api<ReportResponse>("GET", "/admin/report").then(setData, setError);
+  };
+  useEffect(load, []);
+
+  if (error instanceof ApiError && error.type === "no_log")
+    return (
+      <section>
+        <h1>{t("ov.title")}</h1>
+        <div class="empty">{t("ov.no_log")}</div>
+      </section>
+    );
+  if (error) return <ErrorBox error={error} />;
+  if (!data) return <Loading />;
+
+  const r = data.report ?? {};
+  const hourly = data.hourly ?? [];
+  const turns: number = r.turns ?? 0;
+  const header = (
+    <div class="page-head">
+      <h1>{t("ov.title")}</h1>
+      {r.from ? <span class="muted small">{t("ov.range", { from: when(r.from), to: when(r.to) })}</span> : null}
+      <span class="spacer" />
+      <button type="button" onClick={load}>{t("ov.refresh")}</button>
+    </div>
+  );
+  if (!turns)
+    return (
+      <section>
+        {header}
+        <div class="empty">{t("ov.empty")}</div>
+      </section>
+    );
+
+  const sources: { name: string; count: number }[] = r.sources ?? [];
+  const bySource = (names: string[]) => sources.filter((s) => names.includes(s.name)).reduce((a, s) => a + s.count, 0);
+  const sum = (k: keyof Hour) => hourly.reduce((a, h) => a + (Number(h[k]) || 0), 0);
+  const counts = hourly.length
+    ? { rule: sum("rule"), faq: sum("faq"), model: sum("model") }
+    : { rule: bySource(RULEISH), faq: bySource(["faq"]), model: bySource(["llm", "cache"]) };
+  const share = (n: number) => t("ov.share", { share: pct(turns ? n / turns : null) });
+
+  const handoffs = r.handoffs?.sessions ?? {};
+  const sat = data.satisfaction ?? r.satisfaction ?? {};
+  const lat = (r.latency_ms ?? []).find((l: any) => l.source === "all") ?? {};
+  const tailKey = lat.p95 !== undefined ? "p95" : "p99";
+  const ms = (v: unknown) => (typeof v === "number" ? Math.round(v) + " ms" : "—");
+
+  const labels = hourly.map((h) => (h.hour.length >= 13 ? h.hour.slice(11, 13) : h.hour));
+  const series = [
+    { name: t("ov.rule"), cls: "s-rule", values: hourly.map((h) => h.rule) },
+    { name: t("ov.faq"), cls: "s-faq", values: hourly.map((h) => h.faq) },
+    { name: t("ov.model"), cls: "s-model", values: hourly.map((h) => h.model) },
+    { name: t("ov.handoff"), cls: "s-handoff", values: hourly.map((h) => h.handoff) },
+    { name: t("ov.other"), cls: "s-other", values: hourly.map((h) => h.other) },
+  ];
+  const latSeries = [
+    { name: "p50", cls: "s-p50", values: hourly.map((h) => (h.turns ? h.p50_ms : null)) },
+    { name: "p95", cls: "s-p95", values: hourly.map((h) => (h.turns ? h.p95_ms : null)) },
+  ];
+
+  return (
+    <section>
+      {header}
+      <div class="cards">
+        <Card label={t("ov.turns")} value={String(turns)} detail={t("ov.sessions", { n: r.sessions ?? 0 })} />
+        <Card label={t("ov.rule")} value={String(counts.rule)} detail={share(counts.rule)} cls="c-rule" />
+        <Card label={t("ov.faq")} value={String(counts.faq)} detail={share(counts.faq)} cls="c-faq" />
+        <Card label={t("ov.model")} value={String(counts.model)} detail={share(counts.model)} cls="c-model" />
+        <Card label={t("ov.handoff_rate")} value={pct(handoffs.rate)} detail={t("ov.handoff_of", { n: handoffs.count ?? 0, of: handoffs.of ?? 0 })} />
+        <Card
+          label={t("ov.satisfaction")}
+          value={typeof sat.mean === "number" ? sat.mean.toFixed(2) + " / 5" : "—"}
+          detail={sat.scores ? t("ov.sat_detail", { n: sat.scores, share: pct(sat.share_4_or_5) }) : t("ov.no_scores")}
+        />
+        <Card label={t("ov.latency")} value={`${ms(lat.p50)} / ${ms(lat[tailKey])}`} detail={t("ov.latency_detail", { p: tailKey })} />
+      </div>
+      {hourly.length ? (
+        <div class="charts">
+          <div class="card">
+            <h2>{t("ov.by_hour")}</h2>
+            <StackedBars labels={labels} series={series} title={t("ov.by_hour")} />
+            <Legend series={series} />
+          </div>
+          <div class="card">
+            <h2>{t("ov.latency_hour")}</h2>
+            <Lines labels={labels} series={latSeries} title={t("ov.latency_hour")} />
+            <Legend series={latSeries} />
+          </div>
+        </div>
+      ) : null}
+    </section>
+  );
+}
