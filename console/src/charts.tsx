@@ -9,9 +9,9 @@ export interface Series {
   values: (number | null)[];
 }
 
-const W = 640;
-const H = 220;
-const PAD = { l: 44, r: 8, t: 10, b: 24 };
+const W = 480;
+const H = 200;
+const PAD = { l: 40, r: 6, t: 10, b: 24 };
 
 /** A round upper bound for an axis, and its four gridlines. */
 function axis(max: number): number[] {

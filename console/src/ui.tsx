@@ -44,7 +44,14 @@ export function ErrorBox(props: { error: unknown; children?: ComponentChildren }
   else text = String((e as any)?.message ?? e);
   return (
     <div class={"error-box" + (forbidden ? " forbidden" : "")} role="alert">
-      <strong>{forbidden ? "🔒 403" : e instanceof ApiError ? `${e.status} ${e.type}` : t("ui.error")}</strong>
+      <strong>
+        {forbidden ? (
+          <svg class="lock" viewBox="0 0 16 16" aria-hidden="true">
+            <path d="M4 7V5a4 4 0 0 1 8 0v2h1v8H3V7zm2 0h4V5a2 2 0 0 0-4 0z" />
+          </svg>
+        ) : null}
+        {forbidden ? "403" : e instanceof ApiError ? `${e.status} ${e.type}` : t("ui.error")}
+      </strong>
       <span class="error-text">{text}</span>
       {props.children}
     </div>

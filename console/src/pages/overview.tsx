@@ -5,7 +5,7 @@ import { useEffect, useState } from "preact/hooks";
 import { api, ApiError } from "../api";
 import { Legend, Lines, StackedBars } from "../charts";
 import { addStrings, t } from "../i18n";
-import { ErrorBox, Loading, pct, when } from "../ui";
+import { ErrorBox, Loading, pct } from "../ui";
 
 addStrings({
   "ov.title": { zh: "今日概览", en: "Today" },
@@ -50,6 +50,11 @@ interface ReportResponse {
   satisfaction?: any;
 }
 
+/** A time as the shop's clock showed it (the report's times carry the shop's offset). */
+function wall(iso: string): string {
+  return /^\d{4}-\d\d-\d\dT\d\d:\d\d/.test(iso) ? iso.slice(0, 16).replace("T", " ") : iso;
+}
+
 const RULEISH = ["rule", "flow", "promotion", "context"];
 
 function Card(props: { label: string; value: string; detail?: string; cls?: string }) {
@@ -87,7 +92,7 @@ export function Overview() {
   const header = (
     <div class="page-head">
       <h1>{t("ov.title")}</h1>
-      {r.from ? <span class="muted small">{t("ov.range", { from: when(r.from), to: when(r.to) })}</span> : null}
+      {r.from ? <span class="muted small">{t("ov.range", { from: wall(r.from), to: wall(r.to ?? "") })}</span> : null}
       <span class="spacer" />
       <button type="button" onClick={load}>{t("ov.refresh")}</button>
     </div>

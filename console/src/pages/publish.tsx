@@ -142,7 +142,8 @@ function DraftDiff() {
 function outcome(o: any): string {
   if (!o) return "—";
   const what = [o.rule && `rule ${o.rule}`, o.promotion && `promotion ${o.promotion}`, o.flow && `flow ${o.flow}${o.step ? " · " + o.step : ""}`, o.faq && `faq ${o.faq}`].filter(Boolean).join(", ");
-  return `${o.source}${what ? ": " + what : ""}${o.handoff ? ` → ${t("pub.kind.handoff")} (${o.handoff})` : ""}`;
+  const head = what || o.source + (o.not_generated ? " (not generated)" : "");
+  return `${head}${o.handoff ? ` → ${t("pub.kind.handoff")} (${o.handoff})` : ""}`;
 }
 
 function Replay(props: { can: string[] }) {

@@ -102,7 +102,13 @@ function letter(n: number): string {
   return s;
 }
 
-function RowErrors(props: { errors: any[] }) {
+/** Rows a cell of `text` needs, roughly (where CSS cannot size a textarea to its text). */
+function rowsFor(text: string): number {
+  const lines = text.split("\n").reduce((n, l) => n + Math.max(1, Math.ceil([...l].length / 18)), 0);
+  return Math.min(6, Math.max(1, lines));
+}
+
+function RowErrors(props: { errors: any[]; columns: Column[]; label: (c: Column) => string }) {
   return (
     <table class="errors-table">
       <thead>
@@ -121,7 +127,7 @@ function RowErrors(props: { errors: any[] }) {
               <td>
                 <code>{where || t("tab.row", { n: e.row })}</code>
               </td>
-              <td>{e.column_name ?? e.key ?? (typeof e.column === "string" ? e.column : col)}</td>
+              <td>{e.column_name ?? e.key ?? (typeof e.column === "number" && props.columns[e.column - 1] ? props.label(props.columns[e.column - 1]) : String(e.column ?? col))}</td>
               <td>{e.message}</td>
             </tr>
           );
@@ -223,6 +229,8 @@ export function TablesPage(props: { table: "faq" | "products"; can: string[] }) 
     }
   };
 
+  // Text columns with long values (answers, descriptions) get the room.
+  const long = kinds.map((k, c) => k === "text" && cells.some((line) => [...(line[c] ?? "")].length > 24));
   const label = (c: Column) => (currentLang() === "zh" ? c.label_zh : c.label_en) || c.key;
   const conflict = error instanceof ApiError && error.type === "conflict";
 
@@ -296,7 +304,7 @@ export function TablesPage(props: { table: "faq" | "products"; can: string[] }) 
           {rowErrors ? (
             <div class="error-box" role="alert">
               <span class="error-text">{rowErrors.title}</span>
-              <RowErrors errors={rowErrors.errors} />
+              <RowErrors errors={rowErrors.errors} columns={table.columns} label={label} />
             </div>
           ) : null}
           <p class="muted small">{canEdit ? t("tab.hint") : t("tab.readonly")}</p>
@@ -317,10 +325,10 @@ export function TablesPage(props: { table: "faq" | "products"; can: string[] }) 
                   <tr>
                     <td class="rownum">{r + 1}</td>
                     {line.map((v, c) => (
-                      <td class={"k-" + kinds[c]}>
+                      <td class={"k-" + kinds[c] + (long[c] ? " long" : "")}>
                         <textarea
                           aria-label={`${label(table.columns[c])} ${r + 1}`}
-                          rows={Math.min(6, Math.max(1, v.split("\n").length))}
+                          rows={rowsFor(v)}
                           value={v}
                           readOnly={!canEdit}
                           onInput={(e) => edit(r, c, e.currentTarget.value)}
