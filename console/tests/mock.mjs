@@ -8,6 +8,7 @@
 // Env:   SHOTS=DIR        where the PNGs go (default /tmp/shots-shell)
 //        CHROMIUM=PATH    the browser (default /usr/bin/chromium)
 //        ONLY=NAME        run only the scenarios whose name contains NAME
+//        DEBUG=1          on a failure, list the API calls the page made
 import { chromium } from "playwright-core";
 import { readFile, mkdir } from "node:fs/promises";
 import { extname, join, dirname } from "node:path";
@@ -201,6 +202,14 @@ function server(opts) {
     "PUT /admin/draft/table/faq": () => json(200, { version: "ffff000011112222" }),
     "PUT /admin/draft/table/products": () => json(200, { version: "ffff000011113333" }),
     "POST /admin/draft/table/faq/import": () => json(200, { rows: FAQ.rows.concat([{ id: "size", questions: ["尺码怎么选"], answer: "参考详情页尺码表。", tags: ["尺码"] }]), count: 4 }),
+    // Enough of the draft for the rule editor's page to open inside the shell.
+    "GET /admin/draft": () => json(200, { dir: "rules", base: 3, live: 3, files: [
+      { path: "aftersale.kefu", kind: "rules", size: 420, version: "00aa11bb22cc33dd" },
+      { path: "kb/faq.yaml", kind: "kb", size: 300, version: "a1b2c3d4e5f60718" },
+      { path: "tests/aftersale.yaml", kind: "tests", size: 120, version: "1111222233334444" },
+    ] }),
+    "GET /admin/draft/file": (req) => json(200, { path: new URL(req.url()).searchParams.get("path"), version: "00aa11bb22cc33dd", text: "intent 售后.换货 {\n  \"我想换个颜色\"\n}\n\nrule 售后.换货 {\n  when intent 售后.换货 and user.vip\n  reply \"亲，VIP 可以免费换货，请提供订单号\"\n}\n" }),
+    "POST /admin/draft/check": () => json(200, { ok: true, errors: 0, warnings: 0, diagnostics: [], rendered: "", symbols: { intents: [], entities: [], slots: [], flows: [], rules: [], promotions: [], policies: [], styles: [] } }),
     ...opts.overrides,
   };
   const handle = async (route) => {
@@ -412,7 +421,11 @@ const scenarios = [
   }],
   ["editor-route", { role: "editor" }, async (page, shot) => {
     await page.goto(ORIGIN + "/console/editor?path=aftersale.kefu&line=12");
-    await page.locator(".content").getByText("aftersale.kefu").first().waitFor({ timeout: 5000 });
+    // The lazily loaded editor page (or its placeholder) replaces the loading line.
+    await page.waitForFunction(() => {
+      const c = document.querySelector(".content");
+      return c && c.children.length > 0 && !c.querySelector(":scope > .loading");
+    }, null, { timeout: 10000 });
     await shot("editor-route");
   }],
 ];
@@ -444,6 +457,7 @@ for (const [name, opts, run] of scenarios) {
       failed++;
       console.log(`FAIL ${name} ${size}: ${e.message.split("\n").slice(0, 3).join(" | ")}`);
       await page.screenshot({ path: join(SHOTS, `FAIL-${name}-${size}.png`) }).catch(() => {});
+      if (process.env.DEBUG) console.log("  calls:", srv.state.calls.map((c) => c.key).join(", "), "| page errors:", errors.join("; "));
     }
     await context.close();
   }
