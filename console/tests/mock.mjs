@@ -382,7 +382,7 @@ const scenarios = [
         { sheet: "FAQ", row: 3, column: 2, message: "问法不能为空" },
         { sheet: "FAQ", row: 7, column: 3, message: "答案超过 2000 字" },
       ] }),
-      "PUT /admin/draft/table/faq": () => err(409, "conflict", "kb/faq.yaml changed since you read it", { current: { text: "...", version: "9999" }, diff: "" }),
+      "PUT /admin/draft/table/faq": () => err(409, "conflict", "kb/faq.yaml changed since you read it", { current: { text: "...", version: "9999" }, diff: "--- yours/kb/faq.yaml\n+++ current/kb/faq.yaml\n@@ -1,3 +1,3 @@\n-- id: shipping2\n+- id: shipping\n   q: [发什么快递]\n" }),
     },
   }, async (page, shot) => {
     await page.goto(ORIGIN + "/console/tables/faq");

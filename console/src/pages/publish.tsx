@@ -26,6 +26,7 @@ addStrings({
   "pub.replay_summary": { zh: "{turns} 轮对话（{sessions} 个会话）：{changed} 轮回答会变，{unchanged} 轮不变", en: "{turns} turns ({sessions} sessions): {changed} would change, {unchanged} would not" },
   "pub.replay_handoffs": { zh: "转人工 +{added} / −{removed}", en: "handoffs +{added} / −{removed}" },
   "pub.replay_model": { zh: "{n} 轮会交给模型（未生成）", en: "{n} turns go to the model (not generated)" },
+  "pub.replay_needs": { zh: "回放需要「编辑」或更高的角色。", en: "The replay needs the editor role or above." },
   "pub.replay_none": { zh: "回放中没有回答发生变化。", en: "No answer changed in the replay." },
   "pub.replay_no_log": { zh: "服务器没有对话日志，无法回放。", en: "The server keeps no conversation log: nothing to replay." },
   "pub.replay_turns": { zh: "{n} 轮", en: "{n} turns" },
@@ -165,7 +166,7 @@ function Replay(props: { can: string[] }) {
   useEffect(() => {
     if (allowed) run();
   }, []);
-  if (!allowed) return <p class="muted">{t("ui.forbidden", { needs: t("role.editor") })}</p>;
+  if (!allowed) return <p class="muted">{t("pub.replay_needs")}</p>;
   const noLog = error instanceof ApiError && (error.type === "no_conversation_log" || error.type === "no_log");
   return (
     <div>

@@ -7,7 +7,7 @@ import { useEffect, useState } from "preact/hooks";
 import { api, ApiError } from "../api";
 import { addStrings, currentLang, t } from "../i18n";
 import { href } from "../router";
-import { ErrorBox, Loading } from "../ui";
+import { ErrorBox, Loading, UnifiedDiff } from "../ui";
 
 addStrings({
   "tab.title": { zh: "知识库表格", en: "Knowledge-base tables" },
@@ -33,6 +33,7 @@ addStrings({
   "tab.row": { zh: "第 {n} 行", en: "row {n}" },
   "tab.conflict": { zh: "别人在你之后保存了这个表格（{file}），你的修改没有写入。", en: "Someone saved this table ({file}) after you opened it; your changes were not written." },
   "tab.conflict_how": { zh: "点“载入最新版本”查看他们的内容（你的修改会丢弃），或先导出/复制你的修改。", en: "Load the latest version to see theirs (your edits are dropped), or copy your edits first." },
+  "tab.what_changed": { zh: "对方改了什么（从你的内容到现在的文件）", en: "What changed (from your text to the current file)" },
   "tab.reload": { zh: "载入最新版本", en: "Load the latest version" },
   "tab.hint": { zh: "列表每行一项（也可以用英文逗号分隔）；库存等键值每行写“键: 数量”。", en: "Lists: one item a line (or comma separated); maps such as stock: “key: number” a line." },
   "tab.readonly": { zh: "你的角色只能查看表格。", en: "Your role can only view the tables." },
@@ -251,6 +252,12 @@ export function TablesPage(props: { table: "faq" | "products"; can: string[] }) 
         <ErrorBox error={error}>
           <p>{t("tab.conflict", { file: table?.file ?? "" })}</p>
           <p>{t("tab.conflict_how")}</p>
+          {typeof (error as ApiError).details.diff === "string" && (error as ApiError).details.diff ? (
+            <details>
+              <summary>{t("tab.what_changed")}</summary>
+              <UnifiedDiff text={String((error as ApiError).details.diff)} />
+            </details>
+          ) : null}
           <button type="button" onClick={load}>
             {t("tab.reload")}
           </button>
