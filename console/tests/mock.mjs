@@ -191,7 +191,12 @@ function server(opts) {
       state.role ? json(200, { user: opts.user ?? "小王", role: state.role, csrf: "tok", can: CAN[state.role] }) : err(401, "unauthenticated", "sign in first"),
     "GET /admin/report": () => json(200, report()),
     "POST /admin/draft/tests": () => json(200, TESTS),
-    "GET /admin/diff": () => json(200, DIFF),
+    "GET /admin/diff": (req) => {
+      const q = new URL(req.url()).searchParams;
+      // A conflict's rebase asks what was published between two versions.
+      if (q.get("from")) return json(200, { from: Number(q.get("from")), to: Number(q.get("to")), files: [DIFF.files[1]] });
+      return json(200, DIFF);
+    },
     "POST /admin/replay": () => (CAN[state.role].includes("edit") ? json(200, REPLAY) : err(403, "forbidden", "needs editor", { needs: "editor" })),
     "GET /admin/versions": () => json(200, VERSIONS),
     "POST /admin/publish": () => json(201, { version: { ...VERSIONS.versions[0], id: 5 }, warnings: "", failures: [] }),
@@ -356,6 +361,8 @@ const scenarios = [
     await page.getByText("仍然发布").click();
     await page.locator(".dialog button.primary").click();
     await see(page, "草稿是基于版本 2 编辑的");
+    await page.getByRole("button", { name: "查看版本 2 → 3 的改动" }).click();
+    await see(page, "能开发票吗");
     await page.locator(".publish-form .error-box").scrollIntoViewIfNeeded();
     await shot("publish-conflict");
   }],

@@ -47,7 +47,8 @@ addStrings({
   "pub.tests_failed": { zh: "测试没通过（{failed} 失败，{passed} 通过），什么都没有发布。", en: "The tests failed ({failed} failed, {passed} passed): nothing was published." },
   "pub.force": { zh: "仍然发布（版本上会记录“强制”）", en: "Publish anyway (the version records it was forced)" },
   "pub.conflict": { zh: "草稿是基于版本 {parent} 编辑的，但线上已经是版本 {live}。", en: "The draft was edited from version {parent}, but version {live} is live now." },
-  "pub.conflict_how": { zh: "先把线上版本的改动合进草稿：看上面的差异里不是你改的部分，在编辑器里补上，再发布。或用 kefu publish --rebase 在命令行处理。", en: "Bring live's changes into the draft first: the diff above shows them as changes you did not make; redo them in the editor, then publish again (or rebase with kefu on the command line)." },
+  "pub.conflict_how": { zh: "先把版本 {parent} 到 {live} 之间别人发布的改动合进草稿（在编辑器里补上），再发布。", en: "Bring what was published between versions {parent} and {live} into the draft (in the editor), then publish again." },
+  "pub.conflict_show": { zh: "查看版本 {parent} → {live} 的改动", en: "Show the changes {parent} → {live}" },
   "pub.canary_running": { zh: "已有灰度版本 {id} 在运行：先全量发布或停止它。", en: "Version {id} is running as a canary: promote or stop it first." },
   "pub.invalid": { zh: "规则有错误，什么都没有发布：", en: "The rules have errors; nothing was published:" },
   "pub.cannot": { zh: "你的角色不能发布；发布者或管理员可以。", en: "Your role cannot publish; a publisher or admin can." },
@@ -223,6 +224,29 @@ function Replay(props: { can: string[] }) {
   );
 }
 
+/** What was published between two versions (a conflict's rebase), on demand. */
+function LiveChanges(props: { from: number; to: number }) {
+  const [data, setData] = useState<{ files: { path: string; diff: string }[] } | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  if (!data && !error)
+    return (
+      <button type="button" onClick={() => api("GET", `/admin/diff?from=${props.from}&to=${props.to}`).then(setData, setError)}>
+        {t("pub.conflict_show", { parent: props.from, live: props.to })}
+      </button>
+    );
+  if (error) return <ErrorBox error={error} />;
+  return (
+    <div class="live-changes">
+      {data!.files.map((f) => (
+        <div>
+          <code>{f.path}</code>
+          <UnifiedDiff text={f.diff} />
+        </div>
+      ))}
+    </div>
+  );
+}
+
 type Pending = { title: string; body: string; confirm: string; danger?: boolean; run: () => Promise<string> };
 
 function PublishForm(props: { onPublished: () => void }) {
@@ -298,7 +322,8 @@ function PublishForm(props: { onPublished: () => void }) {
       explained = (
         <ErrorBox error={error}>
           <p>{t("pub.conflict", { parent: d.parent ?? "?", live: d.live ?? "?" })}</p>
-          <p>{t("pub.conflict_how")}</p>
+          <p>{t("pub.conflict_how", { parent: d.parent ?? "?", live: d.live ?? "?" })}</p>
+          {typeof d.parent === "number" && typeof d.live === "number" ? <LiveChanges from={d.parent} to={d.live} /> : null}
         </ErrorBox>
       );
     else if (error.type === "canary_running")
