@@ -100,6 +100,9 @@ export function App() {
       .catch(() => setMe(null));
   }, []);
   useEffect(() => setNavOpen(false), [loc.path, loc.query.toString()]);
+  useEffect(() => {
+    document.title = t("title");
+  });
 
   const switchLang = () => {
     const next = currentLang() === "zh" ? "en" : "zh";

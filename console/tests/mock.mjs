@@ -336,9 +336,13 @@ const scenarios = [
     await shot("tables-products-en");
     await page.goto(ORIGIN + "/console/");
     await see(page, "Answers by source per hour");
+    expect((await page.title()) === "kefu console", "the title follows the language");
     await shot("overview-en");
+    await page.goto(ORIGIN + "/console/publish");
+    await see(page, "Versions");
+    await shot("publish-en", true);
     await page.getByText("中文").click();
-    await see(page, "今日概览");
+    await see(page, "草稿与线上版本的差异");
   }],
   ["publish-errors", {
     role: "publisher",

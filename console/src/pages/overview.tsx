@@ -79,7 +79,9 @@ export function Overview() {
   if (error instanceof ApiError && error.type === "no_log")
     return (
       <section>
-        <h1>{t("ov.title")}</h1>
+        <div class="page-head">
+          <h1>{t("ov.title")}</h1>
+        </div>
         <div class="empty">{t("ov.no_log")}</div>
       </section>
     );
