@@ -119,7 +119,7 @@ export function SaveTestDialog(props: {
                 {by && (
                   <label>
                     <input type="checkbox" checked={k.by} onChange={() => set(i, { by: !k.by })} /> {by}:{" "}
-                    {tr.rule ?? tr.promotion ?? (tr.flow ? tr.flow + (tr.step ? " · " + tr.step : "") : tr.faq)}
+                    {tr.rule ?? tr.promotion ?? (tr.flow ? tr.flow + (tr.step ? " · " + tr.step.replace(/@\d+$/, "") : "") : tr.faq)}
                   </label>
                 )}
                 <label class="kc-contains">

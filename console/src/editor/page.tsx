@@ -112,6 +112,8 @@ export function EditorPage(props: { path?: string; line?: number }) {
         const c = cur.current;
         const d = !!c && !state.doc.eq(c.saved);
         if (d !== dirtyRef.current) setDirty(d);
+        // the linter checks the buffer after its pause; until then the counts are stale
+        setChecking(true);
       },
     }),
     [],
