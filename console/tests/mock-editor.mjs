@@ -10,7 +10,9 @@
 //
 // Run from console/:  node tests/mock-editor.mjs
 // Env: SHOTS (screenshot directory, default /tmp/shots-editor), CHROMIUM (default
-// /usr/bin/chromium), OUT (build directory, default /tmp/kefu-editor-mock).
+// /usr/bin/chromium), OUT (build directory, default /tmp/kefu-editor-mock), IN_SHELL=1
+// (build the whole console and open /console/editor inside the shell, /console/api/me
+// answered as a signed-in editor, instead of the editor-only harness).
 import { build } from "vite";
 import { chromium } from "playwright-core";
 import { createHash } from "node:crypto";
@@ -25,13 +27,14 @@ const rulesDir = join(consoleDir, "..", "rules");
 const SHOTS = process.env.SHOTS ?? "/tmp/shots-editor";
 const OUT = process.env.OUT ?? "/tmp/kefu-editor-mock";
 const ORIGIN = "http://kefu.test";
+const IN_SHELL = process.env.IN_SHELL === "1";
 mkdirSync(SHOTS, { recursive: true });
 
 await build({
   root: consoleDir,
   configFile: join(consoleDir, "vite.config.ts"),
   logLevel: "warn",
-  build: { outDir: OUT, emptyOutDir: true, rollupOptions: { input: join(here, "editor-harness", "index.html") } },
+  build: { outDir: OUT, emptyOutDir: true, ...(IN_SHELL ? {} : { rollupOptions: { input: join(here, "editor-harness", "index.html") } }) },
 });
 
 // ---- the draft: rules/ as the server would list it ----
@@ -254,10 +257,13 @@ async function handle(route) {
     files.set(path, yaml);
     return json(route, 201, { path, version: version(yaml) });
   }
+  if (p === "/console/api/me") return json(route, 200, { user: "小王", role: "editor", csrf: "c", can: ["read", "edit"] });
   if (p.startsWith("/console/")) {
     const file = join(OUT, p.slice("/console/".length));
     if (existsSync(file) && statSync(file).isFile())
       return route.fulfill({ status: 200, contentType: types[extname(file)] ?? "application/octet-stream", body: readFileSync(file) });
+    // the shell's client routing: any other page under /console/ is index.html
+    if (IN_SHELL && !extname(p)) return route.fulfill({ status: 200, contentType: "text/html", body: readFileSync(join(OUT, "index.html")) });
   }
   return route.fulfill({ status: 404, body: "not found" });
 }
@@ -266,7 +272,7 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
 });
-const harness = `${ORIGIN}/console/tests/editor-harness/index.html`;
+const harness = IN_SHELL ? `${ORIGIN}/console/editor` : `${ORIGIN}/console/tests/editor-harness/index.html`;
 const errors = [];
 
 async function open(viewport, query) {
@@ -283,6 +289,8 @@ async function open(viewport, query) {
       return el.cmTile?.root?.view ?? el.cmView?.rootView?.view ?? el.cmView?.view;
     };
   });
+  // the shell keeps the language in localStorage (the harness reads ?lang=)
+  await page.addInitScript((lang) => localStorage.setItem("kefu.lang", lang), query.includes("lang=en") ? "en" : "zh");
   await page.goto(`${harness}?${query}`);
   await page.waitForSelector(".cm-content");
   return { context, page };
@@ -401,6 +409,14 @@ try {
   assert.deepEqual(saved.turns[0].expect, { source: "flow", flow: "换货申请", step: "ask order_id", reply_contains: ["好的亲，麻烦发一下要换货的订单号"] });
   await page.click(".kc-dialog button:has-text('关闭')");
   await shot(page, "desktop-7-saved-test-open.png");
+
+  // the highlighting of other constructs (entities: regexes, lexicons; the shop block;
+  // promotions: date-times, rhai audiences), for the eye
+  for (const f of ["entities.kefu", "shop.kefu", "promotions.kefu"]) {
+    await page.click(`.ked-file:has-text('${f}')`);
+    await page.waitForSelector(`.ked-path:has-text('${f}')`);
+    await shot(page, `desktop-9-${f.replace(".kefu", "")}.png`);
+  }
 
   // English
   const en = await open({ width: 1280, height: 800 }, "path=aftersale.kefu&line=122&lang=en");

@@ -55,6 +55,8 @@ interface State {
   dot: boolean;
   /** What the next plain names are (after `on`, `rule`, `ask`...). */
   expect: "intent" | "def" | "slot" | null;
+  /** The last top-level token closed a string (a language code may follow: `"…" en "…"`). */
+  afterString: boolean;
 }
 
 const NAME = /^[\p{L}\p{M}\p{N}_-]+/u;
@@ -123,10 +125,12 @@ function stringToken(stream: StringStream, state: State): string | null {
   }
   if (state.str === '"""' && stream.match('"""')) {
     state.str = null;
+    state.afterString = true;
     return "string";
   }
   if (state.str === '"' && stream.eat('"')) {
     state.str = null;
+    state.afterString = true;
     return "string";
   }
   if (stream.match("{{") || stream.match("}}")) return "string escape";
@@ -161,6 +165,14 @@ function token(stream: StringStream, state: State): string | null {
   }
   if (stream.eatSpace()) return null;
   if (stream.match(/^#.*/)) return "comment";
+  const afterString = state.afterString;
+  state.afterString = false;
+  // a language code before a text's translation: `"亲，包邮哦" en "Free shipping!"`
+  if (afterString && stream.match(/^[A-Za-z]{2,3}(?![\p{L}\p{M}\p{N}_-])/u, false)) {
+    const code = stream.match(/^[A-Za-z]{2,3}/) as RegExpMatchArray;
+    if (!KEYWORDS.has(code[0])) return "attributeName";
+    stream.backUp(code[0].length);
+  }
   if (stream.match('"""')) {
     state.str = '"""';
     return "string";
@@ -222,7 +234,7 @@ function token(stream: StringStream, state: State): string | null {
 /** The `.kefu` language. */
 export const kefuLanguage = StreamLanguage.define<State>({
   name: "kefu",
-  startState: () => ({ str: null, hole: 0, expr: false, rhaiComment: false, dot: false, expect: null }),
+  startState: () => ({ str: null, hole: 0, expr: false, rhaiComment: false, dot: false, expect: null, afterString: false }),
   copyState: (s) => ({ ...s }),
   token,
   blankLine: (s) => {
@@ -257,5 +269,6 @@ export const kefuHighlight = syntaxHighlighting(
     { tag: [tags.bool, tags.atom], color: "#6a1b9a" },
     { tag: tags.meta, color: "#7054c4", fontWeight: "700" },
     { tag: tags.operator, color: "#5d4037" },
+    { tag: tags.attributeName, color: "#b45309", fontWeight: "600" },
   ]),
 );
