@@ -205,6 +205,7 @@ function chatAnswer(body) {
 // ---- the mocked server ----
 const seen = { checks: 0, chats: [], saves: [], puts: 0 };
 let conflictNext = false;
+let me = { user: "小王", role: "editor", csrf: "c", can: ["read", "edit"] };
 const json = (route, status, body) => route.fulfill({ status, contentType: "application/json", body: JSON.stringify(body) });
 const types = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml" };
 
@@ -257,7 +258,7 @@ async function handle(route) {
     files.set(path, yaml);
     return json(route, 201, { path, version: version(yaml) });
   }
-  if (p === "/console/api/me") return json(route, 200, { user: "小王", role: "editor", csrf: "c", can: ["read", "edit"] });
+  if (p === "/console/api/me") return json(route, 200, me);
   if (p.startsWith("/console/")) {
     const file = join(OUT, p.slice("/console/".length));
     if (existsSync(file) && statSync(file).isFile())
@@ -369,6 +370,25 @@ try {
   await page.waitForSelector(".ked-flash");
   assert.equal(files.get("aftersale.kefu").split("\n")[29], "  on 售后.退货.*  ");
 
+  // Ctrl-click on a slot name jumps to its ask
+  const at = await page.evaluate(() => {
+    const view = cmv();
+    const line = view.state.doc.line(154);
+    const pos = line.from + line.text.indexOf("order_id") + 2;
+    // view.constructor is EditorView (the page does not export it)
+    view.dispatch({ effects: view.constructor.scrollIntoView(pos, { y: "center" }) });
+    return pos;
+  });
+  await page.waitForTimeout(100); // let the scroll settle before reading coordinates
+  const xy = await page.evaluate((pos) => cmv().coordsAtPos(pos), at);
+  await page.keyboard.down("Control");
+  await page.mouse.click(xy.left + 1, (xy.top + xy.bottom) / 2);
+  await page.keyboard.up("Control");
+  await page.waitForFunction(() => {
+    const view = cmv();
+    return view.state.doc.lineAt(view.state.selection.main.head).number === 145;
+  });
+
   // the test chat: a VIP with an order, answered by flow 换货申请
   await page.selectOption(".kc-form select", "vip");
   await page.fill(".kc-form input[placeholder='202611100005']", "202611100005");
@@ -409,6 +429,24 @@ try {
   assert.deepEqual(saved.turns[0].expect, { source: "flow", flow: "换货申请", step: "ask order_id", reply_contains: ["好的亲，麻烦发一下要换货的订单号"] });
   await page.click(".kc-dialog button:has-text('关闭')");
   await shot(page, "desktop-7-saved-test-open.png");
+  // reset: the conversation starts over (the next message says so)
+  await page.click(".kc-head button:has-text('重新开始')");
+  assert.equal(await page.locator(".kc-bubble").count(), 0);
+  await page.fill(".kc-input input", "我想换个颜色");
+  await page.keyboard.press("Enter");
+  await page.waitForSelector(".kc-bot");
+  assert.equal(seen.chats.at(-1).reset, true);
+
+  // a viewer reads: no save, the buffer does not change
+  me = { user: "小李", role: "viewer", csrf: "c", can: ["read"] };
+  const viewer = await open({ width: 1280, height: 800 }, "path=aftersale.kefu&line=30");
+  await viewer.page.waitForSelector(".ked-bar :text('只读')");
+  assert.equal(await viewer.page.locator(".ked-bar .ked-primary").count(), 0, "no save button for a viewer");
+  assert.equal(await viewer.page.locator(".kc-head :text('保存为测试')").count(), 0, "no save-as-test for a viewer");
+  await viewer.page.keyboard.type("x");
+  assert.ok(!(await viewer.page.isVisible(".ked-dirty")), "a viewer's typing changes nothing");
+  me = { user: "小王", role: "editor", csrf: "c", can: ["read", "edit"] };
+  await viewer.context.close();
 
   // the highlighting of other constructs (entities: regexes, lexicons; the shop block;
   // promotions: date-times, rhai audiences), for the eye

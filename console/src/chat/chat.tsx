@@ -20,7 +20,13 @@ interface Message {
 
 const SEGMENTS: Segment[] = ["new", "regular", "vip", "churn_risk"];
 
-export function ChatPanel(props: { files: DraftFile[]; onJump: (loc: Location) => void; onSaved: (path: string) => void }) {
+export function ChatPanel(props: {
+  files: DraftFile[];
+  /** Whether the user may save a test (the `edit` permission). */
+  canSave: boolean;
+  onJump: (loc: Location) => void;
+  onSaved: (path: string) => void;
+}) {
   const [customer, setCustomer] = useState<Customer>({ segment: "regular", orders: 2, order: "", product: "", asOf: "" });
   const [messages, setMessages] = useState<Message[]>([]);
   const [text, setText] = useState("");
@@ -90,9 +96,11 @@ export function ChatPanel(props: { files: DraftFile[]; onJump: (loc: Location) =
         <button type="button" onClick={reset} disabled={!messages.length}>
           {t("kc.reset")}
         </button>
-        <button type="button" onClick={() => setSaving(true)} disabled={!answered.length}>
-          {t("kc.saveTest")}
-        </button>
+        {props.canSave && (
+          <button type="button" onClick={() => setSaving(true)} disabled={!answered.length}>
+            {t("kc.saveTest")}
+          </button>
+        )}
       </header>
       <details class="kc-who" open>
         <summary>

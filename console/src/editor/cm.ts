@@ -36,6 +36,8 @@ export interface EditorHooks {
   goto: (loc: Location) => void;
   /** The buffer changed. */
   changed: (state: EditorState) => void;
+  /** Whether the signed-in user may change the draft (else the editor is read-only). */
+  canEdit: () => boolean;
 }
 
 const yamlLanguage = StreamLanguage.define(yaml);
@@ -190,6 +192,7 @@ export function editorExtensions(path: string, hooks: EditorHooks): Extension[] 
       ? [yamlLanguage]
       : [];
   return [
+    EditorState.readOnly.of(!hooks.canEdit()),
     lineNumbers(),
     highlightActiveLineGutter(),
     highlightSpecialChars(),

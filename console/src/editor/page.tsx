@@ -70,6 +70,8 @@ export function EditorPage(props: { path?: string; line?: number }) {
   const [conflict, setConflict] = useState<Conflict | null>(null);
   const [keptMine, setKeptMine] = useState<string | null>(null);
   const [drawer, setDrawer] = useState(false);
+  // viewers read; editors, publishers and admins write (the server checks it too)
+  const [canEdit, setCanEdit] = useState(true);
 
   const host = useRef<HTMLDivElement>(null);
   const view = useRef<EditorView | null>(null);
@@ -80,10 +82,12 @@ export function EditorPage(props: { path?: string; line?: number }) {
   const checkSeq = useRef(0);
   const saveRef = useRef<() => void>(() => {});
   const gotoRef = useRef<(loc: Location) => void>(() => {});
+  const canEditRef = useRef(true);
 
   cur.current = current;
   dirtyRef.current = dirty;
   draftRef.current = draft;
+  canEditRef.current = canEdit;
 
   const hooks = useMemo<EditorHooks>(
     () => ({
@@ -106,6 +110,7 @@ export function EditorPage(props: { path?: string; line?: number }) {
         }
       },
       symbols: () => symbols.current,
+      canEdit: () => canEditRef.current,
       save: () => saveRef.current(),
       goto: (loc) => gotoRef.current(loc),
       changed: (state: EditorState) => {
@@ -220,6 +225,19 @@ export function EditorPage(props: { path?: string; line?: number }) {
   // the draft, then the file the address names (or the first rules file)
   useEffect(() => {
     void (async () => {
+      if (!draftRef.current) {
+        // who is signed in: without `edit` the page is read-only (an admin token or a
+        // server without users answers otherwise or not at all: then the server decides)
+        try {
+          const me = await api<{ can?: string[] }>("GET", "/console/api/me");
+          if (Array.isArray(me.can) && !me.can.includes("edit")) {
+            canEditRef.current = false;
+            setCanEdit(false);
+          }
+        } catch {
+          /* no sign-in on this server */
+        }
+      }
       const d = draftRef.current ?? (await loadDraft());
       if (!d) return;
       const first = props.path ?? d.files.find((f) => f.kind === "rules")?.path ?? d.files[0]?.path;
@@ -336,14 +354,17 @@ export function EditorPage(props: { path?: string; line?: number }) {
             {current ? current.path : t("ed.loading")}
           </span>
           {dirty && <span class="ked-dirty">● {t("ed.unsaved")}</span>}
+          {!canEdit && <span class="ked-muted">{t("ed.readOnly")}</span>}
           {flash && <span class="ked-flash">{flash}</span>}
           <span class="ked-spacer" />
           <span class={"ked-counts" + (check && check.errors ? " bad" : "")}>
             {checking ? t("ed.checking") : check ? t("ed.counts", { e: check.errors, w: check.warnings }) : ""}
           </span>
-          <button type="button" class="ked-primary" disabled={!current || saving || !dirty} onClick={() => void save()}>
-            {saving ? t("ed.saving") : t("ed.save")}
-          </button>
+          {canEdit && (
+            <button type="button" class="ked-primary" disabled={!current || saving || !dirty} onClick={() => void save()}>
+              {saving ? t("ed.saving") : t("ed.save")}
+            </button>
+          )}
         </header>
         {error && (
           <div class="ked-error" role="alert">
@@ -410,6 +431,7 @@ export function EditorPage(props: { path?: string; line?: number }) {
       </section>
 
       <ChatPanel
+        canSave={canEdit}
         files={draft?.files ?? []}
         onJump={(loc) => void openFile(loc.file, loc.line, loc.col)}
         onSaved={async (path) => {

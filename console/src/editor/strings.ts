@@ -21,6 +21,7 @@ addStrings({
   "ed.save": { zh: "保存", en: "Save" },
   "ed.saving": { zh: "保存中…", en: "Saving…" },
   "ed.saved": { zh: "已保存", en: "Saved" },
+  "ed.readOnly": { zh: "只读（你的角色不能修改草稿）", en: "Read-only (your role cannot change the draft)" },
   "ed.unsaved": { zh: "未保存", en: "Unsaved" },
   "ed.loading": { zh: "加载中…", en: "Loading…" },
   "ed.noFile": { zh: "从左侧选择一个文件", en: "Choose a file on the left" },
