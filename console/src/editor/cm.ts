@@ -16,7 +16,7 @@ import { defaultKeymap, history, historyKeymap, indentWithTab } from "@codemirro
 import { searchKeymap, highlightSelectionMatches } from "@codemirror/search";
 import { autocompletion, completionKeymap, closeBrackets, type CompletionContext, type Completion } from "@codemirror/autocomplete";
 import { linter, lintGutter, lintKeymap, type Diagnostic } from "@codemirror/lint";
-import { StreamLanguage, bracketMatching, syntaxHighlighting, defaultHighlightStyle } from "@codemirror/language";
+import { StreamLanguage, bracketMatching, syntaxHighlighting, defaultHighlightStyle, syntaxTree } from "@codemirror/language";
 import { yaml } from "@codemirror/legacy-modes/mode/yaml";
 import { kefuLanguage, kefuHighlight } from "./kefu-lang";
 import { offsetOf, SYMBOL_KINDS, type CheckAnswer, type Location, type SymbolKind, type Symbols } from "./types";
@@ -153,6 +153,10 @@ function completeNames(hooks: EditorHooks) {
   return (ctx: CompletionContext) => {
     const word = ctx.matchBefore(/[\p{L}\p{M}\p{N}_.\-]+/u);
     if (!word && !ctx.explicit) return null;
+    // typing Chinese text in a reply or a comment is not looking for a name (a template
+    // hole is code: it completes); Ctrl-Space still asks anywhere
+    const token = syntaxTree(ctx.state).resolveInner(ctx.pos, -1).name;
+    if (!ctx.explicit && /^(string|comment)/.test(token)) return null;
     const symbols = hooks.symbols();
     const seen = new Set<string>();
     const options: Completion[] = [];

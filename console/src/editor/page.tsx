@@ -97,6 +97,11 @@ export function EditorPage(props: { path?: string; line?: number }) {
         setChecking(true);
         try {
           const answer = await api<CheckAnswer>("POST", "/admin/draft/check", { overlay: { path, text } });
+          // the draft's own paths, should the server name files with its directory
+          const files = draftRef.current?.files ?? [];
+          const local = (f: string) => draftPath(files, f) ?? f;
+          for (const d of answer.diagnostics ?? []) d.file = local(d.file);
+          for (const list of Object.values(answer.symbols ?? {})) for (const sym of list ?? []) sym.file = local(sym.file);
           if (seq === checkSeq.current) {
             symbols.current = answer.symbols ?? {};
             setCheck(answer);
