@@ -338,7 +338,8 @@ export function EditorPage(props: { path?: string; line?: number }) {
                   >
                     <span class="ked-fname">
                       {f.path === current?.path && dirty ? "● " : ""}
-                      {f.path}
+                      {/* the group already says the folder */}
+                      {f.path.replace(/^(tests|kb|data|safety)\//, "")}
                     </span>
                     <span class="ked-size">{size(f.size)}</span>
                   </button>
