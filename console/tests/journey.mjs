@@ -115,19 +115,22 @@ const SEL = {
   chatTrace: "[data-testid=chat-trace]",
   chatSaveTest: (p) => either(p, "chat-save-test", action(p, /存为.*测试|保存为.*测试|存成.*测试/)),
 
-  testsRun: (p) => either(p, "tests-run", p.getByRole("button", { name: /运行|跑/ })),
+  testsRun: (p) => either(p, "tests-run", p.getByRole("main").getByRole("button", { name: /运行|跑/ })),
   testsResults: (p) => either(p, "tests-results", p.getByRole("main")),
 
-  publishDiff: (p) => either(p, "publish-diff", p.getByRole("region", { name: /差异|改动|变更/ })),
-  publishReplay: (p) => either(p, "publish-replay", p.getByRole("region", { name: /回放|重放/ })),
-  publishReplayRun: (p) => either(p, "publish-replay-run", p.getByRole("button", { name: /回放|重放/ })),
-  publishMessage: (p) => either(p, "publish-message", p.getByRole("textbox", { name: /说明|备注|留言|消息/ })),
+  publishDiff: (p) => either(p, "publish-diff", p.getByRole("main")),
+  publishReplay: (p) =>
+    either(p, "publish-replay", p.getByRole("region", { name: /回放|重放/ }).or(p.getByRole("heading", { name: /回放|重放/ }))),
+  publishReplayRun: (p) => either(p, "publish-replay-run", p.getByRole("main").getByRole("button", { name: /回放|重放/ })),
+  publishMessage: (p) => either(p, "publish-message", p.getByRole("textbox", { name: /说明|备注|留言|消息|改了/ })),
   publishCanary: (p) =>
     either(p, "publish-canary", p.getByRole("checkbox", { name: /灰度/ }).or(p.getByRole("radio", { name: /灰度/ }))),
   publishPercent: (p) => either(p, "publish-percent", p.getByRole("spinbutton").or(p.getByLabel(/比例|百分比|%/))),
-  publishSubmit: (p) => either(p, "publish-submit", p.getByRole("button", { name: /^\s*(灰度|确认|开始)?\s*发布/ })),
-  versions: (p) => either(p, "versions", p.getByRole("table").last()),
-  versionRollback: (p) => either(p, "version-rollback", p.getByRole("button", { name: /回滚|停止灰度/ })),
+  // In <main>, so that a navigation made of buttons does not count.
+  publishSubmit: (p) => either(p, "publish-submit", p.getByRole("main").getByRole("button", { name: /^\s*(灰度|确认|开始)?\s*发布/ })),
+  versions: (p) => either(p, "versions", p.getByRole("table").or(p.getByRole("main").getByRole("list")).last()),
+  // With a canary running, the first rollback button (the newest version's) stops it.
+  versionRollback: (p) => either(p, "version-rollback", p.getByRole("main").getByRole("button", { name: /回滚|停止灰度|结束灰度/ })),
 
   // A confirmation the page asks for (its own dialog; native confirm() is accepted too).
   confirm: (p) => either(p, "confirm", p.getByRole("dialog").getByRole("button", { name: /确认|确定|回滚|发布|保存|是/ })),
@@ -212,7 +215,7 @@ after(async () => {
     S.server.kill("SIGTERM");
     await new Promise((resolve) => S.server.once("exit", resolve));
   }
-  if (KEEP) console.log(`# kept ${S.tmp} (server log: ${S.log})`);
+  if (KEEP) console.log(`kept ${S.tmp} (server log: ${S.log})`);
   else if (S.tmp) fs.rmSync(S.tmp, { recursive: true, force: true });
 });
 
@@ -256,7 +259,7 @@ async function newPage(viewport) {
   const page = await context.newPage();
   page.setDefaultTimeout(30_000);
   page.on("dialog", (d) => d.accept(d.type() === "prompt" ? TEST_NAME : undefined));
-  page.on("pageerror", (e) => console.log(`# page error: ${e.message}`));
+  page.on("pageerror", (e) => console.log(`page error: ${e.message}`));
   return page;
 }
 
@@ -270,7 +273,7 @@ async function withPage(t, viewport, body) {
     const file = path.join(FAILURES, `${t.name.replace(/[^\w-]+/g, "_")}.png`);
     await page.screenshot({ path: file }).catch(() => {});
     const log = fs.existsSync(S.log) ? fs.readFileSync(S.log, "utf8").split("\n").slice(-30).join("\n") : "";
-    console.log(`# failed at ${page.url()}; screenshot ${file}\n# server log tail:\n${log.replace(/^/gm, "#   ")}`);
+    console.log(`failed at ${page.url()}; screenshot ${file}\nserver log tail:\n${log.replace(/^/gm, "  ")}`);
     throw e;
   } finally {
     await page.context().close();
@@ -339,6 +342,15 @@ async function shownOutsideEditor(page, text, rootSelector) {
   );
 }
 
+/** Types `value` into a number field, or picks it (as "10" or "10%") in a <select>. */
+async function setValue(field, value) {
+  if ((await field.evaluate((el) => el.tagName)) !== "SELECT") return field.fill(String(value));
+  const labels = await field.locator("option").allTextContents();
+  const label = labels.find((l) => new RegExp(`^\\s*${value}\\s*%?\\s*$`).test(l));
+  assert.ok(label, `an option ${value}% among ${labels}`);
+  await field.selectOption({ label: label.trim() });
+}
+
 function escapeRe(s) {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
@@ -378,7 +390,9 @@ test("an editor signs in, edits, tests and publishes a canary, then rolls it bac
     await page.keyboard.press("End");
 
     // Make the intent unknown by typing; the server's check marks it.
-    const checked = page.waitForResponse(async (r) => api("POST", "/admin/draft/check")(r) && (await r.json()).errors > 0);
+    const checked = page.waitForResponse(
+      async (r) => api("POST", "/admin/draft/check")(r) && (await r.json().catch(() => ({}))).errors > 0,
+    );
     await page.keyboard.press("Backspace");
     await page.keyboard.type(TYPO_NAME.slice(-1));
     await SEL.editorLine(page, `start on ${TYPO_NAME}`).waitFor();
@@ -404,6 +418,8 @@ test("an editor signs in, edits, tests and publishes a canary, then rolls it bac
     // Fix it, add a comment line, and save: the file on the server's disk changes.
     await page.keyboard.press("Backspace");
     await page.keyboard.type(GOOD_NAME.slice(-1));
+    // Close the completion list typing the name may have opened (Enter would pick from it).
+    await page.keyboard.press("Escape");
     await page.keyboard.press("End");
     await page.keyboard.press("Enter");
     await page.keyboard.type(COMMENT);
@@ -419,8 +435,8 @@ test("an editor signs in, edits, tests and publishes a canary, then rolls it bac
     // The test chat as a VIP: the exchange flow answers, and the trace says so.
     const customer = SEL.chatCustomer(page);
     if (await customer.count()) {
-      const vip = await customer.locator("option", { hasText: "VIP" }).first().getAttribute("value");
-      await customer.selectOption(vip);
+      const label = (await customer.locator("option", { hasText: "VIP" }).first().textContent()).trim();
+      await customer.selectOption({ label });
     } else {
       await SEL.chatVipChoice(page).click();
     }
@@ -475,7 +491,7 @@ test("an editor signs in, edits, tests and publishes a canary, then rolls it bac
 
     await SEL.publishMessage(page).fill(PUBLISH_MESSAGE);
     await SEL.publishCanary(page).check();
-    await SEL.publishPercent(page).fill(String(CANARY_PERCENT));
+    await setValue(SEL.publishPercent(page), CANARY_PERCENT);
     const published = await clickAndConfirm(page, SEL.publishSubmit(page), api("POST", "/admin/publish"));
     assert.equal(published.status(), 201, `publish: ${await published.text()}`);
     const body = published.request().postDataJSON();
@@ -496,6 +512,7 @@ test("an editor signs in, edits, tests and publishes a canary, then rolls it bac
     const live = pointers.live;
     const rolledBack = await clickAndConfirm(page, SEL.versionRollback(page), api("POST", "/admin/rollback"));
     assert.equal(rolledBack.status(), 200, `rollback: ${await rolledBack.text()}`);
+    assert.deepEqual(await rolledBack.json(), { canary_stopped: version.id });
     pointers = await admin("GET", "/admin/versions");
     assert.equal(pointers.canary, null, "no canary after the rollback");
     assert.equal(pointers.live, live, "the live version is unchanged");
