@@ -18,7 +18,7 @@ SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 APT_PACKAGES := cmake clang libclang-dev pkg-config redis-server wrk python3-pip curl haproxy \
   nodejs npm chromium fonts-noto-cjk
 # The console's sources: its dist/ is rebuilt when one of them is newer.
-CONSOLE_SRC := $(shell find console/src -type f 2>/dev/null) console/index.html \
+CONSOLE_SRC := $(shell find console/src console/public -type f 2>/dev/null) console/index.html \
   console/package.json console/vite.config.ts console/tsconfig.json
 
 .PHONY: help run test deps model console build check lint fmt clean load soak bench-model bench-chat bench-rules
