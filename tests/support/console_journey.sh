@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The console's browser test: drives Debian's chromium through the whole editor journey
+# against a `kefu serve` started from KEFU_BIN (console/tests/journey.mjs says what it does).
+#
+#   tests/support/console_journey.sh target/debug/kefu
+#
+# `make test` runs it after the cargo tests; the binary must embed the console (`make
+# console` first: build.rs embeds console/dist/). Knobs, all optional:
+#   CHROMIUM=/usr/bin/chromium   the browser (never downloaded)
+#   KEFU_SCREENSHOTS=1           write the screenshots into docs/console/ (the docs' images)
+#   KEFU_JOURNEY_KEEP=1          keep the temporary rules, state and server log and print where
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+if [ $# -ne 1 ]; then
+  echo "usage: $0 KEFU_BIN" >&2
+  exit 2
+fi
+KEFU_BIN=$(realpath "$1")
+export KEFU_BIN
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+export CHROMIUM
+[ -x "$KEFU_BIN" ] || { echo "$0: $KEFU_BIN is not an executable" >&2; exit 2; }
+[ -x "$CHROMIUM" ] || { echo "$0: no chromium at $CHROMIUM (make deps installs Debian's)" >&2; exit 2; }
+[ -d console/node_modules/playwright-core ] \
+  || { echo "$0: console/node_modules is missing: run \`make console\` first" >&2; exit 2; }
+
+cd console
+exec node --test tests/journey.mjs
