@@ -317,7 +317,7 @@ export function EditorPage(props: { path?: string; line?: number }) {
       <aside class={"ked-tree" + (drawer ? " open" : "")} aria-label={t("ed.files")}>
         <div class="ked-tree-head">
           <strong>{t("ed.files")}</strong>
-          {draft?.base && <span class="ked-muted">{t("ed.base", { v: draft.base.slice(0, 12) })}</span>}
+          {draft?.base && <span class="ked-muted">{t("ed.base", { v: String(draft.base) })}</span>}
           <button type="button" class="ked-drawer-close" onClick={() => setDrawer(false)} aria-label={t("ed.close")}>
             ×
           </button>

@@ -12,8 +12,8 @@ export interface DraftFile {
 
 export interface Draft {
   dir: string;
-  base: string | null;
-  live: string | null;
+  base: number | null;
+  live: number | null;
   files: DraftFile[];
 }
 
