@@ -86,12 +86,10 @@ fn shop(admin_token: Option<&str>, with_users: bool) -> Shop {
         author: "test".into(),
         ..Default::default()
     };
-    kefu::versions::draft::publish(
-        store.as_ref(),
-        &support::root().join("tests/data/versions/shop"),
-        &options,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    // A copy: a publish records its version in the directory (`.kefu-base`).
+    let draft = dir.path().join("draft");
+    support::copy_dir(&support::root().join("tests/data/versions/shop"), &draft);
+    kefu::versions::draft::publish(store.as_ref(), &draft, &options).unwrap_or_else(|e| panic!("{e}"));
     if with_users {
         add_user(&dir.path().join("users.yaml"), "admin0", Role::Admin, PASSWORD);
     }
