@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         Command::Rollback(args) => cli::versions::rollback(args),
         Command::Promote(args) => cli::versions::promote(args),
         Command::Replay(args) => cli::replay::run(args),
+        Command::Users(command) => cli::users::run(command),
     };
     result.unwrap_or_else(|e| {
         eprintln!("kefu: {e:#}");

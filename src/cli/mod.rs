@@ -25,6 +25,7 @@ pub mod report;
 pub mod safety;
 pub mod serve;
 pub mod test;
+pub mod users;
 pub mod versions;
 
 use check::Color;
@@ -34,6 +35,7 @@ use model::ModelArgs;
 use replay::ReplayArgs;
 use report::ReportArgs;
 use serve::ServeArgs;
+use users::UsersCommand;
 use versions::{DiffArgs, PromoteArgs, PublishArgs, RollbackArgs, ShowArgs, VersionsArgs};
 
 /// kefu: an e-commerce customer-service engine with hot-reloaded rules.
@@ -186,6 +188,10 @@ pub enum Command {
     /// model is named. Bad log lines are counted and listed, not fatal; exits 0 whatever
     /// changed, 1 when the rules do not build or the log cannot be read.
     Replay(ReplayArgs),
+    /// The console's users and roles (viewer, editor, publisher, agent, admin), in
+    /// STATE_DIR/users.yaml (docs/operations.md, "Users and roles").
+    #[command(subcommand)]
+    Users(UsersCommand),
 }
 
 /// Loads a rules directory, printing diagnostics; an error when it does not build.

@@ -130,6 +130,25 @@ pub struct ServeArgs {
     identity: IdentityArgs,
     #[command(flatten)]
     canary: CanaryArgs,
+    #[command(flatten)]
+    console: ConsoleArgs,
+}
+
+/// The console's sign-in (docs/api.md, "Console sign-in and roles").
+#[derive(clap::Args)]
+struct ConsoleArgs {
+    /// The console's users file (`kefu users` edits it). Default: STATE_DIR/users.yaml.
+    /// While it does not exist, admin routes answer loopback clients without sign-in.
+    #[arg(long, value_name = "FILE")]
+    users: Option<PathBuf>,
+    /// The file holding the key that signs console session cookies, made (mode 0600) when
+    /// missing; nodes behind one address share it. Default: STATE_DIR/console.key.
+    #[arg(long, value_name = "FILE")]
+    console_key_file: Option<PathBuf>,
+    /// Mark the session cookie `Secure` always (kefu behind TLS whose proxy does not send
+    /// `X-Forwarded-Proto: https`).
+    #[arg(long)]
+    console_secure_cookie: bool,
 }
 
 /// When a canary candidate is rolled back by itself (docs/operations.md, "Canary").
@@ -377,6 +396,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
     config.redis_config.attempts = args.redis_attempts;
     config.tickets_url = args.tickets_url;
     config.tickets = args.tickets.config()?;
+    let state_dir = config.tickets.state_dir.clone().unwrap_or_else(default_state_dir);
+    config.console = kefu::server::console::ConsoleConfig {
+        users: Some(args.console.users.unwrap_or_else(|| state_dir.join("users.yaml"))),
+        key_file: Some(
+            args.console
+                .console_key_file
+                .unwrap_or_else(|| state_dir.join("console.key")),
+        ),
+        secure_cookie: args.console.console_secure_cookie,
+    };
     // The version store: in Redis with --redis (a fleet shares it), else in the state
     // directory.
     // Redis is connected when the service is built, after the listener is bound (health

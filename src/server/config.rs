@@ -109,6 +109,9 @@ pub struct ServeConfig {
     pub identity: Option<super::identity::IdentityConfig>,
     /// When a canary candidate is rolled back by itself (`--canary-*`).
     pub canary: super::canary::GuardConfig,
+    /// The console's users and session cookies (`--users`, `--console-key-file`,
+    /// `--console-secure-cookie`).
+    pub console: super::console::ConsoleConfig,
 }
 
 impl ServeConfig {
@@ -135,6 +138,7 @@ impl ServeConfig {
             conversation_log: None,
             identity: None,
             canary: super::canary::GuardConfig::default(),
+            console: super::console::ConsoleConfig::default(),
         }
     }
 }

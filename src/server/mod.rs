@@ -8,6 +8,8 @@
 //! | `GET /healthz`, `GET /metrics`, `GET /admin/rules`, `POST /admin/reload` | [`admin`] |
 //! | `GET /livez`, `GET /readyz` | [`health`] |
 //! | `GET /admin/versions`, `GET /admin/versions/{id}`, `GET /admin/diff`, `POST /admin/publish`, `.../canary`, `.../promote`, `.../rollback`, `.../replay` | [`versions`] |
+//! | `POST /console/api/login`, `.../logout`, `GET /console/api/me` | [`console`] |
+//! | `GET /console/...` (the console's files) | [`assets`] |
 //!
 //! The machinery around the handlers, one job a file:
 //!
@@ -19,7 +21,8 @@
 //! | [`health`] | Liveness and readiness, the drain that begins a shutdown, the answers while starting. |
 //! | [`conns`] | Client connections: caps in all and per client, shedding, the idle and header timeouts. |
 //! | [`routes`] | One request start to end: method and path to a handler, the time limit, request metrics. |
-//! | [`auth`] | Who may call the admin and agent routes. |
+//! | [`auth`] | Who calls (token, console session, loopback) and what each route needs. |
+//! | [`users`] | The console's users file, roles and permissions, password hashes. |
 //! | [`identity`] | Who the customer is: the profile and order the shop's backend signed. |
 //! | [`limits`] | The per-request checks: session ids, message length, the per-session rate. |
 //! | [`turns`] | Where a turn runs (inline or on the blocking pool), the in-flight bound. |
@@ -45,11 +48,13 @@
 //! of it (what stays pending is logged, and kept in the outbox), and [`run`] returns.
 
 pub mod admin;
+pub mod assets;
 pub mod auth;
 pub mod canary;
 pub mod chat;
 pub mod config;
 pub mod conns;
+pub mod console;
 pub mod errors;
 pub mod health;
 pub mod http;
@@ -67,6 +72,7 @@ pub mod sessions;
 pub mod sse;
 pub mod state;
 pub mod turns;
+pub mod users;
 pub mod versions;
 
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! The router: one request from start to end. Its method and path name a route
-//! (`Route`), the route names a handler, the whole runs under the request time limit, and
-//! the request is counted in the metrics under its route's pattern.
+//! (`Route`), the route names the permission it needs (`Route::needs`, checked here once
+//! for every route before its handler runs) and its handler, the whole runs under the
+//! request time limit, and the request is counted in the metrics under its route's pattern.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,7 +13,8 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::http::{Body, decode_segment};
-use super::{ApiError, State, admin, chat, conns, health, openai, sessions, versions};
+use super::users::Permission;
+use super::{ApiError, State, admin, assets, chat, conns, console, health, openai, sessions, versions};
 
 /// One request, start to end: route, time limit, metrics, and errors turned into JSON.
 pub(super) async fn handle(
@@ -69,7 +71,7 @@ enum SessionAction {
 }
 
 /// Every route's pattern ([`Route::name`]), for the request series that exist from start.
-pub(super) const ROUTE_PATTERNS: [&str; 23] = [
+pub(super) const ROUTE_PATTERNS: [&str; 27] = [
     "/v1/chat",
     "/v1/chat/completions",
     "/v1/sessions/{id}",
@@ -93,6 +95,10 @@ pub(super) const ROUTE_PATTERNS: [&str; 23] = [
     "/admin/canary",
     "/admin/promote",
     "/admin/rollback",
+    "/console/api/login",
+    "/console/api/logout",
+    "/console/api/me",
+    "/console/{asset}",
 ];
 
 /// The route a path names, read once per request: for dispatch and for the metrics label.
@@ -121,12 +127,30 @@ enum Route<'a> {
     AdminCanary,
     AdminPromote,
     AdminRollback,
+    ConsoleLogin,
+    ConsoleLogout,
+    ConsoleMe,
+    /// `/console` and everything under it but the API: the console's files, the path
+    /// after `/console`.
+    ConsoleAsset(&'a str),
 }
 
 impl<'a> Route<'a> {
     /// The route of `path`, `None` for no route. Splits the path without allocating: no
     /// route has more than four segments.
     fn of(path: &'a str) -> Option<Route<'a>> {
+        // The console's client-side routes may be any depth.
+        if let Some(rest) = path.strip_prefix("/console")
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            return Some(match rest.trim_end_matches('/') {
+                "/api/login" => Route::ConsoleLogin,
+                "/api/logout" => Route::ConsoleLogout,
+                "/api/me" => Route::ConsoleMe,
+                api if api == "/api" || api.starts_with("/api/") => return None,
+                _ => Route::ConsoleAsset(rest),
+            });
+        }
         let mut segments = [""; 4];
         let mut n = 0;
         for segment in path.trim_matches('/').split('/') {
@@ -191,7 +215,47 @@ impl<'a> Route<'a> {
             Route::AdminCanary => "/admin/canary",
             Route::AdminPromote => "/admin/promote",
             Route::AdminRollback => "/admin/rollback",
+            Route::ConsoleLogin => "/console/api/login",
+            Route::ConsoleLogout => "/console/api/logout",
+            Route::ConsoleMe => "/console/api/me",
+            Route::ConsoleAsset(_) => "/console/{asset}",
         }
+    }
+
+    /// The permission a call of this route with `method` needs; `None`: anyone may call it
+    /// (customers' routes, health, metrics, the console's files and sign-in).
+    ///
+    /// Decided by the route's pattern, so that a new admin route gets a permission without
+    /// a line here: under `/admin/`, reading (GET, HEAD) needs `read`, and the rest as
+    /// below; writes to the draft (`/admin/draft/...` but for checking, test chat and
+    /// running the tests) need `edit`; an admin route this does not name needs `admin`.
+    fn needs(&self, method: &Method) -> Option<Permission> {
+        let reads = method == Method::GET || method == Method::HEAD;
+        let pattern = self.name();
+        Some(match pattern {
+            "/v1/chat"
+            | "/v1/chat/completions"
+            | "/v1/sessions/{id}/feedback"
+            | "/healthz"
+            | "/livez"
+            | "/readyz"
+            | "/metrics"
+            | "/console/api/login"
+            | "/console/api/logout"
+            | "/console/api/me"
+            | "/console/{asset}" => return None,
+            "/v1/sessions/{id}"
+            | "/v1/sessions/{id}/takeover"
+            | "/v1/sessions/{id}/reply"
+            | "/v1/sessions/{id}/release"
+            | "/v1/tickets" => Permission::Agent,
+            _ if reads && pattern.starts_with("/admin/") => Permission::Read,
+            "/admin/draft/check" | "/admin/draft/chat" | "/admin/draft/tests" => Permission::Read,
+            "/admin/publish" | "/admin/canary" | "/admin/promote" | "/admin/rollback" => Permission::Publish,
+            "/admin/replay" => Permission::Edit,
+            _ if pattern.starts_with("/admin/draft") => Permission::Edit,
+            _ => Permission::Admin,
+        })
     }
 
     /// Whether the route reads (GET, and HEAD) rather than acts (POST).
@@ -209,6 +273,8 @@ impl<'a> Route<'a> {
                 | Route::AdminVersion(_)
                 | Route::AdminVersionFiles(_)
                 | Route::AdminDiff
+                | Route::ConsoleMe
+                | Route::ConsoleAsset(_)
         )
     }
 }
@@ -216,7 +282,7 @@ impl<'a> Route<'a> {
 async fn dispatch(
     state: &Arc<State>,
     route: Option<Route<'_>>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, ApiError> {
     let Some(route) = route else {
@@ -232,6 +298,12 @@ async fn dispatch(
     if !route.reads() && method != Method::POST {
         return Err(ApiError::method_not_allowed("POST"));
     }
+    // Every route's permission, checked here once; handlers that record who acted find
+    // the caller in the request's extensions (`auth::signed_in`).
+    if let Some(needs) = route.needs(method) {
+        let principal = state.authorize(&req, peer, needs)?;
+        req.extensions_mut().insert(principal);
+    }
     match route {
         Route::Chat => {
             // Customers see a trace without the rules' internals; agents and editors (who
@@ -243,15 +315,8 @@ async fn dispatch(
             let caller = state.caller(&req, peer);
             openai::completions(state, req, caller).await
         }
-        Route::Session(id) => {
-            state.authorize(&req, peer)?;
-            sessions::get(state, &decode_segment(id)?).await
-        }
+        Route::Session(id) => sessions::get(state, &decode_segment(id)?).await,
         Route::SessionAction(id, action) => {
-            // Feedback comes from the customer's side; the rest are agent actions.
-            if action != SessionAction::Feedback {
-                state.authorize(&req, peer)?;
-            }
             let id = decode_segment(id)?;
             match action {
                 SessionAction::Takeover => sessions::takeover(state, &id, req).await,
@@ -260,58 +325,26 @@ async fn dispatch(
                 SessionAction::Feedback => sessions::feedback(state, &id, req).await,
             }
         }
-        Route::Tickets => {
-            state.authorize(&req, peer)?;
-            sessions::tickets(state, req.uri().query())
-        }
+        Route::Tickets => sessions::tickets(state, req.uri().query()),
         Route::Healthz => Ok(admin::healthz(state)),
         Route::Livez => Ok(health::livez()),
         Route::Readyz => Ok(health::readyz(state).await),
         Route::Metrics => Ok(admin::metrics(state)),
-        Route::AdminRules => {
-            state.authorize(&req, peer)?;
-            Ok(admin::rules(state))
-        }
-        Route::AdminReload => {
-            state.authorize(&req, peer)?;
-            admin::reload(state).await
-        }
-        Route::AdminVersions => {
-            state.authorize(&req, peer)?;
-            versions::list(state).await
-        }
-        Route::AdminVersion(id) => {
-            state.authorize(&req, peer)?;
-            versions::show(state, &decode_segment(id)?, req.uri().query()).await
-        }
-        Route::AdminVersionFiles(id) => {
-            state.authorize(&req, peer)?;
-            versions::files(state, &decode_segment(id)?).await
-        }
-        Route::AdminDiff => {
-            state.authorize(&req, peer)?;
-            versions::diff(state, req.uri().query()).await
-        }
-        Route::AdminReplay => {
-            state.authorize(&req, peer)?;
-            versions::replay(state, req).await
-        }
-        Route::AdminPublish => {
-            state.authorize(&req, peer)?;
-            versions::publish(state, req).await
-        }
-        Route::AdminCanary => {
-            state.authorize(&req, peer)?;
-            versions::canary(state, req).await
-        }
-        Route::AdminPromote => {
-            state.authorize(&req, peer)?;
-            versions::promote(state, req).await
-        }
-        Route::AdminRollback => {
-            state.authorize(&req, peer)?;
-            versions::rollback(state, req).await
-        }
+        Route::AdminRules => Ok(admin::rules(state)),
+        Route::AdminReload => admin::reload(state).await,
+        Route::AdminVersions => versions::list(state).await,
+        Route::AdminVersion(id) => versions::show(state, &decode_segment(id)?, req.uri().query()).await,
+        Route::AdminVersionFiles(id) => versions::files(state, &decode_segment(id)?).await,
+        Route::AdminDiff => versions::diff(state, req.uri().query()).await,
+        Route::AdminReplay => versions::replay(state, req).await,
+        Route::AdminPublish => versions::publish(state, req).await,
+        Route::AdminCanary => versions::canary(state, req).await,
+        Route::AdminPromote => versions::promote(state, req).await,
+        Route::AdminRollback => versions::rollback(state, req).await,
+        Route::ConsoleLogin => console::login(state, req, peer).await,
+        Route::ConsoleLogout => console::logout(state, &req, peer),
+        Route::ConsoleMe => console::me(state, &req, peer),
+        Route::ConsoleAsset(path) => Ok(assets::serve(&assets::CONSOLE, path, &req)),
     }
 }
 
@@ -339,6 +372,37 @@ mod tests {
         assert_eq!(Route::of("/v1/sessions/abc/delete"), None);
         assert_eq!(Route::of("/nope/x"), None);
         assert_eq!(Route::of("/"), None);
+    }
+
+    #[test]
+    fn every_route_needs_its_permission() {
+        let needs = |method: Method, path: &str| Route::of(path).expect(path).needs(&method);
+        assert_eq!(needs(Method::POST, "/v1/chat"), None);
+        assert_eq!(needs(Method::POST, "/v1/sessions/a/feedback"), None);
+        assert_eq!(needs(Method::GET, "/metrics"), None);
+        assert_eq!(needs(Method::GET, "/console/editor/x"), None);
+        assert_eq!(needs(Method::POST, "/console/api/login"), None);
+        assert_eq!(needs(Method::GET, "/v1/sessions/a"), Some(Permission::Agent));
+        assert_eq!(needs(Method::POST, "/v1/sessions/a/reply"), Some(Permission::Agent));
+        assert_eq!(needs(Method::GET, "/admin/versions/3/files"), Some(Permission::Read));
+        assert_eq!(needs(Method::GET, "/admin/diff"), Some(Permission::Read));
+        assert_eq!(needs(Method::POST, "/admin/replay"), Some(Permission::Edit));
+        assert_eq!(needs(Method::POST, "/admin/publish"), Some(Permission::Publish));
+        assert_eq!(needs(Method::POST, "/admin/rollback"), Some(Permission::Publish));
+        assert_eq!(needs(Method::POST, "/admin/reload"), Some(Permission::Admin));
+        // Every route pattern has its answer (none forgotten as public by mistake).
+        for pattern in ROUTE_PATTERNS {
+            let path = pattern.replace("{id}", "abc");
+            let route = Route::of(&path).unwrap();
+            let public = route.needs(&Method::POST).is_none();
+            assert_eq!(
+                public,
+                !(pattern.starts_with("/admin/")
+                    || pattern.starts_with("/v1/sessions/{id}") && !pattern.ends_with("feedback")
+                    || pattern == "/v1/tickets"),
+                "{pattern}"
+            );
+        }
     }
 
     #[test]

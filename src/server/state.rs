@@ -57,6 +57,8 @@ pub struct State {
     /// The conversation log's directory, when the log is on (what `POST /admin/replay`
     /// replays).
     pub(super) log_dir: Option<std::path::PathBuf>,
+    /// The console's users, session key and failed sign-ins (see [`super::console`]).
+    pub(super) console: super::console::Console,
 }
 
 /// A built service: rules loaded, engine, reloader, job queue. Serve it with
@@ -291,6 +293,13 @@ impl Service {
             Some(identity) => Some(super::identity::Verifier::new(identity).ok_or(ServeError::IdentityKey)?),
             None => None,
         };
+        let console =
+            super::console::Console::open(&config.console, config.tickets.state_dir.as_deref()).map_err(|source| {
+                ServeError::Io {
+                    what: "the console's cookie-signing key".into(),
+                    source,
+                }
+            })?;
         let state = Arc::new(State {
             engine,
             reloader,
@@ -306,6 +315,7 @@ impl Service {
             identity,
             versions: config.versions.clone(),
             log_dir: config.conversation_log.as_ref().map(|log| log.dir.clone()),
+            console,
         });
         super::versions::guard_canaries(Arc::downgrade(&state), config.canary);
         Ok(Service {

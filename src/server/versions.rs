@@ -250,6 +250,7 @@ struct PublishBody {
 /// the failures, 409 `conflict` or `canary_running`; nothing changes on a refusal.
 pub(super) async fn publish(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let store = store(state)?;
+    let signed_in = super::auth::signed_in(&req);
     let body: PublishBody = read_json(req, MAX_PUBLISH_BYTES, false).await?;
     if body.message.trim().is_empty() {
         return Err(ApiError::invalid("`message` says why: it goes on the version"));
@@ -280,7 +281,7 @@ pub(super) async fn publish(state: &Arc<State>, req: Request<Incoming>) -> Resul
         crate::versions::write_tree(&files, &draft_dir).map_err(store_error)?;
         let options = PublishOptions {
             message: body.message,
-            author: body.author.unwrap_or_else(|| "admin".into()),
+            author: author(signed_in, body.author),
             force: body.force,
             canary: body.canary,
             // Without one, the draft (a fresh directory, no `.kefu-base`) is edited from
@@ -476,10 +477,11 @@ struct PointerBody {
 /// (default: the live version's parent) again as a new live version.
 pub(super) async fn rollback(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let store = store(state)?;
+    let signed_in = super::auth::signed_in(&req);
     let body: PointerBody = read_json(req, state.limits.max_body_bytes, true).await?;
     let state_ = Arc::clone(state);
     blocking(move || {
-        let author = body.author.unwrap_or_else(|| "admin".into());
+        let author = author(signed_in, body.author);
         let done = draft::rollback(store.as_ref(), body.version, &author).map_err(store_error)?;
         apply_here(&state_);
         let body = match done {
@@ -495,10 +497,11 @@ pub(super) async fn rollback(state: &Arc<State>, req: Request<Incoming>) -> Resu
 /// `POST /admin/promote`: the canary becomes the live version.
 pub(super) async fn promote(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let store = store(state)?;
+    let signed_in = super::auth::signed_in(&req);
     let body: PointerBody = read_json(req, state.limits.max_body_bytes, true).await?;
     let state_ = Arc::clone(state);
     blocking(move || {
-        let author = body.author.unwrap_or_else(|| "admin".into());
+        let author = author(signed_in, body.author);
         let live = draft::promote(store.as_ref(), &author).map_err(store_error)?;
         apply_here(&state_);
         tracing::info!(live, "the canary was promoted");
@@ -510,13 +513,14 @@ pub(super) async fn promote(state: &Arc<State>, req: Request<Incoming>) -> Resul
 /// `POST /admin/canary`: starts a published version as a canary on `percent` of sessions.
 pub(super) async fn canary(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let store = store(state)?;
+    let signed_in = super::auth::signed_in(&req);
     let body: PointerBody = read_json(req, state.limits.max_body_bytes, false).await?;
     let (Some(version), Some(percent)) = (body.version, body.percent) else {
         return Err(ApiError::invalid("give `version` and `percent` (1-100)"));
     };
     let state_ = Arc::clone(state);
     blocking(move || {
-        let author = body.author.unwrap_or_else(|| "admin".into());
+        let author = author(signed_in, body.author);
         draft::start_canary(store.as_ref(), version, percent, &author).map_err(store_error)?;
         apply_here(&state_);
         tracing::info!(version, percent, "a canary was started");
@@ -526,6 +530,12 @@ pub(super) async fn canary(state: &Arc<State>, req: Request<Incoming>) -> Result
         ))
     })
     .await?
+}
+
+/// Who a change is recorded as made by: the signed-in console user (the body's `author`
+/// is not theirs to set), else the body's `author`, else `admin`.
+fn author(signed_in: Option<String>, claimed: Option<String>) -> String {
+    signed_in.or(claimed).unwrap_or_else(|| "admin".into())
 }
 
 /// One value of a query string (percent-decoded), `None` when absent.
