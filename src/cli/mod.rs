@@ -147,7 +147,8 @@ pub enum Command {
     /// `POST /admin/reload`; stops gracefully on SIGTERM.
     ///
     /// Admin and agent routes need `Authorization: Bearer TOKEN` (KEFU_ADMIN_TOKEN or
-    /// --admin-token-file); without a token they answer loopback clients only. Every flag
+    /// --admin-token-file) or a console user's session (`kefu users`, /console/); without
+    /// a token or a users file they answer loopback clients only. Every flag
     /// is also read from KEFU_<FLAG> and from --config FILE (flags win, then variables,
     /// then the file). Prints `listening on ADDR` once bound.
     Serve(Box<ServeArgs>),
