@@ -216,7 +216,7 @@ before(async () => {
     executablePath: CHROMIUM,
     args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
   });
-});
+}, { timeout: 300_000 }); // a server that never says `listening on` fails the run, not hangs it
 
 after(async () => {
   await S.browser?.close();
