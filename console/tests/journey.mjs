@@ -202,8 +202,10 @@ before(async () => {
   });
   await until(async () => (await fetch(`${S.base}/readyz`)).ok, "the server gets ready (/readyz)");
 
-  // A few customer turns in the conversation log, for the Publish page's replay.
-  for (const [i, message] of ["在吗", CHAT_MESSAGE, "包邮吗 我在新疆"].entries()) {
+  // A few customer turns in the conversation log, for the Publish page's replay and the
+  // overview's figures.
+  const customers = ["在吗", CHAT_MESSAGE, "包邮吗 我在新疆", "多久发货", "发票怎么开", "我要投诉 转人工", "这件T恤洗了会缩水吗"];
+  for (const [i, message] of customers.entries()) {
     const r = await fetch(`${S.base}/v1/chat`, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
@@ -216,7 +218,7 @@ before(async () => {
     executablePath: CHROMIUM,
     args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
   });
-});
+}, { timeout: 300_000 }); // a server that never says `listening on` fails the run, not hangs it
 
 after(async () => {
   await S.browser?.close();
@@ -326,6 +328,11 @@ async function go(page, name) {
   const link = SEL.navLink(page, name);
   if (!(await link.isVisible())) await SEL.navToggle(page).click();
   await link.click();
+}
+
+/** Waits until `locator`'s element is enabled (a button a page disables while it works). */
+async function enabled(page, locator) {
+  await page.waitForFunction((el) => !el.disabled, await locator.elementHandle());
 }
 
 /** The page scrolls sideways: wider than the viewport. */
@@ -478,9 +485,12 @@ test("an editor signs in, edits, tests and publishes a canary, then rolls it bac
 
     // The Tests page runs them all; the new one is listed and passes.
     await go(page, "tests");
+    // The page may run them on opening: let that run end (the button enabled again) first.
+    await enabled(page, SEL.testsRun(page));
     const ran = page.waitForResponse(api("POST", "/admin/draft/tests"), { timeout: 300_000 });
     await SEL.testsRun(page).click();
     const results = await (await ran).json();
+    await enabled(page, SEL.testsRun(page));
     assert.equal(results.failed, 0, `no test fails:\n${results.rendered}`);
     const ours = results.cases.find((c) => c.file.endsWith(path.basename(testPath)));
     assert.ok(ours?.ok, `the saved test ran and passed: ${JSON.stringify(ours)}`);
@@ -504,6 +514,8 @@ test("an editor signs in, edits, tests and publishes a canary, then rolls it bac
     assert.equal(replay.request().postDataJSON().draft, true);
     await SEL.publishReplay(page).waitFor();
     await shot(page, "publish");
+    await SEL.publishReplay(page).scrollIntoViewIfNeeded();
+    await shot(page, "publish-replay");
 
     await SEL.publishMessage(page).fill(PUBLISH_MESSAGE);
     await setValue(SEL.publishPercent(page), CANARY_PERCENT);
@@ -664,10 +676,9 @@ test("the console works on a phone (390x844): no sideways scrolling", { timeout:
     await SEL.navLink(page, "editor").waitFor();
     await shot(page, "phone-nav");
     await SEL.navLink(page, "editor").click();
-    const tree = SEL.fileInTree(page, EDIT_FILE);
-    await tree.or(SEL.editor(page)).first().waitFor();
-    if (await tree.isVisible()) await tree.click();
+    // The editor opens the first rules file by itself (the file tree is a drawer here).
     await SEL.editor(page).waitFor();
+    await page.waitForFunction(() => (document.querySelector(".cm-content")?.textContent ?? "").length > 0);
     assert.ok(!(await overflowsSideways(page)), "the editor fits");
     await shot(page, "phone-editor");
 

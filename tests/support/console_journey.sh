@@ -26,4 +26,4 @@ export CHROMIUM
   || { echo "$0: console/node_modules is missing: run \`make console\` first" >&2; exit 2; }
 
 cd console
-exec node --test tests/journey.mjs
+exec node --test --test-reporter=spec tests/journey.mjs
