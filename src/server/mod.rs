@@ -50,6 +50,7 @@ pub mod canary;
 pub mod chat;
 pub mod config;
 pub mod conns;
+pub mod draft;
 pub mod errors;
 pub mod health;
 pub mod http;

@@ -11,8 +11,9 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::draft::TableAction;
 use super::http::{Body, decode_segment};
-use super::{ApiError, State, admin, chat, conns, health, openai, sessions, versions};
+use super::{ApiError, State, admin, chat, conns, draft, health, openai, sessions, versions};
 
 /// One request, start to end: route, time limit, metrics, and errors turned into JSON.
 pub(super) async fn handle(
@@ -69,7 +70,7 @@ enum SessionAction {
 }
 
 /// Every route's pattern ([`Route::name`]), for the request series that exist from start.
-pub(super) const ROUTE_PATTERNS: [&str; 23] = [
+pub(super) const ROUTE_PATTERNS: [&str; 29] = [
     "/v1/chat",
     "/v1/chat/completions",
     "/v1/sessions/{id}",
@@ -93,6 +94,12 @@ pub(super) const ROUTE_PATTERNS: [&str; 23] = [
     "/admin/canary",
     "/admin/promote",
     "/admin/rollback",
+    "/admin/draft",
+    "/admin/draft/file",
+    "/admin/draft/check",
+    "/admin/draft/table/{name}",
+    "/admin/draft/table/{name}/import",
+    "/admin/draft/table/{name}/export",
 ];
 
 /// The route a path names, read once per request: for dispatch and for the metrics label.
@@ -121,13 +128,26 @@ enum Route<'a> {
     AdminCanary,
     AdminPromote,
     AdminRollback,
+    /// `GET /admin/draft` (permission: read).
+    AdminDraft,
+    /// `GET|PUT|DELETE /admin/draft/file?path=P` (GET: read; PUT, DELETE: edit).
+    AdminDraftFile,
+    /// `POST /admin/draft/check` (read: it writes nothing).
+    AdminDraftCheck,
+    /// `GET|PUT /admin/draft/table/{name}` (GET: read; PUT: edit).
+    AdminDraftTable(&'a str),
+    /// `POST /admin/draft/table/{name}/import` (edit; it only previews, but belongs to
+    /// a table's editing).
+    AdminDraftTableImport(&'a str),
+    /// `GET /admin/draft/table/{name}/export` (read).
+    AdminDraftTableExport(&'a str),
 }
 
 impl<'a> Route<'a> {
     /// The route of `path`, `None` for no route. Splits the path without allocating: no
-    /// route has more than four segments.
+    /// route has more than five segments.
     fn of(path: &'a str) -> Option<Route<'a>> {
-        let mut segments = [""; 4];
+        let mut segments = [""; 5];
         let mut n = 0;
         for segment in path.trim_matches('/').split('/') {
             *segments.get_mut(n)? = segment;
@@ -161,6 +181,12 @@ impl<'a> Route<'a> {
             ["admin", "canary"] => Route::AdminCanary,
             ["admin", "promote"] => Route::AdminPromote,
             ["admin", "rollback"] => Route::AdminRollback,
+            ["admin", "draft"] => Route::AdminDraft,
+            ["admin", "draft", "file"] => Route::AdminDraftFile,
+            ["admin", "draft", "check"] => Route::AdminDraftCheck,
+            ["admin", "draft", "table", name] => Route::AdminDraftTable(name),
+            ["admin", "draft", "table", name, "import"] => Route::AdminDraftTableImport(name),
+            ["admin", "draft", "table", name, "export"] => Route::AdminDraftTableExport(name),
             _ => return None,
         })
     }
@@ -191,6 +217,22 @@ impl<'a> Route<'a> {
             Route::AdminCanary => "/admin/canary",
             Route::AdminPromote => "/admin/promote",
             Route::AdminRollback => "/admin/rollback",
+            Route::AdminDraft => "/admin/draft",
+            Route::AdminDraftFile => "/admin/draft/file",
+            Route::AdminDraftCheck => "/admin/draft/check",
+            Route::AdminDraftTable(_) => "/admin/draft/table/{name}",
+            Route::AdminDraftTableImport(_) => "/admin/draft/table/{name}/import",
+            Route::AdminDraftTableExport(_) => "/admin/draft/table/{name}/export",
+        }
+    }
+
+    /// The methods of a route that takes other methods than GET (reads) or POST (acts);
+    /// `None` for the others ([`Route::reads`] says which).
+    fn methods(&self) -> Option<&'static str> {
+        match self {
+            Route::AdminDraftFile => Some("GET, PUT, DELETE"),
+            Route::AdminDraftTable(_) => Some("GET, PUT"),
+            _ => None,
         }
     }
 
@@ -209,6 +251,8 @@ impl<'a> Route<'a> {
                 | Route::AdminVersion(_)
                 | Route::AdminVersionFiles(_)
                 | Route::AdminDiff
+                | Route::AdminDraft
+                | Route::AdminDraftTableExport(_)
         )
     }
 }
@@ -226,10 +270,14 @@ async fn dispatch(
         )));
     };
     let method = req.method();
-    if route.reads() && !(method == Method::GET || method == Method::HEAD) {
+    if let Some(allow) = route.methods() {
+        let head = method == Method::HEAD && allow.contains("GET");
+        if !head && !allow.split(", ").any(|m| m == method.as_str()) {
+            return Err(ApiError::method_not_allowed(allow));
+        }
+    } else if route.reads() && !(method == Method::GET || method == Method::HEAD) {
         return Err(ApiError::method_not_allowed("GET"));
-    }
-    if !route.reads() && method != Method::POST {
+    } else if !route.reads() && method != Method::POST {
         return Err(ApiError::method_not_allowed("POST"));
     }
     match route {
@@ -312,6 +360,30 @@ async fn dispatch(
             state.authorize(&req, peer)?;
             versions::rollback(state, req).await
         }
+        Route::AdminDraft => {
+            state.authorize(&req, peer)?;
+            draft::list(state).await
+        }
+        Route::AdminDraftFile => {
+            state.authorize(&req, peer)?;
+            draft::file(state, req).await
+        }
+        Route::AdminDraftCheck => {
+            state.authorize(&req, peer)?;
+            draft::check(state, req).await
+        }
+        Route::AdminDraftTable(name) => {
+            state.authorize(&req, peer)?;
+            draft::table(state, &decode_segment(name)?, TableAction::Rows, req).await
+        }
+        Route::AdminDraftTableImport(name) => {
+            state.authorize(&req, peer)?;
+            draft::table(state, &decode_segment(name)?, TableAction::Import, req).await
+        }
+        Route::AdminDraftTableExport(name) => {
+            state.authorize(&req, peer)?;
+            draft::table(state, &decode_segment(name)?, TableAction::Export, req).await
+        }
     }
 }
 
@@ -345,7 +417,7 @@ mod tests {
     fn every_route_pattern_names_its_route() {
         // A route added to `Route` without its pattern here would have no series at start.
         for pattern in ROUTE_PATTERNS {
-            let path = pattern.replace("{id}", "abc");
+            let path = pattern.replace("{id}", "abc").replace("{name}", "faq");
             let route = Route::of(&path).expect(pattern);
             assert_eq!(route.name(), pattern);
         }
