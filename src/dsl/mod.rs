@@ -127,6 +127,9 @@ pub struct LoadOptions {
     /// A persistent second level for trained classifiers, behind the process's memory:
     /// looked in before training, given what was trained (`nlu::cache`).
     pub trained_cache: Option<Arc<dyn TrainedCache>>,
+    /// Texts read instead of some files of the directory (an editor's unsaved buffer),
+    /// the directory itself left as it is.
+    pub overlay: Overlay,
 }
 
 impl std::fmt::Debug for LoadOptions {
@@ -134,6 +137,7 @@ impl std::fmt::Debug for LoadOptions {
         f.debug_struct("LoadOptions")
             .field("quick_training", &self.quick_training)
             .field("trained_cache", &self.trained_cache.is_some())
+            .field("overlay", &self.overlay)
             .finish()
     }
 }
@@ -146,7 +150,7 @@ pub fn load_dir(dir: &Path) -> Compiled {
 
 /// [`load_dir`] with options.
 pub fn load_dir_with(dir: &Path, options: LoadOptions) -> Compiled {
-    let (report, lowered, _) = run(dir, options, Goal::Build, &Overlay::default());
+    let (report, lowered, _) = run(dir, options, Goal::Build);
     let rules = match lowered {
         Some(Lowered::Rules(rules)) => Some(*rules),
         _ => None,
@@ -165,7 +169,11 @@ pub fn check_dir(dir: &Path) -> Checked {
 /// files included), the directory left as it is: the diagnostics the directory would
 /// give with those texts saved.
 pub fn check_dir_with(dir: &Path, overlay: &Overlay) -> Checked {
-    let (report, lowered, symbols) = run(dir, LoadOptions::default(), Goal::Check, overlay);
+    let options = LoadOptions {
+        overlay: overlay.clone(),
+        ..LoadOptions::default()
+    };
+    let (report, lowered, symbols) = run(dir, options, Goal::Check);
     let summary = match lowered {
         Some(Lowered::Checked(summary)) => Some(summary),
         _ => None,
@@ -179,8 +187,9 @@ pub fn check_dir_with(dir: &Path, overlay: &Overlay) -> Checked {
 
 /// Reads, parses and lowers every `.kefu` file under `dir` (with `overlay`'s texts)
 /// towards `goal`; for a check, also the declared names.
-fn run(dir: &Path, options: LoadOptions, goal: Goal, overlay: &Overlay) -> (Report, Option<Lowered>, Symbols) {
+fn run(dir: &Path, options: LoadOptions, goal: Goal) -> (Report, Option<Lowered>, Symbols) {
     let mut report = Report::default();
+    let overlay = &options.overlay;
     let paths = kefu_files(dir).map(|mut paths| {
         paths.extend(overlay.files_in(dir, Path::new(""), true, &["kefu"]));
         paths.sort();
@@ -233,7 +242,6 @@ fn run(dir: &Path, options: LoadOptions, goal: Goal, overlay: &Overlay) -> (Repo
         0,
         options,
         goal,
-        overlay,
         &mut report.sources,
         &mut report.diagnostics,
     );

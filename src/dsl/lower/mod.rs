@@ -32,7 +32,6 @@ use sha2::{Digest, Sha256};
 
 use super::ast::{self, Ident, Item, Str};
 use super::{LoadOptions, Summary};
-use crate::diag::files::Overlay;
 use crate::diag::{Diagnostic, FileId, SourceMap, Span, closest};
 use crate::kb;
 use crate::nlu::Lang;
@@ -86,7 +85,6 @@ pub fn lower(
     first_file: FileId,
     options: LoadOptions,
     goal: Goal,
-    overlay: &Overlay,
     sources: &mut SourceMap,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Lowered> {
@@ -113,7 +111,6 @@ pub fn lower(
         root,
         options,
         goal,
-        overlay,
         sources,
         diagnostics,
         inputs: Vec::new(),
@@ -127,8 +124,6 @@ struct Lowerer<'a> {
     root: &'a Path,
     options: LoadOptions,
     goal: Goal,
-    /// Unsaved texts read instead of files ([`Overlay`]).
-    overlay: &'a Overlay,
     sources: &'a mut SourceMap,
     diagnostics: &'a mut Vec<Diagnostic>,
     /// Every auxiliary file read (data, word lists) with its text, for the version hash.
@@ -219,7 +214,12 @@ impl Lowerer<'_> {
         let styles = self.styles(&items.styles, &compiler);
         let fallback = self.fallback(&items.fallbacks, &items.styles, &compiler);
         let mut safety = self.safety(&items.safety, &items.entities);
-        let kb = Arc::new(kb::load(self.root, self.overlay, self.sources, self.diagnostics));
+        let kb = Arc::new(kb::load(
+            self.root,
+            &self.options.overlay,
+            self.sources,
+            self.diagnostics,
+        ));
 
         let errors_after = self.diagnostics.iter().filter(|d| d.is_error()).count();
         if errors_after > errors_before {
