@@ -99,9 +99,18 @@ pub fn read(root: &Path, path: &Path) -> Result<String, FileError> {
 /// Texts that stand in for files of a rules directory during one load, by their path
 /// relative to the directory: read instead of the file on disk, and found by the
 /// directory walks even when no such file exists yet.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Overlay {
     files: std::collections::BTreeMap<PathBuf, String>,
+}
+
+impl std::fmt::Debug for Overlay {
+    /// The paths and sizes, not the texts (up to megabytes each).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.files.iter().map(|(path, text)| (path, text.len())))
+            .finish()
+    }
 }
 
 impl Overlay {
@@ -188,6 +197,26 @@ mod tests {
         assert!(matches!(read(root, &root.join("out.txt")), Err(FileError::Outside)));
         std::os::unix::fs::symlink("ok.txt", root.join("in.txt")).unwrap();
         assert_eq!(read(root, &root.join("in.txt")).unwrap(), "词\n");
+    }
+
+    #[test]
+    fn an_overlay_is_read_instead_of_the_file_and_found_by_walks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("kb")).unwrap();
+        std::fs::write(root.join("kb/faq.yaml"), "on disk\n").unwrap();
+        let mut overlay = Overlay::default();
+        overlay.insert("kb/faq.yaml", "unsaved\n".into());
+        overlay.insert("kb/new.yaml", "new\n".into());
+        overlay.insert("kb/deep/x.yaml", "deep\n".into());
+        overlay.insert("kb/.hidden.yaml", "hidden\n".into());
+        assert_eq!(overlay.read(root, &root.join("kb/faq.yaml")).unwrap(), "unsaved\n");
+        assert_eq!(std::fs::read_to_string(root.join("kb/faq.yaml")).unwrap(), "on disk\n");
+        let found: Vec<PathBuf> = overlay.files_in(root, Path::new("kb"), false, &["yaml"]).collect();
+        assert_eq!(found, vec![root.join("kb/faq.yaml"), root.join("kb/new.yaml")]);
+        assert_eq!(overlay.files_in(root, Path::new(""), true, &["yaml"]).count(), 3);
+        assert!(format!("{overlay:?}").contains("8"), "sizes, not texts: {overlay:?}");
+        assert!(!format!("{overlay:?}").contains("unsaved"));
     }
 
     #[test]
