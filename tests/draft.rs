@@ -48,6 +48,8 @@ fn draft_files_are_listed_read_and_written_and_a_stale_write_is_refused_with_a_d
     assert_eq!(find("safety/profanity.txt").unwrap()["kind"], "words");
     assert_eq!(find("tests/cancel_offer_yes.yaml").unwrap()["kind"], "tests");
     assert_eq!(aftersale["version"].as_str().unwrap().len(), 16);
+    assert_eq!(aftersale["editable"], true);
+    assert_eq!(find("tests/intents.jsonl").unwrap()["editable"], false);
     assert!(list["base"].is_null(), "{list}");
 
     let read = server.get("/admin/draft/file?path=aftersale.kefu");

@@ -488,6 +488,9 @@ pub struct DraftFile {
     pub size: u64,
     /// [`file_version`] of its bytes.
     pub version: String,
+    /// Whether the file edits can name it ([`check_path`]): a draft may hold other files
+    /// (`tests/intents.jsonl`), shown but not edited here.
+    pub editable: bool,
 }
 
 /// Every file of the draft in `dir` ([`read_dir`]'s files), in path order.
@@ -496,6 +499,7 @@ pub fn list(dir: &Path) -> Result<Vec<DraftFile>, DraftError> {
         .into_iter()
         .map(|(path, bytes)| DraftFile {
             kind: FileKind::of(&path),
+            editable: check_path(&path).is_ok(),
             size: bytes.len() as u64,
             version: file_version(&bytes),
             path,
@@ -617,6 +621,9 @@ fn current_bytes(dir: &Path, full: &Path, path: &str) -> Result<Option<Vec<u8>>,
         Err(crate::diag::files::FileError::Outside) => Err(EditError::BadPath(format!(
             "`{path}` leads outside the draft directory through a symbolic link"
         ))),
+        Err(crate::diag::files::FileError::NotRegular) => {
+            Err(EditError::BadPath(format!("`{path}` is not a regular file")))
+        }
         Err(e) => Err(EditError::Io(DraftError {
             path: full.to_path_buf(),
             why: e.to_string(),
