@@ -22,12 +22,11 @@ pub fn run(dir: &Path, color: Color) -> ExitCode {
         Color::Always => true,
         Color::Never => false,
     };
-    eprint!("{}", checked.report.render_all(color));
-    match checked.summary {
-        Some(summary) => {
-            eprintln!("{}: ok, {summary}", dir.display());
-            ExitCode::SUCCESS
-        }
-        None => ExitCode::FAILURE,
+    // One rendering for the terminal and the console's check (`Checked::render`).
+    eprint!("{}", checked.render(dir, color));
+    if checked.summary.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -8,6 +8,9 @@
 //! the loader, `/dev/zero` would never end), and may hold at most [`MAX_FILE_BYTES`]. The
 //! limit is enforced while reading, so a file that grows while it is read stops there.
 //! A refused file is never read, so no diagnostic can quote it.
+//!
+//! An [`Overlay`] stands in for some files of one load with texts held in memory: an
+//! editor's unsaved buffer checked as if it were saved, without writing the directory.
 
 use std::io::Read as _;
 use std::path::{Component, Path, PathBuf};
@@ -93,6 +96,67 @@ pub fn read(root: &Path, path: &Path) -> Result<String, FileError> {
     String::from_utf8(bytes).map_err(|_| FileError::NotUtf8)
 }
 
+/// Texts that stand in for files of a rules directory during one load, by their path
+/// relative to the directory: read instead of the file on disk, and found by the
+/// directory walks even when no such file exists yet.
+#[derive(Clone, Default)]
+pub struct Overlay {
+    files: std::collections::BTreeMap<PathBuf, String>,
+}
+
+impl std::fmt::Debug for Overlay {
+    /// The paths and sizes, not the texts (up to megabytes each).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.files.iter().map(|(path, text)| (path, text.len())))
+            .finish()
+    }
+}
+
+impl Overlay {
+    /// Lays `text` over the file at `relative` (relative to the rules directory).
+    pub fn insert(&mut self, relative: impl Into<PathBuf>, text: String) {
+        self.files.insert(relative.into(), text);
+    }
+
+    /// The text laid over `path` (a path under `root`), if any.
+    fn get(&self, root: &Path, path: &Path) -> Option<&str> {
+        let relative = path.strip_prefix(root).ok()?;
+        self.files.get(relative).map(String::as_str)
+    }
+
+    /// [`read`], with the overlay's text for a path it holds (bounded by
+    /// [`MAX_FILE_BYTES`] as a file is).
+    pub fn read(&self, root: &Path, path: &Path) -> Result<String, FileError> {
+        match self.get(root, path) {
+            Some(text) if text.len() as u64 > MAX_FILE_BYTES => Err(FileError::TooLarge),
+            Some(text) => Ok(text.to_string()),
+            None => read(root, path),
+        }
+    }
+
+    /// The overlaid files directly in `root/dir` (or anywhere under it when `recursive`)
+    /// as paths under `root`, whose extension is one of `extensions`, skipping hidden
+    /// names: what a walk of the directory adds to the files on disk.
+    pub fn files_in<'a>(
+        &'a self,
+        root: &'a Path,
+        dir: &'a Path,
+        recursive: bool,
+        extensions: &'a [&'a str],
+    ) -> impl Iterator<Item = PathBuf> + 'a {
+        self.files.keys().filter_map(move |relative| {
+            let rest = relative.strip_prefix(dir).ok()?;
+            let deep = rest.components().count() > 1;
+            let hidden = relative
+                .components()
+                .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+            let extension = rest.extension()?.to_str()?;
+            (!hidden && (recursive || !deep) && extensions.contains(&extension)).then(|| root.join(relative))
+        })
+    }
+}
+
 /// A short reason for an I/O error, without Rust's debug formatting.
 pub fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
@@ -133,6 +197,26 @@ mod tests {
         assert!(matches!(read(root, &root.join("out.txt")), Err(FileError::Outside)));
         std::os::unix::fs::symlink("ok.txt", root.join("in.txt")).unwrap();
         assert_eq!(read(root, &root.join("in.txt")).unwrap(), "词\n");
+    }
+
+    #[test]
+    fn an_overlay_is_read_instead_of_the_file_and_found_by_walks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("kb")).unwrap();
+        std::fs::write(root.join("kb/faq.yaml"), "on disk\n").unwrap();
+        let mut overlay = Overlay::default();
+        overlay.insert("kb/faq.yaml", "unsaved\n".into());
+        overlay.insert("kb/new.yaml", "new\n".into());
+        overlay.insert("kb/deep/x.yaml", "deep\n".into());
+        overlay.insert("kb/.hidden.yaml", "hidden\n".into());
+        assert_eq!(overlay.read(root, &root.join("kb/faq.yaml")).unwrap(), "unsaved\n");
+        assert_eq!(std::fs::read_to_string(root.join("kb/faq.yaml")).unwrap(), "on disk\n");
+        let found: Vec<PathBuf> = overlay.files_in(root, Path::new("kb"), false, &["yaml"]).collect();
+        assert_eq!(found, vec![root.join("kb/faq.yaml"), root.join("kb/new.yaml")]);
+        assert_eq!(overlay.files_in(root, Path::new(""), true, &["yaml"]).count(), 3);
+        assert!(format!("{overlay:?}").contains("8"), "sizes, not texts: {overlay:?}");
+        assert!(!format!("{overlay:?}").contains("unsaved"));
     }
 
     #[test]

@@ -113,6 +113,32 @@ impl Diagnostic {
     }
 }
 
+/// A diagnostic with its place as line and column numbers, for JSON (the console's
+/// editor): what [`Report::render`] shows, field by field.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Located {
+    /// `error` or `warning`.
+    pub severity: &'static str,
+    /// A stable tag of the kind of problem; diagnostics carry none yet, so always `None`.
+    pub code: Option<&'static str>,
+    /// What is wrong, as rendered.
+    pub message: String,
+    /// The file, relative to the rules directory, with `/` (empty for the directory).
+    pub file: String,
+    /// 1-based line where the primary span starts.
+    pub line: usize,
+    /// 1-based column (characters) where it starts.
+    pub col: usize,
+    /// 1-based line where it ends.
+    pub end_line: usize,
+    /// 1-based column (characters) just past its end.
+    pub end_col: usize,
+    /// The help line.
+    pub help: Option<String>,
+    /// The related places, each `file:line:col: label`, and the label of the primary span.
+    pub notes: Vec<String>,
+}
+
 /// Everything one load reported, with the files needed to show it.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
@@ -144,6 +170,49 @@ impl Report {
         let file = self.sources.file(span.file);
         let (line, col) = file.line_col(span.start);
         format!("{}:{line}:{col}", file.path.display())
+    }
+
+    /// Every diagnostic with its place as numbers, files relative to `root` (the
+    /// directory that was loaded).
+    pub fn located(&self, root: &std::path::Path) -> Vec<Located> {
+        let relative = |file: FileId| {
+            let path = &self.sources.file(file).path;
+            path.strip_prefix(root)
+                .unwrap_or(path)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/")
+        };
+        self.diagnostics
+            .iter()
+            .map(|d| {
+                let span = d.primary.span;
+                let file = self.sources.file(span.file);
+                let (line, col) = file.line_col(span.start);
+                let (end_line, end_col) = file.line_col(span.end.max(span.start));
+                let mut notes = Vec::new();
+                if !d.primary.message.is_empty() {
+                    notes.push(d.primary.message.clone());
+                }
+                for label in &d.secondary {
+                    let (l, c) = self.sources.file(label.span.file).line_col(label.span.start);
+                    notes.push(format!("{}:{l}:{c}: {}", relative(label.span.file), label.message));
+                }
+                Located {
+                    severity: level_name(d.severity),
+                    code: None,
+                    message: d.message.clone(),
+                    file: relative(span.file),
+                    line,
+                    col,
+                    end_line,
+                    end_col,
+                    help: d.help.clone(),
+                    notes,
+                }
+            })
+            .collect()
     }
 
     /// Renders one diagnostic; `color` adds ANSI styles for a terminal.

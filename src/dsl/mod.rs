@@ -6,7 +6,9 @@
 //! errors. This is the one way a `RuleSet` is made, so `kefu check`, hot reload and the
 //! tests all see the same diagnostics. [`check_dir`] runs the same steps up to the
 //! diagnostics and stops before training, for `kefu check` and as-you-type checks: its
-//! report is the one `load_dir` would give.
+//! report is the one `load_dir` would give. [`check_dir_with`] checks with unsaved texts
+//! laid over some files (an [`Overlay`]), and lists where each name is declared
+//! ([`symbols`]), for the console's editor.
 //!
 //! The intent classifier is trained only when what it learns from changed: a build
 //! reuses the model trained from the same inputs before, from the process's memory or a
@@ -15,13 +17,16 @@
 pub mod ast;
 pub mod lower;
 pub mod parse;
+pub mod symbols;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::RuleSet;
-use crate::diag::{Diagnostic, Report, Span, files};
+use crate::diag::files::Overlay;
+use crate::diag::{Diagnostic, Report, Span};
 use lower::{Goal, Lowered};
+use symbols::Symbols;
 
 pub use crate::nlu::cache::TrainedCache;
 
@@ -41,6 +46,20 @@ pub struct Checked {
     pub report: Report,
     /// The rules' version and counts, when there were no errors.
     pub summary: Option<Summary>,
+    /// Where each name is declared, from the files as parsed (also when there are errors).
+    pub symbols: Symbols,
+}
+
+impl Checked {
+    /// Exactly what `kefu check DIR` prints: the diagnostics, then `DIR: ok, SUMMARY`
+    /// when the rules build.
+    pub fn render(&self, dir: &Path, color: bool) -> String {
+        let mut out = self.report.render_all(color);
+        if let Some(summary) = &self.summary {
+            out.push_str(&format!("{}: ok, {summary}\n", dir.display()));
+        }
+        out
+    }
 }
 
 /// A rules directory in one line: its version and how much it holds (`kefu check`).
@@ -108,6 +127,9 @@ pub struct LoadOptions {
     /// A persistent second level for trained classifiers, behind the process's memory:
     /// looked in before training, given what was trained (`nlu::cache`).
     pub trained_cache: Option<Arc<dyn TrainedCache>>,
+    /// Texts read instead of some files of the directory (an editor's unsaved buffer),
+    /// the directory itself left as it is.
+    pub overlay: Overlay,
 }
 
 impl std::fmt::Debug for LoadOptions {
@@ -115,6 +137,7 @@ impl std::fmt::Debug for LoadOptions {
         f.debug_struct("LoadOptions")
             .field("quick_training", &self.quick_training)
             .field("trained_cache", &self.trained_cache.is_some())
+            .field("overlay", &self.overlay)
             .finish()
     }
 }
@@ -127,7 +150,7 @@ pub fn load_dir(dir: &Path) -> Compiled {
 
 /// [`load_dir`] with options.
 pub fn load_dir_with(dir: &Path, options: LoadOptions) -> Compiled {
-    let (report, lowered) = run(dir, options, Goal::Build);
+    let (report, lowered, _) = run(dir, options, Goal::Build);
     let rules = match lowered {
         Some(Lowered::Rules(rules)) => Some(*rules),
         _ => None,
@@ -139,31 +162,61 @@ pub fn load_dir_with(dir: &Path, options: LoadOptions) -> Compiled {
 /// set (no classifier, no script engine): the same report, rendered the same, in a
 /// fraction of the time.
 pub fn check_dir(dir: &Path) -> Checked {
-    let (report, lowered) = run(dir, LoadOptions::default(), Goal::Check);
+    check_dir_with(dir, &Overlay::default())
+}
+
+/// [`check_dir`] with the texts of `overlay` read instead of the files they lay over (new
+/// files included), the directory left as it is: the diagnostics the directory would
+/// give with those texts saved.
+pub fn check_dir_with(dir: &Path, overlay: &Overlay) -> Checked {
+    let options = LoadOptions {
+        overlay: overlay.clone(),
+        ..LoadOptions::default()
+    };
+    let (report, lowered, symbols) = run(dir, options, Goal::Check);
     let summary = match lowered {
         Some(Lowered::Checked(summary)) => Some(summary),
         _ => None,
     };
-    Checked { report, summary }
+    Checked {
+        report,
+        summary,
+        symbols,
+    }
 }
 
-/// Reads, parses and lowers every `.kefu` file under `dir` towards `goal`.
-fn run(dir: &Path, options: LoadOptions, goal: Goal) -> (Report, Option<Lowered>) {
+/// Reads, parses and lowers every `.kefu` file under `dir` (with `overlay`'s texts)
+/// towards `goal`; for a check, also the declared names.
+fn run(dir: &Path, options: LoadOptions, goal: Goal) -> (Report, Option<Lowered>, Symbols) {
     let mut report = Report::default();
-    let paths = match kefu_files(dir) {
+    let overlay = &options.overlay;
+    let paths = kefu_files(dir).map(|mut paths| {
+        paths.extend(overlay.files_in(dir, Path::new(""), true, &["kefu"]));
+        paths.sort();
+        paths.dedup();
+        paths
+    });
+    let paths = match paths {
         Ok(paths) if paths.is_empty() => {
             return (
                 fail(report, dir, "no `.kefu` files in the rules directory".into()),
                 None,
+                Symbols::default(),
             );
         }
         Ok(paths) => paths,
-        Err(e) => return (fail(report, dir, format!("cannot read the rules directory: {e}")), None),
+        Err(e) => {
+            return (
+                fail(report, dir, format!("cannot read the rules directory: {e}")),
+                None,
+                Symbols::default(),
+            );
+        }
     };
 
     let mut parsed = Vec::new();
     for path in paths {
-        match files::read(dir, &path) {
+        match overlay.read(dir, &path) {
             Ok(text) => {
                 let id = report.sources.add(path, text);
                 let (items, diagnostics) = parse::parse_file(id, &report.sources.file(id).text);
@@ -179,6 +232,10 @@ fn run(dir: &Path, options: LoadOptions, goal: Goal) -> (Report, Option<Lowered>
             }
         }
     }
+    let symbols = match goal {
+        Goal::Check => Symbols::of(dir, &report.sources, &parsed),
+        Goal::Build => Symbols::default(),
+    };
     let lowered = lower::lower(
         dir,
         parsed,
@@ -190,7 +247,7 @@ fn run(dir: &Path, options: LoadOptions, goal: Goal) -> (Report, Option<Lowered>
     );
     report.sort();
     let lowered = if report.has_errors() { None } else { lowered };
-    (report, lowered)
+    (report, lowered, symbols)
 }
 
 /// A report with one error about the directory itself.

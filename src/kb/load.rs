@@ -6,7 +6,7 @@
 //! reported at their line and column in the kb file; checks across entries (duplicate ids,
 //! FAQ entries about unknown products, empty answers) point at the entry's `id:` line.
 //! Any error fails the whole load, so a broken kb edit leaves the old rules serving.
-//! Files are read through [`files::read`]: regular files inside the rules directory, at
+//! Files are read through [`crate::diag::files::read`]: regular files inside the rules directory, at
 //! most 16 MiB each.
 
 use std::collections::HashMap;
@@ -15,7 +15,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::{Faq, KnowledgeBase, Product};
-use crate::diag::{Diagnostic, FileId, SourceMap, Span, closest, files};
+use crate::diag::files::Overlay;
+use crate::diag::{Diagnostic, FileId, SourceMap, Span, closest};
 
 /// The directory under the rules directory that holds the knowledge base.
 pub const KB_DIR: &str = "kb";
@@ -33,7 +34,14 @@ struct KbFile {
 /// Reads every `*.yaml`/`*.yml` file in `root/kb` (not recursively) and builds the index.
 /// A missing `kb` directory is an empty knowledge base. Files are added to `sources`, so
 /// diagnostics can show them and the rule set's version covers them.
-pub fn load(root: &Path, sources: &mut SourceMap, diagnostics: &mut Vec<Diagnostic>) -> KnowledgeBase {
+/// Texts in `overlay` are read instead of the files, and its kb files count as if they
+/// were on disk.
+pub fn load(
+    root: &Path,
+    overlay: &Overlay,
+    sources: &mut SourceMap,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> KnowledgeBase {
     let dir = root.join(KB_DIR);
     let mut paths: Vec<_> = match std::fs::read_dir(&dir) {
         Ok(entries) => entries
@@ -43,7 +51,7 @@ pub fn load(root: &Path, sources: &mut SourceMap, diagnostics: &mut Vec<Diagnost
             .filter(|p| !p.is_dir() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
             .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
             .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return KnowledgeBase::default(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
             let id = sources.add(dir.clone(), String::new());
             diagnostics.push(Diagnostic::error(
@@ -53,13 +61,18 @@ pub fn load(root: &Path, sources: &mut SourceMap, diagnostics: &mut Vec<Diagnost
             return KnowledgeBase::default();
         }
     };
+    paths.extend(overlay.files_in(root, Path::new(KB_DIR), false, &["yaml", "yml"]));
+    if paths.is_empty() {
+        return KnowledgeBase::default();
+    }
     paths.sort();
+    paths.dedup();
 
     let mut products: Vec<(FileId, Product)> = Vec::new();
     let mut faqs: Vec<(FileId, Faq)> = Vec::new();
     let mut files = Vec::new();
     for path in paths {
-        let text = match files::read(root, &path) {
+        let text = match overlay.read(root, &path) {
             Ok(t) => t,
             Err(e) => {
                 let id = sources.add(path.clone(), String::new());

@@ -31,6 +31,7 @@
 pub mod bm25;
 pub mod check;
 pub mod load;
+pub mod table;
 pub mod text;
 
 use std::collections::BTreeMap;

@@ -47,7 +47,7 @@ pub(super) fn decode_segment(segment: &str) -> Result<String, ApiError> {
 }
 
 /// Reads a request body of at most `limit` bytes.
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -55,6 +55,7 @@ pub mod chat;
 pub mod config;
 pub mod conns;
 pub mod console;
+pub mod draft;
 pub mod errors;
 pub mod health;
 pub mod http;

@@ -12,9 +12,10 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::draft::TableAction;
 use super::http::{Body, decode_segment};
 use super::users::Permission;
-use super::{ApiError, State, admin, assets, chat, conns, console, health, openai, sessions, versions};
+use super::{ApiError, State, admin, assets, chat, conns, console, draft, health, openai, sessions, versions};
 
 /// One request, start to end: route, time limit, metrics, and errors turned into JSON.
 pub(super) async fn handle(
@@ -71,7 +72,7 @@ enum SessionAction {
 }
 
 /// Every route's pattern ([`Route::name`]), for the request series that exist from start.
-pub(super) const ROUTE_PATTERNS: [&str; 27] = [
+pub(super) const ROUTE_PATTERNS: [&str; 33] = [
     "/v1/chat",
     "/v1/chat/completions",
     "/v1/sessions/{id}",
@@ -99,6 +100,12 @@ pub(super) const ROUTE_PATTERNS: [&str; 27] = [
     "/console/api/logout",
     "/console/api/me",
     "/console/{asset}",
+    "/admin/draft",
+    "/admin/draft/file",
+    "/admin/draft/check",
+    "/admin/draft/table/{name}",
+    "/admin/draft/table/{name}/import",
+    "/admin/draft/table/{name}/export",
 ];
 
 /// The route a path names, read once per request: for dispatch and for the metrics label.
@@ -133,11 +140,24 @@ enum Route<'a> {
     /// `/console` and everything under it but the API: the console's files, the path
     /// after `/console`.
     ConsoleAsset(&'a str),
+    /// `GET /admin/draft` (permission: read).
+    AdminDraft,
+    /// `GET|PUT|DELETE /admin/draft/file?path=P` (GET: read; PUT, DELETE: edit).
+    AdminDraftFile,
+    /// `POST /admin/draft/check` (read: it writes nothing).
+    AdminDraftCheck,
+    /// `GET|PUT /admin/draft/table/{name}` (GET: read; PUT: edit).
+    AdminDraftTable(&'a str),
+    /// `POST /admin/draft/table/{name}/import` (edit; it only previews, but belongs to
+    /// a table's editing).
+    AdminDraftTableImport(&'a str),
+    /// `GET /admin/draft/table/{name}/export` (read).
+    AdminDraftTableExport(&'a str),
 }
 
 impl<'a> Route<'a> {
     /// The route of `path`, `None` for no route. Splits the path without allocating: no
-    /// route has more than four segments.
+    /// route has more than five segments.
     fn of(path: &'a str) -> Option<Route<'a>> {
         // The console's client-side routes may be any depth.
         if let Some(rest) = path.strip_prefix("/console")
@@ -151,7 +171,7 @@ impl<'a> Route<'a> {
                 _ => Route::ConsoleAsset(rest),
             });
         }
-        let mut segments = [""; 4];
+        let mut segments = [""; 5];
         let mut n = 0;
         for segment in path.trim_matches('/').split('/') {
             *segments.get_mut(n)? = segment;
@@ -185,6 +205,12 @@ impl<'a> Route<'a> {
             ["admin", "canary"] => Route::AdminCanary,
             ["admin", "promote"] => Route::AdminPromote,
             ["admin", "rollback"] => Route::AdminRollback,
+            ["admin", "draft"] => Route::AdminDraft,
+            ["admin", "draft", "file"] => Route::AdminDraftFile,
+            ["admin", "draft", "check"] => Route::AdminDraftCheck,
+            ["admin", "draft", "table", name] => Route::AdminDraftTable(name),
+            ["admin", "draft", "table", name, "import"] => Route::AdminDraftTableImport(name),
+            ["admin", "draft", "table", name, "export"] => Route::AdminDraftTableExport(name),
             _ => return None,
         })
     }
@@ -219,6 +245,22 @@ impl<'a> Route<'a> {
             Route::ConsoleLogout => "/console/api/logout",
             Route::ConsoleMe => "/console/api/me",
             Route::ConsoleAsset(_) => "/console/{asset}",
+            Route::AdminDraft => "/admin/draft",
+            Route::AdminDraftFile => "/admin/draft/file",
+            Route::AdminDraftCheck => "/admin/draft/check",
+            Route::AdminDraftTable(_) => "/admin/draft/table/{name}",
+            Route::AdminDraftTableImport(_) => "/admin/draft/table/{name}/import",
+            Route::AdminDraftTableExport(_) => "/admin/draft/table/{name}/export",
+        }
+    }
+
+    /// The methods of a route that takes other methods than GET (reads) or POST (acts);
+    /// `None` for the others ([`Route::reads`] says which).
+    fn methods(&self) -> Option<&'static str> {
+        match self {
+            Route::AdminDraftFile => Some("GET, PUT, DELETE"),
+            Route::AdminDraftTable(_) => Some("GET, PUT"),
+            _ => None,
         }
     }
 
@@ -275,6 +317,8 @@ impl<'a> Route<'a> {
                 | Route::AdminDiff
                 | Route::ConsoleMe
                 | Route::ConsoleAsset(_)
+                | Route::AdminDraft
+                | Route::AdminDraftTableExport(_)
         )
     }
 }
@@ -292,10 +336,14 @@ async fn dispatch(
         )));
     };
     let method = req.method();
-    if route.reads() && !(method == Method::GET || method == Method::HEAD) {
+    if let Some(allow) = route.methods() {
+        let head = method == Method::HEAD && allow.contains("GET");
+        if !head && !allow.split(", ").any(|m| m == method.as_str()) {
+            return Err(ApiError::method_not_allowed(allow));
+        }
+    } else if route.reads() && !(method == Method::GET || method == Method::HEAD) {
         return Err(ApiError::method_not_allowed("GET"));
-    }
-    if !route.reads() && method != Method::POST {
+    } else if !route.reads() && method != Method::POST {
         return Err(ApiError::method_not_allowed("POST"));
     }
     // Every route's permission, checked here once; handlers that record who acted find
@@ -345,6 +393,16 @@ async fn dispatch(
         Route::ConsoleLogout => console::logout(state, &req, peer),
         Route::ConsoleMe => console::me(state, &req, peer),
         Route::ConsoleAsset(path) => Ok(assets::serve(&assets::CONSOLE, path, &req)),
+        Route::AdminDraft => draft::list(state).await,
+        Route::AdminDraftFile => draft::file(state, req).await,
+        Route::AdminDraftCheck => draft::check(state, req).await,
+        Route::AdminDraftTable(name) => draft::table(state, &decode_segment(name)?, TableAction::Rows, req).await,
+        Route::AdminDraftTableImport(name) => {
+            draft::table(state, &decode_segment(name)?, TableAction::Import, req).await
+        }
+        Route::AdminDraftTableExport(name) => {
+            draft::table(state, &decode_segment(name)?, TableAction::Export, req).await
+        }
     }
 }
 
@@ -409,7 +467,7 @@ mod tests {
     fn every_route_pattern_names_its_route() {
         // A route added to `Route` without its pattern here would have no series at start.
         for pattern in ROUTE_PATTERNS {
-            let path = pattern.replace("{id}", "abc");
+            let path = pattern.replace("{id}", "abc").replace("{name}", "faq");
             let route = Route::of(&path).expect(pattern);
             assert_eq!(route.name(), pattern);
         }

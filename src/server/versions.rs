@@ -66,7 +66,7 @@ fn store_error(error: VersionError) -> ApiError {
 }
 
 /// Runs `work` on the blocking pool; a panic is a 500.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+pub(super) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work).await.map_err(|e| {
         tracing::error!(error = %e, "a version store task panicked");
         ApiError::internal()
@@ -539,7 +539,7 @@ fn author(signed_in: Option<String>, claimed: Option<String>) -> String {
 }
 
 /// One value of a query string (percent-decoded), `None` when absent.
-fn query_value(query: Option<&str>, name: &str) -> Result<Option<String>, ApiError> {
+pub(super) fn query_value(query: Option<&str>, name: &str) -> Result<Option<String>, ApiError> {
     for pair in query.unwrap_or("").split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         if key == name {

@@ -87,18 +87,24 @@ pub fn render(
             ));
             continue;
         };
-        let diff = TextDiff::from_lines(old, new);
-        let text = diff
-            .unified_diff()
-            .context_radius(3)
-            .header(&old_header, &new_header)
-            .to_string();
+        let text = unified(&old_header, old, &new_header, new);
         out.push_str(&paint(&text, color));
         if !text.ends_with('\n') {
             out.push('\n');
         }
     }
     out
+}
+
+/// One text's unified diff (three lines of context) from `old` to `new` under the headers
+/// `--- old_name` and `+++ new_name`; empty when the texts are equal. The hunks of
+/// [`render`], and of a refused draft edit (the sent text against the file as it is now).
+pub fn unified(old_name: &str, old: &str, new_name: &str, new: &str) -> String {
+    TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(old_name, new_name)
+        .to_string()
 }
 
 /// Colours a unified diff's lines when `color` is set.

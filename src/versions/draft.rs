@@ -11,6 +11,14 @@
 //! hidden file `DIR/.kefu-base`; that is the parent a publish names by default, so of two
 //! editors publishing edits of the same version the second is refused with a conflict. A
 //! directory without the file publishes over whatever is live (its first publish).
+//!
+//! The console edits a draft file by file ([`list`], [`read_file`], [`write_file`],
+//! [`delete_file`]): each file has a version (the start of its SHA-256), an edit names the
+//! version it was made from and is refused with the file as it is now when that changed
+//! (two editors of one file: the second sees the first's text and a diff, nothing is
+//! lost), writes are atomic, and only the draft's own kinds of files (`*.kefu`, YAML, word
+//! lists, CSV, notes) inside it can be named. Plain file operations, no HTTP: the server's
+//! `/admin/draft` routes call them, and a command line could.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -420,9 +428,361 @@ pub fn start_canary(store: &dyn VersionStore, id: VersionId, percent: u8, author
     )
 }
 
+/// The most bytes a file edited through [`write_file`] (or read by [`read_file`]) may hold
+/// (2 MiB): rule files, FAQ tables and word lists are far smaller; anything bigger is not
+/// edited in a browser.
+pub const MAX_EDIT_BYTES: usize = 2 * 1024 * 1024;
+
+/// The extensions of the files a draft edit may name.
+pub const EDITABLE_EXTENSIONS: [&str; 6] = ["kefu", "yaml", "yml", "txt", "csv", "md"];
+
+/// What a draft file is for, by where it is and what it is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    /// A rule file (`*.kefu`).
+    Rules,
+    /// The knowledge base (`kb/`).
+    Kb,
+    /// Data sources' files (`data/`).
+    Data,
+    /// Word lists (`safety/`).
+    Words,
+    /// Conversation tests and knowledge-base checks (`tests/`).
+    Tests,
+    /// Anything else.
+    Other,
+}
+
+impl FileKind {
+    /// The kind of the file at `path` (relative, `/`-separated).
+    pub fn of(path: &str) -> FileKind {
+        if path.ends_with(".kefu") {
+            return FileKind::Rules;
+        }
+        match path.split_once('/').map(|(top, _)| top) {
+            Some("kb") => FileKind::Kb,
+            Some("data") => FileKind::Data,
+            Some("safety") => FileKind::Words,
+            Some("tests") => FileKind::Tests,
+            _ => FileKind::Other,
+        }
+    }
+}
+
+/// A file's version as a draft edit names it: the first 16 hex digits of its SHA-256.
+pub fn file_version(bytes: &[u8]) -> String {
+    let mut hex = super::sha256_hex(bytes);
+    hex.truncate(16);
+    hex
+}
+
+/// One file of a draft, as [`list`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DraftFile {
+    /// Relative to the draft, with `/`.
+    pub path: String,
+    /// What it is for.
+    pub kind: FileKind,
+    /// Bytes.
+    pub size: u64,
+    /// [`file_version`] of its bytes.
+    pub version: String,
+    /// Whether the file edits can name it ([`check_path`]): a draft may hold other files
+    /// (`tests/intents.jsonl`), shown but not edited here.
+    pub editable: bool,
+}
+
+/// Every file of the draft in `dir` ([`read_dir`]'s files), in path order.
+pub fn list(dir: &Path) -> Result<Vec<DraftFile>, DraftError> {
+    Ok(read_dir(dir)?
+        .into_iter()
+        .map(|(path, bytes)| DraftFile {
+            kind: FileKind::of(&path),
+            editable: check_path(&path).is_ok(),
+            size: bytes.len() as u64,
+            version: file_version(&bytes),
+            path,
+        })
+        .collect())
+}
+
+/// Why a draft file was not read, written or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    /// The path is not one a draft edit may name (the reason).
+    #[error("{0}")]
+    BadPath(String),
+    /// No file at the path.
+    #[error("no file `{0}` in the draft")]
+    NotFound(String),
+    /// Over [`MAX_EDIT_BYTES`].
+    #[error("`{0}` is larger than {mib} MiB, the most a draft edit may hold", mib = MAX_EDIT_BYTES >> 20)]
+    TooLarge(String),
+    /// The file is not UTF-8 text.
+    #[error("`{0}` is not UTF-8 text")]
+    NotText(String),
+    /// The file changed since the version the edit names (or exists, for a new file, or
+    /// is gone): nothing was changed. `current` is the file as it is now, if it exists.
+    #[error("`{path}` changed since the version you edited; nothing was changed")]
+    Conflict {
+        /// The file.
+        path: String,
+        /// Its text and version now; `None` when it no longer exists.
+        current: Option<(String, String)>,
+    },
+    /// The file system refused.
+    #[error(transparent)]
+    Io(#[from] DraftError),
+}
+
+/// Checks that `path` names a file a draft edit may touch: relative, `/`-separated,
+/// without `.`, `..`, empty or hidden components (`.git`, `.kefu-base`), and with one
+/// of [`EDITABLE_EXTENSIONS`].
+pub fn check_path(path: &str) -> Result<(), EditError> {
+    let bad = |why: &str| Err(EditError::BadPath(format!("`{path}` {why}")));
+    if path.starts_with('/') {
+        return bad("is absolute: paths are relative to the draft directory");
+    }
+    if !super::valid_path(path) {
+        return bad("is not a relative path with `/` (no `..`, `.`, empty parts or backslashes)");
+    }
+    if path.split('/').any(|c| c.starts_with('.')) {
+        return bad("names a hidden file or directory, which the draft does not hold");
+    }
+    if path.chars().any(char::is_control) {
+        return bad("holds a control character");
+    }
+    let extension = path.rsplit_once('.').map(|(_, e)| e);
+    if !extension.is_some_and(|e| EDITABLE_EXTENSIONS.contains(&e)) {
+        return Err(EditError::BadPath(format!(
+            "`{path}` is not a draft file: the draft holds `.{}` files",
+            EDITABLE_EXTENSIONS.join("`, `.")
+        )));
+    }
+    Ok(())
+}
+
+/// Serializes the draft edits of this process, so that of two edits of one version the
+/// second sees the first's file (the check of the version and the rename are one step).
+/// Another process writing the directory (an editor on the server) is not held by it.
+static EDITS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The full path of `path` under `dir`, after [`check_path`], when every directory on the
+/// way that exists is inside `dir` once symbolic links are followed.
+fn resolve(dir: &Path, path: &str) -> Result<PathBuf, EditError> {
+    check_path(path)?;
+    let io = |p: &Path, e: std::io::Error| {
+        EditError::Io(DraftError {
+            path: p.to_path_buf(),
+            why: io_reason(&e),
+        })
+    };
+    let root = std::fs::canonicalize(dir).map_err(|e| io(dir, e))?;
+    let full = dir.join(path);
+    // The nearest existing ancestor decides where the file would land.
+    let mut ancestor = full.parent();
+    while let Some(a) = ancestor {
+        if a.exists() {
+            let real = std::fs::canonicalize(a).map_err(|e| io(a, e))?;
+            if !real.starts_with(&root) {
+                return Err(EditError::BadPath(format!(
+                    "`{path}` leads outside the draft directory through a symbolic link"
+                )));
+            }
+            break;
+        }
+        ancestor = a.parent();
+    }
+    Ok(full)
+}
+
+/// The bytes of `full` (the draft file `path`), `None` when there is none.
+fn current_bytes(dir: &Path, full: &Path, path: &str) -> Result<Option<Vec<u8>>, EditError> {
+    match std::fs::symlink_metadata(full) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(EditError::Io(DraftError {
+                path: full.to_path_buf(),
+                why: io_reason(&e),
+            }));
+        }
+        Ok(_) => {}
+    }
+    match crate::diag::files::read(dir, full) {
+        Ok(text) => {
+            if text.len() > MAX_EDIT_BYTES {
+                return Err(EditError::TooLarge(path.into()));
+            }
+            Ok(Some(text.into_bytes()))
+        }
+        Err(crate::diag::files::FileError::NotUtf8) => Err(EditError::NotText(path.into())),
+        Err(crate::diag::files::FileError::TooLarge) => Err(EditError::TooLarge(path.into())),
+        Err(crate::diag::files::FileError::Outside) => Err(EditError::BadPath(format!(
+            "`{path}` leads outside the draft directory through a symbolic link"
+        ))),
+        Err(crate::diag::files::FileError::NotRegular) => {
+            Err(EditError::BadPath(format!("`{path}` is not a regular file")))
+        }
+        Err(e) => Err(EditError::Io(DraftError {
+            path: full.to_path_buf(),
+            why: e.to_string(),
+        })),
+    }
+}
+
+/// The text of the draft file `path` and its version.
+pub fn read_file(dir: &Path, path: &str) -> Result<(String, String), EditError> {
+    let full = resolve(dir, path)?;
+    let bytes = current_bytes(dir, &full, path)?.ok_or_else(|| EditError::NotFound(path.into()))?;
+    let version = file_version(&bytes);
+    Ok((
+        String::from_utf8(bytes).map_err(|_| EditError::NotText(path.into()))?,
+        version,
+    ))
+}
+
+/// The conflict of an edit of `path` that expected `expected` (`None`: no file) when the
+/// file now holds `current`; `Ok` when they agree.
+fn expect(path: &str, expected: Option<&str>, current: Option<Vec<u8>>) -> Result<(), EditError> {
+    let now = current.as_deref().map(file_version);
+    if now.as_deref() == expected {
+        return Ok(());
+    }
+    Err(EditError::Conflict {
+        path: path.into(),
+        current: current.map(|bytes| {
+            let version = file_version(&bytes);
+            (String::from_utf8_lossy(&bytes).into_owned(), version)
+        }),
+    })
+}
+
+/// Writes `text` to the draft file `path` atomically (a temporary file renamed over it;
+/// directories created), when the file is still at version `expected` (`None`: when there
+/// is no such file yet). Returns the new version.
+pub fn write_file(dir: &Path, path: &str, text: &str, expected: Option<&str>) -> Result<String, EditError> {
+    if text.len() > MAX_EDIT_BYTES {
+        return Err(EditError::TooLarge(path.into()));
+    }
+    let full = resolve(dir, path)?;
+    let _held = EDITS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    expect(path, expected, current_bytes(dir, &full, path)?)?;
+    let parent = full.parent().unwrap_or(dir);
+    std::fs::create_dir_all(parent).map_err(|e| DraftError {
+        path: parent.to_path_buf(),
+        why: io_reason(&e),
+    })?;
+    // Checked again now that the directories exist: one created through a link that
+    // appeared meanwhile would show here.
+    resolve(dir, path)?;
+    super::local::write_synced(&full, text.as_bytes()).map_err(|e| DraftError {
+        path: full.clone(),
+        why: e.to_string(),
+    })?;
+    Ok(file_version(text.as_bytes()))
+}
+
+/// Removes the draft file `path` when it is still at version `expected`.
+pub fn delete_file(dir: &Path, path: &str, expected: &str) -> Result<(), EditError> {
+    let full = resolve(dir, path)?;
+    let _held = EDITS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let current = current_bytes(dir, &full, path)?;
+    if current.is_none() {
+        return Err(EditError::NotFound(path.into()));
+    }
+    expect(path, Some(expected), current)?;
+    std::fs::remove_file(&full).map_err(|e| DraftError {
+        path: full.clone(),
+        why: io_reason(&e),
+    })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn draft_paths_are_relative_visible_and_of_the_draft_s_kinds() {
+        for ok in [
+            "a.kefu",
+            "kb/faq.yaml",
+            "safety/词.txt",
+            "tests/x.yml",
+            "data/a.csv",
+            "README.md",
+        ] {
+            assert!(check_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "../a.kefu",
+            "/etc/passwd.txt",
+            ".git/config.txt",
+            ".kefu-base",
+            "kb/.x.yaml",
+            "a/./b.kefu",
+            "a//b.kefu",
+            "",
+            "a.exe",
+            "a",
+            "a\\b.kefu",
+        ] {
+            assert!(matches!(check_path(bad), Err(EditError::BadPath(_))), "{bad}");
+        }
+        assert_eq!(FileKind::of("aftersale.kefu"), FileKind::Rules);
+        assert_eq!(FileKind::of("kb/faq.yaml"), FileKind::Kb);
+        assert_eq!(FileKind::of("safety/a.txt"), FileKind::Words);
+        assert_eq!(FileKind::of("notes.md"), FileKind::Other);
+    }
+
+    #[test]
+    fn an_edit_of_a_stale_version_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = write_file(dir.path(), "kb/faq.yaml", "a\n", None).unwrap();
+        assert_eq!(
+            read_file(dir.path(), "kb/faq.yaml").unwrap(),
+            ("a\n".to_string(), v1.clone())
+        );
+        // A new file over an existing one.
+        assert!(matches!(
+            write_file(dir.path(), "kb/faq.yaml", "b\n", None),
+            Err(EditError::Conflict { current: Some(_), .. })
+        ));
+        let v2 = write_file(dir.path(), "kb/faq.yaml", "b\n", Some(&v1)).unwrap();
+        match write_file(dir.path(), "kb/faq.yaml", "c\n", Some(&v1)) {
+            Err(EditError::Conflict {
+                current: Some((text, version)),
+                ..
+            }) => {
+                assert_eq!((text.as_str(), version.as_str()), ("b\n", v2.as_str()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            delete_file(dir.path(), "kb/faq.yaml", &v1),
+            Err(EditError::Conflict { .. })
+        ));
+        delete_file(dir.path(), "kb/faq.yaml", &v2).unwrap();
+        assert!(matches!(
+            read_file(dir.path(), "kb/faq.yaml"),
+            Err(EditError::NotFound(_))
+        ));
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("kb")).unwrap().collect();
+        assert!(names.is_empty(), "no temporary file left: {names:?}");
+    }
+
+    #[test]
+    fn an_edit_cannot_reach_outside_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("out")).unwrap();
+        assert!(matches!(
+            write_file(dir.path(), "out/x.kefu", "x", None),
+            Err(EditError::BadPath(_))
+        ));
+        assert!(std::fs::read_dir(elsewhere.path()).unwrap().next().is_none());
+    }
 
     #[test]
     fn a_base_file_holds_a_version_number_or_is_an_error_naming_it() {

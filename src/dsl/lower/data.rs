@@ -24,7 +24,7 @@ impl Lowerer<'_> {
     /// path as written, and never shows the refused file.
     pub(super) fn read_aux(&mut self, path: &Str) -> Option<(PathBuf, String)> {
         let read = files::resolve(self.root, &path.value).and_then(|full| {
-            let text = files::read(self.root, &full)?;
+            let text = self.options.overlay.read(self.root, &full)?;
             Ok((full, text))
         });
         match read {

@@ -214,7 +214,12 @@ impl Lowerer<'_> {
         let styles = self.styles(&items.styles, &compiler);
         let fallback = self.fallback(&items.fallbacks, &items.styles, &compiler);
         let mut safety = self.safety(&items.safety, &items.entities);
-        let kb = Arc::new(kb::load(self.root, self.sources, self.diagnostics));
+        let kb = Arc::new(kb::load(
+            self.root,
+            &self.options.overlay,
+            self.sources,
+            self.diagnostics,
+        ));
 
         let errors_after = self.diagnostics.iter().filter(|d| d.is_error()).count();
         if errors_after > errors_before {
