@@ -591,6 +591,11 @@ fn describe_understanding(u: &Understanding) -> String {
     for e in &u.entities {
         let _ = write!(s, ", {}={}", e.name, e.value);
     }
+    // What the classifier nearly chose: an editor reading a wrong answer sees which
+    // intent's examples to sharpen.
+    for (n, (name, p)) in u.runners_up().enumerate() {
+        let _ = write!(s, "{}{name} ({p:.2})", if n == 0 { "; runners-up " } else { ", " });
+    }
     s
 }
 
@@ -1516,6 +1521,13 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         faq: answer.faq,
         intent: u.intent.clone(),
         confidence: u.confidence,
+        runners_up: u
+            .runners_up()
+            .map(|(intent, confidence)| super::RunnerUp {
+                intent: intent.clone(),
+                confidence: *confidence,
+            })
+            .collect(),
         emotion: u.emotion,
         language: session.language.unwrap_or_else(|| rules.shop.language()),
         entities: u.entities.clone(),
