@@ -1023,3 +1023,110 @@ mod tests {
         assert_eq!(pad("退货", 6), "退货  ");
     }
 }
+
+/// One hour of a period's turns (the console's charts).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hour {
+    /// Its start, RFC 3339 in the shop's time zone.
+    pub hour: String,
+    /// Customer turns (messages queued for an agent left out, as in the report).
+    pub turns: u64,
+    /// Turns answered by the rules: a rule, flow, promotion or short reply; not handed off.
+    pub rule: u64,
+    /// Turns answered by the knowledge base's FAQ; not handed off.
+    pub faq: u64,
+    /// Turns answered by the model; not handed off.
+    pub model: u64,
+    /// Turns handed to a person (whatever answered them).
+    pub handoff: u64,
+    /// The rest: cache hits, fallbacks, safety, greetings of the card... (`turns` is the
+    /// sum of the five).
+    pub other: u64,
+    /// The median latency, `None` for an hour without turns.
+    pub p50_ms: Option<f64>,
+    /// The 95th percentile latency.
+    pub p95_ms: Option<f64>,
+}
+
+/// The report of the records in `[since, until)` of the log `files` (the writer's names,
+/// `conversations-YYYY-MM-DD-NNN.jsonl`, days in `zone`): only files whose day can hold
+/// the period are read (a day of margin each side; a file named otherwise is read), so a
+/// day's report over a year of logs reads a day's files. With it, the period's turns hour
+/// by hour in `zone`.
+pub fn report_between(
+    files: &[PathBuf],
+    since: DateTime<FixedOffset>,
+    until: DateTime<FixedOffset>,
+    zone: chrono_tz::Tz,
+    options: &ReportOptions,
+) -> Result<(Report, Vec<Hour>), DataError> {
+    let (first, last) = (
+        since.with_timezone(&zone).date_naive() - chrono::Duration::days(1),
+        until.with_timezone(&zone).date_naive() + chrono::Duration::days(1),
+    );
+    let wanted: Vec<PathBuf> = files
+        .iter()
+        .filter(|path| {
+            let day = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("conversations-"))
+                .and_then(|n| n.get(..10))
+                .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+            day.is_none_or(|day| (first..=last).contains(&day))
+        })
+        .cloned()
+        .collect();
+    let start = since.with_timezone(&zone);
+    let hours = ((until - since).num_hours().max(0) as usize + 1).min(24 * 366);
+    let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); hours];
+    let mut counts = vec![[0u64; 5]; hours];
+    let mut tally = Tally::default();
+    let read = super::read(&wanted, |record, _| {
+        let ts = record.ts();
+        if ts < since || ts >= until {
+            return;
+        }
+        if let Record::Turn(turn) = &record
+            && turn.source != AnswerSource::Human
+        {
+            let slot = ((ts - since).num_seconds() / 3600) as usize;
+            if let (Some(c), Some(l)) = (counts.get_mut(slot), latencies.get_mut(slot)) {
+                use AnswerSource::*;
+                let column = match turn.source {
+                    _ if turn.handoff.is_some() => 3,
+                    Rule | Flow | Promotion | Context => 0,
+                    Faq => 1,
+                    Llm => 2,
+                    _ => 4,
+                };
+                c[column] += 1;
+                l.push(turn.latency_ms);
+            }
+        }
+        tally.add(record);
+    })?;
+    let report = tally.finish(options, read);
+    let series = counts
+        .iter()
+        .zip(latencies.iter_mut())
+        .enumerate()
+        .filter(|(i, _)| since + chrono::Duration::hours(*i as i64) < until)
+        .map(|(i, (c, l))| {
+            l.sort_by(f64::total_cmp);
+            let at = |p| (!l.is_empty()).then(|| percentile(l, p));
+            Hour {
+                hour: (start + chrono::Duration::hours(i as i64)).to_rfc3339(),
+                turns: c.iter().sum(),
+                rule: c[0],
+                faq: c[1],
+                model: c[2],
+                handoff: c[3],
+                other: c[4],
+                p50_ms: at(50.0),
+                p95_ms: at(95.0),
+            }
+        })
+        .collect();
+    Ok((report, series))
+}
