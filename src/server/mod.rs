@@ -8,6 +8,7 @@
 //! | `GET /healthz`, `GET /metrics`, `GET /admin/rules`, `POST /admin/reload` | [`admin`] |
 //! | `GET /livez`, `GET /readyz` | [`health`] |
 //! | `GET /admin/versions`, `GET /admin/versions/{id}`, `GET /admin/diff`, `POST /admin/publish`, `.../canary`, `.../promote`, `.../rollback`, `.../replay` | [`versions`] |
+//! | `POST /admin/draft/chat`, `POST /admin/draft/tests`, `POST /admin/draft/tests/save`, `GET /admin/report` | [`workbench`] |
 //!
 //! The machinery around the handlers, one job a file:
 //!
@@ -68,6 +69,7 @@ pub mod sse;
 pub mod state;
 pub mod turns;
 pub mod versions;
+pub mod workbench;
 
 use std::path::PathBuf;
 

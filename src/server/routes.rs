@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::http::{Body, decode_segment};
-use super::{ApiError, State, admin, chat, conns, health, openai, sessions, versions};
+use super::{ApiError, State, admin, chat, conns, health, openai, sessions, versions, workbench};
 
 /// One request, start to end: route, time limit, metrics, and errors turned into JSON.
 pub(super) async fn handle(
@@ -69,7 +69,7 @@ enum SessionAction {
 }
 
 /// Every route's pattern ([`Route::name`]), for the request series that exist from start.
-pub(super) const ROUTE_PATTERNS: [&str; 23] = [
+pub(super) const ROUTE_PATTERNS: [&str; 27] = [
     "/v1/chat",
     "/v1/chat/completions",
     "/v1/sessions/{id}",
@@ -93,6 +93,10 @@ pub(super) const ROUTE_PATTERNS: [&str; 23] = [
     "/admin/canary",
     "/admin/promote",
     "/admin/rollback",
+    "/admin/draft/chat",
+    "/admin/draft/tests",
+    "/admin/draft/tests/save",
+    "/admin/report",
 ];
 
 /// The route a path names, read once per request: for dispatch and for the metrics label.
@@ -121,6 +125,14 @@ enum Route<'a> {
     AdminCanary,
     AdminPromote,
     AdminRollback,
+    /// `POST /admin/draft/chat`: permission `read` (a test chat changes nothing).
+    DraftChat,
+    /// `POST /admin/draft/tests`: permission `read`.
+    DraftTests,
+    /// `POST /admin/draft/tests/save`: permission `edit` (writes to the draft).
+    DraftTestSave,
+    /// `GET /admin/report`: permission `read`.
+    AdminReport,
 }
 
 impl<'a> Route<'a> {
@@ -161,6 +173,10 @@ impl<'a> Route<'a> {
             ["admin", "canary"] => Route::AdminCanary,
             ["admin", "promote"] => Route::AdminPromote,
             ["admin", "rollback"] => Route::AdminRollback,
+            ["admin", "draft", "chat"] => Route::DraftChat,
+            ["admin", "draft", "tests"] => Route::DraftTests,
+            ["admin", "draft", "tests", "save"] => Route::DraftTestSave,
+            ["admin", "report"] => Route::AdminReport,
             _ => return None,
         })
     }
@@ -191,6 +207,10 @@ impl<'a> Route<'a> {
             Route::AdminCanary => "/admin/canary",
             Route::AdminPromote => "/admin/promote",
             Route::AdminRollback => "/admin/rollback",
+            Route::DraftChat => "/admin/draft/chat",
+            Route::DraftTests => "/admin/draft/tests",
+            Route::DraftTestSave => "/admin/draft/tests/save",
+            Route::AdminReport => "/admin/report",
         }
     }
 
@@ -209,6 +229,7 @@ impl<'a> Route<'a> {
                 | Route::AdminVersion(_)
                 | Route::AdminVersionFiles(_)
                 | Route::AdminDiff
+                | Route::AdminReport
         )
     }
 }
@@ -311,6 +332,22 @@ async fn dispatch(
         Route::AdminRollback => {
             state.authorize(&req, peer)?;
             versions::rollback(state, req).await
+        }
+        Route::DraftChat => {
+            state.authorize(&req, peer)?;
+            workbench::chat(state, req).await
+        }
+        Route::DraftTests => {
+            state.authorize(&req, peer)?;
+            workbench::tests(state, req).await
+        }
+        Route::DraftTestSave => {
+            state.authorize(&req, peer)?;
+            workbench::save_test(state, req).await
+        }
+        Route::AdminReport => {
+            state.authorize(&req, peer)?;
+            workbench::report(state, req.uri().query()).await
         }
     }
 }

@@ -57,6 +57,8 @@ pub struct State {
     /// The conversation log's directory, when the log is on (what `POST /admin/replay`
     /// replays).
     pub(super) log_dir: Option<std::path::PathBuf>,
+    /// The draft (the rules directory) as the console's test chat and tests build it.
+    pub(super) workbench: crate::reload::workbench::Workbench,
 }
 
 /// A built service: rules loaded, engine, reloader, job queue. Serve it with
@@ -306,6 +308,14 @@ impl Service {
             identity,
             versions: config.versions.clone(),
             log_dir: config.conversation_log.as_ref().map(|log| log.dir.clone()),
+            workbench: crate::reload::workbench::Workbench::new(
+                &config.rules,
+                config
+                    .versions
+                    .as_ref()
+                    .map(crate::versions::load_options)
+                    .unwrap_or_default(),
+            ),
         });
         super::versions::guard_canaries(Arc::downgrade(&state), config.canary);
         Ok(Service {
