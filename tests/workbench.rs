@@ -122,6 +122,24 @@ fn the_test_chat_answers_with_the_draft_and_says_where_from() {
         "a number alone: no intent scored"
     );
 
+    // An FAQ answer points at its entry's `id:` in the kb file, with its score.
+    let faq = draft_chat(&server, json!({ "message": "积分有什么用" }));
+    assert_eq!(faq["turn"]["source"], "faq", "{faq}");
+    let kb = std::fs::read_to_string(ws.draft().join("kb/faq.yaml")).unwrap();
+    let id_line = kb
+        .lines()
+        .position(|l| l.trim_start_matches(['-', ' ']) == "id: 积分")
+        .unwrap()
+        + 1;
+    assert_eq!(faq["source_location"]["file"], "kb/faq.yaml", "{faq}");
+    assert_eq!(faq["source_location"]["line"], id_line);
+    let hit = &faq["kb"][0];
+    assert_eq!(
+        (hit["kind"].as_str(), hit["id"].as_str(), hit["answered"].as_bool()),
+        (Some("faq"), Some("积分"), Some(true))
+    );
+    assert!(hit["score"].as_f64().unwrap() > 0.0);
+
     // A customer turn lands in the log; the test chat never does.
     server.chat("customer-1", "什么时候发货");
     assert!(eventually(Duration::from_secs(10), || log_text(&ws.log()).contains("customer-1")));
@@ -296,6 +314,11 @@ fn the_report_counts_the_logged_turns_of_today() {
     let busy = hourly.iter().find(|h| h["turns"] != 0).unwrap();
     assert!(busy["p50_ms"].is_number(), "{busy}");
     assert!(report["satisfaction"].is_object());
+    // The logged turns replayed through the draft as it is on disk.
+    let replay = server.post("/admin/replay", &json!({ "draft": true }));
+    assert_eq!(replay.status, 200, "{}", replay.body);
+    let both = server.post("/admin/replay", &json!({ "draft": true, "version": "live" }));
+    assert_eq!(both.status, 400, "{}", both.body);
     // A period without turns, and a bad time.
     let old = server.get("/admin/report?since=2020-01-01T00:00:00%2B08:00&until=2020-01-02T00:00:00%2B08:00");
     assert_eq!(old.status, 200, "{}", old.body);
