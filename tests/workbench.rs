@@ -43,6 +43,12 @@ impl Workspace {
         config.tickets.state_dir = Some(self.dir.path().join("state"));
         config.versions = Some(store);
         config.conversation_log = Some(kefu::data::LogConfig::new(self.log()));
+        // The node's model, which the draft's engine shares.
+        config.llm = Some(Arc::new(kefu::llm::MockLlm::new(vec![kefu::llm::MockRule {
+            contains: "卡片".into(),
+            reply: "亲，可以的～祝福语写在订单留言里，我们会手写在贺卡上～".into(),
+            confidence: 0.9,
+        }])));
         TestServer::start(config)
     }
 
@@ -139,6 +145,16 @@ fn the_test_chat_answers_with_the_draft_and_says_where_from() {
         (Some("faq"), Some("积分"), Some(true))
     );
     assert!(hit["score"].as_f64().unwrap() > 0.0);
+
+    // The node's model answers the draft's chat too; its prompt is shown, part by part.
+    let model = draft_chat(&server, json!({ "message": "可以放张卡片写祝福吗" }));
+    assert_eq!(model["turn"]["source"], "llm", "{model}");
+    assert_eq!(model["source_location"], Value::Null);
+    let prompt = model["prompt"].as_array().unwrap();
+    assert_eq!(prompt[0]["part"], "system", "{model}");
+    assert!(prompt.last().unwrap()["text"].as_str().unwrap().contains("卡片"));
+    assert_eq!(model["prompt_parts"][0], "persona");
+    assert_eq!(faq["prompt"], Value::Null);
 
     // A customer turn lands in the log; the test chat never does.
     server.chat("customer-1", "什么时候发货");

@@ -298,6 +298,10 @@ pub struct TurnResponse {
     /// conversation log's cost and the OpenAI-compatible endpoint's `usage`.
     #[serde(skip)]
     pub usage: Usage,
+    /// The messages of the model's prompt, when the model was asked (the console's test
+    /// chat shows them; not sent to customers or agents).
+    #[serde(skip)]
+    pub prompt: Vec<crate::llm::ChatMessage>,
     /// Scripts (conditions, template holes, `set`s, `call`s) that failed during the turn,
     /// each also a trace line: counted in `/metrics` and failing conversation tests.
     #[serde(skip)]

@@ -113,10 +113,12 @@ pub(super) async fn chat(state: &Arc<State>, req: Request<Incoming>) -> Result<R
             .flatten()
             .map(|s| s.slots)
             .unwrap_or_default();
-        let prompt = workbench::prompt_parts(&turn.trace).map(|parts| {
-            parts
-                .into_iter()
-                .map(|part| json!({ "part": part, "text": null }))
+        // The prompt's messages, each a part with its text; what they hold (persona,
+        // policies, passages...) is in `prompt_parts`.
+        let prompt = (!turn.prompt.is_empty()).then(|| {
+            turn.prompt
+                .iter()
+                .map(|m| json!({ "part": m.role, "text": m.content }))
                 .collect::<Vec<_>>()
         });
         let body = json!({
@@ -131,6 +133,7 @@ pub(super) async fn chat(state: &Arc<State>, req: Request<Incoming>) -> Result<R
             },
             "kb": workbench::kb_hits(&turn.trace),
             "prompt": prompt,
+            "prompt_parts": workbench::prompt_parts(&turn.trace),
             "safety": workbench::safety_actions(&turn.trace),
             "source_location": workbench::source_location(&built.rules, &turn),
             "rules_version": built.rules.version,
