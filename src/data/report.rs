@@ -1022,6 +1022,51 @@ mod tests {
         assert_eq!(ms(1512.4), "1512");
         assert_eq!(pad("退货", 6), "退货  ");
     }
+
+    #[test]
+    fn a_period_reads_only_the_files_that_can_hold_it_and_counts_by_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let turn = |ts: &str, source: &str, handoff: Option<&str>, ms: f64| {
+            serde_json::json!({
+                "kind": "turn", "ts": ts, "session": ts, "turn": 1, "message": "在吗", "reply": "在的",
+                "source": source, "confidence": 0.9, "latency_ms": ms, "rules": "v1", "handoff": handoff,
+            })
+            .to_string()
+        };
+        let day = [
+            turn("2026-12-06T09:10:00+08:00", "rule", None, 2.0),
+            turn("2026-12-06T09:20:00+08:00", "faq", None, 4.0),
+            turn("2026-12-06T09:30:00+08:00", "rule", Some("客户投诉"), 6.0),
+            turn("2026-12-06T11:00:00+08:00", "llm", None, 100.0),
+            // The next day: in the file, outside the period.
+            turn("2026-12-07T00:00:00+08:00", "rule", None, 1.0),
+        ];
+        std::fs::write(dir.path().join("conversations-2026-12-06-000.jsonl"), day.join("\n")).unwrap();
+        // Another year: never opened (it is not even a log).
+        std::fs::write(dir.path().join("conversations-2025-01-01-000.jsonl"), "not json\n").unwrap();
+        let files = super::super::writer::log_files(dir.path()).unwrap();
+        let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap();
+        let (report, hours) = report_between(
+            &files,
+            at("2026-12-06T00:00:00+08:00"),
+            at("2026-12-07T00:00:00+08:00"),
+            chrono_tz::Asia::Shanghai,
+            &ReportOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(report.read.files, 1);
+        assert_eq!(report.read.bad_lines, 0);
+        assert_eq!(report.turns, 4);
+        assert_eq!(hours.len(), 24);
+        assert_eq!(hours[9].hour, "2026-12-06T09:00:00+08:00");
+        let nine = &hours[9];
+        assert_eq!(
+            (nine.turns, nine.rule, nine.faq, nine.handoff, nine.model),
+            (3, 1, 1, 1, 0)
+        );
+        assert_eq!((nine.p50_ms, nine.p95_ms), (Some(4.0), Some(6.0)));
+        assert_eq!((hours[11].model, hours[10].turns, hours[10].p50_ms), (1, 0, None));
+    }
 }
 
 /// One hour of a period's turns (the console's charts).
