@@ -198,6 +198,8 @@ fn an_edited_draft_answers_at_once_and_a_broken_one_is_refused_with_diagnostics(
             .unwrap()
             .starts_with("broken.kefu:")
     );
+    assert_eq!(error["diagnostics"][0]["file"], "broken.kefu", "{error}");
+    assert!(error["diagnostics"][0]["line"].as_u64().unwrap() >= 1);
 }
 
 #[test]

@@ -39,7 +39,10 @@ pub(super) fn build(state: &State) -> Result<Built, ApiError> {
             "rules_invalid",
             format!("the draft has errors: {}", failure.summary()),
         )
-        .with_details(json!({ "diagnostics": failure.diagnostics, "report": failure.report })),
+        .with_details(json!({
+            "diagnostics": failure.diagnostics.iter().map(diagnostic).collect::<Vec<_>>(),
+            "report": failure.report,
+        })),
         WorkbenchError::Files(e) => {
             let dir = format!("{}/", state.workbench.dir().display());
             ApiError::new(
@@ -48,6 +51,26 @@ pub(super) fn build(state: &State) -> Result<Built, ApiError> {
                 e.to_string().replace(&dir, ""),
             )
         }
+    })
+}
+
+/// One diagnostic of a draft that does not build: its `location` (`file:line:col`) also
+/// split into `file`, `line` and `col`, as the console's editor places it.
+fn diagnostic(d: &crate::reload::DiagnosticView) -> Value {
+    let mut parts = d.location.rsplitn(3, ':');
+    let (col, line, file) = (parts.next(), parts.next(), parts.next());
+    let number = |s: Option<&str>| s.and_then(|s| s.parse::<u64>().ok());
+    let (file, line, col) = match (file, number(line), number(col)) {
+        (Some(file), Some(line), Some(col)) => (file, Some(line), Some(col)),
+        _ => (d.location.as_str(), None, None),
+    };
+    json!({
+        "severity": d.severity,
+        "message": d.message,
+        "location": d.location,
+        "file": file,
+        "line": line,
+        "col": col,
     })
 }
 
