@@ -208,7 +208,38 @@ pub struct TurnRecord {
     pub script_errors: Vec<String>,
     /// Expectations that did not hold.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub failures: Vec<String>,
+    pub failures: Vec<Failure>,
+}
+
+/// An expectation of a turn that did not hold: the field, what the test expected and what
+/// the turn did, and the line `kefu test` prints (`Display`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// The expectation's key (`rule`, `reply_contains`, `handoff`, `script_errors`...).
+    pub field: String,
+    /// What the test expected, when it names a value.
+    pub expected: Option<String>,
+    /// What the turn gave.
+    pub actual: Option<String>,
+    /// The whole failure in words.
+    pub message: String,
+}
+
+impl Failure {
+    fn new(field: &str, expected: Option<&str>, actual: Option<&str>, message: String) -> Self {
+        Failure {
+            field: field.to_string(),
+            expected: expected.map(str::to_string),
+            actual: actual.map(str::to_string),
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// A conversation as it happened.
@@ -319,6 +350,141 @@ impl Suite {
     }
 }
 
+impl Suite {
+    /// What the conversations exercised of `rules` together.
+    pub fn coverage(&self, rules: &RuleSet) -> Coverage {
+        let covered: BTreeSet<String> = self
+            .conversations
+            .iter()
+            .flat_map(|o| o.covered.iter().cloned())
+            .collect();
+        coverage(rules, &covered)
+    }
+
+    /// The run as `kefu test` prints it: each file's result and, for a failed one (every
+    /// turn with `verbose`), its turns with what failed; the knowledge-base checks; the
+    /// coverage and what never ran; every script that failed at run time; the count. One
+    /// text for the terminal and the console.
+    pub fn render(&self, rules: &RuleSet, verbose: bool) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        // Every script that failed at run time: (the failure, the test file, its turn).
+        let mut script_errors: Vec<(String, String, usize)> = Vec::new();
+        for outcome in &self.conversations {
+            let file = &outcome.file;
+            script_errors.extend(
+                outcome
+                    .script_errors()
+                    .map(|(turn, error)| (error.to_string(), file.display().to_string(), turn)),
+            );
+            let mark = if outcome.passed() { "ok  " } else { "FAIL" };
+            let _ = writeln!(
+                out,
+                "{mark} {} ({}, {} turns)",
+                outcome.name,
+                file.display(),
+                outcome.turns.len()
+            );
+            if let Some(error) = &outcome.error {
+                let _ = writeln!(out, "     {error}");
+            }
+            for (n, turn) in outcome.turns.iter().enumerate() {
+                if verbose || !turn.failures.is_empty() {
+                    let _ = writeln!(out, "     {}. 你: {}", n + 1, turn.say);
+                    let _ = writeln!(out, "        客服: {}  [{} · {}]", turn.reply, turn.by, turn.intent);
+                    for failure in &turn.failures {
+                        let _ = writeln!(out, "        ✗ {failure}");
+                    }
+                }
+            }
+        }
+        // Knowledge-base checks (rules/tests/kb/*.yaml): customers' paraphrases must find
+        // their FAQ entry first, and off-topic messages must not be answered by one.
+        for report in &self.kb {
+            let file = &report.file;
+            let mark = if report.passed() { "ok  " } else { "FAIL" };
+            let _ = writeln!(out, "{mark} knowledge base ({}): {}", file.display(), report.summary());
+            for error in &report.errors {
+                let _ = writeln!(out, "     ✗ {error}");
+            }
+            for case in report.cases.iter().filter(|c| verbose || !c.passed()) {
+                let found = case.top.as_deref().unwrap_or("nothing");
+                let mark = if case.passed() { "✓" } else { "✗" };
+                // Whether the entry would answer by itself (threshold and margin): a wrong
+                // entry that answers is the mistake a customer sees.
+                let answers = if case.answers { ", answers" } else { "" };
+                let _ = writeln!(
+                    out,
+                    "     {mark} {} → {found} ({:.2}{answers}), expected {}",
+                    case.say, case.confidence, case.expected
+                );
+            }
+            for (say, faq) in &report.false_answers {
+                let _ = writeln!(out, "     ✗ {say} → answered by {faq}, but it is listed under not_faq");
+            }
+        }
+        let c = self.coverage(rules);
+        let _ = writeln!(
+            out,
+            "coverage: rules {}/{}, promotions {}/{}, flow steps {}/{}",
+            c.rules.0, c.rules.1, c.promotions.0, c.promotions.1, c.flow_steps.0, c.flow_steps.1
+        );
+        for missing in &c.missing {
+            let _ = writeln!(out, "  never exercised: {missing}");
+        }
+        // Listed even when the tests expected them: each is a script that fails in
+        // production whenever a customer gets there.
+        if !script_errors.is_empty() {
+            let _ = writeln!(out, "scripts that failed: {}", script_errors.len());
+            for (error, file, turn) in &script_errors {
+                let _ = writeln!(out, "  {error} ({file}, turn {turn})");
+            }
+        }
+        let _ = writeln!(out, "{} passed, {} failed", self.passed(), self.failed());
+        out
+    }
+}
+
+/// The file name (without `.yaml`) of a test called `name`: letters and digits of any
+/// script kept (Chinese names stay Chinese), `-` and `_` kept, every other run of
+/// characters (spaces, slashes, dots, punctuation) one `-`; at most 64 characters;
+/// `test` when nothing is left. Never a path: no `/`, backslash, `..` or leading dot.
+pub fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.trim().chars() {
+        if c.is_alphanumeric() || c == '_' || c == '-' {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let out: String = out.trim_matches('-').chars().take(64).collect();
+    let out = out.trim_end_matches('-');
+    if out.is_empty() { "test".into() } else { out.to_string() }
+}
+
+/// `test` (a conversation test's fields: `name`, `turns` of `say` and `expect`...) as the
+/// YAML of a test file, read back with the test loader first: what does not load as a
+/// [`Conversation`] is refused with the loader's words.
+pub fn to_yaml(test: &impl Serialize) -> Result<String, String> {
+    let body = serde_yaml::to_string(test).map_err(|e| e.to_string())?;
+    let text = format!("# Saved from the console's test chat.\n{body}");
+    serde_yaml::from_str::<Conversation>(&text).map_err(|e| format!("not a conversation test: {e}"))?;
+    Ok(text)
+}
+
+/// Writes `text` to `path` only if no file is there (`AlreadyExists` otherwise): written
+/// to a temporary file beside it, then linked to its name, which fails rather than
+/// replace a file, so the test appears whole or not at all and never over another.
+pub fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut temp = tempfile::Builder::new().prefix(".kefu-save-").tempfile_in(dir)?;
+    std::io::Write::write_all(&mut temp, text.as_bytes())?;
+    temp.as_file().sync_all()?;
+    std::fs::hard_link(temp.path(), path)
+}
+
 /// Replays one conversation file against `rules`.
 pub fn run_file(rules: &Arc<RuleSet>, path: &Path) -> Outcome {
     let failed = |error: String| Outcome {
@@ -409,7 +575,12 @@ fn record(turn: &Turn, r: &TurnResponse) -> TurnRecord {
     let e = &turn.expect;
     let mut check = |what: &str, expected: &str, actual: &str| {
         if expected != actual {
-            failures.push(format!("{what}: expected `{expected}`, got `{actual}`"));
+            failures.push(Failure::new(
+                what,
+                Some(expected),
+                Some(actual),
+                format!("{what}: expected `{expected}`, got `{actual}`"),
+            ));
         }
     };
     if let Some(s) = e.source {
@@ -446,17 +617,32 @@ fn record(turn: &Turn, r: &TurnResponse) -> TurnRecord {
     if let Some(x) = &e.step {
         let actual = r.step.as_deref().unwrap_or("-");
         if !actual.starts_with(x.as_str()) {
-            failures.push(format!("step: expected `{x}`, got `{actual}`"));
+            failures.push(Failure::new(
+                "step",
+                Some(x),
+                Some(actual),
+                format!("step: expected `{x}`, got `{actual}`"),
+            ));
         }
     }
     for part in &e.reply_contains {
         if !r.reply.contains(part.as_str()) {
-            failures.push(format!("reply should contain `{part}`: `{}`", r.reply));
+            failures.push(Failure::new(
+                "reply_contains",
+                Some(part),
+                Some(&r.reply),
+                format!("reply should contain `{part}`: `{}`", r.reply),
+            ));
         }
     }
     for part in &e.reply_excludes {
         if r.reply.contains(part.as_str()) {
-            failures.push(format!("reply should not contain `{part}`: `{}`", r.reply));
+            failures.push(Failure::new(
+                "reply_excludes",
+                Some(part),
+                Some(&r.reply),
+                format!("reply should not contain `{part}`: `{}`", r.reply),
+            ));
         }
     }
     for part in &e.trace_contains {
@@ -465,7 +651,12 @@ fn record(turn: &Turn, r: &TurnResponse) -> TurnRecord {
             .iter()
             .any(|t| format!("{}: {}", t.stage, t.detail).contains(part.as_str()))
         {
-            failures.push(format!("no trace line contains `{part}`"));
+            failures.push(Failure::new(
+                "trace_contains",
+                Some(part),
+                None,
+                format!("no trace line contains `{part}`"),
+            ));
         }
     }
     // A script that fails at run time is a mistake in the rules the test caught, unless
@@ -473,21 +664,46 @@ fn record(turn: &Turn, r: &TurnResponse) -> TurnRecord {
     let script_errors: Vec<String> = r.script_errors.iter().map(ToString::to_string).collect();
     for error in &script_errors {
         if !e.script_errors.iter().any(|x| error.contains(x.as_str())) {
-            failures.push(format!("a script failed: {error}"));
+            failures.push(Failure::new(
+                "script_errors",
+                None,
+                Some(error),
+                format!("a script failed: {error}"),
+            ));
         }
     }
     for x in &e.script_errors {
         if !script_errors.iter().any(|error| error.contains(x.as_str())) {
-            failures.push(format!("expected a script to fail in `{x}`; none did"));
+            failures.push(Failure::new(
+                "script_errors",
+                Some(x),
+                None,
+                format!("expected a script to fail in `{x}`; none did"),
+            ));
         }
     }
     match (&e.handoff, &r.handoff) {
-        (Some(HandoffExpect::Any(true)), None) => failures.push("expected a handoff, got none".into()),
-        (Some(HandoffExpect::Any(false)), Some(h)) => failures.push(format!("expected no handoff, got `{}`", h.reason)),
-        (Some(HandoffExpect::Reason(x)), h) if h.as_ref().map(|h| &h.reason) != Some(x) => failures.push(format!(
-            "handoff: expected `{x}`, got `{}`",
-            h.as_ref().map_or("none", |h| h.reason.as_str())
+        (Some(HandoffExpect::Any(true)), None) => failures.push(Failure::new(
+            "handoff",
+            Some("true"),
+            Some("none"),
+            "expected a handoff, got none".into(),
         )),
+        (Some(HandoffExpect::Any(false)), Some(h)) => failures.push(Failure::new(
+            "handoff",
+            Some("false"),
+            Some(&h.reason),
+            format!("expected no handoff, got `{}`", h.reason),
+        )),
+        (Some(HandoffExpect::Reason(x)), h) if h.as_ref().map(|h| &h.reason) != Some(x) => {
+            let actual = h.as_ref().map_or("none", |h| h.reason.as_str());
+            failures.push(Failure::new(
+                "handoff",
+                Some(x),
+                Some(actual),
+                format!("handoff: expected `{x}`, got `{actual}`"),
+            ));
+        }
         _ => {}
     }
     TurnRecord {
@@ -513,7 +729,47 @@ pub struct Coverage {
     /// Flow steps (lines) that ran / all.
     pub flow_steps: (usize, usize),
     /// What never ran.
-    pub missing: Vec<String>,
+    pub missing: Vec<Never>,
+}
+
+/// A rule, promotion or flow step no conversation test ran.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Never {
+    /// `rule`, `promotion` or `flow step`.
+    pub kind: &'static str,
+    /// The rule's, promotion's or flow's name.
+    pub name: String,
+    /// The file it is written in, as the rule set records it.
+    pub file: String,
+    /// Its line.
+    pub line: u32,
+}
+
+impl Never {
+    /// `kind` `name` at `location` (`path:line`).
+    fn at(kind: &'static str, name: &str, location: &str) -> Self {
+        let (file, line) = location
+            .rsplit_once(':')
+            .and_then(|(f, l)| Some((f, l.parse().ok()?)))
+            .unwrap_or((location, 0));
+        Never {
+            kind,
+            name: name.to_string(),
+            file: file.to_string(),
+            line,
+        }
+    }
+}
+
+impl std::fmt::Display for Never {
+    /// As `kefu test` prints it: `rule 七天无理由 (rules/aftersale.kefu:12)`, `flow 退货申请
+    /// step at rules/aftersale.kefu:40`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            "flow step" => write!(f, "flow {} step at {}:{}", self.name, self.file, self.line),
+            kind => write!(f, "{kind} {} ({}:{})", self.name, self.file, self.line),
+        }
+    }
 }
 
 /// Coverage of `rules` by the union of `covered` ids.
@@ -525,7 +781,7 @@ pub fn coverage(rules: &RuleSet, covered: &BTreeSet<String>) -> Coverage {
         if covered.contains(&id) {
             c.rules.0 += 1;
         } else {
-            c.missing.push(format!("rule {} ({})", rule.name, rule.location));
+            c.missing.push(Never::at("rule", &rule.name, &rule.location));
         }
     }
     for promo in &rules.promotions {
@@ -533,7 +789,7 @@ pub fn coverage(rules: &RuleSet, covered: &BTreeSet<String>) -> Coverage {
         if covered.contains(&format!("promotion:{}", promo.name)) {
             c.promotions.0 += 1;
         } else {
-            c.missing.push(format!("promotion {} ({})", promo.name, promo.location));
+            c.missing.push(Never::at("promotion", &promo.name, &promo.location));
         }
     }
     for flow in &rules.flows {
@@ -554,9 +810,53 @@ pub fn coverage(rules: &RuleSet, covered: &BTreeSet<String>) -> Coverage {
                     .location
                     .rsplit_once(':')
                     .map_or(flow.location.as_str(), |(f, _)| f);
-                c.missing.push(format!("flow {} step at {file}:{line}", flow.name));
+                c.missing
+                    .push(Never::at("flow step", &flow.name, &format!("{file}:{line}")));
             }
         }
     }
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slug_keeps_the_name_and_is_never_a_path() {
+        assert_eq!(slug("换颜色 / VIP"), "换颜色-VIP");
+        assert_eq!(slug("../../etc/passwd"), "etc-passwd");
+        assert_eq!(slug(".hidden"), "hidden");
+        assert_eq!(slug("a\\b:c"), "a-b-c");
+        assert_eq!(slug("？！"), "test");
+        assert_eq!(slug(&"长".repeat(100)).chars().count(), 64);
+    }
+
+    #[test]
+    fn a_saved_test_loads_back_and_a_bad_one_is_refused() {
+        let test = serde_json::json!({
+            "name": "换颜色",
+            "user": { "segment": "vip" },
+            "turns": [ { "say": "我想换个颜色", "expect": { "source": "flow", "flow": "换货申请", "reply_contains": ["订单号"] } } ],
+        });
+        let text = to_yaml(&test).unwrap();
+        let back: Conversation = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(back.name, "换颜色");
+        assert_eq!(back.turns[0].say, "我想换个颜色");
+        assert_eq!(back.turns[0].expect.flow.as_deref(), Some("换货申请"));
+        assert_eq!(back.turns[0].expect.reply_contains, ["订单号"]);
+        let bad = serde_json::json!({ "name": "x", "turns": [ { "say": "你好", "expect": { "nonsense": 1 } } ] });
+        assert!(to_yaml(&bad).unwrap_err().contains("nonsense"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tests/换颜色.yaml");
+        write_new(&path, &text).unwrap();
+        assert_eq!(
+            write_new(&path, "other").unwrap_err().kind(),
+            std::io::ErrorKind::AlreadyExists
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        // The temporary file is gone.
+        assert_eq!(std::fs::read_dir(dir.path().join("tests")).unwrap().count(), 1);
+    }
 }

@@ -43,7 +43,11 @@ fn a_conversation_fails_when_a_condition_or_template_fails_and_says_where() {
     let condition = script_errors_outcome("condition_fails.yaml");
     assert!(!condition.passed());
     assert_eq!(
-        condition.turns[0].failures,
+        condition.turns[0]
+            .failures
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
         [format!(
             "a script failed: rule 退货 at {SCRIPT_ERRORS}/shop.kefu:10:9: Unknown property 'signed_days' - a getter is not registered for type '()' (line 1, position 7)"
         )]
@@ -54,7 +58,7 @@ fn a_conversation_fails_when_a_condition_or_template_fails_and_says_where() {
     let failures = &template.turns[1].failures;
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert!(
-        failures[0].starts_with(&format!(
+        failures[0].message.starts_with(&format!(
             "a script failed: rule 物流 at {SCRIPT_ERRORS}/shop.kefu:16:16: "
         )),
         "{failures:?}"
@@ -69,9 +73,15 @@ fn a_script_failure_the_test_expects_passes_and_one_that_does_not_happen_fails()
     assert_eq!(expected.script_errors().count(), 1);
     let missing = script_errors_outcome("expected_but_none.yaml");
     assert_eq!(
-        missing.turns[0].failures,
+        missing.turns[0]
+            .failures
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
         ["expected a script to fail in `rule 退货`; none did"]
     );
+    assert_eq!(missing.turns[0].failures[0].field, "script_errors");
+    assert_eq!(missing.turns[0].failures[0].expected.as_deref(), Some("rule 退货"));
 }
 
 #[test]

@@ -1022,4 +1022,156 @@ mod tests {
         assert_eq!(ms(1512.4), "1512");
         assert_eq!(pad("退货", 6), "退货  ");
     }
+
+    #[test]
+    fn a_period_reads_only_the_files_that_can_hold_it_and_counts_by_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let turn = |ts: &str, source: &str, handoff: Option<&str>, ms: f64| {
+            serde_json::json!({
+                "kind": "turn", "ts": ts, "session": ts, "turn": 1, "message": "在吗", "reply": "在的",
+                "source": source, "confidence": 0.9, "latency_ms": ms, "rules": "v1", "handoff": handoff,
+            })
+            .to_string()
+        };
+        let day = [
+            turn("2026-12-06T09:10:00+08:00", "rule", None, 2.0),
+            turn("2026-12-06T09:20:00+08:00", "faq", None, 4.0),
+            turn("2026-12-06T09:30:00+08:00", "rule", Some("客户投诉"), 6.0),
+            turn("2026-12-06T11:00:00+08:00", "llm", None, 100.0),
+            // The next day: in the file, outside the period.
+            turn("2026-12-07T00:00:00+08:00", "rule", None, 1.0),
+        ];
+        std::fs::write(dir.path().join("conversations-2026-12-06-000.jsonl"), day.join("\n")).unwrap();
+        // Another year: never opened (it is not even a log).
+        std::fs::write(dir.path().join("conversations-2025-01-01-000.jsonl"), "not json\n").unwrap();
+        let files = super::super::writer::log_files(dir.path()).unwrap();
+        let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap();
+        let (report, hours) = report_between(
+            &files,
+            at("2026-12-06T00:00:00+08:00"),
+            at("2026-12-07T00:00:00+08:00"),
+            chrono_tz::Asia::Shanghai,
+            &ReportOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(report.read.files, 1);
+        assert_eq!(report.read.bad_lines, 0);
+        assert_eq!(report.turns, 4);
+        assert_eq!(hours.len(), 24);
+        assert_eq!(hours[9].hour, "2026-12-06T09:00:00+08:00");
+        let nine = &hours[9];
+        assert_eq!(
+            (nine.turns, nine.rule, nine.faq, nine.handoff, nine.model),
+            (3, 1, 1, 1, 0)
+        );
+        assert_eq!((nine.p50_ms, nine.p95_ms), (Some(4.0), Some(6.0)));
+        assert_eq!((hours[11].model, hours[10].turns, hours[10].p50_ms), (1, 0, None));
+    }
+}
+
+/// One hour of a period's turns (the console's charts).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hour {
+    /// Its start, RFC 3339 in the shop's time zone.
+    pub hour: String,
+    /// Customer turns (messages queued for an agent left out, as in the report).
+    pub turns: u64,
+    /// Turns answered by the rules: a rule, flow, promotion or short reply; not handed off.
+    pub rule: u64,
+    /// Turns answered by the knowledge base's FAQ; not handed off.
+    pub faq: u64,
+    /// Turns answered by the model; not handed off.
+    pub model: u64,
+    /// Turns handed to a person (whatever answered them).
+    pub handoff: u64,
+    /// The rest: cache hits, fallbacks, safety, greetings of the card... (`turns` is the
+    /// sum of the five).
+    pub other: u64,
+    /// The median latency, `None` for an hour without turns.
+    pub p50_ms: Option<f64>,
+    /// The 95th percentile latency.
+    pub p95_ms: Option<f64>,
+}
+
+/// The report of the records in `[since, until)` of the log `files` (the writer's names,
+/// `conversations-YYYY-MM-DD-NNN.jsonl`, days in `zone`): only files whose day can hold
+/// the period are read (a day of margin each side; a file named otherwise is read), so a
+/// day's report over a year of logs reads a day's files. With it, the period's turns hour
+/// by hour in `zone`.
+pub fn report_between(
+    files: &[PathBuf],
+    since: DateTime<FixedOffset>,
+    until: DateTime<FixedOffset>,
+    zone: chrono_tz::Tz,
+    options: &ReportOptions,
+) -> Result<(Report, Vec<Hour>), DataError> {
+    let (first, last) = (
+        since.with_timezone(&zone).date_naive() - chrono::Duration::days(1),
+        until.with_timezone(&zone).date_naive() + chrono::Duration::days(1),
+    );
+    let wanted: Vec<PathBuf> = files
+        .iter()
+        .filter(|path| {
+            let day = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("conversations-"))
+                .and_then(|n| n.get(..10))
+                .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+            day.is_none_or(|day| (first..=last).contains(&day))
+        })
+        .cloned()
+        .collect();
+    let start = since.with_timezone(&zone);
+    let hours = ((until - since).num_hours().max(0) as usize + 1).min(24 * 366);
+    let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); hours];
+    let mut counts = vec![[0u64; 5]; hours];
+    let mut tally = Tally::default();
+    let read = super::read(&wanted, |record, _| {
+        let ts = record.ts();
+        if ts < since || ts >= until {
+            return;
+        }
+        if let Record::Turn(turn) = &record
+            && turn.source != AnswerSource::Human
+        {
+            let slot = ((ts - since).num_seconds() / 3600) as usize;
+            if let (Some(c), Some(l)) = (counts.get_mut(slot), latencies.get_mut(slot)) {
+                use AnswerSource::*;
+                let column = match turn.source {
+                    _ if turn.handoff.is_some() => 3,
+                    Rule | Flow | Promotion | Context => 0,
+                    Faq => 1,
+                    Llm => 2,
+                    _ => 4,
+                };
+                c[column] += 1;
+                l.push(turn.latency_ms);
+            }
+        }
+        tally.add(record);
+    })?;
+    let report = tally.finish(options, read);
+    let series = counts
+        .iter()
+        .zip(latencies.iter_mut())
+        .enumerate()
+        .filter(|(i, _)| since + chrono::Duration::hours(*i as i64) < until)
+        .map(|(i, (c, l))| {
+            l.sort_by(f64::total_cmp);
+            let at = |p| (!l.is_empty()).then(|| percentile(l, p));
+            Hour {
+                hour: (start + chrono::Duration::hours(i as i64)).to_rfc3339(),
+                turns: c.iter().sum(),
+                rule: c[0],
+                faq: c[1],
+                model: c[2],
+                handoff: c[3],
+                other: c[4],
+                p50_ms: at(50.0),
+                p95_ms: at(95.0),
+            }
+        })
+        .collect();
+    Ok((report, series))
 }

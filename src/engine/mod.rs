@@ -241,6 +241,11 @@ pub struct TurnResponse {
     pub intent: Option<String>,
     /// Its confidence.
     pub confidence: f64,
+    /// The two intents the classifier found most likely after `intent`, with their
+    /// confidences ([`crate::nlu::Understanding::runners_up`]); also on the trace's `nlu`
+    /// line.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runners_up: Vec<RunnerUp>,
     /// The customer's mood.
     pub emotion: Emotion,
     /// The language the turn answered in: the message's, or the conversation's when the
@@ -293,6 +298,10 @@ pub struct TurnResponse {
     /// conversation log's cost and the OpenAI-compatible endpoint's `usage`.
     #[serde(skip)]
     pub usage: Usage,
+    /// The messages of the model's prompt, when the model was asked (the console's test
+    /// chat shows them; not sent to customers or agents).
+    #[serde(skip)]
+    pub prompt: Vec<crate::llm::ChatMessage>,
     /// Scripts (conditions, template holes, `set`s, `call`s) that failed during the turn,
     /// each also a trace line: counted in `/metrics` and failing conversation tests.
     #[serde(skip)]
@@ -304,6 +313,15 @@ pub struct TurnResponse {
     /// is that part's.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<PartAnswer>,
+}
+
+/// An intent the classifier nearly chose for a message.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunnerUp {
+    /// The intent.
+    pub intent: String,
+    /// Its confidence.
+    pub confidence: f64,
 }
 
 /// One question of a message that asked several, and what answered it.
@@ -512,6 +530,18 @@ impl Engine {
             unsure: quick_cache::sync::Cache::new(10_000),
             unsure_kept: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// An engine on `rules` with this engine's model and settings but nothing else of it:
+    /// sessions in `sessions`, tickets of its own, its own answer cache, no observer (so
+    /// no conversation log and no metrics of conversations). The console's test chat
+    /// answers with one built from the draft, beside the serving engine.
+    pub fn sibling(&self, rules: impl Into<Arc<RuleSet>>, sessions: Arc<dyn SessionStore>) -> Engine {
+        let mut engine = Engine::new(rules)
+            .with_config(self.config.clone())
+            .with_sessions(sessions);
+        engine.llm = self.llm.clone();
+        engine
     }
 
     /// Reports every change to a conversation from now on to `observer` (the conversation

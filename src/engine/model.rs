@@ -50,6 +50,9 @@ impl Turn<'_> {
         let key = self.model_cache_key(style.as_ref(), &input);
         let (messages, injected) = prompt::build(&input);
         self.trace.push(step("prompt", injected.join(", ")));
+        // Kept for the console's test chat, which shows the prompt; a copy of a few
+        // kilobytes on a turn that is about to generate.
+        self.prompt = messages.clone();
         if let Some(hit) = self.cached(&key) {
             self.trace.push(step("cache", format!("hit: {} answer", hit.origin)));
             return Answer::new(AnswerSource::Cache, hit.reply);

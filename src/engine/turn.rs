@@ -159,6 +159,8 @@ pub(super) struct Turn<'a> {
     cache_hit: Option<bool>,
     /// Tokens the turn's model calls used.
     pub usage: super::Usage,
+    /// The messages of the turn's model prompt, when the model was asked.
+    pub prompt: Vec<crate::llm::ChatMessage>,
     /// Whether the `promotions` variable has been worked out (`Turn::promotions_for`).
     pub promotions_filled: bool,
     /// Scripts that failed (also in the trace).
@@ -515,6 +517,7 @@ pub(super) fn run(
         retrieval: None,
         cache_hit: None,
         usage: super::Usage::default(),
+        prompt: Vec::new(),
         promotions_filled: false,
         script_errors: Vec::new(),
         reading,
@@ -590,6 +593,11 @@ fn describe_understanding(u: &Understanding) -> String {
     let mut s = format!("intent {intent} ({:.2}), emotion {}", u.confidence, u.emotion.as_str());
     for e in &u.entities {
         let _ = write!(s, ", {}={}", e.name, e.value);
+    }
+    // What the classifier nearly chose: an editor reading a wrong answer sees which
+    // intent's examples to sharpen.
+    for (n, (name, p)) in u.runners_up().enumerate() {
+        let _ = write!(s, "{}{name} ({p:.2})", if n == 0 { "; runners-up " } else { ", " });
     }
     s
 }
@@ -1157,6 +1165,7 @@ impl<'a> Turn<'a> {
         response.trace = self.trace;
         response.covered = self.covered;
         response.usage = self.usage;
+        response.prompt = self.prompt;
         response.script_errors = self.script_errors;
         response.parts = self.part_answers;
         response.message = said;
@@ -1516,6 +1525,13 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         faq: answer.faq,
         intent: u.intent.clone(),
         confidence: u.confidence,
+        runners_up: u
+            .runners_up()
+            .map(|(intent, confidence)| super::RunnerUp {
+                intent: intent.clone(),
+                confidence: *confidence,
+            })
+            .collect(),
         emotion: u.emotion,
         language: session.language.unwrap_or_else(|| rules.shop.language()),
         entities: u.entities.clone(),
@@ -1532,6 +1548,7 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         turn: session.turns,
         dropped: false,
         usage: super::Usage::default(),
+        prompt: Vec::new(),
         script_errors: Vec::new(),
         parts: Vec::new(),
     }

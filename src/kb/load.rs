@@ -224,6 +224,39 @@ fn check<'a>(
     }
 }
 
+/// Where the FAQ entry `id` is written: its kb file's path relative to `root` (with `/`),
+/// and the 1-based line and column (in characters) of its `id:` value; `None` when no kb
+/// file names it. For the console's test chat, which points at what answered; the files
+/// are read again here since a built rule set keeps no positions of kb entries.
+pub fn faq_location(root: &Path, id: &str) -> Option<(String, usize, usize)> {
+    let dir = root.join(KB_DIR);
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let Ok(text) = crate::diag::files::read(root, &path) else { continue };
+        let mut sources = SourceMap::default();
+        let file = sources.add(path.clone(), text);
+        let span = locate(&sources, file, "id", id, 0);
+        if span.start == 0 && span.end == 0 {
+            continue;
+        }
+        let (line, col) = sources.file(file).line_col(span.start);
+        let relative = path.strip_prefix(root).unwrap_or(&path);
+        let name = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        return Some((name, line, col));
+    }
+    None
+}
+
 /// The span of `value` on the `skip`+1-th line of `file` that reads `key: value` (a list
 /// item's `- key: value` too; quotes allowed). With an empty `value`, a `key:` line. The
 /// start of the file when nothing matches: serde does not keep positions of parsed values.

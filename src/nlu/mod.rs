@@ -128,6 +128,17 @@ pub struct Understanding {
 }
 
 impl Understanding {
+    /// The two most likely intents other than [`intent`](Self::intent), with their
+    /// probabilities, most likely first: what the classifier nearly chose (the test chat
+    /// shows them). Taken from [`ranked`](Self::ranked), already computed; intents given
+    /// nothing at all (a message without a letter) are left out.
+    pub fn runners_up(&self) -> impl Iterator<Item = &(String, f64)> {
+        self.ranked
+            .iter()
+            .filter(|(name, p)| Some(name) != self.intent.as_ref() && *p > 0.0)
+            .take(2)
+    }
+
     /// The confidence that the message is about `path` (an intent or an intent level).
     pub fn confidence_in(&self, path: &str) -> f64 {
         self.levels.iter().find(|(p, _)| p == path).map_or(0.0, |(_, c)| *c)

@@ -30,6 +30,7 @@ use notify::Watcher as _;
 use serde::Serialize;
 
 pub mod follow;
+pub mod workbench;
 
 pub use follow::{FollowError, FollowHandle, FollowStatus, Follower, Synced};
 

@@ -10,6 +10,7 @@
 //! | `GET /admin/versions`, `GET /admin/versions/{id}`, `GET /admin/diff`, `POST /admin/publish`, `.../canary`, `.../promote`, `.../rollback`, `.../replay` | [`versions`] |
 //! | `POST /console/api/login`, `.../logout`, `GET /console/api/me` | [`console`] |
 //! | `GET /console/...` (the console's files) | [`assets`] |
+//! | `POST /admin/draft/chat`, `POST /admin/draft/tests`, `POST /admin/draft/tests/save`, `GET /admin/report` | [`workbench`] |
 //!
 //! The machinery around the handlers, one job a file:
 //!
@@ -75,6 +76,7 @@ pub mod state;
 pub mod turns;
 pub mod users;
 pub mod versions;
+pub mod workbench;
 
 use std::path::PathBuf;
 

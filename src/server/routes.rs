@@ -15,7 +15,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::draft::TableAction;
 use super::http::{Body, decode_segment};
 use super::users::Permission;
-use super::{ApiError, State, admin, assets, chat, conns, console, draft, health, openai, sessions, versions};
+use super::{
+    ApiError, State, admin, assets, chat, conns, console, draft, health, openai, sessions, versions, workbench,
+};
 
 /// One request, start to end: route, time limit, metrics, and errors turned into JSON.
 pub(super) async fn handle(
@@ -72,7 +74,7 @@ enum SessionAction {
 }
 
 /// Every route's pattern ([`Route::name`]), for the request series that exist from start.
-pub(super) const ROUTE_PATTERNS: [&str; 33] = [
+pub(super) const ROUTE_PATTERNS: [&str; 37] = [
     "/v1/chat",
     "/v1/chat/completions",
     "/v1/sessions/{id}",
@@ -106,6 +108,10 @@ pub(super) const ROUTE_PATTERNS: [&str; 33] = [
     "/admin/draft/table/{name}",
     "/admin/draft/table/{name}/import",
     "/admin/draft/table/{name}/export",
+    "/admin/draft/chat",
+    "/admin/draft/tests",
+    "/admin/draft/tests/save",
+    "/admin/report",
 ];
 
 /// The route a path names, read once per request: for dispatch and for the metrics label.
@@ -153,6 +159,14 @@ enum Route<'a> {
     AdminDraftTableImport(&'a str),
     /// `GET /admin/draft/table/{name}/export` (read).
     AdminDraftTableExport(&'a str),
+    /// `POST /admin/draft/chat`: permission `read` (a test chat changes nothing).
+    DraftChat,
+    /// `POST /admin/draft/tests`: permission `read`.
+    DraftTests,
+    /// `POST /admin/draft/tests/save`: permission `edit` (writes to the draft).
+    DraftTestSave,
+    /// `GET /admin/report`: permission `read`.
+    AdminReport,
 }
 
 impl<'a> Route<'a> {
@@ -211,6 +225,10 @@ impl<'a> Route<'a> {
             ["admin", "draft", "table", name] => Route::AdminDraftTable(name),
             ["admin", "draft", "table", name, "import"] => Route::AdminDraftTableImport(name),
             ["admin", "draft", "table", name, "export"] => Route::AdminDraftTableExport(name),
+            ["admin", "draft", "chat"] => Route::DraftChat,
+            ["admin", "draft", "tests"] => Route::DraftTests,
+            ["admin", "draft", "tests", "save"] => Route::DraftTestSave,
+            ["admin", "report"] => Route::AdminReport,
             _ => return None,
         })
     }
@@ -251,6 +269,10 @@ impl<'a> Route<'a> {
             Route::AdminDraftTable(_) => "/admin/draft/table/{name}",
             Route::AdminDraftTableImport(_) => "/admin/draft/table/{name}/import",
             Route::AdminDraftTableExport(_) => "/admin/draft/table/{name}/export",
+            Route::DraftChat => "/admin/draft/chat",
+            Route::DraftTests => "/admin/draft/tests",
+            Route::DraftTestSave => "/admin/draft/tests/save",
+            Route::AdminReport => "/admin/report",
         }
     }
 
@@ -319,6 +341,7 @@ impl<'a> Route<'a> {
                 | Route::ConsoleAsset(_)
                 | Route::AdminDraft
                 | Route::AdminDraftTableExport(_)
+                | Route::AdminReport
         )
     }
 }
@@ -403,6 +426,10 @@ async fn dispatch(
         Route::AdminDraftTableExport(name) => {
             draft::table(state, &decode_segment(name)?, TableAction::Export, req).await
         }
+        Route::DraftChat => workbench::chat(state, req).await,
+        Route::DraftTests => workbench::tests(state, req).await,
+        Route::DraftTestSave => workbench::save_test(state, req).await,
+        Route::AdminReport => workbench::report(state, req.uri().query()).await,
     }
 }
 

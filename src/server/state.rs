@@ -59,6 +59,8 @@ pub struct State {
     pub(super) log_dir: Option<std::path::PathBuf>,
     /// The console's users, session key and failed sign-ins (see [`super::console`]).
     pub(super) console: super::console::Console,
+    /// The draft (the rules directory) as the console's test chat and tests build it.
+    pub(super) workbench: crate::reload::workbench::Workbench,
 }
 
 /// A built service: rules loaded, engine, reloader, job queue. Serve it with
@@ -316,6 +318,14 @@ impl Service {
             versions: config.versions.clone(),
             log_dir: config.conversation_log.as_ref().map(|log| log.dir.clone()),
             console,
+            workbench: crate::reload::workbench::Workbench::new(
+                &config.rules,
+                config
+                    .versions
+                    .as_ref()
+                    .map(crate::versions::load_options)
+                    .unwrap_or_default(),
+            ),
         });
         super::versions::guard_canaries(Arc::downgrade(&state), config.canary);
         Ok(Service {

@@ -181,16 +181,35 @@ pub(super) async fn files(state: &Arc<State>, id: &str) -> Result<Response<Body>
     .await?
 }
 
-/// `GET /admin/diff?from=A&to=B`: per-file changes between two versions (`live` and
-/// `canary` allowed; `to` defaults to `live`), each with its unified diff.
+/// `GET /admin/diff?from=A&to=B` (or `?a=A&b=B`): per-file changes between two versions
+/// (`live` and `canary` allowed; `to` defaults to `live`), each with its unified diff.
+/// Either side may be `draft`: the server's rules directory as it is now.
 pub(super) async fn diff(state: &Arc<State>, query: Option<&str>) -> Result<Response<Body>, ApiError> {
     let store = store(state)?;
-    let from = query_value(query, "from")?.ok_or_else(|| ApiError::invalid("give ?from=VERSION (and &to=VERSION)"))?;
-    let to = query_value(query, "to")?.unwrap_or_else(|| "live".into());
+    let from = match query_value(query, "from")? {
+        Some(from) => from,
+        None => query_value(query, "a")?.ok_or_else(|| {
+            ApiError::invalid("give ?from=VERSION (and &to=VERSION), or ?a=...&b=...; `draft` is the draft")
+        })?,
+    };
+    let to = match query_value(query, "to")? {
+        Some(to) => Some(to),
+        None => query_value(query, "b")?,
+    }
+    .unwrap_or_else(|| "live".into());
+    let draft_dir = state.workbench.dir().to_path_buf();
     blocking(move || {
-        let (a, b) = (resolve(store.as_ref(), &from)?, resolve(store.as_ref(), &to)?);
-        let old = store.files(a).map_err(store_error)?;
-        let new = store.files(b).map_err(store_error)?;
+        // A side: the draft's files, or a version's, with the name its diff shows.
+        let side = |name: &str| -> Result<(String, BTreeMap<String, Vec<u8>>), ApiError> {
+            if name == "draft" {
+                let files = draft::read_dir(&draft_dir)
+                    .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rules_invalid", e.to_string()))?;
+                return Ok(("draft".into(), files));
+            }
+            let id = resolve(store.as_ref(), name)?;
+            Ok((id.to_string(), store.files(id).map_err(store_error)?))
+        };
+        let ((a, old), (b, new)) = (side(&from)?, side(&to)?);
         let files: Vec<_> = diff::changes(&old, &new)
             .into_iter()
             .map(|change| {
@@ -199,25 +218,20 @@ pub(super) async fn diff(state: &Arc<State>, query: Option<&str>) -> Result<Resp
                     m.get(&path).map(|b| (path.clone(), b.clone())).into_iter().collect()
                 };
                 let (kind, text) = match &change {
-                    diff::FileChange::Added(_) => (
-                        "added",
-                        diff::render(&a.to_string(), &BTreeMap::new(), &b.to_string(), &one(&new), false),
-                    ),
-                    diff::FileChange::Removed(_) => (
-                        "removed",
-                        diff::render(&a.to_string(), &one(&old), &b.to_string(), &BTreeMap::new(), false),
-                    ),
-                    diff::FileChange::Changed(_) => (
-                        "changed",
-                        diff::render(&a.to_string(), &one(&old), &b.to_string(), &one(&new), false),
-                    ),
+                    diff::FileChange::Added(_) => ("added", diff::render(&a, &BTreeMap::new(), &b, &one(&new), false)),
+                    diff::FileChange::Removed(_) => {
+                        ("removed", diff::render(&a, &one(&old), &b, &BTreeMap::new(), false))
+                    }
+                    diff::FileChange::Changed(_) => ("changed", diff::render(&a, &one(&old), &b, &one(&new), false)),
                 };
                 json!({ "path": path, "change": kind, "diff": text })
             })
             .collect();
+        // Versions as numbers, as before; the draft as `"draft"`.
+        let name = |n: &str| n.parse::<VersionId>().map_or_else(|_| json!(n), |id| json!(id));
         Ok(json_response(
             StatusCode::OK,
-            &json!({ "from": a, "to": b, "files": files }),
+            &json!({ "from": name(&a), "to": name(&b), "files": files }),
         ))
     })
     .await?
@@ -227,8 +241,13 @@ pub(super) async fn diff(state: &Arc<State>, query: Option<&str>) -> Result<Resp
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PublishBody {
-    /// Every file of the draft, by path relative to the rules directory, as text.
-    files: BTreeMap<String, String>,
+    /// Every file of the draft, by path relative to the rules directory, as text...
+    #[serde(default)]
+    files: Option<BTreeMap<String, String>>,
+    /// ...or `true`: the server's draft, its rules directory (parent: its `.kefu-base`,
+    /// as `kefu publish DIR`).
+    #[serde(default)]
+    draft: bool,
     /// Why.
     message: String,
     /// Who (default: `admin`).
@@ -255,12 +274,25 @@ pub(super) async fn publish(state: &Arc<State>, req: Request<Incoming>) -> Resul
     if body.message.trim().is_empty() {
         return Err(ApiError::invalid("`message` says why: it goes on the version"));
     }
-    if let Some(bad) = body.files.keys().find(|p| !crate::versions::valid_path(p)) {
+    if body.draft {
+        if body.files.is_some() {
+            return Err(ApiError::invalid(
+                "give the draft as `files` or `\"draft\": true`, not both",
+            ));
+        }
+        return publish_draft_dir(state, store, body, signed_in).await;
+    }
+    let Some(body_files) = body.files else {
+        return Err(ApiError::invalid(
+            "give the draft as `files`, or `\"draft\": true` for the server's draft",
+        ));
+    };
+    if let Some(bad) = body_files.keys().find(|p| !crate::versions::valid_path(p)) {
         return Err(ApiError::invalid(format!(
             "`{bad}` is not a relative path with `/` inside the rules directory"
         )));
     }
-    if body.files.len() > draft::MAX_DRAFT_FILES {
+    if body_files.len() > draft::MAX_DRAFT_FILES {
         return Err(ApiError::invalid(format!(
             "a draft holds at most {} files",
             draft::MAX_DRAFT_FILES
@@ -276,7 +308,7 @@ pub(super) async fn publish(state: &Arc<State>, req: Request<Incoming>) -> Resul
                 format!("cannot write the draft: {e}"),
             )
         })?;
-        let files = body.files.into_iter().map(|(p, t)| (p, t.into_bytes())).collect();
+        let files = body_files.into_iter().map(|(p, t)| (p, t.into_bytes())).collect();
         let draft_dir = dir.path().join("rules");
         crate::versions::write_tree(&files, &draft_dir).map_err(store_error)?;
         let options = PublishOptions {
@@ -300,6 +332,45 @@ pub(super) async fn publish(state: &Arc<State>, req: Request<Incoming>) -> Resul
             canary = ?options.canary,
             forced = published.version.forced,
             "a version was published"
+        );
+        Ok(json_response(
+            StatusCode::CREATED,
+            &json!({ "version": published.version, "warnings": published.warnings, "failures": published.failures }),
+        ))
+    })
+    .await?
+}
+
+/// `POST /admin/publish` with `"draft": true`: publishes the server's rules directory as
+/// `kefu publish DIR` does (its `.kefu-base` the parent unless `parent` is given, and
+/// written after).
+async fn publish_draft_dir(
+    state: &Arc<State>,
+    store: Arc<dyn VersionStore>,
+    body: PublishBody,
+    signed_in: Option<String>,
+) -> Result<Response<Body>, ApiError> {
+    let state_ = Arc::clone(state);
+    blocking(move || {
+        let dir = state_.workbench.dir().to_path_buf();
+        let options = PublishOptions {
+            message: body.message,
+            author: author(signed_in, body.author),
+            force: body.force,
+            canary: body.canary,
+            parent: body.parent,
+            color: false,
+            load: crate::versions::load_options(&store),
+        };
+        let published = draft::publish(store.as_ref(), &dir, &options).map_err(|e| publish_error(e, &dir))?;
+        apply_here(&state_);
+        tracing::info!(
+            version = published.version.id,
+            rules = %published.version.rules,
+            author = %crate::safety::logsafe::LogSafe(&published.version.author),
+            canary = ?options.canary,
+            forced = published.version.forced,
+            "the draft was published"
         );
         Ok(json_response(
             StatusCode::CREATED,
@@ -340,9 +411,13 @@ struct ReplayBody {
     /// The draft as files (as `POST /admin/publish` takes them)...
     #[serde(default)]
     files: Option<BTreeMap<String, String>>,
-    /// ...or a published version (a number, `live`, `canary`).
+    /// ...or a published version (a number, `live`, `canary`)...
     #[serde(default)]
     version: Option<String>,
+    /// ...or `true`: the server's draft, its rules directory (built as the test chat
+    /// builds it).
+    #[serde(default)]
+    draft: bool,
     /// The base for every turn (a version); default: the version that answered each turn.
     #[serde(default)]
     base: Option<String>,
@@ -372,11 +447,12 @@ pub(super) async fn replay(state: &Arc<State>, req: Request<Incoming>) -> Result
             "this node keeps no conversation log (--conversation-log DIR): there is nothing to replay",
         ));
     };
-    if body.files.is_some() == body.version.is_some() {
+    if usize::from(body.files.is_some()) + usize::from(body.version.is_some()) + usize::from(body.draft) != 1 {
         return Err(ApiError::invalid(
-            "give the draft as `files`, or a published `version`, not both",
+            "give one of: the draft as `files`, a published `version`, or `\"draft\": true`",
         ));
     }
+    let state_ = Arc::clone(state);
     if let Some(bad) = body
         .files
         .iter()
@@ -398,6 +474,7 @@ pub(super) async fn replay(state: &Arc<State>, req: Request<Incoming>) -> Result
         let builds = crate::versions::Builds::new(store.as_ref(), work.path())
             .with_options(crate::versions::load_options(&store));
         let draft = match (&body.files, &body.version) {
+            _ if body.draft => Arc::clone(&super::workbench::build(&state_)?.rules),
             (Some(files), _) => {
                 let files = files.iter().map(|(p, t)| (p.clone(), t.clone().into_bytes())).collect();
                 let dir = work.path().join("draft");
