@@ -238,7 +238,9 @@ pub fn faq_location(root: &Path, id: &str) -> Option<(String, usize, usize)> {
         .collect();
     paths.sort();
     for path in paths {
-        let Ok(text) = crate::diag::files::read(root, &path) else { continue };
+        let Ok(text) = crate::diag::files::read(root, &path) else {
+            continue;
+        };
         let mut sources = SourceMap::default();
         let file = sources.add(path.clone(), text);
         let span = locate(&sources, file, "id", id, 0);

@@ -46,6 +46,9 @@ interface Hour {
 
 interface ReportResponse {
   report: any;
+  /** The period asked for (default: today in the shop's zone). */
+  since?: string;
+  until?: string;
   hourly?: Hour[];
   satisfaction?: any;
 }
@@ -94,7 +97,7 @@ export function Overview() {
   const header = (
     <div class="page-head">
       <h1>{t("ov.title")}</h1>
-      {r.from ? <span class="muted small">{t("ov.range", { from: wall(r.from), to: wall(r.to ?? "") })}</span> : null}
+      {data.since ? <span class="muted small">{t("ov.range", { from: wall(data.since), to: wall(data.until ?? "") })}</span> : null}
       <span class="spacer" />
       <button type="button" onClick={load}>{t("ov.refresh")}</button>
     </div>
