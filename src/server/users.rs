@@ -287,6 +287,11 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
 pub struct Users {
     path: Option<PathBuf>,
     cache: Mutex<Cached>,
+    /// When [`Users::exists_recently`] last looked, in ms since `born` (0: never).
+    looked: std::sync::atomic::AtomicU64,
+    /// What it saw then.
+    existed: std::sync::atomic::AtomicBool,
+    born: std::time::Instant,
 }
 
 /// What was read last, and the stamp of the file it was read from.
@@ -331,7 +336,29 @@ impl Users {
         Users {
             path,
             cache: Mutex::new(Cached::default()),
+            looked: std::sync::atomic::AtomicU64::new(0),
+            existed: std::sync::atomic::AtomicBool::new(false),
+            born: std::time::Instant::now(),
         }
+    }
+
+    /// Whether a users file exists, looked at no more than once a second. The chat
+    /// routes ask it on every turn (may this loopback caller see the whole trace?),
+    /// where a `stat` and a lock per turn would cost more than the answer to a
+    /// question that changes once, when the first user is added.
+    pub fn exists_recently(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = u64::try_from(self.born.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let looked = self.looked.load(Relaxed);
+        if looked != 0 && now.saturating_sub(looked) < 1000 {
+            return self.existed.load(Relaxed);
+        }
+        let exists = self.current().exists();
+        self.existed.store(exists, Relaxed);
+        self.looked.store(now, Relaxed);
+        exists
     }
 
     /// The file's path, if there is one.
@@ -350,7 +377,8 @@ impl Users {
             (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len(), m.ino())
         });
         let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if stamp.is_some() && cache.stamp == stamp {
+        // An absent file both times is a hit too: the default is `NoFile`.
+        if cache.stamp == stamp {
             return cache.current.clone();
         }
         let current = match UsersFile::load(path) {
