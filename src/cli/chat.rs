@@ -23,6 +23,8 @@ pub fn run(
     let mut context = json_map(context, "context")?;
     let mut engine = Engine::new(load(dir)?).with_config(kefu::engine::EngineConfig {
         llm_timeout: model.llm_timeout,
+        // The terminal shows the trace: what the classifier nearly chose belongs in it.
+        explain: true,
         ..kefu::engine::EngineConfig::default()
     });
     if let Some(llm) = model.open()? {

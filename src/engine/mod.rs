@@ -394,6 +394,12 @@ pub struct EngineConfig {
     pub answer_cache_capacity: u64,
     /// How long a cached answer is reused.
     pub answer_cache_ttl: Duration,
+    /// Whether turns also say what the classifier nearly chose (the runners-up, on the
+    /// trace's `nlu` line and in [`TurnResponse::runners_up`]): on for the console's test
+    /// chat ([`Engine::sibling`]), where an editor reads them; off when serving, where
+    /// nobody does and formatting and sending them cost about 5% of a rule-answered
+    /// request (benches/instructions.sh).
+    pub explain: bool,
 }
 
 impl Default for EngineConfig {
@@ -405,6 +411,7 @@ impl Default for EngineConfig {
             // Long enough to absorb a burst of the same question, short enough that an
             // answer does not outlive the day's promotions for long.
             answer_cache_ttl: Duration::from_secs(10 * 60),
+            explain: false,
         }
     }
 }
@@ -532,13 +539,17 @@ impl Engine {
         }
     }
 
-    /// An engine on `rules` with this engine's model and settings but nothing else of it:
+    /// An engine on `rules` with this engine's model and settings (explaining its turns:
+    /// [`EngineConfig::explain`]) but nothing else of it:
     /// sessions in `sessions`, tickets of its own, its own answer cache, no observer (so
     /// no conversation log and no metrics of conversations). The console's test chat
     /// answers with one built from the draft, beside the serving engine.
     pub fn sibling(&self, rules: impl Into<Arc<RuleSet>>, sessions: Arc<dyn SessionStore>) -> Engine {
         let mut engine = Engine::new(rules)
-            .with_config(self.config.clone())
+            .with_config(EngineConfig {
+                explain: true,
+                ..self.config.clone()
+            })
             .with_sessions(sessions);
         engine.llm = self.llm.clone();
         engine

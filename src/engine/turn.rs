@@ -285,6 +285,7 @@ pub(super) fn run(
             &session,
             &Understanding::default(),
             Answer::new(AnswerSource::Safety, blocked.reply),
+            false,
         );
         trace.push(step("safety", format!("blocked: {}", blocked.category)));
         response.trace = trace;
@@ -312,6 +313,7 @@ pub(super) fn run(
             &session,
             &Understanding::default(),
             Answer::new(AnswerSource::Human, ""),
+            false,
         );
         response.handoff = Some(Handoff { reason });
         response.trace.push(step(
@@ -394,7 +396,7 @@ pub(super) fn run(
         }
         understanding.entities.splice(0..0, carried);
     }
-    let mut described = describe_understanding(&understanding);
+    let mut described = describe_understanding(&understanding, engine.config.explain);
     if language != rules.shop.language() {
         let _ = write!(described, ", language {language}");
     }
@@ -588,7 +590,7 @@ fn describe_findings(findings: &[crate::safety::Finding]) -> String {
         .join(", ")
 }
 
-fn describe_understanding(u: &Understanding) -> String {
+fn describe_understanding(u: &Understanding, explain: bool) -> String {
     let intent = u.intent.as_deref().unwrap_or("none");
     let mut s = format!("intent {intent} ({:.2}), emotion {}", u.confidence, u.emotion.as_str());
     for e in &u.entities {
@@ -596,7 +598,7 @@ fn describe_understanding(u: &Understanding) -> String {
     }
     // What the classifier nearly chose: an editor reading a wrong answer sees which
     // intent's examples to sharpen.
-    for (n, (name, p)) in u.runners_up().enumerate() {
+    for (n, (name, p)) in u.runners_up().enumerate().filter(|_| explain) {
         let _ = write!(s, "{}{name} ({p:.2})", if n == 0 { "; runners-up " } else { ", " });
     }
     s
@@ -1161,7 +1163,13 @@ impl<'a> Turn<'a> {
         }
         session.updated_at = now_ms;
         let history = if answer.reply.is_empty() { 1 } else { 2 };
-        let mut response = response_for(self.rules, &self.session, &self.understanding, answer);
+        let mut response = response_for(
+            self.rules,
+            &self.session,
+            &self.understanding,
+            answer,
+            self.engine.config.explain,
+        );
         response.trace = self.trace;
         response.covered = self.covered;
         response.usage = self.usage;
@@ -1274,7 +1282,10 @@ impl<'a> Turn<'a> {
             self.enter_message(part.text.clone(), part.understanding.clone(), &part.candidates);
             self.trace.push(step(
                 "nlu",
-                format!("part {n}: {}", describe_understanding(&part.understanding)),
+                format!(
+                    "part {n}: {}",
+                    describe_understanding(&part.understanding, self.engine.config.explain)
+                ),
             ));
             let last = n == parts.len() || taken + 1 == limit;
             let mut answer = self.answer_by_rules().or_else(|| self.answer_by_promotions());
@@ -1513,7 +1524,7 @@ pub(super) fn redact_json(safety: &crate::safety::Safety, value: &mut serde_json
     }
 }
 
-fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: Answer) -> TurnResponse {
+fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: Answer, explain: bool) -> TurnResponse {
     TurnResponse {
         session_id: session.id.clone(),
         reply: answer.reply,
@@ -1527,6 +1538,7 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         confidence: u.confidence,
         runners_up: u
             .runners_up()
+            .filter(|_| explain)
             .map(|(intent, confidence)| super::RunnerUp {
                 intent: intent.clone(),
                 confidence: *confidence,
