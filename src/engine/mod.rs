@@ -243,7 +243,7 @@ pub struct TurnResponse {
     pub confidence: f64,
     /// The two intents the classifier found most likely after `intent`, with their
     /// confidences ([`crate::nlu::Understanding::runners_up`]); also on the trace's `nlu`
-    /// line.
+    /// line. Only when the engine explains its turns ([`EngineConfig::explain`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub runners_up: Vec<RunnerUp>,
     /// The customer's mood.
