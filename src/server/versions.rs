@@ -322,23 +322,33 @@ pub(super) async fn publish(state: &Arc<State>, req: Request<Incoming>) -> Resul
             color: false,
             load: crate::versions::load_options(&store),
         };
-        let published =
-            draft::publish(store.as_ref(), &draft_dir, &options).map_err(|e| publish_error(e, &draft_dir))?;
-        apply_here(&state_);
-        tracing::info!(
-            version = published.version.id,
-            rules = %published.version.rules,
-            author = %crate::safety::logsafe::LogSafe(&published.version.author),
-            canary = ?options.canary,
-            forced = published.version.forced,
-            "a version was published"
-        );
-        Ok(json_response(
-            StatusCode::CREATED,
-            &json!({ "version": published.version, "warnings": published.warnings, "failures": published.failures }),
-        ))
+        publish_dir(&state_, store.as_ref(), &draft_dir, &options)
     })
     .await?
+}
+
+/// Publishes `dir`, applies the pointers on this node and answers 201 with the version
+/// (the body's files and the server's draft alike).
+fn publish_dir(
+    state: &State,
+    store: &dyn VersionStore,
+    dir: &std::path::Path,
+    options: &PublishOptions,
+) -> Result<Response<Body>, ApiError> {
+    let published = draft::publish(store, dir, options).map_err(|e| publish_error(e, dir))?;
+    apply_here(state);
+    tracing::info!(
+        version = published.version.id,
+        rules = %published.version.rules,
+        author = %crate::safety::logsafe::LogSafe(&published.version.author),
+        canary = ?options.canary,
+        forced = published.version.forced,
+        "a version was published"
+    );
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({ "version": published.version, "warnings": published.warnings, "failures": published.failures }),
+    ))
 }
 
 /// `POST /admin/publish` with `"draft": true`: publishes the server's rules directory as
@@ -362,20 +372,7 @@ async fn publish_draft_dir(
             color: false,
             load: crate::versions::load_options(&store),
         };
-        let published = draft::publish(store.as_ref(), &dir, &options).map_err(|e| publish_error(e, &dir))?;
-        apply_here(&state_);
-        tracing::info!(
-            version = published.version.id,
-            rules = %published.version.rules,
-            author = %crate::safety::logsafe::LogSafe(&published.version.author),
-            canary = ?options.canary,
-            forced = published.version.forced,
-            "the draft was published"
-        );
-        Ok(json_response(
-            StatusCode::CREATED,
-            &json!({ "version": published.version, "warnings": published.warnings, "failures": published.failures }),
-        ))
+        publish_dir(&state_, store.as_ref(), &dir, &options)
     })
     .await?
 }

@@ -395,6 +395,12 @@ function VersionsList(props: { can: string[]; reload: number; onChanged: () => v
   const live = data.live;
   const canary = data.canary;
   const act = (p: Pending) => setPending(p);
+  /** A button labelled as its confirmation, which asks before it acts. */
+  const confirmButton = (cls: string, p: Pending) => (
+    <button type="button" class={cls} onClick={() => act(p)}>
+      {p.confirm}
+    </button>
+  );
   const confirm = async () => {
     if (!pending) return;
     setBusy(true);
@@ -454,63 +460,39 @@ function VersionsList(props: { can: string[]; reload: number; onChanged: () => v
                 <div class="v-actions">
                   {isCanary ? (
                     <>
-                      <button
-                        type="button"
-                        class="primary"
-                        onClick={() =>
-                          act({
-                            title: t("pub.confirm_promote", { id: v.id }),
-                            body: t("pub.confirm_promote_body", { id: v.id, n: canary!.percent }),
-                            confirm: t("pub.promote"),
-                            run: async () => {
-                              const r = await api<any>("POST", "/admin/promote", {});
-                              return t("pub.done_promote", { id: r?.live ?? v.id });
-                            },
-                          })
-                        }
-                      >
-                        {t("pub.promote")}
-                      </button>
-                      <button
-                        type="button"
-                        class="danger"
-                        onClick={() =>
-                          act({
-                            title: t("pub.confirm_stop", { id: v.id }),
-                            body: t("pub.confirm_stop_body", { id: v.id, live: live ?? "—" }),
-                            confirm: t("pub.stop_canary"),
-                            danger: true,
-                            run: async () => {
-                              const r = await api<any>("POST", "/admin/rollback", {});
-                              return t("pub.done_stop", { id: r?.canary_stopped ?? v.id });
-                            },
-                          })
-                        }
-                      >
-                        {t("pub.stop_canary")}
-                      </button>
+                      {confirmButton("primary", {
+                        title: t("pub.confirm_promote", { id: v.id }),
+                        body: t("pub.confirm_promote_body", { id: v.id, n: canary!.percent }),
+                        confirm: t("pub.promote"),
+                        run: async () => {
+                          const r = await api<any>("POST", "/admin/promote", {});
+                          return t("pub.done_promote", { id: r?.live ?? v.id });
+                        },
+                      })}
+                      {confirmButton("danger", {
+                        title: t("pub.confirm_stop", { id: v.id }),
+                        body: t("pub.confirm_stop_body", { id: v.id, live: live ?? "—" }),
+                        confirm: t("pub.stop_canary"),
+                        danger: true,
+                        run: async () => {
+                          const r = await api<any>("POST", "/admin/rollback", {});
+                          return t("pub.done_stop", { id: r?.canary_stopped ?? v.id });
+                        },
+                      })}
                     </>
                   ) : null}
-                  {!isLive && !isCanary ? (
-                    <button
-                      type="button"
-                      class="danger"
-                      onClick={() =>
-                        act({
-                          title: t("pub.confirm_rollback", { id: v.id }),
-                          body: t("pub.confirm_rollback_body", { id: v.id, live: live ?? "—" }),
-                          confirm: t("pub.rollback"),
-                          danger: true,
-                          run: async () => {
-                            const r = await api<any>("POST", "/admin/rollback", { version: v.id });
-                            return t("pub.done_rollback", { id: r?.version?.id ?? "?" });
-                          },
-                        })
-                      }
-                    >
-                      {t("pub.rollback")}
-                    </button>
-                  ) : null}
+                  {!isLive && !isCanary
+                    ? confirmButton("danger", {
+                        title: t("pub.confirm_rollback", { id: v.id }),
+                        body: t("pub.confirm_rollback_body", { id: v.id, live: live ?? "—" }),
+                        confirm: t("pub.rollback"),
+                        danger: true,
+                        run: async () => {
+                          const r = await api<any>("POST", "/admin/rollback", { version: v.id });
+                          return t("pub.done_rollback", { id: r?.version?.id ?? "?" });
+                        },
+                      })
+                    : null}
                 </div>
               ) : null}
             </li>
