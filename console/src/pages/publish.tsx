@@ -48,6 +48,7 @@ addStrings({
   "pub.force": { zh: "仍然发布（版本上会记录“强制”）", en: "Publish anyway (the version records it was forced)" },
   "pub.conflict": { zh: "草稿是基于版本 {parent} 编辑的，但线上已经是版本 {live}。", en: "The draft was edited from version {parent}, but version {live} is live now." },
   "pub.conflict_how": { zh: "先把版本 {parent} 到 {live} 之间别人发布的改动合进草稿（在编辑器里补上），再发布。", en: "Bring what was published between versions {parent} and {live} into the draft (in the editor), then publish again." },
+  "pub.rebase": { zh: "这些改动已合进草稿：基于版本 {live} 发布", en: "These changes are in the draft: publish over version {live}" },
   "pub.conflict_show": { zh: "查看版本 {parent} → {live} 的改动", en: "Show the changes {parent} → {live}" },
   "pub.canary_running": { zh: "已有灰度版本 {id} 在运行：先全量发布或停止它。", en: "Version {id} is running as a canary: promote or stop it first." },
   "pub.invalid": { zh: "规则有错误，什么都没有发布：", en: "The rules have errors; nothing was published:" },
@@ -258,7 +259,9 @@ function PublishForm(props: { onPublished: () => void }) {
   const [busy, setBusy] = useState(false);
   const [lastCanary, setLastCanary] = useState<number | null>(null);
 
-  const publish = (canary: number | null, force = false) => {
+  /** Publishes the draft; `parent`: the live version the editor has brought into the
+   * draft after a conflict (as `kefu publish --parent` does). */
+  const publish = (canary: number | null, force = false, parent: number | null = null) => {
     if (!message.trim()) {
       setError(new Error(t("pub.need_message")));
       return;
@@ -273,6 +276,7 @@ function PublishForm(props: { onPublished: () => void }) {
         const body: Record<string, unknown> = { draft: true, message };
         if (canary) body.canary = canary;
         if (force) body.force = true;
+        if (parent !== null) body.parent = parent;
         const r = await api<any>("POST", "/admin/publish", body);
         const id = r?.version?.id ?? "?";
         setMessage("");
@@ -323,7 +327,14 @@ function PublishForm(props: { onPublished: () => void }) {
         <ErrorBox error={error}>
           <p>{t("pub.conflict", { parent: d.parent ?? "?", live: d.live ?? "?" })}</p>
           <p>{t("pub.conflict_how", { parent: d.parent ?? "?", live: d.live ?? "?" })}</p>
-          {typeof d.parent === "number" && typeof d.live === "number" ? <LiveChanges from={d.parent} to={d.live} /> : null}
+          {typeof d.parent === "number" && typeof d.live === "number" ? (
+            <>
+              <LiveChanges from={d.parent} to={d.live} />
+              <button type="button" onClick={() => publish(lastCanary, false, d.live)}>
+                {t("pub.rebase", { live: d.live })}
+              </button>
+            </>
+          ) : null}
         </ErrorBox>
       );
     else if (error.type === "canary_running")
