@@ -1580,6 +1580,32 @@ const LEADS: &[&str] = &[
 /// A reply with no question mark that asks for information ("麻烦发一下订单号（12位数字）～")
 /// is an open question; one without either asks nothing.
 pub fn pending_of(reply: &str) -> PendingKind {
+    // The same replies come back turn after turn (a rule's reply, a flow's question), and
+    // reading one is a tenth of a rule-answered turn: the reading of a reply is kept,
+    // process-wide, for replies short enough to be a shop's own text. The reading depends
+    // on the text alone, so a kept one is never stale; replies with a customer's details
+    // in them are kept too, and the cache keeps the frequent ones over those.
+    static READ: std::sync::LazyLock<quick_cache::sync::Cache<Box<str>, PendingKind>> =
+        std::sync::LazyLock::new(|| quick_cache::sync::Cache::new(PENDING_CACHE_ENTRIES));
+    if reply.len() > PENDING_CACHE_MAX_BYTES {
+        return read_pending(reply);
+    }
+    if let Some(kind) = READ.get(reply) {
+        return kind;
+    }
+    let kind = read_pending(reply);
+    READ.insert(reply.into(), kind.clone());
+    kind
+}
+
+/// How many replies' readings [`pending_of`] keeps.
+const PENDING_CACHE_ENTRIES: usize = 4096;
+
+/// The longest reply whose reading [`pending_of`] keeps.
+const PENDING_CACHE_MAX_BYTES: usize = 1024;
+
+/// [`pending_of`] without the cache.
+fn read_pending(reply: &str) -> PendingKind {
     // Most replies ask nothing; this runs after every answer, so they are told apart
     // without the folding and sentence splitting below: with no question mark, no 吗 and
     // no request for information anywhere, the reply asks nothing.
@@ -1907,6 +1933,23 @@ mod tests {
         );
         assert_eq!(pending_of("What is your order number?"), PendingKind::Open);
         assert_eq!(pending_of("还有什么问题随时找小美哦～"), PendingKind::Nothing);
+    }
+
+    #[test]
+    fn a_kept_reading_is_the_reading() {
+        let long = format!("{}请问订单号是多少？", "很长的回复。".repeat(100));
+        for reply in [
+            "需要帮您转人工吗？",
+            "黑色、白色还是灰色？",
+            "亲，本店T恤柔软透气～",
+            long.as_str(),
+        ] {
+            let fresh = read_pending(reply);
+            // Once to fill the cache (or pass it by, for the long one), once from it.
+            assert_eq!(pending_of(reply), fresh);
+            assert_eq!(pending_of(reply), fresh);
+        }
+        assert!(long.len() > PENDING_CACHE_MAX_BYTES);
     }
 
     #[test]
