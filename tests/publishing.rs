@@ -453,13 +453,21 @@ fn the_guard_rolls_a_canary_back_when_it_hands_off_far_more_than_live() {
         store.pointers().unwrap().canary.is_none()
     });
     assert!(ended, "the guard never rolled the canary back");
-    let note = store
-        .version(2)
-        .unwrap()
-        .notes
-        .into_iter()
-        .find(|n| n.kind == "automatic rollback");
-    let note = note.expect("the decision is recorded on the candidate");
+    // The guard records its decision right after the pointers moved (never before: a
+    // rollback that failed must not be noted as done), so the note may trail them a little.
+    let automatic = || {
+        store
+            .version(2)
+            .unwrap()
+            .notes
+            .into_iter()
+            .find(|n| n.kind == "automatic rollback")
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || automatic().is_some()),
+        "the decision is recorded on the candidate"
+    );
+    let note = automatic().unwrap();
     assert!(note.text.contains("handoff"), "{}", note.text);
     assert!(note.figures["candidate_handoff_rate"] > note.figures["live_handoff_rate"]);
     // Everyone is on live again.
