@@ -318,6 +318,10 @@ fn the_engine_reports_every_change_to_its_one_observer() {
             Event::Feedback { feedback, .. } => format!("feedback {}", feedback.score),
             Event::Ticket { ticket } => format!("ticket {}", ticket.kind),
             Event::TurnFailed { served_by, .. } => format!("failed turn on {}", served_by.role.name()),
+            Event::Requeue { .. } => "requeue".to_string(),
+            Event::Note { note, .. } => format!("note {}", note.text),
+            Event::Resolve { resolution, .. } => format!("resolve {}", resolution.outcome),
+            Event::Told { text, .. } => format!("told {text}"),
         };
         log.lock().unwrap().push(what);
     };

@@ -27,6 +27,7 @@ mod cards;
 pub mod events;
 mod flow;
 mod model;
+pub mod queue;
 mod save;
 mod scope;
 mod turn;
@@ -40,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::RuleSet;
 pub use crate::dialogue::RulesRole;
-use crate::dialogue::{Feedback, Role, Session, Takeover};
+use crate::dialogue::{Feedback, HandoffKind, Role, Session, Takeover};
 use crate::llm::LlmBackend;
 use crate::nlu::{Emotion, EntityMatch, Lang};
 use crate::store::{MemoryStore, SessionStore, Write};
@@ -157,11 +158,24 @@ impl AnswerSource {
     }
 }
 
-/// Why a conversation went to a human.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Why a conversation went to a human, and where it waits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handoff {
     /// The reason given by the rule, flow or fallback arm.
     pub reason: String,
+    /// The reason's kind.
+    #[serde(default)]
+    pub kind: HandoffKind,
+    /// The queue it waits in (`None`: the shop declares no queues).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The queue was closed (outside its hours): the customer got its off-hours reply and
+    /// a ticket instead of a wait, and the bot keeps the conversation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub off_hours: bool,
+    /// The customer's place in the queue when it was told (1: next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<usize>,
 }
 
 /// One step of a turn's decision, for people reading why kefu answered as it did.
@@ -745,14 +759,17 @@ impl Engine {
         self.change(id, |stored| {
             let session = stored.get_or_insert_with(|| Session::new(id));
             match &mut session.takeover {
-                Some(t) => t.agent = agent.clone().or(t.agent.take()),
+                Some(t) => {
+                    t.agent = agent.clone().or(t.agent.take());
+                    t.assigned_at.get_or_insert(now);
+                }
                 None => {
                     session.takeover = Some(Takeover {
                         agent: agent.clone(),
-                        reason: None,
                         since: now,
-                        queued: Vec::new(),
-                        dropped: 0,
+                        kind: HandoffKind::Agent,
+                        assigned_at: Some(now),
+                        ..Takeover::default()
                     })
                 }
             }
@@ -763,10 +780,13 @@ impl Engine {
             Ok(())
         })
         .inspect(|session| {
-            self.report(Event::Takeover {
-                session: id,
-                agent: session.takeover.as_ref().and_then(|t| t.agent.as_deref()),
-            })
+            if let Some(taken) = &session.takeover {
+                self.report(Event::Takeover {
+                    session: id,
+                    agent: taken.agent.as_deref(),
+                    taken,
+                })
+            }
         })
     }
 
@@ -793,6 +813,7 @@ impl Engine {
                 session: id,
                 agent: session.takeover.as_ref().and_then(|t| t.agent.as_deref()),
                 text: &masked,
+                seq: session.seq,
             })
         })
     }
@@ -800,15 +821,25 @@ impl Engine {
     /// Gives the conversation back to the bot.
     pub fn release(&self, id: &str) -> Result<Session, EngineError> {
         let now = Utc::now().timestamp_millis();
+        let mut ended = None;
         self.change(id, |stored| {
             let session = stored.as_mut().ok_or_else(|| EngineError::NoSession(id.to_string()))?;
-            session.takeover = None;
+            ended = session.takeover.take();
             session.failures = 0;
             session.human_acts += 1;
             session.updated_at = now;
             Ok(())
         })
-        .inspect(|_| self.report(Event::Release { session: id }))
+        .inspect(|_| {
+            if let Some(ended) = &ended {
+                self.report(Event::Release {
+                    session: id,
+                    agent: ended.agent.as_deref(),
+                    ended,
+                    resumed: false,
+                })
+            }
+        })
     }
 
     /// The customer rates the conversation (1-5, with an optional comment, kept masked):
@@ -853,6 +884,13 @@ impl Engine {
             session.remember(Role::Bot, text, now);
             session.updated_at = session.updated_at.max(now);
             Ok(())
+        })
+        .inspect(|session| {
+            self.report(Event::Told {
+                session: id,
+                text,
+                seq: session.seq,
+            })
         })
     }
 

@@ -306,6 +306,7 @@ pub(super) fn run(
     if let Some(takeover) = &mut session.takeover {
         takeover.queue(message.clone());
         let reason = takeover.reason.clone().unwrap_or_else(|| "人工接管".into());
+        let (kind, group) = (takeover.kind, takeover.group.clone());
         session.remember(Role::User, &message, now_ms);
         session.updated_at = now_ms;
         let mut response = response_for(
@@ -315,7 +316,12 @@ pub(super) fn run(
             Answer::new(AnswerSource::Human, ""),
             false,
         );
-        response.handoff = Some(Handoff { reason });
+        response.handoff = Some(Handoff {
+            reason,
+            kind,
+            group,
+            ..Handoff::default()
+        });
         response.trace.push(step(
             "takeover",
             "a human has this conversation; the message is queued for the agent",
@@ -1154,11 +1160,9 @@ impl<'a> Turn<'a> {
         if let Some(reason) = &answer.handoff {
             session.flow = None;
             session.takeover = Some(crate::dialogue::Takeover {
-                agent: None,
                 reason: Some(reason.clone()),
                 since: now_ms,
-                queued: Vec::new(),
-                dropped: 0,
+                ..crate::dialogue::Takeover::default()
             });
         }
         session.updated_at = now_ms;
@@ -1502,7 +1506,11 @@ fn saved_response(mut response: TurnResponse, saved: save::Saved) -> TurnRespons
             response.promotion = None;
             response.faq = None;
             response.answer_confidence = None;
-            response.handoff = Some(Handoff { reason });
+            response.handoff = Some(Handoff {
+                reason,
+                kind: crate::dialogue::HandoffKind::Agent,
+                ..Handoff::default()
+            });
             response.dropped = true;
         }
     }
@@ -1547,7 +1555,10 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         emotion: u.emotion,
         language: session.language.unwrap_or_else(|| rules.shop.language()),
         entities: u.entities.clone(),
-        handoff: answer.handoff.map(|reason| Handoff { reason }),
+        handoff: answer.handoff.map(|reason| Handoff {
+            reason,
+            ..Handoff::default()
+        }),
         rules_version: rules.version.clone(),
         rules_role: crate::dialogue::RulesRole::Live,
         session_token: session.token.clone(),
