@@ -96,6 +96,9 @@ pub enum Event<'a> {
         /// The rule set that answered the conversation's last turn, which the rating
         /// counts for (unknown in a session stored before versions).
         served_by: &'a ServedBy,
+        /// The last agent who held the conversation, when a person served it
+        /// ([`crate::dialogue::Session::last_agent`]): the rating counts for them too.
+        agent: Option<&'a str>,
     },
     /// A turn failed on the rule set it picked: its session could not be read or saved,
     /// or it panicked. Nothing was changed; reported only so that the per-version figures

@@ -15,17 +15,20 @@
 //! moved into the store without a copy (`store_if_unchanged`); only when something did is
 //! the stored session read again and merged in an `update`.
 
+use std::time::Instant;
+
 use super::{Engine, EngineError};
 use crate::dialogue::{Role, Session};
 use crate::safety::logsafe::LogSafe;
 use crate::store::{Unchanged, Write};
 
-/// Where the session stood when the turn read it.
+/// Where the session stood when the turn read it, and when the turn began.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Read {
     rev: u64,
     human_acts: u64,
     failures: u32,
+    began: Instant,
 }
 
 impl Read {
@@ -34,11 +37,19 @@ impl Read {
         self.rev
     }
 
-    pub(super) fn of(session: &Session) -> Self {
+    /// When the turn began, before it read the session: a person's act after this may
+    /// have come after the read, so it silences the turn's model generation (`silence`).
+    pub(super) fn began(&self) -> Instant {
+        self.began
+    }
+
+    /// `session` as a turn that began at `began` read it.
+    pub(super) fn of(session: &Session, began: Instant) -> Self {
         Read {
             rev: session.rev,
             human_acts: session.human_acts,
             failures: session.failures,
+            began,
         }
     }
 }
@@ -145,6 +156,11 @@ fn lay_over(stored: &mut Option<Session>, read: Read, next: &Session, added: Add
     if current.token.is_empty() {
         current.token.clone_from(&next.token);
     }
+    // The customer wrote again: a resolved conversation is open again (a person's
+    // resolution during the turn went the way above, and stands).
+    if next.resolved.is_none() {
+        current.resolved = None;
+    }
     if added.queued
         && let Some(takeover) = &mut current.takeover
     {
@@ -201,7 +217,7 @@ mod tests {
 
     /// A session read at rev 3, and the turn's version of it after answering `msg`.
     fn turn_on(stored: &Session, msg: &str) -> (Read, Session) {
-        let read = Read::of(stored);
+        let read = Read::of(stored, Instant::now());
         let mut next = stored.clone();
         next.turns += 1;
         next.remember(Role::User, msg, 10);
@@ -275,7 +291,7 @@ mod tests {
     fn failures_add_up_across_concurrent_turns_and_a_success_clears_them() {
         let mut first = base();
         first.failures = 1;
-        let read = Read::of(&first);
+        let read = Read::of(&first, Instant::now());
         let mut failed = first.clone();
         failed.failures = 2;
         let mut current = first.clone();

@@ -233,6 +233,8 @@ pub(super) fn run(
         .as_of
         .map_or_else(|| Utc::now().with_timezone(&tz), |t| t.with_timezone(&tz));
     let now_ms = now.timestamp_millis();
+    // Before the read: a person's act from here on may not be in the session read.
+    let began = std::time::Instant::now();
     // A session that could not be read is an error, never a new conversation.
     let mut session = engine
         .sessions
@@ -253,7 +255,9 @@ pub(super) fn run(
         ));
         return Ok(response);
     }
-    let read = save::Read::of(&session);
+    let read = save::Read::of(&session, began);
+    // The customer writes again: a resolved conversation is the bot's again.
+    session.resolved = None;
     if session.token.is_empty() {
         session.token = crate::dialogue::new_token();
     }
@@ -611,6 +615,12 @@ fn describe_understanding(u: &Understanding, explain: bool) -> String {
 }
 
 impl<'a> Turn<'a> {
+    /// When the turn began (before it read its session), for registering its model
+    /// generation with the engine's silence registry.
+    pub(super) fn began(&self) -> std::time::Instant {
+        self.read.began()
+    }
+
     /// Runs `eval` in the turn's scope, then drops any variables the script declared; an
     /// error gives `fallback` and goes to the trace.
     ///

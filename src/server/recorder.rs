@@ -75,6 +75,7 @@ impl Observer for Recorder {
                 session,
                 feedback,
                 served_by,
+                ..
             } => {
                 self.metrics.feedback(feedback.score);
                 self.metrics.version_feedback(served_by, feedback.score);
