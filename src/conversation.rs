@@ -610,7 +610,12 @@ pub fn run(rules: &Arc<RuleSet>, conversation: &Conversation, path: &Path) -> Ou
             let act = act.describe();
             record.failures.insert(
                 0,
-                Failure::new("agent", Some(&act), None, format!("the agent's `{act}` was refused: {error}")),
+                Failure::new(
+                    "agent",
+                    Some(&act),
+                    None,
+                    format!("the agent's `{act}` was refused: {error}"),
+                ),
             );
         }
         records.push(record);
@@ -889,6 +894,55 @@ pub fn coverage(rules: &RuleSet, covered: &BTreeSet<String>) -> Coverage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_actions_read_as_words_or_one_key_and_a_bad_one_says_what_is_allowed() {
+        let read = |yaml: &str| serde_yaml::from_str::<AgentAction>(yaml).map_err(|e| e.to_string());
+        assert_eq!(read("takeover"), Ok(AgentAction::Takeover));
+        assert_eq!(read("release"), Ok(AgentAction::Release { resume: false }));
+        assert_eq!(read("{release: resume}"), Ok(AgentAction::Release { resume: true }));
+        assert_eq!(read("{release: cancel}"), Ok(AgentAction::Release { resume: false }));
+        assert_eq!(read("{reply: 您好}"), Ok(AgentAction::Reply("您好".into())));
+        assert_eq!(read("{note: 色差}"), Ok(AgentAction::Note("色差".into())));
+        assert_eq!(read("{resolve: solved}"), Ok(AgentAction::Resolve("solved".into())));
+        assert!(read("wave").unwrap_err().contains("unknown agent action `wave`"));
+        assert!(read("{release: later}").unwrap_err().contains("release: resume"));
+        assert!(
+            read("{reply: a, note: b}")
+                .unwrap_err()
+                .contains("one agent action a turn")
+        );
+        assert!(read("{sing: a}").unwrap_err().contains("unknown agent action `sing`"));
+    }
+
+    #[test]
+    fn an_act_the_engine_refuses_fails_its_turn_and_the_transcript_shows_acts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("shop.kefu"),
+            "shop \"小店\" {\n}\nrule 发票 {\n  on keywords \"发票\"\n  reply \"好的\"\n}\n",
+        )
+        .unwrap();
+        let options = crate::dsl::LoadOptions {
+            quick_training: true,
+            ..Default::default()
+        };
+        let rules = Arc::new(crate::dsl::load_dir_with(dir.path(), options).rules.expect("compiles"));
+        let conversation: Conversation = serde_yaml::from_str(
+            "name: t\nturns:\n  - say: 发票\n  - say: 发票\n    agent: { reply: 您好 }\n  - say: 发票\n    agent: takeover\n    expect: { source: human }\n",
+        )
+        .unwrap();
+        let outcome = run(&rules, &conversation, Path::new("t.yaml"));
+        assert!(!outcome.passed());
+        assert!(outcome.turns[0].failures.is_empty() && outcome.turns[0].agent.is_none());
+        let failures: Vec<String> = outcome.turns[1].failures.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            failures,
+            ["the agent's `reply: 您好` was refused: session `t` is not taken over by a human"]
+        );
+        assert_eq!(outcome.turns[2].agent.as_deref(), Some("takeover"));
+        assert!(outcome.turns[2].failures.is_empty(), "{:?}", outcome.turns[2]);
+    }
 
     #[test]
     fn a_slug_keeps_the_name_and_is_never_a_path() {

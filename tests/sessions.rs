@@ -348,7 +348,8 @@ fn the_engine_reports_every_change_to_its_one_observer() {
             "takeover 小王",
             "reply 您好，我来处理",
             "release",
-            "feedback 4"
+            "feedback 4",
+            "told 工单已送达"
         ]
     );
 }
@@ -377,7 +378,10 @@ fn a_store_that_fails_fails_the_turn_and_leaves_the_session_as_it_was() {
     let turn = || engine.turn(TurnRequest::new("down", "黑色")).map(drop);
     failed("a turn", turn());
     failed("reading the session", engine.session("down").map(drop));
-    failed("a takeover", engine.takeover("down", Some("小王".into()), false).map(drop));
+    failed(
+        "a takeover",
+        engine.takeover("down", Some("小王".into()), false).map(drop),
+    );
     failed("an agent's reply", engine.agent_reply("down", None, "您好").map(drop));
     failed("a release", engine.release("down", None, false).map(drop));
     failed(

@@ -1020,7 +1020,10 @@ impl Engine {
         self.change(id, |stored| {
             let session = stored.as_mut().ok_or_else(|| EngineError::NoSession(id.to_string()))?;
             session.notes.push(note.clone());
-            let excess = session.notes.len().saturating_sub(crate::dialogue::session::NOTES_LIMIT);
+            let excess = session
+                .notes
+                .len()
+                .saturating_sub(crate::dialogue::session::NOTES_LIMIT);
             session.notes.drain(..excess);
             Ok(())
         })?;
@@ -1141,7 +1144,9 @@ impl Engine {
         user: Option<serde_json::Map<String, serde_json::Value>>,
         context: Option<serde_json::Map<String, serde_json::Value>>,
     ) -> Result<Suggestion, EngineError> {
-        let mut session = self.session(id)?.ok_or_else(|| EngineError::NoSession(id.to_string()))?;
+        let mut session = self
+            .session(id)?
+            .ok_or_else(|| EngineError::NoSession(id.to_string()))?;
         let Some(last) = session.history.iter().rposition(|e| e.role == Role::User) else {
             return Ok(Suggestion::nothing("no customer message to answer"));
         };

@@ -3,9 +3,10 @@
 //!
 //! A turn reads its session when it starts and may run for seconds (the model). Whatever
 //! landed in the meantime wins over the turn:
-//! - a person acted (took the conversation over, replied, gave it back: `human_acts`
-//!   moved): the turn's answer is dropped, not shown; the customer's message is kept,
-//!   queued for the agent, as if it had arrived after the takeover;
+//! - a person acted (took the conversation over, replied, gave it back, resolved it:
+//!   `human_acts` moved): the turn's answer is dropped, not shown; the customer's message
+//!   is kept, queued for the agent, as if it had arrived after the takeover (a model
+//!   generation still running was silenced at the act, `silence`);
 //! - another writer on the bot's side (a second message of the same customer answered on
 //!   another node, a job's notice, the customer's rating): both are kept. The turn's
 //!   messages are appended after what is there, its counts added, and the conversation

@@ -211,7 +211,9 @@ mod tests {
     fn the_table_is_bounded_and_a_generation_past_it_still_runs() {
         let registry = Registry::default();
         let began = Instant::now();
-        let held: Vec<_> = (0..RUNNING_LIMIT).map(|i| registry.start(&format!("s{i}"), began)).collect();
+        let held: Vec<_> = (0..RUNNING_LIMIT)
+            .map(|i| registry.start(&format!("s{i}"), began))
+            .collect();
         assert_eq!(registry.len(), RUNNING_LIMIT);
         // Full of running generations: nothing to prune.
         let extra = registry.start("extra", began);

@@ -423,7 +423,11 @@ mod tests {
         let g = llm
             .generate(&request, &mut |_| {
                 pieces += 1;
-                if pieces == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+                if pieces == 2 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
             })
             .unwrap();
         assert_eq!((g.text.as_str(), g.finish), ("一二三四", Finish::Cancelled));

@@ -108,7 +108,9 @@ impl ApiError {
             EngineError::HeldBy(agent) => ApiError::new(
                 StatusCode::CONFLICT,
                 "held_by_other",
-                format!("another agent holds this conversation: {agent}; take it over with `force` to take it from them"),
+                format!(
+                    "another agent holds this conversation: {agent}; take it over with `force` to take it from them"
+                ),
             )
             .with_details(serde_json::json!({ "agent": agent })),
             EngineError::Invalid(message) => ApiError::invalid(message),
