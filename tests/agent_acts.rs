@@ -561,7 +561,7 @@ fn the_chat_stream_retracts_what_it_sent_when_a_person_takes_over() {
     let events = reply.events();
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_deref().unwrap_or("")).collect();
     let deltas = names.iter().filter(|n| **n == "delta").count();
-    assert!(deltas >= 1 && deltas < TOKENS, "{names:?}");
+    assert!((1..TOKENS).contains(&deltas), "{names:?}");
     assert_eq!(names[names.len() - 2..], ["retract", "done"], "{names:?}");
     assert_eq!(events[names.len() - 2].1, "{}");
     let done: serde_json::Value = serde_json::from_str(&events.last().unwrap().1).unwrap();

@@ -289,6 +289,26 @@ mod tests {
     }
 
     #[test]
+    fn a_customers_message_reopens_a_resolved_conversation_past_a_write_in_between() {
+        let mut resolved = base();
+        resolved.resolved = Some(crate::dialogue::Resolution {
+            outcome: "solved".into(),
+            agent: Some("小王".into()),
+            at: 1,
+        });
+        let (read, mut next) = turn_on(&resolved, "还有个问题");
+        // The turn cleared it (`turn::run`); meanwhile a job told the customer something.
+        next.resolved = None;
+        let mut current = resolved.clone();
+        current.rev = 4;
+        current.remember(Role::Bot, "工单已送达", 7);
+        let mut stored = Some(current);
+        let (_, saved) = lay_over(&mut stored, read, &next, answered("还有个问题"));
+        assert!(matches!(saved, Saved::Kept { .. }));
+        assert_eq!(stored.unwrap().resolved, None);
+    }
+
+    #[test]
     fn failures_add_up_across_concurrent_turns_and_a_success_clears_them() {
         let mut first = base();
         first.failures = 1;
