@@ -9,11 +9,13 @@
 //! kept in an answer cache (`cache`). Every response says what answered and carries a
 //! trace of the decision.
 //!
-//! The engine is the only writer of sessions: a turn's save (`save`), a takeover, an
-//! agent's reply, a release, a rating and a job's message are each one atomic
-//! `SessionStore::update`. Each but the job's message (which the job queue logs) is
-//! reported to the engine's one observer (`events`), which writes the conversation log and
-//! the metrics; so is every ticket a turn raises.
+//! The engine is the only writer of sessions: a turn's save (`save`), the acts of people
+//! (a takeover, an agent's reply, a release, a note, a resolution, a requeue), a rating
+//! and a job's message are each one atomic `SessionStore::update`, reported to the
+//! engine's one observer (`events`), which writes the conversation log and the metrics; so
+//! is every ticket a turn raises. A person's act wins over a turn running meanwhile: its
+//! answer is dropped at the save, and its model generation stops at once (`silence`).
+//! [`Engine::suggest`] runs a turn that saves and reports nothing, for an agent.
 //!
 //! A session store that cannot be reached (Redis down, after the store's own short
 //! retries) fails the turn or the operation with [`EngineError::Store`] and changes
