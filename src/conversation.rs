@@ -71,7 +71,9 @@ pub struct Turn {
     /// Profile for this turn, replacing the conversation's.
     #[serde(default)]
     pub user: Option<Map<String, Value>>,
-    /// A human agent acts before this message: `takeover`, `release`, or `reply: 文本`.
+    /// A human agent acts before this message: `takeover`, `release` (the flow the
+    /// takeover paused is dropped), `{release: resume}` (it goes on), `{reply: 文本}`,
+    /// `{note: 文本}` or `{resolve: 结果}`. An act the engine refuses fails the turn.
     #[serde(default)]
     pub agent: Option<AgentAction>,
     /// How long after the previous message this one comes (`40m`, `2h`, `90s`, `1d`); a
@@ -104,15 +106,52 @@ fn pause<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<chr
     }
 }
 
-/// What a human agent does before a turn: `takeover`, `release`, or `{ reply: 文本 }`.
-#[derive(Clone, Debug)]
+/// What a human agent does before a turn (the agent is `测试客服`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AgentAction {
-    /// Take the conversation over.
+    /// `takeover`: take the conversation over.
     Takeover,
-    /// Give it back.
-    Release,
-    /// Answer it.
+    /// `release` (`resume: false`) or `{release: resume}`: give it back, dropping or
+    /// resuming the flow the takeover paused (`{release: cancel}` is the first).
+    Release {
+        /// The paused flow goes on.
+        resume: bool,
+    },
+    /// `{reply: 文本}`: answer the customer.
     Reply(String),
+    /// `{note: 文本}`: an internal note.
+    Note(String),
+    /// `{resolve: 结果}`: close the conversation with an outcome.
+    Resolve(String),
+}
+
+/// The agent the acts of conversation tests are made by.
+const TEST_AGENT: &str = "测试客服";
+
+impl AgentAction {
+    /// The act as the transcript shows it (`takeover`, `release resume`, `reply: 文本`).
+    fn describe(&self) -> String {
+        match self {
+            AgentAction::Takeover => "takeover".into(),
+            AgentAction::Release { resume: false } => "release".into(),
+            AgentAction::Release { resume: true } => "release resume".into(),
+            AgentAction::Reply(text) => format!("reply: {text}"),
+            AgentAction::Note(text) => format!("note: {text}"),
+            AgentAction::Resolve(outcome) => format!("resolve: {outcome}"),
+        }
+    }
+
+    /// Does it on `engine`'s conversation `session`; the engine's refusal, if it refuses.
+    fn apply(&self, engine: &Engine, session: &str) -> Result<(), crate::engine::EngineError> {
+        let agent = Some(TEST_AGENT);
+        match self {
+            AgentAction::Takeover => engine.takeover(session, Some(TEST_AGENT.into()), false).map(drop),
+            AgentAction::Release { resume } => engine.release(session, agent, *resume).map(drop),
+            AgentAction::Reply(text) => engine.agent_reply(session, agent, text).map(drop),
+            AgentAction::Note(text) => engine.note(session, agent, text).map(drop),
+            AgentAction::Resolve(outcome) => engine.resolve(session, agent, outcome).map(drop),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for AgentAction {
@@ -121,16 +160,37 @@ impl<'de> Deserialize<'de> for AgentAction {
         #[serde(untagged)]
         enum Raw {
             Word(String),
-            Reply { reply: String },
+            Act(std::collections::BTreeMap<String, String>),
         }
-        match Raw::deserialize(deserializer)? {
-            Raw::Word(w) if w == "takeover" => Ok(AgentAction::Takeover),
-            Raw::Word(w) if w == "release" => Ok(AgentAction::Release),
-            Raw::Word(w) => Err(serde::de::Error::custom(format!(
-                "unknown agent action `{w}`: use takeover, release or {{reply: 文本}}"
-            ))),
-            Raw::Reply { reply } => Ok(AgentAction::Reply(reply)),
-        }
+        const USE: &str = "use takeover, release, {release: resume}, {reply: 文本}, {note: 文本} or {resolve: 结果}";
+        let unknown = |what: &str| serde::de::Error::custom(format!("unknown agent action `{what}`: {USE}"));
+        let act = match Raw::deserialize(deserializer)? {
+            Raw::Word(w) => match w.as_str() {
+                "takeover" => AgentAction::Takeover,
+                "release" => AgentAction::Release { resume: false },
+                _ => return Err(unknown(&w)),
+            },
+            Raw::Act(map) => {
+                let mut pairs = map.into_iter();
+                let (Some((key, value)), None) = (pairs.next(), pairs.next()) else {
+                    return Err(serde::de::Error::custom(format!("one agent action a turn: {USE}")));
+                };
+                match (key.as_str(), value.as_str()) {
+                    ("release", "resume") => AgentAction::Release { resume: true },
+                    ("release", "cancel") => AgentAction::Release { resume: false },
+                    ("release", other) => {
+                        return Err(serde::de::Error::custom(format!(
+                            "`release: {other}`: write `release: resume` or `release: cancel`"
+                        )));
+                    }
+                    ("reply", _) => AgentAction::Reply(value),
+                    ("note", _) => AgentAction::Note(value),
+                    ("resolve", _) => AgentAction::Resolve(value),
+                    _ => return Err(unknown(&key)),
+                }
+            }
+        };
+        Ok(act)
     }
 }
 
@@ -188,6 +248,10 @@ pub enum HandoffExpect {
 /// One turn as it happened: the transcript line that snapshots record.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TurnRecord {
+    /// What a human agent did before the message (`takeover`, `release resume`,
+    /// `reply: 文本`...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     /// The customer's message.
     pub say: String,
     /// The reply.
@@ -390,6 +454,9 @@ impl Suite {
             }
             for (n, turn) in outcome.turns.iter().enumerate() {
                 if verbose || !turn.failures.is_empty() {
+                    if let Some(act) = &turn.agent {
+                        let _ = writeln!(out, "        (人工 {act})");
+                    }
                     let _ = writeln!(out, "     {}. 你: {}", n + 1, turn.say);
                     let _ = writeln!(out, "        客服: {}  [{} · {}]", turn.reply, turn.by, turn.intent);
                     for failure in &turn.failures {
@@ -519,18 +586,10 @@ pub fn run(rules: &Arc<RuleSet>, conversation: &Conversation, path: &Path) -> Ou
         if n > 0 {
             at += turn.after.unwrap_or_else(|| chrono::Duration::minutes(1));
         }
-        match &turn.agent {
-            Some(AgentAction::Takeover) => {
-                let _ = engine.takeover(&session, Some("测试客服".into()));
-            }
-            Some(AgentAction::Release) => {
-                let _ = engine.release(&session);
-            }
-            Some(AgentAction::Reply(text)) => {
-                let _ = engine.agent_reply(&session, text);
-            }
-            None => {}
-        }
+        let refused = turn
+            .agent
+            .as_ref()
+            .and_then(|act| act.apply(&engine, &session).err().map(|e| (act, e)));
         let mut context = conversation.context.clone().unwrap_or_default();
         if let Some(extra) = &turn.context {
             context.extend(extra.clone());
@@ -546,7 +605,20 @@ pub fn run(rules: &Arc<RuleSet>, conversation: &Conversation, path: &Path) -> Ou
         // The engine's sessions are in memory, which cannot fail.
         let response = engine.turn(request).expect("in-memory sessions never fail");
         covered.extend(response.covered.iter().cloned());
-        records.push(record(turn, &response));
+        let mut record = record(turn, &response);
+        if let Some((act, error)) = refused {
+            let act = act.describe();
+            record.failures.insert(
+                0,
+                Failure::new(
+                    "agent",
+                    Some(&act),
+                    None,
+                    format!("the agent's `{act}` was refused: {error}"),
+                ),
+            );
+        }
+        records.push(record);
     }
     Outcome {
         name: conversation.name.clone(),
@@ -707,6 +779,7 @@ fn record(turn: &Turn, r: &TurnResponse) -> TurnRecord {
         _ => {}
     }
     TurnRecord {
+        agent: turn.agent.as_ref().map(AgentAction::describe),
         say: turn.say.clone(),
         reply: r.reply.clone(),
         by,
@@ -821,6 +894,55 @@ pub fn coverage(rules: &RuleSet, covered: &BTreeSet<String>) -> Coverage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_actions_read_as_words_or_one_key_and_a_bad_one_says_what_is_allowed() {
+        let read = |yaml: &str| serde_yaml::from_str::<AgentAction>(yaml).map_err(|e| e.to_string());
+        assert_eq!(read("takeover"), Ok(AgentAction::Takeover));
+        assert_eq!(read("release"), Ok(AgentAction::Release { resume: false }));
+        assert_eq!(read("{release: resume}"), Ok(AgentAction::Release { resume: true }));
+        assert_eq!(read("{release: cancel}"), Ok(AgentAction::Release { resume: false }));
+        assert_eq!(read("{reply: 您好}"), Ok(AgentAction::Reply("您好".into())));
+        assert_eq!(read("{note: 色差}"), Ok(AgentAction::Note("色差".into())));
+        assert_eq!(read("{resolve: solved}"), Ok(AgentAction::Resolve("solved".into())));
+        assert!(read("wave").unwrap_err().contains("unknown agent action `wave`"));
+        assert!(read("{release: later}").unwrap_err().contains("release: resume"));
+        assert!(
+            read("{reply: a, note: b}")
+                .unwrap_err()
+                .contains("one agent action a turn")
+        );
+        assert!(read("{sing: a}").unwrap_err().contains("unknown agent action `sing`"));
+    }
+
+    #[test]
+    fn an_act_the_engine_refuses_fails_its_turn_and_the_transcript_shows_acts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("shop.kefu"),
+            "shop \"小店\" {\n}\nrule 发票 {\n  on keywords \"发票\"\n  reply \"好的\"\n}\n",
+        )
+        .unwrap();
+        let options = crate::dsl::LoadOptions {
+            quick_training: true,
+            ..Default::default()
+        };
+        let rules = Arc::new(crate::dsl::load_dir_with(dir.path(), options).rules.expect("compiles"));
+        let conversation: Conversation = serde_yaml::from_str(
+            "name: t\nturns:\n  - say: 发票\n  - say: 发票\n    agent: { reply: 您好 }\n  - say: 发票\n    agent: takeover\n    expect: { source: human }\n",
+        )
+        .unwrap();
+        let outcome = run(&rules, &conversation, Path::new("t.yaml"));
+        assert!(!outcome.passed());
+        assert!(outcome.turns[0].failures.is_empty() && outcome.turns[0].agent.is_none());
+        let failures: Vec<String> = outcome.turns[1].failures.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            failures,
+            ["the agent's `reply: 您好` was refused: session `t` is not taken over by a human"]
+        );
+        assert_eq!(outcome.turns[2].agent.as_deref(), Some("takeover"));
+        assert!(outcome.turns[2].failures.is_empty(), "{:?}", outcome.turns[2]);
+    }
 
     #[test]
     fn a_slug_keeps_the_name_and_is_never_a_path() {

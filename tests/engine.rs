@@ -273,13 +273,13 @@ fn a_flow_left_waiting_too_long_starts_over() {
 fn a_takeover_queues_messages_until_released() {
     let engine = Engine::new(rules());
     say(&engine, 0, "我要退货");
-    engine.takeover("s", Some("小王".into())).unwrap();
+    engine.takeover("s", Some("小王".into()), false).unwrap();
     let r = say(&engine, 1, "人呢");
     assert_eq!((r.source, r.reply.as_str()), (AnswerSource::Human, ""));
     let session = engine.session("s").unwrap().unwrap();
     assert!(session.flow.is_none(), "a takeover ends the flow");
     assert_eq!(session.takeover.as_ref().unwrap().queued, ["人呢"]);
-    engine.agent_reply("s", "您好，我来帮您").unwrap();
+    engine.agent_reply("s", None, "您好，我来帮您").unwrap();
     assert!(
         engine
             .session("s")
@@ -290,9 +290,9 @@ fn a_takeover_queues_messages_until_released() {
             .queued
             .is_empty()
     );
-    engine.release("s").unwrap();
+    engine.release("s", None, false).unwrap();
     assert_eq!(say(&engine, 2, "怎么开发票").source, AnswerSource::Rule);
-    assert!(engine.release("nobody").is_err());
+    assert!(engine.release("nobody", None, false).is_err());
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {

@@ -140,6 +140,7 @@ fn mock(rules: &[(&str, &str, f64)]) -> Arc<MockLlm> {
                 contains: when.to_string(),
                 reply: reply.to_string(),
                 confidence: *confidence,
+                delay_ms: 0,
             })
             .collect(),
     ))

@@ -119,6 +119,7 @@ fn chat_template_tokens_in_customer_text_are_not_special() {
         role: kefu::dialogue::Role::User,
         text: attack.into(),
         at: 0,
+        seq: 0,
     };
     let input = PromptInput {
         language: None,

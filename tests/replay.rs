@@ -258,6 +258,7 @@ fn model_turns_are_reported_not_generated_unless_a_model_is_given() {
         contains: String::new(),
         reply: "亲，这款很适合送人，包装也很精致哦。".into(),
         confidence: 0.95,
+        delay_ms: 0,
     }]));
     let options = ReplayOptions {
         model: Some(model),
@@ -327,6 +328,7 @@ fn write_the_replay_log() {
         contains: String::new(),
         reply: "亲，这款版型大方，送男朋友很合适哦。".into(),
         confidence: 0.95,
+        delay_ms: 0,
     }]));
     let engine = Arc::new(Engine::new(Arc::clone(&rules)).with_llm(model));
     let _ = std::fs::remove_dir_all(LOG);

@@ -64,6 +64,7 @@ fn gated() -> (Arc<Gated>, Gate) {
             contains: String::new(),
             reply: "好的亲，这就为您讲一个嫦娥奔月的故事。".into(),
             confidence: 0.95,
+            delay_ms: 0,
         }]),
         entered: Mutex::new(entered_tx),
         go: Mutex::new(go_rx),
@@ -136,7 +137,7 @@ fn a_takeover_during_a_model_turn_wins_and_the_answer_is_dropped() {
     let (model, gate) = gated();
     let engine = Arc::new(Engine::new(rules()).with_llm(model));
     let r = during_a_model_turn(&engine, &gate, "race", || {
-        engine.takeover("race", Some("小王".into())).unwrap();
+        engine.takeover("race", Some("小王".into()), false).unwrap();
     });
     assert!(r.dropped, "{:#?}", r.trace);
     assert_eq!((r.source, r.reply.as_str()), (AnswerSource::Human, ""));
@@ -158,7 +159,7 @@ fn a_takeover_during_a_model_turn_wins_and_the_answer_is_dropped() {
         "the dropped answer is not in the history"
     );
     // The agent answers; the bot stays silent until released.
-    engine.agent_reply("race", "您好，我是小王").unwrap();
+    engine.agent_reply("race", None, "您好，我是小王").unwrap();
     assert_eq!(ask(&engine, "race", "好的").source, AnswerSource::Human);
 }
 
@@ -173,10 +174,10 @@ fn the_conversation_log_has_what_the_engine_reports_a_dropped_answer_included() 
         kefu::data::ConversationLog::open(kefu::data::LogConfig::new(&dir), move || current.rules()).unwrap();
     assert!(engine.set_observer(Arc::new(log)));
     during_a_model_turn(&engine, &gate, "logged", || {
-        engine.takeover("logged", Some("小王".into())).unwrap();
+        engine.takeover("logged", Some("小王".into()), false).unwrap();
     });
-    engine.agent_reply("logged", "您好").unwrap();
-    engine.release("logged").unwrap();
+    engine.agent_reply("logged", None, "您好").unwrap();
+    engine.release("logged", None, false).unwrap();
     drop(guard);
     let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
     let records: Vec<serde_json::Value> = std::fs::read_to_string(file)
@@ -204,11 +205,11 @@ fn an_agent_reply_during_a_model_turn_wins_too() {
     let (model, gate) = gated();
     let engine = Arc::new(Engine::new(rules()).with_llm(model));
     // Taken over and given back: the bot answers again, and a model turn starts.
-    engine.takeover("reply", None).unwrap();
-    engine.release("reply").unwrap();
+    engine.takeover("reply", None, false).unwrap();
+    engine.release("reply", None, false).unwrap();
     let r = during_a_model_turn(&engine, &gate, "reply", || {
-        engine.takeover("reply", Some("小李".into())).unwrap();
-        engine.agent_reply("reply", "我来处理").unwrap();
+        engine.takeover("reply", Some("小李".into()), false).unwrap();
+        engine.agent_reply("reply", None, "我来处理").unwrap();
     });
     assert!(r.dropped);
     assert_eq!(texts(&engine, "reply"), ["我来处理", FOR_THE_MODEL]);
@@ -270,7 +271,7 @@ fn redis_a_takeover_on_one_node_during_a_turn_on_the_other_is_never_lost() {
     for i in 0..tries {
         let id = format!("c{i}");
         let r = during_a_model_turn(&a, &gate, &id, || {
-            b.takeover(&id, Some("小王".into())).unwrap();
+            b.takeover(&id, Some("小王".into()), false).unwrap();
         });
         let held = a.session(&id).unwrap().and_then(|s| s.takeover).is_some();
         if !held || !r.dropped || !r.reply.is_empty() {
@@ -318,6 +319,10 @@ fn the_engine_reports_every_change_to_its_one_observer() {
             Event::Feedback { feedback, .. } => format!("feedback {}", feedback.score),
             Event::Ticket { ticket } => format!("ticket {}", ticket.kind),
             Event::TurnFailed { served_by, .. } => format!("failed turn on {}", served_by.role.name()),
+            Event::Requeue { .. } => "requeue".to_string(),
+            Event::Note { note, .. } => format!("note {}", note.text),
+            Event::Resolve { resolution, .. } => format!("resolve {}", resolution.outcome),
+            Event::Told { text, .. } => format!("told {text}"),
         };
         log.lock().unwrap().push(what);
     };
@@ -329,9 +334,9 @@ fn the_engine_reports_every_change_to_its_one_observer() {
     ask(&engine, "o", "我要退货");
     let r = ask(&engine, "o", "202611010001");
     assert!(r.reply.contains("已为您提交退货申请"), "{}", r.reply);
-    engine.takeover("o", Some("小王".into())).unwrap();
-    engine.agent_reply("o", "您好，我来处理").unwrap();
-    engine.release("o").unwrap();
+    engine.takeover("o", Some("小王".into()), false).unwrap();
+    engine.agent_reply("o", None, "您好，我来处理").unwrap();
+    engine.release("o", None, false).unwrap();
     engine.feedback("o", &r.session_token, 4, None).unwrap();
     engine.tell("o", "工单已送达").unwrap();
     assert_eq!(
@@ -343,7 +348,8 @@ fn the_engine_reports_every_change_to_its_one_observer() {
             "takeover 小王",
             "reply 您好，我来处理",
             "release",
-            "feedback 4"
+            "feedback 4",
+            "told 工单已送达"
         ]
     );
 }
@@ -372,9 +378,12 @@ fn a_store_that_fails_fails_the_turn_and_leaves_the_session_as_it_was() {
     let turn = || engine.turn(TurnRequest::new("down", "黑色")).map(drop);
     failed("a turn", turn());
     failed("reading the session", engine.session("down").map(drop));
-    failed("a takeover", engine.takeover("down", Some("小王".into())).map(drop));
-    failed("an agent's reply", engine.agent_reply("down", "您好").map(drop));
-    failed("a release", engine.release("down").map(drop));
+    failed(
+        "a takeover",
+        engine.takeover("down", Some("小王".into()), false).map(drop),
+    );
+    failed("an agent's reply", engine.agent_reply("down", None, "您好").map(drop));
+    failed("a release", engine.release("down", None, false).map(drop));
     failed(
         "a rating",
         engine.feedback("down", &first.session_token, 5, None).map(drop),

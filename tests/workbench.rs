@@ -48,6 +48,7 @@ impl Workspace {
             contains: "卡片".into(),
             reply: "亲，可以的～祝福语写在订单留言里，我们会手写在贺卡上～".into(),
             confidence: 0.9,
+            delay_ms: 0,
         }])));
         TestServer::start(config)
     }

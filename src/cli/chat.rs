@@ -69,7 +69,8 @@ pub fn run(
             match name {
                 "help" => println!(
                     ":trace (toggle the decision trace)  :session  :tickets  :reset (new conversation)\n\
-                     :user JSON  :context JSON  :takeover  :reply TEXT (as the agent)  :release\n\
+                     :user JSON  :context JSON  :takeover  :reply TEXT (as the agent)\n\
+                     :release [resume] (resume: the flow the takeover paused goes on)  :note TEXT  :resolve OUTCOME\n\
                      :feedback SCORE [COMMENT] (1-5, as the customer)  :quit"
                 ),
                 "trace" => {
@@ -85,16 +86,25 @@ pub fn run(
                 }
                 "user" => user = json_map(Some(arg.to_string()), "user")?,
                 "context" => context = json_map(Some(arg.to_string()), "context")?,
-                "takeover" => match engine.takeover(&session, Some("editor".into())) {
+                "takeover" => match engine.takeover(&session, Some("editor".into()), true) {
                     Ok(_) => println!("taken over: the bot stays silent until :release"),
                     Err(e) => println!("{e}"),
                 },
-                "reply" => match engine.agent_reply(&session, arg) {
+                "reply" => match engine.agent_reply(&session, Some("editor"), arg) {
                     Ok(_) => println!("客服> {arg}"),
                     Err(e) => println!("{e}"),
                 },
-                "release" => match engine.release(&session) {
+                "release" => match engine.release(&session, Some("editor"), arg == "resume") {
+                    Ok(s) if s.flow.is_some() => println!("released: the bot answers again, in the flow it was in"),
                     Ok(_) => println!("released: the bot answers again"),
+                    Err(e) => println!("{e}"),
+                },
+                "note" => match engine.note(&session, Some("editor"), arg) {
+                    Ok(note) => println!("note kept: {}", note.text),
+                    Err(e) => println!("{e}"),
+                },
+                "resolve" => match engine.resolve(&session, Some("editor"), arg) {
+                    Ok(_) => println!("resolved ({}): the bot answers the next message", arg.trim()),
                     Err(e) => println!("{e}"),
                 },
                 "feedback" => {

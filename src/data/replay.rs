@@ -519,9 +519,10 @@ impl Side {
     /// what the rules made of the conversation, not errors.
     fn act(&self, session: &str, step: &Step) {
         let _ = match step {
-            Step::Takeover(agent) => self.engine.takeover(session, agent.clone()).map(drop),
-            Step::Agent(text) => self.engine.agent_reply(session, text).map(drop),
-            Step::Release => self.engine.release(session).map(drop),
+            // What happened is replayed: a takeover from another agent included.
+            Step::Takeover(agent) => self.engine.takeover(session, agent.clone(), true).map(drop),
+            Step::Agent(text) => self.engine.agent_reply(session, None, text).map(drop),
+            Step::Release => self.engine.release(session, None, false).map(drop),
             Step::Turn(_) => Ok(()),
         };
     }

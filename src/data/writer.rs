@@ -310,19 +310,23 @@ impl crate::engine::Observer for ConversationLog {
                 // The profile and context too, so `kefu replay` can answer the turn again.
                 self.push(Record::Turn(record.with_request(request)));
             }
-            Event::Takeover { session, agent } => {
+            Event::Takeover { session, agent, .. } => {
                 self.takeover(session, agent);
             }
-            Event::AgentReply { session, agent, text } => {
+            Event::AgentReply {
+                session, agent, text, ..
+            } => {
                 self.agent_reply(session, agent, text);
             }
-            Event::Release { session } => {
+            Event::Release { session, .. } => {
                 self.release(session);
             }
             Event::Feedback { session, feedback, .. } => {
                 self.feedback(session, feedback.score, feedback.comment.as_deref());
             }
             Event::Ticket { .. } | Event::TurnFailed { .. } => {}
+            // Recorded by the agent-workspace records (issue #23).
+            Event::Requeue { .. } | Event::Note { .. } | Event::Resolve { .. } | Event::Told { .. } => {}
         }
     }
 }

@@ -3,4 +3,7 @@
 
 pub mod session;
 
-pub use session::{Asked, Feedback, FlowState, HistoryEntry, Role, RulesRole, ServedBy, Session, Takeover, new_token};
+pub use session::{
+    Asked, ConvState, Feedback, FlowState, HandoffKind, HistoryEntry, Note, Resolution, Role, RulesRole, ServedBy,
+    Session, Takeover, new_token,
+};

@@ -96,6 +96,22 @@ pub struct Session {
     /// canary started or ended since. Empty in sessions stored before versions.
     #[serde(default, skip_serializing_if = "ServedBy::is_unknown")]
     pub served_by: ServedBy,
+    /// The sequence number of the last message in `history` (each entry has its own,
+    /// one more than the one before), so that a customer's channel delivers every message
+    /// once and in order across reconnects (`after=SEQ`, `Last-Event-ID`).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub seq: u64,
+    /// Agents' internal notes, oldest first (at most [`NOTES_LIMIT`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<Note>,
+    /// Set when a person resolved the conversation; cleared by the customer's next
+    /// message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Resolution>,
+    /// The last agent who held the conversation: a rating after they served counts for
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_agent: Option<String>,
 }
 
 /// Why a rule set served a turn: the live version, the canary candidate (the session's
@@ -152,12 +168,25 @@ impl Session {
         }
     }
 
-    /// Appends a message to the history, dropping the oldest past the limit.
+    /// Where the conversation stands for the people who serve it.
+    pub fn state(&self) -> ConvState {
+        match (&self.takeover, &self.resolved) {
+            (Some(t), _) if t.held() => ConvState::Agent,
+            (Some(_), _) => ConvState::Waiting,
+            (None, Some(_)) => ConvState::Resolved,
+            (None, None) => ConvState::Bot,
+        }
+    }
+
+    /// Appends a message to the history with the next sequence number, dropping the
+    /// oldest past the limit.
     pub fn remember(&mut self, role: Role, text: &str, at: i64) {
+        self.seq += 1;
         self.history.push_back(HistoryEntry {
             role,
             text: Arc::from(text),
             at,
+            seq: self.seq,
         });
         while self.history.len() > HISTORY_LIMIT {
             self.history.pop_front();
@@ -236,6 +265,10 @@ pub struct HistoryEntry {
     pub text: Arc<str>,
     /// Unix milliseconds.
     pub at: i64,
+    /// Its place in the conversation ([`Session::seq`]); 0 in sessions stored before
+    /// sequence numbers.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub seq: u64,
 }
 
 /// A satisfaction score the customer gave the conversation.
@@ -287,20 +320,159 @@ pub struct FlowState {
     pub started_at: i64,
 }
 
-/// A human agent has the conversation.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A person has the conversation, or it waits for one: from a handoff (the bot gave it
+/// up) or a takeover (an agent took it) until it is released or resolved.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Takeover {
-    /// The agent, when one has picked it up.
+    /// The agent holding it, when one is named.
     pub agent: Option<String>,
-    /// Why the bot handed over (`None` when an agent took it over on their own).
+    /// Why the bot handed over, in the rule's words (`None` when an agent took it over on
+    /// their own).
     pub reason: Option<String>,
-    /// Unix milliseconds.
+    /// Unix milliseconds: when it left the bot (the handoff or the takeover).
     pub since: i64,
     /// Customer messages waiting for the agent, oldest first (at most [`QUEUED_LIMIT`]).
     pub queued: Vec<String>,
     /// Messages dropped from the front of `queued` because it was full.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropped: u32,
+    /// Why it left the bot, as a kind the inbox filters and the figures group by.
+    #[serde(default)]
+    pub kind: HandoffKind,
+    /// The queue (group of agents) it waits in or is served by: the rule's `to`, else the
+    /// first `queue` whose `for` holds, else the shop's default queue (`None`: no queues).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Unix milliseconds: when a person picked it up (`None` while it waits). The waiting
+    /// time is `assigned_at - since`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_at: Option<i64>,
+    /// Unix milliseconds of the agent's first reply (the first response time is
+    /// `first_reply_at - since`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_reply_at: Option<i64>,
+    /// The flow that was running when a person took over, kept so that a release can
+    /// resume it (or drop it, as the agent chooses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_flow: Option<FlowState>,
+}
+
+impl Takeover {
+    /// Whether a person holds it (else it waits in its queue).
+    pub fn held(&self) -> bool {
+        self.assigned_at.is_some()
+    }
+}
+
+/// Where a conversation stands for the people who serve it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConvState {
+    /// The bot answers.
+    #[default]
+    Bot,
+    /// Handed off, no person has picked it up yet; the bot is silent.
+    Waiting,
+    /// A person holds it; the bot is silent.
+    Agent,
+    /// A person resolved it; the next customer message starts it again with the bot.
+    Resolved,
+}
+
+impl ConvState {
+    /// Every state, in the inbox's order.
+    pub const ALL: [ConvState; 4] = [
+        ConvState::Waiting,
+        ConvState::Agent,
+        ConvState::Bot,
+        ConvState::Resolved,
+    ];
+
+    /// The state's name: its JSON form and the `state` label of the metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvState::Bot => "bot",
+            ConvState::Waiting => "waiting",
+            ConvState::Agent => "agent",
+            ConvState::Resolved => "resolved",
+        }
+    }
+}
+
+/// Why a conversation went to a person.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandoffKind {
+    /// A rule or flow step says `handoff` (the default for a rule's handoff).
+    #[default]
+    Rule,
+    /// No confident answer: the fallback chain's handoff.
+    LowConfidence,
+    /// The customer is angry (a handoff whose condition reads `emotion`).
+    Anger,
+    /// Failures in a row: a fallback reading `session.failures`, a flow's retries used up.
+    RepeatedFailure,
+    /// The customer asked for a person (`handoff … as asked`).
+    Asked,
+    /// An agent took it over from the bot on their own.
+    Agent,
+}
+
+impl HandoffKind {
+    /// Every kind, in label order.
+    pub const ALL: [HandoffKind; 6] = [
+        HandoffKind::Rule,
+        HandoffKind::LowConfidence,
+        HandoffKind::Anger,
+        HandoffKind::RepeatedFailure,
+        HandoffKind::Asked,
+        HandoffKind::Agent,
+    ];
+
+    /// The kind's name: its JSON form, the word after `as` in the rule language and the
+    /// `kind` label of the metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            HandoffKind::Rule => "rule",
+            HandoffKind::LowConfidence => "low_confidence",
+            HandoffKind::Anger => "anger",
+            HandoffKind::RepeatedFailure => "repeated_failure",
+            HandoffKind::Asked => "asked",
+            HandoffKind::Agent => "agent",
+        }
+    }
+
+    /// The kind named `name` ([`HandoffKind::name`]).
+    pub fn parse(name: &str) -> Option<HandoffKind> {
+        HandoffKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// How many internal notes a conversation keeps; the oldest go first.
+pub const NOTES_LIMIT: usize = 50;
+
+/// An agent's internal note on a conversation: never shown to the customer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    /// Who wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The note, personal data masked.
+    pub text: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// How a person closed a conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    /// The outcome the agent chose (`solved`, `refund`, `no_reply`... free text, bounded).
+    pub outcome: String,
+    /// Who resolved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Unix milliseconds.
+    pub at: i64,
 }
 
 impl Takeover {

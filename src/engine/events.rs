@@ -9,7 +9,7 @@
 //! by `kefu serve` hold the same records for the same conversation.
 
 use super::{TurnRequest, TurnResponse};
-use crate::dialogue::{Feedback, ServedBy};
+use crate::dialogue::{Feedback, Note, Resolution, ServedBy, Takeover};
 use crate::tickets::Ticket;
 
 /// Something that happened to a conversation.
@@ -23,12 +23,14 @@ pub enum Event<'a> {
         /// What kefu answered (`response.message` is the message as kept: masked).
         response: &'a TurnResponse,
     },
-    /// A person took the conversation over.
+    /// A person took the conversation over (from the bot, or from its queue).
     Takeover {
         /// The conversation.
         session: &'a str,
         /// Who, when named.
         agent: Option<&'a str>,
+        /// The takeover as stored after the act (kind, group, since, assigned_at).
+        taken: &'a Takeover,
     },
     /// An agent answered the customer.
     AgentReply {
@@ -38,11 +40,52 @@ pub enum Event<'a> {
         agent: Option<&'a str>,
         /// What the agent wrote, with personal data masked.
         text: &'a str,
+        /// The message's sequence number in the conversation ([`crate::dialogue::Session::seq`]).
+        seq: u64,
     },
     /// The conversation went back to the bot.
     Release {
         /// The conversation.
         session: &'a str,
+        /// The agent who released it, when named.
+        agent: Option<&'a str>,
+        /// The takeover that ended (its times give the waiting and handling figures).
+        ended: &'a Takeover,
+        /// Whether the paused flow resumed (else it was dropped, or there was none).
+        resumed: bool,
+    },
+    /// A person's hold lapsed (their console was gone past the grace time): the
+    /// conversation waits in its queue again.
+    Requeue {
+        /// The conversation.
+        session: &'a str,
+        /// The agent who held it.
+        agent: Option<&'a str>,
+    },
+    /// An agent wrote an internal note.
+    Note {
+        /// The conversation.
+        session: &'a str,
+        /// The note as kept (masked).
+        note: &'a Note,
+    },
+    /// A person resolved the conversation.
+    Resolve {
+        /// The conversation.
+        session: &'a str,
+        /// The takeover that ended, when one was running.
+        ended: Option<&'a Takeover>,
+        /// The outcome.
+        resolution: &'a Resolution,
+    },
+    /// kefu told the customer something outside a turn (a job's outcome).
+    Told {
+        /// The conversation.
+        session: &'a str,
+        /// What the customer is told.
+        text: &'a str,
+        /// The message's sequence number in the conversation.
+        seq: u64,
     },
     /// The customer rated the conversation.
     Feedback {
@@ -53,6 +96,9 @@ pub enum Event<'a> {
         /// The rule set that answered the conversation's last turn, which the rating
         /// counts for (unknown in a session stored before versions).
         served_by: &'a ServedBy,
+        /// The last agent who held the conversation, when a person served it
+        /// ([`crate::dialogue::Session::last_agent`]): the rating counts for them too.
+        agent: Option<&'a str>,
     },
     /// A turn failed on the rule set it picked: its session could not be read or saved,
     /// or it panicked. Nothing was changed; reported only so that the per-version figures

@@ -9,11 +9,13 @@
 //! kept in an answer cache (`cache`). Every response says what answered and carries a
 //! trace of the decision.
 //!
-//! The engine is the only writer of sessions: a turn's save (`save`), a takeover, an
-//! agent's reply, a release, a rating and a job's message are each one atomic
-//! `SessionStore::update`. Each but the job's message (which the job queue logs) is
-//! reported to the engine's one observer (`events`), which writes the conversation log and
-//! the metrics; so is every ticket a turn raises.
+//! The engine is the only writer of sessions: a turn's save (`save`), the acts of people
+//! (a takeover, an agent's reply, a release, a note, a resolution, a requeue), a rating
+//! and a job's message are each one atomic `SessionStore::update`, reported to the
+//! engine's one observer (`events`), which writes the conversation log and the metrics; so
+//! is every ticket a turn raises. A person's act wins over a turn running meanwhile: its
+//! answer is dropped at the save, and its model generation stops at once (`silence`).
+//! [`Engine::suggest`] runs a turn that saves and reports nothing, for an agent.
 //!
 //! A session store that cannot be reached (Redis down, after the store's own short
 //! retries) fails the turn or the operation with [`EngineError::Store`] and changes
@@ -27,8 +29,10 @@ mod cards;
 pub mod events;
 mod flow;
 mod model;
+pub mod queue;
 mod save;
 mod scope;
+mod silence;
 mod turn;
 
 use std::sync::Arc;
@@ -40,13 +44,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::RuleSet;
 pub use crate::dialogue::RulesRole;
-use crate::dialogue::{Feedback, Role, Session, Takeover};
+use crate::dialogue::{Feedback, HandoffKind, Note, Resolution, Role, Session, Takeover};
 use crate::llm::LlmBackend;
 use crate::nlu::{Emotion, EntityMatch, Lang};
 use crate::store::{MemoryStore, SessionStore, Write};
 use crate::tickets::{Ticket, TicketStore};
 pub use cache::{CacheObserver, CacheStats};
 pub use events::{Event, Observer};
+pub use silence::{MARK_TTL, RUNNING_LIMIT};
 
 /// A customer's message.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -157,11 +162,24 @@ impl AnswerSource {
     }
 }
 
-/// Why a conversation went to a human.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Why a conversation went to a human, and where it waits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handoff {
     /// The reason given by the rule, flow or fallback arm.
     pub reason: String,
+    /// The reason's kind.
+    #[serde(default)]
+    pub kind: HandoffKind,
+    /// The queue it waits in (`None`: the shop declares no queues).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The queue was closed (outside its hours): the customer got its off-hours reply and
+    /// a ticket instead of a wait, and the bot keeps the conversation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub off_hours: bool,
+    /// The customer's place in the queue when it was told (1: next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<usize>,
 }
 
 /// One step of a turn's decision, for people reading why kefu answered as it did.
@@ -443,6 +461,98 @@ pub enum EngineError {
     /// asked for, cut to 80 characters.
     #[error("no rules version `{0}` here")]
     UnknownRulesVersion(String),
+    /// Another agent, named here, holds the conversation; nothing was changed (a takeover
+    /// may force it).
+    #[error("another agent holds the conversation: {0}")]
+    HeldBy(String),
+    /// What a person sent cannot be kept as it is (an empty note, an outcome too long);
+    /// the message says why. Nothing was changed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The longest internal note an agent may write, in characters.
+pub const NOTE_CHARS: usize = 2_000;
+/// The longest outcome a resolution may have, in characters.
+pub const OUTCOME_CHARS: usize = 64;
+
+/// The agent holding `taken` when it is not `agent`: both named and different, and the
+/// conversation picked up (a waiting one is anyone's). A caller who names nobody acts
+/// for whoever holds it.
+fn other_holder<'t>(taken: &'t Takeover, agent: Option<&str>) -> Option<&'t str> {
+    let holder = taken.agent.as_deref().filter(|_| taken.held())?;
+    (agent.is_some_and(|a| a != holder)).then_some(holder)
+}
+
+/// What the rules would answer the customer's last message now ([`Engine::suggest`]), for
+/// an agent to edit and send.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Suggestion {
+    /// The customer's message it answers (as kept: masked).
+    pub message: String,
+    /// The suggested reply; empty when nothing confident answers.
+    pub reply: String,
+    /// What would answer.
+    pub source: AnswerSource,
+    /// The rule that would answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The knowledge-base FAQ entry that would answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub faq: Option<String>,
+    /// The flow that would answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    /// The promotion that would answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<String>,
+    /// The understood intent.
+    pub intent: Option<String>,
+    /// Its confidence.
+    pub confidence: f64,
+    /// The reply is the model's (the engine has one and the rules deferred to it): an
+    /// agent reads it before sending.
+    pub model: bool,
+    /// How the rules decided.
+    pub trace: Vec<TraceStep>,
+}
+
+impl Suggestion {
+    /// No suggestion, and why (in the trace).
+    fn nothing(why: &str) -> Self {
+        Suggestion {
+            message: String::new(),
+            reply: String::new(),
+            source: AnswerSource::Fallback,
+            rule: None,
+            faq: None,
+            flow: None,
+            promotion: None,
+            intent: None,
+            confidence: 0.0,
+            model: false,
+            trace: vec![turn::step("suggest", why)],
+        }
+    }
+
+    /// The suggestion a turn's answer makes: its reply, unless it is the shop's words for
+    /// not knowing (a fallback) or for handing off, which an agent has no use for.
+    fn from_response(response: TurnResponse) -> Self {
+        let useless = matches!(response.source, AnswerSource::Fallback | AnswerSource::Handoff);
+        Suggestion {
+            message: response.message,
+            reply: if useless { String::new() } else { response.reply },
+            source: response.source,
+            rule: response.rule,
+            faq: response.faq,
+            flow: response.flow,
+            promotion: response.promotion,
+            intent: response.intent,
+            confidence: response.confidence,
+            model: response.source == AnswerSource::Llm,
+            trace: response.trace,
+        }
+    }
 }
 
 /// How many rule sets offered for pinning ([`Engine::offer_pinned`]) an engine keeps
@@ -516,6 +626,8 @@ pub struct Engine {
     /// Set once, after the engine is made: the conversation log that observes it needs
     /// the engine's rules to mask with, so it can only be opened once the engine exists.
     observer: std::sync::OnceLock<Arc<dyn Observer>>,
+    /// This engine's model generations in flight, by session, for [`Engine::silence`].
+    running: silence::Registry,
 }
 
 impl Engine {
@@ -536,6 +648,7 @@ impl Engine {
             observer: std::sync::OnceLock::new(),
             unsure: quick_cache::sync::Cache::new(10_000),
             unsure_kept: std::sync::atomic::AtomicUsize::new(0),
+            running: silence::Registry::default(),
         }
     }
 
@@ -738,77 +851,335 @@ impl Engine {
         self.sessions.get(id).map_err(|e| EngineError::Store(e.to_string()))
     }
 
-    /// A human takes the conversation over at once; the bot stays silent until released.
-    /// A turn running at this moment drops its answer when it ends (see `human_acts`).
-    pub fn takeover(&self, id: &str, agent: Option<String>) -> Result<Session, EngineError> {
+    /// A person takes the conversation; the bot stays silent until it is released or
+    /// resolved. From the bot: a takeover of kind `agent` held at once, the flow in
+    /// progress kept aside (`paused_flow`) for the release to resume or drop. From its
+    /// queue (a handoff waiting): picked up now (`assigned_at`). Held by another named
+    /// agent: refused with [`EngineError::HeldBy`] unless `force` (a supervisor taking it
+    /// over; the original pick-up time stands). A session not kept yet is started with it.
+    ///
+    /// A turn running at this moment drops its answer when it ends (`human_acts`), and its
+    /// model generation, if it is generating, stops at once ([`Engine::silence`]).
+    pub fn takeover(&self, id: &str, agent: Option<String>, force: bool) -> Result<Session, EngineError> {
         let now = Utc::now().timestamp_millis();
-        self.change(id, |stored| {
+        let session = self.change(id, |stored| {
             let session = stored.get_or_insert_with(|| Session::new(id));
             match &mut session.takeover {
-                Some(t) => t.agent = agent.clone().or(t.agent.take()),
+                Some(taken) => {
+                    if !force && let Some(holder) = other_holder(taken, agent.as_deref()) {
+                        return Err(EngineError::HeldBy(holder.to_string()));
+                    }
+                    if agent.is_some() {
+                        taken.agent.clone_from(&agent);
+                    }
+                    taken.assigned_at.get_or_insert(now);
+                    // A handoff ended any flow; should one run all the same, it waits too.
+                    if taken.paused_flow.is_none() {
+                        taken.paused_flow = session.flow.take();
+                    }
+                }
                 None => {
                     session.takeover = Some(Takeover {
                         agent: agent.clone(),
-                        reason: None,
                         since: now,
-                        queued: Vec::new(),
-                        dropped: 0,
+                        kind: HandoffKind::Agent,
+                        assigned_at: Some(now),
+                        paused_flow: session.flow.take(),
+                        ..Takeover::default()
                     })
                 }
             }
-            // A flow in progress cannot go on under a human.
+            // No flow goes on under a person.
             session.flow = None;
+            if let Some(holder) = session.takeover.as_ref().and_then(|t| t.agent.as_ref()) {
+                session.last_agent = Some(holder.clone());
+            }
+            session.resolved = None;
             session.human_acts += 1;
             session.updated_at = now;
             Ok(())
-        })
-        .inspect(|session| {
+        })?;
+        self.silence(id);
+        if let Some(taken) = &session.takeover {
             self.report(Event::Takeover {
                 session: id,
-                agent: session.takeover.as_ref().and_then(|t| t.agent.as_deref()),
-            })
-        })
+                agent: taken.agent.as_deref(),
+                taken,
+            });
+        }
+        Ok(session)
     }
 
-    /// An agent answers a conversation they have taken over; the customer's queued
-    /// messages count as seen.
-    pub fn agent_reply(&self, id: &str, text: &str) -> Result<Session, EngineError> {
-        // What an agent types is kept masked, as the customer's messages are.
+    /// An agent answers the customer (masked as the customer's messages are); the
+    /// customer's queued messages count as seen. A conversation waiting in its queue is
+    /// picked up by the agent first (reported as a takeover, then the reply). Refused
+    /// when no person has the conversation ([`EngineError::NotTakenOver`]) or when
+    /// another named agent holds it and `agent` is named ([`EngineError::HeldBy`]).
+    pub fn agent_reply(&self, id: &str, agent: Option<&str>, text: &str) -> Result<Session, EngineError> {
         let masked = self.rules().safety.redact_pii(text).into_owned();
         let now = Utc::now().timestamp_millis();
-        self.change(id, |stored| {
+        let mut picked_up = false;
+        let session = self.change(id, |stored| {
             let session = stored.as_mut().ok_or_else(|| EngineError::NoSession(id.to_string()))?;
-            let Some(takeover) = &mut session.takeover else {
+            let Some(taken) = &mut session.takeover else {
                 return Err(EngineError::NotTakenOver(id.to_string()));
             };
-            takeover.queued.clear();
-            takeover.dropped = 0;
+            if let Some(holder) = other_holder(taken, agent) {
+                return Err(EngineError::HeldBy(holder.to_string()));
+            }
+            picked_up = !taken.held();
+            taken.assigned_at.get_or_insert(now);
+            if taken.agent.is_none() {
+                taken.agent = agent.map(str::to_string);
+            }
+            taken.first_reply_at.get_or_insert(now);
+            taken.queued.clear();
+            taken.dropped = 0;
+            if let Some(holder) = &taken.agent {
+                session.last_agent = Some(holder.clone());
+            }
             session.remember(Role::Agent, &masked, now);
             session.human_acts += 1;
             session.updated_at = now;
             Ok(())
-        })
-        .inspect(|session| {
-            self.report(Event::AgentReply {
+        })?;
+        let holder = session.takeover.as_ref().and_then(|t| t.agent.as_deref());
+        if picked_up && let Some(taken) = &session.takeover {
+            self.report(Event::Takeover {
                 session: id,
-                agent: session.takeover.as_ref().and_then(|t| t.agent.as_deref()),
-                text: &masked,
-            })
-        })
+                agent: holder,
+                taken,
+            });
+        }
+        self.report(Event::AgentReply {
+            session: id,
+            agent: holder,
+            text: &masked,
+            seq: session.seq,
+        });
+        Ok(session)
     }
 
-    /// Gives the conversation back to the bot.
-    pub fn release(&self, id: &str) -> Result<Session, EngineError> {
+    /// Gives the conversation back to the bot. The flow a takeover paused goes on when
+    /// `resume_flow` (its timeout counted from now, so it does not expire at once: the
+    /// customer's next message is read by it), else it is dropped with the slots it had
+    /// filled, as a cancelled flow's are. `agent` is who released it, for the record. A
+    /// conversation no person has is left to the bot as it is.
+    pub fn release(&self, id: &str, agent: Option<&str>, resume_flow: bool) -> Result<Session, EngineError> {
+        let rules = self.rules();
         let now = Utc::now().timestamp_millis();
-        self.change(id, |stored| {
+        let mut ended = None;
+        let mut resumed = false;
+        let session = self.change(id, |stored| {
             let session = stored.as_mut().ok_or_else(|| EngineError::NoSession(id.to_string()))?;
-            session.takeover = None;
+            ended = session.takeover.take();
+            resumed = false;
+            if let Some(paused) = ended.as_ref().and_then(|t| t.paused_flow.clone()) {
+                if resume_flow && session.flow.is_none() {
+                    session.flow = Some(paused);
+                    resumed = true;
+                } else {
+                    flow::forget_slots(&rules, session, &paused.name);
+                }
+            }
+            if !resumed {
+                // What the bot asked before the person spoke is no longer the question.
+                session.asked = crate::dialogue::Asked::default();
+            }
             session.failures = 0;
             session.human_acts += 1;
             session.updated_at = now;
             Ok(())
-        })
-        .inspect(|_| self.report(Event::Release { session: id }))
+        })?;
+        if let Some(ended) = &ended {
+            self.report(Event::Release {
+                session: id,
+                agent: agent.or(ended.agent.as_deref()),
+                ended,
+                resumed,
+            });
+        }
+        Ok(session)
+    }
+
+    /// An agent's internal note on the conversation (never shown to the customer):
+    /// trimmed, 1 to [`NOTE_CHARS`] characters ([`EngineError::Invalid`] otherwise), kept
+    /// masked, the oldest dropped past [`NOTES_LIMIT`](crate::dialogue::session::NOTES_LIMIT).
+    /// Not an act on the conversation: a turn running meanwhile keeps its answer.
+    pub fn note(&self, id: &str, agent: Option<&str>, text: &str) -> Result<Note, EngineError> {
+        let text = text.trim();
+        let chars = text.chars().count();
+        if chars == 0 || chars > NOTE_CHARS {
+            return Err(EngineError::Invalid(format!(
+                "a note is 1 to {NOTE_CHARS} characters, not {chars}"
+            )));
+        }
+        let note = Note {
+            agent: agent.map(str::to_string),
+            text: self.rules().safety.redact_pii(text).into_owned(),
+            at: Utc::now().timestamp_millis(),
+        };
+        self.change(id, |stored| {
+            let session = stored.as_mut().ok_or_else(|| EngineError::NoSession(id.to_string()))?;
+            session.notes.push(note.clone());
+            let excess = session
+                .notes
+                .len()
+                .saturating_sub(crate::dialogue::session::NOTES_LIMIT);
+            session.notes.drain(..excess);
+            Ok(())
+        })?;
+        self.report(Event::Note {
+            session: id,
+            note: &note,
+        });
+        Ok(note)
+    }
+
+    /// A person closes the conversation with an `outcome` (`solved`, `refund`...; trimmed,
+    /// 1 to [`OUTCOME_CHARS`] characters, else [`EngineError::Invalid`]): a takeover ends,
+    /// the flow in progress (or paused) is dropped with its slots, and the conversation is
+    /// `resolved` until the customer's next message, which the bot answers. A turn running
+    /// meanwhile drops its answer, and its generation stops ([`Engine::silence`]).
+    pub fn resolve(&self, id: &str, agent: Option<&str>, outcome: &str) -> Result<Session, EngineError> {
+        let outcome = outcome.trim();
+        let chars = outcome.chars().count();
+        if chars == 0 || chars > OUTCOME_CHARS {
+            return Err(EngineError::Invalid(format!(
+                "an outcome is 1 to {OUTCOME_CHARS} characters, not {chars}"
+            )));
+        }
+        let rules = self.rules();
+        let now = Utc::now().timestamp_millis();
+        let mut ended = None;
+        let session = self.change(id, |stored| {
+            let session = stored.as_mut().ok_or_else(|| EngineError::NoSession(id.to_string()))?;
+            ended = session.takeover.take();
+            let paused = ended.as_ref().and_then(|t| t.paused_flow.clone());
+            for dropped in [session.flow.take(), paused].into_iter().flatten() {
+                flow::forget_slots(&rules, session, &dropped.name);
+            }
+            session.resolved = Some(Resolution {
+                outcome: outcome.to_string(),
+                agent: agent.map(str::to_string),
+                at: now,
+            });
+            session.asked = crate::dialogue::Asked::default();
+            session.failures = 0;
+            session.human_acts += 1;
+            session.updated_at = now;
+            Ok(())
+        })?;
+        self.silence(id);
+        if let Some(resolution) = &session.resolved {
+            self.report(Event::Resolve {
+                session: id,
+                ended: ended.as_ref(),
+                resolution,
+            });
+        }
+        Ok(session)
+    }
+
+    /// Puts a conversation `agent` holds back in its queue (their console has been gone
+    /// past the grace time): no one holds it, it waits again from its first `since`, and
+    /// nothing the customer wrote is lost. With `agent` `None`, whoever holds it. Anything
+    /// else (no session, not taken over, waiting already, held by someone else) changes
+    /// nothing and is `Ok(false)`.
+    pub fn requeue(&self, id: &str, agent: Option<&str>) -> Result<bool, EngineError> {
+        let mut holder = None;
+        let requeued = self.change(id, |stored| {
+            let taken = stored
+                .as_mut()
+                .and_then(|s| s.takeover.as_mut())
+                .filter(|t| t.held() && (agent.is_none() || t.agent.as_deref() == agent))
+                // Not an error: the caller is told `false`, and nothing is written.
+                .ok_or_else(|| EngineError::NotTakenOver(id.to_string()))?;
+            holder = taken.agent.take();
+            taken.assigned_at = None;
+            Ok(())
+        });
+        match requeued {
+            Ok(_) => {
+                self.report(Event::Requeue {
+                    session: id,
+                    agent: holder.as_deref(),
+                });
+                Ok(true)
+            }
+            Err(EngineError::NotTakenOver(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Silences the conversation's model generations now running on this engine (and
+    /// those of turns already begun that reach the model shortly): they stop at their next
+    /// piece of text, so nothing more of them reaches a stream. Their turns' answers are
+    /// dropped by the save when a person acted meanwhile. Takeovers and resolutions on
+    /// this engine call it themselves; the server calls it for those made on other nodes.
+    /// Costs a running generation one atomic load a piece of text. Returns how many
+    /// generations were running.
+    pub fn silence(&self, id: &str) -> usize {
+        let stopped = self.running.silence(id);
+        if stopped > 0 {
+            tracing::info!(session = %crate::safety::logsafe::LogSafe(id), generations = stopped, "model generation silenced: a person has the conversation");
+        }
+        stopped
+    }
+
+    /// What the rules (and the model, when the engine has one and the rules defer to it)
+    /// would answer the customer's last message now, for an agent to edit and send: a turn
+    /// on a copy of the session with the takeover removed (a paused flow running again),
+    /// on a sibling engine with a throwaway store and no observer, so nothing is saved,
+    /// logged or counted. The reply is empty when nothing confident answers (a fallback)
+    /// or the rules would hand off. [`EngineError::NoSession`] when the session is not kept.
+    pub fn suggest(&self, id: &str) -> Result<Suggestion, EngineError> {
+        self.suggest_with(id, None, None)
+    }
+
+    /// [`suggest`](Self::suggest) with the customer's profile (`user`) and request
+    /// context maps of their last turn, which the session does not keep (the server's
+    /// inbox does): rules that read them answer as they would for the customer.
+    pub fn suggest_with(
+        &self,
+        id: &str,
+        user: Option<serde_json::Map<String, serde_json::Value>>,
+        context: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Suggestion, EngineError> {
+        let mut session = self
+            .session(id)?
+            .ok_or_else(|| EngineError::NoSession(id.to_string()))?;
+        let Some(last) = session.history.iter().rposition(|e| e.role == Role::User) else {
+            return Ok(Suggestion::nothing("no customer message to answer"));
+        };
+        let message = session.history[last].text.to_string();
+        // The turn adds the message again, after what came before it.
+        session.history.truncate(last);
+        if let Some(taken) = session.takeover.take() {
+            if session.flow.is_none() {
+                session.flow = taken.paused_flow;
+            }
+            // A paused flow's clock stood still while the person had the conversation.
+            session.updated_at = Utc::now().timestamp_millis();
+        }
+        session.resolved = None;
+        let request = TurnRequest {
+            session_id: id.to_string(),
+            message,
+            user,
+            context,
+            ..TurnRequest::default()
+        };
+        let (rules, _) = self.pick_rules(&request)?;
+        let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::default());
+        store
+            .update(id, &mut |stored| {
+                *stored = Some(session.clone());
+                Write::Store
+            })
+            .map_err(|e| EngineError::Store(e.to_string()))?;
+        let response = self.sibling(rules, store).turn(request)?;
+        Ok(Suggestion::from_response(response))
     }
 
     /// The customer rates the conversation (1-5, with an optional comment, kept masked):
@@ -839,6 +1210,7 @@ impl Engine {
             session: id,
             feedback: &given,
             served_by: &rated.served_by,
+            agent: rated.last_agent.as_deref(),
         });
         Ok(given)
     }
@@ -853,6 +1225,13 @@ impl Engine {
             session.remember(Role::Bot, text, now);
             session.updated_at = session.updated_at.max(now);
             Ok(())
+        })
+        .inspect(|session| {
+            self.report(Event::Told {
+                session: id,
+                text,
+                seq: session.seq,
+            })
         })
     }
 

@@ -16,6 +16,9 @@ use crate::llm::{ChatRole, GenerateRequest, Generation, LlmBackend, prompt};
 use crate::ruleset::{ModelCall, Style};
 use crate::safety::GuardStep;
 
+/// The trace's words for a generation a person's act stopped.
+const SILENCED: &str = "silenced: a person took the conversation over";
+
 /// How a guarded generation ended.
 enum Generated {
     /// The model's answer; the output guard let all of it through (and streamed it).
@@ -232,8 +235,15 @@ impl Turn<'_> {
         let mut watch = Watch::new(*context);
         let mut blocked: Option<crate::safety::Blocked> = None;
         let mut stopped: Option<String> = None;
+        // Registered for as long as it generates: a person taking the conversation over
+        // stops it at the next piece of text, before that piece reaches the stream.
+        let running = self.engine.running.start(&self.session.id, self.began());
         let generated = {
             let mut sink = |chunk: &str| {
+                if running.silenced() {
+                    stopped = Some(SILENCED.to_string());
+                    return ControlFlow::Break(());
+                }
                 if let Some(problem) = watch.push(chunk) {
                     stopped = Some(problem);
                     return ControlFlow::Break(());
@@ -250,6 +260,12 @@ impl Turn<'_> {
             };
             llm.generate(&request, &mut sink)
         };
+        // Silenced after the last piece (or before the first): nothing more is released.
+        let silenced = running.silenced();
+        drop(running);
+        if silenced && stopped.is_none() {
+            stopped = Some(SILENCED.to_string());
+        }
         if let (Some(problem), Ok(g)) = (&stopped, &generated) {
             self.trace
                 .push(step("llm", format!("stopped after {} tokens: {problem}", g.tokens)));
@@ -270,6 +286,13 @@ impl Turn<'_> {
             self.trace
                 .push(step("safety", format!("model answer blocked: {}", b.category)));
             return Generated::Blocked(Answer::new(AnswerSource::Safety, b.reply));
+        }
+        if silenced {
+            // Not judged: a part of an answer is no answer, and nobody is to see it.
+            if generated.is_err() {
+                self.trace.push(step("llm", SILENCED));
+            }
+            return Generated::Failed;
         }
         match generated {
             Ok(generation) => Generated::Text(generation),

@@ -3,9 +3,10 @@
 //!
 //! A turn reads its session when it starts and may run for seconds (the model). Whatever
 //! landed in the meantime wins over the turn:
-//! - a person acted (took the conversation over, replied, gave it back: `human_acts`
-//!   moved): the turn's answer is dropped, not shown; the customer's message is kept,
-//!   queued for the agent, as if it had arrived after the takeover;
+//! - a person acted (took the conversation over, replied, gave it back, resolved it:
+//!   `human_acts` moved): the turn's answer is dropped, not shown; the customer's message
+//!   is kept, queued for the agent, as if it had arrived after the takeover (a model
+//!   generation still running was silenced at the act, `silence`);
 //! - another writer on the bot's side (a second message of the same customer answered on
 //!   another node, a job's notice, the customer's rating): both are kept. The turn's
 //!   messages are appended after what is there, its counts added, and the conversation
@@ -15,17 +16,20 @@
 //! moved into the store without a copy (`store_if_unchanged`); only when something did is
 //! the stored session read again and merged in an `update`.
 
+use std::time::Instant;
+
 use super::{Engine, EngineError};
 use crate::dialogue::{Role, Session};
 use crate::safety::logsafe::LogSafe;
 use crate::store::{Unchanged, Write};
 
-/// Where the session stood when the turn read it.
+/// Where the session stood when the turn read it, and when the turn began.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Read {
     rev: u64,
     human_acts: u64,
     failures: u32,
+    began: Instant,
 }
 
 impl Read {
@@ -34,11 +38,19 @@ impl Read {
         self.rev
     }
 
-    pub(super) fn of(session: &Session) -> Self {
+    /// When the turn began, before it read the session: a person's act after this may
+    /// have come after the read, so it silences the turn's model generation (`silence`).
+    pub(super) fn began(&self) -> Instant {
+        self.began
+    }
+
+    /// `session` as a turn that began at `began` read it.
+    pub(super) fn of(session: &Session, began: Instant) -> Self {
         Read {
             rev: session.rev,
             human_acts: session.human_acts,
             failures: session.failures,
+            began,
         }
     }
 }
@@ -145,6 +157,11 @@ fn lay_over(stored: &mut Option<Session>, read: Read, next: &Session, added: Add
     if current.token.is_empty() {
         current.token.clone_from(&next.token);
     }
+    // The customer wrote again: a resolved conversation is open again (a person's
+    // resolution during the turn went the way above, and stands).
+    if next.resolved.is_none() {
+        current.resolved = None;
+    }
     if added.queued
         && let Some(takeover) = &mut current.takeover
     {
@@ -201,7 +218,7 @@ mod tests {
 
     /// A session read at rev 3, and the turn's version of it after answering `msg`.
     fn turn_on(stored: &Session, msg: &str) -> (Read, Session) {
-        let read = Read::of(stored);
+        let read = Read::of(stored, Instant::now());
         let mut next = stored.clone();
         next.turns += 1;
         next.remember(Role::User, msg, 10);
@@ -272,10 +289,30 @@ mod tests {
     }
 
     #[test]
+    fn a_customers_message_reopens_a_resolved_conversation_past_a_write_in_between() {
+        let mut resolved = base();
+        resolved.resolved = Some(crate::dialogue::Resolution {
+            outcome: "solved".into(),
+            agent: Some("小王".into()),
+            at: 1,
+        });
+        let (read, mut next) = turn_on(&resolved, "还有个问题");
+        // The turn cleared it (`turn::run`); meanwhile a job told the customer something.
+        next.resolved = None;
+        let mut current = resolved.clone();
+        current.rev = 4;
+        current.remember(Role::Bot, "工单已送达", 7);
+        let mut stored = Some(current);
+        let (_, saved) = lay_over(&mut stored, read, &next, answered("还有个问题"));
+        assert!(matches!(saved, Saved::Kept { .. }));
+        assert_eq!(stored.unwrap().resolved, None);
+    }
+
+    #[test]
     fn failures_add_up_across_concurrent_turns_and_a_success_clears_them() {
         let mut first = base();
         first.failures = 1;
-        let read = Read::of(&first);
+        let read = Read::of(&first, Instant::now());
         let mut failed = first.clone();
         failed.failures = 2;
         let mut current = first.clone();

@@ -233,6 +233,8 @@ pub(super) fn run(
         .as_of
         .map_or_else(|| Utc::now().with_timezone(&tz), |t| t.with_timezone(&tz));
     let now_ms = now.timestamp_millis();
+    // Before the read: a person's act from here on may not be in the session read.
+    let began = std::time::Instant::now();
     // A session that could not be read is an error, never a new conversation.
     let mut session = engine
         .sessions
@@ -253,7 +255,9 @@ pub(super) fn run(
         ));
         return Ok(response);
     }
-    let read = save::Read::of(&session);
+    let read = save::Read::of(&session, began);
+    // The customer writes again: a resolved conversation is the bot's again.
+    session.resolved = None;
     if session.token.is_empty() {
         session.token = crate::dialogue::new_token();
     }
@@ -306,6 +310,7 @@ pub(super) fn run(
     if let Some(takeover) = &mut session.takeover {
         takeover.queue(message.clone());
         let reason = takeover.reason.clone().unwrap_or_else(|| "人工接管".into());
+        let (kind, group) = (takeover.kind, takeover.group.clone());
         session.remember(Role::User, &message, now_ms);
         session.updated_at = now_ms;
         let mut response = response_for(
@@ -315,7 +320,12 @@ pub(super) fn run(
             Answer::new(AnswerSource::Human, ""),
             false,
         );
-        response.handoff = Some(Handoff { reason });
+        response.handoff = Some(Handoff {
+            reason,
+            kind,
+            group,
+            ..Handoff::default()
+        });
         response.trace.push(step(
             "takeover",
             "a human has this conversation; the message is queued for the agent",
@@ -605,6 +615,12 @@ fn describe_understanding(u: &Understanding, explain: bool) -> String {
 }
 
 impl<'a> Turn<'a> {
+    /// When the turn began (before it read its session), for registering its model
+    /// generation with the engine's silence registry.
+    pub(super) fn began(&self) -> std::time::Instant {
+        self.read.began()
+    }
+
     /// Runs `eval` in the turn's scope, then drops any variables the script declared; an
     /// error gives `fallback` and goes to the trace.
     ///
@@ -1154,11 +1170,9 @@ impl<'a> Turn<'a> {
         if let Some(reason) = &answer.handoff {
             session.flow = None;
             session.takeover = Some(crate::dialogue::Takeover {
-                agent: None,
                 reason: Some(reason.clone()),
                 since: now_ms,
-                queued: Vec::new(),
-                dropped: 0,
+                ..crate::dialogue::Takeover::default()
             });
         }
         session.updated_at = now_ms;
@@ -1502,7 +1516,11 @@ fn saved_response(mut response: TurnResponse, saved: save::Saved) -> TurnRespons
             response.promotion = None;
             response.faq = None;
             response.answer_confidence = None;
-            response.handoff = Some(Handoff { reason });
+            response.handoff = Some(Handoff {
+                reason,
+                kind: crate::dialogue::HandoffKind::Agent,
+                ..Handoff::default()
+            });
             response.dropped = true;
         }
     }
@@ -1547,7 +1565,10 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         emotion: u.emotion,
         language: session.language.unwrap_or_else(|| rules.shop.language()),
         entities: u.entities.clone(),
-        handoff: answer.handoff.map(|reason| Handoff { reason }),
+        handoff: answer.handoff.map(|reason| Handoff {
+            reason,
+            ..Handoff::default()
+        }),
         rules_version: rules.version.clone(),
         rules_role: crate::dialogue::RulesRole::Live,
         session_token: session.token.clone(),

@@ -177,6 +177,7 @@ mod tests {
             contains: String::new(),
             reply: "一二三四五六七八".into(),
             confidence: 0.9,
+            delay_ms: 0,
         }]));
         let options = GenerateOptions {
             system: "你是客服。".into(),

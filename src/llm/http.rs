@@ -690,6 +690,7 @@ mod tests {
             role: Role::User,
             text: attack.into(),
             at: 0,
+            seq: 0,
         };
         let input = PromptInput {
             language: None,

@@ -262,6 +262,12 @@ pub struct MockRule {
     /// The probability every token of the answer gets.
     #[serde(default = "default_mock_prob")]
     pub confidence: f64,
+    /// How long each token takes, in milliseconds (0: at once), so that a test can act
+    /// while the answer is being generated (an agent taking the conversation over). A
+    /// generation that passes its request's deadline fails with [`LlmError::Timeout`],
+    /// as a slow model's does.
+    #[serde(default)]
+    pub delay_ms: u64,
 }
 
 fn default_mock_prob() -> f64 {
@@ -281,6 +287,7 @@ impl MockLlm {
             contains: String::new(),
             reply: "您好，关于这个问题我帮您查询一下，请稍等。".into(),
             confidence: 0.9,
+            delay_ms: 0,
         };
         MockLlm { rules, default }
     }
@@ -313,10 +320,17 @@ impl LlmBackend for MockLlm {
         let mut finish = Finish::Stop;
         // Two characters a token, near enough to exercise streaming.
         let chars: Vec<char> = rule.reply.chars().collect();
+        let delay = std::time::Duration::from_millis(rule.delay_ms);
         for piece in chars.chunks(2) {
             if tokens >= request.max_tokens {
                 finish = Finish::Length;
                 break;
+            }
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
+                if request.deadline.is_some_and(|d| Instant::now() > d) {
+                    return Err(LlmError::Timeout);
+                }
             }
             let piece: String = piece.iter().collect();
             text.push_str(&piece);
@@ -356,6 +370,7 @@ mod tests {
             contains: "尺码".into(),
             reply: "建议选L码".into(),
             confidence: 0.4,
+            delay_ms: 0,
         }]);
         let request = GenerateRequest {
             messages: vec![ChatMessage::new(
@@ -379,6 +394,47 @@ mod tests {
         assert_eq!(
             (g.text.as_str(), streamed.as_str(), g.mean_prob),
             ("建议选L码", "建议选L码", 0.4)
+        );
+    }
+
+    #[test]
+    fn a_slow_mock_takes_its_time_per_token_and_can_be_stopped_or_time_out() {
+        let llm = MockLlm::new(vec![MockRule {
+            contains: String::new(),
+            reply: "一二三四五六七八".into(),
+            confidence: 0.9,
+            delay_ms: 20,
+        }]);
+        let mut request = GenerateRequest {
+            messages: vec![ChatMessage::new(ChatRole::User, prompt::wrap_customer_text("在吗"))],
+            max_tokens: 64,
+            temperature: 0.5,
+            top_p: 0.9,
+            deadline: None,
+            stop: Vec::new(),
+            ignore_eos: false,
+        };
+        let started = Instant::now();
+        let g = llm.generate(&request, &mut |_| ControlFlow::Continue(())).unwrap();
+        assert_eq!((g.text.as_str(), g.tokens), ("一二三四五六七八", 4));
+        assert!(started.elapsed() >= std::time::Duration::from_millis(80));
+        // Stopped after the second piece: no more time spent, no more text.
+        let mut pieces = 0;
+        let g = llm
+            .generate(&request, &mut |_| {
+                pieces += 1;
+                if pieces == 2 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+        assert_eq!((g.text.as_str(), g.finish), ("一二三四", Finish::Cancelled));
+        request.deadline = Some(Instant::now() + std::time::Duration::from_millis(30));
+        assert_eq!(
+            llm.generate(&request, &mut |_| ControlFlow::Continue(())),
+            Err(LlmError::Timeout)
         );
     }
 }

@@ -701,6 +701,7 @@ mod tests {
             role,
             text: text.into(),
             at: 0,
+            seq: 0,
         };
         let history = [
             said(Role::User, attack),

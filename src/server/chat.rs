@@ -5,7 +5,11 @@
 //! model generates, then one `done` event whose data is the whole `TurnResponse`. A rule
 //! answer has no generation, so it arrives as a single `delta` followed by `done`. The
 //! `done` event's `reply` is authoritative: a model answer that is judged unfit after it
-//! was streamed is replaced there by the fallback. A turn that fails after the stream
+//! was streamed is replaced there by the fallback. When a person took the conversation
+//! over while the model was answering, the generation stops at once (no more `delta`s)
+//! and the answer is dropped (`done` has `dropped: true` and an empty `reply`); if
+//! `delta`s were sent, a `retract` event (`{}`) comes first, telling the client to remove
+//! the partial text it showed. A turn that fails after the stream
 //! began (the session store unreachable) ends with an `error` event, the body a
 //! non-streamed request would get (`store_unavailable`, see [`ApiError::store_unavailable`]).
 
@@ -105,9 +109,14 @@ pub(super) async fn chat(
                     return;
                 }
             };
-            if !streamed.load(Ordering::Relaxed) && !response.reply.is_empty() {
+            let streamed = streamed.load(Ordering::Relaxed);
+            if !streamed && !response.reply.is_empty() {
                 let data = serde_json::json!({ "text": response.reply }).to_string();
                 let _ = tx.blocking_send(sse_event(Some("delta"), &data));
+            }
+            if streamed && response.dropped {
+                // The model's words went out before a person took over: withdrawn.
+                let _ = tx.blocking_send(sse_event(Some("retract"), "{}"));
             }
             let done = serde_json::to_string(&for_requester(response.clone(), full_trace))
                 .expect("a response always serializes");

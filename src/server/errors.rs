@@ -105,6 +105,15 @@ impl ApiError {
             ),
             // The store logged the error with the Redis address.
             EngineError::Store(_) => ApiError::store_unavailable(),
+            EngineError::HeldBy(agent) => ApiError::new(
+                StatusCode::CONFLICT,
+                "held_by_other",
+                format!(
+                    "another agent holds this conversation: {agent}; take it over with `force` to take it from them"
+                ),
+            )
+            .with_details(serde_json::json!({ "agent": agent })),
+            EngineError::Invalid(message) => ApiError::invalid(message),
             EngineError::UnknownRulesVersion(version) => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "unknown_rules_version",

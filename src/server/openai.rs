@@ -12,6 +12,11 @@
 //! - With `stream: true`: `chat.completion.chunk` objects in `data:` lines (a first chunk
 //!   with the role, content chunks, a last chunk with `finish_reason` and `kefu`), then
 //!   `data: [DONE]`. With `stream_options.include_usage` a usage chunk comes before `[DONE]`.
+//!   When a person took the conversation over while the model was answering, the
+//!   content chunks stop and the answer is dropped: if content was streamed, the last
+//!   chunk's `finish_reason` is `content_filter` (the SDKs' sign that the text shown must
+//!   not stand) and its `kefu.dropped` is `true`; the client removes what it showed.
+//!   Without streaming, `content` is empty and `kefu.dropped` is `true`.
 //!
 //! Unknown fields (`temperature`, `tools`, ...) are accepted and ignored, as SDKs send
 //! many; a request without any user message is refused.
@@ -241,11 +246,18 @@ pub(super) async fn completions(
                     return;
                 }
             };
-            if !streamed.load(Ordering::Relaxed) && !response.reply.is_empty() {
+            let streamed = streamed.load(Ordering::Relaxed);
+            if !streamed && !response.reply.is_empty() {
                 let data = chunk(json!({ "content": response.reply }), None);
                 let _ = tx.blocking_send(sse_event(None, &data.to_string()));
             }
-            let mut last = chunk(json!({}), Some("stop"));
+            // Content that went out before a person took over is withdrawn.
+            let finish = if streamed && response.dropped {
+                "content_filter"
+            } else {
+                "stop"
+            };
+            let mut last = chunk(json!({}), Some(finish));
             last["kefu"] = serde_json::to_value(for_requester(response.clone(), full_trace))
                 .expect("a response always serializes");
             let _ = tx.blocking_send(sse_event(None, &last.to_string()));

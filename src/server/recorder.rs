@@ -61,7 +61,7 @@ impl Observer for Recorder {
                     "turn"
                 );
             }
-            Event::Takeover { session, agent } => {
+            Event::Takeover { session, agent, .. } => {
                 self.metrics.takeover();
                 tracing::info!(
                     session = %LogSafe(session),
@@ -70,11 +70,12 @@ impl Observer for Recorder {
                 );
             }
             Event::AgentReply { session, .. } => tracing::info!(session = %LogSafe(session), "agent replied"),
-            Event::Release { session } => tracing::info!(session = %LogSafe(session), "released to the bot"),
+            Event::Release { session, .. } => tracing::info!(session = %LogSafe(session), "released to the bot"),
             Event::Feedback {
                 session,
                 feedback,
                 served_by,
+                ..
             } => {
                 self.metrics.feedback(feedback.score);
                 self.metrics.version_feedback(served_by, feedback.score);
@@ -87,6 +88,8 @@ impl Observer for Recorder {
                 kind = %ticket.kind,
                 "ticket raised"
             ),
+            // The inbox's events (issue #23): logged and counted by the inbox's recorder.
+            Event::Requeue { .. } | Event::Note { .. } | Event::Resolve { .. } | Event::Told { .. } => {}
         }
     }
 }

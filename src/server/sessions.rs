@@ -45,7 +45,7 @@ pub(super) async fn takeover(state: &Arc<State>, id: &str, req: Request<Incoming
     super::limits::check_session_id(id, &state.limits)?;
     let key = id.to_string();
     let session = state
-        .with_store(move |s| s.engine.takeover(&key, body.agent))
+        .with_store(move |s| s.engine.takeover(&key, body.agent, false))
         .await?
         .map_err(ApiError::from_engine)?;
     Ok(json_response(StatusCode::OK, &session))
@@ -65,7 +65,7 @@ pub(super) async fn reply(state: &Arc<State>, id: &str, req: Request<Incoming>) 
     check_message(&body.message, "message", &state.limits)?;
     let key = id.to_string();
     let session = state
-        .with_store(move |s| s.engine.agent_reply(&key, &body.message))
+        .with_store(move |s| s.engine.agent_reply(&key, None, &body.message))
         .await?
         .map_err(ApiError::from_engine)?;
     Ok(json_response(StatusCode::OK, &session))
@@ -75,7 +75,7 @@ pub(super) async fn reply(state: &Arc<State>, id: &str, req: Request<Incoming>) 
 pub(super) async fn release(state: &Arc<State>, id: &str) -> Result<Response<Body>, ApiError> {
     let key = id.to_string();
     let session = state
-        .with_store(move |s| s.engine.release(&key))
+        .with_store(move |s| s.engine.release(&key, None, false))
         .await?
         .map_err(ApiError::from_engine)?;
     Ok(json_response(StatusCode::OK, &session))
