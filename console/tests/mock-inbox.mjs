@@ -11,8 +11,12 @@
 // Run:   npx vite build && node tests/mock-inbox.mjs
 // Env:   SHOTS=DIR        where the PNGs go (default /tmp/shots-inbox)
 //        CHROMIUM=PATH    the browser (default /usr/bin/chromium)
-//        SERVE=1          only serve the mock on http://127.0.0.1:PORT (PORT, default 5180)
-//                         for working on the page by hand (sign-in is skipped: agent 小王)
+//        SERVE=1          only serve the mock on http://127.0.0.1:PORT (PORT, default 5180),
+//                         for working on the page by hand, or for checking tests/inbox.mjs
+//                         itself (KEFU_INBOX_URL=http://127.0.0.1:PORT node --test
+//                         tests/inbox.mjs): then sign-in is asked for (any password), and
+//                         /v1/chat (streamed, with a slow "model" for 老板 that a takeover
+//                         silences) and the customer's /v1/sessions/{id}/events answer too.
 import { createServer } from "node:http";
 import { readFile, mkdir } from "node:fs/promises";
 import { extname, join, dirname } from "node:path";
@@ -154,10 +158,16 @@ function report() {
 
 // ---- the mocked server ----
 
-/** Starts the mock; returns {url, state, close, push}. */
-export async function startMock(port = 0) {
+/** Starts the mock; returns {url, calls, convs, customer, close}. `signin`: /me answers 401
+ * until POST /console/api/login. */
+export async function startMock(port = 0, { signin = false } = {}) {
   const convs = world();
   const streams = new Set();
+  /** The customers' /events streams by session id. */
+  const customers = new Map();
+  /** Turns being "generated" by session id: a takeover sets `silenced`. */
+  const running = new Map();
+  const sessions = new Set();
   const calls = [];
   const online = new Map([["小李", 1]]);
   const list = (q) => {
@@ -187,8 +197,75 @@ export async function startMock(port = 0) {
     const m = { seq: (c.messages.at(-1)?.seq ?? 0) + 1, role, text, at: Date.now() };
     c.messages.push(m);
     push("message", { session: c.summary.id, ...m });
+    if (role === "agent") for (const res of customers.get(c.summary.id) ?? []) res.write(`event: message\nid: ${m.seq}\ndata: ${JSON.stringify(m)}\n\n`);
     changed(c);
     return m;
+  };
+  const fresh = (id) => {
+    let c = convs.get(id);
+    if (!c) convs.set(id, (c = { summary: { id, state: "bot", turns: 0, emotion: "neutral", angry: false, vip: false }, messages: [], turns: [], notes: [], profile: {}, context: {}, takeover: null, resolved: null }));
+    return c;
+  };
+  const HANDOFF = "亲，正在为您转接人工客服，请稍候～（人工服务时间 9:00-23:00）";
+  const MODEL = "亲，小美是店里的客服，店铺的经营信息不方便透露哦～有商品、订单或者售后的问题随时问我，小美一直都在！";
+
+  /** POST /v1/chat, streamed as kefu does: deltas, retract when a takeover drops the answer, done. */
+  const chat = async (req, res, b) => {
+    const id = String(b.session_id ?? "");
+    const text = String(b.message ?? "");
+    const c = fresh(id);
+    const s = c.summary;
+    const ev = (event, data) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store" });
+    if (s.state === "resolved") s.state = "bot";
+    say(c, "user", text);
+    const base = { session_id: id, session_token: "tok-" + id, rules_version: "mock", trace: [] };
+    if (s.state !== "bot") {
+      s.unread = (s.unread ?? 0) + 1;
+      changed(c);
+      ev("done", { ...base, reply: "", source: "human", handoff: { reason: s.reason, kind: s.kind, group: s.group } });
+      return res.end();
+    }
+    const handoff = /气死|转人工/.test(text) ? (/气死/.test(text) ? { reason: "客户情绪激动", kind: "anger", group: "售后" } : { reason: "顾客要求转人工", kind: "asked", group: "售前" }) : null;
+    if (handoff) {
+      const m = say(c, "bot", HANDOFF);
+      Object.assign(s, { state: "waiting", ...handoff, since: Date.now(), angry: handoff.kind === "anger", emotion: handoff.kind === "anger" ? "angry" : "neutral" });
+      c.takeover = { agent: null, queued: [], paused_flow: null };
+      c.turns.push({ seq: m.seq, source: "handoff", message: text, reply: HANDOFF, trace: [] });
+      changed(c);
+      ev("delta", { text: HANDOFF });
+      ev("done", { ...base, reply: HANDOFF, source: "handoff", handoff: { ...handoff, off_hours: false, place: { position: 1, wait_minutes: 0 } } });
+      return res.end();
+    }
+    if (text.includes("老板")) {
+      const run = { silenced: false };
+      running.set(id, run);
+      let sent = 0;
+      for (let i = 0; i < MODEL.length && !run.silenced; i += 2) {
+        await new Promise((r) => setTimeout(r, 250));
+        if (run.silenced) break;
+        ev("delta", { text: MODEL.slice(i, i + 2) });
+        sent++;
+      }
+      running.delete(id);
+      if (run.silenced) {
+        if (sent) ev("retract", {});
+        ev("done", { ...base, reply: "", source: "human", dropped: true, handoff: { reason: null, kind: "agent", group: null } });
+        return res.end();
+      }
+      const m = say(c, "bot", MODEL);
+      c.turns.push({ seq: m.seq, source: "llm", message: text, reply: MODEL, trace: [] });
+      ev("done", { ...base, reply: MODEL, source: "llm" });
+      return res.end();
+    }
+    const reply = text.includes("发货") ? "亲，现货商品每天 16:00 前付款当天发出～" : "亲，小美在的～请问有什么可以帮您？";
+    const m = say(c, "bot", reply);
+    const turn = { seq: m.seq, message: text, reply, source: "rule", rule: "问候", intent: "其他.问候", confidence: 0.9, trace: trace("其他.问候", 0.9, ["rule", "问候 (rules/presale.kefu:3) answers"]) };
+    c.turns.push(turn);
+    push("turn", { session: id, turn });
+    ev("delta", { text: reply });
+    ev("done", { ...base, reply, source: "rule" });
+    res.end();
   };
 
   /** A customer message, as kefu would handle it: queued for a person, or answered by the bot. */
@@ -246,6 +323,34 @@ export async function startMock(port = 0) {
     }
     const call = { key: `${req.method} ${p}`, csrf: req.headers["x-csrf-token"], body: null };
     calls.push(call);
+    if (p === "/livez") {
+      res.writeHead(200, { "content-type": "text/plain" });
+      return res.end("ok");
+    }
+    if (p === "/v1/chat" && req.method === "POST") return chat(req, res, (await body(req)) ?? {});
+    let ce = /^\/v1\/sessions\/([^/]+)\/events$/.exec(p);
+    if (ce) {
+      const id = decodeURIComponent(ce[1]);
+      const c = convs.get(id);
+      if (!c || url.searchParams.get("token") !== "tok-" + id) return err(res, 404, "not_found", "no such session");
+      res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store" });
+      const after = Number(req.headers["last-event-id"] ?? url.searchParams.get("after") ?? 0);
+      for (const m of c.messages) if (m.seq > after && m.role === "agent") res.write(`event: message\nid: ${m.seq}\ndata: ${JSON.stringify(m)}\n\n`);
+      if (!customers.has(id)) customers.set(id, new Set());
+      customers.get(id).add(res);
+      req.on("close", () => customers.get(id)?.delete(res));
+      return;
+    }
+    if (p === "/console/api/login" && req.method === "POST") {
+      const b = (await body(req)) ?? {};
+      if (b.name !== ME) return err(res, 401, "wrong_credentials", "wrong name or password");
+      const sid = String(Math.random()).slice(2);
+      sessions.add(sid);
+      res.writeHead(200, { "content-type": "application/json", "set-cookie": `mock_session=${sid}; Path=/; HttpOnly; SameSite=Strict` });
+      return res.end(JSON.stringify({ user: ME, role: "agent", csrf: CSRF }));
+    }
+    const cookie = /mock_session=(\d+)/.exec(req.headers.cookie ?? "");
+    if (signin && !(cookie && sessions.has(cookie[1]))) return err(res, 401, "unauthenticated", "sign in first");
     if (req.method !== "GET" && !p.startsWith("/mock/") && req.headers["x-csrf-token"] !== CSRF) return err(res, 403, "csrf", "missing X-CSRF-Token");
     if (p === "/console/api/me") return json(res, 200, { user: ME, role: "agent", csrf: CSRF, can: ["read", "agent"] });
     if (p === "/admin/report") return json(res, 200, report());
@@ -294,6 +399,7 @@ export async function startMock(port = 0) {
       switch (m[2]) {
         case "takeover":
           if (s.state === "agent" && s.agent && s.agent !== ME && !b.force) return err(res, 409, "held_by_other", `${s.agent} holds it`, { agent: s.agent });
+          if (running.has(id)) running.get(id).silenced = true;
           if (s.state === "bot" || s.state === "resolved") Object.assign(s, { kind: "agent", reason: null, since: Date.now() });
           Object.assign(s, { state: "agent", agent: ME, assigned_at: Date.now(), unread: 0 });
           c.takeover = { ...(c.takeover ?? {}), agent: ME };
@@ -513,6 +619,6 @@ async function run() {
 }
 
 if (process.env.SERVE === "1") {
-  const mock = await startMock(Number(process.env.PORT ?? 5180));
+  const mock = await startMock(Number(process.env.PORT ?? 5180), { signin: true });
   console.log(`mock inbox on ${mock.url}/console/inbox (POST /mock/customer/ID {"text"} sends a customer message)`);
 } else await run();

@@ -214,7 +214,7 @@ function StateBadges(props: { s: Detail["summary"]; me: string; now: number }) {
       <span class={"pill st-" + s.state} data-testid="inbox-state">
         {t("ib.state." + s.state)}
         {s.state === "waiting" && s.since ? " · " + duration(props.now - s.since) : ""}
-        {s.state === "agent" && s.agent ? " · " + (s.agent === props.me ? t("ib.held_by_me") : s.agent) : ""}
+        {s.state === "agent" && s.agent ? " · " + (s.agent === props.me ? t("ib.me") : s.agent) : ""}
       </span>
       {s.kind ? <span class={"badge kind k-" + s.kind}>{kindName(s.kind)}</span> : null}
       {s.reason ? <span class="ib-reason">{s.reason}</span> : null}

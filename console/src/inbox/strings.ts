@@ -29,6 +29,7 @@ addStrings({
   "ib.waited": { zh: "等了 {t}", en: "waiting {t}" },
   "ib.held_by": { zh: "{agent} 接待中", en: "with {agent}" },
   "ib.held_by_me": { zh: "我接待中", en: "with me" },
+  "ib.me": { zh: "我", en: "me" },
   "ib.resolved_as": { zh: "已解决：{outcome}", en: "Resolved: {outcome}" },
   "ib.unread": { zh: "{n} 条未读", en: "{n} unread" },
   "ib.back": { zh: "返回列表", en: "Back to the list" },
