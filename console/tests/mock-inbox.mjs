@@ -160,7 +160,7 @@ function report() {
 
 /** Starts the mock; returns {url, calls, convs, customer, close}. `signin`: /me answers 401
  * until POST /console/api/login. */
-export async function startMock(port = 0, { signin = false } = {}) {
+export async function startMock(port = 0, { signin = false, role = "agent" } = {}) {
   const convs = world();
   const streams = new Set();
   /** The customers' /events streams by session id. */
@@ -352,7 +352,8 @@ export async function startMock(port = 0, { signin = false } = {}) {
     const cookie = /mock_session=(\d+)/.exec(req.headers.cookie ?? "");
     if (signin && !(cookie && sessions.has(cookie[1]))) return err(res, 401, "unauthenticated", "sign in first");
     if (req.method !== "GET" && !p.startsWith("/mock/") && req.headers["x-csrf-token"] !== CSRF) return err(res, 403, "csrf", "missing X-CSRF-Token");
-    if (p === "/console/api/me") return json(res, 200, { user: ME, role: "agent", csrf: CSRF, can: ["read", "agent"] });
+    if (p === "/console/api/me") return json(res, 200, { user: ME, role, csrf: CSRF, can: role === "agent" ? ["read", "agent"] : ["read"] });
+    if (role !== "agent" && (p.startsWith("/admin/inbox") || p.startsWith("/v1/sessions/"))) return err(res, 403, "forbidden", "this needs the agent role", { needs: "agent" });
     if (p === "/admin/report") return json(res, 200, report());
     if (p === "/admin/inbox") return json(res, 200, list(url.searchParams));
     if (p === "/admin/inbox/stream") {
@@ -609,6 +610,27 @@ async function run() {
       failed++;
       console.log(`FAIL inbox ${size}: ${e.message.split("\n").slice(0, 4).join(" | ")}`);
       await page.screenshot({ path: join(SHOTS, `FAIL-inbox-${size}.png`) }).catch(() => {});
+    }
+    await context.close();
+    await mock.close();
+  }
+  // A role without `agent` that opens the inbox's address: no link to it, and the page
+  // says the server refused.
+  {
+    const mock = await startMock(0, { role: "viewer" });
+    const context = await browser.newContext({ viewport: SIZES[0][1], locale: "zh-CN" });
+    const page = await context.newPage();
+    try {
+      await page.goto(mock.url + "/console/");
+      await see(page, "今日概览");
+      expect((await page.locator("nav").getByText("坐席工作台").count()) === 0, "a viewer has no inbox link");
+      await page.goto(mock.url + "/console/inbox");
+      await see(page, "没有权限");
+      await page.screenshot({ path: join(SHOTS, "inbox-forbidden-desktop.png") });
+      console.log("ok   inbox viewer");
+    } catch (e) {
+      failed++;
+      console.log(`FAIL inbox viewer: ${e.message.split("\n").slice(0, 4).join(" | ")}`);
     }
     await context.close();
     await mock.close();

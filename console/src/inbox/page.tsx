@@ -5,7 +5,8 @@
 // button (the chosen conversation is the URL's `?c=`, so the browser's back works too).
 // This module is its own chunk, loaded when the page is first opened.
 import { useEffect, useMemo, useState } from "preact/hooks";
-import { api } from "../api";
+import { api, ApiError } from "../api";
+import { ErrorBox } from "../ui";
 import { t } from "../i18n";
 import { href, navigate, useLocation } from "../router";
 import { Feed } from "./feed";
@@ -71,10 +72,18 @@ function order(state: ConvState, me: string) {
 
 export function InboxPage(props: { user: string; can: string[] }) {
   const feed = useMemo(() => new Feed(), []);
+  const [refused, setRefused] = useState<unknown>(null);
   useEffect(() => {
-    // A stream that keeps failing may mean the sign-in ended: /me answers 401 then, and
-    // the shell shows the sign-in page.
-    feed.onTrouble = () => void api("GET", "/console/api/me").catch(() => {});
+    // An EventSource does not say why it failed. The list route does: a 401 (the sign-in
+    // ended) makes the shell show the sign-in page; a 403 (a role without `agent`) is
+    // shown here and the stream is given up.
+    feed.onTrouble = () =>
+      void api("GET", "/admin/inbox?limit=1").catch((e) => {
+        if (e instanceof ApiError && e.status === 403) {
+          feed.close();
+          setRefused(e);
+        }
+      });
     feed.open();
     return () => feed.close();
   }, [feed]);
@@ -95,6 +104,13 @@ export function InboxPage(props: { user: string; can: string[] }) {
     [feed.version, f, me],
   );
   const open = (id: string) => navigate(href("/inbox", { c: id }));
+  if (refused)
+    return (
+      <section>
+        <h1>{t("ib.title")}</h1>
+        <ErrorBox error={refused} />
+      </section>
+    );
   const online = feed.agents.filter((a) => a.online).length;
 
   return (
@@ -213,7 +229,7 @@ function Row(props: { c: Summary; me: string; now: number; active: boolean; onOp
           </div>
         ) : null}
         <div class="ib-preview">
-          {c.last_role && c.last_role !== "user" ? <span class="muted">{t("ib.role." + c.last_role)}：</span> : null}
+          {c.last_role && c.last_role !== "user" ? <span class="muted">{t("ib.said", { who: t("ib.role." + c.last_role) })}</span> : null}
           {c.last_text ?? ""}
           {c.unread ? <span class="ib-unread">{c.unread}</span> : null}
         </div>

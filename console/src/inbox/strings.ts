@@ -4,7 +4,7 @@ import { addStrings } from "../i18n";
 addStrings({
   "ib.title": { zh: "坐席工作台", en: "Inbox" },
   "ib.state.waiting": { zh: "等待中", en: "Waiting" },
-  "ib.state.agent": { zh: "接待中", en: "With an agent" },
+  "ib.state.agent": { zh: "接待中", en: "Agent" },
   "ib.state.bot": { zh: "机器人", en: "Bot" },
   "ib.state.resolved": { zh: "已解决", en: "Resolved" },
   "ib.kind.rule": { zh: "规则转人工", en: "Rule" },
@@ -33,6 +33,7 @@ addStrings({
   "ib.resolved_as": { zh: "已解决：{outcome}", en: "Resolved: {outcome}" },
   "ib.unread": { zh: "{n} 条未读", en: "{n} unread" },
   "ib.back": { zh: "返回列表", en: "Back to the list" },
+  "ib.said": { zh: "{who}：", en: "{who}: " },
   "ib.role.user": { zh: "顾客", en: "Customer" },
   "ib.role.bot": { zh: "机器人", en: "Bot" },
   "ib.role.agent": { zh: "客服", en: "Agent" },
@@ -64,7 +65,6 @@ addStrings({
   "ib.take_first": { zh: "这个会话正由机器人接待。接管后可以回复顾客，机器人会停止回答。", en: "The bot is serving this conversation. Take it over to reply; the bot stops answering." },
   "ib.closed_hint": { zh: "这个会话已解决。接管可以重新打开它。", en: "This conversation is resolved. Take it over to reopen it." },
   "ib.other_hint": { zh: "{agent} 正在接待这个会话。", en: "{agent} is serving this conversation." },
-  "ib.queued": { zh: "顾客在等待期间发了 {n} 条消息", en: "The customer sent {n} messages while waiting" },
   "ib.profile": { zh: "顾客资料", en: "Customer" },
   "ib.context": { zh: "当前情境", en: "Context" },
   "ib.segment": { zh: "分群", en: "Segment" },
@@ -84,5 +84,4 @@ addStrings({
   "ib.yes": { zh: "是", en: "yes" },
   "ib.no": { zh: "否", en: "no" },
   "ib.agents_online": { zh: "在线客服 {n}", en: "{n} agents online" },
-  "ib.failed": { zh: "工作台加载失败：{message}", en: "The inbox failed to load: {message}" },
 });
