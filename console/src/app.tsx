@@ -1,12 +1,13 @@
 // The shell: asks the server who is signed in (/console/api/me), shows the sign-in page
 // or the top bar, the navigation and the page for the current path. Pages get the user's
 // `can` list to hide what the role cannot do (the server refuses it anyway). The rule
-// editor (CodeMirror, the largest part) is loaded only when its page is opened.
+// editor (CodeMirror, the largest part) and the agent inbox are loaded only when their
+// page is opened; the inbox is the `agent` role's home.
 import type { ComponentType } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { api, setCsrf, whenUnauthenticated } from "./api";
 import { addStrings, currentLang, setLang, t } from "./i18n";
-import { BASE, href, interceptLinks, useLocation } from "./router";
+import { BASE, href, interceptLinks, navigate, useLocation } from "./router";
 import { ErrorBox, Loading, roleName } from "./ui";
 import { SignIn } from "./pages/signin";
 import { Overview } from "./pages/overview";
@@ -17,6 +18,7 @@ import "./style.css";
 
 addStrings({
   "nav.overview": { zh: "概览", en: "Overview" },
+  "nav.inbox": { zh: "坐席工作台", en: "Inbox" },
   "nav.editor": { zh: "规则编辑", en: "Editor" },
   "nav.tables": { zh: "知识库表格", en: "Tables" },
   "nav.tests": { zh: "测试", en: "Tests" },
@@ -27,6 +29,7 @@ addStrings({
   "shell.lang_title": { zh: "Switch to English", en: "切换到中文" },
   "shell.not_found": { zh: "没有这个页面。", en: "There is no such page." },
   "shell.editor_failed": { zh: "编辑器加载失败：{message}", en: "The editor failed to load: {message}" },
+  "shell.inbox_failed": { zh: "工作台加载失败：{message}", en: "The inbox failed to load: {message}" },
 });
 
 /** Who is signed in, as /console/api/me and /console/api/login answer. */
@@ -37,9 +40,9 @@ export interface Me {
   can: string[];
 }
 
-/** The navigation. A later issue's agent inbox is one more entry here (with the `can`
- * it needs), shown only when its page exists. */
-const NAV: { path: string; key: string; match: (p: string) => boolean }[] = [
+/** The navigation; an entry with `can` shows only to roles with that permission. */
+const NAV: { path: string; key: string; match: (p: string) => boolean; can?: string }[] = [
+  { path: "/inbox", key: "nav.inbox", match: (p) => p === "/inbox", can: "agent" },
   { path: "/", key: "nav.overview", match: (p) => p === "/" },
   { path: "/editor", key: "nav.editor", match: (p) => p === "/editor" },
   { path: "/tables/faq", key: "nav.tables", match: (p) => p.startsWith("/tables") },
@@ -65,21 +68,46 @@ function LazyEditor(props: EditorProps) {
   return Page ? <Page {...props} /> : <Loading />;
 }
 
+type InboxProps = { user: string; can: string[] };
+let inboxModule: Promise<{ InboxPage: ComponentType<InboxProps> }> | null = null;
+
+/** The agent inbox, fetched on first use (its own chunk and stylesheet). */
+function LazyInbox(props: InboxProps) {
+  const [Page, setPage] = useState<ComponentType<InboxProps> | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    inboxModule ??= import("./inbox/page");
+    inboxModule.then((m) => setPage(() => m.InboxPage)).catch((e) => {
+      inboxModule = null;
+      setError(e);
+    });
+  }, []);
+  if (error) return <ErrorBox error={t("shell.inbox_failed", { message: String((error as any)?.message ?? error) })} />;
+  return Page ? <Page {...props} /> : <Loading />;
+}
+
 function Route(props: { me: Me }) {
   const loc = useLocation();
   const can = props.me.can;
   const p = loc.path;
-  if (p === "/") return <Overview />;
+  if (p === "/") return <Overview can={can} />;
   if (p === "/editor") {
     const line = Number(loc.query.get("line"));
     return <LazyEditor path={loc.query.get("path") ?? undefined} line={Number.isFinite(line) && line > 0 ? line : undefined} />;
   }
+  if (p === "/inbox") return <LazyInbox user={props.me.user} can={can} />;
   if (p === "/tests") return <TestsPage />;
   if (p === "/publish") return <PublishPage can={can} />;
   if (p === "/tables") return <TablesPage table="faq" can={can} />;
   const m = /^\/tables\/(faq|products)$/.exec(p);
   if (m) return <TablesPage table={m[1] as "faq" | "products"} can={can} key={m[1]} />;
   return <p class="muted">{t("shell.not_found")}</p>;
+}
+
+/** An agent's home is the inbox: opening the console's root takes them there. */
+function goHome(me: Me) {
+  const path = location.pathname.replace(/\/+$/, "");
+  if (me.role === "agent" && (path === BASE || path === "")) navigate(href("/inbox"), true);
 }
 
 export function App() {
@@ -96,6 +124,7 @@ export function App() {
       .then((m) => {
         setCsrf(m.csrf);
         setMe(m);
+        goHome(m);
       })
       .catch(() => setMe(null));
   }, []);
@@ -123,6 +152,7 @@ export function App() {
         onSignedIn={(m) => {
           setCsrf(m.csrf);
           setMe(m);
+          goHome(m);
         }}
       />
     );
@@ -154,7 +184,7 @@ export function App() {
         <button type="button" class="link-button" onClick={signOut}>{t("shell.signout")}</button>
       </header>
       <nav class="sidenav" aria-label={t("nav.menu")}>
-        {NAV.map((n) => (
+        {NAV.filter((n) => !n.can || me.can.includes(n.can)).map((n) => (
           <a href={href(n.path)} class={n.match(loc.path) ? "active" : ""} aria-current={n.match(loc.path) ? "page" : undefined}>
             {t(n.key)}
           </a>

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The console's browser test: drives Debian's chromium through the whole editor journey
-# against a `kefu serve` started from KEFU_BIN (console/tests/journey.mjs says what it does).
+# The console's browser tests: drive Debian's chromium through the whole editor journey
+# (console/tests/journey.mjs) and the agent inbox with a customer's chat page
+# (console/tests/inbox.mjs), each against its own `kefu serve` started from KEFU_BIN.
 #
 #   tests/support/console_journey.sh target/debug/kefu
 #
@@ -26,4 +27,6 @@ export CHROMIUM
   || { echo "$0: console/node_modules is missing: run \`make console\` first" >&2; exit 2; }
 
 cd console
-exec node --test --test-reporter=spec tests/journey.mjs
+# One after the other: two browsers and two servers at once are too much for a small CI box.
+node --test --test-reporter=spec tests/journey.mjs
+exec node --test --test-reporter=spec tests/inbox.mjs

@@ -1,10 +1,15 @@
 // The overview: today's figures from GET /admin/report (the same data as `kefu report`):
 // cards for turns, answers by source, handoff rate, satisfaction and latency, and two
-// charts from `hourly` (answers by source per hour, latency per hour).
+// charts from `hourly` (answers by source per hour, latency per hour), and the agents'
+// figures from the report's `agents` (per agent and per queue: first response, handling
+// and waiting times, satisfaction) with how many conversations wait or are with an agent
+// now (GET /admin/inbox, for roles with the `agent` permission).
 import { useEffect, useState } from "preact/hooks";
+import type { ComponentChildren } from "preact";
 import { api, ApiError } from "../api";
 import { Legend, Lines, StackedBars } from "../charts";
 import { addStrings, t } from "../i18n";
+import { href } from "../router";
 import { ErrorBox, Loading, pct } from "../ui";
 
 addStrings({
@@ -30,6 +35,20 @@ addStrings({
   "ov.empty": { zh: "今天还没有对话。", en: "No conversations today yet." },
   "ov.range": { zh: "{from} 至 {to}", en: "{from} to {to}" },
   "ov.refresh": { zh: "刷新", en: "Refresh" },
+  "ov.agents": { zh: "人工客服", en: "Agents" },
+  "ov.by_agent": { zh: "按客服", en: "By agent" },
+  "ov.by_group": { zh: "按队列", en: "By queue" },
+  "ov.agent": { zh: "客服", en: "Agent" },
+  "ov.group": { zh: "队列", en: "Queue" },
+  "ov.conversations": { zh: "会话", en: "Conversations" },
+  "ov.frt": { zh: "首次响应", en: "First response" },
+  "ov.handling": { zh: "处理时长", en: "Handling" },
+  "ov.waiting_time": { zh: "排队等待", en: "Waiting" },
+  "ov.p50_p90": { zh: "p50 / p90", en: "p50 / p90" },
+  "ov.waiting_now": { zh: "正在等待", en: "Waiting now" },
+  "ov.with_agent_now": { zh: "正在接待", en: "With an agent now" },
+  "ov.open_inbox": { zh: "打开坐席工作台", en: "Open the inbox" },
+  "ov.no_agents": { zh: "今天还没有人工接待的会话。", en: "No conversation was served by an agent today." },
 });
 
 interface Hour {
@@ -51,6 +70,134 @@ interface ReportResponse {
   until?: string;
   hourly?: Hour[];
   satisfaction?: any;
+  /** The agents section of `kefu report`: per agent and per queue. */
+  agents?: any;
+}
+
+/** One row of the agents section, read loosely: `name`/`agent`/`group`, and each time as
+ * `{p50, p90}` under `first_response_ms`, `handling_ms`, `waiting_ms` (or in seconds). */
+interface AgentRow {
+  name: string;
+  conversations: number | null;
+  frt: [number | null, number | null];
+  handling: [number | null, number | null];
+  waiting: [number | null, number | null];
+  satisfaction: number | null;
+  scores: number | null;
+}
+
+function num(v: unknown): number | null {
+  return typeof v === "number" && Number.isFinite(v) ? v : null;
+}
+
+/** p50 and p90 of a time figure in ms, from the shapes the report may use. */
+function fig(r: any, base: string): [number | null, number | null] {
+  const ms = r[base + "_ms"] ?? r[base];
+  if (ms && typeof ms === "object") return [num(ms.p50), num(ms.p90)];
+  const s = r[base + "_s"] ?? r[base + "_seconds"];
+  if (s && typeof s === "object") return [num(s.p50) === null ? null : s.p50 * 1000, num(s.p90) === null ? null : s.p90 * 1000];
+  return [num(r[base + "_p50_ms"]), num(r[base + "_p90_ms"])];
+}
+
+function agentRows(list: unknown, key: "agent" | "group"): AgentRow[] {
+  if (!Array.isArray(list)) return [];
+  return list.map((r: any) => {
+    const sat = r.satisfaction;
+    return {
+      name: String(r.name ?? r[key] ?? "—"),
+      conversations: num(r.conversations ?? r.count),
+      frt: fig(r, "first_response"),
+      handling: fig(r, "handling"),
+      waiting: fig(r, "waiting"),
+      satisfaction: num(sat && typeof sat === "object" ? sat.mean : sat),
+      scores: num(sat && typeof sat === "object" ? sat.scores : r.scores),
+    };
+  });
+}
+
+/** A duration for the tables: 850 ms, 42 s, 3.5 min. */
+function dur(ms: number | null): string {
+  if (ms === null) return "—";
+  if (ms < 1000) return Math.round(ms) + " ms";
+  if (ms < 90_000) return Math.round(ms / 1000) + " s";
+  if (ms < 5_400_000) return (ms / 60_000).toFixed(1) + " min";
+  return (ms / 3_600_000).toFixed(1) + " h";
+}
+
+function AgentTable(props: { rows: AgentRow[]; first: string }) {
+  const pair = (p: [number | null, number | null]) => `${dur(p[0])} / ${dur(p[1])}`;
+  return (
+    <div class="table-scroll">
+      <table class="figures">
+        <thead>
+          <tr>
+            <th>{props.first}</th>
+            <th class="n">{t("ov.conversations")}</th>
+            <th class="n">{t("ov.frt")} <span class="muted small">{t("ov.p50_p90")}</span></th>
+            <th class="n">{t("ov.handling")} <span class="muted small">{t("ov.p50_p90")}</span></th>
+            <th class="n">{t("ov.waiting_time")} <span class="muted small">{t("ov.p50_p90")}</span></th>
+            <th class="n">{t("ov.satisfaction")}</th>
+          </tr>
+        </thead>
+        <tbody>
+          {props.rows.map((r) => (
+            <tr>
+              <td>{r.name}</td>
+              <td class="n">{r.conversations ?? "—"}</td>
+              <td class="n">{pair(r.frt)}</td>
+              <td class="n">{pair(r.handling)}</td>
+              <td class="n">{pair(r.waiting)}</td>
+              <td class="n">{r.satisfaction === null ? "—" : r.satisfaction.toFixed(2) + (r.scores ? ` (${r.scores})` : "")}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
+/** The agents' panel: live counts (when the role may read the inbox) and the report's figures. */
+function AgentsPanel(props: { agents: any; can: string[] }) {
+  const [counts, setCounts] = useState<{ waiting?: number; agent?: number } | null>(null);
+  useEffect(() => {
+    if (!props.can.includes("agent")) return;
+    api<{ counts?: { waiting?: number; agent?: number } }>("GET", "/admin/inbox?limit=1").then((r) => setCounts(r.counts ?? null), () => setCounts(null));
+  }, []);
+  const a = props.agents;
+  const byAgent = agentRows(Array.isArray(a) ? a : (a?.agents ?? a?.by_agent), "agent");
+  const byGroup = agentRows(a?.groups ?? a?.by_group, "group");
+  if (!counts && !byAgent.length && !byGroup.length && a === undefined) return null;
+  const head: ComponentChildren = (
+    <div class="card-head">
+      <h2>{t("ov.agents")}</h2>
+      <span class="spacer" />
+      {props.can.includes("agent") ? <a href={href("/inbox")}>{t("ov.open_inbox")}</a> : null}
+    </div>
+  );
+  return (
+    <div class="card agents-card" data-testid="overview-agents">
+      {head}
+      {counts ? (
+        <div class="cards agents-now">
+          <Card label={t("ov.waiting_now")} value={String(counts.waiting ?? 0)} cls="c-waiting" />
+          <Card label={t("ov.with_agent_now")} value={String(counts.agent ?? 0)} cls="c-agent" />
+        </div>
+      ) : null}
+      {byAgent.length ? (
+        <>
+          <h3>{t("ov.by_agent")}</h3>
+          <AgentTable rows={byAgent} first={t("ov.agent")} />
+        </>
+      ) : null}
+      {byGroup.length ? (
+        <>
+          <h3>{t("ov.by_group")}</h3>
+          <AgentTable rows={byGroup} first={t("ov.group")} />
+        </>
+      ) : null}
+      {!byAgent.length && !byGroup.length ? <p class="muted small">{t("ov.no_agents")}</p> : null}
+    </div>
+  );
 }
 
 /** A time as the shop's clock showed it (the report's times carry the shop's offset). */
@@ -70,7 +217,8 @@ function Card(props: { label: string; value: string; detail?: string; cls?: stri
   );
 }
 
-export function Overview() {
+export function Overview(props: { can?: string[] }) {
+  const can = props.can ?? [];
   const [data, setData] = useState<ReportResponse | null>(null);
   const [error, setError] = useState<unknown>(null);
   const load = () => {
@@ -167,6 +315,7 @@ export function Overview() {
           </div>
         </div>
       ) : null}
+      <AgentsPanel agents={data.agents ?? r.agents} can={can} />
     </section>
   );
 }
