@@ -24,7 +24,7 @@ two nodes sharing Redis (`--redis`, else KEFU_TEST_REDIS), adds AGENTS users wit
    answer). Customer messages go to the nodes in turn, as a balancer without stickiness
    sends them. Every message's text is new in its conversation, and one message per
    conversation is in flight at a time, so the `message` event that carries it is known.
-4. Meanwhile one more agent asks for the inbox list (`GET /admin/inbox`, in turn
+4. Meanwhile agent01, signed in a second time, asks for the inbox list (`GET /admin/inbox`, in turn
    unfiltered with `limit=1000`, `state=waiting`, `q=快递`, `mine=1`) every LIST_EVERY s.
 
 Measured: push latency, from just before a message's POST is sent to the moment its
@@ -48,7 +48,6 @@ import os
 import queue
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -58,7 +57,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "support"))
-from harness import (Client, SseStream, add_users, agent_reply, failer, free_port, login,  # noqa: E402
+from harness import (Client, SseStream, add_users, agent_reply, failer, free_port, last_line, login,  # noqa: E402
                      percentiles, start_kefu, wait_ready, write_console_key)
 
 fail = failer("inbox load")
@@ -127,7 +126,7 @@ class Node:
     def start(self):
         self.proc = start_kefu(self.args, self.log)
         if not wait_ready(self.port, 120):
-            fail(f"node {self.name} was not ready within 120 s; see {self.log}")
+            fail(f"node {self.name} was not ready within 120 s ({last_line(self.log)}); see {self.log}")
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -171,7 +170,7 @@ def main():
         fail(f"{args.bin} not found: build kefu first (cargo build --release)")
     work = tempfile.mkdtemp(prefix="kefu-inbox-load-")
     write_console_key(os.path.join(work, "console.key"))
-    names = [f"agent{i + 1:02d}" for i in range(args.agents)] + ["lister"]
+    names = [f"agent{i + 1:02d}" for i in range(args.agents)]
     error = add_users(args.bin, os.path.join(work, "users.yaml"), names, "agent", PASSWORD)
     if error:
         fail(error)
@@ -334,14 +333,20 @@ def main():
         stop_listing = threading.Event()
 
         def lister():
-            client = Client(agents["lister"].port, cookie=agents["lister"].cookie, csrf=agents["lister"].csrf)
-            variants = ["limit=1000", "state=waiting", "q=%E5%BF%AB%E9%80%92", "mine=1"]
+            # agent01 again, in a session of their own (no stream): `mine=1` lists what they hold.
+            me = login(agents["agent01"].port, "agent01", PASSWORD)
+            if me is None:
+                failures.append("agent01 could not sign in a second time for the list")
+                return
+            variants = {"limit=1000": "limit=1000", "state=waiting": "state=waiting",
+                        "q=快递": "q=%E5%BF%AB%E9%80%92", "mine=1": "mine=1"}
+            labels = list(variants)
             for i in itertools.count():
                 if stop_listing.wait(args.list_every):
                     return
-                variant = variants[i % len(variants)]
+                variant = labels[i % len(labels)]
                 started = time.monotonic()
-                status, body = client.request("GET", f"/admin/inbox?{variant}")
+                status, body = me.request("GET", f"/admin/inbox?{variants[variant]}")
                 took = (time.monotonic() - started) * 1000
                 if status != 200:
                     failures.append(f"GET /admin/inbox?{variant}: HTTP {status}")

@@ -257,10 +257,11 @@ class SseStream:
                                 self.events.append(event)
                                 self.cond.notify_all()
                 name, data_lines, event_id = None, [], None
-        except (OSError, http.client.HTTPException, ValueError) as e:
+        except Exception as e:  # a broken stream is reported by `error`, never raised in the thread
             if not self.closing:
                 self.error = e
         finally:
+            self.conn.close()
             self.opened.set()
             self.ended.set()
             with self.cond:
@@ -283,7 +284,8 @@ class SseStream:
                 self.cond.wait(left)
 
     def close(self):
-        """Ends the stream from this side (the socket is shut, as a closed browser tab does)."""
+        """Ends the stream from this side (the socket is shut, as a closed browser tab does;
+        the reader thread closes the connection)."""
         self.closing = True
         sock = self.conn.sock
         if sock is not None:
@@ -291,7 +293,6 @@ class SseStream:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        self.conn.close()
         self.ended.wait(5)
 
 
@@ -341,3 +342,13 @@ def agent_reply(client, session, text):
     if status in (400, 422):
         status, body = client.request("POST", f"/v1/sessions/{session}/reply", {"message": text})
     return status, body
+
+
+def last_line(path):
+    """The last non-empty line of the file at `path` (a node's log: why it did not start)."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+        return lines[-1] if lines else ""
+    except OSError:
+        return ""

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from harness import (Client, SseStream, add_users, agent_reply, failer, free_port, login, start_kefu,
+from harness import (Client, SseStream, add_users, agent_reply, failer, free_port, last_line, login, start_kefu,
                      wait_for, wait_ready, write_console_key)
 
 KEFU = sys.argv[1] if len(sys.argv) > 1 else "target/debug/kefu"
@@ -68,7 +68,7 @@ class Node:
         ]
         self.proc = start_kefu(args, self.log)
         if not wait_ready(self.port, 60):
-            fail(f"node {self.name} was not ready within 60 s; see {self.log}")
+            fail(f"node {self.name} was not ready within 60 s ({last_line(self.log)}); see {self.log}")
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -103,55 +103,51 @@ def history_texts(client, session):
     return [(h.get("role"), h.get("text", "")) for h in body.get("history", [])], body
 
 
-def case_takeover(a, b, amy, run):
-    """(a): takeover on A silences the bot on B; the customer's message reaches A's inbox;
-    A's reply reaches the customer's event stream on B."""
+def case_takeover(a, b, amy, stream, run):
+    """(a): takeover on A silences the bot on B; the customer's message reaches A's inbox
+    (`stream`, amy's, open all along); A's reply reaches the customer's event stream on B."""
     session = f"inbox-{run}-a"
-    stream = inbox_stream(amy)
-    try:
-        if not stream.wait_event(lambda e: e.name == "snapshot", 10):
-            return False, f"amy's inbox stream on A sent no snapshot (HTTP {stream.status}, {stream.error})"
-        first = chat(b.port, session, "包邮吗")
-        if not first or first.get("source") == "human":
-            return False, f"the first message on B was not answered by the bot: {first}"
-        token = first.get("session_token", "")
-        status, _ = amy.request("POST", f"/v1/sessions/{session}/takeover", {})
-        if status != 200:
-            return False, f"takeover on A answered {status}"
-        mark = len(stream.events)
-        held = stream.wait_event(lambda e: e.name == "conversation" and isinstance(e.data, dict)
-                                 and e.data.get("id") == session and e.data.get("state") == "agent", 3)
-        if not held:
-            return False, "amy's stream on A did not show the conversation as `agent` within 3 s"
-        customer = SseStream(b.port, f"/v1/sessions/{session}/events?token={token}")
-        if not customer.opened.wait(5) or customer.status != 200:
-            return False, f"the customer's event stream on B answered {customer.status} ({customer.error})"
-        message = "我的快递怎么还没到，麻烦帮我看看"
-        sent = time.monotonic()
-        answer = chat(b.port, session, message)
-        if not answer or answer.get("source") != "human" or answer.get("reply"):
-            return False, f"B answered the customer after the takeover on A: {answer}"
-        pushed = stream.wait_event(lambda e: e.name == "message" and isinstance(e.data, dict)
-                                   and e.data.get("session") == session and e.data.get("text") == message, 3,
-                                   start=mark)
-        if not pushed:
-            return False, "the customer's message on B did not reach amy's inbox stream on A within 3 s"
-        push_ms = (pushed.at - sent) * 1000
-        words = "您好，我是客服amy，马上为您查询物流"
-        replied = time.monotonic()
-        status, _ = agent_reply(amy, session, words)
-        if status != 200:
-            customer.close()
-            return False, f"amy's reply on A answered {status}"
-        got = customer.wait_event(lambda e: e.name == "message" and isinstance(e.data, dict)
-                                  and e.data.get("role") == "agent" and e.data.get("text") == words, 3)
+    if not stream.wait_event(lambda e: e.name == "snapshot", 10):
+        return False, f"amy's inbox stream on A sent no snapshot (HTTP {stream.status}, {stream.error})"
+    first = chat(b.port, session, "包邮吗")
+    if not first or first.get("source") == "human":
+        return False, f"the first message on B was not answered by the bot: {first}"
+    token = first.get("session_token", "")
+    status, _ = amy.request("POST", f"/v1/sessions/{session}/takeover", {})
+    if status != 200:
+        return False, f"takeover on A answered {status}"
+    mark = len(stream.events)
+    held = stream.wait_event(lambda e: e.name == "conversation" and isinstance(e.data, dict)
+                             and e.data.get("id") == session and e.data.get("state") == "agent", 3)
+    if not held:
+        return False, "amy's stream on A did not show the conversation as `agent` within 3 s"
+    customer = SseStream(b.port, f"/v1/sessions/{session}/events?token={token}")
+    if not customer.opened.wait(5) or customer.status != 200:
+        return False, f"the customer's event stream on B answered {customer.status} ({customer.error})"
+    message = "我的快递怎么还没到，麻烦帮我看看"
+    sent = time.monotonic()
+    answer = chat(b.port, session, message)
+    if not answer or answer.get("source") != "human" or answer.get("reply"):
+        return False, f"B answered the customer after the takeover on A: {answer}"
+    pushed = stream.wait_event(lambda e: e.name == "message" and isinstance(e.data, dict)
+                               and e.data.get("session") == session and e.data.get("text") == message, 3,
+                               start=mark)
+    if not pushed:
+        return False, "the customer's message on B did not reach amy's inbox stream on A within 3 s"
+    push_ms = (pushed.at - sent) * 1000
+    words = "您好，我是客服amy，马上为您查询物流"
+    replied = time.monotonic()
+    status, _ = agent_reply(amy, session, words)
+    if status != 200:
         customer.close()
-        if not got:
-            return False, "amy's reply on A did not reach the customer's event stream on B within 3 s"
-        return True, (f"takeover on A, message on B answered `human`, on A's inbox in {push_ms:.0f} ms; "
-                      f"A's reply on the customer's stream on B in {(got.at - replied) * 1000:.0f} ms")
-    finally:
-        stream.close()
+        return False, f"amy's reply on A answered {status}"
+    got = customer.wait_event(lambda e: e.name == "message" and isinstance(e.data, dict)
+                              and e.data.get("role") == "agent" and e.data.get("text") == words, 3)
+    customer.close()
+    if not got:
+        return False, "amy's reply on A did not reach the customer's event stream on B within 3 s"
+    return True, (f"takeover on A, message on B answered `human`, on A's inbox in {push_ms:.0f} ms; "
+                  f"A's reply on the customer's stream on B in {(got.at - replied) * 1000:.0f} ms")
 
 
 def case_silence(a, b, amy, run):
@@ -312,7 +308,11 @@ def main():
                 fail(f"{name} could not sign in on node a; see {a.log}")
         run = os.getpid()
         results = []
-        for label, case in (("(a) takeover across nodes", lambda: case_takeover(a, b, agents["amy"], run)),
+        # amy's inbox stream on A stays open to the end: she is online, so the grace never
+        # requeues what she holds.
+        amy_stream = inbox_stream(agents["amy"])
+        for label, case in (("(a) takeover across nodes",
+                             lambda: case_takeover(a, b, agents["amy"], amy_stream, run)),
                             ("(b) takeover silences a streaming model answer",
                              lambda: case_silence(a, b, agents["amy"], run)),
                             ("(c) agent grace", lambda: case_grace(a, b, agents["amy"], agents["cleo"],
@@ -323,6 +323,7 @@ def main():
                 ok, detail = False, f"{type(e).__name__}: {e}"
             results.append(ok)
             print(f"{label}: {'ok' if ok else 'FAILED'}: {detail}", flush=True)
+        amy_stream.close()
         print(f"inbox fleet: {sum(results)} of {len(results)} cases passed", flush=True)
         if not all(results):
             fail(f"see the logs in {work}")
