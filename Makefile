@@ -21,7 +21,7 @@ APT_PACKAGES := cmake clang libclang-dev pkg-config redis-server wrk python3-pip
 CONSOLE_SRC := $(shell find console/src console/public -type f 2>/dev/null) console/index.html \
   console/package.json console/vite.config.ts console/tsconfig.json
 
-.PHONY: help run test deps model console build check lint fmt clean load soak bench-model bench-chat bench-rules
+.PHONY: help run test deps model console build check lint fmt clean load soak bench-model bench-chat bench-rules bench-inbox
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -47,6 +47,8 @@ test: deps model console ## the full test suite: formatting, clippy, unit, integ
 	tests/support/with-redis.sh tests/support/fleet.py target/debug/kefu
 	tests/support/redis_outage.py target/debug/kefu
 	tests/support/with-redis.sh tests/support/rolling_restart.py target/debug/kefu
+	tests/support/with-redis.sh tests/support/inbox_fleet.py target/debug/kefu
+	tests/support/with-redis.sh benches/inbox_load.py --small --nodes 2 --bin target/debug/kefu --max-p99-ms 2000
 	SWITCH_S=10 tests/support/with-redis.sh tests/support/publish_fleet.py target/debug/kefu
 	target/debug/kefu check $(RULES)
 	target/debug/kefu check examples/taobao-shop
@@ -98,6 +100,11 @@ bench-chat: deps model ## many chats at once, kefu against llama-server on the s
 	benches/llama_tools.sh >/dev/null
 	$(CARGO) build --release --locked --quiet
 	benches/chat_load.py
+
+bench-inbox: deps ## the agent inbox under load: 1,000 conversations, 20 agents' streams, push and list latency, one node then two (benches/inbox_load.py)
+	$(CARGO) build --release --locked
+	benches/inbox_load.py --bin target/release/kefu
+	tests/support/with-redis.sh benches/inbox_load.py --bin target/release/kefu --nodes 2
 
 load: deps ## load scripts: rule-answered QPS and latency, then reload under load (benches/)
 	benches/load.sh
