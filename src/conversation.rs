@@ -222,6 +222,12 @@ pub struct Expect {
     pub reply_excludes: Vec<String>,
     /// Whether the conversation goes to a human, or the exact reason.
     pub handoff: Option<HandoffExpect>,
+    /// The handoff's kind (`rule`, `low_confidence`, `anger`, `repeated_failure`, `asked`).
+    pub handoff_kind: Option<String>,
+    /// The queue the handoff goes to (`none` for no queue).
+    pub queue: Option<String>,
+    /// Whether the handoff came outside its queue's hours (an off-hours reply and a ticket).
+    pub off_hours: Option<bool>,
     /// The customer's mood.
     pub emotion: Option<String>,
     /// The language the turn answers in (`en`).
@@ -265,6 +271,10 @@ pub struct TurnRecord {
     /// The handoff reason, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handoff: Option<String>,
+    /// The handoff's kind, its queue, and `off hours` when the queue was closed
+    /// (`anger → 售后`, `asked → 售前 (off hours)`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handoff_to: Option<String>,
     /// The decision trace.
     pub trace: Vec<String>,
     /// Scripts that failed during the turn (`rule 坏脚本 at rules/shop.kefu:36:9: ...`).
@@ -778,6 +788,39 @@ fn record(turn: &Turn, r: &TurnResponse) -> TurnRecord {
         }
         _ => {}
     }
+    if let Some(kind) = &e.handoff_kind {
+        let actual = r.handoff.as_ref().map_or("none", |h| h.kind.name());
+        if actual != kind {
+            failures.push(Failure::new(
+                "handoff_kind",
+                Some(kind),
+                Some(actual),
+                format!("handoff kind: expected `{kind}`, got `{actual}`"),
+            ));
+        }
+    }
+    if let Some(queue) = &e.queue {
+        let actual = r.handoff.as_ref().and_then(|h| h.group.as_deref()).unwrap_or("none");
+        if actual != queue {
+            failures.push(Failure::new(
+                "queue",
+                Some(queue),
+                Some(actual),
+                format!("queue: expected `{queue}`, got `{actual}`"),
+            ));
+        }
+    }
+    if let Some(off) = e.off_hours {
+        let actual = r.handoff.as_ref().is_some_and(|h| h.off_hours);
+        if actual != off {
+            failures.push(Failure::new(
+                "off_hours",
+                Some(&off.to_string()),
+                Some(&actual.to_string()),
+                format!("off_hours: expected {off}, got {actual}"),
+            ));
+        }
+    }
     TurnRecord {
         agent: turn.agent.as_ref().map(AgentAction::describe),
         say: turn.say.clone(),
@@ -786,6 +829,13 @@ fn record(turn: &Turn, r: &TurnResponse) -> TurnRecord {
         intent,
         emotion: r.emotion.as_str().to_string(),
         handoff: r.handoff.as_ref().map(|h| h.reason.clone()),
+        handoff_to: r.handoff.as_ref().map(|h| {
+            let mut to = format!("{} → {}", h.kind.name(), h.group.as_deref().unwrap_or("none"));
+            if h.off_hours {
+                to.push_str(" (off hours)");
+            }
+            to
+        }),
         trace: r.trace.iter().map(|t| format!("{}: {}", t.stage, t.detail)).collect(),
         script_errors,
         failures,

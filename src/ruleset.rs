@@ -89,6 +89,12 @@ pub struct RuleSet {
     pub cards: Vec<Card>,
     /// Whether any script reads the `intents` variable: a turn builds the list only then.
     pub reads_intents: bool,
+    /// The agents' queues (`queue` items) in routing order: higher `priority` first, then
+    /// file order. Read only when a turn hands off.
+    pub queues: Vec<Queue>,
+    /// The queue without `for` (an index into `queues`): where a handoff no other queue
+    /// takes waits.
+    pub default_queue: Option<usize>,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -115,6 +121,11 @@ impl RuleSet {
     /// The flow with this name.
     pub fn flow(&self, name: &str) -> Option<&Flow> {
         self.flows.iter().find(|f| f.name == name)
+    }
+
+    /// The queue with this name.
+    pub fn queue(&self, name: &str) -> Option<&Queue> {
+        self.queues.iter().find(|q| q.name == name)
     }
 
     /// The intent with this name.
@@ -305,8 +316,8 @@ pub struct Rule {
     pub when: Option<Script>,
     /// The reply, if it replies.
     pub reply: Option<Texts>,
-    /// `Some(reason)` when it hands the conversation to a human.
-    pub handoff: Option<Option<String>>,
+    /// Set when it hands the conversation to people.
+    pub handoff: Option<HandoffSpec>,
     /// Higher answers first.
     pub priority: i64,
     /// What it does to a flow waiting when it answers (`end flow`, `cancel flow`).
@@ -479,8 +490,8 @@ pub enum OpKind {
     Memo(Memo),
     /// Say something.
     Reply(Texts),
-    /// End the flow and hand over to a human.
-    Handoff(Option<String>),
+    /// End the flow and hand over to people.
+    Handoff(HandoffSpec),
     /// End the flow.
     End,
 }
@@ -517,10 +528,136 @@ impl std::fmt::Display for OpKind {
             OpKind::Memo(Memo::Remember { name, value }) => write!(f, "remember {name} = `{}`", value.source),
             OpKind::Memo(Memo::Forget(name)) => write!(f, "forget {name}"),
             OpKind::Reply(_) => write!(f, "reply"),
-            OpKind::Handoff(Some(reason)) => write!(f, "handoff \"{reason}\""),
-            OpKind::Handoff(None) => write!(f, "handoff"),
+            OpKind::Handoff(spec) => {
+                f.write_str("handoff")?;
+                if let Some(reason) = &spec.reason {
+                    write!(f, " \"{reason}\"")?;
+                }
+                write!(f, " as {}", spec.kind.name())
+            }
             OpKind::End => write!(f, "end"),
         }
+    }
+}
+
+/// A `handoff` as written: `handoff "reason" as KIND to QUEUE`, each part optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HandoffSpec {
+    /// Why, for the agent (`None`: the place names it, `rule 转人工`).
+    pub reason: Option<String>,
+    /// `as KIND`, or the kind the place implies (a rule's `rule`, a flow's retries used
+    /// up `repeated_failure`, a fallback arm by what its condition reads).
+    pub kind: HandoffKind,
+    /// `to QUEUE`: an index into `RuleSet::queues`; `None` routes by the queues' `for`.
+    pub to: Option<usize>,
+}
+
+/// Why a conversation went to a person.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandoffKind {
+    /// A rule or flow step says `handoff` (the default for a rule's handoff).
+    #[default]
+    Rule,
+    /// No confident answer: the fallback chain's handoff.
+    LowConfidence,
+    /// The customer is angry (a handoff whose condition reads `emotion`).
+    Anger,
+    /// Failures in a row: a fallback reading `session.failures`, a flow's retries used up.
+    RepeatedFailure,
+    /// The customer asked for a person (`handoff … as asked`).
+    Asked,
+    /// An agent took it over from the bot on their own.
+    Agent,
+}
+
+impl HandoffKind {
+    /// Every kind, in label order.
+    pub const ALL: [HandoffKind; 6] = [
+        HandoffKind::Rule,
+        HandoffKind::LowConfidence,
+        HandoffKind::Anger,
+        HandoffKind::RepeatedFailure,
+        HandoffKind::Asked,
+        HandoffKind::Agent,
+    ];
+
+    /// The kind's name: its JSON form, the word after `as` in the rule language and the
+    /// `kind` label of the metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            HandoffKind::Rule => "rule",
+            HandoffKind::LowConfidence => "low_confidence",
+            HandoffKind::Anger => "anger",
+            HandoffKind::RepeatedFailure => "repeated_failure",
+            HandoffKind::Asked => "asked",
+            HandoffKind::Agent => "agent",
+        }
+    }
+
+    /// The kind named `name` ([`HandoffKind::name`]).
+    pub fn parse(name: &str) -> Option<HandoffKind> {
+        HandoffKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// A group of agents a handoff waits for (`queue NAME { … }`).
+#[derive(Clone, Debug)]
+pub struct Queue {
+    /// Its name (`to NAME`, `Takeover::group`).
+    pub name: String,
+    /// What people see it called (`label`; the name when absent).
+    pub label: Localized<String>,
+    /// `for`: the handoffs it takes; `None` for the default queue.
+    pub audience: Option<Script>,
+    /// Higher is tried first.
+    pub priority: i64,
+    /// When people answer (`hours`, in the shop's zone); `None`: always.
+    pub hours: Option<Hours>,
+    /// What the customer is told when a handoff comes outside `hours` (a ticket is
+    /// raised and the bot keeps the conversation).
+    pub off_hours: Option<Texts>,
+    /// Said after the handoff message when the customer starts waiting; its holes may
+    /// read `queue.position`, `queue.wait_minutes` and `queue.label`.
+    pub waiting: Option<Texts>,
+    /// `file:line` of its name, for traces.
+    pub location: String,
+}
+
+/// A queue's opening hours: `"mon-fri 09:00-18:00, sat-sun 10:00-16:00"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hours {
+    /// The windows; open when any holds.
+    pub windows: Vec<Window>,
+}
+
+/// One window of [`Hours`]: on some weekdays, from a time of day to another; an end at
+/// or before the start runs past midnight into the next day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// The weekdays it starts on, bit 0 Monday … bit 6 Sunday.
+    pub days: u8,
+    /// Minutes after midnight it opens.
+    pub start: u32,
+    /// Minutes after midnight it closes (up to 1440).
+    pub end: u32,
+}
+
+impl Hours {
+    /// Whether people answer at `at`, a shop-local time.
+    pub fn is_open(&self, at: chrono::NaiveDateTime) -> bool {
+        use chrono::{Datelike, Timelike};
+        let day = at.weekday().num_days_from_monday();
+        let before = (day + 6) % 7;
+        let minute = at.hour() * 60 + at.minute();
+        self.windows.iter().any(|w| {
+            let on = |d: u32| w.days & (1 << d) != 0;
+            if w.start < w.end {
+                on(day) && (w.start..w.end).contains(&minute)
+            } else {
+                (on(day) && minute >= w.start) || (on(before) && minute < w.end)
+            }
+        })
     }
 }
 
@@ -551,10 +688,10 @@ pub struct FallbackArm {
 /// What a fallback arm does.
 #[derive(Clone, Debug)]
 pub enum FallbackAction {
-    /// Hand over to a human.
+    /// Hand over to people.
     Handoff {
-        /// Why, for the agent.
-        reason: Option<String>,
+        /// Why, of which kind, to which queue.
+        handoff: HandoffSpec,
         /// What the customer is told instead of the shop's `handoff_message`.
         reply: Option<Texts>,
     },

@@ -174,3 +174,53 @@ fn a_text_takes_variants_after_language_codes_but_not_after_keywords() {
     let pairs = <KefuParser as pest::Parser<Rule>>::parse(Rule::flow, input).expect("flow parses");
     assert_eq!(pairs.flatten().filter(|p| p.as_rule() == Rule::variant).count(), 1);
 }
+
+#[test]
+fn a_handoff_may_name_its_kind_and_queue_in_that_order() {
+    let input = "handoff \"顾客要求\" as asked to 售后";
+    parses_to! {
+        parser: KefuParser, input: input, rule: Rule::handoff,
+        tokens: [handoff(0, 41, [
+            kw_handoff(0, 7),
+            string(8, 22, [short_string(8, 22, [short_string_body(9, 21)])]),
+            handoff_as(23, 31, [kw_as(23, 25), name(26, 31)]),
+            handoff_to(32, 41, [kw_to(32, 34), name(35, 41)])
+        ])]
+    };
+    parses_to! {
+        parser: KefuParser, input: "handoff to VIP", rule: Rule::handoff,
+        tokens: [handoff(0, 14, [kw_handoff(0, 7), handoff_to(8, 14, [kw_to(8, 10), name(11, 14)])])]
+    };
+    // `to` before `as` is not the order the language writes: the handoff stops at `to VIP`.
+    let pairs = <KefuParser as pest::Parser<Rule>>::parse(Rule::handoff, "handoff to VIP as asked").unwrap();
+    assert_eq!(pairs.as_str(), "handoff to VIP");
+}
+
+#[test]
+fn a_queue_holds_its_fields_in_any_order() {
+    let input = "queue 售后 {\n  waiting \"第 {queue.position} 位\"\n  for `intent == \"售后\"`\n  priority 5\n  hours \"09:00-23:00\"\n  off_hours \"下班了\" en \"Closed\"\n  label \"售后组\"\n}";
+    let pairs = <KefuParser as pest::Parser<Rule>>::parse(Rule::queue, input).expect("queue parses");
+    let fields: Vec<Rule> = pairs
+        .flatten()
+        .filter(|p| {
+            matches!(
+                p.as_rule(),
+                Rule::label | Rule::audience | Rule::priority | Rule::hours | Rule::off_hours | Rule::waiting
+            )
+        })
+        .map(|p| p.as_rule())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            Rule::waiting,
+            Rule::audience,
+            Rule::priority,
+            Rule::hours,
+            Rule::off_hours,
+            Rule::label
+        ]
+    );
+    // A queue says nothing itself: a `reply` in it is a syntax error.
+    assert!(<KefuParser as pest::Parser<Rule>>::parse(Rule::queue, "queue 售后 { reply \"x\" }").is_err());
+}

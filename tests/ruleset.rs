@@ -122,22 +122,26 @@ fn a_flow_compiles_to_a_program() {
 fn a_fallback_arm_may_reply_and_hand_off_in_either_order() {
     use kefu::ruleset::FallbackAction;
     let rules = lowering();
-    let arms: Vec<(Option<&str>, Option<&str>)> = rules
+    let arms: Vec<(Option<&str>, Option<&str>, &str)> = rules
         .fallback
         .iter()
         .filter_map(|arm| match &arm.action {
-            FallbackAction::Handoff { reason, reply } => {
-                Some((reason.as_deref(), reply.as_ref().and_then(|t| t.default.as_literal())))
-            }
+            FallbackAction::Handoff { handoff, reply } => Some((
+                handoff.reason.as_deref(),
+                reply.as_ref().and_then(|t| t.default.as_literal()),
+                handoff.kind.name(),
+            )),
             _ => None,
         })
         .collect();
+    // Without `as`, an arm's kind is what its condition reads: `session.failures` for
+    // failures in a row, `emotion` for anger, else no confident answer.
     assert_eq!(
         arms,
         [
-            (Some("连续两次未能解决"), Some("这就为您转人工")),
-            (Some("客户情绪激动"), Some("非常抱歉，马上请同事来处理")),
-            (None, None),
+            (Some("连续两次未能解决"), Some("这就为您转人工"), "repeated_failure"),
+            (Some("客户情绪激动"), Some("非常抱歉，马上请同事来处理"), "anger"),
+            (None, None, "low_confidence"),
         ]
     );
 }

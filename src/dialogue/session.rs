@@ -399,54 +399,9 @@ impl ConvState {
     }
 }
 
-/// Why a conversation went to a person.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HandoffKind {
-    /// A rule or flow step says `handoff` (the default for a rule's handoff).
-    #[default]
-    Rule,
-    /// No confident answer: the fallback chain's handoff.
-    LowConfidence,
-    /// The customer is angry (a handoff whose condition reads `emotion`).
-    Anger,
-    /// Failures in a row: a fallback reading `session.failures`, a flow's retries used up.
-    RepeatedFailure,
-    /// The customer asked for a person (`handoff … as asked`).
-    Asked,
-    /// An agent took it over from the bot on their own.
-    Agent,
-}
-
-impl HandoffKind {
-    /// Every kind, in label order.
-    pub const ALL: [HandoffKind; 6] = [
-        HandoffKind::Rule,
-        HandoffKind::LowConfidence,
-        HandoffKind::Anger,
-        HandoffKind::RepeatedFailure,
-        HandoffKind::Asked,
-        HandoffKind::Agent,
-    ];
-
-    /// The kind's name: its JSON form, the word after `as` in the rule language and the
-    /// `kind` label of the metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            HandoffKind::Rule => "rule",
-            HandoffKind::LowConfidence => "low_confidence",
-            HandoffKind::Anger => "anger",
-            HandoffKind::RepeatedFailure => "repeated_failure",
-            HandoffKind::Asked => "asked",
-            HandoffKind::Agent => "agent",
-        }
-    }
-
-    /// The kind named `name` ([`HandoffKind::name`]).
-    pub fn parse(name: &str) -> Option<HandoffKind> {
-        HandoffKind::ALL.into_iter().find(|k| k.name() == name)
-    }
-}
+/// Why a conversation went to a person: defined by the rule set, whose `handoff … as KIND`
+/// names it, and kept here in the takeover.
+pub use crate::ruleset::HandoffKind;
 
 /// How many internal notes a conversation keeps; the oldest go first.
 pub const NOTES_LIMIT: usize = 50;

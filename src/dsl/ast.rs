@@ -113,6 +113,29 @@ pub enum Item {
     Fallback(Fallback),
     /// `safety { ... }`
     Safety(Safety),
+    /// `queue x { ... }`
+    Queue(Queue),
+}
+
+/// `queue name { label … for … priority … hours … off_hours … waiting … }`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Queue {
+    /// The queue's name.
+    pub name: Ident,
+    /// The whole item.
+    pub span: Span,
+    /// `label "..."`
+    pub label: Option<Str>,
+    /// `for `...``
+    pub audience: Option<Expr>,
+    /// `priority N`
+    pub priority: Option<Integer>,
+    /// `hours "..."`
+    pub hours: Option<Str>,
+    /// `off_hours "..."`
+    pub off_hours: Option<Str>,
+    /// `waiting "..."`
+    pub waiting: Option<Str>,
 }
 
 /// `shop "name" { ... }`
@@ -312,11 +335,15 @@ impl Memo {
     }
 }
 
-/// `handoff` or `handoff "reason"`
+/// `handoff`, `handoff "reason"`, `handoff "reason" as KIND to QUEUE`
 #[derive(Clone, Debug, PartialEq)]
 pub struct Handoff {
     /// The reason given to the agent, if any.
     pub reason: Option<Str>,
+    /// `as KIND`
+    pub kind: Option<Ident>,
+    /// `to QUEUE`
+    pub to: Option<Ident>,
     /// Where it is written.
     pub span: Span,
 }
@@ -521,8 +548,8 @@ pub enum FallbackAction {
     /// `handoff "reason"`, or with `reply "..."` (before or after it): the reply is what the
     /// customer is told instead of the shop's handoff message.
     Handoff {
-        /// The handoff and its reason.
-        handoff: Handoff,
+        /// The handoff and its reason (boxed: the largest part of the arm).
+        handoff: Box<Handoff>,
         /// The arm's own words to the customer.
         reply: Option<Str>,
     },

@@ -1,5 +1,5 @@
 //! Where each name of a rules directory is declared: intents, entities, cards, data
-//! sources, rules, promotions, policies, flows and their slots, styles, with the
+//! sources, rules, promotions, policies, flows and their slots, styles, queues, with the
 //! `file:line:col` of the name in its declaration. Read from the syntax tree as parsed,
 //! so an editor can jump to a declaration (and complete names) also while the files have
 //! errors. Lines and columns are 1-based, columns in characters, as diagnostics count.
@@ -51,6 +51,9 @@ pub struct Symbols {
     pub policies: Vec<Symbol>,
     /// `style x { … }`
     pub styles: Vec<Symbol>,
+    /// `queue x { … }`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<Symbol>,
 }
 
 impl Symbols {
@@ -85,6 +88,7 @@ impl Symbols {
                     Item::Promotion(x) => out.promotions.push(at(&x.name, None)),
                     Item::Policy(x) => out.policies.push(at(&x.name, None)),
                     Item::Style(x) => out.styles.push(at(&x.name, None)),
+                    Item::Queue(x) => out.queues.push(at(&x.name, None)),
                     Item::Flow(x) => {
                         out.flows.push(at(&x.name, None));
                         let mut slots: Vec<&Ident> = Vec::new();

@@ -401,7 +401,7 @@ impl Turn<'_> {
             self.scope.push_dynamic(name.as_str(), json_to_dynamic(value));
         }
         let mut replies: Vec<String> = Vec::new();
-        let mut handoff: Option<String> = None;
+        let mut handoff: Option<&crate::ruleset::HandoffSpec> = None;
         let mut waiting = false;
         let mut last_step = String::new();
         // Slots this turn's message already filled, so that a `goto` back to their ask
@@ -564,9 +564,9 @@ impl Turn<'_> {
                     replies.push(self.render(template, format_args!("flow {}", flow.name)));
                     state.pc += 1;
                 }
-                OpKind::Handoff(reason) => {
+                OpKind::Handoff(spec) => {
                     last_step = format!("handoff@{}", op.line);
-                    handoff = Some(reason.clone().unwrap_or_else(|| format!("flow {}", flow.name)));
+                    handoff = Some(spec);
                     break;
                 }
                 OpKind::End => {
@@ -589,9 +589,10 @@ impl Turn<'_> {
         } else {
             AnswerSource::Flow
         };
-        if handoff.is_some() {
-            replies.push(self.pick(&rules.shop.handoff_message).clone());
-        }
+        let handoff = handoff.map(|spec| {
+            let said = self.pick(&rules.shop.handoff_message).clone();
+            Box::new(super::turn::Handing::new(spec, || format!("flow {}", flow.name), said))
+        });
         let mut answer = Answer::new(source, replies.join("\n"));
         answer.flow = Some(flow.name.clone());
         answer.step = (!last_step.is_empty()).then_some(last_step);

@@ -628,6 +628,9 @@ pub struct Engine {
     observer: std::sync::OnceLock<Arc<dyn Observer>>,
     /// This engine's model generations in flight, by session, for [`Engine::silence`].
     running: silence::Registry,
+    /// The agents' queues as the service sees them: a handoff's place in its queue, for
+    /// the queue's `waiting` text. Asked only at a handoff.
+    queues: Option<Arc<dyn queue::Queues>>,
 }
 
 impl Engine {
@@ -649,6 +652,7 @@ impl Engine {
             unsure: quick_cache::sync::Cache::new(10_000),
             unsure_kept: std::sync::atomic::AtomicUsize::new(0),
             running: silence::Registry::default(),
+            queues: None,
         }
     }
 
@@ -691,6 +695,17 @@ impl Engine {
     pub fn with_tickets(mut self, tickets: Arc<TicketStore>) -> Self {
         self.tickets = tickets;
         self
+    }
+
+    /// Asks `queues` where a handed-off customer stands (without it: first, wait unknown).
+    pub fn with_queues(mut self, queues: Arc<dyn queue::Queues>) -> Self {
+        self.queues = Some(queues);
+        self
+    }
+
+    /// The agents' queues this engine asks at a handoff, when the service set them.
+    pub fn queues(&self) -> Option<&Arc<dyn queue::Queues>> {
+        self.queues.as_ref()
     }
 
     /// Asks `llm` when the fallback says `llm`.

@@ -21,7 +21,7 @@ use crate::dialogue::{Role, Session};
 use crate::kb::{self, Query};
 use crate::nlu::reading::{self, PendingKind, Reading};
 use crate::nlu::{self, Lang, Understanding};
-use crate::ruleset::{FallbackAction, FlowAction, Memo, ModelCall, Trigger};
+use crate::ruleset::{FallbackAction, FlowAction, HandoffKind, HandoffSpec, Memo, ModelCall, Trigger};
 use crate::script::host::{self, Host};
 use crate::script::{Localized, Script, ScriptError, Texts};
 use crate::tickets::TicketStore;
@@ -37,8 +37,8 @@ pub(super) struct Answer {
     pub promotion: Option<String>,
     /// The FAQ entry that answered.
     pub faq: Option<String>,
-    /// `Some(reason)` when the conversation goes to a human.
-    pub handoff: Option<String>,
+    /// Set when the conversation goes to people (boxed: most answers have none).
+    pub handoff: Option<Box<Handing>>,
     /// The turn ended without a real answer (counts towards `session.failures`).
     pub failure: bool,
     /// The answerer's own confidence, when it gives one (the model's).
@@ -58,6 +58,41 @@ impl Answer {
             handoff: None,
             failure: false,
             confidence: None,
+        }
+    }
+}
+
+/// A handoff a turn decided on: why, its kind, where it goes, and what the customer is
+/// told. The reply of its [`Answer`] holds only the words before it (a rule's reply, a
+/// flow's last replies); [`Turn::route`] adds `said`, or the queue's off-hours text, once
+/// the queue is known.
+#[derive(Debug, Clone)]
+pub(super) struct Handing {
+    pub reason: String,
+    pub kind: HandoffKind,
+    /// `to QUEUE`, an index into `RuleSet::queues`.
+    pub to: Option<usize>,
+    /// The shop's handoff message, or a fallback arm's own words.
+    pub said: String,
+    /// The queue it waits in, once routed.
+    pub group: Option<String>,
+    /// The queue is closed now: a ticket instead of a wait.
+    pub off_hours: bool,
+    /// The customer's place in the queue, as told.
+    pub place: Option<usize>,
+}
+
+impl Handing {
+    /// A handoff as `spec` says, `reason` when the spec gives none, telling the customer `said`.
+    pub(super) fn new(spec: &HandoffSpec, reason: impl FnOnce() -> String, said: String) -> Self {
+        Handing {
+            reason: spec.reason.clone().unwrap_or_else(reason),
+            kind: spec.kind,
+            to: spec.to,
+            said,
+            group: None,
+            off_hours: false,
+            place: None,
         }
     }
 }
@@ -554,6 +589,10 @@ pub(super) fn run(
             answer.reply = format!("{}\n{question}", answer.reply);
         }
     }
+    // Only a turn that hands off looks at the queues.
+    if answer.handoff.is_some() {
+        turn.route(&mut answer, &host);
+    }
     if matches!(
         answer.source,
         AnswerSource::Rule
@@ -953,15 +992,12 @@ impl<'a> Turn<'a> {
                 .as_ref()
                 .map(|t| self.render(t, format_args!("rule {}", rule.name)));
             let mut answer = match &rule.handoff {
-                Some(reason) => {
-                    // The customer always hears the shop's handoff message, after the
-                    // rule's own words if it has any.
-                    let text = match reply {
-                        Some(r) if !r.is_empty() => format!("{r}\n{}", self.pick(&rules.shop.handoff_message)),
-                        _ => self.pick(&rules.shop.handoff_message).clone(),
-                    };
-                    let mut a = Answer::new(AnswerSource::Handoff, text);
-                    a.handoff = Some(reason.clone().unwrap_or_else(|| format!("rule {}", rule.name)));
+                Some(spec) => {
+                    // The customer always hears the shop's handoff message (or its queue's
+                    // off-hours text), after the rule's own words if it has any.
+                    let said = self.pick(&rules.shop.handoff_message).clone();
+                    let mut a = Answer::new(AnswerSource::Handoff, reply.unwrap_or_default());
+                    a.handoff = Some(Box::new(Handing::new(spec, || format!("rule {}", rule.name), said)));
                     a
                 }
                 None => Answer::new(AnswerSource::Rule, reply.unwrap_or_default()),
@@ -1076,20 +1112,20 @@ impl<'a> Turn<'a> {
                 continue;
             }
             match &arm.action {
-                FallbackAction::Handoff { reason, reply } => {
-                    let reason = reason.clone().unwrap_or_else(|| "fallback".into());
+                FallbackAction::Handoff { handoff, reply } => {
+                    let reason = handoff.reason.clone().unwrap_or_else(|| "fallback".into());
                     self.trace.push(step("fallback", format!("handoff: {reason}")));
                     // The arm's own words replace the shop's handoff message (unlike a
                     // rule's reply, which comes before it): the editor wrote what the
                     // customer is told on this way to a person. Should every hole of it
                     // fail, the customer still hears the shop's message.
-                    let text = reply
+                    let said = reply
                         .as_ref()
                         .map(|t| self.render(t, format_args!("fallback")))
                         .filter(|r| !r.trim().is_empty())
                         .unwrap_or_else(|| self.pick(&rules.shop.handoff_message).clone());
-                    let mut answer = Answer::new(AnswerSource::Handoff, text);
-                    answer.handoff = Some(reason);
+                    let mut answer = Answer::new(AnswerSource::Handoff, "");
+                    answer.handoff = Some(Box::new(Handing::new(handoff, || reason, said)));
                     return Decision::Answer(answer);
                 }
                 FallbackAction::Reply(template) => {
@@ -1114,6 +1150,131 @@ impl<'a> Turn<'a> {
         let mut answer = Answer::new(AnswerSource::Fallback, self.pick(&rules.shop.fallback_message).clone());
         answer.failure = true;
         Decision::Answer(answer)
+    }
+
+    /// Routes a handoff (`answer.handoff`) to its queue and finishes what the customer is
+    /// told: the queue is the handoff's `to`, else the first queue in routing order whose
+    /// `for` holds, else the default queue, else none. A queue closed at the turn's time
+    /// (`as_of` respected) answers with its `off_hours` text and raises a `handoff` ticket
+    /// (recorded before the answer, as a flow's `create_ticket`); the bot keeps the
+    /// conversation. Otherwise the shop's handoff message (or the arm's words) is followed
+    /// by the queue's `waiting` text, its holes reading the customer's place.
+    fn route(&mut self, answer: &mut Answer, host: &TurnHost) {
+        let rules = self.rules;
+        let Some(handing) = answer.handoff.as_mut() else {
+            return;
+        };
+        // A flow that hands off has ended, but the queues' `for` see it as the
+        // conversation's flow (`session.flow`): where its customer goes depends on it.
+        let flow_ended = handing.to.is_none() && self.session.flow.is_none() && answer.flow.is_some();
+        if flow_ended {
+            let mut session = scope::session_map(&self.session, rules.reads_past);
+            session.insert("flow".into(), answer.flow.clone().map_or(Dynamic::UNIT, Dynamic::from));
+            self.scope.set_value("session", session);
+        }
+        let queue = match handing.to {
+            Some(i) => Some(i),
+            None => rules
+                .queues
+                .iter()
+                .enumerate()
+                .find(|(_, q)| {
+                    q.audience
+                        .as_ref()
+                        .is_some_and(|when| self.holds(when, format_args!("queue {}", q.name)))
+                })
+                .map(|(i, _)| i)
+                .or(rules.default_queue),
+        };
+        if flow_ended {
+            self.refresh_session_vars();
+        }
+        let Some(queue) = queue.map(|i| &rules.queues[i]) else {
+            answer.reply = joined(&answer.reply, &handing.said);
+            return;
+        };
+        handing.group = Some(queue.name.clone());
+        let how = if handing.to.is_some() {
+            "to"
+        } else if queue.audience.is_some() {
+            "for"
+        } else {
+            "default"
+        };
+        let closed = queue.hours.as_ref().is_some_and(|h| !h.is_open(self.now.naive_local()));
+        let said = if closed {
+            handing.off_hours = true;
+            self.trace.push(step(
+                "queue",
+                format!(
+                    "{} ({}, {how}): closed at {}; off-hours reply and a ticket, the bot keeps the conversation",
+                    queue.name,
+                    queue.location,
+                    self.now.format("%a %H:%M")
+                ),
+            ));
+            let mut details = std::collections::BTreeMap::new();
+            details.insert("reason".to_string(), handing.reason.clone());
+            details.insert("group".to_string(), queue.name.clone());
+            details.insert("kind".to_string(), handing.kind.name().to_string());
+            let message = self.said.as_deref().unwrap_or(&self.message);
+            details.insert("message".to_string(), message.to_string());
+            match host
+                .tickets
+                .create_with("handoff", &queue.name, details, &host.session_id, &host.date, host.at)
+            {
+                Ok(ticket) => {
+                    host.note(format!("ticket {} created (handoff {})", ticket.id, queue.name));
+                    if let Some(observer) = &host.observer {
+                        observer.observe(&super::Event::Ticket { ticket: &ticket });
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(session = %host.session_id, kind = "handoff", %error, "ticket not recorded");
+                    host.note(format!("ticket not recorded (handoff {}): {error}", queue.name));
+                    host.ticket_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            match &queue.off_hours {
+                Some(text) => self.render(text, format_args!("queue {}", queue.name)),
+                None => handing.said.clone(),
+            }
+        } else {
+            let place = self.engine.queues.as_ref().map_or(
+                super::queue::Place {
+                    position: 1,
+                    wait_minutes: None,
+                },
+                |q| q.place(&queue.name),
+            );
+            handing.place = Some(place.position);
+            self.trace.push(step(
+                "queue",
+                format!(
+                    "{} ({}, {how}): waiting, place {}",
+                    queue.name, queue.location, place.position
+                ),
+            ));
+            match &queue.waiting {
+                Some(text) => {
+                    let mut map = Map::new();
+                    map.insert("position".into(), Dynamic::from(place.position as i64));
+                    map.insert(
+                        "wait_minutes".into(),
+                        Dynamic::from(place.wait_minutes.map_or(0, |m| m.min(i64::MAX as u64) as i64)),
+                    );
+                    map.insert("label".into(), self.pick(&queue.label).clone().into());
+                    map.insert("name".into(), queue.name.clone().into());
+                    let mark = self.scope.len();
+                    self.scope.push("queue", map);
+                    let waiting = self.render(text, format_args!("queue {}", queue.name));
+                    self.scope.rewind(mark);
+                    joined(&handing.said, &waiting)
+                }
+                None => handing.said.clone(),
+            }
+        };
+        answer.reply = joined(&answer.reply, &said);
     }
 
     /// Counts a failure and runs the fallback chain again without its model arms, so that
@@ -1167,13 +1328,18 @@ impl<'a> Turn<'a> {
             session.remember(Role::Bot, &answer.reply, now_ms);
         }
         session.asked = asked_by(self.rules, session, &answer);
-        if let Some(reason) = &answer.handoff {
+        if let Some(handing) = &answer.handoff {
             session.flow = None;
-            session.takeover = Some(crate::dialogue::Takeover {
-                reason: Some(reason.clone()),
-                since: now_ms,
-                ..crate::dialogue::Takeover::default()
-            });
+            // After hours the bot keeps the conversation: a ticket stands in for the wait.
+            if !handing.off_hours {
+                session.takeover = Some(crate::dialogue::Takeover {
+                    reason: Some(handing.reason.clone()),
+                    since: now_ms,
+                    kind: handing.kind,
+                    group: handing.group.clone(),
+                    ..crate::dialogue::Takeover::default()
+                });
+            }
         }
         session.updated_at = now_ms;
         let history = if answer.reply.is_empty() { 1 } else { 2 };
@@ -1396,6 +1562,15 @@ impl<'a> Turn<'a> {
     }
 }
 
+/// Two texts on their own lines, either left out when empty.
+fn joined(first: &str, second: &str) -> String {
+    match (first.is_empty(), second.is_empty()) {
+        (true, _) => second.to_string(),
+        (_, true) => first.to_string(),
+        _ => format!("{first}\n{second}"),
+    }
+}
+
 /// "first", "second" … for the trace.
 fn ordinal(n: usize) -> String {
     match n {
@@ -1518,7 +1693,7 @@ fn saved_response(mut response: TurnResponse, saved: save::Saved) -> TurnRespons
             response.answer_confidence = None;
             response.handoff = Some(Handoff {
                 reason,
-                kind: crate::dialogue::HandoffKind::Agent,
+                kind: HandoffKind::Agent,
                 ..Handoff::default()
             });
             response.dropped = true;
@@ -1565,9 +1740,15 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         emotion: u.emotion,
         language: session.language.unwrap_or_else(|| rules.shop.language()),
         entities: u.entities.clone(),
-        handoff: answer.handoff.map(|reason| Handoff {
-            reason,
-            ..Handoff::default()
+        handoff: answer.handoff.map(|h| {
+            let h = *h;
+            Handoff {
+                reason: h.reason,
+                kind: h.kind,
+                group: h.group,
+                off_hours: h.off_hours,
+                place: h.place,
+            }
         }),
         rules_version: rules.version.clone(),
         rules_role: crate::dialogue::RulesRole::Live,

@@ -1,6 +1,6 @@
 //! Reading `rules/kb/*.yaml` into a [`KnowledgeBase`], with diagnostics in the files.
 //!
-//! Each file may hold `products:` and `faq:` lists; the shop may keep everything in one
+//! Each file may hold `products:`, `faq:` and `canned:` (agents' canned replies) lists; the shop may keep everything in one
 //! file or split it (`products.yaml`, `faq_售后.yaml`). Files are read in name order. YAML
 //! syntax errors and unknown or mistyped fields (serde with `deny_unknown_fields`) are
 //! reported at their line and column in the kb file; checks across entries (duplicate ids,
@@ -14,7 +14,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Faq, KnowledgeBase, Product};
+use super::{Canned, Faq, KnowledgeBase, Product};
 use crate::diag::files::Overlay;
 use crate::diag::{Diagnostic, FileId, SourceMap, Span, closest};
 
@@ -29,6 +29,8 @@ struct KbFile {
     products: Vec<Product>,
     #[serde(default)]
     faq: Vec<Faq>,
+    #[serde(default)]
+    canned: Vec<Canned>,
 }
 
 /// Reads every `*.yaml`/`*.yml` file in `root/kb` (not recursively) and builds the index.
@@ -70,6 +72,7 @@ pub fn load(
 
     let mut products: Vec<(FileId, Product)> = Vec::new();
     let mut faqs: Vec<(FileId, Faq)> = Vec::new();
+    let mut canned: Vec<(FileId, Canned)> = Vec::new();
     let mut files = Vec::new();
     for path in paths {
         let text = match overlay.read(root, &path) {
@@ -94,6 +97,7 @@ pub fn load(
             Ok(file) => {
                 products.extend(file.products.into_iter().map(|p| (id, p)));
                 faqs.extend(file.faq.into_iter().map(|f| (id, f)));
+                canned.extend(file.canned.into_iter().map(|c| (id, c)));
             }
             Err(e) => {
                 let file = sources.file(id);
@@ -109,11 +113,45 @@ pub fn load(
     }
 
     check(&products, &faqs, sources, diagnostics);
-    KnowledgeBase::build(
+    check_canned(&mut canned, sources, diagnostics);
+    let mut kb = KnowledgeBase::build(
         products.into_iter().map(|(_, p)| p).collect(),
         faqs.into_iter().map(|(_, f)| f).collect(),
         files,
-    )
+    );
+    kb.canned = canned.into_iter().map(|(_, c)| c).collect();
+    kb
+}
+
+/// Checks the canned replies (titles unique and not empty, texts not empty), places each
+/// at its `title:` line and makes its search pairs.
+fn check_canned(canned: &mut [(FileId, Canned)], sources: &SourceMap, diagnostics: &mut Vec<Diagnostic>) {
+    let mut occurrences: HashMap<(FileId, String), usize> = HashMap::new();
+    let mut seen: HashMap<String, Span> = HashMap::new();
+    for (file, c) in canned.iter_mut() {
+        let n = occurrences.entry((*file, c.title.clone())).or_default();
+        *n += 1;
+        let span = locate(sources, *file, "title", &c.title, *n - 1);
+        c.span = Some(span);
+        c.index();
+        if c.title.trim().is_empty() {
+            diagnostics.push(Diagnostic::error(span, "canned reply with an empty title"));
+        }
+        if c.text.trim().is_empty() {
+            diagnostics.push(Diagnostic::error(
+                span,
+                format!("canned reply `{}` has an empty text", c.title),
+            ));
+        }
+        if let Some(first) = seen.insert(c.title.clone(), span) {
+            diagnostics.push(
+                Diagnostic::error(span, format!("duplicate canned reply `{}`", c.title))
+                    .with_label("defined again here")
+                    .with_secondary(first, "first defined here")
+                    .with_help("agents pick canned replies by title; give each its own"),
+            );
+        }
+    }
 }
 
 /// Checks across entries; every finding points at the entry's `id:` line.

@@ -29,6 +29,7 @@
 //! with everything else and a broken kb file keeps the old rules serving ([`load()`]).
 
 pub mod bm25;
+pub mod canned;
 pub mod check;
 pub mod load;
 pub mod table;
@@ -44,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use bm25::Bm25;
 use text::Term;
 
+pub use canned::Canned;
 pub use load::load;
 
 /// The least lead of the best FAQ entry's confidence over the runner-up's for a direct
@@ -279,6 +281,8 @@ pub struct KnowledgeBase {
     pub passages: Vec<Passage>,
     /// The kb files read.
     pub files: Vec<PathBuf>,
+    /// The agents' canned replies, in file order (`canned:` lists; [`canned::search`]).
+    pub canned: Vec<Canned>,
     /// Product indices of each FAQ entry's `products`.
     faq_products: Vec<Vec<usize>>,
     /// One document per FAQ entry: its question and variants.
@@ -292,6 +296,12 @@ pub struct KnowledgeBase {
 }
 
 impl KnowledgeBase {
+    /// The canned replies for agents of `group` matching `query`, best first
+    /// ([`canned::search`]).
+    pub fn search_canned(&self, query: &str, group: Option<&str>, limit: usize) -> Vec<&Canned> {
+        canned::search(&self.canned, query, group, limit)
+    }
+
     /// Indexes `products` and `faqs` (already checked by [`load()`]: ids unique, FAQ product
     /// references resolved).
     pub fn build(products: Vec<Product>, faqs: Vec<Faq>, files: Vec<PathBuf>) -> Self {
@@ -349,6 +359,7 @@ impl KnowledgeBase {
                 .expect("product names within automaton limits")
         });
         KnowledgeBase {
+            canned: Vec::new(),
             questions: Bm25::build(&question_docs),
             passage_index: Bm25::build(&passage_docs),
             passages,

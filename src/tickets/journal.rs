@@ -372,6 +372,7 @@ mod tests {
             session_id: "s1".into(),
             created_at: 1,
             status: "open".into(),
+            details: Default::default(),
         }
     }
 

@@ -61,6 +61,10 @@ pub struct Ticket {
     pub created_at: i64,
     /// `open` until someone handles it.
     pub status: String,
+    /// What else the back office needs to act on it, by name: a handoff after hours
+    /// carries `reason`, `group`, `kind` and the customer's `message`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub details: std::collections::BTreeMap<String, String>,
 }
 
 /// Tickets raised on this node, newest last.
@@ -111,6 +115,19 @@ impl TicketStore {
         date: &str,
         at: i64,
     ) -> Result<Ticket, TicketError> {
+        self.create_with(kind, reference, Default::default(), session_id, date, at)
+    }
+
+    /// Raises a ticket with `details` besides its kind and reference (see [`create`](Self::create)).
+    pub fn create_with(
+        &self,
+        kind: &str,
+        reference: &str,
+        details: std::collections::BTreeMap<String, String>,
+        session_id: &str,
+        date: &str,
+        at: i64,
+    ) -> Result<Ticket, TicketError> {
         let number = match &self.outbox {
             Some(outbox) => off_worker(|| outbox.next_number())?,
             None => {
@@ -126,6 +143,7 @@ impl TicketStore {
             session_id: session_id.to_string(),
             created_at: at,
             status: "open".into(),
+            details,
         };
         // Listed before it is recorded: its delivery may finish (and set its status) before
         // `push` returns.

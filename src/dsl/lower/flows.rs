@@ -79,6 +79,16 @@ impl Lowerer<'_> {
                 }
                 let jumps = matches!(step.kind, StepKind::Goto(_) | StepKind::Handoff(_) | StepKind::End);
                 self.emit(std::slice::from_ref(&step), &mut program, compiler, &names, refs);
+                // A handoff after the retries ran out is, unless it says otherwise, for
+                // failures in a row.
+                if let StepKind::Handoff(ast::Handoff { kind: None, .. }) = &step.kind
+                    && let Some(Op {
+                        kind: OpKind::Handoff(spec),
+                        ..
+                    }) = program.ops.get_mut(at)
+                {
+                    spec.kind = crate::ruleset::HandoffKind::RepeatedFailure;
+                }
                 if !jumps {
                     program.ops.push(Op {
                         span: step.span,
@@ -338,7 +348,7 @@ impl Lowerer<'_> {
                     program.ops.push(Op {
                         span,
                         line: self.line(span),
-                        kind: OpKind::Handoff(h.reason.as_ref().map(|r| r.value.clone())),
+                        kind: OpKind::Handoff(self.handoff_spec(h, crate::ruleset::HandoffKind::Rule)),
                     });
                     ended = Some(span);
                 }

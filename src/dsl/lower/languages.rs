@@ -88,6 +88,13 @@ impl Lowerer<'_> {
                 .collect();
             checker.item("the fallback", &texts);
         }
+        for queue in &items.queues {
+            let texts: Vec<&Str> = [&queue.label, &queue.off_hours, &queue.waiting]
+                .into_iter()
+                .flatten()
+                .collect();
+            checker.item(&format!("queue `{}`", queue.name.name), &texts);
+        }
         // Safety replies answer before the message is understood, so in the shop's
         // language only.
         for safety in &items.safety {

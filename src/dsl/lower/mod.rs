@@ -11,8 +11,9 @@
 //! version hash). Each kind is lowered in a file of its own: `shop` (the shop block,
 //! styles and the fallback chain), `intents` (intents and entities), `data` (data
 //! sources and the files rule files name), `rules` (rules, promotions and policies with
-//! their triggers, and the trigger index), `flows` (flows compiled to programs) and
-//! `safety` (the word lists, allow list and PII kinds).
+//! their triggers, and the trigger index), `flows` (flows compiled to programs),
+//! `queues` (the agents' queues and every handoff's kind and queue) and `safety` (the
+//! word lists, allow list and PII kinds).
 
 mod cards;
 mod data;
@@ -20,6 +21,7 @@ mod flows;
 mod intents;
 mod languages;
 mod memory;
+mod queues;
 mod rules;
 mod safety;
 mod shop;
@@ -57,6 +59,7 @@ struct Items {
     styles: Vec<ast::Style>,
     fallbacks: Vec<ast::Fallback>,
     safety: Vec<ast::Safety>,
+    queues: Vec<ast::Queue>,
 }
 
 /// How far a lowering goes.
@@ -104,6 +107,7 @@ pub fn lower(
                 Item::Style(x) => items.styles.push(x),
                 Item::Fallback(x) => items.fallbacks.push(x),
                 Item::Safety(x) => items.safety.push(x),
+                Item::Queue(x) => items.queues.push(x),
             }
         }
     }
@@ -114,6 +118,7 @@ pub fn lower(
         sources,
         diagnostics,
         inputs: Vec::new(),
+        queue_names: Vec::new(),
     };
     lowerer.run(items, first_file)
 }
@@ -128,6 +133,8 @@ struct Lowerer<'a> {
     diagnostics: &'a mut Vec<Diagnostic>,
     /// Every auxiliary file read (data, word lists) with its text, for the version hash.
     inputs: Vec<(PathBuf, String)>,
+    /// The queues' names in routing order, for a handoff's `to` (set by `queues`).
+    queue_names: Vec<String>,
 }
 
 impl Lowerer<'_> {
@@ -161,6 +168,7 @@ impl Lowerer<'_> {
             ("policy", items.policies.iter().map(|x| &x.name).collect()),
             ("flow", items.flows.iter().map(|x| &x.name).collect()),
             ("style", items.styles.iter().map(|x| &x.name).collect()),
+            ("queue", items.queues.iter().map(|x| &x.name).collect()),
         ] {
             self.check_unique(kind, names);
         }
@@ -199,6 +207,7 @@ impl Lowerer<'_> {
         );
         let cards = self.cards(&items.cards, &shop, &entity_names, &compiler);
         let card_names: BTreeSet<String> = items.cards.iter().map(|c| c.name.name.clone()).collect();
+        let (queues, default_queue) = self.queues(&items.queues, &compiler);
         let refs = Refs {
             intents: &intent_paths,
             entities: &entity_names,
@@ -221,6 +230,8 @@ impl Lowerer<'_> {
             self.diagnostics,
         ));
 
+        self.check_canned_groups(&kb);
+
         let errors_after = self.diagnostics.iter().filter(|d| d.is_error()).count();
         if errors_after > errors_before {
             return None;
@@ -242,6 +253,14 @@ impl Lowerer<'_> {
         }
 
         safety.vet(fixed_replies(&shop, &rules, &promotions, &flows, &fallback, &kb));
+        // What queues say is fixed too when it has no holes.
+        safety.vet(
+            queues
+                .iter()
+                .flat_map(|q| q.off_hours.iter().chain(&q.waiting))
+                .flat_map(Texts::all)
+                .filter_map(Template::as_literal),
+        );
         // A card's `alone` reply is a fixed reply too, when it has no holes.
         safety.vet(
             cards
@@ -304,6 +323,8 @@ impl Lowerer<'_> {
             reads_all_entities: compiler.4.all_entities.get(),
             cards,
             reads_intents: compiler.4.intents.get(),
+            queues,
+            default_queue,
         })))
     }
 

@@ -102,7 +102,7 @@ impl Lowerer<'_> {
                 handoff: rule
                     .handoff
                     .as_ref()
-                    .map(|h| h.reason.as_ref().map(|r| r.value.clone())),
+                    .map(|h| self.handoff_spec(h, crate::ruleset::HandoffKind::Rule)),
                 priority: rule.priority.map_or(0, |p| p.value),
                 flow_action: rule
                     .flow_action

@@ -63,7 +63,7 @@ const MIN_FLOW_TIMEOUT_MS: u64 = 60_000;
 const MAX_FLOW_TIMEOUT_MS: u64 = 7 * 24 * 3_600_000;
 
 /// A shop message with its variants in the shop's other languages, or the default.
-fn localized(text: Option<&ast::Str>, default: &str, languages: &[Lang]) -> Localized<String> {
+pub(super) fn localized(text: Option<&ast::Str>, default: &str, languages: &[Lang]) -> Localized<String> {
     let Some(text) = text else {
         return Localized::new(default.to_string());
     };
@@ -315,7 +315,7 @@ impl Lowerer<'_> {
             };
             let action = match &arm.action {
                 ast::FallbackAction::Handoff { handoff, reply } => FallbackAction::Handoff {
-                    reason: handoff.reason.as_ref().map(|r| r.value.clone()),
+                    handoff: self.handoff_spec(handoff, super::queues::fallback_kind(when.as_ref())),
                     reply: match reply {
                         Some(text) => match compiler.template(text, &names, self.diagnostics) {
                             Some(t) => Some(t),

@@ -281,7 +281,7 @@ fn describe_expected(rules: &[Rule]) -> String {
     let mut words: Vec<String> = Vec::new();
     let items = rules.iter().filter(|r| is_item_rule(**r)).count();
     if items >= 3 {
-        words.push("an item (`shop`, `intent`, `entity`, `source`, `rule`, `promotion`, `policy`, `flow`, `style`, `fallback` or `safety`)".into());
+        words.push("an item (`shop`, `intent`, `entity`, `source`, `rule`, `promotion`, `policy`, `flow`, `style`, `fallback`, `safety` or `queue`)".into());
     }
     for r in rules {
         if items >= 3 && is_item_rule(*r) {
@@ -313,6 +313,7 @@ fn is_item_rule(r: Rule) -> bool {
             | Rule::style
             | Rule::fallback
             | Rule::safety
+            | Rule::queue
     )
 }
 
@@ -418,6 +419,13 @@ fn describe(r: Rule) -> String {
         Rule::allow => "`allow`",
         Rule::pii => "`pii`",
         Rule::default_reply => "`default_reply`",
+        Rule::queue => "`queue`",
+        Rule::label => "`label`",
+        Rule::hours => "`hours`",
+        Rule::off_hours => "`off_hours`",
+        Rule::waiting => "`waiting`",
+        Rule::handoff_as => "`as`",
+        Rule::handoff_to => "`to`",
         _ => "something else",
     };
     text.to_string()

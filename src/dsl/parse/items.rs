@@ -24,6 +24,7 @@ impl Builder<'_> {
             Rule::style => Item::Style(self.style(pair)),
             Rule::fallback => Item::Fallback(self.fallback(pair)),
             Rule::safety => Item::Safety(self.safety(pair)),
+            Rule::queue => Item::Queue(self.queue(pair)),
             _ => return None,
         })
     }
@@ -369,8 +370,65 @@ impl Builder<'_> {
 
     fn handoff(&mut self, pair: Pair<'_, Rule>) -> Handoff {
         let span = self.span(&pair);
-        let reason = inner(pair).next().map(|p| self.string(p));
-        Handoff { reason, span }
+        let mut handoff = Handoff {
+            reason: None,
+            kind: None,
+            to: None,
+            span,
+        };
+        for part in inner(pair) {
+            match part.as_rule() {
+                Rule::handoff_as => handoff.kind = Some(self.ident(Self::first_inner(part))),
+                Rule::handoff_to => handoff.to = Some(self.ident(Self::first_inner(part))),
+                _ => handoff.reason = Some(self.string(part)),
+            }
+        }
+        handoff
+    }
+
+    fn queue(&mut self, pair: Pair<'_, Rule>) -> Queue {
+        let span = self.span(&pair);
+        let mut fields = inner(pair);
+        let name = self.ident(fields.next().expect("queue name"));
+        let mut queue = Queue {
+            name,
+            span,
+            label: None,
+            audience: None,
+            priority: None,
+            hours: None,
+            off_hours: None,
+            waiting: None,
+        };
+        for field in fields {
+            let fspan = self.span(&field);
+            let kind = field.as_rule();
+            match kind {
+                Rule::audience => {
+                    let v = self.expr(Self::first_inner(field));
+                    let first = queue.audience.as_ref().map(|e| e.span);
+                    set_once(self.diagnostics, &mut queue.audience, v, fspan, first, "for");
+                }
+                Rule::priority => {
+                    let v = self.integer(Self::first_inner(field));
+                    let first = queue.priority.as_ref().map(|p| p.span);
+                    set_once(self.diagnostics, &mut queue.priority, v, fspan, first, "priority");
+                }
+                Rule::label | Rule::hours | Rule::off_hours | Rule::waiting => {
+                    let v = self.string(Self::first_inner(field));
+                    let (slot, what) = match kind {
+                        Rule::label => (&mut queue.label, "label"),
+                        Rule::hours => (&mut queue.hours, "hours"),
+                        Rule::off_hours => (&mut queue.off_hours, "off_hours"),
+                        _ => (&mut queue.waiting, "waiting"),
+                    };
+                    let first = slot.as_ref().map(|s| s.span);
+                    set_once(self.diagnostics, slot, v, fspan, first, what);
+                }
+                _ => {}
+            }
+        }
+        queue
     }
 
     fn rule(&mut self, pair: Pair<'_, Rule>) -> crate::dsl::ast::Rule {
@@ -725,12 +783,12 @@ impl Builder<'_> {
             let second = parts.next();
             let action = match (action.as_rule(), second) {
                 (Rule::handoff, reply) => FallbackAction::Handoff {
-                    handoff: self.handoff(action),
+                    handoff: Box::new(self.handoff(action)),
                     reply: reply.map(|r| self.string(Self::first_inner(r))),
                 },
                 (Rule::reply, Some(handoff)) => FallbackAction::Handoff {
                     reply: Some(self.string(Self::first_inner(action))),
-                    handoff: self.handoff(handoff),
+                    handoff: Box::new(self.handoff(handoff)),
                 },
                 (Rule::reply, None) => FallbackAction::Reply(self.string(Self::first_inner(action))),
                 _ => {

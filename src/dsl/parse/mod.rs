@@ -130,11 +130,16 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_without
             | Rule::kw_default_reply
             | Rule::kw_words
+            | Rule::kw_queue
+            | Rule::kw_label
+            | Rule::kw_hours
+            | Rule::kw_off_hours
+            | Rule::kw_waiting
     )
 }
 
 /// Keywords that start a top-level item; used to find where to go on after an error.
-const ITEM_KEYWORDS: [&str; 12] = [
+const ITEM_KEYWORDS: [&str; 13] = [
     "shop",
     "intent",
     "entity",
@@ -147,6 +152,7 @@ const ITEM_KEYWORDS: [&str; 12] = [
     "style",
     "fallback",
     "safety",
+    "queue",
 ];
 
 /// How many blocks deep steps may nest: `if` inside `if`, and each `else if` of a chain,
