@@ -243,7 +243,7 @@ pub const PROFILE_BYTES: usize = 4096;
 
 /// The entries of `map` that fit in [`PROFILE_BYTES`] together, in order; `cut` set when
 /// one did not.
-fn bounded(
+pub(crate) fn bounded(
     map: &serde_json::Map<String, serde_json::Value>,
     cut: &mut bool,
 ) -> serde_json::Map<String, serde_json::Value> {
