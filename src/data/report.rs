@@ -270,8 +270,111 @@ pub struct Report {
     pub timeline: Timeline,
     /// Per rules version, in order of first turn.
     pub versions: Vec<VersionFigures>,
+    /// The agents' figures, per agent and per queue (absent when no person served).
+    #[serde(skip_serializing_if = "Agents::is_empty")]
+    pub agents: Agents,
     /// Lines read and bad lines.
     pub read: ReadStats,
+}
+
+/// How people served the conversations handed to them: per agent and per queue.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Agents {
+    /// One row per agent, most conversations first.
+    pub by_agent: Vec<AgentFigures>,
+    /// One row per queue (`none`: the shop declares no queues).
+    pub by_group: Vec<AgentFigures>,
+}
+
+impl Agents {
+    /// Whether no person served any conversation in the period.
+    pub fn is_empty(&self) -> bool {
+        self.by_agent.is_empty() && self.by_group.is_empty()
+    }
+}
+
+/// One agent's or queue's figures, times in seconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct AgentFigures {
+    /// The agent's or queue's name.
+    pub name: String,
+    /// Holds that ended (released or resolved) in the period.
+    pub conversations: u64,
+    /// From leaving the bot to the agent's first reply.
+    pub first_response: Spread,
+    /// From the pick-up to the release or resolution.
+    pub handling: Spread,
+    /// From leaving the bot to a person's pick-up (conversations that waited).
+    pub waiting: Spread,
+    /// Scores of conversations they served last.
+    pub scores: u64,
+    /// Their mean.
+    pub satisfaction: Option<f64>,
+}
+
+/// The median and 90th percentile of some seconds (nearest rank), and how many.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Spread {
+    /// How many values.
+    pub count: u64,
+    /// The median, when there are values.
+    pub p50: Option<f64>,
+    /// The 90th percentile.
+    pub p90: Option<f64>,
+}
+
+impl Spread {
+    fn of(mut seconds: Vec<f64>) -> Spread {
+        seconds.sort_by(f64::total_cmp);
+        let some = !seconds.is_empty();
+        Spread {
+            count: seconds.len() as u64,
+            p50: some.then(|| percentile(&seconds, 50.0)),
+            p90: some.then(|| percentile(&seconds, 90.0)),
+        }
+    }
+}
+
+/// Running totals of one agent or queue.
+#[derive(Default)]
+struct AgentTally {
+    conversations: u64,
+    first_response: Vec<f64>,
+    handling: Vec<f64>,
+    waiting: Vec<f64>,
+    scores: u64,
+    score_sum: u64,
+}
+
+impl AgentTally {
+    fn hold(&mut self, hold: &crate::data::record::Hold) {
+        let seconds = |ms: Option<i64>| ms.map(|ms| ms.max(0) as f64 / 1000.0);
+        self.conversations += 1;
+        self.first_response.extend(seconds(hold.first_response_ms));
+        self.handling.extend(seconds(hold.handled_ms));
+    }
+
+    fn finish(self, name: String) -> AgentFigures {
+        AgentFigures {
+            name,
+            conversations: self.conversations,
+            first_response: Spread::of(self.first_response),
+            handling: Spread::of(self.handling),
+            waiting: Spread::of(self.waiting),
+            scores: self.scores,
+            satisfaction: (self.scores > 0).then(|| self.score_sum as f64 / self.scores as f64),
+        }
+    }
+}
+
+fn agents_of(tally: HashMap<String, AgentTally>) -> Vec<AgentFigures> {
+    let mut rows: Vec<AgentFigures> = tally.into_iter().map(|(name, t)| t.finish(name)).collect();
+    rows.sort_by(|a, b| {
+        (b.conversations + b.scores)
+            .cmp(&(a.conversations + a.scores))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    rows
 }
 
 /// One rules version's figures (`kefu report`'s per-version table).
@@ -324,6 +427,8 @@ struct SessionFigures {
     /// The first reason it went to a person, and whether the bot gave it.
     handed: Option<(String, bool)>,
     scored: bool,
+    /// The last person who held it (and their queue): a later score is theirs.
+    served: Option<(String, String)>,
 }
 
 /// Running totals while the log streams by.
@@ -348,9 +453,26 @@ struct Tally {
     minutes: BTreeMap<i64, [u64; SOURCES.len()]>,
     /// Per rules version, in order of first turn.
     versions: Vec<VersionTally>,
+    /// Per agent and per queue.
+    agents: HashMap<String, AgentTally>,
+    groups: HashMap<String, AgentTally>,
 }
 
 impl Tally {
+    /// A hold that ended (a release or a resolution).
+    fn hold(&mut self, session: String, hold: &crate::data::record::Hold) {
+        let group = hold.group.clone().unwrap_or_else(|| "none".into());
+        if hold.handled_ms.is_some() || hold.first_response_ms.is_some() {
+            self.groups.entry(group.clone()).or_default().hold(hold);
+            if let Some(agent) = &hold.agent {
+                self.agents.entry(agent.clone()).or_default().hold(hold);
+            }
+        }
+        if let Some(agent) = &hold.agent {
+            self.sessions.entry(session).or_default().served = Some((agent.clone(), group));
+        }
+    }
+
     fn add(&mut self, record: Record) {
         let ts = record.ts();
         if self.from.is_none_or(|f| ts < f) {
@@ -418,17 +540,45 @@ impl Tally {
             }
             Record::Agent(_) => self.agent_replies += 1,
             Record::Takeover(t) => {
+                let group = t.group.clone().unwrap_or_else(|| "none".into());
+                if let Some(waited) = t.waited_ms {
+                    let seconds = waited.max(0) as f64 / 1000.0;
+                    self.groups.entry(group.clone()).or_default().waiting.push(seconds);
+                    if let Some(agent) = &t.agent {
+                        self.agents.entry(agent.clone()).or_default().waiting.push(seconds);
+                    }
+                }
                 let session = self.sessions.entry(t.session).or_default();
+                if let Some(agent) = t.agent {
+                    session.served = Some((agent, group));
+                }
                 if session.handed.is_none() {
                     session.handed = Some(("agent takeover".into(), false));
                 }
             }
-            Record::Release(_) => {}
+            Record::Release(r) => self.hold(r.session, &r.hold),
+            Record::Resolve(r) => self.hold(r.session, &r.hold),
+            Record::Requeue(_) | Record::Note(_) => {}
             Record::Feedback(f) => {
                 if (1..=5).contains(&f.score) {
                     self.scores[usize::from(f.score) - 1] += 1;
                     let session = self.sessions.entry(f.session).or_default();
                     session.scored = true;
+                    // The agent who served it last: the record's, else the log's takeovers.
+                    let served = match (f.agent, &session.served) {
+                        (Some(agent), Some((_, group))) => Some((agent, group.clone())),
+                        (Some(agent), None) => Some((agent, "none".into())),
+                        (None, served) => served.clone(),
+                    };
+                    if let Some((agent, group)) = served {
+                        for tally in [
+                            self.agents.entry(agent).or_default(),
+                            self.groups.entry(group).or_default(),
+                        ] {
+                            tally.scores += 1;
+                            tally.score_sum += u64::from(f.score);
+                        }
+                    }
                     if let Some(version) = session.version.and_then(|i| self.versions.get_mut(i)) {
                         version.scores += 1;
                         version.score_sum += u64::from(f.score);
@@ -570,6 +720,10 @@ impl Tally {
             model,
             timeline,
             versions,
+            agents: Agents {
+                by_agent: agents_of(self.agents),
+                by_group: agents_of(self.groups),
+            },
             read,
         }
     }
@@ -962,6 +1116,35 @@ impl fmt::Display for Report {
                     feedback,
                     opt_pct(v.errors.rate)
                 )?;
+            }
+        }
+
+        if !self.agents.is_empty() {
+            let spread = |s: &Spread| match (s.p50, s.p90) {
+                (Some(p50), Some(p90)) => format!("{p50:.0}/{p90:.0}"),
+                _ => "-".into(),
+            };
+            writeln!(
+                o,
+                "\nagents (seconds, p50/p90; satisfaction: mean score of conversations they served last)\n  {:<16} {:>6} {:>15} {:>15} {:>15} {:>12}",
+                "", "served", "first response", "handling", "waiting", "satisfaction"
+            )?;
+            for (title, rows) in [("agent", &self.agents.by_agent), ("queue", &self.agents.by_group)] {
+                for a in rows.iter() {
+                    let satisfaction = a
+                        .satisfaction
+                        .map_or_else(|| "-".into(), |m| format!("{m:.2} ({})", a.scores));
+                    writeln!(
+                        o,
+                        "  {:<16} {:>6} {:>15} {:>15} {:>15} {:>12}",
+                        format!("{title} {}", a.name),
+                        thousands(a.conversations),
+                        spread(&a.first_response),
+                        spread(&a.handling),
+                        spread(&a.waiting),
+                        satisfaction
+                    )?;
+                }
             }
         }
 

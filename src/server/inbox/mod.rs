@@ -1349,3 +1349,299 @@ fn from_session(session: &Session) -> Conversation {
 pub fn detail_from_session(session: &Session) -> Detail {
     detail_of(&from_session(session), now_ms())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(message: &str, reply: &str, source: AnswerSource, emotion: Emotion) -> TurnView {
+        TurnView {
+            seq: 0,
+            message: message.into(),
+            reply: reply.into(),
+            source,
+            rule: None,
+            faq: None,
+            flow: None,
+            step: None,
+            promotion: None,
+            intent: None,
+            confidence: 0.9,
+            emotion,
+            trace: vec![TraceStep {
+                stage: "rule".into(),
+                detail: "r".into(),
+            }],
+        }
+    }
+
+    fn turn(session: &str, at: i64, handoff: Option<Handoff>, vip: bool) -> Change {
+        let source = if handoff.is_some() {
+            AnswerSource::Handoff
+        } else {
+            AnswerSource::Rule
+        };
+        let mut profile = serde_json::Map::new();
+        profile.insert("vip".into(), vip.into());
+        Change::Turn {
+            session: session.into(),
+            at,
+            view: view("我要退货", "好的", source, Emotion::Angry),
+            handoff,
+            turns: 1,
+            dropped: false,
+            profile: Some(profile),
+            context: None,
+        }
+    }
+
+    fn handoff(group: &str) -> Option<Handoff> {
+        Some(Handoff {
+            reason: "客户生气".into(),
+            kind: HandoffKind::Anger,
+            group: Some(group.into()),
+            off_hours: false,
+            place: None,
+        })
+    }
+
+    fn taken(agent: &str, since: i64, assigned: i64, group: &str) -> Takeover {
+        Takeover {
+            agent: Some(agent.into()),
+            since,
+            kind: HandoffKind::Anger,
+            group: Some(group.into()),
+            assigned_at: Some(assigned),
+            ..Takeover::default()
+        }
+    }
+
+    #[test]
+    fn a_handoff_waits_then_is_picked_up_answered_and_released_with_its_figures() {
+        let inbox = Inbox::new(None);
+        let mut rx = inbox.subscribe();
+        let effects = inbox.apply(&turn("s1", 1_000, handoff("售后"), true));
+        assert_eq!(effects.handed_off, Some((HandoffKind::Anger, Some("售后".into()))));
+        let s = inbox.summary("s1").unwrap();
+        assert_eq!((s.state, s.group.as_deref(), s.angry, s.vip), (ConvState::Waiting, Some("售后"), true, true));
+        assert_eq!(s.reason.as_deref(), Some("客户生气"));
+        // Pushed once, framed: the conversation, its two messages and the turn.
+        let pushed = rx.try_recv().unwrap();
+        let text = std::str::from_utf8(&pushed.bytes).unwrap();
+        for name in ["event: message", "event: turn", "event: conversation"] {
+            assert!(text.contains(name), "{text}");
+        }
+        // Picked up 61 s after it left the bot.
+        let effects = inbox.apply(&Change::Takeover {
+            session: "s1".into(),
+            at: 62_000,
+            taken: taken("小王", 1_000, 62_000, "售后"),
+        });
+        assert_eq!(effects.waited, Some((Some("售后".into()), 61_000)));
+        assert_eq!(effects.handed_off, None);
+        assert_eq!(inbox.held_by("小王"), ["s1"]);
+        // The next waiting customer of the group is told one minute per place.
+        assert_eq!(
+            Queues::place(&inbox, "售后"),
+            Place {
+                position: 1,
+                wait_minutes: Some(2)
+            }
+        );
+        let effects = inbox.apply(&Change::AgentReply {
+            session: "s1".into(),
+            at: 70_000,
+            agent: Some("小王".into()),
+            text: "您好".into(),
+            seq: 3,
+        });
+        assert_eq!(effects.first_response, Some((Some("售后".into()), 69_000)));
+        // Only the first reply counts.
+        let again = inbox.apply(&Change::AgentReply {
+            session: "s1".into(),
+            at: 80_000,
+            agent: Some("小王".into()),
+            text: "还在吗".into(),
+            seq: 4,
+        });
+        assert_eq!(again.first_response, None);
+        let effects = inbox.apply(&Change::Release {
+            session: "s1".into(),
+            at: 122_000,
+            agent: Some("小王".into()),
+            ended: taken("小王", 1_000, 62_000, "售后"),
+            resumed: false,
+        });
+        assert_eq!(effects.handled, Some((Some("售后".into()), 60_000)));
+        let s = inbox.summary("s1").unwrap();
+        assert_eq!((s.state, s.agent.as_deref()), (ConvState::Bot, None));
+        let d = inbox.detail("s1").unwrap();
+        assert_eq!(d.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(d.turns.len(), 1);
+        let feedback = inbox.apply(&Change::Feedback {
+            session: "s1".into(),
+            score: 5,
+        });
+        assert_eq!(feedback.feedback, Some((Some("小王".into()), 5)));
+    }
+
+    #[test]
+    fn the_place_counts_the_waiting_of_the_group_ahead() {
+        let inbox = Inbox::new(None);
+        assert_eq!(Queues::place(&inbox, "售前").position, 1);
+        assert_eq!(Queues::place(&inbox, "售前").wait_minutes, None);
+        inbox.apply(&turn("a", 1, handoff("售前"), false));
+        inbox.apply(&turn("b", 2, handoff("售前"), false));
+        inbox.apply(&turn("c", 3, handoff("售后"), false));
+        assert_eq!(Queues::place(&inbox, "售前").position, 3);
+        assert_eq!(inbox.place("b").unwrap().position, 2);
+        assert_eq!(inbox.place("c").unwrap().position, 1);
+    }
+
+    #[test]
+    fn requeue_and_resolve_move_the_conversation_between_states() {
+        let inbox = Inbox::new(None);
+        inbox.apply(&turn("s", 1, handoff("g"), false));
+        inbox.apply(&Change::Takeover {
+            session: "s".into(),
+            at: 5,
+            taken: taken("小李", 1, 5, "g"),
+        });
+        inbox.apply(&Change::Requeue {
+            session: "s".into(),
+            at: 9,
+            agent: Some("小李".into()),
+        });
+        let s = inbox.summary("s").unwrap();
+        assert_eq!((s.state, s.agent.as_deref(), s.since), (ConvState::Waiting, None, Some(1)));
+        inbox.apply(&Change::Resolve {
+            session: "s".into(),
+            ended: None,
+            resolution: Resolution {
+                outcome: "solved".into(),
+                agent: Some("小李".into()),
+                at: 10,
+            },
+        });
+        assert_eq!(inbox.summary("s").unwrap().state, ConvState::Resolved);
+        // The customer's next message: back with the bot.
+        inbox.apply(&turn("s", 11, None, false));
+        assert_eq!(inbox.summary("s").unwrap().state, ConvState::Bot);
+    }
+
+    #[test]
+    fn the_list_filters_and_orders_waiting_first() {
+        let inbox = Inbox::new(None);
+        inbox.apply(&turn("bot", 5, None, false));
+        inbox.apply(&turn("w2", 3, handoff("g"), true));
+        inbox.apply(&turn("w1", 2, handoff("h"), false));
+        let all = inbox.list(
+            &Filter {
+                limit: 10,
+                ..Filter::default()
+            },
+            Some("小王"),
+        );
+        let ids: Vec<_> = all.conversations.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["w1", "w2", "bot"]);
+        assert_eq!(all.counts["waiting"], 2);
+        assert_eq!(all.counts["bot"], 1);
+        assert_eq!(all.groups.len(), 2);
+        assert_eq!(all.me.as_deref(), Some("小王"));
+        let vip = inbox.list(
+            &Filter {
+                vip: true,
+                limit: 10,
+                ..Filter::default()
+            },
+            None,
+        );
+        assert_eq!(vip.conversations.len(), 1);
+        let q = inbox.list(
+            &Filter {
+                query: Some("W1".into()),
+                states: vec![ConvState::Waiting],
+                limit: 10,
+                ..Filter::default()
+            },
+            None,
+        );
+        assert_eq!(q.conversations.len(), 1);
+    }
+
+    #[test]
+    fn the_hub_is_bounded_and_evicts_the_bots_idle_longest_first() {
+        let inbox = Inbox::new(None);
+        inbox.apply(&turn("waiting", 0, handoff("g"), false));
+        for i in 0..CONVERSATIONS_LIMIT + 10 {
+            inbox.apply(&turn(&format!("c{i}"), 1, None, false));
+        }
+        assert_eq!(inbox.len(), CONVERSATIONS_LIMIT);
+        assert!(inbox.summary("waiting").is_some(), "a waiting conversation outlives idle bot ones");
+        assert!(inbox.summary("c0").is_none());
+        assert!(inbox.summary(&format!("c{}", CONVERSATIONS_LIMIT + 9)).is_some());
+    }
+
+    #[test]
+    fn a_slow_stream_falls_behind_without_holding_up_the_changes() {
+        let inbox = Inbox::new(None);
+        let mut slow = inbox.subscribe();
+        for i in 0..PUSH_BUFFER + 5 {
+            inbox.apply(&turn(&format!("c{i}"), 1, None, false));
+        }
+        // The changes went on; the slow reader learns it lagged (and takes a snapshot).
+        assert!(matches!(
+            slow.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(_))
+        ));
+    }
+
+    #[test]
+    fn changes_cross_nodes_as_json() {
+        let change = turn("s", 1, handoff("售后"), true);
+        let text = serde_json::to_string(&change).unwrap();
+        let back: Change = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, change);
+        assert!(back.silences());
+        assert!(!turn("s", 1, None, false).silences());
+    }
+
+    /// The measurement the issue asks for: the list route's work (filter, sort, summaries,
+    /// JSON) with 1,000 conversations in the hub, 200 of them waiting.
+    #[test]
+    fn list_latency_with_1000_conversations() {
+        let inbox = Inbox::new(None);
+        for i in 0..1000 {
+            let h = (i % 5 == 0).then(|| handoff(if i % 2 == 0 { "售前" } else { "售后" })).flatten();
+            inbox.apply(&turn(&format!("customer-{i}"), i64::from(i), h, i % 7 == 0));
+        }
+        let filter = Filter {
+            limit: SNAPSHOT_LIMIT,
+            ..Filter::default()
+        };
+        let mut times = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..50 {
+            let started = Instant::now();
+            let listing = inbox.list(&filter, Some("小王"));
+            bytes = serde_json::to_vec(&listing).unwrap().len();
+            times.push(started.elapsed());
+        }
+        times.sort();
+        let waiting_only = Filter {
+            states: vec![ConvState::Waiting],
+            limit: 200,
+            ..Filter::default()
+        };
+        let started = Instant::now();
+        let waiting = inbox.list(&waiting_only, None);
+        let waiting_took = started.elapsed();
+        assert_eq!(waiting.conversations.len(), 200);
+        println!(
+            "inbox list, 1000 conversations (all, {bytes} bytes of JSON): p50 {:?}, p90 {:?}, max {:?}; waiting only (200): {:?}",
+            times[25], times[45], times[49], waiting_took
+        );
+        // Generous even for a debug build on a busy machine.
+        assert!(times[25] < std::time::Duration::from_millis(250), "{:?}", times[25]);
+    }
+}
