@@ -1197,6 +1197,37 @@ mod tests {
     }
 
     #[test]
+    fn agents_are_figured_per_agent_and_queue_from_the_holds_that_ended() {
+        let records = [
+            r#"{"kind":"turn","ts":"2026-12-06T09:00:00+08:00","session":"a","turn":1,"message":"投诉","reply":"转接","source":"handoff","confidence":0.9,"latency_ms":1,"rules":"v1","handoff":"客户投诉"}"#,
+            r#"{"kind":"takeover","ts":"2026-12-06T09:01:00+08:00","session":"a","agent":"小王","handoff_kind":"anger","group":"售后","waited_ms":60000}"#,
+            r#"{"kind":"release","ts":"2026-12-06T09:05:00+08:00","session":"a","agent":"小王","group":"售后","waited_ms":60000,"first_response_ms":90000,"handled_ms":240000}"#,
+            r#"{"kind":"feedback","ts":"2026-12-06T09:06:00+08:00","session":"a","score":4}"#,
+            r#"{"kind":"takeover","ts":"2026-12-06T10:00:00+08:00","session":"b","agent":"小李","handoff_kind":"agent"}"#,
+            r#"{"kind":"resolve","ts":"2026-12-06T10:02:00+08:00","session":"b","outcome":"已退款","agent":"小李","first_response_ms":10000,"handled_ms":120000}"#,
+            r#"{"kind":"feedback","ts":"2026-12-06T10:03:00+08:00","session":"b","score":2,"agent":"小李"}"#,
+            r#"{"kind":"note","ts":"2026-12-06T10:03:00+08:00","session":"b","agent":"小李","text":"已退"}"#,
+            r#"{"kind":"requeue","ts":"2026-12-06T10:04:00+08:00","session":"c","agent":"小李"}"#,
+        ];
+        let report = report_of(
+            records.iter().map(|r| serde_json::from_str::<Record>(r).unwrap()),
+            &ReportOptions::default(),
+        );
+        let wang = report.agents.by_agent.iter().find(|a| a.name == "小王").unwrap();
+        assert_eq!(wang.conversations, 1);
+        assert_eq!(wang.first_response.p50, Some(90.0));
+        assert_eq!(wang.handling.p90, Some(240.0));
+        assert_eq!(wang.waiting.p50, Some(60.0));
+        assert_eq!(wang.satisfaction, Some(4.0));
+        let li = report.agents.by_agent.iter().find(|a| a.name == "小李").unwrap();
+        assert_eq!((li.conversations, li.satisfaction, li.waiting.count), (1, Some(2.0), 0));
+        let groups: Vec<&str> = report.agents.by_group.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(groups, ["none", "售后"]);
+        let text = report.to_string();
+        assert!(text.contains("agent 小王") && text.contains("90/90"), "{text}");
+    }
+
+    #[test]
     fn numbers_read_well() {
         assert_eq!(thousands(0), "0");
         assert_eq!(thousands(1234567), "1,234,567");
