@@ -345,3 +345,61 @@ fn agents_may_use_the_inbox_viewers_may_not_and_an_agent_gone_past_the_grace_los
     let row = server.send("GET", "/admin/inbox/g1", &[("cookie", &agent)], "").json();
     assert_eq!(row["summary"]["state"], "agent", "{row}");
 }
+
+/// The measurement the issue asks for: the list route over HTTP with 1,000 live
+/// conversations in the hub (a fifth waiting, in two queues), the default page (200) and
+/// the whole list (1,000); printed, and bounded loosely (a debug build on a shared host).
+#[test]
+fn the_inbox_list_route_with_1000_conversations() {
+    use kefu::engine::{AnswerSource, Handoff};
+    use kefu::server::inbox::{Change, TurnView};
+    let server = TestServer::start(config());
+    for i in 0..1000 {
+        let handoff = (i % 5 == 0).then(|| Handoff {
+            reason: "客户投诉".into(),
+            kind: kefu::dialogue::HandoffKind::Anger,
+            group: Some(if i % 2 == 0 { "售前" } else { "售后" }.into()),
+            ..Handoff::default()
+        });
+        server.state.inbox.apply(&Change::Turn {
+            session: format!("customer-{i}"),
+            at: i,
+            view: TurnView {
+                seq: 0,
+                message: "我买的衣服什么时候发货，都等了三天了".into(),
+                reply: "亲，16:00 前付款当天发出，请您稍等".into(),
+                source: if handoff.is_some() { AnswerSource::Handoff } else { AnswerSource::Rule },
+                rule: Some("发货时间".into()),
+                faq: None,
+                flow: None,
+                step: None,
+                promotion: None,
+                intent: Some("物流.发货时间".into()),
+                confidence: 0.93,
+                emotion: kefu::nlu::Emotion::Neutral,
+                trace: Vec::new(),
+            },
+            handoff,
+            turns: 1,
+            dropped: false,
+            profile: None,
+            context: None,
+        });
+    }
+    for (path, rows) in [("/admin/inbox", 200), ("/admin/inbox?limit=1000", 1000), ("/admin/inbox?state=waiting", 200)] {
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let started = Instant::now();
+            let reply = server.get(path);
+            times.push(started.elapsed());
+            assert_eq!(reply.status, 200);
+            assert_eq!(reply.json()["conversations"].as_array().unwrap().len(), rows, "{path}");
+        }
+        times.sort();
+        println!(
+            "GET {path} with 1000 conversations: p50 {:?}, p90 {:?}, max {:?}",
+            times[10], times[18], times[19]
+        );
+        assert!(times[10] < Duration::from_millis(500), "{path}: {:?}", times[10]);
+    }
+}
