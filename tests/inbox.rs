@@ -115,23 +115,44 @@ fn a_handed_off_conversation_waits_then_is_taken_answered_noted_and_released() {
     let taken = post(&server, "/v1/sessions/angry-1/takeover", json!({"agent": "小王"}));
     assert_eq!(taken.status, 200, "{}", taken.body);
     let row = &server.get("/admin/inbox?state=agent").json()["conversations"][0];
-    assert_eq!((row["agent"].as_str(), row["state"].as_str()), (Some("小王"), Some("agent")));
+    assert_eq!(
+        (row["agent"].as_str(), row["state"].as_str()),
+        (Some("小王"), Some("agent"))
+    );
 
     // Another agent is refused, unless they force it.
     let refused = post(&server, "/v1/sessions/angry-1/takeover", json!({"agent": "小李"}));
     assert_eq!((refused.status, refused.error_type().as_str()), (409, "held_by_other"));
     assert_eq!(refused.json()["error"]["agent"], "小王");
-    let refused = post(&server, "/v1/sessions/angry-1/reply", json!({"agent": "小李", "text": "我来"}));
+    let refused = post(
+        &server,
+        "/v1/sessions/angry-1/reply",
+        json!({"agent": "小李", "text": "我来"}),
+    );
     assert_eq!(refused.status, 409, "{}", refused.body);
 
-    let replied = post(&server, "/v1/sessions/angry-1/reply", json!({"agent": "小王", "text": "您好，我是小王"}));
+    let replied = post(
+        &server,
+        "/v1/sessions/angry-1/reply",
+        json!({"agent": "小王", "text": "您好，我是小王"}),
+    );
     assert_eq!(replied.status, 200, "{}", replied.body);
     // The customer's next message is not the bot's to answer.
     let queued = chat(&server, "angry-1", "快点");
-    assert_eq!((queued["source"].as_str(), queued["reply"].as_str()), (Some("human"), Some("")));
-    let noted = post(&server, "/v1/sessions/angry-1/note", json!({"agent": "小王", "text": "老客户，先补偿"}));
+    assert_eq!(
+        (queued["source"].as_str(), queued["reply"].as_str()),
+        (Some("human"), Some(""))
+    );
+    let noted = post(
+        &server,
+        "/v1/sessions/angry-1/note",
+        json!({"agent": "小王", "text": "老客户，先补偿"}),
+    );
     assert_eq!(noted.status, 200, "{}", noted.body);
-    assert_eq!(post(&server, "/v1/sessions/angry-1/note", json!({"text": " "})).status, 400);
+    assert_eq!(
+        post(&server, "/v1/sessions/angry-1/note", json!({"text": " "})).status,
+        400
+    );
     let detail = server.get("/admin/inbox/angry-1").json();
     assert_eq!(detail["notes"][0]["text"], "老客户，先补偿");
     let texts: Vec<&str> = detail["messages"]
@@ -144,7 +165,11 @@ fn a_handed_off_conversation_waits_then_is_taken_answered_noted_and_released() {
 
     let bad = post(&server, "/v1/sessions/angry-1/release", json!({"flow": "later"}));
     assert_eq!(bad.status, 400);
-    let released = post(&server, "/v1/sessions/angry-1/release", json!({"flow": "cancel", "agent": "小王"}));
+    let released = post(
+        &server,
+        "/v1/sessions/angry-1/release",
+        json!({"flow": "cancel", "agent": "小王"}),
+    );
     assert_eq!(released.status, 200, "{}", released.body);
     assert_eq!(server.get("/admin/inbox/angry-1").json()["summary"]["state"], "bot");
     let answered = chat(&server, "angry-1", "这件T恤洗了会缩水吗");
@@ -152,11 +177,24 @@ fn a_handed_off_conversation_waits_then_is_taken_answered_noted_and_released() {
 
     // Resolved by hand; the outcome is bounded.
     post(&server, "/v1/sessions/angry-1/takeover", json!({"agent": "小王"}));
-    assert_eq!(post(&server, "/v1/sessions/angry-1/resolve", json!({"outcome": ""})).status, 400);
-    let resolved = post(&server, "/v1/sessions/angry-1/resolve", json!({"outcome": "已补偿", "agent": "小王"}));
+    assert_eq!(
+        post(&server, "/v1/sessions/angry-1/resolve", json!({"outcome": ""})).status,
+        400
+    );
+    let resolved = post(
+        &server,
+        "/v1/sessions/angry-1/resolve",
+        json!({"outcome": "已补偿", "agent": "小王"}),
+    );
     assert_eq!(resolved.status, 200, "{}", resolved.body);
-    assert_eq!(server.get("/admin/inbox/angry-1").json()["summary"]["state"], "resolved");
-    assert_eq!(server.get("/admin/inbox?state=resolved").json()["counts"]["resolved"], 1);
+    assert_eq!(
+        server.get("/admin/inbox/angry-1").json()["summary"]["state"],
+        "resolved"
+    );
+    assert_eq!(
+        server.get("/admin/inbox?state=resolved").json()["counts"]["resolved"],
+        1
+    );
 
     let metrics = server.get("/metrics").body;
     for series in [
@@ -175,7 +213,11 @@ fn the_inbox_stream_sends_a_snapshot_then_each_change_within_a_second() {
     let server = TestServer::start(config());
     chat(&server, "early", "这件T恤洗了会缩水吗");
     let mut stream = Stream::open(server.addr, "/admin/inbox/stream", &[]);
-    assert!(stream.until("event: snapshot", Duration::from_secs(5)), "{}", stream.seen);
+    assert!(
+        stream.until("event: snapshot", Duration::from_secs(5)),
+        "{}",
+        stream.seen
+    );
     assert!(stream.seen.contains("\"early\""), "{}", stream.seen);
     let started = Instant::now();
     chat(&server, "angry-2", ANGRY);
@@ -228,7 +270,9 @@ fn the_customer_channel_delivers_agents_messages_once_in_order_across_reconnects
     assert!(!again.seen.contains("第一条"), "{}", again.seen);
     assert_eq!(again.ids(), &ids[1..]);
     // And the poll says the same.
-    let polled = server.get(&path(&format!("messages?token={token}&after={second}"))).json();
+    let polled = server
+        .get(&path(&format!("messages?token={token}&after={second}")))
+        .json();
     let texts: Vec<&str> = polled["messages"]
         .as_array()
         .unwrap()
@@ -268,7 +312,13 @@ fn add_user(path: &Path, name: &str, role: Role) {
 fn login(server: &TestServer, name: &str) -> (String, String) {
     let reply = server.post("/console/api/login", &json!({ "name": name, "password": PASSWORD }));
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let cookie = reply.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let cookie = reply
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     (cookie, reply.json()["csrf"].as_str().unwrap().to_string())
 }
 
@@ -287,7 +337,12 @@ fn agents_may_use_the_inbox_viewers_may_not_and_an_agent_gone_past_the_grace_los
     let (viewer, _) = login(&server, "看看");
     let refused = server.send("GET", "/admin/inbox", &[("cookie", &viewer)], "");
     assert_eq!((refused.status, refused.error_type().as_str()), (403, "forbidden"));
-    assert_eq!(server.send("GET", "/admin/inbox/stream", &[("cookie", &viewer)], "").status, 403);
+    assert_eq!(
+        server
+            .send("GET", "/admin/inbox/stream", &[("cookie", &viewer)], "")
+            .status,
+        403
+    );
     assert_eq!(server.get("/admin/inbox").status, 401);
 
     let (agent, csrf) = login(&server, "小王");
@@ -296,7 +351,11 @@ fn agents_may_use_the_inbox_viewers_may_not_and_an_agent_gone_past_the_grace_los
     assert_eq!(listed.json()["me"], "小王");
     assert_eq!(listed.json()["conversations"].as_array().unwrap().len(), 0);
     let mut stream = Stream::open(server.addr, "/admin/inbox/stream", &[("cookie", &agent)]);
-    assert!(stream.until("event: snapshot", Duration::from_secs(5)), "{}", stream.seen);
+    assert!(
+        stream.until("event: snapshot", Duration::from_secs(5)),
+        "{}",
+        stream.seen
+    );
 
     // A write from the console needs the CSRF token; the agent is the signed-in user.
     fn with<'a>(cookie: &'a str, csrf: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
@@ -307,15 +366,34 @@ fn agents_may_use_the_inbox_viewers_may_not_and_an_agent_gone_past_the_grace_los
         h
     }
     let headers = |csrf| with(&agent, csrf);
-    assert_eq!(server.send("POST", "/v1/sessions/g1/takeover", &headers(None), "{}").status, 403);
-    let other = server.send("POST", "/v1/sessions/g1/takeover", &headers(Some(&csrf)), r#"{"agent":"别人"}"#);
+    assert_eq!(
+        server
+            .send("POST", "/v1/sessions/g1/takeover", &headers(None), "{}")
+            .status,
+        403
+    );
+    let other = server.send(
+        "POST",
+        "/v1/sessions/g1/takeover",
+        &headers(Some(&csrf)),
+        r#"{"agent":"别人"}"#,
+    );
     assert_eq!(other.status, 403, "{}", other.body);
     let taken = server.send("POST", "/v1/sessions/g1/takeover", &headers(Some(&csrf)), "{}");
     assert_eq!(taken.status, 200, "{}", taken.body);
     assert_eq!(taken.json()["takeover"]["agent"], "小王");
-    let mine = server.send("GET", "/admin/inbox?mine=1", &[("cookie", &agent)], "").json();
+    let mine = server
+        .send("GET", "/admin/inbox?mine=1", &[("cookie", &agent)], "")
+        .json();
     assert_eq!(mine["conversations"][0]["id"], "g1");
-    assert!(mine["agents"].as_array().unwrap().iter().any(|a| a["name"] == "小王" && a["online"] == true && a["holding"] == 1), "{mine}");
+    assert!(
+        mine["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "小王" && a["online"] == true && a["holding"] == 1),
+        "{mine}"
+    );
 
     // The browser goes away: after the grace time the conversation waits again, and what
     // the customer wrote meanwhile is kept.
@@ -330,7 +408,11 @@ fn agents_may_use_the_inbox_viewers_may_not_and_an_agent_gone_past_the_grace_los
     let session = server.send("GET", "/v1/sessions/g1", &[("cookie", &agent)], "").json();
     assert_eq!(session["takeover"]["agent"], Value::Null, "{session}");
     assert!(
-        session["takeover"]["queued"].as_array().unwrap().iter().any(|m| m == "人呢"),
+        session["takeover"]["queued"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "人呢"),
         "{session}"
     );
 
@@ -368,7 +450,11 @@ fn the_inbox_list_route_with_1000_conversations() {
                 seq: 0,
                 message: "我买的衣服什么时候发货，都等了三天了".into(),
                 reply: "亲，16:00 前付款当天发出，请您稍等".into(),
-                source: if handoff.is_some() { AnswerSource::Handoff } else { AnswerSource::Rule },
+                source: if handoff.is_some() {
+                    AnswerSource::Handoff
+                } else {
+                    AnswerSource::Rule
+                },
                 rule: Some("发货时间".into()),
                 faq: None,
                 flow: None,
@@ -386,7 +472,11 @@ fn the_inbox_list_route_with_1000_conversations() {
             context: None,
         });
     }
-    for (path, rows) in [("/admin/inbox", 200), ("/admin/inbox?limit=1000", 1000), ("/admin/inbox?state=waiting", 200)] {
+    for (path, rows) in [
+        ("/admin/inbox", 200),
+        ("/admin/inbox?limit=1000", 1000),
+        ("/admin/inbox?state=waiting", 200),
+    ] {
         let mut times = Vec::new();
         for _ in 0..20 {
             let started = Instant::now();

@@ -48,8 +48,8 @@ use chrono::{DateTime, FixedOffset, NaiveDate, Timelike, Utc};
 use chrono_tz::Tz;
 
 use super::record::{
-    AgentRecord, FeedbackRecord, Hold, NoteRecord, Record, ReleaseRecord, RequeueRecord, ResolveRecord,
-    TakeoverRecord, TurnRecord,
+    AgentRecord, FeedbackRecord, Hold, NoteRecord, Record, ReleaseRecord, RequeueRecord, ResolveRecord, TakeoverRecord,
+    TurnRecord,
 };
 use crate::batch::{Batcher, FlushGuard};
 use crate::{RuleSet, TurnResponse};
@@ -266,15 +266,18 @@ impl ConversationLog {
             handoff_kind: Some(taken.kind),
             group: taken.group.clone(),
             reason: taken.reason.clone(),
-            waited_ms: taken
-                .assigned_at
-                .filter(|_| waited)
-                .map(|at| (at - taken.since).max(0)),
+            waited_ms: taken.assigned_at.filter(|_| waited).map(|at| (at - taken.since).max(0)),
         }))
     }
 
     /// Logs a conversation given back to the bot, with the figures of the hold that ended.
-    pub fn release(&self, session: &str, agent: Option<&str>, ended: &crate::dialogue::Takeover, resumed: bool) -> bool {
+    pub fn release(
+        &self,
+        session: &str,
+        agent: Option<&str>,
+        ended: &crate::dialogue::Takeover,
+        resumed: bool,
+    ) -> bool {
         self.push(Record::Release(ReleaseRecord {
             ts: self.now(),
             session: session.to_string(),

@@ -247,8 +247,11 @@ struct AgentFigures {
     push: Histogram,
     conversations: Arc<OnceLock<Readings>>,
     /// Whether a name is in the console's users file (set once, by the service).
-    known_agent: Arc<OnceLock<Box<dyn Fn(&str) -> bool + Send + Sync>>>,
+    known_agent: OnceLock<KnownAgent>,
 }
+
+/// Whether a name is one of the console's users.
+type KnownAgent = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl AgentFigures {
     fn register(registry: &mut Registry) -> Self {
@@ -296,7 +299,9 @@ impl AgentFigures {
             });
         }
         for family in [&wait, &first_response, &handling] {
-            let _ = family.get_or_create(&GroupLabels { group: group_label(None) });
+            let _ = family.get_or_create(&GroupLabels {
+                group: group_label(None),
+            });
         }
         for score in 1..=5 {
             let _ = feedback.get_or_create(&AgentScoreLabels {
@@ -312,7 +317,7 @@ impl AgentFigures {
             feedback,
             push,
             conversations,
-            known_agent: Arc::new(OnceLock::new()),
+            known_agent: OnceLock::new(),
         }
     }
 }

@@ -103,7 +103,9 @@ impl Observer for Recorder {
                 chars = note.text.chars().count(),
                 "note written"
             ),
-            Event::Resolve { session, resolution, .. } => tracing::info!(
+            Event::Resolve {
+                session, resolution, ..
+            } => tracing::info!(
                 session = %LogSafe(session),
                 agent = resolution.agent.as_deref().map(|a| tracing::field::display(LogSafe(a))),
                 outcome = %LogSafe(&resolution.outcome),

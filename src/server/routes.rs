@@ -16,8 +16,7 @@ use super::draft::TableAction;
 use super::http::{Body, decode_segment};
 use super::users::Permission;
 use super::{
-    ApiError, State, admin, assets, chat, conns, console, draft, health, inbox, openai, sessions, versions,
-    workbench,
+    ApiError, State, admin, assets, chat, conns, console, draft, health, inbox, openai, sessions, versions, workbench,
 };
 
 /// One request, start to end: route, time limit, metrics, and errors turned into JSON.

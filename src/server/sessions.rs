@@ -167,7 +167,10 @@ pub(super) async fn note(state: &Arc<State>, id: &str, req: Request<Incoming>) -
     let note = state
         .with_store(move |s| s.acts.note(&key, agent.as_deref(), &body.text))
         .await??;
-    Ok(json_response(StatusCode::OK, &json!({ "session_id": id, "note": note })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "session_id": id, "note": note }),
+    ))
 }
 
 /// The body of `POST /v1/sessions/{id}/resolve`.

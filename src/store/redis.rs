@@ -445,7 +445,7 @@ impl RedisStore {
                 }
             }
         }
-        found.sort_unstable_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        found.sort_unstable_by_key(|s| std::cmp::Reverse(s.updated_at));
         found.truncate(limit);
         Ok(found)
     }

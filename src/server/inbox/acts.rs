@@ -180,7 +180,10 @@ impl Acts {
             }
             Ok(())
         })?;
-        self.observer.observe(&Event::Note { session: id, note: &note });
+        self.observer.observe(&Event::Note {
+            session: id,
+            note: &note,
+        });
         Ok(note)
     }
 

@@ -264,7 +264,10 @@ mod tests {
         assert_eq!(seqs(5), Vec::<u64>::new());
         // Told right after a queued customer message: only the inbox knows.
         assert_eq!(
-            customer_messages(&session, &[7], 5).iter().map(|m| m.seq).collect::<Vec<_>>(),
+            customer_messages(&session, &[7], 5)
+                .iter()
+                .map(|m| m.seq)
+                .collect::<Vec<_>>(),
             [7]
         );
     }

@@ -183,9 +183,7 @@ fn publish_thread(client: redis::Client, channel: String, address: String, timeo
                             c.set_read_timeout(Some(timeout))?;
                             Ok(c)
                         })
-                        .inspect_err(
-                            |error| tracing::warn!(redis = %address, %error, "inbox change not published"),
-                        )
+                        .inspect_err(|error| tracing::warn!(redis = %address, %error, "inbox change not published"))
                         .ok();
                 }
                 if let Some(c) = conn.as_mut()

@@ -418,7 +418,11 @@ impl Conversation {
         self.summary.last_role = Some(message.role);
         self.summary.last_at = message.at;
         // Kept in sequence order: an event may come in after a later one.
-        let at = self.messages.iter().rposition(|m| m.seq < message.seq).map_or(0, |i| i + 1);
+        let at = self
+            .messages
+            .iter()
+            .rposition(|m| m.seq < message.seq)
+            .map_or(0, |i| i + 1);
         if self.messages.get(at).is_some_and(|m| m.seq == message.seq) {
             return;
         }
@@ -442,7 +446,11 @@ impl Conversation {
     /// Takes the takeover's fields into the summary.
     fn taken(&mut self, taken: &Takeover) {
         let s = &mut self.summary;
-        s.state = if taken.held() { ConvState::Agent } else { ConvState::Waiting };
+        s.state = if taken.held() {
+            ConvState::Agent
+        } else {
+            ConvState::Waiting
+        };
         s.kind = Some(taken.kind);
         s.reason.clone_from(&taken.reason);
         s.group.clone_from(&taken.group);
@@ -544,15 +552,17 @@ impl Hub {
             removed.push(gone);
         }
         self.idle.insert(clock, id.to_string());
-        self.conversations.entry(id.to_string()).or_insert_with(|| Conversation {
-            summary: Summary {
-                id: id.to_string(),
-                last_at: now,
-                ..Summary::default()
-            },
-            touched: clock,
-            ..Conversation::default()
-        })
+        self.conversations
+            .entry(id.to_string())
+            .or_insert_with(|| Conversation {
+                summary: Summary {
+                    id: id.to_string(),
+                    last_at: now,
+                    ..Summary::default()
+                },
+                touched: clock,
+                ..Conversation::default()
+            })
     }
 
     /// Drops the conversation idle longest, the bot's and resolved ones first.
@@ -688,7 +698,9 @@ impl Hub {
                 }
                 let _ = at;
             }
-            Change::AgentReply { at, agent, text, seq, .. } => {
+            Change::AgentReply {
+                at, agent, text, seq, ..
+            } => {
                 conversation.push_message(Message {
                     seq: *seq,
                     role: Role::Agent,
@@ -866,8 +878,10 @@ impl Out {
     }
 
     fn customer_state(&mut self, session: &str, state: ConvState, place: Option<Place>) {
-        self.customer
-            .push((session.to_string(), CustomerPush::State(customer::state_event(state, place))));
+        self.customer.push((
+            session.to_string(),
+            CustomerPush::State(customer::state_event(state, place)),
+        ));
     }
 }
 
@@ -1423,7 +1437,10 @@ mod tests {
         let effects = inbox.apply(&turn("s1", 1_000, handoff("售后"), true));
         assert_eq!(effects.handed_off, Some((HandoffKind::Anger, Some("售后".into()))));
         let s = inbox.summary("s1").unwrap();
-        assert_eq!((s.state, s.group.as_deref(), s.angry, s.vip), (ConvState::Waiting, Some("售后"), true, true));
+        assert_eq!(
+            (s.state, s.group.as_deref(), s.angry, s.vip),
+            (ConvState::Waiting, Some("售后"), true, true)
+        );
         assert_eq!(s.reason.as_deref(), Some("客户生气"));
         // Pushed once, framed: the conversation, its two messages and the turn.
         let pushed = rx.try_recv().unwrap();
@@ -1513,7 +1530,10 @@ mod tests {
             agent: Some("小李".into()),
         });
         let s = inbox.summary("s").unwrap();
-        assert_eq!((s.state, s.agent.as_deref(), s.since), (ConvState::Waiting, None, Some(1)));
+        assert_eq!(
+            (s.state, s.agent.as_deref(), s.since),
+            (ConvState::Waiting, None, Some(1))
+        );
         inbox.apply(&Change::Resolve {
             session: "s".into(),
             ended: None,
@@ -1577,7 +1597,10 @@ mod tests {
             inbox.apply(&turn(&format!("c{i}"), 1, None, false));
         }
         assert_eq!(inbox.len(), CONVERSATIONS_LIMIT);
-        assert!(inbox.summary("waiting").is_some(), "a waiting conversation outlives idle bot ones");
+        assert!(
+            inbox.summary("waiting").is_some(),
+            "a waiting conversation outlives idle bot ones"
+        );
         assert!(inbox.summary("c0").is_none());
         assert!(inbox.summary(&format!("c{}", CONVERSATIONS_LIMIT + 9)).is_some());
     }
@@ -1612,7 +1635,9 @@ mod tests {
     fn list_latency_with_1000_conversations() {
         let inbox = Inbox::new(None);
         for i in 0..1000 {
-            let h = (i % 5 == 0).then(|| handoff(if i % 2 == 0 { "售前" } else { "售后" })).flatten();
+            let h = (i % 5 == 0)
+                .then(|| handoff(if i % 2 == 0 { "售前" } else { "售后" }))
+                .flatten();
             inbox.apply(&turn(&format!("customer-{i}"), i64::from(i), h, i % 7 == 0));
         }
         let filter = Filter {

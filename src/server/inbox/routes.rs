@@ -52,9 +52,7 @@ fn filter_of(query: Option<&str>, me: Option<&str>) -> Result<Filter, ApiError> 
             "state" => {
                 for state in value.split(',').filter(|s| !s.is_empty()) {
                     let parsed = ConvState::ALL.into_iter().find(|s| s.name() == state).ok_or_else(|| {
-                        ApiError::invalid(format!(
-                            "unknown state `{state}`; one of waiting, agent, bot, resolved"
-                        ))
+                        ApiError::invalid(format!("unknown state `{state}`; one of waiting, agent, bot, resolved"))
                     })?;
                     filter.states.push(parsed);
                 }
@@ -284,12 +282,19 @@ mod tests {
 
     #[test]
     fn the_list_query_is_read_and_bad_values_refused() {
-        let f = filter_of(Some("state=waiting,agent&group=%E5%94%AE%E5%90%8E&angry=1&q=abc&limit=5"), None).unwrap();
+        let f = filter_of(
+            Some("state=waiting,agent&group=%E5%94%AE%E5%90%8E&angry=1&q=abc&limit=5"),
+            None,
+        )
+        .unwrap();
         assert_eq!(f.states, [ConvState::Waiting, ConvState::Agent]);
         assert_eq!(f.group.as_deref(), Some("售后"));
         assert!(f.angry && !f.vip);
         assert_eq!(f.limit, 5);
-        assert_eq!(filter_of(Some("mine=1"), Some("小王")).unwrap().agent.as_deref(), Some("小王"));
+        assert_eq!(
+            filter_of(Some("mine=1"), Some("小王")).unwrap().agent.as_deref(),
+            Some("小王")
+        );
         assert!(filter_of(Some("mine=1"), None).is_err());
         assert!(filter_of(Some("state=nope"), None).is_err());
         assert!(filter_of(Some("limit=0"), None).is_err());
