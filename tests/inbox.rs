@@ -493,3 +493,37 @@ fn the_inbox_list_route_with_1000_conversations() {
         assert!(times[10] < Duration::from_millis(500), "{path}: {:?}", times[10]);
     }
 }
+
+/// Two nodes sharing a Redis: a handoff on B shows in A's inbox (pushed), a takeover on A
+/// shows in B's and B's bot stays silent, and a node started later fills its inbox from
+/// the stored conversations.
+#[test]
+#[ignore = "needs redis-server (make test runs it)"]
+fn two_nodes_share_their_inboxes_through_redis() {
+    let redis = support::redis::OwnRedis::start();
+    let node = || {
+        let mut config = config();
+        config.redis = Some(redis.url());
+        TestServer::start(config)
+    };
+    let (a, b) = (node(), node());
+    let mut stream = Stream::open(a.addr, "/admin/inbox/stream", &[]);
+    assert!(stream.until("event: snapshot", Duration::from_secs(5)), "{}", stream.seen);
+    chat(&b, "fleet-1", ANGRY);
+    assert!(stream.until("客户投诉", Duration::from_secs(2)), "{}", stream.seen);
+    assert_eq!(a.get("/admin/inbox/fleet-1").json()["summary"]["state"], "waiting");
+
+    let taken = post(&a, "/v1/sessions/fleet-1/takeover", json!({"agent": "小王"}));
+    assert_eq!(taken.status, 200, "{}", taken.body);
+    assert!(
+        eventually(Duration::from_secs(2), || b.get("/admin/inbox/fleet-1").json()["summary"]["agent"] == "小王"),
+        "the takeover reached the other node"
+    );
+    let queued = chat(&b, "fleet-1", "人呢");
+    assert_eq!((queued["source"].as_str(), queued["reply"].as_str()), (Some("human"), Some("")));
+    assert!(stream.until("人呢", Duration::from_secs(2)), "{}", stream.seen);
+
+    let late = node();
+    assert_eq!(late.get("/admin/inbox/fleet-1").json()["summary"]["state"], "agent");
+    assert_eq!(late.get("/admin/inbox?state=agent").json()["counts"]["agent"], 1);
+}

@@ -174,7 +174,15 @@ fn publish_thread(client: redis::Client, channel: String, address: String, timeo
         .name("kefu-inbox-pub".into())
         .spawn(move || {
             let mut conn: Option<redis::Connection> = None;
+            // After a failure, changes are dropped for a second rather than each waiting
+            // for a connection that will not come (and each logging it).
+            let mut down_until: Option<std::time::Instant> = None;
+            let mut lost = 0u64;
             while let Ok(text) = rx.recv() {
+                if down_until.is_some_and(|t| std::time::Instant::now() < t) {
+                    lost += 1;
+                    continue;
+                }
                 if conn.is_none() {
                     conn = client
                         .get_connection_with_timeout(timeout)
@@ -183,14 +191,25 @@ fn publish_thread(client: redis::Client, channel: String, address: String, timeo
                             c.set_read_timeout(Some(timeout))?;
                             Ok(c)
                         })
-                        .inspect_err(|error| tracing::warn!(redis = %address, %error, "inbox change not published"))
+                        .inspect_err(
+                            |error| tracing::warn!(redis = %address, %error, lost, "inbox changes not published"),
+                        )
                         .ok();
                 }
-                if let Some(c) = conn.as_mut()
-                    && let Err(error) = redis::cmd("PUBLISH").arg(&channel).arg(&text).query::<i64>(c)
-                {
-                    tracing::warn!(redis = %address, %error, "inbox change not published");
-                    conn = None;
+                let sent = conn
+                    .as_mut()
+                    .map(|c| redis::cmd("PUBLISH").arg(&channel).arg(&text).query::<i64>(c));
+                match sent {
+                    Some(Ok(_)) => {
+                        down_until = None;
+                        lost = 0;
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(redis = %address, %error, "inbox change not published");
+                        conn = None;
+                        down_until = Some(std::time::Instant::now() + Duration::from_secs(1));
+                    }
+                    None => down_until = Some(std::time::Instant::now() + Duration::from_secs(1)),
                 }
             }
         });
