@@ -508,7 +508,11 @@ fn two_nodes_share_their_inboxes_through_redis() {
     };
     let (a, b) = (node(), node());
     let mut stream = Stream::open(a.addr, "/admin/inbox/stream", &[]);
-    assert!(stream.until("event: snapshot", Duration::from_secs(5)), "{}", stream.seen);
+    assert!(
+        stream.until("event: snapshot", Duration::from_secs(5)),
+        "{}",
+        stream.seen
+    );
     chat(&b, "fleet-1", ANGRY);
     assert!(stream.until("客户投诉", Duration::from_secs(2)), "{}", stream.seen);
     assert_eq!(a.get("/admin/inbox/fleet-1").json()["summary"]["state"], "waiting");
@@ -516,11 +520,17 @@ fn two_nodes_share_their_inboxes_through_redis() {
     let taken = post(&a, "/v1/sessions/fleet-1/takeover", json!({"agent": "小王"}));
     assert_eq!(taken.status, 200, "{}", taken.body);
     assert!(
-        eventually(Duration::from_secs(2), || b.get("/admin/inbox/fleet-1").json()["summary"]["agent"] == "小王"),
+        eventually(
+            Duration::from_secs(2),
+            || b.get("/admin/inbox/fleet-1").json()["summary"]["agent"] == "小王"
+        ),
         "the takeover reached the other node"
     );
     let queued = chat(&b, "fleet-1", "人呢");
-    assert_eq!((queued["source"].as_str(), queued["reply"].as_str()), (Some("human"), Some("")));
+    assert_eq!(
+        (queued["source"].as_str(), queued["reply"].as_str()),
+        (Some("human"), Some(""))
+    );
     assert!(stream.until("人呢", Duration::from_secs(2)), "{}", stream.seen);
 
     let late = node();
