@@ -41,7 +41,7 @@ test: deps model console ## the full test suite: formatting, clippy, unit, integ
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked --all-targets
 	$(CARGO) test --locked --test model -- --ignored
-	tests/support/with-redis.sh $(CARGO) test --locked --test server --test sessions --test config --test versions --test publishing -- --ignored redis
+	tests/support/with-redis.sh $(CARGO) test --locked --test server --test sessions --test config --test versions --test publishing --test inbox -- --ignored redis
 	$(CARGO) test --locked --doc
 	tests/support/openai-sdk.sh target/debug/kefu
 	tests/support/with-redis.sh tests/support/fleet.py target/debug/kefu

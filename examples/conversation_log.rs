@@ -261,6 +261,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ts: at,
                 session: session.clone(),
                 agent: Some("agent-07".into()),
+                handoff_kind: None,
+                group: None,
+                reason: None,
+                waited_ms: None,
             }));
         }
         if (handed && rng.chance(0.8)) || taken {
@@ -277,6 +281,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             records.push(Record::Release(ReleaseRecord {
                 ts: at,
                 session: session.clone(),
+                hold: Default::default(),
+                resumed: false,
             }));
         }
         if !test_session && rng.chance(0.25) {
@@ -292,6 +298,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 session: session.clone(),
                 score,
                 comment: (!comment.is_empty()).then(|| comment.to_string()),
+                agent: None,
             }));
         }
     }

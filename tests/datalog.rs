@@ -314,7 +314,7 @@ fn written_lines_have_phone_id_and_card_masked() {
     assert!(log.turn(&response, Some("vip"), 0, 0));
     // Texts no filter saw: an agent's answer, a comment, and a record pushed as is.
     assert!(log.agent_reply("m1", Some("小王"), "退到卡6222020200112233446，有事打13912345678"));
-    assert!(log.feedback("m1", 5, Some("身份证11010519491231109X不用填吧")));
+    assert!(log.feedback("m1", 5, Some("身份证11010519491231109X不用填吧"), None));
     assert!(log.push(Record::Agent(AgentRecord {
         ts: log.now(),
         session: "m1".into(),
@@ -562,6 +562,9 @@ fn serve_logs_turns_agent_answers_and_feedback() {
             Record::Takeover(_) => "takeover",
             Record::Release(_) => "release",
             Record::Feedback(_) => "feedback",
+            Record::Resolve(_) => "resolve",
+            Record::Requeue(_) => "requeue",
+            Record::Note(_) => "note",
         })
         .collect();
     assert_eq!(kinds, ["turn", "takeover", "turn", "agent", "release", "feedback"]);

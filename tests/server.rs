@@ -1034,7 +1034,7 @@ fn a_fresh_server_lists_every_family_before_any_traffic() {
         "kefu_http_request_duration_seconds_count{route=\"/v1/sessions/{id}/feedback\"} 0",
         "kefu_answers_total{source=\"llm\"} 0",
         "kefu_answers_total{source=\"context\"} 0",
-        "kefu_handoffs_total 0",
+        "kefu_handoffs_total{kind=\"rule\",group=\"none\"} 0",
         "kefu_takeovers_total 0",
         "kefu_safety_hits_total 0",
         "kefu_rule_reloads_total{outcome=\"rejected\"} 0",

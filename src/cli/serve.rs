@@ -101,6 +101,10 @@ pub struct ServeArgs {
     /// balancer's health check moves traffic away first; 0 stops at once (tests, dev).
     #[arg(long, default_value_t = 5)]
     drain_seconds: u64,
+    /// Seconds an agent whose last inbox stream closed (browser closed, network lost)
+    /// keeps their conversations; then they wait in their queues again.
+    #[arg(long, env = "KEFU_AGENT_GRACE", default_value_t = 120)]
+    agent_grace: u64,
     /// Seconds a connection may stay idle between requests.
     #[arg(long, default_value_t = 75)]
     idle_timeout: u64,
@@ -436,6 +440,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some(path) = &args.mock_llm {
         config.llm = Some(kefu::server::model::load_mock(path)?);
     }
+    config.agent_grace = std::time::Duration::from_secs(args.agent_grace);
     config.limits = kefu::server::Limits {
         max_body_bytes: args.max_body_bytes,
         max_message_chars: args.max_message_chars,

@@ -199,7 +199,12 @@ pub fn export(
             }
             push(context, Speaker::Assistant, &agent.text, options.context);
         }
-        Record::Takeover(_) | Record::Release(_) | Record::Feedback(_) => {}
+        Record::Takeover(_)
+        | Record::Release(_)
+        | Record::Feedback(_)
+        | Record::Resolve(_)
+        | Record::Requeue(_)
+        | Record::Note(_) => {}
     })?;
     summary.read = read;
     let mut bot: Vec<(String, u64)> = by_source.into_iter().map(|(s, n)| (s.to_string(), n)).collect();

@@ -258,6 +258,37 @@ fn write_page(h: &mut String, r: &Report) -> std::fmt::Result {
         writeln!(h, "</table>")?;
     }
 
+    if !r.agents.is_empty() {
+        let spread = |s: &super::report::Spread| match (s.p50, s.p90) {
+            (Some(p50), Some(p90)) => format!("{p50:.0} / {p90:.0}"),
+            _ => "-".into(),
+        };
+        writeln!(
+            h,
+            "<h2>Agents</h2><p>times in seconds, p50 / p90; satisfaction: the mean score of the \
+             conversations they served last</p><table><tr><th></th><th>served</th><th>first response</th>\
+             <th>handling</th><th>waiting</th><th>satisfaction</th></tr>"
+        )?;
+        for (title, rows) in [("agent", &r.agents.by_agent), ("queue", &r.agents.by_group)] {
+            for a in rows.iter() {
+                writeln!(
+                    h,
+                    "<tr><td>{} {}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td>\
+                     <td class=n>{}</td><td class=n>{}</td></tr>",
+                    title,
+                    esc(&a.name),
+                    thousands(a.conversations),
+                    spread(&a.first_response),
+                    spread(&a.handling),
+                    spread(&a.waiting),
+                    a.satisfaction
+                        .map_or_else(|| "-".into(), |m| format!("{m:.2} ({})", a.scores)),
+                )?;
+            }
+        }
+        writeln!(h, "</table>")?;
+    }
+
     let m = &r.model;
     writeln!(
         h,

@@ -3,14 +3,18 @@
 //!
 //! Every line is one JSON object with a `kind`: `turn` (a customer message and kefu's
 //! answer, with its provenance and cost), `agent` (a human agent's answer), `takeover`
-//! and `release` (the agent console's emergency button and its undo), and `feedback` (the
-//! customer's 1-5 score). All carry `ts` (RFC 3339 in the shop's time zone) and `session`.
+//! (a person picked the conversation up: its handoff's kind, queue and reason, how long
+//! it waited), `release` and `resolve` (a person's hold ended: who, the queue, the
+//! waiting, first response and handling times; a resolution's outcome), `requeue` (back
+//! in its queue after the agent's grace time), `note` (an agent's internal note), and
+//! `feedback` (the customer's 1-5 score, and the agent who served last). All carry `ts` (RFC 3339 in the shop's time zone) and `session`.
 //! Texts are masked before they are written (see [`writer`](super::writer)). Readers
 //! accept unknown fields, so lines written by a newer kefu still read.
 
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
+use crate::dialogue::HandoffKind;
 use crate::engine::AnswerSource;
 
 /// One line of the conversation log.
@@ -30,6 +34,12 @@ pub enum Record {
     Release(ReleaseRecord),
     /// The customer's satisfaction score.
     Feedback(FeedbackRecord),
+    /// A person resolved the conversation.
+    Resolve(ResolveRecord),
+    /// The conversation went back to its queue (its agent was gone past the grace time).
+    Requeue(RequeueRecord),
+    /// An agent's internal note.
+    Note(NoteRecord),
 }
 
 impl Record {
@@ -41,6 +51,9 @@ impl Record {
             Record::Takeover(r) => r.ts,
             Record::Release(r) => r.ts,
             Record::Feedback(r) => r.ts,
+            Record::Resolve(r) => r.ts,
+            Record::Requeue(r) => r.ts,
+            Record::Note(r) => r.ts,
         }
     }
 
@@ -52,6 +65,9 @@ impl Record {
             Record::Takeover(r) => &r.session,
             Record::Release(r) => &r.session,
             Record::Feedback(r) => &r.session,
+            Record::Resolve(r) => &r.session,
+            Record::Requeue(r) => &r.session,
+            Record::Note(r) => &r.session,
         }
     }
 
@@ -61,7 +77,9 @@ impl Record {
             Record::Turn(r) => vec![&mut r.message, &mut r.reply],
             Record::Agent(r) => vec![&mut r.text],
             Record::Feedback(r) => r.comment.iter_mut().collect(),
-            Record::Takeover(_) | Record::Release(_) => Vec::new(),
+            Record::Note(r) => vec![&mut r.text],
+            Record::Resolve(r) => vec![&mut r.outcome],
+            Record::Takeover(_) | Record::Release(_) | Record::Requeue(_) => Vec::new(),
         }
     }
 
@@ -72,8 +90,11 @@ impl Record {
             Record::Turn(r) => vec![&mut r.session],
             Record::Agent(r) => std::iter::once(&mut r.session).chain(r.agent.as_mut()).collect(),
             Record::Takeover(r) => std::iter::once(&mut r.session).chain(r.agent.as_mut()).collect(),
-            Record::Release(r) => vec![&mut r.session],
-            Record::Feedback(r) => vec![&mut r.session],
+            Record::Release(r) => std::iter::once(&mut r.session).chain(r.hold.agent.as_mut()).collect(),
+            Record::Feedback(r) => std::iter::once(&mut r.session).chain(r.agent.as_mut()).collect(),
+            Record::Resolve(r) => std::iter::once(&mut r.session).chain(r.hold.agent.as_mut()).collect(),
+            Record::Requeue(r) => std::iter::once(&mut r.session).chain(r.agent.as_mut()).collect(),
+            Record::Note(r) => std::iter::once(&mut r.session).chain(r.agent.as_mut()).collect(),
         }
     }
 
@@ -86,7 +107,8 @@ impl Record {
             }
             Record::Agent(r) => r.text.len(),
             Record::Feedback(r) => r.comment.as_ref().map_or(0, String::len),
-            Record::Takeover(_) | Record::Release(_) => 0,
+            Record::Note(r) => r.text.len(),
+            Record::Takeover(_) | Record::Release(_) | Record::Resolve(_) | Record::Requeue(_) => 0,
         };
         256 + texts
     }
@@ -243,7 +265,7 @@ pub const PROFILE_BYTES: usize = 4096;
 
 /// The entries of `map` that fit in [`PROFILE_BYTES`] together, in order; `cut` set when
 /// one did not.
-fn bounded(
+pub(crate) fn bounded(
     map: &serde_json::Map<String, serde_json::Value>,
     cut: &mut bool,
 ) -> serde_json::Map<String, serde_json::Value> {
@@ -297,7 +319,7 @@ pub struct AgentRecord {
     pub text: String,
 }
 
-/// An agent took a conversation over.
+/// An agent took a conversation over (from the bot, or from its queue).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TakeoverRecord {
     /// When.
@@ -307,6 +329,52 @@ pub struct TakeoverRecord {
     /// The agent, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// Why it left the bot (absent in logs of older kefus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_kind: Option<HandoffKind>,
+    /// The queue it waited in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The handoff's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// How long it waited for a person, when it waited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_ms: Option<i64>,
+}
+
+/// The figures of a person's hold on a conversation, from its takeover, as its end
+/// records them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Hold {
+    /// The agent who held it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// From leaving the bot to a person's pick-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_ms: Option<i64>,
+    /// From leaving the bot to the agent's first reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_response_ms: Option<i64>,
+    /// From the pick-up to the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_ms: Option<i64>,
+}
+
+impl Hold {
+    /// The figures of `ended`, ended at `now` (Unix ms), by `agent` (else its holder).
+    pub fn of(ended: &crate::dialogue::Takeover, agent: Option<&str>, now: i64) -> Hold {
+        Hold {
+            agent: agent.map(str::to_string).or_else(|| ended.agent.clone()),
+            group: ended.group.clone(),
+            waited_ms: ended.assigned_at.map(|at| (at - ended.since).max(0)),
+            first_response_ms: ended.first_reply_at.map(|at| (at - ended.since).max(0)),
+            handled_ms: ended.assigned_at.map(|at| (now - at).max(0)),
+        }
+    }
 }
 
 /// An agent gave a conversation back to the bot.
@@ -316,6 +384,52 @@ pub struct ReleaseRecord {
     pub ts: DateTime<FixedOffset>,
     /// The conversation.
     pub session: String,
+    /// The hold that ended and who released it (absent in logs of older kefus).
+    #[serde(flatten)]
+    pub hold: Hold,
+    /// The flow the takeover paused went on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
+}
+
+/// A person resolved a conversation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResolveRecord {
+    /// When.
+    pub ts: DateTime<FixedOffset>,
+    /// The conversation.
+    pub session: String,
+    /// The outcome the agent chose.
+    pub outcome: String,
+    /// Who resolved it, and the hold that ended when a person held it.
+    #[serde(flatten)]
+    pub hold: Hold,
+}
+
+/// A conversation went back to its queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequeueRecord {
+    /// When.
+    pub ts: DateTime<FixedOffset>,
+    /// The conversation.
+    pub session: String,
+    /// The agent who held it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+/// An agent's internal note.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NoteRecord {
+    /// When.
+    pub ts: DateTime<FixedOffset>,
+    /// The conversation.
+    pub session: String,
+    /// Who wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The note, masked.
+    pub text: String,
 }
 
 /// The customer's satisfaction score.
@@ -330,6 +444,9 @@ pub struct FeedbackRecord {
     /// What the customer added, masked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// The agent who served the conversation last, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// What the safety filter did in a turn, from its trace: the input findings one by one

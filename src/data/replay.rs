@@ -443,7 +443,9 @@ pub fn read_conversations(
             Record::Takeover(t) => (t.session, u32::MAX, Step::Takeover(t.agent)),
             Record::Agent(a) => (a.session, u32::MAX, Step::Agent(a.text)),
             Record::Release(r) => (r.session, u32::MAX, Step::Release),
-            Record::Feedback(_) => return,
+            // A resolution ends the takeover as a release does.
+            Record::Resolve(r) => (r.session, u32::MAX, Step::Release),
+            Record::Feedback(_) | Record::Requeue(_) | Record::Note(_) => return,
         };
         let at = match index.get(&session) {
             Some(&at) => at,

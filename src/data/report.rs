@@ -270,8 +270,111 @@ pub struct Report {
     pub timeline: Timeline,
     /// Per rules version, in order of first turn.
     pub versions: Vec<VersionFigures>,
+    /// The agents' figures, per agent and per queue (absent when no person served).
+    #[serde(skip_serializing_if = "Agents::is_empty")]
+    pub agents: Agents,
     /// Lines read and bad lines.
     pub read: ReadStats,
+}
+
+/// How people served the conversations handed to them: per agent and per queue.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Agents {
+    /// One row per agent, most conversations first.
+    pub by_agent: Vec<AgentFigures>,
+    /// One row per queue (`none`: the shop declares no queues).
+    pub by_group: Vec<AgentFigures>,
+}
+
+impl Agents {
+    /// Whether no person served any conversation in the period.
+    pub fn is_empty(&self) -> bool {
+        self.by_agent.is_empty() && self.by_group.is_empty()
+    }
+}
+
+/// One agent's or queue's figures, times in seconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct AgentFigures {
+    /// The agent's or queue's name.
+    pub name: String,
+    /// Holds that ended (released or resolved) in the period.
+    pub conversations: u64,
+    /// From leaving the bot to the agent's first reply.
+    pub first_response: Spread,
+    /// From the pick-up to the release or resolution.
+    pub handling: Spread,
+    /// From leaving the bot to a person's pick-up (conversations that waited).
+    pub waiting: Spread,
+    /// Scores of conversations they served last.
+    pub scores: u64,
+    /// Their mean.
+    pub satisfaction: Option<f64>,
+}
+
+/// The median and 90th percentile of some seconds (nearest rank), and how many.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Spread {
+    /// How many values.
+    pub count: u64,
+    /// The median, when there are values.
+    pub p50: Option<f64>,
+    /// The 90th percentile.
+    pub p90: Option<f64>,
+}
+
+impl Spread {
+    fn of(mut seconds: Vec<f64>) -> Spread {
+        seconds.sort_by(f64::total_cmp);
+        let some = !seconds.is_empty();
+        Spread {
+            count: seconds.len() as u64,
+            p50: some.then(|| percentile(&seconds, 50.0)),
+            p90: some.then(|| percentile(&seconds, 90.0)),
+        }
+    }
+}
+
+/// Running totals of one agent or queue.
+#[derive(Default)]
+struct AgentTally {
+    conversations: u64,
+    first_response: Vec<f64>,
+    handling: Vec<f64>,
+    waiting: Vec<f64>,
+    scores: u64,
+    score_sum: u64,
+}
+
+impl AgentTally {
+    fn hold(&mut self, hold: &crate::data::record::Hold) {
+        let seconds = |ms: Option<i64>| ms.map(|ms| ms.max(0) as f64 / 1000.0);
+        self.conversations += 1;
+        self.first_response.extend(seconds(hold.first_response_ms));
+        self.handling.extend(seconds(hold.handled_ms));
+    }
+
+    fn finish(self, name: String) -> AgentFigures {
+        AgentFigures {
+            name,
+            conversations: self.conversations,
+            first_response: Spread::of(self.first_response),
+            handling: Spread::of(self.handling),
+            waiting: Spread::of(self.waiting),
+            scores: self.scores,
+            satisfaction: (self.scores > 0).then(|| self.score_sum as f64 / self.scores as f64),
+        }
+    }
+}
+
+fn agents_of(tally: HashMap<String, AgentTally>) -> Vec<AgentFigures> {
+    let mut rows: Vec<AgentFigures> = tally.into_iter().map(|(name, t)| t.finish(name)).collect();
+    rows.sort_by(|a, b| {
+        (b.conversations + b.scores)
+            .cmp(&(a.conversations + a.scores))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    rows
 }
 
 /// One rules version's figures (`kefu report`'s per-version table).
@@ -324,6 +427,8 @@ struct SessionFigures {
     /// The first reason it went to a person, and whether the bot gave it.
     handed: Option<(String, bool)>,
     scored: bool,
+    /// The last person who held it (and their queue): a later score is theirs.
+    served: Option<(String, String)>,
 }
 
 /// Running totals while the log streams by.
@@ -348,9 +453,26 @@ struct Tally {
     minutes: BTreeMap<i64, [u64; SOURCES.len()]>,
     /// Per rules version, in order of first turn.
     versions: Vec<VersionTally>,
+    /// Per agent and per queue.
+    agents: HashMap<String, AgentTally>,
+    groups: HashMap<String, AgentTally>,
 }
 
 impl Tally {
+    /// A hold that ended (a release or a resolution).
+    fn hold(&mut self, session: String, hold: &crate::data::record::Hold) {
+        let group = hold.group.clone().unwrap_or_else(|| "none".into());
+        if hold.handled_ms.is_some() || hold.first_response_ms.is_some() {
+            self.groups.entry(group.clone()).or_default().hold(hold);
+            if let Some(agent) = &hold.agent {
+                self.agents.entry(agent.clone()).or_default().hold(hold);
+            }
+        }
+        if let Some(agent) = &hold.agent {
+            self.sessions.entry(session).or_default().served = Some((agent.clone(), group));
+        }
+    }
+
     fn add(&mut self, record: Record) {
         let ts = record.ts();
         if self.from.is_none_or(|f| ts < f) {
@@ -418,17 +540,45 @@ impl Tally {
             }
             Record::Agent(_) => self.agent_replies += 1,
             Record::Takeover(t) => {
+                let group = t.group.clone().unwrap_or_else(|| "none".into());
+                if let Some(waited) = t.waited_ms {
+                    let seconds = waited.max(0) as f64 / 1000.0;
+                    self.groups.entry(group.clone()).or_default().waiting.push(seconds);
+                    if let Some(agent) = &t.agent {
+                        self.agents.entry(agent.clone()).or_default().waiting.push(seconds);
+                    }
+                }
                 let session = self.sessions.entry(t.session).or_default();
+                if let Some(agent) = t.agent {
+                    session.served = Some((agent, group));
+                }
                 if session.handed.is_none() {
                     session.handed = Some(("agent takeover".into(), false));
                 }
             }
-            Record::Release(_) => {}
+            Record::Release(r) => self.hold(r.session, &r.hold),
+            Record::Resolve(r) => self.hold(r.session, &r.hold),
+            Record::Requeue(_) | Record::Note(_) => {}
             Record::Feedback(f) => {
                 if (1..=5).contains(&f.score) {
                     self.scores[usize::from(f.score) - 1] += 1;
                     let session = self.sessions.entry(f.session).or_default();
                     session.scored = true;
+                    // The agent who served it last: the record's, else the log's takeovers.
+                    let served = match (f.agent, &session.served) {
+                        (Some(agent), Some((_, group))) => Some((agent, group.clone())),
+                        (Some(agent), None) => Some((agent, "none".into())),
+                        (None, served) => served.clone(),
+                    };
+                    if let Some((agent, group)) = served {
+                        for tally in [
+                            self.agents.entry(agent).or_default(),
+                            self.groups.entry(group).or_default(),
+                        ] {
+                            tally.scores += 1;
+                            tally.score_sum += u64::from(f.score);
+                        }
+                    }
                     if let Some(version) = session.version.and_then(|i| self.versions.get_mut(i)) {
                         version.scores += 1;
                         version.score_sum += u64::from(f.score);
@@ -570,6 +720,10 @@ impl Tally {
             model,
             timeline,
             versions,
+            agents: Agents {
+                by_agent: agents_of(self.agents),
+                by_group: agents_of(self.groups),
+            },
             read,
         }
     }
@@ -965,6 +1119,35 @@ impl fmt::Display for Report {
             }
         }
 
+        if !self.agents.is_empty() {
+            let spread = |s: &Spread| match (s.p50, s.p90) {
+                (Some(p50), Some(p90)) => format!("{p50:.0}/{p90:.0}"),
+                _ => "-".into(),
+            };
+            writeln!(
+                o,
+                "\nagents (seconds, p50/p90; satisfaction: mean score of conversations they served last)\n  {:<16} {:>6} {:>15} {:>15} {:>15} {:>12}",
+                "", "served", "first response", "handling", "waiting", "satisfaction"
+            )?;
+            for (title, rows) in [("agent", &self.agents.by_agent), ("queue", &self.agents.by_group)] {
+                for a in rows.iter() {
+                    let satisfaction = a
+                        .satisfaction
+                        .map_or_else(|| "-".into(), |m| format!("{m:.2} ({})", a.scores));
+                    writeln!(
+                        o,
+                        "  {:<16} {:>6} {:>15} {:>15} {:>15} {:>12}",
+                        format!("{title} {}", a.name),
+                        thousands(a.conversations),
+                        spread(&a.first_response),
+                        spread(&a.handling),
+                        spread(&a.waiting),
+                        satisfaction
+                    )?;
+                }
+            }
+        }
+
         let m = &self.model;
         writeln!(
             o,
@@ -1011,6 +1194,37 @@ mod tests {
         assert_eq!(bins.last().map(|b| b.count), Some(1));
         assert_eq!(bins.iter().map(|b| b.count).sum::<u64>(), 4);
         assert!(bins.windows(2).all(|w| (w[0].to_ms - w[1].from_ms).abs() < 1e-12));
+    }
+
+    #[test]
+    fn agents_are_figured_per_agent_and_queue_from_the_holds_that_ended() {
+        let records = [
+            r#"{"kind":"turn","ts":"2026-12-06T09:00:00+08:00","session":"a","turn":1,"message":"投诉","reply":"转接","source":"handoff","confidence":0.9,"latency_ms":1,"rules":"v1","handoff":"客户投诉"}"#,
+            r#"{"kind":"takeover","ts":"2026-12-06T09:01:00+08:00","session":"a","agent":"小王","handoff_kind":"anger","group":"售后","waited_ms":60000}"#,
+            r#"{"kind":"release","ts":"2026-12-06T09:05:00+08:00","session":"a","agent":"小王","group":"售后","waited_ms":60000,"first_response_ms":90000,"handled_ms":240000}"#,
+            r#"{"kind":"feedback","ts":"2026-12-06T09:06:00+08:00","session":"a","score":4}"#,
+            r#"{"kind":"takeover","ts":"2026-12-06T10:00:00+08:00","session":"b","agent":"小李","handoff_kind":"agent"}"#,
+            r#"{"kind":"resolve","ts":"2026-12-06T10:02:00+08:00","session":"b","outcome":"已退款","agent":"小李","first_response_ms":10000,"handled_ms":120000}"#,
+            r#"{"kind":"feedback","ts":"2026-12-06T10:03:00+08:00","session":"b","score":2,"agent":"小李"}"#,
+            r#"{"kind":"note","ts":"2026-12-06T10:03:00+08:00","session":"b","agent":"小李","text":"已退"}"#,
+            r#"{"kind":"requeue","ts":"2026-12-06T10:04:00+08:00","session":"c","agent":"小李"}"#,
+        ];
+        let report = report_of(
+            records.iter().map(|r| serde_json::from_str::<Record>(r).unwrap()),
+            &ReportOptions::default(),
+        );
+        let wang = report.agents.by_agent.iter().find(|a| a.name == "小王").unwrap();
+        assert_eq!(wang.conversations, 1);
+        assert_eq!(wang.first_response.p50, Some(90.0));
+        assert_eq!(wang.handling.p90, Some(240.0));
+        assert_eq!(wang.waiting.p50, Some(60.0));
+        assert_eq!(wang.satisfaction, Some(4.0));
+        let li = report.agents.by_agent.iter().find(|a| a.name == "小李").unwrap();
+        assert_eq!((li.conversations, li.satisfaction, li.waiting.count), (1, Some(2.0), 0));
+        let groups: Vec<&str> = report.agents.by_group.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(groups, ["none", "售后"]);
+        let text = report.to_string();
+        assert!(text.contains("agent 小王") && text.contains("90/90"), "{text}");
     }
 
     #[test]

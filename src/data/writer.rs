@@ -47,7 +47,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, FixedOffset, NaiveDate, Timelike, Utc};
 use chrono_tz::Tz;
 
-use super::record::{AgentRecord, FeedbackRecord, Record, ReleaseRecord, TakeoverRecord, TurnRecord};
+use super::record::{
+    AgentRecord, FeedbackRecord, Hold, NoteRecord, Record, ReleaseRecord, RequeueRecord, ResolveRecord, TakeoverRecord,
+    TurnRecord,
+};
 use crate::batch::{Batcher, FlushGuard};
 use crate::{RuleSet, TurnResponse};
 
@@ -252,30 +255,86 @@ impl ConversationLog {
         }))
     }
 
-    /// Logs an agent taking a conversation over.
-    pub fn takeover(&self, session: &str, agent: Option<&str>) -> bool {
+    /// Logs a person taking a conversation over: its handoff's kind, queue and reason,
+    /// and how long it waited when it waited in a queue.
+    pub fn takeover(&self, session: &str, agent: Option<&str>, taken: &crate::dialogue::Takeover) -> bool {
+        let waited = taken.kind != crate::dialogue::HandoffKind::Agent;
         self.push(Record::Takeover(TakeoverRecord {
+            ts: self.now(),
+            session: session.to_string(),
+            agent: agent.map(str::to_string),
+            handoff_kind: Some(taken.kind),
+            group: taken.group.clone(),
+            reason: taken.reason.clone(),
+            waited_ms: taken.assigned_at.filter(|_| waited).map(|at| (at - taken.since).max(0)),
+        }))
+    }
+
+    /// Logs a conversation given back to the bot, with the figures of the hold that ended.
+    pub fn release(
+        &self,
+        session: &str,
+        agent: Option<&str>,
+        ended: &crate::dialogue::Takeover,
+        resumed: bool,
+    ) -> bool {
+        self.push(Record::Release(ReleaseRecord {
+            ts: self.now(),
+            session: session.to_string(),
+            hold: Hold::of(ended, agent, chrono::Utc::now().timestamp_millis()),
+            resumed,
+        }))
+    }
+
+    /// Logs a resolution, with the figures of the hold it ended (when a person held it).
+    pub fn resolve(
+        &self,
+        session: &str,
+        ended: Option<&crate::dialogue::Takeover>,
+        resolution: &crate::dialogue::Resolution,
+    ) -> bool {
+        let hold = match ended {
+            Some(ended) => Hold::of(ended, resolution.agent.as_deref(), resolution.at),
+            None => Hold {
+                agent: resolution.agent.clone(),
+                ..Hold::default()
+            },
+        };
+        self.push(Record::Resolve(ResolveRecord {
+            ts: self.now(),
+            session: session.to_string(),
+            outcome: resolution.outcome.clone(),
+            hold,
+        }))
+    }
+
+    /// Logs a conversation back in its queue.
+    pub fn requeue(&self, session: &str, agent: Option<&str>) -> bool {
+        self.push(Record::Requeue(RequeueRecord {
             ts: self.now(),
             session: session.to_string(),
             agent: agent.map(str::to_string),
         }))
     }
 
-    /// Logs a conversation given back to the bot.
-    pub fn release(&self, session: &str) -> bool {
-        self.push(Record::Release(ReleaseRecord {
+    /// Logs an agent's note.
+    pub fn note(&self, session: &str, note: &crate::dialogue::Note) -> bool {
+        self.push(Record::Note(NoteRecord {
             ts: self.now(),
             session: session.to_string(),
+            agent: note.agent.clone(),
+            text: note.text.clone(),
         }))
     }
 
-    /// Logs a satisfaction score.
-    pub fn feedback(&self, session: &str, score: u8, comment: Option<&str>) -> bool {
+    /// Logs a satisfaction score (`agent`: who served the conversation last, if anyone).
+    pub fn feedback(&self, session: &str, score: u8, comment: Option<&str>, agent: Option<&str>) -> bool {
         self.push(Record::Feedback(FeedbackRecord {
             ts: self.now(),
             session: session.to_string(),
             score,
             comment: comment.map(str::to_string),
+            agent: agent.map(str::to_string),
         }))
     }
 
@@ -310,23 +369,46 @@ impl crate::engine::Observer for ConversationLog {
                 // The profile and context too, so `kefu replay` can answer the turn again.
                 self.push(Record::Turn(record.with_request(request)));
             }
-            Event::Takeover { session, agent, .. } => {
-                self.takeover(session, agent);
+            Event::Takeover { session, agent, taken } => {
+                self.takeover(session, agent, taken);
             }
             Event::AgentReply {
                 session, agent, text, ..
             } => {
                 self.agent_reply(session, agent, text);
             }
-            Event::Release { session, .. } => {
-                self.release(session);
+            Event::Release {
+                session,
+                agent,
+                ended,
+                resumed,
+            } => {
+                self.release(session, agent, ended, resumed);
             }
-            Event::Feedback { session, feedback, .. } => {
-                self.feedback(session, feedback.score, feedback.comment.as_deref());
+            Event::Resolve {
+                session,
+                ended,
+                resolution,
+            } => {
+                self.resolve(session, ended, resolution);
             }
-            Event::Ticket { .. } | Event::TurnFailed { .. } => {}
-            // Recorded by the agent-workspace records (issue #23).
-            Event::Requeue { .. } | Event::Note { .. } | Event::Resolve { .. } | Event::Told { .. } => {}
+            Event::Requeue { session, agent } => {
+                self.requeue(session, agent);
+            }
+            Event::Note { session, note } => {
+                self.note(session, note);
+            }
+            Event::Feedback {
+                session,
+                feedback,
+                agent,
+                ..
+            } => {
+                // The agent who served last, whom `kefu report` credits with the rating.
+                self.feedback(session, feedback.score, feedback.comment.as_deref(), agent);
+            }
+            // A job's message is kept in the session; the job queue logs its outcome.
+            Event::Ticket { .. } | Event::TurnFailed { .. } | Event::Told { .. } => {}
         }
     }
 }

@@ -112,7 +112,17 @@ pub struct ServeConfig {
     /// The console's users and session cookies (`--users`, `--console-key-file`,
     /// `--console-secure-cookie`).
     pub console: super::console::ConsoleConfig,
+    /// How long an agent whose last inbox stream closed keeps their conversations before
+    /// they wait in their queues again (`--agent-grace`).
+    pub agent_grace: Duration,
 }
+
+/// The default of [`ServeConfig::agent_grace`]: two minutes, a browser's reload or a
+/// short network loss.
+pub const AGENT_GRACE: Duration = Duration::from_secs(120);
+
+/// How many stored conversations (not with the bot) fill the inbox at start.
+pub const INBOX_FILL: usize = 5000;
 
 impl ServeConfig {
     /// Defaults for serving `rules`: watched, in-memory sessions, no model.
@@ -139,6 +149,7 @@ impl ServeConfig {
             identity: None,
             canary: super::canary::GuardConfig::default(),
             console: super::console::ConsoleConfig::default(),
+            agent_grace: AGENT_GRACE,
         }
     }
 }

@@ -92,6 +92,42 @@ struct ScoreLabels {
     score: u8,
 }
 
+/// A handoff's kind and queue (`none` without queues): kinds are fixed, groups come from
+/// checked rule files.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandoffLabels {
+    kind: &'static str,
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    group: String,
+}
+
+/// An agent (a name in the users file, else `other`, so that the series stay bounded)
+/// and a score.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentScoreLabels {
+    agent: String,
+    score: u8,
+}
+
+fn agent_histogram() -> Histogram {
+    // 1 s to about 4.5 h: an agent's first answer, a handling, a customer's wait.
+    Histogram::new(exponential_buckets(1.0, 2.0, 15))
+}
+
+fn push_histogram() -> Histogram {
+    // 50 µs to about 1.5 s: an update framed and written to a stream.
+    Histogram::new(exponential_buckets(0.000_05, 2.5, 12))
+}
+
+/// The group label of a queue.
+fn group_label(group: Option<&str>) -> String {
+    group.unwrap_or("none").to_string()
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs to about 30 s: rule answers sit at the bottom, model answers at the top.
     Histogram::new(exponential_buckets(0.000_05, 2.5, 15))
@@ -164,7 +200,6 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     answers: Family<SourceLabels, Counter>,
-    handoffs: Counter,
     takeovers: Counter,
     safety_hits: Counter,
     reloads: Family<OutcomeLabels, Counter>,
@@ -196,6 +231,95 @@ pub struct Metrics {
     rules_version: Arc<OnceLock<Box<dyn Fn() -> String + Send + Sync>>>,
     /// Per-version counters (`kefu_version_*`), also read by the canary guard.
     versions: Arc<VersionBook>,
+    /// The agent workspace's figures (issue #23).
+    agents: AgentFigures,
+}
+
+/// The agent workspace's series: handoffs, waits, first responses, handling times and
+/// agents' scores, pushes to the inbox, and the conversations by state (read from the
+/// inbox at scrape).
+struct AgentFigures {
+    handoffs: Family<HandoffLabels, Counter>,
+    wait: Family<GroupLabels, Histogram, fn() -> Histogram>,
+    first_response: Family<GroupLabels, Histogram, fn() -> Histogram>,
+    handling: Family<GroupLabels, Histogram, fn() -> Histogram>,
+    feedback: Family<AgentScoreLabels, Counter>,
+    push: Histogram,
+    conversations: Arc<OnceLock<Readings>>,
+    /// Whether a name is in the console's users file (set once, by the service).
+    known_agent: OnceLock<KnownAgent>,
+}
+
+/// Whether a name is one of the console's users.
+type KnownAgent = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
+impl AgentFigures {
+    fn register(registry: &mut Registry) -> Self {
+        let handoffs = Family::<HandoffLabels, Counter>::default();
+        registry.register(
+            "handoffs",
+            "Conversations that left the bot for a person's queue or an agent, by the handoff's kind (rule, low_confidence, anger, repeated_failure, asked, agent) and queue (none without queues)",
+            handoffs.clone(),
+        );
+        let histograms = || Family::<GroupLabels, Histogram, fn() -> Histogram>::new_with_constructor(agent_histogram);
+        let (wait, first_response, handling) = (histograms(), histograms(), histograms());
+        registry.register(
+            "handoff_wait_seconds",
+            "How long a handed-off conversation waited before a person picked it up, by queue",
+            wait.clone(),
+        );
+        registry.register(
+            "agent_first_response_seconds",
+            "From a conversation leaving the bot to an agent's first reply, by queue",
+            first_response.clone(),
+        );
+        registry.register(
+            "agent_handling_seconds",
+            "From an agent picking a conversation up to its release or resolution, by queue",
+            handling.clone(),
+        );
+        let feedback = Family::<AgentScoreLabels, Counter>::default();
+        registry.register(
+            "agent_feedback",
+            "Satisfaction scores of conversations an agent served last, by agent (names in the users file, else other) and score",
+            feedback.clone(),
+        );
+        let push = push_histogram();
+        registry.register(
+            "inbox_push_seconds",
+            "From a change to a conversation to its update written to an inbox stream",
+            push.clone(),
+        );
+        let conversations = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(ReadAtScrape(Arc::clone(&conversations))));
+        for kind in crate::dialogue::HandoffKind::ALL {
+            let _ = handoffs.get_or_create(&HandoffLabels {
+                kind: kind.name(),
+                group: group_label(None),
+            });
+        }
+        for family in [&wait, &first_response, &handling] {
+            let _ = family.get_or_create(&GroupLabels {
+                group: group_label(None),
+            });
+        }
+        for score in 1..=5 {
+            let _ = feedback.get_or_create(&AgentScoreLabels {
+                agent: "other".into(),
+                score,
+            });
+        }
+        AgentFigures {
+            handoffs,
+            wait,
+            first_response,
+            handling,
+            feedback,
+            push,
+            conversations,
+            known_agent: OnceLock::new(),
+        }
+    }
 }
 
 /// Reads one count of a version's [`Figures`].
@@ -282,6 +406,8 @@ enum Reading {
     GaugeF64(&'static str, &'static str, f64),
     /// A gauge at 1 whose labels carry the information (`kefu_build_info{version=..}`).
     Info(&'static str, &'static str, Vec<(&'static str, String)>),
+    /// Gauges with one label: name, help, the label's name, and each value.
+    Gauges(&'static str, &'static str, &'static str, Vec<(&'static str, i64)>),
 }
 
 /// Where a [`ReadAtScrape`] collector reads its values.
@@ -322,6 +448,13 @@ impl Collector for ReadAtScrape {
                 Reading::GaugeF64(name, help, value) => {
                     let gauge = ConstGauge::new(value);
                     gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+                }
+                Reading::Gauges(name, help, label, values) => {
+                    let mut family =
+                        encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Gauge)?;
+                    for (value_of_label, value) in values {
+                        ConstGauge::new(value).encode(family.encode_family(&[(label, value_of_label)])?)?;
+                    }
                 }
                 Reading::Info(name, help, labels) => {
                     let gauge = ConstGauge::new(1_i64);
@@ -405,8 +538,6 @@ impl Metrics {
         );
         let answers = Family::<SourceLabels, Counter>::default();
         registry.register("answers", "Turns answered, by what answered them", answers.clone());
-        let handoffs = Counter::default();
-        registry.register("handoffs", "Conversations the bot handed to a human", handoffs.clone());
         let takeovers = Counter::default();
         registry.register("takeovers", "Conversations an agent took over", takeovers.clone());
         let safety_hits = Counter::default();
@@ -579,12 +710,12 @@ impl Metrics {
         for outcome in ["delivered", "rejected", "deferred", "redelivered"] {
             let _ = ticket_deliveries.get_or_create(&OutcomeLabels { outcome });
         }
+        let agents = AgentFigures::register(registry);
         Metrics {
             registry: root,
             requests,
             latency,
             answers,
-            handoffs,
             takeovers,
             safety_hits,
             reloads,
@@ -611,7 +742,74 @@ impl Metrics {
             model,
             rules_version,
             versions,
+            agents,
         }
+    }
+
+    /// Serves `kefu_conversations{state}` from `counts` (the inbox's, in
+    /// [`crate::dialogue::ConvState::ALL`]'s order) at each scrape.
+    pub fn watch_inbox(&self, counts: impl Fn() -> [u64; 4] + Send + Sync + 'static) {
+        let _ = self.agents.conversations.set(Box::new(move || {
+            let counts = counts();
+            vec![Reading::Gauges(
+                "conversations",
+                "Conversations in the inbox by state: waiting (handed off, no agent yet), agent, bot, resolved",
+                "state",
+                crate::dialogue::ConvState::ALL
+                    .iter()
+                    .zip(counts)
+                    .map(|(state, n)| (state.name(), i64::try_from(n).unwrap_or(i64::MAX)))
+                    .collect(),
+            )]
+        }));
+    }
+
+    /// Says which agent names are the console's users (the others count as `other`).
+    pub fn watch_agents(&self, known: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        let _ = self.agents.known_agent.set(Box::new(known));
+    }
+
+    /// Counts what a change to a conversation made on this node did.
+    pub fn inbox_effects(&self, effects: &super::inbox::Effects) {
+        let figures = &self.agents;
+        if let Some((kind, group)) = &effects.handed_off {
+            figures
+                .handoffs
+                .get_or_create(&HandoffLabels {
+                    kind: kind.name(),
+                    group: group_label(group.as_deref()),
+                })
+                .inc();
+        }
+        let seconds = |ms: i64| ms.max(0) as f64 / 1000.0;
+        for (family, figure) in [
+            (&figures.wait, &effects.waited),
+            (&figures.first_response, &effects.first_response),
+            (&figures.handling, &effects.handled),
+        ] {
+            if let Some((group, ms)) = figure {
+                family
+                    .get_or_create(&GroupLabels {
+                        group: group_label(group.as_deref()),
+                    })
+                    .observe(seconds(*ms));
+            }
+        }
+        if let Some((agent, score)) = &effects.feedback
+            && let Some(agent) = agent
+        {
+            let known = figures.known_agent.get().is_some_and(|known| known(agent));
+            let agent = if known { agent.clone() } else { "other".into() };
+            figures
+                .feedback
+                .get_or_create(&AgentScoreLabels { agent, score: *score })
+                .inc();
+        }
+    }
+
+    /// Counts an update written to an inbox stream `took` after its change.
+    pub fn inbox_pushed(&self, took: Duration) {
+        self.agents.push.observe(took.as_secs_f64());
     }
 
     /// The per-version counters, for the canary guard.
@@ -826,13 +1024,11 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Counts an answered turn.
-    pub fn answer(&self, source: AnswerSource, handoff: bool) {
+    /// Counts an answered turn (its handoff is counted by the inbox, with its kind and
+    /// queue: [`Metrics::inbox_effects`]).
+    pub fn answer(&self, source: AnswerSource) {
         let source = source.name();
         self.answers.get_or_create(&SourceLabels { source }).inc();
-        if handoff && source != "human" {
-            self.handoffs.inc();
-        }
         if source == "safety" {
             self.safety_hits.inc();
         }

@@ -4,13 +4,15 @@
 //! |---|---|
 //! | `POST /v1/chat` (JSON or SSE) | [`chat`] |
 //! | `POST /v1/chat/completions` (OpenAI-compatible) | [`openai`] |
-//! | `GET /v1/sessions/{id}`, `POST .../takeover`, `.../reply`, `.../release`, `.../feedback`, `GET /v1/tickets` | [`sessions`] |
+//! | `GET /v1/sessions/{id}`, `POST .../takeover`, `.../reply`, `.../release`, `.../note`, `.../resolve`, `.../feedback`, `GET /v1/tickets` | [`sessions`] |
 //! | `GET /healthz`, `GET /metrics`, `GET /admin/rules`, `POST /admin/reload` | [`admin`] |
 //! | `GET /livez`, `GET /readyz` | [`health`] |
 //! | `GET /admin/versions`, `GET /admin/versions/{id}`, `GET /admin/diff`, `POST /admin/publish`, `.../canary`, `.../promote`, `.../rollback`, `.../replay` | [`versions`] |
 //! | `POST /console/api/login`, `.../logout`, `GET /console/api/me` | [`console`] |
 //! | `GET /console/...` (the console's files) | [`assets`] |
 //! | `POST /admin/draft/chat`, `POST /admin/draft/tests`, `POST /admin/draft/tests/save`, `GET /admin/report` | [`workbench`] |
+//! | `GET /admin/inbox`, `.../stream`, `.../{id}`, `.../{id}/suggest`, `GET /admin/canned`; `POST /v1/sessions/{id}/note`, `.../resolve` | [`inbox`], [`sessions`] |
+//! | `GET /v1/sessions/{id}/events` (the customer's live channel), `.../messages` | [`inbox::customer`] |
 //!
 //! The machinery around the handlers, one job a file:
 //!
@@ -27,7 +29,8 @@
 //! | [`identity`] | Who the customer is: the profile and order the shop's backend signed. |
 //! | [`limits`] | The per-request checks: session ids, message length, the per-session rate. |
 //! | [`turns`] | Where a turn runs (inline or on the blocking pool), the in-flight bound. |
-//! | [`recorder`] | The engine's events counted and logged: metrics, the log line, the conversation log. |
+//! | [`recorder`] | The engine's events counted and logged: metrics, the log line, the conversation log, the inbox. |
+//! | [`inbox`] | The agents' inbox: live conversations pushed to consoles, customers' channels, the fleet's Redis channel. |
 //! | [`sse`] | Server-sent event streams. |
 //! | [`http`] | The response body, JSON responses, reading bodies and path segments. |
 //! | [`errors`] | [`ApiError`], the body of every refusal. |
@@ -61,6 +64,7 @@ pub mod errors;
 pub mod health;
 pub mod http;
 pub mod identity;
+pub mod inbox;
 pub mod limits;
 pub mod logs;
 pub mod metrics;

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use super::inbox::Inbox;
 use super::metrics::Metrics;
 use crate::data::ConversationLog;
 use crate::engine::{Event, Observer};
@@ -22,16 +23,22 @@ pub struct Recorder {
     pub metrics: Arc<Metrics>,
     /// The conversation log, when it is on.
     pub log: Option<ConversationLog>,
+    /// The agents' inbox, which pushes every change to the consoles (and other nodes).
+    pub inbox: Option<Arc<Inbox>>,
 }
 
 impl Observer for Recorder {
     fn observe(&self, event: &Event<'_>) {
+        // First: the consoles see a change as soon as it is made.
+        if let Some(inbox) = &self.inbox {
+            inbox.observe(event);
+        }
         if let Some(log) = &self.log {
             log.observe(event);
         }
         match *event {
             Event::Turn { request, response } => {
-                self.metrics.answer(response.source, response.handoff.is_some());
+                self.metrics.answer(response.source);
                 self.metrics.version_turn(response);
                 for failure in &response.script_errors {
                     self.metrics.script_error(&failure.item);
@@ -69,8 +76,44 @@ impl Observer for Recorder {
                     "taken over"
                 );
             }
-            Event::AgentReply { session, .. } => tracing::info!(session = %LogSafe(session), "agent replied"),
-            Event::Release { session, .. } => tracing::info!(session = %LogSafe(session), "released to the bot"),
+            Event::AgentReply { session, agent, .. } => tracing::info!(
+                session = %LogSafe(session),
+                agent = agent.map(|a| tracing::field::display(LogSafe(a))),
+                "agent replied"
+            ),
+            Event::Release {
+                session,
+                agent,
+                resumed,
+                ..
+            } => tracing::info!(
+                session = %LogSafe(session),
+                agent = agent.map(|a| tracing::field::display(LogSafe(a))),
+                resumed,
+                "released to the bot"
+            ),
+            Event::Requeue { session, agent } => tracing::info!(
+                session = %LogSafe(session),
+                agent = agent.map(|a| tracing::field::display(LogSafe(a))),
+                "back in its queue"
+            ),
+            Event::Note { session, note } => tracing::info!(
+                session = %LogSafe(session),
+                agent = note.agent.as_deref().map(|a| tracing::field::display(LogSafe(a))),
+                chars = note.text.chars().count(),
+                "note written"
+            ),
+            Event::Resolve {
+                session, resolution, ..
+            } => tracing::info!(
+                session = %LogSafe(session),
+                agent = resolution.agent.as_deref().map(|a| tracing::field::display(LogSafe(a))),
+                outcome = %LogSafe(&resolution.outcome),
+                "resolved"
+            ),
+            Event::Told { session, text, .. } => {
+                tracing::info!(session = %LogSafe(session), chars = text.chars().count(), "told")
+            }
             Event::Feedback {
                 session,
                 feedback,
@@ -88,8 +131,6 @@ impl Observer for Recorder {
                 kind = %ticket.kind,
                 "ticket raised"
             ),
-            // The inbox's events (issue #23): logged and counted by the inbox's recorder.
-            Event::Requeue { .. } | Event::Note { .. } | Event::Resolve { .. } | Event::Told { .. } => {}
         }
     }
 }

@@ -16,7 +16,7 @@ use super::draft::TableAction;
 use super::http::{Body, decode_segment};
 use super::users::Permission;
 use super::{
-    ApiError, State, admin, assets, chat, conns, console, draft, health, openai, sessions, versions, workbench,
+    ApiError, State, admin, assets, chat, conns, console, draft, health, inbox, openai, sessions, versions, workbench,
 };
 
 /// One request, start to end: route, time limit, metrics, and errors turned into JSON.
@@ -71,10 +71,12 @@ enum SessionAction {
     Reply,
     Release,
     Feedback,
+    Note,
+    Resolve,
 }
 
 /// Every route's pattern ([`Route::name`]), for the request series that exist from start.
-pub(super) const ROUTE_PATTERNS: [&str; 37] = [
+pub(super) const ROUTE_PATTERNS: [&str; 46] = [
     "/v1/chat",
     "/v1/chat/completions",
     "/v1/sessions/{id}",
@@ -82,6 +84,15 @@ pub(super) const ROUTE_PATTERNS: [&str; 37] = [
     "/v1/sessions/{id}/reply",
     "/v1/sessions/{id}/release",
     "/v1/sessions/{id}/feedback",
+    "/v1/sessions/{id}/note",
+    "/v1/sessions/{id}/resolve",
+    "/v1/sessions/{id}/events",
+    "/v1/sessions/{id}/messages",
+    "/admin/inbox",
+    "/admin/inbox/stream",
+    "/admin/inbox/{id}",
+    "/admin/inbox/{id}/suggest",
+    "/admin/canned",
     "/v1/tickets",
     "/healthz",
     "/livez",
@@ -122,6 +133,20 @@ enum Route<'a> {
     /// `/v1/sessions/{id}`, the id as it appears in the path (still percent-encoded).
     Session(&'a str),
     SessionAction(&'a str, SessionAction),
+    /// `GET /v1/sessions/{id}/events`: the customer's live channel (their token).
+    SessionEvents(&'a str),
+    /// `GET /v1/sessions/{id}/messages`: the same as a poll.
+    SessionMessages(&'a str),
+    /// `GET /admin/inbox` (permission: agent).
+    Inbox,
+    /// `GET /admin/inbox/stream` (SSE; agent).
+    InboxStream,
+    /// `GET /admin/inbox/{id}` (agent).
+    InboxConversation(&'a str),
+    /// `GET /admin/inbox/{id}/suggest` (agent).
+    InboxSuggest(&'a str),
+    /// `GET /admin/canned` (agent).
+    Canned,
     Tickets,
     Healthz,
     Livez,
@@ -196,13 +221,22 @@ impl<'a> Route<'a> {
             "reply" => Some(SessionAction::Reply),
             "release" => Some(SessionAction::Release),
             "feedback" => Some(SessionAction::Feedback),
+            "note" => Some(SessionAction::Note),
+            "resolve" => Some(SessionAction::Resolve),
             _ => None,
         };
         Some(match segments[..n] {
             ["v1", "chat"] => Route::Chat,
             ["v1", "chat", "completions"] => Route::Completions,
             ["v1", "sessions", id] => Route::Session(id),
+            ["v1", "sessions", id, "events"] => Route::SessionEvents(id),
+            ["v1", "sessions", id, "messages"] => Route::SessionMessages(id),
             ["v1", "sessions", id, a] => Route::SessionAction(id, action(a)?),
+            ["admin", "inbox"] => Route::Inbox,
+            ["admin", "inbox", "stream"] => Route::InboxStream,
+            ["admin", "inbox", id] => Route::InboxConversation(id),
+            ["admin", "inbox", id, "suggest"] => Route::InboxSuggest(id),
+            ["admin", "canned"] => Route::Canned,
             ["v1", "tickets"] => Route::Tickets,
             ["healthz"] => Route::Healthz,
             ["livez"] => Route::Livez,
@@ -243,6 +277,15 @@ impl<'a> Route<'a> {
             Route::SessionAction(_, SessionAction::Reply) => "/v1/sessions/{id}/reply",
             Route::SessionAction(_, SessionAction::Release) => "/v1/sessions/{id}/release",
             Route::SessionAction(_, SessionAction::Feedback) => "/v1/sessions/{id}/feedback",
+            Route::SessionAction(_, SessionAction::Note) => "/v1/sessions/{id}/note",
+            Route::SessionAction(_, SessionAction::Resolve) => "/v1/sessions/{id}/resolve",
+            Route::SessionEvents(_) => "/v1/sessions/{id}/events",
+            Route::SessionMessages(_) => "/v1/sessions/{id}/messages",
+            Route::Inbox => "/admin/inbox",
+            Route::InboxStream => "/admin/inbox/stream",
+            Route::InboxConversation(_) => "/admin/inbox/{id}",
+            Route::InboxSuggest(_) => "/admin/inbox/{id}/suggest",
+            Route::Canned => "/admin/canned",
             Route::Tickets => "/v1/tickets",
             Route::Healthz => "/healthz",
             Route::Livez => "/livez",
@@ -300,6 +343,8 @@ impl<'a> Route<'a> {
             "/v1/chat"
             | "/v1/chat/completions"
             | "/v1/sessions/{id}/feedback"
+            | "/v1/sessions/{id}/events"
+            | "/v1/sessions/{id}/messages"
             | "/healthz"
             | "/livez"
             | "/readyz"
@@ -312,7 +357,11 @@ impl<'a> Route<'a> {
             | "/v1/sessions/{id}/takeover"
             | "/v1/sessions/{id}/reply"
             | "/v1/sessions/{id}/release"
+            | "/v1/sessions/{id}/note"
+            | "/v1/sessions/{id}/resolve"
             | "/v1/tickets" => Permission::Agent,
+            // The inbox is the agents' (admins and the token pass too; viewers do not).
+            _ if pattern.starts_with("/admin/inbox") || pattern == "/admin/canned" => Permission::Agent,
             _ if reads && pattern.starts_with("/admin/") => Permission::Read,
             "/admin/draft/check" | "/admin/draft/chat" | "/admin/draft/tests" => Permission::Read,
             "/admin/publish" | "/admin/canary" | "/admin/promote" | "/admin/rollback" => Permission::Publish,
@@ -327,6 +376,13 @@ impl<'a> Route<'a> {
         matches!(
             self,
             Route::Session(_)
+                | Route::SessionEvents(_)
+                | Route::SessionMessages(_)
+                | Route::Inbox
+                | Route::InboxStream
+                | Route::InboxConversation(_)
+                | Route::InboxSuggest(_)
+                | Route::Canned
                 | Route::Tickets
                 | Route::Healthz
                 | Route::Livez
@@ -392,10 +448,19 @@ async fn dispatch(
             match action {
                 SessionAction::Takeover => sessions::takeover(state, &id, req).await,
                 SessionAction::Reply => sessions::reply(state, &id, req).await,
-                SessionAction::Release => sessions::release(state, &id).await,
+                SessionAction::Release => sessions::release(state, &id, req).await,
                 SessionAction::Feedback => sessions::feedback(state, &id, req).await,
+                SessionAction::Note => sessions::note(state, &id, req).await,
+                SessionAction::Resolve => sessions::resolve(state, &id, req).await,
             }
         }
+        Route::SessionEvents(id) => inbox::customer::events(state, &decode_segment(id)?, req).await,
+        Route::SessionMessages(id) => inbox::customer::messages(state, &decode_segment(id)?, req).await,
+        Route::Inbox => inbox::routes::list(state, &req),
+        Route::InboxStream => inbox::routes::stream(state, &req),
+        Route::InboxConversation(id) => inbox::routes::detail(state, &decode_segment(id)?).await,
+        Route::InboxSuggest(id) => inbox::routes::suggest(state, &decode_segment(id)?).await,
+        Route::Canned => inbox::routes::canned(state, req.uri().query()),
         Route::Tickets => sessions::tickets(state, req.uri().query()),
         Route::Healthz => Ok(admin::healthz(state)),
         Route::Livez => Ok(health::livez()),
@@ -475,6 +540,13 @@ mod tests {
         assert_eq!(needs(Method::POST, "/admin/publish"), Some(Permission::Publish));
         assert_eq!(needs(Method::POST, "/admin/rollback"), Some(Permission::Publish));
         assert_eq!(needs(Method::POST, "/admin/reload"), Some(Permission::Admin));
+        assert_eq!(needs(Method::GET, "/admin/inbox"), Some(Permission::Agent));
+        assert_eq!(needs(Method::GET, "/admin/inbox/stream"), Some(Permission::Agent));
+        assert_eq!(needs(Method::GET, "/admin/inbox/a/suggest"), Some(Permission::Agent));
+        assert_eq!(needs(Method::GET, "/admin/canned"), Some(Permission::Agent));
+        assert_eq!(needs(Method::POST, "/v1/sessions/a/resolve"), Some(Permission::Agent));
+        assert_eq!(needs(Method::GET, "/v1/sessions/a/events"), None);
+        assert_eq!(needs(Method::GET, "/v1/sessions/a/messages"), None);
         // Every route pattern has its answer (none forgotten as public by mistake).
         for pattern in ROUTE_PATTERNS {
             let path = pattern.replace("{id}", "abc");
@@ -483,7 +555,8 @@ mod tests {
             assert_eq!(
                 public,
                 !(pattern.starts_with("/admin/")
-                    || pattern.starts_with("/v1/sessions/{id}") && !pattern.ends_with("feedback")
+                    || pattern.starts_with("/v1/sessions/{id}")
+                        && !["feedback", "events", "messages"].iter().any(|p| pattern.ends_with(p))
                     || pattern == "/v1/tickets"),
                 "{pattern}"
             );

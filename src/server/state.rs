@@ -10,6 +10,7 @@ use governor::DefaultKeyedRateLimiter;
 use tokio::sync::Semaphore;
 
 use super::health::{Health, Probe};
+use super::inbox::{Figures, Inbox};
 use super::metrics::Metrics;
 use super::recorder::Recorder;
 use super::{Limits, ServeConfig, ServeError, limits, model};
@@ -61,6 +62,10 @@ pub struct State {
     pub(super) console: super::console::Console,
     /// The draft (the rules directory) as the console's test chat and tests build it.
     pub(super) workbench: crate::reload::workbench::Workbench,
+    /// The agents' inbox (fed by the recorder; see [`super::inbox`]).
+    pub inbox: Arc<Inbox>,
+    /// How long an agent gone from the inbox keeps their conversations.
+    pub(super) agent_grace: std::time::Duration,
 }
 
 /// A built service: rules loaded, engine, reloader, job queue. Serve it with
@@ -74,6 +79,8 @@ pub struct Service {
     _follow: Option<(FollowHandle, Option<crate::versions::redis::Subscription>)>,
     /// Writes what the conversation log holds when the service ends.
     _log: Option<FlushGuard>,
+    /// The inbox's subscription to the other nodes' changes, with Redis.
+    _inbox_fleet: Option<super::inbox::fleet::Subscription>,
     /// The conversation log, opened again on SIGHUP.
     log: Option<ConversationLog>,
 }
@@ -131,6 +138,9 @@ impl Service {
             }
         };
         let metrics = Arc::new(Metrics::new());
+        let inbox = Arc::new(Inbox::new(Some(Arc::clone(&metrics) as Arc<dyn Figures>)));
+        let counted = Arc::downgrade(&inbox);
+        metrics.watch_inbox(move || counted.upgrade().map(|i| i.counts()).unwrap_or_default());
         // With Redis, readiness asks it too (a PING, see `health`); memory is always there.
         let mut store_probe: Option<Probe> = None;
         let (sessions, remote_sessions): (Arc<dyn SessionStore>, bool) = match (&config.sessions, &config.redis) {
@@ -194,6 +204,16 @@ impl Service {
         });
 
         let cache_metrics = Arc::clone(&metrics);
+        // The inbox starts with the stored conversations that are not with the bot.
+        match sessions.recent(super::config::INBOX_FILL) {
+            Ok(stored) => {
+                let filled = inbox.fill(stored);
+                if filled > 0 {
+                    tracing::info!(conversations = filled, "inbox filled from the session store");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "the inbox starts empty: the session store could not be listed"),
+        }
         let mut engine = Engine::new(rules)
             .with_config(config.engine.clone())
             .with_sessions(sessions)
@@ -203,7 +223,7 @@ impl Service {
             metrics.watch_model(llm);
             engine = engine.with_llm(Arc::new(model::Metered::new(Arc::clone(llm), Arc::clone(&metrics))));
         }
-        let engine = Arc::new(engine);
+        let engine = Arc::new(engine.with_queues(Arc::clone(&inbox) as _));
         let serving = Arc::downgrade(&engine);
         metrics.watch_rules(move || serving.upgrade().map(|e| e.rules().version.clone()).unwrap_or_default());
         let serving = Arc::downgrade(&engine);
@@ -237,10 +257,33 @@ impl Service {
         };
         // The engine reports every change to a conversation; the recorder counts and logs
         // it (the handlers write no records of their own).
-        engine.set_observer(Arc::new(Recorder {
+        let recorder = Arc::new(Recorder {
             metrics: Arc::clone(&metrics),
             log: conversation_log.clone(),
-        }));
+            inbox: Some(Arc::clone(&inbox)),
+        });
+        engine.set_observer(Arc::clone(&recorder) as _);
+        // With Redis, the nodes' inboxes follow each other's changes.
+        let inbox_fleet = match &config.redis {
+            Some(url) => {
+                let prefix = config.redis_config.prefix.trim_end_matches("session:");
+                let silenced = Arc::downgrade(&engine);
+                let subscription = super::inbox::fleet::start(
+                    url,
+                    prefix,
+                    config.redis_config.timeout.max(std::time::Duration::from_millis(500)),
+                    &inbox,
+                    move |id| {
+                        if let Some(engine) = silenced.upgrade() {
+                            engine.silence(id);
+                        }
+                    },
+                )
+                .map_err(|e| ServeError::Redis(crate::store::RedisStoreError::Command(e)))?;
+                Some(subscription)
+            }
+            None => None,
+        };
         let reload_metrics = Arc::clone(&metrics);
         let slow_rules = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let slow_reset = Arc::clone(&slow_rules);
@@ -326,6 +369,15 @@ impl Service {
                     .map(crate::versions::load_options)
                     .unwrap_or_default(),
             ),
+            inbox,
+            agent_grace: config.agent_grace,
+        });
+        // An agent's scores are labelled by name only for the console's users.
+        let users = Arc::downgrade(&state);
+        state.metrics.watch_agents(move |name| {
+            users
+                .upgrade()
+                .is_some_and(|s| s.console.users.current().find(name).is_some())
         });
         super::versions::guard_canaries(Arc::downgrade(&state), config.canary);
         Ok(Service {
@@ -334,6 +386,7 @@ impl Service {
             _follow: follow,
             _watcher: watcher,
             _log: log_guard,
+            _inbox_fleet: inbox_fleet,
             log: conversation_log,
         })
     }

@@ -382,6 +382,8 @@ pub(super) async fn report(state: &Arc<State>, query: Option<&str>) -> Result<Re
             "since": since.to_rfc3339(),
             "until": until.to_rfc3339(),
             "satisfaction": report.satisfaction,
+            // The overview's agents panel (always present: empty lists before any hold).
+            "agents": report.agents,
             "hourly": hourly,
             "report": report,
         });

@@ -63,6 +63,15 @@ pub trait SessionStore: Send + Sync {
     fn store_if_unchanged(&self, session: Session) -> Result<Unchanged, StoreError>;
     /// Forgets a session.
     fn remove(&self, id: &str);
+    /// Up to `limit` kept sessions that are not with the bot (waiting for a person, held
+    /// by one, resolved), the most recently updated first: what the agents' inbox starts
+    /// with. A shared store looks at a bounded number of keys
+    /// ([`redis::RECENT_SCAN_KEYS`]); a store of one process (memory) lists none, its
+    /// sessions having started with the process.
+    fn recent(&self, limit: usize) -> Result<Vec<Session>, StoreError> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
 }
 
 /// What [`SessionStore::store_if_unchanged`] did.

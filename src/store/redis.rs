@@ -120,6 +120,10 @@ fn back_off(attempt: u32) {
 /// `/metrics`; the store knows nothing of the service.
 pub type RedisObserver = Arc<dyn Fn(&'static str, Duration, bool) + Send + Sync>;
 
+/// The most session keys [`SessionStore::recent`] looks at (SCAN), so that a start with
+/// millions of stored conversations stays quick.
+pub const RECENT_SCAN_KEYS: usize = 200_000;
+
 /// The operations a [`RedisObserver`] is told of, for series made before the first one.
 pub const REDIS_OPS: [&str; 4] = ["get", "update", "store", "remove"];
 
@@ -402,6 +406,50 @@ impl RedisStore {
         Ok(Self::parse(id, text))
     }
 
+    /// [`SessionStore::recent`]: SCAN over the session keys (at most
+    /// [`RECENT_SCAN_KEYS`]), the sessions read 200 at a time (MGET), those with the bot
+    /// left out.
+    fn try_recent(&self, limit: usize) -> Result<Vec<Session>, RedisStoreError> {
+        let pattern = format!("{}*", self.config.prefix);
+        let mut cursor: u64 = 0;
+        let mut keys: Vec<String> = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = self.tried("get", "*", |conn| {
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(conn)
+                    .map_err(RedisStoreError::from)
+            })?;
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 || keys.len() >= RECENT_SCAN_KEYS {
+                break;
+            }
+        }
+        keys.truncate(RECENT_SCAN_KEYS);
+        let mut found = Vec::new();
+        for chunk in keys.chunks(200) {
+            let texts: Vec<Option<String>> = self.tried("get", "*", |conn| {
+                redis::cmd("MGET").arg(chunk).query(conn).map_err(RedisStoreError::from)
+            })?;
+            for (key, text) in chunk.iter().zip(texts) {
+                let id = key.strip_prefix(&self.config.prefix).unwrap_or(key);
+                if let Some(session) = Self::parse(id, text)
+                    && session.state() != crate::dialogue::ConvState::Bot
+                {
+                    found.push(session);
+                }
+            }
+        }
+        found.sort_unstable_by_key(|s| std::cmp::Reverse(s.updated_at));
+        found.truncate(limit);
+        Ok(found)
+    }
+
     fn parse(id: &str, text: Option<String>) -> Option<Session> {
         text.and_then(|t| match serde_json::from_str(&t) {
             Ok(session) => Some(session),
@@ -513,6 +561,10 @@ impl SessionStore for RedisStore {
         let id = session.id.clone();
         self.try_store_if_unchanged(session)
             .map_err(|e| self.failed("store", &id, &e))
+    }
+
+    fn recent(&self, limit: usize) -> Result<Vec<Session>, StoreError> {
+        self.try_recent(limit).map_err(|e| self.failed("get", "*", &e))
     }
 
     fn remove(&self, id: &str) {
