@@ -54,6 +54,7 @@ const COMPLETION_TYPE: Record<SymbolKind, string> = {
   promotions: "constant",
   policies: "namespace",
   styles: "property",
+  queues: "keyword",
 };
 
 /** The kind of a symbol, as the editor shows it. */

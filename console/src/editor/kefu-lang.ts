@@ -15,12 +15,12 @@ const KEYWORDS = new Set(
     "reask remember forget reply retry rule safety segmented say set shop source start style text threshold " +
     "model_threshold faq_threshold goodbye_message ack_message more_message confirm_again_message " +
     "flow_updated_message upcoming_days max_answers timeout translate timezone to tone temperature top_p " +
-    "when within without default_reply words"
+    "when queue label hours off_hours waiting within without default_reply words"
   ).split(" "),
 );
 
 /** Keywords that open an item: the name after them is being declared. */
-const DECLARES = new Set(["rule", "flow", "promotion", "policy", "style", "entity", "source", "card", "shop"]);
+const DECLARES = new Set(["rule", "flow", "promotion", "policy", "style", "entity", "source", "card", "shop", "queue"]);
 /** Keywords after which names are intents or intent patterns. */
 const INTENTS = new Set(["intent", "on", "applies"]);
 /** Keywords after which a name is a slot or a value of the flow. */

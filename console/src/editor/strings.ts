@@ -18,6 +18,7 @@ addStrings({
   "ed.sym.promotions": { zh: "促销", en: "promotion" },
   "ed.sym.policies": { zh: "政策", en: "policy" },
   "ed.sym.styles": { zh: "风格", en: "style" },
+  "ed.sym.queues": { zh: "队列", en: "queue" },
   "ed.save": { zh: "保存", en: "Save" },
   "ed.saving": { zh: "保存中…", en: "Saving…" },
   "ed.saved": { zh: "已保存", en: "Saved" },

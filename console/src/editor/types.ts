@@ -44,8 +44,8 @@ export interface SymbolEntry {
   flow?: string;
 }
 
-export type SymbolKind = "intents" | "entities" | "slots" | "flows" | "rules" | "promotions" | "policies" | "styles";
-export const SYMBOL_KINDS: SymbolKind[] = ["intents", "entities", "slots", "flows", "rules", "promotions", "policies", "styles"];
+export type SymbolKind = "intents" | "entities" | "slots" | "flows" | "rules" | "promotions" | "policies" | "styles" | "queues";
+export const SYMBOL_KINDS: SymbolKind[] = ["intents", "entities", "slots", "flows", "rules", "promotions", "policies", "styles", "queues"];
 export type Symbols = Partial<Record<SymbolKind, SymbolEntry[]>>;
 
 export interface CheckAnswer {
