@@ -103,7 +103,7 @@ pub struct ServeArgs {
     drain_seconds: u64,
     /// Seconds an agent whose last inbox stream closed (browser closed, network lost)
     /// keeps their conversations; then they wait in their queues again.
-    #[arg(long, env = "KEFU_AGENT_GRACE", default_value_t = 120)]
+    #[arg(long, default_value_t = 120)]
     agent_grace: u64,
     /// Seconds a connection may stay idle between requests.
     #[arg(long, default_value_t = 75)]

@@ -825,12 +825,18 @@ impl Hub {
 /// The SSE events one change produces, framed once, and what the customer channel gets.
 #[derive(Default)]
 struct Out {
+    /// Whether an inbox stream listens: with none, no event is serialized (every turn
+    /// passes here, and most nodes most of the time have no agent watching).
+    frame: bool,
     inbox: Vec<u8>,
     customer: Vec<(String, CustomerPush)>,
 }
 
 impl Out {
     fn push(&mut self, name: &str, data: &impl Serialize) {
+        if !self.frame {
+            return;
+        }
         if let Ok(json) = serde_json::to_string(data) {
             self.inbox.extend_from_slice(&sse_event(Some(name), &json));
         }
@@ -841,6 +847,9 @@ impl Out {
     }
 
     fn message(&mut self, session: &str, message: Option<&Message>) {
+        if !self.frame {
+            return;
+        }
         if let Some(m) = message {
             self.push(
                 "message",
@@ -850,16 +859,25 @@ impl Out {
     }
 
     fn turn(&mut self, session: &str, turn: Option<&Arc<TurnView>>) {
+        if !self.frame {
+            return;
+        }
         if let Some(turn) = turn {
             self.push("turn", &serde_json::json!({"session": session, "turn": turn}));
         }
     }
 
     fn note(&mut self, session: &str, note: &Note) {
+        if !self.frame {
+            return;
+        }
         self.push("note", &serde_json::json!({"session": session, "note": note}));
     }
 
     fn removed(&mut self, session: &str) {
+        if !self.frame {
+            return;
+        }
         self.push("removed", &serde_json::json!({ "session": session }));
     }
 
@@ -1064,7 +1082,10 @@ impl Inbox {
     /// Applies a change (from this node or another) and pushes it.
     pub fn apply(&self, change: &Change) -> Effects {
         let at = Instant::now();
-        let mut out = Out::default();
+        let mut out = Out {
+            frame: self.tx.receiver_count() > 0,
+            ..Out::default()
+        };
         let (effects, watchers) = {
             let mut hub = self.hub();
             let effects = hub.apply(change, now_ms(), &mut out);
