@@ -22,10 +22,35 @@ const PASSWORD: &str = "很长的密码 correct horse";
 /// The demo shop hands this off (rule 投诉, reason 客户投诉).
 const ANGRY: &str = "说好今天发货又没发 再不处理我就打12315投诉你们";
 
-fn config() -> ServeConfig {
-    let mut config = ServeConfig::new(support::root().join("rules"));
+/// The demo shop with its queues open around the clock, in a temporary directory that must
+/// outlive the server. The demo's queues answer 09:00-23:00 Shanghai time, and a handoff
+/// outside them is an off-hours ticket rather than a wait: these tests are about the inbox
+/// and must not depend on the hour they run at (tests/queues.rs tests the hours).
+fn config() -> (ServeConfig, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    support::copy_dir(&support::root().join("rules"), &rules);
+    let queues = rules.join("queues.kefu");
+    let text = std::fs::read_to_string(&queues).unwrap();
+    let mut kept = Vec::new();
+    let mut in_hours = false;
+    for line in text.lines() {
+        // `hours "…"` and `off_hours "…"` with their `en "…"` continuation lines.
+        if line.starts_with("  hours ") || line.starts_with("  off_hours ") {
+            in_hours = true;
+        } else if !(in_hours && line.starts_with("    ")) {
+            in_hours = false;
+            kept.push(line);
+        }
+    }
+    assert!(
+        kept.len() + 6 <= text.lines().count(),
+        "queues.kefu has hours to take out"
+    );
+    std::fs::write(&queues, kept.join("\n")).unwrap();
+    let mut config = ServeConfig::new(rules);
     config.watch = false;
-    config
+    (config, dir)
 }
 
 /// An event stream read off a raw socket as it arrives.
@@ -84,7 +109,8 @@ fn post(server: &TestServer, path: &str, body: Value) -> Reply {
 
 #[test]
 fn a_handed_off_conversation_waits_then_is_taken_answered_noted_and_released() {
-    let server = TestServer::start(config());
+    let (config, _rules) = config();
+    let server = TestServer::start(config);
     chat(&server, "bot-1", "这件T恤洗了会缩水吗");
     let answer = chat(&server, "angry-1", ANGRY);
     assert_eq!(answer["source"], "handoff", "{answer}");
@@ -214,7 +240,8 @@ fn a_handed_off_conversation_waits_then_is_taken_answered_noted_and_released() {
 
 #[test]
 fn the_inbox_stream_sends_a_snapshot_then_each_change_within_a_second() {
-    let server = TestServer::start(config());
+    let (config, _rules) = config();
+    let server = TestServer::start(config);
     chat(&server, "early", "这件T恤洗了会缩水吗");
     let mut stream = Stream::open(server.addr, "/admin/inbox/stream", &[]);
     assert!(
@@ -237,7 +264,8 @@ fn the_inbox_stream_sends_a_snapshot_then_each_change_within_a_second() {
 
 #[test]
 fn the_customer_channel_delivers_agents_messages_once_in_order_across_reconnects() {
-    let server = TestServer::start(config());
+    let (config, _rules) = config();
+    let server = TestServer::start(config);
     let answer = chat(&server, "c1", ANGRY);
     let token = answer["session_token"].as_str().unwrap().to_string();
     let path = |rest: &str| format!("/v1/sessions/c1/{rest}");
@@ -332,7 +360,7 @@ fn agents_may_use_the_inbox_viewers_may_not_and_an_agent_gone_past_the_grace_los
     let users = dir.path().join("users.yaml");
     add_user(&users, "小王", Role::Agent);
     add_user(&users, "看看", Role::Viewer);
-    let mut config = config();
+    let (mut config, _rules) = config();
     config.console.users = Some(users);
     config.agent_grace = Duration::from_millis(700);
     let server = TestServer::start(config);
@@ -439,7 +467,8 @@ fn agents_may_use_the_inbox_viewers_may_not_and_an_agent_gone_past_the_grace_los
 fn the_inbox_list_route_with_1000_conversations() {
     use kefu::engine::{AnswerSource, Handoff};
     use kefu::server::inbox::{Change, TurnView};
-    let server = TestServer::start(config());
+    let (config, _rules) = config();
+    let server = TestServer::start(config);
     for i in 0..1000 {
         let handoff = (i % 5 == 0).then(|| Handoff {
             reason: "客户投诉".into(),
@@ -505,8 +534,9 @@ fn the_inbox_list_route_with_1000_conversations() {
 #[ignore = "needs redis-server (make test runs it)"]
 fn two_nodes_share_their_inboxes_through_redis() {
     let redis = support::redis::OwnRedis::start();
+    let (shared, _rules) = config();
     let node = || {
-        let mut config = config();
+        let mut config = shared.clone();
         config.redis = Some(redis.url());
         TestServer::start(config)
     };

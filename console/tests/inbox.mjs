@@ -34,26 +34,16 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { DESKTOP, PHONE, kefu, launchBrowser, shot, startKefu, stop, until as untilEvery, withPages as pagesOf, workspace } from "./harness.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const REPO = path.resolve(HERE, "../..");
-const KEFU_BIN = process.env.KEFU_BIN && path.resolve(process.env.KEFU_BIN);
 const EXTERNAL = process.env.KEFU_INBOX_URL || "";
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const SCREENSHOTS = process.env.KEFU_SCREENSHOTS === "1" ? path.join(REPO, "docs/console") : null;
-const FAILURES = path.join(REPO, "console/test-results");
-const KEEP = process.env.KEFU_JOURNEY_KEEP === "1";
 const CUSTOMER_HTML = fs.readFileSync(path.join(HERE, "customer.html"), "utf8");
 
 const AGENT = { name: "小王", role: "agent", password: "correct horse 7" };
-const DESKTOP = { width: 1280, height: 800 };
-const PHONE = { width: 390, height: 844 };
 
 // The customer's words. The first is caught by the demo shop's fallback (angry, no rule):
 // handoff "客户情绪激动" as anger. "多久发货" is a rule answer. "你们老板是谁" has no rule:
@@ -85,72 +75,23 @@ function afternoonZone(now = new Date()) {
 }
 
 before(async () => {
-  S.browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-  });
+  S.browser = await launchBrowser();
   if (EXTERNAL) {
     S.base = EXTERNAL.replace(/\/$/, "");
     return;
   }
-  assert.ok(KEFU_BIN, "KEFU_BIN names the kefu binary (tests/support/console_journey.sh sets it)");
-  S.tmp = fs.mkdtempSync(path.join(os.tmpdir(), "kefu-inbox-"));
-  S.rules = path.join(S.tmp, "rules");
-  S.state = path.join(S.tmp, "state");
-  fs.cpSync(path.join(REPO, "rules"), S.rules, { recursive: true });
-  fs.rmSync(path.join(S.rules, ".kefu-base"), { force: true });
-  fs.mkdirSync(S.state);
+  workspace(S, "inbox");
   const shop = path.join(S.rules, "shop.kefu");
   const text = fs.readFileSync(shop, "utf8");
   assert.match(text, /timezone "[^"]+"/, "shop.kefu names its time zone");
   fs.writeFileSync(shop, text.replace(/timezone "[^"]+"/, `timezone "${afternoonZone()}"`));
   const mock = path.join(S.tmp, "mock-llm.yaml");
   fs.writeFileSync(mock, MOCK_LLM);
-  S.token = `inbox-${process.pid}-${Date.now()}`;
   kefu(["users", "add", AGENT.name, "--role", AGENT.role, "--state-dir", S.state], { KEFU_PASSWORD: AGENT.password });
-
-  S.log = path.join(S.tmp, "serve.log");
-  const args = [
-    "serve",
-    "--rules", S.rules,
-    "--state-dir", S.state,
-    "--addr", "127.0.0.1:0",
-    "--mock-llm", mock,
-    "--conversation-log", path.join(S.state, "log"),
-    "--drain-seconds", "0",
-  ];
-  S.server = spawn(KEFU_BIN, args, { env: { ...process.env, KEFU_ADMIN_TOKEN: S.token }, stdio: ["ignore", "pipe", "pipe"] });
-  const logStream = fs.createWriteStream(S.log);
-  S.server.stderr.pipe(logStream);
-  S.base = await new Promise((resolve, reject) => {
-    let out = "";
-    S.server.stdout.on("data", (chunk) => {
-      logStream.write(chunk);
-      out += chunk;
-      const m = /listening on (\S+)/.exec(out);
-      if (m) resolve(`http://${m[1]}`);
-    });
-    S.server.on("exit", (code) => reject(new Error(`kefu serve exited (${code}) before listening; log: ${S.log}`)));
-  });
-  await until(async () => (await fetch(`${S.base}/readyz`)).ok, "the server gets ready (/readyz)");
+  await startKefu(S, ["--mock-llm", mock]);
 }, { timeout: 300_000 });
 
-after(async () => {
-  await S.browser?.close();
-  if (S.server && S.server.exitCode === null) {
-    S.server.kill("SIGTERM");
-    await new Promise((resolve) => S.server.once("exit", resolve));
-  }
-  if (KEEP && S.tmp) console.log(`kept ${S.tmp} (server log: ${S.log})`);
-  else if (S.tmp) fs.rmSync(S.tmp, { recursive: true, force: true });
-});
-
-/** Runs `KEFU_BIN args` to completion; fails the test with its output when it fails. */
-function kefu(args, env = {}) {
-  const r = spawnSync(KEFU_BIN, args, { env: { ...process.env, ...env }, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-  assert.equal(r.status, 0, `kefu ${args.join(" ")} failed:\n${r.stdout}\n${r.stderr}`);
-  return r.stdout;
-}
+after(() => stop(S));
 
 /** GET a session as the admin (the bearer token), or null when the run has no token. */
 async function session(id) {
@@ -160,54 +101,11 @@ async function session(id) {
   return r.json();
 }
 
-/** Polls `check` (every 50 ms) until it is true; a condition, never a duration, decides. */
-async function until(check, what, tries = 600) {
-  for (let i = 0; i < tries; i++) {
-    try {
-      if (await check()) return;
-    } catch {
-      // not yet
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`gave up waiting: ${what}`);
-}
+/** Polls `check` every 50 ms until it is true (the inbox is asked to be quick). */
+const until = (check, what, tries = 600) => untilEvery(check, what, { tries, every: 50 });
 
-// --- Pages ----------------------------------------------------------------------------------
-
-async function newPage(viewport) {
-  const context = await S.browser.newContext({ viewport, locale: "zh-CN", timezoneId: "Asia/Shanghai" });
-  const page = await context.newPage();
-  page.setDefaultTimeout(15_000);
-  page.on("pageerror", (e) => console.log(`page error: ${e.message}`));
-  return page;
-}
-
-/** Runs `body(pages)`; on failure saves each page's screenshot and the server log's tail. */
-async function withPages(t, viewports, body) {
-  const pages = [];
-  for (const v of viewports) pages.push(await newPage(v));
-  try {
-    await body(...pages);
-  } catch (e) {
-    fs.mkdirSync(FAILURES, { recursive: true });
-    for (const [i, page] of pages.entries()) {
-      const file = path.join(FAILURES, `${t.name.replace(/[^\w-]+/g, "_")}-${i}.png`);
-      await page.screenshot({ path: file }).catch(() => {});
-      console.log(`page ${i} at ${page.url()}; screenshot ${file}`);
-    }
-    if (S.log && fs.existsSync(S.log)) console.log("server log tail:\n" + fs.readFileSync(S.log, "utf8").split("\n").slice(-30).join("\n").replace(/^/gm, "  "));
-    throw e;
-  } finally {
-    for (const page of pages) await page.context().close();
-  }
-}
-
-async function shot(page, name) {
-  if (!SCREENSHOTS) return;
-  fs.mkdirSync(SCREENSHOTS, { recursive: true });
-  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`) });
-}
+/** Runs `body(...pages)`, a page per viewport, 15 s for every action. */
+const withPages = (t, viewports, body) => pagesOf(S, t, viewports, body, { timeout: 15_000 });
 
 /** Signs the agent in; an agent's console opens on the inbox, live. */
 async function agentInbox(page) {

@@ -43,20 +43,9 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const REPO = path.resolve(HERE, "../..");
-const KEFU_BIN = process.env.KEFU_BIN && path.resolve(process.env.KEFU_BIN);
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const SCREENSHOTS = process.env.KEFU_SCREENSHOTS === "1" ? path.join(REPO, "docs/console") : null;
-const FAILURES = path.join(REPO, "console/test-results");
-const KEEP = process.env.KEFU_JOURNEY_KEEP === "1";
+import { DESKTOP, PHONE, REPO, kefu, launchBrowser, shot, startKefu, stop, until, withPages, workspace } from "./harness.mjs";
 
 // Who signs in. Names in Chinese, as a shop's staff would have them (they travel in the
 // signed cookie and become a version's author).
@@ -77,8 +66,6 @@ const TEST_NAME = "VIP 想换个颜色（控制台存的测试）";
 const PUBLISH_MESSAGE = "换货：加一条说明，存一条测试对话";
 const CANARY_PERCENT = 10;
 
-const DESKTOP = { width: 1280, height: 800 };
-const PHONE = { width: 390, height: 844 };
 
 // --- Selectors: the one place to adjust -------------------------------------------------
 
@@ -159,14 +146,7 @@ const NAV_NAMES = {
 const S = {}; // the run's state: tmp, rules, state, base, token, server, browser, log
 
 before(async () => {
-  assert.ok(KEFU_BIN, "KEFU_BIN names the kefu binary (tests/support/console_journey.sh sets it)");
-  S.tmp = fs.mkdtempSync(path.join(os.tmpdir(), "kefu-console-"));
-  S.rules = path.join(S.tmp, "rules");
-  S.state = path.join(S.tmp, "state");
-  fs.cpSync(path.join(REPO, "rules"), S.rules, { recursive: true });
-  fs.rmSync(path.join(S.rules, ".kefu-base"), { force: true });
-  fs.mkdirSync(S.state);
-  S.token = `journey-${process.pid}-${Date.now()}`;
+  workspace(S, "console");
 
   for (const u of [PUBLISHER, VIEWER, LOCKED]) {
     kefu(["users", "add", u.name, "--role", u.role, "--state-dir", S.state], { KEFU_PASSWORD: u.password });
@@ -174,33 +154,7 @@ before(async () => {
   // A live version to compare the draft with and to roll back to.
   kefu(["publish", S.rules, "--state-dir", S.state, "-m", "initial", "--author", "setup"]);
 
-  S.log = path.join(S.tmp, "serve.log");
-  const args = [
-    "serve",
-    "--rules", S.rules,
-    "--state-dir", S.state,
-    "--addr", "127.0.0.1:0",
-    "--mock-llm", path.join(REPO, "tests/data/server/mock.yaml"),
-    "--conversation-log", path.join(S.state, "log"),
-    "--drain-seconds", "0",
-  ];
-  S.server = spawn(KEFU_BIN, args, {
-    env: { ...process.env, KEFU_ADMIN_TOKEN: S.token },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const logStream = fs.createWriteStream(S.log);
-  S.server.stderr.pipe(logStream);
-  S.base = await new Promise((resolve, reject) => {
-    let out = "";
-    S.server.stdout.on("data", (chunk) => {
-      logStream.write(chunk);
-      out += chunk;
-      const m = /listening on (\S+)/.exec(out);
-      if (m) resolve(`http://${m[1]}`);
-    });
-    S.server.on("exit", (code) => reject(new Error(`kefu serve exited (${code}) before listening; log: ${S.log}`)));
-  });
-  await until(async () => (await fetch(`${S.base}/readyz`)).ok, "the server gets ready (/readyz)");
+  await startKefu(S, ["--mock-llm", path.join(REPO, "tests/data/server/mock.yaml")]);
 
   // A few customer turns in the conversation log, for the Publish page's replay and the
   // overview's figures.
@@ -214,28 +168,10 @@ before(async () => {
     assert.equal(r.status, 200, `customer chat: ${await r.text()}`);
   }
 
-  S.browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-  });
+  S.browser = await launchBrowser();
 }, { timeout: 300_000 }); // a server that never says `listening on` fails the run, not hangs it
 
-after(async () => {
-  await S.browser?.close();
-  if (S.server && S.server.exitCode === null) {
-    S.server.kill("SIGTERM");
-    await new Promise((resolve) => S.server.once("exit", resolve));
-  }
-  if (KEEP) console.log(`kept ${S.tmp} (server log: ${S.log})`);
-  else if (S.tmp) fs.rmSync(S.tmp, { recursive: true, force: true });
-});
-
-/** Runs `KEFU_BIN args` to completion; fails the test with its output when it fails. */
-function kefu(args, env = {}) {
-  const r = spawnSync(KEFU_BIN, args, { env: { ...process.env, ...env }, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-  assert.equal(r.status, 0, `kefu ${args.join(" ")} failed:\n${r.stdout}\n${r.stderr}`);
-  return r.stdout;
-}
+after(() => stop(S));
 
 /** The admin API with the bearer token (what scripts use), as JSON. */
 async function admin(method, route, body) {
@@ -249,54 +185,14 @@ async function admin(method, route, body) {
   return text ? JSON.parse(text) : null;
 }
 
-/** Polls `check` (every 100 ms) until it is true; a condition, never a duration, decides. */
-async function until(check, what, tries = 600) {
-  for (let i = 0; i < tries; i++) {
-    try {
-      if (await check()) return;
-    } catch {
-      // not yet
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`gave up waiting: ${what}`);
-}
-
 // --- Browser helpers ------------------------------------------------------------------------
 
-/** A new page in its own context (own cookies) at `viewport`; native dialogs accepted. */
-async function newPage(viewport) {
-  const context = await S.browser.newContext({ viewport, locale: "zh-CN", timezoneId: "Asia/Shanghai" });
-  const page = await context.newPage();
-  page.setDefaultTimeout(30_000);
-  page.on("dialog", (d) => d.accept(d.type() === "prompt" ? TEST_NAME : undefined));
-  page.on("pageerror", (e) => console.log(`page error: ${e.message}`));
-  return page;
-}
-
-/** Runs `body(page)`; on failure saves the page's screenshot and prints the server log's tail. */
-async function withPage(t, viewport, body) {
-  const page = await newPage(viewport);
-  try {
-    await body(page);
-  } catch (e) {
-    fs.mkdirSync(FAILURES, { recursive: true });
-    const file = path.join(FAILURES, `${t.name.replace(/[^\w-]+/g, "_")}.png`);
-    await page.screenshot({ path: file }).catch(() => {});
-    const log = fs.existsSync(S.log) ? fs.readFileSync(S.log, "utf8").split("\n").slice(-30).join("\n") : "";
-    console.log(`failed at ${page.url()}; screenshot ${file}\nserver log tail:\n${log.replace(/^/gm, "  ")}`);
-    throw e;
-  } finally {
-    await page.context().close();
-  }
-}
-
-/** A screenshot of the viewport into docs/console/NAME.png, when KEFU_SCREENSHOTS=1. */
-async function shot(page, name) {
-  if (!SCREENSHOTS) return;
-  fs.mkdirSync(SCREENSHOTS, { recursive: true });
-  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`) });
-}
+/** Runs `body(page)` on a new page at `viewport` (native dialogs accepted; a prompt gets
+ * the test's name); on a failure, its screenshot and the server log's tail. */
+const withPage = (t, viewport, body) =>
+  withPages(S, t, [viewport], body, {
+    prepare: (page) => page.on("dialog", (d) => d.accept(d.type() === "prompt" ? TEST_NAME : undefined)),
+  });
 
 /** Matches a response of the API call `method path` (path without the query). */
 const api = (method, pathname) => (r) => r.request().method() === method && new URL(r.url()).pathname === pathname;
