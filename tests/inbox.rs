@@ -476,7 +476,7 @@ fn the_inbox_list_route_with_1000_conversations() {
             group: Some(if i % 2 == 0 { "售前" } else { "售后" }.into()),
             ..Handoff::default()
         });
-        server.state.inbox.apply(&Change::Turn {
+        server.state.inbox.apply(Change::Turn {
             session: format!("customer-{i}"),
             at: i,
             view: TurnView {

@@ -137,7 +137,7 @@ pub fn start(
                             if change.silences() {
                                 silence(change.session());
                             }
-                            inbox.apply(&change);
+                            inbox.apply(change);
                         }
                     }
                     Ok(())

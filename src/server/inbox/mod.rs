@@ -153,6 +153,27 @@ pub struct TurnView {
     pub trace: Vec<TraceStep>,
 }
 
+impl TurnView {
+    /// The view, left empty behind (its texts and trace moved, not copied).
+    fn take(&mut self) -> TurnView {
+        TurnView {
+            seq: self.seq,
+            message: std::mem::take(&mut self.message),
+            reply: std::mem::take(&mut self.reply),
+            source: self.source,
+            rule: self.rule.take(),
+            faq: self.faq.take(),
+            flow: self.flow.take(),
+            step: self.step.take(),
+            promotion: self.promotion.take(),
+            intent: self.intent.take(),
+            confidence: self.confidence,
+            emotion: self.emotion,
+            trace: std::mem::take(&mut self.trace),
+        }
+    }
+}
+
 /// An engine event in a form that is owned and crosses nodes (the Redis channel): what
 /// the hub applies, whether the event happened here or on another node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -284,8 +305,8 @@ impl Change {
                     handoff: response.handoff.clone(),
                     turns: response.turn,
                     dropped: response.dropped,
-                    profile: request.user.as_ref().map(|m| bounded(m.clone())),
-                    context: request.context.as_ref().map(|m| bounded(m.clone())),
+                    profile: request.user.as_ref().map(bounded),
+                    context: request.context.as_ref().map(bounded),
                 }
             }
             Event::Takeover { session, taken, .. } => Change::Takeover {
@@ -387,9 +408,9 @@ fn without_queue(taken: &Takeover) -> Takeover {
 }
 
 /// A profile or context map cut to what the conversation log keeps of it.
-fn bounded(map: serde_json::Map<String, serde_json::Value>) -> serde_json::Map<String, serde_json::Value> {
+fn bounded(map: &serde_json::Map<String, serde_json::Value>) -> serde_json::Map<String, serde_json::Value> {
     let mut cut = false;
-    crate::data::record::bounded(&map, &mut cut)
+    crate::data::record::bounded(map, &mut cut)
 }
 
 /// One conversation in the hub.
@@ -593,10 +614,13 @@ impl Hub {
     }
 
     /// Applies one change; `now` is this node's clock (Unix ms).
-    fn apply(&mut self, change: &Change, now: i64, out: &mut Out) -> Effects {
+    /// Applies `change`, taking what it keeps (a turn's view, profile and context) out of
+    /// it rather than copying: every turn on the node comes through here.
+    fn apply(&mut self, change: &mut Change, now: i64, out: &mut Out) -> Effects {
         let mut effects = Effects::default();
         let mut removed = Vec::new();
-        let id = change.session();
+        let id = change.session().to_string();
+        let id = id.as_str();
         let conversation = self.entry(id, now, &mut removed);
         let before = conversation.summary.state;
         match change {
@@ -609,7 +633,7 @@ impl Hub {
                 context,
                 ..
             } => {
-                let mut view = view.clone();
+                let mut view = view.take();
                 let seq = conversation.seq + 1;
                 view.seq = seq;
                 conversation.push_message(Message {
@@ -634,14 +658,14 @@ impl Hub {
                 s.turns = *turns;
                 s.emotion = view.emotion;
                 s.angry = view.emotion == Emotion::Angry;
-                if let Some(profile) = profile {
+                if let Some(profile) = profile.take() {
                     s.segment = profile.get("segment").and_then(|v| v.as_str()).map(str::to_string);
                     s.vip = profile.get("vip").and_then(serde_json::Value::as_bool) == Some(true)
                         || s.segment.as_deref() == Some("vip");
-                    conversation.profile = Some(profile.clone());
+                    conversation.profile = Some(profile);
                 }
                 if context.is_some() {
-                    conversation.context.clone_from(context);
+                    conversation.context = context.take();
                 }
                 let s = &mut conversation.summary;
                 match handoff {
@@ -1070,17 +1094,18 @@ impl Inbox {
         let Some(change) = Change::of(event, now_ms()) else {
             return;
         };
-        let effects = self.apply(&change);
-        if let Some(figures) = &self.figures {
-            figures.effects(&effects);
-        }
+        // Sent to the other nodes first: applying takes the turn's parts out of it.
         if let Some(fleet) = self.fleet.get() {
             fleet.publish(&change);
+        }
+        let effects = self.apply(change);
+        if let Some(figures) = &self.figures {
+            figures.effects(&effects);
         }
     }
 
     /// Applies a change (from this node or another) and pushes it.
-    pub fn apply(&self, change: &Change) -> Effects {
+    pub fn apply(&self, mut change: Change) -> Effects {
         let at = Instant::now();
         let mut out = Out {
             frame: self.tx.receiver_count() > 0,
@@ -1088,7 +1113,7 @@ impl Inbox {
         };
         let (effects, watchers) = {
             let mut hub = self.hub();
-            let effects = hub.apply(change, now_ms(), &mut out);
+            let effects = hub.apply(&mut change, now_ms(), &mut out);
             let watchers: Vec<_> = out
                 .customer
                 .drain(..)
@@ -1478,7 +1503,7 @@ mod tests {
     fn a_handoff_waits_then_is_picked_up_answered_and_released_with_its_figures() {
         let inbox = Inbox::new(None);
         let mut rx = inbox.subscribe();
-        let effects = inbox.apply(&turn("s1", 1_000, handoff("售后"), true));
+        let effects = inbox.apply(turn("s1", 1_000, handoff("售后"), true));
         assert_eq!(effects.handed_off, Some((HandoffKind::Anger, Some("售后".into()))));
         let s = inbox.summary("s1").unwrap();
         assert_eq!(
@@ -1493,7 +1518,7 @@ mod tests {
             assert!(text.contains(name), "{text}");
         }
         // Picked up 61 s after it left the bot.
-        let effects = inbox.apply(&Change::Takeover {
+        let effects = inbox.apply(Change::Takeover {
             session: "s1".into(),
             at: 62_000,
             taken: taken("小王", 1_000, 62_000, "售后"),
@@ -1509,7 +1534,7 @@ mod tests {
                 wait_minutes: Some(2)
             }
         );
-        let effects = inbox.apply(&Change::AgentReply {
+        let effects = inbox.apply(Change::AgentReply {
             session: "s1".into(),
             at: 70_000,
             agent: Some("小王".into()),
@@ -1518,7 +1543,7 @@ mod tests {
         });
         assert_eq!(effects.first_response, Some((Some("售后".into()), 69_000)));
         // Only the first reply counts.
-        let again = inbox.apply(&Change::AgentReply {
+        let again = inbox.apply(Change::AgentReply {
             session: "s1".into(),
             at: 80_000,
             agent: Some("小王".into()),
@@ -1526,7 +1551,7 @@ mod tests {
             seq: 4,
         });
         assert_eq!(again.first_response, None);
-        let effects = inbox.apply(&Change::Release {
+        let effects = inbox.apply(Change::Release {
             session: "s1".into(),
             at: 122_000,
             agent: Some("小王".into()),
@@ -1539,7 +1564,7 @@ mod tests {
         let d = inbox.detail("s1").unwrap();
         assert_eq!(d.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
         assert_eq!(d.turns.len(), 1);
-        let feedback = inbox.apply(&Change::Feedback {
+        let feedback = inbox.apply(Change::Feedback {
             session: "s1".into(),
             score: 5,
         });
@@ -1551,9 +1576,9 @@ mod tests {
         let inbox = Inbox::new(None);
         assert_eq!(Queues::place(&inbox, "售前").position, 1);
         assert_eq!(Queues::place(&inbox, "售前").wait_minutes, None);
-        inbox.apply(&turn("a", 1, handoff("售前"), false));
-        inbox.apply(&turn("b", 2, handoff("售前"), false));
-        inbox.apply(&turn("c", 3, handoff("售后"), false));
+        inbox.apply(turn("a", 1, handoff("售前"), false));
+        inbox.apply(turn("b", 2, handoff("售前"), false));
+        inbox.apply(turn("c", 3, handoff("售后"), false));
         assert_eq!(Queues::place(&inbox, "售前").position, 3);
         assert_eq!(inbox.place("b").unwrap().position, 2);
         assert_eq!(inbox.place("c").unwrap().position, 1);
@@ -1562,13 +1587,13 @@ mod tests {
     #[test]
     fn requeue_and_resolve_move_the_conversation_between_states() {
         let inbox = Inbox::new(None);
-        inbox.apply(&turn("s", 1, handoff("g"), false));
-        inbox.apply(&Change::Takeover {
+        inbox.apply(turn("s", 1, handoff("g"), false));
+        inbox.apply(Change::Takeover {
             session: "s".into(),
             at: 5,
             taken: taken("小李", 1, 5, "g"),
         });
-        inbox.apply(&Change::Requeue {
+        inbox.apply(Change::Requeue {
             session: "s".into(),
             at: 9,
             agent: Some("小李".into()),
@@ -1578,7 +1603,7 @@ mod tests {
             (s.state, s.agent.as_deref(), s.since),
             (ConvState::Waiting, None, Some(1))
         );
-        inbox.apply(&Change::Resolve {
+        inbox.apply(Change::Resolve {
             session: "s".into(),
             ended: None,
             resolution: Resolution {
@@ -1589,16 +1614,16 @@ mod tests {
         });
         assert_eq!(inbox.summary("s").unwrap().state, ConvState::Resolved);
         // The customer's next message: back with the bot.
-        inbox.apply(&turn("s", 11, None, false));
+        inbox.apply(turn("s", 11, None, false));
         assert_eq!(inbox.summary("s").unwrap().state, ConvState::Bot);
     }
 
     #[test]
     fn the_list_filters_and_orders_waiting_first() {
         let inbox = Inbox::new(None);
-        inbox.apply(&turn("bot", 5, None, false));
-        inbox.apply(&turn("w2", 3, handoff("g"), true));
-        inbox.apply(&turn("w1", 2, handoff("h"), false));
+        inbox.apply(turn("bot", 5, None, false));
+        inbox.apply(turn("w2", 3, handoff("g"), true));
+        inbox.apply(turn("w1", 2, handoff("h"), false));
         let all = inbox.list(
             &Filter {
                 limit: 10,
@@ -1636,9 +1661,9 @@ mod tests {
     #[test]
     fn the_hub_is_bounded_and_evicts_the_bots_idle_longest_first() {
         let inbox = Inbox::new(None);
-        inbox.apply(&turn("waiting", 0, handoff("g"), false));
+        inbox.apply(turn("waiting", 0, handoff("g"), false));
         for i in 0..CONVERSATIONS_LIMIT + 10 {
-            inbox.apply(&turn(&format!("c{i}"), 1, None, false));
+            inbox.apply(turn(&format!("c{i}"), 1, None, false));
         }
         assert_eq!(inbox.len(), CONVERSATIONS_LIMIT);
         assert!(
@@ -1654,7 +1679,7 @@ mod tests {
         let inbox = Inbox::new(None);
         let mut slow = inbox.subscribe();
         for i in 0..PUSH_BUFFER + 5 {
-            inbox.apply(&turn(&format!("c{i}"), 1, None, false));
+            inbox.apply(turn(&format!("c{i}"), 1, None, false));
         }
         // The changes went on; the slow reader learns it lagged (and takes a snapshot).
         assert!(matches!(
@@ -1682,7 +1707,7 @@ mod tests {
             let h = (i % 5 == 0)
                 .then(|| handoff(if i % 2 == 0 { "售前" } else { "售后" }))
                 .flatten();
-            inbox.apply(&turn(&format!("customer-{i}"), i64::from(i), h, i % 7 == 0));
+            inbox.apply(turn(&format!("customer-{i}"), i64::from(i), h, i % 7 == 0));
         }
         let filter = Filter {
             limit: SNAPSHOT_LIMIT,
