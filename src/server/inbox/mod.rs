@@ -794,15 +794,19 @@ impl Hub {
                 effects.feedback = Some((conversation.summary.last_agent.clone(), *score));
             }
         }
-        let summary = conversation.summary_at(now);
+        let state_changed = conversation.summary.state != before;
+        // The summary is copied only for someone: an inbox stream, or the customer's
+        // channel when the conversation changed hands.
+        let summary = (out.frame || state_changed).then(|| conversation.summary_at(now));
         if let Some((group, waited)) = &effects.waited {
             self.remember_wait(group.as_deref(), *waited);
         }
-        let state_changed = summary.state != before;
-        out.conversation(&summary);
-        if state_changed {
-            let place = (summary.state == ConvState::Waiting).then(|| self.place_of(&summary));
-            out.customer_state(id, summary.state, place);
+        if let Some(summary) = summary {
+            out.conversation(&summary);
+            if state_changed {
+                let place = (summary.state == ConvState::Waiting).then(|| self.place_of(&summary));
+                out.customer_state(id, summary.state, place);
+            }
         }
         for gone in removed {
             out.removed(&gone);
