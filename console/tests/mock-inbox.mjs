@@ -126,17 +126,21 @@ const CANNED = [
   { title: "换货-颜色", text: "亲，可以为您换颜色，请把订单号和想换的颜色发给我，我帮您登记～", tags: ["换货"], group: null },
 ];
 
+/** The report's agents section as `kefu report --json` gives it (times in seconds). */
 function agentsReport() {
-  const f = (a, b) => ({ p50: a, p90: b });
+  const f = (a, b) => ({ count: 10, p50: a, p90: b });
+  const row = (name, conversations, frt, handling, waiting, satisfaction, scores) => ({
+    name, conversations, first_response: frt, handling, waiting, satisfaction, scores,
+  });
   return {
-    agents: [
-      { name: "小王", conversations: 18, first_response_ms: f(24_000, 71_000), handling_ms: f(260_000, 690_000), waiting_ms: f(41_000, 150_000), satisfaction: { mean: 4.7, scores: 9 } },
-      { name: "小李", conversations: 11, first_response_ms: f(38_000, 120_000), handling_ms: f(300_000, 900_000), waiting_ms: f(52_000, 210_000), satisfaction: { mean: 4.4, scores: 5 } },
+    by_agent: [
+      row("小王", 18, f(24, 71), f(260, 690), f(41, 150), 4.7, 9),
+      row("小李", 11, f(38, 120), f(300, 900), f(52, 210), 4.4, 5),
     ],
-    groups: [
-      { name: "售后", conversations: 20, first_response_ms: f(30_000, 90_000), handling_ms: f(280_000, 800_000), waiting_ms: f(48_000, 190_000), satisfaction: { mean: 4.5, scores: 10 } },
-      { name: "VIP", conversations: 4, first_response_ms: f(12_000, 30_000), handling_ms: f(200_000, 400_000), waiting_ms: f(9_000, 25_000), satisfaction: { mean: 4.9, scores: 3 } },
-      { name: "售前", conversations: 5, first_response_ms: f(41_000, 95_000), handling_ms: f(150_000, 330_000), waiting_ms: f(60_000, 160_000), satisfaction: null },
+    by_group: [
+      row("售后", 20, f(30, 90), f(280, 800), f(48, 190), 4.5, 10),
+      row("VIP", 4, f(12, 30), f(200, 400), f(9, 25), 4.9, 3),
+      row("售前", 5, f(41, 95), f(150, 330), f(60, 160), null, 0),
     ],
   };
 }

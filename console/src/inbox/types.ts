@@ -1,5 +1,5 @@
-// The agent inbox's JSON, as kefu's inbox routes give it (/work/contract23.md, Part S;
-// docs/api.md "Agent inbox"): the list (GET /admin/inbox and the stream's `snapshot`),
+// The agent inbox's JSON, as kefu's inbox routes give it (docs/api.md "Agent inbox",
+// src/server/inbox/): the list (GET /admin/inbox and the stream's `snapshot`),
 // one conversation (GET /admin/inbox/{id}) and what the stream pushes.
 
 /** Where a conversation is: with the bot, waiting for a person, with a person, closed. */

@@ -90,29 +90,37 @@ function num(v: unknown): number | null {
   return typeof v === "number" && Number.isFinite(v) ? v : null;
 }
 
-/** p50 and p90 of a time figure in ms, from the shapes the report may use. */
-function fig(r: any, base: string): [number | null, number | null] {
-  const ms = r[base + "_ms"] ?? r[base];
-  if (ms && typeof ms === "object") return [num(ms.p50), num(ms.p90)];
-  const s = r[base + "_s"] ?? r[base + "_seconds"];
-  if (s && typeof s === "object") return [num(s.p50) === null ? null : s.p50 * 1000, num(s.p90) === null ? null : s.p90 * 1000];
-  return [num(r[base + "_p50_ms"]), num(r[base + "_p90_ms"])];
+/** A report row (`kefu report`'s `agents.by_agent` / `by_group`): times in seconds. */
+interface ReportRow {
+  name: string;
+  conversations: number;
+  first_response: Spread;
+  handling: Spread;
+  waiting: Spread;
+  scores: number;
+  satisfaction: number | null;
+}
+interface Spread {
+  p50: number | null;
+  p90: number | null;
 }
 
-function agentRows(list: unknown, key: "agent" | "group"): AgentRow[] {
-  if (!Array.isArray(list)) return [];
-  return list.map((r: any) => {
-    const sat = r.satisfaction;
-    return {
-      name: String(r.name ?? r[key] ?? "—"),
-      conversations: num(r.conversations ?? r.count),
-      frt: fig(r, "first_response"),
-      handling: fig(r, "handling"),
-      waiting: fig(r, "waiting"),
-      satisfaction: num(sat && typeof sat === "object" ? sat.mean : sat),
-      scores: num(sat && typeof sat === "object" ? sat.scores : r.scores),
-    };
-  });
+/** p50 and p90 in ms. */
+const ms = (s: Spread | undefined): [number | null, number | null] => [
+  num(s?.p50) === null ? null : s!.p50! * 1000,
+  num(s?.p90) === null ? null : s!.p90! * 1000,
+];
+
+function agentRows(list: ReportRow[] | undefined): AgentRow[] {
+  return (list ?? []).map((r) => ({
+    name: r.name,
+    conversations: num(r.conversations),
+    frt: ms(r.first_response),
+    handling: ms(r.handling),
+    waiting: ms(r.waiting),
+    satisfaction: num(r.satisfaction),
+    scores: num(r.scores),
+  }));
 }
 
 /** A duration for the tables: 850 ms, 42 s, 3.5 min. */
@@ -164,8 +172,8 @@ function AgentsPanel(props: { agents: any; can: string[] }) {
     api<{ counts?: { waiting?: number; agent?: number } }>("GET", "/admin/inbox?limit=1").then((r) => setCounts(r.counts ?? null), () => setCounts(null));
   }, []);
   const a = props.agents;
-  const byAgent = agentRows(Array.isArray(a) ? a : (a?.agents ?? a?.by_agent), "agent");
-  const byGroup = agentRows(a?.groups ?? a?.by_group, "group");
+  const byAgent = agentRows(a?.by_agent);
+  const byGroup = agentRows(a?.by_group);
   if (!counts && !byAgent.length && !byGroup.length && a === undefined) return null;
   const head: ComponentChildren = (
     <div class="card-head">
