@@ -56,6 +56,8 @@ fn rule_log(rules: &Arc<RuleSet>, dir: &Path) {
             context: None,
             as_of: Some(start + Duration::seconds(tried as i64 * 20)),
             rules_version: None,
+            channel: None,
+            event: None,
         };
         tried += 1;
         let response = engine.turn(request.clone()).unwrap();

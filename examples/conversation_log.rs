@@ -223,6 +223,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 context: None,
                 as_of: Some(at),
                 rules_version: None,
+                channel: None,
+                event: None,
             };
             *model.last.lock().unwrap() = (0, 0);
             let response = engine.turn(request.clone()).unwrap();

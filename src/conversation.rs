@@ -611,6 +611,8 @@ pub fn run(rules: &Arc<RuleSet>, conversation: &Conversation, path: &Path) -> Ou
             context: (!context.is_empty()).then_some(context),
             as_of: Some(at),
             rules_version: None,
+            channel: None,
+            event: None,
         };
         // The engine's sessions are in memory, which cannot fail.
         let response = engine.turn(request).expect("in-memory sessions never fail");

@@ -29,6 +29,7 @@ pub mod safety;
 pub mod script;
 
 // The turn: the engine, the conversation state it alone writes, the model, tickets.
+pub mod channels;
 pub mod conversation;
 pub mod dialogue;
 pub mod engine;

@@ -378,6 +378,8 @@ fn write_the_replay_log() {
                     context: context.as_object().cloned(),
                     as_of: Some(at),
                     rules_version: None,
+                    channel: None,
+                    event: None,
                 })
                 .unwrap();
             at += Duration::seconds(40);

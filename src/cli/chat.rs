@@ -133,6 +133,8 @@ pub fn run(
             context: context.clone(),
             as_of: None,
             rules_version: None,
+            channel: None,
+            event: None,
         };
         let response = engine.turn(request)?;
         if !response.reply.is_empty() {

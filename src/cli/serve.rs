@@ -105,6 +105,11 @@ pub struct ServeArgs {
     /// keeps their conversations; then they wait in their queues again.
     #[arg(long, default_value_t = 120)]
     agent_grace: u64,
+    /// The channels file (YAML): the web widget's sites, WeChat accounts, webhook
+    /// channels (docs/channels.md). Secrets are named there (`{env: NAME}`, `{file:
+    /// PATH}`), never written; a mistake stops the start with FILE:line:col.
+    #[arg(long, value_name = "FILE")]
+    channels: Option<PathBuf>,
     /// Seconds a connection may stay idle between requests.
     #[arg(long, default_value_t = 75)]
     idle_timeout: u64,
@@ -441,6 +446,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         config.llm = Some(kefu::server::model::load_mock(path)?);
     }
     config.agent_grace = std::time::Duration::from_secs(args.agent_grace);
+    if let Some(path) = &args.channels {
+        let channels = kefu::channels::ChannelsConfig::load(path).map_err(|e| anyhow::anyhow!("--channels: {e}"))?;
+        config.channels = Some(std::sync::Arc::new(channels));
+    }
     config.limits = kefu::server::Limits {
         max_body_bytes: args.max_body_bytes,
         max_message_chars: args.max_message_chars,

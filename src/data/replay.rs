@@ -678,6 +678,8 @@ fn request_of(record: &TurnRecord, session: &str, at: DateTime<FixedOffset>) -> 
         as_of: Some(at),
         // Each side's engine serves its own rule set (the draft, or the base of the turn).
         rules_version: None,
+        channel: None,
+        event: None,
     }
 }
 

@@ -77,6 +77,18 @@ pub struct TurnRequest {
     /// for its share of sessions.
     #[serde(default)]
     pub rules_version: Option<String>,
+    /// Where the message came from: `api` (the JSON API, also when absent), `web` (the
+    /// widget), `wechat_mp` (a WeChat Official Account), `wechat_kf` (WeChat customer
+    /// service), or a webhook channel's configured name (`taobao`...). Set by the server
+    /// from the route a message arrived on, never taken from a client's body; scripts read
+    /// it as `channel` and the conversation log and report break figures down by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// A platform event instead of a message (`subscribe`, `enter_session`...): the turn
+    /// answers only with rules and flow starts `on event NAME`, and says nothing when none
+    /// matches (no understanding, no fallback). `message` is empty for an event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
 }
 
 impl TurnRequest {
@@ -281,6 +293,11 @@ pub struct TurnResponse {
     /// The conversation's secret for the customer's own later requests about it (the
     /// satisfaction score): the same for every turn of a conversation.
     pub session_token: String,
+    /// The options the reply asks the customer to pick from (a flow's question with
+    /// choices; a yes-or-no question's two answers), for channels that show them as
+    /// quick-reply buttons. Empty when the reply asks nothing to pick.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
     /// How the decision was made.
     pub trace: Vec<TraceStep>,
     /// Time spent on the turn.

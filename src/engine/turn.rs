@@ -1753,6 +1753,7 @@ fn response_for(rules: &RuleSet, session: &Session, u: &Understanding, answer: A
         rules_version: rules.version.clone(),
         rules_role: crate::dialogue::RulesRole::Live,
         session_token: session.token.clone(),
+        choices: Vec::new(),
         trace: Vec::new(),
         latency_ms: 0.0,
         script_time: std::time::Duration::ZERO,

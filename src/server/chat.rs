@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 
 use super::auth::Caller;
 use super::http::{Body, json_response, read_json};
-use super::limits::{check_message, check_rules_version, check_session_id};
+use super::limits::{check_api_session_id, check_message, check_rules_version};
 use super::sse::{event_stream_response, sse_event};
 use super::turns::for_requester;
 use super::{ApiError, State};
@@ -68,7 +68,7 @@ pub(super) async fn chat(
 ) -> Result<Response<Body>, ApiError> {
     let full_trace = caller.admin;
     let body: ChatBody = read_json(req, state.limits.max_body_bytes, false).await?;
-    check_session_id(&body.session_id, &state.limits)?;
+    check_api_session_id(&body.session_id, &state.limits)?;
     check_message(&body.message, "message", &state.limits)?;
     check_rules_version(body.rules_version.as_deref())?;
     state.check_rate(&body.session_id)?;
@@ -79,6 +79,8 @@ pub(super) async fn chat(
         context: body.context,
         as_of: body.as_of,
         rules_version: body.rules_version,
+        channel: None,
+        event: None,
     };
     state.vouch(&caller, body.identity.as_deref(), &mut request)?;
     if let Some(version) = &request.rules_version {

@@ -115,6 +115,9 @@ pub struct ServeConfig {
     /// How long an agent whose last inbox stream closed keeps their conversations before
     /// they wait in their queues again (`--agent-grace`).
     pub agent_grace: Duration,
+    /// The channels file's widget sites, WeChat accounts and webhook channels
+    /// (`--channels`); `None`: only the JSON API.
+    pub channels: Option<Arc<crate::channels::ChannelsConfig>>,
 }
 
 /// The default of [`ServeConfig::agent_grace`]: two minutes, a browser's reload or a
@@ -150,6 +153,7 @@ impl ServeConfig {
             canary: super::canary::GuardConfig::default(),
             console: super::console::ConsoleConfig::default(),
             agent_grace: AGENT_GRACE,
+            channels: None,
         }
     }
 }

@@ -79,6 +79,20 @@ pub(super) fn check_session_id(id: &str, limits: &Limits) -> Result<(), ApiError
     Ok(())
 }
 
+/// Checks the session id of a message sent on the JSON API: [`check_session_id`], and not
+/// a channel conversation's (`ch:...`, [`crate::channels::SessionKey`]), which only its
+/// channel's route may write into.
+pub(super) fn check_api_session_id(id: &str, limits: &Limits) -> Result<(), ApiError> {
+    check_session_id(id, limits)?;
+    if crate::channels::is_reserved_session(id) {
+        return Err(ApiError::invalid(format!(
+            "`session_id` may not start with `{}`: those are the conversations of kefu's channels (WeChat, webhooks)",
+            crate::channels::SESSION_PREFIX
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a pinned `rules_version`: a rules hash (1-64 ASCII letters, digits, `-` or
 /// `_`), so that whatever a client sends there is never echoed back or looked up as is.
 pub(super) fn check_rules_version(version: Option<&str>) -> Result<(), ApiError> {

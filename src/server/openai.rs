@@ -31,7 +31,7 @@ use serde_json::{Map, Value, json};
 
 use super::auth::Caller;
 use super::http::{Body, json_response, read_json};
-use super::limits::{check_message, check_session_id};
+use super::limits::{check_api_session_id, check_message};
 use super::sse::{event_stream_response, sse_event};
 use super::turns::for_requester;
 use super::{ApiError, State};
@@ -175,7 +175,7 @@ pub(super) async fn completions(
         .clone()
         .or_else(|| body.user.clone())
         .unwrap_or_else(completion_id);
-    check_session_id(&session_id, &state.limits)?;
+    check_api_session_id(&session_id, &state.limits)?;
     if !one_shot {
         state.check_rate(&session_id)?;
     }
@@ -187,6 +187,8 @@ pub(super) async fn completions(
         context: body.kefu_context,
         as_of: None,
         rules_version: None,
+        channel: None,
+        event: None,
     };
     state.vouch(&caller, body.kefu_identity.as_deref(), &mut request)?;
     let id = completion_id();

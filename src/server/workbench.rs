@@ -127,6 +127,8 @@ pub(super) async fn chat(state: &Arc<State>, req: Request<Incoming>) -> Result<R
             context: body.context,
             as_of: body.as_of,
             rules_version: None,
+            channel: None,
+            event: None,
         };
         let turn = built.engine.turn(request).map_err(ApiError::from_engine)?;
         let slots = built
