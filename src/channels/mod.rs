@@ -12,9 +12,14 @@
 //! and the outbound side ([`Outbound`]: a reply or an agent's message sent to the
 //! platform as a job). The routes that receive messages are in `server::channels`.
 
+pub mod outbound;
+pub mod redis_seen;
 pub mod webhook;
 pub mod wechat;
 pub mod widget;
+
+pub use outbound::{DeliveryObserver, DeliveryOutcome, deliver};
+pub use redis_seen::RedisSeen;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -311,6 +316,10 @@ pub struct Outgoing {
 pub trait Sender: Send + Sync {
     /// One attempt at sending.
     fn send(&self, message: &Outgoing) -> Result<(), crate::jobs::JobError>;
+
+    /// What became of a delivery ([`deliver`] reports it after each attempt and when it
+    /// gives up). Nothing by default; the senders [`Outbound`] hands out count it.
+    fn outcome(&self, _message: &Outgoing, _outcome: DeliveryOutcome) {}
 }
 
 /// The senders of the configured channels, by channel name: how an agent's message in a
@@ -318,12 +327,45 @@ pub trait Sender: Send + Sync {
 #[derive(Clone, Default)]
 pub struct Outbound {
     senders: std::collections::HashMap<String, Arc<dyn Sender>>,
+    /// Told of every delivery through a sender registered here (the metrics).
+    observer: Option<DeliveryObserver>,
 }
 
 impl Outbound {
+    /// No senders yet; every delivery through the senders registered (or [`wrapped`]) from
+    /// now on is reported to `observer` with its channel's name.
+    ///
+    /// [`wrapped`]: Outbound::wrap
+    pub fn observed(observer: DeliveryObserver) -> Outbound {
+        Outbound {
+            senders: Default::default(),
+            observer: Some(observer),
+        }
+    }
+
+    /// `sender` for channel `name`, its deliveries reported to this outbound's observer:
+    /// for a sender made for one message (a webhook reply, which carries what it answers)
+    /// rather than registered.
+    pub fn wrap(&self, name: &str, sender: Arc<dyn Sender>) -> Arc<dyn Sender> {
+        match &self.observer {
+            Some(observer) => Arc::new(outbound::Observed {
+                channel: name.to_string(),
+                inner: sender,
+                observer: Arc::clone(observer),
+            }),
+            None => sender,
+        }
+    }
+
     /// Registers the sender of channel `name`.
     pub fn register(&mut self, name: &str, sender: Arc<dyn Sender>) {
+        let sender = self.wrap(name, sender);
         self.senders.insert(name.to_string(), sender);
+    }
+
+    /// The names of the channels with a sender.
+    pub fn channels(&self) -> impl Iterator<Item = &str> {
+        self.senders.keys().map(String::as_str)
     }
 
     /// The sender of a channel, if it is configured.

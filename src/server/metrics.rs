@@ -233,6 +233,69 @@ pub struct Metrics {
     versions: Arc<VersionBook>,
     /// The agent workspace's figures (issue #23).
     agents: AgentFigures,
+    /// The channels' messages and deliveries (issue #24).
+    channels: ChannelFigures,
+}
+
+/// A channel (one of the built-in four, or one of the first [`MAX_CHANNEL_LABELS`] other
+/// names seen, else `other`) and an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelOutcomeLabels {
+    channel: String,
+    outcome: &'static str,
+}
+
+/// Channel names that get series of their own besides the four built-in ones; more
+/// count as `other`, so that the series stay bounded whatever a channels file holds.
+pub const MAX_CHANNEL_LABELS: usize = 32;
+
+/// The channels' series: messages in by outcome, deliveries out by outcome.
+struct ChannelFigures {
+    messages: Family<ChannelOutcomeLabels, Counter>,
+    deliveries: Family<ChannelOutcomeLabels, Counter>,
+    /// The names that have their own label (beyond the built-in ones).
+    names: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// The outcomes of `kefu_channel_messages_total`.
+const MESSAGE_OUTCOMES: [&str; 3] = ["accepted", "duplicate", "refused"];
+
+impl ChannelFigures {
+    fn register(registry: &mut Registry) -> Self {
+        let messages = Family::<ChannelOutcomeLabels, Counter>::default();
+        registry.register(
+            "channel_messages",
+            "Messages from channel platforms (webhook, WeChat) by channel and outcome: accepted (answered), duplicate (a retry of a message already taken), refused (bad signature, stale, bad body, over the rate)",
+            messages.clone(),
+        );
+        let deliveries = Family::<ChannelOutcomeLabels, Counter>::default();
+        registry.register(
+            "channel_deliveries",
+            "Messages posted to channel platforms (replies, agents' messages) by channel and outcome: delivered, retried (an attempt after a failure), failed (given up)",
+            deliveries.clone(),
+        );
+        ChannelFigures {
+            messages,
+            deliveries,
+            names: Default::default(),
+        }
+    }
+
+    /// The label of channel `name`.
+    fn label(&self, name: &str) -> String {
+        if crate::channels::RESERVED.contains(&name) {
+            return name.to_string();
+        }
+        let mut names = self.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if names.contains(name) {
+            return name.to_string();
+        }
+        if names.len() < MAX_CHANNEL_LABELS {
+            names.insert(name.to_string());
+            return name.to_string();
+        }
+        "other".to_string()
+    }
 }
 
 /// The agent workspace's series: handoffs, waits, first responses, handling times and
@@ -711,6 +774,7 @@ impl Metrics {
             let _ = ticket_deliveries.get_or_create(&OutcomeLabels { outcome });
         }
         let agents = AgentFigures::register(registry);
+        let channels = ChannelFigures::register(registry);
         Metrics {
             registry: root,
             requests,
@@ -743,7 +807,66 @@ impl Metrics {
             rules_version,
             versions,
             agents,
+            channels,
         }
+    }
+
+    /// Creates the channels' series of the channels file at zero (every configured
+    /// webhook channel, and `wechat_mp`/`wechat_kf` when it has such accounts), so that
+    /// they exist before the first message.
+    pub fn watch_channels(&self, config: &crate::channels::ChannelsConfig) {
+        use crate::channels::wechat::Kind as AccountKind;
+        let mut names: Vec<String> = config.webhook.iter().map(|c| c.name.clone()).collect();
+        for (kind, name) in [
+            (AccountKind::OfficialAccount, crate::channels::WECHAT_MP),
+            (AccountKind::CustomerService, crate::channels::WECHAT_KF),
+        ] {
+            if config.wechat.iter().any(|a| a.kind == kind) {
+                names.push(name.to_string());
+            }
+        }
+        for name in names {
+            let channel = self.channels.label(&name);
+            for outcome in MESSAGE_OUTCOMES {
+                let _ = self.channels.messages.get_or_create(&ChannelOutcomeLabels {
+                    channel: channel.clone(),
+                    outcome,
+                });
+            }
+            for outcome in crate::channels::DeliveryOutcome::ALL {
+                let _ = self.channels.deliveries.get_or_create(&ChannelOutcomeLabels {
+                    channel: channel.clone(),
+                    outcome: outcome.as_str(),
+                });
+            }
+        }
+    }
+
+    /// The `channel` label of a channel's name: itself for the built-in four and the
+    /// first [`MAX_CHANNEL_LABELS`] others, `other` past them.
+    pub fn channel_label(&self, name: &str) -> String {
+        self.channels.label(name)
+    }
+
+    /// Counts a message from a channel's platform: `accepted`, `duplicate` or `refused`.
+    pub fn channel_message(&self, channel: &str, outcome: &'static str) {
+        let channel = self.channels.label(channel);
+        self.channels
+            .messages
+            .get_or_create(&ChannelOutcomeLabels { channel, outcome })
+            .inc();
+    }
+
+    /// Counts what became of a delivery to a channel's platform.
+    pub fn channel_delivery(&self, channel: &str, outcome: crate::channels::DeliveryOutcome) {
+        let channel = self.channels.label(channel);
+        self.channels
+            .deliveries
+            .get_or_create(&ChannelOutcomeLabels {
+                channel,
+                outcome: outcome.as_str(),
+            })
+            .inc();
     }
 
     /// Serves `kefu_conversations{state}` from `counts` (the inbox's, in

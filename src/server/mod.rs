@@ -13,6 +13,7 @@
 //! | `POST /admin/draft/chat`, `POST /admin/draft/tests`, `POST /admin/draft/tests/save`, `GET /admin/report` | [`workbench`] |
 //! | `GET /admin/inbox`, `.../stream`, `.../{id}`, `.../{id}/suggest`, `GET /admin/canned`; `POST /v1/sessions/{id}/note`, `.../resolve` | [`inbox`], [`sessions`] |
 //! | `GET /v1/sessions/{id}/events` (the customer's live channel), `.../messages` | [`inbox::customer`] |
+//! | `POST /v1/channels/{name}/messages` (a webhook channel's platform) | [`channels`] |
 //!
 //! The machinery around the handlers, one job a file:
 //!
@@ -55,6 +56,7 @@ pub mod admin;
 pub mod assets;
 pub mod auth;
 pub mod canary;
+pub mod channels;
 pub mod chat;
 pub mod config;
 pub mod conns;

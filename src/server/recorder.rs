@@ -8,13 +8,18 @@
 //! by a later agent console) is counted and logged the same way. Message text is never in
 //! the tracing log (it may hold personal data): only its length; the conversation log has
 //! it masked.
+//!
+//! It also sends channel customers what reaches their conversation outside a turn: an
+//! agent's answer, a job's notice ([`ChannelHook`]).
 
 use std::sync::Arc;
 
 use super::inbox::Inbox;
 use super::metrics::Metrics;
+use crate::channels::{Outbound, Outgoing, SessionKey};
 use crate::data::ConversationLog;
 use crate::engine::{Event, Observer};
+use crate::jobs::JobQueue;
 use crate::safety::logsafe::LogSafe;
 
 /// The service's observer of the engine.
@@ -25,6 +30,40 @@ pub struct Recorder {
     pub log: Option<ConversationLog>,
     /// The agents' inbox, which pushes every change to the consoles (and other nodes).
     pub inbox: Option<Arc<Inbox>>,
+    /// Where messages to channel customers go out, when the service has channels.
+    pub channels: Option<ChannelHook>,
+}
+
+/// Sends channel customers (a WeChat user, a webhook platform's conversation) what an
+/// agent writes them and what a job tells them: their conversation's session id names
+/// the channel ([`SessionKey`]), the channel's sender posts it, through the job queue.
+pub struct ChannelHook {
+    /// The configured channels' senders.
+    pub outbound: Outbound,
+    /// The queue deliveries run on.
+    pub queue: JobQueue,
+}
+
+impl ChannelHook {
+    /// Queues `text` for the customer of `session` when it is a channel conversation whose
+    /// channel has a sender; the message's id is `{session}#{seq}`, stable across retries.
+    fn send(&self, session: &str, text: &str, seq: u64) {
+        let Some(key) = SessionKey::parse(session) else {
+            return;
+        };
+        let Some(sender) = self.outbound.sender(&key.channel) else {
+            tracing::debug!(session = %LogSafe(session), channel = %key.channel, "no sender for this channel; message kept in the conversation only");
+            return;
+        };
+        let message = Outgoing {
+            key,
+            text: text.to_string(),
+            id: format!("{session}#{seq}"),
+            choices: Vec::new(),
+        };
+        // A refusal (the queue full) is logged and counted by `deliver`.
+        let _ = crate::channels::deliver(&self.queue, sender, message);
+    }
 }
 
 impl Observer for Recorder {
@@ -76,11 +115,22 @@ impl Observer for Recorder {
                     "taken over"
                 );
             }
-            Event::AgentReply { session, agent, .. } => tracing::info!(
-                session = %LogSafe(session),
-                agent = agent.map(|a| tracing::field::display(LogSafe(a))),
-                "agent replied"
-            ),
+            Event::AgentReply {
+                session,
+                agent,
+                text,
+                seq,
+                ..
+            } => {
+                tracing::info!(
+                    session = %LogSafe(session),
+                    agent = agent.map(|a| tracing::field::display(LogSafe(a))),
+                    "agent replied"
+                );
+                if let Some(hook) = &self.channels {
+                    hook.send(session, text, seq);
+                }
+            }
             Event::Release {
                 session,
                 agent,
@@ -111,8 +161,11 @@ impl Observer for Recorder {
                 outcome = %LogSafe(&resolution.outcome),
                 "resolved"
             ),
-            Event::Told { session, text, .. } => {
-                tracing::info!(session = %LogSafe(session), chars = text.chars().count(), "told")
+            Event::Told { session, text, seq } => {
+                tracing::info!(session = %LogSafe(session), chars = text.chars().count(), "told");
+                if let Some(hook) = &self.channels {
+                    hook.send(session, text, seq);
+                }
             }
             Event::Feedback {
                 session,

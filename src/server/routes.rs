@@ -16,7 +16,8 @@ use super::draft::TableAction;
 use super::http::{Body, decode_segment};
 use super::users::Permission;
 use super::{
-    ApiError, State, admin, assets, chat, conns, console, draft, health, inbox, openai, sessions, versions, workbench,
+    ApiError, State, admin, assets, channels, chat, conns, console, draft, health, inbox, openai, sessions, versions,
+    workbench,
 };
 
 /// One request, start to end: route, time limit, metrics, and errors turned into JSON.
@@ -76,7 +77,7 @@ enum SessionAction {
 }
 
 /// Every route's pattern ([`Route::name`]), for the request series that exist from start.
-pub(super) const ROUTE_PATTERNS: [&str; 46] = [
+pub(super) const ROUTE_PATTERNS: [&str; 47] = [
     "/v1/chat",
     "/v1/chat/completions",
     "/v1/sessions/{id}",
@@ -123,6 +124,7 @@ pub(super) const ROUTE_PATTERNS: [&str; 46] = [
     "/admin/draft/tests",
     "/admin/draft/tests/save",
     "/admin/report",
+    "/v1/channels/{name}/messages",
 ];
 
 /// The route a path names, read once per request: for dispatch and for the metrics label.
@@ -192,6 +194,9 @@ enum Route<'a> {
     DraftTestSave,
     /// `GET /admin/report`: permission `read`.
     AdminReport,
+    /// `POST /v1/channels/{name}/messages`: a webhook channel's platform (public: signed
+    /// with the channel's secret).
+    ChannelMessages(&'a str),
 }
 
 impl<'a> Route<'a> {
@@ -263,6 +268,7 @@ impl<'a> Route<'a> {
             ["admin", "draft", "tests"] => Route::DraftTests,
             ["admin", "draft", "tests", "save"] => Route::DraftTestSave,
             ["admin", "report"] => Route::AdminReport,
+            ["v1", "channels", name, "messages"] => Route::ChannelMessages(name),
             _ => return None,
         })
     }
@@ -316,6 +322,7 @@ impl<'a> Route<'a> {
             Route::DraftTests => "/admin/draft/tests",
             Route::DraftTestSave => "/admin/draft/tests/save",
             Route::AdminReport => "/admin/report",
+            Route::ChannelMessages(_) => "/v1/channels/{name}/messages",
         }
     }
 
@@ -352,7 +359,9 @@ impl<'a> Route<'a> {
             | "/console/api/login"
             | "/console/api/logout"
             | "/console/api/me"
-            | "/console/{asset}" => return None,
+            | "/console/{asset}"
+            // Channels authenticate their callers themselves (signatures).
+            | "/v1/channels/{name}/messages" => return None,
             "/v1/sessions/{id}"
             | "/v1/sessions/{id}/takeover"
             | "/v1/sessions/{id}/reply"
@@ -495,6 +504,7 @@ async fn dispatch(
         Route::DraftTests => workbench::tests(state, req).await,
         Route::DraftTestSave => workbench::save_test(state, req).await,
         Route::AdminReport => workbench::report(state, req.uri().query()).await,
+        Route::ChannelMessages(name) => channels::webhook::messages(state, &decode_segment(name)?, req).await,
     }
 }
 
@@ -547,6 +557,7 @@ mod tests {
         assert_eq!(needs(Method::POST, "/v1/sessions/a/resolve"), Some(Permission::Agent));
         assert_eq!(needs(Method::GET, "/v1/sessions/a/events"), None);
         assert_eq!(needs(Method::GET, "/v1/sessions/a/messages"), None);
+        assert_eq!(needs(Method::POST, "/v1/channels/shop/messages"), None);
         // Every route pattern has its answer (none forgotten as public by mistake).
         for pattern in ROUTE_PATTERNS {
             let path = pattern.replace("{id}", "abc");

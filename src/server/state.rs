@@ -66,6 +66,20 @@ pub struct State {
     pub inbox: Arc<Inbox>,
     /// How long an agent gone from the inbox keeps their conversations.
     pub(super) agent_grace: std::time::Duration,
+    /// The channels file (`--channels`): widget sites, WeChat accounts, webhook channels;
+    /// `None`: only the JSON API.
+    pub channels: Option<Arc<crate::channels::ChannelsConfig>>,
+    /// The senders of the configured channels (see [`super::channels`]), their deliveries
+    /// counted in the metrics.
+    pub outbound: crate::channels::Outbound,
+    /// Platform message ids already taken: in memory, or in Redis with `--redis` so that a
+    /// fleet answers a retried message once. May block (network): ask it off the
+    /// runtime's workers when `remote_sessions`.
+    pub seen: Arc<dyn crate::channels::Seen>,
+    /// The job queue: channel deliveries ([`crate::channels::deliver`]) go through it.
+    pub jobs: JobQueue,
+    /// What the channels' routes need besides their senders (webhook posters).
+    pub(super) registered: super::channels::Registered,
 }
 
 /// A built service: rules loaded, engine, reloader, job queue. Serve it with
@@ -177,6 +191,34 @@ impl Service {
             }),
             move |e| job_metrics.job(e.as_str()),
         );
+        // Channels: their senders (agents' messages and late replies go out through them,
+        // counted) and the message ids already taken.
+        let channel_metrics = Arc::clone(&metrics);
+        let mut outbound = crate::channels::Outbound::observed(Arc::new(move |channel: &str, outcome| {
+            channel_metrics.channel_delivery(channel, outcome);
+        }));
+        let registered = match &config.channels {
+            Some(channels) => {
+                metrics.watch_channels(channels);
+                super::channels::register(channels, &mut outbound)
+            }
+            None => super::channels::Registered::default(),
+        };
+        let seen: Arc<dyn crate::channels::Seen> = match &config.redis {
+            Some(url) => Arc::new(
+                crate::channels::RedisSeen::new(
+                    url,
+                    config.redis_config.prefix.trim_end_matches("session:"),
+                    super::channels::SEEN_TTL,
+                    config.redis_config.timeout,
+                )
+                .map_err(|e| ServeError::Redis(crate::store::RedisStoreError::Command(e)))?,
+            ),
+            None => Arc::new(crate::channels::MemorySeen::new(
+                super::channels::SEEN_CAPACITY,
+                super::channels::SEEN_TTL,
+            )),
+        };
         // Tickets: numbered and recorded by the outbox (the Redis stream, or the journal in
         // the state directory) before a customer is told; delivered by the pump.
         let outbox = open_outbox(&config)?;
@@ -261,6 +303,10 @@ impl Service {
             metrics: Arc::clone(&metrics),
             log: conversation_log.clone(),
             inbox: Some(Arc::clone(&inbox)),
+            channels: Some(super::recorder::ChannelHook {
+                outbound: outbound.clone(),
+                queue: queue.clone(),
+            }),
         });
         engine.set_observer(Arc::clone(&recorder) as _);
         // With Redis, the nodes' inboxes follow each other's changes.
@@ -371,6 +417,11 @@ impl Service {
             ),
             inbox,
             agent_grace: config.agent_grace,
+            channels: config.channels.clone(),
+            outbound,
+            seen,
+            jobs: queue,
+            registered,
         });
         // An agent's scores are labelled by name only for the console's users.
         let users = Arc::downgrade(&state);
