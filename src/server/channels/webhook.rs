@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use super::super::http::{Body, json_response, read_body};
 use super::super::limits::check_message;
-use super::super::{ApiError, State};
+use super::super::{ApiError, Limits, State};
 use crate::channels::webhook::{AgentSender, Poster, ReplyHandoff, ReplyMeta, ReplySender, SignatureError};
 use crate::channels::{ChannelsConfig, Outbound, Outgoing, SessionKey};
 use crate::safety::logsafe::LogSafe;
@@ -112,7 +112,7 @@ pub(in crate::server) async fn messages(
         refused(ApiError::new(StatusCode::UNAUTHORIZED, kind, error.to_string()))
     })?;
     let inbound: Inbound = serde_json::from_slice(&body).map_err(|e| refused(ApiError::from_json(&e)))?;
-    let (request, key) = turn_request(name, &inbound, state).map_err(refused)?;
+    let (request, key) = turn_request(name, &inbound, &state.limits).map_err(refused)?;
     state.check_rate(&request.session_id).map_err(refused)?;
 
     let seen = Arc::clone(&state.seen);
@@ -192,7 +192,7 @@ pub(in crate::server) async fn messages(
 }
 
 /// The turn a message asks for, checked, and its conversation's key.
-fn turn_request(name: &str, inbound: &Inbound, state: &State) -> Result<(TurnRequest, SessionKey), ApiError> {
+fn turn_request(name: &str, inbound: &Inbound, limits: &Limits) -> Result<(TurnRequest, SessionKey), ApiError> {
     let id_ok = |id: &str| !id.is_empty() && id.chars().count() <= MAX_ID_CHARS && !id.chars().any(char::is_control);
     if !id_ok(&inbound.message_id) {
         return Err(ApiError::invalid(format!(
@@ -210,7 +210,7 @@ fn turn_request(name: &str, inbound: &Inbound, state: &State) -> Result<(TurnReq
         .map_err(|e| ApiError::invalid(format!("`conversation_id`: {e}")))?;
     let (message, event) = match (&inbound.text, &inbound.event) {
         (Some(text), None) => {
-            check_message(text, "text", &state.limits)?;
+            check_message(text, "text", limits)?;
             (text.clone(), None)
         }
         (None, Some(event)) => {
@@ -271,4 +271,80 @@ fn reply(key: SessionKey, id: String, meta: ReplyMeta, response: TurnResponse) -
         choices: response.choices,
     };
     (message, meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inbound(json: serde_json::Value) -> Result<Inbound, serde_json::Error> {
+        serde_json::from_value(json)
+    }
+
+    #[test]
+    fn a_message_makes_a_turn_on_its_channel() {
+        let limits = Limits::default();
+        let message = inbound(serde_json::json!({
+            "message_id": "m1", "conversation_id": "c-1", "user_id": "u7", "text": "有什么优惠",
+            "context": {"product": {"id": "SKU1"}}, "sent_at": "2026-12-06T10:00:00+08:00"
+        }))
+        .unwrap();
+        let (request, key) = turn_request("taobao", &message, &limits).unwrap();
+        assert_eq!(request.channel.as_deref(), Some("taobao"));
+        assert_eq!(request.session_id, "ch:taobao:-:c-1");
+        assert_eq!(key, SessionKey::new("taobao", "-", "c-1").unwrap());
+        assert_eq!(request.message, "有什么优惠");
+        assert_eq!(request.event, None);
+        assert_eq!(request.user.unwrap()["id"], "u7", "user_id reads as user.id");
+        assert_eq!(request.context.unwrap()["product"]["id"], "SKU1");
+
+        let event =
+            inbound(serde_json::json!({"message_id": "m2", "conversation_id": "c-1", "event": "Subscribe"})).unwrap();
+        let (request, _) = turn_request("taobao", &event, &limits).unwrap();
+        assert_eq!(
+            (request.message.as_str(), request.event.as_deref()),
+            ("", Some("subscribe"))
+        );
+    }
+
+    #[test]
+    fn bad_messages_are_refused() {
+        let limits = Limits::default();
+        let refused = |json: serde_json::Value| {
+            let message = inbound(json).unwrap();
+            turn_request("shop", &message, &limits).unwrap_err().message
+        };
+        assert!(refused(serde_json::json!({"message_id": "m", "conversation_id": "c"})).contains("exactly one"));
+        assert!(
+            refused(serde_json::json!({"message_id": "m", "conversation_id": "c", "text": "x", "event": "subscribe"}))
+                .contains("exactly one")
+        );
+        assert!(
+            refused(serde_json::json!({"message_id": "m", "conversation_id": "a:b", "text": "x"}))
+                .contains("conversation_id")
+        );
+        assert!(
+            refused(serde_json::json!({"message_id": "", "conversation_id": "c", "text": "x"})).contains("message_id")
+        );
+        assert!(
+            refused(serde_json::json!({"message_id": "m", "conversation_id": "c", "event": "有"})).contains("event")
+        );
+        assert!(
+            refused(serde_json::json!({"message_id": "m", "conversation_id": "c", "text": "  "})).contains("empty")
+        );
+        let long = "长".repeat(limits.max_message_chars + 1);
+        assert!(
+            refused(serde_json::json!({"message_id": "m", "conversation_id": "c", "text": long}))
+                .contains("characters")
+        );
+        assert!(
+            inbound(serde_json::json!({"message_id": "m", "conversation_id": "c", "text": "x", "extra": 1})).is_err()
+        );
+        assert!(
+            inbound(
+                serde_json::json!({"message_id": "m", "conversation_id": "c", "text": "x", "sent_at": "yesterday"})
+            )
+            .is_err()
+        );
+    }
 }
