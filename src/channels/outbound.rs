@@ -5,7 +5,8 @@
 //! past its 5-second window) and for what reaches a channel customer later (an agent's
 //! answer, a job's notice).
 //!
-//! A delivery that runs out of attempts is logged once and given up: it tells the
+//! A delivery that runs out of attempts is logged once (by the queue: `job given up`,
+//! `deliver {id} to {channel}`) and given up: it tells the
 //! conversation nothing (the customer it could not reach is not there to read it, and a
 //! notice would be delivered again, and fail again).
 
@@ -80,16 +81,10 @@ pub fn deliver(queue: &JobQueue, sender: Arc<dyn Sender>, message: Outgoing) -> 
         session,
         attempts: 0,
     };
-    queue.submit(Box::new(job)).inspect_err(|error| {
-        tracing::error!(
-            channel = %failed.key.channel,
-            session = %LogSafe(&failed.key.session_id()),
-            id = %LogSafe(&failed.id),
-            %error,
-            "message to a channel customer not queued; it is not delivered"
-        );
-        refused.outcome(&failed, DeliveryOutcome::Failed);
-    })
+    // The queue logs a refusal, with the job's description and session.
+    queue
+        .submit(Box::new(job))
+        .inspect_err(|_| refused.outcome(&failed, DeliveryOutcome::Failed))
 }
 
 /// One message on its way out.
@@ -119,16 +114,9 @@ impl Job for Delivery {
         Ok(None)
     }
 
-    fn give_up(&mut self, error: &JobError) -> Option<String> {
-        // The queue logged the failure with the job's description; this line says what
-        // it means for the customer, once.
-        tracing::warn!(
-            channel = %self.message.key.channel,
-            session = %LogSafe(&self.session),
-            attempts = self.attempts,
-            %error,
-            "a message to a channel customer was given up: they do not get it"
-        );
+    fn give_up(&mut self, _error: &JobError) -> Option<String> {
+        // Logged once, by the queue (`job given up`, with this job's description, the
+        // session and the error); counted here.
         self.sender.outcome(&self.message, DeliveryOutcome::Failed);
         None
     }

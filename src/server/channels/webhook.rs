@@ -6,7 +6,8 @@
 //!
 //! Refusals, all JSON: unknown channel 404 (`unknown_channel`), a missing, wrong or
 //! stale signature 401 (`bad_signature`, `stale_timestamp`), a bad body 400, a body over
-//! the limit 413, a conversation over its rate 429. A message id already taken (the
+//! the limit 413, a conversation over its rate 429, every turn slot taken 503
+//! (`overloaded`, `Retry-After`). A message id already taken (the
 //! platform retried) answers `200 {"status":"duplicate"}` and runs no second turn.
 //! docs/channels.md ("Webhook channel") has the shapes and signing code.
 
@@ -114,6 +115,18 @@ pub(in crate::server) async fn messages(
     let inbound: Inbound = serde_json::from_slice(&body).map_err(|e| refused(ApiError::from_json(&e)))?;
     let (request, key) = turn_request(name, &inbound, &state.limits).map_err(refused)?;
     state.check_rate(&request.session_id).map_err(refused)?;
+    if state.turns.available_permits() == 0 {
+        // Refused before the id is taken, so that the platform's retry is answered: a
+        // 202 now would be a turn refused later, and a reply never sent.
+        return Err(refused(
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many conversations in flight; try again shortly",
+            )
+            .with_retry_after(1),
+        ));
+    }
 
     let seen = Arc::clone(&state.seen);
     let id = format!("webhook:{name}:{}", inbound.message_id);
