@@ -12,6 +12,8 @@
 //! and the outbound side ([`Outbound`]: a reply or an agent's message sent to the
 //! platform as a job). The routes that receive messages are in `server::channels`.
 
+// STUB for part H: `deliver` until H's lands (the lead keeps H's, drops this).
+mod deliver_stub;
 pub mod webhook;
 pub mod wechat;
 pub mod widget;
@@ -21,6 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+pub use deliver_stub::deliver;
 
 /// The channel of the JSON API (`/v1/chat`, `/v1/chat/completions`), and of a turn whose
 /// `channel` is absent.

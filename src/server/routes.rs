@@ -76,7 +76,7 @@ enum SessionAction {
 }
 
 /// Every route's pattern ([`Route::name`]), for the request series that exist from start.
-pub(super) const ROUTE_PATTERNS: [&str; 46] = [
+pub(super) const ROUTE_PATTERNS: [&str; 47] = [
     "/v1/chat",
     "/v1/chat/completions",
     "/v1/sessions/{id}",
@@ -123,6 +123,7 @@ pub(super) const ROUTE_PATTERNS: [&str; 46] = [
     "/admin/draft/tests",
     "/admin/draft/tests/save",
     "/admin/report",
+    "/wechat/{name}",
 ];
 
 /// The route a path names, read once per request: for dispatch and for the metrics label.
@@ -192,6 +193,9 @@ enum Route<'a> {
     DraftTestSave,
     /// `GET /admin/report`: permission `read`.
     AdminReport,
+    /// `GET|POST /wechat/{name}`: a WeChat account's callback (it checks WeChat's
+    /// signature itself).
+    Wechat(&'a str),
 }
 
 impl<'a> Route<'a> {
@@ -263,6 +267,7 @@ impl<'a> Route<'a> {
             ["admin", "draft", "tests"] => Route::DraftTests,
             ["admin", "draft", "tests", "save"] => Route::DraftTestSave,
             ["admin", "report"] => Route::AdminReport,
+            ["wechat", name] => Route::Wechat(name),
             _ => return None,
         })
     }
@@ -316,6 +321,7 @@ impl<'a> Route<'a> {
             Route::DraftTests => "/admin/draft/tests",
             Route::DraftTestSave => "/admin/draft/tests/save",
             Route::AdminReport => "/admin/report",
+            Route::Wechat(_) => "/wechat/{name}",
         }
     }
 
@@ -325,6 +331,7 @@ impl<'a> Route<'a> {
         match self {
             Route::AdminDraftFile => Some("GET, PUT, DELETE"),
             Route::AdminDraftTable(_) => Some("GET, PUT"),
+            Route::Wechat(_) => Some("GET, POST"),
             _ => None,
         }
     }
@@ -352,7 +359,8 @@ impl<'a> Route<'a> {
             | "/console/api/login"
             | "/console/api/logout"
             | "/console/api/me"
-            | "/console/{asset}" => return None,
+            | "/console/{asset}"
+            | "/wechat/{name}" => return None,
             "/v1/sessions/{id}"
             | "/v1/sessions/{id}/takeover"
             | "/v1/sessions/{id}/reply"
@@ -495,6 +503,7 @@ async fn dispatch(
         Route::DraftTests => workbench::tests(state, req).await,
         Route::DraftTestSave => workbench::save_test(state, req).await,
         Route::AdminReport => workbench::report(state, req.uri().query()).await,
+        Route::Wechat(name) => super::channels::wechat::callback(state, &decode_segment(name)?, req).await,
     }
 }
 
@@ -547,6 +556,7 @@ mod tests {
         assert_eq!(needs(Method::POST, "/v1/sessions/a/resolve"), Some(Permission::Agent));
         assert_eq!(needs(Method::GET, "/v1/sessions/a/events"), None);
         assert_eq!(needs(Method::GET, "/v1/sessions/a/messages"), None);
+        assert_eq!(needs(Method::POST, "/wechat/shop_mp"), None);
         // Every route pattern has its answer (none forgotten as public by mistake).
         for pattern in ROUTE_PATTERNS {
             let path = pattern.replace("{id}", "abc");

@@ -66,6 +66,18 @@ pub struct State {
     pub inbox: Arc<Inbox>,
     /// How long an agent gone from the inbox keeps their conversations.
     pub(super) agent_grace: std::time::Duration,
+    // STUB for part H (issue #24): `channels`, `outbound`, `seen` and `jobs` as the contract
+    // names them, minimal, until H's branch lands (the lead keeps H's).
+    /// The channels file, when the service has one.
+    pub channels: Option<Arc<crate::channels::ChannelsConfig>>,
+    /// The senders of the configured channels (agents' messages to their customers).
+    pub outbound: crate::channels::Outbound,
+    /// Message ids taken (platforms send a message again when unsure).
+    pub seen: Arc<dyn crate::channels::Seen>,
+    /// The job queue (channel deliveries are jobs on it).
+    pub(super) jobs: JobQueue,
+    /// The WeChat accounts at run time (part X), when the channels file has any.
+    pub(super) wechat: Option<Arc<super::channels::wechat::Wechat>>,
 }
 
 /// A built service: rules loaded, engine, reloader, job queue. Serve it with
@@ -345,7 +357,21 @@ impl Service {
                     source,
                 }
             })?;
+        // STUB for part H: the outbound senders and `seen`, built here until H's lands;
+        // the WeChat registration line is part X's.
+        let mut outbound = crate::channels::Outbound::default();
+        let wechat = config.channels.as_deref().and_then(|channels| {
+            super::channels::wechat::register(channels, &mut outbound, config.tickets.state_dir.as_deref())
+        });
         let state = Arc::new(State {
+            channels: config.channels.clone(),
+            outbound,
+            seen: Arc::new(crate::channels::MemorySeen::new(
+                100_000,
+                std::time::Duration::from_secs(600),
+            )),
+            jobs: queue.clone(),
+            wechat,
             engine,
             reloader,
             metrics,
