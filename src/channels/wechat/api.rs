@@ -228,7 +228,11 @@ impl Api {
             let answer = read(response, &token)?;
             let code = errcode(&answer);
             if STALE_TOKEN.contains(&code) && attempt == 0 {
-                tracing::info!(api = path, errcode = code, "wechat access token refused; fetching a new one");
+                tracing::info!(
+                    api = path,
+                    errcode = code,
+                    "wechat access token refused; fetching a new one"
+                );
                 self.forget(&token);
                 continue;
             }
@@ -288,7 +292,11 @@ fn enc(value: &str) -> String {
 /// the secret in the URL) is cut out of error texts.
 fn read(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>, hide: &str) -> Result<Value, JobError> {
     let redact = |text: String| {
-        let text = if hide.is_empty() { text } else { text.replace(hide, "***") };
+        let text = if hide.is_empty() {
+            text
+        } else {
+            text.replace(hide, "***")
+        };
         text.replace(&enc(hide), "***")
     };
     let mut response = response.map_err(|e| JobError::Temporary(redact(format!("wechat api: {e}"))))?;
@@ -346,17 +354,13 @@ pub fn split_text(text: &str, limit: usize) -> Vec<String> {
         }
         let window = &rest[..cut];
         let half = cut / 2;
-        let at_break = window
-            .rfind('\n')
-            .filter(|&i| i >= half)
-            .map(|i| i + 1)
-            .or_else(|| {
-                window
-                    .char_indices()
-                    .filter(|&(i, c)| i >= half && matches!(c, '。' | '！' | '？' | '；' | '!' | '?' | ';' | '.'))
-                    .map(|(i, c)| i + c.len_utf8())
-                    .next_back()
-            });
+        let at_break = window.rfind('\n').filter(|&i| i >= half).map(|i| i + 1).or_else(|| {
+            window
+                .char_indices()
+                .filter(|&(i, c)| i >= half && matches!(c, '。' | '！' | '？' | '；' | '!' | '?' | ';' | '.'))
+                .map(|(i, c)| i + c.len_utf8())
+                .next_back()
+        });
         let cut = at_break.unwrap_or(cut);
         parts.push(rest[..cut].trim_end().to_string());
         rest = rest[cut..].trim_start();

@@ -237,7 +237,11 @@ mod tests {
         for len in [0, 1, 11, 12, 31, 32, 33, 500] {
             let message = "字".repeat(len);
             let sealed = cipher.encrypt(message.as_bytes());
-            assert_ne!(sealed, cipher.encrypt(message.as_bytes()), "fresh random bytes each time");
+            assert_ne!(
+                sealed,
+                cipher.encrypt(message.as_bytes()),
+                "fresh random bytes each time"
+            );
             assert_eq!(cipher.decrypt(&sealed).unwrap(), message.as_bytes());
         }
     }

@@ -109,8 +109,16 @@ impl WechatFile {
                 "wechat account `{name}`: encoding_aes_key must be the 43 characters the admin page shows"
             ));
         }
-        if self.app_id.is_empty() || self.app_id.len() > 64 || !self.app_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-            return Err(format!("wechat account `{name}`: app_id must be the AppID or CorpID (letters, digits)"));
+        if self.app_id.is_empty()
+            || self.app_id.len() > 64
+            || !self
+                .app_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(format!(
+                "wechat account `{name}`: app_id must be the AppID or CorpID (letters, digits)"
+            ));
         }
         let reply_within = match self.reply_within_ms {
             None => REPLY_WITHIN,

@@ -66,11 +66,7 @@ impl WechatSender {
     pub fn new(kind: Kind, accounts: &[Arc<Live>]) -> WechatSender {
         WechatSender {
             kind,
-            accounts: accounts
-                .iter()
-                .filter(|a| a.account.kind == kind)
-                .cloned()
-                .collect(),
+            accounts: accounts.iter().filter(|a| a.account.kind == kind).cloned().collect(),
             learned: moka::sync::Cache::new(10_000),
             sent: moka::sync::Cache::builder()
                 .max_capacity(100_000)

@@ -207,7 +207,10 @@ mod tests {
         assert_eq!(parse("success"), Err(XmlError::Root));
         let deep = format!("<xml>{}{}</xml>", "<a>".repeat(20), "</a>".repeat(20));
         assert_eq!(parse(&deep), Err(XmlError::TooLarge));
-        let wide = format!("<xml>{}</xml>", (0..100).map(|i| format!("<f{i}>x</f{i}>")).collect::<String>());
+        let wide = format!(
+            "<xml>{}</xml>",
+            (0..100).map(|i| format!("<f{i}>x</f{i}>")).collect::<String>()
+        );
         assert_eq!(parse(&wide), Err(XmlError::TooLarge));
     }
 

@@ -230,9 +230,7 @@ pub(in crate::server) async fn callback(
             .map_err(|e| forbidden(&format!("echostr: {e}")))?;
         return Ok(text_response("text/plain; charset=utf-8", plain));
     }
-    let stale = timestamp
-        .parse::<i64>()
-        .map_or(true, |t| (now() - t).abs() > MAX_SKEW);
+    let stale = timestamp.parse::<i64>().map_or(true, |t| (now() - t).abs() > MAX_SKEW);
     let body = read_body(req, MAX_BODY).await?;
     let body = std::str::from_utf8(&body).map_err(|_| ApiError::invalid("the body is not UTF-8"))?;
     let outer = xml::parse(body).map_err(|e| ApiError::invalid(e.to_string()))?;
@@ -253,9 +251,7 @@ pub(in crate::server) async fn callback(
             ));
         }
         (None, _) => {
-            if live.account.kind == Kind::CustomerService
-                || !verify(param("signature"), &[token, timestamp, nonce])
-            {
+            if live.account.kind == Kind::CustomerService || !verify(param("signature"), &[token, timestamp, nonce]) {
                 return Err(forbidden("the signature does not match the account's token"));
             }
             outer
@@ -268,7 +264,10 @@ pub(in crate::server) async fn callback(
         Kind::OfficialAccount => official_account(state, wechat, live, &fields, nonce).await,
         Kind::CustomerService => {
             if fields.get("Event") == Some("kf_msg_or_event") {
-                let puller = wechat.pullers.get(name).expect("every customer-service account has a puller");
+                let puller = wechat
+                    .pullers
+                    .get(name)
+                    .expect("every customer-service account has a puller");
                 *puller.token.lock().unwrap_or_else(|e| e.into_inner()) = fields.text("Token").to_string();
                 pull_soon(state, wechat, live, puller);
             }
@@ -282,7 +281,9 @@ fn mp_turn(fields: &xml::Fields) -> Option<(String, Option<String>)> {
     let kind = fields.text("MsgType");
     match kind {
         "text" => Some((fields.text("Content").to_string(), None)),
-        "voice" if !fields.text("Recognition").trim().is_empty() => Some((fields.text("Recognition").to_string(), None)),
+        "voice" if !fields.text("Recognition").trim().is_empty() => {
+            Some((fields.text("Recognition").to_string(), None))
+        }
         "image" | "voice" | "location" => Some((String::new(), Some(kind.to_string()))),
         "video" | "shortvideo" => Some((String::new(), Some("video".to_string()))),
         "event" => {
@@ -311,7 +312,10 @@ async fn official_account(
         Some(id) => id.to_string(),
         None => format!("{openid}-{}-{}", fields.text("CreateTime"), fields.text("Event")),
     };
-    if !state.seen.first(&format!("{WECHAT_MP}:{}:{message_id}", live.account.app_id)) {
+    if !state
+        .seen
+        .first(&format!("{WECHAT_MP}:{}:{message_id}", live.account.app_id))
+    {
         return Ok(success());
     }
     let session_id = key.session_id();
@@ -338,7 +342,11 @@ async fn official_account(
                 return Ok(success());
             }
             if response.reply.len() > TEXT_LIMIT {
-                send_later(state, Arc::clone(&wechat.mp) as _, outgoing(response.reply, response.choices));
+                send_later(
+                    state,
+                    Arc::clone(&wechat.mp) as _,
+                    outgoing(response.reply, response.choices),
+                );
                 return Ok(success());
             }
             let reply = xml::text_reply(openid, fields.text("ToUserName"), now(), &response.reply);
@@ -390,7 +398,10 @@ fn answered(
         Ok(Ok(response)) if !response.dropped => Some(response),
         Ok(Ok(_)) => None,
         Ok(Err(error)) => {
-            tracing::warn!(status = error.status.as_u16(), "a wechat message's turn failed; not answered");
+            tracing::warn!(
+                status = error.status.as_u16(),
+                "a wechat message's turn failed; not answered"
+            );
             None
         }
         Err(error) => {
@@ -519,8 +530,14 @@ async fn kf_message(state: &Arc<State>, wechat: &Arc<Wechat>, live: &Arc<Live>, 
         return;
     }
     let (text, event, welcome_code) = match (message.origin, message.msgtype.as_str()) {
-        (3, "text") => (message.text.as_ref().map_or("", |t| t.content.as_str()).to_string(), None, None),
-        (3, kind @ ("image" | "voice" | "video" | "location" | "file")) => (String::new(), Some(kind.to_string()), None),
+        (3, "text") => (
+            message.text.as_ref().map_or("", |t| t.content.as_str()).to_string(),
+            None,
+            None,
+        ),
+        (3, kind @ ("image" | "voice" | "video" | "location" | "file")) => {
+            (String::new(), Some(kind.to_string()), None)
+        }
         (_, "event") => match &message.event {
             Some(e) if e.event_type == "enter_session" => (
                 String::new(),
