@@ -437,3 +437,31 @@ fn messages_to_wechat_customers_go_through_the_registered_senders_split_and_retr
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].body["touser"], "wmAgent");
 }
+
+#[test]
+fn the_channels_file_refuses_bad_wechat_accounts() {
+    let sim = WechatSim::start();
+    let dir = channels_file(&sim, "config");
+    let load = |entry: &str| {
+        let path = dir.join("bad.yaml");
+        std::fs::write(&path, format!("wechat:\n  - {entry}\n")).unwrap();
+        ChannelsConfig::load(&path).map(drop).map_err(|e| e.to_string())
+    };
+    let base = "name: a, app_id: wx1, token: {file: mp_token}, app_secret: {file: secret}";
+    assert!(load(&format!("{{{base}, kind: official_account}}")).is_ok());
+    // The EncodingAESKey must be the 43 characters the admin page shows.
+    let short = load(&format!(
+        "{{{base}, kind: official_account, encoding_aes_key: {{file: secret}}}}"
+    ))
+    .unwrap_err();
+    assert!(short.contains("encoding_aes_key must be the 43 characters"), "{short}");
+    let kf = load(&format!("{{{base}, kind: customer_service}}")).unwrap_err();
+    assert!(kf.contains("customer service always encrypts"), "{kf}");
+    let slow = load(&format!("{{{base}, kind: official_account, reply_within_ms: 5000}}")).unwrap_err();
+    assert!(slow.contains("reply_within_ms must be 1-4800"), "{slow}");
+    let missing =
+        load("{name: a, app_id: wx1, token: {file: mp_token}, app_secret: {file: nope}, kind: official_account}")
+            .unwrap_err();
+    assert!(missing.contains("nope"), "{missing}");
+    assert!(!missing.contains("app-secret"), "no secret in errors: {missing}");
+}
