@@ -77,7 +77,7 @@ enum SessionAction {
 }
 
 /// Every route's pattern ([`Route::name`]), for the request series that exist from start.
-pub(super) const ROUTE_PATTERNS: [&str; 47] = [
+pub(super) const ROUTE_PATTERNS: [&str; 48] = [
     "/v1/chat",
     "/v1/chat/completions",
     "/v1/sessions/{id}",
@@ -125,6 +125,7 @@ pub(super) const ROUTE_PATTERNS: [&str; 47] = [
     "/admin/draft/tests/save",
     "/admin/report",
     "/v1/channels/{name}/messages",
+    "/wechat/{name}",
 ];
 
 /// The route a path names, read once per request: for dispatch and for the metrics label.
@@ -197,6 +198,9 @@ enum Route<'a> {
     /// `POST /v1/channels/{name}/messages`: a webhook channel's platform (public: signed
     /// with the channel's secret).
     ChannelMessages(&'a str),
+    /// `GET|POST /wechat/{name}`: a WeChat account's callback (it checks WeChat's
+    /// signature itself).
+    Wechat(&'a str),
 }
 
 impl<'a> Route<'a> {
@@ -269,6 +273,7 @@ impl<'a> Route<'a> {
             ["admin", "draft", "tests", "save"] => Route::DraftTestSave,
             ["admin", "report"] => Route::AdminReport,
             ["v1", "channels", name, "messages"] => Route::ChannelMessages(name),
+            ["wechat", name] => Route::Wechat(name),
             _ => return None,
         })
     }
@@ -323,6 +328,7 @@ impl<'a> Route<'a> {
             Route::DraftTestSave => "/admin/draft/tests/save",
             Route::AdminReport => "/admin/report",
             Route::ChannelMessages(_) => "/v1/channels/{name}/messages",
+            Route::Wechat(_) => "/wechat/{name}",
         }
     }
 
@@ -332,6 +338,7 @@ impl<'a> Route<'a> {
         match self {
             Route::AdminDraftFile => Some("GET, PUT, DELETE"),
             Route::AdminDraftTable(_) => Some("GET, PUT"),
+            Route::Wechat(_) => Some("GET, POST"),
             _ => None,
         }
     }
@@ -362,6 +369,7 @@ impl<'a> Route<'a> {
             | "/console/{asset}"
             // Channels authenticate their callers themselves (signatures).
             | "/v1/channels/{name}/messages" => return None,
+            | "/wechat/{name}" => return None,
             "/v1/sessions/{id}"
             | "/v1/sessions/{id}/takeover"
             | "/v1/sessions/{id}/reply"
@@ -505,6 +513,7 @@ async fn dispatch(
         Route::DraftTestSave => workbench::save_test(state, req).await,
         Route::AdminReport => workbench::report(state, req.uri().query()).await,
         Route::ChannelMessages(name) => channels::webhook::messages(state, &decode_segment(name)?, req).await,
+        Route::Wechat(name) => super::channels::wechat::callback(state, &decode_segment(name)?, req).await,
     }
 }
 
@@ -558,6 +567,7 @@ mod tests {
         assert_eq!(needs(Method::GET, "/v1/sessions/a/events"), None);
         assert_eq!(needs(Method::GET, "/v1/sessions/a/messages"), None);
         assert_eq!(needs(Method::POST, "/v1/channels/shop/messages"), None);
+        assert_eq!(needs(Method::POST, "/wechat/shop_mp"), None);
         // Every route pattern has its answer (none forgotten as public by mistake).
         for pattern in ROUTE_PATTERNS {
             let path = pattern.replace("{id}", "abc");

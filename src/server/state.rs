@@ -80,6 +80,8 @@ pub struct State {
     pub jobs: JobQueue,
     /// What the channels' routes need besides their senders (webhook posters).
     pub(super) registered: super::channels::Registered,
+    /// The WeChat accounts at run time, when the channels file has any.
+    pub(super) wechat: Option<Arc<super::channels::wechat::Wechat>>,
 }
 
 /// A built service: rules loaded, engine, reloader, job queue. Serve it with
@@ -204,6 +206,11 @@ impl Service {
             }
             None => super::channels::Registered::default(),
         };
+        // WeChat's accounts: their senders in `outbound`, their run-time state (tokens,
+        // cursors, replies in flight) for the callback route.
+        let wechat = config.channels.as_deref().and_then(|channels| {
+            super::channels::wechat::register(channels, &mut outbound, config.tickets.state_dir.as_deref())
+        });
         let seen: Arc<dyn crate::channels::Seen> = match &config.redis {
             Some(url) => Arc::new(
                 crate::channels::RedisSeen::new(
@@ -392,6 +399,7 @@ impl Service {
                 }
             })?;
         let state = Arc::new(State {
+            wechat,
             engine,
             reloader,
             metrics,

@@ -2,8 +2,21 @@
 //! message callback as Tencent documents it (URL verification, signatures, the
 //! AES-encrypted mode, XML), the access token, and the message APIs replies go out through
 //! when they miss the 5-second window or come from an agent.
+//!
+//! | module | its job |
+//! |---|---|
+//! | [`crypto`] | `signature`, `msg_signature`, AES-256-CBC of the encrypted mode |
+//! | [`xml`] | the callback's fields; passive replies and encrypted envelopes |
+//! | [`api`] | the access token, `custom/send`, `kf/sync_msg`, `kf/send_msg`; splitting long texts |
+//! | [`send`] | the [`super::Sender`]s of `wechat_mp` and `wechat_kf`, and an account at run time |
+
+pub mod api;
+pub mod crypto;
+pub mod send;
+pub mod xml;
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -39,7 +52,14 @@ pub struct WechatAccount {
     /// The API's base URL: `https://api.weixin.qq.com` or `https://qyapi.weixin.qq.com`
     /// by kind; a local simulator in tests.
     pub api_base: String,
+    /// How long an Official Account's callback waits for the turn before it answers
+    /// `success` and sends the reply through `custom/send` instead (WeChat gives up
+    /// after 5 s): 4.5 s unless the channels file says `reply_within_ms`.
+    pub reply_within: Duration,
 }
+
+/// The default of [`WechatAccount::reply_within`].
+pub const REPLY_WITHIN: Duration = Duration::from_millis(4500);
 
 /// A `wechat:` entry as written.
 #[derive(Debug, Deserialize)]
@@ -54,6 +74,8 @@ pub(crate) struct WechatFile {
     app_secret: SecretRef,
     #[serde(default)]
     api_base: Option<String>,
+    #[serde(default)]
+    reply_within_ms: Option<u64>,
 }
 
 impl WechatFile {
@@ -80,6 +102,33 @@ impl WechatFile {
             }
             None => None,
         };
+        if let Some(key) = &aes_key
+            && crypto::Cipher::new(key.text().unwrap_or(""), &self.app_id).is_err()
+        {
+            return Err(format!(
+                "wechat account `{name}`: encoding_aes_key must be the 43 characters the admin page shows"
+            ));
+        }
+        if self.app_id.is_empty()
+            || self.app_id.len() > 64
+            || !self
+                .app_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(format!(
+                "wechat account `{name}`: app_id must be the AppID or CorpID (letters, digits)"
+            ));
+        }
+        let reply_within = match self.reply_within_ms {
+            None => REPLY_WITHIN,
+            Some(ms @ 1..=4800) => Duration::from_millis(ms),
+            Some(_) => {
+                return Err(format!(
+                    "wechat account `{name}`: reply_within_ms must be 1-4800 (WeChat waits 5 s)"
+                ));
+            }
+        };
         let api_base = self.api_base.unwrap_or_else(|| {
             match self.kind {
                 Kind::OfficialAccount => "https://api.weixin.qq.com",
@@ -95,6 +144,7 @@ impl WechatFile {
             aes_key,
             app_secret,
             api_base,
+            reply_within,
         })
     }
 }

@@ -44,3 +44,15 @@ pub(super) fn register(config: &ChannelsConfig, outbound: &mut Outbound) -> Regi
         webhooks: webhook::register(config, outbound),
     }
 }
+
+impl super::State {
+    /// Whether a platform's message `id` (namespaced by channel and account) is new: off
+    /// the runtime's workers, since with `--redis` it asks Redis. A task that cannot run
+    /// reads as new (a duplicate answer is better than none).
+    pub(super) async fn first_seen(&self, id: String) -> bool {
+        let seen = Arc::clone(&self.seen);
+        tokio::task::spawn_blocking(move || seen.first(&id))
+            .await
+            .unwrap_or(true)
+    }
+}

@@ -128,13 +128,7 @@ pub(in crate::server) async fn messages(
         ));
     }
 
-    let seen = Arc::clone(&state.seen);
-    let id = format!("webhook:{name}:{}", inbound.message_id);
-    // May ask Redis: off the runtime's workers.
-    let first = tokio::task::spawn_blocking(move || seen.first(&id))
-        .await
-        .map_err(|_| ApiError::internal())?;
-    if !first {
+    if !state.first_seen(format!("webhook:{name}:{}", inbound.message_id)).await {
         state.metrics.channel_message(name, "duplicate");
         return Ok(json_response(
             StatusCode::OK,
