@@ -55,6 +55,7 @@ pub mod admin;
 pub mod assets;
 pub mod auth;
 pub mod canary;
+pub mod channels;
 pub mod chat;
 pub mod config;
 pub mod conns;
