@@ -243,6 +243,17 @@ fn a_sites_turns_are_on_the_web_channel() {
     assert_eq!(web.status, 200, "{}", web.body);
     let api = server.post("/v1/chat", &json!({"session_id": "w_api", "message": "多久发货"}));
     assert_eq!(api.status, 200);
+    // The widget on a page kefu itself serves: same origin, a site named.
+    let own = format!("http://{}", server.addr);
+    let same = from_page(
+        &server,
+        "POST",
+        "/v1/chat",
+        &own,
+        Some(SITE),
+        &chat_body("w_same", "多久发货"),
+    );
+    assert_eq!(same.status, 200, "{}", same.body);
     // The conversation log is written every 200 ms.
     let turns = || -> Vec<Value> {
         std::fs::read_dir(&dir)
@@ -261,7 +272,7 @@ fn a_sites_turns_are_on_the_web_channel() {
             .collect()
     };
     assert!(
-        eventually(Duration::from_secs(10), || turns().len() == 2),
+        eventually(Duration::from_secs(10), || turns().len() == 3),
         "{:?}",
         turns()
     );
@@ -275,6 +286,7 @@ fn a_sites_turns_are_on_the_web_channel() {
             .to_string()
     };
     assert_eq!(channel_of("w_web"), "web");
+    assert_eq!(channel_of("w_same"), "web");
     assert_eq!(channel_of("w_api"), "api");
 }
 

@@ -4,7 +4,8 @@
 // `kefu serve --channels` on a copy of the demo shop (rules/):
 //
 //   1. the bubble opens the panel; "有什么优惠" is answered (streamed over fetch from the
-//      other origin: CORS); the page's styles do not reach into the widget;
+//      other origin: CORS); the page's styles do not reach into the widget; an agent's
+//      message after a takeover arrives on the widget's live channel (EventSource);
 //   2. on a product page (data-product and data-product-* attributes) a question about
 //      "this one" is answered with the product's name and material: a rule reads `product`;
 //   3. a reload draws the conversation again (history), and closing the panel after two
@@ -138,6 +139,22 @@ test("the widget answers on a shop's page, and the page's CSS stays out of it", 
     assert.equal(styles.bubble.width, "56px");
     assert.equal(styles.bubble.border, "none");
     assert.equal(styles.bubble.padding, "0px");
+    // An agent takes the conversation over and writes: the widget's live channel (an
+    // EventSource from the shop's origin, the site in its query) shows it, once.
+    const { id } = await page.evaluate((site) => JSON.parse(localStorage.getItem(`kefu-widget:${site}`)), SITE);
+    const agent = async (act, body) => {
+      const r = await fetch(`${S.base}/v1/sessions/${id}/${act}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${S.token}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      assert.equal(r.status, 200, `${act}: ${await r.text()}`);
+    };
+    await agent("takeover", { agent: "小王" });
+    await agent("reply", { agent: "小王", text: "您好，我是小王，双12的优惠今天就能用哦" });
+    await until(async () => (await W.messages(page, "agent").count()) === 1, "the agent's message on the page");
+    assert.equal(await W.messages(page, "agent").first().textContent(), "您好，我是小王，双12的优惠今天就能用哦");
+    await until(async () => (await page.locator("[data-kefu-widget] .status").textContent()).includes("人工客服"), "the status says an agent serves");
     await shot(page, "widget-desktop");
   });
 });

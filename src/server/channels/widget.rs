@@ -3,7 +3,8 @@
 //! history|feedback`).
 //!
 //! Only with sites in the channels file (`widget: {sites: [...]}`); without them nothing
-//! here applies and those routes answer as before. A request to one of them with an
+//! here applies and those routes answer as before. A page on kefu's own origin needs no
+//! CORS; it is a site's (channel `web`) when it names a known site. A request to one of them with an
 //! `Origin` that is not kefu's own is a site's page: it names its site by `X-Kefu-Site`
 //! (or `?site=` where a browser cannot set headers: `EventSource`); the site must exist
 //! and list the origin, else 403 `unknown_site` / `origin_not_allowed` without
@@ -143,11 +144,15 @@ pub fn admit(state: &State, req: &Request<Incoming>, peer: SocketAddr) -> Admiss
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return Admission::Plain;
     };
-    // kefu's own pages (the console, a chat page it serves) are not a site.
-    if crate::server::auth::check_origin(req).is_ok() {
-        return Admission::Plain;
-    }
     let origin_text = origin.to_str().unwrap_or("");
+    // kefu's own pages need no CORS: they are a site's (channel `web`) when they name one
+    // (the widget on a page kefu serves), else as before (the console, a test page).
+    if crate::server::auth::check_origin(req).is_ok() {
+        return match site_key(req).and_then(|key| widget.sites.site(&key)) {
+            Some(site) if req.method() != Method::OPTIONS => admitted(state, widget, site, origin, peer),
+            _ => Admission::Plain,
+        };
+    }
     if req.method() == Method::OPTIONS {
         if !widget.sites.sites.iter().any(|s| s.allows(origin_text)) {
             return Admission::Answered(refused("origin_not_allowed", origin_text));
@@ -176,6 +181,17 @@ pub fn admit(state: &State, req: &Request<Incoming>, peer: SocketAddr) -> Admiss
     if !site.allows(origin_text) {
         return Admission::Answered(refused("origin_not_allowed", origin_text));
     }
+    admitted(state, widget, site, origin, peer)
+}
+
+/// A site's request, past the per-address limit.
+fn admitted(
+    state: &State,
+    widget: &Widget,
+    site: &crate::channels::widget::Site,
+    origin: &HeaderValue,
+    peer: SocketAddr,
+) -> Admission {
     let admitted = FromSite {
         key: site.key.clone(),
         origin: origin.clone(),
