@@ -111,12 +111,8 @@ class Widget {
     // Inline and important: the host page's `* {...!important}` cannot restyle the host,
     // so nothing inherits into the shadow root.
     host.style.setProperty("all", "initial", "important");
-    host.style.setProperty("position", "fixed", "important");
-    host.style.setProperty("z-index", "2147483000", "important");
-    host.style.setProperty("right", "0", "important");
-    host.style.setProperty("bottom", "0", "important");
-    host.style.setProperty("width", "0", "important");
-    host.style.setProperty("height", "0", "important");
+    // Not positioned: the bubble and panel are fixed to the viewport themselves.
+    host.style.setProperty("display", "contents", "important");
     const shadow = host.attachShadow({ mode: "open" });
     const style = el("style");
     style.textContent = CSS;

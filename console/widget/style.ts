@@ -4,7 +4,9 @@
 // faces phones and desktops ship (Noto CJK on Linux and Android): no font is downloaded.
 
 export const CSS = `
-:host { all: initial !important; }
+/* No :host rule: the host's own inline \`all: initial !important\` (main.ts) must not be
+   overridden, and an important :host rule would win over it. The bubble and the panel are
+   fixed, each its own stacking context above the page's (most pages stay far below 2^31). */
 * { box-sizing: border-box; margin: 0; padding: 0; font: inherit; color: inherit; }
 [hidden] { display: none !important; }
 .root {
@@ -22,7 +24,7 @@ button:focus-visible, textarea:focus-visible { outline: 2px solid var(--accent);
 .bubble {
   position: fixed; right: 20px; bottom: 20px; width: 56px; height: 56px; border-radius: 50%;
   background: var(--accent); color: #fff; display: flex; align-items: center; justify-content: center;
-  box-shadow: 0 6px 20px rgba(20, 30, 60, .28); z-index: 1;
+  box-shadow: 0 6px 20px rgba(20, 30, 60, .28); z-index: 2147483000;
 }
 .bubble svg { width: 28px; height: 28px; fill: currentColor; }
 .bubble .dot {
@@ -32,7 +34,7 @@ button:focus-visible, textarea:focus-visible { outline: 2px solid var(--accent);
 .panel {
   position: fixed; right: 20px; bottom: 88px; width: 370px; height: min(600px, calc(100vh - 108px));
   background: #f6f7f9; border-radius: 14px; overflow: hidden; display: flex; flex-direction: column;
-  box-shadow: 0 12px 40px rgba(20, 30, 60, .25); z-index: 2;
+  box-shadow: 0 12px 40px rgba(20, 30, 60, .25); z-index: 2147483001;
 }
 header {
   display: flex; align-items: center; gap: 8px; padding: 12px 14px; background: var(--accent); color: #fff;
