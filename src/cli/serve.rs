@@ -77,6 +77,11 @@ pub struct ServeArgs {
     /// Messages per second per session (burst twice that); 0 turns the limit off.
     #[arg(long, default_value_t = 20)]
     rate_limit: u32,
+    /// Requests per second per client address from the web widget's sites (burst four
+    /// times that; IPv6 by /64); 0 turns the limit off. The address is the connection's
+    /// peer: behind a reverse proxy, limit at the proxy.
+    #[arg(long, default_value_t = 5)]
+    widget_rate_per_ip: u32,
     /// Longest customer or agent message, in characters.
     #[arg(long, default_value_t = 2000)]
     max_message_chars: usize,
@@ -454,6 +459,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         max_message_chars: args.max_message_chars,
         rate_per_session: args.rate_limit,
+        widget_rate_per_ip: args.widget_rate_per_ip,
         request_timeout: std::time::Duration::from_secs(args.timeout),
         max_in_flight: args.max_in_flight,
         drain: std::time::Duration::from_secs(args.drain_seconds),

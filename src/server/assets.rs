@@ -91,15 +91,22 @@ pub fn serve<B>(assets: &Assets, rest: &str, req: &Request<B>) -> Response<Body>
             None => return secured(whole(StatusCode::NOT_FOUND, b"no index.html in the console build\n")),
         },
     };
-    let gzip = asset.gzip.filter(|_| accepts_gzip(req));
-    let etag = match gzip {
-        Some(_) => format!("{}-gz\"", asset.etag.trim_end_matches('"')),
-        None => asset.etag.to_owned(),
-    };
     let cache = if asset.path.starts_with("assets/") {
         "public, max-age=31536000, immutable"
     } else {
         "no-cache"
+    };
+    answer(asset, req, cache)
+}
+
+/// One embedded file as the answer to `req`: gzipped when the client takes it, 304 when
+/// its ETag matches, cached as `cache` says (the widget's `widget.js` is served by
+/// `server::channels::widget` under its own cache rule).
+pub fn answer<B>(asset: &Asset, req: &Request<B>, cache: &'static str) -> Response<Body> {
+    let gzip = asset.gzip.filter(|_| accepts_gzip(req));
+    let etag = match gzip {
+        Some(_) => format!("{}-gz\"", asset.etag.trim_end_matches('"')),
+        None => asset.etag.to_owned(),
     };
     let fresh = req
         .headers()

@@ -66,7 +66,10 @@ pub(super) async fn chat(
     req: Request<Incoming>,
     caller: Caller,
 ) -> Result<Response<Body>, ApiError> {
-    let full_trace = caller.admin;
+    // A web widget site's page (admitted by `channels::widget`): channel `web`, and the
+    // customer's trace, whoever the browser is.
+    let from_site = req.extensions().get::<super::channels::widget::FromSite>().is_some();
+    let full_trace = caller.admin && !from_site;
     let body: ChatBody = read_json(req, state.limits.max_body_bytes, false).await?;
     check_api_session_id(&body.session_id, &state.limits)?;
     check_message(&body.message, "message", &state.limits)?;
@@ -79,7 +82,7 @@ pub(super) async fn chat(
         context: body.context,
         as_of: body.as_of,
         rules_version: body.rules_version,
-        channel: None,
+        channel: from_site.then(|| crate::channels::WEB.to_string()),
         event: None,
     };
     state.vouch(&caller, body.identity.as_deref(), &mut request)?;

@@ -23,6 +23,9 @@ pub struct Limits {
     pub max_session_id_chars: usize,
     /// Turns per second per session (with a burst of twice that); 0 turns the limit off.
     pub rate_per_session: u32,
+    /// Requests per second per client address from the web widget's sites (a burst of
+    /// four times that; see [`super::channels::widget`]); 0 turns the limit off.
+    pub widget_rate_per_ip: u32,
     /// The longest a request may take to get its response headers.
     pub request_timeout: Duration,
     /// Turns being answered at once; more are refused with 503.
@@ -37,7 +40,7 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// 64 KiB bodies, 2,000-character messages, 128-character ids, 20 turns/s per session,
+    /// 64 KiB bodies, 2,000-character messages, 128-character ids, 20 turns/s per session, 5 widget requests/s per address,
     /// 30 s timeout, 1,024 turns in flight, no drain (embedding and tests; `kefu serve`
     /// drains 5 s by default), 30 s grace, connections as [`conns::ConnLimits::default`].
     fn default() -> Self {
@@ -46,6 +49,7 @@ impl Default for Limits {
             max_message_chars: 2000,
             max_session_id_chars: 128,
             rate_per_session: 20,
+            widget_rate_per_ip: 5,
             request_timeout: Duration::from_secs(30),
             max_in_flight: 1024,
             shutdown_grace: Duration::from_secs(30),

@@ -22,7 +22,7 @@ pub(super) fn rate_limiter(rate: u32) -> Option<DefaultKeyedRateLimiter<String>>
 /// Starts the task that trims the rate limiter while the service runs, when there is one.
 pub(super) fn forget_idle_sessions(state: &Arc<State>) -> Option<tokio::task::JoinHandle<()>> {
     // The rate limiter remembers every key it has seen; forget idle ones now and then.
-    state.limiter.is_some().then(|| {
+    (state.limiter.is_some() || state.widget.is_some()).then(|| {
         let state = Arc::clone(state);
         tokio::spawn(async move {
             loop {
@@ -30,6 +30,9 @@ pub(super) fn forget_idle_sessions(state: &Arc<State>) -> Option<tokio::task::Jo
                 if let Some(limiter) = &state.limiter {
                     limiter.retain_recent();
                     limiter.shrink_to_fit();
+                }
+                if let Some(widget) = &state.widget {
+                    widget.forget_idle();
                 }
             }
         })

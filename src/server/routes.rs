@@ -12,6 +12,7 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::channels::widget::{self, Admission};
 use super::draft::TableAction;
 use super::http::{Body, decode_segment};
 use super::users::Permission;
@@ -33,18 +34,41 @@ pub(super) async fn handle(
     let uri = req.uri().clone();
     let route = Route::of(uri.path());
     let name = route.as_ref().map_or("other", Route::name);
-    let response = match tokio::time::timeout(state.limits.request_timeout, dispatch(&state, route, req, peer)).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => error.into_response(),
-        Err(_) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
-            format!(
-                "no answer within {} s; try again",
-                state.limits.request_timeout.as_secs_f64()
-            ),
-        )
-        .into_response(),
+    // A web widget site's request: admitted (CORS), or answered here (preflight, refusal).
+    let mut req = req;
+    let site = match route
+        .filter(Route::for_widget)
+        .map(|_| widget::admit(&state, &req, peer))
+    {
+        Some(Admission::Answered(response)) => Err(response),
+        Some(Admission::Site(site)) => {
+            req.extensions_mut().insert(site.clone());
+            Ok(Some(site))
+        }
+        Some(Admission::Plain) | None => Ok(None),
+    };
+    let response = match site {
+        Err(answered) => answered,
+        Ok(site) => {
+            let mut response =
+                match tokio::time::timeout(state.limits.request_timeout, dispatch(&state, route, req, peer)).await {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(error)) => error.into_response(),
+                    Err(_) => ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "timeout",
+                        format!(
+                            "no answer within {} s; try again",
+                            state.limits.request_timeout.as_secs_f64()
+                        ),
+                    )
+                    .into_response(),
+                };
+            if let Some(site) = &site {
+                widget::allow(&mut response, site);
+            }
+            response
+        }
     };
     state
         .metrics
@@ -77,7 +101,7 @@ enum SessionAction {
 }
 
 /// Every route's pattern ([`Route::name`]), for the request series that exist from start.
-pub(super) const ROUTE_PATTERNS: [&str; 48] = [
+pub(super) const ROUTE_PATTERNS: [&str; 50] = [
     "/v1/chat",
     "/v1/chat/completions",
     "/v1/sessions/{id}",
@@ -89,6 +113,8 @@ pub(super) const ROUTE_PATTERNS: [&str; 48] = [
     "/v1/sessions/{id}/resolve",
     "/v1/sessions/{id}/events",
     "/v1/sessions/{id}/messages",
+    "/v1/sessions/{id}/history",
+    "/widget.js",
     "/admin/inbox",
     "/admin/inbox/stream",
     "/admin/inbox/{id}",
@@ -140,6 +166,11 @@ enum Route<'a> {
     SessionEvents(&'a str),
     /// `GET /v1/sessions/{id}/messages`: the same as a poll.
     SessionMessages(&'a str),
+    /// `GET /v1/sessions/{id}/history`: the whole conversation, for the customer's page
+    /// to draw again (their token).
+    SessionHistory(&'a str),
+    /// `GET /widget.js`: the web widget's script.
+    WidgetJs,
     /// `GET /admin/inbox` (permission: agent).
     Inbox,
     /// `GET /admin/inbox/stream` (SSE; agent).
@@ -240,6 +271,8 @@ impl<'a> Route<'a> {
             ["v1", "sessions", id] => Route::Session(id),
             ["v1", "sessions", id, "events"] => Route::SessionEvents(id),
             ["v1", "sessions", id, "messages"] => Route::SessionMessages(id),
+            ["v1", "sessions", id, "history"] => Route::SessionHistory(id),
+            ["widget.js"] => Route::WidgetJs,
             ["v1", "sessions", id, a] => Route::SessionAction(id, action(a)?),
             ["admin", "inbox"] => Route::Inbox,
             ["admin", "inbox", "stream"] => Route::InboxStream,
@@ -292,6 +325,8 @@ impl<'a> Route<'a> {
             Route::SessionAction(_, SessionAction::Resolve) => "/v1/sessions/{id}/resolve",
             Route::SessionEvents(_) => "/v1/sessions/{id}/events",
             Route::SessionMessages(_) => "/v1/sessions/{id}/messages",
+            Route::SessionHistory(_) => "/v1/sessions/{id}/history",
+            Route::WidgetJs => "/widget.js",
             Route::Inbox => "/admin/inbox",
             Route::InboxStream => "/admin/inbox/stream",
             Route::InboxConversation(_) => "/admin/inbox/{id}",
@@ -359,6 +394,8 @@ impl<'a> Route<'a> {
             | "/v1/sessions/{id}/feedback"
             | "/v1/sessions/{id}/events"
             | "/v1/sessions/{id}/messages"
+            | "/v1/sessions/{id}/history"
+            | "/widget.js"
             | "/healthz"
             | "/livez"
             | "/readyz"
@@ -388,6 +425,19 @@ impl<'a> Route<'a> {
         })
     }
 
+    /// Whether the web widget calls the route from a shop's pages (CORS, see
+    /// [`widget`]).
+    fn for_widget(&self) -> bool {
+        matches!(
+            self,
+            Route::Chat
+                | Route::SessionEvents(_)
+                | Route::SessionMessages(_)
+                | Route::SessionHistory(_)
+                | Route::SessionAction(_, SessionAction::Feedback)
+        )
+    }
+
     /// Whether the route reads (GET, and HEAD) rather than acts (POST).
     fn reads(&self) -> bool {
         matches!(
@@ -395,6 +445,8 @@ impl<'a> Route<'a> {
             Route::Session(_)
                 | Route::SessionEvents(_)
                 | Route::SessionMessages(_)
+                | Route::SessionHistory(_)
+                | Route::WidgetJs
                 | Route::Inbox
                 | Route::InboxStream
                 | Route::InboxConversation(_)
@@ -473,6 +525,8 @@ async fn dispatch(
         }
         Route::SessionEvents(id) => inbox::customer::events(state, &decode_segment(id)?, req).await,
         Route::SessionMessages(id) => inbox::customer::messages(state, &decode_segment(id)?, req).await,
+        Route::SessionHistory(id) => inbox::customer::history(state, &decode_segment(id)?, req).await,
+        Route::WidgetJs => widget::script(&req),
         Route::Inbox => inbox::routes::list(state, &req),
         Route::InboxStream => inbox::routes::stream(state, &req),
         Route::InboxConversation(id) => inbox::routes::detail(state, &decode_segment(id)?).await,
@@ -568,6 +622,8 @@ mod tests {
         assert_eq!(needs(Method::GET, "/v1/sessions/a/messages"), None);
         assert_eq!(needs(Method::POST, "/v1/channels/shop/messages"), None);
         assert_eq!(needs(Method::POST, "/wechat/shop_mp"), None);
+        assert_eq!(needs(Method::GET, "/v1/sessions/a/history"), None);
+        assert_eq!(needs(Method::GET, "/widget.js"), None);
         // Every route pattern has its answer (none forgotten as public by mistake).
         for pattern in ROUTE_PATTERNS {
             let path = pattern.replace("{id}", "abc");
@@ -577,7 +633,9 @@ mod tests {
                 public,
                 !(pattern.starts_with("/admin/")
                     || pattern.starts_with("/v1/sessions/{id}")
-                        && !["feedback", "events", "messages"].iter().any(|p| pattern.ends_with(p))
+                        && !["feedback", "events", "messages", "history"]
+                            .iter()
+                            .any(|p| pattern.ends_with(p))
                     || pattern == "/v1/tickets"),
                 "{pattern}"
             );

@@ -64,6 +64,9 @@ pub struct State {
     pub(super) workbench: crate::reload::workbench::Workbench,
     /// The agents' inbox (fed by the recorder; see [`super::inbox`]).
     pub inbox: Arc<Inbox>,
+    /// The web widget's sites and per-address limit, when the channels file names sites
+    /// (see [`super::channels::widget`]).
+    pub(super) widget: Option<super::channels::widget::Widget>,
     /// How long an agent gone from the inbox keeps their conversations.
     pub(super) agent_grace: std::time::Duration,
     /// The channels file (`--channels`): widget sites, WeChat accounts, webhook channels;
@@ -398,6 +401,10 @@ impl Service {
                     source,
                 }
             })?;
+        let widget = config
+            .channels
+            .as_ref()
+            .and_then(|c| super::channels::widget::Widget::new(&c.widget, config.limits.widget_rate_per_ip));
         let state = Arc::new(State {
             wechat,
             engine,
@@ -424,6 +431,7 @@ impl Service {
                     .unwrap_or_default(),
             ),
             inbox,
+            widget,
             agent_grace: config.agent_grace,
             channels: config.channels.clone(),
             outbound,

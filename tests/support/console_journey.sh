@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The console's browser tests: drive Debian's chromium through the whole editor journey
-# (console/tests/journey.mjs) and the agent inbox with a customer's chat page
-# (console/tests/inbox.mjs), each against its own `kefu serve` started from KEFU_BIN.
+# (console/tests/journey.mjs), the agent inbox with a customer's chat page
+# (console/tests/inbox.mjs) and the web widget on a shop's page of another origin
+# (console/tests/widget.mjs), each against its own `kefu serve` started from KEFU_BIN.
 #
 #   tests/support/console_journey.sh target/debug/kefu
 #
 # `make test` runs it after the cargo tests; the binary must embed the console (`make
 # console` first: build.rs embeds console/dist/). Knobs, all optional:
 #   CHROMIUM=/usr/bin/chromium   the browser (never downloaded)
-#   KEFU_SCREENSHOTS=1           write the screenshots into docs/console/ (the docs' images)
+#   KEFU_SCREENSHOTS=1           write the screenshots into docs/console/ and docs/channels/
 #   KEFU_JOURNEY_KEEP=1          keep the temporary rules, state and server log and print where
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,4 +30,5 @@ export CHROMIUM
 cd console
 # One after the other: two browsers and two servers at once are too much for a small CI box.
 node --test --test-reporter=spec tests/journey.mjs
-exec node --test --test-reporter=spec tests/inbox.mjs
+node --test --test-reporter=spec tests/inbox.mjs
+exec node --test --test-reporter=spec tests/widget.mjs

@@ -5,7 +5,10 @@
 //! `{seq, role, text, at}`, first the kept history after `Last-Event-ID` (or `?after=`),
 //! then live; `state` events (`{state, place?}`) when the conversation changes hands.
 //! `GET /v1/sessions/{id}/messages?after=SEQ` is the same as a poll: `{messages, state,
-//! seq}`. Both need the conversation's `session_token` (header `X-Kefu-Session-Token` or
+//! seq}`. `GET /v1/sessions/{id}/history` is the whole kept conversation, the customer's
+//! own messages and kefu's answers too, for a page (the web widget) to draw it again after
+//! a reload: `{messages: [{seq, role: customer|kefu|agent, text, at}], state, resolved,
+//! rated, seq}`, masked as stored. All three need the conversation's `session_token` (header `X-Kefu-Session-Token` or
 //! `?token=`, compared in constant time); an unknown session and a wrong token are the
 //! same 404, so that ids cannot be probed. At most [`STREAMS_PER_SESSION`] streams per
 //! conversation; the connection caps bound the rest.
@@ -116,9 +119,11 @@ fn asked(req: &Request<Incoming>) -> Result<Asked, ApiError> {
                 // `Last-Event-ID` (a reconnect) is newer than the page's `after`.
                 after = Some(after.map_or(given, |a| a.max(given)));
             }
+            // The web widget's site, read by the router (`server::channels::widget`).
+            "site" => {}
             _ => {
                 return Err(ApiError::invalid(format!(
-                    "unknown query parameter `{name}`; `token` and `after` are taken"
+                    "unknown query parameter `{name}`; `token`, `after` and `site` are taken"
                 )));
             }
         }
@@ -166,6 +171,39 @@ pub(in crate::server) async fn messages(
             "messages": messages,
             "state": session.state(),
             "place": place.map(|p| json!({"position": p.position, "wait_minutes": p.wait_minutes})),
+            "seq": session.seq,
+        }),
+    ))
+}
+
+/// `GET /v1/sessions/{id}/history[?after=SEQ]`.
+pub(in crate::server) async fn history(
+    state: &Arc<State>,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let asked = asked(&req)?;
+    let session = vouched(state, id, asked.token.as_deref()).await?;
+    let messages: Vec<serde_json::Value> = session
+        .history
+        .iter()
+        .filter(|entry| entry.seq > asked.after)
+        .map(|entry| {
+            let role = match entry.role {
+                Role::User => "customer",
+                Role::Bot => "kefu",
+                Role::Agent => "agent",
+            };
+            json!({"seq": entry.seq, "role": role, "text": entry.text, "at": entry.at})
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "messages": messages,
+            "state": session.state(),
+            "resolved": session.resolved.is_some(),
+            "rated": !session.feedback.is_empty(),
             "seq": session.seq,
         }),
     ))
