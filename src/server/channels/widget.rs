@@ -147,7 +147,7 @@ pub fn admit(state: &State, req: &Request<Incoming>, peer: SocketAddr) -> Admiss
     // (the widget on a page kefu serves), else as before (the console, a test page).
     if crate::server::auth::check_origin(req).is_ok() {
         return match site_key(req).and_then(|key| widget.sites.site(&key)) {
-            Some(site) if req.method() != Method::OPTIONS => admitted(state, widget, site, origin, peer),
+            Some(site) if req.method() != Method::OPTIONS => admitted(state, widget, origin, peer),
             _ => Admission::Plain,
         };
     }
@@ -179,14 +179,13 @@ pub fn admit(state: &State, req: &Request<Incoming>, peer: SocketAddr) -> Admiss
     if !site.allows(origin_text) {
         return Admission::Answered(refused("origin_not_allowed", origin_text));
     }
-    admitted(state, widget, site, origin, peer)
+    admitted(state, widget, origin, peer)
 }
 
 /// A site's request, past the per-address limit.
 fn admitted(
     state: &State,
     widget: &Widget,
-    site: &crate::channels::widget::Site,
     origin: &HeaderValue,
     peer: SocketAddr,
 ) -> Admission {
