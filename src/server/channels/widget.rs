@@ -147,7 +147,7 @@ pub fn admit(state: &State, req: &Request<Incoming>, peer: SocketAddr) -> Admiss
     // (the widget on a page kefu serves), else as before (the console, a test page).
     if crate::server::auth::check_origin(req).is_ok() {
         return match site_key(req).and_then(|key| widget.sites.site(&key)) {
-            Some(site) if req.method() != Method::OPTIONS => admitted(state, widget, origin, peer),
+            Some(_) if req.method() != Method::OPTIONS => admitted(state, widget, origin, peer),
             _ => Admission::Plain,
         };
     }
