@@ -17,9 +17,10 @@ SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 # with it.
 APT_PACKAGES := cmake clang libclang-dev pkg-config redis-server wrk python3-pip curl haproxy \
   nodejs npm chromium fonts-noto-cjk
-# The console's sources: its dist/ is rebuilt when one of them is newer.
-CONSOLE_SRC := $(shell find console/src console/public -type f 2>/dev/null) console/index.html \
-  console/package.json console/vite.config.ts console/tsconfig.json
+# The console's and the widget's sources: dist/ (index.html, widget.js) is rebuilt when one
+# of them is newer.
+CONSOLE_SRC := $(shell find console/src console/public console/widget -type f 2>/dev/null) console/index.html \
+  console/package.json console/vite.config.ts console/vite.widget.config.ts console/tsconfig.json
 
 .PHONY: help run test deps model console build check lint fmt clean load soak bench-model bench-chat bench-rules bench-inbox
 
@@ -41,7 +42,7 @@ test: deps model console ## the full test suite: formatting, clippy, unit, integ
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked --all-targets
 	$(CARGO) test --locked --test model -- --ignored
-	tests/support/with-redis.sh $(CARGO) test --locked --test server --test sessions --test config --test versions --test publishing --test inbox -- --ignored redis
+	tests/support/with-redis.sh $(CARGO) test --locked --test server --test sessions --test config --test versions --test publishing --test inbox --test webhook -- --ignored redis
 	$(CARGO) test --locked --doc
 	tests/support/openai-sdk.sh target/debug/kefu
 	tests/support/with-redis.sh tests/support/fleet.py target/debug/kefu
