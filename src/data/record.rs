@@ -143,6 +143,14 @@ pub struct TurnRecord {
     /// replayed conversation) rather than the time it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_of: Option<DateTime<FixedOffset>>,
+    /// The channel the message came through (`web`, `wechat_mp`, a webhook's name);
+    /// absent for `api`, so logs from before channels read as the API's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// The platform event the turn answered instead of a message (`subscribe`); its
+    /// `message` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
     /// The customer's message, masked.
     pub message: String,
     /// kefu's answer, masked (empty while an agent has the conversation).
@@ -222,6 +230,8 @@ impl TurnRecord {
             context: None,
             profile_cut: false,
             as_of: None,
+            channel: None,
+            event: None,
             message: response.message.clone(),
             reply: response.reply.clone(),
             source: response.source,
@@ -254,7 +264,16 @@ impl TurnRecord {
         self.context = request.context.as_ref().map(|m| bounded(m, &mut cut));
         self.profile_cut = cut;
         self.as_of = request.as_of;
+        self.channel = Some(request.channel_name())
+            .filter(|c| *c != crate::engine::DEFAULT_CHANNEL)
+            .map(str::to_string);
+        self.event = request.event.clone().filter(|e| !e.is_empty());
         self
+    }
+
+    /// The channel the turn came through: `api` when the record names none.
+    pub fn channel_name(&self) -> &str {
+        self.channel.as_deref().unwrap_or(crate::engine::DEFAULT_CHANNEL)
     }
 }
 

@@ -65,6 +65,15 @@ struct SourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: String,
+}
+
+/// The most channel names the `channel` label takes ([`Metrics::channel_label`]): the
+/// four built-ins and the webhook channels seen first; any further one is `other`.
+pub const MAX_CHANNEL_LABELS: usize = 32;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
 }
@@ -200,6 +209,9 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     answers: Family<SourceLabels, Counter>,
+    channel_turns: Family<ChannelLabels, Counter>,
+    /// The channel names the `channel` label has taken, at most [`MAX_CHANNEL_LABELS`].
+    channel_names: std::sync::RwLock<std::collections::HashSet<String>>,
     takeovers: Counter,
     safety_hits: Counter,
     reloads: Family<OutcomeLabels, Counter>,
@@ -538,6 +550,19 @@ impl Metrics {
         );
         let answers = Family::<SourceLabels, Counter>::default();
         registry.register("answers", "Turns answered, by what answered them", answers.clone());
+        let channel_turns = Family::<ChannelLabels, Counter>::default();
+        registry.register(
+            "channel_turns",
+            "Turns by the channel they came through (api, web, wechat_mp, wechat_kf, webhook channels' names; other past 32 names)",
+            channel_turns.clone(),
+        );
+        let mut channel_names = std::collections::HashSet::new();
+        for channel in crate::channels::RESERVED {
+            let _ = channel_turns.get_or_create(&ChannelLabels {
+                channel: channel.to_string(),
+            });
+            channel_names.insert(channel.to_string());
+        }
         let takeovers = Counter::default();
         registry.register("takeovers", "Conversations an agent took over", takeovers.clone());
         let safety_hits = Counter::default();
@@ -716,6 +741,8 @@ impl Metrics {
             requests,
             latency,
             answers,
+            channel_turns,
+            channel_names: std::sync::RwLock::new(channel_names),
             takeovers,
             safety_hits,
             reloads,
@@ -1032,6 +1059,31 @@ impl Metrics {
         if source == "safety" {
             self.safety_hits.inc();
         }
+    }
+
+    /// The `channel` label of a channel's series: its name while the label has taken
+    /// fewer than [`MAX_CHANNEL_LABELS`] names (the built-ins are there from the start),
+    /// else `other`, so that however many channels are configured the series stay
+    /// bounded. For every `channel`-labelled family.
+    pub fn channel_label(&self, channel: &str) -> String {
+        let read = self.channel_names.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if read.contains(channel) {
+            return channel.to_string();
+        }
+        drop(read);
+        let mut names = self.channel_names.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if names.contains(channel) || names.len() < MAX_CHANNEL_LABELS {
+            names.insert(channel.to_string());
+            channel.to_string()
+        } else {
+            "other".to_string()
+        }
+    }
+
+    /// Counts a turn by the channel it came through (`TurnRequest::channel`).
+    pub fn channel_turn(&self, channel: &str) {
+        let channel = self.channel_label(channel);
+        self.channel_turns.get_or_create(&ChannelLabels { channel }).inc();
     }
 
     /// Counts an agent taking a conversation over.
