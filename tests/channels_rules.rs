@@ -158,3 +158,99 @@ rule 自定义 {
     assert_eq!(rendered.matches("warning: ").count(), 4, "{rendered}");
     insta::assert_snapshot!("channels_check_warnings", rendered);
 }
+
+/// The fixed log of tests/datalog.rs with its turns spread over channels (its feedback
+/// follows the session): a row per channel in order of first turn, the rows adding up to
+/// the report's turns and sessions; the plain log (every turn the API's, as logs from
+/// before channels) has no channels section at all.
+#[test]
+fn the_report_breaks_figures_down_by_channel() {
+    use kefu::data::Record;
+    use kefu::data::report::{self, ReportOptions};
+    let files = vec![std::path::PathBuf::from("tests/data/datalog/conversations.jsonl")];
+    let plain = report::report(&files, &ReportOptions::default()).unwrap();
+    assert!(plain.channels.is_empty());
+    let json = serde_json::to_value(&plain).unwrap();
+    assert!(json.get("channels").is_none(), "old reports keep their shape");
+
+    let mut records = Vec::new();
+    kefu::data::read(&files, |r, _| records.push(r)).unwrap();
+    let mut sessions: Vec<String> = records.iter().map(|r| r.session().to_string()).collect();
+    sessions.sort();
+    sessions.dedup();
+    // The first third of the sessions stay the API's, the next come through the widget,
+    // the rest through WeChat, and one of those is a webhook's.
+    let channel_of = |session: &str| {
+        let i = sessions.iter().position(|s| s == session).unwrap();
+        match i * 3 / sessions.len() {
+            0 => None,
+            1 => Some("web"),
+            _ if i == sessions.len() - 1 => Some("taobao"),
+            _ => Some("wechat_mp"),
+        }
+    };
+    for record in &mut records {
+        if let Record::Turn(turn) = record {
+            turn.channel = channel_of(&turn.session).map(str::to_string);
+        }
+    }
+    let report = report::report_of(records.clone(), &ReportOptions::default());
+    let names: Vec<&str> = report.channels.iter().map(|c| c.channel.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["api", "taobao", "web", "wechat_mp"], "{names:?}");
+    assert_eq!(report.channels.iter().map(|c| c.turns).sum::<u64>(), report.turns);
+    assert_eq!(
+        report.channels.iter().map(|c| c.conversations).sum::<u64>(),
+        report.sessions
+    );
+    assert_eq!(
+        report.channels.iter().map(|c| c.handoffs.count).sum::<u64>(),
+        report.handoffs.sessions.count,
+        "each handed-off conversation counts once, for its channel"
+    );
+    assert_eq!(
+        report.channels.iter().map(|c| c.feedback).sum::<u64>(),
+        report.satisfaction.scores
+    );
+    // Worked out from the records themselves, so that a snapshot accepted by mistake
+    // still fails here.
+    for row in &report.channels {
+        let mine: Vec<&kefu::data::record::TurnRecord> = records
+            .iter()
+            .filter_map(|r| if let Record::Turn(t) = r { Some(t) } else { None })
+            .filter(|t| t.channel_name() == row.channel)
+            .collect();
+        assert_eq!(row.turns, mine.len() as u64, "{}", row.channel);
+        let fallbacks = mine.iter().filter(|t| t.source == AnswerSource::Fallback).count();
+        assert_eq!(row.fallbacks.count, fallbacks as u64, "{}", row.channel);
+    }
+    insta::assert_snapshot!("channels_report_text", report.to_string());
+    let html = kefu::data::html::render(&report);
+    assert!(html.contains("<h2>Channels</h2>"));
+    assert!(html.contains("<td>wechat_mp</td>"));
+}
+
+/// A turn's record names its channel and event, and leaves `api` out so that a log line
+/// of the API reads as it did before channels; a line without them reads as the API's.
+#[test]
+fn a_turn_record_keeps_its_channel_and_event() {
+    use kefu::data::record::TurnRecord;
+    let engine = Engine::new(rules());
+    let request = event("s", "subscribe", "wechat_mp");
+    let response = engine.turn(request.clone()).unwrap();
+    let ts = chrono::DateTime::parse_from_rfc3339("2026-11-11T10:00:00+08:00").unwrap();
+    let record = TurnRecord::from_response(&response, ts, None, (0, 0), "n").with_request(&request);
+    assert_eq!(record.channel.as_deref(), Some("wechat_mp"));
+    assert_eq!(record.event.as_deref(), Some("subscribe"));
+    let line = serde_json::to_string(&record).unwrap();
+    assert!(line.contains(r#""channel":"wechat_mp","event":"subscribe""#), "{line}");
+
+    let api = TurnRequest::new("t", "你好");
+    let response = engine.turn(api.clone()).unwrap();
+    let record = TurnRecord::from_response(&response, ts, None, (0, 0), "n").with_request(&api);
+    let line = serde_json::to_string(&record).unwrap();
+    assert!(!line.contains("channel") && !line.contains("event"), "{line}");
+    let back: TurnRecord = serde_json::from_str(&line).unwrap();
+    assert_eq!(back.channel_name(), "api");
+}
