@@ -1134,3 +1134,38 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The built-in channels have series from the start; webhook names get theirs on
+    /// first use, up to the bound, and every name past it counts as `other`.
+    #[test]
+    fn channel_turns_are_counted_under_a_bounded_set_of_names() {
+        let metrics = Metrics::new();
+        let text = metrics.encode();
+        for channel in crate::channels::RESERVED {
+            assert!(
+                text.contains(&format!("kefu_channel_turns_total{{channel=\"{channel}\"}} 0")),
+                "{channel}"
+            );
+        }
+        metrics.channel_turn("web");
+        metrics.channel_turn("web");
+        for n in 0..100 {
+            metrics.channel_turn(&format!("hook{n}"));
+        }
+        metrics.channel_turn("hook0");
+        let text = metrics.encode();
+        assert!(text.contains("kefu_channel_turns_total{channel=\"web\"} 2"));
+        assert!(text.contains("kefu_channel_turns_total{channel=\"hook0\"} 2"));
+        let webhooks = MAX_CHANNEL_LABELS - crate::channels::RESERVED.len();
+        assert!(text.contains(&format!("kefu_channel_turns_total{{channel=\"hook{}\"}} 1", webhooks - 1)));
+        assert!(!text.contains(&format!("channel=\"hook{webhooks}\"")));
+        assert!(text.contains(&format!("kefu_channel_turns_total{{channel=\"other\"}} {}", 100 - webhooks)));
+        let series = text.lines().filter(|l| l.starts_with("kefu_channel_turns_total{")).count();
+        assert_eq!(series, MAX_CHANNEL_LABELS + 1, "the names and `other`");
+        assert_eq!(metrics.channel_label("hook99"), "other");
+    }
+}
