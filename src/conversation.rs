@@ -446,11 +446,11 @@ impl Suite {
         let mut lines = Vec::new();
         for outcome in self.conversations.iter().filter(|o| !o.passed()) {
             let first = outcome.error.clone().or_else(|| {
-                outcome
-                    .turns
-                    .iter()
-                    .enumerate()
-                    .find_map(|(n, t)| t.failures.first().map(|f| format!("turn {} ({}): {f}", n + 1, t.said())))
+                outcome.turns.iter().enumerate().find_map(|(n, t)| {
+                    t.failures
+                        .first()
+                        .map(|f| format!("turn {} ({}): {f}", n + 1, t.said()))
+                })
             });
             lines.push(format!("{}: {}", outcome.file.display(), first.unwrap_or_default()));
         }

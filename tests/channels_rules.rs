@@ -52,7 +52,10 @@ fn a_silent_event_leaves_the_conversation_as_it_was() {
     let silent = engine.turn(event("new", "unsubscribe", "wechat_mp")).unwrap();
     assert_eq!(silent.source, AnswerSource::Silent);
     assert!(silent.reply.is_empty() && silent.choices.is_empty());
-    assert!(engine.session("new").unwrap().is_none(), "a silent event stores no session");
+    assert!(
+        engine.session("new").unwrap().is_none(),
+        "a silent event stores no session"
+    );
 
     let first = engine.turn(TurnRequest::new("s", "随便说点什么吧")).unwrap();
     assert_eq!(first.source, AnswerSource::Fallback);

@@ -519,7 +519,11 @@ impl Tally {
         if let Some(i) = self.channels.iter().position(|c| c.channel == channel) {
             return i;
         }
-        let name = if self.channels.len() < MAX_CHANNELS { channel } else { "other" };
+        let name = if self.channels.len() < MAX_CHANNELS {
+            channel
+        } else {
+            "other"
+        };
         if let Some(i) = self.channels.iter().position(|c| c.channel == name) {
             return i;
         }
@@ -780,7 +784,10 @@ impl Tally {
         ];
         let timeline = timeline(&self.minutes, self.from.map(|f| *f.offset()));
         let versions = self.versions.iter().map(version_figures).collect();
-        let only_api = self.channels.iter().all(|c| c.channel == crate::engine::DEFAULT_CHANNEL);
+        let only_api = self
+            .channels
+            .iter()
+            .all(|c| c.channel == crate::engine::DEFAULT_CHANNEL);
         let channels = match only_api {
             true => Vec::new(),
             false => (0..self.channels.len())

@@ -458,10 +458,7 @@ impl Walker<'_> {
                 format!("`{name}` is not {what} name kefu gives `{variable}`"),
             )
             .with_label("this comparison never holds as meant")
-            .with_help(format!(
-                "did you mean `{meant}`? (built-in: {})",
-                known.join(", ")
-            )),
+            .with_help(format!("did you mean `{meant}`? (built-in: {})", known.join(", "))),
         );
     }
 

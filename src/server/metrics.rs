@@ -1066,12 +1066,18 @@ impl Metrics {
     /// else `other`, so that however many channels are configured the series stay
     /// bounded. For every `channel`-labelled family.
     pub fn channel_label(&self, channel: &str) -> String {
-        let read = self.channel_names.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let read = self
+            .channel_names
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if read.contains(channel) {
             return channel.to_string();
         }
         drop(read);
-        let mut names = self.channel_names.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut names = self
+            .channel_names
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if names.contains(channel) || names.len() < MAX_CHANNEL_LABELS {
             names.insert(channel.to_string());
             channel.to_string()
@@ -1161,10 +1167,19 @@ mod tests {
         assert!(text.contains("kefu_channel_turns_total{channel=\"web\"} 2"));
         assert!(text.contains("kefu_channel_turns_total{channel=\"hook0\"} 2"));
         let webhooks = MAX_CHANNEL_LABELS - crate::channels::RESERVED.len();
-        assert!(text.contains(&format!("kefu_channel_turns_total{{channel=\"hook{}\"}} 1", webhooks - 1)));
+        assert!(text.contains(&format!(
+            "kefu_channel_turns_total{{channel=\"hook{}\"}} 1",
+            webhooks - 1
+        )));
         assert!(!text.contains(&format!("channel=\"hook{webhooks}\"")));
-        assert!(text.contains(&format!("kefu_channel_turns_total{{channel=\"other\"}} {}", 100 - webhooks)));
-        let series = text.lines().filter(|l| l.starts_with("kefu_channel_turns_total{")).count();
+        assert!(text.contains(&format!(
+            "kefu_channel_turns_total{{channel=\"other\"}} {}",
+            100 - webhooks
+        )));
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("kefu_channel_turns_total{"))
+            .count();
         assert_eq!(series, MAX_CHANNEL_LABELS + 1, "the names and `other`");
         assert_eq!(metrics.channel_label("hook99"), "other");
     }

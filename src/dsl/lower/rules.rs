@@ -60,9 +60,12 @@ impl Lowerer<'_> {
         use crate::script::shape::{EVENT_ALIASES, EVENTS, near_miss};
         if let Some(meant) = near_miss(&name.name, &EVENTS, EVENT_ALIASES) {
             self.push(
-                Diagnostic::warning(name.span, format!("`{}` is not an event kefu's channels send", name.name))
-                    .with_label("no turn will be this event")
-                    .with_help(format!("did you mean `{meant}`? (known events: {})", EVENTS.join(", "))),
+                Diagnostic::warning(
+                    name.span,
+                    format!("`{}` is not an event kefu's channels send", name.name),
+                )
+                .with_label("no turn will be this event")
+                .with_help(format!("did you mean `{meant}`? (known events: {})", EVENTS.join(", "))),
             );
         }
     }
@@ -383,6 +386,7 @@ pub(super) fn build_index(
         keywords.extend(intent.keywords.iter().map(|k| (k.clone(), Owner::Intent(i))));
     }
     let names: Vec<String> = intents.iter().map(|i| i.name.clone()).collect();
-    TriggerIndex::build(keywords, by_intent, by_entity, &names).with_answers(by_answer)
+    TriggerIndex::build(keywords, by_intent, by_entity, &names)
+        .with_answers(by_answer)
         .with_events(by_event)
 }
