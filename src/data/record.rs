@@ -211,6 +211,9 @@ pub struct TurnRecord {
     pub dropped: bool,
 }
 
+/// The longest event name a turn record keeps (`TurnRecord::event`).
+pub const MAX_EVENT_BYTES: usize = 64;
+
 impl TurnRecord {
     /// The record of an answered turn: the response, when it was given, the customer's
     /// segment, the model tokens it used and the node that answered.
@@ -267,7 +270,12 @@ impl TurnRecord {
         self.channel = Some(request.channel_name())
             .filter(|c| *c != crate::engine::DEFAULT_CHANNEL)
             .map(str::to_string);
-        self.event = request.event.clone().filter(|e| !e.is_empty());
+        // A platform's event name, which a webhook's sender chooses: kept only as long as
+        // a name is, never a text of any length in every line.
+        self.event = request
+            .event
+            .clone()
+            .filter(|e| !e.is_empty() && e.len() <= MAX_EVENT_BYTES);
         self
     }
 
