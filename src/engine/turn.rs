@@ -520,29 +520,29 @@ pub(super) fn run(
     // understood on its own; not a short reply, nor an answer to a flow's question (the
     // flow reads the whole message), nor when the shop answers one question a message.
     // A message without separators is decided in one pass and pays for nothing else.
-    let parts: Vec<Part> =
-        if rules.shop.max_answers > 1 && session.flow.is_none() && !reading.is_short_reply() && event.is_none() {
-            nlu::split::split(&message)
-                .into_iter()
-                .map(|range| {
-                    let text = message[range].to_string();
-                    let mut understanding_of_part = rules.nlu.understand_on(&text, &context, now.date_naive());
-                    let candidates = Candidates::find(rules, &text, &understanding_of_part);
-                    for e in &understanding.entities {
-                        if !understanding_of_part.entities.iter().any(|own| own.name == e.name) {
-                            understanding_of_part.entities.push(e.clone());
-                        }
+    let splits = rules.shop.max_answers > 1 && session.flow.is_none() && !reading.is_short_reply();
+    let parts: Vec<Part> = if splits && event.is_none() {
+        nlu::split::split(&message)
+            .into_iter()
+            .map(|range| {
+                let text = message[range].to_string();
+                let mut understanding_of_part = rules.nlu.understand_on(&text, &context, now.date_naive());
+                let candidates = Candidates::find(rules, &text, &understanding_of_part);
+                for e in &understanding.entities {
+                    if !understanding_of_part.entities.iter().any(|own| own.name == e.name) {
+                        understanding_of_part.entities.push(e.clone());
                     }
-                    Part {
-                        text,
-                        understanding: understanding_of_part,
-                        candidates,
-                    }
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+                }
+                Part {
+                    text,
+                    understanding: understanding_of_part,
+                    candidates,
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     // A segment that is not text keys the answer cache by its JSON text.
     let segment = request
