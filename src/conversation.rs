@@ -20,6 +20,10 @@
 //!   - say: 这个能退吗
 //!     expect: { source: rule, rule: 七天无理由, reply_contains: [申请售后] }
 //! ```
+//!
+//! A conversation (or one turn) may say which channel it comes through (`channel: web`;
+//! `api` when absent), and a turn may be a platform event instead of a message
+//! (`- event: subscribe`, with `expect: { reply: ... }` or `expect: { silent: true }`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -48,6 +52,10 @@ pub struct Conversation {
     /// Request context for every turn.
     #[serde(default)]
     pub context: Option<Map<String, Value>>,
+    /// The channel every turn comes through (`web`, `wechat_mp`, a webhook's name);
+    /// `api` when absent.
+    #[serde(default)]
+    pub channel: Option<String>,
     /// The time the conversation happens (promotions, `now`); defaults to 2026-11-05 10:00
     /// in Shanghai so that tests do not change with the calendar.
     #[serde(default)]
@@ -63,8 +71,16 @@ pub struct Conversation {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Turn {
-    /// What the customer writes.
+    /// What the customer writes (empty for an event).
+    #[serde(default)]
     pub say: String,
+    /// A platform event instead of a message (`subscribe`, `enter_session`): the turn is
+    /// answered only by `on event` rules and flow starts. A turn has `say` or `event`.
+    #[serde(default)]
+    pub event: Option<String>,
+    /// The channel of this turn, replacing the conversation's.
+    #[serde(default)]
+    pub channel: Option<String>,
     /// Context for this turn, merged over the conversation's.
     #[serde(default)]
     pub context: Option<Map<String, Value>>,
@@ -239,6 +255,11 @@ pub struct Expect {
     /// 坏脚本`). A script that fails without being listed fails the turn.
     #[serde(default)]
     pub script_errors: Vec<String>,
+    /// `true`: kefu says nothing (an event no rule answers, source `silent`); `false`:
+    /// it says something.
+    pub silent: Option<bool>,
+    /// The exact quick replies offered with the reply (`[是, 不用了]`; `[]` for none).
+    pub choices: Option<Vec<String>>,
 }
 
 /// `handoff: true`, `handoff: false` or `handoff: 连续三次未能解决`.
@@ -258,8 +279,14 @@ pub struct TurnRecord {
     /// `reply: 文本`...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
-    /// The customer's message.
+    /// The customer's message (empty for an event).
     pub say: String,
+    /// The platform event the turn was, instead of a message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// The channel, when not `api`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
     /// The reply.
     pub reply: String,
     /// What answered, with its name (`rule 七天无理由`, `faq 积分`, `flow 退货申请 ask order_id@54`).
@@ -283,6 +310,16 @@ pub struct TurnRecord {
     /// Expectations that did not hold.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<Failure>,
+}
+
+impl TurnRecord {
+    /// What the customer sent as a transcript shows it: the message, or `[event NAME]`.
+    pub fn said(&self) -> String {
+        match &self.event {
+            Some(event) => format!("[event {event}]"),
+            None => self.say.clone(),
+        }
+    }
 }
 
 /// An expectation of a turn that did not hold: the field, what the test expected and what
@@ -409,11 +446,11 @@ impl Suite {
         let mut lines = Vec::new();
         for outcome in self.conversations.iter().filter(|o| !o.passed()) {
             let first = outcome.error.clone().or_else(|| {
-                outcome
-                    .turns
-                    .iter()
-                    .enumerate()
-                    .find_map(|(n, t)| t.failures.first().map(|f| format!("turn {} ({}): {f}", n + 1, t.say)))
+                outcome.turns.iter().enumerate().find_map(|(n, t)| {
+                    t.failures
+                        .first()
+                        .map(|f| format!("turn {} ({}): {f}", n + 1, t.said()))
+                })
             });
             lines.push(format!("{}: {}", outcome.file.display(), first.unwrap_or_default()));
         }
@@ -467,7 +504,7 @@ impl Suite {
                     if let Some(act) = &turn.agent {
                         let _ = writeln!(out, "        (人工 {act})");
                     }
-                    let _ = writeln!(out, "     {}. 你: {}", n + 1, turn.say);
+                    let _ = writeln!(out, "     {}. 你: {}", n + 1, turn.said());
                     let _ = writeln!(out, "        客服: {}  [{} · {}]", turn.reply, turn.by, turn.intent);
                     for failure in &turn.failures {
                         let _ = writeln!(out, "        ✗ {failure}");
@@ -604,6 +641,7 @@ pub fn run(rules: &Arc<RuleSet>, conversation: &Conversation, path: &Path) -> Ou
         if let Some(extra) = &turn.context {
             context.extend(extra.clone());
         }
+        let channel = turn.channel.clone().or_else(|| conversation.channel.clone());
         let request = TurnRequest {
             session_id: session.clone(),
             message: turn.say.clone(),
@@ -611,13 +649,25 @@ pub fn run(rules: &Arc<RuleSet>, conversation: &Conversation, path: &Path) -> Ou
             context: (!context.is_empty()).then_some(context),
             as_of: Some(at),
             rules_version: None,
-            channel: None,
-            event: None,
+            channel: channel.clone(),
+            event: turn.event.clone(),
         };
         // The engine's sessions are in memory, which cannot fail.
         let response = engine.turn(request).expect("in-memory sessions never fail");
         covered.extend(response.covered.iter().cloned());
         let mut record = record(turn, &response);
+        record.channel = channel.filter(|c| c != crate::engine::DEFAULT_CHANNEL);
+        if turn.event.is_some() && !turn.say.is_empty() {
+            record.failures.insert(
+                0,
+                Failure::new(
+                    "event",
+                    None,
+                    None,
+                    "a turn is a message (`say`) or an event (`event`), not both".into(),
+                ),
+            );
+        }
         if let Some((act, error)) = refused {
             let act = act.describe();
             record.failures.insert(
@@ -697,6 +747,13 @@ fn record(turn: &Turn, r: &TurnResponse) -> TurnRecord {
     }
     if let Some(x) = &e.language {
         check("language", x, r.language.as_str());
+    }
+    if let Some(silent) = e.silent {
+        let actual = r.reply.is_empty() && r.handoff.is_none();
+        check("silent", &silent.to_string(), &actual.to_string());
+    }
+    if let Some(x) = &e.choices {
+        check("choices", &format!("{x:?}"), &format!("{:?}", r.choices));
     }
     if let Some(x) = &e.step {
         let actual = r.step.as_deref().unwrap_or("-");
@@ -826,6 +883,8 @@ fn record(turn: &Turn, r: &TurnResponse) -> TurnRecord {
     TurnRecord {
         agent: turn.agent.as_ref().map(AgentAction::describe),
         say: turn.say.clone(),
+        event: turn.event.clone(),
+        channel: None,
         reply: r.reply.clone(),
         by,
         intent,

@@ -261,6 +261,8 @@ pub enum Trigger {
     Entity(String),
     /// The classifier is confident in a matching intent.
     Intents(Vec<IntentPattern>),
+    /// The turn is this platform event (`TurnRequest::event`), not a message.
+    Event(String),
     /// The message is a clear yes (`yes`) or no to the offer the rule `rule` made in
     /// kefu's last reply (`session.asked_rule`): `on yes to RULE`, `on no to RULE`.
     Answer {
@@ -748,6 +750,8 @@ pub struct TriggerIndex {
     by_entity: HashMap<String, Vec<Owner>>,
     /// Owners of `on yes to RULE` / `on no to RULE`, by the rule and yes (true) or no.
     by_answer: HashMap<(String, bool), Vec<Owner>>,
+    /// Owners of `on event NAME`, by the event's name.
+    by_event: HashMap<String, Vec<Owner>>,
 }
 
 impl TriggerIndex {
@@ -817,6 +821,7 @@ impl TriggerIndex {
             any_intent,
             by_entity,
             by_answer: HashMap::new(),
+            by_event: HashMap::new(),
         }
     }
 
@@ -871,6 +876,20 @@ impl TriggerIndex {
             .into_iter()
             .flatten()
             .copied()
+    }
+
+    /// The index with the owners of event triggers (`on event NAME`), each pairing the
+    /// event's name with its owner.
+    pub(crate) fn with_events(mut self, events: Vec<(String, Owner)>) -> Self {
+        for (name, owner) in events {
+            self.by_event.entry(name).or_default().push(owner);
+        }
+        self
+    }
+
+    /// Owners of `on event NAME`: the only candidates of an event's turn.
+    pub fn event_owners(&self, event: &str) -> impl Iterator<Item = Owner> + '_ {
+        self.by_event.get(event).into_iter().flatten().copied()
     }
 
     /// How many distinct keywords the automaton holds.

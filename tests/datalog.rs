@@ -360,6 +360,8 @@ fn turn_at(ts: DateTime<FixedOffset>, n: u32) -> Record {
         context: None,
         profile_cut: false,
         as_of: None,
+        channel: None,
+        event: None,
         message: format!("第{n}个问题：什么时候发货"),
         reply: "亲，付款后48小时内发货哦～".into(),
         source: AnswerSource::Rule,

@@ -88,6 +88,24 @@ fn keywords_do_not_run_into_names() {
     };
 }
 
+/// `on event NAME` is an event trigger, not an intent named `event`; an intent of that name
+/// alone is still one.
+#[test]
+fn an_event_trigger_names_its_event() {
+    parses_to! {
+        parser: KefuParser, input: "on event subscribe", rule: Rule::trigger,
+        tokens: [trigger(0, 18, [kw_on(0, 2), event_trigger(3, 18, [kw_event(3, 8), name(9, 18)])])]
+    };
+    parses_to! {
+        parser: KefuParser, input: "on event", rule: Rule::trigger,
+        tokens: [trigger(0, 8, [kw_on(0, 2), intent_trigger(3, 8, [intent_pattern(3, 8)])])]
+    };
+    parses_to! {
+        parser: KefuParser, input: "start on event scan", rule: Rule::flow_start,
+        tokens: [flow_start(0, 19, [kw_start(0, 5), kw_on(6, 8), event_trigger(9, 19, [kw_event(9, 14), name(15, 19)])])]
+    };
+}
+
 #[test]
 fn flow_steps_nest() {
     let input = "flow f { start on 售后.退货 ask order_id \"单号？\" retry 2 else handoff \"x\" if `a` { goto order_id } else { end } }";

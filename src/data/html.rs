@@ -258,6 +258,36 @@ fn write_page(h: &mut String, r: &Report) -> std::fmt::Result {
         writeln!(h, "</table>")?;
     }
 
+    if !r.channels.is_empty() {
+        let rate = |x: Option<f64>| x.map_or_else(|| "-".into(), |x| format!("{:.1}%", x * 100.0));
+        writeln!(
+            h,
+            "<h2>Channels</h2><p>share of turns answered by the rules, the FAQ and the model; \
+             fallbacks per turn, handoffs per conversation; feedback counted for the channel of the \
+             session's last turn</p>\
+             <table><tr><th>channel</th><th>turns</th><th>conversations</th><th>rules</th><th>faq</th>\
+             <th>model</th><th>fallbacks</th><th>handoffs</th><th>feedback</th></tr>"
+        )?;
+        for c in &r.channels {
+            writeln!(
+                h,
+                "<tr><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{:.1}%</td><td class=n>{:.1}%</td>\
+                 <td class=n>{:.1}%</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
+                esc(&c.channel),
+                thousands(c.turns),
+                thousands(c.conversations),
+                c.rules * 100.0,
+                c.faq * 100.0,
+                c.model * 100.0,
+                rate(c.fallbacks.rate),
+                rate(c.handoffs.rate),
+                c.feedback_mean
+                    .map_or_else(|| "-".into(), |m| format!("{m:.2} ({})", c.feedback))
+            )?;
+        }
+        writeln!(h, "</table>")?;
+    }
+
     if !r.agents.is_empty() {
         let spread = |s: &super::report::Spread| match (s.p50, s.p90) {
             (Some(p50), Some(p90)) => format!("{p50:.0} / {p90:.0}"),

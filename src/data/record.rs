@@ -143,6 +143,14 @@ pub struct TurnRecord {
     /// replayed conversation) rather than the time it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_of: Option<DateTime<FixedOffset>>,
+    /// The channel the message came through (`web`, `wechat_mp`, a webhook's name);
+    /// absent for `api`, so logs from before channels read as the API's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// The platform event the turn answered instead of a message (`subscribe`); its
+    /// `message` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
     /// The customer's message, masked.
     pub message: String,
     /// kefu's answer, masked (empty while an agent has the conversation).
@@ -203,6 +211,9 @@ pub struct TurnRecord {
     pub dropped: bool,
 }
 
+/// The longest event name a turn record keeps (`TurnRecord::event`).
+pub const MAX_EVENT_BYTES: usize = 64;
+
 impl TurnRecord {
     /// The record of an answered turn: the response, when it was given, the customer's
     /// segment, the model tokens it used and the node that answered.
@@ -222,6 +233,8 @@ impl TurnRecord {
             context: None,
             profile_cut: false,
             as_of: None,
+            channel: None,
+            event: None,
             message: response.message.clone(),
             reply: response.reply.clone(),
             source: response.source,
@@ -254,7 +267,21 @@ impl TurnRecord {
         self.context = request.context.as_ref().map(|m| bounded(m, &mut cut));
         self.profile_cut = cut;
         self.as_of = request.as_of;
+        self.channel = Some(request.channel_name())
+            .filter(|c| *c != crate::engine::DEFAULT_CHANNEL)
+            .map(str::to_string);
+        // A platform's event name, which a webhook's sender chooses: kept only as long as
+        // a name is, never a text of any length in every line.
+        self.event = request
+            .event
+            .clone()
+            .filter(|e| !e.is_empty() && e.len() <= MAX_EVENT_BYTES);
         self
+    }
+
+    /// The channel the turn came through: `api` when the record names none.
+    pub fn channel_name(&self) -> &str {
+        self.channel.as_deref().unwrap_or(crate::engine::DEFAULT_CHANNEL)
     }
 }
 

@@ -660,8 +660,8 @@ pub fn replay(
     report
 }
 
-/// The request that replays a logged turn: its message, profile (or, from older logs,
-/// just its segment), context and time.
+/// The request that replays a logged turn: its message (or event), profile (or, from
+/// older logs, just its segment), context, channel and time.
 fn request_of(record: &TurnRecord, session: &str, at: DateTime<FixedOffset>) -> TurnRequest {
     let user = record.user.clone().or_else(|| {
         record.segment.as_ref().map(|segment| {
@@ -678,8 +678,9 @@ fn request_of(record: &TurnRecord, session: &str, at: DateTime<FixedOffset>) -> 
         as_of: Some(at),
         // Each side's engine serves its own rule set (the draft, or the base of the turn).
         rules_version: None,
-        channel: None,
-        event: None,
+        // A turn replays as it came: through its channel, and as its event.
+        channel: record.channel.clone(),
+        event: record.event.clone(),
     }
 }
 

@@ -24,6 +24,15 @@
 //!   answered) per turn; feedback, each score counted for the version that answered the
 //!   session's last turn before it; errors, turns during which a script failed. A canary
 //!   shows as two versions over the same time.
+//! - **channels**: per channel the turns came through (`api`, `web`, `wechat_mp`,
+//!   `wechat_kf`, a webhook's name; records without one are `api`'s), in order of first
+//!   turn, shown when any turn came through another channel than `api`: turns;
+//!   conversations (sessions whose last turn came through it); the shares answered by the
+//!   rules, FAQ and model and the fallback rate per turn, as for versions (events nothing
+//!   answered, `silent`, count as turns answered by nothing else); the handoff rate per
+//!   conversation (each conversation once, as in **handoffs**); satisfaction, each score
+//!   counted for the channel of the session's last turn before it. At most
+//!   [`MAX_CHANNELS`] channels, the rest together as `other`.
 //! - **intent F1** cannot come from a log (it needs labels): `kefu eval` measures it.
 
 use std::collections::{BTreeMap, HashMap};
@@ -37,7 +46,12 @@ use super::{DataError, ReadStats, Record};
 use crate::engine::AnswerSource;
 
 /// Every answer source, in the order reports list them when counts tie.
-const SOURCES: [AnswerSource; 11] = AnswerSource::ALL;
+const SOURCES: [AnswerSource; 12] = AnswerSource::ALL;
+
+/// The most channels a report lists one by one; turns of any further channel are counted
+/// together as `other` (a log written by kefu has the four built-ins and the configured
+/// webhooks; a hand-made one may have anything).
+pub const MAX_CHANNELS: usize = 32;
 
 fn source_index(source: AnswerSource) -> usize {
     SOURCES.iter().position(|&s| s == source).unwrap_or(0)
@@ -270,6 +284,9 @@ pub struct Report {
     pub timeline: Timeline,
     /// Per rules version, in order of first turn.
     pub versions: Vec<VersionFigures>,
+    /// Per channel, in order of first turn (absent when every turn came through `api`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<ChannelFigures>,
     /// The agents' figures, per agent and per queue (absent when no person served).
     #[serde(skip_serializing_if = "Agents::is_empty")]
     pub agents: Agents,
@@ -406,6 +423,40 @@ pub struct VersionFigures {
     pub errors: Rate,
 }
 
+/// One channel's figures (`kefu report`'s per-channel table).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChannelFigures {
+    /// The channel (`api`, `web`, `wechat_mp`, `wechat_kf`, a webhook's name, `other`).
+    pub channel: String,
+    /// Turns that came through it.
+    pub turns: u64,
+    /// Conversations whose last turn came through it.
+    pub conversations: u64,
+    /// Share of its turns answered by the rules: rule, flow, promotion, short replies.
+    pub rules: f64,
+    /// Share answered by the knowledge base's FAQ.
+    pub faq: f64,
+    /// Share answered by the model.
+    pub model: f64,
+    /// Turns nothing answered, per turn.
+    pub fallbacks: Rate,
+    /// Its conversations handed to a person, per conversation.
+    pub handoffs: Rate,
+    /// Scores given in its conversations.
+    pub feedback: u64,
+    /// Their mean.
+    pub feedback_mean: Option<f64>,
+}
+
+/// Running totals of one channel.
+#[derive(Default)]
+struct ChannelTally {
+    channel: String,
+    sources: [u64; SOURCES.len()],
+    scores: u64,
+    score_sum: u64,
+}
+
 /// Running totals of one version.
 #[derive(Default)]
 struct VersionTally {
@@ -423,6 +474,8 @@ struct VersionTally {
 struct SessionFigures {
     /// The version (index into `Tally::versions`) of its last turn.
     version: Option<usize>,
+    /// The channel (index into `Tally::channels`) of its last turn.
+    channel: Option<usize>,
     turns: u32,
     /// The first reason it went to a person, and whether the bot gave it.
     handed: Option<(String, bool)>,
@@ -453,12 +506,34 @@ struct Tally {
     minutes: BTreeMap<i64, [u64; SOURCES.len()]>,
     /// Per rules version, in order of first turn.
     versions: Vec<VersionTally>,
+    /// Per channel, in order of first turn, at most [`MAX_CHANNELS`] and `other`.
+    channels: Vec<ChannelTally>,
     /// Per agent and per queue.
     agents: HashMap<String, AgentTally>,
     groups: HashMap<String, AgentTally>,
 }
 
 impl Tally {
+    /// The index of `channel`'s tally, made on its first turn; `other` past the bound.
+    fn channel(&mut self, channel: &str) -> usize {
+        if let Some(i) = self.channels.iter().position(|c| c.channel == channel) {
+            return i;
+        }
+        let name = if self.channels.len() < MAX_CHANNELS {
+            channel
+        } else {
+            "other"
+        };
+        if let Some(i) = self.channels.iter().position(|c| c.channel == name) {
+            return i;
+        }
+        self.channels.push(ChannelTally {
+            channel: name.to_string(),
+            ..ChannelTally::default()
+        });
+        self.channels.len() - 1
+    }
+
     /// A hold that ended (a release or a resolution).
     fn hold(&mut self, session: String, hold: &crate::data::record::Hold) {
         let group = hold.group.clone().unwrap_or_else(|| "none".into());
@@ -499,8 +574,11 @@ impl Tally {
                 version.sources[source_index(turn.source)] += 1;
                 version.handoffs += u64::from(turn.handoff.is_some() && turn.source != AnswerSource::Human);
                 version.errors += u64::from(turn.script_errors > 0);
+                let channel = self.channel(turn.channel_name());
+                self.channels[channel].sources[source_index(turn.source)] += 1;
                 let session = self.sessions.entry(turn.session).or_default();
                 session.version = Some(index);
+                session.channel = Some(channel);
                 session.turns += 1;
                 if let Some(reason) = turn.handoff
                     && turn.source != AnswerSource::Human
@@ -582,6 +660,10 @@ impl Tally {
                     if let Some(version) = session.version.and_then(|i| self.versions.get_mut(i)) {
                         version.scores += 1;
                         version.score_sum += u64::from(f.score);
+                    }
+                    if let Some(channel) = session.channel.and_then(|i| self.channels.get_mut(i)) {
+                        channel.scores += 1;
+                        channel.score_sum += u64::from(f.score);
                     }
                 }
             }
@@ -702,6 +784,21 @@ impl Tally {
         ];
         let timeline = timeline(&self.minutes, self.from.map(|f| *f.offset()));
         let versions = self.versions.iter().map(version_figures).collect();
+        let only_api = self
+            .channels
+            .iter()
+            .all(|c| c.channel == crate::engine::DEFAULT_CHANNEL);
+        let channels = match only_api {
+            true => Vec::new(),
+            false => (0..self.channels.len())
+                .map(|i| {
+                    let mine = || with_turns().filter(move |s| s.channel == Some(i));
+                    let conversations = mine().count() as u64;
+                    let handed = mine().filter(|s| s.handed.is_some()).count() as u64;
+                    channel_figures(&self.channels[i], conversations, handed)
+                })
+                .collect(),
+        };
         Report {
             from: self.from.map(|t| t.to_rfc3339()),
             to: self.to.map(|t| t.to_rfc3339()),
@@ -720,6 +817,7 @@ impl Tally {
             model,
             timeline,
             versions,
+            channels,
             agents: Agents {
                 by_agent: agents_of(self.agents),
                 by_group: agents_of(self.groups),
@@ -747,6 +845,24 @@ fn version_figures(v: &VersionTally) -> VersionFigures {
         feedback: v.scores,
         feedback_mean: (v.scores > 0).then(|| v.score_sum as f64 / v.scores as f64),
         errors: Rate::new(v.errors, turns),
+    }
+}
+
+fn channel_figures(c: &ChannelTally, conversations: u64, handed: u64) -> ChannelFigures {
+    let turns: u64 = c.sources.iter().sum();
+    let of = |sources: &[AnswerSource]| sources.iter().map(|s| c.sources[source_index(*s)]).sum::<u64>();
+    use AnswerSource::*;
+    ChannelFigures {
+        channel: c.channel.clone(),
+        turns,
+        conversations,
+        rules: share(of(&[Rule, Flow, Promotion, Context]), turns),
+        faq: share(of(&[Faq]), turns),
+        model: share(of(&[Llm]), turns),
+        fallbacks: Rate::new(of(&[Fallback]), turns),
+        handoffs: Rate::new(handed, conversations),
+        feedback: c.scores,
+        feedback_mean: (c.scores > 0).then(|| c.score_sum as f64 / c.scores as f64),
     }
 }
 
@@ -1115,6 +1231,32 @@ impl fmt::Display for Report {
                     opt_pct(v.fallbacks.rate),
                     feedback,
                     opt_pct(v.errors.rate)
+                )?;
+            }
+        }
+
+        if !self.channels.is_empty() {
+            writeln!(
+                o,
+                "\nchannels (share of turns answered by rules, FAQ, model; fallbacks per turn, handoffs per conversation)\n  {:<14} {:>8} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9}",
+                "channel", "turns", "convs", "rules", "faq", "model", "fallbacks", "handoffs", "feedback"
+            )?;
+            for c in &self.channels {
+                let feedback = c
+                    .feedback_mean
+                    .map_or_else(|| "-".into(), |m| format!("{m:.2} ({})", c.feedback));
+                writeln!(
+                    o,
+                    "  {:<14} {:>8} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9}",
+                    c.channel,
+                    thousands(c.turns),
+                    thousands(c.conversations),
+                    pct(c.rules),
+                    pct(c.faq),
+                    pct(c.model),
+                    opt_pct(c.fallbacks.rate),
+                    opt_pct(c.handoffs.rate),
+                    feedback
                 )?;
             }
         }

@@ -299,6 +299,8 @@ pub enum TriggerKind {
     Entity(Ident),
     /// `on card name`
     Card(Ident),
+    /// `on event name`: the turn is this platform event (`subscribe`, `enter_session`).
+    Event(Ident),
     /// `on 售后.退货, 商品.*`
     Intents(Vec<Ident>),
     /// `on yes to RULE` (`yes` true) or `on no to RULE`: a clear yes or no to the offer

@@ -56,6 +56,13 @@ impl Candidates {
         }
     }
 
+    /// The candidates of a platform event: the owners of `on event NAME`, and nothing
+    /// else (an event has no words, intent or entities).
+    pub(super) fn of_event(rules: &RuleSet, event: &str) -> Self {
+        let set: BTreeSet<Owner> = rules.triggers.event_owners(event).collect();
+        Candidates::by_kind(&set)
+    }
+
     /// Adds the owners of `on yes to RULE` (or `on no to RULE`) when the message reads as
     /// a clear yes (or no) and kefu's last reply was rule `asked`'s, each in its list's
     /// answer order.

@@ -107,7 +107,16 @@ impl TurnRequest {
     pub fn segment(&self) -> Option<&serde_json::Value> {
         self.user.as_ref()?.get("segment")
     }
+
+    /// The channel the message came through: [`TurnRequest::channel`], `api` when it
+    /// names none (the one place that default is written; `channels::API` is the same).
+    pub fn channel_name(&self) -> &str {
+        self.channel.as_deref().unwrap_or(DEFAULT_CHANNEL)
+    }
 }
+
+/// The channel of a request that names none: the JSON API.
+pub const DEFAULT_CHANNEL: &str = "api";
 
 /// What answered a turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,12 +145,16 @@ pub enum AnswerSource {
     /// A short reply read against what kefu last asked, answered by the shop's own words
     /// for it: a goodbye, an acknowledgement, "what else can I do".
     Context,
+    /// A platform event (`TurnRequest::event`) that no `on event` rule or flow start
+    /// answered: kefu says nothing, counts no failure and keeps nothing of it in the
+    /// conversation.
+    Silent,
 }
 
 impl AnswerSource {
     /// Every source: for series that must exist before the first answer (`/metrics`), and
     /// in the order `kefu report` lists them when their counts tie.
-    pub const ALL: [AnswerSource; 11] = [
+    pub const ALL: [AnswerSource; 12] = [
         AnswerSource::Rule,
         AnswerSource::Flow,
         AnswerSource::Promotion,
@@ -153,6 +166,7 @@ impl AnswerSource {
         AnswerSource::Safety,
         AnswerSource::Handoff,
         AnswerSource::Human,
+        AnswerSource::Silent,
     ];
 
     /// The source's name: its JSON form, the `source` label of the metrics and the turn log
@@ -170,6 +184,7 @@ impl AnswerSource {
             AnswerSource::Human => "human",
             AnswerSource::Fallback => "fallback",
             AnswerSource::Context => "context",
+            AnswerSource::Silent => "silent",
         }
     }
 }

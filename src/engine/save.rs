@@ -139,7 +139,10 @@ fn lay_over(stored: &mut Option<Session>, read: Read, next: &Session, added: Add
             .as_ref()
             .and_then(|t| t.reason.clone())
             .unwrap_or_else(|| "人工接管".into());
-        if let Some(takeover) = &mut current.takeover {
+        // An event's turn has no message for the agent (`added.message` is empty).
+        if let Some(takeover) = &mut current.takeover
+            && !added.message.is_empty()
+        {
             takeover.queue(added.message.to_string());
         }
         if let Some(first) = added_entries.take(1).find(|e| e.role == Role::User) {

@@ -321,6 +321,10 @@ pub(crate) struct ScopeInput<'a> {
     pub user: Option<&'a serde_json::Map<String, serde_json::Value>>,
     pub context: Option<&'a serde_json::Map<String, serde_json::Value>>,
     pub now: &'a DateTime<Tz>,
+    /// The channel the message came through (`api` when the request names none).
+    pub channel: &'a str,
+    /// The platform event the turn answers, `""` for a message.
+    pub event: &'a str,
 }
 
 /// Builds the scope of a turn.
@@ -350,6 +354,8 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
     scope.push("reading", rhai::ImmutableString::from(input.reading.name()));
     let language = input.session.language.unwrap_or_else(|| input.rules.shop.language());
     scope.push("language", rhai::ImmutableString::from(language.as_str()));
+    scope.push("channel", rhai::ImmutableString::from(input.channel));
+    scope.push("event", rhai::ImmutableString::from(input.event));
     scope.push_dynamic("slots", Dynamic::from_map(slots_map(input.session)));
     scope.push_dynamic(
         "session",
@@ -477,6 +483,8 @@ mod tests {
                 user: user.as_object(),
                 context: None,
                 now: &now,
+                channel: "web",
+                event: "",
             });
             for variable in shape::VARIABLES {
                 let value = scope

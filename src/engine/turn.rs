@@ -225,6 +225,10 @@ pub(super) struct Turn<'a> {
     /// The message exactly as the customer sent it, to recognize it sent again
     /// ([`Unsure`]).
     sent: &'a str,
+    /// The platform event the turn answers instead of a message (`TurnRequest::event`).
+    event: Option<&'a str>,
+    /// The conversation's token as stored, for an event's response that saves nothing.
+    stored_token: String,
 }
 
 /// A turn whose save failed in a way that leaves its outcome unknown: the write may have
@@ -291,6 +295,11 @@ pub(super) fn run(
         return Ok(response);
     }
     let read = save::Read::of(&session, began);
+    // A platform event (a follow, a session entered) is not a message: nothing of it is
+    // understood, and only `on event` rules and flow starts answer it. Unanswered, it
+    // leaves the conversation as it was (not even saved).
+    let event = request.event.as_deref().filter(|e| !e.is_empty());
+    let stored_token = session.token.clone();
     // The customer writes again: a resolved conversation is the bot's again.
     session.resolved = None;
     if session.token.is_empty() {
@@ -309,7 +318,9 @@ pub(super) fn run(
     // Input safety comes first: a blocked message goes no further, and from here on only
     // the masked text (mask-list words and personal data replaced) is understood, stored
     // in the session or put into a prompt.
-    let verdict = rules.safety.check_input(request.message.trim());
+    let verdict = rules
+        .safety
+        .check_input(if event.is_some() { "" } else { request.message.trim() });
     if !verdict.findings.is_empty() {
         trace.push(step("safety", describe_findings(&verdict.findings)));
     }
@@ -332,7 +343,10 @@ pub(super) fn run(
     }
     let message = verdict.masked;
     // Detected on the customer's own words: masks (`［手机号］`) are kefu's, not theirs.
-    let language = if rules.shop.languages.len() > 1 {
+    let language = if rules.shop.languages.len() > 1 && event.is_some() {
+        // An event says nothing in any language: the conversation's stands.
+        session.language.unwrap_or_else(|| rules.shop.language())
+    } else if rules.shop.languages.len() > 1 {
         let previous = session.language.unwrap_or_else(|| rules.shop.language());
         let language = nlu::language::detect(request.message.trim(), &rules.shop.languages, previous);
         session.language = Some(language);
@@ -342,6 +356,16 @@ pub(super) fn run(
         rules.shop.language()
     };
 
+    if let Some(event) = event
+        && session.takeover.is_some()
+    {
+        // A person has the conversation: an event is not a message to queue for them.
+        trace.push(step(
+            "event",
+            format!("{event}: a human has this conversation; nothing said"),
+        ));
+        return Ok(silent(rules, &session, trace, stored_token));
+    }
     if let Some(takeover) = &mut session.takeover {
         takeover.queue(message.clone());
         let reason = takeover.reason.clone().unwrap_or_else(|| "人工接管".into());
@@ -423,7 +447,10 @@ pub(super) fn run(
     };
     // Relative dates ("昨天") resolve against the turn's shop-local day, so replays with
     // `as_of` understand them as they were meant.
-    let mut understanding = rules.nlu.understand_on(&message, &context, now.date_naive());
+    let mut understanding = match event {
+        Some(_) => Understanding::default(),
+        None => rules.nlu.understand_on(&message, &context, now.date_naive()),
+    };
     if let Some(found) = &cards {
         // The cards are entities of the message too, before those of the rest; so are the
         // entities written inside a card that was cut out (its order number fills an
@@ -441,16 +468,26 @@ pub(super) fn run(
         }
         understanding.entities.splice(0..0, carried);
     }
-    let mut described = describe_understanding(&understanding, engine.config.explain);
-    if language != rules.shop.language() {
-        let _ = write!(described, ", language {language}");
+    if let Some(event) = event {
+        trace.push(step(
+            "event",
+            format!("{event}: nothing to understand; only `on event {event}` rules and flow starts answer"),
+        ));
+    } else {
+        let mut described = describe_understanding(&understanding, engine.config.explain);
+        if language != rules.shop.language() {
+            let _ = write!(described, ", language {language}");
+        }
+        trace.push(step("nlu", described));
     }
-    trace.push(step("nlu", described));
     // A short reply is read against what kefu asked last ("可以" to an offer, "没有了" to
     // "还有其他可以帮您的吗？", "嗯" to nothing). Such a reply carries no intent of its own,
     // so whatever the classifier guessed from its one or two characters is set aside: it
     // would fire a rule, or a handoff, meant for something else.
-    let reading = reading::read(&message, session.asked.kind.as_pending());
+    let reading = match event {
+        Some(_) => Reading::Other,
+        None => reading::read(&message, session.asked.kind.as_pending()),
+    };
     if reading.is_short_reply() {
         let asked = session.asked.kind.name();
         let guess = match &understanding.intent {
@@ -483,7 +520,8 @@ pub(super) fn run(
     // understood on its own; not a short reply, nor an answer to a flow's question (the
     // flow reads the whole message), nor when the shop answers one question a message.
     // A message without separators is decided in one pass and pays for nothing else.
-    let parts: Vec<Part> = if rules.shop.max_answers > 1 && session.flow.is_none() && !reading.is_short_reply() {
+    let splits = rules.shop.max_answers > 1 && session.flow.is_none() && !reading.is_short_reply();
+    let parts: Vec<Part> = if splits && event.is_none() {
         nlu::split::split(&message)
             .into_iter()
             .map(|range| {
@@ -534,6 +572,8 @@ pub(super) fn run(
         user: request.user.as_ref(),
         context: merged.as_ref().or(request.context.as_ref()),
         now: &now,
+        channel: request.channel_name(),
+        event: event.unwrap_or_default(),
     });
     let host = Arc::new(TurnHost {
         tickets: Arc::clone(&engine.tickets),
@@ -544,8 +584,14 @@ pub(super) fn run(
         notes: Mutex::new(Vec::new()),
         ticket_failed: std::sync::atomic::AtomicBool::new(false),
     });
-    let mut candidates = Candidates::find(rules, &message, &understanding);
-    candidates.add_answers(rules, session.asked.rule.as_deref(), reading);
+    let candidates = match event {
+        Some(event) => Candidates::of_event(rules, event),
+        None => {
+            let mut candidates = Candidates::find(rules, &message, &understanding);
+            candidates.add_answers(rules, session.asked.rule.as_deref(), reading);
+            candidates
+        }
+    };
     let mut turn = Turn {
         engine,
         rules,
@@ -577,10 +623,15 @@ pub(super) fn run(
         said,
         card_alone,
         sent: &request.message,
+        event,
+        stored_token,
     };
-    let mut answer = host::with_host(host.clone(), || match turn.decide() {
-        Decision::Answer(answer) => answer,
-        Decision::Llm(call) => turn.ask_model(call, on_delta),
+    let mut answer = host::with_host(host.clone(), || match event {
+        Some(event) => turn.answer_event(event),
+        None => match turn.decide() {
+            Decision::Answer(answer) => answer,
+            Decision::Llm(call) => turn.ask_model(call, on_delta),
+        },
     });
     if let Some(question) = turn.pending_question.take() {
         if answer.handoff.is_some() {
@@ -829,6 +880,23 @@ impl<'a> Turn<'a> {
             return Decision::Answer(answer);
         }
         self.fallback(false)
+    }
+
+    /// An event's answer: the first `on event` rule whose `when` holds, else the first
+    /// flow started on it; else nothing at all ([`AnswerSource::Silent`]), since an event
+    /// no rule expects (a follow in a shop without a welcome) is no failure to answer.
+    fn answer_event(&mut self, event: &str) -> Answer {
+        if let Some(answer) = self.first_rule(false) {
+            return answer;
+        }
+        if let Some(answer) = self.start_flow() {
+            return answer;
+        }
+        self.trace.push(step(
+            "event",
+            format!("no rule or flow starts on event {event}: nothing said"),
+        ));
+        Answer::new(AnswerSource::Silent, "")
     }
 
     /// A short reply no rule took up, answered by the shop's words for it: a goodbye to
@@ -1307,9 +1375,18 @@ impl<'a> Turn<'a> {
                 answer.reply = verdict.masked;
             }
         }
+        if answer.source == AnswerSource::Silent {
+            let mut response = silent(self.rules, &self.session, self.trace, self.stored_token);
+            response.covered = self.covered;
+            response.script_errors = self.script_errors;
+            return Ok(response);
+        }
+        let event = self.event.is_some();
         let session = &mut self.session;
         session.turns += 1;
-        if answer.failure {
+        if event {
+            // An event is no attempt of the customer's: it neither fails nor succeeds.
+        } else if answer.failure {
             if !self.failure_counted {
                 session.failures += 1;
             }
@@ -1321,9 +1398,12 @@ impl<'a> Turn<'a> {
         if self.understanding.intent.is_some() && self.understanding.confidence >= self.rules.shop.threshold {
             session.last_intent = self.understanding.intent.clone();
         }
-        session.feel(self.understanding.emotion);
         let said = self.said.take().unwrap_or(self.message);
-        session.remember(Role::User, &said, now_ms);
+        // An event said nothing: the history keeps kefu's answer to it only.
+        if !event {
+            session.feel(self.understanding.emotion);
+            session.remember(Role::User, &said, now_ms);
+        }
         if !answer.reply.is_empty() {
             session.remember(Role::Bot, &answer.reply, now_ms);
         }
@@ -1342,7 +1422,7 @@ impl<'a> Turn<'a> {
             }
         }
         session.updated_at = now_ms;
-        let history = if answer.reply.is_empty() { 1 } else { 2 };
+        let history = usize::from(!event) + usize::from(!answer.reply.is_empty());
         let mut response = response_for(
             self.rules,
             &self.session,
@@ -1357,6 +1437,7 @@ impl<'a> Turn<'a> {
         response.script_errors = self.script_errors;
         response.parts = self.part_answers;
         response.message = said;
+        response.choices = choices(&self.session, &response);
         let added = save::Added {
             message: &response.message,
             history,
@@ -1579,6 +1660,39 @@ fn ordinal(n: usize) -> String {
         3 => "third".into(),
         n => format!("{n}th"),
     }
+}
+
+/// The quick replies of a reply (`TurnResponse::choices`): the options of a question
+/// that offers some (read from the reply, or a flow's question, by `asked_by`), and for a
+/// yes-or-no question its two answers in the turn's language, worded so that the reply
+/// reads as a clear yes or no ("是" / "不用了"; "Yes" / "No"). None for another language,
+/// which kefu's reading of short replies does not know, and none after a handoff.
+fn choices(session: &Session, response: &TurnResponse) -> Vec<String> {
+    if response.handoff.is_some() || response.reply.is_empty() {
+        return Vec::new();
+    }
+    match &session.asked.kind {
+        PendingKind::Choice(options) => options.clone(),
+        PendingKind::YesNo if response.language == Lang::ZH => vec!["是".into(), "不用了".into()],
+        PendingKind::YesNo if response.language == Lang::EN => vec!["Yes".into(), "No".into()],
+        _ => Vec::new(),
+    }
+}
+
+/// The response to an event nothing answered ([`AnswerSource::Silent`]): no reply, and
+/// the conversation as it was read (nothing saved; `token` is the stored one, empty for
+/// a conversation that does not exist yet).
+fn silent(rules: &RuleSet, session: &Session, trace: Vec<TraceStep>, token: String) -> TurnResponse {
+    let mut response = response_for(
+        rules,
+        session,
+        &Understanding::default(),
+        Answer::new(AnswerSource::Silent, ""),
+        false,
+    );
+    response.session_token = token;
+    response.trace = trace;
+    response
 }
 
 /// What the answer asks the customer, for reading their next message: the flow's

@@ -347,6 +347,8 @@ impl Walker<'_> {
                         d = d.with_help(format!("did you mean `{near}`?"));
                     }
                     found.push(d);
+                } else if call.is_operator_call() && matches!(call.name.as_str(), "==" | "!=") {
+                    self.compared_name(&call.args, found);
                 } else if matches!(call.name.as_str(), "recommend" | "offer")
                     && let Some(Expr::StringConstant(name, pos)) = call.args.first()
                 {
@@ -419,6 +421,45 @@ impl Walker<'_> {
             d
         };
         found.push(d);
+    }
+
+    /// `channel == "wechat"`, `event == "follow"`: a comparison of `channel` or `event`
+    /// with a near-miss of a known name can never hold as meant. Other names are fine (a
+    /// webhook channel's, another platform's event), so only near-misses are warned about.
+    fn compared_name(&self, args: &[Expr], found: &mut Vec<Diagnostic>) {
+        let ((Some(Expr::Variable(var, _, _)), Some(Expr::StringConstant(name, pos)))
+        | (Some(Expr::StringConstant(name, pos)), Some(Expr::Variable(var, _, _)))) = (args.first(), args.get(1))
+        else {
+            return;
+        };
+        let variable = var.1.as_str();
+        let (known, aliases): (&[&'static str], _) = match variable {
+            "channel" => (&shape::CHANNELS, shape::CHANNEL_ALIASES),
+            "event" => (&shape::EVENTS, shape::EVENT_ALIASES),
+            _ => return,
+        };
+        if self.variable(variable).is_none() {
+            return; // a `let` or flow `set` of that name
+        }
+        let Some(meant) = shape::near_miss(name, known, aliases) else {
+            return;
+        };
+        let cx = self.cx;
+        let offset = offset_of(cx.source, *pos);
+        let len = cx.source[offset..]
+            .char_indices()
+            .skip(1)
+            .find(|(_, c)| *c == '"')
+            .map_or(1, |(i, _)| i + 1);
+        let what = if variable == "channel" { "a channel" } else { "an event" };
+        found.push(
+            Diagnostic::warning(
+                cx.span_of(offset, len),
+                format!("`{name}` is not {what} name kefu gives `{variable}`"),
+            )
+            .with_label("this comparison never holds as meant")
+            .with_help(format!("did you mean `{meant}`? (built-in: {})", known.join(", "))),
+        );
     }
 
     /// `recommend("…")` and `offer("…")` name a strategy and a promotion that must exist.

@@ -150,6 +150,14 @@ pub const VARIABLES: &[Variable] = &[
         ty: Ty::Str,
     },
     Variable {
+        name: "channel",
+        ty: Ty::Str,
+    },
+    Variable {
+        name: "event",
+        ty: Ty::Str,
+    },
+    Variable {
         name: "slots",
         ty: Ty::TextMap,
     },
@@ -179,6 +187,86 @@ pub const VARIABLES: &[Variable] = &[
     },
 ];
 
+/// The built-in channel names `channel` can hold (`channels::RESERVED` is the same list on
+/// the service's side). A webhook channel's configured name is a channel too, but the
+/// rules cannot know those: `kefu check` warns only about near-misses of these four.
+pub const CHANNELS: [&str; 4] = ["api", "web", "wechat_mp", "wechat_kf"];
+
+/// Words editors write for a built-in channel, with the channel they mean: `kefu check`
+/// says which name to compare with instead.
+pub const CHANNEL_ALIASES: &[(&str, &str)] = &[
+    ("wechat", "wechat_mp` or `wechat_kf"),
+    ("weixin", "wechat_mp` or `wechat_kf"),
+    ("wx", "wechat_mp` or `wechat_kf"),
+    ("微信", "wechat_mp` or `wechat_kf"),
+    ("mp", "wechat_mp"),
+    ("wechat_oa", "wechat_mp"),
+    ("official_account", "wechat_mp"),
+    ("公众号", "wechat_mp"),
+    ("kf", "wechat_kf"),
+    ("wecom", "wechat_kf"),
+    ("wework", "wechat_kf"),
+    ("wechat_cs", "wechat_kf"),
+    ("微信客服", "wechat_kf"),
+    ("企业微信", "wechat_kf"),
+    ("widget", "web"),
+    ("website", "web"),
+    ("webchat", "web"),
+    ("www", "web"),
+    ("h5", "web"),
+    ("网页", "web"),
+    ("网站", "web"),
+    ("http", "api"),
+    ("rest", "api"),
+];
+
+/// The platform events kefu's channels send (`event`, `on event NAME`): WeChat's
+/// `subscribe`, `unsubscribe`, `scan` and `click` (公众号), `enter_session` (微信客服), and
+/// the kinds of message that are not text (`image`, `voice`, `video`, `location`).
+/// Events are open-ended: another name is fine, but a near-miss of these is warned about.
+pub const EVENTS: [&str; 9] = [
+    "subscribe",
+    "unsubscribe",
+    "enter_session",
+    "scan",
+    "click",
+    "image",
+    "voice",
+    "video",
+    "location",
+];
+
+/// Words editors write for a known event, with the event they mean.
+pub const EVENT_ALIASES: &[(&str, &str)] = &[
+    ("follow", "subscribe"),
+    ("关注", "subscribe"),
+    ("unfollow", "unsubscribe"),
+    ("取消关注", "unsubscribe"),
+    ("enter", "enter_session"),
+    ("enter_chat", "enter_session"),
+    ("session_start", "enter_session"),
+    ("进入会话", "enter_session"),
+    ("menu_click", "click"),
+    ("扫码", "scan"),
+];
+
+/// The known name `name` is a near-miss of, when it is one: a known name written in
+/// other case, an alias, or within the did-you-mean distance. `None` for a known name and
+/// for a name unlike all of them (a webhook channel, an event of another platform).
+pub fn near_miss(name: &str, known: &[&'static str], aliases: &[(&str, &'static str)]) -> Option<&'static str> {
+    if known.contains(&name) {
+        return None;
+    }
+    let lower = name.to_lowercase();
+    if let Some(k) = known.iter().find(|k| **k == lower) {
+        return Some(k);
+    }
+    if let Some((_, meant)) = aliases.iter().find(|(alias, _)| *alias == lower) {
+        return Some(meant);
+    }
+    crate::diag::closest(&lower, known.iter().copied())
+}
+
 /// The names of [`VARIABLES`], in order.
 pub const NAMES: [&str; VARIABLES.len()] = {
     let mut names = [""; VARIABLES.len()];
@@ -198,6 +286,25 @@ pub fn variable(name: &str) -> Option<Ty> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn near_misses_of_channels_and_events_are_named() {
+        let channel = |n| near_miss(n, &CHANNELS, CHANNEL_ALIASES);
+        assert_eq!(channel("web"), None);
+        assert_eq!(channel("taobao"), None, "a webhook channel's name");
+        assert_eq!(channel("Web"), Some("web"));
+        assert_eq!(channel("widget"), Some("web"));
+        assert_eq!(channel("wechat"), Some("wechat_mp` or `wechat_kf"));
+        assert_eq!(channel("wechat_np"), Some("wechat_mp"));
+        assert_eq!(channel("公众号"), Some("wechat_mp"));
+        let event = |n| near_miss(n, &EVENTS, EVENT_ALIASES);
+        assert_eq!(event("subscribe"), None);
+        assert_eq!(event("order_paid"), None, "events are open-ended");
+        assert_eq!(event("subscrib"), Some("subscribe"));
+        assert_eq!(event("SCAN"), Some("scan"));
+        assert_eq!(event("follow"), Some("subscribe"));
+        assert_eq!(event("enter_sesion"), Some("enter_session"));
+    }
 
     /// The editors' guide names every field of the maps kefu builds, as `map.field`.
     #[test]

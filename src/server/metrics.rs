@@ -65,6 +65,11 @@ struct SourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
 }
@@ -200,6 +205,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     answers: Family<SourceLabels, Counter>,
+    channel_turns: Family<ChannelLabels, Counter>,
     takeovers: Counter,
     safety_hits: Counter,
     reloads: Family<OutcomeLabels, Counter>,
@@ -601,6 +607,17 @@ impl Metrics {
         );
         let answers = Family::<SourceLabels, Counter>::default();
         registry.register("answers", "Turns answered, by what answered them", answers.clone());
+        let channel_turns = Family::<ChannelLabels, Counter>::default();
+        registry.register(
+            "channel_turns",
+            "Turns by the channel they came through (api, web, wechat_mp, wechat_kf, webhook channels' names; other past 32 names)",
+            channel_turns.clone(),
+        );
+        for channel in crate::channels::RESERVED {
+            let _ = channel_turns.get_or_create(&ChannelLabels {
+                channel: channel.to_string(),
+            });
+        }
         let takeovers = Counter::default();
         registry.register("takeovers", "Conversations an agent took over", takeovers.clone());
         let safety_hits = Counter::default();
@@ -780,6 +797,7 @@ impl Metrics {
             requests,
             latency,
             answers,
+            channel_turns,
             takeovers,
             safety_hits,
             reloads,
@@ -1157,6 +1175,12 @@ impl Metrics {
         }
     }
 
+    /// Counts a turn by the channel it came through (`TurnRequest::channel`).
+    pub fn channel_turn(&self, channel: &str) {
+        let channel = self.channel_label(channel);
+        self.channel_turns.get_or_create(&ChannelLabels { channel }).inc();
+    }
+
     /// Counts an agent taking a conversation over.
     pub fn takeover(&self) {
         self.takeovers.inc();
@@ -1203,5 +1227,49 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String never fails");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The built-in channels have series from the start; webhook names get theirs on
+    /// first use, up to the bound, and every name past it counts as `other`.
+    #[test]
+    fn channel_turns_are_counted_under_a_bounded_set_of_names() {
+        let metrics = Metrics::new();
+        let text = metrics.encode();
+        for channel in crate::channels::RESERVED {
+            assert!(
+                text.contains(&format!("kefu_channel_turns_total{{channel=\"{channel}\"}} 0")),
+                "{channel}"
+            );
+        }
+        metrics.channel_turn("web");
+        metrics.channel_turn("web");
+        for n in 0..100 {
+            metrics.channel_turn(&format!("hook{n}"));
+        }
+        metrics.channel_turn("hook0");
+        let text = metrics.encode();
+        assert!(text.contains("kefu_channel_turns_total{channel=\"web\"} 2"));
+        assert!(text.contains("kefu_channel_turns_total{channel=\"hook0\"} 2"));
+        let webhooks = MAX_CHANNEL_LABELS - crate::channels::RESERVED.len();
+        assert!(text.contains(&format!(
+            "kefu_channel_turns_total{{channel=\"hook{}\"}} 1",
+            webhooks - 1
+        )));
+        assert!(!text.contains(&format!("channel=\"hook{webhooks}\"")));
+        assert!(text.contains(&format!(
+            "kefu_channel_turns_total{{channel=\"other\"}} {}",
+            100 - webhooks
+        )));
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("kefu_channel_turns_total{"))
+            .count();
+        assert_eq!(series, MAX_CHANNEL_LABELS + 1, "the names and `other`");
+        assert_eq!(metrics.channel_label("hook99"), "other");
     }
 }

@@ -78,6 +78,7 @@ impl Observer for Recorder {
         match *event {
             Event::Turn { request, response } => {
                 self.metrics.answer(response.source);
+                self.metrics.channel_turn(request.channel_name());
                 self.metrics.version_turn(response);
                 for failure in &response.script_errors {
                     self.metrics.script_error(&failure.item);

@@ -9,7 +9,7 @@ import { Tag, tags } from "@lezer/highlight";
 /** Every keyword of grammar/kefu.pest (its `kw_*` rules). */
 const KEYWORDS = new Set(
   (
-    "allow applies as ask alone card pattern confirm block call cancel context else end entity examples " +
+    "allow applies as ask alone card pattern confirm block call cancel context else end entity event examples " +
     "fallback fallback_message flag file flow flow_timeout for from goto handoff handoff_message http if " +
     "intent languages key keywords llm mask on otherwise persona order_number pii policy priority promotion " +
     "reask remember forget reply retry rule safety segmented say set shop source start style text threshold " +
@@ -26,7 +26,7 @@ const INTENTS = new Set(["intent", "on", "applies"]);
 /** Keywords after which a name is a slot or a value of the flow. */
 const SLOTS = new Set(["ask", "goto", "set", "remember", "forget", "as", "confirm"]);
 /** Keywords after which plain names are not intents (`on keywords "..."`, `on entity x`). */
-const NOT_INTENT = new Set(["keywords", "entity", "card", "llm", "style"]);
+const NOT_INTENT = new Set(["keywords", "entity", "card", "event", "llm", "style"]);
 
 const RHAI_KEYWORDS = new Set(
   "let const if else while loop for in do until break continue return throw try catch fn private import export as switch this global Fn call curry is_def_var is_def_fn type_of print debug".split(
@@ -35,7 +35,9 @@ const RHAI_KEYWORDS = new Set(
 );
 /** Names every rhai expression of a shop can read (docs/language.md, "what scripts see"). */
 const RHAI_SCOPE = new Set(
-  "message intent confidence entities emotion slots session user order cart product now memory promotions safety language card".split(" "),
+  "message intent confidence entities emotion slots session user order cart product now memory promotions safety language channel event card".split(
+    " ",
+  ),
 );
 
 /** Extra tags: rhai code (expressions, template holes) gets a tinted background. */

@@ -39,6 +39,10 @@ impl Lowerer<'_> {
                 }
                 Some(Trigger::Entity(name.name.clone()))
             }
+            TriggerKind::Event(name) => {
+                self.check_event(name);
+                Some(Trigger::Event(name.name.clone()))
+            }
             TriggerKind::Intents(patterns) => {
                 let mut out = Vec::new();
                 for pattern in patterns {
@@ -47,6 +51,22 @@ impl Lowerer<'_> {
                 Some(Trigger::Intents(out))
             }
             TriggerKind::Answer { yes, rule } => self.answer_trigger(*yes, rule, refs.rules),
+        }
+    }
+
+    /// Events are open-ended (a platform may send any), but a near-miss of a known one
+    /// (`subscrib`, `follow`) would never fire: a warning with the name meant.
+    fn check_event(&mut self, name: &Ident) {
+        use crate::script::shape::{EVENT_ALIASES, EVENTS, near_miss};
+        if let Some(meant) = near_miss(&name.name, &EVENTS, EVENT_ALIASES) {
+            self.push(
+                Diagnostic::warning(
+                    name.span,
+                    format!("`{}` is not an event kefu's channels send", name.name),
+                )
+                .with_label("no turn will be this event")
+                .with_help(format!("did you mean `{meant}`? (known events: {})", EVENTS.join(", "))),
+            );
         }
     }
 
@@ -329,7 +349,7 @@ fn covers(earlier: &[Trigger], later: &[Trigger]) -> bool {
     later.iter().all(|t| match t {
         Trigger::Keywords(k) => k.iter().all(|w| keywords.contains(&w.to_lowercase())),
         Trigger::Intents(p) => p.iter().all(|x| patterns.contains(x)),
-        Trigger::Entity(_) | Trigger::Answer { .. } => earlier.contains(t),
+        Trigger::Entity(_) | Trigger::Answer { .. } | Trigger::Event(_) => earlier.contains(t),
     })
 }
 
@@ -343,11 +363,13 @@ pub(super) fn build_index(
     let mut by_intent = Vec::new();
     let mut by_entity = Vec::new();
     let mut by_answer = Vec::new();
+    let mut by_event = Vec::new();
     let mut add = |trigger: &Trigger, owner: Owner| match trigger {
         Trigger::Keywords(words) => keywords.extend(words.iter().map(|w| (w.clone(), owner))),
         Trigger::Intents(patterns) => by_intent.extend(patterns.iter().map(|p| (p.clone(), owner))),
         Trigger::Entity(e) => by_entity.push((e.clone(), owner)),
         Trigger::Answer { rule, yes } => by_answer.push(((rule.clone(), *yes), owner)),
+        Trigger::Event(name) => by_event.push((name.clone(), owner)),
     };
     for (i, rule) in rules.iter().enumerate() {
         rule.triggers.iter().for_each(|t| add(t, Owner::Rule(i)));
@@ -364,5 +386,7 @@ pub(super) fn build_index(
         keywords.extend(intent.keywords.iter().map(|k| (k.clone(), Owner::Intent(i))));
     }
     let names: Vec<String> = intents.iter().map(|i| i.name.clone()).collect();
-    TriggerIndex::build(keywords, by_intent, by_entity, &names).with_answers(by_answer)
+    TriggerIndex::build(keywords, by_intent, by_entity, &names)
+        .with_answers(by_answer)
+        .with_events(by_event)
 }

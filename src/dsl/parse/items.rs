@@ -349,6 +349,7 @@ impl Builder<'_> {
                 TriggerKind::Answer { yes, rule }
             }
             Rule::card_trigger => TriggerKind::Card(self.ident(Self::first_inner(target))),
+            Rule::event_trigger => TriggerKind::Event(self.ident(Self::first_inner(target))),
             _ => TriggerKind::Intents(inner(target).map(|p| self.ident(p)).collect()),
         };
         Trigger { span, kind }

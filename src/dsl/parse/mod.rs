@@ -64,6 +64,7 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_else
             | Rule::kw_end
             | Rule::kw_entity
+            | Rule::kw_event
             | Rule::kw_examples
             | Rule::kw_fallback
             | Rule::kw_fallback_message

@@ -183,15 +183,8 @@ pub fn admit(state: &State, req: &Request<Incoming>, peer: SocketAddr) -> Admiss
 }
 
 /// A site's request, past the per-address limit.
-fn admitted(
-    state: &State,
-    widget: &Widget,
-    origin: &HeaderValue,
-    peer: SocketAddr,
-) -> Admission {
-    let admitted = FromSite {
-        origin: origin.clone(),
-    };
+fn admitted(state: &State, widget: &Widget, origin: &HeaderValue, peer: SocketAddr) -> Admission {
+    let admitted = FromSite { origin: origin.clone() };
     if let Err(error) = widget.check_rate(peer.ip()) {
         state.metrics.rate_limited();
         let mut response = error.into_response();

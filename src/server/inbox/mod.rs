@@ -282,6 +282,8 @@ impl Change {
     /// The change an engine event makes to the inbox, `None` for events it does not show.
     pub fn of(event: &Event<'_>, now: i64) -> Option<Change> {
         Some(match *event {
+            // An event nothing answered changed nothing: no conversation to show.
+            Event::Turn { response, .. } if response.source == crate::engine::AnswerSource::Silent => return None,
             Event::Turn { request, response } => {
                 let view = TurnView {
                     seq: 0,
