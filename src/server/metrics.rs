@@ -1255,7 +1255,8 @@ mod tests {
         let text = metrics.encode();
         assert!(text.contains("kefu_channel_turns_total{channel=\"web\"} 2"));
         assert!(text.contains("kefu_channel_turns_total{channel=\"hook0\"} 2"));
-        let webhooks = MAX_CHANNEL_LABELS - crate::channels::RESERVED.len();
+        // The built-in names always have their own; 32 others after them.
+        let webhooks = MAX_CHANNEL_LABELS;
         assert!(text.contains(&format!(
             "kefu_channel_turns_total{{channel=\"hook{}\"}} 1",
             webhooks - 1
@@ -1269,7 +1270,11 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("kefu_channel_turns_total{"))
             .count();
-        assert_eq!(series, MAX_CHANNEL_LABELS + 1, "the names and `other`");
+        assert_eq!(
+            series,
+            crate::channels::RESERVED.len() + MAX_CHANNEL_LABELS + 1,
+            "the built-ins, the others and `other`"
+        );
         assert_eq!(metrics.channel_label("hook99"), "other");
     }
 }
