@@ -29,15 +29,16 @@ use serde::Deserialize;
 
 /// The channel of the JSON API (`/v1/chat`, `/v1/chat/completions`), and of a turn whose
 /// `channel` is absent.
-pub const API: &str = "api";
+pub const API: &str = RESERVED[0];
 /// The web widget.
-pub const WEB: &str = "web";
+pub const WEB: &str = RESERVED[1];
 /// A WeChat Official Account (公众号).
-pub const WECHAT_MP: &str = "wechat_mp";
+pub const WECHAT_MP: &str = RESERVED[2];
 /// WeChat customer service (微信客服, through WeCom).
-pub const WECHAT_KF: &str = "wechat_kf";
-/// The names no webhook channel may take.
-pub const RESERVED: [&str; 4] = [API, WEB, WECHAT_MP, WECHAT_KF];
+pub const WECHAT_KF: &str = RESERVED[3];
+/// The names no webhook channel may take: the built-in channels, the list `kefu check`
+/// knows (`script::shape::CHANNELS`, on the rules side, which cannot import this module).
+pub const RESERVED: [&str; 4] = crate::script::shape::CHANNELS;
 
 /// The prefix of every channel conversation's session id; the public chat routes refuse
 /// session ids that start with it, so no API client can write into a WeChat or webhook

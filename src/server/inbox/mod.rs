@@ -638,17 +638,23 @@ impl Hub {
                 let mut view = view.take();
                 let seq = conversation.seq + 1;
                 view.seq = seq;
-                conversation.push_message(Message {
-                    seq,
-                    role: Role::User,
-                    text: Arc::from(view.message.as_str()),
-                    at: *at,
-                    told: false,
-                });
-                out.message(id, conversation.messages.back());
+                // A platform event (`subscribe`...) has no customer text: only kefu's
+                // answer, which is all its history keeps.
+                let mut reply_seq = seq;
+                if !view.message.is_empty() {
+                    conversation.push_message(Message {
+                        seq,
+                        role: Role::User,
+                        text: Arc::from(view.message.as_str()),
+                        at: *at,
+                        told: false,
+                    });
+                    out.message(id, conversation.messages.back());
+                    reply_seq = seq + 1;
+                }
                 if !view.reply.is_empty() {
                     conversation.push_message(Message {
-                        seq: seq + 1,
+                        seq: reply_seq,
                         role: Role::Bot,
                         text: Arc::from(view.reply.as_str()),
                         at: *at,
