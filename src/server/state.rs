@@ -123,11 +123,14 @@ impl Service {
             config.versions_subscribe = Some(redis);
         }
         // Published versions are checked out (and served) from the state directory.
-        let state_dir = config
-            .tickets
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("kefu-state-{}", std::process::id())));
+        let state_dir = config.tickets.state_dir.clone().unwrap_or_else(|| {
+            // One directory per service, not per process: several services embedded
+            // in one process (tests run them side by side) would check the same
+            // version out into one place at once.
+            static SERVICES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = SERVICES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::env::temp_dir().join(format!("kefu-state-{}-{n}", std::process::id()))
+        });
         // The store's live version serves, unless there is none yet or the directory is
         // asked for (development mode).
         let live = match &config.versions {
