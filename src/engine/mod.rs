@@ -116,7 +116,7 @@ impl TurnRequest {
 }
 
 /// The channel of a request that names none: the JSON API.
-pub const DEFAULT_CHANNEL: &str = "api";
+pub const DEFAULT_CHANNEL: &str = crate::script::shape::CHANNELS[0];
 
 /// What answered a turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -206,6 +206,10 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     answers: Family<SourceLabels, Counter>,
     channel_turns: Family<ChannelLabels, Counter>,
+    /// The series of the built-in channels (`channels::RESERVED`, in its order), taken
+    /// out of their family at start: nearly every turn comes through one of them, and
+    /// counting it is then one atomic add, no label built or looked up.
+    built_in_turns: [Counter; 4],
     takeovers: Counter,
     safety_hits: Counter,
     reloads: Family<OutcomeLabels, Counter>,
@@ -613,11 +617,13 @@ impl Metrics {
             "Turns by the channel they came through (api, web, wechat_mp, wechat_kf, webhook channels' names; other past 32 names)",
             channel_turns.clone(),
         );
-        for channel in crate::channels::RESERVED {
-            let _ = channel_turns.get_or_create(&ChannelLabels {
-                channel: channel.to_string(),
-            });
-        }
+        let built_in_turns = crate::channels::RESERVED.map(|channel| {
+            channel_turns
+                .get_or_create(&ChannelLabels {
+                    channel: channel.to_string(),
+                })
+                .clone()
+        });
         let takeovers = Counter::default();
         registry.register("takeovers", "Conversations an agent took over", takeovers.clone());
         let safety_hits = Counter::default();
@@ -798,6 +804,7 @@ impl Metrics {
             latency,
             answers,
             channel_turns,
+            built_in_turns,
             takeovers,
             safety_hits,
             reloads,
@@ -1177,6 +1184,10 @@ impl Metrics {
 
     /// Counts a turn by the channel it came through (`TurnRequest::channel`).
     pub fn channel_turn(&self, channel: &str) {
+        if let Some(i) = crate::channels::RESERVED.iter().position(|c| *c == channel) {
+            self.built_in_turns[i].inc();
+            return;
+        }
         let channel = self.channel_label(channel);
         self.channel_turns.get_or_create(&ChannelLabels { channel }).inc();
     }
