@@ -46,6 +46,8 @@ fn main() -> ExitCode {
         Command::Promote(args) => cli::versions::promote(args),
         Command::Replay(args) => cli::replay::run(args),
         Command::Users(command) => cli::users::run(command),
+        Command::Mine(args) => cli::mine::run(args),
+        Command::Kb(command) => cli::kb::run(command),
     };
     result.unwrap_or_else(|e| {
         eprintln!("kefu: {e:#}");

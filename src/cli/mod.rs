@@ -19,6 +19,8 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod generate;
+pub mod kb;
+pub mod mine;
 pub mod model;
 pub mod replay;
 pub mod report;
@@ -31,6 +33,8 @@ pub mod versions;
 use check::Color;
 use data::DataCommand;
 use generate::GenerateArgs;
+use kb::KbCommand;
+use mine::MineArgs;
 use model::ModelArgs;
 use replay::ReplayArgs;
 use report::ReportArgs;
@@ -193,6 +197,14 @@ pub enum Command {
     /// STATE_DIR/users.yaml (docs/operations.md, "Users and roles").
     #[command(subcommand)]
     Users(UsersCommand),
+    /// The customer messages kefu did not answer well (fallbacks, withheld model answers,
+    /// handoffs, unsure intents, bad ratings), clustered into the same questions, ranked by
+    /// the conversations they cost, each with the nearest intent or FAQ entry and a
+    /// suggestion; `--accept N` writes suggestion N into the rules directory as a draft.
+    Mine(MineArgs),
+    /// The knowledge base's FAQ and products to and from spreadsheets (.xlsx, .csv).
+    #[command(subcommand)]
+    Kb(KbCommand),
 }
 
 /// Loads a rules directory, printing diagnostics; an error when it does not build.

@@ -17,6 +17,7 @@
 //! | [`report`] | `kefu report`: figures, text and JSON |
 //! | [`html`] | `kefu report --html`: one self-contained page with SVG charts |
 //! | [`replay`] | `kefu replay`: logged turns answered again by a draft and its base, what changed |
+//! | [`mine`] | `kefu mine`: unanswered questions clustered into suggestions, accepted as drafts |
 //!
 //! Readers stream: one line at a time, `serde_json` per line, so a million lines need no
 //! more memory than their per-session summaries. A line that does not parse is counted
@@ -25,6 +26,7 @@
 pub mod clean;
 pub mod export;
 pub mod html;
+pub mod mine;
 pub mod record;
 pub mod replay;
 pub mod report;
