@@ -636,7 +636,15 @@ mod tests {
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
-        let result = tracing::subscriber::with_default(subscriber, f);
+        let result = tracing::subscriber::with_default(subscriber, || {
+            // tracing caches each log call's interest. When another test's thread
+            // registers this module's `warn!` at the moment this subscriber is being
+            // registered, the call can be cached as wanted by nobody, and the line is
+            // lost (the test then failed under parallel load). Rebuilt now, with this
+            // subscriber live, every registered call asks it again.
+            tracing::callsite::rebuild_interest_cache();
+            f()
+        });
         let text = String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned();
         (result, text)
     }
