@@ -180,7 +180,7 @@ fn a_new_faq_entry_does_not_check_until_its_answer_is_written() {
     assert!(errors_before.is_empty(), "{errors_before:?}");
     let s = suggestion(
         Action::NewFaq { id: "会员积分".into() },
-        &["会员积分怎么用", "积分能抵钱吗", "积分在哪里看"],
+        &["会员积分怎么用", "积分可以换东西吗", "积分在哪里看"],
     );
     let drafted = accept(&dir, &s).unwrap();
     insta::assert_snapshot!("new_faq", drafted.files[0].diff);
@@ -197,7 +197,7 @@ fn a_new_faq_entry_does_not_check_until_its_answer_is_written() {
         faq(&dir, "会员积分"),
         (
             "会员积分怎么用".to_string(),
-            vec!["积分能抵钱吗".to_string(), "积分在哪里看".to_string()],
+            vec!["积分可以换东西吗".to_string(), "积分在哪里看".to_string()],
             String::new()
         )
     );
