@@ -43,9 +43,7 @@ fn check(dir: &Path) -> (Vec<String>, Vec<String>) {
     let errors = checked
         .report
         .errors()
-        .map(|d| {
-            format!("{}: {}", checked.report.location(d.primary.span), d.message).replace(&prefix, "")
-        })
+        .map(|d| format!("{}: {}", checked.report.location(d.primary.span), d.message).replace(&prefix, ""))
         .collect();
     let warnings = checked
         .report
@@ -122,7 +120,11 @@ fn examples_are_appended_to_the_intent_where_it_is_declared() {
     insta::assert_snapshot!("add_examples", file.diff);
     let got = examples(&dir, "intents.kefu", "物流.运费");
     assert_eq!(got[got.len() - 2..], ["运费到底谁出啊", "港澳台包邮吗亲"]);
-    assert_eq!(check(&dir), (errors_before, warnings_before), "the draft checks as before");
+    assert_eq!(
+        check(&dir),
+        (errors_before, warnings_before),
+        "the draft checks as before"
+    );
 
     // Accepting again adds nothing and leaves the file alone.
     let text = read(&dir, "intents.kefu");
@@ -148,7 +150,7 @@ fn variants_are_appended_to_the_faq_entry() {
     let before = check(&dir);
     let s = suggestion(
         Action::AddVariants {
-            faq: "洗涤保养".into(),
+            faq: "洗涤保养".into()
         },
         &["羊毛的能水洗吗", "可以机洗吗", "洗完会不会起球"],
     );
@@ -165,7 +167,7 @@ fn variants_are_appended_to_the_faq_entry() {
         &dir,
         &suggestion(
             Action::AddVariants {
-                faq: "洗涤保样".into(),
+                faq: "洗涤保样".into()
             },
             &["x"],
         ),
@@ -179,13 +181,19 @@ fn a_new_faq_entry_does_not_check_until_its_answer_is_written() {
     let (errors_before, _) = check(&dir);
     assert!(errors_before.is_empty(), "{errors_before:?}");
     let s = suggestion(
-        Action::NewFaq { id: "会员积分".into() },
+        Action::NewFaq {
+            id: "会员积分".into()
+        },
         &["会员积分怎么用", "积分可以换东西吗", "积分在哪里看"],
     );
     let drafted = accept(&dir, &s).unwrap();
     insta::assert_snapshot!("new_faq", drafted.files[0].diff);
     let text = read(&dir, "kb/faq.yaml");
-    let line = text.lines().position(|l| l == "    answer: \"\"").expect("the empty answer") + 1;
+    let line = text
+        .lines()
+        .position(|l| l == "    answer: \"\"")
+        .expect("the empty answer")
+        + 1;
     let (errors, _) = check(&dir);
     assert_eq!(
         errors,
@@ -205,12 +213,7 @@ fn a_new_faq_entry_does_not_check_until_its_answer_is_written() {
     // Other suggestions still go into the file while the answer waits.
     accept(
         &dir,
-        &suggestion(
-            Action::AddVariants {
-                faq: "熨烫".into(),
-            },
-            &["衣服皱巴巴的怎么办"],
-        ),
+        &suggestion(Action::AddVariants { faq: "熨烫".into() }, &["衣服皱巴巴的怎么办"]),
     )
     .unwrap();
     let why = invalid(accept(&dir, &s));
@@ -245,7 +248,10 @@ fn a_new_intent_and_its_rule_do_not_check_until_the_reply_is_written() {
     );
     assert_eq!(examples(&dir, "mined.kefu", "挖掘.会员积分").len(), 4);
     let why = invalid(accept(&dir, &s));
-    assert!(why.contains("intent `挖掘.会员积分` already exists (mined.kefu:"), "{why}");
+    assert!(
+        why.contains("intent `挖掘.会员积分` already exists (mined.kefu:"),
+        "{why}"
+    );
 
     // A second intent goes after the first, in the same file.
     let drafted = accept(
@@ -259,7 +265,11 @@ fn a_new_intent_and_its_rule_do_not_check_until_the_reply_is_written() {
     )
     .unwrap();
     assert!(!drafted.files[0].created);
-    assert!(drafted.files[0].diff.contains("+intent 挖掘.直播间 {"), "{}", drafted.files[0].diff);
+    assert!(
+        drafted.files[0].diff.contains("+intent 挖掘.直播间 {"),
+        "{}",
+        drafted.files[0].diff
+    );
     assert_eq!(check(&dir).0.len(), 2);
 
     let written = read(&dir, "mined.kefu").replace("  reply \"\"", "  reply \"亲，稍等，马上为您查询～\"");
@@ -274,14 +284,7 @@ fn a_new_intent_and_its_rule_do_not_check_until_the_reply_is_written() {
 fn hostile_messages_read_back_as_exactly_themselves() {
     let (_tmp, dir) = shop();
     let before = check(&dir);
-    let examples_of = |intent: &str| {
-        suggestion(
-            Action::AddExamples {
-                intent: intent.into(),
-            },
-            HOSTILE,
-        )
-    };
+    let examples_of = |intent: &str| suggestion(Action::AddExamples { intent: intent.into() }, HOSTILE);
     accept(&dir, &examples_of("其他.投诉")).unwrap();
     let got = examples(&dir, "intents.kefu", "其他.投诉");
     assert_eq!(got[got.len() - HOSTILE.len()..], *HOSTILE);
@@ -290,7 +293,11 @@ fn hostile_messages_read_back_as_exactly_themselves() {
     let text = read(&dir, "intents.kefu");
     let start = text.find("intent 其他.感谢 {").unwrap();
     let end = start + text[start..].find("\n}\n").unwrap() + 3;
-    let bare = format!("{}intent 其他.感谢 {{\n  keywords \"谢谢\"\n}}\n{}", &text[..start], &text[end..]);
+    let bare = format!(
+        "{}intent 其他.感谢 {{\n  keywords \"谢谢\"\n}}\n{}",
+        &text[..start],
+        &text[end..]
+    );
     std::fs::write(dir.join("intents.kefu"), bare).unwrap();
     // The same messages are examples of 其他.投诉 now: one message teaches one intent.
     assert!(invalid(accept(&dir, &examples_of("其他.感谢"))).contains("already there"));
@@ -308,16 +315,7 @@ fn hostile_messages_read_back_as_exactly_themselves() {
     .unwrap();
     assert_eq!(examples(&dir, "intents.kefu", "其他.感谢"), thanks);
 
-    accept(
-        &dir,
-        &suggestion(
-            Action::AddVariants {
-                faq: "熨烫".into(),
-            },
-            HOSTILE,
-        ),
-    )
-    .unwrap();
+    accept(&dir, &suggestion(Action::AddVariants { faq: "熨烫".into() }, HOSTILE)).unwrap();
     let (_, variants, _) = faq(&dir, "熨烫");
     assert_eq!(variants[variants.len() - HOSTILE.len()..], *HOSTILE);
 
@@ -366,7 +364,12 @@ fn a_file_saved_meanwhile_is_not_overwritten() {
     assert!(read(&dir, "intents.kefu").contains("# 编辑刚保存的一行"));
 
     // A new file that appeared meanwhile is not overwritten either.
-    let s = suggestion(Action::NewIntent { name: "挖掘.新".into() }, &["甲乙丙", "丁戊己", "庚辛壬"]);
+    let s = suggestion(
+        Action::NewIntent {
+            name: "挖掘.新".into()
+        },
+        &["甲乙丙", "丁戊己", "庚辛壬"],
+    );
     let prepared = accept::prepare(&dir, &s, date()).unwrap();
     std::fs::write(dir.join("mined.kefu"), "# 别人先建的\n").unwrap();
     assert!(matches!(prepared.write(&dir), Err(AcceptError::Conflict(_))));
@@ -392,20 +395,44 @@ fn bad_suggestions_are_invalid_and_write_nothing() {
         (examples(&[&"长".repeat(201)]), "longer than 200 characters"),
         (examples(&["包邮吗", "运费多少？"]), "already there"),
         (
-            suggestion(Action::NewIntent { name: "挖掘..空".into() }, &["x"]),
+            suggestion(
+                Action::NewIntent {
+                    name: "挖掘..空".into(),
+                },
+                &["x"],
+            ),
             "not an intent name",
         ),
         (
-            suggestion(Action::NewIntent { name: "挖掘.a b".into() }, &["x"]),
+            suggestion(
+                Action::NewIntent {
+                    name: "挖掘.a b".into(),
+                },
+                &["x"],
+            ),
             "not an intent name",
         ),
         (
-            suggestion(Action::NewIntent { name: "物流.运费".into() }, &["x"]),
+            suggestion(
+                Action::NewIntent {
+                    name: "物流.运费".into(),
+                },
+                &["x"],
+            ),
             "already exists",
         ),
-        (suggestion(Action::NewFaq { id: "熨烫".into() }, &["x"]), "already exists"),
-        (suggestion(Action::NewFaq { id: " ".into() }, &["x"]), "not an FAQ entry id"),
-        (suggestion(Action::NewFaq { id: "a\nb".into() }, &["x"]), "not an FAQ entry id"),
+        (
+            suggestion(Action::NewFaq { id: "熨烫".into() }, &["x"]),
+            "already exists",
+        ),
+        (
+            suggestion(Action::NewFaq { id: " ".into() }, &["x"]),
+            "not an FAQ entry id",
+        ),
+        (
+            suggestion(Action::NewFaq { id: "a\nb".into() }, &["x"]),
+            "not an FAQ entry id",
+        ),
     ];
     for (s, expected) in cases {
         let why = invalid(accept(&dir, &s));

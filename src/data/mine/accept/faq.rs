@@ -72,7 +72,9 @@ fn kb_files(dir: &Path) -> Result<Vec<KbFile>, AcceptError> {
     let mut out = Vec::new();
     for name in names {
         let path = format!("{KB_DIR}/{name}");
-        let Some((text, version)) = read(dir, &path)? else { continue };
+        let Some((text, version)) = read(dir, &path)? else {
+            continue;
+        };
         let entries = entries_of(&text).unwrap_or_default();
         out.push(KbFile {
             path,
@@ -223,7 +225,10 @@ fn append_variants(
     let nl = line_break(text);
     let lines = lines(text);
     let list = find_list(&lines)?.ok_or("it has no `faq:` list")?;
-    let &(first, last) = list.entries.get(index).ok_or("its entries are not laid out one per `- `")?;
+    let &(first, last) = list
+        .entries
+        .get(index)
+        .ok_or("its entries are not laid out one per `- `")?;
     let (variants, fields) = field(&lines, (first, last), "variants");
     let pad = " ".repeat(fields);
     let Some(at) = variants else {
@@ -440,9 +445,17 @@ mod tests {
     #[test]
     fn a_list_on_one_line_becomes_lines_and_a_missing_one_is_made() {
         let out = with_variants(1, &["丙"]);
-        assert!(out.contains("    variants:\n      - 甲\n      - 乙\n      # kefu mine 2026-12-06\n      - 丙\n"), "{out}");
+        assert!(
+            out.contains("    variants:\n      - 甲\n      - 乙\n      # kefu mine 2026-12-06\n      - 丙\n"),
+            "{out}"
+        );
         let out = with_variants(2, &["丁"]);
-        assert!(out.contains("    question: 问三\n    variants:\n      # kefu mine 2026-12-06\n      - 丁\n    answer: 答三\n"), "{out}");
+        assert!(
+            out.contains(
+                "    question: 问三\n    variants:\n      # kefu mine 2026-12-06\n      - 丁\n    answer: 答三\n"
+            ),
+            "{out}"
+        );
     }
 
     #[test]
@@ -484,9 +497,9 @@ mod tests {
             "{out}"
         );
         let out = append_entry("products: []\n", &entry, date()).unwrap();
-        assert_eq!(entries_of(&out).unwrap(), [entry.clone()], "{out}");
+        assert_eq!(entries_of(&out).unwrap(), std::slice::from_ref(&entry), "{out}");
         let out = append_entry("faq: []\n", &entry, date()).unwrap();
-        assert_eq!(entries_of(&out).unwrap(), [entry.clone()], "{out}");
+        assert_eq!(entries_of(&out).unwrap(), std::slice::from_ref(&entry), "{out}");
         assert!(append_entry("faq: [{id: a}]\n", &entry, date()).is_err());
     }
 }

@@ -77,7 +77,9 @@ fn intent_files(dir: &Path, symbols: &Symbols) -> Result<Vec<(String, String, St
     for path in paths {
         // A file `kefu check` read but a draft edit may not name (outside the editable
         // kinds) cannot hold anything an accept writes to; its examples still count.
-        let Some((text, version)) = read(dir, path)? else { continue };
+        let Some((text, version)) = read(dir, path)? else {
+            continue;
+        };
         let parsed = Parsed::new(path, &text);
         out.push((path.to_string(), text, version, parsed));
     }
@@ -172,7 +174,9 @@ fn append_examples(text: &str, intent: &ast::Intent, messages: &[String], date: 
     let Some(last) = intent.examples.last() else {
         // No list yet: one before the closing brace, indented one step in from the line
         // holding the brace.
-        let close = text[..intent.span.end].rfind('}').expect("an intent ends with its brace");
+        let close = text[..intent.span.end]
+            .rfind('}')
+            .expect("an intent ends with its brace");
         let start = line_start(text, close);
         let base = indentation(text, start);
         let inner = format!("{base}  ");
@@ -210,7 +214,11 @@ fn append_examples(text: &str, intent: &ast::Intent, messages: &[String], date: 
     } else {
         // Something follows on the line (`"c" }`): it moves under the new lines.
         let base = indentation(text, line_start(text, end));
-        format!("{},{nl}{lines}{nl}{base}{}", &text[..end], &text[end..].trim_start_matches([' ', '\t']))
+        format!(
+            "{},{nl}{lines}{nl}{base}{}",
+            &text[..end],
+            &text[end..].trim_start_matches([' ', '\t'])
+        )
     }
 }
 
@@ -240,7 +248,9 @@ pub(super) fn add_examples(
     // Of intents declared twice (an error of their own), the one the symbols name.
     let same: Vec<&ast::Intent> = parsed.intents().filter(|i| i.name.name == intent).collect();
     let Some(nth) = same.iter().position(|i| parsed.line(i.name.span.start) == symbol.line) else {
-        return Err(AcceptError::Io(format!("{path}: intent `{intent}` is not where it was found")));
+        return Err(AcceptError::Io(format!(
+            "{path}: intent `{intent}` is not where it was found"
+        )));
     };
     let target = same[nth];
     let new = append_examples(text, target, &messages, date);
@@ -328,17 +338,21 @@ pub(super) fn new_intent(
         new.push_str(if i + 1 < messages.len() { "," } else { "" });
         new.push_str(nl);
     }
-    new.push_str(&format!("}}{nl}{nl}rule {rule} {{{nl}  on {name}{nl}  reply \"\"{nl}}}{nl}"));
+    new.push_str(&format!(
+        "}}{nl}{nl}rule {rule} {{{nl}  on {name}{nl}  reply \"\"{nl}}}{nl}"
+    ));
 
-    let before = old.as_ref().map_or(0, |(text, _)| Parsed::new(path, text).diagnostics.len());
+    let before = old
+        .as_ref()
+        .map_or(0, |(text, _)| Parsed::new(path, text).diagnostics.len());
     let again = Parsed::new(path, &new);
     let intent_back = again
         .intents()
         .find(|i| i.name.name == name)
         .is_some_and(|i| i.examples.iter().map(|e| &e.value).eq(messages.iter()));
-    let rule_back = again.items.iter().any(|i| {
-        matches!(i, Item::Rule(r) if r.name.name == rule && r.reply.as_ref().is_some_and(|s| s.value.is_empty()))
-    });
+    let rule_back = again.items.iter().any(
+        |i| matches!(i, Item::Rule(r) if r.name.name == rule && r.reply.as_ref().is_some_and(|s| s.value.is_empty())),
+    );
     if !intent_back || !rule_back || again.diagnostics.len() > before {
         return Err(AcceptError::Invalid(format!(
             "the intent `{name}` would not read back as written in `{path}`"
@@ -369,7 +383,14 @@ mod tests {
         let out = append_examples(text, intent, &messages, date());
         let again = Parsed::new("a.kefu", &out);
         assert!(again.diagnostics.is_empty(), "{out}\n{:?}", again.diagnostics);
-        let values: Vec<String> = again.intents().next().unwrap().examples.iter().map(|e| e.value.clone()).collect();
+        let values: Vec<String> = again
+            .intents()
+            .next()
+            .unwrap()
+            .examples
+            .iter()
+            .map(|e| e.value.clone())
+            .collect();
         let mut expected: Vec<String> = intent.examples.iter().map(|e| e.value.clone()).collect();
         expected.extend(messages);
         assert_eq!(values, expected, "{out}");
