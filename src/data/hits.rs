@@ -536,7 +536,7 @@ mod tests {
         assert_eq!(cache.files.lock().unwrap().len(), 1);
         std::fs::write(
             &new,
-            turn("2026-12-05T10:00:00+08:00", "退货") + &turn("2026-12-05T11:00:00+08:00", "运费"),
+            turn("2026-12-05T10:00:00+08:00", "退货") + turn("2026-12-05T11:00:00+08:00", "运费").as_str(),
         )
         .unwrap();
         let never = cache.never_hit(&files, &catalog, 30).unwrap();
