@@ -219,6 +219,7 @@ fn report_prices_are_flags_and_json_is_one_object() {
     let options = ReportOptions {
         price_prompt_per_1k: 0.01,
         price_completion_per_1k: 0.03,
+        unused: None,
     };
     let expected = report::report(&log(), &options).unwrap();
     // Compared as text: parsing floats back is not exact to the last bit.

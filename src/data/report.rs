@@ -1131,9 +1131,10 @@ fn write_hits(o: &mut String, hits: &Hits) -> fmt::Result {
         let list = hits.get(kind);
         writeln!(
             o,
-            "  {}: {} turns, {} hit",
+            "  {}: {} turn{}, {} hit",
             kind_words(kind).1,
             thousands(list.turns),
+            if list.turns == 1 { "" } else { "s" },
             counted(list.items.len(), kind)
         )?;
         for hit in list.items.iter().take(TOP_HITS) {
