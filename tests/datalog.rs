@@ -128,14 +128,16 @@ fn report_counts_hits_per_item() {
     let report = report::report(&log(), &ReportOptions::default()).unwrap();
     let hits = &report.hits;
     assert_eq!(
-        (hits.rule.turns, hits.promotion.turns, hits.flow_step.turns, hits.faq.turns),
+        (
+            hits.rule.turns,
+            hits.promotion.turns,
+            hits.flow_step.turns,
+            hits.faq.turns
+        ),
         (9, 1, 2, 0)
     );
     let first = &hits.rule.items[0];
-    assert_eq!(
-        (first.name.as_str(), first.turns, first.conversations),
-        ("缩水", 2, 2)
-    );
+    assert_eq!((first.name.as_str(), first.turns, first.conversations), ("缩水", 2, 2));
     let steps: Vec<&str> = hits.flow_step.items.iter().map(|h| h.name.as_str()).collect();
     assert_eq!(steps, ["退货申请/ask order_id@65", "退货申请/say@80"]);
     assert_eq!(hits.flow_step.items[0].last, "2026-11-11T09:10:00+08:00");
@@ -171,7 +173,21 @@ fn report_lists_what_the_rules_never_hit() {
     assert!(!unused.contains(&"缩水".to_string()) && !unused.contains(&"运费".to_string()));
     assert_eq!(
         unused.len(),
-        rules.rules.iter().filter(|r| !["发货时间", "备注电话", "投诉", "缩水", "质量问题", "转人工", "运费", "颜色"].contains(&r.name.as_str())).count(),
+        rules
+            .rules
+            .iter()
+            .filter(|r| ![
+                "发货时间",
+                "备注电话",
+                "投诉",
+                "缩水",
+                "质量问题",
+                "转人工",
+                "运费",
+                "颜色"
+            ]
+            .contains(&r.name.as_str()))
+            .count(),
         "{unused:?}"
     );
     assert!(unused.iter().all(|n| rules.rules.iter().any(|r| &r.name == n)));
@@ -191,7 +207,10 @@ fn report_lists_what_the_rules_never_hit() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&run.stdout);
-    assert!(text.contains("not hit in the last 30 days (since 2026-10-12):"), "{text}");
+    assert!(
+        text.contains("not hit in the last 30 days (since 2026-10-12):"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -61,7 +61,10 @@ fn a_csv_replaces_the_faq_and_says_what_changed() {
     let out = kefu(&["kb", "import", path(&csv), "--rules", path(&rules)]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    assert!(stdout.contains("2 rows read for the faq table: 1 added, 1 changed,"), "{stdout}");
+    assert!(
+        stdout.contains("2 rows read for the faq table: 1 added, 1 changed,"),
+        "{stdout}"
+    );
     assert!(stdout.contains("added: 发票抬头"), "{stdout}");
     assert!(stdout.contains("changed: 洗涤保养"), "{stdout}");
     let after = faq(&rules);
@@ -121,7 +124,10 @@ fn an_xlsx_of_products_is_imported_and_a_dry_run_writes_nothing() {
     let dry = kefu(&["kb", "import", path(&xlsx), "--rules", path(rules), "--dry-run"]);
     let stdout = text(&dry.stdout);
     assert!(dry.status.success(), "{stdout}{}", text(&dry.stderr));
-    assert!(stdout.contains(&format!("0 added, 1 changed, 0 removed\n  changed: {id}\n")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("0 added, 1 changed, 0 removed\n  changed: {id}\n")),
+        "{stdout}"
+    );
     assert!(stdout.contains("dry run"), "{stdout}");
     assert_eq!(std::fs::read_to_string(rules.join("kb/products.yaml")).unwrap(), before);
 
@@ -160,7 +166,10 @@ fn bad_cells_are_reported_at_sheet_row_and_column_and_nothing_is_written() {
         "{stderr}"
     );
     assert!(lines[1].contains(": sheet products, row 3, column E: "), "{stderr}");
-    assert!(stderr.contains("2 errors: nothing imported, kb/products.yaml unchanged"), "{stderr}");
+    assert!(
+        stderr.contains("2 errors: nothing imported, kb/products.yaml unchanged"),
+        "{stderr}"
+    );
     assert_eq!(std::fs::read_to_string(rules.join("kb/products.yaml")).unwrap(), before);
 
     // Good cells that do not build the knowledge base (an FAQ entry about a product the
@@ -171,7 +180,10 @@ fn bad_cells_are_reported_at_sheet_row_and_column_and_nothing_is_written() {
     let out = kefu(&["kb", "import", path(&csv), "--rules", path(rules)]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("kb/faq.yaml:"), "the place in the file it would write: {stderr}");
+    assert!(
+        stderr.contains("kb/faq.yaml:"),
+        "the place in the file it would write: {stderr}"
+    );
     assert!(stderr.contains("nothing imported"), "{stderr}");
     assert_eq!(faq(rules), faq_before);
 }
@@ -184,8 +196,21 @@ fn a_file_name_that_names_no_table_asks_for_one() {
     std::fs::write(&csv, "条目名,标准问法,回复\na,问？,答。\n").unwrap();
     let out = kefu(&["kb", "import", path(&csv), "--rules", path(rules)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("--table faq or --table products"), "{}", text(&out.stderr));
-    let out = kefu(&["kb", "import", path(&csv), "--table", "faq", "--rules", path(rules), "--dry-run"]);
+    assert!(
+        text(&out.stderr).contains("--table faq or --table products"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = kefu(&[
+        "kb",
+        "import",
+        path(&csv),
+        "--table",
+        "faq",
+        "--rules",
+        path(rules),
+        "--dry-run",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
@@ -202,11 +227,22 @@ fn export_then_import_leaves_the_files_unchanged() {
             assert!(text(&run.stdout).contains(&format!("of the {table} table")));
             let run = kefu(&["kb", "import", path(&out), "--rules", path(rules)]);
             let stdout = text(&run.stdout);
-            assert!(run.status.success(), "{table}.{extension}: {stdout}{}", text(&run.stderr));
-            assert!(stdout.contains("0 added, 0 changed, 0 removed"), "{table}.{extension}: {stdout}");
+            assert!(
+                run.status.success(),
+                "{table}.{extension}: {stdout}{}",
+                text(&run.stderr)
+            );
+            assert!(
+                stdout.contains("0 added, 0 changed, 0 removed"),
+                "{table}.{extension}: {stdout}"
+            );
             assert!(stdout.contains("left as it is"), "{table}.{extension}: {stdout}");
             // Byte for byte: the hand-written file is not even reformatted.
-            assert_eq!(std::fs::read_to_string(rules.join(file)).unwrap(), before, "{table}.{extension}");
+            assert_eq!(
+                std::fs::read_to_string(rules.join(file)).unwrap(),
+                before,
+                "{table}.{extension}"
+            );
         }
     }
 }

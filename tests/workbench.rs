@@ -346,7 +346,10 @@ fn the_report_counts_the_logged_turns_of_today() {
     assert_eq!(never, &report["report"]["never_hit"]);
     let unused = never["rule"].as_array().unwrap();
     assert!(!unused.is_empty(), "the demo shop has rules these turns did not hit");
-    assert!(hit_rules.iter().all(|r| !unused.contains(r)), "{hit_rules:?} in {never}");
+    assert!(
+        hit_rules.iter().all(|r| !unused.contains(r)),
+        "{hit_rules:?} in {never}"
+    );
     assert!(never["faq"].is_array() && never["flow_step"].is_array() && never["promotion"].is_array());
     // Asked again, the same (the files read before are not read again, and need not be).
     let week = server.get("/admin/report?unused_days=7").json();

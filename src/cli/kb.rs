@@ -219,7 +219,11 @@ impl Changes {
             self.changed.len(),
             self.removed.len()
         );
-        for (what, ids) in [("added", &self.added), ("changed", &self.changed), ("removed", &self.removed)] {
+        for (what, ids) in [
+            ("added", &self.added),
+            ("changed", &self.changed),
+            ("removed", &self.removed),
+        ] {
             if !ids.is_empty() {
                 let _ = writeln!(out, "  {what}: {}", ids.join(", "));
             }
@@ -238,7 +242,12 @@ fn export(table: Option<&str>, rules: &Path, output: &Path) -> Result<ExitCode> 
     let rows = table.rows(&text).map_err(anyhow::Error::msg)?;
     let bytes = table.export(&rows, format).map_err(anyhow::Error::msg)?;
     std::fs::write(output, bytes).with_context(|| format!("writing {}", output.display()))?;
-    println!("wrote {} rows of the {} table to {}", rows.len(), table.name(), output.display());
+    println!(
+        "wrote {} rows of the {} table to {}",
+        rows.len(),
+        table.name(),
+        output.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -468,7 +468,13 @@ mod tests {
         tally.turn(at("2026-12-01T10:01:00+08:00"), rule("退货"), &mut a);
         tally.turn(
             at("2026-12-02T09:00:00+08:00"),
-            of_turn(Some("退货"), None, Some("退货申请"), Some("ask order_id@12"), Some("运费")),
+            of_turn(
+                Some("退货"),
+                None,
+                Some("退货申请"),
+                Some("ask order_id@12"),
+                Some("运费"),
+            ),
             &mut b,
         );
         let hits = tally.finish();
@@ -485,7 +491,11 @@ mod tests {
             tally.turn(at("2026-12-03T09:00:00+08:00"), rule(&format!("r{n}")), &mut seen);
         }
         let hits = tally.finish();
-        assert_eq!(hits.rule.items.len(), MAX_NAMES + 1, "the names past the bound are one `other`");
+        assert_eq!(
+            hits.rule.items.len(),
+            MAX_NAMES + 1,
+            "the names past the bound are one `other`"
+        );
         let other = hits.rule.items.iter().find(|h| h.name == OTHER).unwrap();
         assert_eq!(other.turns, 6);
     }
@@ -552,7 +562,10 @@ mod tests {
         let rules = crate::dsl::load_dir(std::path::Path::new("rules")).rules.unwrap();
         let catalog = Catalog::of(&rules);
         let steps = catalog.names(HitKind::FlowStep);
-        assert!(steps.iter().any(|s| s.starts_with("退货申请/ask order_id@")), "{steps:?}");
+        assert!(
+            steps.iter().any(|s| s.starts_with("退货申请/ask order_id@")),
+            "{steps:?}"
+        );
         // A reply followed by a question in the same turn is never a turn's step.
         for flow in &rules.flows {
             for (i, op) in flow.ops.iter().enumerate() {

@@ -1126,7 +1126,10 @@ fn counted(n: usize, kind: HitKind) -> String {
 
 /// The hit counts: per kind, its turns and the most hit items.
 fn write_hits(o: &mut String, hits: &Hits) -> fmt::Result {
-    writeln!(o, "\nhits (turns, conversations, last hit; the top {TOP_HITS} of each kind)")?;
+    writeln!(
+        o,
+        "\nhits (turns, conversations, last hit; the top {TOP_HITS} of each kind)"
+    )?;
     for kind in HitKind::ALL {
         let list = hits.get(kind);
         writeln!(

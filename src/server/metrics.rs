@@ -310,11 +310,14 @@ fn parts_of(kind: crate::data::hits::HitKind, name: &str) -> NameParts<'_> {
     }
 }
 
+/// One kind's counters by their name's key ([`parts_key`]), each with its full name.
+type CountersByKey = std::collections::HashMap<u64, Vec<(Box<str>, Counter)>, foldhash::fast::RandomState>;
+
 /// The hit counters by name: per kind, the counters by their name's key, each with its
 /// full name for the rare keys that collide.
 #[derive(Clone, Default)]
 struct HitTable {
-    kinds: [std::collections::HashMap<u64, Vec<(Box<str>, Counter)>, foldhash::fast::RandomState>; 4],
+    kinds: [CountersByKey; 4],
     /// Names per kind with a series of their own.
     names: [usize; 4],
     /// Names per kind in the table (theirs and those that count as `other`).
@@ -1534,12 +1537,20 @@ mod tests {
             let names = [
                 ("rule", r.rule.clone()),
                 ("promotion", r.promotion.clone()),
-                ("flow_step", r.flow.as_ref().map(|f| format!("{f}/{}", r.step.as_deref().unwrap_or("")))),
+                (
+                    "flow_step",
+                    r.flow
+                        .as_ref()
+                        .map(|f| format!("{f}/{}", r.step.as_deref().unwrap_or(""))),
+                ),
                 ("faq", r.faq.clone()),
             ];
             for (kind, name) in names {
                 if let Some(name) = name {
-                    assert!(hits_line(&text, kind, &name).unwrap_or(0) >= 1, "{kind} {name}:\n{text}");
+                    assert!(
+                        hits_line(&text, kind, &name).unwrap_or(0) >= 1,
+                        "{kind} {name}:\n{text}"
+                    );
                     counted += 1;
                 }
             }
@@ -1562,7 +1573,10 @@ mod tests {
         assert_eq!(hits_line(&text, "rule", &format!("r{}", MAX_HIT_NAMES - 1)), Some(1));
         assert_eq!(hits_line(&text, "rule", &format!("r{MAX_HIT_NAMES}")), None);
         assert_eq!(hits_line(&text, "rule", "other"), Some(10));
-        let series = text.lines().filter(|l| l.starts_with("kefu_hits_total{kind=\"rule\"")).count();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("kefu_hits_total{kind=\"rule\""))
+            .count();
         assert_eq!(series, MAX_HIT_NAMES + 1);
     }
 
@@ -1576,7 +1590,9 @@ mod tests {
         catalog.0.flow_step = (0..500).map(|n| format!("流程{n}/ask slot@{n}")).collect();
         metrics.watch_hits(&catalog);
         let table = metrics.hits.table.load_full();
-        let steps: Vec<(String, String)> = (0..500).map(|n| (format!("流程{n}"), format!("ask slot@{n}"))).collect();
+        let steps: Vec<(String, String)> = (0..500)
+            .map(|n| (format!("流程{n}"), format!("ask slot@{n}")))
+            .collect();
         let turns = 200_000;
         let started = std::time::Instant::now();
         for n in 0..turns {
@@ -1586,7 +1602,10 @@ mod tests {
             metrics.hits.hit(2, (flow, Some(step)));
         }
         let took = started.elapsed();
-        eprintln!("{:.0} ns a turn (a rule and a flow step)", took.as_nanos() as f64 / turns as f64);
+        eprintln!(
+            "{:.0} ns a turn (a rule and a flow step)",
+            took.as_nanos() as f64 / turns as f64
+        );
         assert!(
             Arc::ptr_eq(&table, &metrics.hits.table.load_full()),
             "known names never replace the table"
