@@ -122,6 +122,97 @@ fn report_of_a_canary_has_a_row_per_version() {
     assert!(html.contains("<td>c4a9d1e07f3b</td>"));
 }
 
+/// Hits per rule, promotion, flow step and FAQ entry, worked out by hand from the file.
+#[test]
+fn report_counts_hits_per_item() {
+    let report = report::report(&log(), &ReportOptions::default()).unwrap();
+    let hits = &report.hits;
+    assert_eq!(
+        (
+            hits.rule.turns,
+            hits.promotion.turns,
+            hits.flow_step.turns,
+            hits.faq.turns
+        ),
+        (9, 1, 2, 0)
+    );
+    let first = &hits.rule.items[0];
+    assert_eq!((first.name.as_str(), first.turns, first.conversations), ("缩水", 2, 2));
+    let steps: Vec<&str> = hits.flow_step.items.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(steps, ["退货申请/ask order_id@65", "退货申请/say@80"]);
+    assert_eq!(hits.flow_step.items[0].last, "2026-11-11T09:10:00+08:00");
+    assert_eq!(hits.promotion.items[0].name, "双11满减");
+    assert!(report.never_hit.is_none());
+    let text = report.to_string();
+    assert!(text.contains("rules: 9 turns, 8 rules hit"), "{text}");
+    let page = kefu::data::html::render(&report);
+    assert!(page.contains("<h2>Hits</h2>") && page.contains("<td>退货申请/ask order_id@65</td>"));
+}
+
+/// `--rules`: the demo shop's items the log never hit are listed; the ones it hit are not.
+#[test]
+fn report_lists_what_the_rules_never_hit() {
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(["report", LOG, "--json", "--rules", "rules", "--unused-days", "7"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let never = &json["never_hit"];
+    assert_eq!(never["days"], 7);
+    let names = |kind: &str| -> Vec<String> {
+        never[kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect()
+    };
+    let rules = kefu::dsl::load_dir(Path::new("rules")).rules.unwrap();
+    let unused = names("rule");
+    assert!(!unused.contains(&"缩水".to_string()) && !unused.contains(&"运费".to_string()));
+    assert_eq!(
+        unused.len(),
+        rules
+            .rules
+            .iter()
+            .filter(|r| ![
+                "发货时间",
+                "备注电话",
+                "投诉",
+                "缩水",
+                "质量问题",
+                "转人工",
+                "运费",
+                "颜色"
+            ]
+            .contains(&r.name.as_str()))
+            .count(),
+        "{unused:?}"
+    );
+    assert!(unused.iter().all(|n| rules.rules.iter().any(|r| &r.name == n)));
+    // No FAQ entry answered in the log: all of them.
+    assert_eq!(names("faq").len(), rules.kb.faqs.len());
+    assert!(names("flow_step").iter().all(|s| s.contains('/')));
+    // Without --rules: null.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(["report", LOG, "--json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert!(json["never_hit"].is_null());
+    // As text: the counts, then the names.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_kefu"))
+        .args(["report", LOG, "--rules", "rules"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        text.contains("not hit in the last 30 days (since 2026-10-12):"),
+        "{text}"
+    );
+}
+
 #[test]
 fn report_prices_are_flags_and_json_is_one_object() {
     let scratch_dir = scratch("report-cli");
@@ -147,6 +238,7 @@ fn report_prices_are_flags_and_json_is_one_object() {
     let options = ReportOptions {
         price_prompt_per_1k: 0.01,
         price_completion_per_1k: 0.03,
+        unused: None,
     };
     let expected = report::report(&log(), &options).unwrap();
     // Compared as text: parsing floats back is not exact to the last bit.

@@ -333,6 +333,32 @@ fn the_report_counts_the_logged_turns_of_today() {
     let busy = hourly.iter().find(|h| h["turns"] != 0).unwrap();
     assert!(busy["p50_ms"].is_number(), "{busy}");
     assert!(report["satisfaction"].is_object());
+    // Hits, and the serving rules' items not hit in the last 30 days: not the ones hit.
+    let hit_rules: Vec<Value> = report["report"]["hits"]["rule"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].clone())
+        .collect();
+    assert!(!hit_rules.is_empty(), "{report}");
+    let never = &report["never_hit"];
+    assert_eq!(never["days"], 30, "{never}");
+    assert_eq!(never, &report["report"]["never_hit"]);
+    let unused = never["rule"].as_array().unwrap();
+    assert!(!unused.is_empty(), "the demo shop has rules these turns did not hit");
+    assert!(
+        hit_rules.iter().all(|r| !unused.contains(r)),
+        "{hit_rules:?} in {never}"
+    );
+    assert!(never["faq"].is_array() && never["flow_step"].is_array() && never["promotion"].is_array());
+    // Asked again, the same (the files read before are not read again, and need not be).
+    let week = server.get("/admin/report?unused_days=7").json();
+    assert_eq!(week["never_hit"]["days"], 7);
+    assert_eq!(week["never_hit"]["rule"], never["rule"]);
+    for bad in ["0", "367", "x"] {
+        let reply = server.get(&format!("/admin/report?unused_days={bad}"));
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.body);
+    }
     // The logged turns replayed through the draft as it is on disk.
     let replay = server.post("/admin/replay", &json!({ "draft": true }));
     assert_eq!(replay.status, 200, "{}", replay.body);

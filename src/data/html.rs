@@ -319,6 +319,8 @@ fn write_page(h: &mut String, r: &Report) -> std::fmt::Result {
         writeln!(h, "</table>")?;
     }
 
+    hits_table(h, r)?;
+
     let m = &r.model;
     writeln!(
         h,
@@ -334,6 +336,61 @@ fn write_page(h: &mut String, r: &Report) -> std::fmt::Result {
         m.price_completion_per_1k
     )?;
     writeln!(h, "</body></html>")
+}
+
+/// How many items of each kind the page's hit table shows.
+const HITS_SHOWN: usize = 100;
+
+/// The hits per rule, promotion, flow step and FAQ entry as one table (the most hit
+/// [`HITS_SHOWN`] of each kind), then the items not hit lately.
+fn hits_table(h: &mut String, r: &Report) -> std::fmt::Result {
+    use super::hits::HitKind;
+    writeln!(
+        h,
+        "<h2>Hits</h2><p>turns each rule, promotion, flow step and FAQ entry answered, the \
+         conversations they were in, and its last turn</p><table><tr><th>kind</th><th>name</th>\
+         <th>turns</th><th>conversations</th><th>last hit</th></tr>"
+    )?;
+    for kind in HitKind::ALL {
+        let list = r.hits.get(kind);
+        for hit in list.items.iter().take(HITS_SHOWN) {
+            writeln!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td>{}</td></tr>",
+                kind.name(),
+                esc(&hit.name),
+                thousands(hit.turns),
+                thousands(hit.conversations),
+                esc(&hit.last)
+            )?;
+        }
+        if list.items.len() > HITS_SHOWN {
+            writeln!(
+                h,
+                "<tr><td>{}</td><td colspan=4>… and {} more</td></tr>",
+                kind.name(),
+                thousands((list.items.len() - HITS_SHOWN) as u64)
+            )?;
+        }
+    }
+    writeln!(h, "</table>")?;
+    if let Some(never) = &r.never_hit {
+        writeln!(
+            h,
+            "<h2>Not hit in the last {} days</h2><p>since {}</p><table><tr><th>kind</th><th>names</th></tr>",
+            never.days,
+            esc(never.since.as_deref().unwrap_or("-"))
+        )?;
+        for kind in HitKind::ALL {
+            let names = never.items.get(kind);
+            if !names.is_empty() {
+                let names: Vec<String> = names.iter().map(|n| esc(n)).collect();
+                writeln!(h, "<tr><td>{}</td><td>{}</td></tr>", kind.name(), names.join(", "))?;
+            }
+        }
+        writeln!(h, "</table>")?;
+    }
+    Ok(())
 }
 
 const WIDTH: f64 = 900.0;

@@ -15,6 +15,7 @@
 //! | [`clean`] | `kefu data clean` |
 //! | [`export`] | `kefu data export` |
 //! | [`report`] | `kefu report`: figures, text and JSON |
+//! | [`hits`] | hits per rule, promotion, flow step and FAQ entry; items not hit lately |
 //! | [`html`] | `kefu report --html`: one self-contained page with SVG charts |
 //! | [`replay`] | `kefu replay`: logged turns answered again by a draft and its base, what changed |
 //! | [`mine`] | `kefu mine`: unanswered questions clustered into suggestions, accepted as drafts |
@@ -25,6 +26,7 @@
 
 pub mod clean;
 pub mod export;
+pub mod hits;
 pub mod html;
 pub mod mine;
 pub mod record;

@@ -33,6 +33,12 @@
 //!   conversation (each conversation once, as in **handoffs**); satisfaction, each score
 //!   counted for the channel of the session's last turn before it. At most
 //!   [`MAX_CHANNELS`] channels, the rest together as `other`.
+//! - **hits**: per rule, promotion, flow step (`flow/step`) and FAQ entry, the turns it
+//!   answered, the conversations they were in and its last turn ([`super::hits`]).
+//! - **never hit**: with a rule set ([`ReportOptions::unused`]), its rules, promotions,
+//!   flow steps and FAQ entries not hit in the last N days of the log, counted back from
+//!   its last record; items a rule set added lately are listed too (the log cannot tell
+//!   "new" from "unused"), by name, as are items renamed since.
 //! - **intent F1** cannot come from a log (it needs labels): `kefu eval` measures it.
 
 use std::collections::{BTreeMap, HashMap};
@@ -42,6 +48,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, FixedOffset, TimeZone};
 use serde::Serialize;
 
+use super::hits::{Catalog, HitKind, HitTally, Hits, NeverHit};
 use super::{DataError, ReadStats, Record};
 use crate::engine::AnswerSource;
 
@@ -64,6 +71,18 @@ pub struct ReportOptions {
     pub price_prompt_per_1k: f64,
     /// 元 per 1,000 generated tokens.
     pub price_completion_per_1k: f64,
+    /// A rule set's items and the days to look back for the ones not hit (`never_hit`);
+    /// none: no such list.
+    pub unused: Option<Unused>,
+}
+
+/// What `never_hit` is about: a rule set's items, and how many days back to look.
+#[derive(Clone, Debug)]
+pub struct Unused {
+    /// The rule set's items.
+    pub catalog: Catalog,
+    /// Days counted back from the log's last record.
+    pub days: u32,
 }
 
 impl Default for ReportOptions {
@@ -73,6 +92,7 @@ impl Default for ReportOptions {
         ReportOptions {
             price_prompt_per_1k: 0.002,
             price_completion_per_1k: 0.002,
+            unused: None,
         }
     }
 }
@@ -290,6 +310,11 @@ pub struct Report {
     /// The agents' figures, per agent and per queue (absent when no person served).
     #[serde(skip_serializing_if = "Agents::is_empty")]
     pub agents: Agents,
+    /// Turns per rule, promotion, flow step and FAQ entry.
+    pub hits: Hits,
+    /// The rule set's items not hit in the last days of the log (`null` without a rule
+    /// set, [`ReportOptions::unused`]).
+    pub never_hit: Option<NeverHit>,
     /// Lines read and bad lines.
     pub read: ReadStats,
 }
@@ -482,6 +507,8 @@ struct SessionFigures {
     scored: bool,
     /// The last person who held it (and their queue): a later score is theirs.
     served: Option<(String, String)>,
+    /// The items its turns hit (indexes into the hit tally), each counted once.
+    hit: Vec<u32>,
 }
 
 /// Running totals while the log streams by.
@@ -511,6 +538,8 @@ struct Tally {
     /// Per agent and per queue.
     agents: HashMap<String, AgentTally>,
     groups: HashMap<String, AgentTally>,
+    /// Per rule, promotion, flow step and FAQ entry.
+    hits: HitTally,
 }
 
 impl Tally {
@@ -577,6 +606,14 @@ impl Tally {
                 let channel = self.channel(turn.channel_name());
                 self.channels[channel].sources[source_index(turn.source)] += 1;
                 let session = self.sessions.entry(turn.session).or_default();
+                let hits = super::hits::of_turn(
+                    turn.rule.as_deref(),
+                    turn.promotion.as_deref(),
+                    turn.flow.as_deref(),
+                    turn.step.as_deref(),
+                    turn.faq.as_deref(),
+                );
+                self.hits.turn(ts, hits, &mut session.hit);
                 session.version = Some(index);
                 session.channel = Some(channel);
                 session.turns += 1;
@@ -799,7 +836,14 @@ impl Tally {
                 })
                 .collect(),
         };
+        let never_hit = options.unused.as_ref().map(|unused| {
+            NeverHit::of(&unused.catalog, unused.days, self.to, |kind, name| {
+                self.hits.last_hit(kind, name)
+            })
+        });
         Report {
+            hits: self.hits.finish(),
+            never_hit,
             from: self.from.map(|t| t.to_rfc3339()),
             to: self.to.map(|t| t.to_rfc3339()),
             sessions,
@@ -1062,6 +1106,77 @@ pub fn write_bad_lines(f: &mut impl fmt::Write, read: &ReadStats) -> fmt::Result
 /// How many intents the text shows.
 const TOP_INTENTS: usize = 15;
 
+/// How many items of each kind the text's hit counts show.
+const TOP_HITS: usize = 10;
+
+/// How a kind's items are called in the text: one, several.
+fn kind_words(kind: HitKind) -> (&'static str, &'static str) {
+    match kind {
+        HitKind::Rule => ("rule", "rules"),
+        HitKind::Promotion => ("promotion", "promotions"),
+        HitKind::FlowStep => ("flow step", "flow steps"),
+        HitKind::Faq => ("FAQ entry", "FAQ entries"),
+    }
+}
+
+fn counted(n: usize, kind: HitKind) -> String {
+    let (one, many) = kind_words(kind);
+    format!("{} {}", thousands(n as u64), if n == 1 { one } else { many })
+}
+
+/// The hit counts: per kind, its turns and the most hit items.
+fn write_hits(o: &mut String, hits: &Hits) -> fmt::Result {
+    writeln!(
+        o,
+        "\nhits (turns, conversations, last hit; the top {TOP_HITS} of each kind)"
+    )?;
+    for kind in HitKind::ALL {
+        let list = hits.get(kind);
+        writeln!(
+            o,
+            "  {}: {} turn{}, {} hit",
+            kind_words(kind).1,
+            thousands(list.turns),
+            if list.turns == 1 { "" } else { "s" },
+            counted(list.items.len(), kind)
+        )?;
+        for hit in list.items.iter().take(TOP_HITS) {
+            // `2026-12-06T09:00:00+08:00` → `2026-12-06 09:00`.
+            let last = hit.last.get(..16).unwrap_or(&hit.last).replacen('T', " ", 1);
+            writeln!(
+                o,
+                "    {} {:>9} {:>7}  {last}",
+                pad(&hit.name, 30),
+                thousands(hit.turns),
+                thousands(hit.conversations)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The items not hit lately, all of them.
+fn write_never_hit(o: &mut String, never: &NeverHit) -> fmt::Result {
+    let since = never.since.as_deref().and_then(|s| s.get(..10)).unwrap_or("-");
+    let counts: Vec<String> = HitKind::ALL
+        .iter()
+        .map(|&kind| counted(never.items.get(kind).len(), kind))
+        .collect();
+    writeln!(
+        o,
+        "\nnot hit in the last {} days (since {since}): {}",
+        never.days,
+        counts.join(", ")
+    )?;
+    for kind in HitKind::ALL {
+        let names = never.items.get(kind);
+        if !names.is_empty() {
+            writeln!(o, "  {}: {}", kind_words(kind).1, names.join(", "))?;
+        }
+    }
+    Ok(())
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = String::new();
@@ -1288,6 +1403,11 @@ impl fmt::Display for Report {
                     )?;
                 }
             }
+        }
+
+        write_hits(o, &self.hits)?;
+        if let Some(never) = &self.never_hit {
+            write_never_hit(o, never)?;
         }
 
         let m = &self.model;

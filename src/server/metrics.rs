@@ -16,6 +16,12 @@
 //! (live, canary, offered for pinning) have series: a version's leave `/metrics` when it
 //! stops serving, so the number of series stays bounded however often rules change.
 //!
+//! Hits (`kefu_hits_total{kind, name}`): turns each rule, promotion, flow step
+//! (`flow/step`) and FAQ entry answered, at most [`MAX_HIT_NAMES`] names per kind (then
+//! `other`); the serving rule set's names have series from the start
+//! ([`Metrics::watch_hits`]) and a turn's counters are found by one hash lookup per kind
+//! it hit, no label built ([`HitSeries`]).
+//!
 //! Also: the model backend's calls by outcome, its latency and time to first token, and
 //! its retries; the build and the serving rules' version as `_info` series; log lines
 //! dropped on the way to stderr; and the process's memory, descriptors, CPU time and start
@@ -245,6 +251,181 @@ pub struct Metrics {
     agents: AgentFigures,
     /// The channels' messages and deliveries (issue #24).
     channels: ChannelFigures,
+    /// Turns per rule, promotion, flow step and FAQ entry (issue #25).
+    hits: HitSeries,
+}
+
+/// A hit's kind (`rule`, `promotion`, `flow_step`, `faq`) and the item's name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HitLabels {
+    kind: &'static str,
+    name: String,
+}
+
+/// The most names of one kind `kefu_hits_total` has series for; hits of further names
+/// count under `name="other"`, so that the series stay bounded however many rule
+/// versions a node serves in its life.
+pub const MAX_HIT_NAMES: usize = 2048;
+
+/// The hit kinds in [`HitSeries`]' order.
+const HIT_KINDS: [crate::data::hits::HitKind; 4] = crate::data::hits::HitKind::ALL;
+
+/// An item's name in parts as a turn gives it: a rule's, promotion's or FAQ entry's
+/// name, or a flow and its step (`flow/step` when the step is known).
+type NameParts<'a> = (&'a str, Option<&'a str>);
+
+/// The hasher of [`HitTable`]'s keys: fixed, so that a name's key is the same in every
+/// table made.
+const HIT_SEED: u64 = 0x6b65_6675_6869_7473;
+
+/// The key of a name given in parts; `name_key` of `flow/step` is `parts_key((flow,
+/// Some(step)))` (the full name is split at its first `/` for flow steps).
+fn parts_key((first, second): NameParts<'_>) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = foldhash::fast::FixedState::with_seed(HIT_SEED).build_hasher();
+    hasher.write(first.as_bytes());
+    if let Some(second) = second {
+        hasher.write_u8(0xff);
+        hasher.write(second.as_bytes());
+    }
+    hasher.finish()
+}
+
+/// Whether the full `name` is `parts`.
+fn is_named(name: &str, (first, second): NameParts<'_>) -> bool {
+    match second {
+        None => name == first,
+        Some(second) => name
+            .strip_prefix(first)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|rest| rest == second),
+    }
+}
+
+/// The parts of a full name of `kind` (a flow step's split at its first `/`).
+fn parts_of(kind: crate::data::hits::HitKind, name: &str) -> NameParts<'_> {
+    match (kind, name.split_once('/')) {
+        (crate::data::hits::HitKind::FlowStep, Some((flow, step))) => (flow, Some(step)),
+        _ => (name, None),
+    }
+}
+
+/// One kind's counters by their name's key ([`parts_key`]), each with its full name.
+type CountersByKey = std::collections::HashMap<u64, Vec<(Box<str>, Counter)>, foldhash::fast::RandomState>;
+
+/// The hit counters by name: per kind, the counters by their name's key, each with its
+/// full name for the rare keys that collide.
+#[derive(Clone, Default)]
+struct HitTable {
+    kinds: [CountersByKey; 4],
+    /// Names per kind with a series of their own.
+    names: [usize; 4],
+    /// Names per kind in the table (theirs and those that count as `other`).
+    entries: [usize; 4],
+}
+
+impl HitTable {
+    fn get(&self, kind: usize, parts: NameParts<'_>) -> Option<&Counter> {
+        self.kinds[kind]
+            .get(&parts_key(parts))?
+            .iter()
+            .find(|(name, _)| is_named(name, parts))
+            .map(|(_, counter)| counter)
+    }
+}
+
+/// `kefu_hits_total`: the family, and a table read on every turn without a lock
+/// (arc-swap) and replaced whole, under a lock, when a name is added (a new rule set's
+/// names at once, a name seen first on a turn).
+struct HitSeries {
+    family: Family<HitLabels, Counter>,
+    table: arc_swap::ArcSwap<HitTable>,
+    adding: std::sync::Mutex<()>,
+    /// `name="other"` of each kind, made at start.
+    other: [Counter; 4],
+}
+
+impl HitSeries {
+    fn register(registry: &mut Registry) -> Self {
+        let family = Family::<HitLabels, Counter>::default();
+        registry.register(
+            "hits",
+            "Turns answered by each rule, promotion, flow step (flow/step) and FAQ entry, by kind (rule, promotion, flow_step, faq) and name; past 2048 names of a kind, other",
+            family.clone(),
+        );
+        let other = HIT_KINDS.map(|kind| {
+            family
+                .get_or_create(&HitLabels {
+                    kind: kind.name(),
+                    name: crate::data::hits::OTHER.to_string(),
+                })
+                .clone()
+        });
+        HitSeries {
+            family,
+            table: Default::default(),
+            adding: Default::default(),
+            other,
+        }
+    }
+
+    /// Counts one hit of `kind` (an index into [`HIT_KINDS`]).
+    fn hit(&self, kind: usize, parts: NameParts<'_>) {
+        match self.table.load().get(kind, parts) {
+            Some(counter) => counter.inc(),
+            None => self.add(&[(kind, parts)])[0].inc(),
+        };
+    }
+
+    /// Adds names to the table (those not in it yet) and gives their counters.
+    fn add(&self, names: &[(usize, NameParts<'_>)]) -> Vec<Counter> {
+        let _adding = self.adding.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.table.load_full();
+        let mut table: Option<HitTable> = None;
+        let mut out = Vec::with_capacity(names.len());
+        for &(kind, parts) in names {
+            let now = table.as_ref().unwrap_or(&current);
+            if let Some(counter) = now.get(kind, parts) {
+                out.push(counter.clone());
+                continue;
+            }
+            let now = table.get_or_insert_with(|| (*current).clone());
+            let counter = if now.names[kind] < MAX_HIT_NAMES {
+                now.names[kind] += 1;
+                let name = match parts {
+                    (first, Some(second)) => format!("{first}/{second}"),
+                    (first, None) => first.to_string(),
+                };
+                self.family
+                    .get_or_create(&HitLabels {
+                        kind: HIT_KINDS[kind].name(),
+                        name,
+                    })
+                    .clone()
+            } else {
+                self.other[kind].clone()
+            };
+            // Names past the bound are remembered too (as `other`'s), up to as many
+            // again: past that a hit of a new name takes this lock every time, but the
+            // table stays bounded.
+            if now.entries[kind] < 2 * MAX_HIT_NAMES {
+                now.entries[kind] += 1;
+                let name: Box<str> = match parts {
+                    (first, Some(second)) => format!("{first}/{second}").into(),
+                    (first, None) => first.into(),
+                };
+                now.kinds[kind]
+                    .entry(parts_key(parts))
+                    .or_default()
+                    .push((name, counter.clone()));
+            }
+            out.push(counter);
+        }
+        if let Some(table) = table {
+            self.table.store(Arc::new(table));
+        }
+        out
+    }
 }
 
 /// A channel (one of the built-in four, or one of the first [`MAX_CHANNEL_LABELS`] other
@@ -798,6 +979,7 @@ impl Metrics {
         }
         let agents = AgentFigures::register(registry);
         let channels = ChannelFigures::register(registry);
+        let hits = HitSeries::register(registry);
         Metrics {
             registry: root,
             requests,
@@ -833,6 +1015,35 @@ impl Metrics {
             versions,
             agents,
             channels,
+            hits,
+        }
+    }
+
+    /// Creates `kefu_hits_total`'s series of a rule set's items at zero (the serving
+    /// rules, at start and after each reload), so that they exist before their first hit
+    /// and a turn finds its counters without adding them.
+    pub fn watch_hits(&self, catalog: &crate::data::hits::Catalog) {
+        let names: Vec<(usize, NameParts<'_>)> = HIT_KINDS
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &kind)| catalog.names(kind).iter().map(move |name| (i, parts_of(kind, name))))
+            .collect();
+        self.hits.add(&names);
+    }
+
+    /// Counts what a turn hit: its rule, promotion, flow step and FAQ entry (one lookup
+    /// each, none for a turn that hit none).
+    pub fn hits(&self, response: &crate::TurnResponse) {
+        let parts = [
+            response.rule.as_deref().map(|name| (name, None)),
+            response.promotion.as_deref().map(|name| (name, None)),
+            response.flow.as_deref().map(|flow| (flow, response.step.as_deref())),
+            response.faq.as_deref().map(|name| (name, None)),
+        ];
+        for (kind, parts) in parts.into_iter().enumerate() {
+            if let Some(parts) = parts {
+                self.hits.hit(kind, parts);
+            }
         }
     }
 
@@ -1287,5 +1498,117 @@ mod tests {
             "the built-ins, the others and `other`"
         );
         assert_eq!(metrics.channel_label("hook99"), "other");
+    }
+
+    fn hits_line(text: &str, kind: &str, name: &str) -> Option<u64> {
+        let prefix = format!("kefu_hits_total{{kind=\"{kind}\",name=\"{name}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|n| n.parse().unwrap())
+    }
+
+    /// The demo shop's items have series at zero from the start; the turns' hits count
+    /// under their names (a flow step as `flow/step`), names not in the rule set on first
+    /// use, and past the bound as `other`.
+    #[test]
+    fn hits_are_counted_per_item_under_a_bounded_set_of_names() {
+        let rules = crate::dsl::load_dir(std::path::Path::new("rules")).rules.unwrap();
+        let catalog = crate::data::hits::Catalog::of(&rules);
+        let metrics = Metrics::new();
+        metrics.watch_hits(&catalog);
+        let text = metrics.encode();
+        for kind in crate::data::hits::HitKind::ALL {
+            for name in catalog.names(kind) {
+                assert_eq!(hits_line(&text, kind.name(), name), Some(0), "{} {name}", kind.name());
+            }
+            assert_eq!(hits_line(&text, kind.name(), "other"), Some(0));
+        }
+
+        let engine = crate::Engine::new(std::sync::Arc::new(rules));
+        let mut seen = Vec::new();
+        for message in ["我要退货", "运费谁出", "衣服怎么洗", "会缩水吗"] {
+            let response = engine.turn(crate::TurnRequest::new("s", message)).unwrap();
+            metrics.hits(&response);
+            seen.push(response);
+        }
+        let text = metrics.encode();
+        let mut counted = 0;
+        for r in &seen {
+            let names = [
+                ("rule", r.rule.clone()),
+                ("promotion", r.promotion.clone()),
+                (
+                    "flow_step",
+                    r.flow
+                        .as_ref()
+                        .map(|f| format!("{f}/{}", r.step.as_deref().unwrap_or(""))),
+                ),
+                ("faq", r.faq.clone()),
+            ];
+            for (kind, name) in names {
+                if let Some(name) = name {
+                    assert!(
+                        hits_line(&text, kind, &name).unwrap_or(0) >= 1,
+                        "{kind} {name}:\n{text}"
+                    );
+                    counted += 1;
+                }
+            }
+        }
+        assert!(counted >= 3, "the demo answers these by rule, flow and FAQ: {seen:?}");
+
+        let metrics = Metrics::new();
+        let mut response = seen[0].clone();
+        response.flow = None;
+        response.faq = None;
+        response.promotion = None;
+        for n in 0..MAX_HIT_NAMES + 10 {
+            response.rule = Some(format!("r{n}"));
+            metrics.hits(&response);
+        }
+        response.rule = Some("r0".into());
+        metrics.hits(&response);
+        let text = metrics.encode();
+        assert_eq!(hits_line(&text, "rule", "r0"), Some(2));
+        assert_eq!(hits_line(&text, "rule", &format!("r{}", MAX_HIT_NAMES - 1)), Some(1));
+        assert_eq!(hits_line(&text, "rule", &format!("r{MAX_HIT_NAMES}")), None);
+        assert_eq!(hits_line(&text, "rule", "other"), Some(10));
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("kefu_hits_total{kind=\"rule\""))
+            .count();
+        assert_eq!(series, MAX_HIT_NAMES + 1);
+    }
+
+    /// What counting a turn's hits costs on the hot path (printed; run with
+    /// `--nocapture`): a rule and a flow step found in a table of a few thousand names.
+    #[test]
+    fn counting_hits_is_a_lookup_per_kind() {
+        let metrics = Metrics::new();
+        let mut catalog = crate::data::hits::Catalog::default();
+        catalog.0.rule = (0..2000).map(|n| format!("规则{n}")).collect();
+        catalog.0.flow_step = (0..500).map(|n| format!("流程{n}/ask slot@{n}")).collect();
+        metrics.watch_hits(&catalog);
+        let table = metrics.hits.table.load_full();
+        let steps: Vec<(String, String)> = (0..500)
+            .map(|n| (format!("流程{n}"), format!("ask slot@{n}")))
+            .collect();
+        let turns = 200_000;
+        let started = std::time::Instant::now();
+        for n in 0..turns {
+            let rule = &catalog.0.rule[n % 2000];
+            metrics.hits.hit(0, (rule, None));
+            let (flow, step) = &steps[n % 500];
+            metrics.hits.hit(2, (flow, Some(step)));
+        }
+        let took = started.elapsed();
+        eprintln!(
+            "{:.0} ns a turn (a rule and a flow step)",
+            took.as_nanos() as f64 / turns as f64
+        );
+        assert!(
+            Arc::ptr_eq(&table, &metrics.hits.table.load_full()),
+            "known names never replace the table"
+        );
     }
 }

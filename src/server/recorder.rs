@@ -80,6 +80,7 @@ impl Observer for Recorder {
                 self.metrics.answer(response.source);
                 self.metrics.channel_turn(request.channel_name());
                 self.metrics.version_turn(response);
+                self.metrics.hits(response);
                 for failure in &response.script_errors {
                     self.metrics.script_error(&failure.item);
                     // Not rhai's message: it may quote the customer's data.

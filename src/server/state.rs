@@ -58,6 +58,9 @@ pub struct State {
     /// The conversation log's directory, when the log is on (what `POST /admin/replay`
     /// replays).
     pub(super) log_dir: Option<std::path::PathBuf>,
+    /// The log's last hit per name, file by file, for `GET /admin/report`'s `never_hit`
+    /// (files unchanged since the last call are not read again).
+    pub(super) last_hits: Arc<crate::data::hits::LastHits>,
     /// The console's users, session key and failed sign-ins (see [`super::console`]).
     pub(super) console: super::console::Console,
     /// The draft (the rules directory) as the console's test chat and tests build it.
@@ -343,6 +346,9 @@ impl Service {
             }
             None => None,
         };
+        // The serving rules' items have hit series from the start, and each reload's too.
+        metrics.watch_hits(&crate::data::hits::Catalog::of(&engine.rules()));
+        let reloaded = Arc::downgrade(&engine);
         let reload_metrics = Arc::clone(&metrics);
         let slow_rules = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let slow_reset = Arc::clone(&slow_rules);
@@ -352,6 +358,9 @@ impl Service {
                 if applied {
                     // New rules are judged afresh.
                     slow_reset.store(false, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(engine) = reloaded.upgrade() {
+                        reload_metrics.watch_hits(&crate::data::hits::Catalog::of(&engine.rules()));
+                    }
                 }
                 reload_metrics.reload(applied)
             }),
@@ -424,6 +433,7 @@ impl Service {
             identity,
             versions: config.versions.clone(),
             log_dir: config.conversation_log.as_ref().map(|log| log.dir.clone()),
+            last_hits: Default::default(),
             console,
             workbench: crate::reload::workbench::Workbench::new(
                 &config.rules,

@@ -328,9 +328,11 @@ pub(super) async fn save_test(state: &Arc<State>, req: Request<Incoming>) -> Res
     .await?
 }
 
-/// `GET /admin/report?since=RFC3339&until=RFC3339`: `kefu report`'s figures over this
-/// node's conversation log for the period (default: today in the shop's time zone), its
-/// turns hour by hour, and the satisfaction scores. 404 `no_log` without a log.
+/// `GET /admin/report?since=RFC3339&until=RFC3339&unused_days=N`: `kefu report`'s figures
+/// over this node's conversation log for the period (default: today in the shop's time
+/// zone), its turns hour by hour, and the satisfaction scores; `never_hit`, the serving
+/// rules' items not hit in the last `unused_days` days of the log (default 30, 1 to 366;
+/// counted back from its last record, whatever the period). 404 `no_log` without a log.
 pub(super) async fn report(state: &Arc<State>, query: Option<&str>) -> Result<Response<Body>, ApiError> {
     let Some(log_dir) = state.log_dir.clone() else {
         return Err(ApiError::new(
@@ -369,18 +371,36 @@ pub(super) async fn report(state: &Arc<State>, query: Option<&str>) -> Result<Re
     if until - since > chrono::Duration::days(366) {
         return Err(ApiError::invalid("a report covers at most 366 days"));
     }
+    let unused_days = match super::versions::query_value(query, "unused_days")? {
+        None => 30,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|d| (1..=366).contains(d))
+            .ok_or_else(|| ApiError::invalid(format!("`unused_days` is a number of days from 1 to 366: `{v}`")))?,
+    };
+    let serving = state.engine.rules();
+    let last_hits = Arc::clone(&state.last_hits);
     blocking(move || {
         let files = crate::data::writer::log_files(&log_dir).map_err(|e| {
             tracing::error!(dir = %log_dir.display(), error = %e, "the conversation log could not be listed");
             ApiError::internal()
         })?;
         let options = crate::data::report::ReportOptions::default();
-        let (report, hourly) =
+        let (mut report, hourly) =
             crate::data::report::report_between(&files, since, until, zone, &options).map_err(|e| {
                 tracing::error!(error = %e, "the conversation log could not be read");
                 ApiError::internal()
             })?;
+        let catalog = crate::data::hits::Catalog::of(&serving);
+        let never_hit = last_hits.never_hit(&files, &catalog, unused_days).map_err(|e| {
+            tracing::error!(error = %e, "the conversation log could not be read");
+            ApiError::internal()
+        })?;
+        // Also in the report, as `kefu report --rules` gives it.
+        report.never_hit = Some(never_hit);
         let body = json!({
+            "never_hit": report.never_hit,
             "since": since.to_rfc3339(),
             "until": until.to_rfc3339(),
             "satisfaction": report.satisfaction,
