@@ -190,8 +190,6 @@ fn parse_action(text: &str, rules: Option<&kefu::RuleSet>, representative: &str)
         ("new_faq", None) => kefu::data::mine::suggest::fresh(rules, false, representative),
         ("new_intent", None) => kefu::data::mine::suggest::fresh(rules, true, representative),
         ("add_examples" | "add_variants", None) => bail!("--as {text}: name the {kind} target: `{kind}:NAME`"),
-        _ => bail!(
-            "--as {text}: expected add_examples:INTENT, add_variants:FAQ, new_faq[:ID] or new_intent[:NAME]"
-        ),
+        _ => bail!("--as {text}: expected add_examples:INTENT, add_variants:FAQ, new_faq[:ID] or new_intent[:NAME]"),
     })
 }

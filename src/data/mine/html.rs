@@ -41,7 +41,11 @@ fn write_page(h: &mut String, r: &MineReport, command: &str) -> std::fmt::Result
         thousands(r.read.bad_lines)
     )?;
     if let Some(rules) = &r.rules {
-        writeln!(h, "<p>Nearest intents and FAQ entries in rules <code>{}</code>.</p>", esc(rules))?;
+        writeln!(
+            h,
+            "<p>Nearest intents and FAQ entries in rules <code>{}</code>.</p>",
+            esc(rules)
+        )?;
     }
     writeln!(
         h,

@@ -320,11 +320,19 @@ fn examples(clustering: &cluster::Clustering, group: &[usize]) -> Vec<String> {
         .iter()
         .map(|&i| {
             let item = &clustering.items[i];
-            (cluster::dot(&item.vector, &centre), item.misses.len(), item.text.as_str())
+            (
+                cluster::dot(&item.vector, &centre),
+                item.misses.len(),
+                item.text.as_str(),
+            )
         })
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(b.2)));
-    scored.into_iter().take(EXAMPLES).map(|(_, _, t)| t.to_string()).collect()
+    scored
+        .into_iter()
+        .take(EXAMPLES)
+        .map(|(_, _, t)| t.to_string())
+        .collect()
 }
 
 /// The cluster's counts: size, conversations, the two weeks, reasons, messages.

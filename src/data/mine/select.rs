@@ -184,7 +184,17 @@ const ASKING: &[&str] = &[
 
 /// Words that show a message asks for a person at all.
 const SIGNALS: &[&str] = &[
-    "人工", "真人", "活人", "机器人", "客服", "转接", "店长", "掌柜", "human", "person", "agent",
+    "人工",
+    "真人",
+    "活人",
+    "机器人",
+    "客服",
+    "转接",
+    "店长",
+    "掌柜",
+    "human",
+    "person",
+    "agent",
 ];
 
 /// Characters of a request that say nothing beyond it (我, 要, 找, 叫 …): a bigram made of
@@ -247,7 +257,12 @@ mod tests {
 
     #[test]
     fn a_question_besides_asking_for_a_person_is_content() {
-        for m in ["转人工 我要退货", "人工客服 运费险怎么赔", "human please, refund status", "真人来 尺码偏大"] {
+        for m in [
+            "转人工 我要退货",
+            "人工客服 运费险怎么赔",
+            "human please, refund status",
+            "真人来 尺码偏大",
+        ] {
             assert!(!asks_only_for_a_person(m), "{m}");
         }
         // Not asking for a person at all.
