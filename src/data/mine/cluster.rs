@@ -10,11 +10,13 @@
 //! 3. **Near duplicates** (cosine ≥ [`NEAR`]) are joined; candidates come from the
 //!    postings of each term (terms in more than [`COMMON_SHARE`] of the items are too
 //!    common to propose pairs, though they still count in the cosine), never all pairs.
-//! 4. **Paraphrases**: groups whose centroids are close (cosine ≥ [`MERGE`]) join their
-//!    closest group, a few passes, centroids recomputed after each: average linkage's
-//!    idea at the cost of an index lookup per group, without single linkage's chains.
-//! 5. With the rules, groups whose messages the classifier puts on the same intent join
-//!    when their centroids are at least [`JOIN`] alike ([`join`]).
+//! 4. **Paraphrases**: two groups whose centroids are close (cosine ≥ [`MERGE`]) and each
+//!    other's closest join, a few passes, centroids recomputed after each (reciprocal
+//!    nearest neighbours: average linkage's idea at the cost of an index lookup per
+//!    group, without single linkage's chains).
+//! 5. With the rules, two groups whose messages the classifier puts on the same intent
+//!    join when their centroids are at least [`JOIN`] alike and each is the other's
+//!    closest of that intent ([`join`]).
 //!
 //! Every order is fixed (items by their folded text, groups by their first item), so the
 //! same log gives the same clusters. The thresholds were chosen on the evaluation set of
@@ -28,7 +30,7 @@ use super::Miss;
 use crate::kb::text::{cache_form, terms};
 
 /// Cosine at or above which two messages are the same question written differently.
-pub const NEAR: f32 = 0.5;
+pub const NEAR: f32 = 0.7;
 /// Cosine of centroids at or above which two groups are one question.
 pub const MERGE: f32 = 0.28;
 /// Cosine of centroids at or above which two groups the classifier puts on one intent join.
@@ -36,7 +38,7 @@ pub const JOIN: f32 = 0.15;
 /// Terms in more than this share of the items propose no candidate pairs.
 const COMMON_SHARE: usize = 20;
 /// Passes of centroid merging.
-const PASSES: usize = 4;
+const PASSES: usize = 12;
 
 /// A sparse vector: `(term, weight)`, terms ascending.
 pub type Vector = Vec<(u32, f32)>;
@@ -75,8 +77,14 @@ pub fn cluster(misses: &[Miss]) -> Clustering {
         let centroids: Vec<Vector> = groups.iter().map(|g| centroid(&vectors, g)).collect();
         let mut over = Sets::new(groups.len());
         let mut merged = false;
-        for (g, best) in best_partners(&centroids, MERGE).into_iter().enumerate() {
-            if let Some(b) = best {
+        let best = best_partners(&centroids, MERGE);
+        for (g, b) in best.iter().enumerate() {
+            // Only pairs that are each other's closest: a group taking its closest partner
+            // whatever that partner prefers chained unrelated topics through vague
+            // messages ("手机号 logo 退款") into one cluster of everything.
+            if let Some(b) = *b
+                && best[b] == Some(g)
+            {
                 merged |= over.union(g, b);
             }
         }
@@ -92,8 +100,8 @@ pub fn cluster(misses: &[Miss]) -> Clustering {
     }
 }
 
-/// Joins the groups that share a label (the classifier's confident intent) and whose
-/// centroids are at least [`JOIN`] alike.
+/// Joins the groups that share a label (the classifier's confident intent), whose
+/// centroids are at least [`JOIN`] alike and that are each other's closest of the label.
 pub fn join(clustering: &Clustering, groups: &[Vec<usize>], labels: &[Option<usize>]) -> Vec<Vec<usize>> {
     let vectors: Vec<&Vector> = clustering.items.iter().map(|i| &i.vector).collect();
     let centroids: Vec<Vector> = groups.iter().map(|g| centroid(&vectors, g)).collect();
@@ -109,11 +117,27 @@ pub fn join(clustering: &Clustering, groups: &[Vec<usize>], labels: &[Option<usi
     for (_, members) in labels {
         // Bounded: a label shared by thousands of groups compares the first 2,000 only.
         let members = &members[..members.len().min(2000)];
+        // Each group's closest other group of the label; only mutual closest pairs join,
+        // so that one intent's many groups do not chain into one.
+        let mut best: HashMap<usize, (usize, f32)> = HashMap::new();
         for (n, &a) in members.iter().enumerate() {
             for &b in &members[n + 1..] {
-                if dot(&centroids[a], &centroids[b]) >= JOIN {
-                    sets.union(a, b);
+                let sim = dot(&centroids[a], &centroids[b]);
+                if sim < JOIN {
+                    continue;
                 }
+                for (x, y) in [(a, b), (b, a)] {
+                    if best.get(&x).is_none_or(|&(_, s)| sim > s) {
+                        best.insert(x, (y, sim));
+                    }
+                }
+            }
+        }
+        for &a in members {
+            if let Some(&(b, _)) = best.get(&a)
+                && best.get(&b).map(|&(c, _)| c) == Some(a)
+            {
+                sets.union(a, b);
             }
         }
     }
