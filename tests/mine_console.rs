@@ -73,7 +73,13 @@ impl Shop {
             .server
             .post("/console/api/login", &json!({ "name": name, "password": PASSWORD }));
         assert_eq!(reply.status, 200, "{}", reply.body);
-        let cookie = reply.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+        let cookie = reply
+            .header("set-cookie")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
         (cookie, reply.json()["csrf"].as_str().unwrap().to_string())
     }
 
@@ -146,7 +152,10 @@ fn the_log_is_mined_into_clusters_over_the_period() {
     assert_eq!(cluster["this_week"], 3, "{cluster}");
     assert!(cluster["action"]["kind"].is_string(), "{cluster}");
     for message in UNANSWERED {
-        assert!(cluster["messages"].as_array().unwrap().iter().any(|m| m == message), "{cluster}");
+        assert!(
+            cluster["messages"].as_array().unwrap().iter().any(|m| m == message),
+            "{cluster}"
+        );
     }
 
     // A period without turns; bad periods.
@@ -238,10 +247,7 @@ fn a_viewer_reads_the_questions_and_only_an_editor_accepts_them() {
         let path = file["path"].as_str().unwrap();
         let text = std::fs::read_to_string(shop.draft().join(path)).unwrap();
         assert!(text.contains(UNANSWERED[1]), "{path} holds the messages:\n{text}");
-        assert!(
-            file["diff"].as_str().unwrap().contains(UNANSWERED[1]),
-            "{file}"
-        );
+        assert!(file["diff"].as_str().unwrap().contains(UNANSWERED[1]), "{file}");
     }
     assert_ne!(kefu::versions::draft::read_dir(&shop.draft()).unwrap(), before);
 }
