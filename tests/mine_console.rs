@@ -19,12 +19,12 @@ use support::http::{Reply, TestServer, eventually};
 const TOKEN: &str = "mine-console-token";
 const PASSWORD: &str = "很长的密码 correct horse";
 
-/// Questions the demo shop has no rule, intent or FAQ entry for, each asked in its own
-/// conversation: one question in three wordings.
+/// A question the demo shop has no rule, intent or FAQ entry for (its fallback answers),
+/// in three wordings, each asked in its own conversation.
 const UNANSWERED: [&str; 3] = [
-    "你们能开增值税专用发票吗",
-    "可以开增值税专用发票吗",
-    "增值税专用发票能开吗",
+    "你们招代理吗 怎么加盟",
+    "想做你们家的代理，加盟要什么条件",
+    "代理加盟怎么申请",
 ];
 
 /// A served copy of `rules/` (the draft) with a conversation log and a users file.
@@ -97,9 +97,9 @@ impl Shop {
     fn log_misses(&self) -> Value {
         for (n, message) in UNANSWERED.iter().enumerate() {
             let turn = self.server.chat(&format!("mine-{n}"), message);
-            assert!(
-                turn["intent"].is_null() || turn["source"] != "rule",
-                "the demo shop must not answer `{message}`: {turn}"
+            assert_eq!(
+                turn["source"], "fallback",
+                "the demo shop cannot answer `{message}`: {turn}"
             );
         }
         let mut report = Value::Null;
@@ -211,8 +211,8 @@ fn a_viewer_reads_the_questions_and_only_an_editor_accepts_them() {
         r#"{"action": {"kind": "new_faq", "id": "x"}}"#,
         r#"{"action": {"kind": "delete_everything"}, "messages": ["x"]}"#,
         r#"{"action": {"kind": "new_faq", "id": "x"}, "messages": ["x"], "force": true}"#,
-        r#"{"action": {"kind": "add_examples", "intent": "没有这个.意图"}, "messages": ["开专票"]}"#,
-        r#"{"action": {"kind": "new_faq", "id": "专票"}, "messages": []}"#,
+        r#"{"action": {"kind": "add_examples", "intent": "没有这个.意图"}, "messages": ["加盟"]}"#,
+        r#"{"action": {"kind": "new_faq", "id": "加盟"}, "messages": []}"#,
     ] {
         let reply = shop.as_user("POST", "/admin/mine/accept", (&cookie, Some(&csrf)), bad);
         assert_eq!(reply.status, 400, "`{bad}`: {}", reply.body);
@@ -226,7 +226,7 @@ fn a_viewer_reads_the_questions_and_only_an_editor_accepts_them() {
         "POST",
         "/admin/mine/accept",
         (&cookie, Some(&csrf)),
-        r#"{"action": {"kind": "add_examples", "intent": "没有这个.意图"}, "messages": ["开专票"]}"#,
+        r#"{"action": {"kind": "add_examples", "intent": "没有这个.意图"}, "messages": ["加盟"]}"#,
     );
     assert_eq!(unknown.error_type(), "invalid", "{}", unknown.body);
     let huge = json!({ "action": { "kind": "new_faq", "id": "x" }, "messages": ["长".repeat(40_000)] }).to_string();
