@@ -15,7 +15,7 @@
 //   6. at 390x844 (a phone): sign in, open the navigation, the editor and publish pages
 //      without horizontal overflow;
 //   7. unanswered questions (issue #25): a question the demo shop cannot answer, asked in
-//      three wordings in different conversations, twice, forms a cluster on the page; the
+//      six wordings in different conversations, forms a cluster on the page; the
 //      editor accepts it as a draft, sees the diff, and the draft file on disk has the
 //      messages; the page fits a phone.
 //
@@ -70,8 +70,9 @@ const CHAT_FLOW = "换货申请";
 const TEST_NAME = "VIP 想换个颜色（控制台存的测试）";
 const PUBLISH_MESSAGE = "换货：加一条说明，存一条测试对话";
 const CANARY_PERCENT = 10;
-// A question the demo shop has no rule, intent or FAQ entry for, in three wordings.
-const UNANSWERED = ["你们招代理吗 怎么加盟", "想做你们家的代理，加盟要什么条件", "代理加盟怎么申请"];
+// A question the demo shop has no rule, intent or FAQ entry for, in six wordings (each
+// different: a repeated text would be answered from the answer cache).
+const UNANSWERED = ["你们招代理吗 怎么加盟", "想做你们家的代理，加盟要什么条件", "代理加盟怎么申请", "我想加盟做代理 怎么联系", "招不招代理啊 想加盟", "加盟代理需要交钱吗"];
 
 
 // --- Selectors: the one place to adjust -------------------------------------------------
@@ -601,18 +602,18 @@ test("the console works on a phone (390x844): no sideways scrolling", { timeout:
 });
 
 test("unanswered questions: a cluster accepted as a draft", { timeout: 300_000 }, async (t) => {
-  // Each wording asked in its own conversation, twice (six conversations).
-  for (let round = 0; round < 2; round++) {
-    for (const [i, message] of UNANSWERED.entries()) {
-      const r = await fetch(`${S.base}/v1/chat`, {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ session_id: `mine-${round}-${i}`, message }),
-      });
-      assert.equal(r.status, 200, `customer chat: ${await r.text()}`);
-      const turn = await r.json();
-      assert.ok(!["rule", "flow", "faq"].includes(turn.source), `the demo shop must not answer "${message}": ${JSON.stringify(turn.source)}`);
-    }
+  // Each wording asked in its own conversation.
+  for (const [i, message] of UNANSWERED.entries()) {
+    const r = await fetch(`${S.base}/v1/chat`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ session_id: `mine-${i}`, message }),
+    });
+    const text = await r.text();
+    assert.equal(r.status, 200, `customer chat: ${text}`);
+    const turn = JSON.parse(text);
+    // The fallback, or the (mock) model without a confident intent: both are misses.
+    assert.ok(["fallback", "llm"].includes(turn.source) && turn.intent === null, `the demo shop cannot answer "${message}": ${text}`);
   }
   // The log is written a moment later: the server mines them into one cluster.
   let mined;
@@ -621,7 +622,7 @@ test("unanswered questions: a cluster accepted as a draft", { timeout: 300_000 }
     return mined.clusters.some((c) => c.messages.includes(UNANSWERED[0]));
   }, "the questions are mined into a cluster");
   const cluster = mined.clusters.find((c) => c.messages.includes(UNANSWERED[0]));
-  assert.ok(cluster.conversations >= UNANSWERED.length * 2, `the cluster counts the conversations: ${JSON.stringify(cluster)}`);
+  assert.ok(cluster.conversations >= 3, `the wordings make one cluster: ${JSON.stringify(cluster)}`);
   t.diagnostic(`cluster #${cluster.rank}: ${cluster.conversations} conversations, suggests ${JSON.stringify(cluster.action)}`);
 
   await withPage(t, DESKTOP, async (page) => {
