@@ -19,13 +19,14 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, FixedOffset, TimeZone};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use super::http::{Body, json_response, read_json};
-use super::workbench::{blocking, log_dir, period};
+use super::versions::{blocking, query_value};
 use super::{ApiError, State};
 use crate::data::mine::accept::{self, AcceptError, Suggestion};
 use crate::data::mine::{self, MineOptions};
@@ -50,7 +51,13 @@ const MAX_ACCEPT_BYTES: usize = 32 * 1024;
 /// the shop's zone), the period and where the nearest neighbours were looked up. 404
 /// `no_log` without a log, 429 `busy` while another mining runs.
 pub(super) async fn report(state: &Arc<State>, query: Option<&str>) -> Result<Response<Body>, ApiError> {
-    let log_dir = log_dir(state, "no unanswered questions to find")?;
+    let Some(log_dir) = state.log_dir.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_log",
+            "this node keeps no conversation log (--conversation-log DIR): there is nothing to mine",
+        ));
+    };
     let (since, until) = period(state, query, DEFAULT_DAYS)?;
     let permit = MINES.try_acquire().map_err(|_| {
         let mut e = ApiError::new(
@@ -98,6 +105,48 @@ pub(super) async fn report(state: &Arc<State>, query: Option<&str>) -> Result<Re
         Ok(json_response(StatusCode::OK, &body))
     })
     .await?
+}
+
+/// The period from the `since` and `until` query parameters (RFC 3339), as `GET
+/// /admin/report` reads them: by default the `days` days up to the end of today in the
+/// shop's time zone (midnight to midnight), `until` by default `days` days after `since`.
+/// 400 for a bad time, an empty period or one over 366 days.
+fn period(
+    state: &State,
+    query: Option<&str>,
+    days: i64,
+) -> Result<(DateTime<FixedOffset>, DateTime<FixedOffset>), ApiError> {
+    let zone = state.engine.rules().shop.timezone;
+    let time = |name: &str| -> Result<Option<DateTime<FixedOffset>>, ApiError> {
+        query_value(query, name)?
+            .map(|v| {
+                DateTime::parse_from_rfc3339(&v)
+                    .map_err(|e| ApiError::invalid(format!("`{name}` is not an RFC 3339 time ({e}): `{v}`")))
+            })
+            .transpose()
+    };
+    let midnight = |day: chrono::NaiveDate| {
+        zone.from_local_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight exists"))
+            .earliest()
+            .map(|t| t.fixed_offset())
+            .ok_or_else(ApiError::internal)
+    };
+    let today = chrono::Utc::now().with_timezone(&zone).date_naive();
+    let since = match time("since")? {
+        Some(t) => t,
+        None => midnight(today - chrono::Duration::days(days - 1))?,
+    };
+    let until = match time("until")? {
+        Some(t) => t,
+        None => midnight(since.with_timezone(&zone).date_naive() + chrono::Duration::days(days))?,
+    };
+    if until <= since {
+        return Err(ApiError::invalid("`until` comes after `since`"));
+    }
+    if until - since > chrono::Duration::days(366) {
+        return Err(ApiError::invalid("a period covers at most 366 days"));
+    }
+    Ok((since, until))
 }
 
 /// `POST /admin/mine/accept` with a [`Suggestion`]: writes it into the draft rules

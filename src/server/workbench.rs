@@ -24,7 +24,7 @@ use crate::TurnRequest;
 use crate::reload::workbench::{self, Built, WorkbenchError};
 
 /// Runs `work` on the blocking pool; a panic is a 500.
-pub(super) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work).await.map_err(|e| {
         tracing::error!(error = %e, "a workbench task panicked");
         ApiError::internal()
@@ -328,27 +328,17 @@ pub(super) async fn save_test(state: &Arc<State>, req: Request<Incoming>) -> Res
     .await?
 }
 
-/// This node's conversation log directory, or 404 `no_log` saying there is `nothing` (the
-/// routes that read the log: the report, the mining).
-pub(super) fn log_dir(state: &State, nothing: &str) -> Result<std::path::PathBuf, ApiError> {
-    state.log_dir.clone().ok_or_else(|| {
-        ApiError::new(
+/// `GET /admin/report?since=RFC3339&until=RFC3339`: `kefu report`'s figures over this
+/// node's conversation log for the period (default: today in the shop's time zone), its
+/// turns hour by hour, and the satisfaction scores. 404 `no_log` without a log.
+pub(super) async fn report(state: &Arc<State>, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let Some(log_dir) = state.log_dir.clone() else {
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "no_log",
-            format!("this node keeps no conversation log (--conversation-log DIR): {nothing}"),
-        )
-    })
-}
-
-/// The period of a route over the conversation log from its `since` and `until` query
-/// parameters (RFC 3339): by default the `days` days up to the end of today in the shop's
-/// time zone (midnight to midnight), `until` by default `days` days after `since`. 400
-/// for a bad time, an empty period or one over 366 days.
-pub(super) fn period(
-    state: &State,
-    query: Option<&str>,
-    days: i64,
-) -> Result<(DateTime<FixedOffset>, DateTime<FixedOffset>), ApiError> {
+            "this node keeps no conversation log (--conversation-log DIR): there are no figures",
+        ));
+    };
     let zone = state.engine.rules().shop.timezone;
     let time = |name: &str| -> Result<Option<DateTime<FixedOffset>>, ApiError> {
         super::versions::query_value(query, name)?
@@ -366,29 +356,19 @@ pub(super) fn period(
     };
     let since = match time("since")? {
         Some(t) => t,
-        None => midnight(today - chrono::Duration::days(days - 1)).ok_or_else(ApiError::internal)?,
+        None => midnight(today).ok_or_else(ApiError::internal)?,
     };
     let until = match time("until")? {
         Some(t) => t,
-        None => midnight(since.with_timezone(&zone).date_naive() + chrono::Duration::days(days))
+        None => midnight(since.with_timezone(&zone).date_naive() + chrono::Duration::days(1))
             .ok_or_else(ApiError::internal)?,
     };
     if until <= since {
         return Err(ApiError::invalid("`until` comes after `since`"));
     }
     if until - since > chrono::Duration::days(366) {
-        return Err(ApiError::invalid("a period covers at most 366 days"));
+        return Err(ApiError::invalid("a report covers at most 366 days"));
     }
-    Ok((since, until))
-}
-
-/// `GET /admin/report?since=RFC3339&until=RFC3339`: `kefu report`'s figures over this
-/// node's conversation log for the period (default: today in the shop's time zone), its
-/// turns hour by hour, and the satisfaction scores. 404 `no_log` without a log.
-pub(super) async fn report(state: &Arc<State>, query: Option<&str>) -> Result<Response<Body>, ApiError> {
-    let log_dir = log_dir(state, "there are no figures")?;
-    let zone = state.engine.rules().shop.timezone;
-    let (since, until) = period(state, query, 1)?;
     blocking(move || {
         let files = crate::data::writer::log_files(&log_dir).map_err(|e| {
             tracing::error!(dir = %log_dir.display(), error = %e, "the conversation log could not be listed");
