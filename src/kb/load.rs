@@ -4,7 +4,8 @@
 //! file or split it (`products.yaml`, `faq_售后.yaml`). Files are read in name order. YAML
 //! syntax errors and unknown or mistyped fields (serde with `deny_unknown_fields`) are
 //! reported at their line and column in the kb file; checks across entries (duplicate ids,
-//! FAQ entries about unknown products, empty answers) point at the entry's `id:` line.
+//! FAQ entries about unknown products) point at the entry's `id:` line; an entry without
+//! an answer yet at its `answer:` line.
 //! Any error fails the whole load, so a broken kb edit leaves the old rules serving.
 //! Files are read through [`crate::diag::files::read`]: regular files inside the rules directory, at
 //! most 16 MiB each.
@@ -224,10 +225,19 @@ fn check<'a>(
             ));
         }
         if f.answer.trim().is_empty() {
-            diagnostics.push(Diagnostic::error(
-                span,
-                format!("FAQ entry `{}` has an empty answer", f.id),
-            ));
+            // A drafted entry (`kefu mine --accept`) is written with `answer: ""` on
+            // purpose: the draft must not publish until someone writes the answer, and the
+            // error points at the line to fill in.
+            diagnostics.push(
+                Diagnostic::error(
+                    entry_field(sources, span, "answer").unwrap_or(span),
+                    format!(
+                        "FAQ entry `{}` has no answer yet: write the answer the customer should get",
+                        f.id
+                    ),
+                )
+                .with_label("the answer goes here"),
+            );
         }
         if f.variants.is_empty() {
             diagnostics.push(
@@ -324,6 +334,44 @@ fn locate(sources: &SourceMap, file: FileId, key: &str, value: &str, mut skip: u
         offset += line.len();
     }
     Span::new(file, 0, 0)
+}
+
+/// The span of the `key` of the list entry whose `id:` value is at `id` (`key: value` on
+/// one of the entry's lines, `- key:` too): from the line starting the entry (`- `) to the
+/// line before the next entry or the end of the list. `None` when the entry has no such
+/// line or `id` is not on one (the empty span at the file start).
+fn entry_field(sources: &SourceMap, id: Span, key: &str) -> Option<Span> {
+    if id.start == 0 && id.end == 0 {
+        return None;
+    }
+    let text = &sources.file(id.file).text;
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    // The lines with their offsets; the entry starts at the last `- ` line at or before `id`.
+    let mut lines = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        lines.push((offset, line));
+        offset += line.len();
+    }
+    let at = lines.iter().rposition(|(start, _)| *start <= id.start)?;
+    let first = (0..=at).rev().find(|&i| lines[i].1.trim_start().starts_with("- "))?;
+    let dash = indent(lines[first].1);
+    for (i, (start, line)) in lines.iter().enumerate().skip(first) {
+        let trimmed = line.trim_start();
+        let blank = trimmed.is_empty() || trimmed.starts_with('#');
+        if i > first && !blank && indent(line) <= dash {
+            break;
+        }
+        let field = trimmed.strip_prefix("- ").map_or(trimmed, str::trim_start);
+        if field
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        {
+            let at = start + (line.len() - field.len());
+            return Some(Span::new(id.file, at, at + key.len()));
+        }
+    }
+    None
 }
 
 /// `span` unless [`locate`] found nothing (the empty span at the file start).

@@ -99,6 +99,20 @@ impl Lowerer<'_> {
                     .with_label("this rule would answer with nothing"),
                 );
             }
+            if let Some(reply) = rule.reply.as_ref().filter(|r| r.value.trim().is_empty()) {
+                // `reply ""` is how a drafted rule (`kefu mine --accept`) waits for its
+                // text: it must not publish, and the error points at what to fill in.
+                self.push(
+                    Diagnostic::error(
+                        reply.span,
+                        format!(
+                            "rule `{}` has no reply yet: write what the customer should be told",
+                            rule.name.name
+                        ),
+                    )
+                    .with_label("an empty reply"),
+                );
+            }
             let triggers: Vec<Trigger> = rule.triggers.iter().filter_map(|t| self.trigger(t, refs)).collect();
             let when = rule
                 .when
