@@ -152,7 +152,7 @@ fn period(
 /// `POST /admin/mine/accept` with a [`Suggestion`]: writes it into the draft rules
 /// directory and answers what it wrote ([`accept::Drafted`], 201). 400 `invalid` when it
 /// cannot be applied (an unknown intent, no usable message), 409 `conflict` when a file
-/// changed while it was written.
+/// was saved by someone else while it was written (nothing written).
 pub(super) async fn accept(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let suggestion: Suggestion = read_json(req, MAX_ACCEPT_BYTES.min(state.limits.max_body_bytes), false).await?;
     let dir = state.workbench.dir().to_path_buf();
@@ -167,9 +167,30 @@ pub(super) async fn accept(state: &Arc<State>, req: Request<Incoming>) -> Result
 fn accept_error(error: AcceptError) -> ApiError {
     match error {
         AcceptError::Invalid(message) => ApiError::new(StatusCode::BAD_REQUEST, "invalid", message),
+        // A save landed between reading and writing a file: nothing was written, and
+        // accepting again works on the file as it is now.
+        AcceptError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
         AcceptError::Io(message) => {
             tracing::error!(error = %message, "a mined suggestion could not be written");
             ApiError::internal()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_are_answered_by_kind() {
+        let invalid = accept_error(AcceptError::Invalid("no intent `x`".into()));
+        assert_eq!((invalid.status, invalid.kind), (StatusCode::BAD_REQUEST, "invalid"));
+        assert_eq!(invalid.message, "no intent `x`");
+        let conflict = accept_error(AcceptError::Conflict("`kb/faq.yaml` changed".into()));
+        assert_eq!((conflict.status, conflict.kind), (StatusCode::CONFLICT, "conflict"));
+        // An I/O error's text (paths of the server's disk) stays in the log.
+        let io = accept_error(AcceptError::Io("/srv/rules/kb/faq.yaml: permission denied".into()));
+        assert_eq!(io.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!io.message.contains("/srv"));
     }
 }
