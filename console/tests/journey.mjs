@@ -72,7 +72,7 @@ const PUBLISH_MESSAGE = "换货：加一条说明，存一条测试对话";
 const CANARY_PERCENT = 10;
 // A question the demo shop has no rule, intent or FAQ entry for, in six wordings (each
 // different: a repeated text would be answered from the answer cache).
-const UNANSWERED = ["你们招代理吗 怎么加盟", "想做你们家的代理，加盟要什么条件", "代理加盟怎么申请", "我想加盟做代理 怎么联系", "招不招代理啊 想加盟", "加盟代理需要交钱吗"];
+const UNANSWERED = ["怎么加盟做代理", "请问怎么加盟做你们的代理", "怎么加盟做代理啊", "亲 怎么加盟做代理", "想知道怎么加盟做代理", "怎么加盟做代理呢"];
 
 
 // --- Selectors: the one place to adjust -------------------------------------------------
