@@ -287,7 +287,7 @@ function Trend(props: { a: number; b: number }) {
   );
 }
 
-/** The first added line of a unified diff's new file, for a link into the editor. */
+/** The first added line with text of a unified diff's new file, for a link into the editor. */
 function firstAddedLine(diff: string): number | undefined {
   let line = 0;
   for (const l of diff.split("\n")) {
@@ -297,7 +297,8 @@ function firstAddedLine(diff: string): number | undefined {
       continue;
     }
     if (!line || l.startsWith("+++") || l.startsWith("---")) continue;
-    if (l.startsWith("+")) return line;
+    // The first added line with text (a blank line often comes first, before the comment).
+    if (l.startsWith("+") && l.slice(1).trim()) return line;
     if (!l.startsWith("-")) line++;
   }
   return undefined;
