@@ -14,6 +14,7 @@ import { Overview } from "./pages/overview";
 import { TestsPage } from "./pages/tests";
 import { PublishPage } from "./pages/publish";
 import { TablesPage } from "./pages/tables";
+import { MinePage } from "./pages/mine";
 import "./style.css";
 
 addStrings({
@@ -21,6 +22,7 @@ addStrings({
   "nav.inbox": { zh: "坐席工作台", en: "Inbox" },
   "nav.editor": { zh: "规则编辑", en: "Editor" },
   "nav.tables": { zh: "知识库表格", en: "Tables" },
+  "nav.mine": { zh: "未解决的问题", en: "Unanswered" },
   "nav.tests": { zh: "测试", en: "Tests" },
   "nav.publish": { zh: "发布", en: "Publish" },
   "nav.menu": { zh: "菜单", en: "Menu" },
@@ -46,6 +48,7 @@ const NAV: { path: string; key: string; match: (p: string) => boolean; can?: str
   { path: "/", key: "nav.overview", match: (p) => p === "/" },
   { path: "/editor", key: "nav.editor", match: (p) => p === "/editor" },
   { path: "/tables/faq", key: "nav.tables", match: (p) => p.startsWith("/tables") },
+  { path: "/mine", key: "nav.mine", match: (p) => p === "/mine" },
   { path: "/tests", key: "nav.tests", match: (p) => p === "/tests" },
   { path: "/publish", key: "nav.publish", match: (p) => p === "/publish" },
 ];
@@ -96,6 +99,7 @@ function Route(props: { me: Me }) {
     return <LazyEditor path={loc.query.get("path") ?? undefined} line={Number.isFinite(line) && line > 0 ? line : undefined} />;
   }
   if (p === "/inbox") return <LazyInbox user={props.me.user} can={can} />;
+  if (p === "/mine") return <MinePage can={can} />;
   if (p === "/tests") return <TestsPage />;
   if (p === "/publish") return <PublishPage can={can} />;
   if (p === "/tables") return <TablesPage table="faq" can={can} />;

@@ -13,7 +13,11 @@
 //   5. the server refuses what the page might not: a viewer's publish (403), a request
 //      without the CSRF token or from another origin (403), wrong passwords (401, then 429);
 //   6. at 390x844 (a phone): sign in, open the navigation, the editor and publish pages
-//      without horizontal overflow.
+//      without horizontal overflow;
+//   7. unanswered questions (issue #25): a question the demo shop cannot answer, asked in
+//      six wordings in different conversations, forms a cluster on the page; the
+//      editor accepts it as a draft, sees the diff, and the draft file on disk has the
+//      messages; the page fits a phone.
 //
 // Run: `tests/support/console_journey.sh target/debug/kefu` (what `make test` does), or
 // `cd console && KEFU_BIN=../target/debug/kefu npm run e2e`. Env knobs:
@@ -34,7 +38,8 @@
 //   chat-save-test, tests-run, tests-results, tests-passing, publish-diff, publish-replay,
 //   publish-message, publish-percent, publish-submit, publish-canary (the canary's
 //   publish button), version-canary (the canary's mark in the versions list),
-//   version-rollback, confirm (a confirmation dialog's OK button)
+//   version-rollback, confirm (a confirmation dialog's OK button),
+//   mine-cluster (a question's card), mine-accept, mine-write, mine-drafted
 // The fallbacks follow the shell's and the editor's pages as written for #22 (their
 // Chinese labels: 用户名, 密码, 登录, 菜单, 规则编辑, 测试, 发布, 保存, 保存为测试, 运行测试,
 // 灰度比例, 灰度发布 N%, 灰度 N%, 停止灰度...).
@@ -65,6 +70,9 @@ const CHAT_FLOW = "换货申请";
 const TEST_NAME = "VIP 想换个颜色（控制台存的测试）";
 const PUBLISH_MESSAGE = "换货：加一条说明，存一条测试对话";
 const CANARY_PERCENT = 10;
+// A question the demo shop has no rule, intent or FAQ entry for, in six wordings (each
+// different: a repeated text would be answered from the answer cache).
+const UNANSWERED = ["怎么加盟做代理", "请问怎么加盟做你们的代理", "怎么加盟做代理啊", "亲 怎么加盟做代理", "想知道怎么加盟做代理", "怎么加盟做代理呢"];
 
 
 // --- Selectors: the one place to adjust -------------------------------------------------
@@ -128,6 +136,13 @@ const SEL = {
   // While a canary runs, rolling back stops it (POST /admin/rollback {}).
   versionRollback: (p) => either(p, "version-rollback", p.getByRole("main").getByRole("button", { name: /停止灰度|结束灰度/ })),
 
+  // The unanswered questions: a question's card (by a message it shows), its accept
+  // button, the accept form's write button, and what it wrote.
+  mineCluster: (p, text) => p.getByTestId("mine-cluster").filter({ hasText: text }).or(p.getByRole("article").filter({ hasText: text })).first(),
+  mineAccept: (scope) => either(scope, "mine-accept", scope.getByRole("button", { name: /采纳/ })),
+  mineWrite: (scope) => either(scope, "mine-write", scope.getByRole("button", { name: /写入草稿/ })),
+  mineDrafted: (scope) => either(scope, "mine-drafted", scope.getByText(/已写入草稿/)),
+
   // A confirmation the page asks for (its own dialog; native confirm() is accepted too).
   confirm: (p) => either(p, "confirm", p.getByRole("dialog").getByRole("button", { name: /确认|确定|回滚|停止|发布|保存|是/ })),
   dialogTextbox: (p) => p.getByRole("dialog").getByRole("textbox").first(),
@@ -139,6 +154,7 @@ const NAV_NAMES = {
   tests: /^\s*测试/,
   publish: /^\s*发布/,
   tables: /表格|知识库|问答|商品/,
+  mine: /未解决/,
 };
 
 // --- The server ---------------------------------------------------------------------------
@@ -582,5 +598,61 @@ test("the console works on a phone (390x844): no sideways scrolling", { timeout:
     await SEL.publishSubmit(page).waitFor();
     assert.ok(!(await overflowsSideways(page)), "the publish page fits");
     await shot(page, "phone-publish");
+  });
+});
+
+test("unanswered questions: a cluster accepted as a draft", { timeout: 300_000 }, async (t) => {
+  // Each wording asked in its own conversation.
+  for (const [i, message] of UNANSWERED.entries()) {
+    const r = await fetch(`${S.base}/v1/chat`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ session_id: `mine-${i}`, message }),
+    });
+    const text = await r.text();
+    assert.equal(r.status, 200, `customer chat: ${text}`);
+    const turn = JSON.parse(text);
+    // The fallback, or the (mock) model without a confident intent: both are misses.
+    assert.ok(["fallback", "llm"].includes(turn.source) && turn.intent === null, `the demo shop cannot answer "${message}": ${text}`);
+  }
+  // The log is written a moment later: the server mines them into one cluster.
+  let mined;
+  await until(async () => {
+    mined = await admin("GET", "/admin/mine");
+    return mined.clusters.some((c) => c.messages.includes(UNANSWERED[0]));
+  }, "the questions are mined into a cluster");
+  const cluster = mined.clusters.find((c) => c.messages.includes(UNANSWERED[0]));
+  assert.ok(cluster.conversations >= 3, `the wordings make one cluster: ${JSON.stringify(cluster)}`);
+  t.diagnostic(`cluster #${cluster.rank}: ${cluster.conversations} conversations, suggests ${JSON.stringify(cluster.action)}`);
+
+  await withPage(t, DESKTOP, async (page) => {
+    await signIn(page, PUBLISHER);
+    const read = page.waitForResponse((r) => r.request().method() === "GET" && new URL(r.url()).pathname === "/admin/mine", { timeout: 120_000 });
+    await go(page, "mine");
+    assert.equal((await read).status(), 200, "the page reads the mined report");
+    const card = SEL.mineCluster(page, UNANSWERED[0]);
+    await card.waitFor();
+    await SEL.mineAccept(card).click();
+    const accepted = page.waitForResponse(api("POST", "/admin/mine/accept"));
+    await SEL.mineWrite(card).click();
+    const answer = await accepted;
+    assert.equal(answer.status(), 201, `accept: ${await answer.text()}`);
+    const sent = answer.request().postDataJSON();
+    assert.deepEqual(sent.action, cluster.action, "the suggestion as mined");
+    const drafted = await answer.json();
+    await SEL.mineDrafted(card).waitFor();
+    for (const f of drafted.files) {
+      await card.getByText(f.path).first().waitFor();
+      const text = fs.readFileSync(path.join(S.rules, f.path), "utf8");
+      for (const m of sent.messages) assert.ok(text.includes(m), `${f.path} holds "${m}":\n${text}`);
+    }
+    t.diagnostic(`wrote ${drafted.files.map((f) => f.path).join(", ")}`);
+  });
+
+  await withPage(t, PHONE, async (page) => {
+    await signIn(page, PUBLISHER);
+    await go(page, "mine");
+    await SEL.mineCluster(page, UNANSWERED[0]).waitFor({ timeout: 120_000 });
+    assert.ok(!(await overflowsSideways(page)), "the unanswered questions fit a phone");
   });
 });

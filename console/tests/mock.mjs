@@ -9,6 +9,8 @@
 //        CHROMIUM=PATH    the browser (default /usr/bin/chromium)
 //        ONLY=NAME        run only the scenarios whose name contains NAME
 //        DEBUG=1          on a failure, list the API calls the page made
+//        KEFU_SCREENSHOTS=1  also write the unanswered-questions page's screenshots into
+//                         ../docs/console/ (mine*.png)
 import { chromium } from "playwright-core";
 import { readFile, mkdir } from "node:fs/promises";
 import { extname, join, dirname } from "node:path";
@@ -16,6 +18,7 @@ import { fileURLToPath } from "node:url";
 
 const DIST = join(dirname(fileURLToPath(import.meta.url)), "..", "dist");
 const SHOTS = process.env.SHOTS ?? "/tmp/shots-shell";
+const DOCS = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "docs", "console");
 const ORIGIN = "http://kefu.test";
 const TYPES = { ".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".svg": "image/svg+xml", ".png": "image/png" };
 
@@ -163,6 +166,53 @@ const PRODUCTS = {
   ],
 };
 
+// GET /admin/mine: `data::mine::MineReport` with the period and where nearest neighbours
+// were looked up (docs/api.md, "Mining").
+const MINE = {
+  since: "2026-11-09T00:00:00+08:00", until: "2026-12-07T00:00:00+08:00", nearest_from: "draft",
+  read: { files: 28, lines: 18250, bad: [] }, first: "2026-11-09T00:01:12+08:00", last: "2026-12-06T13:41:55+08:00",
+  turns: 18250, misses: 912, conversations: 604, rules: "e01e74f4569e", unclustered: 301,
+  clusters: [
+    { rank: 1, size: 64, conversations: 58, this_week: 21, last_week: 9,
+      reasons: { fallback: 41, handoff: 17, low_intent: 6 },
+      examples: ["能开增值税专用发票吗", "亲 可以开专票吗 公司报销要用", "专用发票能开不", "我们公司要专票，抬头怎么填", "can I get a VAT special invoice"],
+      messages: ["能开增值税专用发票吗", "亲 可以开专票吗 公司报销要用", "专用发票能开不", "我们公司要专票，抬头怎么填", "can I get a VAT special invoice", "开专票要提供什么", "专票和普票有什么区别"],
+      nearest_intent: { kind: "intent", name: "售后.发票", score: 0.31 }, nearest_faq: { kind: "faq", name: "支付方式", score: 0.12 },
+      action: { kind: "new_faq", id: "增值税专用发票" } },
+    { rank: 2, size: 51, conversations: 44, this_week: 12, last_week: 14,
+      reasons: { fallback: 30, low_intent: 21 },
+      examples: ["快递三天了还没动", "物流一直不更新 是不是丢了", "我的包裹卡在中转站了", "怎么还没到啊"],
+      messages: ["快递三天了还没动", "物流一直不更新 是不是丢了", "我的包裹卡在中转站了", "怎么还没到啊", "物流信息好几天没变"],
+      nearest_intent: { kind: "intent", name: "物流.查询", score: 0.52 }, nearest_faq: null,
+      action: { kind: "add_examples", intent: "物流.查询" } },
+    { rank: 3, size: 22, conversations: 19, this_week: 11, last_week: 0,
+      reasons: { handoff: 9, fallback: 13 },
+      examples: ["可以用花呗分期吗", "支持分期付款不", "信用卡分期免息吗"],
+      messages: ["可以用花呗分期吗", "支持分期付款不", "信用卡分期免息吗"],
+      nearest_intent: null, nearest_faq: { kind: "faq", name: "支付方式", score: 0.38 },
+      action: { kind: "new_intent", name: "挖掘.花呗分期" } },
+    { rank: 4, size: 9, conversations: 7, this_week: 3, last_week: 3,
+      reasons: { bad_rating: 4, fallback: 5 },
+      examples: ["礼盒能单独买吗", "包装盒另外卖吗"],
+      messages: ["礼盒能单独买吗", "包装盒另外卖吗"],
+      nearest_intent: null, nearest_faq: { kind: "faq", name: "礼品包装", score: 0.71 },
+      action: { kind: "add_variants", faq: "礼品包装" } },
+  ],
+};
+
+/** POST /admin/mine/accept's answer for a new FAQ entry (`accept::Drafted`). */
+function drafted(body) {
+  const a = body.action;
+  if (a.kind === "new_faq") {
+    const lines = [`+  - id: ${a.id}`, `+    question: ${body.messages[0]}`];
+    if (body.messages.length > 1) lines.push("+    variants:", ...body.messages.slice(1).map((m) => `+      - ${m}`));
+    lines.push('+    answer: ""');
+    return { files: [{ path: "kb/faq.yaml", created: false, diff: `--- draft/kb/faq.yaml\n+++ draft/kb/faq.yaml\n@@ -212,3 +212,${3 + lines.length} @@\n   - id: 男女同款\n     question: 男女同款吗\n     answer: 是的，男女同款，按身高体重选尺码。\n${lines.join("\n")}\n` }] };
+  }
+  const intent = a.intent ?? a.name;
+  return { files: [{ path: "intents.kefu", created: false, diff: `--- draft/intents.kefu\n+++ draft/intents.kefu\n@@ -40,4 +40,6 @@ intent ${intent} {\n     "到哪了",\n     "查一下物流",\n+    # kefu mine 2026-12-06\n${body.messages.map((m) => `+    "${m}",`).join("\n")}\n   }\n }\n` }] };
+}
+
 // ---- the mocked server ----
 
 function json(status, body, headers = {}) {
@@ -199,6 +249,8 @@ function server(opts) {
     },
     "POST /admin/replay": () => (CAN[state.role].includes("edit") ? json(200, REPLAY) : err(403, "forbidden", "needs editor", { needs: "editor" })),
     "GET /admin/versions": () => json(200, VERSIONS),
+    "GET /admin/mine": () => json(200, MINE),
+    "POST /admin/mine/accept": (req) => (CAN[state.role].includes("edit") ? json(201, drafted(req.postDataJSON())) : err(403, "forbidden", "needs editor", { needs: "editor" })),
     "POST /admin/publish": () => json(201, { version: { ...VERSIONS.versions[0], id: 5 }, warnings: "", failures: [] }),
     "POST /admin/promote": () => json(200, { live: 4 }),
     "POST /admin/rollback": () => json(200, { version: { ...VERSIONS.versions[1], id: 5, rollback_of: 2 } }),
@@ -255,6 +307,18 @@ async function see(page, text) {
 /** Waits for a table cell (a textarea) holding `text`. */
 async function seeCell(page, text) {
   await page.waitForFunction((x) => [...document.querySelectorAll("textarea")].some((t) => t.value.includes(x)), text, { timeout: 5000 });
+}
+
+/** The page scrolls sideways: wider than the viewport. */
+async function overflows(page) {
+  return page.evaluate(() => document.scrollingElement.scrollWidth > window.innerWidth);
+}
+
+/** A docs screenshot, docs/console/NAME.png (NAME-phone.png at 390 px), with KEFU_SCREENSHOTS=1. */
+async function docShot(page, name, size) {
+  if (process.env.KEFU_SCREENSHOTS !== "1") return;
+  await mkdir(DOCS, { recursive: true });
+  await page.screenshot({ path: join(DOCS, `${name}${size === "phone" ? "-phone" : ""}.png`) });
 }
 
 const SIZES = [
@@ -429,6 +493,90 @@ const scenarios = [
     await page.goto(ORIGIN + "/console/");
     await see(page, "今天还没有对话");
     await shot("overview-empty");
+  }],
+  ["mine", { role: "editor" }, async (page, shot, srv, size) => {
+    await page.goto(ORIGIN + "/console/mine");
+    await page.getByRole("heading", { name: "未解决的问题" }).waitFor();
+    await see(page, "能开增值税专用发票吗");
+    await see(page, "新建 FAQ「增值税专用发票」");
+    await see(page, "把这些说法加为意图「物流.查询」的例句");
+    await see(page, "本周 21 · 上周 9");
+    expect((await page.getByRole("button", { name: "采纳为草稿" }).count()) === 4, "an editor may accept each cluster");
+    expect(!(await overflows(page)), "no sideways scrolling");
+    await shot("mine");
+    await docShot(page, "mine", size);
+    // Accept the first cluster: a new FAQ entry, one message left out, the id changed.
+    await page.getByRole("button", { name: "采纳为草稿" }).first().click();
+    const form = page.getByTestId("mine-accept-form");
+    await form.waitFor();
+    await form.getByRole("checkbox", { name: "专票和普票有什么区别" }).uncheck();
+    await form.getByRole("textbox", { name: "FAQ 编号" }).fill("增值税专票");
+    expect(!(await overflows(page)), "the form fits");
+    await form.scrollIntoViewIfNeeded();
+    await shot("mine-accept");
+    await page.getByTestId("mine-write").click();
+    await see(page, "已写入草稿，还没有上线");
+    await see(page, "answer: \"\"");
+    const post = srv.calls.find((c) => c.key === "POST /admin/mine/accept");
+    const sent = JSON.parse(post.body);
+    expect(sent.action.kind === "new_faq" && sent.action.id === "增值税专票", "the action sent: " + post.body);
+    expect(sent.messages.length === 6 && !sent.messages.includes("专票和普票有什么区别"), "the messages chosen: " + post.body);
+    expect(post.headers["x-csrf-token"] === "tok", "the accept carries the CSRF token");
+    const link = await page.getByTestId("mine-open-editor").first().getAttribute("href");
+    expect(link === "/console/editor?path=kb%2Ffaq.yaml&line=215", "the editor link goes to the first added line: " + link);
+    expect((await page.getByTestId("mine-to-publish").getAttribute("href")) === "/console/publish", "a link to Publish");
+    expect(!(await overflows(page)), "the diff fits (it scrolls inside itself)");
+    await page.getByTestId("mine-drafted").scrollIntoViewIfNeeded();
+    await shot("mine-accepted");
+    await docShot(page, "mine-accepted", size);
+    // Switch the second cluster's action from its suggestion to a new intent.
+    await page.getByRole("button", { name: "采纳为草稿" }).first().click();
+    await page.getByTestId("mine-accept-form").getByRole("radio", { name: /新建意图/ }).check();
+    await page.getByTestId("mine-write").click();
+    await see(page, "# kefu mine 2026-12-06");
+    const second = JSON.parse(srv.calls.filter((c) => c.key === "POST /admin/mine/accept")[1].body);
+    expect(second.action.kind === "new_intent" && /^挖掘\./.test(second.action.name), "switched to a new intent: " + JSON.stringify(second));
+    await page.getByText("English").click();
+    await page.getByRole("heading", { name: "Unanswered questions" }).waitFor();
+    await see(page, "Add these messages as examples of the intent “物流.查询”");
+    await page.getByText("中文").click();
+  }],
+  ["mine-viewer", { role: "viewer", user: "访客" }, async (page, shot) => {
+    await page.goto(ORIGIN + "/console/mine");
+    await see(page, "能开增值税专用发票吗");
+    expect((await page.getByRole("button", { name: "采纳为草稿" }).count()) === 0, "a viewer sees no accept button");
+    await shot("mine-viewer");
+  }],
+  ["mine-invalid", { role: "editor", overrides: { "POST /admin/mine/accept": () => err(400, "invalid", "no intent `物流.查询` in the rules; did you mean `物流.查件`?") } }, async (page, shot) => {
+    await page.goto(ORIGIN + "/console/mine");
+    await page.getByRole("button", { name: "采纳为草稿" }).nth(1).click();
+    await page.getByTestId("mine-write").click();
+    await see(page, "这个建议写不进草稿");
+    await see(page, "did you mean");
+    await shot("mine-invalid");
+  }],
+  ["mine-empty", { role: "editor", overrides: { "GET /admin/mine": () => json(200, { ...MINE, misses: 0, conversations: 0, clusters: [], unclustered: 0 }) } }, async (page, shot) => {
+    await page.goto(ORIGIN + "/console/mine");
+    await see(page, "没有未解决的问题");
+    await shot("mine-empty");
+  }],
+  ["mine-no-log", { role: "editor", overrides: { "GET /admin/mine": () => err(404, "no_log", "this node keeps no conversation log") } }, async (page, shot) => {
+    await page.goto(ORIGIN + "/console/mine");
+    await see(page, "不保存对话日志");
+    await shot("mine-no-log");
+  }],
+  ["mine-period", { role: "editor" }, async (page, shot, srv) => {
+    await page.goto(ORIGIN + "/console/mine");
+    await see(page, "能开增值税专用发票吗");
+    expect(srv.calls.some((c) => c.key === "GET /admin/mine"), "the page reads the report");
+    const asked = page.waitForRequest((r) => new URL(r.url()).pathname === "/admin/mine" && new URL(r.url()).searchParams.has("since"));
+    await page.getByTestId("mine-period").selectOption("7");
+    const q = new URL((await asked).url()).searchParams;
+    const days = (Date.parse(q.get("until")) - Date.parse(q.get("since"))) / 86_400_000;
+    expect(Math.round(days) === 7, "seven days asked: " + q.toString());
+    await page.getByTestId("mine-period").selectOption("custom");
+    await page.locator("input[type=date]").first().waitFor();
+    await shot("mine-period");
   }],
   ["editor-route", { role: "editor" }, async (page, shot) => {
     await page.goto(ORIGIN + "/console/editor?path=aftersale.kefu&line=12");

@@ -1581,23 +1581,7 @@ pub fn report_between(
     zone: chrono_tz::Tz,
     options: &ReportOptions,
 ) -> Result<(Report, Vec<Hour>), DataError> {
-    let (first, last) = (
-        since.with_timezone(&zone).date_naive() - chrono::Duration::days(1),
-        until.with_timezone(&zone).date_naive() + chrono::Duration::days(1),
-    );
-    let wanted: Vec<PathBuf> = files
-        .iter()
-        .filter(|path| {
-            let day = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_prefix("conversations-"))
-                .and_then(|n| n.get(..10))
-                .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
-            day.is_none_or(|day| (first..=last).contains(&day))
-        })
-        .cloned()
-        .collect();
+    let wanted = super::writer::files_between(files, since, until, zone);
     let start = since.with_timezone(&zone);
     let hours = ((until - since).num_hours().max(0) as usize + 1).min(24 * 366);
     let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); hours];

@@ -593,6 +593,35 @@ impl RotatingFile {
     }
 }
 
+/// Of the log `files`, those whose day can hold records of `[since, until)`: the writer's
+/// names (`conversations-YYYY-MM-DD-NNN.jsonl`, days in `zone`) with a day of margin each
+/// side (a record is written a moment after its turn); a file named otherwise is kept. A
+/// period's reader then reads a day's files of a year of logs, not all of them.
+pub fn files_between(
+    files: &[PathBuf],
+    since: DateTime<FixedOffset>,
+    until: DateTime<FixedOffset>,
+    zone: Tz,
+) -> Vec<PathBuf> {
+    let (first, last) = (
+        since.with_timezone(&zone).date_naive() - chrono::Duration::days(1),
+        until.with_timezone(&zone).date_naive() + chrono::Duration::days(1),
+    );
+    files
+        .iter()
+        .filter(|path| {
+            let day = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("conversations-"))
+                .and_then(|n| n.get(..10))
+                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+            day.is_none_or(|day| (first..=last).contains(&day))
+        })
+        .cloned()
+        .collect()
+}
+
 /// The log files under `path` (a file, or a directory's `*.jsonl` files) in name order,
 /// which is time order for the writer's names.
 pub fn log_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {

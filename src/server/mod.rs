@@ -11,6 +11,7 @@
 //! | `POST /console/api/login`, `.../logout`, `GET /console/api/me` | [`console`] |
 //! | `GET /console/...` (the console's files) | [`assets`] |
 //! | `POST /admin/draft/chat`, `POST /admin/draft/tests`, `POST /admin/draft/tests/save`, `GET /admin/report` | [`workbench`] |
+//! | `GET /admin/mine`, `POST /admin/mine/accept` (the console's unanswered questions) | [`mine`] |
 //! | `GET /admin/inbox`, `.../stream`, `.../{id}`, `.../{id}/suggest`, `GET /admin/canned`; `POST /v1/sessions/{id}/note`, `.../resolve` | [`inbox`], [`sessions`] |
 //! | `GET /v1/sessions/{id}/events` (the customer's live channel), `.../messages` | [`inbox::customer`] |
 //! | `POST /v1/channels/{name}/messages` (a webhook channel's platform) | [`channels`] |
@@ -70,6 +71,7 @@ pub mod inbox;
 pub mod limits;
 pub mod logs;
 pub mod metrics;
+pub mod mine;
 pub mod model;
 pub mod openai;
 pub mod process;

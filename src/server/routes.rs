@@ -17,8 +17,8 @@ use super::draft::TableAction;
 use super::http::{Body, decode_segment};
 use super::users::Permission;
 use super::{
-    ApiError, State, admin, assets, channels, chat, conns, console, draft, health, inbox, openai, sessions, versions,
-    workbench,
+    ApiError, State, admin, assets, channels, chat, conns, console, draft, health, inbox, mine, openai, sessions,
+    versions, workbench,
 };
 
 /// One request, start to end: route, time limit, metrics, and errors turned into JSON.
@@ -101,7 +101,7 @@ enum SessionAction {
 }
 
 /// Every route's pattern ([`Route::name`]), for the request series that exist from start.
-pub(super) const ROUTE_PATTERNS: [&str; 50] = [
+pub(super) const ROUTE_PATTERNS: [&str; 52] = [
     "/v1/chat",
     "/v1/chat/completions",
     "/v1/sessions/{id}",
@@ -150,6 +150,8 @@ pub(super) const ROUTE_PATTERNS: [&str; 50] = [
     "/admin/draft/tests",
     "/admin/draft/tests/save",
     "/admin/report",
+    "/admin/mine",
+    "/admin/mine/accept",
     "/v1/channels/{name}/messages",
     "/wechat/{name}",
 ];
@@ -226,6 +228,10 @@ enum Route<'a> {
     DraftTestSave,
     /// `GET /admin/report`: permission `read`.
     AdminReport,
+    /// `GET /admin/mine`: permission `read`.
+    AdminMine,
+    /// `POST /admin/mine/accept`: permission `edit` (writes to the draft).
+    AdminMineAccept,
     /// `POST /v1/channels/{name}/messages`: a webhook channel's platform (public: signed
     /// with the channel's secret).
     ChannelMessages(&'a str),
@@ -305,6 +311,8 @@ impl<'a> Route<'a> {
             ["admin", "draft", "tests"] => Route::DraftTests,
             ["admin", "draft", "tests", "save"] => Route::DraftTestSave,
             ["admin", "report"] => Route::AdminReport,
+            ["admin", "mine"] => Route::AdminMine,
+            ["admin", "mine", "accept"] => Route::AdminMineAccept,
             ["v1", "channels", name, "messages"] => Route::ChannelMessages(name),
             ["wechat", name] => Route::Wechat(name),
             _ => return None,
@@ -362,6 +370,8 @@ impl<'a> Route<'a> {
             Route::DraftTests => "/admin/draft/tests",
             Route::DraftTestSave => "/admin/draft/tests/save",
             Route::AdminReport => "/admin/report",
+            Route::AdminMine => "/admin/mine",
+            Route::AdminMineAccept => "/admin/mine/accept",
             Route::ChannelMessages(_) => "/v1/channels/{name}/messages",
             Route::Wechat(_) => "/wechat/{name}",
         }
@@ -419,7 +429,8 @@ impl<'a> Route<'a> {
             _ if reads && pattern.starts_with("/admin/") => Permission::Read,
             "/admin/draft/check" | "/admin/draft/chat" | "/admin/draft/tests" => Permission::Read,
             "/admin/publish" | "/admin/canary" | "/admin/promote" | "/admin/rollback" => Permission::Publish,
-            "/admin/replay" => Permission::Edit,
+            // Accepting a mined suggestion writes the draft, as a draft edit does.
+            "/admin/replay" | "/admin/mine/accept" => Permission::Edit,
             _ if pattern.starts_with("/admin/draft") => Permission::Edit,
             _ => Permission::Admin,
         })
@@ -467,6 +478,7 @@ impl<'a> Route<'a> {
                 | Route::AdminDraft
                 | Route::AdminDraftTableExport(_)
                 | Route::AdminReport
+                | Route::AdminMine
         )
     }
 }
@@ -566,6 +578,8 @@ async fn dispatch(
         Route::DraftTests => workbench::tests(state, req).await,
         Route::DraftTestSave => workbench::save_test(state, req).await,
         Route::AdminReport => workbench::report(state, req.uri().query()).await,
+        Route::AdminMine => mine::report(state, req.uri().query()).await,
+        Route::AdminMineAccept => mine::accept(state, req).await,
         Route::ChannelMessages(name) => channels::webhook::messages(state, &decode_segment(name)?, req).await,
         Route::Wechat(name) => super::channels::wechat::callback(state, &decode_segment(name)?, req).await,
     }
@@ -610,6 +624,8 @@ mod tests {
         assert_eq!(needs(Method::GET, "/admin/versions/3/files"), Some(Permission::Read));
         assert_eq!(needs(Method::GET, "/admin/diff"), Some(Permission::Read));
         assert_eq!(needs(Method::POST, "/admin/replay"), Some(Permission::Edit));
+        assert_eq!(needs(Method::GET, "/admin/mine"), Some(Permission::Read));
+        assert_eq!(needs(Method::POST, "/admin/mine/accept"), Some(Permission::Edit));
         assert_eq!(needs(Method::POST, "/admin/publish"), Some(Permission::Publish));
         assert_eq!(needs(Method::POST, "/admin/rollback"), Some(Permission::Publish));
         assert_eq!(needs(Method::POST, "/admin/reload"), Some(Permission::Admin));
