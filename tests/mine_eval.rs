@@ -372,6 +372,9 @@ struct TopicScore {
     recall: f64,
     action: Option<Action>,
     found: bool,
+    /// The best cluster's conversations this week and last week.
+    weeks: Option<(usize, usize)>,
+    growing: bool,
 }
 
 /// The figures of one mined report against the labels.
@@ -436,6 +439,7 @@ fn score(labels: &Labels, sent: &[Sent], missed: &[bool], report: &MineReport) -
             _ => 0.0,
         };
         let action = best.map(|(i, _)| report.clusters[i].action.clone());
+        let weeks = best.map(|(i, _)| (report.clusters[i].this_week, report.clusters[i].last_week));
         let found = recall >= 0.5 && action.as_ref().is_some_and(|a| right(a, &topic.expect));
         topics.push(TopicScore {
             id: topic.id.clone(),
@@ -444,6 +448,8 @@ fn score(labels: &Labels, sent: &[Sent], missed: &[bool], report: &MineReport) -
             recall,
             action,
             found,
+            weeks,
+            growing: topic.trend.as_deref() == Some("growing"),
         });
     }
     let found = topics.iter().filter(|t| t.found).count();
@@ -475,14 +481,15 @@ fn action_text(action: &Action) -> String {
 fn print(scores: &Scores, report: &MineReport, turns: usize, misses: usize) {
     println!("mine eval: {turns} turns replayed, {misses} misses, {} clusters listed", report.clusters.len());
     println!(
-        "  {:<22} {:>6} {:>12} {:>7}  {:<5}  suggestion",
-        "topic", "misses", "best (rank)", "recall", "found"
+        "  {:<22} {:>6} {:>12} {:>7}  {:<5} {:>7}  suggestion",
+        "topic", "misses", "best (rank)", "recall", "found", "weeks"
     );
     for t in &scores.topics {
         let best = t.best.map_or("-".to_string(), |(rank, n)| format!("{n} (#{rank})"));
         let action = t.action.as_ref().map_or("-".to_string(), action_text);
+        let weeks = t.weeks.map_or("-".to_string(), |(this, last)| format!("{last}→{this}"));
         println!(
-            "  {:<22} {:>6} {:>12} {:>7.2}  {:<5}  {action}",
+            "  {:<22} {:>6} {:>12} {:>7.2}  {:<5} {weeks:>7}  {action}",
             t.id,
             t.misses,
             best,
@@ -608,6 +615,14 @@ fn mining_finds_the_unanswered_topics() {
     }
     if scores.leakage() > MAX_LEAKAGE {
         short.push(format!("leakage {:.3} > {MAX_LEAKAGE}", scores.leakage()));
+    }
+    // A growing topic (three quarters of it in the second week) must show as growing.
+    for t in scores.topics.iter().filter(|t| t.growing && t.found) {
+        if let Some((this, last)) = t.weeks
+            && this <= last
+        {
+            short.push(format!("{}: grows, but its cluster has {last} then {this} conversations", t.id));
+        }
     }
     assert!(short.is_empty(), "{short:#?}");
 }
