@@ -26,9 +26,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, FixedOffset};
+use kefu::data::Record;
 use kefu::data::mine::{self, Action, MineOptions, MineReport};
 use kefu::data::record::{FeedbackRecord, TurnRecord};
-use kefu::data::Record;
 use kefu::engine::AnswerSource;
 use kefu::kb::table::Table;
 use kefu::{Engine, RuleSet, TurnRequest};
@@ -133,7 +133,11 @@ fn cut_shop(dir: &Path, cut: &Cut) {
     let rows = Table::Faq.rows(&current).unwrap();
     let kept: Vec<_> = rows
         .iter()
-        .filter(|row| !cut.faq.iter().any(|id| row.get("id").and_then(|v| v.as_str()) == Some(id)))
+        .filter(|row| {
+            !cut.faq
+                .iter()
+                .any(|id| row.get("id").and_then(|v| v.as_str()) == Some(id))
+        })
         .cloned()
         .collect();
     assert_eq!(
@@ -168,8 +172,7 @@ fn cut_shop(dir: &Path, cut: &Cut) {
             let declares = |name: &str| {
                 header.starts_with(&format!("intent {name} ")) || header.starts_with(&format!("intent {name}{{"))
             };
-            if let Some((name, count)) = removed.iter_mut().find(|(name, _)| declares(name)) {
-                let _ = name;
+            if let Some((_, count)) = removed.iter_mut().find(|(name, _)| declares(name)) {
                 count.0 += 1;
                 continue;
             }
@@ -191,9 +194,11 @@ fn cut_shop(dir: &Path, cut: &Cut) {
             }
             // An intent still named in a rule's trigger list with others: the edit would
             // have to rewrite the list, which this cut does not do.
-            for (name, _) in &removed {
+            for name in removed.keys() {
                 assert!(
-                    !body.iter().any(|l| l.trim_start().starts_with("on ") && l.contains(name)),
+                    !body
+                        .iter()
+                        .any(|l| l.trim_start().starts_with("on ") && l.contains(name)),
                     "{}: {header}: `{name}` is one of several triggers; cut another intent",
                     path.display()
                 );
@@ -214,12 +219,17 @@ fn cut_shop(dir: &Path, cut: &Cut) {
 
 /// The demo shop cut as the labels say, loaded.
 fn cut_rules(labels: &Labels) -> (tempfile::TempDir, Arc<RuleSet>) {
-    let scratch = tempfile::Builder::new().prefix("kefu-test-mine-eval-").tempdir().unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("kefu-test-mine-eval-")
+        .tempdir()
+        .unwrap();
     let dir = scratch.path().join("rules");
     support::copy_dir(&support::root().join("rules"), &dir);
     cut_shop(&dir, &labels.cut);
     let (compiled, rendered) = support::check(&dir);
-    let rules = compiled.rules.unwrap_or_else(|| panic!("the cut shop does not build:\n{rendered}"));
+    let rules = compiled
+        .rules
+        .unwrap_or_else(|| panic!("the cut shop does not build:\n{rendered}"));
     for name in &labels.cut.intents {
         assert!(
             !rules.nlu.intents().iter().any(|i| i == name),
@@ -402,7 +412,10 @@ fn score(labels: &Labels, sent: &[Sent], missed: &[bool], report: &MineReport) -
     let mut misses_of_label: BTreeMap<&str, usize> = BTreeMap::new();
     for (s, &miss) in sent.iter().zip(missed) {
         if miss {
-            misses_of_key.entry(key(&s.text)).or_insert_with(|| (s.label.clone(), 0)).1 += 1;
+            misses_of_key
+                .entry(key(&s.text))
+                .or_insert_with(|| (s.label.clone(), 0))
+                .1 += 1;
             *misses_of_label.entry(s.label.as_str()).or_default() += 1;
         }
     }
@@ -424,7 +437,11 @@ fn score(labels: &Labels, sent: &[Sent], missed: &[bool], report: &MineReport) -
     }
     let clustered: usize = by_cluster.iter().flat_map(|c| c.values()).sum();
     let majority: usize = by_cluster.iter().map(|c| c.values().copied().max().unwrap_or(0)).sum();
-    let purity = if clustered == 0 { 0.0 } else { majority as f64 / clustered as f64 };
+    let purity = if clustered == 0 {
+        0.0
+    } else {
+        majority as f64 / clustered as f64
+    };
 
     let mut topics = Vec::new();
     for topic in labels.topics.iter().filter(|t| t.id != DISTRACTOR) {
@@ -479,7 +496,10 @@ fn action_text(action: &Action) -> String {
 }
 
 fn print(scores: &Scores, report: &MineReport, turns: usize, misses: usize) {
-    println!("mine eval: {turns} turns replayed, {misses} misses, {} clusters listed", report.clusters.len());
+    println!(
+        "mine eval: {turns} turns replayed, {misses} misses, {} clusters listed",
+        report.clusters.len()
+    );
     println!(
         "  {:<22} {:>6} {:>12} {:>7}  {:<5} {:>7}  suggestion",
         "topic", "misses", "best (rank)", "recall", "found", "weeks"
@@ -535,11 +555,18 @@ fn the_labels_are_consistent() {
     }
     let count = |prefix: &str| labels.topics.iter().filter(|t| t.id.starts_with(prefix)).count();
     let removed = count("faq.") + count("intent.") + count("thin.");
-    assert_eq!(removed, labels.cut.faq.len() + labels.cut.intents.len() + labels.cut.thin.len());
+    assert_eq!(
+        removed,
+        labels.cut.faq.len() + labels.cut.intents.len() + labels.cut.thin.len()
+    );
     assert!(count("new.") >= 6, "at least six topics the shop never covered");
     for topic in labels.topics.iter().filter(|t| t.id != DISTRACTOR) {
         let at_least = if topic.id.starts_with("new.") { 6 } else { 8 };
-        assert!(topic.messages.len() >= at_least, "{}: fewer than {at_least} messages", topic.id);
+        assert!(
+            topic.messages.len() >= at_least,
+            "{}: fewer than {at_least} messages",
+            topic.id
+        );
     }
 }
 
@@ -562,7 +589,11 @@ fn the_cut_shop_misses_the_topics_and_answers_the_distractors() {
     let mut wrong = Vec::new();
     for (label, (misses, of)) in &by_label {
         println!("  {label:<22} {misses}/{of} missed");
-        let ok = if *label == DISTRACTOR { *misses * 10 <= *of } else { *misses >= MIN_TOPIC_MISSES };
+        let ok = if *label == DISTRACTOR {
+            *misses * 10 <= *of
+        } else {
+            *misses >= MIN_TOPIC_MISSES
+        };
         if !ok {
             wrong.push(format!("{label}: {misses}/{of} missed"));
         }
@@ -621,7 +652,10 @@ fn mining_finds_the_unanswered_topics() {
         if let Some((this, last)) = t.weeks
             && this <= last
         {
-            short.push(format!("{}: grows, but its cluster has {last} then {this} conversations", t.id));
+            short.push(format!(
+                "{}: grows, but its cluster has {last} then {this} conversations",
+                t.id
+            ));
         }
     }
     assert!(short.is_empty(), "{short:#?}");
@@ -635,7 +669,11 @@ fn the_scoring_can_fail() {
     let sent = schedule(&labels);
     let missed: Vec<bool> = sent.iter().map(|s| s.label != DISTRACTOR).collect();
     let cluster = |rank: usize, label: &str, action: Action| {
-        let messages: Vec<String> = sent.iter().filter(|s| s.label == label).map(|s| s.text.clone()).collect();
+        let messages: Vec<String> = sent
+            .iter()
+            .filter(|s| s.label == label)
+            .map(|s| s.text.clone())
+            .collect();
         mine::Cluster {
             rank,
             size: messages.len(),
@@ -677,8 +715,16 @@ fn the_scoring_can_fail() {
         let merged = bad.clusters.remove(1);
         bad.clusters[0].messages.extend(merged.messages);
     }
-    bad.clusters[1].action = Action::AddVariants { faq: "洗涤保养".into() };
-    bad.clusters.push(cluster(99, DISTRACTOR, Action::NewIntent { name: "挖掘.x".into() }));
+    bad.clusters[1].action = Action::AddVariants {
+        faq: "洗涤保养".into()
+    };
+    bad.clusters.push(cluster(
+        99,
+        DISTRACTOR,
+        Action::NewIntent {
+            name: "挖掘.x".into()
+        },
+    ));
     let missed_all = vec![true; sent.len()];
     let scores = score(&labels, &sent, &missed_all, &bad);
     assert!(scores.purity < MIN_PURITY, "{}", scores.purity);
