@@ -495,6 +495,36 @@ fn action_text(action: &Action) -> String {
     }
 }
 
+/// Each listed cluster with its messages' labels, for reading what went wrong.
+fn print_clusters(labels: &Labels, report: &MineReport) {
+    let mut label_of: HashMap<String, &str> = HashMap::new();
+    for topic in &labels.topics {
+        for message in &topic.messages {
+            label_of.insert(key(message.strip_prefix("+ ").unwrap_or(message)), &topic.id);
+        }
+    }
+    for cluster in &report.clusters {
+        let near = |n: &Option<mine::Nearest>| {
+            n.as_ref()
+                .map_or("-".to_string(), |n| format!("{} {:.2}", n.name, n.score))
+        };
+        println!(
+            "  #{} {} conversations, {}: intent {}, faq {}",
+            cluster.rank,
+            cluster.conversations,
+            action_text(&cluster.action),
+            near(&cluster.nearest_intent),
+            near(&cluster.nearest_faq)
+        );
+        for message in &cluster.messages {
+            println!(
+                "      {:<22} {message}",
+                label_of.get(&key(message)).copied().unwrap_or("?")
+            );
+        }
+    }
+}
+
 fn print(scores: &Scores, report: &MineReport, turns: usize, misses: usize) {
     println!(
         "mine eval: {turns} turns replayed, {misses} misses, {} clusters listed",
@@ -629,6 +659,7 @@ fn mining_finds_the_unanswered_topics() {
     };
     let report = mine::mine_records(records, Some(&rules), &options);
     let scores = score(&labels, &sent, &missed, &report);
+    print_clusters(&labels, &report);
     print(&scores, &report, sent.len(), misses);
 
     assert_eq!(report.turns, sent.len() as u64, "every replayed turn counted");
