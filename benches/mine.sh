@@ -6,12 +6,13 @@
 #   TURNS=200000 RUNS=5 benches/mine.sh
 #   KEFU_BIN=target/release/kefu benches/mine.sh   # an existing build
 #
-# The log is made by benches/mine_gen.py (deterministic: the same TURNS give the same
-# file) in a temporary directory. `kefu mine --log DIR --rules rules --json` runs RUNS
-# times pinned to CPU 0 (taskset) and the median wall time is printed, with the time of
-# the same command over an empty log (loading the demo shop and training its intent
-# classifier, which `kefu mine` does before it reads a line) so that mining itself can be
-# told apart. The build honours CARGO_TARGET_DIR.
+# The log is made by benches/mine_gen.py (deterministic: the same TURNS and labels file
+# give the same log) in a temporary directory. `kefu mine --log DIR --rules rules --json`
+# runs RUNS times pinned to CPU 0 (taskset); the median wall and CPU times are printed,
+# with those of the same command over an empty log (loading the demo shop and training its
+# intent classifier, which `kefu mine` does before it reads a line) so that mining itself
+# can be told apart. On a busy machine the wall time includes waiting for the core: read
+# the CPU time. The build honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,24 +38,31 @@ mkdir -p "$work/log" "$work/empty"
 python3 benches/mine_gen.py --turns "$TURNS" --out "$work/log/conversations-bench.jsonl"
 : >"$work/empty/conversations-empty.jsonl"
 
-# median_seconds LOGDIR: runs kefu mine RUNS times, prints the median wall time in seconds.
+# median_seconds LOGDIR: runs kefu mine RUNS times; prints the median wall time and the
+# median CPU time (user + system: what the run cost on a machine shared with other work),
+# in seconds.
 median_seconds() {
-  local dir=$1 times=() start end
+  local dir=$1 walls=() cpus=() t
+  local TIMEFORMAT='%R %U %S'
   for _ in $(seq "$RUNS"); do
-    start=$(date +%s.%N)
-    "${pin[@]}" "$bin" mine --log "$dir" --rules rules --json >"$work/out.json"
-    end=$(date +%s.%N)
-    times+=("$(echo "$end - $start" | bc -l)")
+    t=$( { time "${pin[@]}" "$bin" mine --log "$dir" --rules rules --json >"$work/out.json" 2>"$work/err"; } 2>&1)
+    read -r real user sys <<<"$t"
+    walls+=("$real")
+    cpus+=("$(echo "$user + $sys" | bc -l)")
   done
-  printf '%s\n' "${times[@]}" | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f", a[int((NR + 1) / 2)] }'
+  local median='{ a[NR] = $1 } END { printf "%.2f", a[int((NR + 1) / 2)] }'
+  printf '%s %s' "$(printf '%s\n' "${walls[@]}" | sort -g | awk "$median")" \
+    "$(printf '%s\n' "${cpus[@]}" | sort -g | awk "$median")"
 }
 
-empty=$(median_seconds "$work/empty")
-full=$(median_seconds "$work/log")
+read -r empty_wall empty_cpu <<<"$(median_seconds "$work/empty")"
+read -r full_wall full_cpu <<<"$(median_seconds "$work/log")"
 summary=$(python3 -c '
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"{r[\"turns\"]} turns, {r[\"misses\"]} misses, {len(r[\"clusters\"])} clusters listed, {r[\"unclustered\"]} misses unclustered")
+print("%d turns, %d misses, %d clusters listed, %d misses unclustered"
+      % (r["turns"], r["misses"], len(r["clusters"]), r["unclustered"]))
 ' "$work/out.json")
 echo "kefu mine over $TURNS logged turns ($summary)"
-echo "  median of $RUNS runs on one core: ${full} s (of which loading the rules: ${empty} s, the same command over an empty log)"
+echo "  median of $RUNS runs on one core: ${full_wall} s wall, ${full_cpu} s CPU"
+echo "  of which loading the rules (the same command over an empty log): ${empty_wall} s wall, ${empty_cpu} s CPU"
