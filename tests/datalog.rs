@@ -382,6 +382,7 @@ fn turn_at(ts: DateTime<FixedOffset>, n: u32) -> Record {
         script_errors: 0,
         node: "n1".into(),
         dropped: false,
+        withheld: false,
     })
 }
 

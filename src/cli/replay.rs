@@ -130,7 +130,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
 }
 
 /// `--since`/`--until`: RFC 3339, or a day starting at midnight in `zone`.
-fn time(text: &str, zone: &chrono_tz::Tz, flag: &str) -> Result<DateTime<FixedOffset>> {
+pub(super) fn time(text: &str, zone: &chrono_tz::Tz, flag: &str) -> Result<DateTime<FixedOffset>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t);
     }

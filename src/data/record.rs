@@ -209,6 +209,11 @@ pub struct TurnRecord {
     /// (`source` is `human`, `reply` empty) and the message queued for the agent.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dropped: bool,
+    /// The model answered but the judge withheld its answer (the trace's `llm` step
+    /// "answer withheld…"), so the fallback chain spoke instead; `kefu mine` counts such
+    /// turns apart from plain fallbacks. Logs of older kefus read as false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub withheld: bool,
 }
 
 /// The longest event name a turn record keeps (`TurnRecord::event`).
@@ -255,6 +260,10 @@ impl TurnRecord {
             script_errors: u32::try_from(response.script_errors.len()).unwrap_or(u32::MAX),
             node: node.to_string(),
             dropped: response.dropped,
+            withheld: response
+                .trace
+                .iter()
+                .any(|s| s.stage == "llm" && s.detail.starts_with("answer withheld")),
         }
     }
 

@@ -14,15 +14,28 @@
 //!
 //! | file | what |
 //! |---|---|
+//! | [`select`] | Which customer messages are misses, in one pass over the log |
+//! | [`cluster`] | Misses grouped: folded duplicates, tf-idf over retrieval terms, an inverted index |
+//! | [`suggest`] | The nearest intent and FAQ entry of a cluster, and the suggested action |
+//! | [`text`] | The report as text (`kefu mine`) |
+//! | [`html`] | The report as one self-contained page (`kefu mine --html`) |
 //! | [`accept`] | A suggestion written into the draft rules directory as hand-written text |
+//!
+//! Ranking: by conversations, then growth (conversations in the last seven days of the
+//! period minus the seven before, counted back from the period's last turn), then size,
+//! then the first example's text, so the same log always ranks the same way.
 
 pub mod accept;
+pub mod cluster;
+pub mod html;
+pub mod select;
+pub mod suggest;
+pub mod text;
 
-use std::collections::BTreeMap;
-use std::fmt;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
-use chrono::{DateTime, FixedOffset};
+use chrono::{DateTime, Duration, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use super::{DataError, ReadStats, Record};
@@ -184,27 +197,188 @@ pub struct MineReport {
     pub unclustered: u64,
 }
 
-/// Mines the log files (stand-in: the clustering is built in its own change).
+/// The most examples a cluster shows.
+pub const EXAMPLES: usize = 5;
+/// The most distinct messages a cluster carries (what a draft is made of).
+pub const MESSAGES: usize = 50;
+
+/// Mines the log files: reads them in one pass, holding only the misses.
 pub fn mine(files: &[PathBuf], rules: Option<&RuleSet>, options: &MineOptions) -> Result<MineReport, DataError> {
-    let mut records = Vec::new();
-    let read = super::read(files, |record, _| records.push(record))?;
-    let mut report = mine_records(records, rules, options);
+    let mut selector = select::Selector::new(options, threshold(rules));
+    let read = super::read(files, |record, _| selector.add(record))?;
+    let mut report = finish(selector, rules, options);
     report.read = read;
     Ok(report)
 }
 
-/// Mines records already read (stand-in: the clustering is built in its own change).
+/// Mines records already read (tests, the evaluation set).
 pub fn mine_records(
     records: impl IntoIterator<Item = Record>,
     rules: Option<&RuleSet>,
     options: &MineOptions,
 ) -> MineReport {
-    let _ = (records.into_iter().count(), rules, options);
-    MineReport::default()
+    let mut selector = select::Selector::new(options, threshold(rules));
+    for record in records {
+        selector.add(record);
+    }
+    finish(selector, rules, options)
 }
 
-impl fmt::Display for MineReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{} clusters", self.clusters.len())
+fn threshold(rules: Option<&RuleSet>) -> f64 {
+    rules.map_or(crate::nlu::Options::default().threshold, |r| r.shop.threshold)
+}
+
+/// Clusters the selected misses, finds their neighbours and ranks them.
+fn finish(selector: select::Selector<'_>, rules: Option<&RuleSet>, options: &MineOptions) -> MineReport {
+    let misses = selector.misses;
+    let sessions: HashSet<&str> = misses.iter().map(|m| m.session.as_str()).collect();
+    let mut report = MineReport {
+        read: ReadStats::default(),
+        first: selector.first,
+        last: selector.last,
+        turns: selector.turns,
+        misses: misses.len() as u64,
+        conversations: sessions.len() as u64,
+        rules: rules.map(|r| r.version.clone()),
+        clusters: Vec::new(),
+        unclustered: misses.len() as u64,
+    };
+    let clustering = cluster::cluster(&misses);
+    let mut groups = clustering.groups.clone();
+    if let Some(rules) = rules {
+        // Groups the classifier puts on one intent, confidently enough to suggest it, join
+        // when they are somewhat alike: "能开专票吗" and "增值税发票" share little text.
+        let labels: Vec<Option<usize>> = groups
+            .iter()
+            .map(|g| {
+                let texts = distinct(&clustering, g);
+                let texts: Vec<&str> = texts.iter().map(|(t, _)| *t).collect();
+                suggest::nearest_intent(rules, &texts)
+                    .filter(|n| n.score >= suggest::INTENT_SHARE * rules.shop.threshold)
+                    .and_then(|n| rules.nlu.intents().iter().position(|i| *i == n.name))
+            })
+            .collect();
+        groups = cluster::join(&clustering, &groups, &labels);
+    }
+    let week = Duration::days(7);
+    let mut clusters: Vec<(Vec<usize>, Cluster)> = groups
+        .into_iter()
+        .map(|g| {
+            let mut c = figures(&clustering, &misses, &g, report.last, week);
+            c.examples = examples(&clustering, &g);
+            (g, c)
+        })
+        .filter(|(_, c)| c.conversations >= options.min_conversations.max(1))
+        .collect();
+    clusters.sort_by(|(_, a), (_, b)| {
+        let growth = |c: &Cluster| c.this_week as i64 - c.last_week as i64;
+        b.conversations
+            .cmp(&a.conversations)
+            .then(growth(b).cmp(&growth(a)))
+            .then(b.size.cmp(&a.size))
+            .then(a.examples.cmp(&b.examples))
+    });
+    clusters.truncate(options.max_clusters);
+    let mut names = suggest::Names::new(rules);
+    for (rank, (_, c)) in clusters.iter_mut().enumerate() {
+        c.rank = rank + 1;
+        let texts: Vec<&str> = c.messages.iter().map(String::as_str).collect();
+        if let Some(rules) = rules {
+            c.nearest_intent = suggest::nearest_intent(rules, &texts);
+            c.nearest_faq = suggest::nearest_faq(rules, &texts);
+        }
+        let representative = c.examples.first().cloned().unwrap_or_default();
+        c.action = suggest::action(
+            rules,
+            c.nearest_intent.as_ref(),
+            c.nearest_faq.as_ref(),
+            &texts,
+            &representative,
+            &mut names,
+        );
+        report.unclustered -= c.size as u64;
+    }
+    report.clusters = clusters.into_iter().map(|(_, c)| c).collect();
+    report
+}
+
+/// The group's distinct messages with their counts, most frequent first (ties by text).
+fn distinct<'a>(clustering: &'a cluster::Clustering, group: &[usize]) -> Vec<(&'a str, usize)> {
+    let mut out: Vec<(&str, usize)> = group
+        .iter()
+        .map(|&i| (clustering.items[i].text.as_str(), clustering.items[i].misses.len()))
+        .collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    out
+}
+
+/// The group's most central distinct messages: closest to its centroid first.
+fn examples(clustering: &cluster::Clustering, group: &[usize]) -> Vec<String> {
+    let vectors: Vec<&cluster::Vector> = clustering.items.iter().map(|i| &i.vector).collect();
+    let centre = cluster::centroid(&vectors, group);
+    let mut scored: Vec<(f32, usize, &str)> = group
+        .iter()
+        .map(|&i| {
+            let item = &clustering.items[i];
+            (
+                cluster::dot(&item.vector, &centre),
+                item.misses.len(),
+                item.text.as_str(),
+            )
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(b.2)));
+    scored
+        .into_iter()
+        .take(EXAMPLES)
+        .map(|(_, _, t)| t.to_string())
+        .collect()
+}
+
+/// The cluster's counts: size, conversations, the two weeks, reasons, messages.
+fn figures(
+    clustering: &cluster::Clustering,
+    misses: &[Miss],
+    group: &[usize],
+    last: Option<DateTime<FixedOffset>>,
+    week: Duration,
+) -> Cluster {
+    let mut sessions: HashSet<&str> = HashSet::new();
+    let mut this_week: HashSet<&str> = HashSet::new();
+    let mut last_week: HashSet<&str> = HashSet::new();
+    let mut reasons: BTreeMap<MissReason, usize> = BTreeMap::new();
+    let mut size = 0;
+    for &i in group {
+        for &m in &clustering.items[i].misses {
+            let miss = &misses[m];
+            size += 1;
+            sessions.insert(&miss.session);
+            *reasons.entry(miss.reason).or_default() += 1;
+            if let Some(last) = last {
+                if miss.ts > last - week {
+                    this_week.insert(&miss.session);
+                } else if miss.ts > last - week - week {
+                    last_week.insert(&miss.session);
+                }
+            }
+        }
+    }
+    let messages = distinct(clustering, group)
+        .into_iter()
+        .take(MESSAGES)
+        .map(|(t, _)| t.to_string())
+        .collect();
+    Cluster {
+        rank: 0,
+        size,
+        conversations: sessions.len(),
+        this_week: this_week.len(),
+        last_week: last_week.len(),
+        reasons,
+        examples: Vec::new(),
+        messages,
+        nearest_intent: None,
+        nearest_faq: None,
+        action: Action::NewFaq { id: String::new() },
     }
 }
