@@ -178,10 +178,7 @@ fn accepting_a_rank_that_is_not_there_is_an_error() {
 }
 
 #[test]
-fn accepting_builds_the_suggestion_from_the_cluster() {
-    // Part A's `accept` writes the draft; here only the path up to it is checked: on a
-    // copy of the rules, a refusal or the drafted files, never a crash or a write
-    // elsewhere.
+fn accepting_writes_the_clusters_suggestion_into_a_copy_of_the_rules() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules");
     copy_dir(
@@ -190,13 +187,18 @@ fn accepting_builds_the_suggestion_from_the_cluster() {
     );
     let out = kefu(&["--log", LOG, "--rules", rules.to_str().unwrap(), "--accept", "1"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    if out.status.success() {
-        assert!(text.contains("This is a draft, not live"), "{text}");
-        assert!(text.contains("faq.yaml") || text.contains("mined.kefu"), "{text}");
-    } else {
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("--accept 1:"), "{err}");
-    }
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    // Cluster 1 of the fixture asks for invoices: its messages become examples of
+    // 售后.发票 in the file that declares it, after a dated comment, shown as a diff.
+    assert!(text.contains("This is a draft, not live"), "{text}");
+    assert!(text.contains("+    # kefu mine "), "{text}");
+    let written = std::fs::read_to_string(rules.join("intents.kefu")).unwrap();
+    let at = written.find("# kefu mine ").expect("the dated comment is in the file");
+    assert!(written[at..].contains("\"发票怎么开\""), "{}", &written[at..]);
+    // Accepting the same cluster again adds nothing: every message is already there.
+    let again = kefu(&["--log", LOG, "--rules", rules.to_str().unwrap(), "--accept", "1"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(std::fs::read_to_string(rules.join("intents.kefu")).unwrap(), written);
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

@@ -138,6 +138,12 @@ fn reason(turn: &TurnRecord, threshold: f64) -> Option<MissReason> {
         AnswerSource::Handoff => (!asks_only_for_a_person(&turn.message)).then_some(MissReason::Handoff),
         _ if turn.handoff.is_some() => (!asks_only_for_a_person(&turn.message)).then_some(MissReason::Handoff),
         AnswerSource::Llm if turn.intent.is_none() || turn.confidence < threshold => Some(MissReason::LowIntent),
+        // A model answer given again from the answer cache is the same miss as the first
+        // (a cached FAQ answer names its entry and is no miss): the most repeated
+        // questions would otherwise count once.
+        AnswerSource::Cache if turn.faq.is_none() && (turn.intent.is_none() || turn.confidence < threshold) => {
+            Some(MissReason::LowIntent)
+        }
         _ => None,
     }
 }
@@ -267,5 +273,32 @@ mod tests {
         }
         // Not asking for a person at all.
         assert!(!asks_only_for_a_person("退货地址在哪"));
+    }
+
+    #[test]
+    fn a_cached_model_answer_is_a_miss_as_the_first_was_and_a_cached_faq_is_not() {
+        let line = r#"{"kind":"turn","ts":"2026-11-02T10:00:00+08:00","session":"s","turn":1,
+            "message":"有礼盒吗","reply":"…","source":"llm","confidence":0.2,"latency_ms":1.0,"rules":"v"}"#
+            .replace('\n', "");
+        let Ok(Record::Turn(model)) = serde_json::from_str::<Record>(&line) else {
+            panic!("the test's turn record does not parse: {line}");
+        };
+        assert_eq!(reason(&model, 0.6), Some(MissReason::LowIntent));
+        let cached = TurnRecord {
+            source: AnswerSource::Cache,
+            ..model.clone()
+        };
+        assert_eq!(reason(&cached, 0.6), Some(MissReason::LowIntent));
+        let faq = TurnRecord {
+            faq: Some("礼品包装".into()),
+            ..cached.clone()
+        };
+        assert_eq!(reason(&faq, 0.6), None);
+        let confident = TurnRecord {
+            intent: Some("商品.库存".into()),
+            confidence: 0.9,
+            ..cached
+        };
+        assert_eq!(reason(&confident, 0.6), None);
     }
 }

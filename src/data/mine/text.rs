@@ -33,11 +33,15 @@ impl MineReport {
         if let Some(rules) = &self.rules {
             writeln!(o, "nearest intents and FAQ entries in rules {}", short(rules))?;
         }
+        let plural = |n: u64, one: &'static str, many: &'static str| if n == 1 { one } else { many };
+        let listed = self.clusters.len() as u64;
         writeln!(
             o,
-            "{} clusters, {} misses in none of them",
-            self.clusters.len(),
-            thousands(self.unclustered)
+            "{} {}, {} {} in none of them",
+            listed,
+            plural(listed, "cluster", "clusters"),
+            thousands(self.unclustered),
+            plural(self.unclustered, "miss", "misses")
         )?;
         for c in &self.clusters {
             writeln!(o)?;
