@@ -3,6 +3,8 @@
 //! JSON and HTML outputs, `--since`, bad lines, and `--accept` with a rank that is not
 //! there.
 
+mod support;
+
 use std::process::{Command, Output};
 
 use kefu::data::mine::{MineOptions, MissReason, mine};
@@ -181,7 +183,7 @@ fn accepting_a_rank_that_is_not_there_is_an_error() {
 fn accepting_writes_the_clusters_suggestion_into_a_copy_of_the_rules() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules");
-    copy_dir(
+    support::copy_dir(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules").as_path(),
         &rules,
     );
@@ -199,17 +201,4 @@ fn accepting_writes_the_clusters_suggestion_into_a_copy_of_the_rules() {
     let again = kefu(&["--log", LOG, "--rules", rules.to_str().unwrap(), "--accept", "1"]);
     assert_eq!(again.status.code(), Some(1));
     assert_eq!(std::fs::read_to_string(rules.join("intents.kefu")).unwrap(), written);
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

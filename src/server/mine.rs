@@ -111,7 +111,7 @@ pub(super) async fn report(state: &Arc<State>, query: Option<&str>) -> Result<Re
 /// /admin/report` reads them: by default the `days` days up to the end of today in the
 /// shop's time zone (midnight to midnight), `until` by default `days` days after `since`.
 /// 400 for a bad time, an empty period or one over 366 days.
-fn period(
+pub(super) fn period(
     state: &State,
     query: Option<&str>,
     days: i64,

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, FixedOffset, TimeZone};
+use chrono::{DateTime, FixedOffset};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -342,35 +342,8 @@ pub(super) async fn report(state: &Arc<State>, query: Option<&str>) -> Result<Re
         ));
     };
     let zone = state.engine.rules().shop.timezone;
-    let time = |name: &str| -> Result<Option<DateTime<FixedOffset>>, ApiError> {
-        super::versions::query_value(query, name)?
-            .map(|v| {
-                DateTime::parse_from_rfc3339(&v)
-                    .map_err(|e| ApiError::invalid(format!("`{name}` is not an RFC 3339 time ({e}): `{v}`")))
-            })
-            .transpose()
-    };
-    let today = chrono::Utc::now().with_timezone(&zone).date_naive();
-    let midnight = |day: chrono::NaiveDate| {
-        zone.from_local_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight exists"))
-            .earliest()
-            .map(|t| t.fixed_offset())
-    };
-    let since = match time("since")? {
-        Some(t) => t,
-        None => midnight(today).ok_or_else(ApiError::internal)?,
-    };
-    let until = match time("until")? {
-        Some(t) => t,
-        None => midnight(since.with_timezone(&zone).date_naive() + chrono::Duration::days(1))
-            .ok_or_else(ApiError::internal)?,
-    };
-    if until <= since {
-        return Err(ApiError::invalid("`until` comes after `since`"));
-    }
-    if until - since > chrono::Duration::days(366) {
-        return Err(ApiError::invalid("a report covers at most 366 days"));
-    }
+    // Default: today in the shop's time zone.
+    let (since, until) = super::mine::period(state, query, 1)?;
     let unused_days = match super::versions::query_value(query, "unused_days")? {
         None => 30,
         Some(v) => v

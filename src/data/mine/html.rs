@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::MineReport;
-use super::text::{action_words, reason_name, trend};
+use super::text::{action_words, reasons, trend};
 use crate::data::html::{esc, page_head};
 use crate::data::report::thousands;
 
@@ -59,11 +59,6 @@ fn write_page(h: &mut String, r: &MineReport, command: &str) -> std::fmt::Result
             "↓" => "down",
             _ => "",
         };
-        let reasons: Vec<String> = c
-            .reasons
-            .iter()
-            .map(|(k, n)| format!("{} {n}", reason_name(*k)))
-            .collect();
         writeln!(
             h,
             "<div class=card><h2>#{} · {} conversations · {} messages · <span class={class}>{} {} this week, {} the week before</span></h2><p>{}</p>",
@@ -73,7 +68,7 @@ fn write_page(h: &mut String, r: &MineReport, command: &str) -> std::fmt::Result
             trend(c),
             c.this_week,
             c.last_week,
-            esc(&reasons.join(", "))
+            esc(&reasons(c))
         )?;
         for e in &c.examples {
             writeln!(h, "<q>{}</q>", esc(e))?;

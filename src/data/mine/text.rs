@@ -103,12 +103,17 @@ fn nearest(n: Option<&Nearest>) -> String {
     n.map_or("-".to_string(), |n| format!("{} {:.2}", n.name, n.score))
 }
 
-fn cluster(o: &mut String, c: &Cluster, command: &str) -> fmt::Result {
-    let reasons: Vec<String> = c
+/// A cluster's misses by reason: `fallback 7, handoff 2`.
+pub fn reasons(c: &Cluster) -> String {
+    let parts: Vec<String> = c
         .reasons
         .iter()
         .map(|(r, n)| format!("{} {n}", reason_name(*r)))
         .collect();
+    parts.join(", ")
+}
+
+fn cluster(o: &mut String, c: &Cluster, command: &str) -> fmt::Result {
     writeln!(
         o,
         "#{}  {} conversations, {} messages  {} {} this week, {} the week before  ({})",
@@ -118,7 +123,7 @@ fn cluster(o: &mut String, c: &Cluster, command: &str) -> fmt::Result {
         trend(c),
         c.this_week,
         c.last_week,
-        reasons.join(", ")
+        reasons(c)
     )?;
     for e in &c.examples {
         writeln!(o, "    “{e}”")?;
