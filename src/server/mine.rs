@@ -9,9 +9,9 @@
 //! classifies every cluster; accepting parses the rules and writes files).
 //!
 //! - **One mining at a time per process.** Mining a month of log takes a blocking thread
-//!   for seconds; a second request while one runs gets 429 `busy` with `Retry-After` at
-//!   once rather than waiting behind it, so a few impatient reloads cannot take the
-//!   threads turns and reloads need, nor pile up until the request timeout.
+//!   for seconds; a second request while one runs waits for it (an async wait, no
+//!   thread held) up to 15 s, then gets 429 `busy` with `Retry-After`, so a few
+//!   impatient reloads cannot take the threads turns and reloads need.
 //! - **Nearest neighbours in the draft.** The clusters' nearest intents and FAQ entries
 //!   are looked up in the draft's rules (the workbench's build) when it builds, else in
 //!   the serving rules: what an editor accepts goes into the draft, so the draft is what
@@ -37,6 +37,9 @@ pub const MAX_CONCURRENT_MINES: usize = 1;
 /// Process-wide, not per service: the threads it protects are the process's.
 static MINES: Semaphore = Semaphore::const_new(MAX_CONCURRENT_MINES);
 
+/// How long a mining request waits for the one running before it is answered 429 `busy`.
+const MINE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The days `GET /admin/mine` covers without `since`: four weeks, so that the clusters'
 /// week-on-week trend has both of its weeks and a rare question has time to recur.
 pub const DEFAULT_DAYS: i64 = 28;
@@ -59,15 +62,21 @@ pub(super) async fn report(state: &Arc<State>, query: Option<&str>) -> Result<Re
         ));
     };
     let (since, until) = period(state, query, DEFAULT_DAYS)?;
-    let permit = MINES.try_acquire().map_err(|_| {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "busy",
-            "the conversation log is being mined for another request; try again in a few seconds",
-        );
-        e.retry_after = Some(5);
-        e
-    })?;
+    // A second editor opening the page waits for the first mining (a few seconds at
+    // most on a large log) rather than being turned away at once.
+    let permit = tokio::time::timeout(MINE_WAIT, MINES.acquire())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                "the conversation log is being mined for another request; try again in a few seconds",
+            );
+            e.retry_after = Some(5);
+            e
+        })?;
     let state = Arc::clone(state);
     blocking(move || {
         // Held until the mining ends, also when the request has timed out meanwhile.
