@@ -3,27 +3,16 @@
 //! cells reported at their sheet, row and column with nothing written, a dry run, a
 //! table the file name cannot tell, and export → import leaving the file as it was.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 /// A copy of `rules/` of its own, removed when the test ends.
 fn shop() -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("kefu-test-kb-cli-").tempdir().unwrap();
-    copy(Path::new("rules"), dir.path());
+    support::copy_dir(&support::root().join("rules"), dir.path());
     dir
-}
-
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 fn kefu(args: &[&str]) -> Output {
