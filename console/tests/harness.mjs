@@ -132,6 +132,9 @@ export async function withPages(S, t, viewports, body, options) {
   try {
     await body(...pages);
   } catch (e) {
+    // Printed here because a wait still pending when the pages close rejects too, and the
+    // test runner may then report that rejection in place of this, the real failure.
+    console.log(`failed: ${e?.stack ?? e}`);
     fs.mkdirSync(FAILURES, { recursive: true });
     for (const [i, page] of pages.entries()) {
       const suffix = pages.length > 1 ? `-${i}` : "";

@@ -238,7 +238,11 @@ async function signIn(page, user) {
 /** Opens a page of the console by its navigation (the menu first when it is folded). */
 async function go(page, name) {
   const link = SEL.navLink(page, name);
-  if (!(await link.isVisible())) await SEL.navToggle(page).click();
+  const toggle = SEL.navToggle(page);
+  // Right after signing in the shell may not be drawn yet: wait for the link or the menu
+  // button before deciding (`isVisible` does not wait, and the toggle is hidden on a desktop).
+  await link.or(toggle).first().waitFor();
+  if (!(await link.isVisible())) await toggle.click();
   await link.click();
 }
 
