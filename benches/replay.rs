@@ -58,6 +58,7 @@ fn rule_log(rules: &Arc<RuleSet>, dir: &Path) {
             rules_version: None,
             channel: None,
             event: None,
+            images: Vec::new(),
         };
         tried += 1;
         let response = engine.turn(request.clone()).unwrap();

@@ -225,6 +225,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 rules_version: None,
                 channel: None,
                 event: None,
+                images: Vec::new(),
             };
             *model.last.lock().unwrap() = (0, 0);
             let response = engine.turn(request.clone()).unwrap();

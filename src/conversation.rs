@@ -651,6 +651,7 @@ pub fn run(rules: &Arc<RuleSet>, conversation: &Conversation, path: &Path) -> Ou
             rules_version: None,
             channel: channel.clone(),
             event: turn.event.clone(),
+            images: Vec::new(),
         };
         // The engine's sessions are in memory, which cannot fail.
         let response = engine.turn(request).expect("in-memory sessions never fail");

@@ -95,6 +95,8 @@ pub struct RuleSet {
     /// The queue without `for` (an index into `queues`): where a handoff no other queue
     /// takes waits.
     pub default_queue: Option<usize>,
+    /// The `proactive` items, highest `priority` first, then file order.
+    pub proactive: Vec<Proactive>,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -192,6 +194,15 @@ pub struct Shop {
     /// several is split into its questions (`nlu::split`) and up to this many are
     /// answered, in one reply; 1 answers every message as one question.
     pub max_answers: usize,
+    /// `proactive_limit 2`: at most this many proactive messages per customer per shop
+    /// day, all triggers together (2 when not given).
+    pub proactive_limit: u32,
+    /// `quiet_hours 22:00 to 08:00`: when no proactive message is sent, unless an item
+    /// says otherwise (22:00 to 08:00 when not given).
+    pub quiet_hours: Option<QuietHours>,
+    /// `opt_out_message "..."`: the answer to a customer who asks for no more proactive
+    /// messages ("别再推送了").
+    pub opt_out_message: Localized<String>,
 }
 
 impl Shop {
@@ -263,6 +274,8 @@ pub enum Trigger {
     Intents(Vec<IntentPattern>),
     /// The turn is this platform event (`TurnRequest::event`), not a message.
     Event(String),
+    /// The message carries at least one image (`on image`), with or without text.
+    Image,
     /// The message is a clear yes (`yes`) or no to the offer the rule `rule` made in
     /// kefu's last reply (`session.asked_rule`): `on yes to RULE`, `on no to RULE`.
     Answer {
@@ -330,6 +343,69 @@ pub struct Rule {
     pub location: String,
     /// `remember` and `forget` lines, in order.
     pub memos: Vec<Memo>,
+}
+
+/// `proactive NAME { on event … when … say … offer … limit … quiet … }`: a message kefu
+/// sends first, when an event the shop reports (`POST /v1/events`) holds its condition.
+#[derive(Clone, Debug)]
+pub struct Proactive {
+    /// Its name (the trigger, in the log, the report and the metrics).
+    pub name: String,
+    /// The event types it listens for (`on event checkout_abandoned`; any of them).
+    pub events: Vec<String>,
+    /// It sends only when this holds (scope: `event`, `user`, `session`, `now`...).
+    pub when: Option<Script>,
+    /// The message (a template that may read `event`).
+    pub say: Texts,
+    /// `offer PROMOTION`: the promotion's text appended when it is on for the customer.
+    pub offer: Option<String>,
+    /// At most this many of this trigger's messages per customer per shop day (`limit 1 per day`).
+    pub per_day: u32,
+    /// Hours in which it never sends (`quiet 22:00 to 08:00`); the shop's `quiet_hours`
+    /// when absent.
+    pub quiet: Option<QuietHours>,
+    /// Higher is tried first; equal priorities go in file order.
+    pub priority: i64,
+    /// Where it is written.
+    pub span: Span,
+    /// `file:line` of its name, for traces and the log.
+    pub location: String,
+}
+
+/// Proactive messages per customer per shop day when the shop sets no `proactive_limit`.
+pub const DEFAULT_PROACTIVE_LIMIT: u32 = 2;
+/// Quiet hours when the shop sets no `quiet_hours`: 22:00 to 08:00.
+pub const DEFAULT_QUIET_HOURS: QuietHours = QuietHours {
+    from: match chrono::NaiveTime::from_hms_opt(22, 0, 0) {
+        Some(t) => t,
+        None => panic!("valid time"),
+    },
+    to: match chrono::NaiveTime::from_hms_opt(8, 0, 0) {
+        Some(t) => t,
+        None => panic!("valid time"),
+    },
+};
+/// The answer to "别再推送了" when the shop sets no `opt_out_message`.
+pub const DEFAULT_OPT_OUT_MESSAGE: &str = "好的，以后不再主动给您发消息了。有需要随时找我哦～";
+
+/// A daily span of quiet hours in the shop's zone; `from` after `to` runs past midnight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuietHours {
+    /// First quiet minute.
+    pub from: chrono::NaiveTime,
+    /// First minute that is not quiet again.
+    pub to: chrono::NaiveTime,
+}
+
+impl QuietHours {
+    /// Whether the time of day `t` is inside the quiet hours.
+    pub fn contains(&self, t: chrono::NaiveTime) -> bool {
+        if self.from <= self.to {
+            self.from <= t && t < self.to
+        } else {
+            t >= self.from || t < self.to
+        }
+    }
 }
 
 /// What a rule does to the flow waiting for the customer when it answers.

@@ -64,6 +64,7 @@ fn observed(engine: &Engine) -> Arc<Seen> {
             }
             Event::Feedback { agent, .. } => format!("feedback {}", agent.unwrap_or("-")),
             Event::Told { .. } => "told".into(),
+            Event::CustomerEvent { .. } => "event".into(),
             Event::TurnFailed { .. } => "failed".into(),
             Event::Ticket { .. } => "ticket".into(),
         };

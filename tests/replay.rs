@@ -380,6 +380,7 @@ fn write_the_replay_log() {
                     rules_version: None,
                     channel: None,
                     event: None,
+                    images: Vec::new(),
                 })
                 .unwrap();
             at += Duration::seconds(40);

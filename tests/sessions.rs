@@ -323,6 +323,7 @@ fn the_engine_reports_every_change_to_its_one_observer() {
             Event::Note { note, .. } => format!("note {}", note.text),
             Event::Resolve { resolution, .. } => format!("resolve {}", resolution.outcome),
             Event::Told { text, .. } => format!("told {text}"),
+            Event::CustomerEvent { request, .. } => format!("event {}", request.kind),
         };
         log.lock().unwrap().push(what);
     };

@@ -135,6 +135,7 @@ pub fn run(
             rules_version: None,
             channel: None,
             event: None,
+            images: Vec::new(),
         };
         let response = engine.turn(request)?;
         if !response.reply.is_empty() {

@@ -681,6 +681,7 @@ fn request_of(record: &TurnRecord, session: &str, at: DateTime<FixedOffset>) -> 
         // A turn replays as it came: through its channel, and as its event.
         channel: record.channel.clone(),
         event: record.event.clone(),
+        images: Vec::new(),
     }
 }
 

@@ -409,6 +409,8 @@ impl crate::engine::Observer for ConversationLog {
             }
             // A job's message is kept in the session; the job queue logs its outcome.
             Event::Ticket { .. } | Event::TurnFailed { .. } | Event::Told { .. } => {}
+            // Part E writes the `event` and `proactive` records here.
+            Event::CustomerEvent { .. } => {}
         }
     }
 }

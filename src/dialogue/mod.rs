@@ -4,6 +4,6 @@
 pub mod session;
 
 pub use session::{
-    Asked, ConvState, Feedback, FlowState, HandoffKind, HistoryEntry, Note, Resolution, Role, RulesRole, ServedBy,
-    Session, Takeover, new_token,
+    Asked, ConvState, Feedback, FlowState, HandoffKind, HistoryEntry, ImageRef, Note, ProactiveSent, Proactivity,
+    Resolution, Role, RulesRole, ServedBy, Session, Takeover, new_token,
 };

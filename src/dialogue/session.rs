@@ -112,6 +112,59 @@ pub struct Session {
     /// them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_agent: Option<String>,
+    /// Proactive messages: what was sent (for the daily limits) and whether the customer
+    /// asked for no more.
+    #[serde(default, skip_serializing_if = "Proactivity::is_empty")]
+    pub proactive: Proactivity,
+}
+
+/// A conversation's proactive messages, as the guard rails read them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proactivity {
+    /// The customer asked for no more proactive messages ("别再推送了").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub opted_out: bool,
+    /// The proactive messages sent lately, oldest first (bounded: [`PROACTIVE_KEPT`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent: Vec<ProactiveSent>,
+}
+
+impl Proactivity {
+    /// Nothing to keep.
+    pub fn is_empty(&self) -> bool {
+        !self.opted_out && self.sent.is_empty()
+    }
+}
+
+/// How many proactive messages a session remembers (more than any daily limit allows).
+pub const PROACTIVE_KEPT: usize = 32;
+
+/// One proactive message sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProactiveSent {
+    /// The `proactive` item that sent it.
+    pub trigger: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// An image a customer sent, as the conversation keeps it: the bytes are in the image
+/// store under `id` (metadata stripped); this is what rules, the log and the inbox see.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// The store's id (`img_` and 32 hex digits).
+    pub id: String,
+    /// The type read from its bytes: `jpeg`, `png`, `webp` or `gif`.
+    pub kind: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Size as stored, in bytes.
+    pub bytes: u64,
+    /// What a vision model saw in it, when one is configured and answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// Why a rule set served a turn: the live version, the canary candidate (the session's
@@ -187,6 +240,7 @@ impl Session {
             text: Arc::from(text),
             at,
             seq: self.seq,
+            images: Vec::new(),
         });
         while self.history.len() > HISTORY_LIMIT {
             self.history.pop_front();
@@ -269,6 +323,9 @@ pub struct HistoryEntry {
     /// sequence numbers.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub seq: u64,
+    /// The images the message carried (a customer's photos).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageRef>,
 }
 
 /// A satisfaction score the customer gave the conversation.

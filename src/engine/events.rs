@@ -8,7 +8,7 @@
 //! writes a record of its own beside the engine, so a log made by `kefu chat` and one made
 //! by `kefu serve` hold the same records for the same conversation.
 
-use super::{TurnRequest, TurnResponse};
+use super::{EventRequest, ProactiveOutcome, TurnRequest, TurnResponse};
 use crate::dialogue::{Feedback, Note, Resolution, ServedBy, Takeover};
 use crate::tickets::Ticket;
 
@@ -86,6 +86,15 @@ pub enum Event<'a> {
         text: &'a str,
         /// The message's sequence number in the conversation.
         seq: u64,
+    },
+    /// The shop reported an event ([`crate::engine::Engine::event`]); when a proactive
+    /// message was sent (`ProactiveOutcome::Sent`), it is in the session's history and is
+    /// delivered on the customer's channel like [`Event::Told`].
+    CustomerEvent {
+        /// The event as reported.
+        request: &'a EventRequest,
+        /// What it did.
+        outcome: &'a ProactiveOutcome,
     },
     /// The customer rated the conversation.
     Feedback {

@@ -43,6 +43,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::RuleSet;
+pub use crate::dialogue::ImageRef;
 pub use crate::dialogue::RulesRole;
 use crate::dialogue::{Feedback, HandoffKind, Note, Resolution, Role, Session, Takeover};
 use crate::llm::LlmBackend;
@@ -89,6 +90,92 @@ pub struct TurnRequest {
     /// matches (no understanding, no fallback). `message` is empty for an event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
+    /// Images the message carries (already checked, stripped and stored by the server's
+    /// image intake; a vision model's description on each when one is configured). A
+    /// message may be images alone (`message` empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageRef>,
+}
+
+/// Something the customer did or that happened to their order, reported by the shop
+/// (`POST /v1/events`: the widget's page events, the back office's order events): the
+/// input of proactive messages ([`Engine::event`]) and of the report's conversions.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EventRequest {
+    /// The conversation it belongs to (a channel conversation's `ch:…` key when the
+    /// server resolved one).
+    pub session_id: String,
+    /// The event's type: `product_dwell`, `cart_changed`, `checkout_abandoned`,
+    /// `order_shipped`, `order_delayed`, `order_delivered`, `refund_done`, `order_paid`…
+    /// (`script::shape::EVENT_TYPES` lists the known ones); scripts read it as `event.type`.
+    pub kind: String,
+    /// The event's fields (bounded by the server), `event.*` in scripts.
+    #[serde(default)]
+    pub data: serde_json::Map<String, serde_json::Value>,
+    /// The customer's profile, as for a turn (`user`).
+    #[serde(default)]
+    pub user: Option<serde_json::Map<String, serde_json::Value>>,
+    /// When it happened (the caller's timestamp, checked by the server); now when absent.
+    #[serde(default)]
+    pub at: Option<DateTime<FixedOffset>>,
+    /// The channel the customer is reached on (as [`TurnRequest::channel`]); set by the
+    /// server, never taken from a client's body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// What an event did ([`Engine::event`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ProactiveOutcome {
+    /// No `proactive` item listens for it, or none's condition held: only recorded.
+    Recorded,
+    /// A trigger sent its message (stored in the session's history as kefu's).
+    Sent {
+        /// The `proactive` item.
+        trigger: String,
+        /// The message as sent (masked).
+        text: String,
+        /// Its sequence number in the conversation.
+        seq: u64,
+    },
+    /// A trigger's condition held but a guard rail stopped it: nothing is sent and the
+    /// customer never learns of it; counted per reason.
+    Refused {
+        /// The `proactive` item.
+        trigger: String,
+        /// Which guard rail.
+        reason: Refusal,
+    },
+}
+
+/// The guard rail that stopped a proactive message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// The trigger's `limit N per day` or the shop's `proactive_limit` was reached.
+    Limit,
+    /// Inside the quiet hours.
+    QuietHours,
+    /// A person holds (or the customer waits for) the conversation.
+    Held,
+    /// A flow is waiting for the customer's answer.
+    FlowRunning,
+    /// The customer asked for no more ("别再推送了").
+    OptedOut,
+}
+
+impl Refusal {
+    /// The name in metrics, the log and the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::Limit => "limit",
+            Refusal::QuietHours => "quiet_hours",
+            Refusal::Held => "held",
+            Refusal::FlowRunning => "flow_running",
+            Refusal::OptedOut => "opted_out",
+        }
+    }
 }
 
 impl TurnRequest {
@@ -1260,6 +1347,24 @@ impl Engine {
             agent: rated.last_agent.as_deref(),
         });
         Ok(given)
+    }
+
+    /// An event the shop reported: the rule set's `proactive` items that listen for its
+    /// type are tried in order (condition, then the guard rails: the customer opted out,
+    /// a person holds the conversation, a flow waits, quiet hours, the trigger's and the
+    /// shop's daily limits); the first whose condition holds sends its message (one atomic
+    /// update of the session: history, `proactive.sent`) or is refused. Reported to the
+    /// observer as [`Event::CustomerEvent`] whatever the outcome (the log's `event` and
+    /// `proactive` records, delivery on the customer's channel, the metrics).
+    ///
+    /// Groundwork stand-in: records nothing and sends nothing (part E implements it).
+    pub fn event(&self, request: &EventRequest) -> Result<ProactiveOutcome, EngineError> {
+        let outcome = ProactiveOutcome::Recorded;
+        self.report(Event::CustomerEvent {
+            request,
+            outcome: &outcome,
+        });
+        Ok(outcome)
     }
 
     /// Adds a message from kefu to a conversation outside a turn (the outcome of a job

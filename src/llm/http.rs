@@ -699,6 +699,7 @@ mod tests {
             text: attack.into(),
             at: 0,
             seq: 0,
+            images: Vec::new(),
         };
         let input = PromptInput {
             language: None,

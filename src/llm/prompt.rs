@@ -702,6 +702,7 @@ mod tests {
             text: text.into(),
             at: 0,
             seq: 0,
+            images: Vec::new(),
         };
         let history = [
             said(Role::User, attack),

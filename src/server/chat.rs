@@ -84,6 +84,7 @@ pub(super) async fn chat(
         rules_version: body.rules_version,
         channel: from_site.then(|| crate::channels::WEB.to_string()),
         event: None,
+        images: Vec::new(),
     };
     state.vouch(&caller, body.identity.as_deref(), &mut request)?;
     if let Some(version) = &request.rules_version {

@@ -67,6 +67,7 @@ pub mod errors;
 pub mod health;
 pub mod http;
 pub mod identity;
+pub mod images;
 pub mod inbox;
 pub mod limits;
 pub mod logs;

@@ -189,6 +189,7 @@ pub(super) async fn completions(
         rules_version: None,
         channel: None,
         event: None,
+        images: Vec::new(),
     };
     state.vouch(&caller, body.kefu_identity.as_deref(), &mut request)?;
     let id = completion_id();

@@ -169,6 +169,20 @@ impl Observer for Recorder {
                     hook.send(session, text, seq);
                 }
             }
+            Event::CustomerEvent { request, outcome } => {
+                // Part E counts outcomes in the metrics here.
+                if let crate::engine::ProactiveOutcome::Sent { trigger, text, seq } = outcome {
+                    tracing::info!(
+                        session = %LogSafe(&request.session_id),
+                        trigger = %LogSafe(trigger),
+                        chars = text.chars().count(),
+                        "proactive sent"
+                    );
+                    if let Some(hook) = &self.channels {
+                        hook.send(&request.session_id, text, *seq);
+                    }
+                }
+            }
             Event::Feedback {
                 session,
                 feedback,

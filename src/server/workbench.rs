@@ -129,6 +129,7 @@ pub(super) async fn chat(state: &Arc<State>, req: Request<Incoming>) -> Result<R
             rules_version: None,
             channel: None,
             event: None,
+            images: Vec::new(),
         };
         let turn = built.engine.turn(request).map_err(ApiError::from_engine)?;
         let slots = built

@@ -325,6 +325,8 @@ impl Lowerer<'_> {
             reads_intents: compiler.4.intents.get(),
             queues,
             default_queue,
+            // Part L lowers the `proactive` items here.
+            proactive: Vec::new(),
         })))
     }
 

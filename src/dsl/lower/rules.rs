@@ -363,7 +363,7 @@ fn covers(earlier: &[Trigger], later: &[Trigger]) -> bool {
     later.iter().all(|t| match t {
         Trigger::Keywords(k) => k.iter().all(|w| keywords.contains(&w.to_lowercase())),
         Trigger::Intents(p) => p.iter().all(|x| patterns.contains(x)),
-        Trigger::Entity(_) | Trigger::Answer { .. } | Trigger::Event(_) => earlier.contains(t),
+        Trigger::Entity(_) | Trigger::Answer { .. } | Trigger::Event(_) | Trigger::Image => earlier.contains(t),
     })
 }
 
@@ -384,6 +384,8 @@ pub(super) fn build_index(
         Trigger::Entity(e) => by_entity.push((e.clone(), owner)),
         Trigger::Answer { rule, yes } => by_answer.push(((rule.clone(), *yes), owner)),
         Trigger::Event(name) => by_event.push((name.clone(), owner)),
+        // Part L/E: the owners `on image` makes candidates.
+        Trigger::Image => {}
     };
     for (i, rule) in rules.iter().enumerate() {
         rule.triggers.iter().for_each(|t| add(t, Owner::Rule(i)));

@@ -114,6 +114,9 @@ impl Lowerer<'_> {
                 upcoming_days: DEFAULT_UPCOMING_DAYS,
                 flow_timeout: DEFAULT_FLOW_TIMEOUT,
                 max_answers: DEFAULT_MAX_ANSWERS,
+                proactive_limit: crate::ruleset::DEFAULT_PROACTIVE_LIMIT,
+                quiet_hours: Some(crate::ruleset::DEFAULT_QUIET_HOURS),
+                opt_out_message: Localized::new(crate::ruleset::DEFAULT_OPT_OUT_MESSAGE.into()),
             };
         };
         let timezone = match &shop.timezone {
@@ -223,6 +226,10 @@ impl Lowerer<'_> {
             upcoming_days,
             flow_timeout,
             max_answers,
+            // Part L reads `proactive_limit`, `quiet_hours` and `opt_out_message` here.
+            proactive_limit: crate::ruleset::DEFAULT_PROACTIVE_LIMIT,
+            quiet_hours: Some(crate::ruleset::DEFAULT_QUIET_HOURS),
+            opt_out_message: Localized::new(crate::ruleset::DEFAULT_OPT_OUT_MESSAGE.into()),
         }
     }
 

@@ -256,6 +256,7 @@ fn turn_request(name: &str, inbound: &Inbound, limits: &Limits) -> Result<(TurnR
         rules_version: None,
         channel: Some(name.to_string()),
         event,
+        images: Vec::new(),
     };
     Ok((request, key))
 }

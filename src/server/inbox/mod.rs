@@ -368,7 +368,17 @@ impl Change {
                 session: session.to_string(),
                 score: feedback.score,
             },
-            Event::TurnFailed { .. } | Event::Ticket { .. } => return None,
+            // A proactive message shows in the conversation as kefu's, like a told one.
+            Event::CustomerEvent {
+                request,
+                outcome: crate::engine::ProactiveOutcome::Sent { text, seq, .. },
+            } => Change::Told {
+                session: request.session_id.clone(),
+                at: now,
+                text: text.clone(),
+                seq: *seq,
+            },
+            Event::TurnFailed { .. } | Event::Ticket { .. } | Event::CustomerEvent { .. } => return None,
         })
     }
 
