@@ -986,6 +986,13 @@ fn record(turn: &Turn, r: &TurnResponse) -> TurnRecord {
     if let Some(x) = &e.choices {
         check("choices", &format!("{x:?}"), &format!("{:?}", r.choices));
     }
+    // A message's turn sends nothing proactive and no guard rail refuses it.
+    if let Some(x) = &e.proactive {
+        check("proactive", x, "-");
+    }
+    if let Some(x) = &e.refused {
+        check("refused", x, "-");
+    }
     if let Some(x) = &e.step {
         let actual = r.step.as_deref().unwrap_or("-");
         if !actual.starts_with(x.as_str()) {

@@ -1580,7 +1580,10 @@ mod tests {
         let text = metrics.encode();
         for item in &rules.proactive {
             for outcome in PROACTIVE_OUTCOMES {
-                let line = format!("kefu_proactive_total{{trigger=\"{}\",outcome=\"{outcome}\"}} 0", item.name);
+                let line = format!(
+                    "kefu_proactive_total{{trigger=\"{}\",outcome=\"{outcome}\"}} 0",
+                    item.name
+                );
                 assert!(text.contains(&line), "{line} missing:\n{text}");
             }
         }
@@ -1611,13 +1614,25 @@ mod tests {
             );
         }
         let text = metrics.encode();
-        assert!(text.contains("kefu_proactive_total{trigger=\"退款到账\",outcome=\"sent\"} 1"), "{text}");
-        assert!(text.contains("kefu_proactive_total{trigger=\"催付提醒\",outcome=\"limit\"} 1"), "{text}");
+        assert!(
+            text.contains("kefu_proactive_total{trigger=\"退款到账\",outcome=\"sent\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kefu_proactive_total{trigger=\"催付提醒\",outcome=\"limit\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("kefu_events_total{type=\"other\"} 1"), "{text}");
         assert!(text.contains("kefu_events_total{type=\"refund_done\"} 1"), "{text}");
-        assert!(text.contains("kefu_proactive_total{trigger=\"other\",outcome=\"quiet_hours\"}"), "{text}");
+        assert!(
+            text.contains("kefu_proactive_total{trigger=\"other\",outcome=\"quiet_hours\"}"),
+            "{text}"
+        );
         let series = text.lines().filter(|l| l.starts_with("kefu_proactive_total{")).count();
-        assert!(series <= (MAX_PROACTIVE_TRIGGERS + 1) * PROACTIVE_OUTCOMES.len(), "{series}");
+        assert!(
+            series <= (MAX_PROACTIVE_TRIGGERS + 1) * PROACTIVE_OUTCOMES.len(),
+            "{series}"
+        );
     }
 
     #[test]
