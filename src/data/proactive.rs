@@ -219,13 +219,12 @@ pub(super) fn write_text(o: &mut String, figures: &[TriggerFigures]) -> fmt::Res
     }
     writeln!(
         o,
-        "\nproactive messages (replied: the customer wrote within {REPLY_WINDOW_HOURS} h; conversions: order_paid, checkout_completed or conversion within {CONVERSION_WINDOW_DAYS} days, credited to the last message before it)\n  {} {:>6} {:>12} {:>12} {:>8} {}",
+        "\nproactive messages (replied: the customer wrote within {REPLY_WINDOW_HOURS} h; conversions: order_paid, checkout_completed or conversion within {CONVERSION_WINDOW_DAYS} days, credited to the last message before it)\n  {} {:>6} {:>12} {:>12} {:>8} refused by",
         super::report::pad("trigger", 20),
         "sent",
         "replied",
         "converted",
-        "refused",
-        "refused by"
+        "refused"
     )?;
     for t in figures {
         writeln!(

@@ -233,7 +233,7 @@ pub(super) fn run(engine: &Engine, request: &EventRequest) -> Result<ProactiveOu
     let listening: Vec<&Proactive> = rules
         .proactive
         .iter()
-        .filter(|p| p.events.iter().any(|e| *e == request.kind))
+        .filter(|p| p.events.contains(&request.kind))
         .collect();
     if listening.is_empty() {
         return Ok(ProactiveOutcome::Recorded);
