@@ -234,7 +234,10 @@ fn proactive_items_photo_triggers_and_photo_asks_are_lowered() {
     assert!(own.contains(at(22, 0)) && !own.contains(at(21, 30)));
     assert!(nudge.location.ends_with("shop.kefu:21"), "{}", nudge.location);
     let shipped = &rules.proactive[1];
-    assert_eq!((shipped.per_day, shipped.quiet, shipped.offer.as_deref()), (1, None, None));
+    assert_eq!(
+        (shipped.per_day, shipped.quiet, shipped.offer.as_deref()),
+        (1, None, None)
+    );
     assert!(shipped.when.is_none());
 
     // The condition and the message run in the proactive scope: `event` is a map.
@@ -245,7 +248,14 @@ fn proactive_items_photo_triggers_and_photo_asks_are_lowered() {
     let mut scope = Scope::new();
     scope.push("event", event);
     scope.push("user", user("vip"));
-    assert!(nudge.when.as_ref().unwrap().eval_bool(&rules.engine, &mut scope).unwrap());
+    assert!(
+        nudge
+            .when
+            .as_ref()
+            .unwrap()
+            .eval_bool(&rules.engine, &mut scope)
+            .unwrap()
+    );
     let text = shipped.say.default.render(&rules.engine, &mut scope).unwrap();
     assert_eq!(text, "亲，您的订单 202611010001 已发货～");
 

@@ -58,9 +58,9 @@ impl Lowerer<'_> {
                 &s.flow_updated_message,
                 &s.opt_out_message,
             ]
-                .into_iter()
-                .flatten()
-                .collect();
+            .into_iter()
+            .flatten()
+            .collect();
             checker.item("the shop's messages", &texts);
         }
         for rule in &items.rules {

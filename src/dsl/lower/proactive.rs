@@ -51,12 +51,15 @@ impl Lowerer<'_> {
             }
             if item.triggers.is_empty() {
                 self.push(
-                    Diagnostic::error(item.name.span, format!("proactive `{}` has no `on event`", item.name.name))
-                        .with_label("nothing can make it send")
-                        .with_help(format!(
-                            "say which shop event it is for, e.g. `on event checkout_abandoned` (known events: {})",
-                            EVENT_TYPES.join(", ")
-                        )),
+                    Diagnostic::error(
+                        item.name.span,
+                        format!("proactive `{}` has no `on event`", item.name.name),
+                    )
+                    .with_label("nothing can make it send")
+                    .with_help(format!(
+                        "say which shop event it is for, e.g. `on event checkout_abandoned` (known events: {})",
+                        EVENT_TYPES.join(", ")
+                    )),
                 );
             }
             let Some(say_text) = &item.say else {
@@ -84,9 +87,12 @@ impl Lowerer<'_> {
             let per_day = match &item.limit {
                 Some((n, _)) if !(1..=MAX_PER_DAY).contains(&n.value) => {
                     self.push(
-                        Diagnostic::error(n.span, format!("a proactive limit must be between 1 and {MAX_PER_DAY} per day"))
-                            .with_label("how many of this item's messages a customer may get a day")
-                            .with_help("to stop an item sending, remove it (or give it a `when` that is false)"),
+                        Diagnostic::error(
+                            n.span,
+                            format!("a proactive limit must be between 1 and {MAX_PER_DAY} per day"),
+                        )
+                        .with_label("how many of this item's messages a customer may get a day")
+                        .with_help("to stop an item sending, remove it (or give it a `when` that is false)"),
                     );
                     DEFAULT_PER_DAY
                 }
@@ -157,7 +163,10 @@ impl Lowerer<'_> {
             self.push(
                 Diagnostic::warning(
                     name.span,
-                    format!("`{}` is a shop event: it reaches `proactive` items, not turns", name.name),
+                    format!(
+                        "`{}` is a shop event: it reaches `proactive` items, not turns",
+                        name.name
+                    ),
                 )
                 .with_label("no turn will be this event")
                 .with_help(format!(

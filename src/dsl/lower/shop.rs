@@ -272,7 +272,9 @@ impl Lowerer<'_> {
             self.push(
                 Diagnostic::error(lit.span, "quiet hours must start and end at different times")
                     .with_label("this span is empty")
-                    .with_help("write when the quiet hours start and when they end, e.g. `22:00 to 08:00` (past midnight)"),
+                    .with_help(
+                        "write when the quiet hours start and when they end, e.g. `22:00 to 08:00` (past midnight)",
+                    ),
             );
             return None;
         }
