@@ -358,6 +358,18 @@ impl State {
         self.limits.max_body_bytes.saturating_add(self.photos.max_base64())
     }
 
+    /// Parses a chat body read with [`State::chat_body_limit`]: one over the limit of any
+    /// body that is not JSON is refused as too large, as it was before images had room.
+    pub(super) fn parse_chat_body<T: serde::de::DeserializeOwned>(&self, raw: &[u8]) -> Result<T, ApiError> {
+        super::http::parse_json(raw).map_err(|error| {
+            if raw.len() > self.limits.max_body_bytes {
+                super::http::too_large(self.limits.max_body_bytes)
+            } else {
+                error
+            }
+        })
+    }
+
     /// Refuses a body whose size less its inline images' base64 (`inline` bytes) is over
     /// the limit of any body: the room made for images is for images.
     pub(super) fn check_body_besides_images(&self, body: usize, inline: usize) -> Result<(), ApiError> {
