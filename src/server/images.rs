@@ -470,7 +470,11 @@ impl State {
 /// `?session_id=`). A conversation that exists needs its `session_token`
 /// (`X-Kefu-Session-Token` or `?token=`) unless the caller may read the admin routes; a
 /// new one is started by its first message, as on `/v1/chat`.
-pub(super) async fn upload(state: &Arc<State>, req: Request<Incoming>, caller: Caller) -> Result<Response<Body>, ApiError> {
+pub(super) async fn upload(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    caller: Caller,
+) -> Result<Response<Body>, ApiError> {
     let mut session = header(&req, "x-kefu-session");
     let mut token = header(&req, "x-kefu-session-token");
     for pair in req.uri().query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -486,9 +490,8 @@ pub(super) async fn upload(state: &Arc<State>, req: Request<Incoming>, caller: C
             }
         }
     }
-    let session = session.ok_or_else(|| {
-        ApiError::invalid("name the conversation: header `X-Kefu-Session` or `?session_id=`")
-    })?;
+    let session =
+        session.ok_or_else(|| ApiError::invalid("name the conversation: header `X-Kefu-Session` or `?session_id=`"))?;
     check_api_session_id(&session, &state.limits)?;
     state.check_rate(&session)?;
     if !caller.admin {
