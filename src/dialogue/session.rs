@@ -154,7 +154,8 @@ pub struct ProactiveSent {
 pub struct ImageRef {
     /// The store's id (`img_` and 32 hex digits).
     pub id: String,
-    /// The type read from its bytes: `jpeg`, `png`, `webp` or `gif`.
+    /// The stored type: `jpeg` or `png` (the intake takes JPEG, PNG, WebP and GIF by their
+    /// bytes and encodes each anew, see `crate::media`).
     pub kind: String,
     /// Width in pixels.
     pub width: u32,

@@ -255,6 +255,8 @@ pub struct Metrics {
     hits: HitSeries,
     /// Shop events and proactive messages (issue #26).
     proactive: ProactiveFigures,
+    /// Customers' images and their descriptions (issue #26).
+    photos: PhotoFigures,
 }
 
 /// A proactive item and what became of its trigger.
@@ -321,6 +323,49 @@ impl ProactiveFigures {
             return name.to_string();
         }
         crate::data::hits::OTHER.to_string()
+    }
+}
+
+/// `kefu_images_total{outcome}` (stored, or the refusal's `error.type`) and
+/// `kefu_vision_total{outcome}` (described, or why not), every outcome from the start.
+struct PhotoFigures {
+    images: Family<OutcomeLabels, Counter>,
+    vision: Family<OutcomeLabels, Counter>,
+}
+
+impl PhotoFigures {
+    /// The outcomes of an image's intake.
+    const IMAGE_OUTCOMES: [&'static str; 8] = [
+        "stored",
+        "unsupported_image",
+        "bad_image",
+        "image_too_large",
+        "image_too_large_pixels",
+        "too_many_images_today",
+        "unknown_image",
+        "internal",
+    ];
+
+    fn register(registry: &mut Registry) -> Self {
+        let images = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "images",
+            "Images customers sent: stored, or refused by reason (the error's type)",
+            images.clone(),
+        );
+        let vision = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "vision",
+            "Requests to the vision model (--vision-url): described, or timeout, unreachable, error, empty",
+            vision.clone(),
+        );
+        for outcome in Self::IMAGE_OUTCOMES {
+            let _ = images.get_or_create(&OutcomeLabels { outcome });
+        }
+        for outcome in crate::llm::vision::OUTCOMES {
+            let _ = vision.get_or_create(&OutcomeLabels { outcome });
+        }
+        PhotoFigures { images, vision }
     }
 }
 
@@ -841,6 +886,22 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts an image's intake: `stored`, or the refusal's `error.type` (one of
+    /// [`PhotoFigures::IMAGE_OUTCOMES`]; others count as `internal`).
+    pub fn image(&self, outcome: &'static str) {
+        let outcome = if PhotoFigures::IMAGE_OUTCOMES.contains(&outcome) {
+            outcome
+        } else {
+            "internal"
+        };
+        self.photos.images.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts a vision model request by outcome ([`crate::llm::vision::OUTCOMES`]).
+    pub fn vision(&self, outcome: &'static str) {
+        self.photos.vision.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
     /// A registry with every metric at zero.
     pub fn new() -> Self {
         // The process's figures keep the names every client library gives them; the rest
@@ -1050,6 +1111,7 @@ impl Metrics {
         let channels = ChannelFigures::register(registry);
         let hits = HitSeries::register(registry);
         let proactive = ProactiveFigures::register(registry);
+        let photos = PhotoFigures::register(registry);
         Metrics {
             registry: root,
             requests,
@@ -1087,6 +1149,7 @@ impl Metrics {
             channels,
             hits,
             proactive,
+            photos,
         }
     }
 
