@@ -637,7 +637,6 @@ fn a_vision_model_too_slow_leaves_the_image_without_a_description() {
 /// The description reaches the rules (`on image`, `image.description`): needs the rule
 /// language's `on image` (part L) and the engine's image scope (part E).
 #[test]
-#[ignore = "waits for `on image` (i26-l) and the engine's `image` scope (i26-e): passes on a merge of i26-e, remove this then"]
 fn the_description_reaches_an_on_image_rule_and_without_one_a_person() {
     let vision = mock_vision("一双白色运动鞋，鞋头有划痕", Duration::ZERO);
     let dir = tempfile::tempdir().unwrap();
