@@ -17,7 +17,7 @@ use super::draft::TableAction;
 use super::http::{Body, decode_segment};
 use super::users::Permission;
 use super::{
-    ApiError, State, admin, assets, channels, chat, conns, console, draft, health, inbox, mine, openai, sessions,
+    ApiError, State, admin, assets, channels, chat, conns, console, draft, events, health, inbox, mine, openai, sessions,
     versions, workbench,
 };
 
@@ -101,7 +101,7 @@ enum SessionAction {
 }
 
 /// Every route's pattern ([`Route::name`]), for the request series that exist from start.
-pub(super) const ROUTE_PATTERNS: [&str; 52] = [
+pub(super) const ROUTE_PATTERNS: [&str; 53] = [
     "/v1/chat",
     "/v1/chat/completions",
     "/v1/sessions/{id}",
@@ -154,6 +154,7 @@ pub(super) const ROUTE_PATTERNS: [&str; 52] = [
     "/admin/mine/accept",
     "/v1/channels/{name}/messages",
     "/wechat/{name}",
+    "/v1/events",
 ];
 
 /// The route a path names, read once per request: for dispatch and for the metrics label.
@@ -238,6 +239,9 @@ enum Route<'a> {
     /// `GET|POST /wechat/{name}`: a WeChat account's callback (it checks WeChat's
     /// signature itself).
     Wechat(&'a str),
+    /// `POST /v1/events`: page events from the widget, order events from the back office
+    /// (public: the handler tells them apart, see [`super::events`]).
+    Events,
 }
 
 impl<'a> Route<'a> {
@@ -315,6 +319,7 @@ impl<'a> Route<'a> {
             ["admin", "mine", "accept"] => Route::AdminMineAccept,
             ["v1", "channels", name, "messages"] => Route::ChannelMessages(name),
             ["wechat", name] => Route::Wechat(name),
+            ["v1", "events"] => Route::Events,
             _ => return None,
         })
     }
@@ -374,6 +379,7 @@ impl<'a> Route<'a> {
             Route::AdminMineAccept => "/admin/mine/accept",
             Route::ChannelMessages(_) => "/v1/channels/{name}/messages",
             Route::Wechat(_) => "/wechat/{name}",
+            Route::Events => "/v1/events",
         }
     }
 
@@ -416,6 +422,8 @@ impl<'a> Route<'a> {
             | "/console/{asset}"
             // Channels authenticate their callers themselves (signatures).
             | "/v1/channels/{name}/messages" => return None,
+            // The back office's token or a widget site's page: the handler checks which.
+            "/v1/events" => return None,
             | "/wechat/{name}" => return None,
             "/v1/sessions/{id}"
             | "/v1/sessions/{id}/takeover"
@@ -446,6 +454,7 @@ impl<'a> Route<'a> {
                 | Route::SessionMessages(_)
                 | Route::SessionHistory(_)
                 | Route::SessionAction(_, SessionAction::Feedback)
+                | Route::Events
         )
     }
 
@@ -582,6 +591,7 @@ async fn dispatch(
         Route::AdminMineAccept => mine::accept(state, req).await,
         Route::ChannelMessages(name) => channels::webhook::messages(state, &decode_segment(name)?, req).await,
         Route::Wechat(name) => super::channels::wechat::callback(state, &decode_segment(name)?, req).await,
+        Route::Events => events::post(state, req, peer).await,
     }
 }
 
@@ -640,6 +650,7 @@ mod tests {
         assert_eq!(needs(Method::POST, "/wechat/shop_mp"), None);
         assert_eq!(needs(Method::GET, "/v1/sessions/a/history"), None);
         assert_eq!(needs(Method::GET, "/widget.js"), None);
+        assert_eq!(needs(Method::POST, "/v1/events"), None, "the handler checks its callers");
         // Every route pattern has its answer (none forgotten as public by mistake).
         for pattern in ROUTE_PATTERNS {
             let path = pattern.replace("{id}", "abc");
