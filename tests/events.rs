@@ -205,7 +205,9 @@ impl Platform {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { return };
                 if let Some(body) = read_body(&mut stream) {
-                    seen.lock().unwrap().push(serde_json::from_str(&body).unwrap_or(Value::Null));
+                    seen.lock()
+                        .unwrap()
+                        .push(serde_json::from_str(&body).unwrap_or(Value::Null));
                 }
                 let _ = write!(
                     stream,
@@ -242,7 +244,9 @@ fn read_body(stream: &mut TcpStream) -> Option<String> {
             .lines()
             .find_map(|l| {
                 let (name, value) = l.split_once(':')?;
-                name.trim().eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+                name.trim()
+                    .eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
             })
             .unwrap_or(0);
         if request.len() >= end + 4 + length {
@@ -273,8 +277,16 @@ fn bad_events_are_refused_with_json_counted_and_the_conversation_goes_on() {
             "invalid_event",
         ),
         (json!({"session_id": session}), 400, "invalid_event"),
-        (json!({"type": "Order-Shipped", "session_id": session}), 400, "invalid_event"),
-        (json!({"type": "x".repeat(49), "session_id": session}), 400, "invalid_event"),
+        (
+            json!({"type": "Order-Shipped", "session_id": session}),
+            400,
+            "invalid_event",
+        ),
+        (
+            json!({"type": "x".repeat(49), "session_id": session}),
+            400,
+            "invalid_event",
+        ),
         (
             json!({"type": "order_shipped", "session_id": session, "at": (now + TimeDelta::hours(1)).to_rfc3339()}),
             400,
@@ -321,7 +333,11 @@ fn bad_events_are_refused_with_json_counted_and_the_conversation_goes_on() {
             400,
             "invalid_event",
         ),
-        (json!({"type": "order_shipped", "channel": "shop"}), 400, "invalid_event"),
+        (
+            json!({"type": "order_shipped", "channel": "shop"}),
+            400,
+            "invalid_event",
+        ),
         (
             json!({"type": "order_shipped", "channel": "nope", "user_id": "c1"}),
             404,
@@ -354,12 +370,18 @@ fn bad_events_are_refused_with_json_counted_and_the_conversation_goes_on() {
         )
     };
     assert_eq!(raw("{\"type\": ").error_type(), "invalid_json");
-    let huge = raw(&format!("{{\"type\": \"order_shipped\", \"data\": {{\"x\": \"{}\"}}}}", "y".repeat(70_000)));
+    let huge = raw(&format!(
+        "{{\"type\": \"order_shipped\", \"data\": {{\"x\": \"{}\"}}}}",
+        "y".repeat(70_000)
+    ));
     assert_eq!((huge.status, huge.error_type().as_str()), (413, "payload_too_large"));
     // Who may send: no token, a wrong one; the widget only page events, for its own
     // conversation, at no other time than now.
     let anonymous = server.post("/v1/events", &json!({"type": "order_shipped", "session_id": session}));
-    assert_eq!((anonymous.status, anonymous.error_type().as_str()), (401, "unauthorized"));
+    assert_eq!(
+        (anonymous.status, anonymous.error_type().as_str()),
+        (401, "unauthorized")
+    );
     let wrong = server.send(
         "POST",
         "/v1/events",
@@ -373,7 +395,11 @@ fn bad_events_are_refused_with_json_counted_and_the_conversation_goes_on() {
         Some(&token),
     );
     assert_eq!((order.status, order.error_type().as_str()), (403, "forbidden"));
-    assert_eq!(order.header("access-control-allow-origin"), Some(ORIGIN), "the widget can read why");
+    assert_eq!(
+        order.header("access-control-allow-origin"),
+        Some(ORIGIN),
+        "the widget can read why"
+    );
     let channel = from_widget(
         &server,
         &json!({"type": "cart_changed", "channel": "shop", "user_id": "c1"}),
@@ -388,7 +414,11 @@ fn bad_events_are_refused_with_json_counted_and_the_conversation_goes_on() {
     assert_eq!(dated.error_type(), "invalid_event");
     for token in [None, Some("not-the-token")] {
         let other = from_widget(&server, &json!({"type": "cart_changed", "session_id": session}), token);
-        assert_eq!((other.status, other.error_type().as_str()), (404, "not_found"), "{token:?}");
+        assert_eq!(
+            (other.status, other.error_type().as_str()),
+            (404, "not_found"),
+            "{token:?}"
+        );
     }
     let foreign = server.send(
         "POST",
@@ -441,7 +471,10 @@ fn bad_events_are_refused_with_json_counted_and_the_conversation_goes_on() {
         &[
             ("origin", ORIGIN),
             ("access-control-request-method", "POST"),
-            ("access-control-request-headers", "content-type, x-kefu-site, x-kefu-session-token"),
+            (
+                "access-control-request-headers",
+                "content-type, x-kefu-site, x-kefu-session-token",
+            ),
         ],
         "",
     );
@@ -452,7 +485,9 @@ fn bad_events_are_refused_with_json_counted_and_the_conversation_goes_on() {
 #[test]
 fn events_are_limited_per_conversation_like_messages() {
     let platform = Platform::start();
-    let server = server("rate", &platform.url(), None, |config| config.limits.rate_per_session = 1);
+    let server = server("rate", &platform.url(), None, |config| {
+        config.limits.rate_per_session = 1
+    });
     let body = json!({"type": "order_delivered", "session_id": "ev-rate-1"});
     let statuses: Vec<u16> = (0..4).map(|_| back_office(&server, &body).status).collect();
     assert_eq!(statuses[..2], [202, 202], "a burst of twice the rate");
@@ -474,7 +509,10 @@ fn a_proactive_message_reaches_the_customer_stream_once_and_the_limit_refuses_si
     let platform = Platform::start();
     let server = server("stream", &platform.url(), None, |_| {});
     let session = "ev-stream-1";
-    let token = chat(&server, session, "你好")["session_token"].as_str().unwrap().to_string();
+    let token = chat(&server, session, "你好")["session_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut stream = Stream::open(server.addr, &format!("/v1/sessions/{session}/events?token={token}"));
     assert!(stream.until("event: state", Duration::from_secs(5)), "{}", stream.seen);
     let event = json!({"type": "order_shipped", "session_id": session, "data": {"order_id": "A100"}});
@@ -490,7 +528,11 @@ fn a_proactive_message_reaches_the_customer_stream_once_and_the_limit_refuses_si
         &server,
         &json!({"type": "order_shipped", "session_id": session, "data": {"order_id": "A101"}}),
     );
-    assert_eq!((again.status, again.body.clone()), (sent.status, sent.body.clone()), "never revealed");
+    assert_eq!(
+        (again.status, again.body.clone()),
+        (sent.status, sent.body.clone()),
+        "never revealed"
+    );
     assert!(!stream.until("A101", Duration::from_millis(700)), "{}", stream.seen);
     assert_eq!(
         metric(
@@ -500,7 +542,10 @@ fn a_proactive_message_reaches_the_customer_stream_once_and_the_limit_refuses_si
         1.0
     );
     assert_eq!(
-        metric(&server, "kefu_proactive_total{trigger=\"测试发货提醒\",outcome=\"sent\"}"),
+        metric(
+            &server,
+            "kefu_proactive_total{trigger=\"测试发货提醒\",outcome=\"sent\"}"
+        ),
         1.0
     );
     // The conversation keeps it as kefu's, and goes on.
@@ -533,7 +578,10 @@ fn a_new_widget_visitor_gets_the_token_and_the_message_on_the_stream() {
         .to_string();
     // The stream the widget opens with it carries the message, which opened the
     // conversation.
-    let mut stream = Stream::open(server.addr, &format!("/v1/sessions/{session}/events?token={token}&site={SITE}"));
+    let mut stream = Stream::open(
+        server.addr,
+        &format!("/v1/sessions/{session}/events?token={token}&site={SITE}"),
+    );
     assert!(
         stream.until("重磅纯棉圆领短袖T恤在看吗", Duration::from_secs(5)),
         "{}",
@@ -579,7 +627,9 @@ fn a_proactive_message_to_a_wechat_follower_goes_out_through_custom_send() {
         "user_id": "o_follower", "data": {"order_id": "A300"}});
     assert_eq!(back_office(&server, &event).status, 202);
     assert!(
-        eventually(Duration::from_secs(10), || !sim.calls("/message/custom/send").is_empty()),
+        eventually(Duration::from_secs(10), || !sim
+            .calls("/message/custom/send")
+            .is_empty()),
         "nothing sent"
     );
     let call = &sim.calls("/message/custom/send")[0];

@@ -163,12 +163,7 @@ async fn accept(state: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) ->
         })?;
         Sender::BackOffice
     };
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let session_token = header("x-kefu-session-token");
     let identity_header = header(super::identity::HEADER);
     let bytes = read_body(req, state.limits.max_body_bytes).await?;
@@ -187,7 +182,9 @@ async fn accept(state: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) ->
         ));
     }
     if sender == Sender::Widget && body.at.is_some() {
-        return Err(invalid_event("a page event happens now: `at` is for the back office's events"));
+        return Err(invalid_event(
+            "a page event happens now: `at` is for the back office's events",
+        ));
     }
     if let Some(at) = body.at {
         check_at(at, now)?;
@@ -213,7 +210,11 @@ async fn accept(state: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) ->
                 user: body.user,
                 ..crate::TurnRequest::default()
             };
-            verifier.apply(body.identity.as_deref().or(identity_header.as_deref()), &mut vouched, false)?;
+            verifier.apply(
+                body.identity.as_deref().or(identity_header.as_deref()),
+                &mut vouched,
+                false,
+            )?;
             vouched.user
         }
         _ => body.user,
@@ -491,7 +492,16 @@ mod tests {
         for ok in ["order_shipped", "a", "page_view2", &"x".repeat(48)] {
             assert!(check_kind(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Order", "1st", "_x", "order-shipped", "订单", &"x".repeat(49), "a b"] {
+        for bad in [
+            "",
+            "Order",
+            "1st",
+            "_x",
+            "order-shipped",
+            "订单",
+            &"x".repeat(49),
+            "a b",
+        ] {
             assert_eq!(check_kind(bad).unwrap_err().kind, "invalid_event", "{bad}");
         }
     }

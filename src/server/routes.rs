@@ -17,8 +17,8 @@ use super::draft::TableAction;
 use super::http::{Body, decode_segment};
 use super::users::Permission;
 use super::{
-    ApiError, State, admin, assets, channels, chat, conns, console, draft, events, health, inbox, mine, openai, sessions,
-    versions, workbench,
+    ApiError, State, admin, assets, channels, chat, conns, console, draft, events, health, inbox, mine, openai,
+    sessions, versions, workbench,
 };
 
 /// One request, start to end: route, time limit, metrics, and errors turned into JSON.
@@ -650,7 +650,11 @@ mod tests {
         assert_eq!(needs(Method::POST, "/wechat/shop_mp"), None);
         assert_eq!(needs(Method::GET, "/v1/sessions/a/history"), None);
         assert_eq!(needs(Method::GET, "/widget.js"), None);
-        assert_eq!(needs(Method::POST, "/v1/events"), None, "the handler checks its callers");
+        assert_eq!(
+            needs(Method::POST, "/v1/events"),
+            None,
+            "the handler checks its callers"
+        );
         // Every route pattern has its answer (none forgotten as public by mistake).
         for pattern in ROUTE_PATTERNS {
             let path = pattern.replace("{id}", "abc");
