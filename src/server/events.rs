@@ -135,14 +135,13 @@ pub(super) async fn post(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, ApiError> {
-    accept(state, req, peer).await.map_err(|error| {
+    accept(state, req, peer).await.inspect_err(|error| {
         let reason = REFUSAL_REASONS
             .iter()
             .find(|r| **r == error.kind)
             .copied()
             .unwrap_or("other");
         state.metrics.event_refused(reason);
-        error
     })
 }
 
