@@ -12,7 +12,10 @@
 //      turns asks for a rating: five stars and a comment reach kefu (the session's feedback);
 //   4. on a 390-px phone the panel fills the screen and nothing scrolls sideways;
 //   5. widget.js is at most 40 KB gzipped and cacheable, and a page of an origin that no
-//      site lists is refused (the browser's fetch fails; kefu answers 403 without CORS).
+//      site lists is refused (the browser's fetch fails; kefu answers 403 without CORS);
+//   6. a product page left open (data-dwell="2") sends `product_dwell` to POST /v1/events;
+//      a proactive item of the test's own answers it, and the message arrives in the closed
+//      widget (the unread dot), first in the panel when it opens.
 //
 // Run: `tests/support/console_journey.sh target/debug/kefu` (after journey.mjs and
 // inbox.mjs), or `cd console && KEFU_BIN=../target/debug/kefu node --test tests/widget.mjs`.
@@ -56,12 +59,31 @@ function hostPage(url) {
   if (url.searchParams.has("product")) {
     attrs.push(`data-product="${PRODUCT.id}"`, `data-product-name="${PRODUCT.name}"`, `data-product-material="${PRODUCT.material}"`);
   }
+  // No dwell event unless the test asks (a slow product-page test would get its message).
+  attrs.push(`data-dwell="${Number(url.searchParams.get("dwell") || 0)}"`);
   return ["text/html; charset=utf-8", HOST_HTML.replaceAll("%KEFU%", S.base).replaceAll("%ATTRS%", attrs.join(" "))];
+}
+
+/** A proactive item answering the product page's dwell; its quiet hours are one minute six
+ * hours from now in the shop's zone (UTC+8), so that it may send at any hour the test runs. */
+function dwellItem() {
+  const hhmm = (ms) => new Date(ms + 8 * 3600e3).toISOString().slice(11, 16);
+  const from = Date.now() + 6 * 3600e3;
+  return `
+proactive 浏览停留测试 {
+  on event product_dwell
+  when \`event.product_id == "${PRODUCT.id}"\`
+  say "这款{event.product_name}看了有一会儿了，尺码和面料有问题随时问我～"
+  quiet ${hhmm(from)} to ${hhmm(from + 60e3)}
+  priority 100
+}
+`;
 }
 
 before(async () => {
   S.browser = await launchBrowser();
   workspace(S, "widget");
+  fs.writeFileSync(path.join(S.rules, "zz_widget_proactive.kefu"), dwellItem());
   S.host = await origin(hostPage);
   S.other = await origin(() => ["text/html; charset=utf-8", "<!doctype html><title>另一个网站</title><p>nobody's shop</p>"]);
   const channels = path.join(S.tmp, "channels.yaml");
@@ -263,4 +285,38 @@ test("widget.js is small and cacheable, and other origins are refused", async (t
   assert.equal(direct.status, 403);
   assert.equal((await direct.json()).error.type, "origin_not_allowed");
   assert.equal(direct.headers.get("access-control-allow-origin"), null);
+});
+
+test("a product page's dwell brings a proactive message into the closed widget", async (t) => {
+  await withPages(S, t, [DESKTOP], async (page) => {
+    const events = [];
+    page.on("response", (r) => {
+      if (r.url() === `${S.base}/v1/events` && r.request().method() === "POST") events.push(r);
+    });
+    await page.goto(`${S.host.url}/?product=1&dwell=2`);
+    const dot = page.locator("[data-kefu-widget] .bubble .dot");
+    await until(async () => await dot.isVisible(), "the unread dot after the dwell's proactive message");
+    assert.equal(events.length, 1, "one product_dwell per page");
+    assert.equal(events[0].status(), 202);
+    const sent = JSON.parse(events[0].request().postData());
+    assert.equal(sent.type, "product_dwell");
+    assert.equal(sent.data.product_id, PRODUCT.id);
+    assert.equal(sent.data.product_name, PRODUCT.name);
+    assert.ok(sent.data.seconds >= 2);
+    await shot(page, "widget-proactive");
+    await W.bubble(page).click();
+    await W.panel(page).waitFor({ state: "visible" });
+    assert.ok(await dot.isHidden(), "read once the panel is open");
+    const first = (await W.messages(page, "kefu").first().textContent()).trim();
+    assert.match(first, new RegExp(`${PRODUCT.name}看了有一会儿了`), first);
+    // The shop's code reports page events through window.kefu.event; an order event is not one.
+    const [cart, order] = await page.evaluate(async () => [
+      await window.kefu.event("cart_changed", { items: 2 }),
+      await window.kefu.event("order_shipped", { order_id: "A1" }),
+    ]);
+    assert.deepEqual([cart, order], [true, false]);
+    // The conversation goes on after it.
+    const answer = await ask(page, "有什么优惠");
+    assert.match(answer, /减|折|优惠|活动|券/, answer);
+  });
 });

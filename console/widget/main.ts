@@ -5,19 +5,25 @@
 // Attributes: data-site (the site's key in kefu's channels file; required), data-lang
 // (zh|en), data-title, data-color (#rgb or #rrggbb), data-product (the SKU of the product
 // page; any data-product-NAME attribute adds product.NAME to the turn's context, so rules
-// can read product.name, product.material...), data-user-id (the shop's customer id, when
-// there is no signed identity), data-identity (a signed identity token, see docs/api.md).
+// can read product.name, product.material...), data-dwell (seconds on a product page
+// before its `product_dwell` event, default 60, 0 for none), data-user-id (the shop's
+// customer id, when there is no signed identity), data-identity (a signed identity token,
+// see docs/api.md).
 //
 // It finds kefu's address from its own `src`, draws a bubble and a chat panel in a shadow
 // root (full screen under 480 px), sends each message to POST /v1/chat as a stream, keeps
 // the conversation (session id and token in localStorage per site), draws it again from
 // /v1/sessions/{id}/history after a reload, listens for agents' messages on
-// /v1/sessions/{id}/events, and asks for a 1-5 rating when the conversation ends. It talks
-// to kefu only: no other request, no font download.
+// /v1/sessions/{id}/events, and asks for a 1-5 rating when the conversation ends. Page
+// events (a product page's dwell, `window.kefu.event(...)` from the shop's code; see
+// events.ts) go to POST /v1/events, and a proactive message they bring arrives on the live
+// stream, with the unread dot while the panel is closed. It talks to kefu only: no other
+// request, no font download.
 
 import { CSS } from "./style";
 import { STRINGS, type Lang, type Strings } from "./i18n";
 import { readEvents } from "./sse";
+import { exposeEvents, watchDwell, type Post } from "./events";
 
 interface Stored {
   id: string;
@@ -179,6 +185,35 @@ class Widget {
     });
 
     if (this.stored.token) void this.restore();
+    const post: Post = (type, fields) => this.postEvent(type, fields);
+    watchDwell(data, post);
+    exposeEvents(post);
+  }
+
+  /**
+   * A page event to POST /v1/events (its conversation's token when it has one). When the
+   * event started the conversation (a proactive message to a new visitor), the answer
+   * carries its token: the live stream opens and brings the message.
+   */
+  private async postEvent(type: string, data: Record<string, unknown>): Promise<boolean> {
+    const body: Record<string, unknown> = { type, session_id: this.stored.id, data };
+    if (this.user) body.user = this.user;
+    if (this.identity) body.identity = this.identity;
+    const headers: Record<string, string> = { "Content-Type": "application/json", "X-Kefu-Site": this.site };
+    if (this.stored.token) headers["X-Kefu-Session-Token"] = this.stored.token;
+    try {
+      const res = await fetch(`${this.base}/v1/events`, { method: "POST", headers, body: JSON.stringify(body) });
+      if (!res.ok) return false;
+      const answer = (await res.json().catch(() => ({}))) as { session_token?: string };
+      if (answer.session_token && !this.stored.token) {
+        this.stored.token = answer.session_token;
+        this.save();
+      }
+      this.listen();
+      return true;
+    } catch {
+      return false; // kefu unreachable: a page event is not worth a retry
+    }
   }
 
   /** The stored conversation of this site, or a new one. */

@@ -253,6 +253,8 @@ pub struct Metrics {
     channels: ChannelFigures,
     /// Turns per rule, promotion, flow step and FAQ entry (issue #25).
     hits: HitSeries,
+    /// Events refused by `POST /v1/events`, by reason (issue #26).
+    events_refused: Family<ReasonLabels, Counter>,
     /// Shop events and proactive messages (issue #26).
     proactive: ProactiveFigures,
     /// Customers' images and their descriptions (issue #26).
@@ -367,6 +369,12 @@ impl PhotoFigures {
         }
         PhotoFigures { images, vision }
     }
+}
+
+/// Why `POST /v1/events` refused an event (the error's type).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 /// A hit's kind (`rule`, `promotion`, `flow_step`, `faq`) and the item's name.
@@ -1110,6 +1118,15 @@ impl Metrics {
         let agents = AgentFigures::register(registry);
         let channels = ChannelFigures::register(registry);
         let hits = HitSeries::register(registry);
+        let events_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "events_refused",
+            "Events refused by POST /v1/events, by reason: the error type (invalid_event, future_timestamp, stale_event, unauthorized, forbidden, rate_limited...), other for the rest",
+            events_refused.clone(),
+        );
+        for reason in super::events::REFUSAL_REASONS {
+            let _ = events_refused.get_or_create(&ReasonLabels { reason });
+        }
         let proactive = ProactiveFigures::register(registry);
         let photos = PhotoFigures::register(registry);
         Metrics {
@@ -1148,9 +1165,16 @@ impl Metrics {
             agents,
             channels,
             hits,
+            events_refused,
             proactive,
             photos,
         }
+    }
+
+    /// Counts an event refused by `POST /v1/events` (`reason`: one of
+    /// [`super::events::REFUSAL_REASONS`]).
+    pub fn event_refused(&self, reason: &'static str) {
+        self.events_refused.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// Creates `kefu_hits_total`'s series of a rule set's items at zero (the serving

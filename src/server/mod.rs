@@ -15,6 +15,7 @@
 //! | `GET /admin/inbox`, `.../stream`, `.../{id}`, `.../{id}/suggest`, `GET /admin/canned`; `POST /v1/sessions/{id}/note`, `.../resolve` | [`inbox`], [`sessions`] |
 //! | `GET /v1/sessions/{id}/events` (the customer's live channel), `.../messages` | [`inbox::customer`] |
 //! | `POST /v1/channels/{name}/messages` (a webhook channel's platform) | [`channels`] |
+//! | `POST /v1/events` (page and order events: proactive messages) | [`events`] |
 //!
 //! The machinery around the handlers, one job a file:
 //!
@@ -64,6 +65,7 @@ pub mod conns;
 pub mod console;
 pub mod draft;
 pub mod errors;
+pub mod events;
 pub mod health;
 pub mod http;
 pub mod identity;

@@ -17,7 +17,7 @@ use super::draft::TableAction;
 use super::http::{Body, decode_segment};
 use super::users::Permission;
 use super::{
-    ApiError, State, admin, assets, channels, chat, conns, console, draft, health, images, inbox, mine, openai,
+    ApiError, State, admin, assets, channels, chat, conns, console, draft, events, health, images, inbox, mine, openai,
     sessions, versions, workbench,
 };
 
@@ -101,7 +101,7 @@ enum SessionAction {
 }
 
 /// Every route's pattern ([`Route::name`]), for the request series that exist from start.
-pub(super) const ROUTE_PATTERNS: [&str; 54] = [
+pub(super) const ROUTE_PATTERNS: [&str; 55] = [
     "/v1/chat",
     "/v1/chat/completions",
     "/v1/images",
@@ -156,6 +156,7 @@ pub(super) const ROUTE_PATTERNS: [&str; 54] = [
     "/admin/mine/accept",
     "/v1/channels/{name}/messages",
     "/wechat/{name}",
+    "/v1/events",
 ];
 
 /// The route a path names, read once per request: for dispatch and for the metrics label.
@@ -245,6 +246,9 @@ enum Route<'a> {
     /// `GET|POST /wechat/{name}`: a WeChat account's callback (it checks WeChat's
     /// signature itself).
     Wechat(&'a str),
+    /// `POST /v1/events`: page events from the widget, order events from the back office
+    /// (public: the handler tells them apart, see [`super::events`]).
+    Events,
 }
 
 impl<'a> Route<'a> {
@@ -324,6 +328,7 @@ impl<'a> Route<'a> {
             ["admin", "mine", "accept"] => Route::AdminMineAccept,
             ["v1", "channels", name, "messages"] => Route::ChannelMessages(name),
             ["wechat", name] => Route::Wechat(name),
+            ["v1", "events"] => Route::Events,
             _ => return None,
         })
     }
@@ -385,6 +390,7 @@ impl<'a> Route<'a> {
             Route::AdminMineAccept => "/admin/mine/accept",
             Route::ChannelMessages(_) => "/v1/channels/{name}/messages",
             Route::Wechat(_) => "/wechat/{name}",
+            Route::Events => "/v1/events",
         }
     }
 
@@ -428,6 +434,8 @@ impl<'a> Route<'a> {
             | "/console/{asset}"
             // Channels authenticate their callers themselves (signatures).
             | "/v1/channels/{name}/messages" => return None,
+            // The back office's token or a widget site's page: the handler checks which.
+            "/v1/events" => return None,
             | "/wechat/{name}" => return None,
             "/v1/sessions/{id}"
             | "/v1/sessions/{id}/takeover"
@@ -459,6 +467,7 @@ impl<'a> Route<'a> {
                 | Route::SessionMessages(_)
                 | Route::SessionHistory(_)
                 | Route::SessionAction(_, SessionAction::Feedback)
+                | Route::Events
         )
     }
 
@@ -601,6 +610,7 @@ async fn dispatch(
         Route::AdminMineAccept => mine::accept(state, req).await,
         Route::ChannelMessages(name) => channels::webhook::messages(state, &decode_segment(name)?, req).await,
         Route::Wechat(name) => super::channels::wechat::callback(state, &decode_segment(name)?, req).await,
+        Route::Events => events::post(state, req, peer).await,
     }
 }
 
@@ -661,6 +671,11 @@ mod tests {
         assert_eq!(needs(Method::GET, "/widget.js"), None);
         assert_eq!(needs(Method::POST, "/v1/images"), None);
         assert_eq!(needs(Method::GET, "/admin/images/img_1"), Some(Permission::Read));
+        assert_eq!(
+            needs(Method::POST, "/v1/events"),
+            None,
+            "the handler checks its callers"
+        );
         // Every route pattern has its answer (none forgotten as public by mistake).
         for pattern in ROUTE_PATTERNS {
             let path = pattern.replace("{id}", "abc");

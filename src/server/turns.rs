@@ -34,7 +34,7 @@ pub(super) const INLINE_TURN_BUDGET: Duration = Duration::from_millis(5);
 impl State {
     /// A permit for one turn, counted in flight until it is dropped, or 503 when too many
     /// are in flight.
-    fn turn_permit(&self) -> Result<InFlight, ApiError> {
+    pub(super) fn turn_permit(&self) -> Result<InFlight, ApiError> {
         let permit = Arc::clone(&self.turns).try_acquire_owned().map_err(|_| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -151,7 +151,7 @@ impl State {
 
 /// A turn in flight: holds its permit and counts in the in-flight gauge until dropped,
 /// so the turn leaves the count however it ends, a panic included.
-struct InFlight {
+pub(super) struct InFlight {
     metrics: Arc<Metrics>,
     _permit: OwnedSemaphorePermit,
 }

@@ -1,6 +1,6 @@
 //! The web widget's server side: `GET /widget.js`, and CORS for the customer routes the
 //! widget calls from a shop's pages (`/v1/chat`, `/v1/images`, `/v1/sessions/{id}/events|messages|
-//! history|feedback`).
+//! history|feedback`, `/v1/events` for its page events).
 //!
 //! Only with sites in the channels file (`widget: {sites: [...]}`); without them nothing
 //! here applies and those routes answer as before. A page on kefu's own origin needs no

@@ -66,7 +66,8 @@ pub fn state_event(state: ConvState, place: Option<Place>) -> Bytes {
 
 /// The messages of `session` after `after` that the customer's channel carries: agents'
 /// messages, and kefu's told outside a turn (`told`: those the inbox knows of; a bot
-/// message that does not follow a customer message is one too).
+/// message that does not follow a customer message is one too, and so is one that opens
+/// the conversation: a proactive message to a visitor who has not written yet).
 pub fn customer_messages(session: &Session, told: &[u64], after: u64) -> Vec<Message> {
     let mut out = Vec::new();
     let mut previous: Option<(Role, u64)> = None;
@@ -74,7 +75,15 @@ pub fn customer_messages(session: &Session, told: &[u64], after: u64) -> Vec<Mes
         let answers_customer = previous.is_some_and(|(role, seq)| role == Role::User && seq + 1 == entry.seq);
         let carried = match entry.role {
             Role::Agent => true,
-            Role::Bot => told.contains(&entry.seq) || (previous.is_some() && !answers_customer),
+            Role::Bot => {
+                told.contains(&entry.seq)
+                    || match previous {
+                        Some(_) => !answers_customer,
+                        // The first message of all answers nothing (an older history's
+                        // first kept entry may be an answer whose question was dropped).
+                        None => entry.seq == 1,
+                    }
+            }
             Role::User => false,
         };
         if carried && entry.seq > after {
@@ -308,6 +317,23 @@ mod tests {
                 .collect::<Vec<_>>(),
             [7]
         );
+    }
+
+    #[test]
+    fn a_conversation_kefu_opened_carries_its_first_message() {
+        // A proactive message to a visitor who never wrote: kefu's first, seq 1.
+        let mut session = Session::new("w");
+        session.remember(Role::Bot, "您看的这款今天有优惠", 1); // 1
+        session.remember(Role::User, "多少钱", 2); // 2
+        session.remember(Role::Bot, "199 元", 2); // 3: a turn's answer
+        let seqs: Vec<u64> = customer_messages(&session, &[], 0).iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, [1]);
+        // A kept history that begins with an answer (its question dropped) does not.
+        let mut long = Session::new("l");
+        long.remember(Role::User, "在吗", 1);
+        long.remember(Role::Bot, "您好", 1);
+        long.history.pop_front();
+        assert!(customer_messages(&long, &[], 0).is_empty());
     }
 
     #[test]
