@@ -12,7 +12,11 @@
 //      turns asks for a rating: five stars and a comment reach kefu (the session's feedback);
 //   4. on a 390-px phone the panel fills the screen and nothing scrolls sideways;
 //   5. widget.js is at most 40 KB gzipped and cacheable, and a page of an origin that no
-//      site lists is refused (the browser's fetch fails; kefu answers 403 without CORS).
+//      site lists is refused (the browser's fetch fails; kefu answers 403 without CORS);
+//   6. the camera button: a photo over 10 MB refused in the page (nothing sent), a text
+//      file named .jpg refused by kefu (the error in the photo's bubble), a real photo
+//      uploaded (POST /v1/images, then the chat with its id), its thumbnail shown and
+//      answered by the shop's `on image` rule; a new conversation's first photo inline.
 //
 // Run: `tests/support/console_journey.sh target/debug/kefu` (after journey.mjs and
 // inbox.mjs), or `cd console && KEFU_BIN=../target/debug/kefu node --test tests/widget.mjs`.
@@ -35,6 +39,9 @@ const SHOTS = process.env.KEFU_SCREENSHOTS === "1" ? path.join(REPO, "docs/chann
 // The product page's product, as in rules/kb/products.yaml: the rule 材质_当前商品
 // (rules/presale.kefu) answers with its name and material.
 const PRODUCT = { id: "T01", name: "重磅纯棉圆领短袖T恤", material: "100%新疆长绒棉，精梳32支，克重260g" };
+
+// A real 640×480 JPEG of a parcel with a torn side.
+const PARCEL = fs.readFileSync(path.join(HERE, "parcel.jpg"));
 
 const S = {}; // tmp, rules, state, base, token, server, browser, log; host, other
 
@@ -264,3 +271,89 @@ test("widget.js is small and cacheable, and other origins are refused", async (t
   assert.equal((await direct.json()).error.type, "origin_not_allowed");
   assert.equal(direct.headers.get("access-control-allow-origin"), null);
 });
+
+test("a photo from the camera button is checked, uploaded, shown in the bubble and answered", async (t) => {
+  // On a desktop and on a phone, each its own browser context (a new conversation).
+  for (const [viewport, phone] of [[DESKTOP, false], [PHONE, true]]) await withPages(S, t, [viewport], (page) => photoJourney(page, phone));
+  // A new conversation's first photo goes inline: it has no token to upload with yet.
+  await withPages(S, t, [DESKTOP], async (page) => {
+    const sent = [];
+    page.on("request", (r) => r.method() === "POST" && r.url().startsWith(`${S.base}/v1/`) && sent.push(r));
+    await page.goto(`${S.host.url}/`);
+    await W.bubble(page).click();
+    await page.locator("[data-kefu-widget] form input[type=file]").setInputFiles({ name: "parcel.jpg", mimeType: "image/jpeg", buffer: PARCEL });
+    await until(async () => (await W.messages(page, "kefu").count()) > 1, "an answer to the first photo");
+    await until(async () => !(await page.locator("[data-kefu-widget] .msg.typing").count()), "the answer is done");
+    assert.deepEqual(sent.map((r) => r.url()), [`${S.base}/v1/chat`], "no upload");
+    const first = JSON.parse(sent[0].postData());
+    assert.equal(first.message, "");
+    assert.equal(Buffer.from(first.images[0].data, "base64").compare(PARCEL), 0, "the photo's bytes inline");
+    const answer = (await W.messages(page, "kefu").nth(1).textContent()).trim();
+    assert.match(answer, /图片/, answer);
+  });
+});
+
+async function photoJourney(page, phone) {
+  {
+    const sent = [];
+    page.on("request", (r) => {
+      if (r.method() === "POST" && (r.url().startsWith(`${S.base}/v1/images`) || r.url() === `${S.base}/v1/chat`)) sent.push(r);
+    });
+    const file = page.locator("[data-kefu-widget] form input[type=file]");
+    const photoBubbles = page.locator("[data-kefu-widget] .msg.customer .photo");
+    const lastError = page.locator("[data-kefu-widget] .msg.customer .err").last();
+    await page.goto(`${S.host.url}/`);
+    await W.bubble(page).click();
+    await W.panel(page).waitFor({ state: "visible" });
+    assert.equal(await page.locator('[data-kefu-widget] form button.photo[aria-label="发送图片"]').count(), 1);
+    assert.equal(await file.getAttribute("accept"), "image/*");
+
+    // A conversation with a token (one question asked): photos are uploaded.
+    await ask(page, "有什么优惠");
+
+    // Over 10 MB: refused here, nothing sent, said in the photo's bubble.
+    const count = sent.length;
+    await file.setInputFiles({ name: "huge.jpg", mimeType: "image/jpeg", buffer: Buffer.alloc(11 * 1024 * 1024, 0xff) });
+    await until(async () => (await lastError.isVisible()) && (await lastError.textContent()).includes("10 MB"), "the size refused in the page");
+    assert.equal(sent.length, count, "nothing sent");
+
+    // A text file that calls itself a JPEG: kefu reads the bytes and refuses it; its
+    // words are in the photo's bubble, and the conversation goes on.
+    await file.setInputFiles({ name: "fake.jpg", mimeType: "image/jpeg", buffer: Buffer.from("this is not a photo, only text") });
+    await until(async () => sent.length > count, "the upload");
+    const refused = await sent.at(-1).response();
+    assert.ok(refused.url().startsWith(`${S.base}/v1/images`), refused.url());
+    assert.ok(refused.status() === 415 || refused.status() === 422, `refused: ${refused.status()}`);
+    await until(async () => /JPEG|打不开/.test((await lastError.textContent()) ?? ""), "kefu's refusal in the bubble");
+    assert.equal(sent.length, count + 1, "no chat for a refused photo");
+
+    // A real photo: uploaded (201 {id}), then the chat names it; the thumbnail is the
+    // photo as chosen, and the shop's `on image` rule answers.
+    const kefuBefore = await W.messages(page, "kefu").count();
+    await file.setInputFiles({ name: "parcel.jpg", mimeType: "image/jpeg", buffer: PARCEL });
+    await until(async () => (await W.messages(page, "kefu").count()) > kefuBefore, "an answer to the photo");
+    await until(async () => !(await page.locator("[data-kefu-widget] .msg.typing").count()), "the answer is done");
+    const upload = sent.find((r, i) => i > count && r.url().startsWith(`${S.base}/v1/images`));
+    const uploaded = await (await upload.response()).json();
+    assert.equal((await upload.response()).status(), 201);
+    assert.match(uploaded.id, /^img_[0-9a-f]{32}$/);
+    assert.equal(uploaded.kind, "jpeg");
+    const chat = JSON.parse(sent.at(-1).postData());
+    assert.deepEqual(chat.images, [{ id: uploaded.id }]);
+    const shown = await photoBubbles.last().locator("img").evaluate((img) => ({ w: img.naturalWidth, alt: img.alt }));
+    assert.deepEqual(shown, { w: 640, alt: "我发送的图片" });
+    const answer = (await W.messages(page, "kefu").nth(kefuBefore).textContent()).trim();
+    assert.match(answer, /图片/, answer);
+    // kefu keeps it with the conversation: the agent's view has the photo.
+    const { id } = await page.evaluate((site) => JSON.parse(localStorage.getItem(`kefu-widget:${site}`)), SITE);
+    const detail = await (await fetch(`${S.base}/admin/inbox/${id}`, { headers: { authorization: `Bearer ${S.token}` } })).json();
+    const photos = detail.messages.filter((m) => m.role === "user").flatMap((m) => m.images ?? []);
+    assert.deepEqual(photos.map((p) => p.id).at(-1), uploaded.id);
+    const wide = await page.evaluate(() => {
+      const log = document.querySelector("[data-kefu-widget]").shadowRoot.querySelector(".log");
+      return { log: log.scrollWidth, client: log.clientWidth };
+    });
+    assert.ok(wide.log <= wide.client, `no sideways scrolling: ${JSON.stringify(wide)}`);
+    await shot(page, phone ? "widget-photo-phone" : "widget-photo");
+  }
+}
