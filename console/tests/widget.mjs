@@ -16,7 +16,7 @@
 //   6. the camera button: a photo over 10 MB refused in the page (nothing sent), a text
 //      file named .jpg refused by kefu (the error in the photo's bubble), a real photo
 //      uploaded (POST /v1/images, then the chat with its id), its thumbnail shown and
-//      answered by the shop's `on image` rule; a new conversation's first photo inline.
+//      answered by the shop's `on image` rule; a new conversation's first photo too.
 //
 // Run: `tests/support/console_journey.sh target/debug/kefu` (after journey.mjs and
 // inbox.mjs), or `cd console && KEFU_BIN=../target/debug/kefu node --test tests/widget.mjs`.
@@ -275,7 +275,8 @@ test("widget.js is small and cacheable, and other origins are refused", async (t
 test("a photo from the camera button is checked, uploaded, shown in the bubble and answered", async (t) => {
   // On a desktop and on a phone, each its own browser context (a new conversation).
   for (const [viewport, phone] of [[DESKTOP, false], [PHONE, true]]) await withPages(S, t, [viewport], (page) => photoJourney(page, phone));
-  // A new conversation's first photo goes inline: it has no token to upload with yet.
+  // A new conversation's first photo: uploaded without a token (its message starts the
+  // conversation), then answered.
   await withPages(S, t, [DESKTOP], async (page) => {
     const sent = [];
     page.on("request", (r) => r.method() === "POST" && r.url().startsWith(`${S.base}/v1/`) && sent.push(r));
@@ -284,10 +285,11 @@ test("a photo from the camera button is checked, uploaded, shown in the bubble a
     await page.locator("[data-kefu-widget] form input[type=file]").setInputFiles({ name: "parcel.jpg", mimeType: "image/jpeg", buffer: PARCEL });
     await until(async () => (await W.messages(page, "kefu").count()) > 1, "an answer to the first photo");
     await until(async () => !(await page.locator("[data-kefu-widget] .msg.typing").count()), "the answer is done");
-    assert.deepEqual(sent.map((r) => r.url()), [`${S.base}/v1/chat`], "no upload");
-    const first = JSON.parse(sent[0].postData());
-    assert.equal(first.message, "");
-    assert.equal(Buffer.from(first.images[0].data, "base64").compare(PARCEL), 0, "the photo's bytes inline");
+    assert.equal(sent.length, 2, sent.map((r) => r.url()).join(", "));
+    assert.ok(sent[0].url().startsWith(`${S.base}/v1/images?`), sent[0].url());
+    assert.equal(sent[0].headers()["x-kefu-session-token"], undefined, "no token yet");
+    const { id } = await (await sent[0].response()).json();
+    assert.deepEqual(JSON.parse(sent[1].postData()).images, [{ id }]);
     const answer = (await W.messages(page, "kefu").nth(1).textContent()).trim();
     assert.match(answer, /图片/, answer);
   });

@@ -37,7 +37,7 @@ export const STRINGS = {
     photoPixels: "图片尺寸太大了，请截图或压缩后再发。",
     photoType: "只能发送 JPEG、PNG、WebP 或 GIF 图片。",
     photoBad: "这张图片打不开，可能已损坏，请换一张。",
-    photoTooMany: "一次最多发送 4 张图片。",
+    photoTooMany: "发送的图片太多了，请稍后再发。",
     photoFailed: "图片没有发出去，请重试。",
   },
   en: {
@@ -74,7 +74,7 @@ export const STRINGS = {
     photoPixels: "That photo has too many pixels; please send a screenshot or a smaller copy.",
     photoType: "Only JPEG, PNG, WebP or GIF photos can be sent.",
     photoBad: "That photo cannot be opened (it may be damaged); please try another.",
-    photoTooMany: "At most 4 photos per message.",
+    photoTooMany: "Too many photos; please try again later.",
     photoFailed: "Your photo was not sent. Please try again.",
   },
 };

@@ -14,8 +14,7 @@
 // /v1/sessions/{id}/history after a reload, listens for agents' messages on
 // /v1/sessions/{id}/events, and asks for a 1-5 rating when the conversation ends. The
 // camera button sends a photo (checked here for its size, then POST /v1/images and the
-// chat with `images: [{id}]`; a new conversation's first photo goes inline, as it has no
-// token to upload with yet), drawn at once in the customer's bubble, where the server's
+// chat with `images: [{id}]`), drawn at once in the customer's bubble, where the server's
 // refusal is shown too. It talks to kefu only: no other request, no font download.
 
 import { CSS } from "./style";
@@ -43,8 +42,8 @@ interface ApiErrorBody {
   error?: { type?: string; message?: string; reply?: string };
 }
 
-/** A photo as the chat takes it: an upload's id, or the bytes inline (base64). */
-type PhotoInput = { id: string } | { data: string };
+/** A photo as the chat takes it: an upload's id. */
+type PhotoInput = { id: string };
 
 /** A photo's bubble: its element, and its error line. */
 interface PhotoBubble {
@@ -567,23 +566,16 @@ class Widget {
   }
 
   /**
-   * The photo's bytes to kefu: `POST /v1/images` with the conversation's token (201
-   * `{id}`), or, for a conversation that has no token yet (its first message), the
-   * bytes inline for the chat. A refusal throws an Error named `photo` in the
-   * customer's words (`cause` set when trying again may help).
+   * The photo's bytes to kefu: `POST /v1/images` (201 `{id}`), with the conversation's
+   * token once it has one (a new conversation's first photo needs none: its message
+   * starts it). A refusal throws an Error named `photo` in the customer's words (`cause`
+   * set when trying again may help).
    */
   private async upload(file: File): Promise<PhotoInput> {
-    if (!this.stored.token) return { data: await base64(file) };
+    const headers: Record<string, string> = { "Content-Type": file.type || "application/octet-stream", "X-Kefu-Site": this.site };
+    if (this.stored.token) headers["X-Kefu-Session-Token"] = this.stored.token;
     const q = new URLSearchParams({ session_id: this.stored.id, site: this.site });
-    const res = await fetch(`${this.base}/v1/images?${q}`, {
-      method: "POST",
-      headers: {
-        "Content-Type": file.type || "application/octet-stream",
-        "X-Kefu-Site": this.site,
-        "X-Kefu-Session-Token": this.stored.token,
-      },
-      body: file,
-    });
+    const res = await fetch(`${this.base}/v1/images?${q}`, { method: "POST", headers, body: file });
     const answer = (await res.json().catch(() => ({}))) as ApiErrorBody & { id?: string };
     if (res.ok && answer.id) return { id: answer.id };
     const error = new Error(
@@ -672,20 +664,11 @@ function photoError(t: Strings, type?: string): string | null {
     case "bad_image":
       return t.photoBad;
     case "too_many_images":
+    case "too_many_images_today":
       return t.photoTooMany;
     default:
       return null;
   }
-}
-
-/** A file's bytes as base64 (no `data:` prefix). */
-function base64(file: Blob): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const reader = new FileReader();
-    reader.onload = () => resolve(String(reader.result).replace(/^data:[^,]*,/, ""));
-    reader.onerror = () => reject(reader.error);
-    reader.readAsDataURL(file);
-  });
 }
 
 /** `context.product` from `data-product` (the id) and `data-product-NAME` attributes. */
