@@ -372,6 +372,11 @@ pub struct Proactive {
     pub location: String,
 }
 
+/// The entity of a flow's `ask SLOT as image "…"` (`OpKind::Ask { entity: Some("image") }`):
+/// the slot is filled with the id of the first image the customer's answer carries; a text
+/// without one is a miss. Built in: declaring `entity image` is an error.
+pub const IMAGE_SLOT: &str = "image";
+
 /// Proactive messages per customer per shop day when the shop sets no `proactive_limit`.
 pub const DEFAULT_PROACTIVE_LIMIT: u32 = 2;
 /// Quiet hours when the shop sets no `quiet_hours`: 22:00 to 08:00.
@@ -828,6 +833,8 @@ pub struct TriggerIndex {
     by_answer: HashMap<(String, bool), Vec<Owner>>,
     /// Owners of `on event NAME`, by the event's name.
     by_event: HashMap<String, Vec<Owner>>,
+    /// Owners of `on image` (rules, promotions, flow starts), in index order.
+    by_image: Vec<Owner>,
 }
 
 impl TriggerIndex {
@@ -898,6 +905,7 @@ impl TriggerIndex {
             by_entity,
             by_answer: HashMap::new(),
             by_event: HashMap::new(),
+            by_image: Vec::new(),
         }
     }
 
@@ -966,6 +974,21 @@ impl TriggerIndex {
     /// Owners of `on event NAME`: the only candidates of an event's turn.
     pub fn event_owners(&self, event: &str) -> impl Iterator<Item = Owner> + '_ {
         self.by_event.get(event).into_iter().flatten().copied()
+    }
+
+    /// The index with the owners of `on image` triggers.
+    pub(crate) fn with_images(mut self, owners: Vec<Owner>) -> Self {
+        for owner in owners {
+            if !self.by_image.contains(&owner) {
+                self.by_image.push(owner);
+            }
+        }
+        self
+    }
+
+    /// Owners of `on image`: candidates of a turn whose message carries an image.
+    pub fn image_owners(&self) -> impl Iterator<Item = Owner> + '_ {
+        self.by_image.iter().copied()
     }
 
     /// How many distinct keywords the automaton holds.

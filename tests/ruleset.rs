@@ -200,3 +200,66 @@ fn identical_rules_in_two_directories_are_one_version() {
     assert_ne!(on_node_a, version("node-c", "main.kefu"));
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// `proactive` items, the shop's proactive settings, `on image` and `ask … as image`.
+#[test]
+fn proactive_items_photo_triggers_and_photo_asks_are_lowered() {
+    use kefu::ruleset::{IMAGE_SLOT, OpKind};
+    let (compiled, rendered) = support::check(Path::new("tests/data/lowering_proactive"));
+    let rules = compiled
+        .rules
+        .unwrap_or_else(|| panic!("proactive fixture must compile:\n{rendered}"));
+    assert!(compiled.report.diagnostics.is_empty(), "{rendered}");
+
+    let shop = &rules.shop;
+    assert_eq!(shop.proactive_limit, 3);
+    let quiet = shop.quiet_hours.expect("the shop's quiet hours");
+    let at = |h, m| chrono::NaiveTime::from_hms_opt(h, m, 0).unwrap();
+    assert!(quiet.contains(at(21, 30)) && quiet.contains(at(3, 0)) && quiet.contains(at(8, 59)));
+    assert!(!quiet.contains(at(9, 0)) && !quiet.contains(at(21, 29)));
+    assert_eq!(shop.opt_out_message.default, "好的，不再打扰您啦～");
+    assert_eq!(
+        shop.opt_out_message.pick(kefu::nlu::Lang::parse("en").unwrap()),
+        "OK, no more messages from us."
+    );
+
+    let names: Vec<&str> = rules.proactive.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["催付提醒", "发货通知"], "highest priority first");
+    let nudge = &rules.proactive[0];
+    assert_eq!(nudge.events, ["checkout_abandoned", "cart_changed"]);
+    assert_eq!(nudge.offer.as_deref(), Some("回归礼"));
+    assert_eq!(nudge.per_day, 2);
+    assert_eq!(nudge.priority, 5);
+    let own = nudge.quiet.expect("its own quiet hours");
+    assert!(own.contains(at(22, 0)) && !own.contains(at(21, 30)));
+    assert!(nudge.location.ends_with("shop.kefu:21"), "{}", nudge.location);
+    let shipped = &rules.proactive[1];
+    assert_eq!((shipped.per_day, shipped.quiet, shipped.offer.as_deref()), (1, None, None));
+    assert!(shipped.when.is_none());
+
+    // The condition and the message run in the proactive scope: `event` is a map.
+    let mut event = Map::new();
+    event.insert("type".into(), "checkout_abandoned".into());
+    event.insert("total".into(), Dynamic::from(150_i64));
+    event.insert("order_id".into(), "202611010001".into());
+    let mut scope = Scope::new();
+    scope.push("event", event);
+    scope.push("user", user("vip"));
+    assert!(nudge.when.as_ref().unwrap().eval_bool(&rules.engine, &mut scope).unwrap());
+    let text = shipped.say.default.render(&rules.engine, &mut scope).unwrap();
+    assert_eq!(text, "亲，您的订单 202611010001 已发货～");
+
+    // `on image` owners: the rule and the flow's start.
+    let owners: Vec<Owner> = rules.triggers.image_owners().collect();
+    assert_eq!(owners, [Owner::Rule(0), Owner::FlowStart { flow: 0, start: 0 }]);
+    assert_eq!(rules.rules[0].triggers, [Trigger::Image]);
+    let ask = rules.flows[0]
+        .ops
+        .iter()
+        .find_map(|op| match &op.kind {
+            OpKind::Ask { slot, entity, .. } => Some((slot.as_str(), entity.as_deref())),
+            _ => None,
+        })
+        .expect("the photo ask");
+    assert_eq!(ask, ("照片", Some(IMAGE_SLOT)));
+}

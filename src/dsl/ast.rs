@@ -115,6 +115,52 @@ pub enum Item {
     Safety(Safety),
     /// `queue x { ... }`
     Queue(Queue),
+    /// `proactive x { ... }`
+    Proactive(Proactive),
+}
+
+/// A time of day as written (`22:00`, `07:30:00`), not yet checked.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimeLit {
+    /// Hour, minute and (when written) second.
+    pub hms: (u32, u32, Option<u32>),
+    /// Where it is written.
+    pub span: Span,
+}
+
+/// `22:00 to 08:00`: a daily span of quiet hours (`quiet` in a proactive item,
+/// `quiet_hours` in the shop).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QuietLit {
+    /// The first quiet time.
+    pub from: TimeLit,
+    /// The first time that is not quiet again.
+    pub to: TimeLit,
+    /// The whole field.
+    pub span: Span,
+}
+
+/// `proactive name { on event … when … say … offer … limit … quiet … priority … }`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Proactive {
+    /// The item's name (the trigger's name in the log and the report).
+    pub name: Ident,
+    /// The whole item.
+    pub span: Span,
+    /// `on ...` lines (each must be `on event TYPE`).
+    pub triggers: Vec<Trigger>,
+    /// `when `...``
+    pub when: Option<Expr>,
+    /// `say "..."`
+    pub say: Option<Str>,
+    /// `offer PROMOTION`
+    pub offer: Option<Ident>,
+    /// `limit N per day`: the number and the whole field.
+    pub limit: Option<(Integer, Span)>,
+    /// `quiet HH:MM to HH:MM`
+    pub quiet: Option<QuietLit>,
+    /// `priority N`
+    pub priority: Option<Integer>,
 }
 
 /// `queue name { label … for … priority … hours … off_hours … waiting … }`
@@ -181,6 +227,12 @@ pub struct Shop {
     pub flow_timeout: Option<DurationLit>,
     /// `max_answers 2`
     pub max_answers: Option<Integer>,
+    /// `proactive_limit 2`
+    pub proactive_limit: Option<Integer>,
+    /// `quiet_hours 22:00 to 08:00`
+    pub quiet_hours: Option<QuietLit>,
+    /// `opt_out_message "..."`
+    pub opt_out_message: Option<Str>,
 }
 
 /// `intent 售后.退货 { examples ... keywords ... }`
@@ -299,8 +351,11 @@ pub enum TriggerKind {
     Entity(Ident),
     /// `on card name`
     Card(Ident),
-    /// `on event name`: the turn is this platform event (`subscribe`, `enter_session`).
+    /// `on event name`: the turn is this platform event (`subscribe`, `enter_session`);
+    /// in a `proactive` item, the shop event it listens for.
     Event(Ident),
+    /// `on image`: the message carries at least one image.
+    Image,
     /// `on 售后.退货, 商品.*`
     Intents(Vec<Ident>),
     /// `on yes to RULE` (`yes` true) or `on no to RULE`: a clear yes or no to the offer

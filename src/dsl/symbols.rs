@@ -1,8 +1,8 @@
 //! Where each name of a rules directory is declared: intents, entities, cards, data
-//! sources, rules, promotions, policies, flows and their slots, styles, queues, with the
-//! `file:line:col` of the name in its declaration. Read from the syntax tree as parsed,
-//! so an editor can jump to a declaration (and complete names) also while the files have
-//! errors. Lines and columns are 1-based, columns in characters, as diagnostics count.
+//! sources, rules, promotions, policies, flows and their slots, styles, queues, proactive
+//! items, with the `file:line:col` of the name in its declaration. Read from the syntax
+//! tree as parsed, so an editor can jump to a declaration (and complete names) also while
+//! the files have errors. Lines and columns are 1-based, columns in characters, as diagnostics count.
 
 use std::path::Path;
 
@@ -54,6 +54,9 @@ pub struct Symbols {
     /// `queue x { … }`
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub queues: Vec<Symbol>,
+    /// `proactive x { … }`
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub proactive: Vec<Symbol>,
 }
 
 impl Symbols {
@@ -89,6 +92,7 @@ impl Symbols {
                     Item::Policy(x) => out.policies.push(at(&x.name, None)),
                     Item::Style(x) => out.styles.push(at(&x.name, None)),
                     Item::Queue(x) => out.queues.push(at(&x.name, None)),
+                    Item::Proactive(x) => out.proactive.push(at(&x.name, None)),
                     Item::Flow(x) => {
                         out.flows.push(at(&x.name, None));
                         let mut slots: Vec<&Ident> = Vec::new();

@@ -378,6 +378,10 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
     if input.rules.reads_memory {
         scope.push_dynamic("memory", Dynamic::from_map(memory_map(input.session)));
     }
+    // The message's images (`on image`): part E fills them from the request; until then
+    // a turn has none, which every script must already expect.
+    scope.push_dynamic("images", Dynamic::from_array(rhai::Array::new()));
+    scope.push_dynamic("image", Dynamic::UNIT);
     // Context maps: every declared name exists (as `()` when not sent); anything else the
     // caller sent is readable too. `product` falls back to the one talked about last.
     for name in &input.rules.shop.context {
@@ -412,6 +416,7 @@ mod tests {
             Ty::Float => value.is_float(),
             Ty::Str => value.is_string(),
             Ty::MaybeStr => value.is_string() || value.is_unit(),
+            Ty::MaybeFields(fields) => value.is_unit() || fits(value, Ty::Fields(fields)),
             Ty::Fields(fields) => value.read_lock::<Map>().is_some_and(|m| {
                 m.len() == fields.len()
                     && fields.iter().all(|f| {

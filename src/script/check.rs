@@ -57,7 +57,7 @@ impl Family {
             Ty::Int => Some(Family::Int),
             Ty::Float => Some(Family::Float),
             Ty::Bool => Some(Family::Bool),
-            Ty::Fields(_) | Ty::TextMap | Ty::Memory | Ty::ListMap => Some(Family::Map),
+            Ty::Fields(_) | Ty::MaybeFields(_) | Ty::TextMap | Ty::Memory | Ty::ListMap => Some(Family::Map),
             Ty::TextList | Ty::List | Ty::Open => None,
         }
     }
@@ -162,6 +162,8 @@ pub(super) struct Context<'a> {
     /// Entities whose value is a map of fields (regexes with named groups, cards):
     /// `entities.order_card.amount` reads a field of them.
     pub grouped: &'a [String],
+    /// Where the script runs (a turn, a proactive item), which decides its variables.
+    pub scope: shape::Scope,
 }
 
 impl Context<'_> {
@@ -327,12 +329,39 @@ impl Walker<'_> {
         if self.lets.iter().any(|l| l == name) || self.cx.locals.iter().any(|l| l == name) {
             return None;
         }
-        shape::variable(name).or_else(|| self.cx.context.iter().any(|c| c == name).then_some(Ty::Open))
+        self.cx
+            .scope
+            .variable(name)
+            .or_else(|| self.cx.context.iter().any(|c| c == name).then_some(Ty::Open))
+    }
+
+    /// A variable of a turn read where it does not exist: in a proactive item, which
+    /// runs on a shop event, nothing was said, understood or asked.
+    fn out_of_scope(&self, name: &str, pos: Position, found: &mut Vec<Diagnostic>) {
+        let cx = self.cx;
+        if cx.scope != shape::Scope::Proactive
+            || self.lets.iter().any(|l| l == name)
+            || cx.locals.iter().any(|l| l == name)
+            || cx.scope.variable(name).is_some()
+            || shape::variable(name).is_none()
+        {
+            return;
+        }
+        let available: Vec<&str> = cx.scope.variables().iter().map(|v| v.name).collect();
+        found.push(
+            Diagnostic::error(cx.span_at(pos), format!("`{name}` is not in a proactive item's scope"))
+                .with_label("a proactive message answers a shop event, not a message")
+                .with_help(format!(
+                    "read the event instead: `event.type` and its fields (`event.order_id`); proactive scripts can read {}",
+                    available.join(", ")
+                )),
+        );
     }
 
     fn visit(&self, path: &[ASTNode], found: &mut Vec<Diagnostic>) {
         let cx = self.cx;
         match path.last() {
+            Some(ASTNode::Expr(Expr::Variable(var, _, pos))) => self.out_of_scope(var.1.as_str(), *pos, found),
             // A call is an expression inside another, or a statement on its own.
             Some(ASTNode::Expr(Expr::FnCall(call, pos)) | ASTNode::Stmt(Stmt::FnCall(call, pos))) => {
                 if !call.is_operator_call()
@@ -367,7 +396,7 @@ impl Walker<'_> {
                         if matches!(node, ASTNode::Expr(e) if std::ptr::eq(*e, &outer.rhs)));
                 if let (false, Expr::Variable(var, _, _), Expr::StringConstant(name, pos)) =
                     (inner, &index.lhs, &index.rhs)
-                    && let Some(ty @ (Ty::Fields(_) | Ty::Memory)) = self.variable(var.1.as_str())
+                    && let Some(ty @ (Ty::Fields(_) | Ty::MaybeFields(_) | Ty::Memory)) = self.variable(var.1.as_str())
                 {
                     // The position is the opening quote; the span covers the quoted name.
                     let offset = offset_of(self.cx.source, *pos);
@@ -435,7 +464,8 @@ impl Walker<'_> {
         let variable = var.1.as_str();
         let (known, aliases): (&[&'static str], _) = match variable {
             "channel" => (&shape::CHANNELS, shape::CHANNEL_ALIASES),
-            "event" => (&shape::EVENTS, shape::EVENT_ALIASES),
+            // In a proactive item `event` is the shop event's map, not a name.
+            "event" if self.cx.scope == shape::Scope::Turn => (&shape::EVENTS, shape::EVENT_ALIASES),
             _ => return,
         };
         if self.variable(variable).is_none() {
@@ -571,7 +601,7 @@ impl Walker<'_> {
     /// [`field`](Self::field) with the span to point at.
     fn field_at(&self, receiver: &str, ty: Ty, name: &str, at: Span, found: &mut Vec<Diagnostic>) -> Option<Ty> {
         let cx = self.cx;
-        match ty {
+        match ty.present() {
             Ty::Fields(fields) => {
                 if let Some(f) = fields.iter().find(|f| f.name == name) {
                     return Some(f.ty);
@@ -625,7 +655,7 @@ impl Walker<'_> {
                 None
             }
             // An entity's lists, indexed: `all_entities.money[1]`.
-            Ty::TextList | Ty::List | Ty::ListMap | Ty::Open => None,
+            Ty::TextList | Ty::List | Ty::ListMap | Ty::Open | Ty::MaybeFields(_) => None,
             Ty::Str | Ty::MaybeStr | Ty::Int | Ty::Float | Ty::Bool => {
                 let family = Family::of(ty)?;
                 if !cx.methods.has_getter(family, name) {
@@ -675,7 +705,7 @@ impl Walker<'_> {
             return;
         }
         let span = cx.span_at(pos);
-        let d = match ty {
+        let d = match ty.present() {
             Ty::Fields(fields) if fields.iter().any(|f| f.name == name) => {
                 Diagnostic::error(span, format!("`{receiver}.{name}` is a field, not a method"))
                     .with_label("a field is read without `()`")
@@ -812,7 +842,7 @@ impl Walker<'_> {
                 let what = match ty {
                     Ty::Str | Ty::MaybeStr => "text",
                     Ty::Int | Ty::Float => "a number",
-                    Ty::Fields(_) | Ty::TextMap | Ty::Memory | Ty::ListMap => "a map",
+                    Ty::Fields(_) | Ty::MaybeFields(_) | Ty::TextMap | Ty::Memory | Ty::ListMap => "a map",
                     Ty::TextList | Ty::List => "a list",
                     Ty::Bool | Ty::Open => return None,
                 };
@@ -835,7 +865,7 @@ impl Walker<'_> {
                         other => (other, None),
                     };
                     let Expr::Property(prop, _) = element else { return None };
-                    ty = match ty {
+                    ty = match ty.present() {
                         Ty::Fields(fields) => fields.iter().find(|f| f.name == prop.2.as_str())?.ty,
                         Ty::TextMap if self.cx.grouped.iter().any(|g| g == prop.2.as_str()) => Ty::Open,
                         Ty::TextMap => Ty::MaybeStr,
@@ -1115,6 +1145,7 @@ mod tests {
             promotions: &[],
             memory: &[],
             grouped: &[],
+            scope: shape::Scope::Turn,
         };
         explain_parse_error(&engine, &cx, &error).map(|d| (d.message, d.primary.span.start))
     }

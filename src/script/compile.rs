@@ -38,6 +38,9 @@ pub struct Names<'a> {
     pub variables: Vec<String>,
     /// The slots of the enclosing flow; `None` outside flows, where `slots` is not checked.
     pub slots: Option<&'a BTreeSet<String>>,
+    /// Where the script runs: a turn (the default) or a `proactive` item, whose scope has
+    /// other variables and no request-context maps.
+    pub scope: super::shape::Scope,
 }
 
 /// What every rule set's compiler shares, made once per process: the sandboxed engines
@@ -283,7 +286,7 @@ impl ScriptCompiler {
             Span::new(file, at(offset), at(offset + len).max(at(offset) + len.min(1)))
         };
         let span_of = |start: usize, end: usize| Span::new(file, at(start), at(end).max(at(start)));
-        let cx = Context {
+        let mut cx = Context {
             role,
             source,
             span: &span_of,
@@ -295,7 +298,13 @@ impl ScriptCompiler {
             promotions: &self.promotions,
             memory: &self.memory,
             grouped: &self.grouped,
+            scope: names.scope,
         };
+        let proactive = names.scope == super::shape::Scope::Proactive;
+        if proactive {
+            // No request context comes with a shop event.
+            cx.context = &[];
+        }
         let compiled = if expression_only {
             self.engine.compile_expression(source)
         } else {
@@ -314,8 +323,20 @@ impl ScriptCompiler {
             }
         };
 
+        // A proactive item's scope, with the turn's variables too: reading one of those is
+        // an error of its own (`check`), not an unknown name.
+        let proactive_names: Vec<String> = super::shape::PROACTIVE_VARIABLES
+            .iter()
+            .chain(super::shape::VARIABLES)
+            .map(|v| v.name.to_string())
+            .collect();
+        let builtins = if proactive {
+            &proactive_names
+        } else {
+            &self.base_variables
+        };
         let mut scope = Scope::new();
-        for name in self.base_variables.iter().chain(&names.variables) {
+        for name in builtins.iter().chain(&names.variables) {
             scope.push(name.as_str(), ());
         }
         let strict = if expression_only {
@@ -326,15 +347,27 @@ impl ScriptCompiler {
         if let Err(error) = strict
             && let rhai::ParseErrorType::VariableUndefined(name) = error.err_type()
         {
-            let known: Vec<&str> = self
-                .base_variables
-                .iter()
-                .chain(&names.variables)
-                .map(String::as_str)
-                .collect();
+            let known: Vec<&str> = if proactive {
+                names
+                    .scope
+                    .variables()
+                    .iter()
+                    .map(|v| v.name)
+                    .chain(names.variables.iter().map(String::as_str))
+                    .collect()
+            } else {
+                self.base_variables
+                    .iter()
+                    .chain(&names.variables)
+                    .map(String::as_str)
+                    .collect()
+            };
             let mut d = Diagnostic::warning(span_at(error.position()), format!("unknown variable `{name}`"))
                 .with_label("nothing in the scope has this name");
             d = match closest(name, known.iter().copied()) {
+                // A shop event carries no request context: its fields are `event.*`.
+                Some(near) if proactive => d.with_help(format!("did you mean `{near}`? a proactive item reads the event's fields as `event.{name}`")),
+                None if proactive => d.with_help(format!("variables here: {}; the event's fields are `event.{name}`", known.join(", "))),
                 Some(near) => d.with_help(format!("did you mean `{near}`? a request-context map must be declared with `context {name}` in the shop block")),
                 None => d.with_help(format!("variables here: {}; declare request-context maps with `context {name}` in the shop block", known.join(", "))),
             };

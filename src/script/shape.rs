@@ -23,6 +23,9 @@ pub enum Ty {
     MaybeStr,
     /// A map with exactly these fields, all set by kefu.
     Fields(&'static [Field]),
+    /// A map with exactly these fields, or `()` when there is none (`image` in a turn
+    /// without images).
+    MaybeFields(&'static [Field]),
     /// A map of text values under names the rules choose (`entities`, `slots`); an
     /// entity with named groups is a map of its fields instead (`entities.card.amount`).
     TextMap,
@@ -41,6 +44,18 @@ pub enum Ty {
 }
 
 impl Ty {
+    /// The type whose fields and methods a value of this type has: a map that may be
+    /// absent is checked as the map (reading a field of `()` fails when it runs, which
+    /// the guide says to test first).
+    pub fn present(self) -> Ty {
+        match self {
+            Ty::MaybeFields(fields) => Ty::Fields(fields),
+            other => other,
+        }
+    }
+}
+
+impl Ty {
     /// How an editor would name a value of this type.
     pub fn describe(self) -> &'static str {
         match self {
@@ -48,7 +63,7 @@ impl Ty {
             Ty::Int => "a whole number",
             Ty::Float => "a decimal number",
             Ty::Str | Ty::MaybeStr => "text",
-            Ty::Fields(_) | Ty::TextMap | Ty::ListMap | Ty::Open | Ty::Memory => "a map",
+            Ty::Fields(_) | Ty::MaybeFields(_) | Ty::TextMap | Ty::ListMap | Ty::Open | Ty::Memory => "a map",
             Ty::TextList | Ty::List => "a list",
         }
     }
@@ -101,6 +116,16 @@ pub const SESSION: &[Field] = &[
 /// The fields of `promotions`: the promotions on now and starting within the shop's
 /// `upcoming_days` that are meant for the customer, each a map by promotion name.
 pub const PROMOTIONS: &[Field] = &[field("on", Ty::Open), field("upcoming", Ty::Open)];
+
+/// The fields of each map of `images` and of `image`: a picture the customer sent with
+/// the message (its bytes are never in the scope). `description` is what the vision model
+/// saw, `""` when none is configured or it failed.
+pub const IMAGE: &[Field] = &[
+    field("kind", Ty::Str),
+    field("width", Ty::Int),
+    field("height", Ty::Int),
+    field("description", Ty::Str),
+];
 
 /// The fields of `safety`: what input safety found in the message without refusing it
 /// (lists of text).
@@ -185,6 +210,130 @@ pub const VARIABLES: &[Variable] = &[
         name: "memory",
         ty: Ty::Memory,
     },
+    Variable {
+        name: "images",
+        ty: Ty::List,
+    },
+    Variable {
+        name: "image",
+        ty: Ty::MaybeFields(IMAGE),
+    },
+];
+
+/// The variables of a `proactive` item's scripts (`when`, the holes of `say`): a shop
+/// event, not a message, so nothing understood from a message is there (`message`,
+/// `intent`, `entities`, `slots`...). `event` is the event as a map: `event.type` and
+/// the fields the shop sent (`event.order_id`), which kefu cannot know.
+pub const PROACTIVE_VARIABLES: &[Variable] = &[
+    Variable {
+        name: "event",
+        ty: Ty::Open,
+    },
+    Variable {
+        name: "user",
+        ty: Ty::Open,
+    },
+    Variable {
+        name: "session",
+        ty: Ty::Fields(SESSION),
+    },
+    Variable {
+        name: "now",
+        ty: Ty::Fields(NOW),
+    },
+    Variable {
+        name: "promotions",
+        ty: Ty::Fields(PROMOTIONS),
+    },
+    Variable {
+        name: "memory",
+        ty: Ty::Memory,
+    },
+    Variable {
+        name: "channel",
+        ty: Ty::Str,
+    },
+    Variable {
+        name: "language",
+        ty: Ty::Str,
+    },
+];
+
+/// Where a script runs, which decides the variables it can read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// A turn: rules, promotions, flows, styles, fallback arms, queues ([`VARIABLES`]).
+    #[default]
+    Turn,
+    /// A `proactive` item, run on a shop event ([`PROACTIVE_VARIABLES`]).
+    Proactive,
+}
+
+impl Scope {
+    /// The variables scripts in this scope can read.
+    pub fn variables(self) -> &'static [Variable] {
+        match self {
+            Scope::Turn => VARIABLES,
+            Scope::Proactive => PROACTIVE_VARIABLES,
+        }
+    }
+
+    /// The type of a variable of this scope.
+    pub fn variable(self, name: &str) -> Option<Ty> {
+        self.variables().iter().find(|v| v.name == name).map(|v| v.ty)
+    }
+}
+
+/// The shop events kefu knows (`POST /v1/events`, `on event TYPE` in a `proactive`
+/// item): the widget's page events (`product_dwell`, `page_view`, `cart_changed`,
+/// `checkout_abandoned`), the back office's order events, and the conversions the report
+/// counts (`order_paid`, `checkout_completed`, `conversion`). Events are open-ended:
+/// another name is fine, a near-miss of these is warned about.
+pub const EVENT_TYPES: [&str; 11] = [
+    "product_dwell",
+    "page_view",
+    "cart_changed",
+    "checkout_abandoned",
+    "checkout_completed",
+    "order_paid",
+    "order_shipped",
+    "order_delayed",
+    "order_delivered",
+    "refund_done",
+    "conversion",
+];
+
+/// Words editors write for a known shop event, with the event they mean.
+pub const EVENT_TYPE_ALIASES: &[(&str, &str)] = &[
+    ("dwell", "product_dwell"),
+    ("product_view", "product_dwell"),
+    ("浏览", "product_dwell"),
+    ("cart_updated", "cart_changed"),
+    ("cart_update", "cart_changed"),
+    ("add_to_cart", "cart_changed"),
+    ("加购", "cart_changed"),
+    ("cart_abandoned", "checkout_abandoned"),
+    ("abandoned_cart", "checkout_abandoned"),
+    ("abandoned_checkout", "checkout_abandoned"),
+    ("未付款", "checkout_abandoned"),
+    ("paid", "order_paid"),
+    ("payment", "order_paid"),
+    ("order_payed", "order_paid"),
+    ("付款", "order_paid"),
+    ("shipped", "order_shipped"),
+    ("order_shipping", "order_shipped"),
+    ("发货", "order_shipped"),
+    ("delayed", "order_delayed"),
+    ("shipping_delayed", "order_delayed"),
+    ("delivery_delayed", "order_delayed"),
+    ("延迟发货", "order_delayed"),
+    ("delivered", "order_delivered"),
+    ("order_received", "order_delivered"),
+    ("签收", "order_delivered"),
+    ("refunded", "refund_done"),
+    ("refund_completed", "refund_done"),
+    ("refund_success", "refund_done"),
+    ("退款成功", "refund_done"),
 ];
 
 /// The built-in channel names `channel` can hold (`channels::RESERVED` is the same list on

@@ -15,18 +15,31 @@ const KEYWORDS = new Set(
     "reask remember forget reply retry rule safety segmented say set shop source start style text threshold " +
     "model_threshold faq_threshold goodbye_message ack_message more_message confirm_again_message " +
     "flow_updated_message upcoming_days max_answers timeout translate timezone to tone temperature top_p " +
-    "when queue label hours off_hours waiting within without default_reply words"
+    "when queue label hours off_hours waiting within without default_reply words proactive proactive_limit " +
+    "quiet_hours opt_out_message quiet limit per day offer image"
   ).split(" "),
 );
 
 /** Keywords that open an item: the name after them is being declared. */
-const DECLARES = new Set(["rule", "flow", "promotion", "policy", "style", "entity", "source", "card", "shop", "queue"]);
+const DECLARES = new Set([
+  "rule",
+  "flow",
+  "promotion",
+  "policy",
+  "style",
+  "entity",
+  "source",
+  "card",
+  "shop",
+  "queue",
+  "proactive",
+]);
 /** Keywords after which names are intents or intent patterns. */
 const INTENTS = new Set(["intent", "on", "applies"]);
 /** Keywords after which a name is a slot or a value of the flow. */
 const SLOTS = new Set(["ask", "goto", "set", "remember", "forget", "as", "confirm"]);
 /** Keywords after which plain names are not intents (`on keywords "..."`, `on entity x`). */
-const NOT_INTENT = new Set(["keywords", "entity", "card", "event", "llm", "style"]);
+const NOT_INTENT = new Set(["keywords", "entity", "card", "event", "llm", "style", "offer"]);
 
 const RHAI_KEYWORDS = new Set(
   "let const if else while loop for in do until break continue return throw try catch fn private import export as switch this global Fn call curry is_def_var is_def_fn type_of print debug".split(
@@ -35,7 +48,7 @@ const RHAI_KEYWORDS = new Set(
 );
 /** Names every rhai expression of a shop can read (docs/language.md, "what scripts see"). */
 const RHAI_SCOPE = new Set(
-  "message intent confidence entities emotion slots session user order cart product now memory promotions safety language channel event card".split(
+  "message intent confidence entities emotion slots session user order cart product now memory promotions safety language channel event card images image".split(
     " ",
   ),
 );

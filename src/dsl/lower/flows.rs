@@ -41,6 +41,7 @@ impl Lowerer<'_> {
             let names = Names {
                 variables: sets,
                 slots: Some(&slots),
+                ..Names::default()
             };
             let start_names = Names::default();
 
@@ -204,6 +205,9 @@ impl Lowerer<'_> {
                     let entity = match entity {
                         // A confirmation is filled by the built-in reading of yes and no.
                         _ if *confirm => Some("yes_no".to_string()),
+                        // A photo: the slot takes the id of the first image the customer
+                        // sends (`ask 照片 as image "…"`).
+                        Some(e) if e.name == crate::ruleset::IMAGE_SLOT => Some(e.name.clone()),
                         Some(e) if !refs.entities.contains(&e.name) => {
                             self.unknown(e, "entity", refs.entities.iter().map(String::as_str));
                             None

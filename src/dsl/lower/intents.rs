@@ -86,6 +86,14 @@ impl Lowerer<'_> {
     pub(super) fn entities(&mut self, entities: &[ast::Entity]) -> Vec<Entity> {
         let mut out = Vec::new();
         for entity in entities {
+            if entity.name.name == crate::ruleset::IMAGE_SLOT {
+                self.push(
+                    Diagnostic::error(entity.name.span, "`image` is a built-in slot kind, not an entity")
+                        .with_label("photos are not read from the text")
+                        .with_help("`ask 照片 as image \"请拍一张…\"` already takes the customer's photo; name this entity otherwise"),
+                );
+                continue;
+            }
             let matcher = match &entity.kind {
                 ast::EntityKind::Regex { pattern, span, flags } => {
                     self.pattern(pattern, *span, flags).map(EntityMatcher::Regex)

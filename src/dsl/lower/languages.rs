@@ -52,7 +52,12 @@ impl Lowerer<'_> {
             diagnostics: Vec::new(),
         };
         for s in &items.shops {
-            let texts: Vec<&Str> = [&s.handoff_message, &s.fallback_message, &s.flow_updated_message]
+            let texts: Vec<&Str> = [
+                &s.handoff_message,
+                &s.fallback_message,
+                &s.flow_updated_message,
+                &s.opt_out_message,
+            ]
                 .into_iter()
                 .flatten()
                 .collect();
@@ -68,6 +73,12 @@ impl Lowerer<'_> {
             checker.item(
                 &format!("promotion `{}`", promo.name.name),
                 &promo.say.iter().collect::<Vec<_>>(),
+            );
+        }
+        for item in &items.proactive {
+            checker.item(
+                &format!("proactive `{}`", item.name.name),
+                &item.say.iter().collect::<Vec<_>>(),
             );
         }
         for flow in &items.flows {

@@ -12,8 +12,9 @@
 //! styles and the fallback chain), `intents` (intents and entities), `data` (data
 //! sources and the files rule files name), `rules` (rules, promotions and policies with
 //! their triggers, and the trigger index), `flows` (flows compiled to programs),
-//! `queues` (the agents' queues and every handoff's kind and queue) and `safety` (the
-//! word lists, allow list and PII kinds).
+//! `queues` (the agents' queues and every handoff's kind and queue), `proactive` (the
+//! messages kefu sends first on shop events) and `safety` (the word lists, allow list
+//! and PII kinds).
 
 mod cards;
 mod data;
@@ -21,6 +22,7 @@ mod flows;
 mod intents;
 mod languages;
 mod memory;
+mod proactive;
 mod queues;
 mod rules;
 mod safety;
@@ -60,6 +62,7 @@ struct Items {
     fallbacks: Vec<ast::Fallback>,
     safety: Vec<ast::Safety>,
     queues: Vec<ast::Queue>,
+    proactive: Vec<ast::Proactive>,
 }
 
 /// How far a lowering goes.
@@ -108,6 +111,7 @@ pub fn lower(
                 Item::Fallback(x) => items.fallbacks.push(x),
                 Item::Safety(x) => items.safety.push(x),
                 Item::Queue(x) => items.queues.push(x),
+                Item::Proactive(x) => items.proactive.push(x),
             }
         }
     }
@@ -169,6 +173,7 @@ impl Lowerer<'_> {
             ("flow", items.flows.iter().map(|x| &x.name).collect()),
             ("style", items.styles.iter().map(|x| &x.name).collect()),
             ("queue", items.queues.iter().map(|x| &x.name).collect()),
+            ("proactive", items.proactive.iter().map(|x| &x.name).collect()),
         ] {
             self.check_unique(kind, names);
         }
@@ -220,6 +225,7 @@ impl Lowerer<'_> {
         let promotions = self.promotions(&items.promotions, &compiler, &refs, shop.timezone);
         let policies = self.policies(&items.policies, &refs);
         let flows = self.flows(&items.flows, &compiler, &refs);
+        let proactive = self.proactive(&items.proactive, &compiler, &promotion_names);
         let styles = self.styles(&items.styles, &compiler);
         let fallback = self.fallback(&items.fallbacks, &items.styles, &compiler);
         let mut safety = self.safety(&items.safety, &items.entities);
@@ -259,6 +265,13 @@ impl Lowerer<'_> {
                 .iter()
                 .flat_map(|q| q.off_hours.iter().chain(&q.waiting))
                 .flat_map(Texts::all)
+                .filter_map(Template::as_literal),
+        );
+        // So is a proactive message without holes.
+        safety.vet(
+            proactive
+                .iter()
+                .flat_map(|p| p.say.all())
                 .filter_map(Template::as_literal),
         );
         // A card's `alone` reply is a fixed reply too, when it has no holes.
@@ -325,8 +338,7 @@ impl Lowerer<'_> {
             reads_intents: compiler.4.intents.get(),
             queues,
             default_queue,
-            // Part L lowers the `proactive` items here.
-            proactive: Vec::new(),
+            proactive,
         })))
     }
 
@@ -576,6 +588,7 @@ fn fixed_replies<'r>(
                 &shop.ack_message,
                 &shop.more_message,
                 &shop.confirm_again_message,
+                &shop.opt_out_message,
             ]
             .into_iter()
             .flat_map(|m| m.all().map(String::as_str)),

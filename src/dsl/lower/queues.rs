@@ -82,7 +82,7 @@ impl Lowerer<'_> {
                 .and_then(|t| compiler.template(t, &Names::default(), self.diagnostics));
             let waiting_names = Names {
                 variables: vec!["queue".to_string()],
-                slots: None,
+                ..Names::default()
             };
             let waiting = queue
                 .waiting

@@ -40,9 +40,12 @@ impl Lowerer<'_> {
                 Some(Trigger::Entity(name.name.clone()))
             }
             TriggerKind::Event(name) => {
-                self.check_event(name);
+                if !self.shop_event_in_turn(name) {
+                    self.check_event(name);
+                }
                 Some(Trigger::Event(name.name.clone()))
             }
+            TriggerKind::Image => Some(Trigger::Image),
             TriggerKind::Intents(patterns) => {
                 let mut out = Vec::new();
                 for pattern in patterns {
@@ -378,14 +381,14 @@ pub(super) fn build_index(
     let mut by_entity = Vec::new();
     let mut by_answer = Vec::new();
     let mut by_event = Vec::new();
+    let mut by_image = Vec::new();
     let mut add = |trigger: &Trigger, owner: Owner| match trigger {
         Trigger::Keywords(words) => keywords.extend(words.iter().map(|w| (w.clone(), owner))),
         Trigger::Intents(patterns) => by_intent.extend(patterns.iter().map(|p| (p.clone(), owner))),
         Trigger::Entity(e) => by_entity.push((e.clone(), owner)),
         Trigger::Answer { rule, yes } => by_answer.push(((rule.clone(), *yes), owner)),
         Trigger::Event(name) => by_event.push((name.clone(), owner)),
-        // Part L/E: the owners `on image` makes candidates.
-        Trigger::Image => {}
+        Trigger::Image => by_image.push(owner),
     };
     for (i, rule) in rules.iter().enumerate() {
         rule.triggers.iter().for_each(|t| add(t, Owner::Rule(i)));
@@ -405,4 +408,5 @@ pub(super) fn build_index(
     TriggerIndex::build(keywords, by_intent, by_entity, &names)
         .with_answers(by_answer)
         .with_events(by_event)
+        .with_images(by_image)
 }

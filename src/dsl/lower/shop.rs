@@ -7,7 +7,7 @@ use crate::diag::{Diagnostic, FileId, Span, closest};
 use crate::dsl::ast;
 use crate::kb;
 use crate::nlu::Lang;
-use crate::ruleset::{FallbackAction, FallbackArm, ModelCall, Shop, Style};
+use crate::ruleset::{FallbackAction, FallbackArm, ModelCall, QuietHours, Shop, Style};
 use crate::script::{DEFAULT_CONTEXT, Localized, Names};
 
 const DEFAULT_TIMEZONE: &str = "Asia/Shanghai";
@@ -49,6 +49,10 @@ const MAX_MAX_ANSWERS: i64 = crate::nlu::split::MAX_PARTS as i64;
 
 /// The longest `upcoming_days`: a year.
 const MAX_UPCOMING_DAYS: i64 = 366;
+
+/// The most proactive messages per customer per day a shop may allow (`proactive_limit`):
+/// more is spam whatever the shop thinks.
+const MAX_PROACTIVE_LIMIT: i64 = 50;
 
 /// How long a flow waits for the customer when neither the shop nor the flow says: long
 /// enough to go and find an order number, short enough that a customer who comes back
@@ -180,10 +184,35 @@ impl Lowerer<'_> {
             Some(n) => u32::try_from(n.value).unwrap_or(DEFAULT_UPCOMING_DAYS),
             None => DEFAULT_UPCOMING_DAYS,
         };
+        let proactive_limit = match shop.proactive_limit {
+            Some(n) if !(1..=MAX_PROACTIVE_LIMIT).contains(&n.value) => {
+                self.push(
+                    Diagnostic::error(
+                        n.span,
+                        format!("proactive_limit must be between 1 and {MAX_PROACTIVE_LIMIT}"),
+                    )
+                    .with_label("proactive messages per customer per day, all items together, e.g. 2")
+                    .with_help("to send none, write no `proactive` items"),
+                );
+                crate::ruleset::DEFAULT_PROACTIVE_LIMIT
+            }
+            Some(n) => u32::try_from(n.value).unwrap_or(crate::ruleset::DEFAULT_PROACTIVE_LIMIT),
+            None => crate::ruleset::DEFAULT_PROACTIVE_LIMIT,
+        };
+        let quiet_hours = shop
+            .quiet_hours
+            .as_ref()
+            .and_then(|q| self.quiet_hours(q))
+            .unwrap_or(crate::ruleset::DEFAULT_QUIET_HOURS);
         let flow_timeout = self
             .flow_timeout(shop.flow_timeout.as_ref())
             .unwrap_or(DEFAULT_FLOW_TIMEOUT);
         let languages = self.shop_languages(shop);
+        let opt_out_message = localized(
+            shop.opt_out_message.as_ref(),
+            crate::ruleset::DEFAULT_OPT_OUT_MESSAGE,
+            &languages,
+        );
         let mut context: Vec<String> = DEFAULT_CONTEXT.iter().map(|s| s.to_string()).collect();
         for name in &shop.context {
             if crate::script::BUILTIN_VARIABLES.contains(&name.name.as_str()) {
@@ -226,11 +255,42 @@ impl Lowerer<'_> {
             upcoming_days,
             flow_timeout,
             max_answers,
-            // Part L reads `proactive_limit`, `quiet_hours` and `opt_out_message` here.
-            proactive_limit: crate::ruleset::DEFAULT_PROACTIVE_LIMIT,
-            quiet_hours: Some(crate::ruleset::DEFAULT_QUIET_HOURS),
-            opt_out_message: Localized::new(crate::ruleset::DEFAULT_OPT_OUT_MESSAGE.into()),
+            proactive_limit,
+            quiet_hours: Some(quiet_hours),
+            opt_out_message,
         }
+    }
+
+    /// `HH:MM to HH:MM` (the shop's `quiet_hours`, a proactive item's `quiet`) checked:
+    /// real times of day, and two different ones (equal times would be no quiet hours or
+    /// a whole day of them, which no editor means). `None` when wrong (reported).
+    pub(super) fn quiet_hours(&mut self, lit: &ast::QuietLit) -> Option<QuietHours> {
+        let from = self.time_of_day(&lit.from);
+        let to = self.time_of_day(&lit.to);
+        let (from, to) = (from?, to?);
+        if from == to {
+            self.push(
+                Diagnostic::error(lit.span, "quiet hours must start and end at different times")
+                    .with_label("this span is empty")
+                    .with_help("write when the quiet hours start and when they end, e.g. `22:00 to 08:00` (past midnight)"),
+            );
+            return None;
+        }
+        Some(QuietHours { from, to })
+    }
+
+    /// A time of day as written, checked (`25:00` and `12:60` are errors).
+    fn time_of_day(&mut self, lit: &ast::TimeLit) -> Option<chrono::NaiveTime> {
+        let (h, m, sec) = lit.hms;
+        let time = chrono::NaiveTime::from_hms_opt(h, m, sec.unwrap_or(0));
+        if time.is_none() {
+            self.push(
+                Diagnostic::error(lit.span, "not a time of day")
+                    .with_label("hours go from 00 to 23, minutes and seconds from 00 to 59")
+                    .with_help("write a 24-hour time, e.g. `22:00` or `08:30`"),
+            );
+        }
+        time
     }
 
     /// A flow timeout (`flow_timeout` in the shop, `timeout` in a flow) checked against

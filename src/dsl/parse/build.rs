@@ -6,7 +6,7 @@ use pest::iterators::Pair;
 
 use super::{Rule, inner};
 use crate::diag::{Diagnostic, FileId, Span};
-use crate::dsl::ast::{DateTimeLit, DurationLit, Expr, Ident, Integer, Number, Str};
+use crate::dsl::ast::{DateTimeLit, DurationLit, Expr, Ident, Integer, Number, Str, TimeLit};
 
 /// Walks pest pairs of one item into the syntax tree.
 pub(super) struct Builder<'d> {
@@ -188,6 +188,17 @@ impl Builder<'_> {
             (num(&t[0..2]), num(&t[3..5]), t.get(6..8).map(num))
         });
         DateTimeLit { date: ymd, time, span }
+    }
+
+    /// A `time` pair (`22:00`, `07:30:15`); its range is checked when lowering.
+    pub(super) fn time(&mut self, pair: Pair<'_, Rule>) -> TimeLit {
+        let span = self.span(&pair);
+        let t = pair.as_str();
+        let num = |s: &str| s.parse::<u32>().unwrap_or(u32::MAX);
+        TimeLit {
+            hms: (num(&t[0..2]), num(&t[3..5]), t.get(6..8).map(num)),
+            span,
+        }
     }
 
     pub(super) fn first_inner<'i>(pair: Pair<'i, Rule>) -> Pair<'i, Rule> {

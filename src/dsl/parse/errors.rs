@@ -281,7 +281,7 @@ fn describe_expected(rules: &[Rule]) -> String {
     let mut words: Vec<String> = Vec::new();
     let items = rules.iter().filter(|r| is_item_rule(**r)).count();
     if items >= 3 {
-        words.push("an item (`shop`, `intent`, `entity`, `source`, `rule`, `promotion`, `policy`, `flow`, `style`, `fallback`, `safety` or `queue`)".into());
+        words.push("an item (`shop`, `intent`, `entity`, `source`, `rule`, `promotion`, `policy`, `flow`, `style`, `fallback`, `safety`, `queue` or `proactive`)".into());
     }
     for r in rules {
         if items >= 3 && is_item_rule(*r) {
@@ -314,6 +314,7 @@ fn is_item_rule(r: Rule) -> bool {
             | Rule::fallback
             | Rule::safety
             | Rule::queue
+            | Rule::proactive
     )
 }
 
@@ -426,6 +427,14 @@ fn describe(r: Rule) -> String {
         Rule::waiting => "`waiting`",
         Rule::handoff_as => "`as`",
         Rule::handoff_to => "`to`",
+        Rule::proactive => "`proactive`",
+        Rule::proactive_limit => "`proactive_limit`",
+        Rule::quiet_hours => "`quiet_hours`",
+        Rule::opt_out_message => "`opt_out_message`",
+        Rule::offer => "`offer`",
+        Rule::limit => "`limit`",
+        Rule::quiet => "`quiet`",
+        Rule::image_trigger => "`image`",
         _ => "something else",
     };
     text.to_string()

@@ -25,6 +25,7 @@ impl Builder<'_> {
             Rule::fallback => Item::Fallback(self.fallback(pair)),
             Rule::safety => Item::Safety(self.safety(pair)),
             Rule::queue => Item::Queue(self.queue(pair)),
+            Rule::proactive => Item::Proactive(self.proactive(pair)),
             _ => return None,
         })
     }
@@ -54,6 +55,9 @@ impl Builder<'_> {
             upcoming_days: None,
             flow_timeout: None,
             max_answers: None,
+            proactive_limit: None,
+            quiet_hours: None,
+            opt_out_message: None,
         };
         for field in fields {
             let fspan = self.span(&field);
@@ -213,6 +217,35 @@ impl Builder<'_> {
                     let first = shop.max_answers.as_ref().map(|n| n.span);
                     set_once(self.diagnostics, &mut shop.max_answers, v, fspan, first, "max_answers");
                 }
+                Rule::proactive_limit => {
+                    let v = self.integer(Self::first_inner(field));
+                    let first = shop.proactive_limit.as_ref().map(|n| n.span);
+                    set_once(
+                        self.diagnostics,
+                        &mut shop.proactive_limit,
+                        v,
+                        fspan,
+                        first,
+                        "proactive_limit",
+                    );
+                }
+                Rule::quiet_hours => {
+                    let v = self.quiet_span(field);
+                    let first = shop.quiet_hours.as_ref().map(|q| q.span);
+                    set_once(self.diagnostics, &mut shop.quiet_hours, v, fspan, first, "quiet_hours");
+                }
+                Rule::opt_out_message => {
+                    let v = self.string(Self::first_inner(field));
+                    let first = shop.opt_out_message.as_ref().map(|s| s.span);
+                    set_once(
+                        self.diagnostics,
+                        &mut shop.opt_out_message,
+                        v,
+                        fspan,
+                        first,
+                        "opt_out_message",
+                    );
+                }
                 _ => {}
             }
         }
@@ -350,6 +383,7 @@ impl Builder<'_> {
             }
             Rule::card_trigger => TriggerKind::Card(self.ident(Self::first_inner(target))),
             Rule::event_trigger => TriggerKind::Event(self.ident(Self::first_inner(target))),
+            Rule::image_trigger => TriggerKind::Image,
             _ => TriggerKind::Intents(inner(target).map(|p| self.ident(p)).collect()),
         };
         Trigger { span, kind }
@@ -491,6 +525,70 @@ impl Builder<'_> {
             }
         }
         rule
+    }
+
+    /// `HH:MM to HH:MM` (`quiet`, `quiet_hours`): the two times and the whole field.
+    fn quiet_span(&mut self, field: Pair<'_, Rule>) -> QuietLit {
+        let span = self.span(&field);
+        let mut times = inner(field);
+        let from = self.time(times.next().expect("from time"));
+        let to = self.time(times.next().expect("to time"));
+        QuietLit { from, to, span }
+    }
+
+    fn proactive(&mut self, pair: Pair<'_, Rule>) -> Proactive {
+        let span = self.span(&pair);
+        let mut fields = inner(pair);
+        let name = self.ident(fields.next().expect("proactive name"));
+        let mut item = Proactive {
+            name,
+            span,
+            triggers: Vec::new(),
+            when: None,
+            say: None,
+            offer: None,
+            limit: None,
+            quiet: None,
+            priority: None,
+        };
+        for field in fields {
+            let fspan = self.span(&field);
+            match field.as_rule() {
+                Rule::trigger => item.triggers.push(self.trigger(field)),
+                Rule::when => {
+                    let v = self.expr(Self::first_inner(field));
+                    let first = item.when.as_ref().map(|e| e.span);
+                    set_once(self.diagnostics, &mut item.when, v, fspan, first, "when");
+                }
+                Rule::say => {
+                    let v = self.string(Self::first_inner(field));
+                    let first = item.say.as_ref().map(|s| s.span);
+                    set_once(self.diagnostics, &mut item.say, v, fspan, first, "say");
+                }
+                Rule::offer => {
+                    let v = self.ident(Self::first_inner(field));
+                    let first = item.offer.as_ref().map(|i| i.span);
+                    set_once(self.diagnostics, &mut item.offer, v, fspan, first, "offer");
+                }
+                Rule::limit => {
+                    let v = (self.integer(Self::first_inner(field)), fspan);
+                    let first = item.limit.as_ref().map(|(_, s)| *s);
+                    set_once(self.diagnostics, &mut item.limit, v, fspan, first, "limit");
+                }
+                Rule::quiet => {
+                    let v = self.quiet_span(field);
+                    let first = item.quiet.as_ref().map(|q| q.span);
+                    set_once(self.diagnostics, &mut item.quiet, v, fspan, first, "quiet");
+                }
+                Rule::priority => {
+                    let v = self.integer(Self::first_inner(field));
+                    let first = item.priority.as_ref().map(|p| p.span);
+                    set_once(self.diagnostics, &mut item.priority, v, fspan, first, "priority");
+                }
+                _ => {}
+            }
+        }
+        item
     }
 
     fn promotion(&mut self, pair: Pair<'_, Rule>) -> Promotion {

@@ -136,11 +136,21 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_hours
             | Rule::kw_off_hours
             | Rule::kw_waiting
+            | Rule::kw_proactive
+            | Rule::kw_proactive_limit
+            | Rule::kw_quiet_hours
+            | Rule::kw_opt_out_message
+            | Rule::kw_quiet
+            | Rule::kw_limit
+            | Rule::kw_per
+            | Rule::kw_day
+            | Rule::kw_offer
+            | Rule::kw_image
     )
 }
 
 /// Keywords that start a top-level item; used to find where to go on after an error.
-const ITEM_KEYWORDS: [&str; 13] = [
+const ITEM_KEYWORDS: [&str; 14] = [
     "shop",
     "intent",
     "entity",
@@ -154,6 +164,7 @@ const ITEM_KEYWORDS: [&str; 13] = [
     "fallback",
     "safety",
     "queue",
+    "proactive",
 ];
 
 /// How many blocks deep steps may nest: `if` inside `if`, and each `else if` of a chain,
