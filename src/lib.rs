@@ -42,6 +42,8 @@ pub mod tickets;
 // of published rule sets.
 pub mod batch;
 pub mod data;
+// Customers' photos: checked, stripped and stored (imports only `dialogue`).
+pub mod media;
 pub mod reload;
 pub mod server;
 pub mod versions;

@@ -54,6 +54,8 @@ pub const SECRET_VARIABLES: &[&str] = &[
     "KEFU_LLM_API_KEY",
     // The key customer identity tokens are signed with (cli/serve.rs, IdentityArgs).
     "KEFU_IDENTITY_KEY",
+    // The vision model server's key (cli/serve.rs, ImageArgs).
+    "KEFU_VISION_API_KEY",
 ];
 
 /// The environment variable of the long flag `long`: `max-in-flight` → `KEFU_MAX_IN_FLIGHT`.

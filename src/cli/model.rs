@@ -63,7 +63,7 @@ pub struct ModelArgs {
 }
 
 /// Parses a duration: seconds (`20`, `2.5`, `20s`) or milliseconds (`1500ms`).
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, scale) = match text.strip_suffix("ms") {
         Some(ms) => (ms, 0.001),

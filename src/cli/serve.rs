@@ -146,6 +146,91 @@ pub struct ServeArgs {
     canary: CanaryArgs,
     #[command(flatten)]
     console: ConsoleArgs,
+    #[command(flatten)]
+    images: ImageArgs,
+}
+
+/// Customers' photos and the vision model that describes them (docs/photos.md).
+#[derive(clap::Args)]
+struct ImageArgs {
+    /// Where customers' images are kept (metadata stripped, by random id). Default:
+    /// STATE_DIR/images. Nodes behind one address share uploads only through a shared
+    /// directory.
+    #[arg(long, value_name = "DIR")]
+    image_dir: Option<PathBuf>,
+    /// How long an image is kept: days (`30`, `30d`), hours (`12h`) or minutes (`90m`);
+    /// swept hourly.
+    #[arg(long, default_value = "30d", value_parser = parse_retention)]
+    image_retention: std::time::Duration,
+    /// Images one conversation may send a day; more are refused (429).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    images_per_day: u32,
+    /// Largest image, in bytes, as sent (an upload is not read past it).
+    #[arg(long, default_value_t = 10 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    max_image_bytes: u64,
+    /// A vision model that describes each image for the rules (`image.description`) and
+    /// the prompt: an OpenAI-compatible server taking `image_url` content (llama-server
+    /// with a multimodal GGUF and its --mmproj, vLLM, a hosted API). The key, if any, is
+    /// read from --vision-api-key-file or KEFU_VISION_API_KEY.
+    #[arg(long)]
+    vision_url: Option<String>,
+    /// The model name sent to --vision-url.
+    #[arg(long, default_value = "default")]
+    vision_model: String,
+    /// How long one image's description may take, in seconds (`8`, `2.5`) or milliseconds
+    /// (`1500ms`); past it the image goes without one.
+    #[arg(long, default_value = "8", value_parser = super::model::parse_duration)]
+    vision_timeout: std::time::Duration,
+    /// A file holding the --vision-url server's API key; KEFU_VISION_API_KEY (environment)
+    /// is read when this is not given.
+    #[arg(long, value_name = "FILE")]
+    vision_api_key_file: Option<PathBuf>,
+}
+
+/// A retention time: days (`30`, `30d`), hours (`12h`) or minutes (`90m`), more than zero.
+fn parse_retention(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().last() {
+        Some((at, 'd')) => (&text[..at], 86_400),
+        Some((at, 'h')) => (&text[..at], 3600),
+        Some((at, 'm')) => (&text[..at], 60),
+        _ => (text, 86_400),
+    };
+    match number.trim().parse::<u64>() {
+        Ok(n) if n > 0 && n <= 36_500 * 86_400 / unit => Ok(std::time::Duration::from_secs(n * unit)),
+        _ => Err(format!(
+            "`{text}`: expected days (`30`, `30d`), hours (`12h`) or minutes (`90m`), more than zero"
+        )),
+    }
+}
+
+impl ImageArgs {
+    /// The image settings these flags ask for.
+    fn config(self) -> Result<kefu::server::images::ImageConfig> {
+        let vision = match self.vision_url {
+            Some(url) => Some(kefu::llm::vision::VisionConfig {
+                model: self.vision_model,
+                timeout: self.vision_timeout,
+                api_key: secret_text(
+                    self.vision_api_key_file.as_deref(),
+                    "--vision-api-key-file",
+                    "KEFU_VISION_API_KEY",
+                )?,
+                ..kefu::llm::vision::VisionConfig::new(url)
+            }),
+            None => None,
+        };
+        Ok(kefu::server::images::ImageConfig {
+            dir: self.image_dir,
+            retention: self.image_retention,
+            per_day: self.images_per_day,
+            limits: kefu::media::ImageLimits {
+                max_bytes: usize::try_from(self.max_image_bytes).unwrap_or(usize::MAX),
+                ..kefu::media::ImageLimits::default()
+            },
+            vision,
+        })
+    }
 }
 
 /// The console's sign-in (docs/api.md, "Console sign-in and roles").
@@ -451,6 +536,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         config.llm = Some(kefu::server::model::load_mock(path)?);
     }
     config.agent_grace = std::time::Duration::from_secs(args.agent_grace);
+    config.images = args.images.config()?;
     if let Some(path) = &args.channels {
         let channels = kefu::channels::ChannelsConfig::load(path).map_err(|e| anyhow::anyhow!("--channels: {e}"))?;
         config.channels = Some(std::sync::Arc::new(channels));

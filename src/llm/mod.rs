@@ -18,6 +18,7 @@ pub mod lora;
 pub mod prompt;
 #[cfg(feature = "llama")]
 pub mod sample;
+pub mod vision;
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;

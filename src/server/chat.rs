@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::auth::Caller;
-use super::http::{Body, json_response, read_json};
+use super::http::{Body, json_response, parse_json, read_body};
 use super::limits::{check_api_session_id, check_message, check_rules_version};
 use super::sse::{event_stream_response, sse_event};
 use super::turns::for_requester;
@@ -36,8 +36,13 @@ use crate::TurnRequest;
 pub struct ChatBody {
     /// The conversation.
     pub session_id: String,
-    /// What the customer wrote.
+    /// What the customer wrote (may be empty when `images` has some).
+    #[serde(default)]
     pub message: String,
+    /// Photos with the message (at most four): `{"data": "<base64>"}` or `{"id": "img_…"}`
+    /// from `POST /v1/images` (see [`super::images`]).
+    #[serde(default)]
+    pub images: Vec<super::images::ImageInput>,
     /// The customer's profile.
     #[serde(default)]
     pub user: Option<Map<String, Value>>,
@@ -70,11 +75,18 @@ pub(super) async fn chat(
     // customer's trace, whoever the browser is.
     let from_site = req.extensions().get::<super::channels::widget::FromSite>().is_some();
     let full_trace = caller.admin && !from_site;
-    let body: ChatBody = read_json(req, state.limits.max_body_bytes, false).await?;
+    // Room for one inline image's base64; the rest of the body has the limit of any body.
+    let raw = read_body(req, state.chat_body_limit()).await?;
+    let body: ChatBody = parse_json(&raw)?;
+    let inline = body.images.iter().map(super::images::ImageInput::inline_len).sum();
+    state.check_body_besides_images(raw.len(), inline)?;
     check_api_session_id(&body.session_id, &state.limits)?;
-    check_message(&body.message, "message", &state.limits)?;
+    if body.images.is_empty() || !body.message.is_empty() {
+        check_message(&body.message, "message", &state.limits)?;
+    }
     check_rules_version(body.rules_version.as_deref())?;
     state.check_rate(&body.session_id)?;
+    let images = state.intake_images(&body.session_id, body.images).await?;
     let mut request = TurnRequest {
         session_id: body.session_id,
         message: body.message,
@@ -84,7 +96,7 @@ pub(super) async fn chat(
         rules_version: body.rules_version,
         channel: from_site.then(|| crate::channels::WEB.to_string()),
         event: None,
-        images: Vec::new(),
+        images,
     };
     state.vouch(&caller, body.identity.as_deref(), &mut request)?;
     if let Some(version) = &request.rules_version {

@@ -122,6 +122,9 @@ pub struct ServeConfig {
     /// The channels file's widget sites, WeChat accounts and webhook channels
     /// (`--channels`); `None`: only the JSON API.
     pub channels: Option<Arc<crate::channels::ChannelsConfig>>,
+    /// Customers' images: where they are kept and for how long, their limits, the vision
+    /// model (`--image-*`, `--vision-*`; docs/photos.md).
+    pub images: super::images::ImageConfig,
 }
 
 /// The default of [`ServeConfig::agent_grace`]: two minutes, a browser's reload or a
@@ -158,6 +161,7 @@ impl ServeConfig {
             console: super::console::ConsoleConfig::default(),
             agent_grace: AGENT_GRACE,
             channels: None,
+            images: super::images::ImageConfig::default(),
         }
     }
 }

@@ -48,13 +48,7 @@ pub(super) fn decode_segment(segment: &str) -> Result<String, ApiError> {
 
 /// Reads a request body of at most `limit` bytes.
 pub(super) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the body is larger than {limit} bytes"),
-        )
-    };
+    let too_large = || too_large(limit);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -70,6 +64,15 @@ pub(super) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<By
     }
 }
 
+/// 413 `payload_too_large`: a body over `limit` bytes.
+pub(super) fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the body is larger than {limit} bytes"),
+    )
+}
+
 /// Reads and parses a JSON body; an empty body reads as `{}` when `empty_ok`.
 pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
     req: Request<Incoming>,
@@ -77,17 +80,22 @@ pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
     empty_ok: bool,
 ) -> Result<T, ApiError> {
     let body = read_body(req, limit).await?;
+    if empty_ok && body.iter().all(u8::is_ascii_whitespace) {
+        return serde_json::from_slice(b"{}").map_err(|e| ApiError::from_json(&e));
+    }
+    parse_json(&body)
+}
+
+/// Parses a JSON body that must not be empty.
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        if empty_ok {
-            return serde_json::from_slice(b"{}").map_err(|e| ApiError::from_json(&e));
-        }
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             "the body is empty; send a JSON object",
         ));
     }
-    serde_json::from_slice(&body).map_err(|e| ApiError::from_json(&e))
+    serde_json::from_slice(body).map_err(|e| ApiError::from_json(&e))
 }
 
 #[cfg(test)]

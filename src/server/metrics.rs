@@ -253,6 +253,51 @@ pub struct Metrics {
     channels: ChannelFigures,
     /// Turns per rule, promotion, flow step and FAQ entry (issue #25).
     hits: HitSeries,
+    /// Customers' images and their descriptions (issue #26).
+    photos: PhotoFigures,
+}
+
+/// `kefu_images_total{outcome}` (stored, or the refusal's `error.type`) and
+/// `kefu_vision_total{outcome}` (described, or why not), every outcome from the start.
+struct PhotoFigures {
+    images: Family<OutcomeLabels, Counter>,
+    vision: Family<OutcomeLabels, Counter>,
+}
+
+impl PhotoFigures {
+    /// The outcomes of an image's intake.
+    const IMAGE_OUTCOMES: [&'static str; 8] = [
+        "stored",
+        "unsupported_image",
+        "bad_image",
+        "image_too_large",
+        "image_too_large_pixels",
+        "too_many_images_today",
+        "unknown_image",
+        "internal",
+    ];
+
+    fn register(registry: &mut Registry) -> Self {
+        let images = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "images",
+            "Images customers sent: stored, or refused by reason (the error's type)",
+            images.clone(),
+        );
+        let vision = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "vision",
+            "Requests to the vision model (--vision-url): described, or timeout, unreachable, error, empty",
+            vision.clone(),
+        );
+        for outcome in Self::IMAGE_OUTCOMES {
+            let _ = images.get_or_create(&OutcomeLabels { outcome });
+        }
+        for outcome in crate::llm::vision::OUTCOMES {
+            let _ = vision.get_or_create(&OutcomeLabels { outcome });
+        }
+        PhotoFigures { images, vision }
+    }
 }
 
 /// A hit's kind (`rule`, `promotion`, `flow_step`, `faq`) and the item's name.
@@ -772,6 +817,22 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts an image's intake: `stored`, or the refusal's `error.type` (one of
+    /// [`PhotoFigures::IMAGE_OUTCOMES`]; others count as `internal`).
+    pub fn image(&self, outcome: &'static str) {
+        let outcome = if PhotoFigures::IMAGE_OUTCOMES.contains(&outcome) {
+            outcome
+        } else {
+            "internal"
+        };
+        self.photos.images.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts a vision model request by outcome ([`crate::llm::vision::OUTCOMES`]).
+    pub fn vision(&self, outcome: &'static str) {
+        self.photos.vision.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
     /// A registry with every metric at zero.
     pub fn new() -> Self {
         // The process's figures keep the names every client library gives them; the rest
@@ -980,6 +1041,7 @@ impl Metrics {
         let agents = AgentFigures::register(registry);
         let channels = ChannelFigures::register(registry);
         let hits = HitSeries::register(registry);
+        let photos = PhotoFigures::register(registry);
         Metrics {
             registry: root,
             requests,
@@ -1016,6 +1078,7 @@ impl Metrics {
             agents,
             channels,
             hits,
+            photos,
         }
     }
 

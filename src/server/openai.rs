@@ -20,6 +20,10 @@
 //!
 //! Unknown fields (`temperature`, `tools`, ...) are accepted and ignored, as SDKs send
 //! many; a request without any user message is refused.
+//!
+//! The last user message's `image_url` parts are the customer's photos when they are
+//! `data:` URLs (at most four, one image's worth of base64 in the body; see
+//! [`super::images`]); a remote URL is refused with 400, kefu fetches nothing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::auth::Caller;
-use super::http::{Body, json_response, read_json};
+use super::http::{Body, json_response, parse_json, read_body};
 use super::limits::{check_api_session_id, check_message};
 use super::sse::{event_stream_response, sse_event};
 use super::turns::for_requester;
@@ -107,9 +111,56 @@ pub struct Part {
     /// The text of a `text` part.
     #[serde(default)]
     pub text: Option<String>,
+    /// The image of an `image_url` part: `{"url": "data:image/jpeg;base64,…"}` (or the URL
+    /// as a string). Only `data:` URLs: kefu fetches no remote image.
+    #[serde(default)]
+    pub image_url: Option<ImageUrl>,
+}
+
+/// An `image_url` part's image.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ImageUrl {
+    /// `{"url": "...", "detail": "auto"}`, as OpenAI documents it.
+    Object {
+        /// The URL.
+        url: String,
+    },
+    /// The URL alone, as some clients send it.
+    Url(String),
+}
+
+impl ImageUrl {
+    fn url(&self) -> &str {
+        match self {
+            ImageUrl::Object { url } | ImageUrl::Url(url) => url,
+        }
+    }
 }
 
 impl Content {
+    /// The images of `image_url` parts, as the intake takes them: `data:` URLs only.
+    fn images(&self) -> Result<Vec<super::images::ImageInput>, ApiError> {
+        let Content::Parts(parts) = self else {
+            return Ok(Vec::new());
+        };
+        let mut images = Vec::new();
+        for part in parts.iter().filter(|p| p.kind == "image_url") {
+            let url = part
+                .image_url
+                .as_ref()
+                .map(ImageUrl::url)
+                .ok_or_else(|| ApiError::invalid("an `image_url` part has no `image_url.url`"))?;
+            if !url.starts_with("data:") {
+                return Err(ApiError::invalid(
+                    "kefu does not fetch images from URLs: send the image inline as a `data:image/…;base64,…` URL, or upload it (POST /v1/images) and use /v1/chat's `images`",
+                ));
+            }
+            images.push(super::images::ImageInput::Data { data: url.to_string() });
+        }
+        Ok(images)
+    }
+
     fn text(&self) -> String {
         match self {
             Content::Text(t) => t.clone(),
@@ -159,16 +210,23 @@ pub(super) async fn completions(
     caller: Caller,
 ) -> Result<Response<Body>, ApiError> {
     let full_trace = caller.admin;
-    let body: CompletionRequest = read_json(req, state.limits.max_body_bytes, false).await?;
-    let message = body
+    let raw = read_body(req, state.chat_body_limit()).await?;
+    let body: CompletionRequest = parse_json(&raw)?;
+    let content = body
         .messages
         .iter()
         .rev()
         .find(|m| m.role == "user")
         .and_then(|m| m.content.as_ref())
-        .map(Content::text)
         .ok_or_else(|| ApiError::invalid("`messages` has no message with role `user`"))?;
-    check_message(&message, "messages[-1].content", &state.limits)?;
+    let (message, images) = (content.text(), content.images()?);
+    // Earlier messages' images are not kefu's to read (it keeps the conversation itself),
+    // but they are in the body: only the last user message's are room for images.
+    let inline = images.iter().map(super::images::ImageInput::inline_len).sum();
+    state.check_body_besides_images(raw.len(), inline)?;
+    if images.is_empty() || !message.is_empty() {
+        check_message(&message, "messages[-1].content", &state.limits)?;
+    }
     let one_shot = body.kefu_session.is_none() && body.user.is_none();
     let session_id = body
         .kefu_session
@@ -179,6 +237,7 @@ pub(super) async fn completions(
     if !one_shot {
         state.check_rate(&session_id)?;
     }
+    let images = state.intake_images(&session_id, images).await?;
     let model = body.model.clone().unwrap_or_else(|| "kefu".into());
     let mut request = TurnRequest {
         session_id,
@@ -189,7 +248,7 @@ pub(super) async fn completions(
         rules_version: None,
         channel: None,
         event: None,
-        images: Vec::new(),
+        images,
     };
     state.vouch(&caller, body.kefu_identity.as_deref(), &mut request)?;
     let id = completion_id();

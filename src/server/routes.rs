@@ -17,7 +17,7 @@ use super::draft::TableAction;
 use super::http::{Body, decode_segment};
 use super::users::Permission;
 use super::{
-    ApiError, State, admin, assets, channels, chat, conns, console, draft, health, inbox, mine, openai, sessions,
+    ApiError, State, admin, assets, channels, chat, conns, console, draft, health, images, inbox, mine, openai, sessions,
     versions, workbench,
 };
 
@@ -101,9 +101,11 @@ enum SessionAction {
 }
 
 /// Every route's pattern ([`Route::name`]), for the request series that exist from start.
-pub(super) const ROUTE_PATTERNS: [&str; 52] = [
+pub(super) const ROUTE_PATTERNS: [&str; 54] = [
     "/v1/chat",
     "/v1/chat/completions",
+    "/v1/images",
+    "/admin/images/{id}",
     "/v1/sessions/{id}",
     "/v1/sessions/{id}/takeover",
     "/v1/sessions/{id}/reply",
@@ -161,6 +163,11 @@ pub(super) const ROUTE_PATTERNS: [&str; 52] = [
 enum Route<'a> {
     Chat,
     Completions,
+    /// `POST /v1/images`: one image's bytes, for a later message (public: the
+    /// conversation's token; see [`images::upload`]).
+    Images,
+    /// `GET /admin/images/{id}`: a stored image (permission: read).
+    AdminImage(&'a str),
     /// `/v1/sessions/{id}`, the id as it appears in the path (still percent-encoded).
     Session(&'a str),
     SessionAction(&'a str, SessionAction),
@@ -274,6 +281,8 @@ impl<'a> Route<'a> {
         Some(match segments[..n] {
             ["v1", "chat"] => Route::Chat,
             ["v1", "chat", "completions"] => Route::Completions,
+            ["v1", "images"] => Route::Images,
+            ["admin", "images", id] => Route::AdminImage(id),
             ["v1", "sessions", id] => Route::Session(id),
             ["v1", "sessions", id, "events"] => Route::SessionEvents(id),
             ["v1", "sessions", id, "messages"] => Route::SessionMessages(id),
@@ -324,6 +333,8 @@ impl<'a> Route<'a> {
         match self {
             Route::Chat => "/v1/chat",
             Route::Completions => "/v1/chat/completions",
+            Route::Images => "/v1/images",
+            Route::AdminImage(_) => "/admin/images/{id}",
             Route::Session(_) => "/v1/sessions/{id}",
             Route::SessionAction(_, SessionAction::Takeover) => "/v1/sessions/{id}/takeover",
             Route::SessionAction(_, SessionAction::Reply) => "/v1/sessions/{id}/reply",
@@ -401,6 +412,7 @@ impl<'a> Route<'a> {
         Some(match pattern {
             "/v1/chat"
             | "/v1/chat/completions"
+            | "/v1/images"
             | "/v1/sessions/{id}/feedback"
             | "/v1/sessions/{id}/events"
             | "/v1/sessions/{id}/messages"
@@ -442,6 +454,7 @@ impl<'a> Route<'a> {
         matches!(
             self,
             Route::Chat
+                | Route::Images
                 | Route::SessionEvents(_)
                 | Route::SessionMessages(_)
                 | Route::SessionHistory(_)
@@ -454,6 +467,7 @@ impl<'a> Route<'a> {
         matches!(
             self,
             Route::Session(_)
+                | Route::AdminImage(_)
                 | Route::SessionEvents(_)
                 | Route::SessionMessages(_)
                 | Route::SessionHistory(_)
@@ -523,6 +537,11 @@ async fn dispatch(
             let caller = state.caller(&req, peer);
             openai::completions(state, req, caller).await
         }
+        Route::Images => {
+            let caller = state.caller(&req, peer);
+            images::upload(state, req, caller).await
+        }
+        Route::AdminImage(id) => images::show(state, &decode_segment(id)?).await,
         Route::Session(id) => sessions::get(state, &decode_segment(id)?).await,
         Route::SessionAction(id, action) => {
             let id = decode_segment(id)?;
@@ -640,6 +659,8 @@ mod tests {
         assert_eq!(needs(Method::POST, "/wechat/shop_mp"), None);
         assert_eq!(needs(Method::GET, "/v1/sessions/a/history"), None);
         assert_eq!(needs(Method::GET, "/widget.js"), None);
+        assert_eq!(needs(Method::POST, "/v1/images"), None);
+        assert_eq!(needs(Method::GET, "/admin/images/img_1"), Some(Permission::Read));
         // Every route pattern has its answer (none forgotten as public by mistake).
         for pattern in ROUTE_PATTERNS {
             let path = pattern.replace("{id}", "abc");

@@ -88,6 +88,8 @@ pub struct State {
     pub(super) registered: super::channels::Registered,
     /// The WeChat accounts at run time, when the channels file has any.
     pub(super) wechat: Option<Arc<super::channels::wechat::Wechat>>,
+    /// Customers' images: the store, their limits, the vision model (see [`super::images`]).
+    pub photos: Arc<super::images::Photos>,
 }
 
 /// A built service: rules loaded, engine, reloader, job queue. Serve it with
@@ -105,6 +107,8 @@ pub struct Service {
     _inbox_fleet: Option<super::inbox::fleet::Subscription>,
     /// The conversation log, opened again on SIGHUP.
     log: Option<ConversationLog>,
+    /// Removes images past their retention, hourly.
+    _sweeper: super::images::Sweeper,
 }
 
 impl Service {
@@ -163,6 +167,15 @@ impl Service {
             }
         };
         let metrics = Arc::new(Metrics::new());
+        let photos = Arc::new(
+            super::images::Photos::open(&config.images, &state_dir, Arc::clone(&metrics)).map_err(|source| {
+                ServeError::Io {
+                    what: "the image store (--image-dir) or the vision model (--vision-url)".into(),
+                    source,
+                }
+            })?,
+        );
+        let sweeper = super::images::Sweeper::start(&photos);
         let inbox = Arc::new(Inbox::new(Some(Arc::clone(&metrics) as Arc<dyn Figures>)));
         let counted = Arc::downgrade(&inbox);
         metrics.watch_inbox(move || counted.upgrade().map(|i| i.counts()).unwrap_or_default());
@@ -451,6 +464,7 @@ impl Service {
             seen,
             jobs: queue,
             registered,
+            photos,
         });
         // An agent's scores are labelled by name only for the console's users.
         let users = Arc::downgrade(&state);
@@ -468,6 +482,7 @@ impl Service {
             _log: log_guard,
             _inbox_fleet: inbox_fleet,
             log: conversation_log,
+            _sweeper: sweeper,
         })
     }
 

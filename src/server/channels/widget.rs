@@ -1,5 +1,5 @@
 //! The web widget's server side: `GET /widget.js`, and CORS for the customer routes the
-//! widget calls from a shop's pages (`/v1/chat`, `/v1/sessions/{id}/events|messages|
+//! widget calls from a shop's pages (`/v1/chat`, `/v1/images`, `/v1/sessions/{id}/events|messages|
 //! history|feedback`).
 //!
 //! Only with sites in the channels file (`widget: {sites: [...]}`); without them nothing
@@ -34,7 +34,8 @@ use crate::server::{ApiError, State, assets};
 /// The header that names the site (`data-site`).
 pub const SITE_HEADER: &str = "x-kefu-site";
 /// The request headers a site's page may send.
-const ALLOWED_HEADERS: &str = "Content-Type, X-Kefu-Site, X-Kefu-Session-Token, X-Kefu-Identity, Last-Event-ID";
+const ALLOWED_HEADERS: &str =
+    "Content-Type, X-Kefu-Site, X-Kefu-Session, X-Kefu-Session-Token, X-Kefu-Identity, Last-Event-ID";
 /// How long a browser may keep a preflight's answer, in seconds.
 const PREFLIGHT_MAX_AGE: &str = "600";
 /// How long browsers and CDNs keep `widget.js`: a new kefu's widget is on every page
