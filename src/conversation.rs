@@ -24,6 +24,15 @@
 //! A conversation (or one turn) may say which channel it comes through (`channel: web`;
 //! `api` when absent), and a turn may be a platform event instead of a message
 //! (`- event: subscribe`, with `expect: { reply: ... }` or `expect: { silent: true }`).
+//!
+//! A turn may also be an event the shop reports (`- shop_event: {type: checkout_abandoned,
+//! data: {cart_total: 299}}`, optionally with `at:` its time), run through
+//! [`Engine::event`]: `expect: { proactive: 挽回弃单, reply_contains: [...] }` for a message
+//! sent, `expect: { refused: limit }` (`quiet_hours`, `held`, `flow_running`, `opted_out`)
+//! for a trigger a guard rail stopped, `expect: { silent: true }` for nothing at all. A
+//! message may carry photos: `images: [{description: 外包装破损}, {}]` attaches test
+//! images (ids `img_test_1`…, JPEG 800×600; a description as a vision model would give
+//! it, none when absent).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -78,6 +87,13 @@ pub struct Turn {
     /// answered only by `on event` rules and flow starts. A turn has `say` or `event`.
     #[serde(default)]
     pub event: Option<String>,
+    /// An event the shop reports instead of a message ([`Engine::event`]): a proactive
+    /// message may be sent, or refused by a guard rail.
+    #[serde(default)]
+    pub shop_event: Option<ShopEvent>,
+    /// Photos the message carries (test images, described or not).
+    #[serde(default)]
+    pub images: Vec<TestImage>,
     /// The channel of this turn, replacing the conversation's.
     #[serde(default)]
     pub channel: Option<String>,
@@ -99,6 +115,44 @@ pub struct Turn {
     /// What should happen.
     #[serde(default)]
     pub expect: Expect,
+}
+
+/// An event the shop reports, in a conversation test.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShopEvent {
+    /// Its type (`checkout_abandoned`, `order_delayed`...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its fields (`event.order_id`...).
+    #[serde(default)]
+    pub data: Map<String, Value>,
+    /// When it happens; the conversation's clock moves there (later turns follow it).
+    #[serde(default)]
+    pub at: Option<chrono::DateTime<chrono::FixedOffset>>,
+}
+
+/// A photo in a conversation test: what a vision model saw in it, if anything.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestImage {
+    /// The vision model's description; none (no vision model) when absent.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+impl TestImage {
+    /// The image as the intake would have stored it: `img_test_N`, a JPEG of 800×600.
+    fn image_ref(&self, n: usize) -> crate::dialogue::ImageRef {
+        crate::dialogue::ImageRef {
+            id: format!("img_test_{n}"),
+            kind: "jpeg".into(),
+            width: 800,
+            height: 600,
+            bytes: 48_000,
+            description: self.description.clone(),
+        }
+    }
 }
 
 /// Reads a pause between messages: a whole number with `s`, `m`, `h` or `d`.
@@ -260,6 +314,11 @@ pub struct Expect {
     pub silent: Option<bool>,
     /// The exact quick replies offered with the reply (`[是, 不用了]`; `[]` for none).
     pub choices: Option<Vec<String>>,
+    /// A shop event's turn: the `proactive` item that sent its message.
+    pub proactive: Option<String>,
+    /// A shop event's turn: the guard rail that refused its trigger (`limit`,
+    /// `quiet_hours`, `held`, `flow_running`, `opted_out`).
+    pub refused: Option<String>,
 }
 
 /// `handoff: true`, `handoff: false` or `handoff: 连续三次未能解决`.
@@ -284,6 +343,12 @@ pub struct TurnRecord {
     /// The platform event the turn was, instead of a message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
+    /// The shop event the turn was, instead of a message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shop_event: Option<String>,
+    /// How many photos the message carried.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub images: usize,
     /// The channel, when not `api`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
@@ -315,11 +380,17 @@ pub struct TurnRecord {
 impl TurnRecord {
     /// What the customer sent as a transcript shows it: the message, or `[event NAME]`.
     pub fn said(&self) -> String {
-        match &self.event {
-            Some(event) => format!("[event {event}]"),
-            None => self.say.clone(),
+        match (&self.event, &self.shop_event) {
+            (Some(event), _) => format!("[event {event}]"),
+            (None, Some(event)) => format!("[shop event {event}]"),
+            (None, None) if self.images > 0 => format!("{} [{} photo(s)]", self.say, self.images).trim_start().to_string(),
+            (None, None) => self.say.clone(),
         }
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// An expectation of a turn that did not hold: the field, what the test expected and what
@@ -627,11 +698,15 @@ pub fn run(rules: &Arc<RuleSet>, conversation: &Conversation, path: &Path) -> Ou
     let mut at = conversation.as_of.unwrap_or_else(default_as_of);
     let mut records = Vec::new();
     let mut covered = BTreeSet::new();
+    let mut images = 0;
     for (n, turn) in conversation.turns.iter().enumerate() {
         // Each message a minute after the last unless the test says otherwise, so flows
         // time out in a test only when it waits on purpose (`after: 40m`).
         if n > 0 {
             at += turn.after.unwrap_or_else(|| chrono::Duration::minutes(1));
+        }
+        if let Some(event_at) = turn.shop_event.as_ref().and_then(|e| e.at) {
+            at = event_at;
         }
         let refused = turn
             .agent
@@ -642,6 +717,55 @@ pub fn run(rules: &Arc<RuleSet>, conversation: &Conversation, path: &Path) -> Ou
             context.extend(extra.clone());
         }
         let channel = turn.channel.clone().or_else(|| conversation.channel.clone());
+        if let Some(event) = &turn.shop_event {
+            let request = crate::engine::EventRequest {
+                session_id: session.clone(),
+                kind: event.kind.clone(),
+                data: event.data.clone(),
+                user: turn.user.clone().or_else(|| conversation.user.clone()),
+                at: Some(at),
+                channel: channel.clone(),
+            };
+            let outcome = engine.event(&request).expect("in-memory sessions never fail");
+            if let crate::engine::ProactiveOutcome::Sent { trigger, .. } = &outcome {
+                covered.insert(format!("proactive:{trigger}"));
+            }
+            let mut record = event_record(turn, &event.kind, &outcome);
+            record.channel = channel.filter(|c| c != crate::engine::DEFAULT_CHANNEL);
+            if turn.event.is_some() || !turn.say.is_empty() || !turn.images.is_empty() {
+                record.failures.insert(
+                    0,
+                    Failure::new(
+                        "shop_event",
+                        None,
+                        None,
+                        "a shop event's turn has no `say`, `event` or `images`".into(),
+                    ),
+                );
+            }
+            if let Some((act, error)) = refused {
+                let act = act.describe();
+                record.failures.insert(
+                    0,
+                    Failure::new(
+                        "agent",
+                        Some(&act),
+                        None,
+                        format!("the agent's `{act}` was refused: {error}"),
+                    ),
+                );
+            }
+            records.push(record);
+            continue;
+        }
+        let turn_images: Vec<crate::dialogue::ImageRef> = turn
+            .images
+            .iter()
+            .map(|image| {
+                images += 1;
+                image.image_ref(images)
+            })
+            .collect();
         let request = TurnRequest {
             session_id: session.clone(),
             message: turn.say.clone(),
@@ -651,7 +775,7 @@ pub fn run(rules: &Arc<RuleSet>, conversation: &Conversation, path: &Path) -> Ou
             rules_version: None,
             channel: channel.clone(),
             event: turn.event.clone(),
-            images: Vec::new(),
+            images: turn_images,
         };
         // The engine's sessions are in memory, which cannot fail.
         let response = engine.turn(request).expect("in-memory sessions never fail");
@@ -689,6 +813,105 @@ pub fn run(rules: &Arc<RuleSet>, conversation: &Conversation, path: &Path) -> Ou
         turns: records,
         covered,
         error: None,
+    }
+}
+
+/// The transcript line of a shop event's turn, with its expectations checked: what it
+/// sent (`reply`, `by: proactive TRIGGER`), or what refused it.
+fn event_record(turn: &Turn, kind: &str, outcome: &crate::engine::ProactiveOutcome) -> TurnRecord {
+    use crate::engine::ProactiveOutcome as O;
+    let (reply, by, sent, refused) = match outcome {
+        O::Recorded => (String::new(), "recorded".to_string(), None, None),
+        O::Sent { trigger, text, .. } => (text.clone(), format!("proactive {trigger}"), Some(trigger.as_str()), None),
+        O::Refused { trigger, reason } => (
+            String::new(),
+            format!("refused {trigger} ({})", reason.name()),
+            None,
+            Some(reason.name()),
+        ),
+    };
+    let e = &turn.expect;
+    let mut failures = Vec::new();
+    let mut check = |what: &str, expected: &str, actual: &str| {
+        if expected != actual {
+            failures.push(Failure::new(
+                what,
+                Some(expected),
+                Some(actual),
+                format!("{what}: expected `{expected}`, got `{actual}`"),
+            ));
+        }
+    };
+    if let Some(x) = &e.proactive {
+        check("proactive", x, sent.unwrap_or("-"));
+    }
+    if let Some(x) = &e.refused {
+        check("refused", x, refused.unwrap_or("-"));
+    }
+    if let Some(x) = &e.reply {
+        check("reply", x, &reply);
+    }
+    if let Some(silent) = e.silent {
+        check("silent", &silent.to_string(), &sent.is_none().to_string());
+    }
+    for part in &e.reply_contains {
+        if !reply.contains(part.as_str()) {
+            failures.push(Failure::new(
+                "reply_contains",
+                Some(part),
+                Some(&reply),
+                format!("reply should contain `{part}`: `{reply}`"),
+            ));
+        }
+    }
+    for part in &e.reply_excludes {
+        if reply.contains(part.as_str()) {
+            failures.push(Failure::new(
+                "reply_excludes",
+                Some(part),
+                Some(&reply),
+                format!("reply should not contain `{part}`: `{reply}`"),
+            ));
+        }
+    }
+    // What a turn's answer has and an event's outcome lacks cannot be expected of it.
+    let turn_only = [
+        ("source", e.source.is_some()),
+        ("rule", e.rule.is_some()),
+        ("flow", e.flow.is_some()),
+        ("step", e.step.is_some()),
+        ("promotion", e.promotion.is_some()),
+        ("faq", e.faq.is_some()),
+        ("intent", e.intent.is_some()),
+        ("handoff", e.handoff.is_some()),
+        ("emotion", e.emotion.is_some()),
+        ("choices", e.choices.is_some()),
+        ("trace_contains", !e.trace_contains.is_empty()),
+    ];
+    for (field, _) in turn_only.iter().filter(|(_, set)| *set) {
+        failures.push(Failure::new(
+            field,
+            None,
+            None,
+            format!("`{field}` is not expected of a shop event: use proactive, refused, reply or silent"),
+        ));
+    }
+    TurnRecord {
+        agent: turn.agent.as_ref().map(AgentAction::describe),
+        say: String::new(),
+        event: None,
+        shop_event: Some(kind.to_string()),
+        images: 0,
+        channel: None,
+        reply,
+        by,
+        intent: "none".into(),
+        emotion: String::new(),
+        handoff: None,
+        handoff_to: None,
+        trace: Vec::new(),
+        script_errors: Vec::new(),
+        failures,
     }
 }
 
@@ -885,6 +1108,8 @@ fn record(turn: &Turn, r: &TurnResponse) -> TurnRecord {
         agent: turn.agent.as_ref().map(AgentAction::describe),
         say: turn.say.clone(),
         event: turn.event.clone(),
+        shop_event: None,
+        images: turn.images.len(),
         channel: None,
         reply: r.reply.clone(),
         by,

@@ -475,6 +475,7 @@ fn turn_at(ts: DateTime<FixedOffset>, n: u32) -> Record {
         node: "n1".into(),
         dropped: false,
         withheld: false,
+        images: Vec::new(),
     })
 }
 
@@ -660,6 +661,8 @@ fn serve_logs_turns_agent_answers_and_feedback() {
             Record::Resolve(_) => "resolve",
             Record::Requeue(_) => "requeue",
             Record::Note(_) => "note",
+            Record::Event(_) => "event",
+            Record::Proactive(_) => "proactive",
         })
         .collect();
     assert_eq!(kinds, ["turn", "takeover", "turn", "agent", "release", "feedback"]);

@@ -204,7 +204,10 @@ pub fn export(
         | Record::Feedback(_)
         | Record::Resolve(_)
         | Record::Requeue(_)
-        | Record::Note(_) => {}
+        | Record::Note(_)
+        // A proactive message answers no question: no training pair.
+        | Record::Event(_)
+        | Record::Proactive(_) => {}
     })?;
     summary.read = read;
     let mut bot: Vec<(String, u64)> = by_source.into_iter().map(|(s, n)| (s.to_string(), n)).collect();

@@ -319,6 +319,7 @@ fn write_page(h: &mut String, r: &Report) -> std::fmt::Result {
         writeln!(h, "</table>")?;
     }
 
+    super::proactive::write_html(h, &r.proactive)?;
     hits_table(h, r)?;
 
     let m = &r.model;

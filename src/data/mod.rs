@@ -29,6 +29,7 @@ pub mod export;
 pub mod hits;
 pub mod html;
 pub mod mine;
+pub mod proactive;
 pub mod record;
 pub mod replay;
 pub mod report;

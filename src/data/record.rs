@@ -7,7 +7,10 @@
 //! it waited), `release` and `resolve` (a person's hold ended: who, the queue, the
 //! waiting, first response and handling times; a resolution's outcome), `requeue` (back
 //! in its queue after the agent's grace time), `note` (an agent's internal note), and
-//! `feedback` (the customer's 1-5 score, and the agent who served last). All carry `ts` (RFC 3339 in the shop's time zone) and `session`.
+//! `feedback` (the customer's 1-5 score, and the agent who served last), `event` (an event
+//! the shop reported, `POST /v1/events`, and what it did: recorded, a proactive message
+//! sent, or refused by a guard rail) and `proactive` (the proactive message sent). All
+//! carry `ts` (RFC 3339 in the shop's time zone) and `session`.
 //! Texts are masked before they are written (see [`writer`](super::writer)). Readers
 //! accept unknown fields, so lines written by a newer kefu still read.
 
@@ -40,6 +43,10 @@ pub enum Record {
     Requeue(RequeueRecord),
     /// An agent's internal note.
     Note(NoteRecord),
+    /// An event the shop reported, and what it did.
+    Event(EventRecord),
+    /// A proactive message kefu sent.
+    Proactive(ProactiveRecord),
 }
 
 impl Record {
@@ -54,6 +61,8 @@ impl Record {
             Record::Resolve(r) => r.ts,
             Record::Requeue(r) => r.ts,
             Record::Note(r) => r.ts,
+            Record::Event(r) => r.ts,
+            Record::Proactive(r) => r.ts,
         }
     }
 
@@ -68,18 +77,25 @@ impl Record {
             Record::Resolve(r) => &r.session,
             Record::Requeue(r) => &r.session,
             Record::Note(r) => &r.session,
+            Record::Event(r) => &r.session,
+            Record::Proactive(r) => &r.session,
         }
     }
 
     /// The texts people wrote or were shown, for masking in place.
     pub fn texts_mut(&mut self) -> Vec<&mut String> {
         match self {
-            Record::Turn(r) => vec![&mut r.message, &mut r.reply],
+            Record::Turn(r) => [&mut r.message, &mut r.reply]
+                .into_iter()
+                .chain(r.images.iter_mut().filter_map(|i| i.description.as_mut()))
+                .collect(),
+            Record::Proactive(r) => vec![&mut r.text],
             Record::Agent(r) => vec![&mut r.text],
             Record::Feedback(r) => r.comment.iter_mut().collect(),
             Record::Note(r) => vec![&mut r.text],
             Record::Resolve(r) => vec![&mut r.outcome],
-            Record::Takeover(_) | Record::Release(_) | Record::Requeue(_) => Vec::new(),
+            // An event's data is masked as a profile is (its string values).
+            Record::Takeover(_) | Record::Release(_) | Record::Requeue(_) | Record::Event(_) => Vec::new(),
         }
     }
 
@@ -95,6 +111,8 @@ impl Record {
             Record::Resolve(r) => std::iter::once(&mut r.session).chain(r.hold.agent.as_mut()).collect(),
             Record::Requeue(r) => std::iter::once(&mut r.session).chain(r.agent.as_mut()).collect(),
             Record::Note(r) => std::iter::once(&mut r.session).chain(r.agent.as_mut()).collect(),
+            Record::Event(r) => vec![&mut r.session],
+            Record::Proactive(r) => vec![&mut r.session],
         }
     }
 
@@ -108,6 +126,8 @@ impl Record {
             Record::Agent(r) => r.text.len(),
             Record::Feedback(r) => r.comment.as_ref().map_or(0, String::len),
             Record::Note(r) => r.text.len(),
+            Record::Event(r) => map_size(&r.data),
+            Record::Proactive(r) => r.text.len(),
             Record::Takeover(_) | Record::Release(_) | Record::Resolve(_) | Record::Requeue(_) => 0,
         };
         256 + texts
@@ -214,6 +234,10 @@ pub struct TurnRecord {
     /// turns apart from plain fallbacks. Logs of older kefus read as false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub withheld: bool,
+    /// The images the message carried (their store ids, type, size and a vision model's
+    /// description, masked; never their bytes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<crate::dialogue::ImageRef>,
 }
 
 /// The longest event name a turn record keeps (`TurnRecord::event`).
@@ -264,6 +288,7 @@ impl TurnRecord {
                 .trace
                 .iter()
                 .any(|s| s.stage == "llm" && s.detail.starts_with("answer withheld")),
+            images: Vec::new(),
         }
     }
 
@@ -285,6 +310,7 @@ impl TurnRecord {
             .event
             .clone()
             .filter(|e| !e.is_empty() && e.len() <= MAX_EVENT_BYTES);
+        self.images = request.images.clone();
         self
     }
 
@@ -466,6 +492,101 @@ pub struct NoteRecord {
     pub agent: Option<String>,
     /// The note, masked.
     pub text: String,
+}
+
+/// An event the shop reported (`POST /v1/events`) and what it did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// When it happened (the event's own time).
+    pub ts: DateTime<FixedOffset>,
+    /// The conversation.
+    pub session: String,
+    /// The event's type (`order_paid`, `checkout_abandoned`...), at most
+    /// [`MAX_EVENT_BYTES`].
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The channel the customer is reached on; absent for `api`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// The event's fields, bounded and masked as a turn's profile is
+    /// ([`PROFILE_BYTES`]).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub data: serde_json::Map<String, serde_json::Value>,
+    /// Some fields of `data` were left out: they did not fit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub data_cut: bool,
+    /// `recorded`, `sent` or `refused`.
+    pub outcome: EventOutcome,
+    /// The `proactive` item that sent or was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// The guard rail that refused (`limit`, `quiet_hours`, `held`, `flow_running`,
+    /// `opted_out`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<crate::engine::Refusal>,
+}
+
+/// What an event did, as the log names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventOutcome {
+    /// Only recorded.
+    Recorded,
+    /// A proactive message was sent (a `proactive` record follows).
+    Sent,
+    /// A guard rail refused the trigger's message.
+    Refused,
+}
+
+impl EventRecord {
+    /// The record of `request` and what it did, at `ts`.
+    pub fn of(
+        request: &crate::engine::EventRequest,
+        outcome: &crate::engine::ProactiveOutcome,
+        ts: DateTime<FixedOffset>,
+    ) -> Self {
+        use crate::engine::ProactiveOutcome as O;
+        let mut cut = false;
+        let data = bounded(&request.data, &mut cut);
+        let (outcome, trigger, reason) = match outcome {
+            O::Recorded => (EventOutcome::Recorded, None, None),
+            O::Sent { trigger, .. } => (EventOutcome::Sent, Some(trigger.clone()), None),
+            O::Refused { trigger, reason } => (EventOutcome::Refused, Some(trigger.clone()), Some(*reason)),
+        };
+        EventRecord {
+            ts,
+            session: request.session_id.clone(),
+            kind: request.kind.chars().take(MAX_EVENT_BYTES).collect(),
+            channel: request
+                .channel
+                .clone()
+                .filter(|c| c != crate::engine::DEFAULT_CHANNEL),
+            data,
+            data_cut: cut,
+            outcome,
+            trigger,
+            reason,
+        }
+    }
+}
+
+/// A proactive message kefu sent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProactiveRecord {
+    /// When it was sent (the event's time).
+    pub ts: DateTime<FixedOffset>,
+    /// The conversation.
+    pub session: String,
+    /// The `proactive` item that sent it.
+    pub trigger: String,
+    /// The message, masked.
+    pub text: String,
+    /// The channel it went out on; absent for `api`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// The type of the event that led to it.
+    #[serde(rename = "event")]
+    pub event_type: String,
 }
 
 /// The customer's satisfaction score.

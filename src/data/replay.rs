@@ -445,7 +445,10 @@ pub fn read_conversations(
             Record::Release(r) => (r.session, u32::MAX, Step::Release),
             // A resolution ends the takeover as a release does.
             Record::Resolve(r) => (r.session, u32::MAX, Step::Release),
-            Record::Feedback(_) | Record::Requeue(_) | Record::Note(_) => return,
+            // An event and a proactive message are no turn to answer again.
+            Record::Feedback(_) | Record::Requeue(_) | Record::Note(_) | Record::Event(_) | Record::Proactive(_) => {
+                return;
+            }
         };
         let at = match index.get(&session) {
             Some(&at) => at,

@@ -39,6 +39,8 @@
 //!   flow steps and FAQ entries not hit in the last N days of the log, counted back from
 //!   its last record; items a rule set added lately are listed too (the log cannot tell
 //!   "new" from "unused"), by name, as are items renamed since.
+//! - **proactive**: per trigger, messages sent, replied to and followed by a conversion,
+//!   and triggers refused by reason ([`super::proactive`] defines them).
 //! - **intent F1** cannot come from a log (it needs labels): `kefu eval` measures it.
 
 use std::collections::{BTreeMap, HashMap};
@@ -312,6 +314,9 @@ pub struct Report {
     pub agents: Agents,
     /// Turns per rule, promotion, flow step and FAQ entry.
     pub hits: Hits,
+    /// Proactive messages per trigger (absent when the log has none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub proactive: Vec<super::proactive::TriggerFigures>,
     /// The rule set's items not hit in the last days of the log (`null` without a rule
     /// set, [`ReportOptions::unused`]).
     pub never_hit: Option<NeverHit>,
@@ -540,6 +545,8 @@ struct Tally {
     groups: HashMap<String, AgentTally>,
     /// Per rule, promotion, flow step and FAQ entry.
     hits: HitTally,
+    /// Proactive messages, their replies and conversions.
+    proactive: super::proactive::ProactiveTally,
 }
 
 impl Tally {
@@ -587,6 +594,7 @@ impl Tally {
         }
         match record {
             Record::Turn(turn) => {
+                self.proactive.turn(&turn);
                 let index = match self.versions.iter().position(|v| v.version == turn.rules) {
                     Some(i) => i,
                     None => {
@@ -674,6 +682,8 @@ impl Tally {
             Record::Release(r) => self.hold(r.session, &r.hold),
             Record::Resolve(r) => self.hold(r.session, &r.hold),
             Record::Requeue(_) | Record::Note(_) => {}
+            Record::Event(e) => self.proactive.event(&e),
+            Record::Proactive(p) => self.proactive.sent(&p),
             Record::Feedback(f) => {
                 if (1..=5).contains(&f.score) {
                     self.scores[usize::from(f.score) - 1] += 1;
@@ -843,6 +853,7 @@ impl Tally {
         });
         Report {
             hits: self.hits.finish(),
+            proactive: self.proactive.finish(),
             never_hit,
             from: self.from.map(|t| t.to_rfc3339()),
             to: self.to.map(|t| t.to_rfc3339()),
@@ -1405,6 +1416,7 @@ impl fmt::Display for Report {
             }
         }
 
+        super::proactive::write_text(o, &self.proactive)?;
         write_hits(o, &self.hits)?;
         if let Some(never) = &self.never_hit {
             write_never_hit(o, never)?;

@@ -48,8 +48,8 @@ use chrono::{DateTime, FixedOffset, NaiveDate, Timelike, Utc};
 use chrono_tz::Tz;
 
 use super::record::{
-    AgentRecord, FeedbackRecord, Hold, NoteRecord, Record, ReleaseRecord, RequeueRecord, ResolveRecord, TakeoverRecord,
-    TurnRecord,
+    AgentRecord, EventRecord, FeedbackRecord, Hold, NoteRecord, ProactiveRecord, Record, ReleaseRecord, RequeueRecord,
+    ResolveRecord, TakeoverRecord, TurnRecord,
 };
 use crate::batch::{Batcher, FlushGuard};
 use crate::{RuleSet, TurnResponse};
@@ -327,6 +327,32 @@ impl ConversationLog {
         }))
     }
 
+    /// Logs an event the shop reported (at its own time, when it gave one) and, when it
+    /// sent a proactive message, the message.
+    pub fn customer_event(
+        &self,
+        request: &crate::engine::EventRequest,
+        outcome: &crate::engine::ProactiveOutcome,
+    ) -> bool {
+        let ts = request.at.map_or_else(
+            || self.now(),
+            |at| at.with_timezone(&self.timezone).fixed_offset(),
+        );
+        let record = EventRecord::of(request, outcome, ts);
+        let mut pushed = self.push(Record::Event(record.clone()));
+        if let crate::engine::ProactiveOutcome::Sent { trigger, text, .. } = outcome {
+            pushed &= self.push(Record::Proactive(ProactiveRecord {
+                ts,
+                session: record.session,
+                trigger: trigger.clone(),
+                text: text.clone(),
+                channel: record.channel,
+                event_type: record.kind,
+            }));
+        }
+        pushed
+    }
+
     /// Logs a satisfaction score (`agent`: who served the conversation last, if anyone).
     pub fn feedback(&self, session: &str, score: u8, comment: Option<&str>, agent: Option<&str>) -> bool {
         self.push(Record::Feedback(FeedbackRecord {
@@ -409,8 +435,9 @@ impl crate::engine::Observer for ConversationLog {
             }
             // A job's message is kept in the session; the job queue logs its outcome.
             Event::Ticket { .. } | Event::TurnFailed { .. } | Event::Told { .. } => {}
-            // Part E writes the `event` and `proactive` records here.
-            Event::CustomerEvent { .. } => {}
+            Event::CustomerEvent { request, outcome } => {
+                self.customer_event(request, outcome);
+            }
         }
     }
 }
@@ -425,10 +452,14 @@ pub fn mask(rules: &RuleSet, record: &mut Record) {
     };
     record.texts_mut().into_iter().for_each(masked);
     record.ids_mut().into_iter().for_each(masked);
-    if let Record::Turn(turn) = record {
-        for map in [&mut turn.user, &mut turn.context].into_iter().flatten() {
-            mask_map(rules, map);
+    match record {
+        Record::Turn(turn) => {
+            for map in [&mut turn.user, &mut turn.context].into_iter().flatten() {
+                mask_map(rules, map);
+            }
         }
+        Record::Event(event) => mask_map(rules, &mut event.data),
+        _ => {}
     }
 }
 

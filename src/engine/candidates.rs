@@ -1,5 +1,5 @@
 //! The candidates of a turn: the rules, promotions and flow starts whose `on` trigger fired
-//! for this message (docs/language.md section 4), found once per turn and kept by kind, so
+//! for this message (docs/language.md section 4; `on image` when it carries an image), found once per turn and kept by kind, so
 //! each step of the turn reads its own list instead of filtering one mixed set again.
 
 use std::collections::BTreeSet;
@@ -63,6 +63,19 @@ impl Candidates {
         Candidates::by_kind(&set)
     }
 
+    /// Adds the owners of `on image` (rules, promotions, flow starts), each in its list's
+    /// answer order: the message carries an image.
+    pub(super) fn add_images(&mut self, rules: &RuleSet) {
+        for owner in rules.triggers.image_owners() {
+            match owner {
+                Owner::Rule(i) => insert(&mut self.rules, i),
+                Owner::Promotion(i) => insert(&mut self.promotions, i),
+                Owner::FlowStart { flow, start } => insert(&mut self.flow_starts, (flow, start)),
+                Owner::Intent(_) => {}
+            }
+        }
+    }
+
     /// Adds the owners of `on yes to RULE` (or `on no to RULE`) when the message reads as
     /// a clear yes (or no) and kefu's last reply was rule `asked`'s, each in its list's
     /// answer order.
@@ -73,11 +86,6 @@ impl Candidates {
             _ => return,
         };
         let Some(asked) = asked else { return };
-        fn insert<T: Ord>(list: &mut Vec<T>, item: T) {
-            if let Err(at) = list.binary_search(&item) {
-                list.insert(at, item);
-            }
-        }
         for owner in rules.triggers.answer_owners(asked, yes) {
             match owner {
                 Owner::Rule(i) => insert(&mut self.rules, i),
@@ -104,5 +112,12 @@ impl Candidates {
             }
         }
         candidates
+    }
+}
+
+/// Inserts `item` into the sorted `list` unless it is there.
+fn insert<T: Ord>(list: &mut Vec<T>, item: T) {
+    if let Err(at) = list.binary_search(&item) {
+        list.insert(at, item);
     }
 }

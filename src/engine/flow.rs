@@ -149,12 +149,15 @@ impl Turn<'_> {
             _ => None,
         };
         match entity {
+            // `ask … as image`: the first photo the answer carries; words are no photo.
+            Some(crate::ruleset::IMAGE_SLOT) => self.images.first().map(|i| i.id.clone()),
             Some(e) => self.understanding.entity(e).map(str::to_string).or_else(|| {
                 let option = option?;
                 let found = self.rules.nlu.recognizer().find(option, self.now.date_naive());
                 found.into_iter().find(|m| m.name == e).map(|m| m.value)
             }),
-            None => Some(option.cloned().unwrap_or_else(|| self.message.clone())),
+            // A message of photos alone says nothing a whole-message slot could take.
+            None => Some(option.cloned().unwrap_or_else(|| self.message.clone())).filter(|v| !v.is_empty()),
         }
     }
 
@@ -167,6 +170,10 @@ impl Turn<'_> {
     fn volunteered(&mut self, slot: &str, entity: &str) -> Option<String> {
         if entity == "yes_no" {
             return None;
+        }
+        // A photo sent with the message that started the flow is its answer already.
+        if entity == crate::ruleset::IMAGE_SLOT {
+            return self.images.first().map(|i| i.id.clone());
         }
         let mut found = self.understanding.entities.iter().filter(|e| e.name == entity);
         let first = found.next()?;

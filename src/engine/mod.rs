@@ -29,6 +29,7 @@ mod cards;
 pub mod events;
 mod flow;
 mod model;
+mod proactive;
 pub mod queue;
 mod save;
 mod scope;
@@ -1356,10 +1357,11 @@ impl Engine {
     /// update of the session: history, `proactive.sent`) or is refused. Reported to the
     /// observer as [`Event::CustomerEvent`] whatever the outcome (the log's `event` and
     /// `proactive` records, delivery on the customer's channel, the metrics).
-    ///
-    /// Groundwork stand-in: records nothing and sends nothing (part E implements it).
+    /// A refusal stores nothing; a session that does not exist is created for a message
+    /// sent (like [`tell`](Self::tell)) and left alone otherwise. Fails only when the
+    /// session store fails (nothing sent then).
     pub fn event(&self, request: &EventRequest) -> Result<ProactiveOutcome, EngineError> {
-        let outcome = ProactiveOutcome::Recorded;
+        let outcome = proactive::run(self, request)?;
         self.report(Event::CustomerEvent {
             request,
             outcome: &outcome,

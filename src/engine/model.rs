@@ -177,6 +177,12 @@ impl Turn<'_> {
             history: self.session.history.iter().collect(),
             message: &self.message,
             language: self.answer_language(),
+            images: self
+                .images
+                .iter()
+                .filter_map(|i| i.description.as_deref())
+                .filter(|d| !d.trim().is_empty())
+                .collect(),
         }
     }
 
@@ -200,6 +206,7 @@ impl Turn<'_> {
                 .chain(input.policies.iter().map(|p| p.0))
                 .chain(input.passages.iter().map(String::as_str))
                 .chain(input.slots.iter().flat_map(|(k, v)| [*k, *v]))
+                .chain(input.images.iter().copied())
                 .chain(input.history.iter().skip(history_start).map(|h| &*h.text)),
         );
         self.cache_key(CacheScope::Llm { context })

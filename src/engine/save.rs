@@ -112,6 +112,15 @@ pub(super) fn save(engine: &Engine, read: Read, next: Session, added: Added<'_>)
     Ok(saved)
 }
 
+/// Gives the history's last entry (just remembered) the images of the turn's own entry.
+fn with_images(session: &mut Session, images: &[crate::dialogue::ImageRef]) {
+    if !images.is_empty()
+        && let Some(last) = session.history.back_mut()
+    {
+        last.images = images.to_vec();
+    }
+}
+
 /// The change of one update attempt: `stored` is what the store holds now.
 fn lay_over(stored: &mut Option<Session>, read: Read, next: &Session, added: Added<'_>) -> (Write, Saved) {
     let current = match stored {
@@ -147,12 +156,14 @@ fn lay_over(stored: &mut Option<Session>, read: Read, next: &Session, added: Add
         }
         if let Some(first) = added_entries.take(1).find(|e| e.role == Role::User) {
             current.remember(Role::User, &first.text, first.at);
+            with_images(current, &first.images);
         }
         current.updated_at = current.updated_at.max(next.updated_at);
         return (Write::Store, Saved::Dropped { reason });
     }
     for entry in added_entries {
         current.remember(entry.role, &entry.text, entry.at);
+        with_images(current, &entry.images);
     }
     if current.served_by != next.served_by {
         current.served_by.clone_from(&next.served_by);
@@ -185,6 +196,8 @@ fn lay_over(stored: &mut Option<Session>, read: Read, next: &Session, added: Add
         current.product.clone_from(&next.product);
         current.card_context.clone_from(&next.card_context);
         current.asked.clone_from(&next.asked);
+        // The turn's opt-out (or opt-in) decides; messages sent meanwhile stay counted.
+        current.proactive.opted_out = next.proactive.opted_out;
         for (name, value) in added.memory {
             // Checked against the turn's own session when remembered; here only a full
             // memory (names another writer added meanwhile) can refuse it.

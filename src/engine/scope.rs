@@ -130,7 +130,7 @@ pub(crate) fn slots_map(session: &Session) -> Map {
 }
 
 /// The `now` map: shop-local date and time.
-fn now_map(now: &DateTime<Tz>) -> Map {
+pub(super) fn now_map(now: &DateTime<Tz>) -> Map {
     let mut m = Map::new();
     // Formatted by hand: chrono's strftime parses its pattern on every call, which showed
     // up in the profile of rule-answered turns.
@@ -165,7 +165,7 @@ pub(super) fn minute(at: &DateTime<Tz>) -> String {
 }
 
 /// One promotion as scripts see it in `promotions.on` or `promotions.upcoming`.
-fn promotion_map(promo: &Promotion, now: &DateTime<Tz>, time: PromotionTime, say: String) -> Map {
+pub(super) fn promotion_map(promo: &Promotion, now: &DateTime<Tz>, time: PromotionTime, say: String) -> Map {
     let day = |at: &DateTime<Tz>| format!("{}月{}日", at.month(), at.day());
     // Calendar days in the shop's zone: a promotion starting tomorrow at 00:00 is 1 day
     // away all of today.
@@ -186,7 +186,7 @@ fn promotion_map(promo: &Promotion, now: &DateTime<Tz>, time: PromotionTime, say
 }
 
 /// `promotions` before the turn has worked it out: nothing on, nothing upcoming.
-fn empty_promotions() -> Map {
+pub(super) fn empty_promotions() -> Map {
     let mut m = Map::new();
     m.insert("on".into(), Dynamic::from_map(Map::new()));
     m.insert("upcoming".into(), Dynamic::from_map(Map::new()));

@@ -229,6 +229,8 @@ pub(super) struct Turn<'a> {
     event: Option<&'a str>,
     /// The conversation's token as stored, for an event's response that saves nothing.
     stored_token: String,
+    /// The images the message carries (`TurnRequest::images`).
+    pub images: &'a [crate::dialogue::ImageRef],
 }
 
 /// A turn whose save failed in a way that leaves its outcome unknown: the write may have
@@ -371,6 +373,8 @@ pub(super) fn run(
         let reason = takeover.reason.clone().unwrap_or_else(|| "人工接管".into());
         let (kind, group) = (takeover.kind, takeover.group.clone());
         session.remember(Role::User, &message, now_ms);
+        // The agent sees the photos in the inbox.
+        with_images(&mut session, &request.images);
         session.updated_at = now_ms;
         let mut response = response_for(
             rules,
@@ -445,10 +449,25 @@ pub(super) fn run(
     let context = nlu::Context {
         recent_emotions: session.emotions.clone(),
     };
+    // A message of photos alone has no words to understand: only `on image` rules and
+    // flow starts, a flow waiting for a photo, and the fallback chain answer it.
+    let images_only = event.is_none() && message.trim().is_empty() && !request.images.is_empty();
+    if !request.images.is_empty() {
+        let described = request.images.iter().filter(|i| i.description.is_some()).count();
+        trace.push(step(
+            "image",
+            format!(
+                "{} image(s), {described} described{}",
+                request.images.len(),
+                if images_only { "; no text: only `on image` rules and flow starts, a photo ask, or the fallback answer" } else { "" }
+            ),
+        ));
+    }
     // Relative dates ("昨天") resolve against the turn's shop-local day, so replays with
     // `as_of` understand them as they were meant.
     let mut understanding = match event {
         Some(_) => Understanding::default(),
+        None if images_only => Understanding::default(),
         None => rules.nlu.understand_on(&message, &context, now.date_naive()),
     };
     if let Some(found) = &cards {
@@ -473,7 +492,7 @@ pub(super) fn run(
             "event",
             format!("{event}: nothing to understand; only `on event {event}` rules and flow starts answer"),
         ));
-    } else {
+    } else if !images_only {
         let mut described = describe_understanding(&understanding, engine.config.explain);
         if language != rules.shop.language() {
             let _ = write!(described, ", language {language}");
@@ -486,6 +505,7 @@ pub(super) fn run(
     // would fire a rule, or a handoff, meant for something else.
     let reading = match event {
         Some(_) => Reading::Other,
+        None if images_only => Reading::Other,
         None => reading::read(&message, session.asked.kind.as_pending()),
     };
     if reading.is_short_reply() {
@@ -587,8 +607,14 @@ pub(super) fn run(
     let candidates = match event {
         Some(event) => Candidates::of_event(rules, event),
         None => {
-            let mut candidates = Candidates::find(rules, &message, &understanding);
+            let mut candidates = match images_only {
+                true => Candidates::default(),
+                false => Candidates::find(rules, &message, &understanding),
+            };
             candidates.add_answers(rules, session.asked.rule.as_deref(), reading);
+            if !request.images.is_empty() {
+                candidates.add_images(rules);
+            }
             candidates
         }
     };
@@ -625,10 +651,18 @@ pub(super) fn run(
         sent: &request.message,
         event,
         stored_token,
+        images: &request.images,
     };
-    let mut answer = host::with_host(host.clone(), || match event {
-        Some(event) => turn.answer_event(event),
-        None => match turn.decide() {
+    // "别再推送了": answered before anything else reads the message (a flow waiting stays
+    // waiting).
+    let opt = match event {
+        Some(_) => None,
+        None => super::proactive::opt_reading(&turn.message),
+    };
+    let mut answer = host::with_host(host.clone(), || match (event, opt) {
+        (Some(event), _) => turn.answer_event(event),
+        (None, Some(out)) => turn.answer_opt(out),
+        (None, None) => match turn.decide() {
             Decision::Answer(answer) => answer,
             Decision::Llm(call) => turn.ask_model(call, on_delta),
         },
@@ -665,6 +699,15 @@ pub(super) fn run(
         turn.trace.push(step("host", note));
     }
     turn.finish(answer, now_ms)
+}
+
+/// Gives the customer's message just remembered (the history's last entry) its images.
+fn with_images(session: &mut Session, images: &[crate::dialogue::ImageRef]) {
+    if !images.is_empty()
+        && let Some(last) = session.history.back_mut()
+    {
+        last.images = images.to_vec();
+    }
 }
 
 pub(super) fn step(stage: &str, detail: impl Into<String>) -> TraceStep {
@@ -873,13 +916,38 @@ impl<'a> Turn<'a> {
         if let Some(answer) = self.start_flow() {
             return Decision::Answer(answer);
         }
-        // "可以", "第二个": words the knowledge base would match on nothing but chance.
+        // "可以", "第二个": words the knowledge base would match on nothing but chance
+        // (and a message of photos alone has no words at all).
         if !self.reading.is_short_reply()
+            && !self.message.is_empty()
             && let Some(answer) = self.answer_by_faq()
         {
             return Decision::Answer(answer);
         }
         self.fallback(false)
+    }
+
+    /// The answer to a customer asking for no more proactive messages (`out`), or for
+    /// them again: the session's `proactive.opted_out` set or cleared, the shop's
+    /// `opt_out_message` (or the built-in opt-in words) said, as the built-in rule
+    /// `退订推送` (`恢复推送`).
+    fn answer_opt(&mut self, out: bool) -> Answer {
+        use super::proactive::{OPT_IN_MESSAGE, OPT_IN_RULE, OPT_OUT_RULE};
+        self.session.proactive.opted_out = out;
+        let (rule, reply) = match out {
+            true => (OPT_OUT_RULE, self.pick(&self.rules.shop.opt_out_message).clone()),
+            false => (OPT_IN_RULE, OPT_IN_MESSAGE.to_string()),
+        };
+        let did = if out {
+            "the customer asked for no more proactive messages: opted out"
+        } else {
+            "the customer asked for proactive messages again: opted in"
+        };
+        self.trace.push(step("proactive", did));
+        self.covered.push(format!("rule:{rule}"));
+        let mut answer = Answer::new(AnswerSource::Rule, reply);
+        answer.rule = Some(rule.to_string());
+        answer
     }
 
     /// An event's answer: the first `on event` rule whose `when` holds, else the first
@@ -1403,6 +1471,7 @@ impl<'a> Turn<'a> {
         if !event {
             session.feel(self.understanding.emotion);
             session.remember(Role::User, &said, now_ms);
+            with_images(session, self.images);
         }
         if !answer.reply.is_empty() {
             session.remember(Role::Bot, &answer.reply, now_ms);

@@ -703,6 +703,7 @@ mod tests {
         };
         let input = PromptInput {
             language: None,
+            images: Vec::new(),
             persona: "你是小美。",
             slots: vec![("change", attack)],
             history: vec![&earlier],

@@ -255,6 +255,8 @@ pub struct Metrics {
     hits: HitSeries,
     /// Customers' images and their descriptions (issue #26).
     photos: PhotoFigures,
+    /// Shop events and proactive messages (issue #26).
+    proactive: ProactiveFigures,
 }
 
 /// `kefu_images_total{outcome}` (stored, or the refusal's `error.type`) and
@@ -297,6 +299,73 @@ impl PhotoFigures {
             let _ = vision.get_or_create(&OutcomeLabels { outcome });
         }
         PhotoFigures { images, vision }
+    }
+}
+
+/// A proactive item and what became of its trigger.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProactiveLabels {
+    trigger: String,
+    outcome: &'static str,
+}
+
+/// A shop event's type.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventTypeLabels {
+    r#type: &'static str,
+}
+
+/// The most proactive item names `kefu_proactive_total` has series for; further names
+/// count as `other` (the items of every rule version a node serves in its life add up).
+pub const MAX_PROACTIVE_TRIGGERS: usize = 256;
+
+/// The outcomes of a trigger: sent, or the guard rail that refused it.
+const PROACTIVE_OUTCOMES: [&str; 6] = ["sent", "limit", "quiet_hours", "held", "flow_running", "opted_out"];
+
+/// `kefu_proactive_total{trigger, outcome}` and `kefu_events_total{type}`.
+struct ProactiveFigures {
+    sends: Family<ProactiveLabels, Counter>,
+    /// The trigger names with series of their own (bounded by [`MAX_PROACTIVE_TRIGGERS`]).
+    names: std::sync::Mutex<std::collections::HashSet<String>>,
+    events: Family<EventTypeLabels, Counter>,
+}
+
+impl ProactiveFigures {
+    fn register(registry: &mut Registry) -> Self {
+        let sends = Family::<ProactiveLabels, Counter>::default();
+        registry.register(
+            "proactive",
+            "Proactive messages by trigger (the proactive item; past 256 names, other) and outcome: sent, or refused by a guard rail (limit, quiet_hours, held, flow_running, opted_out)",
+            sends.clone(),
+        );
+        let events = Family::<EventTypeLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Shop events received (POST /v1/events), by type (the known shop event types; any other as other)",
+            events.clone(),
+        );
+        for kind in crate::script::shape::EVENT_TYPES {
+            let _ = events.get_or_create(&EventTypeLabels { r#type: kind });
+        }
+        let _ = events.get_or_create(&EventTypeLabels { r#type: "other" });
+        ProactiveFigures {
+            sends,
+            names: Default::default(),
+            events,
+        }
+    }
+
+    /// The label of trigger `name`: its own while there is room, else `other`.
+    fn label(&self, name: &str) -> String {
+        let mut names = self.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if names.contains(name) {
+            return name.to_string();
+        }
+        if names.len() < MAX_PROACTIVE_TRIGGERS {
+            names.insert(name.to_string());
+            return name.to_string();
+        }
+        crate::data::hits::OTHER.to_string()
     }
 }
 
@@ -1042,6 +1111,7 @@ impl Metrics {
         let channels = ChannelFigures::register(registry);
         let hits = HitSeries::register(registry);
         let photos = PhotoFigures::register(registry);
+        let proactive = ProactiveFigures::register(registry);
         Metrics {
             registry: root,
             requests,
@@ -1079,6 +1149,7 @@ impl Metrics {
             channels,
             hits,
             photos,
+            proactive,
         }
     }
 
@@ -1092,6 +1163,39 @@ impl Metrics {
             .flat_map(|(i, &kind)| catalog.names(kind).iter().map(move |name| (i, parts_of(kind, name))))
             .collect();
         self.hits.add(&names);
+    }
+
+    /// Creates `kefu_proactive_total`'s series of a rule set's proactive items at zero,
+    /// every outcome (the serving rules, at start and after each reload).
+    pub fn watch_proactive(&self, rules: &crate::RuleSet) {
+        for item in &rules.proactive {
+            let trigger = self.proactive.label(&item.name);
+            for outcome in PROACTIVE_OUTCOMES {
+                let _ = self.proactive.sends.get_or_create(&ProactiveLabels {
+                    trigger: trigger.clone(),
+                    outcome,
+                });
+            }
+        }
+    }
+
+    /// Counts a shop event (by its type, `other` for a type kefu does not know) and what
+    /// it did: a proactive message sent or refused, by trigger.
+    pub fn customer_event(&self, kind: &str, outcome: &crate::engine::ProactiveOutcome) {
+        use crate::engine::ProactiveOutcome as O;
+        let known = crate::script::shape::EVENT_TYPES
+            .iter()
+            .find(|&&t| t == kind)
+            .copied()
+            .unwrap_or("other");
+        self.proactive.events.get_or_create(&EventTypeLabels { r#type: known }).inc();
+        let (trigger, outcome) = match outcome {
+            O::Recorded => return,
+            O::Sent { trigger, .. } => (trigger, "sent"),
+            O::Refused { trigger, reason } => (trigger, reason.name()),
+        };
+        let trigger = self.proactive.label(trigger);
+        self.proactive.sends.get_or_create(&ProactiveLabels { trigger, outcome }).inc();
     }
 
     /// Counts what a turn hit: its rule, promotion, flow step and FAQ entry (one lookup

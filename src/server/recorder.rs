@@ -170,7 +170,15 @@ impl Observer for Recorder {
                 }
             }
             Event::CustomerEvent { request, outcome } => {
-                // Part E counts outcomes in the metrics here.
+                self.metrics.customer_event(&request.kind, outcome);
+                if let crate::engine::ProactiveOutcome::Refused { trigger, reason } = outcome {
+                    tracing::info!(
+                        session = %LogSafe(&request.session_id),
+                        trigger = %LogSafe(trigger),
+                        reason = reason.name(),
+                        "proactive refused"
+                    );
+                }
                 if let crate::engine::ProactiveOutcome::Sent { trigger, text, seq } = outcome {
                     tracing::info!(
                         session = %LogSafe(&request.session_id),

@@ -361,6 +361,7 @@ impl Service {
         };
         // The serving rules' items have hit series from the start, and each reload's too.
         metrics.watch_hits(&crate::data::hits::Catalog::of(&engine.rules()));
+        metrics.watch_proactive(&engine.rules());
         let reloaded = Arc::downgrade(&engine);
         let reload_metrics = Arc::clone(&metrics);
         let slow_rules = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -373,6 +374,7 @@ impl Service {
                     slow_reset.store(false, std::sync::atomic::Ordering::Relaxed);
                     if let Some(engine) = reloaded.upgrade() {
                         reload_metrics.watch_hits(&crate::data::hits::Catalog::of(&engine.rules()));
+                        reload_metrics.watch_proactive(&engine.rules());
                     }
                 }
                 reload_metrics.reload(applied)
