@@ -209,7 +209,8 @@ impl Lowerer<'_> {
                         // sends (`ask 照片 as image "…"`).
                         Some(e) if e.name == crate::ruleset::IMAGE_SLOT => Some(e.name.clone()),
                         Some(e) if !refs.entities.contains(&e.name) => {
-                            self.unknown(e, "entity", refs.entities.iter().map(String::as_str));
+                            let kinds = refs.entities.iter().map(String::as_str);
+                            self.unknown(e, "entity", kinds.chain([crate::ruleset::IMAGE_SLOT]));
                             None
                         }
                         Some(e) => Some(e.name.clone()),
