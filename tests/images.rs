@@ -53,10 +53,15 @@ fn upload(server: &TestServer, session: &str, bytes: &[u8]) -> Reply {
 
 /// A stored image's bytes, as the inbox gets them.
 fn stored(server: &TestServer, id: &str) -> (Vec<u8>, Reply) {
+    stored_as(server, id, "")
+}
+
+/// [`stored`] with extra header lines (`name: value\r\n`).
+fn stored_as(server: &TestServer, id: &str, headers: &str) -> (Vec<u8>, Reply) {
     let mut stream = TcpStream::connect(server.addr).unwrap();
     write!(
         stream,
-        "GET /admin/images/{id} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        "GET /admin/images/{id} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{headers}\r\n"
     )
     .unwrap();
     let mut bytes = Vec::new();
@@ -185,7 +190,14 @@ fn a_photo_is_stored_upright_without_its_gps_position_or_comments() {
     let id = image["id"].as_str().unwrap();
     assert!(id.starts_with("img_") && id.len() == 36, "{image}");
     // Orientation 6 applied: the landscape picture stands upright.
-    assert_eq!((image["kind"].as_str(), image["width"].as_u64(), image["height"].as_u64()), (Some("jpeg"), Some(32), Some(64)));
+    assert_eq!(
+        (
+            image["kind"].as_str(),
+            image["width"].as_u64(),
+            image["height"].as_u64()
+        ),
+        (Some("jpeg"), Some(32), Some(64))
+    );
     let (bytes, head) = stored(&server, id);
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-type"), Some("image/jpeg"));
@@ -201,7 +213,11 @@ fn a_photo_is_stored_upright_without_its_gps_position_or_comments() {
     for folder in std::fs::read_dir(dir.path()).unwrap() {
         for file in std::fs::read_dir(folder.unwrap().path()).unwrap() {
             let path = file.unwrap().path();
-            assert!(!contains(&std::fs::read(&path).unwrap(), b"kefu-secret"), "{}", path.display());
+            assert!(
+                !contains(&std::fs::read(&path).unwrap(), b"kefu-secret"),
+                "{}",
+                path.display()
+            );
             files.push(path.file_name().unwrap().to_string_lossy().to_string());
         }
     }
@@ -217,7 +233,10 @@ fn a_png_keeps_its_pixels_and_loses_its_text() {
     let reply = upload(&server, "p-png", &png_with_text());
     assert_eq!(reply.status, 201, "{}", reply.body);
     let image = reply.json();
-    assert_eq!((image["kind"].as_str(), image["width"].as_u64()), (Some("png"), Some(40)));
+    assert_eq!(
+        (image["kind"].as_str(), image["width"].as_u64()),
+        (Some("png"), Some(40))
+    );
     let (bytes, head) = stored(&server, image["id"].as_str().unwrap());
     assert_eq!(head.header("content-type"), Some("image/png"));
     assert!(bytes.starts_with(b"\x89PNG"));
@@ -231,16 +250,31 @@ fn what_is_not_an_image_is_refused_by_its_bytes_and_the_conversation_goes_on() {
     goes_on(&server, "p-fake");
     // Text named photo.jpg and sent as image/jpeg.
     let reply = upload(&server, "p-fake", b"this is a text file named photo.jpg");
-    assert_eq!((reply.status, reply.error_type()), (415, "unsupported_image".into()), "{}", reply.body);
+    assert_eq!(
+        (reply.status, reply.error_type()),
+        (415, "unsupported_image".into()),
+        "{}",
+        reply.body
+    );
     // JPEG's magic number, then garbage.
     let mut fake = vec![0xFF, 0xD8, 0xFF, 0xE0];
     fake.extend(std::iter::repeat_n(0x5Au8, 4000));
     let reply = upload(&server, "p-fake", &fake);
-    assert_eq!((reply.status, reply.error_type()), (422, "bad_image".into()), "{}", reply.body);
+    assert_eq!(
+        (reply.status, reply.error_type()),
+        (422, "bad_image".into()),
+        "{}",
+        reply.body
+    );
     // A real JPEG cut in half.
     let whole = jpeg_with_gps();
     let reply = upload(&server, "p-fake", &whole[..whole.len() / 3]);
-    assert!(reply.status == 422 || reply.status == 201, "{}", reply.body);
+    assert_eq!(
+        (reply.status, reply.error_type()),
+        (422, "bad_image".into()),
+        "{}",
+        reply.body
+    );
     // The same inline in a message.
     let data = base64::engine::general_purpose::STANDARD.encode(&fake);
     let reply = server.post(
@@ -253,8 +287,14 @@ fn what_is_not_an_image_is_refused_by_its_bytes_and_the_conversation_goes_on() {
     let kept = std::fs::read_dir(dir.path()).unwrap().count();
     assert!(kept <= 1, "{kept} folders");
     let metrics = server.get("/metrics").body;
-    assert!(metrics.contains("kefu_images_total{outcome=\"unsupported_image\"} 1"), "{metrics}");
-    assert!(metrics.contains("kefu_images_total{outcome=\"bad_image\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("kefu_images_total{outcome=\"unsupported_image\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kefu_images_total{outcome=\"bad_image\"} 3"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -300,9 +340,17 @@ fn a_50_mb_upload_is_refused_without_being_read() {
     let mut bytes = Vec::new();
     let _ = BufReader::new(stream).read_to_end(&mut bytes);
     let reply = parse_response(&bytes);
-    assert_eq!((reply.status, reply.error_type()), (413, "image_too_large".into()), "{}", reply.body);
+    assert_eq!(
+        (reply.status, reply.error_type()),
+        (413, "image_too_large".into()),
+        "{}",
+        reply.body
+    );
     let _ = feeder.join();
-    assert!(*sent.lock().unwrap() < 50 * 1024 * 1024, "the server read the whole body");
+    assert!(
+        *sent.lock().unwrap() < 50 * 1024 * 1024,
+        "the server read the whole body"
+    );
     goes_on(&server, "p-big");
 }
 
@@ -329,8 +377,13 @@ fn a_decompression_bomb_is_refused_from_its_header_at_once() {
 #[test]
 fn images_past_their_retention_are_swept() {
     let dir = tempfile::tempdir().unwrap();
-    let server = server(BASIC, dir.path(), |c| c.images.retention = Duration::from_secs(7 * 86_400));
-    let id = upload(&server, "p-old", &png_with_text()).json()["id"].as_str().unwrap().to_string();
+    let server = server(BASIC, dir.path(), |c| {
+        c.images.retention = Duration::from_secs(7 * 86_400)
+    });
+    let id = upload(&server, "p-old", &png_with_text()).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let store = server.state.photos.store();
     assert_eq!(store.sweep(std::time::SystemTime::now()).unwrap(), 0);
     assert_eq!(stored(&server, &id).1.status, 200);
@@ -351,7 +404,10 @@ fn a_message_names_its_own_conversations_images_and_at_most_four() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(BASIC, dir.path(), |c| c.images.per_day = 3);
     let png = png_with_text();
-    let id = upload(&server, "p-mine", &png).json()["id"].as_str().unwrap().to_string();
+    let id = upload(&server, "p-mine", &png).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // Another conversation cannot use it.
     let reply = server.post(
         "/v1/chat",
@@ -364,7 +420,10 @@ fn a_message_names_its_own_conversations_images_and_at_most_four() {
     );
     assert_eq!(reply.status, 400, "{}", reply.body);
     let five: Vec<Value> = (0..5).map(|_| json!({"id": id})).collect();
-    let reply = server.post("/v1/chat", &json!({"session_id": "p-mine", "message": "看", "images": five}));
+    let reply = server.post(
+        "/v1/chat",
+        &json!({"session_id": "p-mine", "message": "看", "images": five}),
+    );
     assert_eq!((reply.status, reply.error_type()), (400, "too_many_images".into()));
     let reply = server.post(
         "/v1/chat",
@@ -381,7 +440,12 @@ fn a_message_names_its_own_conversations_images_and_at_most_four() {
     // The day's bound: three stored, the fourth refused.
     upload(&server, "p-mine", &png);
     let reply = upload(&server, "p-mine", &png);
-    assert_eq!((reply.status, reply.error_type()), (429, "too_many_images_today".into()), "{}", reply.body);
+    assert_eq!(
+        (reply.status, reply.error_type()),
+        (429, "too_many_images_today".into()),
+        "{}",
+        reply.body
+    );
     assert_eq!(upload(&server, "p-other", &png).status, 201);
     goes_on(&server, "p-mine");
 }
@@ -410,8 +474,12 @@ fn an_upload_to_a_conversation_needs_its_token() {
     assert_eq!(upload(&server, "p-new", &png).status, 201);
     let (_, head) = stored(&server, &id);
     assert_eq!(head.status, 401);
-    let reply = server.send("GET", &format!("/admin/images/{id}"), &[("authorization", "Bearer secret")], "");
-    assert_eq!(reply.status, 200);
+    let (bytes, head) = stored_as(&server, &id, "authorization: Bearer secret\r\n");
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        bytes,
+        std::fs::read(dir.path().join(&id[4..6]).join(format!("{id}.png"))).unwrap()
+    );
     // No session named: a clear error.
     let reply = send(server.addr, "POST", "/v1/images", &[], &png);
     assert_eq!(reply.status, 400, "{}", reply.body);
@@ -507,10 +575,16 @@ fn the_vision_model_describes_the_clean_image_and_personal_data_is_masked() {
         .unwrap()
         .to_string();
     // An upload is described when a message carries it (intake_images), once.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let state = Arc::clone(&server.state);
     let images = runtime
-        .block_on(state.intake_images("p-vision", vec![kefu::server::images::ImageInput::Id { id: id.clone() }]))
+        .block_on(state.intake_images(
+            "p-vision",
+            vec![kefu::server::images::ImageInput::Id { id: id.clone() }],
+        ))
         .unwrap();
     let description = images[0].description.clone().expect("a description");
     assert!(description.starts_with("外包装破损， 右下角压扁。"), "{description}");
@@ -533,7 +607,10 @@ fn the_vision_model_describes_the_clean_image_and_personal_data_is_masked() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(vision.bodies.lock().unwrap().len(), 1);
     let metrics = server.get("/metrics").body;
-    assert!(metrics.contains("kefu_vision_total{outcome=\"described\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("kefu_vision_total{outcome=\"described\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -550,7 +627,10 @@ fn a_vision_model_too_slow_leaves_the_image_without_a_description() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     let metrics = server.get("/metrics").body;
-    assert!(metrics.contains("kefu_vision_total{outcome=\"timeout\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("kefu_vision_total{outcome=\"timeout\"} 1"),
+        "{metrics}"
+    );
     goes_on(&server, "p-slow");
 }
 
@@ -568,7 +648,12 @@ fn the_description_reaches_an_on_image_rule_and_without_one_a_person() {
         &json!({"session_id": "p-rule", "message": "", "images": [{"data": data}]}),
     );
     assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(reply.json()["reply"], "收到图片：一双白色运动鞋，鞋头有划痕", "{}", reply.body);
+    assert_eq!(
+        reply.json()["reply"],
+        "收到图片：一双白色运动鞋，鞋头有划痕",
+        "{}",
+        reply.body
+    );
     // Without a vision model: routed to a person by the editors' rule.
     let dir = tempfile::tempdir().unwrap();
     let plain = server(ON_IMAGE, dir.path(), |_| {});

@@ -154,7 +154,9 @@ pub enum MediaError {
         reason: String,
     },
     /// An image id that names no image of this conversation.
-    #[error("no image `{0}` in this conversation: upload it with POST /v1/images first (images are kept for a limited time)")]
+    #[error(
+        "no image `{0}` in this conversation: upload it with POST /v1/images first (images are kept for a limited time)"
+    )]
     Unknown(String),
     /// The conversation sent its images' worth for today.
     #[error("this conversation sent {limit} images today; no more are taken until tomorrow (UTC)")]
@@ -209,9 +211,17 @@ pub fn clean(bytes: &[u8], limits: &ImageLimits) -> Result<Cleaned, MediaError> 
     };
     let cursor = Cursor::new(bytes);
     let mut image = match kind {
-        Kind::Jpeg => decode(image::codecs::jpeg::JpegDecoder::new(cursor).map_err(bad)?, kind, limits)?,
+        Kind::Jpeg => decode(
+            image::codecs::jpeg::JpegDecoder::new(cursor).map_err(bad)?,
+            kind,
+            limits,
+        )?,
         Kind::Png => decode(image::codecs::png::PngDecoder::new(cursor).map_err(bad)?, kind, limits)?,
-        Kind::Webp => decode(image::codecs::webp::WebPDecoder::new(cursor).map_err(bad)?, kind, limits)?,
+        Kind::Webp => decode(
+            image::codecs::webp::WebPDecoder::new(cursor).map_err(bad)?,
+            kind,
+            limits,
+        )?,
         Kind::Gif => decode(image::codecs::gif::GifDecoder::new(cursor).map_err(bad)?, kind, limits)?,
     };
     let long = image.width().max(image.height());
@@ -287,7 +297,9 @@ fn decode(mut decoder: impl ImageDecoder, kind: Kind, limits: &ImageLimits) -> R
     };
     decoder.set_limits(decoding).map_err(bad)?;
     // A broken EXIF block is no reason to refuse the photo: it is dropped anyway.
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(bad)?;
     image.apply_orientation(orientation);
     Ok(image)

@@ -356,13 +356,25 @@ mod tests {
         let day = 86_400_000 * 20_000;
         let first = store.put("a", &cleaned(), day).unwrap();
         store.put("a", &cleaned(), day + 1).unwrap();
-        assert_eq!(store.put("a", &cleaned(), day + 2).unwrap_err().code(), "too_many_images_today");
+        assert_eq!(
+            store.put("a", &cleaned(), day + 2).unwrap_err().code(),
+            "too_many_images_today"
+        );
         store.put("b", &cleaned(), day + 3).unwrap();
         // The next day counts afresh.
         store.put("a", &cleaned(), day + 86_400_000).unwrap();
         let (meta, bytes) = store.read(&first.id).unwrap().unwrap();
         assert_eq!((meta.session.as_str(), bytes), ("a", cleaned().bytes));
         store.describe(&first.id, "一只鞋").unwrap();
-        assert_eq!(store.meta(&first.id).unwrap().unwrap().to_ref(&first.id).description.as_deref(), Some("一只鞋"));
+        assert_eq!(
+            store
+                .meta(&first.id)
+                .unwrap()
+                .unwrap()
+                .to_ref(&first.id)
+                .description
+                .as_deref(),
+            Some("一只鞋")
+        );
     }
 }

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::auth::Caller;
-use super::http::{Body, json_response, parse_json, read_body};
+use super::http::{Body, json_response, read_body};
 use super::limits::{check_api_session_id, check_message, check_rules_version};
 use super::sse::{event_stream_response, sse_event};
 use super::turns::for_requester;
@@ -77,7 +77,7 @@ pub(super) async fn chat(
     let full_trace = caller.admin && !from_site;
     // Room for one inline image's base64; the rest of the body has the limit of any body.
     let raw = read_body(req, state.chat_body_limit()).await?;
-    let body: ChatBody = parse_json(&raw)?;
+    let body: ChatBody = state.parse_chat_body(&raw)?;
     let inline = body.images.iter().map(super::images::ImageInput::inline_len).sum();
     state.check_body_besides_images(raw.len(), inline)?;
     check_api_session_id(&body.session_id, &state.limits)?;

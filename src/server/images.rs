@@ -358,6 +358,18 @@ impl State {
         self.limits.max_body_bytes.saturating_add(self.photos.max_base64())
     }
 
+    /// Parses a chat body read with [`State::chat_body_limit`]: one over the limit of any
+    /// body that is not JSON is refused as too large, as it was before images had room.
+    pub(super) fn parse_chat_body<T: serde::de::DeserializeOwned>(&self, raw: &[u8]) -> Result<T, ApiError> {
+        super::http::parse_json(raw).map_err(|error| {
+            if raw.len() > self.limits.max_body_bytes {
+                super::http::too_large(self.limits.max_body_bytes)
+            } else {
+                error
+            }
+        })
+    }
+
     /// Refuses a body whose size less its inline images' base64 (`inline` bytes) is over
     /// the limit of any body: the room made for images is for images.
     pub(super) fn check_body_besides_images(&self, body: usize, inline: usize) -> Result<(), ApiError> {
@@ -458,7 +470,11 @@ impl State {
 /// `?session_id=`). A conversation that exists needs its `session_token`
 /// (`X-Kefu-Session-Token` or `?token=`) unless the caller may read the admin routes; a
 /// new one is started by its first message, as on `/v1/chat`.
-pub(super) async fn upload(state: &Arc<State>, req: Request<Incoming>, caller: Caller) -> Result<Response<Body>, ApiError> {
+pub(super) async fn upload(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    caller: Caller,
+) -> Result<Response<Body>, ApiError> {
     let mut session = header(&req, "x-kefu-session");
     let mut token = header(&req, "x-kefu-session-token");
     for pair in req.uri().query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -474,9 +490,8 @@ pub(super) async fn upload(state: &Arc<State>, req: Request<Incoming>, caller: C
             }
         }
     }
-    let session = session.ok_or_else(|| {
-        ApiError::invalid("name the conversation: header `X-Kefu-Session` or `?session_id=`")
-    })?;
+    let session =
+        session.ok_or_else(|| ApiError::invalid("name the conversation: header `X-Kefu-Session` or `?session_id=`"))?;
     check_api_session_id(&session, &state.limits)?;
     state.check_rate(&session)?;
     if !caller.admin {

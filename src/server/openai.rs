@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::auth::Caller;
-use super::http::{Body, json_response, parse_json, read_body};
+use super::http::{Body, json_response, read_body};
 use super::limits::{check_api_session_id, check_message};
 use super::sse::{event_stream_response, sse_event};
 use super::turns::for_requester;
@@ -211,7 +211,7 @@ pub(super) async fn completions(
 ) -> Result<Response<Body>, ApiError> {
     let full_trace = caller.admin;
     let raw = read_body(req, state.chat_body_limit()).await?;
-    let body: CompletionRequest = parse_json(&raw)?;
+    let body: CompletionRequest = state.parse_chat_body(&raw)?;
     let content = body
         .messages
         .iter()

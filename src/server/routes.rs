@@ -17,8 +17,8 @@ use super::draft::TableAction;
 use super::http::{Body, decode_segment};
 use super::users::Permission;
 use super::{
-    ApiError, State, admin, assets, channels, chat, conns, console, draft, health, images, inbox, mine, openai, sessions,
-    versions, workbench,
+    ApiError, State, admin, assets, channels, chat, conns, console, draft, health, images, inbox, mine, openai,
+    sessions, versions, workbench,
 };
 
 /// One request, start to end: route, time limit, metrics, and errors turned into JSON.
