@@ -383,7 +383,9 @@ impl TurnRecord {
         match (&self.event, &self.shop_event) {
             (Some(event), _) => format!("[event {event}]"),
             (None, Some(event)) => format!("[shop event {event}]"),
-            (None, None) if self.images > 0 => format!("{} [{} photo(s)]", self.say, self.images).trim_start().to_string(),
+            (None, None) if self.images > 0 => format!("{} [{} photo(s)]", self.say, self.images)
+                .trim_start()
+                .to_string(),
             (None, None) => self.say.clone(),
         }
     }
@@ -822,7 +824,12 @@ fn event_record(turn: &Turn, kind: &str, outcome: &crate::engine::ProactiveOutco
     use crate::engine::ProactiveOutcome as O;
     let (reply, by, sent, refused) = match outcome {
         O::Recorded => (String::new(), "recorded".to_string(), None, None),
-        O::Sent { trigger, text, .. } => (text.clone(), format!("proactive {trigger}"), Some(trigger.as_str()), None),
+        O::Sent { trigger, text, .. } => (
+            text.clone(),
+            format!("proactive {trigger}"),
+            Some(trigger.as_str()),
+            None,
+        ),
         O::Refused { trigger, reason } => (
             String::new(),
             format!("refused {trigger} ({})", reason.name()),

@@ -73,10 +73,17 @@ fn an_event_stores_only_a_message_sent_and_is_always_reported() {
     let noon = "2026-11-05T12:00:00+08:00";
 
     // No item listens, or none's condition holds: recorded, no conversation made.
-    let outcome = engine.event(&event("s1", "page_view", serde_json::json!({}), noon)).unwrap();
+    let outcome = engine
+        .event(&event("s1", "page_view", serde_json::json!({}), noon))
+        .unwrap();
     assert_eq!(outcome, ProactiveOutcome::Recorded);
     let outcome = engine
-        .event(&event("s1", "checkout_abandoned", serde_json::json!({"cart_total": 10}), noon))
+        .event(&event(
+            "s1",
+            "checkout_abandoned",
+            serde_json::json!({"cart_total": 10}),
+            noon,
+        ))
         .unwrap();
     assert_eq!(outcome, ProactiveOutcome::Recorded);
     assert!(engine.session("s1").unwrap().is_none());
@@ -84,7 +91,12 @@ fn an_event_stores_only_a_message_sent_and_is_always_reported() {
     // Refused: nothing stored either.
     let night = "2026-11-05T23:00:00+08:00";
     let outcome = engine
-        .event(&event("s1", "checkout_abandoned", serde_json::json!({"cart_total": 200}), night))
+        .event(&event(
+            "s1",
+            "checkout_abandoned",
+            serde_json::json!({"cart_total": 200}),
+            night,
+        ))
         .unwrap();
     assert_eq!(
         outcome,
@@ -102,7 +114,10 @@ fn an_event_stores_only_a_message_sent_and_is_always_reported() {
     let ProactiveOutcome::Sent { trigger, text, seq } = &outcome else {
         panic!("{outcome:?}")
     };
-    assert_eq!((trigger.as_str(), text.as_str(), *seq), ("退款到账", "您的退款 12 元已原路退回，请注意查收。", 1));
+    assert_eq!(
+        (trigger.as_str(), text.as_str(), *seq),
+        ("退款到账", "您的退款 12 元已原路退回，请注意查收。", 1)
+    );
     let session = engine.session("s1").unwrap().unwrap();
     assert_eq!(session.history.len(), 1);
     assert_eq!(session.history[0].role, kefu::dialogue::Role::Bot);
@@ -160,7 +175,12 @@ fn an_event_and_its_message_are_logged_as_their_own_records_masked() {
         panic!("{records:#?}")
     };
     assert_eq!(
-        (first.kind.as_str(), first.outcome, first.trigger.as_deref(), first.channel.as_deref()),
+        (
+            first.kind.as_str(),
+            first.outcome,
+            first.trigger.as_deref(),
+            first.channel.as_deref()
+        ),
         ("order_delayed", EventOutcome::Sent, Some("物流延误"), Some("web"))
     );
     assert_eq!(first.data["phone"], "138****5678");
@@ -174,7 +194,10 @@ fn an_event_and_its_message_are_logged_as_their_own_records_masked() {
     let Record::Event(refused) = &records[2] else {
         panic!("{records:#?}")
     };
-    assert_eq!((refused.outcome, refused.reason), (EventOutcome::Refused, Some(Refusal::QuietHours)));
+    assert_eq!(
+        (refused.outcome, refused.reason),
+        (EventOutcome::Refused, Some(Refusal::QuietHours))
+    );
 }
 
 #[test]

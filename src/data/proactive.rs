@@ -47,7 +47,7 @@ pub struct TriggerFigures {
     /// Triggers refused, all reasons.
     pub refused: u64,
     /// Triggers refused by reason, most first.
-    pub refused_by: Vec<(String, u64)>,
+    pub refused_by: Vec<Refused>,
     /// Messages the customer replied to.
     pub replied: u64,
     /// `replied` over `sent` (`None` when nothing was sent).
@@ -56,6 +56,15 @@ pub struct TriggerFigures {
     pub conversions: u64,
     /// `conversions` over `sent`.
     pub conversion_rate: Option<f64>,
+}
+
+/// The refusals of one reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Refused {
+    /// The guard rail (`limit`, `quiet_hours`, `held`, `flow_running`, `opted_out`).
+    pub reason: String,
+    /// How many times it refused.
+    pub count: u64,
 }
 
 /// A message sent, remembered for its reply and conversions.
@@ -87,7 +96,11 @@ impl ProactiveTally {
         if let Some(i) = self.triggers.iter().position(|t| t.name == name) {
             return i;
         }
-        let name = if self.triggers.len() < MAX_TRIGGERS { name } else { "other" };
+        let name = if self.triggers.len() < MAX_TRIGGERS {
+            name
+        } else {
+            "other"
+        };
         if let Some(i) = self.triggers.iter().position(|t| t.name == name) {
             return i;
         }
@@ -161,10 +174,14 @@ impl ProactiveTally {
             .triggers
             .into_iter()
             .map(|t| {
-                let mut refused_by: Vec<(String, u64)> = t.refused.into_iter().collect();
-                refused_by.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                let mut refused_by: Vec<Refused> = t
+                    .refused
+                    .into_iter()
+                    .map(|(reason, count)| Refused { reason, count })
+                    .collect();
+                refused_by.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
                 TriggerFigures {
-                    refused: refused_by.iter().map(|(_, n)| n).sum(),
+                    refused: refused_by.iter().map(|r| r.count).sum(),
                     refused_by,
                     reply_rate: rate(t.replied, t.sent),
                     conversion_rate: rate(t.conversions, t.sent),
@@ -190,7 +207,7 @@ fn refusals(t: &TriggerFigures) -> String {
     }
     t.refused_by
         .iter()
-        .map(|(reason, n)| format!("{reason} {n}"))
+        .map(|r| format!("{} {}", r.reason, r.count))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -202,14 +219,19 @@ pub(super) fn write_text(o: &mut String, figures: &[TriggerFigures]) -> fmt::Res
     }
     writeln!(
         o,
-        "\nproactive messages (replied: the customer wrote within {REPLY_WINDOW_HOURS} h; conversions: order_paid, checkout_completed or conversion within {CONVERSION_WINDOW_DAYS} days, credited to the last message before it)\n  {:<16} {:>6} {:>8} {:>9} {:>12} {}",
-        "trigger", "sent", "replied", "converted", "refused", "refused by"
+        "\nproactive messages (replied: the customer wrote within {REPLY_WINDOW_HOURS} h; conversions: order_paid, checkout_completed or conversion within {CONVERSION_WINDOW_DAYS} days, credited to the last message before it)\n  {} {:>6} {:>12} {:>12} {:>8} {}",
+        super::report::pad("trigger", 20),
+        "sent",
+        "replied",
+        "converted",
+        "refused",
+        "refused by"
     )?;
     for t in figures {
         writeln!(
             o,
-            "  {:<16} {:>6} {:>8} {:>9} {:>12} {}",
-            t.trigger,
+            "  {} {:>6} {:>12} {:>12} {:>8} {}",
+            super::report::pad(&t.trigger, 20),
             super::report::thousands(t.sent),
             format!("{} {}", t.replied, pct(t.reply_rate)),
             format!("{} {}", t.conversions, pct(t.conversion_rate)),

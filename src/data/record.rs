@@ -557,10 +557,7 @@ impl EventRecord {
             ts,
             session: request.session_id.clone(),
             kind: request.kind.chars().take(MAX_EVENT_BYTES).collect(),
-            channel: request
-                .channel
-                .clone()
-                .filter(|c| c != crate::engine::DEFAULT_CHANNEL),
+            channel: request.channel.clone().filter(|c| c != crate::engine::DEFAULT_CHANNEL),
             data,
             data_cut: cut,
             outcome,

@@ -1063,7 +1063,7 @@ pub fn thousands(n: u64) -> String {
 }
 
 /// `text` padded with spaces to `width` terminal columns (a Chinese character takes two).
-fn pad(text: &str, width: usize) -> String {
+pub(super) fn pad(text: &str, width: usize) -> String {
     let used = unicode_width::UnicodeWidthStr::width(text);
     format!("{text}{}", " ".repeat(width.saturating_sub(used)))
 }

@@ -334,10 +334,9 @@ impl ConversationLog {
         request: &crate::engine::EventRequest,
         outcome: &crate::engine::ProactiveOutcome,
     ) -> bool {
-        let ts = request.at.map_or_else(
-            || self.now(),
-            |at| at.with_timezone(&self.timezone).fixed_offset(),
-        );
+        let ts = request
+            .at
+            .map_or_else(|| self.now(), |at| at.with_timezone(&self.timezone).fixed_offset());
         let record = EventRecord::of(request, outcome, ts);
         let mut pushed = self.push(Record::Event(record.clone()));
         if let crate::engine::ProactiveOutcome::Sent { trigger, text, .. } = outcome {

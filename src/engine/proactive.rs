@@ -87,7 +87,10 @@ impl Evaluation<'_> {
                 .collect()
         });
         scope.push_dynamic("user", Dynamic::from_map(user));
-        scope.push_dynamic("session", Dynamic::from_map(scope::session_map(session, rules.reads_past)));
+        scope.push_dynamic(
+            "session",
+            Dynamic::from_map(scope::session_map(session, rules.reads_past)),
+        );
         scope.push_dynamic("now", Dynamic::from_map(scope::now_map(&now)));
         scope.push_dynamic("promotions", Dynamic::from_map(scope::empty_promotions()));
         scope.push_dynamic("memory", Dynamic::from_map(scope::memory_map(session)));
@@ -194,7 +197,11 @@ pub(super) fn refusal(rules: &RuleSet, item: &Proactive, session: &Session, now:
             return Some(Refusal::FlowRunning);
         }
     }
-    if item.quiet.or(rules.shop.quiet_hours).is_some_and(|q| q.contains(now.time())) {
+    if item
+        .quiet
+        .or(rules.shop.quiet_hours)
+        .is_some_and(|q| q.contains(now.time()))
+    {
         return Some(Refusal::QuietHours);
     }
     let today = now.date_naive();
@@ -219,11 +226,10 @@ pub(super) fn run(engine: &Engine, request: &EventRequest) -> Result<ProactiveOu
         ..TurnRequest::default()
     };
     let (rules, _) = engine.pick_rules(&pick)?;
-    let now = request
-        .at
-        .map_or_else(|| Utc::now().with_timezone(&rules.shop.timezone), |t| {
-            t.with_timezone(&rules.shop.timezone)
-        });
+    let now = request.at.map_or_else(
+        || Utc::now().with_timezone(&rules.shop.timezone),
+        |t| t.with_timezone(&rules.shop.timezone),
+    );
     let listening: Vec<&Proactive> = rules
         .proactive
         .iter()
@@ -430,10 +436,72 @@ pub(super) const OPT_IN_RULE: &str = "恢复推送";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::script::shape;
+
+    /// The scope a proactive item's scripts run in is the shape `kefu check` checks them
+    /// against: every declared variable, of its type, and nothing else.
+    #[test]
+    fn the_proactive_scope_has_the_declared_shape() {
+        let compiled = crate::dsl::load_dir_with(
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/engine")),
+            crate::dsl::LoadOptions {
+                quick_training: true,
+                ..Default::default()
+            },
+        );
+        let mut rules = compiled.rules.expect("the engine's test shop loads");
+        rules.reads_past = true;
+        let mut session = Session::new("s");
+        session.remember(Role::User, "在吗", 1);
+        let request = EventRequest {
+            session_id: "s".into(),
+            kind: "order_delayed".into(),
+            data: serde_json::json!({"order_id": "202611010001", "type": "spoofed"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            user: serde_json::json!({"segment": "vip"}).as_object().cloned(),
+            ..EventRequest::default()
+        };
+        let now = Utc::now().with_timezone(&rules.shop.timezone);
+        let evaluation = Evaluation::new(&rules, &request, &session, now);
+        for variable in shape::PROACTIVE_VARIABLES {
+            let value = evaluation
+                .scope
+                .get(variable.name)
+                .unwrap_or_else(|| panic!("`{}` is not in the scope", variable.name));
+            assert!(
+                super::super::scope::tests::fits(value, variable.ty),
+                "`{}` = {value:?} is not {:?}",
+                variable.name,
+                variable.ty
+            );
+        }
+        assert_eq!(evaluation.scope.len(), shape::PROACTIVE_VARIABLES.len());
+        // The event's own type wins over a data field of that name.
+        let event = evaluation
+            .scope
+            .get("event")
+            .unwrap()
+            .read_lock::<Map>()
+            .unwrap()
+            .clone();
+        assert_eq!(event["type"].to_string(), "order_delayed");
+        assert_eq!(event["order_id"].to_string(), "202611010001");
+    }
 
     #[test]
     fn opt_outs_are_read_conservatively() {
-        for yes in ["别再推送了", "不要再推送", "别推送了！", "取消推送", "退订推送", "不要再给我发消息了", "Stop sending", "unsubscribe"] {
+        for yes in [
+            "别再推送了",
+            "不要再推送",
+            "别推送了！",
+            "取消推送",
+            "退订推送",
+            "不要再给我发消息了",
+            "Stop sending",
+            "unsubscribe",
+        ] {
             assert_eq!(opt_reading(yes), Some(true), "{yes}");
         }
         for back in ["恢复推送", "可以推送了", "Resubscribe"] {

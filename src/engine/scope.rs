@@ -325,6 +325,20 @@ pub(crate) struct ScopeInput<'a> {
     pub channel: &'a str,
     /// The platform event the turn answers, `""` for a message.
     pub event: &'a str,
+    /// The images the message carries.
+    pub images: &'a [crate::dialogue::ImageRef],
+}
+
+/// One image as scripts see it (`script::shape::IMAGE`): `kind`, `width`, `height` and
+/// `description` (`""` when no vision model described it).
+fn image_map(image: &crate::dialogue::ImageRef) -> Map {
+    let mut m = Map::new();
+    m.insert("kind".into(), rhai::ImmutableString::from(image.kind.as_str()).into());
+    m.insert("width".into(), i64::from(image.width).into());
+    m.insert("height".into(), i64::from(image.height).into());
+    let description = image.description.as_deref().unwrap_or_default();
+    m.insert("description".into(), rhai::ImmutableString::from(description).into());
+    m
 }
 
 /// Builds the scope of a turn.
@@ -378,10 +392,11 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
     if input.rules.reads_memory {
         scope.push_dynamic("memory", Dynamic::from_map(memory_map(input.session)));
     }
-    // The message's images (`on image`): part E fills them from the request; until then
-    // a turn has none, which every script must already expect.
-    scope.push_dynamic("images", Dynamic::from_array(rhai::Array::new()));
-    scope.push_dynamic("image", Dynamic::UNIT);
+    // The message's images (`on image`), never their bytes; `image` is the first one's.
+    let images: rhai::Array = input.images.iter().map(|i| Dynamic::from_map(image_map(i))).collect();
+    let first = images.first().cloned().unwrap_or(Dynamic::UNIT);
+    scope.push_dynamic("images", Dynamic::from_array(images));
+    scope.push_dynamic("image", first);
     // Context maps: every declared name exists (as `()` when not sent); anything else the
     // caller sent is readable too. `product` falls back to the one talked about last.
     for name in &input.rules.shop.context {
@@ -404,12 +419,12 @@ pub(crate) fn build(input: ScopeInput<'_>) -> Scope<'static> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::script::shape::{self, Ty};
 
     /// Whether a built value is of the type `script::shape` declares for it.
-    fn fits(value: &Dynamic, ty: Ty) -> bool {
+    pub(in crate::engine) fn fits(value: &Dynamic, ty: Ty) -> bool {
         match ty {
             Ty::Bool => value.is_bool(),
             Ty::Int => value.is_int(),
@@ -472,6 +487,14 @@ mod tests {
             .understand("我要退货 202611010001", &crate::nlu::Context::default());
         let user = serde_json::json!({ "segment": "vip" });
         let now = chrono::Utc::now().with_timezone(&rules.shop.timezone);
+        let photo = [crate::dialogue::ImageRef {
+            id: "img_0123456789abcdef0123456789abcdef".into(),
+            kind: "jpeg".into(),
+            width: 800,
+            height: 600,
+            bytes: 48_000,
+            description: None,
+        }];
         for flow in [None, Some("退货申请")] {
             session.flow = flow.map(|name| crate::dialogue::FlowState {
                 name: name.into(),
@@ -490,6 +513,7 @@ mod tests {
                 now: &now,
                 channel: "web",
                 event: "",
+                images: &photo,
             });
             for variable in shape::VARIABLES {
                 let value = scope

@@ -459,7 +459,11 @@ pub(super) fn run(
             format!(
                 "{} image(s), {described} described{}",
                 request.images.len(),
-                if images_only { "; no text: only `on image` rules and flow starts, a photo ask, or the fallback answer" } else { "" }
+                if images_only {
+                    "; no text: only `on image` rules and flow starts, a photo ask, or the fallback answer"
+                } else {
+                    ""
+                }
             ),
         ));
     }
@@ -594,6 +598,7 @@ pub(super) fn run(
         now: &now,
         channel: request.channel_name(),
         event: event.unwrap_or_default(),
+        images: &request.images,
     });
     let host = Arc::new(TurnHost {
         tickets: Arc::clone(&engine.tickets),

@@ -1188,14 +1188,20 @@ impl Metrics {
             .find(|&&t| t == kind)
             .copied()
             .unwrap_or("other");
-        self.proactive.events.get_or_create(&EventTypeLabels { r#type: known }).inc();
+        self.proactive
+            .events
+            .get_or_create(&EventTypeLabels { r#type: known })
+            .inc();
         let (trigger, outcome) = match outcome {
             O::Recorded => return,
             O::Sent { trigger, .. } => (trigger, "sent"),
             O::Refused { trigger, reason } => (trigger, reason.name()),
         };
         let trigger = self.proactive.label(trigger);
-        self.proactive.sends.get_or_create(&ProactiveLabels { trigger, outcome }).inc();
+        self.proactive
+            .sends
+            .get_or_create(&ProactiveLabels { trigger, outcome })
+            .inc();
     }
 
     /// Counts what a turn hit: its rule, promotion, flow step and FAQ entry (one lookup
@@ -1625,6 +1631,58 @@ mod tests {
 
     /// The built-in channels have series from the start; webhook names get theirs on
     /// first use, up to the bound, and every name past it counts as `other`.
+    #[test]
+    fn proactive_outcomes_and_events_are_counted_under_bounded_labels() {
+        use crate::engine::{ProactiveOutcome, Refusal};
+        let metrics = Metrics::new();
+        let text = metrics.encode();
+        assert!(text.contains("kefu_events_total{type=\"order_paid\"} 0"), "{text}");
+        assert!(text.contains("kefu_events_total{type=\"other\"} 0"), "{text}");
+        let rules = crate::dsl::load_dir(std::path::Path::new("rules")).rules.unwrap();
+        metrics.watch_proactive(&rules);
+        let text = metrics.encode();
+        for item in &rules.proactive {
+            for outcome in PROACTIVE_OUTCOMES {
+                let line = format!("kefu_proactive_total{{trigger=\"{}\",outcome=\"{outcome}\"}} 0", item.name);
+                assert!(text.contains(&line), "{line} missing:\n{text}");
+            }
+        }
+        metrics.customer_event(
+            "refund_done",
+            &ProactiveOutcome::Sent {
+                trigger: "退款到账".into(),
+                text: "…".into(),
+                seq: 1,
+            },
+        );
+        metrics.customer_event(
+            "checkout_abandoned",
+            &ProactiveOutcome::Refused {
+                trigger: "催付提醒".into(),
+                reason: Refusal::Limit,
+            },
+        );
+        metrics.customer_event("made_up_by_a_client", &ProactiveOutcome::Recorded);
+        // Past the bound, a new trigger name counts as `other`.
+        for n in 0..MAX_PROACTIVE_TRIGGERS + 5 {
+            metrics.customer_event(
+                "order_paid",
+                &ProactiveOutcome::Refused {
+                    trigger: format!("t{n}"),
+                    reason: Refusal::QuietHours,
+                },
+            );
+        }
+        let text = metrics.encode();
+        assert!(text.contains("kefu_proactive_total{trigger=\"退款到账\",outcome=\"sent\"} 1"), "{text}");
+        assert!(text.contains("kefu_proactive_total{trigger=\"催付提醒\",outcome=\"limit\"} 1"), "{text}");
+        assert!(text.contains("kefu_events_total{type=\"other\"} 1"), "{text}");
+        assert!(text.contains("kefu_events_total{type=\"refund_done\"} 1"), "{text}");
+        assert!(text.contains("kefu_proactive_total{trigger=\"other\",outcome=\"quiet_hours\"}"), "{text}");
+        let series = text.lines().filter(|l| l.starts_with("kefu_proactive_total{")).count();
+        assert!(series <= (MAX_PROACTIVE_TRIGGERS + 1) * PROACTIVE_OUTCOMES.len(), "{series}");
+    }
+
     #[test]
     fn channel_turns_are_counted_under_a_bounded_set_of_names() {
         let metrics = Metrics::new();
