@@ -460,7 +460,10 @@ fn a_photo_is_taken_in_and_answered_and_a_fake_one_refused() {
     let detail = server.state.inbox.detail("ch:shop:-:c-photo").expect("in the inbox");
     let images = &detail.messages[0].images;
     assert_eq!(images.len(), 1, "{:?}", detail.messages);
-    assert_eq!((images[0].kind.as_str(), images[0].width, images[0].height), ("jpeg", 64, 48));
+    assert_eq!(
+        (images[0].kind.as_str(), images[0].width, images[0].height),
+        ("jpeg", 64, 48)
+    );
     // A text that calls itself nothing but is sent as a photo: refused by its bytes, JSON,
     // nothing kept; the platform may send the message again, and the conversation goes on.
     let fake = json!({"message_id": "p2", "conversation_id": "c-fake", "text": "看图", "images": [{"data": b64(b"not a photo at all")}]});
@@ -471,6 +474,9 @@ fn a_photo_is_taken_in_and_answered_and_a_fake_one_refused() {
     let again = post(&server, &message("p2", "c-fake", "有什么优惠"));
     assert_eq!(again.status, 202, "{}", again.body);
     // An upload's id is not a channel's.
-    let by_id = post(&server, &json!({"message_id": "p3", "conversation_id": "c-fake", "images": [{"id": "img_00000000000000000000000000000000"}]}));
+    let by_id = post(
+        &server,
+        &json!({"message_id": "p3", "conversation_id": "c-fake", "images": [{"id": "img_00000000000000000000000000000000"}]}),
+    );
     assert_eq!(by_id.status, 400, "{}", by_id.body);
 }

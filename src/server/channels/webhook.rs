@@ -5,10 +5,11 @@
 //! signed, `Idempotency-Key`). `?wait=true` answers with the reply inline instead.
 //!
 //! A message may carry photos, `images: [{"data": "<base64>"}]` (at most
-//! [`MAX_IMAGES`], with `text` or alone), taken in like the JSON API's (type by the
-//! bytes, metadata stripped, stored, described) before the message id is taken: a bad
-//! image is its 4xx (`unsupported_image`, `bad_image`, `image_too_large`...) and the
-//! platform may send the message again without it.
+//! [`MAX_IMAGES`], with `text` or alone; the body may be larger than other bodies by one
+//! photo's base64, as on `/v1/chat`), taken in like the JSON API's (type by the bytes,
+//! metadata stripped, stored, described) before the message id is taken: a bad image is
+//! its 4xx (`unsupported_image`, `bad_image`, `image_too_large`...) and the platform may
+//! send the message again without it.
 //!
 //! Refusals, all JSON: unknown channel 404 (`unknown_channel`), a missing, wrong or
 //! stale signature 401 (`bad_signature`, `stale_timestamp`), a bad body 400, a body over
@@ -38,16 +39,7 @@ use crate::{TurnRequest, TurnResponse};
 /// The longest `message_id` and `user_id` taken.
 const MAX_ID_CHARS: usize = 128;
 /// The most photos one message carries (as on `/v1/chat`).
-pub const MAX_IMAGES: usize = 4;
-/// The most bytes one photo may take inline: base64 of the image intake's default limit
-/// (10 MiB) and its quotes; the intake checks the decoded bytes against its own limit.
-const INLINE_IMAGE_BYTES: usize = (10 << 20) / 3 * 4 + 16;
-
-/// The largest body taken: the service's limit, raised only for the photos a message
-/// may carry.
-fn body_limit(limits: &Limits) -> usize {
-    limits.max_body_bytes + MAX_IMAGES * INLINE_IMAGE_BYTES
-}
+pub const MAX_IMAGES: usize = super::super::images::MAX_IMAGES_PER_MESSAGE;
 
 /// One poster per webhook channel, each registered (as [`AgentSender`]) for what reaches
 /// its customers outside a turn.
@@ -117,7 +109,9 @@ pub(in crate::server) async fn messages(
         .is_some_and(|q| q.split('&').any(|p| p == "wait=true" || p == "wait=1"));
     let header = |h: &str| req.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
     let (timestamp, signature) = (header("x-kefu-timestamp"), header("x-kefu-signature"));
-    let body = read_body(req, body_limit(&state.limits)).await.map_err(refused)?;
+    // Room for one photo's base64 as on `/v1/chat`; the rest of the body within the limit
+    // of any body (checked once it is read).
+    let body = read_body(req, state.chat_body_limit()).await.map_err(refused)?;
     crate::channels::webhook::verify(
         poster.channel().secret.expose(),
         timestamp.as_deref(),
@@ -134,6 +128,8 @@ pub(in crate::server) async fn messages(
         refused(ApiError::new(StatusCode::UNAUTHORIZED, kind, error.to_string()))
     })?;
     let mut inbound: Inbound = serde_json::from_slice(&body).map_err(|e| refused(ApiError::from_json(&e)))?;
+    let inline = inbound.images.iter().map(ImageInput::inline_len).sum();
+    state.check_body_besides_images(body.len(), inline).map_err(refused)?;
     drop(body);
     let (mut request, key) = turn_request(name, &inbound, &state.limits).map_err(refused)?;
     state.check_rate(&request.session_id).map_err(refused)?;
@@ -248,6 +244,12 @@ fn turn_request(name: &str, inbound: &Inbound, limits: &Limits) -> Result<(TurnR
         return Err(ApiError::invalid(format!(
             "a message carries at most {MAX_IMAGES} `images`"
         )));
+    }
+    if inbound.images.iter().any(|i| matches!(i, ImageInput::Id { .. })) {
+        // Uploads belong to API and widget conversations; a channel's are its own.
+        return Err(ApiError::invalid(
+            "a webhook message's `images` carry their bytes: `{\"data\": \"<base64>\"}`",
+        ));
     }
     let photos = !inbound.images.is_empty();
     let (message, event) = match (&inbound.text, &inbound.event) {
@@ -408,6 +410,10 @@ mod tests {
         assert!(
             inbound(serde_json::json!({"message_id": "m", "conversation_id": "c", "images": [{"url": "http://x"}]}))
                 .is_err()
+        );
+        assert!(
+            refused(serde_json::json!({"message_id": "m", "conversation_id": "c", "images": [{"id": "img_0"}]}))
+                .contains("carry their bytes")
         );
         let long = "长".repeat(limits.max_message_chars + 1);
         assert!(
