@@ -522,6 +522,8 @@ class Widget {
     err.hidden = true;
     box.append(el("span", "who", this.t.me), frame, err);
     img.addEventListener("load", () => this.scroll());
+    // Not a picture the browser can draw (a refused file, a format it lacks): a mark.
+    img.addEventListener("error", () => frame.replaceWith(el("div", "text", this.t.photoKept)), { once: true });
     this.log.append(box);
     this.scroll();
     const bubble: PhotoBubble = {

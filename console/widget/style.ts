@@ -55,8 +55,8 @@ header .close:hover { background: rgba(255, 255, 255, .16); }
 .msg.kefu .text { border-bottom-left-radius: 4px; }
 .msg.agent .text { background: #e6f6ec; border-color: #bfe5cd; border-bottom-left-radius: 4px; }
 .msg.failed .text, .msg.failed .photo { opacity: .6; }
-.msg .photo { border-radius: 12px; border-bottom-right-radius: 4px; overflow: hidden; background: #fff; border: 1px solid var(--line); line-height: 0; }
-.msg .photo img { display: block; max-width: min(220px, 100%); max-height: 220px; width: auto; height: auto; }
+.msg .photo { max-width: 100%; border-radius: 12px; border-bottom-right-radius: 4px; overflow: hidden; background: #fff; border: 1px solid var(--line); line-height: 0; }
+.msg .photo img { display: block; max-width: 220px; max-height: 220px; width: auto; height: auto; }
 .msg .err { font-size: 12px; color: #9b1c1f; background: #fdecec; border-radius: 8px; padding: 4px 8px; max-width: 100%; overflow-wrap: anywhere; }
 .msg .err button { color: #9b1c1f; font-weight: 600; text-decoration: underline; margin-left: 6px; }
 .msg.typing .text::after { content: "▍"; animation: blink 1s steps(1) infinite; color: var(--muted); }
