@@ -151,12 +151,12 @@ fn media(sim: &Mutex<Sim>, path: &str, query: &str) -> Option<Vec<u8>> {
         return None;
     }
     let mut sim = sim.lock().unwrap();
+    // Percent-decoded, as kefu encodes every query value (`M_1` is `M%5F1`).
     let param = |name: &str| {
-        query
-            .split('&')
-            .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
-            .unwrap_or("")
-            .to_string()
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
     };
     if param("access_token") != sim.current {
         return None;
