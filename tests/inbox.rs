@@ -482,6 +482,7 @@ fn the_inbox_list_route_with_1000_conversations() {
             view: TurnView {
                 seq: 0,
                 message: "我买的衣服什么时候发货，都等了三天了".into(),
+                images: Vec::new(),
                 reply: "亲，16:00 前付款当天发出，请您稍等".into(),
                 source: if handoff.is_some() {
                     AnswerSource::Handoff

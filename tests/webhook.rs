@@ -4,7 +4,9 @@
 //! answered by a signed post to `reply_url`; a repeated message id answered once; a
 //! `reply_url` that fails with 500s retried until it takes the reply, with the same
 //! `Idempotency-Key`; a 4xx not retried; `?wait=true`; an agent's reply to a webhook
-//! customer posted; the channel's series in `/metrics`. The `_redis` test (two nodes, one
+//! customer posted; the channel's series in `/metrics`; a photo (`images`) answered by the
+//! demo's `on image` rule and shown to agents, a fake one refused with the conversation
+//! going on. The `_redis` test (two nodes, one
 //! Redis: a retry that reaches the other node is a duplicate) runs under
 //! tests/support/with-redis.sh, as `make test` does.
 
@@ -441,4 +443,42 @@ fn a_retry_on_another_node_is_a_duplicate_redis() {
     assert_eq!(platform.posted().len(), 1);
     // Another message id is new on either node.
     assert_eq!(post(&b, &message("m-fleet-2", "c-fleet", "有什么优惠")).status, 202);
+}
+
+#[test]
+fn a_photo_is_taken_in_and_answered_and_a_fake_one_refused() {
+    use base64::Engine as _;
+    let platform = Platform::start(vec![]);
+    let (server, _dir) = server(&platform, |_| {});
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let parcel = include_bytes!("data/photos/parcel.jpg");
+    // A photo alone: the demo's `on image` rule (no vision model: no description) hands off.
+    let photo = json!({"message_id": "p1", "conversation_id": "c-photo", "images": [{"data": b64(parcel)}]});
+    let reply = post_signed(&server, "/v1/channels/shop/messages?wait=true", &photo, now(), None);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // (Outside the agents' hours the handoff adds the shop's off-hours words.)
+    let text = reply.json()["text"].as_str().unwrap_or_default().to_string();
+    assert!(text.starts_with("已收到图片，正在为您转接"), "{text}");
+    let detail = server.state.inbox.detail("ch:shop:-:c-photo").expect("in the inbox");
+    let images = &detail.messages[0].images;
+    assert_eq!(images.len(), 1, "{:?}", detail.messages);
+    assert_eq!(
+        (images[0].kind.as_str(), images[0].width, images[0].height),
+        ("jpeg", 64, 48)
+    );
+    // A text that calls itself nothing but is sent as a photo: refused by its bytes, JSON,
+    // nothing kept; the platform may send the message again, and the conversation goes on.
+    let fake = json!({"message_id": "p2", "conversation_id": "c-fake", "text": "看图", "images": [{"data": b64(b"not a photo at all")}]});
+    let refused = post(&server, &fake);
+    assert_eq!(refused.status, 415, "{}", refused.body);
+    assert_eq!(refused.error_type(), "unsupported_image");
+    assert!(server.state.inbox.detail("ch:shop:-:c-fake").is_none(), "no turn");
+    let again = post(&server, &message("p2", "c-fake", "有什么优惠"));
+    assert_eq!(again.status, 202, "{}", again.body);
+    // An upload's id is not a channel's.
+    let by_id = post(
+        &server,
+        &json!({"message_id": "p3", "conversation_id": "c-fake", "images": [{"id": "img_00000000000000000000000000000000"}]}),
+    );
+    assert_eq!(by_id.status, 400, "{}", by_id.body);
 }

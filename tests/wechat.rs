@@ -5,8 +5,10 @@
 //! answered once, a slow answer sent through `custom/send`, tampered signatures and bad
 //! bodies refused, a customer-service callback pulled with `kf/sync_msg` and answered
 //! with `kf/send_msg` (once, the cursor kept), an expired token refreshed once, a long
-//! message split, a send failing with 500 retried by the job queue, and a message to a
-//! WeChat customer through the sender registered for agents' messages.
+//! message split, a send failing with 500 retried by the job queue, a message to a
+//! WeChat customer through the sender registered for agents' messages, and photos
+//! (`MsgType=image`, customer service's `image`) fetched with `media/get`, taken in and
+//! answered by an `on image` rule, or answered as the `image` event when the fetch fails.
 
 mod support;
 #[path = "support/wechat_sim.rs"]
@@ -69,8 +71,12 @@ fn channels_file(sim: &WechatSim, name: &str) -> PathBuf {
 }
 
 fn server(sim: &WechatSim, name: &str) -> (TestServer, PathBuf) {
+    server_on(sim, name, ENGINE)
+}
+
+fn server_on(sim: &WechatSim, name: &str, rules: &str) -> (TestServer, PathBuf) {
     let dir = channels_file(sim, name);
-    let mut config = ServeConfig::new(ENGINE);
+    let mut config = ServeConfig::new(rules);
     config.watch = false;
     config.channels = Some(Arc::new(ChannelsConfig::load(&dir.join("channels.yaml")).unwrap()));
     config.llm = Some(kefu::server::model::load_mock(Path::new("tests/data/server/slow_mock.yaml")).unwrap());
@@ -464,4 +470,116 @@ fn the_channels_file_refuses_bad_wechat_accounts() {
             .unwrap_err();
     assert!(missing.contains("nope"), "{missing}");
     assert!(!missing.contains("app-secret"), "no secret in errors: {missing}");
+}
+
+/// The photo shop: `on image` answers a photo taken in, `on event image` one that was not.
+const PHOTOS: &str = "tests/data/photos";
+/// A real 64×48 JPEG (`tests/data/photos/parcel.jpg`).
+const PARCEL: &[u8] = include_bytes!("data/photos/parcel.jpg");
+
+/// The XML of a follower's photo message.
+fn image_xml(to: &str, openid: &str, msg_id: &str, media_id: &str) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[{to}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[image]]></MsgType><PicUrl><![CDATA[http://mmbiz.qpic.cn/x]]></PicUrl><MediaId><![CDATA[{media_id}]]></MediaId><MsgId>{msg_id}</MsgId></xml>",
+        now()
+    )
+}
+
+/// `kefu_channel_messages_total{channel, outcome}`.
+fn channel_messages(server: &TestServer, channel: &str, outcome: &str) -> f64 {
+    let needle = format!("channel=\"{channel}\",outcome=\"{outcome}\"");
+    server
+        .get("/metrics")
+        .body
+        .lines()
+        .filter(|l| l.starts_with("kefu_channel_messages_total") && l.contains(&needle))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn an_official_account_photo_is_fetched_taken_in_and_answered_by_the_image_rule() {
+    let sim = WechatSim::start();
+    sim.put_media("M_PARCEL", PARCEL.to_vec());
+    let (server, _dir) = server_on(&sim, "photo-mp", PHOTOS);
+    let reply = post_plain(
+        &server,
+        "plain_mp",
+        PLAIN_TOKEN,
+        &image_xml("gh_shop", "o_photo", "7001", "M_PARCEL"),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let answer = xml::parse(&reply.body).unwrap();
+    assert_eq!(answer.text("MsgType"), "text");
+    assert_eq!(answer.text("Content"), "照片收到了（64×48），我们马上为您查看。");
+    // Fetched once, with the account's token and the message's media id.
+    let fetched = sim.calls("/cgi-bin/media/get");
+    assert_eq!(fetched.len(), 1);
+    assert!(fetched[0].query.contains("media_id=M%5FPARCEL"), "{}", fetched[0].query);
+    // The agent sees the photo with the customer's message (tests/images.rs serves it).
+    let key = SessionKey::new("wechat_mp", PLAIN_APPID, "o_photo").unwrap();
+    let detail = server.state.inbox.detail(&key.session_id()).expect("in the inbox");
+    let images = &detail.messages[0].images;
+    assert_eq!(images.len(), 1, "{:?}", detail.messages);
+    assert_eq!(
+        (images[0].kind.as_str(), images[0].width, images[0].height),
+        ("jpeg", 64, 48)
+    );
+    assert!(images[0].id.starts_with("img_"), "{}", images[0].id);
+    assert_eq!(channel_messages(&server, "wechat_mp", "photo_failed"), 0.0);
+
+    // A media id WeChat does not know (expired after three days): the image event, once
+    // counted, and the conversation goes on.
+    let reply = post_plain(
+        &server,
+        "plain_mp",
+        PLAIN_TOKEN,
+        &image_xml("gh_shop", "o_photo", "7002", "M_GONE"),
+    );
+    assert_eq!(
+        xml::parse(&reply.body).unwrap().text("Content"),
+        "图片没有收到，请再发一次。"
+    );
+    assert_eq!(channel_messages(&server, "wechat_mp", "photo_failed"), 1.0);
+    let reply = post_plain(
+        &server,
+        "plain_mp",
+        PLAIN_TOKEN,
+        &text_xml("gh_shop", "o_photo", "7003", "怎么开发票"),
+    );
+    assert_eq!(xml::parse(&reply.body).unwrap().text("Content"), INVOICE_REPLY);
+}
+
+#[test]
+fn a_customer_service_photo_is_fetched_and_answered_with_send_msg() {
+    let sim = WechatSim::start();
+    sim.put_media("KF_PARCEL", PARCEL.to_vec());
+    // Not an image at all, whatever WeChat calls it: the intake refuses it by its bytes.
+    sim.put_media("KF_TEXT", b"not a photo, just text".to_vec());
+    let (server, _dir) = server_on(&sim, "photo-kf", PHOTOS);
+    let sent_at = chrono::Utc::now().timestamp();
+    sim.queue_kf_page(json!({
+        "next_cursor": "CURSOR1",
+        "has_more": 0,
+        "msg_list": [
+            {"msgid": "p1", "open_kfid": "wkShop", "external_userid": "wmPhoto", "send_time": sent_at,
+             "origin": 3, "msgtype": "image", "image": {"media_id": "KF_PARCEL"}},
+            {"msgid": "p2", "open_kfid": "wkShop", "external_userid": "wmPhoto", "send_time": sent_at,
+             "origin": 3, "msgtype": "image", "image": {"media_id": "KF_TEXT"}}
+        ]
+    }));
+    kf_callback(&server, "CALLBACK_TOKEN");
+    assert!(eventually(Duration::from_secs(10), || sim.calls("/kf/send_msg").len() == 2));
+    let texts: Vec<String> = sim
+        .calls("/kf/send_msg")
+        .iter()
+        .map(|c| c.body["text"]["content"].as_str().unwrap().to_string())
+        .collect();
+    // In order: the photo by the image rule, the text file as the image event.
+    assert_eq!(
+        texts,
+        ["照片收到了（64×48），我们马上为您查看。", "图片没有收到，请再发一次。"]
+    );
+    assert_eq!(sim.calls("/cgi-bin/media/get").len(), 2, "both fetched");
+    assert_eq!(channel_messages(&server, "wechat_kf", "photo_failed"), 1.0);
 }

@@ -5,8 +5,10 @@
 // as an agent at 1280x800 and 390x844: the waiting list with its live-ticking times, a
 // customer message pushed while the list is open, a takeover, canned replies, the
 // suggestion, a reply (with the CSRF token), a note, a takeover refused because another
-// agent holds the conversation (then forced), release (resume the flow) and resolve; and
-// the overview's agents panel. It throws on a miss and writes screenshots.
+// agent holds the conversation (then forced), release (resume the flow) and resolve; a
+// customer's photo as a thumbnail (GET /admin/images/{id}, the description as alt text)
+// opened full size; and the overview's agents panel. It throws on a miss and writes
+// screenshots.
 //
 // Run:   npx vite build && node tests/mock-inbox.mjs
 // Env:   SHOTS=DIR        where the PNGs go (default /tmp/shots-inbox)
@@ -23,6 +25,10 @@ import { extname, join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const DIST = join(dirname(fileURLToPath(import.meta.url)), "..", "dist");
+/** The photo the mock's image store serves (a parcel with a torn side, 640×480). */
+const PHOTO = join(dirname(fileURLToPath(import.meta.url)), "parcel.jpg");
+const PHOTO_ID = "img_5d1c0e8a9b7f4e2d8c6a4b2e0f1d3c5a";
+const PHOTO_DESC = "纸箱侧面有一道裂口，箱角被压扁";
 const SHOTS = process.env.SHOTS ?? "/tmp/shots-inbox";
 const TYPES = { ".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".svg": "image/svg+xml", ".png": "image/png" };
 const ME = "小王";
@@ -41,11 +47,12 @@ function world() {
   const add = (id, s, messages, extra = {}) => {
     const seqd = messages.map((m, i) => ({ seq: i + 1, at: now - (messages.length - i) * 20_000, ...m }));
     const last = seqd[seqd.length - 1];
+    const lastImages = last.images?.length ?? 0;
     convs.set(id, {
       summary: {
         id, kind: null, reason: null, group: null, agent: null, since: null, assigned_at: null, waiting_ms: null,
         emotion: "neutral", angry: false, vip: false, segment: "regular", turns: seqd.filter((m) => m.role === "user").length,
-        queued: 0, unread: 0, last_text: last.text, last_role: last.role, last_at: last.at, ...s,
+        queued: 0, unread: 0, last_text: last.text, last_role: last.role, last_at: last.at, ...(lastImages ? { last_images: lastImages } : {}), ...s,
       },
       messages: seqd,
       turns: extra.turns ?? [],
@@ -94,12 +101,13 @@ function world() {
     { role: "user", text: "不记得了" },
     { role: "bot", text: "亲，正在为您转接人工客服，请稍候～" },
   ]);
-  add("u-3300", { state: "agent", agent: ME, kind: "rule", reason: "质量问题需人工核实", group: "售后", since: now - 600_000, assigned_at: now - 540_000 }, [
-    { role: "user", text: "衣服洗了一次就破洞了" },
+  add("u-3300", { state: "agent", agent: ME, kind: "rule", reason: "商品破损需人工核实", group: "售后", since: now - 600_000, assigned_at: now - 540_000 }, [
+    { role: "user", text: "快递到了 盒子压坏了 里面的杯子也碎了" },
     { role: "bot", text: "亲，非常抱歉给您带来不好的体验，正在为您转接人工客服～" },
-    { role: "agent", text: "您好，我是小王，麻烦发一张破洞处的照片给我看看" },
+    { role: "agent", text: "您好，我是小王，麻烦拍一张外包装的照片给我看看" },
     { role: "user", text: "好的 稍等" },
-  ], { notes: [{ agent: ME, text: "顾客说是第一次洗，已要照片", at: now - 300_000 }], takeover: { agent: ME, queued: [], paused_flow: null } });
+    { role: "user", text: "", images: [{ id: PHOTO_ID, kind: "jpeg", width: 640, height: 480, bytes: 11820, description: PHOTO_DESC }] },
+  ], { notes: [{ agent: ME, text: "顾客说签收时没注意，已要照片", at: now - 300_000 }], takeover: { agent: ME, queued: [], paused_flow: null } });
   add("u-5120", { state: "agent", agent: "小李", kind: "low_confidence", reason: "没把握的问题", group: "售前", since: now - 900_000, assigned_at: now - 880_000 }, [
     { role: "user", text: "你们家衣服适合孕妇穿吗" },
     { role: "agent", text: "亲，这款是宽松版型，孕期前中期都可以穿的" },
@@ -359,6 +367,12 @@ export async function startMock(port = 0, { signin = false, role = "agent" } = {
     if (p === "/console/api/me") return json(res, 200, { user: ME, role, csrf: CSRF, can: role === "agent" ? ["read", "agent"] : ["read"] });
     if (role !== "agent" && (p.startsWith("/admin/inbox") || p.startsWith("/v1/sessions/"))) return err(res, 403, "forbidden", "this needs the agent role", { needs: "agent" });
     if (p === "/admin/report") return json(res, 200, report());
+    if (p.startsWith("/admin/images/")) {
+      // The image store: the stored kind's type, never sniffed, private.
+      if (p !== `/admin/images/${PHOTO_ID}`) return err(res, 404, "not_found", "no such image");
+      res.writeHead(200, { "content-type": "image/jpeg", "x-content-type-options": "nosniff", "cache-control": "private, max-age=3600" });
+      return res.end(await readFile(PHOTO));
+    }
     if (p === "/admin/inbox") return json(res, 200, list(url.searchParams));
     if (p === "/admin/inbox/stream") {
       res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store" });
@@ -562,6 +576,29 @@ async function run() {
       await page.getByRole("dialog").getByRole("button", { name: "解决" }).click();
       await page.locator("[data-testid=inbox-conversation][data-state=resolved]").waitFor();
       expect(mock.calls.some((x) => x.key === "POST /v1/sessions/u-1024/resolve" && x.body.outcome === "已补发"), "resolve sent the outcome");
+
+      // A customer's photo: a thumbnail from the image store, described, opened full size.
+      if (phone) await page.getByTestId("inbox-back").click();
+      await page.getByTestId("inbox-tab-agent").click();
+      const photoRow = page.locator("[data-testid=inbox-row][data-id=u-3300]");
+      expect((await photoRow.textContent()).includes("[图片×1]"), "the list marks the photo");
+      await photoRow.click();
+      const thumb = page.getByTestId("inbox-photo");
+      await thumb.waitFor();
+      await page.waitForFunction(() => document.querySelector("[data-testid=inbox-photo]")?.naturalWidth === 640);
+      expect((await thumb.getAttribute("alt")) === PHOTO_DESC, "the description is the alt text");
+      expect((await thumb.getAttribute("src")) === `/admin/images/${PHOTO_ID}`, "loaded from the image store");
+      await see(page, PHOTO_DESC);
+      expect(!(await page.evaluate(() => document.scrollingElement.scrollWidth > innerWidth)), "the photo fits");
+      await shot("inbox-photo");
+      await page.getByRole("button", { name: `查看大图：${PHOTO_DESC}` }).click();
+      const viewer = page.getByTestId("inbox-photo-viewer");
+      await viewer.waitFor();
+      const big = await viewer.locator("img").boundingBox();
+      expect(big.width > 300 && big.width <= viewport.width, `the full photo fits the screen: ${big.width}`);
+      await shot("inbox-photo-open");
+      await page.keyboard.press("Escape");
+      await viewer.waitFor({ state: "detached" });
 
       // Another agent's conversation: refused, then forced.
       if (phone) await page.getByTestId("inbox-back").click();

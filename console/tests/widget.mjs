@@ -16,6 +16,10 @@
 //   6. a product page left open (data-dwell="2") sends `product_dwell` to POST /v1/events;
 //      a proactive item of the test's own answers it, and the message arrives in the closed
 //      widget (the unread dot), first in the panel when it opens.
+//   7. the camera button: a photo over 10 MB refused in the page (nothing sent), a text
+//      file named .jpg refused by kefu (the error in the photo's bubble), a real photo
+//      uploaded (POST /v1/images, then the chat with its id), its thumbnail shown and
+//      answered by the shop's `on image` rule; a new conversation's first photo too.
 //
 // Run: `tests/support/console_journey.sh target/debug/kefu` (after journey.mjs and
 // inbox.mjs), or `cd console && KEFU_BIN=../target/debug/kefu node --test tests/widget.mjs`.
@@ -38,6 +42,9 @@ const SHOTS = process.env.KEFU_SCREENSHOTS === "1" ? path.join(REPO, "docs/chann
 // The product page's product, as in rules/kb/products.yaml: the rule 材质_当前商品
 // (rules/presale.kefu) answers with its name and material.
 const PRODUCT = { id: "T01", name: "重磅纯棉圆领短袖T恤", material: "100%新疆长绒棉，精梳32支，克重260g" };
+
+// A real 640×480 JPEG of a parcel with a torn side.
+const PARCEL = fs.readFileSync(path.join(HERE, "parcel.jpg"));
 
 const S = {}; // tmp, rules, state, base, token, server, browser, log; host, other
 
@@ -320,3 +327,91 @@ test("a product page's dwell brings a proactive message into the closed widget",
     assert.match(answer, /减|折|优惠|活动|券/, answer);
   });
 });
+
+test("a photo from the camera button is checked, uploaded, shown in the bubble and answered", async (t) => {
+  // On a desktop and on a phone, each its own browser context (a new conversation).
+  for (const [viewport, phone] of [[DESKTOP, false], [PHONE, true]]) await withPages(S, t, [viewport], (page) => photoJourney(page, phone));
+  // A new conversation's first photo: uploaded without a token (its message starts the
+  // conversation), then answered.
+  await withPages(S, t, [DESKTOP], async (page) => {
+    const sent = [];
+    page.on("request", (r) => r.method() === "POST" && r.url().startsWith(`${S.base}/v1/`) && sent.push(r));
+    await page.goto(`${S.host.url}/`);
+    await W.bubble(page).click();
+    await page.locator("[data-kefu-widget] form input[type=file]").setInputFiles({ name: "parcel.jpg", mimeType: "image/jpeg", buffer: PARCEL });
+    await until(async () => (await W.messages(page, "kefu").count()) > 1, "an answer to the first photo");
+    await until(async () => !(await page.locator("[data-kefu-widget] .msg.typing").count()), "the answer is done");
+    assert.equal(sent.length, 2, sent.map((r) => r.url()).join(", "));
+    assert.ok(sent[0].url().startsWith(`${S.base}/v1/images?`), sent[0].url());
+    assert.equal(sent[0].headers()["x-kefu-session-token"], undefined, "no token yet");
+    const { id } = await (await sent[0].response()).json();
+    assert.deepEqual(JSON.parse(sent[1].postData()).images, [{ id }]);
+    const answer = (await W.messages(page, "kefu").nth(1).textContent()).trim();
+    assert.match(answer, /图片/, answer);
+  });
+});
+
+async function photoJourney(page, phone) {
+  {
+    const sent = [];
+    page.on("request", (r) => {
+      if (r.method() === "POST" && (r.url().startsWith(`${S.base}/v1/images`) || r.url() === `${S.base}/v1/chat`)) sent.push(r);
+    });
+    const file = page.locator("[data-kefu-widget] form input[type=file]");
+    const photoBubbles = page.locator("[data-kefu-widget] .msg.customer .photo");
+    const lastError = page.locator("[data-kefu-widget] .msg.customer .err").last();
+    await page.goto(`${S.host.url}/`);
+    await W.bubble(page).click();
+    await W.panel(page).waitFor({ state: "visible" });
+    assert.equal(await page.locator('[data-kefu-widget] form button.photo[aria-label="发送图片"]').count(), 1);
+    assert.equal(await file.getAttribute("accept"), "image/*");
+
+    // A conversation with a token (one question asked): photos are uploaded.
+    await ask(page, "有什么优惠");
+
+    // Over 10 MB: refused here, nothing sent, said in the photo's bubble.
+    const count = sent.length;
+    await file.setInputFiles({ name: "huge.jpg", mimeType: "image/jpeg", buffer: Buffer.alloc(11 * 1024 * 1024, 0xff) });
+    await until(async () => (await lastError.isVisible()) && (await lastError.textContent()).includes("10 MB"), "the size refused in the page");
+    assert.equal(sent.length, count, "nothing sent");
+
+    // A text file that calls itself a JPEG: kefu reads the bytes and refuses it; its
+    // words are in the photo's bubble, and the conversation goes on.
+    await file.setInputFiles({ name: "fake.jpg", mimeType: "image/jpeg", buffer: Buffer.from("this is not a photo, only text") });
+    await until(async () => sent.length > count, "the upload");
+    const refused = await sent.at(-1).response();
+    assert.ok(refused.url().startsWith(`${S.base}/v1/images`), refused.url());
+    assert.ok(refused.status() === 415 || refused.status() === 422, `refused: ${refused.status()}`);
+    await until(async () => /JPEG|打不开/.test((await lastError.textContent()) ?? ""), "kefu's refusal in the bubble");
+    assert.equal(sent.length, count + 1, "no chat for a refused photo");
+
+    // A real photo: uploaded (201 {id}), then the chat names it; the thumbnail is the
+    // photo as chosen, and the shop's `on image` rule answers.
+    const kefuBefore = await W.messages(page, "kefu").count();
+    await file.setInputFiles({ name: "parcel.jpg", mimeType: "image/jpeg", buffer: PARCEL });
+    await until(async () => (await W.messages(page, "kefu").count()) > kefuBefore, "an answer to the photo");
+    await until(async () => !(await page.locator("[data-kefu-widget] .msg.typing").count()), "the answer is done");
+    const upload = sent.find((r, i) => i > count && r.url().startsWith(`${S.base}/v1/images`));
+    const uploaded = await (await upload.response()).json();
+    assert.equal((await upload.response()).status(), 201);
+    assert.match(uploaded.id, /^img_[0-9a-f]{32}$/);
+    assert.equal(uploaded.kind, "jpeg");
+    const chat = JSON.parse(sent.at(-1).postData());
+    assert.deepEqual(chat.images, [{ id: uploaded.id }]);
+    const shown = await photoBubbles.last().locator("img").evaluate((img) => ({ w: img.naturalWidth, alt: img.alt }));
+    assert.deepEqual(shown, { w: 640, alt: "我发送的图片" });
+    const answer = (await W.messages(page, "kefu").nth(kefuBefore).textContent()).trim();
+    assert.match(answer, /图片/, answer);
+    // kefu keeps it with the conversation: the agent's view has the photo.
+    const { id } = await page.evaluate((site) => JSON.parse(localStorage.getItem(`kefu-widget:${site}`)), SITE);
+    const detail = await (await fetch(`${S.base}/admin/inbox/${id}`, { headers: { authorization: `Bearer ${S.token}` } })).json();
+    const photos = detail.messages.filter((m) => m.role === "user").flatMap((m) => m.images ?? []);
+    assert.deepEqual(photos.map((p) => p.id).at(-1), uploaded.id);
+    const wide = await page.evaluate(() => {
+      const log = document.querySelector("[data-kefu-widget]").shadowRoot.querySelector(".log");
+      return { log: log.scrollWidth, client: log.clientWidth };
+    });
+    assert.ok(wide.log <= wide.client, `no sideways scrolling: ${JSON.stringify(wide)}`);
+    if (!phone) await shot(page, "widget-photo");
+  }
+}

@@ -17,8 +17,10 @@
 // /v1/sessions/{id}/events, and asks for a 1-5 rating when the conversation ends. Page
 // events (a product page's dwell, `window.kefu.event(...)` from the shop's code; see
 // events.ts) go to POST /v1/events, and a proactive message they bring arrives on the live
-// stream, with the unread dot while the panel is closed. It talks to kefu only: no other
-// request, no font download.
+// stream, with the unread dot while the panel is closed. The camera button sends a photo
+// (checked here for its size, then POST /v1/images and the chat with `images: [{id}]`),
+// drawn at once in the customer's bubble, where the server's refusal is shown too. It
+// talks to kefu only: no other request, no font download.
 
 import { CSS } from "./style";
 import { STRINGS, type Lang, type Strings } from "./i18n";
@@ -46,10 +48,25 @@ interface ApiErrorBody {
   error?: { type?: string; message?: string; reply?: string };
 }
 
+/** A photo as the chat takes it: an upload's id. */
+type PhotoInput = { id: string };
+
+/** A photo's bubble: its element, and its error line. */
+interface PhotoBubble {
+  box: HTMLDivElement;
+  error: (text: string, retry?: () => void) => void;
+}
+
+/** The largest photo sent (the server's default limit; it checks again). */
+const MAX_PHOTO_BYTES = 10 * 1024 * 1024;
+
 type Role = "customer" | "kefu" | "agent";
 
 const ICON =
   '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M12 3C6.5 3 2 6.9 2 11.7c0 2.6 1.3 4.9 3.4 6.5L4.6 22l4.3-2.3c1 .3 2 .4 3.1.4 5.5 0 10-3.9 10-8.7S17.5 3 12 3zm-4.5 10a1.3 1.3 0 110-2.6 1.3 1.3 0 010 2.6zm4.5 0a1.3 1.3 0 110-2.6 1.3 1.3 0 010 2.6zm4.5 0a1.3 1.3 0 110-2.6 1.3 1.3 0 010 2.6z"/></svg>';
+
+const CAMERA =
+  '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M9 4 7.2 6H4a2 2 0 0 0-2 2v10a2 2 0 0 0 2 2h16a2 2 0 0 0 2-2V8a2 2 0 0 0-2-2h-3.2L15 4H9zm3 4.5a4.5 4.5 0 1 1 0 9 4.5 4.5 0 0 1 0-9zm0 2a2.5 2.5 0 1 0 0 5 2.5 2.5 0 0 0 0-5z"/></svg>';
 
 /** The script element that loaded this file. */
 function ownScript(): HTMLScriptElement | null {
@@ -87,6 +104,8 @@ class Widget {
   private reconnectDelay = 2000;
   private busy = false;
   private askedLeaving = false;
+  /** The bubbles of photos, by their element: a failed turn's error goes there too. */
+  private readonly photos = new WeakMap<HTMLDivElement, PhotoBubble>();
 
   private readonly root: HTMLDivElement;
   private readonly bubble: HTMLButtonElement;
@@ -99,6 +118,7 @@ class Widget {
   private readonly rate: HTMLDivElement;
   private readonly input: HTMLTextAreaElement;
   private readonly sendButton: HTMLButtonElement;
+  private photoButton: HTMLButtonElement | null = null;
 
   constructor(script: HTMLScriptElement) {
     const data = script.dataset;
@@ -164,7 +184,7 @@ class Widget {
     this.input.setAttribute("aria-label", this.t.placeholder);
     this.sendButton = el("button", undefined, this.t.send);
     this.sendButton.type = "submit";
-    form.append(this.input, this.sendButton);
+    form.append(...this.photoControls(), this.input, this.sendButton);
     this.panel.append(header, this.status, this.log, this.choices, this.notice, this.rate, form);
     this.root.append(this.bubble, this.panel);
     shadow.append(style, this.root);
@@ -305,6 +325,7 @@ class Widget {
   private setBusy(busy: boolean): void {
     this.busy = busy;
     this.sendButton.disabled = busy;
+    if (this.photoButton) this.photoButton.disabled = busy;
   }
 
   private submit(): void {
@@ -314,8 +335,8 @@ class Widget {
     void this.send(text, this.add("customer", text).box);
   }
 
-  /** Sends one message and draws the answer as it streams in. */
-  private async send(text: string, mine: HTMLDivElement): Promise<void> {
+  /** Sends one message (with its photos) and draws the answer as it streams in. */
+  private async send(text: string, mine: HTMLDivElement, images?: PhotoInput[]): Promise<void> {
     this.setBusy(true);
     this.notice.hidden = true;
     this.choices.replaceChildren();
@@ -328,9 +349,11 @@ class Widget {
     const failed = (message: string, retry: boolean) => {
       drop();
       mine.classList.add("failed");
-      this.showNotice(message, retry ? () => void this.send(text, mine) : undefined);
+      this.photos.get(mine)?.error(message);
+      this.showNotice(message, retry ? () => void this.send(text, mine, images) : undefined);
     };
     const body: Record<string, unknown> = { session_id: this.stored.id, message: text, stream: true };
+    if (images) body.images = images;
     if (this.context) body.context = this.context;
     if (this.user) body.user = this.user;
     if (this.identity) body.identity = this.identity;
@@ -344,6 +367,7 @@ class Widget {
         const err = ((await res.json().catch(() => ({}))) as ApiErrorBody).error || {};
         if (res.status === 429) failed(this.t.tooFast, true);
         else if (err.reply) failed(err.reply, true); // store_unavailable: the shop's own words
+        else if (images && photoError(this.t, err.type)) failed(photoError(this.t, err.type)!, false);
         else if (err.type === "message_too_long") failed(this.t.tooLong, false);
         else if (res.status >= 500) failed(this.t.unreachable, true);
         else failed(this.t.failed, true);
@@ -426,7 +450,7 @@ class Widget {
       }
       if (!res.ok) return;
       const h = (await res.json()) as {
-        messages: { seq: number; role: Role; text: string }[];
+        messages: { seq: number; role: Role; text: string; images?: number }[];
         state: string;
         resolved: boolean;
         rated: boolean;
@@ -434,7 +458,7 @@ class Widget {
       for (const m of h.messages) {
         this.seen.add(m.seq);
         this.lastSeq = Math.max(this.lastSeq, m.seq);
-        this.add(m.role, m.text);
+        this.add(m.role, m.images ? [this.t.photoKept, m.text].filter(Boolean).join(" ") : m.text);
       }
       this.stored.rated = this.stored.rated || h.rated;
       this.save();
@@ -492,6 +516,111 @@ class Widget {
       this.showStatus(this.t.resolved);
       if (!this.stored.rated) this.askRating(this.t.rateAsk);
     } else this.showStatus("");
+  }
+
+  // ---- Photos: the camera button, the upload, the photo's bubble ----
+
+  /** The camera button and its file input (`accept="image/*"`: phones offer the camera). */
+  private photoControls(): HTMLElement[] {
+    const file = el("input");
+    file.type = "file";
+    file.accept = "image/*";
+    file.hidden = true;
+    file.tabIndex = -1;
+    const button = el("button", "photo");
+    button.type = "button";
+    button.title = this.t.photo;
+    button.setAttribute("aria-label", this.t.photo);
+    button.innerHTML = CAMERA; // a constant
+    button.addEventListener("click", () => {
+      if (!this.busy) file.click();
+    });
+    file.addEventListener("change", () => {
+      const chosen = file.files?.[0];
+      file.value = ""; // the same photo again is a new choice
+      if (chosen) void this.sendPhoto(chosen);
+    });
+    this.photoButton = button;
+    return [button, file];
+  }
+
+  /** The customer's bubble for a photo: its thumbnail at once, an error line under it. */
+  private addPhoto(file: File): PhotoBubble {
+    const box = el("div", "msg customer");
+    const frame = el("div", "photo");
+    const img = el("img");
+    img.alt = this.t.myPhoto;
+    img.src = URL.createObjectURL(file);
+    frame.append(img);
+    const err = el("div", "err");
+    err.setAttribute("role", "alert");
+    err.hidden = true;
+    box.append(el("span", "who", this.t.me), frame, err);
+    img.addEventListener("load", () => this.scroll());
+    // Not a picture the browser can draw (a refused file, a format it lacks): a mark.
+    img.addEventListener("error", () => frame.replaceWith(el("div", "text", this.t.photoKept)), { once: true });
+    this.log.append(box);
+    this.scroll();
+    const bubble: PhotoBubble = {
+      box,
+      error: (text, retry) => {
+        box.classList.toggle("failed", !!text);
+        err.replaceChildren(el("span", undefined, text));
+        if (retry) {
+          const again = el("button", undefined, this.t.retry);
+          again.type = "button";
+          again.addEventListener("click", retry);
+          err.append(again);
+        }
+        err.hidden = !text;
+        this.scroll();
+      },
+    };
+    this.photos.set(box, bubble);
+    return bubble;
+  }
+
+  /** One photo: checked here (size, a picture at all), drawn, uploaded, then its turn. */
+  private async sendPhoto(file: File, shown?: PhotoBubble): Promise<void> {
+    if (this.busy) return;
+    const bubble = shown ?? this.addPhoto(file);
+    bubble.error("");
+    this.notice.hidden = true;
+    if (file.size > MAX_PHOTO_BYTES) return bubble.error(this.t.photoTooLarge);
+    if (file.type && !file.type.startsWith("image/")) return bubble.error(this.t.photoType);
+    this.setBusy(true);
+    let image: PhotoInput;
+    try {
+      image = await this.upload(file);
+    } catch (e) {
+      this.setBusy(false);
+      const words = e instanceof Error && e.name === "photo" ? e.message : this.t.unreachable;
+      const retry = e instanceof Error && e.name === "photo" && !e.cause ? undefined : () => void this.sendPhoto(file, bubble);
+      return bubble.error(words, retry);
+    }
+    this.setBusy(false);
+    await this.send("", bubble.box, [image]);
+  }
+
+  /**
+   * The photo's bytes to kefu: `POST /v1/images` (201 `{id}`), with the conversation's
+   * token once it has one (a new conversation's first photo needs none: its message
+   * starts it). A refusal throws an Error named `photo` in the customer's words (`cause`
+   * set when trying again may help).
+   */
+  private async upload(file: File): Promise<PhotoInput> {
+    const headers: Record<string, string> = { "Content-Type": file.type || "application/octet-stream", "X-Kefu-Site": this.site };
+    if (this.stored.token) headers["X-Kefu-Session-Token"] = this.stored.token;
+    const q = new URLSearchParams({ session_id: this.stored.id, site: this.site });
+    const res = await fetch(`${this.base}/v1/images?${q}`, { method: "POST", headers, body: file });
+    const answer = (await res.json().catch(() => ({}))) as ApiErrorBody & { id?: string };
+    if (res.ok && answer.id) return { id: answer.id };
+    const error = new Error(
+      res.status === 429 ? this.t.tooFast : photoError(this.t, answer.error?.type) || (res.status >= 500 ? this.t.unreachable : this.t.photoFailed),
+    );
+    error.name = "photo";
+    if (res.status === 429 || res.status >= 500) error.cause = res.status;
+    throw error;
   }
 
   /** The 1-5 rating, with an optional comment, to POST /v1/sessions/{id}/feedback. */
@@ -557,6 +686,25 @@ class Widget {
       this.showNotice(this.t.unreachable);
     }
     submit.disabled = false;
+  }
+}
+
+/** The customer's words for a refused photo (the server's error `type`), if it is one. */
+function photoError(t: Strings, type?: string): string | null {
+  switch (type) {
+    case "image_too_large":
+      return t.photoTooLarge;
+    case "image_too_large_pixels":
+      return t.photoPixels;
+    case "unsupported_image":
+      return t.photoType;
+    case "bad_image":
+      return t.photoBad;
+    case "too_many_images":
+    case "too_many_images_today":
+      return t.photoTooMany;
+    default:
+      return null;
   }
 }
 

@@ -54,7 +54,11 @@ header .close:hover { background: rgba(255, 255, 255, .16); }
 .msg.customer .text { background: var(--accent); color: #fff; border-color: transparent; border-bottom-right-radius: 4px; }
 .msg.kefu .text { border-bottom-left-radius: 4px; }
 .msg.agent .text { background: #e6f6ec; border-color: #bfe5cd; border-bottom-left-radius: 4px; }
-.msg.failed .text { opacity: .6; }
+.msg.failed .text, .msg.failed .photo { opacity: .6; }
+.msg .photo { max-width: 100%; border-radius: 12px; border-bottom-right-radius: 4px; overflow: hidden; background: #fff; border: 1px solid var(--line); line-height: 0; }
+.msg .photo img { display: block; max-width: 220px; max-height: 220px; width: auto; height: auto; }
+.msg .err { font-size: 12px; color: #9b1c1f; background: #fdecec; border-radius: 8px; padding: 4px 8px; max-width: 100%; overflow-wrap: anywhere; }
+.msg .err button { color: #9b1c1f; font-weight: 600; text-decoration: underline; margin-left: 6px; }
 .msg.typing .text::after { content: "▍"; animation: blink 1s steps(1) infinite; color: var(--muted); }
 @keyframes blink { 50% { opacity: 0; } }
 .choices { display: flex; flex-wrap: wrap; gap: 6px; padding: 0 14px 10px; }
@@ -87,6 +91,9 @@ form textarea {
 }
 form button { height: 40px; padding: 0 16px; border-radius: 10px; background: var(--accent); color: #fff; font-weight: 600; flex: none; }
 form button:disabled { opacity: .5; cursor: default; }
+form button.photo { width: 40px; padding: 0; background: #fff; color: var(--muted); border: 1px solid var(--line); display: flex; align-items: center; justify-content: center; }
+form button.photo:hover { color: var(--accent); border-color: var(--accent); }
+form button.photo svg { width: 22px; height: 22px; fill: currentColor; }
 @media (max-width: 480px) {
   .panel { inset: 0; right: 0; bottom: 0; width: 100%; height: 100%; max-width: 100vw; border-radius: 0; }
   .msg { max-width: 88%; }

@@ -571,14 +571,14 @@ struct ChannelFigures {
 }
 
 /// The outcomes of `kefu_channel_messages_total`.
-const MESSAGE_OUTCOMES: [&str; 3] = ["accepted", "duplicate", "refused"];
+const MESSAGE_OUTCOMES: [&str; 4] = ["accepted", "duplicate", "refused", "photo_failed"];
 
 impl ChannelFigures {
     fn register(registry: &mut Registry) -> Self {
         let messages = Family::<ChannelOutcomeLabels, Counter>::default();
         registry.register(
             "channel_messages",
-            "Messages from channel platforms (webhook, WeChat) by channel and outcome: accepted (answered), duplicate (a retry of a message already taken), refused (bad signature, stale, bad body, over the rate)",
+            "Messages from channel platforms (webhook, WeChat) by channel and outcome: accepted (answered), duplicate (a retry of a message already taken), refused (bad signature, stale, bad body, over the rate), photo_failed (a photo that could not be fetched or taken in: answered as the image event)",
             messages.clone(),
         );
         let deliveries = Family::<ChannelOutcomeLabels, Counter>::default();

@@ -4,7 +4,7 @@
 //! can expire the current token (the next call with it gets `errcode` 40001, as WeChat
 //! answers a token that another process replaced) and can fail the next sends with 500.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -33,6 +33,7 @@ struct Sim {
     /// Sends that succeed before the failing ones begin.
     passing_first: u32,
     pages: VecDeque<Value>,
+    media: HashMap<String, Vec<u8>>,
 }
 
 /// The simulator; it serves on a thread until the test process ends.
@@ -92,6 +93,11 @@ impl WechatSim {
         sim.failing_sends = n;
     }
 
+    /// Serves `bytes` as the media `id` (`media/get`, `content-type: image/jpeg`).
+    pub fn put_media(&self, id: &str, bytes: Vec<u8>) {
+        self.sim.lock().unwrap().media.insert(id.to_string(), bytes);
+    }
+
     /// Queues a page for `kf/sync_msg` (`{next_cursor, has_more, msg_list}`); with none
     /// queued it answers an empty page.
     pub fn queue_kf_page(&self, page: Value) {
@@ -122,14 +128,47 @@ fn serve(stream: TcpStream, sim: &Mutex<Sim>) {
     let _ = reader.read_exact(&mut body);
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    let (status, answer) = answer(sim, path, query, body);
-    let text = answer.to_string();
+    let (status, content_type, answer) = match media(sim, path, query) {
+        Some(bytes) => (200, "image/jpeg", bytes),
+        None => {
+            let (status, answer) = answer(sim, path, query, body);
+            (status, "application/json", answer.to_string().into_bytes())
+        }
+    };
     let mut stream = stream;
     let _ = write!(
         stream,
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-        text.len()
+        "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        answer.len()
     );
+    let _ = stream.write_all(&answer);
+}
+
+/// The bytes of a media the test put, for a `media/get` with the current token (the
+/// call recorded); `None` for every other call (answered as JSON).
+fn media(sim: &Mutex<Sim>, path: &str, query: &str) -> Option<Vec<u8>> {
+    if !path.ends_with("/cgi-bin/media/get") {
+        return None;
+    }
+    let mut sim = sim.lock().unwrap();
+    // Percent-decoded, as kefu encodes every query value (`M_1` is `M%5F1`).
+    let param = |name: &str| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    if param("access_token") != sim.current {
+        return None;
+    }
+    let bytes = sim.media.get(&param("media_id")).cloned()?;
+    sim.calls.push(Call {
+        path: path.to_string(),
+        query: query.to_string(),
+        body: Value::Null,
+        answered: 0,
+    });
+    Some(bytes)
 }
 
 fn answer(sim: &Mutex<Sim>, path: &str, query: &str, body: Value) -> (u16, Value) {
@@ -176,6 +215,11 @@ fn answer(sim: &Mutex<Sim>, path: &str, query: &str, body: Value) -> (u16, Value
         let mut page = page;
         page["errcode"] = json!(0);
         return (200, page);
+    }
+    if path.ends_with("/cgi-bin/media/get") {
+        // A media the test did not put (or one past WeChat's three days).
+        sim.calls.last_mut().unwrap().answered = 40007;
+        return (200, json!({"errcode": 40007, "errmsg": "invalid media_id"}));
     }
     (200, json!({"errcode": 0, "errmsg": "ok"}))
 }

@@ -11,6 +11,7 @@ import { t } from "../i18n";
 import { Confirm, ErrorBox, Loading, show } from "../ui";
 import type { ConvEvent, Feed } from "./feed";
 import { clock, duration, kindName } from "./format";
+import { Photos } from "./photos";
 import type { BotTurn, Canned, Detail, Message, Suggestion } from "./types";
 
 const enc = encodeURIComponent;
@@ -252,7 +253,8 @@ function Transcript(props: { messages: Message[]; turns: BotTurn[] }) {
           <div class="b-meta">
             {t("ib.role." + m.role)} · {clock(m.at)}
           </div>
-          <div class="b-text">{m.text}</div>
+          {m.text ? <div class="b-text">{m.text}</div> : null}
+          {m.images?.length ? <Photos images={m.images} /> : null}
           {turn ? <TurnTrace turn={turn} /> : null}
         </div>
       </div>

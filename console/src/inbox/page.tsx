@@ -230,6 +230,7 @@ function Row(props: { c: Summary; me: string; now: number; active: boolean; onOp
         ) : null}
         <div class="ib-preview">
           {c.last_role && c.last_role !== "user" ? <span class="muted">{t("ib.said", { who: t("ib.role." + c.last_role) })}</span> : null}
+          {c.last_images ? <span class="ib-photo-mark">{t("ib.photos_n", { n: c.last_images })}</span> : null}
           {c.last_text ?? ""}
           {c.unread ? <span class="ib-unread">{c.unread}</span> : null}
         </div>

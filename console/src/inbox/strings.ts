@@ -84,4 +84,10 @@ addStrings({
   "ib.yes": { zh: "是", en: "yes" },
   "ib.no": { zh: "否", en: "no" },
   "ib.agents_online": { zh: "在线客服 {n}", en: "{n} agents online" },
+  "ib.photo": { zh: "顾客的照片", en: "Customer's photo" },
+  "ib.photo_plain": { zh: "照片（{kind}，{w}×{h}）", en: "Photo ({kind}, {w}×{h})" },
+  "ib.photo_open": { zh: "查看大图：{what}", en: "Open the photo: {what}" },
+  "ib.photo_tab": { zh: "在新标签页打开", en: "Open in a new tab" },
+  "ib.photo_close": { zh: "关闭", en: "Close" },
+  "ib.photos_n": { zh: "[图片×{n}]", en: "[{n} photo(s)]" },
 });

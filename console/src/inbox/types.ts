@@ -21,6 +21,8 @@ export interface Summary {
   assigned_at?: number | null;
   waiting_ms?: number | null;
   last_text?: string | null;
+  /** Photos the last message carried. */
+  last_images?: number;
   last_role?: string | null;
   last_at?: number | null;
   emotion?: string | null;
@@ -32,12 +34,25 @@ export interface Summary {
   unread?: number;
 }
 
+/** A photo a customer sent (the image store's id; `GET /admin/images/{id}` serves it). */
+export interface ImageRef {
+  id: string;
+  kind: string;
+  width: number;
+  height: number;
+  bytes: number;
+  /** What the vision model saw, when one is configured. */
+  description?: string | null;
+}
+
 /** A message of the transcript. */
 export interface Message {
   seq: number;
   role: "user" | "bot" | "agent" | string;
   text: string;
   at: number;
+  /** The photos a customer's message carried. */
+  images?: ImageRef[];
 }
 
 export interface TraceStep {

@@ -1,7 +1,8 @@
 //! WeChat's server API, the part kefu calls: the access token, the Official Account's
-//! customer-service message (`cgi-bin/message/custom/send`), and WeChat customer
+//! customer-service message (`cgi-bin/message/custom/send`), WeChat customer
 //! service's `kf/sync_msg` (pull the waiting messages), `kf/send_msg` and
-//! `kf/send_msg_on_event` (answer).
+//! `kf/send_msg_on_event` (answer), and `cgi-bin/media/get` (a customer's photo, by the
+//! `MediaId` its message names; both kinds of account, read up to a size bound).
 //!
 //! **The access token** (`cgi-bin/token` for Official Accounts, `cgi-bin/gettoken` for
 //! WeCom) lives two hours; it is cached per account and fetched again five minutes before
@@ -35,6 +36,10 @@ pub const TEXT_LIMIT: usize = 2048;
 pub const REFRESH_EARLY: Duration = Duration::from_secs(300);
 /// The time limit of one API call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest photo fetched from `media/get`: WeChat's own bound for an image message
+/// (the image intake checks its configured limit again).
+pub const MEDIA_LIMIT: u64 = 10 * 1024 * 1024;
 
 /// The `errcode`s that mean the access token is no good (invalid, expired, not the
 /// latest).
@@ -106,6 +111,9 @@ pub struct KfMessage {
     /// The text, for `text`.
     #[serde(default)]
     pub text: Option<KfText>,
+    /// The photo, for `image`.
+    #[serde(default)]
+    pub image: Option<KfMedia>,
     /// The event, for `event`.
     #[serde(default)]
     pub event: Option<KfEvent>,
@@ -117,6 +125,14 @@ pub struct KfText {
     /// The text.
     #[serde(default)]
     pub content: String,
+}
+
+/// A media message's content (`image`).
+#[derive(Debug, Default, Deserialize)]
+pub struct KfMedia {
+    /// The id to fetch it with (`media/get`, valid three days).
+    #[serde(default)]
+    pub media_id: String,
 }
 
 /// An event of `kf/sync_msg`.
@@ -247,6 +263,71 @@ impl Api {
     pub fn custom_send(&self, openid: &str, text: &str) -> Result<(), JobError> {
         let body = json!({"touser": openid, "msgtype": "text", "text": {"content": text}});
         self.call("cgi-bin/message/custom/send", &body).map(drop)
+    }
+
+    /// A customer's photo by its media id (`cgi-bin/media/get`, a GET with the token),
+    /// at most `limit` bytes: the body as it came, whatever its type (the image intake
+    /// reads the type from the bytes). WeChat answers an error as JSON (`40007`: the id
+    /// is unknown or expired after three days); a stale token is replaced and the call
+    /// made once more. A body over `limit` is refused (permanent) without reading the rest.
+    pub fn media_get(&self, media_id: &str, limit: u64) -> Result<Vec<u8>, JobError> {
+        for attempt in 0..2 {
+            let token = self.access_token()?;
+            let url = format!(
+                "{}/cgi-bin/media/get?access_token={}&media_id={}",
+                self.base,
+                enc(&token),
+                enc(media_id)
+            );
+            let redact = |text: String| text.replace(&token, "***").replace(&enc(&token), "***");
+            let mut response = self
+                .agent
+                .get(&url)
+                .call()
+                .map_err(|e| JobError::Temporary(redact(format!("wechat media/get: {e}"))))?;
+            let status = response.status().as_u16();
+            if status >= 500 || status == 429 {
+                return Err(JobError::Temporary(format!("wechat media/get answered {status}")));
+            }
+            if status >= 400 {
+                return Err(JobError::Permanent(format!("wechat media/get answered {status}")));
+            }
+            let json = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.contains("json") || t.starts_with("text/"));
+            if json {
+                // An error (or, for WeCom's `media/get` of a video, a URL): never a photo.
+                let answer = response
+                    .body_mut()
+                    .with_config()
+                    .limit(1 << 16)
+                    .read_json::<Value>()
+                    .map_err(|e| JobError::Temporary(redact(format!("wechat media/get answered oddly: {e}"))))?;
+                let code = errcode(&answer);
+                if STALE_TOKEN.contains(&code) && attempt == 0 {
+                    self.forget(&token);
+                    continue;
+                }
+                check(&answer)?;
+                return Err(JobError::Permanent(
+                    "wechat media/get answered JSON, not the media".into(),
+                ));
+            }
+            return response
+                .body_mut()
+                .with_config()
+                .limit(limit)
+                .read_to_vec()
+                .map_err(|e| match e {
+                    ureq::Error::BodyExceedsLimit(_) => {
+                        JobError::Permanent(format!("the media is larger than {limit} bytes"))
+                    }
+                    e => JobError::Temporary(redact(format!("wechat media/get: {e}"))),
+                });
+        }
+        Err(JobError::Temporary("the access token was refused twice".into()))
     }
 
     /// Pulls one page of waiting customer-service messages: of `open_kfid`, or of every

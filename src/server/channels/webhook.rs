@@ -4,6 +4,13 @@
 //! and posts the reply to the channel's `reply_url` through the job queue (retried,
 //! signed, `Idempotency-Key`). `?wait=true` answers with the reply inline instead.
 //!
+//! A message may carry photos, `images: [{"data": "<base64>"}]` (at most
+//! [`MAX_IMAGES`], with `text` or alone; the body may be larger than other bodies by one
+//! photo's base64, as on `/v1/chat`), taken in like the JSON API's (type by the bytes,
+//! metadata stripped, stored, described) before the message id is taken: a bad image is
+//! its 4xx (`unsupported_image`, `bad_image`, `image_too_large`...) and the platform may
+//! send the message again without it.
+//!
 //! Refusals, all JSON: unknown channel 404 (`unknown_channel`), a missing, wrong or
 //! stale signature 401 (`bad_signature`, `stale_timestamp`), a bad body 400, a body over
 //! the limit 413, a conversation over its rate 429, every turn slot taken 503
@@ -21,6 +28,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::super::http::{Body, json_response, read_body};
+use super::super::images::ImageInput;
 use super::super::limits::check_message;
 use super::super::{ApiError, Limits, State};
 use crate::channels::webhook::{AgentSender, Poster, ReplyHandoff, ReplyMeta, ReplySender, SignatureError};
@@ -30,6 +38,8 @@ use crate::{TurnRequest, TurnResponse};
 
 /// The longest `message_id` and `user_id` taken.
 const MAX_ID_CHARS: usize = 128;
+/// The most photos one message carries (as on `/v1/chat`).
+pub const MAX_IMAGES: usize = super::super::images::MAX_IMAGES_PER_MESSAGE;
 
 /// One poster per webhook channel, each registered (as [`AgentSender`]) for what reaches
 /// its customers outside a turn.
@@ -54,9 +64,12 @@ struct Inbound {
     /// The platform's user, echoed in the reply; `user.id` when `user` has none.
     #[serde(default)]
     user_id: Option<String>,
-    /// What the customer wrote; exactly one of `text` and `event`.
+    /// What the customer wrote; exactly one of `text` (or `images`) and `event`.
     #[serde(default)]
     text: Option<String>,
+    /// Photos the message carries (`[{"data": "<base64>"}]`), with `text` or alone.
+    #[serde(default)]
+    images: Vec<ImageInput>,
     /// A platform event (`subscribe`, `enter_session`...) for the rules' `on event`.
     #[serde(default)]
     event: Option<String>,
@@ -96,7 +109,9 @@ pub(in crate::server) async fn messages(
         .is_some_and(|q| q.split('&').any(|p| p == "wait=true" || p == "wait=1"));
     let header = |h: &str| req.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
     let (timestamp, signature) = (header("x-kefu-timestamp"), header("x-kefu-signature"));
-    let body = read_body(req, state.limits.max_body_bytes).await.map_err(refused)?;
+    // Room for one photo's base64 as on `/v1/chat`; the rest of the body within the limit
+    // of any body (checked once it is read).
+    let body = read_body(req, state.chat_body_limit()).await.map_err(refused)?;
     crate::channels::webhook::verify(
         poster.channel().secret.expose(),
         timestamp.as_deref(),
@@ -112,8 +127,11 @@ pub(in crate::server) async fn messages(
         };
         refused(ApiError::new(StatusCode::UNAUTHORIZED, kind, error.to_string()))
     })?;
-    let inbound: Inbound = serde_json::from_slice(&body).map_err(|e| refused(ApiError::from_json(&e)))?;
-    let (request, key) = turn_request(name, &inbound, &state.limits).map_err(refused)?;
+    let mut inbound: Inbound = serde_json::from_slice(&body).map_err(|e| refused(ApiError::from_json(&e)))?;
+    let inline = inbound.images.iter().map(ImageInput::inline_len).sum();
+    state.check_body_besides_images(body.len(), inline).map_err(refused)?;
+    drop(body);
+    let (mut request, key) = turn_request(name, &inbound, &state.limits).map_err(refused)?;
     state.check_rate(&request.session_id).map_err(refused)?;
     if state.turns.available_permits() == 0 {
         // Refused before the id is taken, so that the platform's retry is answered: a
@@ -128,6 +146,13 @@ pub(in crate::server) async fn messages(
         ));
     }
 
+    // Before the id is taken: a refused photo is the platform's 4xx, and a message sent
+    // again without it is a new one.
+    let images = std::mem::take(&mut inbound.images);
+    request.images = state
+        .intake_images(&request.session_id, images)
+        .await
+        .map_err(refused)?;
     if !state.first_seen(format!("webhook:{name}:{}", inbound.message_id)).await {
         state.metrics.channel_message(name, "duplicate");
         return Ok(json_response(
@@ -215,12 +240,26 @@ fn turn_request(name: &str, inbound: &Inbound, limits: &Limits) -> Result<(TurnR
     }
     let key = SessionKey::new(name, "-", &inbound.conversation_id)
         .map_err(|e| ApiError::invalid(format!("`conversation_id`: {e}")))?;
+    if inbound.images.len() > MAX_IMAGES {
+        return Err(ApiError::invalid(format!(
+            "a message carries at most {MAX_IMAGES} `images`"
+        )));
+    }
+    if inbound.images.iter().any(|i| matches!(i, ImageInput::Id { .. })) {
+        // Uploads belong to API and widget conversations; a channel's are its own.
+        return Err(ApiError::invalid(
+            "a webhook message's `images` carry their bytes: `{\"data\": \"<base64>\"}`",
+        ));
+    }
+    let photos = !inbound.images.is_empty();
     let (message, event) = match (&inbound.text, &inbound.event) {
+        (Some(text), None) if photos && text.trim().is_empty() => (String::new(), None),
         (Some(text), None) => {
             check_message(text, "text", limits)?;
             (text.clone(), None)
         }
-        (None, Some(event)) => {
+        (None, None) if photos => (String::new(), None),
+        (None, Some(event)) if !photos => {
             let event = event.to_ascii_lowercase();
             let ok = !event.is_empty()
                 && event.len() <= 32
@@ -236,7 +275,7 @@ fn turn_request(name: &str, inbound: &Inbound, limits: &Limits) -> Result<(TurnR
         }
         _ => {
             return Err(ApiError::invalid(
-                "a message has exactly one of `text` (what the customer wrote) and `event`",
+                "a message has exactly one of what the customer sent (`text`, `images` or both) and `event`",
             ));
         }
     };
@@ -313,6 +352,23 @@ mod tests {
             (request.message.as_str(), request.event.as_deref()),
             ("", Some("subscribe"))
         );
+
+        // Photos, alone or with text; the intake fills the turn's `images` afterwards.
+        for json in [
+            serde_json::json!({"message_id": "m3", "conversation_id": "c-1", "images": [{"data": "/9j/"}]}),
+            serde_json::json!({"message_id": "m4", "conversation_id": "c-1", "text": "", "images": [{"data": "/9j/"}]}),
+        ] {
+            let photo = inbound(json).unwrap();
+            assert_eq!(photo.images.len(), 1);
+            let (request, _) = turn_request("taobao", &photo, &limits).unwrap();
+            assert_eq!((request.message.as_str(), request.event), ("", None));
+        }
+        let with_text = inbound(serde_json::json!({
+            "message_id": "m5", "conversation_id": "c-1", "text": "盒子破了", "images": [{"data": "/9j/"}, {"data": "iVBO"}]
+        }))
+        .unwrap();
+        let (request, _) = turn_request("taobao", &with_text, &limits).unwrap();
+        assert_eq!(request.message, "盒子破了");
     }
 
     #[test]
@@ -339,6 +395,25 @@ mod tests {
         );
         assert!(
             refused(serde_json::json!({"message_id": "m", "conversation_id": "c", "text": "  "})).contains("empty")
+        );
+        let photo = serde_json::json!({"data": "/9j/"});
+        assert!(
+            refused(serde_json::json!({"message_id": "m", "conversation_id": "c", "images": vec![photo.clone(); 5]}))
+                .contains("at most 4")
+        );
+        assert!(
+            refused(
+                serde_json::json!({"message_id": "m", "conversation_id": "c", "event": "subscribe", "images": [photo.clone()]})
+            )
+            .contains("exactly one")
+        );
+        assert!(
+            inbound(serde_json::json!({"message_id": "m", "conversation_id": "c", "images": [{"url": "http://x"}]}))
+                .is_err()
+        );
+        assert!(
+            refused(serde_json::json!({"message_id": "m", "conversation_id": "c", "images": [{"id": "img_0"}]}))
+                .contains("carry their bytes")
         );
         let long = "长".repeat(limits.max_message_chars + 1);
         assert!(

@@ -15,11 +15,18 @@
 //! and never makes a second turn. A text is a turn on channel `wechat_mp` in the
 //! conversation `ch:wechat_mp:{AppID}:{openid}` (a voice message with WeChat's speech
 //! recognition on is its recognised text); `subscribe`, `unsubscribe`, `SCAN` and `CLICK`
-//! are event turns (`subscribe`, `unsubscribe`, `scan`, `click`); an image, voice,
-//! video or location is an event turn of that name (`image`, `voice`, `video`,
-//! `location`): a placeholder text like `[图片]` would go through understanding and the
-//! fallback, where an event answers only when a rule asks for it. Other events are
-//! answered `success`.
+//! are event turns (`subscribe`, `unsubscribe`, `scan`, `click`); a voice, video or
+//! location is an event turn of that name (`voice`, `video`, `location`): a placeholder
+//! text like `[图片]` would go through understanding and the fallback, where an event
+//! answers only when a rule asks for it. Other events are answered `success`.
+//!
+//! **Photos** (`MsgType=image`, and customer service's `image`): the `MediaId` is fetched
+//! with `media/get` through the account's API client (its token, at most
+//! [`MEDIA_LIMIT`] bytes) and taken in by the image intake (`State::intake_bytes`: type
+//! by the bytes, metadata stripped, stored, described), then the turn carries it
+//! (`images`: the rules' `on image`, a photo ask). A fetch or intake that fails is logged,
+//! counted (`photo_failed`) and the turn is the `image` event, as before photos were
+//! taken. The fetch counts against the 5-second rule like the turn.
 //!
 //! **The 5-second rule**: the turn runs while the request waits up to the account's
 //! `reply_within` (4.5 s); in time, its reply is the passive reply (encrypted in the
@@ -58,11 +65,12 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::TurnRequest;
-use crate::channels::wechat::api::{KfMessage, TEXT_LIMIT};
+use crate::channels::wechat::api::{KfMessage, MEDIA_LIMIT, TEXT_LIMIT};
 use crate::channels::wechat::crypto::{Cipher, sign, verify};
 use crate::channels::wechat::send::{Live, WechatSender};
 use crate::channels::wechat::{Kind, xml};
 use crate::channels::{ChannelsConfig, Outbound, Outgoing, SessionKey, WECHAT_KF, WECHAT_MP};
+use crate::dialogue::ImageRef;
 use crate::safety::logsafe::LogSafe;
 use crate::server::http::{Body, read_body};
 use crate::server::{ApiError, State};
@@ -339,9 +347,17 @@ async fn official_account(
         return Ok(success());
     }
     let unsubscribed = event.as_deref() == Some("unsubscribe");
-    let request = channel_request(state, session_id, message, event, WECHAT_MP);
-    let running = Arc::clone(state);
-    let mut turn = tokio::spawn(async move { running.run_turn(request).await });
+    let mut request = channel_request(state, session_id, message, event, WECHAT_MP);
+    let media = mp_media(fields).map(str::to_string);
+    let (running, photo_live) = (Arc::clone(state), Arc::clone(live));
+    // The photo's fetch runs inside the timed task: the 5-second rule counts it.
+    let mut turn = tokio::spawn(async move {
+        if let Some(media) = media {
+            let photo = fetch_photo(&running, &photo_live, WECHAT_MP, &request.session_id, &media).await;
+            with_photo(&mut request, photo);
+        }
+        running.run_turn(request).await
+    });
     let outgoing = move |reply: String, choices| Outgoing {
         key,
         text: reply,
@@ -380,6 +396,62 @@ async fn official_account(
             });
             Ok(success())
         }
+    }
+}
+
+/// The `MediaId` of an Official Account's photo message.
+fn mp_media(fields: &xml::Fields) -> Option<&str> {
+    (fields.text("MsgType") == "image")
+        .then(|| fields.text("MediaId").trim())
+        .filter(|id| !id.is_empty())
+}
+
+/// A photo a WeChat message names: fetched with `media/get` (off the workers) and taken
+/// in by the image intake; `None` when either fails (logged without the bytes, counted as
+/// `photo_failed`), and the turn stays the `image` event.
+async fn fetch_photo(
+    state: &Arc<State>,
+    live: &Arc<Live>,
+    channel: &str,
+    session: &str,
+    media_id: &str,
+) -> Option<ImageRef> {
+    let (api_live, id) = (Arc::clone(live), media_id.to_string());
+    let fetched = tokio::task::spawn_blocking(move || api_live.api.media_get(&id, MEDIA_LIMIT)).await;
+    let failed = |reason: &str| {
+        state.metrics.channel_message(channel, "photo_failed");
+        tracing::warn!(
+            account = %live.account.name,
+            session = %LogSafe(session),
+            reason,
+            "a wechat photo was not taken; answered as the image event"
+        );
+    };
+    let bytes = match fetched {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(error)) => {
+            failed(&error.to_string());
+            return None;
+        }
+        Err(error) => {
+            failed(&format!("the fetch panicked: {error}"));
+            return None;
+        }
+    };
+    match state.intake_bytes(session, bytes).await {
+        Ok(image) => Some(image),
+        Err(error) => {
+            failed(&format!("{}: {}", error.kind, error.message));
+            None
+        }
+    }
+}
+
+/// The turn with its photo, when one was taken: a message of images alone, no event.
+fn with_photo(request: &mut TurnRequest, photo: Option<ImageRef>) {
+    if let Some(photo) = photo {
+        request.event = None;
+        request.images = vec![photo];
     }
 }
 
@@ -586,7 +658,15 @@ async fn kf_message(state: &Arc<State>, wechat: &Arc<Wechat>, live: &Arc<Live>, 
         tracing::warn!(session = %LogSafe(&session_id), "wechat kf message over the per-session rate; not answered");
         return;
     }
-    let request = channel_request(state, session_id, text, event, WECHAT_KF);
+    let mut request = channel_request(state, session_id, text, event, WECHAT_KF);
+    let media = (message.msgtype == "image")
+        .then(|| message.image.as_ref().map(|m| m.media_id.trim()))
+        .flatten()
+        .filter(|id| !id.is_empty());
+    if let Some(media) = media {
+        let photo = fetch_photo(state, live, WECHAT_KF, &request.session_id, media).await;
+        with_photo(&mut request, photo);
+    }
     let Some(response) = answered(Ok(state.run_turn(request).await)) else {
         return;
     };
@@ -654,5 +734,29 @@ mod tests {
             Some(("退货".into(), None))
         );
         assert_eq!(turn("<MsgType>link</MsgType>"), None);
+    }
+
+    #[test]
+    fn a_photo_message_names_its_media_and_becomes_an_image_turn_when_taken() {
+        let media = |body: &str| mp_media(&fields(&format!("<xml>{body}</xml>"))).map(str::to_string);
+        assert_eq!(
+            media("<MsgType>image</MsgType><PicUrl>http://x/y</PicUrl><MediaId>M1</MediaId>").as_deref(),
+            Some("M1")
+        );
+        assert_eq!(media("<MsgType>image</MsgType><MediaId> </MediaId>"), None);
+        assert_eq!(media("<MsgType>voice</MsgType><MediaId>M2</MediaId>"), None);
+        let mut request = TurnRequest {
+            event: Some("image".into()),
+            ..TurnRequest::default()
+        };
+        with_photo(&mut request, None);
+        assert_eq!((request.event.as_deref(), request.images.len()), (Some("image"), 0));
+        let photo = ImageRef {
+            id: "img_1".into(),
+            kind: "jpeg".into(),
+            ..ImageRef::default()
+        };
+        with_photo(&mut request, Some(photo.clone()));
+        assert_eq!((request.event, request.images), (None, vec![photo]));
     }
 }

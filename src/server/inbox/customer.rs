@@ -7,8 +7,8 @@
 //! `GET /v1/sessions/{id}/messages?after=SEQ` is the same as a poll: `{messages, state,
 //! seq}`. `GET /v1/sessions/{id}/history` is the whole kept conversation, the customer's
 //! own messages and kefu's answers too, for a page (the web widget) to draw it again after
-//! a reload: `{messages: [{seq, role: customer|kefu|agent, text, at}], state, resolved,
-//! rated, seq}`, masked as stored. All three need the conversation's `session_token` (header `X-Kefu-Session-Token` or
+//! a reload: `{messages: [{seq, role: customer|kefu|agent, text, at, images?}], state, resolved,
+//! rated, seq}`, masked as stored (`images`: how many photos a customer's message carried). All three need the conversation's `session_token` (header `X-Kefu-Session-Token` or
 //! `?token=`, compared in constant time); an unknown session and a wrong token are the
 //! same 404, so that ids cannot be probed. At most [`STREAMS_PER_SESSION`] streams per
 //! conversation; the connection caps bound the rest.
@@ -93,6 +93,7 @@ pub fn customer_messages(session: &Session, told: &[u64], after: u64) -> Vec<Mes
                 text: Arc::clone(&entry.text),
                 at: entry.at,
                 told: entry.role == Role::Bot,
+                images: Vec::new(),
             });
         }
         previous = Some((entry.role, entry.seq));
@@ -203,7 +204,13 @@ pub(in crate::server) async fn history(
                 Role::Bot => "kefu",
                 Role::Agent => "agent",
             };
-            json!({"seq": entry.seq, "role": role, "text": entry.text, "at": entry.at})
+            let mut message = json!({"seq": entry.seq, "role": role, "text": entry.text, "at": entry.at});
+            // How many photos the customer sent with it: the page shows a placeholder
+            // (the stored images are for agents, `GET /admin/images/{id}`).
+            if !entry.images.is_empty() {
+                message["images"] = json!(entry.images.len());
+            }
+            message
         })
         .collect();
     Ok(json_response(
@@ -344,6 +351,7 @@ mod tests {
             text: Arc::from("好的"),
             at: 5,
             told: false,
+            images: Vec::new(),
         };
         let text = String::from_utf8(message_event(&m).to_vec()).unwrap();
         assert!(text.starts_with("id: 9\nevent: message\ndata: "), "{text}");

@@ -34,7 +34,7 @@ use tokio::sync::broadcast;
 
 use super::metrics::Metrics;
 use super::sse::sse_event;
-use crate::dialogue::{ConvState, HandoffKind, Note, Resolution, Role, Session, Takeover};
+use crate::dialogue::{ConvState, HandoffKind, ImageRef, Note, Resolution, Role, Session, Takeover};
 use crate::engine::queue::{Place, Queues};
 use crate::engine::{AnswerSource, Event, Handoff, TraceStep};
 use crate::nlu::Emotion;
@@ -80,6 +80,9 @@ pub struct Summary {
     pub waiting_ms: Option<i64>,
     /// The last message's text (the first 80 characters).
     pub last_text: String,
+    /// How many photos the last message carried (the list shows a photo mark).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_images: usize,
     /// Who wrote the last message.
     pub last_role: Option<Role>,
     /// Unix ms of the last message (or change).
@@ -120,6 +123,10 @@ pub struct Message {
     /// kefu told it outside a turn (a job's outcome): the customer's channel carries it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub told: bool,
+    /// The photos a customer's message carried (ids of the image store, shown to agents
+    /// through `GET /admin/images/{id}`, the vision model's description as alt text).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageRef>,
 }
 
 /// One bot turn as the agent reads it: what answered and why.
@@ -129,6 +136,9 @@ pub struct TurnView {
     pub seq: u64,
     /// The customer's message (masked).
     pub message: String,
+    /// The photos the customer's message carried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageRef>,
     /// kefu's answer.
     pub reply: String,
     /// What answered.
@@ -159,6 +169,7 @@ impl TurnView {
         TurnView {
             seq: self.seq,
             message: std::mem::take(&mut self.message),
+            images: std::mem::take(&mut self.images),
             reply: std::mem::take(&mut self.reply),
             source: self.source,
             rule: self.rule.take(),
@@ -288,6 +299,7 @@ impl Change {
                 let view = TurnView {
                     seq: 0,
                     message: response.message.clone(),
+                    images: request.images.clone(),
                     reply: response.reply.clone(),
                     source: response.source,
                     rule: response.rule.clone(),
@@ -446,6 +458,7 @@ impl Conversation {
     fn push_message(&mut self, message: Message) {
         self.seq = self.seq.max(message.seq);
         self.summary.last_text = preview(&message.text);
+        self.summary.last_images = message.images.len();
         self.summary.last_role = Some(message.role);
         self.summary.last_at = message.at;
         // Kept in sequence order: an event may come in after a later one.
@@ -505,6 +518,10 @@ impl Conversation {
         s.queued = 0;
         s.unread = 0;
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The first characters of a text, for a list row.
@@ -649,15 +666,16 @@ impl Hub {
                 let seq = conversation.seq + 1;
                 view.seq = seq;
                 // A platform event (`subscribe`...) has no customer text: only kefu's
-                // answer, which is all its history keeps.
+                // answer, which is all its history keeps. Photos alone are a message.
                 let mut reply_seq = seq;
-                if !view.message.is_empty() {
+                if !view.message.is_empty() || !view.images.is_empty() {
                     conversation.push_message(Message {
                         seq,
                         role: Role::User,
                         text: Arc::from(view.message.as_str()),
                         at: *at,
                         told: false,
+                        images: view.images.clone(),
                     });
                     out.message(id, conversation.messages.back());
                     reply_seq = seq + 1;
@@ -669,6 +687,7 @@ impl Hub {
                         text: Arc::from(view.reply.as_str()),
                         at: *at,
                         told: false,
+                        images: Vec::new(),
                     });
                     out.message(id, conversation.messages.back());
                 }
@@ -747,6 +766,7 @@ impl Hub {
                     text: Arc::from(text.as_str()),
                     at: *at,
                     told: false,
+                    images: Vec::new(),
                 });
                 out.message(id, conversation.messages.back());
                 out.customer_message(id, conversation.messages.back());
@@ -803,6 +823,7 @@ impl Hub {
                     text: Arc::from(text.as_str()),
                     at: *at,
                     told: true,
+                    images: Vec::new(),
                 });
                 out.message(id, conversation.messages.back());
                 out.customer_message(id, conversation.messages.back());
@@ -1437,6 +1458,7 @@ fn from_session(session: &Session) -> Conversation {
             text: Arc::clone(&entry.text),
             at: entry.at,
             told: false,
+            images: entry.images.clone(),
         });
     }
     c.summary.last_at = c.summary.last_at.max(session.updated_at);
@@ -1463,6 +1485,7 @@ mod tests {
         TurnView {
             seq: 0,
             message: message.into(),
+            images: Vec::new(),
             reply: reply.into(),
             source,
             rule: None,
@@ -1718,6 +1741,71 @@ mod tests {
         assert_eq!(back, change);
         assert!(back.silences());
         assert!(!turn("s", 1, None, false).silences());
+    }
+
+    fn photo(id: &str, description: Option<&str>) -> ImageRef {
+        ImageRef {
+            id: id.into(),
+            kind: "jpeg".into(),
+            width: 800,
+            height: 600,
+            bytes: 51_200,
+            description: description.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_customers_photos_reach_the_agent_with_the_message_and_from_the_store() {
+        let inbox = Inbox::new(None);
+        // Photos alone (no text) are a customer message; the turn keeps them too.
+        let mut first = view("", "已收到图片，正在为您转接", AnswerSource::Handoff, Emotion::Neutral);
+        first.images = vec![photo("img_1", Some("外包装破损")), photo("img_2", None)];
+        inbox.apply(Change::Turn {
+            session: "p1".into(),
+            at: 1_000,
+            view: first,
+            handoff: handoff("售后"),
+            turns: 1,
+            dropped: false,
+            profile: None,
+            context: None,
+        });
+        let detail = inbox.detail("p1").unwrap();
+        assert_eq!(detail.messages.len(), 2);
+        let (mine, answer) = (&detail.messages[0], &detail.messages[1]);
+        assert_eq!((mine.seq, mine.role, &*mine.text), (1, Role::User, ""));
+        let ids: Vec<&str> = mine.images.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["img_1", "img_2"]);
+        assert_eq!(mine.images[0].description.as_deref(), Some("外包装破损"));
+        assert!(answer.images.is_empty());
+        assert_eq!(detail.turns[0].images.len(), 2);
+        assert_eq!(inbox.summary("p1").unwrap().last_images, 0, "the answer is last");
+        // A photo queued for the agent (no answer): the list marks it.
+        let mut queued = view("", "", AnswerSource::Human, Emotion::Neutral);
+        queued.images = vec![photo("img_4", None)];
+        inbox.apply(Change::Turn {
+            session: "p1".into(),
+            at: 2_000,
+            view: queued,
+            handoff: handoff("售后"),
+            turns: 1,
+            dropped: false,
+            profile: None,
+            context: None,
+        });
+        let s = inbox.summary("p1").unwrap();
+        assert_eq!((s.last_text.as_str(), s.last_images), ("", 1));
+        // In the JSON the console reads; a message without photos has no field.
+        let json = serde_json::to_value(&detail.messages).unwrap();
+        assert_eq!(json[0]["images"][0]["id"], "img_1");
+        assert_eq!(json[0]["images"][1].get("description"), None);
+        assert_eq!(json[1].get("images"), None);
+        // From a stored session's history (a node that did not see the turn).
+        let mut session = Session::new("p2");
+        session.remember(Role::User, "盒子坏了", 5);
+        session.history.back_mut().unwrap().images = vec![photo("img_3", None)];
+        let detail = detail_from_session(&session);
+        assert_eq!(detail.messages[0].images, [photo("img_3", None)]);
     }
 
     /// The measurement the issue asks for: the list route's work (filter, sort, summaries,
