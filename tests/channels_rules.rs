@@ -158,7 +158,8 @@ rule 自定义 {
     let rendered = checked.render(dir.path(), false);
     let rendered = rendered.replace(&dir.path().display().to_string(), "[dir]");
     assert!(!checked.report.has_errors(), "{rendered}");
-    assert_eq!(rendered.matches("warning: ").count(), 4, "{rendered}");
+    // Four near-misses, and `order_paid`: a shop event, which reaches proactive items, never a rule.
+    assert_eq!(rendered.matches("warning: ").count(), 5, "{rendered}");
     insta::assert_snapshot!("channels_check_warnings", rendered);
 }
 
