@@ -392,10 +392,10 @@ rule 有空 { on keywords "名字" reply "您好，{user.name ?? "亲"}" }
     std::fs::write(dir.path().join("shop.kefu"), format!("{source}\n{rules}")).unwrap();
     let (compiled, rendered) = support::check(dir.path());
     let rules = compiled.rules.unwrap_or_else(|| panic!("{rendered}"));
-    // The clean rule reply and the shop's seven default messages (handoff, fallback,
-    // flow-updated, goodbye, acknowledgement, what-else, confirm-again); not the replies
-    // with a phone number or a mask word, nor the one with a hole.
-    assert_eq!(rules.safety.vetted(), 8);
+    // The clean rule reply and the shop's eight default messages (handoff, fallback,
+    // flow-updated, goodbye, acknowledgement, what-else, confirm-again, opt-out); not the
+    // replies with a phone number or a mask word, nor the one with a hole.
+    assert_eq!(rules.safety.vetted(), 9);
 
     let engine = kefu::Engine::new(std::sync::Arc::new(rules));
     let reply = |message: &str| engine.turn(kefu::TurnRequest::new("s", message)).unwrap().reply;
