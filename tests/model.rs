@@ -120,6 +120,7 @@ fn chat_template_tokens_in_customer_text_are_not_special() {
         text: attack.into(),
         at: 0,
         seq: 0,
+        images: Vec::new(),
     };
     let input = PromptInput {
         language: None,

@@ -120,23 +120,30 @@ enum Attempt {
     Fatal(LlmError, Failure),
 }
 
+/// The chat-completions endpoint of an OpenAI-compatible server given as `url` (the
+/// server, its `/v1`, or the endpoint itself); an error naming `flag` when it is not an
+/// http(s) URL. The text model's client and the vision client share it.
+pub fn completions_endpoint(flag: &str, url: &str) -> Result<String, String> {
+    let base = url.trim_end_matches('/');
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(format!(
+            "{flag} {}: expected an http:// or https:// URL",
+            crate::safety::logsafe::redacted_url(base)
+        ));
+    }
+    Ok(if base.ends_with("/chat/completions") {
+        base.to_string()
+    } else if base.ends_with("/v1") {
+        format!("{base}/chat/completions")
+    } else {
+        format!("{base}/v1/chat/completions")
+    })
+}
+
 impl OpenAiHttp {
     /// A client for `config`; nothing is sent until the first request.
     pub fn new(config: HttpConfig) -> Result<Self, LlmError> {
-        let base = config.url.trim_end_matches('/');
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(LlmError::Failed(format!(
-                "--llm-url {}: expected an http:// or https:// URL",
-                crate::safety::logsafe::redacted_url(base)
-            )));
-        }
-        let endpoint = if base.ends_with("/chat/completions") {
-            base.to_string()
-        } else if base.ends_with("/v1") {
-            format!("{base}/chat/completions")
-        } else {
-            format!("{base}/v1/chat/completions")
-        };
+        let endpoint = completions_endpoint("--llm-url", &config.url).map_err(LlmError::Failed)?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(config.connect_timeout))

@@ -116,20 +116,7 @@ struct AnswerMessage {
 impl Vision {
     /// A client for `config`; nothing is sent until the first image.
     pub fn new(config: VisionConfig) -> Result<Self, VisionError> {
-        let base = config.url.trim_end_matches('/');
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(VisionError::Failed(format!(
-                "--vision-url {}: expected an http:// or https:// URL",
-                crate::safety::logsafe::redacted_url(base)
-            )));
-        }
-        let endpoint = if base.ends_with("/chat/completions") {
-            base.to_string()
-        } else if base.ends_with("/v1") {
-            format!("{base}/chat/completions")
-        } else {
-            format!("{base}/v1/chat/completions")
-        };
+        let endpoint = super::http::completions_endpoint("--vision-url", &config.url).map_err(VisionError::Failed)?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(config.timeout))

@@ -48,7 +48,16 @@ pub(super) fn decode_segment(segment: &str) -> Result<String, ApiError> {
 
 /// Reads a request body of at most `limit` bytes.
 pub(super) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    let too_large = || too_large(limit);
+    read_body_or(req, limit, || too_large(limit)).await
+}
+
+/// Reads a request body of at most `limit` bytes; a longer one (by its declared length
+/// before a byte is read, else as soon as it passes the limit) is `too_large()`'s error.
+pub(super) async fn read_body_or(
+    req: Request<Incoming>,
+    limit: usize,
+    too_large: impl Fn() -> ApiError,
+) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -539,19 +539,7 @@ async fn read_image(req: Request<Incoming>, limit: usize, metrics: &Metrics) -> 
         metrics.image("image_too_large");
         api_error(MediaError::TooLarge { limit })
     };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes().to_vec()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(error) => Err(ApiError::invalid(format!("the body could not be read: {error}"))),
-    }
+    Ok(super::http::read_body_or(req, limit, too_large).await?.to_vec())
 }
 
 /// `GET /admin/images/{id}`: a stored image for the inbox.
